@@ -1,0 +1,1 @@
+"""model: the 2D->3D network, training, fusion and inference."""

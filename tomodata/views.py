@@ -1,0 +1,151 @@
+"""Camera views on the positive z hemisphere, and the sample index <-> (view, mirrored) map.
+
+Conventions (``docs/geometry.md``, DESIGN.md §1): a view is a rotation ``R`` (3×3, det +1) that maps
+camera coordinates (u, v, w) to volume coordinates (x, y, z), ``p = R @ (u, v, w)``. Its third column
+is the ray direction ``d`` with ``d_z >= 0``.
+
+Scheme ``"fibonacci-jitter-v1"`` (what :func:`hemisphere_views` makes):
+
+* Directions: a spherical Fibonacci lattice on the hemisphere. Cell ``i`` of ``n`` is the band
+  ``z ∈ [(n-1-i)/n, (n-i)/n]`` (equal areas, since area on a sphere is uniform in z); its direction has
+  ``z_i = 1 - (i + 0.5 + j_i)/n`` with a seeded jitter ``j_i ~ U(-0.25, 0.25)`` and azimuth
+  ``phi_i = phi_0 + 2π i / golden_ratio²`` with a seeded offset ``phi_0 ~ U(0, 2π)``. The bands are
+  disjoint, so no two directions repeat; the directions are area-uniform; the seed makes it reproducible.
+* Roll (the in-image orientation): the spherical frame at ``d``: ``u = e_theta``, ``v = e_phi``,
+  ``w = e_r = d`` with ``theta = arccos(z)``. This frame is right-handed (``u × v = d``) and defined
+  everywhere on the hemisphere, the pole included (there it is a rotation by ``phi`` about z).
+
+Samples: a species with ``n`` views has ``2n`` samples, interleaved: sample ``2i`` is view ``i`` and
+sample ``2i + 1`` is view ``i`` mirrored (image rows reversed, v → −v; view-volume rows reversed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "VIEW_SCHEME",
+    "hemisphere_views",
+    "rotation_from_direction",
+    "sample_to_view",
+    "view_to_sample",
+    "check_rotations",
+    "view_directions",
+]
+
+VIEW_SCHEME = "fibonacci-jitter-v1"
+_GOLDEN = (1.0 + 5.0**0.5) / 2.0
+
+
+def rotation_from_direction(d: np.ndarray) -> np.ndarray:
+    """Rotations whose third column is the unit direction ``d`` (..., 3), in the spherical frame.
+
+    Returns (..., 3, 3) float64 with columns ``(e_theta, e_phi, d)``. ``d`` is normalised first.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    if d.shape[-1] != 3:
+        raise ValueError(f"directions must have a last axis of 3, got shape {d.shape}")
+    norm = np.linalg.norm(d, axis=-1, keepdims=True)
+    if not np.all(np.isfinite(norm)) or np.any(norm == 0):
+        raise ValueError("directions must be finite and non-zero")
+    d = d / norm
+    z = np.clip(d[..., 2], -1.0, 1.0)
+    theta = np.arccos(z)
+    phi = np.arctan2(d[..., 1], d[..., 0])
+    ct, st, cp, sp = np.cos(theta), np.sin(theta), np.cos(phi), np.sin(phi)
+    e_theta = np.stack([ct * cp, ct * sp, -st], axis=-1)
+    e_phi = np.stack([-sp, cp, np.zeros_like(sp)], axis=-1)
+    e_r = np.stack([st * cp, st * sp, ct], axis=-1)
+    return np.stack([e_theta, e_phi, e_r], axis=-1)
+
+
+def hemisphere_views(n: int, *, seed: int = 0) -> np.ndarray:
+    """``n`` camera rotations with area-uniform directions on the positive z hemisphere.
+
+    Args:
+        n: number of views (> 0); the paper uses 1,332.
+        seed: seed of the lattice's azimuth offset and jitter; the same (n, seed) always gives the
+            same rotations, bit for bit.
+
+    Returns:
+        (n, 3, 3) float64 rotations (camera → volume, det +1), third column ``d`` with ``d_z > 0``.
+        Scheme: :data:`VIEW_SCHEME` (see the module docstring).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"n must be an integer number of views, got {n!r}")
+    n = int(n)
+    if n <= 0:
+        raise ValueError(f"n must be > 0 views, got {n}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    phi0 = rng.uniform(0.0, 2.0 * np.pi)
+    jitter = rng.uniform(-0.25, 0.25, size=n)
+    i = np.arange(n, dtype=np.float64)
+    z = 1.0 - (i + 0.5 + jitter) / n
+    phi = phi0 + 2.0 * np.pi * i / _GOLDEN**2
+    s = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
+    d = np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=-1)
+    return rotation_from_direction(d)
+
+
+def view_directions(rotations: np.ndarray) -> np.ndarray:
+    """Ray directions (n, 3) of rotations (n, 3, 3): their third columns."""
+    return np.asarray(rotations)[..., :, 2]
+
+
+def sample_to_view(sample, n_views: int):
+    """Map sample index/indices in ``[0, 2 n_views)`` to ``(view, mirrored)``.
+
+    Interleaved: sample ``2i`` is view ``i``, sample ``2i + 1`` is view ``i`` mirrored.
+    Works on ints (returns ``(int, bool)``) and integer arrays (returns two arrays).
+    """
+    s = np.asarray(sample)
+    if not np.issubdtype(s.dtype, np.integer):
+        raise ValueError(f"sample indices must be integers, got dtype {s.dtype}")
+    if np.any(s < 0) or np.any(s >= 2 * n_views):
+        raise ValueError(f"sample index out of range [0, {2 * n_views}) for {n_views} views")
+    view, mirrored = s // 2, (s % 2).astype(bool)
+    if s.ndim == 0:
+        return int(view), bool(mirrored)
+    return view, mirrored
+
+
+def view_to_sample(view, mirrored) -> np.ndarray | int:
+    """Inverse of :func:`sample_to_view`: ``2 * view + mirrored``."""
+    out = 2 * np.asarray(view) + np.asarray(mirrored).astype(np.int64)
+    return int(out) if np.ndim(out) == 0 else out
+
+
+def check_rotations(rotations, *, atol: float = 1e-5, hemisphere: bool = False) -> np.ndarray:
+    """Validate and return rotations as a (n, 3, 3) float64 array.
+
+    Accepts one (3, 3) matrix or a stack (n, 3, 3). Raises ``ValueError`` naming the first bad matrix
+    if a matrix is not finite, not orthonormal (``|RᵀR − I| > atol``), has det −1 (a reflection), or,
+    with ``hemisphere=True``, looks along negative z.
+    """
+    r = np.asarray(rotations)
+    if r.dtype == object or not (np.issubdtype(r.dtype, np.floating) or np.issubdtype(r.dtype, np.integer)):
+        raise ValueError(f"rotations must be a real numeric array, got dtype {r.dtype}")
+    r = r.astype(np.float64)
+    if r.shape == (3, 3):
+        r = r[None]
+    if r.ndim != 3 or r.shape[1:] != (3, 3):
+        raise ValueError(f"rotations must have shape (n, 3, 3) or (3, 3), got {np.shape(rotations)}")
+    if r.shape[0] == 0:
+        raise ValueError("rotations is empty: need at least one view")
+    if not np.all(np.isfinite(r)):
+        bad = int(np.argmax(~np.all(np.isfinite(r), axis=(1, 2))))
+        raise ValueError(f"rotation {bad} has NaN or inf entries")
+    err = np.abs(np.einsum("nji,njk->nik", r, r) - np.eye(3)).max(axis=(1, 2))
+    if np.any(err > atol):
+        bad = int(np.argmax(err > atol))
+        raise ValueError(f"rotation {bad} is not orthonormal (max |RᵀR − I| = {err[bad]:.3g})")
+    det = np.linalg.det(r)
+    if np.any(det < 0):
+        bad = int(np.argmax(det < 0))
+        raise ValueError(f"rotation {bad} has det {det[bad]:.3f}: a reflection, not a rotation")
+    if hemisphere and np.any(r[:, 2, 2] < -atol):
+        bad = int(np.argmax(r[:, 2, 2] < -atol))
+        raise ValueError(f"rotation {bad} looks along negative z (d_z = {r[bad, 2, 2]:.3f})")
+    return r
