@@ -1,0 +1,279 @@
+"""The ``tomo`` command line: thin wrappers over the package's functions (no numerics here).
+
+    tomo phantom OUT.npy --species 3            a procedural skull volume (+ previews)
+    tomo render VOLUME.npy -o DIR --views 16    x-rays of a volume (+ PNG previews)
+    tomo build-demo -o DIR                      a small dataset store of procedural species
+    tomo validate STORE                         check a dataset store; exit 1 if it is not complete
+    tomo bench render                           ms per view of the renderer, per backend
+
+Every subcommand has ``--help``. Progress bars appear only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+
+def _progress(iterable, **kw):
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=not sys.stderr.isatty(), **kw)
+
+
+def _load_volume(path: Path) -> np.ndarray:
+    """A density volume from .npy or .npz (key ``volume``, or the only array)."""
+    if not path.exists():
+        raise SystemExit(f"error: volume file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            if "volume" in keys:
+                return z["volume"]
+            if len(keys) == 1:
+                return z[keys[0]]
+            raise SystemExit(f"error: {path} holds arrays {keys}; name the volume 'volume'")
+    try:
+        from .io import read_volume  # the ingest module reads movies, DICOM, NRRD, NIfTI, TIFF …
+    except ImportError:
+        raise SystemExit(f"error: cannot read {path}: this build reads .npy and .npz volumes") from None
+    from .resample import to_cube
+
+    arr, spacing = read_volume(path)
+    return to_cube(arr, spacing)
+
+
+def _to_png(img: np.ndarray) -> np.ndarray:
+    """Opacity in [0, 1] → 8-bit grey (linear, no gamma: bone is bright)."""
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_previews(images: np.ndarray, out_dir: Path, *, prefix: str = "xray", limit: int = 16) -> list[Path]:
+    """PNG files of the first ``limit`` images and a contact sheet ``<prefix>_sheet.png``."""
+    import cv2
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    shown = images[:limit]
+    for i, img in enumerate(shown):
+        p = out_dir / f"{prefix}_{i:03d}.png"
+        cv2.imwrite(str(p), _to_png(img))
+        paths.append(p)
+    cols = int(np.ceil(np.sqrt(len(shown))))
+    rows = int(np.ceil(len(shown) / cols))
+    s = shown.shape[1:]
+    sheet = np.zeros((rows * s[0], cols * s[1]), np.uint8)
+    for i, img in enumerate(shown):
+        r, c = divmod(i, cols)
+        sheet[r * s[0]:(r + 1) * s[0], c * s[1]:(c + 1) * s[1]] = _to_png(img)
+    p = out_dir / f"{prefix}_sheet.png"
+    cv2.imwrite(str(p), sheet)
+    paths.append(p)
+    return paths
+
+
+def _render_batched(vol, rots, *, size, steps, chi, backend, batch=64, desc="render"):
+    from .render import render_xrays
+
+    out = np.empty((len(rots), size, size), np.float32)
+    for s in _progress(range(0, len(rots), batch), desc=desc, unit="batch"):
+        out[s:s + batch] = render_xrays(vol, rots[s:s + batch], size=size, steps=steps, chi=chi, backend=backend)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_phantom(a) -> int:
+    from .phantoms import skull_volume, species_params, specimen_params
+    from .views import hemisphere_views
+
+    params = species_params(a.species, seed=a.seed)
+    if a.specimen is not None:
+        params = specimen_params(params, a.specimen)
+    vol = skull_volume(params, size=a.size, seed=a.seed)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npz":
+        np.savez_compressed(out, volume=vol)
+    else:
+        np.save(out if out.suffix else out.with_suffix(".npy"), vol)
+    print(f"wrote {out}: {vol.shape} float32, density {vol.min():.3f}…{vol.max():.3f}")
+    if a.preview:
+        from .render import render_xrays
+
+        imgs = render_xrays(vol, hemisphere_views(8, seed=0), size=256, steps=128, backend=a.backend)
+        for p in write_previews(imgs, Path(a.preview), prefix=out.stem):
+            print(f"preview {p}")
+    return 0
+
+
+def cmd_render(a) -> int:
+    from .views import hemisphere_views
+
+    vol = _load_volume(Path(a.volume))
+    rots = hemisphere_views(a.views, seed=a.seed)
+    imgs = _render_batched(vol, rots, size=a.size, steps=a.steps, chi=a.chi, backend=a.backend)
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "images.npy", imgs)
+    np.save(out / "rotations.npy", rots)
+    meta = dict(volume=str(a.volume), views=a.views, seed=a.seed, size=a.size, steps=a.steps, chi=a.chi,
+                encoding="float32 opacity = 1 - exp(-chi/steps * sum of densities)", code_version=__version__)
+    (out / "render.json").write_text(json.dumps(meta, indent=2))
+    paths = write_previews(imgs, out, limit=a.previews) if a.previews else []
+    print(f"wrote {out / 'images.npy'} ({imgs.shape}), rotations.npy, render.json and {len(paths)} PNGs")
+    return 0
+
+
+def cmd_build_demo(a) -> int:
+    from .phantoms import skull_volume, species_params
+    from .store import create_store, finalize_store, write_species
+    from .views import hemisphere_views
+
+    out = Path(a.output)
+    store = out / "dataset.zarr"
+    names = [f"procedural_{i:02d}" for i in range(a.species)]
+    splits = ["val" if i >= a.species - a.held_out else "train" for i in range(a.species)]
+    table = [dict(name=n, split=s, source=f"tomodata.phantoms species {i} seed {a.seed}",
+                  source_checksum=None, original_shape=[a.volume_size] * 3, spacing_mm=[1.0, 1.0, 1.0])
+             for i, (n, s) in enumerate(zip(names, splits))]
+    create_store(store, species=table, chi=a.chi, steps=a.steps, image_size=a.size, volume_size=a.volume_size,
+                 n_views=a.views, view_seed=a.seed, provenance=dict(command="tomo build-demo", args=vars(a) | {"func": None}),
+                 overwrite=a.overwrite)
+    rots = hemisphere_views(a.views, seed=a.seed)
+    for i, name in enumerate(_progress(names, desc="species", unit="species")):
+        vol = skull_volume(species_params(i, seed=a.seed), size=a.volume_size, seed=a.seed)
+        imgs = _render_batched(vol, rots, size=a.size, steps=a.steps, chi=a.chi, backend=a.backend, desc=name)
+        write_species(store, name, volume=vol, rotations=rots, images=imgs)
+        write_previews(imgs, out / "previews", prefix=name, limit=9)
+    report = finalize_store(store)
+    print(report.summary())
+    print(f"store {store}, previews in {out / 'previews'}")
+    return 0 if report.ok else 1
+
+
+def cmd_validate(a) -> int:
+    from .store import validate_store
+
+    report = validate_store(a.store, check_data=not a.quick)
+    print(report.summary())
+    if report.species_to_rebuild:
+        print("rebuild: " + " ".join(report.species_to_rebuild))
+    return 0 if report.ok else 1
+
+
+def cmd_bench(a) -> int:
+    from .bench import bench_render, format_rows, machine_summary
+
+    if a.what != "render":
+        raise SystemExit(f"error: unknown benchmark {a.what!r}")
+    import numba
+
+    if a.threads:
+        numba.set_num_threads(a.threads)
+    print(machine_summary())
+    rows = bench_render(volume=a.volume, n_views=a.views, image_size=a.size, steps=a.steps,
+                        volume_size=a.volume_size, repeats=a.repeats, backends=a.backend or None)
+    print(format_rows(rows))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tomo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tomo {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def render_opts(q, size=256):
+        q.add_argument("--size", type=_positive_int, default=size, help="image side in pixels (default %(default)s)")
+        q.add_argument("--steps", type=_positive_int, default=128, help="samples per ray (default %(default)s)")
+        q.add_argument("--chi", type=float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+        q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer backend")
+
+    q = sub.add_parser("phantom", help="write a procedural skull volume (.npy/.npz)",
+                       description="Write a procedural skull density volume (float32, z y x, [0, 1]).")
+    q.add_argument("out", help="output file, .npy or .npz")
+    q.add_argument("--species", type=int, default=0, help="species number (default %(default)s)")
+    q.add_argument("--specimen", type=int, default=None, help="specimen seed: small within-species variation")
+    q.add_argument("--size", type=_positive_int, default=128, help="volume side in voxels (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the species table (default %(default)s)")
+    q.add_argument("--preview", metavar="DIR", help="also write 8 x-ray PNGs and a contact sheet here")
+    q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer for previews")
+    q.set_defaults(func=cmd_phantom)
+
+    q = sub.add_parser("render", help="render x-rays of a volume", description=(
+        "Render orthographic Beer–Lambert x-rays of a volume from hemisphere views; writes images.npy "
+        "(n, S, S) float32 opacity, rotations.npy (n, 3, 3), render.json and PNG previews."))
+    q.add_argument("volume", help="volume file (.npy, .npz)")
+    q.add_argument("-o", "--output", required=True, help="output folder")
+    q.add_argument("--views", type=_positive_int, default=16, help="number of views (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
+    q.add_argument("--previews", type=int, default=16, help="PNG previews to write (default %(default)s, 0 = none)")
+    render_opts(q)
+    q.set_defaults(func=cmd_render)
+
+    q = sub.add_parser("build-demo", help="build a small dataset store of procedural species", description=(
+        "Make procedural skull species, render their views and write them into a sharded Zarr v3 "
+        "dataset store, then validate and finalise it."))
+    q.add_argument("-o", "--output", default="results/core-demo", help="output folder (default %(default)s)")
+    q.add_argument("--species", type=_positive_int, default=6, help="number of species (default %(default)s)")
+    q.add_argument("--held-out", type=int, default=2, help="species held out for validation (default %(default)s)")
+    q.add_argument("--views", type=_positive_int, default=24, help="views per species (default %(default)s)")
+    q.add_argument("--volume-size", type=_positive_int, default=128, help="volume side (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="seed of species and views (default %(default)s)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    render_opts(q)
+    q.set_defaults(func=cmd_build_demo)
+
+    q = sub.add_parser("validate", help="validate a dataset store", description=(
+        "Check a dataset store: attributes, every species complete, shapes, checksums. "
+        "Exit status 1 and the species to rebuild when it is not valid."))
+    q.add_argument("store", help="path of the .zarr dataset group")
+    q.add_argument("--quick", action="store_true", help="skip reading the arrays (no checksums)")
+    q.set_defaults(func=cmd_validate)
+
+    q = sub.add_parser("bench", help="benchmarks (render)", description=(
+        "Time the renderer: ms per view of render_xrays and view_volumes per available backend."))
+    q.add_argument("what", choices=["render"], help="what to benchmark")
+    q.add_argument("--volume", choices=["skull", "dense"], default="skull", help="benchmark volume")
+    q.add_argument("--views", type=_positive_int, default=32, help="views per call (default %(default)s)")
+    q.add_argument("--volume-size", type=_positive_int, default=128, help="volume side (default %(default)s)")
+    q.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats (default %(default)s)")
+    q.add_argument("--threads", type=int, default=0, help="numba threads (default: all cores)")
+    q.add_argument("--size", type=_positive_int, default=256, help="image side (default %(default)s)")
+    q.add_argument("--steps", type=_positive_int, default=128, help="samples per ray (default %(default)s)")
+    q.add_argument("--backend", action="append", choices=["cpu", "cuda"], help="backend(s) to time (default: all available)")
+    q.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
