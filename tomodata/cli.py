@@ -12,6 +12,7 @@ Every subcommand has ``--help``. Progress bars appear only when stderr is a term
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -140,17 +141,22 @@ def cmd_build_demo(a) -> int:
 
     out = Path(a.output)
     store = out / "dataset.zarr"
+    if not 0 <= a.held_out < a.species:
+        raise ValueError(f"--held-out must be in [0, {a.species - 1}] for {a.species} species, got {a.held_out}")
     names = [f"procedural_{i:02d}" for i in range(a.species)]
     splits = ["val" if i >= a.species - a.held_out else "train" for i in range(a.species)]
+    params = [species_params(i, seed=a.seed) for i in range(a.species)]
+    # the "source" of a procedural species is its parameter vector: its checksum identifies it
     table = [dict(name=n, split=s, source=f"tomodata.phantoms species {i} seed {a.seed}",
-                  source_checksum=None, original_shape=[a.volume_size] * 3, spacing_mm=[1.0, 1.0, 1.0])
-             for i, (n, s) in enumerate(zip(names, splits))]
+                  source_checksum=hashlib.sha256(json.dumps(p.as_dict(), sort_keys=True).encode()).hexdigest(),
+                  original_shape=[a.volume_size] * 3, spacing_mm=[1.0, 1.0, 1.0])
+             for i, (n, s, p) in enumerate(zip(names, splits, params))]
     create_store(store, species=table, chi=a.chi, steps=a.steps, image_size=a.size, volume_size=a.volume_size,
                  n_views=a.views, view_seed=a.seed, provenance=dict(command="tomo build-demo", args=vars(a) | {"func": None}),
                  overwrite=a.overwrite)
     rots = hemisphere_views(a.views, seed=a.seed)
     for i, name in enumerate(_progress(names, desc="species", unit="species")):
-        vol = skull_volume(species_params(i, seed=a.seed), size=a.volume_size, seed=a.seed)
+        vol = skull_volume(params[i], size=a.volume_size, seed=a.seed)
         imgs = _render_batched(vol, rots, size=a.size, steps=a.steps, chi=a.chi, backend=a.backend, desc=name)
         write_species(store, name, volume=vol, rotations=rots, images=imgs)
         write_previews(imgs, out / "previews", prefix=name, limit=9)

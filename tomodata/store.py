@@ -91,7 +91,9 @@ GEOMETRY = {
     "volume": (
         "vol[z, y, x], C order, float32 linear density mu in [0, 1] (0 = air). Along an axis of N "
         "voxels, voxel centre i sits at c(i) = (2i + 1)/N - 1, so the volume fills the cube [-1, 1]^3 "
-        "in (x, y, z); trilinear between centres, mu = 0 outside the cube. The specimen is scaled "
+        "in (x, y, z); trilinear between centres, falling linearly to 0 between the outermost centres and "
+        "the faces (zero padding, as torch grid_sample with align_corners=False, padding_mode='zeros'), "
+        "mu = 0 outside the cube. The specimen is scaled "
         "isotropically (physical spacing honoured) and centred inside the ball of radius 1."
     ),
     "camera": (

@@ -1,0 +1,86 @@
+"""The ``tomo`` command line, run as a user would (a subprocess for the entry point, main() for speed)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tomodata.cli import main
+
+SUBCOMMANDS = ["phantom", "render", "build-demo", "validate", "bench"]
+
+
+def test_entry_point_help():
+    exe = shutil.which("tomo")
+    cmd = [exe] if exe else [sys.executable, "-m", "tomodata.cli"]
+    out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, check=True).stdout
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0
+    assert "usage: tomo " + name in capsys.readouterr().out
+
+
+def test_phantom_then_render(tmp_path, capsys):
+    vol_path = tmp_path / "skull.npy"
+    assert main(["phantom", str(vol_path), "--species", "2", "--size", "48", "--preview", str(tmp_path / "pv")]) == 0
+    vol = np.load(vol_path)
+    assert vol.shape == (48, 48, 48) and vol.dtype == np.float32 and 0 <= vol.min() and vol.max() <= 1
+    assert (tmp_path / "pv" / "skull_sheet.png").is_file()
+    out = tmp_path / "render"
+    assert main(["render", str(vol_path), "-o", str(out), "--views", "3", "--size", "40", "--steps", "48",
+                 "--backend", "cpu", "--previews", "2"]) == 0
+    imgs = np.load(out / "images.npy")
+    assert imgs.shape == (3, 40, 40) and imgs.max() > 0.1
+    from tomodata.render import render_xrays
+    from tomodata.views import hemisphere_views
+
+    np.testing.assert_array_equal(imgs, render_xrays(vol, hemisphere_views(3), size=40, steps=48, backend="cpu"))
+    assert json.loads((out / "render.json").read_text())["steps"] == 48
+    assert sorted(p.name for p in out.glob("*.png")) == ["xray_000.png", "xray_001.png", "xray_sheet.png"]
+
+
+def test_render_bad_input(tmp_path, capsys):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.full((4, 4, 4), -1.0, np.float32))
+    assert main(["render", str(bad), "-o", str(tmp_path / "o")]) == 2
+    assert "negative densities" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["render", str(tmp_path / "missing.npy"), "-o", str(tmp_path / "o")])
+    with pytest.raises(SystemExit):
+        main(["render", str(bad), "-o", str(tmp_path / "o"), "--views", "0"])
+
+
+def test_build_demo_then_validate(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["build-demo", "-o", str(out), "--species", "3", "--held-out", "1", "--views", "4",
+                 "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
+    store = out / "dataset.zarr"
+    assert main(["validate", str(store)]) == 0
+    from tomodata.store import open_store
+
+    ds = open_store(store)
+    assert ds.species_names(split="val") == ["procedural_02"]
+    assert ds.n_samples("procedural_00") == 8
+    # break one species: validate must fail and name it
+    shard = next((store / "species" / "procedural_01" / "images").rglob("c/*/0/0"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["validate", str(store)]) == 1
+    assert "procedural_01" in capsys.readouterr().out
+
+
+def test_bench_render_runs(capsys):
+    assert main(["bench", "render", "--views", "2", "--size", "24", "--steps", "16", "--volume-size", "16",
+                 "--repeats", "1", "--backend", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "render_xrays" in out and "view_volumes" in out and "ms/view" in out
