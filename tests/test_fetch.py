@@ -1,0 +1,434 @@
+"""Fetching against a real HTTP server on 127.0.0.1 (in this process): resume, retries, errors, mirror."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import tarfile
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tomodata.fetch import (
+    ChecksumMismatch,
+    FetchConnectionError,
+    FetchError,
+    FetchManifestError,
+    FetchTimeout,
+    HTTPStatusError,
+    HtmlPageError,
+    RateLimiter,
+    SourcesExhausted,
+    fetch_manifest,
+    fetch_one,
+    file_sha256,
+    tree_sha256,
+)
+from tomodata.manifest import COLUMNS, load_manifest
+
+FAST = dict(retries=2, backoff=0.01, timeout=2.0, rate=None)
+BODY = bytes(range(256)) * 1200 + b"tail"  # ~300 KiB, not HTML
+SHA = hashlib.sha256(BODY).hexdigest()
+HTML = b"<!DOCTYPE html>\n<html><body>Specimen not found</body></html>\n"
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, status, body=b"", ctype="application/octet-stream", extra=None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _serve(self, body: bytes, *, ranges=True):
+        rng = self.headers.get("Range")
+        if rng and ranges:
+            start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(body):
+                return self._send(416, extra={"Content-Range": f"bytes */{len(body)}"})
+            part = body[start:]
+            return self._send(206, part, extra={"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"})
+        return self._send(200, body)
+
+    def do_GET(self):
+        srv = self.server
+        path = self.path
+        with srv.lock:
+            srv.log.append((path, self.headers.get("Range")))
+            srv.counts[path] = srv.counts.get(path, 0) + 1
+            n = srv.counts[path]
+        if path.startswith("/files/"):
+            name = path[len("/files/"):]
+            if name not in srv.files:
+                return self._send(404, b"not found", "text/plain")
+            return self._serve(srv.files[name])
+        if path.startswith("/drop/"):  # first answer breaks off halfway, later ones are fine
+            body = srv.files[path[len("/drop/"):]]
+            if n == 1:
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            return self._serve(body)
+        if path.startswith("/norange/"):
+            return self._serve(srv.files[path[len("/norange/"):]], ranges=False)
+        if path == "/page.mp4":  # only the Content-Type tells (the body does not start like a page)
+            return self._send(200, b"<head><title>Log in</title></head><body>login</body>", "text/html; charset=utf-8")
+        if path == "/sniff.mp4":
+            return self._send(200, HTML, "application/octet-stream")
+        if path == "/slow.mp4":
+            time.sleep(1.0)
+            return self._send(200, BODY)
+        if path.startswith("/flaky/"):
+            if n == 1:
+                return self._send(503, b"busy", "text/plain")
+            return self._serve(srv.files[path[len("/flaky/"):]])
+        return self._send(404, b"not found", "text/plain")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):  # clients that time out leave broken pipes
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server(("127.0.0.1", 0), Handler)
+    srv.lock = threading.Lock()
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def srv(server):
+    server.log, server.counts = [], {}
+    server.files = {
+        "skull.mp4": BODY,
+        "other.mp4": BODY[::-1],
+        "slices.zip": _zip({"slices/s000.png": b"\x89PNG0", "slices/s001.png": b"\x89PNG1", "slices/sub/s002.png": b"2"}),
+        "single.zip": _zip({"vol.nrrd": b"NRRD0004 fake"}),
+        "evil.zip": _zip({"../evil.txt": b"x"}),
+    }
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    return server
+
+
+def spec(url, ident="sp1", kind="movie", sha=""):
+    return {"id": ident, "source": url, "source_kind": kind, "sha256": sha}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".part"))
+
+
+def test_download_plain(srv, tmp_path):
+    res = fetch_one(spec(f"{srv.url}/files/skull.mp4"), tmp_path, **FAST)
+    assert res.path == tmp_path / "sp1" / "skull.mp4"
+    assert res.path.read_bytes() == BODY
+    assert (res.sha256, res.bytes, res.resumed, res.from_mirror, res.reused) == (SHA, len(BODY), False, False, False)
+    assert res.url == f"{srv.url}/files/skull.mp4"
+    assert leftovers(tmp_path / "sp1") == []
+
+
+def test_dropped_connection_resumes_with_range(srv, tmp_path):
+    url = f"{srv.url}/drop/skull.mp4"
+    res = fetch_one(spec(url, sha=SHA), tmp_path, **FAST)
+    assert res.path.read_bytes() == BODY
+    assert res.resumed
+    ranges = [r for p, r in srv.log if p == "/drop/skull.mp4"]
+    assert ranges[0] is None and len(ranges) == 2
+    assert ranges[1] == f"bytes={len(BODY) // 2}-"
+
+
+def test_failure_mid_download_leaves_no_final_file_then_resumes(srv, tmp_path):
+    url = f"{srv.url}/drop/skull.mp4"
+    with pytest.raises(FetchConnectionError) as ei:
+        fetch_one(spec(url), tmp_path, **{**FAST, "retries": 0})
+    assert "'sp1'" in str(ei.value) and url in str(ei.value)
+    final = tmp_path / "sp1" / "skull.mp4"
+    part = tmp_path / "sp1" / "skull.mp4.part"
+    assert not final.exists()
+    assert part.stat().st_size == len(BODY) // 2
+    res = fetch_one(spec(url), tmp_path, **FAST)  # a later run continues the .part
+    assert res.resumed and final.read_bytes() == BODY and not part.exists()
+    assert srv.log[-1] == ("/drop/skull.mp4", f"bytes={len(BODY) // 2}-")
+
+
+def test_resume_from_existing_part(srv, tmp_path):
+    (tmp_path / "sp1").mkdir()
+    (tmp_path / "sp1" / "skull.mp4.part").write_bytes(BODY[:1000])
+    res = fetch_one(spec(f"{srv.url}/files/skull.mp4", sha=SHA), tmp_path, **FAST)
+    assert res.resumed and res.path.read_bytes() == BODY
+    assert srv.log == [("/files/skull.mp4", "bytes=1000-")]
+
+
+def test_server_ignoring_range_restarts_from_zero(srv, tmp_path):
+    (tmp_path / "sp1").mkdir()
+    (tmp_path / "sp1" / "skull.mp4.part").write_bytes(b"garbage that is not the start of the file")
+    res = fetch_one(spec(f"{srv.url}/norange/skull.mp4"), tmp_path, **FAST)
+    assert not res.resumed
+    assert res.path.read_bytes() == BODY and res.sha256 == SHA
+    assert srv.log == [("/norange/skull.mp4", "bytes=41-")]
+
+
+def test_416_with_complete_part_counts_as_done(srv, tmp_path):
+    (tmp_path / "sp1").mkdir()
+    (tmp_path / "sp1" / "skull.mp4.part").write_bytes(BODY)
+    res = fetch_one(spec(f"{srv.url}/files/skull.mp4"), tmp_path, **FAST)
+    assert res.path.read_bytes() == BODY
+    assert srv.counts == {"/files/skull.mp4": 1}
+
+
+def test_416_with_oversized_part_restarts(srv, tmp_path):
+    (tmp_path / "sp1").mkdir()
+    (tmp_path / "sp1" / "skull.mp4.part").write_bytes(BODY + b"extra bytes")
+    res = fetch_one(spec(f"{srv.url}/files/skull.mp4"), tmp_path, **FAST)
+    assert res.path.read_bytes() == BODY and not res.resumed
+    assert [r for _, r in srv.log] == [f"bytes={len(BODY) + 11}-", None]
+
+
+def test_404_is_not_retried(srv, tmp_path):
+    url = f"{srv.url}/files/absent.mp4"
+    with pytest.raises(HTTPStatusError) as ei:
+        fetch_one(spec(url, ident="Absent_species"), tmp_path, **FAST)
+    assert ei.value.status == 404
+    assert "'Absent_species'" in str(ei.value) and url in str(ei.value) and "404" in str(ei.value)
+    assert srv.counts == {"/files/absent.mp4": 1}
+    assert not (tmp_path / "Absent_species" / "absent.mp4").exists()
+
+
+@pytest.mark.parametrize("path", ["/page.mp4", "/sniff.mp4"])
+def test_html_page_instead_of_movie(srv, tmp_path, path):
+    url = srv.url + path
+    with pytest.raises(HtmlPageError) as ei:
+        fetch_one(spec(url, ident="Html_case"), tmp_path, **FAST)
+    msg = str(ei.value)
+    assert "got an HTML page instead of a movie" in msg and "'Html_case'" in msg and url in msg
+    assert srv.counts == {path: 1}
+    assert os.listdir(tmp_path / "Html_case") == []
+
+
+def test_timeout_after_retries(srv, tmp_path):
+    url = f"{srv.url}/slow.mp4"
+    t0 = time.monotonic()
+    with pytest.raises(FetchTimeout) as ei:
+        fetch_one(spec(url), tmp_path, retries=2, backoff=0.01, timeout=0.2, rate=None)
+    elapsed = time.monotonic() - t0
+    assert "timed out" in str(ei.value) and url in str(ei.value) and "'sp1'" in str(ei.value)
+    assert srv.counts == {"/slow.mp4": 3}  # 1 + 2 retries
+    assert 0.6 <= elapsed < 2.5
+
+
+def test_503_is_retried(srv, tmp_path):
+    res = fetch_one(spec(f"{srv.url}/flaky/skull.mp4", sha=SHA), tmp_path, **FAST)
+    assert res.path.read_bytes() == BODY
+    assert srv.counts == {"/flaky/skull.mp4": 2}
+
+
+def test_503_without_retries_fails(srv, tmp_path):
+    with pytest.raises(HTTPStatusError, match="503"):
+        fetch_one(spec(f"{srv.url}/flaky/skull.mp4"), tmp_path, **{**FAST, "retries": 0})
+
+
+def test_checksum_mismatch(srv, tmp_path):
+    wrong = "0" * 64
+    url = f"{srv.url}/files/skull.mp4"
+    with pytest.raises(ChecksumMismatch) as ei:
+        fetch_one(spec(url, sha=wrong), tmp_path, **FAST)
+    msg = str(ei.value)
+    assert wrong in msg and SHA in msg and url in msg and "'sp1'" in msg
+    assert os.listdir(tmp_path / "sp1") == []  # neither final file nor .part
+
+
+def test_existing_file_is_not_downloaded_again(srv, tmp_path):
+    url = f"{srv.url}/files/skull.mp4"
+    first = fetch_one(spec(url), tmp_path, **FAST)
+    again = fetch_one(spec(url), tmp_path, **FAST)  # no sha256 in the manifest: trusted, hashed
+    checked = fetch_one(spec(url, sha=SHA), tmp_path, **FAST)
+    assert srv.counts == {"/files/skull.mp4": 1}
+    assert again.reused and checked.reused and again.sha256 == first.sha256 == SHA
+    first.path.write_bytes(b"corrupted")  # a stale file that fails the manifest's checksum
+    with pytest.warns(UserWarning, match="fetching again"):
+        fixed = fetch_one(spec(url, sha=SHA), tmp_path, **FAST)
+    assert not fixed.reused and fixed.path.read_bytes() == BODY
+    assert srv.counts == {"/files/skull.mp4": 2}
+
+
+def test_alternatives_in_order(srv, tmp_path):
+    bad, good = f"{srv.url}/files/absent.mp4", f"{srv.url}/files/skull.mp4"
+    res = fetch_one(spec(f"{bad} | {good}"), tmp_path, **FAST)
+    assert res.url == good and res.path.read_bytes() == BODY
+    with pytest.raises(SourcesExhausted) as ei:
+        fetch_one(spec(f"{bad}|{srv.url}/page.mp4", ident="sp2"), tmp_path, **FAST)
+    assert [type(e) for e in ei.value.errors] == [HTTPStatusError, HtmlPageError]
+    assert "'sp2'" in str(ei.value) and bad in str(ei.value)
+
+
+def test_file_url_and_local_paths(tmp_path):
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    (src_dir / "vol.nrrd").write_bytes(BODY)
+    dest = tmp_path / "dest"
+    a = fetch_one(spec((src_dir / "vol.nrrd").as_uri(), ident="a", kind="nrrd", sha=SHA), dest, **FAST)
+    b = fetch_one(spec("src/vol.nrrd", ident="b", kind="nrrd"), dest, base_dir=tmp_path, **FAST)
+    for r, ident in ((a, "a"), (b, "b")):
+        assert r.path == dest / ident / "vol.nrrd" and r.path.read_bytes() == BODY and r.sha256 == SHA
+        assert leftovers(dest / ident) == []
+    with pytest.raises(ChecksumMismatch):
+        fetch_one(spec("src/vol.nrrd", ident="c", kind="nrrd", sha="1" * 64), dest, base_dir=tmp_path, **FAST)
+    assert os.listdir(dest / "c") == []
+    with pytest.raises(FetchError, match="does not exist"):
+        fetch_one(spec("src/none.nrrd", ident="d", kind="nrrd"), dest, base_dir=tmp_path, **FAST)
+    (src_dir / "saved.mp4").write_bytes(HTML)
+    with pytest.raises(HtmlPageError, match="instead of a movie"):
+        fetch_one(spec(str(src_dir / "saved.mp4"), ident="e"), dest, **FAST)
+
+
+def test_local_folder_is_copied_with_tree_checksum(tmp_path):
+    folder = tmp_path / "slices"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
+        (folder / f"s{i:03d}.png").write_bytes(bytes([i]) * 10)
+    (folder / "sub" / "x.png").write_bytes(b"x")
+    digest = tree_sha256(folder)
+    res = fetch_one(spec(str(folder), kind="image_folder", sha=digest), tmp_path / "dest", **FAST)
+    assert res.path == tmp_path / "dest" / "sp1" / "slices" and res.path.is_dir()
+    assert res.sha256 == digest == tree_sha256(res.path) and res.bytes == 31
+    assert leftovers(tmp_path / "dest" / "sp1") == []
+    (folder / "s000.png").write_bytes(b"changed")
+    assert tree_sha256(folder) != digest
+    with pytest.raises(ChecksumMismatch):
+        fetch_one(spec(str(folder), ident="sp2", kind="image_folder", sha=digest), tmp_path / "dest", **FAST)
+    assert os.listdir(tmp_path / "dest" / "sp2") == []
+
+
+def test_mirror_is_used_instead_of_network(srv, tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "sp1").mkdir(parents=True)
+    (mirror / "sp1" / "never.mp4").write_bytes(BODY)
+    (mirror / "flat.mp4").write_bytes(BODY[::-1])
+    r1 = fetch_one(spec(f"{srv.url}/files/never.mp4", sha=SHA), tmp_path / "d", mirror=mirror, **FAST)
+    r2 = fetch_one(spec(f"{srv.url}/files/flat.mp4", ident="sp2"), tmp_path / "d", mirror=mirror, **FAST)
+    assert r1.from_mirror and r1.path.read_bytes() == BODY
+    assert r2.from_mirror and r2.path.read_bytes() == BODY[::-1]
+    assert srv.log == []  # no request at all
+    # a mirror file that fails the checksum is skipped: the network is used
+    (mirror / "skull.mp4").write_bytes(b"wrong")
+    with pytest.warns(UserWarning, match="mirror file skipped"):
+        r3 = fetch_one(spec(f"{srv.url}/files/skull.mp4", ident="sp3", sha=SHA), tmp_path / "d", mirror=mirror, **FAST)
+    assert not r3.from_mirror and r3.path.read_bytes() == BODY and srv.counts == {"/files/skull.mp4": 1}
+
+
+def test_zip_archive_is_extracted(srv, tmp_path):
+    res = fetch_one(spec(f"{srv.url}/files/slices.zip", kind="image_folder"), tmp_path, **FAST)
+    folder = tmp_path / "sp1" / "slices"
+    assert res.path == folder
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "s000.png", "s001.png", "sub/s002.png"]
+    assert res.sha256 == hashlib.sha256(srv.files["slices.zip"]).hexdigest()
+    assert (tmp_path / "sp1" / "slices.zip").is_file() and leftovers(tmp_path / "sp1") == []
+    again = fetch_one(spec(f"{srv.url}/files/slices.zip", kind="image_folder"), tmp_path, **FAST)
+    assert again.reused and again.path == folder and srv.counts == {"/files/slices.zip": 1}
+    single = fetch_one(spec(f"{srv.url}/files/single.zip", ident="sp2", kind="nrrd"), tmp_path, **FAST)
+    assert single.path == tmp_path / "sp2" / "single" / "vol.nrrd"
+
+
+def test_unsafe_archive_is_refused(srv, tmp_path):
+    with pytest.raises(FetchError, match="unsafe member"):
+        fetch_one(spec(f"{srv.url}/files/evil.zip", kind="dicom"), tmp_path / "d", **FAST)
+    assert not (tmp_path / "d" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+    assert not (tmp_path / "d" / "sp1" / "evil").exists() and leftovers(tmp_path / "d" / "sp1") == []
+
+
+def test_local_tar_gz_archive(tmp_path):
+    arc = tmp_path / "series.tar.gz"
+    with tarfile.open(arc, "w:gz") as t:
+        for i in range(2):
+            data = f"dicom{i}".encode()
+            info = tarfile.TarInfo(f"IM{i:04d}.dcm")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    res = fetch_one(spec(arc.as_uri(), kind="dicom", sha=file_sha256(arc)), tmp_path / "d", **FAST)
+    assert res.path == tmp_path / "d" / "sp1" / "series"
+    assert sorted(p.name for p in res.path.iterdir()) == ["IM0000.dcm", "IM0001.dcm"]
+
+
+def test_rate_limit_per_host(srv, tmp_path):
+    rate, n = 10.0, 4
+    # n specimens from one host, one request each, plus one retry (the flaky path answers 503 once)
+    rows = [
+        {"id": f"s{i}", "species": f"S {i}", "source": f"{srv.url}/flaky/other.mp4",
+         "source_kind": "movie", "spacing_mm": "1,1,1", "split": "train", "licence": "test"}
+        for i in range(n)
+    ]
+    df = pd.DataFrame(rows)
+    t0 = time.monotonic()
+    results = fetch_manifest(df, tmp_path, rate=rate, retries=1, backoff=0.0, timeout=2.0)
+    elapsed = time.monotonic() - t0
+    requests_made = sum(srv.counts.values())
+    assert requests_made == n + 1
+    assert elapsed >= (requests_made - 1) / rate - 0.01
+    assert [r.path.read_bytes() for r in results] == [BODY[::-1]] * n
+    limiter, t0 = RateLimiter(None), time.monotonic()
+    for _ in range(5):
+        limiter.wait("h")
+    assert time.monotonic() - t0 < 0.05
+
+
+def test_fetch_manifest_records_and_then_enforces_checksums(srv, tmp_path, capsys):
+    m = tmp_path / "m.tsv"
+    rows = [
+        ["a", "A a", f"{srv.url}/files/skull.mp4", "movie", "1,1,1", "", "train", "test", "", ""],
+        ["b", "B b", f"{srv.url}/files/other.mp4", "movie", "1,1,1", "", "val", "test", "", ""],
+    ]
+    m.write_text("\t".join(COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    dest = tmp_path / "dest"
+    res = fetch_manifest(m, dest, only=["b"], record=True, progress=True, **FAST)
+    assert [r.id for r in res] == ["b"]
+    assert f"[1/1] b: fetched {len(BODY)} bytes" in capsys.readouterr().err
+    assert list(load_manifest(m)["sha256"]) == ["", hashlib.sha256(BODY[::-1]).hexdigest()]
+    res = fetch_manifest(m, dest, record=True, **FAST)
+    assert list(load_manifest(m)["sha256"]) == [SHA, hashlib.sha256(BODY[::-1]).hexdigest()]
+    assert [r.reused for r in res] == [False, True]
+    # the server's file changes: a fresh download must now fail the recorded checksum
+    srv.files["skull.mp4"] = b"new content"
+    (dest / "a" / "skull.mp4").unlink()
+    with pytest.raises(ChecksumMismatch):
+        fetch_manifest(m, dest, only=["a"], **FAST)
+    with pytest.raises(FetchManifestError) as ei:
+        fetch_manifest(m, dest, keep_going=True, **FAST)
+    assert list(ei.value.failures) == ["a"] and [r.id for r in ei.value.results] == ["b"]
+    with pytest.raises(ValueError, match="not in the manifest"):
+        fetch_manifest(m, dest, only=["zzz"], **FAST)
