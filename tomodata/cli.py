@@ -4,6 +4,8 @@
     tomo render VOLUME.npy -o DIR --views 16    x-rays of a volume (+ PNG previews)
     tomo build-demo -o DIR                      a small dataset store of procedural species
     tomo validate STORE                         check a dataset store; exit 1 if it is not complete
+    tomo demo-movies -o DIR                     procedural species as slice movies + manifest.tsv
+    tomo fetch MANIFEST -d DEST                 download/copy the sources a manifest names
     tomo bench render                           ms per view of the renderer, per backend
 
 Every subcommand has ``--help``. Progress bars appear only when stderr is a terminal.
@@ -166,6 +168,36 @@ def cmd_build_demo(a) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_demo_movies(a) -> int:
+    from .demo import write_demo_movies
+
+    manifest = write_demo_movies(a.output, n_species=a.species, held_out=a.held_out, movie_size=a.movie_size,
+                                 codec=a.codec, seed=a.seed)
+    print(f"wrote {a.species} slice movies and {manifest}")
+    return 0
+
+
+def cmd_fetch(a) -> int:
+    from .fetch import FetchError, FetchManifestError, fetch_manifest
+
+    try:
+        results = fetch_manifest(a.manifest, a.dest, mirror=a.mirror, rate=a.rate, retries=a.retries,
+                                 timeout=a.timeout, only=a.only or None, progress=sys.stderr.isatty(),
+                                 keep_going=a.keep_going, record=a.record)
+    except FetchManifestError as e:
+        for sid, err in e.failures.items():
+            print(f"error: {sid}: {err}", file=sys.stderr)
+        print(f"{len(e.results)} fetched, {len(e.failures)} failed", file=sys.stderr)
+        return 1
+    except FetchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for r in results:
+        how = "mirror" if r.from_mirror else ("kept" if r.reused else ("resumed" if r.resumed else "fetched"))
+        print(f"{r.id}\t{how}\t{r.sha256}\t{r.path}")
+    return 0
+
+
 def cmd_validate(a) -> int:
     from .store import validate_store
 
@@ -249,6 +281,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true", help="replace an existing store")
     render_opts(q)
     q.set_defaults(func=cmd_build_demo)
+
+    q = sub.add_parser("demo-movies", help="write procedural species as slice movies + a manifest", description=(
+        "Write procedural skull species as UTCT-like 8-bit slice movies and a manifest (manifest.tsv) "
+        "whose sources are the movies: the embedded demo data."))
+    q.add_argument("-o", "--output", default="resources/demo", help="output folder (default %(default)s)")
+    q.add_argument("--species", type=_positive_int, default=24, help="number of species (default %(default)s)")
+    q.add_argument("--held-out", type=int, default=4, help="species held out as 'val' (default %(default)s)")
+    q.add_argument("--movie-size", type=_positive_int, default=160, help="voxels per side (default %(default)s)")
+    q.add_argument("--codec", choices=["mp4v", "mjpg", "ffv1"], default="mp4v", help="movie codec (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the species table (default %(default)s)")
+    q.set_defaults(func=cmd_demo_movies)
+
+    q = sub.add_parser("fetch", help="download the sources a manifest names", description=(
+        "Fetch every specimen of a manifest into DEST/<id>/: HTTP(S) with resume, retries and a rate "
+        "limit, file:// and local paths, a local mirror; sha256 checked (and with --record, written "
+        "into the manifest on first fetch). Exit status 1 if any specimen failed."))
+    q.add_argument("manifest", help="manifest .tsv")
+    q.add_argument("-d", "--dest", required=True, help="download folder")
+    q.add_argument("--mirror", help="local mirror folder tried before the network (MIRROR/<id>/<file> or MIRROR/<file>)")
+    q.add_argument("--rate", type=float, default=1.0, help="max requests per second per host (default %(default)s)")
+    q.add_argument("--retries", type=int, default=3, help="retries per request (default %(default)s)")
+    q.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
+    q.add_argument("--only", action="append", metavar="ID", help="fetch only this specimen (repeatable)")
+    q.add_argument("--keep-going", action="store_true", help="fetch the others when one fails")
+    q.add_argument("--record", action="store_true", help="write first-fetch sha256 values into the manifest")
+    q.set_defaults(func=cmd_fetch)
 
     q = sub.add_parser("validate", help="validate a dataset store", description=(
         "Check a dataset store: attributes, every species complete, shapes, checksums. "
