@@ -1,0 +1,113 @@
+"""Demo movies → fetch → cube: the ingest chain one specimen takes, and the slice-axis rule."""
+
+import numpy as np
+import pytest
+
+from tomodata.cli import main
+from tomodata.demo import write_demo_movies, write_slice_movie
+from tomodata.fetch import fetch_manifest
+from tomodata.ingest import cube_specimen, load_cube, read_specimen, save_cube
+from tomodata.io import read_volume
+from tomodata.manifest import load_manifest, parse_spacing
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    manifest = write_demo_movies(out, n_species=2, held_out=1, movie_size=64)
+    return out, manifest
+
+
+def test_demo_manifest_is_valid_and_movies_decode(demo):
+    out, manifest = demo
+    table = load_manifest(manifest)
+    assert list(table["id"]) == ["procedural_00", "procedural_01"]
+    assert list(table["split"]) == ["train", "val"]
+    vol, sp = read_volume(out / table["source"][0], spacing=parse_spacing(table["spacing_mm"][0]))
+    assert vol.shape == (64, 64, 64) and vol.dtype == np.uint8 and vol.max() > 150
+
+
+def test_fetch_then_cube_keeps_the_phantom(demo, tmp_path):
+    from tomodata.phantoms import skull_volume, species_params
+
+    out, manifest = demo
+    results = fetch_manifest(manifest, tmp_path / "fetched")
+    r = results[0]
+    row = load_manifest(manifest).iloc[0]
+    cube, meta = cube_specimen(r.path, spacing=parse_spacing(row["spacing_mm"]), size=64)
+    assert cube.shape == (64, 64, 64) and cube.dtype == np.float32
+    assert meta["original_shape"] == [64, 64, 64] and meta["slice_axis"] == "z"
+    # the movie's phantom, re-fitted: the same physical mass (density × mm³) and proportions as the
+    # phantom itself, up to the 8-bit lossy codec
+    ref = skull_volume(species_params(0), size=64)
+    ref_mm = parse_spacing(row["spacing_mm"])[0]
+    vox_mm = meta["fit"]["voxel_mm"]
+    assert abs(cube.sum() * vox_mm**3 / (ref.sum() * ref_mm**3) - 1) < 0.05
+
+    def extents(v, h):  # standard deviation of the density along each axis, in mm
+        i = np.arange(v.shape[0]) * h
+        out = []
+        for axis in range(3):
+            prof = v.sum(axis=tuple(a for a in range(3) if a != axis))
+            m = (prof * i).sum() / prof.sum()
+            out.append(np.sqrt((prof * (i - m) ** 2).sum() / prof.sum()))
+        return np.array(out)
+
+    np.testing.assert_allclose(extents(cube, vox_mm), extents(ref, ref_mm), rtol=0.03)
+    p = save_cube(tmp_path / "c.npz", cube, meta)
+    back, meta2 = load_cube(p)
+    assert np.array_equal(back, cube) and meta2 == meta
+
+
+@pytest.mark.parametrize("axis, t", [("z", (0, 1, 2)), ("y", (1, 0, 2)), ("x", (1, 2, 0))])
+def test_slice_axis_reorients_array_and_spacing(tmp_path, axis, t):
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 255, size=(5, 7, 9), dtype=np.uint8)
+    np.save(tmp_path / "s.npy", stack)
+    want = np.transpose(stack, t)
+    vol, sp = read_specimen(tmp_path / "s.npy", spacing=(1.0, 2.0, 3.0), slice_axis=axis)
+    assert np.array_equal(vol, want) and sp == (1.0, 2.0, 3.0)
+    # a file's own spacing (stack order) is reoriented with the array
+    import nrrd
+
+    nrrd.write(str(tmp_path / "s.nrrd"), stack, {"spacings": [0.5, 0.6, 0.7]}, index_order="C")
+    _, file_sp = read_volume(tmp_path / "s.nrrd")  # the stack's own (z, y, x) spacing
+    vol, sp = read_specimen(tmp_path / "s.nrrd", slice_axis=axis)
+    assert np.array_equal(vol, want)
+    assert sp == tuple(file_sp[i] for i in t)
+
+
+def test_movie_without_spacing_is_refused(tmp_path):
+    p = write_slice_movie(np.zeros((4, 16, 16), np.uint8) + 100, tmp_path / "m.avi", codec="mjpg")
+    with pytest.raises(ValueError, match="no voxel spacing"):
+        cube_specimen(p)
+
+
+def test_cli_cube_from_manifest(demo, tmp_path, capsys):
+    out, manifest = demo
+    mov = out / "movies" / "procedural_01.mp4"
+    assert main(["cube", str(mov), "-o", str(tmp_path / "c.npz"), "--manifest", str(manifest),
+                 "--id", "procedural_01", "--size", "32"]) == 0
+    vol, meta = load_cube(tmp_path / "c.npz")
+    assert vol.shape == (32, 32, 32) and meta["id"] == "procedural_01"
+    with pytest.raises(SystemExit, match="not in"):
+        main(["cube", str(mov), "-o", str(tmp_path / "d.npz"), "--manifest", str(manifest), "--id", "nope"])
+    assert not (tmp_path / "d.npz").exists()
+    assert main(["cube", str(mov), "-o", str(tmp_path / "e.npz")]) == 2  # a movie needs a spacing
+    assert "no voxel spacing" in capsys.readouterr().err
+    assert not (tmp_path / "e.npz").exists()
+
+
+def test_cli_demo_movies_and_fetch(tmp_path, capsys):
+    assert main(["demo-movies", "-o", str(tmp_path / "d"), "--species", "2", "--held-out", "1",
+                 "--movie-size", "32", "--codec", "mjpg"]) == 0
+    m = tmp_path / "d" / "manifest.tsv"
+    assert main(["fetch", str(m), "-d", str(tmp_path / "f"), "--record"]) == 0
+    table = load_manifest(m)
+    assert all(len(h) == 64 for h in table["sha256"])
+    (tmp_path / "d" / "movies" / "procedural_00.avi").write_bytes(b"tampered")
+    (tmp_path / "f" / "procedural_00" / "procedural_00.avi").unlink()
+    capsys.readouterr()
+    assert main(["fetch", str(m), "-d", str(tmp_path / "f")]) == 1
+    err = capsys.readouterr().err
+    assert "procedural_00" in err
