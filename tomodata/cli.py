@@ -7,6 +7,9 @@
     tomo demo-movies -o DIR                     procedural species as slice movies + manifest.tsv
     tomo fetch MANIFEST -d DEST                 download/copy the sources a manifest names
     tomo cube SCAN -o CUBE.npz --spacing z,y,x  read a scan, resample it to the 128³ cube
+    tomo store-create STORE --manifest M --cubes C...   an empty store for these specimens
+    tomo render-species STORE --cube C          render one species into its own shards
+    tomo finalize STORE                         validate all species, record completion
     tomo bench render                           ms per view of the renderer, per backend
 
 Every subcommand has ``--help``. Progress bars appear only when stderr is a terminal.
@@ -239,6 +242,72 @@ def cmd_cube(a) -> int:
     return 0
 
 
+def cmd_store_create(a) -> int:
+    from .ingest import load_cube
+    from .manifest import load_manifest
+    from .store import create_store
+
+    table = load_manifest(a.manifest)
+    by_id = {row["id"]: row for _, row in table.iterrows()}
+    species = []
+    for cube_path in a.cubes:
+        _, meta = load_cube(cube_path)
+        sid = meta.get("id") or Path(cube_path).stem
+        if sid not in by_id:
+            raise ValueError(f"cube {cube_path} is specimen {sid!r}, which is not in {a.manifest}")
+        row = by_id[sid]
+        species.append(dict(name=sid, split=row["split"], species=row["species"], source=row["source"],
+                            source_kind=row["source_kind"], source_checksum=row["sha256"] or meta["source_sha256"],
+                            licence=row["licence"], original_shape=meta["original_shape"],
+                            spacing_mm=meta["spacing_mm"], slice_axis=meta["slice_axis"], fit=meta["fit"]))
+    config = None
+    if a.config:
+        import yaml
+
+        config = yaml.safe_load(Path(a.config).read_text())
+    create_store(a.store, species=species, chi=a.chi, steps=a.steps, image_size=a.size, volume_size=a.volume_size,
+                 n_views=a.views, view_seed=a.seed, image_encoding=a.encoding, overwrite=a.overwrite,
+                 provenance=dict(manifest=str(a.manifest), config=config, command="tomo store-create"))
+    print(f"created {a.store}: {len(species)} species, {a.views} views each")
+    return 0
+
+
+def cmd_render_species(a) -> int:
+    from .ingest import load_cube
+    from .store import open_store, write_species
+    from .views import hemisphere_views
+
+    attrs = open_store(a.store).attrs
+    vol, meta = load_cube(a.cube)
+    name = a.name or meta.get("id") or Path(a.cube).stem
+    rots = hemisphere_views(int(attrs["n_views"]), seed=int(attrs["view_scheme"]["seed"]))
+    imgs = _render_batched(vol, rots, size=int(attrs["image_size"]), steps=int(attrs["steps"]),
+                           chi=float(attrs["chi"]), backend=a.backend, batch=a.batch, desc=name)
+    marker = write_species(a.store, name, volume=vol, rotations=rots, images=imgs)
+    if a.previews:
+        write_previews(imgs, Path(a.previews), prefix=name, limit=9)
+    if a.done:
+        done = Path(a.done)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(dict(species=name, store=str(a.store), complete=marker), indent=2, default=str))
+    print(f"wrote species {name}: {2 * len(rots)} samples into {a.store}")
+    return 0
+
+
+def cmd_finalize(a) -> int:
+    from .store import StoreValidationError, finalize_store
+
+    try:
+        report = finalize_store(a.store)
+    except StoreValidationError as e:
+        print(e.report.summary())
+        if e.report.species_to_rebuild:
+            print("rebuild: " + " ".join(e.report.species_to_rebuild))
+        return 1
+    print(report.summary())
+    return 0
+
+
 def cmd_validate(a) -> int:
     from .store import validate_store
 
@@ -364,6 +433,40 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--background", type=float, help="densities <= this become 0 (codec noise, scanner background)")
     q.add_argument("--allow-default-spacing", action="store_true", help="use 1.0 mm (with a warning) when no spacing is known")
     q.set_defaults(func=cmd_cube)
+
+    q = sub.add_parser("store-create", help="create an empty dataset store for a set of cubes", description=(
+        "Create the dataset store (all metadata, empty arrays) for the specimens whose cubes are given; "
+        "the species table comes from the manifest and the cubes' records. Run once, before the "
+        "per-species render jobs."))
+    q.add_argument("store", help="the .zarr store to create")
+    q.add_argument("--manifest", required=True, help="the manifest the cubes come from")
+    q.add_argument("--cubes", nargs="+", required=True, help="cube .npz files (from tomo cube)")
+    q.add_argument("--views", type=_positive_int, default=1332, help="views per species (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
+    q.add_argument("--volume-size", type=_positive_int, default=128, help="cube side (default %(default)s)")
+    q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
+    q.add_argument("--config", help="YAML config to record as provenance")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    render_opts(q)
+    q.set_defaults(func=cmd_store_create)
+
+    q = sub.add_parser("render-species", help="render one species' views into the store", description=(
+        "Render every view of one species (from its cube) with the store's settings and write the species "
+        "into its own shards; safe to run for several species at once."))
+    q.add_argument("store", help="the .zarr store (from tomo store-create)")
+    q.add_argument("--cube", required=True, help="the species' cube .npz")
+    q.add_argument("--name", help="species name (default: the cube's id)")
+    q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer backend")
+    q.add_argument("--batch", type=_positive_int, default=64, help="views per render call (default %(default)s)")
+    q.add_argument("--previews", metavar="DIR", help="also write 9 PNG previews here")
+    q.add_argument("--done", metavar="FILE", help="write this marker file (JSON) when the species is complete")
+    q.set_defaults(func=cmd_render_species)
+
+    q = sub.add_parser("finalize", help="validate a store and record its completion", description=(
+        "Validate every species of a store and, if all are complete, write the root 'completion' "
+        "attribute (once, after the per-species jobs). Exit 1 and the species to rebuild otherwise."))
+    q.add_argument("store", help="the .zarr store")
+    q.set_defaults(func=cmd_finalize)
 
     q = sub.add_parser("validate", help="validate a dataset store", description=(
         "Check a dataset store: attributes, every species complete, shapes, checksums. "

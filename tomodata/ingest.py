@@ -48,9 +48,12 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
                   background=None, allow_default_spacing: bool = False):
     """The canonical (size³ float32, [0, 1]) cube of a source, and a JSON-ready record of how it
     was made: original shape and spacing (z, y, x, after reorientation), the fit, the value rule."""
+    from .fetch import file_sha256, tree_sha256
+
     vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=allow_default_spacing)
     cube, fit = to_cube(vol, sp, size=size, window=window, background=background, return_fit=True)
-    meta = dict(source_path=str(path), original_shape=[int(n) for n in vol.shape], original_dtype=str(vol.dtype),
+    source_sha256 = tree_sha256(path) if Path(path).is_dir() else file_sha256(path)
+    meta = dict(source_path=str(path), source_sha256=source_sha256, original_shape=[int(n) for n in vol.shape], original_dtype=str(vol.dtype),
                 spacing_mm=list(sp), slice_axis=slice_axis, size=size,
                 window=None if window is None else [float(w) for w in window],
                 background=None if background is None else float(background),
