@@ -84,3 +84,8 @@ def test_bench_render_runs(capsys):
                  "--repeats", "1", "--backend", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "render_xrays" in out and "view_volumes" in out and "ms/view" in out
+
+
+def test_bench_cube_runs(capsys):
+    assert main(["bench", "cube", "--cube-shape", "40", "30", "20", "--volume-size", "16", "--repeats", "1"]) == 0
+    assert "to_cube uint8 40×30×20 → 16³" in capsys.readouterr().out

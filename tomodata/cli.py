@@ -321,13 +321,17 @@ def cmd_validate(a) -> int:
 def cmd_bench(a) -> int:
     from .bench import bench_render, format_rows, machine_summary
 
-    if a.what != "render":
-        raise SystemExit(f"error: unknown benchmark {a.what!r}")
     import numba
 
     if a.threads:
         numba.set_num_threads(a.threads)
     print(machine_summary())
+    if a.what == "cube":
+        from .resample import bench_to_cube
+
+        r = bench_to_cube(shape=tuple(a.cube_shape), size=a.volume_size, repeats=a.repeats)
+        print(f"to_cube uint8 {'×'.join(map(str, r['shape']))} → {r['size']}³: {r['seconds']:.2f} s (best of {a.repeats})")
+        return 0
     rows = bench_render(volume=a.volume, n_views=a.views, image_size=a.size, steps=a.steps,
                         volume_size=a.volume_size, repeats=a.repeats, backends=a.backend or None)
     print(format_rows(rows))
@@ -475,9 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quick", action="store_true", help="skip reading the arrays (no checksums)")
     q.set_defaults(func=cmd_validate)
 
-    q = sub.add_parser("bench", help="benchmarks (render)", description=(
-        "Time the renderer: ms per view of render_xrays and view_volumes per available backend."))
-    q.add_argument("what", choices=["render"], help="what to benchmark")
+    q = sub.add_parser("bench", help="benchmarks (render, cube)", description=(
+        "Time the renderer (ms per view of render_xrays and view_volumes per available backend) or the "
+        "resampling of a uint8 stack to the cube."))
+    q.add_argument("what", choices=["render", "cube"], help="what to benchmark: the renderer, or to_cube resampling")
+    q.add_argument("--cube-shape", type=_positive_int, nargs=3, default=[1000, 500, 500], metavar=("Z", "Y", "X"),
+                   help="input stack of the cube benchmark (default %(default)s)")
     q.add_argument("--volume", choices=["skull", "dense"], default="skull", help="benchmark volume")
     q.add_argument("--views", type=_positive_int, default=32, help="views per call (default %(default)s)")
     q.add_argument("--volume-size", type=_positive_int, default=128, help="volume side (default %(default)s)")
