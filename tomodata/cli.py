@@ -10,6 +10,8 @@
     tomo store-create STORE --manifest M --cubes C...   an empty store for these specimens
     tomo render-species STORE --cube C          render one species into its own shards
     tomo finalize STORE                         validate all species, record completion
+    tomo model-info --preset paper              parameters and FLOPs of the network
+    tomo train STORE -o RUN --preset demo       train (resumable; torchrun for several GPUs)
     tomo bench render                           ms per view of the renderer, per backend
 
 Every subcommand has ``--help``. Progress bars appear only when stderr is a terminal.
@@ -308,6 +310,34 @@ def cmd_finalize(a) -> int:
     return 0
 
 
+def _network_config(a):
+    from model.network import NetworkConfig
+
+    net = NetworkConfig.preset(a.preset)
+    over = {k: getattr(a, k) for k in ("input_size", "out_depth", "out_size", "width", "stem_channels",
+                                       "hourglass_levels") if getattr(a, k, None) is not None}
+    return net if not over else NetworkConfig.from_dict(net.to_dict() | over)
+
+
+def cmd_model_info(a) -> int:
+    from model.network import model_info_text
+
+    print(model_info_text(_network_config(a), name=a.preset))
+    return 0
+
+
+def cmd_train(a) -> int:
+    from model.train import TrainConfig, train
+
+    net = _network_config(a)
+    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup, val_every=a.val_every,
+                      val_samples=a.val_samples, ckpt_every=a.ckpt_every, keep_checkpoints=a.keep_checkpoints,
+                      log_every=a.log_every, seed=a.seed, num_workers=a.workers, amp=a.amp).validate()
+    summary = train(a.store, a.output, net=net, cfg=cfg, resume=not a.no_resume, max_steps=a.max_steps)
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_validate(a) -> int:
     from .store import validate_store
 
@@ -471,6 +501,41 @@ def build_parser() -> argparse.ArgumentParser:
         "attribute (once, after the per-species jobs). Exit 1 and the species to rebuild otherwise."))
     q.add_argument("store", help="the .zarr store")
     q.set_defaults(func=cmd_finalize)
+
+    def net_opts(q):
+        q.add_argument("--preset", choices=["paper", "demo"], default="paper", help="network size (default %(default)s)")
+        for name, what in (("input-size", "input x-ray side"), ("out-depth", "output depth slices"),
+                           ("out-size", "output side"), ("width", "trunk channels"),
+                           ("stem-channels", "stem channels"), ("hourglass-levels", "hourglass levels")):
+            q.add_argument(f"--{name}", type=_positive_int, help=f"override the preset's {what}")
+
+    q = sub.add_parser("model-info", help="parameters and FLOPs of the network", description=(
+        "Print the network's layer sizes, parameter count and FLOPs per sample for a preset (and overrides)."))
+    net_opts(q)
+    q.set_defaults(func=cmd_model_info)
+
+    q = sub.add_parser("train", help="train the network on a dataset store", description=(
+        "Train the 2D→3D network on the store's train split (L2 on view volumes made on the fly, Adam, "
+        "warm-up + cosine schedule), validating on the held-out species. Resumes exactly from OUT/last.pt. "
+        "For several GPUs: torchrun --nproc_per_node N -m tomodata.cli train ..."))
+    q.add_argument("store", help="the dataset store (.zarr)")
+    q.add_argument("-o", "--output", required=True, help="run folder: checkpoints, CSV and TensorBoard logs")
+    net_opts(q)
+    q.add_argument("--steps", type=_positive_int, default=150_000, help="global steps (default %(default)s)")
+    q.add_argument("--batch-size", type=_positive_int, default=16, help="global batch (default %(default)s)")
+    q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
+    q.add_argument("--warmup", type=int, default=500, help="linear warm-up steps (default %(default)s)")
+    q.add_argument("--val-every", type=_positive_int, default=1000, help="validate every N steps")
+    q.add_argument("--val-samples", type=_positive_int, default=512, help="held-out samples per validation")
+    q.add_argument("--ckpt-every", type=_positive_int, default=1000, help="checkpoint every N steps")
+    q.add_argument("--keep-checkpoints", action="store_true", help="also keep step_XXXXXXX.pt files")
+    q.add_argument("--log-every", type=_positive_int, default=10, help="log every N steps")
+    q.add_argument("--seed", type=int, default=0, help="seed of initialisation and sample order")
+    q.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (forkserver/spawn)")
+    q.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto", help="autocast (auto: bf16 on CUDA)")
+    q.add_argument("--max-steps", type=_positive_int, help="stop after this step (the schedule still uses --steps)")
+    q.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
+    q.set_defaults(func=cmd_train)
 
     q = sub.add_parser("validate", help="validate a dataset store", description=(
         "Check a dataset store: attributes, every species complete, shapes, checksums. "

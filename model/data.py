@@ -1,0 +1,189 @@
+"""Training data over the dataset store: x-rays from the store, view volumes made on the fly.
+
+* :class:`StoreSamples` — a torch ``Dataset`` of one split's samples. An item is the x-ray
+  (1, S, S) float32 opacity plus what is needed to make its target: the species index, the view's
+  rotation and the mirror flag. Workers open the store themselves (the store handle pickles by path),
+  so DataLoader workers are safe with zarr under any start method; ``spawn``/``forkserver`` is used.
+* :func:`torch_view_volumes` — the targets, batched with ``grid_sample`` on the training device from
+  the species' canonical volumes (equal to :func:`tomodata.render.view_volumes` within 1e-5).
+* :func:`batch_indices` — the deterministic, resumable sample order: batch ``s`` of a run depends only
+  on (seed, s), so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["StoreSamples", "torch_view_volumes", "batch_indices", "SpeciesVolumes", "resize_xrays"]
+
+
+def torch_view_volumes(volumes: torch.Tensor, rotations: torch.Tensor, *, size: int, steps: int,
+                       mirrored: torch.Tensor | None = None) -> torch.Tensor:
+    """View-aligned volumes of a batch, as :func:`tomodata.render.view_volumes` (DESIGN.md §1).
+
+    Args:
+        volumes: (B, 1, Z, Y, X) float densities (one volume per sample; expand a species' volume).
+        rotations: (B, 3, 3) camera → volume rotations.
+        size: output side S' (rows = v, columns = u).
+        steps: depth slices (w midpoints, front to back).
+        mirrored: optional (B,) bool; mirrored samples get their rows reversed (v → −v).
+
+    Returns:
+        (B, steps, S', S') float32: ``out[b, k, r, c] = µ_b(R_b @ (u_c, v_r, w_k))``, trilinear with zero
+        padding (``grid_sample(align_corners=False, padding_mode="zeros")``), 0 outside the cube.
+    """
+    if volumes.ndim != 5 or volumes.shape[1] != 1:
+        raise ValueError(f"volumes must be (B, 1, Z, Y, X), got {tuple(volumes.shape)}")
+    if rotations.shape != (volumes.shape[0], 3, 3):
+        raise ValueError(f"rotations must be (B, 3, 3) with B = {volumes.shape[0]}, got {tuple(rotations.shape)}")
+    dev = volumes.device
+    rot = rotations.to(device=dev, dtype=torch.float64)
+    if mirrored is not None:
+        sign = 1.0 - 2.0 * mirrored.to(device=dev, dtype=torch.float64)
+        rot = rot.clone()
+        rot[:, :, 1] = rot[:, :, 1] * sign[:, None]
+    uv = (2.0 * torch.arange(size, device=dev, dtype=torch.float64) + 1.0) / size - 1.0
+    w = (2.0 * torch.arange(steps, device=dev, dtype=torch.float64) + 1.0) / steps - 1.0
+    ww, vv, uu = torch.meshgrid(w, uv, uv, indexing="ij")
+    cam = torch.stack([uu, vv, ww], dim=-1)  # (steps, S, S, 3) as (u, v, w)
+    pts = torch.einsum("bij,kmnj->bkmni", rot, cam)  # (B, steps, S, S, 3) as (x, y, z)
+    inside = (pts.abs() <= 1.0).all(dim=-1)
+    out = F.grid_sample(volumes.float(), pts.float(), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, 0] * inside.to(out.dtype)
+
+
+def resize_xrays(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 1, S, S) → (B, 1, size, size): area averaging down, bilinear (pixel centres) up."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    if x.shape[-1] > size:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def batch_indices(step: int, batch: int, n: int, seed: int) -> np.ndarray:
+    """Sample indices of global batch ``step``: consecutive slices of seeded per-epoch permutations.
+
+    Position ``p = step · batch + j`` is sample ``perm(seed, p // n)[p % n]``; a run resumed at any
+    step therefore sees exactly the batches an uninterrupted run sees.
+    """
+    if n <= 0:
+        raise ValueError("the split has no samples")
+    pos = step * batch + np.arange(batch, dtype=np.int64)
+    epochs = pos // n
+    out = np.empty(batch, dtype=np.int64)
+    for e in np.unique(epochs):
+        sel = epochs == e
+        out[sel] = _permutation(seed, int(e), n)[pos[sel] % n]
+    return out
+
+
+@lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class StoreSamples(torch.utils.data.Dataset):
+    """One split of a dataset store as a map-style dataset.
+
+    Item ``i`` → dict with ``xray`` (1, S, S) float32 opacity, ``species`` (int, index into
+    :attr:`species`), ``view`` (int), ``mirrored`` (bool), ``rotation`` (3, 3) float64 and ``index``.
+    """
+
+    def __init__(self, store, split: str = "train", *, species: list[str] | None = None):
+        from tomodata.store import open_store
+
+        self.store_path = str(store)
+        ds = open_store(store)
+        self.attrs = ds.attrs
+        names = species if species is not None else ds.species_names(split=split)
+        if not names:
+            raise ValueError(f"the store {store} has no species in split {split!r}")
+        incomplete = [n for n in names if not ds.is_complete(n)]
+        if incomplete:
+            raise ValueError(f"species not complete in {store}: {incomplete} (run tomo validate)")
+        self.split = split
+        self.species = list(names)
+        self.samples_per_species = int(self.attrs["samples_per_species"])
+        self.rotations = np.stack([ds.rotations(n) for n in self.species])  # (n_species, n_views, 3, 3)
+        self._ds = None
+
+    def __len__(self) -> int:
+        return len(self.species) * self.samples_per_species
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_ds"] = None  # each worker opens the store itself
+        return state
+
+    def _store(self):
+        if self._ds is None:
+            from tomodata.store import open_store
+
+            self._ds = open_store(self.store_path)
+        return self._ds
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """Index → (species index, sample index within the species)."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} out of range [0, {len(self)})")
+        return divmod(int(i), self.samples_per_species)
+
+    def __getitem__(self, i: int) -> dict:
+        s, j = self.locate(i)
+        img = self._store().images(self.species[s], j)
+        view, mirrored = j // 2, bool(j % 2)
+        return dict(xray=torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None], species=s, view=view,
+                    mirrored=mirrored, rotation=torch.from_numpy(self.rotations[s, view]), index=int(i))
+
+    def volumes(self) -> torch.Tensor:
+        """All species' canonical volumes, (n_species, 1, V, V, V) float32 (CPU)."""
+        ds = self._store()
+        return torch.from_numpy(np.stack([ds.volume(n) for n in self.species]))[:, None]
+
+
+class SpeciesVolumes:
+    """The species' volumes on the training device, and the targets of a batch from them."""
+
+    def __init__(self, dataset: StoreSamples, device, *, size: int, steps: int):
+        self.volumes = dataset.volumes().to(device)
+        self.size, self.steps = size, steps
+
+    def targets(self, batch: dict) -> torch.Tensor:
+        """(B, steps, size, size) view volumes of a collated batch."""
+        idx = batch["species"].to(self.volumes.device)
+        vols = self.volumes[idx]
+        return torch_view_volumes(vols, batch["rotation"], size=self.size, steps=self.steps,
+                                  mirrored=batch["mirrored"])
+
+
+def loader_workers_context(num_workers: int):
+    """The multiprocessing context for DataLoader workers: forkserver where available, else spawn."""
+    if num_workers <= 0:
+        return None
+    import multiprocessing as mp
+
+    return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+
+
+def bench_loader(store, *, split: str = "train", batch: int = 16, batches: int = 20, num_workers: int = 0) -> float:
+    """Samples per second that a DataLoader over the store delivers (x-rays only; targets are made on
+    the training device)."""
+    import time
+
+    ds = StoreSamples(store, split)
+    sampler = [batch_indices(s, batch, len(ds), 0).tolist() for s in range(batches)]
+    dl = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=num_workers,
+                                     multiprocessing_context=loader_workers_context(num_workers))
+    it = iter(dl)
+    next(it)
+    t0 = time.perf_counter()
+    n = 0
+    for b in it:
+        n += b["xray"].shape[0]
+    return n / max(time.perf_counter() - t0, 1e-9) if n else math.nan

@@ -1,0 +1,377 @@
+"""The 2D -> 3D network of Henzler et al. (2018), §4.1, as the authors released it (DESIGN.md §4).
+
+An x-ray opacity image ``(B, 1, S, S)`` goes in; the view-aligned volume comes out with depth as
+channels, ``(B, D, S/2, S/2)`` (DESIGN.md §1: ``view[k, r, c]``, k = depth slice). Layout::
+
+    7x7 conv, stride 2 -> stem_channels, BN, ReLU                      (S/2)^2
+    bottleneck residual blocks ramping the channels up to `width`      (channels double per block)
+    `pre_blocks` residual blocks at `width`                            ("steps before", grey blocks)
+    one hourglass of `hourglass_levels` levels                          (min resolution S/2 / 2^L)
+        per level: skip = res(x);  down = res(maxpool2(x)) -> inner -> res;
+                   out = skip + ReLU(BN(ConvTranspose 4x4 s2 (down)))       (add, not concatenate)
+        at the bottom: res
+    `post_blocks` residual blocks at `width`
+    1x1 conv -> width, BN, ReLU                                        ("step after", pink block)
+    1x1 conv -> out_depth (with bias), no activation
+
+A residual block is three basic blocks (conv, BN, ReLU) — 1x1 to ``out/2``, 3x3 at ``out/2``, 1x1 to
+``out`` — plus an identity skip, or a 1x1 conv + BN projection where the channel counts differ (paper
+§4.1: "3-residual block ... combines 3 basic blocks with a residual link"). Every count in a
+residual stage is multiplied by ``blocks_per_level``.
+
+``NetworkConfig.paper()`` has 8.23 M parameters against the authors' "about 8.3 M" (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "NetworkConfig",
+    "TomographyNet",
+    "ResidualBlock",
+    "count_parameters",
+    "flops_per_sample",
+    "describe",
+    "model_info_text",
+    "time_train_step",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Sizes of a :class:`TomographyNet`.
+
+    input_size: side S of the square input x-ray (the paper: 256).
+    out_size: side of the output view volume; must be ``input_size // 2`` (stride-2 stem).
+    out_depth: depth slices D = output channels (the paper: 128).
+    width: channels of the residual trunk and hourglass (the paper: 256).
+    stem_channels: channels of the 7x7 stride-2 stem convolution (the paper: 64).
+    hourglass_levels: pooling levels L; min resolution = out_size / 2**L (the paper: 128/16 = 8).
+    blocks_per_level: residual blocks per hourglass stage (1 as in Newell et al.).
+    pre_blocks: residual blocks at ``width`` between the channel ramp and the hourglass.
+    post_blocks: residual blocks at ``width`` after the hourglass.
+    in_channels: input image channels (1: opacity).
+    """
+
+    input_size: int = 256
+    out_depth: int = 128
+    out_size: int = 128
+    width: int = 256
+    stem_channels: int = 64
+    hourglass_levels: int = 4
+    blocks_per_level: int = 1
+    pre_blocks: int = 4
+    post_blocks: int = 0
+    in_channels: int = 1
+
+    # -- presets -----------------------------------------------------------------------------------
+
+    @classmethod
+    def paper(cls) -> "NetworkConfig":
+        """The authors' full size: 256² in, 128 x 128² out, width 256, min resolution 8."""
+        return cls()
+
+    @classmethod
+    def demo(cls) -> "NetworkConfig":
+        """Reduced for a 2-core CPU: 64² in, 32 x 32² out, width 64, 3 levels (min resolution 4)."""
+        return cls(input_size=64, out_depth=32, out_size=32, width=64, stem_channels=16,
+                   hourglass_levels=3, blocks_per_level=1, pre_blocks=1, post_blocks=0)
+
+    @classmethod
+    def preset(cls, name: str) -> "NetworkConfig":
+        """``"paper"`` or ``"demo"``."""
+        presets = {"paper": cls.paper, "demo": cls.demo}
+        if name not in presets:
+            raise ValueError(f"unknown network preset {name!r}; choose one of {sorted(presets)}")
+        return presets[name]()
+
+    # -- derived -----------------------------------------------------------------------------------
+
+    @property
+    def min_resolution(self) -> int:
+        """Spatial side at the bottom of the hourglass: ``out_size // 2**hourglass_levels``."""
+        return self.out_size // (2 ** self.hourglass_levels)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Per-sample input shape (C, H, W)."""
+        return (self.in_channels, self.input_size, self.input_size)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """Per-sample output shape (D, H/2, W/2): the view volume, depth as channels."""
+        return (self.out_depth, self.out_size, self.out_size)
+
+    def ramp_channels(self) -> list[int]:
+        """Channel counts after each ramp block: doubling from ``stem_channels`` up to ``width``."""
+        chans, c = [], self.stem_channels
+        while c != self.width:
+            c = min(2 * c, self.width) if c < self.width else self.width
+            chans.append(c)
+        return chans
+
+    # -- checks and (de)serialisation --------------------------------------------------------------
+
+    def validate(self) -> "NetworkConfig":
+        """Raise ValueError for non-positive or inconsistent sizes; return self."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"NetworkConfig.{f.name} must be an int, got {v!r}")
+        for name in ("input_size", "out_depth", "out_size", "width", "stem_channels",
+                     "hourglass_levels", "blocks_per_level", "in_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"NetworkConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("pre_blocks", "post_blocks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"NetworkConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.width < 2:
+            raise ValueError(f"NetworkConfig.width must be >= 2 (bottleneck uses width/2), got {self.width}")
+        if self.input_size % 2:
+            raise ValueError(f"input_size must be even (stride-2 stem), got {self.input_size}")
+        if self.out_size != self.input_size // 2:
+            raise ValueError(
+                f"out_size must be input_size // 2 = {self.input_size // 2} (stride-2 stem), "
+                f"got {self.out_size}")
+        step = 2 ** self.hourglass_levels
+        if self.out_size % step:
+            raise ValueError(
+                f"out_size {self.out_size} (= input_size/2) is not divisible by "
+                f"2**hourglass_levels = {step}: the hourglass would not reach an integer minimal "
+                f"resolution; use input_size divisible by {2 * step}")
+        if self.min_resolution < 1:  # pragma: no cover - implied by divisibility
+            raise ValueError(f"minimal resolution {self.min_resolution} < 1")
+        return self
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain dict (JSON-able) for checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NetworkConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError, missing keys take defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown NetworkConfig keys {unknown}; known: {sorted(names)}")
+        return cls(**dict(d)).validate()
+
+
+# --------------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------------
+
+
+def _basic(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
+    """Basic block: conv (no bias) + BN + ReLU. (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Bottleneck residual block: 1x1 -> 3x3 -> 1x1 basic blocks (mid = cout/2) + skip.
+
+    (B, cin, H, W) -> (B, cout, H, W). The skip is the identity, or 1x1 conv + BN where cin != cout.
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = max(1, cout // 2)
+        self.body = nn.Sequential(_basic(cin, mid, 1), _basic(mid, mid, 3), _basic(mid, cout, 1))
+        self.skip = (nn.Identity() if cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.skip(x)
+
+
+def _res_stack(c: int, n: int) -> nn.Sequential:
+    """n residual blocks at c channels (identity when n == 0)."""
+    return nn.Sequential(*[ResidualBlock(c, c) for _ in range(n)])
+
+
+class Hourglass(nn.Module):
+    """One hourglass level (recursive). (B, C, H, W) -> (B, C, H, W), H divisible by 2**levels.
+
+    skip = res(x); low = res(maxpool(x)) -> inner (or res at the bottom) -> res;
+    return skip + ReLU(BN(deconv4x4/2(low))).
+    """
+
+    def __init__(self, levels: int, c: int, n: int):
+        super().__init__()
+        self.skip = _res_stack(c, n)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.down = _res_stack(c, n)
+        self.inner = Hourglass(levels - 1, c, n) if levels > 1 else _res_stack(c, n)
+        self.after = _res_stack(c, n)
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.after(self.inner(self.down(self.pool(x))))
+        return self.skip(x) + self.up(low)
+
+
+# --------------------------------------------------------------------------------------------------
+# the network
+# --------------------------------------------------------------------------------------------------
+
+
+class TomographyNet(nn.Module):
+    """X-ray opacity (B, 1, S, S) -> view volume (B, D, S/2, S/2), depth as channels (DESIGN §1, §4)."""
+
+    def __init__(self, config: NetworkConfig | None = None):
+        super().__init__()
+        cfg = (config or NetworkConfig.paper()).validate()
+        self.config = cfg
+        self.stem = _basic(cfg.in_channels, cfg.stem_channels, 7, stride=2)
+        ramp, c = [], cfg.stem_channels
+        for nxt in cfg.ramp_channels():
+            ramp.append(ResidualBlock(c, nxt))
+            c = nxt
+        self.ramp = nn.Sequential(*ramp)
+        self.pre = _res_stack(cfg.width, cfg.pre_blocks)
+        self.hourglass = Hourglass(cfg.hourglass_levels, cfg.width, cfg.blocks_per_level)
+        self.post = _res_stack(cfg.width, cfg.post_blocks)
+        self.head = _basic(cfg.width, cfg.width, 1)
+        self.out = nn.Conv2d(cfg.width, cfg.out_depth, 1, bias=True)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # the linear output layer: plain fan-in scaling, no ReLU follows it
+        nn.init.kaiming_normal_(self.out.weight, mode="fan_in", nonlinearity="linear")
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless x is a finite float tensor of shape (B, C, S, S)."""
+        cfg = self.config
+        want = f"(B, {cfg.in_channels}, {cfg.input_size}, {cfg.input_size})"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape {want}, got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels or x.shape[2:] != (cfg.input_size, cfg.input_size):
+            raise ValueError(f"expected input of shape {want} (x-ray opacity), got {tuple(x.shape)}")
+        if x.shape[0] < 1:
+            raise ValueError(f"expected input of shape {want} with B >= 1, got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a floating-point input {want}, got dtype {x.dtype}")
+        if not x.is_meta and not bool(torch.isfinite(x).all()):
+            raise ValueError("input contains NaN or infinite values")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) opacity -> (B, out_depth, S/2, S/2) predicted densities (no activation)."""
+        self.check_input(x)
+        x = self.ramp(self.stem(x))
+        x = self.post(self.hourglass(self.pre(x)))
+        return self.out(self.head(x))
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (works for models on the 'meta' device). BN running stats not counted."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _meta_model(config: NetworkConfig) -> TomographyNet:
+    with torch.device("meta"):
+        return TomographyNet(config)
+
+
+def flops_per_sample(config: NetworkConfig) -> int:
+    """Forward FLOPs of one sample, counted as 2 x multiply-accumulates of the conv/deconv layers.
+
+    Counted with ``torch.utils.flop_counter.FlopCounterMode`` on a 'meta' forward of batch 1
+    (no memory, no compute). BN, ReLU, additions and pooling are not counted (< 1 %).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = _meta_model(config.validate()).eval()
+    x = torch.empty((1, *config.input_shape), device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def describe(config: NetworkConfig) -> dict[str, Any]:
+    """Parameters, FLOPs (2 x MACs, forward, per sample), shapes and minimal resolution."""
+    config = config.validate()
+    flops = flops_per_sample(config)
+    return {
+        "params": count_parameters(_meta_model(config)),
+        "flops_per_sample": flops,
+        "macs_per_sample": flops // 2,
+        "input_shape": list(config.input_shape),
+        "output_shape": list(config.output_shape),
+        "min_resolution": config.min_resolution,
+        "config": config.to_dict(),
+    }
+
+
+def time_train_step(config: NetworkConfig, batch: int = 8, repeats: int = 3, warmup: int = 1,
+                    device: str = "cpu") -> float:
+    """Median seconds of one Adam step (forward, MSE loss, backward, update) on random data."""
+    model = TomographyNet(config).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand((batch, *config.input_shape), device=device)
+    y = torch.rand((batch, *config.output_shape), device=device)
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def model_info_text(config: NetworkConfig, name: str | None = None) -> str:
+    """Human-readable summary for ``tomo model-info``."""
+    d = describe(config)
+    c = config
+    lines = [
+        f"TomographyNet{f' ({name})' if name else ''}",
+        f"  input    (B, {', '.join(map(str, d['input_shape']))})  x-ray opacity",
+        f"  output   (B, {', '.join(map(str, d['output_shape']))})  view volume, depth as channels",
+        f"  stem     7x7/2 conv -> {c.stem_channels}, ramp -> {c.ramp_channels()}, "
+        f"{c.pre_blocks} residual blocks at {c.width}",
+        f"  hourglass {c.hourglass_levels} levels x {c.blocks_per_level} block(s), "
+        f"{c.out_size}^2 -> min resolution {d['min_resolution']}^2",
+        f"  head     {c.post_blocks} residual blocks, 1x1 -> {c.width}, 1x1 -> {c.out_depth}",
+        f"  params   {d['params']:,} ({d['params'] / 1e6:.2f} M)",
+        f"  FLOPs    {d['flops_per_sample']:,} per sample forward "
+        f"({d['flops_per_sample'] / 1e9:.2f} GFLOP = 2 x {d['macs_per_sample'] / 1e9:.2f} GMAC)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,365 @@
+"""Training: L2 on view volumes, Adam, a cosine schedule with warm-up, exact resume, DDP, logs.
+
+``train(store, out_dir, net=NetworkConfig, cfg=TrainConfig)`` trains on the store's ``train`` split
+and validates on its held-out species (``val``) every ``val_every`` steps. Everything that decides
+the next step is in the checkpoint — model, optimiser, scheduler, step, RNG states — and the sample
+order is a pure function of (seed, step) (:func:`model.data.batch_indices`), so a run stopped after
+any checkpoint and resumed continues with exactly the losses of an uninterrupted run.
+
+Several GPUs (or CPU processes): start with ``torchrun --nproc_per_node N -m model.train ...`` or
+``torchrun ... $(which tomo) train ...``; each rank takes its share of every global batch and
+DistributedDataParallel averages the gradients. Only rank 0 writes logs and checkpoints.
+
+Outputs in ``out_dir``: ``last.pt`` (and ``step_XXXXXXX.pt`` every ``ckpt_every`` steps),
+``train_log.csv`` (step, loss, lr, samples/s), ``val_log.csv`` (step, val_loss), ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import SpeciesVolumes, StoreSamples, batch_indices, loader_workers_context, resize_xrays
+from .network import NetworkConfig, TomographyNet, count_parameters
+
+CHECKPOINT_FORMAT = "tomo-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Steps count global batches of ``batch_size`` samples."""
+
+    steps: int = 150_000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.01
+    val_every: int = 1000
+    val_samples: int = 512
+    ckpt_every: int = 1000
+    keep_checkpoints: bool = False
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+    amp: str = "auto"  # "auto": bf16 autocast on CUDA, none on CPU; "bf16"; "none"
+
+    def validate(self) -> "TrainConfig":
+        for name in ("steps", "batch_size", "val_every", "ckpt_every", "log_every", "val_samples"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.warmup_steps < 0 or self.num_workers < 0:
+            raise ValueError("warmup_steps and num_workers must be >= 0")
+        if self.amp not in ("auto", "bf16", "none"):
+            raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d).validate()
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``cfg.steps``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+# ------------------------------------------------------------------------------------------ dist
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def data_fingerprint(dataset: StoreSamples) -> dict:
+    """What a checkpoint's data must match on resume: store spec, sizes and the training species."""
+    a = dataset.attrs
+    return dict(spec_version=a["spec_version"], chi=a["chi"], steps=a["steps"], image_size=a["image_size"],
+                volume_size=a["volume_size"], n_views=a["n_views"], view_scheme=a["view_scheme"]["name"],
+                view_seed=a["view_scheme"]["seed"], species=list(dataset.species))
+
+
+def _rng_state() -> dict:
+    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, net: NetworkConfig, cfg: TrainConfig,
+                    data: dict, metrics: dict | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    from tomodata import __version__
+
+    module = model.module if hasattr(model, "module") else model
+    state = dict(format=CHECKPOINT_FORMAT, step=step, model=module.state_dict(), optimizer=optimizer.state_dict(),
+                 scheduler=scheduler.state_dict(), rng=_rng_state(), network=net.to_dict(), train=cfg.to_dict(),
+                 data=data, metrics=metrics or {}, code_version=__version__)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path, *, map_location="cpu") -> dict:
+    """Read a checkpoint; ValueError if it is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"{path} is not a readable checkpoint: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    return state
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two flat-ish dicts ("key: x != y")."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            out.append(f"{prefix}{k}: {a.get(k)!r} (checkpoint) != {b.get(k)!r} (now)")
+    return out
+
+
+def model_from_checkpoint(path, *, map_location="cpu") -> tuple[TomographyNet, dict]:
+    """The trained network (eval mode) and the checkpoint dict."""
+    state = load_checkpoint(path, map_location=map_location)
+    net = NetworkConfig.from_dict(state["network"])
+    model = TomographyNet(net)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
+# ------------------------------------------------------------------------------------------ loop
+class _Logs:
+    def __init__(self, out: Path, enabled: bool, resume_step: int):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        self.train = self._csv(out / "train_log.csv", ["step", "loss", "lr", "samples_per_s"], resume_step)
+        self.val = self._csv(out / "val_log.csv", ["step", "val_loss"], resume_step)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step or None)
+        except Exception as e:  # noqa: BLE001 - tensorboard is optional at run time
+            print(f"note: no TensorBoard logs ({e})", file=sys.stderr)
+
+    @staticmethod
+    def _csv(path: Path, header: list[str], resume_step: int):
+        rows = []
+        if resume_step and path.exists():  # keep what was logged up to the resumed step
+            with open(path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        fh = open(path, "w", newline="")
+        w = csv.DictWriter(fh, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+        fh.flush()
+        return fh, w
+
+    def log(self, which: str, row: dict) -> None:
+        if not self.enabled:
+            return
+        fh, w = getattr(self, which)
+        w.writerow(row)
+        fh.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(f"{which}/{k}", v, row["step"])
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        for fh, _ in (self.train, self.val):
+            fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _amp_context(cfg: TrainConfig, device: torch.device):
+    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    if use:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate_loss(model, dataset: StoreSamples, volumes: SpeciesVolumes, net: NetworkConfig, *, n: int, seed: int,
+                  batch: int, device) -> float:
+    """Mean voxel MSE over a fixed seeded subset of ``n`` samples of ``dataset``."""
+    was_training = model.training
+    model.eval()
+    idx = np.random.default_rng([seed, 7]).permutation(len(dataset))[: min(n, len(dataset))]
+    total, count = 0.0, 0
+    for s in range(0, len(idx), batch):
+        items = [dataset[int(i)] for i in idx[s:s + batch]]
+        b = torch.utils.data.default_collate(items)
+        x = resize_xrays(b["xray"].to(device), net.input_size)
+        y = volumes.targets(b)
+        pred = model(x).float()
+        total += F.mse_loss(pred, y, reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool = True, max_steps: int | None = None,
+          progress: bool | None = None) -> dict:
+    """Train (or resume) a network on ``store``; returns a summary dict.
+
+    ``max_steps`` stops early after that global step (used to test resuming); ``cfg.steps`` still
+    sets the schedule. With ``resume`` and an existing ``out_dir/last.pt``, training continues from
+    it; a checkpoint made with other network or training settings, or other data, is refused with
+    what differs.
+    """
+    cfg.validate()
+    net.validate()
+    rank, world, local_rank = _dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+    device = _device(local_rank)
+    out = Path(out_dir)
+
+    train_set = StoreSamples(store, "train")
+    val_names = open_val_species(train_set)
+    val_set = StoreSamples(store, "val", species=val_names) if val_names else None
+    fingerprint = data_fingerprint(train_set)
+
+    torch.manual_seed(cfg.seed)
+    model = TomographyNet(net).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    start = 0
+    last = out / "last.pt"
+    if resume and last.exists():
+        state = load_checkpoint(last, map_location=device)
+        diffs = config_differences(state["network"], net.to_dict(), "network.")
+        diffs += config_differences({k: v for k, v in state["train"].items() if k not in ("steps",)},
+                                    {k: v for k, v in cfg.to_dict().items() if k not in ("steps",)}, "train.")
+        diffs += config_differences(state["data"], fingerprint, "data.")
+        if diffs:
+            raise ValueError(f"{last} was made with other settings; refusing to resume:\n  " + "\n  ".join(diffs))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start = int(state["step"])
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+    end = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    targets = SpeciesVolumes(train_set, device, size=net.out_size, steps=net.out_depth)
+    val_targets = SpeciesVolumes(val_set, device, size=net.out_size, steps=net.out_depth) if val_set else None
+    per_rank = cfg.batch_size // world
+    sampler = [batch_indices(s, cfg.batch_size, len(train_set), cfg.seed)[rank * per_rank:(rank + 1) * per_rank].tolist()
+               for s in range(start, end)]
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         multiprocessing_context=loader_workers_context(cfg.num_workers),
+                                         pin_memory=device.type == "cuda", persistent_workers=False)
+    logs = _Logs(out, rank == 0, start)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    from tqdm import tqdm
+
+    bar = tqdm(total=end, initial=start, disable=not (progress and rank == 0), desc="train", unit="step")
+    model.train()
+    losses, val_loss, t_last, step = [], math.nan, time.perf_counter(), start
+    for step, batch in enumerate(loader, start=start + 1):
+        x = resize_xrays(batch["xray"].to(device, non_blocking=True), net.input_size)
+        with torch.no_grad():
+            y = targets.targets(batch)
+        with _amp_context(cfg, device):
+            pred = model(x)
+        loss = F.mse_loss(pred.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == end:
+            now = time.perf_counter()
+            n = len(losses)
+            logs.log("train", dict(step=step, loss=float(np.mean(losses)), lr=scheduler.get_last_lr()[0],
+                                   samples_per_s=n * cfg.batch_size / max(now - t_last, 1e-9)))
+            bar.set_postfix(loss=f"{np.mean(losses):.4g}")
+            losses, t_last = [], now
+        if val_set is not None and (step % cfg.val_every == 0 or step == end) and rank == 0:
+            val_loss = evaluate_loss(model.module if world > 1 else model, val_set, val_targets, net,
+                                     n=cfg.val_samples, seed=cfg.seed, batch=per_rank, device=device)
+            logs.log("val", dict(step=step, val_loss=val_loss))
+        if rank == 0 and (step % cfg.ckpt_every == 0 or step == end):
+            save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, step=step, net=net, cfg=cfg,
+                            data=fingerprint, metrics=dict(val_loss=val_loss))
+            if cfg.keep_checkpoints:
+                save_checkpoint(out / f"step_{step:07d}.pt", model=model, optimizer=optimizer, scheduler=scheduler,
+                                step=step, net=net, cfg=cfg, data=fingerprint, metrics=dict(val_loss=val_loss))
+    bar.close()
+    logs.close()
+    if world > 1:
+        torch.distributed.barrier()
+    summary = dict(step=step, start=start, val_loss=val_loss, parameters=count_parameters(model),
+                   device=str(device), world_size=world, checkpoint=str(last))
+    if rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def open_val_species(train_set: StoreSamples) -> list[str]:
+    """The store's held-out species (split ``val``) that are complete."""
+    from tomodata.store import open_store
+
+    ds = open_store(train_set.store_path)
+    return [n for n in ds.species_names(split="val") if ds.is_complete(n)]

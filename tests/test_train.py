@@ -1,0 +1,150 @@
+"""Training data (targets on the fly, deterministic order), training, exact resume, DDP, the CLI."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.data import StoreSamples, SpeciesVolumes, batch_indices, bench_loader, torch_view_volumes
+from model.network import NetworkConfig
+from model.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
+from tomodata.cli import main
+from tomodata.render import view_volumes
+from tomodata.views import hemisphere_views
+
+TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store")
+    assert main(["build-demo", "-o", str(out), "--species", "4", "--held-out", "1", "--views", "6",
+                 "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
+    return out / "dataset.zarr"
+
+
+def test_torch_view_volumes_equal_renderer():
+    from tomodata.phantoms import skull_volume, species_params
+
+    vol = skull_volume(species_params(3), size=48)
+    rots = hemisphere_views(5, seed=8)
+    ref = view_volumes(vol, rots, size=40, steps=48, backend="cpu")
+    vols = torch.from_numpy(vol)[None, None].expand(5, 1, 48, 48, 48)
+    got = torch_view_volumes(vols, torch.from_numpy(rots), size=40, steps=48)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-5)
+    mir = torch_view_volumes(vols, torch.from_numpy(rots), size=40, steps=48, mirrored=torch.tensor([1, 0, 1, 0, 1]).bool())
+    np.testing.assert_allclose(mir[0].numpy(), ref[0][:, ::-1, :], atol=1e-5)
+    np.testing.assert_allclose(mir[1].numpy(), ref[1], atol=1e-5)
+    # a non-cubic random volume: zero padding and the cube's boundary agree too
+    rnd = np.random.default_rng(0).random((10, 12, 14)).astype(np.float32)
+    got = torch_view_volumes(torch.from_numpy(rnd)[None, None].expand(5, 1, 10, 12, 14), torch.from_numpy(rots), size=16, steps=12)
+    np.testing.assert_allclose(got.numpy(), view_volumes(rnd, rots, size=16, steps=12, backend="cpu"), atol=1e-5)
+
+
+def test_batch_order_is_deterministic_and_covers_epochs():
+    n, b = 10, 4
+    seq = np.concatenate([batch_indices(s, b, n, seed=3) for s in range(5)])  # 20 = 2 epochs
+    assert sorted(seq[:10]) == list(range(10)) and sorted(seq[10:]) == list(range(10))
+    assert not np.array_equal(seq[:10], seq[10:])  # a new permutation each epoch
+    assert np.array_equal(batch_indices(3, b, n, seed=3), seq[12:16])
+    assert not np.array_equal(batch_indices(0, b, n, seed=4), seq[:4])
+
+
+def test_store_samples(store):
+    ds = StoreSamples(store, "train")
+    assert len(ds) == 3 * 12 and ds.species == ["procedural_00", "procedural_01", "procedural_02"]
+    from tomodata.store import open_store
+
+    st = open_store(store)
+    item = ds[13]  # species 1, sample 1 = view 0 mirrored
+    assert item["species"] == 1 and item["view"] == 0 and item["mirrored"]
+    np.testing.assert_array_equal(item["xray"][0].numpy(), st.images("procedural_01", 1))
+    np.testing.assert_array_equal(item["rotation"].numpy(), st.rotations("procedural_01")[0])
+    # the target of a sample equals the store's own on-the-fly view volume
+    vols = SpeciesVolumes(ds, "cpu", size=16, steps=32)
+    batch = torch.utils.data.default_collate([ds[13], ds[4]])
+    tgt = vols.targets(batch)
+    ref = st.sample("procedural_01", 1, view_size=16, backend="cpu").view_volume
+    np.testing.assert_allclose(tgt[0].numpy(), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="no species"):
+        StoreSamples(store, "test")
+
+
+def test_loader_with_spawned_workers(store):
+    ds = StoreSamples(store, "train")
+    sampler = [batch_indices(s, 4, len(ds), 0).tolist() for s in range(3)]
+    from model.data import loader_workers_context
+
+    dl = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=1,
+                                     multiprocessing_context=loader_workers_context(1))
+    got = [b["index"].tolist() for b in dl]
+    assert got == sampler
+    assert bench_loader(store, batch=4, batches=3) > 0
+
+
+def _losses(run: Path) -> list[str]:
+    with open(run / "train_log.csv", newline="") as fh:
+        return [r["loss"] for r in csv.DictReader(fh)]
+
+
+def test_training_lowers_loss_and_resumes_exactly(store, tmp_path):
+    cfg = TrainConfig(steps=8, batch_size=4, lr=3e-3, warmup_steps=1, val_every=4, val_samples=8, ckpt_every=3,
+                      log_every=1)
+    full = train(store, tmp_path / "full", net=TINY, cfg=cfg, resume=False, progress=False)
+    assert full["step"] == 8
+    losses = [float(x) for x in _losses(tmp_path / "full")]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    # stop at step 3 (a checkpoint), resume: the next losses are bit-identical
+    part = train(store, tmp_path / "part", net=TINY, cfg=cfg, resume=False, max_steps=3, progress=False)
+    assert part["step"] == 3 and load_checkpoint(tmp_path / "part" / "last.pt")["step"] == 3
+    rest = train(store, tmp_path / "part", net=TINY, cfg=cfg, resume=True, progress=False)
+    assert rest["start"] == 3 and rest["step"] == 8
+    assert _losses(tmp_path / "part") == _losses(tmp_path / "full")
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "full" / "val_log.csv").read_text().count("\n") == 3  # header + steps 4, 8
+    assert any((tmp_path / "full" / "tensorboard").iterdir())
+    model, state = model_from_checkpoint(tmp_path / "full" / "last.pt")
+    assert not model.training and state["network"] == TINY.to_dict()
+
+
+def test_resume_refuses_other_settings(store, tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=2, warmup_steps=0, val_every=2, val_samples=2, ckpt_every=1, log_every=1)
+    train(store, tmp_path, net=TINY, cfg=cfg, resume=False, progress=False)
+    other = NetworkConfig.from_dict(TINY.to_dict() | {"width": 24})
+    with pytest.raises(ValueError, match="network.width: 16 .* 24"):
+        train(store, tmp_path, net=other, cfg=cfg, progress=False)
+    with pytest.raises(ValueError, match="train.lr"):
+        train(store, tmp_path, net=TINY, cfg=TrainConfig(**(cfg.to_dict() | {"lr": 0.5})), progress=False)
+
+
+def test_bad_training_settings(store, tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0).validate()
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(amp="fp8").validate()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_cli_train_and_ddp_two_processes(store, tmp_path):
+    """The CLI under torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes."""
+    args = ["train", str(store), "-o", str(tmp_path / "ddp"), "--input-size", "32", "--out-depth", "16",
+            "--out-size", "16", "--width", "16", "--stem-channels", "8", "--hourglass-levels", "2",
+            "--steps", "3", "--batch-size", "4", "--warmup", "0", "--val-every", "3", "--val-samples", "4",
+            "--ckpt-every", "3", "--log-every", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "tomodata.cli"] + args
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert state["step"] == 3
+    assert '"world_size": 2' in (tmp_path / "ddp" / "summary.json").read_text()
