@@ -10,6 +10,7 @@
     tomo store-create STORE --manifest M --cubes C...   an empty store for these specimens
     tomo render-species STORE --cube C          render one species into its own shards
     tomo finalize STORE                         validate all species, record completion
+    tomo export STORE OUT                       publishable folder: card, Croissant, SHA256SUMS, recipe
     tomo model-info --preset paper              parameters and FLOPs of the network
     tomo train STORE -o RUN --preset demo       train (resumable; torchrun for several GPUs)
     tomo bench render                           ms per view of the renderer, per backend
@@ -261,7 +262,8 @@ def cmd_store_create(a) -> int:
         species.append(dict(name=sid, split=row["split"], species=row["species"], source=row["source"],
                             source_kind=row["source_kind"], source_checksum=row["sha256"] or meta["source_sha256"],
                             licence=row["licence"], original_shape=meta["original_shape"],
-                            spacing_mm=meta["spacing_mm"], slice_axis=meta["slice_axis"], fit=meta["fit"]))
+                            spacing_mm=meta["spacing_mm"], slice_axis=meta["slice_axis"], fit=meta["fit"],
+                            window=meta.get("window"), background=meta.get("background")))
     config = None
     if a.config:
         import yaml
@@ -335,6 +337,16 @@ def cmd_train(a) -> int:
                       log_every=a.log_every, seed=a.seed, num_workers=a.workers, amp=a.amp).validate()
     summary = train(a.store, a.output, net=net, cfg=cfg, resume=not a.no_resume, max_steps=a.max_steps)
     print(json.dumps(summary))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .export import export_dataset
+
+    recipe_only = True if a.recipe_only else (False if a.with_data else None)
+    summary = export_dataset(a.store, a.output, manifest=a.manifest, config=a.config, recipe_only=recipe_only,
+                             overwrite=a.overwrite)
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -536,6 +548,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-steps", type=_positive_int, help="stop after this step (the schedule still uses --steps)")
     q.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
     q.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("export", help="write a publishable dataset folder", description=(
+        "Export a validated store as a publishable folder: dataset card (README.md with licence front "
+        "matter), Croissant 1.1 croissant.json, SHA256SUMS, split lists, provenance, per-species checksums "
+        "and, unless the sources forbid redistribution (UTCT/DigiMorph: recipe-only is the default), the data."))
+    q.add_argument("store", help="the dataset store (.zarr) or a folder holding dataset.zarr")
+    q.add_argument("output", help="the export folder (must not exist or be empty)")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--recipe-only", action="store_true", help="no data: manifest, checksums, config, code version")
+    g.add_argument("--with-data", action="store_true", help="include the store even if the default is recipe-only")
+    q.add_argument("--manifest", help="the manifest the store was built from (goes into the recipe)")
+    q.add_argument("--config", help="the workflow config (YAML/JSON) to record")
+    q.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUTPUT")
+    q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("validate", help="validate a dataset store", description=(
         "Check a dataset store: attributes, every species complete, shapes, checksums. "

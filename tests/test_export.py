@@ -1,0 +1,368 @@
+"""Tests of publishable exports (tomodata/export.py): data and recipe-only folders, the dataset card,
+Croissant metadata (validated with mlcroissant), SHA256SUMS (checked with the real sha256sum), the
+licence rules and atomic writing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tomodata import export
+from tomodata.cli import main
+from tomodata.store import create_store, validate_store, write_species
+from tomodata.views import hemisphere_views
+
+DEMO_ARGS = ["--species", "3", "--held-out", "1", "--views", "4", "--size", "32", "--steps", "32",
+             "--volume-size", "32", "--backend", "cpu"]
+UTCT_LICENCE = "UTCT/DigiMorph: research use, no redistribution"
+pytestmark = pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")  # rdflib
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["build-demo", "-o", str(out), *DEMO_ARGS]) == 0
+    return out / "dataset.zarr"
+
+
+@pytest.fixture(scope="module")
+def demo_data_export(demo, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("exports") / "data"
+    summary = export.export_dataset(demo, out)
+    return out, summary
+
+
+def tiny_store(path: Path, licences: list[str], sources: list[str] | None = None) -> Path:
+    """A tiny complete store (random data) with two species under the given licence texts."""
+    n_views, size, vol = 3, 8, 8
+    names = [("Didelphis_virginiana", "train"), ("Felis_catus", "val")]
+    sources = sources or [f"https://digimorph.org/specimens/{n}/x.mp4" for n, _ in names]
+    species = [dict(name=n, split=s, species=n.replace("_", " "), source=src, source_checksum=f"{i:x}" * 64,
+                    original_shape=[40, 30, 30], spacing_mm=[0.1, 0.1, 0.1], licence=lic)
+               for i, ((n, s), lic, src) in enumerate(zip(names, licences, sources), start=1)]
+    create_store(path, species=species, chi=10.0, steps=8, image_size=size, volume_size=vol, n_views=n_views,
+                 view_seed=0, provenance={"command": "test", "config": {"views": n_views}})
+    rng = np.random.default_rng(0)
+    for e in species:
+        write_species(path, e["name"], volume=rng.random((vol,) * 3, dtype=np.float32),
+                      rotations=hemisphere_views(n_views, seed=0), images=rng.random((n_views, size, size)))
+    assert validate_store(path).ok
+    return path
+
+
+@pytest.fixture(scope="module")
+def utct_store(tmp_path_factory) -> Path:
+    """Species from UTCT/DigiMorph (made-up data, the real licence text)."""
+    return tiny_store(tmp_path_factory.mktemp("utct") / "utct.zarr", [UTCT_LICENCE] * 2)
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    head, _, _ = card[4:].partition("\n---\n")
+    return yaml.safe_load(head)
+
+
+def sha256sum_check(folder: Path) -> subprocess.CompletedProcess:
+    if shutil.which("sha256sum") is None:
+        pytest.skip("the sha256sum program is not installed")
+    return subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "SHA256SUMS"], cwd=folder,
+                          capture_output=True, text=True)
+
+
+def croissant_records(path: Path, record_set: str) -> list[dict] | None:
+    """Load with mlcroissant (the [test] extra) and read a record set; None where it is not installed."""
+    try:
+        import mlcroissant as mlc
+    except ImportError:
+        return None
+    ds = mlc.Dataset(jsonld=str(path))  # raises mlcroissant's ValidationError on any error
+    assert not ds.metadata.ctx.issues.errors
+    return [r for r in ds.records(record_set)]  # a fresh Dataset per record set: records() iterate once
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def test_data_export_of_procedural_species(demo, demo_data_export):
+    out, summary = demo_data_export
+    assert summary["mode"] == "data" and summary["recipe_only"] is False
+    assert summary["licence"] == "cc0-1.0" and summary["warnings"] == []
+    assert set(summary["licence_classes"].values()) == {"free"}
+    assert summary["species"] == 3 and summary["samples"] == 24
+    for rel in ("README.md", "croissant.json", "SHA256SUMS", "provenance.json", "species.csv", "samples.csv",
+                "splits/train.txt", "splits/val.txt", "splits/test.txt", "recipe/checksums.json",
+                "recipe/store_attrs.json", "recipe/config.json", "dataset.zarr/zarr.json"):
+        assert (out / rel).is_file(), rel
+    # the store is copied byte for byte
+    src = {p.relative_to(demo).as_posix(): p.read_bytes() for p in demo.rglob("*") if p.is_file()}
+    dst = {p.relative_to(out / "dataset.zarr").as_posix(): p.read_bytes()
+           for p in (out / "dataset.zarr").rglob("*") if p.is_file()}
+    assert src == dst
+    assert validate_store(out / "dataset.zarr").ok
+    assert (out / "splits/train.txt").read_text() == "procedural_00\nprocedural_01\n"
+    assert (out / "splits/val.txt").read_text() == "procedural_02\n"
+    assert (out / "splits/test.txt").read_text() == ""
+    # per-species checksums = the completion markers
+    sums = json.loads((out / "recipe/checksums.json").read_text())["species"]
+    for n in ("procedural_00", "procedural_01", "procedural_02"):
+        marker = json.loads((demo / "species" / n / "zarr.json").read_text())["attributes"]["complete"]
+        assert sums[n]["arrays_sha256"] == marker["sha256"]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["export"]["mode"] == "data" and prov["code_version"]["tomodata"]
+    assert prov["config"]["command"] == "tomo build-demo" and prov["store"]["finalized"] is True
+    assert export.verify_export(out) == []
+
+
+def test_card_front_matter_and_licence(demo_data_export):
+    out, _ = demo_data_export
+    card = (out / "README.md").read_text()
+    fm = front_matter(card)
+    assert fm["license"] == "cc0-1.0"
+    assert fm["task_categories"] == ["image-to-3d"] and fm["size_categories"] == ["n<1K"]
+    assert "synthetic" in fm["tags"] and fm["pretty_name"]
+    assert "CC0-1.0" in card and "10.1111/cgf.13369" in card and "Henzler" in card
+    assert "NOT FOR REDISTRIBUTION" not in card
+
+
+def test_croissant_validates_and_iterates(demo_data_export):
+    pytest.importorskip("mlcroissant", reason="mlcroissant (the [test] extra) validates the Croissant file")
+    out, _ = demo_data_export
+    doc = json.loads((out / "croissant.json").read_text())
+    assert doc["conformsTo"] == "http://mlcommons.org/croissant/1.1"
+    assert doc["@type"] == "sc:Dataset" and "Henzler" in doc["citeAs"]
+    assert doc["license"] == ["https://creativecommons.org/publicdomain/zero/1.0/"]
+    sums = dict(reversed(line.split("  ", 1)) for line in (out / "SHA256SUMS").read_text().splitlines())
+    kinds = {d["@id"]: d for d in doc["distribution"]}
+    for d in kinds.values():
+        if d["@type"] == "cr:FileObject":
+            assert d["sha256"] == sums[d["contentUrl"]]
+    assert kinds["zarr/procedural_01"]["@type"] == "cr:FileSet"
+    assert kinds["zarr/procedural_01"]["includes"] == "dataset.zarr/species/procedural_01/**"
+    samples = croissant_records(out / "croissant.json", "samples")
+    assert len(samples) == 24
+    s5 = next(r for r in samples if r["samples/sample_id"] in (b"procedural_00/5", "procedural_00/5"))
+    assert s5["samples/view"] == 2 and bool(s5["samples/mirrored"]) is True and s5["samples/sample"] == 5
+    species = croissant_records(out / "croissant.json", "species")
+    assert len(species) == 3
+    assert {bool(r["species/redistribution"]) for r in species} == {True}
+
+
+def test_sha256sums_verify_with_sha256sum(demo_data_export):
+    out, _ = demo_data_export
+    listed = [line.split("  ", 1)[1] for line in (out / "SHA256SUMS").read_text().splitlines()]
+    assert listed == sorted(listed)
+    every = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert listed == [p for p in every if p != "SHA256SUMS"]
+    r = sha256sum_check(out)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_tampering_is_detected(demo_data_export, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(demo_data_export[0], out)
+    assert export.verify_export(out) == []
+    shard = next((out / "dataset.zarr/species/procedural_01/images").rglob("c/*/0/0"))
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    problems = export.verify_export(out)
+    rel = shard.relative_to(out).as_posix()
+    assert any(p.startswith(rel) and "sha256" in p for p in problems), problems
+    assert any("procedural_01" in p and p.startswith("dataset.zarr:") for p in problems), problems
+    assert sha256sum_check(out).returncode != 0
+    # an added file and an edited table are reported too
+    (out / "extra.txt").write_text("x")
+    with open(out / "samples.csv", "a") as f:
+        f.write("procedural_09/0,procedural_09,train,0,0,false,x\n")
+    problems = export.verify_export(out)
+    assert any(p.startswith("extra.txt") and "not listed" in p for p in problems)
+    assert any(p.startswith("samples.csv") for p in problems)
+
+
+# ------------------------------------------------------------------------------------------ recipe-only
+
+
+def test_recipe_only_export_of_demo(demo, tmp_path):
+    out = tmp_path / "recipe"
+    summary = export.export_dataset(demo.parent, out, recipe_only=True)  # the build-demo folder works too
+    assert summary["mode"] == "recipe-only" and summary["licence"] == "cc0-1.0"
+    assert not (out / "dataset.zarr").exists()
+    assert export.verify_export(out) == []
+    assert sha256sum_check(out).returncode == 0
+    doc = json.loads((out / "croissant.json").read_text())
+    assert not any(d["@id"].startswith(("zarr/", "dataset.zarr")) for d in doc["distribution"])
+    records = croissant_records(out / "croissant.json", "samples")
+    assert records is None or len(records) == 24
+    card = (out / "README.md").read_text()
+    assert front_matter(card)["license"] == "cc0-1.0" and "recipe-only" in card
+    assert "tomo build-demo" in card  # how to rebuild
+
+
+def test_recipe_verifies_a_rebuild(demo, tmp_path):
+    out = tmp_path / "recipe"
+    export.export_dataset(demo, out, recipe_only=True)
+    rebuilt = tmp_path / "rebuilt"
+    assert main(["build-demo", "-o", str(rebuilt), *DEMO_ARGS]) == 0
+    assert export.verify_rebuild(rebuilt, out) == []
+    other = tmp_path / "other"
+    assert main(["build-demo", "-o", str(other), *DEMO_ARGS[:-6], "--volume-size", "32", "--steps", "31",
+                 "--backend", "cpu"]) == 0
+    problems = export.verify_rebuild(other, out)
+    assert problems and all("images" in p for p in problems), problems  # only the images depend on steps
+    assert export.verify_rebuild(other, out, images="skip") == []
+
+
+# ------------------------------------------------------------------------------------------ licences
+
+
+@pytest.mark.parametrize("entry, cls", [
+    (dict(licence=UTCT_LICENCE, source="https://digimorph.org/specimens/x/y.mp4"), "restricted"),
+    (dict(licence="research use only, no redistribution", source="/data/x.nrrd"), "restricted"),
+    (dict(licence="", source="https://www.digimorph.org/specimens/x/y.mp4"), "restricted"),
+    (dict(licence="procedural (tomodata.phantoms): free, no restrictions", source="movies/p.mp4"), "free"),
+    (dict(source="tomodata.phantoms species 0 seed 0"), "free"),
+    (dict(licence="CC-BY-4.0 (MorphoSource media 1234)", source="https://example.org/a.nii.gz"), "open"),
+    (dict(licence="CC0", source="/data/x.tif"), "open"),
+    (dict(licence="ask the lab", source="/data/x.tif"), "unknown"),
+    (dict(source="/data/x.tif"), "unknown"),
+])
+def test_classify_licence(entry, cls):
+    c = export.classify_licence(entry)
+    assert c["class"] == cls
+    assert c["redistribution"] is (cls in ("free", "open"))
+    if cls == "free":
+        assert c["spdx"] == "CC0-1.0"
+
+
+def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text(
+        "id\tspecies\tsource\tsource_kind\tspacing_mm\tsplit\tlicence\n"
+        f"Didelphis_virginiana\tDidelphis virginiana\thttps://digimorph.org/specimens/Didelphis_virginiana/x.mp4"
+        f"\tmovie\t0.1,0.1,0.1\ttrain\t{UTCT_LICENCE}\n"
+        f"Felis_catus\tFelis catus\thttps://digimorph.org/specimens/Felis_catus/x.mp4\tmovie\t0.1,0.1,0.1\tval"
+        f"\t{UTCT_LICENCE}\n")
+    config = tmp_path / "build.yaml"
+    config.write_text("views: 3\nbackend: cpu\n")
+    out = tmp_path / "export"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", export.RedistributionWarning)
+        summary = export.export_dataset(utct_store, out, manifest=manifest, config=config)
+    assert summary["mode"] == "recipe-only"
+    assert set(summary["licence_classes"].values()) == {"restricted"}
+    assert not (out / "dataset.zarr").exists()
+    assert (out / "recipe/manifest.tsv").read_bytes() == manifest.read_bytes()
+    assert (out / "recipe/config.yaml").read_bytes() == config.read_bytes()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["config"] == {"views": 3, "backend": "cpu"} and prov["manifest_file"] == "recipe/manifest.tsv"
+    sums = json.loads((out / "recipe/checksums.json").read_text())
+    assert sums["species"]["Felis_catus"]["source_checksum"] == "2" * 64
+    assert set(sums["species"]["Felis_catus"]["arrays_sha256"]) == {"volume", "rotations", "mirrored", "views",
+                                                                    "images"}
+    card = (out / "README.md").read_text()
+    fm = front_matter(card)
+    assert fm["license"] == "other" and "recipe-only" in fm["license_name"]
+    assert "Redistribution is not allowed" in card and UTCT_LICENCE in card and "no redistribution" in card
+    assert "tomo fetch recipe/manifest.tsv" in card
+    doc = json.loads((out / "croissant.json").read_text())
+    assert any("no redistribution" in lic for lic in doc["license"])
+    records = croissant_records(out / "croissant.json", "species")
+    assert records is None or len(records) == 2
+    assert export.verify_export(out) == [] and sha256sum_check(out).returncode == 0
+
+    # data only on explicit request, with a warning, and marked NOT FOR REDISTRIBUTION
+    out2 = tmp_path / "internal"
+    with pytest.warns(export.RedistributionWarning, match="Felis_catus"):
+        summary = export.export_dataset(utct_store, out2, recipe_only=False)
+    assert summary["mode"] == "data" and summary["not_for_redistribution"] is True
+    assert (out2 / "dataset.zarr/zarr.json").is_file()
+    card = (out2 / "README.md").read_text()
+    assert front_matter(card)["license"] == "other" and "NOT FOR REDISTRIBUTION" in card
+    assert json.loads((out2 / "croissant.json").read_text())["license"][0] == "NOT FOR REDISTRIBUTION"
+    assert export.verify_export(out2) == []
+
+    # a manifest that lacks a species of the store is refused
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("\n".join(manifest.read_text().splitlines()[:2]) + "\n")
+    with pytest.raises(ValueError, match="Felis_catus"):
+        export.export_dataset(utct_store, tmp_path / "x", manifest=bad)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("licences, mode, card_licence", [
+    (["CC-BY-4.0", "CC-BY-4.0"], "data", "cc-by-4.0"),
+    (["CC-BY-4.0", "CC0-1.0"], "data", "other"),
+    (["CC-BY-4.0", "ask the lab"], "recipe-only", "other"),  # unknown terms are not cleared
+])
+def test_default_mode_follows_the_least_cleared_species(tmp_path, licences, mode, card_licence):
+    path = tiny_store(tmp_path / "s.zarr", licences, sources=["/data/a.nii.gz", "/data/b.nii.gz"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", export.RedistributionWarning)
+        summary = export.export_dataset(path, tmp_path / "out")
+    assert summary["mode"] == mode and summary["licence"] == card_licence
+    assert front_matter((tmp_path / "out/README.md").read_text())["license"] == card_licence
+    assert export.verify_export(tmp_path / "out") == []
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def test_out_folder_rules_and_atomicity(demo, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not empty"):
+        export.export_dataset(demo, out, recipe_only=True)
+    with pytest.raises(FileExistsError, match="not an earlier export"):
+        export.export_dataset(demo, out, recipe_only=True, overwrite=True)
+    assert (out / "precious.txt").read_text() == "keep"
+    with pytest.raises(ValueError, match="contain"):
+        export.export_dataset(demo, demo / "export")
+
+    fresh = tmp_path / "fresh"
+    export.export_dataset(demo, fresh, recipe_only=True)
+    first = (fresh / "SHA256SUMS").read_text()
+    export.export_dataset(demo, fresh, recipe_only=False, overwrite=True)  # an earlier export is replaced
+    assert (fresh / "dataset.zarr").is_dir() and (fresh / "SHA256SUMS").read_text() != first
+    assert export.verify_export(fresh) == []
+
+    # a failure mid-way leaves nothing: no OUT, no temporary folder
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "_card", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.export_dataset(demo, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # ... and an existing export survives a failed overwrite
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.export_dataset(demo, fresh, overwrite=True)
+    assert export.verify_export(fresh) == []
+
+
+def test_refuses_a_store_that_does_not_validate(demo, tmp_path):
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(demo, broken)
+    shutil.rmtree(broken / "species" / "procedural_02" / "images")
+    with pytest.raises(ValueError, match="procedural_02"):
+        export.export_dataset(broken, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(FileNotFoundError):
+        export.export_dataset(tmp_path / "nothing", tmp_path / "out")
+
+
+def test_export_is_reproducible_with_source_date_epoch(demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    a, b = tmp_path / "a", tmp_path / "b"
+    export.export_dataset(demo, a, recipe_only=True)
+    export.export_dataset(demo, b, recipe_only=True)
+    assert (a / "SHA256SUMS").read_text() == (b / "SHA256SUMS").read_text()
+    assert json.loads((a / "provenance.json").read_text())["exported_at"].startswith("2023-11-14T22:13:20")
