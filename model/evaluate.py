@@ -1,0 +1,934 @@
+"""Evaluation on the held-out species (paper §5): ours, ours without fusion, NN and Oracle; volume
+L2 and image DSSIM; paired t-tests; the view-class and slice-count analyses (§5.5).
+
+Entry point: :func:`evaluate_run` (``tomo evaluate``) writes everything into one folder.
+
+Definitions
+-----------
+**Target grid.** Every method is compared with the ground truth on the network's output grid,
+``out_depth × out_size²`` (the checkpoint's NetworkConfig): the ground truth is the sample's view
+volume on that grid, exactly the training target (:func:`model.data.torch_view_volumes` of the
+species' canonical volume, the view's rotation, rows reversed for mirrored samples).
+
+**Methods** (column ``method``):
+
+* ``ours_nofusion``: the raw network output, clamped to >= 0.
+* ``ours``: the network output fused with the input x-ray (:func:`model.fusion.fuse`, paper Eq. 2,
+  β = 2, the store's χ). ``fusion_at="xray"`` (default): fused at the x-ray's own resolution (the
+  store's image size, the paper's procedure), then area-averaged laterally down to ``out_size`` (the
+  depth is the network's). ``fusion_at="target"``: the x-ray's optical depth ``−ln(1 − opacity)`` is
+  area-averaged to ``out_size`` first (averaging density, not opacity, keeps Beer–Lambert exact for
+  the coarse pixel) and the fusion runs on the target grid.
+* ``nn`` (paper §5.1): the training sample whose x-ray is nearest in L2 to the input x-ray (at the
+  store's image resolution, over every sample of every ``train`` species, mirrored ones included);
+  the method returns that sample's view volume (its species' volume, its rotation, its mirror flag).
+  Exact search: training images are streamed from the store block by block (one block of
+  ``train_block`` images in memory at a time) against a block of ``nn_query_block`` query images;
+  distances ``‖a‖² + ‖b‖² − 2a·b`` in float64 (matrix products, on ``device``) pick each block's
+  arg-min; the winner's distance is then recomputed directly as ``Σ (a − b)²`` (so a query equal to a
+  training image has distance exactly 0) and compared across blocks; ties go to the lowest training
+  index. Exact up to float64 rounding of the expansion within a block (~1e-12 relative).
+* ``oracle`` (paper §5.1): the training view volume nearest in L2 to the ground-truth view volume,
+  on the target grid, over every training sample (mirrored ones included). It ignores the x-ray.
+  **Coarse-to-fine with a lower bound — exact.** The grid is cut into non-overlapping blocks of
+  ``(fd, fh, fw)`` voxels (per axis the smallest factor dividing the side that leaves at most
+  ``oracle_coarse`` cells); a volume's features are, per block, its mean times sqrt(fd·fh·fw) and
+  the norm of its deviation from that mean (:func:`coarse_features`). Per block, Pythagoras and the
+  reverse triangle inequality give ``‖a_j − b_j‖² >= f (m_a − m_b)² + (ρ_a − ρ_b)²``, so the feature
+  distance LB is a lower bound of the exact squared distance (the deviation norms make it much
+  tighter than block means alone). Per query, the ``oracle_k`` + 1 smallest LBs over all training
+  samples are kept (streaming top-k; the training features are computed once, block by block); the
+  first ``oracle_k`` are evaluated exactly (Σ (a − b)² in float64 at full target resolution) in
+  increasing LB order, ``oracle_chunk`` at a time, stopping as soon as the next LB exceeds the best
+  exact distance d* (plus a margin for float rounding, d*·1e-4 + 1e-6 + 1e-6·sqrt(d*)·(‖q‖ + 1)):
+  nothing left can beat d*.
+  If the shortlist runs out while the (k+1)-th LB is still <= d*, a fallback pass evaluates every
+  training sample whose LB is <= d*. The result is the exact nearest training view volume (ties to
+  the lowest index); ``tests/test_evaluate.py`` checks it against brute force. ``matches.csv`` records
+  per query how many candidates were evaluated, whether the fallback ran and whether the result is
+  certified exact. ``oracle_max_evaluated = k`` turns this into the plain rule "shortlist the top k
+  by the bound, re-rank them exactly" — then exact only where ``oracle_certified`` says so (the best
+  exact distance is <= the (k+1)-th bound). When all training view volumes fit ``cache_bytes`` they
+  are made once and kept; otherwise they are re-sampled on the fly.
+
+**Metrics** (per sample and method):
+
+* ``mse`` = mean over the target grid's voxels of (prediction − truth)², densities in [0, 1];
+  ``l2`` = sqrt(mse), the voxel RMSE. This is "L2 as used in training" (the training loss is the voxel
+  MSE) put on the scale of densities; the paper reports .051 (ours), .067 (NN), .060 (Oracle) without
+  saying which normalisation (:data:`PAPER_RESULTS`).
+* ``dssim`` = (1 − SSIM) / 2 between :func:`model.surface.render_isosurface` images (iso 0.1, AO on,
+  the x-ray's own view) of prediction and truth, SSIM by ``skimage.metrics.structural_similarity``
+  with ``data_range=1.0`` (images in [0, 1]) and its defaults (7×7 uniform window, K1 = .01,
+  K2 = .03). Paper: .097 (ours), .109 (NN), .110 (Oracle).
+
+**Statistics.** Means with 95 % confidence intervals ``mean ± t_{.975, n−1} · sd / √n`` (sd with
+n − 1); paired t-tests (``scipy.stats.ttest_rel``, two-sided) between every pair of methods per
+metric on the same samples.
+
+**View classes** (§5.5, Fig. 8b): by the view direction ``d = R[:, 2]`` (the ray direction) against
+the volume's axes. The procedural skulls (tomodata/phantoms.py) have the snout at +x, dorsal at −y,
+z left–right, so: ``top`` = within 30° of ±y (looking down on / up at the skull), ``front`` = within
+30° of ±x (along the snout), ``side`` = within 30° of ±z (lateral), ``other`` = the rest. The cones
+do not overlap. Mirroring does not change the direction. For scanned specimens the classes mean this
+only as far as their volumes were aligned the same way.
+
+**Slice count** (§5.5, Figs. 7, 8a): a volume is box-averaged along depth to ``n`` slices
+(``adaptive_avg_pool``) and linearly up-sampled back to its depth (``align_corners=False``); the
+DSSIM between the renders of this and of the original is recorded, for the ground truth (``truth``)
+and ``ours`` (``ours_nofusion`` when ``ours`` is not evaluated), for every ``n`` in ``slice_counts``
+below the target depth (larger ones are listed as skipped in ``summary.json``).
+
+Outputs (``out_dir``)
+---------------------
+``metrics.csv``      method, species, sample, view, mirrored, view_class, l2, mse, dssim (one row per sample and method)
+``summary.csv``      method, metric, mean, ci_low, ci_high, n
+``tests.csv``        metric, method_a, method_b, t, p, n
+``view_classes.csv`` method, view_class, metric, mean, ci_low, ci_high, n
+``slice_counts.csv`` method, slices, dssim_mean, ci_low, ci_high, n
+``matches.csv``      species, sample, nn_species, nn_sample, nn_dist2, oracle_species, oracle_sample, oracle_dist2,
+                     oracle_evaluated, oracle_fallback, oracle_certified (dist2: squared L2, summed, of the
+                     x-rays for NN, of the target-grid view volumes for the Oracle)
+``summary.json``     all of the above in one file, with the definitions, settings, the paper's numbers and timings
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import resize_xrays, torch_view_volumes
+from .surface import DEFAULT_ISO, render_isosurface_torch
+
+__all__ = [
+    "METHODS",
+    "PAPER_RESULTS",
+    "VIEW_CLASSES",
+    "MetricDefinitions",
+    "ViewSource",
+    "coarse_factors",
+    "coarse_features",
+    "depth_resample",
+    "dssim",
+    "evaluate_run",
+    "mean_ci",
+    "nearest_images",
+    "oracle_search",
+    "paired_tests",
+    "store_image_blocks",
+    "view_class",
+    "volume_errors",
+]
+
+METHODS = ("ours", "ours_nofusion", "nn", "oracle")
+VIEW_CLASSES = ("top", "front", "side", "other")
+#: Half-angle of the view-class cones around the volume axes (degrees).
+VIEW_CLASS_ANGLE = 30.0
+#: The paper's means on its synthetic validation set (§5.3); context only, not comparable in scale.
+PAPER_RESULTS = {"l2": {"ours": 0.051, "nn": 0.067, "oracle": 0.060},
+                 "dssim": {"ours": 0.097, "nn": 0.109, "oracle": 0.110}}
+METRICS = ("l2", "mse", "dssim")
+SSIM_DATA_RANGE = 1.0
+#: Oracle pruning margin: a candidate is skipped only if LB > d* (1 + REL) + ABS + NORM · sqrt(d*) (‖q‖ + 1).
+ORACLE_REL_MARGIN = 1e-4
+ORACLE_ABS_MARGIN = 1e-6
+ORACLE_NORM_MARGIN = 1e-6
+
+
+@dataclass(frozen=True)
+class MetricDefinitions:
+    """The definitions as recorded in summary.json."""
+
+    l2: str = "sqrt(mean over target voxels of (pred - true)^2) (voxel RMSE); mse = its square"
+    dssim: str = ("(1 - SSIM)/2, skimage.metrics.structural_similarity(data_range=1.0, 7x7 uniform window) "
+                  "between model.surface.render_isosurface images (iso, AO on) from the x-ray's view")
+    target: str = "network output grid out_depth x out_size^2; ground truth = torch_view_volumes target"
+    nn: str = "training sample with the L2-nearest x-ray (store resolution), exact blocked search"
+    oracle: str = "training view volume L2-nearest to the ground truth on the target grid, exact (lower-bound pruning)"
+    view_class: str = ("d = R[:, 2]; top: within 30 deg of +-y, front: of +-x, side: of +-z, else other "
+                       "(phantoms: snout +x, dorsal -y, z left-right)")
+    slice_counts: str = "depth box-averaged to n slices, linearly up-sampled back; DSSIM vs the original's render"
+    ci: str = "mean +- t_{0.975,n-1} sd/sqrt(n)"
+    tests: str = "scipy.stats.ttest_rel, two-sided, paired by sample"
+
+
+# --------------------------------------------------------------------------------------------------
+# small pieces
+# --------------------------------------------------------------------------------------------------
+
+
+def view_class(rotation, *, angle: float = VIEW_CLASS_ANGLE) -> str:
+    """``top`` / ``front`` / ``side`` / ``other`` of a camera → volume rotation (module docstring)."""
+    R = np.asarray(rotation, dtype=np.float64)
+    if R.shape != (3, 3):
+        raise ValueError(f"rotation must be (3, 3), got {R.shape}")
+    d = np.abs(R[:, 2]) / max(np.linalg.norm(R[:, 2]), 1e-12)
+    c = math.cos(math.radians(angle))
+    if d[1] >= c:
+        return "top"
+    if d[0] >= c:
+        return "front"
+    if d[2] >= c:
+        return "side"
+    return "other"
+
+
+def volume_errors(pred, true) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample (l2, mse) of (B, ...) or single volumes: mse = mean of squared differences (float64),
+    l2 = sqrt(mse)."""
+    p = torch.as_tensor(pred)
+    t = torch.as_tensor(true)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {tuple(p.shape)} and truth {tuple(t.shape)} differ in shape")
+    single = p.ndim == 3
+    if single:
+        p, t = p[None], t[None]
+    mse = ((p.double() - t.double()) ** 2).flatten(1).mean(1).cpu().numpy()
+    l2 = np.sqrt(mse)
+    return (l2[0], mse[0]) if single else (l2, mse)
+
+
+def dssim(img_a, img_b) -> float:
+    """(1 − SSIM)/2 of two images in [0, 1] (skimage, data_range=1.0, 7×7 window)."""
+    from skimage.metrics import structural_similarity
+
+    a = np.asarray(img_a, dtype=np.float64)
+    b = np.asarray(img_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"dssim needs two images of the same 2D shape, got {a.shape} and {b.shape}")
+    if min(a.shape) < 7:
+        raise ValueError(f"dssim needs images of at least 7x7 pixels (SSIM's window), got {a.shape}")
+    return float((1.0 - structural_similarity(a, b, data_range=SSIM_DATA_RANGE)) / 2.0)
+
+
+def volume_dssim(pred, true, *, iso: float = DEFAULT_ISO) -> float:
+    """DSSIM of the iso-surface renders of two (D, H, W) view volumes."""
+    from .surface import render_isosurface
+
+    return dssim(render_isosurface(pred, iso=iso), render_isosurface(true, iso=iso))
+
+
+def depth_resample(vol: torch.Tensor, slices: int) -> torch.Tensor:
+    """(B, D, H, W) → box-averaged along depth to ``slices``, linearly up-sampled back to D."""
+    B, D, H, W = vol.shape
+    if slices < 1:
+        raise ValueError(f"slices must be >= 1, got {slices}")
+    x = vol[:, None].float()
+    down = F.adaptive_avg_pool3d(x, (slices, H, W))
+    up = F.interpolate(down, size=(D, H, W), mode="trilinear", align_corners=False)
+    return up[:, 0]
+
+
+def mean_ci(x, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, ci_low, ci_high, n): t-interval of the mean; NaN bounds for n < 2."""
+    from scipy import stats
+
+    a = np.asarray(x, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    n = int(a.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    m = float(a.mean())
+    if n < 2:
+        return m, math.nan, math.nan, n
+    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1) * a.std(ddof=1) / math.sqrt(n))
+    return m, m - half, m + half, n
+
+
+def paired_tests(values: dict[str, dict[str, np.ndarray]], methods: Sequence[str],
+                 metrics: Sequence[str] = METRICS) -> list[dict]:
+    """Paired two-sided t-tests between every pair of ``methods`` per metric.
+
+    ``values[metric][method]`` are per-sample arrays in the same sample order."""
+    from scipy import stats
+
+    rows = []
+    for metric in metrics:
+        for a, b in itertools.combinations(methods, 2):
+            x = np.asarray(values[metric][a], dtype=np.float64)
+            y = np.asarray(values[metric][b], dtype=np.float64)
+            ok = np.isfinite(x) & np.isfinite(y)
+            n = int(ok.sum())
+            if n >= 2 and np.any(x[ok] != y[ok]):
+                res = stats.ttest_rel(x[ok], y[ok])
+                t, p = float(res.statistic), float(res.pvalue)
+            else:
+                t, p = math.nan, math.nan
+            rows.append(dict(metric=metric, method_a=a, method_b=b, t=t, p=p, n=n))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# view volumes of a split, on the fly
+# --------------------------------------------------------------------------------------------------
+
+
+class ViewSource:
+    """The samples of some species as view volumes made on the fly (optionally all cached).
+
+    Global sample index ``g = species_index · samples_per_species + sample`` (as
+    :class:`model.data.StoreSamples`); sample ``2i`` is view ``i``, ``2i + 1`` its mirror. A view
+    volume is :func:`model.data.torch_view_volumes` of the species' canonical volume and the view's
+    rotation (the training target); a mirrored sample's is the same array with its rows reversed
+    (made once per view, flipped for the mirror).
+    """
+
+    def __init__(self, ds, species: Sequence[str], *, device="cpu", block: int = 64):
+        if not species:
+            raise ValueError("no species to take view volumes from")
+        self.species = list(species)
+        self.device = torch.device(device)
+        self.block = int(block)
+        self.samples_per_species = int(ds.attrs["samples_per_species"])
+        self.volumes = torch.from_numpy(np.stack([ds.volume(n) for n in self.species])).to(self.device)
+        self.rotations = torch.from_numpy(np.stack([ds.rotations(n) for n in self.species])).to(self.device)
+        self._cache: tuple[int, int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.species) * self.samples_per_species
+
+    def locate(self, g) -> tuple[np.ndarray, np.ndarray]:
+        """Global indices → (species index, sample index)."""
+        g = np.asarray(g, dtype=np.int64)
+        if g.size and (g.min() < 0 or g.max() >= len(self)):
+            raise IndexError(f"sample index out of range [0, {len(self)})")
+        return g // self.samples_per_species, g % self.samples_per_species
+
+    def rotation(self, g: int) -> np.ndarray:
+        s, j = self.locate([g])
+        return self.rotations[int(s[0]), int(j[0]) // 2].cpu().numpy()
+
+    def cache(self, *, size: int, depth: int, budget_bytes: int = 1 << 30) -> bool:
+        """Make and keep every sample's view volume if they fit ``budget_bytes``; True if cached."""
+        if self._cache is not None and self._cache[:2] == (size, depth):
+            return True
+        if len(self) * depth * size * size * 4 > budget_bytes:
+            return False
+        self._cache = None
+        allv = torch.empty((len(self), depth, size, size), dtype=torch.float32, device=self.device)
+        for a in range(0, len(self), self.block):
+            g = np.arange(a, min(len(self), a + self.block))
+            allv[a:a + g.size] = self.views(g, size=size, depth=depth)
+        self._cache = (size, depth, allv)
+        return True
+
+    def views(self, g, *, size: int, depth: int) -> torch.Tensor:
+        """(len(g), depth, size, size) float32 view volumes on ``device``, in the order of ``g``."""
+        g = np.asarray(g, dtype=np.int64).reshape(-1)
+        if self._cache is not None and self._cache[:2] == (size, depth):
+            self.locate(g)
+            return self._cache[2][torch.from_numpy(g).to(self.device)]
+        out = torch.empty((g.size, depth, size, size), dtype=torch.float32, device=self.device)
+        if g.size == 0:
+            return out
+        s, j = self.locate(g)
+        for sp in np.unique(s):
+            sel = np.nonzero(s == sp)[0]
+            vol = self.volumes[int(sp)]
+            uniq, inv = np.unique(j[sel] // 2, return_inverse=True)
+            made = torch_view_volumes(vol[None, None].expand(uniq.size, 1, *vol.shape),
+                                      self.rotations[int(sp)][torch.from_numpy(uniq).to(self.device)],
+                                      size=size, steps=depth)
+            for m in (False, True):
+                part = np.nonzero((j[sel] % 2 == 1) == m)[0]
+                if part.size:
+                    v = made[torch.from_numpy(inv[part]).to(self.device)]
+                    out[torch.from_numpy(sel[part]).to(self.device)] = torch.flip(v, dims=(2,)) if m else v
+        return out
+
+
+def store_image_blocks(ds, species: Sequence[str], *, block: int = 256) -> Callable[[], Iterator[tuple[int, np.ndarray]]]:
+    """A factory of iterators over all samples' x-rays of ``species``: ``(first global index, (b, S·S)
+    float32)`` blocks of at most ``block`` images (shard-aligned reads), in global index order."""
+    n = int(ds.attrs["samples_per_species"])
+
+    def gen():
+        for s, name in enumerate(species):
+            for a in range(0, n, block):
+                b = min(block, n - a)
+                imgs = ds.images(name, slice(a, a + b))
+                yield s * n + a, imgs.reshape(b, -1)
+
+    return gen
+
+
+# --------------------------------------------------------------------------------------------------
+# NN: exact blocked nearest x-ray
+# --------------------------------------------------------------------------------------------------
+
+
+def nearest_images(queries, train_blocks: Callable[[], Iterable[tuple[int, np.ndarray]]], *, device="cpu",
+                   query_block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Exact L2 nearest neighbours of ``queries`` (Q, P) among the rows that ``train_blocks()`` yields.
+
+    Args:
+        queries: (Q, ...) images (flattened to (Q, P)).
+        train_blocks: a callable returning an iterable of ``(offset, block)`` with ``block`` of shape
+            (b, P) and ``offset`` its first global index; called once per query block (streaming).
+        device: where the matrix products run (float64).
+        query_block: queries per pass over the training data.
+
+    Returns:
+        (index (Q,) int64, squared distance (Q,) float64, recomputed directly for the winner).
+    """
+    q_all = torch.as_tensor(np.asarray(queries)).reshape(len(queries), -1)
+    Q, P = q_all.shape
+    dev = torch.device(device)
+    best_i = np.full(Q, -1, dtype=np.int64)
+    best_d = np.full(Q, np.inf, dtype=np.float64)
+    for q0 in range(0, Q, int(query_block)):
+        q = q_all[q0:q0 + query_block].to(dev, torch.float64)
+        qn = (q * q).sum(1)
+        bi = torch.full((q.shape[0],), -1, dtype=torch.int64, device=dev)
+        bd = torch.full((q.shape[0],), math.inf, dtype=torch.float64, device=dev)
+        seen = False
+        for offset, block in train_blocks():
+            t = torch.as_tensor(np.asarray(block)).reshape(len(block), -1).to(dev, torch.float64)
+            if t.shape[1] != P:
+                raise ValueError(f"training images have {t.shape[1]} pixels, the queries {P}")
+            seen = True
+            d = qn[:, None] + (t * t).sum(1)[None, :] - 2.0 * (q @ t.T)
+            a = d.argmin(1)  # first minimal index within the block
+            exact = ((q - t[a]) ** 2).sum(1)
+            better = exact < bd  # strict: earlier blocks (lower indices) win ties
+            bd = torch.where(better, exact, bd)
+            bi = torch.where(better, a + int(offset), bi)
+        if not seen:
+            raise ValueError("no training images to search")
+        best_i[q0:q0 + q.shape[0]] = bi.cpu().numpy()
+        best_d[q0:q0 + q.shape[0]] = bd.cpu().numpy()
+    return best_i, best_d
+
+
+# --------------------------------------------------------------------------------------------------
+# Oracle: exact nearest view volume with a coarse lower bound
+# --------------------------------------------------------------------------------------------------
+
+
+def coarse_factors(shape: Sequence[int], coarse: int) -> tuple[int, ...]:
+    """Per axis the smallest integer factor dividing the side that brings it to <= ``coarse`` cells."""
+    if coarse < 1:
+        raise ValueError(f"coarse must be >= 1, got {coarse}")
+    out = []
+    for n in shape:
+        f = max(1, math.ceil(n / coarse))
+        while n % f:
+            f += 1
+        out.append(f)
+    return tuple(out)
+
+
+def coarse_features(views: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
+    """Lower-bound features of (B, D, H, W) view volumes: per non-overlapping (fd, fh, fw) block j its
+    mean m_j times sqrt(f) (f = fd·fh·fw) and the norm ρ_j of its deviation from the mean,
+    ``ρ_j = ‖x_j − m_j‖``. Returns (B, 2 · cells) float32 (computed in float64).
+
+    For two volumes a, b and every block, Pythagoras (the deviation is orthogonal to the constant)
+    and the reverse triangle inequality give ``‖a_j − b_j‖² = f (m_a − m_b)² + ‖ã_j − b̃_j‖²
+    >= f (m_a − m_b)² + (ρ_a − ρ_b)²``, so ``‖φ(a) − φ(b)‖² <= ‖a − b‖²``."""
+    fd, fh, fw = factors
+    B, D, H, W = views.shape
+    if D % fd or H % fh or W % fw:
+        raise ValueError(f"block factors {tuple(factors)} do not divide the grid {(D, H, W)}")
+    x = views.float().reshape(B, D // fd, fd, H // fh, fh, W // fw, fw)
+    f = fd * fh * fw
+    m = x.sum(dim=(2, 4, 6), keepdim=True, dtype=torch.float64) / f  # float64 accumulation
+    dev = x - m.float()
+    rho = (dev * dev).sum(dim=(2, 4, 6), dtype=torch.float64).sqrt()
+    return torch.cat([m.flatten(1) * math.sqrt(f), rho.flatten(1)], 1).float()
+
+
+@dataclass
+class OracleResult:
+    index: np.ndarray      # (Q,) int64 global training index
+    dist2: np.ndarray      # (Q,) float64 exact Σ (a − b)² on the target grid
+    evaluated: np.ndarray  # (Q,) int64 candidates evaluated at full resolution
+    fallback: np.ndarray   # (Q,) bool: the shortlist was not enough and the fallback pass ran
+    certified: np.ndarray  # (Q,) bool: provably the exact nearest (False only when max_evaluated cut it short)
+
+
+def train_coarse_features(source: ViewSource, *, size: int, depth: int, factors: Sequence[int],
+                          block: int | None = None, budget_bytes: int = 512 << 20) -> torch.Tensor:
+    """(N, F) float32 lower-bound features (:func:`coarse_features`) of every sample of ``source``,
+    made ``block`` view volumes at a time (default: as many as fit ``budget_bytes`` in float64), so
+    the full-resolution views are never all in memory."""
+    feats = []
+    n = len(source)
+    if block is None:
+        block = max(1, int(budget_bytes // (depth * size * size * 8)))
+    for a in range(0, n, block):
+        g = np.arange(a, min(n, a + block))
+        feats.append(coarse_features(source.views(g, size=size, depth=depth), factors))
+    return torch.cat(feats)
+
+
+def _lower_bounds(qf: torch.Tensor, tf: torch.Tensor, block: int = 16384) -> Iterator[tuple[int, torch.Tensor]]:
+    """``‖φ(q) − φ(t)‖²`` (float64) for query features (Q, F) against blocks of training features."""
+    qf = qf.double()
+    qn = (qf * qf).sum(1)
+    for a in range(0, tf.shape[0], block):
+        t = tf[a:a + block].double()
+        yield a, (qn[:, None] + (t * t).sum(1)[None] - 2.0 * (qf @ t.T)).clamp_min(0.0)
+
+
+def oracle_search(query_views: torch.Tensor, source: ViewSource, *, coarse: int = 16, k: int = 32, chunk: int = 4,
+                  train_features: torch.Tensor | None = None, max_evaluated: int | None = None,
+                  view_budget_bytes: int = 256 << 20) -> OracleResult:
+    """Exact nearest training view volume (L2 on the query's grid) for each of ``query_views``.
+
+    Args:
+        query_views: (Q, D, H, W) ground-truth view volumes (on ``source.device``).
+        source: the training samples.
+        coarse: at most this many cells per axis for the lower-bound features.
+        k: shortlist length (the (k+1)-th LB certifies it).
+        chunk: candidates per query evaluated exactly per round.
+        train_features: precomputed :func:`train_coarse_features` (same grid and ``coarse``).
+        max_evaluated: stop a query after this many exact evaluations (its result is then the best
+            so far and ``certified`` says whether the lower bound still proves it exact); None: no
+            limit, always exact. ``max_evaluated = k`` is the plain "shortlist, then re-rank" rule.
+        view_budget_bytes: cap on the full-resolution candidate views made at once.
+
+    See the module docstring for the rule and why the result is exact.
+    """
+    Q, D, H, W = query_views.shape
+    factors = coarse_factors((D, H, W), coarse)
+    if train_features is None:
+        train_features = train_coarse_features(source, size=H, depth=D, factors=factors)
+    tf = train_features.to(query_views.device)
+    N = tf.shape[0]
+    if N != len(source):
+        raise ValueError(f"{N} training features for {len(source)} training samples")
+    qf = coarse_features(query_views, factors)
+    kk = min(k + 1, N)
+    best_lb = torch.full((Q, kk), math.inf, dtype=torch.float64, device=tf.device)
+    best_ix = torch.full((Q, kk), -1, dtype=torch.int64, device=tf.device)
+    for a, lb in _lower_bounds(qf, tf):
+        cand_lb = torch.cat([best_lb, lb], 1)
+        cand_ix = torch.cat([best_ix, torch.arange(a, a + lb.shape[1], device=tf.device).expand(Q, -1)], 1)
+        order = torch.argsort(cand_lb, dim=1, stable=True)[:, :kk]
+        best_lb = cand_lb.gather(1, order)
+        best_ix = cand_ix.gather(1, order)
+    best_lb, best_ix = best_lb.cpu().numpy(), best_ix.cpu().numpy()
+
+    qnorm = qf.double().norm(dim=1).cpu().numpy()  # = ‖q‖
+
+    def thr(d: float, i: int) -> float:
+        # LB rounding (float32 features) is below 2.4e-7 · sqrt(LB) · (‖q‖ + ‖t‖); the last term covers it
+        return d * (1.0 + ORACLE_REL_MARGIN) + ORACLE_ABS_MARGIN + ORACLE_NORM_MARGIN * math.sqrt(max(d, 0.0)) * (qnorm[i] + 1.0)
+
+    # per-query state: candidate list (in LB order), position, bound on everything not in the list
+    cands = [best_ix[i, :k].tolist() if N > k else best_ix[i].tolist() for i in range(Q)]
+    lbs = [best_lb[i, :k].tolist() if N > k else best_lb[i].tolist() for i in range(Q)]
+    bound = [float(best_lb[i, k]) if N > k else math.inf for i in range(Q)]
+    pos = [0] * Q
+    seen: list[set[int]] = [set() for _ in range(Q)]
+    out_i = np.full(Q, -1, dtype=np.int64)
+    out_d = np.full(Q, np.inf)
+    evaluated = np.zeros(Q, dtype=np.int64)
+    fallback = np.zeros(Q, dtype=bool)
+    certified = np.zeros(Q, dtype=bool)
+    cap = math.inf if max_evaluated is None else max(1, int(max_evaluated))
+    done = np.zeros(Q, dtype=bool)
+    per_call = max(1, int(view_budget_bytes // (D * H * W * 4)))
+    while not done.all():
+        req_q, req_g = [], []
+        for i in np.nonzero(~done)[0]:
+            take = cands[i][pos[i]:pos[i] + int(min(chunk, cap - evaluated[i]))]
+            req_q += [i] * len(take)
+            req_g += take
+            pos[i] += len(take)
+        for a in range(0, len(req_g), per_call):
+            g = np.asarray(req_g[a:a + per_call])
+            qi = np.asarray(req_q[a:a + per_call])
+            v = source.views(g, size=H, depth=D)
+            d = ((v.double() - query_views[torch.from_numpy(qi).to(v.device)].double()) ** 2).flatten(1).sum(1)
+            for i, gi, di in zip(qi.tolist(), g.tolist(), d.cpu().numpy().tolist()):
+                evaluated[i] += 1
+                seen[i].add(gi)
+                if di < out_d[i] or (di == out_d[i] and gi < out_i[i]):
+                    out_d[i], out_i[i] = di, gi
+        for i in np.nonzero(~done)[0]:
+            nxt = lbs[i][pos[i]] if pos[i] < len(cands[i]) else bound[i]
+            if nxt > thr(out_d[i], i):
+                done[i] = certified[i] = True
+            elif evaluated[i] >= cap:
+                done[i] = True  # cut short: not certified
+            elif pos[i] >= len(cands[i]):
+                # the shortlist is exhausted but not certified: every sample with LB <= d* is a candidate
+                fallback[i] = True
+                t = thr(out_d[i], i)
+                new_g, new_lb, rest = [], [], math.inf
+                for a, lb in _lower_bounds(qf[i:i + 1], tf):
+                    lb = lb[0].cpu().numpy()
+                    sel = lb <= t
+                    idx = np.nonzero(sel)[0]
+                    new_g += (idx + a).tolist()
+                    new_lb += lb[idx].tolist()
+                    if (~sel).any():
+                        rest = min(rest, float(lb[~sel].min()))
+                keep = [(l, g) for l, g in sorted(zip(new_lb, new_g)) if g not in seen[i]]
+                cands[i] = [g for _, g in keep]
+                lbs[i] = [l for l, _ in keep]
+                pos[i] = 0
+                bound[i] = rest
+                if not cands[i]:
+                    done[i] = certified[i] = True
+    return OracleResult(out_i, out_d, evaluated, fallback, certified)
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate_run
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_compat(state: dict, store) -> list[str]:
+    """Differences between the data a checkpoint was trained on (its ``data`` fingerprint: spec,
+    chi, steps, image and volume sizes, views, view scheme and seed, training species) and the
+    store's ``train`` split (empty = compatible)."""
+    from .data import StoreSamples
+    from .train import config_differences, data_fingerprint
+
+    now = data_fingerprint(StoreSamples(store, "train"))
+    return config_differences(state.get("data", {}), now, "data.")
+
+
+def _to_size(vol: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, D, h, w) → (B, D, size, size): area average down, bilinear (pixel centres) up."""
+    if vol.shape[-1] == size and vol.shape[-2] == size:
+        return vol
+    mode = "area" if vol.shape[-1] > size else "bilinear"
+    kw = {} if mode == "area" else dict(align_corners=False)
+    return F.interpolate(vol, size=(size, size), mode=mode, **kw)
+
+
+def _fuse_batch(raw: torch.Tensor, xrays: np.ndarray, *, size: int, fusion_at: str, beta: float, chi: float) -> torch.Tensor:
+    """'ours' for a batch: raw (B, D, s, s) network output, xrays (B, S, S) opacity → (B, D, size, size)."""
+    from .fusion import fuse, opacity_max  # imported lazily (being finished separately)
+
+    out = []
+    coarse = raw.detach().float().cpu().numpy()
+    for c, x in zip(coarse, xrays):
+        if fusion_at == "target":
+            tau = -np.log1p(-np.minimum(np.asarray(x, np.float64), opacity_max(chi)))
+            tau = _to_size(torch.from_numpy(tau)[None, None], size)[0, 0].numpy()
+            x = -np.expm1(-tau)
+        f = torch.from_numpy(np.ascontiguousarray(fuse(c, x, beta=beta, chi=chi)))
+        out.append(_to_size(f[None], size)[0])
+    return torch.stack(out).to(raw.device)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(header), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def _jsonable(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return _jsonable(float(o))
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def _select(n_total: int, max_samples: int | None) -> np.ndarray:
+    if max_samples is None or max_samples >= n_total:
+        return np.arange(n_total, dtype=np.int64)
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    return np.unique(np.round(np.linspace(0, n_total - 1, max_samples)).astype(np.int64))
+
+
+def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, batch: int = 16, device="cpu",
+                 methods: Sequence[str] = METHODS, slice_counts: Sequence[int] = (8, 16, 32, 64),
+                 iso: float = DEFAULT_ISO, beta: float = 2.0, fusion_at: str = "xray",
+                 oracle_coarse: int = 16, oracle_k: int = 32, oracle_chunk: int = 4,
+                 oracle_max_evaluated: int | None = None, cache_bytes: int = 1 << 30,
+                 nn_query_block: int = 4096, train_block: int = 256, strict: bool = True,
+                 progress: bool = False) -> dict:
+    """Evaluate a checkpoint on the store's held-out (``val``) species; write the tables (module docstring).
+
+    Args:
+        store: the dataset store (.zarr); its ``train`` split is the NN/Oracle database, ``val`` the test set.
+        checkpoint: a training checkpoint (``last.pt``).
+        out_dir: output folder (created).
+        max_samples: evaluate at most this many val samples, evenly spaced over (species, sample).
+        batch: samples per network/metric batch.
+        device: torch device for the network, view volumes, searches and renders.
+        methods: any of ``ours``, ``ours_nofusion``, ``nn``, ``oracle``.
+        slice_counts: depths for the slice-count analysis.
+        iso: iso-value of the DSSIM renders.
+        beta: fusion sharpness.
+        fusion_at: ``"xray"`` or ``"target"`` (module docstring).
+        oracle_coarse, oracle_k, oracle_chunk, oracle_max_evaluated: Oracle search settings
+            (:func:`oracle_search`; ``oracle_max_evaluated=None``: no cap, exact).
+        cache_bytes: keep every training view volume (target grid) in memory when they fit this budget
+            (the NN/Oracle volumes and the Oracle's exact distances then need no re-sampling).
+        nn_query_block, train_block: NN search settings (queries per pass, training images per block).
+        strict: refuse a checkpoint trained on other data than the store's (ValueError naming what differs).
+        progress: a tqdm bar.
+
+    Returns:
+        The summary dict (also written as ``summary.json``).
+    """
+    from tomodata.store import open_store
+
+    from .train import model_from_checkpoint
+
+    t_start = time.perf_counter()
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods repeat: {methods}")
+    if fusion_at not in ("xray", "target"):
+        raise ValueError(f"fusion_at must be 'xray' or 'target', got {fusion_at!r}")
+    counts = [int(c) for c in slice_counts]
+    if any(c < 1 for c in counts):
+        raise ValueError(f"slice_counts must be positive, got {list(slice_counts)}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    dev = torch.device(device)
+
+    ds = open_store(store)
+    model, state = model_from_checkpoint(checkpoint, map_location="cpu")
+    net = model.config
+    val = ds.species_names("val")
+    train = ds.species_names("train")
+    if not val:
+        raise ValueError(f"the store {store} has no held-out ('val') species to evaluate on")
+    if not train:
+        raise ValueError(f"the store {store} has no 'train' species (the NN and Oracle database)")
+    incomplete = [n for n in val + train if not ds.is_complete(n)]
+    if incomplete:
+        raise ValueError(f"species not complete in {store}: {incomplete} (run tomo validate)")
+    diffs = _check_compat(state, store)
+    if diffs and strict:
+        raise ValueError(f"checkpoint {checkpoint} was trained on other data than the store {store}:\n  "
+                         + "\n  ".join(diffs))
+    leaked = sorted(set(val) & set(state.get("data", {}).get("species", [])))
+    if leaked:
+        raise ValueError(f"held-out species {leaked} of {store} were training species of {checkpoint}")
+    image_size = int(ds.attrs["image_size"])
+    chi = float(ds.attrs["chi"])
+    D, S = int(net.out_depth), int(net.out_size)
+    if S < 7:
+        raise ValueError(f"the network's output size {S} is below SSIM's 7x7 window")
+    model = model.to(dev)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    val_src = ViewSource(ds, val, device=dev)
+    train_src = ViewSource(ds, train, device=dev) if ("nn" in methods or "oracle" in methods) else None
+    sel = _select(len(val_src), max_samples)
+    sp_idx, smp_idx = val_src.locate(sel)
+    Q = sel.size
+
+    def val_xrays(ix: np.ndarray) -> np.ndarray:
+        s, j = val_src.locate(ix)
+        out_x = np.empty((ix.size, image_size, image_size), np.float32)
+        for sp in np.unique(s):
+            m = np.nonzero(s == sp)[0]
+            out_x[m] = ds.images(val[int(sp)], j[m])
+        return out_x
+
+    # ---- NN: exact nearest training x-ray
+    nn_i = np.full(Q, -1, np.int64)
+    nn_d = np.full(Q, np.nan)
+    if "nn" in methods:
+        t0 = time.perf_counter()
+        blocks = store_image_blocks(ds, train, block=train_block)
+        for a in range(0, Q, nn_query_block):
+            ix = sel[a:a + nn_query_block]
+            nn_i[a:a + ix.size], nn_d[a:a + ix.size] = nearest_images(
+                val_xrays(ix), blocks, device=dev, query_block=nn_query_block)
+        timings["nn_s"] = time.perf_counter() - t0
+
+    # ---- Oracle: lower-bound features of every training view volume (the search runs per batch below)
+    or_i = np.full(Q, -1, np.int64)
+    or_d = np.full(Q, np.nan)
+    or_eval = np.zeros(Q, np.int64)
+    or_fb = np.zeros(Q, bool)
+    or_cert = np.zeros(Q, bool)
+    factors = coarse_factors((D, S, S), oracle_coarse)
+    cached = False
+    if train_src is not None:
+        t0 = time.perf_counter()
+        cached = train_src.cache(size=S, depth=D, budget_bytes=cache_bytes)
+        timings["train_views_cache_s"] = time.perf_counter() - t0
+    feats = None
+    if "oracle" in methods:
+        t0 = time.perf_counter()
+        feats = train_coarse_features(train_src, size=S, depth=D, factors=factors)
+        timings["oracle_features_s"] = time.perf_counter() - t0
+    t_oracle = 0.0
+
+    # ---- predictions, metrics, renders
+    t0 = time.perf_counter()
+    slice_methods = ["truth"] + [m for m in ("ours", "ours_nofusion") if m in methods][:1]
+    used_counts = [c for c in counts if c < D]
+    skipped_counts = [c for c in counts if c >= D]
+    per = {m: {k: np.full(Q, np.nan) for k in METRICS} for m in methods}
+    slice_vals = {m: {c: np.full(Q, np.nan) for c in used_counts} for m in slice_methods}
+    classes = [view_class(val_src.rotation(int(g))) for g in sel]
+    from tqdm import tqdm
+
+    bar = tqdm(total=Q, disable=not progress, desc="evaluate", unit="sample")
+    t_fuse = t_render = 0.0
+    with torch.no_grad():
+        for a in range(0, Q, batch):
+            ix = sel[a:a + batch]
+            b = ix.size
+            xr = val_xrays(ix)
+            truth = val_src.views(ix, size=S, depth=D)
+            vols: dict[str, torch.Tensor] = {}
+            if "ours" in methods or "ours_nofusion" in methods:
+                raw = model(resize_xrays(torch.from_numpy(xr)[:, None].to(dev), net.input_size)).float()
+                if "ours_nofusion" in methods:
+                    vols["ours_nofusion"] = raw.clamp_min(0.0)
+                if "ours" in methods:
+                    tf0 = time.perf_counter()
+                    vols["ours"] = _fuse_batch(raw, xr, size=S, fusion_at=fusion_at, beta=beta, chi=chi)
+                    t_fuse += time.perf_counter() - tf0
+            if "nn" in methods:
+                vols["nn"] = train_src.views(nn_i[a:a + b], size=S, depth=D)
+            if "oracle" in methods:
+                to0 = time.perf_counter()
+                res = oracle_search(truth, train_src, coarse=oracle_coarse, k=oracle_k, chunk=oracle_chunk,
+                                    train_features=feats, max_evaluated=oracle_max_evaluated)
+                bs = slice(a, a + b)
+                or_i[bs], or_d[bs], or_eval[bs], or_fb[bs], or_cert[bs] = (res.index, res.dist2, res.evaluated,
+                                                                           res.fallback, res.certified)
+                vols["oracle"] = train_src.views(res.index, size=S, depth=D)
+                t_oracle += time.perf_counter() - to0
+            tr0 = time.perf_counter()
+            order = [m for m in methods]
+            stack = [truth] + [vols[m] for m in order]
+            extra = []  # (method, count) of the slice-count volumes
+            for m in slice_methods:
+                base = truth if m == "truth" else vols[m]
+                for c in used_counts:
+                    stack.append(depth_resample(base, c))
+                    extra.append((m, c))
+            imgs = render_isosurface_torch(torch.cat(stack), iso=iso).cpu().numpy()
+            imgs = imgs.reshape(len(stack), b, S, S)
+            for mi, m in enumerate(order):
+                l2, mse = volume_errors(vols[m], truth)
+                per[m]["l2"][a:a + b], per[m]["mse"][a:a + b] = l2, mse
+                per[m]["dssim"][a:a + b] = [dssim(imgs[1 + mi, i], imgs[0, i]) for i in range(b)]
+            for ei, (m, c) in enumerate(extra):
+                ref = imgs[0] if m == "truth" else imgs[1 + order.index(m)]
+                slice_vals[m][c][a:a + b] = [dssim(imgs[1 + len(order) + ei, i], ref[i]) for i in range(b)]
+            t_render += time.perf_counter() - tr0
+            bar.update(b)
+    bar.close()
+    timings["predict_and_metrics_s"] = time.perf_counter() - t0
+    timings["fusion_s"] = t_fuse
+    timings["oracle_search_s"] = t_oracle
+    timings["render_and_ssim_s"] = t_render
+
+    # ---- tables
+    view_of = smp_idx // 2
+    mirrored = smp_idx % 2 == 1
+    species_of = [val[int(s)] for s in sp_idx]
+    metric_rows = []
+    for m in methods:
+        for i in range(Q):
+            metric_rows.append(dict(method=m, species=species_of[i], sample=int(smp_idx[i]), view=int(view_of[i]),
+                                    mirrored=bool(mirrored[i]), view_class=classes[i], l2=float(per[m]["l2"][i]),
+                                    mse=float(per[m]["mse"][i]), dssim=float(per[m]["dssim"][i])))
+    _write_csv(out / "metrics.csv", ["method", "species", "sample", "view", "mirrored", "view_class", "l2", "mse", "dssim"],
+               metric_rows)
+
+    summary_rows = []
+    for m in methods:
+        for k in METRICS:
+            mean, lo, hi, n = mean_ci(per[m][k])
+            summary_rows.append(dict(method=m, metric=k, mean=mean, ci_low=lo, ci_high=hi, n=n))
+    _write_csv(out / "summary.csv", ["method", "metric", "mean", "ci_low", "ci_high", "n"], summary_rows)
+
+    test_rows = paired_tests({k: {m: per[m][k] for m in methods} for k in METRICS}, methods)
+    _write_csv(out / "tests.csv", ["metric", "method_a", "method_b", "t", "p", "n"], test_rows)
+
+    cls = np.asarray(classes)
+    vc_rows = []
+    for m in methods:
+        for c in VIEW_CLASSES:
+            for k in ("l2", "dssim"):
+                mean, lo, hi, n = mean_ci(per[m][k][cls == c])
+                vc_rows.append(dict(method=m, view_class=c, metric=k, mean=mean, ci_low=lo, ci_high=hi, n=n))
+    _write_csv(out / "view_classes.csv", ["method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"], vc_rows)
+
+    sc_rows = []
+    for m in slice_methods:
+        for c in used_counts:
+            mean, lo, hi, n = mean_ci(slice_vals[m][c])
+            sc_rows.append(dict(method=m, slices=c, dssim_mean=mean, ci_low=lo, ci_high=hi, n=n))
+    _write_csv(out / "slice_counts.csv", ["method", "slices", "dssim_mean", "ci_low", "ci_high", "n"], sc_rows)
+
+    tsp, tsm = (train_src.locate(np.maximum(nn_i, 0)) if train_src else (None, None))
+    osp, osm = (train_src.locate(np.maximum(or_i, 0)) if train_src else (None, None))
+    match_rows = []
+    for i in range(Q):
+        r = dict(species=species_of[i], sample=int(smp_idx[i]))
+        has_nn, has_or = "nn" in methods, "oracle" in methods
+        r.update(nn_species=train[int(tsp[i])] if has_nn else "", nn_sample=int(tsm[i]) if has_nn else "",
+                 nn_dist2=float(nn_d[i]) if has_nn else "",
+                 oracle_species=train[int(osp[i])] if has_or else "", oracle_sample=int(osm[i]) if has_or else "",
+                 oracle_dist2=float(or_d[i]) if has_or else "", oracle_evaluated=int(or_eval[i]) if has_or else "",
+                 oracle_fallback=bool(or_fb[i]) if has_or else "", oracle_certified=bool(or_cert[i]) if has_or else "")
+        match_rows.append(r)
+    _write_csv(out / "matches.csv", ["species", "sample", "nn_species", "nn_sample", "nn_dist2", "oracle_species",
+                                     "oracle_sample", "oracle_dist2", "oracle_evaluated", "oracle_fallback",
+                                     "oracle_certified"], match_rows)
+
+    timings["total_s"] = time.perf_counter() - t_start
+    summary = dict(
+        store=str(store), checkpoint=str(checkpoint), checkpoint_step=int(state.get("step", -1)),
+        network=net.to_dict(), target_shape=[D, S, S], image_size=image_size, chi=chi,
+        val_species=val, train_species=train, n_samples=int(Q), methods=list(methods),
+        settings=dict(max_samples=max_samples, batch=batch, device=str(dev), iso=iso, beta=beta, fusion_at=fusion_at,
+                      oracle_coarse=oracle_coarse, oracle_k=oracle_k, oracle_chunk=oracle_chunk,
+                      oracle_max_evaluated=oracle_max_evaluated, cache_bytes=cache_bytes, train_views_cached=cached,
+                      nn_query_block=nn_query_block, train_block=train_block, strict=strict,
+                      ssim_data_range=SSIM_DATA_RANGE, view_class_angle_deg=VIEW_CLASS_ANGLE),
+        data_differences=diffs,
+        definitions=MetricDefinitions().__dict__,
+        paper=PAPER_RESULTS,
+        means={m: {r["metric"]: dict(mean=r["mean"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"])
+                   for r in summary_rows if r["method"] == m} for m in methods},
+        tests=test_rows,
+        view_classes=vc_rows,
+        view_class_counts={c: int((cls == c).sum()) for c in VIEW_CLASSES},
+        slice_counts=dict(rows=sc_rows, used=used_counts, skipped=skipped_counts,
+                          note=f"counts >= the target depth {D} are skipped"),
+        oracle=(dict(coarse_factors=list(factors), k=oracle_k, max_evaluated=oracle_max_evaluated,
+                     certified=int(or_cert.sum()), exact=bool(or_cert.all()), fallbacks=int(or_fb.sum()),
+                     mean_evaluated=float(or_eval.mean()) if Q else math.nan, most_evaluated=int(or_eval.max()) if Q else 0)
+                if "oracle" in methods else None),
+        timings=timings,
+    )
+    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    return summary

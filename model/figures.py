@@ -1,0 +1,563 @@
+"""The paper's evaluation figures (§5, Figs. 5–9 and 17) from the CSVs of ``model.evaluate``.
+
+Every ``fig_*`` function writes one PNG and returns its path. Plots use matplotlib's object API
+(``matplotlib.figure.Figure`` with the Agg canvas): no display, no pyplot state, nothing global.
+
+Inputs (an *eval folder*, as written by ``model.evaluate``):
+
+* ``metrics.csv``: one row per (method, sample): ``method, species, sample, view, mirrored,
+  view_class, l2, mse, dssim``; methods ``ours``, ``ours_nofusion``, ``nn``, ``oracle``.
+* ``summary.csv``: ``method, metric, mean, ci_low, ci_high, n`` (95 % CI bounds, absolute values).
+* ``tests.csv``: paired tests ``metric, method_a, method_b, t, p, n`` (optional for the figures).
+* ``view_classes.csv``: ``method, view_class, metric, mean, ci_low, ci_high, n``.
+* ``slice_counts.csv``: ``slices`` plus the DSSIM mean in a column ``dssim``, ``dssim_mean`` or
+  ``mean`` (with a ``metric`` column, only its ``dssim`` rows); ``method``, ``ci_low``/``ci_high``
+  (or ``dssim_ci_low``/``dssim_ci_high``) optional.
+
+A missing file or column raises ``ValueError`` naming it. Methods keep the order ours, ours (no
+fusion), NN, Oracle (then any others) and the same colours in every figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "METHOD_ORDER",
+    "METHOD_LABELS",
+    "METHOD_COLOURS",
+    "PAPER_MEANS",
+    "VIEW_CLASS_ORDER",
+    "fig_methods",
+    "fig_qualitative",
+    "fig_slice_counts",
+    "fig_fusion",
+    "fig_view_classes",
+    "write_all_figures",
+]
+
+METHOD_ORDER = ("ours", "ours_nofusion", "nn", "oracle")
+METHOD_LABELS = {"ours": "Ours", "ours_nofusion": "Ours (no fusion)", "nn": "NN", "oracle": "Oracle",
+                 "truth": "Ground truth"}
+METHOD_COLOURS = {"ours": "#d95f02", "ours_nofusion": "#f4a582", "nn": "#1b9e77", "oracle": "#7570b3",
+                  "truth": "#444444"}
+_EXTRA_COLOURS = ("#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+#: Means reported in the paper (§5.3) for context: L2 and DSSIM, ours / NN / Oracle.
+PAPER_MEANS = {"l2": {"ours": 0.051, "nn": 0.067, "oracle": 0.060},
+               "dssim": {"ours": 0.097, "nn": 0.109, "oracle": 0.110}}
+VIEW_CLASS_ORDER = ("top", "front", "side", "other")
+METRIC_LABELS = {"l2": "L2 volume error", "dssim": "DSSIM of iso-surface renders", "mse": "MSE"}
+METRIC_UNITS = {"l2": "L2 = voxel RMSE (density, lower is better)", "dssim": "DSSIM (unitless, lower is better)",
+                "mse": "MSE (density², lower is better)"}
+_DPI = 150
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _new_figure(w: float, h: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=_DPI)
+
+
+def _save(fig, out_png) -> Path:
+    out = Path(out_png)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"out_png must end in .png, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=_DPI, facecolor="white")
+    return out
+
+
+def _read_csv(path: Path, required: Iterable[str], what: str):
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what}: missing file {path}")
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:  # empty or malformed file
+        raise ValueError(f"{what}: cannot read {path}: {e}") from e
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: {path.name} lacks column(s) {missing} (has {list(df.columns)})")
+    if df.empty:
+        raise ValueError(f"{what}: {path.name} has no rows")
+    if "method" in df.columns:
+        df["method"] = df["method"].astype(str)
+    return df
+
+
+def _eval_dir(eval_dir) -> Path:
+    d = Path(eval_dir)
+    if not d.is_dir():
+        raise ValueError(f"eval folder {d} does not exist")
+    return d
+
+
+def _ordered_methods(methods: Iterable[str]) -> list[str]:
+    present = list(dict.fromkeys(str(m) for m in methods))
+    known = [m for m in METHOD_ORDER if m in present]
+    return known + sorted(m for m in present if m not in METHOD_ORDER)
+
+
+def _colour(method: str) -> str:
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    return _EXTRA_COLOURS[sum(map(ord, method)) % len(_EXTRA_COLOURS)]
+
+
+def _label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def _fmt_p(p: float) -> str:
+    if not np.isfinite(p):
+        return "p = n/a"
+    if p < 1e-4:
+        return "p < .0001"
+    return f"p = {p:.3g}".replace("0.", ".", 1) if p < 1 else "p = 1"
+
+
+def _yerr(mean, lo, hi) -> np.ndarray:
+    """Error-bar half-lengths (2, n) from CI bounds; NaN bounds (n < 2) give no bar."""
+    mean, lo, hi = (np.asarray(a, dtype=np.float64) for a in (mean, lo, hi))
+    return np.nan_to_num(np.clip(np.stack([mean - lo, hi - mean]), 0.0, None), nan=0.0)
+
+
+def _errorbar(ax, xs, means, lo, hi, **kw) -> None:
+    """Error bars from CI bounds, only where the bounds are finite (evaluate writes NaN for n < 2)."""
+    xs, means, lo, hi = (np.asarray(a, dtype=np.float64) for a in (xs, means, lo, hi))
+    ok = np.isfinite(means) & np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        ax.errorbar(xs[ok], means[ok], yerr=_yerr(means[ok], lo[ok], hi[ok]), fmt="none", ecolor="black", **kw)
+
+
+def _summary_row(summary, method: str, metric: str):
+    sel = summary[(summary["method"] == method) & (summary["metric"] == metric)]
+    return None if sel.empty else sel.iloc[0]
+
+
+def _read_tests(d: Path):
+    """tests.csv or None when absent (its columns are checked when present)."""
+    p = d / "tests.csv"
+    if not p.is_file():
+        return None
+    return _read_csv(p, ("metric", "method_a", "method_b", "t", "p", "n"), "paired tests")
+
+
+def _test_row(tests, metric: str, a: str, b: str):
+    if tests is None:
+        return None
+    t = tests[(tests["metric"] == metric)
+              & (((tests["method_a"] == a) & (tests["method_b"] == b))
+                 | ((tests["method_a"] == b) & (tests["method_b"] == a)))]
+    return None if t.empty else t.iloc[0]
+
+
+def _bracket(ax, x0: float, x1: float, y: float, h: float, text: str) -> None:
+    ax.plot([x0, x0, x1, x1], [y, y + h, y + h, y], color="black", lw=0.8)
+    ax.text(0.5 * (x0 + x1), y + h, text, ha="center", va="bottom", fontsize=7)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 6: methods
+
+
+def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) -> Path:
+    """Paper Fig. 6: per metric, mean ± 95 % CI per method (a, c) and the distributions (b, d).
+
+    Reads ``metrics.csv`` and ``summary.csv`` (required) and ``tests.csv`` (optional: paired-test
+    p-values of ours against each other method, drawn as brackets). The paper's means are drawn as
+    hollow diamonds for context and listed in the caption.
+    """
+    d = _eval_dir(eval_dir)
+    metrics = list(metrics)
+    per = _read_csv(d / "metrics.csv", ["method", *metrics], "per-sample metrics")
+    summary = _read_csv(d / "summary.csv", ("method", "metric", "mean", "ci_low", "ci_high", "n"), "summary")
+    tests = _read_tests(d)
+    methods = _ordered_methods(per["method"])
+    fig = _new_figure(11.0, 4.2 * len(metrics) + 0.9)
+    axes = fig.subplots(len(metrics), 2, squeeze=False, gridspec_kw=dict(width_ratios=(1, 1.5)))
+    xs = np.arange(len(methods))
+    letters = "abcdefgh"
+    for i, metric in enumerate(metrics):
+        ax_m, ax_d = axes[i]
+        # (a) means with CIs
+        means, lo, hi, ns = [], [], [], []
+        for m in methods:
+            row = _summary_row(summary, m, metric)
+            if row is None:
+                vals = per.loc[per["method"] == m, metric].to_numpy(dtype=float)
+                raise ValueError(f"summary.csv has no row for method {m!r}, metric {metric!r} "
+                                 f"(metrics.csv has {np.isfinite(vals).sum()} values)")
+            means.append(float(row["mean"]))
+            lo.append(float(row["ci_low"]))
+            hi.append(float(row["ci_high"]))
+            ns.append(int(row["n"]))
+        cols = [_colour(m) for m in methods]
+        ax_m.bar(xs, means, color=cols, width=0.65, edgecolor="black", lw=0.6, zorder=2)
+        _errorbar(ax_m, xs, means, lo, hi, capsize=4, lw=1, zorder=3)
+        paper = PAPER_MEANS.get(metric, {})
+        px = [j for j, m in enumerate(methods) if m in paper]
+        if px:
+            ax_m.scatter(px, [paper[methods[j]] for j in px], marker="D", facecolor="none", edgecolor="black",
+                         s=36, zorder=4, label="paper (Henzler et al. 2018)")
+            ax_m.legend(loc="upper right", fontsize=7, framealpha=0.9)
+        top = np.nanmax([*hi, *means, *(paper.get(m, 0.0) for m in methods), 0.0])
+        span = top if top > 0 else 1.0
+        for j, (m_, n_) in enumerate(zip(means, ns)):
+            ax_m.text(j, 0.015 * span, f"{m_:.3f}\nn={n_}", ha="center", va="bottom", fontsize=7, zorder=5,
+                      bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.7, lw=0))
+        y = top + 0.04 * span
+        if "ours" in methods:
+            for j, m in enumerate(methods):
+                if m == "ours":
+                    continue
+                t = _test_row(tests, metric, "ours", m)
+                if t is None:
+                    continue
+                _bracket(ax_m, methods.index("ours"), j, y, 0.02 * span, f"{_fmt_p(float(t['p']))} (n={int(t['n'])})")
+                y += 0.11 * span
+        ax_m.set_ylim(0, y + (0.22 if px else 0.05) * span)  # room for the legend above the brackets
+        ax_m.set_xticks(xs, [_label(m) for m in methods], fontsize=8)
+        ax_m.set_ylabel(METRIC_UNITS.get(metric, metric))
+        ax_m.set_title(f"({letters[2 * i]}) {METRIC_LABELS.get(metric, metric)}: mean ± 95 % CI", fontsize=10)
+        ax_m.grid(axis="y", alpha=0.3, zorder=0)
+        # (b) distributions
+        data = [per.loc[per["method"] == m, metric].to_numpy(dtype=float) for m in methods]
+        data = [v[np.isfinite(v)] for v in data]
+        vi = [j for j, v in enumerate(data) if v.size >= 2 and np.ptp(v) > 0]
+        if vi:
+            parts = ax_d.violinplot([data[j] for j in vi], positions=vi, widths=0.8, showextrema=False)
+            for body, j in zip(parts["bodies"], vi):
+                body.set_facecolor(_colour(methods[j]))
+                body.set_edgecolor("black")
+                body.set_alpha(0.45)
+        ne = [j for j, v in enumerate(data) if v.size]
+        ax_d.boxplot([data[j] for j in ne], positions=ne, widths=0.18, showfliers=False,
+                     medianprops=dict(color="black"), patch_artist=True,
+                     boxprops=dict(facecolor="white", alpha=0.8))
+        rng = np.random.default_rng(0)
+        for j in ne:
+            v = data[j]
+            if v.size > 400:
+                v = v[np.linspace(0, v.size - 1, 400).astype(int)]
+            ax_d.scatter(j + rng.uniform(-0.3, 0.3, v.size), v, s=4, color=_colour(methods[j]),
+                         alpha=0.5, edgecolor="none", zorder=3)
+        ax_d.set_xticks(xs, [f"{_label(m)}\n(n={data[j].size})" for j, m in enumerate(methods)], fontsize=8)
+        ax_d.set_xlim(-0.6, len(methods) - 0.4)
+        ax_d.set_ylabel(METRIC_UNITS.get(metric, metric))
+        ax_d.set_title(f"({letters[2 * i + 1]}) {METRIC_LABELS.get(metric, metric)}: distribution per sample",
+                       fontsize=10)
+        ax_d.grid(axis="y", alpha=0.3)
+    caption = ("Bars: mean with 95 % confidence interval (summary.csv); violins, boxes (quartiles) and points: "
+               "per-sample errors (metrics.csv); brackets: paired t-tests against ours (tests.csv).\n"
+               "Paper values (diamonds, Henzler et al. 2018, §5.3): L2 ours .051, NN .067, Oracle .060; "
+               "DSSIM ours .097, NN .109, Oracle .110.")
+    fig.suptitle("Methods compared on the validation set (paper Fig. 6)", fontsize=12)
+    fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=7.5)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return _save(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 5 / 17: qualitative grid
+
+
+_VOLUME_KEYS = ("ours", "truth", "nn", "oracle")
+
+
+def fig_qualitative(rows, out_png, *, novel_deg: float = 60.0, mode: str | None = None,
+                    backend: str = "auto") -> Path:
+    """Paper Fig. 5/17: a grid with one row per sample.
+
+    ``rows``: a non-empty list of dicts with ``xray`` (H, W) opacity in [0, 1] and view volumes
+    (D, h, w) in that x-ray's camera frame under ``ours``, ``truth`` (ground truth), ``nn`` and
+    ``oracle`` (any may be absent; a column appears when some row has it), plus an optional
+    ``title`` (str, the row label). Columns: the input x-ray, then for each volume its render from
+    the original view (0°) and from a novel view turned ``novel_deg`` about the image-vertical axis
+    (:func:`model.applications.novel_views`). ``mode``: ``"surface"`` (iso 0.1, the paper's
+    renders; the default when ``model.surface`` exists) or ``"xray"`` (the default otherwise) or
+    ``"depth"``.
+    """
+    from . import applications as A
+
+    if not isinstance(rows, (list, tuple)) or not rows:
+        raise ValueError("rows must be a non-empty list of dicts {xray, ours, truth, nn, oracle, title}")
+    if mode is None:
+        mode = "surface" if A.surface_available() else "xray"
+    if mode not in ("surface", "xray", "depth"):
+        raise ValueError(f"mode must be 'surface', 'xray' or 'depth', got {mode!r}")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise ValueError(f"row {i} must be a dict, got {type(r).__name__}")
+        if "xray" not in r:
+            raise ValueError(f"row {i} lacks 'xray'")
+        unknown = set(r) - {"xray", "title", *_VOLUME_KEYS}
+        if unknown:
+            raise ValueError(f"row {i} has unknown keys {sorted(unknown)}")
+    keys = [k for k in _VOLUME_KEYS if any(k in r for r in rows)]
+    if not keys:
+        raise ValueError("no row has a volume (ours, truth, nn or oracle)")
+    ncol = 1 + 2 * len(keys)
+    cell = 1.55
+    fig = _new_figure(cell * ncol, cell * len(rows) + 0.9)
+    axes = fig.subplots(len(rows), ncol, squeeze=False)
+    for i, r in enumerate(rows):
+        x = np.asarray(r["xray"], dtype=np.float64)
+        if x.ndim != 2 or not np.isfinite(x).all():
+            raise ValueError(f"row {i}: xray must be a finite 2D image, got shape {x.shape}")
+        axes[i, 0].imshow(np.clip(x, 0, 1), cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_ylabel(str(r.get("title", f"sample {i}")), fontsize=8)
+        for j, k in enumerate(keys):
+            ax0, ax1 = axes[i, 1 + 2 * j], axes[i, 2 + 2 * j]
+            if k in r and r[k] is not None:
+                try:
+                    imgs = A.novel_views(r[k], [0.0, novel_deg], mode=mode, backend=backend)
+                except ValueError as e:
+                    raise ValueError(f"row {i}, {k}: {e}") from e
+                ax0.imshow(imgs[0], cmap="gray", vmin=0, vmax=1)
+                ax1.imshow(imgs[1], cmap="gray", vmin=0, vmax=1)
+            else:
+                for ax in (ax0, ax1):
+                    ax.imshow(np.full((2, 2), 0.92), cmap="gray", vmin=0, vmax=1)
+                    ax.text(0.5, 0.5, "not given", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_title("Input x-ray", fontsize=8)
+    for j, k in enumerate(keys):
+        for c, view in ((1 + 2 * j, "original view"), (2 + 2 * j, f"novel view ({novel_deg:g}°)")):
+            axes[0, c].set_title(f"{_label(k)}\n{view}", fontsize=8, color=_colour(k))
+            for ax in axes[:, c]:
+                for s in ax.spines.values():
+                    s.set_edgecolor(_colour(k))
+                    s.set_linewidth(1.5)
+    what = {"surface": "iso-surface renders (iso 0.1)", "xray": "x-ray re-renders", "depth": "first-hit depth"}[mode]
+    fig.suptitle(f"Qualitative results (paper Figs. 5, 17): {what}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96), pad=0.4, h_pad=0.3, w_pad=0.3)
+    return _save(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 7/8a: slice counts
+
+
+def _slice_table(d: Path):
+    df = _read_csv(d / "slice_counts.csv", ("slices",), "slice counts")
+    if "metric" in df.columns:
+        df = df[df["metric"].astype(str).str.lower() == "dssim"]
+        if df.empty:
+            raise ValueError("slice counts: slice_counts.csv has a 'metric' column but no 'dssim' rows")
+    col = next((c for c in ("dssim", "dssim_mean", "mean") if c in df.columns), None)
+    if col is None:
+        raise ValueError(f"slice counts: slice_counts.csv needs a DSSIM column 'dssim', 'dssim_mean' or 'mean' "
+                         f"(has {list(df.columns)})")
+    lo = next((c for c in ("ci_low", "dssim_ci_low") if c in df.columns), None)
+    hi = next((c for c in ("ci_high", "dssim_ci_high") if c in df.columns), None)
+    if "method" not in df.columns:
+        df = df.assign(method="ours")
+    return df, col, lo, hi
+
+
+def fig_slice_counts(eval_dir, out_png) -> Path:
+    """Paper Fig. 7/8a: DSSIM of a volume down-sampled in depth to 8 … 64 slices (and up again)
+    against the 128-slice original, per method, with 95 % CIs when ``slice_counts.csv`` has them."""
+    d = _eval_dir(eval_dir)
+    df, col, lo, hi = _slice_table(d)
+    fig = _new_figure(6.0, 4.2)
+    ax = fig.subplots()
+    for m in _ordered_methods(df["method"]):
+        sub = df[df["method"] == m].sort_values("slices")
+        s = sub["slices"].to_numpy(dtype=float)
+        y = sub[col].to_numpy(dtype=float)
+        ax.plot(s, y, "o-", color=_colour(m), label=_label(m), lw=1.5, ms=5)
+        if lo and hi:
+            ax.fill_between(s, sub[lo].to_numpy(dtype=float), sub[hi].to_numpy(dtype=float), color=_colour(m),
+                            alpha=0.2, lw=0)
+        for sx, sy in zip(s, y) if df["method"].nunique() == 1 else ():
+            ax.annotate(f"{sy:.3f}", (sx, sy), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    ticks = sorted(set(df["slices"].astype(int)))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("depth slices kept (down-sampled, then up-sampled to the original depth)")
+    ax.set_ylabel("DSSIM to the full-depth volume (lower is better)")
+    ax.set_title("Effect of slice count (paper Figs. 7, 8a)" + (" — shaded: 95 % CI" if lo and hi else ""),
+                 fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 9: fusion
+
+
+def fig_fusion(eval_dir, out_png, *, example: dict | None = None, metrics: Sequence[str] = ("l2", "dssim"),
+               chi: float = 10.0, backend: str = "auto") -> Path:
+    """Paper Fig. 9: fusion (``ours``) against no fusion (``ours_nofusion``).
+
+    Top: for each metric the mean ± 95 % CI of both (``summary.csv``) with the paired-test p-value
+    (``tests.csv`` if present). Optional ``example`` dict with ``xray`` (H, W) and view volumes
+    ``fused`` and ``nofusion``: a second row shows the input x-ray, the x-rays re-rendered from both
+    volumes (with their max |difference| to the input) and their renders (iso-surface if
+    ``model.surface`` exists, else first-hit depth).
+    """
+    from . import applications as A
+
+    d = _eval_dir(eval_dir)
+    summary = _read_csv(d / "summary.csv", ("method", "metric", "mean", "ci_low", "ci_high", "n"), "summary")
+    tests = _read_tests(d)
+    pair = ("ours", "ours_nofusion")
+    for m in pair:
+        for metric in metrics:
+            if _summary_row(summary, m, metric) is None:
+                raise ValueError(f"fusion: summary.csv has no row for method {m!r}, metric {metric!r}")
+    nrow = 2 if example is not None else 1
+    fig = _new_figure(10.0, 3.6 + 2.6 * (nrow - 1) + 0.4)
+    if example is None:
+        axes_top = fig.subplots(1, len(metrics), squeeze=False)[0]
+    else:
+        gs = fig.add_gridspec(2, 5 * len(metrics), height_ratios=(1.4, 1.0))
+        w = 5
+        axes_top = [fig.add_subplot(gs[0, i * w:(i + 1) * w]) for i in range(len(metrics))]
+    for ax, metric in zip(axes_top, metrics):
+        rows = [_summary_row(summary, m, metric) for m in pair]
+        means = [float(r["mean"]) for r in rows]
+        ax.bar([0, 1], means, color=[_colour(m) for m in pair], edgecolor="black", lw=0.6, width=0.6, zorder=2)
+        _errorbar(ax, [0, 1], means, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], capsize=5, zorder=3)
+        for j, r in enumerate(rows):
+            ax.text(j, float(r["mean"]) * 0.5, f"{float(r['mean']):.4f}\nn={int(r['n'])}", ha="center",
+                    va="center", fontsize=8)
+        top = float(np.nanmax([0.0, *(float(r["ci_high"]) for r in rows), *means]))
+        top = top if top > 0 else 1.0
+        t = _test_row(tests, metric, *pair)
+        if t is not None:
+            _bracket(ax, 0, 1, top * 1.05, top * 0.03, f"paired t = {float(t['t']):.2f}, {_fmt_p(float(t['p']))}")
+        ax.set_ylim(0, top * 1.25)
+        ax.set_xticks([0, 1], ["with fusion", "without fusion"])
+        ax.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
+        ax.set_title(f"{METRIC_LABELS.get(metric, metric)}: mean ± 95 % CI", fontsize=9)
+        ax.grid(axis="y", alpha=0.3, zorder=0)
+    if example is not None:
+        for k in ("xray", "fused", "nofusion"):
+            if k not in example:
+                raise ValueError(f"fusion example lacks {k!r} (needs xray, fused, nofusion)")
+        x = np.asarray(example["xray"], dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"fusion example xray must be 2D, got shape {x.shape}")
+        shade = "surface" if A.surface_available() else "depth"
+        panels = [("input x-ray", np.clip(x, 0, 1))]
+        for k, lab in (("fused", "fusion"), ("nofusion", "no fusion")):
+            v = A.check_view_volume(example[k], name=k)
+            re = -np.expm1(-chi * v.astype(np.float64).mean(axis=0))
+            diff = f"max |Δ| = {np.abs(re - x).max():.2g}" if re.shape == x.shape else f"{re.shape[0]}² px"
+            panels.append((f"{lab}: re-rendered x-ray\n{diff}", re))
+            panels.append((f"{lab}: {'iso-surface' if shade == 'surface' else 'depth'}",
+                           A.novel_views(v, [0.0], mode=shade, backend=backend)[0]))
+        ncell = 5 * len(metrics)
+        step = ncell // len(panels)
+        for i, (title, img) in enumerate(panels):
+            ax = fig.add_subplot(gs[1, i * step:(i + 1) * step])
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("Effect of fusion (paper Fig. 9): lower is better", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 8b: view classes
+
+
+def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l2")) -> Path:
+    """Paper Fig. 8b: mean error ± 95 % CI per view class (top, front, side, other) and method
+    (``view_classes.csv``), one panel per metric present."""
+    d = _eval_dir(eval_dir)
+    df = _read_csv(d / "view_classes.csv", ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"),
+                   "view classes")
+    df["view_class"] = df["view_class"].astype(str)
+    metrics = [m for m in metrics if (df["metric"] == m).any()]
+    if not metrics:
+        raise ValueError(f"view classes: view_classes.csv has none of the metrics dssim, l2 "
+                         f"(has {sorted(df['metric'].astype(str).unique())})")
+    present = list(dict.fromkeys(df["view_class"]))
+    classes = [c for c in VIEW_CLASS_ORDER if c in present] + sorted(c for c in present if c not in VIEW_CLASS_ORDER)
+    methods = _ordered_methods(df["method"])
+    fig = _new_figure(5.2 * len(metrics), 4.4)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    width = 0.8 / len(methods)
+    for ax, metric in zip(axes, metrics):
+        sub = df[df["metric"] == metric]
+        for j, m in enumerate(methods):
+            xs, ys, lo, hi = [], [], [], []
+            for c_i, c in enumerate(classes):
+                r = sub[(sub["method"] == m) & (sub["view_class"] == c)]
+                if r.empty:
+                    continue
+                r = r.iloc[0]
+                xs.append(c_i + (j - (len(methods) - 1) / 2) * width)
+                ys.append(float(r["mean"]))
+                lo.append(float(r["ci_low"]))
+                hi.append(float(r["ci_high"]))
+            if xs:
+                ax.bar(xs, ys, width=width, color=_colour(m), edgecolor="black", lw=0.5, label=_label(m), zorder=2)
+                _errorbar(ax, xs, ys, lo, hi, capsize=2, lw=0.8, zorder=3)
+        ns = []
+        for c in classes:
+            n = sub[sub["view_class"] == c]["n"]
+            ns.append(int(n.max()) if len(n) else 0)
+        ax.set_xticks(range(len(classes)), [f"{c}\n(n={n})" for c, n in zip(classes, ns)])
+        ax.set_xlabel("view class of the input x-ray")
+        ax.set_ylabel(METRIC_UNITS.get(metric, metric))
+        ax.set_title(f"{METRIC_LABELS.get(metric, metric)} by view", fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3, zorder=0)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=len(methods), fontsize=8,
+               frameon=False)
+    fig.suptitle("Error by view direction (paper Fig. 8b): mean ± 95 % CI (none for n < 2)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    return _save(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------------
+# all
+
+
+def write_all_figures(eval_dir, out_dir, *, qualitative_rows=None, fusion_example: dict | None = None,
+                      backend: str = "auto") -> list[Path]:
+    """Write every figure the eval folder supports into ``out_dir``; returns the PNG paths.
+
+    Always ``fig6_methods.png`` (needs ``metrics.csv`` and ``summary.csv``: ``ValueError`` if they are
+    missing); ``fig9_fusion.png`` when ``summary.csv`` has ``ours_nofusion`` rows (or
+    ``fusion_example`` is given); ``fig8b_view_classes.png`` when ``view_classes.csv`` exists;
+    ``fig8a_slice_counts.png`` when ``slice_counts.csv`` exists; ``fig17_qualitative.png`` when
+    ``qualitative_rows`` (see :func:`fig_qualitative`) are given.
+    """
+    d = _eval_dir(eval_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [fig_methods(d, out / "fig6_methods.png")]
+    summary = _read_csv(d / "summary.csv", ("method",), "summary")
+    if fusion_example is not None or (summary["method"] == "ours_nofusion").any():
+        paths.append(fig_fusion(d, out / "fig9_fusion.png", example=fusion_example, backend=backend))
+    if (d / "view_classes.csv").is_file():
+        paths.append(fig_view_classes(d, out / "fig8b_view_classes.png"))
+    if (d / "slice_counts.csv").is_file():
+        paths.append(fig_slice_counts(d, out / "fig8a_slice_counts.png"))
+    if qualitative_rows:
+        paths.append(fig_qualitative(qualitative_rows, out / "fig17_qualitative.png", backend=backend))
+    return paths

@@ -1,0 +1,230 @@
+"""model.figures from synthetic eval CSVs (the formats model.evaluate writes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model import figures as F
+
+METHODS = ("ours", "ours_nofusion", "nn", "oracle")
+CLASSES = ("top", "front", "side", "other")
+MEANS = {"l2": {"ours": 0.051, "ours_nofusion": 0.053, "nn": 0.067, "oracle": 0.060},
+         "dssim": {"ours": 0.097, "ours_nofusion": 0.104, "nn": 0.109, "oracle": 0.110},
+         "mse": {"ours": 0.004, "ours_nofusion": 0.0042, "nn": 0.006, "oracle": 0.005}}
+
+
+def _ci(v: np.ndarray) -> tuple[float, float, float]:
+    m = float(v.mean())
+    h = 1.96 * float(v.std(ddof=1)) / np.sqrt(v.size)
+    return m, m - h, m + h
+
+
+def make_eval_dir(d: Path, n: int = 60, seed: int = 0) -> Path:
+    """Synthetic metrics/summary/tests/view_classes/slice_counts CSVs in ``d``."""
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True, exist_ok=True)
+    rows = []
+    base = rng.normal(0, 1, n)
+    for m in METHODS:
+        for s in range(n):
+            r = dict(method=m, species="sp%02d" % (s % 5), sample=s, view=s // 2, mirrored=bool(s % 2),
+                     view_class=CLASSES[s % 4])
+            for met, means in MEANS.items():
+                r[met] = max(1e-4, means[m] * (1 + 0.15 * base[s] + 0.1 * rng.normal()))
+            rows.append(r)
+    metrics = pd.DataFrame(rows)
+    metrics.to_csv(d / "metrics.csv", index=False)
+    summ, vcs, tests = [], [], []
+    for met in MEANS:
+        for m in METHODS:
+            v = metrics.loc[metrics.method == m, met].to_numpy()
+            mean, lo, hi = _ci(v)
+            summ.append(dict(method=m, metric=met, mean=mean, ci_low=lo, ci_high=hi, n=v.size))
+            for c in CLASSES:
+                vc = metrics.loc[(metrics.method == m) & (metrics.view_class == c), met].to_numpy()
+                mean, lo, hi = _ci(vc)
+                vcs.append(dict(method=m, view_class=c, metric=met, mean=mean, ci_low=lo, ci_high=hi, n=vc.size))
+        for b in METHODS[1:]:
+            a_v = metrics.loc[metrics.method == "ours", met].to_numpy()
+            b_v = metrics.loc[metrics.method == b, met].to_numpy()
+            diff = a_v - b_v
+            t = diff.mean() / (diff.std(ddof=1) / np.sqrt(n))
+            tests.append(dict(metric=met, method_a="ours", method_b=b, t=t, p=3e-6 if b != "ours_nofusion" else 0.012,
+                              n=n))
+    pd.DataFrame(summ).to_csv(d / "summary.csv", index=False)
+    pd.DataFrame(vcs).to_csv(d / "view_classes.csv", index=False)
+    pd.DataFrame(tests).to_csv(d / "tests.csv", index=False)
+    sl = []
+    for m in ("ours", "oracle"):
+        for k, s in enumerate((8, 16, 32, 64, 128)):
+            mean = (0.2 / 2 ** k if s < 128 else 0.0) * (1.2 if m == "oracle" else 1.0)
+            sl.append(dict(method=m, slices=s, dssim=mean,
+                           ci_low=mean * 0.9, ci_high=mean * 1.1, n=20))
+    pd.DataFrame(sl).to_csv(d / "slice_counts.csv", index=False)
+    return d
+
+
+@pytest.fixture()
+def eval_dir(tmp_path) -> Path:
+    return make_eval_dir(tmp_path / "eval")
+
+
+@pytest.fixture(autouse=True)
+def _low_dpi(monkeypatch):
+    """Draw at 75 dpi (half the default) to keep the tests fast; sizes below are for 75 dpi."""
+    monkeypatch.setattr(F, "_DPI", 75)
+
+
+def _check_png(p: Path, min_w: int, min_h: int) -> tuple[int, int]:
+    from PIL import Image
+
+    assert p.is_file() and p.stat().st_size > 3000
+    with Image.open(p) as im:
+        assert im.format == "PNG"
+        w, h = im.size
+        arr = np.asarray(im.convert("L"))
+    assert w >= min_w and h >= min_h
+    assert arr.std() > 5  # not blank
+    return w, h
+
+
+def test_fig_slice_counts_flexible_columns(eval_dir, tmp_path):
+    df = pd.read_csv(eval_dir / "slice_counts.csv")
+    df = df[df.method == "ours"].drop(columns=["method", "ci_low", "ci_high"]).rename(columns={"dssim": "dssim_mean"})
+    df.to_csv(eval_dir / "slice_counts.csv", index=False)
+    _check_png(F.fig_slice_counts(eval_dir, tmp_path / "s.png"), 400, 250)
+    df.rename(columns={"dssim_mean": "ssim"}).to_csv(eval_dir / "slice_counts.csv", index=False)
+    with pytest.raises(ValueError, match="DSSIM column"):
+        F.fig_slice_counts(eval_dir, tmp_path / "s2.png")
+
+
+def test_fig_fusion_with_example(eval_dir, tmp_path):
+    rng = np.random.default_rng(1)
+    fused = rng.uniform(0, 0.2, (16, 24, 24)).astype(np.float32)
+    nof = rng.uniform(0, 0.2, (16, 24, 24)).astype(np.float32)
+    xray = -np.expm1(-10 * fused.mean(0))
+    _check_png(F.fig_fusion(eval_dir, tmp_path / "f2.png", example=dict(xray=xray, fused=fused, nofusion=nof)),
+               700, 450)
+    with pytest.raises(ValueError, match="nofusion"):
+        F.fig_fusion(eval_dir, tmp_path / "f3.png", example=dict(xray=xray, fused=fused))
+
+
+def _blob(n: int, centre, radii) -> np.ndarray:
+    c = (2 * np.arange(n) + 1) / n - 1
+    w, v, u = np.meshgrid(c, c, c, indexing="ij")
+    r2 = ((u - centre[0]) / radii[0]) ** 2 + ((v - centre[1]) / radii[1]) ** 2 + ((w - centre[2]) / radii[2]) ** 2
+    return np.clip(1.2 - r2, 0, 0.6).astype(np.float32)
+
+
+def _qual_rows():
+    truth = _blob(24, (0.1, 0.0, 0.2), (0.6, 0.4, 0.3))
+    ours = _blob(24, (0.1, 0.0, 0.1), (0.55, 0.4, 0.35))
+    nn = _blob(24, (-0.1, 0.1, 0.0), (0.5, 0.5, 0.5))
+    xray = -np.expm1(-10 * truth.mean(0))
+    return [dict(xray=xray, ours=ours, truth=truth, nn=nn, oracle=truth * 0.9, title="species A"),
+            dict(xray=xray[:, ::-1], ours=ours[:, :, ::-1], truth=truth[:, :, ::-1], title="species B")]
+
+
+def test_fig_view_classes_nan_ci(eval_dir, tmp_path):
+    """evaluate writes NaN CI bounds for n < 2: drawn without error bars, no crash."""
+    df = pd.read_csv(eval_dir / "view_classes.csv")
+    top = df.view_class == "top"
+    df.loc[top, ["ci_low", "ci_high"]] = np.nan
+    df.loc[top, "n"] = 1
+    df[df.metric == "dssim"].to_csv(eval_dir / "view_classes.csv", index=False)
+    _check_png(F.fig_view_classes(eval_dir, tmp_path / "v.png"), 300, 250)
+    df[df.metric == "mse"].to_csv(eval_dir / "view_classes.csv", index=False)
+    with pytest.raises(ValueError, match="none of the metrics"):
+        F.fig_view_classes(eval_dir, tmp_path / "v2.png")
+
+
+def test_fig_qualitative_xray_mode(tmp_path):
+    p = F.fig_qualitative(_qual_rows(), tmp_path / "q.png", mode="xray", backend="cpu")
+    _check_png(p, 1000, 250)
+
+
+def test_fig_qualitative_bad_rows(tmp_path):
+    with pytest.raises(ValueError, match="non-empty"):
+        F.fig_qualitative([], tmp_path / "q.png")
+    with pytest.raises(ValueError, match="lacks 'xray'"):
+        F.fig_qualitative([dict(ours=np.zeros((4, 4, 4), np.float32))], tmp_path / "q.png")
+    rows = _qual_rows()
+    rows[0]["ours"] = np.zeros((4, 4), np.float32)
+    with pytest.raises(ValueError, match="row 0, ours"):
+        F.fig_qualitative(rows, tmp_path / "q.png", mode="xray")
+
+
+def test_write_all_figures(eval_dir, tmp_path):
+    paths = F.write_all_figures(eval_dir, tmp_path / "figs", qualitative_rows=_qual_rows()[:1], backend="cpu")
+    assert all(p.parent == tmp_path / "figs" for p in paths)
+    names = sorted(p.name for p in paths)
+    assert names == ["fig17_qualitative.png", "fig6_methods.png", "fig8a_slice_counts.png",
+                     "fig8b_view_classes.png", "fig9_fusion.png"]
+    for p in paths:
+        _check_png(p, 400, 150)
+    # fig6 without tests.csv still works, without the p-value brackets: a different image
+    (eval_dir / "tests.csv").unlink()
+    p2 = F.fig_methods(eval_dir, tmp_path / "m2.png")
+    _check_png(p2, 600, 500)
+    assert p2.read_bytes() != (tmp_path / "figs" / "fig6_methods.png").read_bytes()
+
+
+def test_write_all_figures_skips_what_is_absent(eval_dir, tmp_path, monkeypatch):
+    calls = []
+    for name in ("fig_methods", "fig_fusion", "fig_view_classes", "fig_slice_counts", "fig_qualitative"):
+        monkeypatch.setattr(F, name, lambda *a, _n=name, **k: calls.append(_n) or Path(a[1]))
+    d2 = tmp_path / "eval2"
+    d2.mkdir()
+    for f in ("metrics.csv", "summary.csv"):
+        df = pd.read_csv(eval_dir / f)
+        df[df.method != "ours_nofusion"].to_csv(d2 / f, index=False)
+    assert [p.name for p in F.write_all_figures(d2, tmp_path / "figs2")] == ["fig6_methods.png"]
+    assert calls == ["fig_methods"]
+    calls.clear()
+    F.write_all_figures(eval_dir, tmp_path / "figs3")
+    assert calls == ["fig_methods", "fig_fusion", "fig_view_classes", "fig_slice_counts"]
+
+
+@pytest.mark.parametrize(
+    "fn, fname, drop, match",
+    [
+        (F.fig_methods, "metrics.csv", None, "missing file"),
+        (F.fig_methods, "summary.csv", None, "missing file"),
+        (F.fig_methods, "metrics.csv", "dssim", r"lacks column\(s\) \['dssim'\]"),
+        (F.fig_methods, "summary.csv", "ci_high", "ci_high"),
+        (F.fig_methods, "tests.csv", "p", r"\['p'\]"),
+        (F.fig_view_classes, "view_classes.csv", None, "missing file"),
+        (F.fig_view_classes, "view_classes.csv", "view_class", "view_class"),
+        (F.fig_slice_counts, "slice_counts.csv", None, "missing file"),
+        (F.fig_slice_counts, "slice_counts.csv", "slices", "slices"),
+        (F.fig_fusion, "summary.csv", "mean", "mean"),
+    ],
+)
+def test_missing_inputs_raise(eval_dir, tmp_path, fn, fname, drop, match):
+    path = eval_dir / fname
+    if drop is None:
+        path.unlink()
+    else:
+        pd.read_csv(path).drop(columns=[drop]).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=match):
+        fn(eval_dir, tmp_path / "x.png")
+
+
+def test_missing_rows_and_folder_raise(eval_dir, tmp_path):
+    s = pd.read_csv(eval_dir / "summary.csv")
+    s[s.method != "ours_nofusion"].to_csv(eval_dir / "summary.csv", index=False)
+    with pytest.raises(ValueError, match="ours_nofusion"):
+        F.fig_fusion(eval_dir, tmp_path / "f.png")
+    with pytest.raises(ValueError, match="ours_nofusion"):
+        F.fig_methods(eval_dir, tmp_path / "m.png")  # metrics.csv still has it
+    with pytest.raises(ValueError, match="does not exist"):
+        F.fig_methods(tmp_path / "nope", tmp_path / "m.png")
+    (eval_dir / "metrics.csv").write_text("")
+    with pytest.raises(ValueError, match="cannot read"):
+        F.fig_methods(eval_dir, tmp_path / "m.png")
+    with pytest.raises(ValueError, match=r"\.png"):
+        F.fig_view_classes(eval_dir, tmp_path / "v.jpg")
