@@ -932,3 +932,61 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     )
     (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
     return summary
+
+
+def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float = 2.0, device="cpu") -> dict:
+    """Volumes for the qualitative figures from an evaluated run (its ``matches.csv``).
+
+    Picks up to ``n`` evaluated held-out samples (the first of each species, then further ones) and
+    returns ``{"rows": [...], "fusion": {...}}``: rows for :func:`model.figures.fig_qualitative`
+    (``xray`` (S, S), ``ours``, ``truth``, ``nn``, ``oracle`` (D, s, s), ``title``) and a fusion example
+    for :func:`model.figures.fig_fusion` (``xray``, ``fused`` at the x-ray's resolution, ``nofusion``).
+    """
+    import csv
+
+    from tomodata.store import open_store
+
+    from .fusion import fuse
+    from .train import model_from_checkpoint
+
+    with open(Path(eval_dir) / "matches.csv", newline="") as fh:
+        matches = list(csv.DictReader(fh))
+    if not matches:
+        raise ValueError(f"{eval_dir}/matches.csv has no rows")
+    firsts, seen = [], set()
+    for r in matches:
+        if r["species"] not in seen:
+            seen.add(r["species"])
+            firsts.append(r)
+    chosen = (firsts + [r for r in matches if r not in firsts])[:n]
+    ds = open_store(store)
+    model, _ = model_from_checkpoint(checkpoint, map_location="cpu")
+    net = model.config
+    D, S = int(net.out_depth), int(net.out_size)
+    chi = float(ds.attrs["chi"])
+    val, train = ds.species_names("val"), ds.species_names("train")
+    val_src, train_src = ViewSource(ds, val, device=device), ViewSource(ds, train, device=device)
+    spp = int(ds.attrs["samples_per_species"])
+    rows, fusion_example = [], None
+    with torch.no_grad():
+        for r in chosen:
+            g = val.index(r["species"]) * spp + int(r["sample"])
+            x = ds.images(r["species"], int(r["sample"]))
+            raw = model(resize_xrays(torch.from_numpy(x)[None, None], net.input_size)).float()[0].numpy()
+            fused_full = fuse(raw, x, beta=beta, chi=chi)
+            ours = _to_size(torch.from_numpy(np.ascontiguousarray(fused_full))[None], S)[0].numpy()
+            row = dict(xray=x, ours=ours, truth=val_src.views([g], size=S, depth=D)[0].cpu().numpy(),
+                       title=f"{r['species']} sample {r['sample']}")
+            if r.get("nn_species"):
+                gn = train.index(r["nn_species"]) * spp + int(r["nn_sample"])
+                row["nn"] = train_src.views([gn], size=S, depth=D)[0].cpu().numpy()
+            if r.get("oracle_species"):
+                go = train.index(r["oracle_species"]) * spp + int(r["oracle_sample"])
+                row["oracle"] = train_src.views([go], size=S, depth=D)[0].cpu().numpy()
+            rows.append(row)
+            if fusion_example is None:
+                from .fusion import upsample_lateral
+
+                fusion_example = dict(xray=x, fused=fused_full,
+                                      nofusion=upsample_lateral(np.clip(raw, 0.0, 1.0), x.shape))
+    return dict(rows=rows, fusion=fusion_example)

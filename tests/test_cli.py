@@ -89,3 +89,29 @@ def test_bench_render_runs(capsys):
 def test_bench_cube_runs(capsys):
     assert main(["bench", "cube", "--cube-shape", "40", "30", "20", "--volume-size", "16", "--repeats", "1"]) == 0
     assert "to_cube uint8 40×30×20 → 16³" in capsys.readouterr().out
+
+
+def test_train_evaluate_figures_apps(tmp_path, capsys):
+    """The model commands end to end on a tiny store and network."""
+    out = tmp_path / "d"
+    assert main(["build-demo", "-o", str(out), "--species", "3", "--held-out", "1", "--views", "4",
+                 "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
+    store = str(out / "dataset.zarr")
+    tiny = ["--input-size", "32", "--out-depth", "16", "--out-size", "16", "--width", "16",
+            "--stem-channels", "8", "--hourglass-levels", "2"]
+    assert main(["model-info", "--preset", "paper"] + tiny) == 0
+    assert "params" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["train", store, "-o", str(run)] + tiny + ["--steps", "2", "--batch-size", "2", "--warmup", "0",
+                "--val-every", "2", "--val-samples", "2", "--ckpt-every", "2"]) == 0
+    ev = tmp_path / "eval"
+    assert main(["evaluate", store, "--checkpoint", str(run / "last.pt"), "-o", str(ev), "--max-samples", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "4 held-out samples" in text and "oracle" in text
+    assert main(["figures", "--eval", str(ev), "-o", str(tmp_path / "figs"), "--store", store,
+                 "--checkpoint", str(run / "last.pt"), "--examples", "1"]) == 0
+    assert (tmp_path / "figs" / "fig6_methods.png").stat().st_size > 10_000
+    assert (tmp_path / "figs" / "fig17_qualitative.png").is_file()
+    assert main(["apps", store, "--checkpoint", str(run / "last.pt"), "--eval", str(ev), "-o", str(tmp_path / "apps"),
+                 "--examples", "1", "--frames", "4"]) == 0
+    assert len(list((tmp_path / "apps").glob("*.gif"))) == 2

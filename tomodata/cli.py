@@ -11,6 +11,9 @@
     tomo render-species STORE --cube C          render one species into its own shards
     tomo finalize STORE                         validate all species, record completion
     tomo export STORE OUT                       publishable folder: card, Croissant, SHA256SUMS, recipe
+    tomo evaluate STORE --checkpoint C -o EVAL  ours vs NN and Oracle on the held-out species
+    tomo figures --eval EVAL -o FIGS            the paper's figures (PNG)
+    tomo apps STORE --checkpoint C --eval EVAL -o DIR   novel views, cut-away, stereo, colour
     tomo model-info --preset paper              parameters and FLOPs of the network
     tomo train STORE -o RUN --preset demo       train (resumable; torchrun for several GPUs)
     tomo bench render                           ms per view of the renderer, per backend
@@ -350,6 +353,44 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_evaluate(a) -> int:
+    from model.evaluate import evaluate_run
+
+    summary = evaluate_run(a.store, a.checkpoint, a.output, max_samples=a.max_samples, batch=a.batch,
+                           device=a.device, progress=sys.stderr.isatty())
+    print(f"{summary['n_samples']} held-out samples; means with 95% CI:")
+    for m, vals in summary["means"].items():
+        print(f"  {m:14} " + "  ".join(f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
+                                        for k, v in vals.items()))
+    print(f"tables in {a.output}")
+    return 0
+
+
+def cmd_figures(a) -> int:
+    from model.evaluate import qualitative_examples
+    from model.figures import write_all_figures
+
+    ex = qualitative_examples(a.store, a.checkpoint, a.eval, n=a.examples, device=a.device) if a.checkpoint else None
+    paths = write_all_figures(a.eval, a.output, qualitative_rows=ex["rows"] if ex else None,
+                              fusion_example=ex["fusion"] if ex else None)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_apps(a) -> int:
+    from model.applications import write_applications
+    from model.evaluate import qualitative_examples
+
+    ex = qualitative_examples(a.store, a.checkpoint, a.eval, n=a.examples, device=a.device)
+    out = Path(a.output)
+    for i, row in enumerate(ex["rows"]):
+        name = row["title"].replace(" ", "_")
+        for p in write_applications(row["ours"], out, xray=row["xray"], name=name, n_turntable=a.frames):
+            print(p)
+    return 0
+
+
 def cmd_validate(a) -> int:
     from .store import validate_store
 
@@ -562,6 +603,41 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--config", help="the workflow config (YAML/JSON) to record")
     q.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUTPUT")
     q.set_defaults(func=cmd_export)
+
+    q = sub.add_parser("evaluate", help="evaluate a checkpoint on the held-out species", description=(
+        "Evaluate ours (fused and raw) against the NN and Oracle baselines on the store's held-out species: "
+        "volume L2 (RMSE) and DSSIM of iso-surface renders, paired t-tests, view classes, slice counts. "
+        "Writes metrics.csv, summary.csv, tests.csv, view_classes.csv, slice_counts.csv, matches.csv, summary.json."))
+    q.add_argument("store", help="the dataset store (.zarr)")
+    q.add_argument("--checkpoint", required=True, help="the trained checkpoint (last.pt)")
+    q.add_argument("-o", "--output", required=True, help="evaluation folder")
+    q.add_argument("--max-samples", type=_positive_int, help="evaluate at most this many held-out samples")
+    q.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("figures", help="draw the paper's figures from an evaluation", description=(
+        "Figures 5/17 (qualitative, needs --store and --checkpoint), 6 (methods), 7/8a (slice counts), "
+        "8b (view classes) and 9 (fusion) as PNGs."))
+    q.add_argument("--eval", required=True, help="evaluation folder (from tomo evaluate)")
+    q.add_argument("-o", "--output", required=True, help="figure folder")
+    q.add_argument("--store", help="the dataset store (for the qualitative figure)")
+    q.add_argument("--checkpoint", help="the checkpoint (for the qualitative figure)")
+    q.add_argument("--examples", type=_positive_int, default=4, help="qualitative rows (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=cmd_figures)
+
+    q = sub.add_parser("apps", help="applications: novel views, cut-away, stereo, colour", description=(
+        "For held-out samples of an evaluation: turntable GIF, novel views, cut-away, red-cyan anaglyph, "
+        "wiggle stereo GIF and a colour transfer-function render of the predicted volume."))
+    q.add_argument("store", help="the dataset store (.zarr)")
+    q.add_argument("--checkpoint", required=True, help="the checkpoint")
+    q.add_argument("--eval", required=True, help="evaluation folder (its matches.csv picks the samples)")
+    q.add_argument("-o", "--output", required=True, help="output folder")
+    q.add_argument("--examples", type=_positive_int, default=2, help="samples (default %(default)s)")
+    q.add_argument("--frames", type=_positive_int, default=36, help="turntable frames (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=cmd_apps)
 
     q = sub.add_parser("validate", help="validate a dataset store", description=(
         "Check a dataset store: attributes, every species complete, shapes, checksums. "
