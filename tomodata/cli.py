@@ -8,6 +8,7 @@
     tomo fetch MANIFEST -d DEST                 download/copy the sources a manifest names
     tomo cube SCAN -o CUBE.npz --spacing z,y,x  read a scan, resample it to the 128³ cube
     tomo store-create STORE --manifest M --cubes C...   an empty store for these specimens
+    tomo store-settings -o FILE.json --views N ...       the settings of a store, as JSON
     tomo render-species STORE --cube C          render one species into its own shards
     tomo finalize STORE                         validate all species, record completion
     tomo export STORE OUT                       publishable folder: card, Croissant, SHA256SUMS, recipe
@@ -220,9 +221,30 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     return vals
 
 
+def _fetched_path(record: str, specimen_id: str) -> str:
+    """The path of ``specimen_id`` in a record written by ``tomo fetch`` (its stdout: one line
+    ``id<TAB>how<TAB>sha256<TAB>path`` per specimen)."""
+    rec = Path(record)
+    if not rec.is_file():
+        raise SystemExit(f"error: fetch record {rec} does not exist")
+    for line in rec.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) == 4 and fields[0] == specimen_id:
+            return fields[3]
+    raise SystemExit(f"error: fetch record {rec} has no line for specimen {specimen_id!r}")
+
+
 def cmd_cube(a) -> int:
     from .ingest import cube_specimen, save_cube
 
+    if a.fetched:
+        if a.input:
+            raise SystemExit("error: give the scan or --fetched, not both")
+        if not a.id:
+            raise SystemExit("error: --fetched needs --id")
+        a.input = _fetched_path(a.fetched, a.id)
+    elif not a.input:
+        raise SystemExit("error: give the scan (file or folder), or --fetched RECORD --id ID")
     spacing = _floats(a.spacing, 3, "--spacing") if a.spacing else None
     slice_axis = a.slice_axis
     if a.manifest:
@@ -251,13 +273,14 @@ def cmd_cube(a) -> int:
 def cmd_store_create(a) -> int:
     from .ingest import load_cube
     from .manifest import load_manifest
-    from .store import create_store
+    from .store import array_sha256, create_store
 
     table = load_manifest(a.manifest)
     by_id = {row["id"]: row for _, row in table.iterrows()}
     species = []
+    volume_sha256 = {}
     for cube_path in a.cubes:
-        _, meta = load_cube(cube_path)
+        vol, meta = load_cube(cube_path)
         sid = meta.get("id") or Path(cube_path).stem
         if sid not in by_id:
             raise ValueError(f"cube {cube_path} is specimen {sid!r}, which is not in {a.manifest}")
@@ -267,15 +290,47 @@ def cmd_store_create(a) -> int:
                             licence=row["licence"], original_shape=meta["original_shape"],
                             spacing_mm=meta["spacing_mm"], slice_axis=meta["slice_axis"], fit=meta["fit"],
                             window=meta.get("window"), background=meta.get("background")))
+        volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
     config = None
     if a.config:
         import yaml
 
         config = yaml.safe_load(Path(a.config).read_text())
-    create_store(a.store, species=species, chi=a.chi, steps=a.steps, image_size=a.size, volume_size=a.volume_size,
-                 n_views=a.views, view_seed=a.seed, image_encoding=a.encoding, overwrite=a.overwrite,
-                 provenance=dict(manifest=str(a.manifest), config=config, command="tomo store-create"))
-    print(f"created {a.store}: {len(species)} species, {a.views} views each")
+    summary = create_store(a.store, species=species, chi=a.chi, steps=a.steps, image_size=a.size,
+                           volume_size=a.volume_size, n_views=a.views, view_seed=a.seed, image_encoding=a.encoding,
+                           overwrite=a.overwrite, update=a.update, volume_sha256=volume_sha256,
+                           provenance=dict(manifest=str(a.manifest), config=config, command="tomo store-create"))
+    print(f"{summary['mode']} {a.store}: {len(species)} species, {a.views} views each")
+    for what in ("kept", "reset", "removed"):
+        if summary[what]:
+            print(f"{what}: " + " ".join(summary[what]))
+    if a.done:
+        _write_json(a.done, dict(store=str(a.store), n_species=len(species), n_views=a.views, **summary))
+    return 0
+
+
+def _write_json(path, obj) -> None:
+    """Write a JSON marker file atomically (its parent folder is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def cmd_store_settings(a) -> int:
+    from .store import IMAGE_ENCODINGS, SPEC_VERSION
+
+    if not (a.chi > 0 and np.isfinite(a.chi)):
+        raise ValueError(f"--chi must be a positive finite number, got {a.chi}")
+    if a.encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f"--encoding must be one of {IMAGE_ENCODINGS}, got {a.encoding!r}")
+    if a.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {a.seed}")
+    settings = dict(spec_version=SPEC_VERSION, n_views=a.views, view_seed=a.seed, image_size=a.size,
+                    steps=a.steps, chi=float(a.chi), volume_size=a.volume_size, image_encoding=a.encoding)
+    _write_json(a.output, settings)
+    print(f"wrote {a.output}: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     return 0
 
 
@@ -312,6 +367,13 @@ def cmd_finalize(a) -> int:
             print("rebuild: " + " ".join(e.report.species_to_rebuild))
         return 1
     print(report.summary())
+    if a.done:
+        from .store import open_store
+
+        attrs = open_store(a.store).attrs
+        _write_json(a.done, dict(store=str(a.store), ok=report.ok, n_species=len(attrs["species"]),
+                                 splits=attrs.get("splits"), warnings=report.warnings,
+                                 completion=attrs.get("completion")))
     return 0
 
 
@@ -509,8 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Read a scan (slice movie, image folder, TIFF, DICOM, NRRD, NIfTI, npy), reorient it by its slice "
         "axis and resample it with Gaussian filtering to an isotropic SIZE³ density cube inside the unit "
         "ball; writes OUT.npz with 'volume' and 'meta' (shape, spacing, fit, value rule)."))
-    q.add_argument("input", help="the scan (file or folder)")
+    q.add_argument("input", nargs="?", help="the scan (file or folder); or give --fetched and --id")
     q.add_argument("-o", "--output", required=True, help="output .npz")
+    q.add_argument("--fetched", metavar="RECORD", help=(
+        "take the scan's path from this record of `tomo fetch` (its stdout: id, how, sha256, path), "
+        "the line of specimen --id"))
     q.add_argument("--spacing", help="z,y,x voxel spacing in mm (one number = isotropic); default: from the file")
     q.add_argument("--slice-axis", choices=["z", "y", "x"], default="z", help="axis the slices step along")
     q.add_argument("--manifest", help="take spacing and slice axis from this manifest's row --id")
@@ -534,8 +599,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
     q.add_argument("--config", help="YAML config to record as provenance")
     q.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    q.add_argument("--update", action="store_true", help=(
+        "update an existing store in place: keep each complete species whose stored volume equals its "
+        "cube, reset the others, drop species no longer given; recreate a store with other settings"))
+    q.add_argument("--done", metavar="FILE", help="write this marker file (JSON: what was created, kept, reset)")
     render_opts(q)
     q.set_defaults(func=cmd_store_create)
+
+    q = sub.add_parser("store-settings", help="write the settings of a dataset store as JSON", description=(
+        "Check the settings that decide every species' data (views, view seed, image and volume size, "
+        "steps, chi, image encoding) and write them as JSON, without a store: the workflow's record of "
+        "them (every species is rendered again when it changes)."))
+    q.add_argument("-o", "--output", required=True, help="the JSON file to write")
+    q.add_argument("--views", type=_positive_int, default=1332, help="views per species (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
+    q.add_argument("--volume-size", type=_positive_int, default=128, help="cube side (default %(default)s)")
+    q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
+    q.add_argument("--size", type=_positive_int, default=256, help="image side in pixels (default %(default)s)")
+    q.add_argument("--steps", type=_positive_int, default=128, help="samples per ray (default %(default)s)")
+    q.add_argument("--chi", type=float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+    q.set_defaults(func=cmd_store_settings)
 
     q = sub.add_parser("render-species", help="render one species' views into the store", description=(
         "Render every view of one species (from its cube) with the store's settings and write the species "
@@ -553,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Validate every species of a store and, if all are complete, write the root 'completion' "
         "attribute (once, after the per-species jobs). Exit 1 and the species to rebuild otherwise."))
     q.add_argument("store", help="the .zarr store")
+    q.add_argument("--done", metavar="FILE", help="write this marker file (JSON: the completion record) when the store is complete")
     q.set_defaults(func=cmd_finalize)
 
     def net_opts(q):

@@ -319,7 +319,9 @@ def create_store(
     provenance: dict | None = None,
     overwrite: bool = False,
     images_per_shard: int = DEFAULT_IMAGES_PER_SHARD,
-) -> None:
+    update: bool = False,
+    volume_sha256: dict[str, str] | None = None,
+) -> dict:
     """Create an empty dataset store (a Zarr v3 group at ``path``) with all its metadata and arrays.
 
     Args:
@@ -336,8 +338,21 @@ def create_store(
         image_encoding: ``"uint16"`` (opacity = value / 65535) or ``"float16"`` (opacity).
         provenance: the build's config (JSON); recorded with the code version under ``provenance``.
         images_per_shard: images per shard of ``images`` (even; cut to ``2 * n_views``).
+        update: update an existing store in place instead of refusing (the workflow's mode; run it
+            only while no species writer runs). If the store at ``path`` has the same settings (chi,
+            steps, sizes, views, view seed, encoding, layout), the root attributes are rewritten
+            (new species table, splits and provenance; ``completion`` dropped; ``timestamps.created``
+            kept, ``timestamps.updated`` set), every species whose subgroup is complete and whose
+            stored volume's sha256 equals ``volume_sha256[name]`` is kept (its ``split`` attribute
+            updated), every other species of the table gets a fresh empty subgroup (``pending``),
+            and subgroups of species no longer in the table are deleted. A store with other
+            settings, or one that cannot be read, is recreated as with ``overwrite``; a missing
+            one is created.
+        volume_sha256: name -> :func:`array_sha256` of the species' float32 volume, for ``update``.
 
     Timestamps go only to the root attribute ``timestamps`` (ignore it when comparing builds).
+    Returns ``{"mode": "created" | "recreated" | "updated", "kept": [...], "reset": [...],
+    "removed": [...]}`` (species names; ``reset`` lists the species that now need their writer).
     """
     zarr = _zarr()
     from zarr.codecs import ZstdCodec
@@ -364,7 +379,7 @@ def create_store(
 
     p = Path(path)
     if p.exists():
-        if not overwrite:
+        if not (overwrite or update):
             raise FileExistsError(f"{p} exists; pass overwrite=True to replace it")
         if not p.is_dir() or (any(p.iterdir()) and not (p / "zarr.json").exists()):
             raise FileExistsError(f"{p} exists and is not a zarr store: refusing to overwrite it")
@@ -443,23 +458,85 @@ def create_store(
         },
         "timestamps": {"created": _now()},
     }
-    root = zarr.open_group(str(p), mode="w" if overwrite else "w-", zarr_format=3, attributes=attrs)
+    existed = p.exists() and (p / "zarr.json").exists()
+    if update and existed and not overwrite:
+        summary = _update_in_place(p, attrs, table, compressor, volume_sha256 or {})
+        if summary is not None:
+            return summary
+    root = zarr.open_group(str(p), mode="w" if (overwrite or update) else "w-", zarr_format=3, attributes=attrs)
     sp = root.create_group("species", attributes={"description": "one subgroup per species, see root attrs"})
     for entry in table:
+        _create_species_group(sp, entry, attrs, compressor)
+    return {"mode": "recreated" if existed else "created", "kept": [],
+            "reset": [e["name"] for e in table], "removed": []}
+
+
+def _create_species_group(sp, entry: dict, attrs: dict, compressor) -> None:
+    """An empty (``pending``) species subgroup with all its arrays, as the layout in ``attrs`` says."""
+    name = entry["name"]
+    g = sp.create_group(name, attributes={"species": name, "split": entry["split"], "status": "pending"})
+    for arr, lay in attrs["layout"]["arrays"].items():
+        g.create_array(
+            arr,
+            shape=tuple(lay["shape"]),
+            dtype=lay["dtype"],
+            chunks=tuple(lay["chunks"]),
+            shards=None if lay["shards"] is None else tuple(lay["shards"]),
+            compressors=compressor,
+            fill_value=False if lay["dtype"] == "bool" else 0,
+            dimension_names=tuple(lay["dimension_names"]),
+            attributes={"description": attrs["encoding"][arr]["quantity"]},
+        )
+
+
+# root attributes that fix the data of every species: a store whose settings differ is recreated
+_SETTINGS_KEYS = ("spec_version", "chi", "steps", "image_size", "volume_size", "n_views", "samples_per_species",
+                  "view_scheme", "sample_order", "geometry", "encoding", "layout", "checksums")
+
+
+def _settings(attrs: dict) -> str:
+    return json.dumps({k: attrs.get(k) for k in _SETTINGS_KEYS}, sort_keys=True, default=str)
+
+
+def _update_in_place(p: Path, attrs: dict, table: list[dict], compressor, volume_sha256: dict) -> dict | None:
+    """The ``update`` mode of :func:`create_store`; None if the store must be recreated instead."""
+    import shutil
+
+    zarr = _zarr()
+    try:
+        root = zarr.open_group(str(p), mode="r+", zarr_format=3)
+        old = root.attrs.asdict()
+        sp = root["species"]
+        on_disk = set(sp.group_keys())
+    except Exception:  # noqa: BLE001  (unreadable: recreate)
+        return None
+    if _settings(old) != _settings(attrs):
+        return None
+    created = (old.get("timestamps") or {}).get("created")
+    attrs["timestamps"] = {"created": created or attrs["timestamps"]["created"], "updated": _now()}
+    root.attrs.put(attrs)  # replaces all root attributes: the new table, no 'completion'
+    kept, reset = [], []
+    for entry in table:
         name = entry["name"]
-        g = sp.create_group(name, attributes={"species": name, "split": entry["split"], "status": "pending"})
-        for arr, lay in arrays_layout.items():
-            g.create_array(
-                arr,
-                shape=tuple(lay["shape"]),
-                dtype=lay["dtype"],
-                chunks=tuple(lay["chunks"]),
-                shards=None if lay["shards"] is None else tuple(lay["shards"]),
-                compressors=compressor,
-                fill_value=False if lay["dtype"] == "bool" else 0,
-                dimension_names=tuple(lay["dimension_names"]),
-                attributes={"description": attrs["encoding"][arr]["quantity"]},
-            )
+        keep = False
+        if name in on_disk:
+            group = sp[name]
+            gattrs = group.attrs.asdict()
+            marker = gattrs.get("complete")
+            want = volume_sha256.get(name)
+            keep = (gattrs.get("status") == "complete" and isinstance(marker, dict) and want is not None
+                    and isinstance(marker.get("sha256"), dict) and marker["sha256"].get("volume") == want)
+            if keep and gattrs.get("split") != entry["split"]:
+                group.attrs.put({**gattrs, "split": entry["split"]})
+            if not keep:
+                shutil.rmtree(p / "species" / name)
+        if not keep:
+            _create_species_group(sp, entry, attrs, compressor)
+        (kept if keep else reset).append(name)
+    removed = sorted(on_disk - {e["name"] for e in table})
+    for name in removed:
+        shutil.rmtree(p / "species" / name)
+    return {"mode": "updated", "kept": kept, "reset": reset, "removed": removed}
 
 
 # ----------------------------------------------------------------------------------------------

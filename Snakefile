@@ -1,0 +1,32 @@
+# Single-image tomography: the Snakemake workflow (docs/workflow.md).
+#
+#   snakemake --cores all                                   the embedded demo (config.yaml, run: demo)
+#   snakemake --cores all --configfile workflow/configs/paper.yaml       the paper's UTCT dataset
+#   snakemake --report results/<run>/report.html            the HTML report of a finished run
+#
+# The rules live in workflow/rules/: common.smk (settings, ids, helper functions; no rules),
+# data.smk (demo movies -> fetch -> cube -> store -> render per species -> finalize) and
+# report.smk (the report's description). Later rule files (model.smk, evaluate.smk, ...) are
+# included the same way (before or after these) and add their final outputs to `rule all` with
+# `add_targets(...)` from common.smk.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets,
+    default_target: True

@@ -1,0 +1,122 @@
+"""create_store(update=True) and the CLI pieces the Snakemake workflow uses: tomo store-create
+--update --done, tomo store-settings, tomo cube --fetched, tomo finalize --done."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tomodata.cli import main
+from tomodata.store import array_sha256, create_store, finalize_store, open_store, validate_store, write_species
+from tomodata.views import hemisphere_views
+
+N, S, V = 3, 8, 8
+
+
+def entry(name, split="train"):
+    return dict(name=name, split=split, source=f"test {name}", source_checksum="0" * 64,
+                original_shape=[V, V, V], spacing_mm=[1.0, 1.0, 1.0])
+
+
+def volume(k):
+    v = np.zeros((V, V, V), np.float32)
+    v[2:6, 2:6, 2:6] = 0.1 * (k + 1)
+    return v
+
+
+def fill(store, name, k):
+    rots = hemisphere_views(N, seed=0)
+    write_species(store, name, volume=volume(k), rotations=rots,
+                  images=np.full((N, S, S), 0.1 * (k + 1), np.float32))
+
+
+def make(store, names, *, splits=None, n_views=N, **kw):
+    splits = splits or {}
+    table = [entry(n, splits.get(n, "train")) for n in names]
+    hashes = {n: array_sha256(volume(int(n[-1]))) for n in names}
+    return create_store(store, species=table, image_size=S, volume_size=V, steps=8, n_views=n_views,
+                        update=True, volume_sha256=hashes, **kw)
+
+
+def test_update_keeps_unchanged_species_and_resets_the_others(tmp_path):
+    store = tmp_path / "d.zarr"
+    assert make(store, ["sp0", "sp1"])["mode"] == "created"
+    fill(store, "sp0", 0)
+    fill(store, "sp1", 1)
+    finalize_store(store)
+
+    again = make(store, ["sp0", "sp1"], splits={"sp1": "val"})
+    assert again == {"mode": "updated", "kept": ["sp0", "sp1"], "reset": [], "removed": []}
+    assert validate_store(store).ok
+    ds = open_store(store)
+    assert ds.attrs["splits"]["val"] == ["sp1"] and "completion" not in ds.attrs
+    assert ds.species_info("sp1")["split"] == "val"
+
+    # sp1's cube changed (its volume hash differs), sp2 is new, sp0 is dropped
+    table = [entry("sp1"), entry("sp2")]
+    out = create_store(store, species=table, image_size=S, volume_size=V, steps=8, n_views=N, update=True,
+                       volume_sha256={"sp1": "f" * 64, "sp2": array_sha256(volume(2))})
+    assert out == {"mode": "updated", "kept": [], "reset": ["sp1", "sp2"], "removed": ["sp0"]}
+    report = validate_store(store)
+    assert sorted(report.species_to_rebuild) == ["sp1", "sp2"]
+    assert not (store / "species" / "sp0").exists()
+    fill(store, "sp1", 1)
+    fill(store, "sp2", 2)
+    assert finalize_store(store).ok
+
+
+def test_update_with_other_settings_recreates(tmp_path):
+    store = tmp_path / "d.zarr"
+    make(store, ["sp0"])
+    fill(store, "sp0", 0)
+    out = make(store, ["sp0"], n_views=N + 1)
+    assert out["mode"] == "recreated" and out["reset"] == ["sp0"]
+    assert open_store(store).attrs["n_views"] == N + 1 and not validate_store(store).ok
+
+
+def test_existing_store_still_refused_without_update(tmp_path):
+    store = tmp_path / "d.zarr"
+    make(store, ["sp0"])
+    with pytest.raises(FileExistsError):
+        create_store(store, species=[entry("sp0")], image_size=S, volume_size=V, steps=8, n_views=N)
+
+
+def test_cli_workflow_pieces(tmp_path, capsys):
+    src = tmp_path / "src"
+    assert main(["demo-movies", "-o", str(src), "--species", "2", "--held-out", "1", "--movie-size", "24"]) == 0
+    manifest = src / "manifest.tsv"
+    record = tmp_path / "fetched.tsv"
+    capsys.readouterr()
+    assert main(["fetch", str(manifest), "-d", str(tmp_path / "f")]) == 0
+    record.write_text(capsys.readouterr().out)
+    cubes = []
+    for sid in ("procedural_00", "procedural_01"):
+        cube = tmp_path / f"{sid}.npz"
+        assert main(["cube", "--fetched", str(record), "--id", sid, "--manifest", str(manifest), "-o", str(cube),
+                     "--size", "16"]) == 0
+        cubes.append(str(cube))
+    with pytest.raises(SystemExit):
+        main(["cube", "--fetched", str(record), "--id", "nope", "-o", str(tmp_path / "x.npz")])
+
+    settings = tmp_path / "settings.json"
+    assert main(["store-settings", "-o", str(settings), "--views", "3", "--size", "16", "--steps", "16",
+                 "--volume-size", "16"]) == 0
+    assert json.loads(settings.read_text())["n_views"] == 3
+
+    store = tmp_path / "d.zarr"
+    opts = ["--views", "3", "--size", "16", "--steps", "16", "--volume-size", "16", "--update"]
+    created = tmp_path / "created.json"
+    assert main(["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts,
+                 "--done", str(created)]) == 0
+    assert json.loads(created.read_text())["mode"] == "created"
+    for cube in cubes:
+        assert main(["render-species", str(store), "--cube", cube, "--backend", "cpu"]) == 0
+    final = tmp_path / "final.json"
+    assert main(["finalize", str(store), "--done", str(final)]) == 0
+    done = json.loads(final.read_text())
+    assert done["ok"] is True and done["n_species"] == 2 and done["completion"]["ok"] is True
+
+    assert main(["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts,
+                 "--done", str(created)]) == 0
+    assert json.loads(created.read_text())["kept"] == ["procedural_00", "procedural_01"]
+    assert validate_store(store).ok

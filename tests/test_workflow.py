@@ -1,0 +1,334 @@
+"""The Snakemake workflow (Snakefile, workflow/): lint, dry runs of the shipped configs, and real runs
+of tiny configs in temporary folders: a full build, nothing to do on a second run, the report,
+editing one manifest row re-running only that specimen's chain, options that re-run nothing, and
+recovery after the run is killed while species are rendering.
+
+Snakemake runs as a subprocess (`python -m snakemake --snakefile <repo>/Snakefile --directory TMP`),
+so the working folder, its .snakemake/ metadata and all outputs live in pytest's tmp folders.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # `tomo` beside this python
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return env
+
+
+def smk(workdir: Path, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run snakemake on the repository's Snakefile in ``workdir``; stdout and stderr together."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+           "--workflow-profile", "none", *args]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> list[tuple[str, str | None]]:
+    """(rule, id) of every job a dry run would run, without `all`, sorted."""
+    out = smk(workdir, "-n", *args).stdout
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n)", out):
+        m = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if not m or m.group(1) == "all":
+            continue
+        w = re.search(r"^\s+wildcards: id=(\S+)", block, re.M)
+        jobs.append((m.group(1), w.group(1) if w else None))
+    return sorted(jobs, key=lambda j: (j[0], j[1] or ""))
+
+
+def write_config(workdir: Path, run: str, data: dict, **dataset) -> Path:
+    cfg = {
+        "run": run,
+        "data": data,
+        "dataset": {"n_views": 4, "view_seed": 0, "image_size": 32, "steps": 32, "chi": 10.0,
+                    "volume_size": 32, "encoding": "uint16", **dataset},
+        "render": {"backend": "cpu", "batch": 64},
+        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
+        "model": {"preset": "demo"},
+    }
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def validate(store: Path):
+    from tomodata.store import validate_store
+
+    return validate_store(store)
+
+
+def copy_workdir(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------- static
+def test_config_files_match_the_schema():
+    import jsonschema
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for name in ("config.yaml", "workflow/configs/paper.yaml", "workflow/configs/micro-ct.yaml"):
+        cfg = yaml.safe_load((ROOT / name).read_text())
+        errors = [e.message for e in validator.iter_errors(cfg)]
+        assert not errors, f"{name}: {errors}"
+    bad = yaml.safe_load((ROOT / "config.yaml").read_text())
+    bad["render"]["backend"] = "gpu"
+    assert list(validator.iter_errors(bad))
+
+
+def test_paper_and_micro_ct_configs():
+    from tomodata.manifest import load_manifest
+
+    paper = yaml.safe_load((ROOT / "workflow/configs/paper.yaml").read_text())
+    assert paper["dataset"] == {"n_views": 1332, "view_seed": 0, "image_size": 256, "steps": 128, "chi": 10.0,
+                                "volume_size": 128, "encoding": "uint16"}
+    assert paper["model"]["preset"] == "paper"
+    assert (ROOT / paper["data"]["manifest"]).is_file()
+    micro = yaml.safe_load((ROOT / "workflow/configs/micro-ct.yaml").read_text())
+    table = load_manifest(ROOT / micro["data"]["manifest"])
+    assert len(table) == 15 and list(table["split"]).count("train") == 12 and list(table["split"]).count("test") == 3
+    assert set(table["source_kind"]) <= {"dicom", "tiff", "image_folder", "nrrd", "nifti"}
+    assert micro["data"]["fetch"]["in_place"] is True
+
+
+def test_lint_is_clean(tmp_path):
+    out = smk(tmp_path, "--lint", "--configfile", str(ROOT / "config.yaml")).stdout
+    assert "Congratulations, your workflow is in a good condition!" in out, out
+
+
+def test_paper_dry_run_offline(tmp_path):
+    """The paper's config with the template manifest (placeholder URLs): a dry run plans one chain
+    per specimen and touches nothing (no fetch, no output folders)."""
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
+    jobs = planned_jobs(tmp_path, "--configfile", str(ROOT / "workflow/configs/paper.yaml"))
+    ids = ["Didelphis_virginiana", "Ornithorhynchus_anatinus", "Tamandua_tetradactyla"]
+    expected = sorted([(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
+                      + [("store_create", None), ("store_finalize", None), ("store_settings", None)],
+                      key=lambda j: (j[0], j[1] or ""))
+    assert jobs == expected
+    for folder in ("resources", "results", "logs", "benchmarks"):
+        assert not (tmp_path / folder).exists()
+
+
+def test_micro_ct_reads_local_folders_in_place(tmp_path):
+    """micro-ct.yaml reads each scan folder where it is: a dry run with the placeholder manifest
+    stops on the first missing folder, named."""
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
+    proc = smk(tmp_path, "-n", "--configfile", str(ROOT / "workflow/configs/micro-ct.yaml"), check=False)
+    assert proc.returncode != 0
+    assert "MissingInputException" in proc.stdout and "/data/mice/mouse_" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------- the demo
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory):
+    """The demo path (tomo demo-movies -> fetch -> cube -> store -> render -> finalize) at tiny size:
+    3 species (2 train + 1 val), 32³ movies and cubes, 4 views of 32² with 32 steps."""
+    work = tmp_path_factory.mktemp("demo")
+    config = write_config(work, "tiny", {"source": "demo", "demo": {"species": 3, "held_out": 1, "movie_size": 32}})
+    t0 = time.monotonic()
+    proc = smk(work, "--cores", "2", "--configfile", str(config))
+    return work, config, proc, time.monotonic() - t0
+
+
+def test_demo_builds_a_valid_store(demo_build):
+    work, _, proc, seconds = demo_build
+    results = work / "results/tiny"
+    report = validate(results / "dataset.zarr")
+    assert report.ok, report.summary()
+    from tomodata.store import open_store
+
+    store = open_store(results / "dataset.zarr")
+    assert store.attrs["splits"]["train"] == ["procedural_00", "procedural_01"]
+    assert store.attrs["splits"]["val"] == ["procedural_02"]
+    assert store.attrs["n_views"] == 4 and store.attrs["image_size"] == 32 and store.attrs["volume_size"] == 32
+    assert store.attrs["completion"]["ok"] is True
+    for sid in ("procedural_00", "procedural_01", "procedural_02"):
+        assert (results / "species" / f"{sid}.done.json").is_file()
+        assert (results / "previews" / f"{sid}_sheet.png").is_file()
+        assert (work / "logs/tiny/render_species" / f"{sid}.log").is_file()
+        assert (work / "benchmarks/tiny/cube" / f"{sid}.tsv").is_file()
+        assert (work / "resources/tiny/cubes" / f"{sid}.npz").is_file()
+    assert (work / "resources/tiny/manifest.tsv").is_file()
+    assert (results / "dataset.final.json").is_file()
+    print(f"tiny demo build: {seconds:.1f} s")
+
+
+def test_second_run_has_nothing_to_do(demo_build):
+    work, config, _, _ = demo_build
+    out = smk(work, "--cores", "2", "--configfile", str(config)).stdout
+    assert "Nothing to be done" in out, out
+
+
+def test_report(demo_build):
+    work, config, _, _ = demo_build
+    smk(work, "--configfile", str(config), "--report", "results/tiny/report.html")
+    html = (work / "results/tiny/report.html").read_text(encoding="utf-8", errors="replace")
+    assert "procedural_02_sheet.png" in html and "dataset.final.json" in html
+    assert "Single-image tomography: run" in html
+
+
+def test_default_profile(demo_build):
+    work, config, _, _ = demo_build
+    out = smk(work, "-n", "--configfile", str(config), "--workflow-profile",
+              str(ROOT / "workflow/profiles/default")).stdout
+    assert "Nothing to be done" in out, out
+
+
+# ---------------------------------------------------------------------------------------- a manifest
+@pytest.fixture(scope="module")
+def manifest_build(tmp_path_factory):
+    """The manifest path: slice movies made by `tomo demo-movies`, listed by file path in a
+    manifest of the test's own (3 species: 2 train + 1 val), built once."""
+    src = tmp_path_factory.mktemp("movies")
+    subprocess.run([str(BIN / "tomo"), "demo-movies", "-o", str(src), "--species", "3", "--held-out", "1",
+                    "--movie-size", "32"], check=True, capture_output=True, env=_env())
+    lines = (src / "manifest.tsv").read_text().splitlines()
+    header = lines[1].split("\t")
+    rows = []
+    for line in lines[2:]:
+        cells = dict(zip(header, line.split("\t")))
+        cells["source"] = str(src / cells["source"])  # an absolute file path
+        rows.append(cells)
+    work = tmp_path_factory.mktemp("manifest")
+    write_manifest(work / "specimens.tsv", header, rows)
+    config = write_config(work, "mf", {"source": "manifest", "manifest": "specimens.tsv"})
+    smk(work, "--cores", "2", "--configfile", str(config))
+    return work, header, rows
+
+
+def write_manifest(path: Path, header: list[str], rows: list[dict]) -> None:
+    path.write_text("\t".join(header) + "\n" + "".join("\t".join(r[c] for c in header) + "\n" for r in rows))
+
+
+def test_manifest_build_is_valid(manifest_build):
+    work, _, rows = manifest_build
+    report = validate(work / "results/mf/dataset.zarr")
+    assert report.ok, report.summary()
+    for r in rows:
+        assert (work / "resources/mf/fetched" / r["id"] / Path(r["source"]).name).is_file()
+
+
+def test_editing_one_row_reruns_only_its_chain(manifest_build, tmp_path):
+    src, header, rows = manifest_build
+    work = copy_workdir(src, tmp_path / "w")
+    config = work / "config.yaml"
+    done = {r["id"]: (work / "results/mf/species" / f"{r['id']}.done.json").stat().st_mtime_ns for r in rows}
+
+    # transport and renderer options are not part of any output: nothing to do
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["fetch"] = {"rate": 5.0, "retries": 7}
+    cfg["render"]["batch"] = 2
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+
+    # another slice spacing for one specimen (anisotropic: its cube changes): its cube and render,
+    # the store update (which resets that species only) and finalize
+    edited = [dict(r) for r in rows]
+    target = edited[1]["id"]
+    z, y, x = (float(v) for v in edited[1]["spacing_mm"].split(","))
+    edited[1]["spacing_mm"] = f"{1.5 * z:.6g},{y:.6g},{x:.6g}"
+    write_manifest(work / "specimens.tsv", header, edited)
+    jobs = planned_jobs(work, "--configfile", str(config))
+    assert jobs == [("cube", target), ("render_species", target), ("store_create", None), ("store_finalize", None)]
+
+    smk(work, "--cores", "2", "--configfile", str(config))
+    report = validate(work / "results/mf/dataset.zarr")
+    assert report.ok, report.summary()
+    import json
+
+    created = json.loads((work / "results/mf/dataset.created.json").read_text())
+    assert created["mode"] == "updated" and created["reset"] == [target]
+    assert sorted(created["kept"]) == sorted(r["id"] for r in rows if r["id"] != target)
+    for sid, mtime in done.items():
+        now = (work / "results/mf/species" / f"{sid}.done.json").stat().st_mtime_ns
+        assert (now != mtime) == (sid == target), sid
+    from tomodata.store import open_store
+
+    entry = open_store(work / "results/mf/dataset.zarr").species_info(target)
+    assert entry["spacing_mm"] == pytest.approx([1.5 * z, y, x], rel=1e-5)
+
+    # a new split for one specimen changes the table only: store update and finalize, no render
+    edited[0]["split"] = "test"
+    write_manifest(work / "specimens.tsv", header, edited)
+    assert planned_jobs(work, "--configfile", str(config)) == [("store_create", None), ("store_finalize", None)]
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = parent.children(recursive=True) + [parent]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path):
+    """New dataset settings re-render every species; SIGKILL snakemake and its jobs as soon as a
+    render job runs; --rerun-incomplete then finishes with a valid store."""
+    src, _, rows = manifest_build
+    work = copy_workdir(src, tmp_path / "w")
+    config = work / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    cfg["dataset"]["n_views"] = 6
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(work, "--configfile", str(config))
+    assert jobs == sorted([("render_species", r["id"]) for r in rows]
+                          + [("store_create", None), ("store_finalize", None), ("store_settings", None)])
+    shutil.rmtree(work / "logs")
+    logs = work / "logs/mf/render_species"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(work),
+           "--workflow-profile", "none", "--cores", "2", "--configfile", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (logs.is_dir() and any(logs.iterdir())):
+            assert proc.poll() is None, "snakemake ended before any render job started"
+            assert time.monotonic() < deadline, "no render job started within 120 s"
+            time.sleep(0.02)
+    finally:
+        _kill_tree(proc.pid)
+    proc.wait(timeout=10)
+    assert not validate(work / "results/mf/dataset.zarr").ok  # killed mid-way: species missing
+    assert any((work / ".snakemake/incomplete").iterdir())  # Snakemake's record of the killed jobs
+
+    smk(work, "--unlock", "--configfile", str(config))
+    smk(work, "--cores", "2", "--rerun-incomplete", "--configfile", str(config))
+    report = validate(work / "results/mf/dataset.zarr")
+    assert report.ok, report.summary()
+    from tomodata.store import open_store
+
+    assert open_store(work / "results/mf/dataset.zarr").attrs["n_views"] == 6
+    assert "Nothing to be done" in smk(work, "-n", "--configfile", str(config)).stdout

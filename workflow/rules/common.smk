@@ -1,0 +1,231 @@
+# Shared settings, specimen ids and helper functions of the workflow (no rules here, so that the
+# rule files stay declarative). Everything is computed at parse time from the validated config.
+#
+# Paths (RUN = config["run"]):
+#   resources/RUN/   decoded and downloaded inputs: the demo's movies + manifest, fetched sources
+#                    (fetched/<id>/...) with their fetch records (fetched/<id>.tsv), cubes/<id>.npz
+#   results/RUN/     dataset.zarr (the store), its markers dataset.settings.json,
+#                    dataset.created.json, species/<id>.done.json, dataset.final.json;
+#                    previews/<id>_*.png; report.html (snakemake --report)
+#   logs/RUN/<rule>/, benchmarks/RUN/<rule>/    one file per job
+#
+# Rerun policy (docs/workflow.md, "Incremental runs"). Snakemake re-runs a job when an input is
+# newer than its outputs, when the set of its input files, its shell command or one of its `params`
+# changed. The params hold exactly what determines a job's output: the manifest row's fields for
+# that specimen, the cube and dataset settings. Options that do not change an output (download
+# rate, retries, renderer backend, batch size) are passed as `Untracked` values, which Snakemake
+# does not record, so changing them re-runs nothing. The manifest is an `ancient()` input: editing
+# one row re-runs only the jobs whose params changed, i.e. that specimen's chain.
+
+import os
+import shlex
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from snakemake.exceptions import WorkflowError
+from tomodata.demo import MOVIE_CODECS
+from tomodata.manifest import load_manifest, manifest_schema, split_sources
+
+RUN = config["run"]
+RESOURCES = f"resources/{RUN}"
+RESULTS = f"results/{RUN}"
+LOGS = f"logs/{RUN}"
+BENCHMARKS = f"benchmarks/{RUN}"
+STORE = f"{RESULTS}/dataset.zarr"
+
+DATA = config["data"]
+DATASET = config["dataset"]
+RENDER = config["render"]
+DEMO = DATA["source"] == "demo"
+IN_PLACE = bool(DATA["fetch"]["in_place"]) and not DEMO
+
+# conda environments (paths relative to the rule files in workflow/rules/); the post-deploy
+# scripts beside them install this project into the environment (docs/workflow.md)
+ENV_TOMODATA = "../../envs/tomodata.yaml"
+ENV_RENDER = "../../envs/tomodata-gpu.yaml" if RENDER["backend"] == "cuda" else ENV_TOMODATA
+GPU_RENDER = 1 if RENDER["backend"] == "cuda" else 0
+
+# the post-deploy scripts of the conda environments find the project through this variable
+os.environ.setdefault("TOMO_PROJECT_DIR", str(Path(workflow.basedir).resolve()))
+
+# specimen ids as the manifest schema allows them; they name folders, files and store species
+ID_PATTERN = manifest_schema()["properties"]["id"]["pattern"].lstrip("^").rstrip("$")
+
+
+wildcard_constraints:
+    id=ID_PATTERN,
+
+
+# ------------------------------------------------------------------------------ specimens
+if DEMO:
+    # The demo's manifest is made by a job (demo_movies), so it cannot be read at parse time; its
+    # ids and splits are fixed by the config: tomodata.demo.write_demo_movies names species k
+    # "procedural_<k:02d>" and gives the last `held_out` of them split val.
+    _n, _held = DATA["demo"]["species"], DATA["demo"]["held_out"]
+    if not 1 <= _held < _n:
+        raise WorkflowError(f"data.demo.held_out must be in [1, {_n - 1}] for {_n} species, got {_held}")
+    MANIFEST = f"{RESOURCES}/manifest.tsv"
+    DEMO_SUFFIX = MOVIE_CODECS[DATA["demo"]["codec"]][1]
+    IDS = [f"procedural_{k:02d}" for k in range(_n)]
+    SPLITS = {sid: ("val" if k >= _n - _held else "train") for k, sid in enumerate(IDS)}
+    ROWS = {}
+else:
+    MANIFEST = DATA["manifest"]
+    if not MANIFEST:
+        raise WorkflowError("data.source is 'manifest' but data.manifest (the manifest TSV) is not set")
+    if not Path(MANIFEST).is_file():
+        raise WorkflowError(f"data.manifest: {MANIFEST} does not exist (relative to {Path.cwd()})")
+    TABLE = load_manifest(MANIFEST)  # validated: a broken manifest stops here, every error listed
+    IDS = list(TABLE["id"])
+    ROWS = {row["id"]: row for row in TABLE.to_dict(orient="records")}
+    SPLITS = {sid: row["split"] for sid, row in ROWS.items()}
+
+
+# ------------------------------------------------------------------------------ targets
+_TARGETS = []
+
+
+def add_targets(*paths):
+    """Add final outputs to `rule all` (rule files call this at parse time, in any order)."""
+    _TARGETS.extend(str(p) for p in paths)
+
+
+def all_targets(wildcards):
+    return list(_TARGETS)
+
+
+# ------------------------------------------------------------------------------ parameters
+class Untracked:
+    """A parameter that reaches the shell command but is not recorded by Snakemake.
+
+    Snakemake records a job's params only when they are plain Python values (str, numbers, lists,
+    dicts, ...), so an instance of this class never makes a job re-run when it changes. Use it for
+    options that do not change a job's output.
+    """
+
+    def __init__(self, text):
+        self.text = str(text)
+
+    def __str__(self):
+        return self.text
+
+    def __format__(self, spec):
+        return format(self.text, spec)
+
+    def __repr__(self):
+        return f"Untracked({self.text!r})"
+
+
+def _opts(pairs):
+    """'--key value' for every pair whose value is not None; True gives a bare flag."""
+    out = []
+    for key, value in pairs:
+        if value is None or value is False:
+            continue
+        out.append(key if value is True else f"{key} {shlex.quote(str(value))}")
+    return " ".join(out)
+
+
+def res(rule_name, key):
+    """threads, mem_mb or runtime (minutes) of a rule: config resources.<rule>, else .default."""
+    spec = dict(config["resources"]["default"])
+    spec.update(config["resources"].get(rule_name) or {})
+    return spec[key]
+
+
+def split_of(wildcards):
+    return SPLITS[wildcards.id]
+
+
+def demo_params():
+    """What the demo movies depend on (the species count and split only add or relabel species)."""
+    d = DATA["demo"]
+    return {"movie_size": d["movie_size"], "codec": d["codec"], "seed": d["seed"]}
+
+
+def demo_movie(wildcards):
+    return ancient(f"{RESOURCES}/movies/{wildcards.id}{DEMO_SUFFIX}") if DEMO else []
+
+
+def fetch_row(wildcards):
+    """Tracked: what is fetched for this specimen."""
+    if DEMO:
+        return demo_params()
+    row = ROWS[wildcards.id]
+    return {"source": row["source"], "source_kind": row["source_kind"]}
+
+
+def fetch_options():
+    f = DATA["fetch"]
+    return Untracked(_opts([("--rate", f["rate"]), ("--retries", f["retries"]),
+                            ("--timeout", f["timeout"]), ("--mirror", f["mirror"])]))
+
+
+def _local_source(sid):
+    """The first local alternative (path or file:// URL) of a specimen's source, as a path."""
+    base = Path(TABLE.attrs["base_dir"])
+    for alt in split_sources(ROWS[sid]["source"]):
+        url = urlparse(alt)
+        if url.scheme == "file":
+            path = Path(unquote(url.path))
+        elif "://" in alt:
+            continue
+        else:
+            path = Path(alt)
+        return str(path if path.is_absolute() else base / path)
+    raise WorkflowError(f"data.fetch.in_place is set but specimen {sid!r} has no local source "
+                        f"(a path or file:// URL): {ROWS[sid]['source']!r}")
+
+
+def cube_scan(wildcards):
+    """The cube's input: the fetch record, or with data.fetch.in_place the local source itself."""
+    if IN_PLACE:
+        return _local_source(wildcards.id)
+    return f"{RESOURCES}/fetched/{wildcards.id}.tsv"
+
+
+def cube_scan_arg(wildcards, input):
+    if IN_PLACE:
+        return shlex.quote(str(input.scan))
+    return f"--fetched {shlex.quote(str(input.scan))}"
+
+
+def cube_row(wildcards):
+    """Tracked: the manifest fields that the cube of this specimen depends on."""
+    if DEMO:
+        return demo_params()
+    row = ROWS[wildcards.id]
+    return {"spacing_mm": row["spacing_mm"], "slice_axis": row["slice_axis"]}
+
+
+def cube_options():
+    c = DATA["cube"]
+    window = None if c["window"] is None else ",".join(str(v) for v in c["window"])
+    return _opts([("--size", DATASET["volume_size"]), ("--background", c["background"]),
+                  ("--window", window), ("--allow-default-spacing", c["allow_default_spacing"])])
+
+
+def dataset_options():
+    """Tracked: the store's settings (every species' data depends on them)."""
+    d = DATASET
+    return _opts([("--views", d["n_views"]), ("--seed", d["view_seed"]), ("--size", d["image_size"]),
+                  ("--steps", d["steps"]), ("--chi", d["chi"]), ("--volume-size", d["volume_size"]),
+                  ("--encoding", d["encoding"])])
+
+
+def species_table():
+    """Tracked: the manifest fields the store's species table takes (besides the cubes' records)."""
+    if DEMO:
+        return {sid: SPLITS[sid] for sid in IDS}
+    keys = ("species", "split", "source", "source_kind", "sha256", "licence")
+    return {sid: {k: ROWS[sid][k] for k in keys} for sid in IDS}
+
+
+def config_file():
+    """Untracked: the config file recorded in the store's provenance (the last --configfile)."""
+    files = list(workflow.overwrite_configfiles or []) or ["config.yaml"]
+    return Untracked(shlex.quote(str(files[-1])))
+
+
+def render_options():
+    return Untracked(_opts([("--backend", RENDER["backend"]), ("--batch", RENDER["batch"])]))

@@ -1,0 +1,207 @@
+# The data part: specimens -> density cubes -> x-rays in the sharded Zarr store (DESIGN §2).
+#
+#   demo_movies (demo only, 1 job)   procedural species as slice movies + resources/RUN/manifest.tsv
+#   fetch        (1 job / specimen)   tomo fetch --only ID: the source into resources/RUN/fetched/ID/,
+#                                     its record (id, how, sha256, path) in resources/RUN/fetched/ID.tsv
+#   cube         (1 job / specimen)   tomo cube: the fetched scan -> resources/RUN/cubes/ID.npz
+#   store_settings (1 job)            tomo store-settings: results/RUN/dataset.settings.json
+#   store_create (1 job)              tomo store-create --update: the store's metadata and empty
+#                                     arrays; keeps species whose volume is unchanged
+#   render_species (1 job / specimen) tomo render-species: that species' shards only, previews, and
+#                                     the marker results/RUN/species/ID.done.json
+#   store_finalize (1 job)            tomo finalize: validates every species, writes the completion
+#
+# The store (results/RUN/dataset.zarr) is written by several rules, so no rule declares it as its
+# output: marker files stand for its states (created, one per species, final). render_species
+# re-runs when its cube changes or when the store's settings change: store_settings (tomo
+# store-settings, params = the dataset settings) rewrites results/RUN/dataset.settings.json only
+# then. It takes the created marker as `ancient()`, so an update of the store's species table
+# (another split, a new specimen, another specimen's cube) re-renders nothing else: tomo
+# store-create --update keeps every species whose stored volume equals its cube and resets the
+# others, exactly those whose render job re-runs.
+
+if DEMO:
+
+    rule demo_movies:
+        output:
+            manifest=f"{RESOURCES}/manifest.tsv",
+            movies=expand(f"{RESOURCES}/movies/{{id}}{DEMO_SUFFIX}", id=IDS),
+        params:
+            demo=demo_params(),
+            species=DATA["demo"]["species"],
+            held_out=DATA["demo"]["held_out"],
+            outdir=lambda wildcards, output: os.path.dirname(output.manifest),
+        log:
+            f"{LOGS}/demo_movies/demo_movies.log",
+        benchmark:
+            f"{BENCHMARKS}/demo_movies/demo_movies.tsv"
+        threads: res("demo_movies", "threads")
+        resources:
+            mem_mb=res("demo_movies", "mem_mb"),
+            runtime=res("demo_movies", "runtime"),
+        conda:
+            ENV_TOMODATA
+        shell:
+            "tomo demo-movies -o {params.outdir} --species {params.species} --held-out {params.held_out}"
+            " --movie-size {params.demo[movie_size]} --codec {params.demo[codec]} --seed {params.demo[seed]}"
+            " > {log} 2>&1"
+
+
+rule fetch:
+    input:
+        manifest=ancient(MANIFEST),
+        movie=demo_movie,
+    output:
+        record=f"{RESOURCES}/fetched/{{id}}.tsv",
+    params:
+        row=fetch_row,
+        dest=lambda wildcards, output: os.path.dirname(output.record),
+        options=fetch_options(),
+    log:
+        f"{LOGS}/fetch/{{id}}.log",
+    benchmark:
+        f"{BENCHMARKS}/fetch/{{id}}.tsv"
+    threads: res("fetch", "threads")
+    resources:
+        mem_mb=res("fetch", "mem_mb"),
+        runtime=res("fetch", "runtime"),
+    conda:
+        ENV_TOMODATA
+    shell:
+        "tomo fetch {input.manifest:q} -d {params.dest:q} --only {wildcards.id} {params.options}"
+        " > {output.record:q} 2> {log:q}"
+
+
+rule cube:
+    input:
+        scan=cube_scan,
+        manifest=ancient(MANIFEST),
+    output:
+        cube=f"{RESOURCES}/cubes/{{id}}.npz",
+    params:
+        row=cube_row,
+        scan=cube_scan_arg,
+        options=cube_options(),
+    log:
+        f"{LOGS}/cube/{{id}}.log",
+    benchmark:
+        f"{BENCHMARKS}/cube/{{id}}.tsv"
+    threads: res("cube", "threads")
+    resources:
+        mem_mb=res("cube", "mem_mb"),
+        runtime=res("cube", "runtime"),
+    conda:
+        ENV_TOMODATA
+    shell:
+        "tomo cube {params.scan} -o {output.cube:q} --manifest {input.manifest:q} --id {wildcards.id}"
+        " {params.options} > {log:q} 2>&1"
+
+
+rule store_settings:
+    output:
+        settings=f"{RESULTS}/dataset.settings.json",
+    params:
+        settings=dataset_options(),
+    log:
+        f"{LOGS}/store_settings/store_settings.log",
+    benchmark:
+        f"{BENCHMARKS}/store_settings/store_settings.tsv"
+    threads: res("store_settings", "threads")
+    resources:
+        mem_mb=res("store_settings", "mem_mb"),
+        runtime=res("store_settings", "runtime"),
+    conda:
+        ENV_TOMODATA
+    shell:
+        "tomo store-settings -o {output.settings:q} {params.settings} > {log:q} 2>&1"
+
+
+rule store_create:
+    input:
+        settings=f"{RESULTS}/dataset.settings.json",
+        cubes=expand(f"{RESOURCES}/cubes/{{id}}.npz", id=IDS),
+        manifest=ancient(MANIFEST),
+    output:
+        created=f"{RESULTS}/dataset.created.json",
+    params:
+        store=STORE,
+        settings=dataset_options(),
+        table=species_table(),
+        config=config_file(),
+    log:
+        f"{LOGS}/store_create/store_create.log",
+    benchmark:
+        f"{BENCHMARKS}/store_create/store_create.tsv"
+    threads: res("store_create", "threads")
+    resources:
+        mem_mb=res("store_create", "mem_mb"),
+        runtime=res("store_create", "runtime"),
+    conda:
+        ENV_TOMODATA
+    shell:
+        "tomo store-create {params.store:q} --manifest {input.manifest:q} --cubes {input.cubes:q}"
+        " {params.settings} --config {params.config} --update --done {output.created:q} > {log:q} 2>&1"
+
+
+rule render_species:
+    input:
+        cube=f"{RESOURCES}/cubes/{{id}}.npz",
+        settings=f"{RESULTS}/dataset.settings.json",
+        created=ancient(f"{RESULTS}/dataset.created.json"),
+    output:
+        done=f"{RESULTS}/species/{{id}}.done.json",
+        sheet=report(
+            f"{RESULTS}/previews/{{id}}_sheet.png",
+            caption="../report/previews.rst",
+            category="Previews",
+            subcategory=split_of,
+            labels=lambda wildcards: {"species": wildcards.id, "split": SPLITS[wildcards.id]},
+        ),
+    params:
+        store=STORE,
+        previews=lambda wildcards, output: os.path.dirname(output.sheet),
+        options=render_options(),
+    log:
+        f"{LOGS}/render_species/{{id}}.log",
+    benchmark:
+        f"{BENCHMARKS}/render_species/{{id}}.tsv"
+    threads: res("render_species", "threads")
+    resources:
+        mem_mb=res("render_species", "mem_mb"),
+        runtime=res("render_species", "runtime"),
+        gpu=GPU_RENDER,
+    conda:
+        ENV_RENDER
+    shell:
+        "NUMBA_NUM_THREADS={threads} tomo render-species {params.store:q} --cube {input.cube:q}"
+        " --name {wildcards.id} {params.options} --previews {params.previews:q} --done {output.done:q}"
+        " > {log:q} 2>&1"
+
+
+rule store_finalize:
+    input:
+        created=f"{RESULTS}/dataset.created.json",
+        done=expand(f"{RESULTS}/species/{{id}}.done.json", id=IDS),
+    output:
+        final=report(
+            f"{RESULTS}/dataset.final.json",
+            caption="../report/dataset.rst",
+            category="Dataset",
+        ),
+    params:
+        store=STORE,
+    log:
+        f"{LOGS}/store_finalize/store_finalize.log",
+    benchmark:
+        f"{BENCHMARKS}/store_finalize/store_finalize.tsv"
+    threads: res("store_finalize", "threads")
+    resources:
+        mem_mb=res("store_finalize", "mem_mb"),
+        runtime=res("store_finalize", "runtime"),
+    conda:
+        ENV_TOMODATA
+    shell:
+        "tomo finalize {params.store:q} --done {output.final:q} > {log:q} 2>&1"
+
+
+add_targets(f"{RESULTS}/dataset.final.json")
