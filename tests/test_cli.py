@@ -115,3 +115,26 @@ def test_train_evaluate_figures_apps(tmp_path, capsys):
     assert main(["apps", store, "--checkpoint", str(run / "last.pt"), "--eval", str(ev), "-o", str(tmp_path / "apps"),
                  "--examples", "1", "--frames", "4"]) == 0
     assert len(list((tmp_path / "apps").glob("*.gif"))) == 2
+
+
+def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
+    import torch
+
+    from model.network import NetworkConfig, TomographyNet
+    from model.train import TrainConfig, save_checkpoint
+
+    net = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
+    model = TomographyNet(net)
+    opt = torch.optim.Adam(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    save_checkpoint(tmp_path / "c.pt", model=model, optimizer=opt, scheduler=sched, step=0, net=net,
+                    cfg=TrainConfig(), data={"chi": 10.0})
+    xray = shared_data / "real" / "xray" / "00000001_000.png"
+    assert main(["infer", str(xray), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "v.nii.gz")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    import nibabel
+
+    img = nibabel.load(tmp_path / "v.nii.gz")
+    assert img.shape == (512, 512, 16)
+    assert main(["infer", str(tmp_path / "c.pt"), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "w.nrrd")]) == 2
+    assert not (tmp_path / "w.nrrd").exists()

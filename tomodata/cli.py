@@ -15,6 +15,7 @@
     tomo evaluate STORE --checkpoint C -o EVAL  ours vs NN and Oracle on the held-out species
     tomo figures --eval EVAL -o FIGS            the paper's figures (PNG)
     tomo apps STORE --checkpoint C --eval EVAL -o DIR   novel views, cut-away, stereo, colour
+    tomo infer XRAY --checkpoint C -o OUT.nrrd  a volume from a real radiograph
     tomo model-info --preset paper              parameters and FLOPs of the network
     tomo train STORE -o RUN --preset demo       train (resumable; torchrun for several GPUs)
     tomo bench render                           ms per view of the renderer, per backend
@@ -453,6 +454,19 @@ def cmd_apps(a) -> int:
     return 0
 
 
+def cmd_infer(a) -> int:
+    from model.infer import infer_file
+
+    record = infer_file(a.xray, a.checkpoint, a.output, gamma=a.gamma, fusion=not a.no_fusion, beta=a.beta,
+                        polarity=a.polarity, square=a.square, previews=not a.no_previews, device=a.device,
+                        max_size=a.max_size)
+    o = record["output"]
+    print(f"wrote {o['path']}: {tuple(o['shape_zyx'])} (z, y, x), spacing {tuple(o['spacing_zyx'])} "
+          f"({o['spacing_unit']}); polarity {'inverted' if record['polarity']['inverted'] else 'kept'}; "
+          f"record {Path(o['path']).with_suffix('').with_suffix('')}.json")
+    return 0
+
+
 def cmd_validate(a) -> int:
     from .store import validate_store
 
@@ -471,6 +485,14 @@ def cmd_bench(a) -> int:
     if a.threads:
         numba.set_num_threads(a.threads)
     print(machine_summary())
+    if a.what == "infer":
+        from model.infer import bench_infer
+
+        r = bench_infer(net=a.preset, size=a.size, fuse_to=a.fuse_to, repeats=a.repeats)
+        print(f"infer {a.preset} network {a.size}² + fusion to {a.fuse_to}²: {r['seconds']:.2f} s "
+              f"(network {r['network_s']:.2f} s, fusion {r['fusion_s']:.2f} s, {r['threads']} threads, "
+              f"1-min load {r['loadavg_1min']:.1f})")
+        return 0
     if a.what == "cube":
         from .resample import bench_to_cube
 
@@ -723,6 +745,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     q.set_defaults(func=cmd_apps)
 
+    q = sub.add_parser("infer", help="a 3D volume from one real x-ray", description=(
+        "Reconstruct a view volume from a radiograph (PNG/TIFF/JPEG 8/16-bit, grey/RGB/RGBA, DICOM): polarity "
+        "fixed (bone dense), optional gamma undo, cropped or padded to square, the network, fusion at the "
+        "input's resolution; writes OUT (.nrrd, .nii or .nii.gz, with spacing), preview PNGs and a JSON record."))
+    q.add_argument("xray", help="the radiograph")
+    q.add_argument("--checkpoint", required=True, help="the trained checkpoint")
+    q.add_argument("-o", "--output", required=True, help="output volume: .nrrd, .nii or .nii.gz")
+    q.add_argument("--gamma", type=float, help="undo a display curve: value = value ** GAMMA (2.2 undoes v**(1/2.2))")
+    q.add_argument("--no-fusion", action="store_true", help="the network's volume upsampled, without fusion")
+    q.add_argument("--beta", type=float, default=2.0, help="fusion sharpness β (default %(default)s)")
+    q.add_argument("--polarity", choices=["auto", "keep", "invert"], default="auto", help="bone bright (default auto)")
+    q.add_argument("--square", choices=["crop", "pad"], default="crop", help="make the image square (default crop)")
+    q.add_argument("--max-size", type=_positive_int, help="cap the output's lateral resolution")
+    q.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=cmd_infer)
+
     q = sub.add_parser("validate", help="validate a dataset store", description=(
         "Check a dataset store: attributes, every species complete, shapes, checksums. "
         "Exit status 1 and the species to rebuild when it is not valid."))
@@ -733,7 +772,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("bench", help="benchmarks (render, cube)", description=(
         "Time the renderer (ms per view of render_xrays and view_volumes per available backend) or the "
         "resampling of a uint8 stack to the cube."))
-    q.add_argument("what", choices=["render", "cube"], help="what to benchmark: the renderer, or to_cube resampling")
+    q.add_argument("what", choices=["render", "cube", "infer"],
+                   help="what to benchmark: the renderer, to_cube resampling, or inference (network + fusion)")
+    q.add_argument("--preset", choices=["paper", "demo"], default="paper", help="network of the infer benchmark")
+    q.add_argument("--fuse-to", type=_positive_int, default=512, help="fusion resolution of the infer benchmark")
     q.add_argument("--cube-shape", type=_positive_int, nargs=3, default=[1000, 500, 500], metavar=("Z", "Y", "X"),
                    help="input stack of the cube benchmark (default %(default)s)")
     q.add_argument("--volume", choices=["skull", "dense"], default="skull", help="benchmark volume")

@@ -1,0 +1,450 @@
+"""Inference on real radiographs: model.infer (read, polarity, gamma, square, network, fusion, files)."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model.fusion import render_view, upsample_lateral
+from model.infer import (
+    bench_infer,
+    detect_polarity,
+    fold_batchnorm,
+    infer_file,
+    load_model,
+    predict_volume,
+    prepare_xray,
+    read_xray,
+)
+from model.network import NetworkConfig, TomographyNet
+from model.train import TrainConfig, save_checkpoint
+
+TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
+PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
+REAL = ("00000001_000.png", "00027426_000.png")
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+
+
+def _save(path: Path, net: NetworkConfig, *, data=None, seed: int = 0, model=None) -> Path:
+    torch.manual_seed(seed)
+    model = model if model is not None else TomographyNet(net)
+    _randomise_bn(model, seed)
+    opt = torch.optim.Adam(model.parameters())
+    sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return save_checkpoint(path, model=model, optimizer=opt, scheduler=sch, step=2, net=net, cfg=TrainConfig(),
+                           data={"chi": 10.0} if data is None else data)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny networks: one thread avoids OpenMP barrier stalls on a loaded 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return _save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", TINY)
+
+
+def _phantom(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """An x-ray-like opacity image: dense blobs on a dark (air) background, values in [0, 0.9]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w))
+    for _ in range(6):
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+        s = rng.uniform(0.06, 0.15) * min(h, w)
+        img += rng.uniform(0.5, 1.5) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    return 0.9 * (1 - np.exp(-img))
+
+
+def _png(path: Path, img) -> Path:
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+
+
+def _read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """(D, H, W) array and (z, y, x) spacing read back with pynrrd / nibabel."""
+    name = path.name
+    if name.endswith(".nrrd"):
+        import nrrd
+
+        data, header = nrrd.read(str(path), index_order="C")
+        sd = np.asarray(header["space directions"], float)
+        return data, (sd[2, 2], sd[1, 1], sd[0, 0])
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj).transpose(2, 1, 0)
+    zx, zy, zz = img.header.get_zooms()
+    return data, (float(zz), float(zy), float(zx))
+
+
+def _write_dicom(path: Path, stored: np.ndarray, *, photometric="MONOCHROME2", bits=12, spacing=None,
+                 key="ImagerPixelSpacing", slope=None, intercept=None) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    if spacing is not None:
+        setattr(ds, key, [f"{spacing[0]:g}", f"{spacing[1]:g}"])
+    if slope is not None:
+        ds.RescaleSlope = f"{slope:g}"
+        ds.RescaleIntercept = f"{intercept:g}"
+    ds.PixelData = stored.astype("<u2").tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*"))
+
+
+# --------------------------------------------------------------------------------------------------
+# the real radiographs, end to end
+
+
+@pytest.mark.parametrize("name,suffix", [(REAL[0], ".nrrd"), (REAL[1], ".nii.gz"), (REAL[0], ".nii")])
+def test_real_radiographs_end_to_end(shared_data, ckpt, tmp_path, name, suffix):
+    src = shared_data / "real" / "xray" / name
+    out = tmp_path / "res" / f"vol{suffix}"
+    rec = infer_file(src, ckpt, out)
+    stem = "vol"
+    # the volume: shape (D, H, W) = (16, 512, 512); lateral spacing 1 (unknown), depth = 512 / 16
+    vol, spacing = _read_volume(out)
+    assert vol.shape == (16, 512, 512) and vol.dtype == np.float32
+    assert spacing == pytest.approx((32.0, 1.0, 1.0))
+    assert rec["output"]["spacing_zyx"] == pytest.approx([32.0, 1.0, 1.0])
+    assert rec["output"]["spacing_unit"].startswith("input pixel")
+    assert float(vol.min()) >= 0.0 and float(vol.max()) <= 1.0
+    # polarity: these are bone-bright radiographs -> kept
+    assert rec["polarity"]["inverted"] is False and rec["polarity"]["detected"]["margin"] > 0.02
+    # fusion's property at the input's resolution: the volume re-renders to the prepared x-ray
+    x = cv2.imread(str(src), cv2.IMREAD_UNCHANGED) / 255.0
+    err = np.abs(render_view(vol, chi=10.0) - np.minimum(x, 1 - math.exp(-10)))
+    assert float(err.max()) < 1e-3
+    assert rec["fusion"]["rerender_max_abs_error"] < 1e-3
+    # previews and the record
+    for p in PREVIEWS:
+        f = out.parent / f"{stem}_{p}.png"
+        im = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        assert im is not None and im.dtype == np.uint8 and im.ndim == 2, f
+    xr = cv2.imread(str(out.parent / f"{stem}_xray.png"), cv2.IMREAD_UNCHANGED)
+    assert np.abs(xr.astype(int) - cv2.imread(str(src), cv2.IMREAD_UNCHANGED).astype(int)).max() <= 1
+    saved = json.loads((out.parent / f"{stem}.json").read_text())
+    assert saved == json.loads(json.dumps(rec))
+    assert saved["checkpoint"]["network"] == TINY.to_dict()
+    assert saved["sizes"]["output_dhw"] == [16, 512, 512] and saved["sizes"]["network_input"] == 32
+    assert saved["fusion"]["chi"] == 10.0 and saved["fusion"]["chi_source"] == "checkpoint data"
+    assert set(saved["timing"]) >= {"read_s", "network_s", "volume_s", "total_s"}
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_inverted_real_radiograph_is_detected_and_flipped(shared_data, ckpt, tmp_path):
+    x = cv2.imread(str(shared_data / "real" / "xray" / REAL[1]), cv2.IMREAD_UNCHANGED)
+    src = _png(tmp_path / "negative.png", 255 - x)
+    rec = infer_file(src, ckpt, tmp_path / "o" / "v.nrrd", previews=False)
+    assert rec["polarity"]["inverted"] is True
+    vol, _ = _read_volume(tmp_path / "o" / "v.nrrd")
+    assert np.abs(render_view(vol) - np.minimum(x / 255.0, 1 - math.exp(-10))).max() < 1e-3
+    rec = infer_file(src, ckpt, tmp_path / "o2" / "v.nrrd", previews=False, polarity="keep")
+    assert rec["polarity"]["inverted"] is False and rec["polarity"]["detected"]["invert"] is True
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def test_16bit_png_is_scaled_by_its_bits(tmp_path):
+    x = _phantom(40, 48)
+    full = np.rint(x / 0.9 * 65535).astype(np.uint16)
+    img, info = read_xray(_png(tmp_path / "a.png", full))
+    assert info["dtype"] == "uint16" and info["bits_used"] == 16
+    np.testing.assert_allclose(img, full / 65535.0, atol=1e-12)
+    twelve = np.rint(x / 0.9 * 4095).astype(np.uint16)  # 12-bit data in a 16-bit container
+    img, info = read_xray(_png(tmp_path / "b.png", twelve))
+    assert info["bits_used"] == 12
+    np.testing.assert_allclose(img, twelve / 4095.0, atol=1e-12)
+
+
+def test_rgb_that_is_grey_reads_as_grey_and_colour_warns(tmp_path):
+    g = _u8(_phantom(48, 48))
+    grey, _ = read_xray(_png(tmp_path / "g.png", g))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb, info = read_xray(_png(tmp_path / "rgb.png", np.dstack([g, g, g])))
+    assert info["channels"] == 3 and "mean of the channels" in info["grey_rule"]
+    np.testing.assert_allclose(rgb, grey, atol=1e-12)
+    col = np.dstack([g, np.zeros_like(g), 255 - g])  # BGR on disk: B = g, R = 255 - g
+    with pytest.warns(UserWarning, match="BT.601"):
+        img, info = read_xray(_png(tmp_path / "c.png", col))
+    np.testing.assert_allclose(img, (0.114 * g + 0.299 * (255.0 - g)) / 255.0, atol=1e-9)
+
+
+def test_rgba_alpha_is_ignored_unless_it_masks(tmp_path):
+    g = _u8(_phantom(48, 48))
+    bgra = np.dstack([g, g, g, np.full_like(g, 255)])
+    img, info = read_xray(_png(tmp_path / "a.png", bgra))
+    assert info["alpha_mask"] is None and "ignored" in info["alpha"]
+    np.testing.assert_allclose(img, g / 255.0, atol=1e-12)
+    bgra[:6, :6, 3] = 0  # a fully transparent corner: masked
+    bgra[:6, :6, :3] = 255  # whatever colour it has underneath
+    img, info = read_xray(_png(tmp_path / "b.png", bgra))
+    mask = info["alpha_mask"]
+    assert mask is not None and int(mask.sum()) == 36
+    sq, rec = prepare_xray(img, mask=mask)
+    assert np.all(sq[:6, :6] == rec["background"]["value"])
+    assert rec["background"]["value"] < 0.05  # the air around the phantom, not the white corner
+    np.testing.assert_allclose(sq[6:, 6:], g[6:, 6:] / 255.0, atol=1e-12)
+
+
+def test_dicom_monochrome1_is_inverted_and_spacing_is_read(tmp_path, ckpt):
+    x = _phantom(64, 64)
+    stored = np.rint(x * 4095).astype(np.uint16)
+    img2, info2 = read_xray(_write_dicom(tmp_path / "m2.dcm", stored, spacing=(0.25, 0.25)))
+    np.testing.assert_allclose(img2, stored / 4095.0, atol=1e-12)
+    assert info2["pixel_spacing_mm"] == [0.25, 0.25] and "ImagerPixelSpacing" in info2["pixel_spacing_source"]
+    # MONOCHROME1: stored = 4095 − displayed; read_xray inverts it back
+    path = _write_dicom(tmp_path / "noext", 4095 - stored, photometric="MONOCHROME1", spacing=(0.5, 0.5),
+                        key="PixelSpacing")
+    img1, info1 = read_xray(path)
+    assert info1["format"] == "DICOM" and info1["photometric"] == "MONOCHROME1" and "monochrome1" in info1
+    np.testing.assert_allclose(img1, stored / 4095.0, atol=1e-12)
+    # the volume carries the pixel spacing: lateral 0.5 mm, depth 64 * 0.5 / 16 = 2 mm
+    out = tmp_path / "o" / "v.nrrd"
+    rec = infer_file(path, ckpt, out, previews=False)
+    assert rec["polarity"]["inverted"] is False
+    vol, spacing = _read_volume(out)
+    assert vol.shape == (16, 64, 64) and spacing == pytest.approx((2.0, 0.5, 0.5))
+    assert rec["output"]["spacing_unit"] == "mm"
+    import nrrd
+
+    assert nrrd.read_header(str(out))["space units"] == ["mm", "mm", "mm"]
+    # rescale slope/intercept are applied before the bits range
+    img3, _ = read_xray(_write_dicom(tmp_path / "r.dcm", stored, slope=2, intercept=-100))
+    np.testing.assert_allclose(img3, stored / 4095.0, atol=1e-12)
+
+
+def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "text.png").write_text("this is not an image\n" * 20)
+    (bad / "page.png").write_text("<!DOCTYPE html><html><body>404 not found</body></html>")
+    (bad / "empty.png").write_bytes(b"")
+    _png(bad / "constant.png", np.full((32, 32), 77, np.uint8))
+    import tifffile
+
+    f = _phantom(32, 32).astype(np.float32)
+    f[3, 4] = np.nan
+    tifffile.imwrite(bad / "nan.tif", f)
+    good = _png(bad / "good.png", _u8(_phantom(32, 32)))
+    (bad / "not_a_ckpt.pt").write_bytes(b"\x00\x01garbage" * 100)
+    two = _save(bad / "two_channels.pt", NetworkConfig(**{**TINY.to_dict(), "in_channels": 2}))
+    # a checkpoint whose weights do not match its config
+    state = torch.load(ckpt, weights_only=False)
+    state["network"]["width"] = 32
+    torch.save(state, bad / "mismatch.pt")
+    cases = [
+        (bad / "text.png", ckpt, "text file"),
+        (bad / "page.png", ckpt, "HTML"),
+        (bad / "empty.png", ckpt, "empty"),
+        (bad / "constant.png", ckpt, "constant"),
+        (bad / "nan.tif", ckpt, "NaN"),
+        (bad / "missing.png", ckpt, "does not exist"),
+        (good, bad / "not_a_ckpt.pt", "checkpoint"),
+        (good, two, "2-channel"),
+        (good, bad / "mismatch.pt", "do not match"),
+    ]
+    before = _files(bad)
+    for src, ck, match in cases:
+        out = tmp_path / "out" / "v.nrrd"
+        with pytest.raises(ValueError, match=match):
+            infer_file(src, ck, out)
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir()), (src, ck)
+    assert _files(bad) == before
+    for kw in ({"polarity": "up"}, {"square": "stretch"}, {"gamma": 0}, {"gamma": float("nan")},
+               {"beta": -1}, {"chi": 0}, {"max_size": 2}):
+        with pytest.raises(ValueError):
+            infer_file(good, ckpt, tmp_path / "out" / "v.nrrd", **kw)
+    with pytest.raises(ValueError, match="suffix"):
+        infer_file(good, ckpt, tmp_path / "out" / "v.npy")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_failure_while_writing_leaves_nothing(tmp_path, ckpt, monkeypatch):
+    import model.infer as infer
+
+    good = _png(tmp_path / "good.png", _u8(_phantom(32, 32)))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("unrelated")
+
+    def boom(path, img):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(infer, "_write_png", boom)
+    with pytest.raises(OSError, match="disk full"):
+        infer_file(good, ckpt, tmp_path / "out" / "v.nii.gz")
+    assert _files(tmp_path / "out") == ["keep.txt"]
+    with pytest.raises(OSError, match="disk full"):
+        infer_file(good, ckpt, tmp_path / "new" / "deeper" / "v.nrrd")
+    assert not (tmp_path / "new").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# preparation rules
+
+
+def test_polarity_rule_is_antisymmetric_and_overridable():
+    x = _phantom(64, 80)
+    kept = detect_polarity(x)
+    assert kept["invert"] is False and kept["margin"] > 0.1
+    flipped = detect_polarity(1 - x)
+    assert flipped["invert"] is True and flipped["margin"] == pytest.approx(-kept["margin"])
+    sq, rec = prepare_xray(1 - x, square="pad")
+    assert rec["polarity"]["inverted"] is True
+    np.testing.assert_allclose(sq[8:72], x, atol=1e-12)
+    sq, rec = prepare_xray(x, polarity="invert", square="pad")
+    assert rec["polarity"]["inverted"] is True
+    np.testing.assert_allclose(sq[8:72], 1 - x, atol=1e-12)
+    sq, rec = prepare_xray(1 - x, polarity="keep", square="pad")
+    np.testing.assert_allclose(sq[8:72], 1 - x, atol=1e-12)
+
+
+def test_gamma_is_value_to_the_power_gamma_after_polarity(tmp_path, ckpt):
+    x = _phantom(48, 48)
+    for g in (0.5, 2.2):
+        sq, rec = prepare_xray(x, gamma=g)
+        np.testing.assert_allclose(sq, x**g, atol=1e-12)
+        assert rec["gamma"]["gamma"] == g
+    sq, _ = prepare_xray(1 - x, gamma=2.0)  # inverted first, then the power
+    np.testing.assert_allclose(sq, x**2, atol=1e-12)
+    src = _png(tmp_path / "a.png", _u8(x))
+    out = tmp_path / "o" / "v.nrrd"
+    rec = infer_file(src, ckpt, out, gamma=2.0, previews=False)
+    assert rec["gamma"]["gamma"] == 2.0
+    vol, _ = _read_volume(out)
+    want = (_u8(x) / 255.0) ** 2
+    assert np.abs(render_view(vol) - want).max() < 1e-3
+    assert np.abs(render_view(vol) - _u8(x) / 255.0).max() > 0.05  # it did change the values
+
+
+def test_non_square_crop_and_pad(tmp_path, ckpt):
+    x = _phantom(40, 64)
+    sq, rec = prepare_xray(x, square="crop")
+    assert sq.shape == (40, 40) and rec["square"]["box"] == [0, 12, 40, 40]
+    np.testing.assert_allclose(sq, x[:, 12:52])
+    y = _phantom(41, 64)
+    sq, rec = prepare_xray(y, square="pad")
+    assert sq.shape == (64, 64) and rec["square"]["pad_top_bottom_left_right"] == [11, 12, 0, 0]
+    bg = rec["background"]["value"]
+    assert rec["square"]["value"] == bg and np.all(sq[:11] == bg) and np.all(sq[52:] == bg)
+    np.testing.assert_allclose(sq[11:52], y)
+    xt = _phantom(64, 41)  # portrait
+    sq, rec = prepare_xray(xt, square="crop")
+    assert rec["square"]["box"] == [11, 0, 41, 41]
+    # through infer_file: the record holds the box and the volume has the square's size
+    src = _png(tmp_path / "wide.png", _u8(x))
+    for mode, n in (("crop", 40), ("pad", 64)):
+        out = tmp_path / mode / "v.nii"
+        rec = infer_file(src, ckpt, out, square=mode, previews=False)
+        assert rec["square"]["mode"] == mode and rec["sizes"]["square"] == n
+        vol, spacing = _read_volume(out)
+        assert vol.shape == (16, n, n) and spacing == pytest.approx((n / 16, 1.0, 1.0))
+
+
+def test_no_fusion_upsamples_the_prediction_and_max_size_caps(tmp_path, ckpt):
+    x = _u8(_phantom(96, 96))
+    src = _png(tmp_path / "a.png", x)
+    out = tmp_path / "nf" / "v.nrrd"
+    rec = infer_file(src, ckpt, out, fusion=False, previews=False)
+    assert rec["fusion"]["enabled"] is False
+    vol, _ = _read_volume(out)
+    model, _, _ = load_model(ckpt)
+    coarse = predict_volume(model, x / 255.0)
+    np.testing.assert_allclose(vol, upsample_lateral(coarse, (96, 96)), atol=1e-6)
+    out = tmp_path / "cap" / "v.nrrd"
+    rec = infer_file(src, ckpt, out, max_size=48, previews=True)
+    vol, spacing = _read_volume(out)
+    assert vol.shape == (16, 48, 48) and spacing == pytest.approx((6.0, 2.0, 2.0))
+    half = cv2.resize(x / 255.0, (48, 48), interpolation=cv2.INTER_AREA)
+    assert np.abs(render_view(vol) - half).max() < 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# the model
+
+
+def test_batchnorm_folding_gives_the_same_output(tmp_path):
+    torch.set_num_threads(1)  # numba's OpenMP fusion may have reset it
+    torch.manual_seed(1)
+    model = TomographyNet(TINY).eval()
+    _randomise_bn(model, 3)
+    folded = fold_batchnorm(model)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == 0
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0  # the original is untouched
+    x = torch.rand(2, 1, 32, 32)
+    with torch.inference_mode():
+        a, b = model(x), folded(x)
+    assert float(a.abs().max()) > 0.1
+    assert float((a - b).abs().max()) < 1e-4
+    # and through the loader (fold_bn=True by default) against the unfolded weights
+    path = tmp_path / "m.pt"
+    opt = torch.optim.Adam(model.parameters())
+    sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    save_checkpoint(path, model=model, optimizer=opt, scheduler=sch, step=0, net=TINY, cfg=TrainConfig(), data={})
+    m1, _, rec = load_model(path)
+    assert rec["batchnorm_folded"] is True
+    with torch.inference_mode():
+        assert float((m1(x) - a).abs().max()) < 1e-4
+
+
+def test_bench_infer_reports_timings():
+    r = bench_infer(net="demo", size=64, fuse_to=96, repeats=2, compare=True, threads=1)
+    assert r["seconds"] > 0 and r["network_s"] > 0 and r["fusion_s"] > 0 and len(r["runs_s"]) == 2
+    assert r["seconds"] == pytest.approx(float(np.median(r["runs_s"])))
+    assert r["network"]["input_size"] == 64 and r["network"]["out_size"] == 32 and r["fuse_to"] == 96
+    assert r["threads"] == 1
+    assert "eval+fold_bn+channels_last, 1 thread" in r["options"] and "eval, 1 thread" in r["options"]
+    with pytest.raises(ValueError):
+        bench_infer(net="huge", size=64, fuse_to=96, repeats=1)
