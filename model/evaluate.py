@@ -714,10 +714,10 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     ds = open_store(store)
     model, state = model_from_checkpoint(checkpoint, map_location="cpu")
     net = model.config
-    val = ds.species_names("val")
+    val = ds.species_names("val") or ds.species_names("test")  # held out: 'val', else 'test' (e.g. the mice)
     train = ds.species_names("train")
     if not val:
-        raise ValueError(f"the store {store} has no held-out ('val') species to evaluate on")
+        raise ValueError(f"the store {store} has no held-out ('val' or 'test') species to evaluate on")
     if not train:
         raise ValueError(f"the store {store} has no 'train' species (the NN and Oracle database)")
     incomplete = [n for n in val + train if not ds.is_complete(n)]
@@ -964,7 +964,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
     net = model.config
     D, S = int(net.out_depth), int(net.out_size)
     chi = float(ds.attrs["chi"])
-    val, train = ds.species_names("val"), ds.species_names("train")
+    val, train = ds.species_names("val") or ds.species_names("test"), ds.species_names("train")
     val_src, train_src = ViewSource(ds, val, device=device), ViewSource(ds, train, device=device)
     spp = int(ds.attrs["samples_per_species"])
     rows, fusion_example = [], None

@@ -214,6 +214,7 @@ def test_tiny_demo_on_slurm(slurm_cluster, tmp_path):
         "dataset": {"n_views": 4, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32},
         "render": {"backend": "cpu"},
         "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 10}},
+        "model": {"enabled": False},  # the data part on SLURM (the model rules run in test_workflow)
     }, sort_keys=False))
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("SNAKEMAKE_PROFILE", None)

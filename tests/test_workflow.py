@@ -67,7 +67,7 @@ def write_config(workdir: Path, run: str, data: dict, **dataset) -> Path:
                     "volume_size": 32, "encoding": "uint16", **dataset},
         "render": {"backend": "cpu", "batch": 64},
         "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
-        "model": {"preset": "demo"},
+        "model": {"enabled": False},  # the data part; test_full_pipeline_tiny runs the model rules
     }
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -127,7 +127,8 @@ def test_paper_dry_run_offline(tmp_path):
     jobs = planned_jobs(tmp_path, "--configfile", str(ROOT / "workflow/configs/paper.yaml"))
     ids = ["Didelphis_virginiana", "Ornithorhynchus_anatinus", "Tamandua_tetradactyla"]
     expected = sorted([(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
-                      + [("store_create", None), ("store_finalize", None), ("store_settings", None)],
+                      + [("store_create", None), ("store_finalize", None), ("store_settings", None)]
+                      + [(r, None) for r in ("apps", "evaluate", "figures", "train")],
                       key=lambda j: (j[0], j[1] or ""))
     assert jobs == expected
     for folder in ("resources", "results", "logs", "benchmarks"):
@@ -332,3 +333,35 @@ def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path):
 
     assert open_store(work / "results/mf/dataset.zarr").attrs["n_views"] == 6
     assert "Nothing to be done" in smk(work, "-n", "--configfile", str(config)).stdout
+
+
+def test_full_pipeline_tiny(tmp_path):
+    """Data → train → evaluate → figures → apps → report, tiny sizes: every rule of the DAG runs."""
+    cfg = {
+        "run": "full",
+        "data": {"source": "demo", "demo": {"species": 3, "held_out": 1, "movie_size": 32}},
+        "dataset": {"n_views": 4, "view_seed": 0, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32,
+                    "encoding": "uint16"},
+        "render": {"backend": "cpu", "batch": 64},
+        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
+        "model": {"preset": "demo",
+                  "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
+                  "evaluate": {"max_samples": 4, "examples": 1},
+                  "apps": {"examples": 1, "frames": 4}},
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)
+    res = tmp_path / "results/full"
+    assert (res / "model/last.pt").is_file() and (res / "model/val_log.csv").is_file()
+    import csv
+
+    with open(res / "eval/metrics.csv", newline="") as fh:
+        methods = {r["method"] for r in csv.DictReader(fh)}
+    assert methods == {"ours", "ours_nofusion", "nn", "oracle"}
+    for name in ("fig6_methods", "fig8a_slice_counts", "fig8b_view_classes", "fig9_fusion", "fig17_qualitative"):
+        assert (res / "figures" / f"{name}.png").stat().st_size > 5000
+    assert list((res / "apps").glob("*_turntable.gif"))
+    smk(tmp_path, "--configfile", str(config), "--report", "results/full/report.html")
+    html = (res / "report.html").read_text(encoding="utf-8", errors="replace")
+    assert "fig6_methods.png" in html and "summary.csv" in html

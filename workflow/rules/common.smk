@@ -229,3 +229,27 @@ def config_file():
 
 def render_options():
     return Untracked(_opts([("--backend", RENDER["backend"]), ("--batch", RENDER["batch"])]))
+
+
+# ------------------------------------------------------------------------------ model (model.smk)
+MODEL = config["model"]
+TRAIN = MODEL["train"]
+EVAL = MODEL["evaluate"]
+APPS = MODEL["apps"]
+GPU_TRAIN = 1 if str(TRAIN["device"]).startswith("cuda") else 0
+ENV_MODEL = "../../envs/model.yaml"
+FIGURES = ["fig6_methods", "fig8a_slice_counts", "fig8b_view_classes", "fig9_fusion", "fig17_qualitative"]
+
+
+def train_options():
+    return _opts([
+        ("--preset", MODEL["preset"]),
+        ("--steps", TRAIN["steps"]),
+        ("--batch-size", TRAIN["batch_size"]),
+        ("--lr", TRAIN["lr"]),
+        ("--warmup", TRAIN["warmup"]),
+        ("--val-every", TRAIN["val_every"]),
+        ("--val-samples", TRAIN["val_samples"]),
+        ("--ckpt-every", TRAIN["ckpt_every"]),
+        ("--seed", TRAIN["seed"]),
+    ])

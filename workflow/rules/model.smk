@@ -1,0 +1,147 @@
+# The model part: train the network on the finished store, evaluate it against the NN and Oracle
+# baselines on the held-out species, draw the paper's figures and the applications.
+#
+#   results/RUN/model/last.pt          train      (tomo train; resumes from last.pt if it exists)
+#   results/RUN/eval/summary.json      evaluate   (+ metrics.csv, summary.csv, tests.csv, ...)
+#   results/RUN/figures/*.png          figures    (in the report, category "Evaluation")
+#   results/RUN/apps/                  apps       (turntable/wiggle GIFs, cut-away, anaglyph, colour)
+#
+# Settings: config["model"] (workflow/schemas/config.schema.yaml). Training options that do not
+# change the result (DataLoader workers, device) are Untracked.
+
+rule train:
+    input:
+        final=f"{RESULTS}/dataset.final.json",
+    output:
+        checkpoint=f"{RESULTS}/model/last.pt",
+        log_csv=report(
+            f"{RESULTS}/model/val_log.csv",
+            caption="../report/training.rst",
+            category="Training",
+        ),
+    params:
+        store=STORE,
+        out=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        options=train_options(),
+        workers=Untracked(TRAIN["workers"]),
+    log:
+        f"{LOGS}/train/train.log",
+    benchmark:
+        f"{BENCHMARKS}/train/train.tsv"
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=GPU_TRAIN,
+    conda:
+        ENV_MODEL
+    shell:
+        "OMP_NUM_THREADS={threads} tomo train {params.store:q} -o {params.out:q} {params.options}"
+        " --workers {params.workers} > {log:q} 2>&1"
+
+
+rule evaluate:
+    input:
+        checkpoint=f"{RESULTS}/model/last.pt",
+        final=f"{RESULTS}/dataset.final.json",
+    output:
+        summary=f"{RESULTS}/eval/summary.json",
+        table=report(
+            f"{RESULTS}/eval/summary.csv",
+            caption="../report/evaluation.rst",
+            category="Evaluation",
+        ),
+        tests=report(
+            f"{RESULTS}/eval/tests.csv",
+            caption="../report/tests.rst",
+            category="Evaluation",
+        ),
+    params:
+        store=STORE,
+        out=lambda wildcards, output: os.path.dirname(output.summary),
+        options=_opts([("--max-samples", EVAL["max_samples"]), ("--batch", EVAL["batch"])]),
+        device=Untracked(TRAIN["device"]),
+    log:
+        f"{LOGS}/evaluate/evaluate.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/evaluate.tsv"
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        gpu=GPU_TRAIN,
+    conda:
+        ENV_MODEL
+    shell:
+        "OMP_NUM_THREADS={threads} tomo evaluate {params.store:q} --checkpoint {input.checkpoint:q}"
+        " -o {params.out:q} {params.options} --device {params.device} > {log:q} 2>&1"
+
+
+rule figures:
+    input:
+        summary=f"{RESULTS}/eval/summary.json",
+        checkpoint=f"{RESULTS}/model/last.pt",
+    output:
+        **{
+            name: report(
+                f"{RESULTS}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Evaluation",
+                subcategory="Figures",
+            )
+            for name in FIGURES
+        },
+    params:
+        store=STORE,
+        eval=lambda wildcards, input: os.path.dirname(input.summary),
+        out=lambda wildcards, output: os.path.dirname(output.fig6_methods),
+        examples=EVAL["examples"],
+    log:
+        f"{LOGS}/figures/figures.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/figures.tsv"
+    threads: res("figures", "threads")
+    resources:
+        mem_mb=res("figures", "mem_mb"),
+        runtime=res("figures", "runtime"),
+    conda:
+        ENV_MODEL
+    shell:
+        "OMP_NUM_THREADS={threads} tomo figures --eval {params.eval:q} -o {params.out:q} --store {params.store:q}"
+        " --checkpoint {input.checkpoint:q} --examples {params.examples} > {log:q} 2>&1"
+
+
+rule apps:
+    input:
+        summary=f"{RESULTS}/eval/summary.json",
+        checkpoint=f"{RESULTS}/model/last.pt",
+    output:
+        apps=report(
+            directory(f"{RESULTS}/apps"),
+            patterns=["{name}.png", "{name}.gif"],
+            caption="../report/apps.rst",
+            category="Applications",
+        ),
+    params:
+        store=STORE,
+        eval=lambda wildcards, input: os.path.dirname(input.summary),
+        examples=APPS["examples"],
+        frames=APPS["frames"],
+    log:
+        f"{LOGS}/apps/apps.log",
+    benchmark:
+        f"{BENCHMARKS}/apps/apps.tsv"
+    threads: res("apps", "threads")
+    resources:
+        mem_mb=res("apps", "mem_mb"),
+        runtime=res("apps", "runtime"),
+    conda:
+        ENV_MODEL
+    shell:
+        "OMP_NUM_THREADS={threads} NUMBA_NUM_THREADS={threads} tomo apps {params.store:q}"
+        " --checkpoint {input.checkpoint:q} --eval {params.eval:q} -o {output.apps:q}"
+        " --examples {params.examples} --frames {params.frames} > {log:q} 2>&1"
+
+
+if MODEL.get("enabled", True):
+    add_targets(*[f"{RESULTS}/figures/{name}.png" for name in FIGURES], f"{RESULTS}/apps")
