@@ -797,6 +797,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only or unreadable path: say which, no traceback
+        import errno
+
+        what = {errno.ENOSPC: "no space left on the device", errno.EACCES: "permission denied",
+                errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {what}{where}: {e}. Work that was complete before is untouched; free space "
+              "and run the command again.", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

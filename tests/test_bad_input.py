@@ -1,0 +1,114 @@
+"""Bad input across the CLI and the workflow: a clear error, and what was complete stays intact."""
+
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tomodata.cli import main
+from tomodata.ingest import save_cube
+from tomodata.store import create_store, open_store, validate_store, write_species
+from tomodata.views import hemisphere_views
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _species(name):
+    return dict(name=name, split="train", source="test", source_checksum="0" * 64, original_shape=[16, 16, 16],
+                spacing_mm=[1.0, 1.0, 1.0])
+
+
+def _store(path, names, *, views=4, size=32):
+    create_store(path, species=[_species(n) for n in names], chi=10.0, steps=16, image_size=size, volume_size=16,
+                 n_views=views, view_seed=0)
+
+
+def test_unknown_species_id(tmp_path, capsys):
+    store = tmp_path / "s.zarr"
+    _store(store, ["alpha"])
+    cube = save_cube(tmp_path / "c.npz", np.zeros((16, 16, 16), np.float32) + 0.1, {"id": "beta"})
+    assert main(["render-species", str(store), "--cube", str(cube)]) == 2
+    err = capsys.readouterr().err
+    assert "beta" in err and "alpha" in err  # names the unknown id and the known ones
+    assert open_store(store).status("alpha") == "pending"
+
+
+def test_unreadable_paths(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "missing.zarr")]) != 0
+    assert main(["cube", str(tmp_path / "nothing.mp4"), "-o", str(tmp_path / "c.npz"), "--spacing", "1"]) == 2
+    assert "nothing.mp4" in capsys.readouterr().err
+    assert not (tmp_path / "c.npz").exists()
+    folder = tmp_path / "dir.npy"
+    folder.mkdir()
+    assert main(["cube", str(folder), "-o", str(tmp_path / "d.npz"), "--spacing", "1"]) == 2
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_config_typo_names_the_key(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["dataset"]["n_veiws"] = cfg["dataset"].pop("n_views")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(tmp_path), "-n", "--configfile", str(bad)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "n_veiws" in out or "n_views" in out, out[-3000:]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (root only; skipped elsewhere)."""
+    mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command to make a size-limited directory")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_keeps_complete_species(small_disk, tmp_path, capsys):
+    store = small_disk / "s.zarr"
+    _store(store, ["small", "big"], views=48, size=64)
+    rots = hemisphere_views(48, seed=0)
+    rng = np.random.default_rng(0)
+    vol = np.zeros((16, 16, 16), np.float32) + 0.2
+    write_species(store, "small", volume=vol, rotations=rots, images=np.zeros((48, 64, 64), np.float32) + 0.5)
+    before = {p: p.read_bytes() for p in (store / "species" / "small").rglob("*") if p.is_file()}
+    # incompressible images: 96 × 64² × 2 bytes ≈ 0.8 MB per copy; with the volume and temporaries the
+    # writer runs out of the 2 MiB
+    noisy = rng.random((48, 64, 64)).astype(np.float32)
+    big = save_cube(tmp_path / "big.npz", rng.random((16, 16, 16)).astype(np.float32), {"id": "big"})
+    # fill the disk so the big species cannot fit
+    filler = small_disk / "filler"
+    free = shutil.disk_usage(small_disk).free
+    filler.write_bytes(b"\0" * max(free - 300_000, 0))
+    from tomodata import cli
+
+    code = None
+    try:
+        write_species(store, "big", volume=np.asarray(np.load(big)["volume"]), rotations=rots, images=noisy)
+    except OSError as e:
+        code = e.errno
+    assert code is not None, "the write should have run out of space"
+    # through the CLI: a clear message, exit status 3
+    assert cli.main(["render-species", str(store), "--cube", str(big)]) == 3
+    err = capsys.readouterr().err
+    assert "no space left" in err
+    report = validate_store(store)
+    assert not report.ok and report.species_to_rebuild == ["big"]
+    after = {p: p.read_bytes() for p in (store / "species" / "small").rglob("*") if p.is_file()}
+    assert after == before  # the complete species is intact
+    filler.unlink()
+    assert cli.main(["render-species", str(store), "--cube", str(big)]) == 0  # room again: the rerun completes
