@@ -138,3 +138,8 @@ def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
     assert img.shape == (512, 512, 16)
     assert main(["infer", str(tmp_path / "c.pt"), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "w.nrrd")]) == 2
     assert not (tmp_path / "w.nrrd").exists()
+
+
+def test_bench_infer_runs(capsys):
+    assert main(["bench", "infer", "--preset", "demo", "--size", "64", "--fuse-to", "96", "--repeats", "1"]) == 0
+    assert "infer demo network 64² + fusion to 96²" in capsys.readouterr().out

@@ -491,7 +491,7 @@ def cmd_bench(a) -> int:
         r = bench_infer(net=a.preset, size=a.size, fuse_to=a.fuse_to, repeats=a.repeats)
         print(f"infer {a.preset} network {a.size}² + fusion to {a.fuse_to}²: {r['seconds']:.2f} s "
               f"(network {r['network_s']:.2f} s, fusion {r['fusion_s']:.2f} s, {r['threads']} threads, "
-              f"1-min load {r['loadavg_1min']:.1f})")
+              f"1-min load {max(np.atleast_1d(r['loadavg_1min'])):.1f}, median of {a.repeats})")
         return 0
     if a.what == "cube":
         from .resample import bench_to_cube
