@@ -547,3 +547,30 @@ def write_applications(vol, out_dir, *, xray=None, name: str = "sample", mode: s
     colours = np.stack([colour_render(v, backend=backend), colour_render(v, angle_deg=60.0, backend=backend)])
     paths.append(_save_png(_montage(colours, 2), out / f"{name}_colour.png"))
     return paths
+
+
+def read_view_volume_file(path, *, max_side: int | None = 128) -> np.ndarray:
+    """A view volume written by ``tomo infer`` (NRRD or NIfTI) as (D, H, W) float32, laterally
+    area-averaged so that H, W <= ``max_side`` (None keeps the full resolution)."""
+    import torch
+    import torch.nn.functional as F
+
+    p = str(path)
+    if p.endswith(".nrrd"):
+        import nrrd
+
+        vol, _ = nrrd.read(p, index_order="C")  # file axes x, y, z → array (z, y, x) = (D, H, W)
+    elif p.endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        vol = np.asarray(nibabel.load(p).dataobj).transpose(2, 1, 0)  # (x, y, z) → (z, y, x)
+    else:
+        raise ValueError(f"{path}: expected a .nrrd, .nii or .nii.gz view volume")
+    vol = np.ascontiguousarray(vol, dtype=np.float32)
+    if vol.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D volume, got shape {vol.shape}")
+    if max_side is not None and max(vol.shape[1:]) > max_side:
+        h = max(1, round(vol.shape[1] * max_side / max(vol.shape[1:])))
+        w = max(1, round(vol.shape[2] * max_side / max(vol.shape[1:])))
+        vol = F.interpolate(torch.from_numpy(vol)[None], size=(h, w), mode="area")[0].numpy()
+    return vol

@@ -130,8 +130,11 @@ def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
     save_checkpoint(tmp_path / "c.pt", model=model, optimizer=opt, scheduler=sched, step=0, net=net,
                     cfg=TrainConfig(), data={"chi": 10.0})
     xray = shared_data / "real" / "xray" / "00000001_000.png"
-    assert main(["infer", str(xray), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "v.nii.gz")]) == 0
+    assert main(["infer", str(xray), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "v.nii.gz"),
+                 "--apps", str(tmp_path / "apps")]) == 0
     assert "wrote" in capsys.readouterr().out
+    assert (tmp_path / "apps" / "00000001_000_turntable.gif").is_file()
+    assert (tmp_path / "apps" / "00000001_000_anaglyph.png").is_file()
     import nibabel
 
     img = nibabel.load(tmp_path / "v.nii.gz")

@@ -461,6 +461,18 @@ def cmd_infer(a) -> int:
                         polarity=a.polarity, square=a.square, previews=not a.no_previews, device=a.device,
                         max_size=a.max_size)
     o = record["output"]
+    if a.apps:
+        from model.applications import read_view_volume_file, write_applications
+
+        vol = read_view_volume_file(o["path"], max_side=128)
+        xray = None
+        xr_png = Path(o["path"]).parent / (Path(o["path"]).name.split(".")[0] + "_xray.png")
+        if xr_png.is_file():
+            import cv2
+
+            xray = cv2.imread(str(xr_png), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+        for p in write_applications(vol, Path(a.apps), xray=xray, name=Path(a.xray).stem, n_turntable=24):
+            print(f"application {p}")
     print(f"wrote {o['path']}: {tuple(o['shape_zyx'])} (z, y, x), spacing {tuple(o['spacing_zyx'])} "
           f"({o['spacing_unit']}); polarity {'inverted' if record['polarity']['inverted'] else 'kept'}; "
           f"record {Path(o['path']).with_suffix('').with_suffix('')}.json")
@@ -759,6 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--square", choices=["crop", "pad"], default="crop", help="make the image square (default crop)")
     q.add_argument("--max-size", type=_positive_int, help="cap the output's lateral resolution")
     q.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
+    q.add_argument("--apps", metavar="DIR", help="also write the applications (novel views, turntable, cut-away, "
+                   "stereo, colour) of the volume, at up to 128² laterally, into DIR")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     q.set_defaults(func=cmd_infer)
 
