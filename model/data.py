@@ -58,7 +58,9 @@ def torch_view_volumes(volumes: torch.Tensor, rotations: torch.Tensor, *, size: 
 
 
 def resize_xrays(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 1, S, S) → (B, 1, size, size): area averaging down, bilinear (pixel centres) up."""
+    """(B, C, S, S) → (B, C, size, size): area averaging down, bilinear (pixel centres) up.
+
+    Used for x-rays (C = 1) and, laterally, for view volumes (C = depth slices)."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     if x.shape[-1] > size:

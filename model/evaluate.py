@@ -602,15 +602,6 @@ def _check_compat(state: dict, store) -> list[str]:
     return config_differences(state.get("data", {}), now, "data.")
 
 
-def _to_size(vol: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, D, h, w) → (B, D, size, size): area average down, bilinear (pixel centres) up."""
-    if vol.shape[-1] == size and vol.shape[-2] == size:
-        return vol
-    mode = "area" if vol.shape[-1] > size else "bilinear"
-    kw = {} if mode == "area" else dict(align_corners=False)
-    return F.interpolate(vol, size=(size, size), mode=mode, **kw)
-
-
 def _fuse_batch(raw: torch.Tensor, xrays: np.ndarray, *, size: int, fusion_at: str, beta: float, chi: float) -> torch.Tensor:
     """'ours' for a batch: raw (B, D, s, s) network output, xrays (B, S, S) opacity → (B, D, size, size)."""
     from .fusion import fuse, opacity_max  # imported lazily (being finished separately)
@@ -620,10 +611,10 @@ def _fuse_batch(raw: torch.Tensor, xrays: np.ndarray, *, size: int, fusion_at: s
     for c, x in zip(coarse, xrays):
         if fusion_at == "target":
             tau = -np.log1p(-np.minimum(np.asarray(x, np.float64), opacity_max(chi)))
-            tau = _to_size(torch.from_numpy(tau)[None, None], size)[0, 0].numpy()
+            tau = resize_xrays(torch.from_numpy(tau)[None, None], size)[0, 0].numpy()
             x = -np.expm1(-tau)
         f = torch.from_numpy(np.ascontiguousarray(fuse(c, x, beta=beta, chi=chi)))
-        out.append(_to_size(f[None], size)[0])
+        out.append(resize_xrays(f[None], size)[0])
     return torch.stack(out).to(raw.device)
 
 
@@ -974,7 +965,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
             x = ds.images(r["species"], int(r["sample"]))
             raw = model(resize_xrays(torch.from_numpy(x)[None, None], net.input_size)).float()[0].numpy()
             fused_full = fuse(raw, x, beta=beta, chi=chi)
-            ours = _to_size(torch.from_numpy(np.ascontiguousarray(fused_full))[None], S)[0].numpy()
+            ours = resize_xrays(torch.from_numpy(np.ascontiguousarray(fused_full))[None], S)[0].numpy()
             row = dict(xray=x, ours=ours, truth=val_src.views([g], size=S, depth=D)[0].cpu().numpy(),
                        title=f"{r['species']} sample {r['sample']}")
             if r.get("nn_species"):

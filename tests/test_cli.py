@@ -146,3 +146,15 @@ def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
 def test_bench_infer_runs(capsys):
     assert main(["bench", "infer", "--preset", "demo", "--size", "64", "--fuse-to", "96", "--repeats", "1"]) == 0
     assert "infer demo network 64² + fusion to 96²" in capsys.readouterr().out
+
+
+def test_render_reads_a_scan_through_the_ingest_path(tmp_path):
+    import nrrd
+
+    c = (2 * np.arange(40) + 1) / 40 - 1
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    scan = np.where(x**2 + (y / 0.6) ** 2 + z**2 < 0.5, 180, 0).astype(np.uint8)
+    nrrd.write(str(tmp_path / "scan.nrrd"), scan, {"spacings": [0.5, 0.5, 1.0]}, index_order="C")
+    assert main(["render", str(tmp_path / "scan.nrrd"), "-o", str(tmp_path / "r"), "--views", "2", "--size", "32",
+                 "--steps", "32", "--previews", "0", "--backend", "cpu"]) == 0
+    assert np.load(tmp_path / "r" / "images.npy").max() > 0.3

@@ -43,7 +43,8 @@ def _progress(iterable, **kw):
 
 
 def _load_volume(path: Path) -> np.ndarray:
-    """A density volume from .npy or .npz (key ``volume``, or the only array)."""
+    """A density volume: .npy/.npz as stored (key ``volume``, or the only array); any other scan
+    format through the ingest path (``read_volume`` + ``to_cube``, 128³)."""
     if not path.exists():
         raise SystemExit(f"error: volume file {path} does not exist")
     suffix = path.suffix.lower()
@@ -57,14 +58,9 @@ def _load_volume(path: Path) -> np.ndarray:
             if len(keys) == 1:
                 return z[keys[0]]
             raise SystemExit(f"error: {path} holds arrays {keys}; name the volume 'volume'")
-    try:
-        from .io import read_volume  # the ingest module reads movies, DICOM, NRRD, NIfTI, TIFF …
-    except ImportError:
-        raise SystemExit(f"error: cannot read {path}: this build reads .npy and .npz volumes") from None
-    from .resample import to_cube
+    from .ingest import cube_specimen  # movies, image folders, TIFF, DICOM, NRRD, NIfTI → the canonical cube
 
-    arr, spacing = read_volume(path)
-    return to_cube(arr, spacing)
+    return cube_specimen(path, allow_default_spacing=True)[0]
 
 
 def _to_png(img: np.ndarray) -> np.ndarray:
