@@ -265,3 +265,15 @@ def test_training_lowers_the_loss():
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+
+
+def test_output_layer_starts_near_an_empty_volume():
+    # targets are mostly empty (density 0, variance ~3e-3): the first prediction should be ~0, not
+    # a random volume of order ±1 that the first hundreds of steps must undo
+    torch.manual_seed(0)
+    net = TomographyNet(NetworkConfig.demo()).train()
+    assert float(net.out.bias.detach().abs().max()) == 0.0
+    assert float(net.out.weight.std()) < 2e-3
+    with torch.no_grad():
+        y = net(torch.rand(4, 1, 64, 64))
+    assert float(y.abs().max()) < 0.1 and float(y.pow(2).mean()) < 1e-3

@@ -65,12 +65,23 @@ def test_other_sizes(dog, size):
     assert 0.0 <= v.min() and v.max() <= 1.0 and v.max() > 0
 
 
+def _centroid(v: np.ndarray) -> np.ndarray:
+    c = _centres(v.shape[0])
+    m = v.sum()
+    return np.array([(v.sum(axis=(0, 1)) * c).sum(), (v.sum(axis=(0, 2)) * c).sum(), (v.sum(axis=(1, 2)) * c).sum()]) / m
+
+
 def test_fit_does_not_depend_on_size(dog, dog_vol):
+    v128 = ph.skull_volume(dog, size=128)
+    # the same specimen: mean density (∝ mass), centre of mass and the downsampled volume agree
+    assert abs(v128.mean() - dog_vol.mean()) < 0.1 * dog_vol.mean()
+    assert np.abs(_centroid(v128) - _centroid(dog_vol)).max() < 0.5 * 2.0 / N  # half a voxel of N
+    down = v128.reshape(N, 2, N, 2, N, 2).mean(axis=(1, 3, 5))
+    assert np.abs(down - dog_vol).mean() < 0.25 * dog_vol.mean()
+    # a coarse 32³ volume is the same specimen too (thin bone is smeared more: mass within 20 %)
     v32 = ph.skull_volume(dog, size=32)
-    # the same specimen: mean density (∝ mass) and the downsampled volume agree
-    assert abs(v32.mean() - dog_vol.mean()) < 0.1 * dog_vol.mean()
-    down = dog_vol.reshape(32, 2, 32, 2, 32, 2).mean(axis=(1, 3, 5))
-    assert np.abs(down - v32).mean() < 0.25 * v32.mean()
+    assert abs(v32.mean() - dog_vol.mean()) < 0.2 * dog_vol.mean()
+    assert np.abs(_centroid(v32) - _centroid(dog_vol)).max() < 0.5 * 2.0 / 32
 
 
 def test_deterministic_and_seeded(dog, dog_vol):
@@ -190,7 +201,39 @@ def test_soft_tissue_haze(dog, dog_vol, dog_parts):
         & (dog_parts["teeth"] < 0.01) & (dog_parts["cavity"] < 0.01) & (dog_parts["turb"] < 0.01)
     assert haze.sum() > 100
     vals = dog_vol[haze]
-    assert 0.03 < np.median(vals) < 0.16 and vals.max() <= 0.15 + 1e-6
+    assert 0.025 < np.median(vals) < 0.16 and vals.max() <= 0.15 + 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_soft_tissue_stays_below_the_evaluation_iso_value(seed):
+    # model.evaluate renders iso-surfaces at density 0.1: that surface must be the bone's, not a haze
+    # sitting at the threshold (which would make DSSIM measure noise)
+    iso = 0.1
+    assert max(ph.species_params(i, seed=seed).soft_tissue_density for i in range(100)) <= 0.07 < iso
+    p = ph.species_params(3, seed=seed)
+    parts = ph.skull_parts(p, size=48)
+    vol = ph.skull_volume(p, size=48)
+    haze = (parts["envelope"] > 0.99) & (parts["cranium"] < 0.01) & (parts["mandible"] < 0.01) \
+        & (parts["teeth"] < 0.01) & (parts["turb"] < 0.01) & (parts["petrous"] < 0.01)
+    assert haze.sum() > 100 and vol[haze].max() < iso
+
+
+def _normalised(p) -> np.ndarray:
+    names = [f.name for f in dataclasses.fields(ph.SpeciesParams) if f.name != "skull_length_mm"]
+    return np.array([(getattr(p, k) - ph.PARAM_RANGES[k][0]) / (ph.PARAM_RANGES[k][1] - ph.PARAM_RANGES[k][0])
+                     for k in names])
+
+
+def test_demo_species_are_not_near_copies_of_each_other():
+    # the demo holds out whole species; a held-out species must be new, not a training sibling with
+    # a few per cent of jitter (NN and Oracle would then win by memorising; docs/model.md)
+    m = np.stack([_normalised(p) for _, p in ph.make_species_table(24)])
+    d = np.sqrt(((m[:, None] - m[None]) ** 2).mean(-1))
+    np.fill_diagonal(d, np.inf)
+    assert d.min() > 0.1, np.sort(d.min(axis=1))  # RMS over parameters, in units of their ranges
+    # and specimens of one species stay much closer than two species
+    dog = ph.species_params(0)
+    assert np.sqrt(((_normalised(ph.specimen_params(dog, 1)) - _normalised(dog)) ** 2).mean()) < 0.5 * d.min()
 
 
 def test_mandible_is_separate_from_cranium(dog_parts):
