@@ -104,11 +104,15 @@ def _trilinear(vf, x, y, z, sy, sz, syz):
 
 
 @nb.njit(inline="always", **_JIT)
-def _row_setup(geom, v, r):
-    ox = geom[v, 0, 0] + r * geom[v, 2, 0]
-    oy = geom[v, 0, 1] + r * geom[v, 2, 1]
-    oz = geom[v, 0, 2] + r * geom[v, 2, 2]
-    return ox, oy, oz
+def _ray_start(geom, v, r, c, lo, hi, ball_r2, ball_ctr, inv_scale, steps):
+    """Ray of pixel (r, c) of view v, shared by both kernels: its clipped inclusive k-range
+    [k0, k1] and its first unclipped sample (bx, by, bz) in float32 padded voxels (g(r, c, k0))."""
+    gx = geom[v, 0, 0] + r * geom[v, 2, 0] + c * geom[v, 1, 0]
+    gy = geom[v, 0, 1] + r * geom[v, 2, 1] + c * geom[v, 1, 1]
+    gz = geom[v, 0, 2] + r * geom[v, 2, 2] + c * geom[v, 1, 2]
+    wx, wy, wz = geom[v, 3, 0], geom[v, 3, 1], geom[v, 3, 2]
+    k0, k1 = _k_range(gx, gy, gz, wx, wy, wz, lo, hi, steps, 0.0, ball_r2, ball_ctr, inv_scale)
+    return k0, k1, np.float32(gx + k0 * wx), np.float32(gy + k0 * wy), np.float32(gz + k0 * wz)
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -127,18 +131,9 @@ def render_kernel(vp, geom, lo, hi, ball_r2, ball_ctr, inv_scale, size, steps, c
     for job in nb.prange(n * size):
         v = job // size
         r = job % size
-        ox, oy, oz = _row_setup(geom, v, r)
-        ux, uy, uz = geom[v, 1, 0], geom[v, 1, 1], geom[v, 1, 2]
-        wx, wy, wz = geom[v, 3, 0], geom[v, 3, 1], geom[v, 3, 2]
-        fwx, fwy, fwz = np.float32(wx), np.float32(wy), np.float32(wz)
+        fwx, fwy, fwz = np.float32(geom[v, 3, 0]), np.float32(geom[v, 3, 1]), np.float32(geom[v, 3, 2])
         for c in range(size):
-            gx = ox + c * ux
-            gy = oy + c * uy
-            gz = oz + c * uz
-            k0, k1 = _k_range(gx, gy, gz, wx, wy, wz, lo, hi, steps, 0.0, ball_r2, ball_ctr, inv_scale)
-            bx = np.float32(gx + k0 * wx)
-            by = np.float32(gy + k0 * wy)
-            bz = np.float32(gz + k0 * wz)
+            k0, k1, bx, by, bz = _ray_start(geom, v, r, c, lo, hi, ball_r2, ball_ctr, inv_scale, steps)
             acc = np.float32(0.0)
             j = np.float32(0.0)
             for _ in range(k0, k1 + 1):
@@ -160,18 +155,9 @@ def view_volume_kernel(vp, geom, lo, hi, ball_r2, ball_ctr, inv_scale, size, ste
     for job in nb.prange(n * size):
         v = job // size
         r = job % size
-        ox, oy, oz = _row_setup(geom, v, r)
-        ux, uy, uz = geom[v, 1, 0], geom[v, 1, 1], geom[v, 1, 2]
-        wx, wy, wz = geom[v, 3, 0], geom[v, 3, 1], geom[v, 3, 2]
-        fwx, fwy, fwz = np.float32(wx), np.float32(wy), np.float32(wz)
+        fwx, fwy, fwz = np.float32(geom[v, 3, 0]), np.float32(geom[v, 3, 1]), np.float32(geom[v, 3, 2])
         for c in range(size):
-            gx = ox + c * ux
-            gy = oy + c * uy
-            gz = oz + c * uz
-            k0, k1 = _k_range(gx, gy, gz, wx, wy, wz, lo, hi, steps, 0.0, ball_r2, ball_ctr, inv_scale)
-            bx = np.float32(gx + k0 * wx)
-            by = np.float32(gy + k0 * wy)
-            bz = np.float32(gz + k0 * wz)
+            k0, k1, bx, by, bz = _ray_start(geom, v, r, c, lo, hi, ball_r2, ball_ctr, inv_scale, steps)
             j = np.float32(0.0)
             for k in range(k0, k1 + 1):
                 out[v, k, r, c] = _trilinear(vf, bx + j * fwx, by + j * fwy, bz + j * fwz, sy, sz, syz)

@@ -68,13 +68,25 @@ __device__ __forceinline__ float trilinear(const float* __restrict__ vf, float x
     return c0 + fz * (c1 - c0);
 }
 
-__device__ __forceinline__ void ray(const double* geom, int v, int r, int c,
-                                    double* gx, double* gy, double* gz)
+// The ray of pixel (r, c) of view v, shared by both kernels: its clipped inclusive k-range
+// [k0, k1] (k1 < k0: no sample can be non-zero), its first unclipped sample (b) and step (fw) as
+// float32 padded voxel coordinates. clip: lo[3], hi[3], ball_r2, ctr[3], inv_scale[3].
+__device__ __forceinline__ bool ray_start(const double* geom, int v, int r, int c, const double* clip,
+                                          int steps, int* k0, int* k1, float* b, float* fw)
 {
     const double* G = geom + 12 * v;
-    *gx = G[0] + c * G[3] + r * G[6];
-    *gy = G[1] + c * G[4] + r * G[7];
-    *gz = G[2] + c * G[5] + r * G[8];
+    double gx = G[0] + c * G[3] + r * G[6];
+    double gy = G[1] + c * G[4] + r * G[7];
+    double gz = G[2] + c * G[5] + r * G[8];
+    double wx = G[9], wy = G[10], wz = G[11];
+    *k0 = 0; *k1 = -1;
+    if (!k_range(gx, gy, gz, wx, wy, wz, clip, clip + 3, steps, clip[6], clip + 7, clip + 10, k0, k1)) {
+        *k0 = 0; *k1 = -1;
+        return false;
+    }
+    b[0] = (float)(gx + *k0 * wx); b[1] = (float)(gy + *k0 * wy); b[2] = (float)(gz + *k0 * wz);
+    fw[0] = (float)wx; fw[1] = (float)wy; fw[2] = (float)wz;
+    return true;
 }
 
 __global__ void render_kernel(const float* __restrict__ vf, int pz, int py, int px,
@@ -86,19 +98,14 @@ __global__ void render_kernel(const float* __restrict__ vf, int pz, int py, int 
     int v = blockIdx.y;
     if (pix >= (long long)size * size || v >= n) return;
     int r = (int)(pix / size), c = (int)(pix % size);
-    const double* G = geom + 12 * v;
-    double gx, gy, gz;
-    ray(geom, v, r, c, &gx, &gy, &gz);
-    double wx = G[9], wy = G[10], wz = G[11];
     unsigned long long sy = (unsigned long long)px, sz = (unsigned long long)py * px;
     float acc = 0.0f;
     int k0, k1;
-    if (k_range(gx, gy, gz, wx, wy, wz, clip, clip + 3, steps, clip[6], clip + 7, clip + 10, &k0, &k1)) {
-        float bx = (float)(gx + k0 * wx), by = (float)(gy + k0 * wy), bz = (float)(gz + k0 * wz);
-        float fwx = (float)wx, fwy = (float)wy, fwz = (float)wz;
+    float b[3], fw[3];
+    if (ray_start(geom, v, r, c, clip, steps, &k0, &k1, b, fw)) {
         float j = 0.0f;
         for (int k = k0; k <= k1; ++k) {
-            acc += trilinear(vf, bx + j * fwx, by + j * fwy, bz + j * fwz, sy, sz);
+            acc += trilinear(vf, b[0] + j * fw[0], b[1] + j * fw[1], b[2] + j * fw[2], sy, sz);
             j += 1.0f;
         }
     }
@@ -113,22 +120,17 @@ __global__ void view_volume_kernel(const float* __restrict__ vf, int pz, int py,
     int v = blockIdx.y;
     if (pix >= (long long)size * size || v >= n) return;
     int r = (int)(pix / size), c = (int)(pix % size);
-    const double* G = geom + 12 * v;
-    double gx, gy, gz;
-    ray(geom, v, r, c, &gx, &gy, &gz);
-    double wx = G[9], wy = G[10], wz = G[11];
     unsigned long long sy = (unsigned long long)px, sz = (unsigned long long)py * px;
     long long plane = (long long)size * size;
     float* o = out + (long long)v * steps * plane + pix;
-    int k0 = 0, k1 = -1;
-    k_range(gx, gy, gz, wx, wy, wz, clip, clip + 3, steps, clip[6], clip + 7, clip + 10, &k0, &k1);
-    float bx = (float)(gx + k0 * wx), by = (float)(gy + k0 * wy), bz = (float)(gz + k0 * wz);
-    float fwx = (float)wx, fwy = (float)wy, fwz = (float)wz;
+    int k0, k1;
+    float b[3] = {0.0f, 0.0f, 0.0f}, fw[3] = {0.0f, 0.0f, 0.0f};
+    ray_start(geom, v, r, c, clip, steps, &k0, &k1, b, fw);  // k1 < k0 when the ray is clipped away
     float j = 0.0f;
     for (int k = 0; k < steps; ++k) {
         float val = 0.0f;
         if (k >= k0 && k <= k1) {
-            val = trilinear(vf, bx + j * fwx, by + j * fwy, bz + j * fwz, sy, sz);
+            val = trilinear(vf, b[0] + j * fw[0], b[1] + j * fw[1], b[2] + j * fw[2], sy, sz);
             j += 1.0f;
         }
         o[(long long)k * plane] = val;
