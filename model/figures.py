@@ -1,4 +1,5 @@
-"""The paper's evaluation figures (§5, Figs. 5–9 and 17) from the CSVs of ``model.evaluate``.
+"""The paper's evaluation figures (§5, Figs. 5–9 and 17) from the CSVs of ``model.evaluate`` (and, for
+the qualitative Figs. 5/17 and 7, from example volumes).
 
 Every ``fig_*`` function writes one PNG and returns its path. Plots use matplotlib's object API
 (``matplotlib.figure.Figure`` with the Agg canvas): no display, no pyplot state, nothing global.
@@ -34,6 +35,7 @@ __all__ = [
     "fig_methods",
     "fig_qualitative",
     "fig_slice_counts",
+    "fig_slice_views",
     "fig_fusion",
     "fig_view_classes",
     "write_all_figures",
@@ -399,6 +401,71 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
     return _save(fig, out_png)
 
 
+def fig_slice_views(rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 64), novel_deg: float = 60.0,
+                    backend: str = "auto") -> Path:
+    """Paper Fig. 7: what fewer depth slices look like.
+
+    For the first row of ``rows`` (the :func:`fig_qualitative` rows) that has ``truth`` and/or ``ours``
+    (D, h, w) view volumes: each volume box-averaged along depth to every count in ``slice_counts``
+    below D and linearly up-sampled back (:func:`model.evaluate.depth_resample`, the slice-count
+    analysis), then rendered as iso-surfaces (iso 0.1) from the x-ray's view and from a novel view
+    turned ``novel_deg`` about the image-vertical axis (where the depth steps show), next to the
+    full-depth volume. Each cell is labelled with its DSSIM to the full-depth render of that view.
+    """
+    import torch
+
+    from . import applications as A
+    from .evaluate import depth_resample, dssim
+
+    if not isinstance(rows, (list, tuple)) or not rows:
+        raise ValueError("rows must be a non-empty list of dicts with 'truth' and/or 'ours' view volumes")
+    row = next((r for r in rows if isinstance(r, dict) and (r.get("truth") is not None or r.get("ours") is not None)),
+               None)
+    if row is None:
+        raise ValueError("no row has a 'truth' or 'ours' view volume")
+    mode = "surface" if A.surface_available() else "xray"
+    keys = [k for k in ("truth", "ours") if row.get(k) is not None]
+    vols = {k: A.check_view_volume(row[k], name=k) for k in keys}
+    depth = vols[keys[0]].shape[0]
+    counts = sorted({int(c) for c in slice_counts if 0 < int(c) < depth})
+    if not counts:
+        raise ValueError(f"no slice count below the volumes' depth {depth} in {list(slice_counts)}")
+    angles = (0.0, float(novel_deg))
+    cols = counts + [depth]
+    fig = _new_figure(1.6 * len(cols) + 1.0, 1.55 * 2 * len(keys) + 0.8)
+    axes = fig.subplots(2 * len(keys), len(cols), squeeze=False)
+    for i, k in enumerate(keys):
+        v = vols[k]
+        full = A.novel_views(v, angles, mode=mode, backend=backend)
+        for j, c in enumerate(cols):
+            if c == depth:
+                imgs, labels = full, ["full depth", "full depth"]
+            else:
+                vr = depth_resample(torch.from_numpy(v)[None], c)[0].clamp(0, 1).numpy()
+                imgs = A.novel_views(vr, angles, mode=mode, backend=backend)
+                labels = [f"DSSIM {dssim(imgs[a], full[a]):.3f}" for a in range(2)]
+            for a in range(2):
+                ax = axes[2 * i + a, j]
+                ax.imshow(imgs[a], cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_xlabel(labels[a], fontsize=7)
+                for sp in ax.spines.values():
+                    sp.set_edgecolor(_colour(k))
+                    sp.set_linewidth(1.5)
+                if j == 0:
+                    view = "original view" if a == 0 else f"novel view ({novel_deg:g}°)"
+                    ax.set_ylabel(f"{_label(k)}\n{view}", fontsize=8, color=_colour(k))
+                if i == 0 and a == 0:
+                    ax.set_title(f"{c} slices" + (" (all)" if c == depth else ""), fontsize=8)
+    title = row.get("title")
+    what = "iso-surface renders (iso 0.1)" if mode == "surface" else "x-ray re-renders"
+    fig.suptitle("Depth down-sampled to fewer slices and up again (paper Fig. 7)\n"
+                 + what + (f", {title}" if title else ""), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93), pad=0.4, h_pad=0.4, w_pad=0.3)
+    return _save(fig, out_png)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fig. 9: fusion
 
@@ -544,8 +611,8 @@ def write_all_figures(eval_dir, out_dir, *, qualitative_rows=None, fusion_exampl
     Always ``fig6_methods.png`` (needs ``metrics.csv`` and ``summary.csv``: ``ValueError`` if they are
     missing); ``fig9_fusion.png`` when ``summary.csv`` has ``ours_nofusion`` rows (or
     ``fusion_example`` is given); ``fig8b_view_classes.png`` when ``view_classes.csv`` exists;
-    ``fig8a_slice_counts.png`` when ``slice_counts.csv`` exists; ``fig17_qualitative.png`` when
-    ``qualitative_rows`` (see :func:`fig_qualitative`) are given.
+    ``fig8a_slice_counts.png`` when ``slice_counts.csv`` exists; ``fig17_qualitative.png`` and
+    ``fig7_slice_views.png`` when ``qualitative_rows`` (see :func:`fig_qualitative`) are given.
     """
     d = _eval_dir(eval_dir)
     out = Path(out_dir)
@@ -560,4 +627,5 @@ def write_all_figures(eval_dir, out_dir, *, qualitative_rows=None, fusion_exampl
         paths.append(fig_slice_counts(d, out / "fig8a_slice_counts.png"))
     if qualitative_rows:
         paths.append(fig_qualitative(qualitative_rows, out / "fig17_qualitative.png", backend=backend))
+        paths.append(fig_slice_views(qualitative_rows, out / "fig7_slice_views.png", backend=backend))
     return paths

@@ -158,11 +158,38 @@ def test_fig_qualitative_bad_rows(tmp_path):
         F.fig_qualitative(rows, tmp_path / "q.png", mode="xray")
 
 
+def test_fig_slice_views(tmp_path, monkeypatch):
+    rows = _qual_rows()
+    p = F.fig_slice_views(rows, tmp_path / "s.png", slice_counts=(4, 8, 64), backend="cpu")
+    w, h = _check_png(p, 250, 300)  # 4, 8 and the full 24 slices; truth and ours, two views each
+    # the DSSIM labels are those of the slice-count analysis: fewer slices, a larger difference
+    from model import applications as A
+    from model.evaluate import depth_resample, dssim
+
+    import torch
+
+    v = rows[0]["truth"]
+    full = A.novel_views(v, [60.0], mode="surface", backend="cpu")[0]
+    d = [dssim(A.novel_views(depth_resample(torch.from_numpy(v)[None], c)[0].clamp(0, 1).numpy(), [60.0],
+                             mode="surface", backend="cpu")[0], full) for c in (2, 12)]
+    assert d[0] > d[1] >= 0
+    # only truth: half the rows
+    w2, h2 = _check_png(F.fig_slice_views([dict(xray=rows[0]["xray"], truth=v)], tmp_path / "t.png", backend="cpu"),
+                        250, 150)
+    assert h2 < h
+    with pytest.raises(ValueError, match="no row has"):
+        F.fig_slice_views([dict(xray=rows[0]["xray"])], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="no slice count below"):
+        F.fig_slice_views(rows, tmp_path / "x.png", slice_counts=(24, 32))
+    with pytest.raises(ValueError, match="non-empty"):
+        F.fig_slice_views([], tmp_path / "x.png")
+
+
 def test_write_all_figures(eval_dir, tmp_path):
     paths = F.write_all_figures(eval_dir, tmp_path / "figs", qualitative_rows=_qual_rows()[:1], backend="cpu")
     assert all(p.parent == tmp_path / "figs" for p in paths)
     names = sorted(p.name for p in paths)
-    assert names == ["fig17_qualitative.png", "fig6_methods.png", "fig8a_slice_counts.png",
+    assert names == ["fig17_qualitative.png", "fig6_methods.png", "fig7_slice_views.png", "fig8a_slice_counts.png",
                      "fig8b_view_classes.png", "fig9_fusion.png"]
     for p in paths:
         _check_png(p, 400, 150)

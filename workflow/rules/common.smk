@@ -238,7 +238,8 @@ EVAL = MODEL["evaluate"]
 APPS = MODEL["apps"]
 GPU_TRAIN = 1 if str(TRAIN["device"]).startswith("cuda") else 0
 ENV_MODEL = "../../envs/model.yaml"
-FIGURES = ["fig6_methods", "fig8a_slice_counts", "fig8b_view_classes", "fig9_fusion", "fig17_qualitative"]
+FIGURES = ["fig6_methods", "fig7_slice_views", "fig8a_slice_counts", "fig8b_view_classes", "fig9_fusion",
+           "fig17_qualitative"]
 
 
 def train_options():
