@@ -98,6 +98,7 @@ import csv
 import itertools
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,7 @@ __all__ = [
     "VIEW_CLASSES",
     "MetricDefinitions",
     "ViewSource",
+    "coarse_cells",
     "coarse_factors",
     "coarse_features",
     "depth_resample",
@@ -123,6 +125,7 @@ __all__ = [
     "evaluate_run",
     "mean_ci",
     "nearest_images",
+    "oracle_coarse_for_memory",
     "oracle_search",
     "paired_tests",
     "store_image_blocks",
@@ -428,6 +431,28 @@ def coarse_factors(shape: Sequence[int], coarse: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def coarse_cells(shape: Sequence[int], coarse: int) -> int:
+    """Number of blocks (cells) of :func:`coarse_factors` on ``shape``; the features have 2 × as many."""
+    return math.prod(n // f for n, f in zip(shape, coarse_factors(shape, coarse)))
+
+
+def oracle_coarse_for_memory(shape: Sequence[int], n_train: int, coarse: int, budget_bytes: int) -> int:
+    """The largest ``c <= coarse`` whose training features (``n_train × 2 · cells`` float32) fit
+    ``budget_bytes``. Fewer cells only loosen the lower bound (more exact evaluations); the Oracle
+    stays exact. ``ValueError`` when not even one cell per volume fits."""
+    if coarse < 1:
+        raise ValueError(f"coarse must be >= 1, got {coarse}")
+    if n_train < 1:
+        raise ValueError(f"n_train must be >= 1, got {n_train}")
+    c = int(coarse)
+    while c > 1 and n_train * 2 * coarse_cells(shape, c) * 4 > budget_bytes:
+        c -= 1
+    if n_train * 2 * coarse_cells(shape, c) * 4 > budget_bytes:
+        raise ValueError(f"the Oracle's features of {n_train} training samples need at least "
+                         f"{n_train * 8} bytes (one cell each); the budget is {budget_bytes} bytes")
+    return c
+
+
 def coarse_features(views: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
     """Lower-bound features of (B, D, H, W) view volumes: per non-overlapping (fd, fh, fw) block j its
     mean m_j times sqrt(f) (f = fd·fh·fw) and the norm ρ_j of its deviation from the mean,
@@ -654,7 +679,8 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
                  methods: Sequence[str] = METHODS, slice_counts: Sequence[int] = (8, 16, 32, 64),
                  iso: float = DEFAULT_ISO, beta: float = 2.0, fusion_at: str = "xray",
                  oracle_coarse: int = 16, oracle_k: int = 32, oracle_chunk: int = 4,
-                 oracle_max_evaluated: int | None = None, cache_bytes: int = 1 << 30,
+                 oracle_max_evaluated: int | None = None, oracle_feature_bytes: int = 2 << 30,
+                 cache_bytes: int = 1 << 30,
                  nn_query_block: int = 4096, train_block: int = 256, strict: bool = True,
                  progress: bool = False) -> dict:
     """Evaluate a checkpoint on the store's held-out (``val``) species; write the tables (module docstring).
@@ -673,6 +699,10 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         fusion_at: ``"xray"`` or ``"target"`` (module docstring).
         oracle_coarse, oracle_k, oracle_chunk, oracle_max_evaluated: Oracle search settings
             (:func:`oracle_search`; ``oracle_max_evaluated=None``: no cap, exact).
+        oracle_feature_bytes: memory for the Oracle's lower-bound features of every training sample;
+            ``oracle_coarse`` is lowered until they fit (:func:`oracle_coarse_for_memory`; the paper's
+            413k training samples at 128³ need 13.5 GB at 16 cells per axis, 1.7 GB at 8). The search
+            stays exact; ``summary.json`` records the coarseness used.
         cache_bytes: keep every training view volume (target grid) in memory when they fit this budget
             (the NN/Oracle volumes and the Oracle's exact distances then need no re-sampling).
         nn_query_block, train_block: NN search settings (queries per pass, training images per block).
@@ -763,7 +793,14 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     or_eval = np.zeros(Q, np.int64)
     or_fb = np.zeros(Q, bool)
     or_cert = np.zeros(Q, bool)
-    factors = coarse_factors((D, S, S), oracle_coarse)
+    coarse_used = oracle_coarse
+    if "oracle" in methods:
+        coarse_used = oracle_coarse_for_memory((D, S, S), len(train_src), oracle_coarse, oracle_feature_bytes)
+        if coarse_used < oracle_coarse:
+            print(f"note: Oracle features with {oracle_coarse} cells per axis would not fit "
+                  f"{oracle_feature_bytes / 2**30:.2f} GiB for {len(train_src)} training samples; "
+                  f"using {coarse_used} (still exact)", file=sys.stderr)
+    factors = coarse_factors((D, S, S), coarse_used)
     cached = False
     if train_src is not None:
         t0 = time.perf_counter()
@@ -807,7 +844,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
                 vols["nn"] = train_src.views(nn_i[a:a + b], size=S, depth=D)
             if "oracle" in methods:
                 to0 = time.perf_counter()
-                res = oracle_search(truth, train_src, coarse=oracle_coarse, k=oracle_k, chunk=oracle_chunk,
+                res = oracle_search(truth, train_src, coarse=coarse_used, k=oracle_k, chunk=oracle_chunk,
                                     train_features=feats, max_evaluated=oracle_max_evaluated)
                 bs = slice(a, a + b)
                 or_i[bs], or_d[bs], or_eval[bs], or_fb[bs], or_cert[bs] = (res.index, res.dist2, res.evaluated,
@@ -901,7 +938,8 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         network=net.to_dict(), target_shape=[D, S, S], image_size=image_size, chi=chi,
         val_species=val, train_species=train, n_samples=int(Q), methods=list(methods),
         settings=dict(max_samples=max_samples, batch=batch, device=str(dev), iso=iso, beta=beta, fusion_at=fusion_at,
-                      oracle_coarse=oracle_coarse, oracle_k=oracle_k, oracle_chunk=oracle_chunk,
+                      oracle_coarse=oracle_coarse, oracle_coarse_used=coarse_used,
+                      oracle_feature_bytes=oracle_feature_bytes, oracle_k=oracle_k, oracle_chunk=oracle_chunk,
                       oracle_max_evaluated=oracle_max_evaluated, cache_bytes=cache_bytes, train_views_cached=cached,
                       nn_query_block=nn_query_block, train_block=train_block, strict=strict,
                       ssim_data_range=SSIM_DATA_RANGE, view_class_angle_deg=VIEW_CLASS_ANGLE),

@@ -13,11 +13,13 @@ import torch
 from model.evaluate import (
     METHODS,
     ViewSource,
+    coarse_cells,
     coarse_factors,
     coarse_features,
     depth_resample,
     dssim,
     evaluate_run,
+    oracle_coarse_for_memory,
     mean_ci,
     nearest_images,
     oracle_search,
@@ -340,6 +342,36 @@ def test_evaluate_run_subset_of_methods(store, checkpoint, tmp_path):
                      slice_counts=(), cache_bytes=0)  # the Oracle without the view cache
     assert s["settings"]["fusion_at"] == "target" and s["oracle"]["exact"] and not s["settings"]["train_views_cached"]
     assert _read(tmp_path / "t" / "slice_counts.csv") == []
+
+
+def test_oracle_coarseness_fits_the_memory_budget():
+    shape, n = (32, 32, 32), 1000
+    assert coarse_cells(shape, 16) == 16 ** 3 and coarse_cells(shape, 7) == 4 ** 3  # 32 = 4 · 8
+    assert oracle_coarse_for_memory(shape, n, 16, 1 << 40) == 16  # fits: unchanged
+    budget = 4_000_000  # bytes; 16 cells per axis would need 1000 · 2 · 4096 · 4 = 32.8 MB
+    c = oracle_coarse_for_memory(shape, n, 16, budget)
+    assert c < 16 and n * 2 * coarse_cells(shape, c) * 4 <= budget  # fits ...
+    assert n * 2 * coarse_cells(shape, c + 1) * 4 > budget  # ... and is the finest that does
+    assert oracle_coarse_for_memory(shape, n, 16, 8 * n) == 1  # one cell per volume
+    with pytest.raises(ValueError, match="at least 8000 bytes"):
+        oracle_coarse_for_memory(shape, n, 16, 8 * n - 1)
+    with pytest.raises(ValueError, match="coarse must be"):
+        oracle_coarse_for_memory(shape, n, 0, budget)
+
+
+def test_evaluate_run_oracle_within_a_small_memory_budget(store, checkpoint, tmp_path):
+    # a budget that forces coarser lower-bound features: the same (exact) Oracle matches
+    a = evaluate_run(store, checkpoint, tmp_path / "a", max_samples=4, methods=("oracle",), slice_counts=(),
+                     oracle_coarse=8)
+    b = evaluate_run(store, checkpoint, tmp_path / "b", max_samples=4, methods=("oracle",), slice_counts=(),
+                     oracle_coarse=8, oracle_feature_bytes=4096)
+    assert a["settings"]["oracle_coarse_used"] == 8 and b["settings"]["oracle_coarse_used"] < 8
+    ma, mb = _read(tmp_path / "a" / "matches.csv"), _read(tmp_path / "b" / "matches.csv")
+    assert [(r["oracle_species"], r["oracle_sample"]) for r in ma] == [(r["oracle_species"], r["oracle_sample"]) for r in mb]
+    assert all(r["oracle_certified"] == "True" for r in mb)
+    with pytest.raises(ValueError, match="Oracle's features"):
+        evaluate_run(store, checkpoint, tmp_path / "c", max_samples=2, methods=("oracle",), slice_counts=(),
+                     oracle_feature_bytes=8)
 
 
 def test_evaluate_run_refuses_mismatches(store, checkpoint, tmp_path):

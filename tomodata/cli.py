@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -416,7 +417,8 @@ def cmd_evaluate(a) -> int:
     from model.evaluate import evaluate_run
 
     summary = evaluate_run(a.store, a.checkpoint, a.output, max_samples=a.max_samples, batch=a.batch,
-                           device=a.device, progress=sys.stderr.isatty())
+                           device=a.device, oracle_coarse=a.oracle_coarse,
+                           oracle_feature_bytes=int(a.oracle_memory_gb * 2**30), progress=sys.stderr.isatty())
     print(f"{summary['n_samples']} held-out samples; means with 95% CI:")
     for m, vals in summary["means"].items():
         print(f"  {m:14} " + "  ".join(f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
@@ -521,6 +523,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"expected an integer > 0, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return v
 
 
@@ -728,6 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-samples", type=_positive_int, help="evaluate at most this many held-out samples")
     q.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.add_argument("--oracle-coarse", type=_positive_int, default=16,
+                   help="cells per axis of the Oracle's lower-bound features (default %(default)s)")
+    q.add_argument("--oracle-memory-gb", type=_positive_float, default=2.0,
+                   help="memory for those features; --oracle-coarse is lowered until they fit, the search "
+                        "stays exact (default %(default)s)")
     q.set_defaults(func=cmd_evaluate)
 
     q = sub.add_parser("figures", help="draw the paper's figures from an evaluation", description=(

@@ -61,6 +61,7 @@ rule evaluate:
         out=lambda wildcards, output: os.path.dirname(output.summary),
         options=_opts([("--max-samples", EVAL["max_samples"]), ("--batch", EVAL["batch"])]),
         device=Untracked(TRAIN["device"]),
+        oracle_memory=Untracked(EVAL["oracle_memory_gb"]),  # the Oracle stays exact: changes no result
     log:
         f"{LOGS}/evaluate/evaluate.log",
     benchmark:
@@ -74,7 +75,8 @@ rule evaluate:
         ENV_MODEL
     shell:
         "OMP_NUM_THREADS={threads} tomo evaluate {params.store:q} --checkpoint {input.checkpoint:q}"
-        " -o {params.out:q} {params.options} --device {params.device} > {log:q} 2>&1"
+        " -o {params.out:q} {params.options} --device {params.device}"
+        " --oracle-memory-gb {params.oracle_memory} > {log:q} 2>&1"
 
 
 rule figures:
