@@ -365,4 +365,4 @@ def test_full_pipeline_tiny(tmp_path):
     assert list((res / "apps").glob("*_turntable.gif"))
     smk(tmp_path, "--configfile", str(config), "--report", "results/full/report.html")
     html = (res / "report.html").read_text(encoding="utf-8", errors="replace")
-    assert "fig6_methods.png" in html and "summary.csv" in html
+    assert "fig6_methods.png" in html and "fig7_slice_views.png" in html and "summary.csv" in html
