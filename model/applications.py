@@ -74,7 +74,7 @@ _GREY_MODES = ("xray", "surface", "depth")
 #: Default transfer function, rows ``(density, r, g, b, sigma)``, piecewise linear in density.
 #: ``sigma`` is the extinction per unit depth (the cube's depth is 1, as ``chi`` for x-rays): a slab of
 #: thickness t (fraction of the depth) at that density lets ``exp(−sigma · t)`` through. Air (< 0.03)
-#: is invisible, soft tissue (0.05–0.2) a faint blue haze, bone (0.3–0.8) orange to ivory and nearly
+#: is invisible, soft tissue (0.03–0.2; the phantoms' haze is 0.03–0.07) a faint blue haze, bone (0.3–0.8) orange to ivory and nearly
 #: opaque after a few voxels, petrous bone and teeth (0.9–1) near white and opaque (the paper's
 #: Fig. 14 colours: skin blue, bone orange).
 DEFAULT_TRANSFER = np.array(

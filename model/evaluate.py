@@ -439,7 +439,8 @@ def coarse_cells(shape: Sequence[int], coarse: int) -> int:
 def oracle_coarse_for_memory(shape: Sequence[int], n_train: int, coarse: int, budget_bytes: int) -> int:
     """The largest ``c <= coarse`` whose training features (``n_train × 2 · cells`` float32) fit
     ``budget_bytes``. Fewer cells only loosen the lower bound (more exact evaluations); the Oracle
-    stays exact. ``ValueError`` when not even one cell per volume fits."""
+    stays exact (when ``oracle_max_evaluated`` is None, the default). ``ValueError`` when not even
+    one cell per volume fits."""
     if coarse < 1:
         raise ValueError(f"coarse must be >= 1, got {coarse}")
     if n_train < 1:
@@ -487,14 +488,18 @@ def train_coarse_features(source: ViewSource, *, size: int, depth: int, factors:
     """(N, F) float32 lower-bound features (:func:`coarse_features`) of every sample of ``source``,
     made ``block`` view volumes at a time (default: as many as fit ``budget_bytes`` in float64), so
     the full-resolution views are never all in memory."""
-    feats = []
     n = len(source)
     if block is None:
         block = max(1, int(budget_bytes // (depth * size * size * 8)))
+    cells = math.prod(s // f for s, f in zip((depth, size, size), factors))
+    feats = None  # filled in place: peak memory is the features plus one block, not twice the features
     for a in range(0, n, block):
         g = np.arange(a, min(n, a + block))
-        feats.append(coarse_features(source.views(g, size=size, depth=depth), factors))
-    return torch.cat(feats)
+        f = coarse_features(source.views(g, size=size, depth=depth), factors)
+        if feats is None:
+            feats = torch.empty((n, 2 * cells), dtype=f.dtype, device=f.device)
+        feats[a:a + g.size] = f
+    return feats
 
 
 def _lower_bounds(qf: torch.Tensor, tf: torch.Tensor, block: int = 16384) -> Iterator[tuple[int, torch.Tensor]]:
@@ -701,8 +706,9 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
             (:func:`oracle_search`; ``oracle_max_evaluated=None``: no cap, exact).
         oracle_feature_bytes: memory for the Oracle's lower-bound features of every training sample;
             ``oracle_coarse`` is lowered until they fit (:func:`oracle_coarse_for_memory`; the paper's
-            413k training samples at 128³ need 13.5 GB at 16 cells per axis, 1.7 GB at 8). The search
-            stays exact; ``summary.json`` records the coarseness used.
+            413k training samples at 128³ need 13.5 GB = 12.6 GiB at 16 cells per axis, 1.7 GB at 8).
+            The search stays exact (with ``oracle_max_evaluated=None``); ``summary.json`` records the
+            coarseness used.
         cache_bytes: keep every training view volume (target grid) in memory when they fit this budget
             (the NN/Oracle volumes and the Oracle's exact distances then need no re-sampling).
         nn_query_block, train_block: NN search settings (queries per pass, training images per block).
@@ -799,7 +805,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         if coarse_used < oracle_coarse:
             print(f"note: Oracle features with {oracle_coarse} cells per axis would not fit "
                   f"{oracle_feature_bytes / 2**30:.2f} GiB for {len(train_src)} training samples; "
-                  f"using {coarse_used} (still exact)", file=sys.stderr)
+                  f"using {coarse_used} (only slower)", file=sys.stderr)
     factors = coarse_factors((D, S, S), coarse_used)
     cached = False
     if train_src is not None:

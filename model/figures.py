@@ -36,6 +36,7 @@ __all__ = [
     "fig_qualitative",
     "fig_slice_counts",
     "fig_slice_views",
+    "slice_view_renders",
     "fig_fusion",
     "fig_view_classes",
     "write_all_figures",
@@ -349,7 +350,7 @@ def fig_qualitative(rows, out_png, *, novel_deg: float = 60.0, mode: str | None 
 
 
 # ---------------------------------------------------------------------------------------------
-# Fig. 7/8a: slice counts
+# Fig. 8a: slice counts (Fig. 7: fig_slice_views)
 
 
 def _slice_table(d: Path):
@@ -370,7 +371,7 @@ def _slice_table(d: Path):
 
 
 def fig_slice_counts(eval_dir, out_png) -> Path:
-    """Paper Fig. 7/8a: DSSIM of a volume down-sampled in depth to 8 … 64 slices (and up again)
+    """Paper Fig. 8a: DSSIM of a volume down-sampled in depth to 8 … 64 slices (and up again)
     against the 128-slice original, per method, with 95 % CIs when ``slice_counts.csv`` has them."""
     d = _eval_dir(eval_dir)
     df, col, lo, hi = _slice_table(d)
@@ -401,6 +402,32 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
     return _save(fig, out_png)
 
 
+def slice_view_renders(vol, counts: Sequence[int], angles_deg: Sequence[float], *, mode: str = "surface",
+                       backend: str = "auto") -> dict:
+    """The cells of Fig. 7 for one (D, H, W) view volume: ``{count: (images, dssims)}`` for every
+    ``count`` in ``counts`` (each < D) and for D itself. ``images`` (len(angles), S, S) are renders
+    (:func:`model.applications.novel_views`) of the volume box-averaged along depth to ``count``
+    slices and linearly up-sampled back (:func:`model.evaluate.depth_resample`, as the slice-count
+    analysis; it stays in [0, 1]); ``dssims`` (len(angles),) their DSSIM to the full-depth render of
+    the same view (0 for D)."""
+    import torch
+
+    from . import applications as A
+    from .evaluate import depth_resample, dssim
+
+    v = A.check_view_volume(vol)
+    depth = v.shape[0]
+    full = A.novel_views(v, angles_deg, mode=mode, backend=backend)
+    out = {depth: (full, np.zeros(len(full)))}
+    for c in counts:
+        if not 0 < int(c) < depth:
+            raise ValueError(f"slice count {c} is not between 1 and the depth {depth} - 1")
+        vr = depth_resample(torch.from_numpy(v)[None], int(c))[0].numpy()
+        imgs = A.novel_views(vr, angles_deg, mode=mode, backend=backend)
+        out[int(c)] = (imgs, np.array([dssim(imgs[a], full[a]) for a in range(len(full))]))
+    return out
+
+
 def fig_slice_views(rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 64), novel_deg: float = 60.0,
                     backend: str = "auto") -> Path:
     """Paper Fig. 7: what fewer depth slices look like.
@@ -410,12 +437,11 @@ def fig_slice_views(rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 
     below D and linearly up-sampled back (:func:`model.evaluate.depth_resample`, the slice-count
     analysis), then rendered as iso-surfaces (iso 0.1) from the x-ray's view and from a novel view
     turned ``novel_deg`` about the image-vertical axis (where the depth steps show), next to the
-    full-depth volume. Each cell is labelled with its DSSIM to the full-depth render of that view.
+    full-depth volume (:func:`slice_view_renders`). Each cell is labelled with its DSSIM to the
+    full-depth render of that view; these renders go through
+    :func:`model.applications.novel_views`, so the values are close to, not the same as, Fig. 8a's.
     """
-    import torch
-
     from . import applications as A
-    from .evaluate import depth_resample, dssim
 
     if not isinstance(rows, (list, tuple)) or not rows:
         raise ValueError("rows must be a non-empty list of dicts with 'truth' and/or 'ours' view volumes")
@@ -435,15 +461,10 @@ def fig_slice_views(rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 
     fig = _new_figure(1.6 * len(cols) + 1.0, 1.55 * 2 * len(keys) + 0.8)
     axes = fig.subplots(2 * len(keys), len(cols), squeeze=False)
     for i, k in enumerate(keys):
-        v = vols[k]
-        full = A.novel_views(v, angles, mode=mode, backend=backend)
+        cells = slice_view_renders(vols[k], counts, angles, mode=mode, backend=backend)
         for j, c in enumerate(cols):
-            if c == depth:
-                imgs, labels = full, ["full depth", "full depth"]
-            else:
-                vr = depth_resample(torch.from_numpy(v)[None], c)[0].clamp(0, 1).numpy()
-                imgs = A.novel_views(vr, angles, mode=mode, backend=backend)
-                labels = [f"DSSIM {dssim(imgs[a], full[a]):.3f}" for a in range(2)]
+            imgs, d = cells[c]
+            labels = ["full depth"] * 2 if c == depth else [f"DSSIM {d[a]:.3f}" for a in range(2)]
             for a in range(2):
                 ax = axes[2 * i + a, j]
                 ax.imshow(imgs[a], cmap="gray", vmin=0, vmax=1)

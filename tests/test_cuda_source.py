@@ -72,10 +72,10 @@ def _host_call(lib, volume, rots, size, steps, chi=None):
     c = np.concatenate([lo, hi, [r2], ctr, inv]).astype(np.float64)
     g = np.ascontiguousarray(geom)
     if chi is None:
-        out = np.zeros((len(g), steps, size, size), np.float32)
+        out = np.full((len(g), steps, size, size), np.nan, np.float32)  # every slice must be written
         lib.host_view_volumes(vp, *vp.shape, g, len(g), c, size, steps, out, 256)
     else:
-        out = np.zeros((len(g), size, size), np.float32)
+        out = np.full((len(g), size, size), np.nan, np.float32)
         lib.host_render(vp, *vp.shape, g, len(g), c, size, steps, chi, out, 256)
     return out
 

@@ -366,6 +366,9 @@ def test_evaluate_run_oracle_within_a_small_memory_budget(store, checkpoint, tmp
     b = evaluate_run(store, checkpoint, tmp_path / "b", max_samples=4, methods=("oracle",), slice_counts=(),
                      oracle_coarse=8, oracle_feature_bytes=4096)
     assert a["settings"]["oracle_coarse_used"] == 8 and b["settings"]["oracle_coarse_used"] < 8
+    grid = a["target_shape"]
+    cells = [math.prod(n // f for n, f in zip(grid, s["oracle"]["coarse_factors"])) for s in (a, b)]
+    assert cells[1] < cells[0] and cells[0] == coarse_cells(grid, 8)
     ma, mb = _read(tmp_path / "a" / "matches.csv"), _read(tmp_path / "b" / "matches.csv")
     assert [(r["oracle_species"], r["oracle_sample"]) for r in ma] == [(r["oracle_species"], r["oracle_sample"]) for r in mb]
     assert all(r["oracle_certified"] == "True" for r in mb)

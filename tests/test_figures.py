@@ -158,24 +158,46 @@ def test_fig_qualitative_bad_rows(tmp_path):
         F.fig_qualitative(rows, tmp_path / "q.png", mode="xray")
 
 
-def test_fig_slice_views(tmp_path, monkeypatch):
-    rows = _qual_rows()
-    p = F.fig_slice_views(rows, tmp_path / "s.png", slice_counts=(4, 8, 64), backend="cpu")
-    w, h = _check_png(p, 250, 300)  # 4, 8 and the full 24 slices; truth and ours, two views each
-    # the DSSIM labels are those of the slice-count analysis: fewer slices, a larger difference
+def test_slice_view_renders():
+    import torch
+
     from model import applications as A
     from model.evaluate import depth_resample, dssim
 
-    import torch
+    v = _qual_rows()[0]["truth"]  # 24 slices
+    cells = F.slice_view_renders(v, [2, 12], [0.0, 60.0], backend="cpu")
+    assert sorted(cells) == [2, 12, 24]
+    full = A.novel_views(v, [0.0, 60.0], mode="surface", backend="cpu")
+    np.testing.assert_array_equal(cells[24][0], full)
+    assert (cells[24][1] == 0).all()
+    for c in (2, 12):
+        imgs, d = cells[c]
+        ref = A.novel_views(depth_resample(torch.from_numpy(v)[None], c)[0].numpy(), [0.0, 60.0], mode="surface",
+                            backend="cpu")
+        np.testing.assert_allclose(imgs, ref)
+        np.testing.assert_allclose(d, [dssim(ref[a], full[a]) for a in range(2)])
+    # fewer slices: a larger difference from the full depth, seen from the side
+    assert cells[2][1][1] > cells[12][1][1] > 0
+    with pytest.raises(ValueError, match="slice count 24"):
+        F.slice_view_renders(v, [24], [0.0], backend="cpu")
 
-    v = rows[0]["truth"]
-    full = A.novel_views(v, [60.0], mode="surface", backend="cpu")[0]
-    d = [dssim(A.novel_views(depth_resample(torch.from_numpy(v)[None], c)[0].clamp(0, 1).numpy(), [60.0],
-                             mode="surface", backend="cpu")[0], full) for c in (2, 12)]
-    assert d[0] > d[1] >= 0
+
+def test_fig_slice_views(tmp_path, monkeypatch):
+    rows = _qual_rows()
+    calls = []
+    real = F.slice_view_renders
+
+    def record(vol, counts, angles, **kw):
+        calls.append((vol.shape, list(counts), list(angles)))
+        return real(vol, counts, angles, **kw)
+
+    monkeypatch.setattr(F, "slice_view_renders", record)
+    p = F.fig_slice_views(rows, tmp_path / "s.png", slice_counts=(4, 8, 64), backend="cpu")
+    w, h = _check_png(p, 250, 300)  # 4, 8 and the full 24 slices; truth and ours, two views each
+    assert calls == [((24, 24, 24), [4, 8], [0.0, 60.0])] * 2  # truth and ours; 64 >= D is left out
     # only truth: half the rows
-    w2, h2 = _check_png(F.fig_slice_views([dict(xray=rows[0]["xray"], truth=v)], tmp_path / "t.png", backend="cpu"),
-                        250, 150)
+    w2, h2 = _check_png(F.fig_slice_views([dict(xray=rows[0]["xray"], truth=rows[0]["truth"])], tmp_path / "t.png",
+                                          backend="cpu"), 250, 150)
     assert h2 < h
     with pytest.raises(ValueError, match="no row has"):
         F.fig_slice_views([dict(xray=rows[0]["xray"])], tmp_path / "x.png")

@@ -82,6 +82,8 @@ def test_fit_does_not_depend_on_size(dog, dog_vol):
     v32 = ph.skull_volume(dog, size=32)
     assert abs(v32.mean() - dog_vol.mean()) < 0.2 * dog_vol.mean()
     assert np.abs(_centroid(v32) - _centroid(dog_vol)).max() < 0.5 * 2.0 / 32
+    down = dog_vol.reshape(32, 2, 32, 2, 32, 2).mean(axis=(1, 3, 5))
+    assert np.abs(down - v32).mean() < 0.25 * v32.mean()
 
 
 def test_deterministic_and_seeded(dog, dog_vol):
@@ -201,7 +203,7 @@ def test_soft_tissue_haze(dog, dog_vol, dog_parts):
         & (dog_parts["teeth"] < 0.01) & (dog_parts["cavity"] < 0.01) & (dog_parts["turb"] < 0.01)
     assert haze.sum() > 100
     vals = dog_vol[haze]
-    assert 0.025 < np.median(vals) < 0.16 and vals.max() <= 0.15 + 1e-6
+    assert 0.025 < np.median(vals) < 0.1 and vals.max() < 0.1  # below the evaluation's iso-value
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -743,13 +743,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--oracle-coarse", type=_positive_int, default=16,
                    help="cells per axis of the Oracle's lower-bound features (default %(default)s)")
     q.add_argument("--oracle-memory-gb", type=_positive_float, default=2.0,
-                   help="memory for those features; --oracle-coarse is lowered until they fit, the search "
-                        "stays exact (default %(default)s)")
+                   help="memory for those features in GiB; --oracle-coarse is lowered until they fit, which "
+                        "makes the exact search slower, not inexact (default %(default)s)")
     q.set_defaults(func=cmd_evaluate)
 
     q = sub.add_parser("figures", help="draw the paper's figures from an evaluation", description=(
-        "Figures 5/17 (qualitative, needs --store and --checkpoint), 6 (methods), 7/8a (slice counts), "
-        "8b (view classes) and 9 (fusion) as PNGs."))
+        "Figures 5/17 and 7 (qualitative and slice counts as renders, need --store and --checkpoint), "
+        "6 (methods), 8a (slice counts), 8b (view classes) and 9 (fusion) as PNGs."))
     q.add_argument("--eval", required=True, help="evaluation folder (from tomo evaluate)")
     q.add_argument("-o", "--output", required=True, help="figure folder")
     q.add_argument("--store", help="the dataset store (for the qualitative figure)")

@@ -26,7 +26,8 @@ Conventions (DESIGN.md §1):
   bounding box in x and y; its mid-sagittal plane at z = 0) so that the whole specimen, soft tissue
   included, lies in the ball of radius 0.93 (plus the anti-aliasing fringe); every voxel whose centre
   lies at radius > 0.975 is exactly 0. The fit does not depend on ``size``.
-* Densities: soft-tissue haze 0–0.15, bone 0.45–0.80 (± 6 % texture), petrous bone 0.90, teeth 0.96.
+* Densities: soft-tissue haze 0–0.15 (``species_params`` draws 0.03–0.07, below the evaluation's
+  iso-value 0.1), bone 0.45–0.80 (± 6 % texture), petrous bone 0.90, teeth 0.96.
   Edges are anti-aliased with a smooth step about 1.5 voxels wide (band-limited, no hard thresholds).
 
 Lengths inside the model are in units of the skull length L (occiput to snout tip ≈ 1); the physical

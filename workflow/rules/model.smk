@@ -61,7 +61,7 @@ rule evaluate:
         out=lambda wildcards, output: os.path.dirname(output.summary),
         options=_opts([("--max-samples", EVAL["max_samples"]), ("--batch", EVAL["batch"])]),
         device=Untracked(TRAIN["device"]),
-        oracle_memory=Untracked(EVAL["oracle_memory_gb"]),  # the Oracle stays exact: changes no result
+        oracle_memory=Untracked(EVAL["oracle_memory_gb"]),  # the Oracle stays exact: changes no metric
     log:
         f"{LOGS}/evaluate/evaluate.log",
     benchmark:
