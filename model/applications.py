@@ -98,27 +98,17 @@ DEFAULT_TRANSFER = np.array(
 
 
 def check_view_volume(vol, *, name: str = "vol") -> np.ndarray:
-    """Validate a view volume and return it as C-contiguous float32 (D, H, W) clipped to [0, 1].
+    """Validate a view volume (numpy or torch) and return it as C-contiguous float32 (D, H, W) clipped
+    to [0, 1] (:func:`tomodata.render.check_volume`, which it is apart from the clip above 1).
 
     Raises ``ValueError`` for a non-3D array, an empty axis, a non-floating dtype, NaN/inf or
     negative densities.
     """
+    from tomodata.render import check_volume
+
     if hasattr(vol, "detach"):  # torch tensor
         vol = vol.detach().cpu().numpy()
-    a = np.asarray(vol)
-    if a.ndim != 3:
-        raise ValueError(f"{name} must be a 3D view volume (D, H, W), got shape {a.shape}")
-    if min(a.shape) < 1:
-        raise ValueError(f"{name} has an empty axis: shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"{name} must hold floating-point densities in [0, 1], got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    lo = float(a.min())
-    if lo < 0.0:
-        raise ValueError(f"{name} has negative densities (min {lo:.4g}); densities must be >= 0")
-    return np.minimum(a, np.float32(1.0))
+    return check_volume(vol, name=name, axes="(D, H, W)", clip_above_one=True)
 
 
 def _check_angle(a, name: str = "angle_deg") -> float:

@@ -445,10 +445,13 @@ def oracle_coarse_for_memory(shape: Sequence[int], n_train: int, coarse: int, bu
         raise ValueError(f"coarse must be >= 1, got {coarse}")
     if n_train < 1:
         raise ValueError(f"n_train must be >= 1, got {n_train}")
+    def fits(c: int) -> bool:
+        return n_train * 2 * coarse_cells(shape, c) * 4 <= budget_bytes  # float32 features
+
     c = int(coarse)
-    while c > 1 and n_train * 2 * coarse_cells(shape, c) * 4 > budget_bytes:
+    while c > 1 and not fits(c):
         c -= 1
-    if n_train * 2 * coarse_cells(shape, c) * 4 > budget_bytes:
+    if not fits(c):
         raise ValueError(f"the Oracle's features of {n_train} training samples need at least "
                          f"{n_train * 8} bytes (one cell each); the budget is {budget_bytes} bytes")
     return c
@@ -491,13 +494,12 @@ def train_coarse_features(source: ViewSource, *, size: int, depth: int, factors:
     n = len(source)
     if block is None:
         block = max(1, int(budget_bytes // (depth * size * size * 8)))
-    cells = math.prod(s // f for s, f in zip((depth, size, size), factors))
     feats = None  # filled in place: peak memory is the features plus one block, not twice the features
     for a in range(0, n, block):
         g = np.arange(a, min(n, a + block))
         f = coarse_features(source.views(g, size=size, depth=depth), factors)
         if feats is None:
-            feats = torch.empty((n, 2 * cells), dtype=f.dtype, device=f.device)
+            feats = torch.empty((n, f.shape[1]), dtype=f.dtype, device=f.device)
         feats[a:a + g.size] = f
     return feats
 

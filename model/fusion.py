@@ -138,31 +138,29 @@ def _check_rows(value, name: str = "rows_per_slab") -> int:
     return int(value)
 
 
+def _real_array(a, name: str, ndim: int, shape_text: str, dtype_text: str) -> np.ndarray:
+    """``a`` as a finite float64 array of ``ndim`` dimensions, none empty, from a real (not bool)
+    dtype; ``ValueError`` naming ``name`` otherwise."""
+    a = np.asarray(a)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {shape_text}, got shape {a.shape}")
+    if min(a.shape) < 1:
+        raise ValueError(f"{name} has an empty axis: shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)) or a.dtype == bool:
+        raise ValueError(f"{name} must hold {dtype_text}, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
+
+
 def _check_coarse(coarse) -> np.ndarray:
-    c = np.asarray(coarse)
-    if c.ndim != 3:
-        raise ValueError(f"coarse must be a 3D view volume (D, h, w), got shape {c.shape}")
-    if min(c.shape) < 1:
-        raise ValueError(f"coarse has an empty axis: shape {c.shape}")
-    if not (np.issubdtype(c.dtype, np.floating) or np.issubdtype(c.dtype, np.integer)) or c.dtype == bool:
-        raise ValueError(f"coarse must hold real-valued densities, got dtype {c.dtype}")
-    c = c.astype(np.float64)
-    if not np.isfinite(c).all():
-        raise ValueError("coarse contains NaN or inf")
+    c = _real_array(coarse, "coarse", 3, "a 3D view volume (D, h, w)", "real-valued densities")
     return np.clip(c, 0.0, 1.0)
 
 
 def _check_xray(xray) -> np.ndarray:
-    x = np.asarray(xray)
-    if x.ndim != 2:
-        raise ValueError(f"xray must be a 2D opacity image (H, W), got shape {x.shape}")
-    if min(x.shape) < 1:
-        raise ValueError(f"xray has an empty axis: shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.dtype == bool:
-        raise ValueError(f"xray must hold opacities in [0, 1], got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    if not np.isfinite(x).all():
-        raise ValueError("xray contains NaN or inf")
+    x = _real_array(xray, "xray", 2, "a 2D opacity image (H, W)", "opacities in [0, 1]")
     lo, hi = float(x.min()), float(x.max())
     if lo < -OPACITY_TOL or hi > 1.0 + OPACITY_TOL:
         raise ValueError(

@@ -145,6 +145,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fusion import _check_positive
+
 __all__ = [
     "VOLUME_SUFFIXES",
     "bench_infer",
@@ -477,15 +479,7 @@ def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
 
 
 def _check_gamma(gamma) -> float | None:
-    if gamma is None:
-        return None
-    try:
-        g = float(gamma)
-    except (TypeError, ValueError):
-        raise ValueError(f"gamma must be a positive number, got {gamma!r}") from None
-    if isinstance(gamma, bool) or not math.isfinite(g) or g <= 0:
-        raise ValueError(f"gamma must be a positive finite number, got {gamma!r}")
-    return g
+    return None if gamma is None else _check_positive(gamma, "gamma")
 
 
 def prepare_xray(image, *, mask=None, polarity: str = "auto", gamma: float | None = None,
@@ -899,16 +893,6 @@ def _resolve_chi(chi, state: dict) -> tuple[float, str]:
     except (TypeError, ValueError):
         pass
     return 10.0, "default (the checkpoint does not say)"
-
-
-def _check_positive(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
 
 
 def _check_spacing(pixel_spacing):

@@ -1,7 +1,8 @@
-"""Shared fixtures: the optional ../shared data folder and the GPU marker."""
+"""Shared fixtures: the optional ../shared data folder, the GPU marker, killing a process tree."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it lives beside the project, not in it)")
     return SHARED_DATA
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = parent.children(recursive=True) + [parent]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)  # SIGKILL: snakemake ignores SIGTERM while SLURM jobs are open
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+@pytest.fixture()
+def kill_tree():
+    """``kill_tree(pid)``: SIGKILL a process and all its descendants, and wait for them."""
+    return _kill_tree

@@ -187,23 +187,7 @@ def slurm_cluster():
             CONF.write_bytes(backup)
 
 
-def _kill_tree(pid: int) -> None:
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = parent.children(recursive=True) + [parent]
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)  # snakemake ignores SIGTERM while SLURM jobs are open
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
-
-
-def test_tiny_demo_on_slurm(slurm_cluster, tmp_path):
+def test_tiny_demo_on_slurm(slurm_cluster, tmp_path, kill_tree):
     """3 procedural species (2 train + 1 val), 32³, 4 views of 32²: every job an sbatch job."""
     work = tmp_path / "w"  # the submit folder: SLURM's and the plugin's logs land here
     work.mkdir()
@@ -229,11 +213,11 @@ def test_tiny_demo_on_slurm(slurm_cluster, tmp_path):
     try:
         out, _ = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         out = proc.communicate()[0]
         pytest.fail(f"the SLURM run did not finish in 600 s:\n{out[-6000:]}\n{_logs()}")
     finally:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         _run([_which("scancel"), "--user", "root"])
     assert proc.returncode == 0, f"snakemake --executor slurm failed:\n{out[-8000:]}\n{_logs()}"
     print(out)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -279,23 +278,7 @@ def test_editing_one_row_reruns_only_its_chain(manifest_build, tmp_path):
     assert planned_jobs(work, "--configfile", str(config)) == [("store_create", None), ("store_finalize", None)]
 
 
-def _kill_tree(pid: int) -> None:
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = parent.children(recursive=True) + [parent]
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
-
-
-def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path):
+def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path, kill_tree):
     """New dataset settings re-render every species; SIGKILL snakemake and its jobs as soon as a
     render job runs; --rerun-incomplete then finishes with a valid store."""
     src, _, rows = manifest_build
@@ -320,7 +303,7 @@ def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path):
             assert time.monotonic() < deadline, "no render job started within 120 s"
             time.sleep(0.02)
     finally:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
     proc.wait(timeout=10)
     assert not validate(work / "results/mf/dataset.zarr").ok  # killed mid-way: species missing
     assert any((work / ".snakemake/incomplete").iterdir())  # Snakemake's record of the killed jobs

@@ -61,18 +61,20 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def check_volume(volume, *, name: str = "volume") -> np.ndarray:
+def check_volume(volume, *, name: str = "volume", axes: str = "(z, y, x)", clip_above_one: bool = False) -> np.ndarray:
     """Validate a density volume and return it as C-contiguous float32 (Z, Y, X).
 
     Raises ``ValueError`` for a non-3D array, an empty axis, a non-float dtype, NaN/inf, or densities
-    outside [0, 1] (DESIGN.md §1: linear density, 0 = air).
+    outside [0, 1] (DESIGN.md §1: linear density, 0 = air). With ``clip_above_one`` densities above 1
+    (e.g. a network's output) are clipped to 1 instead, in a new array; ``axes`` names the axes in
+    messages.
     """
     if not isinstance(volume, np.ndarray):
         if hasattr(volume, "__cuda_array_interface__") or type(volume).__module__.startswith("cupy"):
             raise ValueError(f"{name} must be a numpy array (pass cupy arrays through .get())")
         volume = np.asarray(volume)
     if volume.ndim != 3:
-        raise ValueError(f"{name} must be 3D (z, y, x), got shape {volume.shape}")
+        raise ValueError(f"{name} must be 3D {axes}, got shape {volume.shape}")
     if min(volume.shape) < 1:
         raise ValueError(f"{name} has an empty axis: shape {volume.shape}")
     if not np.issubdtype(volume.dtype, np.floating):
@@ -86,6 +88,8 @@ def check_volume(volume, *, name: str = "volume") -> np.ndarray:
     lo, hi = float(vol.min()), float(vol.max())
     if lo < 0.0:
         raise ValueError(f"{name} has negative densities (min {lo:.4g}); densities must be in [0, 1]")
+    if clip_above_one:
+        return np.minimum(vol, np.float32(1.0))  # a new array, as before
     if hi > 1.0 + 1e-6:
         raise ValueError(f"{name} has densities above 1 (max {hi:.4g}); densities must be in [0, 1]")
     return vol
