@@ -176,6 +176,8 @@ MIN_SIDE = 8
 SLAB_BYTES = 64 * 2**20
 #: preview images are at most this many pixels on a side
 PREVIEW_MAX = 1024
+#: the preview PNGs written next to the output volume as STEM_<name>.png
+PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
 
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -1088,7 +1090,8 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
                 "mip_depth": _u8(_fit(mip_depth, (N, N)), scale),
                 "mip_side": _u8(_fit(mip_side.T, (Np, Np)), scale),
             }
-            for name, im in imgs.items():
+            for name in PREVIEWS:
+                im = imgs[name]
                 final = folder / f"{stem}_{name}.png"
                 _write_png(outs.temp(final), im)
                 preview_paths[name] = str(final)

@@ -142,8 +142,8 @@ def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
     assert main(["infer", str(xray), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "v.nii.gz"),
                  "--apps", str(tmp_path / "apps")]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert (tmp_path / "apps" / "00000001_000_turntable.gif").is_file()
-    assert (tmp_path / "apps" / "00000001_000_anaglyph.png").is_file()
+    assert (tmp_path / "apps" / "v_turntable.gif").is_file()  # named like the output volume
+    assert (tmp_path / "apps" / "v_anaglyph.png").is_file()
     import nibabel
 
     img = nibabel.load(tmp_path / "v.nii.gz")

@@ -28,7 +28,7 @@ from model.network import NetworkConfig, TomographyNet
 from model.train import TrainConfig, save_checkpoint
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
-PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
+PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")  # = model.infer.PREVIEWS (tested)
 REAL = ("00000001_000.png", "00027426_000.png")
 
 

@@ -9,6 +9,7 @@ so the working folder, its .snakemake/ metadata and all outputs live in pytest's
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -53,7 +54,7 @@ def planned_jobs(workdir: Path, *args: str) -> list[tuple[str, str | None]]:
         m = re.search(r"^(?:local)?rule (\w+):", block, re.M)
         if not m or m.group(1) == "all":
             continue
-        w = re.search(r"^\s+wildcards: id=(\S+)", block, re.M)
+        w = re.search(r"^\s+wildcards: (?:id|name)=(\S+)", block, re.M)
         jobs.append((m.group(1), w.group(1) if w else None))
     return sorted(jobs, key=lambda j: (j[0], j[1] or ""))
 
@@ -97,6 +98,30 @@ def test_config_files_match_the_schema():
     bad = yaml.safe_load((ROOT / "config.yaml").read_text())
     bad["render"]["backend"] = "gpu"
     assert list(validator.iter_errors(bad))
+
+
+def test_real_xrays_overlay():
+    """The overlay merges into the demo's config (schema-valid); its placeholder files stop a dry run
+    with the entry's name; bad entries are refused by the schema."""
+    import jsonschema
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "workflow/configs/real-xrays.yaml").read_text())
+    cfg["model"]["real_xrays"] = overlay["model"]["real_xrays"]
+    assert not [e.message for e in validator.iter_errors(cfg)]
+    for bad in ({"a b": "x.png"}, {"a": {"gamma": 2.2}}, {"a": {"path": "x.png", "polarity": "up"}},
+                {"a": {"path": "x.png", "sharpen": True}}, {"a": ""}):
+        cfg["model"]["real_xrays"] = bad
+        assert list(validator.iter_errors(cfg)), bad
+
+
+def test_real_xrays_placeholder_stops_with_its_name(tmp_path):
+    proc = smk(tmp_path, "-n", "--configfile", str(ROOT / "config.yaml"), str(ROOT / "workflow/configs/real-xrays.yaml"),
+               check=False)
+    assert proc.returncode != 0
+    assert "model.real_xrays.fox_lateral: /data/xrays/fox_lateral.png is not a file" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_paper_and_micro_ct_configs():
@@ -318,8 +343,26 @@ def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path, 
     assert "Nothing to be done" in smk(work, "-n", "--configfile", str(config)).stdout
 
 
+def _radiograph_png(path: Path) -> Path:
+    """A radiograph-like 8-bit PNG: a procedural skull's x-ray, bone dark (as on film), display gamma."""
+    import cv2
+    import numpy as np
+
+    from tomodata.phantoms import skull_volume, species_params
+    from tomodata.render import render_xrays
+    from tomodata.views import hemisphere_views
+
+    img = render_xrays(skull_volume(species_params(5), size=48), hemisphere_views(1, seed=3), size=96, steps=48)[0]
+    cv2.imwrite(str(path), np.round(255 * (1 - img ** (1 / 2.2))).astype(np.uint8))
+    return path
+
+
 def test_full_pipeline_tiny(tmp_path):
-    """Data → train → evaluate → figures → apps → report, tiny sizes: every rule of the DAG runs."""
+    """Data → train → evaluate → figures → apps → real x-rays → report, tiny sizes: every rule runs."""
+    real = {"film": {"path": str(_radiograph_png(tmp_path / "film.png")), "gamma": 2.2}}
+    chest = ROOT.parent / "shared" / "data" / "real" / "xray" / "00000001_000.png"
+    if chest.is_file():  # a real radiograph too, where ../shared/data is beside the clone
+        real["chest"] = {"path": str(chest), "max_size": 128}
     cfg = {
         "run": "full",
         "data": {"source": "demo", "demo": {"species": 3, "held_out": 1, "movie_size": 32}},
@@ -330,7 +373,8 @@ def test_full_pipeline_tiny(tmp_path):
         "model": {"preset": "demo",
                   "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
                   "evaluate": {"max_samples": 4, "examples": 1},
-                  "apps": {"examples": 1, "frames": 4}},
+                  "apps": {"examples": 1, "frames": 4},
+                  "real_xrays": real},
     }
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -346,6 +390,21 @@ def test_full_pipeline_tiny(tmp_path):
                  "fig17_qualitative"):
         assert (res / "figures" / f"{name}.png").stat().st_size > 5000
     assert list((res / "apps").glob("*_turntable.gif"))
+    for name in real:
+        out = res / "real" / name
+        rec = json.loads((out / f"{name}.json").read_text())
+        assert rec["fusion"]["rerender_max_abs_error"] < 1e-3
+        for view in ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side"):
+            assert (out / f"{name}_{view}.png").stat().st_size > 100
+        assert list((out / "apps").glob("*_turntable.gif")) and list((out / "apps").glob("*_anaglyph.png"))
+    film = json.loads((res / "real/film/film.json").read_text())
+    assert film["polarity"]["inverted"] is True  # bone dark on the film: detected and flipped
     smk(tmp_path, "--configfile", str(config), "--report", "results/full/report.html")
     html = (res / "report.html").read_text(encoding="utf-8", errors="replace")
     assert "fig6_methods.png" in html and "fig7_slice_views.png" in html and "summary.csv" in html
+    assert "film_coronal.png" in html and "Real x-rays" in html
+    # a real x-ray's options are tracked: another gamma re-runs its job and nothing else
+    assert planned_jobs(tmp_path, "--configfile", str(config)) == []
+    cfg["model"]["real_xrays"]["film"]["gamma"] = 2.0
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(tmp_path, "--configfile", str(config)) == [("real_xray", "film")]

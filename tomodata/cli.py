@@ -464,12 +464,13 @@ def cmd_infer(a) -> int:
 
         vol = read_view_volume_file(o["path"], max_side=128)
         xray = None
-        xr_png = Path(o["path"]).parent / (Path(o["path"]).name.split(".")[0] + "_xray.png")
+        stem = Path(o["path"]).name.split(".")[0]  # the applications are named like the volume
+        xr_png = Path(o["path"]).parent / f"{stem}_xray.png"
         if xr_png.is_file():
             import cv2
 
             xray = cv2.imread(str(xr_png), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
-        for p in write_applications(vol, Path(a.apps), xray=xray, name=Path(a.xray).stem, n_turntable=24):
+        for p in write_applications(vol, Path(a.apps), xray=xray, name=stem, n_turntable=24):
             print(f"application {p}")
     print(f"wrote {o['path']}: {tuple(o['shape_zyx'])} (z, y, x), spacing {tuple(o['spacing_zyx'])} "
           f"({o['spacing_unit']}); polarity {'inverted' if record['polarity']['inverted'] else 'kept'}; "
@@ -785,7 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-size", type=_positive_int, help="cap the output's lateral resolution")
     q.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
     q.add_argument("--apps", metavar="DIR", help="also write the applications (novel views, turntable, cut-away, "
-                   "stereo, colour) of the volume, at up to 128² laterally, into DIR")
+                   "stereo, colour) of the volume, at up to 128² laterally, into DIR, named like OUT")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     q.set_defaults(func=cmd_infer)
 

@@ -254,3 +254,34 @@ def train_options():
         ("--ckpt-every", TRAIN["ckpt_every"]),
         ("--seed", TRAIN["seed"]),
     ])
+
+
+# ------------------------------------------------------------------------------ real radiographs
+# config model.real_xrays: NAME -> a radiograph file, or {path, gamma, polarity, square, max_size};
+# one `tomo infer --apps` job each (rule real_xray), into results/RUN/real/NAME/.
+REAL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"  # = the schema's propertyNames of model.real_xrays
+REAL_PREVIEWS = ["xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side"]  # model.infer.PREVIEWS
+
+
+def _real_xrays():
+    out = {}
+    for name, spec in (MODEL.get("real_xrays") or {}).items():
+        spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+        if not Path(spec["path"]).is_file():
+            raise WorkflowError(f"model.real_xrays.{name}: {spec['path']} is not a file (relative to {Path.cwd()})")
+        out[name] = spec
+    return out
+
+
+REAL_XRAYS = _real_xrays()
+
+
+def real_xray_path(wildcards):
+    return REAL_XRAYS[wildcards.name]["path"]
+
+
+def real_xray_options(wildcards):
+    """What determines a real x-ray's volume besides the file and the checkpoint (tracked)."""
+    spec = REAL_XRAYS[wildcards.name]
+    return _opts([("--gamma", spec.get("gamma")), ("--polarity", spec.get("polarity", "auto")),
+                  ("--square", spec.get("square", "crop")), ("--max-size", spec.get("max_size"))])

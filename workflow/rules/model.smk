@@ -5,6 +5,8 @@
 #   results/RUN/eval/summary.json      evaluate   (+ metrics.csv, summary.csv, tests.csv, ...)
 #   results/RUN/figures/*.png          figures    (in the report, category "Evaluation")
 #   results/RUN/apps/                  apps       (turntable/wiggle GIFs, cut-away, anaglyph, colour)
+#   results/RUN/real/NAME/             real_xray  (tomo infer --apps: volume, previews, applications
+#                                                  of each radiograph in config model.real_xrays)
 #
 # Settings: config["model"] (workflow/schemas/config.schema.yaml). Training options that do not
 # change the result (DataLoader workers, device) are Untracked.
@@ -145,5 +147,52 @@ rule apps:
         " --examples {params.examples} --frames {params.frames} > {log:q} 2>&1"
 
 
+rule real_xray:
+    input:
+        xray=real_xray_path,
+        checkpoint=f"{RESULTS}/model/last.pt",
+    output:
+        volume=f"{RESULTS}/real/{{name}}/{{name}}.nrrd",
+        record=f"{RESULTS}/real/{{name}}/{{name}}.json",
+        **{
+            view: report(
+                f"{RESULTS}/real/{{name}}/{{name}}_{view}.png",
+                caption="../report/real_xrays.rst",
+                category="Real x-rays",
+                subcategory="{name}",
+                labels={"radiograph": "{name}", "image": view},
+            )
+            for view in REAL_PREVIEWS
+        },
+        apps=report(
+            directory(f"{RESULTS}/real/{{name}}/apps"),
+            patterns=["{file}.png", "{file}.gif"],
+            caption="../report/real_xrays.rst",
+            category="Real x-rays",
+            subcategory="{name}",
+        ),
+    params:
+        options=real_xray_options,
+        device=Untracked(TRAIN["device"]),
+    log:
+        f"{LOGS}/real_xray/{{name}}.log",
+    benchmark:
+        f"{BENCHMARKS}/real_xray/{{name}}.tsv"
+    wildcard_constraints:
+        name=REAL_NAME_PATTERN,
+    threads: res("real_xray", "threads")
+    resources:
+        mem_mb=res("real_xray", "mem_mb"),
+        runtime=res("real_xray", "runtime"),
+        gpu=GPU_TRAIN,
+    conda:
+        ENV_MODEL
+    shell:
+        "OMP_NUM_THREADS={threads} NUMBA_NUM_THREADS={threads} tomo infer {input.xray:q}"
+        " --checkpoint {input.checkpoint:q} -o {output.volume:q} {params.options} --apps {output.apps:q}"
+        " --device {params.device} > {log:q} 2>&1"
+
+
 if MODEL.get("enabled", True):
     add_targets(*[f"{RESULTS}/figures/{name}.png" for name in FIGURES], f"{RESULTS}/apps")
+    add_targets(*[f"{RESULTS}/real/{name}/apps" for name in REAL_XRAYS])
