@@ -15,6 +15,7 @@ from torch import nn
 
 from model.fusion import render_view, upsample_lateral
 from model.infer import (
+    PREVIEWS as INFER_PREVIEWS,
     bench_infer,
     detect_polarity,
     fold_batchnorm,
@@ -28,8 +29,12 @@ from model.network import NetworkConfig, TomographyNet
 from model.train import TrainConfig, save_checkpoint
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
-PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")  # = model.infer.PREVIEWS (tested)
+PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
 REAL = ("00000001_000.png", "00027426_000.png")
+
+
+def test_preview_names():
+    assert INFER_PREVIEWS == PREVIEWS  # the workflow's real_xray rule lists these files
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> None:

@@ -117,6 +117,16 @@ def test_real_xrays_overlay():
         assert list(validator.iter_errors(cfg)), bad
 
 
+def test_real_xray_rule_lists_the_previews_infer_writes():
+    import ast
+
+    from model.infer import PREVIEWS
+
+    text = (ROOT / "workflow/rules/common.smk").read_text()
+    listed = ast.literal_eval(re.search(r"^REAL_PREVIEWS = (\[[^\]]*\])", text, re.M).group(1))
+    assert tuple(listed) == PREVIEWS
+
+
 def test_real_xrays_placeholder_stops_with_its_name(tmp_path):
     proc = smk(tmp_path, "-n", "--configfile", str(ROOT / "config.yaml"), str(ROOT / "workflow/configs/real-xrays.yaml"),
                check=False)
