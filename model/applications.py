@@ -51,6 +51,8 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_TRANSFER",
+    "DISPLAY_MIN",
+    "display_grid",
     "MODES",
     "rotation_about_v",
     "check_view_volume",
@@ -67,6 +69,10 @@ __all__ = [
     "surface_available",
     "write_applications",
 ]
+
+#: the smallest image side :func:`write_applications` and the qualitative figures render at: smaller
+#: volumes (the demo's 32³) are sampled trilinearly onto a finer grid for display (data unchanged)
+DISPLAY_MIN = 128
 
 MODES = ("xray", "surface", "depth", "colour")
 _GREY_MODES = ("xray", "surface", "depth")
@@ -494,9 +500,18 @@ def _montage(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
     return out
 
 
+def display_grid(vol_shape, size: int | None = None) -> tuple[int, int]:
+    """(size, steps) to render a (D, H, W) view volume at for display: ``size`` (default
+    max(W, :data:`DISPLAY_MIN`)) pixels a side and max(D, H, W, size) ray steps, so that a coarse
+    volume's iso-surface is interpolated between its voxels instead of drawn as their blocks."""
+    d, h, w = (int(n) for n in vol_shape)
+    size = max(w, DISPLAY_MIN) if size is None else _check_pos_int(size, "size")
+    return size, max(d, h, w, size)
+
+
 def write_applications(vol, out_dir, *, xray=None, name: str = "sample", mode: str | None = None,
                        chi: float = 10.0, n_turntable: int = 36, baseline_deg: float = 4.0,
-                       backend: str = "auto") -> list[Path]:
+                       size: int | None = None, backend: str = "auto") -> list[Path]:
     """Write all applications of one view volume to ``out_dir``; returns the written paths.
 
     Files (``{name}_…``): ``xray_input.png`` (when ``xray`` (H, W) in [0, 1] is given),
@@ -505,7 +520,9 @@ def write_applications(vol, out_dir, *, xray=None, name: str = "sample", mode: s
     ``cutaway.png`` (front half removed, original view | left half removed, seen from 60°),
     ``anaglyph.png``, ``wiggle.gif`` (``baseline_deg``), ``colour.png`` (:func:`colour_render`
     at 0° | 60°). ``mode`` is the shaded mode for novel views, cut-aways and stereo: default
-    ``"surface"`` when ``model.surface`` is importable, else ``"depth"``.
+    ``"surface"`` when ``model.surface`` is importable, else ``"depth"``. Images are ``size`` pixels
+    a side (:func:`display_grid`: default max(W, 128)); ``xray_rerender.png`` is the volume's own
+    x-ray at W².
     """
     v = check_view_volume(vol)
     if mode is None:
@@ -515,14 +532,15 @@ def write_applications(vol, out_dir, *, xray=None, name: str = "sample", mode: s
         raise ValueError(f"name must be a non-empty file-name stem, got {name!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    kw = dict(chi=chi, backend=backend)
+    size, steps = display_grid(v.shape, size)
+    kw = dict(chi=chi, size=size, steps=steps, backend=backend)
     paths: list[Path] = []
     if xray is not None:
         x = np.asarray(xray, dtype=np.float64)
         if x.ndim != 2 or not np.isfinite(x).all():
             raise ValueError(f"xray must be a finite 2D image (H, W), got shape {x.shape}")
         paths.append(_save_png(np.clip(x, 0.0, 1.0), out / f"{name}_xray_input.png"))
-    paths.append(_save_png(novel_views(v, [0.0], mode="xray", steps=v.shape[0], **kw)[0],
+    paths.append(_save_png(novel_views(v, [0.0], mode="xray", chi=chi, steps=v.shape[0], backend=backend)[0],
                            out / f"{name}_xray_rerender.png"))
     angles = [45.0 * i for i in range(8)]
     paths.append(_save_png(_montage(novel_views(v, angles, mode=mode, **kw), 4), out / f"{name}_novel_{mode}.png"))
@@ -534,7 +552,8 @@ def write_applications(vol, out_dir, *, xray=None, name: str = "sample", mode: s
     paths.append(_save_png(_montage(cuts, 2), out / f"{name}_cutaway.png"))
     paths.append(_save_png(anaglyph(v, baseline_deg=baseline_deg, mode=mode, **kw), out / f"{name}_anaglyph.png"))
     paths.append(wiggle_gif(v, out / f"{name}_wiggle.gif", baseline_deg=baseline_deg, mode=mode, **kw))
-    colours = np.stack([colour_render(v, backend=backend), colour_render(v, angle_deg=60.0, backend=backend)])
+    colours = np.stack([colour_render(v, size=size, steps=steps, backend=backend),
+                        colour_render(v, angle_deg=60.0, size=size, steps=steps, backend=backend)])
     paths.append(_save_png(_montage(colours, 2), out / f"{name}_colour.png"))
     return paths
 

@@ -975,9 +975,11 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
     """Volumes for the qualitative figures from an evaluated run (its ``matches.csv``).
 
     Picks up to ``n`` evaluated held-out samples (the first of each species, then further ones) and
-    returns ``{"rows": [...], "fusion": {...}}``: rows for :func:`model.figures.fig_qualitative`
-    (``xray`` (S, S), ``ours``, ``truth``, ``nn``, ``oracle`` (D, s, s), ``title``) and a fusion example
-    for :func:`model.figures.fig_fusion` (``xray``, ``fused`` at the x-ray's resolution, ``nofusion``).
+    returns ``{"rows": [...], "fusion": {...}, "ours_full": [...]}``: rows for
+    :func:`model.figures.fig_qualitative` (``xray`` (S, S), ``ours``, ``truth``, ``nn``, ``oracle``
+    (D, s, s) on the network's output grid, as evaluated, ``title``), a fusion example for
+    :func:`model.figures.fig_fusion` (``xray``, ``fused`` at the x-ray's resolution, ``nofusion``) and,
+    per row, ours fused at the x-ray's resolution (D, S, S) (the applications' volume).
     """
     import csv
 
@@ -1004,7 +1006,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
     val, train = ds.species_names("val") or ds.species_names("test"), ds.species_names("train")
     val_src, train_src = ViewSource(ds, val, device=device), ViewSource(ds, train, device=device)
     spp = int(ds.attrs["samples_per_species"])
-    rows, fusion_example = [], None
+    rows, fulls, fusion_example = [], [], None
     with torch.no_grad():
         for r in chosen:
             g = val.index(r["species"]) * spp + int(r["sample"])
@@ -1021,9 +1023,10 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
                 go = train.index(r["oracle_species"]) * spp + int(r["oracle_sample"])
                 row["oracle"] = train_src.views([go], size=S, depth=D)[0].cpu().numpy()
             rows.append(row)
+            fulls.append(fused_full)
             if fusion_example is None:
                 from .fusion import upsample_lateral
 
                 fusion_example = dict(xray=x, fused=fused_full,
                                       nofusion=upsample_lateral(np.clip(raw, 0.0, 1.0), x.shape))
-    return dict(rows=rows, fusion=fusion_example)
+    return dict(rows=rows, fusion=fusion_example, ours_full=fulls)

@@ -286,7 +286,8 @@ def fig_qualitative(rows, out_png, *, novel_deg: float = 60.0, mode: str | None 
     ``oracle`` (any may be absent; a column appears when some row has it), plus an optional
     ``title`` (str, the row label). Columns: the input x-ray, then for each volume its render from
     the original view (0°) and from a novel view turned ``novel_deg`` about the image-vertical axis
-    (:func:`model.applications.novel_views`). ``mode``: ``"surface"`` (iso 0.1, the paper's
+    (:func:`model.applications.novel_views`, at :func:`model.applications.display_grid`: at least
+    128² pixels, coarse volumes sampled trilinearly). ``mode``: ``"surface"`` (iso 0.1, the paper's
     renders; the default when ``model.surface`` exists) or ``"xray"`` (the default otherwise) or
     ``"depth"``.
     """
@@ -323,7 +324,8 @@ def fig_qualitative(rows, out_png, *, novel_deg: float = 60.0, mode: str | None 
             ax0, ax1 = axes[i, 1 + 2 * j], axes[i, 2 + 2 * j]
             if k in r and r[k] is not None:
                 try:
-                    imgs = A.novel_views(r[k], [0.0, novel_deg], mode=mode, backend=backend)
+                    size, steps = A.display_grid(np.shape(r[k]))
+                    imgs = A.novel_views(r[k], [0.0, novel_deg], mode=mode, size=size, steps=steps, backend=backend)
                 except ValueError as e:
                     raise ValueError(f"row {i}, {k}: {e}") from e
                 ax0.imshow(imgs[0], cmap="gray", vmin=0, vmax=1)
@@ -408,8 +410,8 @@ def slice_view_renders(vol, counts: Sequence[int], angles_deg: Sequence[float], 
     ``count`` in ``counts`` (each < D) and for D itself. ``images`` (len(angles), S, S) are renders
     (:func:`model.applications.novel_views`) of the volume box-averaged along depth to ``count``
     slices and linearly up-sampled back (:func:`model.evaluate.depth_resample`, as the slice-count
-    analysis; it stays in [0, 1]); ``dssims`` (len(angles),) their DSSIM to the full-depth render of
-    the same view (0 for D)."""
+    analysis; it stays in [0, 1]), at :func:`model.applications.display_grid`; ``dssims``
+    (len(angles),) their DSSIM to the full-depth render of the same view (0 for D)."""
     import torch
 
     from . import applications as A
@@ -417,13 +419,14 @@ def slice_view_renders(vol, counts: Sequence[int], angles_deg: Sequence[float], 
 
     v = A.check_view_volume(vol)
     depth = v.shape[0]
-    full = A.novel_views(v, angles_deg, mode=mode, backend=backend)
+    size, steps = A.display_grid(v.shape)
+    full = A.novel_views(v, angles_deg, mode=mode, size=size, steps=steps, backend=backend)
     out = {depth: (full, np.zeros(len(full)))}
     for c in counts:
         if not 0 < int(c) < depth:
             raise ValueError(f"slice count {c} is not between 1 and the depth {depth} - 1")
         vr = depth_resample(torch.from_numpy(v)[None], int(c))[0].numpy()
-        imgs = A.novel_views(vr, angles_deg, mode=mode, backend=backend)
+        imgs = A.novel_views(vr, angles_deg, mode=mode, size=size, steps=steps, backend=backend)
         out[int(c)] = (imgs, np.array([dssim(imgs[a], full[a]) for a in range(len(full))]))
     return out
 

@@ -231,13 +231,38 @@ def test_write_applications(skull, tmp_path):
     assert names == sorted(["s0_xray_input.png", "s0_xray_rerender.png", "s0_novel_surface.png", "s0_novel_xray.png",
                             "s0_turntable.gif", "s0_cutaway.png", "s0_anaglyph.png", "s0_wiggle.gif",
                             "s0_colour.png"])
+    side = small.shape[2]
     for p in paths:
         assert p.is_file() and p.stat().st_size > 100
         with Image.open(p) as im:
-            assert im.size[0] >= 24
+            if p.name == "s0_xray_input.png":
+                assert im.size == xray.shape[::-1]  # the input as it is
+            elif p.name == "s0_xray_rerender.png":
+                assert im.size == (side, side)  # the volume's own x-ray
+            elif p.suffix == ".gif":
+                assert im.size == (A.DISPLAY_MIN,) * 2  # a coarse volume is shown at 128²
+            else:  # montages of 128² tiles
+                assert min(im.size) >= A.DISPLAY_MIN
     with Image.open(tmp_path / "apps" / "s0_anaglyph.png") as im:
-        assert im.mode == "RGB"
+        assert im.mode == "RGB" and im.size == (128, 128)
     assert _gif_info(tmp_path / "apps" / "s0_turntable.gif")[0] == 4
+    # the display side is an option; the trilinear display grid shows the same object as the voxels
+    p = A.write_applications(small, tmp_path / "a48", name="s", n_turntable=2, size=48, backend="cpu")
+    with Image.open(tmp_path / "a48" / "s_anaglyph.png") as im:
+        assert im.size == (48, 48)
+    fine = A.novel_views(small, [30.0], mode="xray", size=128, steps=128, backend="cpu")[0]
+    coarse = A.novel_views(small, [30.0], mode="xray", backend="cpu")[0]
+    import cv2
+
+    assert np.abs(cv2.resize(fine, coarse.shape[::-1], interpolation=cv2.INTER_AREA) - coarse).mean() < 0.02
+
+
+def test_display_grid():
+    assert A.display_grid((32, 32, 32)) == (128, 128)
+    assert A.display_grid((32, 256, 256)) == (256, 256)
+    assert A.display_grid((128, 64, 64), 96) == (96, 128)
+    with pytest.raises(ValueError, match="size"):
+        A.display_grid((8, 8, 8), 0)
 
 
 def test_values_above_one_are_clipped():

@@ -124,6 +124,13 @@ def test_train_evaluate_figures_apps(tmp_path, capsys):
     assert main(["apps", store, "--checkpoint", str(run / "last.pt"), "--eval", str(ev), "-o", str(tmp_path / "apps"),
                  "--examples", "1", "--frames", "4"]) == 0
     assert len(list((tmp_path / "apps").glob("*.gif"))) == 2
+    # the applications show ours fused at the x-ray's resolution: it re-renders to the input x-ray
+    import cv2
+
+    (inp,) = (tmp_path / "apps").glob("*_xray_input.png")
+    rerender = cv2.imread(str(inp).replace("_xray_input", "_xray_rerender"), cv2.IMREAD_GRAYSCALE)
+    x = cv2.imread(str(inp), cv2.IMREAD_GRAYSCALE)
+    assert x.shape == rerender.shape == (32, 32) and np.abs(x.astype(int) - rerender).max() <= 1
 
 
 def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):

@@ -167,13 +167,15 @@ def test_slice_view_renders():
     v = _qual_rows()[0]["truth"]  # 24 slices
     cells = F.slice_view_renders(v, [2, 12], [0.0, 60.0], backend="cpu")
     assert sorted(cells) == [2, 12, 24]
-    full = A.novel_views(v, [0.0, 60.0], mode="surface", backend="cpu")
+    grid = dict(size=128, steps=128)  # rendered for display at 128², whatever the volume's size
+    full = A.novel_views(v, [0.0, 60.0], mode="surface", backend="cpu", **grid)
+    assert full.shape == (2, 128, 128)
     np.testing.assert_array_equal(cells[24][0], full)
     assert (cells[24][1] == 0).all()
     for c in (2, 12):
         imgs, d = cells[c]
         ref = A.novel_views(depth_resample(torch.from_numpy(v)[None], c)[0].numpy(), [0.0, 60.0], mode="surface",
-                            backend="cpu")
+                            backend="cpu", **grid)
         np.testing.assert_allclose(imgs, ref)
         np.testing.assert_allclose(d, [dssim(ref[a], full[a]) for a in range(2)])
     # fewer slices: a larger difference from the full depth, seen from the side

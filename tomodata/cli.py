@@ -445,9 +445,9 @@ def cmd_apps(a) -> int:
 
     ex = qualitative_examples(a.store, a.checkpoint, a.eval, n=a.examples, device=a.device)
     out = Path(a.output)
-    for i, row in enumerate(ex["rows"]):
+    for row, ours_full in zip(ex["rows"], ex["ours_full"]):  # ours fused at the x-ray's resolution
         name = row["title"].replace(" ", "_")
-        for p in write_applications(row["ours"], out, xray=row["xray"], name=name, n_turntable=a.frames):
+        for p in write_applications(ours_full, out, xray=row["xray"], name=name, n_turntable=a.frames):
             print(p)
     return 0
 
