@@ -12,6 +12,7 @@ import torch
 
 from model.evaluate import (
     METHODS,
+    ImageSource,
     ViewSource,
     coarse_cells,
     coarse_factors,
@@ -22,6 +23,7 @@ from model.evaluate import (
     oracle_coarse_for_memory,
     mean_ci,
     nearest_images,
+    nearest_images_bounded,
     oracle_search,
     paired_tests,
     store_image_blocks,
@@ -243,6 +245,35 @@ def test_nn_blocked_search_is_exact(store):
     assert idx.tolist() == pick and (d2 == 0).all()
 
 
+def test_nn_bounded_search_is_exact(store):
+    ds = open_store(store)
+    train_names, val_names = ds.species_names("train"), ds.species_names("val")
+    n = ds.n_samples(train_names[0])
+    train_imgs = np.concatenate([ds.images(s, slice(0, n)) for s in train_names])
+    queries = np.concatenate([ds.images(val_names[0], slice(0, n)), train_imgs[[3, 17, 30]]])
+    brute = ((queries[:, None].astype(np.float64) - train_imgs[None]) ** 2).reshape(len(queries), len(train_imgs), -1)
+    want_i, want_d = brute.sum(-1).argmin(1), brute.sum(-1).min(1)
+    assert want_i[-3:].tolist() == [3, 17, 30]
+    for cached in (False, True):
+        src = ImageSource(ds, train_names)  # read from the store on demand ...
+        assert len(src) == len(train_imgs)
+        if cached:  # ... or all kept
+            assert src.cache() and not ImageSource(ds, train_names).cache(budget_bytes=1000)
+        np.testing.assert_array_equal(src.views([30, 3, 3], size=32, depth=1)[:, 0].numpy(), train_imgs[[30, 3, 3]])
+        # a coarse bound (4² cells) and a short list: the shortlist, its certificates and the fallback
+        r = nearest_images_bounded(queries, src, coarse=4, k=2, chunk=1, query_block=5)
+        assert np.array_equal(r.index, want_i) and r.certified.all()
+        np.testing.assert_allclose(r.dist2, want_d, rtol=1e-12)
+        assert (r.dist2[-3:] == 0).all()  # a training image finds itself at distance exactly 0
+        assert r.fallback.any() and (r.evaluated < len(src)).any()
+    with pytest.raises(ValueError, match=r"x-rays are \(1, 32, 32\)"):
+        src.views([0], size=16, depth=1)
+    with pytest.raises(IndexError):
+        src.views([len(src)], size=32, depth=1)
+    with pytest.raises(ValueError, match="queries must be"):
+        nearest_images_bounded(queries[:, :16], src)
+
+
 def test_coarse_features_lower_bound():
     rng = np.random.default_rng(0)
     a = torch.from_numpy(rng.random((6, 8, 12, 12)).astype(np.float32) ** 3)
@@ -357,6 +388,25 @@ def test_oracle_coarseness_fits_the_memory_budget():
         oracle_coarse_for_memory(shape, n, 16, 8 * n - 1)
     with pytest.raises(ValueError, match="coarse must be"):
         oracle_coarse_for_memory(shape, n, 0, budget)
+
+
+def test_evaluate_run_nn_bound_and_brute_agree(store, checkpoint, tmp_path):
+    a = evaluate_run(store, checkpoint, tmp_path / "a", max_samples=6, methods=("nn",), slice_counts=())
+    b = evaluate_run(store, checkpoint, tmp_path / "b", max_samples=6, methods=("nn",), slice_counts=(),
+                     nn_search="brute", nn_query_block=4, train_block=5)
+    assert a["settings"]["nn_search"] == "bound" and b["settings"]["nn_search"] == "brute"
+    ma, mb = _read(tmp_path / "a" / "matches.csv"), _read(tmp_path / "b" / "matches.csv")
+    key = [(r["nn_species"], r["nn_sample"]) for r in ma]
+    assert key == [(r["nn_species"], r["nn_sample"]) for r in mb]
+    np.testing.assert_allclose([float(r["nn_dist2"]) for r in ma], [float(r["nn_dist2"]) for r in mb], rtol=1e-10)
+    n_train = 3 * 12  # 3 training species of 6 views x 2
+    assert {int(r["nn_evaluated"]) for r in mb} == {n_train} and min(int(r["nn_evaluated"]) for r in ma) < n_train
+    assert _read(tmp_path / "a" / "metrics.csv") == _read(tmp_path / "b" / "metrics.csv")
+    with pytest.raises(ValueError, match="NN's lower-bound features"):
+        evaluate_run(store, checkpoint, tmp_path / "c", max_samples=2, methods=("nn",), slice_counts=(),
+                     oracle_feature_bytes=8)
+    with pytest.raises(ValueError, match="nn_search"):
+        evaluate_run(store, checkpoint, tmp_path / "d", max_samples=2, nn_search="fast")
 
 
 def test_evaluate_run_oracle_within_a_small_memory_budget(store, checkpoint, tmp_path):

@@ -418,7 +418,8 @@ def cmd_evaluate(a) -> int:
 
     summary = evaluate_run(a.store, a.checkpoint, a.output, max_samples=a.max_samples, batch=a.batch,
                            device=a.device, oracle_coarse=a.oracle_coarse,
-                           oracle_feature_bytes=int(a.oracle_memory_gb * 2**30), progress=sys.stderr.isatty())
+                           oracle_feature_bytes=int(a.oracle_memory_gb * 2**30), nn_search=a.nn_search,
+                           progress=sys.stderr.isatty())
     print(f"{summary['n_samples']} held-out samples; means with 95% CI:")
     for m, vals in summary["means"].items():
         print(f"  {m:14} " + "  ".join(f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
@@ -746,6 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--oracle-memory-gb", type=_positive_float, default=2.0,
                    help="memory for those features in GiB; --oracle-coarse is lowered until they fit, which "
                         "makes the exact search slower, not inexact (default %(default)s)")
+    q.add_argument("--nn-search", choices=["bound", "brute"], default="bound",
+                   help="NN baseline search, both exact: 'bound' (lower-bound pre-filter, exact re-rank) or "
+                        "'brute' (every pair by matrix products) (default %(default)s)")
     q.set_defaults(func=cmd_evaluate)
 
     q = sub.add_parser("figures", help="draw the paper's figures from an evaluation", description=(
