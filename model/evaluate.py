@@ -106,7 +106,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -495,7 +495,71 @@ def nearest_images_bounded(queries, source: ImageSource, *, coarse: int = 16, k:
         q = q_all[a:a + query_block, None].to(source.device)
         parts.append(oracle_search(q, source, coarse=coarse, k=k, chunk=chunk, train_features=train_features))
     return OracleResult(*(np.concatenate([getattr(r, f) for r in parts]) for f in
-                          ("index", "dist2", "evaluated", "fallback", "certified")))
+                          ("index", "dist2", "evaluated", "fallback", "certified")),
+                        timings={t: sum(r.timings[t] for r in parts) for t in ("bound_s", "exact_s")})
+
+
+#: the paper's scale for :func:`bench_nn`'s estimate: 155 training species and 20 held out, 2,664
+#: samples each, 256² x-rays
+PAPER_NN_SCALE = dict(n_train=155 * 2664, n_queries=20 * 2664, pixels=256 * 256)
+
+
+def bench_nn(store, *, queries: int = 256, coarse: int = 16, k: int = 32, device="cpu") -> dict:
+    """Time the two exact NN searches on a store: ``queries`` held-out x-rays (evenly spaced) against
+    every training x-ray, all images in memory (``tomo bench nn``).
+
+    Returns the sizes, ``brute_s`` (:func:`nearest_images`), ``features_s`` (the training images'
+    lower-bound features, once per evaluation) and ``bound_s`` (:func:`nearest_images_bounded` given
+    them), the mean and largest number of exact comparisons per query, whether both found the same
+    neighbours, and ``paper_estimate_s``: the paper's scale (:data:`PAPER_NN_SCALE`) at the measured
+    costs: brute force per (query, training image, pixel); features per (training image, pixel);
+    its lower bounds and short lists per (query, training image) and its exact comparisons per
+    (comparison, pixel), assuming as many comparisons per query as measured here.
+    """
+    from tomodata.store import open_store
+
+    ds = open_store(store)
+    train = ds.species_names("train")
+    held = ds.species_names("val") or ds.species_names("test")
+    if not train or not held:
+        raise ValueError(f"the store {store} needs 'train' and held-out species for the NN benchmark")
+    images = ImageSource(ds, train, device=device)
+    if not images.cache(budget_bytes=8 << 30):
+        raise ValueError(f"the {len(images)} training x-rays of {store} do not fit 8 GiB for the benchmark")
+    held_src = ImageSource(ds, held, device=device)
+    g = _select(len(held_src), int(queries))
+    S = images.image_size
+    q = held_src.views(g, size=S, depth=1)[:, 0].cpu().numpy()
+    flat = images._all.reshape(len(images), -1)
+
+    def blocks():
+        for a in range(0, len(images), 256):
+            yield a, flat[a:a + 256]
+
+    t = time.perf_counter()
+    bi, _ = nearest_images(q, blocks, device=device)
+    brute_s = time.perf_counter() - t
+    t = time.perf_counter()
+    factors = coarse_factors((1, S, S), coarse)
+    feats = train_coarse_features(images, size=S, depth=1, factors=factors)
+    features_s = time.perf_counter() - t
+    t = time.perf_counter()
+    r = nearest_images_bounded(q, images, coarse=coarse, k=k, train_features=feats)
+    bound_s = time.perf_counter() - t
+    N, Q, P = len(images), len(q), S * S
+    ps = PAPER_NN_SCALE
+    est = dict(
+        brute=brute_s / (Q * N * P) * ps["n_queries"] * ps["n_train"] * ps["pixels"],
+        features=features_s / (N * P) * ps["n_train"] * ps["pixels"],
+        bounds=r.timings["bound_s"] / (Q * N) * ps["n_queries"] * ps["n_train"],
+        exact=r.timings["exact_s"] / (Q * P) * ps["n_queries"] * ps["pixels"],
+    )
+    est["bound"] = est["features"] + est["bounds"] + est["exact"]
+    return dict(n_train=N, n_queries=Q, image_size=S, coarse=coarse, cells=coarse_cells((1, S, S), coarse), k=k,
+                brute_s=brute_s, features_s=features_s, bound_s=bound_s, bound_timings=r.timings,
+                evaluated_mean=float(r.evaluated.mean()), evaluated_max=int(r.evaluated.max()),
+                same=bool(np.array_equal(bi, r.index)), threads=torch.get_num_threads(),
+                paper_scale=ps, paper_estimate_s=est)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -570,6 +634,7 @@ class OracleResult:
     evaluated: np.ndarray  # (Q,) int64 candidates evaluated at full resolution
     fallback: np.ndarray   # (Q,) bool: the shortlist was not enough and the fallback pass ran
     certified: np.ndarray  # (Q,) bool: provably the exact nearest (False only when max_evaluated cut it short)
+    timings: dict = field(default_factory=dict)  # seconds: bound_s (lower bounds, short lists), exact_s (the rest)
 
 
 def train_coarse_features(source: ViewSource, *, size: int, depth: int, factors: Sequence[int],
@@ -626,6 +691,7 @@ def oracle_search(query_views: torch.Tensor, source: ViewSource, *, coarse: int 
     N = tf.shape[0]
     if N != len(source):
         raise ValueError(f"{N} training features for {len(source)} training samples")
+    t_start = time.perf_counter()
     qf = coarse_features(query_views, factors)
     kk = min(k + 1, N)
     best_lb = torch.full((Q, kk), math.inf, dtype=torch.float64, device=tf.device)
@@ -636,6 +702,7 @@ def oracle_search(query_views: torch.Tensor, source: ViewSource, *, coarse: int 
         best_lb, order = torch.topk(cand_lb, kk, dim=1, largest=False, sorted=True)  # O(n), not a full sort
         best_ix = cand_ix.gather(1, order)
     best_lb, best_ix = best_lb.cpu().numpy(), best_ix.cpu().numpy()
+    t_bound = time.perf_counter()
 
     qnorm = qf.double().norm(dim=1).cpu().numpy()  # = ‖q‖
 
@@ -700,7 +767,9 @@ def oracle_search(query_views: torch.Tensor, source: ViewSource, *, coarse: int 
                 bound[i] = rest
                 if not cands[i]:
                     done[i] = certified[i] = True
-    return OracleResult(out_i, out_d, evaluated, fallback, certified)
+    t_end = time.perf_counter()
+    return OracleResult(out_i, out_d, evaluated, fallback, certified,
+                        timings=dict(bound_s=t_bound - t_start, exact_s=t_end - t_bound))
 
 
 # --------------------------------------------------------------------------------------------------

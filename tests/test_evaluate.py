@@ -274,6 +274,20 @@ def test_nn_bounded_search_is_exact(store):
         nearest_images_bounded(queries[:, :16], src)
 
 
+def test_bench_nn(store, capsys):
+    from model.evaluate import bench_nn
+
+    r = bench_nn(store, queries=5, coarse=4)
+    assert r["same"] and r["n_queries"] == 5 and r["n_train"] == 36 and r["cells"] == 16
+    assert set(r["bound_timings"]) == {"bound_s", "exact_s"} and r["paper_estimate_s"]["brute"] > 0
+    est = r["paper_estimate_s"]
+    assert est["bound"] == pytest.approx(est["features"] + est["bounds"] + est["exact"])
+    assert main(["bench", "nn", "--store", str(store), "--queries", "3", "--nn-coarse", "4"]) == 0
+    assert "same neighbours: True" in capsys.readouterr().out
+    assert main(["bench", "nn"]) == 2  # no store
+    assert "needs --store" in capsys.readouterr().err
+
+
 def test_coarse_features_lower_bound():
     rng = np.random.default_rng(0)
     a = torch.from_numpy(rng.random((6, 8, 12, 12)).astype(np.float32) ** 3)

@@ -505,6 +505,24 @@ def cmd_bench(a) -> int:
               f"(network {r['network_s']:.2f} s, fusion {r['fusion_s']:.2f} s, {r['threads']} threads, "
               f"1-min load {max(np.atleast_1d(r['loadavg_1min'])):.1f}, median of {a.repeats})")
         return 0
+    if a.what == "nn":
+        from model.evaluate import bench_nn
+
+        if not a.store:
+            raise ValueError("tomo bench nn needs --store (a dataset store with train and held-out species)")
+        r = bench_nn(a.store, queries=a.queries, coarse=a.nn_coarse)
+        est = r["paper_estimate_s"]
+        print(f"NN over {r['n_train']} training x-rays ({r['image_size']}²), {r['n_queries']} queries, "
+              f"{r['threads']} threads:\n"
+              f"  brute force  {r['brute_s']:.2f} s\n"
+              f"  bound        {r['features_s']:.2f} s features (once) + {r['bound_s']:.2f} s search "
+              f"({r['bound_timings']['bound_s']:.2f} s bounds, {r['bound_timings']['exact_s']:.2f} s exact), "
+              f"{r['evaluated_mean']:.1f} exact comparisons per query (max {r['evaluated_max']}), "
+              f"{r['cells']} cells; same neighbours: {r['same']}\n"
+              f"  paper scale ({r['paper_scale']['n_train']} x {r['paper_scale']['n_queries']}, 256²), estimated: "
+              f"brute force {est['brute'] / 3600:.1f} h, bound {est['bound'] / 3600:.1f} h (features "
+              f"{est['features'] / 3600:.1f} h, bounds {est['bounds'] / 3600:.1f} h, exact {est['exact'] / 3600:.1f} h)")
+        return 0 if r["same"] else 1
     if a.what == "cube":
         from .resample import bench_to_cube
 
@@ -804,8 +822,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("bench", help="benchmarks (render, cube)", description=(
         "Time the renderer (ms per view of render_xrays and view_volumes per available backend) or the "
         "resampling of a uint8 stack to the cube."))
-    q.add_argument("what", choices=["render", "cube", "infer"],
-                   help="what to benchmark: the renderer, to_cube resampling, or inference (network + fusion)")
+    q.add_argument("what", choices=["render", "cube", "infer", "nn"],
+                   help="what to benchmark: the renderer, to_cube resampling, inference (network + fusion), "
+                        "or the NN baseline's search (needs --store)")
+    q.add_argument("--store", help="dataset store of the nn benchmark")
+    q.add_argument("--queries", type=_positive_int, default=256, help="held-out queries of the nn benchmark")
+    q.add_argument("--nn-coarse", type=_positive_int, default=16, help="cells per axis of the nn benchmark's bound")
     q.add_argument("--preset", choices=["paper", "demo"], default="paper", help="network of the infer benchmark")
     q.add_argument("--fuse-to", type=_positive_int, default=512, help="fusion resolution of the infer benchmark")
     q.add_argument("--cube-shape", type=_positive_int, nargs=3, default=[1000, 500, 500], metavar=("Z", "Y", "X"),
