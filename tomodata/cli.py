@@ -419,7 +419,7 @@ def cmd_evaluate(a) -> int:
     summary = evaluate_run(a.store, a.checkpoint, a.output, max_samples=a.max_samples, batch=a.batch,
                            device=a.device, oracle_coarse=a.oracle_coarse,
                            oracle_feature_bytes=int(a.oracle_memory_gb * 2**30), nn_search=a.nn_search,
-                           progress=sys.stderr.isatty())
+                           beta=a.beta, fusion_at=a.fusion_at, progress=sys.stderr.isatty())
     print(f"{summary['n_samples']} held-out samples; means with 95% CI:")
     for m, vals in summary["means"].items():
         print(f"  {m:14} " + "  ".join(f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
@@ -765,6 +765,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--oracle-memory-gb", type=_positive_float, default=2.0,
                    help="memory for those features in GiB; --oracle-coarse is lowered until they fit, which "
                         "makes the exact search slower, not inexact (default %(default)s)")
+    q.add_argument("--beta", type=_positive_float, default=2.0,
+                   help="fusion sharpness β of 'ours' (paper Eq. 2; default %(default)s)")
+    q.add_argument("--fusion-at", choices=["xray", "target"], default="xray",
+                   help="fuse at the x-ray's resolution (the paper) or on the network's grid (default %(default)s)")
     q.add_argument("--nn-search", choices=["bound", "brute"], default="bound",
                    help="NN baseline search, both exact: 'bound' (lower-bound pre-filter, exact re-rank) or "
                         "'brute' (every pair by matrix products) (default %(default)s)")
