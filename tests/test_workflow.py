@@ -132,6 +132,10 @@ def test_real_xrays_placeholder_stops_with_its_name(tmp_path):
                check=False)
     assert proc.returncode != 0
     assert "model.real_xrays.fox_lateral: /data/xrays/fox_lateral.png is not a file" in proc.stdout, proc.stdout[-3000:]
+    off = tmp_path / "off.yaml"  # without the model part they are not needed, nor looked at
+    off.write_text("model:\n  enabled: false\n")
+    smk(tmp_path, "-n", "--configfile", str(ROOT / "config.yaml"), str(ROOT / "workflow/configs/real-xrays.yaml"),
+        str(off))
 
 
 def test_paper_and_micro_ct_configs():

@@ -265,6 +265,8 @@ REAL_PREVIEWS = ["xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side"
 
 def _real_xrays():
     out = {}
+    if not MODEL.get("enabled", True):
+        return out  # no model, no real x-rays (their files are not looked at)
     for name, spec in (MODEL.get("real_xrays") or {}).items():
         spec = {"path": spec} if isinstance(spec, str) else dict(spec)
         if not Path(spec["path"]).is_file():
