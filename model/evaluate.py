@@ -530,11 +530,10 @@ def bench_nn(store, *, queries: int = 256, coarse: int = 16, k: int = 32, device
     g = _select(len(held_src), int(queries))
     S = images.image_size
     q = held_src.views(g, size=S, depth=1)[:, 0].cpu().numpy()
-    flat = images._all.reshape(len(images), -1)
-
-    def blocks():
+    def blocks():  # the cached images, for the brute force
         for a in range(0, len(images), 256):
-            yield a, flat[a:a + 256]
+            g = np.arange(a, min(len(images), a + 256))
+            yield a, images.views(g, size=S, depth=1).reshape(g.size, -1)
 
     t = time.perf_counter()
     bi, _ = nearest_images(q, blocks, device=device)
@@ -874,7 +873,8 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
             images are kept in memory when they fit ``cache_bytes``); ``"brute"``:
             :func:`nearest_images`, every pair by blocked matrix products. Both are exact and give
             the same neighbours (ties to the lowest index).
-        nn_query_block, train_block: brute-force NN settings (queries per pass, training images per block).
+        nn_query_block, train_block: NN settings: held-out x-rays read per pass (and, brute force,
+            searched per pass), training images per block.
         strict: refuse a checkpoint trained on other data than the store's (ValueError naming what differs).
         progress: a tqdm bar.
 
@@ -938,13 +938,10 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     sp_idx, smp_idx = val_src.locate(sel)
     Q = sel.size
 
+    val_images = ImageSource(ds, val)  # the held-out x-rays, read on demand (same global indices)
+
     def val_xrays(ix: np.ndarray) -> np.ndarray:
-        s, j = val_src.locate(ix)
-        out_x = np.empty((ix.size, image_size, image_size), np.float32)
-        for sp in np.unique(s):
-            m = np.nonzero(s == sp)[0]
-            out_x[m] = ds.images(val[int(sp)], j[m])
-        return out_x
+        return val_images.views(ix, size=image_size, depth=1)[:, 0].numpy()
 
     # ---- NN: exact nearest training x-ray
     nn_i = np.full(Q, -1, np.int64)

@@ -22,6 +22,7 @@ import shlex
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from tomodata.demo import MOVIE_CODECS
 from tomodata.manifest import load_manifest, manifest_schema, split_sources
@@ -259,7 +260,10 @@ def train_options():
 # ------------------------------------------------------------------------------ real radiographs
 # config model.real_xrays: NAME -> a radiograph file, or {path, gamma, polarity, square, max_size};
 # one `tomo infer --apps` job each (rule real_xray), into results/RUN/real/NAME/.
-REAL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"  # = the schema's propertyNames of model.real_xrays
+# names as the config schema allows them (they name folders and files)
+with open(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml") as _fh:
+    REAL_NAME_PATTERN = yaml.safe_load(_fh)["properties"]["model"]["properties"]["real_xrays"][
+        "propertyNames"]["pattern"].lstrip("^").rstrip("$")
 REAL_PREVIEWS = ["xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side"]  # model.infer.PREVIEWS
 
 
