@@ -10,7 +10,11 @@ Several GPUs (or CPU processes): start with ``torchrun --nproc_per_node N -m mod
 ``torchrun ... $(which tomo) train ...``; each rank takes its share of every global batch and
 DistributedDataParallel averages the gradients. Only rank 0 writes logs and checkpoints.
 
-Outputs in ``out_dir``: ``last.pt`` (and ``step_XXXXXXX.pt`` every ``ckpt_every`` steps),
+**Model choice** is made on the ``val`` split only: whenever the validation loss (a fixed seeded
+subset of the val species' samples) improves, the checkpoint is also written as ``best.pt``; the
+workflow evaluates ``best.pt`` on the ``test`` split, which no training decision ever looks at.
+
+Outputs in ``out_dir``: ``last.pt``, ``best.pt`` (and ``step_XXXXXXX.pt`` every ``ckpt_every`` steps),
 ``train_log.csv`` (step, loss, lr, samples/s), ``val_log.csv`` (step, val_loss), ``tensorboard/``.
 """
 
@@ -22,6 +26,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -316,6 +321,11 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
     bar = tqdm(total=end, initial=start, disable=not (progress and rank == 0), desc="train", unit="step")
     model.train()
     losses, val_loss, t_last, step = [], math.nan, time.perf_counter(), start
+    best = dict(val_loss=math.inf, step=0)
+    if start:  # the best validation so far travels in last.pt
+        best.update({k: state["metrics"][f"best_{k}"] for k in ("val_loss", "step")
+                     if state["metrics"].get(f"best_{k}") is not None})
+    best_path = out / "best.pt"
     for step, batch in enumerate(loader, start=start + 1):
         x = resize_xrays(batch["xray"].to(device, non_blocking=True), net.input_size)
         with torch.no_grad():
@@ -340,21 +350,36 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
             val_loss = evaluate_loss(model.module if world > 1 else model, val_set, val_targets, net,
                                      n=cfg.val_samples, seed=cfg.seed, batch=per_rank, device=device)
             logs.log("val", dict(step=step, val_loss=val_loss))
+            if val_loss < best["val_loss"]:  # model choice on the val split: keep the best checkpoint
+                best = dict(val_loss=val_loss, step=step)
+                save_checkpoint(best_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step, net=net,
+                                cfg=cfg, data=fingerprint, metrics=_metrics(val_loss, best))
         if rank == 0 and (step % cfg.ckpt_every == 0 or step == end):
             save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, step=step, net=net, cfg=cfg,
-                            data=fingerprint, metrics=dict(val_loss=val_loss))
+                            data=fingerprint, metrics=_metrics(val_loss, best))
             if cfg.keep_checkpoints:
                 save_checkpoint(out / f"step_{step:07d}.pt", model=model, optimizer=optimizer, scheduler=scheduler,
-                                step=step, net=net, cfg=cfg, data=fingerprint, metrics=dict(val_loss=val_loss))
+                                step=step, net=net, cfg=cfg, data=fingerprint, metrics=_metrics(val_loss, best))
     bar.close()
     logs.close()
+    if rank == 0 and val_set is None and last.exists():  # no val split: nothing to choose with
+        shutil.copyfile(last, best_path)
+        best = dict(val_loss=math.nan, step=step)
     if world > 1:
         torch.distributed.barrier()
     summary = dict(step=step, start=start, val_loss=val_loss, parameters=count_parameters(model),
-                   device=str(device), world_size=world, checkpoint=str(last))
+                   device=str(device), world_size=world, checkpoint=str(last), best_checkpoint=str(best_path),
+                   best_step=best["step"], best_val_loss=best["val_loss"],
+                   model_choice=("best.pt: the checkpoint with the lowest validation loss on the val split"
+                                 if val_set is not None else "no val split: best.pt is last.pt"),
+                   val_species=list(val_set.species) if val_set is not None else [])
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _metrics(val_loss: float, best: dict) -> dict:
+    return dict(val_loss=val_loss, best_val_loss=best["val_loss"], best_step=best["step"])
 
 
 def open_val_species(train_set: StoreSamples) -> list[str]:

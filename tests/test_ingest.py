@@ -14,7 +14,7 @@ from tomodata.manifest import load_manifest, parse_spacing
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    manifest = write_demo_movies(out, n_species=2, held_out=1, movie_size=64)
+    manifest = write_demo_movies(out, n_species=2, val=1, movie_size=64)
     return out, manifest
 
 

@@ -194,7 +194,7 @@ def test_tiny_demo_on_slurm(slurm_cluster, tmp_path, kill_tree):
     config = work / "config.yaml"
     config.write_text(yaml.safe_dump({
         "run": "slurm",
-        "data": {"source": "demo", "demo": {"species": 3, "held_out": 1, "movie_size": 32}},
+        "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},
         "dataset": {"n_views": 4, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32},
         "render": {"backend": "cpu"},
         "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 10}},

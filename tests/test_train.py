@@ -114,6 +114,24 @@ def test_training_lowers_loss_and_resumes_exactly(store, tmp_path):
     assert not model.training and state["network"] == TINY.to_dict()
 
 
+def test_best_checkpoint_is_chosen_on_val(store, tmp_path):
+    """best.pt is the checkpoint of the lowest val-split loss (model choice), kept across a resume."""
+    cfg = TrainConfig(steps=6, batch_size=4, lr=3e-3, warmup_steps=1, val_every=2, val_samples=8, ckpt_every=2,
+                      log_every=1)
+    part = train(store, tmp_path / "r", net=TINY, cfg=cfg, resume=False, max_steps=4, progress=False)
+    full = train(store, tmp_path / "r", net=TINY, cfg=cfg, resume=True, progress=False)
+    with open(tmp_path / "r" / "val_log.csv", newline="") as fh:
+        val = {int(r["step"]): float(r["val_loss"]) for r in csv.DictReader(fh)}
+    assert sorted(val) == [2, 4, 6]
+    best_step = min(val, key=val.get)
+    best = load_checkpoint(tmp_path / "r" / "best.pt")
+    assert best["step"] == best_step == full["best_step"] and best["metrics"]["val_loss"] == val[best_step]
+    assert part["best_step"] == min((s for s in val if s <= 4), key=val.get)
+    assert full["val_species"] == ["procedural_03"] and "val split" in full["model_choice"]
+    model, _ = model_from_checkpoint(tmp_path / "r" / "best.pt")  # an ordinary checkpoint
+    assert not model.training
+
+
 def test_resume_refuses_other_settings(store, tmp_path):
     cfg = TrainConfig(steps=2, batch_size=2, warmup_steps=0, val_every=2, val_samples=2, ckpt_every=1, log_every=1)
     train(store, tmp_path, net=TINY, cfg=cfg, resume=False, progress=False)

@@ -175,20 +175,21 @@ def test_paper_dry_run_offline(tmp_path):
 
 def test_micro_ct_reads_local_folders_in_place(tmp_path):
     """micro-ct.yaml reads each scan folder where it is: a dry run with the placeholder manifest
-    stops on the first missing folder, named."""
+    stops before any job, naming every missing source at once (not only the first)."""
     shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
     proc = smk(tmp_path, "-n", "--configfile", str(ROOT / "workflow/configs/micro-ct.yaml"), check=False)
     assert proc.returncode != 0
-    assert "MissingInputException" in proc.stdout and "/data/mice/mouse_" in proc.stdout
+    out = proc.stdout + proc.stderr
+    assert "15 of 15 rows cannot be read in place" in out and "/data/mice/mouse_" in out
 
 
 # ---------------------------------------------------------------------------------------- the demo
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
     """The demo path (tomo demo-movies -> fetch -> cube -> store -> render -> finalize) at tiny size:
-    3 species (2 train + 1 val), 32³ movies and cubes, 4 views of 32² with 32 steps."""
+    4 species (2 train + 1 val + 1 test), 32³ movies and cubes, 4 views of 32² with 32 steps."""
     work = tmp_path_factory.mktemp("demo")
-    config = write_config(work, "tiny", {"source": "demo", "demo": {"species": 3, "held_out": 1, "movie_size": 32}})
+    config = write_config(work, "tiny", {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}})
     t0 = time.monotonic()
     proc = smk(work, "--cores", "2", "--configfile", str(config))
     return work, config, proc, time.monotonic() - t0
@@ -204,6 +205,7 @@ def test_demo_builds_a_valid_store(demo_build):
     store = open_store(results / "dataset.zarr")
     assert store.attrs["splits"]["train"] == ["procedural_00", "procedural_01"]
     assert store.attrs["splits"]["val"] == ["procedural_02"]
+    assert store.attrs["splits"]["test"] == ["procedural_03"]
     assert store.attrs["n_views"] == 4 and store.attrs["image_size"] == 32 and store.attrs["volume_size"] == 32
     assert store.attrs["completion"]["ok"] is True
     for sid in ("procedural_00", "procedural_01", "procedural_02"):
@@ -244,7 +246,7 @@ def manifest_build(tmp_path_factory):
     """The manifest path: slice movies made by `tomo demo-movies`, listed by file path in a
     manifest of the test's own (3 species: 2 train + 1 val), built once."""
     src = tmp_path_factory.mktemp("movies")
-    subprocess.run([str(BIN / "tomo"), "demo-movies", "-o", str(src), "--species", "3", "--held-out", "1",
+    subprocess.run([str(BIN / "tomo"), "demo-movies", "-o", str(src), "--species", "3", "--val", "1",
                     "--movie-size", "32"], check=True, capture_output=True, env=_env())
     lines = (src / "manifest.tsv").read_text().splitlines()
     header = lines[1].split("\t")
@@ -379,7 +381,7 @@ def test_full_pipeline_tiny(tmp_path):
         real["chest"] = {"path": str(chest), "max_size": 128}
     cfg = {
         "run": "full",
-        "data": {"source": "demo", "demo": {"species": 3, "held_out": 1, "movie_size": 32}},
+        "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},
         "dataset": {"n_views": 4, "view_seed": 0, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32,
                     "encoding": "uint16"},
         "render": {"backend": "cpu", "batch": 64},

@@ -58,31 +58,52 @@ def phantom_spacing_mm(params, size: int) -> float:
     return float(params.skull_length_mm) / (2.0 * FIT_RADIUS) * 2.0 / size
 
 
-def write_demo_movies(out_dir: str | Path, *, n_species: int = 24, held_out: int = 4, movie_size: int = 160,
+def demo_name(species_id: int) -> str:
+    """The id of procedural species ``species_id`` in manifests and stores: ``procedural_07``."""
+    return f"procedural_{species_id:02d}"
+
+
+def demo_splits(n_species: int, *, val: int, test: int = 0) -> list[str]:
+    """Splits of the demo's species 0 … n_species−1, in order: ``train``, then ``val``, then ``test``.
+
+    The last ``test`` species are the test split (only ever used for the reported result), the
+    ``val`` species before them the validation split (model choice, tuning), the rest ``train``. The
+    one home of this rule: the workflow, ``tomo build-demo`` and ``tomo demo-movies`` call it.
+    Adding test species at the end leaves every earlier species and split unchanged (a species'
+    parameters depend only on its number and the seed).
+    """
+    if n_species < 1 or val < 0 or test < 0 or val + test >= n_species:
+        raise ValueError(f"the demo needs at least one train species: {n_species} species, val {val}, test {test} "
+                         f"(val + test must be < species, each >= 0)")
+    return ["test" if k >= n_species - test else "val" if k >= n_species - test - val else "train"
+            for k in range(n_species)]
+
+
+def write_demo_movies(out_dir: str | Path, *, n_species: int = 24, val: int = 4, test: int = 0, movie_size: int = 160,
                       codec: str = "mp4v", seed: int = 0, species_ids: list[int] | None = None) -> Path:
     """Write ``n_species`` procedural species as slice movies and a manifest ``manifest.tsv``.
 
-    The last ``held_out`` species get split ``val``, the rest ``train``. Sources are paths relative to
-    the manifest. Returns the manifest's path. Existing movies with the same content are rewritten
-    identically (deterministic), so re-running changes nothing downstream.
+    Splits by :func:`demo_splits` (the last ``test`` species ``test``, the ``val`` before them
+    ``val``, the rest ``train``). Sources are paths relative to the manifest. Returns the manifest's
+    path. Existing movies with the same content are rewritten identically (deterministic), so
+    re-running changes nothing downstream.
     """
-    if n_species < 1 or not 0 <= held_out < n_species:
-        raise ValueError(f"need n_species >= 1 and 0 <= held_out < n_species, got {n_species}, {held_out}")
+    ids = species_ids if species_ids is not None else list(range(n_species))
+    splits = demo_splits(len(ids), val=val, test=test)
     out = Path(out_dir)
     movies = out / "movies"
     movies.mkdir(parents=True, exist_ok=True)
-    ids = species_ids if species_ids is not None else list(range(n_species))
     rows = []
     for k, sid in enumerate(ids):
         params = species_params(sid, seed=seed)
         vol = skull_volume(params, size=movie_size, seed=seed)
         u8 = np.round(np.clip(vol, 0.0, 1.0) * 255.0).astype(np.uint8)
-        name = f"procedural_{sid:02d}"
+        name = demo_name(sid)
         path = write_slice_movie(u8, movies / (name + MOVIE_CODECS[codec][1]), codec=codec)
         sp = phantom_spacing_mm(params, movie_size)
         digest = hashlib.sha256(json.dumps(params.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
         rows.append([name, f"procedural species {sid}", f"movies/{path.name}", "movie", f"{sp:.6g},{sp:.6g},{sp:.6g}",
-                     "z", "val" if k >= len(ids) - held_out else "train", DEMO_LICENCE, "",
+                     "z", splits[k], DEMO_LICENCE, "",
                      f"tomodata.phantoms species {sid} seed {seed}, params {digest}"])
     manifest = out / "manifest.tsv"
     header = ["id", "species", "source", "source_kind", "spacing_mm", "slice_axis", "split", "licence", "sha256", "notes"]

@@ -47,7 +47,9 @@ def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_sp
 def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128, window=None,
                   background=None, allow_default_spacing: bool = False):
     """The canonical (size³ float32, [0, 1]) cube of a source, and a JSON-ready record of how it
-    was made: original shape and spacing (z, y, x, after reorientation), the fit, the value rule."""
+    was made: original shape and spacing (z, y, x, after reorientation), the fit, the value rule,
+    and ``specimen_reach``: the normalised radius its voxel centres reach (1 = the unit ball's
+    surface; how tightly the cube holds the specimen)."""
     from .fetch import file_sha256, tree_sha256
 
     vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=allow_default_spacing)
@@ -57,7 +59,7 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
                 spacing_mm=list(sp), slice_axis=slice_axis, size=size,
                 window=None if window is None else [float(w) for w in window],
                 background=None if background is None else float(background),
-                fit=fit.as_dict(), code_version=__version__)
+                fit=fit.as_dict(), specimen_reach=fit.specimen_radius_mm / fit.rho_mm, code_version=__version__)
     return cube, meta
 
 

@@ -52,6 +52,7 @@ from .views import VIEW_SCHEME, check_rotations, hemisphere_views, sample_to_vie
 __all__ = [
     "SPEC_VERSION",
     "SPLITS",
+    "SPLIT_ROLES",
     "IMAGE_ENCODINGS",
     "SPECIES_REQUIRED_KEYS",
     "ARRAY_NAMES",
@@ -71,6 +72,12 @@ __all__ = [
 
 SPEC_VERSION = "tomo-dataset/1"
 SPLITS = ("train", "val", "test")
+#: What each split is for (recorded in the store's attributes as ``split_roles``).
+SPLIT_ROLES = {
+    "train": "training, and the database of the NN, Oracle and mean baselines",
+    "val": "model choice, early stopping and every tuning decision; never the reported result",
+    "test": "the reported result only; never looked at for any decision",
+}
 IMAGE_ENCODINGS = ("uint16", "float16")
 SPECIES_REQUIRED_KEYS = ("name", "split", "source", "source_checksum", "original_shape", "spacing_mm")
 ARRAY_NAMES = ("volume", "rotations", "mirrored", "views", "images")
@@ -450,6 +457,7 @@ def create_store(
         "checksums": {"algorithm": "sha256", "hashed": HASH_DEFINITION},
         "species": table,
         "splits": {s: [e["name"] for e in table if e["split"] == s] for s in SPLITS},
+        "split_roles": SPLIT_ROLES,
         "provenance": {
             "code_version": __version__,
             "generator": "tomodata.store.create_store",

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 from snakemake.exceptions import WorkflowError
-from tomodata.demo import MOVIE_CODECS
+from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
 from tomodata.manifest import load_manifest, manifest_schema, split_sources
 
 RUN = config["run"]
@@ -60,15 +60,17 @@ wildcard_constraints:
 # ------------------------------------------------------------------------------ specimens
 if DEMO:
     # The demo's manifest is made by a job (demo_movies), so it cannot be read at parse time; its
-    # ids and splits are fixed by the config: tomodata.demo.write_demo_movies names species k
-    # "procedural_<k:02d>" and gives the last `held_out` of them split val.
-    _n, _held = DATA["demo"]["species"], DATA["demo"]["held_out"]
-    if not 1 <= _held < _n:
-        raise WorkflowError(f"data.demo.held_out must be in [1, {_n - 1}] for {_n} species, got {_held}")
+    # ids and splits are fixed by the config through tomodata.demo (demo_name, demo_splits: the
+    # last `test` species are the test split, the `val` before them the val split).
+    _d = DATA["demo"]
+    try:
+        _splits = demo_splits(_d["species"], val=_d["val"], test=_d["test"])
+    except ValueError as e:
+        raise WorkflowError(f"data.demo: {e}") from None
     MANIFEST = f"{RESOURCES}/manifest.tsv"
     DEMO_SUFFIX = MOVIE_CODECS[DATA["demo"]["codec"]][1]
-    IDS = [f"procedural_{k:02d}" for k in range(_n)]
-    SPLITS = {sid: ("val" if k >= _n - _held else "train") for k, sid in enumerate(IDS)}
+    IDS = [demo_name(k) for k in range(_d["species"])]
+    SPLITS = dict(zip(IDS, _splits))
     ROWS = {}
 else:
     MANIFEST = DATA["manifest"]
@@ -178,6 +180,24 @@ def _local_source(sid):
                         f"(a path or file:// URL): {ROWS[sid]['source']!r}")
 
 
+def check_local_sources():
+    """With data.fetch.in_place every row's local source must exist: stop at parse time, one line,
+    naming the missing folder (every row of an absent folder at once) or the missing files."""
+    missing = [(sid, Path(_local_source(sid))) for sid in IDS]
+    missing = [(sid, p) for sid, p in missing if not p.exists()]
+    if not missing:
+        return
+    folders = sorted({str(p.parent) for _, p in missing if not p.parent.exists()})
+    if folders:
+        what = (f"the folder {', '.join(folders)} (resolved: {Path(folders[0]).resolve()}) does not exist "
+                f"(first row: {missing[0][0]}, {missing[0][1]})")
+    else:
+        what = "these sources do not exist: " + ", ".join(f"{sid} ({p})" for sid, p in missing[:10])
+        what += f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    raise WorkflowError(f"data.manifest {MANIFEST}: {len(missing)} of {len(IDS)} rows cannot be read in place: "
+                        f"{what}; put the data there or fix the manifest's source column")
+
+
 def cube_scan(wildcards):
     """The cube's input: the fetch record, or with data.fetch.in_place the local source itself."""
     if IN_PLACE:
@@ -191,12 +211,63 @@ def cube_scan_arg(wildcards, input):
     return f"--fetched {shlex.quote(str(input.scan))}"
 
 
+# ------------------------------------------------------------------------------ alignment (rule align)
+# data.align.enabled: every specimen is brought to the canonical pose (snout +x, dorsal -y, z
+# left-right) before its cube: the reference specimen by moments alone, every other one by moments
+# and then rigid registration to the aligned reference. Outputs resources/RUN/aligned/ID.nii.gz and
+# its record ID.json; the cube then reads the aligned file (canonical z, spacing from its header).
+ALIGN = bool(DATA["align"]["enabled"])
+ALIGNED = f"{RESOURCES}/aligned"
+
+
+def _align_reference():
+    ref = DATA["align"]["reference"]
+    if ref is None:
+        train = [sid for sid in IDS if SPLITS[sid] == "train"]
+        if not train:
+            raise WorkflowError("data.align.reference is not set and there is no train specimen to take")
+        return train[0]
+    if ref not in IDS:
+        raise WorkflowError(f"data.align.reference {ref!r} is not a specimen id of {MANIFEST}")
+    return ref
+
+
+ALIGN_REFERENCE = _align_reference() if ALIGN else None
+
+
+def align_reference_input(wildcards):
+    """The aligned reference, for every specimen but the reference itself."""
+    return [] if wildcards.id == ALIGN_REFERENCE else f"{ALIGNED}/{ALIGN_REFERENCE}.nii.gz"
+
+
+def align_reference_arg(wildcards, input):
+    return f"--reference {shlex.quote(str(input.reference))}" if input.reference else ""
+
+
+def cube_input(wildcards):
+    """The cube's input: the aligned volume (and its record), or the scan as fetched / in place."""
+    if ALIGN:
+        return {"scan": f"{ALIGNED}/{wildcards.id}.nii.gz", "record": f"{ALIGNED}/{wildcards.id}.json"}
+    return {"scan": cube_scan(wildcards)}
+
+
+def cube_source_arg(wildcards, input):
+    """What `tomo cube` reads: the aligned file as it is (canonical axes, spacing from its header,
+    its alignment record kept in the cube's record), else the scan with its manifest row."""
+    if ALIGN:
+        return f"{shlex.quote(str(input.scan))} --align-record {shlex.quote(str(input.record))}"
+    return f"{cube_scan_arg(wildcards, input)} --manifest {shlex.quote(str(MANIFEST))}"
+
+
 def cube_row(wildcards):
     """Tracked: the manifest fields that the cube of this specimen depends on."""
     if DEMO:
         return demo_params()
     row = ROWS[wildcards.id]
-    return {"spacing_mm": row["spacing_mm"], "slice_axis": row["slice_axis"]}
+    out = {"spacing_mm": row["spacing_mm"], "slice_axis": row["slice_axis"]}
+    if ALIGN:
+        out["align_reference"] = ALIGN_REFERENCE
+    return out
 
 
 def cube_options():
@@ -291,3 +362,7 @@ def real_xray_options(wildcards):
     spec = REAL_XRAYS[wildcards.name]
     return _opts([("--gamma", spec.get("gamma")), ("--polarity", spec.get("polarity", "auto")),
                   ("--square", spec.get("square", "crop")), ("--max-size", spec.get("max_size"))])
+
+
+if IN_PLACE:
+    check_local_sources()

@@ -3,7 +3,10 @@
 #   demo_movies (demo only, 1 job)   procedural species as slice movies + resources/RUN/manifest.tsv
 #   fetch        (1 job / specimen)   tomo fetch --only ID: the source into resources/RUN/fetched/ID/,
 #                                     its record (id, how, sha256, path) in resources/RUN/fetched/ID.tsv
-#   cube         (1 job / specimen)   tomo cube: the fetched scan -> resources/RUN/cubes/ID.npz
+#   align        (1 job / specimen)   data.align.enabled only: tomo align: the scan in the canonical
+#                                     pose -> resources/RUN/aligned/ID.nii.gz + ID.json (transform,
+#                                     residual); align_sheet: results/RUN/aligned_sheet.png (report)
+#   cube         (1 job / specimen)   tomo cube: the fetched (or aligned) scan -> resources/RUN/cubes/ID.npz
 #   store_settings (1 job)            tomo store-settings: results/RUN/dataset.settings.json
 #   store_create (1 job)              tomo store-create --update: the store's metadata and empty
 #                                     arrays; keeps species whose volume is unchanged
@@ -29,7 +32,8 @@ if DEMO:
         params:
             demo=demo_params(),
             species=DATA["demo"]["species"],
-            held_out=DATA["demo"]["held_out"],
+            val=DATA["demo"]["val"],
+            test=DATA["demo"]["test"],
             outdir=lambda wildcards, output: os.path.dirname(output.manifest),
         log:
             f"{LOGS}/demo_movies/demo_movies.log",
@@ -42,7 +46,7 @@ if DEMO:
         conda:
             ENV_TOMODATA
         shell:
-            "tomo demo-movies -o {params.outdir} --species {params.species} --held-out {params.held_out}"
+            "tomo demo-movies -o {params.outdir} --species {params.species} --val {params.val} --test {params.test}"
             " --movie-size {params.demo[movie_size]} --codec {params.demo[codec]} --seed {params.demo[seed]}"
             " > {log} 2>&1"
 
@@ -72,15 +76,69 @@ rule fetch:
         " > {output.record:q} 2> {log:q}"
 
 
+if ALIGN:
+
+    rule align:
+        input:
+            scan=cube_scan,
+            manifest=ancient(MANIFEST),
+            reference=align_reference_input,
+        output:
+            aligned=f"{ALIGNED}/{{id}}.nii.gz",
+            record=f"{ALIGNED}/{{id}}.json",
+        params:
+            row=cube_row,
+            scan=cube_scan_arg,
+            reference=align_reference_arg,
+        log:
+            f"{LOGS}/align/{{id}}.log",
+        benchmark:
+            f"{BENCHMARKS}/align/{{id}}.tsv"
+        threads: res("align", "threads")
+        resources:
+            mem_mb=res("align", "mem_mb"),
+            runtime=res("align", "runtime"),
+        conda:
+            ENV_TOMODATA
+        shell:
+            "tomo align {params.scan} -o {output.aligned:q} --manifest {input.manifest:q} --id {wildcards.id}"
+            " {params.reference} --threads {threads} > {log:q} 2>&1"
+
+    rule align_sheet:
+        input:
+            aligned=expand(f"{ALIGNED}/{{id}}.nii.gz", id=IDS),
+            records=expand(f"{ALIGNED}/{{id}}.json", id=IDS),
+        output:
+            sheet=report(
+                f"{RESULTS}/aligned_sheet.png",
+                caption="../report/aligned_sheet.rst",
+                category="Dataset",
+            ),
+        log:
+            f"{LOGS}/align_sheet/align_sheet.log",
+        benchmark:
+            f"{BENCHMARKS}/align_sheet/align_sheet.tsv"
+        threads: res("align_sheet", "threads")
+        resources:
+            mem_mb=res("align_sheet", "mem_mb"),
+            runtime=res("align_sheet", "runtime"),
+        conda:
+            ENV_TOMODATA
+        shell:
+            "tomo align-sheet {input.aligned:q} -o {output.sheet:q} > {log:q} 2>&1"
+
+    add_targets(f"{RESULTS}/aligned_sheet.png")
+
+
 rule cube:
     input:
-        scan=cube_scan,
+        unpack(cube_input),
         manifest=ancient(MANIFEST),
     output:
         cube=f"{RESOURCES}/cubes/{{id}}.npz",
     params:
         row=cube_row,
-        scan=cube_scan_arg,
+        source=cube_source_arg,
         options=cube_options(),
     log:
         f"{LOGS}/cube/{{id}}.log",
@@ -93,7 +151,7 @@ rule cube:
     conda:
         ENV_TOMODATA
     shell:
-        "tomo cube {params.scan} -o {output.cube:q} --manifest {input.manifest:q} --id {wildcards.id}"
+        "tomo cube {params.source} -o {output.cube:q} --id {wildcards.id}"
         " {params.options} > {log:q} 2>&1"
 
 

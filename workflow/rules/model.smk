@@ -2,6 +2,8 @@
 # baselines on the held-out species, draw the paper's figures and the applications.
 #
 #   results/RUN/model/last.pt          train      (tomo train; resumes from last.pt if it exists)
+#   results/RUN/model/best.pt          train      the checkpoint with the lowest loss on the val split:
+#                                                 model choice; evaluate, figures, apps and real_xray use it
 #   results/RUN/eval/summary.json      evaluate   (+ metrics.csv, summary.csv, tests.csv, ...)
 #   results/RUN/figures/*.png          figures    (in the report, category "Evaluation")
 #   results/RUN/apps/                  apps       (turntable/wiggle GIFs, cut-away, anaglyph, colour)
@@ -16,6 +18,7 @@ rule train:
         final=f"{RESULTS}/dataset.final.json",
     output:
         checkpoint=f"{RESULTS}/model/last.pt",
+        best=f"{RESULTS}/model/best.pt",
         log_csv=report(
             f"{RESULTS}/model/val_log.csv",
             caption="../report/training.rst",
@@ -44,7 +47,7 @@ rule train:
 
 rule evaluate:
     input:
-        checkpoint=f"{RESULTS}/model/last.pt",
+        checkpoint=f"{RESULTS}/model/best.pt",
         final=f"{RESULTS}/dataset.final.json",
     output:
         summary=f"{RESULTS}/eval/summary.json",
@@ -61,7 +64,7 @@ rule evaluate:
     params:
         store=STORE,
         out=lambda wildcards, output: os.path.dirname(output.summary),
-        options=_opts([("--max-samples", EVAL["max_samples"]), ("--batch", EVAL["batch"])]),
+        options=_opts([("--split", EVAL["split"]), ("--max-samples", EVAL["max_samples"]), ("--batch", EVAL["batch"])]),
         device=Untracked(TRAIN["device"]),
         oracle_memory=Untracked(EVAL["oracle_memory_gb"]),  # the Oracle stays exact: changes no metric
     log:
@@ -84,7 +87,7 @@ rule evaluate:
 rule figures:
     input:
         summary=f"{RESULTS}/eval/summary.json",
-        checkpoint=f"{RESULTS}/model/last.pt",
+        checkpoint=f"{RESULTS}/model/best.pt",
     output:
         **{
             name: report(
@@ -118,7 +121,7 @@ rule figures:
 rule apps:
     input:
         summary=f"{RESULTS}/eval/summary.json",
-        checkpoint=f"{RESULTS}/model/last.pt",
+        checkpoint=f"{RESULTS}/model/best.pt",
     output:
         apps=report(
             directory(f"{RESULTS}/apps"),
@@ -150,7 +153,7 @@ rule apps:
 rule real_xray:
     input:
         xray=real_xray_path,
-        checkpoint=f"{RESULTS}/model/last.pt",
+        checkpoint=f"{RESULTS}/model/best.pt",
     output:
         volume=f"{RESULTS}/real/{{name}}/{{name}}.nrrd",
         record=f"{RESULTS}/real/{{name}}/{{name}}.json",

@@ -1,0 +1,133 @@
+"""The mice run's data: a manifest generated from the atlas folder, seeded splits, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tomodata.manifest import load_manifest
+from tomodata.manifest_folder import manifest_from_folder, seeded_splits, specimen_id
+
+ROOT = Path(__file__).resolve().parents[1]
+ATLAS = ROOT.parent / "shared" / "data" / "real" / "mouse-ct-atlas"
+needs_atlas = pytest.mark.skipif(not ATLAS.is_dir(), reason=f"{ATLAS} is absent (the real mouse heads)")
+
+
+def _generate_args() -> dict:
+    """The generating command's options, read from the comment block of workflow/configs/mice.yaml."""
+    text = (ROOT / "workflow/configs/mice.yaml").read_text()
+    cmd = " ".join(line.lstrip("# ").rstrip("\\ ") for line in text.splitlines()
+                   if line.startswith("#") and ("manifest-folder" in line or line.startswith("#     --")))
+    import shlex
+
+    words = shlex.split(cmd)
+    opts, k = {}, words.index("-o") + 2
+    while k < len(words):
+        opts[words[k].lstrip("-").replace("-", "_")] = words[k + 1]
+        k += 2
+    return opts
+
+
+def test_seeded_splits_rule():
+    ids = [f"s{k:02d}" for k in range(20)]
+    a = seeded_splits(ids, val=5, test=8, seed=0)
+    assert a == seeded_splits(list(reversed(ids)), val=5, test=8, seed=0)  # order of the input does not matter
+    assert sorted(a.values()).count("test") == 8 and list(a.values()).count("val") == 5
+    assert list(a.values()).count("train") == 7
+    assert a != seeded_splits(ids, val=5, test=8, seed=1)
+    # the rule written out: sorted ids, numpy's permutation, first test, next val
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(20)
+    assert [i for i in sorted(ids) if a[i] == "test"] == sorted(sorted(ids)[k] for k in order[:8])
+
+
+@pytest.mark.parametrize("val,test", [(10, 10), (-1, 2), (0, 20)])
+def test_seeded_splits_refuse_no_train(val, test):
+    with pytest.raises(ValueError, match="at least one train"):
+        seeded_splits([f"s{k}" for k in range(20)], val=val, test=test)
+
+
+def test_specimen_id_from_file_names():
+    assert specimen_id(Path("129S1_SVLMJ_.nii.gz")) == "129S1_SVLMJ"
+    assert specimen_id(Path("B6129PF1.J_.nii.gz")) == "B6129PF1.J"
+    with pytest.raises(ValueError, match="does not match"):
+        specimen_id(Path("_bad name.nii.gz"))
+
+
+def test_manifest_from_folder_small(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for k in range(6):
+        (folder / f"m{k}_.nii.gz").write_bytes(b"x" * (k + 1))
+    (folder / "readme.txt").write_text("not a scan")
+    out = manifest_from_folder(folder, tmp_path / "m" / "mice.tsv", licence="own", val=2, test=2, seed=3,
+                               species="Mus musculus {id}")
+    table = load_manifest(out)
+    assert list(table["id"]) == [f"m{k}" for k in range(6)]
+    assert sorted(table["split"]) == ["test", "test", "train", "train", "val", "val"]
+    assert table["source"].iloc[0] == "../scans/m0_.nii.gz" and len(table["sha256"].iloc[0]) == 64
+    first = out.read_bytes()
+    manifest_from_folder(folder, out, licence="own", val=2, test=2, seed=3, species="Mus musculus {id}")
+    assert out.read_bytes() == first  # byte for byte
+    assert not list(out.parent.glob("*.partial"))
+
+
+def test_manifest_from_folder_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        manifest_from_folder(tmp_path / "absent", tmp_path / "m.tsv", licence="x", val=1, test=1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no file"):
+        manifest_from_folder(tmp_path / "empty", tmp_path / "m.tsv", licence="x", val=1, test=1)
+    assert not (tmp_path / "m.tsv").exists()
+
+
+@needs_atlas
+def test_committed_mice_manifest_is_the_generated_one():
+    """manifests/mice.tsv is byte for byte what the command in workflow/configs/mice.yaml writes."""
+    opts = _generate_args()
+    assert opts["val"] == "6" and opts["test"] == "10"
+    out = ROOT / "manifests" / f".mice-regenerated-{__import__('os').getpid()}.tsv"  # same folder: same relative paths
+    try:
+        manifest_from_folder(ATLAS, out, species=opts["species"], licence=opts["licence"], val=int(opts["val"]),
+                             test=int(opts["test"]), seed=int(opts["seed"]), notes=opts["notes"])
+        assert out.read_bytes() == (ROOT / "manifests/mice.tsv").read_bytes()
+    finally:
+        out.unlink(missing_ok=True)
+    table = load_manifest(ROOT / "manifests/mice.tsv")
+    assert len(table) == 51
+    assert (table["split"] == "test").sum() >= 8 and (table["split"] == "val").sum() >= 5
+    assert set(table["split"]) == {"train", "val", "test"}
+    for row in table.itertuples():
+        assert (ROOT / "manifests" / row.source).resolve() == (ATLAS / Path(row.source).name).resolve()
+
+
+def test_mice_config_matches_the_schema():
+    import jsonschema
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    for name in ("mice.yaml", "mice-paper.yaml"):
+        cfg = yaml.safe_load((ROOT / "workflow/configs" / name).read_text())
+        jsonschema.validate(cfg, schema)
+        assert cfg["data"]["align"]["enabled"] is True and cfg["model"]["evaluate"]["split"] == "test"
+
+
+def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
+    """Where ../shared is absent the workflow stops before any job, one line naming the folder."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    for name in ("Snakefile", "config.yaml"):
+        (work / name).write_bytes((ROOT / name).read_bytes())
+    for name in ("workflow", "manifests"):
+        subprocess.run(["cp", "-r", str(ROOT / name), str(work / name)], check=True)
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run([str(bindir / "snakemake"), "-n", "--cores", "1", "--configfile",
+                           "workflow/configs/mice.yaml"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "51 of 51 rows cannot be read in place" in out and "mouse-ct-atlas" in out and "does not exist" in out
+    assert not (work / "results").exists() and not (work / "resources").exists()
