@@ -23,12 +23,24 @@ Definitions
   ⌊depth⌋ and ⌊depth⌋ + 1). Differences are scaled to the normalised coordinates (voxel spacings
   2/D, 2/H, 2/W), so anisotropic view volumes (e.g. fused: 128 × 256²) are shaded correctly.
   Where the gradient vanishes the normal faces the viewer.
-* **Lighting.** A headlight: light and eye direction ``L = V`` = towards the viewer (−w). With
-  ``ndl = max(0, n·L)``::
+* **Lighting** (``ShadingParams.lighting``). ``"environment"`` (the default; the paper's "image
+  based lighting ... and slight specular shading"): a fixed studio environment map ``E(d)`` around
+  the specimen, attached to the camera so that every view is lit alike (:func:`environment_map`:
+  a sky brighter from above (−v), a soft key light from the upper left front, a dimmer fill from the
+  right front; directions d in (w, v, u)). It is projected once onto real spherical harmonics up to
+  order 2 (9 coefficients ``L_lm``, quadrature over 16,384 Fibonacci directions). Diffuse
+  irradiance is Ramamoorthi & Hanrahan's (2001) ``E_d(n) = Σ_lm Â_l L_lm Y_lm(n)``
+  (Â = π, 2π/3, π/4); the glossy term reads the environment in the mirror direction
+  ``r = 2 (n·e) n − e`` (e = towards the viewer, −w) through the Phong lobe's band attenuation
+  ``exp(−l² / (2 · shininess))``: ``E_s(r) = Σ_lm exp(−l²/2s) L_lm Y_lm(r)``. Each is normalised to a
+  maximum of 1 over all directions, and::
 
-      I = AO · (ambient + diffuse · ndl) + specular · ndl^shininess      (Blinn–Phong, H = L = V)
+      I = AO · (ambient + diffuse · E_d(n)) + specular · E_s(r)
 
-  defaults ambient 0.3, diffuse 0.55, specular 0.15, shininess 24 (sum 1, so I ∈ [0, 1]; the result
+  ``"headlight"`` (the project's first renderer, kept for comparison): light and eye direction
+  ``L = V`` = towards the viewer (−w), ``ndl = max(0, n·L)``,
+  ``I = AO · (ambient + diffuse · ndl) + specular · ndl^shininess`` (Blinn–Phong, H = L = V).
+  Defaults ambient 0.3, diffuse 0.55, specular 0.15, shininess 24 (sum 1, so I ∈ [0, 1]; the result
   is clipped to [0, 1] anyway). Background 0.
 * **Ambient occlusion: volumetric obscurance** from a blurred occupancy (deterministic, no random
   rays). The occupancy ``O = [µ >= iso]`` is box-averaged onto a grid of at most ``ao_grid`` cells
@@ -49,16 +61,72 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ShadingParams", "render_isosurface", "render_isosurface_torch", "isosurface_depth",
+__all__ = ["LIGHTINGS", "ShadingParams", "environment_map", "render_isosurface", "render_isosurface_torch", "isosurface_depth",
            "isosurface_hits", "DEFAULT_ISO"]
 
 #: The paper's iso-value (§5.5: "iso-surface ray-casting ... with an iso-value of .1").
 DEFAULT_ISO = 0.1
+
+
+#: The lightings of :class:`ShadingParams` (module docstring).
+LIGHTINGS = ("environment", "headlight")
+
+
+def environment_map(d: np.ndarray) -> np.ndarray:
+    """The studio environment's radiance for unit directions ``d`` (..., 3) in (w, v, u) camera
+    order (w = along the rays, v = down the image, u = right); the viewer is at −w."""
+    d = np.asarray(d, np.float64)
+    key = np.array([-0.7, -0.55, -0.45])
+    fill = np.array([-0.77, 0.2, 0.6])
+    key, fill = key / np.linalg.norm(key), fill / np.linalg.norm(fill)
+    sky = 0.35 * (0.5 - 0.5 * d[..., 1])  # brighter from above (−v)
+    return (sky + 1.0 * np.clip(d @ key, 0, None) ** 6 + 0.35 * np.clip(d @ fill, 0, None) ** 4)
+
+
+def _sh9(d):
+    """Real spherical harmonics Y_lm, l <= 2, of unit directions (..., 3): (..., 9); numpy or torch."""
+    x, y, z = d[..., 2], d[..., 1], d[..., 0]  # any fixed orthonormal frame: (u, v, w)
+    lib = torch if isinstance(d, torch.Tensor) else np
+    return lib.stack([0.282095 + 0 * x, 0.488603 * y, 0.488603 * z, 0.488603 * x, 1.092548 * x * y,
+                      1.092548 * y * z, 0.315392 * (3 * z * z - 1), 1.092548 * x * z, 0.546274 * (x * x - y * y)],
+                     -1)
+
+
+_SH_BAND = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
+
+
+@lru_cache(maxsize=8)
+def _environment_sh(shininess: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(diffuse, glossy) SH weights of the environment, each normalised to a maximum of 1."""
+    n = 16384
+    i = np.arange(n) + 0.5
+    zc = 1 - 2 * i / n
+    phi = math.pi * (1 + 5 ** 0.5) * i
+    r = np.sqrt(1 - zc ** 2)
+    d = np.stack([zc, r * np.sin(phi), r * np.cos(phi)], -1)  # (w, v, u)
+    Y = _sh9(d)
+    L = (environment_map(d)[:, None] * Y).sum(0) * (4 * math.pi / n)
+    diffuse = L * np.array([math.pi, 2 * math.pi / 3, math.pi / 4])[_SH_BAND]
+    glossy = L * np.exp(-_SH_BAND ** 2 / (2.0 * shininess))
+    diffuse, glossy = diffuse / (Y @ diffuse).max(), glossy / (Y @ glossy).max()
+    return tuple(float(v) for v in diffuse), tuple(float(v) for v in glossy)
+
+
+def _environment_light(n: torch.Tensor, shading: "ShadingParams") -> tuple[torch.Tensor, torch.Tensor]:
+    """Diffuse irradiance E_d(n) and glossy E_s(r), each (B, H, W), for normals n (B, 3, H, W) in (w, v, u)."""
+    diffuse, glossy = _environment_sh(float(shading.shininess))
+    nn_ = n.permute(0, 2, 3, 1)
+    e = torch.tensor([-1.0, 0.0, 0.0], dtype=n.dtype, device=n.device)
+    r = 2.0 * (nn_ @ e)[..., None] * nn_ - e
+    ed = (_sh9(nn_) @ torch.tensor(diffuse, dtype=n.dtype, device=n.device)).clamp_min(0.0)
+    es = (_sh9(r) @ torch.tensor(glossy, dtype=n.dtype, device=n.device)).clamp_min(0.0)
+    return ed, es
 
 
 @dataclass(frozen=True)
@@ -71,8 +139,11 @@ class ShadingParams:
     shininess: float = 24.0
     ao_radii: tuple[float, ...] = (0.03, 0.1)
     ao_grid: int = 64
+    lighting: str = "environment"  # "environment" (image-based) or "headlight"
 
     def validate(self) -> "ShadingParams":
+        if self.lighting not in LIGHTINGS:
+            raise ValueError(f"lighting must be one of {LIGHTINGS}, got {self.lighting!r}")
         for name in ("ambient", "diffuse", "specular"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -265,7 +336,11 @@ def render_isosurface_torch(v: torch.Tensor, *, iso: float = DEFAULT_ISO, ao: bo
         occl = _ambient_occlusion(v >= iso, pts, nrm, shading)
     else:
         occl = torch.ones_like(ndl)
-    lum = occl * (shading.ambient + shading.diffuse * ndl) + shading.specular * ndl.pow(shading.shininess)
+    if shading.lighting == "environment":
+        ed, es = _environment_light(n, shading)
+        lum = occl * (shading.ambient + shading.diffuse * ed) + shading.specular * es
+    else:
+        lum = occl * (shading.ambient + shading.diffuse * ndl) + shading.specular * ndl.pow(shading.shininess)
     return torch.where(hit, lum.clamp(0.0, 1.0), torch.zeros_like(lum))
 
 
