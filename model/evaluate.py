@@ -1,10 +1,18 @@
-"""Evaluation on the held-out species (paper §5): ours, ours without fusion, NN and Oracle; volume
-L2 and image DSSIM; paired t-tests; the view-class and slice-count analyses (§5.5).
+"""Evaluation on the held-out species (paper §5): ours, ours without fusion, NN, Oracle and the mean
+training volume; volume L2 and image DSSIM; species-level statistics (:mod:`model.stats`) and the
+paper's per-sample protocol; the view-class and slice-count analyses (§5.5).
 
 Entry point: :func:`evaluate_run` (``tomo evaluate``) writes everything into one folder.
 
 Definitions
 -----------
+**Splits.** Exactly one split is evaluated, ``split`` (``tomo evaluate --split``): ``test`` (the
+default, the reported result) or ``val``. The store's ``train`` species are the database of the NN,
+Oracle and mean baselines (and what the network was trained on; an evaluated species that the
+checkpoint was trained on is refused). ``val`` is the training run's validation set, used for model
+choice and tuning, so a ``val`` evaluation is not an untouched held-out result. ``summary.json``
+records ``eval_split``, ``eval_species`` and every split's species with what it was used for.
+
 **Target grid.** Every method is compared with the ground truth on the network's output grid,
 ``out_depth × out_size²`` (the checkpoint's NetworkConfig): the ground truth is the sample's view
 volume on that grid, exactly the training target (:func:`model.data.torch_view_volumes` of the
@@ -33,6 +41,11 @@ species' canonical volume, the view's rotation, rows reversed for mirrored sampl
   arg-min; the winner's distance is then recomputed directly as ``Σ (a − b)²`` (so a query equal to a
   training image has distance exactly 0) and compared across blocks; ties go to the lowest training
   index. Exact up to float64 rounding of the expansion within a block (~1e-12 relative).
+* ``mean`` (a baseline the paper lacks): the average of the training species' view volumes at the
+  sample's view (its rotation and mirror flag); no input is used. View sampling (trilinear, zero
+  outside the cube) is linear in the volume, so it is made as the view volume of the mean of the
+  training species' canonical volumes (:func:`mean_volume`; one extra volume, no per-species views).
+  It says how much of a method's score a species-agnostic skull already earns.
 * ``oracle`` (paper §5.1): the training view volume nearest in L2 to the ground-truth view volume,
   on the target grid, over every training sample (mirrored ones included). It ignores the x-ray.
   **Coarse-to-fine with a lower bound — exact.** The grid is cut into non-overlapping blocks of
@@ -67,9 +80,25 @@ species' canonical volume, the view's rotation, rows reversed for mirrored sampl
   with ``data_range=1.0`` (images in [0, 1]) and its defaults (7×7 uniform window, K1 = .01,
   K2 = .03). Paper: .097 (ours), .109 (NN), .110 (Oracle).
 
-**Statistics.** Means with 95 % confidence intervals ``mean ± t_{.975, n−1} · sd / √n`` (sd with
-n − 1); paired t-tests (``scipy.stats.ttest_rel``, two-sided) between every pair of methods per
-metric on the same samples.
+**Statistics** (:mod:`model.stats`, :func:`statistics_tables`). The unit is the held-out species:
+only species were held out, and a species' views (and a view and its mirror) are not independent.
+
+* ``level = species`` (the headline): per method and metric each species' mean over its evaluated
+  samples (``species.csv``); reported: the mean of the species means with a 95 % percentile interval
+  of a cluster bootstrap over species (``n_boot`` = 10,000 draws of the species with replacement,
+  all of a species' samples together, seeded by ``boot_seed``); n = species. Every pair of methods is
+  compared on species means, paired by species: paired t-test (``scipy.stats.ttest_rel``) and
+  Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, two-sided, exact for n <= 50 without ties or
+  zero differences; with n species its smallest p is 2/2ⁿ, .125 for 4). ``summary.json``'s
+  ``differences``: the mean over species of the species-mean difference with its bootstrap interval.
+  With fewer than 2 species these intervals and tests are NaN.
+* ``level = sample`` (the paper's per-sample protocol, kept for comparison): each mirrored pair
+  (sample 2i and its mirror 2i + 1, :func:`tomodata.views.sample_to_view`) is averaged first, one
+  unit per distinct (species, view); t-interval ``mean ± t_{.975, n−1} · sd / √n`` and paired
+  t-tests on those units; n = units. It still treats a species' views as independent, so it
+  overstates the evidence.
+
+View classes and slice counts keep per-sample t-intervals (mirrored samples counted separately).
 
 **View classes** (§5.5, Fig. 8b): by the view direction ``d = R[:, 2]`` (the ray direction) against
 the volume's axes. The procedural skulls (tomodata/phantoms.py) have the snout at +x, dorsal at −y,
@@ -87,15 +116,21 @@ below the target depth (larger ones are listed as skipped in ``summary.json``).
 Outputs (``out_dir``)
 ---------------------
 ``metrics.csv``      method, species, sample, view, mirrored, view_class, l2, mse, dssim (one row per sample and method)
-``summary.csv``      method, metric, mean, ci_low, ci_high, n
-``tests.csv``        metric, method_a, method_b, t, p, n
+``summary.csv``      method, metric, level, mean, ci_low, ci_high, n (level species: mean of species means, bootstrap
+                     CI, n species; level sample: mirrored pairs averaged, t-interval, n pairs)
+``tests.csv``        metric, method_a, method_b, level, test, statistic, p, n (per pair of methods and metric: species
+                     t and wilcoxon, sample t; statistic: t, or W = the smaller signed-rank sum)
+``species.csv``      method, species, metric, mean, n_samples (the species means)
 ``view_classes.csv`` method, view_class, metric, mean, ci_low, ci_high, n
 ``slice_counts.csv`` method, slices, dssim_mean, ci_low, ci_high, n
 ``matches.csv``      species, sample, nn_species, nn_sample, nn_dist2, nn_evaluated, oracle_species, oracle_sample,
                      oracle_dist2, oracle_evaluated, oracle_fallback, oracle_certified (dist2: squared L2, summed,
                      of the x-rays for NN, of the target-grid view volumes for the Oracle; evaluated: training
                      samples compared exactly)
-``summary.json``     all of the above in one file, with the definitions, settings, the paper's numbers and timings
+``summary.json``     all of the above in one file (``means[level][method][metric]``, ``summary_rows``, ``tests``,
+                     ``differences``, ``species_means``), with ``eval_split``, ``eval_species`` (``val_species``:
+                     an alias), ``splits`` and ``split_use``, ``statistics`` (the procedure in words), the
+                     definitions, settings, the paper's numbers and timings
 """
 
 from __future__ import annotations
@@ -114,10 +149,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import stats as ST
 from .data import resize_xrays, torch_view_volumes
+from .stats import mean_ci
 from .surface import DEFAULT_ISO, render_isosurface_torch
 
 __all__ = [
+    "EVAL_SPLITS",
+    "LEVELS",
     "METHODS",
     "PAPER_RESULTS",
     "VIEW_CLASSES",
@@ -130,16 +169,28 @@ __all__ = [
     "dssim",
     "evaluate_run",
     "mean_ci",
+    "mean_volume",
     "nearest_images",
     "oracle_coarse_for_memory",
     "oracle_search",
     "paired_tests",
+    "split_use",
+    "statistics_tables",
+    "statistics_text",
     "store_image_blocks",
     "view_class",
     "volume_errors",
 ]
 
-METHODS = ("ours", "ours_nofusion", "nn", "oracle")
+METHODS = ("ours", "ours_nofusion", "nn", "oracle", "mean")
+#: The splits that can be evaluated (``train`` is the database of the NN, Oracle and mean baselines).
+EVAL_SPLITS = ("test", "val")
+#: Levels of summary.csv / tests.csv: species (the held-out unit) and sample (the paper's protocol).
+LEVELS = ("species", "sample")
+CI_LEVEL = 0.95
+SUMMARY_COLUMNS = ("method", "metric", "level", "mean", "ci_low", "ci_high", "n")
+TESTS_COLUMNS = ("metric", "method_a", "method_b", "level", "test", "statistic", "p", "n")
+SPECIES_COLUMNS = ("method", "species", "metric", "mean", "n_samples")
 VIEW_CLASSES = ("top", "front", "side", "other")
 #: Half-angle of the view-class cones around the volume axes (degrees).
 VIEW_CLASS_ANGLE = 30.0
@@ -163,12 +214,17 @@ class MetricDefinitions:
                   "between model.surface.render_isosurface images (iso, AO on) from the x-ray's view")
     target: str = "network output grid out_depth x out_size^2; ground truth = torch_view_volumes target"
     nn: str = "training sample with the L2-nearest x-ray (store resolution), exact blocked search"
+    mean: str = ("the average of the training species' view volumes at the sample's view and mirror flag, no "
+                 "input used; made as the view volume of the mean training volume (trilinear sampling is linear)")
     oracle: str = "training view volume L2-nearest to the ground truth on the target grid, exact (lower-bound pruning)"
     view_class: str = ("d = R[:, 2]; top: within 30 deg of +-y, front: of +-x, side: of +-z, else other "
                        "(phantoms: snout +x, dorsal -y, z left-right)")
     slice_counts: str = "depth box-averaged to n slices, linearly up-sampled back; DSSIM vs the original's render"
-    ci: str = "mean +- t_{0.975,n-1} sd/sqrt(n)"
-    tests: str = "scipy.stats.ttest_rel, two-sided, paired by sample"
+    ci: str = ("species level: mean of species means, 95% percentile interval of a cluster bootstrap over species; "
+               "sample level (mirrored pairs averaged): mean +- t_{0.975,n-1} sd/sqrt(n)")
+    tests: str = ("species level: scipy.stats.ttest_rel and scipy.stats.wilcoxon (two-sided) on species means, "
+                  "paired by species; sample level: ttest_rel on mirrored-pair means, paired by (species, view)")
+    view_classes_and_slices: str = "t-interval over samples (mirrored samples counted separately)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,25 +294,10 @@ def depth_resample(vol: torch.Tensor, slices: int) -> torch.Tensor:
     return up[:, 0]
 
 
-def mean_ci(x, level: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, ci_low, ci_high, n): t-interval of the mean; NaN bounds for n < 2."""
-    from scipy import stats
-
-    a = np.asarray(x, dtype=np.float64)
-    a = a[np.isfinite(a)]
-    n = int(a.size)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    m = float(a.mean())
-    if n < 2:
-        return m, math.nan, math.nan, n
-    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1) * a.std(ddof=1) / math.sqrt(n))
-    return m, m - half, m + half, n
-
-
 def paired_tests(values: dict[str, dict[str, np.ndarray]], methods: Sequence[str],
                  metrics: Sequence[str] = METRICS) -> list[dict]:
-    """Paired two-sided t-tests between every pair of ``methods`` per metric.
+    """Paired two-sided t-tests between every pair of ``methods`` per metric, every sample counted as
+    independent (not what ``tests.csv`` reports: see :func:`statistics_tables`).
 
     ``values[metric][method]`` are per-sample arrays in the same sample order."""
     from scipy import stats
@@ -275,6 +316,125 @@ def paired_tests(values: dict[str, dict[str, np.ndarray]], methods: Sequence[str
                 t, p = math.nan, math.nan
             rows.append(dict(metric=metric, method_a=a, method_b=b, t=t, p=p, n=n))
     return rows
+
+
+def statistics_tables(per: dict[str, dict[str, np.ndarray]], species: Sequence[str], sample, n_views: int, *,
+                      methods: Sequence[str], metrics: Sequence[str] = METRICS, n_boot: int = ST.BOOTSTRAP_DRAWS,
+                      seed: int = 0, level: float = CI_LEVEL) -> dict[str, list[dict]]:
+    """The rows of summary.csv, tests.csv and species.csv and the paired differences (:mod:`model.stats`).
+
+    Args:
+        per: ``per[method][metric]`` (N,) per-sample values, one order for all.
+        species: (N,) the samples' species; ``sample``: (N,) their indices within the species
+            (``2i`` view ``i``, ``2i + 1`` its mirror); ``n_views``: views per species.
+        methods, metrics: what to tabulate; tests for every pair of methods (in ``methods`` order).
+        n_boot, seed, level: the cluster bootstrap over species.
+
+    Returns:
+        ``summary`` (:data:`SUMMARY_COLUMNS`; per level, method, metric): ``species``: mean of species
+        means, bootstrap CI, n = species; ``sample``: mirrored pairs averaged, t-interval, n = pairs.
+        ``tests`` (:data:`TESTS_COLUMNS`; per metric and pair): species ``t`` and ``wilcoxon``,
+        sample ``t``. ``species`` (:data:`SPECIES_COLUMNS`). ``differences``: per metric and pair,
+        the species-level mean of a − b with its bootstrap CI. With fewer than 2 species with values,
+        species-level CIs, tests and differences are NaN (n says how many there were).
+    """
+    species = np.asarray([str(x) for x in species])
+    sample = np.asarray(sample, dtype=np.int64)
+    boot = dict(level=level, n_boot=n_boot, seed=seed)
+
+    def n_species(*arrays) -> int:
+        ok = np.logical_and.reduce([np.isfinite(np.asarray(a, dtype=np.float64)) for a in arrays])
+        return len(set(species[ok].tolist()))
+
+    summary, sp_rows = [], []
+    for lv in LEVELS:
+        for m in methods:
+            for k in metrics:
+                v = np.asarray(per[m][k], dtype=np.float64)
+                if lv == "sample":
+                    mean, lo, hi, n = ST.sample_ci(v, species, sample, n_views, level)
+                elif n_species(v) >= 2:
+                    mean, lo, hi, n = ST.cluster_bootstrap_ci(v, species, **boot)
+                else:
+                    _, sm, _ = ST.species_means(v, species)
+                    sm = sm[np.isfinite(sm)]
+                    mean, lo, hi, n = (float(sm.mean()) if sm.size else math.nan), math.nan, math.nan, int(sm.size)
+                summary.append(dict(method=m, metric=k, level=lv, mean=mean, ci_low=lo, ci_high=hi, n=n))
+    for m in methods:
+        for k in metrics:
+            names, sm, ns = ST.species_means(per[m][k], species)
+            sp_rows += [dict(method=m, species=nm, metric=k, mean=float(x), n_samples=int(c))
+                        for nm, x, c in zip(names, sm, ns)]
+    tests, diffs = [], []
+    for k in metrics:
+        for a, b in itertools.combinations(methods, 2):
+            va, vb = (np.asarray(per[x][k], dtype=np.float64) for x in (a, b))
+            ns = n_species(va, vb)
+            row = dict(metric=k, method_a=a, method_b=b)
+            if ns >= 2:
+                t = ST.species_ttest(va, vb, species)
+                w = ST.species_wilcoxon(va, vb, species)
+                d = ST.cluster_bootstrap_diff_ci(va, vb, species, **boot)
+            else:
+                t = w = (math.nan, math.nan, ns)
+                d = (math.nan, math.nan, math.nan, ns)
+            tests.append(dict(row, level="species", test="t", statistic=t[0], p=t[1], n=t[2]))
+            tests.append(dict(row, level="species", test="wilcoxon", statistic=w[0], p=w[1], n=w[2]))
+            ts = ST.sample_ttest(va, vb, species, sample, n_views)
+            tests.append(dict(row, level="sample", test="t", statistic=ts[0], p=ts[1], n=ts[2]))
+            diffs.append(dict(row, level="species", mean_diff=d[0], ci_low=d[1], ci_high=d[2], n=d[3]))
+    return dict(summary=summary, tests=tests, species=sp_rows, differences=diffs)
+
+
+def statistics_text(*, n_boot: int, seed: int, n_species: int) -> str:
+    """The statistical procedure, in words, for summary.json."""
+    wmin = f"{2.0 / 2 ** n_species:.3g}" if n_species >= 1 else "n/a"
+    return (
+        "The held-out species are the unit: only they were held out, and a species' views (and each view's "
+        "mirror) are not independent of one another. "
+        "Species level (the headline; summary.csv and tests.csv rows with level=species): per method and metric "
+        "each species' mean over its evaluated samples (species.csv); reported: the mean of the species means "
+        f"with a 95% percentile interval of a cluster bootstrap over species ({n_boot} draws of the species with "
+        f"replacement, all of a species' samples together, seed {seed}); n = species. Two methods are compared on "
+        "their species means, paired by species: paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank "
+        "test (scipy.stats.wilcoxon, two-sided, exact for n <= 50 without ties or zero differences); "
+        f"with {n_species} species the smallest possible two-sided Wilcoxon p is 2/2^{n_species} = {wmin}. "
+        "'differences' in summary.json: mean over species of the species-mean difference a - b with the same "
+        "bootstrap interval. With few species the percentile interval is narrower than a t-interval would be; "
+        "read it with the tests. Fewer than 2 species: species-level intervals and tests are NaN. "
+        "Sample level (the paper's per-sample protocol, for comparison; level=sample): each mirrored pair "
+        "(sample 2i and its mirror 2i+1, tomodata.views.sample_to_view) averaged first, one unit per distinct "
+        "(species, view); t-interval mean +- t_{0.975,n-1} sd/sqrt(n) and paired t-tests on the units; "
+        "n = units. It treats a species' views as independent, so its intervals and p-values overstate the "
+        "evidence. view_classes.csv and slice_counts.csv keep per-sample t-intervals (mirrors counted separately)."
+    )
+
+
+def split_use(eval_split: str) -> dict[str, str]:
+    """What each split of the store was used for, in a run that evaluates ``eval_split``."""
+    return {
+        "train": "training the network; the database of the NN, Oracle and mean baselines",
+        "val": ("model choice and tuning (the training run's validation); "
+                + ("evaluated in this run, so these numbers are not an untouched held-out result"
+                   if eval_split == "val" else "never evaluated for the reported result")),
+        "test": ("held out from training and model choice; "
+                 + ("evaluated in this run: the reported result" if eval_split == "test"
+                    else "not evaluated in this run")),
+    }
+
+
+def mean_volume(ds, species: Sequence[str]) -> np.ndarray:
+    """(Z, Y, X) float32 mean of the canonical volumes of ``species`` (summed in float64, one at a time).
+
+    Its view volume at a sample's view is the ``mean`` baseline: view sampling (trilinear, zero outside)
+    is linear in the volume, so this equals the average of the species' view volumes at that view."""
+    if not species:
+        raise ValueError("no species to average")
+    acc = None
+    for name in species:
+        v = np.asarray(ds.volume(name), dtype=np.float64)
+        acc = v.copy() if acc is None else acc + v
+    return (acc / len(species)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,8 +474,11 @@ class ViewSource:
         return g // self.samples_per_species, g % self.samples_per_species
 
     def rotation(self, g: int) -> np.ndarray:
+        from tomodata.views import sample_to_view
+
         s, j = self.locate([g])
-        return self.rotations[int(s[0]), int(j[0]) // 2].cpu().numpy()
+        view, _ = sample_to_view(int(j[0]), self.samples_per_species // 2)
+        return self.rotations[int(s[0]), view].cpu().numpy()
 
     def cache(self, *, size: int, depth: int, budget_bytes: int = 1 << 30) -> bool:
         """Make and keep every sample's view volume if they fit ``budget_bytes``; True if cached."""
@@ -331,25 +494,33 @@ class ViewSource:
         self._cache = (size, depth, allv)
         return True
 
-    def views(self, g, *, size: int, depth: int) -> torch.Tensor:
-        """(len(g), depth, size, size) float32 view volumes on ``device``, in the order of ``g``."""
+    def views(self, g, *, size: int, depth: int, volume: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(g), depth, size, size) float32 view volumes on ``device``, in the order of ``g``.
+
+        ``volume``: a (Z, Y, X) canonical volume to take instead of each sample's species volume, at
+        the sample's view and mirror flag (the ``mean`` baseline; never cached)."""
+        from tomodata.views import sample_to_view
+
         g = np.asarray(g, dtype=np.int64).reshape(-1)
-        if self._cache is not None and self._cache[:2] == (size, depth):
+        if volume is None and self._cache is not None and self._cache[:2] == (size, depth):
             self.locate(g)
             return self._cache[2][torch.from_numpy(g).to(self.device)]
         out = torch.empty((g.size, depth, size, size), dtype=torch.float32, device=self.device)
         if g.size == 0:
             return out
         s, j = self.locate(g)
+        view, mirrored = sample_to_view(j, self.samples_per_species // 2)
+        if volume is not None:
+            volume = torch.as_tensor(volume, dtype=torch.float32, device=self.device)
         for sp in np.unique(s):
             sel = np.nonzero(s == sp)[0]
-            vol = self.volumes[int(sp)]
-            uniq, inv = np.unique(j[sel] // 2, return_inverse=True)
+            vol = self.volumes[int(sp)] if volume is None else volume
+            uniq, inv = np.unique(view[sel], return_inverse=True)
             made = torch_view_volumes(vol[None, None].expand(uniq.size, 1, *vol.shape),
                                       self.rotations[int(sp)][torch.from_numpy(uniq).to(self.device)],
                                       size=size, steps=depth)
             for m in (False, True):
-                part = np.nonzero((j[sel] % 2 == 1) == m)[0]
+                part = np.nonzero(mirrored[sel] == m)[0]
                 if part.size:
                     v = made[torch.from_numpy(inv[part]).to(self.device)]
                     out[torch.from_numpy(sel[part]).to(self.device)] = torch.flip(v, dims=(2,)) if m else v
@@ -843,17 +1014,20 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
                  cache_bytes: int = 1 << 30,
                  nn_search: str = "bound", nn_coarse: int = 16, nn_k: int = 32,
                  nn_query_block: int = 4096, train_block: int = 256, strict: bool = True,
+                 split: str = "test", n_boot: int = ST.BOOTSTRAP_DRAWS, boot_seed: int = 0,
                  progress: bool = False) -> dict:
-    """Evaluate a checkpoint on the store's held-out (``val``) species; write the tables (module docstring).
+    """Evaluate a checkpoint on the store's ``split`` species (default ``test``); write the tables
+    (module docstring).
 
     Args:
-        store: the dataset store (.zarr); its ``train`` split is the NN/Oracle database, ``val`` the test set.
+        store: the dataset store (.zarr); its ``train`` split is the NN/Oracle/mean database, ``split``
+            the evaluated species.
         checkpoint: a training checkpoint (``last.pt``).
         out_dir: output folder (created).
-        max_samples: evaluate at most this many val samples, evenly spaced over (species, sample).
+        max_samples: evaluate at most this many samples, evenly spaced over (species, sample).
         batch: samples per network/metric batch.
         device: torch device for the network, view volumes, searches and renders.
-        methods: any of ``ours``, ``ours_nofusion``, ``nn``, ``oracle``.
+        methods: any of ``ours``, ``ours_nofusion``, ``nn``, ``oracle``, ``mean``.
         slice_counts: depths for the slice-count analysis.
         iso: iso-value of the DSSIM renders.
         beta: fusion sharpness.
@@ -876,6 +1050,10 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         nn_query_block, train_block: NN settings: held-out x-rays read per pass (and, brute force,
             searched per pass), training images per block.
         strict: refuse a checkpoint trained on other data than the store's (ValueError naming what differs).
+        split: the evaluated split, ``"test"`` (the reported result) or ``"val"`` (the model-choice
+            set); exactly that split's species are evaluated (ValueError if it has none, or an
+            incomplete one, or one the checkpoint was trained on).
+        n_boot, boot_seed: draws and seed of the cluster bootstrap over species (:mod:`model.stats`).
         progress: a tqdm bar.
 
     Returns:
@@ -901,27 +1079,34 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         raise ValueError(f"slice_counts must be positive, got {list(slice_counts)}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split must be one of {list(EVAL_SPLITS)}, got {split!r}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     dev = torch.device(device)
 
     ds = open_store(store)
     model, state = model_from_checkpoint(checkpoint, map_location="cpu")
     net = model.config
-    val = ds.species_names("val") or ds.species_names("test")  # held out: 'val', else 'test' (e.g. the mice)
-    train = ds.species_names("train")
-    if not val:
-        raise ValueError(f"the store {store} has no held-out ('val' or 'test') species to evaluate on")
+    splits = {sp: ds.species_names(sp) for sp in ("train", "val", "test")}
+    held = splits[split]  # the evaluated species: exactly the asked split
+    train = splits["train"]
+    if not held:
+        have = ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
+        raise ValueError(f"the store {store} has no {split!r} species to evaluate ({have} species); "
+                         f"pick another split (--split)")
     if not train:
-        raise ValueError(f"the store {store} has no 'train' species (the NN and Oracle database)")
-    incomplete = [n for n in val + train if not ds.is_complete(n)]
+        raise ValueError(f"the store {store} has no 'train' species (the NN, Oracle and mean database)")
+    incomplete = [n for n in held + train if not ds.is_complete(n)]
     if incomplete:
         raise ValueError(f"species not complete in {store}: {incomplete} (run tomo validate)")
     diffs = _check_compat(state, store)
     if diffs and strict:
         raise ValueError(f"checkpoint {checkpoint} was trained on other data than the store {store}:\n  "
                          + "\n  ".join(diffs))
-    leaked = sorted(set(val) & set(state.get("data", {}).get("species", [])))
+    leaked = sorted(set(held) & set(state.get("data", {}).get("species", [])))
     if leaked:
-        raise ValueError(f"held-out species {leaked} of {store} were training species of {checkpoint}")
+        raise ValueError(f"evaluated ({split!r}) species {leaked} of {store} were training species of {checkpoint}")
     image_size = int(ds.attrs["image_size"])
     chi = float(ds.attrs["chi"])
     D, S = int(net.out_depth), int(net.out_size)
@@ -932,16 +1117,22 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    val_src = ViewSource(ds, val, device=dev)
+    held_src = ViewSource(ds, held, device=dev)
     train_src = ViewSource(ds, train, device=dev) if ("nn" in methods or "oracle" in methods) else None
-    sel = _select(len(val_src), max_samples)
-    sp_idx, smp_idx = val_src.locate(sel)
+    sel = _select(len(held_src), max_samples)
+    sp_idx, smp_idx = held_src.locate(sel)
     Q = sel.size
+    n_views = int(ds.attrs["n_views"])
+    mean_vol = None
+    if "mean" in methods:  # the mean baseline: views of the mean training volume (= mean of their views)
+        t0 = time.perf_counter()
+        mean_vol = torch.from_numpy(mean_volume(ds, train)).to(dev)
+        timings["mean_volume_s"] = time.perf_counter() - t0
 
-    val_images = ImageSource(ds, val)  # the held-out x-rays, read on demand (same global indices)
+    held_images = ImageSource(ds, held)  # the held-out x-rays, read on demand (same global indices)
 
-    def val_xrays(ix: np.ndarray) -> np.ndarray:
-        return val_images.views(ix, size=image_size, depth=1)[:, 0].numpy()
+    def held_xrays(ix: np.ndarray) -> np.ndarray:
+        return held_images.views(ix, size=image_size, depth=1)[:, 0].numpy()
 
     # ---- NN: exact nearest training x-ray
     nn_i = np.full(Q, -1, np.int64)
@@ -954,7 +1145,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         for a in range(0, Q, nn_query_block):
             ix = sel[a:a + nn_query_block]
             nn_i[a:a + ix.size], nn_d[a:a + ix.size] = nearest_images(
-                val_xrays(ix), blocks, device=dev, query_block=nn_query_block)
+                held_xrays(ix), blocks, device=dev, query_block=nn_query_block)
         nn_eval[:] = len(train) * int(ds.attrs["samples_per_species"])
         timings["nn_s"] = time.perf_counter() - t0
     elif "nn" in methods:
@@ -968,7 +1159,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         timings["nn_features_s"] = time.perf_counter() - t0
         for a in range(0, Q, nn_query_block):
             ix = sel[a:a + nn_query_block]
-            r = nearest_images_bounded(val_xrays(ix), images, coarse=nn_coarse_used, k=nn_k,
+            r = nearest_images_bounded(held_xrays(ix), images, coarse=nn_coarse_used, k=nn_k,
                                        train_features=nn_feats)
             if not r.certified.all():  # cannot happen without a cap on the evaluations; never report unproven
                 raise RuntimeError("the bounded NN search left a query uncertified")
@@ -1009,7 +1200,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     skipped_counts = [c for c in counts if c >= D]
     per = {m: {k: np.full(Q, np.nan) for k in METRICS} for m in methods}
     slice_vals = {m: {c: np.full(Q, np.nan) for c in used_counts} for m in slice_methods}
-    classes = [view_class(val_src.rotation(int(g))) for g in sel]
+    classes = [view_class(held_src.rotation(int(g))) for g in sel]
     from tqdm import tqdm
 
     bar = tqdm(total=Q, disable=not progress, desc="evaluate", unit="sample")
@@ -1018,8 +1209,8 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         for a in range(0, Q, batch):
             ix = sel[a:a + batch]
             b = ix.size
-            xr = val_xrays(ix)
-            truth = val_src.views(ix, size=S, depth=D)
+            xr = held_xrays(ix)
+            truth = held_src.views(ix, size=S, depth=D)
             vols: dict[str, torch.Tensor] = {}
             if "ours" in methods or "ours_nofusion" in methods:
                 raw = model(resize_xrays(torch.from_numpy(xr)[:, None].to(dev), net.input_size)).float()
@@ -1031,6 +1222,8 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
                     t_fuse += time.perf_counter() - tf0
             if "nn" in methods:
                 vols["nn"] = train_src.views(nn_i[a:a + b], size=S, depth=D)
+            if "mean" in methods:
+                vols["mean"] = held_src.views(ix, size=S, depth=D, volume=mean_vol)
             if "oracle" in methods:
                 to0 = time.perf_counter()
                 res = oracle_search(truth, train_src, coarse=coarse_used, k=oracle_k, chunk=oracle_chunk,
@@ -1067,9 +1260,10 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     timings["render_and_ssim_s"] = t_render
 
     # ---- tables
-    view_of = smp_idx // 2
-    mirrored = smp_idx % 2 == 1
-    species_of = [val[int(s)] for s in sp_idx]
+    from tomodata.views import sample_to_view
+
+    view_of, mirrored = sample_to_view(smp_idx, n_views)
+    species_of = [held[int(s)] for s in sp_idx]
     metric_rows = []
     for m in methods:
         for i in range(Q):
@@ -1079,15 +1273,13 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     _write_csv(out / "metrics.csv", ["method", "species", "sample", "view", "mirrored", "view_class", "l2", "mse", "dssim"],
                metric_rows)
 
-    summary_rows = []
-    for m in methods:
-        for k in METRICS:
-            mean, lo, hi, n = mean_ci(per[m][k])
-            summary_rows.append(dict(method=m, metric=k, mean=mean, ci_low=lo, ci_high=hi, n=n))
-    _write_csv(out / "summary.csv", ["method", "metric", "mean", "ci_low", "ci_high", "n"], summary_rows)
-
-    test_rows = paired_tests({k: {m: per[m][k] for m in methods} for k in METRICS}, methods)
-    _write_csv(out / "tests.csv", ["metric", "method_a", "method_b", "t", "p", "n"], test_rows)
+    t0 = time.perf_counter()
+    st = statistics_tables(per, species_of, smp_idx, n_views, methods=methods, n_boot=n_boot, seed=boot_seed)
+    timings["statistics_s"] = time.perf_counter() - t0
+    summary_rows, test_rows = st["summary"], st["tests"]
+    _write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary_rows)
+    _write_csv(out / "tests.csv", TESTS_COLUMNS, test_rows)
+    _write_csv(out / "species.csv", SPECIES_COLUMNS, st["species"])
 
     cls = np.asarray(classes)
     vc_rows = []
@@ -1126,20 +1318,30 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     summary = dict(
         store=str(store), checkpoint=str(checkpoint), checkpoint_step=int(state.get("step", -1)),
         network=net.to_dict(), target_shape=[D, S, S], image_size=image_size, chi=chi,
-        val_species=val, train_species=train, n_samples=int(Q), methods=list(methods),
+        eval_split=split, eval_species=held, val_species=held, train_species=train,
+        splits=splits, split_use=split_use(split),
+        aliases={"val_species": "eval_species (the evaluated species, whatever their split; kept for older readers)"},
+        n_samples=int(Q), n_species=len(set(species_of)), n_views_evaluated=len(set(zip(species_of, view_of.tolist()))),
+        methods=list(methods),
         settings=dict(max_samples=max_samples, batch=batch, device=str(dev), iso=iso, beta=beta, fusion_at=fusion_at,
                       oracle_coarse=oracle_coarse, oracle_coarse_used=coarse_used,
                       oracle_feature_bytes=oracle_feature_bytes, oracle_k=oracle_k, oracle_chunk=oracle_chunk,
                       oracle_max_evaluated=oracle_max_evaluated, cache_bytes=cache_bytes, train_views_cached=cached,
                       nn_search=nn_search, nn_coarse=nn_coarse, nn_coarse_used=nn_coarse_used, nn_k=nn_k,
                       nn_query_block=nn_query_block, train_block=train_block, strict=strict,
-                      ssim_data_range=SSIM_DATA_RANGE, view_class_angle_deg=VIEW_CLASS_ANGLE),
+                      ssim_data_range=SSIM_DATA_RANGE, view_class_angle_deg=VIEW_CLASS_ANGLE, split=split,
+                      n_boot=int(n_boot), boot_seed=int(boot_seed), ci_level=CI_LEVEL),
         data_differences=diffs,
         definitions=MetricDefinitions().__dict__,
         paper=PAPER_RESULTS,
-        means={m: {r["metric"]: dict(mean=r["mean"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"])
-                   for r in summary_rows if r["method"] == m} for m in methods},
+        statistics=statistics_text(n_boot=int(n_boot), seed=int(boot_seed), n_species=len(set(species_of))),
+        means={lv: {m: {r["metric"]: dict(mean=r["mean"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"])
+                        for r in summary_rows if r["method"] == m and r["level"] == lv} for m in methods}
+               for lv in LEVELS},
+        summary_rows=summary_rows,
         tests=test_rows,
+        differences=st["differences"],
+        species_means=st["species"],
         view_classes=vc_rows,
         view_class_counts={c: int((cls == c).sum()) for c in VIEW_CLASSES},
         slice_counts=dict(rows=sc_rows, used=used_counts, skipped=skipped_counts,
@@ -1157,10 +1359,11 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
 def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float = 2.0, device="cpu") -> dict:
     """Volumes for the qualitative figures from an evaluated run (its ``matches.csv``).
 
-    Picks up to ``n`` evaluated held-out samples (the first of each species, then further ones) and
+    Picks up to ``n`` evaluated held-out samples (the first of each species, then further ones; the
+    species are those of ``matches.csv``, whatever split was evaluated) and
     returns ``{"rows": [...], "fusion": {...}, "ours_full": [...]}``: rows for
-    :func:`model.figures.fig_qualitative` (``xray`` (S, S), ``ours``, ``truth``, ``nn``, ``oracle``
-    (D, s, s) on the network's output grid, as evaluated, ``title``), a fusion example for
+    :func:`model.figures.fig_qualitative` (``xray`` (S, S), ``ours``, ``truth``, ``nn``, ``oracle``,
+    ``mean`` (D, s, s) on the network's output grid, as evaluated, ``title``), a fusion example for
     :func:`model.figures.fig_fusion` (``xray``, ``fused`` at the x-ray's resolution, ``nofusion``) and,
     per row, ours fused at the x-ray's resolution (D, S, S) (the applications' volume).
     """
@@ -1186,19 +1389,25 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
     net = model.config
     D, S = int(net.out_depth), int(net.out_size)
     chi = float(ds.attrs["chi"])
-    val, train = ds.species_names("val") or ds.species_names("test"), ds.species_names("train")
-    val_src, train_src = ViewSource(ds, val, device=device), ViewSource(ds, train, device=device)
+    held = list(dict.fromkeys(r["species"] for r in matches))  # the evaluated species
+    train = ds.species_names("train")
+    unknown = [n for n in held if n not in ds.species_names()]
+    if unknown:
+        raise ValueError(f"{eval_dir}/matches.csv names species {unknown} that the store {store} lacks")
+    held_src, train_src = ViewSource(ds, held, device=device), ViewSource(ds, train, device=device)
+    mean_vol = torch.from_numpy(mean_volume(ds, train)).to(device)
     spp = int(ds.attrs["samples_per_species"])
     rows, fulls, fusion_example = [], [], None
     with torch.no_grad():
         for r in chosen:
-            g = val.index(r["species"]) * spp + int(r["sample"])
+            g = held.index(r["species"]) * spp + int(r["sample"])
             x = ds.images(r["species"], int(r["sample"]))
             raw = model(resize_xrays(torch.from_numpy(x)[None, None], net.input_size)).float()[0].numpy()
             fused_full = fuse(raw, x, beta=beta, chi=chi)
             ours = resize_xrays(torch.from_numpy(np.ascontiguousarray(fused_full))[None], S)[0].numpy()
-            row = dict(xray=x, ours=ours, truth=val_src.views([g], size=S, depth=D)[0].cpu().numpy(),
+            row = dict(xray=x, ours=ours, truth=held_src.views([g], size=S, depth=D)[0].cpu().numpy(),
                        title=f"{r['species']} sample {r['sample']}")
+            row["mean"] = held_src.views([g], size=S, depth=D, volume=mean_vol)[0].cpu().numpy()
             if r.get("nn_species"):
                 gn = train.index(r["nn_species"]) * spp + int(r["nn_sample"])
                 row["nn"] = train_src.views([gn], size=S, depth=D)[0].cpu().numpy()

@@ -94,7 +94,7 @@ def test_bench_cube_runs(capsys):
 def test_train_evaluate_figures_apps(tmp_path, capsys):
     """The model commands end to end on a tiny store and network."""
     out = tmp_path / "d"
-    assert main(["build-demo", "-o", str(out), "--species", "3", "--held-out", "1", "--views", "4",
+    assert main(["build-demo", "-o", str(out), "--species", "4", "--val", "1", "--test", "1", "--views", "4",
                  "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
     store = str(out / "dataset.zarr")
     tiny = ["--input-size", "32", "--out-depth", "16", "--out-size", "16", "--width", "16",

@@ -12,6 +12,8 @@ import torch
 
 from model.evaluate import (
     METHODS,
+    SUMMARY_COLUMNS,
+    TESTS_COLUMNS,
     ImageSource,
     ViewSource,
     coarse_cells,
@@ -20,6 +22,7 @@ from model.evaluate import (
     depth_resample,
     dssim,
     evaluate_run,
+    mean_volume,
     oracle_coarse_for_memory,
     mean_ci,
     nearest_images,
@@ -32,7 +35,8 @@ from model.evaluate import (
     volume_errors,
 )
 from model.network import NetworkConfig
-from model.surface import isosurface_depth, render_isosurface
+from model import surface
+from model.surface import ShadingParams, environment_map, isosurface_depth, render_isosurface
 from model.train import TrainConfig, load_checkpoint, train
 from tomodata.cli import main
 from tomodata.store import open_store
@@ -40,12 +44,35 @@ from tomodata.store import open_store
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
 
 
+#: the fixture store's splits: 3 training species (the NN/Oracle/mean database), 1 val, 2 test
+SPLITS = ("train", "train", "train", "val", "test", "test")
+
+
+def build_split_store(path, splits, *, views: int = 6, size: int = 32):
+    """A store like ``tomo build-demo``'s (procedural species ``procedural_XX``, every view rendered),
+    but with the given split per species (build-demo knows only train and val)."""
+    from tomodata.phantoms import skull_volume, species_params
+    from tomodata.render import render_xrays
+    from tomodata.store import create_store, finalize_store, write_species
+    from tomodata.views import hemisphere_views
+
+    names = [f"procedural_{i:02d}" for i in range(len(splits))]
+    table = [dict(name=n, split=sp, source=f"tomodata.phantoms species {i} seed 0", source_checksum=f"test:{i}",
+                  original_shape=[size] * 3, spacing_mm=[1.0, 1.0, 1.0]) for i, (n, sp) in enumerate(zip(names, splits))]
+    create_store(path, species=table, chi=10.0, steps=size, image_size=size, volume_size=size, n_views=views,
+                 view_seed=0)
+    rots = hemisphere_views(views, seed=0)
+    for i, n in enumerate(names):
+        vol = skull_volume(species_params(i, seed=0), size=size, seed=0)
+        write_species(path, n, volume=vol, rotations=rots,
+                      images=render_xrays(vol, rots, size=size, steps=size, chi=10.0, backend="cpu"))
+    assert finalize_store(path).ok
+    return path
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    out = tmp_path_factory.mktemp("evstore")
-    assert main(["build-demo", "-o", str(out), "--species", "4", "--held-out", "1", "--views", "6",
-                 "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
-    return out / "dataset.zarr"
+    return build_split_store(tmp_path_factory.mktemp("evstore") / "dataset.zarr", SPLITS)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +102,9 @@ def test_sphere_renders_as_shaded_disc_at_the_right_depth():
     c = (2 * np.arange(n) + 1) / n - 1
     vv, uu = np.meshgrid(c, c, indexing="ij")
     rho2 = uu ** 2 + vv ** 2
+    headlight = ShadingParams(lighting="headlight")
     for ao in (True, False):
-        img = render_isosurface(vol, ao=ao)
+        img = render_isosurface(vol, ao=ao, shading=headlight)
         assert img.shape == (n, n) and img.dtype == np.float32
         assert img.min() >= 0 and img.max() <= 1
         inside, outside = rho2 < (R - 0.04) ** 2, rho2 > (R + 0.04) ** 2
@@ -96,6 +124,32 @@ def test_sphere_renders_as_shaded_disc_at_the_right_depth():
     assert np.abs(depth[disc] - want[disc]).max() < 0.15  # well below a slice
     i = n // 2
     assert abs(depth[i, i] - want[i, i]) < 0.02  # linear along the central rays: interpolation exact
+
+
+def test_environment_lighting_is_the_irradiance_of_the_map():
+    """The default image-based lighting: the order-2 SH irradiance equals brute-force quadrature of
+    the environment map's cosine-weighted radiance (Ramamoorthi & Hanrahan: about 1 % here)."""
+    n = 20000
+    i = np.arange(n) + 0.5
+    zc, phi = 1 - 2 * i / n, np.pi * (1 + 5 ** 0.5) * i
+    d = np.stack([zc, np.sqrt(1 - zc ** 2) * np.sin(phi), np.sqrt(1 - zc ** 2) * np.cos(phi)], -1)
+    normals = np.random.default_rng(0).normal(size=(300, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    brute = (np.clip(normals @ d.T, 0, None) * environment_map(d)).sum(1)
+    ed, _ = surface._environment_light(torch.from_numpy(normals.T[None, :, :, None]).float(), ShadingParams())
+    ed = ed.numpy().ravel()
+    np.testing.assert_allclose(brute / brute.max() * ed.max(), ed, atol=0.02)
+    # lit from the upper left: a sphere is brighter there than at the lower right; a flat wall facing
+    # the viewer is shaded uniformly; everything in [0, 1]
+    vol = _ramp_sphere(64, 0.6)
+    img = render_isosurface(vol)
+    assert img[20, 20] > img[44, 44] + 0.1 and 0 <= img.min() and img.max() <= 1
+    wall = np.zeros((32, 16, 16), np.float32)
+    wall[16:] = 0.5
+    flat = render_isosurface(wall, ao=False)
+    assert np.ptp(flat[1:-1, 1:-1]) < 1e-6 and flat[8, 8] > 0.3  # (the outermost pixels see the zero padding)
+    with pytest.raises(ValueError, match="lighting"):
+        render_isosurface(wall, shading=ShadingParams(lighting="sun"))
 
 
 def test_iso_threshold_respected():
@@ -346,18 +400,25 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
     s = evaluate_run(store, checkpoint, out, max_samples=8, batch=3, slice_counts=(4, 8, 16, 32), oracle_coarse=4)
     rows = _read(out / "metrics.csv")
     assert list(rows[0]) == ["method", "species", "sample", "view", "mirrored", "view_class", "l2", "mse", "dssim"]
-    assert [r["method"] for r in rows[::8]] == list(METHODS) and len(rows) == 4 * 8
+    assert [r["method"] for r in rows[::8]] == list(METHODS) and len(rows) == len(METHODS) * 8
     for r in rows:
         assert float(r["l2"]) == pytest.approx(math.sqrt(float(r["mse"])), rel=1e-6)
         assert 0 <= float(r["dssim"]) <= 1 and r["view_class"] in ("top", "front", "side", "other")
         assert int(r["view"]) == int(r["sample"]) // 2 and (r["mirrored"] == "True") == (int(r["sample"]) % 2 == 1)
     summ = _read(out / "summary.csv")
-    assert list(summ[0]) == ["method", "metric", "mean", "ci_low", "ci_high", "n"] and len(summ) == 4 * 3
+    assert list(summ[0]) == list(SUMMARY_COLUMNS) == ["method", "metric", "level", "mean", "ci_low", "ci_high", "n"]
+    assert len(summ) == 2 * len(METHODS) * 3  # two levels
     ours_l2 = [float(r["l2"]) for r in rows if r["method"] == "ours"]
-    row = next(r for r in summ if r["method"] == "ours" and r["metric"] == "l2")
+    # the 8 evenly spaced samples of 2 x 12 are 8 distinct views, 4 per species: at both levels the
+    # mean is the plain mean of the samples; the sample level's n counts those 8 views
+    row = next(r for r in summ if r["method"] == "ours" and r["metric"] == "l2" and r["level"] == "sample")
     assert float(row["mean"]) == pytest.approx(np.mean(ours_l2), rel=1e-6) and row["n"] == "8"
+    row = next(r for r in summ if r["method"] == "ours" and r["metric"] == "l2" and r["level"] == "species")
+    assert float(row["mean"]) == pytest.approx(np.mean(ours_l2), rel=1e-6) and row["n"] == "2"
     tests = _read(out / "tests.csv")
-    assert list(tests[0]) == ["metric", "method_a", "method_b", "t", "p", "n"] and len(tests) == 3 * 6
+    assert list(tests[0]) == list(TESTS_COLUMNS) == ["metric", "method_a", "method_b", "level", "test", "statistic",
+                                                     "p", "n"]
+    assert len(tests) == 3 * 10 * 3  # metrics x pairs of 5 methods x (species t, species wilcoxon, sample t)
     assert {(r["method_a"], r["method_b"]) for r in tests} >= {("ours", "nn"), ("ours", "oracle"), ("ours", "ours_nofusion")}
     vc = _read(out / "view_classes.csv")
     assert {r["view_class"] for r in vc} == {"top", "front", "side", "other"}
@@ -369,6 +430,7 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
     assert len(matches) == 8 and all(m["oracle_certified"] == "True" for m in matches)
     js = json.loads((out / "summary.json").read_text())
     assert js["target_shape"] == [16, 16, 16] and js["n_samples"] == 8 and js["oracle"]["exact"] is True
+    assert js["eval_split"] == "test" and js["eval_species"] == js["val_species"] == ["procedural_04", "procedural_05"]
     # the Oracle is the best of all training view volumes: no method beats it in L2 ... except by
     # predicting something that is not a training view; the NN is a training view, so it cannot
     nn_l2 = np.array([float(r["l2"]) for r in rows if r["method"] == "nn"])
@@ -458,3 +520,126 @@ def test_evaluate_run_refuses_mismatches(store, checkpoint, tmp_path):
     with pytest.raises(ValueError, match="fusion_at"):
         evaluate_run(store, checkpoint, tmp_path / "x", fusion_at="nowhere")
     assert not (tmp_path / "x" / "metrics.csv").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# the mean baseline, the evaluated split, the two levels of statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def test_mean_baseline_equals_the_literal_average(store, checkpoint, tmp_path):
+    from model.data import torch_view_volumes
+    from tomodata.views import sample_to_view
+
+    ds = open_store(store)
+    train_names, test_names = ds.species_names("train"), ds.species_names("test")
+    src = ViewSource(ds, test_names)
+    g = np.array([0, 1, 5, 12, 19, 23])  # both species, views and their mirrors
+    got = src.views(g, size=16, depth=16, volume=torch.from_numpy(mean_volume(ds, train_names)))
+    s, j = src.locate(g)
+    view, mirrored = sample_to_view(j, 6)
+    for i in range(g.size):
+        rot = torch.from_numpy(ds.rotations(test_names[s[i]])[view[i]])[None]
+        each = [torch_view_volumes(torch.from_numpy(ds.volume(t))[None, None], rot, size=16, steps=16,
+                                   mirrored=torch.tensor([bool(mirrored[i])]))[0] for t in train_names]
+        torch.testing.assert_close(got[i], torch.stack(each).mean(0), atol=1e-5, rtol=0)  # the literal average
+    # no input used: the same view of another species gives the same prediction
+    torch.testing.assert_close(got[0], src.views([12], size=16, depth=16,
+                                                 volume=torch.from_numpy(mean_volume(ds, train_names)))[0])
+    # in evaluate_run: its errors are those of the literal average against the truth
+    evaluate_run(store, checkpoint, tmp_path / "m", methods=("mean",), slice_counts=(), max_samples=6)
+    rows = _read(tmp_path / "m" / "metrics.csv")
+    assert {r["method"] for r in rows} == {"mean"} and len(rows) == 6
+    for r in rows:
+        gi = test_names.index(r["species"]) * 12 + int(r["sample"])
+        v, m = sample_to_view(int(r["sample"]), 6)
+        rot = torch.from_numpy(ds.rotations(r["species"])[v])[None]
+        lit = torch.stack([torch_view_volumes(torch.from_numpy(ds.volume(t))[None, None], rot, size=16, steps=16,
+                                              mirrored=torch.tensor([m]))[0] for t in train_names]).mean(0)
+        l2, _ = volume_errors(lit, src.views([gi], size=16, depth=16)[0])
+        assert float(r["l2"]) == pytest.approx(float(l2), rel=1e-5)
+
+
+def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
+    from tomodata.store import DatasetStore
+
+    ds = open_store(store)
+    val_names, test_names = ds.species_names("val"), ds.species_names("test")
+    read = []
+    for name in ("images", "volume", "rotations", "n_samples", "sample"):
+        real = getattr(DatasetStore, name)
+
+        def spy(self, species, *a, _real=real, **k):
+            read.append(species)
+            return _real(self, species, *a, **k)
+
+        monkeypatch.setattr(DatasetStore, name, spy)
+    s = evaluate_run(store, checkpoint, tmp_path / "t", max_samples=6, slice_counts=(), oracle_coarse=4)
+    assert read and not set(read) & set(val_names)  # split=test never touches a val species
+    assert set(test_names) <= set(read)
+    assert s["eval_split"] == "test" and s["eval_species"] == test_names == s["val_species"]
+    assert s["splits"] == {"train": ds.species_names("train"), "val": val_names, "test": test_names}
+    assert "never evaluated" in s["split_use"]["val"] and "reported result" in s["split_use"]["test"]
+    assert {r["species"] for r in _read(tmp_path / "t" / "metrics.csv")} == set(test_names)
+    assert "cluster bootstrap over species" in s["statistics"]
+    monkeypatch.undo()
+    # split=val: only the val species; a single species: species-level CIs and tests are NaN, n = 1
+    s = evaluate_run(store, checkpoint, tmp_path / "v", split="val", max_samples=4, methods=("ours", "mean"),
+                     slice_counts=())
+    assert s["eval_species"] == val_names and "evaluated in this run" in s["split_use"]["val"]
+    assert {r["species"] for r in _read(tmp_path / "v" / "metrics.csv")} == set(val_names)
+    sp = [r for r in _read(tmp_path / "v" / "summary.csv") if r["level"] == "species"]
+    assert all(r["n"] == "1" and r["ci_low"] == "nan" and r["mean"] != "nan" for r in sp)
+    assert all(r["p"] == "nan" for r in _read(tmp_path / "v" / "tests.csv") if r["level"] == "species")
+    with pytest.raises(ValueError, match="split must be one of"):
+        evaluate_run(store, checkpoint, tmp_path / "x", split="train")
+    # a store without test species: a clear error, nothing written
+    other = build_split_store(tmp_path / "nt.zarr", ("train", "val"), views=2, size=16)
+    with pytest.raises(ValueError, match="no 'test' species"):
+        evaluate_run(other, checkpoint, tmp_path / "x")
+    # an evaluated species the checkpoint was trained on is refused
+    state = load_checkpoint(checkpoint)
+    state["data"]["species"] = state["data"]["species"] + [test_names[0]]
+    torch.save(state, tmp_path / "leak.pt")
+    with pytest.raises(ValueError, match="training species"):
+        evaluate_run(store, tmp_path / "leak.pt", tmp_path / "x", strict=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint, tmp_path):
+    out = tmp_path / "all"
+    s = evaluate_run(store, checkpoint, out, slice_counts=(), oracle_coarse=4, n_boot=2000)  # every test sample
+    rows = _read(out / "metrics.csv")
+    assert len(rows) == len(METHODS) * 24  # 2 species x 6 views x 2
+    assert s["n_samples"] == 24 and s["n_species"] == 2 and s["n_views_evaluated"] == 12
+    summ = _read(out / "summary.csv")
+    assert {r["level"] for r in summ} == {"species", "sample"}
+    for r in summ:  # n: species at the species level; distinct (species, view), half the samples, at the sample level
+        assert r["n"] == ("2" if r["level"] == "species" else "12")
+    spc = _read(out / "species.csv")
+    assert list(spc[0]) == ["method", "species", "metric", "mean", "n_samples"]
+    assert len(spc) == len(METHODS) * 2 * 3 and {r["n_samples"] for r in spc} == {"12"}
+    for m in METHODS:
+        v = np.array([float(r["dssim"]) for r in rows if r["method"] == m])
+        sp = np.array([r["species"] for r in rows if r["method"] == m])
+        means = {r["species"]: float(r["mean"]) for r in spc if r["method"] == m and r["metric"] == "dssim"}
+        for name, x in means.items():
+            assert x == pytest.approx(v[sp == name].mean(), rel=1e-6)
+        row = {r["level"]: r for r in summ if r["method"] == m and r["metric"] == "dssim"}
+        assert float(row["species"]["mean"]) == pytest.approx(np.mean(list(means.values())), rel=1e-6)
+        assert float(row["species"]["ci_low"]) <= float(row["species"]["mean"]) <= float(row["species"]["ci_high"])
+        pairs = v.reshape(2, 6, 2).mean(2)  # rows in (species, sample) order: a view and its mirror are neighbours
+        assert float(row["sample"]["mean"]) == pytest.approx(pairs.mean(), rel=1e-6)
+        from model.stats import mean_ci
+
+        assert float(row["sample"]["ci_high"]) == pytest.approx(mean_ci(pairs.ravel())[2], rel=1e-6)
+    tests = _read(out / "tests.csv")
+    kinds = {(r["level"], r["test"]) for r in tests}
+    assert kinds == {("species", "t"), ("species", "wilcoxon"), ("sample", "t")}
+    assert all(r["n"] == ("2" if r["level"] == "species" else "12") for r in tests)
+    w = [float(r["p"]) for r in tests if r["test"] == "wilcoxon" and r["p"] != "nan"]
+    assert w and all(p >= 0.5 for p in w)  # two species: nothing can be significant
+    js = json.loads((out / "summary.json").read_text())
+    assert set(js["means"]) == {"species", "sample"} and set(js["means"]["species"]) == set(METHODS)
+    assert len(js["differences"]) == 3 * 10 and js["settings"]["n_boot"] == 2000
+    assert len(js["tests"]) == len(tests) and len(js["species_means"]) == len(spc)

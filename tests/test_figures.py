@@ -10,11 +10,11 @@ import pytest
 
 from model import figures as F
 
-METHODS = ("ours", "ours_nofusion", "nn", "oracle")
+METHODS = ("ours", "ours_nofusion", "nn", "oracle", "mean")
 CLASSES = ("top", "front", "side", "other")
-MEANS = {"l2": {"ours": 0.051, "ours_nofusion": 0.053, "nn": 0.067, "oracle": 0.060},
-         "dssim": {"ours": 0.097, "ours_nofusion": 0.104, "nn": 0.109, "oracle": 0.110},
-         "mse": {"ours": 0.004, "ours_nofusion": 0.0042, "nn": 0.006, "oracle": 0.005}}
+MEANS = {"l2": {"ours": 0.051, "ours_nofusion": 0.053, "nn": 0.067, "oracle": 0.060, "mean": 0.075},
+         "dssim": {"ours": 0.097, "ours_nofusion": 0.104, "nn": 0.109, "oracle": 0.110, "mean": 0.14},
+         "mse": {"ours": 0.004, "ours_nofusion": 0.0042, "nn": 0.006, "oracle": 0.005, "mean": 0.0065}}
 
 
 def _ci(v: np.ndarray) -> tuple[float, float, float]:
@@ -23,41 +23,44 @@ def _ci(v: np.ndarray) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def make_eval_dir(d: Path, n: int = 60, seed: int = 0) -> Path:
-    """Synthetic metrics/summary/tests/view_classes/slice_counts CSVs in ``d``."""
+def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0) -> Path:
+    """Synthetic metrics.csv (``n_species`` x ``n_views`` x 2 samples, a species effect, mirrors close
+    to their view) and the summary/tests/species tables from it as model.evaluate writes them
+    (:func:`model.evaluate.statistics_tables`), plus view_classes/slice_counts CSVs, in ``d``."""
+    from model.evaluate import SPECIES_COLUMNS, SUMMARY_COLUMNS, TESTS_COLUMNS, statistics_tables
+
     rng = np.random.default_rng(seed)
     d.mkdir(parents=True, exist_ok=True)
     rows = []
-    base = rng.normal(0, 1, n)
+    n = n_species * 2 * n_views
+    sp_effect = rng.normal(0, 1, n_species)
+    view_effect = rng.normal(0, 1, n // 2)
     for m in METHODS:
         for s in range(n):
-            r = dict(method=m, species="sp%02d" % (s % 5), sample=s, view=s // 2, mirrored=bool(s % 2),
+            sp, smp = divmod(s, 2 * n_views)
+            r = dict(method=m, species="sp%02d" % sp, sample=smp, view=smp // 2, mirrored=bool(smp % 2),
                      view_class=CLASSES[s % 4])
             for met, means in MEANS.items():
-                r[met] = max(1e-4, means[m] * (1 + 0.15 * base[s] + 0.1 * rng.normal()))
+                r[met] = max(1e-4, means[m] * (1 + 0.12 * sp_effect[sp] + 0.08 * view_effect[s // 2]
+                                               + 0.03 * rng.normal()))
             rows.append(r)
     metrics = pd.DataFrame(rows)
     metrics.to_csv(d / "metrics.csv", index=False)
-    summ, vcs, tests = [], [], []
+    per = {m: {met: metrics.loc[metrics.method == m, met].to_numpy() for met in MEANS} for m in METHODS}
+    first = metrics[metrics.method == METHODS[0]]
+    st = statistics_tables(per, first["species"].tolist(), first["sample"].to_numpy(), n_views, methods=METHODS,
+                           metrics=tuple(MEANS), n_boot=2000)
+    pd.DataFrame(st["summary"], columns=SUMMARY_COLUMNS).to_csv(d / "summary.csv", index=False)
+    pd.DataFrame(st["tests"], columns=TESTS_COLUMNS).to_csv(d / "tests.csv", index=False)
+    pd.DataFrame(st["species"], columns=SPECIES_COLUMNS).to_csv(d / "species.csv", index=False)
+    vcs = []
     for met in MEANS:
         for m in METHODS:
-            v = metrics.loc[metrics.method == m, met].to_numpy()
-            mean, lo, hi = _ci(v)
-            summ.append(dict(method=m, metric=met, mean=mean, ci_low=lo, ci_high=hi, n=v.size))
             for c in CLASSES:
                 vc = metrics.loc[(metrics.method == m) & (metrics.view_class == c), met].to_numpy()
                 mean, lo, hi = _ci(vc)
                 vcs.append(dict(method=m, view_class=c, metric=met, mean=mean, ci_low=lo, ci_high=hi, n=vc.size))
-        for b in METHODS[1:]:
-            a_v = metrics.loc[metrics.method == "ours", met].to_numpy()
-            b_v = metrics.loc[metrics.method == b, met].to_numpy()
-            diff = a_v - b_v
-            t = diff.mean() / (diff.std(ddof=1) / np.sqrt(n))
-            tests.append(dict(metric=met, method_a="ours", method_b=b, t=t, p=3e-6 if b != "ours_nofusion" else 0.012,
-                              n=n))
-    pd.DataFrame(summ).to_csv(d / "summary.csv", index=False)
     pd.DataFrame(vcs).to_csv(d / "view_classes.csv", index=False)
-    pd.DataFrame(tests).to_csv(d / "tests.csv", index=False)
     sl = []
     for m in ("ours", "oracle"):
         for k, s in enumerate((8, 16, 32, 64, 128)):
@@ -279,3 +282,47 @@ def test_missing_rows_and_folder_raise(eval_dir, tmp_path):
         F.fig_methods(eval_dir, tmp_path / "m.png")
     with pytest.raises(ValueError, match=r"\.png"):
         F.fig_view_classes(eval_dir, tmp_path / "v.jpg")
+
+
+def test_fig_methods_shows_both_levels_and_species_level_p_values(eval_dir, tmp_path, monkeypatch):
+    texts = []
+    real = F._bracket
+    monkeypatch.setattr(F, "_bracket", lambda ax, x0, x1, y, h, text: texts.append(text) or real(ax, x0, x1, y, h, text))
+    _check_png(F.fig_methods(eval_dir, tmp_path / "m.png"), 800, 600)
+    tests = pd.read_csv(eval_dir / "tests.csv")
+    baselines = [m for m in METHODS if m != "ours"]
+    assert len(texts) == 2 * 2 * len(baselines)  # 2 metrics x (species, sample) x baselines
+    for metric_i, metric in enumerate(("l2", "dssim")):
+        block = texts[metric_i * 2 * len(baselines):(metric_i + 1) * 2 * len(baselines)]
+        species, sample = block[:len(baselines)], block[len(baselines):]
+        for b, sp_text, s_text in zip(baselines, species, sample):
+            rows = tests[(tests.metric == metric) & (tests.method_a == "ours") & (tests.method_b == b)]
+            t = rows[(rows.level == "species") & (rows.test == "t")].iloc[0]
+            w = rows[(rows.level == "species") & (rows.test == "wilcoxon")].iloc[0]
+            ts = rows[(rows.level == "sample") & (rows.test == "t")].iloc[0]
+            assert sp_text == f"t: {F._fmt_p(t.p)} · Wilcoxon: {F._fmt_p(w.p)} (n=5 species)"
+            assert s_text == f"t: {F._fmt_p(ts.p)} (n=30 views)"  # 5 species x 6 views: mirrors counted once
+    assert w.p == 0.0625  # 5 species all better: the exact two-sided minimum 2/2^5
+
+
+def test_fig_methods_and_fusion_with_one_species(tmp_path, monkeypatch):
+    """One evaluated species: no species-level CI or test (NaN); drawn without them; Fig. 9 falls back to
+    the sample level."""
+    d = make_eval_dir(tmp_path / "one", n_species=1)
+    s = pd.read_csv(d / "summary.csv")
+    assert s.loc[s.level == "species", "ci_low"].isna().all() and (s.loc[s.level == "species", "n"] == 1).all()
+    texts = []
+    monkeypatch.setattr(F, "_bracket", lambda ax, x0, x1, y, h, text: texts.append(text))
+    _check_png(F.fig_methods(d, tmp_path / "m.png"), 800, 600)
+    assert any("p = n/a" in t for t in texts)
+    texts.clear()
+    _check_png(F.fig_fusion(d, tmp_path / "f.png"), 500, 200)
+    assert texts and all("Wilcoxon" not in t for t in texts)
+
+
+def test_figures_need_the_level_column(eval_dir, tmp_path):
+    s = pd.read_csv(eval_dir / "summary.csv")
+    s[s.level == "sample"].drop(columns=["level"]).to_csv(eval_dir / "summary.csv", index=False)
+    for fn in (F.fig_methods, F.fig_fusion):
+        with pytest.raises(ValueError, match=r"lacks column\(s\) \['level'\]"):
+            fn(eval_dir, tmp_path / "x.png")

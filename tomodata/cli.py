@@ -5,7 +5,10 @@
     tomo build-demo -o DIR                      a small dataset store of procedural species
     tomo validate STORE                         check a dataset store; exit 1 if it is not complete
     tomo demo-movies -o DIR                     procedural species as slice movies + manifest.tsv
+    tomo manifest-folder DIR -o M.tsv ...       a manifest of every scan in a folder, seeded splits
     tomo fetch MANIFEST -d DEST                 download/copy the sources a manifest names
+    tomo align SCAN -o OUT.nii.gz --reference R  rotate a scan into the canonical pose (+ record)
+    tomo align-sheet A.nii.gz ... -o SHEET.png   projections of aligned volumes, one PNG
     tomo cube SCAN -o CUBE.npz --spacing z,y,x  read a scan, resample it to the 128³ cube
     tomo store-create STORE --manifest M --cubes C...   an empty store for these specimens
     tomo store-settings -o FILE.json --views N ...       the settings of a store, as JSON
@@ -146,16 +149,15 @@ def cmd_render(a) -> int:
 
 
 def cmd_build_demo(a) -> int:
+    from .demo import demo_name, demo_splits
     from .phantoms import skull_volume, species_params
     from .store import create_store, finalize_store, write_species
     from .views import hemisphere_views
 
     out = Path(a.output)
     store = out / "dataset.zarr"
-    if not 0 <= a.held_out < a.species:
-        raise ValueError(f"--held-out must be in [0, {a.species - 1}] for {a.species} species, got {a.held_out}")
-    names = [f"procedural_{i:02d}" for i in range(a.species)]
-    splits = ["val" if i >= a.species - a.held_out else "train" for i in range(a.species)]
+    names = [demo_name(i) for i in range(a.species)]
+    splits = demo_splits(a.species, val=a.val, test=a.test)
     params = [species_params(i, seed=a.seed) for i in range(a.species)]
     # the "source" of a procedural species is its parameter vector: its checksum identifies it
     table = [dict(name=n, split=s, source=f"tomodata.phantoms species {i} seed {a.seed}",
@@ -180,9 +182,19 @@ def cmd_build_demo(a) -> int:
 def cmd_demo_movies(a) -> int:
     from .demo import write_demo_movies
 
-    manifest = write_demo_movies(a.output, n_species=a.species, held_out=a.held_out, movie_size=a.movie_size,
+    manifest = write_demo_movies(a.output, n_species=a.species, val=a.val, test=a.test, movie_size=a.movie_size,
                                  codec=a.codec, seed=a.seed)
     print(f"wrote {a.species} slice movies and {manifest}")
+    return 0
+
+
+def cmd_manifest_folder(a) -> int:
+    from .manifest_folder import manifest_from_folder
+
+    out = manifest_from_folder(a.folder, a.output, pattern=a.pattern, source_kind=a.kind, species=a.species,
+                               licence=a.licence, val=a.val, test=a.test, seed=a.seed,
+                               checksums=not a.no_checksums, notes=a.notes)
+    print(f"wrote {out}")
     return 0
 
 
@@ -235,6 +247,22 @@ def _fetched_path(record: str, specimen_id: str) -> str:
 def cmd_cube(a) -> int:
     from .ingest import cube_specimen, save_cube
 
+    a.input, spacing, slice_axis = _scan_from_args(a)
+    window = _floats(a.window, 2, "--window") if a.window else None
+    cube, meta = cube_specimen(a.input, spacing=spacing, slice_axis=slice_axis, size=a.size, window=window,
+                               background=a.background, allow_default_spacing=a.allow_default_spacing)
+    if a.id:
+        meta["id"] = a.id
+    if a.align_record:
+        meta["alignment"] = json.loads(Path(a.align_record).read_text())
+    out = save_cube(a.output, cube, meta)
+    print(f"wrote {out}: {cube.shape} from {tuple(meta['original_shape'])} at {tuple(meta['spacing_mm'])} mm, "
+          f"{meta['fit']['voxel_mm']:.4g} mm per voxel")
+    return 0
+
+
+def _scan_from_args(a) -> tuple[str, object, str]:
+    """(path, spacing or None, slice_axis) of the scan named by SCAN / --fetched and --manifest/--id."""
     if a.fetched:
         if a.input:
             raise SystemExit("error: give the scan or --fetched, not both")
@@ -257,15 +285,49 @@ def cmd_cube(a) -> int:
         row = rows.iloc[0]
         spacing = spacing or parse_spacing(row["spacing_mm"])
         slice_axis = row["slice_axis"] or slice_axis
-    window = _floats(a.window, 2, "--window") if a.window else None
-    cube, meta = cube_specimen(a.input, spacing=spacing, slice_axis=slice_axis, size=a.size, window=window,
-                               background=a.background, allow_default_spacing=a.allow_default_spacing)
-    if a.id:
-        meta["id"] = a.id
-    out = save_cube(a.output, cube, meta)
-    print(f"wrote {out}: {cube.shape} from {tuple(meta['original_shape'])} at {tuple(meta['spacing_mm'])} mm, "
-          f"{meta['fit']['voxel_mm']:.4g} mm per voxel")
+    return a.input, spacing, slice_axis
+
+
+def cmd_align(a) -> int:
+    from .align import align_to_canonical, load_aligned, save_aligned
+    from .ingest import read_specimen
+
+    path, spacing, slice_axis = _scan_from_args(a)
+    vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=a.allow_default_spacing)
+    reference = None
+    if a.reference:
+        ref_vol, ref_sp, _ = load_aligned(a.reference)
+        reference = (ref_vol, ref_sp)
+    aligned, record = align_to_canonical(vol, sp, reference=reference, threads=a.threads)
+    record.update(id=a.id, source_path=str(path), reference=str(a.reference) if a.reference else None,
+                  slice_axis=slice_axis)
+    out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)
+    how = (f"NCC with the reference {record['ncc_before']:.3f} -> {record['ncc_after']:.3f}" if reference is not None
+           else "moments alone (the reference)")
+    print(f"wrote {out}: {tuple(aligned.shape)} from {tuple(vol.shape)}, {how}, {record['runtime_s']:.1f} s")
     return 0
+
+
+def cmd_align_sheet(a) -> int:
+    from .align import contact_sheet, load_aligned
+
+    volumes = {}
+    for path in a.aligned:
+        vol, sp, rec = load_aligned(path)
+        volumes[rec.get("id") or Path(path).name.split(".")[0]] = (vol, sp)
+    out = contact_sheet(volumes, a.output)
+    print(f"wrote {out}: {len(volumes)} specimens")
+    return 0
+
+
+def _alignment_summary(meta: dict) -> dict | None:
+    """The species table's copy of a cube's alignment record (None: not aligned)."""
+    rec = meta.get("alignment")
+    if not rec:
+        return None
+    keep = ("reference", "rotation_zyx", "translation_mm_zyx", "euler_xyz_deg", "candidate", "ncc_before",
+            "ncc_after", "rms_before", "rms_after", "convention")
+    return {k: rec[k] for k in keep if k in rec}
 
 
 def cmd_store_create(a) -> int:
@@ -287,7 +349,8 @@ def cmd_store_create(a) -> int:
                             source_kind=row["source_kind"], source_checksum=row["sha256"] or meta["source_sha256"],
                             licence=row["licence"], original_shape=meta["original_shape"],
                             spacing_mm=meta["spacing_mm"], slice_axis=meta["slice_axis"], fit=meta["fit"],
-                            window=meta.get("window"), background=meta.get("background")))
+                            window=meta.get("window"), background=meta.get("background"),
+                            specimen_reach=meta.get("specimen_reach"), alignment=_alignment_summary(meta)))
         volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
     config = None
     if a.config:
@@ -419,11 +482,16 @@ def cmd_evaluate(a) -> int:
     summary = evaluate_run(a.store, a.checkpoint, a.output, max_samples=a.max_samples, batch=a.batch,
                            device=a.device, oracle_coarse=a.oracle_coarse,
                            oracle_feature_bytes=int(a.oracle_memory_gb * 2**30), nn_search=a.nn_search,
-                           beta=a.beta, fusion_at=a.fusion_at, progress=sys.stderr.isatty())
-    print(f"{summary['n_samples']} held-out samples; means with 95% CI:")
-    for m, vals in summary["means"].items():
-        print(f"  {m:14} " + "  ".join(f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
-                                        for k, v in vals.items()))
+                           beta=a.beta, fusion_at=a.fusion_at, split=a.split, progress=sys.stderr.isatty())
+    print(f"{summary['n_samples']} held-out samples of {summary['n_species']} {summary['eval_split']!r} species "
+          f"({summary['n_views_evaluated']} distinct views)")
+    head = {"species": "mean of species means, 95% cluster-bootstrap CI over species (n = species)",
+            "sample": "paper protocol: mirrored pairs averaged, 95% t-interval (n = pairs)"}
+    for level, what in head.items():
+        print(f"{what}:")
+        for m, vals in summary["means"][level].items():
+            print(f"  {m:14} " + "  ".join(f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}] n={v['n']}"
+                                            for k, v in vals.items()))
     print(f"tables in {a.output}")
     return 0
 
@@ -595,7 +663,10 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset store, then validate and finalise it."))
     q.add_argument("-o", "--output", default="results/core-demo", help="output folder (default %(default)s)")
     q.add_argument("--species", type=_positive_int, default=6, help="number of species (default %(default)s)")
-    q.add_argument("--held-out", type=int, default=2, help="species held out for validation (default %(default)s)")
+    q.add_argument("--val", "--held-out", dest="val", type=int, default=2,
+                   help="species of split 'val' (model choice, tuning; default %(default)s)")
+    q.add_argument("--test", type=int, default=0,
+                   help="species of split 'test' (the reported result only), the last ones (default %(default)s)")
     q.add_argument("--views", type=_positive_int, default=24, help="views per species (default %(default)s)")
     q.add_argument("--volume-size", type=_positive_int, default=128, help="volume side (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="seed of species and views (default %(default)s)")
@@ -608,11 +679,32 @@ def build_parser() -> argparse.ArgumentParser:
         "whose sources are the movies: the embedded demo data."))
     q.add_argument("-o", "--output", default="resources/demo", help="output folder (default %(default)s)")
     q.add_argument("--species", type=_positive_int, default=24, help="number of species (default %(default)s)")
-    q.add_argument("--held-out", type=int, default=4, help="species held out as 'val' (default %(default)s)")
+    q.add_argument("--val", "--held-out", dest="val", type=int, default=4,
+                   help="species of split 'val' (model choice, tuning; default %(default)s)")
+    q.add_argument("--test", type=int, default=0,
+                   help="species of split 'test' (the reported result only), the last ones (default %(default)s)")
     q.add_argument("--movie-size", type=_positive_int, default=160, help="voxels per side (default %(default)s)")
     q.add_argument("--codec", choices=["mp4v", "mjpg", "ffv1"], default="mp4v", help="movie codec (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="seed of the species table (default %(default)s)")
     q.set_defaults(func=cmd_demo_movies)
+
+    q = sub.add_parser("manifest-folder", help="a manifest of every scan in a folder, seeded splits", description=(
+        "List every file of FOLDER matching --pattern as one specimen (its own species: the unit held "
+        "out) in a manifest, with train/val/test splits by a seeded rule: ids sorted, permuted by "
+        "numpy default_rng(SEED), the first --test ids test, the next --val val, the rest train "
+        "(tomodata.manifest_folder). Sources are relative to the manifest's folder."))
+    q.add_argument("folder", help="folder of scans")
+    q.add_argument("-o", "--output", required=True, help="manifest TSV to write")
+    q.add_argument("--pattern", default="*.nii.gz", help="glob of the scan files (default %(default)s)")
+    q.add_argument("--kind", default="nifti", help="source_kind of every file (default %(default)s)")
+    q.add_argument("--species", default="{id}", help="species column, {id} = the file's id (default %(default)s)")
+    q.add_argument("--licence", required=True, help="terms of use of the files")
+    q.add_argument("--val", type=int, required=True, help="specimens of split val (model choice, tuning)")
+    q.add_argument("--test", type=int, required=True, help="specimens of split test (the reported result only)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the split permutation (default %(default)s)")
+    q.add_argument("--notes", default="", help="notes column of every row")
+    q.add_argument("--no-checksums", action="store_true", help="leave the sha256 column empty")
+    q.set_defaults(func=cmd_manifest_folder)
 
     q = sub.add_parser("fetch", help="download the sources a manifest names", description=(
         "Fetch every specimen of a manifest into DEST/<id>/: HTTP(S) with resume, retries and a rate "
@@ -641,12 +733,39 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--spacing", help="z,y,x voxel spacing in mm (one number = isotropic); default: from the file")
     q.add_argument("--slice-axis", choices=["z", "y", "x"], default="z", help="axis the slices step along")
     q.add_argument("--manifest", help="take spacing and slice axis from this manifest's row --id")
+    q.add_argument("--align-record", metavar="JSON", help=(
+        "the record of `tomo align` for this scan (an aligned volume): kept in the cube's record"))
     q.add_argument("--id", help="specimen id (with --manifest)")
     q.add_argument("--size", type=_positive_int, default=128, help="cube side (default %(default)s)")
     q.add_argument("--window", help="lo,hi: density = clip((v - lo)/(hi - lo), 0, 1) (for HU or raw CT numbers)")
     q.add_argument("--background", type=float, help="densities <= this become 0 (codec noise, scanner background)")
     q.add_argument("--allow-default-spacing", action="store_true", help="use 1.0 mm (with a warning) when no spacing is known")
     q.set_defaults(func=cmd_cube)
+
+    q = sub.add_parser("align", help="rotate a scan into the canonical pose (moments + rigid registration)",
+                       description=(
+        "Read a scan like `tomo cube` does and bring it to the canonical pose (snout +x, dorsal -y, z "
+        "left-right): moments of the bone, then (with --reference) the best of the 24 axis "
+        "permutations and a rigid SimpleITK registration to the reference (an aligned volume). Writes "
+        "OUT.nii.gz (isotropic, the input's dtype, nothing clipped) and its record OUT.json "
+        "(rotation, translation, residual NCC/RMS before and after). tomodata.align."))
+    q.add_argument("input", nargs="?", help="the scan (file or folder); or give --fetched and --id")
+    q.add_argument("-o", "--output", required=True, help="output .nii.gz (record beside it as .json)")
+    q.add_argument("--fetched", metavar="RECORD", help="take the scan's path from this `tomo fetch` record (with --id)")
+    q.add_argument("--spacing", help="z,y,x voxel spacing in mm (one number = isotropic); default: from the file")
+    q.add_argument("--slice-axis", choices=["z", "y", "x"], default="z", help="axis the slices step along")
+    q.add_argument("--manifest", help="take spacing and slice axis from this manifest's row --id")
+    q.add_argument("--id", help="specimen id (with --manifest / --fetched)")
+    q.add_argument("--reference", metavar="ALIGNED.nii.gz", help="an aligned volume to register to (none: moments alone)")
+    q.add_argument("--threads", type=_positive_int, default=1, help="SimpleITK threads (default %(default)s)")
+    q.add_argument("--allow-default-spacing", action="store_true", help="use 1.0 mm (with a warning) when no spacing is known")
+    q.set_defaults(func=cmd_align)
+
+    q = sub.add_parser("align-sheet", help="a contact sheet of aligned volumes (three projections each)",
+                       description="Projections of every aligned volume along z (side), y (top) and x (front) in one PNG.")
+    q.add_argument("aligned", nargs="+", help="aligned volumes (.nii.gz written by tomo align)")
+    q.add_argument("-o", "--output", required=True, help="output PNG")
+    q.set_defaults(func=cmd_align_sheet)
 
     q = sub.add_parser("store-create", help="create an empty dataset store for a set of cubes", description=(
         "Create the dataset store (all metadata, empty arrays) for the specimens whose cubes are given; "
@@ -702,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_finalize)
 
     def net_opts(q):
-        q.add_argument("--preset", choices=["paper", "demo"], default="paper", help="network size (default %(default)s)")
+        q.add_argument("--preset", choices=["paper", "medium", "demo"], default="paper", help="network size (default %(default)s)")
         for name, what in (("input-size", "input x-ray side"), ("out-depth", "output depth slices"),
                            ("out-size", "output side"), ("width", "trunk channels"),
                            ("stem-channels", "stem channels"), ("hourglass-levels", "hourglass levels")):
@@ -751,12 +870,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("evaluate", help="evaluate a checkpoint on the held-out species", description=(
-        "Evaluate ours (fused and raw) against the NN and Oracle baselines on the store's held-out species: "
-        "volume L2 (RMSE) and DSSIM of iso-surface renders, paired t-tests, view classes, slice counts. "
-        "Writes metrics.csv, summary.csv, tests.csv, view_classes.csv, slice_counts.csv, matches.csv, summary.json."))
+        "Evaluate ours (fused and raw) against the NN, Oracle and mean baselines on one split of the store's "
+        "held-out species (--split; the train split is the baselines' database): volume L2 (RMSE) and DSSIM of "
+        "iso-surface renders; species-level means with cluster-bootstrap CIs, paired t and Wilcoxon tests on "
+        "species means, and the paper's per-sample protocol (mirrored pairs averaged); view classes, slice counts. "
+        "Writes metrics.csv, summary.csv, tests.csv, species.csv, view_classes.csv, slice_counts.csv, "
+        "matches.csv, summary.json."))
     q.add_argument("store", help="the dataset store (.zarr)")
     q.add_argument("--checkpoint", required=True, help="the trained checkpoint (last.pt)")
     q.add_argument("-o", "--output", required=True, help="evaluation folder")
+    q.add_argument("--split", choices=["test", "val"], default="test",
+                   help="the evaluated species: 'test' (the reported result) or 'val' (the model-choice set) "
+                        "(default %(default)s)")
     q.add_argument("--max-samples", type=_positive_int, help="evaluate at most this many held-out samples")
     q.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
@@ -832,7 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--store", help="dataset store of the nn benchmark")
     q.add_argument("--queries", type=_positive_int, default=256, help="held-out queries of the nn benchmark")
     q.add_argument("--nn-coarse", type=_positive_int, default=16, help="cells per axis of the nn benchmark's bound")
-    q.add_argument("--preset", choices=["paper", "demo"], default="paper", help="network of the infer benchmark")
+    q.add_argument("--preset", choices=["paper", "medium", "demo"], default="paper", help="network of the infer benchmark")
     q.add_argument("--fuse-to", type=_positive_int, default=512, help="fusion resolution of the infer benchmark")
     q.add_argument("--cube-shape", type=_positive_int, nargs=3, default=[1000, 500, 500], metavar=("Z", "Y", "X"),
                    help="input stack of the cube benchmark (default %(default)s)")

@@ -1,0 +1,239 @@
+"""Statistics of the evaluation (:mod:`model.evaluate`): the held-out *species* are the unit.
+
+Conventions. Every function takes per-sample arrays in one order, one entry per evaluated sample:
+
+* ``values``, ``a``, ``b``: (N,) float, a metric per sample (NaN = missing: dropped). ``a`` and
+  ``b`` are two methods on the same samples (``a[i]``, ``b[i]`` of sample ``i``); a sample missing
+  in either is dropped from their comparison.
+* ``species``: (N,) species labels (str).
+* ``sample``: (N,) int, the sample's index within its species; ``n_views``: views per species.
+  Sample ``2i`` is view ``i`` and ``2i + 1`` its mirror (:func:`tomodata.views.sample_to_view`).
+
+Two levels:
+
+* **species** (the held-out unit): a method's per-species means (the mean over that species'
+  samples); its summary is the mean of the species means with a 95 % percentile interval from a
+  *cluster bootstrap over species* (species drawn with replacement, all of a species' samples go
+  together, ``n_boot`` draws, seeded); two methods are compared on their species means, paired by
+  species: ``scipy.stats.ttest_rel`` and ``scipy.stats.wilcoxon`` (two-sided; exact null
+  distribution for n <= 50 without ties or zero differences, scipy's ``method="auto"``). n = species.
+* **sample** (the paper's protocol, kept for comparison): each mirrored pair is averaged first (one
+  unit per distinct (species, view); a lone sample of a pair is its own unit's mean), then the
+  t-interval ``mean ± t_{.975, n−1} sd / √n`` and ``ttest_rel`` paired by unit. n = units.
+
+Functions that need two species raise ``ValueError`` with fewer; mismatched lengths raise
+``ValueError`` too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "BOOTSTRAP_DRAWS",
+    "cluster_bootstrap_ci",
+    "cluster_bootstrap_diff_ci",
+    "mean_ci",
+    "pair_means",
+    "sample_ci",
+    "sample_ttest",
+    "species_means",
+    "species_ttest",
+    "species_wilcoxon",
+]
+
+#: Default number of cluster-bootstrap draws.
+BOOTSTRAP_DRAWS = 10_000
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks and grouping
+
+
+def _arrays(*arrays, names: Sequence[str]) -> list[np.ndarray]:
+    """1-D arrays of one length (ValueError naming the mismatch)."""
+    out = [np.asarray(a) for a in arrays]
+    for a, n in zip(out, names):
+        if a.ndim != 1:
+            raise ValueError(f"{n} must be a 1-D per-sample array, got shape {a.shape}")
+    lengths = {n: a.shape[0] for a, n in zip(out, names)}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"per-sample arrays differ in length: {lengths}")
+    return out
+
+
+def _group_means(values: np.ndarray, keys: list) -> tuple[list, np.ndarray, np.ndarray]:
+    """(keys in first-appearance order, mean of the finite values per key (NaN if none), their count)."""
+    order: dict = {}
+    for k in keys:
+        order.setdefault(k, len(order))
+    idx = np.fromiter((order[k] for k in keys), dtype=np.int64, count=len(keys))
+    ok = np.isfinite(values)
+    sums = np.bincount(idx[ok], weights=values[ok], minlength=len(order))
+    counts = np.bincount(idx[ok], minlength=len(order)).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return list(order), means, counts
+
+
+def species_means(values, species) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-species means of a per-sample metric.
+
+    Returns ``(names, means, n_samples)``: species in order of first appearance, (k,) float64 means
+    over each species' finite values (NaN where it has none) and (k,) int64 counts of those values.
+    """
+    v, s = _arrays(values, species, names=("values", "species"))
+    return _group_means(v.astype(np.float64), [str(x) for x in s])
+
+
+def pair_means(values, species, sample, n_views: int) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """Mirrored pairs averaged: one unit per distinct (species, view).
+
+    Returns ``(units, means)``: (species, view) keys in order of first appearance and (u,) float64
+    means of their finite values (a view's sample and its mirror; one of them if the other is absent
+    or NaN). Units without a finite value are left out.
+    """
+    from tomodata.views import sample_to_view
+
+    v, s, j = _arrays(values, species, sample, names=("values", "species", "sample"))
+    if j.size and not np.issubdtype(j.dtype, np.integer):
+        raise ValueError(f"sample indices must be integers, got dtype {j.dtype}")
+    view, _ = sample_to_view(j.astype(np.int64), int(n_views))
+    units, means, counts = _group_means(v.astype(np.float64), [(str(a), int(b)) for a, b in zip(s, view)])
+    keep = counts > 0
+    return [u for u, k in zip(units, keep) if k], means[keep]
+
+
+def _species_level(values, species) -> np.ndarray:
+    """Finite species means, at least two of them (ValueError otherwise)."""
+    _, m, _ = species_means(values, species)
+    m = m[np.isfinite(m)]
+    if m.size < 2:
+        raise ValueError(f"species-level statistics need at least 2 species with values, got {m.size}")
+    return m
+
+
+def _paired(a, b, species) -> tuple[np.ndarray, np.ndarray]:
+    """Species means of two methods on the samples where both have a value, paired by species."""
+    a, b, s = _arrays(a, b, species, names=("a", "b", "species"))
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    _, ma, na = species_means(np.where(ok, a, np.nan), s)
+    _, mb, _ = species_means(np.where(ok, b, np.nan), s)
+    keep = na > 0
+    if keep.sum() < 2:
+        raise ValueError(f"species-level tests need at least 2 species with values of both methods, got {keep.sum()}")
+    return ma[keep], mb[keep]
+
+
+# --------------------------------------------------------------------------------------------------
+# confidence intervals
+
+
+def mean_ci(x, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, ci_low, ci_high, n) of the finite values of ``x``: the t-interval
+    ``mean ± t_{(1+level)/2, n−1} sd / √n`` (sd with n − 1); NaN bounds for n < 2, all NaN for n = 0."""
+    from scipy import stats
+
+    a = np.asarray(x, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    n = int(a.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    m = float(a.mean())
+    if n < 2:
+        return m, math.nan, math.nan, n
+    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1) * a.std(ddof=1) / math.sqrt(n))
+    return m, m - half, m + half, n
+
+
+def _bootstrap(m: np.ndarray, *, level: float, n_boot: int, seed: int) -> tuple[float, float, float, int]:
+    """Percentile interval of the mean of ``m`` (one value per species) over species resampled with
+    replacement. Resampling species and averaging their means is the cluster bootstrap of the mean of
+    species means: a species' samples always travel together."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    k = m.size
+    rng = np.random.default_rng(seed)
+    boot = np.empty(int(n_boot))
+    step = max(1, (1 << 22) // k)  # draws per block: at most ~4M indices in memory
+    for a in range(0, int(n_boot), step):
+        b = min(int(n_boot), a + step)
+        boot[a:b] = m[rng.integers(0, k, size=(b - a, k))].mean(axis=1)
+    lo, hi = np.quantile(boot, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(m.mean()), float(lo), float(hi), int(k)
+
+
+def cluster_bootstrap_ci(values, species, *, level: float = 0.95, n_boot: int = BOOTSTRAP_DRAWS,
+                         seed: int = 0) -> tuple[float, float, float, int]:
+    """(mean of species means, ci_low, ci_high, n species): percentile interval of a cluster
+    bootstrap over species (``n_boot`` draws of k species with replacement, ``seed``)."""
+    return _bootstrap(_species_level(values, species), level=level, n_boot=n_boot, seed=seed)
+
+
+def cluster_bootstrap_diff_ci(a, b, species, *, level: float = 0.95, n_boot: int = BOOTSTRAP_DRAWS,
+                              seed: int = 0) -> tuple[float, float, float, int]:
+    """(mean over species of the species-mean difference a − b, ci_low, ci_high, n species): the
+    paired difference of two methods (samples where both have a value), cluster-bootstrapped over
+    species as :func:`cluster_bootstrap_ci`."""
+    ma, mb = _paired(a, b, species)
+    return _bootstrap(ma - mb, level=level, n_boot=n_boot, seed=seed)
+
+
+def sample_ci(values, species, sample, n_views: int, level: float = 0.95) -> tuple[float, float, float, int]:
+    """The paper's protocol: (mean, ci_low, ci_high, n units) of the t-interval over mirrored-pair
+    means (:func:`pair_means`; n = distinct (species, view))."""
+    return mean_ci(pair_means(values, species, sample, n_views)[1], level)
+
+
+# --------------------------------------------------------------------------------------------------
+# tests
+
+
+def species_ttest(a, b, species) -> tuple[float, float, int]:
+    """(t, p, n species): ``scipy.stats.ttest_rel`` (two-sided) of the species means of a and b.
+    NaN t and p when every species mean is equal."""
+    from scipy import stats
+
+    ma, mb = _paired(a, b, species)
+    if np.all(ma == mb):
+        return math.nan, math.nan, int(ma.size)
+    r = stats.ttest_rel(ma, mb)
+    return float(r.statistic), float(r.pvalue), int(ma.size)
+
+
+def species_wilcoxon(a, b, species) -> tuple[float, float, int]:
+    """(W, p, n species): ``scipy.stats.wilcoxon`` (two-sided, ``method="auto"``: exact for n <= 50
+    without ties or zeros) of the species means of a and b; W = the smaller rank sum. Zero
+    differences are dropped (scipy's ``"wilcox"``); NaN W and p when every difference is zero."""
+    from scipy import stats
+
+    ma, mb = _paired(a, b, species)
+    if np.all(ma == mb):
+        return math.nan, math.nan, int(ma.size)
+    r = stats.wilcoxon(ma, mb, alternative="two-sided")
+    return float(r.statistic), float(r.pvalue), int(ma.size)
+
+
+def sample_ttest(a, b, species, sample, n_views: int) -> tuple[float, float, int]:
+    """The paper's protocol: (t, p, n units): ``ttest_rel`` (two-sided) of a and b over mirrored-pair
+    means (on the samples where both have a value), paired by (species, view). NaN t and p for
+    n < 2 or identical values."""
+    from scipy import stats
+
+    a, b, s, j = _arrays(a, b, species, sample, names=("a", "b", "species", "sample"))
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    ua, pa = pair_means(np.where(ok, a, np.nan), s, j, n_views)
+    ub, pb = pair_means(np.where(ok, b, np.nan), s, j, n_views)
+    assert ua == ub  # same samples kept for both
+    n = int(pa.size)
+    if n < 2 or np.all(pa == pb):
+        return math.nan, math.nan, n
+    r = stats.ttest_rel(pa, pb)
+    return float(r.statistic), float(r.pvalue), n
