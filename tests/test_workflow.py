@@ -401,7 +401,7 @@ def test_full_pipeline_tiny(tmp_path):
 
     with open(res / "eval/metrics.csv", newline="") as fh:
         methods = {r["method"] for r in csv.DictReader(fh)}
-    assert methods == {"ours", "ours_nofusion", "nn", "oracle"}
+    assert methods == {"ours", "ours_nofusion", "nn", "oracle", "mean"}
     for name in ("fig6_methods", "fig7_slice_views", "fig8a_slice_counts", "fig8b_view_classes", "fig9_fusion",
                  "fig17_qualitative"):
         assert (res / "figures" / f"{name}.png").stat().st_size > 5000
