@@ -131,3 +131,43 @@ def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
     out = proc.stdout + proc.stderr
     assert "51 of 51 rows cannot be read in place" in out and "mouse-ct-atlas" in out and "does not exist" in out
     assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+@needs_atlas
+@pytest.mark.parametrize("kind", ["truncated", "text"])
+def test_align_refuses_a_broken_strain_file(tmp_path, capsys, kind):
+    """A strain file that is truncated or not a volume: exit 2, the file named, nothing written."""
+    from tomodata.cli import main
+
+    bad = tmp_path / "BROKEN_.nii.gz"
+    if kind == "truncated":
+        bad.write_bytes((ATLAS / "A_J_.nii.gz").read_bytes()[:200_000])
+    else:
+        bad.write_text("not a volume")
+    out = tmp_path / "aligned" / "BROKEN.nii.gz"
+    assert main(["align", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "NIfTI" in err
+    assert not out.exists() and not (tmp_path / "aligned" / "BROKEN.json").exists()
+
+
+def test_empty_split_stops_the_workflow_naming_it(tmp_path):
+    """A manifest without test species (the evaluated split): the dry run stops at parse time."""
+    work = tmp_path / "w"
+    work.mkdir()
+    for name in ("Snakefile", "config.yaml"):
+        (work / name).write_bytes((ROOT / name).read_bytes())
+    subprocess.run(["cp", "-r", str(ROOT / "workflow"), str(work / "workflow")], check=True)
+    rows = [f"s{k}\tsp {k}\thttps://example.org/s{k}.mp4\tmovie\t1,1,1\tz\t{split}\tfree\t\t"
+            for k, split in enumerate(["train", "train", "val"])]
+    (work / "m.tsv").write_text("id\tspecies\tsource\tsource_kind\tspacing_mm\tslice_axis\tsplit\tlicence\tsha256\tnotes\n"
+                                + "\n".join(rows) + "\n")
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["data"].update(source="manifest", manifest="m.tsv")
+    (work / "c.yaml").write_text(yaml.safe_dump(cfg))
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run([str(bindir / "snakemake"), "-n", "--cores", "1", "--configfile", "c.yaml"], cwd=work,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "split 'test' (the evaluation (model.evaluate.split)) has no species" in out and "m.tsv" in out

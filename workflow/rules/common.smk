@@ -364,5 +364,20 @@ def real_xray_options(wildcards):
                   ("--square", spec.get("square", "crop")), ("--max-size", spec.get("max_size"))])
 
 
+def check_splits():
+    """The model part needs a train split, a val split (model choice) and the evaluated split: stop at
+    parse time, naming the empty split, before anything is computed."""
+    counts = {sp: sum(1 for sid in IDS if SPLITS[sid] == sp) for sp in ("train", "val", "test")}
+    needed = {"train": "training", "val": "model choice (best.pt)",
+              MODEL["evaluate"]["split"]: "the evaluation (model.evaluate.split)"}
+    empty = [f"{sp!r} ({why})" for sp, why in needed.items() if counts[sp] == 0]
+    if empty:
+        where = "data.demo" if DEMO else f"the split column of {MANIFEST}"
+        raise WorkflowError(f"split {', '.join(empty)} has no species ({counts['train']} train, {counts['val']} "
+                            f"val, {counts['test']} test in {where}); give it species or set model.enabled: false")
+
+
 if IN_PLACE:
     check_local_sources()
+if MODEL.get("enabled", True):
+    check_splits()
