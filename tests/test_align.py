@@ -1,0 +1,250 @@
+"""tomodata.align: moments + heuristic pose, reference search + SimpleITK refinement, the output grid
+(dtype, nothing clipped), the NIfTI + JSON round trip, the contact sheet, bad input, real mice.
+
+Procedural phantoms (canonical by construction: snout +x, dorsal −y) are the ground truth; they are
+rotated here by known random rotations. The real mice (../shared/data/real/mouse-ct-atlas) are used
+where present, else skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+from scipy.spatial.transform import Rotation
+
+from tomodata import align as A
+from tomodata.io import read_volume
+from tomodata.phantoms import skull_volume, species_params
+
+ROOT = Path(__file__).resolve().parents[1]
+MICE = ROOT.parent / "shared" / "data" / "real" / "mouse-ct-atlas"
+SP = (0.5, 0.5, 0.5)  # mm
+SIZE = 56
+
+
+def _rotate(vol: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``vol`` rotated by ``q`` ((z, y, x) order) about the array centre: the point at p goes to q p."""
+    ctr = (np.array(vol.shape) - 1) / 2.0
+    return ndi.affine_transform(vol, q.T, offset=ctr - q.T @ ctr, order=1)
+
+
+def _angle(r: np.ndarray) -> float:
+    """Rotation angle of ``r`` in degrees."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+def _rot(rec: dict) -> np.ndarray:
+    return np.array(rec["rotation_zyx"])
+
+
+@pytest.fixture(scope="module")
+def skulls() -> dict[int, np.ndarray]:
+    return {s: skull_volume(species_params(s), size=SIZE) for s in (2, 9)}
+
+
+# --------------------------------------------------------------------------------------------
+# moments + heuristic (no reference)
+
+
+def test_candidates_are_proper_rotations():
+    c = A.candidate_rotations()
+    assert c.shape == (64, 3, 3) and np.allclose(c[0], np.eye(3))
+    assert np.allclose(np.linalg.det(c), 1.0)
+    assert np.allclose(np.einsum("nij,nkj->nik", c, c), np.eye(3), atol=1e-12)
+    flat = c.reshape(len(c), -1)
+    assert len(np.unique(np.round(flat, 6), axis=0)) == len(c)
+
+
+@pytest.mark.parametrize("species", range(14))
+def test_heuristic_pose_of_every_species(species):
+    """Unrotated phantoms stay (nearly) canonical: no axis flipped; the pitch of the moments frame
+    differs from the modelled x axis by 2–58° (round skulls worst), so only signs are asserted."""
+    vol = skull_volume(species_params(species), size=SIZE)
+    _, rec = A.align_to_canonical(vol, SP)
+    r = _rot(rec)
+    assert np.linalg.det(r) == pytest.approx(1.0)
+    assert r[0, 0] > 0.95, "z (left-right) is the mirror-plane normal"
+    assert r[1, 1] > 0.5 and r[2, 2] > 0.5, f"snout +x / dorsal −y lost: {np.round(r, 2)}"
+
+
+def test_no_reference_recovers_random_rotations(skulls):
+    vol = skulls[9]
+    out0, rec0 = A.align_to_canonical(vol, SP)
+    r0 = _rot(rec0)
+    assert _angle(r0) < 8.0  # this species' principal axis is ~5° from the modelled x axis
+    for seed in range(3):
+        q = Rotation.random(random_state=seed).as_matrix()
+        out, rec = A.align_to_canonical(_rotate(vol, q), SP)
+        assert _angle(_rot(rec) @ q @ r0.T) < 3.0  # same pose as the unrotated phantom
+        assert _angle(_rot(rec) @ q) < 10.0  # canonical within the moments' pitch
+        n = np.minimum(out.shape, out0.shape)
+        crop = lambda a: a[tuple(slice((s - m) // 2, (s - m) // 2 + m) for s, m in zip(a.shape, n))]  # noqa: E731
+        assert A._ncc(crop(out), crop(out0)) > 0.9
+        assert rec["reference_used"] is False and rec["ncc_after"] is None
+
+
+def test_record_is_json_and_consistent(skulls):
+    q = Rotation.random(random_state=7).as_matrix()
+    out, rec = A.align_to_canonical(_rotate(skulls[9], q), SP)
+    rec2 = json.loads(json.dumps(rec))
+    r, rx = np.array(rec2["rotation_zyx"]), np.array(rec2["rotation_xyz"])
+    assert np.allclose(rx, r[::-1, ::-1]) and np.allclose(r @ r.T, np.eye(3), atol=1e-6)
+    c = np.array(rec2["centre_mm_zyx"])
+    assert np.allclose(np.array(rec2["translation_mm_zyx"]), -r @ c, atol=1e-4)
+    assert np.allclose(Rotation.from_euler("xyz", rec2["euler_xyz_deg"], degrees=True).as_matrix(), rx, atol=1e-5)
+    assert rec2["output_shape"] == list(out.shape) and all(n % 2 == 1 for n in out.shape)
+    assert rec2["output_spacing_zyx"] == [0.5] * 3 and rec2["simpleitk_version"] == sitk.Version_VersionString()
+    assert len(rec2["eigenvalues_mm2_xyz"]) == 3 and rec2["eigenvalues_mm2_xyz"][0] >= rec2["eigenvalues_mm2_xyz"][1]
+
+
+def test_bone_centre_lands_at_the_grid_centre(skulls):
+    q = Rotation.random(random_state=3).as_matrix()
+    out, rec = A.align_to_canonical(_rotate(skulls[9], q), SP)
+    mask = A.bone_mask(out, rec["bone_threshold"])
+    com = np.argwhere(mask).mean(axis=0)
+    assert np.abs(com - (np.array(out.shape) - 1) / 2).max() < 1.0  # voxels
+
+
+# --------------------------------------------------------------------------------------------
+# with a reference
+
+
+def test_reference_of_another_species(skulls):
+    ref = A.prepare_reference(skulls[9], SP)
+    for seed in (11, 12):
+        q = Rotation.random(random_state=seed).as_matrix()
+        out, rec = A.align_to_canonical(_rotate(skulls[2], q), SP, reference=ref)
+        assert rec["reference_used"] is True
+        assert _angle(_rot(rec) @ q) < 6.0
+        assert rec["ncc_after"] >= rec["ncc_before"] - 1e-3
+        assert {"sitk_metric", "sitk_stop", "rms_before", "rms_after", "candidate_ncc"} <= set(rec)
+    out2, rec2 = A.align_to_canonical(_rotate(skulls[2], q), SP, reference=(skulls[9], SP))  # plain tuple
+    assert np.allclose(_rot(rec2), _rot(rec), atol=1e-6)
+
+
+def test_reference_fixes_a_wrong_heuristic_flip(skulls):
+    """A reference overrides the heuristic: start from a flipped frame, the 64 candidates find the pose."""
+    vol = skulls[2]
+    mask = A.bone_mask(vol, A._otsu(vol))
+    c, _, r0 = A.principal_frame(mask, np.array(SP))
+    ref = A.prepare_reference(skulls[9], SP)
+    flipped = np.diag([-1.0, -1.0, 1.0]) @ r0  # roll by 180°
+    k, scores = A._best_candidate(A._shrunk(vol, np.array(SP), ref.h_coarse), c, flipped, ref, 0.0)
+    assert _angle(A.candidate_rotations()[k] @ flipped) < 20.0
+
+
+def test_threads_setting_is_restored(skulls):
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    _, rec = A.align_to_canonical(skulls[9], SP, threads=2)
+    assert rec["threads"] == 2 and sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == before
+
+
+# --------------------------------------------------------------------------------------------
+# output grid: dtype, values, nothing clipped
+
+
+def test_uint8_stays_uint8_and_nothing_is_clipped(skulls):
+    vol8 = np.rint(skulls[2] * 255).astype(np.uint8)
+    q = Rotation.random(random_state=5).as_matrix()
+    moved = _rotate(vol8.astype(np.float32), q)
+    scan = np.rint(moved).astype(np.uint8)
+    out, rec = A.align_to_canonical(scan, SP)
+    assert out.dtype == np.uint8 and rec["dtype"] == "uint8"
+    assert out.sum(dtype=np.int64) == pytest.approx(scan.sum(dtype=np.int64), rel=0.02)
+    faces = [out[0], out[-1], out[:, 0], out[:, -1], out[:, :, 0], out[:, :, -1]]
+    assert max(int(f.max()) for f in faces) <= 1  # the grid holds the whole rotated support
+
+
+def test_anisotropic_input_is_resampled_isotropic(skulls):
+    """Every other z slice (spacing 1.0, 0.5, 0.5 mm): isotropic 0.5 mm output, same pose and mass."""
+    vol = skulls[9]
+    iso, rec_iso = A.align_to_canonical(vol, SP)
+    aniso, rec = A.align_to_canonical(vol[::2], (1.0, 0.5, 0.5))
+    assert rec["output_spacing_zyx"] == [0.5] * 3
+    assert _angle(_rot(rec) @ _rot(rec_iso).T) < 3.0
+    assert aniso.sum() * 0.5**3 == pytest.approx(vol[::2].sum() * 1.0 * 0.5 * 0.5, rel=0.03)
+
+
+def test_float_output_keeps_values(skulls):
+    out, _ = A.align_to_canonical(skulls[9], SP)
+    assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= skulls[9].max() + 1e-6
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_nifti_round_trip(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    vol = (rng.random((7, 9, 11)) * 200).astype(dtype)
+    sp = (0.141, 0.141, 0.141)
+    rec = {"rotation_zyx": np.eye(3).tolist(), "note": "x"}
+    path = A.save_aligned(tmp_path / "sub" / "m.nii.gz", vol, sp, rec)
+    arr, sp2 = read_volume(path)
+    assert arr.dtype == dtype and arr.shape == vol.shape and np.array_equal(arr, vol)
+    assert np.allclose(sp2, sp, rtol=1e-6)
+    arr3, sp3, rec3 = A.load_aligned(path)
+    assert np.array_equal(arr3, vol) and rec3 == rec
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json", "m.nii.gz"]  # no temp files left
+    with pytest.raises(ValueError, match="NIfTI"):
+        A.save_aligned(tmp_path / "m.npy", vol, sp, rec)
+
+
+def test_contact_sheet_size(tmp_path, skulls):
+    vols = {f"s{i}": (skulls[9], SP) for i in range(4)}
+    vols["bare"] = skulls[2]  # a bare array: 1 mm voxels
+    out = A.contact_sheet(vols, tmp_path / "sheet.png", cols=2, panel_px=40)
+    img = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (3 * (40 + 22) + 4, 2 * (3 * 40 + 16) + 4) and img.dtype == np.uint8
+    assert img.max() == 255 and (img > 0).mean() > 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_input():
+    good = np.zeros((8, 8, 8), np.uint8)
+    good[2:6, 3:5, 1:7] = 200
+    with pytest.raises(ValueError, match="3-D"):
+        A.align_to_canonical(good[0], SP)
+    for sp in [(1.0, 1.0), (1.0, 0.0, 1.0), (1.0, -1.0, 1.0), (1.0, np.nan, 1.0), "abc"]:
+        with pytest.raises(ValueError, match="spacing"):
+            A.align_to_canonical(good, sp)
+    with pytest.raises(ValueError, match="bone threshold"):
+        A.align_to_canonical(good, SP, bone_threshold=250)
+    with pytest.raises(ValueError, match="constant"):
+        A.align_to_canonical(np.zeros((8, 8, 8), np.uint8), SP)
+    with pytest.raises(ValueError, match="NaN"):
+        A.align_to_canonical(np.full((8, 8, 8), np.nan, np.float32), SP)
+    with pytest.raises(ValueError, match="reference"):
+        A.align_to_canonical(good, SP, reference=good)
+    with pytest.raises(ValueError):
+        A.contact_sheet({}, "x.png")
+
+
+# --------------------------------------------------------------------------------------------
+# real mice
+
+
+NCC_FLOOR = 0.5  # masked NCC after refinement: lowest of the 50 strains vs C57BL6_J_ is 0.55 (see module doc)
+
+
+@pytest.mark.skipif(not MICE.is_dir(), reason=f"real mouse CT folder {MICE} is absent (it lives beside the repo)")
+def test_real_mice_align_to_a_reference_strain():
+    ref_vol, ref_sp = read_volume(MICE / "C57BL6_J_.nii.gz")
+    ref_out, ref_rec = A.align_to_canonical(ref_vol, ref_sp)
+    ref = A.prepare_reference(ref_out, ref_rec["output_spacing_zyx"])
+    for strain in ("DBA_2J_", "SJL_J_", "NZW_LACJ_"):
+        vol, sp = read_volume(MICE / f"{strain}.nii.gz")
+        out, rec = A.align_to_canonical(vol, sp, reference=ref)
+        assert out.dtype == np.uint8
+        assert rec["ncc_after"] > rec["ncc_before"] and rec["ncc_after"] > NCC_FLOOR, strain
+        assert rec["candidate"] == 0, f"{strain}: the no-reference heuristic chose another pose"
