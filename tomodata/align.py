@@ -20,11 +20,12 @@ is isotropic with voxel ``h`` = the input's finest spacing; output voxel ``j`` s
 2. *Moments*: centre of mass ``c`` and covariance of the bone voxels (mm, unweighted); eigenvectors
    sorted by eigenvalue give the frame ``R0`` (longest axis → x). The 24 signed axis permutations
    ``G`` with det +1 (:func:`candidate_rotations`) give the candidates ``R = G R0``.
-3. *Candidate*: without a reference, the heuristic of :func:`_heuristic_candidate` (z = the minor
-   axis about which the bone is most mirror-symmetric; signs of x and y from where the densest voxels,
-   the teeth, lie relative to ``c``: anterior (+x) and ventral (+y)). With a reference (a canonical
-   volume, e.g. one aligned without reference), all 24 candidates are resampled at ``coarse_mm``
-   and the one with the highest normalised cross-correlation (NCC) to the reference wins.
+3. *Candidate*: first the reference-free heuristic of :func:`_heuristic_frame` (z = the normal of
+   the bone's best mirror plane through the long axis; signs of x and y from where the densest
+   voxels, the teeth, lie relative to ``c``: anterior (+x) and ventral (+y)). With a reference (a
+   canonical volume, e.g. one aligned without reference), all 24 signed axis permutations of the
+   moments frame are then resampled coarsely and the one with the highest normalised
+   cross-correlation (NCC) to the reference wins.
 4. *Refinement* (reference only): SimpleITK rigid registration (``VersorRigid3DTransform``, centred on
    the reference's bone centre of mass, initialised from step 3; correlation metric on a random
    ``sampling`` fraction of voxels, regular-step gradient descent, shrink factors ``shrink``).
@@ -34,7 +35,12 @@ is isotropic with voxel ``h`` = the input's finest spacing; output voxel ``j`` s
    outside the input the value is ``background`` (default: median of the input's border voxels).
    Integer data are rounded and clipped to their dtype: the dtype is kept (uint8 stays uint8).
 
-Reliability of the heuristic: see the notes at :func:`_heuristic_candidate`.
+Only the rotation of the registration is applied: the output stays centred on the specimen's own
+bone centre of mass (the cube is re-centred and scaled to the unit ball anyway, so a translation
+would change nothing downstream); ``ncc_after``/``rms_after`` are those of the registered rigid
+transform, its translation included.
+
+Reliability of the heuristic: see the notes at :func:`_heuristic_frame`.
 """
 
 from __future__ import annotations
