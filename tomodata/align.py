@@ -70,6 +70,8 @@ __all__ = [
     "Reference",
     "save_aligned",
     "load_aligned",
+    "aligned_name",
+    "alignment_summary",
     "contact_sheet",
 ]
 
@@ -525,6 +527,23 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def aligned_name(path) -> str:
+    """The specimen name of an aligned file: ``A_J.nii.gz`` → ``A_J`` (ids may hold dots)."""
+    return _stem(Path(path)).name
+
+
+#: The keys of an alignment record that the store's species table keeps.
+SUMMARY_KEYS = ("reference", "rotation_zyx", "translation_mm_zyx", "euler_xyz_deg", "candidate", "ncc_before",
+                "ncc_after", "rms_before", "rms_after", "convention")
+
+
+def alignment_summary(record: Mapping | None) -> dict | None:
+    """The species table's copy of an alignment record (None: the specimen was not aligned)."""
+    if not record:
+        return None
+    return {k: record[k] for k in SUMMARY_KEYS if k in record}
 
 
 def save_aligned(path, aligned: np.ndarray, spacing_zyx, record: Mapping | None = None) -> Path:

@@ -309,28 +309,19 @@ def cmd_align(a) -> int:
 
 
 def cmd_align_sheet(a) -> int:
-    from .align import contact_sheet, load_aligned
+    from .align import aligned_name, contact_sheet, load_aligned
 
     volumes = {}
     for path in a.aligned:
         vol, sp, rec = load_aligned(path)
-        volumes[rec.get("id") or Path(path).name.split(".")[0]] = (vol, sp)
+        volumes[rec.get("id") or aligned_name(path)] = (vol, sp)
     out = contact_sheet(volumes, a.output)
     print(f"wrote {out}: {len(volumes)} specimens")
     return 0
 
 
-def _alignment_summary(meta: dict) -> dict | None:
-    """The species table's copy of a cube's alignment record (None: not aligned)."""
-    rec = meta.get("alignment")
-    if not rec:
-        return None
-    keep = ("reference", "rotation_zyx", "translation_mm_zyx", "euler_xyz_deg", "candidate", "ncc_before",
-            "ncc_after", "rms_before", "rms_after", "convention")
-    return {k: rec[k] for k in keep if k in rec}
-
-
 def cmd_store_create(a) -> int:
+    from .align import alignment_summary
     from .ingest import load_cube
     from .manifest import load_manifest
     from .store import array_sha256, create_store
@@ -350,7 +341,8 @@ def cmd_store_create(a) -> int:
                             licence=row["licence"], original_shape=meta["original_shape"],
                             spacing_mm=meta["spacing_mm"], slice_axis=meta["slice_axis"], fit=meta["fit"],
                             window=meta.get("window"), background=meta.get("background"),
-                            specimen_reach=meta.get("specimen_reach"), alignment=_alignment_summary(meta)))
+                            specimen_reach=meta.get("specimen_reach"),
+                            alignment=alignment_summary(meta.get("alignment"))))
         volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
     config = None
     if a.config:
@@ -630,6 +622,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tomo {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def scan_opts(q, output_help):
+        """The scan a command reads (`tomo cube`, `tomo align`; read back by _scan_from_args)."""
+        q.add_argument("input", nargs="?", help="the scan (file or folder); or give --fetched and --id")
+        q.add_argument("-o", "--output", required=True, help=output_help)
+        q.add_argument("--fetched", metavar="RECORD", help=(
+            "take the scan's path from this record of `tomo fetch` (its stdout: id, how, sha256, path), "
+            "the line of specimen --id"))
+        q.add_argument("--spacing", help="z,y,x voxel spacing in mm (one number = isotropic); default: from the file")
+        q.add_argument("--slice-axis", choices=["z", "y", "x"], default="z", help="axis the slices step along")
+        q.add_argument("--manifest", help="take spacing and slice axis from this manifest's row --id")
+        q.add_argument("--id", help="specimen id (with --manifest / --fetched)")
+        q.add_argument("--allow-default-spacing", action="store_true",
+                       help="use 1.0 mm (with a warning) when no spacing is known")
+
     def render_opts(q, size=256):
         q.add_argument("--size", type=_positive_int, default=size, help="image side in pixels (default %(default)s)")
         q.add_argument("--steps", type=_positive_int, default=128, help="samples per ray (default %(default)s)")
@@ -725,21 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Read a scan (slice movie, image folder, TIFF, DICOM, NRRD, NIfTI, npy), reorient it by its slice "
         "axis and resample it with Gaussian filtering to an isotropic SIZE³ density cube inside the unit "
         "ball; writes OUT.npz with 'volume' and 'meta' (shape, spacing, fit, value rule)."))
-    q.add_argument("input", nargs="?", help="the scan (file or folder); or give --fetched and --id")
-    q.add_argument("-o", "--output", required=True, help="output .npz")
-    q.add_argument("--fetched", metavar="RECORD", help=(
-        "take the scan's path from this record of `tomo fetch` (its stdout: id, how, sha256, path), "
-        "the line of specimen --id"))
-    q.add_argument("--spacing", help="z,y,x voxel spacing in mm (one number = isotropic); default: from the file")
-    q.add_argument("--slice-axis", choices=["z", "y", "x"], default="z", help="axis the slices step along")
-    q.add_argument("--manifest", help="take spacing and slice axis from this manifest's row --id")
+    scan_opts(q, "output .npz")
     q.add_argument("--align-record", metavar="JSON", help=(
         "the record of `tomo align` for this scan (an aligned volume): kept in the cube's record"))
-    q.add_argument("--id", help="specimen id (with --manifest)")
     q.add_argument("--size", type=_positive_int, default=128, help="cube side (default %(default)s)")
     q.add_argument("--window", help="lo,hi: density = clip((v - lo)/(hi - lo), 0, 1) (for HU or raw CT numbers)")
     q.add_argument("--background", type=float, help="densities <= this become 0 (codec noise, scanner background)")
-    q.add_argument("--allow-default-spacing", action="store_true", help="use 1.0 mm (with a warning) when no spacing is known")
     q.set_defaults(func=cmd_cube)
 
     q = sub.add_parser("align", help="rotate a scan into the canonical pose (moments + rigid registration)",
@@ -749,16 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
         "permutations and a rigid SimpleITK registration to the reference (an aligned volume). Writes "
         "OUT.nii.gz (isotropic, the input's dtype, nothing clipped) and its record OUT.json "
         "(rotation, translation, residual NCC/RMS before and after). tomodata.align."))
-    q.add_argument("input", nargs="?", help="the scan (file or folder); or give --fetched and --id")
-    q.add_argument("-o", "--output", required=True, help="output .nii.gz (record beside it as .json)")
-    q.add_argument("--fetched", metavar="RECORD", help="take the scan's path from this `tomo fetch` record (with --id)")
-    q.add_argument("--spacing", help="z,y,x voxel spacing in mm (one number = isotropic); default: from the file")
-    q.add_argument("--slice-axis", choices=["z", "y", "x"], default="z", help="axis the slices step along")
-    q.add_argument("--manifest", help="take spacing and slice axis from this manifest's row --id")
-    q.add_argument("--id", help="specimen id (with --manifest / --fetched)")
+    scan_opts(q, "output .nii.gz (record beside it as .json)")
     q.add_argument("--reference", metavar="ALIGNED.nii.gz", help="an aligned volume to register to (none: moments alone)")
     q.add_argument("--threads", type=_positive_int, default=1, help="SimpleITK threads (default %(default)s)")
-    q.add_argument("--allow-default-spacing", action="store_true", help="use 1.0 mm (with a warning) when no spacing is known")
     q.set_defaults(func=cmd_align)
 
     q = sub.add_parser("align-sheet", help="a contact sheet of aligned volumes (three projections each)",
