@@ -247,12 +247,20 @@ def _fetched_path(record: str, specimen_id: str) -> str:
 def cmd_cube(a) -> int:
     from .ingest import cube_specimen, save_cube
 
-    a.input, spacing, slice_axis = _scan_from_args(a)
-    window = _floats(a.window, 2, "--window") if a.window else None
-    cube, meta = cube_specimen(a.input, spacing=spacing, slice_axis=slice_axis, size=a.size, window=window,
-                               background=a.background, allow_default_spacing=a.allow_default_spacing)
+    a.input, spacing, slice_axis, row = _scan_from_args(a)
+    window = a.window if a.window is not None else row.get("window") or None
+    background = a.background if a.background is not None else (float(row["background"]) if row.get("background") else None)
+    crop = a.crop or row.get("crop") or "none"
+    try:
+        cube, meta = cube_specimen(a.input, spacing=spacing, slice_axis=slice_axis, size=a.size, window=window,
+                                   background=background, allow_default_spacing=a.allow_default_spacing,
+                                   orientation=a.orientation, crop=crop)
+    except ValueError as e:
+        raise ValueError(f"specimen {a.id}: {e}" if a.id else str(e)) from None
     if a.id:
         meta["id"] = a.id
+    if a.content_key:
+        meta["content_key"] = a.content_key
     if a.align_record:
         meta["alignment"] = json.loads(Path(a.align_record).read_text())
     out = save_cube(a.output, cube, meta)
@@ -261,8 +269,9 @@ def cmd_cube(a) -> int:
     return 0
 
 
-def _scan_from_args(a) -> tuple[str, object, str]:
-    """(path, spacing or None, slice_axis) of the scan named by SCAN / --fetched and --manifest/--id."""
+def _scan_from_args(a) -> tuple[str, object, str, dict]:
+    """(path, spacing or None, slice_axis, manifest row or {}) of the scan named by SCAN / --fetched
+    and --manifest/--id; sets ``a.orientation`` from the row where the option is not given."""
     if a.fetched:
         if a.input:
             raise SystemExit("error: give the scan or --fetched, not both")
@@ -273,6 +282,7 @@ def _scan_from_args(a) -> tuple[str, object, str]:
         raise SystemExit("error: give the scan (file or folder), or --fetched RECORD --id ID")
     spacing = _floats(a.spacing, 3, "--spacing") if a.spacing else None
     slice_axis = a.slice_axis
+    row: dict = {}
     if a.manifest:
         from .manifest import load_manifest, parse_spacing
 
@@ -282,18 +292,21 @@ def _scan_from_args(a) -> tuple[str, object, str]:
         rows = table[table["id"] == a.id]
         if rows.empty:
             raise SystemExit(f"error: specimen {a.id!r} is not in {a.manifest}; known: {', '.join(table['id'])}")
-        row = rows.iloc[0]
+        row = rows.iloc[0].to_dict()
         spacing = spacing or parse_spacing(row["spacing_mm"])
         slice_axis = row["slice_axis"] or slice_axis
-    return a.input, spacing, slice_axis
+    if a.orientation is None:
+        a.orientation = row.get("orientation") or None
+    return a.input, spacing, slice_axis, row
 
 
 def cmd_align(a) -> int:
     from .align import align_to_canonical, load_aligned, save_aligned
     from .ingest import read_specimen
 
-    path, spacing, slice_axis = _scan_from_args(a)
-    vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=a.allow_default_spacing)
+    path, spacing, slice_axis, _ = _scan_from_args(a)
+    vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=a.allow_default_spacing,
+                            orientation=a.orientation)
     reference = None
     if a.reference:
         ref_vol, ref_sp, _ = load_aligned(a.reference)
@@ -631,7 +644,12 @@ def build_parser() -> argparse.ArgumentParser:
             "the line of specimen --id"))
         q.add_argument("--spacing", help="z,y,x voxel spacing in mm (one number = isotropic); default: from the file")
         q.add_argument("--slice-axis", choices=["z", "y", "x"], default="z", help="axis the slices step along")
-        q.add_argument("--manifest", help="take spacing and slice axis from this manifest's row --id")
+        q.add_argument("--orientation", help=(
+            "canonical z,y,x take these axes of the volume as read, '-' reverses one: e.g. z,-y,x "
+            "(docs/pose.md; default z,y,x or the manifest row's)"))
+        q.add_argument("--manifest", help=(
+            "take spacing, slice axis and the ingest settings (window, background, orientation, crop) "
+            "not given as options from this manifest's row --id"))
         q.add_argument("--id", help="specimen id (with --manifest / --fetched)")
         q.add_argument("--allow-default-spacing", action="store_true",
                        help="use 1.0 mm (with a warning) when no spacing is known")
@@ -735,8 +753,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--align-record", metavar="JSON", help=(
         "the record of `tomo align` for this scan (an aligned volume): kept in the cube's record"))
     q.add_argument("--size", type=_positive_int, default=128, help="cube side (default %(default)s)")
-    q.add_argument("--window", help="lo,hi: density = clip((v - lo)/(hi - lo), 0, 1) (for HU or raw CT numbers)")
+    q.add_argument("--window", help=(
+        "lo,hi: density = clip((v - lo)/(hi - lo), 0, 1) (for HU or raw CT numbers), or a preset: "
+        "hu-bone (0,2000), hu-head (-1000,2000)"))
     q.add_argument("--background", type=float, help="densities <= this become 0 (codec noise, scanner background)")
+    q.add_argument("--crop", choices=["none", "largest"], help=(
+        "largest: keep the largest connected part of the specimen (drops scanner tables, holders); default none"))
+    q.add_argument("--content-key", help="the workflow's identity of the source's content (recorded in the cube)")
     q.set_defaults(func=cmd_cube)
 
     q = sub.add_parser("align", help="rotate a scan into the canonical pose (moments + rigid registration)",

@@ -1,4 +1,4 @@
-"""One specimen from its fetched source to its canonical cube: read → reorient → to_cube.
+"""One specimen from its fetched source to its canonical cube: read → reorient → check → crop → to_cube.
 
 Plain functions over :mod:`tomodata.io` and :mod:`tomodata.resample`; the ``tomo cube`` command and
 the workflow's per-specimen job call :func:`cube_specimen` and :func:`save_cube`.
@@ -13,50 +13,99 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .io import read_volume
+from .io import check_spacing, read_volume
+from .ingest_settings import CROPS, check_density, crop_largest, orient, parse_orientation, parse_window
 from .manifest import slice_axis_transpose
 from .resample import to_cube
 
 
-def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_spacing: bool = False):
-    """Read a source and reorient it so the slices run along ``slice_axis``.
+def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_spacing: bool = False,
+                  orientation=None):
+    """Read a source and reorient it: slices along ``slice_axis``, then ``orientation``.
 
     Args:
         path: the fetched source (movie, folder, TIFF, DICOM folder, NRRD, NIfTI, npy).
-        spacing: (z, y, x) mm of the *reoriented* volume (as a manifest states it), or None to use
-            the file's own spacing (then reoriented along with the array).
+        spacing: (z, y, x) mm of the volume after ``slice_axis`` (as a manifest states it), or None
+            to use the file's own spacing (then reoriented along with the array). Where the file
+            has a spacing too, a given spacing in the reverse (x, y, z) order is an error.
         slice_axis: the volume axis the source's slices step along: "z", "y" or "x".
+        orientation: axis order and flips applied last (:func:`tomodata.ingest_settings.orient`).
 
     Returns:
         (array[z, y, x], spacing_zyx_mm)
     """
     t = slice_axis_transpose(slice_axis)
-    stack_spacing = None
-    if spacing is not None:
+    if spacing is None:
+        # the file's own spacing, or the reader's error (or warning) where it has none
+        stack, sp_stack = read_volume(path, allow_default_spacing=allow_default_spacing)
+    else:
         sp = tuple(float(s) for s in spacing)
         if len(sp) != 3:
             raise ValueError(f"spacing must be 3 values (z, y, x) in mm, got {spacing!r}")
-        stack_spacing = [0.0, 0.0, 0.0]
+        sp = check_spacing(sp)
+        sp_stack = [0.0, 0.0, 0.0]
         for i in range(3):
-            stack_spacing[t[i]] = sp[i]
-    stack, sp_stack = read_volume(path, spacing=stack_spacing, allow_default_spacing=allow_default_spacing)
+            sp_stack[t[i]] = sp[i]
+        stack, file_sp = _read_with_file_spacing(path)
+        _check_spacing_order(path, tuple(sp_stack), file_sp)
     vol = np.ascontiguousarray(np.transpose(stack, t)) if t != (0, 1, 2) else stack
-    return vol, tuple(float(sp_stack[t[i]]) for i in range(3))
+    return orient(vol, tuple(float(sp_stack[t[i]]) for i in range(3)), orientation)
+
+
+def _read_with_file_spacing(path):
+    """(stack, the file's own (z, y, x) spacing or None where the format has none)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stack, sp = read_volume(path, allow_default_spacing=True)
+    defaulted = any("gives no voxel spacing" in str(w.message) for w in caught)
+    for w in caught:
+        if "gives no voxel spacing" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return stack, (None if defaulted else tuple(float(v) for v in sp))
+
+
+def _check_spacing_order(path, given_zyx, file_zyx) -> None:
+    """A spacing that equals the file's own read backwards was given in x, y, z order: refuse it."""
+    if file_zyx is None:
+        return
+    close = lambda a, b: all(abs(x - y) <= 1e-3 * max(abs(x), abs(y)) for x, y in zip(a, b))  # noqa: E731
+    if not close(given_zyx, file_zyx) and close(given_zyx, tuple(reversed(file_zyx))):
+        g = ",".join(f"{v:g}" for v in given_zyx)
+        f = ",".join(f"{v:g}" for v in file_zyx)
+        raise ValueError(f"{path}: spacing_mm {g} is the file's own spacing in x,y,z order; spacing is z,y,x "
+                         f"(slices, rows, columns) and the file says z,y,x = {f}: write {f} or leave spacing_mm "
+                         "empty to use the file's")
 
 
 def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128, window=None,
-                  background=None, allow_default_spacing: bool = False):
+                  background=None, allow_default_spacing: bool = False, orientation=None, crop: str = "none"):
     """The canonical (size³ float32, [0, 1]) cube of a source, and a JSON-ready record of how it
-    was made: original shape and spacing (z, y, x, after reorientation), the fit, the value rule,
-    and ``specimen_reach``: the normalised radius its voxel centres reach (1 = the unit ball's
-    surface; how tightly the cube holds the specimen)."""
+    was made: every ingest setting (window as numbers, background, slice_axis, orientation, crop),
+    original shape and spacing (z, y, x, after reorientation), the fit, and ``specimen_reach``: the
+    normalised radius its voxel centres reach (1 = the unit ball's surface).
+
+    ``window`` may be "lo,hi", a preset name or a pair (:mod:`tomodata.ingest_settings`); a window
+    that makes the scan constant is a ValueError naming the setting."""
     from .fetch import file_sha256, tree_sha256
 
-    vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=allow_default_spacing)
+    window = parse_window(window)
+    crop = crop or "none"
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=allow_default_spacing,
+                            orientation=orientation)
+    check_density(vol, window, background)
+    crop_record = None
+    if crop == "largest":
+        vol, crop_record = crop_largest(vol, window, background)
     cube, fit = to_cube(vol, sp, size=size, window=window, background=background, return_fit=True)
     source_sha256 = tree_sha256(path) if Path(path).is_dir() else file_sha256(path)
-    meta = dict(source_path=str(path), source_sha256=source_sha256, original_shape=[int(n) for n in vol.shape], original_dtype=str(vol.dtype),
-                spacing_mm=list(sp), slice_axis=slice_axis, size=size,
+    meta = dict(source_path=str(path), source_sha256=source_sha256, original_shape=[int(n) for n in vol.shape],
+                original_dtype=str(vol.dtype), spacing_mm=list(sp), slice_axis=slice_axis or "z",
+                orientation=",".join(f"{'-' if f else ''}{'zyx'[a]}" for a, f in zip(*parse_orientation(orientation))),
+                crop=crop, crop_record=crop_record, size=size, allow_default_spacing=bool(allow_default_spacing),
                 window=None if window is None else [float(w) for w in window],
                 background=None if background is None else float(background),
                 fit=fit.as_dict(), specimen_reach=fit.specimen_radius_mm / fit.rho_mm, code_version=__version__)

@@ -12,6 +12,13 @@ Columns (see ``docs/manifest.md``; the row schema is ``tomodata/schemas/manifest
     licence      terms of use of the source data                                 required
     sha256       64 hex digits; recorded on first fetch, enforced afterwards     optional
     notes        free text                                                       optional
+    window       "lo,hi" or a preset (hu-bone, hu-head): values → density        optional
+    background   densities <= this become 0                                      optional
+    orientation  axis order and flips after slice_axis, e.g. "z,-y,x"            optional
+    crop         none | largest: drop parts not connected to the specimen        optional
+
+The last four are the specimen's ingest settings (:mod:`tomodata.ingest_settings`); an empty cell
+takes the workflow's ``data.cube.*`` default.
 
 File format: UTF-8, tab separated, first non-comment line is the header; lines starting with ``#``
 and blank lines are ignored; cells are stripped of surrounding spaces; rows shorter than the header
@@ -36,6 +43,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "SOURCE_KINDS",
     "SPLITS",
+    "INGEST_COLUMNS",
     "SLICE_AXES",
     "KINDS_NEEDING_SPACING",
     "ManifestError",
@@ -59,7 +67,12 @@ COLUMNS = (
     "licence",
     "sha256",
     "notes",
+    "window",
+    "background",
+    "orientation",
+    "crop",
 )
+INGEST_COLUMNS = ("window", "background", "orientation", "crop")
 REQUIRED_COLUMNS = ("id", "species", "source", "source_kind", "split", "licence")
 SOURCE_KINDS = ("movie", "image_folder", "tiff", "dicom", "nrrd", "nifti", "npy")
 SPLITS = ("train", "val", "test")
@@ -180,7 +193,15 @@ def _schema_errors(validator, cells: dict, row: int, line: int | None) -> list[s
 
 
 def _semantic_errors(cells: dict, row: int, line: int | None) -> list[str]:
+    from .ingest_settings import parse_orientation, parse_window
+
     out = []
+    for col, check in (("window", parse_window), ("orientation", parse_orientation)):
+        if col in cells:
+            try:
+                check(cells[col])
+            except ValueError as e:
+                out.append(f"{_where(row, line, col)}: {e}")
     if "spacing_mm" in cells:
         try:
             parse_spacing(cells["spacing_mm"])

@@ -1,0 +1,143 @@
+"""Per-specimen ingest settings: window (or HU preset), background, orientation, crop.
+
+One home for how a scan's values and axes are brought to the canonical cube's convention, used by
+the manifest (optional columns ``window``, ``background``, ``orientation``, ``crop``), ``tomo cube``
+and the workflow (a manifest cell overrides ``data.cube.*`` of the config). docs/pose.md states the
+canonical pose these settings bring a scan to.
+
+    window       "lo,hi" in the file's units: density = clip((v − lo)/(hi − lo), 0, 1); or a preset
+                 name (:data:`WINDOW_PRESETS`, Hounsfield units). Empty: uint8 /255, uint16 /65535,
+                 float data already in [0, 1]; anything else needs a window.
+    background   densities ≤ this become 0 (codec noise, scanner background); empty = 0.
+    orientation  three comma-separated axis names with optional "-": canonical axis i (z, y, x)
+                 takes the read volume's named axis, reversed with "-". "z,y,x" keeps the volume as
+                 read; "z,-y,x" turns it upside down; "y,z,x" swaps z and y. Applied after
+                 ``slice_axis`` (which says how the file's slices map to z, y, x).
+    crop         "none" or "largest": keep the largest connected part of the support (density above
+                 max(background, :data:`CROP_THRESHOLD`)), grown by :data:`CROP_GROW` voxels, and
+                 set the rest to zero density: removes scanner tables, head holders and labels that
+                 do not touch the specimen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["WINDOW_PRESETS", "ORIENTATION_DEFAULT", "CROPS", "CROP_THRESHOLD", "CROP_GROW", "parse_window",
+           "parse_orientation", "orient", "check_density", "crop_largest"]
+
+# Hounsfield-unit windows: hu-bone keeps soft tissue near 0 (40 HU → 0.02) and bone high (1000 HU → 0.5),
+# like the paper's skull x-rays; hu-head keeps soft tissue visible (0 HU → 0.33).
+WINDOW_PRESETS = {"hu-bone": (0.0, 2000.0), "hu-head": (-1000.0, 2000.0)}
+ORIENTATION_DEFAULT = "z,y,x"
+CROPS = ("none", "largest")
+CROP_THRESHOLD = 0.1   # density (of 1) above which a voxel is support, for crop = "largest"
+CROP_GROW = 2          # voxels the kept part is grown by before the rest is cleared
+_AXES = "zyx"
+WHERE = "(manifest column `window`, config data.cube.window, tomo cube --window)"
+
+
+def _blank(text) -> bool:
+    return text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == ""
+
+
+def parse_window(text) -> tuple[float, float] | None:
+    """``"lo,hi"``, a preset name or a (lo, hi) pair → (lo, hi); empty → None. ValueError otherwise."""
+    if _blank(text):
+        return None
+    if isinstance(text, (list, tuple)):
+        parts = list(text)
+    else:
+        s = str(text).strip()
+        if s.lower() in WINDOW_PRESETS:
+            return WINDOW_PRESETS[s.lower()]
+        parts = s.split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"window must be 'lo,hi' (two numbers) or one of {sorted(WINDOW_PRESETS)}, "
+                         f"got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"window must be two finite numbers lo < hi, got {text!r}")
+    return lo, hi
+
+
+def parse_orientation(text) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """``"z,-y,x"`` → (source axis per canonical axis, reversed per canonical axis); empty = identity."""
+    if _blank(text):
+        text = ORIENTATION_DEFAULT
+    parts = [p.strip().lower() for p in str(text).split(",")]
+    names = [p.lstrip("+-") for p in parts]
+    if len(parts) != 3 or sorted(names) != sorted(_AXES):
+        raise ValueError(f"orientation must name z, y and x once each, with an optional '-' to reverse "
+                         f"(e.g. 'z,-y,x'), got {text!r}")
+    return (tuple(_AXES.index(n) for n in names), tuple(p.startswith("-") for p in parts))  # type: ignore[return-value]
+
+
+def orient(vol: np.ndarray, spacing_zyx, orientation) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Apply an orientation (see module docstring) to ``vol[z, y, x]`` and its spacing (mm)."""
+    perm, flips = parse_orientation(orientation)
+    if perm == (0, 1, 2) and not any(flips):
+        return vol, tuple(float(s) for s in spacing_zyx)  # type: ignore[return-value]
+    out = np.transpose(vol, perm)
+    out = out[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+    return np.ascontiguousarray(out), tuple(float(spacing_zyx[a]) for a in perm)  # type: ignore[return-value]
+
+
+def _density(vol: np.ndarray, window) -> np.ndarray:
+    from .resample import value_map
+
+    scale, offset = value_map(vol, window)
+    return np.clip(vol.astype(np.float32) * np.float32(scale) + np.float32(offset), 0.0, 1.0)
+
+
+def check_density(vol: np.ndarray, window, background=None) -> None:
+    """Refuse a value rule that makes the scan constant (or needs a window it lacks), naming the setting.
+
+    Raises ValueError when every voxel maps to one density, when ≥ 99 % of the voxels saturate at 1
+    (a window below the data: a solid block), or when no voxel is above the background.
+    """
+    lo_v, hi_v = float(np.min(vol)), float(np.max(vol))
+    try:
+        mu = _density(vol, window)
+    except ValueError as e:
+        raise ValueError(f"{e} {WHERE}; for CT in Hounsfield units try the preset 'hu-bone' or 'hu-head' "
+                         f"(values here span {lo_v:g} … {hi_v:g})") from None
+    shown = "no window" if window is None else f"window {window[0]:g},{window[1]:g}"
+    full = float(np.mean(mu >= 1.0))
+    if float(mu.max() - mu.min()) == 0.0 or full >= 0.99:
+        raise ValueError(f"{shown} maps the scan (values {lo_v:g} … {hi_v:g}) to a constant density "
+                         f"({100 * full:.1f} % of voxels at 1): choose a window inside the data's range {WHERE}")
+    bg = 0.0 if background is None else float(background)
+    if not bool((mu > bg).any()):
+        raise ValueError(f"{shown} with background {bg:g} leaves no voxel with density above the background "
+                         f"(values {lo_v:g} … {hi_v:g}) {WHERE}; the manifest column `background` / "
+                         "config data.cube.background sets the background")
+
+
+def crop_largest(vol: np.ndarray, window, background=None) -> tuple[np.ndarray, dict]:
+    """Keep the largest connected part of the support (see module docstring); the rest → density 0.
+
+    Returns the cropped copy and a record: threshold, parts found, voxels kept and cleared.
+    """
+    from scipy import ndimage
+
+    mu = _density(vol, window)
+    thr = max(CROP_THRESHOLD, 0.0 if background is None else float(background))
+    labels, n = ndimage.label(mu > thr)
+    if n == 0:
+        raise ValueError(f"crop 'largest': no voxel has density above {thr:g} {WHERE}")
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = ndimage.binary_dilation(labels == int(np.argmax(sizes)) + 1, iterations=CROP_GROW)
+    out = vol.copy()
+    from .resample import value_map
+
+    scale, offset = value_map(vol, window)
+    zero = (0.0 - offset) / scale  # the value that maps to density 0
+    fill = np.asarray(zero if np.issubdtype(vol.dtype, np.floating) else math.floor(zero)).astype(vol.dtype)
+    out[~keep] = fill
+    cleared = int(((mu > thr) & ~keep).sum())
+    return out, dict(rule="largest", threshold=thr, grow_voxels=CROP_GROW, parts=int(n),
+                     kept_voxels=int(sizes.max()), cleared_support_voxels=cleared)
