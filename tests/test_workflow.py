@@ -181,7 +181,7 @@ def test_micro_ct_reads_local_folders_in_place(tmp_path):
     proc = smk(tmp_path, "-n", "--configfile", str(ROOT / "workflow/configs/micro-ct.yaml"), check=False)
     assert proc.returncode != 0
     out = proc.stdout + (proc.stderr or "")
-    assert "15 of 15 rows cannot be read in place" in out and "/data/mice/mouse_" in out
+    assert "15 of 15 specimens cannot be read" in out and "/data/mice/mouse_" in out
 
 
 # ---------------------------------------------------------------------------------------- the demo

@@ -79,6 +79,30 @@ def demo_splits(n_species: int, *, val: int, test: int = 0) -> list[str]:
             for k in range(n_species)]
 
 
+DEMO_COLUMNS = ("id", "species", "source", "source_kind", "spacing_mm", "slice_axis", "split", "licence", "sha256",
+                "notes")
+
+
+def demo_rows(n_species: int, *, val: int, test: int = 0, movie_size: int = 160, codec: str = "mp4v", seed: int = 0,
+              species_ids: list[int] | None = None) -> list[dict]:
+    """The demo manifest's rows (dicts of :data:`DEMO_COLUMNS`), without writing anything: what
+    :func:`write_demo_movies` writes, known before the movies exist (the workflow reads it at parse time).
+    Sources are relative to the manifest's folder."""
+    ids = species_ids if species_ids is not None else list(range(n_species))
+    splits = demo_splits(len(ids), val=val, test=test)
+    rows = []
+    for k, sid in enumerate(ids):
+        params = species_params(sid, seed=seed)
+        name = demo_name(sid)
+        sp = phantom_spacing_mm(params, movie_size)
+        digest = hashlib.sha256(json.dumps(params.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        rows.append(dict(zip(DEMO_COLUMNS, [
+            name, f"procedural species {sid}", f"movies/{name}{MOVIE_CODECS[codec][1]}", "movie",
+            f"{sp:.6g},{sp:.6g},{sp:.6g}", "z", splits[k], DEMO_LICENCE, "",
+            f"tomodata.phantoms species {sid} seed {seed}, params {digest}"])))
+    return rows
+
+
 def write_demo_movies(out_dir: str | Path, *, n_species: int = 24, val: int = 4, test: int = 0, movie_size: int = 160,
                       codec: str = "mp4v", seed: int = 0, species_ids: list[int] | None = None) -> Path:
     """Write ``n_species`` procedural species as slice movies and a manifest ``manifest.tsv``.
@@ -89,26 +113,19 @@ def write_demo_movies(out_dir: str | Path, *, n_species: int = 24, val: int = 4,
     re-running changes nothing downstream.
     """
     ids = species_ids if species_ids is not None else list(range(n_species))
-    splits = demo_splits(len(ids), val=val, test=test)
     out = Path(out_dir)
     movies = out / "movies"
     movies.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for k, sid in enumerate(ids):
+    rows = demo_rows(len(ids), val=val, test=test, movie_size=movie_size, codec=codec, seed=seed, species_ids=ids)
+    for sid, row in zip(ids, rows):
         params = species_params(sid, seed=seed)
         vol = skull_volume(params, size=movie_size, seed=seed)
         u8 = np.round(np.clip(vol, 0.0, 1.0) * 255.0).astype(np.uint8)
-        name = demo_name(sid)
-        path = write_slice_movie(u8, movies / (name + MOVIE_CODECS[codec][1]), codec=codec)
-        sp = phantom_spacing_mm(params, movie_size)
-        digest = hashlib.sha256(json.dumps(params.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
-        rows.append([name, f"procedural species {sid}", f"movies/{path.name}", "movie", f"{sp:.6g},{sp:.6g},{sp:.6g}",
-                     "z", splits[k], DEMO_LICENCE, "",
-                     f"tomodata.phantoms species {sid} seed {seed}, params {digest}"])
+        write_slice_movie(u8, out / row["source"], codec=codec)
+    rows = [[r[c] for c in DEMO_COLUMNS] for r in rows]
     manifest = out / "manifest.tsv"
-    header = ["id", "species", "source", "source_kind", "spacing_mm", "slice_axis", "split", "licence", "sha256", "notes"]
     text = "# demo manifest: procedural skull species written as slice movies by `tomo demo-movies`\n"
-    text += "\t".join(header) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
+    text += "\t".join(DEMO_COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
     tmp = manifest.with_suffix(".tsv.partial")
     tmp.write_text(text)
     tmp.replace(manifest)

@@ -9,23 +9,30 @@
 #                    previews/<id>_*.png; report.html (snakemake --report)
 #   logs/RUN/<rule>/, benchmarks/RUN/<rule>/    one file per job
 #
-# Rerun policy (docs/workflow.md, "Incremental runs"). Snakemake re-runs a job when an input is
-# newer than its outputs, when the set of its input files, its shell command or one of its `params`
-# changed. The params hold exactly what determines a job's output: the manifest row's fields for
-# that specimen, the cube and dataset settings. Options that do not change an output (download
-# rate, retries, renderer backend, batch size) are passed as `Untracked` values, which Snakemake
-# does not record, so changing them re-runs nothing. The manifest is an `ancient()` input: editing
-# one row re-runs only the jobs whose params changed, i.e. that specimen's chain.
+# Rerun policy (docs/workflow.md, "Incremental runs"): a specimen's jobs re-run when its source's
+# content or its own settings change, never because of how its source is spelled. Every specimen has
+# a content key (tomodata.specimens.content_key: the sha256 of a local source, the declared sha256, or
+# the URL of a remote source without one) computed at parse time. The fetch job takes the source's
+# location (re-runs when it is spelled otherwise: cheap, the copy is reused); every later job takes
+# the fetch record as `ancient()` and the content key and the specimen's settings as tracked
+# `params`, so a re-fetch of the same content stops there. Options that do not change an output
+# (download rate, retries, renderer backend, batch size, the config file's name) are `Untracked`.
+# Nothing is skipped silently: a row whose local source is missing, unreadable or of another kind
+# stops the run at parse time with every such row listed (with --keep-going only their own jobs fail).
 
+import json
 import os
 import shlex
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
-from tomodata.manifest import load_manifest, manifest_schema, split_sources
+from tomodata.manifest import manifest_schema
+from tomodata.specimens import ShaCache, collect_rows, content_key, local_source, row_settings, source_problems
 
 RUN = config["run"]
 RESOURCES = f"resources/{RUN}"
@@ -38,7 +45,6 @@ DATA = config["data"]
 DATASET = config["dataset"]
 RENDER = config["render"]
 DEMO = DATA["source"] == "demo"
-IN_PLACE = bool(DATA["fetch"]["in_place"]) and not DEMO
 
 # conda environments (paths relative to the rule files in workflow/rules/); the post-deploy
 # scripts beside them install this project into the environment (docs/workflow.md)
@@ -58,30 +64,57 @@ wildcard_constraints:
 
 
 # ------------------------------------------------------------------------------ specimens
+# The demo's rows (known before its job writes the movies: tomodata.demo.demo_rows), or those of
+# data.manifest, plus those of every overlay manifest in data.add (docs/manifest.md, "Adding scans").
 if DEMO:
-    # The demo's manifest is made by a job (demo_movies), so it cannot be read at parse time; its
-    # ids and splits are fixed by the config through tomodata.demo (demo_name, demo_splits: the
-    # last `test` species are the test split, the `val` before them the val split).
     _d = DATA["demo"]
     try:
-        _splits = demo_splits(_d["species"], val=_d["val"], test=_d["test"])
+        demo_splits(_d["species"], val=_d["val"], test=_d["test"])
     except ValueError as e:
         raise WorkflowError(f"data.demo: {e}") from None
-    MANIFEST = f"{RESOURCES}/manifest.tsv"
     DEMO_SUFFIX = MOVIE_CODECS[DATA["demo"]["codec"]][1]
-    IDS = [demo_name(k) for k in range(_d["species"])]
-    SPLITS = dict(zip(IDS, _splits))
-    ROWS = {}
-else:
-    MANIFEST = DATA["manifest"]
-    if not MANIFEST:
-        raise WorkflowError("data.source is 'manifest' but data.manifest (the manifest TSV) is not set")
-    if not Path(MANIFEST).is_file():
-        raise WorkflowError(f"data.manifest: {MANIFEST} does not exist (relative to {Path.cwd()})")
-    TABLE = load_manifest(MANIFEST)  # validated: a broken manifest stops here, every error listed
-    IDS = list(TABLE["id"])
-    ROWS = {row["id"]: row for row in TABLE.to_dict(orient="records")}
-    SPLITS = {sid: row["split"] for sid, row in ROWS.items()}
+elif not DATA["manifest"]:
+    raise WorkflowError("data.source is 'manifest' but data.manifest (the manifest TSV) is not set")
+DEMO_MANIFEST = f"{RESOURCES}/manifest.tsv"
+try:  # a broken manifest stops here, every error listed
+    ROWS = collect_rows(demo=DATA["demo"] if DEMO else None, demo_dir=RESOURCES,
+                        manifest=None if DEMO else DATA["manifest"], overlays=DATA["add"])
+except ValueError as e:
+    raise WorkflowError(f"data.manifest / data.add: {e}") from None
+IDS = list(ROWS)
+SPLITS = {sid: row["split"] for sid, row in ROWS.items()}
+MANIFESTS = sorted({row["_manifest"] for row in ROWS.values()})
+MANIFEST = DEMO_MANIFEST if DEMO else DATA["manifest"]  # the main one (messages)
+
+
+def is_demo(sid):
+    return ROWS[sid]["_origin"].startswith("the demo")
+
+
+def check_sources():
+    """Every row's local source must exist, be readable and be of its kind: list every bad row at
+    once and stop, or with --keep-going warn and let only their own fetch jobs fail."""
+    if not workflow.is_main_process:
+        return  # a job's own process (cluster, subprocess): the main process has checked
+    problems = source_problems(ROWS)
+    if not problems:
+        return
+    listed = "\n  ".join(problems)
+    text = f"{len(problems)} of {len(IDS)} specimens cannot be read:\n  {listed}"
+    # the execution settings are not known while the Snakefile is parsed: the command line tells
+    if any(arg == "--keep-going" or (arg.startswith("-") and not arg.startswith("--") and "k" in arg)
+           for arg in sys.argv[1:]):
+        logger.warning(f"{text}\n(--keep-going: their jobs fail, every other specimen runs)")
+        return
+    raise WorkflowError(f"{text}\nor run with --keep-going to build every other specimen")
+
+
+check_sources()
+_SHA_CACHE = ShaCache(f"{RESOURCES}/.source-sha256.json")
+KEYS = {sid: content_key(ROWS[sid], demo=DATA["demo"], cache=_SHA_CACHE, cube_path=f"{RESOURCES}/cubes/{sid}.npz")
+        for sid in IDS}
+_SHA_CACHE.save()
+SETTINGS = {sid: row_settings(ROWS[sid], DATA["cube"]) for sid in IDS}
 
 
 # ------------------------------------------------------------------------------ targets
@@ -146,69 +179,47 @@ def demo_params():
     return {"movie_size": d["movie_size"], "codec": d["codec"], "seed": d["seed"]}
 
 
-def demo_movie(wildcards):
-    return ancient(f"{RESOURCES}/movies/{wildcards.id}{DEMO_SUFFIX}") if DEMO else []
+def fetch_inputs(wildcards):
+    """The demo's rows: their movie (ancient). A manifest is read, not an input: its name, or edits
+    of other rows, re-run nothing (the row's own fields are the tracked params)."""
+    if is_demo(wildcards.id):
+        return {"movie": ancient(f"{RESOURCES}/movies/{wildcards.id}{DEMO_SUFFIX}"),
+                "manifest": ancient(DEMO_MANIFEST)}
+    return {}
+
+
+def fetch_manifest(wildcards):
+    return Untracked(shlex.quote(ROWS[wildcards.id]["_manifest"]))
 
 
 def fetch_row(wildcards):
-    """Tracked: what is fetched for this specimen."""
-    if DEMO:
-        return demo_params()
+    """Tracked: where the source is (spelled absolute where local) and what it is."""
     row = ROWS[wildcards.id]
-    return {"source": row["source"], "source_kind": row["source_kind"]}
+    local = local_source(row)
+    return {"source": str(local) if local is not None else row["source"], "source_kind": row["source_kind"],
+            "key": KEYS[wildcards.id], "in_place": bool(DATA["fetch"]["in_place"]) and local is not None}
 
 
-def fetch_options():
+def fetch_options(wildcards):
     f = DATA["fetch"]
-    return Untracked(_opts([("--rate", f["rate"]), ("--retries", f["retries"]),
-                            ("--timeout", f["timeout"]), ("--mirror", f["mirror"])]))
+    in_place = bool(f["in_place"]) and local_source(ROWS[wildcards.id]) is not None
+    return Untracked(_opts([("--rate", f["rate"]), ("--retries", f["retries"]), ("--timeout", f["timeout"]),
+                            ("--mirror", f["mirror"]), ("--in-place", in_place)]))
 
 
-def _local_source(sid):
-    """The first local alternative (path or file:// URL) of a specimen's source, as a path."""
-    base = Path(TABLE.attrs["base_dir"])
-    for alt in split_sources(ROWS[sid]["source"]):
-        url = urlparse(alt)
-        if url.scheme == "file":
-            path = Path(unquote(url.path))
-        elif "://" in alt:
-            continue
-        else:
-            path = Path(alt)
-        return str(path if path.is_absolute() else base / path)
-    raise WorkflowError(f"data.fetch.in_place is set but specimen {sid!r} has no local source "
-                        f"(a path or file:// URL): {ROWS[sid]['source']!r}")
+FETCHED = f"{RESOURCES}/fetched"
 
 
-def check_local_sources():
-    """With data.fetch.in_place every row's local source must exist: stop at parse time, one line,
-    naming the missing folder (every row of an absent folder at once) or the missing files."""
-    missing = [(sid, Path(_local_source(sid))) for sid in IDS]
-    missing = [(sid, p) for sid, p in missing if not p.exists()]
-    if not missing:
-        return
-    folders = sorted({str(p.parent) for _, p in missing if not p.parent.exists()})
-    if folders:
-        what = (f"the folder {', '.join(folders)} (resolved: {Path(folders[0]).resolve()}) does not exist "
-                f"(first row: {missing[0][0]}, {missing[0][1]})")
-    else:
-        what = "these sources do not exist: " + ", ".join(f"{sid} ({p})" for sid, p in missing[:10])
-        what += f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-    raise WorkflowError(f"data.manifest {MANIFEST}: {len(missing)} of {len(IDS)} rows cannot be read in place: "
-                        f"{what}; put the data there or fix the manifest's source column")
+def fetched_record(wildcards):
+    """The fetch record, ancient: a re-fetch of the same content re-runs nothing after it."""
+    return ancient(f"{FETCHED}/{wildcards.id}.tsv")
 
 
-def cube_scan(wildcards):
-    """The cube's input: the fetch record, or with data.fetch.in_place the local source itself."""
-    if IN_PLACE:
-        return _local_source(wildcards.id)
-    return f"{RESOURCES}/fetched/{wildcards.id}.tsv"
-
-
-def cube_scan_arg(wildcards, input):
-    if IN_PLACE:
-        return shlex.quote(str(input.scan))
-    return f"--fetched {shlex.quote(str(input.scan))}"
+def scan_options(sid):
+    """tomo cube / tomo align options of the scan as read: spacing, slice axis, orientation."""
+    st = SETTINGS[sid]
+    return _opts([("--spacing", st["spacing"]), ("--slice-axis", st["slice_axis"]), ("--orientation", st["orientation"]),
+                  ("--allow-default-spacing", DATA["cube"]["allow_default_spacing"])])
 
 
 # ------------------------------------------------------------------------------ alignment (rule align)
@@ -244,37 +255,41 @@ def align_reference_arg(wildcards, input):
     return f"--reference {shlex.quote(str(input.reference))}" if input.reference else ""
 
 
+def align_row(wildcards):
+    """Tracked: what the aligned volume of this specimen depends on."""
+    return {"key": KEYS[wildcards.id], "scan": scan_options(wildcards.id), "reference": ALIGN_REFERENCE}
+
+
 def cube_input(wildcards):
-    """The cube's input: the aligned volume (and its record), or the scan as fetched / in place."""
+    """The cube's input: the aligned volume (and its record), else the fetch record."""
     if ALIGN:
-        return {"scan": f"{ALIGNED}/{wildcards.id}.nii.gz", "record": f"{ALIGNED}/{wildcards.id}.json"}
-    return {"scan": cube_scan(wildcards)}
+        return {"scan": f"{ALIGNED}/{wildcards.id}.nii.gz", "record": f"{ALIGNED}/{wildcards.id}.json",
+                "fetched": fetched_record(wildcards)}
+    return {"fetched": fetched_record(wildcards)}
 
 
 def cube_source_arg(wildcards, input):
     """What `tomo cube` reads: the aligned file as it is (canonical axes, spacing from its header,
-    its alignment record kept in the cube's record), else the scan with its manifest row."""
+    its alignment record kept in the cube's record), else the fetched scan with its settings."""
     if ALIGN:
         return f"{shlex.quote(str(input.scan))} --align-record {shlex.quote(str(input.record))}"
-    return f"{cube_scan_arg(wildcards, input)} --manifest {shlex.quote(str(MANIFEST))}"
+    return f"--fetched {shlex.quote(str(input.fetched))} {scan_options(wildcards.id)}"
 
 
 def cube_row(wildcards):
-    """Tracked: the manifest fields that the cube of this specimen depends on."""
-    if DEMO:
-        return demo_params()
-    row = ROWS[wildcards.id]
-    out = {"spacing_mm": row["spacing_mm"], "slice_axis": row["slice_axis"]}
+    """Tracked: everything the cube of this specimen depends on (its content key and settings)."""
+    st = SETTINGS[wildcards.id]
+    out = {"key": KEYS[wildcards.id], "scan": scan_options(wildcards.id), "size": DATASET["volume_size"],
+           "window": st["window"], "background": st["background"], "crop": st["crop"]}
     if ALIGN:
         out["align_reference"] = ALIGN_REFERENCE
     return out
 
 
-def cube_options():
-    c = DATA["cube"]
-    window = None if c["window"] is None else ",".join(str(v) for v in c["window"])
-    return _opts([("--size", DATASET["volume_size"]), ("--background", c["background"]),
-                  ("--window", window), ("--allow-default-spacing", c["allow_default_spacing"])])
+def cube_options(wildcards):
+    st = SETTINGS[wildcards.id]
+    return _opts([("--size", DATASET["volume_size"]), ("--background", st["background"]), ("--window", st["window"]),
+                  ("--crop", st["crop"]), ("--content-key", KEYS[wildcards.id])])
 
 
 def dataset_options():
@@ -286,17 +301,21 @@ def dataset_options():
 
 
 def species_table():
-    """Tracked: the manifest fields the store's species table takes (besides the cubes' records)."""
-    if DEMO:
-        return {sid: SPLITS[sid] for sid in IDS}
-    keys = ("species", "split", "source", "source_kind", "sha256", "licence")
-    return {sid: {k: ROWS[sid][k] for k in keys} for sid in IDS}
+    """Tracked: what the store's species table takes from the rows (besides the cubes' records): the
+    content key instead of the source's spelling."""
+    keys = ("species", "split", "licence")
+    return {sid: {**{k: ROWS[sid][k] for k in keys}, "key": KEYS[sid]} for sid in IDS}
 
 
-def config_file():
-    """Untracked: the config file recorded in the store's provenance (the last --configfile)."""
-    files = list(workflow.overwrite_configfiles or []) or ["config.yaml"]
-    return Untracked(shlex.quote(str(files[-1])))
+def manifest_args():
+    """Untracked: the manifests the store's species table reads (the demo's, data.manifest, data.add)."""
+    return Untracked(" ".join(shlex.quote(m) for m in MANIFESTS))
+
+
+def config_json():
+    """Untracked: the merged config (every --configfile and --config over config.yaml), recorded in
+    the store's provenance and in its exported recipe."""
+    return Untracked(shlex.quote(json.dumps(config, sort_keys=True, default=str)))
 
 
 def render_options():
@@ -372,12 +391,10 @@ def check_splits():
               MODEL["evaluate"]["split"]: "the evaluation (model.evaluate.split)"}
     empty = [f"{sp!r} ({why})" for sp, why in needed.items() if counts[sp] == 0]
     if empty:
-        where = "data.demo" if DEMO else f"the split column of {MANIFEST}"
+        where = "data.demo" if DEMO else f"the split column of {', '.join(MANIFESTS)}"
         raise WorkflowError(f"split {', '.join(empty)} has no species ({counts['train']} train, {counts['val']} "
                             f"val, {counts['test']} test in {where}); give it species or set model.enabled: false")
 
 
-if IN_PLACE:
-    check_local_sources()
 if MODEL.get("enabled", True):
     check_splits()

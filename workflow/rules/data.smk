@@ -1,7 +1,8 @@
 # The data part: specimens -> density cubes -> x-rays in the sharded Zarr store (DESIGN §2).
 #
 #   demo_movies (demo only, 1 job)   procedural species as slice movies + resources/RUN/manifest.tsv
-#   fetch        (1 job / specimen)   tomo fetch --only ID: the source into resources/RUN/fetched/ID/,
+#   fetch        (1 job / specimen)   tomo fetch --only ID: the source into resources/RUN/fetched/ID/
+#                                     (with data.fetch.in_place a local source stays where it is),
 #                                     its record (id, how, sha256, path) in resources/RUN/fetched/ID.tsv
 #   align        (1 job / specimen)   data.align.enabled only: tomo align: the scan in the canonical
 #                                     pose -> resources/RUN/aligned/ID.nii.gz + ID.json (transform,
@@ -53,14 +54,14 @@ if DEMO:
 
 rule fetch:
     input:
-        manifest=ancient(MANIFEST),
-        movie=demo_movie,
+        unpack(fetch_inputs),
     output:
-        record=f"{RESOURCES}/fetched/{{id}}.tsv",
+        record=f"{FETCHED}/{{id}}.tsv",
     params:
         row=fetch_row,
+        manifest=fetch_manifest,
         dest=lambda wildcards, output: os.path.dirname(output.record),
-        options=fetch_options(),
+        options=fetch_options,
     log:
         f"{LOGS}/fetch/{{id}}.log",
     benchmark:
@@ -72,7 +73,7 @@ rule fetch:
     conda:
         ENV_TOMODATA
     shell:
-        "tomo fetch {input.manifest:q} -d {params.dest:q} --only {wildcards.id} {params.options}"
+        "tomo fetch {params.manifest} -d {params.dest:q} --only {wildcards.id} {params.options}"
         " > {output.record:q} 2> {log:q}"
 
 
@@ -80,15 +81,14 @@ if ALIGN:
 
     rule align:
         input:
-            scan=cube_scan,
-            manifest=ancient(MANIFEST),
+            fetched=fetched_record,
             reference=align_reference_input,
         output:
             aligned=f"{ALIGNED}/{{id}}.nii.gz",
             record=f"{ALIGNED}/{{id}}.json",
         params:
-            row=cube_row,
-            scan=cube_scan_arg,
+            row=align_row,
+            scan=lambda wildcards: scan_options(wildcards.id),
             reference=align_reference_arg,
         log:
             f"{LOGS}/align/{{id}}.log",
@@ -101,7 +101,7 @@ if ALIGN:
         conda:
             ENV_TOMODATA
         shell:
-            "tomo align {params.scan} -o {output.aligned:q} --manifest {input.manifest:q} --id {wildcards.id}"
+            "tomo align --fetched {input.fetched:q} {params.scan} -o {output.aligned:q} --id {wildcards.id}"
             " {params.reference} --threads {threads} > {log:q} 2>&1"
 
     rule align_sheet:
@@ -133,13 +133,12 @@ if ALIGN:
 rule cube:
     input:
         unpack(cube_input),
-        manifest=ancient(MANIFEST),
     output:
         cube=f"{RESOURCES}/cubes/{{id}}.npz",
     params:
         row=cube_row,
         source=cube_source_arg,
-        options=cube_options(),
+        options=cube_options,
     log:
         f"{LOGS}/cube/{{id}}.log",
     benchmark:
@@ -178,14 +177,14 @@ rule store_create:
     input:
         settings=f"{RESULTS}/dataset.settings.json",
         cubes=expand(f"{RESOURCES}/cubes/{{id}}.npz", id=IDS),
-        manifest=ancient(MANIFEST),
     output:
         created=f"{RESULTS}/dataset.created.json",
     params:
         store=STORE,
         settings=dataset_options(),
         table=species_table(),
-        config=config_file(),
+        manifests=manifest_args(),
+        config=config_json(),
     log:
         f"{LOGS}/store_create/store_create.log",
     benchmark:
@@ -197,8 +196,8 @@ rule store_create:
     conda:
         ENV_TOMODATA
     shell:
-        "tomo store-create {params.store:q} --manifest {input.manifest:q} --cubes {input.cubes:q}"
-        " {params.settings} --config {params.config} --update --done {output.created:q} > {log:q} 2>&1"
+        "tomo store-create {params.store:q} --manifest {params.manifests} --cubes {input.cubes:q}"
+        " {params.settings} --config-json {params.config} --update --done {output.created:q} > {log:q} 2>&1"
 
 
 rule render_species:

@@ -1,0 +1,175 @@
+"""Extending the dataset through the workflow: nothing skipped silently, incremental by content.
+
+* a manifest row whose local source is missing or of the wrong kind stops the run at parse time with
+  every such row listed; with --keep-going the valid rows still run and the bad ones fail in their
+  own job;
+* renaming the manifest, spelling its paths otherwise, or switching the demo to its own manifest
+  re-runs nothing after the (cheap) fetch; toggling data.fetch.in_place re-runs only the fetch jobs;
+* an overlay (data.add) of two real scans on the demo re-renders exactly those two species and
+  retrains once, and then leaves nothing to do.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_workflow import BIN, ROOT, _env, planned_jobs, smk, write_config, write_manifest
+
+pytestmark = pytest.mark.timeout(900)
+REAL = ROOT.parent / "shared" / "data" / "real"
+
+
+def movies(folder: Path, n: int = 3) -> tuple[list[str], list[dict]]:
+    """n demo species as slice movies (tomo demo-movies) and their manifest rows."""
+    subprocess.run([str(BIN / "tomo"), "demo-movies", "-o", str(folder), "--species", str(n), "--val", "1",
+                    "--movie-size", "32"], check=True, capture_output=True, env=_env())
+    lines = [ln for ln in (folder / "manifest.tsv").read_text().splitlines() if not ln.startswith("#")]
+    header = lines[0].split("\t")
+    return header, [dict(zip(header, ln.split("\t"))) for ln in lines[1:]]
+
+
+def test_bad_rows_listed_at_once_and_keep_going_runs_the_rest(tmp_path):
+    header, rows = movies(tmp_path / "src")
+    for r in rows:
+        r["source"] = f"../src/{r['source']}"
+    bad = [dict(rows[0], id="gone", source="../src/movies/nope.mp4"),
+           dict(rows[0], id="wrongkind", source="../src/movies", source_kind="movie")]
+    work = tmp_path / "w"
+    work.mkdir()
+    write_manifest(work / "m.tsv", header, rows + bad)
+    config = write_config(work, "bad", {"source": "manifest", "manifest": "m.tsv", "fetch": {"in_place": True}})
+    out = smk(work, "-n", "--configfile", str(config), check=False)
+    assert out.returncode != 0
+    assert "2 of 5 specimens cannot be read" in out.stdout, out.stdout[-3000:]
+    assert "gone (m.tsv):" in out.stdout and "nope.mp4 does not exist" in out.stdout
+    assert "wrongkind (m.tsv):" in out.stdout and "is a folder but source_kind movie needs a file" in out.stdout
+    assert "--keep-going" in out.stdout
+    assert not (work / "resources").exists() or not list((work / "resources").rglob("*.npz"))
+
+    run = smk(work, "--cores", "2", "--keep-going", "--configfile", str(config), check=False)
+    assert run.returncode != 0
+    for r in rows:  # every valid specimen was fetched and cubed
+        assert (work / "resources/bad/cubes" / f"{r['id']}.npz").is_file(), run.stdout[-3000:]
+    log = (work / "logs/bad/fetch/gone.log").read_text()
+    assert "nope.mp4" in log
+    assert not (work / "resources/bad/cubes/gone.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """3 species listed by relative path in a manifest, built once (data part)."""
+    base = tmp_path_factory.mktemp("incr")
+    header, rows = movies(base / "src")
+    for r in rows:
+        r["source"] = f"../src/{r['source']}"
+    work = base / "w"
+    work.mkdir()
+    write_manifest(work / "specimens.tsv", header, rows)
+    config = write_config(work, "inc", {"source": "manifest", "manifest": "specimens.tsv"})
+    smk(work, "--cores", "2", "--configfile", str(config))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+    return base, header, rows
+
+
+def test_spelling_renaming_and_in_place_rerun_nothing_after_fetch(built, tmp_path):
+    base, header, rows = built
+    copy = tmp_path / "incr"
+    shutil.copytree(base, copy, symlinks=True)
+    work = copy / "w"
+    config = work / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+
+    # the same rows under another file name, sources written as absolute paths and file:// URLs
+    spelled = [dict(r) for r in rows]
+    spelled[0]["source"] = str((work / rows[0]["source"]).resolve())
+    spelled[1]["source"] = (work / rows[1]["source"]).resolve().as_uri()
+    write_manifest(work / "renamed.tsv", header, spelled)
+    cfg["data"]["manifest"] = "renamed.tsv"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+
+    # in_place changes how the fetch job keeps the source, nothing after it
+    cfg["data"]["fetch"] = {"in_place": True}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(work, "--configfile", str(config)) == [("fetch", r["id"]) for r in rows]
+    smk(work, "--cores", "2", "--configfile", str(config))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+
+    # new content under the same name: that specimen's chain
+    target = rows[2]
+    src = (work / target["source"]).resolve()
+    other = (work / rows[0]["source"]).resolve()
+    src.unlink()
+    shutil.copy(other, src)
+    jobs = planned_jobs(work, "--configfile", str(config))
+    assert jobs == [("cube", target["id"]), ("fetch", target["id"]), ("render_species", target["id"]),
+                    ("store_create", None), ("store_finalize", None)]
+
+
+def test_demo_switched_to_its_own_manifest_recubes_nothing(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    demo = {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}}
+    config = write_config(work, "sw", demo)
+    smk(work, "--cores", "2", "--configfile", str(config))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"] = {"source": "manifest", "manifest": "resources/sw/manifest.tsv"}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(work, "--configfile", str(config))
+    assert {rule for rule, _ in jobs} <= {"fetch"}, jobs  # the cubes, renders and store stay
+    smk(work, "--cores", "2", "--configfile", str(config))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+
+
+@pytest.mark.skipif(not (REAL / "cthead-8bit").is_dir() or not (REAL / "invesalius-cranium").is_dir(),
+                    reason="needs ../shared/data/real (cthead-8bit, invesalius-cranium) beside the clone")
+def test_overlay_of_two_real_scans_renders_two_species_and_retrains_once(tmp_path):
+    cfg = {
+        "run": "ext",
+        "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32},
+                 "fetch": {"in_place": True}},
+        "dataset": {"n_views": 4, "view_seed": 0, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32,
+                    "encoding": "uint16"},
+        "render": {"backend": "cpu", "batch": 64},
+        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
+        "model": {"preset": "demo",
+                  "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
+                  "evaluate": {"max_samples": 4, "examples": 1},
+                  "apps": {"examples": 1, "frames": 4}},
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)
+
+    header = ["id", "species", "source", "source_kind", "spacing_mm", "split", "licence", "window", "orientation",
+              "crop"]
+    rows = [
+        {"id": "cthead", "species": "Homo sapiens", "source": str(REAL / "cthead-8bit"), "source_kind": "image_folder",
+         "spacing_mm": "2,1,1", "split": "train", "licence": "public domain (UNC CThead)", "window": "",
+         "orientation": "x,z,-y", "crop": "largest"},
+        {"id": "cranium", "species": "Homo sapiens", "source": str(REAL / "invesalius-cranium/cranium.nhdr"),
+         "source_kind": "nrrd", "spacing_mm": "", "split": "train", "licence": "GPL-2", "window": "hu-bone",
+         "orientation": "x,-z,y", "crop": "largest"},
+    ]
+    write_manifest(tmp_path / "add.tsv", header, rows)
+    cfg["data"]["add"] = ["add.tsv"]
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(tmp_path, "--configfile", str(config))
+    renders = sorted(sid for rule, sid in jobs if rule == "render_species")
+    assert renders == ["cranium", "cthead"], jobs
+    assert sorted(sid for rule, sid in jobs if rule in ("fetch", "cube")) == ["cranium", "cranium", "cthead", "cthead"]
+    assert [rule for rule, _ in jobs].count("train") == 1
+    smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)
+    assert planned_jobs(tmp_path, "--configfile", str(config)) == []
+    from tomodata.store import open_store
+
+    store = open_store(tmp_path / "results/ext/dataset.zarr")
+    for sid in ("cthead", "cranium"):
+        info = store.species_info(sid)
+        assert info["crop"] == "largest" and info["specimen_reach"] > 0.5
+    assert (tmp_path / "results/ext/previews/cthead_sheet.png").is_file()

@@ -1,0 +1,232 @@
+"""The workflow's specimens: rows of the demo, a manifest and overlays; source checks; content keys.
+
+The Snakefile reads everything here at parse time (workflow/rules/common.smk), so the rules stay
+declarative and the logic is tested in Python (tests/test_specimens.py).
+
+* :func:`collect_rows` joins the demo's rows (known before its movies exist), the manifest's and
+  those of every overlay manifest (``data.add``) into one table; ids must be unique across them.
+* :func:`source_problems` lists every row whose local source is missing, unreadable or of another
+  kind than its ``source_kind`` says, one line each with the row, the path and what to do.
+* :func:`content_key` is what a specimen's data *is*, independent of how its source is spelled:
+  ``sha256:<hex>`` of a local source (folders: :func:`tomodata.fetch.source_sha256`), or of the
+  manifest's declared ``sha256``; ``url:<source>`` for a remote source without one; for the demo
+  ``demo:<seed>:<movie_size>:<codec>:<id>``. Where the specimen's cube already records a key and the
+  sha256 of the source it was made from, and that sha256 is the current one, the recorded key is
+  kept: so switching the demo to its exported manifest, renaming a manifest, spelling a path
+  another way or toggling ``in_place`` keeps every key, and no job re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+__all__ = ["collect_rows", "local_source", "source_problems", "content_key", "ShaCache", "row_settings"]
+
+_FOLDER_KINDS = ("dicom", "image_folder")
+
+
+def collect_rows(*, demo: dict | None, demo_dir, manifest=None, overlays=()) -> dict[str, dict]:
+    """id → row (the manifest's columns plus ``_manifest``, ``_base`` and ``_origin``), in order.
+
+    ``demo``: config ``data.demo`` (or None); its rows are relative to ``demo_dir`` and come from
+    ``demo_dir/manifest.tsv`` (written by the demo's job). ``manifest``, ``overlays``: TSV paths.
+    Raises ValueError naming the files of a duplicate id.
+    """
+    from .demo import demo_rows
+    from .manifest import COLUMNS, load_manifest
+
+    rows: dict[str, dict] = {}
+
+    def add(row: dict, origin: str, manifest_path: str, base: str) -> None:
+        sid = row["id"]
+        clash = next((k for k in rows if k.lower() == sid.lower()), None)
+        if clash is not None:
+            raise ValueError(f"specimen id {sid!r} of {origin} is already given by {rows[clash]['_origin']}; "
+                             "ids must be unique (case-insensitively) across the demo, data.manifest and data.add")
+        full = {c: "" for c in COLUMNS}
+        full.update({k: str(v) for k, v in row.items()})
+        full["slice_axis"] = full["slice_axis"] or "z"
+        full.update(_manifest=manifest_path, _base=base, _origin=origin)
+        rows[sid] = full
+
+    if demo is not None:
+        demo_manifest = str(Path(demo_dir) / "manifest.tsv")
+        for row in demo_rows(demo["species"], val=demo["val"], test=demo["test"], movie_size=demo["movie_size"],
+                             codec=demo["codec"], seed=demo["seed"]):
+            add(row, "the demo (data.demo)", demo_manifest, str(demo_dir))
+    for path in ([manifest] if manifest else []) + list(overlays):
+        if not Path(path).is_file():
+            raise ValueError(f"manifest {path} does not exist (relative to {Path.cwd()})")
+        table = load_manifest(path)
+        for row in table.to_dict(orient="records"):
+            add(row, str(path), str(path), table.attrs["base_dir"])
+    return rows
+
+
+def local_source(row: dict) -> Path | None:
+    """The first local alternative (path or file:// URL) of a row's source as an absolute path
+    (symlinks not resolved), or None when every alternative is remote."""
+    from .manifest import split_sources
+
+    for alt in split_sources(row["source"]):
+        url = urlparse(alt)
+        if url.scheme == "file":
+            path = Path(unquote(url.path))
+        elif "://" in alt:
+            continue
+        else:
+            path = Path(alt)
+        return Path(os.path.abspath(path if path.is_absolute() else Path(row["_base"]) / path))
+    return None
+
+
+def _problem(row: dict) -> str | None:
+    """What is wrong with a row's local source, or None."""
+    from .io import sniff_kind
+
+    path = local_source(row)
+    if path is None:
+        return None
+    kind = row["source_kind"]
+    if not path.exists():
+        where = "" if path.parent.exists() else f" (the folder {path.parent} does not exist either)"
+        return f"{path} does not exist{where}"
+    if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
+        return f"{path} is not readable (permissions)"
+    if path.is_dir() != (kind in _FOLDER_KINDS) and not (kind == "dicom" and path.is_file()):
+        want = "a folder" if kind in _FOLDER_KINDS else "a file"
+        return f"{path} is a {'folder' if path.is_dir() else 'file'} but source_kind {kind} needs {want}"
+    if zipfile.is_zipfile(path) if path.is_file() else False:
+        return None  # an archive of slices: its content is checked when it is unpacked (tomo fetch)
+    try:
+        found = sniff_kind(path)
+    except (ValueError, OSError) as e:
+        return f"cannot be read as {kind}: {e}"
+    if found != kind:
+        return f"{path} holds {found} data but source_kind says {kind}"
+    return None
+
+
+def _has_remote(row: dict) -> bool:
+    from .manifest import split_sources
+
+    return any("://" in alt and not alt.startswith("file://") for alt in split_sources(row["source"]))
+
+
+def source_problems(rows: dict[str, dict], ids=None) -> list[str]:
+    """One line per row whose local source is missing, unreadable or of the wrong kind (demo rows,
+    whose movies a job writes, and rows with a remote alternative are not looked at here: their
+    fetch job tries the alternatives in order and fails with its own message)."""
+    out = []
+    for sid in ids if ids is not None else rows:
+        row = rows[sid]
+        if row["_origin"].startswith("the demo") or _has_remote(row):
+            continue
+        what = _problem(row)
+        if what:
+            out.append(f"{sid} ({row['_origin']}): {what}; fix the row's source/source_kind or put the data there")
+    return out
+
+
+class ShaCache:
+    """sha256 of local sources, remembered by (size, mtime, inode) of the file or of every file of
+    a folder, in one JSON file, so a parse hashes only what changed."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self.entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.dirty = False
+
+    @staticmethod
+    def _stamp(path: Path) -> list:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        if path.is_file() and path.suffix.lower() == ".nhdr":
+            from . import fetch  # a detached header's data files are part of the source
+
+            if hasattr(fetch, "nrrd_data_files"):
+                files += fetch.nrrd_data_files(path)
+        return [[str(f), f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino] for f in files]
+
+    def sha256(self, path: Path) -> str:
+        key = str(path)
+        stamp = self._stamp(path)
+        hit = self.entries.get(key)
+        if hit and hit["stamp"] == stamp:
+            return hit["sha256"]
+        digest = _source_sha256(path)
+        self.entries[key] = {"stamp": stamp, "sha256": digest}
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".partial")
+        tmp.write_text(json.dumps(self.entries, indent=0))
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+def _source_sha256(path: Path) -> str:
+    """The sha256 tomo fetch records for a local source (file, folder, detached NRRD header + data)."""
+    from . import fetch
+
+    if hasattr(fetch, "source_sha256"):
+        return fetch.source_sha256(path)
+    return fetch.tree_sha256(path) if path.is_dir() else fetch.file_sha256(path)
+
+
+def _recorded(cube_path) -> dict:
+    """content_key and source_sha256 recorded in an existing cube (.npz meta), or {}."""
+    try:
+        with zipfile.ZipFile(cube_path) as z, z.open("meta.npy") as f:
+            import numpy as np
+
+            meta = json.loads(str(np.lib.format.read_array(f, allow_pickle=False)))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return {}
+    return {k: meta[k] for k in ("content_key", "source_sha256") if meta.get(k)}
+
+
+def content_key(row: dict, *, demo: dict | None, cache: ShaCache, cube_path=None) -> str:
+    """The identity of a specimen's source content (module docstring)."""
+    current = row["sha256"] or None
+    if row["_origin"].startswith("the demo"):
+        natural = f"demo:{demo['seed']}:{demo['movie_size']}:{demo['codec']}:{row['id']}"
+        path = local_source(row)
+        current = cache.sha256(path) if path is not None and path.exists() else None
+    else:
+        path = local_source(row)
+        if current is None and path is not None and path.exists():
+            current = cache.sha256(path)
+        natural = f"sha256:{current}" if current else f"url:{row['source']}"
+    rec = _recorded(cube_path) if cube_path and Path(cube_path).is_file() else {}
+    if current and rec.get("source_sha256") == current and rec.get("content_key"):
+        return rec["content_key"]
+    return natural
+
+
+def row_settings(row: dict, cube_cfg: dict) -> dict:
+    """A specimen's ingest settings: the row's cells over the config's ``data.cube`` defaults."""
+    from .manifest import parse_spacing
+
+    def pick(col, default):
+        return row.get(col) or default
+
+    window = row.get("window") or cube_cfg.get("window")
+    if isinstance(window, (list, tuple)):
+        window = ",".join(f"{float(w):g}" for w in window)
+    bg = row.get("background") or cube_cfg.get("background")
+    spacing = parse_spacing(row.get("spacing_mm"))
+    return {"spacing": None if spacing is None else ",".join(f"{v:g}" for v in spacing),
+            "slice_axis": pick("slice_axis", "z"), "orientation": pick("orientation", cube_cfg.get("orientation")),
+            "window": window or None, "background": None if bg in (None, "") else float(bg),
+            "crop": pick("crop", cube_cfg.get("crop") or "none")}
