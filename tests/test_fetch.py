@@ -432,3 +432,86 @@ def test_fetch_manifest_records_and_then_enforces_checksums(srv, tmp_path, capsy
     assert list(ei.value.failures) == ["a"] and [r.id for r in ei.value.results] == ["b"]
     with pytest.raises(ValueError, match="not in the manifest"):
         fetch_manifest(m, dest, only=["zzz"], **FAST)
+
+
+# ------------------------------------------------------------------ in place, detached NRRD headers
+def _detached(folder: Path, form: str) -> Path:
+    """A 4×3×2 uint8 volume as a detached NRRD header naming its data as one file, a pattern or a LIST."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vol = np.arange(24, dtype=np.uint8).reshape(4, 3, 2)
+    head = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 3 4\nspacings: 1 1 2\nencoding: raw\n"
+    if form == "single":
+        (folder / "v.raw").write_bytes(vol.tobytes())
+        head += "data file: v.raw\n"
+    elif form == "pattern":
+        for k in range(4):
+            (folder / f"s{k:02d}.raw").write_bytes(vol[k].tobytes())
+        head += "data file: s%02d.raw 0 3 1 2\n"
+    else:
+        (folder / "data").mkdir(exist_ok=True)
+        for k in range(4):
+            (folder / "data" / f"{k}.raw").write_bytes(vol[k].tobytes())
+        head += "data file: LIST 2\n" + "".join(f"data/{k}.raw\n" for k in range(4))
+    (folder / "v.nhdr").write_text(head)
+    return folder / "v.nhdr"
+
+
+@pytest.mark.parametrize("form", ["single", "pattern", "list"])
+def test_detached_nrrd_is_fetched_and_hashed_whole(tmp_path, form):
+    import numpy as np
+
+    from tomodata.fetch import source_sha256
+    from tomodata.io import read_volume
+
+    header = _detached(tmp_path / "src", form)
+    digest = source_sha256(header)
+    res = fetch_one({"id": "h", "source": str(header), "source_kind": "nrrd"}, tmp_path / "dest")
+    assert res.sha256 == digest and res.path == tmp_path / "dest/h/v.nhdr"
+    vol, sp = read_volume(res.path)
+    assert np.array_equal(vol, np.arange(24, dtype=np.uint8).reshape(4, 3, 2)) and sp == (2.0, 1.0, 1.0)
+    again = fetch_one({"id": "h", "source": str(header), "source_kind": "nrrd", "sha256": digest}, tmp_path / "dest")
+    assert again.reused and again.sha256 == digest  # a re-run is cheap: nothing copied
+    here = fetch_one({"id": "h", "source": str(header), "source_kind": "nrrd"}, tmp_path / "d2", in_place=True)
+    assert here.in_place and here.path == header and here.sha256 == digest
+    assert not (tmp_path / "d2/h/v.nhdr").exists()
+    data = sorted(p for p in (tmp_path / "src").rglob("*.raw"))
+    data[-1].write_bytes(b"\0" * len(data[-1].read_bytes()))  # other content: another checksum
+    assert source_sha256(header) != digest
+    data[0].unlink()
+    with pytest.raises(FetchError, match=r"v.nhdr names the data file .*\.raw, which does not exist"):
+        fetch_one({"id": "x", "source": str(header), "source_kind": "nrrd"}, tmp_path / "d3")
+    with pytest.raises(FetchError, match=r"data file .* is missing"):
+        fetch_one({"id": "x", "source": str(header), "source_kind": "nrrd"}, tmp_path / "d3", in_place=True)
+
+
+def test_in_place_checks_existence_and_kind(tmp_path):
+    import numpy as np
+
+    from tomodata.fetch import file_sha256, tree_sha256
+
+    np.save(tmp_path / "v.npy", np.zeros((3, 3, 3), np.uint8))
+    (tmp_path / "slices").mkdir()
+    res = fetch_one({"id": "a", "source": "v.npy", "source_kind": "npy"}, tmp_path / "d", base_dir=tmp_path,
+                    in_place=True)
+    assert res.path == tmp_path / "v.npy" and res.sha256 == file_sha256(tmp_path / "v.npy") and res.in_place
+    with pytest.raises(FetchError, match=r"nope.npy does not exist; fix the manifest's source column"):
+        fetch_one({"id": "b", "source": "nope.npy", "source_kind": "npy"}, tmp_path / "d", base_dir=tmp_path,
+                  in_place=True)
+    with pytest.raises(FetchError, match="holds npy data but source_kind says nrrd"):
+        fetch_one({"id": "c", "source": "v.npy", "source_kind": "nrrd"}, tmp_path / "d", base_dir=tmp_path,
+                  in_place=True)
+    with pytest.raises(FetchError, match="is a folder but source_kind movie needs a file"):
+        fetch_one({"id": "e", "source": "slices", "source_kind": "movie"}, tmp_path / "d", base_dir=tmp_path,
+                  in_place=True)
+    for k in range(3):
+        import cv2
+
+        cv2.imwrite(str(tmp_path / "slices" / f"{k:02d}.png"), np.full((4, 4), 40 * k, np.uint8))
+    folder = fetch_one({"id": "f", "source": "slices", "source_kind": "image_folder"}, tmp_path / "d",
+                       base_dir=tmp_path, in_place=True)
+    copied = fetch_one({"id": "f", "source": "slices", "source_kind": "image_folder"}, tmp_path / "d",
+                       base_dir=tmp_path)
+    assert folder.sha256 == copied.sha256 == tree_sha256(tmp_path / "slices")  # the same checksum either way
+    assert not (tmp_path / "d/a").exists() or not any((tmp_path / "d/a").iterdir())

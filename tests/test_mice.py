@@ -129,7 +129,8 @@ def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
                            "workflow/configs/mice.yaml"], cwd=work, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "51 of 51 rows cannot be read in place" in out and "mouse-ct-atlas" in out and "does not exist" in out
+    assert "51 of 51 specimens cannot be read" in out and "mouse-ct-atlas does not exist" in out
+    assert len([ln for ln in out.splitlines() if "does not exist" in ln]) == 1  # one line for the folder
     assert not (work / "results").exists() and not (work / "resources").exists()
 
 

@@ -3,8 +3,8 @@
 * a manifest row whose local source is missing or of the wrong kind stops the run at parse time with
   every such row listed; with --keep-going the valid rows still run and the bad ones fail in their
   own job;
-* renaming the manifest, spelling its paths otherwise, or switching the demo to its own manifest
-  re-runs nothing after the (cheap) fetch; toggling data.fetch.in_place re-runs only the fetch jobs;
+* renaming the manifest or spelling its paths otherwise re-runs nothing; moving the data, toggling
+  data.fetch.in_place or switching the demo to its own manifest re-runs only the (cheap) fetch jobs;
 * an overlay (data.add) of two real scans on the demo re-renders exactly those two species and
   retrains once, and then leaves nothing to do.
 """
@@ -59,6 +59,11 @@ def test_bad_rows_listed_at_once_and_keep_going_runs_the_rest(tmp_path):
     assert "nope.mp4" in log
     assert not (work / "resources/bad/cubes/gone.npz").exists()
 
+    # fixed (the bad rows dropped), a run after the failure settles: one more run has nothing to do
+    write_manifest(work / "m.tsv", header, rows)
+    smk(work, "--cores", "2", "--configfile", str(config))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
@@ -83,6 +88,9 @@ def test_spelling_renaming_and_in_place_rerun_nothing_after_fetch(built, tmp_pat
     work = copy / "w"
     config = work / "config.yaml"
     cfg = yaml.safe_load(config.read_text())
+    # the copy moved the data: the fetch records point at the new place, nothing after them re-runs
+    assert planned_jobs(work, "--configfile", str(config)) == [("fetch", r["id"]) for r in rows]
+    smk(work, "--cores", "2", "--configfile", str(config))
 
     # the same rows under another file name, sources written as absolute paths and file:// URLs
     spelled = [dict(r) for r in rows]

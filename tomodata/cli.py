@@ -204,7 +204,7 @@ def cmd_fetch(a) -> int:
     try:
         results = fetch_manifest(a.manifest, a.dest, mirror=a.mirror, rate=a.rate, retries=a.retries,
                                  timeout=a.timeout, only=a.only or None, progress=sys.stderr.isatty(),
-                                 keep_going=a.keep_going, record=a.record)
+                                 keep_going=a.keep_going, record=a.record, in_place=a.in_place)
     except FetchManifestError as e:
         for sid, err in e.failures.items():
             print(f"error: {sid}: {err}", file=sys.stderr)
@@ -214,7 +214,8 @@ def cmd_fetch(a) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for r in results:
-        how = "mirror" if r.from_mirror else ("kept" if r.reused else ("resumed" if r.resumed else "fetched"))
+        how = ("in-place" if r.in_place else "mirror" if r.from_mirror else "kept" if r.reused
+               else "resumed" if r.resumed else "fetched")
         print(f"{r.id}\t{how}\t{r.sha256}\t{r.path}")
     return 0
 
@@ -231,16 +232,16 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     return vals
 
 
-def _fetched_path(record: str, specimen_id: str) -> str:
-    """The path of ``specimen_id`` in a record written by ``tomo fetch`` (its stdout: one line
-    ``id<TAB>how<TAB>sha256<TAB>path`` per specimen)."""
+def _fetched_path(record: str, specimen_id: str, field: int = 3) -> str:
+    """The path (``field`` 3; 2: the sha256) of ``specimen_id`` in a record written by ``tomo fetch``
+    (its stdout: one line ``id<TAB>how<TAB>sha256<TAB>path`` per specimen)."""
     rec = Path(record)
     if not rec.is_file():
         raise SystemExit(f"error: fetch record {rec} does not exist")
     for line in rec.read_text(encoding="utf-8").splitlines():
         fields = line.split("\t")
         if len(fields) == 4 and fields[0] == specimen_id:
-            return fields[3]
+            return fields[field]
     raise SystemExit(f"error: fetch record {rec} has no line for specimen {specimen_id!r}")
 
 
@@ -261,6 +262,10 @@ def cmd_cube(a) -> int:
         meta["id"] = a.id
     if a.content_key:
         meta["content_key"] = a.content_key
+    if a.record_params:
+        meta["workflow_params"] = a.record_params
+    if a.fetched:  # the source as fetched, hashed whole (a detached header with its data files)
+        meta["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
     if a.align_record:
         meta["alignment"] = json.loads(Path(a.align_record).read_text())
     out = save_cube(a.output, cube, meta)
@@ -313,7 +318,9 @@ def cmd_align(a) -> int:
         reference = (ref_vol, ref_sp)
     aligned, record = align_to_canonical(vol, sp, reference=reference, threads=a.threads)
     record.update(id=a.id, source_path=str(path), reference=str(a.reference) if a.reference else None,
-                  slice_axis=slice_axis)
+                  slice_axis=slice_axis, orientation=a.orientation)
+    if a.record_params:
+        record["workflow_params"] = a.record_params
     out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)
     how = (f"NCC with the reference {record['ncc_before']:.3f} -> {record['ncc_after']:.3f}" if reference is not None
            else "moments alone (the reference)")
@@ -339,22 +346,27 @@ def cmd_store_create(a) -> int:
     from .manifest import load_manifest
     from .store import array_sha256, create_store
 
-    table = load_manifest(a.manifest)
-    by_id = {row["id"]: row for _, row in table.iterrows()}
+    by_id = {}
+    for manifest in a.manifest:
+        for _, row in load_manifest(manifest).iterrows():
+            if row["id"] in by_id:
+                raise ValueError(f"specimen {row['id']!r} is in more than one manifest ({', '.join(a.manifest)})")
+            by_id[row["id"]] = row
     species = []
     volume_sha256 = {}
     for cube_path in a.cubes:
         vol, meta = load_cube(cube_path)
         sid = meta.get("id") or Path(cube_path).stem
         if sid not in by_id:
-            raise ValueError(f"cube {cube_path} is specimen {sid!r}, which is not in {a.manifest}")
+            raise ValueError(f"cube {cube_path} is specimen {sid!r}, which is not in {', '.join(a.manifest)}")
         row = by_id[sid]
         species.append(dict(name=sid, split=row["split"], species=row["species"], source=row["source"],
                             source_kind=row["source_kind"], source_checksum=row["sha256"] or meta["source_sha256"],
                             licence=row["licence"], original_shape=meta["original_shape"],
                             spacing_mm=meta["spacing_mm"], slice_axis=meta["slice_axis"], fit=meta["fit"],
                             window=meta.get("window"), background=meta.get("background"),
-                            specimen_reach=meta.get("specimen_reach"),
+                            orientation=meta.get("orientation", "z,y,x"), crop=meta.get("crop", "none"),
+                            content_key=meta.get("content_key"), specimen_reach=meta.get("specimen_reach"),
                             alignment=alignment_summary(meta.get("alignment"))))
         volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
     config = None
@@ -362,10 +374,13 @@ def cmd_store_create(a) -> int:
         import yaml
 
         config = yaml.safe_load(Path(a.config).read_text())
+    if a.config_json:
+        config = json.loads(a.config_json)
     summary = create_store(a.store, species=species, chi=a.chi, steps=a.steps, image_size=a.size,
                            volume_size=a.volume_size, n_views=a.views, view_seed=a.seed, image_encoding=a.encoding,
                            overwrite=a.overwrite, update=a.update, volume_sha256=volume_sha256,
-                           provenance=dict(manifest=str(a.manifest), config=config, command="tomo store-create"))
+                           provenance=dict(manifest=a.manifest[0] if len(a.manifest) == 1 else list(a.manifest), config=config,
+                                           command="tomo store-create"))
     print(f"{summary['mode']} {a.store}: {len(species)} species, {a.views} views each")
     for what in ("kept", "reset", "removed"):
         if summary[what]:
@@ -653,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--id", help="specimen id (with --manifest / --fetched)")
         q.add_argument("--allow-default-spacing", action="store_true",
                        help="use 1.0 mm (with a warning) when no spacing is known")
+        q.add_argument("--record-params", metavar="TEXT", help=(
+            "the workflow's params of this job, kept in the output's record (the workflow compares them)"))
 
     def render_opts(q, size=256):
         q.add_argument("--size", type=_positive_int, default=size, help="image side in pixels (default %(default)s)")
@@ -743,6 +760,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--only", action="append", metavar="ID", help="fetch only this specimen (repeatable)")
     q.add_argument("--keep-going", action="store_true", help="fetch the others when one fails")
     q.add_argument("--record", action="store_true", help="write first-fetch sha256 values into the manifest")
+    q.add_argument("--in-place", action="store_true", help=(
+        "local sources: check and hash them where they are, no copy (the record points at the source)"))
     q.set_defaults(func=cmd_fetch)
 
     q = sub.add_parser("cube", help="read a scan and resample it to the canonical cube", description=(
@@ -785,13 +804,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the species table comes from the manifest and the cubes' records. Run once, before the "
         "per-species render jobs."))
     q.add_argument("store", help="the .zarr store to create")
-    q.add_argument("--manifest", required=True, help="the manifest the cubes come from")
+    q.add_argument("--manifest", required=True, nargs="+", help="the manifests the cubes come from (ids unique across them)")
     q.add_argument("--cubes", nargs="+", required=True, help="cube .npz files (from tomo cube)")
     q.add_argument("--views", type=_positive_int, default=1332, help="views per species (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
     q.add_argument("--volume-size", type=_positive_int, default=128, help="cube side (default %(default)s)")
     q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
     q.add_argument("--config", help="YAML config to record as provenance")
+    q.add_argument("--config-json", help="the merged workflow config as JSON text, recorded as provenance (over --config)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing store")
     q.add_argument("--update", action="store_true", help=(
         "update an existing store in place: keep each complete species whose stored volume equals its "

@@ -25,6 +25,12 @@ Rules (details in ``docs/manifest.md``):
   folder. The result's path is the folder, or its only file for single-file kinds (movie, tiff, …).
 * **Local folders** (``image_folder``/``dicom`` sources given as a folder path or ``file://`` URL) are
   copied the same way; their checksum is :func:`tree_sha256`.
+* **Detached NRRD headers** (``.nhdr``) are fetched with every data file they name (one file, a
+  ``%d`` pattern or a LIST), kept at the same relative names; the checksum covers them all
+  (:func:`source_sha256`). A missing data file is an error naming header and file.
+* **In place** (``in_place=True``): a local source is not copied; it is checked (exists, readable,
+  a file or folder as its kind needs, the format its kind says) and hashed exactly as a copy would
+  be, and the result's path is the source itself (absolute, symlinks kept).
 
 Every error is a :class:`FetchError` that names the specimen id and the URL.
 """
@@ -58,6 +64,8 @@ __all__ = [
     "HtmlPageError",
     "SourcesExhausted",
     "FetchManifestError",
+    "source_sha256",
+    "nrrd_data_files",
     "RateLimiter",
     "make_session",
     "fetch_one",
@@ -161,7 +169,8 @@ class FetchResult:
     ``path``: the file, or the folder for archives and folder sources; ``sha256``/``bytes``: of the
     file or archive (folders: :func:`tree_sha256` and the total size); ``url``: the alternative used;
     ``resumed``: a partial download was continued; ``from_mirror``: copied from the mirror folder;
-    ``reused``: the final file was already there and verified, nothing was fetched.
+    ``reused``: the final file was already there and verified, nothing was fetched; ``in_place``:
+    a local source checked and hashed where it is (``path`` is the source).
     """
 
     id: str
@@ -172,6 +181,7 @@ class FetchResult:
     resumed: bool = False
     from_mirror: bool = False
     reused: bool = False
+    in_place: bool = False
 
 
 class _Retryable(Exception):
@@ -211,6 +221,40 @@ def tree_sha256(folder) -> str:
     for rel in files:
         h.update(f"{file_sha256(folder / rel)}  {rel}\n".encode("utf-8"))
     return h.hexdigest()
+
+
+def nrrd_data_files(header) -> list[Path]:
+    """The data files of a detached NRRD header (absolute or beside the header); [] for others."""
+    from .io import nrrd_data_names
+
+    header = Path(header)
+    if header.suffix.lower() != ".nhdr":
+        return []
+    return [Path(n) if Path(n).is_absolute() else header.parent / n for n in nrrd_data_names(header)]
+
+
+def source_sha256(path) -> str:
+    """The checksum of a source as fetched: :func:`tree_sha256` of a folder; for a detached NRRD
+    header, the sha256 of the lines ``"<file sha256>  <name>\n"`` of the header and then each data
+    file in the header's order (names relative to the header's folder); else :func:`file_sha256`."""
+    path = Path(path)
+    if path.is_dir():
+        return tree_sha256(path)
+    data = nrrd_data_files(path)
+    if not data:
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in [path] + data:
+        if not f.is_file():
+            raise FileNotFoundError(f"{path}: data file {f} is missing")
+        h.update(f"{file_sha256(f)}  {os.path.relpath(f, path.parent)}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def _source_bytes(path: Path) -> int:
+    if path.is_dir():
+        return _tree_bytes(path)
+    return sum(f.stat().st_size for f in [path] + nrrd_data_files(path))
 
 
 def _tree_bytes(folder: Path) -> int:
@@ -500,6 +544,103 @@ def _result_path(folder: Path, kind: str) -> Path:
     return folder
 
 
+def _check_kind(sid: str, url: str, src: Path, kind: str) -> None:
+    """A local source must exist, be readable and hold the format its kind says."""
+    from .io import sniff_kind
+
+    if not src.exists():
+        where = "" if src.parent.exists() else f" (nor does its folder {src.parent})"
+        raise FetchError(sid, url, f"{src} does not exist{where}; fix the manifest's source column or put the "
+                                   "data there")
+    if not os.access(src, os.R_OK):
+        raise FetchError(sid, url, f"{src} is not readable (permissions)")
+    folder_kind = kind in ("image_folder", "dicom")
+    if src.is_dir() and not folder_kind:
+        raise FetchError(sid, url, f"{src} is a folder but source_kind {kind} needs a file; fix source or "
+                                   "source_kind")
+    if src.is_file() and kind == "image_folder" and not zipfile.is_zipfile(src):
+        raise FetchError(sid, url, f"{src} is a file but source_kind image_folder needs a folder")
+    if src.is_file() and _archive_stem(src.name) is not None:
+        return  # an archive: what it holds is checked when it is read
+    try:
+        found = sniff_kind(src)
+    except ValueError as e:
+        raise FetchError(sid, url, f"cannot be read as {kind}: {e}") from None
+    if found != kind:
+        raise FetchError(sid, url, f"{src} holds {found} data but source_kind says {kind}; fix source_kind")
+
+
+def _in_place(sid: str, alternatives: list[str], base: Path, kind: str, expected: str | None) -> FetchResult:
+    """The first existing local alternative, checked and hashed where it is (no copy)."""
+    errors = []
+    for url in alternatives:
+        try:
+            src = Path(os.path.abspath(_local_path(url, base)))
+        except ValueError as e:
+            errors.append(FetchError(sid, url, str(e)))
+            continue
+        try:
+            _check_kind(sid, url, src, kind)
+            try:
+                digest = source_sha256(src)
+            except FileNotFoundError as e:
+                raise FetchError(sid, url, f"{e}; put it beside the header or fix the header's data file line") from None
+        except FetchError as e:
+            errors.append(e)
+            continue
+        if expected is not None and digest != expected:
+            raise ChecksumMismatch(sid, url, expected, digest)
+        return FetchResult(sid, src, digest, _source_bytes(src), url, in_place=True)
+    if len(errors) == 1:
+        raise errors[0]
+    raise SourcesExhausted(sid, alternatives, errors)
+
+
+def _copy_detached(sid: str, url: str, header: Path, final: Path, expected: str | None) -> str:
+    """Copy a detached NRRD header and its data files beside ``final`` (same relative names)."""
+    names = nrrd_data_files(header)
+    missing = [f for f in names if not f.is_file()]
+    if missing:
+        raise FetchError(sid, url, f"{header} names the data file {missing[0]}, which does not exist")
+    if any(".." in Path(os.path.relpath(n, header.parent)).parts for n in names):
+        raise FetchError(sid, url, f"{header}: data files outside its folder cannot be fetched; use in_place")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.copy-", dir=final.parent))
+    try:
+        for f in [header] + names:
+            dst = tmp / os.path.relpath(f, header.parent)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dst)
+        digest = source_sha256(tmp / header.name)
+        if expected is not None and digest != expected:
+            raise ChecksumMismatch(sid, url, expected, digest)
+        for f in sorted(tmp.rglob("*"), key=lambda q: q.name == header.name):  # the header last
+            if f.is_file():
+                dst = final.parent / f.relative_to(tmp)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return digest
+
+
+def _download_detached(session, limiter, url: str, header: Path, sid: str, kind: str, expected, **kw) -> str:
+    """Download the data files a downloaded detached NRRD header names (URLs relative to its URL)."""
+    from urllib.parse import urljoin
+
+    for f in nrrd_data_files(header):
+        rel = os.path.relpath(f, header.parent)
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise FetchError(sid, url, f"{header.name}: data file {rel} is outside the header's folder")
+        part = f.with_name(f.name + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        _download(session, limiter, urljoin(url, PurePosixPath(rel).as_posix()), part, sid, kind, **kw)
+        os.replace(part, f)
+    digest = source_sha256(header)
+    if expected is not None and digest != expected:
+        raise ChecksumMismatch(sid, url, expected, digest)
+    return digest
+
+
 # ---------------------------------------------------------------------------------------- public API
 
 
@@ -526,6 +667,7 @@ def fetch_one(
     progress: bool = False,
     session=None,
     limiter: RateLimiter | None = None,
+    in_place: bool = False,
 ) -> FetchResult:
     """Fetch one specimen's source into ``dest_dir/<id>/`` and verify it (see the module rules).
 
@@ -533,7 +675,8 @@ def fetch_one(
     optionally ``sha256``. ``retries``: extra attempts per URL; ``backoff``: first retry delay in s
     (doubling); ``timeout``: seconds per connect/read; ``rate``: requests per second per host;
     ``base_dir``: folder for relative local paths (default: the current one). ``session``/``limiter``
-    may be shared between calls (:func:`make_session`, :class:`RateLimiter`).
+    may be shared between calls (:func:`make_session`, :class:`RateLimiter`). ``in_place``: a local
+    source is checked and hashed where it is, not copied (module rules).
     """
     from .manifest import split_sources
 
@@ -551,6 +694,10 @@ def fetch_one(
     out_dir.mkdir(parents=True, exist_ok=True)
     limiter = limiter if limiter is not None else RateLimiter(rate)
     own_session = session is None
+    if in_place:
+        local = [u for u in alternatives if not _is_remote(u)]
+        if local:
+            return _in_place(sid, local, base, kind, expected)
 
     def finish(url: str, final: Path, digest: str, *, resumed=False, from_mirror=False, reused=False):
         if final.is_dir():
@@ -569,10 +716,15 @@ def fetch_one(
     for url in alternatives:
         final = out_dir / _target_name(url, sid, kind)
         if final.exists():
-            digest = tree_sha256(final) if final.is_dir() else file_sha256(final)
-            if expected is None or digest == expected:
+            try:
+                digest = source_sha256(final)
+            except FileNotFoundError:  # a header whose data files did not all arrive: fetch again
+                digest = None
+            if digest is not None and (expected is None or digest == expected):
                 return finish(url, final, digest, reused=True)
-            warnings.warn(f"specimen {sid!r}: existing {final} has sha256 {digest}, manifest says {expected}; fetching again")
+            if digest is not None:
+                warnings.warn(f"specimen {sid!r}: existing {final} has sha256 {digest}, manifest says {expected}; "
+                              "fetching again")
 
     errors: list[Exception] = []
     tried: list[str] = []
@@ -622,6 +774,12 @@ def fetch_one(
                         session, limiter, url, part, sid, kind,
                         retries=retries, backoff=backoff, timeout=timeout, progress=progress,
                     )
+                    if final.suffix.lower() == ".nhdr":
+                        os.replace(part, final)
+                        digest = _download_detached(session, limiter, url, final, sid, kind, expected,
+                                                    retries=retries, backoff=backoff, timeout=timeout,
+                                                    progress=progress)
+                        return finish(url, final, digest, resumed=resumed)
                     digest = install_file(url, part, final, url)
                     return finish(url, final, digest, resumed=resumed)
                 try:
@@ -644,6 +802,8 @@ def fetch_one(
                     return finish(url, final, digest)
                 if not src.is_file():
                     raise FetchError(sid, url, f"local source {src} does not exist")
+                if nrrd_data_files(src):
+                    return finish(url, final, _copy_detached(sid, url, src, final, expected))
                 _copy_file(src, part, sid, url, kind)
                 digest = install_file(url, part, final, url)
                 return finish(url, final, digest)
@@ -672,6 +832,7 @@ def fetch_manifest(
     progress: bool = False,
     keep_going: bool = False,
     record: bool = False,
+    in_place: bool = False,
 ) -> list[FetchResult]:
     """Fetch every specimen of a manifest (path or DataFrame) in order, one at a time; see :func:`fetch_one`.
 
@@ -712,7 +873,7 @@ def fetch_manifest(
             try:
                 res = fetch_one(
                     row, dest_dir, mirror=mirror, retries=retries, backoff=backoff, timeout=timeout,
-                    base_dir=base_dir, progress=progress, session=session, limiter=limiter,
+                    base_dir=base_dir, progress=progress, session=session, limiter=limiter, in_place=in_place,
                 )
             except FetchError as e:
                 if not keep_going:
@@ -723,7 +884,8 @@ def fetch_manifest(
                 continue
             results.append(res)
             if progress:
-                how = "kept" if res.reused else "mirror" if res.from_mirror else "resumed" if res.resumed else "fetched"
+                how = ("in place" if res.in_place else "kept" if res.reused else "mirror" if res.from_mirror
+                       else "resumed" if res.resumed else "fetched")
                 print(f"[{k}/{len(rows)}] {res.id}: {how} {res.bytes} bytes -> {res.path}", file=sys.stderr)
     finally:
         session.close()

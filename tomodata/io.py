@@ -846,6 +846,25 @@ def _nrrd_header_lines(p: Path) -> tuple[list[str], list[str]]:
     return lines, listed
 
 
+def nrrd_data_names(p: Path) -> list[str]:
+    """The data files a detached NRRD header (.nhdr) names, as written (relative to its folder, or
+    absolute): ``data file: NAME``, a ``%d`` pattern with min max step, or ``LIST``; [] for an NRRD
+    with attached data."""
+    lines, listed = _nrrd_header_lines(Path(p))
+    line = next((ln for ln in lines if re.match(r"\s*data ?file\s*:", ln, flags=re.IGNORECASE)), None)
+    if line is None:
+        return []
+    value = re.split(r":=?", line, maxsplit=1)[1].split()
+    if value[:1] == ["LIST"]:
+        return list(listed)
+    if _nrrd_multi(line):
+        fmt, lo, hi, step = value[0], int(value[1]), int(value[2]), int(value[3])
+        if step == 0:
+            raise ValueError(f"{p}: data file step 0")
+        return [fmt % i for i in range(lo, hi + (1 if step > 0 else -1), step)]
+    return [re.split(r":=?", line, maxsplit=1)[1].strip()]
+
+
 def _read_nrrd(p: Path) -> tuple[np.ndarray, Spacing | None]:
     """NRRD (.nrrd attached, .nhdr detached; single, pattern or LIST data files) → C-order z, y, x."""
     import nrrd

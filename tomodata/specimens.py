@@ -24,7 +24,8 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["collect_rows", "local_source", "source_problems", "content_key", "ShaCache", "row_settings"]
+__all__ = ["collect_rows", "local_source", "source_problems", "content_key", "ShaCache", "row_settings",
+           "recorded_params"]
 
 _FOLDER_KINDS = ("dicom", "image_folder")
 
@@ -118,17 +119,25 @@ def _has_remote(row: dict) -> bool:
 
 
 def source_problems(rows: dict[str, dict], ids=None) -> list[str]:
-    """One line per row whose local source is missing, unreadable or of the wrong kind (demo rows,
+    """One line per row whose local source is missing, unreadable or of the wrong kind (one line for
+    all the rows of a folder that does not exist; the count of rows is the caller's) (demo rows,
     whose movies a job writes, and rows with a remote alternative are not looked at here: their
     fetch job tries the alternatives in order and fails with its own message)."""
-    out = []
+    out, absent = [], {}
     for sid in ids if ids is not None else rows:
         row = rows[sid]
         if row["_origin"].startswith("the demo") or _has_remote(row):
             continue
         what = _problem(row)
-        if what:
+        if what and "does not exist either" in what:  # rows of a missing folder: one line for them all
+            absent.setdefault((str(local_source(row).parent), row["_origin"]), []).append((sid, local_source(row)))
+        elif what:
             out.append(f"{sid} ({row['_origin']}): {what}; fix the row's source/source_kind or put the data there")
+    for (folder, origin), items in absent.items():
+        sids = [sid for sid, _ in items]
+        shown = ", ".join(sids[:3]) + (f" and {len(sids) - 3} more" if len(sids) > 3 else "")
+        out.append(f"{shown} ({origin}): the folder {folder} does not exist (first source: {items[0][1]}); put "
+                   "the data there or fix the rows' source column")
     return out
 
 
@@ -184,15 +193,27 @@ def _source_sha256(path: Path) -> str:
     return fetch.tree_sha256(path) if path.is_dir() else fetch.file_sha256(path)
 
 
-def _recorded(cube_path) -> dict:
-    """content_key and source_sha256 recorded in an existing cube (.npz meta), or {}."""
+def _meta(path) -> dict:
+    """The record of an existing cube (.npz meta) or aligned volume (.json beside it), or {}."""
     try:
-        with zipfile.ZipFile(cube_path) as z, z.open("meta.npy") as f:
+        if str(path).endswith(".json"):
+            return json.loads(Path(path).read_text())
+        with zipfile.ZipFile(path) as z, z.open("meta.npy") as f:
             import numpy as np
 
-            meta = json.loads(str(np.lib.format.read_array(f, allow_pickle=False)))
+            return json.loads(str(np.lib.format.read_array(f, allow_pickle=False)))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return {}
+
+
+def recorded_params(path) -> str | None:
+    """The workflow params an output was made with (``tomo cube/align --record-params``), or None."""
+    return _meta(path).get("workflow_params") if Path(path).is_file() else None
+
+
+def _recorded(cube_path) -> dict:
+    """content_key and source_sha256 recorded in an existing cube, or {}."""
+    meta = _meta(cube_path)
     return {k: meta[k] for k in ("content_key", "source_sha256") if meta.get(k)}
 
 

@@ -99,14 +99,19 @@ def check_sources():
     problems = source_problems(ROWS)
     if not problems:
         return
+    bad = sum(1 for sid in IDS if _source_bad(sid))
     listed = "\n  ".join(problems)
-    text = f"{len(problems)} of {len(IDS)} specimens cannot be read:\n  {listed}"
+    text = f"{bad} of {len(IDS)} specimens cannot be read:\n  {listed}"
     # the execution settings are not known while the Snakefile is parsed: the command line tells
     if any(arg == "--keep-going" or (arg.startswith("-") and not arg.startswith("--") and "k" in arg)
            for arg in sys.argv[1:]):
         logger.warning(f"{text}\n(--keep-going: their jobs fail, every other specimen runs)")
         return
     raise WorkflowError(f"{text}\nor run with --keep-going to build every other specimen")
+
+
+def _source_bad(sid):
+    return bool(source_problems(ROWS, [sid]))
 
 
 check_sources()
@@ -210,9 +215,27 @@ def fetch_options(wildcards):
 FETCHED = f"{RESOURCES}/fetched"
 
 
-def fetched_record(wildcards):
-    """The fetch record, ancient: a re-fetch of the same content re-runs nothing after it."""
-    return ancient(f"{FETCHED}/{wildcards.id}.tsv")
+def fetched_record(wildcards, made_by=None):
+    """The fetch record, `ancient()` where the job reading it (``made_by``: the output file whose
+    record holds the params it was made with) is up to date, so a re-fetch of the same content
+    re-runs nothing after it. Snakemake does not look at the params of a job whose only inputs from
+    a re-running job are ancient, so where the params changed the record stays a plain input."""
+    record = f"{FETCHED}/{wildcards.id}.tsv"
+    return ancient(record) if made_by and _made_with(made_by, wildcards) else record
+
+
+def _made_with(kind, wildcards):
+    """Whether the existing cube (or aligned volume) records the params it would get now."""
+    from tomodata.specimens import recorded_params
+
+    if kind == "cube":
+        return recorded_params(f"{RESOURCES}/cubes/{wildcards.id}.npz") == params_text(cube_row(wildcards))
+    return recorded_params(f"{ALIGNED}/{wildcards.id}.json") == params_text(align_row(wildcards))
+
+
+def params_text(params):
+    """A job's tracked params as the canonical JSON text its output records (--record-params)."""
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def scan_options(sid):
@@ -264,8 +287,8 @@ def cube_input(wildcards):
     """The cube's input: the aligned volume (and its record), else the fetch record."""
     if ALIGN:
         return {"scan": f"{ALIGNED}/{wildcards.id}.nii.gz", "record": f"{ALIGNED}/{wildcards.id}.json",
-                "fetched": fetched_record(wildcards)}
-    return {"fetched": fetched_record(wildcards)}
+                "fetched": fetched_record(wildcards, "cube")}
+    return {"fetched": fetched_record(wildcards, "cube")}
 
 
 def cube_source_arg(wildcards, input):
@@ -289,7 +312,8 @@ def cube_row(wildcards):
 def cube_options(wildcards):
     st = SETTINGS[wildcards.id]
     return _opts([("--size", DATASET["volume_size"]), ("--background", st["background"]), ("--window", st["window"]),
-                  ("--crop", st["crop"]), ("--content-key", KEYS[wildcards.id])])
+                  ("--crop", st["crop"]), ("--content-key", KEYS[wildcards.id]),
+                  ("--record-params", params_text(cube_row(wildcards)))])
 
 
 def dataset_options():

@@ -81,7 +81,7 @@ if ALIGN:
 
     rule align:
         input:
-            fetched=fetched_record,
+            fetched=lambda wildcards: fetched_record(wildcards, "align"),
             reference=align_reference_input,
         output:
             aligned=f"{ALIGNED}/{{id}}.nii.gz",
@@ -89,6 +89,7 @@ if ALIGN:
         params:
             row=align_row,
             scan=lambda wildcards: scan_options(wildcards.id),
+            record=lambda wildcards: shlex.quote(params_text(align_row(wildcards))),
             reference=align_reference_arg,
         log:
             f"{LOGS}/align/{{id}}.log",
@@ -102,7 +103,7 @@ if ALIGN:
             ENV_TOMODATA
         shell:
             "tomo align --fetched {input.fetched:q} {params.scan} -o {output.aligned:q} --id {wildcards.id}"
-            " {params.reference} --threads {threads} > {log:q} 2>&1"
+            " {params.reference} --record-params {params.record} --threads {threads} > {log:q} 2>&1"
 
     rule align_sheet:
         input:
