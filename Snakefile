@@ -10,7 +10,9 @@
 # included the same way (before or after these) and add their final outputs to `rule all` with
 # `add_targets(...)` from common.smk.
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+from tomodata.config_check import ConfigError, check_config, check_resources, rule_names
 
 min_version("9.0")
 
@@ -18,6 +20,11 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# every problem listed with its key path and a "did you mean" (no schema dump); then the defaults
+try:
+    check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -25,6 +32,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"
+
+
+try:  # a misspelt rule name under `resources` would otherwise fall back to the default silently
+    check_resources(config, rule_names(f"{workflow.basedir}/workflow/rules"))
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 
 
 rule all:
