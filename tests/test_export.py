@@ -270,7 +270,7 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
     fm = front_matter(card)
     assert fm["license"] == "other" and "recipe-only" in fm["license_name"]
     assert "Redistribution is not allowed" in card and UTCT_LICENCE in card and "no redistribution" in card
-    assert "tomo fetch recipe/manifest.tsv" in card
+    assert "bash recipe/rebuild.sh" in card  # the recipe that rebuilds (recipe/specimens.tsv, every setting)
     doc = json.loads((out / "croissant.json").read_text())
     assert any("no redistribution" in lic for lic in doc["license"])
     records = croissant_records(out / "croissant.json", "species")
@@ -303,10 +303,14 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
 ])
 def test_default_mode_follows_the_least_cleared_species(tmp_path, licences, mode, card_licence):
     path = tiny_store(tmp_path / "s.zarr", licences, sources=["/data/a.nii.gz", "/data/b.nii.gz"])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         warnings.simplefilter("error", export.RedistributionWarning)
         summary = export.export_dataset(path, tmp_path / "out")
     assert summary["mode"] == mode and summary["licence"] == card_licence
+    unknown = "ask the lab" in licences  # an unknown licence: a warning in the summary, the card and on stderr
+    assert any(issubclass(w.category, export.UnknownLicenceWarning) for w in caught) == unknown
+    assert ("is not a recognised licence" in (tmp_path / "out/README.md").read_text()) == unknown
     assert front_matter((tmp_path / "out/README.md").read_text())["license"] == card_licence
     assert export.verify_export(tmp_path / "out") == []
 
@@ -366,3 +370,68 @@ def test_export_is_reproducible_with_source_date_epoch(demo, tmp_path, monkeypat
     export.export_dataset(demo, b, recipe_only=True)
     assert (a / "SHA256SUMS").read_text() == (b / "SHA256SUMS").read_text()
     assert json.loads((a / "provenance.json").read_text())["exported_at"].startswith("2023-11-14T22:13:20")
+
+
+# ------------------------------------------------------------------ the recipe rebuilds the store
+def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
+    """A store made with per-specimen settings (window, background, orientation, crop, spacing, cube size)
+    exported recipe-only; bash recipe/rebuild.sh makes it again and verify_rebuild finds no difference."""
+    import os
+    import subprocess
+    import sys
+
+    from tomodata.cli import main
+
+    src = tmp_path / "src"
+    assert main(["demo-movies", "-o", str(src), "--species", "2", "--held-out", "1", "--movie-size", "24"]) == 0
+    manifest = src / "manifest.tsv"
+    lines = manifest.read_text().splitlines()
+    lines[1] += "\twindow\tbackground\torientation\tcrop"
+    lines[2] += "\t10,250\t0.02\tz,-y,x\tlargest"
+    lines[3] += "\t\t\tx,y,z\tnone"
+    manifest.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["fetch", str(manifest), "-d", str(tmp_path / "f")]) == 0
+    record = tmp_path / "fetched.tsv"
+    record.write_text(capsys.readouterr().out)
+    cubes = []
+    for sid in ("procedural_00", "procedural_01"):
+        cubes.append(str(tmp_path / f"{sid}.npz"))
+        assert main(["cube", "--fetched", str(record), "--id", sid, "--manifest", str(manifest), "-o", cubes[-1],
+                     "--size", "16"]) == 0
+    store = tmp_path / "d.zarr"
+    opts = ["--views", "3", "--size", "16", "--steps", "16", "--volume-size", "16", "--chi", "7.5"]
+    assert main(["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts]) == 0
+    for cube in cubes:
+        assert main(["render-species", str(store), "--cube", cube, "--backend", "cpu"]) == 0
+    assert main(["finalize", str(store)]) == 0
+
+    out = tmp_path / "export"
+    summary = export.export_dataset(store, out, recipe_only=True)
+    assert any("local source" in w for w in summary["warnings"])  # the rebuild needs the local files
+    table = (out / "recipe/specimens.tsv").read_text()
+    assert "10,250\t0.02\tz,-y,x\tlargest" in table and "x,y,z\tnone" in table
+    script = (out / "recipe/rebuild.sh").read_text()
+    assert "--size 16" in script and "--window=10,250" in script and "--chi 7.5" in script
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "recipe/rebuild.sh", str(tmp_path / "rebuilt.zarr")], cwd=out, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert export.verify_rebuild(tmp_path / "rebuilt.zarr", out) == []
+
+
+@pytest.mark.parametrize("text, spdx", [
+    ("public domain (UNC CThead)", "LicenseRef-PublicDomain"), ("GPL-2", "GPL-2.0-only"), ("GPLv2+", "GPL-2.0-or-later"),
+    ("GNU General Public License v3", "GPL-3.0-only"), ("GPL-3.0 (LICENSE)", "GPL-3.0-only"),
+    ("cc-by-4.0", "CC-BY-4.0"), ("CC BY-NC 4.0", "CC-BY-NC-4.0"), ("CC0", "CC0-1.0"), ("MIT", "MIT"),
+    ("BSD-3-Clause", "BSD-3-Clause"), ("VTK BSD-3-Clause", "BSD-3-Clause"), ("BSD-2-Clause (LICENSE)", "BSD-2-Clause"),
+    ("Apache License 2.0", "Apache-2.0"),
+])
+def test_licence_strings_to_spdx(text, spdx):
+    got = export.classify_licence({"licence": text})
+    assert got["spdx"] == spdx and got["class"] == "open", got
+
+
+def test_unknown_licence_is_a_warning_not_a_silent_switch():
+    assert export.classify_licence({"licence": "ask the lab"})["class"] == "unknown"

@@ -346,12 +346,17 @@ def cmd_store_create(a) -> int:
     from .manifest import load_manifest
     from .store import array_sha256, create_store
 
-    by_id = {}
+    from .specimens import local_source
+
+    by_id, resolved = {}, {}
     for manifest in a.manifest:
-        for _, row in load_manifest(manifest).iterrows():
+        table = load_manifest(manifest)
+        for _, row in table.iterrows():
             if row["id"] in by_id:
                 raise ValueError(f"specimen {row['id']!r} is in more than one manifest ({', '.join(a.manifest)})")
             by_id[row["id"]] = row
+            local = local_source(dict(row, _base=table.attrs["base_dir"]))
+            resolved[row["id"]] = str(local) if local is not None and "://" not in row["source"] else row["source"]
     species = []
     volume_sha256 = {}
     for cube_path in a.cubes:
@@ -367,6 +372,7 @@ def cmd_store_create(a) -> int:
                             window=meta.get("window"), background=meta.get("background"),
                             orientation=meta.get("orientation", "z,y,x"), crop=meta.get("crop", "none"),
                             content_key=meta.get("content_key"), specimen_reach=meta.get("specimen_reach"),
+                            source_resolved=resolved[sid], ingest=meta.get("ingest"),
                             alignment=alignment_summary(meta.get("alignment"))))
         volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
     config = None

@@ -13,6 +13,8 @@ Croissant metadata, checksums, split lists and provenance.
     OUT/recipe/checksums.json  per-species array sha256 (the completion markers) + source checksums
     OUT/recipe/store_attrs.json the store's root attributes (everything create_store recorded)
     OUT/recipe/manifest.tsv    the specimen manifest, when one is given
+    OUT/recipe/specimens.tsv   every species with every setting its cube was made with (tomodata.recipe)
+    OUT/recipe/rebuild.sh      fetch → cube (per species, all settings) → store → render → finalize
     OUT/recipe/config.<ext>    the build config (the file given, else the store's recorded config)
     OUT/dataset.zarr/          the store, byte for byte (data exports only)
 
@@ -70,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .recipe import recipe_files
 
 __all__ = [
     "EXPORT_SPEC",
@@ -78,6 +81,7 @@ __all__ = [
     "export_dataset",
     "verify_export",
     "verify_rebuild",
+    "UnknownLicenceWarning",
     "CITATION_BIBTEX",
 ]
 
@@ -120,6 +124,19 @@ _OPEN_LICENCES = [
     (r"\bcc0\b|cc0[- _]?1", "CC0-1.0", "cc0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
     (r"\bpddl\b", "PDDL-1.0", "pddl", "https://opendatacommons.org/licenses/pddl/1-0/"),
     (r"odc[- _]?by", "ODC-By-1.0", "odc-by", "https://opendatacommons.org/licenses/by/1-0/"),
+    (r"public[- _]?domain", "LicenseRef-PublicDomain", "other", "https://creativecommons.org/publicdomain/mark/1.0/"),
+    (r"\bgpl[- _]?v?2(\.0)?(\+|[- _]or[- _]later)|gnu general public licen[sc]e,? v(ersion)? ?2(\.0)? or later",
+     "GPL-2.0-or-later", "gpl-2.0", "https://www.gnu.org/licenses/old-licenses/gpl-2.0.html"),
+    (r"\bgpl[- _]?v?2\b|\bgpl[- _]?v?2\.0|gnu general public licen[sc]e,? v(ersion)? ?2", "GPL-2.0-only", "gpl-2.0",
+     "https://www.gnu.org/licenses/old-licenses/gpl-2.0.html"),
+    (r"\bgpl[- _]?v?3(\.0)?(\+|[- _]or[- _]later)", "GPL-3.0-or-later", "gpl-3.0", "https://www.gnu.org/licenses/gpl-3.0.html"),
+    (r"\bgpl[- _]?v?3\b|\bgpl[- _]?v?3\.0|gnu general public licen[sc]e,? v(ersion)? ?3", "GPL-3.0-only", "gpl-3.0",
+     "https://www.gnu.org/licenses/gpl-3.0.html"),
+    (r"\bmit\b", "MIT", "mit", "https://opensource.org/license/mit"),
+    (r"bsd[- _]?3|3[- _]clause bsd|bsd 3-clause", "BSD-3-Clause", "bsd-3-clause", "https://opensource.org/license/bsd-3-clause"),
+    (r"bsd[- _]?2|2[- _]clause bsd|bsd 2-clause", "BSD-2-Clause", "bsd-2-clause", "https://opensource.org/license/bsd-2-clause"),
+    (r"apache[- _]?(licen[sc]e[- _,]*)?(v(ersion)?[- _]?)?2", "Apache-2.0", "apache-2.0",
+     "https://www.apache.org/licenses/LICENSE-2.0"),
 ]
 _CC0 = ("CC0-1.0", "cc0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")
 _RESTRICTED_RE = re.compile(
@@ -175,6 +192,10 @@ _CROISSANT_CONTEXT = {
 
 class RedistributionWarning(UserWarning):
     """A data export of species whose terms do not clear redistribution (explicit ``recipe_only=False``)."""
+
+
+class UnknownLicenceWarning(UserWarning):
+    """A species' licence text matches no recognised licence (it is treated as not cleared)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -591,6 +612,9 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
         L += ["> **NOT FOR REDISTRIBUTION.** This folder contains data from sources whose terms do not permit "
               "redistribution (" + ", ".join(lic["blocked"]) + "). It was exported with an explicit "
               "`recipe_only=False` for people who already hold the rights. Do not publish or share it.", ""]
+    notes = (prov.get("export") or {}).get("warnings") or []
+    if notes:
+        L += ["## Warnings", ""] + [f"- {n}" for n in notes] + [""]
     if recipe_only and lic["restricted"]:
         L += ["> **Redistribution is not allowed** for the source scans of "
               + ", ".join(lic["restricted"])
@@ -695,17 +719,11 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
                         ("species", "held_out", "views", "size", "steps", "volume_size", "chi", "seed") if k in args)
         L += ["```bash", f"tomo build-demo -o rebuilt {opts} --backend cpu", "```", ""]
     else:
-        if not has_manifest:
-            L += ["This export has no manifest: write one for the sources in `species.csv` (`docs/manifest.md`).", ""]
-        L += ["```bash",
-              "tomo fetch recipe/manifest.tsv -d raw                          # the sources, checked by sha256",
-              "tomo cube raw/<id>/<file> -o cubes/<id>.npz --manifest recipe/manifest.tsv --id <id>   # per species",
-              f"tomo store-create rebuilt.zarr --manifest recipe/manifest.tsv --cubes cubes/*.npz "
-              f"--views {attrs['n_views']} --seed {attrs['view_scheme']['seed']} --size {attrs['image_size']} "
-              f"--steps {attrs['steps']} --chi {attrs['chi']} --volume-size {attrs['volume_size']} "
-              f"--encoding {attrs['encoding']['images']['dtype']}",
-              "tomo render-species rebuilt.zarr --cube cubes/<id>.npz --backend cpu   # per species, any order",
-              "tomo finalize rebuilt.zarr",
+        L += ["`recipe/specimens.tsv` lists every species with every setting its cube was made with (spacing, "
+              "slice axis, orientation, window, background, crop, source checksum); `recipe/rebuild.sh` fetches "
+              "the sources, makes each cube with those settings and the store with the recorded ones:", "",
+              "```bash",
+              "bash recipe/rebuild.sh rebuilt.zarr      # tomo fetch, tomo cube per species, store-create, render, finalize",
               "```", ""]
     L += ["Then compare with the recorded checksums: "
           f"`python -c 'from tomodata.export import verify_rebuild; print(verify_rebuild(\"{rebuilt}\", \".\"))'`. "
@@ -772,7 +790,11 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
             raise ValueError(f"species {n!r}: completion marker changed while exporting; run again")
     classes = {e["name"]: classify_licence(e) for e in table}
     blocked = [n for n, c in classes.items() if c["class"] not in _CLEARED]
-    notes: list[str] = []
+    notes: list[str] = [f"species {n}: licence {c['label']!r} is not a recognised licence (docs/export.md lists "
+                        "them): treated as not cleared for redistribution, so the export is recipe-only unless "
+                        "recipe_only=False" for n, c in classes.items() if c["class"] == UNKNOWN]
+    for note in notes:
+        warnings.warn(note, UnknownLicenceWarning, stacklevel=2)
     if recipe_only is None:
         recipe_only = bool(blocked)
     elif not recipe_only and blocked:
@@ -861,6 +883,10 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
         if manifest_bytes is not None:
             put("recipe/manifest.tsv", manifest_bytes)
         put(config_name, config_bytes)
+        recipe, local_notes = recipe_files(attrs)
+        for rel, text in recipe.items():
+            put(rel, text)
+        notes.extend(local_notes)
 
         prov = {
             "export": {"spec": EXPORT_SPEC, "mode": "recipe-only" if recipe_only else "data",

@@ -109,6 +109,10 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
                 window=None if window is None else [float(w) for w in window],
                 background=None if background is None else float(background),
                 fit=fit.as_dict(), specimen_reach=fit.specimen_radius_mm / fit.rho_mm, code_version=__version__)
+    # the settings as given (tomo cube's options): what an exported recipe needs to make this cube again
+    meta["ingest"] = dict(size=size, spacing=None if spacing is None else [float(v) for v in spacing],
+                          slice_axis=slice_axis or "z", orientation=meta["orientation"], window=meta["window"],
+                          background=meta["background"], crop=crop, allow_default_spacing=bool(allow_default_spacing))
     return cube, meta
 
 
