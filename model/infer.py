@@ -910,6 +910,20 @@ def _check_spacing(pixel_spacing):
     return vals
 
 
+_MODELS: dict = {}
+
+
+def _cached_model(checkpoint, device) -> tuple[nn.Module, dict, dict]:
+    """load_model(checkpoint, optimize=True), kept for the next radiograph of the same call (several
+    inputs load the network once); keyed by the file's path, size and time, so a new file reloads."""
+    st = os.stat(checkpoint)
+    key = (os.path.abspath(checkpoint), st.st_size, st.st_mtime_ns, str(device))
+    if key not in _MODELS:
+        _MODELS.clear()  # one network at a time
+        _MODELS[key] = load_model(checkpoint, device=device, optimize=True)
+    return _MODELS[key]
+
+
 def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, fusion: bool = True,
                beta: float = 2.0, chi: float | None = None, polarity: str = "auto", square: str = "crop",
                previews: bool = True, device="cpu", max_size: int | None = None,
@@ -969,7 +983,7 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
         timing["prepare_s"] = time.perf_counter() - t
         # 2. model
         t = time.perf_counter()
-        model, state, ck = load_model(checkpoint, device=device, optimize=True)
+        model, state, ck = _cached_model(checkpoint, device)
         chi_v, chi_src = _resolve_chi(chi, state)
         timing["load_model_s"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -453,3 +453,37 @@ def test_bench_infer_reports_timings():
     assert "eval+fold_bn+channels_last, 1 thread" in r["options"] and "eval, 1 thread" in r["options"]
     with pytest.raises(ValueError):
         bench_infer(net="huge", size=64, fuse_to=96, repeats=1)
+
+
+def test_several_radiographs_in_one_call(tmp_path, ckpt, capsys):
+    """Files and a quoted glob in one `tomo infer`: one output each, equal bit for bit to single calls;
+    a missing file or a name clash is refused before any work; --keep-going runs the rest."""
+    from tomodata.cli import main
+
+    src = tmp_path / "films"
+    src.mkdir()
+    for k in range(3):
+        _png(src / f"film{k}.png", _u8(_phantom(48, 40, seed=k)))
+    common = ["--checkpoint", str(ckpt), "--max-size", "32", "--no-previews"]
+    assert main(["infer", str(src / "film0.png"), str(src / "film*.png"), *common, "-o", str(tmp_path / "many")]) == 0
+    err = capsys.readouterr().err
+    assert "[3/3] film2.png" in err and "[4/" not in err  # film0 given twice: run once
+    for k in range(3):
+        assert main(["infer", str(src / f"film{k}.png"), *common, "-o", str(tmp_path / f"one{k}.nrrd")]) == 0
+        many, _ = _read_volume(tmp_path / "many" / f"film{k}" / f"film{k}.nrrd")
+        one, _ = _read_volume(tmp_path / f"one{k}.nrrd")
+        assert np.array_equal(many, one)
+
+    assert main(["infer", str(src / "film*.png"), str(src / "nope.png"), *common, "-o", str(tmp_path / "x")]) == 2
+    assert "nope.png: no such file" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    _png(other / "film1.png", _u8(_phantom(48, 40, seed=9)))
+    assert main(["infer", str(src / "film1.png"), str(other / "film1.png"), *common, "-o", str(tmp_path / "y")]) == 2
+    assert "same name" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+    (src / "film1.png").write_bytes(b"not an image")
+    assert main(["infer", str(src / "film*.png"), *common, "-o", str(tmp_path / "z"), "--keep-going"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 3 radiographs failed" in err and "film1.png" in err
+    assert (tmp_path / "z/film2/film2.nrrd").is_file() and not (tmp_path / "z/film1").exists()

@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -547,29 +548,96 @@ def cmd_apps(a) -> int:
     return 0
 
 
-def cmd_infer(a) -> int:
+def _infer_inputs(patterns: list[str]) -> list[Path]:
+    """Radiograph paths from files and glob patterns (expanded here, so quoted globs work too), in
+    natural order, duplicates removed; every missing file or empty pattern is an error before any work."""
+    import glob
+
+    from .io import natural_key
+
+    out, problems = [], []
+    for pat in patterns:
+        if glob.has_magic(pat):
+            hits = sorted(glob.glob(pat), key=natural_key)
+            if not hits:
+                problems.append(f"{pat}: no file matches")
+            out += [Path(h) for h in hits if Path(h).is_file()]
+        elif not Path(pat).is_file():
+            problems.append(f"{pat}: no such file")
+        elif not os.access(pat, os.R_OK):
+            problems.append(f"{pat}: not readable")
+        else:
+            out.append(Path(pat))
+    if problems:
+        raise ValueError("radiographs: " + "; ".join(problems))
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def _infer_one(a, xray: Path, output: Path, apps: Path | None) -> None:
     from model.infer import infer_file
 
-    record = infer_file(a.xray, a.checkpoint, a.output, gamma=a.gamma, fusion=not a.no_fusion, beta=a.beta,
+    record = infer_file(xray, a.checkpoint, output, gamma=a.gamma, fusion=not a.no_fusion, beta=a.beta,
                         polarity=a.polarity, square=a.square, previews=not a.no_previews, device=a.device,
                         max_size=a.max_size)
     o = record["output"]
-    if a.apps:
+    if apps is not None:
         from model.applications import read_view_volume_file, write_applications
 
         vol = read_view_volume_file(o["path"], max_side=128)
-        xray = None
+        xr = None
         stem = Path(o["path"]).name.split(".")[0]  # the applications are named like the volume
         xr_png = Path(o["path"]).parent / f"{stem}_xray.png"
         if xr_png.is_file():
             import cv2
 
-            xray = cv2.imread(str(xr_png), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
-        for p in write_applications(vol, Path(a.apps), xray=xray, name=stem, n_turntable=24):
+            xr = cv2.imread(str(xr_png), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+        for p in write_applications(vol, apps, xray=xr, name=stem, n_turntable=24):
             print(f"application {p}")
     print(f"wrote {o['path']}: {tuple(o['shape_zyx'])} (z, y, x), spacing {tuple(o['spacing_zyx'])} "
           f"({o['spacing_unit']}); polarity {'inverted' if record['polarity']['inverted'] else 'kept'}; "
           f"record {Path(o['path']).with_suffix('').with_suffix('')}.json")
+
+
+def cmd_infer(a) -> int:
+    """One radiograph: -o is the volume file. Several (or a glob): -o is a folder, each radiograph
+    goes to OUT/STEM/STEM.<--format> (applications to APPS/STEM/); the network is loaded once."""
+    import time
+
+    xrays = _infer_inputs(a.xray)
+    single = len(a.xray) == 1 and len(xrays) == 1 and not any(ch in a.xray[0] for ch in "*?[")
+    if single:
+        _infer_one(a, xrays[0], Path(a.output), Path(a.apps) if a.apps else None)
+        return 0
+    if Path(a.output).suffix.lower() in (".nrrd", ".nii", ".gz"):
+        raise ValueError(f"with several radiographs -o is a folder, got the file name {a.output}")
+    stems: dict[str, list[str]] = {}
+    for x in xrays:
+        stems.setdefault(x.name.split(".")[0], []).append(str(x))
+    clash = {k: v for k, v in stems.items() if len(v) > 1}
+    if clash:
+        raise ValueError("radiographs with the same name would write the same output: "
+                         + "; ".join(f"{k}: {', '.join(v)}" for k, v in clash.items()))
+    failed = []
+    for k, x in enumerate(xrays, 1):
+        stem = x.name.split(".")[0]
+        t0 = time.perf_counter()
+        try:
+            _infer_one(a, x, Path(a.output) / stem / f"{stem}.{a.format}", Path(a.apps) / stem if a.apps else None)
+        except (ValueError, OSError) as e:
+            if not a.keep_going:
+                raise ValueError(f"{x}: {e}") from None
+            failed.append(f"{x}: {e}")
+            print(f"[{k}/{len(xrays)}] {x.name}: FAILED: {e}", file=sys.stderr)
+            continue
+        print(f"[{k}/{len(xrays)}] {x.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(xrays)} radiographs failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -965,9 +1033,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Reconstruct a view volume from a radiograph (PNG/TIFF/JPEG 8/16-bit, grey/RGB/RGBA, DICOM): polarity "
         "fixed (bone dense), optional gamma undo, cropped or padded to square, the network, fusion at the "
         "input's resolution; writes OUT (.nrrd, .nii or .nii.gz, with spacing), preview PNGs and a JSON record."))
-    q.add_argument("xray", help="the radiograph")
+    q.add_argument("xray", nargs="+", help=(
+        "the radiograph(s): files and glob patterns (quoted globs are expanded too); several: -o is a folder"))
     q.add_argument("--checkpoint", required=True, help="the trained checkpoint")
-    q.add_argument("-o", "--output", required=True, help="output volume: .nrrd, .nii or .nii.gz")
+    q.add_argument("-o", "--output", required=True, help=(
+        "output volume: .nrrd, .nii or .nii.gz; with several radiographs a folder (OUT/STEM/STEM.FORMAT each)"))
+    q.add_argument("--format", choices=["nrrd", "nii", "nii.gz"], default="nrrd", help=(
+        "volume format with several radiographs (default %(default)s)"))
+    q.add_argument("--keep-going", action="store_true", help="with several radiographs: go on after a failure")
     q.add_argument("--gamma", type=float, help="undo a display curve: value = value ** GAMMA (2.2 undoes v**(1/2.2))")
     q.add_argument("--no-fusion", action="store_true", help="the network's volume upsampled, without fusion")
     q.add_argument("--beta", type=float, default=2.0, help="fusion sharpness β (default %(default)s)")
