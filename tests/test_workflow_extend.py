@@ -124,7 +124,12 @@ def test_demo_switched_to_its_own_manifest_recubes_nothing(tmp_path):
     work.mkdir()
     demo = {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}}
     config = write_config(work, "sw", demo)
-    smk(work, "--cores", "2", "--configfile", str(config))
+    (work / "more.yaml").write_text(yaml.safe_dump({"render": {"batch": 7}}))
+    smk(work, "--cores", "2", "--configfile", str(config), str(work / "more.yaml"))
+    import zarr
+
+    prov = zarr.open_group(str(work / "results/sw/dataset.zarr"), mode="r").attrs["provenance"]["config"]
+    assert prov["config"]["render"]["batch"] == 7 and prov["config"]["dataset"]["n_views"] == 4  # the merged config
     cfg = yaml.safe_load(config.read_text())
     cfg["data"] = {"source": "manifest", "manifest": "resources/sw/manifest.tsv"}
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
