@@ -379,7 +379,7 @@ def test_full_pipeline_tiny(tmp_path):
     real = {"film": {"path": str(_radiograph_png(tmp_path / "film.png")), "gamma": 2.2}}
     chest = ROOT.parent / "shared" / "data" / "real" / "xray" / "00000001_000.png"
     if chest.is_file():  # a real radiograph too, where ../shared/data is beside the clone
-        real["chest"] = {"path": str(chest), "max_size": 128}
+        real["chest"] = {"path": str(chest), "max_size": 128, "polarity": "keep"}  # chest films: not guessed
     cfg = {
         "run": "full",
         "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},

@@ -1,0 +1,155 @@
+"""Synthetic clinical-looking radiographs from the real CT volumes in ../shared/data/real, for the
+polarity tests (tests/test_polarity.py).
+
+Each film: a Beer–Lambert x-ray (tomodata.render, bone bright, air 0) of a real head CT from a
+lateral, frontal or oblique view, placed on a portrait or landscape detector (air around it, the head
+sometimes cut by an edge), with film fog and exposure scaling, a display curve (gamma 0.5 … 2.2 or an
+S-curve), noise, and the artefacts of real films: collimator shutters (bright or dark bands on 1–3
+edges), padding (exactly constant borders), burned-in text, a ruler with ticks, a nasal positioner;
+then, for half of them, the whole film inverted (air bright). ``make_films(n, seed)`` returns
+``[(image (H, W) float in [0, 1], inverted: bool, description)]``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+SIZE = 48  # cube side: enough for a film's structure, fast to render
+
+
+@lru_cache(maxsize=1)
+def volumes() -> dict[str, np.ndarray]:
+    """Real head CTs as SIZE³ density cubes in the canonical pose (tomodata.ingest)."""
+    from tomodata.ingest import cube_specimen
+
+    specs = {
+        "cthead": dict(path=REAL / "cthead-8bit", spacing=(2, 1, 1), orientation="x,z,-y", crop="largest"),
+        "cranium": dict(path=REAL / "invesalius-cranium/cranium.nhdr", window="hu-bone", orientation="x,-z,y",
+                        crop="largest"),
+        "headsq": dict(path=REAL / "vtk-headsq/quarter.nhdr", window=(500, 3000), crop="largest"),
+    }
+    mice = sorted((REAL / "mouse-ct-atlas").glob("*.nii.gz"))[:2]
+    for k, m in enumerate(mice):
+        specs[f"mouse{k}"] = dict(path=m)
+    out = {}
+    for name, s in specs.items():
+        path = s.pop("path")
+        out[name] = cube_specimen(path, size=SIZE, **s)[0]
+    return out
+
+
+def _views(rng) -> tuple[np.ndarray, str]:
+    """A lateral, frontal or oblique camera rotation (camera → volume; the cube's canonical axes)."""
+    kind = rng.choice(["lateral", "frontal", "oblique"])
+    if kind == "lateral":  # along z (left-right)
+        d = np.array([1.0, 0.0, 0.0])
+    elif kind == "frontal":  # along x (anterior-posterior)
+        d = np.array([0.0, 0.0, 1.0])
+    else:
+        d = rng.normal(size=3)
+    d = d / np.linalg.norm(d)
+    up = np.array([0.0, 1.0, 0.0]) if abs(d[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    u = np.cross(up, d)
+    u /= np.linalg.norm(u)
+    v = np.cross(d, u)
+    return np.stack([u, v, d], axis=1), kind
+
+
+def _curve(x, rng) -> tuple[np.ndarray, str]:
+    if rng.random() < 0.7:
+        g = float(rng.uniform(0.5, 2.2))
+        return x ** (1.0 / g), f"gamma {g:.2f}"
+    k = float(rng.uniform(4, 10))
+    y = 1 / (1 + np.exp(-k * (x - 0.5)))
+    lo, hi = 1 / (1 + np.exp(k * 0.5)), 1 / (1 + np.exp(-k * 0.5))
+    return (y - lo) / (hi - lo), f"S-curve {k:.1f}"
+
+
+def _artefacts(img, rng) -> tuple[np.ndarray, list[str]]:
+    import cv2
+
+    H, W = img.shape
+    notes = []
+    if rng.random() < 0.7:  # collimator shutters: bright (unexposed) or, on some systems, dark
+        bright = rng.random() < 0.75
+        for edge in rng.choice(4, size=int(rng.integers(1, 4)), replace=False):
+            w = int(rng.uniform(0.03, 0.2) * (H if edge < 2 else W))
+            val = rng.uniform(0.85, 1.0) if bright else rng.uniform(0.0, 0.1)
+            band = val + rng.normal(0, 0.01, size=(w, W) if edge < 2 else (H, w))
+            if edge == 0:
+                img[:w] = band
+            elif edge == 1:
+                img[H - w:] = band
+            elif edge == 2:
+                img[:, :w] = band
+            else:
+                img[:, W - w:] = band
+        notes.append(f"{'bright' if bright else 'dark'} shutters")
+    if rng.random() < 0.5:  # burned-in text
+        colour = float(rng.choice([0.0, 1.0]))
+        org = (int(rng.uniform(0.05, 0.6) * W), int(rng.uniform(0.1, 0.95) * H))
+        mask = np.zeros((H, W), np.uint8)  # OpenCV draws text on 8-bit images only
+        cv2.putText(mask, str(rng.choice(["L", "R", "PA", "LAT 12/03", "AP"])), org, cv2.FONT_HERSHEY_SIMPLEX,
+                    float(rng.uniform(0.3, 0.7)), 255, 1, cv2.LINE_AA)
+        a = mask / 255.0
+        img = img * (1 - a) + colour * a
+        notes.append("text")
+    if rng.random() < 0.3:  # a ruler: a bright bar with ticks
+        y0 = int(rng.uniform(0.6, 0.9) * H)
+        img[y0:y0 + 3, W // 8: 7 * W // 8] = 0.95
+        img[y0 - 3:y0, W // 8: 7 * W // 8: 6] = 0.95
+        notes.append("ruler")
+    if rng.random() < 0.2:  # a nasal positioner
+        c = (int(rng.uniform(0.3, 0.9) * W), int(rng.uniform(0.3, 0.7) * H))
+        mask = np.zeros((H, W), np.uint8)
+        cv2.ellipse(mask, c, (int(0.12 * W), int(0.03 * H)), float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        img = np.where(mask > 0, np.maximum(img, 0.9), img)
+        notes.append("positioner")
+    if rng.random() < 0.3:  # padding: exactly constant borders
+        val = float(rng.choice([0.0, 1.0]))
+        p = int(rng.uniform(0.02, 0.1) * min(H, W))
+        edges = rng.choice(4, size=int(rng.integers(1, 5)), replace=False)
+        for edge in edges:
+            sl = [(slice(0, p), slice(None)), (slice(H - p, H), slice(None)), (slice(None), slice(0, p)),
+                  (slice(None), slice(W - p, W))][edge]
+            img[sl] = val
+        notes.append(f"padding {val:g}")
+    return img, notes
+
+
+def make_films(n: int, seed: int) -> list[tuple[np.ndarray, bool, str]]:
+    from tomodata.render import render_xrays
+
+    vols = volumes()
+    names = sorted(vols)
+    rng = np.random.default_rng(seed)
+    films = []
+    for _ in range(n):
+        name = names[int(rng.integers(len(names)))]
+        rot, kind = _views(rng)
+        x = render_xrays(vols[name], rot[None], size=96, steps=48, chi=float(rng.uniform(4, 10)), backend="cpu")[0]
+        H, W = (120, 96) if rng.random() < 0.5 else (96, 120)  # portrait or landscape detector
+        canvas = np.zeros((H, W))
+        scale = float(rng.uniform(0.8, 1.25))
+        import cv2
+
+        s = int(96 * scale)
+        xs = cv2.resize(x, (s, s), interpolation=cv2.INTER_AREA)
+        top, left = int(rng.integers(-s // 6, H - 5 * s // 6 + 1)), int(rng.integers(-s // 6, W - 5 * s // 6 + 1))
+        t0, l0 = max(top, 0), max(left, 0)
+        t1, l1 = min(top + s, H), min(left + s, W)
+        canvas[t0:t1, l0:l1] = xs[t0 - top:t1 - top, l0 - left:l1 - left]
+        fog, gain = float(rng.uniform(0.0, 0.2)), float(rng.uniform(0.6, 1.0))
+        img = fog + gain * canvas
+        img, curve = _curve(np.clip(img, 0, 1), rng)
+        img = img + rng.normal(0, float(rng.uniform(0.003, 0.03)), size=img.shape)
+        img, notes = _artefacts(np.clip(img, 0, 1), rng)
+        inverted = bool(rng.random() < 0.5)
+        img = np.clip(img, 0, 1)
+        films.append((1.0 - img if inverted else img, inverted,
+                      f"{name} {kind} {H}x{W} {curve} {', '.join(notes)}{' INVERTED' if inverted else ''}"))
+    return films
