@@ -33,6 +33,7 @@ from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
 from tomodata.manifest import manifest_schema
 from tomodata.specimens import ShaCache, collect_rows, content_key, local_source, row_settings, source_problems
+from tomodata.store_markers import stale_markers
 
 RUN = config["run"]
 RESOURCES = f"resources/{RUN}"
@@ -422,3 +423,18 @@ def check_splits():
 
 if MODEL.get("enabled", True):
     check_splits()
+
+
+def forget_stale_markers():
+    """Markers whose store state is gone (a deleted store, a species' shards removed) are removed
+    before the DAG is built, so that exactly that part is redone (tomodata.store_markers)."""
+    if not workflow.is_main_process:
+        return
+    stale = stale_markers(STORE, created=f"{RESULTS}/dataset.created.json", final=f"{RESULTS}/dataset.final.json",
+                          done={sid: f"{RESULTS}/species/{sid}.done.json" for sid in IDS})
+    for path, why in stale:
+        logger.warning(f"{path}: {why}; removing the marker so that it is redone")
+        Path(path).unlink(missing_ok=True)
+
+
+forget_stale_markers()
