@@ -149,6 +149,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tomodata.progress import phase
+
 from . import stats as ST
 from .data import resize_xrays, torch_view_volumes
 from .stats import mean_ci
@@ -1054,7 +1056,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
             set); exactly that split's species are evaluated (ValueError if it has none, or an
             incomplete one, or one the checkpoint was trained on).
         n_boot, boot_seed: draws and seed of the cluster bootstrap over species (:mod:`model.stats`).
-        progress: a tqdm bar.
+        progress: a bar on a terminal, else progress lines and named phases in the log (tomodata.progress).
 
     Returns:
         The summary dict (also written as ``summary.json``).
@@ -1139,6 +1141,8 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     nn_d = np.full(Q, np.nan)
     nn_eval = np.zeros(Q, np.int64)
     nn_coarse_used = None
+    if progress and "nn" in methods:
+        phase("evaluate", f"NN search ({nn_search}) of {Q} held-out x-rays in {len(train)} training species")
     if "nn" in methods and nn_search == "brute":
         t0 = time.perf_counter()
         blocks = store_image_blocks(ds, train, block=train_block)
@@ -1183,11 +1187,15 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     factors = coarse_factors((D, S, S), coarse_used)
     cached = False
     if train_src is not None:
+        if progress:
+            phase("evaluate", "training view volumes: cache")
         t0 = time.perf_counter()
         cached = train_src.cache(size=S, depth=D, budget_bytes=cache_bytes)
         timings["train_views_cache_s"] = time.perf_counter() - t0
     feats = None
     if "oracle" in methods:
+        if progress:
+            phase("evaluate", f"Oracle lower-bound features ({coarse_used} cells per axis)")
         t0 = time.perf_counter()
         feats = train_coarse_features(train_src, size=S, depth=D, factors=factors)
         timings["oracle_features_s"] = time.perf_counter() - t0
@@ -1201,9 +1209,11 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     per = {m: {k: np.full(Q, np.nan) for k in METRICS} for m in methods}
     slice_vals = {m: {c: np.full(Q, np.nan) for c in used_counts} for m in slice_methods}
     classes = [view_class(held_src.rotation(int(g))) for g in sel]
-    from tqdm import tqdm
+    from tomodata.progress import progress as progress_bar
 
-    bar = tqdm(total=Q, disable=not progress, desc="evaluate", unit="sample")
+    if progress:
+        phase("evaluate", f"predictions, baselines and metrics of {Q} samples")
+    bar = progress_bar(total=Q, enabled=progress, desc="evaluate", unit="sample")
     t_fuse = t_render = 0.0
     with torch.no_grad():
         for a in range(0, Q, batch):

@@ -315,10 +315,10 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
                                          pin_memory=device.type == "cuda", persistent_workers=False)
     logs = _Logs(out, rank == 0, start)
     if progress is None:
-        progress = sys.stderr.isatty()
-    from tqdm import tqdm
+        progress = True  # a bar on a terminal, lines in a log (tomodata.progress)
+    from tomodata.progress import progress as progress_bar
 
-    bar = tqdm(total=end, initial=start, disable=not (progress and rank == 0), desc="train", unit="step")
+    bar = progress_bar(total=end, initial=start, enabled=progress and rank == 0, desc="train", unit="step")
     model.train()
     losses, val_loss, t_last, step = [], math.nan, time.perf_counter(), start
     best = dict(val_loss=math.inf, step=0)

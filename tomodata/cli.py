@@ -42,9 +42,9 @@ from . import __version__
 
 
 def _progress(iterable, **kw):
-    from tqdm import tqdm
+    from .progress import progress
 
-    return tqdm(iterable, disable=not sys.stderr.isatty(), **kw)
+    return progress(iterable, **kw)
 
 
 def _load_volume(path: Path) -> np.ndarray:
@@ -204,7 +204,7 @@ def cmd_fetch(a) -> int:
 
     try:
         results = fetch_manifest(a.manifest, a.dest, mirror=a.mirror, rate=a.rate, retries=a.retries,
-                                 timeout=a.timeout, only=a.only or None, progress=sys.stderr.isatty(),
+                                 timeout=a.timeout, only=a.only or None, progress=True,
                                  keep_going=a.keep_going, record=a.record, in_place=a.in_place)
     except FetchManifestError as e:
         for sid, err in e.failures.items():
@@ -509,7 +509,7 @@ def cmd_evaluate(a) -> int:
     summary = evaluate_run(a.store, a.checkpoint, a.output, max_samples=a.max_samples, batch=a.batch,
                            device=a.device, oracle_coarse=a.oracle_coarse,
                            oracle_feature_bytes=int(a.oracle_memory_gb * 2**30), nn_search=a.nn_search,
-                           beta=a.beta, fusion_at=a.fusion_at, split=a.split, progress=sys.stderr.isatty())
+                           beta=a.beta, fusion_at=a.fusion_at, split=a.split, progress=True)
     print(f"{summary['n_samples']} held-out samples of {summary['n_species']} {summary['eval_split']!r} species "
           f"({summary['n_views_evaluated']} distinct views)")
     head = {"species": "mean of species means, 95% cluster-bootstrap CI over species (n = species)",

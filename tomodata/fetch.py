@@ -426,10 +426,10 @@ def _http_attempt(session, limiter, url, part: Path, sid: str, kind: str, timeou
             length = resp.headers.get("Content-Length")
             mode, expected_total = "wb", (int(length) if length and length.isdigit() else None)
         bar = None
-        if progress:
-            from tqdm import tqdm
+        if progress:  # a bar on a terminal, lines every 30 s or 5 % in a log
+            from .progress import progress as progress_bar
 
-            bar = tqdm(total=expected_total, initial=offset, unit="B", unit_scale=True, desc=sid, leave=False)
+            bar = progress_bar(total=expected_total, initial=offset, unit="B", unit_scale=True, desc=sid, leave=False)
         try:
             with open(part, mode) as f:
                 first = offset == 0

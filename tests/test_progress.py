@@ -1,0 +1,38 @@
+"""tomodata.progress: lines in a log when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from tomodata.progress import LineProgress, phase, progress
+
+
+def test_lines_every_five_percent_with_count_rate_and_eta():
+    out = io.StringIO()
+    bar = LineProgress(range(40), desc="render", unit="batch", file=out)
+    assert list(bar) == list(range(40))
+    lines = out.getvalue().splitlines()
+    assert 18 <= len(lines) <= 21  # every 5 % of 40 = every 2, and the last line
+    assert lines[0].startswith("[render] 2/40 batch (5 %),") and "ETA" in lines[0]
+    assert lines[-1].startswith("[render] 40/40 batch (100 %)") and "in all" in lines[-1]
+
+
+def test_time_based_lines_and_phases(monkeypatch):
+    out = io.StringIO()
+    bar = LineProgress(total=10_000, desc="evaluate", unit="sample", every_s=0.0, every_frac=1.0, file=out)
+    bar.update(3)
+    bar.set_postfix(loss="0.1")
+    bar.close()
+    text = out.getvalue()
+    assert "[evaluate] 3/10000 sample (0 %)" in text and "loss=0.1" in text
+    phase("evaluate", "NN search", file=out)
+    assert "phase NN search" in out.getvalue()
+
+
+def test_off_a_terminal_progress_gives_lines(capsys):
+    for _ in progress(range(3), desc="x", unit="it"):
+        pass
+    assert "[x] 3/3 it (100 %)" in capsys.readouterr().err
+    for _ in progress(range(3), desc="y", enabled=False):
+        pass
+    assert capsys.readouterr().err == ""
