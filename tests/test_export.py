@@ -435,3 +435,26 @@ def test_licence_strings_to_spdx(text, spdx):
 
 def test_unknown_licence_is_a_warning_not_a_silent_switch():
     assert export.classify_licence({"licence": "ask the lab"})["class"] == "unknown"
+
+
+def test_recipe_replays_alignments():
+    """An aligned specimen: its row states the scan's settings, its transform goes to
+    recipe/alignment/ID.json and rebuild.sh runs tomo align --replay before the cube."""
+    from tomodata.recipe import recipe_files
+
+    summary = {"rotation_zyx": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "centre_mm_zyx": [1, 2, 3], "output_shape": [5, 5, 5],
+               "output_spacing_zyx": [1, 1, 1], "background": 0.0,
+               "scan": {"spacing": [0.1, 0.1, 0.1], "slice_axis": "z", "orientation": "z,-y,x"}}
+    entry = {"name": "m1", "species": "Mus musculus", "source": "/data/m1.nii.gz", "source_resolved": "/data/m1.nii.gz",
+             "source_kind": "nifti", "split": "train", "licence": "GPL-3.0", "source_checksum": "ab" * 32,
+             "alignment": summary, "ingest": {"size": 64, "spacing": None, "slice_axis": "z", "orientation": "z,y,x",
+                                              "window": None, "background": None, "crop": "none"}}
+    attrs = {"species": [entry], "volume_size": 64, "n_views": 4, "view_scheme": {"seed": 0}, "image_size": 32,
+             "steps": 32, "chi": 10.0, "encoding": {"images": {"dtype": "uint16"}}, "provenance": {}}
+    files, warnings = recipe_files(attrs)
+    assert json.loads(files["recipe/alignment/m1.json"])["centre_mm_zyx"] == [1, 2, 3]
+    script = files["recipe/rebuild.sh"]
+    assert '--replay "$HERE/alignment/m1.json"' in script and "--orientation z,-y,x" in script
+    assert 'tomo cube "$ALIGNED/m1.nii.gz" --align-record "$ALIGNED/m1.json"' in script
+    row = files["recipe/specimens.tsv"].splitlines()[1].split("\t")
+    assert row[4] == "0.1,0.1,0.1" and row[12] == "z,-y,x" and warnings

@@ -72,6 +72,7 @@ __all__ = [
     "load_aligned",
     "aligned_name",
     "alignment_summary",
+    "apply_alignment",
     "contact_sheet",
 ]
 
@@ -447,6 +448,7 @@ def align_to_canonical(
         h = float(spacing.min())
         t_sup = bg + _SUPPORT_FRACTION * (t_bone - bg) if support_threshold is None else float(support_threshold)
         size = _grid_size(_support_points(vol, spacing, t_sup), rot, c, spacing, h)
+        rot, c = np.round(rot, 8), np.round(c, 5)  # resample with the values the record keeps: replayable
         out = _grid_resample(img, _transform(rot, c), size, h, bg)
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(old_threads)
@@ -536,7 +538,23 @@ def aligned_name(path) -> str:
 
 #: The keys of an alignment record that the store's species table keeps.
 SUMMARY_KEYS = ("reference", "rotation_zyx", "translation_mm_zyx", "euler_xyz_deg", "candidate", "ncc_before",
-                "ncc_after", "rms_before", "rms_after", "convention")
+                "ncc_after", "rms_before", "rms_after", "convention", "centre_mm_zyx", "output_shape",
+                "output_spacing_zyx", "background", "scan")
+
+
+def apply_alignment(volume: np.ndarray, spacing_zyx, record: Mapping) -> np.ndarray:
+    """The aligned volume of :func:`align_to_canonical` made again from its record (or the species
+    table's summary of it): the recorded rotation, centre, grid and background, no registration.
+    Equal, bit for bit, to the aligned volume the record came from (same SimpleITK)."""
+    vol, spacing = _check(volume, spacing_zyx)
+    missing = [k for k in ("rotation_zyx", "centre_mm_zyx", "output_shape", "output_spacing_zyx", "background")
+               if k not in record]
+    if missing:
+        raise ValueError(f"the alignment record lacks {missing} (made by an older tomo align: align again)")
+    out = _grid_resample(_image(vol, spacing), _transform(np.asarray(record["rotation_zyx"], float),
+                                                          np.asarray(record["centre_mm_zyx"], float)),
+                         record["output_shape"], float(record["output_spacing_zyx"][0]), float(record["background"]))
+    return _cast_like(out, vol.dtype)
 
 
 def alignment_summary(record: Mapping | None) -> dict | None:

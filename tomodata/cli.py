@@ -269,6 +269,8 @@ def cmd_cube(a) -> int:
         meta["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
     if a.align_record:
         meta["alignment"] = json.loads(Path(a.align_record).read_text())
+        if meta["alignment"].get("source_sha256"):  # the source's checksum, not the aligned file's
+            meta["source_sha256"] = meta["alignment"]["source_sha256"]
     out = save_cube(a.output, cube, meta)
     print(f"wrote {out}: {cube.shape} from {tuple(meta['original_shape'])} at {tuple(meta['spacing_mm'])} mm, "
           f"{meta['fit']['voxel_mm']:.4g} mm per voxel")
@@ -307,19 +309,32 @@ def _scan_from_args(a) -> tuple[str, object, str, dict]:
 
 
 def cmd_align(a) -> int:
-    from .align import align_to_canonical, load_aligned, save_aligned
+    from .align import align_to_canonical, apply_alignment, load_aligned, save_aligned
     from .ingest import read_specimen
 
     path, spacing, slice_axis, _ = _scan_from_args(a)
     vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=a.allow_default_spacing,
                             orientation=a.orientation)
+    scan = dict(spacing=None if spacing is None else [float(v) for v in spacing], slice_axis=slice_axis,
+                orientation=a.orientation or "z,y,x", allow_default_spacing=bool(a.allow_default_spacing))
+    if a.replay:  # the recorded transform, no registration (an exported recipe)
+        record = json.loads(Path(a.replay).read_text())
+        aligned = apply_alignment(vol, sp, record)
+        record.update(id=a.id, source_path=str(path), replayed_from=str(a.replay), scan=scan)
+        if a.fetched:
+            record["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
+        out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)
+        print(f"wrote {out}: {tuple(aligned.shape)} from {tuple(vol.shape)}, the recorded transform")
+        return 0
     reference = None
     if a.reference:
         ref_vol, ref_sp, _ = load_aligned(a.reference)
         reference = (ref_vol, ref_sp)
     aligned, record = align_to_canonical(vol, sp, reference=reference, threads=a.threads)
     record.update(id=a.id, source_path=str(path), reference=str(a.reference) if a.reference else None,
-                  slice_axis=slice_axis, orientation=a.orientation)
+                  slice_axis=slice_axis, orientation=a.orientation, scan=scan)
+    if a.fetched:  # the source as fetched, for the cube's record (it reads the aligned file)
+        record["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
     if a.record_params:
         record["workflow_params"] = a.record_params
     out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)
@@ -864,6 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(rotation, translation, residual NCC/RMS before and after). tomodata.align."))
     scan_opts(q, "output .nii.gz (record beside it as .json)")
     q.add_argument("--reference", metavar="ALIGNED.nii.gz", help="an aligned volume to register to (none: moments alone)")
+    q.add_argument("--replay", metavar="RECORD.json", help=(
+        "apply the transform of an alignment record (or a store's alignment summary) instead of registering"))
     q.add_argument("--threads", type=_positive_int, default=1, help="SimpleITK threads (default %(default)s)")
     q.set_defaults(func=cmd_align)
 

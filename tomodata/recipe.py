@@ -11,13 +11,14 @@ checksums (tests/test_export.py rebuilds a store bit-identically this way).
 Sources: URLs are written as recorded; a local source is written as its absolute path on the machine
 that built the store (the species table's ``source_resolved``), and :func:`recipe_files` returns a
 warning for each, since whoever rebuilds must supply those files at that path (or edit the row).
-Limitation: a store built with ``data.align.enabled`` records each alignment, but the recipe runs no
-alignment step (the script says so and stops), because a rigid registration is not reproduced bit
-for bit by re-running it.
+Aligned specimens (``data.align.enabled``): the store keeps each alignment's transform, grid and scan
+settings; the recipe writes them to ``recipe/alignment/<id>.json`` and replays them with ``tomo align
+--replay`` (no registration), then cubes the aligned volume as the workflow did.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 
 __all__ = ["recipe_files"]
@@ -27,7 +28,9 @@ _COLUMNS = ("id", "species", "source", "source_kind", "spacing_mm", "slice_axis"
 
 
 def _num(v) -> str:
-    return f"{float(v):.17g}"
+    """The shortest text that reads back as the same float (repr), without a trailing ".0"."""
+    r = repr(float(v))
+    return r[:-2] if r.endswith(".0") else r
 
 
 def _ingest(entry: dict, volume_size: int) -> dict:
@@ -56,19 +59,42 @@ def _row(entry: dict, ing: dict) -> list[str]:
             ing["orientation"], ing["crop"]]
 
 
-def _cube_line(name: str, ing: dict) -> str:
-    q = shlex.quote
-    opts = [f"--size {int(ing['size'])}", f"--slice-axis {ing['slice_axis']}", f"--orientation {q(ing['orientation'])}",
-            f"--crop {ing['crop']}"]
+def _scan_row(ing: dict, alignment: dict | None) -> dict:
+    """The settings a manifest row states: for an aligned specimen its scan's (the cube read the
+    aligned volume as it is), from the alignment record."""
+    if not alignment or not alignment.get("scan"):
+        return ing
+    scan = alignment["scan"]
+    return {**ing, "spacing": scan.get("spacing"), "slice_axis": scan.get("slice_axis", "z"),
+            "orientation": scan.get("orientation", "z,y,x")}
+
+
+def _scan_opts(ing: dict) -> list[str]:
+    opts = [f"--slice-axis {ing['slice_axis']}", f"--orientation {shlex.quote(ing['orientation'])}"]
     if ing["spacing"] is not None:
         opts.append("--spacing " + ",".join(_num(v) for v in ing["spacing"]))
+    if ing.get("allow_default_spacing"):
+        opts.append("--allow-default-spacing")
+    return opts
+
+
+def _species_lines(name: str, ing: dict, alignment: dict | None) -> list[str]:
+    """tomo cube (after tomo align --replay for an aligned specimen) with every recorded setting."""
+    q = shlex.quote
+    opts = [f"--size {int(ing['size'])}", f"--crop {ing['crop']}"]
     if ing["window"] is not None:
         opts.append("--window=" + ",".join(_num(v) for v in ing["window"]))
     if ing["background"] is not None:
         opts.append(f"--background={_num(ing['background'])}")
-    if ing["allow_default_spacing"]:
-        opts.append("--allow-default-spacing")
-    return f'tomo cube --fetched "$RAW/records.tsv" --id {q(name)} -o "$CUBES/{name}.npz" {" ".join(opts)}'
+    out = f'-o "$CUBES/{name}.npz" --id {q(name)}'
+    if not alignment:
+        return [f'tomo cube --fetched "$RAW/records.tsv" {out} {" ".join(_scan_opts(ing) + opts)}']
+    scan = alignment.get("scan") or {}
+    scan_ing = dict(spacing=scan.get("spacing"), slice_axis=scan.get("slice_axis", "z"),
+                    orientation=scan.get("orientation", "z,y,x"), allow_default_spacing=scan.get("allow_default_spacing"))
+    return [f'tomo align --fetched "$RAW/records.tsv" --id {q(name)} {" ".join(_scan_opts(scan_ing))} '
+            f'-o "$ALIGNED/{name}.nii.gz" --replay "$HERE/alignment/{name}.json"',
+            f'tomo cube "$ALIGNED/{name}.nii.gz" --align-record "$ALIGNED/{name}.json" {out} {" ".join(opts)}']
 
 
 def recipe_files(attrs: dict) -> tuple[dict[str, str], list[str]]:
@@ -80,11 +106,12 @@ def recipe_files(attrs: dict) -> tuple[dict[str, str], list[str]]:
     table = attrs["species"]
     vs = int(attrs["volume_size"])
     ings = {e["name"]: _ingest(e, vs) for e in table}
-    rows = ["\t".join(_COLUMNS)] + ["\t".join(_row(e, ings[e["name"]])) for e in table]
+    rows = ["\t".join(_COLUMNS)] + ["\t".join(_row(e, _scan_row(ings[e["name"]], e.get("alignment"))))
+                                    for e in table]
     warnings = [f"species {e['name']}: local source {e.get('source_resolved') or e['source']} (the rebuild needs "
                 "this file at this path, or an edited row in recipe/specimens.tsv)"
                 for e in table if "://" not in str(e.get("source_resolved") or e["source"])]
-    aligned = [e["name"] for e in table if e.get("alignment")]
+    aligned = {e["name"]: e["alignment"] for e in table if e.get("alignment")}
     names = " ".join(shlex.quote(e["name"]) for e in table)
     enc = attrs["encoding"]["images"]["dtype"]
     lines = [
@@ -96,14 +123,18 @@ def recipe_files(attrs: dict) -> tuple[dict[str, str], list[str]]:
         'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
         'OUT="${1:-rebuilt.zarr}"',
         'WORK="${REBUILD_WORK:-rebuild-work}"',
-        'RAW="$WORK/raw"; CUBES="$WORK/cubes"',
-        'mkdir -p "$RAW" "$CUBES"',
+        'RAW="$WORK/raw"; CUBES="$WORK/cubes"; ALIGNED="$WORK/aligned"',
+        'mkdir -p "$RAW" "$CUBES" "$ALIGNED"',
     ]
-    if aligned:
-        lines += [f"echo 'this store was built with data.align (species: {' '.join(aligned)}): rebuild it with the "
-                  "workflow and the config in recipe/ (the alignment is not replayed here)' >&2", "exit 2"]
+    files: dict[str, str] = {}
+    for name, summary in aligned.items():
+        if "scan" not in summary or "centre_mm_zyx" not in summary:
+            lines += [f"echo 'species {name} was aligned by an older tomo align whose record cannot be replayed: "
+                      "rebuild with the workflow and recipe/config.json' >&2", "exit 2"]
+        files[f"recipe/alignment/{name}.json"] = json.dumps(summary, indent=1, sort_keys=True) + "\n"
     lines += ['tomo fetch "$HERE/specimens.tsv" -d "$RAW" > "$RAW/records.tsv"']
-    lines += [_cube_line(e["name"], ings[e["name"]]) for e in table]
+    for e in table:
+        lines += _species_lines(e["name"], ings[e["name"]], aligned.get(e["name"]))
     cubes = " ".join(f'"$CUBES/{e["name"]}.npz"' for e in table)
     lines += [f'tomo store-create "$OUT" --manifest "$HERE/specimens.tsv" --cubes {cubes} '
               f"--views {attrs['n_views']} --seed {attrs['view_scheme']['seed']} --size {attrs['image_size']} "
@@ -112,4 +143,5 @@ def recipe_files(attrs: dict) -> tuple[dict[str, str], list[str]]:
               '  tomo render-species "$OUT" --cube "$CUBES/$name.npz" --name "$name" --backend cpu',
               "done",
               'tomo finalize "$OUT"', ""]
-    return {"recipe/specimens.tsv": "\n".join(rows) + "\n", "recipe/rebuild.sh": "\n".join(lines)}, warnings
+    files.update({"recipe/specimens.tsv": "\n".join(rows) + "\n", "recipe/rebuild.sh": "\n".join(lines)})
+    return files, warnings
