@@ -463,7 +463,7 @@ def cmd_finalize(a) -> int:
     from .store import StoreValidationError, finalize_store
 
     try:
-        report = finalize_store(a.store)
+        report = finalize_store(a.store, progress=True)
     except StoreValidationError as e:
         print(e.report.summary())
         if e.report.species_to_rebuild:
@@ -659,7 +659,7 @@ def cmd_infer(a) -> int:
 def cmd_validate(a) -> int:
     from .store import validate_store
 
-    report = validate_store(a.store, check_data=not a.quick)
+    report = validate_store(a.store, check_data=not a.quick, progress=True)
     print(report.summary())
     if report.species_to_rebuild:
         print("rebuild: " + " ".join(report.species_to_rebuild))

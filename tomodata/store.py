@@ -1001,7 +1001,8 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
     return errs, (dict(marker["sha256"]) if not errs else None)
 
 
-def validate_store(path, *, species: list[str] | None = None, check_data: bool = True) -> ValidationReport:
+def validate_store(path, *, species: list[str] | None = None, check_data: bool = True,
+                   progress: bool = False) -> ValidationReport:
     """Check a store thoroughly; never raises for a broken store (errors go to the report).
 
     Checks the root attributes; for every species of the table (or of ``species``): its subgroup,
@@ -1031,7 +1032,9 @@ def validate_store(path, *, species: list[str] | None = None, check_data: bool =
         if unknown:
             report.errors.append(f"store: unknown species {unknown}; the store's species are {names}")
         table = [e for e in table if e["name"] in species]
-    for entry in table:
+    from .progress import progress as progress_bar
+
+    for entry in progress_bar(table, enabled=progress, desc="validate", unit="species"):
         errs, sums = _validate_one_species(path, attrs, entry, check_data)
         if errs:
             report.errors.extend(f"species {entry['name']!r}: {m}" for m in errs)
@@ -1054,7 +1057,7 @@ def validate_store(path, *, species: list[str] | None = None, check_data: bool =
     return report
 
 
-def finalize_store(path, *, require_ok: bool = True) -> ValidationReport:
+def finalize_store(path, *, require_ok: bool = True, progress: bool = False) -> ValidationReport:
     """Validate the store, then write the root attribute ``completion`` (run once, after all writers).
 
     ``completion = {"ok", "spec_version", "n_species", "complete_species", "species_to_rebuild",
@@ -1062,7 +1065,7 @@ def finalize_store(path, *, require_ok: bool = True) -> ValidationReport:
     With ``require_ok`` (default) a failing store raises :class:`StoreValidationError` and nothing
     is written.
     """
-    report = validate_store(path)
+    report = validate_store(path, progress=progress)
     if not report.ok and require_ok:
         raise StoreValidationError(report)
     root = _open_root(path, "r+")
