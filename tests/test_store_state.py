@@ -1,7 +1,8 @@
 """The store's state is the truth: markers that outlive the store are found before the DAG is built.
 
 Deleting the store rebuilds it (bit-identical checksums); deleting one species' shards re-renders only
-that species; a marker whose checksums are not the store's is redone (tomodata.store_markers).
+that species; a marker whose checksums are not the store's is redone (tomodata.store_markers); a
+corrupt shard is named by `tomo validate`, whose --forget-markers makes the rerun repair it.
 """
 
 from __future__ import annotations
@@ -83,3 +84,29 @@ def test_stale_markers_unit(tmp_path):
     got = dict(stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}))
     assert got[str(done)] == "species a is not in the store" and str(final) in got
     assert stale_markers(store, created=tmp_path / "c.json", final=tmp_path / "f.json", done={}) == []
+
+
+def test_corrupt_shard_named_by_validate_and_repaired_by_the_rerun(built, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base, ids = built
+    shutil.copytree(base, tmp_path / "c", symlinks=True)
+    work = tmp_path / "c" / "w"
+    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))  # the copy moved the sources: re-fetch
+    store = work / "results/st/dataset.zarr"
+    before = _checksums(store)
+    shard = sorted(p for p in (store / "species" / ids[2] / "images" / "c").rglob("*") if p.is_file())[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    tomo = str(Path(sys.executable).parent / "tomo")
+    proc = subprocess.run([tomo, "validate", str(store), "--forget-markers", str(work / "results/st")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and f"rebuild: {ids[2]}" in proc.stdout, proc.stdout[-2000:]
+    assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [("render_species", ids[2]),
+                                                                            ("store_finalize", None)]
+    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))
+    assert _checksums(store) == before
+    assert subprocess.run([tomo, "validate", str(store)], capture_output=True).returncode == 0

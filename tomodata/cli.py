@@ -663,6 +663,13 @@ def cmd_validate(a) -> int:
     print(report.summary())
     if report.species_to_rebuild:
         print("rebuild: " + " ".join(report.species_to_rebuild))
+        if a.forget_markers:  # the workflow's markers of those species: the next run redoes them
+            folder = Path(a.forget_markers)
+            for path in [folder / "species" / f"{n}.done.json" for n in report.species_to_rebuild] + [
+                    folder / "dataset.final.json"]:
+                if path.exists():
+                    path.unlink()
+                    print(f"removed {path}")
     return 0 if report.ok else 1
 
 
@@ -1075,6 +1082,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status 1 and the species to rebuild when it is not valid."))
     q.add_argument("store", help="path of the .zarr dataset group")
     q.add_argument("--quick", action="store_true", help="skip reading the arrays (no checksums)")
+    q.add_argument("--forget-markers", metavar="RESULTS", help=(
+        "remove the workflow's markers (RESULTS/species/ID.done.json, RESULTS/dataset.final.json) of the "
+        "species to rebuild, so that the next snakemake run re-renders exactly them"))
     q.set_defaults(func=cmd_validate)
 
     q = sub.add_parser("bench", help="benchmarks (render, cube)", description=(
