@@ -94,8 +94,14 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
     crop = crop or "none"
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
-    vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis, allow_default_spacing=allow_default_spacing,
-                            orientation=orientation)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # kept in the record (e.g. a de-sheared DICOM)
+        warnings.simplefilter("always")
+        vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis,
+                                allow_default_spacing=allow_default_spacing, orientation=orientation)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     check_density(vol, window, background)
     crop_record = None
     if crop == "largest":
@@ -108,7 +114,8 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
                 crop=crop, crop_record=crop_record, size=size, allow_default_spacing=bool(allow_default_spacing),
                 window=None if window is None else [float(w) for w in window],
                 background=None if background is None else float(background),
-                fit=fit.as_dict(), specimen_reach=fit.specimen_radius_mm / fit.rho_mm, code_version=__version__)
+                fit=fit.as_dict(), specimen_reach=fit.specimen_radius_mm / fit.rho_mm, code_version=__version__,
+                read_notes=[str(w.message) for w in caught])
     # the settings as given (tomo cube's options): what an exported recipe needs to make this cube again
     meta["ingest"] = dict(size=size, spacing=None if spacing is None else [float(v) for v in spacing],
                           slice_axis=slice_axis or "z", orientation=meta["orientation"], window=meta["window"],

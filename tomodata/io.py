@@ -38,9 +38,12 @@ Rules (each one is tested in ``tests/test_io.py``):
 * **DICOM**: all files of the folder (not sub-folders) are read; non-DICOM files and DICOMDIR are
   skipped with a warning; more than one SeriesInstanceUID is a ``ValueError`` listing them. Slices
   are sorted by ImagePositionPatient projected on the slice normal (row × column direction cosines
-  of ImageOrientationPatient), ascending; the gaps must agree within 1 % (or 0.01 mm) and no two
-  slices may share a position. RescaleSlope/RescaleIntercept are applied per slice → ``float32``.
-  Spacing: z from the positions, (y, x) = PixelSpacing (row spacing, column spacing).
+  of ImageOrientationPatient), ascending; no two slices may share a position. Clinical geometry is
+  corrected as dcm2niix does, with a ``UserWarning`` holding the original slice positions: slices
+  whose positions drift within the slice plane (a tilted gantry) are shifted back onto the first
+  slice's grid (linear), and gaps that differ by more than 1 % (or 0.01 mm) are resampled linearly
+  along the normal to uniform steps of the median gap. RescaleSlope/RescaleIntercept are applied per
+  slice → ``float32``. Spacing: z from the positions, (y, x) = PixelSpacing (row, column spacing).
 * **NRRD**: attached or detached headers, including multi-file ``data file: <fmt> <min> <max>
   <step> [<subdim>]`` and ``data file: LIST`` (which pynrrd does not read). Values as stored (e.g.
   VTK's ``headsq`` 15-bit data still needs the caller's ``& 0x7fff``).
@@ -725,7 +728,7 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
                 "the series mixes orientations (e.g. a localizer)"
             )
 
-    dz = None
+    dz, geometry = None, None
     if all(s.pos is not None for s in slices) and s0.iop is not None:
         r, c = np.array(s0.iop[:3]), np.array(s0.iop[3:])
         normal = np.cross(r, c)
@@ -743,23 +746,14 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
                 )
             med = float(np.median(gaps))
             tol = max(0.01 * med, 0.01)
-            bad = np.abs(gaps - med) > tol
-            if np.any(bad):
-                i = int(np.argmax(bad))
-                raise ValueError(
-                    f"{p}: slice spacing is not uniform: {gaps[i]:.4f} mm between {slices[i].source} and "
-                    f"{slices[i + 1].source}, median {med:.4f} mm (missing or extra slices?)"
-                )
-            dz = float((proj[-1] - proj[0]) / (len(slices) - 1))
-            shift = np.asarray(slices[-1].pos) - np.asarray(slices[0].pos)
-            inplane = np.linalg.norm(shift - np.dot(shift, normal) * normal)
-            if inplane > 0.01 * abs(proj[-1] - proj[0]) + 1e-3:
-                warnings.warn(
-                    f"{p}: slice positions drift {inplane:.2f} mm within the slice plane (gantry tilt?); "
-                    "the volume is read as stacked, not de-sheared",
-                    UserWarning,
-                    stacklevel=3,
-                )
+            uneven = bool(np.any(np.abs(gaps - med) > tol))
+            dz = med if uneven else float((proj[-1] - proj[0]) / (len(slices) - 1))
+            offsets = np.array([[np.dot(np.asarray(sl.pos) - slices[0].pos, c),
+                                 np.dot(np.asarray(sl.pos) - slices[0].pos, r)] for sl in slices])
+            tilted = bool(np.abs(offsets).max() > 0.01 * abs(proj[-1] - proj[0]) + 1e-3)
+            if uneven or tilted:
+                geometry = dict(positions_mm=(proj - proj[0]).tolist(), inplane_offsets_mm=offsets.tolist(),
+                                uneven=uneven, tilted=tilted)
     else:
         slices.sort(key=lambda s: s.instance)
         warnings.warn(
@@ -785,9 +779,46 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
         np.multiply(px, s.slope, out=vol[i], casting="unsafe")
         vol[i] += s.inter
     spacing = None
+    if geometry is not None:
+        vol = _regrid_dicom(vol, geometry, dz, s0.pixel_spacing, p)
     if dz is not None and s0.pixel_spacing is not None:
         spacing = _file_spacing((dz, s0.pixel_spacing[0], s0.pixel_spacing[1]), p, "DICOM")
     return vol, spacing
+
+
+def _regrid_dicom(vol: np.ndarray, geometry: dict, dz: float, pixel_spacing, p: Path) -> np.ndarray:
+    """A clinical series as dcm2niix reads it: each slice shifted back by its in-plane offset from the
+    first (gantry tilt: the slices were sheared), then the stack resampled linearly along the slice
+    normal to uniform steps of the median gap. The original geometry goes into a UserWarning (the
+    cube's record keeps it)."""
+    from scipy import ndimage
+
+    pos = np.asarray(geometry["positions_mm"])
+    if geometry["tilted"]:
+        if pixel_spacing is None:
+            raise ValueError(f"{p}: the slices are sheared (gantry tilt) but PixelSpacing is missing")
+        dr, dc = (float(v) for v in pixel_spacing)
+        for k, (b, a) in enumerate(geometry["inplane_offsets_mm"]):
+            if abs(a) > 1e-6 or abs(b) > 1e-6:
+                vol[k] = ndimage.shift(vol[k], (b / dr, a / dc), order=1, mode="constant", cval=float(vol[k].min()))
+    if geometry["uneven"]:
+        n = int(np.floor(pos[-1] / dz + 1e-6)) + 1
+        z = dz * np.arange(n)
+        hi = np.clip(np.searchsorted(pos, z, side="right"), 1, len(pos) - 1)
+        w = ((z - pos[hi - 1]) / (pos[hi] - pos[hi - 1])).astype(np.float32)[:, None, None]
+        vol = (1 - w) * vol[hi - 1] + w * vol[hi]
+    gaps = np.diff(pos)
+    shear = np.abs(np.asarray(geometry["inplane_offsets_mm"])).max(axis=0)
+    warnings.warn(
+        f"{p}: clinical geometry corrected: "
+        + (f"slice gaps {gaps.min():.3f} … {gaps.max():.3f} mm resampled to {dz:.4f} mm ({len(vol)} slices); "
+           if geometry["uneven"] else "")
+        + (f"slices de-sheared (gantry tilt: up to {shear[0]:.2f} mm along rows, {shear[1]:.2f} mm along columns "
+           f"over {pos[-1]:.1f} mm, tilt {np.degrees(np.arctan2(np.hypot(*shear), pos[-1])):.1f}°); "
+           if geometry["tilted"] else "")
+        + f"original slice positions (mm from the first): {', '.join(f'{v:.2f}' for v in pos)}",
+        UserWarning, stacklevel=3)
+    return np.ascontiguousarray(vol, dtype=np.float32)
 
 
 def _dicom_pixels(f, nframes: int | None) -> Callable[[], np.ndarray] | np.ndarray:
