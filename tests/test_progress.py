@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from tomodata.progress import LineProgress, phase, progress
+from tomodata.progress import LineProgress, heartbeat, phase, progress
 
 
 def test_lines_every_five_percent_with_count_rate_and_eta():
@@ -36,3 +36,13 @@ def test_off_a_terminal_progress_gives_lines(capsys):
     for _ in progress(range(3), desc="y", enabled=False):
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_heartbeat_lines_while_a_call_runs():
+    import time
+
+    out = io.StringIO()
+    with heartbeat("tomo cube", every_s=0.05, file=out, force=True):
+        time.sleep(0.18)
+    lines = out.getvalue().splitlines()
+    assert 2 <= len(lines) <= 4 and all(ln.startswith("[tomo cube] working, 0:0") for ln in lines)

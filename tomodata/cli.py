@@ -1113,9 +1113,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .progress import heartbeat
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with heartbeat(f"tomo {args.command}"):  # a log line every 30 s while a long call runs
+            return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,9 @@
 when stderr is not a terminal (a cluster job's log, a Snakemake ``log:`` file) it writes one line
 ``[desc] k/n unit (p %), r unit/s, ETA m:ss`` at least every :data:`EVERY_S` seconds or every 5 %,
 and a last line with the total time. :func:`phase` writes ``[desc] phase NAME`` lines (named steps
-of a long job, e.g. the NN and Oracle searches of ``tomo evaluate``).
+of a long job, e.g. the NN and Oracle searches of ``tomo evaluate``). :func:`heartbeat` writes
+``[desc] working, m:ss`` every :data:`EVERY_S` seconds while a single long call runs (a cube's
+resampling, figures, an export), so that a log never stays silent for longer.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
-__all__ = ["progress", "phase", "LineProgress", "EVERY_S"]
+__all__ = ["progress", "phase", "heartbeat", "LineProgress", "EVERY_S"]
 
 EVERY_S = 30.0
 
@@ -94,3 +96,31 @@ def progress(iterable=None, *, enabled: bool = True, **kw):
 def phase(desc: str, name: str, file=None) -> None:
     """One line naming a phase of a long job (with the time of day)."""
     print(f"[{desc}] {time.strftime('%H:%M:%S')} phase {name}", file=file or sys.stderr, flush=True)
+
+
+class heartbeat:  # noqa: N801 - used as a context manager, like a function
+    """While the block runs, a line ``[desc] working, m:ss`` every ``every_s`` seconds on stderr when
+    it is not a terminal (a terminal shows the process's own output)."""
+
+    def __init__(self, desc: str, every_s: float = EVERY_S, file=None, force: bool = False):
+        import threading
+
+        self.desc, self.every_s, self.file = desc, every_s, file or sys.stderr
+        self.enabled = force or not self.file.isatty()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.wait(self.every_s):
+            print(f"[{self.desc}] working, {_fmt(time.monotonic() - t0)}", file=self.file, flush=True)
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.enabled:
+            self._thread.join(timeout=1.0)
