@@ -515,3 +515,179 @@ def test_in_place_checks_existence_and_kind(tmp_path):
                        base_dir=tmp_path)
     assert folder.sha256 == copied.sha256 == tree_sha256(tmp_path / "slices")  # the same checksum either way
     assert not (tmp_path / "d/a").exists() or not any((tmp_path / "d/a").iterdir())
+
+
+def _data_names(form: str) -> list[str]:
+    return {"single": ["v.raw"], "pattern": [f"s{k:02d}.raw" for k in range(4)],
+            "list": [f"data/{k}.raw" for k in range(4)]}[form]
+
+
+@pytest.mark.parametrize("form", ["single", "pattern", "list"])
+def test_remote_detached_nrrd_fetches_its_data_files(srv, tmp_path, form):
+    import numpy as np
+
+    from tomodata.fetch import source_sha256
+    from tomodata.io import read_volume
+
+    header = _detached(tmp_path / "src", form)
+    digest = source_sha256(header)
+    srv.files["vol/v.nhdr"] = header.read_bytes()
+    for n in _data_names(form):
+        srv.files[f"vol/{n}"] = (header.parent / n).read_bytes()
+    url = f"{srv.url}/files/vol/v.nhdr"
+    res = fetch_one(spec(url, ident="r", kind="nrrd"), tmp_path / "d", **FAST)
+    assert res.path == tmp_path / "d/r/v.nhdr" and res.sha256 == digest  # the same as the local source's
+    assert res.bytes == header.stat().st_size + sum((header.parent / n).stat().st_size for n in _data_names(form))
+    vol, _ = read_volume(res.path)
+    assert np.array_equal(vol, np.arange(24, dtype=np.uint8).reshape(4, 3, 2))
+    assert sorted(srv.counts) == sorted(f"/files/vol/{n}" for n in ["v.nhdr"] + _data_names(form))
+    assert not [p for p in (tmp_path / "d/r").rglob("*") if p.name.endswith(".part") or p.name.startswith(".")]
+    n_requests = sum(srv.counts.values())
+    again = fetch_one(spec(url, ident="r", kind="nrrd", sha=digest), tmp_path / "d", **FAST)
+    assert again.reused and again.sha256 == digest and sum(srv.counts.values()) == n_requests  # no request
+    # a data file the server lacks: an error naming header and data file; no header under its final name
+    del srv.files[f"vol/{_data_names(form)[-1]}"]
+    with pytest.raises(FetchError) as ei:
+        fetch_one(spec(url, ident="m", kind="nrrd"), tmp_path / "d", **FAST)
+    msg = str(ei.value)
+    assert "v.nhdr names the data file" in msg and _data_names(form)[-1] in msg and "404" in msg and "'m'" in msg
+    assert not (tmp_path / "d/m/v.nhdr").exists()
+    # a wrong checksum: nothing is left under a final name
+    srv.files[f"vol/{_data_names(form)[-1]}"] = (header.parent / _data_names(form)[-1]).read_bytes()
+    with pytest.raises(ChecksumMismatch):
+        fetch_one(spec(url, ident="w", kind="nrrd", sha="2" * 64), tmp_path / "d", **FAST)
+    assert not [p for p in (tmp_path / "d/w").rglob("*") if p.is_file()]
+
+
+def test_detached_nrrd_from_the_mirror_comes_with_its_data_files(srv, tmp_path):
+    from tomodata.fetch import source_sha256
+
+    header = _detached(tmp_path / "mirror" / "mx", "list")
+    digest = source_sha256(header)
+    res = fetch_one(spec(f"{srv.url}/files/v.nhdr", ident="mx", kind="nrrd", sha=digest), tmp_path / "d",
+                    mirror=tmp_path / "mirror", **FAST)
+    assert res.from_mirror and res.sha256 == digest and srv.log == []
+    assert sorted(p.relative_to(tmp_path / "d/mx").as_posix() for p in (tmp_path / "d/mx").rglob("*.raw")) == [
+        f"data/{k}.raw" for k in range(4)]
+
+
+def test_detached_nrrd_with_absolute_data_file_is_fetched_in_place_only(tmp_path):
+    from tomodata.fetch import source_sha256
+
+    raw = tmp_path / "elsewhere" / "v.raw"
+    raw.parent.mkdir()
+    raw.write_bytes(bytes(range(24)))
+    (tmp_path / "h").mkdir()
+    header = tmp_path / "h" / "v.nhdr"
+    header.write_text(f"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 3 4\nencoding: raw\ndata file: {raw}\n")
+    with pytest.raises(FetchError, match="absolute path or outside its folder"):
+        fetch_one({"id": "a", "source": str(header), "source_kind": "nrrd"}, tmp_path / "d")
+    here = fetch_one({"id": "a", "source": str(header), "source_kind": "nrrd"}, tmp_path / "d", in_place=True)
+    assert here.in_place and here.path == header and here.sha256 == source_sha256(header)
+    assert here.bytes == header.stat().st_size + 24
+
+
+def test_in_place_paths_alternatives_and_checksums(srv, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "v.npy", np.zeros((3, 3, 3), np.uint8))
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "v.npy").symlink_to(tmp_path / "v.npy")
+    digest = file_sha256(tmp_path / "v.npy")
+    dest = tmp_path / "d"
+    via_link = fetch_one(spec("link/v.npy", ident="a", kind="npy", sha=digest), dest, base_dir=tmp_path,
+                         in_place=True, **FAST)
+    assert via_link.path == tmp_path / "link" / "v.npy" and via_link.path.is_symlink()  # not resolved
+    assert via_link.in_place and via_link.sha256 == digest and via_link.bytes == (tmp_path / "v.npy").stat().st_size
+    assert not (dest / "a").exists()  # nothing copied, no folder made
+    uri = fetch_one(spec((tmp_path / "v.npy").as_uri(), ident="b", kind="npy"), dest, in_place=True, **FAST)
+    copied = fetch_one(spec((tmp_path / "v.npy").as_uri(), ident="b", kind="npy"), dest, **FAST)
+    assert uri.path == tmp_path / "v.npy" and uri.sha256 == copied.sha256 == digest and not copied.in_place
+    with pytest.raises(ChecksumMismatch) as ei:
+        fetch_one(spec("v.npy", ident="c", kind="npy", sha="3" * 64), dest, base_dir=tmp_path, in_place=True, **FAST)
+    assert "'c'" in str(ei.value) and digest in str(ei.value)
+    # the first existing local alternative is used; a missing one is skipped
+    first = fetch_one(spec(f"gone.npy | v.npy | {srv.url}/files/skull.mp4", ident="e", kind="npy"), dest,
+                      base_dir=tmp_path, in_place=True, **FAST)
+    assert first.in_place and first.path == tmp_path / "v.npy" and srv.log == []
+    # a remote source is fetched (copied) as usual, also when the local alternatives are missing
+    remote = fetch_one(spec(f"gone.mp4 | {srv.url}/files/skull.mp4", ident="f"), dest, base_dir=tmp_path,
+                       in_place=True, **FAST)
+    assert not remote.in_place and remote.path == dest / "f" / "skull.mp4" and remote.sha256 == SHA
+    # only local sources, none there: the error names id, path and what to do
+    with pytest.raises(SourcesExhausted) as ei:
+        fetch_one(spec("gone.npy | gone2.npy", ident="g", kind="npy"), dest, base_dir=tmp_path, in_place=True)
+    msg = str(ei.value)
+    assert "'g'" in msg and str(tmp_path / "gone2.npy") in msg and "fix the manifest's source column" in msg
+
+
+def test_in_place_dicom_folder_and_archive(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"IM{i:04d}.dcm").write_bytes(b"\0" * 128 + b"DICM" + bytes([i]) * 20)
+    res = fetch_one(spec(str(folder), kind="dicom"), tmp_path / "d", in_place=True)
+    copy = fetch_one(spec(str(folder), kind="dicom"), tmp_path / "d")
+    assert res.in_place and res.path == folder and res.sha256 == copy.sha256 == tree_sha256(folder)
+    assert copy.path == tmp_path / "d/sp1/series" and res.bytes == copy.bytes == 2 * 152
+    # an archive cannot be read where it is: it is copied and extracted, hashed as downloaded
+    arc = tmp_path / "slices.zip"
+    arc.write_bytes(_zip({"slices/s000.png": b"\x89PNG0", "slices/s001.png": b"\x89PNG1"}))
+    z = fetch_one(spec(str(arc), ident="z", kind="image_folder"), tmp_path / "d", in_place=True)
+    assert not z.in_place and z.path == tmp_path / "d/z/slices" and z.sha256 == file_sha256(arc)
+    assert sorted(p.name for p in z.path.iterdir()) == ["s000.png", "s001.png"]
+
+
+def test_rerun_reuses_local_copies_without_copying(tmp_path):
+    from tomodata.fetch import source_sha256
+
+    (tmp_path / "f.nrrd").write_bytes(BODY)
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    (folder / "s0.png").write_bytes(b"\x89PNG0")
+    header = _detached(tmp_path / "h", "pattern")
+    sources = [("f", "f.nrrd", "nrrd"), ("s", "slices", "image_folder"), ("h", "h/v.nhdr", "nrrd")]
+    first = {i: fetch_one(spec(src, ident=i, kind=k), tmp_path / "d", base_dir=tmp_path) for i, src, k in sources}
+    stamps = {p: p.stat().st_ino for p in (tmp_path / "d").rglob("*")}
+    for with_sha in (False, True):
+        for i, src, k in sources:
+            r = fetch_one(spec(src, ident=i, kind=k, sha=first[i].sha256 if with_sha else ""), tmp_path / "d",
+                          base_dir=tmp_path)
+            assert r.reused and r.path == first[i].path and r.sha256 == first[i].sha256
+    assert {p: p.stat().st_ino for p in (tmp_path / "d").rglob("*")} == stamps  # nothing copied again
+    assert first["h"].sha256 == source_sha256(header)
+
+
+def test_cli_fetch_in_place_record_is_read_by_cube(tmp_path, capsys):
+    import numpy as np
+
+    from tomodata.cli import _fetched_path, main
+
+    np.save(tmp_path / "v.npy", np.zeros((3, 3, 3), np.uint8))
+    header = _detached(tmp_path / "h", "list")
+    m = tmp_path / "m.tsv"
+    rows = [["a", "A a", "v.npy", "npy", "1,1,1", "", "train", "test", "", ""],
+            ["b", "B b", "h/v.nhdr", "nrrd", "", "", "val", "test", "", ""]]
+    m.write_text("\t".join(COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    assert main(["fetch", str(m), "-d", str(tmp_path / "d"), "--in-place"]) == 0
+    record = tmp_path / "rec.tsv"
+    record.write_text(capsys.readouterr().out)
+    lines = [ln.split("\t") for ln in record.read_text().splitlines()]
+    assert [ln[:2] for ln in lines] == [["a", "in-place"], ["b", "in-place"]]
+    assert _fetched_path(str(record), "a") == str(tmp_path / "v.npy")
+    assert _fetched_path(str(record), "b") == str(header)
+    from tomodata.fetch import source_sha256
+
+    assert _fetched_path(str(record), "b", field=2) == source_sha256(header)
+    assert main(["fetch", str(m), "-d", str(tmp_path / "d")]) == 0  # copied: the same checksums
+    copied = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]
+    assert [ln[1] for ln in copied] == ["fetched", "fetched"] and [ln[2] for ln in copied] == [ln[2] for ln in lines]
+    assert main(["fetch", str(m), "-d", str(tmp_path / "d")]) == 0  # a re-run keeps them
+    assert [ln.split("\t")[1] for ln in capsys.readouterr().out.splitlines()] == ["kept", "kept"]
+
+
+def test_remote_nhdr_with_attached_data_is_one_file(srv, tmp_path):
+    srv.files["att.nhdr"] = b"NRRD0004\ntype: uint8\ndimension: 1\nsizes: 3\nencoding: raw\n\n\x01\x02\x03"
+    res = fetch_one(spec(f"{srv.url}/files/att.nhdr", kind="nrrd"), tmp_path, **FAST)
+    again = fetch_one(spec(f"{srv.url}/files/att.nhdr", kind="nrrd"), tmp_path, **FAST)
+    assert res.sha256 == again.sha256 == hashlib.sha256(srv.files["att.nhdr"]).hexdigest() and again.reused

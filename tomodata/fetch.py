@@ -26,11 +26,14 @@ Rules (details in ``docs/manifest.md``):
 * **Local folders** (``image_folder``/``dicom`` sources given as a folder path or ``file://`` URL) are
   copied the same way; their checksum is :func:`tree_sha256`.
 * **Detached NRRD headers** (``.nhdr``) are fetched with every data file they name (one file, a
-  ``%d`` pattern or a LIST), kept at the same relative names; the checksum covers them all
+  ``%d`` pattern or a LIST), kept at the same relative names (remote: data URLs relative to the
+  header's URL; the header is renamed into place last); the checksum covers them all
   (:func:`source_sha256`). A missing data file is an error naming header and file.
-* **In place** (``in_place=True``): a local source is not copied; it is checked (exists, readable,
-  a file or folder as its kind needs, the format its kind says) and hashed exactly as a copy would
-  be, and the result's path is the source itself (absolute, symlinks kept).
+* **In place** (``in_place=True``): the first local alternative that exists is not copied; it is
+  checked (exists, readable, a file or folder as its kind needs, the format its kind says) and
+  hashed exactly as a copy would be (:func:`source_sha256`), and the result's path is the source
+  itself (``Path.absolute()``: symlinks kept). An archive is still copied and extracted (the readers
+  need the folder), and when no local alternative exists the remote ones are fetched as usual.
 
 Every error is a :class:`FetchError` that names the specimen id and the URL.
 """
@@ -166,8 +169,10 @@ class FetchManifestError(RuntimeError):
 class FetchResult:
     """One fetched specimen source.
 
-    ``path``: the file, or the folder for archives and folder sources; ``sha256``/``bytes``: of the
-    file or archive (folders: :func:`tree_sha256` and the total size); ``url``: the alternative used;
+    ``path``: the file (a detached NRRD: its header), or the folder for archives and folder sources;
+    ``sha256``/``bytes``: :func:`source_sha256` and the size of what was fetched (an archive: the
+    archive's; a folder: :func:`tree_sha256` and the total; a detached NRRD: header + data files);
+    ``url``: the alternative used;
     ``resumed``: a partial download was continued; ``from_mirror``: copied from the mirror folder;
     ``reused``: the final file was already there and verified, nothing was fetched; ``in_place``:
     a local source checked and hashed where it is (``path`` is the source).
@@ -243,11 +248,17 @@ def source_sha256(path) -> str:
     data = nrrd_data_files(path)
     if not data:
         return file_sha256(path)
+    return _detached_sha256(path, path.name, data)
+
+
+def _detached_sha256(header: Path, header_name: str, data: list[Path]) -> str:
+    """:func:`source_sha256` of a detached header stored as ``header`` (named ``header_name``)."""
     h = hashlib.sha256()
-    for f in [path] + data:
+    h.update(f"{file_sha256(header)}  {header_name}\n".encode("utf-8"))
+    for f in data:
         if not f.is_file():
-            raise FileNotFoundError(f"{path}: data file {f} is missing")
-        h.update(f"{file_sha256(f)}  {os.path.relpath(f, path.parent)}\n".encode("utf-8"))
+            raise FileNotFoundError(f"{header.parent / header_name}: data file {f} is missing")
+        h.update(f"{file_sha256(f)}  {os.path.relpath(f, header.parent)}\n".encode("utf-8"))
     return h.hexdigest()
 
 
@@ -570,12 +581,19 @@ def _check_kind(sid: str, url: str, src: Path, kind: str) -> None:
         raise FetchError(sid, url, f"{src} holds {found} data but source_kind says {kind}; fix source_kind")
 
 
+def _local_exists(url: str, base: Path) -> bool:
+    try:
+        return _local_path(url, base).exists()
+    except ValueError:
+        return False
+
+
 def _in_place(sid: str, alternatives: list[str], base: Path, kind: str, expected: str | None) -> FetchResult:
     """The first existing local alternative, checked and hashed where it is (no copy)."""
     errors = []
     for url in alternatives:
         try:
-            src = Path(os.path.abspath(_local_path(url, base)))
+            src = _local_path(url, base).absolute()  # not resolved: symlinks stay as written
         except ValueError as e:
             errors.append(FetchError(sid, url, str(e)))
             continue
@@ -602,8 +620,12 @@ def _copy_detached(sid: str, url: str, header: Path, final: Path, expected: str 
     missing = [f for f in names if not f.is_file()]
     if missing:
         raise FetchError(sid, url, f"{header} names the data file {missing[0]}, which does not exist")
-    if any(".." in Path(os.path.relpath(n, header.parent)).parts for n in names):
-        raise FetchError(sid, url, f"{header}: data files outside its folder cannot be fetched; use in_place")
+    from .io import nrrd_data_names
+
+    if any(Path(n).is_absolute() for n in nrrd_data_names(header)) or any(
+            ".." in Path(os.path.relpath(n, header.parent)).parts for n in names):
+        raise FetchError(sid, url, f"{header}: data files named by an absolute path or outside its folder cannot "
+                                   "be copied; name them relative to the header's folder, or fetch in place")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.copy-", dir=final.parent))
     try:
         for f in [header] + names:
@@ -623,21 +645,44 @@ def _copy_detached(sid: str, url: str, header: Path, final: Path, expected: str 
     return digest
 
 
-def _download_detached(session, limiter, url: str, header: Path, sid: str, kind: str, expected, **kw) -> str:
-    """Download the data files a downloaded detached NRRD header names (URLs relative to its URL)."""
+def _download_detached(session, limiter, url: str, part: Path, final: Path, sid: str, kind: str, expected,
+                       **kw) -> str:
+    """Download the data files that the downloaded detached NRRD header ``part`` names (URLs relative
+    to the header's URL, same relative names beside ``final``); verify header + data files
+    (:func:`source_sha256`), then rename the header to ``final``, last."""
     from urllib.parse import urljoin
 
-    for f in nrrd_data_files(header):
-        rel = os.path.relpath(f, header.parent)
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise FetchError(sid, url, f"{header.name}: data file {rel} is outside the header's folder")
-        part = f.with_name(f.name + ".part")
-        part.parent.mkdir(parents=True, exist_ok=True)
-        _download(session, limiter, urljoin(url, PurePosixPath(rel).as_posix()), part, sid, kind, **kw)
-        os.replace(part, f)
-    digest = source_sha256(header)
+    from .io import nrrd_data_names
+
+    try:
+        names = nrrd_data_names(part)
+    except (ValueError, OSError) as e:
+        part.unlink(missing_ok=True)
+        raise FetchError(sid, url, f"{final.name}: cannot read the header's data file line: {e}") from None
+    data = []
+    for rel in names:
+        if Path(rel).is_absolute() or PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+            part.unlink(missing_ok=True)
+            raise FetchError(sid, url, f"{final.name}: data file {rel} is outside the header's folder; "
+                                       "it cannot be fetched from a URL")
+        f = final.parent / rel
+        data.append(f)
+        data_url = urljoin(url, PurePosixPath(rel).as_posix())
+        fpart = f.with_name(f.name + ".part")
+        fpart.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _download(session, limiter, data_url, fpart, sid, kind, **kw)
+        except FetchError as e:
+            raise FetchError(sid, url, f"{final.name} names the data file {rel}, which could not be fetched "
+                                       f"from {data_url}: {e}") from e
+        os.replace(fpart, f)
+    digest = _detached_sha256(part, final.name, data) if data else file_sha256(part)  # as source_sha256
     if expected is not None and digest != expected:
+        part.unlink(missing_ok=True)
+        for f in data:
+            f.unlink(missing_ok=True)
         raise ChecksumMismatch(sid, url, expected, digest)
+    os.replace(part, final)
     return digest
 
 
@@ -675,8 +720,10 @@ def fetch_one(
     optionally ``sha256``. ``retries``: extra attempts per URL; ``backoff``: first retry delay in s
     (doubling); ``timeout``: seconds per connect/read; ``rate``: requests per second per host;
     ``base_dir``: folder for relative local paths (default: the current one). ``session``/``limiter``
-    may be shared between calls (:func:`make_session`, :class:`RateLimiter`). ``in_place``: a local
-    source is checked and hashed where it is, not copied (module rules).
+    may be shared between calls (:func:`make_session`, :class:`RateLimiter`). ``in_place``: the first
+    existing local source is checked and hashed where it is, not copied (module rules). The sha256
+    checked against the row's is :func:`source_sha256` of what was fetched (archives: as downloaded).
+    An earlier verified copy in ``dest_dir/<id>/`` is kept (``reused``): a re-run only hashes.
     """
     from .manifest import split_sources
 
@@ -691,13 +738,17 @@ def fetch_one(
     alternatives = split_sources(source)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     out_dir = Path(dest_dir) / sid
+    if in_place:
+        local = [u for u in alternatives if not _is_remote(u)]
+        here = next((u for u in local if _local_exists(u, base)), None)
+        if here is not None:
+            if _archive_stem(_target_name(here, sid, kind)) is None:  # an archive is copied and extracted
+                return _in_place(sid, [here], base, kind, expected)
+        elif len(local) == len(alternatives):  # nothing to fetch instead: say what is missing
+            return _in_place(sid, local, base, kind, expected)
     out_dir.mkdir(parents=True, exist_ok=True)
     limiter = limiter if limiter is not None else RateLimiter(rate)
     own_session = session is None
-    if in_place:
-        local = [u for u in alternatives if not _is_remote(u)]
-        if local:
-            return _in_place(sid, local, base, kind, expected)
 
     def finish(url: str, final: Path, digest: str, *, resumed=False, from_mirror=False, reused=False):
         if final.is_dir():
@@ -708,9 +759,10 @@ def fetch_one(
             if not (reused and folder.is_dir()):  # a fresh archive is always (re-)extracted
                 _extract(final, folder, sid, url)
             path = _result_path(folder, kind)
+            size = final.stat().st_size
         else:
-            path = final
-        return FetchResult(sid, path, digest, final.stat().st_size, url, resumed, from_mirror, reused)
+            path, size = final, _source_bytes(final)
+        return FetchResult(sid, path, digest, size, url, resumed, from_mirror, reused)
 
     # 1. A verified final file (or folder) from an earlier run.
     for url in alternatives:
@@ -718,7 +770,7 @@ def fetch_one(
         if final.exists():
             try:
                 digest = source_sha256(final)
-            except FileNotFoundError:  # a header whose data files did not all arrive: fetch again
+            except (FileNotFoundError, ValueError):  # a header whose data files did not all arrive
                 digest = None
             if digest is not None and (expected is None or digest == expected):
                 return finish(url, final, digest, reused=True)
@@ -751,6 +803,9 @@ def fetch_one(
                 shown = f"{url} via mirror {cand}"
                 tried.append(shown)
                 try:
+                    if nrrd_data_files(cand):  # a detached header: with its data files, beside it
+                        return finish(url, final, _copy_detached(sid, shown, cand, final, expected),
+                                      from_mirror=True)
                     _copy_file(cand, part, sid, shown, kind)
                     digest = install_file(url, part, final, shown)
                     return finish(url, final, digest, from_mirror=True)
@@ -775,8 +830,7 @@ def fetch_one(
                         retries=retries, backoff=backoff, timeout=timeout, progress=progress,
                     )
                     if final.suffix.lower() == ".nhdr":
-                        os.replace(part, final)
-                        digest = _download_detached(session, limiter, url, final, sid, kind, expected,
+                        digest = _download_detached(session, limiter, url, part, final, sid, kind, expected,
                                                     retries=retries, backoff=backoff, timeout=timeout,
                                                     progress=progress)
                         return finish(url, final, digest, resumed=resumed)
@@ -809,7 +863,7 @@ def fetch_one(
                 return finish(url, final, digest)
             except FetchError as e:
                 errors.append(e)
-            except OSError as e:
+            except (OSError, ValueError) as e:  # a disk error; a header whose data file line is malformed
                 errors.append(FetchError(sid, url, f"{type(e).__name__}: {e}"))
     finally:
         if own_session and session is not None:
@@ -840,7 +894,7 @@ def fetch_manifest(
     rest after a failure and raise :class:`FetchManifestError` at the end (else the first error is
     raised at once). ``record``: write the sha256 of rows that lacked one back into the manifest file
     (:func:`tomodata.manifest.record_checksums`; needs a path). ``progress``: per-file bars and one
-    line per specimen on stderr.
+    line per specimen on stderr. ``in_place``: local sources are checked and hashed where they are.
     """
     import pandas as pd
 
