@@ -11,7 +11,7 @@
 # `add_targets(...)` from common.smk.
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 from tomodata.config_check import ConfigError, check_config, check_resources, rule_names
 
 min_version("9.0")
@@ -20,12 +20,12 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-# every problem listed with its key path and a "did you mean" (no schema dump); then the defaults
+# every problem listed with its key path and a "did you mean" (no schema dump); fills the defaults
+# in place as snakemake.utils.validate did
 try:
     check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
@@ -34,8 +34,10 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"
 
 
-try:  # a misspelt rule name under `resources` would otherwise fall back to the default silently
-    check_resources(config, rule_names(f"{workflow.basedir}/workflow/rules"))
+# a misspelt rule name under `resources` would otherwise fall back to the default silently; the rules
+# defined now, and those of the rule files only defined for other configs (demo_movies, align, ...)
+try:
+    check_resources(config, [r.name for r in workflow.rules] + rule_names(f"{workflow.basedir}/workflow/rules"))
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
