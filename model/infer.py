@@ -11,7 +11,9 @@ Public API
 ``read_xray(path) -> (image (H, W) float64 in [0, 1], info)``
 ``detect_polarity(image, mask=None) -> dict``
 ``prepare_xray(image, *, mask=None, polarity="auto", gamma=None, square="crop") -> (square image, record)``
+``xray_file_problem(path) -> str | None``   (cheap pre-check of an input file: why it cannot be read)
 ``load_model(checkpoint, *, device="cpu", optimize=True) -> (model, state, record)``
+``cached_model(checkpoint, device="cpu") -> (model, state, record)``   (load_model, kept for the next call)
 ``fold_batchnorm(model) -> model``   (a copy with every BatchNorm folded into its convolution)
 ``optimize_for_inference(model) -> model``   (eval + BN folded + channels_last, a copy)
 ``predict_volume(model, image, *, device="cpu", threads="auto") -> (D, n, n) float32``
@@ -158,6 +160,7 @@ from .fusion import _check_positive
 __all__ = [
     "VOLUME_SUFFIXES",
     "bench_infer",
+    "cached_model",
     "detect_polarity",
     "fold_batchnorm",
     "infer_file",
@@ -168,6 +171,7 @@ __all__ = [
     "prepare_xray",
     "read_xray",
     "volume_suffix",
+    "xray_file_problem",
 ]
 
 #: output formats by suffix
@@ -391,6 +395,28 @@ def _read_cv2(p: Path, head: bytes, info: dict, why: str = "") -> np.ndarray:
         raise _undecodable(p, head, "TIFF" if why else "image format", why)
     info["format"] = "OpenCV (" + (p.suffix.lower().lstrip(".") or "no suffix") + ")"
     return img
+
+
+def xray_file_problem(path) -> str | None:
+    """Why ``path`` cannot be a radiograph, from cheap checks only (no decoding), or None: missing,
+    not a file, unreadable, empty, or text/HTML (plain PNM ``P1``–``P3`` excepted). ``tomo infer``
+    checks every input with it before any work; :func:`read_xray` still refuses what decodes badly."""
+    p = Path(path)
+    if not p.exists():
+        return "no such file"
+    if not p.is_file():
+        return "not a file (a folder?)"
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(512)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if not head:
+        return "empty (0 bytes)"
+    kind = _looks_like_text(head)
+    if kind and not (head[:1] == b"P" and head[1:2] in b"123" and head[2:3].isspace()):
+        return f"not an image (it looks like {kind})"
+    return None
 
 
 def read_xray(path) -> tuple[np.ndarray, dict]:
@@ -1024,13 +1050,17 @@ def _check_spacing(pixel_spacing):
 _MODELS: dict = {}
 
 
-def _cached_model(checkpoint, device) -> tuple[nn.Module, dict, dict]:
-    """load_model(checkpoint, optimize=True), kept for the next radiograph of the same call (several
-    inputs load the network once); keyed by the file's path, size and time, so a new file reloads."""
-    st = os.stat(checkpoint)
+def cached_model(checkpoint, device="cpu") -> tuple[nn.Module, dict, dict]:
+    """``load_model(checkpoint, device=device, optimize=True)``, kept for the next radiograph (a call
+    with several inputs builds the network once; :func:`infer_file` uses it). Keyed by the file's
+    path, size and modification time, so a rewritten checkpoint reloads; one network at a time."""
+    try:
+        st = os.stat(checkpoint)
+    except OSError:
+        return load_model(checkpoint, device=device, optimize=True)  # its own error message
     key = (os.path.abspath(checkpoint), st.st_size, st.st_mtime_ns, str(device))
     if key not in _MODELS:
-        _MODELS.clear()  # one network at a time
+        _MODELS.clear()
         _MODELS[key] = load_model(checkpoint, device=device, optimize=True)
     return _MODELS[key]
 
@@ -1095,7 +1125,7 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
         timing["prepare_s"] = time.perf_counter() - t
         # 2. model
         t = time.perf_counter()
-        model, state, ck = _cached_model(checkpoint, device)
+        model, state, ck = cached_model(checkpoint, device)
         chi_v, chi_src = _resolve_chi(chi, state)
         timing["load_model_s"] = time.perf_counter() - t
         t = time.perf_counter()

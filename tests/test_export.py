@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+import zarr
 
 from tomodata import export
 from tomodata.cli import main
@@ -398,10 +399,12 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
     for sid in ("procedural_00", "procedural_01"):
         cubes.append(str(tmp_path / f"{sid}.npz"))
         assert main(["cube", "--fetched", str(record), "--id", sid, "--manifest", str(manifest), "-o", cubes[-1],
-                     "--size", "16"]) == 0
+                     "--size", "16", "--content-key", f"demo:0:24:test:{sid}"]) == 0
     store = tmp_path / "d.zarr"
     opts = ["--views", "3", "--size", "16", "--steps", "16", "--volume-size", "16", "--chi", "7.5"]
-    assert main(["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts]) == 0
+    merged = {"data": {"cube": {"size": 16}}, "note": "it's \"quoted\" $HOME `x`"}  # survives the shell
+    assert main(["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts,
+                 "--config-json", json.dumps(merged)]) == 0
     for cube in cubes:
         assert main(["render-species", str(store), "--cube", cube, "--backend", "cpu"]) == 0
     assert main(["finalize", str(store)]) == 0
@@ -411,14 +414,30 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
     assert any("local source" in w for w in summary["warnings"])  # the rebuild needs the local files
     table = (out / "recipe/specimens.tsv").read_text()
     assert "10,250\t0.02\tz,-y,x\tlargest" in table and "x,y,z\tnone" in table
+    assert table.count("\tlocal: supply this file") == 2  # the local sources are marked
     script = (out / "recipe/rebuild.sh").read_text()
     assert "--size 16" in script and "--window=10,250" in script and "--chi 7.5" in script
+    assert "--content-key demo:0:24:test:procedural_00" in script and "--config-json" in script
+    assert json.loads((out / "recipe/workflow_config.json").read_text()) == merged
+    assert "is not a recognised licence" not in (out / "README.md").read_text()
 
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               REBUILD_WORK=str(tmp_path / "work"))
     proc = subprocess.run(["bash", "recipe/rebuild.sh", str(tmp_path / "rebuilt.zarr")], cwd=out, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export.verify_rebuild(tmp_path / "rebuilt.zarr", out) == []
+    assert export.verify_export(out) == []  # the rebuild wrote nothing into the export
+    # the stores agree beyond the arrays: every species setting, the recorded config, the rendering settings
+    a, b = (zarr.open_group(str(p), mode="r", use_consolidated=False).attrs.asdict()
+            for p in (store, tmp_path / "rebuilt.zarr"))
+    local = ("source", "source_resolved")  # the rebuild reads the sources at their absolute paths
+    assert [{k: v for k, v in e.items() if k not in local} for e in a["species"]] == \
+        [{k: v for k, v in e.items() if k not in local} for e in b["species"]]
+    assert [e["source_resolved"] for e in a["species"]] == [e["source"] for e in b["species"]]
+    assert b["provenance"]["config"]["config"] == merged
+    skip = ("species", "provenance", "timestamps", "completion")
+    assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
 
 
 @pytest.mark.parametrize("text, spdx", [
@@ -426,15 +445,86 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
     ("GNU General Public License v3", "GPL-3.0-only"), ("GPL-3.0 (LICENSE)", "GPL-3.0-only"),
     ("cc-by-4.0", "CC-BY-4.0"), ("CC BY-NC 4.0", "CC-BY-NC-4.0"), ("CC0", "CC0-1.0"), ("MIT", "MIT"),
     ("BSD-3-Clause", "BSD-3-Clause"), ("VTK BSD-3-Clause", "BSD-3-Clause"), ("BSD-2-Clause (LICENSE)", "BSD-2-Clause"),
-    ("Apache License 2.0", "Apache-2.0"),
+    ("Apache License 2.0", "Apache-2.0"), ("public domain", "LicenseRef-PublicDomain"), ("GPLv2", "GPL-2.0-only"),
+    ("GNU GPL v2", "GPL-2.0-only"), ("GNU GPL v2 or later", "GPL-2.0-or-later"), ("CC BY 4.0", "CC-BY-4.0"),
+    ("Creative Commons Attribution-NonCommercial 4.0 International", "CC-BY-NC-4.0"), ("CC BY-SA 3.0", "CC-BY-SA-3.0"),
+    ("cc-by-nc-nd-4.0", "CC-BY-NC-ND-4.0"), ("CC-BY 2.5", "CC-BY-2.5"), ("CC0 1.0 public domain dedication", "CC0-1.0"),
+    ("ODbL", "ODbL-1.0"), ("LGPL-2.1+", "LGPL-2.1-or-later"), ("AGPL-3.0", "AGPL-3.0-only"), ("MIT License", "MIT"),
 ])
 def test_licence_strings_to_spdx(text, spdx):
     got = export.classify_licence({"licence": text})
     assert got["spdx"] == spdx and got["class"] == "open", got
+    assert ("non-commercial use only" in got["conditions"]) == ("-NC" in spdx)
 
 
-def test_unknown_licence_is_a_warning_not_a_silent_switch():
-    assert export.classify_licence({"licence": "ask the lab"})["class"] == "unknown"
+@pytest.mark.parametrize("text", ["ask the lab", "CC BY", "GPL", "BSD", "see website"])
+def test_unrecognised_licence_strings(text):
+    assert export.classify_licence({"licence": text})["class"] == "unknown"
+
+
+def test_unknown_licence_is_a_warning_not_a_silent_switch(tmp_path, capsys):
+    """tomo export: the unknown licence makes the export recipe-only, and says so on stderr and in the card."""
+    path = tiny_store(tmp_path / "s.zarr", ["CC-BY-4.0", "ask the lab"], sources=["/data/a.nii.gz", "/data/b.nii.gz"])
+    assert main(["export", str(path), str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["mode"] == "recipe-only"
+    warn = "WARNING: species Felis_catus: licence 'ask the lab' is not a recognised licence"
+    assert warn in captured.err and captured.err.count("is not a recognised licence") == 1
+    assert "WARNING: species Felis_catus: local source /data/b.nii.gz" in captured.err
+    card = (tmp_path / "out/README.md").read_text()
+    assert "## Warnings" in card and "'ask the lab' is not a recognised licence" in card
+
+
+def test_card_states_non_commercial_and_no_derivatives(tmp_path):
+    path = tiny_store(tmp_path / "s.zarr", ["CC BY-NC 4.0", "CC BY-ND 4.0"], sources=["/d/a.nii", "/d/b.nii"])
+    with pytest.warns(export.RedistributionWarning, match="Felis_catus: licence CC-BY-ND-4.0 forbids"):
+        summary = export.export_dataset(path, tmp_path / "out")
+    assert summary["mode"] == "data"
+    card = (tmp_path / "out/README.md").read_text()
+    assert "**Non-commercial use only** (CC-BY-NC-4.0): Didelphis_virginiana." in card
+    assert "**No derivatives** (CC-BY-ND-4.0): Felis_catus." in card
+
+
+def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
+    from tomodata.recipe import recipe_files
+
+    def entry(name, source):
+        return {"name": name, "species": name, "source": source, "source_resolved": source, "source_kind": "nifti",
+                "split": "train", "licence": "CC0", "source_checksum": "ab" * 32, "spacing_mm": [1, 1, 1]}
+
+    attrs = {"species": [entry("m1", str(tmp_path / "gone.nii.gz")), entry("m2", "https://example.org/m2.nii.gz")],
+             "volume_size": 16, "n_views": 3, "view_scheme": {"seed": 0}, "image_size": 16, "steps": 16, "chi": 10.0,
+             "encoding": {"images": {"dtype": "uint16"}}, "provenance": {}}
+    files, warns = recipe_files(attrs)
+    assert len(warns) == 1 and "m1: local source" in warns[0]
+    rows = [r.split("\t") for r in files["recipe/specimens.tsv"].splitlines()]
+    assert rows[1][9].startswith("local:") and rows[2][9] == ""
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe/rebuild.sh").write_text(files["recipe/rebuild.sh"])
+    proc = subprocess.run(["bash", "recipe/rebuild.sh", "x.zarr"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=60)  # no tomo on PATH: it must stop first
+    assert proc.returncode == 2 and "species m1: local source" in proc.stderr and "m2" not in proc.stderr
+    assert not (tmp_path / "rebuild-work").exists()
+
+
+def test_cube_settings_of_stores_without_the_ingest_record():
+    """Old stores: settings from the table's fields, defaults for what they lack; the spacing a manifest
+    states is the recorded one taken back through the orientation."""
+    from tomodata.ingest_settings import orient
+    from tomodata.recipe import cube_settings
+
+    old = {"name": "a", "spacing_mm": [0.5, 0.25, 0.125], "slice_axis": "y"}
+    ing = cube_settings(old, 32)
+    assert ing == {"size": 32, "slice_axis": "y", "orientation": "z,y,x", "spacing": [0.5, 0.25, 0.125],
+                   "window": None, "background": None, "crop": "none", "allow_default_spacing": False,
+                   "content_key": None}
+    turned = dict(old, orientation="-x,z,y", window=[0, 100], crop="largest")
+    ing = cube_settings(turned, 32)
+    assert list(orient(np.zeros((2, 3, 4)), ing["spacing"], "-x,z,y")[1]) == turned["spacing_mm"]
+    assert ing["window"] == [0, 100] and ing["crop"] == "largest"
+    new = dict(old, ingest={"size": 16, "spacing": None, "slice_axis": "z", "orientation": "z,y,x", "window": None,
+                            "background": None, "crop": "none", "allow_default_spacing": True}, content_key="k")
+    assert cube_settings(new, 32) | {"content_key": "k"} == new["ingest"] | {"content_key": "k"}
 
 
 def test_recipe_replays_alignments():

@@ -462,35 +462,132 @@ def test_bench_infer_reports_timings():
         bench_infer(net="huge", size=64, fuse_to=96, repeats=1)
 
 
-def test_several_radiographs_in_one_call(tmp_path, ckpt, capsys):
-    """Files and a quoted glob in one `tomo infer`: one output each, equal bit for bit to single calls;
-    a missing file or a name clash is refused before any work; --keep-going runs the rest."""
+# --------------------------------------------------------------------------------------------------
+# several radiographs in one `tomo infer`
+
+_MANY = ["--max-size", "32", "--no-previews"]
+
+
+def _films(folder: Path, names=("film1", "film2", "film10")) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        _png(folder / f"{name}.png", _u8(_phantom(48, 40, seed=k)))
+    return folder
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Counts the checkpoint loads of model.infer (its network cache emptied first)."""
+    import model.infer as infer
+
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(args[0])
+        return load_model(*args, **kw)
+
+    monkeypatch.setattr(infer, "_MODELS", {})
+    monkeypatch.setattr(infer, "load_model", counted)
+    return calls
+
+
+def test_several_radiographs_equal_single_calls(tmp_path, ckpt, capsys, loads):
+    """A file, a quoted glob (natural order) and a duplicate in one call: the network built once, one
+    progress line each, and each volume equal bit for bit to the single call's (the same bytes)."""
+    import model.infer as infer
     from tomodata.cli import main
 
-    src = tmp_path / "films"
-    src.mkdir()
-    for k in range(3):
-        _png(src / f"film{k}.png", _u8(_phantom(48, 40, seed=k)))
-    common = ["--checkpoint", str(ckpt), "--max-size", "32", "--no-previews"]
-    assert main(["infer", str(src / "film0.png"), str(src / "film*.png"), *common, "-o", str(tmp_path / "many")]) == 0
-    err = capsys.readouterr().err
-    assert "[3/3] film2.png" in err and "[4/" not in err  # film0 given twice: run once
-    for k in range(3):
-        assert main(["infer", str(src / f"film{k}.png"), *common, "-o", str(tmp_path / f"one{k}.nrrd")]) == 0
-        many, _ = _read_volume(tmp_path / "many" / f"film{k}" / f"film{k}.nrrd")
-        one, _ = _read_volume(tmp_path / f"one{k}.nrrd")
-        assert np.array_equal(many, one)
+    src = _films(tmp_path / "films")
+    common = ["--checkpoint", str(ckpt), *_MANY]
+    assert main(["infer", str(src / "film2.png"), str(src / "film*.png"), *common, "-o", str(tmp_path / "many")]) == 0
+    assert len(loads) == 1
+    progress = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[")]
+    assert [ln.split(":")[0] for ln in progress] == ["[1/3] film2.png", "[2/3] film1.png", "[3/3] film10.png"]
+    assert all(ln.endswith(" s") for ln in progress)
+    for name in ("film1", "film2", "film10"):
+        infer._MODELS.clear()  # a single call of its own, network loaded afresh
+        assert main(["infer", str(src / f"{name}.png"), "--checkpoint", str(ckpt), *_MANY,
+                     "-o", str(tmp_path / "one" / f"{name}.nrrd")]) == 0
+        many = tmp_path / "many" / name / f"{name}.nrrd"
+        assert many.read_bytes() == (tmp_path / "one" / f"{name}.nrrd").read_bytes()
+        assert (many.parent / f"{name}.json").is_file()
+    assert len(loads) == 4
+    assert "[1/" not in capsys.readouterr().err  # a single call: as before, no progress line
+    # --format, and a name with dots (a DICOM UID) keeps all but its last suffix
+    _png(src / "1.2.840.5.png", _u8(_phantom(40, 40, seed=5)))
+    assert main(["infer", str(src / "1.2.840.*"), str(src / "film1.png"), *common, "--format", "nii.gz",
+                 "-o", str(tmp_path / "nii")]) == 0
+    assert _tree(tmp_path / "nii") == ["1.2.840.5", "1.2.840.5/1.2.840.5.json", "1.2.840.5/1.2.840.5.nii.gz",
+                                                "film1", "film1/film1.json", "film1/film1.nii.gz"]
 
-    assert main(["infer", str(src / "film*.png"), str(src / "nope.png"), *common, "-o", str(tmp_path / "x")]) == 2
-    assert "nope.png: no such file" in capsys.readouterr().err and not (tmp_path / "x").exists()
-    other = tmp_path / "other"
-    other.mkdir()
-    _png(other / "film1.png", _u8(_phantom(48, 40, seed=9)))
-    assert main(["infer", str(src / "film1.png"), str(other / "film1.png"), *common, "-o", str(tmp_path / "y")]) == 2
-    assert "same name" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
-    (src / "film1.png").write_bytes(b"not an image")
-    assert main(["infer", str(src / "film*.png"), *common, "-o", str(tmp_path / "z"), "--keep-going"]) == 1
+def test_several_radiographs_bad_inputs_refused_before_any_work(tmp_path, ckpt, capsys, monkeypatch):
+    import model.infer as infer
+    from tomodata.cli import main
+
+    def no_load(*a, **k):
+        raise AssertionError("the network was loaded")
+
+    monkeypatch.setattr(infer, "_MODELS", {})
+    monkeypatch.setattr(infer, "load_model", no_load)
+    src = _films(tmp_path / "films")
+    (src / "empty.png").write_bytes(b"")
+    (src / "notes.png").write_text("not an image\n")
+    (src / "sub.png").mkdir()
+    common = ["--checkpoint", str(ckpt), *_MANY, "-o", str(tmp_path / "out")]
+    args = [str(src / "film*.png"), str(src / "nope.png"), str(src / "scan_*.dcm"), str(src / "empty.png"),
+            str(src / "notes.png"), str(src / "sub.png")]
+    assert main(["infer", *args, *common]) == 2
     err = capsys.readouterr().err
-    assert "1 of 3 radiographs failed" in err and "film1.png" in err
-    assert (tmp_path / "z/film2/film2.nrrd").is_file() and not (tmp_path / "z/film1").exists()
+    for want in ("nope.png: no such file", "scan_*.dcm: no file matches", "empty.png: empty",
+                 "notes.png: not an image", "sub.png: not a file", "--keep-going"):
+        assert want in err, want
+    assert "[1/" not in err and not (tmp_path / "out").exists()
+    # the same stem from two folders (or differing in case or suffix only): listed, nothing run
+    other = _films(tmp_path / "other", ("FILM1",))
+    _png(tmp_path / "other" / "film2.jpg", _u8(_phantom(48, 40)))
+    for extra in ([], ["--keep-going"]):
+        assert main(["infer", str(src / "film*.png"), str(other / "*"), *common, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "same name" in err and "FILM1.png" in err and "film2.jpg" in err and "film10" not in err
+        assert not (tmp_path / "out").exists()
+    # -o must be a folder with several radiographs
+    assert main(["infer", str(src / "film*.png"), "--checkpoint", str(ckpt), "-o", str(tmp_path / "v.nrrd")]) == 2
+    assert "-o is a folder" in capsys.readouterr().err and not (tmp_path / "v.nrrd").exists()
+
+
+def test_single_radiograph_with_glob_characters_in_its_name(tmp_path, ckpt):
+    """One file named like a glob is that file, written to -o as always (not a folder)."""
+    from tomodata.cli import main
+
+    src = _png(tmp_path / "scan[1].png", _u8(_phantom(48, 40)))
+    assert main(["infer", str(src), "--checkpoint", str(ckpt), *_MANY, "-o", str(tmp_path / "v.nrrd")]) == 0
+    assert (tmp_path / "v.nrrd").is_file() and (tmp_path / "v.json").is_file()
+
+
+def test_several_radiographs_keep_going(tmp_path, ckpt, capsys, loads):
+    from tomodata.cli import main
+
+    src = _films(tmp_path / "films", ("film1", "film2", "film3"))
+    _png(src / "film2.png", np.full((40, 40), 77, np.uint8))  # decodes, then refused: a constant image
+    common = ["--checkpoint", str(ckpt), *_MANY]
+    # without --keep-going the run stops at the failure: film1 done, film3 never started
+    assert main(["infer", str(src / "*.png"), *common, "-o", str(tmp_path / "stop")]) == 2
+    err = capsys.readouterr().err
+    assert "[2/3] film2.png: FAILED" in err and "constant" in err and "[3/3]" not in err
+    assert _tree(tmp_path / "stop") == ["film1", "film1/film1.json", "film1/film1.nrrd"]
+    # with it: the others run, the unusable file is skipped up front, exit 1 with the list
+    assert main(["infer", str(src / "*.png"), str(src / "gone.png"), *common, "--keep-going",
+                 "-o", str(tmp_path / "go")]) == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "gone.png: no such file" in err
+    assert "[3/3] film3.png:" in err and "2 of 4 radiographs failed" in err
+    summary = err[err.index("2 of 4 radiographs failed"):]
+    assert "gone.png" in summary and "film2.png" in summary and "film1" not in summary
+    assert _tree(tmp_path / "go") == ["film1", "film1/film1.json", "film1/film1.nrrd",
+                                       "film3", "film3/film3.json", "film3/film3.nrrd"]
+    assert len(loads) == 1  # the network once for both calls (same checkpoint, same process)

@@ -214,6 +214,11 @@ def cmd_fetch(a) -> int:
     except FetchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    bad = [r for r in results if any(c in str(r.path) for c in "\t\r\n")]
+    if bad:  # the record is one tab-separated line per specimen (read by `tomo cube --fetched`)
+        print(f"error: {bad[0].id}: the path {str(bad[0].path)!r} holds a tab or line break, which the fetch "
+              "record cannot hold; rename the source (or fetch without --in-place)", file=sys.stderr)
+        return 1
     for r in results:
         how = ("in-place" if r.in_place else "mirror" if r.from_mirror else "kept" if r.reused
                else "resumed" if r.resumed else "fetched")
@@ -509,11 +514,18 @@ def cmd_train(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .export import export_dataset
+    import warnings
+
+    from .export import RedistributionWarning, UnknownLicenceWarning, export_dataset
 
     recipe_only = True if a.recipe_only else (False if a.with_data else None)
-    summary = export_dataset(a.store, a.output, manifest=a.manifest, config=a.config, recipe_only=recipe_only,
-                             overwrite=a.overwrite)
+    with warnings.catch_warnings():  # these are in summary["warnings"]: printed once each below
+        warnings.simplefilter("ignore", UnknownLicenceWarning)
+        warnings.simplefilter("ignore", RedistributionWarning)
+        summary = export_dataset(a.store, a.output, manifest=a.manifest, config=a.config, recipe_only=recipe_only,
+                                 overwrite=a.overwrite)
+    for note in summary["warnings"]:
+        print(f"WARNING: {note}", file=sys.stderr)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -563,38 +575,57 @@ def cmd_apps(a) -> int:
     return 0
 
 
-def _infer_inputs(patterns: list[str]) -> list[Path]:
-    """Radiograph paths from files and glob patterns (expanded here, so quoted globs work too), in
-    natural order, duplicates removed; every missing file or empty pattern is an error before any work."""
+def _infer_expand(pattern: str) -> tuple[list[Path], list[str]]:
+    """One XRAY argument of `tomo infer`: a file (taken as named, even with glob characters in it) or a
+    glob pattern (expanded here, so quoted globs work; natural order). Returns (files, problems)."""
     import glob
+
+    from model.infer import xray_file_problem
 
     from .io import natural_key
 
-    out, problems = [], []
+    pat = os.path.expanduser(pattern)
+    if Path(pat).is_file() or not glob.has_magic(pat):
+        hits = [pat]
+    else:
+        hits = [h for h in sorted(glob.glob(pat, recursive=True), key=natural_key) if not Path(h).is_dir()]
+        if not hits:
+            return [], [f"{pattern}: no file matches"]
+    problems = [(h, xray_file_problem(h)) for h in hits]
+    return [Path(h) for h, why in problems if why is None], [f"{h}: {why}" for h, why in problems if why]
+
+
+def _infer_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """All radiographs of the call, in the order given (each glob in natural order), each file once,
+    and the problems (missing, unreadable, empty, not an image, a glob without a match)."""
+    files, problems, seen = [], [], set()
     for pat in patterns:
-        if glob.has_magic(pat):
-            hits = sorted(glob.glob(pat), key=natural_key)
-            if not hits:
-                problems.append(f"{pat}: no file matches")
-            out += [Path(h) for h in hits if Path(h).is_file()]
-        elif not Path(pat).is_file():
-            problems.append(f"{pat}: no such file")
-        elif not os.access(pat, os.R_OK):
-            problems.append(f"{pat}: not readable")
-        else:
-            out.append(Path(pat))
-    if problems:
-        raise ValueError("radiographs: " + "; ".join(problems))
-    seen, unique = set(), []
-    for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            unique.append(p)
-    return unique
+        hits, probs = _infer_expand(pat)
+        problems += [q for q in probs if q not in problems]
+        for h in hits:
+            if h.resolve() not in seen:
+                seen.add(h.resolve())
+                files.append(h)
+    return files, problems
+
+
+def _infer_jobs(a, xrays: list[Path]) -> tuple[list[tuple[Path, Path, Path | None]], list[str]]:
+    """(radiograph, OUT/STEM/STEM.FORMAT, APPS/STEM) of each of several radiographs, and the name
+    clashes: two with the same STEM (the name without its last suffix, case-insensitive)."""
+    out = Path(a.output)
+    if out.suffix.lower() in (".nrrd", ".nii", ".gz") or (out.exists() and not out.is_dir()):
+        raise ValueError(f"with several radiographs -o is a folder (OUT/STEM/STEM.{a.format} each), got {out}")
+    stems: dict[str, list[Path]] = {}
+    for x in xrays:
+        stems.setdefault(x.stem.casefold(), []).append(x)
+    clashes = [f"same name, same output {out / v[0].stem}: " + ", ".join(map(str, v))
+               for v in stems.values() if len(v) > 1]
+    jobs = [(x, out / x.stem / f"{x.stem}.{a.format}", Path(a.apps) / x.stem if a.apps else None) for x in xrays]
+    return jobs, clashes
 
 
 def _infer_one(a, xray: Path, output: Path, apps: Path | None) -> None:
-    from model.infer import infer_file
+    from model.infer import infer_file, volume_suffix
 
     record = infer_file(xray, a.checkpoint, output, gamma=a.gamma, fusion=not a.no_fusion, beta=a.beta,
                         polarity=a.polarity, square=a.square, previews=not a.no_previews, device=a.device,
@@ -605,7 +636,8 @@ def _infer_one(a, xray: Path, output: Path, apps: Path | None) -> None:
 
         vol = read_view_volume_file(o["path"], max_side=128)
         xr = None
-        stem = Path(o["path"]).name.split(".")[0]  # the applications are named like the volume
+        name = Path(o["path"]).name
+        stem = name[: len(name) - len(volume_suffix(name))]  # the applications are named like the volume
         xr_png = Path(o["path"]).parent / f"{stem}_xray.png"
         if xr_png.is_file():
             import cv2
@@ -615,43 +647,54 @@ def _infer_one(a, xray: Path, output: Path, apps: Path | None) -> None:
             print(f"application {p}")
     print(f"wrote {o['path']}: {tuple(o['shape_zyx'])} (z, y, x), spacing {tuple(o['spacing_zyx'])} "
           f"({o['spacing_unit']}); polarity {'inverted' if record['polarity']['inverted'] else 'kept'}; "
-          f"record {Path(o['path']).with_suffix('').with_suffix('')}.json")
+          f"record {record['record']}")
+
+
+def _infer_run(a, jobs) -> list[str]:
+    """Run the jobs with one progress line each on stderr; the failures (with --keep-going; without,
+    the first failure is raised)."""
+    import time
+
+    failed = []
+    for k, (x, output, apps) in enumerate(jobs, 1):
+        t0 = time.perf_counter()
+        try:
+            _infer_one(a, x, output, apps)
+        except Exception as e:  # noqa: BLE001 - any failure of one radiograph (Ctrl-C still stops)
+            print(f"[{k}/{len(jobs)}] {x.name}: FAILED after {time.perf_counter() - t0:.1f} s: {e}", file=sys.stderr)
+            if not a.keep_going:
+                raise
+            failed.append(f"{x}: {e}")
+            continue
+        print(f"[{k}/{len(jobs)}] {x.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return failed
 
 
 def cmd_infer(a) -> int:
-    """One radiograph: -o is the volume file. Several (or a glob): -o is a folder, each radiograph
-    goes to OUT/STEM/STEM.<--format> (applications to APPS/STEM/); the network is loaded once."""
-    import time
+    """One radiograph (a file, not a glob): -o is the volume file, as always. Several (or a glob): -o is
+    a folder, each radiograph goes to OUT/STEM/STEM.<--format> (applications to APPS/STEM/); every
+    input is checked and the network loaded once before any work."""
+    import glob
 
-    xrays = _infer_inputs(a.xray)
-    single = len(a.xray) == 1 and len(xrays) == 1 and not any(ch in a.xray[0] for ch in "*?[")
-    if single:
-        _infer_one(a, xrays[0], Path(a.output), Path(a.apps) if a.apps else None)
+    from model.infer import cached_model
+
+    if len(a.xray) == 1 and (Path(a.xray[0]).is_file() or not glob.has_magic(a.xray[0])):
+        _infer_one(a, Path(a.xray[0]), Path(a.output), Path(a.apps) if a.apps else None)
         return 0
-    if Path(a.output).suffix.lower() in (".nrrd", ".nii", ".gz"):
-        raise ValueError(f"with several radiographs -o is a folder, got the file name {a.output}")
-    stems: dict[str, list[str]] = {}
-    for x in xrays:
-        stems.setdefault(x.name.split(".")[0], []).append(str(x))
-    clash = {k: v for k, v in stems.items() if len(v) > 1}
-    if clash:
-        raise ValueError("radiographs with the same name would write the same output: "
-                         + "; ".join(f"{k}: {', '.join(v)}" for k, v in clash.items()))
-    failed = []
-    for k, x in enumerate(xrays, 1):
-        stem = x.name.split(".")[0]
-        t0 = time.perf_counter()
-        try:
-            _infer_one(a, x, Path(a.output) / stem / f"{stem}.{a.format}", Path(a.apps) / stem if a.apps else None)
-        except (ValueError, OSError) as e:
-            if not a.keep_going:
-                raise ValueError(f"{x}: {e}") from None
-            failed.append(f"{x}: {e}")
-            print(f"[{k}/{len(xrays)}] {x.name}: FAILED: {e}", file=sys.stderr)
-            continue
-        print(f"[{k}/{len(xrays)}] {x.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    xrays, problems = _infer_inputs(a.xray)
+    jobs, clashes = _infer_jobs(a, xrays)
+    errors = clashes + ([] if a.keep_going else problems)
+    if errors:
+        hint = "\n(--keep-going skips the unusable files and runs the others)" if problems else ""
+        raise ValueError("nothing was run:\n  " + "\n  ".join(errors) + hint)
+    for q in problems:
+        print(f"skipped {q}", file=sys.stderr)
+    if jobs:
+        cached_model(a.checkpoint, a.device)  # the network, once; a bad checkpoint stops here
+    failed = problems + _infer_run(a, jobs)
     if failed:
-        print(f"{len(failed)} of {len(xrays)} radiographs failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+        print(f"{len(failed)} of {len(jobs) + len(problems)} radiographs failed:\n  " + "\n  ".join(failed),
+              file=sys.stderr)
         return 1
     return 0
 
@@ -993,7 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("store", help="the dataset store (.zarr) or a folder holding dataset.zarr")
     q.add_argument("output", help="the export folder (must not exist or be empty)")
     g = q.add_mutually_exclusive_group()
-    g.add_argument("--recipe-only", action="store_true", help="no data: manifest, checksums, config, code version")
+    g.add_argument("--recipe-only", action="store_true", help="no data: the recipe (recipe/specimens.tsv, recipe/rebuild.sh), checksums, config, code version")
     g.add_argument("--with-data", action="store_true", help="include the store even if the default is recipe-only")
     q.add_argument("--manifest", help="the manifest the store was built from (goes into the recipe)")
     q.add_argument("--config", help="the workflow config (YAML/JSON) to record")
@@ -1053,10 +1096,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     q.set_defaults(func=cmd_apps)
 
-    q = sub.add_parser("infer", help="a 3D volume from one real x-ray", description=(
+    q = sub.add_parser("infer", help="a 3D volume from each real x-ray", description=(
         "Reconstruct a view volume from a radiograph (PNG/TIFF/JPEG 8/16-bit, grey/RGB/RGBA, DICOM): polarity "
         "fixed (bone dense), optional gamma undo, cropped or padded to square, the network, fusion at the "
-        "input's resolution; writes OUT (.nrrd, .nii or .nii.gz, with spacing), preview PNGs and a JSON record."))
+        "input's resolution; writes OUT (.nrrd, .nii or .nii.gz, with spacing), preview PNGs and a JSON record. "
+        "Several radiographs or globs: OUT is a folder (OUT/STEM/STEM.FORMAT each); every input is checked "
+        "before any work and the network is built once."))
     q.add_argument("xray", nargs="+", help=(
         "the radiograph(s): files and glob patterns (quoted globs are expanded too); several: -o is a folder"))
     q.add_argument("--checkpoint", required=True, help="the trained checkpoint")
@@ -1064,7 +1109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "output volume: .nrrd, .nii or .nii.gz; with several radiographs a folder (OUT/STEM/STEM.FORMAT each)"))
     q.add_argument("--format", choices=["nrrd", "nii", "nii.gz"], default="nrrd", help=(
         "volume format with several radiographs (default %(default)s)"))
-    q.add_argument("--keep-going", action="store_true", help="with several radiographs: go on after a failure")
+    q.add_argument("--keep-going", action="store_true", help=(
+        "with several radiographs: skip unusable files and go on after a failure; exit 1 with the list"))
     q.add_argument("--gamma", type=float, help="undo a display curve: value = value ** GAMMA (2.2 undoes v**(1/2.2))")
     q.add_argument("--no-fusion", action="store_true", help="the network's volume upsampled, without fusion")
     q.add_argument("--beta", type=float, default=2.0, help="fusion sharpness β (default %(default)s)")

@@ -16,6 +16,8 @@ Croissant metadata, checksums, split lists and provenance.
     OUT/recipe/specimens.tsv   every species with every setting its cube was made with (tomodata.recipe)
     OUT/recipe/rebuild.sh      fetch → cube (per species, all settings) → store → render → finalize
     OUT/recipe/config.<ext>    the build config (the file given, else the store's recorded config)
+    OUT/recipe/workflow_config.json  the merged workflow config the store recorded (rebuild.sh passes it on)
+    OUT/recipe/alignment/<id>.json   each aligned specimen's transform (replayed by rebuild.sh)
     OUT/dataset.zarr/          the store, byte for byte (data exports only)
 
 Two modes:
@@ -33,9 +35,12 @@ Licence rules (see :func:`classify_licence`), per species of the store's table (
   "Mammalia" scans of the paper are such data.
 * ``free``: procedural species (``tomodata.phantoms``: licence "procedural (tomodata.phantoms) ..." or
   a source that starts with "tomodata.phantoms"). Their data are released under **CC0-1.0**.
-* ``open``: a licence text naming a recognised open licence (CC0, CC-BY(-SA/-NC/-ND) 4.0, PDDL,
-  ODC-By); its terms travel with the data.
-* ``unknown``: anything else, including a missing licence.
+* ``open``: a licence text naming a recognised open licence, matched to its SPDX id (CC0, CC BY
+  (-SA/-NC/-ND/-NC-SA/-NC-ND) 2.0-4.0, PDDL, ODC-By, ODbL, public domain, GNU GPL/LGPL/AGPL, MIT, BSD,
+  Apache-2.0, Unlicense: docs/export.md); its terms travel with the data, and non-commercial and
+  no-derivatives conditions are stated in the card.
+* ``unknown``: anything else, including a missing licence: a warning (UnknownLicenceWarning, the
+  card's *Warnings*, ``provenance.json``), never a silent switch to recipe-only.
 
 ``recipe_only=None`` (the default) means recipe-only as soon as one species is ``restricted`` or
 ``unknown``, and a data export otherwise. A data export of such a store needs an explicit
@@ -111,33 +116,61 @@ CITATION_BIBTEX = """@article{henzler2018singleimage,
 FREE, OPEN, RESTRICTED, UNKNOWN = "free", "open", "restricted", "unknown"
 _CLEARED = (FREE, OPEN)
 
-# (pattern on the lower-cased licence text, SPDX id, Hugging Face id, URL); most specific first
-_OPEN_LICENCES = [
-    (r"cc[- _]?by[- _]?nc[- _]?sa[- _]?4", "CC-BY-NC-SA-4.0", "cc-by-nc-sa-4.0",
-     "https://creativecommons.org/licenses/by-nc-sa/4.0/"),
-    (r"cc[- _]?by[- _]?nc[- _]?nd[- _]?4", "CC-BY-NC-ND-4.0", "cc-by-nc-nd-4.0",
-     "https://creativecommons.org/licenses/by-nc-nd/4.0/"),
-    (r"cc[- _]?by[- _]?nc[- _]?4", "CC-BY-NC-4.0", "cc-by-nc-4.0", "https://creativecommons.org/licenses/by-nc/4.0/"),
-    (r"cc[- _]?by[- _]?sa[- _]?4", "CC-BY-SA-4.0", "cc-by-sa-4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
-    (r"cc[- _]?by[- _]?nd[- _]?4", "CC-BY-ND-4.0", "cc-by-nd-4.0", "https://creativecommons.org/licenses/by-nd/4.0/"),
-    (r"cc[- _]?by[- _]?4", "CC-BY-4.0", "cc-by-4.0", "https://creativecommons.org/licenses/by/4.0/"),
+# Hugging Face's licence ids for Creative Commons licences (others: "other")
+_HF_CC = {"by-2.0", "by-2.5", "by-3.0", "by-4.0", "by-sa-3.0", "by-sa-4.0", "by-nc-2.0", "by-nc-3.0", "by-nc-4.0",
+          "by-nd-4.0", "by-nc-nd-3.0", "by-nc-nd-4.0", "by-nc-sa-2.0", "by-nc-sa-3.0", "by-nc-sa-4.0"}
+# long forms → the short words the patterns match (applied to the lower-cased text, in order)
+_LICENCE_WORDS = [(r"creative[- _]commons", "cc"), (r"open[- _]data[- _]commons", "odc"), (r"attribution", "by"),
+                  (r"non[- _]?commercial", "nc"), (r"share[- _]?alike", "sa"), (r"no[- _]?deriv(ative)?s?", "nd")]
+
+
+def _cc_licences() -> list[tuple[str, str, str, str]]:
+    """CC BY(-NC)(-SA|-ND) 2.0/2.5/3.0/4.0: most specific variant first; "4" means 4.0."""
+    out = []
+    for variant in ("by-nc-sa", "by-nc-nd", "by-nc", "by-sa", "by-nd", "by"):
+        for ver in ("4.0", "3.0", "2.5", "2.0"):
+            v = ver.replace(".", r"\.") if ver == "2.5" else ver[0] + r"(\.0)?(?![.\d])"
+            pattern = r"\bcc[- _]?" + r"[- _]?".join(variant.split("-")) + r"[- _,]*(v(ersion)?[- _]?)?" + v
+            hf = f"cc-{variant}-{ver}" if f"{variant}-{ver}" in _HF_CC else "other"
+            out.append((pattern, f"CC-{variant.upper()}-{ver}", hf,
+                        f"https://creativecommons.org/licenses/{variant}/{ver}/"))
+    return out
+
+
+_GNU = "https://www.gnu.org/licenses/"
+# (pattern on the normalised lower-cased licence text, SPDX id, Hugging Face id, URL); most specific first.
+# A GNU licence without "+"/"or later" is the -only id (SPDX's reading of a bare version).
+_OPEN_LICENCES = _cc_licences() + [
     (r"\bcc0\b|cc0[- _]?1", "CC0-1.0", "cc0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
     (r"\bpddl\b", "PDDL-1.0", "pddl", "https://opendatacommons.org/licenses/pddl/1-0/"),
-    (r"odc[- _]?by", "ODC-By-1.0", "odc-by", "https://opendatacommons.org/licenses/by/1-0/"),
+    (r"\bodc[- _]?by\b", "ODC-By-1.0", "odc-by", "https://opendatacommons.org/licenses/by/1-0/"),
+    (r"\bodbl\b", "ODbL-1.0", "odbl", "https://opendatacommons.org/licenses/odbl/1-0/"),
     (r"public[- _]?domain", "LicenseRef-PublicDomain", "other", "https://creativecommons.org/publicdomain/mark/1.0/"),
-    (r"\bgpl[- _]?v?2(\.0)?(\+|[- _]or[- _]later)|gnu general public licen[sc]e,? v(ersion)? ?2(\.0)? or later",
-     "GPL-2.0-or-later", "gpl-2.0", "https://www.gnu.org/licenses/old-licenses/gpl-2.0.html"),
+    (r"\bunlicen[sc]e\b", "Unlicense", "unlicense", "https://unlicense.org/"),
+    (r"\blgpl[- _]?v?2\.1(\+|[- _]or[- _]later)", "LGPL-2.1-or-later", "lgpl-2.1", _GNU + "old-licenses/lgpl-2.1.html"),
+    (r"\blgpl[- _]?v?2\.1", "LGPL-2.1-only", "lgpl-2.1", _GNU + "old-licenses/lgpl-2.1.html"),
+    (r"\blgpl[- _]?v?3(\.0)?(\+|[- _]or[- _]later)", "LGPL-3.0-or-later", "lgpl-3.0", _GNU + "lgpl-3.0.html"),
+    (r"\blgpl[- _]?v?3\b|\blgpl[- _]?v?3\.0", "LGPL-3.0-only", "lgpl-3.0", _GNU + "lgpl-3.0.html"),
+    (r"\bagpl[- _]?v?3(\.0)?(\+|[- _]or[- _]later)", "AGPL-3.0-or-later", "agpl-3.0", _GNU + "agpl-3.0.html"),
+    (r"\bagpl[- _]?v?3\b|\bagpl[- _]?v?3\.0", "AGPL-3.0-only", "agpl-3.0", _GNU + "agpl-3.0.html"),
+    (r"\bgpl[- _]?v?2(\.0)?(\+|[- _]or[- _]later)|gnu general public licen[sc]e,? v(ersion)? ?2(\.0)?,? or later"
+     r"|\bgnu gpl[- _]?v?2(\.0)?(\+|[- _]or[- _]later)", "GPL-2.0-or-later", "gpl-2.0",
+     _GNU + "old-licenses/gpl-2.0.html"),
     (r"\bgpl[- _]?v?2\b|\bgpl[- _]?v?2\.0|gnu general public licen[sc]e,? v(ersion)? ?2", "GPL-2.0-only", "gpl-2.0",
-     "https://www.gnu.org/licenses/old-licenses/gpl-2.0.html"),
-    (r"\bgpl[- _]?v?3(\.0)?(\+|[- _]or[- _]later)", "GPL-3.0-or-later", "gpl-3.0", "https://www.gnu.org/licenses/gpl-3.0.html"),
+     _GNU + "old-licenses/gpl-2.0.html"),
+    (r"\bgpl[- _]?v?3(\.0)?(\+|[- _]or[- _]later)|gnu general public licen[sc]e,? v(ersion)? ?3(\.0)?,? or later",
+     "GPL-3.0-or-later", "gpl-3.0", _GNU + "gpl-3.0.html"),
     (r"\bgpl[- _]?v?3\b|\bgpl[- _]?v?3\.0|gnu general public licen[sc]e,? v(ersion)? ?3", "GPL-3.0-only", "gpl-3.0",
-     "https://www.gnu.org/licenses/gpl-3.0.html"),
+     _GNU + "gpl-3.0.html"),
     (r"\bmit\b", "MIT", "mit", "https://opensource.org/license/mit"),
     (r"bsd[- _]?3|3[- _]clause bsd|bsd 3-clause", "BSD-3-Clause", "bsd-3-clause", "https://opensource.org/license/bsd-3-clause"),
     (r"bsd[- _]?2|2[- _]clause bsd|bsd 2-clause", "BSD-2-Clause", "bsd-2-clause", "https://opensource.org/license/bsd-2-clause"),
     (r"apache[- _]?(licen[sc]e[- _,]*)?(v(ersion)?[- _]?)?2", "Apache-2.0", "apache-2.0",
      "https://www.apache.org/licenses/LICENSE-2.0"),
 ]
+# conditions of an open licence that the card states (by the SPDX id's parts)
+_CONDITIONS = [("NC", "non-commercial use only"),
+               ("ND", "no derivatives: adaptations (the cubes and x-rays are derived from the scan) may not be shared")]
 _CC0 = ("CC0-1.0", "cc0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")
 _RESTRICTED_RE = re.compile(
     r"no[- ]redistribution|not? (be )?(for |to be )?redistribut|do not redistribute|"
@@ -207,9 +240,12 @@ def classify_licence(entry: dict) -> dict:
 
     Returns ``{"class": "free" | "open" | "restricted" | "unknown", "spdx": id or None,
     "hf": Hugging Face licence id or None, "url": licence URL or None, "text": the licence text,
-    "redistribution": bool}``. Restricted wins over everything (a licence that forbids
+    "redistribution": bool, "conditions": [...]}`` (open licences' conditions: "non-commercial use
+    only", "no derivatives: ..."). Restricted wins over everything (a licence that forbids
     redistribution, UTCT/DigiMorph named in it, or a digimorph.org source); then procedural species
-    (free, CC0-1.0); then a recognised open licence; else unknown (treated as not cleared).
+    (free, CC0-1.0); then a recognised open licence; else unknown (treated as not cleared). The text
+    is lower-cased and long forms shortened ("Creative Commons Attribution-NonCommercial" → "cc
+    by-nc") before matching; docs/export.md lists what is recognised.
     """
     text = str(entry.get("licence") or entry.get("license") or "").strip()
     source = str(entry.get("source") or "").strip()
@@ -222,10 +258,40 @@ def classify_licence(entry: dict) -> dict:
         spdx, hf, url = _CC0
         label = text or "CC0-1.0 (procedural species, tomodata.phantoms)"
         return out | {"class": FREE, "spdx": spdx, "hf": hf, "url": url, "redistribution": True, "label": label}
+    norm = low
+    for long, short in _LICENCE_WORDS:
+        norm = re.sub(long, short, norm)
     for pattern, spdx, hf, url in _OPEN_LICENCES:
-        if re.search(pattern, low):
-            return out | {"class": OPEN, "spdx": spdx, "hf": hf, "url": url, "redistribution": True, "label": text}
+        if re.search(pattern, norm):
+            return out | {"class": OPEN, "spdx": spdx, "hf": hf, "url": url, "redistribution": True, "label": text,
+                          "conditions": [c for tag, c in _CONDITIONS if tag in spdx.split("-")]}
     return out | {"class": UNKNOWN, "redistribution": False, "label": text or "(no licence given)"}
+
+
+def _licence_notes(classes: dict[str, dict], recipe_only: bool | None) -> tuple[bool, list[str]]:
+    """The export's mode and its licence warnings (also issued as Python warnings, so on stderr): an
+    unknown licence (UnknownLicenceWarning); data of species not cleared, or under a no-derivatives
+    licence (RedistributionWarning)."""
+    stack = 3  # the caller of export_dataset
+    notes = [f"species {n}: licence {c['label']!r} is not a recognised licence (docs/export.md lists them): "
+             "treated as not cleared for redistribution, so the export is recipe-only unless recipe_only=False"
+             for n, c in classes.items() if c["class"] == UNKNOWN]
+    for note in notes:
+        warnings.warn(note, UnknownLicenceWarning, stacklevel=stack)
+    blocked = [n for n, c in classes.items() if c["class"] not in _CLEARED]
+    recipe_only = bool(blocked) if recipe_only is None else bool(recipe_only)
+    loud = []
+    if not recipe_only and blocked:
+        loud.append("exporting the data of species whose terms do not clear redistribution: "
+                    + ", ".join(f"{n} ({classes[n]['class']}: {classes[n]['label']})" for n in blocked)
+                    + ". The export is marked NOT FOR REDISTRIBUTION; do not publish it.")
+    if not recipe_only:
+        loud += [f"species {n}: licence {c['spdx']} forbids sharing adaptations, and the export holds data derived "
+                 "from its scan: check the terms before publishing" for n, c in classes.items()
+                 if any(cond.startswith("no derivatives") for cond in c.get("conditions") or [])]
+    for msg in loud:
+        warnings.warn(msg, RedistributionWarning, stacklevel=stack)
+    return recipe_only, notes + loud
 
 
 # ----------------------------------------------------------------------------------------------
@@ -577,6 +643,21 @@ def _croissant(attrs: dict, files: dict[str, str], *, recipe_only: bool, lic: di
 # dataset card
 
 
+def _conditions_text(table: list[dict], classes: dict) -> list[str]:
+    """Card lines for the conditions of open licences (non-commercial, no derivatives), one per condition."""
+    lines = []
+    for _, cond in _CONDITIONS:
+        names = [e["name"] for e in table if cond in (classes[e["name"]].get("conditions") or [])]
+        if names:
+            ids = ", ".join(sorted({classes[n]["spdx"] for n in names}))
+            lines += [f"> **{cond.split(':')[0].capitalize()}** ({ids}): {', '.join(names)}. "
+                      + ("Data of these species, and anything made from them, may not be used commercially."
+                         if cond.startswith("non-commercial") else
+                         "The licence forbids sharing adaptations; check its terms before publishing data of "
+                         "these species."), ""]
+    return lines
+
+
 def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: list[str], prov: dict,
           n_samples_total: int, has_manifest: bool) -> str:
     import yaml
@@ -661,7 +742,7 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
         c = classes[e["name"]]
         allowed = "allowed" if c["redistribution"] else "NOT allowed" if c["class"] == RESTRICTED else "not cleared"
         L.append(f"| {e['name']} | {e['split']} | {c['label']} | {c['class']} | {allowed} |")
-    L += ["", "## Contents", ""]
+    L += [""] + _conditions_text(table, classes) + ["## Contents", ""]
     L += [
         "| path | what |", "|---|---|",
         "| `README.md` | this card |",
@@ -679,6 +760,12 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
     cfg = [f for f in files if f.startswith("recipe/config")]
     if cfg:
         L.append(f"| `{cfg[0]}` | the build configuration |")
+    recipe_rows = {"recipe/specimens.tsv": "every species with every setting its cube was made with",
+                   "recipe/rebuild.sh": "the commands that rebuild the store (section Rebuild)",
+                   "recipe/workflow_config.json": "the merged workflow config the store recorded"}
+    L += [f"| `{f}` | {what} |" for f, what in recipe_rows.items() if f in files]
+    if any(f.startswith("recipe/alignment/") for f in files):
+        L.append("| `recipe/alignment/*.json` | each aligned specimen's transform (replayed by rebuild.sh) |")
     if not recipe_only:
         L.append("| `dataset.zarr/` | the Zarr v3 store (layout below) |")
     L += ["", "## Layout" + (" (of the store you rebuild)" if recipe_only else ""), "",
@@ -721,7 +808,10 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
     else:
         L += ["`recipe/specimens.tsv` lists every species with every setting its cube was made with (spacing, "
               "slice axis, orientation, window, background, crop, source checksum); `recipe/rebuild.sh` fetches "
-              "the sources, makes each cube with those settings and the store with the recorded ones:", "",
+              "the sources (checking their sha256), makes each cube with those settings, cube size and content "
+              "key, and the store with the recorded settings and workflow config. Local sources (rows whose "
+              "`notes` say `local:`) must be supplied at the path given, or the row edited; the script names every "
+              "missing one before it starts. `BACKEND=cuda` renders on the GPU (default: cpu).", "",
               "```bash",
               "bash recipe/rebuild.sh rebuilt.zarr      # tomo fetch, tomo cube per species, store-create, render, finalize",
               "```", ""]
@@ -789,21 +879,7 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
         if markers[n].get("sha256") != report.checksums.get(n):
             raise ValueError(f"species {n!r}: completion marker changed while exporting; run again")
     classes = {e["name"]: classify_licence(e) for e in table}
-    blocked = [n for n, c in classes.items() if c["class"] not in _CLEARED]
-    notes: list[str] = [f"species {n}: licence {c['label']!r} is not a recognised licence (docs/export.md lists "
-                        "them): treated as not cleared for redistribution, so the export is recipe-only unless "
-                        "recipe_only=False" for n, c in classes.items() if c["class"] == UNKNOWN]
-    for note in notes:
-        warnings.warn(note, UnknownLicenceWarning, stacklevel=2)
-    if recipe_only is None:
-        recipe_only = bool(blocked)
-    elif not recipe_only and blocked:
-        msg = ("exporting the data of species whose terms do not clear redistribution: "
-               + ", ".join(f"{n} ({classes[n]['class']}: {classes[n]['label']})" for n in blocked)
-               + ". The export is marked NOT FOR REDISTRIBUTION; do not publish it.")
-        warnings.warn(msg, RedistributionWarning, stacklevel=2)
-        notes.append(msg)
-    recipe_only = bool(recipe_only)
+    recipe_only, notes = _licence_notes(classes, recipe_only)
 
     manifest_bytes = None
     if manifest is not None:
