@@ -1,0 +1,147 @@
+"""Which way round is a radiograph? Our x-rays are opacity (air dark, bone bright); a film may be
+either. :func:`detect_polarity` decides from the image, or refuses to guess.
+
+**Polarity** (``detect_polarity``). Our x-rays are opacity: air ≈ 0 (dark), dense bone bright.
+A DICOM file says how it is displayed (``PhotometricInterpretation``; MONOCHROME1 is inverted on
+reading): ``"auto"`` trusts it, unless the image cues below say the opposite at high confidence,
+which is an error. For other files the rule works on the *exposed field*: bands of uniform
+rows/columns at each edge that end in a straight step (collimator shutters, bright or dark; padding)
+are removed (:func:`exposed_field`). Three cues, each antisymmetric under ``1 − v``: (1) the air at
+the field's border is dark (the rank of the border ring's median among the field's pixels), (2) flat
+regions are darker than textured ones (inside the field), (3) the brightest pixels are more textured
+than the darkest. Each is scaled by its no-information level, clipped to ±3 and summed; the sign
+decides. **No guess** (a ``ValueError`` that asks for ``--polarity keep`` or ``invert``) when
+|sum| ≤ 1, or when the border cue (the one that holds for any anatomy) says the opposite of the sum
+with ≥ 0.4 units: chest films, whose dark lungs are textured and bright abdomen smooth, end here.
+Confidence: ``high`` when the three agree clearly, ``normal`` when the flat cue agrees, else
+``low`` (with a warning). On 300 synthetic films from real head CTs (tests/test_polarity.py, a seed
+not used for tuning): 93 % right, 6.7 % refused, none wrong at high or normal confidence.
+``polarity="keep"`` / ``"invert"`` override it (the statistics are recorded anyway).
+
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["detect_polarity", "exposed_field"]
+
+#: border band (fraction of the short side) used by the polarity rule and the background value
+BORDER_FRACTION = 0.05
+#: polarity rule: rows/columns with an 85th−15th percentile spread below this are uniform (bands)
+POLARITY_FLAT = 0.1
+#: polarity rule: a change of the row median above this ends a shutter or padding band
+POLARITY_STEP = 0.12
+#: polarity rule: working resolution (long side, pixels)
+POLARITY_SIDE = 160
+#: polarity rule: the border cue (in units) at which its disagreement with the sum refuses a guess
+POLARITY_BORDER_VOTE = 0.4
+#: colour images whose 99th-percentile channel spread is at most this fraction of full scale are grey
+#: smallest accepted side of an x-ray (pixels)
+MIN_SIDE = 8
+
+
+def _edge_band(med: np.ndarray, spread: np.ndarray, limit: int) -> int:
+    """Width of a shutter or padding band at the start of a row (or column) profile: uniform rows
+    (spread < POLARITY_FLAT) before a step of the row median (> POLARITY_STEP within 2 rows)."""
+    n = len(med)
+    i = 0
+    while i < limit and spread[i] < POLARITY_FLAT:
+        if i >= 1 and abs(med[i] - med[max(0, i - 2)]) > POLARITY_STEP and spread[i - 1] < POLARITY_FLAT:
+            return i
+        i += 1
+    if 0 < i < limit and i + 1 < n and abs(med[i + 1] - np.median(med[:i])) > POLARITY_STEP:
+        return i  # the band ends straight onto the anatomy
+    return 0
+
+
+def exposed_field(x: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) widths of the collimator shutters and padding on each edge: bands
+    of uniform rows/columns that end in a straight step, found one after another (padding, then a
+    shutter), at most 35 % of the side each."""
+    H, W = x.shape
+    out = []
+    for prof_axis, n in ((1, H), (1, H), (0, W), (0, W)):
+        med = np.median(x, axis=prof_axis)
+        spread = np.percentile(x, 85, axis=prof_axis) - np.percentile(x, 15, axis=prof_axis)
+        if len(out) % 2:  # bottom / right: from the far edge
+            med, spread = med[::-1], spread[::-1]
+        total, limit = 0, int(0.35 * n)
+        for _ in range(3):
+            k = _edge_band(med[total:], spread[total:], limit - total)
+            if k == 0:
+                break
+            total += k
+        out.append(total)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _polarity_cues(x: np.ndarray) -> dict:
+    """The three image cues of the polarity rule (positive: bone bright as it is), on the exposed field."""
+    from scipy import ndimage
+
+    t, b, l, r = exposed_field(x)
+    f = x[t:x.shape[0] - b, l:x.shape[1] - r]
+    if min(f.shape) < MIN_SIDE:
+        f, (t, b, l, r) = x, (0, 0, 0, 0)
+    h, w = f.shape
+    bw = max(1, int(0.06 * min(h, w)))
+    ring = np.zeros(f.shape, bool)
+    ring[:bw] = ring[-bw:] = True
+    ring[:, :bw] = ring[:, -bw:] = True
+    rm = np.median(f[ring])
+    field_air = 0.5 - float(np.mean(f < rm)) - 0.5 * float(np.mean(f == rm))
+    mu = ndimage.uniform_filter(f, 5)
+    sd = np.sqrt(np.maximum(ndimage.uniform_filter(f * f, 5) - mu * mu, 0.0))
+    ins = max(1, int(0.12 * min(h, w)))
+    fi, si = f[ins:h - ins, ins:w - ins], sd[ins:h - ins, ins:w - ins]
+    if fi.size < 16:
+        fi, si = f, sd
+    lo, hi = np.percentile(si, [30, 70])
+    flat_side = float(np.median(fi[si >= hi]) - np.median(fi[si <= lo]))
+    qlo, qhi = np.percentile(fi, [15, 85])
+    s_lo, s_hi = float(si[fi <= qlo].mean()), float(si[fi >= qhi].mean())
+    texture = (s_hi - s_lo) / max(s_hi + s_lo, 1e-12)
+    return {"field_bands_tblr": [int(t), int(b), int(l), int(r)], "air_at_field_border": field_air,
+            "flat_regions_dark": flat_side, "texture_bright": texture}
+
+
+def detect_polarity(image, mask=None) -> dict:
+    """The polarity rule (module docstring) on an (H, W) image in [0, 1].
+
+    Returns ``invert`` (bool, or None where the rule refuses to guess), ``confidence`` ("high",
+    "normal", "low", "none"), ``margin`` (the combined score: > 0 bone bright as it is, antisymmetric
+    under ``1 − image``), the three cues and the exposed field, and ``rule``.
+    """
+    import cv2
+
+    x = np.asarray(image, dtype=np.float64)
+    if mask is not None:  # masked pixels take the image median: no cue
+        x = np.where(np.asarray(mask, bool), float(np.median(x[~np.asarray(mask, bool)])), x)
+    scale = min(1.0, POLARITY_SIDE / max(x.shape))
+    small = x if scale == 1 else cv2.resize(x, (max(MIN_SIDE, round(x.shape[1] * scale)),
+                                                max(MIN_SIDE, round(x.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    cues = _polarity_cues(small)
+    units = np.array([cues["air_at_field_border"] / 0.05, cues["flat_regions_dark"] / 0.01,
+                      cues["texture_bright"] / 0.1])
+    units = np.clip(units, -3, 3)
+    score = float(units.sum())
+    d = np.sign(score)
+    # air at the field's border is the cue that holds for any anatomy; where it has something to say
+    # (>= POLARITY_BORDER_VOTE units) and says the opposite of the sum, the cues disagree: no guess
+    conflict = np.sign(units[0]) != d and abs(units[0]) >= POLARITY_BORDER_VOTE
+    if abs(score) <= 1 or conflict:
+        invert, conf = None, "none"
+    else:
+        invert = bool(d < 0)
+        if (np.sign(units) == d).all() and (np.abs(units) > 1).all():
+            conf = "high"
+        elif np.sign(units[1]) == d and abs(score) > 2:
+            conf = "normal"
+        else:
+            conf = "low"
+    return {"invert": invert, "confidence": conf, "margin": score, **cues,
+            "rule": ("on the exposed field (collimator shutters and padding removed): air at the field's border is "
+                     "dark, flat regions are darker than textured ones, the brightest pixels are more textured "
+                     "than the darkest; each cue in units of its no-information level, clipped to ±3, summed; "
+                     "|sum| <= 1, or the border cue (>= 0.4 units) against the sum: no decision")}

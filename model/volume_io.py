@@ -1,0 +1,179 @@
+"""Volumes out: the view volume of a radiograph as NRRD or NIfTI, preview PNGs, and transactional
+outputs (every file under a temporary name until the whole result is there).
+
+**Output file and spacing**. ``.nrrd`` (raw float32, little endian, attached header), ``.nii`` or
+``.nii.gz`` (NIfTI-1, float32), chosen by the suffix of ``out_path``. The written array is the view
+volume ``vol[z, y, x]`` of shape (D, N, N): **z = depth** (the ray direction of the x-ray; its sign is
+ambiguous, DESIGN §1), **y = image rows** (down), **x = image columns** (right). The file axes are
+therefore (x, y, z) = (columns, rows, depth) with sizes (N, N, D). Lateral spacing: the x-ray's pixel
+spacing (DICOM, or ``pixel_spacing=`` given by the caller) times ``S / N``; else 1.0 per *input*
+pixel ("unit: pixel", recorded as unknown). Depth spacing: the lateral extent / D, because the view
+volume spans the same [−1, 1] in depth as laterally (DESIGN §1). The volume is centred at the origin
+(voxel centres at ``((2i + 1)/N − 1) · extent / 2``). NRRD: ``space directions`` diagonal,
+``space origin``, ``space units`` (mm, only when known), ``kinds: domain domain domain``, labels and
+``key:=value`` lines saying the axis order; NIfTI: diagonal qform/sform (code 1), ``pixdim``, units mm
+when known, ``descrip``.
+
+
+**Files**. Next to ``OUT`` (stem = name without ``.nrrd``/``.nii``/``.nii.gz``): ``STEM.json`` (the
+record), and with ``previews=True`` PNGs ``STEM_xray.png`` (the prepared square x-ray),
+``STEM_coronal.png`` (central depth slice, the plane of the x-ray: coronal for a frontal
+radiograph), ``STEM_axial.png`` (central row: depth vertical × columns), ``STEM_sagittal.png``
+(central column: rows × depth horizontal), ``STEM_mip_depth.png`` (maximum along depth) and
+``STEM_mip_side.png`` (maximum along the columns: rows × depth). Depth axes are drawn at the same
+physical scale as the lateral ones. Densities are shown linearly on [0, max of the volume] (recorded).
+Everything is written under temporary names and renamed at the end; on any error nothing is left.
+
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PREVIEWS", "VOLUME_SUFFIXES", "volume_suffix"]
+
+#: output formats by suffix
+VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
+#: preview images are at most this many pixels on a side
+PREVIEW_MAX = 1024
+#: the preview PNGs written next to the output volume as STEM_<name>.png
+PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
+
+
+def volume_suffix(path) -> str:
+    """'.nrrd', '.nii' or '.nii.gz' from the name of ``path``; ValueError otherwise."""
+    name = Path(path).name.lower()
+    for s in (".nii.gz", ".nrrd", ".nii"):
+        if name.endswith(s) and len(name) > len(s):
+            return s
+    raise ValueError(f"output {path}: the suffix must be one of {list(VOLUME_SUFFIXES)}")
+
+
+def _stem(path: Path, suffix: str) -> str:
+    return path.name[: len(path.name) - len(suffix)]
+
+
+def _nrrd_header(shape_dhw, spacing_zyx, origin_xyz, unit_mm: bool, extra: dict) -> bytes:
+    D, H, W = shape_dhw
+    sz, sy, sx = spacing_zyx
+    f = lambda v: repr(float(v))  # noqa: E731 - full precision
+    lines = [
+        "NRRD0004",
+        "# Complete NRRD file format specification at:",
+        "# http://teem.sourceforge.net/nrrd/format.html",
+        "content: single-image tomography view volume",
+        "type: float",
+        "dimension: 3",
+        "space dimension: 3",
+        f"sizes: {W} {H} {D}",
+        f"space directions: ({f(sx)},0,0) (0,{f(sy)},0) (0,0,{f(sz)})",
+        f"space origin: ({f(origin_xyz[0])},{f(origin_xyz[1])},{f(origin_xyz[2])})",
+        'kinds: domain domain domain',
+        'labels: "x (image columns)" "y (image rows)" "z (depth, ray direction)"',
+    ]
+    if unit_mm:
+        lines.append('space units: "mm" "mm" "mm"')
+    lines += ["endian: little", "encoding: raw"]
+    for k, v in extra.items():
+        lines.append(f"{k}:={v}")
+    return ("\n".join(lines) + "\n\n").encode("ascii")
+
+
+def _nifti_header(shape_dhw, spacing_zyx, origin_xyz, unit_mm: bool, descrip: str) -> bytes:
+    import io
+
+    import nibabel as nib
+
+    D, H, W = shape_dhw
+    sz, sy, sx = spacing_zyx
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.float32)
+    hdr.set_data_shape((W, H, D))
+    aff = np.diag([sx, sy, sz, 1.0])
+    aff[:3, 3] = origin_xyz
+    hdr.set_qform(aff, code=1)
+    hdr.set_sform(aff, code=1)
+    hdr.set_zooms((sx, sy, sz))
+    hdr.set_xyzt_units("mm" if unit_mm else "unknown")
+    hdr["descrip"] = descrip[:79].encode("ascii", "replace")
+    hdr["vox_offset"] = 352
+    buf = io.BytesIO()
+    hdr.write_to(buf)
+    b = buf.getvalue()
+    if len(b) == 348:
+        b += b"\x00\x00\x00\x00"  # extension flag: none
+    if len(b) != 352:  # pragma: no cover - nibabel contract
+        raise RuntimeError(f"unexpected NIfTI header length {len(b)}")
+    return b
+
+
+def _u8(a: np.ndarray, vmax: float) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(a, np.float64) / vmax * 255.0), 0, 255).astype(np.uint8)
+
+
+def _fit(img: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Resize a float image to (h, w) (area down, linear up), limited to PREVIEW_MAX."""
+    import cv2
+
+    h, w = shape_hw
+    s = min(1.0, PREVIEW_MAX / max(h, w))
+    h, w = max(1, int(round(h * s))), max(1, int(round(w * s)))
+    if (h, w) == img.shape:
+        return img
+    down = h * w < img.shape[0] * img.shape[1]
+    return cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (w, h),
+                      interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+
+
+class _Outputs:
+    """Files written under temporary names in the output folder, renamed on commit, removed on abort."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.token = uuid.uuid4().hex[:8]
+        self.pending: list[tuple[Path, Path]] = []
+        self.done: list[Path] = []
+
+    def temp(self, final: Path) -> Path:
+        t = final.with_name(f".{final.name}.{self.token}.part")
+        self.pending.append((t, final))
+        return t
+
+    def scratch(self, name: str) -> Path:
+        t = self.folder / f".{name}.{self.token}.part"
+        self.pending.append((t, None))
+        return t
+
+    def commit(self) -> None:
+        for t, final in self.pending:
+            if final is not None:
+                os.replace(t, final)
+                self.done.append(final)
+            elif t.exists():
+                t.unlink()
+        self.pending = []
+
+    def abort(self) -> None:
+        for t, _ in self.pending:
+            try:
+                t.unlink()
+            except FileNotFoundError:
+                pass
+        for f in self.done:
+            try:
+                f.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _write_png(path: Path, img_u8: np.ndarray) -> None:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", img_u8)
+    if not ok:  # pragma: no cover
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    path.write_bytes(buf.tobytes())
