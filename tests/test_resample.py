@@ -330,3 +330,45 @@ def test_real_vtk_headsq(shared_data):
     mu = np.clip(a / 4000.0, 0, 1)
     _, _, fit = _check_real(mu, a, spacing, window=window)
     assert fit.sigma_vox[1] == fit.sigma_vox[2] == 0.0 and fit.sigma_vox[0] > 0.0
+
+
+# -------------------------------------------------------------------------- the smallest ball
+
+
+def test_min_ball_is_the_smallest_and_holds_every_point():
+    from tomodata.resample import min_ball
+
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=(3000, 3))
+    u /= np.linalg.norm(u, axis=1)[:, None]
+    # a half sphere of radius 10: the smallest ball is the sphere's own (centre on the flat face),
+    # the bounding box's centre lies 5 off it (radius 11.2)
+    half = u[u[:, 0] > 0] * 10 + [1, 2, 3]
+    c, r = min_ball(half)
+    assert r <= 10 + 1e-6 and np.linalg.norm(c - [1, 2, 3]) < 0.05
+    assert (np.linalg.norm(half - c, axis=1) <= r + 1e-9).all()
+    # random clouds: holds everything, never larger than the bounding-box centre's ball, and no
+    # random perturbation of the centre gives a smaller ball (local = global: the problem is convex)
+    for k in range(5):
+        p = rng.normal(size=(500, 3)) * rng.uniform(0.5, 3, 3) + rng.normal(size=3) * 10
+        c, r = min_ball(p)
+        d = np.linalg.norm(p - c, axis=1)
+        assert d.max() == pytest.approx(r, rel=1e-12)
+        c0 = 0.5 * (p.min(0) + p.max(0))
+        assert r <= np.linalg.norm(p - c0, axis=1).max() + 1e-12
+        for _ in range(50):
+            q = c + rng.normal(size=3) * 1e-3 * r
+            assert np.linalg.norm(p - q, axis=1).max() >= r * (1 - 1e-7)
+
+
+def test_a_lopsided_specimen_is_fitted_by_its_ball_not_its_box():
+    """A half ball (a skull cap): the bounding-box centre would waste radius; the ball's centre is the
+    flat face's centre and the specimen fills the cube's ball to 1 − margin."""
+    n = 60
+    z, y, x = np.meshgrid(*[np.arange(n)] * 3, indexing="ij")
+    a = (((z - 10) ** 2 + (y - 30) ** 2 + (x - 30) ** 2 <= 28**2) & (z >= 10)).astype(np.uint8) * 255
+    vol, fit = to_cube(a, (1.0, 1.0, 1.0), size=96, return_fit=True)
+    assert fit.centre_mm[0] == pytest.approx(10, abs=0.5)  # the box's centre would be z = 24
+    box_radius = np.linalg.norm([19, 28, 28])  # about the bounding-box centre (z 10..38, y/x 2..58)
+    assert fit.specimen_radius_mm < 0.85 * box_radius
+    assert fit.specimen_radius_mm / fit.rho_mm > 0.9

@@ -913,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=_positive_int, default=128, help="cube side (default %(default)s)")
     q.add_argument("--window", help=(
         "lo,hi: density = clip((v - lo)/(hi - lo), 0, 1) (for HU or raw CT numbers), or a preset: "
-        "hu-bone (0,2000), hu-head (-1000,2000)"))
+        "hu-bone (0,2000), hu-head (-1000,2000; background -500 HU unless --background is given)"))
     q.add_argument("--background", type=float, help="densities <= this become 0 (codec noise, scanner background)")
     q.add_argument("--crop", choices=["none", "largest"], help=(
         "largest: keep the largest connected part of the specimen (drops scanner tables, holders); default none"))

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .io import check_spacing, read_volume
-from .ingest_settings import CROPS, check_density, crop_largest, orient, parse_orientation, parse_window
+from .ingest_settings import (CROPS, check_density, crop_largest, orient, parse_orientation, parse_window,
+                              preset_background)
 from .manifest import slice_axis_transpose
-from .resample import to_cube
+from .resample import DENSE_FRACTION, dense_reach, to_cube
 
 
 def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_spacing: bool = False,
@@ -54,8 +56,6 @@ def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_sp
 
 def _read_with_file_spacing(path):
     """(stack, the file's own (z, y, x) spacing or None where the format has none)."""
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         stack, sp = read_volume(path, allow_default_spacing=True)
@@ -79,23 +79,31 @@ def _check_spacing_order(path, given_zyx, file_zyx) -> None:
                          "empty to use the file's")
 
 
+#: dense_reach below this (the support itself reaches about 0.93): warn that faint material sets the scale
+DENSE_WARN = 0.8
+
+
 def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128, window=None,
                   background=None, allow_default_spacing: bool = False, orientation=None, crop: str = "none"):
     """The canonical (size³ float32, [0, 1]) cube of a source, and a JSON-ready record of how it
     was made: every ingest setting (window as numbers, background, slice_axis, orientation, crop),
-    original shape and spacing (z, y, x, after reorientation), the fit, and ``specimen_reach``: the
-    normalised radius its voxel centres reach (1 = the unit ball's surface).
+    original shape and spacing (z, y, x, after reorientation), the fit, ``specimen_reach``: the
+    normalised radius its voxel centres reach (1 = the unit ball's surface), and ``dense_reach``
+    (:func:`~tomodata.resample.dense_reach`): the same for its denser part; where that is below
+    :data:`DENSE_WARN`, faint material sets the scale: a warning (kept in
+    ``read_notes``) says which setting to change. ``background`` defaults to the window preset's own
+    (:func:`~tomodata.ingest_settings.preset_background`).
 
     ``window`` may be "lo,hi", a preset name or a pair (:mod:`tomodata.ingest_settings`); a window
     that makes the scan constant is a ValueError naming the setting."""
     from .fetch import file_sha256, tree_sha256
 
+    if background is None:
+        background = preset_background(window)  # hu-head: −500 HU
     window = parse_window(window)
     crop = crop or "none"
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:  # kept in the record (e.g. a de-sheared DICOM)
         warnings.simplefilter("always")
         vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis,
@@ -107,6 +115,15 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
     if crop == "largest":
         vol, crop_record = crop_largest(vol, window, background)
     cube, fit = to_cube(vol, sp, size=size, window=window, background=background, return_fit=True)
+    reach, dense = fit.specimen_radius_mm / fit.rho_mm, dense_reach(cube)
+    if dense < DENSE_WARN:
+        msg = (f"{path}: faint material sets this cube's scale: the support (density > {fit.background or 0:g}) "
+               f"reaches {reach:.2f} of the ball but the specimen's denser part (≥ {DENSE_FRACTION:g} of its "
+               f"99.9th percentile) only {dense:.2f}; raise `background` (a table, pillow or noise floor) or "
+               "set `crop: largest` (a separate table or holder) (manifest columns background/crop, "
+               "config data.cube.*, tomo cube --background/--crop)")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        caught.append(warnings.WarningMessage(msg, UserWarning, __file__, 0))
     source_sha256 = tree_sha256(path) if Path(path).is_dir() else file_sha256(path)
     meta = dict(source_path=str(path), source_sha256=source_sha256, original_shape=[int(n) for n in vol.shape],
                 original_dtype=str(vol.dtype), spacing_mm=list(sp), slice_axis=slice_axis or "z",
@@ -114,7 +131,7 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
                 crop=crop, crop_record=crop_record, size=size, allow_default_spacing=bool(allow_default_spacing),
                 window=None if window is None else [float(w) for w in window],
                 background=None if background is None else float(background),
-                fit=fit.as_dict(), specimen_reach=fit.specimen_radius_mm / fit.rho_mm, code_version=__version__,
+                fit=fit.as_dict(), specimen_reach=reach, dense_reach=dense, code_version=__version__,
                 read_notes=[str(w.message) for w in caught])
     # the settings as given (tomo cube's options): what an exported recipe needs to make this cube again
     meta["ingest"] = dict(size=size, spacing=None if spacing is None else [float(v) for v in spacing],

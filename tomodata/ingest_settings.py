@@ -8,7 +8,8 @@ canonical pose these settings bring a scan to.
     window       "lo,hi" in the file's units: density = clip((v − lo)/(hi − lo), 0, 1); or a preset
                  name (:data:`WINDOW_PRESETS`, Hounsfield units). Empty: uint8 /255, uint16 /65535,
                  float data already in [0, 1]; anything else needs a window.
-    background   densities ≤ this become 0 (codec noise, scanner background); empty = 0.
+    background   densities ≤ this become 0 (codec noise, scanner background); empty = 0, or the
+                 preset's own (hu-head: −500 HU, i.e. 1/6; :data:`PRESET_BACKGROUND_HU`).
     orientation  three comma-separated axis names with optional "-": canonical axis i (z, y, x)
                  takes the read volume's named axis, reversed with "-". "z,y,x" keeps the volume as
                  read; "z,-y,x" turns it upside down; "y,z,x" swaps z and y. Applied after
@@ -25,12 +26,17 @@ import math
 
 import numpy as np
 
-__all__ = ["WINDOW_PRESETS", "ORIENTATION_DEFAULT", "CROPS", "CROP_THRESHOLD", "CROP_GROW", "parse_window",
+__all__ = ["WINDOW_PRESETS", "PRESET_BACKGROUND_HU", "preset_background", "ORIENTATION_DEFAULT", "CROPS", "CROP_THRESHOLD", "CROP_GROW", "parse_window",
            "parse_orientation", "orient", "check_density", "crop_largest"]
 
 # Hounsfield-unit windows: hu-bone keeps soft tissue near 0 (40 HU → 0.02) and bone high (1000 HU → 0.5),
 # like the paper's skull x-rays; hu-head keeps soft tissue visible (0 HU → 0.33).
 WINDOW_PRESETS = {"hu-bone": (0.0, 2000.0), "hu-head": (-1000.0, 2000.0)}
+# A preset's background where none is given (Hounsfield units): hu-head maps air to 0 but leaves
+# pillows, foam, blankets, partial-volume air and noise (about −950 … −500 HU) a faint density that
+# would set the cube's scale (the specimen then fills 0.76 of the ball); −500 HU is the usual
+# body-mask threshold (fat is about −100 HU). hu-bone needs none: everything ≤ 0 HU is already 0.
+PRESET_BACKGROUND_HU = {"hu-head": -500.0}
 ORIENTATION_DEFAULT = "z,y,x"
 CROPS = ("none", "largest")
 CROP_THRESHOLD = 0.1   # density (of 1) above which a voxel is support, for crop = "largest"
@@ -62,6 +68,15 @@ def parse_window(text) -> tuple[float, float] | None:
     if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
         raise ValueError(f"window must be two finite numbers lo < hi, got {text!r}")
     return lo, hi
+
+
+def preset_background(window_text) -> float | None:
+    """The default background (density units) of a window preset given by name (see
+    :data:`PRESET_BACKGROUND_HU`), else None."""
+    if _blank(window_text) or not isinstance(window_text, str) or window_text.strip().lower() not in PRESET_BACKGROUND_HU:
+        return None
+    lo, hi = WINDOW_PRESETS[window_text.strip().lower()]
+    return (PRESET_BACKGROUND_HU[window_text.strip().lower()] - lo) / (hi - lo)
 
 
 def parse_orientation(text) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:

@@ -16,15 +16,16 @@ a ``(size, size, size)`` float32 volume of linear density in [0, 1], axes still 
 NaN or ±inf anywhere is a ``ValueError``.
 
 **Fit** (:class:`CubeFit`). Input voxel ``[i_z, i_y, i_x]`` has its centre at ``p = i · spacing``
-mm. The specimen is the set of input voxels with µ > 0. Its centre ``c`` is the centre of their
-bounding box (mm). The specimen is scaled isotropically — ``rho`` mm per normalised unit along every
+mm. The specimen is the set of input voxels with µ > 0. Its centre ``c`` is the centre of the
+smallest ball that holds their centres (:func:`min_ball`; not the bounding box's centre, which wastes
+up to a quarter of the radius on a lopsided specimen; the two agree for a box). The specimen is scaled isotropically — ``rho`` mm per normalised unit along every
 axis, one output voxel = ``2 · rho / size`` mm — by the map
 
     u = (p − c) / rho        (per axis; normalised cube coordinates, order z, y, x like the array;
                               DESIGN.md's (x, y, z) is the same map with the order reversed)
 
 and output voxel centre ``j`` on every axis sits at ``u = (2j + 1)/size − 1``. ``rho`` is chosen
-so that the exact support of the filtered, resampled specimen (the bounding sphere around ``c`` of
+so that the exact support of the filtered, resampled specimen (the sphere around ``c`` holding all
 its voxels, each grown by the resampling stencil's half-width per axis) has radius ``1 − margin``;
 the default ``margin = min(2·sqrt(3)/size, 0.25)`` (one output voxel diagonal) keeps even the
 trilinear reconstruction µ(p) of the output at exactly 0 for |p| ≥ 1. Output voxels whose centre
@@ -53,7 +54,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-__all__ = ["CubeFit", "to_cube", "fit_cube", "value_map", "bench_to_cube", "SIGMA_FACTOR", "TRUNCATE"]
+__all__ = ["CubeFit", "to_cube", "fit_cube", "min_ball", "dense_reach", "DENSE_FRACTION", "value_map", "bench_to_cube", "SIGMA_FACTOR", "TRUNCATE"]
 
 SIGMA_FACTOR = 0.5  # sigma_a = SIGMA_FACTOR * sqrt(f_a^2 - 1) input voxels
 TRUNCATE = 3.0  # Gaussian taps out to TRUNCATE * sigma (scipy's rounding of the radius)
@@ -200,10 +201,10 @@ class CubeFit:
     size: int
     shape_zyx: tuple[int, int, int]  # input array shape
     spacing_zyx: tuple[float, float, float]  # input spacing (mm)
-    centre_mm: tuple[float, float, float]  # specimen bounding-box centre (mm, z y x), u = 0 there
+    centre_mm: tuple[float, float, float]  # centre of the specimen's smallest enclosing ball (mm, z y x), u = 0 there
     rho_mm: float  # mm per normalised unit (cube half-width)
     voxel_mm: float  # output voxel size, 2 · rho_mm / size (mm, every axis)
-    specimen_radius_mm: float  # bounding sphere of the specimen's voxel centres about centre_mm
+    specimen_radius_mm: float  # smallest ball of the specimen's voxel centres (about centre_mm)
     support_radius: float  # normalised radius that holds the resampled specimen's exact support
     margin: float  # normalised gap kept: support_radius <= 1 − margin
     exact_support: bool  # False only for tiny sizes: the ball mask then cuts the filter's tails
@@ -277,7 +278,9 @@ def _prepare(array, spacing_zyx, size, window, background, margin):
     s = np.asarray(sp)
     lo = np.array([zz.min(), yy.min(), x0.min()]) * s
     hi = np.array([zz.max(), yy.max(), x1.max()]) * s
-    c = 0.5 * (lo + hi)
+    # every support voxel lies on a row segment between two end points: the ball of the end points holds it
+    ends = np.concatenate([np.stack([zz, yy, x0], 1), np.stack([zz, yy, x1], 1)]).astype(np.float64) * s
+    c, _ = min_ball(ends)
     dz = np.abs(zz * s[0] - c[0])
     dy = np.abs(yy * s[1] - c[1])
     dx = np.maximum(np.abs(x0 * s[2] - c[2]), np.abs(x1 * s[2] - c[2]))
@@ -323,6 +326,54 @@ def _prepare(array, spacing_zyx, size, window, background, margin):
         bbox_hi_mm=tuple(float(v) for v in hi),
     )
     return x, fit, mapper
+
+
+def min_ball(points) -> tuple[np.ndarray, float]:
+    """Centre (3,) and radius of the smallest ball that holds ``points`` (n, 3): SLSQP on the vertices
+    of their convex hull (minimise r² subject to |p − c|² ≤ r²), started at the bounding-box centre.
+    The radius returned is the exact max distance about the centre returned, so the ball always
+    holds every point; where the optimum is the bounding-box centre (within 1e-9: boxes, symmetric
+    shapes) that centre is returned exactly."""
+    from scipy.optimize import minimize
+    from scipy.spatial import ConvexHull, QhullError
+
+    p = np.asarray(points, np.float64).reshape(-1, 3)
+    c0 = 0.5 * (p.min(0) + p.max(0))
+    r0 = float(np.sqrt(((p - c0) ** 2).sum(1).max()))
+    if r0 == 0.0 or len(p) < 3:
+        return c0, r0
+    q = (p - c0) / r0  # unit scale for the optimiser
+    try:
+        q = q[ConvexHull(q).vertices]
+    except (QhullError, ValueError):  # flat or degenerate: every point is a candidate
+        pass
+    res = minimize(lambda v: v[3], np.array([0.0, 0.0, 0.0, 1.0]), jac=lambda v: np.array([0.0, 0.0, 0.0, 1.0]),
+                   method="SLSQP", options={"maxiter": 200, "ftol": 1e-14},
+                   constraints=[{"type": "ineq", "fun": lambda v: v[3] - ((q - v[:3]) ** 2).sum(1),
+                                 "jac": lambda v: np.hstack([2.0 * (q - v[:3]), np.ones((len(q), 1))])}])
+    c = c0 + r0 * res.x[:3]
+    r = float(np.sqrt(((p - c) ** 2).sum(1).max()))
+    if not (math.isfinite(r) and r < r0 * (1.0 - 1e-9)):
+        return c0, r0
+    return c, r
+
+
+DENSE_FRACTION = 0.05  # dense_reach: densities >= this fraction of the cube's 99.9th percentile
+
+
+def dense_reach(cube, fraction: float = DENSE_FRACTION) -> float:
+    """Normalised radius (1 = the unit ball's surface) reached by the centres of the voxels of a
+    ``(n, n, n)`` cube whose density is at least ``fraction`` × the 99.9th percentile of its non-zero
+    densities: how much of the ball the specimen itself fills, as opposed to faint material (foam,
+    pillows, noise) that can set the fit's scale. 0.0 for an empty cube."""
+    v = np.asarray(cube)
+    nz = v[v > 0]
+    if nz.size == 0:
+        return 0.0
+    n = v.shape[0]
+    c = (2.0 * np.arange(n) + 1.0) / n - 1.0
+    idx = np.argwhere(v >= fraction * float(np.percentile(nz, 99.9)))
+    return float(np.sqrt((c[idx] ** 2).sum(1).max()))
 
 
 def fit_cube(array, spacing_zyx, *, size=128, window=None, background=None, margin=None) -> CubeFit:
@@ -386,7 +437,7 @@ def to_cube(
     """Resample ``array[z, y, x]`` (spacing ``spacing_zyx`` mm) to a ``(size,)*3`` float32 density cube.
 
     Values follow the module's value rule (``window``, ``background``); the specimen (voxels with
-    µ > 0) is scaled isotropically and centred (bounding-box centre) so that it lies inside the ball
+    µ > 0) is scaled isotropically and centred (centre of its smallest enclosing ball) so that it lies inside the ball
     of radius ``1 − margin`` (normalised units; default one output voxel diagonal, min(2·sqrt(3)/size, 0.25));
     every output voxel whose centre has radius > 1 − margin is exactly 0. Axes stay (z, y, x), no
     flips. With ``return_fit=True`` returns ``(cube, CubeFit)``. Raises ``ValueError`` on bad input
