@@ -10,7 +10,7 @@ Public API
 ----------
 ``read_xray(path) -> (image (H, W) float64 in [0, 1], info)``
 ``detect_polarity(image, mask=None) -> dict``
-``prepare_xray(image, *, mask=None, polarity="auto", gamma=None, square="crop") -> (square image, record)``
+``prepare_xray(image, *, mask=None, polarity="auto", gamma=None, square="field") -> (square image, record)``
 ``xray_file_problem(path) -> str | None``   (cheap pre-check of an input file: why it cannot be read)
 ``load_model(checkpoint, *, device="cpu", optimize=True) -> (model, state, record)``
 ``cached_model(checkpoint, device="cpu") -> (model, state, record)``   (load_model, kept for the next call)
@@ -18,7 +18,7 @@ Public API
 ``optimize_for_inference(model) -> model``   (eval + BN folded + channels_last, a copy)
 ``predict_volume(model, image, *, device="cpu", threads="auto") -> (D, n, n) float32``
 ``infer_file(xray_path, checkpoint, out_path, *, gamma=None, fusion=True, beta=2.0, chi=None,
-             polarity="auto", square="crop", previews=True, device="cpu", max_size=None,
+             polarity="auto", square="field", previews=True, device="cpu", max_size=None,
              pixel_spacing=None, threads="auto") -> dict``   (the record that is also written as JSON)
 ``bench_infer(*, net="paper", size=256, fuse_to=512, repeats=3, compare=False, threads="auto")
     -> dict(seconds=..., network_s=..., fusion_s=..., first_call_s=..., [options])``
@@ -81,7 +81,7 @@ from .fusion import _check_positive
 from .polarity import MIN_SIDE, detect_polarity
 from .volume_io import (PREVIEW_MAX, PREVIEWS, VOLUME_SUFFIXES, _fit, _nifti_header, _nrrd_header, _Outputs, _stem, _u8,
                         _write_png, volume_suffix)
-from .xray import _check_choice, _check_gamma, prepare_xray, read_xray, xray_file_problem
+from .xray import SQUARE_MODES, _check_choice, _check_gamma, prepare_xray, read_xray, xray_file_problem
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -356,7 +356,7 @@ def cached_model(checkpoint, device="cpu") -> tuple[nn.Module, dict, dict]:
 
 
 def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, fusion: bool = True,
-               beta: float = 2.0, chi: float | None = None, polarity: str = "auto", square: str = "crop",
+               beta: float = 2.0, chi: float | None = None, polarity: str = "auto", square: str = "field",
                previews: bool = True, device="cpu", max_size: int | None = None,
                pixel_spacing=None, threads="auto") -> dict:
     """Reconstruct the view volume of a real radiograph and write it (rules: module docstring).
@@ -386,7 +386,7 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
     out = Path(out_path)
     suffix = volume_suffix(out)
     polarity = _check_choice(polarity, "polarity", ("auto", "keep", "invert"))
-    square = _check_choice(square, "square", ("crop", "pad"))
+    square = _check_choice(square, "square", SQUARE_MODES)
     gamma = _check_gamma(gamma)
     if fusion:
         beta = _check_positive(beta, "beta")

@@ -159,7 +159,7 @@ def test_real_radiographs_end_to_end(shared_data, ckpt, tmp_path, name, suffix):
     with pytest.raises(ValueError, match="pass --polarity keep"):
         infer_file(src, ckpt, tmp_path / "auto" / f"vol{suffix}")
     assert not (tmp_path / "auto").exists() or not any((tmp_path / "auto").iterdir())
-    rec = infer_file(src, ckpt, out, polarity="keep")
+    rec = infer_file(src, ckpt, out, polarity="keep", square="crop")  # the film as it is: the field rule has its own tests
     stem = "vol"
     # the volume: shape (D, H, W) = (16, 512, 512); lateral spacing 1 (unknown), depth = 512 / 16
     vol, spacing = _read_volume(out)
@@ -245,7 +245,7 @@ def test_rgba_alpha_is_ignored_unless_it_masks(tmp_path):
     img, info = read_xray(_png(tmp_path / "b.png", bgra))
     mask = info["alpha_mask"]
     assert mask is not None and int(mask.sum()) == 36
-    sq, rec = prepare_xray(img, mask=mask)
+    sq, rec = prepare_xray(img, mask=mask, square="crop")  # the film as it is: the field rule has its own tests
     assert np.all(sq[:6, :6] == rec["background"]["value"])
     assert rec["background"]["value"] < 0.05  # the air around the phantom, not the white corner
     np.testing.assert_allclose(sq[6:, 6:], g[6:, 6:] / 255.0, atol=1e-12)
@@ -265,7 +265,7 @@ def test_dicom_monochrome1_is_inverted_and_spacing_is_read(tmp_path, ckpt):
     np.testing.assert_allclose(img1, stored / 4095.0, atol=1e-12)
     # the volume carries the pixel spacing: lateral 0.5 mm, depth 64 * 0.5 / 16 = 2 mm
     out = tmp_path / "o" / "v.nrrd"
-    rec = infer_file(path, ckpt, out, previews=False)
+    rec = infer_file(path, ckpt, out, previews=False, square="crop")  # the film as it is: the field rule has its own tests
     assert rec["polarity"]["inverted"] is False
     vol, spacing = _read_volume(out)
     assert vol.shape == (16, 64, 64) and spacing == pytest.approx((2.0, 0.5, 0.5))
@@ -366,14 +366,14 @@ def test_polarity_rule_is_antisymmetric_and_overridable():
 def test_gamma_is_value_to_the_power_gamma_after_polarity(tmp_path, ckpt):
     x = _phantom(48, 48)
     for g in (0.5, 2.2):
-        sq, rec = prepare_xray(x, gamma=g)
+        sq, rec = prepare_xray(x, gamma=g, square="crop")  # the film as it is: the field rule has its own tests
         np.testing.assert_allclose(sq, x**g, atol=1e-12)
         assert rec["gamma"]["gamma"] == g
-    sq, _ = prepare_xray(1 - x, gamma=2.0)  # inverted first, then the power
+    sq, _ = prepare_xray(1 - x, gamma=2.0, square="crop")  # inverted first, then the power
     np.testing.assert_allclose(sq, x**2, atol=1e-12)
     src = _png(tmp_path / "a.png", _u8(x))
     out = tmp_path / "o" / "v.nrrd"
-    rec = infer_file(src, ckpt, out, gamma=2.0, previews=False)
+    rec = infer_file(src, ckpt, out, gamma=2.0, previews=False, square="crop")
     assert rec["gamma"]["gamma"] == 2.0
     vol, _ = _read_volume(out)
     want = (_u8(x) / 255.0) ** 2
@@ -409,14 +409,14 @@ def test_no_fusion_upsamples_the_prediction_and_max_size_caps(tmp_path, ckpt):
     x = _u8(_phantom(96, 96))
     src = _png(tmp_path / "a.png", x)
     out = tmp_path / "nf" / "v.nrrd"
-    rec = infer_file(src, ckpt, out, fusion=False, previews=False)
+    rec = infer_file(src, ckpt, out, fusion=False, previews=False, square="crop")  # the film as it is: the field rule has its own tests
     assert rec["fusion"]["enabled"] is False
     vol, _ = _read_volume(out)
     model, _, _ = load_model(ckpt)
     coarse = predict_volume(model, x / 255.0)
     np.testing.assert_allclose(vol, upsample_lateral(coarse, (96, 96)), atol=1e-6)
     out = tmp_path / "cap" / "v.nrrd"
-    rec = infer_file(src, ckpt, out, max_size=48, previews=True)
+    rec = infer_file(src, ckpt, out, max_size=48, previews=True, square="crop")
     vol, spacing = _read_volume(out)
     assert vol.shape == (16, 48, 48) and spacing == pytest.approx((6.0, 2.0, 2.0))
     half = cv2.resize(x / 255.0, (48, 48), interpolation=cv2.INTER_AREA)
@@ -591,3 +591,54 @@ def test_several_radiographs_keep_going(tmp_path, ckpt, capsys, loads):
     assert _tree(tmp_path / "go") == ["film1", "film1/film1.json", "film1/film1.nrrd",
                                        "film3", "film3/film3.json", "film3/film3.nrrd"]
     assert len(loads) == 1  # the network once for both calls (same checkpoint, same process)
+
+
+# --------------------------------------------------------------------------------------------------
+# field of view (square="field", the default)
+
+
+def _clinical_film(h: int, w: int, cy: float, cx: float, shutter: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The issue's real failure as a film: bone bright, air dark grey (0.40), a bright collimator band
+    on the top and left edges, a ruler below the head and a bright positioner near its nose; the head
+    (blobs) off-centre at (cy, cx). Returns the film and the head's own mask."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:h, 0:w]
+    head = ((yy - cy) / (0.22 * h)) ** 2 + ((xx - cx) / (0.2 * w)) ** 2 <= 1
+    inner = ((yy - cy) / (0.18 * h)) ** 2 + ((xx - cx) / (0.16 * w)) ** 2 <= 1
+    img = 0.40 + 0.25 * head + 0.25 * inner + rng.normal(0, 0.01, (h, w))
+    img[int(cy + 0.3 * h):int(cy + 0.3 * h) + 3, int(cx - 0.2 * w):int(cx + 0.2 * w)] = 0.95  # ruler
+    img[int(cy - 0.05 * h):int(cy + 0.05 * h), int(cx + 0.23 * w):int(cx + 0.23 * w) + 2] = 0.95  # positioner
+    img[:shutter] = img[:, :shutter] = 0.9  # collimator band, top and left
+    return np.clip(img, 0, 1), head
+
+
+@pytest.mark.parametrize("portrait", [True, False])
+def test_field_square_holds_the_anatomy_keeps_the_aspect_and_drops_the_shutters(portrait):
+    h, w, cy, cx = (200, 150, 120, 60) if portrait else (150, 200, 60, 120)
+    film, head = _clinical_film(h, w, cy, cx)
+    sq, rec = prepare_xray(film, polarity="keep")
+    q = rec["square"]
+    assert q["mode"] == "field" and q["anatomy_found"]
+    assert q["field_bands_tblr"][0] >= 10 and q["field_bands_tblr"][2] >= 10  # the collimator band found
+    top, left, S, _ = q["box"]
+    assert sq.shape == (S, S)
+    ys, xs = np.nonzero(head)
+    assert top <= ys.min() and ys.max() < top + S and left <= xs.min() and xs.max() < left + S  # all of the head
+    long_side = max(np.ptp(ys), np.ptp(xs)) + 1
+    assert 0.65 <= long_side / S <= 0.8  # FIELD_FILL of the square, not the film's short side
+    # nothing stretched: every pixel of the square inside the field is the film's own pixel; the rest
+    # (shutter bands, beyond the film) is the background value
+    t, b, l, r = q["field_bands_tblr"]
+    y, x = np.mgrid[top:top + S, left:left + S]
+    inside = (y >= t) & (y < h - b) & (x >= l) & (x < w - r)
+    np.testing.assert_array_equal(sq[inside], film[y[inside], x[inside]])
+    assert (sq[~inside] == rec["background"]["value"]).all() and (~inside).any()
+    assert rec["background"]["value"] == pytest.approx(0.40, abs=0.02)  # air, not the shutter
+
+
+def test_field_square_of_a_film_the_body_fills_is_its_centre_square():
+    rng = np.random.default_rng(2)
+    film = np.clip(0.5 + 0.2 * np.sin(np.mgrid[0:90, 0:120][1] / 9.0) + rng.normal(0, 0.02, (90, 120)), 0, 1)
+    sq, rec = prepare_xray(film, polarity="keep")
+    assert not rec["square"]["anatomy_found"] and rec["square"]["box"] == [0, 15, 90, 90]
+    np.testing.assert_array_equal(sq, film[:, 15:105])

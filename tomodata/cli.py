@@ -1115,7 +1115,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-fusion", action="store_true", help="the network's volume upsampled, without fusion")
     q.add_argument("--beta", type=float, default=2.0, help="fusion sharpness β (default %(default)s)")
     q.add_argument("--polarity", choices=["auto", "keep", "invert"], default="auto", help="bone bright (default auto)")
-    q.add_argument("--square", choices=["crop", "pad"], default="crop", help="make the image square (default crop)")
+    q.add_argument("--square", choices=["field", "crop", "pad"], default="field", help=(
+        "make the image square: field = around the anatomy inside the exposed field (shutters removed, aspect kept), "
+        "crop = centre crop to the short side, pad = pad to the long side (default %(default)s)"))
     q.add_argument("--max-size", type=_positive_int, help="cap the output's lateral resolution")
     q.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
     q.add_argument("--apps", metavar="DIR", help="also write the applications (novel views, turntable, cut-away, "

@@ -405,7 +405,7 @@ def real_xray_options(wildcards):
     """What determines a real x-ray's volume besides the file and the checkpoint (tracked)."""
     spec = REAL_XRAYS[wildcards.name]
     return _opts([("--gamma", spec.get("gamma")), ("--polarity", spec.get("polarity", "auto")),
-                  ("--square", spec.get("square", "crop")), ("--max-size", spec.get("max_size"))])
+                  ("--square", spec.get("square", "field")), ("--max-size", spec.get("max_size"))])
 
 
 def check_splits():
