@@ -1,7 +1,7 @@
 """Volumes out: the view volume of a radiograph as NRRD or NIfTI, preview PNGs, and transactional
 outputs (every file under a temporary name until the whole result is there).
 
-**Output file and spacing**. ``.nrrd`` (raw float32, little endian, attached header), ``.nii`` or
+**Output file and spacing** (written by pynrrd and nibabel). ``.nrrd`` (raw float32, little endian, attached header), ``.nii`` or
 ``.nii.gz`` (NIfTI-1, float32), chosen by the suffix of ``out_path``. The written array is the view
 volume ``vol[z, y, x]`` of shape (D, N, N): **z = depth** (the ray direction of the x-ray; its sign is
 ambiguous, DESIGN §1), **y = image rows** (down), **x = image columns** (right). The file axes are
@@ -28,13 +28,14 @@ Everything is written under temporary names and renamed at the end; on any error
 
 from __future__ import annotations
 
+import gzip
 import os
 import uuid
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PREVIEWS", "VOLUME_SUFFIXES", "volume_suffix"]
+__all__ = ["PREVIEWS", "VOLUME_SUFFIXES", "volume_suffix", "write_volume"]
 
 #: output formats by suffix
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
@@ -57,58 +58,52 @@ def _stem(path: Path, suffix: str) -> str:
     return path.name[: len(path.name) - len(suffix)]
 
 
-def _nrrd_header(shape_dhw, spacing_zyx, origin_xyz, unit_mm: bool, extra: dict) -> bytes:
-    D, H, W = shape_dhw
-    sz, sy, sx = spacing_zyx
-    f = lambda v: repr(float(v))  # noqa: E731 - full precision
-    lines = [
-        "NRRD0004",
-        "# Complete NRRD file format specification at:",
-        "# http://teem.sourceforge.net/nrrd/format.html",
-        "content: single-image tomography view volume",
-        "type: float",
-        "dimension: 3",
-        "space dimension: 3",
-        f"sizes: {W} {H} {D}",
-        f"space directions: ({f(sx)},0,0) (0,{f(sy)},0) (0,0,{f(sz)})",
-        f"space origin: ({f(origin_xyz[0])},{f(origin_xyz[1])},{f(origin_xyz[2])})",
-        'kinds: domain domain domain',
-        'labels: "x (image columns)" "y (image rows)" "z (depth, ray direction)"',
-    ]
-    if unit_mm:
-        lines.append('space units: "mm" "mm" "mm"')
-    lines += ["endian: little", "encoding: raw"]
-    for k, v in extra.items():
-        lines.append(f"{k}:={v}")
-    return ("\n".join(lines) + "\n\n").encode("ascii")
+class _Mapped(np.memmap):
+    """A memory map whose ``tobytes()`` is a view of the mapped bytes (no copy). pynrrd writes
+    ``data.tobytes()``; with a plain array that would hold the whole volume in memory once more."""
+
+    def tobytes(self, order="C"):  # noqa: D102 - numpy's signature
+        if order in ("C", "A") and self.flags.c_contiguous:
+            return memoryview(np.asarray(self)).cast("B")
+        return super().tobytes(order)
 
 
-def _nifti_header(shape_dhw, spacing_zyx, origin_xyz, unit_mm: bool, descrip: str) -> bytes:
-    import io
+def write_volume(path: Path, suffix: str, raw: Path, shape_dhw, spacing_zyx, origin_xyz, unit_mm: bool,
+                 extra: dict, descrip: str) -> None:
+    """Write the float32 (D, H, W) volume held raw (C order, little endian) in ``raw`` to ``path`` as
+    NRRD (pynrrd: raw encoding, attached header) or NIfTI-1 (nibabel; ``.nii.gz`` gzip level 1),
+    streamed from a memory map. File axes (x, y, z) = (columns, rows, depth); ``spacing_zyx`` (mm or
+    pixels) on the diagonal, ``origin_xyz`` the first voxel's centre; ``extra``: NRRD ``key:=value``
+    fields; ``descrip``: the NIfTI description (≤ 79 characters)."""
+    D, H, W = (int(n) for n in shape_dhw)
+    sz, sy, sx = (float(v) for v in spacing_zyx)
+    vol = _Mapped(raw, dtype="<f4", mode="r", shape=(D, H, W))
+    if suffix == ".nrrd":
+        import nrrd
 
-    import nibabel as nib
+        header = {"content": "single-image tomography view volume", "space dimension": 3,
+                  "space directions": np.diag([sx, sy, sz]), "space origin": np.asarray(origin_xyz, float),
+                  "kinds": ["domain", "domain", "domain"],
+                  "labels": ["x (image columns)", "y (image rows)", "z (depth, ray direction)"],
+                  "encoding": "raw", **({"space units": ["mm", "mm", "mm"]} if unit_mm else {}),
+                  **{k: str(v) for k, v in extra.items()}}
+        nrrd.write(str(path), vol, header, index_order="C")
+    else:
+        import nibabel as nib
 
-    D, H, W = shape_dhw
-    sz, sy, sx = spacing_zyx
-    hdr = nib.Nifti1Header()
-    hdr.set_data_dtype(np.float32)
-    hdr.set_data_shape((W, H, D))
-    aff = np.diag([sx, sy, sz, 1.0])
-    aff[:3, 3] = origin_xyz
-    hdr.set_qform(aff, code=1)
-    hdr.set_sform(aff, code=1)
-    hdr.set_zooms((sx, sy, sz))
-    hdr.set_xyzt_units("mm" if unit_mm else "unknown")
-    hdr["descrip"] = descrip[:79].encode("ascii", "replace")
-    hdr["vox_offset"] = 352
-    buf = io.BytesIO()
-    hdr.write_to(buf)
-    b = buf.getvalue()
-    if len(b) == 348:
-        b += b"\x00\x00\x00\x00"  # extension flag: none
-    if len(b) != 352:  # pragma: no cover - nibabel contract
-        raise RuntimeError(f"unexpected NIfTI header length {len(b)}")
-    return b
+        aff = np.diag([sx, sy, sz, 1.0])
+        aff[:3, 3] = origin_xyz
+        img = nib.Nifti1Image(vol.T, aff)  # (x, y, z), the same bytes read in Fortran order
+        img.set_qform(aff, code=1)
+        img.set_sform(aff, code=1)
+        img.header.set_xyzt_units("mm" if unit_mm else "unknown")
+        img.header["descrip"] = descrip[:79].encode("ascii", "replace")
+        with open(path, "wb") as fh:  # a file object: the temporary name's suffix is not NIfTI's
+            stream = gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=1, mtime=0) if suffix == ".nii.gz" else fh
+            img.to_file_map({"image": nib.FileHolder(fileobj=stream)})
+            if stream is not fh:
+                stream.close()
+    del vol
 
 
 def _u8(a: np.ndarray, vmax: float) -> np.ndarray:

@@ -65,6 +65,8 @@ from typing import Any
 
 import numpy as np
 
+from tomodata.image_files import dicom_pixels, read_dicom, read_tiff
+
 from .fusion import _check_positive
 from .polarity import BORDER_FRACTION, MIN_SIDE, detect_polarity, exposed_field
 
@@ -183,15 +185,11 @@ def _to_unit(g: np.ndarray, dtype: np.dtype, p: Path, info: dict, valid: np.ndar
 
 
 def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(str(p), force=head[128:132] != b"DICM")
-        if "PixelData" not in ds:
-            raise ValueError("no pixel data")
-        arr = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - anything pydicom raises means unreadable
-        raise _undecodable(p, head, "DICOM", f"{type(exc).__name__}: {exc}") from None
+    try:  # the project's one DICOM path (tomodata.image_files)
+        ds = read_dicom(p, force=head[128:132] != b"DICM")
+        arr = dicom_pixels(ds, p)
+    except ValueError as exc:
+        raise _undecodable(p, head, "DICOM", str(exc).removeprefix(f"{p}: ")) from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     info["format"] = "DICOM"
     info["photometric"] = photometric
@@ -238,20 +236,11 @@ def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarra
 
 
 def _read_tiff(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.dtype, str]:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(str(p)) as tf:
-            s = tf.series[0]
-            arr = s.asarray()
-            axes = s.axes
-    except Exception as exc:  # noqa: BLE001 - try OpenCV's libtiff (e.g. compression w/o imagecodecs)
-        arr = _read_cv2(p, head, info, why=f"{type(exc).__name__}: {exc}")
-        return arr, arr.dtype, "bgr"
-    info["format"] = "TIFF"
-    keep = [i for i, a in enumerate(axes) if arr.shape[i] != 1]
-    arr = arr.reshape([arr.shape[i] for i in keep])
-    axes = "".join(axes[i] for i in keep)
+    try:  # the project's one TIFF path (tomodata.image_files): tifffile, else OpenCV's libtiff
+        arr, axes, _, reader = read_tiff(p)
+    except ValueError as exc:
+        raise _undecodable(p, head, "TIFF", str(exc).removeprefix(f"{p}: ")) from None
+    info["format"] = "TIFF" if reader == "tifffile" else f"TIFF (read by {reader})"
     if arr.ndim == 3 and not axes.endswith("S"):
         warnings.warn(f"{p}: {arr.shape[0]} pages; the first is used", UserWarning, stacklevel=3)
         info["pages"] = f"{arr.shape[0]} pages: the first is used"

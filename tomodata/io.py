@@ -64,6 +64,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .image_files import dicom_pixels, read_dicom, read_tiff
+
 __all__ = ["SOURCE_KINDS", "read_volume", "sniff_kind", "natural_key", "MOVIE_SUFFIXES", "IMAGE_SUFFIXES"]
 
 SOURCE_KINDS = ("movie", "image_folder", "tiff", "dicom", "nrrd", "nifti", "npy")
@@ -429,28 +431,15 @@ def _read_movie(p: Path) -> tuple[np.ndarray, None]:
 def _read_slice(f: Path) -> tuple[np.ndarray, float]:
     """One slice file → (2-D array in its own dtype, colour spread).
 
-    TIFF goes through tifffile (any sample format); if tifffile cannot decode it (e.g. LZW or JPEG
-    compression without the optional ``imagecodecs``), OpenCV's libtiff reads it instead."""
+    TIFF goes through :func:`tomodata.image_files.read_tiff` (tifffile, OpenCV's libtiff where
+    tifffile cannot decode it); other images through OpenCV."""
     if f.suffix.lower() in TIFF_SUFFIXES:
-        import tifffile
-
-        img = None
-        try:
-            with tifffile.TiffFile(f) as tf:
-                s = tf.series[0]
-                img = s.asarray()
-                axes = s.axes
-        except Exception:  # noqa: BLE001 - fall back to OpenCV below
-            img = None
-        if img is not None:
-            keep = [i for i, a in enumerate(axes) if img.shape[i] != 1]
-            img = img.reshape([img.shape[i] for i in keep])
-            axes = "".join(axes[i] for i in keep)
-            if img.ndim == 3 and axes.endswith("S"):
-                return _to_grey(img, "rgb"), _colour_spread(img)
-            if img.ndim != 2:
-                raise ValueError(f"{f}: a slice must be one 2-D image, this TIFF holds shape {img.shape} ({axes})")
-            return img, 0.0
+        img, axes, _, _ = read_tiff(f)
+        if img.ndim == 3 and axes.endswith("S"):
+            return _to_grey(img, "rgb"), _colour_spread(img)
+        if img.ndim != 2:
+            raise ValueError(f"{f}: a slice must be one 2-D image, this TIFF holds shape {img.shape} ({axes})")
+        return img, 0.0
     import cv2
 
     try:
@@ -539,41 +528,15 @@ def _tiff_spacing(tf, p: Path) -> Spacing | None:
     return _file_spacing((float(z) * scale, scale / yres, scale / xres), p, "TIFF")
 
 
-def _cv2_pages(p: Path, why: Exception) -> np.ndarray:
-    """All pages of a TIFF through OpenCV (BGR colour pages become RGB to match tifffile)."""
-    import cv2
-
-    ok, pages = cv2.imreadmulti(str(p), flags=cv2.IMREAD_UNCHANGED)
-    if not ok or not pages:
-        raise ValueError(f"{p}: cannot decode this TIFF (tifffile: {why}; OpenCV failed too)")
-    if len({(pg.shape, pg.dtype) for pg in pages}) != 1:
-        raise ValueError(f"{p}: the TIFF pages differ in size or data type")
-    arr = np.stack(pages)
-    return arr[..., 2::-1] if arr.ndim == 4 and arr.shape[-1] >= 3 else arr
-
-
 def _read_tiff(p: Path) -> tuple[np.ndarray, Spacing | None]:
     """Multi-page TIFF → (pages, h, w) in the file's dtype; colour samples become luma."""
-    import tifffile
-
     _refuse_text(p, "TIFF file")
     try:
-        with tifffile.TiffFile(p) as tf:
-            s = tf.series[0]
-            axes = s.axes
-            sp = _tiff_spacing(tf, p)
-            try:
-                arr = s.asarray()
-            except Exception as exc:  # noqa: BLE001 - e.g. LZW/JPEG without imagecodecs: OpenCV's libtiff
-                arr = _cv2_pages(p, exc)
-                axes = "QYXS"[: arr.ndim] if arr.ndim == 4 else "QYX"[: arr.ndim]
+        arr, axes, sp, _ = read_tiff(p, meta=lambda tf: _tiff_spacing(tf, p))
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"{p}: cannot read this TIFF ({exc})") from None
-    keep = [i for i, a in enumerate(axes) if arr.shape[i] != 1]
-    arr = arr.reshape([arr.shape[i] for i in keep])
-    axes = "".join(axes[i] for i in keep)
     if axes.endswith("S") and arr.ndim == 4:
         spread = _colour_spread(arr[:: max(1, arr.shape[0] // 8)])
         arr = np.stack([_to_grey(a, "rgb") for a in arr])
@@ -626,9 +589,6 @@ def _dicom_series_key(ds) -> str:
 
 def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
     """DICOM series folder (or one multi-frame file) → (n, rows, cols) float32 after rescale."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     files = [p] if p.is_file() else _folder_files(p)
     headers = []
     skipped = []
@@ -637,15 +597,9 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
             skipped.append(f.name)
             continue
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except InvalidDicomError:
-            ds = None
-            if f.suffix.lower() in DICOM_SUFFIXES or f.suffix == "":
-                try:
-                    ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-                except Exception:  # noqa: BLE001
-                    ds = None
-        except Exception:  # noqa: BLE001
+            ds = read_dicom(f, pixels=False, force=_has_dicom_preamble(f) is False
+                            and (f.suffix.lower() in DICOM_SUFFIXES or f.suffix == ""))
+        except ValueError:
             ds = None
         if ds is None or "Rows" not in ds or "Columns" not in ds:
             skipped.append(f.name)
@@ -823,19 +777,9 @@ def _regrid_dicom(vol: np.ndarray, geometry: dict, dz: float, pixel_spacing, p: 
 
 def _dicom_pixels(f, nframes: int | None) -> Callable[[], np.ndarray] | np.ndarray:
     """A loader for one slice's pixels, or (multi-frame) the frames array itself."""
-    import pydicom
 
     def load():
-        ds = None
-        try:
-            ds = pydicom.dcmread(f)
-            return ds.pixel_array
-        except Exception as exc:  # noqa: BLE001 - missing decoders, damaged pixel data …
-            ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-            raise ValueError(
-                f"{f}: cannot decode the pixel data (transfer syntax {ts}): {exc}. Compressed DICOM may "
-                "need a decoder plugin (pylibjpeg, gdcm) or conversion to uncompressed"
-            ) from None
+        return dicom_pixels(read_dicom(f), f)
 
     if nframes is None:
         return load
