@@ -79,6 +79,7 @@ import torch
 from torch import nn
 
 from .fusion import _check_positive
+from .ood import ood_check
 from .polarity import MIN_SIDE, detect_polarity
 from .volume_io import (PREVIEW_MAX, PREVIEWS, VOLUME_SUFFIXES, _fit, _Outputs, _stem, _u8,
                         _write_png, volume_suffix, write_volume)
@@ -341,6 +342,13 @@ def _check_spacing(pixel_spacing):
 _MODELS: dict = {}
 
 
+def _network_input(sq: np.ndarray, size: int) -> np.ndarray:
+    """The (size, size) image the network sees (:func:`model.data.resize_xrays`)."""
+    from .data import resize_xrays
+
+    return resize_xrays(torch.from_numpy(np.ascontiguousarray(sq, np.float32))[None, None], size)[0, 0].numpy()
+
+
 def cached_model(checkpoint, device="cpu") -> tuple[nn.Module, dict, dict]:
     """``load_model(checkpoint, device=device, optimize=True)``, kept for the next radiograph (a call
     with several inputs builds the network once; :func:`infer_file` uses it). Keyed by the file's
@@ -422,6 +430,13 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
         t = time.perf_counter()
         coarse = predict_volume(model, sq, device=device, threads=n_threads)
         timing["network_s"] = time.perf_counter() - t
+        ood = ood_check(_network_input(sq, model.config.input_size), state.get("xray_reference"))
+        if ood["far"]:
+            far = ", ".join(f"{k} {v['input']:.2f} (training {v['training_1_99'][0]:.2f}–{v['training_1_99'][1]:.2f})"
+                            for k, v in ood["outside"].items()) or "the features together"
+            warnings.warn(f"{xray_path}: this x-ray is far from every training x-ray (distance {ood['distance']:.1f} > "
+                          f"{ood['threshold']:.1f}: {far}); the reconstruction may be unreliable (check --polarity, "
+                          "--gamma, --square)", UserWarning, stacklevel=2)
         ck["threads"] = n_threads
         try:
             ck["loadavg_1min"] = os.getloadavg()[0]
@@ -550,6 +565,7 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
                                "the fused x-ray area-averaged to max_size when given",
             },
             "checkpoint": ck,
+            "ood": ood,
             "fusion": {
                 "enabled": bool(fusion),
                 "beta": float(beta) if fusion else None,

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from .data import SpeciesVolumes, StoreSamples, batch_indices, loader_workers_context, resize_xrays
 from .network import NetworkConfig, TomographyNet, count_parameters
+from .ood import reference_from_store
 
 CHECKPOINT_FORMAT = "tomo-checkpoint/1"
 
@@ -131,14 +132,15 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, net: NetworkConfig, cfg: TrainConfig,
-                    data: dict, metrics: dict | None = None) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+                    data: dict, metrics: dict | None = None, xray_reference: dict | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename). ``xray_reference``: the training
+    x-rays' summary for the out-of-distribution check of ``tomo infer`` (:mod:`model.ood`)."""
     from tomodata import __version__
 
     module = model.module if hasattr(model, "module") else model
     state = dict(format=CHECKPOINT_FORMAT, step=step, model=module.state_dict(), optimizer=optimizer.state_dict(),
                  scheduler=scheduler.state_dict(), rng=_rng_state(), network=net.to_dict(), train=cfg.to_dict(),
-                 data=data, metrics=metrics or {}, code_version=__version__)
+                 data=data, metrics=metrics or {}, code_version=__version__, xray_reference=xray_reference)
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     torch.save(state, tmp)
@@ -326,6 +328,7 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
         best.update({k: state["metrics"][f"best_{k}"] for k in ("val_loss", "step")
                      if state["metrics"].get(f"best_{k}") is not None})
     best_path = out / "best.pt"
+    ref = reference_from_store(train_set.store_path, size=net.input_size, species=train_set.species) if rank == 0 else None
     for step, batch in enumerate(loader, start=start + 1):
         x = resize_xrays(batch["xray"].to(device, non_blocking=True), net.input_size)
         with torch.no_grad():
@@ -353,13 +356,14 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
             if val_loss < best["val_loss"]:  # model choice on the val split: keep the best checkpoint
                 best = dict(val_loss=val_loss, step=step)
                 save_checkpoint(best_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step, net=net,
-                                cfg=cfg, data=fingerprint, metrics=_metrics(val_loss, best))
+                                cfg=cfg, data=fingerprint, metrics=_metrics(val_loss, best), xray_reference=ref)
         if rank == 0 and (step % cfg.ckpt_every == 0 or step == end):
             save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, step=step, net=net, cfg=cfg,
-                            data=fingerprint, metrics=_metrics(val_loss, best))
+                            data=fingerprint, metrics=_metrics(val_loss, best), xray_reference=ref)
             if cfg.keep_checkpoints:
                 save_checkpoint(out / f"step_{step:07d}.pt", model=model, optimizer=optimizer, scheduler=scheduler,
-                                step=step, net=net, cfg=cfg, data=fingerprint, metrics=_metrics(val_loss, best))
+                                step=step, net=net, cfg=cfg, data=fingerprint, metrics=_metrics(val_loss, best),
+                                xray_reference=ref)
     bar.close()
     logs.close()
     if rank == 0 and val_set is None and last.exists():  # no val split: nothing to choose with

@@ -166,3 +166,35 @@ def test_cli_train_and_ddp_two_processes(store, tmp_path):
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["step"] == 3
     assert '"world_size": 2' in (tmp_path / "ddp" / "summary.json").read_text()
+
+
+def test_checkpoint_carries_the_training_xrays_and_infer_warns_far_from_them(store, tmp_path):
+    """Issue #13: the out-of-distribution check. A training x-ray of a held-out species is near the
+    reference; the same film with grey air (a display offset) or the specimen blown up to fill the
+    whole image is far: tomo infer warns, and records the check."""
+    import cv2
+
+    from model.infer import infer_file
+    from model.ood import FEATURES, ood_check
+
+    cfg = TrainConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, val_every=2, val_samples=4, ckpt_every=2)
+    train(store, tmp_path / "r", net=TINY, cfg=cfg, resume=False, progress=False)
+    ref = load_checkpoint(tmp_path / "r" / "last.pt")["xray_reference"]
+    assert ref["features"] == FEATURES and ref["size"] == TINY.input_size and len(ref["values"]) == ref["samples"] > 0
+    held_out = StoreSamples(store, "val")
+    x = held_out[3]["xray"][0].numpy()
+    small = cv2.resize(x, (32, 32), interpolation=cv2.INTER_AREA)
+    near = ood_check(small, ref)
+    assert near["far"] is False, near
+    grey = ood_check(np.clip(0.4 + 0.6 * small, 0, 1), ref)
+    assert grey["far"] and "border" in grey["outside"], grey
+    ys, xs = np.nonzero(small > 0.02)
+    blown = cv2.resize(small[ys.min():ys.max() + 1, xs.min():xs.max() + 1], (32, 32))
+    assert ood_check(blown, ref)["far"]
+    assert ood_check(small, None)["far"] is None  # an older checkpoint: recorded as not checked
+    # through tomo infer: a warning, and the record
+    png = tmp_path / "grey.png"
+    cv2.imwrite(str(png), np.rint(np.clip(0.4 + 0.6 * x, 0, 1) * 255).astype(np.uint8))
+    with pytest.warns(UserWarning, match="far from every training x-ray"):
+        rec = infer_file(png, tmp_path / "r" / "last.pt", tmp_path / "o" / "v.nrrd", polarity="keep", previews=False)
+    assert rec["ood"]["far"] is True and any("far from every training" in w for w in rec["warnings"])

@@ -1,0 +1,97 @@
+"""Is a radiograph like the x-rays the network was trained on? An out-of-distribution check.
+
+A network trained on our rendered x-rays has never seen a film whose specimen fills the whole image,
+whose air is grey, or whose contrast is compressed by a display curve; its answer to such an input
+is a guess. :func:`reference_from_store` summarises the training x-rays once (at training time; kept
+in the checkpoint as ``xray_reference``) and :func:`ood_check` measures how far a prepared input is
+from the nearest of them.
+
+**Features** of an (n, n) opacity image in [0, 1] at the network's input size (:func:`xray_features`):
+the fraction of pixels covered by the specimen (opacity above ``FILL_LEVEL``), the long side of the
+specimen's bounding box over n, the mean opacity of the border band (air is 0 in training), and the
+10th, 50th and 90th percentiles of the specimen's opacity. **Distance**: each feature divided by its
+spread over the reference (median absolute deviation × 1.4826, at least ``MIN_SCALE``), the Euclidean
+distance to the nearest reference x-ray. **Far** when that distance exceeds the reference's own
+leave-one-out nearest distance at its 99th percentile times ``FAR_FACTOR``; the record names the
+features that lie furthest outside the reference's range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["FEATURES", "xray_features", "reference_from_store", "ood_check"]
+
+#: names of the features, in order
+FEATURES = ("fill", "extent", "border", "p10", "p50", "p90")
+#: opacity above which a pixel is specimen
+FILL_LEVEL = 0.02
+#: smallest per-feature scale (features are fractions in [0, 1])
+MIN_SCALE = 0.01
+#: far: distance > FAR_FACTOR × the reference's 99th-percentile leave-one-out nearest distance
+FAR_FACTOR = 2.0
+#: training x-rays summarised per reference
+REFERENCE_SAMPLES = 512
+
+
+def xray_features(img) -> np.ndarray:
+    """(6,) float64 features of an (n, n) opacity image in [0, 1] (see :data:`FEATURES`)."""
+    x = np.asarray(img, np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected an (n, n) image, got shape {x.shape}")
+    n = max(x.shape)
+    b = max(1, int(round(0.05 * min(x.shape))))
+    border = np.concatenate([x[:b].ravel(), x[-b:].ravel(), x[:, :b].ravel(), x[:, -b:].ravel()])
+    m = x > FILL_LEVEL
+    if m.any():
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / n
+        p10, p50, p90 = np.percentile(x[m], [10, 50, 90])
+    else:
+        extent, p10, p50, p90 = 0.0, 0.0, 0.0, 0.0
+    return np.array([m.mean(), extent, border.mean(), p10, p50, p90])
+
+
+def reference_from_store(store, *, size: int, species=None, n: int = REFERENCE_SAMPLES, seed: int = 0) -> dict:
+    """Features of ``n`` training x-rays of ``store`` (split "train", or ``species``), each area-
+    averaged to ``size`` as the network sees it: a JSON-ready dict for the checkpoint."""
+    import torch
+
+    from .data import StoreSamples, resize_xrays
+
+    ds = StoreSamples(store, "train", species=species)
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
+    feats = []
+    for i in idx:
+        x = ds[int(i)]["xray"][None]  # (1, 1, S, S)
+        feats.append(xray_features(resize_xrays(x.to(torch.float32), size)[0, 0].numpy()))
+    f = np.stack(feats)
+    scale = np.maximum(1.4826 * np.median(np.abs(f - np.median(f, 0)), 0), MIN_SCALE)
+    z = f / scale
+    d = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    return {"features": FEATURES, "values": f.tolist(), "scale": scale.tolist(),
+            "loo_nearest_q99": float(np.percentile(d.min(1), 99)) if len(f) > 1 else 0.0,
+            "store": str(store), "species": list(ds.species), "size": int(size), "samples": int(len(f))}
+
+
+def ood_check(img, reference: dict | None) -> dict:
+    """How far the network input ``img`` (n, n) is from the reference's training x-rays: ``far``
+    (bool, None without a reference), ``distance``, ``threshold``, the input's features, the
+    reference's 1st–99th percentile range per feature and ``outside`` (features beyond it)."""
+    f = xray_features(img)
+    feats = dict(zip(FEATURES, (float(v) for v in f)))
+    if not reference:
+        return {"far": None, "features": feats,
+                "note": "no training reference in this checkpoint (trained before the check existed): not checked"}
+    ref = np.asarray(reference["values"], np.float64)
+    scale = np.asarray(reference["scale"], np.float64)
+    dist = float(np.sqrt((((ref - f) / scale) ** 2).sum(1)).min())
+    thr = FAR_FACTOR * max(float(reference["loo_nearest_q99"]), 1.0)
+    lo, hi = np.percentile(ref, 1, axis=0), np.percentile(ref, 99, axis=0)
+    outside = {k: {"input": float(v), "training_1_99": [float(a), float(b)]}
+               for k, v, a, b in zip(FEATURES, f, lo, hi) if v < a - scale[FEATURES.index(k)] or v > b + scale[FEATURES.index(k)]}
+    return {"far": dist > thr, "distance": dist, "threshold": thr, "features": feats, "outside": outside,
+            "reference": {k: reference.get(k) for k in ("store", "species", "samples", "size")},
+            "rule": "features scaled by the reference's MAD; nearest training x-ray; far above "
+                    f"{FAR_FACTOR} x the reference's 99th-percentile leave-one-out distance (at least 1)"}
