@@ -18,6 +18,11 @@ def _cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    if "paper" not in (config.getoption("-m") or ""):  # the 30-minute paper-size run: only when asked for
+        paper = pytest.mark.skip(reason="the paper-size smoke run (about 30 min) runs with: python -m pytest -m paper")
+        for item in items:
+            if "paper" in item.keywords:
+                item.add_marker(paper)
     if _cuda():
         return
     skip = pytest.mark.skip(reason="no CUDA device with CuPy here (GPU tests run where one exists)")

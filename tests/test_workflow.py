@@ -91,7 +91,8 @@ def test_config_files_match_the_schema():
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    for name in ("config.yaml", "workflow/configs/paper.yaml", "workflow/configs/micro-ct.yaml"):
+    for name in ("config.yaml", "workflow/configs/paper.yaml", "workflow/configs/micro-ct.yaml",
+                 "workflow/configs/paper-smoke.yaml"):
         cfg = yaml.safe_load((ROOT / name).read_text())
         errors = [e.message for e in validator.iter_errors(cfg)]
         assert not errors, f"{name}: {errors}"

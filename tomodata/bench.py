@@ -91,3 +91,50 @@ def format_rows(rows: list[dict]) -> str:
         lines.append(f"{r['backend']:8} {r['what']:28} {r['volume']:12} {r['views']:>6} "
                      f"{r['ms_per_view']:>9.2f} {r['views_per_s']:>9.1f}")
     return "\n".join(lines)
+
+
+def rule_benchmarks(workdir, run: str) -> list[dict]:
+    """Per rule, from the Snakemake benchmark files ``WORKDIR/benchmarks/RUN/RULE/*.tsv`` of a run:
+    ``rule``, ``jobs``, ``total_s``, ``max_s`` (the slowest job), ``max_rss_mb`` (the largest job's
+    peak resident memory) and ``cpu_s`` (CPU seconds, all jobs). ValueError where there are none."""
+    import csv
+    from pathlib import Path
+
+    root = Path(workdir) / "benchmarks" / run
+    rows = []
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        recs = []
+        for f in sorted(folder.glob("*.tsv")):
+            with open(f, newline="") as fh:
+                recs += list(csv.DictReader(fh, delimiter="\t"))
+        if not recs:
+            continue
+
+        def col(name):
+            return [float(r[name]) for r in recs if r.get(name) not in (None, "", "NA", "-")]
+
+        s, rss, cpu = col("s"), col("max_rss"), col("cpu_time")
+        rows.append({"rule": folder.name, "jobs": len(recs), "total_s": sum(s), "max_s": max(s, default=0.0),
+                     "max_rss_mb": max(rss, default=0.0), "cpu_s": sum(cpu)})
+    if not rows:
+        raise ValueError(f"no Snakemake benchmark files under {root} (run the workflow with this run name first)")
+    return rows
+
+
+def suggest_resources(rows: list[dict], *, margin: float = 1.5, min_mem_mb: int = 500,
+                      min_runtime: int = 5) -> dict:
+    """Requests from measured rows (:func:`rule_benchmarks`): per rule ``mem_mb`` = peak RSS ×
+    ``margin`` rounded up to 100 MB, ``runtime`` = slowest job × ``margin`` in minutes, rounded up."""
+    import math
+
+    return {r["rule"]: {"mem_mb": max(min_mem_mb, int(math.ceil(r["max_rss_mb"] * margin / 100.0)) * 100),
+                        "runtime": max(min_runtime, int(math.ceil(r["max_s"] * margin / 60.0)))} for r in rows}
+
+
+def format_rule_rows(rows: list[dict]) -> str:
+    """A Markdown table of :func:`rule_benchmarks` rows."""
+    lines = ["| rule | jobs | wall s (all jobs) | slowest job s | peak RSS MB | CPU s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['rule']} | {r['jobs']} | {r['total_s']:.0f} | {r['max_s']:.0f} | {r['max_rss_mb']:.0f} | "
+                     f"{r['cpu_s']:.0f} |")
+    return "\n".join(lines)
