@@ -36,7 +36,7 @@ def test_paper_smoke_run(tmp_path):
     assert r.returncode == 0, r.stderr[-4000:]
     res = work / "results" / "paper-smoke"
     assert (res / "dataset.final.json").is_file() and (res / "figures" / "fig6_methods.png").is_file()
-    with open(res / "evaluation" / "metrics.csv", newline="") as fh:
+    with open(res / "eval" / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     methods = {m: sum(1 for r in rows if r.get("method") == m) for m in ("ours", "nn", "oracle")}
     assert all(n == 100 for n in methods.values()), methods
