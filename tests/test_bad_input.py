@@ -112,3 +112,44 @@ def test_full_disk_keeps_complete_species(small_disk, tmp_path, capsys):
     assert after == before  # the complete species is intact
     filler.unlink()
     assert cli.main(["render-species", str(store), "--cube", str(big)]) == 0  # room again: the rerun completes
+
+
+def test_a_path_that_is_not_a_store_is_named(tmp_path, capsys):
+    """Issue #14: a folder that exists but is not a store, a missing store, a store of another spec
+    version: every command that reads a store says which path and what to do."""
+    import zarr
+
+    odd = tmp_path / "results" / "dataset.zarr"
+    odd.mkdir(parents=True)
+    (odd / "notes.txt").write_text("not a store")
+    for cmd in (["train", str(odd), "-o", str(tmp_path / "t")], ["validate", str(odd)],
+                ["evaluate", str(odd), "--checkpoint", str(tmp_path / "x.pt"), "-o", str(tmp_path / "e")]):
+        assert main(cmd) != 0, cmd
+        err = capsys.readouterr()
+        assert f"{odd} exists but is not a dataset store" in err.err + err.out, (cmd, err)
+    with pytest.raises(ValueError, match="no such dataset store"):
+        open_store(tmp_path / "missing.zarr")
+    store = tmp_path / "old.zarr"
+    _store(store, ["a"])
+    zarr.open_group(str(store), mode="r+").attrs["spec_version"] = "tomo-dataset/0"
+    with pytest.raises(ValueError, match=r"a store of spec 'tomo-dataset/0' .* rebuild it"):
+        open_store(store)
+
+
+def test_full_disk_during_export_leaves_nothing(small_disk, tmp_path, capsys):
+    store = tmp_path / "s.zarr"
+    _store(store, ["a"], views=48, size=64)
+    rots = hemisphere_views(48, seed=0)
+    noisy = np.random.default_rng(0).random((48, 64, 64)).astype(np.float32)  # ≈ 0.8 MB per copy
+    write_species(store, "a", volume=np.zeros((16, 16, 16), np.float32) + 0.2, rotations=rots, images=noisy)
+    from tomodata.store import finalize_store
+
+    finalize_store(store)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * max(shutil.disk_usage(small_disk).free - 400_000, 0))
+    code = main(["export", str(store), str(small_disk / "export"), "--with-data"])
+    err = capsys.readouterr().err
+    assert code == 3 and "no space left" in err, (code, err)
+    assert [p.name for p in small_disk.iterdir()] == ["filler"]  # no partial export folder
+    filler.unlink()
+    assert main(["export", str(store), str(small_disk / "export"), "--with-data"]) == 0  # room again

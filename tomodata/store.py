@@ -287,6 +287,29 @@ def _open_root(path, mode: str = "r"):
     return _zarr().open_group(str(path), mode=mode, use_consolidated=False, zarr_format=3)
 
 
+def _open_store_root(path):
+    """The root group of a dataset store with the store's attributes checked; ValueError naming the
+    path and what to do where it is missing, is not a store, or is of another spec version."""
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{p}: no such dataset store (the workflow's store_create rule or `tomo build-demo` makes one)")
+    if not (p / "zarr.json").is_file():
+        raise ValueError(f"{p} exists but is not a dataset store (no zarr.json in it; a store is the folder that "
+                         "holds zarr.json and species/, e.g. results/RUN/dataset.zarr)")
+    try:
+        root = _open_root(p, "r")
+        attrs = root.attrs.asdict()
+    except Exception as e:  # noqa: BLE001 - report any failure to open as a clear error
+        raise ValueError(f"{p} is not a readable dataset store: {type(e).__name__}: {e}") from None
+    if attrs.get("spec_version") != SPEC_VERSION:
+        sw = attrs.get("software") if isinstance(attrs.get("software"), dict) else {}
+        made = sw.get("tomodata", "an unknown version")
+        raise ValueError(f"{p}: a store of spec {attrs.get('spec_version')!r} (written by tomodata {made}); this code "
+                         f"reads {SPEC_VERSION!r}: rebuild it (delete it and rerun snakemake, which renders it again) "
+                         "or read it with the version that wrote it")
+    return root, attrs
+
+
 def _open_array(path, name: str, array: str, mode: str = "r"):
     return _zarr().open_array(str(path), path=f"species/{name}/{array}", mode=mode, zarr_format=3)
 
@@ -552,14 +575,7 @@ def _update_in_place(p: Path, attrs: dict, table: list[dict], compressor, volume
 
 
 def _store_attrs(path) -> dict:
-    try:
-        root = _open_root(path, "r")
-    except Exception as e:  # noqa: BLE001 - report any failure to open as a clear error
-        raise ValueError(f"{path} is not a readable dataset store: {type(e).__name__}: {e}") from None
-    attrs = root.attrs.asdict()
-    if attrs.get("spec_version") != SPEC_VERSION:
-        raise ValueError(f"{path}: spec_version {attrs.get('spec_version')!r} is not {SPEC_VERSION!r}")
-    return attrs
+    return _open_store_root(path)[1]
 
 
 def _species_entry(attrs: dict, name: str) -> dict:
@@ -711,10 +727,7 @@ class DatasetStore:
         self._open()
 
     def _open(self) -> None:
-        self._root = _open_root(self.path, "r")
-        self.attrs: dict = self._root.attrs.asdict()
-        if self.attrs.get("spec_version") != SPEC_VERSION:
-            raise ValueError(f"{self.path}: spec_version {self.attrs.get('spec_version')!r} is not {SPEC_VERSION!r}")
+        self._root, self.attrs = _open_store_root(self.path)
         self._table = {e["name"]: e for e in self.attrs["species"]}
         self._arrays: dict[tuple[str, str], Any] = {}
         self._rotations: dict[str, np.ndarray] = {}
@@ -1013,7 +1026,10 @@ def validate_store(path, *, species: list[str] | None = None, check_data: bool =
     """
     report = ValidationReport(ok=False)
     if not Path(path).is_dir() or not (Path(path) / "zarr.json").is_file():
-        report.errors.append(f"store: {path} is not a zarr store (no zarr.json)")
+        try:
+            _open_store_root(path)
+        except ValueError as e:
+            report.errors.append(f"store: {e}")
         return report
     try:
         root = _open_root(path, "r")
