@@ -179,7 +179,7 @@ def test_cuda_and_cpu_builds_agree(inputs, tmp_path):
     s_cpu = cli_store(inputs, tmp_path / "cpu.zarr", backend="cpu")
     s_gpu = cli_store(inputs, tmp_path / "gpu.zarr", backend="cuda")
     for sid in inputs["cubes"]:
-        for arr in ("volume", "rotations", "mirrored", "views"):
+        for arr in ("volume/0", "volume/1", "rotations", "mirrored", "views"):
             a = zarr.open_array(str(s_cpu), path=f"species/{sid}/{arr}", mode="r")[...]
             b = zarr.open_array(str(s_gpu), path=f"species/{sid}/{arr}", mode="r")[...]
             assert a.tobytes() == b.tobytes(), f"{sid}/{arr} differs between CPU and CUDA builds"
@@ -295,8 +295,8 @@ def _wrong_shape(p):
 
 
 def _wrong_dtype(p):
-    g = zarr.open_group(str(p), path="species/b", mode="r+", zarr_format=3)
-    g.create_array("volume", shape=(8, 8, 8), dtype="float64", chunks=(8, 8, 8), overwrite=True)
+    g = zarr.open_group(str(p), path="species/b/volume", mode="r+", zarr_format=3)  # the OME-Zarr group
+    g.create_array("0", shape=(8, 8, 8), dtype="float64", chunks=(8, 8, 8), overwrite=True)
 
 
 def _missing(p):
@@ -304,7 +304,7 @@ def _missing(p):
 
 
 def _checksum(p):
-    v = zarr.open_array(str(p), path="species/b/volume", mode="r+", zarr_format=3)
+    v = zarr.open_array(str(p), path="species/b/volume/0", mode="r+", zarr_format=3)
     v[1, 2, 3] = 0.25 if float(v[1, 2, 3]) != 0.25 else 0.5  # in range: only the checksum sees it
 
 

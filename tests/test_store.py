@@ -162,7 +162,8 @@ def test_attributes_describe_the_data(tmp_path):
         assert shard["configuration"]["chunk_shape"] == [1, IMG, IMG]
         assert [c["name"] for c in shard["configuration"]["codecs"]] == ["bytes", "zstd"]
         for arr, shape in (("volume", [VOL] * 3), ("rotations", [N_VIEWS, 3, 3]), ("mirrored", [12]), ("views", [12])):
-            m = json.loads((Path(path) / "species" / name / arr / "zarr.json").read_text())
+            where = attrs["layout"]["arrays"][arr].get("path", arr)  # volume: level 0 of its OME-Zarr group
+            m = json.loads((Path(path) / "species" / name / where / "zarr.json").read_text())
             assert m["shape"] == shape
             assert m["codecs"][-1]["name"] == "zstd"
     # default shard: all of a species' samples when fewer than 256
@@ -234,7 +235,7 @@ def test_validate_truncated_volume_chunk(tmp_path):
     path = make_store(tmp_path / "ds.zarr")
     write(path, "alpha")
     write(path, "beta")
-    chunk = Path(path) / "species" / "alpha" / "volume" / "c" / "0" / "0" / "0"
+    chunk = Path(path) / "species" / "alpha" / "volume" / "0" / "c" / "0" / "0" / "0"
     chunk.write_bytes(chunk.read_bytes()[:100])
     report = store.validate_store(path)
     assert_fails_for(report, "alpha")
@@ -256,7 +257,7 @@ def test_validate_tampered_value(tmp_path):
 def test_validate_tampered_volume_checksum_only(tmp_path):
     path = make_store(tmp_path / "ds.zarr")
     write(path, "alpha")
-    v = zarr.open_array(str(path), path="species/alpha/volume", mode="r+")
+    v = zarr.open_array(str(path), path="species/alpha/volume/0", mode="r+")
     v[1, 2, 3] = 0.25 if float(v[1, 2, 3]) != 0.25 else 0.5  # still in range: only the checksum sees it
     report = store.validate_store(path, species=["alpha"])
     assert_fails_for(report, "alpha")
@@ -445,3 +446,60 @@ def test_store_pickles_for_dataloader_workers(tmp_path):
     ds = store.open_store(path)
     ds2 = pickle.loads(pickle.dumps(ds))
     np.testing.assert_array_equal(ds2.images("alpha", 3), ds.images("alpha", 3))
+
+
+# --- OME-Zarr volumes (issue #15) -----------------------------------------------------------------
+
+
+def test_species_volume_is_an_ome_zarr_image(tmp_path):
+    """Validated by an independent OME-Zarr library (ome-zarr-models); read as a generic reader would:
+    the multiscales' datasets, shape and scale, level 1 the 2×2×2 mean of level 0."""
+    from ome_zarr_models.v05.image import Image
+
+    table = species_table(["alpha", "beta"])
+    table[0]["fit"] = {"voxel_mm": 0.25}  # recorded at ingest: millimetre
+    path = make_store(tmp_path / "ds.zarr", species=table)
+    write(path, "alpha")
+    write(path, "beta")
+    assert store.validate_store(path).ok
+    for name, unit, h in (("alpha", "millimeter", 0.25), ("beta", None, 2 / VOL)):
+        group = zarr.open_group(str(path), path=f"species/{name}/volume", mode="r")
+        image = Image.from_zarr(group)  # raises unless the metadata is valid OME-Zarr 0.5
+        ms = image.ome_attributes.multiscales[0]
+        assert [a.name for a in ms.axes] == ["z", "y", "x"] and all(a.unit == unit for a in ms.axes)
+        paths = [d.path for d in ms.datasets]
+        assert paths == ["0", "1"]
+        scale0 = ms.datasets[0].coordinateTransformations[0].scale
+        assert list(scale0) == pytest.approx([h] * 3)
+        level0 = np.asarray(group[paths[0]][...])
+        np.testing.assert_array_equal(level0, species_data(name)["volume"])
+        level1 = np.asarray(group[paths[1]][...])
+        assert level1.shape == (VOL // 2,) * 3 and level1.dtype == np.float32
+        np.testing.assert_allclose(level1, level0.reshape(8, 2, 8, 2, 8, 2).mean(axis=(1, 3, 5)), rtol=1e-6)
+        # the cube's centre at 0: first voxel centre at h/2 − V·h/2
+        assert ms.datasets[0].coordinateTransformations[1].translation[0] == pytest.approx(h / 2 - VOL * h / 2)
+    # the x-ray stacks stay plain Zarr v3 arrays with dimension names
+    images = zarr.open_array(str(path), path="species/alpha/images", mode="r")
+    assert tuple(images.metadata.dimension_names) == ("sample", "row", "col")
+
+
+def test_older_spec_is_read_and_named(tmp_path):
+    """A tomo-dataset/1 store (the volume a plain array) is still read and validated, with a warning that
+    names its spec; writing into it is refused with what to do."""
+    import shutil as _sh
+
+    path = make_store(tmp_path / "ds.zarr")
+    write(path, "alpha")
+    write(path, "beta")
+    for name in ("alpha", "beta"):  # back to the v1 layout
+        sp = Path(path) / "species" / name
+        (sp / "volume" / "0").rename(sp / "vol0")
+        _sh.rmtree(sp / "volume")
+        (sp / "vol0").rename(sp / "volume")
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["spec_version"] = "tomo-dataset/1"
+    report = store.validate_store(path)
+    assert report.ok and any("older spec 'tomo-dataset/1'" in w for w in report.warnings), report.summary()
+    np.testing.assert_array_equal(store.open_store(path).volume("alpha"), species_data("alpha")["volume"])
+    with pytest.raises(ValueError, match=r"spec 'tomo-dataset/1'.*writes tomo-dataset/2: rebuild it"):
+        write(path, "alpha")

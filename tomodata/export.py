@@ -772,8 +772,9 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
           "```",
           "dataset.zarr/zarr.json                  root attributes: everything needed to use the data",
           "dataset.zarr/species/<name>/zarr.json   status + completion marker (sha256 of every array)",
-          f"dataset.zarr/species/<name>/volume     ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
-          "density, vol[z, y, x]",
+          "dataset.zarr/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm or the cube's units)",
+          f"dataset.zarr/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
+          "density, vol[z, y, x]; volume/1 its 2x2x2 mean",
           f"dataset.zarr/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",
           f"dataset.zarr/species/<name>/mirrored   ({attrs['samples_per_species']},) bool     sample 2i+1 is mirrored",
           f"dataset.zarr/species/<name>/views      ({attrs['samples_per_species']},) int32    view of each sample",

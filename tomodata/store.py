@@ -1,15 +1,23 @@
 """The dataset store: one Zarr v3 group per build, one subgroup of sharded arrays per species.
 
-Layout (``spec_version = "tomo-dataset/1"``; DESIGN.md §2)::
+Layout (``spec_version = "tomo-dataset/2"``; DESIGN.md §2)::
 
     <store>/zarr.json                      root group; its attributes describe everything (below)
     <store>/species/zarr.json              plain group
     <store>/species/<name>/zarr.json       per-species attributes: status, completion marker
-    <store>/species/<name>/volume          (V, V, V)        float32  density in [0, 1], vol[z, y, x]
+    <store>/species/<name>/volume/         OME-Zarr 0.5 image group ("ome" attribute: multiscales, axes z y x)
+    <store>/species/<name>/volume/0        (V, V, V)        float32  density in [0, 1], vol[z, y, x]
+    <store>/species/<name>/volume/1        (V/2, V/2, V/2)  float32  its 2×2×2 mean (even V >= 8)
     <store>/species/<name>/rotations       (n_views, 3, 3)  float64  R (camera -> volume), p = R @ (u, v, w)
     <store>/species/<name>/mirrored        (2 n_views,)     bool     sample 2i+1 is mirrored
     <store>/species/<name>/views           (2 n_views,)     int32    view index of each sample (= i // 2)
     <store>/species/<name>/images          (2 n_views, S, S) uint16 (opacity = value / 65535) or float16
+
+The volume group is an OME-Zarr (NGFF 0.5) image (:func:`ome_multiscales`): axes z, y, x in
+millimetre where ingest recorded the specimen's voxel size (the species entry's ``fit.voxel_mm``),
+else in the normalised cube's units (voxel 2/V), so napari, neuroglancer, niivue or any OME-Zarr
+reader opens it. Spec ``tomo-dataset/1`` (the volume a plain array ``volume``) is still read and
+validated (with a warning); stores are written as ``tomo-dataset/2``.
 
 ``images`` is sharded: chunks of one image ``(1, S, S)`` (one chunk per training read) inside shards of
 ``images_per_shard`` images (default 256, cut to ``2 n_views``); the other arrays are one chunk each.
@@ -70,7 +78,13 @@ __all__ = [
     "StoreValidationError",
 ]
 
-SPEC_VERSION = "tomo-dataset/1"
+SPEC_VERSION = "tomo-dataset/2"
+#: specs this code reads (tomo-dataset/1: the volume a plain array, before OME-Zarr); it writes SPEC_VERSION
+READ_SPECS = ("tomo-dataset/1", SPEC_VERSION)
+#: where a logical array lives inside species/<name>/, per spec (default: its own name)
+_ARRAY_PATHS = {"tomo-dataset/1": {}, "tomo-dataset/2": {"volume": "volume/0"}}
+#: OME-Zarr (NGFF) version of the volumes
+OME_VERSION = "0.5"
 SPLITS = ("train", "val", "test")
 #: What each split is for (recorded in the store's attributes as ``split_roles``).
 SPLIT_ROLES = {
@@ -287,9 +301,10 @@ def _open_root(path, mode: str = "r"):
     return _zarr().open_group(str(path), mode=mode, use_consolidated=False, zarr_format=3)
 
 
-def _open_store_root(path):
+def _open_store_root(path, *, write: bool = False):
     """The root group of a dataset store with the store's attributes checked; ValueError naming the
-    path and what to do where it is missing, is not a store, or is of another spec version."""
+    path and what to do where it is missing, is not a store, or is of a spec this code does not read
+    (``write``: not the one it writes)."""
     p = Path(path)
     if not p.exists():
         raise ValueError(f"{p}: no such dataset store (the workflow's store_create rule or `tomo build-demo` makes one)")
@@ -301,17 +316,56 @@ def _open_store_root(path):
         attrs = root.attrs.asdict()
     except Exception as e:  # noqa: BLE001 - report any failure to open as a clear error
         raise ValueError(f"{p} is not a readable dataset store: {type(e).__name__}: {e}") from None
-    if attrs.get("spec_version") != SPEC_VERSION:
+    if attrs.get("spec_version") not in ((SPEC_VERSION,) if write else READ_SPECS):
         sw = attrs.get("software") if isinstance(attrs.get("software"), dict) else {}
         made = sw.get("tomodata", "an unknown version")
         raise ValueError(f"{p}: a store of spec {attrs.get('spec_version')!r} (written by tomodata {made}); this code "
-                         f"reads {SPEC_VERSION!r}: rebuild it (delete it and rerun snakemake, which renders it again) "
+                         f"{'writes' if write else 'reads'} {SPEC_VERSION if write else ' and '.join(map(repr, READ_SPECS))}: rebuild it (delete it and rerun snakemake, which renders it again) "
                          "or read it with the version that wrote it")
     return root, attrs
 
 
-def _open_array(path, name: str, array: str, mode: str = "r"):
-    return _zarr().open_array(str(path), path=f"species/{name}/{array}", mode=mode, zarr_format=3)
+def _open_array(path, name: str, array: str, mode: str = "r", spec: str = SPEC_VERSION):
+    sub = _ARRAY_PATHS[spec].get(array, array)
+    return _zarr().open_array(str(path), path=f"species/{name}/{sub}", mode=mode, zarr_format=3)
+
+
+def volume_pyramid(volume: np.ndarray) -> list[np.ndarray]:
+    """The OME-Zarr levels of a (V, V, V) float32 volume: itself and, for even V >= 8, its 2×2×2 mean
+    (float64 sum of the eight, then float32)."""
+    v = np.asarray(volume, np.float32)
+    V = v.shape[0]
+    if V % 2 or V < 8:
+        return [v]
+    h = V // 2
+    return [v, v.astype(np.float64).reshape(h, 2, h, 2, h, 2).mean(axis=(1, 3, 5)).astype(np.float32)]
+
+
+def ome_multiscales(name: str, volume_size: int, voxel_mm: float | None) -> dict:
+    """The ``ome`` attribute (OME-Zarr 0.5 ``multiscales``) of a species' volume group: axes z, y, x
+    of type space; unit millimetre with the specimen's voxel size where ingest recorded it, else no
+    unit and the normalised cube's voxel size 2/V (the cube spans [-1, 1]); translations put the cube's
+    centre at 0 (voxel centre i of a level with voxel size h at (i + 1/2)·h − V·h0/2)."""
+    h0 = float(voxel_mm) if voxel_mm else 2.0 / volume_size
+    half = volume_size * h0 / 2.0
+    axes = [{"name": a, "type": "space", **({"unit": "millimeter"} if voxel_mm else {})} for a in "zyx"]
+    levels = 2 if volume_size % 2 == 0 and volume_size >= 8 else 1
+    datasets = []
+    for k in range(levels):
+        h = h0 * 2**k
+        datasets.append({"path": str(k), "coordinateTransformations": [
+            {"type": "scale", "scale": [h] * 3}, {"type": "translation", "translation": [h / 2 - half] * 3}]})
+    return {"version": OME_VERSION, "multiscales": [{
+        "name": name, "axes": axes, "datasets": datasets, "type": "mean",
+        "metadata": {"description": "linear density mu in [0, 1], vol[z, y, x]; level 1 = 2x2x2 mean of level 0",
+                     "unit": "millimetre (the specimen's scale at ingest)" if voxel_mm else
+                             "normalised: the cube [-1, 1]^3 (no physical scale recorded)"}}]}
+
+
+def _voxel_mm(entry: dict) -> float | None:
+    fit = entry.get("fit")
+    v = fit.get("voxel_mm") if isinstance(fit, dict) else None
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) and v > 0 else None
 
 
 def _software() -> dict:
@@ -420,7 +474,9 @@ def create_store(
     compressor = ZstdCodec(level=ZSTD_LEVEL, checksum=True)
     arrays_layout = {
         "volume": {"shape": [volume_size] * 3, "dtype": "float32", "chunks": [volume_size] * 3,
-                   "shards": None, "dimension_names": ["z", "y", "x"]},
+                   "shards": None, "dimension_names": ["z", "y", "x"], "path": "volume/0",
+                   "ome_zarr": f"species/<name>/volume is an OME-Zarr {OME_VERSION} image: level 0 = this array, "
+                               "level 1 (even V >= 8) its 2x2x2 mean; multiscales metadata in its 'ome' attribute"},
         "rotations": {"shape": [n_views, 3, 3], "dtype": "float64", "chunks": [n_views, 3, 3],
                       "shards": None, "dimension_names": ["view", "volume_axis", "camera_axis"]},
         "mirrored": {"shape": [n_samples], "dtype": "bool", "chunks": [n_samples], "shards": None,
@@ -507,8 +563,16 @@ def _create_species_group(sp, entry: dict, attrs: dict, compressor) -> None:
     name = entry["name"]
     g = sp.create_group(name, attributes={"species": name, "split": entry["split"], "status": "pending"})
     for arr, lay in attrs["layout"]["arrays"].items():
-        g.create_array(
-            arr,
+        where = g
+        if arr == "volume":  # an OME-Zarr image group: level 0 here, level 1 (if any) beside it
+            where = g.create_group("volume", attributes={"ome": ome_multiscales(name, lay["shape"][0], _voxel_mm(entry))})
+            if len(where.attrs["ome"]["multiscales"][0]["datasets"]) > 1:
+                where.create_array("1", shape=tuple(n // 2 for n in lay["shape"]), dtype="float32",
+                                   chunks=tuple(n // 2 for n in lay["shape"]), compressors=compressor, fill_value=0,
+                                   dimension_names=("z", "y", "x"),
+                                   attributes={"description": "2x2x2 mean of level 0"})
+        where.create_array(
+            "0" if arr == "volume" else arr,
             shape=tuple(lay["shape"]),
             dtype=lay["dtype"],
             chunks=tuple(lay["chunks"]),
@@ -575,7 +639,7 @@ def _update_in_place(p: Path, attrs: dict, table: list[dict], compressor, volume
 
 
 def _store_attrs(path) -> dict:
-    return _open_store_root(path)[1]
+    return _open_store_root(path, write=True)[1]
 
 
 def _species_entry(attrs: dict, name: str) -> dict:
@@ -669,6 +733,8 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
     sha = {}
     arrays["volume"][...] = volume
     sha["volume"] = array_sha256(volume)
+    for k, level in enumerate(volume_pyramid(volume)[1:], start=1):  # the OME-Zarr levels beside level 0
+        zarr.open_array(str(path), path=f"species/{name}/volume/{k}", mode="r+", zarr_format=3)[...] = level
     arrays["rotations"][...] = r
     sha["rotations"] = array_sha256(r)
     arrays["mirrored"][...] = mirrored
@@ -748,7 +814,7 @@ class DatasetStore:
         self._check_name(name)
         key = (name, arr)
         if key not in self._arrays:
-            self._arrays[key] = _open_array(self.path, name, arr, "r")
+            self._arrays[key] = _open_array(self.path, name, arr, "r", self.attrs["spec_version"])
         return self._arrays[key]
 
     def _check_name(self, name: str) -> None:
@@ -883,8 +949,8 @@ def _check_root_attrs(attrs: dict) -> list[str]:
     missing = [k for k in need if k not in attrs]
     if missing:
         return [f"store: missing root attributes {missing}"]
-    if attrs["spec_version"] != SPEC_VERSION:
-        errs.append(f"store: spec_version {attrs['spec_version']!r} is not {SPEC_VERSION!r}")
+    if attrs["spec_version"] not in READ_SPECS:
+        errs.append(f"store: spec_version {attrs['spec_version']!r} is not one of {list(READ_SPECS)}")
     chi = attrs["chi"]
     if isinstance(chi, bool) or not isinstance(chi, (int, float)) or not (math.isfinite(chi) and chi > 0):
         errs.append(f"store: chi must be a positive number, got {chi!r}")
@@ -915,6 +981,26 @@ def _check_root_attrs(attrs: dict) -> list[str]:
     return errs
 
 
+def _check_ome_volume(path, name: str, entry: dict, vol: np.ndarray) -> list[str]:
+    """Errors of a species' OME-Zarr volume group: its multiscales metadata and its level 1."""
+    try:
+        g = _zarr().open_group(str(path), path=f"species/{name}/volume", mode="r", zarr_format=3)
+        ome = g.attrs.asdict().get("ome")
+    except Exception as e:  # noqa: BLE001
+        return [f"volume group is unreadable ({type(e).__name__}: {e})"]
+    if ome != ome_multiscales(name, vol.shape[0], _voxel_mm(entry)):
+        return ["volume group's OME-Zarr multiscales metadata is missing or differs from the layout"]
+    levels = volume_pyramid(vol)
+    for k in range(1, len(levels)):
+        try:
+            got = g[str(k)][...]
+        except Exception as e:  # noqa: BLE001
+            return [f"volume level {k} cannot be read/decoded: {type(e).__name__}: {e}"]
+        if not np.array_equal(got, levels[k]):
+            return [f"volume level {k} is not the 2x2x2 mean of level 0 (rerun this species' writer)"]
+    return []
+
+
 def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> tuple[list[str], dict | None]:
     zarr = _zarr()
     name = entry["name"]
@@ -937,7 +1023,7 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
     arrays = {}
     for arr, (shape, dtype) in _expected_arrays(attrs).items():
         try:
-            a = _open_array(path, name, arr, "r")
+            a = _open_array(path, name, arr, "r", attrs["spec_version"])
         except Exception as e:  # noqa: BLE001
             errs.append(f"array {arr} is missing or unreadable ({type(e).__name__}: {e})")
             continue
@@ -960,6 +1046,8 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
             return None
 
     vol = read("volume")
+    if vol is not None and attrs["spec_version"] != "tomo-dataset/1":
+        errs.extend(_check_ome_volume(path, name, entry, vol))
     if vol is not None:
         got["volume"] = array_sha256(vol)
         if not np.all(np.isfinite(vol)):
@@ -1041,6 +1129,9 @@ def validate_store(path, *, species: list[str] | None = None, check_data: bool =
     if root_errs:
         report.errors.extend(root_errs)
         return report
+    if attrs["spec_version"] != SPEC_VERSION:
+        report.warnings.append(f"store of the older spec {attrs['spec_version']!r} (volumes are plain arrays, not "
+                               f"OME-Zarr): readable; rebuild it to get {SPEC_VERSION!r}")
     table = attrs["species"]
     names = [e["name"] for e in table]
     if species is not None:
@@ -1088,7 +1179,7 @@ def finalize_store(path, *, require_ok: bool = True, progress: bool = False) -> 
     attrs = root.attrs.asdict()
     attrs["completion"] = {
         "ok": report.ok,
-        "spec_version": SPEC_VERSION,
+        "spec_version": attrs.get("spec_version"),
         "n_species": len(attrs.get("species", [])),
         "complete_species": sorted(report.checksums),
         "species_to_rebuild": list(report.species_to_rebuild),

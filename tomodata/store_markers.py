@@ -37,10 +37,15 @@ def _species_problem(store: Path, name: str, marker: Path) -> str | None:
         recorded = None
     if recorded != attrs["complete"].get("sha256"):
         return f"species {name}: the marker's checksums are not the store's"
-    for arr in sorted(p for p in group.iterdir() if (p / "zarr.json").is_file()):
-        chunks = arr / "c"
+    for meta in sorted(group.rglob("zarr.json")):  # every array, also those inside the OME-Zarr volume group
+        try:
+            if json.loads(meta.read_text()).get("node_type") != "array":
+                continue
+        except (OSError, ValueError):
+            return f"species {name}: {meta.parent.relative_to(group)} has an unreadable zarr.json"
+        chunks = meta.parent / "c"
         if not chunks.is_dir() or not any(f.is_file() for f in chunks.rglob("*")):
-            return f"species {name}: array {arr.name} has no data files"
+            return f"species {name}: array {meta.parent.relative_to(group)} has no data files"
     return None
 
 
