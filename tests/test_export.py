@@ -548,3 +548,52 @@ def test_recipe_replays_alignments():
     assert 'tomo cube "$ALIGNED/m1.nii.gz" --align-record "$ALIGNED/m1.json"' in script
     row = files["recipe/specimens.tsv"].splitlines()[1].split("\t")
     assert row[4] == "0.1,0.1,0.1" and row[12] == "z,-y,x" and warnings
+
+
+# ------------------------------------------------------------------------------- standard volume files
+def test_volumes_as_nifti_and_nrrd_in_ras_with_spacing(tmp_path):
+    """Issue #15: `tomo export --volumes nifti|nrrd`: each species' canonical volume as a file 3D Slicer
+    opens upright with its spacing (cube x → anterior, y → inferior, z → left; centre at the origin)."""
+    import nibabel as nib
+    import nrrd
+
+    from tomodata.store import open_store
+
+    src = tiny_store(tmp_path / "s.zarr", ["CC0-1.0"] * 2)
+    ds = open_store(src)
+    attrs = ds.attrs
+    for fmt in ("nifti", "nrrd"):
+        out = tmp_path / f"exp-{fmt}"
+        assert main(["export", str(src), str(out), "--with-data", "--volumes", fmt]) == 0
+        assert export.verify_export(out) == []  # the volume files are in SHA256SUMS
+        for e in attrs["species"]:
+            vol = ds.volume(e["name"])
+            f = out / "volumes" / (e["name"] + (".nii.gz" if fmt == "nifti" else ".nrrd"))
+            if fmt == "nifti":
+                img = nib.load(f)
+                np.testing.assert_array_equal(np.asarray(img.dataobj).transpose(2, 1, 0), vol)
+                assert nib.aff2axcodes(img.affine) == ("A", "I", "L")
+                assert np.allclose(img.affine @ [3.5, 3.5, 3.5, 1], [0, 0, 0, 1])  # centre at the origin
+                assert img.header.get_xyzt_units()[0] == "unknown"  # no scale recorded for these species
+            else:
+                data, header = nrrd.read(str(f), index_order="C")
+                np.testing.assert_array_equal(data, vol)
+                assert header["space"] == "right-anterior-superior"
+                np.testing.assert_allclose(header["space directions"], [[0, 1, 0], [0, 0, -1], [-1, 0, 0]])
+    with pytest.raises(ValueError, match="recipe-only export leaves out"):
+        export.export_dataset(src, tmp_path / "r", recipe_only=True, volumes="nifti")
+
+
+def test_canonical_volume_file_carries_the_recorded_millimetres(tmp_path):
+    import nibabel as nib
+    import nrrd
+
+    from tomodata.volume_files import write_canonical_volume
+
+    vol = np.random.default_rng(1).random((16, 16, 16)).astype(np.float32)
+    img = nib.load(write_canonical_volume(tmp_path / "v.nii.gz", vol, 0.25))
+    assert img.header.get_zooms() == pytest.approx((0.25, 0.25, 0.25)) and img.header.get_xyzt_units()[0] == "mm"
+    _, header = nrrd.read(str(write_canonical_volume(tmp_path / "v.nrrd", vol, 0.25)))
+    assert header["space units"] == ["mm", "mm", "mm"] and np.abs(header["space directions"]).sum() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="suffix"):
+        write_canonical_volume(tmp_path / "v.tif", vol, 0.25)

@@ -523,7 +523,7 @@ def cmd_export(a) -> int:
         warnings.simplefilter("ignore", UnknownLicenceWarning)
         warnings.simplefilter("ignore", RedistributionWarning)
         summary = export_dataset(a.store, a.output, manifest=a.manifest, config=a.config, recipe_only=recipe_only,
-                                 overwrite=a.overwrite)
+                                 overwrite=a.overwrite, volumes=a.volumes)
     for note in summary["warnings"]:
         print(f"WARNING: {note}", file=sys.stderr)
     print(json.dumps(summary, indent=2, default=str))
@@ -1041,6 +1041,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--manifest", help="the manifest the store was built from (goes into the recipe)")
     q.add_argument("--config", help="the workflow config (YAML/JSON) to record")
     q.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUTPUT")
+    q.add_argument("--volumes", choices=["nifti", "nrrd"], help=(
+        "also write each species' canonical volume as volumes/NAME.nii.gz or .nrrd (RAS orientation, mm "
+        "spacing where ingest recorded it) for 3D Slicer and other viewers"))
     q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("evaluate", help="evaluate a checkpoint on the held-out species", description=(

@@ -78,6 +78,7 @@ from typing import Any
 
 from . import __version__
 from .recipe import recipe_files
+from .volume_files import VOLUME_FORMATS, write_canonical_volume
 
 __all__ = [
     "EXPORT_SPEC",
@@ -836,7 +837,7 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
 
 
 def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: bool | None = None,
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, volumes: str | None = None) -> dict:
     """Write a publishable folder for a dataset store (see the module docstring for the layout).
 
     Args:
@@ -851,6 +852,9 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
         recipe_only: ``None``: recipe-only if any species' terms do not clear redistribution, else data;
             ``True``: recipe-only; ``False``: data (with a :class:`RedistributionWarning` for such species).
         overwrite: replace an existing non-empty ``out_dir`` (only an earlier export or an empty folder).
+        volumes: ``"nifti"`` or ``"nrrd"``: also each species' canonical volume as ``volumes/<name>.nii.gz``
+            or ``.nrrd`` (:mod:`tomodata.volume_files`: RAS orientation, mm spacing where recorded), for
+            3D Slicer and other viewers; data exports only.
 
     Returns:
         a summary dict: ``out``, ``mode`` ("data" / "recipe-only"), ``recipe_only``, ``licence`` (the
@@ -881,6 +885,11 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
             raise ValueError(f"species {n!r}: completion marker changed while exporting; run again")
     classes = {e["name"]: classify_licence(e) for e in table}
     recipe_only, notes = _licence_notes(classes, recipe_only)
+    if volumes is not None and volumes not in VOLUME_FORMATS:
+        raise ValueError(f"volumes must be one of {sorted(VOLUME_FORMATS)}, got {volumes!r}")
+    if volumes is not None and recipe_only:
+        raise ValueError("--volumes writes the species' volumes, which a recipe-only export leaves out "
+                         "(their terms do not clear redistribution); pass --with-data to include them anyway")
 
     manifest_bytes = None
     if manifest is not None:
@@ -937,6 +946,17 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
                 files[rel] = _copy_hashed(p, tmp / rel)
                 n_bytes += p.stat().st_size
 
+        if volumes is not None:
+            from .store import _voxel_mm, open_store
+
+            ds = open_store(src, volume_cache=0)
+            for e in table:
+                rel = f"volumes/{e['name']}{VOLUME_FORMATS[volumes]}"
+                (tmp / "volumes").mkdir(exist_ok=True)
+                write_canonical_volume(tmp / rel, ds.volume(e["name"]), _voxel_mm(e),
+                                       description=f"tomo canonical volume {e['name']}")
+                files[rel] = _sha256_file(tmp / rel)
+                n_bytes += (tmp / rel).stat().st_size
         put("species.csv", _csv_text(*_species_rows(attrs, markers, classes)))
         put("samples.csv", _csv_text(*_samples_rows(attrs)))
         for s in SPLIT_NAMES:
