@@ -151,7 +151,7 @@ def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
                  "--apps", str(tmp_path / "apps")]) == 2  # a chest film: polarity not guessed
     assert "--polarity keep" in capsys.readouterr().err
     assert main(["infer", str(xray), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "v.nii.gz"),
-                 "--apps", str(tmp_path / "apps"), "--polarity", "keep"]) == 0
+                 "--apps", str(tmp_path / "apps"), "--polarity", "keep", "--square", "crop"]) == 0  # the film as it is
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "apps" / "v_turntable.gif").is_file()  # named like the output volume
     assert (tmp_path / "apps" / "v_anaglyph.png").is_file()
