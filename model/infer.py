@@ -420,7 +420,10 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
         timing["read_s"] = time.perf_counter() - t
         t = time.perf_counter()
         header = f"PhotometricInterpretation {info['photometric']}" if info.get("photometric") else None
-        sq, prep = prepare_xray(img, mask=mask, polarity=polarity, gamma=gamma, square=square, header=header)
+        try:
+            sq, prep = prepare_xray(img, mask=mask, polarity=polarity, gamma=gamma, square=square, header=header)
+        except ValueError as e:  # name the file: several radiographs may be on their way
+            raise ValueError(f"{xray_path}: {e}") from None
         timing["prepare_s"] = time.perf_counter() - t
         # 2. model
         t = time.perf_counter()
