@@ -96,7 +96,7 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
 
     ``window`` may be "lo,hi", a preset name or a pair (:mod:`tomodata.ingest_settings`); a window
     that makes the scan constant is a ValueError naming the setting."""
-    from .fetch import file_sha256, tree_sha256
+    from .fetch import source_sha256 as fetch_source_sha256
 
     if background is None:
         background = preset_background(window)  # hu-head: −500 HU
@@ -124,7 +124,7 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
                "config data.cube.*, tomo cube --background/--crop)")
         warnings.warn(msg, UserWarning, stacklevel=2)
         caught.append(warnings.WarningMessage(msg, UserWarning, __file__, 0))
-    source_sha256 = tree_sha256(path) if Path(path).is_dir() else file_sha256(path)
+    source_sha256 = fetch_source_sha256(path)  # a folder, a file, or a detached .nhdr with its data files
     meta = dict(source_path=str(path), source_sha256=source_sha256, original_shape=[int(n) for n in vol.shape],
                 original_dtype=str(vol.dtype), spacing_mm=list(sp), slice_axis=slice_axis or "z",
                 orientation=",".join(f"{'-' if f else ''}{'zyx'[a]}" for a, f in zip(*parse_orientation(orientation))),
