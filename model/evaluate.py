@@ -69,6 +69,17 @@ species' canonical volume, the view's rotation, rows reversed for mirrored sampl
   exact distance is <= the (k+1)-th bound). When all training view volumes fit ``cache_bytes`` they
   are made once and kept; otherwise they are re-sampled on the fly.
 
+**Memory** does not grow with the number of training species beyond the lower-bound features
+(capped by ``oracle_feature_bytes``, the cells per axis lowered to fit) and the optional caches
+(``cache_bytes``): the NN's training x-rays and the Oracle's training view volumes are streamed
+from the store block by block (:func:`train_coarse_features`: about 128 MB of float64 per block),
+the lower bounds widen one block of features at a time (:data:`LOWER_BOUND_BLOCK_BYTES`), a
+:class:`ViewSource` keeps at most ``max_volumes`` canonical volumes and samples ``view_batch``
+views per call, exact distances and errors run a few rows at a time, and the metrics render one
+group of view volumes at a time. None of this changes a number (tests/test_evaluate.py). Per-phase
+costs and the peak resident memory: ``tomo bench evaluate`` (:mod:`model.bench_evaluate`,
+docs/benchmarks.md).
+
 **Metrics** (per sample and method):
 
 * ``mse`` = mean over the target grid's voxels of (prediction − truth)², densities in [0, 1];
@@ -250,9 +261,10 @@ def view_class(rotation, *, angle: float = VIEW_CLASS_ANGLE) -> str:
     return "other"
 
 
-def volume_errors(pred, true) -> tuple[np.ndarray, np.ndarray]:
+def volume_errors(pred, true, *, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample (l2, mse) of (B, ...) or single volumes: mse = mean of squared differences (float64),
-    l2 = sqrt(mse)."""
+    l2 = sqrt(mse). ``rows``: samples per float64 pass (None: all at once; the same numbers either
+    way, see :func:`_row_chunks`), to bound the float64 temporaries."""
     p = torch.as_tensor(pred)
     t = torch.as_tensor(true)
     if p.shape != t.shape:
@@ -260,7 +272,9 @@ def volume_errors(pred, true) -> tuple[np.ndarray, np.ndarray]:
     single = p.ndim == 3
     if single:
         p, t = p[None], t[None]
-    mse = ((p.double() - t.double()) ** 2).flatten(1).mean(1).cpu().numpy()
+    mse = np.empty(p.shape[0], dtype=np.float64)
+    for a, b in _row_chunks(p.shape[0], rows):
+        mse[a:b] = ((p[a:b].double() - t[a:b].double()) ** 2).flatten(1).mean(1).cpu().numpy()
     l2 = np.sqrt(mse)
     return (l2[0], mse[0]) if single else (l2, mse)
 
@@ -444,6 +458,10 @@ def mean_volume(ds, species: Sequence[str]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+#: memory for one torch_view_volumes call of :class:`ViewSource` (its float64 grid and temporaries)
+VIEW_BATCH_BYTES = 512 << 20
+
+
 class ViewSource:
     """The samples of some species as view volumes made on the fly (optionally all cached).
 
@@ -454,16 +472,37 @@ class ViewSource:
     (made once per view, flipped for the mirror).
     """
 
-    def __init__(self, ds, species: Sequence[str], *, device="cpu", block: int = 64):
+    def __init__(self, ds, species: Sequence[str], *, device="cpu", block: int = 64, view_batch: int | None = None,
+                 max_volumes: int = 4):
         if not species:
             raise ValueError("no species to take view volumes from")
+        if (view_batch is not None and view_batch < 1) or max_volumes < 1:
+            raise ValueError(f"view_batch and max_volumes must be >= 1, got {view_batch}, {max_volumes}")
+        self.ds = ds
         self.species = list(species)
         self.device = torch.device(device)
         self.block = int(block)
+        self.view_batch = None if view_batch is None else int(view_batch)
+        self.max_volumes = int(max_volumes)
         self.samples_per_species = int(ds.attrs["samples_per_species"])
-        self.volumes = torch.from_numpy(np.stack([ds.volume(n) for n in self.species])).to(self.device)
+        self._volumes: dict[int, torch.Tensor] = {}  # species index -> canonical volume (LRU, max_volumes)
+        self.volume_reads = 0
         self.rotations = torch.from_numpy(np.stack([ds.rotations(n) for n in self.species])).to(self.device)
         self._cache: tuple[int, int, torch.Tensor] | None = None
+
+    def volume(self, s: int) -> torch.Tensor:
+        """The canonical (Z, Y, X) volume of species index ``s``, read from the store on first use; at
+        most ``max_volumes`` are kept (least recently used dropped), so memory does not grow with the
+        number of species."""
+        s = int(s)
+        v = self._volumes.pop(s, None)
+        if v is None:
+            v = torch.from_numpy(np.asarray(self.ds.volume(self.species[s]), dtype=np.float32)).to(self.device)
+            self.volume_reads += 1
+            while len(self._volumes) >= self.max_volumes:
+                self._volumes.pop(next(iter(self._volumes)))
+        self._volumes[s] = v  # most recently used last
+        return v
 
     def __len__(self) -> int:
         return len(self.species) * self.samples_per_species
@@ -516,16 +555,22 @@ class ViewSource:
             volume = torch.as_tensor(volume, dtype=torch.float32, device=self.device)
         for sp in np.unique(s):
             sel = np.nonzero(s == sp)[0]
-            vol = self.volumes[int(sp)] if volume is None else volume
+            vol = self.volume(int(sp)) if volume is None else volume
             uniq, inv = np.unique(view[sel], return_inverse=True)
-            made = torch_view_volumes(vol[None, None].expand(uniq.size, 1, *vol.shape),
-                                      self.rotations[int(sp)][torch.from_numpy(uniq).to(self.device)],
-                                      size=size, steps=depth)
-            for m in (False, True):
-                part = np.nonzero(mirrored[sel] == m)[0]
-                if part.size:
-                    v = made[torch.from_numpy(inv[part]).to(self.device)]
-                    out[torch.from_numpy(sel[part]).to(self.device)] = torch.flip(v, dims=(2,)) if m else v
+            # at most view_batch views per torch_view_volumes call (default: VIEW_BATCH_BYTES of its
+            # sampling grid and temporaries, about 160 bytes per voxel: one view at 128³, ~100 at 32³);
+            # a view's volume does not depend on what it is batched with
+            per = self.view_batch or max(1, VIEW_BATCH_BYTES // (160 * depth * size * size))
+            for u0 in range(0, uniq.size, per):
+                u1 = min(uniq.size, u0 + per)
+                made = torch_view_volumes(vol[None, None].expand(u1 - u0, 1, *vol.shape),
+                                          self.rotations[int(sp)][torch.from_numpy(uniq[u0:u1]).to(self.device)],
+                                          size=size, steps=depth)
+                for m in (False, True):
+                    part = np.nonzero((mirrored[sel] == m) & (inv >= u0) & (inv < u1))[0]
+                    if part.size:
+                        v = made[torch.from_numpy(inv[part] - u0).to(self.device)]
+                        out[torch.from_numpy(sel[part]).to(self.device)] = torch.flip(v, dims=(2,)) if m else v
         return out
 
 
@@ -607,6 +652,7 @@ class ImageSource:
         self.samples_per_species = int(ds.attrs["samples_per_species"])
         self.image_size = int(ds.attrs["image_size"])
         self._all: torch.Tensor | None = None
+        self.images_read = 0  # images read from the store by views() (a counter for tests and benchmarks)
 
     def __len__(self) -> int:
         return len(self.species) * self.samples_per_species
@@ -640,7 +686,13 @@ class ImageSource:
         for sp in np.unique(s):
             m = np.nonzero(s == sp)[0]
             uniq, inv = np.unique(j[m], return_inverse=True)  # sorted, unique reads
-            imgs = torch.from_numpy(self.ds.images(self.species[int(sp)], uniq)).to(self.device)
+            name = self.species[int(sp)]
+            if uniq[-1] - uniq[0] + 1 == uniq.size:  # a contiguous run: one slice read (shard-aligned, fast)
+                imgs = self.ds.images(name, slice(int(uniq[0]), int(uniq[-1]) + 1))
+            else:
+                imgs = self.ds.images(name, uniq)
+            self.images_read += uniq.size
+            imgs = torch.from_numpy(np.asarray(imgs)).to(self.device)
             out[torch.from_numpy(m).to(self.device), 0] = imgs[torch.from_numpy(inv).to(self.device)]
         return out
 
@@ -810,13 +862,19 @@ class OracleResult:
 
 
 def train_coarse_features(source: ViewSource, *, size: int, depth: int, factors: Sequence[int],
-                          block: int | None = None, budget_bytes: int = 512 << 20) -> torch.Tensor:
+                          block: int | None = None, budget_bytes: int = 128 << 20) -> torch.Tensor:
     """(N, F) float32 lower-bound features (:func:`coarse_features`) of every sample of ``source``,
-    made ``block`` view volumes at a time (default: as many as fit ``budget_bytes`` in float64), so
-    the full-resolution views are never all in memory."""
+    streamed from the store ``block`` samples at a time (default: as many as fit ``budget_bytes`` in
+    float64, an even number so that a view and its mirror share a block), so the full-resolution
+    view volumes (or x-rays) are never all in memory: the peak is the features plus one block and
+    its temporaries (about 4 × the block in float64). Every sample's features are computed from
+    exactly its own view volume, so the result does not depend on ``block``."""
     n = len(source)
     if block is None:
-        block = max(1, int(budget_bytes // (depth * size * size * 8)))
+        block = max(2, int(budget_bytes // (depth * size * size * 8)) // 2 * 2)
+    block = int(block)
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
     feats = None  # filled in place: peak memory is the features plus one block, not twice the features
     for a in range(0, n, block):
         g = np.arange(a, min(n, a + block))
@@ -827,13 +885,47 @@ def train_coarse_features(source: ViewSource, *, size: int, depth: int, factors:
     return feats
 
 
-def _lower_bounds(qf: torch.Tensor, tf: torch.Tensor, block: int = 16384) -> Iterator[tuple[int, torch.Tensor]]:
-    """``‖φ(q) − φ(t)‖²`` (float64) for query features (Q, F) against blocks of training features."""
+#: bytes of one block of training features in float64 in :func:`_lower_bounds` (with its square: twice that)
+LOWER_BOUND_BLOCK_BYTES = 64 << 20
+
+
+def _lower_bounds(qf: torch.Tensor, tf: torch.Tensor, block: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """``‖φ(q) − φ(t)‖²`` (float64) for query features (Q, F) against blocks of training features,
+    streamed ``block`` rows at a time (default: :data:`LOWER_BOUND_BLOCK_BYTES` of float64 rows), so
+    only one block of the training features is ever widened to float64."""
     qf = qf.double()
     qn = (qf * qf).sum(1)
-    for a in range(0, tf.shape[0], block):
-        t = tf[a:a + block].double()
+    if block is None:
+        block = max(2, LOWER_BOUND_BLOCK_BYTES // (8 * max(1, tf.shape[1])))
+    for a, b in _row_chunks(tf.shape[0], int(block)):
+        t = tf[a:b].double()
         yield a, (qn[:, None] + (t * t).sum(1)[None] - 2.0 * (qf @ t.T)).clamp_min(0.0)
+
+
+def _row_chunks(n: int, rows: int | None) -> list[tuple[int, int]]:
+    """``[(a, b), ...]`` covering ``range(n)`` in chunks of ``rows`` (None: one chunk) such that a
+    row-wise float64 reduction gives the same bits as one pass over all n rows: torch reduces each
+    row of an (n >= 2, P) tensor in the same order whatever n (checked in tests/test_evaluate.py);
+    only n = 1 differs (a single row is split across threads). So a single row stays alone, and a
+    lone last row joins the chunk before it."""
+    if n <= 1 or rows is None or rows >= n:
+        return [(0, n)]
+    bounds = list(range(0, n, max(2, int(rows)))) + [n]
+    if bounds[-1] - bounds[-2] == 1:
+        bounds.pop(-2)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _sq_distances(v: torch.Tensor, queries: torch.Tensor, qi: np.ndarray, rows: int = 4) -> torch.Tensor:
+    """``Σ (v[r] − queries[qi[r]])²`` per row r, in float64, ``rows`` rows at a time (the float64
+    temporaries of a whole request would take 3 × 8 bytes per voxel of every candidate); the same
+    numbers as one pass over all rows (:func:`_row_chunks`)."""
+    n = v.shape[0]
+    out = torch.empty(n, dtype=torch.float64, device=v.device)
+    for a, b in _row_chunks(n, rows):
+        q = queries[torch.from_numpy(np.asarray(qi[a:b])).to(v.device)]
+        out[a:b] = ((v[a:b].double() - q.double()) ** 2).flatten(1).sum(1)
+    return out
 
 
 def oracle_search(query_views: torch.Tensor, source: ViewSource, *, coarse: int = 16, k: int = 32, chunk: int = 4,
@@ -907,7 +999,7 @@ def oracle_search(query_views: torch.Tensor, source: ViewSource, *, coarse: int 
             g = np.asarray(req_g[a:a + per_call])
             qi = np.asarray(req_q[a:a + per_call])
             v = source.views(g, size=H, depth=D)
-            d = ((v.double() - query_views[torch.from_numpy(qi).to(v.device)].double()) ** 2).flatten(1).sum(1)
+            d = _sq_distances(v, query_views, qi)
             for i, gi, di in zip(qi.tolist(), g.tolist(), d.cpu().numpy().tolist()):
                 evaluated[i] += 1
                 seen[i].add(gi)
@@ -1151,7 +1243,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
             nn_i[a:a + ix.size], nn_d[a:a + ix.size] = nearest_images(
                 held_xrays(ix), blocks, device=dev, query_block=nn_query_block)
         nn_eval[:] = len(train) * int(ds.attrs["samples_per_species"])
-        timings["nn_s"] = time.perf_counter() - t0
+        timings["nn_s"] = timings["nn_search_s"] = time.perf_counter() - t0
     elif "nn" in methods:
         t0 = time.perf_counter()
         images = ImageSource(ds, train, device=dev)
@@ -1161,14 +1253,18 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         nn_feats = train_coarse_features(images, size=image_size, depth=1,
                                          factors=coarse_factors((1, image_size, image_size), nn_coarse_used))
         timings["nn_features_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        timings["nn_bound_s"] = 0.0
         for a in range(0, Q, nn_query_block):
             ix = sel[a:a + nn_query_block]
             r = nearest_images_bounded(held_xrays(ix), images, coarse=nn_coarse_used, k=nn_k,
                                        train_features=nn_feats)
+            timings["nn_bound_s"] += r.timings["bound_s"]
             if not r.certified.all():  # cannot happen without a cap on the evaluations; never report unproven
                 raise RuntimeError("the bounded NN search left a query uncertified")
             nn_i[a:a + ix.size], nn_d[a:a + ix.size], nn_eval[a:a + ix.size] = r.index, r.dist2, r.evaluated
         del images, nn_feats
+        timings["nn_search_s"] = time.perf_counter() - t1
         timings["nn_s"] = time.perf_counter() - t0
 
     # ---- Oracle: lower-bound features of every training view volume (the search runs per batch below)
@@ -1214,30 +1310,40 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     if progress:
         phase("evaluate", f"predictions, baselines and metrics of {Q} samples")
     bar = progress_bar(total=Q, enabled=progress, desc="evaluate", unit="sample")
-    t_fuse = t_render = 0.0
+    t_fuse = t_render = t_net = t_truth = t_nnv = t_mean = t_oracle_bound = 0.0
     with torch.no_grad():
         for a in range(0, Q, batch):
             ix = sel[a:a + batch]
             b = ix.size
             xr = held_xrays(ix)
+            tt0 = time.perf_counter()
             truth = held_src.views(ix, size=S, depth=D)
+            t_truth += time.perf_counter() - tt0
             vols: dict[str, torch.Tensor] = {}
             if "ours" in methods or "ours_nofusion" in methods:
+                tn0 = time.perf_counter()
                 raw = model(resize_xrays(torch.from_numpy(xr)[:, None].to(dev), net.input_size)).float()
+                t_net += time.perf_counter() - tn0
                 if "ours_nofusion" in methods:
                     vols["ours_nofusion"] = raw.clamp_min(0.0)
                 if "ours" in methods:
                     tf0 = time.perf_counter()
                     vols["ours"] = _fuse_batch(raw, xr, size=S, fusion_at=fusion_at, beta=beta, chi=chi)
                     t_fuse += time.perf_counter() - tf0
+                del raw
             if "nn" in methods:
+                tv0 = time.perf_counter()
                 vols["nn"] = train_src.views(nn_i[a:a + b], size=S, depth=D)
+                t_nnv += time.perf_counter() - tv0
             if "mean" in methods:
+                tm0 = time.perf_counter()
                 vols["mean"] = held_src.views(ix, size=S, depth=D, volume=mean_vol)
+                t_mean += time.perf_counter() - tm0
             if "oracle" in methods:
                 to0 = time.perf_counter()
                 res = oracle_search(truth, train_src, coarse=coarse_used, k=oracle_k, chunk=oracle_chunk,
                                     train_features=feats, max_evaluated=oracle_max_evaluated)
+                t_oracle_bound += res.timings["bound_s"]
                 bs = slice(a, a + b)
                 or_i[bs], or_d[bs], or_eval[bs], or_fb[bs], or_cert[bs] = (res.index, res.dist2, res.evaluated,
                                                                            res.fallback, res.certified)
@@ -1245,28 +1351,33 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
                 t_oracle += time.perf_counter() - to0
             tr0 = time.perf_counter()
             order = [m for m in methods]
-            stack = [truth] + [vols[m] for m in order]
-            extra = []  # (method, count) of the slice-count volumes
+            # each volume group is rendered on its own and dropped (the renderer's result for a volume
+            # does not depend on what it is batched with): no concatenated stack of every method's and
+            # every slice count's volumes (14 groups of `batch` view volumes at the paper's sizes)
+            imgs_truth = render_isosurface_torch(truth, iso=iso).cpu().numpy()
+            imgs_m = {m: render_isosurface_torch(vols[m], iso=iso).cpu().numpy() for m in order}
+            for m in order:
+                l2, mse = volume_errors(vols[m], truth, rows=4)
+                per[m]["l2"][a:a + b], per[m]["mse"][a:a + b] = l2, mse
+                per[m]["dssim"][a:a + b] = [dssim(imgs_m[m][i], imgs_truth[i]) for i in range(b)]
             for m in slice_methods:
                 base = truth if m == "truth" else vols[m]
+                ref = imgs_truth if m == "truth" else imgs_m[m]
                 for c in used_counts:
-                    stack.append(depth_resample(base, c))
-                    extra.append((m, c))
-            imgs = render_isosurface_torch(torch.cat(stack), iso=iso).cpu().numpy()
-            imgs = imgs.reshape(len(stack), b, S, S)
-            for mi, m in enumerate(order):
-                l2, mse = volume_errors(vols[m], truth)
-                per[m]["l2"][a:a + b], per[m]["mse"][a:a + b] = l2, mse
-                per[m]["dssim"][a:a + b] = [dssim(imgs[1 + mi, i], imgs[0, i]) for i in range(b)]
-            for ei, (m, c) in enumerate(extra):
-                ref = imgs[0] if m == "truth" else imgs[1 + order.index(m)]
-                slice_vals[m][c][a:a + b] = [dssim(imgs[1 + len(order) + ei, i], ref[i]) for i in range(b)]
+                    im = render_isosurface_torch(depth_resample(base, c), iso=iso).cpu().numpy()
+                    slice_vals[m][c][a:a + b] = [dssim(im[i], ref[i]) for i in range(b)]
+            del vols, truth
             t_render += time.perf_counter() - tr0
             bar.update(b)
     bar.close()
     timings["predict_and_metrics_s"] = time.perf_counter() - t0
+    timings["network_s"] = t_net
     timings["fusion_s"] = t_fuse
+    timings["truth_views_s"] = t_truth
+    timings["nn_views_s"] = t_nnv
+    timings["mean_views_s"] = t_mean
     timings["oracle_search_s"] = t_oracle
+    timings["oracle_bound_s"] = t_oracle_bound
     timings["render_and_ssim_s"] = t_render
 
     # ---- tables

@@ -643,3 +643,86 @@ def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint
     assert set(js["means"]) == {"species", "sample"} and set(js["means"]["species"]) == set(METHODS)
     assert len(js["differences"]) == 3 * 10 and js["settings"]["n_boot"] == 2000
     assert len(js["tests"]) == len(tests) and len(js["species_means"]) == len(spc)
+
+
+def test_streaming_searches_are_exact_and_bounded(store, monkeypatch):
+    """The NN's and the Oracle's training features are streamed from the store block by block (a
+    small block size, counted), give the very features of one pass over everything, and the bounded
+    searches on them return exactly the brute-force nearest neighbours."""
+    import model.evaluate as E
+
+    ds = open_store(store)
+    names = ds.species_names("train")
+    D, S = 16, 16
+
+    def counting(src):  # record the number of samples each views() call materialises
+        sizes, orig = [], src.views
+
+        def views(g, **kw):
+            sizes.append(np.asarray(g).size)
+            return orig(g, **kw)
+
+        src.views = views
+        return sizes
+
+    made = []  # views per torch_view_volumes call
+    orig_tvv = E.torch_view_volumes
+    monkeypatch.setattr(E, "torch_view_volumes", lambda v, r, **kw: made.append(v.shape[0]) or orig_tvv(v, r, **kw))
+
+    # ---- Oracle: view volumes made 4 samples (2 views) per block, one view per call, one volume kept
+    src = ViewSource(ds, names, view_batch=1, max_volumes=1)
+    sizes = counting(src)
+    factors = coarse_factors((D, S, S), 4)
+    feats = E.train_coarse_features(src, size=D, depth=D, factors=factors, block=4)
+    assert max(sizes) == 4 and sum(sizes) == len(src) and set(made) == {1}
+    assert len(src._volumes) == 1 and src.volume_reads == len(names)  # species by species, each read once
+    whole = E.train_coarse_features(ViewSource(ds, names), size=D, depth=D, factors=factors, block=len(src))
+    assert torch.equal(feats, whole)  # the block size changes nothing
+    all_train = ViewSource(ds, names).views(np.arange(len(src)), size=S, depth=D).double()
+    queries = ViewSource(ds, ds.species_names("test")).views(np.arange(12), size=S, depth=D)
+    brute = ((queries[:, None].double() - all_train[None]) ** 2).flatten(2).sum(2)
+    # lower bounds streamed 5 training features at a time
+    lb_blocks = []
+    orig_lb = E._lower_bounds
+    monkeypatch.setattr(E, "LOWER_BOUND_BLOCK_BYTES", 5 * 8 * feats.shape[1])
+    monkeypatch.setattr(E, "_lower_bounds", lambda qf, tf, block=None: (
+        lb_blocks.append(lb.shape[1]) or (a, lb) for a, lb in orig_lb(qf, tf, block)))
+    sizes.clear()
+    res = oracle_search(queries, src, coarse=4, k=3, chunk=2, train_features=feats, view_budget_bytes=3 * D * S * S * 4)
+    assert np.array_equal(res.index, brute.argmin(1).numpy()) and res.certified.all()
+    np.testing.assert_allclose(res.dist2, brute.min(1).values.numpy(), rtol=1e-9)
+    # 36 training samples: blocks of 5, the last lone one joined to the block before it (_row_chunks)
+    assert max(lb_blocks) <= 5 + 1 and sum(lb_blocks) >= len(src) and max(sizes) <= 3
+
+    # ---- NN: training x-rays read 5 at a time (never all in memory), features of one pass
+    images = ImageSource(ds, names)
+    isizes = counting(images)
+    nfac = coarse_factors((1, 32, 32), 4)
+    nfeats = E.train_coarse_features(images, size=32, depth=1, factors=nfac, block=5)
+    assert max(isizes) <= 5 and images._all is None and images.images_read == len(images)
+    assert torch.equal(nfeats, E.train_coarse_features(ImageSource(ds, names), size=32, depth=1, factors=nfac,
+                                                        block=len(images)))
+    train_imgs = np.concatenate([ds.images(s, slice(0, ds.n_samples(s))) for s in names])
+    q = ds.images(ds.species_names("test")[0], slice(0, 12))
+    want = ((q[:, None].astype(np.float64) - train_imgs[None]) ** 2).reshape(12, len(train_imgs), -1).sum(-1)
+    r = nearest_images_bounded(q, images, coarse=4, k=2, chunk=1, train_features=nfeats)
+    assert np.array_equal(r.index, want.argmin(1)) and r.certified.all()
+    np.testing.assert_allclose(r.dist2, want.min(1), rtol=1e-12)
+
+
+def test_row_chunked_reductions_match_one_pass():
+    """Chunked float64 distances (bounded temporaries) give the same bits as one pass over all rows."""
+    import model.evaluate as E
+
+    assert E._row_chunks(1, 4) == [(0, 1)] and E._row_chunks(5, 4) == [(0, 5)]
+    assert E._row_chunks(9, 4) == [(0, 4), (4, 9)] and E._row_chunks(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert E._row_chunks(7, None) == [(0, 7)]
+    rng = np.random.default_rng(1)
+    v = torch.from_numpy(rng.random((9, 32, 64, 64), dtype=np.float32))
+    q = torch.from_numpy(rng.random((3, 32, 64, 64), dtype=np.float32))
+    qi = np.array([0, 1, 2, 2, 1, 0, 0, 1, 2])
+    for n in range(1, 10):
+        one = ((v[:n].double() - q[qi[:n]].double()) ** 2).flatten(1).sum(1)
+        assert torch.equal(E._sq_distances(v[:n], q, qi[:n], rows=2), one)
+        mse_one = ((v[:n].double() - q[qi[:n]].double()) ** 2).flatten(1).mean(1).numpy()
+        assert np.array_equal(volume_errors(v[:n], q[qi[:n]], rows=2)[1], mse_one)

@@ -575,6 +575,14 @@ def cmd_apps(a) -> int:
     return 0
 
 
+def cmd_explorer(a) -> int:
+    from model.explorer import run_paths, write_explorer
+
+    paths = run_paths(a.run, store=a.store, checkpoint=a.checkpoint, eval_dir=a.eval, out=a.output)
+    print(write_explorer(paths, n=a.samples, indices=a.index, max_size=a.max_size, device=a.device))
+    return 0
+
+
 def _infer_expand(pattern: str) -> tuple[list[Path], list[str]]:
     """One XRAY argument of `tomo infer`: a file (taken as named, even with glob characters in it) or a
     glob pattern (expanded here, so quoted globs work; natural order). Returns (files, problems)."""
@@ -731,6 +739,13 @@ def cmd_bench(a) -> int:
         print(f"infer {a.preset} network {a.size}² + fusion to {a.fuse_to}²: {r['seconds']:.2f} s "
               f"(network {r['network_s']:.2f} s, fusion {r['fusion_s']:.2f} s, {r['threads']} threads, "
               f"1-min load {max(np.atleast_1d(r['loadavg_1min'])):.1f}, median of {a.repeats})")
+        return 0
+    if a.what == "evaluate":
+        from model.bench_evaluate import bench_evaluate, format_bench_evaluate
+
+        if not a.store or not a.checkpoint:
+            raise ValueError("tomo bench evaluate needs --store and --checkpoint")
+        print(format_bench_evaluate(bench_evaluate(a.store, a.checkpoint, samples=a.samples, device=a.device)))
         return 0
     if a.what == "nn":
         from model.evaluate import bench_nn
@@ -1099,6 +1114,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     q.set_defaults(func=cmd_apps)
 
+    q = sub.add_parser("explorer", help="a web page to explore held-out samples in 3D", description=(
+        "A static page (index.html, opens from the file system, no server or network) of held-out samples of an "
+        "evaluated run: the input x-ray and ours, ground truth, NN and Oracle rendered live (niivue): orbit, clip "
+        "plane, transfer functions, red-cyan anaglyph, the x-ray re-rendered from the view. docs/explorer.md."))
+    q.add_argument("run", nargs="?", help=(
+        "the run folder (results/RUN: dataset.zarr, model/best.pt, eval/; writes RUN/explorer/); "
+        "or give --store, --checkpoint, --eval and -o"))
+    q.add_argument("--store", help="the dataset store (default RUN/dataset.zarr)")
+    q.add_argument("--checkpoint", help="the checkpoint (default RUN/model/best.pt)")
+    q.add_argument("--eval", help="evaluation folder from tomo evaluate (default RUN/eval)")
+    q.add_argument("-o", "--output", help="output folder (default RUN/explorer)")
+    q.add_argument("--samples", type=_positive_int, default=24, help=(
+        "the first N evaluated samples, fewer if fewer were evaluated (default %(default)s)"))
+    q.add_argument("--index", type=int, nargs="+", help="instead: these samples (0-based, order of --samples)")
+    q.add_argument("--max-size", type=_positive_int, default=64, help=(
+        "downsample volumes larger than this per axis for the browser (8..128, default %(default)s)"))
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=cmd_explorer)
+
     q = sub.add_parser("infer", help="a 3D volume from each real x-ray", description=(
         "Reconstruct a view volume from a radiograph (PNG/TIFF/JPEG 8/16-bit, grey/RGB/RGBA, DICOM): polarity "
         "fixed (bone dense), optional gamma undo, cropped or padded to square, the network, fusion at the "
@@ -1141,10 +1175,15 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("bench", help="benchmarks (render, cube)", description=(
         "Time the renderer (ms per view of render_xrays and view_volumes per available backend) or the "
         "resampling of a uint8 stack to the cube."))
-    q.add_argument("what", choices=["render", "cube", "infer", "nn"],
+    q.add_argument("what", choices=["render", "cube", "infer", "nn", "evaluate"],
                    help="what to benchmark: the renderer, to_cube resampling, inference (network + fusion), "
-                        "or the NN baseline's search (needs --store)")
-    q.add_argument("--store", help="dataset store of the nn benchmark")
+                        "the NN baseline's search (needs --store), or tomo evaluate's phases per sample and "
+                        "its peak memory (needs --store and --checkpoint)")
+    q.add_argument("--store", help="dataset store of the nn and evaluate benchmarks")
+    q.add_argument("--checkpoint", help="checkpoint of the evaluate benchmark")
+    q.add_argument("--samples", type=_positive_int, default=100,
+                   help="held-out samples of the evaluate benchmark (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device of the evaluate benchmark (default %(default)s)")
     q.add_argument("--queries", type=_positive_int, default=256, help="held-out queries of the nn benchmark")
     q.add_argument("--nn-coarse", type=_positive_int, default=16, help="cells per axis of the nn benchmark's bound")
     q.add_argument("--preset", choices=["paper", "medium", "demo"], default="paper", help="network of the infer benchmark")

@@ -1,0 +1,153 @@
+"""``tomo bench evaluate``: the per-sample cost of each phase of :func:`model.evaluate.evaluate_run`
+and its peak memory, at whatever sizes the store and checkpoint have (the paper's: 256² x-rays,
+128³ volumes, 128 × 128² view volumes, the ``paper`` network).
+
+The evaluation is the real one (same code, same defaults as ``tomo evaluate``) on ``samples``
+held-out samples, evenly spaced, with the methods ours, NN and Oracle (``methods``); its timings are
+split into
+
+* per held-out sample: ``network`` (the forward pass), ``fusion``, ``truth views`` (the target view
+  volumes), ``metrics`` (L2, the iso-surface renders and SSIM, the slice-count analysis), ``nn
+  search`` (lower bounds and exact re-ranking), ``nn views`` (the matched training view volumes),
+  ``oracle search`` (lower bounds, exact re-ranking of the candidates' view volumes, the result's view
+  volumes);
+* per training sample: ``nn features`` (reading every training x-ray once and its lower-bound
+  features) and ``oracle features`` (every training view volume made once, block by block, and its
+  lower-bound features).
+
+``paper_projection`` scales the measured unit costs to the paper's 53,280 held-out × 412,920
+training samples (:data:`PAPER_EVAL_SCALE`): per-query phases by the queries, feature phases by the
+training samples, the searches' lower-bound passes by queries × training samples (their exact parts
+by the queries, assuming as many exact comparisons per query as measured). Peak memory is the
+process's maximum resident set size (``resource.getrusage``), which includes everything the process
+held before the evaluation (reported apart as ``rss_before_gb``).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+__all__ = ["PAPER_EVAL_SCALE", "bench_evaluate", "format_bench_evaluate"]
+
+#: the paper's evaluation: 20 held-out species and 155 training species of 2,664 samples each
+PAPER_EVAL_SCALE = dict(n_queries=20 * 2664, n_train=155 * 2664)
+
+
+def _max_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
+
+
+def _rss_gb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            import os
+
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+    except OSError:  # not Linux
+        return float("nan")
+
+
+def bench_evaluate(store, checkpoint, *, samples: int = 100, methods: Sequence[str] = ("ours", "nn", "oracle"),
+                   device="cpu", out_dir=None, strict: bool = False, progress: bool = True, **options) -> dict:
+    """Run :func:`model.evaluate.evaluate_run` on ``samples`` held-out samples and return its costs.
+
+    Args:
+        store, checkpoint: as for ``tomo evaluate``.
+        samples: held-out samples evaluated (evenly spaced over the ``test`` split).
+        methods: the evaluated methods (default ours, NN, Oracle; "ours" includes the fusion).
+        out_dir: where the evaluation's tables go (default: a temporary folder, removed).
+        strict: refuse a checkpoint trained on other data (off: the costs do not depend on it).
+        progress: named phases and progress lines on stderr.
+        options: further :func:`evaluate_run` keywords.
+
+    Returns:
+        ``seconds`` (wall of the evaluation), ``phases`` (name → dict(seconds, per, unit)), sizes,
+        ``peak_rss_gb``, ``rss_before_gb``, the Oracle's and NN's mean exact comparisons per query,
+        ``paper_projection_s`` (phase → seconds at :data:`PAPER_EVAL_SCALE` on this machine) and
+        its total.
+    """
+    from tomodata.store import open_store
+
+    from .evaluate import evaluate_run
+
+    rss_before = _rss_gb()
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_evaluate_")
+        out_dir = tmp.name
+    try:
+        t0 = time.perf_counter()
+        s = evaluate_run(store, checkpoint, Path(out_dir), max_samples=int(samples), methods=tuple(methods),
+                         device=device, strict=strict, progress=progress, **options)
+        wall = time.perf_counter() - t0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    peak = _max_rss_gb()
+    ds = open_store(store)
+    spp = int(ds.attrs["samples_per_species"])
+    Q, N = int(s["n_samples"]), len(s["train_species"]) * spp
+    t = s["timings"]
+    q_phases = [("network", "network_s"), ("fusion", "fusion_s"), ("truth views", "truth_views_s"),
+                ("metrics", "render_and_ssim_s"), ("nn search", "nn_search_s"), ("nn views", "nn_views_s"),
+                ("oracle search", "oracle_search_s")]
+    n_phases = [("nn features", "nn_features_s"), ("oracle features", "oracle_features_s")]
+    phases = {}
+    for name, key in q_phases:
+        if key in t and t[key] > 0:
+            phases[name] = dict(seconds=t[key], per=t[key] / max(Q, 1), unit="held-out sample")
+    for name, key in n_phases:
+        if key in t:
+            phases[name] = dict(seconds=t[key], per=t[key] / max(N, 1), unit="training sample")
+    ps = PAPER_EVAL_SCALE
+    proj = {}
+    for name, ph in phases.items():
+        if ph["unit"] == "training sample":
+            proj[name] = ph["per"] * ps["n_train"]
+        elif name in ("nn search", "oracle search"):
+            key = "nn" if name == "nn search" else "oracle"
+            bound = t.get(f"{key}_bound_s", 0.0)  # the lower-bound pass: per query and training sample
+            proj[name] = bound / max(Q * N, 1) * ps["n_queries"] * ps["n_train"] \
+                + (ph["seconds"] - bound) / max(Q, 1) * ps["n_queries"]
+        else:
+            proj[name] = ph["per"] * ps["n_queries"]
+    oracle = s.get("oracle") or {}
+    return dict(store=str(store), checkpoint=str(checkpoint), n_queries=Q, n_train=N,
+                train_species=len(s["train_species"]), target_shape=s["target_shape"], image_size=s["image_size"],
+                network=s["network"], methods=list(methods), threads=torch.get_num_threads(), seconds=wall,
+                evaluate_total_s=t.get("total_s", wall), phases=phases, timings=t,
+                oracle_evaluated_mean=oracle.get("mean_evaluated"), oracle_coarse_used=s["settings"]["oracle_coarse_used"],
+                peak_rss_gb=peak, rss_before_gb=rss_before, paper_scale=ps, paper_projection_s=proj,
+                paper_projection_total_s=sum(proj.values()))
+
+
+def format_bench_evaluate(r: dict) -> str:
+    """The report of :func:`bench_evaluate` as printed by ``tomo bench evaluate``."""
+    D, S, _ = r["target_shape"]
+    lines = [f"evaluate {r['n_queries']} held-out samples against {r['n_train']} training samples "
+             f"({r['train_species']} species), x-rays {r['image_size']}², view volumes {D} x {S}², "
+             f"methods {', '.join(r['methods'])}, {r['threads']} threads: {r['seconds']:.1f} s wall",
+             f"{'phase':<16} {'seconds':>9} {'per sample':>12}  unit"]
+    for name, ph in r["phases"].items():
+        lines.append(f"{name:<16} {ph['seconds']:9.1f} {ph['per'] * 1e3:10.2f} ms  per {ph['unit']}")
+    if r.get("oracle_evaluated_mean") is not None:
+        lines.append(f"Oracle: {r['oracle_evaluated_mean']:.1f} exact comparisons per query, "
+                     f"{r['oracle_coarse_used']} cells per axis")
+    lines.append(f"peak RSS {r['peak_rss_gb']:.2f} GB (the process held {r['rss_before_gb']:.2f} GB before)")
+    ps = r["paper_scale"]
+    lines.append(f"paper scale ({ps['n_queries']} held-out x {ps['n_train']} training samples) at these unit "
+                 f"costs, this machine: {r['paper_projection_total_s'] / 3600:.1f} h ("
+                 + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in r["paper_projection_s"].items()) + ")")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m model.bench_evaluate STORE CKPT [N]
+    print(format_bench_evaluate(bench_evaluate(sys.argv[1], sys.argv[2],
+                                               samples=int(sys.argv[3]) if len(sys.argv) > 3 else 100)))
