@@ -9,8 +9,8 @@
   const METHODS = ["ours", "truth", "nn", "oracle"];
   const STEREO_DEG = 3; // half the angle between the eyes' views
   const PRESETS = { // window in fractions of the sample's density range; niivue's matcap shading
-    iso: { colormap: "gray", lo: 0.3, hi: 0.45, illumination: 0.8 },
-    xray: { colormap: "gray", lo: 0.0, hi: 1.0, illumination: 0.0 },
+    iso: { colormap: "bone", lo: 0.25, hi: 0.35, illumination: 0.6 },
+    xray: { colormap: "gray", lo: 0.0, hi: 0.6, illumination: 0.0 },
     colour: { colormap: "plasma", lo: 0.05, hi: 0.8, illumination: 0.5 },
   };
   const state = { index: -1, azimuth: 30, elevation: 15, clip: false, clipDepth: 0, clipAzimuth: 0,
@@ -265,6 +265,7 @@
       await nv.attachToCanvas(cell.querySelector("canvas.gl"));
       nv.setSliceType(nv.sliceTypeRender);
       nv.setScale(1.3); // the cube fills the canvas at every azimuth
+      nv.setClipPlaneColor([0.3, 0.3, 0.3, 0.1]); // the cut face: a faint grey
       nv.onAzimuthElevationChange = (az, el) => setView(az, el, m);
       viewers[m] = { nv, cell, vol: null };
     }
