@@ -583,14 +583,6 @@ def cmd_explorer(a) -> int:
     return 0
 
 
-def cmd_explorer(a) -> int:
-    from model.explorer import run_paths, write_explorer
-
-    paths = run_paths(a.run, store=a.store, checkpoint=a.checkpoint, eval_dir=a.eval, out=a.output)
-    print(write_explorer(paths, n=a.samples, indices=a.index, max_size=a.max_size, device=a.device))
-    return 0
-
-
 def _infer_expand(pattern: str) -> tuple[list[Path], list[str]]:
     """One XRAY argument of `tomo infer`: a file (taken as named, even with glob characters in it) or a
     glob pattern (expanded here, so quoted globs work; natural order). Returns (files, problems)."""
@@ -1121,25 +1113,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--frames", type=_positive_int, default=36, help="turntable frames (default %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     q.set_defaults(func=cmd_apps)
-
-    q = sub.add_parser("explorer", help="a web page to explore held-out samples in 3D", description=(
-        "A static page (index.html, opens from the file system, no server or network) of held-out samples of an "
-        "evaluated run: the input x-ray and ours, ground truth, NN and Oracle rendered live (niivue): orbit, clip "
-        "plane, transfer functions, red-cyan anaglyph, the x-ray re-rendered from the view. docs/explorer.md."))
-    q.add_argument("run", nargs="?", help=(
-        "the run folder (results/RUN: dataset.zarr, model/best.pt, eval/; writes RUN/explorer/); "
-        "or give --store, --checkpoint, --eval and -o"))
-    q.add_argument("--store", help="the dataset store (default RUN/dataset.zarr)")
-    q.add_argument("--checkpoint", help="the checkpoint (default RUN/model/best.pt)")
-    q.add_argument("--eval", help="evaluation folder from tomo evaluate (default RUN/eval)")
-    q.add_argument("-o", "--output", help="output folder (default RUN/explorer)")
-    q.add_argument("--samples", type=_positive_int, default=24, help=(
-        "the first N evaluated samples, fewer if fewer were evaluated (default %(default)s)"))
-    q.add_argument("--index", type=int, nargs="+", help="instead: these samples (0-based, order of --samples)")
-    q.add_argument("--max-size", type=_positive_int, default=64, help=(
-        "downsample volumes larger than this per axis for the browser (8..128, default %(default)s)"))
-    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
-    q.set_defaults(func=cmd_explorer)
 
     q = sub.add_parser("explorer", help="a web page to explore held-out samples in 3D", description=(
         "A static page (index.html, opens from the file system, no server or network) of held-out samples of an "
