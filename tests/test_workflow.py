@@ -168,7 +168,7 @@ def test_paper_dry_run_offline(tmp_path):
     ids = ["Didelphis_virginiana", "Ornithorhynchus_anatinus", "Tamandua_tetradactyla"]
     expected = sorted([(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
                       + [("store_create", None), ("store_finalize", None), ("store_settings", None)]
-                      + [(r, None) for r in ("apps", "evaluate", "figures", "train")],
+                      + [(r, None) for r in ("apps", "evaluate", "explorer", "figures", "train")],
                       key=lambda j: (j[0], j[1] or ""))
     assert jobs == expected
     for folder in ("resources", "results", "logs", "benchmarks"):

@@ -9,3 +9,46 @@
 # workflow/report/ and categories of their own ("Training", "Evaluation").
 
 report: "../report/workflow.rst"
+
+
+# The web explorer of held-out samples (docs/explorer.md): results/RUN/explorer/index.html, a static
+# page that opens from the file system (no server, no network): the input x-ray and ours, ground
+# truth, NN and Oracle rendered live by niivue (orbit, clip plane, transfer functions, anaglyph, the
+# x-ray from the current view). In the report (category "Explorer") as the folder with its index.
+EXPLORER = config["model"].get("explorer") or {}
+
+
+rule explorer:
+    input:
+        summary=f"{RESULTS}/eval/summary.json",
+        checkpoint=f"{RESULTS}/model/best.pt",
+    output:
+        explorer=report(
+            directory(f"{RESULTS}/explorer"),
+            htmlindex="index.html",
+            caption="../report/explorer.rst",
+            category="Explorer",
+        ),
+    params:
+        store=STORE,
+        eval=lambda wildcards, input: os.path.dirname(input.summary),
+        samples=EXPLORER.get("samples", 24),
+        max_size=EXPLORER.get("max_size", 64),
+    log:
+        f"{LOGS}/explorer/explorer.log",
+    benchmark:
+        f"{BENCHMARKS}/explorer/explorer.tsv"
+    threads: res("explorer", "threads")
+    resources:
+        mem_mb=res("explorer", "mem_mb"),
+        runtime=res("explorer", "runtime"),
+    conda:
+        ENV_MODEL
+    shell:
+        "OMP_NUM_THREADS={threads} tomo explorer --store {params.store:q} --checkpoint {input.checkpoint:q}"
+        " --eval {params.eval:q} -o {output.explorer:q} --samples {params.samples}"
+        " --max-size {params.max_size} > {log:q} 2>&1"
+
+
+if MODEL.get("enabled", True) and EXPLORER.get("enabled", True):
+    add_targets(f"{RESULTS}/explorer")
