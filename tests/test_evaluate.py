@@ -726,3 +726,19 @@ def test_row_chunked_reductions_match_one_pass():
         assert torch.equal(E._sq_distances(v[:n], q, qi[:n], rows=2), one)
         mse_one = ((v[:n].double() - q[qi[:n]].double()) ** 2).flatten(1).mean(1).numpy()
         assert np.array_equal(volume_errors(v[:n], q[qi[:n]], rows=2)[1], mse_one)
+
+
+def test_bench_evaluate(store, checkpoint, capsys):
+    from model.bench_evaluate import bench_evaluate
+
+    r = bench_evaluate(store, checkpoint, samples=3, progress=False, slice_counts=(4,))
+    assert r["n_queries"] == 3 and r["n_train"] == 36 and r["peak_rss_gb"] > 0
+    assert {"network", "fusion", "metrics", "nn features", "nn search", "oracle features",
+            "oracle search"} <= set(r["phases"])
+    assert r["phases"]["oracle features"]["unit"] == "training sample"
+    assert r["paper_projection_total_s"] == pytest.approx(sum(r["paper_projection_s"].values()))
+    assert main(["bench", "evaluate", "--store", str(store), "--checkpoint", str(checkpoint), "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "peak RSS" in out and "oracle features" in out and "paper scale" in out
+    assert main(["bench", "evaluate", "--store", str(store)]) == 2  # no checkpoint
+    assert "needs --store and --checkpoint" in capsys.readouterr().err
