@@ -213,8 +213,8 @@ def write_explorer(paths: RunPaths, *, n: int = DEFAULT_SAMPLES, indices=None, m
         dsp = shown[1] / shown[0]
         data = {m: nifti_base64(v, vmax, dsp, f"{row['title']} {m}") for m, v in vols.items()}
         name = f"s{k:03d}"
-        (out / "samples" / f"{name}.js").write_text(
-            "window.EXPLORER_DATA = window.EXPLORER_DATA || {};\n" + _js(f"window.EXPLORER_DATA[{k}]", {"volumes": data}))
+        script = _js(f"window.EXPLORER_DATA[{k}]", {"volumes": data})
+        (out / "samples" / f"{name}.js").write_text("window.EXPLORER_DATA = window.EXPLORER_DATA || {};\n" + script)
         _write_png(out / "samples" / f"{name}_xray.png", row["xray"])
         species, sample = row["title"].rsplit(" sample ", 1)
         samples.append(dict(title=row["title"], species=species, sample=int(sample), vmax=vmax,
