@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ASSETS", "DEFAULT_MAX_SIZE", "DEFAULT_SAMPLES", "MAX_BROWSER_SIZE", "METHODS", "RunPaths",
-           "choose_samples", "fit_size", "nifti_base64", "run_paths", "write_explorer"]
+           "choose_samples", "fit_size", "nifti_base64", "run_paths", "write_explorer", "write_sheet"]
 
 #: the page's files (copied into every explorer folder)
 ASSETS = Path(__file__).with_name("explorer_assets")
@@ -170,6 +170,23 @@ def _write_png(path: Path, img: np.ndarray) -> None:
     Image.fromarray(np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)).save(path)
 
 
+def write_sheet(path: Path, xrays: list, cols: int = 8, panel: int = 96) -> Path:
+    """A contact sheet (PNG) of the samples' input x-rays (each (S, S), opacity 0..1), ``cols`` a row,
+    ``panel`` pixels each, in the page's order: the explorer's entry in the Snakemake report."""
+    import cv2
+
+    rows = -(-len(xrays) // cols)
+    sheet = np.zeros((rows * (panel + 4) + 4, min(cols, len(xrays)) * (panel + 4) + 4), np.float32)
+    for k, x in enumerate(xrays):
+        r, c = divmod(k, cols)
+        img = cv2.resize(np.asarray(x, np.float32), (panel, panel), interpolation=cv2.INTER_AREA)
+        sheet[4 + r * (panel + 4):4 + r * (panel + 4) + panel, 4 + c * (panel + 4):4 + c * (panel + 4) + panel] = img
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_png(path, sheet)
+    return path
+
+
 def _js(name: str, value) -> str:
     return f"{name} = {json.dumps(value, separators=(',', ':'))};\n"
 
@@ -181,8 +198,9 @@ def _copy_assets(out: Path) -> None:
 
 
 def write_explorer(paths: RunPaths, *, n: int = DEFAULT_SAMPLES, indices=None, max_size: int = DEFAULT_MAX_SIZE,
-                   device: str = "cpu", log=print) -> Path:
-    """Write the explorer of an evaluated run into ``paths.out`` (module docstring); returns
+                   device: str = "cpu", sheet=None, log=print) -> Path:
+    """Write the explorer of an evaluated run into ``paths.out`` (module docstring), and with
+    ``sheet`` a contact sheet of its input x-rays there (:func:`write_sheet`); returns
     ``paths.out / "index.html"``. Errors (nothing written): no store, checkpoint or evaluation, a
     sample index out of range, ``max_size`` above :data:`MAX_BROWSER_SIZE`."""
     if not 8 <= max_size <= MAX_BROWSER_SIZE:
@@ -229,5 +247,7 @@ def write_explorer(paths: RunPaths, *, n: int = DEFAULT_SAMPLES, indices=None, m
                     labels=LABELS, n_evaluated=len(matches), samples=samples)
     (out / "manifest.js").write_text(_js("window.EXPLORER", manifest))
     _copy_assets(out)
+    if sheet:
+        log(f"explorer: the input x-rays in {write_sheet(sheet, [rows[p]['xray'] for p in chosen])}")
     log(f"explorer: wrote {out / 'index.html'} ({len(samples)} samples, volumes {'×'.join(map(str, shown))})")
     return out / "index.html"

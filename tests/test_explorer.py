@@ -46,7 +46,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(run):
     """The explorer of ``run`` with volumes downsampled to 12³ (the note is on the page)."""
-    assert main(["explorer", str(run), "--max-size", "12"]) == 0
+    assert main(["explorer", str(run), "--max-size", "12", "--sheet", str(run / "explorer_samples.png")]) == 0
     return run / "explorer"
 
 
@@ -75,6 +75,10 @@ def test_writes_the_page(page, capsys):
     img = _nifti(vols["truth"])
     assert img.get_data_dtype() == np.uint8 and img.shape == (12, 12, 12)  # (columns, depth, rows)
     assert 0 < img.get_fdata().max() <= 1.0  # scl_slope: densities
+    from PIL import Image
+
+    with Image.open(page.parent / "explorer_samples.png") as im:  # the report's entry: 4 x-rays in a row
+        assert im.size == (4 * 100 + 4, 104)
     html = (page / "index.html").read_text()
     assert "http://" not in html and "https://" not in html  # nothing from the network
 

@@ -579,7 +579,7 @@ def cmd_explorer(a) -> int:
     from model.explorer import run_paths, write_explorer
 
     paths = run_paths(a.run, store=a.store, checkpoint=a.checkpoint, eval_dir=a.eval, out=a.output)
-    print(write_explorer(paths, n=a.samples, indices=a.index, max_size=a.max_size, device=a.device))
+    print(write_explorer(paths, n=a.samples, indices=a.index, max_size=a.max_size, device=a.device, sheet=a.sheet))
     return 0
 
 
@@ -1130,6 +1130,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--index", type=int, nargs="+", help="instead: these samples (0-based, order of --samples)")
     q.add_argument("--max-size", type=_positive_int, default=64, help=(
         "downsample volumes larger than this per axis for the browser (8..128, default %(default)s)"))
+    q.add_argument("--sheet", metavar="PNG", help="also a contact sheet of the samples' input x-rays (the report's entry)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     q.set_defaults(func=cmd_explorer)
 

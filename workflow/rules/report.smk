@@ -14,7 +14,8 @@ report: "../report/workflow.rst"
 # The web explorer of held-out samples (docs/explorer.md): results/RUN/explorer/index.html, a static
 # page that opens from the file system (no server, no network): the input x-ray and ours, ground
 # truth, NN and Oracle rendered live by niivue (orbit, clip plane, transfer functions, anaglyph, the
-# x-ray from the current view). In the report (category "Explorer") as the folder with its index.
+# x-ray from the current view). In the report (category "Explorer"): a contact sheet of the samples'
+# input x-rays, its caption links the page (a pure-HTML report cannot hold the folder itself).
 EXPLORER = config["model"].get("explorer") or {}
 
 
@@ -23,9 +24,9 @@ rule explorer:
         summary=f"{RESULTS}/eval/summary.json",
         checkpoint=f"{RESULTS}/model/best.pt",
     output:
-        explorer=report(
-            directory(f"{RESULTS}/explorer"),
-            htmlindex="index.html",
+        explorer=directory(f"{RESULTS}/explorer"),
+        sheet=report(
+            f"{RESULTS}/explorer_samples.png",
             caption="../report/explorer.rst",
             category="Explorer",
         ),
@@ -47,7 +48,7 @@ rule explorer:
     shell:
         "OMP_NUM_THREADS={threads} tomo explorer --store {params.store:q} --checkpoint {input.checkpoint:q}"
         " --eval {params.eval:q} -o {output.explorer:q} --samples {params.samples}"
-        " --max-size {params.max_size} > {log:q} 2>&1"
+        " --max-size {params.max_size} --sheet {output.sheet:q} > {log:q} 2>&1"
 
 
 if MODEL.get("enabled", True) and EXPLORER.get("enabled", True):
