@@ -153,3 +153,31 @@ def make_films(n: int, seed: int) -> list[tuple[np.ndarray, bool, str]]:
         films.append((1.0 - img if inverted else img, inverted,
                       f"{name} {kind} {H}x{W} {curve} {', '.join(notes)}{' INVERTED' if inverted else ''}"))
     return films
+
+
+def issue_film(width: int = 3) -> np.ndarray:
+    """The real failure that opened issue #13, made from the real 8-bit head CT (cthead): a portrait
+    200×150 8-bit lateral skull film, bone bright, air dark grey (≈ .40), a bright collimator band
+    (``width`` pixels, .9) along the top and left edges that lifts the border band's mean to ≈ .50, a
+    ruler below the head and a nasal positioner in front of the face; gamma 1, light noise. Not
+    inverted (the right answer is "keep")."""
+    import cv2
+    from tomodata.render import render_xrays
+
+    rot = np.stack([np.array([0.0, 0.0, -1.0]), np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0])], axis=1)
+    x = render_xrays(volumes()["cthead"], rot[None], size=96, steps=48, chi=7.0, backend="cpu")[0]
+    H, W, s = 200, 150, 190
+    xs = cv2.resize(x, (s, s), interpolation=cv2.INTER_LINEAR)
+    canvas = np.zeros((H, W))
+    canvas[4:4 + s, :] = xs[:, 20:20 + W]  # the head fills most of the film, off-centre, cut on one side
+    ys, xs_ = np.nonzero(canvas > 0.05)
+    img = 0.40 + 0.55 * canvas + np.random.default_rng(13).normal(0, 0.01, (H, W))
+    y0 = min(ys.max() + 6, H - 12)
+    img[y0:y0 + 3, 30:120] = 0.95  # ruler below the head
+    img[y0 - 3:y0, 30:120:8] = 0.95  # its ticks
+    mask = np.zeros((H, W), np.uint8)  # nasal positioner: a bright bar against the face
+    cv2.ellipse(mask, (max(int(xs_.min()) + 4, 12), int(np.median(ys))), (14, 4), 20.0, 0, 360, 255, -1)
+    img = np.where(mask > 0, 0.92, img)
+    img[:width] = 0.9  # collimator band, top
+    img[:, :width] = 0.9  # and left
+    return np.round(np.clip(img, 0, 1) * 255) / 255  # 8-bit

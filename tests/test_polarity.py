@@ -79,3 +79,24 @@ def test_the_issue_film_is_kept():
     sq, rec = prepare_xray(film)
     assert rec["polarity"]["inverted"] is False and rec["square"]["anatomy_found"]
     assert detect_polarity(1 - film)["invert"] is True
+
+
+def test_the_issue_film_from_a_real_ct_is_kept():
+    """The same real failure from the real 8-bit head CT (synth_radiographs.issue_film): portrait
+    200×150, 8-bit, lateral, bone bright, air ≈ .40 inside, the border band's mean ≈ .50 (a bright
+    collimator band on the top and left edges), a ruler and a nasal positioner: kept, at high or
+    normal confidence, through prepare_xray too; its negative inverted."""
+    from model.polarity import BORDER_FRACTION
+    from synth_radiographs import issue_film
+
+    film = issue_film()
+    assert film.shape == (200, 150) and np.array_equal(film, np.round(film * 255) / 255)
+    b = int(BORDER_FRACTION * 150)
+    ring = np.ones(film.shape, bool)
+    ring[b:-b, b:-b] = False
+    assert film[ring].mean() == pytest.approx(0.50, abs=0.03) and np.median(film[ring]) == pytest.approx(0.40, abs=0.02)
+    r = detect_polarity(film)
+    assert r["invert"] is False and r["confidence"] in ("high", "normal"), r
+    _, rec = prepare_xray(film)
+    assert rec["polarity"]["inverted"] is False
+    assert detect_polarity(1 - film)["invert"] is True
