@@ -44,6 +44,15 @@ def _max_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
 
 
+def _loadavg() -> float:
+    try:
+        import os
+
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 def _rss_gb() -> float:
     try:
         with open("/proc/self/statm") as fh:
@@ -68,7 +77,9 @@ def bench_evaluate(store, checkpoint, *, samples: int = 100, methods: Sequence[s
         options: further :func:`evaluate_run` keywords.
 
     Returns:
-        ``seconds`` (wall of the evaluation), ``phases`` (name → dict(seconds, per, unit)), sizes,
+        ``seconds`` (wall of the evaluation), ``cpu_seconds`` (the process's CPU time: on a shared
+        machine, with ``loadavg_1min`` at the start and end, it tells how much the wall clock was
+        stretched by other work), ``phases`` (name → dict(seconds, per, unit)), sizes,
         ``peak_rss_gb``, ``rss_before_gb``, the Oracle's and NN's mean exact comparisons per query,
         ``paper_projection_s`` (phase → seconds at :data:`PAPER_EVAL_SCALE` on this machine) and
         its total.
@@ -83,10 +94,10 @@ def bench_evaluate(store, checkpoint, *, samples: int = 100, methods: Sequence[s
         tmp = tempfile.TemporaryDirectory(prefix="bench_evaluate_")
         out_dir = tmp.name
     try:
-        t0 = time.perf_counter()
+        t0, c0, load0 = time.perf_counter(), time.process_time(), _loadavg()
         s = evaluate_run(store, checkpoint, Path(out_dir), max_samples=int(samples), methods=tuple(methods),
                          device=device, strict=strict, progress=progress, **options)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -122,6 +133,7 @@ def bench_evaluate(store, checkpoint, *, samples: int = 100, methods: Sequence[s
     return dict(store=str(store), checkpoint=str(checkpoint), n_queries=Q, n_train=N,
                 train_species=len(s["train_species"]), target_shape=s["target_shape"], image_size=s["image_size"],
                 network=s["network"], methods=list(methods), threads=torch.get_num_threads(), seconds=wall,
+                cpu_seconds=cpu, loadavg_1min=(load0, _loadavg()),
                 evaluate_total_s=t.get("total_s", wall), phases=phases, timings=t,
                 oracle_evaluated_mean=oracle.get("mean_evaluated"), oracle_coarse_used=s["settings"]["oracle_coarse_used"],
                 peak_rss_gb=peak, rss_before_gb=rss_before, paper_scale=ps, paper_projection_s=proj,
@@ -133,7 +145,9 @@ def format_bench_evaluate(r: dict) -> str:
     D, S, _ = r["target_shape"]
     lines = [f"evaluate {r['n_queries']} held-out samples against {r['n_train']} training samples "
              f"({r['train_species']} species), x-rays {r['image_size']}², view volumes {D} x {S}², "
-             f"methods {', '.join(r['methods'])}, {r['threads']} threads: {r['seconds']:.1f} s wall",
+             f"methods {', '.join(r['methods'])}, {r['threads']} threads: {r['seconds']:.1f} s wall, "
+             f"{r['cpu_seconds']:.1f} s CPU (1-min load {r['loadavg_1min'][0]:.1f} at the start, "
+             f"{r['loadavg_1min'][1]:.1f} at the end)",
              f"{'phase':<16} {'seconds':>9} {'per sample':>12}  unit"]
     for name, ph in r["phases"].items():
         lines.append(f"{name:<16} {ph['seconds']:9.1f} {ph['per'] * 1e3:10.2f} ms  per {ph['unit']}")
