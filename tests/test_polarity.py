@@ -1,14 +1,23 @@
 """The polarity rule of model.infer on ≥ 300 synthetic clinical-looking radiographs made from the real
 head CTs in ../shared/data/real (tests/synth_radiographs.py: lateral, frontal and oblique views,
 portrait and landscape, display curves, noise, collimator shutters bright or dark, padding, burned-in
-text, rulers, positioners, both polarities).
+text, rulers, positioners, both polarities), and the issue's own collimated skull film.
 
 The rule's constants were chosen on the films of seeds 1 and 2 (99.2 % right there); this test uses
-seeds 7 and 11, whose failures were not looked at while choosing them (seed 7's totals were measured
-before, with the older rule: 93.0 %). Measured 2026-12-04: seed 7 98.3 % right, 1.3 % refused (an
-error asking for --polarity), 1 wrong at low confidence (with a warning); seed 11 98.0 %, 1.7 %, 1
-wrong at low confidence; none wrong at high or normal confidence. The issue's target (≥ 98 % right,
-none wrong at high confidence) is met on both.
+seeds 7, 11 and 13, whose failures were not looked at while choosing them (seed 7's totals were
+measured before, with the older rule: 93.0 %; seed 13 was first run on 2026-12-04 01:05 UTC with the
+rule as committed, after the rule was fixed). Measured 2026-12-04 (``.venv/bin/python -m pytest -q
+tests/test_polarity.py``; the same loop as a script gives the counts):
+
+    seed  right (high / normal / low)   refused   wrong
+    7     98.3 % (235 / 56 / 4)         1.3 %     1 at low confidence (with a warning)
+    11    98.0 % (229 / 62 / 3)         1.7 %     1 at low confidence
+    13    99.0 % (227 / 67 / 3)         1.0 %     0
+
+None wrong at high or normal confidence. The issue's target (≥ 98 % right, none wrong at high
+confidence) is met on all three, seed 11 only just. Tried and dropped: the texture cue at half
+weight (99.5 % on seeds 1–2, but 98.0 % / 97.7 % on seeds 7 / 11): it did not carry over, so the
+rule keeps equal weights; the seeds 7 and 11 totals of that variant were seen, their films were not.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from model.infer import detect_polarity, prepare_xray
 pytestmark = pytest.mark.skipif(not (REAL / "cthead-8bit").is_dir(), reason="needs ../shared/data/real beside the clone")
 
 
-@pytest.fixture(scope="module", params=[7, 11])
+@pytest.fixture(scope="module", params=[7, 11, 13])
 def films(request):
     return make_films(300, seed=request.param)
 
