@@ -3,11 +3,12 @@ polarity tests (tests/test_polarity.py).
 
 Each film: a Beer–Lambert x-ray (tomodata.render, bone bright, air 0) of a real head CT from a
 lateral, frontal or oblique view, placed on a portrait or landscape detector (air around it, the head
-sometimes cut by an edge), with film fog and exposure scaling, a display curve (gamma 0.5 … 2.2 or an
-S-curve), noise, and the artefacts of real films: collimator shutters (bright or dark bands on 1–3
-edges), padding (exactly constant borders), burned-in text, a ruler with ticks, a nasal positioner;
-then, for half of them, the whole film inverted (air bright). ``make_films(n, seed)`` returns
-``[(image (H, W) float in [0, 1], inverted: bool, description)]``.
+sometimes cut by an edge), with film fog and exposure scaling, a heel-effect ramp (up to .08 across
+the film), a display curve (gamma 0.5 … 2.2 or an S-curve), quantum noise (growing with the opacity:
+fewer photons behind bone), and the artefacts of real films: collimator shutters (bright or dark
+bands on 1–3 edges), padding (exactly constant borders), burned-in text, a ruler with ticks, a nasal
+positioner; then, for half of them, the whole film inverted (air bright); 60 % stored in 8 bits.
+``make_films(n, seed)`` returns ``[(image (H, W) float in [0, 1], inverted: bool, description)]``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ def make_films(n: int, seed: int) -> list[tuple[np.ndarray, bool, str]]:
     vols = volumes()
     names = sorted(vols)
     rng = np.random.default_rng(seed)
+    # the realism added later (heel effect, 8 bits) draws from its own stream, so that each seed's films
+    # keep their anatomy, view and artefacts
+    rng2 = np.random.default_rng([seed, 2])
     films = []
     for _ in range(n):
         name = names[int(rng.integers(len(names)))]
@@ -145,13 +149,23 @@ def make_films(n: int, seed: int) -> list[tuple[np.ndarray, bool, str]]:
         canvas[t0:t1, l0:l1] = xs[t0 - top:t1 - top, l0 - left:l1 - left]
         fog, gain = float(rng.uniform(0.0, 0.2)), float(rng.uniform(0.6, 1.0))
         img = fog + gain * canvas
+        # heel effect and uneven processing: a smooth ramp of the background across the film
+        ang, amp = float(rng2.uniform(0, 2 * np.pi)), float(rng2.uniform(0.0, 0.08))
+        yy, xx = np.mgrid[0:H, 0:W]
+        img = img + amp * (np.cos(ang) * (xx / W - 0.5) + np.sin(ang) * (yy / H - 0.5))
         img, curve = _curve(np.clip(img, 0, 1), rng)
-        img = img + rng.normal(0, float(rng.uniform(0.003, 0.03)), size=img.shape)
+        # quantum noise: more photons reach the detector through air than through bone, so the noise of
+        # an opacity image grows with the opacity (0.5 sigma in air, 1.5 sigma behind the densest bone)
+        img = img + rng.normal(0, float(rng.uniform(0.003, 0.03)), size=img.shape) * (0.5 + np.clip(img, 0, 1))
         img, notes = _artefacts(np.clip(img, 0, 1), rng)
         inverted = bool(rng.random() < 0.5)
         img = np.clip(img, 0, 1)
-        films.append((1.0 - img if inverted else img, inverted,
-                      f"{name} {kind} {H}x{W} {curve} {', '.join(notes)}{' INVERTED' if inverted else ''}"))
+        img = 1.0 - img if inverted else img
+        bits = rng2.random() < 0.6  # most clinical exports are 8-bit PNG or JPEG
+        if bits:
+            img = np.round(img * 255) / 255
+        films.append((img, inverted, f"{name} {kind} {H}x{W} {curve} heel {amp:.2f} {'8-bit ' if bits else ''}"
+                      f"{', '.join(notes)}{' INVERTED' if inverted else ''}"))
     return films
 
 
