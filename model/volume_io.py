@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tomodata.volume_files import stable_nrrd_header
+
 __all__ = ["PREVIEWS", "VOLUME_SUFFIXES", "volume_suffix", "write_volume"]
 
 #: output formats by suffix
@@ -88,6 +90,7 @@ def write_volume(path: Path, suffix: str, raw: Path, shape_dhw, spacing_zyx, ori
                   "encoding": "raw", **({"space units": ["mm", "mm", "mm"]} if unit_mm else {}),
                   **{k: str(v) for k, v in extra.items()}}
         nrrd.write(str(path), vol, header, index_order="C")
+        stable_nrrd_header(path)  # no wall-clock time in the file: reruns are byte-identical
     else:
         import nibabel as nib
 

@@ -18,13 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["VOLUME_FORMATS", "canonical_affine", "write_canonical_volume"]
+__all__ = ["VOLUME_FORMATS", "canonical_affine", "stable_nrrd_header", "write_canonical_volume"]
 
 #: format name → file suffix
 VOLUME_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
 _DIRECTIONS = np.array([[0.0, 0.0, -1.0],   # R: the k axis (cube z) points left
                         [1.0, 0.0, 0.0],    # A: the i axis (cube x) points anterior
                         [0.0, -1.0, 0.0]])  # S: the j axis (cube y) points inferior
+
+
+def stable_nrrd_header(path) -> None:
+    """Make a pynrrd file byte-reproducible: pynrrd writes the wall-clock time into a comment line
+    (``# on YYYY-MM-DD HH:MM:SS(GMT).``); it is overwritten in place with a fixed time of the same length."""
+    import re
+
+    with open(path, "r+b") as fh:
+        head = fh.read(512)
+        m = re.search(rb"\n# on (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\(GMT\)", head)
+        if m:
+            fh.seek(m.start(1))
+            fh.write(b"1970-01-01 00:00:00")
 
 
 def canonical_affine(size: int, voxel_mm: float | None) -> np.ndarray:
@@ -62,6 +75,7 @@ def write_canonical_volume(path, volume, voxel_mm: float | None, *, description:
                   "labels": ["x (anterior)", "y (inferior)", "z (left)"], "content": description or "density",
                   **({"space units": ["mm"] * 3} if voxel_mm else {})}
         nrrd.write(str(p), np.ascontiguousarray(v), header, index_order="C")  # C order: x fastest, as (i, j, k)
+        stable_nrrd_header(p)
     else:
         raise ValueError(f"{p}: the suffix must be .nii, .nii.gz or .nrrd")
     return p
