@@ -765,6 +765,17 @@ def cmd_bench(a) -> int:
               f"brute force {est['brute'] / 3600:.1f} h, bound {est['bound'] / 3600:.1f} h (features "
               f"{est['features'] / 3600:.1f} h, bounds {est['bounds'] / 3600:.1f} h, exact {est['exact'] / 3600:.1f} h)")
         return 0 if r["same"] else 1
+    if a.what == "rules":
+        from .bench import format_rule_rows, rule_benchmarks, suggest_resources
+
+        if not a.run:
+            raise ValueError("tomo bench rules needs --run (the run name: results/RUN, benchmarks/RUN)")
+        rows = rule_benchmarks(a.workdir, a.run)
+        print(format_rule_rows(rows))
+        print("\nrequests with a margin of 1.5 (config `resources:`):")
+        for rule, req in suggest_resources(rows).items():
+            print(f"  {rule + ':':16} {{mem_mb: {req['mem_mb']}, runtime: {req['runtime']}}}")
+        return 0
     if a.what == "cube":
         from .resample import bench_to_cube
 
@@ -1176,10 +1187,13 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("bench", help="benchmarks (render, cube)", description=(
         "Time the renderer (ms per view of render_xrays and view_volumes per available backend) or the "
         "resampling of a uint8 stack to the cube."))
-    q.add_argument("what", choices=["render", "cube", "infer", "nn", "evaluate"],
+    q.add_argument("what", choices=["render", "cube", "infer", "nn", "evaluate", "rules"],
                    help="what to benchmark: the renderer, to_cube resampling, inference (network + fusion), "
                         "the NN baseline's search (needs --store), or tomo evaluate's phases per sample and "
-                        "its peak memory (needs --store and --checkpoint)")
+                        "its peak memory (needs --store and --checkpoint), or a workflow run's per-rule "
+                        "time and peak memory from its Snakemake benchmark files (rules: --workdir, --run)")
+    q.add_argument("--workdir", default=".", help="the workflow's working folder of the rules report (default .)")
+    q.add_argument("--run", help="the run name of the rules report (config `run`)")
     q.add_argument("--store", help="dataset store of the nn and evaluate benchmarks")
     q.add_argument("--checkpoint", help="checkpoint of the evaluate benchmark")
     q.add_argument("--samples", type=_positive_int, default=100,
