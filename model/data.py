@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tomodata.views import sample_to_view
+
 __all__ = ["StoreSamples", "torch_view_volumes", "batch_indices", "SpeciesVolumes", "resize_xrays"]
 
 
@@ -139,7 +141,7 @@ class StoreSamples(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         s, j = self.locate(i)
         img = self._store().images(self.species[s], j)
-        view, mirrored = j // 2, bool(j % 2)
+        view, mirrored = sample_to_view(int(j), self.samples_per_species // 2)
         return dict(xray=torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None], species=s, view=view,
                     mirrored=mirrored, rotation=torch.from_numpy(self.rotations[s, view]), index=int(i))
 

@@ -76,8 +76,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from .recipe import recipe_files
+from .views import sample_to_view
 from .volume_files import VOLUME_FORMATS, write_canonical_volume
 
 __all__ = [
@@ -477,8 +480,9 @@ def _samples_rows(attrs: dict) -> tuple[list[str], list[list]]:
     for e in attrs["species"]:
         n = e["name"]
         arr = f"dataset.zarr/species/{n}/images"
+        views, mirrored = sample_to_view(np.arange(n_samples), n_samples // 2)
         for i in range(n_samples):
-            rows.append([f"{n}/{i}", n, e["split"], i, i // 2, bool(i % 2), arr])
+            rows.append([f"{n}/{i}", n, e["split"], i, int(views[i]), bool(mirrored[i]), arr])
     return header, rows
 
 

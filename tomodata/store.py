@@ -287,8 +287,8 @@ def _expected_arrays(attrs: dict) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def _expected_mirrored_views(n_views: int) -> tuple[np.ndarray, np.ndarray]:
-    samples = np.arange(2 * n_views)
-    return (samples % 2).astype(bool), (samples // 2).astype(np.int32)
+    view, mirrored = sample_to_view(np.arange(2 * n_views), n_views)  # the convention's one home
+    return mirrored, view.astype(np.int32)
 
 
 def _zarr():
