@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import gzip
 import json
 import shutil
 from dataclasses import dataclass
@@ -192,8 +193,11 @@ def _js(name: str, value) -> str:
 
 
 def _copy_assets(out: Path) -> None:
+    """The page's files; ``*.gz`` (the 2.2 MB niivue bundle, kept compressed in the repository) unpacked."""
     for f in ASSETS.iterdir():
-        if f.is_file():
+        if f.is_file() and f.suffix == ".gz":
+            (out / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+        elif f.is_file():
             shutil.copyfile(f, out / f.name)
 
 
