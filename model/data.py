@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from tomodata.views import sample_to_view
 
-__all__ = ["StoreSamples", "torch_view_volumes", "batch_indices", "SpeciesVolumes", "resize_xrays"]
+__all__ = ["StoreSamples", "torch_view_volumes", "VIEW_VOXEL_BYTES", "batch_indices", "SpeciesVolumes", "resize_xrays"]
 
 
 def torch_view_volumes(volumes: torch.Tensor, rotations: torch.Tensor, *, size: int, steps: int,
@@ -49,14 +49,27 @@ def torch_view_volumes(volumes: torch.Tensor, rotations: torch.Tensor, *, size: 
         sign = 1.0 - 2.0 * mirrored.to(device=dev, dtype=torch.float64)
         rot = rot.clone()
         rot[:, :, 1] = rot[:, :, 1] * sign[:, None]
-    uv = (2.0 * torch.arange(size, device=dev, dtype=torch.float64) + 1.0) / size - 1.0
-    w = (2.0 * torch.arange(steps, device=dev, dtype=torch.float64) + 1.0) / steps - 1.0
+    pts = torch.einsum("bij,kmnj->bkmni", rot, _camera_grid(size, steps, str(dev)))  # (B, steps, S, S, 3) x, y, z
+    grid = pts.float()
+    inside = pts.abs_().amax(dim=-1) <= 1.0  # in float64, as the renderer decides; pts is spent
+    del pts
+    out = F.grid_sample(volumes.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, 0].mul_(inside)
+
+
+#: bytes per output voxel of one :func:`torch_view_volumes` call at its peak (float64 points, float32
+#: grid, mask, output): callers size their batches with it
+VIEW_VOXEL_BYTES = 48
+
+
+@lru_cache(maxsize=4)
+def _camera_grid(size: int, steps: int, device: str) -> torch.Tensor:
+    """(steps, S, S, 3) float64 camera coordinates (u, v, w) of the voxel midpoints in [−1, 1]
+    (read-only: shared between calls)."""
+    uv = (2.0 * torch.arange(size, device=device, dtype=torch.float64) + 1.0) / size - 1.0
+    w = (2.0 * torch.arange(steps, device=device, dtype=torch.float64) + 1.0) / steps - 1.0
     ww, vv, uu = torch.meshgrid(w, uv, uv, indexing="ij")
-    cam = torch.stack([uu, vv, ww], dim=-1)  # (steps, S, S, 3) as (u, v, w)
-    pts = torch.einsum("bij,kmnj->bkmni", rot, cam)  # (B, steps, S, S, 3) as (x, y, z)
-    inside = (pts.abs() <= 1.0).all(dim=-1)
-    out = F.grid_sample(volumes.float(), pts.float(), mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out[:, 0] * inside.to(out.dtype)
+    return torch.stack([uu, vv, ww], dim=-1)
 
 
 def resize_xrays(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -106,12 +106,12 @@ def test_train_evaluate_figures_apps(tmp_path, capsys):
                 "--val-every", "2", "--val-samples", "2", "--ckpt-every", "2"]) == 0
     ev = tmp_path / "eval"
     assert main(["evaluate", store, "--checkpoint", str(run / "last.pt"), "-o", str(ev), "--max-samples", "4",
-                 "--oracle-coarse", "8", "--oracle-memory-gb", "1e-6", "--beta", "1.5", "--nn-search", "brute"]) == 0
+                 "--oracle-memory-gb", "1e-6", "--beta", "1.5", "--nn-search", "brute"]) == 0
     text = capsys.readouterr().out
     assert "4 held-out samples" in text and "oracle" in text
     settings = json.loads((ev / "summary.json").read_text())["settings"]
-    assert settings["oracle_coarse"] == 8 and settings["oracle_coarse_used"] < 8  # 1 kB: coarser features
-    assert settings["oracle_feature_bytes"] == int(1e-6 * 2**30)
+    assert settings["oracle_bytes"] == int(1e-6 * 2**30)  # 1 kB: one held-out view volume per pass
+    assert json.loads((ev / "summary.json").read_text())["oracle"]["passes"] == 4
     assert settings["beta"] == 1.5 and settings["nn_search"] == "brute" and settings["fusion_at"] == "xray"
     for bad in ("0", "-1", "nan", "lots"):
         with pytest.raises(SystemExit) as e:

@@ -534,8 +534,7 @@ def cmd_evaluate(a) -> int:
     from model.evaluate import evaluate_run
 
     summary = evaluate_run(a.store, a.checkpoint, a.output, max_samples=a.max_samples, batch=a.batch,
-                           device=a.device, oracle_coarse=a.oracle_coarse,
-                           oracle_feature_bytes=int(a.oracle_memory_gb * 2**30), nn_search=a.nn_search,
+                           device=a.device, oracle_bytes=int(a.oracle_memory_gb * 2**30), nn_search=a.nn_search,
                            beta=a.beta, fusion_at=a.fusion_at, split=a.split, progress=True)
     print(f"{summary['n_samples']} held-out samples of {summary['n_species']} {summary['eval_split']!r} species "
           f"({summary['n_views_evaluated']} distinct views)")
@@ -748,7 +747,7 @@ def cmd_bench(a) -> int:
         print(format_bench_evaluate(bench_evaluate(a.store, a.checkpoint, samples=a.samples, device=a.device)))
         return 0
     if a.what == "nn":
-        from model.evaluate import bench_nn
+        from model.search import bench_nn
 
         if not a.store:
             raise ValueError("tomo bench nn needs --store (a dataset store with train and held-out species)")
@@ -1088,11 +1087,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-samples", type=_positive_int, help="evaluate at most this many held-out samples")
     q.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
-    q.add_argument("--oracle-coarse", type=_positive_int, default=16,
-                   help="cells per axis of the Oracle's lower-bound features (default %(default)s)")
-    q.add_argument("--oracle-memory-gb", type=_positive_float, default=2.0,
-                   help="memory for those features in GiB; --oracle-coarse is lowered until they fit, which "
-                        "makes the exact search slower, not inexact (default %(default)s)")
+    q.add_argument("--oracle-memory-gb", type=_positive_float, default=1.0,
+                   help="memory in GiB for the held-out view volumes the exact Oracle compares per pass over "
+                        "the training view volumes; fewer per pass means more passes, never another result "
+                        "(default %(default)s)")
     q.add_argument("--beta", type=_positive_float, default=2.0,
                    help="fusion sharpness β of 'ours' (paper Eq. 2; default %(default)s)")
     q.add_argument("--fusion-at", choices=["xray", "target"], default="xray",
