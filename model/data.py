@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from tomodata.views import sample_to_view
 
+from ._sample_cpu import sample_views
+
 __all__ = ["StoreSamples", "torch_view_volumes", "VIEW_VOXEL_BYTES", "batch_indices", "SpeciesVolumes", "resize_xrays"]
 
 
@@ -50,6 +52,13 @@ def torch_view_volumes(volumes: torch.Tensor, rotations: torch.Tensor, *, size: 
         rot = rot.clone()
         rot[:, :, 1] = rot[:, :, 1] * sign[:, None]
     pts = torch.einsum("bij,kmnj->bkmni", rot, _camera_grid(size, steps, str(dev)))  # (B, steps, S, S, 3) x, y, z
+    if dev.type == "cpu":  # the same bits as grid_sample below, several threads per view (model/_sample_cpu.py)
+        vols = volumes[:, 0].float()
+        same = vols.shape[0] == 1 or vols.stride(0) == 0
+        out = torch.empty((vols.shape[0], steps, size, size), dtype=torch.float32)
+        sample_views((vols[:1] if same else vols).contiguous().numpy(), same,
+                     pts.permute(0, 4, 1, 2, 3).contiguous().numpy(), out.numpy())
+        return out
     grid = pts.float()
     inside = pts.abs_().amax(dim=-1) <= 1.0  # in float64, as the renderer decides; pts is spent
     del pts

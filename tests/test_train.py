@@ -47,8 +47,9 @@ def test_torch_view_volumes_equal_renderer():
 
 
 def test_torch_view_volumes_bits_kept():
-    """The training target's bits: the cached camera grid and in-place mask (3× faster at 128³) give
-    exactly the values of the plain formula (grid per call, einsum in float64, mask from float64)."""
+    """The training target's bits: the CPU sampler (model/_sample_cpu.py, ATen's float32 arithmetic
+    fused with the mask) and the cached camera grid give exactly the values of the plain formula
+    (grid per call, einsum in float64, grid_sample, mask from float64), signs of zeros included."""
     import torch.nn.functional as F
 
     def plain(volumes, rotations, size, steps, mirrored):
@@ -65,13 +66,16 @@ def test_torch_view_volumes_bits_kept():
     rng = np.random.default_rng(5)
     rots = torch.from_numpy(hemisphere_views(6, seed=2))
     mir = torch.tensor([0, 1, 0, 1, 1, 0]).bool()
-    for shape, size, steps in [((20, 20, 20), 24, 20), ((10, 12, 14), 16, 12)]:
-        vols = torch.from_numpy(rng.random(shape).astype(np.float32))[None, None].expand(6, 1, *shape)
+    for shape, size, steps in [((20, 20, 20), 24, 20), ((10, 12, 14), 16, 12), ((33, 17, 25), 20, 9)]:
+        vols = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))[None, None].expand(6, 1, *shape)
         for _ in range(2):  # the second call reads the cached grid
             got = torch_view_volumes(vols, rots, size=size, steps=steps, mirrored=mir)
             want = plain(vols, rots, size, steps, mir)
             assert torch.equal(got, want)
             assert torch.equal(torch.signbit(got), torch.signbit(want))
+    # one volume per item (no expand), on a larger grid
+    vols = torch.from_numpy(rng.random((6, 1, 48, 40, 44)).astype(np.float32))
+    assert torch.equal(torch_view_volumes(vols, rots, size=50, steps=46), plain(vols, rots, 50, 46, torch.zeros(6).bool()))
 
 
 def test_batch_order_is_deterministic_and_covers_epochs():
