@@ -729,7 +729,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     timings["truth_views_s"] = t_truth
     timings["nn_views_s"] = t_nnv
     timings["mean_views_s"] = t_mean
-    timings["oracle_views_s"] = t_oracle
+    timings["oracle_views_s"] = t_oracle  # the results' view volumes (the scan's: oracle_scan_views_s)
     timings["render_and_ssim_s"] = t_render
 
     # ---- tables

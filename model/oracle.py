@@ -55,7 +55,7 @@ class OracleResult:
     dist2: np.ndarray      # (Q,) float64 exact Σ (t − q)² on the target grid
     evaluated: np.ndarray  # (Q,) int64 training samples re-ranked exactly (the scan could not rule them out)
     passes: int = 1        # passes over the training samples (one per block of queries)
-    timings: dict = field(default_factory=dict)  # seconds: queries_s, scan_s (of which views_s), exact_s
+    timings: dict = field(default_factory=dict)  # seconds: queries_s, scan_s (of which scan_views_s), exact_s
     per_pass: int = 0      # queries per pass (``query_bytes``)
 
 
@@ -133,7 +133,7 @@ def oracle_search(query_views: Callable[[np.ndarray], torch.Tensor], n_queries: 
     dist2 = np.full(n_queries, np.inf)
     evaluated = np.zeros(n_queries, np.int64)
     passes = math.ceil(n_queries / per_pass) if n_queries else 0
-    timings = dict(queries_s=0.0, scan_s=0.0, views_s=0.0, exact_s=0.0)
+    timings = dict(queries_s=0.0, scan_s=0.0, scan_views_s=0.0, exact_s=0.0)
     bar = progress_bar(total=N * passes, enabled=progress, desc="oracle scan", unit="training sample")
     for q0 in range(0, n_queries, per_pass):
         q1 = min(n_queries, q0 + per_pass)
@@ -141,7 +141,7 @@ def oracle_search(query_views: Callable[[np.ndarray], torch.Tensor], n_queries: 
         ql, qn = _query_layout(query_views, np.arange(q0, q1), n=n, m=m, C=C, device=dev)
         t1 = time.perf_counter()
         cand_q, cand_g, upper, views_s = _scan(ql, qn, source, size=size, depth=depth, m=m, block=block, bar=bar)
-        timings["views_s"] += views_s
+        timings["scan_views_s"] += views_s
         t2 = time.perf_counter()
         bi, bd, ne = _rerank(ql, cand_q, cand_g, source, size=size, depth=depth, n=n)
         if np.any(bd > upper * (1.0 + 1e-9) + 1e-30):

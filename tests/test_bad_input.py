@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tomodata.cli import main
+from model.cli import main
 from tomodata.ingest import save_cube
 from tomodata.store import create_store, open_store, validate_store, write_species
 from tomodata.views import hemisphere_views
@@ -94,7 +94,7 @@ def test_full_disk_keeps_complete_species(small_disk, tmp_path, capsys):
     filler = small_disk / "filler"
     free = shutil.disk_usage(small_disk).free
     filler.write_bytes(b"\0" * max(free - 300_000, 0))
-    from tomodata import cli
+    from model import cli
 
     code = None
     try:

@@ -4,7 +4,7 @@ the resource requests in the configs (issue #14, cluster hygiene)."""
 import pytest
 
 from tomodata.bench import rule_benchmarks, suggest_resources
-from tomodata.cli import main
+from model.cli import main
 
 HEAD = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tomodata.cli import main
+from model.cli import main
 
 SUBCOMMANDS = ["phantom", "render", "build-demo", "validate", "bench"]
 
 
 def test_entry_point_help():
     exe = shutil.which("tomo")
-    cmd = [exe] if exe else [sys.executable, "-m", "tomodata.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "model.cli"]
     out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, check=True).stdout
     for name in SUBCOMMANDS:
         assert name in out

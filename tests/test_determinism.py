@@ -21,7 +21,7 @@ import pytest
 import zarr
 
 from tomodata import store as tstore
-from tomodata.cli import main
+from model.cli import main
 from tomodata.views import hemisphere_views
 
 DEMO_ARGS = ["--species", "3", "--held-out", "1", "--views", "4", "--size", "32", "--steps", "32",
@@ -214,7 +214,7 @@ SLOW_WRITER = textwrap.dedent("""
         return real(*args, **kw)
 
     store._encode_block = slow
-    from tomodata.cli import main
+    from model.cli import main
     sys.exit(main(sys.argv[2:]))
 """)
 

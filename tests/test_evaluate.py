@@ -38,7 +38,7 @@ from model.network import NetworkConfig
 from model import surface
 from model.surface import ShadingParams, environment_map, isosurface_depth, render_isosurface
 from model.train import TrainConfig, load_checkpoint, train
-from tomodata.cli import main
+from model.cli import main
 from tomodata.store import open_store
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)

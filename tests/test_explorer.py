@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tomodata.cli import main
+from model.cli import main
 
 #: Chromium's WebGL without a GPU: ANGLE on SwiftShader (software)
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
@@ -39,7 +39,7 @@ def run(tmp_path_factory):
                  "--steps", "2", "--batch-size", "2", "--warmup", "0", "--val-every", "2", "--val-samples", "2",
                  "--ckpt-every", "2"]) == 0
     assert main(["evaluate", store, "--checkpoint", str(root / "model" / "best.pt"), "-o", str(root / "eval"),
-                 "--max-samples", "4", "--oracle-coarse", "8", "--nn-search", "brute"]) == 0
+                 "--max-samples", "4", "--nn-search", "brute"]) == 0
     return root
 
 

@@ -16,7 +16,7 @@ import yaml
 import zarr
 
 from tomodata import export
-from tomodata.cli import main
+from model.cli import main
 from tomodata.store import create_store, validate_store, write_species
 from tomodata.views import hemisphere_views
 
@@ -381,7 +381,7 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
     import subprocess
     import sys
 
-    from tomodata.cli import main
+    from model.cli import main
 
     src = tmp_path / "src"
     assert main(["demo-movies", "-o", str(src), "--species", "2", "--held-out", "1", "--movie-size", "24"]) == 0

@@ -661,7 +661,8 @@ def test_rerun_reuses_local_copies_without_copying(tmp_path):
 def test_cli_fetch_in_place_record_is_read_by_cube(tmp_path, capsys):
     import numpy as np
 
-    from tomodata.cli import _fetched_path, main
+    from model.cli import main
+    from tomodata.cli import _fetched_path
 
     np.save(tmp_path / "v.npy", np.zeros((3, 3, 3), np.uint8))
     header = _detached(tmp_path / "h", "list")

@@ -499,7 +499,7 @@ def test_several_radiographs_equal_single_calls(tmp_path, ckpt, capsys, loads):
     """A file, a quoted glob (natural order) and a duplicate in one call: the network built once, one
     progress line each, and each volume equal bit for bit to the single call's (the same bytes)."""
     import model.infer as infer
-    from tomodata.cli import main
+    from model.cli import main
 
     src = _films(tmp_path / "films")
     common = ["--checkpoint", str(ckpt), *_MANY]
@@ -527,7 +527,7 @@ def test_several_radiographs_equal_single_calls(tmp_path, ckpt, capsys, loads):
 
 def test_several_radiographs_bad_inputs_refused_before_any_work(tmp_path, ckpt, capsys, monkeypatch):
     import model.infer as infer
-    from tomodata.cli import main
+    from model.cli import main
 
     def no_load(*a, **k):
         raise AssertionError("the network was loaded")
@@ -562,7 +562,7 @@ def test_several_radiographs_bad_inputs_refused_before_any_work(tmp_path, ckpt, 
 
 def test_single_radiograph_with_glob_characters_in_its_name(tmp_path, ckpt):
     """One file named like a glob is that file, written to -o as always (not a folder)."""
-    from tomodata.cli import main
+    from model.cli import main
 
     src = _png(tmp_path / "scan[1].png", _u8(_phantom(48, 40)))
     assert main(["infer", str(src), "--checkpoint", str(ckpt), *_MANY, "-o", str(tmp_path / "v.nrrd")]) == 0
@@ -570,7 +570,7 @@ def test_single_radiograph_with_glob_characters_in_its_name(tmp_path, ckpt):
 
 
 def test_several_radiographs_keep_going(tmp_path, ckpt, capsys, loads):
-    from tomodata.cli import main
+    from model.cli import main
 
     src = _films(tmp_path / "films", ("film1", "film2", "film3"))
     _png(src / "film2.png", np.full((40, 40), 77, np.uint8))  # decodes, then refused: a constant image

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tomodata.cli import main
+from model.cli import main
 from tomodata.demo import write_demo_movies, write_slice_movie
 from tomodata.fetch import fetch_manifest
 from tomodata.ingest import cube_specimen, load_cube, read_specimen, save_cube

@@ -138,7 +138,7 @@ def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
 @pytest.mark.parametrize("kind", ["truncated", "text"])
 def test_align_refuses_a_broken_strain_file(tmp_path, capsys, kind):
     """A strain file that is truncated or not a volume: exit 2, the file named, nothing written."""
-    from tomodata.cli import main
+    from model.cli import main
 
     bad = tmp_path / "BROKEN_.nii.gz"
     if kind == "truncated":

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tomodata.cli import main
+from model.cli import main
 from tomodata.store import array_sha256, create_store, finalize_store, open_store, validate_store, write_species
 from tomodata.views import hemisphere_views
 

@@ -13,7 +13,7 @@ import torch
 from model.data import StoreSamples, SpeciesVolumes, batch_indices, bench_loader, torch_view_volumes
 from model.network import NetworkConfig
 from model.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
-from tomodata.cli import main
+from model.cli import main
 from tomodata.render import view_volumes
 from tomodata.views import hemisphere_views
 
@@ -192,7 +192,7 @@ def test_cli_train_and_ddp_two_processes(store, tmp_path):
             "--ckpt-every", "3", "--log-every", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "tomodata.cli"] + args
+           "-m", "model.cli"] + args
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")

@@ -1,3 +1,8 @@
-"""tomodata: the single-image tomography dataset (views, renderer, phantoms, store, CLI)."""
+"""tomodata: the single-image tomography dataset (views, renderer, phantoms, store, data commands)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("single-image-tomography")  # the installed distribution's (pyproject.toml)
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
