@@ -118,6 +118,18 @@ def test_resources_keys_are_rule_names():
     assert "(rules: align, align_sheet, apps, cube, demo_movies," in str(e.value) and " all," not in str(e.value)
 
 
+def test_rule_files_ask_resources_of_their_own_rules():
+    """res("NAME", ...) in a rule file names a rule (common.smk's res() refuses others at parse time)."""
+    import re
+
+    names = set(rule_names(ROOT / "workflow/rules"))
+    asked = set()
+    for f in (ROOT / "workflow/rules").glob("*.smk"):
+        asked.update(re.findall(r'\bres\("(\w+)"', f.read_text()))
+    assert asked and asked <= names, sorted(asked - names)
+    assert 'raise ValueError(f"res({rule_name!r}): not a rule' in (ROOT / "workflow/rules/common.smk").read_text()
+
+
 @pytest.mark.parametrize("extra, expected", [
     ({"data": {"cube": {"windw": [0, 1]}}}, "data.cube.windw: unknown key; did you mean 'window'?"),
     ({"resources": {"render_specie": {"threads": 1}}},

@@ -31,6 +31,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
+from tomodata.config_check import rule_names
 from tomodata.manifest import manifest_schema
 from tomodata.specimens import ShaCache, collect_rows, content_key, local_source, row_settings, source_problems
 from tomodata.store_markers import stale_markers
@@ -168,8 +169,14 @@ def _opts(pairs):
     return " ".join(out)
 
 
+#: the rules of workflow/rules/*.smk (`rule NAME:` lines), the names res() and config resources accept
+RESOURCE_RULES = rule_names(Path(workflow.basedir) / "workflow/rules")
+
+
 def res(rule_name, key):
     """threads, mem_mb or runtime (minutes) of a rule: config resources.<rule>, else .default."""
+    if rule_name not in RESOURCE_RULES:  # a misspelt name in a rule file would silently take `default`
+        raise ValueError(f"res({rule_name!r}): not a rule of this workflow ({', '.join(RESOURCE_RULES)})")
     spec = dict(config["resources"]["default"])
     spec.update(config["resources"].get(rule_name) or {})
     return spec[key]
