@@ -28,7 +28,7 @@ __all__ = ["StoreSamples", "torch_view_volumes", "VIEW_VOXEL_BYTES", "batch_indi
 
 def torch_view_volumes(volumes: torch.Tensor, rotations: torch.Tensor, *, size: int, steps: int,
                        mirrored: torch.Tensor | None = None) -> torch.Tensor:
-    """View-aligned volumes of a batch, as :func:`tomodata.render.view_volumes` (DESIGN.md §1).
+    """View-aligned volumes of a batch, as :func:`tomodata.render.view_volumes` (docs/geometry.md).
 
     Args:
         volumes: (B, 1, Z, Y, X) float densities (one volume per sample; expand a species' volume).

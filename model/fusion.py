@@ -11,7 +11,7 @@ Public API
 ``upsample_lateral(coarse, size_hw) -> (D, H, W) float32``   (step 1 alone)
 ``render_view(volume, *, chi=10.0) -> (H, W) opacity``        (DESIGN §1: 1 − exp(−chi · mean_k µ_k))
 
-Image formation (DESIGN.md §1)
+Image formation (docs/geometry.md)
 ------------------------------
 A view volume ``v`` of depth D renders to ``opacity = 1 − exp(−chi · (1/D) · Σ_k v[k])``, i.e. to the
 transparency ``α = exp(−(chi/D) · S)`` with the column sum ``S = Σ_k v[k]``.

@@ -1,7 +1,7 @@
-"""The 2D -> 3D network of Henzler et al. (2018), §4.1, as the authors released it (DESIGN.md §4).
+"""The 2D -> 3D network of Henzler et al. (2018), §4.1, as the authors released it (docs/model.md).
 
 An x-ray opacity image ``(B, 1, S, S)`` goes in; the view-aligned volume comes out with depth as
-channels, ``(B, D, S/2, S/2)`` (DESIGN.md §1: ``view[k, r, c]``, k = depth slice). Layout::
+channels, ``(B, D, S/2, S/2)`` (docs/geometry.md: ``view[k, r, c]``, k = depth slice). Layout::
 
     7x7 conv, stride 2 -> stem_channels, BN, ReLU                      (S/2)^2
     bottleneck residual blocks ramping the channels up to `width`      (channels double per block)
@@ -19,7 +19,7 @@ A residual block is three basic blocks (conv, BN, ReLU) — 1x1 to ``out/2``, 3x
 §4.1: "3-residual block ... combines 3 basic blocks with a residual link"). Every count in a
 residual stage is multiplied by ``blocks_per_level``.
 
-``NetworkConfig.paper()`` has 8.23 M parameters against the authors' "about 8.3 M" (DESIGN.md §4).
+``NetworkConfig.paper()`` has 8.23 M parameters against the authors' "about 8.3 M" (docs/model.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 The paper renders volumes "from a camera identical to the x-ray view (orthographic) ... iso-surface
 ray-casting, image based lighting with ambient occlusion and slight specular shading", iso-value .1,
 and compares the images with DSSIM. This module is the project's deterministic version of that
-renderer. A view volume ``vol[k, r, c]`` (DESIGN.md §1: depth k along the ray w, rows r along v,
+renderer. A view volume ``vol[k, r, c]`` (docs/geometry.md: depth k along the ray w, rows r along v,
 columns c along u; the cube [−1, 1]³ in (u, v, w)) is seen from the x-ray's own view, i.e. every
 pixel's ray runs along k = 0 → D − 1 through the voxel centres of column (r, c).
 

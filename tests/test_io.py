@@ -105,7 +105,7 @@ def test_movie_needs_spacing(tmp_path, tmp_path_factory):
     with pytest.raises(ValueError, match="no voxel spacing"):
         read_volume(p, allow_default_spacing=False)
     with pytest.warns(UserWarning, match="1.0 mm"):
-        vol, sp = read_volume(p)  # DESIGN.md §3: the default is 1.0 mm with a warning
+        vol, sp = read_volume(p)  # docs/manifest.md: the default is 1.0 mm with a warning
     assert sp == (1.0, 1.0, 1.0) and vol.shape == (4, 48, 64)
     assert read_volume(p, spacing=0.5)[1] == (0.5, 0.5, 0.5)
 

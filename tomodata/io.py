@@ -18,7 +18,7 @@ Rules (each one is tested in ``tests/test_io.py``):
   plus ImageJ z), ``.npz`` (an optional ``spacing`` array of 3 values). Spacing is all or nothing:
   a file that gives only some axes counts as giving none. Movies, image folders and ``.npy`` carry
   no spacing. When no spacing is known: 1.0 mm per axis with a ``UserWarning`` (the public contract,
-  DESIGN.md §3), or, with ``allow_default_spacing=False`` (what the workflow passes: a manifest row
+  docs/manifest.md), or, with ``allow_default_spacing=False`` (what the workflow passes: a manifest row
   must state the spacing of a movie), a ``ValueError`` asking for ``spacing=``.
 * **Colour.** Colour frames/slices become grey by the ITU-R BT.601 luma
   ``Y = 0.299 R + 0.587 G + 0.114 B`` (OpenCV's ``COLOR_BGR2GRAY``); an alpha channel is dropped.

@@ -14,7 +14,7 @@ condyle under the jaw joint, symphysis) kept clear of the cranium by a small gap
 cheek teeth with roots, incisors (small, or one big curved rodent incisor) and canines; a soft-tissue
 haze around it all.
 
-Conventions (DESIGN.md §1):
+Conventions (docs/geometry.md):
 
 * Volume ``vol[z, y, x]``, float32, linear density in [0, 1] (0 = air). Voxel centre ``i`` of ``N``
   sits at the normalised coordinate ``(2i + 1)/N - 1``; the cube spans [-1, 1]³ in (x, y, z).

@@ -1,7 +1,7 @@
 """Orthographic Beer–Lambert x-rays and view-aligned volumes of a density volume.
 
 One public function per product, backends behind them (``_render_cpu`` with numba, ``_render_cuda``
-with CuPy). The math (DESIGN.md §1, ``docs/geometry.md``):
+with CuPy). The math (``docs/geometry.md``):
 
 * Volume ``vol[z, y, x]`` with N_a voxels along axis a; voxel centre ``i`` sits at the normalised
   coordinate ``(2i + 1)/N_a − 1``, so the volume fills the cube [−1, 1]³. Between centres µ is
@@ -65,7 +65,7 @@ def check_volume(volume, *, name: str = "volume", axes: str = "(z, y, x)", clip_
     """Validate a density volume and return it as C-contiguous float32 (Z, Y, X).
 
     Raises ``ValueError`` for a non-3D array, an empty axis, a non-float dtype, NaN/inf, or densities
-    outside [0, 1] (DESIGN.md §1: linear density, 0 = air). With ``clip_above_one`` densities above 1
+    outside [0, 1] (docs/geometry.md: linear density, 0 = air). With ``clip_above_one`` densities above 1
     (e.g. a network's output) are clipped to 1 instead, in a new array; ``axes`` names the axes in
     messages.
     """

@@ -1,4 +1,4 @@
-"""Resample a scanned slice stack into the canonical density cube (DESIGN.md §1, paper §3.1).
+"""Resample a scanned slice stack into the canonical density cube (docs/geometry.md, paper §3.1).
 
 :func:`to_cube` turns ``array[z, y, x]`` (any real dtype) with voxel spacing ``spacing_zyx`` (mm) into
 a ``(size, size, size)`` float32 volume of linear density in [0, 1], axes still (z, y, x).
@@ -22,7 +22,7 @@ up to a quarter of the radius on a lopsided specimen; the two agree for a box). 
 axis, one output voxel = ``2 · rho / size`` mm — by the map
 
     u = (p − c) / rho        (per axis; normalised cube coordinates, order z, y, x like the array;
-                              DESIGN.md's (x, y, z) is the same map with the order reversed)
+                              docs/geometry.md's (x, y, z) is the same map with the order reversed)
 
 and output voxel centre ``j`` on every axis sits at ``u = (2j + 1)/size − 1``. ``rho`` is chosen
 so that the exact support of the filtered, resampled specimen (the sphere around ``c`` holding all

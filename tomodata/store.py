@@ -1,6 +1,6 @@
 """The dataset store: one Zarr v3 group per build, one subgroup of sharded arrays per species.
 
-Layout (``spec_version = "tomo-dataset/2"``; DESIGN.md §2)::
+Layout (``spec_version = "tomo-dataset/2"``; docs/store.md)::
 
     <store>/zarr.json                      root group; its attributes describe everything (below)
     <store>/species/zarr.json              plain group
@@ -416,7 +416,7 @@ def create_store(
             (``"train"``, ``"val"`` or ``"test"``), ``source`` (str: file, URL or generator),
             ``source_checksum`` (str, e.g. ``"sha256:..."``), ``original_shape`` (3 ints, z y x) and
             ``spacing_mm`` (3 positive floats, z y x, mm). Extra JSON-serialisable keys are kept.
-        chi, steps, image_size, volume_size: rendering constants (DESIGN.md §1), recorded.
+        chi, steps, image_size, volume_size: rendering constants (docs/geometry.md), recorded.
         n_views, view_seed: views per species, from ``hemisphere_views(n_views, seed=view_seed)``;
             each species has ``2 * n_views`` samples.
         image_encoding: ``"uint16"`` (opacity = value / 65535) or ``"float16"`` (opacity).

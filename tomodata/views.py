@@ -1,6 +1,6 @@
 """Camera views on the positive z hemisphere, and the sample index <-> (view, mirrored) map.
 
-Conventions (``docs/geometry.md``, DESIGN.md §1): a view is a rotation ``R`` (3×3, det +1) that maps
+Conventions (``docs/geometry.md``): a view is a rotation ``R`` (3×3, det +1) that maps
 camera coordinates (u, v, w) to volume coordinates (x, y, z), ``p = R @ (u, v, w)``. Its third column
 is the ray direction ``d`` with ``d_z >= 0``.
 
