@@ -25,10 +25,12 @@ def main() -> None:
     head = REAL / "cthead-8bit"
     cranium = REAL / "invesalius-cranium" / "cranium.nhdr"
     tiles["cthead as read (z,y,x)"] = cube_specimen(head, spacing=(2, 1, 1), size=SIZE)[0]
-    tiles["cthead x,z,-y, largest"] = cube_specimen(head, spacing=(2, 1, 1), size=SIZE, orientation="x,z,-y",
-                                                    crop="largest")[0]
-    tiles["cranium x,-z,y, hu-bone"] = cube_specimen(cranium, size=SIZE, window="hu-bone", orientation="x,-z,y",
-                                                     crop="largest")[0]
+    tiles["cthead x,z,-y, largest"] = cube_specimen(
+        head, spacing=(2, 1, 1), size=SIZE, orientation="x,z,-y", crop="largest"
+    )[0]
+    tiles["cranium x,-z,y, hu-bone"] = cube_specimen(
+        cranium, size=SIZE, window="hu-bone", orientation="x,-z,y", crop="largest"
+    )[0]
     out = ROOT / "docs" / "img" / "pose.png"
     contact_sheet({k: np.asarray(v, np.float32) for k, v in tiles.items()}, out, cols=2, panel_px=128)
     print(f"wrote {out}")

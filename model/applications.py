@@ -44,10 +44,20 @@ Everything is deterministic (no randomness anywhere).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, cast
 
+import nibabel
+import nrrd
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from tomodata.render import check_volume, render_xrays, view_volumes
+
+from .surface import render_isosurface
 
 __all__ = [
     "DEFAULT_TRANSFER",
@@ -80,20 +90,20 @@ _GREY_MODES = ("xray", "surface", "depth")
 #: Default transfer function, rows ``(density, r, g, b, sigma)``, piecewise linear in density.
 #: ``sigma`` is the extinction per unit depth (the cube's depth is 1, as ``chi`` for x-rays): a slab of
 #: thickness t (fraction of the depth) at that density lets ``exp(−sigma · t)`` through. Air (< 0.03)
-#: is invisible, soft tissue (0.03–0.2; the phantoms' haze is 0.03–0.07) a faint blue haze, bone (0.3–0.8) orange to ivory and nearly
-#: opaque after a few voxels, petrous bone and teeth (0.9–1) near white and opaque (the paper's
+#: is invisible, soft tissue (0.03–0.2; the phantoms' haze is 0.03–0.07) a faint blue haze, bone (0.3–0.8) orange to
+#: ivory and nearly opaque after a few voxels, petrous bone and teeth (0.9–1) near white and opaque (the paper's
 #: Fig. 14 colours: skin blue, bone orange).
 DEFAULT_TRANSFER = np.array(
     [
         # density   r      g      b     sigma
-        [0.00,     0.00,  0.00,  0.00,   0.0],
-        [0.03,     0.20,  0.40,  0.90,   0.0],
-        [0.08,     0.25,  0.45,  0.90,   1.5],
-        [0.20,     0.35,  0.55,  0.95,   2.5],
-        [0.30,     0.85,  0.45,  0.15,  12.0],
-        [0.45,     0.95,  0.70,  0.40,  60.0],
-        [0.80,     1.00,  0.90,  0.75, 120.0],
-        [1.00,     1.00,  0.98,  0.92, 200.0],
+        [0.00, 0.00, 0.00, 0.00, 0.0],
+        [0.03, 0.20, 0.40, 0.90, 0.0],
+        [0.08, 0.25, 0.45, 0.90, 1.5],
+        [0.20, 0.35, 0.55, 0.95, 2.5],
+        [0.30, 0.85, 0.45, 0.15, 12.0],
+        [0.45, 0.95, 0.70, 0.40, 60.0],
+        [0.80, 1.00, 0.90, 0.75, 120.0],
+        [1.00, 1.00, 0.98, 0.92, 200.0],
     ],
     dtype=np.float64,
 )
@@ -110,8 +120,6 @@ def check_view_volume(vol, *, name: str = "vol") -> np.ndarray:
     Raises ``ValueError`` for a non-3D array, an empty axis, a non-floating dtype, NaN/inf or
     negative densities.
     """
-    from tomodata.render import check_volume
-
     if hasattr(vol, "detach"):  # torch tensor
         vol = vol.detach().cpu().numpy()
     return check_volume(vol, name=name, axes="(D, H, W)", clip_above_one=True)
@@ -165,8 +173,9 @@ def _sizes(vol: np.ndarray, size, steps) -> tuple[int, int]:
     return size, steps
 
 
-def resample_view(vol, angle_deg: float = 0.0, *, size: int | None = None, steps: int | None = None,
-                  backend: str = "auto") -> np.ndarray:
+def resample_view(
+    vol, angle_deg: float = 0.0, *, size: int | None = None, steps: int | None = None, backend: str = "auto"
+) -> np.ndarray:
     """The view volume seen from the camera turned by ``angle_deg`` about v: (steps, S, S) float32.
 
     ``out[k, r, c] = vol(R(θ) @ (u_c, v_r, w_k))`` (trilinear, :func:`tomodata.render.view_volumes`).
@@ -178,8 +187,6 @@ def resample_view(vol, angle_deg: float = 0.0, *, size: int | None = None, steps
     angle = _check_angle(angle_deg)
     if angle % 360.0 == 0.0 and v.shape == (steps, size, size):
         return v.copy()
-    from tomodata.render import view_volumes
-
     return view_volumes(v, rotation_about_v(angle), size=size, steps=steps, backend=backend)[0]
 
 
@@ -188,20 +195,8 @@ def resample_view(vol, angle_deg: float = 0.0, *, size: int | None = None, steps
 
 
 def surface_available() -> bool:
-    """True when ``model.surface.render_isosurface`` can be imported."""
-    return _surface_fn(required=False) is not None
-
-
-def _surface_fn(required: bool = True) -> Callable | None:
-    try:
-        from model.surface import render_isosurface
-    except ImportError as e:  # pragma: no cover - depends on the checkout
-        if required:
-            raise ImportError(
-                "mode='surface' needs model.surface.render_isosurface; use mode='depth' or 'xray'"
-            ) from e
-        return None
-    return render_isosurface
+    """True: the ``surface`` mode's renderer (``model.surface.render_isosurface``) is part of the package."""
+    return True
 
 
 def _depth_shade(v: np.ndarray, iso: float) -> np.ndarray:
@@ -228,8 +223,7 @@ def _render_grey(v: np.ndarray, mode: str, *, chi: float, iso: float, surface_kw
     if mode == "depth":
         return _depth_shade(v, iso)
     if mode == "surface":
-        fn = _surface_fn()
-        img = np.asarray(fn(v, iso=iso, **(surface_kwargs or {})), dtype=np.float32)
+        img = np.asarray(render_isosurface(v, iso=iso, **(surface_kwargs or {})), dtype=np.float32)
         return np.clip(img, 0.0, 1.0)
     raise ValueError(f"mode {mode!r} is not a grey-level mode {_GREY_MODES}")
 
@@ -244,9 +238,20 @@ def _render_one(v: np.ndarray, mode: str, *, chi: float, iso: float, surface_kwa
 # novel views and turntables
 
 
-def novel_views(vol, angles_deg, *, mode: str = "xray", chi: float = 10.0, size: int | None = None,
-                steps: int | None = None, iso: float = 0.1, surface_kwargs: dict | None = None,
-                transfer=None, background=(0.0, 0.0, 0.0), backend: str = "auto") -> np.ndarray:
+def novel_views(
+    vol,
+    angles_deg,
+    *,
+    mode: str = "xray",
+    chi: float = 10.0,
+    size: int | None = None,
+    steps: int | None = None,
+    iso: float = 0.1,
+    surface_kwargs: dict | None = None,
+    transfer=None,
+    background=(0.0, 0.0, 0.0),
+    backend: str = "auto",
+) -> np.ndarray:
     """Re-render ``vol`` (D, H, W) from cameras turned about v by each of ``angles_deg`` (degrees).
 
     Returns (n, S, S) float32 in [0, 1] (``mode="colour"``: (n, S, S, 3)); S = ``size`` (default W).
@@ -261,17 +266,22 @@ def novel_views(vol, angles_deg, *, mode: str = "xray", chi: float = 10.0, size:
     angles = np.atleast_1d(np.asarray(angles_deg, dtype=object))
     if angles.ndim != 1 or angles.size == 0:
         raise ValueError(f"angles_deg must be a non-empty 1D sequence of degrees, got {angles_deg!r}")
-    angles = [_check_angle(a, "angles_deg") for a in angles]
+    checked = [_check_angle(a, "angles_deg") for a in angles]
     size, steps = _sizes(v, size, steps)
     if mode == "xray":
-        from tomodata.render import render_xrays
-
-        rots = np.stack([rotation_about_v(a) for a in angles])
+        rots = np.stack([rotation_about_v(a) for a in checked])
         return render_xrays(v, rots, size=size, steps=steps, chi=chi, backend=backend)
     out = [
-        _render_one(resample_view(v, a, size=size, steps=steps, backend=backend), mode, chi=chi, iso=iso,
-                    surface_kwargs=surface_kwargs, transfer=transfer, background=background)
-        for a in angles
+        _render_one(
+            resample_view(v, a, size=size, steps=steps, backend=backend),
+            mode,
+            chi=chi,
+            iso=iso,
+            surface_kwargs=surface_kwargs,
+            transfer=transfer,
+            background=background,
+        )
+        for a in checked
     ]
     return np.stack(out).astype(np.float32)
 
@@ -283,19 +293,26 @@ def to_uint8(img) -> np.ndarray:
 
 
 def _save_gif(frames: np.ndarray, path, frame_ms: int) -> Path:
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     u8 = to_uint8(frames)
     imgs = [Image.fromarray(f, mode="RGB" if f.ndim == 3 else "L") for f in u8]
-    imgs[0].save(path, format="GIF", save_all=True, append_images=imgs[1:], duration=int(frame_ms), loop=0,
-                 optimize=False, disposal=1)
+    imgs[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=imgs[1:],
+        duration=int(frame_ms),
+        loop=0,
+        optimize=False,
+        disposal=1,
+    )
     return path
 
 
-def turntable_gif(vol, path, *, n: int = 36, mode: str = "surface", frame_ms: int = 80,
-                  size: int | None = None, **render_kwargs) -> Path:
+def turntable_gif(
+    vol, path, *, n: int = 36, mode: str = "surface", frame_ms: int = 80, size: int | None = None, **render_kwargs
+) -> Path:
     """Write an animated GIF of ``n`` views at θ_i = 360° · i/n (i = 0 … n − 1) about v; returns path.
 
     Loops forever, ``frame_ms`` ms per frame (default 80 ms: a turn in n · 80 ms, 2.9 s for 36).
@@ -332,8 +349,12 @@ def cut_volume(vol, *, axis="w", fraction: float = 0.5) -> np.ndarray:
     oblique plane (``fraction=0.5`` passes through the centre). ``fraction`` in [0, 1].
     """
     v = check_view_volume(vol)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)) \
-            or not np.isfinite(fraction) or not 0.0 <= fraction <= 1.0:
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float, np.number))
+        or not np.isfinite(fraction)
+        or not 0.0 <= fraction <= 1.0
+    ):
         raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
     n = _plane_normal(axis)
     d, h, w = v.shape
@@ -345,10 +366,22 @@ def cut_volume(vol, *, axis="w", fraction: float = 0.5) -> np.ndarray:
     return np.where(keep, v, np.float32(0.0)).astype(np.float32)
 
 
-def cut_away(vol, *, axis="w", fraction: float = 0.5, mode: str = "surface", angle_deg: float = 0.0,
-             chi: float = 10.0, size: int | None = None, steps: int | None = None, iso: float = 0.1,
-             surface_kwargs: dict | None = None, transfer=None, background=(0.0, 0.0, 0.0),
-             backend: str = "auto") -> np.ndarray:
+def cut_away(
+    vol,
+    *,
+    axis="w",
+    fraction: float = 0.5,
+    mode: str = "surface",
+    angle_deg: float = 0.0,
+    chi: float = 10.0,
+    size: int | None = None,
+    steps: int | None = None,
+    iso: float = 0.1,
+    surface_kwargs: dict | None = None,
+    transfer=None,
+    background=(0.0, 0.0, 0.0),
+    backend: str = "auto",
+) -> np.ndarray:
     """Cut away part of ``vol`` (:func:`cut_volume`) and render the rest from ``angle_deg`` about v.
 
     The default removes the front half of the depth and looks from the original camera, showing the
@@ -356,9 +389,19 @@ def cut_away(vol, *, axis="w", fraction: float = 0.5, mode: str = "surface", ang
     ``mode="colour"``).
     """
     cut = cut_volume(vol, axis=axis, fraction=fraction)
-    return novel_views(cut, [angle_deg], mode=mode, chi=chi, size=size, steps=steps, iso=iso,
-                       surface_kwargs=surface_kwargs, transfer=transfer, background=background,
-                       backend=backend)[0]
+    return novel_views(
+        cut,
+        [angle_deg],
+        mode=mode,
+        chi=chi,
+        size=size,
+        steps=steps,
+        iso=iso,
+        surface_kwargs=surface_kwargs,
+        transfer=transfer,
+        background=background,
+        backend=backend,
+    )[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,8 +432,16 @@ def anaglyph(vol, *, baseline_deg: float = 4.0, mode: str = "surface", **render_
     return np.stack([left, right, right], axis=-1)
 
 
-def wiggle_gif(vol, path, *, baseline_deg: float = 4.0, frames: int = 2, mode: str = "surface",
-               frame_ms: int = 150, **render_kwargs) -> Path:
+def wiggle_gif(
+    vol,
+    path,
+    *,
+    baseline_deg: float = 4.0,
+    frames: int = 2,
+    mode: str = "surface",
+    frame_ms: int = 150,
+    **render_kwargs,
+) -> Path:
     """Write wiggle stereo as a looping GIF; returns the path.
 
     ``frames`` views at angles evenly spaced from +baseline/2 (left eye) to −baseline/2 (right eye);
@@ -415,8 +466,7 @@ def wiggle_gif(vol, path, *, baseline_deg: float = 4.0, frames: int = 2, mode: s
 def _check_transfer(transfer) -> np.ndarray:
     t = DEFAULT_TRANSFER if transfer is None else np.asarray(transfer, dtype=np.float64)
     if t.ndim != 2 or t.shape[1] != 5 or t.shape[0] < 2:
-        raise ValueError("transfer must be a table of at least 2 rows (density, r, g, b, sigma), "
-                         f"got shape {t.shape}")
+        raise ValueError(f"transfer must be a table of at least 2 rows (density, r, g, b, sigma), got shape {t.shape}")
     if not np.isfinite(t).all():
         raise ValueError("transfer contains NaN or inf")
     if np.any(np.diff(t[:, 0]) <= 0):
@@ -455,8 +505,16 @@ def _composite(v: np.ndarray, tf: np.ndarray, bg: np.ndarray) -> np.ndarray:
     return np.clip(colour, 0.0, 1.0).astype(np.float32)
 
 
-def colour_render(vol, *, transfer=None, background=(0.0, 0.0, 0.0), angle_deg: float = 0.0,
-                  size: int | None = None, steps: int | None = None, backend: str = "auto") -> np.ndarray:
+def colour_render(
+    vol,
+    *,
+    transfer=None,
+    background=(0.0, 0.0, 0.0),
+    angle_deg: float = 0.0,
+    size: int | None = None,
+    steps: int | None = None,
+    backend: str = "auto",
+) -> np.ndarray:
     """Emission–absorption colour rendering of ``vol`` (D, H, W) → (S, S, 3) float32 in [0, 1].
 
     ``transfer``: (N, 5) rows ``(density, r, g, b, sigma)`` with strictly increasing densities,
@@ -480,8 +538,6 @@ def colour_render(vol, *, transfer=None, background=(0.0, 0.0, 0.0), angle_deg: 
 
 
 def _save_png(img, path) -> Path:
-    from PIL import Image
-
     path = Path(path)
     u8 = to_uint8(img) if np.asarray(img).dtype != np.uint8 else np.asarray(img)
     Image.fromarray(u8, mode="RGB" if u8.ndim == 3 else "L").save(path)
@@ -496,7 +552,7 @@ def _montage(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
     out = np.zeros(shape, dtype=images.dtype)
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
-        out[r * (s + pad):r * (s + pad) + s, c * (s + pad):c * (s + pad) + s] = im
+        out[r * (s + pad) : r * (s + pad) + s, c * (s + pad) : c * (s + pad) + s] = im
     return out
 
 
@@ -509,9 +565,19 @@ def display_grid(vol_shape, size: int | None = None) -> tuple[int, int]:
     return size, max(d, h, w, size)
 
 
-def write_applications(vol, out_dir, *, xray=None, name: str = "sample", mode: str | None = None,
-                       chi: float = 10.0, n_turntable: int = 36, baseline_deg: float = 4.0,
-                       size: int | None = None, backend: str = "auto") -> list[Path]:
+def write_applications(
+    vol,
+    out_dir,
+    *,
+    xray=None,
+    name: str = "sample",
+    mode: str | None = None,
+    chi: float = 10.0,
+    n_turntable: int = 36,
+    baseline_deg: float = 4.0,
+    size: int | None = None,
+    backend: str = "auto",
+) -> list[Path]:
     """Write all applications of one view volume to ``out_dir``; returns the written paths.
 
     Files (``{name}_…``): ``xray_input.png`` (when ``xray`` (H, W) in [0, 1] is given),
@@ -533,27 +599,39 @@ def write_applications(vol, out_dir, *, xray=None, name: str = "sample", mode: s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size, steps = display_grid(v.shape, size)
-    kw = dict(chi=chi, size=size, steps=steps, backend=backend)
+    kw: dict[str, Any] = dict(chi=chi, size=size, steps=steps, backend=backend)
     paths: list[Path] = []
     if xray is not None:
         x = np.asarray(xray, dtype=np.float64)
         if x.ndim != 2 or not np.isfinite(x).all():
             raise ValueError(f"xray must be a finite 2D image (H, W), got shape {x.shape}")
         paths.append(_save_png(np.clip(x, 0.0, 1.0), out / f"{name}_xray_input.png"))
-    paths.append(_save_png(novel_views(v, [0.0], mode="xray", chi=chi, steps=v.shape[0], backend=backend)[0],
-                           out / f"{name}_xray_rerender.png"))
+    paths.append(
+        _save_png(
+            novel_views(v, [0.0], mode="xray", chi=chi, steps=v.shape[0], backend=backend)[0],
+            out / f"{name}_xray_rerender.png",
+        )
+    )
     angles = [45.0 * i for i in range(8)]
     paths.append(_save_png(_montage(novel_views(v, angles, mode=mode, **kw), 4), out / f"{name}_novel_{mode}.png"))
     if mode != "xray":
         paths.append(_save_png(_montage(novel_views(v, angles, mode="xray", **kw), 4), out / f"{name}_novel_xray.png"))
     paths.append(turntable_gif(v, out / f"{name}_turntable.gif", n=n_turntable, mode=mode, **kw))
-    cuts = np.stack([cut_away(v, axis="w", fraction=0.5, mode=mode, **kw),
-                     cut_away(v, axis="u", fraction=0.5, mode=mode, angle_deg=60.0, **kw)])
+    cuts = np.stack(
+        [
+            cut_away(v, axis="w", fraction=0.5, mode=mode, **kw),
+            cut_away(v, axis="u", fraction=0.5, mode=mode, angle_deg=60.0, **kw),
+        ]
+    )
     paths.append(_save_png(_montage(cuts, 2), out / f"{name}_cutaway.png"))
     paths.append(_save_png(anaglyph(v, baseline_deg=baseline_deg, mode=mode, **kw), out / f"{name}_anaglyph.png"))
     paths.append(wiggle_gif(v, out / f"{name}_wiggle.gif", baseline_deg=baseline_deg, mode=mode, **kw))
-    colours = np.stack([colour_render(v, size=size, steps=steps, backend=backend),
-                        colour_render(v, angle_deg=60.0, size=size, steps=steps, backend=backend)])
+    colours = np.stack(
+        [
+            colour_render(v, size=size, steps=steps, backend=backend),
+            colour_render(v, angle_deg=60.0, size=size, steps=steps, backend=backend),
+        ]
+    )
     paths.append(_save_png(_montage(colours, 2), out / f"{name}_colour.png"))
     return paths
 
@@ -561,18 +639,11 @@ def write_applications(vol, out_dir, *, xray=None, name: str = "sample", mode: s
 def read_view_volume_file(path, *, max_side: int | None = 128) -> np.ndarray:
     """A view volume written by ``tomo infer`` (NRRD or NIfTI) as (D, H, W) float32, laterally
     area-averaged so that H, W <= ``max_side`` (None keeps the full resolution)."""
-    import torch
-    import torch.nn.functional as F
-
     p = str(path)
     if p.endswith(".nrrd"):
-        import nrrd
-
         vol, _ = nrrd.read(p, index_order="C")  # file axes x, y, z → array (z, y, x) = (D, H, W)
     elif p.endswith((".nii", ".nii.gz")):
-        import nibabel
-
-        vol = np.asarray(nibabel.load(p).dataobj).transpose(2, 1, 0)  # (x, y, z) → (z, y, x)
+        vol = np.asarray(cast(nibabel.Nifti1Image, nibabel.load(p)).dataobj).transpose(2, 1, 0)  # (x, y, z) → (z, y, x)
     else:
         raise ValueError(f"{path}: expected a .nrrd, .nii or .nii.gz view volume")
     vol = np.ascontiguousarray(vol, dtype=np.float32)

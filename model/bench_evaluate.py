@@ -28,14 +28,19 @@ held before the evaluation (reported apart as ``rss_before_gb``).
 from __future__ import annotations
 
 import math
+import os
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
+
+from tomodata.store import open_store
+
+from .evaluate import evaluate_run
 
 __all__ = ["PAPER_EVAL_SCALE", "bench_evaluate", "format_bench_evaluate"]
 
@@ -49,8 +54,6 @@ def _max_rss_gb() -> float:
 
 def _loadavg() -> float:
     try:
-        import os
-
         return os.getloadavg()[0]
     except OSError:
         return float("nan")
@@ -59,15 +62,23 @@ def _loadavg() -> float:
 def _rss_gb() -> float:
     try:
         with open("/proc/self/statm") as fh:
-            import os
-
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
     except OSError:  # not Linux
         return float("nan")
 
 
-def bench_evaluate(store, checkpoint, *, samples: int = 100, methods: Sequence[str] = ("ours", "nn", "oracle"),
-                   device="cpu", out_dir=None, strict: bool = False, progress: bool = True, **options) -> dict:
+def bench_evaluate(
+    store,
+    checkpoint,
+    *,
+    samples: int = 100,
+    methods: Sequence[str] = ("ours", "nn", "oracle"),
+    device="cpu",
+    out_dir=None,
+    strict: bool = False,
+    progress: bool = True,
+    **options,
+) -> dict:
     """Run :func:`model.evaluate.evaluate_run` on ``samples`` held-out samples and return its costs.
 
     Args:
@@ -87,9 +98,6 @@ def bench_evaluate(store, checkpoint, *, samples: int = 100, methods: Sequence[s
         ``paper_projection_s`` (phase → seconds at :data:`PAPER_EVAL_SCALE` on this machine) and
         its total.
     """
-    from tomodata.store import open_store
-
-    from .evaluate import evaluate_run
 
     rss_before = _rss_gb()
     tmp = None
@@ -98,21 +106,37 @@ def bench_evaluate(store, checkpoint, *, samples: int = 100, methods: Sequence[s
         out_dir = tmp.name
     try:
         t0, c0, load0 = time.perf_counter(), time.process_time(), _loadavg()
-        s = evaluate_run(store, checkpoint, Path(out_dir), max_samples=int(samples), methods=tuple(methods),
-                         device=device, strict=strict, progress=progress, **options)
+        s = evaluate_run(
+            store,
+            checkpoint,
+            Path(out_dir),
+            max_samples=int(samples),
+            methods=tuple(methods),
+            device=device,
+            strict=strict,
+            progress=progress,
+            **options,
+        )
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         if tmp is not None:
             tmp.cleanup()
     peak = _max_rss_gb()
     ds = open_store(store)
-    spp = int(ds.attrs["samples_per_species"])
+    spp = ds.settings.samples_per_species
     Q, N = int(s["n_samples"]), len(s["train_species"]) * spp
     t = s["timings"]
-    q_phases = [("network", "network_s"), ("fusion", "fusion_s"), ("truth views", "truth_views_s"),
-                ("metrics", "render_and_ssim_s"), ("nn search", "nn_search_s"), ("nn views", "nn_views_s"),
-                ("oracle queries", "oracle_queries_s"), ("oracle re-rank", "oracle_exact_s"),
-                ("oracle views", "oracle_views_s")]
+    q_phases = [
+        ("network", "network_s"),
+        ("fusion", "fusion_s"),
+        ("truth views", "truth_views_s"),
+        ("metrics", "render_and_ssim_s"),
+        ("nn search", "nn_search_s"),
+        ("nn views", "nn_views_s"),
+        ("oracle queries", "oracle_queries_s"),
+        ("oracle re-rank", "oracle_exact_s"),
+        ("oracle views", "oracle_views_s"),
+    ]
     n_phases = [("nn features", "nn_features_s")]
     phases = {}
     for name, key in q_phases:
@@ -141,44 +165,73 @@ def bench_evaluate(store, checkpoint, *, samples: int = 100, methods: Sequence[s
             proj[name] = ph["per"] * ps["n_train"] * ps["n_queries"]
         elif name == "nn search":
             bound = t.get("nn_bound_s", 0.0)  # the lower-bound pass: per query and training sample
-            proj[name] = bound / max(Q * N, 1) * ps["n_queries"] * ps["n_train"] \
+            proj[name] = (
+                bound / max(Q * N, 1) * ps["n_queries"] * ps["n_train"]
                 + (ph["seconds"] - bound) / max(Q, 1) * ps["n_queries"]
+            )
         else:
             proj[name] = ph["per"] * ps["n_queries"]
-    return dict(store=str(store), checkpoint=str(checkpoint), n_queries=Q, n_train=N,
-                train_species=len(s["train_species"]), target_shape=s["target_shape"], image_size=s["image_size"],
-                network=s["network"], methods=list(methods), threads=torch.get_num_threads(), seconds=wall,
-                cpu_seconds=cpu, loadavg_1min=(load0, _loadavg()),
-                evaluate_total_s=t.get("total_s", wall), phases=phases, timings=t,
-                oracle_evaluated_mean=oracle.get("mean_evaluated"), oracle_passes=oracle.get("passes"),
-                paper_oracle_passes=paper_passes,
-                peak_rss_gb=peak, rss_before_gb=rss_before, paper_scale=ps, paper_projection_s=proj,
-                paper_projection_total_s=sum(proj.values()))
+    return dict(
+        store=str(store),
+        checkpoint=str(checkpoint),
+        n_queries=Q,
+        n_train=N,
+        train_species=len(s["train_species"]),
+        target_shape=s["target_shape"],
+        image_size=s["image_size"],
+        network=s["network"],
+        methods=list(methods),
+        threads=torch.get_num_threads(),
+        seconds=wall,
+        cpu_seconds=cpu,
+        loadavg_1min=(load0, _loadavg()),
+        evaluate_total_s=t.get("total_s", wall),
+        phases=phases,
+        timings=t,
+        oracle_evaluated_mean=oracle.get("mean_evaluated"),
+        oracle_passes=oracle.get("passes"),
+        paper_oracle_passes=paper_passes,
+        peak_rss_gb=peak,
+        rss_before_gb=rss_before,
+        paper_scale=ps,
+        paper_projection_s=proj,
+        paper_projection_total_s=sum(proj.values()),
+    )
 
 
 def format_bench_evaluate(r: dict) -> str:
     """The report of :func:`bench_evaluate` as printed by ``tomo bench evaluate``."""
     D, S, _ = r["target_shape"]
-    lines = [f"evaluate {r['n_queries']} held-out samples against {r['n_train']} training samples "
-             f"({r['train_species']} species), x-rays {r['image_size']}², view volumes {D} x {S}², "
-             f"methods {', '.join(r['methods'])}, {r['threads']} threads: {r['seconds']:.1f} s wall, "
-             f"{r['cpu_seconds']:.1f} s CPU (1-min load {r['loadavg_1min'][0]:.1f} at the start, "
-             f"{r['loadavg_1min'][1]:.1f} at the end)",
-             f"{'phase':<16} {'seconds':>9} {'per sample':>12}  unit"]
+    lines = [
+        f"evaluate {r['n_queries']} held-out samples against {r['n_train']} training samples "
+        f"({r['train_species']} species), x-rays {r['image_size']}², view volumes {D} x {S}², "
+        f"methods {', '.join(r['methods'])}, {r['threads']} threads: {r['seconds']:.1f} s wall, "
+        f"{r['cpu_seconds']:.1f} s CPU (1-min load {r['loadavg_1min'][0]:.1f} at the start, "
+        f"{r['loadavg_1min'][1]:.1f} at the end)",
+        f"{'phase':<16} {'seconds':>9} {'per sample':>12}  unit",
+    ]
     for name, ph in r["phases"].items():
         lines.append(f"{name:<16} {ph['seconds']:9.1f} {ph['per'] * 1e3:10.2f} ms  per {ph['unit']}")
     if r.get("oracle_evaluated_mean") is not None:
-        lines.append(f"Oracle: {r['oracle_evaluated_mean']:.1f} training samples re-ranked exactly per query, "
-                     f"{r['oracle_passes']} pass(es) over the training view volumes "
-                     f"({r['paper_oracle_passes']} at the paper's scale with the same memory)")
+        lines.append(
+            f"Oracle: {r['oracle_evaluated_mean']:.1f} training samples re-ranked exactly per query, "
+            f"{r['oracle_passes']} pass(es) over the training view volumes "
+            f"({r['paper_oracle_passes']} at the paper's scale with the same memory)"
+        )
     lines.append(f"peak RSS {r['peak_rss_gb']:.2f} GB (the process held {r['rss_before_gb']:.2f} GB before)")
     ps = r["paper_scale"]
-    lines.append(f"paper scale ({ps['n_queries']} held-out x {ps['n_train']} training samples) at these unit "
-                 f"costs, this machine: {r['paper_projection_total_s'] / 3600:.1f} h ("
-                 + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in r["paper_projection_s"].items()) + ")")
+    lines.append(
+        f"paper scale ({ps['n_queries']} held-out x {ps['n_train']} training samples) at these unit "
+        f"costs, this machine: {r['paper_projection_total_s'] / 3600:.1f} h ("
+        + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in r["paper_projection_s"].items())
+        + ")"
+    )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m model.bench_evaluate STORE CKPT [N]
-    print(format_bench_evaluate(bench_evaluate(sys.argv[1], sys.argv[2],
-                                               samples=int(sys.argv[3]) if len(sys.argv) > 3 else 100)))
+    print(
+        format_bench_evaluate(
+            bench_evaluate(sys.argv[1], sys.argv[2], samples=int(sys.argv[3]) if len(sys.argv) > 3 else 100)
+        )
+    )

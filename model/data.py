@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import time
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tomodata.store import DatasetStore, open_store
 from tomodata.views import sample_to_view
 
 from ._sample_cpu import sample_views
@@ -26,8 +29,9 @@ from ._sample_cpu import sample_views
 __all__ = ["StoreSamples", "torch_view_volumes", "VIEW_VOXEL_BYTES", "batch_indices", "SpeciesVolumes", "resize_xrays"]
 
 
-def torch_view_volumes(volumes: torch.Tensor, rotations: torch.Tensor, *, size: int, steps: int,
-                       mirrored: torch.Tensor | None = None) -> torch.Tensor:
+def torch_view_volumes(
+    volumes: torch.Tensor, rotations: torch.Tensor, *, size: int, steps: int, mirrored: torch.Tensor | None = None
+) -> torch.Tensor:
     """View-aligned volumes of a batch, as :func:`tomodata.render.view_volumes` (docs/geometry.md).
 
     Args:
@@ -56,8 +60,12 @@ def torch_view_volumes(volumes: torch.Tensor, rotations: torch.Tensor, *, size: 
         vols = volumes[:, 0].float()
         same = vols.shape[0] == 1 or vols.stride(0) == 0
         out = torch.empty((vols.shape[0], steps, size, size), dtype=torch.float32)
-        sample_views((vols[:1] if same else vols).contiguous().numpy(), same,
-                     pts.permute(0, 4, 1, 2, 3).contiguous().numpy(), out.numpy())
+        sample_views(
+            (vols[:1] if same else vols).contiguous().numpy(),
+            same,
+            pts.permute(0, 4, 1, 2, 3).contiguous().numpy(),
+            out.numpy(),
+        )
         return out
     grid = pts.float()
     inside = pts.abs_().amax(dim=-1) <= 1.0  # in float64, as the renderer decides; pts is spent
@@ -122,7 +130,6 @@ class StoreSamples(torch.utils.data.Dataset):
     """
 
     def __init__(self, store, split: str = "train", *, species: list[str] | None = None):
-        from tomodata.store import open_store
 
         self.store_path = str(store)
         ds = open_store(store)
@@ -135,9 +142,9 @@ class StoreSamples(torch.utils.data.Dataset):
             raise ValueError(f"species not complete in {store}: {incomplete} (run tomo validate)")
         self.split = split
         self.species = list(names)
-        self.samples_per_species = int(self.attrs["samples_per_species"])
+        self.samples_per_species = ds.settings.samples_per_species
         self.rotations = np.stack([ds.rotations(n) for n in self.species])  # (n_species, n_views, 3, 3)
-        self._ds = None
+        self._ds: DatasetStore | None = None
 
     def __len__(self) -> int:
         return len(self.species) * self.samples_per_species
@@ -149,8 +156,6 @@ class StoreSamples(torch.utils.data.Dataset):
 
     def _store(self):
         if self._ds is None:
-            from tomodata.store import open_store
-
             self._ds = open_store(self.store_path)
         return self._ds
 
@@ -164,8 +169,14 @@ class StoreSamples(torch.utils.data.Dataset):
         s, j = self.locate(i)
         img = self._store().images(self.species[s], j)
         view, mirrored = sample_to_view(int(j), self.samples_per_species // 2)
-        return dict(xray=torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None], species=s, view=view,
-                    mirrored=mirrored, rotation=torch.from_numpy(self.rotations[s, view]), index=int(i))
+        return dict(
+            xray=torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None],
+            species=s,
+            view=view,
+            mirrored=mirrored,
+            rotation=torch.from_numpy(self.rotations[s, view]),
+            index=int(i),
+        )
 
     def volumes(self) -> torch.Tensor:
         """All species' canonical volumes, (n_species, 1, V, V, V) float32 (CPU)."""
@@ -184,15 +195,13 @@ class SpeciesVolumes:
         """(B, steps, size, size) view volumes of a collated batch."""
         idx = batch["species"].to(self.volumes.device)
         vols = self.volumes[idx]
-        return torch_view_volumes(vols, batch["rotation"], size=self.size, steps=self.steps,
-                                  mirrored=batch["mirrored"])
+        return torch_view_volumes(vols, batch["rotation"], size=self.size, steps=self.steps, mirrored=batch["mirrored"])
 
 
 def loader_workers_context(num_workers: int):
     """The multiprocessing context for DataLoader workers: forkserver where available, else spawn."""
     if num_workers <= 0:
         return None
-    import multiprocessing as mp
 
     return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
 
@@ -200,12 +209,12 @@ def loader_workers_context(num_workers: int):
 def bench_loader(store, *, split: str = "train", batch: int = 16, batches: int = 20, num_workers: int = 0) -> float:
     """Samples per second that a DataLoader over the store delivers (x-rays only; targets are made on
     the training device)."""
-    import time
 
     ds = StoreSamples(store, split)
     sampler = [batch_indices(s, batch, len(ds), 0).tolist() for s in range(batches)]
-    dl = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=num_workers,
-                                     multiprocessing_context=loader_workers_context(num_workers))
+    dl = torch.utils.data.DataLoader(
+        ds, batch_sampler=sampler, num_workers=num_workers, multiprocessing_context=loader_workers_context(num_workers)
+    )
     it = iter(dl)
     next(it)
     t0 = time.perf_counter()

@@ -126,21 +126,28 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
+from skimage.metrics import structural_similarity
 
+from tomodata.files import write_json
 from tomodata.progress import phase
+from tomodata.progress import progress as progress_bar
+from tomodata.store import open_store
+from tomodata.views import sample_to_view
 
 from . import stats as ST
-from .data import resize_xrays
+from .data import StoreSamples, resize_xrays
+from .fusion import fuse, opacity_max, upsample_lateral
 from .oracle import ORACLE_CHUNK, oracle_search
 from .search import (
     _row_chunks,
@@ -150,9 +157,17 @@ from .search import (
     nearest_images_bounded,
     train_coarse_features,
 )
-from .sources import ImageSource, ViewSource, mean_volume, select_evenly, store_image_blocks
+from .sources import (
+    ImageSource,
+    ViewSource,
+    mean_volume,
+    release_freed_memory,
+    select_evenly,
+    store_image_blocks,
+)
 from .stats import mean_ci
-from .surface import DEFAULT_ISO, render_isosurface_torch
+from .surface import DEFAULT_ISO, render_isosurface, render_isosurface_torch
+from .train import config_differences, data_fingerprint, model_from_checkpoint
 
 __all__ = [
     "EVAL_SPLITS",
@@ -186,8 +201,10 @@ VIEW_CLASSES = ("top", "front", "side", "other")
 #: Half-angle of the view-class cones around the volume axes (degrees).
 VIEW_CLASS_ANGLE = 30.0
 #: The paper's means on its synthetic validation set (§5.3); context only, not comparable in scale.
-PAPER_RESULTS = {"l2": {"ours": 0.051, "nn": 0.067, "oracle": 0.060},
-                 "dssim": {"ours": 0.097, "nn": 0.109, "oracle": 0.110}}
+PAPER_RESULTS = {
+    "l2": {"ours": 0.051, "nn": 0.067, "oracle": 0.060},
+    "dssim": {"ours": 0.097, "nn": 0.109, "oracle": 0.110},
+}
 METRICS = ("l2", "mse", "dssim")
 SSIM_DATA_RANGE = 1.0
 
@@ -197,20 +214,30 @@ class MetricDefinitions:
     """The definitions as recorded in summary.json."""
 
     l2: str = "sqrt(mean over target voxels of (pred - true)^2) (voxel RMSE); mse = its square"
-    dssim: str = ("(1 - SSIM)/2, skimage.metrics.structural_similarity(data_range=1.0, 7x7 uniform window) "
-                  "between model.surface.render_isosurface images (iso, AO on) from the x-ray's view")
+    dssim: str = (
+        "(1 - SSIM)/2, skimage.metrics.structural_similarity(data_range=1.0, 7x7 uniform window) "
+        "between model.surface.render_isosurface images (iso, AO on) from the x-ray's view"
+    )
     target: str = "network output grid out_depth x out_size^2; ground truth = torch_view_volumes target"
     nn: str = "training sample with the L2-nearest x-ray (store resolution), exact blocked search"
-    mean: str = ("the average of the training species' view volumes at the sample's view and mirror flag, no "
-                 "input used; made as the view volume of the mean training volume (trilinear sampling is linear)")
+    mean: str = (
+        "the average of the training species' view volumes at the sample's view and mirror flag, no "
+        "input used; made as the view volume of the mean training volume (trilinear sampling is linear)"
+    )
     oracle: str = "training view volume L2-nearest to the ground truth on the target grid, exact (lower-bound pruning)"
-    view_class: str = ("d = R[:, 2]; top: within 30 deg of +-y, front: of +-x, side: of +-z, else other "
-                       "(phantoms: snout +x, dorsal -y, z left-right)")
+    view_class: str = (
+        "d = R[:, 2]; top: within 30 deg of +-y, front: of +-x, side: of +-z, else other "
+        "(phantoms: snout +x, dorsal -y, z left-right)"
+    )
     slice_counts: str = "depth box-averaged to n slices, linearly up-sampled back; DSSIM vs the original's render"
-    ci: str = ("species level: mean of species means, 95% percentile interval of a cluster bootstrap over species; "
-               "sample level (mirrored pairs averaged): mean +- t_{0.975,n-1} sd/sqrt(n)")
-    tests: str = ("species level: scipy.stats.ttest_rel and scipy.stats.wilcoxon (two-sided) on species means, "
-                  "paired by species; sample level: ttest_rel on mirrored-pair means, paired by (species, view)")
+    ci: str = (
+        "species level: mean of species means, 95% percentile interval of a cluster bootstrap over species; "
+        "sample level (mirrored pairs averaged): mean +- t_{0.975,n-1} sd/sqrt(n)"
+    )
+    tests: str = (
+        "species level: scipy.stats.ttest_rel and scipy.stats.wilcoxon (two-sided) on species means, "
+        "paired by species; sample level: ttest_rel on mirrored-pair means, paired by (species, view)"
+    )
     view_classes_and_slices: str = "t-interval over samples (mirrored samples counted separately)"
 
 
@@ -255,7 +282,6 @@ def volume_errors(pred, true, *, rows: int | None = None) -> tuple[np.ndarray, n
 
 def dssim(img_a, img_b) -> float:
     """(1 − SSIM)/2 of two images in [0, 1] (skimage, data_range=1.0, 7×7 window)."""
-    from skimage.metrics import structural_similarity
 
     a = np.asarray(img_a, dtype=np.float64)
     b = np.asarray(img_b, dtype=np.float64)
@@ -268,7 +294,6 @@ def dssim(img_a, img_b) -> float:
 
 def volume_dssim(pred, true, *, iso: float = DEFAULT_ISO) -> float:
     """DSSIM of the iso-surface renders of two (D, H, W) view volumes."""
-    from .surface import render_isosurface
 
     return dssim(render_isosurface(pred, iso=iso), render_isosurface(true, iso=iso))
 
@@ -284,13 +309,13 @@ def depth_resample(vol: torch.Tensor, slices: int) -> torch.Tensor:
     return up[:, 0]
 
 
-def paired_tests(values: dict[str, dict[str, np.ndarray]], methods: Sequence[str],
-                 metrics: Sequence[str] = METRICS) -> list[dict]:
+def paired_tests(
+    values: dict[str, dict[str, np.ndarray]], methods: Sequence[str], metrics: Sequence[str] = METRICS
+) -> list[dict]:
     """Paired two-sided t-tests between every pair of ``methods`` per metric, every sample counted as
     independent (not what ``tests.csv`` reports: see :func:`statistics_tables`).
 
     ``values[metric][method]`` are per-sample arrays in the same sample order."""
-    from scipy import stats
 
     rows = []
     for metric in metrics:
@@ -308,9 +333,18 @@ def paired_tests(values: dict[str, dict[str, np.ndarray]], methods: Sequence[str
     return rows
 
 
-def statistics_tables(per: dict[str, dict[str, np.ndarray]], species: Sequence[str], sample, n_views: int, *,
-                      methods: Sequence[str], metrics: Sequence[str] = METRICS, n_boot: int = ST.BOOTSTRAP_DRAWS,
-                      seed: int = 0, level: float = CI_LEVEL) -> dict[str, list[dict]]:
+def statistics_tables(
+    per: dict[str, dict[str, np.ndarray]],
+    species: Sequence[str],
+    sample,
+    n_views: int,
+    *,
+    methods: Sequence[str],
+    metrics: Sequence[str] = METRICS,
+    n_boot: int = ST.BOOTSTRAP_DRAWS,
+    seed: int = 0,
+    level: float = CI_LEVEL,
+) -> dict[str, list[dict]]:
     """The rows of summary.csv, tests.csv and species.csv and the paired differences (:mod:`model.stats`).
 
     Args:
@@ -328,13 +362,13 @@ def statistics_tables(per: dict[str, dict[str, np.ndarray]], species: Sequence[s
         the species-level mean of a − b with its bootstrap CI. With fewer than 2 species with values,
         species-level CIs, tests and differences are NaN (n says how many there were).
     """
-    species = np.asarray([str(x) for x in species])
+    sp = np.asarray([str(x) for x in species])
     sample = np.asarray(sample, dtype=np.int64)
-    boot = dict(level=level, n_boot=n_boot, seed=seed)
+    boot: dict[str, Any] = dict(level=level, n_boot=n_boot, seed=seed)
 
     def n_species(*arrays) -> int:
         ok = np.logical_and.reduce([np.isfinite(np.asarray(a, dtype=np.float64)) for a in arrays])
-        return len(set(species[ok].tolist()))
+        return len(set(sp[ok].tolist()))
 
     summary, sp_rows = [], []
     for lv in LEVELS:
@@ -342,35 +376,40 @@ def statistics_tables(per: dict[str, dict[str, np.ndarray]], species: Sequence[s
             for k in metrics:
                 v = np.asarray(per[m][k], dtype=np.float64)
                 if lv == "sample":
-                    mean, lo, hi, n = ST.sample_ci(v, species, sample, n_views, level)
+                    mean, lo, hi, n = ST.sample_ci(v, sp, sample, n_views, level)
                 elif n_species(v) >= 2:
-                    mean, lo, hi, n = ST.cluster_bootstrap_ci(v, species, **boot)
+                    mean, lo, hi, n = ST.cluster_bootstrap_ci(v, sp, **boot)
                 else:
-                    _, sm, _ = ST.species_means(v, species)
+                    _, sm, _ = ST.species_means(v, sp)
                     sm = sm[np.isfinite(sm)]
                     mean, lo, hi, n = (float(sm.mean()) if sm.size else math.nan), math.nan, math.nan, int(sm.size)
                 summary.append(dict(method=m, metric=k, level=lv, mean=mean, ci_low=lo, ci_high=hi, n=n))
     for m in methods:
         for k in metrics:
-            names, sm, ns = ST.species_means(per[m][k], species)
-            sp_rows += [dict(method=m, species=nm, metric=k, mean=float(x), n_samples=int(c))
-                        for nm, x, c in zip(names, sm, ns)]
+            names, sm, counts = ST.species_means(per[m][k], sp)
+            sp_rows += [
+                dict(method=m, species=nm, metric=k, mean=float(x), n_samples=int(c))
+                for nm, x, c in zip(names, sm, counts)
+            ]
     tests, diffs = [], []
     for k in metrics:
         for a, b in itertools.combinations(methods, 2):
             va, vb = (np.asarray(per[x][k], dtype=np.float64) for x in (a, b))
             ns = n_species(va, vb)
             row = dict(metric=k, method_a=a, method_b=b)
+            t: tuple
+            w: tuple
+            d: tuple
             if ns >= 2:
-                t = ST.species_ttest(va, vb, species)
-                w = ST.species_wilcoxon(va, vb, species)
-                d = ST.cluster_bootstrap_diff_ci(va, vb, species, **boot)
+                t = ST.species_ttest(va, vb, sp)
+                w = ST.species_wilcoxon(va, vb, sp)
+                d = ST.cluster_bootstrap_diff_ci(va, vb, sp, **boot)
             else:
                 t = w = (math.nan, math.nan, ns)
                 d = (math.nan, math.nan, math.nan, ns)
             tests.append(dict(row, level="species", test="t", statistic=t[0], p=t[1], n=t[2]))
             tests.append(dict(row, level="species", test="wilcoxon", statistic=w[0], p=w[1], n=w[2]))
-            ts = ST.sample_ttest(va, vb, species, sample, n_views)
+            ts = ST.sample_ttest(va, vb, sp, sample, n_views)
             tests.append(dict(row, level="sample", test="t", statistic=ts[0], p=ts[1], n=ts[2]))
             diffs.append(dict(row, level="species", mean_diff=d[0], ci_low=d[1], ci_high=d[2], n=d[3]))
     return dict(summary=summary, tests=tests, species=sp_rows, differences=diffs)
@@ -378,7 +417,7 @@ def statistics_tables(per: dict[str, dict[str, np.ndarray]], species: Sequence[s
 
 def statistics_text(*, n_boot: int, seed: int, n_species: int) -> str:
     """The statistical procedure, in words, for summary.json."""
-    wmin = f"{2.0 / 2 ** n_species:.3g}" if n_species >= 1 else "n/a"
+    wmin = f"{2.0 / 2**n_species:.3g}" if n_species >= 1 else "n/a"
     return (
         "The held-out species are the unit: only they were held out, and a species' views (and each view's "
         "mirror) are not independent of one another. "
@@ -404,14 +443,19 @@ def split_use(eval_split: str) -> dict[str, str]:
     """What each split of the store was used for, in a run that evaluates ``eval_split``."""
     return {
         "train": "training the network; the database of the NN, Oracle and mean baselines",
-        "val": ("model choice and tuning (the training run's validation); "
-                + ("evaluated in this run, so these numbers are not an untouched held-out result"
-                   if eval_split == "val" else "never evaluated for the reported result")),
-        "test": ("held out from training and model choice; "
-                 + ("evaluated in this run: the reported result" if eval_split == "test"
-                    else "not evaluated in this run")),
+        "val": (
+            "model choice and tuning (the training run's validation); "
+            + (
+                "evaluated in this run, so these numbers are not an untouched held-out result"
+                if eval_split == "val"
+                else "never evaluated for the reported result"
+            )
+        ),
+        "test": (
+            "held out from training and model choice; "
+            + ("evaluated in this run: the reported result" if eval_split == "test" else "not evaluated in this run")
+        ),
     }
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -423,16 +467,15 @@ def _check_compat(state: dict, store) -> list[str]:
     """Differences between the data a checkpoint was trained on (its ``data`` fingerprint: spec,
     chi, steps, image and volume sizes, views, view scheme and seed, training species) and the
     store's ``train`` split (empty = compatible)."""
-    from .data import StoreSamples
-    from .train import config_differences, data_fingerprint
 
     now = data_fingerprint(StoreSamples(store, "train"))
     return config_differences(state.get("data", {}), now, "data.")
 
 
-def _fuse_batch(raw: torch.Tensor, xrays: np.ndarray, *, size: int, fusion_at: str, beta: float, chi: float) -> torch.Tensor:
+def _fuse_batch(
+    raw: torch.Tensor, xrays: np.ndarray, *, size: int, fusion_at: str, beta: float, chi: float
+) -> torch.Tensor:
     """'ours' for a batch: raw (B, D, s, s) network output, xrays (B, S, S) opacity → (B, D, size, size)."""
-    from .fusion import fuse, opacity_max  # imported lazily (being finished separately)
 
     out = []
     coarse = raw.detach().float().cpu().numpy()
@@ -454,30 +497,33 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[dict]) -> None:
             w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def _jsonable(o):
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return _jsonable(float(o))
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
-
-
-def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, batch: int = 16, device="cpu",
-                 methods: Sequence[str] = METHODS, slice_counts: Sequence[int] = (8, 16, 32, 64),
-                 iso: float = DEFAULT_ISO, beta: float = 2.0, fusion_at: str = "xray",
-                 oracle_bytes: int = 1 << 30, nn_feature_bytes: int = 2 << 30, cache_bytes: int = 1 << 30,
-                 nn_search: str = "bound", nn_coarse: int = 16, nn_k: int = 32,
-                 nn_query_block: int = 4096, train_block: int = 256, strict: bool = True,
-                 split: str = "test", n_boot: int = ST.BOOTSTRAP_DRAWS, boot_seed: int = 0,
-                 progress: bool = False) -> dict:
+def evaluate_run(
+    store,
+    checkpoint,
+    out_dir,
+    *,
+    max_samples: int | None = None,
+    batch: int = 16,
+    device="cpu",
+    methods: Sequence[str] = METHODS,
+    slice_counts: Sequence[int] = (8, 16, 32, 64),
+    iso: float = DEFAULT_ISO,
+    beta: float = 2.0,
+    fusion_at: str = "xray",
+    oracle_bytes: int = 1 << 30,
+    nn_feature_bytes: int = 2 << 30,
+    cache_bytes: int = 1 << 30,
+    nn_search: str = "bound",
+    nn_coarse: int = 16,
+    nn_k: int = 32,
+    nn_query_block: int = 4096,
+    train_block: int = 256,
+    strict: bool = True,
+    split: str = "test",
+    n_boot: int = ST.BOOTSTRAP_DRAWS,
+    boot_seed: int = 0,
+    progress: bool = False,
+) -> dict:
     """Evaluate a checkpoint on the store's ``split`` species (default ``test``); write the tables
     (module docstring).
 
@@ -520,9 +566,6 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     Returns:
         The summary dict (also written as ``summary.json``).
     """
-    from tomodata.store import open_store
-
-    from .train import model_from_checkpoint
 
     t_start = time.perf_counter()
     methods = tuple(methods)
@@ -554,8 +597,9 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     train = splits["train"]
     if not held:
         have = ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
-        raise ValueError(f"the store {store} has no {split!r} species to evaluate ({have} species); "
-                         f"pick another split (--split)")
+        raise ValueError(
+            f"the store {store} has no {split!r} species to evaluate ({have} species); pick another split (--split)"
+        )
     if not train:
         raise ValueError(f"the store {store} has no 'train' species (the NN, Oracle and mean database)")
     incomplete = [n for n in held + train if not ds.is_complete(n)]
@@ -563,13 +607,14 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         raise ValueError(f"species not complete in {store}: {incomplete} (run tomo validate)")
     diffs = _check_compat(state, store)
     if diffs and strict:
-        raise ValueError(f"checkpoint {checkpoint} was trained on other data than the store {store}:\n  "
-                         + "\n  ".join(diffs))
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained on other data than the store {store}:\n  " + "\n  ".join(diffs)
+        )
     leaked = sorted(set(held) & set(state.get("data", {}).get("species", [])))
     if leaked:
         raise ValueError(f"evaluated ({split!r}) species {leaked} of {store} were training species of {checkpoint}")
-    image_size = int(ds.attrs["image_size"])
-    chi = float(ds.attrs["chi"])
+    image_size = ds.settings.image_size
+    chi = ds.settings.chi
     D, S = int(net.out_depth), int(net.out_size)
     if S < 7:
         raise ValueError(f"the network's output size {S} is below SSIM's 7x7 window")
@@ -583,7 +628,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     sel = select_evenly(len(held_src), max_samples)
     sp_idx, smp_idx = held_src.locate(sel)
     Q = sel.size
-    n_views = int(ds.attrs["n_views"])
+    n_views = ds.settings.n_views
     mean_vol = None
     if "mean" in methods:  # the mean baseline: views of the mean training volume (= mean of their views)
         t0 = time.perf_counter()
@@ -606,31 +651,34 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
         t0 = time.perf_counter()
         blocks = store_image_blocks(ds, train, block=train_block)
         for a in range(0, Q, nn_query_block):
-            ix = sel[a:a + nn_query_block]
-            nn_i[a:a + ix.size], nn_d[a:a + ix.size] = nearest_images(
-                held_xrays(ix), blocks, device=dev, query_block=nn_query_block)
-        nn_eval[:] = len(train) * int(ds.attrs["samples_per_species"])
+            ix = sel[a : a + nn_query_block]
+            nn_i[a : a + ix.size], nn_d[a : a + ix.size] = nearest_images(
+                held_xrays(ix), blocks, device=dev, query_block=nn_query_block
+            )
+        nn_eval[:] = len(train) * ds.settings.samples_per_species
         timings["nn_s"] = timings["nn_search_s"] = time.perf_counter() - t0
     elif "nn" in methods:
         t0 = time.perf_counter()
         images = ImageSource(ds, train, device=dev)
         images.cache(budget_bytes=cache_bytes, block=train_block)
-        nn_coarse_used = coarse_for_memory((1, image_size, image_size), len(images), nn_coarse,
-                                           nn_feature_bytes, what="the NN's lower-bound features")
-        nn_feats = train_coarse_features(images, size=image_size, depth=1,
-                                         factors=coarse_factors((1, image_size, image_size), nn_coarse_used))
+        nn_coarse_used = coarse_for_memory(
+            (1, image_size, image_size), len(images), nn_coarse, nn_feature_bytes, what="the NN's lower-bound features"
+        )
+        nn_feats = train_coarse_features(
+            images, size=image_size, depth=1, factors=coarse_factors((1, image_size, image_size), nn_coarse_used)
+        )
         timings["nn_features_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         timings["nn_bound_s"] = 0.0
         for a in range(0, Q, nn_query_block):
-            ix = sel[a:a + nn_query_block]
-            r = nearest_images_bounded(held_xrays(ix), images, coarse=nn_coarse_used, k=nn_k,
-                                       train_features=nn_feats)
+            ix = sel[a : a + nn_query_block]
+            r = nearest_images_bounded(held_xrays(ix), images, coarse=nn_coarse_used, k=nn_k, train_features=nn_feats)
             timings["nn_bound_s"] += r.timings["bound_s"]
             if not r.certified.all():  # cannot happen without a cap on the evaluations; never report unproven
                 raise RuntimeError("the bounded NN search left a query uncertified")
-            nn_i[a:a + ix.size], nn_d[a:a + ix.size], nn_eval[a:a + ix.size] = r.index, r.dist2, r.evaluated
+            nn_i[a : a + ix.size], nn_d[a : a + ix.size], nn_eval[a : a + ix.size] = r.index, r.dist2, r.evaluated
         del images, nn_feats
+        release_freed_memory()
         timings["nn_search_s"] = time.perf_counter() - t1
         timings["nn_s"] = time.perf_counter() - t0
 
@@ -647,14 +695,23 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     or_eval = np.zeros(Q, np.int64)
     oracle_res = None
     if "oracle" in methods:
+        assert train_src is not None  # made whenever nn or oracle is evaluated
         if progress:
             phase("evaluate", f"Oracle: exact scan of {len(train_src)} training view volumes for {Q} held-out samples")
         t0 = time.perf_counter()
-        oracle_res = oracle_search(lambda ix: held_src.views(sel[ix], size=S, depth=D), Q, train_src, size=S,
-                                   depth=D, query_bytes=oracle_bytes, progress=progress)
+        oracle_res = oracle_search(
+            lambda ix: held_src.views(sel[ix], size=S, depth=D),
+            Q,
+            train_src,
+            size=S,
+            depth=D,
+            query_bytes=oracle_bytes,
+            progress=progress,
+        )
         or_i, or_d, or_eval = oracle_res.index, oracle_res.dist2, oracle_res.evaluated
         timings["oracle_s"] = time.perf_counter() - t0
         timings.update({f"oracle_{k}": v for k, v in oracle_res.timings.items()})
+        release_freed_memory()
 
     # ---- predictions, metrics, renders
     t0 = time.perf_counter()
@@ -664,7 +721,6 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     per = {m: {k: np.full(Q, np.nan) for k in METRICS} for m in methods}
     slice_vals = {m: {c: np.full(Q, np.nan) for c in used_counts} for m in slice_methods}
     classes = [view_class(held_src.rotation(int(g))) for g in sel]
-    from tomodata.progress import progress as progress_bar
 
     if progress:
         phase("evaluate", f"predictions, baselines and metrics of {Q} samples")
@@ -672,7 +728,7 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     t_fuse = t_render = t_net = t_truth = t_nnv = t_mean = t_oracle = 0.0
     with torch.no_grad():
         for a in range(0, Q, batch):
-            ix = sel[a:a + batch]
+            ix = sel[a : a + batch]
             b = ix.size
             xr = held_xrays(ix)
             tt0 = time.perf_counter()
@@ -691,16 +747,18 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
                     t_fuse += time.perf_counter() - tf0
                 del raw
             if "nn" in methods:
+                assert train_src is not None
                 tv0 = time.perf_counter()
-                vols["nn"] = train_src.views(nn_i[a:a + b], size=S, depth=D)
+                vols["nn"] = train_src.views(nn_i[a : a + b], size=S, depth=D)
                 t_nnv += time.perf_counter() - tv0
             if "mean" in methods:
                 tm0 = time.perf_counter()
                 vols["mean"] = held_src.views(ix, size=S, depth=D, volume=mean_vol)
                 t_mean += time.perf_counter() - tm0
             if "oracle" in methods:
+                assert train_src is not None
                 to0 = time.perf_counter()
-                vols["oracle"] = train_src.views(or_i[a:a + b], size=S, depth=D)
+                vols["oracle"] = train_src.views(or_i[a : a + b], size=S, depth=D)
                 t_oracle += time.perf_counter() - to0
             tr0 = time.perf_counter()
             order = [m for m in methods]
@@ -711,14 +769,14 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
             imgs_m = {m: render_isosurface_torch(vols[m], iso=iso).cpu().numpy() for m in order}
             for m in order:
                 l2, mse = volume_errors(vols[m], truth, rows=4)
-                per[m]["l2"][a:a + b], per[m]["mse"][a:a + b] = l2, mse
-                per[m]["dssim"][a:a + b] = [dssim(imgs_m[m][i], imgs_truth[i]) for i in range(b)]
+                per[m]["l2"][a : a + b], per[m]["mse"][a : a + b] = l2, mse
+                per[m]["dssim"][a : a + b] = [dssim(imgs_m[m][i], imgs_truth[i]) for i in range(b)]
             for m in slice_methods:
                 base = truth if m == "truth" else vols[m]
                 ref = imgs_truth if m == "truth" else imgs_m[m]
                 for c in used_counts:
                     im = render_isosurface_torch(depth_resample(base, c), iso=iso).cpu().numpy()
-                    slice_vals[m][c][a:a + b] = [dssim(im[i], ref[i]) for i in range(b)]
+                    slice_vals[m][c][a : a + b] = [dssim(im[i], ref[i]) for i in range(b)]
             del vols, truth
             t_render += time.perf_counter() - tr0
             bar.update(b)
@@ -733,18 +791,30 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     timings["render_and_ssim_s"] = t_render
 
     # ---- tables
-    from tomodata.views import sample_to_view
 
     view_of, mirrored = sample_to_view(smp_idx, n_views)
     species_of = [held[int(s)] for s in sp_idx]
     metric_rows = []
     for m in methods:
         for i in range(Q):
-            metric_rows.append(dict(method=m, species=species_of[i], sample=int(smp_idx[i]), view=int(view_of[i]),
-                                    mirrored=bool(mirrored[i]), view_class=classes[i], l2=float(per[m]["l2"][i]),
-                                    mse=float(per[m]["mse"][i]), dssim=float(per[m]["dssim"][i])))
-    _write_csv(out / "metrics.csv", ["method", "species", "sample", "view", "mirrored", "view_class", "l2", "mse", "dssim"],
-               metric_rows)
+            metric_rows.append(
+                dict(
+                    method=m,
+                    species=species_of[i],
+                    sample=int(smp_idx[i]),
+                    view=int(view_of[i]),
+                    mirrored=bool(mirrored[i]),
+                    view_class=classes[i],
+                    l2=float(per[m]["l2"][i]),
+                    mse=float(per[m]["mse"][i]),
+                    dssim=float(per[m]["dssim"][i]),
+                )
+            )
+    _write_csv(
+        out / "metrics.csv",
+        ["method", "species", "sample", "view", "mirrored", "view_class", "l2", "mse", "dssim"],
+        metric_rows,
+    )
 
     t0 = time.perf_counter()
     st = statistics_tables(per, species_of, smp_idx, n_views, methods=methods, n_boot=n_boot, seed=boot_seed)
@@ -757,10 +827,10 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
     cls = np.asarray(classes)
     vc_rows = []
     for m in methods:
-        for c in VIEW_CLASSES:
+        for vc in VIEW_CLASSES:
             for k in ("l2", "dssim"):
-                mean, lo, hi, n = mean_ci(per[m][k][cls == c])
-                vc_rows.append(dict(method=m, view_class=c, metric=k, mean=mean, ci_low=lo, ci_high=hi, n=n))
+                mean, lo, hi, n = mean_ci(per[m][k][cls == vc])
+                vc_rows.append(dict(method=m, view_class=vc, metric=k, mean=mean, ci_low=lo, ci_high=hi, n=n))
     _write_csv(out / "view_classes.csv", ["method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"], vc_rows)
 
     sc_rows = []
@@ -770,58 +840,126 @@ def evaluate_run(store, checkpoint, out_dir, *, max_samples: int | None = None, 
             sc_rows.append(dict(method=m, slices=c, dssim_mean=mean, ci_low=lo, ci_high=hi, n=n))
     _write_csv(out / "slice_counts.csv", ["method", "slices", "dssim_mean", "ci_low", "ci_high", "n"], sc_rows)
 
-    tsp, tsm = (train_src.locate(np.maximum(nn_i, 0)) if train_src else (None, None))
-    osp, osm = (train_src.locate(np.maximum(or_i, 0)) if train_src else (None, None))
+    zeros = np.zeros(Q, np.int64)  # no NN/Oracle: columns left empty below
+    tsp, tsm = train_src.locate(np.maximum(nn_i, 0)) if train_src else (zeros, zeros)
+    osp, osm = train_src.locate(np.maximum(or_i, 0)) if train_src else (zeros, zeros)
     match_rows = []
     for i in range(Q):
-        r = dict(species=species_of[i], sample=int(smp_idx[i]))
+        row: dict = dict(species=species_of[i], sample=int(smp_idx[i]))
         has_nn, has_or = "nn" in methods, "oracle" in methods
-        r.update(nn_species=train[int(tsp[i])] if has_nn else "", nn_sample=int(tsm[i]) if has_nn else "",
-                 nn_dist2=float(nn_d[i]) if has_nn else "", nn_evaluated=int(nn_eval[i]) if has_nn else "",
-                 oracle_species=train[int(osp[i])] if has_or else "", oracle_sample=int(osm[i]) if has_or else "",
-                 oracle_dist2=float(or_d[i]) if has_or else "", oracle_evaluated=int(or_eval[i]) if has_or else "")
-        match_rows.append(r)
-    _write_csv(out / "matches.csv", ["species", "sample", "nn_species", "nn_sample", "nn_dist2", "nn_evaluated",
-                                     "oracle_species",
-                                     "oracle_sample", "oracle_dist2", "oracle_evaluated"], match_rows)
+        row.update(
+            nn_species=train[int(tsp[i])] if has_nn else "",
+            nn_sample=int(tsm[i]) if has_nn else "",
+            nn_dist2=float(nn_d[i]) if has_nn else "",
+            nn_evaluated=int(nn_eval[i]) if has_nn else "",
+            oracle_species=train[int(osp[i])] if has_or else "",
+            oracle_sample=int(osm[i]) if has_or else "",
+            oracle_dist2=float(or_d[i]) if has_or else "",
+            oracle_evaluated=int(or_eval[i]) if has_or else "",
+        )
+        match_rows.append(row)
+    _write_csv(
+        out / "matches.csv",
+        [
+            "species",
+            "sample",
+            "nn_species",
+            "nn_sample",
+            "nn_dist2",
+            "nn_evaluated",
+            "oracle_species",
+            "oracle_sample",
+            "oracle_dist2",
+            "oracle_evaluated",
+        ],
+        match_rows,
+    )
 
     timings["total_s"] = time.perf_counter() - t_start
     summary = dict(
-        store=str(store), checkpoint=str(checkpoint), checkpoint_step=int(state.get("step", -1)),
-        network=net.to_dict(), target_shape=[D, S, S], image_size=image_size, chi=chi,
-        eval_split=split, eval_species=held, val_species=held, train_species=train,
-        splits=splits, split_use=split_use(split),
+        store=str(store),
+        checkpoint=str(checkpoint),
+        checkpoint_step=int(state.get("step", -1)),
+        network=net.to_dict(),
+        target_shape=[D, S, S],
+        image_size=image_size,
+        chi=chi,
+        eval_split=split,
+        eval_species=held,
+        val_species=held,
+        train_species=train,
+        splits=splits,
+        split_use=split_use(split),
         aliases={"val_species": "eval_species (the evaluated species, whatever their split; kept for older readers)"},
-        n_samples=int(Q), n_species=len(set(species_of)), n_views_evaluated=len(set(zip(species_of, view_of.tolist()))),
+        n_samples=int(Q),
+        n_species=len(set(species_of)),
+        n_views_evaluated=len(set(zip(species_of, view_of.tolist()))),
         methods=list(methods),
-        settings=dict(max_samples=max_samples, batch=batch, device=str(dev), iso=iso, beta=beta, fusion_at=fusion_at,
-                      oracle_bytes=oracle_bytes, oracle_chunk=ORACLE_CHUNK, nn_feature_bytes=nn_feature_bytes,
-                      cache_bytes=cache_bytes, train_views_cached=cached,
-                      nn_search=nn_search, nn_coarse=nn_coarse, nn_coarse_used=nn_coarse_used, nn_k=nn_k,
-                      nn_query_block=nn_query_block, train_block=train_block, strict=strict,
-                      ssim_data_range=SSIM_DATA_RANGE, view_class_angle_deg=VIEW_CLASS_ANGLE, split=split,
-                      n_boot=int(n_boot), boot_seed=int(boot_seed), ci_level=CI_LEVEL),
+        settings=dict(
+            max_samples=max_samples,
+            batch=batch,
+            device=str(dev),
+            iso=iso,
+            beta=beta,
+            fusion_at=fusion_at,
+            oracle_bytes=oracle_bytes,
+            oracle_chunk=ORACLE_CHUNK,
+            nn_feature_bytes=nn_feature_bytes,
+            cache_bytes=cache_bytes,
+            train_views_cached=cached,
+            nn_search=nn_search,
+            nn_coarse=nn_coarse,
+            nn_coarse_used=nn_coarse_used,
+            nn_k=nn_k,
+            nn_query_block=nn_query_block,
+            train_block=train_block,
+            strict=strict,
+            ssim_data_range=SSIM_DATA_RANGE,
+            view_class_angle_deg=VIEW_CLASS_ANGLE,
+            split=split,
+            n_boot=int(n_boot),
+            boot_seed=int(boot_seed),
+            ci_level=CI_LEVEL,
+        ),
         data_differences=diffs,
         definitions=MetricDefinitions().__dict__,
         paper=PAPER_RESULTS,
         statistics=statistics_text(n_boot=int(n_boot), seed=int(boot_seed), n_species=len(set(species_of))),
-        means={lv: {m: {r["metric"]: dict(mean=r["mean"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"])
-                        for r in summary_rows if r["method"] == m and r["level"] == lv} for m in methods}
-               for lv in LEVELS},
+        means={
+            lv: {
+                m: {
+                    r["metric"]: dict(mean=r["mean"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"])
+                    for r in summary_rows
+                    if r["method"] == m and r["level"] == lv
+                }
+                for m in methods
+            }
+            for lv in LEVELS
+        },
         summary_rows=summary_rows,
         tests=test_rows,
         differences=st["differences"],
         species_means=st["species"],
         view_classes=vc_rows,
         view_class_counts={c: int((cls == c).sum()) for c in VIEW_CLASSES},
-        slice_counts=dict(rows=sc_rows, used=used_counts, skipped=skipped_counts,
-                          note=f"counts >= the target depth {D} are skipped"),
-        oracle=(dict(rule="exact scan (model.oracle)", chunk=ORACLE_CHUNK, passes=oracle_res.passes, exact=True,
-                     mean_evaluated=float(or_eval.mean()) if Q else math.nan, most_evaluated=int(or_eval.max()) if Q else 0)
-                if "oracle" in methods else None),
+        slice_counts=dict(
+            rows=sc_rows, used=used_counts, skipped=skipped_counts, note=f"counts >= the target depth {D} are skipped"
+        ),
+        oracle=(
+            dict(
+                rule="exact scan (model.oracle)",
+                chunk=ORACLE_CHUNK,
+                passes=oracle_res.passes if oracle_res is not None else 0,
+                exact=True,
+                mean_evaluated=float(or_eval.mean()) if Q else math.nan,
+                most_evaluated=int(or_eval.max()) if Q else 0,
+            )
+            if "oracle" in methods
+            else None
+        ),
         timings=timings,
     )
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    write_json(out / "summary.json", summary)
     return summary
 
 
@@ -836,12 +974,6 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
     :func:`model.figures.fig_fusion` (``xray``, ``fused`` at the x-ray's resolution, ``nofusion``) and,
     per row, ours fused at the x-ray's resolution (D, S, S) (the applications' volume).
     """
-    import csv
-
-    from tomodata.store import open_store
-
-    from .fusion import fuse
-    from .train import model_from_checkpoint
 
     with open(Path(eval_dir) / "matches.csv", newline="") as fh:
         matches = list(csv.DictReader(fh))
@@ -857,7 +989,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
     model, _ = model_from_checkpoint(checkpoint, map_location="cpu")
     net = model.config
     D, S = int(net.out_depth), int(net.out_size)
-    chi = float(ds.attrs["chi"])
+    chi = ds.settings.chi
     held = list(dict.fromkeys(r["species"] for r in matches))  # the evaluated species
     train = ds.species_names("train")
     unknown = [n for n in held if n not in ds.species_names()]
@@ -865,7 +997,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
         raise ValueError(f"{eval_dir}/matches.csv names species {unknown} that the store {store} lacks")
     held_src, train_src = ViewSource(ds, held, device=device), ViewSource(ds, train, device=device)
     mean_vol = torch.from_numpy(mean_volume(ds, train)).to(device)
-    spp = int(ds.attrs["samples_per_species"])
+    spp = ds.settings.samples_per_species
     rows, fulls, fusion_example = [], [], None
     with torch.no_grad():
         for r in chosen:
@@ -874,8 +1006,12 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
             raw = model(resize_xrays(torch.from_numpy(x)[None, None], net.input_size)).float()[0].numpy()
             fused_full = fuse(raw, x, beta=beta, chi=chi)
             ours = resize_xrays(torch.from_numpy(np.ascontiguousarray(fused_full))[None], S)[0].numpy()
-            row = dict(xray=x, ours=ours, truth=held_src.views([g], size=S, depth=D)[0].cpu().numpy(),
-                       title=f"{r['species']} sample {r['sample']}")
+            row = dict(
+                xray=x,
+                ours=ours,
+                truth=held_src.views([g], size=S, depth=D)[0].cpu().numpy(),
+                title=f"{r['species']} sample {r['sample']}",
+            )
             row["mean"] = held_src.views([g], size=S, depth=D, volume=mean_vol)[0].cpu().numpy()
             if r.get("nn_species"):
                 gn = train.index(r["nn_species"]) * spp + int(r["nn_sample"])
@@ -886,8 +1022,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float
             rows.append(row)
             fulls.append(fused_full)
             if fusion_example is None:
-                from .fusion import upsample_lateral
-
-                fusion_example = dict(xray=x, fused=fused_full,
-                                      nofusion=upsample_lateral(np.clip(raw, 0.0, 1.0), x.shape))
+                fusion_example = dict(
+                    xray=x, fused=fused_full, nofusion=upsample_lateral(np.clip(raw, 0.0, 1.0), x.shape)
+                )
     return dict(rows=rows, fusion=fusion_example, ours_full=fulls)

@@ -36,10 +36,30 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import nibabel as nib
 import numpy as np
+import torch
+from PIL import Image
 
-__all__ = ["ASSETS", "DEFAULT_MAX_SIZE", "DEFAULT_SAMPLES", "MAX_BROWSER_SIZE", "METHODS", "RunPaths",
-           "choose_samples", "fit_size", "nifti_base64", "run_paths", "write_explorer", "write_sheet"]
+from tomodata.store import open_store
+
+from .evaluate import qualitative_examples
+
+__all__ = [
+    "ASSETS",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_SAMPLES",
+    "MAX_BROWSER_SIZE",
+    "METHODS",
+    "RunPaths",
+    "choose_samples",
+    "fit_size",
+    "nifti_base64",
+    "run_paths",
+    "write_explorer",
+    "write_sheet",
+]
 
 #: the page's files (copied into every explorer folder)
 ASSETS = Path(__file__).with_name("explorer_assets")
@@ -67,14 +87,24 @@ def run_paths(run_dir=None, *, store=None, checkpoint=None, eval_dir=None, out=N
     """The workflow's layout under ``run_dir`` (results/RUN: dataset.zarr, model/best.pt, eval/,
     explorer/), each overridable; ValueError when a path is neither given nor derivable."""
     run = Path(run_dir) if run_dir else None
-    missing = [name for name, v in (("--store", store), ("--checkpoint", checkpoint), ("--eval", eval_dir),
-                                    ("-o", out)) if v is None and run is None]
+    missing = [
+        name
+        for name, v in (("--store", store), ("--checkpoint", checkpoint), ("--eval", eval_dir), ("-o", out))
+        if v is None and run is None
+    ]
     if missing:
         raise ValueError(f"give a run folder (results/RUN) or all of {', '.join(missing)}")
-    return RunPaths(store=Path(store) if store else run / "dataset.zarr",
-                    checkpoint=Path(checkpoint) if checkpoint else run / "model" / "best.pt",
-                    eval_dir=Path(eval_dir) if eval_dir else run / "eval",
-                    out=Path(out) if out else run / "explorer")
+
+    def under_run(*parts: str) -> Path:
+        assert run is not None  # a path not given needs the run folder (checked above)
+        return run.joinpath(*parts)
+
+    return RunPaths(
+        store=Path(store) if store else under_run("dataset.zarr"),
+        checkpoint=Path(checkpoint) if checkpoint else under_run("model", "best.pt"),
+        eval_dir=Path(eval_dir) if eval_dir else under_run("eval"),
+        out=Path(out) if out else under_run("explorer"),
+    )
 
 
 def check_run(paths: RunPaths) -> list[dict]:
@@ -82,16 +112,21 @@ def check_run(paths: RunPaths) -> list[dict]:
     path and what to run when the run has no store, checkpoint or evaluation."""
     run = paths.eval_dir.parent
     if not paths.store.is_dir():
-        raise FileNotFoundError(f"no dataset store at {paths.store}: build it first "
-                                f"(snakemake {run}/dataset.final.json, or tomo build-demo)")
+        raise FileNotFoundError(
+            f"no dataset store at {paths.store}: build it first "
+            f"(snakemake {run}/dataset.final.json, or tomo build-demo)"
+        )
     if not paths.checkpoint.is_file():
-        raise FileNotFoundError(f"no checkpoint at {paths.checkpoint}: train first "
-                                f"(snakemake {run}/model/best.pt, or tomo train)")
+        raise FileNotFoundError(
+            f"no checkpoint at {paths.checkpoint}: train first (snakemake {run}/model/best.pt, or tomo train)"
+        )
     matches = paths.eval_dir / "matches.csv"
     if not matches.is_file():
-        raise FileNotFoundError(f"no evaluation at {paths.eval_dir} ({matches.name} missing): evaluate first "
-                                f"(snakemake {run}/eval/summary.json, or tomo evaluate {paths.store} "
-                                f"--checkpoint {paths.checkpoint} -o {paths.eval_dir})")
+        raise FileNotFoundError(
+            f"no evaluation at {paths.eval_dir} ({matches.name} missing): evaluate first "
+            f"(snakemake {run}/eval/summary.json, or tomo evaluate {paths.store} "
+            f"--checkpoint {paths.checkpoint} -o {paths.eval_dir})"
+        )
     with open(matches, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
@@ -106,8 +141,10 @@ def choose_samples(n_evaluated: int, n: int = DEFAULT_SAMPLES, indices=None) -> 
     if indices:
         bad = [i for i in indices if not 0 <= int(i) < n_evaluated]
         if bad:
-            raise ValueError(f"sample index {bad[0]} out of range: the evaluation has {n_evaluated} samples "
-                             f"(0..{n_evaluated - 1}); evaluate more with tomo evaluate --max-samples")
+            raise ValueError(
+                f"sample index {bad[0]} out of range: the evaluation has {n_evaluated} samples "
+                f"(0..{n_evaluated - 1}); evaluate more with tomo evaluate --max-samples"
+            )
         return list(dict.fromkeys(int(i) for i in indices))
     if n < 1:
         raise ValueError(f"the number of samples must be >= 1, got {n}")
@@ -117,8 +154,6 @@ def choose_samples(n_evaluated: int, n: int = DEFAULT_SAMPLES, indices=None) -> 
 def fit_size(vol: np.ndarray, max_size: int) -> np.ndarray:
     """``vol`` (D, s, s) area-averaged so that no axis exceeds ``max_size`` (aspect kept); as is if
     it fits."""
-    import torch
-
     D, H, W = vol.shape
     f = max_size / max(D, H, W)
     if f >= 1:
@@ -131,8 +166,6 @@ def fit_size(vol: np.ndarray, max_size: int) -> np.ndarray:
 def nifti_base64(vol: np.ndarray, vmax: float, depth_spacing: float, descrip: str = "") -> str:
     """A NIfTI-1 file (uint8, densities = value · vmax / 255) of the view volume ``vol`` (D, s, s)
     in the page's axes (module docstring), as base64."""
-    import nibabel as nib
-
     D, H, W = vol.shape
     q = np.clip(np.rint(vol / vmax * 255.0), 0, 255).astype(np.uint8)
     arr = np.ascontiguousarray(q[::-1, ::-1, :].transpose(2, 0, 1))  # (x=col, y=depth rev, z=row rev)
@@ -166,22 +199,20 @@ def sample_metrics(eval_dir: Path) -> dict:
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
-    from PIL import Image
-
     Image.fromarray(np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)).save(path)
 
 
 def write_sheet(path: Path, xrays: list, cols: int = 8, panel: int = 96) -> Path:
     """A contact sheet (PNG) of the samples' input x-rays (each (S, S), opacity 0..1), ``cols`` a row,
     ``panel`` pixels each, in the page's order: the explorer's entry in the Snakemake report."""
-    import cv2
-
     rows = -(-len(xrays) // cols)
     sheet = np.zeros((rows * (panel + 4) + 4, min(cols, len(xrays)) * (panel + 4) + 4), np.float32)
     for k, x in enumerate(xrays):
         r, c = divmod(k, cols)
         img = cv2.resize(np.asarray(x, np.float32), (panel, panel), interpolation=cv2.INTER_AREA)
-        sheet[4 + r * (panel + 4):4 + r * (panel + 4) + panel, 4 + c * (panel + 4):4 + c * (panel + 4) + panel] = img
+        sheet[4 + r * (panel + 4) : 4 + r * (panel + 4) + panel, 4 + c * (panel + 4) : 4 + c * (panel + 4) + panel] = (
+            img
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_png(path, sheet)
@@ -201,25 +232,30 @@ def _copy_assets(out: Path) -> None:
             shutil.copyfile(f, out / f.name)
 
 
-def write_explorer(paths: RunPaths, *, n: int = DEFAULT_SAMPLES, indices=None, max_size: int = DEFAULT_MAX_SIZE,
-                   device: str = "cpu", sheet=None, log=print) -> Path:
+def write_explorer(
+    paths: RunPaths,
+    *,
+    n: int = DEFAULT_SAMPLES,
+    indices=None,
+    max_size: int = DEFAULT_MAX_SIZE,
+    device: str = "cpu",
+    sheet=None,
+    log=print,
+) -> Path:
     """Write the explorer of an evaluated run into ``paths.out`` (module docstring), and with
     ``sheet`` a contact sheet of its input x-rays there (:func:`write_sheet`); returns
     ``paths.out / "index.html"``. Errors (nothing written): no store, checkpoint or evaluation, a
     sample index out of range, ``max_size`` above :data:`MAX_BROWSER_SIZE`."""
     if not 8 <= max_size <= MAX_BROWSER_SIZE:
-        raise ValueError(f"--max-size {max_size}: volumes must be 8..{MAX_BROWSER_SIZE} voxels per axis in the "
-                         f"browser ({MAX_BROWSER_SIZE}³ × 4 volumes is 8 MiB a sample); use a smaller --max-size")
+        raise ValueError(
+            f"--max-size {max_size}: volumes must be 8..{MAX_BROWSER_SIZE} voxels per axis in the "
+            f"browser ({MAX_BROWSER_SIZE}³ × 4 volumes is 8 MiB a sample); use a smaller --max-size"
+        )
     matches = check_run(paths)
     chosen = choose_samples(len(matches), n, indices)
-    from tomodata.store import open_store
-
-    from .evaluate import qualitative_examples
-
-    chi = float(open_store(paths.store).attrs["chi"])
+    chi = open_store(paths.store).settings.chi
     log(f"explorer: {len(chosen)} of {len(matches)} evaluated samples of {paths.eval_dir}")
-    rows = qualitative_examples(paths.store, paths.checkpoint, paths.eval_dir, n=max(chosen) + 1,
-                                device=device)["rows"]
+    rows = qualitative_examples(paths.store, paths.checkpoint, paths.eval_dir, n=max(chosen) + 1, device=device)["rows"]
     metrics = sample_metrics(paths.eval_dir)
     out = paths.out
     (out / "samples").mkdir(parents=True, exist_ok=True)
@@ -239,16 +275,36 @@ def write_explorer(paths: RunPaths, *, n: int = DEFAULT_SAMPLES, indices=None, m
         (out / "samples" / f"{name}.js").write_text("window.EXPLORER_DATA = window.EXPLORER_DATA || {};\n" + script)
         _write_png(out / "samples" / f"{name}_xray.png", row["xray"])
         species, sample = row["title"].rsplit(" sample ", 1)
-        samples.append(dict(title=row["title"], species=species, sample=int(sample), vmax=vmax,
-                            methods=list(vols), script=f"samples/{name}.js", xray=f"samples/{name}_xray.png",
-                            metrics=metrics.get((species, sample), {})))
+        samples.append(
+            dict(
+                title=row["title"],
+                species=species,
+                sample=int(sample),
+                vmax=vmax,
+                methods=list(vols),
+                script=f"samples/{name}.js",
+                xray=f"samples/{name}_xray.png",
+                metrics=metrics.get((species, sample), {}),
+            )
+        )
     note = ""
+    assert grid is not None and shown is not None  # chosen is not empty
     if shown != grid:
-        note = (f"volumes downsampled for the browser from {'×'.join(map(str, grid))} to "
-                f"{'×'.join(map(str, shown))} (depth × rows × columns; --max-size {max_size})")
+        note = (
+            f"volumes downsampled for the browser from {'×'.join(map(str, grid))} to "
+            f"{'×'.join(map(str, shown))} (depth × rows × columns; --max-size {max_size})"
+        )
         log(f"explorer: {note}")
-    manifest = dict(run=str(paths.eval_dir.parent.name), chi=chi, grid=list(grid), shown=list(shown), note=note,
-                    labels=LABELS, n_evaluated=len(matches), samples=samples)
+    manifest = dict(
+        run=str(paths.eval_dir.parent.name),
+        chi=chi,
+        grid=list(grid),
+        shown=list(shown),
+        note=note,
+        labels=LABELS,
+        n_evaluated=len(matches),
+        samples=samples,
+    )
     (out / "manifest.js").write_text(_js("window.EXPLORER", manifest))
     _copy_assets(out)
     if sheet:

@@ -25,11 +25,18 @@ fusion), NN, Oracle, mean (then any others) and the same colours in every figure
 
 from __future__ import annotations
 
+import json
 import textwrap
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from . import applications as A
+from .evaluate import depth_resample, dssim
 
 __all__ = [
     "METHOD_ORDER",
@@ -48,22 +55,39 @@ __all__ = [
 ]
 
 METHOD_ORDER = ("ours", "ours_nofusion", "nn", "oracle", "mean")
-METHOD_LABELS = {"ours": "Ours", "ours_nofusion": "Ours (no fusion)", "nn": "NN", "oracle": "Oracle",
-                 "mean": "Mean (train)", "truth": "Ground truth"}
-METHOD_COLOURS = {"ours": "#d95f02", "ours_nofusion": "#f4a582", "nn": "#1b9e77", "oracle": "#7570b3",
-                  "mean": "#a6761d", "truth": "#444444"}
+METHOD_LABELS = {
+    "ours": "Ours",
+    "ours_nofusion": "Ours (no fusion)",
+    "nn": "NN",
+    "oracle": "Oracle",
+    "mean": "Mean (train)",
+    "truth": "Ground truth",
+}
+METHOD_COLOURS = {
+    "ours": "#d95f02",
+    "ours_nofusion": "#f4a582",
+    "nn": "#1b9e77",
+    "oracle": "#7570b3",
+    "mean": "#a6761d",
+    "truth": "#444444",
+}
 _EXTRA_COLOURS = ("#e7298a", "#66a61e", "#e6ab02", "#666666")
 #: summary.csv / tests.csv levels: species (the held-out unit, the headline) and sample (the paper's protocol)
 LEVELS = ("species", "sample")
 SUMMARY_COLUMNS = ("method", "metric", "level", "mean", "ci_low", "ci_high", "n")
 TESTS_COLUMNS = ("metric", "method_a", "method_b", "level", "test", "statistic", "p", "n")
 #: Means reported in the paper (§5.3) for context: L2 and DSSIM, ours / NN / Oracle.
-PAPER_MEANS = {"l2": {"ours": 0.051, "nn": 0.067, "oracle": 0.060},
-               "dssim": {"ours": 0.097, "nn": 0.109, "oracle": 0.110}}
+PAPER_MEANS = {
+    "l2": {"ours": 0.051, "nn": 0.067, "oracle": 0.060},
+    "dssim": {"ours": 0.097, "nn": 0.109, "oracle": 0.110},
+}
 VIEW_CLASS_ORDER = ("top", "front", "side", "other")
 METRIC_LABELS = {"l2": "L2 volume error", "dssim": "DSSIM of iso-surface renders", "mse": "MSE"}
-METRIC_UNITS = {"l2": "L2 = voxel RMSE (density, lower is better)", "dssim": "DSSIM (unitless, lower is better)",
-                "mse": "MSE (density², lower is better)"}
+METRIC_UNITS = {
+    "l2": "L2 = voxel RMSE (density, lower is better)",
+    "dssim": "DSSIM (unitless, lower is better)",
+    "mse": "MSE (density², lower is better)",
+}
 _DPI = 150
 
 
@@ -72,8 +96,6 @@ _DPI = 150
 
 
 def _new_figure(w: float, h: float):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(w, h), dpi=_DPI)
 
 
@@ -87,8 +109,6 @@ def _save(fig, out_png) -> Path:
 
 
 def _read_csv(path: Path, required: Iterable[str], what: str):
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{what}: missing file {path}")
@@ -176,16 +196,20 @@ def _read_tests(d: Path):
 def _test_row(tests, metric: str, a: str, b: str, level: str, test: str = "t"):
     if tests is None:
         return None
-    t = tests[(tests["metric"] == metric) & (tests["level"] == level) & (tests["test"] == test)
-              & (((tests["method_a"] == a) & (tests["method_b"] == b))
-                 | ((tests["method_a"] == b) & (tests["method_b"] == a)))]
+    t = tests[
+        (tests["metric"] == metric)
+        & (tests["level"] == level)
+        & (tests["test"] == test)
+        & (
+            ((tests["method_a"] == a) & (tests["method_b"] == b))
+            | ((tests["method_a"] == b) & (tests["method_b"] == a))
+        )
+    ]
     return None if t.empty else t.iloc[0]
 
 
 def _eval_split(d: Path) -> str | None:
     """``eval_split`` from summary.json, if there is one."""
-    import json
-
     try:
         return str(json.loads((d / "summary.json").read_text())["eval_split"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -203,7 +227,7 @@ def _bracket(ax, x0: float, x1: float, y: float, h: float, text: str) -> None:
 
 def _level_means(summary, methods: Sequence[str], metric: str, level: str) -> tuple[list, list, list, list]:
     """(means, ci_low, ci_high, n) of ``methods`` at one level; ValueError naming a missing row."""
-    out = ([], [], [], [])
+    out: tuple[list, list, list, list] = ([], [], [], [])
     for m in methods:
         row = _summary_row(summary, m, metric, level)
         if row is None:
@@ -215,8 +239,16 @@ def _level_means(summary, methods: Sequence[str], metric: str, level: str) -> tu
 
 def _value_labels(ax, means, ns, span, unit: str) -> None:
     for j, (m_, n_) in enumerate(zip(means, ns)):
-        ax.text(j, 0.015 * span, f"{m_:.3f}\nn={n_} {unit}", ha="center", va="bottom", fontsize=6.5, zorder=5,
-                bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.75, lw=0))
+        ax.text(
+            j,
+            0.015 * span,
+            f"{m_:.3f}\nn={n_} {unit}",
+            ha="center",
+            va="bottom",
+            fontsize=6.5,
+            zorder=5,
+            bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.75, lw=0),
+        )
 
 
 def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) -> Path:
@@ -251,7 +283,7 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
         sp = per.groupby(["method", "species"], sort=False)[metric].mean().unstack("species")
         sp = sp.reindex(methods)
         names = list(sp.columns)
-        offs = (np.linspace(-0.18, 0.18, len(names)) if len(names) > 1 else np.zeros(1))
+        offs = np.linspace(-0.18, 0.18, len(names)) if len(names) > 1 else np.zeros(1)
         ax_s.bar(xs, means, color=cols, width=0.7, edgecolor="black", lw=0.6, alpha=0.55, zorder=2)
         for k, name in enumerate(names):
             y = sp[name].to_numpy(dtype=float)
@@ -271,16 +303,20 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
                 w = _test_row(tests, metric, "ours", m, "species", "wilcoxon")
                 if t is None and w is None:
                     continue
-                text = " · ".join(f"{lab}: {_fmt_p(float(r['p']))}" for lab, r in (("t", t), ("Wilcoxon", w))
-                                  if r is not None)
+                text = " · ".join(
+                    f"{lab}: {_fmt_p(float(r['p']))}" for lab, r in (("t", t), ("Wilcoxon", w)) if r is not None
+                )
                 n = int((t if t is not None else w)["n"])
                 _bracket(ax_s, methods.index("ours"), j, y, 0.02 * span, f"{text} (n={n} species)")
                 y += 0.11 * span
         ax_s.set_ylim(0, y + 0.04 * span)
         ax_s.set_xticks(xs, ticks, fontsize=8)
         ax_s.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
-        ax_s.set_title(f"({letters[2 * i]}) {METRIC_LABELS.get(metric, metric)} per species: mean of species means "
-                       "± 95 % bootstrap CI", fontsize=9.5)
+        ax_s.set_title(
+            f"({letters[2 * i]}) {METRIC_LABELS.get(metric, metric)} per species: mean of species means "
+            "± 95 % bootstrap CI",
+            fontsize=9.5,
+        )
         ax_s.grid(axis="y", alpha=0.3, zorder=0)
         # (b) sample level, the paper's protocol
         means, lo, hi, ns = _level_means(summary, methods, metric, "sample")
@@ -289,8 +325,16 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
         paper = PAPER_MEANS.get(metric, {})
         px = [j for j, m in enumerate(methods) if m in paper]
         if px:
-            ax_p.scatter(px, [paper[methods[j]] for j in px], marker="D", facecolor="none", edgecolor="black",
-                         s=36, zorder=4, label="paper (Henzler et al. 2018)")
+            ax_p.scatter(
+                px,
+                [paper[methods[j]] for j in px],
+                marker="D",
+                facecolor="none",
+                edgecolor="black",
+                s=36,
+                zorder=4,
+                label="paper (Henzler et al. 2018)",
+            )
             ax_p.legend(loc="upper right", fontsize=7, framealpha=0.9)
         top = float(np.nanmax([*hi, *means, *(paper.get(m, 0.0) for m in methods), 0.0]))
         span = top if top > 0 else 1.0
@@ -301,22 +345,31 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
                 t = None if m == "ours" else _test_row(tests, metric, "ours", m, "sample", "t")
                 if t is None:
                     continue
-                _bracket(ax_p, methods.index("ours"), j, y, 0.02 * span,
-                         f"t: {_fmt_p(float(t['p']))} (n={int(t['n'])} views)")
+                _bracket(
+                    ax_p,
+                    methods.index("ours"),
+                    j,
+                    y,
+                    0.02 * span,
+                    f"t: {_fmt_p(float(t['p']))} (n={int(t['n'])} views)",
+                )
                 y += 0.09 * span
         ax_p.set_ylim(0, y + (0.2 if px else 0.04) * span)  # room for the legend above the brackets
         ax_p.set_xticks(xs, ticks, fontsize=8)
         ax_p.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
-        ax_p.set_title(f"({letters[2 * i + 1]}) paper protocol per view (mirror pairs averaged): mean ± 95 % CI",
-                       fontsize=9.5)
+        ax_p.set_title(
+            f"({letters[2 * i + 1]}) paper protocol per view (mirror pairs averaged): mean ± 95 % CI", fontsize=9.5
+        )
         ax_p.grid(axis="y", alpha=0.3, zorder=0)
-    caption = ("Left (the held-out unit is the species): bars = mean of the species means, black = its 95 % CI "
-               "(cluster bootstrap over species), points = each species' mean (joined across methods: they are "
-               "paired); brackets: paired t-test and Wilcoxon signed-rank test on the species means, ours against "
-               "each method. Right: the paper's per-sample protocol (a view and its mirror averaged, then views "
-               "treated as independent, which overstates the evidence): t-interval and paired t-tests over views. "
-               "Diamonds: the paper's means (§5.3), L2 ours .051, NN .067, Oracle .060; DSSIM ours .097, NN .109, "
-               "Oracle .110. Mean (train): the mean training volume seen from the input's view (no input used).")
+    caption = (
+        "Left (the held-out unit is the species): bars = mean of the species means, black = its 95 % CI "
+        "(cluster bootstrap over species), points = each species' mean (joined across methods: they are "
+        "paired); brackets: paired t-test and Wilcoxon signed-rank test on the species means, ours against "
+        "each method. Right: the paper's per-sample protocol (a view and its mirror averaged, then views "
+        "treated as independent, which overstates the evidence): t-interval and paired t-tests over views. "
+        "Diamonds: the paper's means (§5.3), L2 ours .051, NN .067, Oracle .060; DSSIM ours .097, NN .109, "
+        "Oracle .110. Mean (train): the mean training volume seen from the input's view (no input used)."
+    )
     caption = "\n".join(textwrap.wrap(caption, 190))
     where = f"the held-out {split!r} species" if split else "the held-out species"
     fig.suptitle(f"Methods compared on {where} (paper Fig. 6); lower is better", fontsize=12)
@@ -332,8 +385,7 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
 _VOLUME_KEYS = ("ours", "truth", "nn", "oracle", "mean")
 
 
-def fig_qualitative(rows, out_png, *, novel_deg: float = 60.0, mode: str | None = None,
-                    backend: str = "auto") -> Path:
+def fig_qualitative(rows, out_png, *, novel_deg: float = 60.0, mode: str | None = None, backend: str = "auto") -> Path:
     """Paper Fig. 5/17: a grid with one row per sample.
 
     ``rows``: a non-empty list of dicts with ``xray`` (H, W) opacity in [0, 1] and view volumes
@@ -346,8 +398,6 @@ def fig_qualitative(rows, out_png, *, novel_deg: float = 60.0, mode: str | None 
     renders; the default when ``model.surface`` exists) or ``"xray"`` (the default otherwise) or
     ``"depth"``.
     """
-    from . import applications as A
-
     if not isinstance(rows, (list, tuple)) or not rows:
         raise ValueError("rows must be a non-empty list of dicts {xray, ours, truth, nn, oracle, mean, title}")
     if mode is None:
@@ -418,8 +468,10 @@ def _slice_table(d: Path):
             raise ValueError("slice counts: slice_counts.csv has a 'metric' column but no 'dssim' rows")
     col = next((c for c in ("dssim", "dssim_mean", "mean") if c in df.columns), None)
     if col is None:
-        raise ValueError(f"slice counts: slice_counts.csv needs a DSSIM column 'dssim', 'dssim_mean' or 'mean' "
-                         f"(has {list(df.columns)})")
+        raise ValueError(
+            f"slice counts: slice_counts.csv needs a DSSIM column 'dssim', 'dssim_mean' or 'mean' "
+            f"(has {list(df.columns)})"
+        )
     lo = next((c for c in ("ci_low", "dssim_ci_low") if c in df.columns), None)
     hi = next((c for c in ("ci_high", "dssim_ci_high") if c in df.columns), None)
     if "method" not in df.columns:
@@ -440,8 +492,9 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
         y = sub[col].to_numpy(dtype=float)
         ax.plot(s, y, "o-", color=_colour(m), label=_label(m), lw=1.5, ms=5)
         if lo and hi:
-            ax.fill_between(s, sub[lo].to_numpy(dtype=float), sub[hi].to_numpy(dtype=float), color=_colour(m),
-                            alpha=0.2, lw=0)
+            ax.fill_between(
+                s, sub[lo].to_numpy(dtype=float), sub[hi].to_numpy(dtype=float), color=_colour(m), alpha=0.2, lw=0
+            )
         for sx, sy in zip(s, y) if df["method"].nunique() == 1 else ():
             ax.annotate(f"{sy:.3f}", (sx, sy), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
     ticks = sorted(set(df["slices"].astype(int)))
@@ -450,8 +503,7 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
     ax.minorticks_off()
     ax.set_xlabel("depth slices kept (down-sampled, then up-sampled to the original depth)")
     ax.set_ylabel("DSSIM to the full-depth volume (lower is better)")
-    ax.set_title("Effect of slice count (paper Figs. 7, 8a)" + (" — shaded: 95 % CI" if lo and hi else ""),
-                 fontsize=10)
+    ax.set_title("Effect of slice count (paper Figs. 7, 8a)" + (" — shaded: 95 % CI" if lo and hi else ""), fontsize=10)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -459,19 +511,15 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
     return _save(fig, out_png)
 
 
-def slice_view_renders(vol, counts: Sequence[int], angles_deg: Sequence[float], *, mode: str = "surface",
-                       backend: str = "auto") -> dict:
+def slice_view_renders(
+    vol, counts: Sequence[int], angles_deg: Sequence[float], *, mode: str = "surface", backend: str = "auto"
+) -> dict:
     """The cells of Fig. 7 for one (D, H, W) view volume: ``{count: (images, dssims)}`` for every
     ``count`` in ``counts`` (each < D) and for D itself. ``images`` (len(angles), S, S) are renders
     (:func:`model.applications.novel_views`) of the volume box-averaged along depth to ``count``
     slices and linearly up-sampled back (:func:`model.evaluate.depth_resample`, as the slice-count
     analysis; it stays in [0, 1]), at :func:`model.applications.display_grid`; ``dssims``
     (len(angles),) their DSSIM to the full-depth render of the same view (0 for D)."""
-    import torch
-
-    from . import applications as A
-    from .evaluate import depth_resample, dssim
-
     v = A.check_view_volume(vol)
     depth = v.shape[0]
     size, steps = A.display_grid(v.shape)
@@ -486,8 +534,9 @@ def slice_view_renders(vol, counts: Sequence[int], angles_deg: Sequence[float], 
     return out
 
 
-def fig_slice_views(rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 64), novel_deg: float = 60.0,
-                    backend: str = "auto") -> Path:
+def fig_slice_views(
+    rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 64), novel_deg: float = 60.0, backend: str = "auto"
+) -> Path:
     """Paper Fig. 7: what fewer depth slices look like.
 
     For the first row of ``rows`` (the :func:`fig_qualitative` rows) that has ``truth`` and/or ``ours``
@@ -499,12 +548,11 @@ def fig_slice_views(rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 
     full-depth render of that view; these renders go through
     :func:`model.applications.novel_views`, so the values are close to, not the same as, Fig. 8a's.
     """
-    from . import applications as A
-
     if not isinstance(rows, (list, tuple)) or not rows:
         raise ValueError("rows must be a non-empty list of dicts with 'truth' and/or 'ours' view volumes")
-    row = next((r for r in rows if isinstance(r, dict) and (r.get("truth") is not None or r.get("ours") is not None)),
-               None)
+    row = next(
+        (r for r in rows if isinstance(r, dict) and (r.get("truth") is not None or r.get("ours") is not None)), None
+    )
     if row is None:
         raise ValueError("no row has a 'truth' or 'ours' view volume")
     mode = "surface" if A.surface_available() else "xray"
@@ -539,8 +587,10 @@ def fig_slice_views(rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 
                     ax.set_title(f"{c} slices" + (" (all)" if c == depth else ""), fontsize=8)
     title = row.get("title")
     what = "iso-surface renders (iso 0.1)" if mode == "surface" else "x-ray re-renders"
-    fig.suptitle("Depth down-sampled to fewer slices and up again (paper Fig. 7)\n"
-                 + what + (f", {title}" if title else ""), fontsize=9)
+    fig.suptitle(
+        "Depth down-sampled to fewer slices and up again (paper Fig. 7)\n" + what + (f", {title}" if title else ""),
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.93), pad=0.4, h_pad=0.4, w_pad=0.3)
     return _save(fig, out_png)
 
@@ -549,8 +599,15 @@ def fig_slice_views(rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 
 # Fig. 9: fusion
 
 
-def fig_fusion(eval_dir, out_png, *, example: dict | None = None, metrics: Sequence[str] = ("l2", "dssim"),
-               chi: float = 10.0, backend: str = "auto") -> Path:
+def fig_fusion(
+    eval_dir,
+    out_png,
+    *,
+    example: dict | None = None,
+    metrics: Sequence[str] = ("l2", "dssim"),
+    chi: float = 10.0,
+    backend: str = "auto",
+) -> Path:
     """Paper Fig. 9: fusion (``ours``) against no fusion (``ours_nofusion``).
 
     Top: for each metric the mean ± 95 % CI of both (``summary.csv``) with the paired-test p-values
@@ -561,8 +618,6 @@ def fig_fusion(eval_dir, out_png, *, example: dict | None = None, metrics: Seque
     volumes (with their max |difference| to the input) and their renders (iso-surface if
     ``model.surface`` exists, else first-hit depth).
     """
-    from . import applications as A
-
     d = _eval_dir(eval_dir)
     summary = _read_summary(d)
     tests = _read_tests(d)
@@ -571,8 +626,9 @@ def fig_fusion(eval_dir, out_png, *, example: dict | None = None, metrics: Seque
         for metric in metrics:
             for level in LEVELS:
                 if _summary_row(summary, m, metric, level) is None:
-                    raise ValueError(f"fusion: summary.csv has no row for method {m!r}, metric {metric!r}, "
-                                     f"level {level!r}")
+                    raise ValueError(
+                        f"fusion: summary.csv has no row for method {m!r}, metric {metric!r}, level {level!r}"
+                    )
     nrow = 2 if example is not None else 1
     fig = _new_figure(10.0, 3.6 + 2.6 * (nrow - 1) + 0.4)
     if example is None:
@@ -580,7 +636,7 @@ def fig_fusion(eval_dir, out_png, *, example: dict | None = None, metrics: Seque
     else:
         gs = fig.add_gridspec(2, 5 * len(metrics), height_ratios=(1.4, 1.0))
         w = 5
-        axes_top = [fig.add_subplot(gs[0, i * w:(i + 1) * w]) for i in range(len(metrics))]
+        axes_top = [fig.add_subplot(gs[0, i * w : (i + 1) * w]) for i in range(len(metrics))]
     for ax, metric in zip(axes_top, metrics):
         rows = [_summary_row(summary, m, metric, "species") for m in pair]
         level = "species" if min(int(r["n"]) for r in rows) >= 2 else "sample"
@@ -590,22 +646,31 @@ def fig_fusion(eval_dir, out_png, *, example: dict | None = None, metrics: Seque
         ax.bar([0, 1], means, color=[_colour(m) for m in pair], edgecolor="black", lw=0.6, width=0.6, zorder=2)
         _errorbar(ax, [0, 1], means, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], capsize=5, zorder=3)
         for j, r in enumerate(rows):
-            ax.text(j, float(r["mean"]) * 0.5, f"{float(r['mean']):.4f}\nn={int(r['n'])} {unit}", ha="center",
-                    va="center", fontsize=8)
+            ax.text(
+                j,
+                float(r["mean"]) * 0.5,
+                f"{float(r['mean']):.4f}\nn={int(r['n'])} {unit}",
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
         top = float(np.nanmax([0.0, *(float(r["ci_high"]) for r in rows), *means]))
         top = top if top > 0 else 1.0
         t = _test_row(tests, metric, *pair, level, "t")
-        w = _test_row(tests, metric, *pair, level, "wilcoxon") if level == "species" else None
+        wx = _test_row(tests, metric, *pair, level, "wilcoxon") if level == "species" else None
         if t is not None:
             text = f"paired t = {float(t['statistic']):.2f}, {_fmt_p(float(t['p']))}"
-            if w is not None:
-                text += f"; Wilcoxon {_fmt_p(float(w['p']))}"
+            if wx is not None:
+                text += f"; Wilcoxon {_fmt_p(float(wx['p']))}"
             _bracket(ax, 0, 1, top * 1.05, top * 0.03, text)
         ax.set_ylim(0, top * 1.25)
         ax.set_xticks([0, 1], ["with fusion", "without fusion"])
         ax.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
-        what = ("mean of species means ± 95 % bootstrap CI" if level == "species"
-                else "per view (mirrored pairs averaged): mean ± 95 % CI")
+        what = (
+            "mean of species means ± 95 % bootstrap CI"
+            if level == "species"
+            else "per view (mirrored pairs averaged): mean ± 95 % CI"
+        )
         ax.set_title(f"{METRIC_LABELS.get(metric, metric)}:\n{what}", fontsize=9)
         ax.grid(axis="y", alpha=0.3, zorder=0)
     if example is not None:
@@ -622,12 +687,16 @@ def fig_fusion(eval_dir, out_png, *, example: dict | None = None, metrics: Seque
             re = -np.expm1(-chi * v.astype(np.float64).mean(axis=0))
             diff = f"max |Δ| = {np.abs(re - x).max():.2g}" if re.shape == x.shape else f"{re.shape[0]}² px"
             panels.append((f"{lab}: re-rendered x-ray\n{diff}", re))
-            panels.append((f"{lab}: {'iso-surface' if shade == 'surface' else 'depth'}",
-                           A.novel_views(v, [0.0], mode=shade, backend=backend)[0]))
+            panels.append(
+                (
+                    f"{lab}: {'iso-surface' if shade == 'surface' else 'depth'}",
+                    A.novel_views(v, [0.0], mode=shade, backend=backend)[0],
+                )
+            )
         ncell = 5 * len(metrics)
         step = ncell // len(panels)
         for i, (title, img) in enumerate(panels):
-            ax = fig.add_subplot(gs[1, i * step:(i + 1) * step])
+            ax = fig.add_subplot(gs[1, i * step : (i + 1) * step])
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])
@@ -645,13 +714,16 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
     """Paper Fig. 8b: mean error ± 95 % CI per view class (top, front, side, other) and method
     (``view_classes.csv``), one panel per metric present."""
     d = _eval_dir(eval_dir)
-    df = _read_csv(d / "view_classes.csv", ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"),
-                   "view classes")
+    df = _read_csv(
+        d / "view_classes.csv", ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"), "view classes"
+    )
     df["view_class"] = df["view_class"].astype(str)
     metrics = [m for m in metrics if (df["metric"] == m).any()]
     if not metrics:
-        raise ValueError(f"view classes: view_classes.csv has none of the metrics dssim, l2 "
-                         f"(has {sorted(df['metric'].astype(str).unique())})")
+        raise ValueError(
+            f"view classes: view_classes.csv has none of the metrics dssim, l2 "
+            f"(has {sorted(df['metric'].astype(str).unique())})"
+        )
     present = list(dict.fromkeys(df["view_class"]))
     classes = [c for c in VIEW_CLASS_ORDER if c in present] + sorted(c for c in present if c not in VIEW_CLASS_ORDER)
     methods = _ordered_methods(df["method"])
@@ -685,8 +757,9 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3, zorder=0)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=len(methods), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=len(methods), fontsize=8, frameon=False
+    )
     fig.suptitle("Error by view direction (paper Fig. 8b): mean ± 95 % CI (none for n < 2)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.88))
     return _save(fig, out_png)
@@ -696,8 +769,9 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
 # all
 
 
-def write_all_figures(eval_dir, out_dir, *, qualitative_rows=None, fusion_example: dict | None = None,
-                      backend: str = "auto") -> list[Path]:
+def write_all_figures(
+    eval_dir, out_dir, *, qualitative_rows=None, fusion_example: dict | None = None, backend: str = "auto"
+) -> list[Path]:
     """Write every figure the eval folder supports into ``out_dir``; returns the PNG paths.
 
     Always ``fig6_methods.png`` (needs ``metrics.csv`` and ``summary.csv``: ``ValueError`` if they are

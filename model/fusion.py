@@ -84,12 +84,14 @@ Memory: the work is done in slabs of output rows; ``fuse_slabs`` and ``fuse_to_f
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numba as nb
 import numpy as np
+
+from tomodata.files import atomic_write
 
 __all__ = [
     "OPACITY_TOL",
@@ -104,7 +106,7 @@ __all__ = [
 #: x-ray values within this distance outside [0, 1] are accepted (and clipped); further out: ValueError.
 OPACITY_TOL = 1e-5
 
-_JIT = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+_JIT: dict[str, Any] = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 
 def opacity_max(chi: float = 10.0) -> float:
@@ -164,8 +166,7 @@ def _check_xray(xray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     if lo < -OPACITY_TOL or hi > 1.0 + OPACITY_TOL:
         raise ValueError(
-            f"xray must hold opacities in [0, 1] (linear, 1 − transparency); got values in "
-            f"[{lo:.6g}, {hi:.6g}]"
+            f"xray must hold opacities in [0, 1] (linear, 1 − transparency); got values in [{lo:.6g}, {hi:.6g}]"
         )
     return x
 
@@ -206,7 +207,7 @@ def _box3(c: np.ndarray) -> np.ndarray:
     acc = np.zeros_like(c)
     for dy in range(3):
         for dx in range(3):
-            acc += p[:, dy:dy + h, dx:dx + w]
+            acc += p[:, dy : dy + h, dx : dx + w]
     return acc / 9.0
 
 
@@ -308,7 +309,7 @@ def _power(x, beta):
         return x * x
     if beta == 1.0:
         return x
-    return x ** beta
+    return x**beta
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -363,8 +364,7 @@ def _fuse_rows(ct, nbt, gw, yi0, yi1, yf, xi0, xi1, xf, T, beta, out):
                     w10 = fy * gx
                     w11 = fy * fx
                     for k in range(D):
-                        p = (w00 * nbt[a0, b0, k] + w01 * nbt[a0, b1, k]
-                             + w10 * nbt[a1, b0, k] + w11 * nbt[a1, b1, k])
+                        p = w00 * nbt[a0, b0, k] + w01 * nbt[a0, b1, k] + w10 * nbt[a1, b0, k] + w11 * nbt[a1, b1, k]
                         w[k] = _power(p, beta)
                     done = _fill_up(v, w, t, act)
                 if not done:  # tier 3: the object's depth slab
@@ -403,7 +403,7 @@ class _Plan:
         self.ct = np.ascontiguousarray(c.transpose(1, 2, 0))
         self.nbt = np.ascontiguousarray(_box3(c).transpose(1, 2, 0))
         g = c.mean(axis=(1, 2))
-        self.gw = np.ascontiguousarray(g ** self.beta)
+        self.gw = np.ascontiguousarray(g**self.beta)
         self.yi0, self.yi1, self.yf = _axis_weights(h, H)
         self.xi0, self.xi1, self.xf = _axis_weights(w, W)
         self.xray = x
@@ -416,12 +416,25 @@ class _Plan:
         return np.ascontiguousarray(np.clip(T, 0.0, float(self.D)))
 
     def run(self, r0: int, r1: int, out: np.ndarray) -> None:
-        _fuse_rows(self.ct, self.nbt, self.gw, self.yi0[r0:r1], self.yi1[r0:r1], self.yf[r0:r1],
-                   self.xi0, self.xi1, self.xf, self.targets(r0, r1), self.beta, out)
+        _fuse_rows(
+            self.ct,
+            self.nbt,
+            self.gw,
+            self.yi0[r0:r1],
+            self.yi1[r0:r1],
+            self.yf[r0:r1],
+            self.xi0,
+            self.xi1,
+            self.xf,
+            self.targets(r0, r1),
+            self.beta,
+            out,
+        )
 
 
-def fuse_slabs(coarse, xray, *, beta: float = 2.0, chi: float = 10.0,
-               rows_per_slab: int = 64) -> Iterator[tuple[int, np.ndarray]]:
+def fuse_slabs(
+    coarse, xray, *, beta: float = 2.0, chi: float = 10.0, rows_per_slab: int = 64
+) -> Iterator[tuple[int, np.ndarray]]:
     """Fuse slab by slab: yields ``(row_start, slab)`` with ``slab`` the (D, rows, W) float32 block
     of output rows ``row_start : row_start + rows`` (the last slab may be shorter).
 
@@ -458,11 +471,12 @@ def fuse(coarse, xray, *, beta: float = 2.0, chi: float = 10.0, rows_per_slab: i
     """
     if rows_per_slab is not None:
         slabs = fuse_slabs(coarse, xray, beta=beta, chi=chi, rows_per_slab=rows_per_slab)
-        first = None
+        first: np.ndarray | None = None
         for r0, slab in slabs:
             if first is None:
                 first = np.empty((slab.shape[0], np.asarray(xray).shape[0], slab.shape[2]), np.float32)
-            first[:, r0:r0 + slab.shape[1]] = slab
+            first[:, r0 : r0 + slab.shape[1]] = slab
+        assert first is not None  # fuse_slabs yields at least one slab
         return first
     plan = _Plan(coarse, xray, beta, chi)
     out = np.empty((plan.D, plan.H, plan.W), np.float32)
@@ -470,8 +484,7 @@ def fuse(coarse, xray, *, beta: float = 2.0, chi: float = 10.0, rows_per_slab: i
     return out
 
 
-def fuse_to_file(coarse, xray, out_path, *, beta: float = 2.0, chi: float = 10.0,
-                 rows_per_slab: int = 64) -> Path:
+def fuse_to_file(coarse, xray, out_path, *, beta: float = 2.0, chi: float = 10.0, rows_per_slab: int = 64) -> Path:
     """Fuse and write the (D, H, W) float32 result to the ``.npy`` file ``out_path``, slab by slab
     through ``np.lib.format.open_memmap`` (memory O(D · rows_per_slab · W)). The file is written
     under a temporary name and renamed when complete. Returns the path."""
@@ -479,15 +492,13 @@ def fuse_to_file(coarse, xray, out_path, *, beta: float = 2.0, chi: float = 10.0
     slabs = fuse_slabs(coarse, xray, beta=beta, chi=chi, rows_per_slab=rows_per_slab)
     D = np.asarray(coarse).shape[0]
     H, W = np.asarray(xray).shape
-    tmp = out_path.with_name(out_path.name + ".part")
-    try:
+
+    def write(tmp: Path) -> None:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(D, H, W))
         for r0, slab in slabs:
-            mm[:, r0:r0 + slab.shape[1]] = slab
+            mm[:, r0 : r0 + slab.shape[1]] = slab
         mm.flush()
         del mm
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(out_path, write)
     return out_path

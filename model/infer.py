@@ -66,24 +66,50 @@ The thread count is set for the forward pass only and restored afterwards; it is
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .fusion import _check_positive
+from tomodata.files import json_safe
+
+from .data import resize_xrays
+from .fusion import _check_positive, fuse_slabs, opacity_max
+from .network import NetworkConfig, TomographyNet
 from .ood import ood_check
 from .polarity import MIN_SIDE, detect_polarity
-from .volume_io import (PREVIEW_MAX, PREVIEWS, VOLUME_SUFFIXES, _fit, _Outputs, _stem, _u8,
-                        _write_png, volume_suffix, write_volume)
-from .xray import SQUARE_MODES, _check_choice, _check_gamma, prepare_xray, read_xray, xray_file_problem
+from .train import load_checkpoint
+from .volume_io import (
+    PREVIEW_MAX,
+    PREVIEWS,
+    VOLUME_SUFFIXES,
+    _fit,
+    _Outputs,
+    _stem,
+    _u8,
+    _write_png,
+    volume_suffix,
+    write_volume,
+)
+from .xray import (
+    SQUARE_MODES,
+    _check_choice,
+    _check_gamma,
+    prepare_xray,
+    read_xray,
+    xray_file_problem,
+)
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -104,19 +130,18 @@ __all__ = [
 
 #: bytes per fused / upsampled slab of output rows
 SLAB_BYTES = 64 * 2**20
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 # --------------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------------
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: ModuleT) -> ModuleT:
     """A copy of ``model`` in eval mode with every ``BatchNorm2d`` that directly follows a ``Conv2d``
     or ``ConvTranspose2d`` inside an ``nn.Sequential`` folded into that convolution (weights scaled by
     ``gamma / sqrt(var + eps)``, bias ``beta − mean · scale``) and replaced by ``nn.Identity``. This is
     the whole BN cost of :class:`~model.network.TomographyNet`; the original model is not changed."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     m = copy.deepcopy(model).eval()
     for mod in m.modules():
         if not isinstance(mod, nn.Sequential):
@@ -124,17 +149,22 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         names = list(mod._modules)
         for a, b in zip(names, names[1:]):
             conv, bn = mod._modules[a], mod._modules[b]
-            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d) \
-                    and bn.track_running_stats and bn.running_mean is not None:
+            if (
+                isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d))
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats
+                and bn.running_mean is not None
+            ):
                 mod._modules[a] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
                 mod._modules[b] = nn.Identity()
     return m
 
 
-def optimize_for_inference(model: nn.Module) -> nn.Module:
+def optimize_for_inference(model: ModuleT) -> ModuleT:
     """A copy of ``model`` for inference: eval mode, BatchNorm folded (:func:`fold_batchnorm`) and
     weights in ``channels_last`` memory format. Same outputs to float rounding."""
-    return fold_batchnorm(model).to(memory_format=torch.channels_last)
+    # Module.to takes memory_format (documented), which its type overloads leave out
+    return fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def auto_threads() -> int:
@@ -188,16 +218,13 @@ def _device(device) -> torch.device:
     return dev
 
 
-def load_model(checkpoint, *, device="cpu", optimize: bool = True) -> tuple[nn.Module, dict, dict]:
+def load_model(checkpoint, *, device="cpu", optimize: bool = True) -> tuple[TomographyNet, dict, dict]:
     """Load a training checkpoint for inference: ``(model, state, record)``.
 
     The model is in eval mode on ``device``, through :func:`optimize_for_inference` when ``optimize``
     (BN folded, channels_last). ValueError for a file that
     is not a checkpoint, a network config that is invalid or does not take a 1-channel x-ray, weights
     that do not fit the config, or non-finite weights."""
-    from .network import NetworkConfig, TomographyNet
-    from .train import load_checkpoint
-
     dev = _device(device)
     p = Path(checkpoint)
     state = load_checkpoint(p)
@@ -208,14 +235,14 @@ def load_model(checkpoint, *, device="cpu", optimize: bool = True) -> tuple[nn.M
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{p}: unusable network config {state['network']}: {exc}") from None
     if cfg.in_channels != 1:
-        raise ValueError(f"{p}: the network takes {cfg.in_channels}-channel input; an x-ray (opacity) "
-                         "has 1 channel")
+        raise ValueError(f"{p}: the network takes {cfg.in_channels}-channel input; an x-ray (opacity) has 1 channel")
     model = TomographyNet(cfg)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{p}: the weights do not match the checkpoint's network config: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise ValueError(
+            f"{p}: the weights do not match the checkpoint's network config: {str(exc).splitlines()[0]}"
+        ) from None
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{p}: non-finite values in the weights ({name})")
@@ -223,14 +250,17 @@ def load_model(checkpoint, *, device="cpu", optimize: bool = True) -> tuple[nn.M
     if optimize:
         model = optimize_for_inference(model)
     model = model.to(dev)
-    data = state.get("data") if isinstance(state.get("data"), dict) else {}
+    data = state.get("data")
+    if not isinstance(data, dict):
+        data = {}
     rec = {
         "path": str(p),
         "step": state.get("step"),
         "code_version": state.get("code_version"),
         "network": cfg.to_dict(),
-        "data": {k: data[k] for k in ("spec_version", "chi", "steps", "image_size", "volume_size", "n_views")
-                 if k in data},
+        "data": {
+            k: data[k] for k in ("spec_version", "chi", "steps", "image_size", "volume_size", "n_views") if k in data
+        },
         "batchnorm_folded": bool(optimize),
         "channels_last": bool(optimize),
         "device": str(dev),
@@ -249,8 +279,6 @@ def predict_volume(model: nn.Module, image, *, device="cpu", threads="auto") -> 
     """Run the network on a square (S, S) opacity image: resized to ``input_size`` (area averaging
     down, bilinear up), forward under ``torch.inference_mode`` with ``threads`` torch threads
     ("auto": :func:`auto_threads`); returns the (D, n, n) float32 view volume (raw, not clamped)."""
-    from .data import resize_xrays
-
     cfg = _network_config(model)
     x = np.asarray(image, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] != x.shape[1]:
@@ -290,33 +318,18 @@ def _rows_per_slab(D: int, N: int) -> int:
     return int(max(1, min(N, SLAB_BYTES // max(1, D * N * 4))))
 
 
-
 # --------------------------------------------------------------------------------------------------
 # the whole pipeline
 # --------------------------------------------------------------------------------------------------
 
 
-def _json_safe(o):
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, Path):
-        return str(o)
-    return o
-
-
 def _resolve_chi(chi, state: dict) -> tuple[float, str]:
     if chi is not None:
         return _check_positive(chi, "chi"), "argument"
-    data = state.get("data") if isinstance(state.get("data"), dict) else {}
-    c = data.get("chi")
+    data = state.get("data")
+    if not isinstance(data, dict):
+        data = {}
+    c: Any = data.get("chi")
     try:
         c = float(c)
         if math.isfinite(c) and c > 0:
@@ -329,14 +342,14 @@ def _resolve_chi(chi, state: dict) -> tuple[float, str]:
 def _check_spacing(pixel_spacing):
     if pixel_spacing is None:
         return None
-    vals = [pixel_spacing, pixel_spacing] if np.isscalar(pixel_spacing) else list(pixel_spacing)
+    vals: list[Any] = [pixel_spacing, pixel_spacing] if np.isscalar(pixel_spacing) else list(pixel_spacing)
     try:
-        vals = [float(v) for v in vals]
+        nums = [float(v) for v in vals]
     except (TypeError, ValueError):
         raise ValueError(f"pixel_spacing must be a positive number or (row, column), got {pixel_spacing!r}") from None
-    if len(vals) != 2 or not all(math.isfinite(v) and v > 0 for v in vals):
+    if len(nums) != 2 or not all(math.isfinite(v) and v > 0 for v in nums):
         raise ValueError(f"pixel_spacing must be a positive number or (row, column), got {pixel_spacing!r}")
-    return vals
+    return nums
 
 
 _MODELS: dict = {}
@@ -344,12 +357,10 @@ _MODELS: dict = {}
 
 def _network_input(sq: np.ndarray, size: int) -> np.ndarray:
     """The (size, size) image the network sees (:func:`model.data.resize_xrays`)."""
-    from .data import resize_xrays
-
     return resize_xrays(torch.from_numpy(np.ascontiguousarray(sq, np.float32))[None, None], size)[0, 0].numpy()
 
 
-def cached_model(checkpoint, device="cpu") -> tuple[nn.Module, dict, dict]:
+def cached_model(checkpoint, device="cpu") -> tuple[TomographyNet, dict, dict]:
     """``load_model(checkpoint, device=device, optimize=True)``, kept for the next radiograph (a call
     with several inputs builds the network once; :func:`infer_file` uses it). Keyed by the file's
     path, size and modification time, so a rewritten checkpoint reloads; one network at a time."""
@@ -364,10 +375,23 @@ def cached_model(checkpoint, device="cpu") -> tuple[nn.Module, dict, dict]:
     return _MODELS[key]
 
 
-def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, fusion: bool = True,
-               beta: float = 2.0, chi: float | None = None, polarity: str = "auto", square: str = "field",
-               previews: bool = True, device="cpu", max_size: int | None = None,
-               pixel_spacing=None, threads="auto") -> dict:
+def infer_file(
+    xray_path,
+    checkpoint,
+    out_path,
+    *,
+    gamma: float | None = None,
+    fusion: bool = True,
+    beta: float = 2.0,
+    chi: float | None = None,
+    polarity: str = "auto",
+    square: str = "field",
+    previews: bool = True,
+    device="cpu",
+    max_size: int | None = None,
+    pixel_spacing=None,
+    threads="auto",
+) -> dict:
     """Reconstruct the view volume of a real radiograph and write it (rules: module docstring).
 
     Args:
@@ -399,8 +423,9 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
     gamma = _check_gamma(gamma)
     if fusion:
         beta = _check_positive(beta, "beta")
-    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer))
-                                 or max_size < MIN_SIDE):
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)) or max_size < MIN_SIDE
+    ):
         raise ValueError(f"max_size must be an integer >= {MIN_SIDE} or None, got {max_size!r}")
     spacing_arg = _check_spacing(pixel_spacing)
     n_threads = _resolve_threads(threads)
@@ -435,11 +460,20 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
         timing["network_s"] = time.perf_counter() - t
         ood = ood_check(_network_input(sq, model.config.input_size), state.get("xray_reference"))
         if ood["far"]:
-            far = ", ".join(f"{k} {v['input']:.2f} (training {v['training_1_99'][0]:.2f}–{v['training_1_99'][1]:.2f})"
-                            for k, v in ood["outside"].items()) or "the features together"
-            warnings.warn(f"{xray_path}: this x-ray is far from every training x-ray (distance {ood['distance']:.1f} > "
-                          f"{ood['threshold']:.1f}: {far}); the reconstruction may be unreliable (check --polarity, "
-                          "--gamma, --square)", UserWarning, stacklevel=2)
+            far = (
+                ", ".join(
+                    f"{k} {v['input']:.2f} (training {v['training_1_99'][0]:.2f}–{v['training_1_99'][1]:.2f})"
+                    for k, v in ood["outside"].items()
+                )
+                or "the features together"
+            )
+            warnings.warn(
+                f"{xray_path}: this x-ray is far from every training x-ray (distance {ood['distance']:.1f} > "
+                f"{ood['threshold']:.1f}: {far}); the reconstruction may be unreliable (check --polarity, "
+                "--gamma, --square)",
+                UserWarning,
+                stacklevel=2,
+            )
         ck["threads"] = n_threads
         try:
             ck["loadavg_1min"] = os.getloadavg()[0]
@@ -453,8 +487,6 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
     D = int(coarse.shape[0])
     S = int(sq.shape[0])
     N = S if max_size is None else min(S, int(max_size))
-    import cv2
-
     xr = sq if N == S else cv2.resize(sq, (N, N), interpolation=cv2.INTER_AREA)
     xr = np.clip(xr, 0.0, 1.0)
 
@@ -491,13 +523,14 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
         t = time.perf_counter()
         rows = _rows_per_slab(D, N)
         if fusion:
-            from .fusion import fuse_slabs, opacity_max
-
             slabs = fuse_slabs(coarse, xr, beta=beta, chi=chi_v, rows_per_slab=rows)
         else:
             slabs = _upsample_slabs(coarse, N, rows)
-        extra = {"tomo_array_axes": "z y x = depth, image rows, image columns (C order (D, H, W))",
-                 "tomo_spacing_source": sp_src, "tomo_fusion": str(bool(fusion))}
+        extra = {
+            "tomo_array_axes": "z y x = depth, image rows, image columns (C order (D, H, W))",
+            "tomo_spacing_source": sp_src,
+            "tomo_fusion": str(bool(fusion)),
+        }
         descrip = f"tomo view volume zyx=depth,rows,cols fused={int(bool(fusion))}"
         raw_path = outs.scratch(out.name + ".raw")  # (D, N, N) float32, then written by pynrrd / nibabel
         nbytes = D * N * N * 4
@@ -565,7 +598,7 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
                 "output_dhw": [D, N, N],
                 "max_size": None if max_size is None else int(max_size),
                 "resize_rule": "area averaging down to the network input (model.data.resize_xrays); "
-                               "the fused x-ray area-averaged to max_size when given",
+                "the fused x-ray area-averaged to max_size when given",
             },
             "checkpoint": ck,
             "ood": ood,
@@ -576,8 +609,9 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
                 "chi_source": chi_src,
                 "rows_per_slab": rows,
                 "rerender_max_abs_error": rerender_err if fusion else None,
-                "no_fusion_rule": None if fusion else
-                "prediction clamped to [0, 1], bilinear lateral upsampling to the output resolution",
+                "no_fusion_rule": None
+                if fusion
+                else "prediction clamped to [0, 1], bilinear lateral upsampling to the output resolution",
             },
             "output": {
                 "path": str(out),
@@ -598,7 +632,7 @@ def infer_file(xray_path, checkpoint, out_path, *, gamma: float | None = None, f
             "record": str(record_path),
             "versions": {"torch": torch.__version__, "numpy": np.__version__},
         }
-        record = _json_safe(record)
+        record = json_safe(record)
         outs.temp(record_path).write_text(json.dumps(record, indent=2))
         outs.commit()
     except BaseException:
@@ -637,8 +671,16 @@ def _median(v) -> float:
     return float(v[n // 2]) if n % 2 else float(0.5 * (v[n // 2 - 1] + v[n // 2]))
 
 
-def bench_infer(*, net: str = "paper", size: int = 256, fuse_to: int = 512, repeats: int = 3,
-                compare: bool = False, threads="auto", seed: int = 0) -> dict:
+def bench_infer(
+    *,
+    net: str = "paper",
+    size: int = 256,
+    fuse_to: int = 512,
+    repeats: int = 3,
+    compare: bool = False,
+    threads="auto",
+    seed: int = 0,
+) -> dict:
     """Time one x-ray through the network plus fusion to ``fuse_to``² on the CPU, as
     :func:`infer_file` runs them (random weights; no reading or writing of files).
 
@@ -654,12 +696,6 @@ def bench_infer(*, net: str = "paper", size: int = 256, fuse_to: int = 512, repe
     + channels_last / both, and 1 thread / torch's default, the warm median and minimum of the
     forward pass over ``repeats`` runs, interleaved so that a change of machine load hits all alike.
     """
-    import dataclasses
-
-    from .data import resize_xrays
-    from .fusion import fuse_slabs
-    from .network import NetworkConfig, TomographyNet
-
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     for name, v in (("size", size), ("fuse_to", fuse_to)):
@@ -704,7 +740,7 @@ def bench_infer(*, net: str = "paper", size: int = 256, fuse_to: int = 512, repe
         variants = {
             "eval": model,
             "eval+fold_bn": fold_batchnorm(model),
-            "eval+channels_last": copy.deepcopy(model).to(memory_format=cl),
+            "eval+channels_last": copy.deepcopy(model).to(memory_format=cl),  # type: ignore[call-overload]
             "eval+fold_bn+channels_last": fast,
         }
         counts = sorted({1, max(1, torch.get_num_threads())})
@@ -721,7 +757,9 @@ def bench_infer(*, net: str = "paper", size: int = 256, fuse_to: int = 512, repe
                             t = time.perf_counter()
                             m(x)
                             times.setdefault((name, n), []).append(time.perf_counter() - t)
-        res["options"] = {f"{name}, {n} thread{'s' if n > 1 else ''}": {"median_s": _median(v), "min_s": min(v)}
-                          for (name, n), v in times.items()}
+        res["options"] = {
+            f"{name}, {n} thread{'s' if n > 1 else ''}": {"median_s": _median(v), "min_s": min(v)}
+            for (name, n), v in times.items()
+        }
     res["loadavg_1min"] = [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
     return res

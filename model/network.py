@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
     "NetworkConfig",
@@ -82,25 +83,43 @@ class NetworkConfig:
     # -- presets -----------------------------------------------------------------------------------
 
     @classmethod
-    def paper(cls) -> "NetworkConfig":
+    def paper(cls) -> NetworkConfig:
         """The authors' full size: 256² in, 128 x 128² out, width 256, min resolution 8."""
         return cls()
 
     @classmethod
-    def demo(cls) -> "NetworkConfig":
+    def demo(cls) -> NetworkConfig:
         """Reduced for a 2-core CPU: 64² in, 32 x 32² out, width 64, 3 levels (min resolution 4)."""
-        return cls(input_size=64, out_depth=32, out_size=32, width=64, stem_channels=16,
-                   hourglass_levels=3, blocks_per_level=1, pre_blocks=1, post_blocks=0)
+        return cls(
+            input_size=64,
+            out_depth=32,
+            out_size=32,
+            width=64,
+            stem_channels=16,
+            hourglass_levels=3,
+            blocks_per_level=1,
+            pre_blocks=1,
+            post_blocks=0,
+        )
 
     @classmethod
-    def medium(cls) -> "NetworkConfig":
+    def medium(cls) -> NetworkConfig:
         """For a 64³ output on a 2-core CPU (the mice run): 128² in, 64 x 64² out, width 48, 3 levels
         (min resolution 8, as the paper's), 0.21 M parameters."""
-        return cls(input_size=128, out_depth=64, out_size=64, width=48, stem_channels=16,
-                   hourglass_levels=3, blocks_per_level=1, pre_blocks=1, post_blocks=0)
+        return cls(
+            input_size=128,
+            out_depth=64,
+            out_size=64,
+            width=48,
+            stem_channels=16,
+            hourglass_levels=3,
+            blocks_per_level=1,
+            pre_blocks=1,
+            post_blocks=0,
+        )
 
     @classmethod
-    def preset(cls, name: str) -> "NetworkConfig":
+    def preset(cls, name: str) -> NetworkConfig:
         """``"paper"``, ``"medium"`` or ``"demo"``."""
         presets = {"paper": cls.paper, "medium": cls.medium, "demo": cls.demo}
         if name not in presets:
@@ -112,7 +131,7 @@ class NetworkConfig:
     @property
     def min_resolution(self) -> int:
         """Spatial side at the bottom of the hourglass: ``out_size // 2**hourglass_levels``."""
-        return self.out_size // (2 ** self.hourglass_levels)
+        return self.out_size // (2**self.hourglass_levels)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -134,14 +153,22 @@ class NetworkConfig:
 
     # -- checks and (de)serialisation --------------------------------------------------------------
 
-    def validate(self) -> "NetworkConfig":
+    def validate(self) -> NetworkConfig:
         """Raise ValueError for non-positive or inconsistent sizes; return self."""
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f"NetworkConfig.{f.name} must be an int, got {v!r}")
-        for name in ("input_size", "out_depth", "out_size", "width", "stem_channels",
-                     "hourglass_levels", "blocks_per_level", "in_channels"):
+        for name in (
+            "input_size",
+            "out_depth",
+            "out_size",
+            "width",
+            "stem_channels",
+            "hourglass_levels",
+            "blocks_per_level",
+            "in_channels",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"NetworkConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("pre_blocks", "post_blocks"):
@@ -153,14 +180,15 @@ class NetworkConfig:
             raise ValueError(f"input_size must be even (stride-2 stem), got {self.input_size}")
         if self.out_size != self.input_size // 2:
             raise ValueError(
-                f"out_size must be input_size // 2 = {self.input_size // 2} (stride-2 stem), "
-                f"got {self.out_size}")
-        step = 2 ** self.hourglass_levels
+                f"out_size must be input_size // 2 = {self.input_size // 2} (stride-2 stem), got {self.out_size}"
+            )
+        step = 2**self.hourglass_levels
         if self.out_size % step:
             raise ValueError(
                 f"out_size {self.out_size} (= input_size/2) is not divisible by "
                 f"2**hourglass_levels = {step}: the hourglass would not reach an integer minimal "
-                f"resolution; use input_size divisible by {2 * step}")
+                f"resolution; use input_size divisible by {2 * step}"
+            )
         if self.min_resolution < 1:  # pragma: no cover - implied by divisibility
             raise ValueError(f"minimal resolution {self.min_resolution} < 1")
         return self
@@ -170,7 +198,7 @@ class NetworkConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NetworkConfig":
+    def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError, missing keys take defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -203,8 +231,9 @@ class ResidualBlock(nn.Module):
         super().__init__()
         mid = max(1, cout // 2)
         self.body = nn.Sequential(_basic(cin, mid, 1), _basic(mid, mid, 3), _basic(mid, cout, 1))
-        self.skip = (nn.Identity() if cin == cout else
-                     nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)))
+        self.skip = (
+            nn.Identity() if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.skip(x)
@@ -324,8 +353,6 @@ def flops_per_sample(config: NetworkConfig) -> int:
     Counted with ``torch.utils.flop_counter.FlopCounterMode`` on a 'meta' forward of batch 1
     (no memory, no compute). BN, ReLU, additions and pooling are not counted (< 1 %).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     model = _meta_model(config.validate()).eval()
     x = torch.empty((1, *config.input_shape), device="meta")
     counter = FlopCounterMode(display=False)
@@ -349,8 +376,9 @@ def describe(config: NetworkConfig) -> dict[str, Any]:
     }
 
 
-def time_train_step(config: NetworkConfig, batch: int = 8, repeats: int = 3, warmup: int = 1,
-                    device: str = "cpu") -> float:
+def time_train_step(
+    config: NetworkConfig, batch: int = 8, repeats: int = 3, warmup: int = 1, device: str = "cpu"
+) -> float:
     """Median seconds of one Adam step (forward, MSE loss, backward, update) on random data."""
     model = TomographyNet(config).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

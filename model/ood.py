@@ -19,6 +19,9 @@ features that lie furthest outside the reference's range.
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from .data import StoreSamples, resize_xrays
 
 __all__ = ["FEATURES", "xray_features", "reference_from_store", "ood_check"]
 
@@ -55,10 +58,6 @@ def xray_features(img) -> np.ndarray:
 def reference_from_store(store, *, size: int, species=None, n: int = REFERENCE_SAMPLES, seed: int = 0) -> dict:
     """Features of ``n`` training x-rays of ``store`` (split "train", or ``species``), each area-
     averaged to ``size`` as the network sees it: a JSON-ready dict for the checkpoint."""
-    import torch
-
-    from .data import StoreSamples, resize_xrays
-
     ds = StoreSamples(store, "train", species=species)
     idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
     feats = []
@@ -70,9 +69,16 @@ def reference_from_store(store, *, size: int, species=None, n: int = REFERENCE_S
     z = f / scale
     d = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))
     np.fill_diagonal(d, np.inf)
-    return {"features": FEATURES, "values": f.tolist(), "scale": scale.tolist(),
-            "loo_nearest_q99": float(np.percentile(d.min(1), 99)) if len(f) > 1 else 0.0,
-            "store": str(store), "species": list(ds.species), "size": int(size), "samples": int(len(f))}
+    return {
+        "features": FEATURES,
+        "values": f.tolist(),
+        "scale": scale.tolist(),
+        "loo_nearest_q99": float(np.percentile(d.min(1), 99)) if len(f) > 1 else 0.0,
+        "store": str(store),
+        "species": list(ds.species),
+        "size": int(size),
+        "samples": int(len(f)),
+    }
 
 
 def ood_check(img, reference: dict | None) -> dict:
@@ -82,16 +88,28 @@ def ood_check(img, reference: dict | None) -> dict:
     f = xray_features(img)
     feats = dict(zip(FEATURES, (float(v) for v in f)))
     if not reference:
-        return {"far": None, "features": feats,
-                "note": "no training reference in this checkpoint (trained before the check existed): not checked"}
+        return {
+            "far": None,
+            "features": feats,
+            "note": "no training reference in this checkpoint (trained before the check existed): not checked",
+        }
     ref = np.asarray(reference["values"], np.float64)
     scale = np.asarray(reference["scale"], np.float64)
     dist = float(np.sqrt((((ref - f) / scale) ** 2).sum(1)).min())
     thr = FAR_FACTOR * max(float(reference["loo_nearest_q99"]), 1.0)
     lo, hi = np.percentile(ref, 1, axis=0), np.percentile(ref, 99, axis=0)
-    outside = {k: {"input": float(v), "training_1_99": [float(a), float(b)]}
-               for k, v, a, b in zip(FEATURES, f, lo, hi) if v < a - scale[FEATURES.index(k)] or v > b + scale[FEATURES.index(k)]}
-    return {"far": dist > thr, "distance": dist, "threshold": thr, "features": feats, "outside": outside,
-            "reference": {k: reference.get(k) for k in ("store", "species", "samples", "size")},
-            "rule": "features scaled by the reference's MAD; nearest training x-ray; far above "
-                    f"{FAR_FACTOR} x the reference's 99th-percentile leave-one-out distance (at least 1)"}
+    outside = {
+        k: {"input": float(v), "training_1_99": [float(a), float(b)]}
+        for k, v, a, b in zip(FEATURES, f, lo, hi)
+        if v < a - scale[FEATURES.index(k)] or v > b + scale[FEATURES.index(k)]
+    }
+    return {
+        "far": dist > thr,
+        "distance": dist,
+        "threshold": thr,
+        "features": feats,
+        "outside": outside,
+        "reference": {k: reference.get(k) for k in ("store", "species", "samples", "size")},
+        "rule": "features scaled by the reference's MAD; nearest training x-ray; far above "
+        f"{FAR_FACTOR} x the reference's 99th-percentile leave-one-out distance (at least 1)",
+    }

@@ -39,28 +39,30 @@ import torch
 
 from tomodata.progress import progress as progress_bar
 
-from .sources import ViewSource
+from .sources import ViewSource, release_freed_memory
 
 __all__ = ["OracleResult", "oracle_search", "scan_error", "ORACLE_CHUNK"]
 
 #: voxels per float32 dot-product chunk (the error bound grows with it; the speed barely does)
 ORACLE_CHUNK = 1024
+#: scan steps between handing freed memory back (model.sources.release_freed_memory)
+TRIM_EVERY = 8
 #: bytes of training view volumes made per step of the scan (float32)
-TRAIN_BLOCK_BYTES = 256 << 20
+TRAIN_BLOCK_BYTES = 128 << 20
 
 
 @dataclass
 class OracleResult:
-    index: np.ndarray      # (Q,) int64 global training index of the nearest view volume
-    dist2: np.ndarray      # (Q,) float64 exact Σ (t − q)² on the target grid
+    index: np.ndarray  # (Q,) int64 global training index of the nearest view volume
+    dist2: np.ndarray  # (Q,) float64 exact Σ (t − q)² on the target grid
     evaluated: np.ndarray  # (Q,) int64 training samples re-ranked exactly (the scan could not rule them out)
-    passes: int = 1        # passes over the training samples (one per block of queries)
+    passes: int = 1  # passes over the training samples (one per block of queries)
     timings: dict = field(default_factory=dict)  # seconds: queries_s, scan_s (of which scan_views_s), exact_s
-    per_pass: int = 0      # queries per pass (``query_bytes``)
+    per_pass: int = 0  # queries per pass (``query_bytes``)
 
 
 def _gamma(m: int) -> float:
-    u = 2.0 ** -24
+    u = 2.0**-24
     return m * u / (1.0 - m * u)
 
 
@@ -68,7 +70,7 @@ def scan_error(qn: torch.Tensor, tn: torch.Tensor, *, chunk: int, n: int) -> tor
     """(Q, N) float64 bound ε on ``|d̃ − d|`` for queries with norms ``qn`` (Q,) and training samples
     with norms ``tn`` (N,), dot products in float32 chunks of ``chunk`` of ``n`` voxels (module docstring)."""
     qt = qn[:, None] * tn[None, :]
-    return 2.02 * _gamma(chunk) * qt + 4.0 * n * 2.0 ** -53 * (qn[:, None] + tn[None, :]) ** 2
+    return 2.02 * _gamma(chunk) * qt + 4.0 * n * 2.0**-53 * (qn[:, None] + tn[None, :]) ** 2
 
 
 @contextmanager
@@ -84,8 +86,11 @@ def _float32_matmul_exact():
 
 def _row_norms(x: torch.Tensor) -> torch.Tensor:
     """(B,) float64 Euclidean norms of the rows of (B, ...) float32, one row at a time in float64."""
-    return torch.stack([r.double().square().sum().sqrt() for r in x.reshape(x.shape[0], -1)]) if len(x) else \
-        torch.empty(0, dtype=torch.float64, device=x.device)
+    return (
+        torch.stack([r.double().square().sum().sqrt() for r in x.reshape(x.shape[0], -1)])
+        if len(x)
+        else torch.empty(0, dtype=torch.float64, device=x.device)
+    )
 
 
 def _exact_sq(v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -98,9 +103,18 @@ def _exact_sq(v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return d[:1] if lone else d
 
 
-def oracle_search(query_views: Callable[[np.ndarray], torch.Tensor], n_queries: int, source: ViewSource, *,
-                  size: int, depth: int, query_bytes: int = 1 << 30, chunk: int = ORACLE_CHUNK,
-                  block: int | None = None, progress: bool = False) -> OracleResult:
+def oracle_search(
+    query_views: Callable[[np.ndarray], torch.Tensor],
+    n_queries: int,
+    source: ViewSource,
+    *,
+    size: int,
+    depth: int,
+    query_bytes: int = 1 << 30,
+    chunk: int = ORACLE_CHUNK,
+    block: int | None = None,
+    progress: bool = False,
+) -> OracleResult:
     """Exact nearest training view volume of each of ``n_queries`` ground-truth view volumes.
 
     Args:
@@ -145,8 +159,10 @@ def oracle_search(query_views: Callable[[np.ndarray], torch.Tensor], n_queries: 
         t2 = time.perf_counter()
         bi, bd, ne = _rerank(ql, cand_q, cand_g, source, size=size, depth=depth, n=n)
         if np.any(bd > upper * (1.0 + 1e-9) + 1e-30):
-            raise RuntimeError("the Oracle's scan bound was violated (a re-ranked distance above the bound it "
-                               "must meet); please report this with the store and grid size")
+            raise RuntimeError(
+                "the Oracle's scan bound was violated (a re-ranked distance above the bound it "
+                "must meet); please report this with the store and grid size"
+            )
         index[q0:q1], dist2[q0:q1], evaluated[q0:q1] = bi, bd, ne
         timings["queries_s"] += t1 - t0
         timings["scan_s"] += t2 - t1
@@ -156,18 +172,19 @@ def oracle_search(query_views: Callable[[np.ndarray], torch.Tensor], n_queries: 
     return OracleResult(index, dist2, evaluated, passes, timings, per_pass)
 
 
-def _query_layout(query_views, ix: np.ndarray, *, n: int, m: int, C: int, device,
-                  batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def _query_layout(
+    query_views, ix: np.ndarray, *, n: int, m: int, C: int, device, batch: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The queries ``ix`` as a (C, Q, m) float32 product layout (zero-padded to C·m voxels) and their
     (Q,) float64 norms; made ``batch`` at a time."""
     Q = ix.size
     ql = torch.zeros((C, Q, m), dtype=torch.float32, device=device)
     qn = torch.empty(Q, dtype=torch.float64, device=device)
     for a in range(0, Q, batch):
-        v = query_views(ix[a:a + batch]).to(device=device, dtype=torch.float32)
+        v = query_views(ix[a : a + batch]).to(device=device, dtype=torch.float32)
         if v.shape[0] != min(batch, Q - a) or v[0].numel() != n:
             raise ValueError(f"query_views returned {tuple(v.shape)} for {min(batch, Q - a)} queries of {n} voxels")
-        qn[a:a + v.shape[0]] = _row_norms(v)
+        qn[a : a + v.shape[0]] = _row_norms(v)
         for r in range(v.shape[0]):
             row = torch.zeros(C * m, dtype=torch.float32, device=device)
             row[:n] = v[r].reshape(-1)
@@ -180,8 +197,9 @@ def _query_row(ql: torch.Tensor, i: int, n: int) -> torch.Tensor:
     return ql[:, i, :].reshape(-1)[:n]
 
 
-def _scan(ql: torch.Tensor, qn: torch.Tensor, source: ViewSource, *, size: int, depth: int, m: int, block: int,
-          bar) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _scan(
+    ql: torch.Tensor, qn: torch.Tensor, source: ViewSource, *, size: int, depth: int, m: int, block: int, bar
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """One pass over the training samples: the (query, sample) candidate pairs that the bound cannot
     rule out (``cand_q``, ``cand_g``), the per-query smallest upper bound ``min_t (d̃ + ε)`` and the
     seconds spent making training view volumes."""
@@ -215,6 +233,8 @@ def _scan(ql: torch.Tensor, qn: torch.Tensor, source: ViewSource, *, size: int, 
             if sum(x.size for x in cq) > 4 * Q + 4096:  # prune what the tightened bounds now rule out
                 cq, cg, clo = _prune(cq, cg, clo, upper.cpu().numpy())
             bar.update(g.size)
+            if (a // block) % TRIM_EVERY == TRIM_EVERY - 1:
+                release_freed_memory()  # the heap would otherwise fragment and grow over the scan
     cq, cg, clo = _prune(cq, cg, clo, upper.cpu().numpy())
     return cq[0], cg[0], upper.cpu().numpy(), views_s
 
@@ -225,8 +245,17 @@ def _prune(cq, cg, clo, upper: np.ndarray):
     return [q[keep]], [g[keep]], [lo[keep]]
 
 
-def _rerank(ql: torch.Tensor, cand_q: np.ndarray, cand_g: np.ndarray, source: ViewSource, *, size: int, depth: int,
-            n: int, budget_bytes: int = 256 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rerank(
+    ql: torch.Tensor,
+    cand_q: np.ndarray,
+    cand_g: np.ndarray,
+    source: ViewSource,
+    *,
+    size: int,
+    depth: int,
+    n: int,
+    budget_bytes: int = 256 << 20,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact distances of the candidate pairs; per query the smallest (ties to the lowest index)."""
     Q = ql.shape[1]
     best_i = np.full(Q, -1, np.int64)
@@ -237,15 +266,15 @@ def _rerank(ql: torch.Tensor, cand_q: np.ndarray, cand_g: np.ndarray, source: Vi
     uniq = np.unique(cand_g)
     per_call = max(1, int(budget_bytes // (n * 4)))
     for u0 in range(0, uniq.size, per_call):
-        gs = uniq[u0:u0 + per_call]
+        gs = uniq[u0 : u0 + per_call]
         v = source.views(gs, size=size, depth=depth).reshape(gs.size, n)
         sel = np.nonzero((cand_g >= gs[0]) & (cand_g <= gs[-1]))[0]
         rows = np.searchsorted(gs, cand_g[sel])
         for a in range(0, sel.size, 8):
-            r, qs = rows[a:a + 8], cand_q[sel[a:a + 8]]
+            r, qs = rows[a : a + 8], cand_q[sel[a : a + 8]]
             qv = torch.stack([_query_row(ql, int(i), n) for i in qs])
             d = _exact_sq(v[torch.from_numpy(r).to(v.device)], qv).cpu().numpy()
-            for i, gi, di in zip(qs.tolist(), cand_g[sel[a:a + 8]].tolist(), d.tolist()):
+            for i, gi, di in zip(qs.tolist(), cand_g[sel[a : a + 8]].tolist(), d.tolist()):
                 if di < best_d[i] or (di == best_d[i] and gi < best_i[i]):
                     best_d[i], best_i[i] = di, gi
     return best_i, best_d, evaluated

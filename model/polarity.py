@@ -24,15 +24,17 @@ tests/test_polarity.py -p no:cacheprovider`` (the counts from the same loop as a
 99.0 % right, 0.7 % refused, 1 wrong at low confidence; seed 11: 99.7 %, 0.3 %, none wrong; seed 13:
 98.7 %, 1.3 %, none wrong; seeds 17 and 19 (run once): 100 %; none wrong at high or normal
 confidence (without the generator's opacity-dependent noise: seeds 7 / 11 / 13 98.3 / 98.0 / 98.0 %
-right, 1 / 1 / 0 wrong at low confidence). The issue's film (a collimated 8-bit lateral skull, air .40, border .51, ruler, positioner;
-``synth_radiographs.issue_film``) is kept at high confidence.
+right, 1 / 1 / 0 wrong at low confidence). The issue's film (a collimated 8-bit lateral skull, air .40,
+border .51, ruler, positioner; ``synth_radiographs.issue_film``) is kept at high confidence.
 ``polarity="keep"`` / ``"invert"`` override it (the statistics are recorded anyway).
 
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+from scipy import ndimage
 
 __all__ = ["detect_polarity", "exposed_field"]
 
@@ -73,7 +75,7 @@ def exposed_field(x: np.ndarray) -> tuple[int, int, int, int]:
     of uniform rows/columns that end in a straight step, found one after another (padding, then a
     shutter), at most 35 % of the side each."""
     H, W = x.shape
-    out = []
+    out: list[int] = []
     for prof_axis, n in ((1, H), (1, H), (0, W), (0, W)):
         med = np.median(x, axis=prof_axis)
         spread = np.percentile(x, 85, axis=prof_axis) - np.percentile(x, 15, axis=prof_axis)
@@ -91,10 +93,8 @@ def exposed_field(x: np.ndarray) -> tuple[int, int, int, int]:
 
 def _polarity_cues(x: np.ndarray) -> dict:
     """The three image cues of the polarity rule (positive: bone bright as it is), on the exposed field."""
-    from scipy import ndimage
-
     t, b, l, r = exposed_field(x)
-    f = x[t:x.shape[0] - b, l:x.shape[1] - r]
+    f = x[t : x.shape[0] - b, l : x.shape[1] - r]
     if min(f.shape) < MIN_SIDE:
         f, (t, b, l, r) = x, (0, 0, 0, 0)
     h, w = f.shape
@@ -107,7 +107,7 @@ def _polarity_cues(x: np.ndarray) -> dict:
     mu = ndimage.uniform_filter(f, 5)
     sd = np.sqrt(np.maximum(ndimage.uniform_filter(f * f, 5) - mu * mu, 0.0))
     ins = max(1, int(0.12 * min(h, w)))
-    fi, si = f[ins:h - ins, ins:w - ins], sd[ins:h - ins, ins:w - ins]
+    fi, si = f[ins : h - ins, ins : w - ins], sd[ins : h - ins, ins : w - ins]
     if fi.size < 16:
         fi, si = f, sd
     lo, hi = np.percentile(si, [30, 70])
@@ -115,14 +115,17 @@ def _polarity_cues(x: np.ndarray) -> dict:
     qlo, qhi = np.percentile(fi, [15, 85])
     s_lo, s_hi = float(si[fi <= qlo].mean()), float(si[fi >= qhi].mean())
     texture = (s_hi - s_lo) / max(s_hi + s_lo, 1e-12)
-    import cv2
-
     sm = cv2.GaussianBlur(f.astype(np.float32), (0, 0), 1.5)
     p1, p99 = np.percentile(sm, [1, 99])
     rg = max(float(p99 - p1), 1e-6)
     air_region = max(float(np.mean(sm < p1 + 0.15 * rg)), float(np.mean(sm > p99 - 0.15 * rg)))
-    return {"field_bands_tblr": [int(t), int(b), int(l), int(r)], "air_at_field_border": field_air,
-            "flat_regions_dark": flat_side, "texture_bright": texture, "air_region": air_region}
+    return {
+        "field_bands_tblr": [int(t), int(b), int(l), int(r)],
+        "air_at_field_border": field_air,
+        "flat_regions_dark": flat_side,
+        "texture_bright": texture,
+        "air_region": air_region,
+    }
 
 
 def detect_polarity(image, mask=None) -> dict:
@@ -132,17 +135,23 @@ def detect_polarity(image, mask=None) -> dict:
     "normal", "low", "none"), ``margin`` (the combined score: > 0 bone bright as it is, antisymmetric
     under ``1 − image``), the three cues and the exposed field, and ``rule``.
     """
-    import cv2
-
     x = np.asarray(image, dtype=np.float64)
     if mask is not None:  # masked pixels take the image median: no cue
         x = np.where(np.asarray(mask, bool), float(np.median(x[~np.asarray(mask, bool)])), x)
     scale = min(1.0, POLARITY_SIDE / max(x.shape))
-    small = x if scale == 1 else cv2.resize(x, (max(MIN_SIDE, round(x.shape[1] * scale)),
-                                                max(MIN_SIDE, round(x.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    small = (
+        x
+        if scale == 1
+        else cv2.resize(
+            x,
+            (max(MIN_SIDE, round(x.shape[1] * scale)), max(MIN_SIDE, round(x.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA,
+        )
+    )
     cues = _polarity_cues(small)
-    units = np.array([cues["air_at_field_border"] / 0.05, cues["flat_regions_dark"] / 0.01,
-                      cues["texture_bright"] / 0.1])
+    units = np.array(
+        [cues["air_at_field_border"] / 0.05, cues["flat_regions_dark"] / 0.01, cues["texture_bright"] / 0.1]
+    )
     units = np.clip(units, -3, 3)
     score = float(units.sum())
     d = np.sign(score)
@@ -151,8 +160,9 @@ def detect_polarity(image, mask=None) -> dict:
     # unless the film shows a large region at one end of its range (air around a head: the other
     # cues read it; rulers, text and shutters at the border corrupt the border cue instead). A film
     # the body fills (a chest) has no such region: its dark lungs are textured, its abdomen smooth.
-    conflict = (np.sign(units[0]) != d and abs(units[0]) >= POLARITY_BORDER_VOTE
-                and cues["air_region"] < POLARITY_AIR_REGION)
+    conflict = (
+        np.sign(units[0]) != d and abs(units[0]) >= POLARITY_BORDER_VOTE and cues["air_region"] < POLARITY_AIR_REGION
+    )
     if abs(score) <= 1 or conflict:
         invert, conf = None, "none"
     else:
@@ -163,9 +173,16 @@ def detect_polarity(image, mask=None) -> dict:
             conf = "normal"
         else:
             conf = "low"
-    return {"invert": invert, "confidence": conf, "margin": score, **cues,
-            "rule": ("on the exposed field (collimator shutters and padding removed): air at the field's border is "
-                     "dark, flat regions are darker than textured ones, the brightest pixels are more textured "
-                     "than the darkest; each cue in units of its no-information level, clipped to ±3, summed; "
-                     "|sum| <= 1, or the border cue (>= 0.4 units) against the sum on a film without an air region "
-                     "(< 30 % of the field within 15 % of one end of its range): no decision")}
+    return {
+        "invert": invert,
+        "confidence": conf,
+        "margin": score,
+        **cues,
+        "rule": (
+            "on the exposed field (collimator shutters and padding removed): air at the field's border is "
+            "dark, flat regions are darker than textured ones, the brightest pixels are more textured "
+            "than the darkest; each cue in units of its no-information level, clipped to ±3, summed; "
+            "|sum| <= 1, or the border cue (>= 0.4 units) against the sum on a film without an air region "
+            "(< 30 % of the field within 15 % of one end of its range): no decision"
+        ),
+    }

@@ -30,16 +30,28 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from tomodata.store import open_store
+
 from .sources import ImageSource, ViewSource, select_evenly
 
-__all__ = ["SearchResult", "bounded_search", "bench_nn", "coarse_cells", "coarse_factors", "coarse_features",
-           "coarse_for_memory", "nearest_images", "nearest_images_bounded", "train_coarse_features"]
+__all__ = [
+    "SearchResult",
+    "bounded_search",
+    "bench_nn",
+    "coarse_cells",
+    "coarse_factors",
+    "coarse_features",
+    "coarse_for_memory",
+    "nearest_images",
+    "nearest_images_bounded",
+    "train_coarse_features",
+]
 
 #: pruning margin: a candidate is skipped only if LB > d* (1 + REL) + ABS + NORM · sqrt(d*) (‖q‖ + 1)
 BOUND_REL_MARGIN = 1e-4
@@ -47,8 +59,9 @@ BOUND_ABS_MARGIN = 1e-6
 BOUND_NORM_MARGIN = 1e-6
 
 
-def nearest_images(queries, train_blocks: Callable[[], Iterable[tuple[int, np.ndarray]]], *, device="cpu",
-                   query_block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def nearest_images(
+    queries, train_blocks: Callable[[], Iterable[tuple[int, np.ndarray]]], *, device="cpu", query_block: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact L2 nearest neighbours of ``queries`` (Q, P) among the rows that ``train_blocks()`` yields.
 
     Args:
@@ -67,7 +80,7 @@ def nearest_images(queries, train_blocks: Callable[[], Iterable[tuple[int, np.nd
     best_i = np.full(Q, -1, dtype=np.int64)
     best_d = np.full(Q, np.inf, dtype=np.float64)
     for q0 in range(0, Q, int(query_block)):
-        q = q_all[q0:q0 + query_block].to(dev, torch.float64)
+        q = q_all[q0 : q0 + query_block].to(dev, torch.float64)
         qn = (q * q).sum(1)
         bi = torch.full((q.shape[0],), -1, dtype=torch.int64, device=dev)
         bd = torch.full((q.shape[0],), math.inf, dtype=torch.float64, device=dev)
@@ -85,10 +98,9 @@ def nearest_images(queries, train_blocks: Callable[[], Iterable[tuple[int, np.nd
             bi = torch.where(better, a + int(offset), bi)
         if not seen:
             raise ValueError("no training images to search")
-        best_i[q0:q0 + q.shape[0]] = bi.cpu().numpy()
-        best_d[q0:q0 + q.shape[0]] = bd.cpu().numpy()
+        best_i[q0 : q0 + q.shape[0]] = bi.cpu().numpy()
+        best_d[q0 : q0 + q.shape[0]] = bd.cpu().numpy()
     return best_i, best_d
-
 
 
 def coarse_factors(shape: Sequence[int], coarse: int) -> tuple[int, ...]:
@@ -109,8 +121,9 @@ def coarse_cells(shape: Sequence[int], coarse: int) -> int:
     return math.prod(n // f for n, f in zip(shape, coarse_factors(shape, coarse)))
 
 
-def coarse_for_memory(shape: Sequence[int], n_train: int, coarse: int, budget_bytes: int, *,
-                             what: str = "the lower-bound features") -> int:
+def coarse_for_memory(
+    shape: Sequence[int], n_train: int, coarse: int, budget_bytes: int, *, what: str = "the lower-bound features"
+) -> int:
     """The largest ``c <= coarse`` whose training features (``n_train × 2 · cells`` float32) fit
     ``budget_bytes``. Fewer cells only loosen the lower bound (more exact evaluations); the search
     stays exact (when ``max_evaluated`` is None, the default). ``ValueError`` when not even
@@ -119,6 +132,7 @@ def coarse_for_memory(shape: Sequence[int], n_train: int, coarse: int, budget_by
         raise ValueError(f"coarse must be >= 1, got {coarse}")
     if n_train < 1:
         raise ValueError(f"n_train must be >= 1, got {n_train}")
+
     def fits(c: int) -> bool:
         return n_train * 2 * coarse_cells(shape, c) * 4 <= budget_bytes  # float32 features
 
@@ -126,8 +140,10 @@ def coarse_for_memory(shape: Sequence[int], n_train: int, coarse: int, budget_by
     while c > 1 and not fits(c):
         c -= 1
     if not fits(c):
-        raise ValueError(f"{what} of {n_train} training samples need at least "
-                         f"{n_train * 8} bytes (one cell each); the budget is {budget_bytes} bytes")
+        raise ValueError(
+            f"{what} of {n_train} training samples need at least "
+            f"{n_train * 8} bytes (one cell each); the budget is {budget_bytes} bytes"
+        )
     return c
 
 
@@ -153,16 +169,23 @@ def coarse_features(views: torch.Tensor, factors: Sequence[int]) -> torch.Tensor
 
 @dataclass
 class SearchResult:
-    index: np.ndarray      # (Q,) int64 global training index
-    dist2: np.ndarray      # (Q,) float64 exact Σ (a − b)² on the target grid
+    index: np.ndarray  # (Q,) int64 global training index
+    dist2: np.ndarray  # (Q,) float64 exact Σ (a − b)² on the target grid
     evaluated: np.ndarray  # (Q,) int64 candidates evaluated at full resolution
-    fallback: np.ndarray   # (Q,) bool: the shortlist was not enough and the fallback pass ran
+    fallback: np.ndarray  # (Q,) bool: the shortlist was not enough and the fallback pass ran
     certified: np.ndarray  # (Q,) bool: provably the exact nearest (False only when max_evaluated cut it short)
     timings: dict = field(default_factory=dict)  # seconds: bound_s (lower bounds, short lists), exact_s (the rest)
 
 
-def train_coarse_features(source: ViewSource | ImageSource, *, size: int, depth: int, factors: Sequence[int],
-                          block: int | None = None, budget_bytes: int = 128 << 20) -> torch.Tensor:
+def train_coarse_features(
+    source: ViewSource | ImageSource,
+    *,
+    size: int,
+    depth: int,
+    factors: Sequence[int],
+    block: int | None = None,
+    budget_bytes: int = 128 << 20,
+) -> torch.Tensor:
     """(N, F) float32 lower-bound features (:func:`coarse_features`) of every sample of ``source``,
     streamed from the store ``block`` samples at a time (default: as many as fit ``budget_bytes`` in
     float64, an even number so that a view and its mirror share a block), so the full-resolution
@@ -175,13 +198,16 @@ def train_coarse_features(source: ViewSource | ImageSource, *, size: int, depth:
     block = int(block)
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
-    feats = None  # filled in place: peak memory is the features plus one block, not twice the features
+    feats: torch.Tensor | None = (
+        None  # filled in place: peak memory is the features plus one block, not twice the features
+    )
     for a in range(0, n, block):
         g = np.arange(a, min(n, a + block))
         f = coarse_features(source.views(g, size=size, depth=depth), factors)
         if feats is None:
             feats = torch.empty((n, f.shape[1]), dtype=f.dtype, device=f.device)
-        feats[a:a + g.size] = f
+        feats[a : a + g.size] = f
+    assert feats is not None, "no training samples"
     return feats
 
 
@@ -228,9 +254,17 @@ def _sq_distances(v: torch.Tensor, queries: torch.Tensor, qi: np.ndarray, rows: 
     return out
 
 
-def bounded_search(query_views: torch.Tensor, source: ViewSource | ImageSource, *, coarse: int = 16, k: int = 32,
-                   chunk: int = 4, train_features: torch.Tensor | None = None, max_evaluated: int | None = None,
-                   view_budget_bytes: int = 256 << 20) -> SearchResult:
+def bounded_search(
+    query_views: torch.Tensor,
+    source: ViewSource | ImageSource,
+    *,
+    coarse: int = 16,
+    k: int = 32,
+    chunk: int = 4,
+    train_features: torch.Tensor | None = None,
+    max_evaluated: int | None = None,
+    view_budget_bytes: int = 256 << 20,
+) -> SearchResult:
     """Exact nearest training sample (L2 on the query's grid) for each of ``query_views``.
 
     Args:
@@ -265,19 +299,23 @@ def bounded_search(query_views: torch.Tensor, source: ViewSource | ImageSource, 
         cand_ix = torch.cat([best_ix, torch.arange(a, a + lb.shape[1], device=tf.device).expand(Q, -1)], 1)
         best_lb, order = torch.topk(cand_lb, kk, dim=1, largest=False, sorted=True)  # O(n), not a full sort
         best_ix = cand_ix.gather(1, order)
-    best_lb, best_ix = best_lb.cpu().numpy(), best_ix.cpu().numpy()
+    lb_np, ix_np = best_lb.cpu().numpy(), best_ix.cpu().numpy()
     t_bound = time.perf_counter()
 
     qnorm = qf.double().norm(dim=1).cpu().numpy()  # = ‖q‖
 
-    def thr(d: float, i: int) -> float:
+    def thr(d: float, i: int | np.integer) -> float:
         # LB rounding (float32 features) is below 2.4e-7 · sqrt(LB) · (‖q‖ + ‖t‖); the last term covers it
-        return d * (1.0 + BOUND_REL_MARGIN) + BOUND_ABS_MARGIN + BOUND_NORM_MARGIN * math.sqrt(max(d, 0.0)) * (qnorm[i] + 1.0)
+        return (
+            d * (1.0 + BOUND_REL_MARGIN)
+            + BOUND_ABS_MARGIN
+            + BOUND_NORM_MARGIN * math.sqrt(max(d, 0.0)) * (qnorm[i] + 1.0)
+        )
 
     # per-query state: candidate list (in LB order), position, bound on everything not in the list
-    cands = [best_ix[i, :k].tolist() if N > k else best_ix[i].tolist() for i in range(Q)]
-    lbs = [best_lb[i, :k].tolist() if N > k else best_lb[i].tolist() for i in range(Q)]
-    bound = [float(best_lb[i, k]) if N > k else math.inf for i in range(Q)]
+    cands = [ix_np[i, :k].tolist() if N > k else ix_np[i].tolist() for i in range(Q)]
+    lbs = [lb_np[i, :k].tolist() if N > k else lb_np[i].tolist() for i in range(Q)]
+    bound = [float(lb_np[i, k]) if N > k else math.inf for i in range(Q)]
     pos = [0] * Q
     seen: list[set[int]] = [set() for _ in range(Q)]
     out_i = np.full(Q, -1, dtype=np.int64)
@@ -291,13 +329,13 @@ def bounded_search(query_views: torch.Tensor, source: ViewSource | ImageSource, 
     while not done.all():
         req_q, req_g = [], []
         for i in np.nonzero(~done)[0]:
-            take = cands[i][pos[i]:pos[i] + int(min(chunk, cap - evaluated[i]))]
+            take = cands[i][pos[i] : pos[i] + int(min(chunk, cap - evaluated[i]))]
             req_q += [i] * len(take)
             req_g += take
             pos[i] += len(take)
         for a in range(0, len(req_g), per_call):
-            g = np.asarray(req_g[a:a + per_call])
-            qi = np.asarray(req_q[a:a + per_call])
+            g = np.asarray(req_g[a : a + per_call])
+            qi = np.asarray(req_q[a : a + per_call])
             v = source.views(g, size=H, depth=D)
             d = _sq_distances(v, query_views, qi)
             for i, gi, di in zip(qi.tolist(), g.tolist(), d.cpu().numpy().tolist()):
@@ -316,28 +354,37 @@ def bounded_search(query_views: torch.Tensor, source: ViewSource | ImageSource, 
                 fallback[i] = True
                 t = thr(out_d[i], i)
                 new_g, new_lb, rest = [], [], math.inf
-                for a, lb in _lower_bounds(qf[i:i + 1], tf):
-                    lb = lb[0].cpu().numpy()
-                    sel = lb <= t
+                for a, lb in _lower_bounds(qf[i : i + 1], tf):
+                    row_lb = lb[0].cpu().numpy()
+                    sel = row_lb <= t
                     idx = np.nonzero(sel)[0]
                     new_g += (idx + a).tolist()
-                    new_lb += lb[idx].tolist()
+                    new_lb += row_lb[idx].tolist()
                     if (~sel).any():
-                        rest = min(rest, float(lb[~sel].min()))
-                keep = [(l, g) for l, g in sorted(zip(new_lb, new_g)) if g not in seen[i]]
+                        rest = min(rest, float(row_lb[~sel].min()))
+                keep = [(b, g) for b, g in sorted(zip(new_lb, new_g)) if g not in seen[i]]
                 cands[i] = [g for _, g in keep]
-                lbs[i] = [l for l, _ in keep]
+                lbs[i] = [b for b, _ in keep]
                 pos[i] = 0
                 bound[i] = rest
                 if not cands[i]:
                     done[i] = certified[i] = True
     t_end = time.perf_counter()
-    return SearchResult(out_i, out_d, evaluated, fallback, certified,
-                        timings=dict(bound_s=t_bound - t_start, exact_s=t_end - t_bound))
+    return SearchResult(
+        out_i, out_d, evaluated, fallback, certified, timings=dict(bound_s=t_bound - t_start, exact_s=t_end - t_bound)
+    )
 
 
-def nearest_images_bounded(queries, source: ImageSource, *, coarse: int = 16, k: int = 32, chunk: int = 4,
-                           train_features: torch.Tensor | None = None, query_block: int = 256) -> SearchResult:
+def nearest_images_bounded(
+    queries,
+    source: ImageSource,
+    *,
+    coarse: int = 16,
+    k: int = 32,
+    chunk: int = 4,
+    train_features: torch.Tensor | None = None,
+    query_block: int = 256,
+) -> SearchResult:
     """Exact L2 nearest training x-ray of each of ``queries`` (Q, S, S), by :func:`bounded_search`.
 
     A pre-filter then an exact re-rank: :func:`bounded_search` on the images as (1, S, S) volumes:
@@ -356,11 +403,15 @@ def nearest_images_bounded(queries, source: ImageSource, *, coarse: int = 16, k:
         train_features = train_coarse_features(source, size=S, depth=1, factors=factors)
     parts = []
     for a in range(0, q_all.shape[0], int(query_block)):
-        q = q_all[a:a + query_block, None].to(source.device)
+        q = q_all[a : a + query_block, None].to(source.device)
         parts.append(bounded_search(q, source, coarse=coarse, k=k, chunk=chunk, train_features=train_features))
-    return SearchResult(*(np.concatenate([getattr(r, f) for r in parts]) for f in
-                          ("index", "dist2", "evaluated", "fallback", "certified")),
-                        timings={t: sum(r.timings[t] for r in parts) for t in ("bound_s", "exact_s")})
+    return SearchResult(
+        **{
+            f: np.concatenate([getattr(r, f) for r in parts])
+            for f in ("index", "dist2", "evaluated", "fallback", "certified")
+        },
+        timings={t: sum(r.timings[t] for r in parts) for t in ("bound_s", "exact_s")},
+    )
 
 
 #: the paper's scale for :func:`bench_nn`'s estimate: 155 training species and 20 held out, 2,664
@@ -380,8 +431,6 @@ def bench_nn(store, *, queries: int = 256, coarse: int = 16, k: int = 32, device
     its lower bounds and short lists per (query, training image) and its exact comparisons per
     (comparison, pixel), assuming as many comparisons per query as measured here.
     """
-    from tomodata.store import open_store
-
     ds = open_store(store)
     train = ds.species_names("train")
     held = ds.species_names("val") or ds.species_names("test")
@@ -394,6 +443,7 @@ def bench_nn(store, *, queries: int = 256, coarse: int = 16, k: int = 32, device
     g = select_evenly(len(held_src), int(queries))
     S = images.image_size
     q = held_src.views(g, size=S, depth=1)[:, 0].cpu().numpy()
+
     def blocks():  # the cached images, for the brute force
         for a in range(0, len(images), 256):
             g = np.arange(a, min(len(images), a + 256))
@@ -418,10 +468,21 @@ def bench_nn(store, *, queries: int = 256, coarse: int = 16, k: int = 32, device
         exact=r.timings["exact_s"] / (Q * P) * ps["n_queries"] * ps["pixels"],
     )
     est["bound"] = est["features"] + est["bounds"] + est["exact"]
-    return dict(n_train=N, n_queries=Q, image_size=S, coarse=coarse, cells=coarse_cells((1, S, S), coarse), k=k,
-                brute_s=brute_s, features_s=features_s, bound_s=bound_s, bound_timings=r.timings,
-                evaluated_mean=float(r.evaluated.mean()), evaluated_max=int(r.evaluated.max()),
-                same=bool(np.array_equal(bi, r.index)), threads=torch.get_num_threads(),
-                paper_scale=ps, paper_estimate_s=est)
-
-
+    return dict(
+        n_train=N,
+        n_queries=Q,
+        image_size=S,
+        coarse=coarse,
+        cells=coarse_cells((1, S, S), coarse),
+        k=k,
+        brute_s=brute_s,
+        features_s=features_s,
+        bound_s=bound_s,
+        bound_timings=r.timings,
+        evaluated_mean=float(r.evaluated.mean()),
+        evaluated_max=int(r.evaluated.max()),
+        same=bool(np.array_equal(bi, r.index)),
+        threads=torch.get_num_threads(),
+        paper_scale=ps,
+        paper_estimate_s=est,
+    )

@@ -28,9 +28,12 @@ Functions that need two species raise ``ValueError`` with fewer; mismatched leng
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
+
+from tomodata.views import sample_to_view
 
 __all__ = [
     "BOOTSTRAP_DRAWS",
@@ -96,8 +99,6 @@ def pair_means(values, species, sample, n_views: int) -> tuple[list[tuple[str, i
     means of their finite values (a view's sample and its mirror; one of them if the other is absent
     or NaN). Units without a finite value are left out.
     """
-    from tomodata.views import sample_to_view
-
     v, s, j = _arrays(values, species, sample, names=("values", "species", "sample"))
     if j.size and not np.issubdtype(j.dtype, np.integer):
         raise ValueError(f"sample indices must be integers, got dtype {j.dtype}")
@@ -136,8 +137,6 @@ def _paired(a, b, species) -> tuple[np.ndarray, np.ndarray]:
 def mean_ci(x, level: float = 0.95) -> tuple[float, float, float, int]:
     """(mean, ci_low, ci_high, n) of the finite values of ``x``: the t-interval
     ``mean ± t_{(1+level)/2, n−1} sd / √n`` (sd with n − 1); NaN bounds for n < 2, all NaN for n = 0."""
-    from scipy import stats
-
     a = np.asarray(x, dtype=np.float64).ravel()
     a = a[np.isfinite(a)]
     n = int(a.size)
@@ -169,15 +168,17 @@ def _bootstrap(m: np.ndarray, *, level: float, n_boot: int, seed: int) -> tuple[
     return float(m.mean()), float(lo), float(hi), int(k)
 
 
-def cluster_bootstrap_ci(values, species, *, level: float = 0.95, n_boot: int = BOOTSTRAP_DRAWS,
-                         seed: int = 0) -> tuple[float, float, float, int]:
+def cluster_bootstrap_ci(
+    values, species, *, level: float = 0.95, n_boot: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float, float, int]:
     """(mean of species means, ci_low, ci_high, n species): percentile interval of a cluster
     bootstrap over species (``n_boot`` draws of k species with replacement, ``seed``)."""
     return _bootstrap(_species_level(values, species), level=level, n_boot=n_boot, seed=seed)
 
 
-def cluster_bootstrap_diff_ci(a, b, species, *, level: float = 0.95, n_boot: int = BOOTSTRAP_DRAWS,
-                              seed: int = 0) -> tuple[float, float, float, int]:
+def cluster_bootstrap_diff_ci(
+    a, b, species, *, level: float = 0.95, n_boot: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float, float, int]:
     """(mean over species of the species-mean difference a − b, ci_low, ci_high, n species): the
     paired difference of two methods (samples where both have a value), cluster-bootstrapped over
     species as :func:`cluster_bootstrap_ci`."""
@@ -198,8 +199,6 @@ def sample_ci(values, species, sample, n_views: int, level: float = 0.95) -> tup
 def species_ttest(a, b, species) -> tuple[float, float, int]:
     """(t, p, n species): ``scipy.stats.ttest_rel`` (two-sided) of the species means of a and b.
     NaN t and p when every species mean is equal."""
-    from scipy import stats
-
     ma, mb = _paired(a, b, species)
     if np.all(ma == mb):
         return math.nan, math.nan, int(ma.size)
@@ -211,8 +210,6 @@ def species_wilcoxon(a, b, species) -> tuple[float, float, int]:
     """(W, p, n species): ``scipy.stats.wilcoxon`` (two-sided, ``method="auto"``: exact for n <= 50
     without ties or zeros) of the species means of a and b; W = the smaller rank sum. Zero
     differences are dropped (scipy's ``"wilcox"``); NaN W and p when every difference is zero."""
-    from scipy import stats
-
     ma, mb = _paired(a, b, species)
     if np.all(ma == mb):
         return math.nan, math.nan, int(ma.size)
@@ -224,8 +221,6 @@ def sample_ttest(a, b, species, sample, n_views: int) -> tuple[float, float, int
     """The paper's protocol: (t, p, n units): ``ttest_rel`` (two-sided) of a and b over mirrored-pair
     means (on the samples where both have a value), paired by (species, view). NaN t and p for
     n < 2 or identical values."""
-    from scipy import stats
-
     a, b, s, j = _arrays(a, b, species, sample, names=("a", "b", "species", "sample"))
     a, b = a.astype(np.float64), b.astype(np.float64)
     ok = np.isfinite(a) & np.isfinite(b)

@@ -67,8 +67,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LIGHTINGS", "ShadingParams", "environment_map", "render_isosurface", "render_isosurface_torch", "isosurface_depth",
-           "isosurface_hits", "DEFAULT_ISO"]
+__all__ = [
+    "LIGHTINGS",
+    "ShadingParams",
+    "environment_map",
+    "render_isosurface",
+    "render_isosurface_torch",
+    "isosurface_depth",
+    "isosurface_hits",
+    "DEFAULT_ISO",
+]
 
 #: The paper's iso-value (§5.5: "iso-surface ray-casting ... with an iso-value of .1").
 DEFAULT_ISO = 0.1
@@ -86,16 +94,27 @@ def environment_map(d: np.ndarray) -> np.ndarray:
     fill = np.array([-0.77, 0.2, 0.6])
     key, fill = key / np.linalg.norm(key), fill / np.linalg.norm(fill)
     sky = 0.35 * (0.5 - 0.5 * d[..., 1])  # brighter from above (−v)
-    return (sky + 1.0 * np.clip(d @ key, 0, None) ** 6 + 0.35 * np.clip(d @ fill, 0, None) ** 4)
+    return sky + 1.0 * np.clip(d @ key, 0, None) ** 6 + 0.35 * np.clip(d @ fill, 0, None) ** 4
 
 
 def _sh9(d):
     """Real spherical harmonics Y_lm, l <= 2, of unit directions (..., 3): (..., 9); numpy or torch."""
     x, y, z = d[..., 2], d[..., 1], d[..., 0]  # any fixed orthonormal frame: (u, v, w)
     lib = torch if isinstance(d, torch.Tensor) else np
-    return lib.stack([0.282095 + 0 * x, 0.488603 * y, 0.488603 * z, 0.488603 * x, 1.092548 * x * y,
-                      1.092548 * y * z, 0.315392 * (3 * z * z - 1), 1.092548 * x * z, 0.546274 * (x * x - y * y)],
-                     -1)
+    return lib.stack(
+        [
+            0.282095 + 0 * x,
+            0.488603 * y,
+            0.488603 * z,
+            0.488603 * x,
+            1.092548 * x * y,
+            1.092548 * y * z,
+            0.315392 * (3 * z * z - 1),
+            1.092548 * x * z,
+            0.546274 * (x * x - y * y),
+        ],
+        -1,
+    )
 
 
 _SH_BAND = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
@@ -107,18 +126,18 @@ def _environment_sh(shininess: float) -> tuple[tuple[float, ...], tuple[float, .
     n = 16384
     i = np.arange(n) + 0.5
     zc = 1 - 2 * i / n
-    phi = math.pi * (1 + 5 ** 0.5) * i
-    r = np.sqrt(1 - zc ** 2)
+    phi = math.pi * (1 + 5**0.5) * i
+    r = np.sqrt(1 - zc**2)
     d = np.stack([zc, r * np.sin(phi), r * np.cos(phi)], -1)  # (w, v, u)
     Y = _sh9(d)
     L = (environment_map(d)[:, None] * Y).sum(0) * (4 * math.pi / n)
     diffuse = L * np.array([math.pi, 2 * math.pi / 3, math.pi / 4])[_SH_BAND]
-    glossy = L * np.exp(-_SH_BAND ** 2 / (2.0 * shininess))
+    glossy = L * np.exp(-(_SH_BAND**2) / (2.0 * shininess))
     diffuse, glossy = diffuse / (Y @ diffuse).max(), glossy / (Y @ glossy).max()
     return tuple(float(v) for v in diffuse), tuple(float(v) for v in glossy)
 
 
-def _environment_light(n: torch.Tensor, shading: "ShadingParams") -> tuple[torch.Tensor, torch.Tensor]:
+def _environment_light(n: torch.Tensor, shading: ShadingParams) -> tuple[torch.Tensor, torch.Tensor]:
     """Diffuse irradiance E_d(n) and glossy E_s(r), each (B, H, W), for normals n (B, 3, H, W) in (w, v, u)."""
     diffuse, glossy = _environment_sh(float(shading.shininess))
     nn_ = n.permute(0, 2, 3, 1)
@@ -141,7 +160,7 @@ class ShadingParams:
     ao_grid: int = 64
     lighting: str = "environment"  # "environment" (image-based) or "headlight"
 
-    def validate(self) -> "ShadingParams":
+    def validate(self) -> ShadingParams:
         if self.lighting not in LIGHTINGS:
             raise ValueError(f"lighting must be one of {LIGHTINGS}, got {self.lighting!r}")
         for name in ("ambient", "diffuse", "specular"):
@@ -218,7 +237,7 @@ def _gather_depth(v: torch.Tensor, k: torch.Tensor, dr: int = 0, dc: int = 0) ->
         return out
     kk = k[:, :, r0:r1, c0:c1]
     valid = (kk >= 0) & (kk < D)
-    src = v[:, :, r0 + dr:r1 + dr, c0 + dc:c1 + dc]
+    src = v[:, :, r0 + dr : r1 + dr, c0 + dc : c1 + dc]
     vals = src.gather(1, kk.clamp(0, D - 1))
     out[:, :, r0:r1, c0:c1] = torch.where(valid, vals, torch.zeros_like(vals))
     return out
@@ -294,21 +313,24 @@ def _pool_occupancy(mask: torch.Tensor, factors: tuple[int, int, int]) -> torch.
     return x.view(B, D // fd, H // fh, W // fw).to(torch.float32) / float(fd * fh * fw)
 
 
-def _ambient_occlusion(mask: torch.Tensor, hit_pts: torch.Tensor, n: torch.Tensor,
-                       shading: ShadingParams) -> torch.Tensor:
+def _ambient_occlusion(
+    mask: torch.Tensor, hit_pts: torch.Tensor, n: torch.Tensor, shading: ShadingParams
+) -> torch.Tensor:
     """Volumetric obscurance (module docstring). mask (B, D, H, W) bool occupancy; hit_pts and n
     (B, H, W, 3) as (u, v, w) normalised coordinates / normal. Returns (B, H, W) float32."""
     B, D, H, W = mask.shape
     g = int(shading.ao_grid)
-    factors = tuple(int(math.ceil(s / g)) for s in (D, H, W))
-    low = tuple(int(math.ceil(s / f)) for s, f in zip((D, H, W), factors))
-    if all(f * l == s for f, l, s in zip(factors, low, (D, H, W))):
+    fd, fh, fw = (int(math.ceil(s / g)) for s in (D, H, W))
+    factors = (fd, fh, fw)
+    ld, lh, lw = (int(math.ceil(s / f)) for s, f in zip((D, H, W), factors))
+    low = (ld, lh, lw)
+    if all(f * n == s for f, n, s in zip(factors, low, (D, H, W))):
         occ = _pool_occupancy(mask, factors)
     else:
         occ = F.adaptive_avg_pool3d(mask[:, None].to(torch.float32), low)[:, 0]
     total = torch.zeros(hit_pts.shape[:3], dtype=occ.dtype, device=occ.device)
     for r in shading.ao_radii:
-        blurred = _blur3(occ, tuple(r * size / 2.0 for size in low))  # sigma r in cells (spacing 2/size)
+        blurred = _blur3(occ, (r * ld / 2.0, r * lh / 2.0, r * lw / 2.0))  # sigma r in cells (spacing 2/size)
         q = (hit_pts + r * n).to(occ.dtype)
         s = F.grid_sample(blurred[:, None], q[:, None], mode="bilinear", padding_mode="zeros", align_corners=False)
         total = total + s[:, 0, 0]
@@ -316,8 +338,9 @@ def _ambient_occlusion(mask: torch.Tensor, hit_pts: torch.Tensor, n: torch.Tenso
 
 
 @torch.no_grad()
-def render_isosurface_torch(v: torch.Tensor, *, iso: float = DEFAULT_ISO, ao: bool = True,
-                            shading: ShadingParams | None = None) -> torch.Tensor:
+def render_isosurface_torch(
+    v: torch.Tensor, *, iso: float = DEFAULT_ISO, ao: bool = True, shading: ShadingParams | None = None
+) -> torch.Tensor:
     """Batched :func:`render_isosurface`: (B, D, H, W) tensor (any device) → (B, H, W) float32 tensor."""
     iso = _check_iso(iso)
     shading = (shading or ShadingParams()).validate()
@@ -344,8 +367,9 @@ def render_isosurface_torch(v: torch.Tensor, *, iso: float = DEFAULT_ISO, ao: bo
     return torch.where(hit, lum.clamp(0.0, 1.0), torch.zeros_like(lum))
 
 
-def render_isosurface(view_volume, *, iso: float = DEFAULT_ISO, ao: bool = True,
-                      shading: ShadingParams | None = None, device=None) -> np.ndarray:
+def render_isosurface(
+    view_volume, *, iso: float = DEFAULT_ISO, ao: bool = True, shading: ShadingParams | None = None, device=None
+) -> np.ndarray:
     """Iso-surface rendering of a view volume from its own (the x-ray's) view.
 
     Args:

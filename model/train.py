@@ -20,9 +20,9 @@ Outputs in ``out_dir``: ``last.pt``, ``best.pt`` (and ``step_XXXXXXX.pt`` every 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
-import json
 import math
 import os
 import random
@@ -36,7 +36,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SpeciesVolumes, StoreSamples, batch_indices, loader_workers_context, resize_xrays
+from tomodata import __version__
+from tomodata.files import atomic_write, write_json
+from tomodata.progress import progress as progress_bar
+from tomodata.store import open_store
+
+from .data import (
+    SpeciesVolumes,
+    StoreSamples,
+    batch_indices,
+    loader_workers_context,
+    resize_xrays,
+)
 from .network import NetworkConfig, TomographyNet, count_parameters
 from .ood import reference_from_store
 
@@ -62,7 +73,7 @@ class TrainConfig:
     num_workers: int = 0
     amp: str = "auto"  # "auto": bf16 autocast on CUDA, none on CPU; "bf16"; "none"
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size", "val_every", "ckpt_every", "log_every", "val_samples"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -78,7 +89,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -113,14 +124,26 @@ def _device(local_rank: int) -> torch.device:
 def data_fingerprint(dataset: StoreSamples) -> dict:
     """What a checkpoint's data must match on resume: store spec, sizes and the training species."""
     a = dataset.attrs
-    return dict(spec_version=a["spec_version"], chi=a["chi"], steps=a["steps"], image_size=a["image_size"],
-                volume_size=a["volume_size"], n_views=a["n_views"], view_scheme=a["view_scheme"]["name"],
-                view_seed=a["view_scheme"]["seed"], species=list(dataset.species))
+    return dict(
+        spec_version=a["spec_version"],
+        chi=a["chi"],
+        steps=a["steps"],
+        image_size=a["image_size"],
+        volume_size=a["volume_size"],
+        n_views=a["n_views"],
+        view_scheme=a["view_scheme"]["name"],
+        view_seed=a["view_scheme"]["seed"],
+        species=list(dataset.species),
+    )
 
 
 def _rng_state() -> dict:
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    return dict(
+        torch=torch.get_rng_state(),
+        numpy=np.random.get_state(),
+        python=random.getstate(),
+        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    )
 
 
 def _set_rng_state(state: dict) -> None:
@@ -131,21 +154,37 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, net: NetworkConfig, cfg: TrainConfig,
-                    data: dict, metrics: dict | None = None, xray_reference: dict | None = None) -> Path:
+def save_checkpoint(
+    path: Path,
+    *,
+    model,
+    optimizer,
+    scheduler,
+    step: int,
+    net: NetworkConfig,
+    cfg: TrainConfig,
+    data: dict,
+    metrics: dict | None = None,
+    xray_reference: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically (temporary file, then rename). ``xray_reference``: the training
     x-rays' summary for the out-of-distribution check of ``tomo infer`` (:mod:`model.ood`)."""
-    from tomodata import __version__
-
     module = model.module if hasattr(model, "module") else model
-    state = dict(format=CHECKPOINT_FORMAT, step=step, model=module.state_dict(), optimizer=optimizer.state_dict(),
-                 scheduler=scheduler.state_dict(), rng=_rng_state(), network=net.to_dict(), train=cfg.to_dict(),
-                 data=data, metrics=metrics or {}, code_version=__version__, xray_reference=xray_reference)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    state = dict(
+        format=CHECKPOINT_FORMAT,
+        step=step,
+        model=module.state_dict(),
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        rng=_rng_state(),
+        network=net.to_dict(),
+        train=cfg.to_dict(),
+        data=data,
+        metrics=metrics or {},
+        code_version=__version__,
+        xray_reference=xray_reference,
+    )
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path, *, map_location="cpu") -> dict:
@@ -192,7 +231,7 @@ class _Logs:
         self.train = self._csv(out / "train_log.csv", ["step", "loss", "lr", "samples_per_s"], resume_step)
         self.val = self._csv(out / "val_log.csv", ["step", "val_loss"], resume_step)
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - tensorboard is optional at run time
 
             self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step or None)
         except Exception as e:  # noqa: BLE001 - tensorboard is optional at run time
@@ -235,21 +274,20 @@ def _amp_context(cfg: TrainConfig, device: torch.device):
     use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     if use:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    import contextlib
-
     return contextlib.nullcontext()
 
 
 @torch.no_grad()
-def evaluate_loss(model, dataset: StoreSamples, volumes: SpeciesVolumes, net: NetworkConfig, *, n: int, seed: int,
-                  batch: int, device) -> float:
+def evaluate_loss(
+    model, dataset: StoreSamples, volumes: SpeciesVolumes, net: NetworkConfig, *, n: int, seed: int, batch: int, device
+) -> float:
     """Mean voxel MSE over a fixed seeded subset of ``n`` samples of ``dataset``."""
     was_training = model.training
     model.eval()
     idx = np.random.default_rng([seed, 7]).permutation(len(dataset))[: min(n, len(dataset))]
     total, count = 0.0, 0
     for s in range(0, len(idx), batch):
-        items = [dataset[int(i)] for i in idx[s:s + batch]]
+        items = [dataset[int(i)] for i in idx[s : s + batch]]
         b = torch.utils.data.default_collate(items)
         x = resize_xrays(b["xray"].to(device), net.input_size)
         y = volumes.targets(b)
@@ -260,8 +298,16 @@ def evaluate_loss(model, dataset: StoreSamples, volumes: SpeciesVolumes, net: Ne
     return total / max(count, 1)
 
 
-def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool = True, max_steps: int | None = None,
-          progress: bool | None = None) -> dict:
+def train(
+    store,
+    out_dir,
+    *,
+    net: NetworkConfig,
+    cfg: TrainConfig,
+    resume: bool = True,
+    max_steps: int | None = None,
+    progress: bool | None = None,
+) -> dict:
     """Train (or resume) a network on ``store``; returns a summary dict.
 
     ``max_steps`` stops early after that global step (used to test resuming); ``cfg.steps`` still
@@ -285,7 +331,7 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
     fingerprint = data_fingerprint(train_set)
 
     torch.manual_seed(cfg.seed)
-    model = TomographyNet(net).to(device)
+    model: torch.nn.Module = TomographyNet(net).to(device)  # DistributedDataParallel-wrapped with world > 1
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     start = 0
@@ -293,8 +339,11 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
     if resume and last.exists():
         state = load_checkpoint(last, map_location=device)
         diffs = config_differences(state["network"], net.to_dict(), "network.")
-        diffs += config_differences({k: v for k, v in state["train"].items() if k not in ("steps",)},
-                                    {k: v for k, v in cfg.to_dict().items() if k not in ("steps",)}, "train.")
+        diffs += config_differences(
+            {k: v for k, v in state["train"].items() if k not in ("steps",)},
+            {k: v for k, v in cfg.to_dict().items() if k not in ("steps",)},
+            "train.",
+        )
         diffs += config_differences(state["data"], fingerprint, "data.")
         if diffs:
             raise ValueError(f"{last} was made with other settings; refusing to resume:\n  " + "\n  ".join(diffs))
@@ -304,31 +353,47 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
         _set_rng_state(state["rng"])
         start = int(state["step"])
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None
+        )
 
     end = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
     targets = SpeciesVolumes(train_set, device, size=net.out_size, steps=net.out_depth)
     val_targets = SpeciesVolumes(val_set, device, size=net.out_size, steps=net.out_depth) if val_set else None
     per_rank = cfg.batch_size // world
-    sampler = [batch_indices(s, cfg.batch_size, len(train_set), cfg.seed)[rank * per_rank:(rank + 1) * per_rank].tolist()
-               for s in range(start, end)]
-    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                         multiprocessing_context=loader_workers_context(cfg.num_workers),
-                                         pin_memory=device.type == "cuda", persistent_workers=False)
+    sampler = [
+        batch_indices(s, cfg.batch_size, len(train_set), cfg.seed)[rank * per_rank : (rank + 1) * per_rank].tolist()
+        for s in range(start, end)
+    ]
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        multiprocessing_context=loader_workers_context(cfg.num_workers),
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     logs = _Logs(out, rank == 0, start)
     if progress is None:
         progress = True  # a bar on a terminal, lines in a log (tomodata.progress)
-    from tomodata.progress import progress as progress_bar
-
     bar = progress_bar(total=end, initial=start, enabled=progress and rank == 0, desc="train", unit="step")
     model.train()
     losses, val_loss, t_last, step = [], math.nan, time.perf_counter(), start
     best = dict(val_loss=math.inf, step=0)
     if start:  # the best validation so far travels in last.pt
-        best.update({k: state["metrics"][f"best_{k}"] for k in ("val_loss", "step")
-                     if state["metrics"].get(f"best_{k}") is not None})
+        best.update(
+            {
+                k: state["metrics"][f"best_{k}"]
+                for k in ("val_loss", "step")
+                if state["metrics"].get(f"best_{k}") is not None
+            }
+        )
     best_path = out / "best.pt"
-    ref = reference_from_store(train_set.store_path, size=net.input_size, species=train_set.species) if rank == 0 else None
+    ref = (
+        reference_from_store(train_set.store_path, size=net.input_size, species=train_set.species)
+        if rank == 0
+        else None
+    )
     for step, batch in enumerate(loader, start=start + 1):
         x = resize_xrays(batch["xray"].to(device, non_blocking=True), net.input_size)
         with torch.no_grad():
@@ -345,25 +410,69 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
         if step % cfg.log_every == 0 or step == end:
             now = time.perf_counter()
             n = len(losses)
-            logs.log("train", dict(step=step, loss=float(np.mean(losses)), lr=scheduler.get_last_lr()[0],
-                                   samples_per_s=n * cfg.batch_size / max(now - t_last, 1e-9)))
+            logs.log(
+                "train",
+                dict(
+                    step=step,
+                    loss=float(np.mean(losses)),
+                    lr=scheduler.get_last_lr()[0],
+                    samples_per_s=n * cfg.batch_size / max(now - t_last, 1e-9),
+                ),
+            )
             bar.set_postfix(loss=f"{np.mean(losses):.4g}")
             losses, t_last = [], now
-        if val_set is not None and (step % cfg.val_every == 0 or step == end) and rank == 0:
-            val_loss = evaluate_loss(model.module if world > 1 else model, val_set, val_targets, net,
-                                     n=cfg.val_samples, seed=cfg.seed, batch=per_rank, device=device)
+        if val_set is not None and val_targets is not None and (step % cfg.val_every == 0 or step == end) and rank == 0:
+            val_loss = evaluate_loss(
+                model.module if world > 1 else model,
+                val_set,
+                val_targets,
+                net,
+                n=cfg.val_samples,
+                seed=cfg.seed,
+                batch=per_rank,
+                device=device,
+            )
             logs.log("val", dict(step=step, val_loss=val_loss))
             if val_loss < best["val_loss"]:  # model choice on the val split: keep the best checkpoint
                 best = dict(val_loss=val_loss, step=step)
-                save_checkpoint(best_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step, net=net,
-                                cfg=cfg, data=fingerprint, metrics=_metrics(val_loss, best), xray_reference=ref)
+                save_checkpoint(
+                    best_path,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    step=step,
+                    net=net,
+                    cfg=cfg,
+                    data=fingerprint,
+                    metrics=_metrics(val_loss, best),
+                    xray_reference=ref,
+                )
         if rank == 0 and (step % cfg.ckpt_every == 0 or step == end):
-            save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, step=step, net=net, cfg=cfg,
-                            data=fingerprint, metrics=_metrics(val_loss, best), xray_reference=ref)
+            save_checkpoint(
+                last,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                step=step,
+                net=net,
+                cfg=cfg,
+                data=fingerprint,
+                metrics=_metrics(val_loss, best),
+                xray_reference=ref,
+            )
             if cfg.keep_checkpoints:
-                save_checkpoint(out / f"step_{step:07d}.pt", model=model, optimizer=optimizer, scheduler=scheduler,
-                                step=step, net=net, cfg=cfg, data=fingerprint, metrics=_metrics(val_loss, best),
-                                xray_reference=ref)
+                save_checkpoint(
+                    out / f"step_{step:07d}.pt",
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    step=step,
+                    net=net,
+                    cfg=cfg,
+                    data=fingerprint,
+                    metrics=_metrics(val_loss, best),
+                    xray_reference=ref,
+                )
     bar.close()
     logs.close()
     if rank == 0 and val_set is None and last.exists():  # no val split: nothing to choose with
@@ -371,14 +480,26 @@ def train(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool 
         best = dict(val_loss=math.nan, step=step)
     if world > 1:
         torch.distributed.barrier()
-    summary = dict(step=step, start=start, val_loss=val_loss, parameters=count_parameters(model),
-                   device=str(device), world_size=world, checkpoint=str(last), best_checkpoint=str(best_path),
-                   best_step=best["step"], best_val_loss=best["val_loss"],
-                   model_choice=("best.pt: the checkpoint with the lowest validation loss on the val split"
-                                 if val_set is not None else "no val split: best.pt is last.pt"),
-                   val_species=list(val_set.species) if val_set is not None else [])
+    summary = dict(
+        step=step,
+        start=start,
+        val_loss=val_loss,
+        parameters=count_parameters(model),
+        device=str(device),
+        world_size=world,
+        checkpoint=str(last),
+        best_checkpoint=str(best_path),
+        best_step=best["step"],
+        best_val_loss=best["val_loss"],
+        model_choice=(
+            "best.pt: the checkpoint with the lowest validation loss on the val split"
+            if val_set is not None
+            else "no val split: best.pt is last.pt"
+        ),
+        val_species=list(val_set.species) if val_set is not None else [],
+    )
     if rank == 0:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(out / "summary.json", summary)
     return summary
 
 
@@ -388,7 +509,5 @@ def _metrics(val_loss: float, best: dict) -> dict:
 
 def open_val_species(train_set: StoreSamples) -> list[str]:
     """The store's held-out species (split ``val``) that are complete."""
-    from tomodata.store import open_store
-
     ds = open_store(train_set.store_path)
     return [n for n in ds.species_names(split="val") if ds.is_complete(n)]

@@ -1,9 +1,9 @@
 """Volumes out: the view volume of a radiograph as NRRD or NIfTI, preview PNGs, and transactional
 outputs (every file under a temporary name until the whole result is there).
 
-**Output file and spacing** (written by pynrrd and nibabel). ``.nrrd`` (raw float32, little endian, attached header), ``.nii`` or
-``.nii.gz`` (NIfTI-1, float32), chosen by the suffix of ``out_path``. The written array is the view
-volume ``vol[z, y, x]`` of shape (D, N, N): **z = depth** (the ray direction of the x-ray; its sign is
+**Output file and spacing** (written by pynrrd and nibabel). ``.nrrd`` (raw float32, little endian, attached
+header), ``.nii`` or ``.nii.gz`` (NIfTI-1, float32), chosen by the suffix of ``out_path``. The written array is the
+view volume ``vol[z, y, x]`` of shape (D, N, N): **z = depth** (the ray direction of the x-ray; its sign is
 ambiguous, DESIGN §1), **y = image rows** (down), **x = image columns** (right). The file axes are
 therefore (x, y, z) = (columns, rows, depth) with sizes (N, N, D). Lateral spacing: the x-ray's pixel
 spacing (DICOM, or ``pixel_spacing=`` given by the caller) times ``S / N``; else 1.0 per *input*
@@ -33,6 +33,9 @@ import os
 import uuid
 from pathlib import Path
 
+import cv2
+import nibabel as nib
+import nrrd
 import numpy as np
 
 from tomodata.volume_files import stable_nrrd_header
@@ -66,12 +69,13 @@ class _Mapped(np.memmap):
 
     def tobytes(self, order="C"):  # noqa: D102 - numpy's signature
         if order in ("C", "A") and self.flags.c_contiguous:
-            return memoryview(np.asarray(self)).cast("B")
+            return np.asarray(self).data.cast("B")
         return super().tobytes(order)
 
 
-def write_volume(path: Path, suffix: str, raw: Path, shape_dhw, spacing_zyx, origin_xyz, unit_mm: bool,
-                 extra: dict, descrip: str) -> None:
+def write_volume(
+    path: Path, suffix: str, raw: Path, shape_dhw, spacing_zyx, origin_xyz, unit_mm: bool, extra: dict, descrip: str
+) -> None:
     """Write the float32 (D, H, W) volume held raw (C order, little endian) in ``raw`` to ``path`` as
     NRRD (pynrrd: raw encoding, attached header) or NIfTI-1 (nibabel; ``.nii.gz`` gzip level 1),
     streamed from a memory map. File axes (x, y, z) = (columns, rows, depth); ``spacing_zyx`` (mm or
@@ -81,19 +85,20 @@ def write_volume(path: Path, suffix: str, raw: Path, shape_dhw, spacing_zyx, ori
     sz, sy, sx = (float(v) for v in spacing_zyx)
     vol = _Mapped(raw, dtype="<f4", mode="r", shape=(D, H, W))
     if suffix == ".nrrd":
-        import nrrd
-
-        header = {"content": "single-image tomography view volume", "space dimension": 3,
-                  "space directions": np.diag([sx, sy, sz]), "space origin": np.asarray(origin_xyz, float),
-                  "kinds": ["domain", "domain", "domain"],
-                  "labels": ["x (image columns)", "y (image rows)", "z (depth, ray direction)"],
-                  "encoding": "raw", **({"space units": ["mm", "mm", "mm"]} if unit_mm else {}),
-                  **{k: str(v) for k, v in extra.items()}}
+        header = {
+            "content": "single-image tomography view volume",
+            "space dimension": 3,
+            "space directions": np.diag([sx, sy, sz]),
+            "space origin": np.asarray(origin_xyz, float),
+            "kinds": ["domain", "domain", "domain"],
+            "labels": ["x (image columns)", "y (image rows)", "z (depth, ray direction)"],
+            "encoding": "raw",
+            **({"space units": ["mm", "mm", "mm"]} if unit_mm else {}),
+            **{k: str(v) for k, v in extra.items()},
+        }
         nrrd.write(str(path), vol, header, index_order="C")
         stable_nrrd_header(path)  # no wall-clock time in the file: reruns are byte-identical
     else:
-        import nibabel as nib
-
         aff = np.diag([sx, sy, sz, 1.0])
         aff[:3, 3] = origin_xyz
         img = nib.Nifti1Image(vol.T, aff)  # (x, y, z), the same bytes read in Fortran order
@@ -115,16 +120,15 @@ def _u8(a: np.ndarray, vmax: float) -> np.ndarray:
 
 def _fit(img: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
     """Resize a float image to (h, w) (area down, linear up), limited to PREVIEW_MAX."""
-    import cv2
-
     h, w = shape_hw
     s = min(1.0, PREVIEW_MAX / max(h, w))
     h, w = max(1, int(round(h * s))), max(1, int(round(w * s)))
     if (h, w) == img.shape:
         return img
     down = h * w < img.shape[0] * img.shape[1]
-    return cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (w, h),
-                      interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+    return cv2.resize(
+        np.ascontiguousarray(img, dtype=np.float32), (w, h), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR
+    )
 
 
 class _Outputs:
@@ -133,7 +137,7 @@ class _Outputs:
     def __init__(self, folder: Path):
         self.folder = folder
         self.token = uuid.uuid4().hex[:8]
-        self.pending: list[tuple[Path, Path]] = []
+        self.pending: list[tuple[Path, Path | None]] = []  # (temporary, final); None: scratch
         self.done: list[Path] = []
 
     def temp(self, final: Path) -> Path:
@@ -169,8 +173,6 @@ class _Outputs:
 
 
 def _write_png(path: Path, img_u8: np.ndarray) -> None:
-    import cv2
-
     ok, buf = cv2.imencode(".png", img_u8)
     if not ok:  # pragma: no cover
         raise RuntimeError(f"PNG encoding failed for {path}")

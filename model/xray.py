@@ -63,6 +63,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from tomodata.image_files import dicom_pixels, read_dicom, read_tiff
@@ -138,8 +139,9 @@ def _split_channels(arr: np.ndarray, order: str, p: Path, info: dict) -> tuple[n
             info["alpha"] = "constant: ignored"
         elif a_min == 0:
             mask = alpha == 0
-            info["alpha"] = (f"masks {int(mask.sum())} fully transparent pixels (alpha 0): they take the "
-                             "background value")
+            info["alpha"] = (
+                f"masks {int(mask.sum())} fully transparent pixels (alpha 0): they take the background value"
+            )
         else:
             info["alpha"] = "varies but is nowhere 0 (no pixel fully transparent): ignored"
         arr = arr[..., :-1]
@@ -156,8 +158,12 @@ def _split_channels(arr: np.ndarray, order: str, p: Path, info: dict) -> tuple[n
         return rgb.mean(axis=-1), mask
     w = np.array([0.299, 0.587, 0.114]) if order == "rgb" else np.array([0.114, 0.587, 0.299])
     info["grey_rule"] = "colour: BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B"
-    warnings.warn(f"{p}: the channels differ (99th-percentile spread {100 * p99:.1f} % of full scale): "
-                  "converted to grey by BT.601 luma", UserWarning, stacklevel=3)
+    warnings.warn(
+        f"{p}: the channels differ (99th-percentile spread {100 * p99:.1f} % of full scale): "
+        "converted to grey by BT.601 luma",
+        UserWarning,
+        stacklevel=3,
+    )
     return rgb @ w, mask
 
 
@@ -216,8 +222,10 @@ def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarra
     if not np.isfinite(v).all():
         raise ValueError(f"{p}: the image contains NaN or infinite values")
     img = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
-    info["scale"] = (f"DICOM: v * {slope:g} + {intercept:g} (Modality LUT), scaled by the {bits}-bit "
-                     f"{'signed' if signed else 'unsigned'} range [{lo:g}, {hi:g}] -> [0, 1]; no VOI LUT")
+    info["scale"] = (
+        f"DICOM: v * {slope:g} + {intercept:g} (Modality LUT), scaled by the {bits}-bit "
+        f"{'signed' if signed else 'unsigned'} range [{lo:g}, {hi:g}] -> [0, 1]; no VOI LUT"
+    )
     if photometric == "MONOCHROME1":
         img = 1.0 - img
         info["monochrome1"] = "inverted (1 - v): low stored values are white in MONOCHROME1"
@@ -253,8 +261,6 @@ def _read_tiff(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.dtype, 
 
 
 def _read_cv2(p: Path, head: bytes, info: dict, why: str = "") -> np.ndarray:
-    import cv2
-
     data = np.fromfile(str(p), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
@@ -332,15 +338,16 @@ def read_xray(path) -> tuple[np.ndarray, dict]:
     if not np.isfinite(sel).all():
         raise ValueError(f"{p}: the image contains NaN or infinite values")
     if sel.size == 0 or float(sel.max() - sel.min()) <= 1e-12:
-        raise ValueError(f"{p}: the image is constant ({float(sel.flat[0]) if sel.size else 'no pixels'}); "
-                         "there is nothing to reconstruct")
+        raise ValueError(
+            f"{p}: the image is constant ({float(sel.flat[0]) if sel.size else 'no pixels'}); "
+            "there is nothing to reconstruct"
+        )
     if mask is not None:
         img = np.where(mask, 0.0, img)
     info.setdefault("pixel_spacing_mm", None)
     info["height"], info["width"] = int(img.shape[0]), int(img.shape[1])
     info["alpha_mask"] = mask
     return np.clip(img, 0.0, 1.0), info
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,7 +364,6 @@ def _border_band(shape: tuple[int, int], fraction: float = BORDER_FRACTION) -> n
     return m
 
 
-
 def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
@@ -368,27 +374,29 @@ def _check_gamma(gamma) -> float | None:
     return None if gamma is None else _check_positive(gamma, "gamma")
 
 
-def anatomy_box(x: np.ndarray, field_tblr=(0, 0, 0, 0), air: float | None = None
-                ) -> tuple[tuple[int, int, int, int], bool]:
+def anatomy_box(
+    x: np.ndarray, field_tblr=(0, 0, 0, 0), air: float | None = None
+) -> tuple[tuple[int, int, int, int], bool]:
     """``((top, left, height, width), found)``: the anatomy's box in an (H, W) image in [0, 1] with bone
-    bright (after polarity), inside the exposed field ``field_tblr`` (band widths top, bottom, left,
-    right). ``air``: the air's value (default: the median of the field's border band; the field's 5th
-    percentile where that is lower). The smoothed field above ``air + ANATOMY_LEVEL · (90th percentile − air)``, opened (text, thin lines), its
-    largest connected part and every part at least a fifth as large. ``found`` is False where no air
+    bright (after polarity), inside the exposed field ``field_tblr`` (band widths top, bottom, left, right).
+    ``air``: the air's value (default: the median of the field's border band; the field's 5th percentile where that
+    is lower). The smoothed field above ``air + ANATOMY_LEVEL · (90th percentile − air)``, opened (text, thin
+    lines), its largest connected part and every part at least a fifth as large. ``found`` is False where no air
     reaches the field's border or nothing stands out (the box is then the field)."""
-    import cv2
-
     H, W = x.shape
     t, b, l, r = (int(v) for v in field_tblr)
-    f = x[t:H - b, l:W - r]
+    f = x[t : H - b, l : W - r]
     whole = (t, l, f.shape[0], f.shape[1])
     if min(f.shape) < MIN_SIDE:
         return whole, False
     scale = min(1.0, 256 / max(f.shape))
-    small = f.astype(np.float32)
+    small: np.ndarray = f.astype(np.float32)
     if scale < 1:
-        small = cv2.resize(small, (max(MIN_SIDE, round(f.shape[1] * scale)), max(MIN_SIDE, round(f.shape[0] * scale))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            small,
+            (max(MIN_SIDE, round(f.shape[1] * scale)), max(MIN_SIDE, round(f.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA,
+        )
     sm = cv2.GaussianBlur(small, (0, 0), max(1.0, 0.01 * max(small.shape)))
     # air: the border band's median, or the 5th percentile where lower (a body that reaches the
     # border, e.g. a chest film, would otherwise be taken for air)
@@ -396,7 +404,7 @@ def anatomy_box(x: np.ndarray, field_tblr=(0, 0, 0, 0), air: float | None = None
     top = float(np.percentile(sm, 90))
     if top - air < 0.02:
         return whole, False
-    body = (sm > air + ANATOMY_LEVEL * (top - air)).astype(np.uint8)
+    body: np.ndarray = (sm > air + ANATOMY_LEVEL * (top - air)).astype(np.uint8)
     k = max(3, int(0.06 * min(small.shape)) | 1)  # removes text, rulers, wires; the box gets a margin anyway
     body = cv2.morphologyEx(body, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     ring = _border_band(body.shape, 0.02)
@@ -411,24 +419,33 @@ def anatomy_box(x: np.ndarray, field_tblr=(0, 0, 0, 0), air: float | None = None
     y1 = (stats[keep, cv2.CC_STAT_TOP] + stats[keep, cv2.CC_STAT_HEIGHT]).max()
     sy, sx = f.shape[0] / body.shape[0], f.shape[1] / body.shape[1]
     ay, ax = t + int(np.floor(y0 * sy)), l + int(np.floor(x0 * sx))
-    return (ay, ax, min(t + f.shape[0], t + int(np.ceil(y1 * sy))) - ay,
-            min(l + f.shape[1], l + int(np.ceil(x1 * sx))) - ax), True
+    return (
+        ay,
+        ax,
+        min(t + f.shape[0], t + int(np.ceil(y1 * sy))) - ay,
+        min(l + f.shape[1], l + int(np.ceil(x1 * sx))) - ax,
+    ), True
 
 
 def _field_bands(x: np.ndarray) -> tuple[int, int, int, int]:
     """:func:`~model.polarity.exposed_field` on a copy of at most 512 pixels a side, band widths
     scaled back up (rounded up: a shutter's edge is never kept)."""
-    import cv2
-
     s = min(1.0, 512 / max(x.shape))
     if s == 1.0:
         return tuple(int(v) for v in exposed_field(x))  # type: ignore[return-value]
-    small = cv2.resize(x.astype(np.float32), (max(MIN_SIDE, round(x.shape[1] * s)), max(MIN_SIDE, round(x.shape[0] * s))),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        x.astype(np.float32),
+        (max(MIN_SIDE, round(x.shape[1] * s)), max(MIN_SIDE, round(x.shape[0] * s))),
+        interpolation=cv2.INTER_AREA,
+    )
     t, b, l, r = exposed_field(small.astype(np.float64))
     fy, fx = x.shape[0] / small.shape[0], x.shape[1] / small.shape[1]
-    return (int(np.ceil(t * fy)) if t else 0, int(np.ceil(b * fy)) if b else 0,
-            int(np.ceil(l * fx)) if l else 0, int(np.ceil(r * fx)) if r else 0)
+    return (
+        int(np.ceil(t * fy)) if t else 0,
+        int(np.ceil(b * fy)) if b else 0,
+        int(np.ceil(l * fx)) if l else 0,
+        int(np.ceil(r * fx)) if r else 0,
+    )
 
 
 def _field_square(x: np.ndarray, field_tblr, bg: float) -> tuple[np.ndarray, dict]:
@@ -443,19 +460,36 @@ def _field_square(x: np.ndarray, field_tblr, bg: float) -> tuple[np.ndarray, dic
         S = min(ah, aw)
         top, left = at + (ah - S) // 2, al + (aw - S) // 2
     g = np.full((H, W), bg)
-    g[t:H - b, l:W - r] = x[t:H - b, l:W - r]  # shutters and padding bands take the background value
+    g[t : H - b, l : W - r] = x[t : H - b, l : W - r]  # shutters and padding bands take the background value
     out = np.full((S, S), bg)
     y0, y1, x0, x1 = max(top, 0), min(top + S, H), max(left, 0), min(left + S, W)
-    out[y0 - top:y1 - top, x0 - left:x1 - left] = g[y0:y1, x0:x1]
-    return out, {"mode": "field", "applied": ("square around the anatomy, its long side at FIELD_FILL of the square"
-                                              if found else "centre square of the exposed field (the body fills it)"),
-                 "field_bands_tblr": [int(v) for v in field_tblr], "anatomy_box": [at, al, ah, aw],
-                 "anatomy_found": bool(found), "fill": FIELD_FILL, "box": [top, left, S, S],
-                 "padded": bool(top < 0 or left < 0 or top + S > H or left + S > W), "value": bg}
+    out[y0 - top : y1 - top, x0 - left : x1 - left] = g[y0:y1, x0:x1]
+    return out, {
+        "mode": "field",
+        "applied": (
+            "square around the anatomy, its long side at FIELD_FILL of the square"
+            if found
+            else "centre square of the exposed field (the body fills it)"
+        ),
+        "field_bands_tblr": [int(v) for v in field_tblr],
+        "anatomy_box": [at, al, ah, aw],
+        "anatomy_found": bool(found),
+        "fill": FIELD_FILL,
+        "box": [top, left, S, S],
+        "padded": bool(top < 0 or left < 0 or top + S > H or left + S > W),
+        "value": bg,
+    }
 
 
-def prepare_xray(image, *, mask=None, polarity: str = "auto", gamma: float | None = None,
-                 square: str = "field", header: str | None = None) -> tuple[np.ndarray, dict]:
+def prepare_xray(
+    image,
+    *,
+    mask=None,
+    polarity: str = "auto",
+    gamma: float | None = None,
+    square: str = "field",
+    header: str | None = None,
+) -> tuple[np.ndarray, dict]:
     """Polarity, gamma, alpha mask and square (module docstring) -> ``(S, S) float64`` and a record.
     ``header``: the file's own polarity statement (DICOM PhotometricInterpretation), used by "auto"."""
     polarity = _check_choice(polarity, "polarity", ("auto", "keep", "invert"))
@@ -474,21 +508,32 @@ def prepare_xray(image, *, mask=None, polarity: str = "auto", gamma: float | Non
     elif header is not None:  # the file says how it is displayed (DICOM): trust it unless the image clearly disagrees
         invert = False
         if stats["invert"] and stats["confidence"] == "high":
-            raise ValueError(f"polarity: the file's header ({header}) and the image disagree (the image looks "
-                             f"inverted, score {stats['margin']:+.2f}); pass --polarity keep or --polarity invert")
+            raise ValueError(
+                f"polarity: the file's header ({header}) and the image disagree (the image looks "
+                f"inverted, score {stats['margin']:+.2f}); pass --polarity keep or --polarity invert"
+            )
     elif stats["invert"] is None:
-        raise ValueError(f"polarity cannot be decided from this image (score {stats['margin']:+.2f}; cues "
-                         f"{stats['air_at_field_border']:+.3f}, {stats['flat_regions_dark']:+.3f}, "
-                         f"{stats['texture_bright']:+.3f}); pass --polarity keep (bone is bright as it is) or "
-                         "--polarity invert")
+        raise ValueError(
+            f"polarity cannot be decided from this image (score {stats['margin']:+.2f}; cues "
+            f"{stats['air_at_field_border']:+.3f}, {stats['flat_regions_dark']:+.3f}, "
+            f"{stats['texture_bright']:+.3f}); pass --polarity keep (bone is bright as it is) or "
+            "--polarity invert"
+        )
     else:
         invert = stats["invert"]
         if stats["confidence"] == "low":
-            warnings.warn(f"polarity detection is uncertain (score {stats['margin']:+.2f}); "
-                          f"{'inverting' if invert else 'keeping'}; pass polarity='keep' or 'invert' to decide",
-                          UserWarning, stacklevel=2)
-    rec["polarity"] = {"mode": polarity, "inverted": bool(invert), "detected": stats,
-                       "decided_by": polarity if polarity != "auto" else ("header: " + header if header else "image")}
+            warnings.warn(
+                f"polarity detection is uncertain (score {stats['margin']:+.2f}); "
+                f"{'inverting' if invert else 'keeping'}; pass polarity='keep' or 'invert' to decide",
+                UserWarning,
+                stacklevel=2,
+            )
+    rec["polarity"] = {
+        "mode": polarity,
+        "inverted": bool(invert),
+        "detected": stats,
+        "decided_by": polarity if polarity != "auto" else ("header: " + header if header else "image"),
+    }
     if invert:
         x = 1.0 - x
     if g is not None:
@@ -498,7 +543,7 @@ def prepare_xray(image, *, mask=None, polarity: str = "auto", gamma: float | Non
     band = np.zeros(x.shape, bool)
     t, b, l, r = field
     if min(x.shape[0] - t - b, x.shape[1] - l - r) >= MIN_SIDE:
-        band[t:x.shape[0] - b, l:x.shape[1] - r] = _border_band((x.shape[0] - t - b, x.shape[1] - l - r))
+        band[t : x.shape[0] - b, l : x.shape[1] - r] = _border_band((x.shape[0] - t - b, x.shape[1] - l - r))
     else:
         band, field = _border_band(x.shape), (0, 0, 0, 0)
     sel = band if mask is None else band & ~np.asarray(mask, bool)
@@ -516,15 +561,22 @@ def prepare_xray(image, *, mask=None, polarity: str = "auto", gamma: float | Non
         rec["square"] = {"mode": square, "applied": "none (already square)", "box": [0, 0, H, W]}
     elif square == "crop":
         top, left = (H - S_short) // 2, (W - S_short) // 2
-        x = x[top:top + S_short, left:left + S_short]
-        rec["square"] = {"mode": "crop", "applied": "centre crop to the short side",
-                         "box": [top, left, S_short, S_short]}  # top, left, height, width in input pixels
+        x = x[top : top + S_short, left : left + S_short]
+        rec["square"] = {
+            "mode": "crop",
+            "applied": "centre crop to the short side",
+            "box": [top, left, S_short, S_short],
+        }  # top, left, height, width in input pixels
     else:
         dh, dw = S_long - H, S_long - W
         pads = [dh // 2, dh - dh // 2, dw // 2, dw - dw // 2]  # top, bottom, left, right
         x = np.pad(x, ((pads[0], pads[1]), (pads[2], pads[3])), mode="constant", constant_values=bg)
-        rec["square"] = {"mode": "pad", "applied": "pad to the long side with the background value",
-                         "pad_top_bottom_left_right": pads, "value": bg,
-                         "box": [-pads[0], -pads[2], S_long, S_long]}
+        rec["square"] = {
+            "mode": "pad",
+            "applied": "pad to the long side with the background value",
+            "pad_top_bottom_left_right": pads,
+            "value": bg,
+            "box": [-pads[0], -pads[2], S_long, S_long],
+        }
     rec["square"]["size"] = int(x.shape[0])
     return np.ascontiguousarray(x), rec

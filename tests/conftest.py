@@ -5,15 +5,16 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
+
+from tomodata.render import cuda_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def _cuda() -> bool:
-    from tomodata.render import cuda_available
-
     return cuda_available()
 
 
@@ -40,8 +41,6 @@ def shared_data() -> Path:
 
 
 def _kill_tree(pid: int) -> None:
-    import psutil
-
     try:
         parent = psutil.Process(pid)
     except psutil.NoSuchProcess:

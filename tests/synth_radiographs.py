@@ -16,7 +16,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+from tomodata.ingest import cube_specimen
+from tomodata.render import render_xrays
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SIZE = 48  # cube side: enough for a film's structure, fast to render
@@ -25,12 +29,11 @@ SIZE = 48  # cube side: enough for a film's structure, fast to render
 @lru_cache(maxsize=1)
 def volumes() -> dict[str, np.ndarray]:
     """Real head CTs as SIZE³ density cubes in the canonical pose (tomodata.ingest)."""
-    from tomodata.ingest import cube_specimen
-
     specs = {
         "cthead": dict(path=REAL / "cthead-8bit", spacing=(2, 1, 1), orientation="x,z,-y", crop="largest"),
-        "cranium": dict(path=REAL / "invesalius-cranium/cranium.nhdr", window="hu-bone", orientation="x,-z,y",
-                        crop="largest"),
+        "cranium": dict(
+            path=REAL / "invesalius-cranium/cranium.nhdr", window="hu-bone", orientation="x,-z,y", crop="largest"
+        ),
         "headsq": dict(path=REAL / "vtk-headsq/quarter.nhdr", window=(500, 3000), crop="largest"),
     }
     mice = sorted((REAL / "mouse-ct-atlas").glob("*.nii.gz"))[:2]
@@ -71,8 +74,6 @@ def _curve(x, rng) -> tuple[np.ndarray, str]:
 
 
 def _artefacts(img, rng) -> tuple[np.ndarray, list[str]]:
-    import cv2
-
     H, W = img.shape
     notes = []
     if rng.random() < 0.7:  # collimator shutters: bright (unexposed) or, on some systems, dark
@@ -84,25 +85,33 @@ def _artefacts(img, rng) -> tuple[np.ndarray, list[str]]:
             if edge == 0:
                 img[:w] = band
             elif edge == 1:
-                img[H - w:] = band
+                img[H - w :] = band
             elif edge == 2:
                 img[:, :w] = band
             else:
-                img[:, W - w:] = band
+                img[:, W - w :] = band
         notes.append(f"{'bright' if bright else 'dark'} shutters")
     if rng.random() < 0.5:  # burned-in text
         colour = float(rng.choice([0.0, 1.0]))
         org = (int(rng.uniform(0.05, 0.6) * W), int(rng.uniform(0.1, 0.95) * H))
         mask = np.zeros((H, W), np.uint8)  # OpenCV draws text on 8-bit images only
-        cv2.putText(mask, str(rng.choice(["L", "R", "PA", "LAT 12/03", "AP"])), org, cv2.FONT_HERSHEY_SIMPLEX,
-                    float(rng.uniform(0.3, 0.7)), 255, 1, cv2.LINE_AA)
+        cv2.putText(
+            mask,
+            str(rng.choice(["L", "R", "PA", "LAT 12/03", "AP"])),
+            org,
+            cv2.FONT_HERSHEY_SIMPLEX,
+            float(rng.uniform(0.3, 0.7)),
+            255,
+            1,
+            cv2.LINE_AA,
+        )
         a = mask / 255.0
         img = img * (1 - a) + colour * a
         notes.append("text")
     if rng.random() < 0.3:  # a ruler: a bright bar with ticks
         y0 = int(rng.uniform(0.6, 0.9) * H)
-        img[y0:y0 + 3, W // 8: 7 * W // 8] = 0.95
-        img[y0 - 3:y0, W // 8: 7 * W // 8: 6] = 0.95
+        img[y0 : y0 + 3, W // 8 : 7 * W // 8] = 0.95
+        img[y0 - 3 : y0, W // 8 : 7 * W // 8 : 6] = 0.95
         notes.append("ruler")
     if rng.random() < 0.2:  # a nasal positioner
         c = (int(rng.uniform(0.3, 0.9) * W), int(rng.uniform(0.3, 0.7) * H))
@@ -115,16 +124,18 @@ def _artefacts(img, rng) -> tuple[np.ndarray, list[str]]:
         p = int(rng.uniform(0.02, 0.1) * min(H, W))
         edges = rng.choice(4, size=int(rng.integers(1, 5)), replace=False)
         for edge in edges:
-            sl = [(slice(0, p), slice(None)), (slice(H - p, H), slice(None)), (slice(None), slice(0, p)),
-                  (slice(None), slice(W - p, W))][edge]
+            sl = [
+                (slice(0, p), slice(None)),
+                (slice(H - p, H), slice(None)),
+                (slice(None), slice(0, p)),
+                (slice(None), slice(W - p, W)),
+            ][edge]
             img[sl] = val
         notes.append(f"padding {val:g}")
     return img, notes
 
 
 def make_films(n: int, seed: int) -> list[tuple[np.ndarray, bool, str]]:
-    from tomodata.render import render_xrays
-
     vols = volumes()
     names = sorted(vols)
     rng = np.random.default_rng(seed)
@@ -139,14 +150,12 @@ def make_films(n: int, seed: int) -> list[tuple[np.ndarray, bool, str]]:
         H, W = (120, 96) if rng.random() < 0.5 else (96, 120)  # portrait or landscape detector
         canvas = np.zeros((H, W))
         scale = float(rng.uniform(0.8, 1.25))
-        import cv2
-
         s = int(96 * scale)
         xs = cv2.resize(x, (s, s), interpolation=cv2.INTER_AREA)
         top, left = int(rng.integers(-s // 6, H - 5 * s // 6 + 1)), int(rng.integers(-s // 6, W - 5 * s // 6 + 1))
         t0, l0 = max(top, 0), max(left, 0)
         t1, l1 = min(top + s, H), min(left + s, W)
-        canvas[t0:t1, l0:l1] = xs[t0 - top:t1 - top, l0 - left:l1 - left]
+        canvas[t0:t1, l0:l1] = xs[t0 - top : t1 - top, l0 - left : l1 - left]
         fog, gain = float(rng.uniform(0.0, 0.2)), float(rng.uniform(0.6, 1.0))
         img = fog + gain * canvas
         # heel effect and uneven processing: a smooth ramp of the background across the film
@@ -164,8 +173,14 @@ def make_films(n: int, seed: int) -> list[tuple[np.ndarray, bool, str]]:
         bits = rng2.random() < 0.6  # most clinical exports are 8-bit PNG or JPEG
         if bits:
             img = np.round(img * 255) / 255
-        films.append((img, inverted, f"{name} {kind} {H}x{W} {curve} heel {amp:.2f} {'8-bit ' if bits else ''}"
-                      f"{', '.join(notes)}{' INVERTED' if inverted else ''}"))
+        films.append(
+            (
+                img,
+                inverted,
+                f"{name} {kind} {H}x{W} {curve} heel {amp:.2f} {'8-bit ' if bits else ''}"
+                f"{', '.join(notes)}{' INVERTED' if inverted else ''}",
+            )
+        )
     return films
 
 
@@ -175,20 +190,17 @@ def issue_film(width: int = 3) -> np.ndarray:
     (``width`` pixels, .9) along the top and left edges that lifts the border band's mean to ≈ .50, a
     ruler below the head and a nasal positioner in front of the face; gamma 1, light noise. Not
     inverted (the right answer is "keep")."""
-    import cv2
-    from tomodata.render import render_xrays
-
     rot = np.stack([np.array([0.0, 0.0, -1.0]), np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0])], axis=1)
     x = render_xrays(volumes()["cthead"], rot[None], size=96, steps=48, chi=7.0, backend="cpu")[0]
     H, W, s = 200, 150, 190
     xs = cv2.resize(x, (s, s), interpolation=cv2.INTER_LINEAR)
     canvas = np.zeros((H, W))
-    canvas[4:4 + s, :] = xs[:, 20:20 + W]  # the head fills most of the film, off-centre, cut on one side
+    canvas[4 : 4 + s, :] = xs[:, 20 : 20 + W]  # the head fills most of the film, off-centre, cut on one side
     ys, xs_ = np.nonzero(canvas > 0.05)
     img = 0.40 + 0.55 * canvas + np.random.default_rng(13).normal(0, 0.01, (H, W))
     y0 = min(ys.max() + 6, H - 12)
-    img[y0:y0 + 3, 30:120] = 0.95  # ruler below the head
-    img[y0 - 3:y0, 30:120:8] = 0.95  # its ticks
+    img[y0 : y0 + 3, 30:120] = 0.95  # ruler below the head
+    img[y0 - 3 : y0, 30:120:8] = 0.95  # its ticks
     mask = np.zeros((H, W), np.uint8)  # nasal positioner: a bright bar against the face
     cv2.ellipse(mask, (max(int(xs_.min()) + 4, 12), int(np.median(ys))), (14, 4), 20.0, 0, 360, 255, -1)
     img = np.where(mask > 0, 0.92, img)

@@ -84,7 +84,7 @@ def test_no_reference_recovers_random_rotations(skulls):
         assert _angle(_rot(rec) @ q @ r0.T) < 3.0  # same pose as the unrotated phantom
         assert _angle(_rot(rec) @ q) < 10.0  # canonical within the moments' pitch
         n = np.minimum(out.shape, out0.shape)
-        crop = lambda a: a[tuple(slice((s - m) // 2, (s - m) // 2 + m) for s, m in zip(a.shape, n))]  # noqa: E731
+        crop = lambda a, n=n: a[tuple(slice((s - m) // 2, (s - m) // 2 + m) for s, m in zip(a.shape, n))]  # noqa: E731
         assert A._ncc(crop(out), crop(out0)) > 0.9
         assert rec["reference_used"] is False and rec["ncc_after"] is None
 
@@ -253,8 +253,6 @@ def test_real_mice_align_to_a_reference_strain():
 def test_recorded_alignment_replays_bit_for_bit(skulls):
     """apply_alignment(scan, record) == the aligned volume, from the full record and from the store's
     summary of it (what an exported recipe replays with tomo align --replay)."""
-    import json
-
     q = Rotation.random(random_state=5).as_matrix()
     scan = _rotate(skulls[2], q)
     out, rec = A.align_to_canonical(scan, SP, reference=(skulls[9], SP))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -66,8 +67,9 @@ def test_novel_view_zero_is_the_xray_and_180_is_mirrored_left_right(skull):
 
 def test_surface_mode_at_zero_is_the_view_volume_render(skull):
     _, _, vv, _ = skull
-    np.testing.assert_allclose(A.novel_views(vv, [0.0], mode="surface", backend="cpu")[0],
-                               render_isosurface(vv, iso=0.1), atol=1e-6)
+    np.testing.assert_allclose(
+        A.novel_views(vv, [0.0], mode="surface", backend="cpu")[0], render_isosurface(vv, iso=0.1), atol=1e-6
+    )
     # a novel surface view is a different image
     assert np.abs(A.novel_views(vv, [40.0], mode="surface", backend="cpu")[0] - render_isosurface(vv)).mean() > 0.02
 
@@ -183,7 +185,8 @@ def test_cut_away_shows_the_interior():
     assert A.novel_views(vol, [90.0], mode="depth")[0][c, c] == pytest.approx(1 - 0.8 * 0.1, abs=0.04)
     # ... but seen from the +u side (−90°) the same cut changes nothing at the centre (shell in front)
     assert A.cut_away(vol, axis="u", fraction=0.5, mode="depth", angle_deg=-90.0)[c, c] == pytest.approx(
-        1 - 0.8 * 0.1, abs=0.04)
+        1 - 0.8 * 0.1, abs=0.04
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,9 +231,19 @@ def test_write_applications(skull, tmp_path):
     small = vv[::2, ::2, ::2].copy()
     paths = A.write_applications(small, tmp_path / "apps", xray=xray, name="s0", n_turntable=4, backend="cpu")
     names = sorted(p.name for p in paths)
-    assert names == sorted(["s0_xray_input.png", "s0_xray_rerender.png", "s0_novel_surface.png", "s0_novel_xray.png",
-                            "s0_turntable.gif", "s0_cutaway.png", "s0_anaglyph.png", "s0_wiggle.gif",
-                            "s0_colour.png"])
+    assert names == sorted(
+        [
+            "s0_xray_input.png",
+            "s0_xray_rerender.png",
+            "s0_novel_surface.png",
+            "s0_novel_xray.png",
+            "s0_turntable.gif",
+            "s0_cutaway.png",
+            "s0_anaglyph.png",
+            "s0_wiggle.gif",
+            "s0_colour.png",
+        ]
+    )
     side = small.shape[2]
     for p in paths:
         assert p.is_file() and p.stat().st_size > 100
@@ -252,8 +265,6 @@ def test_write_applications(skull, tmp_path):
         assert im.size == (48, 48)
     fine = A.novel_views(small, [30.0], mode="xray", size=128, steps=128, backend="cpu")[0]
     coarse = A.novel_views(small, [30.0], mode="xray", backend="cpu")[0]
-    import cv2
-
     assert np.abs(cv2.resize(fine, coarse.shape[::-1], interpolation=cv2.INTER_AREA) - coarse).mean() < 0.02
 
 

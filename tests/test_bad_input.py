@@ -9,23 +9,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+import zarr
 
+from model import cli
 from model.cli import main
 from tomodata.ingest import save_cube
-from tomodata.store import create_store, open_store, validate_store, write_species
+from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
 from tomodata.views import hemisphere_views
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _species(name):
-    return dict(name=name, split="train", source="test", source_checksum="0" * 64, original_shape=[16, 16, 16],
-                spacing_mm=[1.0, 1.0, 1.0])
+    return dict(
+        name=name,
+        split="train",
+        source="test",
+        source_checksum="0" * 64,
+        original_shape=[16, 16, 16],
+        spacing_mm=[1.0, 1.0, 1.0],
+    )
 
 
 def _store(path, names, *, views=4, size=32):
-    create_store(path, species=[_species(n) for n in names], chi=10.0, steps=16, image_size=size, volume_size=16,
-                 n_views=views, view_seed=0)
+    create_store(
+        path,
+        species=[_species(n) for n in names],
+        chi=10.0,
+        steps=16,
+        image_size=size,
+        volume_size=16,
+        n_views=views,
+        view_seed=0,
+    )
 
 
 def test_unknown_species_id(tmp_path, capsys):
@@ -54,8 +70,23 @@ def test_config_typo_names_the_key(tmp_path):
     cfg["dataset"]["n_veiws"] = cfg["dataset"].pop("n_views")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                           str(tmp_path), "-n", "--configfile", str(bad)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "--configfile",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "n_veiws" in out or "n_views" in out, out[-3000:]
@@ -94,8 +125,6 @@ def test_full_disk_keeps_complete_species(small_disk, tmp_path, capsys):
     filler = small_disk / "filler"
     free = shutil.disk_usage(small_disk).free
     filler.write_bytes(b"\0" * max(free - 300_000, 0))
-    from model import cli
-
     code = None
     try:
         write_species(store, "big", volume=np.asarray(np.load(big)["volume"]), rotations=rots, images=noisy)
@@ -117,13 +146,14 @@ def test_full_disk_keeps_complete_species(small_disk, tmp_path, capsys):
 def test_a_path_that_is_not_a_store_is_named(tmp_path, capsys):
     """Issue #14: a folder that exists but is not a store, a missing store, a store of another spec
     version: every command that reads a store says which path and what to do."""
-    import zarr
-
     odd = tmp_path / "results" / "dataset.zarr"
     odd.mkdir(parents=True)
     (odd / "notes.txt").write_text("not a store")
-    for cmd in (["train", str(odd), "-o", str(tmp_path / "t")], ["validate", str(odd)],
-                ["evaluate", str(odd), "--checkpoint", str(tmp_path / "x.pt"), "-o", str(tmp_path / "e")]):
+    for cmd in (
+        ["train", str(odd), "-o", str(tmp_path / "t")],
+        ["validate", str(odd)],
+        ["evaluate", str(odd), "--checkpoint", str(tmp_path / "x.pt"), "-o", str(tmp_path / "e")],
+    ):
         assert main(cmd) != 0, cmd
         err = capsys.readouterr()
         assert f"{odd} exists but is not a dataset store" in err.err + err.out, (cmd, err)
@@ -142,8 +172,6 @@ def test_full_disk_during_export_leaves_nothing(small_disk, tmp_path, capsys):
     rots = hemisphere_views(48, seed=0)
     noisy = np.random.default_rng(0).random((48, 64, 64)).astype(np.float32)  # ≈ 0.8 MB per copy
     write_species(store, "a", volume=np.zeros((16, 16, 16), np.float32) + 0.2, rotations=rots, images=noisy)
-    from tomodata.store import finalize_store
-
     finalize_store(store)
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * max(shutil.disk_usage(small_disk).free - 400_000, 0))

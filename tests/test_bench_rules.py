@@ -3,8 +3,8 @@ the resource requests in the configs (issue #14, cluster hygiene)."""
 
 import pytest
 
-from tomodata.bench import rule_benchmarks, suggest_resources
 from model.cli import main
+from tomodata.bench import rule_benchmarks, suggest_resources
 
 HEAD = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

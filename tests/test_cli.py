@@ -4,12 +4,20 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
+import cv2
+import nibabel
+import nrrd
 import numpy as np
 import pytest
+import torch
 
 from model.cli import main
+from model.network import NetworkConfig, TomographyNet
+from model.train import TrainConfig, save_checkpoint
+from tomodata.render import render_xrays
+from tomodata.store import open_store
+from tomodata.views import hemisphere_views
 
 SUBCOMMANDS = ["phantom", "render", "build-demo", "validate", "bench"]
 
@@ -37,12 +45,29 @@ def test_phantom_then_render(tmp_path, capsys):
     assert vol.shape == (48, 48, 48) and vol.dtype == np.float32 and 0 <= vol.min() and vol.max() <= 1
     assert (tmp_path / "pv" / "skull_sheet.png").is_file()
     out = tmp_path / "render"
-    assert main(["render", str(vol_path), "-o", str(out), "--views", "3", "--size", "40", "--steps", "48",
-                 "--backend", "cpu", "--previews", "2"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(vol_path),
+                "-o",
+                str(out),
+                "--views",
+                "3",
+                "--size",
+                "40",
+                "--steps",
+                "48",
+                "--backend",
+                "cpu",
+                "--previews",
+                "2",
+            ]
+        )
+        == 0
+    )
     imgs = np.load(out / "images.npy")
     assert imgs.shape == (3, 40, 40) and imgs.max() > 0.1
-    from tomodata.render import render_xrays
-    from tomodata.views import hemisphere_views
 
     np.testing.assert_array_equal(imgs, render_xrays(vol, hemisphere_views(3), size=40, steps=48, backend="cpu"))
     assert json.loads((out / "render.json").read_text())["steps"] == 48
@@ -62,11 +87,32 @@ def test_render_bad_input(tmp_path, capsys):
 
 def test_build_demo_then_validate(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["build-demo", "-o", str(out), "--species", "3", "--held-out", "1", "--views", "4",
-                 "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "build-demo",
+                "-o",
+                str(out),
+                "--species",
+                "3",
+                "--held-out",
+                "1",
+                "--views",
+                "4",
+                "--size",
+                "32",
+                "--steps",
+                "32",
+                "--volume-size",
+                "32",
+                "--backend",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     store = out / "dataset.zarr"
     assert main(["validate", str(store)]) == 0
-    from tomodata.store import open_store
 
     ds = open_store(store)
     assert ds.species_names(split="val") == ["procedural_02"]
@@ -80,8 +126,27 @@ def test_build_demo_then_validate(tmp_path, capsys):
 
 
 def test_bench_render_runs(capsys):
-    assert main(["bench", "render", "--views", "2", "--size", "24", "--steps", "16", "--volume-size", "16",
-                 "--repeats", "1", "--backend", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "render",
+                "--views",
+                "2",
+                "--size",
+                "24",
+                "--steps",
+                "16",
+                "--volume-size",
+                "16",
+                "--repeats",
+                "1",
+                "--backend",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "render_xrays" in out and "view_volumes" in out and "ms/view" in out
 
@@ -94,19 +159,93 @@ def test_bench_cube_runs(capsys):
 def test_train_evaluate_figures_apps(tmp_path, capsys):
     """The model commands end to end on a tiny store and network."""
     out = tmp_path / "d"
-    assert main(["build-demo", "-o", str(out), "--species", "4", "--val", "1", "--test", "1", "--views", "4",
-                 "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "build-demo",
+                "-o",
+                str(out),
+                "--species",
+                "4",
+                "--val",
+                "1",
+                "--test",
+                "1",
+                "--views",
+                "4",
+                "--size",
+                "32",
+                "--steps",
+                "32",
+                "--volume-size",
+                "32",
+                "--backend",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     store = str(out / "dataset.zarr")
-    tiny = ["--input-size", "32", "--out-depth", "16", "--out-size", "16", "--width", "16",
-            "--stem-channels", "8", "--hourglass-levels", "2"]
+    tiny = [
+        "--input-size",
+        "32",
+        "--out-depth",
+        "16",
+        "--out-size",
+        "16",
+        "--width",
+        "16",
+        "--stem-channels",
+        "8",
+        "--hourglass-levels",
+        "2",
+    ]
     assert main(["model-info", "--preset", "paper"] + tiny) == 0
     assert "params" in capsys.readouterr().out
     run = tmp_path / "run"
-    assert main(["train", store, "-o", str(run)] + tiny + ["--steps", "2", "--batch-size", "2", "--warmup", "0",
-                "--val-every", "2", "--val-samples", "2", "--ckpt-every", "2"]) == 0
+    assert (
+        main(
+            ["train", store, "-o", str(run)]
+            + tiny
+            + [
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--warmup",
+                "0",
+                "--val-every",
+                "2",
+                "--val-samples",
+                "2",
+                "--ckpt-every",
+                "2",
+            ]
+        )
+        == 0
+    )
     ev = tmp_path / "eval"
-    assert main(["evaluate", store, "--checkpoint", str(run / "last.pt"), "-o", str(ev), "--max-samples", "4",
-                 "--oracle-memory-gb", "1e-6", "--beta", "1.5", "--nn-search", "brute"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                store,
+                "--checkpoint",
+                str(run / "last.pt"),
+                "-o",
+                str(ev),
+                "--max-samples",
+                "4",
+                "--oracle-memory-gb",
+                "1e-6",
+                "--beta",
+                "1.5",
+                "--nn-search",
+                "brute",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "4 held-out samples" in text and "oracle" in text
     settings = json.loads((ev / "summary.json").read_text())["settings"]
@@ -118,15 +257,47 @@ def test_train_evaluate_figures_apps(tmp_path, capsys):
             main(["evaluate", store, "--checkpoint", "c", "-o", "o", "--oracle-memory-gb", bad])
         assert e.value.code == 2
     assert "--oracle-memory-gb" in capsys.readouterr().err
-    assert main(["figures", "--eval", str(ev), "-o", str(tmp_path / "figs"), "--store", store,
-                 "--checkpoint", str(run / "last.pt"), "--examples", "1"]) == 0
+    assert (
+        main(
+            [
+                "figures",
+                "--eval",
+                str(ev),
+                "-o",
+                str(tmp_path / "figs"),
+                "--store",
+                store,
+                "--checkpoint",
+                str(run / "last.pt"),
+                "--examples",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "figs" / "fig6_methods.png").stat().st_size > 10_000
     assert (tmp_path / "figs" / "fig17_qualitative.png").is_file()
-    assert main(["apps", store, "--checkpoint", str(run / "last.pt"), "--eval", str(ev), "-o", str(tmp_path / "apps"),
-                 "--examples", "1", "--frames", "4"]) == 0
+    assert (
+        main(
+            [
+                "apps",
+                store,
+                "--checkpoint",
+                str(run / "last.pt"),
+                "--eval",
+                str(ev),
+                "-o",
+                str(tmp_path / "apps"),
+                "--examples",
+                "1",
+                "--frames",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "apps").glob("*.gif"))) == 2
     # the applications show ours fused at the x-ray's resolution: it re-renders to the input x-ray
-    import cv2
 
     (inp,) = (tmp_path / "apps").glob("*_xray_input.png")
     rerender = cv2.imread(str(inp).replace("_xray_input", "_xray_rerender"), cv2.IMREAD_GRAYSCALE)
@@ -135,31 +306,67 @@ def test_train_evaluate_figures_apps(tmp_path, capsys):
 
 
 def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
-    import torch
-
-    from model.network import NetworkConfig, TomographyNet
-    from model.train import TrainConfig, save_checkpoint
 
     net = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
     model = TomographyNet(net)
     opt = torch.optim.Adam(model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    save_checkpoint(tmp_path / "c.pt", model=model, optimizer=opt, scheduler=sched, step=0, net=net,
-                    cfg=TrainConfig(), data={"chi": 10.0})
+    save_checkpoint(
+        tmp_path / "c.pt",
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        step=0,
+        net=net,
+        cfg=TrainConfig(),
+        data={"chi": 10.0},
+    )
     xray = shared_data / "real" / "xray" / "00000001_000.png"
-    assert main(["infer", str(xray), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "v.nii.gz"),
-                 "--apps", str(tmp_path / "apps")]) == 2  # a chest film: polarity not guessed
+    assert (
+        main(
+            [
+                "infer",
+                str(xray),
+                "--checkpoint",
+                str(tmp_path / "c.pt"),
+                "-o",
+                str(tmp_path / "v.nii.gz"),
+                "--apps",
+                str(tmp_path / "apps"),
+            ]
+        )
+        == 2
+    )  # a chest film: polarity not guessed
     assert "--polarity keep" in capsys.readouterr().err
-    assert main(["infer", str(xray), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "v.nii.gz"),
-                 "--apps", str(tmp_path / "apps"), "--polarity", "keep", "--square", "crop"]) == 0  # the film as it is
+    assert (
+        main(
+            [
+                "infer",
+                str(xray),
+                "--checkpoint",
+                str(tmp_path / "c.pt"),
+                "-o",
+                str(tmp_path / "v.nii.gz"),
+                "--apps",
+                str(tmp_path / "apps"),
+                "--polarity",
+                "keep",
+                "--square",
+                "crop",
+            ]
+        )
+        == 0
+    )  # the film as it is
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "apps" / "v_turntable.gif").is_file()  # named like the output volume
     assert (tmp_path / "apps" / "v_anaglyph.png").is_file()
-    import nibabel
 
     img = nibabel.load(tmp_path / "v.nii.gz")
     assert img.shape == (512, 512, 16)
-    assert main(["infer", str(tmp_path / "c.pt"), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "w.nrrd")]) == 2
+    assert (
+        main(["infer", str(tmp_path / "c.pt"), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "w.nrrd")])
+        == 2
+    )
     assert not (tmp_path / "w.nrrd").exists()
 
 
@@ -169,12 +376,30 @@ def test_bench_infer_runs(capsys):
 
 
 def test_render_reads_a_scan_through_the_ingest_path(tmp_path):
-    import nrrd
 
     c = (2 * np.arange(40) + 1) / 40 - 1
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
     scan = np.where(x**2 + (y / 0.6) ** 2 + z**2 < 0.5, 180, 0).astype(np.uint8)
     nrrd.write(str(tmp_path / "scan.nrrd"), scan, {"spacings": [0.5, 0.5, 1.0]}, index_order="C")
-    assert main(["render", str(tmp_path / "scan.nrrd"), "-o", str(tmp_path / "r"), "--views", "2", "--size", "32",
-                 "--steps", "32", "--previews", "0", "--backend", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(tmp_path / "scan.nrrd"),
+                "-o",
+                str(tmp_path / "r"),
+                "--views",
+                "2",
+                "--size",
+                "32",
+                "--steps",
+                "32",
+                "--previews",
+                "0",
+                "--backend",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "r" / "images.npy").max() > 0.3

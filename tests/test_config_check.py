@@ -5,12 +5,14 @@ resources keys checked against the workflow's rule names."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-
+from snakemake.utils import validate
 from test_workflow import ROOT, smk
+
 from tomodata.config_check import ConfigError, check_config, check_resources, rule_names
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -62,8 +64,10 @@ def test_enum_lists_the_allowed_values_and_the_one_meant():
     assert "render.backend: 'cdua' is not allowed; did you mean 'cuda'? (allowed: auto, cpu, cuda)" in problems(cfg)
     cfg = base()
     cfg["data"]["cube"]["window"] = "hu-bones"  # a oneOf: null, [lo, hi] or a preset
-    assert ("data.cube.window: expected null or a list of 2 numbers or one of 'hu-bone', 'hu-head', given string "
-            "'hu-bones'; did you mean 'hu-bone'?") in problems(cfg)
+    assert (
+        "data.cube.window: expected null or a list of 2 numbers or one of 'hu-bone', 'hu-head', given string "
+        "'hu-bones'; did you mean 'hu-bone'?"
+    ) in problems(cfg)
 
 
 def test_problems_inside_a_fitting_branch_keep_their_path():
@@ -78,8 +82,6 @@ def test_problems_inside_a_fitting_branch_keep_their_path():
 
 @pytest.mark.parametrize("name", ["config.yaml", "workflow/configs/paper.yaml", "workflow/configs/micro-ct.yaml"])
 def test_defaults_filled_as_snakemake_validate_fills_them(name):
-    from snakemake.utils import validate
-
     cfg = yaml.safe_load((ROOT / name).read_text())
     cfg["data"].pop("cube", None)  # defaults of a whole missing level, and of the levels inside it
     cfg.pop("model", None)
@@ -91,12 +93,15 @@ def test_defaults_filled_as_snakemake_validate_fills_them(name):
 
 
 def test_the_declared_draft_and_relative_refs(tmp_path: Path):
-    (tmp_path / "part.yaml").write_text("type: object\nadditionalProperties: false\n"
-                                        "properties: {size: {type: integer, default: 3}}\n")
+    (tmp_path / "part.yaml").write_text(
+        "type: object\nadditionalProperties: false\nproperties: {size: {type: integer, default: 3}}\n"
+    )
     schema = tmp_path / "schema.yaml"  # draft 7: `dependencies` (gone in 2020-12) must be honoured
-    schema.write_text("$schema: http://json-schema.org/draft-07/schema#\ntype: object\n"
-                      "properties: {part: {$ref: part.yaml, default: {}}, a: {type: string}, b: {type: string}}\n"
-                      "dependencies: {a: [b]}\n")
+    schema.write_text(
+        "$schema: http://json-schema.org/draft-07/schema#\ntype: object\n"
+        "properties: {part: {$ref: part.yaml, default: {}}, a: {type: string}, b: {type: string}}\n"
+        "dependencies: {a: [b]}\n"
+    )
     assert check_config({}, schema) == {"part": {"size": 3}}
     with pytest.raises(ConfigError) as e:
         check_config({"a": "x", "part": {"sise": 1}}, schema)
@@ -113,15 +118,15 @@ def test_resources_keys_are_rule_names():
     cfg["resources"]["zzz"] = {"threads": 1}
     with pytest.raises(ConfigError) as e:
         check_resources(cfg, names + ["all"])
-    assert e.value.errors == ["resources.render_specie: not a rule of this workflow; did you mean 'render_species'?",
-                              "resources.zzz: not a rule of this workflow"]
+    assert e.value.errors == [
+        "resources.render_specie: not a rule of this workflow; did you mean 'render_species'?",
+        "resources.zzz: not a rule of this workflow",
+    ]
     assert "(rules: align, align_sheet, apps, cube, demo_movies," in str(e.value) and " all," not in str(e.value)
 
 
 def test_rule_files_ask_resources_of_their_own_rules():
     """res("NAME", ...) in a rule file names a rule (common.smk's res() refuses others at parse time)."""
-    import re
-
     names = set(rule_names(ROOT / "workflow/rules"))
     asked = set()
     for f in (ROOT / "workflow/rules").glob("*.smk"):
@@ -130,14 +135,27 @@ def test_rule_files_ask_resources_of_their_own_rules():
     assert 'raise ValueError(f"res({rule_name!r}): not a rule' in (ROOT / "workflow/rules/common.smk").read_text()
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ({"data": {"cube": {"windw": [0, 1]}}}, "data.cube.windw: unknown key; did you mean 'window'?"),
-    ({"resources": {"render_specie": {"threads": 1}}},
-     "resources.render_specie: not a rule of this workflow; did you mean 'render_species'?"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ({"data": {"cube": {"windw": [0, 1]}}}, "data.cube.windw: unknown key; did you mean 'window'?"),
+        (
+            {"resources": {"render_specie": {"threads": 1}}},
+            "resources.render_specie: not a rule of this workflow; did you mean 'render_species'?",
+        ),
+    ],
+)
 def test_the_workflow_stops_with_the_message(tmp_path: Path, extra, expected):
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump(extra))
-    out = smk(tmp_path, "-n", "--cores", "1", "--configfile", str(ROOT / "config.yaml"), str(tmp_path / "typo.yaml"),
-              check=False)
+    out = smk(
+        tmp_path,
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        str(tmp_path / "typo.yaml"),
+        check=False,
+    )
     assert out.returncode != 0 and expected in out.stdout, out.stdout[-2000:]
     assert len(out.stdout.splitlines()) < 20 and "properties" not in out.stdout  # no schema dump

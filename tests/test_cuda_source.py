@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from tomodata import _render_cuda
-from tomodata.render import _prepare, _pad, render_xrays, view_volumes
+from tomodata.render import _pad, _prepare, render_xrays, view_volumes
 from tomodata.views import hemisphere_views, rotation_from_direction
 
-HARNESS = r"""
+HARNESS = (
+    r"""
 #include <math.h>
 struct Dim3 { unsigned x, y, z; };
 static Dim3 blockIdx, threadIdx, blockDim;
@@ -24,7 +25,9 @@ static Dim3 blockIdx, threadIdx, blockDim;
 #define __forceinline__ inline
 #define __restrict__
 template <class T> static inline T __ldg(const T* p) { return *p; }
-""" + _render_cuda._SOURCE + r"""
+"""
+    + _render_cuda._SOURCE
+    + r"""
 extern "C" void host_render(const float* vf, int pz, int py, int px, const double* geom, int n,
                             const double* clip, int size, int steps, double chi, float* out, int threads) {
     blockDim.x = threads;
@@ -44,6 +47,7 @@ extern "C" void host_view_volumes(const float* vf, int pz, int py, int px, const
     }
 }
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +58,24 @@ def host_lib(tmp_path_factory):
     d = tmp_path_factory.mktemp("cuda_host")
     (d / "k.cpp").write_text(HARNESS)
     # -ffp-contract=fast: nvcc contracts a*b+c into FMAs by default, as numba does with fastmath
-    subprocess.run([cxx, "-O2", "-ffp-contract=fast", "-shared", "-fPIC", "-o", str(d / "k.so"), str(d / "k.cpp")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [cxx, "-O2", "-ffp-contract=fast", "-shared", "-fPIC", "-o", str(d / "k.so"), str(d / "k.cpp")],
+        check=True,
+        capture_output=True,
+    )
     lib = ctypes.CDLL(str(d / "k.so"))
     ptr = np.ctypeslib.ndpointer
-    common = [ptr(np.float32, flags="C"), ctypes.c_int, ctypes.c_int, ctypes.c_int, ptr(np.float64, flags="C"),
-              ctypes.c_int, ptr(np.float64, flags="C"), ctypes.c_int, ctypes.c_int]
+    common = [
+        ptr(np.float32, flags="C"),
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ptr(np.float64, flags="C"),
+        ctypes.c_int,
+        ptr(np.float64, flags="C"),
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
     lib.host_render.argtypes = common + [ctypes.c_double, ptr(np.float32, flags="C"), ctypes.c_int]
     lib.host_view_volumes.argtypes = common + [ptr(np.float32, flags="C"), ctypes.c_int]
     return lib
@@ -84,7 +100,7 @@ def _volume(rng, shape, sparse):
     vol = rng.random(shape).astype(np.float32)
     if sparse:  # an off-centre object: exercises the box and ball clipping
         mask = np.zeros(shape, bool)
-        mask[2:shape[0] // 2, shape[1] // 3:-2, 3:shape[2] - 4] = True
+        mask[2 : shape[0] // 2, shape[1] // 3 : -2, 3 : shape[2] - 4] = True
         vol *= mask
     return vol
 

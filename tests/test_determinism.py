@@ -16,24 +16,45 @@ import textwrap
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import zarr
 
-from tomodata import store as tstore
 from model.cli import main
+from tomodata import store as tstore
+from tomodata.ingest import load_cube
+from tomodata.phantoms import skull_volume, species_params
+from tomodata.render import render_xrays, view_volumes
 from tomodata.views import hemisphere_views
 
-DEMO_ARGS = ["--species", "3", "--held-out", "1", "--views", "4", "--size", "32", "--steps", "32",
-             "--volume-size", "32", "--backend", "cpu"]
+DEMO_ARGS = [
+    "--species",
+    "3",
+    "--held-out",
+    "1",
+    "--views",
+    "4",
+    "--size",
+    "32",
+    "--steps",
+    "32",
+    "--volume-size",
+    "32",
+    "--backend",
+    "cpu",
+]
 # What may differ between two builds of the same config: the times, and build-demo's output folder,
 # which it records among its arguments. Nothing else (not even the order species were written in).
 ALLOWED_ROOT_DIFFS = {"timestamps.created", "timestamps.finalized", "provenance.config.args.output"}
 
 
 def files_under(root: Path, *, skip_root_meta: bool = True) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not (skip_root_meta and p.relative_to(root).as_posix() == "zarr.json")}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not (skip_root_meta and p.relative_to(root).as_posix() == "zarr.json")
+    }
 
 
 def root_attrs(store: Path) -> dict:
@@ -88,8 +109,10 @@ def inputs(tmp_path_factory) -> dict:
         cube = d / "cubes" / f"{sid}.npz"
         assert main(["cube", str(scan), "-o", str(cube), "--spacing", "0.5", "--size", "32", "--id", sid]) == 0
         cubes[sid] = cube
-        rows.append(f"{sid}\tprocedural {i}\tscans/{sid}.npy\tnpy\t0.5,0.5,0.5\t{split}"
-                    "\tprocedural (tomodata.phantoms): free, no restrictions")
+        rows.append(
+            f"{sid}\tprocedural {i}\tscans/{sid}.npy\tnpy\t0.5,0.5,0.5\t{split}"
+            "\tprocedural (tomodata.phantoms): free, no restrictions"
+        )
     manifest = d / "manifest.tsv"
     manifest.write_text("id\tspecies\tsource\tsource_kind\tspacing_mm\tsplit\tlicence\n" + "\n".join(rows) + "\n")
     config = d / "build.yaml"
@@ -101,8 +124,22 @@ STORE_OPTS = ["--views", "6", "--size", "32", "--steps", "32", "--volume-size", 
 
 
 def cli_store(inputs, path: Path, order=("skull_a", "skull_b"), backend="cpu") -> Path:
-    assert main(["store-create", str(path), "--manifest", str(inputs["manifest"]), "--cubes",
-                 *(str(c) for c in inputs["cubes"].values()), *STORE_OPTS, "--config", str(inputs["config"])]) == 0
+    assert (
+        main(
+            [
+                "store-create",
+                str(path),
+                "--manifest",
+                str(inputs["manifest"]),
+                "--cubes",
+                *(str(c) for c in inputs["cubes"].values()),
+                *STORE_OPTS,
+                "--config",
+                str(inputs["config"]),
+            ]
+        )
+        == 0
+    )
     for sid in order:
         assert main(["render-species", str(path), "--cube", str(inputs["cubes"][sid]), "--backend", backend]) == 0
     assert main(["finalize", str(path)]) == 0
@@ -112,10 +149,23 @@ def cli_store(inputs, path: Path, order=("skull_a", "skull_b"), backend="cpu") -
 def test_cli_pipeline_builds_are_bit_identical(inputs, tmp_path):
     # the cube step is deterministic too
     again = tmp_path / "skull_a.npz"
-    assert main(["cube", str(inputs["dir"] / "scans" / "skull_a.npy"), "-o", str(again), "--spacing", "0.5",
-                 "--size", "32", "--id", "skull_a"]) == 0
-    from tomodata.ingest import load_cube
-
+    assert (
+        main(
+            [
+                "cube",
+                str(inputs["dir"] / "scans" / "skull_a.npy"),
+                "-o",
+                str(again),
+                "--spacing",
+                "0.5",
+                "--size",
+                "32",
+                "--id",
+                "skull_a",
+            ]
+        )
+        == 0
+    )
     (v1, m1), (v2, m2) = load_cube(inputs["cubes"]["skull_a"]), load_cube(again)
     assert v1.tobytes() == v2.tobytes()
     m1.pop("source_path"), m2.pop("source_path")
@@ -132,21 +182,16 @@ def test_cli_pipeline_builds_are_bit_identical(inputs, tmp_path):
 
 
 def _render_pair(threads: int):
-    import numba
-
-    from tomodata.phantoms import skull_volume, species_params
-    from tomodata.render import render_xrays, view_volumes
-
     numba.set_num_threads(threads)
     vol = skull_volume(species_params(1, seed=0), size=40, seed=0)
     rots = hemisphere_views(7, seed=3)
-    return (render_xrays(vol, rots, size=37, steps=41, backend="cpu"),
-            view_volumes(vol, rots[:2], size=19, steps=23, backend="cpu"))
+    return (
+        render_xrays(vol, rots, size=37, steps=41, backend="cpu"),
+        view_volumes(vol, rots[:2], size=19, steps=23, backend="cpu"),
+    )
 
 
 def test_cpu_renderer_is_deterministic_across_runs_and_thread_counts(tmp_path):
-    import numba
-
     before = numba.get_num_threads()
     try:
         ref = _render_pair(1)
@@ -164,10 +209,15 @@ def test_cpu_renderer_is_deterministic_across_runs_and_thread_counts(tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_determinism import _render_pair
         imgs, _ = _render_pair(3)
-        sys.exit(0 if imgs.tobytes() == np.load({str(tmp_path / 'ref.npy')!r}).tobytes() else 3)
+        sys.exit(0 if imgs.tobytes() == np.load({str(tmp_path / "ref.npy")!r}).tobytes() else 3)
     """)
-    r = subprocess.run([sys.executable, "-c", code], env=os.environ | {"NUMBA_NUM_THREADS": "3"},
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env=os.environ | {"NUMBA_NUM_THREADS": "3"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -187,9 +237,6 @@ def test_cuda_and_cpu_builds_agree(inputs, tmp_path):
         b = zarr.open_array(str(s_gpu), path=f"species/{sid}/images", mode="r")[...].astype(np.int32)
         assert np.abs(a - b).max() <= 1, f"{sid}: images differ by {np.abs(a - b).max()} uint16 steps"
     # and at the paper's settings (128³ volume, 256², 128 steps)
-    from tomodata.phantoms import skull_volume, species_params
-    from tomodata.render import render_xrays
-
     vol = skull_volume(species_params(2, seed=0), size=128, seed=0)
     rots = hemisphere_views(1332, seed=0)[::111]
     cpu = tstore.encode_images(render_xrays(vol, rots, size=256, steps=128, backend="cpu")).astype(np.int32)
@@ -221,8 +268,18 @@ SLOW_WRITER = textwrap.dedent("""
 
 def api_store(path: Path, species: list[dict]) -> Path:
     """A store like tomo store-create's, with 4 images per shard (3 shards per species)."""
-    tstore.create_store(path, species=species, chi=10.0, steps=32, image_size=32, volume_size=32, n_views=6,
-                        view_seed=0, images_per_shard=4, provenance={"config": {"test": "recovery"}})
+    tstore.create_store(
+        path,
+        species=species,
+        chi=10.0,
+        steps=32,
+        image_size=32,
+        volume_size=32,
+        n_views=6,
+        view_seed=0,
+        images_per_shard=4,
+        provenance={"config": {"test": "recovery"}},
+    )
     return path
 
 
@@ -236,8 +293,22 @@ def test_killed_writer_is_reported_and_rerun_matches(inputs, tmp_path, capsys):
     assert main(["render-species", str(reference), "--cube", cube_a, "--backend", "cpu"]) == 0
 
     flag = tmp_path / "mid-write"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(flag), "render-species", str(killed),
-                             "--cube", cube_a, "--backend", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SLOW_WRITER,
+            str(flag),
+            "render-species",
+            str(killed),
+            "--cube",
+            cube_a,
+            "--backend",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while not flag.exists():
@@ -267,8 +338,20 @@ def test_killed_writer_is_reported_and_rerun_matches(inputs, tmp_path, capsys):
 
 
 def _created(inputs, path: Path) -> Path:
-    assert main(["store-create", str(path), "--manifest", str(inputs["manifest"]), "--cubes",
-                 *(str(c) for c in inputs["cubes"].values()), *STORE_OPTS]) == 0
+    assert (
+        main(
+            [
+                "store-create",
+                str(path),
+                "--manifest",
+                str(inputs["manifest"]),
+                "--cubes",
+                *(str(c) for c in inputs["cubes"].values()),
+                *STORE_OPTS,
+            ]
+        )
+        == 0
+    )
     return path
 
 
@@ -278,13 +361,27 @@ def _created(inputs, path: Path) -> Path:
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("small") / "ds.zarr"
-    species = [dict(name=n, split="train", source=f"test:{n}", source_checksum="0" * 64, original_shape=[8, 8, 8],
-                    spacing_mm=[1.0, 1.0, 1.0]) for n in ("a", "b")]
+    species = [
+        dict(
+            name=n,
+            split="train",
+            source=f"test:{n}",
+            source_checksum="0" * 64,
+            original_shape=[8, 8, 8],
+            spacing_mm=[1.0, 1.0, 1.0],
+        )
+        for n in ("a", "b")
+    ]
     tstore.create_store(path, species=species, steps=8, image_size=8, volume_size=8, n_views=3)
     rng = np.random.default_rng(1)
     for n in ("a", "b"):
-        tstore.write_species(path, n, volume=rng.random((8, 8, 8), dtype=np.float32),
-                             rotations=hemisphere_views(3, seed=0), images=rng.random((3, 8, 8)))
+        tstore.write_species(
+            path,
+            n,
+            volume=rng.random((8, 8, 8), dtype=np.float32),
+            rotations=hemisphere_views(3, seed=0),
+            images=rng.random((3, 8, 8)),
+        )
     assert tstore.validate_store(path).ok
     return path
 
@@ -308,12 +405,15 @@ def _checksum(p):
     v[1, 2, 3] = 0.25 if float(v[1, 2, 3]) != 0.25 else 0.5  # in range: only the checksum sees it
 
 
-@pytest.mark.parametrize("corrupt, words, quick_catches", [
-    (_wrong_shape, ["images", "shape (6, 8, 9)", "expected (6, 8, 8)"], True),
-    (_wrong_dtype, ["volume", "float64", "expected (8, 8, 8) float32"], True),
-    (_missing, ["species/b", "missing"], True),
-    (_checksum, ["volume", "sha256"], False),  # --quick reads no data, so it cannot see this
-])
+@pytest.mark.parametrize(
+    "corrupt, words, quick_catches",
+    [
+        (_wrong_shape, ["images", "shape (6, 8, 9)", "expected (6, 8, 8)"], True),
+        (_wrong_dtype, ["volume", "float64", "expected (8, 8, 8) float32"], True),
+        (_missing, ["species/b", "missing"], True),
+        (_checksum, ["volume", "sha256"], False),  # --quick reads no data, so it cannot see this
+    ],
+)
 def test_tomo_validate_names_the_species_to_rebuild(small_store, tmp_path, capsys, corrupt, words, quick_catches):
     path = tmp_path / "ds.zarr"
     shutil.copytree(small_store, path)

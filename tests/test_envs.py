@@ -118,7 +118,9 @@ def test_rule_environments_exist_with_post_deploy_scripts():
 
 
 def test_mapping_is_small_and_used():
-    names = {split_requirement(r)[0] for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    names = {
+        split_requirement(r)[0] for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for extra in EXTRAS_IN_ENVS:
         names |= {split_requirement(r)[0] for r in project["optional-dependencies"][extra]}

@@ -10,21 +10,30 @@ import numpy as np
 import pytest
 import torch
 
+import model.search as E
+import model.sources as SO
+from model import surface
+from model.bench_evaluate import bench_evaluate
+from model.cli import main
+from model.data import torch_view_volumes
 from model.evaluate import (
     METHODS,
     SUMMARY_COLUMNS,
     TESTS_COLUMNS,
+    _fuse_batch,
     depth_resample,
     dssim,
     evaluate_run,
-    mean_ci,
     paired_tests,
     view_class,
     volume_dssim,
     volume_errors,
 )
+from model.fusion import opacity_max
+from model.network import NetworkConfig
 from model.oracle import oracle_search, scan_error
 from model.search import (
+    bench_nn,
     bounded_search,
     coarse_cells,
     coarse_factors,
@@ -34,12 +43,13 @@ from model.search import (
     nearest_images_bounded,
 )
 from model.sources import ImageSource, ViewSource, mean_volume, store_image_blocks
-from model.network import NetworkConfig
-from model import surface
+from model.stats import mean_ci
 from model.surface import ShadingParams, environment_map, isosurface_depth, render_isosurface
 from model.train import TrainConfig, load_checkpoint, train
-from model.cli import main
-from tomodata.store import open_store
+from tomodata.phantoms import skull_volume, species_params
+from tomodata.render import render_xrays
+from tomodata.store import DatasetStore, create_store, finalize_store, open_store, write_species
+from tomodata.views import hemisphere_views, sample_to_view
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
 
@@ -51,21 +61,32 @@ SPLITS = ("train", "train", "train", "val", "test", "test")
 def build_split_store(path, splits, *, views: int = 6, size: int = 32):
     """A store like ``tomo build-demo``'s (procedural species ``procedural_XX``, every view rendered),
     but with the given split per species (build-demo knows only train and val)."""
-    from tomodata.phantoms import skull_volume, species_params
-    from tomodata.render import render_xrays
-    from tomodata.store import create_store, finalize_store, write_species
-    from tomodata.views import hemisphere_views
 
     names = [f"procedural_{i:02d}" for i in range(len(splits))]
-    table = [dict(name=n, split=sp, source=f"tomodata.phantoms species {i} seed 0", source_checksum=f"test:{i}",
-                  original_shape=[size] * 3, spacing_mm=[1.0, 1.0, 1.0]) for i, (n, sp) in enumerate(zip(names, splits))]
-    create_store(path, species=table, chi=10.0, steps=size, image_size=size, volume_size=size, n_views=views,
-                 view_seed=0)
+    table = [
+        dict(
+            name=n,
+            split=sp,
+            source=f"tomodata.phantoms species {i} seed 0",
+            source_checksum=f"test:{i}",
+            original_shape=[size] * 3,
+            spacing_mm=[1.0, 1.0, 1.0],
+        )
+        for i, (n, sp) in enumerate(zip(names, splits))
+    ]
+    create_store(
+        path, species=table, chi=10.0, steps=size, image_size=size, volume_size=size, n_views=views, view_seed=0
+    )
     rots = hemisphere_views(views, seed=0)
     for i, n in enumerate(names):
         vol = skull_volume(species_params(i, seed=0), size=size, seed=0)
-        write_species(path, n, volume=vol, rotations=rots,
-                      images=render_xrays(vol, rots, size=size, steps=size, chi=10.0, backend="cpu"))
+        write_species(
+            path,
+            n,
+            volume=vol,
+            rotations=rots,
+            images=render_xrays(vol, rots, size=size, steps=size, chi=10.0, backend="cpu"),
+        )
     assert finalize_store(path).ok
     return path
 
@@ -78,8 +99,14 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("evrun")
-    train(store, out, net=TINY, cfg=TrainConfig(steps=4, batch_size=4, warmup_steps=0, val_every=4, val_samples=4,
-                                                ckpt_every=4, log_every=1), resume=False, progress=False)
+    train(
+        store,
+        out,
+        net=TINY,
+        cfg=TrainConfig(steps=4, batch_size=4, warmup_steps=0, val_every=4, val_samples=4, ckpt_every=4, log_every=1),
+        resume=False,
+        progress=False,
+    )
     return out / "last.pt"
 
 
@@ -101,7 +128,7 @@ def test_sphere_renders_as_shaded_disc_at_the_right_depth():
     vol = _ramp_sphere(n, R)
     c = (2 * np.arange(n) + 1) / n - 1
     vv, uu = np.meshgrid(c, c, indexing="ij")
-    rho2 = uu ** 2 + vv ** 2
+    rho2 = uu**2 + vv**2
     headlight = ShadingParams(lighting="headlight")
     for ao in (True, False):
         img = render_isosurface(vol, ao=ao, shading=headlight)
@@ -109,17 +136,17 @@ def test_sphere_renders_as_shaded_disc_at_the_right_depth():
         assert img.min() >= 0 and img.max() <= 1
         inside, outside = rho2 < (R - 0.04) ** 2, rho2 > (R + 0.04) ** 2
         assert (img[inside] > 0.2).all() and (img[outside] == 0).all()  # a disc on a black background
-        profile = img[n // 2, n // 2:]  # centre → rim along a row
+        profile = img[n // 2, n // 2 :]  # centre → rim along a row
         rim = int(np.nonzero(profile == 0)[0][0])
         assert np.all(np.diff(profile[:rim]) <= 1e-3)  # shading falls off toward the rim (headlight)
         assert profile[0] - profile[rim - 1] > 0.3
         if not ao:  # the headlight shading of a sphere: n·L = sqrt(1 - rho²/R²)
-            ndl = np.sqrt(np.clip(1 - rho2[inside] / R ** 2, 0, 1))
-            np.testing.assert_allclose(img[inside], 0.3 + 0.55 * ndl + 0.15 * ndl ** 24, atol=0.01)
+            ndl = np.sqrt(np.clip(1 - rho2[inside] / R**2, 0, 1))
+            np.testing.assert_allclose(img[inside], 0.3 + 0.55 * ndl + 0.15 * ndl**24, atol=0.01)
     # hit depth: w = -sqrt(R² - u² - v²); depth index k = (w + 1) n/2 - 1/2
     depth = isosurface_depth(vol)
     disc = rho2 < (R - 0.05) ** 2
-    want = (-np.sqrt(np.maximum(R ** 2 - rho2, 0)) + 1) * n / 2 - 0.5
+    want = (-np.sqrt(np.maximum(R**2 - rho2, 0)) + 1) * n / 2 - 0.5
     assert np.isnan(depth[rho2 > (R + 0.04) ** 2]).all()
     assert np.abs(depth[disc] - want[disc]).max() < 0.15  # well below a slice
     i = n // 2
@@ -131,8 +158,8 @@ def test_environment_lighting_is_the_irradiance_of_the_map():
     the environment map's cosine-weighted radiance (Ramamoorthi & Hanrahan: about 1 % here)."""
     n = 20000
     i = np.arange(n) + 0.5
-    zc, phi = 1 - 2 * i / n, np.pi * (1 + 5 ** 0.5) * i
-    d = np.stack([zc, np.sqrt(1 - zc ** 2) * np.sin(phi), np.sqrt(1 - zc ** 2) * np.cos(phi)], -1)
+    zc, phi = 1 - 2 * i / n, np.pi * (1 + 5**0.5) * i
+    d = np.stack([zc, np.sqrt(1 - zc**2) * np.sin(phi), np.sqrt(1 - zc**2) * np.cos(phi)], -1)
     normals = np.random.default_rng(0).normal(size=(300, 3))
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
     brute = (np.clip(normals @ d.T, 0, None) * environment_map(d)).sum(1)
@@ -154,8 +181,8 @@ def test_environment_lighting_is_the_irradiance_of_the_map():
 
 def test_iso_threshold_respected():
     v = np.zeros((32, 16, 16), np.float32)
-    v[8:12] = 0.05   # a faint slab in front (below the default iso)
-    v[20:] = 0.5     # a dense one behind
+    v[8:12] = 0.05  # a faint slab in front (below the default iso)
+    v[20:] = 0.5  # a dense one behind
     d = isosurface_depth(v, iso=0.1)
     assert np.allclose(d, 19 + 0.2)  # crossing 0 -> 0.5 at 0.1: 1/5 of the way
     d2 = isosurface_depth(v, iso=0.03)
@@ -166,11 +193,11 @@ def test_iso_threshold_respected():
 
 def test_ambient_occlusion_darkens_a_pit():
     v = np.zeros((64, 64, 64), np.float32)
-    v[32:] = 0.5                    # a flat wall facing the viewer
-    v[32:44, 28:36, 28:36] = 0.0    # a square pit, 12 slices deep
+    v[32:] = 0.5  # a flat wall facing the viewer
+    v[32:44, 28:36, 28:36] = 0.0  # a square pit, 12 slices deep
     with_ao, without = render_isosurface(v), render_isosurface(v, ao=False)
     assert abs(without[32, 32] - without[8, 8]) < 1e-6  # same normal: same shading without AO
-    assert with_ao[32, 32] < with_ao[8, 8] - 0.08       # the pit's floor is occluded
+    assert with_ao[32, 32] < with_ao[8, 8] - 0.08  # the pit's floor is occluded
     assert abs(isosurface_depth(v)[32, 32] - 43.2) < 1e-5
 
 
@@ -230,8 +257,8 @@ def test_view_classes():
     assert view_class(rot([-1, 0, 0.3])) == "front"
     assert view_class(rot([1, 1, 1])) == "other"
     c29, c31 = math.cos(math.radians(29)), math.cos(math.radians(31))
-    assert view_class(rot([math.sqrt(1 - c29 ** 2), 0, c29])) == "side"
-    assert view_class(rot([math.sqrt(1 - c31 ** 2), 0, c31])) == "other"
+    assert view_class(rot([math.sqrt(1 - c29**2), 0, c29])) == "side"
+    assert view_class(rot([math.sqrt(1 - c31**2), 0, c31])) == "other"
 
 
 def test_depth_resample():
@@ -249,7 +276,6 @@ def test_depth_resample():
 
 
 def test_view_source_matches_training_targets(store):
-    from model.data import torch_view_volumes
 
     ds = open_store(store)
     names = ds.species_names("train")
@@ -268,8 +294,6 @@ def test_view_source_matches_training_targets(store):
 
 
 def test_fusion_at_target_rerenders_to_the_averaged_xray():
-    from model.evaluate import _fuse_batch
-    from model.fusion import opacity_max
 
     rng = np.random.default_rng(1)
     raw = torch.from_numpy(rng.random((2, 8, 6, 6)).astype(np.float32) * 0.3)
@@ -329,7 +353,6 @@ def test_nn_bounded_search_is_exact(store):
 
 
 def test_bench_nn(store, capsys):
-    from model.search import bench_nn
 
     r = bench_nn(store, queries=5, coarse=4)
     assert r["same"] and r["n_queries"] == 5 and r["n_train"] == 36 and r["cells"] == 16
@@ -406,13 +429,18 @@ def test_oracle_scan_equals_brute_force(store):
         np.testing.assert_allclose(res.dist2, want_d, rtol=1e-12, atol=0)
         assert res.dist2[-2:].tolist() == [0.0, 0.0]
         assert (res.evaluated >= 1).all() and (res.evaluated < len(dup)).all()
-    assert oracle_search(lambda ix: queries[ix], len(queries), dup, size=S, depth=D,
-                         query_bytes=3 * D * S * S * 4).passes == 4  # 10 queries, 3 per pass
+    assert (
+        oracle_search(lambda ix: queries[ix], len(queries), dup, size=S, depth=D, query_bytes=3 * D * S * S * 4).passes
+        == 4
+    )  # 10 queries, 3 per pass
     # the bound holds with room: float32 chunked products against the float64 truth
     qn = torch.linalg.vector_norm(queries.double().flatten(1), dim=1)
     tn = torch.linalg.vector_norm(all_train.flatten(1), dim=1)
-    approx = (qn[:, None] ** 2 + tn[None] ** 2
-              - 2 * (queries.flatten(1)[:, None, :] * all_train.float().flatten(1)[None]).sum(-1).double())
+    approx = (
+        qn[:, None] ** 2
+        + tn[None] ** 2
+        - 2 * (queries.flatten(1)[:, None, :] * all_train.float().flatten(1)[None]).sum(-1).double()
+    )
     assert ((approx - torch.from_numpy(brute)).abs() <= scan_error(qn, tn, chunk=D * S * S, n=D * S * S)).all()
     with pytest.raises(ValueError, match="query_views returned"):
         oracle_search(lambda ix: queries[:1], 3, dup, size=S, depth=D)
@@ -449,10 +477,17 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
     row = next(r for r in summ if r["method"] == "ours" and r["metric"] == "l2" and r["level"] == "species")
     assert float(row["mean"]) == pytest.approx(np.mean(ours_l2), rel=1e-6) and row["n"] == "2"
     tests = _read(out / "tests.csv")
-    assert list(tests[0]) == list(TESTS_COLUMNS) == ["metric", "method_a", "method_b", "level", "test", "statistic",
-                                                     "p", "n"]
+    assert (
+        list(tests[0])
+        == list(TESTS_COLUMNS)
+        == ["metric", "method_a", "method_b", "level", "test", "statistic", "p", "n"]
+    )
     assert len(tests) == 3 * 10 * 3  # metrics x pairs of 5 methods x (species t, species wilcoxon, sample t)
-    assert {(r["method_a"], r["method_b"]) for r in tests} >= {("ours", "nn"), ("ours", "oracle"), ("ours", "ours_nofusion")}
+    assert {(r["method_a"], r["method_b"]) for r in tests} >= {
+        ("ours", "nn"),
+        ("ours", "oracle"),
+        ("ours", "ours_nofusion"),
+    }
     vc = _read(out / "view_classes.csv")
     assert {r["view_class"] for r in vc} == {"top", "front", "side", "other"}
     assert sum(int(r["n"]) for r in vc if r["method"] == "ours" and r["metric"] == "l2") == 8
@@ -472,21 +507,30 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
 
 
 def test_evaluate_run_subset_of_methods(store, checkpoint, tmp_path):
-    s = evaluate_run(store, checkpoint, tmp_path / "e", max_samples=3, methods=("ours_nofusion", "nn"),
-                     slice_counts=(8,))
+    s = evaluate_run(
+        store, checkpoint, tmp_path / "e", max_samples=3, methods=("ours_nofusion", "nn"), slice_counts=(8,)
+    )
     rows = _read(tmp_path / "e" / "metrics.csv")
     assert {r["method"] for r in rows} == {"ours_nofusion", "nn"} and len(rows) == 6
     assert [r["method"] for r in _read(tmp_path / "e" / "slice_counts.csv")] == ["truth", "ours_nofusion"]
     assert s["oracle"] is None
-    s = evaluate_run(store, checkpoint, tmp_path / "t", max_samples=2, methods=("ours", "oracle"), fusion_at="target",
-                     slice_counts=(), cache_bytes=0)  # the Oracle without the view cache
+    s = evaluate_run(
+        store,
+        checkpoint,
+        tmp_path / "t",
+        max_samples=2,
+        methods=("ours", "oracle"),
+        fusion_at="target",
+        slice_counts=(),
+        cache_bytes=0,
+    )  # the Oracle without the view cache
     assert s["settings"]["fusion_at"] == "target" and s["oracle"]["exact"] and not s["settings"]["train_views_cached"]
     assert _read(tmp_path / "t" / "slice_counts.csv") == []
 
 
 def test_coarseness_fits_the_memory_budget():
     shape, n = (32, 32, 32), 1000
-    assert coarse_cells(shape, 16) == 16 ** 3 and coarse_cells(shape, 7) == 4 ** 3  # 32 = 4 · 8
+    assert coarse_cells(shape, 16) == 16**3 and coarse_cells(shape, 7) == 4**3  # 32 = 4 · 8
     assert coarse_for_memory(shape, n, 16, 1 << 40) == 16  # fits: unchanged
     budget = 4_000_000  # bytes; 16 cells per axis would need 1000 · 2 · 4096 · 4 = 32.8 MB
     c = coarse_for_memory(shape, n, 16, budget)
@@ -501,8 +545,17 @@ def test_coarseness_fits_the_memory_budget():
 
 def test_evaluate_run_nn_bound_and_brute_agree(store, checkpoint, tmp_path):
     a = evaluate_run(store, checkpoint, tmp_path / "a", max_samples=6, methods=("nn",), slice_counts=())
-    b = evaluate_run(store, checkpoint, tmp_path / "b", max_samples=6, methods=("nn",), slice_counts=(),
-                     nn_search="brute", nn_query_block=4, train_block=5)
+    b = evaluate_run(
+        store,
+        checkpoint,
+        tmp_path / "b",
+        max_samples=6,
+        methods=("nn",),
+        slice_counts=(),
+        nn_search="brute",
+        nn_query_block=4,
+        train_block=5,
+    )
     assert a["settings"]["nn_search"] == "bound" and b["settings"]["nn_search"] == "brute"
     ma, mb = _read(tmp_path / "a" / "matches.csv"), _read(tmp_path / "b" / "matches.csv")
     key = [(r["nn_species"], r["nn_sample"]) for r in ma]
@@ -512,8 +565,9 @@ def test_evaluate_run_nn_bound_and_brute_agree(store, checkpoint, tmp_path):
     assert {int(r["nn_evaluated"]) for r in mb} == {n_train} and min(int(r["nn_evaluated"]) for r in ma) < n_train
     assert _read(tmp_path / "a" / "metrics.csv") == _read(tmp_path / "b" / "metrics.csv")
     with pytest.raises(ValueError, match="NN's lower-bound features"):
-        evaluate_run(store, checkpoint, tmp_path / "c", max_samples=2, methods=("nn",), slice_counts=(),
-                     nn_feature_bytes=8)
+        evaluate_run(
+            store, checkpoint, tmp_path / "c", max_samples=2, methods=("nn",), slice_counts=(), nn_feature_bytes=8
+        )
     with pytest.raises(ValueError, match="nn_search"):
         evaluate_run(store, checkpoint, tmp_path / "d", max_samples=2, nn_search="fast")
 
@@ -521,8 +575,16 @@ def test_evaluate_run_nn_bound_and_brute_agree(store, checkpoint, tmp_path):
 def test_evaluate_run_oracle_within_a_small_memory_budget(store, checkpoint, tmp_path):
     # a budget of two evaluated view volumes: two passes over the training samples, the same Oracle
     a = evaluate_run(store, checkpoint, tmp_path / "a", max_samples=4, methods=("oracle",), slice_counts=())
-    b = evaluate_run(store, checkpoint, tmp_path / "b", max_samples=4, methods=("oracle",), slice_counts=(),
-                     oracle_bytes=2 * 16 ** 3 * 4, cache_bytes=0)
+    b = evaluate_run(
+        store,
+        checkpoint,
+        tmp_path / "b",
+        max_samples=4,
+        methods=("oracle",),
+        slice_counts=(),
+        oracle_bytes=2 * 16**3 * 4,
+        cache_bytes=0,
+    )
     assert a["oracle"]["passes"] == 1 and b["oracle"]["passes"] == 2 and b["oracle"]["exact"]
     ma, mb = _read(tmp_path / "a" / "matches.csv"), _read(tmp_path / "b" / "matches.csv")
     assert ma == mb
@@ -554,8 +616,6 @@ def test_evaluate_run_refuses_mismatches(store, checkpoint, tmp_path):
 
 
 def test_mean_baseline_equals_the_literal_average(store, checkpoint, tmp_path):
-    from model.data import torch_view_volumes
-    from tomodata.views import sample_to_view
 
     ds = open_store(store)
     train_names, test_names = ds.species_names("train"), ds.species_names("test")
@@ -566,12 +626,21 @@ def test_mean_baseline_equals_the_literal_average(store, checkpoint, tmp_path):
     view, mirrored = sample_to_view(j, 6)
     for i in range(g.size):
         rot = torch.from_numpy(ds.rotations(test_names[s[i]])[view[i]])[None]
-        each = [torch_view_volumes(torch.from_numpy(ds.volume(t))[None, None], rot, size=16, steps=16,
-                                   mirrored=torch.tensor([bool(mirrored[i])]))[0] for t in train_names]
+        each = [
+            torch_view_volumes(
+                torch.from_numpy(ds.volume(t))[None, None],
+                rot,
+                size=16,
+                steps=16,
+                mirrored=torch.tensor([bool(mirrored[i])]),
+            )[0]
+            for t in train_names
+        ]
         torch.testing.assert_close(got[i], torch.stack(each).mean(0), atol=1e-5, rtol=0)  # the literal average
     # no input used: the same view of another species gives the same prediction
-    torch.testing.assert_close(got[0], src.views([12], size=16, depth=16,
-                                                 volume=torch.from_numpy(mean_volume(ds, train_names)))[0])
+    torch.testing.assert_close(
+        got[0], src.views([12], size=16, depth=16, volume=torch.from_numpy(mean_volume(ds, train_names)))[0]
+    )
     # in evaluate_run: its errors are those of the literal average against the truth
     evaluate_run(store, checkpoint, tmp_path / "m", methods=("mean",), slice_counts=(), max_samples=6)
     rows = _read(tmp_path / "m" / "metrics.csv")
@@ -580,14 +649,19 @@ def test_mean_baseline_equals_the_literal_average(store, checkpoint, tmp_path):
         gi = test_names.index(r["species"]) * 12 + int(r["sample"])
         v, m = sample_to_view(int(r["sample"]), 6)
         rot = torch.from_numpy(ds.rotations(r["species"])[v])[None]
-        lit = torch.stack([torch_view_volumes(torch.from_numpy(ds.volume(t))[None, None], rot, size=16, steps=16,
-                                              mirrored=torch.tensor([m]))[0] for t in train_names]).mean(0)
+        lit = torch.stack(
+            [
+                torch_view_volumes(
+                    torch.from_numpy(ds.volume(t))[None, None], rot, size=16, steps=16, mirrored=torch.tensor([m])
+                )[0]
+                for t in train_names
+            ]
+        ).mean(0)
         l2, _ = volume_errors(lit, src.views([gi], size=16, depth=16)[0])
         assert float(r["l2"]) == pytest.approx(float(l2), rel=1e-5)
 
 
 def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
-    from tomodata.store import DatasetStore
 
     ds = open_store(store)
     val_names, test_names = ds.species_names("val"), ds.species_names("test")
@@ -610,8 +684,9 @@ def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
     assert "cluster bootstrap over species" in s["statistics"]
     monkeypatch.undo()
     # split=val: only the val species; a single species: species-level CIs and tests are NaN, n = 1
-    s = evaluate_run(store, checkpoint, tmp_path / "v", split="val", max_samples=4, methods=("ours", "mean"),
-                     slice_counts=())
+    s = evaluate_run(
+        store, checkpoint, tmp_path / "v", split="val", max_samples=4, methods=("ours", "mean"), slice_counts=()
+    )
     assert s["eval_species"] == val_names and "evaluated in this run" in s["split_use"]["val"]
     assert {r["species"] for r in _read(tmp_path / "v" / "metrics.csv")} == set(val_names)
     sp = [r for r in _read(tmp_path / "v" / "summary.csv") if r["level"] == "species"]
@@ -656,7 +731,6 @@ def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint
         assert float(row["species"]["ci_low"]) <= float(row["species"]["mean"]) <= float(row["species"]["ci_high"])
         pairs = v.reshape(2, 6, 2).mean(2)  # rows in (species, sample) order: a view and its mirror are neighbours
         assert float(row["sample"]["mean"]) == pytest.approx(pairs.mean(), rel=1e-6)
-        from model.stats import mean_ci
 
         assert float(row["sample"]["ci_high"]) == pytest.approx(mean_ci(pairs.ravel())[2], rel=1e-6)
     tests = _read(out / "tests.csv")
@@ -675,8 +749,6 @@ def test_streaming_searches_are_exact_and_bounded(store, monkeypatch):
     """Lower-bound features of training view volumes and x-rays are streamed from the store block by
     block (a small block size, counted), give the very features of one pass over everything, and the
     bounded searches on them return exactly the brute-force nearest neighbours."""
-    import model.search as E
-    import model.sources as SO
 
     ds = open_store(store)
     names = ds.species_names("train")
@@ -712,10 +784,15 @@ def test_streaming_searches_are_exact_and_bounded(store, monkeypatch):
     lb_blocks = []
     orig_lb = E._lower_bounds
     monkeypatch.setattr(E, "LOWER_BOUND_BLOCK_BYTES", 5 * 8 * feats.shape[1])
-    monkeypatch.setattr(E, "_lower_bounds", lambda qf, tf, block=None: (
-        lb_blocks.append(lb.shape[1]) or (a, lb) for a, lb in orig_lb(qf, tf, block)))
+    monkeypatch.setattr(
+        E,
+        "_lower_bounds",
+        lambda qf, tf, block=None: (lb_blocks.append(lb.shape[1]) or (a, lb) for a, lb in orig_lb(qf, tf, block)),
+    )
     sizes.clear()
-    res = bounded_search(queries, src, coarse=4, k=3, chunk=2, train_features=feats, view_budget_bytes=3 * D * S * S * 4)
+    res = bounded_search(
+        queries, src, coarse=4, k=3, chunk=2, train_features=feats, view_budget_bytes=3 * D * S * S * 4
+    )
     assert np.array_equal(res.index, brute.argmin(1).numpy()) and res.certified.all()
     np.testing.assert_allclose(res.dist2, brute.min(1).values.numpy(), rtol=1e-9)
     # 36 training samples: blocks of 5, the last lone one joined to the block before it (_row_chunks)
@@ -727,8 +804,9 @@ def test_streaming_searches_are_exact_and_bounded(store, monkeypatch):
     nfac = coarse_factors((1, 32, 32), 4)
     nfeats = E.train_coarse_features(images, size=32, depth=1, factors=nfac, block=5)
     assert max(isizes) <= 5 and images._all is None and images.images_read == len(images)
-    assert torch.equal(nfeats, E.train_coarse_features(ImageSource(ds, names), size=32, depth=1, factors=nfac,
-                                                        block=len(images)))
+    assert torch.equal(
+        nfeats, E.train_coarse_features(ImageSource(ds, names), size=32, depth=1, factors=nfac, block=len(images))
+    )
     train_imgs = np.concatenate([ds.images(s, slice(0, ds.n_samples(s))) for s in names])
     q = ds.images(ds.species_names("test")[0], slice(0, 12))
     want = ((q[:, None].astype(np.float64) - train_imgs[None]) ** 2).reshape(12, len(train_imgs), -1).sum(-1)
@@ -739,7 +817,6 @@ def test_streaming_searches_are_exact_and_bounded(store, monkeypatch):
 
 def test_row_chunked_reductions_match_one_pass():
     """Chunked float64 distances (bounded temporaries) give the same bits as one pass over all rows."""
-    import model.search as E
 
     assert E._row_chunks(1, 4) == [(0, 1)] and E._row_chunks(5, 4) == [(0, 5)]
     assert E._row_chunks(9, 4) == [(0, 4), (4, 9)] and E._row_chunks(10, 4) == [(0, 4), (4, 8), (8, 10)]
@@ -756,12 +833,19 @@ def test_row_chunked_reductions_match_one_pass():
 
 
 def test_bench_evaluate(store, checkpoint, capsys):
-    from model.bench_evaluate import bench_evaluate
 
     r = bench_evaluate(store, checkpoint, samples=3, progress=False, slice_counts=(4,))
     assert r["n_queries"] == 3 and r["n_train"] == 36 and r["peak_rss_gb"] > 0
-    assert {"network", "fusion", "metrics", "nn features", "nn search", "oracle training views",
-            "oracle products", "oracle re-rank"} <= set(r["phases"])
+    assert {
+        "network",
+        "fusion",
+        "metrics",
+        "nn features",
+        "nn search",
+        "oracle training views",
+        "oracle products",
+        "oracle re-rank",
+    } <= set(r["phases"])
     assert r["phases"]["oracle training views"]["unit"] == "training sample and pass"
     assert r["phases"]["oracle products"]["unit"] == "(held-out, training) pair"
     assert r["paper_projection_total_s"] == pytest.approx(sum(r["paper_projection_s"].values()))

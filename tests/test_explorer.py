@@ -17,29 +17,108 @@ import shutil
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from model.cli import main
+from model.evaluate import qualitative_examples
 
 #: Chromium's WebGL without a GPU: ANGLE on SwiftShader (software)
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-                  "--window-size=1400,900", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--window-size=1400,900",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """results/RUN-like folder: dataset.zarr, model/best.pt, eval/ (4 held-out samples, 16³ grid)."""
     root = tmp_path_factory.mktemp("explorer")
-    assert main(["build-demo", "-o", str(root), "--species", "4", "--val", "1", "--test", "1", "--views", "4",
-                 "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "build-demo",
+                "-o",
+                str(root),
+                "--species",
+                "4",
+                "--val",
+                "1",
+                "--test",
+                "1",
+                "--views",
+                "4",
+                "--size",
+                "32",
+                "--steps",
+                "32",
+                "--volume-size",
+                "32",
+                "--backend",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     store = str(root / "dataset.zarr")
-    assert main(["train", store, "-o", str(root / "model"), "--input-size", "32", "--out-depth", "16",
-                 "--out-size", "16", "--width", "16", "--stem-channels", "8", "--hourglass-levels", "2",
-                 "--steps", "2", "--batch-size", "2", "--warmup", "0", "--val-every", "2", "--val-samples", "2",
-                 "--ckpt-every", "2"]) == 0
-    assert main(["evaluate", store, "--checkpoint", str(root / "model" / "best.pt"), "-o", str(root / "eval"),
-                 "--max-samples", "4", "--nn-search", "brute"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                store,
+                "-o",
+                str(root / "model"),
+                "--input-size",
+                "32",
+                "--out-depth",
+                "16",
+                "--out-size",
+                "16",
+                "--width",
+                "16",
+                "--stem-channels",
+                "8",
+                "--hourglass-levels",
+                "2",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--warmup",
+                "0",
+                "--val-every",
+                "2",
+                "--val-samples",
+                "2",
+                "--ckpt-every",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                store,
+                "--checkpoint",
+                str(root / "model" / "best.pt"),
+                "-o",
+                str(root / "eval"),
+                "--max-samples",
+                "4",
+                "--nn-search",
+                "brute",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -56,16 +135,21 @@ def _sample_volumes(page: Path, k: int) -> dict:
 
 
 def _nifti(b64: str):
-    import nibabel as nib
-
     raw = base64.b64decode(b64)
     return nib.Nifti1Image.from_bytes(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
 
 
 def test_writes_the_page(page, capsys):
     names = {p.name for p in page.iterdir()}
-    assert {"index.html", "explorer.js", "explorer.css", "niivue.umd.js", "LICENSE-niivue.txt", "manifest.js",
-            "samples"} <= names
+    assert {
+        "index.html",
+        "explorer.js",
+        "explorer.css",
+        "niivue.umd.js",
+        "LICENSE-niivue.txt",
+        "manifest.js",
+        "samples",
+    } <= names
     manifest = json.loads((page / "manifest.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
     assert len(manifest["samples"]) == 4 and manifest["n_evaluated"] == 4  # 24 asked, 4 evaluated
     assert manifest["grid"] == [16, 16, 16] and manifest["shown"] == [12, 12, 12]
@@ -75,8 +159,6 @@ def test_writes_the_page(page, capsys):
     img = _nifti(vols["truth"])
     assert img.get_data_dtype() == np.uint8 and img.shape == (12, 12, 12)  # (columns, depth, rows)
     assert 0 < img.get_fdata().max() <= 1.0  # scl_slope: densities
-    from PIL import Image
-
     with Image.open(page.parent / "explorer_samples.png") as im:  # the report's entry: 4 x-rays in a row
         assert im.size == (4 * 100 + 4, 104)
     html = (page / "index.html").read_text()
@@ -85,8 +167,6 @@ def test_writes_the_page(page, capsys):
 
 def test_volumes_keep_the_view_geometry(run, tmp_path):
     """Not downsampled: the NIfTI holds ours as evaluated (quantised to 8 bits), in the page's axes."""
-    from model.evaluate import qualitative_examples
-
     out = tmp_path / "ex"
     assert main(["explorer", str(run), "-o", str(out), "--index", "2"]) == 0
     ours = qualitative_examples(run / "dataset.zarr", run / "model" / "best.pt", run / "eval", n=3)["rows"][2]["ours"]
@@ -120,16 +200,25 @@ def test_bad_input(run, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------- browser
 def _browser():
     """A headless Chromium driven by Selenium, or a skip (a failure under TOMO_REQUIRE_CHROMIUM=1)."""
-    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
-                    None)
+    chromium = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+    )
     driver = shutil.which("chromedriver")
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        # Selenium (the [test] extra) may be absent: then a skip, or a failure under TOMO_REQUIRE_CHROMIUM=1
+        from selenium import webdriver  # noqa: PLC0415
+        from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
     except ImportError:
         webdriver = None
-    missing = [name for name, ok in (("chromium", chromium), ("chromedriver", driver),
-                                     ("selenium (pip install -e '.[test]')", webdriver)) if not ok]
+    missing = [
+        name
+        for name, ok in (
+            ("chromium", chromium),
+            ("chromedriver", driver),
+            ("selenium (pip install -e '.[test]')", webdriver),
+        )
+        if not ok
+    ]
     if missing:
         why = f"no {', '.join(missing)} (Debian: apt-get install chromium chromium-driver)"
         if os.environ.get("TOMO_REQUIRE_CHROMIUM") == "1":
@@ -203,8 +292,9 @@ def test_page_in_chromium(page, browser):
             assert px.max() > 60 and (px > 30).mean() > 0.005, f"sample {k}: {m} is blank"
         # the x-ray from the front view: 1 - exp(-chi * mean over depth) of the embedded volume
         d.execute_script("explorer.setView(0, 0)")
-        js = np.asarray(d.execute_script("const v = explorer.viewers.truth.vol; "
-                                         "return Array.from(explorer.xray(v, 0, 0).opacity)")).reshape(12, 12)
+        js = np.asarray(
+            d.execute_script("const v = explorer.viewers.truth.vol; return Array.from(explorer.xray(v, 0, 0).opacity)")
+        ).reshape(12, 12)
         arr = _nifti(_sample_volumes(page, k)["truth"]).get_fdata()  # (columns, depth rev, rows rev)
         expect = 1 - np.exp(-manifest["chi"] * arr.mean(axis=1).T[::-1])  # rows down, columns right
         np.testing.assert_allclose(js, expect, atol=1e-4)
@@ -217,8 +307,10 @@ def test_page_in_chromium(page, browser):
     after = _pixels(d, "truth")
     assert np.abs(after - before).mean() > 1.0
     time.sleep(0.2)  # the x-rays follow on the next animation frame
-    assert np.abs(np.subtract(d.execute_script("return Array.from(explorer.viewers.truth.xray)"),
-                              xray_before)).max() > 0.01
+    assert (
+        np.abs(np.subtract(d.execute_script("return Array.from(explorer.viewers.truth.xray)"), xray_before)).max()
+        > 0.01
+    )
     assert d.execute_script("return explorer.viewers.nn.nv.scene.renderAzimuth") == 120  # all viewers follow
 
     d.find_element("id", "clip").click()  # clip plane through the centre
@@ -232,10 +324,14 @@ def test_page_in_chromium(page, browser):
     assert (np.abs(rgb[:, 0] - rgb[:, 2]) > 30).mean() > 0.002  # a colour map, not grey
 
     d.find_element("id", "stereo").click()  # red-cyan anaglyph over the render
-    ana = np.asarray(d.execute_script(
-        "const c = explorer.viewers.truth.cell.querySelector('canvas.anaglyph'); if (c.hidden) return null;"
-        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];"
-        "for (let p = 0; p < d.length; p += 16) out.push([d[p], d[p + 1], d[p + 2]]); return out;"), dtype=float)
+    ana = np.asarray(
+        d.execute_script(
+            "const c = explorer.viewers.truth.cell.querySelector('canvas.anaglyph'); if (c.hidden) return null;"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];"
+            "for (let p = 0; p < d.length; p += 16) out.push([d[p], d[p + 1], d[p + 2]]); return out;"
+        ),
+        dtype=float,
+    )
     assert ana.max() > 60
     assert np.array_equal(ana[:, 1], ana[:, 2]) and np.abs(ana[:, 0] - ana[:, 1]).max() > 20  # red ≠ cyan
 

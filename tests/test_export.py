@@ -5,23 +5,44 @@ licence rules and atomic writing."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
+import nibabel as nib
+import nrrd
 import numpy as np
 import pytest
 import yaml
 import zarr
 
-from tomodata import export
 from model.cli import main
-from tomodata.store import create_store, validate_store, write_species
+from tomodata import export
+from tomodata.ingest_settings import orient
+from tomodata.recipe import cube_settings, recipe_files
+from tomodata.store import create_store, open_store, validate_store, write_species
 from tomodata.views import hemisphere_views
+from tomodata.volume_files import write_canonical_volume
 
-DEMO_ARGS = ["--species", "3", "--held-out", "1", "--views", "4", "--size", "32", "--steps", "32",
-             "--volume-size", "32", "--backend", "cpu"]
+DEMO_ARGS = [
+    "--species",
+    "3",
+    "--held-out",
+    "1",
+    "--views",
+    "4",
+    "--size",
+    "32",
+    "--steps",
+    "32",
+    "--volume-size",
+    "32",
+    "--backend",
+    "cpu",
+]
 UTCT_LICENCE = "UTCT/DigiMorph: research use, no redistribution"
 pytestmark = pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")  # rdflib
 
@@ -45,15 +66,39 @@ def tiny_store(path: Path, licences: list[str], sources: list[str] | None = None
     n_views, size, vol = 3, 8, 8
     names = [("Didelphis_virginiana", "train"), ("Felis_catus", "val")]
     sources = sources or [f"https://digimorph.org/specimens/{n}/x.mp4" for n, _ in names]
-    species = [dict(name=n, split=s, species=n.replace("_", " "), source=src, source_checksum=f"{i:x}" * 64,
-                    original_shape=[40, 30, 30], spacing_mm=[0.1, 0.1, 0.1], licence=lic)
-               for i, ((n, s), lic, src) in enumerate(zip(names, licences, sources), start=1)]
-    create_store(path, species=species, chi=10.0, steps=8, image_size=size, volume_size=vol, n_views=n_views,
-                 view_seed=0, provenance={"command": "test", "config": {"views": n_views}})
+    species = [
+        dict(
+            name=n,
+            split=s,
+            species=n.replace("_", " "),
+            source=src,
+            source_checksum=f"{i:x}" * 64,
+            original_shape=[40, 30, 30],
+            spacing_mm=[0.1, 0.1, 0.1],
+            licence=lic,
+        )
+        for i, ((n, s), lic, src) in enumerate(zip(names, licences, sources), start=1)
+    ]
+    create_store(
+        path,
+        species=species,
+        chi=10.0,
+        steps=8,
+        image_size=size,
+        volume_size=vol,
+        n_views=n_views,
+        view_seed=0,
+        provenance={"command": "test", "config": {"views": n_views}},
+    )
     rng = np.random.default_rng(0)
     for e in species:
-        write_species(path, e["name"], volume=rng.random((vol,) * 3, dtype=np.float32),
-                      rotations=hemisphere_views(n_views, seed=0), images=rng.random((n_views, size, size)))
+        write_species(
+            path,
+            e["name"],
+            volume=rng.random((vol,) * 3, dtype=np.float32),
+            rotations=hemisphere_views(n_views, seed=0),
+            images=rng.random((n_views, size, size)),
+        )
     assert validate_store(path).ok
     return path
 
@@ -73,14 +118,15 @@ def front_matter(card: str) -> dict:
 def sha256sum_check(folder: Path) -> subprocess.CompletedProcess:
     if shutil.which("sha256sum") is None:
         pytest.skip("the sha256sum program is not installed")
-    return subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "SHA256SUMS"], cwd=folder,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        ["sha256sum", "-c", "--strict", "--quiet", "SHA256SUMS"], cwd=folder, capture_output=True, text=True
+    )
 
 
 def croissant_records(path: Path, record_set: str) -> list[dict] | None:
     """Load with mlcroissant (the [test] extra) and read a record set; None where it is not installed."""
     try:
-        import mlcroissant as mlc
+        import mlcroissant as mlc  # noqa: PLC0415 - optional here: the check is skipped where it is not installed
     except ImportError:
         return None
     ds = mlc.Dataset(jsonld=str(path))  # raises mlcroissant's ValidationError on any error
@@ -97,14 +143,29 @@ def test_data_export_of_procedural_species(demo, demo_data_export):
     assert summary["licence"] == "cc0-1.0" and summary["warnings"] == []
     assert set(summary["licence_classes"].values()) == {"free"}
     assert summary["species"] == 3 and summary["samples"] == 24
-    for rel in ("README.md", "croissant.json", "SHA256SUMS", "provenance.json", "species.csv", "samples.csv",
-                "splits/train.txt", "splits/val.txt", "splits/test.txt", "recipe/checksums.json",
-                "recipe/store_attrs.json", "recipe/config.json", "dataset.zarr/zarr.json"):
+    for rel in (
+        "README.md",
+        "croissant.json",
+        "SHA256SUMS",
+        "provenance.json",
+        "species.csv",
+        "samples.csv",
+        "splits/train.txt",
+        "splits/val.txt",
+        "splits/test.txt",
+        "recipe/checksums.json",
+        "recipe/store_attrs.json",
+        "recipe/config.json",
+        "dataset.zarr/zarr.json",
+    ):
         assert (out / rel).is_file(), rel
     # the store is copied byte for byte
     src = {p.relative_to(demo).as_posix(): p.read_bytes() for p in demo.rglob("*") if p.is_file()}
-    dst = {p.relative_to(out / "dataset.zarr").as_posix(): p.read_bytes()
-           for p in (out / "dataset.zarr").rglob("*") if p.is_file()}
+    dst = {
+        p.relative_to(out / "dataset.zarr").as_posix(): p.read_bytes()
+        for p in (out / "dataset.zarr").rglob("*")
+        if p.is_file()
+    }
     assert src == dst
     assert validate_store(out / "dataset.zarr").ok
     assert (out / "splits/train.txt").read_text() == "procedural_00\nprocedural_01\n"
@@ -213,8 +274,23 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
     assert main(["build-demo", "-o", str(rebuilt), *DEMO_ARGS]) == 0
     assert export.verify_rebuild(rebuilt, out) == []
     other = tmp_path / "other"
-    assert main(["build-demo", "-o", str(other), *DEMO_ARGS[:-6], "--volume-size", "32", "--steps", "31",
-                 "--backend", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "build-demo",
+                "-o",
+                str(other),
+                *DEMO_ARGS[:-6],
+                "--volume-size",
+                "32",
+                "--steps",
+                "31",
+                "--backend",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     problems = export.verify_rebuild(other, out)
     assert problems and all("images" in p for p in problems), problems  # only the images depend on steps
     assert export.verify_rebuild(other, out, images="skip") == []
@@ -223,17 +299,20 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
 # ------------------------------------------------------------------------------------------ licences
 
 
-@pytest.mark.parametrize("entry, cls", [
-    (dict(licence=UTCT_LICENCE, source="https://digimorph.org/specimens/x/y.mp4"), "restricted"),
-    (dict(licence="research use only, no redistribution", source="/data/x.nrrd"), "restricted"),
-    (dict(licence="", source="https://www.digimorph.org/specimens/x/y.mp4"), "restricted"),
-    (dict(licence="procedural (tomodata.phantoms): free, no restrictions", source="movies/p.mp4"), "free"),
-    (dict(source="tomodata.phantoms species 0 seed 0"), "free"),
-    (dict(licence="CC-BY-4.0 (MorphoSource media 1234)", source="https://example.org/a.nii.gz"), "open"),
-    (dict(licence="CC0", source="/data/x.tif"), "open"),
-    (dict(licence="ask the lab", source="/data/x.tif"), "unknown"),
-    (dict(source="/data/x.tif"), "unknown"),
-])
+@pytest.mark.parametrize(
+    "entry, cls",
+    [
+        (dict(licence=UTCT_LICENCE, source="https://digimorph.org/specimens/x/y.mp4"), "restricted"),
+        (dict(licence="research use only, no redistribution", source="/data/x.nrrd"), "restricted"),
+        (dict(licence="", source="https://www.digimorph.org/specimens/x/y.mp4"), "restricted"),
+        (dict(licence="procedural (tomodata.phantoms): free, no restrictions", source="movies/p.mp4"), "free"),
+        (dict(source="tomodata.phantoms species 0 seed 0"), "free"),
+        (dict(licence="CC-BY-4.0 (MorphoSource media 1234)", source="https://example.org/a.nii.gz"), "open"),
+        (dict(licence="CC0", source="/data/x.tif"), "open"),
+        (dict(licence="ask the lab", source="/data/x.tif"), "unknown"),
+        (dict(source="/data/x.tif"), "unknown"),
+    ],
+)
 def test_classify_licence(entry, cls):
     c = export.classify_licence(entry)
     assert c["class"] == cls
@@ -249,7 +328,8 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
         f"Didelphis_virginiana\tDidelphis virginiana\thttps://digimorph.org/specimens/Didelphis_virginiana/x.mp4"
         f"\tmovie\t0.1,0.1,0.1\ttrain\t{UTCT_LICENCE}\n"
         f"Felis_catus\tFelis catus\thttps://digimorph.org/specimens/Felis_catus/x.mp4\tmovie\t0.1,0.1,0.1\tval"
-        f"\t{UTCT_LICENCE}\n")
+        f"\t{UTCT_LICENCE}\n"
+    )
     config = tmp_path / "build.yaml"
     config.write_text("views: 3\nbackend: cpu\n")
     out = tmp_path / "export"
@@ -265,8 +345,13 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
     assert prov["config"] == {"views": 3, "backend": "cpu"} and prov["manifest_file"] == "recipe/manifest.tsv"
     sums = json.loads((out / "recipe/checksums.json").read_text())
     assert sums["species"]["Felis_catus"]["source_checksum"] == "2" * 64
-    assert set(sums["species"]["Felis_catus"]["arrays_sha256"]) == {"volume", "rotations", "mirrored", "views",
-                                                                    "images"}
+    assert set(sums["species"]["Felis_catus"]["arrays_sha256"]) == {
+        "volume",
+        "rotations",
+        "mirrored",
+        "views",
+        "images",
+    }
     card = (out / "README.md").read_text()
     fm = front_matter(card)
     assert fm["license"] == "other" and "recipe-only" in fm["license_name"]
@@ -297,11 +382,14 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("licences, mode, card_licence", [
-    (["CC-BY-4.0", "CC-BY-4.0"], "data", "cc-by-4.0"),
-    (["CC-BY-4.0", "CC0-1.0"], "data", "other"),
-    (["CC-BY-4.0", "ask the lab"], "recipe-only", "other"),  # unknown terms are not cleared
-])
+@pytest.mark.parametrize(
+    "licences, mode, card_licence",
+    [
+        (["CC-BY-4.0", "CC-BY-4.0"], "data", "cc-by-4.0"),
+        (["CC-BY-4.0", "CC0-1.0"], "data", "other"),
+        (["CC-BY-4.0", "ask the lab"], "recipe-only", "other"),  # unknown terms are not cleared
+    ],
+)
 def test_default_mode_follows_the_least_cleared_species(tmp_path, licences, mode, card_licence):
     path = tiny_store(tmp_path / "s.zarr", licences, sources=["/data/a.nii.gz", "/data/b.nii.gz"])
     with warnings.catch_warnings(record=True) as caught:
@@ -377,12 +465,6 @@ def test_export_is_reproducible_with_source_date_epoch(demo, tmp_path, monkeypat
 def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
     """A store made with per-specimen settings (window, background, orientation, crop, spacing, cube size)
     exported recipe-only; bash recipe/rebuild.sh makes it again and verify_rebuild finds no difference."""
-    import os
-    import subprocess
-    import sys
-
-    from model.cli import main
-
     src = tmp_path / "src"
     assert main(["demo-movies", "-o", str(src), "--species", "2", "--held-out", "1", "--movie-size", "24"]) == 0
     manifest = src / "manifest.tsv"
@@ -398,13 +480,45 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
     cubes = []
     for sid in ("procedural_00", "procedural_01"):
         cubes.append(str(tmp_path / f"{sid}.npz"))
-        assert main(["cube", "--fetched", str(record), "--id", sid, "--manifest", str(manifest), "-o", cubes[-1],
-                     "--size", "16", "--content-key", f"demo:0:24:test:{sid}"]) == 0
+        assert (
+            main(
+                [
+                    "cube",
+                    "--fetched",
+                    str(record),
+                    "--id",
+                    sid,
+                    "--manifest",
+                    str(manifest),
+                    "-o",
+                    cubes[-1],
+                    "--size",
+                    "16",
+                    "--content-key",
+                    f"demo:0:24:test:{sid}",
+                ]
+            )
+            == 0
+        )
     store = tmp_path / "d.zarr"
     opts = ["--views", "3", "--size", "16", "--steps", "16", "--volume-size", "16", "--chi", "7.5"]
-    merged = {"data": {"cube": {"size": 16}}, "note": "it's \"quoted\" $HOME `x`"}  # survives the shell
-    assert main(["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts,
-                 "--config-json", json.dumps(merged)]) == 0
+    merged = {"data": {"cube": {"size": 16}}, "note": 'it\'s "quoted" $HOME `x`'}  # survives the shell
+    assert (
+        main(
+            [
+                "store-create",
+                str(store),
+                "--manifest",
+                str(manifest),
+                "--cubes",
+                *cubes,
+                *opts,
+                "--config-json",
+                json.dumps(merged),
+            ]
+        )
+        == 0
+    )
     for cube in cubes:
         assert main(["render-species", str(store), "--cube", cube, "--backend", "cpu"]) == 0
     assert main(["finalize", str(store)]) == 0
@@ -421,36 +535,69 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
     assert json.loads((out / "recipe/workflow_config.json").read_text()) == merged
     assert "is not a recognised licence" not in (out / "README.md").read_text()
 
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               REBUILD_WORK=str(tmp_path / "work"))
-    proc = subprocess.run(["bash", "recipe/rebuild.sh", str(tmp_path / "rebuilt.zarr")], cwd=out, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        REBUILD_WORK=str(tmp_path / "work"),
+    )
+    proc = subprocess.run(
+        ["bash", "recipe/rebuild.sh", str(tmp_path / "rebuilt.zarr")],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export.verify_rebuild(tmp_path / "rebuilt.zarr", out) == []
     assert export.verify_export(out) == []  # the rebuild wrote nothing into the export
     # the stores agree beyond the arrays: every species setting, the recorded config, the rendering settings
-    a, b = (zarr.open_group(str(p), mode="r", use_consolidated=False).attrs.asdict()
-            for p in (store, tmp_path / "rebuilt.zarr"))
+    a, b = (
+        zarr.open_group(str(p), mode="r", use_consolidated=False).attrs.asdict()
+        for p in (store, tmp_path / "rebuilt.zarr")
+    )
     local = ("source", "source_resolved")  # the rebuild reads the sources at their absolute paths
-    assert [{k: v for k, v in e.items() if k not in local} for e in a["species"]] == \
-        [{k: v for k, v in e.items() if k not in local} for e in b["species"]]
+    assert [{k: v for k, v in e.items() if k not in local} for e in a["species"]] == [
+        {k: v for k, v in e.items() if k not in local} for e in b["species"]
+    ]
     assert [e["source_resolved"] for e in a["species"]] == [e["source"] for e in b["species"]]
     assert b["provenance"]["config"]["config"] == merged
     skip = ("species", "provenance", "timestamps", "completion")
     assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
 
 
-@pytest.mark.parametrize("text, spdx", [
-    ("public domain (UNC CThead)", "LicenseRef-PublicDomain"), ("GPL-2", "GPL-2.0-only"), ("GPLv2+", "GPL-2.0-or-later"),
-    ("GNU General Public License v3", "GPL-3.0-only"), ("GPL-3.0 (LICENSE)", "GPL-3.0-only"),
-    ("cc-by-4.0", "CC-BY-4.0"), ("CC BY-NC 4.0", "CC-BY-NC-4.0"), ("CC0", "CC0-1.0"), ("MIT", "MIT"),
-    ("BSD-3-Clause", "BSD-3-Clause"), ("VTK BSD-3-Clause", "BSD-3-Clause"), ("BSD-2-Clause (LICENSE)", "BSD-2-Clause"),
-    ("Apache License 2.0", "Apache-2.0"), ("public domain", "LicenseRef-PublicDomain"), ("GPLv2", "GPL-2.0-only"),
-    ("GNU GPL v2", "GPL-2.0-only"), ("GNU GPL v2 or later", "GPL-2.0-or-later"), ("CC BY 4.0", "CC-BY-4.0"),
-    ("Creative Commons Attribution-NonCommercial 4.0 International", "CC-BY-NC-4.0"), ("CC BY-SA 3.0", "CC-BY-SA-3.0"),
-    ("cc-by-nc-nd-4.0", "CC-BY-NC-ND-4.0"), ("CC-BY 2.5", "CC-BY-2.5"), ("CC0 1.0 public domain dedication", "CC0-1.0"),
-    ("ODbL", "ODbL-1.0"), ("LGPL-2.1+", "LGPL-2.1-or-later"), ("AGPL-3.0", "AGPL-3.0-only"), ("MIT License", "MIT"),
-])
+@pytest.mark.parametrize(
+    "text, spdx",
+    [
+        ("public domain (UNC CThead)", "LicenseRef-PublicDomain"),
+        ("GPL-2", "GPL-2.0-only"),
+        ("GPLv2+", "GPL-2.0-or-later"),
+        ("GNU General Public License v3", "GPL-3.0-only"),
+        ("GPL-3.0 (LICENSE)", "GPL-3.0-only"),
+        ("cc-by-4.0", "CC-BY-4.0"),
+        ("CC BY-NC 4.0", "CC-BY-NC-4.0"),
+        ("CC0", "CC0-1.0"),
+        ("MIT", "MIT"),
+        ("BSD-3-Clause", "BSD-3-Clause"),
+        ("VTK BSD-3-Clause", "BSD-3-Clause"),
+        ("BSD-2-Clause (LICENSE)", "BSD-2-Clause"),
+        ("Apache License 2.0", "Apache-2.0"),
+        ("public domain", "LicenseRef-PublicDomain"),
+        ("GPLv2", "GPL-2.0-only"),
+        ("GNU GPL v2", "GPL-2.0-only"),
+        ("GNU GPL v2 or later", "GPL-2.0-or-later"),
+        ("CC BY 4.0", "CC-BY-4.0"),
+        ("Creative Commons Attribution-NonCommercial 4.0 International", "CC-BY-NC-4.0"),
+        ("CC BY-SA 3.0", "CC-BY-SA-3.0"),
+        ("cc-by-nc-nd-4.0", "CC-BY-NC-ND-4.0"),
+        ("CC-BY 2.5", "CC-BY-2.5"),
+        ("CC0 1.0 public domain dedication", "CC0-1.0"),
+        ("ODbL", "ODbL-1.0"),
+        ("LGPL-2.1+", "LGPL-2.1-or-later"),
+        ("AGPL-3.0", "AGPL-3.0-only"),
+        ("MIT License", "MIT"),
+    ],
+)
 def test_licence_strings_to_spdx(text, spdx):
     got = export.classify_licence({"licence": text})
     assert got["spdx"] == spdx and got["class"] == "open", got
@@ -486,23 +633,44 @@ def test_card_states_non_commercial_and_no_derivatives(tmp_path):
 
 
 def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
-    from tomodata.recipe import recipe_files
-
     def entry(name, source):
-        return {"name": name, "species": name, "source": source, "source_resolved": source, "source_kind": "nifti",
-                "split": "train", "licence": "CC0", "source_checksum": "ab" * 32, "spacing_mm": [1, 1, 1]}
+        return {
+            "name": name,
+            "species": name,
+            "source": source,
+            "source_resolved": source,
+            "source_kind": "nifti",
+            "split": "train",
+            "licence": "CC0",
+            "source_checksum": "ab" * 32,
+            "spacing_mm": [1, 1, 1],
+        }
 
-    attrs = {"species": [entry("m1", str(tmp_path / "gone.nii.gz")), entry("m2", "https://example.org/m2.nii.gz")],
-             "volume_size": 16, "n_views": 3, "view_scheme": {"seed": 0}, "image_size": 16, "steps": 16, "chi": 10.0,
-             "encoding": {"images": {"dtype": "uint16"}}, "provenance": {}}
+    attrs = {
+        "species": [entry("m1", str(tmp_path / "gone.nii.gz")), entry("m2", "https://example.org/m2.nii.gz")],
+        "volume_size": 16,
+        "n_views": 3,
+        "view_scheme": {"seed": 0},
+        "image_size": 16,
+        "steps": 16,
+        "chi": 10.0,
+        "encoding": {"images": {"dtype": "uint16"}},
+        "provenance": {},
+    }
     files, warns = recipe_files(attrs)
     assert len(warns) == 1 and "m1: local source" in warns[0]
     rows = [r.split("\t") for r in files["recipe/specimens.tsv"].splitlines()]
     assert rows[1][9].startswith("local:") and rows[2][9] == ""
     (tmp_path / "recipe").mkdir()
     (tmp_path / "recipe/rebuild.sh").write_text(files["recipe/rebuild.sh"])
-    proc = subprocess.run(["bash", "recipe/rebuild.sh", "x.zarr"], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin"}, timeout=60)  # no tomo on PATH: it must stop first
+    proc = subprocess.run(
+        ["bash", "recipe/rebuild.sh", "x.zarr"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )  # no tomo on PATH: it must stop first
     assert proc.returncode == 2 and "species m1: local source" in proc.stderr and "m2" not in proc.stderr
     assert not (tmp_path / "rebuild-work").exists()
 
@@ -510,37 +678,82 @@ def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
 def test_cube_settings_of_stores_without_the_ingest_record():
     """Old stores: settings from the table's fields, defaults for what they lack; the spacing a manifest
     states is the recorded one taken back through the orientation."""
-    from tomodata.ingest_settings import orient
-    from tomodata.recipe import cube_settings
-
     old = {"name": "a", "spacing_mm": [0.5, 0.25, 0.125], "slice_axis": "y"}
     ing = cube_settings(old, 32)
-    assert ing == {"size": 32, "slice_axis": "y", "orientation": "z,y,x", "spacing": [0.5, 0.25, 0.125],
-                   "window": None, "background": None, "crop": "none", "allow_default_spacing": False,
-                   "content_key": None}
+    assert ing == {
+        "size": 32,
+        "slice_axis": "y",
+        "orientation": "z,y,x",
+        "spacing": [0.5, 0.25, 0.125],
+        "window": None,
+        "background": None,
+        "crop": "none",
+        "allow_default_spacing": False,
+        "content_key": None,
+    }
     turned = dict(old, orientation="-x,z,y", window=[0, 100], crop="largest")
     ing = cube_settings(turned, 32)
     assert list(orient(np.zeros((2, 3, 4)), ing["spacing"], "-x,z,y")[1]) == turned["spacing_mm"]
     assert ing["window"] == [0, 100] and ing["crop"] == "largest"
-    new = dict(old, ingest={"size": 16, "spacing": None, "slice_axis": "z", "orientation": "z,y,x", "window": None,
-                            "background": None, "crop": "none", "allow_default_spacing": True}, content_key="k")
+    new = dict(
+        old,
+        ingest={
+            "size": 16,
+            "spacing": None,
+            "slice_axis": "z",
+            "orientation": "z,y,x",
+            "window": None,
+            "background": None,
+            "crop": "none",
+            "allow_default_spacing": True,
+        },
+        content_key="k",
+    )
     assert cube_settings(new, 32) | {"content_key": "k"} == new["ingest"] | {"content_key": "k"}
 
 
 def test_recipe_replays_alignments():
     """An aligned specimen: its row states the scan's settings, its transform goes to
     recipe/alignment/ID.json and rebuild.sh runs tomo align --replay before the cube."""
-    from tomodata.recipe import recipe_files
-
-    summary = {"rotation_zyx": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "centre_mm_zyx": [1, 2, 3], "output_shape": [5, 5, 5],
-               "output_spacing_zyx": [1, 1, 1], "background": 0.0,
-               "scan": {"spacing": [0.1, 0.1, 0.1], "slice_axis": "z", "orientation": "z,-y,x"}}
-    entry = {"name": "m1", "species": "Mus musculus", "source": "/data/m1.nii.gz", "source_resolved": "/data/m1.nii.gz",
-             "source_kind": "nifti", "split": "train", "licence": "GPL-3.0", "source_checksum": "ab" * 32,
-             "alignment": summary, "ingest": {"size": 64, "spacing": None, "slice_axis": "z", "orientation": "z,y,x",
-                                              "window": None, "background": None, "crop": "none"}}
-    attrs = {"species": [entry], "volume_size": 64, "n_views": 4, "view_scheme": {"seed": 0}, "image_size": 32,
-             "steps": 32, "chi": 10.0, "encoding": {"images": {"dtype": "uint16"}}, "provenance": {}}
+    summary = {
+        "rotation_zyx": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+        "centre_mm_zyx": [1, 2, 3],
+        "output_shape": [5, 5, 5],
+        "output_spacing_zyx": [1, 1, 1],
+        "background": 0.0,
+        "scan": {"spacing": [0.1, 0.1, 0.1], "slice_axis": "z", "orientation": "z,-y,x"},
+    }
+    entry = {
+        "name": "m1",
+        "species": "Mus musculus",
+        "source": "/data/m1.nii.gz",
+        "source_resolved": "/data/m1.nii.gz",
+        "source_kind": "nifti",
+        "split": "train",
+        "licence": "GPL-3.0",
+        "source_checksum": "ab" * 32,
+        "alignment": summary,
+        "ingest": {
+            "size": 64,
+            "spacing": None,
+            "slice_axis": "z",
+            "orientation": "z,y,x",
+            "window": None,
+            "background": None,
+            "crop": "none",
+        },
+    }
+    attrs = {
+        "species": [entry],
+        "volume_size": 64,
+        "n_views": 4,
+        "view_scheme": {"seed": 0},
+        "image_size": 32,
+        "steps": 32,
+        "chi": 10.0,
+        "encoding": {"images": {"dtype": "uint16"}},
+        "provenance": {},
+    }
     files, warnings = recipe_files(attrs)
     assert json.loads(files["recipe/alignment/m1.json"])["centre_mm_zyx"] == [1, 2, 3]
     script = files["recipe/rebuild.sh"]
@@ -554,11 +767,6 @@ def test_recipe_replays_alignments():
 def test_volumes_as_nifti_and_nrrd_in_ras_with_spacing(tmp_path):
     """Issue #15: `tomo export --volumes nifti|nrrd`: each species' canonical volume as a file 3D Slicer
     opens upright with its spacing (cube x → anterior, y → inferior, z → left; centre at the origin)."""
-    import nibabel as nib
-    import nrrd
-
-    from tomodata.store import open_store
-
     src = tiny_store(tmp_path / "s.zarr", ["CC0-1.0"] * 2)
     ds = open_store(src)
     attrs = ds.attrs
@@ -585,15 +793,12 @@ def test_volumes_as_nifti_and_nrrd_in_ras_with_spacing(tmp_path):
 
 
 def test_canonical_volume_file_carries_the_recorded_millimetres(tmp_path):
-    import nibabel as nib
-    import nrrd
-
-    from tomodata.volume_files import write_canonical_volume
-
     vol = np.random.default_rng(1).random((16, 16, 16)).astype(np.float32)
     img = nib.load(write_canonical_volume(tmp_path / "v.nii.gz", vol, 0.25))
     assert img.header.get_zooms() == pytest.approx((0.25, 0.25, 0.25)) and img.header.get_xyzt_units()[0] == "mm"
     _, header = nrrd.read(str(write_canonical_volume(tmp_path / "v.nrrd", vol, 0.25)))
-    assert header["space units"] == ["mm", "mm", "mm"] and np.abs(header["space directions"]).sum() == pytest.approx(0.75)
+    assert header["space units"] == ["mm", "mm", "mm"] and np.abs(header["space directions"]).sum() == pytest.approx(
+        0.75
+    )
     with pytest.raises(ValueError, match="suffix"):
         write_canonical_volume(tmp_path / "v.tif", vol, 0.25)

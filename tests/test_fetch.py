@@ -13,24 +13,30 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
+from model.cli import main
+from tomodata.cli import _fetched_path
 from tomodata.fetch import (
     ChecksumMismatch,
     FetchConnectionError,
     FetchError,
     FetchManifestError,
     FetchTimeout,
-    HTTPStatusError,
     HtmlPageError,
+    HTTPStatusError,
     RateLimiter,
     SourcesExhausted,
     fetch_manifest,
     fetch_one,
-    file_sha256,
+    source_sha256,
     tree_sha256,
 )
+from tomodata.files import sha256_file as file_sha256
+from tomodata.io import read_volume
 from tomodata.manifest import COLUMNS, load_manifest
 
 FAST = dict(retries=2, backoff=0.01, timeout=2.0, rate=None)
@@ -80,12 +86,12 @@ class Handler(BaseHTTPRequestHandler):
             srv.counts[path] = srv.counts.get(path, 0) + 1
             n = srv.counts[path]
         if path.startswith("/files/"):
-            name = path[len("/files/"):]
+            name = path[len("/files/") :]
             if name not in srv.files:
                 return self._send(404, b"not found", "text/plain")
             return self._serve(srv.files[name])
         if path.startswith("/drop/"):  # first answer breaks off halfway, later ones are fine
-            body = srv.files[path[len("/drop/"):]]
+            body = srv.files[path[len("/drop/") :]]
             if n == 1:
                 self.send_response(200)
                 self.send_header("Content-Type", "video/mp4")
@@ -98,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             return self._serve(body)
         if path.startswith("/norange/"):
-            return self._serve(srv.files[path[len("/norange/"):]], ranges=False)
+            return self._serve(srv.files[path[len("/norange/") :]], ranges=False)
         if path == "/page.mp4":  # only the Content-Type tells (the body does not start like a page)
             return self._send(200, b"<head><title>Log in</title></head><body>login</body>", "text/html; charset=utf-8")
         if path == "/sniff.mp4":
@@ -109,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/flaky/"):
             if n == 1:
                 return self._send(503, b"busy", "text/plain")
-            return self._serve(srv.files[path[len("/flaky/"):]])
+            return self._serve(srv.files[path[len("/flaky/") :]])
         return self._send(404, b"not found", "text/plain")
 
 
@@ -137,7 +143,9 @@ def srv(server):
     server.files = {
         "skull.mp4": BODY,
         "other.mp4": BODY[::-1],
-        "slices.zip": _zip({"slices/s000.png": b"\x89PNG0", "slices/s001.png": b"\x89PNG1", "slices/sub/s002.png": b"2"}),
+        "slices.zip": _zip(
+            {"slices/s000.png": b"\x89PNG0", "slices/s001.png": b"\x89PNG1", "slices/sub/s002.png": b"2"}
+        ),
         "single.zip": _zip({"vol.nrrd": b"NRRD0004 fake"}),
         "evil.zip": _zip({"../evil.txt": b"x"}),
     }
@@ -356,7 +364,10 @@ def test_zip_archive_is_extracted(srv, tmp_path):
     folder = tmp_path / "sp1" / "slices"
     assert res.path == folder
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
-        "s000.png", "s001.png", "sub/s002.png"]
+        "s000.png",
+        "s001.png",
+        "sub/s002.png",
+    ]
     assert res.sha256 == hashlib.sha256(srv.files["slices.zip"]).hexdigest()
     assert (tmp_path / "sp1" / "slices.zip").is_file() and leftovers(tmp_path / "sp1") == []
     again = fetch_one(spec(f"{srv.url}/files/slices.zip", kind="image_folder"), tmp_path, **FAST)
@@ -389,8 +400,15 @@ def test_rate_limit_per_host(srv, tmp_path):
     rate, n = 10.0, 4
     # n specimens from one host, one request each, plus one retry (the flaky path answers 503 once)
     rows = [
-        {"id": f"s{i}", "species": f"S {i}", "source": f"{srv.url}/flaky/other.mp4",
-         "source_kind": "movie", "spacing_mm": "1,1,1", "split": "train", "licence": "test"}
+        {
+            "id": f"s{i}",
+            "species": f"S {i}",
+            "source": f"{srv.url}/flaky/other.mp4",
+            "source_kind": "movie",
+            "spacing_mm": "1,1,1",
+            "split": "train",
+            "licence": "test",
+        }
         for i in range(n)
     ]
     df = pd.DataFrame(rows)
@@ -437,8 +455,6 @@ def test_fetch_manifest_records_and_then_enforces_checksums(srv, tmp_path, capsy
 # ------------------------------------------------------------------ in place, detached NRRD headers
 def _detached(folder: Path, form: str) -> Path:
     """A 4×3×2 uint8 volume as a detached NRRD header naming its data as one file, a pattern or a LIST."""
-    import numpy as np
-
     folder.mkdir(parents=True, exist_ok=True)
     vol = np.arange(24, dtype=np.uint8).reshape(4, 3, 2)
     head = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 3 4\nspacings: 1 1 2\nencoding: raw\n"
@@ -460,11 +476,6 @@ def _detached(folder: Path, form: str) -> Path:
 
 @pytest.mark.parametrize("form", ["single", "pattern", "list"])
 def test_detached_nrrd_is_fetched_and_hashed_whole(tmp_path, form):
-    import numpy as np
-
-    from tomodata.fetch import source_sha256
-    from tomodata.io import read_volume
-
     header = _detached(tmp_path / "src", form)
     digest = source_sha256(header)
     res = fetch_one({"id": "h", "source": str(header), "source_kind": "nrrd"}, tmp_path / "dest")
@@ -487,48 +498,46 @@ def test_detached_nrrd_is_fetched_and_hashed_whole(tmp_path, form):
 
 
 def test_in_place_checks_existence_and_kind(tmp_path):
-    import numpy as np
-
-    from tomodata.fetch import file_sha256, tree_sha256
-
     np.save(tmp_path / "v.npy", np.zeros((3, 3, 3), np.uint8))
     (tmp_path / "slices").mkdir()
-    res = fetch_one({"id": "a", "source": "v.npy", "source_kind": "npy"}, tmp_path / "d", base_dir=tmp_path,
-                    in_place=True)
+    res = fetch_one(
+        {"id": "a", "source": "v.npy", "source_kind": "npy"}, tmp_path / "d", base_dir=tmp_path, in_place=True
+    )
     assert res.path == tmp_path / "v.npy" and res.sha256 == file_sha256(tmp_path / "v.npy") and res.in_place
     with pytest.raises(FetchError, match=r"nope.npy does not exist; fix the manifest's source column"):
-        fetch_one({"id": "b", "source": "nope.npy", "source_kind": "npy"}, tmp_path / "d", base_dir=tmp_path,
-                  in_place=True)
+        fetch_one(
+            {"id": "b", "source": "nope.npy", "source_kind": "npy"}, tmp_path / "d", base_dir=tmp_path, in_place=True
+        )
     with pytest.raises(FetchError, match="holds npy data but source_kind says nrrd"):
-        fetch_one({"id": "c", "source": "v.npy", "source_kind": "nrrd"}, tmp_path / "d", base_dir=tmp_path,
-                  in_place=True)
+        fetch_one(
+            {"id": "c", "source": "v.npy", "source_kind": "nrrd"}, tmp_path / "d", base_dir=tmp_path, in_place=True
+        )
     with pytest.raises(FetchError, match="is a folder but source_kind movie needs a file"):
-        fetch_one({"id": "e", "source": "slices", "source_kind": "movie"}, tmp_path / "d", base_dir=tmp_path,
-                  in_place=True)
+        fetch_one(
+            {"id": "e", "source": "slices", "source_kind": "movie"}, tmp_path / "d", base_dir=tmp_path, in_place=True
+        )
     for k in range(3):
-        import cv2
-
         cv2.imwrite(str(tmp_path / "slices" / f"{k:02d}.png"), np.full((4, 4), 40 * k, np.uint8))
-    folder = fetch_one({"id": "f", "source": "slices", "source_kind": "image_folder"}, tmp_path / "d",
-                       base_dir=tmp_path, in_place=True)
-    copied = fetch_one({"id": "f", "source": "slices", "source_kind": "image_folder"}, tmp_path / "d",
-                       base_dir=tmp_path)
+    folder = fetch_one(
+        {"id": "f", "source": "slices", "source_kind": "image_folder"}, tmp_path / "d", base_dir=tmp_path, in_place=True
+    )
+    copied = fetch_one(
+        {"id": "f", "source": "slices", "source_kind": "image_folder"}, tmp_path / "d", base_dir=tmp_path
+    )
     assert folder.sha256 == copied.sha256 == tree_sha256(tmp_path / "slices")  # the same checksum either way
     assert not (tmp_path / "d/a").exists() or not any((tmp_path / "d/a").iterdir())
 
 
 def _data_names(form: str) -> list[str]:
-    return {"single": ["v.raw"], "pattern": [f"s{k:02d}.raw" for k in range(4)],
-            "list": [f"data/{k}.raw" for k in range(4)]}[form]
+    return {
+        "single": ["v.raw"],
+        "pattern": [f"s{k:02d}.raw" for k in range(4)],
+        "list": [f"data/{k}.raw" for k in range(4)],
+    }[form]
 
 
 @pytest.mark.parametrize("form", ["single", "pattern", "list"])
 def test_remote_detached_nrrd_fetches_its_data_files(srv, tmp_path, form):
-    import numpy as np
-
-    from tomodata.fetch import source_sha256
-    from tomodata.io import read_volume
-
     header = _detached(tmp_path / "src", form)
     digest = source_sha256(header)
     srv.files["vol/v.nhdr"] = header.read_bytes()
@@ -560,20 +569,21 @@ def test_remote_detached_nrrd_fetches_its_data_files(srv, tmp_path, form):
 
 
 def test_detached_nrrd_from_the_mirror_comes_with_its_data_files(srv, tmp_path):
-    from tomodata.fetch import source_sha256
-
     header = _detached(tmp_path / "mirror" / "mx", "list")
     digest = source_sha256(header)
-    res = fetch_one(spec(f"{srv.url}/files/v.nhdr", ident="mx", kind="nrrd", sha=digest), tmp_path / "d",
-                    mirror=tmp_path / "mirror", **FAST)
+    res = fetch_one(
+        spec(f"{srv.url}/files/v.nhdr", ident="mx", kind="nrrd", sha=digest),
+        tmp_path / "d",
+        mirror=tmp_path / "mirror",
+        **FAST,
+    )
     assert res.from_mirror and res.sha256 == digest and srv.log == []
     assert sorted(p.relative_to(tmp_path / "d/mx").as_posix() for p in (tmp_path / "d/mx").rglob("*.raw")) == [
-        f"data/{k}.raw" for k in range(4)]
+        f"data/{k}.raw" for k in range(4)
+    ]
 
 
 def test_detached_nrrd_with_absolute_data_file_is_fetched_in_place_only(tmp_path):
-    from tomodata.fetch import source_sha256
-
     raw = tmp_path / "elsewhere" / "v.raw"
     raw.parent.mkdir()
     raw.write_bytes(bytes(range(24)))
@@ -588,15 +598,14 @@ def test_detached_nrrd_with_absolute_data_file_is_fetched_in_place_only(tmp_path
 
 
 def test_in_place_paths_alternatives_and_checksums(srv, tmp_path):
-    import numpy as np
-
     np.save(tmp_path / "v.npy", np.zeros((3, 3, 3), np.uint8))
     (tmp_path / "link").mkdir()
     (tmp_path / "link" / "v.npy").symlink_to(tmp_path / "v.npy")
     digest = file_sha256(tmp_path / "v.npy")
     dest = tmp_path / "d"
-    via_link = fetch_one(spec("link/v.npy", ident="a", kind="npy", sha=digest), dest, base_dir=tmp_path,
-                         in_place=True, **FAST)
+    via_link = fetch_one(
+        spec("link/v.npy", ident="a", kind="npy", sha=digest), dest, base_dir=tmp_path, in_place=True, **FAST
+    )
     assert via_link.path == tmp_path / "link" / "v.npy" and via_link.path.is_symlink()  # not resolved
     assert via_link.in_place and via_link.sha256 == digest and via_link.bytes == (tmp_path / "v.npy").stat().st_size
     assert not (dest / "a").exists()  # nothing copied, no folder made
@@ -607,12 +616,18 @@ def test_in_place_paths_alternatives_and_checksums(srv, tmp_path):
         fetch_one(spec("v.npy", ident="c", kind="npy", sha="3" * 64), dest, base_dir=tmp_path, in_place=True, **FAST)
     assert "'c'" in str(ei.value) and digest in str(ei.value)
     # the first existing local alternative is used; a missing one is skipped
-    first = fetch_one(spec(f"gone.npy | v.npy | {srv.url}/files/skull.mp4", ident="e", kind="npy"), dest,
-                      base_dir=tmp_path, in_place=True, **FAST)
+    first = fetch_one(
+        spec(f"gone.npy | v.npy | {srv.url}/files/skull.mp4", ident="e", kind="npy"),
+        dest,
+        base_dir=tmp_path,
+        in_place=True,
+        **FAST,
+    )
     assert first.in_place and first.path == tmp_path / "v.npy" and srv.log == []
     # a remote source is fetched (copied) as usual, also when the local alternatives are missing
-    remote = fetch_one(spec(f"gone.mp4 | {srv.url}/files/skull.mp4", ident="f"), dest, base_dir=tmp_path,
-                       in_place=True, **FAST)
+    remote = fetch_one(
+        spec(f"gone.mp4 | {srv.url}/files/skull.mp4", ident="f"), dest, base_dir=tmp_path, in_place=True, **FAST
+    )
     assert not remote.in_place and remote.path == dest / "f" / "skull.mp4" and remote.sha256 == SHA
     # only local sources, none there: the error names id, path and what to do
     with pytest.raises(SourcesExhausted) as ei:
@@ -639,8 +654,6 @@ def test_in_place_dicom_folder_and_archive(tmp_path):
 
 
 def test_rerun_reuses_local_copies_without_copying(tmp_path):
-    from tomodata.fetch import source_sha256
-
     (tmp_path / "f.nrrd").write_bytes(BODY)
     folder = tmp_path / "slices"
     folder.mkdir()
@@ -651,24 +664,22 @@ def test_rerun_reuses_local_copies_without_copying(tmp_path):
     stamps = {p: p.stat().st_ino for p in (tmp_path / "d").rglob("*")}
     for with_sha in (False, True):
         for i, src, k in sources:
-            r = fetch_one(spec(src, ident=i, kind=k, sha=first[i].sha256 if with_sha else ""), tmp_path / "d",
-                          base_dir=tmp_path)
+            r = fetch_one(
+                spec(src, ident=i, kind=k, sha=first[i].sha256 if with_sha else ""), tmp_path / "d", base_dir=tmp_path
+            )
             assert r.reused and r.path == first[i].path and r.sha256 == first[i].sha256
     assert {p: p.stat().st_ino for p in (tmp_path / "d").rglob("*")} == stamps  # nothing copied again
     assert first["h"].sha256 == source_sha256(header)
 
 
 def test_cli_fetch_in_place_record_is_read_by_cube(tmp_path, capsys):
-    import numpy as np
-
-    from model.cli import main
-    from tomodata.cli import _fetched_path
-
     np.save(tmp_path / "v.npy", np.zeros((3, 3, 3), np.uint8))
     header = _detached(tmp_path / "h", "list")
     m = tmp_path / "m.tsv"
-    rows = [["a", "A a", "v.npy", "npy", "1,1,1", "", "train", "test", "", ""],
-            ["b", "B b", "h/v.nhdr", "nrrd", "", "", "val", "test", "", ""]]
+    rows = [
+        ["a", "A a", "v.npy", "npy", "1,1,1", "", "train", "test", "", ""],
+        ["b", "B b", "h/v.nhdr", "nrrd", "", "", "val", "test", "", ""],
+    ]
     m.write_text("\t".join(COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
     assert main(["fetch", str(m), "-d", str(tmp_path / "d"), "--in-place"]) == 0
     record = tmp_path / "rec.tsv"
@@ -677,8 +688,6 @@ def test_cli_fetch_in_place_record_is_read_by_cube(tmp_path, capsys):
     assert [ln[:2] for ln in lines] == [["a", "in-place"], ["b", "in-place"]]
     assert _fetched_path(str(record), "a") == str(tmp_path / "v.npy")
     assert _fetched_path(str(record), "b") == str(header)
-    from tomodata.fetch import source_sha256
-
     assert _fetched_path(str(record), "b", field=2) == source_sha256(header)
     assert main(["fetch", str(m), "-d", str(tmp_path / "d")]) == 0  # copied: the same checksums
     copied = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]

@@ -7,14 +7,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from PIL import Image
 
+from model import applications as A
 from model import figures as F
+from model.evaluate import SPECIES_COLUMNS, SUMMARY_COLUMNS, TESTS_COLUMNS, depth_resample, dssim, statistics_tables
 
 METHODS = ("ours", "ours_nofusion", "nn", "oracle", "mean")
 CLASSES = ("top", "front", "side", "other")
-MEANS = {"l2": {"ours": 0.051, "ours_nofusion": 0.053, "nn": 0.067, "oracle": 0.060, "mean": 0.075},
-         "dssim": {"ours": 0.097, "ours_nofusion": 0.104, "nn": 0.109, "oracle": 0.110, "mean": 0.14},
-         "mse": {"ours": 0.004, "ours_nofusion": 0.0042, "nn": 0.006, "oracle": 0.005, "mean": 0.0065}}
+MEANS = {
+    "l2": {"ours": 0.051, "ours_nofusion": 0.053, "nn": 0.067, "oracle": 0.060, "mean": 0.075},
+    "dssim": {"ours": 0.097, "ours_nofusion": 0.104, "nn": 0.109, "oracle": 0.110, "mean": 0.14},
+    "mse": {"ours": 0.004, "ours_nofusion": 0.0042, "nn": 0.006, "oracle": 0.005, "mean": 0.0065},
+}
 
 
 def _ci(v: np.ndarray) -> tuple[float, float, float]:
@@ -27,8 +33,6 @@ def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0) 
     """Synthetic metrics.csv (``n_species`` x ``n_views`` x 2 samples, a species effect, mirrors close
     to their view) and the summary/tests/species tables from it as model.evaluate writes them
     (:func:`model.evaluate.statistics_tables`), plus view_classes/slice_counts CSVs, in ``d``."""
-    from model.evaluate import SPECIES_COLUMNS, SUMMARY_COLUMNS, TESTS_COLUMNS, statistics_tables
-
     rng = np.random.default_rng(seed)
     d.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -38,18 +42,32 @@ def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0) 
     for m in METHODS:
         for s in range(n):
             sp, smp = divmod(s, 2 * n_views)
-            r = dict(method=m, species="sp%02d" % sp, sample=smp, view=smp // 2, mirrored=bool(smp % 2),
-                     view_class=CLASSES[s % 4])
+            r = dict(
+                method=m,
+                species=f"sp{sp:02d}",
+                sample=smp,
+                view=smp // 2,
+                mirrored=bool(smp % 2),
+                view_class=CLASSES[s % 4],
+            )
             for met, means in MEANS.items():
-                r[met] = max(1e-4, means[m] * (1 + 0.12 * sp_effect[sp] + 0.08 * view_effect[s // 2]
-                                               + 0.03 * rng.normal()))
+                r[met] = max(
+                    1e-4, means[m] * (1 + 0.12 * sp_effect[sp] + 0.08 * view_effect[s // 2] + 0.03 * rng.normal())
+                )
             rows.append(r)
     metrics = pd.DataFrame(rows)
     metrics.to_csv(d / "metrics.csv", index=False)
     per = {m: {met: metrics.loc[metrics.method == m, met].to_numpy() for met in MEANS} for m in METHODS}
     first = metrics[metrics.method == METHODS[0]]
-    st = statistics_tables(per, first["species"].tolist(), first["sample"].to_numpy(), n_views, methods=METHODS,
-                           metrics=tuple(MEANS), n_boot=2000)
+    st = statistics_tables(
+        per,
+        first["species"].tolist(),
+        first["sample"].to_numpy(),
+        n_views,
+        methods=METHODS,
+        metrics=tuple(MEANS),
+        n_boot=2000,
+    )
     pd.DataFrame(st["summary"], columns=SUMMARY_COLUMNS).to_csv(d / "summary.csv", index=False)
     pd.DataFrame(st["tests"], columns=TESTS_COLUMNS).to_csv(d / "tests.csv", index=False)
     pd.DataFrame(st["species"], columns=SPECIES_COLUMNS).to_csv(d / "species.csv", index=False)
@@ -64,9 +82,8 @@ def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0) 
     sl = []
     for m in ("ours", "oracle"):
         for k, s in enumerate((8, 16, 32, 64, 128)):
-            mean = (0.2 / 2 ** k if s < 128 else 0.0) * (1.2 if m == "oracle" else 1.0)
-            sl.append(dict(method=m, slices=s, dssim=mean,
-                           ci_low=mean * 0.9, ci_high=mean * 1.1, n=20))
+            mean = (0.2 / 2**k if s < 128 else 0.0) * (1.2 if m == "oracle" else 1.0)
+            sl.append(dict(method=m, slices=s, dssim=mean, ci_low=mean * 0.9, ci_high=mean * 1.1, n=20))
     pd.DataFrame(sl).to_csv(d / "slice_counts.csv", index=False)
     return d
 
@@ -83,8 +100,6 @@ def _low_dpi(monkeypatch):
 
 
 def _check_png(p: Path, min_w: int, min_h: int) -> tuple[int, int]:
-    from PIL import Image
-
     assert p.is_file() and p.stat().st_size > 3000
     with Image.open(p) as im:
         assert im.format == "PNG"
@@ -110,8 +125,9 @@ def test_fig_fusion_with_example(eval_dir, tmp_path):
     fused = rng.uniform(0, 0.2, (16, 24, 24)).astype(np.float32)
     nof = rng.uniform(0, 0.2, (16, 24, 24)).astype(np.float32)
     xray = -np.expm1(-10 * fused.mean(0))
-    _check_png(F.fig_fusion(eval_dir, tmp_path / "f2.png", example=dict(xray=xray, fused=fused, nofusion=nof)),
-               700, 450)
+    _check_png(
+        F.fig_fusion(eval_dir, tmp_path / "f2.png", example=dict(xray=xray, fused=fused, nofusion=nof)), 700, 450
+    )
     with pytest.raises(ValueError, match="nofusion"):
         F.fig_fusion(eval_dir, tmp_path / "f3.png", example=dict(xray=xray, fused=fused))
 
@@ -128,8 +144,10 @@ def _qual_rows():
     ours = _blob(24, (0.1, 0.0, 0.1), (0.55, 0.4, 0.35))
     nn = _blob(24, (-0.1, 0.1, 0.0), (0.5, 0.5, 0.5))
     xray = -np.expm1(-10 * truth.mean(0))
-    return [dict(xray=xray, ours=ours, truth=truth, nn=nn, oracle=truth * 0.9, title="species A"),
-            dict(xray=xray[:, ::-1], ours=ours[:, :, ::-1], truth=truth[:, :, ::-1], title="species B")]
+    return [
+        dict(xray=xray, ours=ours, truth=truth, nn=nn, oracle=truth * 0.9, title="species A"),
+        dict(xray=xray[:, ::-1], ours=ours[:, :, ::-1], truth=truth[:, :, ::-1], title="species B"),
+    ]
 
 
 def test_fig_view_classes_nan_ci(eval_dir, tmp_path):
@@ -162,11 +180,6 @@ def test_fig_qualitative_bad_rows(tmp_path):
 
 
 def test_slice_view_renders():
-    import torch
-
-    from model import applications as A
-    from model.evaluate import depth_resample, dssim
-
     v = _qual_rows()[0]["truth"]  # 24 slices
     cells = F.slice_view_renders(v, [2, 12], [0.0, 60.0], backend="cpu")
     assert sorted(cells) == [2, 12, 24]
@@ -177,8 +190,9 @@ def test_slice_view_renders():
     assert (cells[24][1] == 0).all()
     for c in (2, 12):
         imgs, d = cells[c]
-        ref = A.novel_views(depth_resample(torch.from_numpy(v)[None], c)[0].numpy(), [0.0, 60.0], mode="surface",
-                            backend="cpu", **grid)
+        ref = A.novel_views(
+            depth_resample(torch.from_numpy(v)[None], c)[0].numpy(), [0.0, 60.0], mode="surface", backend="cpu", **grid
+        )
         np.testing.assert_allclose(imgs, ref)
         np.testing.assert_allclose(d, [dssim(ref[a], full[a]) for a in range(2)])
     # fewer slices: a larger difference from the full depth, seen from the side
@@ -201,8 +215,11 @@ def test_fig_slice_views(tmp_path, monkeypatch):
     w, h = _check_png(p, 250, 300)  # 4, 8 and the full 24 slices; truth and ours, two views each
     assert calls == [((24, 24, 24), [4, 8], [0.0, 60.0])] * 2  # truth and ours; 64 >= D is left out
     # only truth: half the rows
-    w2, h2 = _check_png(F.fig_slice_views([dict(xray=rows[0]["xray"], truth=rows[0]["truth"])], tmp_path / "t.png",
-                                          backend="cpu"), 250, 150)
+    w2, h2 = _check_png(
+        F.fig_slice_views([dict(xray=rows[0]["xray"], truth=rows[0]["truth"])], tmp_path / "t.png", backend="cpu"),
+        250,
+        150,
+    )
     assert h2 < h
     with pytest.raises(ValueError, match="no row has"):
         F.fig_slice_views([dict(xray=rows[0]["xray"])], tmp_path / "x.png")
@@ -216,8 +233,14 @@ def test_write_all_figures(eval_dir, tmp_path):
     paths = F.write_all_figures(eval_dir, tmp_path / "figs", qualitative_rows=_qual_rows()[:1], backend="cpu")
     assert all(p.parent == tmp_path / "figs" for p in paths)
     names = sorted(p.name for p in paths)
-    assert names == ["fig17_qualitative.png", "fig6_methods.png", "fig7_slice_views.png", "fig8a_slice_counts.png",
-                     "fig8b_view_classes.png", "fig9_fusion.png"]
+    assert names == [
+        "fig17_qualitative.png",
+        "fig6_methods.png",
+        "fig7_slice_views.png",
+        "fig8a_slice_counts.png",
+        "fig8b_view_classes.png",
+        "fig9_fusion.png",
+    ]
     for p in paths:
         _check_png(p, 400, 150)
     # fig6 without tests.csv still works, without the p-value brackets: a different image
@@ -287,14 +310,16 @@ def test_missing_rows_and_folder_raise(eval_dir, tmp_path):
 def test_fig_methods_shows_both_levels_and_species_level_p_values(eval_dir, tmp_path, monkeypatch):
     texts = []
     real = F._bracket
-    monkeypatch.setattr(F, "_bracket", lambda ax, x0, x1, y, h, text: texts.append(text) or real(ax, x0, x1, y, h, text))
+    monkeypatch.setattr(
+        F, "_bracket", lambda ax, x0, x1, y, h, text: texts.append(text) or real(ax, x0, x1, y, h, text)
+    )
     _check_png(F.fig_methods(eval_dir, tmp_path / "m.png"), 800, 600)
     tests = pd.read_csv(eval_dir / "tests.csv")
     baselines = [m for m in METHODS if m != "ours"]
     assert len(texts) == 2 * 2 * len(baselines)  # 2 metrics x (species, sample) x baselines
     for metric_i, metric in enumerate(("l2", "dssim")):
-        block = texts[metric_i * 2 * len(baselines):(metric_i + 1) * 2 * len(baselines)]
-        species, sample = block[:len(baselines)], block[len(baselines):]
+        block = texts[metric_i * 2 * len(baselines) : (metric_i + 1) * 2 * len(baselines)]
+        species, sample = block[: len(baselines)], block[len(baselines) :]
         for b, sp_text, s_text in zip(baselines, species, sample):
             rows = tests[(tests.metric == metric) & (tests.method_a == "ours") & (tests.method_b == b)]
             t = rows[(rows.level == "species") & (rows.test == "t")].iloc[0]

@@ -19,8 +19,7 @@ from model.fusion import (
     upsample_lateral,
 )
 
-SETTINGS = settings(max_examples=60, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _random_coarse(rng, shape, *, sparsity=0.3, lo=-0.05, hi=1.05):
@@ -74,8 +73,7 @@ def test_rerenders_to_the_input_xray(p):
     want = np.minimum(xray.astype(np.float64), opacity_max(p["chi"]))
     np.testing.assert_allclose(render_view(f, chi=p["chi"]), want, rtol=0, atol=1e-4)
     # the column sums hit the budget T of the derivation
-    np.testing.assert_allclose(f.astype(np.float64).sum(0), _budget(xray, p["D"], p["chi"]),
-                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(f.astype(np.float64).sum(0), _budget(xray, p["D"], p["chi"]), rtol=1e-5, atol=1e-4)
 
 
 def test_rerenders_with_different_resolutions_default_parameters():
@@ -124,14 +122,16 @@ def test_prediction_is_clamped_to_unit_range_first():
 # step 1: upsampling
 
 
-@pytest.mark.parametrize("hw,HW", [((8, 8), (24, 20)), ((5, 7), (5, 7)), ((9, 6), (4, 3)),
-                                   ((1, 1), (3, 5)), ((3, 4), (17, 1))])
+@pytest.mark.parametrize(
+    "hw,HW", [((8, 8), (24, 20)), ((5, 7), (5, 7)), ((9, 6), (4, 3)), ((1, 1), (3, 5)), ((3, 4), (17, 1))]
+)
 def test_upsampling_is_bilinear_align_corners_false(hw, HW):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     coarse = rng.random((6, *hw)).astype(np.float32)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(coarse)[None], size=HW, mode="bilinear",
-                                          align_corners=False)[0].numpy()
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(coarse)[None], size=HW, mode="bilinear", align_corners=False
+    )[0].numpy()
     np.testing.assert_allclose(upsample_lateral(coarse, HW), ref, atol=1e-6)
 
 
@@ -281,7 +281,7 @@ def test_beta2_keeps_empty_voxels_empty_and_prefers_dense_ones(seed, factor):
     for i in range(6):
         for j in range(6):
             k = depth[i, j]
-            coarse[k - 3:k + 4, i, j] = [0.05, 0.1, 0.3, 0.6, 0.3, 0.1, 0.05]  # a blob per column
+            coarse[k - 3 : k + 4, i, j] = [0.05, 0.1, 0.3, 0.6, 0.3, 0.1, 0.05]  # a blob per column
     xray = render_view(coarse * factor)
     f2 = fuse(coarse, xray, beta=2.0).astype(np.float64)
     f1 = fuse(coarse, xray, beta=1.0).astype(np.float64)

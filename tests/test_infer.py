@@ -8,14 +8,23 @@ import warnings
 from pathlib import Path
 
 import cv2
+import nibabel as nib
+import nrrd
 import numpy as np
 import pytest
+import tifffile
 import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from torch import nn
 
+import model.infer as infer
+from model.cli import main
 from model.fusion import render_view, upsample_lateral
 from model.infer import (
     PREVIEWS as INFER_PREVIEWS,
+)
+from model.infer import (
     bench_infer,
     detect_polarity,
     fold_batchnorm,
@@ -54,8 +63,16 @@ def _save(path: Path, net: NetworkConfig, *, data=None, seed: int = 0, model=Non
     _randomise_bn(model, seed)
     opt = torch.optim.Adam(model.parameters())
     sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    return save_checkpoint(path, model=model, optimizer=opt, scheduler=sch, step=2, net=net, cfg=TrainConfig(),
-                           data={"chi": 10.0} if data is None else data)
+    return save_checkpoint(
+        path,
+        model=model,
+        optimizer=opt,
+        scheduler=sch,
+        step=2,
+        net=net,
+        cfg=TrainConfig(),
+        data={"chi": 10.0} if data is None else data,
+    )
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -97,24 +114,26 @@ def _read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """(D, H, W) array and (z, y, x) spacing read back with pynrrd / nibabel."""
     name = path.name
     if name.endswith(".nrrd"):
-        import nrrd
-
         data, header = nrrd.read(str(path), index_order="C")
         sd = np.asarray(header["space directions"], float)
         return data, (sd[2, 2], sd[1, 1], sd[0, 0])
-    import nibabel as nib
-
     img = nib.load(str(path))
     data = np.asarray(img.dataobj).transpose(2, 1, 0)
     zx, zy, zz = img.header.get_zooms()
     return data, (float(zz), float(zy), float(zx))
 
 
-def _write_dicom(path: Path, stored: np.ndarray, *, photometric="MONOCHROME2", bits=12, spacing=None,
-                 key="ImagerPixelSpacing", slope=None, intercept=None) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
+def _write_dicom(
+    path: Path,
+    stored: np.ndarray,
+    *,
+    photometric="MONOCHROME2",
+    bits=12,
+    spacing=None,
+    key="ImagerPixelSpacing",
+    slope=None,
+    intercept=None,
+) -> Path:
     sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -159,7 +178,9 @@ def test_real_radiographs_end_to_end(shared_data, ckpt, tmp_path, name, suffix):
     with pytest.raises(ValueError, match="pass --polarity keep"):
         infer_file(src, ckpt, tmp_path / "auto" / f"vol{suffix}")
     assert not (tmp_path / "auto").exists() or not any((tmp_path / "auto").iterdir())
-    rec = infer_file(src, ckpt, out, polarity="keep", square="crop")  # the film as it is: the field rule has its own tests
+    rec = infer_file(
+        src, ckpt, out, polarity="keep", square="crop"
+    )  # the film as it is: the field rule has its own tests
     stem = "vol"
     # the volume: shape (D, H, W) = (16, 512, 512); lateral spacing 1 (unknown), depth = 512 / 16
     vol, spacing = _read_volume(out)
@@ -258,20 +279,21 @@ def test_dicom_monochrome1_is_inverted_and_spacing_is_read(tmp_path, ckpt):
     np.testing.assert_allclose(img2, stored / 4095.0, atol=1e-12)
     assert info2["pixel_spacing_mm"] == [0.25, 0.25] and "ImagerPixelSpacing" in info2["pixel_spacing_source"]
     # MONOCHROME1: stored = 4095 − displayed; read_xray inverts it back
-    path = _write_dicom(tmp_path / "noext", 4095 - stored, photometric="MONOCHROME1", spacing=(0.5, 0.5),
-                        key="PixelSpacing")
+    path = _write_dicom(
+        tmp_path / "noext", 4095 - stored, photometric="MONOCHROME1", spacing=(0.5, 0.5), key="PixelSpacing"
+    )
     img1, info1 = read_xray(path)
     assert info1["format"] == "DICOM" and info1["photometric"] == "MONOCHROME1" and "monochrome1" in info1
     np.testing.assert_allclose(img1, stored / 4095.0, atol=1e-12)
     # the volume carries the pixel spacing: lateral 0.5 mm, depth 64 * 0.5 / 16 = 2 mm
     out = tmp_path / "o" / "v.nrrd"
-    rec = infer_file(path, ckpt, out, previews=False, square="crop")  # the film as it is: the field rule has its own tests
+    rec = infer_file(
+        path, ckpt, out, previews=False, square="crop"
+    )  # the film as it is: the field rule has its own tests
     assert rec["polarity"]["inverted"] is False
     vol, spacing = _read_volume(out)
     assert vol.shape == (16, 64, 64) and spacing == pytest.approx((2.0, 0.5, 0.5))
     assert rec["output"]["spacing_unit"] == "mm"
-    import nrrd
-
     assert nrrd.read_header(str(out))["space units"] == ["mm", "mm", "mm"]
     # rescale slope/intercept are applied before the bits range
     img3, _ = read_xray(_write_dicom(tmp_path / "r.dcm", stored, slope=2, intercept=-100))
@@ -285,8 +307,6 @@ def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt):
     (bad / "page.png").write_text("<!DOCTYPE html><html><body>404 not found</body></html>")
     (bad / "empty.png").write_bytes(b"")
     _png(bad / "constant.png", np.full((32, 32), 77, np.uint8))
-    import tifffile
-
     f = _phantom(32, 32).astype(np.float32)
     f[3, 4] = np.nan
     tifffile.imwrite(bad / "nan.tif", f)
@@ -315,8 +335,15 @@ def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt):
             infer_file(src, ck, out)
         assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir()), (src, ck)
     assert _files(bad) == before
-    for kw in ({"polarity": "up"}, {"square": "stretch"}, {"gamma": 0}, {"gamma": float("nan")},
-               {"beta": -1}, {"chi": 0}, {"max_size": 2}):
+    for kw in (
+        {"polarity": "up"},
+        {"square": "stretch"},
+        {"gamma": 0},
+        {"gamma": float("nan")},
+        {"beta": -1},
+        {"chi": 0},
+        {"max_size": 2},
+    ):
         with pytest.raises(ValueError):
             infer_file(good, ckpt, tmp_path / "out" / "v.nrrd", **kw)
     with pytest.raises(ValueError, match="suffix"):
@@ -325,8 +352,6 @@ def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt):
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, ckpt, monkeypatch):
-    import model.infer as infer
-
     good = _png(tmp_path / "good.png", _u8(_phantom(32, 32)))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("unrelated")
@@ -409,7 +434,9 @@ def test_no_fusion_upsamples_the_prediction_and_max_size_caps(tmp_path, ckpt):
     x = _u8(_phantom(96, 96))
     src = _png(tmp_path / "a.png", x)
     out = tmp_path / "nf" / "v.nrrd"
-    rec = infer_file(src, ckpt, out, fusion=False, previews=False, square="crop")  # the film as it is: the field rule has its own tests
+    rec = infer_file(
+        src, ckpt, out, fusion=False, previews=False, square="crop"
+    )  # the film as it is: the field rule has its own tests
     assert rec["fusion"]["enabled"] is False
     vol, _ = _read_volume(out)
     model, _, _ = load_model(ckpt)
@@ -482,8 +509,6 @@ def _tree(folder: Path) -> list[str]:
 @pytest.fixture
 def loads(monkeypatch):
     """Counts the checkpoint loads of model.infer (its network cache emptied first)."""
-    import model.infer as infer
-
     calls = []
 
     def counted(*args, **kw):
@@ -498,9 +523,6 @@ def loads(monkeypatch):
 def test_several_radiographs_equal_single_calls(tmp_path, ckpt, capsys, loads):
     """A file, a quoted glob (natural order) and a duplicate in one call: the network built once, one
     progress line each, and each volume equal bit for bit to the single call's (the same bytes)."""
-    import model.infer as infer
-    from model.cli import main
-
     src = _films(tmp_path / "films")
     common = ["--checkpoint", str(ckpt), *_MANY]
     assert main(["infer", str(src / "film2.png"), str(src / "film*.png"), *common, "-o", str(tmp_path / "many")]) == 0
@@ -510,8 +532,20 @@ def test_several_radiographs_equal_single_calls(tmp_path, ckpt, capsys, loads):
     assert all(ln.endswith(" s") for ln in progress)
     for name in ("film1", "film2", "film10"):
         infer._MODELS.clear()  # a single call of its own, network loaded afresh
-        assert main(["infer", str(src / f"{name}.png"), "--checkpoint", str(ckpt), *_MANY,
-                     "-o", str(tmp_path / "one" / f"{name}.nrrd")]) == 0
+        assert (
+            main(
+                [
+                    "infer",
+                    str(src / f"{name}.png"),
+                    "--checkpoint",
+                    str(ckpt),
+                    *_MANY,
+                    "-o",
+                    str(tmp_path / "one" / f"{name}.nrrd"),
+                ]
+            )
+            == 0
+        )
         many = tmp_path / "many" / name / f"{name}.nrrd"
         assert many.read_bytes() == (tmp_path / "one" / f"{name}.nrrd").read_bytes()
         assert (many.parent / f"{name}.json").is_file()
@@ -519,16 +553,32 @@ def test_several_radiographs_equal_single_calls(tmp_path, ckpt, capsys, loads):
     assert "[1/" not in capsys.readouterr().err  # a single call: as before, no progress line
     # --format, and a name with dots (a DICOM UID) keeps all but its last suffix
     _png(src / "1.2.840.5.png", _u8(_phantom(40, 40, seed=5)))
-    assert main(["infer", str(src / "1.2.840.*"), str(src / "film1.png"), *common, "--format", "nii.gz",
-                 "-o", str(tmp_path / "nii")]) == 0
-    assert _tree(tmp_path / "nii") == ["1.2.840.5", "1.2.840.5/1.2.840.5.json", "1.2.840.5/1.2.840.5.nii.gz",
-                                                "film1", "film1/film1.json", "film1/film1.nii.gz"]
+    assert (
+        main(
+            [
+                "infer",
+                str(src / "1.2.840.*"),
+                str(src / "film1.png"),
+                *common,
+                "--format",
+                "nii.gz",
+                "-o",
+                str(tmp_path / "nii"),
+            ]
+        )
+        == 0
+    )
+    assert _tree(tmp_path / "nii") == [
+        "1.2.840.5",
+        "1.2.840.5/1.2.840.5.json",
+        "1.2.840.5/1.2.840.5.nii.gz",
+        "film1",
+        "film1/film1.json",
+        "film1/film1.nii.gz",
+    ]
 
 
 def test_several_radiographs_bad_inputs_refused_before_any_work(tmp_path, ckpt, capsys, monkeypatch):
-    import model.infer as infer
-    from model.cli import main
-
     def no_load(*a, **k):
         raise AssertionError("the network was loaded")
 
@@ -539,12 +589,24 @@ def test_several_radiographs_bad_inputs_refused_before_any_work(tmp_path, ckpt, 
     (src / "notes.png").write_text("not an image\n")
     (src / "sub.png").mkdir()
     common = ["--checkpoint", str(ckpt), *_MANY, "-o", str(tmp_path / "out")]
-    args = [str(src / "film*.png"), str(src / "nope.png"), str(src / "scan_*.dcm"), str(src / "empty.png"),
-            str(src / "notes.png"), str(src / "sub.png")]
+    args = [
+        str(src / "film*.png"),
+        str(src / "nope.png"),
+        str(src / "scan_*.dcm"),
+        str(src / "empty.png"),
+        str(src / "notes.png"),
+        str(src / "sub.png"),
+    ]
     assert main(["infer", *args, *common]) == 2
     err = capsys.readouterr().err
-    for want in ("nope.png: no such file", "scan_*.dcm: no file matches", "empty.png: empty",
-                 "notes.png: not an image", "sub.png: not a file", "--keep-going"):
+    for want in (
+        "nope.png: no such file",
+        "scan_*.dcm: no file matches",
+        "empty.png: empty",
+        "notes.png: not an image",
+        "sub.png: not a file",
+        "--keep-going",
+    ):
         assert want in err, want
     assert "[1/" not in err and not (tmp_path / "out").exists()
     # the same stem from two folders (or differing in case or suffix only): listed, nothing run
@@ -562,16 +624,12 @@ def test_several_radiographs_bad_inputs_refused_before_any_work(tmp_path, ckpt, 
 
 def test_single_radiograph_with_glob_characters_in_its_name(tmp_path, ckpt):
     """One file named like a glob is that file, written to -o as always (not a folder)."""
-    from model.cli import main
-
     src = _png(tmp_path / "scan[1].png", _u8(_phantom(48, 40)))
     assert main(["infer", str(src), "--checkpoint", str(ckpt), *_MANY, "-o", str(tmp_path / "v.nrrd")]) == 0
     assert (tmp_path / "v.nrrd").is_file() and (tmp_path / "v.json").is_file()
 
 
 def test_several_radiographs_keep_going(tmp_path, ckpt, capsys, loads):
-    from model.cli import main
-
     src = _films(tmp_path / "films", ("film1", "film2", "film3"))
     _png(src / "film2.png", np.full((40, 40), 77, np.uint8))  # decodes, then refused: a constant image
     common = ["--checkpoint", str(ckpt), *_MANY]
@@ -581,15 +639,23 @@ def test_several_radiographs_keep_going(tmp_path, ckpt, capsys, loads):
     assert "[2/3] film2.png: FAILED" in err and "constant" in err and "[3/3]" not in err
     assert _tree(tmp_path / "stop") == ["film1", "film1/film1.json", "film1/film1.nrrd"]
     # with it: the others run, the unusable file is skipped up front, exit 1 with the list
-    assert main(["infer", str(src / "*.png"), str(src / "gone.png"), *common, "--keep-going",
-                 "-o", str(tmp_path / "go")]) == 1
+    assert (
+        main(["infer", str(src / "*.png"), str(src / "gone.png"), *common, "--keep-going", "-o", str(tmp_path / "go")])
+        == 1
+    )
     err = capsys.readouterr().err
     assert "skipped" in err and "gone.png: no such file" in err
     assert "[3/3] film3.png:" in err and "2 of 4 radiographs failed" in err
-    summary = err[err.index("2 of 4 radiographs failed"):]
+    summary = err[err.index("2 of 4 radiographs failed") :]
     assert "gone.png" in summary and "film2.png" in summary and "film1" not in summary
-    assert _tree(tmp_path / "go") == ["film1", "film1/film1.json", "film1/film1.nrrd",
-                                       "film3", "film3/film3.json", "film3/film3.nrrd"]
+    assert _tree(tmp_path / "go") == [
+        "film1",
+        "film1/film1.json",
+        "film1/film1.nrrd",
+        "film3",
+        "film3/film3.json",
+        "film3/film3.nrrd",
+    ]
     assert len(loads) == 1  # the network once for both calls (same checkpoint, same process)
 
 
@@ -606,8 +672,8 @@ def _clinical_film(h: int, w: int, cy: float, cx: float, shutter: int = 10) -> t
     head = ((yy - cy) / (0.22 * h)) ** 2 + ((xx - cx) / (0.2 * w)) ** 2 <= 1
     inner = ((yy - cy) / (0.18 * h)) ** 2 + ((xx - cx) / (0.16 * w)) ** 2 <= 1
     img = 0.40 + 0.25 * head + 0.25 * inner + rng.normal(0, 0.01, (h, w))
-    img[int(cy + 0.3 * h):int(cy + 0.3 * h) + 3, int(cx - 0.2 * w):int(cx + 0.2 * w)] = 0.95  # ruler
-    img[int(cy - 0.05 * h):int(cy + 0.05 * h), int(cx + 0.23 * w):int(cx + 0.23 * w) + 2] = 0.95  # positioner
+    img[int(cy + 0.3 * h) : int(cy + 0.3 * h) + 3, int(cx - 0.2 * w) : int(cx + 0.2 * w)] = 0.95  # ruler
+    img[int(cy - 0.05 * h) : int(cy + 0.05 * h), int(cx + 0.23 * w) : int(cx + 0.23 * w) + 2] = 0.95  # positioner
     img[:shutter] = img[:, :shutter] = 0.9  # collimator band, top and left
     return np.clip(img, 0, 1), head
 
@@ -629,7 +695,7 @@ def test_field_square_holds_the_anatomy_keeps_the_aspect_and_drops_the_shutters(
     # nothing stretched: every pixel of the square inside the field is the film's own pixel; the rest
     # (shutter bands, beyond the film) is the background value
     t, b, l, r = q["field_bands_tblr"]
-    y, x = np.mgrid[top:top + S, left:left + S]
+    y, x = np.mgrid[top : top + S, left : left + S]
     inside = (y >= t) & (y < h - b) & (x >= l) & (x < w - r)
     np.testing.assert_array_equal(sq[inside], film[y[inside], x[inside]])
     assert (sq[~inside] == rec["background"]["value"]).all() and (~inside).any()

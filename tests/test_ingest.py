@@ -1,5 +1,9 @@
 """Demo movies → fetch → cube: the ingest chain one specimen takes, and the slice-axis rule."""
 
+import warnings
+
+import cv2
+import nrrd
 import numpy as np
 import pytest
 
@@ -9,6 +13,8 @@ from tomodata.fetch import fetch_manifest
 from tomodata.ingest import cube_specimen, load_cube, read_specimen, save_cube
 from tomodata.io import read_volume
 from tomodata.manifest import load_manifest, parse_spacing
+from tomodata.phantoms import skull_volume, species_params
+from tomodata.resample import to_cube
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +34,6 @@ def test_demo_manifest_is_valid_and_movies_decode(demo):
 
 
 def test_fetch_then_cube_keeps_the_phantom(demo, tmp_path):
-    from tomodata.phantoms import skull_volume, species_params
-
     out, manifest = demo
     results = fetch_manifest(manifest, tmp_path / "fetched")
     r = results[0]
@@ -68,8 +72,6 @@ def test_slice_axis_reorients_array_and_spacing(tmp_path, axis, t):
     vol, sp = read_specimen(tmp_path / "s.npy", spacing=(1.0, 2.0, 3.0), slice_axis=axis)
     assert np.array_equal(vol, want) and sp == (1.0, 2.0, 3.0)
     # a file's own spacing (stack order) is reoriented with the array
-    import nrrd
-
     nrrd.write(str(tmp_path / "s.nrrd"), stack, {"spacings": [0.5, 0.6, 0.7]}, index_order="C")
     _, file_sp = read_volume(tmp_path / "s.nrrd")  # the stack's own (z, y, x) spacing
     vol, sp = read_specimen(tmp_path / "s.nrrd", slice_axis=axis)
@@ -86,8 +88,23 @@ def test_movie_without_spacing_is_refused(tmp_path):
 def test_cli_cube_from_manifest(demo, tmp_path, capsys):
     out, manifest = demo
     mov = out / "movies" / "procedural_01.mp4"
-    assert main(["cube", str(mov), "-o", str(tmp_path / "c.npz"), "--manifest", str(manifest),
-                 "--id", "procedural_01", "--size", "32"]) == 0
+    assert (
+        main(
+            [
+                "cube",
+                str(mov),
+                "-o",
+                str(tmp_path / "c.npz"),
+                "--manifest",
+                str(manifest),
+                "--id",
+                "procedural_01",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
     vol, meta = load_cube(tmp_path / "c.npz")
     assert vol.shape == (32, 32, 32) and meta["id"] == "procedural_01"
     with pytest.raises(SystemExit, match="not in"):
@@ -99,8 +116,24 @@ def test_cli_cube_from_manifest(demo, tmp_path, capsys):
 
 
 def test_cli_demo_movies_and_fetch(tmp_path, capsys):
-    assert main(["demo-movies", "-o", str(tmp_path / "d"), "--species", "2", "--held-out", "1",
-                 "--movie-size", "32", "--codec", "mjpg"]) == 0
+    assert (
+        main(
+            [
+                "demo-movies",
+                "-o",
+                str(tmp_path / "d"),
+                "--species",
+                "2",
+                "--held-out",
+                "1",
+                "--movie-size",
+                "32",
+                "--codec",
+                "mjpg",
+            ]
+        )
+        == 0
+    )
     m = tmp_path / "d" / "manifest.tsv"
     assert main(["fetch", str(m), "-d", str(tmp_path / "f"), "--record"]) == 0
     table = load_manifest(m)
@@ -117,10 +150,6 @@ def test_cli_demo_movies_and_fetch(tmp_path, capsys):
 def test_real_ct_through_a_slice_movie_keeps_proportions(shared_data, tmp_path, codec):
     """A real head CT (cthead-8bit, 2 × 1 × 1 mm) written as a slice movie, read back through the
     ingest path and resampled: same physical second moments (mm) and orientation as the original."""
-    import cv2
-
-    from tomodata.resample import to_cube
-
     files = sorted((shared_data / "real" / "cthead-8bit").glob("cthead-8bit*.bmp"))
     original = np.stack([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files])
     spacing = (2.0, 1.0, 1.0)
@@ -169,8 +198,6 @@ def test_real_heads_fill_the_ball(shared_data, name):
     """Issue #13: the smallest ball of the support (not the bounding box's centre) and the HU preset's
     background (hu-head: −500 HU) make every real head reach ≥ 0.9 of the ball with its support and
     with its denser part, nothing outside; no warning."""
-    import warnings
-
     kw = dict(REAL_SETTINGS[name])
     path = shared_data / "real" / kw.pop("path")
     with warnings.catch_warnings():
@@ -189,8 +216,9 @@ def test_faint_material_that_sets_the_scale_is_named(shared_data):
     """The issue's case: hu-head without a background leaves pillows and noise a faint density; the
     head then reaches only 0.76 of the ball, and the warning says which setting to change."""
     with pytest.warns(UserWarning, match=r"faint material .* only 0\.7\d.*background.*crop: largest"):
-        _, meta = cube_specimen(shared_data / "real" / "invesalius-cranium" / "cranium.nhdr", size=128,
-                                window="hu-head", background=0.0)
+        _, meta = cube_specimen(
+            shared_data / "real" / "invesalius-cranium" / "cranium.nhdr", size=128, window="hu-head", background=0.0
+        )
     assert meta["dense_reach"] < 0.8 and any("faint material" in n for n in meta["read_notes"])
     with pytest.warns(UserWarning, match="faint material"):  # the scanner table of cthead
         cube_specimen(shared_data / "real" / "cthead-8bit", spacing=(2.0, 1.0, 1.0), size=64)
@@ -200,8 +228,6 @@ def test_real_mice_fill_the_ball(shared_data):
     """All 51 micro-CT mouse heads: the support reaches ≥ 0.9 of the ball, nothing outside. With the
     fur and partial-volume skin edges (1–4 of 255) as background no warning is raised; their thin ears
     and paws are faint after resampling, so the denser part reaches 0.82–0.94 (measured 2026-12-03)."""
-    import warnings
-
     files = sorted((shared_data / "real" / "mouse-ct-atlas").glob("*.nii.gz"))
     assert len(files) == 51
     dense = []

@@ -13,9 +13,16 @@ import warnings
 from pathlib import Path
 
 import cv2
+import nibabel as nib
+import nrrd
 import numpy as np
 import pytest
+import tifffile
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from tomodata.ingest import cube_specimen
 from tomodata.io import SOURCE_KINDS, check_spacing, natural_key, read_volume, sniff_kind
 
 SHAPE = (5, 7, 9)  # z, y, x
@@ -49,7 +56,7 @@ def _write_movie(path: Path, frames, fourcc: str, fps: float = 25.0) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _codec_works(fourcc: str, ext: str, folder: str) -> bool:
     """Can this OpenCV build write a movie with ``fourcc`` in ``ext`` and decode it again?"""
     p = Path(folder) / f"probe_{fourcc}{ext}"
@@ -254,7 +261,13 @@ def test_movie_zero_frames(tmp_path, tmp_path_factory, fourcc, ext):
 
 def test_natural_key():
     names = ["slice10.png", "slice2.png", "Slice1.png", "slice002b.png", "slice100.png"]
-    assert sorted(names, key=natural_key) == ["Slice1.png", "slice2.png", "slice002b.png", "slice10.png", "slice100.png"]
+    assert sorted(names, key=natural_key) == [
+        "Slice1.png",
+        "slice2.png",
+        "slice002b.png",
+        "slice10.png",
+        "slice100.png",
+    ]
 
 
 @pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".jpg"])
@@ -348,12 +361,12 @@ def test_image_folder_refusals(tmp_path):
 
 
 def test_tiff_imagej_spacing(tmp_path):
-    import tifffile
-
     vol = _vol(np.uint16)
     p = tmp_path / "stack.tif"
     # ImageJ: resolution in pixels per unit (x, y), z step in 'spacing'
-    tifffile.imwrite(p, vol, imagej=True, resolution=(1 / 0.5, 1 / 0.75), metadata={"spacing": 2.5, "unit": "mm", "axes": "ZYX"})
+    tifffile.imwrite(
+        p, vol, imagej=True, resolution=(1 / 0.5, 1 / 0.75), metadata={"spacing": 2.5, "unit": "mm", "axes": "ZYX"}
+    )
     out, sp = read_volume(p)
     assert sniff_kind(p) == "tiff"
     np.testing.assert_array_equal(out, vol)
@@ -361,18 +374,29 @@ def test_tiff_imagej_spacing(tmp_path):
     np.testing.assert_allclose(sp, SPACING)
 
     um = tmp_path / "um.tif"
-    tifffile.imwrite(um, vol, imagej=True, resolution=(2.0, 4.0), metadata={"spacing": 10.0, "unit": "micron", "axes": "ZYX"})
+    tifffile.imwrite(
+        um, vol, imagej=True, resolution=(2.0, 4.0), metadata={"spacing": 10.0, "unit": "micron", "axes": "ZYX"}
+    )
     np.testing.assert_allclose(read_volume(um)[1], (0.01, 0.00025, 0.0005))
 
 
 def test_tiff_ome_and_plain(tmp_path):
-    import tifffile
-
     vol = _vol(np.float32)
     ome = tmp_path / "stack.ome.tif"
-    tifffile.imwrite(ome, vol, ome=True, metadata={
-        "axes": "ZYX", "PhysicalSizeZ": 2.5, "PhysicalSizeY": 750.0, "PhysicalSizeX": 500.0,
-        "PhysicalSizeZUnit": "mm", "PhysicalSizeYUnit": "µm", "PhysicalSizeXUnit": "µm"})
+    tifffile.imwrite(
+        ome,
+        vol,
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeZ": 2.5,
+            "PhysicalSizeY": 750.0,
+            "PhysicalSizeX": 500.0,
+            "PhysicalSizeZUnit": "mm",
+            "PhysicalSizeYUnit": "µm",
+            "PhysicalSizeXUnit": "µm",
+        },
+    )
     out, sp = read_volume(ome)
     np.testing.assert_array_equal(out, vol)
     np.testing.assert_allclose(sp, SPACING)
@@ -395,11 +419,19 @@ def test_tiff_ome_and_plain(tmp_path):
 # DICOM
 
 
-def _dicom_slice(path: Path, pixels: np.ndarray, *, z: float, series_uid: str, instance: int,
-                 slope=2.0, intercept=-1024.0, pixel_spacing=(0.75, 0.5), iop=(1, 0, 0, 0, 1, 0), shift=0.0) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
+def _dicom_slice(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    z: float,
+    series_uid: str,
+    instance: int,
+    slope=2.0,
+    intercept=-1024.0,
+    pixel_spacing=(0.75, 0.5),
+    iop=(1, 0, 0, 0, 1, 0),
+    shift=0.0,
+) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -463,8 +495,15 @@ def test_dicom_reversed_positions_and_per_slice_rescale(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()
     for k in range(5):  # file k holds slice k but sits at decreasing z: sorting reverses the files
-        _dicom_slice(folder / f"f{k}.dcm", vol[k], z=100.0 - 2.5 * k, series_uid="1.2.9", instance=k,
-                     slope=1.0 + k, intercept=float(-k))
+        _dicom_slice(
+            folder / f"f{k}.dcm",
+            vol[k],
+            z=100.0 - 2.5 * k,
+            series_uid="1.2.9",
+            instance=k,
+            slope=1.0 + k,
+            intercept=float(-k),
+        )
     out, sp = read_volume(folder)
     expect = np.stack([vol[k] * (1.0 + k) - k for k in range(5)])[::-1]
     np.testing.assert_allclose(out, expect)
@@ -480,7 +519,6 @@ def test_dicom_refusals(tmp_path):
     with pytest.raises(ValueError, match=r"mixes 2 DICOM series") as exc:
         read_volume(two)
     assert "1.2.3.4.5.111: 5 file(s)" in str(exc.value) and "1.2.3.4.5.222: 3 file(s)" in str(exc.value)
-
 
     dup = tmp_path / "dup"
     _dicom_series(dup, vol, "1.2.8", [0.0, 2.5, 2.5, 5.0, 7.5])
@@ -498,8 +536,6 @@ def test_dicom_refusals(tmp_path):
 
 
 def test_nrrd_roundtrip_spacings_and_directions(tmp_path):
-    import nrrd
-
     vol = _vol(np.int16)
     p = tmp_path / "v.nrrd"
     nrrd.write(str(p), vol, {"spacings": list(SPACING[::-1])}, index_order="C")
@@ -516,8 +552,16 @@ def test_nrrd_roundtrip_spacings_and_directions(tmp_path):
     np.testing.assert_allclose(sp, SPACING)
 
     um = tmp_path / "um.nrrd"
-    nrrd.write(str(um), vol, {"space": "left-posterior-superior", "space directions": np.diag([500.0, 750.0, 2500.0]),
-                             "space units": ["um"] * 3}, index_order="C")
+    nrrd.write(
+        str(um),
+        vol,
+        {
+            "space": "left-posterior-superior",
+            "space directions": np.diag([500.0, 750.0, 2500.0]),
+            "space units": ["um"] * 3,
+        },
+        index_order="C",
+    )
     np.testing.assert_allclose(read_volume(um)[1], SPACING)
 
     bare = tmp_path / "bare.nrrd"
@@ -550,8 +594,6 @@ def test_nrrd_multi_file(tmp_path, style):
 
 @pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
 def test_nifti_roundtrip_axis_order(tmp_path, name):
-    import nibabel as nib
-
     vol = _vol(np.int16)  # (z, y, x)
     img = nib.Nifti1Image(vol.transpose(2, 1, 0), np.diag(list(SPACING[::-1]) + [1.0]))  # nibabel: (x, y, z)
     img.header.set_xyzt_units("mm")
@@ -565,8 +607,6 @@ def test_nifti_roundtrip_axis_order(tmp_path, name):
 
 
 def test_nifti_scaled_and_units(tmp_path):
-    import nibabel as nib
-
     vol = _vol(np.int16)
     img = nib.Nifti1Image(vol.transpose(2, 1, 0), np.diag([0.5, 0.75, 2.5, 1.0]))
     img.header.set_slope_inter(0.5, -10.0)
@@ -680,7 +720,9 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # measured with opencv-python-headless 5.0.0 (FFmpeg 8): mp4v 40.2 dB, MJPG 43.4 dB, FFV1 lossless
-@pytest.mark.parametrize("fourcc,ext,min_psnr", [("mp4v", ".mp4", 36.0), ("MJPG", ".avi", 39.0), ("FFV1", ".mkv", float("inf"))])
+@pytest.mark.parametrize(
+    "fourcc,ext,min_psnr", [("mp4v", ".mp4", 36.0), ("MJPG", ".avi", 39.0), ("FFV1", ".mkv", float("inf"))]
+)
 def test_real_cthead_movie_psnr(cthead, tmp_path, tmp_path_factory, fourcc, ext, min_psnr):
     _need_codec(fourcc, ext, tmp_path_factory)
     vol, _, _ = cthead
@@ -710,10 +752,6 @@ def test_tiff_compressed_without_imagecodecs(tmp_path):
 
 def test_dicom_multiframe_file(tmp_path):
     """One enhanced (multi-frame) file: per-frame positions, shared pixel measures and rescale."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     vol = _vol(np.uint16)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
@@ -774,7 +812,7 @@ def test_dicom_uneven_gaps_resampled_and_gantry_tilt_desheared(tmp_path):
     stack = np.zeros((6, 40, 12), np.uint16)
     for k, b in enumerate(shifts):
         row = (15.0 - b) / 0.75  # the blob at 15 mm along c, in slice k's own rows (PixelSpacing 0.75)
-        stack[k, int(round(row)) - 1:int(round(row)) + 2, 4:8] = 1000
+        stack[k, int(round(row)) - 1 : int(round(row)) + 2, 4:8] = 1000
     tilt = tmp_path / "tilt"
     _dicom_series(tilt, stack, "1.2.9", zs, shifts=shifts, slope=1.0, intercept=0.0)
     with pytest.warns(UserWarning, match=r"de-sheared \(gantry tilt"):
@@ -797,8 +835,6 @@ def test_cube_record_keeps_the_original_geometry(shared_data):
     folder = shared_data / "real" / "ge-head-tilted"
     if not folder.is_dir():
         pytest.skip("needs ../shared/data/real/ge-head-tilted")
-    from tomodata.ingest import cube_specimen
-
     with pytest.warns(UserWarning):
         _, meta = cube_specimen(folder, size=32, window="hu-bone")
     assert any("tilt 18.5°" in n and "original slice positions" in n for n in meta["read_notes"])

@@ -22,8 +22,9 @@ def _imported(path: Path) -> set[str]:
 
 
 def test_tomodata_never_imports_model():
-    offenders = [p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "tomodata").rglob("*.py"))
-                 if "model" in _imported(p)]
+    offenders = [
+        p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "tomodata").rglob("*.py")) if "model" in _imported(p)
+    ]
     assert not offenders, f"tomodata modules importing model: {offenders}"
 
 

@@ -67,7 +67,10 @@ def test_template_loads_and_is_normalised():
     assert 2 <= len(df) <= 3
     assert set(df["split"]) <= {"train", "val", "test"}
     assert all("EXAMPLE" in s for s in df["source"])  # placeholders, clearly marked
-    assert all(s.startswith("https://digimorph.org/specimens/EXAMPLE/") for s in df["source"].map(lambda s: split_sources(s)[0]))
+    assert all(
+        s.startswith("https://digimorph.org/specimens/EXAMPLE/")
+        for s in df["source"].map(lambda s: split_sources(s)[0])
+    )
     assert df.attrs["base_dir"] == str(TEMPLATE.parent.resolve())
     for sp in df["spacing_mm"]:
         assert parse_spacing(sp) is not None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
+import numpy as np
 import pytest
 import yaml
 
+from model.cli import main
 from tomodata.manifest import load_manifest
 from tomodata.manifest_folder import manifest_from_folder, seeded_splits, specimen_id
 
@@ -20,10 +24,11 @@ needs_atlas = pytest.mark.skipif(not ATLAS.is_dir(), reason=f"{ATLAS} is absent 
 def _generate_args() -> dict:
     """The generating command's options, read from the comment block of workflow/configs/mice.yaml."""
     text = (ROOT / "workflow/configs/mice.yaml").read_text()
-    cmd = " ".join(line.lstrip("# ").rstrip("\\ ") for line in text.splitlines()
-                   if line.startswith("#") and ("manifest-folder" in line or line.startswith("#     --")))
-    import shlex
-
+    cmd = " ".join(
+        line.lstrip("# ").rstrip("\\ ")
+        for line in text.splitlines()
+        if line.startswith("#") and ("manifest-folder" in line or line.startswith("#     --"))
+    )
     words = shlex.split(cmd)
     opts, k = {}, words.index("-o") + 2
     while k < len(words):
@@ -40,8 +45,6 @@ def test_seeded_splits_rule():
     assert list(a.values()).count("train") == 7
     assert a != seeded_splits(ids, val=5, test=8, seed=1)
     # the rule written out: sorted ids, numpy's permutation, first test, next val
-    import numpy as np
-
     order = np.random.default_rng(0).permutation(20)
     assert [i for i in sorted(ids) if a[i] == "test"] == sorted(sorted(ids)[k] for k in order[:8])
 
@@ -65,8 +68,9 @@ def test_manifest_from_folder_small(tmp_path):
     for k in range(6):
         (folder / f"m{k}_.nii.gz").write_bytes(b"x" * (k + 1))
     (folder / "readme.txt").write_text("not a scan")
-    out = manifest_from_folder(folder, tmp_path / "m" / "mice.tsv", licence="own", val=2, test=2, seed=3,
-                               species="Mus musculus {id}")
+    out = manifest_from_folder(
+        folder, tmp_path / "m" / "mice.tsv", licence="own", val=2, test=2, seed=3, species="Mus musculus {id}"
+    )
     table = load_manifest(out)
     assert list(table["id"]) == [f"m{k}" for k in range(6)]
     assert sorted(table["split"]) == ["test", "test", "train", "train", "val", "val"]
@@ -93,8 +97,16 @@ def test_committed_mice_manifest_is_the_generated_one():
     assert opts["val"] == "6" and opts["test"] == "10"
     out = ROOT / "manifests" / f".mice-regenerated-{__import__('os').getpid()}.tsv"  # same folder: same relative paths
     try:
-        manifest_from_folder(ATLAS, out, species=opts["species"], licence=opts["licence"], val=int(opts["val"]),
-                             test=int(opts["test"]), seed=int(opts["seed"]), notes=opts["notes"])
+        manifest_from_folder(
+            ATLAS,
+            out,
+            species=opts["species"],
+            licence=opts["licence"],
+            val=int(opts["val"]),
+            test=int(opts["test"]),
+            seed=int(opts["seed"]),
+            notes=opts["notes"],
+        )
         assert out.read_bytes() == (ROOT / "manifests/mice.tsv").read_bytes()
     finally:
         out.unlink(missing_ok=True)
@@ -107,8 +119,6 @@ def test_committed_mice_manifest_is_the_generated_one():
 
 
 def test_mice_config_matches_the_schema():
-    import jsonschema
-
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     for name in ("mice.yaml", "mice-paper.yaml"):
         cfg = yaml.safe_load((ROOT / "workflow/configs" / name).read_text())
@@ -125,8 +135,13 @@ def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
     for name in ("workflow", "manifests"):
         subprocess.run(["cp", "-r", str(ROOT / name), str(work / name)], check=True)
     bindir = Path(sys.executable).parent
-    proc = subprocess.run([str(bindir / "snakemake"), "-n", "--cores", "1", "--configfile",
-                           "workflow/configs/mice.yaml"], cwd=work, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(bindir / "snakemake"), "-n", "--cores", "1", "--configfile", "workflow/configs/mice.yaml"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "51 of 51 specimens cannot be read" in out and "mouse-ct-atlas does not exist" in out
@@ -138,8 +153,6 @@ def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
 @pytest.mark.parametrize("kind", ["truncated", "text"])
 def test_align_refuses_a_broken_strain_file(tmp_path, capsys, kind):
     """A strain file that is truncated or not a volume: exit 2, the file named, nothing written."""
-    from model.cli import main
-
     bad = tmp_path / "BROKEN_.nii.gz"
     if kind == "truncated":
         bad.write_bytes((ATLAS / "A_J_.nii.gz").read_bytes()[:200_000])
@@ -159,16 +172,26 @@ def test_empty_split_stops_the_workflow_naming_it(tmp_path):
     for name in ("Snakefile", "config.yaml"):
         (work / name).write_bytes((ROOT / name).read_bytes())
     subprocess.run(["cp", "-r", str(ROOT / "workflow"), str(work / "workflow")], check=True)
-    rows = [f"s{k}\tsp {k}\thttps://example.org/s{k}.mp4\tmovie\t1,1,1\tz\t{split}\tfree\t\t"
-            for k, split in enumerate(["train", "train", "val"])]
-    (work / "m.tsv").write_text("id\tspecies\tsource\tsource_kind\tspacing_mm\tslice_axis\tsplit\tlicence\tsha256\tnotes\n"
-                                + "\n".join(rows) + "\n")
+    rows = [
+        f"s{k}\tsp {k}\thttps://example.org/s{k}.mp4\tmovie\t1,1,1\tz\t{split}\tfree\t\t"
+        for k, split in enumerate(["train", "train", "val"])
+    ]
+    (work / "m.tsv").write_text(
+        "id\tspecies\tsource\tsource_kind\tspacing_mm\tslice_axis\tsplit\tlicence\tsha256\tnotes\n"
+        + "\n".join(rows)
+        + "\n"
+    )
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["data"].update(source="manifest", manifest="m.tsv")
     (work / "c.yaml").write_text(yaml.safe_dump(cfg))
     bindir = Path(sys.executable).parent
-    proc = subprocess.run([str(bindir / "snakemake"), "-n", "--cores", "1", "--configfile", "c.yaml"], cwd=work,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(bindir / "snakemake"), "-n", "--cores", "1", "--configfile", "c.yaml"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "split 'test' (the evaluation (model.evaluate.split)) has no species" in out and "m.tsv" in out

@@ -20,8 +20,7 @@ from model.network import (
     model_info_text,
 )
 
-TINY = NetworkConfig(input_size=16, out_size=8, out_depth=4, width=8, stem_channels=4,
-                     hourglass_levels=2, pre_blocks=1)
+TINY = NetworkConfig(input_size=16, out_size=8, out_depth=4, width=8, stem_channels=4, hourglass_levels=2, pre_blocks=1)
 
 
 @pytest.fixture(autouse=True)
@@ -143,8 +142,9 @@ def test_forward_backward_gradients_finite():
     assert net.stem[0].weight.grad.abs().sum() > 0  # the gradient reaches the first layer
 
 
-@pytest.mark.parametrize("shape", [(1, 16, 16), (2, 2, 16, 16), (2, 1, 16, 15), (2, 1, 32, 32),
-                                   (2, 1, 16, 16, 1), (0, 1, 16, 16)])
+@pytest.mark.parametrize(
+    "shape", [(1, 16, 16), (2, 2, 16, 16), (2, 1, 16, 15), (2, 1, 32, 32), (2, 1, 16, 16, 1), (0, 1, 16, 16)]
+)
 def test_bad_input_shape_raises(shape):
     net = TomographyNet(TINY)
     with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):
@@ -177,19 +177,22 @@ def test_config_round_trip():
     b.load_state_dict(a.state_dict())
 
 
-@pytest.mark.parametrize("changes", [
-    dict(input_size=250, out_size=125),            # 125 not divisible by 2**4
-    dict(out_size=64),                             # not input_size // 2
-    dict(input_size=255, out_size=127),            # odd input
-    dict(width=0),
-    dict(out_depth=0),
-    dict(stem_channels=-1),
-    dict(hourglass_levels=0),
-    dict(hourglass_levels=8),                      # 128 / 256 < 1
-    dict(blocks_per_level=0),
-    dict(pre_blocks=-1),
-    dict(width=2.5),
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(input_size=250, out_size=125),  # 125 not divisible by 2**4
+        dict(out_size=64),  # not input_size // 2
+        dict(input_size=255, out_size=127),  # odd input
+        dict(width=0),
+        dict(out_depth=0),
+        dict(stem_channels=-1),
+        dict(hourglass_levels=0),
+        dict(hourglass_levels=8),  # 128 / 256 < 1
+        dict(blocks_per_level=0),
+        dict(pre_blocks=-1),
+        dict(width=2.5),
+    ],
+)
 def test_invalid_config_raises(changes):
     base = NetworkConfig.paper().to_dict()
     cfg = NetworkConfig(**{**base, **changes})
@@ -217,6 +220,7 @@ def _hook_flops(config: NetworkConfig) -> int:
             total += 2 * inp[0].numel() * m.out_channels * kh * kw
         else:
             total += 2 * out.numel() * m.in_channels * kh * kw
+
     net = _meta(config).eval()
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):

@@ -30,8 +30,17 @@ def test_paper_smoke_run(tmp_path):
     work = Path(os.environ.get("TOMO_PAPER_SMOKE_DIR", tmp_path))
     work.mkdir(parents=True, exist_ok=True)
     snakemake = Path(sys.executable).with_name("snakemake")
-    cmd = [str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--cores", "2", "-d", str(work),
-           "--configfile", str(ROOT / "workflow/configs/paper-smoke.yaml")]
+    cmd = [
+        str(snakemake),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--cores",
+        "2",
+        "-d",
+        str(work),
+        "--configfile",
+        str(ROOT / "workflow/configs/paper-smoke.yaml"),
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=2 * 3600)
     assert r.returncode == 0, r.stderr[-4000:]
     res = work / "results" / "paper-smoke"
@@ -47,4 +56,12 @@ def test_paper_smoke_run(tmp_path):
     bench = rule_benchmarks(work, "paper-smoke")
     print("\n" + format_rule_rows(bench))
     print(suggest_resources(bench))
-    assert {b["rule"] for b in bench} >= {"cube", "render_species", "store_finalize", "train", "evaluate", "figures", "apps"}
+    assert {b["rule"] for b in bench} >= {
+        "cube",
+        "render_species",
+        "store_finalize",
+        "train",
+        "evaluate",
+        "figures",
+        "apps",
+    }

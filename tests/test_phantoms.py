@@ -68,7 +68,9 @@ def test_other_sizes(dog, size):
 def _centroid(v: np.ndarray) -> np.ndarray:
     c = _centres(v.shape[0])
     m = v.sum()
-    return np.array([(v.sum(axis=(0, 1)) * c).sum(), (v.sum(axis=(0, 2)) * c).sum(), (v.sum(axis=(1, 2)) * c).sum()]) / m
+    return (
+        np.array([(v.sum(axis=(0, 1)) * c).sum(), (v.sum(axis=(0, 2)) * c).sum(), (v.sum(axis=(1, 2)) * c).sum()]) / m
+    )
 
 
 def test_fit_does_not_depend_on_size(dog, dog_vol):
@@ -139,7 +141,7 @@ def test_braincase_is_hollow(species_id):
     floor_to_back = v[z, y, :x].max()  # along -x through the occiput
     assert roof > 0.4 and floor_to_back > 0.4  # the shell is bone
     assert centre < 0.2 * roof  # … around an empty braincase
-    assert v[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2].max() < 0.2 * roof
+    assert v[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2].max() < 0.2 * roof
 
 
 def test_bilateral_symmetry(dog_vol):
@@ -199,8 +201,14 @@ def test_teeth_and_petrous_are_densest(dog, dog_vol, dog_parts):
 
 
 def test_soft_tissue_haze(dog, dog_vol, dog_parts):
-    haze = (dog_parts["envelope"] > 0.99) & (dog_parts["cranium"] < 0.01) & (dog_parts["mandible"] < 0.01) \
-        & (dog_parts["teeth"] < 0.01) & (dog_parts["cavity"] < 0.01) & (dog_parts["turb"] < 0.01)
+    haze = (
+        (dog_parts["envelope"] > 0.99)
+        & (dog_parts["cranium"] < 0.01)
+        & (dog_parts["mandible"] < 0.01)
+        & (dog_parts["teeth"] < 0.01)
+        & (dog_parts["cavity"] < 0.01)
+        & (dog_parts["turb"] < 0.01)
+    )
     assert haze.sum() > 100
     vals = dog_vol[haze]
     assert 0.025 < np.median(vals) < 0.1 and vals.max() < 0.1  # below the evaluation's iso-value
@@ -215,15 +223,22 @@ def test_soft_tissue_stays_below_the_evaluation_iso_value(seed):
     p = ph.species_params(3, seed=seed)
     parts = ph.skull_parts(p, size=48)
     vol = ph.skull_volume(p, size=48)
-    haze = (parts["envelope"] > 0.99) & (parts["cranium"] < 0.01) & (parts["mandible"] < 0.01) \
-        & (parts["teeth"] < 0.01) & (parts["turb"] < 0.01) & (parts["petrous"] < 0.01)
+    haze = (
+        (parts["envelope"] > 0.99)
+        & (parts["cranium"] < 0.01)
+        & (parts["mandible"] < 0.01)
+        & (parts["teeth"] < 0.01)
+        & (parts["turb"] < 0.01)
+        & (parts["petrous"] < 0.01)
+    )
     assert haze.sum() > 100 and vol[haze].max() < iso
 
 
 def _normalised(p) -> np.ndarray:
     names = [f.name for f in dataclasses.fields(ph.SpeciesParams) if f.name != "skull_length_mm"]
-    return np.array([(getattr(p, k) - ph.PARAM_RANGES[k][0]) / (ph.PARAM_RANGES[k][1] - ph.PARAM_RANGES[k][0])
-                     for k in names])
+    return np.array(
+        [(getattr(p, k) - ph.PARAM_RANGES[k][0]) / (ph.PARAM_RANGES[k][1] - ph.PARAM_RANGES[k][0]) for k in names]
+    )
 
 
 def test_demo_species_are_not_near_copies_of_each_other():

@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synth_radiographs import REAL, issue_film, make_films
+from test_infer import _clinical_film
 
-from synth_radiographs import REAL, make_films
 from model.infer import detect_polarity, prepare_xray
+from model.polarity import BORDER_FRACTION
 
-pytestmark = pytest.mark.skipif(not (REAL / "cthead-8bit").is_dir(), reason="needs ../shared/data/real beside the clone")
+pytestmark = pytest.mark.skipif(
+    not (REAL / "cthead-8bit").is_dir(), reason="needs ../shared/data/real beside the clone"
+)
 
 
 @pytest.fixture(scope="module", params=[7, 11, 13])
@@ -47,8 +51,26 @@ def films(request):
 def test_the_set_covers_what_it_claims(films):
     text = " ".join(d for _, _, d in films)
     assert len(films) >= 300 and 0.4 < np.mean([inv for _, inv, _ in films]) < 0.6
-    for what in ("lateral", "frontal", "oblique", "120x96", "96x120", "bright shutters", "dark shutters", "text",
-                 "ruler", "positioner", "padding", "gamma", "S-curve", "8-bit", "heel", "cthead", "cranium", "headsq"):
+    for what in (
+        "lateral",
+        "frontal",
+        "oblique",
+        "120x96",
+        "96x120",
+        "bright shutters",
+        "dark shutters",
+        "text",
+        "ruler",
+        "positioner",
+        "padding",
+        "gamma",
+        "S-curve",
+        "8-bit",
+        "heel",
+        "cthead",
+        "cranium",
+        "headsq",
+    ):
         assert what in text, what
 
 
@@ -87,8 +109,6 @@ def test_the_issue_film_is_kept():
     """The real failure that opened issue #13: a portrait 8-bit lateral skull film, bone bright, air
     dark grey (≈ .40), a bright collimator band along the top and left edges (border mean ≈ .50), a
     ruler and a nasal positioner; the old rule inverted it at "normal" confidence."""
-    from test_infer import _clinical_film
-
     film, _ = _clinical_film(200, 150, 120, 60)
     film = np.round(film * 255) / 255  # 8-bit
     r = detect_polarity(film)
@@ -103,9 +123,6 @@ def test_the_issue_film_from_a_real_ct_is_kept():
     200×150, 8-bit, lateral, bone bright, air ≈ .40 inside, the border band's mean ≈ .50 (a bright
     collimator band on the top and left edges), a ruler and a nasal positioner: kept, at high or
     normal confidence, through prepare_xray too; its negative inverted."""
-    from model.polarity import BORDER_FRACTION
-    from synth_radiographs import issue_film
-
     film = issue_film()
     assert film.shape == (200, 150) and np.array_equal(film, np.round(film * 255) / 255)
     b = int(BORDER_FRACTION * 150)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 from tomodata.progress import LineProgress, heartbeat, phase, progress
 
@@ -39,8 +40,6 @@ def test_off_a_terminal_progress_gives_lines(capsys):
 
 
 def test_heartbeat_lines_while_a_call_runs():
-    import time
-
     out = io.StringIO()
     with heartbeat("tomo cube", every_s=0.05, file=out, force=True):
         time.sleep(0.18)

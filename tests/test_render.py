@@ -66,7 +66,10 @@ def test_analytic_gaussian_phantoms(seed):
     rng = np.random.default_rng(seed)
     blobs, vol = _bounded(_random_blobs(rng, 4), 128)
     # the blobs must be negligible at the cube's faces for the closed form over ℝ to apply
-    assert max(vol[0].max(), vol[-1].max(), vol[:, 0].max(), vol[:, -1].max(), vol[..., 0].max(), vol[..., -1].max()) < 1e-4
+    assert (
+        max(vol[0].max(), vol[-1].max(), vol[:, 0].max(), vol[:, -1].max(), vol[..., 0].max(), vol[..., -1].max())
+        < 1e-4
+    )
     rots = hemisphere_views(2000, seed=seed)[rng.choice(2000, size=4, replace=False)]
     imgs = render_xrays(vol.astype(np.float32), rots, size=256, steps=128, chi=CHI, backend="cpu")
     errs = []
@@ -216,8 +219,14 @@ def test_bad_rotations_and_parameters():
         render_xrays(vol, np.diag([1.0, 1.0, -1.0]))
     with pytest.raises(ValueError, match="shape"):
         render_xrays(vol, np.eye(4))
-    for kw, match in [({"size": 0}, "size"), ({"steps": -1}, "steps"), ({"size": 2.5}, "size"),
-                      ({"chi": -1.0}, "chi"), ({"chi": float("nan")}, "chi"), ({"backend": "gpu"}, "backend")]:
+    for kw, match in [
+        ({"size": 0}, "size"),
+        ({"steps": -1}, "steps"),
+        ({"size": 2.5}, "size"),
+        ({"chi": -1.0}, "chi"),
+        ({"chi": float("nan")}, "chi"),
+        ({"backend": "gpu"}, "backend"),
+    ]:
         with pytest.raises(ValueError, match=match):
             render_xrays(vol, np.eye(3), **kw)
 

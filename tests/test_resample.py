@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from tomodata import resample as R
-from tomodata.resample import CubeFit, fit_cube, to_cube
+from tomodata.resample import CubeFit, fit_cube, min_ball, to_cube
 
 
 def _centres(n: int) -> np.ndarray:
@@ -322,9 +322,7 @@ def test_real_cthead_8bit(shared_data):
 
 def test_real_vtk_headsq(shared_data):
     folder = shared_data / "real" / "vtk-headsq"
-    a = np.stack(
-        [np.fromfile(folder / f"quarter.{i}", "<u2").reshape(64, 64) & 0x7FFF for i in range(1, 94)]
-    )
+    a = np.stack([np.fromfile(folder / f"quarter.{i}", "<u2").reshape(64, 64) & 0x7FFF for i in range(1, 94)])
     spacing = (1.5, 3.2, 3.2)  # anisotropic: z down-sampled, y and x up-sampled at 128
     window = (0.0, 4000.0)  # raw CT numbers -> linear density
     mu = np.clip(a / 4000.0, 0, 1)
@@ -336,8 +334,6 @@ def test_real_vtk_headsq(shared_data):
 
 
 def test_min_ball_is_the_smallest_and_holds_every_point():
-    from tomodata.resample import min_ball
-
     rng = np.random.default_rng(3)
     u = rng.normal(size=(3000, 3))
     u /= np.linalg.norm(u, axis=1)[:, None]
@@ -349,7 +345,7 @@ def test_min_ball_is_the_smallest_and_holds_every_point():
     assert (np.linalg.norm(half - c, axis=1) <= r + 1e-9).all()
     # random clouds: holds everything, never larger than the bounding-box centre's ball, and no
     # random perturbation of the centre gives a smaller ball (local = global: the problem is convex)
-    for k in range(5):
+    for _ in range(5):
         p = rng.normal(size=(500, 3)) * rng.uniform(0.5, 3, 3) + rng.normal(size=3) * 10
         c, r = min_ball(p)
         d = np.linalg.norm(p - c, axis=1)

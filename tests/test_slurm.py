@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tomodata.store import validate_store
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 REQUIRE = os.environ.get("TOMO_REQUIRE_SLURM", "") == "1"
@@ -80,7 +82,9 @@ def _install() -> None:
     if all(_which(t) for t in TOOLS):
         return
     if not shutil.which("apt-get"):
-        _unavailable(f"SLURM is not installed ({', '.join(t for t in TOOLS if not _which(t))} missing) and there is no apt-get")
+        _unavailable(
+            f"SLURM is not installed ({', '.join(t for t in TOOLS if not _which(t))} missing) and there is no apt-get"
+        )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     cmd = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
     proc = _run(cmd, timeout=600, env=env)
@@ -94,32 +98,34 @@ def _install() -> None:
 def _slurm_conf() -> str:
     cpus = os.cpu_count() or 1
     mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return "\n".join([
-        "# written by tests/test_slurm.py: a single-node test cluster on localhost",
-        "ClusterName=tomotest",
-        "SlurmctldHost=localhost",
-        "SlurmUser=slurm",
-        "AuthType=auth/munge",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory",
-        "DefMemPerCPU=1000",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
-        "MpiDefault=none",
-        "ReturnToService=2",
-        "MinJobAge=600",
-        "StateSaveLocation=/var/spool/slurmctld",
-        "SlurmdSpoolDir=/var/spool/slurmd",
-        f"SlurmctldPidFile={PIDS['slurmctld']}",
-        f"SlurmdPidFile={PIDS['slurmd']}",
-        "SlurmctldLogFile=/var/log/slurm/slurmctld.log",
-        "SlurmdLogFile=/var/log/slurm/slurmd.log",
-        f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb - 512} State=UNKNOWN",
-        "PartitionName=main Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# written by tests/test_slurm.py: a single-node test cluster on localhost",
+            "ClusterName=tomotest",
+            "SlurmctldHost=localhost",
+            "SlurmUser=slurm",
+            "AuthType=auth/munge",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            "DefMemPerCPU=1000",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "MpiDefault=none",
+            "ReturnToService=2",
+            "MinJobAge=600",
+            "StateSaveLocation=/var/spool/slurmctld",
+            "SlurmdSpoolDir=/var/spool/slurmd",
+            f"SlurmctldPidFile={PIDS['slurmctld']}",
+            f"SlurmdPidFile={PIDS['slurmd']}",
+            "SlurmctldLogFile=/var/log/slurm/slurmctld.log",
+            "SlurmdLogFile=/var/log/slurm/slurmd.log",
+            f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb - 512} State=UNKNOWN",
+            "PartitionName=main Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
 
 
 def _logs() -> str:
@@ -149,8 +155,12 @@ def slurm_cluster():
         CONF.write_text(_slurm_conf())
         for pidfile in PIDS.values():
             pidfile.unlink(missing_ok=True)  # stale pid files from an earlier, killed cluster
-        for folder, owner in (("/run/munge", "munge"), ("/var/spool/slurmctld", "slurm"),
-                              ("/var/log/slurm", "slurm"), ("/var/spool/slurmd", "root")):
+        for folder, owner in (
+            ("/run/munge", "munge"),
+            ("/var/spool/slurmctld", "slurm"),
+            ("/var/log/slurm", "slurm"),
+            ("/var/spool/slurmd", "root"),
+        ):
             Path(folder).mkdir(parents=True, exist_ok=True)
             shutil.chown(folder, owner, owner)
         munge_ok = _run([_which("munge") or "munge", "-n"]).returncode == 0 if _which("munge") else False
@@ -192,24 +202,50 @@ def test_tiny_demo_on_slurm(slurm_cluster, tmp_path, kill_tree):
     work = tmp_path / "w"  # the submit folder: SLURM's and the plugin's logs land here
     work.mkdir()
     config = work / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "run": "slurm",
-        "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},
-        "dataset": {"n_views": 4, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32},
-        "render": {"backend": "cpu"},
-        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 10}},
-        "model": {"enabled": False},  # the data part on SLURM (the model rules run in test_workflow)
-    }, sort_keys=False))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "run": "slurm",
+                "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},
+                "dataset": {"n_views": 4, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32},
+                "render": {"backend": "cpu"},
+                "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 10}},
+                "model": {"enabled": False},  # the data part on SLURM (the model rules run in test_workflow)
+            },
+            sort_keys=False,
+        )
+    )
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("SNAKEMAKE_PROFILE", None)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--workflow-profile", str(ROOT / "workflow/profiles/slurm"), "--configfile", str(config),
-           "--jobs", str(2 * slurm_cluster["cpus"]), "--retries", "0", "--latency-wait", "10",
-           # no slurmdbd here: sacct cannot answer, so poll squeue (MinJobAge keeps finished jobs)
-           "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-           "--slurm-no-account", "--slurm-keep-successful-logs"]
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--workflow-profile",
+        str(ROOT / "workflow/profiles/slurm"),
+        "--configfile",
+        str(config),
+        "--jobs",
+        str(2 * slurm_cluster["cpus"]),
+        "--retries",
+        "0",
+        "--latency-wait",
+        "10",
+        # no slurmdbd here: sacct cannot answer, so poll squeue (MinJobAge keeps finished jobs)
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--slurm-no-account",
+        "--slurm-keep-successful-logs",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     try:
         out, _ = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
@@ -223,8 +259,6 @@ def test_tiny_demo_on_slurm(slurm_cluster, tmp_path, kill_tree):
     print(out)
 
     assert "SLURM" in out and "Nothing to be done" not in out
-    from tomodata.store import validate_store
-
     report = validate_store(work / "results/slurm/dataset.zarr")
     assert report.ok, report.summary()
     logdir = work / ".snakemake/slurm_logs"  # the plugin's: <rule>/<wildcards>/<SLURM job id>.log

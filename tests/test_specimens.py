@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from tomodata.ingest import cube_specimen, load_cube, save_cube
-from tomodata.ingest_settings import WINDOW_PRESETS, check_density, crop_largest, orient, parse_orientation, parse_window
+from tomodata.ingest_settings import (
+    WINDOW_PRESETS,
+    check_density,
+    crop_largest,
+    orient,
+    parse_orientation,
+    parse_window,
+)
 from tomodata.specimens import ShaCache, collect_rows, content_key, local_source, row_settings, source_problems
 
 HEADER = ["id", "species", "source", "source_kind", "spacing_mm", "split", "licence"]
@@ -50,19 +57,25 @@ def test_source_problems_lists_every_bad_row(tmp_path):
     (tmp_path / "text.npy").write_text("not an array")
     locked = npy(tmp_path / "locked.npy")
     os.chmod(locked, 0)
-    m = manifest(tmp_path / "m.tsv", [
-        ["ok", "s", "ok.npy", "npy", "1,1,1", "train", "CC0"],
-        ["missing", "s", "gone/x.npy", "npy", "1,1,1", "train", "CC0"],
-        ["folder", "s", "folder", "nrrd", "", "train", "CC0"],
-        ["kind", "s", "ok.npy", "nrrd", "", "train", "CC0"],
-        ["remote", "s", "https://example.invalid/x.nrrd", "nrrd", "", "train", "CC0"],
-        ["locked", "s", "locked.npy", "npy", "1,1,1", "train", "CC0"],
-    ])
+    m = manifest(
+        tmp_path / "m.tsv",
+        [
+            ["ok", "s", "ok.npy", "npy", "1,1,1", "train", "CC0"],
+            ["missing", "s", "gone/x.npy", "npy", "1,1,1", "train", "CC0"],
+            ["folder", "s", "folder", "nrrd", "", "train", "CC0"],
+            ["kind", "s", "ok.npy", "nrrd", "", "train", "CC0"],
+            ["remote", "s", "https://example.invalid/x.nrrd", "nrrd", "", "train", "CC0"],
+            ["locked", "s", "locked.npy", "npy", "1,1,1", "train", "CC0"],
+        ],
+    )
     rows = collect_rows(demo=None, demo_dir=tmp_path, manifest=str(m))
     problems = source_problems(rows)
     text = "\n".join(problems)
     assert [p.split(" ")[0] for p in problems][:3] == ["folder", "kind", "locked"] or os.geteuid() == 0
-    assert f"missing ({tmp_path}/m.tsv): the folder {tmp_path}/gone does not exist (first source: {tmp_path}/gone/x.npy)" in text
+    assert (
+        f"missing ({tmp_path}/m.tsv): the folder {tmp_path}/gone does not exist (first source: {tmp_path}/gone/x.npy)"
+        in text
+    )
     assert "is a folder but source_kind nrrd needs a file" in text
     assert "holds npy data but source_kind says nrrd" in text
     assert "fix the row's source/source_kind" in text
@@ -75,10 +88,18 @@ def test_source_problems_lists_every_bad_row(tmp_path):
 def test_content_key_ignores_spelling_and_keeps_a_recorded_key(tmp_path):
     npy(tmp_path / "a.npy")
     cache = ShaCache(tmp_path / "cache.json")
-    rel = collect_rows(demo=None, demo_dir=tmp_path,
-                       manifest=str(manifest(tmp_path / "m1.tsv", [["a", "s", "a.npy", "npy", "1,1,1", "train", "x"]])))
-    absolute = collect_rows(demo=None, demo_dir=tmp_path, manifest=str(manifest(
-        tmp_path / "renamed.tsv", [["a", "s", f"file://{tmp_path}/a.npy", "npy", "1,1,1", "train", "x"]])))
+    rel = collect_rows(
+        demo=None,
+        demo_dir=tmp_path,
+        manifest=str(manifest(tmp_path / "m1.tsv", [["a", "s", "a.npy", "npy", "1,1,1", "train", "x"]])),
+    )
+    absolute = collect_rows(
+        demo=None,
+        demo_dir=tmp_path,
+        manifest=str(
+            manifest(tmp_path / "renamed.tsv", [["a", "s", f"file://{tmp_path}/a.npy", "npy", "1,1,1", "train", "x"]])
+        ),
+    )
     k1 = content_key(rel["a"], demo=None, cache=cache)
     assert k1.startswith("sha256:") and k1 == content_key(absolute["a"], demo=None, cache=cache)
     cache.save()
@@ -97,12 +118,24 @@ def test_content_key_ignores_spelling_and_keeps_a_recorded_key(tmp_path):
 
 
 def test_row_settings_override_the_config():
-    row = {"spacing_mm": "2,1,1", "slice_axis": "", "orientation": "", "window": "hu-bone", "background": "",
-           "crop": "largest"}
+    row = {
+        "spacing_mm": "2,1,1",
+        "slice_axis": "",
+        "orientation": "",
+        "window": "hu-bone",
+        "background": "",
+        "crop": "largest",
+    }
     cfg = {"window": [0, 255], "background": 0.05, "orientation": "z,-y,x", "crop": "none"}
     st = row_settings(row, cfg)
-    assert st == {"spacing": "2,1,1", "slice_axis": "z", "orientation": "z,-y,x", "window": "hu-bone",
-                  "background": 0.05, "crop": "largest"}
+    assert st == {
+        "spacing": "2,1,1",
+        "slice_axis": "z",
+        "orientation": "z,-y,x",
+        "window": "hu-bone",
+        "background": 0.05,
+        "crop": "largest",
+    }
     assert row_settings(dict(row, window=""), cfg)["window"] == "0,255"
 
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from model import stats as S
 
@@ -53,8 +54,6 @@ def test_sample_ttest_pairs_units():
     b = a + 0.1 + 0.01 * rng.standard_normal(16)
     t, p, n = S.sample_ttest(a, b, species, sample, 4)
     assert n == 8
-    from scipy import stats
-
     pa = (a[0::2] + a[1::2]) / 2  # a view and its mirror are neighbours
     pb = (b[0::2] + b[1::2]) / 2
     r = stats.ttest_rel(pa, pb)
@@ -76,8 +75,6 @@ def test_wilcoxon_exact_for_eight_species_all_better():
     assert p == 2 / 256 == 0.0078125  # exact two-sided: 2 of the 2^8 sign patterns are as extreme
     t, pt, nt = S.species_ttest(a, b, species)
     assert nt == 8 and t < 0 and pt < 0.01
-    from scipy import stats
-
     ma = a.reshape(8, 4).mean(1)
     mb = b.reshape(8, 4).mean(1)
     assert t == pytest.approx(stats.ttest_rel(ma, mb).statistic)
@@ -114,8 +111,12 @@ def test_cluster_bootstrap():
     assert one == again and one != other and other[1] == pytest.approx(one[1], abs=0.05)
     # a species' samples travel together: the result depends only on the species means, so
     # shuffling samples within species changes nothing
-    perm = np.concatenate([rng_perm + 6 * k for k, rng_perm in
-                           enumerate(np.random.default_rng(2).permuted(np.tile(np.arange(6), (4, 1)), axis=1))])
+    perm = np.concatenate(
+        [
+            rng_perm + 6 * k
+            for k, rng_perm in enumerate(np.random.default_rng(2).permuted(np.tile(np.arange(6), (4, 1)), axis=1))
+        ]
+    )
     assert S.cluster_bootstrap_ci(v[perm], species[perm], seed=7) == pytest.approx((mean, lo, hi, n), rel=1e-12)
     # the paired difference: a constant shift gives a degenerate interval at the shift
     d = S.cluster_bootstrap_diff_ci(v + 0.25, v, species, n_boot=200)

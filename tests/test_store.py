@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from ome_zarr_models.v05.image import Image
 
 from tomodata import store
 from tomodata.views import hemisphere_views
@@ -21,16 +23,30 @@ PER_SHARD = 4  # 12 samples -> 3 shards of images per species (last one full her
 
 def species_table(names, split="train"):
     return [
-        dict(name=n, split=split, source=f"phantom:{n}", source_checksum="sha256:" + "0" * 64,
-             original_shape=[20, 21, 22], spacing_mm=[0.5, 0.5, 0.6])
+        dict(
+            name=n,
+            split=split,
+            source=f"phantom:{n}",
+            source_checksum="sha256:" + "0" * 64,
+            original_shape=[20, 21, 22],
+            spacing_mm=[0.5, 0.5, 0.6],
+        )
         for n in names
     ]
 
 
 def make_store(path, names=("alpha", "beta"), **kw):
-    args = dict(species=species_table(names), chi=10.0, steps=STEPS, image_size=IMG, volume_size=VOL,
-                n_views=N_VIEWS, view_seed=0, provenance={"config": {"phantoms": list(names)}},
-                images_per_shard=PER_SHARD)
+    args = dict(
+        species=species_table(names),
+        chi=10.0,
+        steps=STEPS,
+        image_size=IMG,
+        volume_size=VOL,
+        n_views=N_VIEWS,
+        view_seed=0,
+        provenance={"config": {"phantoms": list(names)}},
+        images_per_shard=PER_SHARD,
+    )
     args.update(kw)
     store.create_store(path, **args)
     return path
@@ -113,8 +129,9 @@ def test_sample_view_volume_matches_renderer(tmp_path):
     render = pytest.importorskip("tomodata.render")
     path = make_store(tmp_path / "ds.zarr", names=("alpha",), steps=VOL)
     data = species_data("alpha")
-    data["images"] = render.render_xrays(data["volume"], data["rotations"], size=IMG, steps=VOL,
-                                         chi=10.0, backend="cpu")
+    data["images"] = render.render_xrays(
+        data["volume"], data["rotations"], size=IMG, steps=VOL, chi=10.0, backend="cpu"
+    )
     store.write_species(path, "alpha", **data)
     ds = store.open_store(path)
     even = ds.sample("alpha", 4, backend="cpu")
@@ -439,8 +456,6 @@ def test_two_builds_are_byte_identical(tmp_path):
 
 
 def test_store_pickles_for_dataloader_workers(tmp_path):
-    import pickle
-
     path = make_store(tmp_path / "ds.zarr", names=("alpha",))
     write(path, "alpha")
     ds = store.open_store(path)
@@ -454,8 +469,6 @@ def test_store_pickles_for_dataloader_workers(tmp_path):
 def test_species_volume_is_an_ome_zarr_image(tmp_path):
     """Validated by an independent OME-Zarr library (ome-zarr-models); read as a generic reader would:
     the multiscales' datasets, shape and scale, level 1 the 2×2×2 mean of level 0."""
-    from ome_zarr_models.v05.image import Image
-
     table = species_table(["alpha", "beta"])
     table[0]["fit"] = {"voxel_mm": 0.25}  # recorded at ingest: millimetre
     path = make_store(tmp_path / "ds.zarr", species=table)
@@ -486,15 +499,13 @@ def test_species_volume_is_an_ome_zarr_image(tmp_path):
 def test_older_spec_is_read_and_named(tmp_path):
     """A tomo-dataset/1 store (the volume a plain array) is still read and validated, with a warning that
     names its spec; writing into it is refused with what to do."""
-    import shutil as _sh
-
     path = make_store(tmp_path / "ds.zarr")
     write(path, "alpha")
     write(path, "beta")
     for name in ("alpha", "beta"):  # back to the v1 layout
         sp = Path(path) / "species" / name
         (sp / "volume" / "0").rename(sp / "vol0")
-        _sh.rmtree(sp / "volume")
+        shutil.rmtree(sp / "volume")
         (sp / "vol0").rename(sp / "volume")
     g = zarr.open_group(str(path), mode="r+")
     g.attrs["spec_version"] = "tomo-dataset/1"

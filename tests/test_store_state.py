@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-
 from test_workflow import planned_jobs, smk, write_config
 from test_workflow_extend import movies, write_manifest
+
 from tomodata.store_markers import stale_markers
 
 pytestmark = pytest.mark.timeout(900)
@@ -65,8 +68,10 @@ def test_one_species_shards_deleted_rerenders_only_it(built, tmp_path):
     shutil.rmtree(store / "species" / ids[1] / "images" / "c")
     out = smk(work, "-n", "--configfile", str(work / "config.yaml")).stdout
     assert f"species {ids[1]}: array images has no data files" in out
-    assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [("render_species", ids[1]),
-                                                                            ("store_finalize", None)]
+    assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [
+        ("render_species", ids[1]),
+        ("store_finalize", None),
+    ]
     smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))
     assert _checksums(store) == before
 
@@ -87,10 +92,6 @@ def test_stale_markers_unit(tmp_path):
 
 
 def test_corrupt_shard_named_by_validate_and_repaired_by_the_rerun(built, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     base, ids = built
     shutil.copytree(base, tmp_path / "c", symlinks=True)
     work = tmp_path / "c" / "w"
@@ -102,11 +103,14 @@ def test_corrupt_shard_named_by_validate_and_repaired_by_the_rerun(built, tmp_pa
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
     tomo = str(Path(sys.executable).parent / "tomo")
-    proc = subprocess.run([tomo, "validate", str(store), "--forget-markers", str(work / "results/st")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [tomo, "validate", str(store), "--forget-markers", str(work / "results/st")], capture_output=True, text=True
+    )
     assert proc.returncode == 1 and f"rebuild: {ids[2]}" in proc.stdout, proc.stdout[-2000:]
-    assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [("render_species", ids[2]),
-                                                                            ("store_finalize", None)]
+    assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [
+        ("render_species", ids[2]),
+        ("store_finalize", None),
+    ]
     smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))
     assert _checksums(store) == before
     assert subprocess.run([tomo, "validate", str(store)], capture_output=True).returncode == 0

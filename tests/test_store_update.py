@@ -14,8 +14,14 @@ N, S, V = 3, 8, 8
 
 
 def entry(name, split="train"):
-    return dict(name=name, split=split, source=f"test {name}", source_checksum="0" * 64,
-                original_shape=[V, V, V], spacing_mm=[1.0, 1.0, 1.0])
+    return dict(
+        name=name,
+        split=split,
+        source=f"test {name}",
+        source_checksum="0" * 64,
+        original_shape=[V, V, V],
+        spacing_mm=[1.0, 1.0, 1.0],
+    )
 
 
 def volume(k):
@@ -26,16 +32,24 @@ def volume(k):
 
 def fill(store, name, k):
     rots = hemisphere_views(N, seed=0)
-    write_species(store, name, volume=volume(k), rotations=rots,
-                  images=np.full((N, S, S), 0.1 * (k + 1), np.float32))
+    write_species(store, name, volume=volume(k), rotations=rots, images=np.full((N, S, S), 0.1 * (k + 1), np.float32))
 
 
 def make(store, names, *, splits=None, n_views=N, **kw):
     splits = splits or {}
     table = [entry(n, splits.get(n, "train")) for n in names]
     hashes = {n: array_sha256(volume(int(n[-1]))) for n in names}
-    return create_store(store, species=table, image_size=S, volume_size=V, steps=8, n_views=n_views,
-                        update=True, volume_sha256=hashes, **kw)
+    return create_store(
+        store,
+        species=table,
+        image_size=S,
+        volume_size=V,
+        steps=8,
+        n_views=n_views,
+        update=True,
+        volume_sha256=hashes,
+        **kw,
+    )
 
 
 def test_update_keeps_unchanged_species_and_resets_the_others(tmp_path):
@@ -54,8 +68,16 @@ def test_update_keeps_unchanged_species_and_resets_the_others(tmp_path):
 
     # sp1's cube changed (its volume hash differs), sp2 is new, sp0 is dropped
     table = [entry("sp1"), entry("sp2")]
-    out = create_store(store, species=table, image_size=S, volume_size=V, steps=8, n_views=N, update=True,
-                       volume_sha256={"sp1": "f" * 64, "sp2": array_sha256(volume(2))})
+    out = create_store(
+        store,
+        species=table,
+        image_size=S,
+        volume_size=V,
+        steps=8,
+        n_views=N,
+        update=True,
+        volume_sha256={"sp1": "f" * 64, "sp2": array_sha256(volume(2))},
+    )
     assert out == {"mode": "updated", "kept": [], "reset": ["sp1", "sp2"], "removed": ["sp0"]}
     report = validate_store(store)
     assert sorted(report.species_to_rebuild) == ["sp1", "sp2"]
@@ -92,22 +114,58 @@ def test_cli_workflow_pieces(tmp_path, capsys):
     cubes = []
     for sid in ("procedural_00", "procedural_01"):
         cube = tmp_path / f"{sid}.npz"
-        assert main(["cube", "--fetched", str(record), "--id", sid, "--manifest", str(manifest), "-o", str(cube),
-                     "--size", "16"]) == 0
+        assert (
+            main(
+                [
+                    "cube",
+                    "--fetched",
+                    str(record),
+                    "--id",
+                    sid,
+                    "--manifest",
+                    str(manifest),
+                    "-o",
+                    str(cube),
+                    "--size",
+                    "16",
+                ]
+            )
+            == 0
+        )
         cubes.append(str(cube))
     with pytest.raises(SystemExit):
         main(["cube", "--fetched", str(record), "--id", "nope", "-o", str(tmp_path / "x.npz")])
 
     settings = tmp_path / "settings.json"
-    assert main(["store-settings", "-o", str(settings), "--views", "3", "--size", "16", "--steps", "16",
-                 "--volume-size", "16"]) == 0
+    assert (
+        main(
+            [
+                "store-settings",
+                "-o",
+                str(settings),
+                "--views",
+                "3",
+                "--size",
+                "16",
+                "--steps",
+                "16",
+                "--volume-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     assert json.loads(settings.read_text())["n_views"] == 3
 
     store = tmp_path / "d.zarr"
     opts = ["--views", "3", "--size", "16", "--steps", "16", "--volume-size", "16", "--update"]
     created = tmp_path / "created.json"
-    assert main(["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts,
-                 "--done", str(created)]) == 0
+    assert (
+        main(
+            ["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts, "--done", str(created)]
+        )
+        == 0
+    )
     assert json.loads(created.read_text())["mode"] == "created"
     for cube in cubes:
         assert main(["render-species", str(store), "--cube", cube, "--backend", "cpu"]) == 0
@@ -116,7 +174,11 @@ def test_cli_workflow_pieces(tmp_path, capsys):
     done = json.loads(final.read_text())
     assert done["ok"] is True and done["n_species"] == 2 and done["completion"]["ok"] is True
 
-    assert main(["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts,
-                 "--done", str(created)]) == 0
+    assert (
+        main(
+            ["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, *opts, "--done", str(created)]
+        )
+        == 0
+    )
     assert json.loads(created.read_text())["kept"] == ["procedural_00", "procedural_01"]
     assert validate_store(store).ok

@@ -6,15 +6,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from model.data import StoreSamples, SpeciesVolumes, batch_indices, bench_loader, torch_view_volumes
-from model.network import NetworkConfig
-from model.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
 from model.cli import main
+from model.data import (
+    SpeciesVolumes,
+    StoreSamples,
+    batch_indices,
+    bench_loader,
+    loader_workers_context,
+    torch_view_volumes,
+)
+from model.infer import infer_file
+from model.network import NetworkConfig
+from model.ood import FEATURES, ood_check
+from model.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
+from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import view_volumes
+from tomodata.store import open_store
 from tomodata.views import hemisphere_views
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
@@ -23,26 +36,50 @@ TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_ch
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     out = tmp_path_factory.mktemp("store")
-    assert main(["build-demo", "-o", str(out), "--species", "4", "--held-out", "1", "--views", "6",
-                 "--size", "32", "--steps", "32", "--volume-size", "32", "--backend", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "build-demo",
+                "-o",
+                str(out),
+                "--species",
+                "4",
+                "--held-out",
+                "1",
+                "--views",
+                "6",
+                "--size",
+                "32",
+                "--steps",
+                "32",
+                "--volume-size",
+                "32",
+                "--backend",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return out / "dataset.zarr"
 
 
 def test_torch_view_volumes_equal_renderer():
-    from tomodata.phantoms import skull_volume, species_params
-
     vol = skull_volume(species_params(3), size=48)
     rots = hemisphere_views(5, seed=8)
     ref = view_volumes(vol, rots, size=40, steps=48, backend="cpu")
     vols = torch.from_numpy(vol)[None, None].expand(5, 1, 48, 48, 48)
     got = torch_view_volumes(vols, torch.from_numpy(rots), size=40, steps=48)
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-5)
-    mir = torch_view_volumes(vols, torch.from_numpy(rots), size=40, steps=48, mirrored=torch.tensor([1, 0, 1, 0, 1]).bool())
+    mir = torch_view_volumes(
+        vols, torch.from_numpy(rots), size=40, steps=48, mirrored=torch.tensor([1, 0, 1, 0, 1]).bool()
+    )
     np.testing.assert_allclose(mir[0].numpy(), ref[0][:, ::-1, :], atol=1e-5)
     np.testing.assert_allclose(mir[1].numpy(), ref[1], atol=1e-5)
     # a non-cubic random volume: zero padding and the cube's boundary agree too
     rnd = np.random.default_rng(0).random((10, 12, 14)).astype(np.float32)
-    got = torch_view_volumes(torch.from_numpy(rnd)[None, None].expand(5, 1, 10, 12, 14), torch.from_numpy(rots), size=16, steps=12)
+    got = torch_view_volumes(
+        torch.from_numpy(rnd)[None, None].expand(5, 1, 10, 12, 14), torch.from_numpy(rots), size=16, steps=12
+    )
     np.testing.assert_allclose(got.numpy(), view_volumes(rnd, rots, size=16, steps=12, backend="cpu"), atol=1e-5)
 
 
@@ -50,7 +87,6 @@ def test_torch_view_volumes_bits_kept():
     """The training target's bits: the CPU sampler (model/_sample_cpu.py, ATen's float32 arithmetic
     fused with the mask) and the cached camera grid give exactly the values of the plain formula
     (grid per call, einsum in float64, grid_sample, mask from float64), signs of zeros included."""
-    import torch.nn.functional as F
 
     def plain(volumes, rotations, size, steps, mirrored):
         rot = rotations.to(torch.float64).clone()
@@ -75,7 +111,9 @@ def test_torch_view_volumes_bits_kept():
             assert torch.equal(torch.signbit(got), torch.signbit(want))
     # one volume per item (no expand), on a larger grid
     vols = torch.from_numpy(rng.random((6, 1, 48, 40, 44)).astype(np.float32))
-    assert torch.equal(torch_view_volumes(vols, rots, size=50, steps=46), plain(vols, rots, 50, 46, torch.zeros(6).bool()))
+    assert torch.equal(
+        torch_view_volumes(vols, rots, size=50, steps=46), plain(vols, rots, 50, 46, torch.zeros(6).bool())
+    )
 
 
 def test_batch_order_is_deterministic_and_covers_epochs():
@@ -90,8 +128,6 @@ def test_batch_order_is_deterministic_and_covers_epochs():
 def test_store_samples(store):
     ds = StoreSamples(store, "train")
     assert len(ds) == 3 * 12 and ds.species == ["procedural_00", "procedural_01", "procedural_02"]
-    from tomodata.store import open_store
-
     st = open_store(store)
     item = ds[13]  # species 1, sample 1 = view 0 mirrored
     assert item["species"] == 1 and item["view"] == 0 and item["mirrored"]
@@ -110,10 +146,9 @@ def test_store_samples(store):
 def test_loader_with_spawned_workers(store):
     ds = StoreSamples(store, "train")
     sampler = [batch_indices(s, 4, len(ds), 0).tolist() for s in range(3)]
-    from model.data import loader_workers_context
-
-    dl = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=1,
-                                     multiprocessing_context=loader_workers_context(1))
+    dl = torch.utils.data.DataLoader(
+        ds, batch_sampler=sampler, num_workers=1, multiprocessing_context=loader_workers_context(1)
+    )
     got = [b["index"].tolist() for b in dl]
     assert got == sampler
     assert bench_loader(store, batch=4, batches=3) > 0
@@ -125,8 +160,9 @@ def _losses(run: Path) -> list[str]:
 
 
 def test_training_lowers_loss_and_resumes_exactly(store, tmp_path):
-    cfg = TrainConfig(steps=8, batch_size=4, lr=3e-3, warmup_steps=1, val_every=4, val_samples=8, ckpt_every=3,
-                      log_every=1)
+    cfg = TrainConfig(
+        steps=8, batch_size=4, lr=3e-3, warmup_steps=1, val_every=4, val_samples=8, ckpt_every=3, log_every=1
+    )
     full = train(store, tmp_path / "full", net=TINY, cfg=cfg, resume=False, progress=False)
     assert full["step"] == 8
     losses = [float(x) for x in _losses(tmp_path / "full")]
@@ -148,8 +184,9 @@ def test_training_lowers_loss_and_resumes_exactly(store, tmp_path):
 
 def test_best_checkpoint_is_chosen_on_val(store, tmp_path):
     """best.pt is the checkpoint of the lowest val-split loss (model choice), kept across a resume."""
-    cfg = TrainConfig(steps=6, batch_size=4, lr=3e-3, warmup_steps=1, val_every=2, val_samples=8, ckpt_every=2,
-                      log_every=1)
+    cfg = TrainConfig(
+        steps=6, batch_size=4, lr=3e-3, warmup_steps=1, val_every=2, val_samples=8, ckpt_every=2, log_every=1
+    )
     part = train(store, tmp_path / "r", net=TINY, cfg=cfg, resume=False, max_steps=4, progress=False)
     full = train(store, tmp_path / "r", net=TINY, cfg=cfg, resume=True, progress=False)
     with open(tmp_path / "r" / "val_log.csv", newline="") as fh:
@@ -186,13 +223,50 @@ def test_bad_training_settings(store, tmp_path):
 
 def test_cli_train_and_ddp_two_processes(store, tmp_path):
     """The CLI under torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes."""
-    args = ["train", str(store), "-o", str(tmp_path / "ddp"), "--input-size", "32", "--out-depth", "16",
-            "--out-size", "16", "--width", "16", "--stem-channels", "8", "--hourglass-levels", "2",
-            "--steps", "3", "--batch-size", "4", "--warmup", "0", "--val-every", "3", "--val-samples", "4",
-            "--ckpt-every", "3", "--log-every", "1"]
+    args = [
+        "train",
+        str(store),
+        "-o",
+        str(tmp_path / "ddp"),
+        "--input-size",
+        "32",
+        "--out-depth",
+        "16",
+        "--out-size",
+        "16",
+        "--width",
+        "16",
+        "--stem-channels",
+        "8",
+        "--hourglass-levels",
+        "2",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--warmup",
+        "0",
+        "--val-every",
+        "3",
+        "--val-samples",
+        "4",
+        "--ckpt-every",
+        "3",
+        "--log-every",
+        "1",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "model.cli"] + args
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "model.cli",
+    ] + args
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
@@ -204,11 +278,6 @@ def test_checkpoint_carries_the_training_xrays_and_infer_warns_far_from_them(sto
     """Issue #13: the out-of-distribution check. A training x-ray of a held-out species is near the
     reference; the same film with grey air (a display offset) or the specimen blown up to fill the
     whole image is far: tomo infer warns, and records the check."""
-    import cv2
-
-    from model.infer import infer_file
-    from model.ood import FEATURES, ood_check
-
     cfg = TrainConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, val_every=2, val_samples=4, ckpt_every=2)
     train(store, tmp_path / "r", net=TINY, cfg=cfg, resume=False, progress=False)
     ref = load_checkpoint(tmp_path / "r" / "last.pt")["xray_reference"]
@@ -221,7 +290,7 @@ def test_checkpoint_carries_the_training_xrays_and_infer_warns_far_from_them(sto
     grey = ood_check(np.clip(0.4 + 0.6 * small, 0, 1), ref)
     assert grey["far"] and "border" in grey["outside"], grey
     ys, xs = np.nonzero(small > 0.02)
-    blown = cv2.resize(small[ys.min():ys.max() + 1, xs.min():xs.max() + 1], (32, 32))
+    blown = cv2.resize(small[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], (32, 32))
     assert ood_check(blown, ref)["far"]
     assert ood_check(small, None)["far"] is None  # an older checkpoint: recorded as not checked
     # through tomo infer: a warning, and the record

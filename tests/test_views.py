@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import tomodata.views as views
 from tomodata.views import (
     VIEW_SCHEME,
     check_rotations,
@@ -109,6 +110,4 @@ def test_check_rotations_rejects_bad_matrices():
 
 
 def test_scheme_name_is_documented():
-    import tomodata.views as views
-
     assert VIEW_SCHEME in views.__doc__

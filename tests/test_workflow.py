@@ -9,6 +9,8 @@ so the working folder, its .snakemake/ metadata and all outputs live in pytest's
 
 from __future__ import annotations
 
+import ast
+import csv
 import json
 import os
 import re
@@ -18,8 +20,18 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import jsonschema
+import numpy as np
 import pytest
 import yaml
+
+from model.infer import PREVIEWS
+from tomodata.manifest import load_manifest
+from tomodata.phantoms import skull_volume, species_params
+from tomodata.render import render_xrays
+from tomodata.store import open_store, validate_store
+from tomodata.views import hemisphere_views
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
@@ -37,10 +49,19 @@ def _env() -> dict:
 
 def smk(workdir: Path, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run snakemake on the repository's Snakefile in ``workdir``; stdout and stderr together."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-           "--workflow-profile", "none", *args]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
-                          timeout=timeout)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        "none",
+        *args,
+    ]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
     return proc
@@ -63,8 +84,16 @@ def write_config(workdir: Path, run: str, data: dict, **dataset) -> Path:
     cfg = {
         "run": run,
         "data": data,
-        "dataset": {"n_views": 4, "view_seed": 0, "image_size": 32, "steps": 32, "chi": 10.0,
-                    "volume_size": 32, "encoding": "uint16", **dataset},
+        "dataset": {
+            "n_views": 4,
+            "view_seed": 0,
+            "image_size": 32,
+            "steps": 32,
+            "chi": 10.0,
+            "volume_size": 32,
+            "encoding": "uint16",
+            **dataset,
+        },
         "render": {"backend": "cpu", "batch": 64},
         "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
         "model": {"enabled": False},  # the data part; test_full_pipeline_tiny runs the model rules
@@ -75,8 +104,6 @@ def write_config(workdir: Path, run: str, data: dict, **dataset) -> Path:
 
 
 def validate(store: Path):
-    from tomodata.store import validate_store
-
     return validate_store(store)
 
 
@@ -87,12 +114,14 @@ def copy_workdir(src: Path, dst: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------- static
 def test_config_files_match_the_schema():
-    import jsonschema
-
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    for name in ("config.yaml", "workflow/configs/paper.yaml", "workflow/configs/micro-ct.yaml",
-                 "workflow/configs/paper-smoke.yaml"):
+    for name in (
+        "config.yaml",
+        "workflow/configs/paper.yaml",
+        "workflow/configs/micro-ct.yaml",
+        "workflow/configs/paper-smoke.yaml",
+    ):
         cfg = yaml.safe_load((ROOT / name).read_text())
         errors = [e.message for e in validator.iter_errors(cfg)]
         assert not errors, f"{name}: {errors}"
@@ -104,47 +133,63 @@ def test_config_files_match_the_schema():
 def test_real_xrays_overlay():
     """The overlay merges into the demo's config (schema-valid); its placeholder files stop a dry run
     with the entry's name; bad entries are refused by the schema."""
-    import jsonschema
-
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     validator = jsonschema.Draft202012Validator(schema)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     overlay = yaml.safe_load((ROOT / "workflow/configs/real-xrays.yaml").read_text())
     cfg["model"]["real_xrays"] = overlay["model"]["real_xrays"]
     assert not [e.message for e in validator.iter_errors(cfg)]
-    for bad in ({"a b": "x.png"}, {"a": {"gamma": 2.2}}, {"a": {"path": "x.png", "polarity": "up"}},
-                {"a": {"path": "x.png", "sharpen": True}}, {"a": ""}):
+    for bad in (
+        {"a b": "x.png"},
+        {"a": {"gamma": 2.2}},
+        {"a": {"path": "x.png", "polarity": "up"}},
+        {"a": {"path": "x.png", "sharpen": True}},
+        {"a": ""},
+    ):
         cfg["model"]["real_xrays"] = bad
         assert list(validator.iter_errors(cfg)), bad
 
 
 def test_real_xray_rule_lists_the_previews_infer_writes():
-    import ast
-
-    from model.infer import PREVIEWS
-
     text = (ROOT / "workflow/rules/common.smk").read_text()
     listed = ast.literal_eval(re.search(r"^REAL_PREVIEWS = (\[[^\]]*\])", text, re.M).group(1))
     assert tuple(listed) == PREVIEWS
 
 
 def test_real_xrays_placeholder_stops_with_its_name(tmp_path):
-    proc = smk(tmp_path, "-n", "--configfile", str(ROOT / "config.yaml"), str(ROOT / "workflow/configs/real-xrays.yaml"),
-               check=False)
+    proc = smk(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        str(ROOT / "workflow/configs/real-xrays.yaml"),
+        check=False,
+    )
     assert proc.returncode != 0
     assert "model.real_xrays.fox_lateral: /data/xrays/fox_lateral.png is not a file" in proc.stdout, proc.stdout[-3000:]
     off = tmp_path / "off.yaml"  # without the model part they are not needed, nor looked at
     off.write_text("model:\n  enabled: false\n")
-    smk(tmp_path, "-n", "--configfile", str(ROOT / "config.yaml"), str(ROOT / "workflow/configs/real-xrays.yaml"),
-        str(off))
+    smk(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        str(ROOT / "workflow/configs/real-xrays.yaml"),
+        str(off),
+    )
 
 
 def test_paper_and_micro_ct_configs():
-    from tomodata.manifest import load_manifest
-
     paper = yaml.safe_load((ROOT / "workflow/configs/paper.yaml").read_text())
-    assert paper["dataset"] == {"n_views": 1332, "view_seed": 0, "image_size": 256, "steps": 128, "chi": 10.0,
-                                "volume_size": 128, "encoding": "uint16"}
+    assert paper["dataset"] == {
+        "n_views": 1332,
+        "view_seed": 0,
+        "image_size": 256,
+        "steps": 128,
+        "chi": 10.0,
+        "volume_size": 128,
+        "encoding": "uint16",
+    }
     assert paper["model"]["preset"] == "paper"
     assert (ROOT / paper["data"]["manifest"]).is_file()
     micro = yaml.safe_load((ROOT / "workflow/configs/micro-ct.yaml").read_text())
@@ -166,10 +211,12 @@ def test_paper_dry_run_offline(tmp_path):
     shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
     jobs = planned_jobs(tmp_path, "--configfile", str(ROOT / "workflow/configs/paper.yaml"))
     ids = ["Didelphis_virginiana", "Ornithorhynchus_anatinus", "Tamandua_tetradactyla"]
-    expected = sorted([(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
-                      + [("store_create", None), ("store_finalize", None), ("store_settings", None)]
-                      + [(r, None) for r in ("apps", "evaluate", "explorer", "figures", "train")],
-                      key=lambda j: (j[0], j[1] or ""))
+    expected = sorted(
+        [(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
+        + [("store_create", None), ("store_finalize", None), ("store_settings", None)]
+        + [(r, None) for r in ("apps", "evaluate", "explorer", "figures", "train")],
+        key=lambda j: (j[0], j[1] or ""),
+    )
     assert jobs == expected
     for folder in ("resources", "results", "logs", "benchmarks"):
         assert not (tmp_path / folder).exists()
@@ -191,7 +238,9 @@ def demo_build(tmp_path_factory):
     """The demo path (tomo demo-movies -> fetch -> cube -> store -> render -> finalize) at tiny size:
     4 species (2 train + 1 val + 1 test), 32³ movies and cubes, 4 views of 32² with 32 steps."""
     work = tmp_path_factory.mktemp("demo")
-    config = write_config(work, "tiny", {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}})
+    config = write_config(
+        work, "tiny", {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}}
+    )
     t0 = time.monotonic()
     proc = smk(work, "--cores", "2", "--configfile", str(config))
     return work, config, proc, time.monotonic() - t0
@@ -202,8 +251,6 @@ def test_demo_builds_a_valid_store(demo_build):
     results = work / "results/tiny"
     report = validate(results / "dataset.zarr")
     assert report.ok, report.summary()
-    from tomodata.store import open_store
-
     store = open_store(results / "dataset.zarr")
     assert store.attrs["splits"]["train"] == ["procedural_00", "procedural_01"]
     assert store.attrs["splits"]["val"] == ["procedural_02"]
@@ -237,8 +284,9 @@ def test_report(demo_build):
 
 def test_default_profile(demo_build):
     work, config, _, _ = demo_build
-    out = smk(work, "-n", "--configfile", str(config), "--workflow-profile",
-              str(ROOT / "workflow/profiles/default")).stdout
+    out = smk(
+        work, "-n", "--configfile", str(config), "--workflow-profile", str(ROOT / "workflow/profiles/default")
+    ).stdout
     assert "Nothing to be done" in out, out
 
 
@@ -248,8 +296,12 @@ def manifest_build(tmp_path_factory):
     """The manifest path: slice movies made by `tomo demo-movies`, listed by file path in a
     manifest of the test's own (3 species: 2 train + 1 val), built once."""
     src = tmp_path_factory.mktemp("movies")
-    subprocess.run([str(BIN / "tomo"), "demo-movies", "-o", str(src), "--species", "3", "--val", "1",
-                    "--movie-size", "32"], check=True, capture_output=True, env=_env())
+    subprocess.run(
+        [str(BIN / "tomo"), "demo-movies", "-o", str(src), "--species", "3", "--val", "1", "--movie-size", "32"],
+        check=True,
+        capture_output=True,
+        env=_env(),
+    )
     lines = (src / "manifest.tsv").read_text().splitlines()
     header = lines[1].split("\t")
     rows = []
@@ -302,16 +354,12 @@ def test_editing_one_row_reruns_only_its_chain(manifest_build, tmp_path):
     smk(work, "--cores", "2", "--configfile", str(config))
     report = validate(work / "results/mf/dataset.zarr")
     assert report.ok, report.summary()
-    import json
-
     created = json.loads((work / "results/mf/dataset.created.json").read_text())
     assert created["mode"] == "updated" and created["reset"] == [target]
     assert sorted(created["kept"]) == sorted(r["id"] for r in rows if r["id"] != target)
     for sid, mtime in done.items():
         now = (work / "results/mf/species" / f"{sid}.done.json").stat().st_mtime_ns
         assert (now != mtime) == (sid == target), sid
-    from tomodata.store import open_store
-
     entry = open_store(work / "results/mf/dataset.zarr").species_info(target)
     assert entry["spacing_mm"] == pytest.approx([1.5 * z, y, x], rel=1e-5)
 
@@ -331,14 +379,30 @@ def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path, 
     cfg["dataset"]["n_views"] = 6
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(work, "--configfile", str(config))
-    assert jobs == sorted([("render_species", r["id"]) for r in rows]
-                          + [("store_create", None), ("store_finalize", None), ("store_settings", None)])
+    assert jobs == sorted(
+        [("render_species", r["id"]) for r in rows]
+        + [("store_create", None), ("store_finalize", None), ("store_settings", None)]
+    )
     shutil.rmtree(work / "logs")
     logs = work / "logs/mf/render_species"
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(work),
-           "--workflow-profile", "none", "--cores", "2", "--configfile", str(config)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(work),
+        "--workflow-profile",
+        "none",
+        "--cores",
+        "2",
+        "--configfile",
+        str(config),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not (logs.is_dir() and any(logs.iterdir())):
@@ -355,21 +419,12 @@ def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path, 
     smk(work, "--cores", "2", "--rerun-incomplete", "--configfile", str(config))
     report = validate(work / "results/mf/dataset.zarr")
     assert report.ok, report.summary()
-    from tomodata.store import open_store
-
     assert open_store(work / "results/mf/dataset.zarr").attrs["n_views"] == 6
     assert "Nothing to be done" in smk(work, "-n", "--configfile", str(config)).stdout
 
 
 def _radiograph_png(path: Path) -> Path:
     """A radiograph-like 8-bit PNG: a procedural skull's x-ray, bone dark (as on film), display gamma."""
-    import cv2
-    import numpy as np
-
-    from tomodata.phantoms import skull_volume, species_params
-    from tomodata.render import render_xrays
-    from tomodata.views import hemisphere_views
-
     img = render_xrays(skull_volume(species_params(5), size=48), hemisphere_views(1, seed=3), size=96, steps=48)[0]
     cv2.imwrite(str(path), np.round(255 * (1 - img ** (1 / 2.2))).astype(np.uint8))
     return path
@@ -384,28 +439,41 @@ def test_full_pipeline_tiny(tmp_path):
     cfg = {
         "run": "full",
         "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},
-        "dataset": {"n_views": 4, "view_seed": 0, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32,
-                    "encoding": "uint16"},
+        "dataset": {
+            "n_views": 4,
+            "view_seed": 0,
+            "image_size": 32,
+            "steps": 32,
+            "chi": 10.0,
+            "volume_size": 32,
+            "encoding": "uint16",
+        },
         "render": {"backend": "cpu", "batch": 64},
         "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
-        "model": {"preset": "demo",
-                  "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
-                  "evaluate": {"max_samples": 4, "examples": 1},
-                  "apps": {"examples": 1, "frames": 4},
-                  "real_xrays": real},
+        "model": {
+            "preset": "demo",
+            "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
+            "evaluate": {"max_samples": 4, "examples": 1},
+            "apps": {"examples": 1, "frames": 4},
+            "real_xrays": real,
+        },
     }
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)
     res = tmp_path / "results/full"
     assert (res / "model/last.pt").is_file() and (res / "model/val_log.csv").is_file()
-    import csv
-
     with open(res / "eval/metrics.csv", newline="") as fh:
         methods = {r["method"] for r in csv.DictReader(fh)}
     assert methods == {"ours", "ours_nofusion", "nn", "oracle", "mean"}
-    for name in ("fig6_methods", "fig7_slice_views", "fig8a_slice_counts", "fig8b_view_classes", "fig9_fusion",
-                 "fig17_qualitative"):
+    for name in (
+        "fig6_methods",
+        "fig7_slice_views",
+        "fig8a_slice_counts",
+        "fig8b_view_classes",
+        "fig9_fusion",
+        "fig17_qualitative",
+    ):
         assert (res / "figures" / f"{name}.png").stat().st_size > 5000
     assert list((res / "apps").glob("*_turntable.gif"))
     for name in real:

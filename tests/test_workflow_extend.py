@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
+import zarr
 from test_workflow import BIN, ROOT, _env, planned_jobs, smk, write_config, write_manifest
+
+from tomodata.store import open_store
 
 pytestmark = pytest.mark.timeout(900)
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -26,8 +28,12 @@ REAL = ROOT.parent / "shared" / "data" / "real"
 
 def movies(folder: Path, n: int = 3) -> tuple[list[str], list[dict]]:
     """n demo species as slice movies (tomo demo-movies) and their manifest rows."""
-    subprocess.run([str(BIN / "tomo"), "demo-movies", "-o", str(folder), "--species", str(n), "--val", "1",
-                    "--movie-size", "32"], check=True, capture_output=True, env=_env())
+    subprocess.run(
+        [str(BIN / "tomo"), "demo-movies", "-o", str(folder), "--species", str(n), "--val", "1", "--movie-size", "32"],
+        check=True,
+        capture_output=True,
+        env=_env(),
+    )
     lines = [ln for ln in (folder / "manifest.tsv").read_text().splitlines() if not ln.startswith("#")]
     header = lines[0].split("\t")
     return header, [dict(zip(header, ln.split("\t"))) for ln in lines[1:]]
@@ -37,8 +43,10 @@ def test_bad_rows_listed_at_once_and_keep_going_runs_the_rest(tmp_path):
     header, rows = movies(tmp_path / "src")
     for r in rows:
         r["source"] = f"../src/{r['source']}"
-    bad = [dict(rows[0], id="gone", source="../src/movies/nope.mp4"),
-           dict(rows[0], id="wrongkind", source="../src/movies", source_kind="movie")]
+    bad = [
+        dict(rows[0], id="gone", source="../src/movies/nope.mp4"),
+        dict(rows[0], id="wrongkind", source="../src/movies", source_kind="movie"),
+    ]
     work = tmp_path / "w"
     work.mkdir()
     write_manifest(work / "m.tsv", header, rows + bad)
@@ -115,8 +123,13 @@ def test_spelling_renaming_and_in_place_rerun_nothing_after_fetch(built, tmp_pat
     src.unlink()
     shutil.copy(other, src)
     jobs = planned_jobs(work, "--configfile", str(config))
-    assert jobs == [("cube", target["id"]), ("fetch", target["id"]), ("render_species", target["id"]),
-                    ("store_create", None), ("store_finalize", None)]
+    assert jobs == [
+        ("cube", target["id"]),
+        ("fetch", target["id"]),
+        ("render_species", target["id"]),
+        ("store_create", None),
+        ("store_finalize", None),
+    ]
 
 
 def test_demo_switched_to_its_own_manifest_recubes_nothing(tmp_path):
@@ -126,8 +139,6 @@ def test_demo_switched_to_its_own_manifest_recubes_nothing(tmp_path):
     config = write_config(work, "sw", demo)
     (work / "more.yaml").write_text(yaml.safe_dump({"render": {"batch": 7}}))
     smk(work, "--cores", "2", "--configfile", str(config), str(work / "more.yaml"))
-    import zarr
-
     prov = zarr.open_group(str(work / "results/sw/dataset.zarr"), mode="r").attrs["provenance"]["config"]
     assert prov["config"]["render"]["batch"] == 7 and prov["config"]["dataset"]["n_views"] == 4  # the merged config
     cfg = yaml.safe_load(config.read_text())
@@ -139,35 +150,77 @@ def test_demo_switched_to_its_own_manifest_recubes_nothing(tmp_path):
     assert planned_jobs(work, "--configfile", str(config)) == []
 
 
-@pytest.mark.skipif(not (REAL / "cthead-8bit").is_dir() or not (REAL / "invesalius-cranium").is_dir(),
-                    reason="needs ../shared/data/real (cthead-8bit, invesalius-cranium) beside the clone")
+@pytest.mark.skipif(
+    not (REAL / "cthead-8bit").is_dir() or not (REAL / "invesalius-cranium").is_dir(),
+    reason="needs ../shared/data/real (cthead-8bit, invesalius-cranium) beside the clone",
+)
 def test_overlay_of_two_real_scans_renders_two_species_and_retrains_once(tmp_path):
     cfg = {
         "run": "ext",
-        "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32},
-                 "fetch": {"in_place": True}},
-        "dataset": {"n_views": 4, "view_seed": 0, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32,
-                    "encoding": "uint16"},
+        "data": {
+            "source": "demo",
+            "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32},
+            "fetch": {"in_place": True},
+        },
+        "dataset": {
+            "n_views": 4,
+            "view_seed": 0,
+            "image_size": 32,
+            "steps": 32,
+            "chi": 10.0,
+            "volume_size": 32,
+            "encoding": "uint16",
+        },
         "render": {"backend": "cpu", "batch": 64},
         "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
-        "model": {"preset": "demo",
-                  "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
-                  "evaluate": {"max_samples": 4, "examples": 1},
-                  "apps": {"examples": 1, "frames": 4}},
+        "model": {
+            "preset": "demo",
+            "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
+            "evaluate": {"max_samples": 4, "examples": 1},
+            "apps": {"examples": 1, "frames": 4},
+        },
     }
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)
 
-    header = ["id", "species", "source", "source_kind", "spacing_mm", "split", "licence", "window", "orientation",
-              "crop"]
+    header = [
+        "id",
+        "species",
+        "source",
+        "source_kind",
+        "spacing_mm",
+        "split",
+        "licence",
+        "window",
+        "orientation",
+        "crop",
+    ]
     rows = [
-        {"id": "cthead", "species": "Homo sapiens", "source": str(REAL / "cthead-8bit"), "source_kind": "image_folder",
-         "spacing_mm": "2,1,1", "split": "train", "licence": "public domain (UNC CThead)", "window": "",
-         "orientation": "x,z,-y", "crop": "largest"},
-        {"id": "cranium", "species": "Homo sapiens", "source": str(REAL / "invesalius-cranium/cranium.nhdr"),
-         "source_kind": "nrrd", "spacing_mm": "", "split": "train", "licence": "GPL-2", "window": "hu-bone",
-         "orientation": "x,-z,y", "crop": "largest"},
+        {
+            "id": "cthead",
+            "species": "Homo sapiens",
+            "source": str(REAL / "cthead-8bit"),
+            "source_kind": "image_folder",
+            "spacing_mm": "2,1,1",
+            "split": "train",
+            "licence": "public domain (UNC CThead)",
+            "window": "",
+            "orientation": "x,z,-y",
+            "crop": "largest",
+        },
+        {
+            "id": "cranium",
+            "species": "Homo sapiens",
+            "source": str(REAL / "invesalius-cranium/cranium.nhdr"),
+            "source_kind": "nrrd",
+            "spacing_mm": "",
+            "split": "train",
+            "licence": "GPL-2",
+            "window": "hu-bone",
+            "orientation": "x,-z,y",
+            "crop": "largest",
+        },
     ]
     write_manifest(tmp_path / "add.tsv", header, rows)
     cfg["data"]["add"] = ["add.tsv"]
@@ -179,8 +232,6 @@ def test_overlay_of_two_real_scans_renders_two_species_and_retrains_once(tmp_pat
     assert [rule for rule, _ in jobs].count("train") == 1
     smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)
     assert planned_jobs(tmp_path, "--configfile", str(config)) == []
-    from tomodata.store import open_store
-
     store = open_store(tmp_path / "results/ext/dataset.zarr")
     for sid in ("cthead", "cranium"):
         info = store.species_info(sid)

@@ -14,11 +14,12 @@ cube, inside the axis-aligned box of the volume's support and inside the ball th
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
 
-_JIT = dict(nogil=True, cache=True, fastmath=True, boundscheck=False, error_model="numpy")
+_JIT: dict[str, Any] = dict(nogil=True, cache=True, fastmath=True, boundscheck=False, error_model="numpy")
 
 
 @nb.njit(inline="always", **_JIT)

@@ -61,7 +61,8 @@ __device__ __forceinline__ float trilinear(const float* __restrict__ vf, float x
     float fx = x - (float)jx, fy = y - (float)jy, fz = z - (float)jz;
     unsigned long long i = (unsigned long long)jz * sz + (unsigned long long)jy * sy + (unsigned long long)jx;
     float a0 = __ldg(vf + i), a1 = __ldg(vf + i + 1), a2 = __ldg(vf + i + sy), a3 = __ldg(vf + i + sy + 1);
-    float b0 = __ldg(vf + i + sz), b1 = __ldg(vf + i + sz + 1), b2 = __ldg(vf + i + sz + sy), b3 = __ldg(vf + i + sz + sy + 1);
+    float b0 = __ldg(vf + i + sz), b1 = __ldg(vf + i + sz + 1);
+    float b2 = __ldg(vf + i + sz + sy), b3 = __ldg(vf + i + sz + sy + 1);
     float c00 = a0 + fx * (a1 - a0), c10 = a2 + fx * (a3 - a2);
     float c01 = b0 + fx * (b1 - b0), c11 = b2 + fx * (b3 - b2);
     float c0 = c00 + fy * (c10 - c00), c1 = c01 + fy * (c11 - c01);
@@ -158,9 +159,11 @@ def _device_inputs(vp, geom, clip):
 
     lo, hi, ball_r2, ball_ctr, inv_scale = clip
     clip_arr = np.concatenate([lo, hi, [ball_r2], ball_ctr, inv_scale]).astype(np.float64)
-    return (cp.asarray(np.ascontiguousarray(vp, dtype=np.float32)),
-            cp.asarray(np.ascontiguousarray(geom, dtype=np.float64)),
-            cp.asarray(clip_arr))
+    return (
+        cp.asarray(np.ascontiguousarray(vp, dtype=np.float32)),
+        cp.asarray(np.ascontiguousarray(geom, dtype=np.float64)),
+        cp.asarray(clip_arr),
+    )
 
 
 def render(vp, geom, clip, size, steps, chi, *, batch: int = 1024):
@@ -175,11 +178,24 @@ def render(vp, geom, clip, size, steps, chi, *, batch: int = 1024):
     for s in range(0, n, batch):
         m = min(batch, n - s)
         d_out = cp.empty((m, size, size), dtype=cp.float32)
-        kern((blocks_x, m), (_THREADS,),
-             (d_vol, np.int32(vp.shape[0]), np.int32(vp.shape[1]), np.int32(vp.shape[2]),
-              d_geom[s:s + m], np.int32(m), d_clip, np.int32(size), np.int32(steps),
-              np.float64(chi), d_out))
-        out[s:s + m] = d_out.get()
+        kern(
+            (blocks_x, m),
+            (_THREADS,),
+            (
+                d_vol,
+                np.int32(vp.shape[0]),
+                np.int32(vp.shape[1]),
+                np.int32(vp.shape[2]),
+                d_geom[s : s + m],
+                np.int32(m),
+                d_clip,
+                np.int32(size),
+                np.int32(steps),
+                np.float64(chi),
+                d_out,
+            ),
+        )
+        out[s : s + m] = d_out.get()
     return out
 
 
@@ -197,8 +213,21 @@ def view_volumes(vp, geom, clip, size, steps, *, max_bytes: int = 1 << 30):
     for s in range(0, n, batch):
         m = min(batch, n - s)
         d_out = cp.empty((m, steps, size, size), dtype=cp.float32)
-        kern((blocks_x, m), (_THREADS,),
-             (d_vol, np.int32(vp.shape[0]), np.int32(vp.shape[1]), np.int32(vp.shape[2]),
-              d_geom[s:s + m], np.int32(m), d_clip, np.int32(size), np.int32(steps), d_out))
-        out[s:s + m] = d_out.get()
+        kern(
+            (blocks_x, m),
+            (_THREADS,),
+            (
+                d_vol,
+                np.int32(vp.shape[0]),
+                np.int32(vp.shape[1]),
+                np.int32(vp.shape[2]),
+                d_geom[s : s + m],
+                np.int32(m),
+                d_clip,
+                np.int32(size),
+                np.int32(steps),
+                d_out,
+            ),
+        )
+        out[s : s + m] = d_out.get()
     return out

@@ -49,17 +49,21 @@ import dataclasses
 import itertools
 import json
 import math
-import os
-import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+import cv2
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 from scipy.spatial.transform import Rotation
+
+from .files import atomic_write, write_text
+from .io import read_volume
 
 __all__ = [
     "align_to_canonical",
@@ -104,7 +108,8 @@ def _check(volume, spacing_zyx) -> tuple[np.ndarray, np.ndarray]:
 
 def _otsu(vol: np.ndarray) -> float:
     """Otsu's threshold (skimage, 256 bins) of all voxels; ValueError for a constant volume."""
-    from skimage.filters import threshold_otsu
+    # kept local: scikit-image is not in envs/tomodata.yaml, where `tomo align` and `tomo align-sheet` run
+    from skimage.filters import threshold_otsu  # noqa: PLC0415
 
     lo, hi = float(vol.min()), float(vol.max())
     if lo == hi:
@@ -207,8 +212,17 @@ def _grid_resample(img: sitk.Image, transform, size_zyx, h: float, default: floa
     """Sample ``img`` (linear) at q = (j − (n−1)/2) h mapped by ``transform``; float32 [z, y, x]."""
     size = [int(n) for n in size_zyx[::-1]]
     origin = [-(n - 1) / 2.0 * h for n in size]
-    out = sitk.Resample(img, size, transform, sitk.sitkLinear, origin, [h] * 3, np.eye(3).ravel().tolist(),
-                        float(default), sitk.sitkFloat32)
+    out = sitk.Resample(
+        img,
+        size,
+        transform,
+        sitk.sitkLinear,
+        origin,
+        [h] * 3,
+        np.eye(3).ravel().tolist(),
+        float(default),
+        sitk.sitkFloat32,
+    )
     return sitk.GetArrayFromImage(out)
 
 
@@ -284,11 +298,13 @@ def _heuristic_frame(vol, mask, spacing, c, r0) -> tuple[np.ndarray, dict]:
     return g @ r1, info
 
 
-def _best_candidate(mov_img, c, r0, ref: "Reference", default: float) -> tuple[int, list[float]]:
+def _best_candidate(mov_img, c, r0, ref: Reference, default: float) -> tuple[int, list[float]]:
     """Index of the candidate G R0 whose coarse resampling best correlates (NCC) with the reference."""
     size = ref.coarse.shape
-    scores = [_ncc(ref.coarse, _grid_resample(mov_img, _transform(g @ r0, c), size, ref.h_coarse, default))
-              for g in _CANDIDATES]
+    scores = [
+        _ncc(ref.coarse, _grid_resample(mov_img, _transform(g @ r0, c), size, ref.h_coarse, default))
+        for g in _CANDIDATES
+    ]
     return int(np.argmax(scores)), scores
 
 
@@ -323,18 +339,31 @@ def prepare_reference(volume: np.ndarray, spacing_zyx, *, bone_threshold: float 
     fixed = _image(vol, sp, -c)
     m = sitk.GetImageFromArray(ndi.binary_dilation(mask, iterations=grow).astype(np.uint8))
     m.CopyInformation(fixed)
-    return Reference(fixed, m, coarse, h_c, radius, tuple(float(v) for v in c), t)
+    return Reference(fixed, m, coarse, h_c, radius, (float(c[0]), float(c[1]), float(c[2])), t)
 
 
-def _register(ref: Reference, moving: sitk.Image, rot_zyx, c, *, shrink, iterations: int, sampling,
-              learning_rate: float, seed: int, scale: float | None = None, pad: float = 0.0, default: float = 0.0
-              ) -> tuple[np.ndarray, np.ndarray, float, str]:
+def _register(
+    ref: Reference,
+    moving: sitk.Image,
+    rot_zyx,
+    c,
+    *,
+    shrink,
+    iterations: int,
+    sampling,
+    learning_rate: float,
+    seed: int,
+    scale: float | None = None,
+    pad: float = 0.0,
+    default: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, float, str]:
     """Rigid registration reference (q) -> scan (p). Returns (R zyx, T(0) mm zyx, metric, stop reason)."""
     tr = sitk.VersorRigid3DTransform() if scale is None else sitk.Similarity3DTransform()
     tr.SetCenter((0.0, 0.0, 0.0))
     u, _, vt = np.linalg.svd(_P @ np.asarray(rot_zyx).T @ _P)
     tr.SetMatrix((u @ vt).ravel().tolist())
     if scale is not None:
+        assert isinstance(tr, sitk.Similarity3DTransform)
         tr.SetScale(float(scale))
     tr.SetTranslation([float(v) for v in np.asarray(c)[::-1]])
     if pad > 0:
@@ -346,9 +375,13 @@ def _register(ref: Reference, moving: sitk.Image, rot_zyx, c, *, shrink, iterati
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentagePerLevel(list(sampling), int(seed) + 1)  # sitk: seed 0 = wall clock
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=1e-3,
-                                                 numberOfIterations=iterations, relaxationFactor=0.5,
-                                                 gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=learning_rate,
+        minStep=1e-3,
+        numberOfIterations=iterations,
+        relaxationFactor=0.5,
+        gradientMagnitudeTolerance=1e-8,
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(list(shrink))
     reg.SetSmoothingSigmasPerLevel([0.5 * (f - 1) for f in shrink])
@@ -356,10 +389,14 @@ def _register(ref: Reference, moving: sitk.Image, rot_zyx, c, *, shrink, iterati
     reg.SetInitialTransform(tr, inPlace=True)
     reg.Execute(ref.fixed, moving)
     m = np.array(tr.GetMatrix()).reshape(3, 3)
-    if scale is not None:
+    if isinstance(tr, sitk.Similarity3DTransform):  # scale is not None
         m = m / tr.GetScale()
-    return (_P @ m.T @ _P, np.array(tr.GetTranslation())[::-1], float(reg.GetMetricValue()),
-            reg.GetOptimizerStopConditionDescription())
+    return (
+        _P @ m.T @ _P,
+        np.array(tr.GetTranslation())[::-1],
+        float(reg.GetMetricValue()),
+        reg.GetOptimizerStopConditionDescription(),
+    )
 
 
 def _residual(ref: Reference, moving: sitk.Image, rot_zyx, t_zyx, default: float) -> dict:
@@ -404,7 +441,7 @@ def align_to_canonical(
     volume: np.ndarray,
     spacing_zyx,
     *,
-    reference: "tuple[np.ndarray, Any] | Reference | None" = None,
+    reference: tuple[np.ndarray, Any] | Reference | None = None,
     bone_threshold: float | None = None,
     support_threshold: float | None = None,
     background: float | None = None,
@@ -441,9 +478,21 @@ def align_to_canonical(
         if reference is None:
             rec.update(candidate=0, ncc_before=None, ncc_after=None, rms_before=None, rms_after=None)
         else:
-            rot, more = _with_reference(vol, spacing, img, c, rot, bg, reference, refine, shrink=shrink,
-                                        iterations=iterations, sampling=sampling, learning_rate=learning_rate,
-                                        seed=seed)
+            rot, more = _with_reference(
+                vol,
+                spacing,
+                img,
+                c,
+                rot,
+                bg,
+                reference,
+                refine,
+                shrink=shrink,
+                iterations=iterations,
+                sampling=sampling,
+                learning_rate=learning_rate,
+                seed=seed,
+            )
             rec.update(more)
         h = float(spacing.min())
         t_sup = bg + _SUPPORT_FRACTION * (t_bone - bg) if support_threshold is None else float(support_threshold)
@@ -456,8 +505,8 @@ def align_to_canonical(
     rot_xyz = _P @ rot @ _P
     rec.update(
         convention="q = R (p - c) = R p + t; p = scan voxel index * spacing (mm), q = canonical mm about the "
-                   "output grid centre; R canonical <- scan; rotation_zyx acts on (z, y, x) vectors, "
-                   "rotation_xyz on (x, y, z); euler: scipy 'xyz' (extrinsic) angles of rotation_xyz",
+        "output grid centre; R canonical <- scan; rotation_zyx acts on (z, y, x) vectors, "
+        "rotation_xyz on (x, y, z); euler: scipy 'xyz' (extrinsic) angles of rotation_xyz",
         rotation_zyx=np.round(rot, 8).tolist(),
         rotation_xyz=np.round(rot_xyz, 8).tolist(),
         translation_mm_zyx=np.round(-rot @ c, 5).tolist(),
@@ -465,10 +514,17 @@ def align_to_canonical(
         euler_xyz_deg=np.round(Rotation.from_matrix(rot_xyz).as_euler("xyz", degrees=True), 4).tolist(),
         candidate_matrix=np.round(_CANDIDATES[rec["candidate"]], 6).tolist(),
         eigenvalues_mm2_xyz=np.round(eig, 5).tolist(),
-        bone_threshold=t_bone, support_threshold=float(t_sup), background=bg, bone_voxels=int(mask.sum()),
-        input_shape=list(vol.shape), input_spacing_zyx=spacing.tolist(),
-        output_shape=list(out.shape), output_spacing_zyx=[h] * 3, dtype=str(out.dtype),
-        runtime_s=round(time.perf_counter() - t_start, 3), threads=int(threads),
+        bone_threshold=t_bone,
+        support_threshold=float(t_sup),
+        background=bg,
+        bone_voxels=int(mask.sum()),
+        input_shape=list(vol.shape),
+        input_spacing_zyx=spacing.tolist(),
+        output_shape=list(out.shape),
+        output_spacing_zyx=[h] * 3,
+        dtype=str(out.dtype),
+        runtime_s=round(time.perf_counter() - t_start, 3),
+        threads=int(threads),
         simpleitk_version=sitk.Version_VersionString(),
     )
     return out, rec
@@ -484,15 +540,25 @@ def _with_reference(vol, spacing, img, c, r0, bg, reference, refine, **reg) -> t
     k, scores = _best_candidate(_shrunk(vol, spacing, ref.h_coarse), c, r0, ref, bg)
     rot = _CANDIDATES[k] @ r0
     before = _residual(ref, img, rot, c, bg)
-    more = {"candidate": k, "candidate_ncc": [round(s, 4) for s in scores], "ncc_before": before["ncc"],
-            "rms_before": before["rms"], "ncc_grid_before": before["ncc_grid"],
-            "reference_centre_mm_zyx": list(ref.centre_mm_zyx)}
+    more = {
+        "candidate": k,
+        "candidate_ncc": [round(s, 4) for s in scores],
+        "ncc_before": before["ncc"],
+        "rms_before": before["rms"],
+        "ncc_grid_before": before["ncc_grid"],
+        "reference_centre_mm_zyx": list(ref.centre_mm_zyx),
+    }
     if refine:
         rot, t, metric, stop = _register(ref, img, rot, c, **reg)
         after = _residual(ref, img, rot, t, bg)
-        more.update(ncc_after=after["ncc"], rms_after=after["rms"], ncc_grid_after=after["ncc_grid"],
-                    sitk_metric=metric, sitk_stop=stop,
-                    registration={k2: (list(v) if isinstance(v, tuple) else v) for k2, v in reg.items()})
+        more.update(
+            ncc_after=after["ncc"],
+            rms_after=after["rms"],
+            ncc_grid_after=after["ncc_grid"],
+            sitk_metric=metric,
+            sitk_stop=stop,
+            registration={k2: (list(v) if isinstance(v, tuple) else v) for k2, v in reg.items()},
+        )
     else:
         more.update(ncc_after=before["ncc"], rms_after=before["rms"], ncc_grid_after=before["ncc_grid"])
     return rot, more
@@ -517,29 +583,29 @@ def _stem(path: Path) -> Path:
     raise ValueError(f"{path}: the aligned volume is written as NIfTI; give a .nii.gz or .nii path")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` into a temporary file beside ``path`` (same suffixes), then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def aligned_name(path) -> str:
     """The specimen name of an aligned file: ``A_J.nii.gz`` → ``A_J`` (ids may hold dots)."""
     return _stem(Path(path)).name
 
 
 #: The keys of an alignment record that the store's species table keeps.
-SUMMARY_KEYS = ("reference", "rotation_zyx", "translation_mm_zyx", "euler_xyz_deg", "candidate", "ncc_before",
-                "ncc_after", "rms_before", "rms_after", "convention", "centre_mm_zyx", "output_shape",
-                "output_spacing_zyx", "background", "scan")
+SUMMARY_KEYS = (
+    "reference",
+    "rotation_zyx",
+    "translation_mm_zyx",
+    "euler_xyz_deg",
+    "candidate",
+    "ncc_before",
+    "ncc_after",
+    "rms_before",
+    "rms_after",
+    "convention",
+    "centre_mm_zyx",
+    "output_shape",
+    "output_spacing_zyx",
+    "background",
+    "scan",
+)
 
 
 def apply_alignment(volume: np.ndarray, spacing_zyx, record: Mapping) -> np.ndarray:
@@ -547,13 +613,20 @@ def apply_alignment(volume: np.ndarray, spacing_zyx, record: Mapping) -> np.ndar
     table's summary of it): the recorded rotation, centre, grid and background, no registration.
     Equal, bit for bit, to the aligned volume the record came from (same SimpleITK)."""
     vol, spacing = _check(volume, spacing_zyx)
-    missing = [k for k in ("rotation_zyx", "centre_mm_zyx", "output_shape", "output_spacing_zyx", "background")
-               if k not in record]
+    missing = [
+        k
+        for k in ("rotation_zyx", "centre_mm_zyx", "output_shape", "output_spacing_zyx", "background")
+        if k not in record
+    ]
     if missing:
         raise ValueError(f"the alignment record lacks {missing} (made by an older tomo align: align again)")
-    out = _grid_resample(_image(vol, spacing), _transform(np.asarray(record["rotation_zyx"], float),
-                                                          np.asarray(record["centre_mm_zyx"], float)),
-                         record["output_shape"], float(record["output_spacing_zyx"][0]), float(record["background"]))
+    out = _grid_resample(
+        _image(vol, spacing),
+        _transform(np.asarray(record["rotation_zyx"], float), np.asarray(record["centre_mm_zyx"], float)),
+        record["output_shape"],
+        float(record["output_spacing_zyx"][0]),
+        float(record["background"]),
+    )
     return _cast_like(out, vol.dtype)
 
 
@@ -570,8 +643,6 @@ def save_aligned(path, aligned: np.ndarray, spacing_zyx, record: Mapping | None 
 
     Both files are written atomically; ``tomodata.io.read_volume`` returns the same array and spacing.
     """
-    import nibabel as nib
-
     path = Path(path)
     json_path = _stem(path).with_name(_stem(path).name + ".json")
     vol, sp = _check(aligned, spacing_zyx)
@@ -582,16 +653,14 @@ def save_aligned(path, aligned: np.ndarray, spacing_zyx, record: Mapping | None 
     img.header.set_data_dtype(vol.dtype)
     img.header.set_zooms(tuple(float(s) for s in sp[::-1]))
     img.header.set_xyzt_units("mm")
-    _atomic_write(path, lambda tmp: nib.save(img, tmp))
+    atomic_write(path, lambda tmp: nib.save(img, tmp))
     text = json.dumps(dict(record or {}), indent=1, sort_keys=True)
-    _atomic_write(json_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    write_text(json_path, text + "\n")
     return path
 
 
 def load_aligned(path) -> tuple[np.ndarray, tuple[float, float, float], dict]:
     """``(aligned[z, y, x], spacing_zyx mm, record)`` as written by :func:`save_aligned`."""
-    from tomodata.io import read_volume
-
     path = Path(path)
     vol, sp = read_volume(path)
     json_path = _stem(path).with_name(_stem(path).name + ".json")
@@ -603,8 +672,6 @@ def _projections(vol: np.ndarray, spacing, px_per_mm: float) -> list[np.ndarray]
     """Max-intensity projections, canonical orientation: side (along z; rows y, cols x: dorsal up,
     snout right), top (along y; rows z, cols x), front (along x; rows y, cols z); each resized (area
     average) to ``px_per_mm`` and scaled to [0, 1] between its own median and 99.5th percentile."""
-    import cv2
-
     sp = np.asarray(spacing, float)
     views = ((vol.max(axis=0), 1, 2), (vol.max(axis=1), 0, 2), (vol.max(axis=2).T, 1, 0))
     out = []
@@ -622,8 +689,6 @@ def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_p
     all at one scale (mm per pixel) so that the largest specimen fills ``panel_px``. Grey, uint8;
     the image is ``cols·(3·panel_px + 16) + 4`` wide and ``rows·(panel_px + 22) + 4`` high.
     """
-    import cv2
-
     items = [(str(k), *(v if isinstance(v, tuple) else (v, (1.0, 1.0, 1.0)))) for k, v in volumes.items()]
     if not items or cols < 1 or panel_px < 8:
         raise ValueError("contact_sheet needs at least one volume, cols >= 1 and panel_px >= 8")
@@ -640,10 +705,10 @@ def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_p
             img = (255 * img[:panel_px, :panel_px]).astype(np.uint8)
             oy = y0 + label_h + (panel_px - img.shape[0]) // 2
             ox = x0 + j * (panel_px + 4) + (panel_px - img.shape[1]) // 2
-            sheet[oy:oy + img.shape[0], ox:ox + img.shape[1]] = img
+            sheet[oy : oy + img.shape[0], ox : ox + img.shape[1]] = img
     out = Path(out_png)
     ok = []
-    _atomic_write(out, lambda tmp: ok.append(cv2.imwrite(tmp, sheet)))
+    atomic_write(out, lambda tmp: ok.append(cv2.imwrite(str(tmp), sheet)))
     if not ok or not ok[0]:
         raise ValueError(f"{out}: OpenCV could not write the PNG")
     return out

@@ -6,20 +6,24 @@ loading are excluded). Figures for the project's machines are kept in ``docs/ben
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 import platform
 import time
+from functools import partial
+from pathlib import Path
 
+import numba
 import numpy as np
 
+from .phantoms import skull_volume, species_params
 from .render import available_backends, render_xrays, view_volumes
 from .views import hemisphere_views
 
 
 def machine_summary() -> str:
     """One line naming the CPU, its core count, numba's thread count and any CUDA device."""
-    import numba
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -44,8 +48,6 @@ def bench_volume(kind: str, size: int) -> np.ndarray:
     if kind == "dense":
         return np.full((size, size, size), 0.3, dtype=np.float32)
     if kind == "skull":
-        from .phantoms import skull_volume, species_params
-
         return skull_volume(species_params(0), size=size, seed=0)
     raise ValueError(f"unknown benchmark volume {kind!r}: use 'skull' or 'dense'")
 
@@ -60,9 +62,17 @@ def _time(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def bench_render(*, volume: str = "skull", n_views: int = 32, image_size: int = 256, steps: int = 128,
-                 volume_size: int = 128, view_size: int = 128, repeats: int = 3,
-                 backends: list[str] | None = None) -> list[dict]:
+def bench_render(
+    *,
+    volume: str = "skull",
+    n_views: int = 32,
+    image_size: int = 256,
+    steps: int = 128,
+    volume_size: int = 128,
+    view_size: int = 128,
+    repeats: int = 3,
+    backends: list[str] | None = None,
+) -> list[dict]:
     """Time ``render_xrays`` and ``view_volumes`` per backend.
 
     Returns rows ``{"backend", "what", "volume", "views", "ms_per_view", "views_per_s"}``;
@@ -73,13 +83,29 @@ def bench_render(*, volume: str = "skull", n_views: int = 32, image_size: int = 
     rots = hemisphere_views(n_views, seed=0)
     rows = []
     for backend in backends or available_backends():
-        t = _time(lambda: render_xrays(vol, rots, size=image_size, steps=steps, backend=backend), repeats)
-        rows.append(dict(backend=backend, what=f"render_xrays {image_size}² × {steps}", volume=f"{volume} {volume_size}³",
-                         views=n_views, ms_per_view=1e3 * t / n_views, views_per_s=n_views / t))
+        t = _time(partial(render_xrays, vol, rots, size=image_size, steps=steps, backend=backend), repeats)
+        rows.append(
+            dict(
+                backend=backend,
+                what=f"render_xrays {image_size}² × {steps}",
+                volume=f"{volume} {volume_size}³",
+                views=n_views,
+                ms_per_view=1e3 * t / n_views,
+                views_per_s=n_views / t,
+            )
+        )
         nv = max(1, min(n_views, 16))
-        t = _time(lambda: view_volumes(vol, rots[:nv], size=view_size, steps=steps, backend=backend), repeats)
-        rows.append(dict(backend=backend, what=f"view_volumes {steps} × {view_size}²", volume=f"{volume} {volume_size}³",
-                         views=nv, ms_per_view=1e3 * t / nv, views_per_s=nv / t))
+        t = _time(partial(view_volumes, vol, rots[:nv], size=view_size, steps=steps, backend=backend), repeats)
+        rows.append(
+            dict(
+                backend=backend,
+                what=f"view_volumes {steps} × {view_size}²",
+                volume=f"{volume} {volume_size}³",
+                views=nv,
+                ms_per_view=1e3 * t / nv,
+                views_per_s=nv / t,
+            )
+        )
     return rows
 
 
@@ -88,8 +114,10 @@ def format_rows(rows: list[dict]) -> str:
     head = f"{'backend':8} {'what':28} {'volume':12} {'views':>6} {'ms/view':>9} {'views/s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['backend']:8} {r['what']:28} {r['volume']:12} {r['views']:>6} "
-                     f"{r['ms_per_view']:>9.2f} {r['views_per_s']:>9.1f}")
+        lines.append(
+            f"{r['backend']:8} {r['what']:28} {r['volume']:12} {r['views']:>6} "
+            f"{r['ms_per_view']:>9.2f} {r['views_per_s']:>9.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -97,9 +125,6 @@ def rule_benchmarks(workdir, run: str) -> list[dict]:
     """Per rule, from the Snakemake benchmark files ``WORKDIR/benchmarks/RUN/RULE/*.tsv`` of a run:
     ``rule``, ``jobs``, ``total_s``, ``max_s`` (the slowest job), ``max_rss_mb`` (the largest job's
     peak resident memory) and ``cpu_s`` (CPU seconds, all jobs). ValueError where there are none."""
-    import csv
-    from pathlib import Path
-
     root = Path(workdir) / "benchmarks" / run
     rows = []
     for folder in sorted(p for p in root.glob("*") if p.is_dir()):
@@ -110,31 +135,43 @@ def rule_benchmarks(workdir, run: str) -> list[dict]:
         if not recs:
             continue
 
-        def col(name):
+        def col(recs, name):
             return [float(r[name]) for r in recs if r.get(name) not in (None, "", "NA", "-")]
 
-        s, rss, cpu = col("s"), col("max_rss"), col("cpu_time")
-        rows.append({"rule": folder.name, "jobs": len(recs), "total_s": sum(s), "max_s": max(s, default=0.0),
-                     "max_rss_mb": max(rss, default=0.0), "cpu_s": sum(cpu)})
+        s, rss, cpu = col(recs, "s"), col(recs, "max_rss"), col(recs, "cpu_time")
+        rows.append(
+            {
+                "rule": folder.name,
+                "jobs": len(recs),
+                "total_s": sum(s),
+                "max_s": max(s, default=0.0),
+                "max_rss_mb": max(rss, default=0.0),
+                "cpu_s": sum(cpu),
+            }
+        )
     if not rows:
         raise ValueError(f"no Snakemake benchmark files under {root} (run the workflow with this run name first)")
     return rows
 
 
-def suggest_resources(rows: list[dict], *, margin: float = 1.5, min_mem_mb: int = 500,
-                      min_runtime: int = 5) -> dict:
+def suggest_resources(rows: list[dict], *, margin: float = 1.5, min_mem_mb: int = 500, min_runtime: int = 5) -> dict:
     """Requests from measured rows (:func:`rule_benchmarks`): per rule ``mem_mb`` = peak RSS ×
     ``margin`` rounded up to 100 MB, ``runtime`` = slowest job × ``margin`` in minutes, rounded up."""
-    import math
-
-    return {r["rule"]: {"mem_mb": max(min_mem_mb, int(math.ceil(r["max_rss_mb"] * margin / 100.0)) * 100),
-                        "runtime": max(min_runtime, int(math.ceil(r["max_s"] * margin / 60.0)))} for r in rows}
+    return {
+        r["rule"]: {
+            "mem_mb": max(min_mem_mb, int(math.ceil(r["max_rss_mb"] * margin / 100.0)) * 100),
+            "runtime": max(min_runtime, int(math.ceil(r["max_s"] * margin / 60.0))),
+        }
+        for r in rows
+    }
 
 
 def format_rule_rows(rows: list[dict]) -> str:
     """A Markdown table of :func:`rule_benchmarks` rows."""
     lines = ["| rule | jobs | wall s (all jobs) | slowest job s | peak RSS MB | CPU s |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['rule']} | {r['jobs']} | {r['total_s']:.0f} | {r['max_s']:.0f} | {r['max_rss_mb']:.0f} | "
-                     f"{r['cpu_s']:.0f} |")
+        lines.append(
+            f"| {r['rule']} | {r['jobs']} | {r['total_s']:.0f} | {r['max_s']:.0f} | {r['max_rss_mb']:.0f} | "
+            f"{r['cpu_s']:.0f} |"
+        )
     return "\n".join(lines)

@@ -8,12 +8,28 @@ The Snakefile calls :func:`check_config` in place of Snakemake's ``validate`` (i
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 __all__ = ["ConfigError", "config_errors", "check_config", "check_resources", "load_schema", "rule_names"]
 
-_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", tuple: "array",
-               dict: "object", type(None): "null"}
+_JSON_TYPES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    tuple: "array",
+    dict: "object",
+    type(None): "null",
+}
 
 
 class ConfigError(ValueError):
@@ -33,7 +49,7 @@ def _path(parts) -> str:
 
 def _short(value, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _type_name(value) -> str:
@@ -129,8 +145,6 @@ def _lines(err) -> list[str]:
 # ------------------------------------------------------------------------------------ checks
 def load_schema(schema_path) -> dict:
     """The schema (YAML or JSON) with its ``$id`` set to the file, so relative ``$ref`` stay local."""
-    import yaml
-
     path = Path(schema_path).resolve()
     schema = yaml.safe_load(path.read_text())
     schema["$id"] = path.as_uri()
@@ -140,14 +154,6 @@ def load_schema(schema_path) -> dict:
 def _validator(schema: dict, fill_defaults: bool):
     """The validator the schema declares (2020-12 if none), filling defaults as Snakemake's
     ``validate(..., set_default=True)`` does: each ``properties`` level before it is checked."""
-    from urllib.parse import urlparse
-    from urllib.request import url2pathname
-
-    import yaml
-    from jsonschema import Draft202012Validator, validators
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT202012
-
     cls = validators.validator_for(schema, default=Draft202012Validator)
     if fill_defaults:
         check_properties = cls.VALIDATORS["properties"]
@@ -165,8 +171,10 @@ def _validator(schema: dict, fill_defaults: bool):
         text = Path(url2pathname(urlparse(uri).path)).read_text()
         return Resource.from_contents(yaml.safe_load(text), default_specification=DRAFT202012)
 
-    registry = Registry(retrieve=retrieve).with_resource(
-        schema.get("$id", ""), Resource.from_contents(schema, default_specification=DRAFT202012))
+    # `retrieve` is the public alias of the attrs field `_retrieve`; mypy's attrs plugin does not see aliases
+    registry = Registry(retrieve=retrieve).with_resource(  # type: ignore[call-arg]
+        schema.get("$id", ""), Resource.from_contents(schema, default_specification=DRAFT202012)
+    )
     return cls(schema, registry=registry)
 
 
@@ -174,7 +182,7 @@ def config_errors(config: dict, schema: dict, fill_defaults: bool = False) -> li
     """Every problem of ``config`` against ``schema``, one line each (defaults filled if asked)."""
     errors = list(_validator(schema, fill_defaults).iter_errors(config))  # all of them: fills every default
     errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
-    lines = []
+    lines: list[str] = []
     for e in errors:
         lines.extend(line for line in _lines(e) if line not in lines)
     return lines
@@ -197,15 +205,15 @@ def check_resources(config: dict, rule_names) -> None:
         lines = []
         for k in unknown:
             meant = _close(k, names)
-            lines.append(f"resources.{k}: not a rule of this workflow" + (f"; did you mean {meant!r}?" if meant else ""))
+            lines.append(
+                f"resources.{k}: not a rule of this workflow" + (f"; did you mean {meant!r}?" if meant else "")
+            )
         raise ConfigError(lines, note="rules: " + ", ".join(n for n in names if n != "all"))
 
 
 def rule_names(rules_dir) -> list[str]:
     """Every rule a workflow's rule files define (also those only defined for some configs: the
     demo's, the alignment's), read from ``rule NAME:`` lines of ``rules_dir/*.smk``."""
-    import re
-
     names = set()
     for f in sorted(Path(rules_dir).glob("*.smk")):
         names.update(re.findall(r"^\s*rule (\w+):", f.read_text(), flags=re.M))

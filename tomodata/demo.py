@@ -12,8 +12,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from .files import atomic_write, write_text
 from .phantoms import FIT_RADIUS, skull_volume, species_params
 
 # codec name -> (fourcc, container suffix); all written by opencv-python-headless's FFmpeg
@@ -26,8 +28,6 @@ def write_slice_movie(volume_u8: np.ndarray, path: str | Path, *, codec: str = "
 
     The file is written under a temporary name and renamed when complete. Returns the path.
     """
-    import cv2
-
     vol = np.asarray(volume_u8)
     if vol.ndim != 3 or vol.dtype != np.uint8:
         raise ValueError(f"need a (Z, Y, X) uint8 volume, got {vol.shape} {vol.dtype}")
@@ -37,19 +37,19 @@ def write_slice_movie(volume_u8: np.ndarray, path: str | Path, *, codec: str = "
     path = Path(path)
     if path.suffix.lower() != suffix:
         raise ValueError(f"codec {codec} writes {suffix} files, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial" + suffix)
     h, w = vol.shape[1:]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h), True)
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {codec} ({fourcc}) movies here")
-    try:
-        for sl in vol:
-            writer.write(cv2.cvtColor(sl, cv2.COLOR_GRAY2BGR))
-    finally:
-        writer.release()
-    tmp.replace(path)
-    return path
+
+    def write(tmp: Path) -> None:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*fourcc), fps, (w, h), True)
+        if not writer.isOpened():
+            raise RuntimeError(f"OpenCV cannot write {codec} ({fourcc}) movies here")
+        try:
+            for sl in vol:
+                writer.write(cv2.cvtColor(sl, cv2.COLOR_GRAY2BGR))
+        finally:
+            writer.release()
+
+    return atomic_write(path, write)
 
 
 def phantom_spacing_mm(params, size: int) -> float:
@@ -73,18 +73,39 @@ def demo_splits(n_species: int, *, val: int, test: int = 0) -> list[str]:
     parameters depend only on its number and the seed).
     """
     if n_species < 1 or val < 0 or test < 0 or val + test >= n_species:
-        raise ValueError(f"the demo needs at least one train species: {n_species} species, val {val}, test {test} "
-                         f"(val + test must be < species, each >= 0)")
-    return ["test" if k >= n_species - test else "val" if k >= n_species - test - val else "train"
-            for k in range(n_species)]
+        raise ValueError(
+            f"the demo needs at least one train species: {n_species} species, val {val}, test {test} "
+            f"(val + test must be < species, each >= 0)"
+        )
+    return [
+        "test" if k >= n_species - test else "val" if k >= n_species - test - val else "train" for k in range(n_species)
+    ]
 
 
-DEMO_COLUMNS = ("id", "species", "source", "source_kind", "spacing_mm", "slice_axis", "split", "licence", "sha256",
-                "notes")
+DEMO_COLUMNS = (
+    "id",
+    "species",
+    "source",
+    "source_kind",
+    "spacing_mm",
+    "slice_axis",
+    "split",
+    "licence",
+    "sha256",
+    "notes",
+)
 
 
-def demo_rows(n_species: int, *, val: int, test: int = 0, movie_size: int = 160, codec: str = "mp4v", seed: int = 0,
-              species_ids: list[int] | None = None) -> list[dict]:
+def demo_rows(
+    n_species: int,
+    *,
+    val: int,
+    test: int = 0,
+    movie_size: int = 160,
+    codec: str = "mp4v",
+    seed: int = 0,
+    species_ids: list[int] | None = None,
+) -> list[dict]:
     """The demo manifest's rows (dicts of :data:`DEMO_COLUMNS`), without writing anything: what
     :func:`write_demo_movies` writes, known before the movies exist (the workflow reads it at parse time).
     Sources are relative to the manifest's folder."""
@@ -96,15 +117,39 @@ def demo_rows(n_species: int, *, val: int, test: int = 0, movie_size: int = 160,
         name = demo_name(sid)
         sp = phantom_spacing_mm(params, movie_size)
         digest = hashlib.sha256(json.dumps(params.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
-        rows.append(dict(zip(DEMO_COLUMNS, [
-            name, f"procedural species {sid}", f"movies/{name}{MOVIE_CODECS[codec][1]}", "movie",
-            f"{sp:.6g},{sp:.6g},{sp:.6g}", "z", splits[k], DEMO_LICENCE, "",
-            f"tomodata.phantoms species {sid} seed {seed}, params {digest}"])))
+        rows.append(
+            dict(
+                zip(
+                    DEMO_COLUMNS,
+                    [
+                        name,
+                        f"procedural species {sid}",
+                        f"movies/{name}{MOVIE_CODECS[codec][1]}",
+                        "movie",
+                        f"{sp:.6g},{sp:.6g},{sp:.6g}",
+                        "z",
+                        splits[k],
+                        DEMO_LICENCE,
+                        "",
+                        f"tomodata.phantoms species {sid} seed {seed}, params {digest}",
+                    ],
+                )
+            )
+        )
     return rows
 
 
-def write_demo_movies(out_dir: str | Path, *, n_species: int = 24, val: int = 4, test: int = 0, movie_size: int = 160,
-                      codec: str = "mp4v", seed: int = 0, species_ids: list[int] | None = None) -> Path:
+def write_demo_movies(
+    out_dir: str | Path,
+    *,
+    n_species: int = 24,
+    val: int = 4,
+    test: int = 0,
+    movie_size: int = 160,
+    codec: str = "mp4v",
+    seed: int = 0,
+    species_ids: list[int] | None = None,
+) -> Path:
     """Write ``n_species`` procedural species as slice movies and a manifest ``manifest.tsv``.
 
     Splits by :func:`demo_splits` (the last ``test`` species ``test``, the ``val`` before them
@@ -122,11 +167,8 @@ def write_demo_movies(out_dir: str | Path, *, n_species: int = 24, val: int = 4,
         vol = skull_volume(params, size=movie_size, seed=seed)
         u8 = np.round(np.clip(vol, 0.0, 1.0) * 255.0).astype(np.uint8)
         write_slice_movie(u8, out / row["source"], codec=codec)
-    rows = [[r[c] for c in DEMO_COLUMNS] for r in rows]
+    cells = [[r[c] for c in DEMO_COLUMNS] for r in rows]
     manifest = out / "manifest.tsv"
     text = "# demo manifest: procedural skull species written as slice movies by `tomo demo-movies`\n"
-    text += "\t".join(DEMO_COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
-    tmp = manifest.with_suffix(".tsv.partial")
-    tmp.write_text(text)
-    tmp.replace(manifest)
-    return manifest
+    text += "\t".join(DEMO_COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in cells)
+    return write_text(manifest, text)

@@ -77,9 +77,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+import zarr
 
 from . import __version__
+from .files import sha256_file
+from .manifest import load_manifest
 from .recipe import recipe_files
+from .store import _voxel_mm, open_store, validate_store
+from .store_settings import StoreSettings
 from .views import sample_to_view
 from .volume_files import VOLUME_FORMATS, write_canonical_volume
 
@@ -121,11 +127,32 @@ FREE, OPEN, RESTRICTED, UNKNOWN = "free", "open", "restricted", "unknown"
 _CLEARED = (FREE, OPEN)
 
 # Hugging Face's licence ids for Creative Commons licences (others: "other")
-_HF_CC = {"by-2.0", "by-2.5", "by-3.0", "by-4.0", "by-sa-3.0", "by-sa-4.0", "by-nc-2.0", "by-nc-3.0", "by-nc-4.0",
-          "by-nd-4.0", "by-nc-nd-3.0", "by-nc-nd-4.0", "by-nc-sa-2.0", "by-nc-sa-3.0", "by-nc-sa-4.0"}
+_HF_CC = {
+    "by-2.0",
+    "by-2.5",
+    "by-3.0",
+    "by-4.0",
+    "by-sa-3.0",
+    "by-sa-4.0",
+    "by-nc-2.0",
+    "by-nc-3.0",
+    "by-nc-4.0",
+    "by-nd-4.0",
+    "by-nc-nd-3.0",
+    "by-nc-nd-4.0",
+    "by-nc-sa-2.0",
+    "by-nc-sa-3.0",
+    "by-nc-sa-4.0",
+}
 # long forms → the short words the patterns match (applied to the lower-cased text, in order)
-_LICENCE_WORDS = [(r"creative[- _]commons", "cc"), (r"open[- _]data[- _]commons", "odc"), (r"attribution", "by"),
-                  (r"non[- _]?commercial", "nc"), (r"share[- _]?alike", "sa"), (r"no[- _]?deriv(ative)?s?", "nd")]
+_LICENCE_WORDS = [
+    (r"creative[- _]commons", "cc"),
+    (r"open[- _]data[- _]commons", "odc"),
+    (r"attribution", "by"),
+    (r"non[- _]?commercial", "nc"),
+    (r"share[- _]?alike", "sa"),
+    (r"no[- _]?deriv(ative)?s?", "nd"),
+]
 
 
 def _cc_licences() -> list[tuple[str, str, str, str]]:
@@ -136,8 +163,9 @@ def _cc_licences() -> list[tuple[str, str, str, str]]:
             v = ver.replace(".", r"\.") if ver == "2.5" else ver[0] + r"(\.0)?(?![.\d])"
             pattern = r"\bcc[- _]?" + r"[- _]?".join(variant.split("-")) + r"[- _,]*(v(ersion)?[- _]?)?" + v
             hf = f"cc-{variant}-{ver}" if f"{variant}-{ver}" in _HF_CC else "other"
-            out.append((pattern, f"CC-{variant.upper()}-{ver}", hf,
-                        f"https://creativecommons.org/licenses/{variant}/{ver}/"))
+            out.append(
+                (pattern, f"CC-{variant.upper()}-{ver}", hf, f"https://creativecommons.org/licenses/{variant}/{ver}/")
+            )
     return out
 
 
@@ -157,24 +185,56 @@ _OPEN_LICENCES = _cc_licences() + [
     (r"\blgpl[- _]?v?3\b|\blgpl[- _]?v?3\.0", "LGPL-3.0-only", "lgpl-3.0", _GNU + "lgpl-3.0.html"),
     (r"\bagpl[- _]?v?3(\.0)?(\+|[- _]or[- _]later)", "AGPL-3.0-or-later", "agpl-3.0", _GNU + "agpl-3.0.html"),
     (r"\bagpl[- _]?v?3\b|\bagpl[- _]?v?3\.0", "AGPL-3.0-only", "agpl-3.0", _GNU + "agpl-3.0.html"),
-    (r"\bgpl[- _]?v?2(\.0)?(\+|[- _]or[- _]later)|gnu general public licen[sc]e,? v(ersion)? ?2(\.0)?,? or later"
-     r"|\bgnu gpl[- _]?v?2(\.0)?(\+|[- _]or[- _]later)", "GPL-2.0-or-later", "gpl-2.0",
-     _GNU + "old-licenses/gpl-2.0.html"),
-    (r"\bgpl[- _]?v?2\b|\bgpl[- _]?v?2\.0|gnu general public licen[sc]e,? v(ersion)? ?2", "GPL-2.0-only", "gpl-2.0",
-     _GNU + "old-licenses/gpl-2.0.html"),
-    (r"\bgpl[- _]?v?3(\.0)?(\+|[- _]or[- _]later)|gnu general public licen[sc]e,? v(ersion)? ?3(\.0)?,? or later",
-     "GPL-3.0-or-later", "gpl-3.0", _GNU + "gpl-3.0.html"),
-    (r"\bgpl[- _]?v?3\b|\bgpl[- _]?v?3\.0|gnu general public licen[sc]e,? v(ersion)? ?3", "GPL-3.0-only", "gpl-3.0",
-     _GNU + "gpl-3.0.html"),
+    (
+        r"\bgpl[- _]?v?2(\.0)?(\+|[- _]or[- _]later)|gnu general public licen[sc]e,? v(ersion)? ?2(\.0)?,? or later"
+        r"|\bgnu gpl[- _]?v?2(\.0)?(\+|[- _]or[- _]later)",
+        "GPL-2.0-or-later",
+        "gpl-2.0",
+        _GNU + "old-licenses/gpl-2.0.html",
+    ),
+    (
+        r"\bgpl[- _]?v?2\b|\bgpl[- _]?v?2\.0|gnu general public licen[sc]e,? v(ersion)? ?2",
+        "GPL-2.0-only",
+        "gpl-2.0",
+        _GNU + "old-licenses/gpl-2.0.html",
+    ),
+    (
+        r"\bgpl[- _]?v?3(\.0)?(\+|[- _]or[- _]later)|gnu general public licen[sc]e,? v(ersion)? ?3(\.0)?,? or later",
+        "GPL-3.0-or-later",
+        "gpl-3.0",
+        _GNU + "gpl-3.0.html",
+    ),
+    (
+        r"\bgpl[- _]?v?3\b|\bgpl[- _]?v?3\.0|gnu general public licen[sc]e,? v(ersion)? ?3",
+        "GPL-3.0-only",
+        "gpl-3.0",
+        _GNU + "gpl-3.0.html",
+    ),
     (r"\bmit\b", "MIT", "mit", "https://opensource.org/license/mit"),
-    (r"bsd[- _]?3|3[- _]clause bsd|bsd 3-clause", "BSD-3-Clause", "bsd-3-clause", "https://opensource.org/license/bsd-3-clause"),
-    (r"bsd[- _]?2|2[- _]clause bsd|bsd 2-clause", "BSD-2-Clause", "bsd-2-clause", "https://opensource.org/license/bsd-2-clause"),
-    (r"apache[- _]?(licen[sc]e[- _,]*)?(v(ersion)?[- _]?)?2", "Apache-2.0", "apache-2.0",
-     "https://www.apache.org/licenses/LICENSE-2.0"),
+    (
+        r"bsd[- _]?3|3[- _]clause bsd|bsd 3-clause",
+        "BSD-3-Clause",
+        "bsd-3-clause",
+        "https://opensource.org/license/bsd-3-clause",
+    ),
+    (
+        r"bsd[- _]?2|2[- _]clause bsd|bsd 2-clause",
+        "BSD-2-Clause",
+        "bsd-2-clause",
+        "https://opensource.org/license/bsd-2-clause",
+    ),
+    (
+        r"apache[- _]?(licen[sc]e[- _,]*)?(v(ersion)?[- _]?)?2",
+        "Apache-2.0",
+        "apache-2.0",
+        "https://www.apache.org/licenses/LICENSE-2.0",
+    ),
 ]
 # conditions of an open licence that the card states (by the SPDX id's parts)
-_CONDITIONS = [("NC", "non-commercial use only"),
-               ("ND", "no derivatives: adaptations (the cubes and x-rays are derived from the scan) may not be shared")]
+_CONDITIONS = [
+    ("NC", "non-commercial use only"),
+    ("ND", "no derivatives: adaptations (the cubes and x-rays are derived from the scan) may not be shared"),
+]
 _CC0 = ("CC0-1.0", "cc0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")
 _RESTRICTED_RE = re.compile(
     r"no[- ]redistribution|not? (be )?(for |to be )?redistribut|do not redistribute|"
@@ -256,8 +316,11 @@ def classify_licence(entry: dict) -> dict:
     low, src = text.lower(), source.lower()
     out = {"text": text, "spdx": None, "hf": None, "url": None}
     if _RESTRICTED_RE.search(low) or "digimorph.org" in src:
-        return out | {"class": RESTRICTED, "redistribution": False,
-                      "label": text or "source under digimorph.org: no redistribution"}
+        return out | {
+            "class": RESTRICTED,
+            "redistribution": False,
+            "label": text or "source under digimorph.org: no redistribution",
+        }
     if _PROCEDURAL_LICENCE in low or src.startswith("tomodata.phantoms"):
         spdx, hf, url = _CC0
         label = text or "CC0-1.0 (procedural species, tomodata.phantoms)"
@@ -267,8 +330,15 @@ def classify_licence(entry: dict) -> dict:
         norm = re.sub(long, short, norm)
     for pattern, spdx, hf, url in _OPEN_LICENCES:
         if re.search(pattern, norm):
-            return out | {"class": OPEN, "spdx": spdx, "hf": hf, "url": url, "redistribution": True, "label": text,
-                          "conditions": [c for tag, c in _CONDITIONS if tag in spdx.split("-")]}
+            return out | {
+                "class": OPEN,
+                "spdx": spdx,
+                "hf": hf,
+                "url": url,
+                "redistribution": True,
+                "label": text,
+                "conditions": [c for tag, c in _CONDITIONS if tag in spdx.split("-")],
+            }
     return out | {"class": UNKNOWN, "redistribution": False, "label": text or "(no licence given)"}
 
 
@@ -277,22 +347,30 @@ def _licence_notes(classes: dict[str, dict], recipe_only: bool | None) -> tuple[
     unknown licence (UnknownLicenceWarning); data of species not cleared, or under a no-derivatives
     licence (RedistributionWarning)."""
     stack = 3  # the caller of export_dataset
-    notes = [f"species {n}: licence {c['label']!r} is not a recognised licence (docs/export.md lists them): "
-             "treated as not cleared for redistribution, so the export is recipe-only unless recipe_only=False"
-             for n, c in classes.items() if c["class"] == UNKNOWN]
+    notes = [
+        f"species {n}: licence {c['label']!r} is not a recognised licence (docs/export.md lists them): "
+        "treated as not cleared for redistribution, so the export is recipe-only unless recipe_only=False"
+        for n, c in classes.items()
+        if c["class"] == UNKNOWN
+    ]
     for note in notes:
         warnings.warn(note, UnknownLicenceWarning, stacklevel=stack)
     blocked = [n for n, c in classes.items() if c["class"] not in _CLEARED]
     recipe_only = bool(blocked) if recipe_only is None else bool(recipe_only)
     loud = []
     if not recipe_only and blocked:
-        loud.append("exporting the data of species whose terms do not clear redistribution: "
-                    + ", ".join(f"{n} ({classes[n]['class']}: {classes[n]['label']})" for n in blocked)
-                    + ". The export is marked NOT FOR REDISTRIBUTION; do not publish it.")
+        loud.append(
+            "exporting the data of species whose terms do not clear redistribution: "
+            + ", ".join(f"{n} ({classes[n]['class']}: {classes[n]['label']})" for n in blocked)
+            + ". The export is marked NOT FOR REDISTRIBUTION; do not publish it."
+        )
     if not recipe_only:
-        loud += [f"species {n}: licence {c['spdx']} forbids sharing adaptations, and the export holds data derived "
-                 "from its scan: check the terms before publishing" for n, c in classes.items()
-                 if any(cond.startswith("no derivatives") for cond in c.get("conditions") or [])]
+        loud += [
+            f"species {n}: licence {c['spdx']} forbids sharing adaptations, and the export holds data derived "
+            "from its scan: check the terms before publishing"
+            for n, c in classes.items()
+            if any(cond.startswith("no derivatives") for cond in c.get("conditions") or [])
+        ]
     for msg in loud:
         warnings.warn(msg, RedistributionWarning, stacklevel=stack)
     return recipe_only, notes + loud
@@ -300,16 +378,6 @@ def _licence_notes(classes: dict[str, dict], recipe_only: bool | None) -> tuple[
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(_CHUNK)
-            if not block:
-                return h.hexdigest()
-            h.update(block)
 
 
 def _copy_hashed(src: Path, dst: Path) -> str:
@@ -330,8 +398,8 @@ def _now() -> _dt.datetime:
     """Export time (UTC); ``SOURCE_DATE_EPOCH`` pins it for reproducible exports."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch and epoch.strip().isdigit():
-        return _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        return _dt.datetime.fromtimestamp(int(epoch), tz=_dt.UTC)
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0)
 
 
 def _json_text(obj) -> str:
@@ -345,10 +413,16 @@ def code_version() -> dict:
     if not (root / ".git").exists():
         return info
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         info["git_commit"] = commit or None
         info["git_dirty"] = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
@@ -384,7 +458,8 @@ def _check_out(out: Path, src: Path, overwrite: bool) -> None:
         if any(out.iterdir()):
             if not overwrite:
                 raise FileExistsError(
-                    f"{out} exists and is not empty; pass overwrite=True to replace an earlier export")
+                    f"{out} exists and is not empty; pass overwrite=True to replace an earlier export"
+                )
             if not _is_export(out):
                 raise FileExistsError(f"{out} is not empty and is not an earlier export: refusing to replace it")
 
@@ -399,8 +474,15 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 
 
 def _size_category(n: int) -> str:
-    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+    bounds = [
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+        (100_000_000, "10M<n<100M"),
+        (1_000_000_000, "100M<n<1B"),
+    ]
     for b, name in bounds:
         if n < b:
             return name
@@ -431,9 +513,15 @@ def _licence_summary(table: list[dict], classes: dict[str, dict], recipe_only: b
         if blocked:
             hf = "other"
             name = "recipe-only: CC0-1.0 recipe, source data under their own terms"
-            cr = [cc0_url] + [f"Source data (not included): {t}" for t in texts] + (
-                ["Source data without a recognised licence (not included): terms unknown"]
-                if any(classes[n]["class"] == UNKNOWN for n in blocked) else [])
+            cr = (
+                [cc0_url]
+                + [f"Source data (not included): {t}" for t in texts]
+                + (
+                    ["Source data without a recognised licence (not included): terms unknown"]
+                    if any(classes[n]["class"] == UNKNOWN for n in blocked)
+                    else []
+                )
+            )
         else:
             hf, name = cc0_hf, None
             cr = [cc0_url] + sorted({c["url"] for c in classes.values()} - {cc0_url})
@@ -450,8 +538,15 @@ def _licence_summary(table: list[dict], classes: dict[str, dict], recipe_only: b
             hf = "other"
             name = "mixed open licences: " + ", ".join(spdx)
             cr = sorted({c["url"] for c in classes.values()})
-    return {"hf": hf, "name": name, "croissant": cr, "not_for_redistribution": not_for_redistribution,
-            "blocked": blocked, "restricted": restricted, "spdx": spdx}
+    return {
+        "hf": hf,
+        "name": name,
+        "croissant": cr,
+        "not_for_redistribution": not_for_redistribution,
+        "blocked": blocked,
+        "restricted": restricted,
+        "spdx": spdx,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,24 +554,49 @@ def _licence_summary(table: list[dict], classes: dict[str, dict], recipe_only: b
 
 
 def _species_rows(attrs: dict, markers: dict, classes: dict) -> tuple[list[str], list[list]]:
-    header = ["name", "split", "taxon", "source", "source_checksum", "licence", "licence_class", "redistribution",
-              "original_shape_zyx", "spacing_mm_zyx", "n_samples", "group"] + [f"{a}_sha256" for a in _ARRAYS]
+    header = [
+        "name",
+        "split",
+        "taxon",
+        "source",
+        "source_checksum",
+        "licence",
+        "licence_class",
+        "redistribution",
+        "original_shape_zyx",
+        "spacing_mm_zyx",
+        "n_samples",
+        "group",
+    ] + [f"{a}_sha256" for a in _ARRAYS]
     rows = []
     for e in attrs["species"]:
         n = e["name"]
         c = classes[n]
         sha = markers[n].get("sha256", {})
-        rows.append([n, e["split"], e.get("species", ""), e["source"], e["source_checksum"], c["label"], c["class"],
-                     c["redistribution"], " ".join(str(int(s)) for s in e["original_shape"]),
-                     " ".join(repr(float(s)) for s in e["spacing_mm"]), int(attrs["samples_per_species"]),
-                     f"dataset.zarr/species/{n}"] + [sha.get(a, "") for a in _ARRAYS])
+        rows.append(
+            [
+                n,
+                e["split"],
+                e.get("species", ""),
+                e["source"],
+                e["source_checksum"],
+                c["label"],
+                c["class"],
+                c["redistribution"],
+                " ".join(str(int(s)) for s in e["original_shape"]),
+                " ".join(repr(float(s)) for s in e["spacing_mm"]),
+                StoreSettings.from_attrs(attrs).samples_per_species,
+                f"dataset.zarr/species/{n}",
+            ]
+            + [sha.get(a, "") for a in _ARRAYS]
+        )
     return header, rows
 
 
 def _samples_rows(attrs: dict) -> tuple[list[str], list[list]]:
     header = ["sample_id", "species", "split", "sample", "view", "mirrored", "images_array"]
     rows = []
-    n_samples = int(attrs["samples_per_species"])
+    n_samples = StoreSettings.from_attrs(attrs).samples_per_species
     for e in attrs["species"]:
         n = e["name"]
         arr = f"dataset.zarr/species/{n}/images"
@@ -491,8 +611,14 @@ def _samples_rows(attrs: dict) -> tuple[list[str], list[list]]:
 
 
 def _field(rs: str, name: str, dtype: str, desc: str, file_id: str, *, references: str | None = None) -> dict:
-    f = {"@type": "cr:Field", "@id": f"{rs}/{name}", "name": name, "description": desc, "dataType": dtype,
-         "source": {"fileObject": {"@id": file_id}, "extract": {"column": name}}}
+    f = {
+        "@type": "cr:Field",
+        "@id": f"{rs}/{name}",
+        "name": name,
+        "description": desc,
+        "dataType": dtype,
+        "source": {"fileObject": {"@id": file_id}, "extract": {"column": name}},
+    }
     if references:
         f["references"] = {"field": {"@id": references}}
     return f
@@ -504,13 +630,22 @@ def _array_layout_text(attrs: dict) -> str:
     for a in _ARRAYS:
         d = lay[a]
         shards = f", shards {d['shards']}" if d.get("shards") else ""
-        parts.append(f"{a} {tuple(d['shape'])} {d['dtype']} (chunks {d['chunks']}{shards}; "
-                     f"{attrs['encoding'][a]['quantity']})")
+        parts.append(
+            f"{a} {tuple(d['shape'])} {d['dtype']} (chunks {d['chunks']}{shards}; {attrs['encoding'][a]['quantity']})"
+        )
     return "; ".join(parts)
 
 
-def _croissant(attrs: dict, files: dict[str, str], *, recipe_only: bool, lic: dict, species_names: list[str],
-               date: str, n_samples_total: int) -> dict:
+def _croissant(
+    attrs: dict,
+    files: dict[str, str],
+    *,
+    recipe_only: bool,
+    lic: dict,
+    species_names: list[str],
+    date: str,
+    n_samples_total: int,
+) -> dict:
     enc = attrs["encoding"]["images"]
     layout = _array_layout_text(attrs)
     data_note = (
@@ -518,8 +653,8 @@ def _croissant(attrs: dict, files: dict[str, str], *, recipe_only: bool, lic: di
         "clear redistribution); the recipe files let you rebuild the Zarr store with the tomodata code "
         "and check it against recipe/checksums.json. The samples table lists the samples the rebuilt "
         "store holds, at the array paths given."
-        if recipe_only else
-        "The data are in the Zarr v3 store dataset.zarr (sharded, zstd), described below as one FileSet "
+        if recipe_only
+        else "The data are in the Zarr v3 store dataset.zarr (sharded, zstd), described below as one FileSet "
         "per species."
     )
     description = (
@@ -537,50 +672,97 @@ def _croissant(attrs: dict, files: dict[str, str], *, recipe_only: bool, lic: di
     dist: list[dict] = []
 
     def fobj(path: str, fmt: str, desc: str) -> None:
-        dist.append({"@type": "cr:FileObject", "@id": path, "name": path, "description": desc,
-                     "contentUrl": path, "encodingFormat": fmt, "sha256": files[path]})
+        dist.append(
+            {
+                "@type": "cr:FileObject",
+                "@id": path,
+                "name": path,
+                "description": desc,
+                "contentUrl": path,
+                "encodingFormat": fmt,
+                "sha256": files[path],
+            }
+        )
 
     fobj("species.csv", "text/csv", "One row per species: split, source, licence, per-array sha256 of the data.")
     fobj("samples.csv", "text/csv", "One row per sample: species, split, sample index, view, mirrored, image array.")
     fobj("provenance.json", "application/json", "Code version, build config, store provenance, export time.")
     for path in sorted(p for p in files if p.startswith("recipe/")):
-        fmt = ("text/tab-separated-values" if path.endswith(".tsv") else "application/json" if path.endswith(".json")
-               else "application/yaml" if path.endswith((".yaml", ".yml")) else "text/plain")
-        fobj(path, fmt, "Recipe file: " + {
-            "recipe/checksums.json": "per-species sha256 of every array (completion markers) and source checksums",
-            "recipe/store_attrs.json": "the store's root attributes (rendering constants, view scheme, species table)",
-            "recipe/manifest.tsv": "the specimen manifest (sources, spacing, split, licence, sha256)",
-        }.get(path, "the build configuration"))
+        fmt = (
+            "text/tab-separated-values"
+            if path.endswith(".tsv")
+            else "application/json"
+            if path.endswith(".json")
+            else "application/yaml"
+            if path.endswith((".yaml", ".yml"))
+            else "text/plain"
+        )
+        fobj(
+            path,
+            fmt,
+            "Recipe file: "
+            + {
+                "recipe/checksums.json": "per-species sha256 of every array (completion markers) and source checksums",
+                "recipe/store_attrs.json": (
+                    "the store's root attributes (rendering constants, view scheme, species table)"
+                ),
+                "recipe/manifest.tsv": "the specimen manifest (sources, spacing, split, licence, sha256)",
+            }.get(path, "the build configuration"),
+        )
     for s in SPLIT_NAMES:
         fobj(f"splits/{s}.txt", "text/plain", f"Species of the {s} split, one name per line.")
     if not recipe_only:
-        fobj("dataset.zarr/zarr.json", "application/json",
-             "Root metadata of the Zarr v3 store: all dataset attributes (spec_version tomo-dataset/1).")
+        fobj(
+            "dataset.zarr/zarr.json",
+            "application/json",
+            "Root metadata of the Zarr v3 store: all dataset attributes (spec_version tomo-dataset/1).",
+        )
         for n in species_names:
-            dist.append({
-                "@type": "cr:FileSet", "@id": f"zarr/{n}", "name": f"zarr/{n}",
-                "description": (f"Zarr v3 group species/{n} (metadata zarr.json files, chunk and shard files) with the "
-                                f"arrays {layout}. sha256 of every file: SHA256SUMS; of every decoded array: "
-                                "species.csv."),
-                "encodingFormat": ZARR_V3_FORMAT,
-                "includes": f"dataset.zarr/species/{n}/**",
-            })
+            dist.append(
+                {
+                    "@type": "cr:FileSet",
+                    "@id": f"zarr/{n}",
+                    "name": f"zarr/{n}",
+                    "description": (
+                        f"Zarr v3 group species/{n} (metadata zarr.json files, chunk and shard files) with the "
+                        f"arrays {layout}. sha256 of every file: SHA256SUMS; of every decoded array: "
+                        "species.csv."
+                    ),
+                    "encodingFormat": ZARR_V3_FORMAT,
+                    "includes": f"dataset.zarr/species/{n}/**",
+                }
+            )
 
     split_rs = {
-        "@type": "cr:RecordSet", "@id": "splits", "name": "splits",
+        "@type": "cr:RecordSet",
+        "@id": "splits",
+        "name": "splits",
         "description": "The dataset's splits (whole species are held out).",
-        "dataType": "cr:Split", "key": {"@id": "splits/name"},
+        "dataType": "cr:Split",
+        "key": {"@id": "splits/name"},
         "field": [
-            {"@type": "cr:Field", "@id": "splits/name", "name": "name", "dataType": "sc:Text",
-             "description": "Split name as used in the tables."},
-            {"@type": "cr:Field", "@id": "splits/url", "name": "url", "dataType": "sc:URL",
-             "description": "Croissant split type."},
+            {
+                "@type": "cr:Field",
+                "@id": "splits/name",
+                "name": "name",
+                "dataType": "sc:Text",
+                "description": "Split name as used in the tables.",
+            },
+            {
+                "@type": "cr:Field",
+                "@id": "splits/url",
+                "name": "url",
+                "dataType": "sc:URL",
+                "description": "Croissant split type.",
+            },
         ],
         "data": [{"splits/name": s, "splits/url": _SPLIT_URLS[s]} for s in SPLIT_NAMES],
     }
     sp = "species"
     species_rs = {
-        "@type": "cr:RecordSet", "@id": sp, "name": sp,
+        "@type": "cr:RecordSet",
+        "@id": sp,
+        "name": sp,
         "description": "The species table: one record per species (one specimen each).",
         "key": {"@id": f"{sp}/name"},
         "field": [
@@ -590,41 +772,79 @@ def _croissant(attrs: dict, files: dict[str, str], *, recipe_only: bool, lic: di
             _field(sp, "source", "sc:Text", "Where the CT scan (or generator) comes from.", "species.csv"),
             _field(sp, "source_checksum", "sc:Text", "Checksum of the source.", "species.csv"),
             _field(sp, "licence", "sc:Text", "Terms of use of the source.", "species.csv"),
-            _field(sp, "licence_class", "sc:Text", "free, open, restricted or unknown (tomodata.export).",
-                   "species.csv"),
-            _field(sp, "redistribution", "sc:Boolean", "Whether the source's terms permit redistribution.",
-                   "species.csv"),
+            _field(
+                sp, "licence_class", "sc:Text", "free, open, restricted or unknown (tomodata.export).", "species.csv"
+            ),
+            _field(
+                sp, "redistribution", "sc:Boolean", "Whether the source's terms permit redistribution.", "species.csv"
+            ),
             _field(sp, "original_shape_zyx", "sc:Text", "Shape of the source scan, z y x.", "species.csv"),
             _field(sp, "spacing_mm_zyx", "sc:Text", "Voxel spacing of the source scan in mm, z y x.", "species.csv"),
             _field(sp, "n_samples", "sc:Integer", "Samples of the species (2 per view).", "species.csv"),
             _field(sp, "group", "sc:Text", "Path of the species' Zarr group in the export.", "species.csv"),
-        ] + [_field(sp, f"{a}_sha256", "sc:Text", f"sha256 of the decoded array {a} (see store attribute checksums).",
-                    "species.csv") for a in _ARRAYS],
+        ]
+        + [
+            _field(
+                sp,
+                f"{a}_sha256",
+                "sc:Text",
+                f"sha256 of the decoded array {a} (see store attribute checksums).",
+                "species.csv",
+            )
+            for a in _ARRAYS
+        ],
     }
     sm = "samples"
     samples_rs = {
-        "@type": "cr:RecordSet", "@id": sm, "name": sm,
+        "@type": "cr:RecordSet",
+        "@id": sm,
+        "name": sm,
         "description": (
             "One record per sample (an x-ray and its view). The image is images_array[sample] of the Zarr store: "
             f"({attrs['image_size']}, {attrs['image_size']}) {enc['dtype']}, {enc['decode']}; the camera rotation "
-            "is rotations[view] of the same species group, the density volume its volume array."),
+            "is rotations[view] of the same species group, the density volume its volume array."
+        ),
         "key": {"@id": f"{sm}/sample_id"},
         "field": [
             _field(sm, "sample_id", "sc:Text", "<species>/<sample>.", "samples.csv"),
             _field(sm, "species", "sc:Text", "Species name.", "samples.csv", references=f"{sp}/name"),
-            _field(sm, "split", "sc:Text", "train, val or test (the species' split).", "samples.csv",
-                   references="splits/name"),
-            _field(sm, "sample", "sc:Integer", "Sample index within the species: index along axis 0 of images.",
-                   "samples.csv"),
+            _field(
+                sm,
+                "split",
+                "sc:Text",
+                "train, val or test (the species' split).",
+                "samples.csv",
+                references="splits/name",
+            ),
+            _field(
+                sm,
+                "sample",
+                "sc:Integer",
+                "Sample index within the species: index along axis 0 of images.",
+                "samples.csv",
+            ),
             _field(sm, "view", "sc:Integer", "View index (= sample // 2): index into rotations.", "samples.csv"),
-            _field(sm, "mirrored", "sc:Boolean", "The sample is its view mirrored (image rows reversed).",
-                   "samples.csv"),
-            _field(sm, "images_array", "sc:Text",
-                   "Path of the Zarr array that holds the image, relative to the export.", "samples.csv"),
+            _field(
+                sm, "mirrored", "sc:Boolean", "The sample is its view mirrored (image rows reversed).", "samples.csv"
+            ),
+            _field(
+                sm,
+                "images_array",
+                "sc:Text",
+                "Path of the Zarr array that holds the image, relative to the export.",
+                "samples.csv",
+            ),
         ],
     }
-    keywords = ["x-ray", "computed tomography", "single-image tomography", "skull", "mammals",
-                "volume reconstruction", "zarr"]
+    keywords = [
+        "x-ray",
+        "computed tomography",
+        "single-image tomography",
+        "skull",
+        "mammals",
+        "volume reconstruction",
+        "zarr",
+    ]
     return {
         "@context": _CROISSANT_CONTEXT,
         "@type": "sc:Dataset",
@@ -655,18 +875,30 @@ def _conditions_text(table: list[dict], classes: dict) -> list[str]:
         names = [e["name"] for e in table if cond in (classes[e["name"]].get("conditions") or [])]
         if names:
             ids = ", ".join(sorted({classes[n]["spdx"] for n in names}))
-            lines += [f"> **{cond.split(':')[0].capitalize()}** ({ids}): {', '.join(names)}. "
-                      + ("Data of these species, and anything made from them, may not be used commercially."
-                         if cond.startswith("non-commercial") else
-                         "The licence forbids sharing adaptations; check its terms before publishing data of "
-                         "these species."), ""]
+            lines += [
+                f"> **{cond.split(':')[0].capitalize()}** ({ids}): {', '.join(names)}. "
+                + (
+                    "Data of these species, and anything made from them, may not be used commercially."
+                    if cond.startswith("non-commercial")
+                    else "The licence forbids sharing adaptations; check its terms before publishing data of "
+                    "these species."
+                ),
+                "",
+            ]
     return lines
 
 
-def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: list[str], prov: dict,
-          n_samples_total: int, has_manifest: bool) -> str:
-    import yaml
-
+def _card(
+    attrs: dict,
+    *,
+    recipe_only: bool,
+    lic: dict,
+    classes: dict,
+    files: list[str],
+    prov: dict,
+    n_samples_total: int,
+    has_manifest: bool,
+) -> str:
     table = attrs["species"]
     all_free = all(c["class"] == FREE for c in classes.values())
     front: dict[str, Any] = {"license": lic["hf"]}
@@ -674,17 +906,30 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
         front["license_name"] = lic["name"]
         front["license_details"] = (
             "Recipe files: CC0-1.0. The data they rebuild are under each source's terms (see species.csv)."
-            if recipe_only else
-            ("Contains data whose source terms do not permit redistribution. Do not publish or share this "
-             "folder." if lic["not_for_redistribution"] else "Per-species licences in species.csv.")
+            if recipe_only
+            else (
+                "Contains data whose source terms do not permit redistribution. Do not publish or share this folder."
+                if lic["not_for_redistribution"]
+                else "Per-species licences in species.csv."
+            )
         )
     front |= {
         "pretty_name": "Single-image tomography: mammal skull x-rays (rebuild of Henzler et al., EG 2018)",
         "task_categories": ["image-to-3d"],
         "size_categories": [_size_category(n_samples_total)],
-        "tags": ["x-ray", "computed-tomography", "tomography", "skull", "mammals", "3d-reconstruction",
-                 "single-image-tomography", "zarr", "croissant"] + (["synthetic"] if all_free else [])
-                + (["recipe-only"] if recipe_only else []),
+        "tags": [
+            "x-ray",
+            "computed-tomography",
+            "tomography",
+            "skull",
+            "mammals",
+            "3d-reconstruction",
+            "single-image-tomography",
+            "zarr",
+            "croissant",
+        ]
+        + (["synthetic"] if all_free else [])
+        + (["recipe-only"] if recipe_only else []),
         "source_datasets": ["original"] if all_free else ["extended"],
         "annotations_creators": ["machine-generated"],
         "viewer": False,
@@ -692,22 +937,28 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
     fm = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
     splits = attrs.get("splits") or {}
     mode = "recipe-only" if recipe_only else "data"
-    L = ["---", fm.rstrip("\n"), "---", "",
-         "# Single-image tomography: x-rays of mammal skulls", ""]
+    L = ["---", fm.rstrip("\n"), "---", "", "# Single-image tomography: x-rays of mammal skulls", ""]
     if lic["not_for_redistribution"]:
-        L += ["> **NOT FOR REDISTRIBUTION.** This folder contains data from sources whose terms do not permit "
-              "redistribution (" + ", ".join(lic["blocked"]) + "). It was exported with an explicit "
-              "`recipe_only=False` for people who already hold the rights. Do not publish or share it.", ""]
+        L += [
+            "> **NOT FOR REDISTRIBUTION.** This folder contains data from sources whose terms do not permit "
+            "redistribution (" + ", ".join(lic["blocked"]) + "). It was exported with an explicit "
+            "`recipe_only=False` for people who already hold the rights. Do not publish or share it.",
+            "",
+        ]
     notes = (prov.get("export") or {}).get("warnings") or []
     if notes:
         L += ["## Warnings", ""] + [f"- {n}" for n in notes] + [""]
     if recipe_only and lic["restricted"]:
-        L += ["> **Redistribution is not allowed** for the source scans of "
-              + ", ".join(lic["restricted"])
-              + " (terms: " + "; ".join(sorted({classes[n]["label"] for n in lic["restricted"]}))
-              + "). This export therefore holds no data: "
-              "it is a recipe to rebuild the dataset from the original sources, which you must obtain "
-              "yourself under their terms.", ""]
+        L += [
+            "> **Redistribution is not allowed** for the source scans of "
+            + ", ".join(lic["restricted"])
+            + " (terms: "
+            + "; ".join(sorted({classes[n]["label"] for n in lic["restricted"]}))
+            + "). This export therefore holds no data: "
+            "it is a recipe to rebuild the dataset from the original sources, which you must obtain "
+            "yourself under their terms.",
+            "",
+        ]
     L += [
         f"A dataset in the style of Henzler et al., *Single-image Tomography: 3D Volumes from 2D Cranial X-Rays* "
         f"(Computer Graphics Forum 37(2), Eurographics 2018), built with the `tomodata` code "
@@ -731,15 +982,21 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
         "",
     ]
     if recipe_only and lic["blocked"]:
-        L += ["The recipe files in this folder (tables, checksums, configuration) are released under CC0-1.0. "
-              "They contain no data from the sources. The data you rebuild from them stay under each source's "
-              "terms, listed below; where a source does not permit redistribution, neither does the rebuilt "
-              "dataset.", ""]
+        L += [
+            "The recipe files in this folder (tables, checksums, configuration) are released under CC0-1.0. "
+            "They contain no data from the sources. The data you rebuild from them stay under each source's "
+            "terms, listed below; where a source does not permit redistribution, neither does the rebuilt "
+            "dataset.",
+            "",
+        ]
     elif recipe_only:
         L += ["The recipe files are released under CC0-1.0; the data they rebuild are under the licences below.", ""]
     elif all_free:
-        L += ["All species are procedural (generated by `tomodata.phantoms`, no scanned specimen): the data are "
-              "released under **CC0-1.0** (public domain dedication). The code that made them is BSD-3-Clause.", ""]
+        L += [
+            "All species are procedural (generated by `tomodata.phantoms`, no scanned specimen): the data are "
+            "released under **CC0-1.0** (public domain dedication). The code that made them is BSD-3-Clause.",
+            "",
+        ]
     elif not lic["blocked"]:
         L += ["The data of each species are under the licence of its source, listed below.", ""]
     L += ["| species | split | licence | class | redistribution |", "|---|---|---|---|---|"]
@@ -749,7 +1006,8 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
         L.append(f"| {e['name']} | {e['split']} | {c['label']} | {c['class']} | {allowed} |")
     L += [""] + _conditions_text(table, classes) + ["## Contents", ""]
     L += [
-        "| path | what |", "|---|---|",
+        "| path | what |",
+        "|---|---|",
         "| `README.md` | this card |",
         "| `croissant.json` | Croissant 1.1 metadata (record sets backed by the CSV tables) |",
         "| `SHA256SUMS` | sha256 of every other file (`sha256sum -c SHA256SUMS`) |",
@@ -765,38 +1023,48 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
     cfg = [f for f in files if f.startswith("recipe/config")]
     if cfg:
         L.append(f"| `{cfg[0]}` | the build configuration |")
-    recipe_rows = {"recipe/specimens.tsv": "every species with every setting its cube was made with",
-                   "recipe/rebuild.sh": "the commands that rebuild the store (section Rebuild)",
-                   "recipe/workflow_config.json": "the merged workflow config the store recorded"}
+    recipe_rows = {
+        "recipe/specimens.tsv": "every species with every setting its cube was made with",
+        "recipe/rebuild.sh": "the commands that rebuild the store (section Rebuild)",
+        "recipe/workflow_config.json": "the merged workflow config the store recorded",
+    }
     L += [f"| `{f}` | {what} |" for f, what in recipe_rows.items() if f in files]
     if any(f.startswith("recipe/alignment/") for f in files):
         L.append("| `recipe/alignment/*.json` | each aligned specimen's transform (replayed by rebuild.sh) |")
     if not recipe_only:
         L.append("| `dataset.zarr/` | the Zarr v3 store (layout below) |")
-    L += ["", "## Layout" + (" (of the store you rebuild)" if recipe_only else ""), "",
-          "```",
-          "dataset.zarr/zarr.json                  root attributes: everything needed to use the data",
-          "dataset.zarr/species/<name>/zarr.json   status + completion marker (sha256 of every array)",
-          "dataset.zarr/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm or the cube's units)",
-          f"dataset.zarr/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
-          "density, vol[z, y, x]; volume/1 its 2x2x2 mean",
-          f"dataset.zarr/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",
-          f"dataset.zarr/species/<name>/mirrored   ({attrs['samples_per_species']},) bool     sample 2i+1 is mirrored",
-          f"dataset.zarr/species/<name>/views      ({attrs['samples_per_species']},) int32    view of each sample",
-          f"dataset.zarr/species/<name>/images     ({attrs['samples_per_species']}, {attrs['image_size']}, "
-          f"{attrs['image_size']}) {attrs['encoding']['images']['dtype']}",
-          "```", "",
-          "```python",
-          "import zarr",
-          'g = zarr.open_group("dataset.zarr", mode="r", use_consolidated=False)',
-          f'img = g["species/{table[0]["name"]}/images"][5] / 65535.0   # sample 5 = view 2, mirrored',
-          f'R = g["species/{table[0]["name"]}/rotations"][2]            # camera -> volume',
-          "```", ""]
-    L += ["## Verify", "",
-          "```bash",
-          "sha256sum -c SHA256SUMS                 # every file",
-          "python -c 'from tomodata.export import verify_export; print(verify_export(\".\"))'",
-          ]
+    L += [
+        "",
+        "## Layout" + (" (of the store you rebuild)" if recipe_only else ""),
+        "",
+        "```",
+        "dataset.zarr/zarr.json                  root attributes: everything needed to use the data",
+        "dataset.zarr/species/<name>/zarr.json   status + completion marker (sha256 of every array)",
+        "dataset.zarr/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm or the cube's units)",
+        f"dataset.zarr/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
+        "density, vol[z, y, x]; volume/1 its 2x2x2 mean",
+        f"dataset.zarr/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",
+        f"dataset.zarr/species/<name>/mirrored   ({attrs['samples_per_species']},) bool     sample 2i+1 is mirrored",
+        f"dataset.zarr/species/<name>/views      ({attrs['samples_per_species']},) int32    view of each sample",
+        f"dataset.zarr/species/<name>/images     ({attrs['samples_per_species']}, {attrs['image_size']}, "
+        f"{attrs['image_size']}) {attrs['encoding']['images']['dtype']}",
+        "```",
+        "",
+        "```python",
+        "import zarr",
+        'g = zarr.open_group("dataset.zarr", mode="r", use_consolidated=False)',
+        f'img = g["species/{table[0]["name"]}/images"][5] / 65535.0   # sample 5 = view 2, mirrored',
+        f'R = g["species/{table[0]["name"]}/rotations"][2]            # camera -> volume',
+        "```",
+        "",
+    ]
+    L += [
+        "## Verify",
+        "",
+        "```bash",
+        "sha256sum -c SHA256SUMS                 # every file",
+        "python -c 'from tomodata.export import verify_export; print(verify_export(\".\"))'",
+    ]
     if not recipe_only:
         L.append("tomo validate dataset.zarr               # every array against its completion marker")
     L += ["```", "", "## Rebuild", ""]
@@ -808,31 +1076,46 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
     rebuilt = "rebuilt" if cmd == "tomo build-demo" else "rebuilt.zarr"
     if cmd == "tomo build-demo":
         args = attrs["provenance"]["config"].get("args", {})
-        opts = " ".join(f"--{k.replace('_', '-')} {args[k]}" for k in
-                        ("species", "held_out", "views", "size", "steps", "volume_size", "chi", "seed") if k in args)
+        opts = " ".join(
+            f"--{k.replace('_', '-')} {args[k]}"
+            for k in ("species", "held_out", "views", "size", "steps", "volume_size", "chi", "seed")
+            if k in args
+        )
         L += ["```bash", f"tomo build-demo -o rebuilt {opts} --backend cpu", "```", ""]
     else:
-        L += ["`recipe/specimens.tsv` lists every species with every setting its cube was made with (spacing, "
-              "slice axis, orientation, window, background, crop, source checksum); `recipe/rebuild.sh` fetches "
-              "the sources (checking their sha256), makes each cube with those settings, cube size and content "
-              "key, and the store with the recorded settings and workflow config. Local sources (rows whose "
-              "`notes` say `local:`) must be supplied at the path given, or the row edited; the script names every "
-              "missing one before it starts. `BACKEND=cuda` renders on the GPU (default: cpu).", "",
-              "```bash",
-              "bash recipe/rebuild.sh rebuilt.zarr      # tomo fetch, tomo cube per species, store-create, render, finalize",
-              "```", ""]
-    L += ["Then compare with the recorded checksums: "
-          f"`python -c 'from tomodata.export import verify_rebuild; print(verify_rebuild(\"{rebuilt}\", \".\"))'`. "
-          "Volumes, rotations, mirror flags and view indices must match bit for bit. Images match bit for bit "
-          "when rendered with the same backend on the same kind of machine; the CUDA and CPU renderers agree "
-          "within 1 uint16 step (float32 rounding), so a build on the other backend can differ in "
-          "`images_sha256` only.", ""]
+        L += [
+            "`recipe/specimens.tsv` lists every species with every setting its cube was made with (spacing, "
+            "slice axis, orientation, window, background, crop, source checksum); `recipe/rebuild.sh` fetches "
+            "the sources (checking their sha256), makes each cube with those settings, cube size and content "
+            "key, and the store with the recorded settings and workflow config. Local sources (rows whose "
+            "`notes` say `local:`) must be supplied at the path given, or the row edited; the script names every "
+            "missing one before it starts. `BACKEND=cuda` renders on the GPU (default: cpu).",
+            "",
+            "```bash",
+            "bash recipe/rebuild.sh rebuilt.zarr      "
+            "# tomo fetch, tomo cube per species, store-create, render, finalize",
+            "```",
+            "",
+        ]
+    L += [
+        "Then compare with the recorded checksums: "
+        f'`python -c \'from tomodata.export import verify_rebuild; print(verify_rebuild("{rebuilt}", "."))\'`. '
+        "Volumes, rotations, mirror flags and view indices must match bit for bit. Images match bit for bit "
+        "when rendered with the same backend on the same kind of machine; the CUDA and CPU renderers agree "
+        "within 1 uint16 step (float32 rounding), so a build on the other backend can differ in "
+        "`images_sha256` only.",
+        "",
+    ]
     L += ["## Citation", "", "```bibtex", CITATION_BIBTEX, "```", ""]
-    L += ["## Provenance", "",
-          f"Exported {prov['exported_at']} by `tomodata.export.export_dataset` ({EXPORT_SPEC}); store built by "
-          f"`{attrs.get('provenance', {}).get('generator', 'tomodata')}` "
-          f"(code {attrs.get('provenance', {}).get('code_version')})."
-          " See `provenance.json`.", ""]
+    L += [
+        "## Provenance",
+        "",
+        f"Exported {prov['exported_at']} by `tomodata.export.export_dataset` ({EXPORT_SPEC}); store built by "
+        f"`{attrs.get('provenance', {}).get('generator', 'tomodata')}` "
+        f"(code {attrs.get('provenance', {}).get('code_version')})."
+        " See `provenance.json`.",
+        "",
+    ]
     return "\n".join(L)
 
 
@@ -840,8 +1123,16 @@ def _card(attrs: dict, *, recipe_only: bool, lic: dict, classes: dict, files: li
 # export
 
 
-def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: bool | None = None,
-                   overwrite: bool = False, volumes: str | None = None) -> dict:
+def export_dataset(
+    store,
+    out_dir,
+    *,
+    manifest=None,
+    config=None,
+    recipe_only: bool | None = None,
+    overwrite: bool = False,
+    volumes: str | None = None,
+) -> dict:
     """Write a publishable folder for a dataset store (see the module docstring for the layout).
 
     Args:
@@ -865,19 +1156,16 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
         card's), ``licence_classes`` ({species: class}), ``not_for_redistribution``, ``species``,
         ``samples``, ``files`` (count), ``bytes``, ``warnings``.
     """
-    from .store import validate_store
-
     src = _resolve_store(store)
     out = Path(out_dir)
     _check_out(out, src, overwrite)
 
-    import zarr
-
-    attrs = zarr.open_group(str(src), mode="r", use_consolidated=False, zarr_format=3).attrs.asdict()
+    attrs: dict[str, Any] = zarr.open_group(str(src), mode="r", use_consolidated=False, zarr_format=3).attrs.asdict()
     report = validate_store(src)
     if not report.ok:
-        raise ValueError(f"store {src} does not validate; rebuild species {report.species_to_rebuild} first:\n"
-                         + report.summary())
+        raise ValueError(
+            f"store {src} does not validate; rebuild species {report.species_to_rebuild} first:\n" + report.summary()
+        )
     table = attrs["species"]
     names = [e["name"] for e in table]
     for n in names:
@@ -892,13 +1180,13 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
     if volumes is not None and volumes not in VOLUME_FORMATS:
         raise ValueError(f"volumes must be one of {sorted(VOLUME_FORMATS)}, got {volumes!r}")
     if volumes is not None and recipe_only:
-        raise ValueError("--volumes writes the species' volumes, which a recipe-only export leaves out "
-                         "(their terms do not clear redistribution); pass --with-data to include them anyway")
+        raise ValueError(
+            "--volumes writes the species' volumes, which a recipe-only export leaves out "
+            "(their terms do not clear redistribution); pass --with-data to include them anyway"
+        )
 
     manifest_bytes = None
     if manifest is not None:
-        from .manifest import load_manifest
-
         df = load_manifest(manifest)
         missing = sorted(set(names) - set(df["id"]))
         if missing:
@@ -912,26 +1200,25 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
         config_obj = json.loads(json.dumps(config, allow_nan=False))
         config_name, config_bytes = "recipe/config.json", _json_text(config_obj).encode()
     else:
-        import yaml
-
         cpath = Path(config)
         config_bytes = cpath.read_bytes()
         suffix = cpath.suffix.lower() if cpath.suffix.lower() in (".yaml", ".yml", ".json", ".toml") else ".txt"
         config_name = f"recipe/config{suffix}"
         try:
             config_obj = yaml.safe_load(config_bytes.decode()) if suffix != ".toml" else None
-        except yaml.YAMLError as e:
-            raise ValueError(f"config {cpath} is not valid YAML/JSON: {e}") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config {cpath} is not valid YAML/JSON: {exc}") from None
 
     when = _now()
     lic = _licence_summary(table, classes, recipe_only)
-    n_total = int(attrs["samples_per_species"]) * len(names)
+    n_total = StoreSettings.from_attrs(attrs).samples_per_species * len(names)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     files: dict[str, str] = {}
     try:
+
         def put(rel: str, data: bytes | str) -> None:
             b = data.encode() if isinstance(data, str) else data
             p = tmp / rel
@@ -951,15 +1238,14 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
                 n_bytes += p.stat().st_size
 
         if volumes is not None:
-            from .store import _voxel_mm, open_store
-
             ds = open_store(src, volume_cache=0)
             for e in table:
                 rel = f"volumes/{e['name']}{VOLUME_FORMATS[volumes]}"
                 (tmp / "volumes").mkdir(exist_ok=True)
-                write_canonical_volume(tmp / rel, ds.volume(e["name"]), _voxel_mm(e),
-                                       description=f"tomo canonical volume {e['name']}")
-                files[rel] = _sha256_file(tmp / rel)
+                write_canonical_volume(
+                    tmp / rel, ds.volume(e["name"]), _voxel_mm(e), description=f"tomo canonical volume {e['name']}"
+                )
+                files[rel] = sha256_file(tmp / rel)
                 n_bytes += (tmp / rel).stat().st_size
         put("species.csv", _csv_text(*_species_rows(attrs, markers, classes)))
         put("samples.csv", _csv_text(*_samples_rows(attrs)))
@@ -969,13 +1255,22 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
         checksums = {
             "spec": EXPORT_SPEC,
             "hashed": attrs.get("checksums", {}).get("hashed"),
-            "note": ("arrays_sha256 must be reproduced by a rebuild (images: with the same renderer backend and "
-                     "machine kind); source_checksum identifies each source file"),
-            "species": {n: {"split": e["split"], "source": e["source"], "source_checksum": e["source_checksum"],
-                            "licence": classes[n]["label"], "licence_class": classes[n]["class"],
-                            "arrays_sha256": markers[n].get("sha256"),
-                            "marker_code_version": markers[n].get("code_version")}
-                        for n, e in zip(names, table)},
+            "note": (
+                "arrays_sha256 must be reproduced by a rebuild (images: with the same renderer backend and "
+                "machine kind); source_checksum identifies each source file"
+            ),
+            "species": {
+                n: {
+                    "split": e["split"],
+                    "source": e["source"],
+                    "source_checksum": e["source_checksum"],
+                    "licence": classes[n]["label"],
+                    "licence_class": classes[n]["class"],
+                    "arrays_sha256": markers[n].get("sha256"),
+                    "marker_code_version": markers[n].get("code_version"),
+                }
+                for n, e in zip(names, table)
+            },
         }
         if manifest_bytes is not None:
             checksums["manifest_sha256"] = hashlib.sha256(manifest_bytes).hexdigest()
@@ -990,26 +1285,59 @@ def export_dataset(store, out_dir, *, manifest=None, config=None, recipe_only: b
         notes.extend(local_notes)
 
         prov = {
-            "export": {"spec": EXPORT_SPEC, "mode": "recipe-only" if recipe_only else "data",
-                       "tool": "tomodata.export.export_dataset", "exported_at": when.isoformat(),
-                       "source_store": str(src), "licence": lic["hf"], "licence_name": lic["name"],
-                       "not_for_redistribution": lic["not_for_redistribution"],
-                       "licence_classes": {n: c["class"] for n, c in classes.items()}, "warnings": notes},
+            "export": {
+                "spec": EXPORT_SPEC,
+                "mode": "recipe-only" if recipe_only else "data",
+                "tool": "tomodata.export.export_dataset",
+                "exported_at": when.isoformat(),
+                "source_store": str(src),
+                "licence": lic["hf"],
+                "licence_name": lic["name"],
+                "not_for_redistribution": lic["not_for_redistribution"],
+                "licence_classes": {n: c["class"] for n, c in classes.items()},
+                "warnings": notes,
+            },
             "code_version": code_version(),
             "exported_at": when.isoformat(),
             "config": config_obj,
             "config_file": config_name,
             "manifest_file": "recipe/manifest.tsv" if manifest_bytes is not None else None,
-            "store": {"spec_version": attrs.get("spec_version"), "provenance": attrs.get("provenance"),
-                      "timestamps": attrs.get("timestamps"), "completion": attrs.get("completion"),
-                      "finalized": isinstance(attrs.get("completion"), dict)},
+            "store": {
+                "spec_version": attrs.get("spec_version"),
+                "provenance": attrs.get("provenance"),
+                "timestamps": attrs.get("timestamps"),
+                "completion": attrs.get("completion"),
+                "finalized": isinstance(attrs.get("completion"), dict),
+            },
         }
         put("provenance.json", _json_text(prov))
-        put("croissant.json", _json_text(_croissant(attrs, files, recipe_only=recipe_only, lic=lic,
-                                                     species_names=names, date=when.date().isoformat(),
-                                                     n_samples_total=n_total)))
-        put("README.md", _card(attrs, recipe_only=recipe_only, lic=lic, classes=classes, files=sorted(files),
-                               prov=prov, n_samples_total=n_total, has_manifest=manifest_bytes is not None))
+        put(
+            "croissant.json",
+            _json_text(
+                _croissant(
+                    attrs,
+                    files,
+                    recipe_only=recipe_only,
+                    lic=lic,
+                    species_names=names,
+                    date=when.date().isoformat(),
+                    n_samples_total=n_total,
+                )
+            ),
+        )
+        put(
+            "README.md",
+            _card(
+                attrs,
+                recipe_only=recipe_only,
+                lic=lic,
+                classes=classes,
+                files=sorted(files),
+                prov=prov,
+                n_samples_total=n_total,
+                has_manifest=manifest_bytes is not None,
+            ),
+        )
         for rel in files:
             if not _SAFE_PATH.match(rel) or ".." in rel.split("/"):
                 raise ValueError(f"unsafe file name in the export: {rel!r}")
@@ -1092,7 +1420,7 @@ def verify_export(out_dir) -> list[str]:
         p = root / rel
         if p.is_symlink():
             problems.append(f"{rel}: is a symbolic link")
-        elif _sha256_file(p) != sums[rel]:
+        elif sha256_file(p) != sums[rel]:
             problems.append(f"{rel}: sha256 does not match SHA256SUMS (modified or corrupt)")
     try:
         prov = json.loads((root / "provenance.json").read_text())
@@ -1107,8 +1435,6 @@ def verify_export(out_dir) -> list[str]:
     except (OSError, ValueError) as e:
         problems.append(f"croissant.json is missing or not JSON ({type(e).__name__}: {e})")
     if mode == "data":
-        from .store import validate_store
-
         store = root / "dataset.zarr"
         report = validate_store(store)
         problems += [f"dataset.zarr: {e}" for e in report.errors]
@@ -1133,8 +1459,6 @@ def verify_rebuild(store, out_dir, *, images: str = "exact") -> list[str]:
     sha256 must equal the recorded one. ``images="skip"`` leaves out the images' sha256 (for a build
     with the other renderer backend, whose images may differ by 1 uint16 step).
     """
-    from .store import validate_store
-
     if images not in ("exact", "skip"):
         raise ValueError(f"images must be 'exact' or 'skip', got {images!r}")
     root = Path(out_dir)
@@ -1142,9 +1466,7 @@ def verify_rebuild(store, out_dir, *, images: str = "exact") -> list[str]:
     src = _resolve_store(store)
     report = validate_store(src)
     problems = [f"rebuilt store: {e}" for e in report.errors]
-    import zarr
-
-    attrs = zarr.open_group(str(src), mode="r", use_consolidated=False, zarr_format=3).attrs.asdict()
+    attrs: dict[str, Any] = zarr.open_group(str(src), mode="r", use_consolidated=False, zarr_format=3).attrs.asdict()
     splits = {e["name"]: e["split"] for e in attrs.get("species", [])}
     for n in sorted(set(recorded) - set(splits)):
         problems.append(f"species {n!r} is missing from the rebuilt store")

@@ -51,11 +51,21 @@ import threading
 import time
 import warnings
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 from urllib.request import url2pathname
+
+import pandas as pd
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from .files import sha256_file
+from .io import nrrd_data_names, sniff_kind
+from .manifest import load_manifest, record_checksums, split_sources, validate_manifest
+from .progress import progress as progress_bar
 
 __all__ = [
     "FetchResult",
@@ -73,7 +83,6 @@ __all__ = [
     "make_session",
     "fetch_one",
     "fetch_manifest",
-    "file_sha256",
     "tree_sha256",
     "ARCHIVE_SUFFIXES",
 ]
@@ -147,7 +156,7 @@ class HtmlPageError(FetchError):
 class SourcesExhausted(FetchError):
     """Every alternative source of a specimen failed; ``errors`` holds each attempt's error."""
 
-    def __init__(self, specimen_id: str, urls: list[str], errors: list[Exception]):
+    def __init__(self, specimen_id: str, urls: list[str], errors: Sequence[Exception]):
         self.specimen_id = specimen_id
         self.url = " | ".join(urls)
         self.errors = list(errors)
@@ -158,7 +167,7 @@ class SourcesExhausted(FetchError):
 class FetchManifestError(RuntimeError):
     """Some specimens failed (``keep_going=True``): ``failures`` maps id → error, ``results`` the rest."""
 
-    def __init__(self, failures: dict[str, Exception], results: list["FetchResult"]):
+    def __init__(self, failures: dict[str, Exception], results: list[FetchResult]):
         self.failures = dict(failures)
         self.results = list(results)
         lines = "\n  ".join(str(e) for e in failures.values())
@@ -202,15 +211,6 @@ class _Restart(Exception):
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def file_sha256(path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def tree_sha256(folder) -> str:
     """Hex sha256 of a folder: of the lines ``"<file sha256>  <relative/posix/path>\\n"``, sorted by path.
 
@@ -224,14 +224,12 @@ def tree_sha256(folder) -> str:
     )
     h = hashlib.sha256()
     for rel in files:
-        h.update(f"{file_sha256(folder / rel)}  {rel}\n".encode("utf-8"))
+        h.update(f"{sha256_file(folder / rel)}  {rel}\n".encode())
     return h.hexdigest()
 
 
 def nrrd_data_files(header) -> list[Path]:
     """The data files of a detached NRRD header (absolute or beside the header); [] for others."""
-    from .io import nrrd_data_names
-
     header = Path(header)
     if header.suffix.lower() != ".nhdr":
         return []
@@ -241,24 +239,24 @@ def nrrd_data_files(header) -> list[Path]:
 def source_sha256(path) -> str:
     """The checksum of a source as fetched: :func:`tree_sha256` of a folder; for a detached NRRD
     header, the sha256 of the lines ``"<file sha256>  <name>\n"`` of the header and then each data
-    file in the header's order (names relative to the header's folder); else :func:`file_sha256`."""
+    file in the header's order (names relative to the header's folder); else :func:`tomodata.files.sha256_file`."""
     path = Path(path)
     if path.is_dir():
         return tree_sha256(path)
     data = nrrd_data_files(path)
     if not data:
-        return file_sha256(path)
+        return sha256_file(path)
     return _detached_sha256(path, path.name, data)
 
 
 def _detached_sha256(header: Path, header_name: str, data: list[Path]) -> str:
     """:func:`source_sha256` of a detached header stored as ``header`` (named ``header_name``)."""
     h = hashlib.sha256()
-    h.update(f"{file_sha256(header)}  {header_name}\n".encode("utf-8"))
+    h.update(f"{sha256_file(header)}  {header_name}\n".encode())
     for f in data:
         if not f.is_file():
             raise FileNotFoundError(f"{header.parent / header_name}: data file {f} is missing")
-        h.update(f"{file_sha256(f)}  {os.path.relpath(f, header.parent)}\n".encode("utf-8"))
+        h.update(f"{sha256_file(f)}  {os.path.relpath(f, header.parent)}\n".encode())
     return h.hexdigest()
 
 
@@ -343,9 +341,6 @@ class RateLimiter:
 
 def make_session():
     """A ``requests.Session`` with one pooled connection per host and no automatic retries."""
-    import requests
-    from requests.adapters import HTTPAdapter
-
     s = requests.Session()
     adapter = HTTPAdapter(pool_connections=8, pool_maxsize=1, max_retries=0)
     s.mount("http://", adapter)
@@ -376,9 +371,6 @@ def _retry_after(resp) -> float | None:
 
 def _is_timeout(exc: BaseException) -> bool:
     """Whether an exception (or one it wraps, as requests does with urllib3's) is a timeout."""
-    import requests
-    import urllib3
-
     kinds = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
@@ -399,9 +391,6 @@ def _http_attempt(session, limiter, url, part: Path, sid: str, kind: str, timeou
 
     Raises _Retryable, _Restart or a final FetchError.
     """
-    import requests
-    import urllib3
-
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     limiter.wait(urlparse(url).netloc.lower())
@@ -424,7 +413,9 @@ def _http_attempt(session, limiter, url, part: Path, sid: str, kind: str, timeou
             raise HTTPStatusError(sid, url, status, resp.reason or "")
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype in ("text/html", "application/xhtml+xml"):
-            raise HtmlPageError(sid, url, f"got an HTML page instead of {_WHAT.get(kind, 'binary data')} (Content-Type {ctype})")
+            raise HtmlPageError(
+                sid, url, f"got an HTML page instead of {_WHAT.get(kind, 'binary data')} (Content-Type {ctype})"
+            )
         resumed = False
         if status == 206:
             start, total = _content_range(resp.headers.get("Content-Range"))
@@ -438,8 +429,6 @@ def _http_attempt(session, limiter, url, part: Path, sid: str, kind: str, timeou
             mode, expected_total = "wb", (int(length) if length and length.isdigit() else None)
         bar = None
         if progress:  # a bar on a terminal, lines every 30 s or 5 % in a log
-            from .progress import progress as progress_bar
-
             bar = progress_bar(total=expected_total, initial=offset, unit="B", unit_scale=True, desc=sid, leave=False)
         try:
             with open(part, mode) as f:
@@ -452,7 +441,9 @@ def _http_attempt(session, limiter, url, part: Path, sid: str, kind: str, timeou
                         if _looks_like_html(chunk[:512]):
                             f.close()
                             part.unlink(missing_ok=True)
-                            raise HtmlPageError(sid, url, f"got an HTML page instead of {_WHAT.get(kind, 'binary data')}")
+                            raise HtmlPageError(
+                                sid, url, f"got an HTML page instead of {_WHAT.get(kind, 'binary data')}"
+                            )
                     f.write(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
@@ -485,7 +476,9 @@ def _download(session, limiter, url, part: Path, sid, kind, *, retries, backoff,
             part.unlink(missing_ok=True)
             restarts += 1
             if restarts > 2:
-                raise FetchConnectionError(sid, url, "the server's partial answers do not fit the partial file") from None
+                raise FetchConnectionError(
+                    sid, url, "the server's partial answers do not fit the partial file"
+                ) from None
         except _Retryable as r:
             failures += 1
             if failures > retries:
@@ -557,18 +550,16 @@ def _result_path(folder: Path, kind: str) -> Path:
 
 def _check_kind(sid: str, url: str, src: Path, kind: str) -> None:
     """A local source must exist, be readable and hold the format its kind says."""
-    from .io import sniff_kind
-
     if not src.exists():
         where = "" if src.parent.exists() else f" (nor does its folder {src.parent})"
-        raise FetchError(sid, url, f"{src} does not exist{where}; fix the manifest's source column or put the "
-                                   "data there")
+        raise FetchError(
+            sid, url, f"{src} does not exist{where}; fix the manifest's source column or put the data there"
+        )
     if not os.access(src, os.R_OK):
         raise FetchError(sid, url, f"{src} is not readable (permissions)")
     folder_kind = kind in ("image_folder", "dicom")
     if src.is_dir() and not folder_kind:
-        raise FetchError(sid, url, f"{src} is a folder but source_kind {kind} needs a file; fix source or "
-                                   "source_kind")
+        raise FetchError(sid, url, f"{src} is a folder but source_kind {kind} needs a file; fix source or source_kind")
     if src.is_file() and kind == "image_folder" and not zipfile.is_zipfile(src):
         raise FetchError(sid, url, f"{src} is a file but source_kind image_folder needs a folder")
     if src.is_file() and _archive_stem(src.name) is not None:
@@ -602,7 +593,9 @@ def _in_place(sid: str, alternatives: list[str], base: Path, kind: str, expected
             try:
                 digest = source_sha256(src)
             except FileNotFoundError as e:
-                raise FetchError(sid, url, f"{e}; put it beside the header or fix the header's data file line") from None
+                raise FetchError(
+                    sid, url, f"{e}; put it beside the header or fix the header's data file line"
+                ) from None
         except FetchError as e:
             errors.append(e)
             continue
@@ -620,12 +613,15 @@ def _copy_detached(sid: str, url: str, header: Path, final: Path, expected: str 
     missing = [f for f in names if not f.is_file()]
     if missing:
         raise FetchError(sid, url, f"{header} names the data file {missing[0]}, which does not exist")
-    from .io import nrrd_data_names
-
     if any(Path(n).is_absolute() for n in nrrd_data_names(header)) or any(
-            ".." in Path(os.path.relpath(n, header.parent)).parts for n in names):
-        raise FetchError(sid, url, f"{header}: data files named by an absolute path or outside its folder cannot "
-                                   "be copied; name them relative to the header's folder, or fetch in place")
+        ".." in Path(os.path.relpath(n, header.parent)).parts for n in names
+    ):
+        raise FetchError(
+            sid,
+            url,
+            f"{header}: data files named by an absolute path or outside its folder cannot "
+            "be copied; name them relative to the header's folder, or fetch in place",
+        )
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.copy-", dir=final.parent))
     try:
         for f in [header] + names:
@@ -645,15 +641,10 @@ def _copy_detached(sid: str, url: str, header: Path, final: Path, expected: str 
     return digest
 
 
-def _download_detached(session, limiter, url: str, part: Path, final: Path, sid: str, kind: str, expected,
-                       **kw) -> str:
+def _download_detached(session, limiter, url: str, part: Path, final: Path, sid: str, kind: str, expected, **kw) -> str:
     """Download the data files that the downloaded detached NRRD header ``part`` names (URLs relative
     to the header's URL, same relative names beside ``final``); verify header + data files
     (:func:`source_sha256`), then rename the header to ``final``, last."""
-    from urllib.parse import urljoin
-
-    from .io import nrrd_data_names
-
     try:
         names = nrrd_data_names(part)
     except (ValueError, OSError) as e:
@@ -663,8 +654,11 @@ def _download_detached(session, limiter, url: str, part: Path, final: Path, sid:
     for rel in names:
         if Path(rel).is_absolute() or PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
             part.unlink(missing_ok=True)
-            raise FetchError(sid, url, f"{final.name}: data file {rel} is outside the header's folder; "
-                                       "it cannot be fetched from a URL")
+            raise FetchError(
+                sid,
+                url,
+                f"{final.name}: data file {rel} is outside the header's folder; it cannot be fetched from a URL",
+            )
         f = final.parent / rel
         data.append(f)
         data_url = urljoin(url, PurePosixPath(rel).as_posix())
@@ -673,10 +667,11 @@ def _download_detached(session, limiter, url: str, part: Path, final: Path, sid:
         try:
             _download(session, limiter, data_url, fpart, sid, kind, **kw)
         except FetchError as e:
-            raise FetchError(sid, url, f"{final.name} names the data file {rel}, which could not be fetched "
-                                       f"from {data_url}: {e}") from e
+            raise FetchError(
+                sid, url, f"{final.name} names the data file {rel}, which could not be fetched from {data_url}: {e}"
+            ) from e
         os.replace(fpart, f)
-    digest = _detached_sha256(part, final.name, data) if data else file_sha256(part)  # as source_sha256
+    digest = _detached_sha256(part, final.name, data) if data else sha256_file(part)  # as source_sha256
     if expected is not None and digest != expected:
         part.unlink(missing_ok=True)
         for f in data:
@@ -725,8 +720,6 @@ def fetch_one(
     checked against the row's is :func:`source_sha256` of what was fetched (archives: as downloaded).
     An earlier verified copy in ``dest_dir/<id>/`` is kept (``reused``): a re-run only hashes.
     """
-    from .manifest import split_sources
-
     sid = _spec_get(spec, "id")
     source = _spec_get(spec, "source")
     kind = _spec_get(spec, "source_kind", "movie") or "movie"
@@ -775,14 +768,16 @@ def fetch_one(
             if digest is not None and (expected is None or digest == expected):
                 return finish(url, final, digest, reused=True)
             if digest is not None:
-                warnings.warn(f"specimen {sid!r}: existing {final} has sha256 {digest}, manifest says {expected}; "
-                              "fetching again")
+                warnings.warn(
+                    f"specimen {sid!r}: existing {final} has sha256 {digest}, manifest says {expected}; fetching again",
+                    stacklevel=2,
+                )
 
     errors: list[Exception] = []
     tried: list[str] = []
 
     def install_file(url: str, src_part: Path, final: Path, shown: str) -> str:
-        digest = file_sha256(src_part)
+        digest = sha256_file(src_part)
         if expected is not None and digest != expected:
             src_part.unlink(missing_ok=True)
             raise ChecksumMismatch(sid, shown, expected, digest)
@@ -804,14 +799,13 @@ def fetch_one(
                 tried.append(shown)
                 try:
                     if nrrd_data_files(cand):  # a detached header: with its data files, beside it
-                        return finish(url, final, _copy_detached(sid, shown, cand, final, expected),
-                                      from_mirror=True)
+                        return finish(url, final, _copy_detached(sid, shown, cand, final, expected), from_mirror=True)
                     _copy_file(cand, part, sid, shown, kind)
                     digest = install_file(url, part, final, shown)
                     return finish(url, final, digest, from_mirror=True)
                 except FetchError as e:
                     part.unlink(missing_ok=True)
-                    warnings.warn(f"mirror file skipped: {e}")
+                    warnings.warn(f"mirror file skipped: {e}", stacklevel=2)
                     errors.append(e)
 
     # 3. The sources, in order.
@@ -826,13 +820,32 @@ def fetch_one(
                     if session is None:
                         session = make_session()
                     resumed = _download(
-                        session, limiter, url, part, sid, kind,
-                        retries=retries, backoff=backoff, timeout=timeout, progress=progress,
+                        session,
+                        limiter,
+                        url,
+                        part,
+                        sid,
+                        kind,
+                        retries=retries,
+                        backoff=backoff,
+                        timeout=timeout,
+                        progress=progress,
                     )
                     if final.suffix.lower() == ".nhdr":
-                        digest = _download_detached(session, limiter, url, part, final, sid, kind, expected,
-                                                    retries=retries, backoff=backoff, timeout=timeout,
-                                                    progress=progress)
+                        digest = _download_detached(
+                            session,
+                            limiter,
+                            url,
+                            part,
+                            final,
+                            sid,
+                            kind,
+                            expected,
+                            retries=retries,
+                            backoff=backoff,
+                            timeout=timeout,
+                            progress=progress,
+                        )
                         return finish(url, final, digest, resumed=resumed)
                     digest = install_file(url, part, final, url)
                     return finish(url, final, digest, resumed=resumed)
@@ -896,10 +909,6 @@ def fetch_manifest(
     (:func:`tomodata.manifest.record_checksums`; needs a path). ``progress``: per-file bars and one
     line per specimen on stderr. ``in_place``: local sources are checked and hashed where they are.
     """
-    import pandas as pd
-
-    from .manifest import load_manifest, record_checksums, validate_manifest
-
     path = None
     if isinstance(manifest_path_or_df, pd.DataFrame):
         df = manifest_path_or_df
@@ -926,8 +935,17 @@ def fetch_manifest(
         for k, row in enumerate(rows, start=1):
             try:
                 res = fetch_one(
-                    row, dest_dir, mirror=mirror, retries=retries, backoff=backoff, timeout=timeout,
-                    base_dir=base_dir, progress=progress, session=session, limiter=limiter, in_place=in_place,
+                    row,
+                    dest_dir,
+                    mirror=mirror,
+                    retries=retries,
+                    backoff=backoff,
+                    timeout=timeout,
+                    base_dir=base_dir,
+                    progress=progress,
+                    session=session,
+                    limiter=limiter,
+                    in_place=in_place,
                 )
             except FetchError as e:
                 if not keep_going:
@@ -938,8 +956,17 @@ def fetch_manifest(
                 continue
             results.append(res)
             if progress:
-                how = ("in place" if res.in_place else "kept" if res.reused else "mirror" if res.from_mirror
-                       else "resumed" if res.resumed else "fetched")
+                how = (
+                    "in place"
+                    if res.in_place
+                    else "kept"
+                    if res.reused
+                    else "mirror"
+                    if res.from_mirror
+                    else "resumed"
+                    if res.resumed
+                    else "fetched"
+                )
                 print(f"[{k}/{len(rows)}] {res.id}: {how} {res.bytes} bytes -> {res.path}", file=sys.stderr)
     finally:
         session.close()

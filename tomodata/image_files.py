@@ -13,18 +13,20 @@ file that one reader takes the other takes too, with the same fallbacks and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import cv2
 import numpy as np
+import pydicom
+import tifffile
 
 __all__ = ["read_tiff", "read_dicom", "dicom_pixels"]
 
 
 def _cv2_pages(p: Path, why: Exception) -> np.ndarray:
     """All pages of a TIFF through OpenCV (BGR colour pages become RGB to match tifffile)."""
-    import cv2
-
     ok, pages = cv2.imreadmulti(str(p), flags=cv2.IMREAD_UNCHANGED)
     if not ok or not pages:
         raise ValueError(f"{p}: cannot decode this TIFF (tifffile: {why}; OpenCV failed too)")
@@ -39,8 +41,6 @@ def read_tiff(path, meta: Callable[[Any], Any] | None = None) -> tuple[np.ndarra
     length-1 axes dropped (``axes`` in tifffile's letters, e.g. "QYX", "YXS"; "S" = colour samples,
     last), ``meta`` evaluated on the open ``tifffile.TiffFile`` (e.g. spacing tags; None when not
     given), ``reader`` "tifffile" or "OpenCV". ValueError where neither can read it."""
-    import tifffile
-
     p = Path(path)
     extra, reader = None, "tifffile"
     try:
@@ -66,8 +66,6 @@ def read_tiff(path, meta: Callable[[Any], Any] | None = None) -> tuple[np.ndarra
 def read_dicom(path, *, force: bool = False, pixels: bool = True):
     """pydicom's dataset of ``path`` (``pixels=False``: header only). ``force`` reads a file without
     the DICM preamble. ValueError (with pydicom's reason) where it is not DICOM."""
-    import pydicom
-
     try:
         return pydicom.dcmread(str(path), force=force, stop_before_pixels=not pixels)
     except Exception as exc:  # noqa: BLE001 - anything pydicom raises means unreadable
@@ -83,5 +81,7 @@ def dicom_pixels(ds, path) -> np.ndarray:
         return ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing decoders, damaged pixel data …
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        raise ValueError(f"{path}: cannot decode the pixel data (transfer syntax {ts}): {exc}. Compressed DICOM may "
-                         "need a decoder plugin (pylibjpeg, gdcm) or conversion to uncompressed") from None
+        raise ValueError(
+            f"{path}: cannot decode the pixel data (transfer syntax {ts}): {exc}. Compressed DICOM may "
+            "need a decoder plugin (pylibjpeg, gdcm) or conversion to uncompressed"
+        ) from None

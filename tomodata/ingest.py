@@ -7,22 +7,29 @@ the workflow's per-specimen job call :func:`cube_specimen` and :func:`save_cube`
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .fetch import source_sha256 as fetch_source_sha256
+from .files import atomic_write
+from .ingest_settings import (
+    CROPS,
+    check_density,
+    crop_largest,
+    orient,
+    parse_orientation,
+    parse_window,
+    preset_background,
+)
 from .io import check_spacing, read_volume
-from .ingest_settings import (CROPS, check_density, crop_largest, orient, parse_orientation, parse_window,
-                              preset_background)
 from .manifest import slice_axis_transpose
 from .resample import DENSE_FRACTION, dense_reach, to_cube
 
 
-def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_spacing: bool = False,
-                  orientation=None):
+def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_spacing: bool = False, orientation=None):
     """Read a source and reorient it: slices along ``slice_axis``, then ``orientation``.
 
     Args:
@@ -45,11 +52,12 @@ def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_sp
         if len(sp) != 3:
             raise ValueError(f"spacing must be 3 values (z, y, x) in mm, got {spacing!r}")
         sp = check_spacing(sp)
-        sp_stack = [0.0, 0.0, 0.0]
+        per_axis = [0.0, 0.0, 0.0]
         for i in range(3):
-            sp_stack[t[i]] = sp[i]
+            per_axis[t[i]] = sp[i]
+        sp_stack = (per_axis[0], per_axis[1], per_axis[2])
         stack, file_sp = _read_with_file_spacing(path)
-        _check_spacing_order(path, tuple(sp_stack), file_sp)
+        _check_spacing_order(path, sp_stack, file_sp)
     vol = np.ascontiguousarray(np.transpose(stack, t)) if t != (0, 1, 2) else stack
     return orient(vol, tuple(float(sp_stack[t[i]]) for i in range(3)), orientation)
 
@@ -74,17 +82,29 @@ def _check_spacing_order(path, given_zyx, file_zyx) -> None:
     if not close(given_zyx, file_zyx) and close(given_zyx, tuple(reversed(file_zyx))):
         g = ",".join(f"{v:g}" for v in given_zyx)
         f = ",".join(f"{v:g}" for v in file_zyx)
-        raise ValueError(f"{path}: spacing_mm {g} is the file's own spacing in x,y,z order; spacing is z,y,x "
-                         f"(slices, rows, columns) and the file says z,y,x = {f}: write {f} or leave spacing_mm "
-                         "empty to use the file's")
+        raise ValueError(
+            f"{path}: spacing_mm {g} is the file's own spacing in x,y,z order; spacing is z,y,x "
+            f"(slices, rows, columns) and the file says z,y,x = {f}: write {f} or leave spacing_mm "
+            "empty to use the file's"
+        )
 
 
 #: dense_reach below this (the support itself reaches about 0.93): warn that faint material sets the scale
 DENSE_WARN = 0.8
 
 
-def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128, window=None,
-                  background=None, allow_default_spacing: bool = False, orientation=None, crop: str = "none"):
+def cube_specimen(
+    path,
+    *,
+    spacing=None,
+    slice_axis: str = "z",
+    size: int = 128,
+    window=None,
+    background=None,
+    allow_default_spacing: bool = False,
+    orientation=None,
+    crop: str = "none",
+):
     """The canonical (size³ float32, [0, 1]) cube of a source, and a JSON-ready record of how it
     was made: every ingest setting (window as numbers, background, slice_axis, orientation, crop),
     original shape and spacing (z, y, x, after reorientation), the fit, ``specimen_reach``: the
@@ -96,8 +116,6 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
 
     ``window`` may be "lo,hi", a preset name or a pair (:mod:`tomodata.ingest_settings`); a window
     that makes the scan constant is a ValueError naming the setting."""
-    from .fetch import source_sha256 as fetch_source_sha256
-
     if background is None:
         background = preset_background(window)  # hu-head: −500 HU
     window = parse_window(window)
@@ -106,8 +124,13 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     with warnings.catch_warnings(record=True) as caught:  # kept in the record (e.g. a de-sheared DICOM)
         warnings.simplefilter("always")
-        vol, sp = read_specimen(path, spacing=spacing, slice_axis=slice_axis,
-                                allow_default_spacing=allow_default_spacing, orientation=orientation)
+        vol, sp = read_specimen(
+            path,
+            spacing=spacing,
+            slice_axis=slice_axis,
+            allow_default_spacing=allow_default_spacing,
+            orientation=orientation,
+        )
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     check_density(vol, window, background)
@@ -117,26 +140,47 @@ def cube_specimen(path, *, spacing=None, slice_axis: str = "z", size: int = 128,
     cube, fit = to_cube(vol, sp, size=size, window=window, background=background, return_fit=True)
     reach, dense = fit.specimen_radius_mm / fit.rho_mm, dense_reach(cube)
     if dense < DENSE_WARN:
-        msg = (f"{path}: faint material sets this cube's scale: the support (density > {fit.background or 0:g}) "
-               f"reaches {reach:.2f} of the ball but the specimen's denser part (≥ {DENSE_FRACTION:g} of its "
-               f"99.9th percentile) only {dense:.2f}; raise `background` (a table, pillow or noise floor) or "
-               "set `crop: largest` (a separate table or holder) (manifest columns background/crop, "
-               "config data.cube.*, tomo cube --background/--crop)")
+        msg = (
+            f"{path}: faint material sets this cube's scale: the support (density > {fit.background or 0:g}) "
+            f"reaches {reach:.2f} of the ball but the specimen's denser part (≥ {DENSE_FRACTION:g} of its "
+            f"99.9th percentile) only {dense:.2f}; raise `background` (a table, pillow or noise floor) or "
+            "set `crop: largest` (a separate table or holder) (manifest columns background/crop, "
+            "config data.cube.*, tomo cube --background/--crop)"
+        )
         warnings.warn(msg, UserWarning, stacklevel=2)
         caught.append(warnings.WarningMessage(msg, UserWarning, __file__, 0))
     source_sha256 = fetch_source_sha256(path)  # a folder, a file, or a detached .nhdr with its data files
-    meta = dict(source_path=str(path), source_sha256=source_sha256, original_shape=[int(n) for n in vol.shape],
-                original_dtype=str(vol.dtype), spacing_mm=list(sp), slice_axis=slice_axis or "z",
-                orientation=",".join(f"{'-' if f else ''}{'zyx'[a]}" for a, f in zip(*parse_orientation(orientation))),
-                crop=crop, crop_record=crop_record, size=size, allow_default_spacing=bool(allow_default_spacing),
-                window=None if window is None else [float(w) for w in window],
-                background=None if background is None else float(background),
-                fit=fit.as_dict(), specimen_reach=reach, dense_reach=dense, code_version=__version__,
-                read_notes=[str(w.message) for w in caught])
+    meta = dict(
+        source_path=str(path),
+        source_sha256=source_sha256,
+        original_shape=[int(n) for n in vol.shape],
+        original_dtype=str(vol.dtype),
+        spacing_mm=list(sp),
+        slice_axis=slice_axis or "z",
+        orientation=",".join(f"{'-' if f else ''}{'zyx'[a]}" for a, f in zip(*parse_orientation(orientation))),
+        crop=crop,
+        crop_record=crop_record,
+        size=size,
+        allow_default_spacing=bool(allow_default_spacing),
+        window=None if window is None else [float(w) for w in window],
+        background=None if background is None else float(background),
+        fit=fit.as_dict(),
+        specimen_reach=reach,
+        dense_reach=dense,
+        code_version=__version__,
+        read_notes=[str(w.message) for w in caught],
+    )
     # the settings as given (tomo cube's options): what an exported recipe needs to make this cube again
-    meta["ingest"] = dict(size=size, spacing=None if spacing is None else [float(v) for v in spacing],
-                          slice_axis=slice_axis or "z", orientation=meta["orientation"], window=meta["window"],
-                          background=meta["background"], crop=crop, allow_default_spacing=bool(allow_default_spacing))
+    meta["ingest"] = dict(
+        size=size,
+        spacing=None if spacing is None else [float(v) for v in spacing],
+        slice_axis=slice_axis or "z",
+        orientation=meta["orientation"],
+        window=meta["window"],
+        background=meta["background"],
+        crop=crop,
+        allow_default_spacing=bool(allow_default_spacing),
+    )
     return cube, meta
 
 
@@ -145,11 +189,12 @@ def save_cube(path, cube: np.ndarray, meta: dict) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"cube files are .npz, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial.npz")
-    np.savez_compressed(tmp, volume=np.asarray(cube, dtype=np.float32), meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(
+        path,
+        lambda tmp: np.savez_compressed(
+            tmp, volume=np.asarray(cube, dtype=np.float32), meta=np.array(json.dumps(meta))
+        ),
+    )
 
 
 def load_cube(path) -> tuple[np.ndarray, dict]:

@@ -25,9 +25,24 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["WINDOW_PRESETS", "PRESET_BACKGROUND_HU", "preset_background", "ORIENTATION_DEFAULT", "CROPS", "CROP_THRESHOLD", "CROP_GROW", "parse_window",
-           "parse_orientation", "orient", "check_density", "crop_largest"]
+from .resample import value_map
+
+__all__ = [
+    "WINDOW_PRESETS",
+    "PRESET_BACKGROUND_HU",
+    "preset_background",
+    "ORIENTATION_DEFAULT",
+    "CROPS",
+    "CROP_THRESHOLD",
+    "CROP_GROW",
+    "parse_window",
+    "parse_orientation",
+    "orient",
+    "check_density",
+    "crop_largest",
+]
 
 # Hounsfield-unit windows: hu-bone keeps soft tissue near 0 (40 HU → 0.02) and bone high (1000 HU → 0.5),
 # like the paper's skull x-rays; hu-head keeps soft tissue visible (0 HU → 0.33).
@@ -39,8 +54,8 @@ WINDOW_PRESETS = {"hu-bone": (0.0, 2000.0), "hu-head": (-1000.0, 2000.0)}
 PRESET_BACKGROUND_HU = {"hu-head": -500.0}
 ORIENTATION_DEFAULT = "z,y,x"
 CROPS = ("none", "largest")
-CROP_THRESHOLD = 0.1   # density (of 1) above which a voxel is support, for crop = "largest"
-CROP_GROW = 2          # voxels the kept part is grown by before the rest is cleared
+CROP_THRESHOLD = 0.1  # density (of 1) above which a voxel is support, for crop = "largest"
+CROP_GROW = 2  # voxels the kept part is grown by before the rest is cleared
 _AXES = "zyx"
 WHERE = "(manifest column `window`, config data.cube.window, tomo cube --window)"
 
@@ -63,8 +78,9 @@ def parse_window(text) -> tuple[float, float] | None:
     try:
         lo, hi = (float(p) for p in parts)
     except (TypeError, ValueError):
-        raise ValueError(f"window must be 'lo,hi' (two numbers) or one of {sorted(WINDOW_PRESETS)}, "
-                         f"got {text!r}") from None
+        raise ValueError(
+            f"window must be 'lo,hi' (two numbers) or one of {sorted(WINDOW_PRESETS)}, got {text!r}"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
         raise ValueError(f"window must be two finite numbers lo < hi, got {text!r}")
     return lo, hi
@@ -73,7 +89,11 @@ def parse_window(text) -> tuple[float, float] | None:
 def preset_background(window_text) -> float | None:
     """The default background (density units) of a window preset given by name (see
     :data:`PRESET_BACKGROUND_HU`), else None."""
-    if _blank(window_text) or not isinstance(window_text, str) or window_text.strip().lower() not in PRESET_BACKGROUND_HU:
+    if (
+        _blank(window_text)
+        or not isinstance(window_text, str)
+        or window_text.strip().lower() not in PRESET_BACKGROUND_HU
+    ):
         return None
     lo, hi = WINDOW_PRESETS[window_text.strip().lower()]
     return (PRESET_BACKGROUND_HU[window_text.strip().lower()] - lo) / (hi - lo)
@@ -86,8 +106,9 @@ def parse_orientation(text) -> tuple[tuple[int, int, int], tuple[bool, bool, boo
     parts = [p.strip().lower() for p in str(text).split(",")]
     names = [p.lstrip("+-") for p in parts]
     if len(parts) != 3 or sorted(names) != sorted(_AXES):
-        raise ValueError(f"orientation must name z, y and x once each, with an optional '-' to reverse "
-                         f"(e.g. 'z,-y,x'), got {text!r}")
+        raise ValueError(
+            f"orientation must name z, y and x once each, with an optional '-' to reverse (e.g. 'z,-y,x'), got {text!r}"
+        )
     return (tuple(_AXES.index(n) for n in names), tuple(p.startswith("-") for p in parts))  # type: ignore[return-value]
 
 
@@ -102,8 +123,6 @@ def orient(vol: np.ndarray, spacing_zyx, orientation) -> tuple[np.ndarray, tuple
 
 
 def _density(vol: np.ndarray, window) -> np.ndarray:
-    from .resample import value_map
-
     scale, offset = value_map(vol, window)
     return np.clip(vol.astype(np.float32) * np.float32(scale) + np.float32(offset), 0.0, 1.0)
 
@@ -111,15 +130,17 @@ def _density(vol: np.ndarray, window) -> np.ndarray:
 def _density_stats(vol: np.ndarray, window, background: float) -> tuple[float, float, float, bool]:
     """(min, max, fraction at 1, any above ``background``) of the density, a few slices at a time (a
     UTCT stack of 1000 × 500 × 500 would otherwise need 2 GB of float copies)."""
-    lo = hi = None
+    lo: float | None = None
+    hi: float | None = None
     full, above = 0, False
     step = max(1, (16 * 2**20) // max(1, vol[0].size * 4))
     for z in range(0, vol.shape[0], step):
-        mu = _density(vol[z:z + step], window)
+        mu = _density(vol[z : z + step], window)
         lo = float(mu.min()) if lo is None else min(lo, float(mu.min()))
         hi = float(mu.max()) if hi is None else max(hi, float(mu.max()))
         full += int(np.count_nonzero(mu >= 1.0))
         above = above or bool((mu > background).any())
+    assert lo is not None and hi is not None  # vol has at least one slice
     return lo, hi, full / max(1, vol.size), above
 
 
@@ -134,16 +155,22 @@ def check_density(vol: np.ndarray, window, background=None) -> None:
     try:
         mu_lo, mu_hi, full, above = _density_stats(vol, window, bg)
     except ValueError as e:
-        raise ValueError(f"{e} {WHERE}; for CT in Hounsfield units try the preset 'hu-bone' or 'hu-head' "
-                         f"(values here span {lo_v:g} … {hi_v:g})") from None
+        raise ValueError(
+            f"{e} {WHERE}; for CT in Hounsfield units try the preset 'hu-bone' or 'hu-head' "
+            f"(values here span {lo_v:g} … {hi_v:g})"
+        ) from None
     shown = "no window" if window is None else f"window {window[0]:g},{window[1]:g}"
     if mu_hi - mu_lo == 0.0 or full >= 0.99:
-        raise ValueError(f"{shown} maps the scan (values {lo_v:g} … {hi_v:g}) to a constant density "
-                         f"({100 * full:.1f} % of voxels at 1): choose a window inside the data's range {WHERE}")
+        raise ValueError(
+            f"{shown} maps the scan (values {lo_v:g} … {hi_v:g}) to a constant density "
+            f"({100 * full:.1f} % of voxels at 1): choose a window inside the data's range {WHERE}"
+        )
     if not above:
-        raise ValueError(f"{shown} with background {bg:g} leaves no voxel with density above the background "
-                         f"(values {lo_v:g} … {hi_v:g}) {WHERE}; the manifest column `background` / "
-                         "config data.cube.background sets the background")
+        raise ValueError(
+            f"{shown} with background {bg:g} leaves no voxel with density above the background "
+            f"(values {lo_v:g} … {hi_v:g}) {WHERE}; the manifest column `background` / "
+            "config data.cube.background sets the background"
+        )
 
 
 def crop_largest(vol: np.ndarray, window, background=None) -> tuple[np.ndarray, dict]:
@@ -151,8 +178,6 @@ def crop_largest(vol: np.ndarray, window, background=None) -> tuple[np.ndarray, 
 
     Returns the cropped copy and a record: threshold, parts found, voxels kept and cleared.
     """
-    from scipy import ndimage
-
     mu = _density(vol, window)
     thr = max(CROP_THRESHOLD, 0.0 if background is None else float(background))
     labels, n = ndimage.label(mu > thr)
@@ -161,12 +186,16 @@ def crop_largest(vol: np.ndarray, window, background=None) -> tuple[np.ndarray, 
     sizes = np.bincount(labels.ravel())[1:]
     keep = ndimage.binary_dilation(labels == int(np.argmax(sizes)) + 1, iterations=CROP_GROW)
     out = vol.copy()
-    from .resample import value_map
-
     scale, offset = value_map(vol, window)
     zero = (0.0 - offset) / scale  # the value that maps to density 0
     fill = np.asarray(zero if np.issubdtype(vol.dtype, np.floating) else math.floor(zero)).astype(vol.dtype)
     out[~keep] = fill
     cleared = int(((mu > thr) & ~keep).sum())
-    return out, dict(rule="largest", threshold=thr, grow_voxels=CROP_GROW, parts=int(n),
-                     kept_voxels=int(sizes.max()), cleared_support_voxels=cleared)
+    return out, dict(
+        rule="largest",
+        threshold=thr,
+        grow_voxels=CROP_GROW,
+        parts=int(n),
+        kept_voxels=int(sizes.max()),
+        cleared_support_voxels=cleared,
+    )

@@ -59,10 +59,16 @@ from __future__ import annotations
 import math
 import re
 import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, cast, overload
 
+import cv2
+import nibabel as nib
+import nrrd
 import numpy as np
+from scipy import ndimage
 
 from .image_files import dicom_pixels, read_dicom, read_tiff
 
@@ -85,11 +91,29 @@ GREY_TOLERANCE = 0.08
 
 _IMAGE_FAMILIES = {".png": "png", ".bmp": "bmp", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
 _UNIT_TO_MM = {
-    "mm": 1.0, "millimeter": 1.0, "millimetre": 1.0, "millimeters": 1.0, "millimetres": 1.0,
-    "um": 1e-3, "µm": 1e-3, "μm": 1e-3, "micron": 1e-3, "microns": 1e-3, "micrometer": 1e-3,
-    "micrometre": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6, "nanometer": 1e-6,
-    "cm": 10.0, "centimeter": 10.0, "centimetre": 10.0,
-    "m": 1000.0, "meter": 1000.0, "metre": 1000.0, "in": 25.4, "inch": 25.4,
+    "mm": 1.0,
+    "millimeter": 1.0,
+    "millimetre": 1.0,
+    "millimeters": 1.0,
+    "millimetres": 1.0,
+    "um": 1e-3,
+    "µm": 1e-3,
+    "μm": 1e-3,
+    "micron": 1e-3,
+    "microns": 1e-3,
+    "micrometer": 1e-3,
+    "micrometre": 1e-3,
+    "\\u00b5m": 1e-3,
+    "nm": 1e-6,
+    "nanometer": 1e-6,
+    "cm": 10.0,
+    "centimeter": 10.0,
+    "centimetre": 10.0,
+    "m": 1000.0,
+    "meter": 1000.0,
+    "metre": 1000.0,
+    "in": 25.4,
+    "inch": 25.4,
 }
 _MAX_HINT = 100_000  # frame-count hints above this are not trusted for preallocation
 
@@ -209,6 +233,7 @@ def check_spacing(spacing: float | Sequence[float]) -> Spacing:
     """``spacing`` as 3 positive finite floats (z, y, x) in mm; one number means isotropic."""
     if isinstance(spacing, (bool, np.bool_)):
         raise ValueError(f"spacing must be a positive number or 3 positive numbers (z, y, x) in mm, not {spacing!r}")
+    values: list[Any]
     if np.ndim(spacing) == 0:
         values = [spacing] * 3
     else:
@@ -279,8 +304,7 @@ def _refuse_text(p: Path, what: str) -> None:
     body = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if body.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in body[:1024]:
         raise ValueError(
-            f"{p}: this looks like an HTML page, not a {what} (a download that returned an error or "
-            "login page?)"
+            f"{p}: this looks like an HTML page, not a {what} (a download that returned an error or login page?)"
         )
     if body.startswith(b"version https://git-lfs"):
         raise ValueError(f"{p}: this is a Git LFS pointer file, not a {what} (run `git lfs pull`)")
@@ -335,8 +359,6 @@ def _colour_spread(img: np.ndarray) -> float:
 
 def _to_grey(img: np.ndarray, order: str) -> np.ndarray:
     """(h, w, c) colour image → (h, w) BT.601 luma in the same dtype; ``order`` 'bgr' or 'rgb'."""
-    import cv2
-
     c = img.shape[-1]
     if c == 1:
         return img[..., 0]
@@ -369,8 +391,6 @@ def _warn_colour(p: Path, spread: float) -> None:
 
 def _read_movie(p: Path) -> tuple[np.ndarray, None]:
     """Slice movie → (n, h, w) uint8 grey; frames counted by decoding (module docstring)."""
-    import cv2
-
     _refuse_text(p, "movie")
     cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
     try:
@@ -440,18 +460,16 @@ def _read_slice(f: Path) -> tuple[np.ndarray, float]:
         if img.ndim != 2:
             raise ValueError(f"{f}: a slice must be one 2-D image, this TIFF holds shape {img.shape} ({axes})")
         return img, 0.0
-    import cv2
-
     try:
         data = np.fromfile(f, dtype=np.uint8)
     except OSError as exc:
         raise ValueError(f"{f}: cannot read ({exc})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if decoded is None:
         raise ValueError(f"{f}: cannot decode this image (empty, truncated or not a {f.suffix} file)")
-    if img.ndim == 3:
-        return _to_grey(img, "bgr"), _colour_spread(img) if img.shape[-1] >= 3 else 0.0
-    return img, 0.0
+    if decoded.ndim == 3:
+        return _to_grey(decoded, "bgr"), _colour_spread(decoded) if decoded.shape[-1] >= 3 else 0.0
+    return decoded, 0.0
 
 
 def _read_image_folder(p: Path) -> tuple[np.ndarray, None]:
@@ -498,8 +516,6 @@ def _tiff_spacing(tf, p: Path) -> Spacing | None:
     """Spacing (z, y, x) mm from OME, ImageJ or resolution tags; None unless all three are known."""
     page = tf.pages[0]
     if tf.is_ome and tf.ome_metadata:
-        import xml.etree.ElementTree as ET
-
         try:
             root = ET.fromstring(tf.ome_metadata)
             px = next(e for e in root.iter() if e.tag.endswith("}Pixels") or e.tag == "Pixels")
@@ -597,8 +613,11 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
             skipped.append(f.name)
             continue
         try:
-            ds = read_dicom(f, pixels=False, force=_has_dicom_preamble(f) is False
-                            and (f.suffix.lower() in DICOM_SUFFIXES or f.suffix == ""))
+            ds = read_dicom(
+                f,
+                pixels=False,
+                force=_has_dicom_preamble(f) is False and (f.suffix.lower() in DICOM_SUFFIXES or f.suffix == ""),
+            )
         except ValueError:
             ds = None
         if ds is None or "Rows" not in ds or "Columns" not in ds:
@@ -665,7 +684,9 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
                 pos = None
                 if k < len(per):
                     pos = _floats(getattr(_seq_item(per[k], "PlanePositionSequence"), "ImagePositionPatient", None), 3)
-                slices.append(_Slice(f"{f} frame {k}", pos, iop, slope, inter, k, rows, cols, ps, _frame_getter(frames, k)))
+                slices.append(
+                    _Slice(f"{f} frame {k}", pos, iop, slope, inter, k, rows, cols, ps, _frame_getter(frames, k))
+                )
     if p.is_file() and len(slices) == 1:
         raise ValueError(f"{p}: a single-frame DICOM file is one slice; pass the folder that holds the series")
 
@@ -702,12 +723,20 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
             tol = max(0.01 * med, 0.01)
             uneven = bool(np.any(np.abs(gaps - med) > tol))
             dz = med if uneven else float((proj[-1] - proj[0]) / (len(slices) - 1))
-            offsets = np.array([[np.dot(np.asarray(sl.pos) - slices[0].pos, c),
-                                 np.dot(np.asarray(sl.pos) - slices[0].pos, r)] for sl in slices])
+            offsets = np.array(
+                [
+                    [np.dot(np.asarray(sl.pos) - slices[0].pos, c), np.dot(np.asarray(sl.pos) - slices[0].pos, r)]
+                    for sl in slices
+                ]
+            )
             tilted = bool(np.abs(offsets).max() > 0.01 * abs(proj[-1] - proj[0]) + 1e-3)
             if uneven or tilted:
-                geometry = dict(positions_mm=(proj - proj[0]).tolist(), inplane_offsets_mm=offsets.tolist(),
-                                uneven=uneven, tilted=tilted)
+                geometry = dict(
+                    positions_mm=(proj - proj[0]).tolist(),
+                    inplane_offsets_mm=offsets.tolist(),
+                    uneven=uneven,
+                    tilted=tilted,
+                )
     else:
         slices.sort(key=lambda s: s.instance)
         warnings.warn(
@@ -733,7 +762,7 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
         np.multiply(px, s.slope, out=vol[i], casting="unsafe")
         vol[i] += s.inter
     spacing = None
-    if geometry is not None:
+    if geometry is not None and dz is not None:  # dz is set wherever geometry is
         vol = _regrid_dicom(vol, geometry, dz, s0.pixel_spacing, p)
     if dz is not None and s0.pixel_spacing is not None:
         spacing = _file_spacing((dz, s0.pixel_spacing[0], s0.pixel_spacing[1]), p, "DICOM")
@@ -745,8 +774,6 @@ def _regrid_dicom(vol: np.ndarray, geometry: dict, dz: float, pixel_spacing, p: 
     first (gantry tilt: the slices were sheared), then the stack resampled linearly along the slice
     normal to uniform steps of the median gap. The original geometry goes into a UserWarning (the
     cube's record keeps it)."""
-    from scipy import ndimage
-
     pos = np.asarray(geometry["positions_mm"])
     if geometry["tilted"]:
         if pixel_spacing is None:
@@ -765,16 +792,28 @@ def _regrid_dicom(vol: np.ndarray, geometry: dict, dz: float, pixel_spacing, p: 
     shear = np.abs(np.asarray(geometry["inplane_offsets_mm"])).max(axis=0)
     warnings.warn(
         f"{p}: clinical geometry corrected: "
-        + (f"slice gaps {gaps.min():.3f} … {gaps.max():.3f} mm resampled to {dz:.4f} mm ({len(vol)} slices); "
-           if geometry["uneven"] else "")
-        + (f"slices de-sheared (gantry tilt: up to {shear[0]:.2f} mm along rows, {shear[1]:.2f} mm along columns "
-           f"over {pos[-1]:.1f} mm, tilt {np.degrees(np.arctan2(np.hypot(*shear), pos[-1])):.1f}°); "
-           if geometry["tilted"] else "")
+        + (
+            f"slice gaps {gaps.min():.3f} … {gaps.max():.3f} mm resampled to {dz:.4f} mm ({len(vol)} slices); "
+            if geometry["uneven"]
+            else ""
+        )
+        + (
+            f"slices de-sheared (gantry tilt: up to {shear[0]:.2f} mm along rows, {shear[1]:.2f} mm along columns "
+            f"over {pos[-1]:.1f} mm, tilt {np.degrees(np.arctan2(np.hypot(*shear), pos[-1])):.1f}°); "
+            if geometry["tilted"]
+            else ""
+        )
         + f"original slice positions (mm from the first): {', '.join(f'{v:.2f}' for v in pos)}",
-        UserWarning, stacklevel=3)
+        UserWarning,
+        stacklevel=3,
+    )
     return np.ascontiguousarray(vol, dtype=np.float32)
 
 
+@overload
+def _dicom_pixels(f, nframes: None) -> Callable[[], np.ndarray]: ...
+@overload
+def _dicom_pixels(f, nframes: int) -> np.ndarray: ...
 def _dicom_pixels(f, nframes: int | None) -> Callable[[], np.ndarray] | np.ndarray:
     """A loader for one slice's pixels, or (multi-frame) the frames array itself."""
 
@@ -842,8 +881,6 @@ def nrrd_data_names(p: Path) -> list[str]:
 
 def _read_nrrd(p: Path) -> tuple[np.ndarray, Spacing | None]:
     """NRRD (.nrrd attached, .nhdr detached; single, pattern or LIST data files) → C-order z, y, x."""
-    import nrrd
-
     head = _head(p, 8)
     if not head.startswith(b"NRRD000"):
         _refuse_text(p, "NRRD file")
@@ -872,8 +909,6 @@ def _nrrd_multi(data_line: str) -> bool:
 
 
 def _nrrd_multi_read(p: Path, header: dict, data_line: str, listed: list[str]) -> np.ndarray:
-    import nrrd
-
     value = re.split(r":=?", data_line, maxsplit=1)[1].split()
     dim = int(header["dimension"])
     sizes = [int(s) for s in header["sizes"]]
@@ -908,7 +943,8 @@ def _nrrd_multi_read(p: Path, header: dict, data_line: str, listed: list[str]) -
         part = nrrd.read_data(sub, filename=str(p), index_order="C")
         if out is None:
             out = np.empty((sizes[-1],) + part.shape[1:], dtype=part.dtype)
-        out[i * slab:(i + 1) * slab] = part
+        out[i * slab : (i + 1) * slab] = part
+    assert out is not None  # names is not empty
     return out
 
 
@@ -946,7 +982,7 @@ def _nrrd_squeeze(arr: np.ndarray, header: dict, p: Path) -> tuple[np.ndarray, S
             if any(c is None for c in conv) or len(set(conv)) != 1:
                 warnings.warn(f"{p}: unknown space units {ulist}; spacing ignored", UserWarning, stacklevel=3)
                 return arr, None
-            scale = [conv[0]] * 3
+            scale = [cast(float, conv[0])] * 3
         else:
             conv = []
             for i in keep:
@@ -955,8 +991,8 @@ def _nrrd_squeeze(arr: np.ndarray, header: dict, p: Path) -> tuple[np.ndarray, S
             if any(c is None for c in conv):
                 warnings.warn(f"{p}: unknown units {ulist}; spacing ignored", UserWarning, stacklevel=3)
                 return arr, None
-            scale = conv
-    mm = [v * s for v, s in zip(vals, scale)]
+            scale = cast(list[float], conv)  # no None left
+    mm = [cast(float, v) * s for v, s in zip(vals, scale)]  # no None in vals (returned above)
     return arr, _file_spacing(mm[::-1], p, "NRRD")
 
 
@@ -966,11 +1002,9 @@ def _nrrd_squeeze(arr: np.ndarray, header: dict, p: Path) -> tuple[np.ndarray, S
 
 def _read_nifti(p: Path) -> tuple[np.ndarray, Spacing | None]:
     """NIfTI-1/2 → (z, y, x) = transposed nibabel (x, y, z); zooms → mm."""
-    import nibabel as nib
-
     _refuse_text(p, "NIfTI file")
     try:
-        img = nib.load(str(p), mmap=False)
+        img = cast(nib.Nifti1Image, nib.load(str(p), mmap=False))  # NIfTI-2 images are Nifti1Image subclasses
         proxy = img.dataobj
         raw_dtype = img.get_data_dtype()
         arr = np.asarray(proxy)

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
-import tempfile
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
 
+import jsonschema
 import pandas as pd
+import yaml
+
+from .files import write_text
 
 __all__ = [
     "COLUMNS",
@@ -99,8 +101,6 @@ class ManifestError(ValueError):
 @lru_cache(maxsize=1)
 def manifest_schema() -> dict:
     """The JSON schema (draft 2020-12) of one manifest row, read from the package's YAML file."""
-    import yaml
-
     with open(_SCHEMA_PATH, encoding="utf-8") as f:
         return yaml.safe_load(f)
 
@@ -193,7 +193,8 @@ def _schema_errors(validator, cells: dict, row: int, line: int | None) -> list[s
 
 
 def _semantic_errors(cells: dict, row: int, line: int | None) -> list[str]:
-    from .ingest_settings import parse_orientation, parse_window
+    # kept lazy: the Snakefile imports this module (start-up); ingest_settings pulls in numba and scipy
+    from .ingest_settings import parse_orientation, parse_window  # noqa: PLC0415
 
     out = []
     for col, check in (("window", parse_window), ("orientation", parse_orientation)):
@@ -230,8 +231,6 @@ def validate_manifest(
     ``attrs["base_dir"]`` (folder that relative local paths in ``source`` are resolved against).
     Raises :class:`ManifestError` (a ValueError) listing every problem with its row and column.
     """
-    import jsonschema
-
     header = [str(c).strip() for c in table.columns]
     errors = _check_header(header)
     if errors:
@@ -278,7 +277,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, data rows (split on tabs, padded to the header) and their 1-based file line numbers."""
     text = path.read_text(encoding="utf-8-sig")
     header: list[str] | None = None
-    rows, lines, errors = [], [], []
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    errors: list[str] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
@@ -289,7 +290,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
                 errors.append(f"line {lineno}: the header has no tabs; the manifest must be tab separated")
             continue
         if len(fields) > len(header):
-            extra = fields[len(header):]
+            extra = fields[len(header) :]
             if any(extra):
                 errors.append(
                     f"{_where(len(rows) + 1, lineno)}: has {len(fields)} tab-separated cells, "
@@ -373,22 +374,5 @@ def record_checksums(path, checksums: Mapping[str, str]) -> int:
     if mismatches:
         raise ValueError(f"checksum mismatch in manifest {path} (nothing written):\n  " + "\n  ".join(mismatches))
     if changed:
-        _atomic_write_text(path, "\n".join(out_lines) + "\n")
+        write_text(path, "\n".join(out_lines) + "\n")
     return changed
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

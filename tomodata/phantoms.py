@@ -40,7 +40,8 @@ import dataclasses
 import math
 import numbers
 import zlib
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -178,84 +179,242 @@ class SpeciesParams:
         return dataclasses.asdict(self)
 
 
-PARAM_RANGES: dict[str, tuple[float, float]] = {
-    f.name: f.metadata["range"] for f in dataclasses.fields(SpeciesParams)
-}
+PARAM_RANGES: dict[str, tuple[float, float]] = {f.name: f.metadata["range"] for f in dataclasses.fields(SpeciesParams)}
 
 # ---------------------------------------------------------------------------------------------
 # Species distribution: blends of archetypes (values are the archetype means).
 
 _ARCHETYPES: dict[str, dict[str, float]] = {
-    "canid": dict(braincase_length=0.85, braincase_width=0.34, braincase_aspect=0.85,
-                  rostrum_length=0.50, rostrum_width=0.22, rostrum_taper=0.55, rostrum_height=0.90,
-                  rostrum_tilt=0.0, orbit_radius=0.085, orbit_height=0.35, orbit_frontality=0.25,
-                  postorbital_bar=0.4, zygomatic_width=0.56, zygomatic_thickness=0.022,
-                  shell_thickness=0.022, shell_thickness_variation=0.3, sagittal_crest=0.03,
-                  jaw_depth=0.09, jaw_length=0.97, coronoid_size=0.7, teeth_count=7, tooth_size=0.024,
-                  incisor_size=0.012, canine_size=0.032, diastema=0.08, petrous_size=0.040,
-                  bulla_size=0.050, nasal_cavity=0.70, turbinate_density=0.22,
-                  skull_length_mm=200.0),
-    "felid": dict(braincase_length=1.0, braincase_width=0.48, braincase_aspect=0.80,
-                  rostrum_length=0.26, rostrum_width=0.32, rostrum_taper=0.75, rostrum_height=0.85,
-                  rostrum_tilt=-5.0, orbit_radius=0.13, orbit_height=0.25, orbit_frontality=0.55,
-                  postorbital_bar=0.85, zygomatic_width=0.78, zygomatic_thickness=0.030,
-                  shell_thickness=0.020, shell_thickness_variation=0.3, sagittal_crest=0.015,
-                  jaw_depth=0.10, jaw_length=0.95, coronoid_size=0.8, teeth_count=4, tooth_size=0.034,
-                  incisor_size=0.010, canine_size=0.045, diastema=0.12, petrous_size=0.045,
-                  bulla_size=0.090, nasal_cavity=0.65, turbinate_density=0.18,
-                  skull_length_mm=95.0),
-    "rodent": dict(braincase_length=0.95, braincase_width=0.38, braincase_aspect=0.75,
-                   rostrum_length=0.45, rostrum_width=0.18, rostrum_taper=0.62, rostrum_height=1.0,
-                   rostrum_tilt=-5.0, orbit_radius=0.10, orbit_height=0.25, orbit_frontality=0.1,
-                   postorbital_bar=0.0, zygomatic_width=0.52, zygomatic_thickness=0.018,
-                   shell_thickness=0.016, shell_thickness_variation=0.2, sagittal_crest=0.0,
-                   jaw_depth=0.10, jaw_length=0.92, coronoid_size=0.3, teeth_count=3, tooth_size=0.022,
-                   incisor_size=0.034, canine_size=0.0, diastema=0.45, petrous_size=0.035,
-                   bulla_size=0.080, nasal_cavity=0.70, turbinate_density=0.15,
-                   skull_length_mm=42.0),
-    "primate": dict(braincase_length=1.0, braincase_width=0.58, braincase_aspect=0.95,
-                    rostrum_length=0.20, rostrum_width=0.36, rostrum_taper=0.80, rostrum_height=1.20,
-                    rostrum_tilt=-15.0, orbit_radius=0.12, orbit_height=-0.25, orbit_frontality=1.0,
-                    postorbital_bar=1.0, zygomatic_width=0.68, zygomatic_thickness=0.028,
-                    shell_thickness=0.026, shell_thickness_variation=0.35, sagittal_crest=0.0,
-                    jaw_depth=0.14, jaw_length=0.95, coronoid_size=0.5, teeth_count=5,
-                    tooth_size=0.030, incisor_size=0.018, canine_size=0.030, diastema=0.05,
-                    petrous_size=0.050, bulla_size=0.020, nasal_cavity=0.55, turbinate_density=0.10,
-                    skull_length_mm=110.0),
-    "ungulate": dict(braincase_length=0.80, braincase_width=0.33, braincase_aspect=0.90,
-                     rostrum_length=0.62, rostrum_width=0.20, rostrum_taper=0.50, rostrum_height=1.10,
-                     rostrum_tilt=-12.0, orbit_radius=0.09, orbit_height=0.40, orbit_frontality=0.15,
-                     postorbital_bar=1.0, zygomatic_width=0.45, zygomatic_thickness=0.024,
-                     shell_thickness=0.024, shell_thickness_variation=0.3, sagittal_crest=0.0,
-                     jaw_depth=0.15, jaw_length=0.97, coronoid_size=0.6, teeth_count=6,
-                     tooth_size=0.030, incisor_size=0.012, canine_size=0.0, diastema=0.40,
-                     petrous_size=0.035, bulla_size=0.040, nasal_cavity=0.75, turbinate_density=0.25,
-                     skull_length_mm=420.0),
-    "mustelid": dict(braincase_length=1.05, braincase_width=0.42, braincase_aspect=0.62,
-                     rostrum_length=0.22, rostrum_width=0.25, rostrum_taper=0.80, rostrum_height=0.75,
-                     rostrum_tilt=0.0, orbit_radius=0.07, orbit_height=0.20, orbit_frontality=0.3,
-                     postorbital_bar=0.2, zygomatic_width=0.52, zygomatic_thickness=0.018,
-                     shell_thickness=0.016, shell_thickness_variation=0.25, sagittal_crest=0.012,
-                     jaw_depth=0.08, jaw_length=0.96, coronoid_size=0.8, teeth_count=4,
-                     tooth_size=0.025, incisor_size=0.009, canine_size=0.030, diastema=0.05,
-                     petrous_size=0.035, bulla_size=0.070, nasal_cavity=0.60, turbinate_density=0.15,
-                     skull_length_mm=65.0),
-    "lagomorph": dict(braincase_length=0.85, braincase_width=0.36, braincase_aspect=0.80,
-                      rostrum_length=0.42, rostrum_width=0.20, rostrum_taper=0.75, rostrum_height=1.30,
-                      rostrum_tilt=-10.0, orbit_radius=0.13, orbit_height=0.45, orbit_frontality=0.0,
-                      postorbital_bar=0.3, zygomatic_width=0.46, zygomatic_thickness=0.018,
-                      shell_thickness=0.014, shell_thickness_variation=0.2, sagittal_crest=0.0,
-                      jaw_depth=0.14, jaw_length=0.93, coronoid_size=0.2, teeth_count=6,
-                      tooth_size=0.020, incisor_size=0.030, canine_size=0.0, diastema=0.40,
-                      petrous_size=0.035, bulla_size=0.060, nasal_cavity=0.80, turbinate_density=0.20,
-                      skull_length_mm=80.0),
+    "canid": dict(
+        braincase_length=0.85,
+        braincase_width=0.34,
+        braincase_aspect=0.85,
+        rostrum_length=0.50,
+        rostrum_width=0.22,
+        rostrum_taper=0.55,
+        rostrum_height=0.90,
+        rostrum_tilt=0.0,
+        orbit_radius=0.085,
+        orbit_height=0.35,
+        orbit_frontality=0.25,
+        postorbital_bar=0.4,
+        zygomatic_width=0.56,
+        zygomatic_thickness=0.022,
+        shell_thickness=0.022,
+        shell_thickness_variation=0.3,
+        sagittal_crest=0.03,
+        jaw_depth=0.09,
+        jaw_length=0.97,
+        coronoid_size=0.7,
+        teeth_count=7,
+        tooth_size=0.024,
+        incisor_size=0.012,
+        canine_size=0.032,
+        diastema=0.08,
+        petrous_size=0.040,
+        bulla_size=0.050,
+        nasal_cavity=0.70,
+        turbinate_density=0.22,
+        skull_length_mm=200.0,
+    ),
+    "felid": dict(
+        braincase_length=1.0,
+        braincase_width=0.48,
+        braincase_aspect=0.80,
+        rostrum_length=0.26,
+        rostrum_width=0.32,
+        rostrum_taper=0.75,
+        rostrum_height=0.85,
+        rostrum_tilt=-5.0,
+        orbit_radius=0.13,
+        orbit_height=0.25,
+        orbit_frontality=0.55,
+        postorbital_bar=0.85,
+        zygomatic_width=0.78,
+        zygomatic_thickness=0.030,
+        shell_thickness=0.020,
+        shell_thickness_variation=0.3,
+        sagittal_crest=0.015,
+        jaw_depth=0.10,
+        jaw_length=0.95,
+        coronoid_size=0.8,
+        teeth_count=4,
+        tooth_size=0.034,
+        incisor_size=0.010,
+        canine_size=0.045,
+        diastema=0.12,
+        petrous_size=0.045,
+        bulla_size=0.090,
+        nasal_cavity=0.65,
+        turbinate_density=0.18,
+        skull_length_mm=95.0,
+    ),
+    "rodent": dict(
+        braincase_length=0.95,
+        braincase_width=0.38,
+        braincase_aspect=0.75,
+        rostrum_length=0.45,
+        rostrum_width=0.18,
+        rostrum_taper=0.62,
+        rostrum_height=1.0,
+        rostrum_tilt=-5.0,
+        orbit_radius=0.10,
+        orbit_height=0.25,
+        orbit_frontality=0.1,
+        postorbital_bar=0.0,
+        zygomatic_width=0.52,
+        zygomatic_thickness=0.018,
+        shell_thickness=0.016,
+        shell_thickness_variation=0.2,
+        sagittal_crest=0.0,
+        jaw_depth=0.10,
+        jaw_length=0.92,
+        coronoid_size=0.3,
+        teeth_count=3,
+        tooth_size=0.022,
+        incisor_size=0.034,
+        canine_size=0.0,
+        diastema=0.45,
+        petrous_size=0.035,
+        bulla_size=0.080,
+        nasal_cavity=0.70,
+        turbinate_density=0.15,
+        skull_length_mm=42.0,
+    ),
+    "primate": dict(
+        braincase_length=1.0,
+        braincase_width=0.58,
+        braincase_aspect=0.95,
+        rostrum_length=0.20,
+        rostrum_width=0.36,
+        rostrum_taper=0.80,
+        rostrum_height=1.20,
+        rostrum_tilt=-15.0,
+        orbit_radius=0.12,
+        orbit_height=-0.25,
+        orbit_frontality=1.0,
+        postorbital_bar=1.0,
+        zygomatic_width=0.68,
+        zygomatic_thickness=0.028,
+        shell_thickness=0.026,
+        shell_thickness_variation=0.35,
+        sagittal_crest=0.0,
+        jaw_depth=0.14,
+        jaw_length=0.95,
+        coronoid_size=0.5,
+        teeth_count=5,
+        tooth_size=0.030,
+        incisor_size=0.018,
+        canine_size=0.030,
+        diastema=0.05,
+        petrous_size=0.050,
+        bulla_size=0.020,
+        nasal_cavity=0.55,
+        turbinate_density=0.10,
+        skull_length_mm=110.0,
+    ),
+    "ungulate": dict(
+        braincase_length=0.80,
+        braincase_width=0.33,
+        braincase_aspect=0.90,
+        rostrum_length=0.62,
+        rostrum_width=0.20,
+        rostrum_taper=0.50,
+        rostrum_height=1.10,
+        rostrum_tilt=-12.0,
+        orbit_radius=0.09,
+        orbit_height=0.40,
+        orbit_frontality=0.15,
+        postorbital_bar=1.0,
+        zygomatic_width=0.45,
+        zygomatic_thickness=0.024,
+        shell_thickness=0.024,
+        shell_thickness_variation=0.3,
+        sagittal_crest=0.0,
+        jaw_depth=0.15,
+        jaw_length=0.97,
+        coronoid_size=0.6,
+        teeth_count=6,
+        tooth_size=0.030,
+        incisor_size=0.012,
+        canine_size=0.0,
+        diastema=0.40,
+        petrous_size=0.035,
+        bulla_size=0.040,
+        nasal_cavity=0.75,
+        turbinate_density=0.25,
+        skull_length_mm=420.0,
+    ),
+    "mustelid": dict(
+        braincase_length=1.05,
+        braincase_width=0.42,
+        braincase_aspect=0.62,
+        rostrum_length=0.22,
+        rostrum_width=0.25,
+        rostrum_taper=0.80,
+        rostrum_height=0.75,
+        rostrum_tilt=0.0,
+        orbit_radius=0.07,
+        orbit_height=0.20,
+        orbit_frontality=0.3,
+        postorbital_bar=0.2,
+        zygomatic_width=0.52,
+        zygomatic_thickness=0.018,
+        shell_thickness=0.016,
+        shell_thickness_variation=0.25,
+        sagittal_crest=0.012,
+        jaw_depth=0.08,
+        jaw_length=0.96,
+        coronoid_size=0.8,
+        teeth_count=4,
+        tooth_size=0.025,
+        incisor_size=0.009,
+        canine_size=0.030,
+        diastema=0.05,
+        petrous_size=0.035,
+        bulla_size=0.070,
+        nasal_cavity=0.60,
+        turbinate_density=0.15,
+        skull_length_mm=65.0,
+    ),
+    "lagomorph": dict(
+        braincase_length=0.85,
+        braincase_width=0.36,
+        braincase_aspect=0.80,
+        rostrum_length=0.42,
+        rostrum_width=0.20,
+        rostrum_taper=0.75,
+        rostrum_height=1.30,
+        rostrum_tilt=-10.0,
+        orbit_radius=0.13,
+        orbit_height=0.45,
+        orbit_frontality=0.0,
+        postorbital_bar=0.3,
+        zygomatic_width=0.46,
+        zygomatic_thickness=0.018,
+        shell_thickness=0.014,
+        shell_thickness_variation=0.2,
+        sagittal_crest=0.0,
+        jaw_depth=0.14,
+        jaw_length=0.93,
+        coronoid_size=0.2,
+        teeth_count=6,
+        tooth_size=0.020,
+        incisor_size=0.030,
+        canine_size=0.0,
+        diastema=0.40,
+        petrous_size=0.035,
+        bulla_size=0.060,
+        nasal_cavity=0.80,
+        turbinate_density=0.20,
+        skull_length_mm=80.0,
+    ),
 }
 _ARCHETYPE_NAMES = tuple(_ARCHETYPES)
-_COMMON = dict(soft_tissue_density=0.08, soft_tissue_thickness=0.04, bone_density=0.65,
-               asymmetry=0.012)
+_COMMON = dict(soft_tissue_density=0.08, soft_tissue_thickness=0.04, bone_density=0.65, asymmetry=0.012)
 _LOG_PARAMS = {"skull_length_mm"}
-_BLEND_MAX = 0.5       # weight of the second archetype: uniform in [0, _BLEND_MAX]
-_JITTER = 0.15         # relative jitter (sd) of every proportion of a species
+_BLEND_MAX = 0.5  # weight of the second archetype: uniform in [0, _BLEND_MAX]
+_JITTER = 0.15  # relative jitter (sd) of every proportion of a species
 _JITTER_SIGNED = 0.10  # jitter (sd) of signed parameters, as a fraction of their range
 _SIGNED_PARAMS = {"rostrum_tilt", "orbit_height"}
 
@@ -291,7 +450,7 @@ def species_params(species_id: int, *, seed: int = 0) -> SpeciesParams:
     other = _ARCHETYPE_NAMES[int(rng.integers(len(_ARCHETYPE_NAMES)))]
     w = float(rng.uniform(0.0, _BLEND_MAX))
     a, b = {**_COMMON, **_ARCHETYPES[main]}, {**_COMMON, **_ARCHETYPES[other]}
-    values: dict[str, float] = {}
+    values: dict[str, Any] = {}  # floats, and the int teeth_count
     for f in dataclasses.fields(SpeciesParams):
         name = f.name
         lo, hi = f.metadata["range"]
@@ -454,18 +613,21 @@ def _plate(a, b, ra, rb, half_thickness):
 
 def _hull2d(pts: np.ndarray) -> np.ndarray:
     """Convex hull (counter-clockwise) of 2D points, monotone chain."""
-    pts = sorted(map(tuple, np.asarray(pts, float)))
+    order = sorted(map(tuple, np.asarray(pts, float)))
 
     def half(seq):
         out: list = []
         for q in seq:
-            while len(out) >= 2 and ((out[-1][0] - out[-2][0]) * (q[1] - out[-2][1])
-                                     - (out[-1][1] - out[-2][1]) * (q[0] - out[-2][0])) <= 0:
+            while (
+                len(out) >= 2
+                and ((out[-1][0] - out[-2][0]) * (q[1] - out[-2][1]) - (out[-1][1] - out[-2][1]) * (q[0] - out[-2][0]))
+                <= 0
+            ):
                 out.pop()
             out.append(q)
         return out
 
-    lower, upper = half(pts), half(pts[::-1])
+    lower, upper = half(order), half(order[::-1])
     return np.array(lower[:-1] + upper[:-1])
 
 
@@ -487,14 +649,15 @@ def _poly_plate(vertices, half_thickness, rounding=0.0):
     t_ = float(half_thickness)
 
     def f(X, U, Z):
-        inner = None  # inside a convex polygon: the largest half-plane distance (exact)
-        outer = None  # outside: the distance to the nearest edge
+        inner: np.ndarray | None = None  # inside a convex polygon: the largest half-plane distance (exact)
+        outer: np.ndarray | None = None  # outside: the distance to the nearest edge
         for (nx, nu), o, (ax, au), (ex, eu) in zip(nrm, off, hull, e):
             di = nx * X + nu * U - o
             inner = di if inner is None else np.maximum(inner, di)
             t = np.clip(((X - ax) * ex + (U - au) * eu) / (ex * ex + eu * eu), 0.0, 1.0)
             dd = (X - ax - t * ex) ** 2 + (U - au - t * eu) ** 2
             outer = dd if outer is None else np.minimum(outer, dd)
+        assert inner is not None and outer is not None  # the hull has edges
         d2 = np.where(inner > 0, np.sqrt(outer), inner) - rounding
         w = Z - (za + zb * X + zc * U)
         return np.sqrt(np.maximum(d2, 0.0) ** 2 + w * w) + np.minimum(d2, 0.0) - t_
@@ -557,8 +720,7 @@ class _Model:
         self.p = p
         self.ops: list[_Op] = []
         self.landmarks: dict[str, np.ndarray] = {}
-        self.noise = [(rng.uniform(12, 30, 3) * rng.choice([-1, 1], 3), rng.uniform(0, 2 * np.pi, 3))
-                      for _ in range(3)]
+        self.noise = [(rng.uniform(12, 30, 3) * rng.choice([-1, 1], 3), rng.uniform(0, 2 * np.pi, 3)) for _ in range(3)]
         self.clamp = p.soft_tissue_thickness + 0.08
         self._build(p, rng)
 
@@ -609,19 +771,46 @@ class _Model:
         # Sagittal crest and nuchal (occipital) crest.
         if p.sagittal_crest > 0.002:
             cu = br[1] * 0.75
-            self.add("outer", _plate((bc[0] - 0.6 * br[0], cu, 0.0), (bc[0] + 0.2 * br[0], cu, 0.0),
-                                     0.2 * br[1] + p.sagittal_crest, 0.12 * br[1], 0.35 * t0 + 0.004), k=0.015)
-        self.add("outer", _arc((bc[0] - 0.8 * br[0], bc[1] + 0.05 * br[1], 0.0), (0, 1, 0), (0, 0, 1),
-                               0.62 * br[1], 0.35 * t0 + 0.4 * p.sagittal_crest, -1.2, 1.2), k=0.02)
+            self.add(
+                "outer",
+                _plate(
+                    (bc[0] - 0.6 * br[0], cu, 0.0),
+                    (bc[0] + 0.2 * br[0], cu, 0.0),
+                    0.2 * br[1] + p.sagittal_crest,
+                    0.12 * br[1],
+                    0.35 * t0 + 0.004,
+                ),
+                k=0.015,
+            )
+        self.add(
+            "outer",
+            _arc(
+                (bc[0] - 0.8 * br[0], bc[1] + 0.05 * br[1], 0.0),
+                (0, 1, 0),
+                (0, 0, 1),
+                0.62 * br[1],
+                0.35 * t0 + 0.4 * p.sagittal_crest,
+                -1.2,
+                1.2,
+            ),
+            k=0.02,
+        )
 
         # Foramen magnum and occipital condyles.
         fm_r = 0.09 * bw
         pf = np.array([bc[0] - 0.93 * br[0], bc[1] - 0.45 * br[1], 0.0])
-        self.add("cavity", _round_cone((bc[0] - 0.5 * br[0], bc[1] - 0.2 * br[1], 0.0),
-                                       pf + np.array([-0.08, -0.04, 0.0]), fm_r, fm_r))
+        self.add(
+            "cavity",
+            _round_cone(
+                (bc[0] - 0.5 * br[0], bc[1] - 0.2 * br[1], 0.0), pf + np.array([-0.08, -0.04, 0.0]), fm_r, fm_r
+            ),
+        )
         for s in (-1, 1):
-            self.add("outer", _ellipsoid(pf + np.array([-0.01, -0.5 * fm_r, s * 1.25 * fm_r]),
-                                         (0.7 * fm_r, 0.9 * fm_r, 0.55 * fm_r)), k=0.015)
+            self.add(
+                "outer",
+                _ellipsoid(pf + np.array([-0.01, -0.5 * fm_r, s * 1.25 * fm_r]), (0.7 * fm_r, 0.9 * fm_r, 0.55 * fm_r)),
+                k=0.015,
+            )
 
         # Snout (rostrum): a tapered capsule, taller than wide by rostrum_height.
         ra = p.rostrum_width / 2
@@ -650,9 +839,17 @@ class _Model:
         self.add("outer", _round_cone(f0, f1, rf0, rf1), k=0.04)
         # Palate / skull base: ties the snout to the braincase floor.
         _, _, ubot_a = rost(a[0])
-        self.add("outer", _round_cone((a[0], ubot_a + 0.4 * ra * h, 0.0),
-                                      (bc[0] - 0.1 * br[0], bc[1] - 0.55 * br[1], 0.0),
-                                      0.8 * ra, 0.3 * bw, (1.0, 0.45, 1.0)), k=0.04)
+        self.add(
+            "outer",
+            _round_cone(
+                (a[0], ubot_a + 0.4 * ra * h, 0.0),
+                (bc[0] - 0.1 * br[0], bc[1] - 0.55 * br[1], 0.0),
+                0.8 * ra,
+                0.3 * bw,
+                (1.0, 0.45, 1.0),
+            ),
+            k=0.04,
+        )
 
         # Nasal cavity (open at the front) continuing back as the ethmoid / frontal sinus.
         nc = p.nasal_cavity
@@ -666,8 +863,7 @@ class _Model:
             self.add("cavity", nasal)
             protect.append(nasal[0])
             if p.turbinate_density > 0:
-                self.add("turb", _round_cone(na + np.array([0.03, 0, 0]), b, rna * 0.85, rnb * 0.7,
-                                             (1.0, h, 1.0)))
+                self.add("turb", _round_cone(na + np.array([0.03, 0, 0]), b, rna * 0.85, rnb * 0.7, (1.0, h, 1.0)))
         self.turb_axis = (na, b, h)
         s0_ = f0 + np.array([0.35 * br[0], 0.0, 0.0])
         rs0, rs1 = max(rf0 - 1.5 * t0, 0.01), max(min(rf1, ra * h) * nc - t0, 0.01)
@@ -719,10 +915,8 @@ class _Model:
             self.add("struts", _arc(rc, back, upv, rr, rim_t, 0.5 * np.pi, 1.5 * np.pi), k=0.01)
             if pb > 0.05:
                 span = pb * 0.5 * np.pi
-                self.add("struts", _arc(rc, back, upv, rr, rim_t * 0.9, 0.5 * np.pi - span, 0.5 * np.pi),
-                         k=0.01)
-                self.add("struts", _arc(rc, back, upv, rr, rim_t * 0.9, -0.5 * np.pi,
-                                        -0.5 * np.pi + span), k=0.01)
+                self.add("struts", _arc(rc, back, upv, rr, rim_t * 0.9, 0.5 * np.pi - span, 0.5 * np.pi), k=0.01)
+                self.add("struts", _arc(rc, back, upv, rr, rim_t * 0.9, -0.5 * np.pi, -0.5 * np.pi + span), k=0.01)
 
         # Zygomatic arches: from the maxilla below the orbit back to the squamosal above the ear.
         zt = p.zygomatic_thickness
@@ -738,10 +932,20 @@ class _Model:
             arches[s] = (p0, p1, p2)
             self.add_all("struts", _bezier_tube(p0, p1, p2, zt * 1.3, zt, 8, (1.0, 1.7, 1.0)), k=0.015)
             # the maxillary root and the squamosal root blend into the skull
-            self.add("struts", _round_cone(p0, p0 + np.array([0.3 * r_o, 0.3 * r_o, -s * 0.5 * r_at_o]),
-                                           zt * 1.3, zt * 0.9, (1.0, 1.7, 1.0)), k=0.02)
-            self.add("struts", _round_cone(p2, p2 * np.array([1, 1, 0.6]) + np.array([0.03, 0.0, 0]),
-                                           zt * 1.2, zt * 1.4, (1.0, 1.6, 1.0)), k=0.02)
+            self.add(
+                "struts",
+                _round_cone(
+                    p0, p0 + np.array([0.3 * r_o, 0.3 * r_o, -s * 0.5 * r_at_o]), zt * 1.3, zt * 0.9, (1.0, 1.7, 1.0)
+                ),
+                k=0.02,
+            )
+            self.add(
+                "struts",
+                _round_cone(
+                    p2, p2 * np.array([1, 1, 0.6]) + np.array([0.03, 0.0, 0]), zt * 1.2, zt * 1.4, (1.0, 1.6, 1.0)
+                ),
+                k=0.02,
+            )
 
         # Tooth rows (upper row along the snout's floor), jaw joint and mandible.
         ts = p.tooth_size
@@ -806,7 +1010,6 @@ class _Model:
             self.add("mandible", _ellipsoid(cond, (rcond, rcond, rcond * 1.8)), k=0.01)
             # coronoid process: a plate up into the temporal fossa, medial to the arch
             if p.coronoid_size > 0.05:
-                m = base + 0.3 * (cond - base)
                 xt = cond[0] + 0.25 * (x_back - cond[0])
                 ut = float(_bezier(*arches[s], 0.7)[1]) + p.coronoid_size * r_o * 0.7
                 xn, un = (xt - bc[0]) / br[0], (ut - bc[1]) / br[1]
@@ -816,14 +1019,28 @@ class _Model:
                 z_arch = abs(arc_pts[np.argmin(np.abs(arc_pts[:, 0] - xt)), 2])
                 zt_ = s * (0.4 * z_brain + 0.6 * z_arch) if z_arch > z_brain + 0.02 else cond[2]
                 notch = c_front + 0.35 * (top - c_front)
-                self.add("mandible", _poly_plate([top, notch, np.array([xt + 0.1 * jd, ut, zt_]),
-                                                  np.array([xt - 0.15 * jd, ut - 0.05 * jd, zt_])], 0.7 * rz,
-                                                 0.1 * jd), k=0.03)
+                self.add(
+                    "mandible",
+                    _poly_plate(
+                        [
+                            top,
+                            notch,
+                            np.array([xt + 0.1 * jd, ut, zt_]),
+                            np.array([xt - 0.15 * jd, ut - 0.05 * jd, zt_]),
+                        ],
+                        0.7 * rz,
+                        0.1 * jd,
+                    ),
+                    k=0.03,
+                )
         # the symphysis joins the two halves at the chin
         zc = abs(z_mand(x_chin, 1))
         uc = u_alv(x_chin) - 0.4 * jd
-        self.add("mandible", _round_cone((x_chin - 0.3 * jd, uc, -zc), (x_chin - 0.3 * jd, uc, zc),
-                                         0.3 * jd, 0.3 * jd, (0.5, 1.0, 1.0)), k=0.03)
+        self.add(
+            "mandible",
+            _round_cone((x_chin - 0.3 * jd, uc, -zc), (x_chin - 0.3 * jd, uc, zc), 0.3 * jd, 0.3 * jd, (0.5, 1.0, 1.0)),
+            k=0.03,
+        )
 
         # Teeth: upper and lower cheek teeth (crown + root), incisors, canines.
         row_len = x_front - x_back
@@ -838,14 +1055,25 @@ class _Model:
                 rxs = 0.5 * spacing * 0.97
                 zr = s * z_row(x)
                 self.add("teeth", _ellipsoid((x, u_row(x) - 0.3 * crown, zr), (rxs, 0.8 * crown, sz)))
-                self.add("teeth", _round_cone((x, u_row(x) - 0.3 * crown, zr), (x, u_row(x) + 1.1 * crown, zr),
-                                              0.6 * min(rxs, sz), 0.3 * min(rxs, sz)))
+                self.add(
+                    "teeth",
+                    _round_cone(
+                        (x, u_row(x) - 0.3 * crown, zr),
+                        (x, u_row(x) + 1.1 * crown, zr),
+                        0.6 * min(rxs, sz),
+                        0.3 * min(rxs, sz),
+                    ),
+                )
                 if x_chin - 0.01 >= x:
                     zl = z_mand(x, s)
                     uo = u_occ(x)
                     self.add("teeth", _ellipsoid((x, uo - 0.7 * crown, zl), (rxs, 0.8 * crown, 0.95 * sz)))
-                    self.add("teeth", _round_cone((x, uo - 0.7 * crown, zl), (x, uo - 2.1 * crown, zl),
-                                                  0.6 * min(rxs, sz), 0.3 * min(rxs, sz)))
+                    self.add(
+                        "teeth",
+                        _round_cone(
+                            (x, uo - 0.7 * crown, zl), (x, uo - 2.1 * crown, zl), 0.6 * min(rxs, sz), 0.3 * min(rxs, sz)
+                        ),
+                    )
             inc = p.incisor_size
             if inc >= 0.025:  # one big curved (rodent / lagomorph) incisor per quadrant
                 zi = s * 0.7 * inc
@@ -861,23 +1089,45 @@ class _Model:
                 for j in range(3):
                     x = x_front - 0.02 * j - 0.2 * inc
                     zi = s * (j + 0.5) * 1.9 * inc
-                    self.add("teeth", _round_cone((x - 0.01, u_row(x) + 1.5 * inc, zi), (x, u_occ(x), zi),
-                                                  inc, 0.7 * inc))
+                    self.add(
+                        "teeth", _round_cone((x - 0.01, u_row(x) + 1.5 * inc, zi), (x, u_occ(x), zi), inc, 0.7 * inc)
+                    )
                     xl = x - 1.5 * inc
                     if x_chin + 0.02 >= xl:
-                        self.add("teeth", _round_cone((xl - 0.02, u_alv(xl) - 2 * inc, zi * 0.85),
-                                                      (xl, u_occ(xl) + 0.2 * inc, zi * 0.85), inc, 0.7 * inc))
+                        self.add(
+                            "teeth",
+                            _round_cone(
+                                (xl - 0.02, u_alv(xl) - 2 * inc, zi * 0.85),
+                                (xl, u_occ(xl) + 0.2 * inc, zi * 0.85),
+                                inc,
+                                0.7 * inc,
+                            ),
+                        )
             cs = p.canine_size
             if cs > 0.006:
                 xc = x_front - 0.1 * row_len - 0.5 * cs
                 zc_ = s * (z_row(xc) + 0.2 * cs)
-                self.add("teeth", _round_cone((xc + 0.3 * cs, u_row(xc) + 1.6 * cs, zc_),
-                                              (xc - 0.1 * cs, u_occ(xc) - 1.3 * cs, zc_), 0.6 * cs, 0.15 * cs))
+                self.add(
+                    "teeth",
+                    _round_cone(
+                        (xc + 0.3 * cs, u_row(xc) + 1.6 * cs, zc_),
+                        (xc - 0.1 * cs, u_occ(xc) - 1.3 * cs, zc_),
+                        0.6 * cs,
+                        0.15 * cs,
+                    ),
+                )
                 xl = xc + 1.0 * cs
                 if x_chin + 0.02 >= xl:
                     zl = z_mand(xl, s) + s * 0.15 * cs
-                    self.add("teeth", _round_cone((xl - 0.3 * cs, u_alv(xl) - 1.5 * cs, zl),
-                                                  (xl + 0.1 * cs, u_occ(xl) + 1.1 * cs, zl), 0.55 * cs, 0.13 * cs))
+                    self.add(
+                        "teeth",
+                        _round_cone(
+                            (xl - 0.3 * cs, u_alv(xl) - 1.5 * cs, zl),
+                            (xl + 0.1 * cs, u_occ(xl) + 1.1 * cs, zl),
+                            0.55 * cs,
+                            0.13 * cs,
+                        ),
+                    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -927,10 +1177,18 @@ def _combine(model: _Model, fields: dict[str, np.ndarray], xa, ua, za) -> dict[s
     # the mandible keeps clear of the cranium: a gap of at least _JAW_GAP (skull lengths)
     mandible = np.maximum(fields["mandible"], _F(_JAW_GAP) - skull_solid)
     solid = np.minimum(np.minimum(skull_solid, mandible), fields["teeth"])
-    return dict(outer=outer, inner=outer + wall, cavity=fields["cavity"], orbit=fields["orbit"],
-                struts=fields["struts"], mandible=mandible, teeth=fields["teeth"],
-                petrous=fields["petrous"], envelope=solid - _F(p.soft_tissue_thickness),
-                turb=fields["turb"])
+    return dict(
+        outer=outer,
+        inner=outer + wall,
+        cavity=fields["cavity"],
+        orbit=fields["orbit"],
+        struts=fields["struts"],
+        mandible=mandible,
+        teeth=fields["teeth"],
+        petrous=fields["petrous"],
+        envelope=solid - _F(p.soft_tissue_thickness),
+        turb=fields["turb"],
+    )
 
 
 def _coverages(sdf: dict[str, np.ndarray], w: float) -> dict[str, np.ndarray]:
@@ -942,8 +1200,15 @@ def _coverages(sdf: dict[str, np.ndarray], w: float) -> dict[str, np.ndarray]:
     shell = np.clip(c["outer"] - c["inner"], 0.0, 1.0) * keep
     cranium = np.maximum(shell, c["struts"])
     air = _F(1.0) - (_F(1.0) - c["inner"] * (_F(1.0) - c["orbit"])) * (_F(1.0) - c["cavity"])
-    return dict(cranium=cranium, mandible=c["mandible"], teeth=c["teeth"], petrous=c["petrous"],
-                envelope=c["envelope"], cavity=air, turb=c["turb"])
+    return dict(
+        cranium=cranium,
+        mandible=c["mandible"],
+        teeth=c["teeth"],
+        petrous=c["petrous"],
+        envelope=c["envelope"],
+        cavity=air,
+        turb=c["turb"],
+    )
 
 
 _JAW_GAP = 0.012
@@ -1038,8 +1303,7 @@ def skull_volume(params: SpeciesParams, *, size: int = 128, seed: int = 0) -> np
     # bone with a low-frequency texture (seeded)
     tex = np.zeros((za.size, ua.size, xa.size), _F)
     for k, ph in model.noise:
-        tex += (np.cos(_F(k[0]) * X + _F(ph[0])) * np.cos(_F(k[1]) * U + _F(ph[1]))
-                * np.cos(_F(k[2]) * Z + _F(ph[2])))
+        tex += np.cos(_F(k[0]) * X + _F(ph[0])) * np.cos(_F(k[1]) * U + _F(ph[1])) * np.cos(_F(k[2]) * Z + _F(ph[2]))
     bone = _F(p.bone_density) * (_F(1.0) + _F(_BONE_TEXTURE / 3.0) * tex)
     for part in ("cranium", "mandible"):
         c = cov[part]

@@ -12,7 +12,10 @@ resampling, figures, an export), so that a log never stays silent for longer.
 from __future__ import annotations
 
 import sys
+import threading
 import time
+
+from tqdm import tqdm
 
 __all__ = ["progress", "phase", "heartbeat", "LineProgress", "EVERY_S"]
 
@@ -28,8 +31,19 @@ def _fmt(seconds: float) -> str:
 class LineProgress:
     """tqdm's ``update``/``close``/``set_postfix`` as log lines (see the module docstring)."""
 
-    def __init__(self, iterable=None, *, total=None, desc="", unit="it", initial=0, every_s=EVERY_S,
-                 every_frac=0.05, file=None, **_):
+    def __init__(
+        self,
+        iterable=None,
+        *,
+        total=None,
+        desc="",
+        unit="it",
+        initial=0,
+        every_s=EVERY_S,
+        every_frac=0.05,
+        file=None,
+        **_,
+    ):
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.desc, self.unit, self.n, self.start_n = desc, unit, initial, initial
@@ -84,8 +98,6 @@ class LineProgress:
 
 def progress(iterable=None, *, enabled: bool = True, **kw):
     """A tqdm bar on a terminal, :class:`LineProgress` lines otherwise; ``enabled=False``: silent."""
-    from tqdm import tqdm
-
     if not enabled:
         return tqdm(iterable, disable=True, **kw)
     if sys.stderr.isatty():
@@ -103,8 +115,6 @@ class heartbeat:  # noqa: N801 - used as a context manager, like a function
     it is not a terminal (a terminal shows the process's own output)."""
 
     def __init__(self, desc: str, every_s: float = EVERY_S, file=None, force: bool = False):
-        import threading
-
         self.desc, self.every_s, self.file = desc, every_s, file or sys.stderr
         self.enabled = force or not self.file.isatty()
         self._stop = threading.Event()

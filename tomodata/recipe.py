@@ -28,11 +28,29 @@ from __future__ import annotations
 
 import json
 import shlex
+from urllib.parse import unquote, urlparse
+
+from .ingest_settings import parse_orientation
+from .manifest import split_sources
 
 __all__ = ["recipe_files", "cube_settings", "is_local"]
 
-_COLUMNS = ("id", "species", "source", "source_kind", "spacing_mm", "slice_axis", "split", "licence", "sha256",
-            "notes", "window", "background", "orientation", "crop")
+_COLUMNS = (
+    "id",
+    "species",
+    "source",
+    "source_kind",
+    "spacing_mm",
+    "slice_axis",
+    "split",
+    "licence",
+    "sha256",
+    "notes",
+    "window",
+    "background",
+    "orientation",
+    "crop",
+)
 LOCAL_NOTE = "local: supply this file at this path (or edit this row); tomo fetch checks its sha256"
 
 
@@ -48,8 +66,6 @@ def _nums(values) -> str:
 
 def _given_spacing(entry: dict, orientation: str):
     """The spacing a manifest states (before the orientation) from an old entry's recorded spacing."""
-    from .ingest_settings import parse_orientation
-
     sp = entry.get("spacing_mm")
     if sp is None:
         return None
@@ -79,8 +95,6 @@ def cube_settings(entry: dict, volume_size: int) -> dict:
 
 def is_local(entry: dict) -> bool:
     """Every alternative of the source is a path or a file:// URL (nothing the rebuild can download)."""
-    from .manifest import split_sources
-
     return all("://" not in a or a.lower().startswith("file://") for a in split_sources(_source(entry)))
 
 
@@ -93,10 +107,22 @@ def _row(entry: dict, ing: dict) -> list[str]:
         return " ".join(str(text or "").split())
 
     bg = ing["background"]
-    return [entry["name"], clean(entry.get("species")), _source(entry), entry.get("source_kind") or "",
-            _nums(ing["spacing"]), ing["slice_axis"], entry["split"], clean(entry.get("licence")),
-            entry.get("source_checksum") or "", LOCAL_NOTE if is_local(entry) else "", _nums(ing["window"]),
-            "" if bg is None else _num(bg), ing["orientation"], ing["crop"]]
+    return [
+        entry["name"],
+        clean(entry.get("species")),
+        _source(entry),
+        entry.get("source_kind") or "",
+        _nums(ing["spacing"]),
+        ing["slice_axis"],
+        entry["split"],
+        clean(entry.get("licence")),
+        entry.get("source_checksum") or "",
+        LOCAL_NOTE if is_local(entry) else "",
+        _nums(ing["window"]),
+        "" if bg is None else _num(bg),
+        ing["orientation"],
+        ing["crop"],
+    ]
 
 
 def _scan_row(ing: dict, alignment: dict | None) -> dict:
@@ -105,8 +131,12 @@ def _scan_row(ing: dict, alignment: dict | None) -> dict:
     if not alignment or not alignment.get("scan"):
         return ing
     scan = alignment["scan"]
-    return {**ing, "spacing": scan.get("spacing"), "slice_axis": scan.get("slice_axis", "z"),
-            "orientation": scan.get("orientation", "z,y,x")}
+    return {
+        **ing,
+        "spacing": scan.get("spacing"),
+        "slice_axis": scan.get("slice_axis", "z"),
+        "orientation": scan.get("orientation", "z,y,x"),
+    }
 
 
 def _scan_opts(ing: dict) -> list[str]:
@@ -136,13 +166,17 @@ def _species_lines(name: str, ing: dict, alignment: dict | None) -> list[str]:
     if not alignment:
         return [f'tomo cube --fetched "$RAW/records.tsv" {out} {" ".join(_scan_opts(ing) + _cube_opts(ing))}']
     scan = alignment.get("scan") or {}
-    scan_ing = dict(spacing=scan.get("spacing"), slice_axis=scan.get("slice_axis", "z"),
-                    orientation=scan.get("orientation", "z,y,x"),
-                    allow_default_spacing=scan.get("allow_default_spacing"))
-    return [f'tomo align --fetched "$RAW/records.tsv" --id {q(name)} {" ".join(_scan_opts(scan_ing))} '
-            f'-o "$ALIGNED/{name}.nii.gz" --replay "$HERE/alignment/{name}.json"',
-            f'tomo cube "$ALIGNED/{name}.nii.gz" --align-record "$ALIGNED/{name}.json" {out} '
-            + " ".join(_cube_opts(ing))]
+    scan_ing = dict(
+        spacing=scan.get("spacing"),
+        slice_axis=scan.get("slice_axis", "z"),
+        orientation=scan.get("orientation", "z,y,x"),
+        allow_default_spacing=scan.get("allow_default_spacing"),
+    )
+    return [
+        f'tomo align --fetched "$RAW/records.tsv" --id {q(name)} {" ".join(_scan_opts(scan_ing))} '
+        f'-o "$ALIGNED/{name}.nii.gz" --replay "$HERE/alignment/{name}.json"',
+        f'tomo cube "$ALIGNED/{name}.nii.gz" --align-record "$ALIGNED/{name}.json" {out} ' + " ".join(_cube_opts(ing)),
+    ]
 
 
 def _head() -> list[str]:
@@ -151,7 +185,7 @@ def _head() -> list[str]:
         "# Rebuild the dataset store from the sources: bash recipe/rebuild.sh [OUT.zarr] (run in the export folder).",
         "# Every setting each cube was made with is below. BACKEND=cuda renders on the GPU (default cpu; the",
         "# two agree within 1 uint16 step). Compare the result with the recorded checksums:",
-        "#   python -c 'from tomodata.export import verify_rebuild; print(verify_rebuild(\"rebuilt.zarr\", \".\"))'",
+        '#   python -c \'from tomodata.export import verify_rebuild; print(verify_rebuild("rebuilt.zarr", "."))\'',
         "set -euo pipefail",
         'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
         'OUT="${1:-rebuilt.zarr}"',
@@ -164,8 +198,6 @@ def _head() -> list[str]:
 def _path_word(path: str) -> str:
     """A local path as a shell word; relative ones are relative to the manifest (recipe/), as for tomo fetch."""
     if path.lower().startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
         path = unquote(urlparse(path).path)
     return shlex.quote(path) if path.startswith("/") else '"$HERE"/' + shlex.quote(path)
 
@@ -175,13 +207,13 @@ def _local_check(table: list[dict]) -> list[str]:
     local = [e for e in table if is_local(e)]
     if not local:
         return []
-    from .manifest import split_sources
-
     lines = ["missing=0"]
     for e in local:
         test = " || ".join(f"[ -e {_path_word(alt)} ]" for alt in split_sources(_source(e)))
-        msg = shlex.quote(f"species {e['name']}: local source {_source(e)} is missing: supply it there "
-                          f"(sha256 {e.get('source_checksum') or '?'}) or edit its row in recipe/specimens.tsv")
+        msg = shlex.quote(
+            f"species {e['name']}: local source {_source(e)} is missing: supply it there "
+            f"(sha256 {e.get('source_checksum') or '?'}) or edit its row in recipe/specimens.tsv"
+        )
         lines.append(f"{{ {test}; }} || {{ echo {msg} >&2; missing=1; }}")
     return lines + ['[ "$missing" = 0 ] || exit 2']
 
@@ -190,14 +222,17 @@ def _store_lines(attrs: dict, table: list[dict], config_opt: str) -> list[str]:
     names = " ".join(shlex.quote(e["name"]) for e in table)
     cubes = " ".join(f'"$CUBES/{e["name"]}.npz"' for e in table)
     enc = attrs["encoding"]["images"]["dtype"]
-    return [f'tomo store-create "$OUT" --manifest "$HERE/specimens.tsv" --cubes {cubes} '
-            f"--views {attrs['n_views']} --seed {attrs['view_scheme']['seed']} --size {attrs['image_size']} "
-            f"--steps {attrs['steps']} --chi {_num(attrs['chi'])} --volume-size {int(attrs['volume_size'])} "
-            f"--encoding {enc}{config_opt}",
-            f"for name in {names}; do",
-            '  tomo render-species "$OUT" --cube "$CUBES/$name.npz" --name "$name" --backend "$BACKEND"',
-            "done",
-            'tomo finalize "$OUT"', ""]
+    return [
+        f'tomo store-create "$OUT" --manifest "$HERE/specimens.tsv" --cubes {cubes} '
+        f"--views {attrs['n_views']} --seed {attrs['view_scheme']['seed']} --size {attrs['image_size']} "
+        f"--steps {attrs['steps']} --chi {_num(attrs['chi'])} --volume-size {int(attrs['volume_size'])} "
+        f"--encoding {enc}{config_opt}",
+        f"for name in {names}; do",
+        '  tomo render-species "$OUT" --cube "$CUBES/$name.npz" --name "$name" --backend "$BACKEND"',
+        "done",
+        'tomo finalize "$OUT"',
+        "",
+    ]
 
 
 def _workflow_config(attrs: dict):
@@ -215,19 +250,24 @@ def recipe_files(attrs: dict) -> tuple[dict[str, str], list[str]]:
     if ((attrs.get("provenance") or {}).get("config") or {}).get("command") == "tomo build-demo":
         return {}, []
     table = attrs["species"]
-    ings = {e["name"]: cube_settings(e, int(attrs["volume_size"])) for e in table}
-    rows = ["\t".join(_COLUMNS)] + ["\t".join(_row(e, _scan_row(ings[e["name"]], e.get("alignment"))))
-                                    for e in table]
-    warnings = [f"species {e['name']}: local source {_source(e)}: the rebuild needs this file at this path (a "
-                "relative one under recipe/), or an edited row in recipe/specimens.tsv; supply it yourself"
-                for e in table if is_local(e)]
+    ings = {e["name"]: cube_settings(e, int(attrs["volume_size"])) for e in table}  # only the cube side is needed
+    rows = ["\t".join(_COLUMNS)] + ["\t".join(_row(e, _scan_row(ings[e["name"]], e.get("alignment")))) for e in table]
+    warnings = [
+        f"species {e['name']}: local source {_source(e)}: the rebuild needs this file at this path (a "
+        "relative one under recipe/), or an edited row in recipe/specimens.tsv; supply it yourself"
+        for e in table
+        if is_local(e)
+    ]
     aligned = {e["name"]: e["alignment"] for e in table if e.get("alignment")}
     files: dict[str, str] = {}
     lines = _head() + _local_check(table) + ['mkdir -p "$RAW" "$CUBES" "$ALIGNED"']
     for name, summary in aligned.items():
         if "scan" not in summary or "centre_mm_zyx" not in summary:
-            lines += [f"echo 'species {name} was aligned by an older tomo align whose record cannot be replayed: "
-                      "rebuild with the workflow and recipe/config.json' >&2", "exit 2"]
+            lines += [
+                f"echo 'species {name} was aligned by an older tomo align whose record cannot be replayed: "
+                "rebuild with the workflow and recipe/config.json' >&2",
+                "exit 2",
+            ]
         files[f"recipe/alignment/{name}.json"] = json.dumps(summary, indent=1, sort_keys=True) + "\n"
     lines += ['tomo fetch "$HERE/specimens.tsv" -d "$RAW" > "$RAW/records.tsv"']
     for e in table:

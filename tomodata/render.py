@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _render_cpu, _render_cuda
 from .views import check_rotations
 
 __all__ = ["render_xrays", "view_volumes", "available_backends", "cuda_available", "check_volume"]
@@ -36,10 +37,10 @@ BACKENDS = ("auto", "cpu", "cuda")
 def cuda_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
     try:
-        import cupy  # noqa: F401
+        import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
+    except Exception:  # noqa: BLE001 - a CuPy without a driver or device fails in many ways: then no CUDA
         return False
 
 
@@ -174,8 +175,9 @@ def _prepare(volume, rotations, size, steps):
     return vol, geom, clip, size, steps, empty
 
 
-def render_xrays(volume, rotations, *, size: int = 256, steps: int = 128, chi: float = 10.0,
-                 backend: str = "auto") -> np.ndarray:
+def render_xrays(
+    volume, rotations, *, size: int = 256, steps: int = 128, chi: float = 10.0, backend: str = "auto"
+) -> np.ndarray:
     """Orthographic Beer–Lambert x-rays of ``volume`` from each view.
 
     Args:
@@ -196,16 +198,11 @@ def render_xrays(volume, rotations, *, size: int = 256, steps: int = 128, chi: f
     if empty:
         return np.zeros((geom.shape[0], size, size), dtype=np.float32)
     if backend == "cuda":
-        from . import _render_cuda
-
         return _render_cuda.render(_pad(vol), geom, clip, size, steps, float(chi))
-    from . import _render_cpu
-
     return _render_cpu.render(vol, geom, clip, size, steps, float(chi))
 
 
-def view_volumes(volume, rotations, *, size: int = 128, steps: int = 128,
-                 backend: str = "auto") -> np.ndarray:
+def view_volumes(volume, rotations, *, size: int = 128, steps: int = 128, backend: str = "auto") -> np.ndarray:
     """The volume resampled into each view's camera frame (the network's target).
 
     Args:
@@ -224,9 +221,5 @@ def view_volumes(volume, rotations, *, size: int = 128, steps: int = 128,
     if empty:
         return np.zeros((geom.shape[0], steps, size, size), dtype=np.float32)
     if backend == "cuda":
-        from . import _render_cuda
-
         return _render_cuda.view_volumes(_pad(vol), geom, clip, size, steps)
-    from . import _render_cpu
-
     return _render_cpu.view_volumes(vol, geom, clip, size, steps)

@@ -15,11 +15,11 @@ a ``(size, size, size)`` float32 volume of linear density in [0, 1], axes still 
   Without it only exact zeros are background.
 NaN or ±inf anywhere is a ``ValueError``.
 
-**Fit** (:class:`CubeFit`). Input voxel ``[i_z, i_y, i_x]`` has its centre at ``p = i · spacing``
-mm. The specimen is the set of input voxels with µ > 0. Its centre ``c`` is the centre of the
-smallest ball that holds their centres (:func:`min_ball`; not the bounding box's centre, which wastes
-up to a quarter of the radius on a lopsided specimen; the two agree for a box). The specimen is scaled isotropically — ``rho`` mm per normalised unit along every
-axis, one output voxel = ``2 · rho / size`` mm — by the map
+**Fit** (:class:`CubeFit`). Input voxel ``[i_z, i_y, i_x]`` has its centre at ``p = i · spacing`` mm. The specimen
+is the set of input voxels with µ > 0. Its centre ``c`` is the centre of the smallest ball that holds their centres
+(:func:`min_ball`; not the bounding box's centre, which wastes up to a quarter of the radius on a lopsided specimen;
+the two agree for a box). The specimen is scaled isotropically — ``rho`` mm per normalised unit along every axis,
+one output voxel = ``2 · rho / size`` mm — by the map
 
     u = (p − c) / rho        (per axis; normalised cube coordinates, order z, y, x like the array;
                               docs/geometry.md's (x, y, z) is the same map with the order reversed)
@@ -53,12 +53,25 @@ from typing import Any
 
 import numba as nb
 import numpy as np
+from scipy.optimize import minimize
+from scipy.spatial import ConvexHull, QhullError
 
-__all__ = ["CubeFit", "to_cube", "fit_cube", "min_ball", "dense_reach", "DENSE_FRACTION", "value_map", "bench_to_cube", "SIGMA_FACTOR", "TRUNCATE"]
+__all__ = [
+    "CubeFit",
+    "to_cube",
+    "fit_cube",
+    "min_ball",
+    "dense_reach",
+    "DENSE_FRACTION",
+    "value_map",
+    "bench_to_cube",
+    "SIGMA_FACTOR",
+    "TRUNCATE",
+]
 
 SIGMA_FACTOR = 0.5  # sigma_a = SIGMA_FACTOR * sqrt(f_a^2 - 1) input voxels
 TRUNCATE = 3.0  # Gaussian taps out to TRUNCATE * sigma (scipy's rounding of the radius)
-_JIT = dict(nogil=True, cache=True, fastmath=True, boundscheck=False, error_model="numpy")
+_JIT: dict[str, Any] = dict(nogil=True, cache=True, fastmath=True, boundscheck=False, error_model="numpy")
 _BLOCK = 4096  # inner-loop block (elements) of the band kernel
 
 
@@ -74,7 +87,8 @@ def value_map(array: np.ndarray, window: tuple[float, float] | None = None) -> t
     dt = array.dtype
     if not (np.issubdtype(dt, np.number) or dt == np.bool_) or np.issubdtype(dt, np.complexfloating):
         raise ValueError(f"array must be real-valued numbers, got dtype {dt}")
-    lo_v = hi_v = None
+    lo_v: float | None = None
+    hi_v: float | None = None
     if np.issubdtype(dt, np.floating):
         lo_v, hi_v = float(np.min(array)), float(np.max(array))  # NaN propagates, inf shows
         if not (math.isfinite(lo_v) and math.isfinite(hi_v)):
@@ -90,7 +104,7 @@ def value_map(array: np.ndarray, window: tuple[float, float] | None = None) -> t
         return 1.0 / 65535.0, 0.0
     if dt == np.bool_:
         return 1.0, 0.0
-    if lo_v is None:
+    if lo_v is None or hi_v is None:  # both or neither are set
         lo_v, hi_v = float(np.min(array)), float(np.max(array))
     if lo_v < 0.0 or hi_v > 1.0:
         raise ValueError(
@@ -178,6 +192,12 @@ def _band_last(x, out, starts, weights):
 
 # --------------------------------------------------------------------------------------------
 # fit
+
+
+def _triple(values) -> tuple[float, float, float]:
+    """Three numbers (z, y, x) as floats."""
+    z, y, x = (float(v) for v in values)
+    return z, y, x
 
 
 def _sigma(h: float, s: float) -> float:
@@ -309,21 +329,21 @@ def _prepare(array, spacing_zyx, size, window, background, margin):
     h = 2.0 * rho / size
     fit = CubeFit(
         size=size,
-        shape_zyx=tuple(int(n) for n in x.shape),
+        shape_zyx=(int(x.shape[0]), int(x.shape[1]), int(x.shape[2])),
         spacing_zyx=sp,
-        centre_mm=tuple(float(v) for v in c),
+        centre_mm=_triple(c),
         rho_mm=float(rho),
         voxel_mm=float(h),
         specimen_radius_mm=r_spec,
         support_radius=radius(e) / rho,
         margin=margin,
         exact_support=exact,
-        sigma_vox=tuple(_sigma(h, sa) for sa in sp),
+        sigma_vox=_triple(_sigma(h, sa) for sa in sp),
         scale=float(scale),
         offset=float(offset),
         background=None if background is None else bg,
-        bbox_lo_mm=tuple(float(v) for v in lo),
-        bbox_hi_mm=tuple(float(v) for v in hi),
+        bbox_lo_mm=_triple(lo),
+        bbox_hi_mm=_triple(hi),
     )
     return x, fit, mapper
 
@@ -334,9 +354,6 @@ def min_ball(points) -> tuple[np.ndarray, float]:
     The radius returned is the exact max distance about the centre returned, so the ball always
     holds every point; where the optimum is the bounding-box centre (within 1e-9: boxes, symmetric
     shapes) that centre is returned exactly."""
-    from scipy.optimize import minimize
-    from scipy.spatial import ConvexHull, QhullError
-
     p = np.asarray(points, np.float64).reshape(-1, 3)
     c0 = 0.5 * (p.min(0) + p.max(0))
     r0 = float(np.sqrt(((p - c0) ** 2).sum(1).max()))
@@ -347,10 +364,20 @@ def min_ball(points) -> tuple[np.ndarray, float]:
         q = q[ConvexHull(q).vertices]
     except (QhullError, ValueError):  # flat or degenerate: every point is a candidate
         pass
-    res = minimize(lambda v: v[3], np.array([0.0, 0.0, 0.0, 1.0]), jac=lambda v: np.array([0.0, 0.0, 0.0, 1.0]),
-                   method="SLSQP", options={"maxiter": 200, "ftol": 1e-14},
-                   constraints=[{"type": "ineq", "fun": lambda v: v[3] - ((q - v[:3]) ** 2).sum(1),
-                                 "jac": lambda v: np.hstack([2.0 * (q - v[:3]), np.ones((len(q), 1))])}])
+    res = minimize(
+        lambda v: v[3],
+        np.array([0.0, 0.0, 0.0, 1.0]),
+        jac=lambda v: np.array([0.0, 0.0, 0.0, 1.0]),
+        method="SLSQP",
+        options={"maxiter": 200, "ftol": 1e-14},
+        constraints=[
+            {
+                "type": "ineq",
+                "fun": lambda v: v[3] - ((q - v[:3]) ** 2).sum(1),
+                "jac": lambda v: np.hstack([2.0 * (q - v[:3]), np.ones((len(q), 1))]),
+            }
+        ],
+    )
     c = c0 + r0 * res.x[:3]
     r = float(np.sqrt(((p - c) ** 2).sum(1).max()))
     if not (math.isfinite(r) and r < r0 * (1.0 - 1e-9)):
@@ -413,9 +440,9 @@ def _resample(x, fit: CubeFit, mapper, *, ball_mask: bool = True) -> np.ndarray:
     ident = (np.float32(1.0), np.float32(0.0), np.float32(-1.0))
     _band_mid(t0.reshape(n, ny, nx), t1, s1, w1, *ident)
     del t0
-    vol = np.empty((n * n, n), np.float32)
-    _band_last(t1.reshape(n * n, nx), vol, s2, w2)
-    vol = vol.reshape(n, n, n)
+    rows = np.empty((n * n, n), np.float32)
+    _band_last(t1.reshape(n * n, nx), rows, s2, w2)
+    vol = rows.reshape(n, n, n)
     np.clip(vol, 0.0, 1.0, out=vol)
     if ball_mask:
         c = (2.0 * np.arange(n) + 1.0) / n - 1.0

@@ -24,8 +24,21 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["collect_rows", "local_source", "source_problems", "content_key", "ShaCache", "row_settings",
-           "recorded_params"]
+import numpy as np
+
+from .demo import demo_rows
+from .files import sha256_file, write_json
+from .manifest import COLUMNS, load_manifest, parse_spacing, split_sources
+
+__all__ = [
+    "collect_rows",
+    "local_source",
+    "source_problems",
+    "content_key",
+    "ShaCache",
+    "row_settings",
+    "recorded_params",
+]
 
 _FOLDER_KINDS = ("dicom", "image_folder")
 
@@ -37,17 +50,16 @@ def collect_rows(*, demo: dict | None, demo_dir, manifest=None, overlays=()) -> 
     ``demo_dir/manifest.tsv`` (written by the demo's job). ``manifest``, ``overlays``: TSV paths.
     Raises ValueError naming the files of a duplicate id.
     """
-    from .demo import demo_rows
-    from .manifest import COLUMNS, load_manifest
-
     rows: dict[str, dict] = {}
 
     def add(row: dict, origin: str, manifest_path: str, base: str) -> None:
         sid = row["id"]
         clash = next((k for k in rows if k.lower() == sid.lower()), None)
         if clash is not None:
-            raise ValueError(f"specimen id {sid!r} of {origin} is already given by {rows[clash]['_origin']}; "
-                             "ids must be unique (case-insensitively) across the demo, data.manifest and data.add")
+            raise ValueError(
+                f"specimen id {sid!r} of {origin} is already given by {rows[clash]['_origin']}; "
+                "ids must be unique (case-insensitively) across the demo, data.manifest and data.add"
+            )
         full = {c: "" for c in COLUMNS}
         full.update({k: str(v) for k, v in row.items()})
         full["slice_axis"] = full["slice_axis"] or "z"
@@ -56,8 +68,14 @@ def collect_rows(*, demo: dict | None, demo_dir, manifest=None, overlays=()) -> 
 
     if demo is not None:
         demo_manifest = str(Path(demo_dir) / "manifest.tsv")
-        for row in demo_rows(demo["species"], val=demo["val"], test=demo["test"], movie_size=demo["movie_size"],
-                             codec=demo["codec"], seed=demo["seed"]):
+        for row in demo_rows(
+            demo["species"],
+            val=demo["val"],
+            test=demo["test"],
+            movie_size=demo["movie_size"],
+            codec=demo["codec"],
+            seed=demo["seed"],
+        ):
             add(row, "the demo (data.demo)", demo_manifest, str(demo_dir))
     for path in ([manifest] if manifest else []) + list(overlays):
         if not Path(path).is_file():
@@ -71,8 +89,6 @@ def collect_rows(*, demo: dict | None, demo_dir, manifest=None, overlays=()) -> 
 def local_source(row: dict) -> Path | None:
     """The first local alternative (path or file:// URL) of a row's source as an absolute path
     (symlinks not resolved), or None when every alternative is remote."""
-    from .manifest import split_sources
-
     for alt in split_sources(row["source"]):
         url = urlparse(alt)
         if url.scheme == "file":
@@ -87,7 +103,7 @@ def local_source(row: dict) -> Path | None:
 
 def _problem(row: dict) -> str | None:
     """What is wrong with a row's local source, or None."""
-    from .io import sniff_kind
+    from .io import sniff_kind  # noqa: PLC0415 - kept lazy: the Snakefile imports this module (start-up)
 
     path = local_source(row)
     if path is None:
@@ -113,8 +129,6 @@ def _problem(row: dict) -> str | None:
 
 
 def _has_remote(row: dict) -> bool:
-    from .manifest import split_sources
-
     return any("://" in alt and not alt.startswith("file://") for alt in split_sources(row["source"]))
 
 
@@ -123,21 +137,24 @@ def source_problems(rows: dict[str, dict], ids=None) -> list[str]:
     all the rows of a folder that does not exist; the count of rows is the caller's) (demo rows,
     whose movies a job writes, and rows with a remote alternative are not looked at here: their
     fetch job tries the alternatives in order and fails with its own message)."""
-    out, absent = [], {}
+    out: list[str] = []
+    absent: dict[tuple[str, str], list] = {}
     for sid in ids if ids is not None else rows:
         row = rows[sid]
         if row["_origin"].startswith("the demo") or _has_remote(row):
             continue
-        what = _problem(row)
-        if what and "does not exist either" in what:  # rows of a missing folder: one line for them all
-            absent.setdefault((str(local_source(row).parent), row["_origin"]), []).append((sid, local_source(row)))
+        what, src = _problem(row), local_source(row)
+        if what and src is not None and "does not exist either" in what:  # a missing folder: one line for its rows
+            absent.setdefault((str(src.parent), row["_origin"]), []).append((sid, src))
         elif what:
             out.append(f"{sid} ({row['_origin']}): {what}; fix the row's source/source_kind or put the data there")
     for (folder, origin), items in absent.items():
         sids = [sid for sid, _ in items]
         shown = ", ".join(sids[:3]) + (f" and {len(sids) - 3} more" if len(sids) > 3 else "")
-        out.append(f"{shown} ({origin}): the folder {folder} does not exist (first source: {items[0][1]}); put "
-                   "the data there or fix the rows' source column")
+        out.append(
+            f"{shown} ({origin}): the folder {folder} does not exist (first source: {items[0][1]}); put "
+            "the data there or fix the rows' source column"
+        )
     return out
 
 
@@ -157,8 +174,9 @@ class ShaCache:
     def _stamp(path: Path) -> list:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         if path.is_file() and path.suffix.lower() == ".nhdr":
-            from . import fetch  # a detached header's data files are part of the source
+            from . import fetch  # noqa: PLC0415 - kept lazy: the Snakefile imports this module (start-up)
 
+            # a detached header's data files are part of the source
             if hasattr(fetch, "nrrd_data_files"):
                 files += fetch.nrrd_data_files(path)
         return [[str(f), f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino] for f in files]
@@ -177,20 +195,17 @@ class ShaCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".partial")
-        tmp.write_text(json.dumps(self.entries, indent=0))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.entries, indent=0)
         self.dirty = False
 
 
 def _source_sha256(path: Path) -> str:
     """The sha256 tomo fetch records for a local source (file, folder, detached NRRD header + data)."""
-    from . import fetch
+    from . import fetch  # noqa: PLC0415 - kept lazy: the Snakefile imports this module (start-up)
 
     if hasattr(fetch, "source_sha256"):
         return fetch.source_sha256(path)
-    return fetch.tree_sha256(path) if path.is_dir() else fetch.file_sha256(path)
+    return fetch.tree_sha256(path) if path.is_dir() else sha256_file(path)
 
 
 def _meta(path) -> dict:
@@ -199,8 +214,6 @@ def _meta(path) -> dict:
         if str(path).endswith(".json"):
             return json.loads(Path(path).read_text())
         with zipfile.ZipFile(path) as z, z.open("meta.npy") as f:
-            import numpy as np
-
             return json.loads(str(np.lib.format.read_array(f, allow_pickle=False)))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return {}
@@ -221,6 +234,7 @@ def content_key(row: dict, *, demo: dict | None, cache: ShaCache, cube_path=None
     """The identity of a specimen's source content (module docstring)."""
     current = row["sha256"] or None
     if row["_origin"].startswith("the demo"):
+        assert demo is not None, "a demo row needs the demo settings"
         natural = f"demo:{demo['seed']}:{demo['movie_size']}:{demo['codec']}:{row['id']}"
         path = local_source(row)
         current = cache.sha256(path) if path is not None and path.exists() else None
@@ -237,7 +251,6 @@ def content_key(row: dict, *, demo: dict | None, cache: ShaCache, cube_path=None
 
 def row_settings(row: dict, cube_cfg: dict) -> dict:
     """A specimen's ingest settings: the row's cells over the config's ``data.cube`` defaults."""
-    from .manifest import parse_spacing
 
     def pick(col, default):
         return row.get(col) or default
@@ -247,7 +260,11 @@ def row_settings(row: dict, cube_cfg: dict) -> dict:
         window = ",".join(f"{float(w):g}" for w in window)
     bg = row.get("background") or cube_cfg.get("background")
     spacing = parse_spacing(row.get("spacing_mm"))
-    return {"spacing": None if spacing is None else ",".join(f"{v:g}" for v in spacing),
-            "slice_axis": pick("slice_axis", "z"), "orientation": pick("orientation", cube_cfg.get("orientation")),
-            "window": window or None, "background": None if bg in (None, "") else float(bg),
-            "crop": pick("crop", cube_cfg.get("crop") or "none")}
+    return {
+        "spacing": None if spacing is None else ",".join(f"{v:g}" for v in spacing),
+        "slice_axis": pick("slice_axis", "z"),
+        "orientation": pick("orientation", cube_cfg.get("orientation")),
+        "window": window or None,
+        "background": None if bg in (None, "") else float(bg),
+        "crop": pick("crop", cube_cfg.get("crop") or "none"),
+    }

@@ -47,14 +47,21 @@ import json
 import math
 import platform
 import re
+import shutil
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numcodecs
 import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
 
 from . import __version__
+from .progress import progress as progress_bar
+from .render import view_volumes
+from .store_settings import IMAGE_ENCODINGS, StoreSettings
 from .views import VIEW_SCHEME, check_rotations, hemisphere_views, sample_to_view
 
 __all__ = [
@@ -92,7 +99,6 @@ SPLIT_ROLES = {
     "val": "model choice, early stopping and every tuning decision; never the reported result",
     "test": "the reported result only; never looked at for any decision",
 }
-IMAGE_ENCODINGS = ("uint16", "float16")
 SPECIES_REQUIRED_KEYS = ("name", "split", "source", "source_checksum", "original_shape", "spacing_mm")
 ARRAY_NAMES = ("volume", "rotations", "mirrored", "views", "images")
 SAMPLE_ORDER = "interleaved-mirror"
@@ -142,7 +148,7 @@ GEOMETRY = {
 class StoreValidationError(RuntimeError):
     """Raised by :func:`finalize_store` when the store does not validate; ``.report`` holds details."""
 
-    def __init__(self, report: "ValidationReport"):
+    def __init__(self, report: ValidationReport):
         self.report = report
         shown = report.errors[:20]
         more = f"\n  ... and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
@@ -220,7 +226,8 @@ def _validate_species_table(species) -> list[dict]:
     """Check the species table (see :func:`create_store`) and return plain-JSON copies."""
     if not isinstance(species, (list, tuple)) or len(species) == 0:
         raise ValueError("species must be a non-empty list of dicts")
-    out, seen = [], {}
+    out: list[dict] = []
+    seen: dict[str, str] = {}
     for k, entry in enumerate(species):
         if not isinstance(entry, dict):
             raise ValueError(f"species[{k}] must be a dict, got {type(entry).__name__}")
@@ -276,13 +283,14 @@ def _images_per_shard(attrs: dict) -> int:
 
 
 def _expected_arrays(attrs: dict) -> dict[str, tuple[tuple[int, ...], str]]:
-    n, s, v = int(attrs["n_views"]), int(attrs["image_size"]), int(attrs["volume_size"])
+    st = StoreSettings.from_attrs(attrs)
+    n, s, v = st.n_views, st.image_size, st.volume_size
     return {
         "volume": ((v, v, v), "float32"),
         "rotations": ((n, 3, 3), "float64"),
         "mirrored": ((2 * n,), "bool"),
         "views": ((2 * n,), "int32"),
-        "images": ((2 * n, s, s), attrs["encoding"]["images"]["dtype"]),
+        "images": ((2 * n, s, s), st.image_encoding),
     }
 
 
@@ -292,8 +300,6 @@ def _expected_mirrored_views(n_views: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _zarr():
-    import zarr
-
     return zarr
 
 
@@ -307,10 +313,14 @@ def _open_store_root(path, *, write: bool = False):
     (``write``: not the one it writes)."""
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"{p}: no such dataset store (the workflow's store_create rule or `tomo build-demo` makes one)")
+        raise ValueError(
+            f"{p}: no such dataset store (the workflow's store_create rule or `tomo build-demo` makes one)"
+        )
     if not (p / "zarr.json").is_file():
-        raise ValueError(f"{p} exists but is not a dataset store (no zarr.json in it; a store is the folder that "
-                         "holds zarr.json and species/, e.g. results/RUN/dataset.zarr)")
+        raise ValueError(
+            f"{p} exists but is not a dataset store (no zarr.json in it; a store is the folder that "
+            "holds zarr.json and species/, e.g. results/RUN/dataset.zarr)"
+        )
     try:
         root = _open_root(p, "r")
         attrs = root.attrs.asdict()
@@ -319,9 +329,12 @@ def _open_store_root(path, *, write: bool = False):
     if attrs.get("spec_version") not in ((SPEC_VERSION,) if write else READ_SPECS):
         sw = attrs.get("software") if isinstance(attrs.get("software"), dict) else {}
         made = sw.get("tomodata", "an unknown version")
-        raise ValueError(f"{p}: a store of spec {attrs.get('spec_version')!r} (written by tomodata {made}); this code "
-                         f"{'writes' if write else 'reads'} {SPEC_VERSION if write else ' and '.join(map(repr, READ_SPECS))}: rebuild it (delete it and rerun snakemake, which renders it again) "
-                         "or read it with the version that wrote it")
+        raise ValueError(
+            f"{p}: a store of spec {attrs.get('spec_version')!r} (written by tomodata {made}); this code "
+            f"{'writes' if write else 'reads'} {SPEC_VERSION if write else ' and '.join(map(repr, READ_SPECS))}: "
+            "rebuild it (delete it and rerun snakemake, which renders it again) "
+            "or read it with the version that wrote it"
+        )
     return root, attrs
 
 
@@ -353,13 +366,32 @@ def ome_multiscales(name: str, volume_size: int, voxel_mm: float | None) -> dict
     datasets = []
     for k in range(levels):
         h = h0 * 2**k
-        datasets.append({"path": str(k), "coordinateTransformations": [
-            {"type": "scale", "scale": [h] * 3}, {"type": "translation", "translation": [h / 2 - half] * 3}]})
-    return {"version": OME_VERSION, "multiscales": [{
-        "name": name, "axes": axes, "datasets": datasets, "type": "mean",
-        "metadata": {"description": "linear density mu in [0, 1], vol[z, y, x]; level 1 = 2x2x2 mean of level 0",
-                     "unit": "millimetre (the specimen's scale at ingest)" if voxel_mm else
-                             "normalised: the cube [-1, 1]^3 (no physical scale recorded)"}}]}
+        datasets.append(
+            {
+                "path": str(k),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [h] * 3},
+                    {"type": "translation", "translation": [h / 2 - half] * 3},
+                ],
+            }
+        )
+    return {
+        "version": OME_VERSION,
+        "multiscales": [
+            {
+                "name": name,
+                "axes": axes,
+                "datasets": datasets,
+                "type": "mean",
+                "metadata": {
+                    "description": "linear density mu in [0, 1], vol[z, y, x]; level 1 = 2x2x2 mean of level 0",
+                    "unit": "millimetre (the specimen's scale at ingest)"
+                    if voxel_mm
+                    else "normalised: the cube [-1, 1]^3 (no physical scale recorded)",
+                },
+            }
+        ],
+    }
 
 
 def _voxel_mm(entry: dict) -> float | None:
@@ -369,8 +401,6 @@ def _voxel_mm(entry: dict) -> float | None:
 
 
 def _software() -> dict:
-    import numcodecs
-
     zarr = _zarr()
     return {
         "tomodata": __version__,
@@ -382,7 +412,7 @@ def _software() -> dict:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,10 +469,10 @@ def create_store(
     "removed": [...]}`` (species names; ``reset`` lists the species that now need their writer).
     """
     zarr = _zarr()
-    from zarr.codecs import ZstdCodec
-
-    if isinstance(chi, bool) or not isinstance(chi, (int, float, np.integer, np.floating)) or not (
-        math.isfinite(float(chi)) and float(chi) > 0
+    if (
+        isinstance(chi, bool)
+        or not isinstance(chi, (int, float, np.integer, np.floating))
+        or not (math.isfinite(float(chi)) and float(chi) > 0)
     ):
         raise ValueError(f"chi must be a positive finite number, got {chi!r}")
     chi = float(chi)
@@ -473,26 +503,59 @@ def create_store(
     img_dtype = image_encoding
     compressor = ZstdCodec(level=ZSTD_LEVEL, checksum=True)
     arrays_layout = {
-        "volume": {"shape": [volume_size] * 3, "dtype": "float32", "chunks": [volume_size] * 3,
-                   "shards": None, "dimension_names": ["z", "y", "x"], "path": "volume/0",
-                   "ome_zarr": f"species/<name>/volume is an OME-Zarr {OME_VERSION} image: level 0 = this array, "
-                               "level 1 (even V >= 8) its 2x2x2 mean; multiscales metadata in its 'ome' attribute"},
-        "rotations": {"shape": [n_views, 3, 3], "dtype": "float64", "chunks": [n_views, 3, 3],
-                      "shards": None, "dimension_names": ["view", "volume_axis", "camera_axis"]},
-        "mirrored": {"shape": [n_samples], "dtype": "bool", "chunks": [n_samples], "shards": None,
-                     "dimension_names": ["sample"]},
-        "views": {"shape": [n_samples], "dtype": "int32", "chunks": [n_samples], "shards": None,
-                  "dimension_names": ["sample"]},
-        "images": {"shape": [n_samples, image_size, image_size], "dtype": img_dtype,
-                   "chunks": [1, image_size, image_size], "shards": [shard_n, image_size, image_size],
-                   "dimension_names": ["sample", "row", "col"]},
+        "volume": {
+            "shape": [volume_size] * 3,
+            "dtype": "float32",
+            "chunks": [volume_size] * 3,
+            "shards": None,
+            "dimension_names": ["z", "y", "x"],
+            "path": "volume/0",
+            "ome_zarr": f"species/<name>/volume is an OME-Zarr {OME_VERSION} image: level 0 = this array, "
+            "level 1 (even V >= 8) its 2x2x2 mean; multiscales metadata in its 'ome' attribute",
+        },
+        "rotations": {
+            "shape": [n_views, 3, 3],
+            "dtype": "float64",
+            "chunks": [n_views, 3, 3],
+            "shards": None,
+            "dimension_names": ["view", "volume_axis", "camera_axis"],
+        },
+        "mirrored": {
+            "shape": [n_samples],
+            "dtype": "bool",
+            "chunks": [n_samples],
+            "shards": None,
+            "dimension_names": ["sample"],
+        },
+        "views": {
+            "shape": [n_samples],
+            "dtype": "int32",
+            "chunks": [n_samples],
+            "shards": None,
+            "dimension_names": ["sample"],
+        },
+        "images": {
+            "shape": [n_samples, image_size, image_size],
+            "dtype": img_dtype,
+            "chunks": [1, image_size, image_size],
+            "shards": [shard_n, image_size, image_size],
+            "dimension_names": ["sample", "row", "col"],
+        },
     }
     image_enc = (
-        {"dtype": "uint16", "quantity": "opacity", "decode": "opacity = value / 65535",
-         "encode": "value = round(clip(opacity, 0, 1) * 65535)"}
+        {
+            "dtype": "uint16",
+            "quantity": "opacity",
+            "decode": "opacity = value / 65535",
+            "encode": "value = round(clip(opacity, 0, 1) * 65535)",
+        }
         if image_encoding == "uint16"
-        else {"dtype": "float16", "quantity": "opacity", "decode": "opacity = float(value)",
-              "encode": "value = float16(clip(opacity, 0, 1))"}
+        else {
+            "dtype": "float16",
+            "quantity": "opacity",
+            "decode": "opacity = float(value)",
+            "encode": "value = float16(clip(opacity, 0, 1))",
+        }
     )
     attrs = {
         "spec_version": SPEC_VERSION,
@@ -524,8 +587,10 @@ def create_store(
         "layout": {
             "species_group": "species/{name}",
             "arrays": arrays_layout,
-            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
-                       {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": True}}],
+            "codecs": [
+                {"name": "bytes", "configuration": {"endian": "little"}},
+                {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": True}},
+            ],
             "shard_index_codecs": ["bytes (little endian)", "crc32c"],
             "completion": (
                 "species/<name> attribute 'complete' (written last by the species writer): "
@@ -554,8 +619,12 @@ def create_store(
     sp = root.create_group("species", attributes={"description": "one subgroup per species, see root attrs"})
     for entry in table:
         _create_species_group(sp, entry, attrs, compressor)
-    return {"mode": "recreated" if existed else "created", "kept": [],
-            "reset": [e["name"] for e in table], "removed": []}
+    return {
+        "mode": "recreated" if existed else "created",
+        "kept": [],
+        "reset": [e["name"] for e in table],
+        "removed": [],
+    }
 
 
 def _create_species_group(sp, entry: dict, attrs: dict, compressor) -> None:
@@ -565,12 +634,20 @@ def _create_species_group(sp, entry: dict, attrs: dict, compressor) -> None:
     for arr, lay in attrs["layout"]["arrays"].items():
         where = g
         if arr == "volume":  # an OME-Zarr image group: level 0 here, level 1 (if any) beside it
-            where = g.create_group("volume", attributes={"ome": ome_multiscales(name, lay["shape"][0], _voxel_mm(entry))})
+            where = g.create_group(
+                "volume", attributes={"ome": ome_multiscales(name, lay["shape"][0], _voxel_mm(entry))}
+            )
             if len(where.attrs["ome"]["multiscales"][0]["datasets"]) > 1:
-                where.create_array("1", shape=tuple(n // 2 for n in lay["shape"]), dtype="float32",
-                                   chunks=tuple(n // 2 for n in lay["shape"]), compressors=compressor, fill_value=0,
-                                   dimension_names=("z", "y", "x"),
-                                   attributes={"description": "2x2x2 mean of level 0"})
+                where.create_array(
+                    "1",
+                    shape=tuple(n // 2 for n in lay["shape"]),
+                    dtype="float32",
+                    chunks=tuple(n // 2 for n in lay["shape"]),
+                    compressors=compressor,
+                    fill_value=0,
+                    dimension_names=("z", "y", "x"),
+                    attributes={"description": "2x2x2 mean of level 0"},
+                )
         where.create_array(
             "0" if arr == "volume" else arr,
             shape=tuple(lay["shape"]),
@@ -585,8 +662,21 @@ def _create_species_group(sp, entry: dict, attrs: dict, compressor) -> None:
 
 
 # root attributes that fix the data of every species: a store whose settings differ is recreated
-_SETTINGS_KEYS = ("spec_version", "chi", "steps", "image_size", "volume_size", "n_views", "samples_per_species",
-                  "view_scheme", "sample_order", "geometry", "encoding", "layout", "checksums")
+_SETTINGS_KEYS = (
+    "spec_version",
+    "chi",
+    "steps",
+    "image_size",
+    "volume_size",
+    "n_views",
+    "samples_per_species",
+    "view_scheme",
+    "sample_order",
+    "geometry",
+    "encoding",
+    "layout",
+    "checksums",
+)
 
 
 def _settings(attrs: dict) -> str:
@@ -595,8 +685,6 @@ def _settings(attrs: dict) -> str:
 
 def _update_in_place(p: Path, attrs: dict, table: list[dict], compressor, volume_sha256: dict) -> dict | None:
     """The ``update`` mode of :func:`create_store`; None if the store must be recreated instead."""
-    import shutil
-
     zarr = _zarr()
     try:
         root = zarr.open_group(str(p), mode="r+", zarr_format=3)
@@ -610,7 +698,8 @@ def _update_in_place(p: Path, attrs: dict, table: list[dict], compressor, volume
     created = (old.get("timestamps") or {}).get("created")
     attrs["timestamps"] = {"created": created or attrs["timestamps"]["created"], "updated": _now()}
     root.attrs.put(attrs)  # replaces all root attributes: the new table, no 'completion'
-    kept, reset = [], []
+    kept: list[str] = []
+    reset: list[str] = []
     for entry in table:
         name = entry["name"]
         keep = False
@@ -619,8 +708,13 @@ def _update_in_place(p: Path, attrs: dict, table: list[dict], compressor, volume
             gattrs = group.attrs.asdict()
             marker = gattrs.get("complete")
             want = volume_sha256.get(name)
-            keep = (gattrs.get("status") == "complete" and isinstance(marker, dict) and want is not None
-                    and isinstance(marker.get("sha256"), dict) and marker["sha256"].get("volume") == want)
+            keep = (
+                gattrs.get("status") == "complete"
+                and isinstance(marker, dict)
+                and want is not None
+                and isinstance(marker.get("sha256"), dict)
+                and marker["sha256"].get("volume") == want
+            )
             if keep and gattrs.get("split") != entry["split"]:
                 group.attrs.put({**gattrs, "split": entry["split"]})
             if not keep:
@@ -692,8 +786,8 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
     """
     attrs = _store_attrs(path)
     entry = _species_entry(attrs, name)
-    n, s, v = int(attrs["n_views"]), int(attrs["image_size"]), int(attrs["volume_size"])
-    encoding = attrs["encoding"]["images"]["dtype"]
+    st = StoreSettings.from_attrs(attrs)
+    n, s, v, encoding = st.n_views, st.image_size, st.volume_size, st.image_encoding
 
     volume = _check_float_array(volume, "volume", (v, v, v), lo=0.0, hi=1.0)
     volume = np.ascontiguousarray(volume, dtype=np.float32)
@@ -703,7 +797,7 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
     if r.shape != (n, 3, 3):
         raise ValueError(f"rotations must have shape ({n}, 3, 3), got {r.shape}")
     r = check_rotations(r, hemisphere=True)
-    scheme = hemisphere_views(n, seed=int(attrs["view_scheme"]["seed"]))
+    scheme = hemisphere_views(n, seed=st.view_seed)
     dev = float(np.abs(r - scheme).max())
     if dev > ROTATION_SCHEME_ATOL:
         raise ValueError(
@@ -821,6 +915,11 @@ class DatasetStore:
         if name not in self._table:
             raise ValueError(f"unknown species {name!r}; the store's species are {list(self._table)}")
 
+    @property
+    def settings(self) -> StoreSettings:
+        """The store's rendering constants and view set, typed (:class:`tomodata.store_settings.StoreSettings`)."""
+        return StoreSettings.from_attrs(self.attrs)
+
     def species_names(self, split: str | None = None, *, complete_only: bool = False) -> list[str]:
         """Species in table order, optionally of one split and/or only those marked complete."""
         if split is not None and split not in SPLITS:
@@ -848,7 +947,7 @@ class DatasetStore:
     def n_samples(self, name: str) -> int:
         """Samples of a species: 2 n_views."""
         self._check_name(name)
-        return int(self.attrs["samples_per_species"])
+        return self.settings.samples_per_species
 
     def volume(self, name: str) -> np.ndarray:
         """(V, V, V) float32 density in [0, 1], vol[z, y, x] (cached, do not modify in place)."""
@@ -887,8 +986,9 @@ class DatasetStore:
             return np.zeros((0,) + a.shape[1:], dtype=np.float32)
         return decode_images(a.oindex[idx])
 
-    def sample(self, name: str, i: int, *, with_volume: bool = True, view_size: int | None = None,
-               backend: str = "auto") -> Sample:
+    def sample(
+        self, name: str, i: int, *, with_volume: bool = True, view_size: int | None = None, backend: str = "auto"
+    ) -> Sample:
         """Sample ``i`` of a species: its image and (``with_volume``) its view volume.
 
         The view volume is ``tomodata.render.view_volumes(volume, R[None], size=view_size or
@@ -896,16 +996,15 @@ class DatasetStore:
         (steps, size, size) float32.
         """
         self._check_name(name)
-        n = int(self.attrs["n_views"])
+        st = self.settings
+        n = st.n_views
         view, mirrored = sample_to_view(int(i) if isinstance(i, (int, np.integer)) else i, n)
         image = self.images(name, int(i))
         vv = None
         if with_volume:
-            from .render import view_volumes
-
-            size = int(self.attrs["volume_size"]) if view_size is None else _pos_int(view_size, "view_size")
+            size = st.volume_size if view_size is None else _pos_int(view_size, "view_size")
             rot = self.rotations(name)[view][None]
-            vv = view_volumes(self.volume(name), rot, size=size, steps=int(self.attrs["steps"]), backend=backend)[0]
+            vv = view_volumes(self.volume(name), rot, size=size, steps=st.steps, backend=backend)[0]
             if mirrored:
                 vv = vv[:, ::-1, :]
             vv = np.ascontiguousarray(vv, dtype=np.float32)
@@ -943,9 +1042,23 @@ class ValidationReport:
 
 def _check_root_attrs(attrs: dict) -> list[str]:
     errs = []
-    need = ["spec_version", "chi", "steps", "image_size", "volume_size", "n_views", "samples_per_species",
-            "view_scheme", "sample_order", "geometry", "encoding", "layout", "checksums", "species",
-            "provenance"]
+    need = [
+        "spec_version",
+        "chi",
+        "steps",
+        "image_size",
+        "volume_size",
+        "n_views",
+        "samples_per_species",
+        "view_scheme",
+        "sample_order",
+        "geometry",
+        "encoding",
+        "layout",
+        "checksums",
+        "species",
+        "provenance",
+    ]
     missing = [k for k in need if k not in attrs]
     if missing:
         return [f"store: missing root attributes {missing}"]
@@ -1017,7 +1130,10 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
     elif not isinstance(marker.get("sha256"), dict) or set(marker["sha256"]) != set(ARRAY_NAMES):
         errs.append(f"completion marker lacks sha256 of the arrays {list(ARRAY_NAMES)}")
         marker = None
-    elif marker.get("n_views") != attrs["n_views"] or marker.get("image_encoding") != attrs["encoding"]["images"]["dtype"]:
+    elif (
+        marker.get("n_views") != attrs["n_views"]
+        or marker.get("image_encoding") != attrs["encoding"]["images"]["dtype"]
+    ):
         errs.append("completion marker disagrees with the store's n_views or image encoding")
 
     arrays = {}
@@ -1034,7 +1150,8 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
     if marker is None or not check_data or len(arrays) != len(ARRAY_NAMES):
         return errs, None
 
-    n = int(attrs["n_views"])
+    st = StoreSettings.from_attrs(attrs)
+    n = st.n_views
     expected_mirrored, expected_views = _expected_mirrored_views(n)
     got: dict[str, str] = {}
 
@@ -1059,7 +1176,7 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
         got["rotations"] = array_sha256(rot)
         try:
             check_rotations(rot, hemisphere=True)
-            dev = float(np.abs(rot - hemisphere_views(n, seed=int(attrs["view_scheme"]["seed"]))).max())
+            dev = float(np.abs(rot - hemisphere_views(n, seed=st.view_seed)).max())
             if dev > ROTATION_SCHEME_ATOL:
                 errs.append(f"rotations deviate from the view scheme by {dev:.3g}")
         except ValueError as e:
@@ -1102,8 +1219,9 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
     return errs, (dict(marker["sha256"]) if not errs else None)
 
 
-def validate_store(path, *, species: list[str] | None = None, check_data: bool = True,
-                   progress: bool = False) -> ValidationReport:
+def validate_store(
+    path, *, species: list[str] | None = None, check_data: bool = True, progress: bool = False
+) -> ValidationReport:
     """Check a store thoroughly; never raises for a broken store (errors go to the report).
 
     Checks the root attributes; for every species of the table (or of ``species``): its subgroup,
@@ -1130,8 +1248,10 @@ def validate_store(path, *, species: list[str] | None = None, check_data: bool =
         report.errors.extend(root_errs)
         return report
     if attrs["spec_version"] != SPEC_VERSION:
-        report.warnings.append(f"store of the older spec {attrs['spec_version']!r} (volumes are plain arrays, not "
-                               f"OME-Zarr): readable; rebuild it to get {SPEC_VERSION!r}")
+        report.warnings.append(
+            f"store of the older spec {attrs['spec_version']!r} (volumes are plain arrays, not "
+            f"OME-Zarr): readable; rebuild it to get {SPEC_VERSION!r}"
+        )
     table = attrs["species"]
     names = [e["name"] for e in table]
     if species is not None:
@@ -1139,8 +1259,6 @@ def validate_store(path, *, species: list[str] | None = None, check_data: bool =
         if unknown:
             report.errors.append(f"store: unknown species {unknown}; the store's species are {names}")
         table = [e for e in table if e["name"] in species]
-    from .progress import progress as progress_bar
-
     for entry in progress_bar(table, enabled=progress, desc="validate", unit="species"):
         errs, sums = _validate_one_species(path, attrs, entry, check_data)
         if errs:

@@ -67,9 +67,9 @@ def stale_markers(store, *, created, final, done: dict) -> list[tuple[str, str]]
     out = []
     for name, marker in done.items():
         if Path(marker).exists():
-            why = _species_problem(store, name, Path(marker))
-            if why:
-                out.append((str(marker), why))
+            problem = _species_problem(store, name, Path(marker))
+            if problem:
+                out.append((str(marker), problem))
     if out and Path(final).exists():
         out.append((str(final), "a species it vouches for is not complete in the store"))
     return out

@@ -14,24 +14,29 @@ specimen's scale (the species entry's ``fit.voxel_mm``), else 1 (NIfTI units "un
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import nibabel as nib
+import nrrd
 import numpy as np
 
 __all__ = ["VOLUME_FORMATS", "canonical_affine", "stable_nrrd_header", "write_canonical_volume"]
 
 #: format name → file suffix
 VOLUME_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
-_DIRECTIONS = np.array([[0.0, 0.0, -1.0],   # R: the k axis (cube z) points left
-                        [1.0, 0.0, 0.0],    # A: the i axis (cube x) points anterior
-                        [0.0, -1.0, 0.0]])  # S: the j axis (cube y) points inferior
+_DIRECTIONS = np.array(
+    [
+        [0.0, 0.0, -1.0],  # R: the k axis (cube z) points left
+        [1.0, 0.0, 0.0],  # A: the i axis (cube x) points anterior
+        [0.0, -1.0, 0.0],
+    ]
+)  # S: the j axis (cube y) points inferior
 
 
 def stable_nrrd_header(path) -> None:
     """Make a pynrrd file byte-reproducible: pynrrd writes the wall-clock time into a comment line
     (``# on YYYY-MM-DD HH:MM:SS(GMT).``); it is overwritten in place with a fixed time of the same length."""
-    import re
-
     with open(path, "r+b") as fh:
         head = fh.read(512)
         m = re.search(rb"\n# on (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\(GMT\)", head)
@@ -59,8 +64,6 @@ def write_canonical_volume(path, volume, voxel_mm: float | None, *, description:
     aff = canonical_affine(v.shape[0], voxel_mm)
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
         img = nib.Nifti1Image(np.ascontiguousarray(v.transpose(2, 1, 0)), aff)  # (i, j, k) = (x, y, z)
         img.set_qform(aff, code=1)
         img.set_sform(aff, code=1)
@@ -68,12 +71,16 @@ def write_canonical_volume(path, volume, voxel_mm: float | None, *, description:
         img.header["descrip"] = description[:79].encode("ascii", "replace")
         nib.save(img, str(p))
     elif name.endswith(".nrrd"):
-        import nrrd
-
-        header = {"space": "right-anterior-superior", "space directions": aff[:3, :3].T,
-                  "space origin": aff[:3, 3], "kinds": ["domain"] * 3, "encoding": "gzip",
-                  "labels": ["x (anterior)", "y (inferior)", "z (left)"], "content": description or "density",
-                  **({"space units": ["mm"] * 3} if voxel_mm else {})}
+        header = {
+            "space": "right-anterior-superior",
+            "space directions": aff[:3, :3].T,
+            "space origin": aff[:3, 3],
+            "kinds": ["domain"] * 3,
+            "encoding": "gzip",
+            "labels": ["x (anterior)", "y (inferior)", "z (left)"],
+            "content": description or "density",
+            **({"space units": ["mm"] * 3} if voxel_mm else {}),
+        }
         nrrd.write(str(p), np.ascontiguousarray(v), header, index_order="C")  # C order: x fastest, as (i, j, k)
         stable_nrrd_header(p)
     else:

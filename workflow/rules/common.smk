@@ -169,7 +169,7 @@ def _opts(pairs):
     return " ".join(out)
 
 
-#: the rules of workflow/rules/*.smk (`rule NAME:` lines), the names res() and config resources accept
+#: the rules defined in workflow/rules/*.smk: the names res() and config resources accept
 RESOURCE_RULES = rule_names(Path(workflow.basedir) / "workflow/rules")
 
 

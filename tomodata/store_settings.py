@@ -1,0 +1,103 @@
+"""The settings that fix every species' data in a dataset store, typed: one home for reading them
+from a store's attributes, writing and reading them as JSON (``tomo store-settings``, the
+workflow's settings file) and checking them.
+
+A store's root attributes spell them ``chi``, ``steps``, ``image_size``, ``volume_size``,
+``n_views``, ``samples_per_species`` (= 2 · n_views), ``view_scheme.seed`` and
+``encoding.images.dtype`` (docs/store.md); :meth:`StoreSettings.from_attrs` reads exactly these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+__all__ = ["StoreSettings", "IMAGE_ENCODINGS"]
+
+#: how the x-rays are stored (tomodata.store.encode_images)
+IMAGE_ENCODINGS = ("uint16", "float16")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Rendering constants (docs/geometry.md) and the view set of a store.
+
+    chi: opacity scale χ; steps: samples per ray; image_size: x-ray side S (pixels);
+    volume_size: canonical cube side (voxels); n_views: views per species (each also mirrored);
+    view_seed: seed of ``tomodata.views.hemisphere_views``; image_encoding: ``uint16`` or ``float16``.
+    """
+
+    chi: float = 10.0
+    steps: int = 128
+    image_size: int = 256
+    volume_size: int = 128
+    n_views: int = 1332
+    view_seed: int = 0
+    image_encoding: str = "uint16"
+
+    def __post_init__(self):
+        problems = self.problems()
+        if problems:
+            raise ValueError("store settings: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one line each (empty when they are usable)."""
+        out = []
+        chi = self.chi
+        if isinstance(chi, bool) or not isinstance(chi, (int, float)) or not (math.isfinite(chi) and chi > 0):
+            out.append(f"chi must be a positive number, got {chi!r}")
+        for k in ("steps", "image_size", "volume_size", "n_views"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                out.append(f"{k} must be a positive integer, got {v!r}")
+        if isinstance(self.view_seed, bool) or not isinstance(self.view_seed, int) or self.view_seed < 0:
+            out.append(f"view_seed must be an integer >= 0, got {self.view_seed!r}")
+        if self.image_encoding not in IMAGE_ENCODINGS:
+            out.append(f"image_encoding must be one of {list(IMAGE_ENCODINGS)}, got {self.image_encoding!r}")
+        return out
+
+    @property
+    def samples_per_species(self) -> int:
+        """Samples per species: every view and its mirror."""
+        return 2 * self.n_views
+
+    @classmethod
+    def from_attrs(cls, attrs) -> StoreSettings:
+        """The settings recorded in a store's root attributes (``ValueError`` naming what is wrong)."""
+        try:
+            s = cls(
+                chi=attrs["chi"],
+                steps=attrs["steps"],
+                image_size=attrs["image_size"],
+                volume_size=attrs["volume_size"],
+                n_views=attrs["n_views"],
+                view_seed=attrs["view_scheme"]["seed"],
+                image_encoding=attrs["encoding"]["images"]["dtype"],
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"store settings: the store's attributes lack {e}") from None
+        if attrs.get("samples_per_species") != s.samples_per_species:
+            raise ValueError(
+                f"store settings: samples_per_species {attrs.get('samples_per_species')!r} "
+                f"is not 2 · n_views = {s.samples_per_species}"
+            )
+        return s
+
+    def to_json(self) -> dict:
+        """The settings as JSON (the ``tomo store-settings`` file; :meth:`from_json` reads it back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> StoreSettings:
+        """Settings from :meth:`to_json`'s dict (a ``spec_version`` key is allowed and ignored);
+        unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - names - {"spec_version"})
+        if unknown:
+            raise ValueError(f"store settings: unknown keys {unknown} (known: {sorted(names)})")
+        return cls(**{k: v for k, v in obj.items() if k in names})
+
+    def create_kwargs(self) -> dict:
+        """Keyword arguments of :func:`tomodata.store.create_store` for these settings."""
+        return self.to_json()
