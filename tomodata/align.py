@@ -61,6 +61,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 from scipy.spatial.transform import Rotation
+from skimage.filters import threshold_otsu
 
 from .files import atomic_write, write_text
 from .io import read_volume
@@ -108,9 +109,6 @@ def _check(volume, spacing_zyx) -> tuple[np.ndarray, np.ndarray]:
 
 def _otsu(vol: np.ndarray) -> float:
     """Otsu's threshold (skimage, 256 bins) of all voxels; ValueError for a constant volume."""
-    # kept local: scikit-image is not in envs/tomodata.yaml, where `tomo align` and `tomo align-sheet` run
-    from skimage.filters import threshold_otsu  # noqa: PLC0415
-
     lo, hi = float(vol.min()), float(vol.max())
     if lo == hi:
         raise ValueError(f"the volume is constant ({lo:g}): no bone to find")
