@@ -31,26 +31,10 @@ import shlex
 from urllib.parse import unquote, urlparse
 
 from .ingest_settings import parse_orientation
-from .manifest import split_sources
+from .manifest import COLUMNS, split_sources
 
 __all__ = ["recipe_files", "cube_settings", "is_local"]
 
-_COLUMNS = (
-    "id",
-    "species",
-    "source",
-    "source_kind",
-    "spacing_mm",
-    "slice_axis",
-    "split",
-    "licence",
-    "sha256",
-    "notes",
-    "window",
-    "background",
-    "orientation",
-    "crop",
-)
 LOCAL_NOTE = "local: supply this file at this path (or edit this row); tomo fetch checks its sha256"
 
 
@@ -251,7 +235,7 @@ def recipe_files(attrs: dict) -> tuple[dict[str, str], list[str]]:
         return {}, []
     table = attrs["species"]
     ings = {e["name"]: cube_settings(e, int(attrs["volume_size"])) for e in table}  # only the cube side is needed
-    rows = ["\t".join(_COLUMNS)] + ["\t".join(_row(e, _scan_row(ings[e["name"]], e.get("alignment")))) for e in table]
+    rows = ["\t".join(COLUMNS)] + ["\t".join(_row(e, _scan_row(ings[e["name"]], e.get("alignment")))) for e in table]
     warnings = [
         f"species {e['name']}: local source {_source(e)}: the rebuild needs this file at this path (a "
         "relative one under recipe/), or an edited row in recipe/specimens.tsv; supply it yourself"

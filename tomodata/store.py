@@ -61,7 +61,7 @@ from zarr.codecs import ZstdCodec
 from . import __version__
 from .progress import progress as progress_bar
 from .render import view_volumes
-from .store_settings import IMAGE_ENCODINGS, StoreSettings
+from .store_settings import IMAGE_ENCODINGS, StoreSettings, number_problems
 from .views import VIEW_SCHEME, check_rotations, hemisphere_views, sample_to_view
 
 __all__ = [
@@ -469,23 +469,23 @@ def create_store(
     "removed": [...]}`` (species names; ``reset`` lists the species that now need their writer).
     """
     zarr = _zarr()
-    if (
-        isinstance(chi, bool)
-        or not isinstance(chi, (int, float, np.integer, np.floating))
-        or not (math.isfinite(float(chi)) and float(chi) > 0)
-    ):
-        raise ValueError(f"chi must be a positive finite number, got {chi!r}")
-    chi = float(chi)
-    steps = _pos_int(steps, "steps")
-    image_size = _pos_int(image_size, "image_size")
-    volume_size = _pos_int(volume_size, "volume_size")
-    n_views = _pos_int(n_views, "n_views")
-    view_seed = _pos_int(view_seed, "view_seed", minimum=0)
+    given: dict[str, Any] = dict(
+        chi=chi, steps=steps, image_size=image_size, volume_size=volume_size, n_views=n_views, view_seed=view_seed
+    )
+    settings = StoreSettings(  # ValueError naming every problem; numpy scalars taken as Python numbers
+        **{k: v.item() if isinstance(v, np.generic) else v for k, v in given.items()}, image_encoding=image_encoding
+    )
+    chi, steps, image_size, volume_size, n_views, view_seed = (
+        float(settings.chi),
+        settings.steps,
+        settings.image_size,
+        settings.volume_size,
+        settings.n_views,
+        settings.view_seed,
+    )
     images_per_shard = _pos_int(images_per_shard, "images_per_shard", minimum=2)
     if images_per_shard % 2:
         raise ValueError(f"images_per_shard must be even (a view and its mirror share a shard), got {images_per_shard}")
-    if image_encoding not in IMAGE_ENCODINGS:
-        raise ValueError(f"image_encoding must be one of {IMAGE_ENCODINGS}, got {image_encoding!r}")
     table = _validate_species_table(species)
     config = _check_json({} if provenance is None else provenance, "provenance")
     if not isinstance(config, dict):
@@ -1042,34 +1042,13 @@ class ValidationReport:
 
 def _check_root_attrs(attrs: dict) -> list[str]:
     errs = []
-    need = [
-        "spec_version",
-        "chi",
-        "steps",
-        "image_size",
-        "volume_size",
-        "n_views",
-        "samples_per_species",
-        "view_scheme",
-        "sample_order",
-        "geometry",
-        "encoding",
-        "layout",
-        "checksums",
-        "species",
-        "provenance",
-    ]
+    need = [*_SETTINGS_KEYS, "species", "provenance"]
     missing = [k for k in need if k not in attrs]
     if missing:
         return [f"store: missing root attributes {missing}"]
     if attrs["spec_version"] not in READ_SPECS:
         errs.append(f"store: spec_version {attrs['spec_version']!r} is not one of {list(READ_SPECS)}")
-    chi = attrs["chi"]
-    if isinstance(chi, bool) or not isinstance(chi, (int, float)) or not (math.isfinite(chi) and chi > 0):
-        errs.append(f"store: chi must be a positive number, got {chi!r}")
-    for k in ("steps", "image_size", "volume_size", "n_views", "samples_per_species"):
-        if isinstance(attrs[k], bool) or not isinstance(attrs[k], int) or attrs[k] < 1:
-            errs.append(f"store: {k} must be a positive integer, got {attrs[k]!r}")
+    errs += [f"store: {p}" for p in number_problems(attrs)]  # the settings' own checks (store_settings)
     if errs:
         return errs
     if attrs["samples_per_species"] != 2 * attrs["n_views"]:

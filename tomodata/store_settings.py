@@ -13,10 +13,28 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-__all__ = ["StoreSettings", "IMAGE_ENCODINGS"]
+__all__ = ["StoreSettings", "IMAGE_ENCODINGS", "number_problems"]
 
 #: how the x-rays are stored (tomodata.store.encode_images)
 IMAGE_ENCODINGS = ("uint16", "float16")
+
+
+#: the integer settings, spelt as in a store's attributes (samples_per_species only there)
+INTEGER_KEYS = ("steps", "image_size", "volume_size", "n_views", "samples_per_species")
+
+
+def number_problems(values) -> list[str]:
+    """``chi`` a positive number and each of :data:`INTEGER_KEYS` present a positive integer, in
+    ``values`` (a store's attributes or :class:`StoreSettings` as a dict); one line per problem."""
+    out = []
+    chi = values.get("chi")
+    if isinstance(chi, bool) or not isinstance(chi, (int, float)) or not (math.isfinite(chi) and chi > 0):
+        out.append(f"chi must be a positive number, got {chi!r}")
+    for k in INTEGER_KEYS:
+        v = values.get(k, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            out.append(f"{k} must be a positive integer, got {v!r}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -43,14 +61,7 @@ class StoreSettings:
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, one line each (empty when they are usable)."""
-        out = []
-        chi = self.chi
-        if isinstance(chi, bool) or not isinstance(chi, (int, float)) or not (math.isfinite(chi) and chi > 0):
-            out.append(f"chi must be a positive number, got {chi!r}")
-        for k in ("steps", "image_size", "volume_size", "n_views"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                out.append(f"{k} must be a positive integer, got {v!r}")
+        out = number_problems(dataclasses.asdict(self))
         if isinstance(self.view_seed, bool) or not isinstance(self.view_seed, int) or self.view_seed < 0:
             out.append(f"view_seed must be an integer >= 0, got {self.view_seed!r}")
         if self.image_encoding not in IMAGE_ENCODINGS:
