@@ -254,7 +254,38 @@ def _sq_distances(v: torch.Tensor, queries: torch.Tensor, qi: np.ndarray, rows: 
     return out
 
 
-def bounded_search(
+def _shortlists(qf: torch.Tensor, tf: torch.Tensor, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``kk`` smallest lower bounds of each query's features ``qf`` (Q, F) against the training
+    features ``tf`` (N, F), ascending, and their training indices: ((Q, kk) float64, (Q, kk) int64)."""
+    Q = qf.shape[0]
+    best_lb = torch.full((Q, kk), math.inf, dtype=torch.float64, device=tf.device)
+    best_ix = torch.full((Q, kk), -1, dtype=torch.int64, device=tf.device)
+    for a, lb in _lower_bounds(qf, tf):
+        cand_lb = torch.cat([best_lb, lb], 1)
+        cand_ix = torch.cat([best_ix, torch.arange(a, a + lb.shape[1], device=tf.device).expand(Q, -1)], 1)
+        best_lb, order = torch.topk(cand_lb, kk, dim=1, largest=False, sorted=True)  # O(n), not a full sort
+        best_ix = cand_ix.gather(1, order)
+    return best_lb.cpu().numpy(), best_ix.cpu().numpy()
+
+
+def _widened(qf_row: torch.Tensor, tf: torch.Tensor, t: float, seen: set[int]) -> tuple[list, list, float]:
+    """When a shortlist is exhausted uncertified: every training sample whose lower bound is <= ``t``
+    and not yet ``seen``, in LB order (ties by index), their LBs, and the smallest LB above ``t``
+    (the bound on everything else; inf if none)."""
+    new_g, new_lb, rest = [], [], math.inf
+    for a, lb in _lower_bounds(qf_row, tf):
+        row_lb = lb[0].cpu().numpy()
+        sel = row_lb <= t
+        idx = np.nonzero(sel)[0]
+        new_g += (idx + a).tolist()
+        new_lb += row_lb[idx].tolist()
+        if (~sel).any():
+            rest = min(rest, float(row_lb[~sel].min()))
+    keep = [(b, g) for b, g in sorted(zip(new_lb, new_g)) if g not in seen]
+    return [g for _, g in keep], [b for b, _ in keep], rest
+
+
+def bounded_search(  # ≈ 75 lines of code under a 20-line docstring: one loop over rounds
     query_views: torch.Tensor,
     source: ViewSource | ImageSource,
     *,
@@ -291,15 +322,7 @@ def bounded_search(
         raise ValueError(f"{N} training features for {len(source)} training samples")
     t_start = time.perf_counter()
     qf = coarse_features(query_views, factors)
-    kk = min(k + 1, N)
-    best_lb = torch.full((Q, kk), math.inf, dtype=torch.float64, device=tf.device)
-    best_ix = torch.full((Q, kk), -1, dtype=torch.int64, device=tf.device)
-    for a, lb in _lower_bounds(qf, tf):
-        cand_lb = torch.cat([best_lb, lb], 1)
-        cand_ix = torch.cat([best_ix, torch.arange(a, a + lb.shape[1], device=tf.device).expand(Q, -1)], 1)
-        best_lb, order = torch.topk(cand_lb, kk, dim=1, largest=False, sorted=True)  # O(n), not a full sort
-        best_ix = cand_ix.gather(1, order)
-    lb_np, ix_np = best_lb.cpu().numpy(), best_ix.cpu().numpy()
+    lb_np, ix_np = _shortlists(qf, tf, min(k + 1, N))
     t_bound = time.perf_counter()
 
     qnorm = qf.double().norm(dim=1).cpu().numpy()  # = ‖q‖
@@ -336,8 +359,7 @@ def bounded_search(
         for a in range(0, len(req_g), per_call):
             g = np.asarray(req_g[a : a + per_call])
             qi = np.asarray(req_q[a : a + per_call])
-            v = source.views(g, size=H, depth=D)
-            d = _sq_distances(v, query_views, qi)
+            d = _sq_distances(source.views(g, size=H, depth=D), query_views, qi)
             for i, gi, di in zip(qi.tolist(), g.tolist(), d.cpu().numpy().tolist()):
                 evaluated[i] += 1
                 seen[i].add(gi)
@@ -352,21 +374,8 @@ def bounded_search(
             elif pos[i] >= len(cands[i]):
                 # the shortlist is exhausted but not certified: every sample with LB <= d* is a candidate
                 fallback[i] = True
-                t = thr(out_d[i], i)
-                new_g, new_lb, rest = [], [], math.inf
-                for a, lb in _lower_bounds(qf[i : i + 1], tf):
-                    row_lb = lb[0].cpu().numpy()
-                    sel = row_lb <= t
-                    idx = np.nonzero(sel)[0]
-                    new_g += (idx + a).tolist()
-                    new_lb += row_lb[idx].tolist()
-                    if (~sel).any():
-                        rest = min(rest, float(row_lb[~sel].min()))
-                keep = [(b, g) for b, g in sorted(zip(new_lb, new_g)) if g not in seen[i]]
-                cands[i] = [g for _, g in keep]
-                lbs[i] = [b for b, _ in keep]
+                cands[i], lbs[i], bound[i] = _widened(qf[i : i + 1], tf, thr(out_d[i], i), seen[i])
                 pos[i] = 0
-                bound[i] = rest
                 if not cands[i]:
                     done[i] = certified[i] = True
     t_end = time.perf_counter()

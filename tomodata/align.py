@@ -47,15 +47,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import cv2
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
@@ -63,8 +59,15 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.transform import Rotation
 from skimage.filters import threshold_otsu
 
-from .files import atomic_write, write_text
-from .io import read_volume
+from .aligned_files import (  # the files of aligned volumes; re-exported: align's public API
+    SUMMARY_KEYS,
+    aligned_name,
+    alignment_summary,
+    contact_sheet,
+    load_aligned,
+    save_aligned,
+)
+from .aligned_files import check_volume as _check
 
 __all__ = [
     "align_to_canonical",
@@ -79,6 +82,7 @@ __all__ = [
     "alignment_summary",
     "apply_alignment",
     "contact_sheet",
+    "SUMMARY_KEYS",
 ]
 
 _P = np.eye(3)[::-1]  # (z, y, x) <-> (x, y, z)
@@ -88,23 +92,6 @@ _DENSE_QUANTILES = (0.5, 0.8, 0.9)  # see _canonical_signs
 
 # --------------------------------------------------------------------------------------------
 # checks, bone, moments
-
-
-def _check(volume, spacing_zyx) -> tuple[np.ndarray, np.ndarray]:
-    vol = np.asarray(volume)
-    if vol.ndim != 3 or min(vol.shape) < 2:
-        raise ValueError(f"volume must be a 3-D array [z, y, x] with >= 2 voxels per axis, got shape {vol.shape}")
-    if not (np.issubdtype(vol.dtype, np.integer) or np.issubdtype(vol.dtype, np.floating)):
-        raise ValueError(f"volume must hold real numbers, got dtype {vol.dtype}")
-    if np.issubdtype(vol.dtype, np.floating) and not np.isfinite(vol).all():
-        raise ValueError("volume contains NaN or inf")
-    try:
-        sp = np.asarray(spacing_zyx, dtype=float).reshape(-1)
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing_zyx must be 3 positive numbers (mm, z, y, x), got {spacing_zyx!r}") from None
-    if sp.size != 3 or not np.all(np.isfinite(sp)) or not np.all(sp > 0):
-        raise ValueError(f"spacing_zyx must be 3 positive finite numbers (mm, z, y, x), got {spacing_zyx!r}")
-    return vol, sp
 
 
 def _otsu(vol: np.ndarray) -> float:
@@ -500,18 +487,8 @@ def align_to_canonical(
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(old_threads)
     out = _cast_like(out, vol.dtype)
-    rot_xyz = _P @ rot @ _P
     rec.update(
-        convention="q = R (p - c) = R p + t; p = scan voxel index * spacing (mm), q = canonical mm about the "
-        "output grid centre; R canonical <- scan; rotation_zyx acts on (z, y, x) vectors, "
-        "rotation_xyz on (x, y, z); euler: scipy 'xyz' (extrinsic) angles of rotation_xyz",
-        rotation_zyx=np.round(rot, 8).tolist(),
-        rotation_xyz=np.round(rot_xyz, 8).tolist(),
-        translation_mm_zyx=np.round(-rot @ c, 5).tolist(),
-        centre_mm_zyx=np.round(c, 5).tolist(),
-        euler_xyz_deg=np.round(Rotation.from_matrix(rot_xyz).as_euler("xyz", degrees=True), 4).tolist(),
-        candidate_matrix=np.round(_CANDIDATES[rec["candidate"]], 6).tolist(),
-        eigenvalues_mm2_xyz=np.round(eig, 5).tolist(),
+        _pose_record(rot, c, eig, rec["candidate"]),
         bone_threshold=t_bone,
         support_threshold=float(t_sup),
         background=bg,
@@ -526,6 +503,24 @@ def align_to_canonical(
         simpleitk_version=sitk.Version_VersionString(),
     )
     return out, rec
+
+
+def _pose_record(rot: np.ndarray, c: np.ndarray, eig: np.ndarray, candidate: int) -> dict:
+    """The record's pose keys: rotation (z, y, x and x, y, z order), translation, centre (mm), Euler
+    angles, the candidate's matrix and the moments' eigenvalues (mm², x, y, z)."""
+    rot_xyz = _P @ rot @ _P
+    return dict(
+        convention="q = R (p - c) = R p + t; p = scan voxel index * spacing (mm), q = canonical mm about the "
+        "output grid centre; R canonical <- scan; rotation_zyx acts on (z, y, x) vectors, "
+        "rotation_xyz on (x, y, z); euler: scipy 'xyz' (extrinsic) angles of rotation_xyz",
+        rotation_zyx=np.round(rot, 8).tolist(),
+        rotation_xyz=np.round(rot_xyz, 8).tolist(),
+        translation_mm_zyx=np.round(-rot @ c, 5).tolist(),
+        centre_mm_zyx=np.round(c, 5).tolist(),
+        euler_xyz_deg=np.round(Rotation.from_matrix(rot_xyz).as_euler("xyz", degrees=True), 4).tolist(),
+        candidate_matrix=np.round(_CANDIDATES[candidate], 6).tolist(),
+        eigenvalues_mm2_xyz=np.round(eig, 5).tolist(),
+    )
 
 
 def _with_reference(vol, spacing, img, c, r0, bg, reference, refine, **reg) -> tuple[np.ndarray, dict]:
@@ -569,43 +564,6 @@ def _cast_like(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return out.astype(dtype, copy=False)
 
 
-# --------------------------------------------------------------------------------------------
-# files and pictures
-
-
-def _stem(path: Path) -> Path:
-    name = path.name
-    for suf in (".nii.gz", ".nii"):
-        if name.endswith(suf):
-            return path.with_name(name[: -len(suf)])
-    raise ValueError(f"{path}: the aligned volume is written as NIfTI; give a .nii.gz or .nii path")
-
-
-def aligned_name(path) -> str:
-    """The specimen name of an aligned file: ``A_J.nii.gz`` → ``A_J`` (ids may hold dots)."""
-    return _stem(Path(path)).name
-
-
-#: The keys of an alignment record that the store's species table keeps.
-SUMMARY_KEYS = (
-    "reference",
-    "rotation_zyx",
-    "translation_mm_zyx",
-    "euler_xyz_deg",
-    "candidate",
-    "ncc_before",
-    "ncc_after",
-    "rms_before",
-    "rms_after",
-    "convention",
-    "centre_mm_zyx",
-    "output_shape",
-    "output_spacing_zyx",
-    "background",
-    "scan",
-)
-
-
 def apply_alignment(volume: np.ndarray, spacing_zyx, record: Mapping) -> np.ndarray:
     """The aligned volume of :func:`align_to_canonical` made again from its record (or the species
     table's summary of it): the recorded rotation, centre, grid and background, no registration.
@@ -626,87 +584,3 @@ def apply_alignment(volume: np.ndarray, spacing_zyx, record: Mapping) -> np.ndar
         float(record["background"]),
     )
     return _cast_like(out, vol.dtype)
-
-
-def alignment_summary(record: Mapping | None) -> dict | None:
-    """The species table's copy of an alignment record (None: the specimen was not aligned)."""
-    if not record:
-        return None
-    return {k: record[k] for k in SUMMARY_KEYS if k in record}
-
-
-def save_aligned(path, aligned: np.ndarray, spacing_zyx, record: Mapping | None = None) -> Path:
-    """Write ``aligned[z, y, x]`` as NIfTI (nibabel (x, y, z) array, zooms = spacing in mm, dtype
-    kept, affine = diag(spacing) with the grid centre at 0 mm) and ``record`` as ``<stem>.json``.
-
-    Both files are written atomically; ``tomodata.io.read_volume`` returns the same array and spacing.
-    """
-    path = Path(path)
-    json_path = _stem(path).with_name(_stem(path).name + ".json")
-    vol, sp = _check(aligned, spacing_zyx)
-    data = np.asarray(vol).transpose(2, 1, 0)
-    affine = np.diag([*sp[::-1], 1.0])
-    affine[:3, 3] = -(np.array(data.shape) - 1) / 2.0 * sp[::-1]
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_data_dtype(vol.dtype)
-    img.header.set_zooms(tuple(float(s) for s in sp[::-1]))
-    img.header.set_xyzt_units("mm")
-    atomic_write(path, lambda tmp: nib.save(img, tmp))
-    text = json.dumps(dict(record or {}), indent=1, sort_keys=True)
-    write_text(json_path, text + "\n")
-    return path
-
-
-def load_aligned(path) -> tuple[np.ndarray, tuple[float, float, float], dict]:
-    """``(aligned[z, y, x], spacing_zyx mm, record)`` as written by :func:`save_aligned`."""
-    path = Path(path)
-    vol, sp = read_volume(path)
-    json_path = _stem(path).with_name(_stem(path).name + ".json")
-    record = json.loads(json_path.read_text()) if json_path.exists() else {}
-    return vol, sp, record
-
-
-def _projections(vol: np.ndarray, spacing, px_per_mm: float) -> list[np.ndarray]:
-    """Max-intensity projections, canonical orientation: side (along z; rows y, cols x: dorsal up,
-    snout right), top (along y; rows z, cols x), front (along x; rows y, cols z); each resized (area
-    average) to ``px_per_mm`` and scaled to [0, 1] between its own median and 99.5th percentile."""
-    sp = np.asarray(spacing, float)
-    views = ((vol.max(axis=0), 1, 2), (vol.max(axis=1), 0, 2), (vol.max(axis=2).T, 1, 0))
-    out = []
-    for img, r, col in views:
-        rows, cols = (max(1, round(vol.shape[a] * sp[a] * px_per_mm)) for a in (r, col))
-        img = cv2.resize(img.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
-        lo, hi = np.percentile(img, [50.0, 99.5])
-        out.append(np.clip((img - lo) / max(hi - lo, 1e-12), 0.0, 1.0))
-    return out
-
-
-def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_px: int = 96) -> Path:
-    """PNG grid of specimens (``name -> volume[z, y, x]`` or ``(volume, spacing_zyx)``), ``cols`` per
-    row; each tile is the name above the side | top | front max projections (:func:`_projections`),
-    all at one scale (mm per pixel) so that the largest specimen fills ``panel_px``. Grey, uint8;
-    the image is ``cols·(3·panel_px + 16) + 4`` wide and ``rows·(panel_px + 22) + 4`` high.
-    """
-    items = [(str(k), *(v if isinstance(v, tuple) else (v, (1.0, 1.0, 1.0)))) for k, v in volumes.items()]
-    if not items or cols < 1 or panel_px < 8:
-        raise ValueError("contact_sheet needs at least one volume, cols >= 1 and panel_px >= 8")
-    items = [(k, *_check(v, s)) for k, v, s in items]
-    extent = max(float(np.max(np.array(v.shape) * s)) for _, v, s in items)
-    px_per_mm = panel_px / extent
-    rows = -(-len(items) // cols)
-    tile_w, tile_h, label_h = 3 * panel_px + 16, panel_px + 22, 18
-    sheet = np.zeros((rows * tile_h + 4, cols * tile_w + 4), np.uint8)
-    for i, (name, vol, sp) in enumerate(items):
-        y0, x0 = 4 + (i // cols) * tile_h, 4 + (i % cols) * tile_w
-        cv2.putText(sheet, name[:32], (x0 + 2, y0 + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1, cv2.LINE_AA)
-        for j, img in enumerate(_projections(vol, sp, px_per_mm)):
-            img = (255 * img[:panel_px, :panel_px]).astype(np.uint8)
-            oy = y0 + label_h + (panel_px - img.shape[0]) // 2
-            ox = x0 + j * (panel_px + 4) + (panel_px - img.shape[1]) // 2
-            sheet[oy : oy + img.shape[0], ox : ox + img.shape[1]] = img
-    out = Path(out_png)
-    ok = []
-    atomic_write(out, lambda tmp: ok.append(cv2.imwrite(str(tmp), sheet)))
-    if not ok or not ok[0]:
-        raise ValueError(f"{out}: OpenCV could not write the PNG")
-    return out

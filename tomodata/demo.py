@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .files import atomic_write, write_text
+from .manifest import COLUMNS
 from .phantoms import FIT_RADIUS, skull_volume, species_params
 
 # codec name -> (fourcc, container suffix); all written by opencv-python-headless's FFmpeg
@@ -82,18 +83,9 @@ def demo_splits(n_species: int, *, val: int, test: int = 0) -> list[str]:
     ]
 
 
-DEMO_COLUMNS = (
-    "id",
-    "species",
-    "source",
-    "source_kind",
-    "spacing_mm",
-    "slice_axis",
-    "split",
-    "licence",
-    "sha256",
-    "notes",
-)
+# the manifest columns a demo row fills: the manifest's own, from ``id`` through ``notes`` (the
+# per-row ingest options after them stay empty); their order is the written file's
+DEMO_COLUMNS = COLUMNS[: COLUMNS.index("notes") + 1]
 
 
 def demo_rows(

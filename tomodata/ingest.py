@@ -139,16 +139,7 @@ def cube_specimen(
         vol, crop_record = crop_largest(vol, window, background)
     cube, fit = to_cube(vol, sp, size=size, window=window, background=background, return_fit=True)
     reach, dense = fit.specimen_radius_mm / fit.rho_mm, dense_reach(cube)
-    if dense < DENSE_WARN:
-        msg = (
-            f"{path}: faint material sets this cube's scale: the support (density > {fit.background or 0:g}) "
-            f"reaches {reach:.2f} of the ball but the specimen's denser part (≥ {DENSE_FRACTION:g} of its "
-            f"99.9th percentile) only {dense:.2f}; raise `background` (a table, pillow or noise floor) or "
-            "set `crop: largest` (a separate table or holder) (manifest columns background/crop, "
-            "config data.cube.*, tomo cube --background/--crop)"
-        )
-        warnings.warn(msg, UserWarning, stacklevel=2)
-        caught.append(warnings.WarningMessage(msg, UserWarning, __file__, 0))
+    _warn_if_faint(path, fit, reach, dense, caught)
     source_sha256 = fetch_source_sha256(path)  # a folder, a file, or a detached .nhdr with its data files
     meta = dict(
         source_path=str(path),
@@ -182,6 +173,21 @@ def cube_specimen(
         allow_default_spacing=bool(allow_default_spacing),
     )
     return cube, meta
+
+
+def _warn_if_faint(path, fit, reach: float, dense: float, caught: list) -> None:
+    """Warn (and keep the warning in ``caught``, the record's ``read_notes``) when the specimen's dense
+    part reaches less than :data:`DENSE_WARN` of the ball: faint material then sets the scale."""
+    if dense < DENSE_WARN:
+        msg = (
+            f"{path}: faint material sets this cube's scale: the support (density > {fit.background or 0:g}) "
+            f"reaches {reach:.2f} of the ball but the specimen's denser part (≥ {DENSE_FRACTION:g} of its "
+            f"99.9th percentile) only {dense:.2f}; raise `background` (a table, pillow or noise floor) or "
+            "set `crop: largest` (a separate table or holder) (manifest columns background/crop, "
+            "config data.cube.*, tomo cube --background/--crop)"
+        )
+        warnings.warn(msg, UserWarning, stacklevel=3)
+        caught.append(warnings.WarningMessage(msg, UserWarning, __file__, 0))
 
 
 def save_cube(path, cube: np.ndarray, meta: dict) -> Path:
