@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from .demo import demo_rows
-from .files import sha256_file, write_json
+from .files import write_json
 from .manifest import COLUMNS, load_manifest, parse_spacing, split_sources
 
 __all__ = [
@@ -177,8 +177,7 @@ class ShaCache:
             from . import fetch  # noqa: PLC0415 - kept lazy: the Snakefile imports this module (start-up)
 
             # a detached header's data files are part of the source
-            if hasattr(fetch, "nrrd_data_files"):
-                files += fetch.nrrd_data_files(path)
+            files += fetch.nrrd_data_files(path)
         return [[str(f), f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino] for f in files]
 
     def sha256(self, path: Path) -> str:
@@ -203,9 +202,7 @@ def _source_sha256(path: Path) -> str:
     """The sha256 tomo fetch records for a local source (file, folder, detached NRRD header + data)."""
     from . import fetch  # noqa: PLC0415 - kept lazy: the Snakefile imports this module (start-up)
 
-    if hasattr(fetch, "source_sha256"):
-        return fetch.source_sha256(path)
-    return fetch.tree_sha256(path) if path.is_dir() else sha256_file(path)
+    return fetch.source_sha256(path)
 
 
 def _meta(path) -> dict:
