@@ -1,0 +1,185 @@
+"""Publishable exports of a dataset store: the data, or a recipe to rebuild it, with a dataset card,
+Croissant metadata, checksums, split lists and provenance.
+
+:func:`export_dataset` writes one folder (``OUT``)::
+
+    OUT/README.md              dataset card: YAML front matter (Hugging Face style) + text
+    OUT/croissant.json         Croissant 1.1 JSON-LD (http://mlcommons.org/croissant/1.1)
+    OUT/SHA256SUMS             sha256 of every other file, ``<hex>  <path>``, sorted (``sha256sum -c``)
+    OUT/provenance.json        code version, config, the store's provenance, export time and mode
+    OUT/species.csv            one row per species: split, source, licence, per-array sha256
+    OUT/samples.csv            one row per sample: species, split, sample, view, mirrored, array path
+    OUT/splits/{train,val,test}.txt   species names per split, one per line
+    OUT/recipe/checksums.json  per-species array sha256 (the completion markers) + source checksums
+    OUT/recipe/store_attrs.json the store's root attributes (everything create_store recorded)
+    OUT/recipe/manifest.tsv    the specimen manifest, when one is given
+    OUT/recipe/specimens.tsv   every species with every setting its cube was made with (tomodata.recipe)
+    OUT/recipe/rebuild.sh      fetch → cube (per species, all settings) → store → render → finalize
+    OUT/recipe/config.<ext>    the build config (the file given, else the store's recorded config)
+    OUT/recipe/workflow_config.json  the merged workflow config the store recorded (rebuild.sh passes it on)
+    OUT/recipe/alignment/<id>.json   each aligned specimen's transform (replayed by rebuild.sh)
+    OUT/dataset.zarr/          the store, byte for byte (data exports only)
+
+Two modes:
+
+* **data** (``recipe_only=False``): everything above, with ``dataset.zarr`` copied.
+* **recipe-only** (``recipe_only=True``): no image or volume data; the recipe (manifest, config,
+  store attributes, code version) lets others rebuild the store with ``tomo`` and check their build
+  against ``recipe/checksums.json`` (:func:`verify_rebuild`).
+
+Licence rules (see :func:`classify_licence`), per species of the store's table (``licence`` /
+``source``):
+
+* ``restricted``: the licence says redistribution is not allowed ("no redistribution", "do not
+  redistribute", ...), or names UTCT/DigiMorph, or the source is under digimorph.org. The UTCT
+  "Mammalia" scans of the paper are such data.
+* ``free``: procedural species (``tomodata.phantoms``: licence "procedural (tomodata.phantoms) ..." or
+  a source that starts with "tomodata.phantoms"). Their data are released under **CC0-1.0**.
+* ``open``: a licence text naming a recognised open licence, matched to its SPDX id (CC0, CC BY
+  (-SA/-NC/-ND/-NC-SA/-NC-ND) 2.0-4.0, PDDL, ODC-By, ODbL, public domain, GNU GPL/LGPL/AGPL, MIT, BSD,
+  Apache-2.0, Unlicense: docs/export.md); its terms travel with the data, and non-commercial and
+  no-derivatives conditions are stated in the card.
+* ``unknown``: anything else, including a missing licence: a warning (UnknownLicenceWarning, the
+  card's *Warnings*, ``provenance.json``), never a silent switch to recipe-only.
+
+``recipe_only=None`` (the default) means recipe-only as soon as one species is ``restricted`` or
+``unknown``, and a data export otherwise. A data export of such a store needs an explicit
+``recipe_only=False``: it goes ahead with a :class:`RedistributionWarning`, and the card and the
+Croissant licence then say in capitals that the folder is NOT FOR REDISTRIBUTION (an internal copy
+for people who hold the rights, e.g. a group's own cluster). Recipe files contain no source data;
+they are released under CC0-1.0, the data they rebuild stay under each source's terms.
+
+The export is written into a hidden temporary folder beside ``OUT`` and renamed into place at the
+end, so ``OUT`` is either absent or complete. An existing non-empty ``OUT`` is refused unless
+``overwrite``; even then only an empty folder or an earlier export is replaced.
+
+Croissant has no native Zarr support. The record sets are backed by the CSV tables (``species``,
+``samples``, with a ``splits`` enumeration of ``cr:Split`` values); the store is described as one
+FileObject (its root ``zarr.json``, with sha256) plus one FileSet per species
+(``dataset.zarr/species/<name>/**``, encodingFormat the Zarr v3 specification's URL), and the array
+layout is written into the descriptions. Per-file sha256 of every file are in ``SHA256SUMS``.
+
+The package's parts: :mod:`.licence` (classification, warnings, the export's licence), :mod:`.tables`
+(species.csv, samples.csv), :mod:`.croissant`, :mod:`.card` (README.md), :mod:`.write` (target checks,
+staging folder, recipe and provenance records), :mod:`.check` (:func:`verify_export`,
+:func:`verify_rebuild`), :mod:`.common` (spec id, split names, citation, time, code version).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..store_settings import StoreSettings
+from .card import _card
+from .check import verify_export, verify_rebuild
+from .common import CITATION_BIBTEX, EXPORT_SPEC, _json_text, _now, _resolve_store
+from .common import SPLIT_NAMES as SPLIT_NAMES
+from .common import code_version as code_version
+from .croissant import CROISSANT_VERSION as CROISSANT_VERSION
+from .croissant import URL_PLACEHOLDER as URL_PLACEHOLDER
+from .croissant import ZARR_V3_FORMAT as ZARR_V3_FORMAT
+from .croissant import _croissant
+from .licence import FREE as FREE
+from .licence import OPEN as OPEN
+from .licence import RESTRICTED as RESTRICTED
+from .licence import UNKNOWN as UNKNOWN
+from .licence import (
+    RedistributionWarning,
+    UnknownLicenceWarning,
+    _licence_notes,
+    _licence_summary,
+    classify_licence,
+)
+from .write import (
+    _check_out,
+    _check_volumes,
+    _config_file,
+    _manifest_bytes,
+    _provenance,
+    _put_files,
+    _read_store,
+    _Staging,
+    _summary,
+)
+
+__all__ = [
+    "EXPORT_SPEC",
+    "RedistributionWarning",
+    "classify_licence",
+    "export_dataset",
+    "verify_export",
+    "verify_rebuild",
+    "UnknownLicenceWarning",
+    "CITATION_BIBTEX",
+]
+# also importable from here, as from the former single module (the "X as X" imports above): SPLIT_NAMES,
+# code_version, CROISSANT_VERSION, URL_PLACEHOLDER, ZARR_V3_FORMAT, FREE, OPEN, RESTRICTED, UNKNOWN
+
+
+def export_dataset(
+    store,
+    out_dir,
+    *,
+    manifest=None,
+    config=None,
+    recipe_only: bool | None = None,
+    overwrite: bool = False,
+    volumes: str | None = None,
+) -> dict:
+    """Write a publishable folder for a dataset store (see the module docstring for the layout).
+
+    Args:
+        store: the store (``dataset.zarr``) or a folder holding ``dataset.zarr``. It must validate
+            (:func:`tomodata.store.validate_store`); otherwise ``ValueError`` names the species to rebuild.
+        out_dir: the export folder; written atomically (temporary folder + rename).
+        manifest: optional specimen manifest (.tsv) the store was built from; checked with
+            :func:`tomodata.manifest.load_manifest` (every species of the store must be in it) and copied
+            to ``recipe/manifest.tsv``.
+        config: optional build configuration: a YAML/JSON file (copied as ``recipe/config<suffix>``) or a
+            dict (written as ``recipe/config.json``). Default: the config recorded in the store.
+        recipe_only: ``None``: recipe-only if any species' terms do not clear redistribution, else data;
+            ``True``: recipe-only; ``False``: data (with a :class:`RedistributionWarning` for such species).
+        overwrite: replace an existing non-empty ``out_dir`` (only an earlier export or an empty folder).
+        volumes: ``"nifti"`` or ``"nrrd"``: also each species' canonical volume as ``volumes/<name>.nii.gz``
+            or ``.nrrd`` (:mod:`tomodata.volume_files`: RAS orientation, mm spacing where recorded), for
+            3D Slicer and other viewers; data exports only.
+
+    Returns:
+        a summary dict: ``out``, ``mode`` ("data" / "recipe-only"), ``recipe_only``, ``licence`` (the
+        card's), ``licence_classes`` ({species: class}), ``not_for_redistribution``, ``species``,
+        ``samples``, ``files`` (count), ``bytes``, ``warnings``.
+    """
+    src = _resolve_store(store)
+    out = Path(out_dir)
+    _check_out(out, src, overwrite)
+    attrs, markers = _read_store(src)
+    table = attrs["species"]
+    names = [e["name"] for e in table]
+    classes = {e["name"]: classify_licence(e) for e in table}
+    recipe_only, notes = _licence_notes(classes, recipe_only)  # called here: its warnings name our caller
+    _check_volumes(volumes, recipe_only)
+    manifest_bytes = _manifest_bytes(manifest, names)
+    config_file = _config_file(config, attrs)
+    when = _now()
+    lic = _licence_summary(table, classes, recipe_only)
+    n_total = StoreSettings.from_attrs(attrs).samples_per_species * len(names)
+    mode, has_manifest = ("recipe-only" if recipe_only else "data"), manifest_bytes is not None
+    same: dict[str, Any] = {"recipe_only": recipe_only, "lic": lic, "n_samples_total": n_total}
+
+    stage = _Staging(out)
+    try:
+        notes += _put_files(stage, src, attrs, markers, classes, recipe_only, volumes, manifest_bytes, config_file)
+        prov = _provenance(attrs, src, when.isoformat(), mode, lic, classes, notes, config_file, has_manifest)
+        stage.put("provenance.json", _json_text(prov))
+        doc = _croissant(attrs, stage.files, species_names=names, date=when.date().isoformat(), **same)
+        stage.put("croissant.json", _json_text(doc))
+        # _card is looked up in this module at call time (tests replace tomodata.export._card)
+        card = _card(attrs, classes=classes, files=sorted(stage.files), prov=prov, has_manifest=has_manifest, **same)
+        stage.put("README.md", card)
+        stage.commit(out)
+    except BaseException:
+        stage.discard()
+        raise
+    counts = {"n_species": len(names), "n_samples": n_total}
+    return _summary(out, stage, recipe_only=recipe_only, lic=lic, classes=classes, notes=notes, **counts)

@@ -1,0 +1,333 @@
+"""The export's dataset card ``README.md``: YAML front matter (Hugging Face style), then one section per
+topic: warnings, overview, licence and terms, contents, layout, verify, rebuild, citation, provenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
+from .licence import _CONDITIONS, FREE, RESTRICTED
+
+
+def _size_category(n: int) -> str:
+    """Hugging Face's size category of ``n`` samples ("n<1K", "1K<n<10K", ..., "n>1B")."""
+    bounds = [
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+        (100_000_000, "10M<n<100M"),
+        (1_000_000_000, "100M<n<1B"),
+    ]
+    for b, name in bounds:
+        if n < b:
+            return name
+    return "n>1B"
+
+
+def _conditions_text(table: list[dict], classes: dict) -> list[str]:
+    """Card lines for the conditions of open licences (non-commercial, no derivatives), one per condition."""
+    lines = []
+    for _, cond in _CONDITIONS:
+        names = [e["name"] for e in table if cond in (classes[e["name"]].get("conditions") or [])]
+        if names:
+            ids = ", ".join(sorted({classes[n]["spdx"] for n in names}))
+            lines += [
+                f"> **{cond.split(':')[0].capitalize()}** ({ids}): {', '.join(names)}. "
+                + (
+                    "Data of these species, and anything made from them, may not be used commercially."
+                    if cond.startswith("non-commercial")
+                    else "The licence forbids sharing adaptations; check its terms before publishing data of "
+                    "these species."
+                ),
+                "",
+            ]
+    return lines
+
+
+def _front_matter(*, lic: dict, recipe_only: bool, all_free: bool, n_samples_total: int) -> str:
+    """The YAML front matter (licence, name, task, size, tags), without the ``---`` fences."""
+    front: dict[str, Any] = {"license": lic["hf"]}
+    if lic["name"]:
+        front["license_name"] = lic["name"]
+        front["license_details"] = (
+            "Recipe files: CC0-1.0. The data they rebuild are under each source's terms (see species.csv)."
+            if recipe_only
+            else (
+                "Contains data whose source terms do not permit redistribution. Do not publish or share this folder."
+                if lic["not_for_redistribution"]
+                else "Per-species licences in species.csv."
+            )
+        )
+    front |= {
+        "pretty_name": "Single-image tomography: mammal skull x-rays (rebuild of Henzler et al., EG 2018)",
+        "task_categories": ["image-to-3d"],
+        "size_categories": [_size_category(n_samples_total)],
+        "tags": [
+            "x-ray",
+            "computed-tomography",
+            "tomography",
+            "skull",
+            "mammals",
+            "3d-reconstruction",
+            "single-image-tomography",
+            "zarr",
+            "croissant",
+        ]
+        + (["synthetic"] if all_free else [])
+        + (["recipe-only"] if recipe_only else []),
+        "source_datasets": ["original"] if all_free else ["extended"],
+        "annotations_creators": ["machine-generated"],
+        "viewer": False,
+    }
+    return yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def _notices(*, lic: dict, classes: dict, prov: dict, recipe_only: bool) -> list[str]:
+    """NOT FOR REDISTRIBUTION, the export's warnings, and (recipe-only) why there are no data."""
+    L: list[str] = []
+    if lic["not_for_redistribution"]:
+        L += [
+            "> **NOT FOR REDISTRIBUTION.** This folder contains data from sources whose terms do not permit "
+            "redistribution (" + ", ".join(lic["blocked"]) + "). It was exported with an explicit "
+            "`recipe_only=False` for people who already hold the rights. Do not publish or share it.",
+            "",
+        ]
+    notes = (prov.get("export") or {}).get("warnings") or []
+    if notes:
+        L += ["## Warnings", ""] + [f"- {n}" for n in notes] + [""]
+    if recipe_only and lic["restricted"]:
+        L += [
+            "> **Redistribution is not allowed** for the source scans of "
+            + ", ".join(lic["restricted"])
+            + " (terms: "
+            + "; ".join(sorted({classes[n]["label"] for n in lic["restricted"]}))
+            + "). This export therefore holds no data: "
+            "it is a recipe to rebuild the dataset from the original sources, which you must obtain "
+            "yourself under their terms.",
+            "",
+        ]
+    return L
+
+
+def _overview(attrs: dict, *, prov: dict, recipe_only: bool, n_samples_total: int) -> list[str]:
+    """The paragraph on the dataset and its key figures (mode, species, samples, images, volumes, views)."""
+    table = attrs["species"]
+    splits = attrs.get("splits") or {}
+    mode = "recipe-only" if recipe_only else "data"
+    return [
+        f"A dataset in the style of Henzler et al., *Single-image Tomography: 3D Volumes from 2D Cranial X-Rays* "
+        f"(Computer Graphics Forum 37(2), Eurographics 2018), built with the `tomodata` code "
+        f"(version {prov['code_version']['tomodata']}"
+        + (f", commit {prov['code_version']['git_commit'][:12]}" if prov["code_version"].get("git_commit") else "")
+        + ").",
+        "",
+        f"* export mode: **{mode}**",
+        f"* species: {len(table)} ({', '.join(f'{s}: {len(splits.get(s, []))}' for s in SPLIT_NAMES)}); "
+        "splits hold out whole species",
+        f"* samples: {attrs['samples_per_species']} per species ({attrs['n_views']} views, each also mirrored), "
+        f"{n_samples_total} in all",
+        f"* images: {attrs['image_size']}×{attrs['image_size']}, {attrs['encoding']['images']['dtype']} "
+        f"({attrs['encoding']['images']['decode']}); orthographic Beer–Lambert x-rays, χ = {attrs['chi']}, "
+        f"{attrs['steps']} samples per ray",
+        f"* volumes: {attrs['volume_size']}³ float32 linear density in [0, 1], one per species",
+        f"* views: `{attrs['view_scheme']['name']}` seed {attrs['view_scheme']['seed']} "
+        f"(`{attrs['view_scheme'].get('function', 'tomodata.views.hemisphere_views')}`)",
+        "",
+    ]
+
+
+def _licence_section(table: list[dict], *, lic: dict, classes: dict, recipe_only: bool, all_free: bool) -> list[str]:
+    """## Licence and terms: what the export's licence covers, one table row per species, the conditions."""
+    L = ["## Licence and terms", ""]
+    if recipe_only and lic["blocked"]:
+        L += [
+            "The recipe files in this folder (tables, checksums, configuration) are released under CC0-1.0. "
+            "They contain no data from the sources. The data you rebuild from them stay under each source's "
+            "terms, listed below; where a source does not permit redistribution, neither does the rebuilt "
+            "dataset.",
+            "",
+        ]
+    elif recipe_only:
+        L += ["The recipe files are released under CC0-1.0; the data they rebuild are under the licences below.", ""]
+    elif all_free:
+        L += [
+            "All species are procedural (generated by `tomodata.phantoms`, no scanned specimen): the data are "
+            "released under **CC0-1.0** (public domain dedication). The code that made them is BSD-3-Clause.",
+            "",
+        ]
+    elif not lic["blocked"]:
+        L += ["The data of each species are under the licence of its source, listed below.", ""]
+    L += ["| species | split | licence | class | redistribution |", "|---|---|---|---|---|"]
+    for e in table:
+        c = classes[e["name"]]
+        allowed = "allowed" if c["redistribution"] else "NOT allowed" if c["class"] == RESTRICTED else "not cleared"
+        L.append(f"| {e['name']} | {e['split']} | {c['label']} | {c['class']} | {allowed} |")
+    return L + [""] + _conditions_text(table, classes)
+
+
+def _contents(files: list[str], *, recipe_only: bool, has_manifest: bool) -> list[str]:
+    """## Contents: one table row per file (or kind of file) of the export."""
+    L = [
+        "## Contents",
+        "",
+        "| path | what |",
+        "|---|---|",
+        "| `README.md` | this card |",
+        "| `croissant.json` | Croissant 1.1 metadata (record sets backed by the CSV tables) |",
+        "| `SHA256SUMS` | sha256 of every other file (`sha256sum -c SHA256SUMS`) |",
+        "| `provenance.json` | code version, configuration, the store's provenance, export time |",
+        "| `species.csv` | one row per species, with the sha256 of each of its arrays |",
+        "| `samples.csv` | one row per sample: species, split, sample, view, mirrored, image array |",
+        "| `splits/*.txt` | species per split |",
+        "| `recipe/checksums.json` | per-species array sha256 (completion markers) and source checksums |",
+        "| `recipe/store_attrs.json` | the store's root attributes (all rendering settings, species table) |",
+    ]
+    if has_manifest:
+        L.append("| `recipe/manifest.tsv` | the specimen manifest (`docs/manifest.md`) |")
+    cfg = [f for f in files if f.startswith("recipe/config")]
+    if cfg:
+        L.append(f"| `{cfg[0]}` | the build configuration |")
+    recipe_rows = {
+        "recipe/specimens.tsv": "every species with every setting its cube was made with",
+        "recipe/rebuild.sh": "the commands that rebuild the store (section Rebuild)",
+        "recipe/workflow_config.json": "the merged workflow config the store recorded",
+    }
+    L += [f"| `{f}` | {what} |" for f, what in recipe_rows.items() if f in files]
+    if any(f.startswith("recipe/alignment/") for f in files):
+        L.append("| `recipe/alignment/*.json` | each aligned specimen's transform (replayed by rebuild.sh) |")
+    if not recipe_only:
+        L.append("| `dataset.zarr/` | the Zarr v3 store (layout below) |")
+    return L
+
+
+def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
+    """## Layout: the store's arrays (shapes, dtypes) and a few lines of Python that read a sample."""
+    first = attrs["species"][0]["name"]
+    return [
+        "",
+        "## Layout" + (" (of the store you rebuild)" if recipe_only else ""),
+        "",
+        "```",
+        "dataset.zarr/zarr.json                  root attributes: everything needed to use the data",
+        "dataset.zarr/species/<name>/zarr.json   status + completion marker (sha256 of every array)",
+        "dataset.zarr/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm or the cube's units)",
+        f"dataset.zarr/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
+        "density, vol[z, y, x]; volume/1 its 2x2x2 mean",
+        f"dataset.zarr/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",
+        f"dataset.zarr/species/<name>/mirrored   ({attrs['samples_per_species']},) bool     sample 2i+1 is mirrored",
+        f"dataset.zarr/species/<name>/views      ({attrs['samples_per_species']},) int32    view of each sample",
+        f"dataset.zarr/species/<name>/images     ({attrs['samples_per_species']}, {attrs['image_size']}, "
+        f"{attrs['image_size']}) {attrs['encoding']['images']['dtype']}",
+        "```",
+        "",
+        "```python",
+        "import zarr",
+        'g = zarr.open_group("dataset.zarr", mode="r", use_consolidated=False)',
+        f'img = g["species/{first}/images"][5] / 65535.0   # sample 5 = view 2, mirrored',
+        f'R = g["species/{first}/rotations"][2]            # camera -> volume',
+        "```",
+        "",
+    ]
+
+
+def _verify(*, recipe_only: bool) -> list[str]:
+    """## Verify: the commands that check the folder (and, for data, the store)."""
+    L = [
+        "## Verify",
+        "",
+        "```bash",
+        "sha256sum -c SHA256SUMS                 # every file",
+        "python -c 'from tomodata.export import verify_export; print(verify_export(\".\"))'",
+    ]
+    if not recipe_only:
+        L.append("tomo validate dataset.zarr               # every array against its completion marker")
+    return L + ["```", ""]
+
+
+def _rebuild(attrs: dict) -> list[str]:
+    """## Rebuild: ``tomo build-demo`` with the recorded arguments, or ``recipe/rebuild.sh``; then the check."""
+    L = ["## Rebuild", ""]
+    cmd = (attrs.get("provenance", {}).get("config") or {}).get("command")
+    L += [
+        "Install the `tomodata` code at the version in `provenance.json` (`code_version`), then:",
+        "",
+    ]
+    rebuilt = "rebuilt" if cmd == "tomo build-demo" else "rebuilt.zarr"
+    if cmd == "tomo build-demo":
+        args = attrs["provenance"]["config"].get("args", {})
+        opts = " ".join(
+            f"--{k.replace('_', '-')} {args[k]}"
+            for k in ("species", "held_out", "views", "size", "steps", "volume_size", "chi", "seed")
+            if k in args
+        )
+        L += ["```bash", f"tomo build-demo -o rebuilt {opts} --backend cpu", "```", ""]
+    else:
+        L += [
+            "`recipe/specimens.tsv` lists every species with every setting its cube was made with (spacing, "
+            "slice axis, orientation, window, background, crop, source checksum); `recipe/rebuild.sh` fetches "
+            "the sources (checking their sha256), makes each cube with those settings, cube size and content "
+            "key, and the store with the recorded settings and workflow config. Local sources (rows whose "
+            "`notes` say `local:`) must be supplied at the path given, or the row edited; the script names every "
+            "missing one before it starts. `BACKEND=cuda` renders on the GPU (default: cpu).",
+            "",
+            "```bash",
+            "bash recipe/rebuild.sh rebuilt.zarr      "
+            "# tomo fetch, tomo cube per species, store-create, render, finalize",
+            "```",
+            "",
+        ]
+    return L + [
+        "Then compare with the recorded checksums: "
+        f'`python -c \'from tomodata.export import verify_rebuild; print(verify_rebuild("{rebuilt}", "."))\'`. '
+        "Volumes, rotations, mirror flags and view indices must match bit for bit. Images match bit for bit "
+        "when rendered with the same backend on the same kind of machine; the CUDA and CPU renderers agree "
+        "within 1 uint16 step (float32 rounding), so a build on the other backend can differ in "
+        "`images_sha256` only.",
+        "",
+    ]
+
+
+def _citation_and_provenance(attrs: dict, prov: dict) -> list[str]:
+    """## Citation (BibTeX of the paper) and ## Provenance (export time, store generator)."""
+    return ["## Citation", "", "```bibtex", CITATION_BIBTEX, "```", ""] + [
+        "## Provenance",
+        "",
+        f"Exported {prov['exported_at']} by `tomodata.export.export_dataset` ({EXPORT_SPEC}); store built by "
+        f"`{attrs.get('provenance', {}).get('generator', 'tomodata')}` "
+        f"(code {attrs.get('provenance', {}).get('code_version')})."
+        " See `provenance.json`.",
+        "",
+    ]
+
+
+def _card(
+    attrs: dict,
+    *,
+    recipe_only: bool,
+    lic: dict,
+    classes: dict,
+    files: list[str],
+    prov: dict,
+    n_samples_total: int,
+    has_manifest: bool,
+) -> str:
+    """The dataset card's text. ``lic``: :func:`tomodata.export.licence._licence_summary`'s; ``classes``:
+    {species: :func:`classify_licence`}; ``files``: the export's paths written so far, sorted; ``prov``:
+    provenance.json's content."""
+    table = attrs["species"]
+    all_free = all(c["class"] == FREE for c in classes.values())
+    fm = _front_matter(lic=lic, recipe_only=recipe_only, all_free=all_free, n_samples_total=n_samples_total)
+    L = ["---", fm.rstrip("\n"), "---", "", "# Single-image tomography: x-rays of mammal skulls", ""]
+    L += _notices(lic=lic, classes=classes, prov=prov, recipe_only=recipe_only)
+    L += _overview(attrs, prov=prov, recipe_only=recipe_only, n_samples_total=n_samples_total)
+    L += _licence_section(table, lic=lic, classes=classes, recipe_only=recipe_only, all_free=all_free)
+    L += _contents(files, recipe_only=recipe_only, has_manifest=has_manifest)
+    L += _layout(attrs, recipe_only=recipe_only)
+    L += _verify(recipe_only=recipe_only)
+    L += _rebuild(attrs)
+    L += _citation_and_provenance(attrs, prov)
+    return "\n".join(L)

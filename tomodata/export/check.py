@@ -1,0 +1,143 @@
+"""Checks of an export: :func:`verify_export` (the folder is intact) and :func:`verify_rebuild` (a store
+rebuilt from the recipe matches the recorded checksums)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from ..files import sha256_file
+from ..store import validate_store
+from .common import _resolve_store
+
+
+def _read_sums(path: Path) -> tuple[dict[str, str], list[str]]:
+    """SHA256SUMS as {path: sha256 hex}, and its malformed or unsafe lines."""
+    sums, problems = {}, []
+    for k, line in enumerate(path.read_text().splitlines(), 1):
+        m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
+        if not m:
+            problems.append(f"SHA256SUMS line {k} is malformed: {line[:80]!r}")
+            continue
+        rel = m.group(2)
+        if rel.startswith("/") or ".." in rel.split("/") or "\\" in rel:
+            problems.append(f"SHA256SUMS line {k} names an unsafe path {rel!r}")
+            continue
+        sums[rel] = m.group(1)
+    return sums, problems
+
+
+def _file_problems(root: Path, sums: dict[str, str]) -> list[str]:
+    """Files missing from, or not listed in, SHA256SUMS; symbolic links; files whose sha256 differs."""
+    problems = []
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+    on_disk.discard("SHA256SUMS")
+    for rel in sorted(set(sums) - on_disk):
+        problems.append(f"{rel}: listed in SHA256SUMS but missing")
+    for rel in sorted(on_disk - set(sums)):
+        problems.append(f"{rel}: not listed in SHA256SUMS")
+    for rel in sorted(set(sums) & on_disk):
+        p = root / rel
+        if p.is_symlink():
+            problems.append(f"{rel}: is a symbolic link")
+        elif sha256_file(p) != sums[rel]:
+            problems.append(f"{rel}: sha256 does not match SHA256SUMS (modified or corrupt)")
+    return problems
+
+
+def _croissant_problems(root: Path, sums: dict[str, str]) -> list[str]:
+    """croissant.json unreadable, or a FileObject's sha256 that disagrees with SHA256SUMS."""
+    problems = []
+    try:
+        cr = json.loads((root / "croissant.json").read_text())
+        for d in cr.get("distribution", []):
+            if d.get("@type") == "cr:FileObject" and sums.get(d.get("contentUrl")) not in (None, d.get("sha256")):
+                problems.append(f"croissant.json: sha256 of {d.get('contentUrl')} disagrees with SHA256SUMS")
+    except (OSError, ValueError) as e:
+        problems.append(f"croissant.json is missing or not JSON ({type(e).__name__}: {e})")
+    return problems
+
+
+def _store_problems(root: Path) -> list[str]:
+    """A data export's ``dataset.zarr``: validation errors, species to rebuild, arrays that disagree with
+    ``recipe/checksums.json``."""
+    store = root / "dataset.zarr"
+    report = validate_store(store)
+    problems = [f"dataset.zarr: {e}" for e in report.errors]
+    if report.species_to_rebuild:
+        problems.append(f"dataset.zarr: species to rebuild: {report.species_to_rebuild}")
+    try:
+        recorded = json.loads((root / "recipe" / "checksums.json").read_text())["species"]
+        for n, sums_n in report.checksums.items():
+            if recorded.get(n, {}).get("arrays_sha256") != sums_n:
+                problems.append(f"dataset.zarr: species {n!r} arrays disagree with recipe/checksums.json")
+    except (OSError, ValueError, KeyError) as e:
+        problems.append(f"recipe/checksums.json is missing or unreadable ({type(e).__name__}: {e})")
+    return problems
+
+
+def verify_export(out_dir) -> list[str]:
+    """Problems with an export (empty list: it is intact).
+
+    Checks that ``SHA256SUMS`` lists every file and each file's sha256, that ``provenance.json`` and
+    ``croissant.json`` parse and agree with the files, and, for a data export, validates
+    ``dataset.zarr`` with :func:`tomodata.store.validate_store` and compares its array checksums with
+    ``recipe/checksums.json``.
+    """
+    root = Path(out_dir)
+    if not root.is_dir():
+        return [f"{root} is not a folder"]
+    sums_path = root / "SHA256SUMS"
+    if not sums_path.is_file():
+        return [f"{root} has no SHA256SUMS"]
+    sums, problems = _read_sums(sums_path)
+    problems += _file_problems(root, sums)
+    try:
+        prov = json.loads((root / "provenance.json").read_text())
+        mode = prov["export"]["mode"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return problems + [f"provenance.json is missing or unreadable ({type(e).__name__}: {e})"]
+    problems += _croissant_problems(root, sums)
+    if mode == "data":
+        problems += _store_problems(root)
+    elif mode != "recipe-only":
+        problems.append(f"provenance.json: unknown export mode {mode!r}")
+    return problems
+
+
+def verify_rebuild(store, out_dir, *, images: str = "exact") -> list[str]:
+    """Compare a rebuilt store with an export's ``recipe/checksums.json`` (empty list: it matches).
+
+    The rebuilt store must validate and hold the same species with the same splits; every array's
+    sha256 must equal the recorded one. ``images="skip"`` leaves out the images' sha256 (for a build
+    with the other renderer backend, whose images may differ by 1 uint16 step).
+    """
+    if images not in ("exact", "skip"):
+        raise ValueError(f"images must be 'exact' or 'skip', got {images!r}")
+    root = Path(out_dir)
+    recorded = json.loads((root / "recipe" / "checksums.json").read_text())["species"]
+    src = _resolve_store(store)
+    report = validate_store(src)
+    problems = [f"rebuilt store: {e}" for e in report.errors]
+    attrs: dict[str, Any] = zarr.open_group(str(src), mode="r", use_consolidated=False, zarr_format=3).attrs.asdict()
+    splits = {e["name"]: e["split"] for e in attrs.get("species", [])}
+    for n in sorted(set(recorded) - set(splits)):
+        problems.append(f"species {n!r} is missing from the rebuilt store")
+    for n in sorted(set(splits) - set(recorded)):
+        problems.append(f"species {n!r} is not in the recipe")
+    for n in sorted(set(recorded) & set(splits)):
+        if splits[n] != recorded[n]["split"]:
+            problems.append(f"species {n!r}: split {splits[n]!r}, the recipe says {recorded[n]['split']!r}")
+        got = report.checksums.get(n)
+        if got is None:
+            continue
+        for a, want in (recorded[n].get("arrays_sha256") or {}).items():
+            if a == "images" and images == "skip":
+                continue
+            if got.get(a) != want:
+                problems.append(f"species {n!r}: array {a} sha256 differs from the recipe")
+    return problems

@@ -1,0 +1,78 @@
+"""What every part of an export shares: the spec id, split names, array names, safe paths, the citation,
+the export time, the code version and the JSON text convention."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+
+EXPORT_SPEC = "tomo-export/1"
+SPLIT_NAMES = ("train", "val", "test")
+_ARRAYS = ("volume", "rotations", "mirrored", "views", "images")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
+
+CITATION_BIBTEX = """@article{henzler2018singleimage,
+  title     = {Single-image Tomography: 3D Volumes from 2D Cranial X-Rays},
+  author    = {Henzler, Philipp and Rasche, Volker and Ropinski, Timo and Ritschel, Tobias},
+  journal   = {Computer Graphics Forum},
+  volume    = {37},
+  number    = {2},
+  pages     = {377--388},
+  year      = {2018},
+  publisher = {The Eurographics Association and John Wiley \\& Sons Ltd.},
+  doi       = {10.1111/cgf.13369}
+}"""
+
+
+def _now() -> _dt.datetime:
+    """Export time (UTC); ``SOURCE_DATE_EPOCH`` pins it for reproducible exports."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.strip().isdigit():
+        return _dt.datetime.fromtimestamp(int(epoch), tz=_dt.UTC)
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0)
+
+
+def _json_text(obj) -> str:
+    """The export's JSON files: indent 2, keys in insertion order, UTF-8 text, no NaN, final newline."""
+    return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def code_version() -> dict:
+    """tomodata's version and, when run from a git checkout, its commit and whether it is dirty."""
+    info: dict[str, Any] = {"tomodata": __version__, "git_commit": None, "git_dirty": None}
+    root = Path(__file__).resolve().parents[2]  # tomodata/export/common.py -> the checkout
+    if not (root / ".git").exists():
+        return info
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        info["git_commit"] = commit or None
+        info["git_dirty"] = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _resolve_store(store) -> Path:
+    """The store's folder: ``store`` itself, or ``store/dataset.zarr`` (a ``build-demo`` output folder)."""
+    p = Path(store)
+    if (p / "zarr.json").is_file():
+        return p
+    if (p / "dataset.zarr" / "zarr.json").is_file():
+        return p / "dataset.zarr"
+    raise FileNotFoundError(f"{store} is not a dataset store (no zarr.json in it or in {p / 'dataset.zarr'})")

@@ -1,0 +1,369 @@
+"""The export's Croissant 1.1 JSON-LD (http://mlcommons.org/croissant/1.1): the dataset's description,
+its files (FileObjects with sha256; one FileSet per species' Zarr group) and three record sets backed by
+the CSV tables: ``splits`` (cr:Split values), ``species`` and ``samples``.
+
+Croissant has no native Zarr support: the array layout is written into the descriptions.
+"""
+
+from __future__ import annotations
+
+from .. import __version__
+from .common import _ARRAYS, CITATION_BIBTEX, SPLIT_NAMES
+
+CROISSANT_VERSION = "http://mlcommons.org/croissant/1.1"
+URL_PLACEHOLDER = "https://example.org/REPLACE-WITH-THE-DATASET-URL"
+ZARR_V3_FORMAT = "https://zarr-specs.readthedocs.io/en/latest/v3/core/index.html"
+_SPLIT_URLS = {"train": "cr:TrainingSplit", "val": "cr:ValidationSplit", "test": "cr:TestSplit"}
+
+_CROISSANT_CONTEXT = {
+    "@language": "en",
+    "@vocab": "https://schema.org/",
+    "arrayShape": "cr:arrayShape",
+    "citeAs": "cr:citeAs",
+    "column": "cr:column",
+    "conformsTo": "dct:conformsTo",
+    "containedIn": "cr:containedIn",
+    "cr": "http://mlcommons.org/croissant/",
+    "rai": "http://mlcommons.org/croissant/RAI/",
+    "data": {"@id": "cr:data", "@type": "@json"},
+    "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
+    "dct": "http://purl.org/dc/terms/",
+    "description": {"@container": "@language"},
+    "equivalentProperty": "cr:equivalentProperty",
+    "examples": {"@id": "cr:examples", "@type": "@json"},
+    "extract": "cr:extract",
+    "field": "cr:field",
+    "fileProperty": "cr:fileProperty",
+    "fileObject": "cr:fileObject",
+    "fileSet": "cr:fileSet",
+    "format": "cr:format",
+    "includes": "cr:includes",
+    "isArray": "cr:isArray",
+    "isLiveDataset": "cr:isLiveDataset",
+    "jsonPath": "cr:jsonPath",
+    "key": "cr:key",
+    "md5": "cr:md5",
+    "name": {"@container": "@language"},
+    "parentField": "cr:parentField",
+    "path": "cr:path",
+    "recordSet": "cr:recordSet",
+    "references": "cr:references",
+    "regex": "cr:regex",
+    "repeated": "cr:repeated",
+    "replace": "cr:replace",
+    "samplingRate": "cr:samplingRate",
+    "sc": "https://schema.org/",
+    "separator": "cr:separator",
+    "source": "cr:source",
+    "subField": "cr:subField",
+    "transform": "cr:transform",
+}
+
+
+def _field(rs: str, name: str, dtype: str, desc: str, file_id: str, *, references: str | None = None) -> dict:
+    """A cr:Field ``<rs>/<name>`` read from column ``name`` of the CSV FileObject ``file_id``."""
+    f = {
+        "@type": "cr:Field",
+        "@id": f"{rs}/{name}",
+        "name": name,
+        "description": desc,
+        "dataType": dtype,
+        "source": {"fileObject": {"@id": file_id}, "extract": {"column": name}},
+    }
+    if references:
+        f["references"] = {"field": {"@id": references}}
+    return f
+
+
+def _array_layout_text(attrs: dict) -> str:
+    """Each array's shape, dtype, chunks (shards) and quantity, as one line of text."""
+    lay = attrs["layout"]["arrays"]
+    parts = []
+    for a in _ARRAYS:
+        d = lay[a]
+        shards = f", shards {d['shards']}" if d.get("shards") else ""
+        parts.append(
+            f"{a} {tuple(d['shape'])} {d['dtype']} (chunks {d['chunks']}{shards}; {attrs['encoding'][a]['quantity']})"
+        )
+    return "; ".join(parts)
+
+
+def _description(attrs: dict, *, recipe_only: bool, species_names: list[str], n_samples_total: int) -> str:
+    """The dataset's description: rendering settings, sample counts, the arrays' layout, image decoding."""
+    enc = attrs["encoding"]["images"]
+    layout = _array_layout_text(attrs)
+    data_note = (
+        "This is a recipe-only export: no image or volume data are included (the sources' terms do not "
+        "clear redistribution); the recipe files let you rebuild the Zarr store with the tomodata code "
+        "and check it against recipe/checksums.json. The samples table lists the samples the rebuilt "
+        "store holds, at the array paths given."
+        if recipe_only
+        else "The data are in the Zarr v3 store dataset.zarr (sharded, zstd), described below as one FileSet "
+        "per species."
+    )
+    return (
+        f"{attrs.get('title', 'Single-image tomography dataset')}. Orthographic Beer-Lambert x-rays of "
+        f"{len(species_names)} skull volumes (chi = {attrs['chi']}, {attrs['steps']} samples per ray, "
+        f"{attrs['image_size']}x{attrs['image_size']} pixels) from {attrs['n_views']} views per species on the "
+        f"+z hemisphere ({attrs['view_scheme']['name']}, seed {attrs['view_scheme']['seed']}), each also mirrored: "
+        f"{attrs['samples_per_species']} samples per species, {n_samples_total} in all, with the "
+        f"{attrs['volume_size']}^3 density volume of each species. Splits hold out whole species. "
+        f"{data_note} Per species the store holds species/<name>/ with the arrays: {layout}. Sample 2i is "
+        f"view i, sample 2i+1 its mirror (image rows reversed). Image values: {enc['decode']}. View-aligned "
+        "volumes are not stored; they are derived from volume and rotations (tomodata.render.view_volumes). "
+        "Geometry conventions are in the store's root attributes (geometry) and recipe/store_attrs.json."
+    )
+
+
+def _file_object(files: dict[str, str], path: str, fmt: str, desc: str) -> dict:
+    """A cr:FileObject for an export file; ``files`` maps each path to its sha256."""
+    return {
+        "@type": "cr:FileObject",
+        "@id": path,
+        "name": path,
+        "description": desc,
+        "contentUrl": path,
+        "encodingFormat": fmt,
+        "sha256": files[path],
+    }
+
+
+def _recipe_file_objects(files: dict[str, str]) -> list[dict]:
+    """The FileObjects of ``recipe/*``, sorted by path; the format follows the file's suffix."""
+    out = []
+    for path in sorted(p for p in files if p.startswith("recipe/")):
+        fmt = (
+            "text/tab-separated-values"
+            if path.endswith(".tsv")
+            else "application/json"
+            if path.endswith(".json")
+            else "application/yaml"
+            if path.endswith((".yaml", ".yml"))
+            else "text/plain"
+        )
+        what = {
+            "recipe/checksums.json": "per-species sha256 of every array (completion markers) and source checksums",
+            "recipe/store_attrs.json": (
+                "the store's root attributes (rendering constants, view scheme, species table)"
+            ),
+            "recipe/manifest.tsv": "the specimen manifest (sources, spacing, split, licence, sha256)",
+        }.get(path, "the build configuration")
+        out.append(_file_object(files, path, fmt, "Recipe file: " + what))
+    return out
+
+
+def _zarr_file_sets(species_names: list[str], layout: str) -> list[dict]:
+    """One cr:FileSet per species: the files of its Zarr group ``dataset.zarr/species/<name>/**``."""
+    return [
+        {
+            "@type": "cr:FileSet",
+            "@id": f"zarr/{n}",
+            "name": f"zarr/{n}",
+            "description": (
+                f"Zarr v3 group species/{n} (metadata zarr.json files, chunk and shard files) with the "
+                f"arrays {layout}. sha256 of every file: SHA256SUMS; of every decoded array: "
+                "species.csv."
+            ),
+            "encodingFormat": ZARR_V3_FORMAT,
+            "includes": f"dataset.zarr/species/{n}/**",
+        }
+        for n in species_names
+    ]
+
+
+def _distribution(files: dict[str, str], *, recipe_only: bool, species_names: list[str], layout: str) -> list[dict]:
+    """The export's files: tables, provenance, recipe, split lists and (data exports) the Zarr store."""
+    dist = [
+        _file_object(
+            files,
+            "species.csv",
+            "text/csv",
+            "One row per species: split, source, licence, per-array sha256 of the data.",
+        ),
+        _file_object(
+            files,
+            "samples.csv",
+            "text/csv",
+            "One row per sample: species, split, sample index, view, mirrored, image array.",
+        ),
+        _file_object(
+            files, "provenance.json", "application/json", "Code version, build config, store provenance, export time."
+        ),
+    ]
+    dist += _recipe_file_objects(files)
+    for s in SPLIT_NAMES:
+        desc = f"Species of the {s} split, one name per line."
+        dist.append(_file_object(files, f"splits/{s}.txt", "text/plain", desc))
+    if not recipe_only:
+        dist.append(
+            _file_object(
+                files,
+                "dataset.zarr/zarr.json",
+                "application/json",
+                "Root metadata of the Zarr v3 store: all dataset attributes (spec_version tomo-dataset/1).",
+            )
+        )
+        dist += _zarr_file_sets(species_names, layout)
+    return dist
+
+
+def _splits_record_set() -> dict:
+    """Record set ``splits``: the split names and their cr:Split types (inline data)."""
+    return {
+        "@type": "cr:RecordSet",
+        "@id": "splits",
+        "name": "splits",
+        "description": "The dataset's splits (whole species are held out).",
+        "dataType": "cr:Split",
+        "key": {"@id": "splits/name"},
+        "field": [
+            {
+                "@type": "cr:Field",
+                "@id": "splits/name",
+                "name": "name",
+                "dataType": "sc:Text",
+                "description": "Split name as used in the tables.",
+            },
+            {
+                "@type": "cr:Field",
+                "@id": "splits/url",
+                "name": "url",
+                "dataType": "sc:URL",
+                "description": "Croissant split type.",
+            },
+        ],
+        "data": [{"splits/name": s, "splits/url": _SPLIT_URLS[s]} for s in SPLIT_NAMES],
+    }
+
+
+def _species_record_set() -> dict:
+    """Record set ``species``: one record per row of species.csv."""
+    sp = "species"
+    return {
+        "@type": "cr:RecordSet",
+        "@id": sp,
+        "name": sp,
+        "description": "The species table: one record per species (one specimen each).",
+        "key": {"@id": f"{sp}/name"},
+        "field": [
+            _field(sp, "name", "sc:Text", "Species name in the store (species/<name>).", "species.csv"),
+            _field(sp, "split", "sc:Text", "train, val or test.", "species.csv", references="splits/name"),
+            _field(sp, "taxon", "sc:Text", "Species name as text, where known.", "species.csv"),
+            _field(sp, "source", "sc:Text", "Where the CT scan (or generator) comes from.", "species.csv"),
+            _field(sp, "source_checksum", "sc:Text", "Checksum of the source.", "species.csv"),
+            _field(sp, "licence", "sc:Text", "Terms of use of the source.", "species.csv"),
+            _field(
+                sp, "licence_class", "sc:Text", "free, open, restricted or unknown (tomodata.export).", "species.csv"
+            ),
+            _field(
+                sp, "redistribution", "sc:Boolean", "Whether the source's terms permit redistribution.", "species.csv"
+            ),
+            _field(sp, "original_shape_zyx", "sc:Text", "Shape of the source scan, z y x.", "species.csv"),
+            _field(sp, "spacing_mm_zyx", "sc:Text", "Voxel spacing of the source scan in mm, z y x.", "species.csv"),
+            _field(sp, "n_samples", "sc:Integer", "Samples of the species (2 per view).", "species.csv"),
+            _field(sp, "group", "sc:Text", "Path of the species' Zarr group in the export.", "species.csv"),
+        ]
+        + [
+            _field(
+                sp,
+                f"{a}_sha256",
+                "sc:Text",
+                f"sha256 of the decoded array {a} (see store attribute checksums).",
+                "species.csv",
+            )
+            for a in _ARRAYS
+        ],
+    }
+
+
+def _samples_record_set(attrs: dict) -> dict:
+    """Record set ``samples``: one record per row of samples.csv (an x-ray and its view)."""
+    enc = attrs["encoding"]["images"]
+    sm = "samples"
+    return {
+        "@type": "cr:RecordSet",
+        "@id": sm,
+        "name": sm,
+        "description": (
+            "One record per sample (an x-ray and its view). The image is images_array[sample] of the Zarr store: "
+            f"({attrs['image_size']}, {attrs['image_size']}) {enc['dtype']}, {enc['decode']}; the camera rotation "
+            "is rotations[view] of the same species group, the density volume its volume array."
+        ),
+        "key": {"@id": f"{sm}/sample_id"},
+        "field": [
+            _field(sm, "sample_id", "sc:Text", "<species>/<sample>.", "samples.csv"),
+            _field(sm, "species", "sc:Text", "Species name.", "samples.csv", references="species/name"),
+            _field(
+                sm,
+                "split",
+                "sc:Text",
+                "train, val or test (the species' split).",
+                "samples.csv",
+                references="splits/name",
+            ),
+            _field(
+                sm,
+                "sample",
+                "sc:Integer",
+                "Sample index within the species: index along axis 0 of images.",
+                "samples.csv",
+            ),
+            _field(sm, "view", "sc:Integer", "View index (= sample // 2): index into rotations.", "samples.csv"),
+            _field(
+                sm, "mirrored", "sc:Boolean", "The sample is its view mirrored (image rows reversed).", "samples.csv"
+            ),
+            _field(
+                sm,
+                "images_array",
+                "sc:Text",
+                "Path of the Zarr array that holds the image, relative to the export.",
+                "samples.csv",
+            ),
+        ],
+    }
+
+
+_KEYWORDS = [
+    "x-ray",
+    "computed tomography",
+    "single-image tomography",
+    "skull",
+    "mammals",
+    "volume reconstruction",
+    "zarr",
+]
+
+
+def _croissant(
+    attrs: dict,
+    files: dict[str, str],
+    *,
+    recipe_only: bool,
+    lic: dict,
+    species_names: list[str],
+    date: str,
+    n_samples_total: int,
+) -> dict:
+    """The Croissant document (a JSON-LD dict); ``files`` maps each export path written so far to its sha256,
+    ``lic`` is :func:`tomodata.export.licence._licence_summary`'s, ``date`` the ISO export date."""
+    description = _description(
+        attrs, recipe_only=recipe_only, species_names=species_names, n_samples_total=n_samples_total
+    )
+    layout = _array_layout_text(attrs)
+    return {
+        "@context": _CROISSANT_CONTEXT,
+        "@type": "sc:Dataset",
+        "conformsTo": CROISSANT_VERSION,
+        "name": "single-image-tomography-skull-xrays",
+        "alternateName": attrs.get("title", ""),
+        "description": description,
+        "license": lic["croissant"],
+        "url": URL_PLACEHOLDER,
+        "version": __version__,
+        "datePublished": date,
+        "citeAs": CITATION_BIBTEX,
+        "keywords": list(_KEYWORDS),
+        "isAccessibleForFree": True,
+        "distribution": _distribution(files, recipe_only=recipe_only, species_names=species_names, layout=layout),
+        "recordSet": [_splits_record_set(), _species_record_set(), _samples_record_set(attrs)],
+    }
