@@ -17,7 +17,7 @@ import numpy as np
 
 from .files import atomic_write, write_text
 from .manifest import COLUMNS
-from .phantoms import FIT_RADIUS, skull_volume, species_params
+from .phantoms import FIT_RADIUS, skull_volume, species_name, species_params
 
 # codec name -> (fourcc, container suffix); all written by opencv-python-headless's FFmpeg
 MOVIE_CODECS = {"mp4v": ("mp4v", ".mp4"), "mjpg": ("MJPG", ".avi"), "ffv1": ("FFV1", ".mkv")}
@@ -60,8 +60,9 @@ def phantom_spacing_mm(params, size: int) -> float:
 
 
 def demo_name(species_id: int) -> str:
-    """The id of procedural species ``species_id`` in manifests and stores: ``procedural_07``."""
-    return f"procedural_{species_id:02d}"
+    """The id of procedural species ``species_id`` in manifests and stores: ``procedural_07``
+    (:func:`tomodata.phantoms.species_name`)."""
+    return species_name(species_id)
 
 
 def demo_splits(n_species: int, *, val: int, test: int = 0) -> list[str]:
