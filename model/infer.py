@@ -44,52 +44,51 @@ file from a memory map (:func:`model.volume_io.write_volume`; measured: 14 MB (N
 4 GB of disk for a moment (scratch and output), not of RAM; ``max_size`` caps the resolution when
 that is too much.
 
-**Speed** (CPU; ``optimize_for_inference``). The model is put in eval mode, every BatchNorm is folded
-into the preceding convolution / transposed convolution (``fold_batchnorm``; exact up to float
-rounding), its weights are converted to ``channels_last`` (oneDNN's native NHWC layout: no reorders
-between layers), and the forward pass runs under ``torch.inference_mode``. Measured on this
-project's shared 2-core AMD EPYC (AVX2, no AVX-512/AMX; other jobs running, load 2–7), paper network,
-one 256² input, interleaved warm runs, 1 thread (the stable figures; medians): eval 1.38 s, + BN
-folding 1.26 s, + channels_last 1.32 s, both 1.11 s (−20 %); with 2 threads the minima were 0.72–0.90 s
-but the medians 2–4 s under load, ≈ 0.65–0.8 s at load ≈ 2. bf16 autocast: 193 s (~50x *slower*: no
-native bf16 on this CPU). TorchScript trace + freeze / ``torch.jit.optimize_for_inference``: no gain
-over folding, 4–8 s of preparation. ``torch.utils.mkldnn.to_mkldnn``: no gain. The first call costs
-1.5–3 s more (oneDNN primitive creation). ``bench_infer(compare=True)`` re-measures the options.
-**Threads**: ``threads="auto"`` (default, :func:`auto_threads`) uses torch's default thread count
-``n`` (= cores) unless the machine is oversubscribed (1-minute load average above the core count),
-then its fair share ``round(n · cores / load)``, at least 1. On the 2-core machine with other jobs
-running at load 5–7, 2 OpenMP threads were 1.5–2x *slower* than 1 (every layer's parallel region
-waits at a barrier for a thread the OS has descheduled); at load ≈ 2.5, 2 threads were still faster.
-The thread count is set for the forward pass only and restored afterwards; it is recorded.
+**Speed and threads** (BatchNorm folding, ``channels_last``, ``threads="auto"``): :mod:`model.predict`,
+where the network is loaded and run; the benchmark ``bench_infer``: :mod:`model.bench_infer`.
+Both are re-exported here.
+
+Steps of :func:`infer_file` (each a function below): :func:`_check_options` (every argument, before
+any work) -> :func:`_run_network` (read, prepare, network, out-of-distribution check; warnings
+recorded) -> :func:`_output_grid` (resolution N, spacing, origin) -> :func:`_write_volume_file`
+(slabs into the scratch file, then the volume file; the preview planes gathered on the way) ->
+:func:`_write_previews` -> :func:`_record` (the JSON record).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from tomodata.files import json_safe
 
-from .data import resize_xrays
+from .bench_infer import bench_infer
 from .fusion import _check_positive, fuse_slabs, opacity_max
 from .network import NetworkConfig, TomographyNet
 from .ood import ood_check
 from .polarity import MIN_SIDE, detect_polarity
-from .train import load_checkpoint
+from .predict import (
+    _device,
+    _network_input,
+    _resolve_threads,
+    _rows_per_slab,
+    _upsample_slabs,
+    auto_threads,
+    fold_batchnorm,
+    load_model,
+    optimize_for_inference,
+    predict_volume,
+)
 from .volume_io import (
     PREVIEW_MAX,
     PREVIEWS,
@@ -128,198 +127,8 @@ __all__ = [
     "xray_file_problem",
 ]
 
-#: bytes per fused / upsampled slab of output rows
-SLAB_BYTES = 64 * 2**20
-ModuleT = TypeVar("ModuleT", bound=nn.Module)
-
 # --------------------------------------------------------------------------------------------------
-# the model
-# --------------------------------------------------------------------------------------------------
-
-
-def fold_batchnorm(model: ModuleT) -> ModuleT:
-    """A copy of ``model`` in eval mode with every ``BatchNorm2d`` that directly follows a ``Conv2d``
-    or ``ConvTranspose2d`` inside an ``nn.Sequential`` folded into that convolution (weights scaled by
-    ``gamma / sqrt(var + eps)``, bias ``beta − mean · scale``) and replaced by ``nn.Identity``. This is
-    the whole BN cost of :class:`~model.network.TomographyNet`; the original model is not changed."""
-    m = copy.deepcopy(model).eval()
-    for mod in m.modules():
-        if not isinstance(mod, nn.Sequential):
-            continue
-        names = list(mod._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = mod._modules[a], mod._modules[b]
-            if (
-                isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d))
-                and isinstance(bn, nn.BatchNorm2d)
-                and bn.track_running_stats
-                and bn.running_mean is not None
-            ):
-                mod._modules[a] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
-                mod._modules[b] = nn.Identity()
-    return m
-
-
-def optimize_for_inference(model: ModuleT) -> ModuleT:
-    """A copy of ``model`` for inference: eval mode, BatchNorm folded (:func:`fold_batchnorm`) and
-    weights in ``channels_last`` memory format. Same outputs to float rounding."""
-    # Module.to takes memory_format (documented), which its type overloads leave out
-    return fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-
-def auto_threads() -> int:
-    """The ``threads="auto"`` rule: torch's default thread count ``n`` (= cores) while the 1-minute load
-    average is at most the number of cores, else the fair share ``round(n · cores / load)``, at
-    least 1 (an oversubscribed machine: see the module docstring)."""
-    default = max(1, torch.get_num_threads())
-    cores = os.cpu_count() or default
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - not on Unix
-        return default
-    return int(min(default, max(1, round(default * cores / max(load, cores, 1e-9)))))
-
-
-def _resolve_threads(threads) -> int:
-    if isinstance(threads, str) and threads == "auto":
-        return auto_threads()
-    if isinstance(threads, (int, np.integer)) and not isinstance(threads, bool) and threads >= 1:
-        return int(threads)
-    raise ValueError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
-
-
-class _Threads:
-    """Set torch's intra-op thread count for a block and restore it afterwards."""
-
-    def __init__(self, threads):
-        self.n = _resolve_threads(threads)
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        if self.n != self.old:
-            torch.set_num_threads(self.n)
-        return self.n
-
-    def __exit__(self, *exc):
-        if torch.get_num_threads() != self.old:
-            torch.set_num_threads(self.old)
-        return False
-
-
-def _device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
-    return dev
-
-
-def load_model(checkpoint, *, device="cpu", optimize: bool = True) -> tuple[TomographyNet, dict, dict]:
-    """Load a training checkpoint for inference: ``(model, state, record)``.
-
-    The model is in eval mode on ``device``, through :func:`optimize_for_inference` when ``optimize``
-    (BN folded, channels_last). ValueError for a file that
-    is not a checkpoint, a network config that is invalid or does not take a 1-channel x-ray, weights
-    that do not fit the config, or non-finite weights."""
-    dev = _device(device)
-    p = Path(checkpoint)
-    state = load_checkpoint(p)
-    if not isinstance(state.get("network"), dict) or not isinstance(state.get("model"), dict):
-        raise ValueError(f"{p}: the checkpoint lacks its network config or weights")
-    try:
-        cfg = NetworkConfig.from_dict(state["network"])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{p}: unusable network config {state['network']}: {exc}") from None
-    if cfg.in_channels != 1:
-        raise ValueError(f"{p}: the network takes {cfg.in_channels}-channel input; an x-ray (opacity) has 1 channel")
-    model = TomographyNet(cfg)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise ValueError(
-            f"{p}: the weights do not match the checkpoint's network config: {str(exc).splitlines()[0]}"
-        ) from None
-    for name, t in model.state_dict().items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{p}: non-finite values in the weights ({name})")
-    model.eval()
-    if optimize:
-        model = optimize_for_inference(model)
-    model = model.to(dev)
-    data = state.get("data")
-    if not isinstance(data, dict):
-        data = {}
-    rec = {
-        "path": str(p),
-        "step": state.get("step"),
-        "code_version": state.get("code_version"),
-        "network": cfg.to_dict(),
-        "data": {
-            k: data[k] for k in ("spec_version", "chi", "steps", "image_size", "volume_size", "n_views") if k in data
-        },
-        "batchnorm_folded": bool(optimize),
-        "channels_last": bool(optimize),
-        "device": str(dev),
-    }
-    return model, state, rec
-
-
-def _network_config(model: nn.Module):
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        raise ValueError("model has no .config (expected a TomographyNet)")
-    return cfg
-
-
-def predict_volume(model: nn.Module, image, *, device="cpu", threads="auto") -> np.ndarray:
-    """Run the network on a square (S, S) opacity image: resized to ``input_size`` (area averaging
-    down, bilinear up), forward under ``torch.inference_mode`` with ``threads`` torch threads
-    ("auto": :func:`auto_threads`); returns the (D, n, n) float32 view volume (raw, not clamped)."""
-    cfg = _network_config(model)
-    x = np.asarray(image, dtype=np.float32)
-    if x.ndim != 2 or x.shape[0] != x.shape[1]:
-        raise ValueError(f"expected a square (S, S) image, got shape {x.shape}")
-    dev = _device(device)
-    with _Threads(threads), torch.inference_mode():
-        t = resize_xrays(torch.from_numpy(np.ascontiguousarray(x))[None, None], cfg.input_size)
-        y = model(t.to(dev))
-    return np.ascontiguousarray(y[0].float().cpu().numpy())
-
-
-# --------------------------------------------------------------------------------------------------
-# slabs: fusion or lateral upsampling, row block by row block
-# --------------------------------------------------------------------------------------------------
-
-
-def _axis_taps(n_in: int, n_out: int):
-    """Bilinear taps, align_corners=False with edge clamp (the same rule as model.fusion)."""
-    src = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, src - i0
-
-
-def _upsample_slabs(coarse: np.ndarray, N: int, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-    c = np.clip(np.asarray(coarse, np.float64), 0.0, 1.0)
-    yi0, yi1, yf = _axis_taps(c.shape[1], N)
-    xi0, xi1, xf = _axis_taps(c.shape[2], N)
-    cx = c[:, :, xi0] * (1.0 - xf) + c[:, :, xi1] * xf  # (D, h, N): columns first (small)
-    for r0 in range(0, N, rows):
-        r1 = min(N, r0 + rows)
-        f = yf[r0:r1][None, :, None]
-        yield r0, (cx[:, yi0[r0:r1]] * (1.0 - f) + cx[:, yi1[r0:r1]] * f).astype(np.float32)
-
-
-def _rows_per_slab(D: int, N: int) -> int:
-    return int(max(1, min(N, SLAB_BYTES // max(1, D * N * 4))))
-
-
-# --------------------------------------------------------------------------------------------------
-# the whole pipeline
+# arguments
 # --------------------------------------------------------------------------------------------------
 
 
@@ -355,11 +164,6 @@ def _check_spacing(pixel_spacing):
 _MODELS: dict = {}
 
 
-def _network_input(sq: np.ndarray, size: int) -> np.ndarray:
-    """The (size, size) image the network sees (:func:`model.data.resize_xrays`)."""
-    return resize_xrays(torch.from_numpy(np.ascontiguousarray(sq, np.float32))[None, None], size)[0, 0].numpy()
-
-
 def cached_model(checkpoint, device="cpu") -> tuple[TomographyNet, dict, dict]:
     """``load_model(checkpoint, device=device, optimize=True)``, kept for the next radiograph (a call
     with several inputs builds the network once; :func:`infer_file` uses it). Keyed by the file's
@@ -373,6 +177,368 @@ def cached_model(checkpoint, device="cpu") -> tuple[TomographyNet, dict, dict]:
         _MODELS.clear()
         _MODELS[key] = load_model(checkpoint, device=device, optimize=True)
     return _MODELS[key]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """:func:`infer_file`'s arguments after :func:`_check_options`; kept as given where the checks do
+    not convert them (``fusion``, ``previews``, ``device``, ``max_size``, ``beta`` without fusion)."""
+
+    polarity: str  # "auto", "keep" or "invert"
+    square: str  # one of SQUARE_MODES
+    gamma: float | None  # value ** gamma after polarity; None: unchanged
+    fusion: Any  # truthy: fuse with the x-ray; else lateral upsampling
+    beta: Any  # fusion sharpness, > 0 when fusion
+    chi: float | None  # Beer–Lambert scale; None: the checkpoint's
+    previews: Any  # truthy: write the preview PNGs
+    device: Any  # torch device of the network, as given (the network cache keys on it)
+    max_size: Any  # integer >= MIN_SIDE or None
+    spacing: list[float] | None  # pixel_spacing as (row, column) mm; None: not given
+    threads: int  # torch threads of the forward pass
+
+
+def _check_options(
+    polarity, square, gamma, fusion, beta, chi, previews, device, max_size, pixel_spacing, threads, /
+) -> _Options:
+    """Every argument of :func:`infer_file` checked before any work (ValueError naming the bad one),
+    in :class:`_Options`' field order (``pixel_spacing`` becomes ``spacing``)."""
+    polarity = _check_choice(polarity, "polarity", ("auto", "keep", "invert"))
+    square = _check_choice(square, "square", SQUARE_MODES)
+    gamma = _check_gamma(gamma)
+    if fusion:
+        beta = _check_positive(beta, "beta")
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)) or max_size < MIN_SIDE
+    ):
+        raise ValueError(f"max_size must be an integer >= {MIN_SIDE} or None, got {max_size!r}")
+    spacing_arg = _check_spacing(pixel_spacing)
+    n_threads = _resolve_threads(threads)
+    if chi is not None:
+        chi = _check_positive(chi, "chi")
+    _device(device)
+    return _Options(polarity, square, gamma, fusion, beta, chi, previews, device, max_size, spacing_arg, n_threads)
+
+
+# --------------------------------------------------------------------------------------------------
+# the network's side: read, prepare, predict
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prediction:
+    """One radiograph through the network (:func:`_run_network`)."""
+
+    sq: np.ndarray  # (S, S) float64 prepared x-ray (opacity in [0, 1])
+    info: dict  # read_xray's record, alpha mask removed
+    prep: dict  # prepare_xray's record (polarity, gamma, background, square)
+    coarse: np.ndarray  # (D, n, n) float32 network output, raw (not clamped)
+    cfg: NetworkConfig
+    ck: dict  # load_model's record, plus threads and loadavg_1min
+    chi: float  # Beer–Lambert scale used
+    chi_source: str
+    ood: dict  # model.ood.ood_check's record
+
+
+def _run_network(xray_path, checkpoint, opts: _Options, timing: dict) -> tuple[_Prediction, list[str]]:
+    """Steps 1–2 with the warnings on the way recorded: ``(prediction, their messages)``; the
+    warnings are passed on to the caller too (only when both steps succeed)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sq, info, prep = _read_prepared(xray_path, opts, timing)
+        pred = _predict(xray_path, checkpoint, sq, info, prep, opts, timing)
+    warn_list = [str(w.message) for w in caught]
+    for w in caught:  # pass them on to the caller too
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return pred, warn_list
+
+
+def _read_prepared(xray_path, opts: _Options, timing: dict) -> tuple[np.ndarray, dict, dict]:
+    """Step 1, read + prepare (nothing written yet): ``(square (S, S) float64, info, record)``."""
+    t = time.perf_counter()
+    img, info = read_xray(xray_path)
+    mask = info.pop("alpha_mask")
+    timing["read_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    header = f"PhotometricInterpretation {info['photometric']}" if info.get("photometric") else None
+    try:
+        sq, prep = prepare_xray(
+            img, mask=mask, polarity=opts.polarity, gamma=opts.gamma, square=opts.square, header=header
+        )
+    except ValueError as e:  # name the file: several radiographs may be on their way
+        raise ValueError(f"{xray_path}: {e}") from None
+    timing["prepare_s"] = time.perf_counter() - t
+    return sq, info, prep
+
+
+def _predict(
+    xray_path, checkpoint, sq: np.ndarray, info: dict, prep: dict, opts: _Options, timing: dict
+) -> _Prediction:
+    """Step 2, the model (:func:`cached_model`), its prediction and the out-of-distribution check (a
+    warning when the x-ray is far from every training x-ray)."""
+    t = time.perf_counter()
+    model, state, ck = cached_model(checkpoint, opts.device)
+    chi_v, chi_src = _resolve_chi(opts.chi, state)
+    timing["load_model_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    coarse = predict_volume(model, sq, device=opts.device, threads=opts.threads)
+    timing["network_s"] = time.perf_counter() - t
+    ood = ood_check(_network_input(sq, model.config.input_size), state.get("xray_reference"))
+    if ood["far"]:
+        far = (
+            ", ".join(
+                f"{k} {v['input']:.2f} (training {v['training_1_99'][0]:.2f}–{v['training_1_99'][1]:.2f})"
+                for k, v in ood["outside"].items()
+            )
+            or "the features together"
+        )
+        warnings.warn(
+            f"{xray_path}: this x-ray is far from every training x-ray (distance {ood['distance']:.1f} > "
+            f"{ood['threshold']:.1f}: {far}); the reconstruction may be unreliable (check --polarity, "
+            "--gamma, --square)",
+            UserWarning,
+            stacklevel=4,  # infer_file's caller (through _run_network, infer_file)
+        )
+    ck["threads"] = opts.threads
+    try:
+        ck["loadavg_1min"] = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover
+        pass
+    return _Prediction(sq, info, prep, coarse, model.config, ck, chi_v, chi_src, ood)
+
+
+# --------------------------------------------------------------------------------------------------
+# the volume's side: grid, volume file, previews, record
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The output volume's grid (:func:`_output_grid`): (D, N, N), spacing in mm or input pixels."""
+
+    D: int  # depth slices (the network's)
+    S: int  # side of the prepared square x-ray
+    N: int  # output side: S, or max_size when smaller
+    xr: np.ndarray  # (N, N) float64 x-ray fused with, clipped to [0, 1]
+    rows: int  # output rows per slab
+    spacing_zyx: tuple[float, float, float]
+    origin_xyz: tuple[float, float, float]
+    unit_mm: bool  # spacing in mm (else in input pixels of unknown size)
+    spacing_source: str | None
+
+
+def _output_grid(pred: _Prediction, opts: _Options, warn_list: list[str]) -> _Grid:
+    """Step 3, the output's resolution, spacing and origin (module docstring); anisotropic pixels
+    warn (the message also appended to ``warn_list``)."""
+    D = int(pred.coarse.shape[0])
+    S = int(pred.sq.shape[0])
+    N = S if opts.max_size is None else min(S, int(opts.max_size))
+    xr = pred.sq if N == S else cv2.resize(pred.sq, (N, N), interpolation=cv2.INTER_AREA)
+    xr = np.clip(xr, 0.0, 1.0)
+    px = opts.spacing or pred.info.get("pixel_spacing_mm")
+    sp_src = "argument pixel_spacing" if opts.spacing else pred.info.get("pixel_spacing_source")
+    unit_mm = px is not None
+    if px is None:
+        px = [1.0, 1.0]
+        sp_src = "unknown: 1.0 per input pixel"
+    if unit_mm and abs(px[0] - px[1]) > 1e-6 * max(px):
+        warn_list.append(f"anisotropic pixel spacing {px} (row, column): the network assumes square pixels")
+        warnings.warn(warn_list[-1], UserWarning, stacklevel=3)  # infer_file's caller
+    sy, sx = px[0] * S / N, px[1] * S / N
+    extent_y, extent_x = sy * N, sx * N
+    sz = 0.5 * (extent_y + extent_x) / D
+    origin_xyz = (-extent_x / 2 + sx / 2, -extent_y / 2 + sy / 2, -sz * D / 2 + sz / 2)
+    return _Grid(D, S, N, xr, _rows_per_slab(D, N), (sz, sy, sx), origin_xyz, unit_mm, sp_src)
+
+
+@dataclass
+class _Planes:
+    """The previews' planes and the value statistics of the (D, N, N) volume, gathered slab by slab."""
+
+    coronal: np.ndarray  # (N, N) float32: depth slice D // 2
+    axial: np.ndarray  # (D, N): image row N // 2
+    sagittal: np.ndarray  # (D, N): image column N // 2
+    mip_depth: np.ndarray  # (N, N): maximum over depth
+    mip_side: np.ndarray  # (D, N): maximum over image columns
+    vmin: float = math.inf
+    vmax: float = -math.inf
+    rerender_err: float = 0.0  # max |re-rendering − x-ray| (fusion only)
+
+    @classmethod
+    def zeros(cls, D: int, N: int) -> _Planes:
+        z = np.zeros
+        f4 = np.float32
+        return cls(z((N, N), f4), z((D, N), f4), z((D, N), f4), z((N, N), f4), z((D, N), f4))
+
+    def add(self, r0: int, slab: np.ndarray) -> None:
+        """Rows ``r0 : r0 + h`` of the volume: ``slab`` (D, h, N) float32."""
+        N, D = self.coronal.shape[0], self.axial.shape[0]
+        c_mid, r_mid, k_mid = N // 2, N // 2, D // 2
+        r1 = r0 + slab.shape[1]
+        self.coronal[r0:r1] = slab[k_mid]
+        if r0 <= r_mid < r1:
+            self.axial[:] = slab[:, r_mid - r0]
+        self.sagittal[:, r0:r1] = slab[:, :, c_mid]
+        self.mip_depth[r0:r1] = slab.max(axis=0)
+        self.mip_side[:, r0:r1] = slab.max(axis=2)
+        self.vmin, self.vmax = min(self.vmin, float(slab.min())), max(self.vmax, float(slab.max()))
+
+
+def _write_slabs(fh, slabs, pred: _Prediction, grid: _Grid, fusion) -> _Planes:
+    """Each (D, h, N) slab of ``slabs`` written at its offsets into ``fh``, the raw (D, N, N)
+    float32 file (one contiguous block per depth slice), and gathered into the planes (and, with
+    fusion, the re-rendering error: ``1 − exp(−chi · mean over depth)`` against the x-ray)."""
+    D, N = grid.D, grid.N
+    planes = _Planes.zeros(D, N)
+    for r0, slab in slabs:
+        r1 = r0 + slab.shape[1]
+        slab = np.ascontiguousarray(slab, dtype="<f4")
+        for k in range(D):  # rows r0:r1 of depth slice k are contiguous in the (D, N, N) file
+            fh.seek(4 * (k * N * N + r0 * N))
+            fh.write(memoryview(slab[k]).cast("B"))
+        planes.add(r0, slab)
+        if fusion:
+            rr = -np.expm1(-pred.chi * slab.mean(axis=0, dtype=np.float64))
+            target = np.minimum(grid.xr[r0:r1], opacity_max(pred.chi))
+            planes.rerender_err = max(planes.rerender_err, float(np.abs(rr - target).max()))
+    return planes
+
+
+def _write_volume_file(
+    out: Path, suffix: str, outs: _Outputs, pred: _Prediction, grid: _Grid, opts: _Options
+) -> _Planes:
+    """Step 4, the volume: fusion or lateral upsampling slab by slab into a scratch file, which
+    pynrrd / nibabel then write into ``out`` (a temporary of ``outs`` until its commit)."""
+    D, N = grid.D, grid.N
+    if opts.fusion:
+        slabs = fuse_slabs(pred.coarse, grid.xr, beta=opts.beta, chi=pred.chi, rows_per_slab=grid.rows)
+    else:
+        slabs = _upsample_slabs(pred.coarse, N, grid.rows)
+    extra = {
+        "tomo_array_axes": "z y x = depth, image rows, image columns (C order (D, H, W))",
+        "tomo_spacing_source": grid.spacing_source,
+        "tomo_fusion": str(bool(opts.fusion)),
+    }
+    descrip = f"tomo view volume zyx=depth,rows,cols fused={int(bool(opts.fusion))}"
+    raw_path = outs.scratch(out.name + ".raw")  # (D, N, N) float32, then written by pynrrd / nibabel
+    with open(raw_path, "w+b") as fh:
+        fh.truncate(D * N * N * 4)
+        planes = _write_slabs(fh, slabs, pred, grid, opts.fusion)
+    write_volume(
+        outs.temp(out), suffix, raw_path, (D, N, N), grid.spacing_zyx, grid.origin_xyz, grid.unit_mm, extra, descrip
+    )
+    raw_path.unlink()
+    return planes
+
+
+def _write_previews(
+    folder: Path, stem: str, outs: _Outputs, sq: np.ndarray, planes: _Planes, grid: _Grid, scale: float
+) -> dict[str, str]:
+    """Step 5, the preview PNGs ``STEM_NAME.png`` (temporaries of ``outs``): the x-ray (values × 255)
+    and the volume's planes (values / ``scale`` × 255), long sides fitted; ``{name: final path}``."""
+    N, S = grid.N, grid.S
+    Np = min(N, PREVIEW_MAX)
+    imgs = {
+        "xray": _u8(_fit(sq, (S, S)), 1.0),
+        "coronal": _u8(_fit(planes.coronal, (N, N)), scale),
+        "axial": _u8(_fit(planes.axial, (Np, Np)), scale),
+        "sagittal": _u8(_fit(planes.sagittal.T, (Np, Np)), scale),
+        "mip_depth": _u8(_fit(planes.mip_depth, (N, N)), scale),
+        "mip_side": _u8(_fit(planes.mip_side.T, (Np, Np)), scale),
+    }
+    paths: dict[str, str] = {}
+    for name in PREVIEWS:
+        final = folder / f"{stem}_{name}.png"
+        _write_png(outs.temp(final), imgs[name])
+        paths[name] = str(final)
+    return paths
+
+
+def _record(
+    out: Path,
+    suffix: str,
+    record_path: Path,
+    opts: _Options,
+    pred: _Prediction,
+    grid: _Grid,
+    planes: _Planes,
+    preview_paths: dict[str, str],
+    scale: float,
+    timing: dict,
+    warn_list: list[str],
+) -> dict:
+    """Step 6, the record (JSON-safe), written as ``STEM.json`` and returned by :func:`infer_file`."""
+    D, N, fusion = grid.D, grid.N, opts.fusion
+    record = {
+        "input": pred.info,
+        **pred.prep,
+        "sizes": {
+            "input_hw": [pred.info["height"], pred.info["width"]],
+            "square": grid.S,
+            "network_input": int(pred.cfg.input_size),
+            "network_output_dhw": [D, int(pred.coarse.shape[1]), int(pred.coarse.shape[2])],
+            "output_dhw": [D, N, N],
+            "max_size": None if opts.max_size is None else int(opts.max_size),
+            "resize_rule": "area averaging down to the network input (model.data.resize_xrays); "
+            "the fused x-ray area-averaged to max_size when given",
+        },
+        "checkpoint": pred.ck,
+        "ood": pred.ood,
+        "fusion": {
+            "enabled": bool(fusion),
+            "beta": float(opts.beta) if fusion else None,
+            "chi": pred.chi,
+            "chi_source": pred.chi_source,
+            "rows_per_slab": grid.rows,
+            "rerender_max_abs_error": planes.rerender_err if fusion else None,
+            "no_fusion_rule": None
+            if fusion
+            else "prediction clamped to [0, 1], bilinear lateral upsampling to the output resolution",
+        },
+        "output": {
+            "path": str(out),
+            "format": suffix,
+            "dtype": "float32",
+            "array_axes": "z, y, x = depth, image rows, image columns; file axes (x, y, z)",
+            "shape_zyx": [D, N, N],
+            "spacing_zyx": list(grid.spacing_zyx),
+            "spacing_unit": "mm" if grid.unit_mm else "input pixel (unknown physical size)",
+            "spacing_source": grid.spacing_source,
+            "depth_spacing_rule": "lateral extent / D (the view volume spans [-1, 1] in depth as laterally)",
+            "origin_xyz": list(grid.origin_xyz),
+            "value_range": [planes.vmin, planes.vmax],
+        },
+        "previews": {"files": preview_paths, "display_range": [0.0, scale]} if opts.previews else None,
+        "timing": timing,
+        "warnings": warn_list,
+        "record": str(record_path),
+        "versions": {"torch": torch.__version__, "numpy": np.__version__},
+    }
+    return json_safe(record)
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Make ``folder`` (and its parents); returns the folders made, innermost first."""
+    created: list[Path] = []
+    d = folder
+    while not d.exists():
+        created.append(d)
+        d = d.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """After a failure: remove the folders this call made, innermost first, if left empty."""
+    for dd in created:
+        try:
+            dd.rmdir()
+        except OSError:
+            break
+
+
+# --------------------------------------------------------------------------------------------------
+# the whole pipeline
+# --------------------------------------------------------------------------------------------------
 
 
 def infer_file(
@@ -409,7 +575,7 @@ def infer_file(
         max_size: cap on the output's lateral resolution (None: the prepared x-ray's side).
         pixel_spacing: (row, column) mm of the x-ray's pixels, overriding the file's (None: DICOM's
             if any, else unknown = 1.0 per input pixel).
-        threads: torch threads for the forward pass: "auto" (module docstring) or an integer >= 1.
+        threads: torch threads for the forward pass: "auto" (:mod:`model.predict`) or an integer >= 1.
 
     Returns the record (also written to ``STEM.json``). ValueError for bad input; nothing is left
     behind on any error.
@@ -418,348 +584,33 @@ def infer_file(
     timing: dict[str, float] = {}
     out = Path(out_path)
     suffix = volume_suffix(out)
-    polarity = _check_choice(polarity, "polarity", ("auto", "keep", "invert"))
-    square = _check_choice(square, "square", SQUARE_MODES)
-    gamma = _check_gamma(gamma)
-    if fusion:
-        beta = _check_positive(beta, "beta")
-    if max_size is not None and (
-        isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)) or max_size < MIN_SIDE
-    ):
-        raise ValueError(f"max_size must be an integer >= {MIN_SIDE} or None, got {max_size!r}")
-    spacing_arg = _check_spacing(pixel_spacing)
-    n_threads = _resolve_threads(threads)
-    if chi is not None:
-        chi = _check_positive(chi, "chi")
-    _device(device)
+    opts = _check_options(
+        polarity, square, gamma, fusion, beta, chi, previews, device, max_size, pixel_spacing, threads
+    )
     if out.exists() and out.is_dir():
         raise ValueError(f"output {out} is a folder")
-    warn_list: list[str] = []
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        # 1. read + prepare (nothing written yet)
-        t = time.perf_counter()
-        img, info = read_xray(xray_path)
-        mask = info.pop("alpha_mask")
-        timing["read_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        header = f"PhotometricInterpretation {info['photometric']}" if info.get("photometric") else None
-        try:
-            sq, prep = prepare_xray(img, mask=mask, polarity=polarity, gamma=gamma, square=square, header=header)
-        except ValueError as e:  # name the file: several radiographs may be on their way
-            raise ValueError(f"{xray_path}: {e}") from None
-        timing["prepare_s"] = time.perf_counter() - t
-        # 2. model
-        t = time.perf_counter()
-        model, state, ck = cached_model(checkpoint, device)
-        chi_v, chi_src = _resolve_chi(chi, state)
-        timing["load_model_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        coarse = predict_volume(model, sq, device=device, threads=n_threads)
-        timing["network_s"] = time.perf_counter() - t
-        ood = ood_check(_network_input(sq, model.config.input_size), state.get("xray_reference"))
-        if ood["far"]:
-            far = (
-                ", ".join(
-                    f"{k} {v['input']:.2f} (training {v['training_1_99'][0]:.2f}–{v['training_1_99'][1]:.2f})"
-                    for k, v in ood["outside"].items()
-                )
-                or "the features together"
-            )
-            warnings.warn(
-                f"{xray_path}: this x-ray is far from every training x-ray (distance {ood['distance']:.1f} > "
-                f"{ood['threshold']:.1f}: {far}); the reconstruction may be unreliable (check --polarity, "
-                "--gamma, --square)",
-                UserWarning,
-                stacklevel=2,
-            )
-        ck["threads"] = n_threads
-        try:
-            ck["loadavg_1min"] = os.getloadavg()[0]
-        except (AttributeError, OSError):  # pragma: no cover
-            pass
-    warn_list += [str(w.message) for w in caught]
-    for w in caught:  # pass them on to the caller too
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-    cfg = model.config
-    D = int(coarse.shape[0])
-    S = int(sq.shape[0])
-    N = S if max_size is None else min(S, int(max_size))
-    xr = sq if N == S else cv2.resize(sq, (N, N), interpolation=cv2.INTER_AREA)
-    xr = np.clip(xr, 0.0, 1.0)
-
-    # spacing
-    px = spacing_arg or info.get("pixel_spacing_mm")
-    sp_src = "argument pixel_spacing" if spacing_arg else info.get("pixel_spacing_source")
-    unit_mm = px is not None
-    if px is None:
-        px = [1.0, 1.0]
-        sp_src = "unknown: 1.0 per input pixel"
-    if unit_mm and abs(px[0] - px[1]) > 1e-6 * max(px):
-        warn_list.append(f"anisotropic pixel spacing {px} (row, column): the network assumes square pixels")
-        warnings.warn(warn_list[-1], UserWarning, stacklevel=2)
-    sy, sx = px[0] * S / N, px[1] * S / N
-    extent_y, extent_x = sy * N, sx * N
-    sz = 0.5 * (extent_y + extent_x) / D
-    spacing_zyx = (sz, sy, sx)
-    origin_xyz = (-extent_x / 2 + sx / 2, -extent_y / 2 + sy / 2, -sz * D / 2 + sz / 2)
+    pred, warn_list = _run_network(xray_path, checkpoint, opts, timing)
+    grid = _output_grid(pred, opts, warn_list)
 
     folder = out.parent
-    created: list[Path] = []
-    d = folder
-    while not d.exists():
-        created.append(d)
-        d = d.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    created = _make_folder(folder)
     outs = _Outputs(folder)
-    fh = None
     stem = _stem(out, suffix)
     record_path = folder / f"{stem}.json"
-    preview_paths: dict[str, str] = {}
     try:
-        # 3. volume, slab by slab, into a memory map of the output file
         t = time.perf_counter()
-        rows = _rows_per_slab(D, N)
-        if fusion:
-            slabs = fuse_slabs(coarse, xr, beta=beta, chi=chi_v, rows_per_slab=rows)
-        else:
-            slabs = _upsample_slabs(coarse, N, rows)
-        extra = {
-            "tomo_array_axes": "z y x = depth, image rows, image columns (C order (D, H, W))",
-            "tomo_spacing_source": sp_src,
-            "tomo_fusion": str(bool(fusion)),
-        }
-        descrip = f"tomo view volume zyx=depth,rows,cols fused={int(bool(fusion))}"
-        raw_path = outs.scratch(out.name + ".raw")  # (D, N, N) float32, then written by pynrrd / nibabel
-        nbytes = D * N * N * 4
-        fh = open(raw_path, "w+b")
-        fh.truncate(nbytes)
-        c_mid, r_mid, k_mid = N // 2, N // 2, D // 2
-        coronal = np.zeros((N, N), np.float32)
-        axial = np.zeros((D, N), np.float32)
-        sagittal = np.zeros((D, N), np.float32)
-        mip_depth = np.zeros((N, N), np.float32)
-        mip_side = np.zeros((D, N), np.float32)
-        rerender_err = 0.0
-        vmin, vmax = math.inf, -math.inf
-        for r0, slab in slabs:
-            r1 = r0 + slab.shape[1]
-            slab = np.ascontiguousarray(slab, dtype="<f4")
-            for k in range(D):  # rows r0:r1 of depth slice k are contiguous in the (D, N, N) file
-                fh.seek(4 * (k * N * N + r0 * N))
-                fh.write(memoryview(slab[k]).cast("B"))
-            coronal[r0:r1] = slab[k_mid]
-            if r0 <= r_mid < r1:
-                axial[:] = slab[:, r_mid - r0]
-            sagittal[:, r0:r1] = slab[:, :, c_mid]
-            mip_depth[r0:r1] = slab.max(axis=0)
-            mip_side[:, r0:r1] = slab.max(axis=2)
-            vmin, vmax = min(vmin, float(slab.min())), max(vmax, float(slab.max()))
-            if fusion:
-                rr = -np.expm1(-chi_v * slab.mean(axis=0, dtype=np.float64))
-                target = np.minimum(xr[r0:r1], opacity_max(chi_v))
-                rerender_err = max(rerender_err, float(np.abs(rr - target).max()))
-        fh.close()
-        write_volume(outs.temp(out), suffix, raw_path, (D, N, N), spacing_zyx, origin_xyz, unit_mm, extra, descrip)
-        raw_path.unlink()
+        planes = _write_volume_file(out, suffix, outs, pred, grid, opts)
         timing["volume_s"] = time.perf_counter() - t
-
-        # 4. previews
         t = time.perf_counter()
-        scale = vmax if vmax > 0 else 1.0
-        if previews:
-            Np = min(N, PREVIEW_MAX)
-            imgs = {
-                "xray": _u8(_fit(sq, (S, S)), 1.0),
-                "coronal": _u8(_fit(coronal, (N, N)), scale),
-                "axial": _u8(_fit(axial, (Np, Np)), scale),
-                "sagittal": _u8(_fit(sagittal.T, (Np, Np)), scale),
-                "mip_depth": _u8(_fit(mip_depth, (N, N)), scale),
-                "mip_side": _u8(_fit(mip_side.T, (Np, Np)), scale),
-            }
-            for name in PREVIEWS:
-                im = imgs[name]
-                final = folder / f"{stem}_{name}.png"
-                _write_png(outs.temp(final), im)
-                preview_paths[name] = str(final)
+        scale = planes.vmax if planes.vmax > 0 else 1.0
+        preview_paths = _write_previews(folder, stem, outs, pred.sq, planes, grid, scale) if opts.previews else {}
         timing["previews_s"] = time.perf_counter() - t
         timing["total_s"] = time.perf_counter() - t_start
-
-        record = {
-            "input": info,
-            **prep,
-            "sizes": {
-                "input_hw": [info["height"], info["width"]],
-                "square": S,
-                "network_input": int(cfg.input_size),
-                "network_output_dhw": [D, int(coarse.shape[1]), int(coarse.shape[2])],
-                "output_dhw": [D, N, N],
-                "max_size": None if max_size is None else int(max_size),
-                "resize_rule": "area averaging down to the network input (model.data.resize_xrays); "
-                "the fused x-ray area-averaged to max_size when given",
-            },
-            "checkpoint": ck,
-            "ood": ood,
-            "fusion": {
-                "enabled": bool(fusion),
-                "beta": float(beta) if fusion else None,
-                "chi": chi_v,
-                "chi_source": chi_src,
-                "rows_per_slab": rows,
-                "rerender_max_abs_error": rerender_err if fusion else None,
-                "no_fusion_rule": None
-                if fusion
-                else "prediction clamped to [0, 1], bilinear lateral upsampling to the output resolution",
-            },
-            "output": {
-                "path": str(out),
-                "format": suffix,
-                "dtype": "float32",
-                "array_axes": "z, y, x = depth, image rows, image columns; file axes (x, y, z)",
-                "shape_zyx": [D, N, N],
-                "spacing_zyx": list(spacing_zyx),
-                "spacing_unit": "mm" if unit_mm else "input pixel (unknown physical size)",
-                "spacing_source": sp_src,
-                "depth_spacing_rule": "lateral extent / D (the view volume spans [-1, 1] in depth as laterally)",
-                "origin_xyz": list(origin_xyz),
-                "value_range": [vmin, vmax],
-            },
-            "previews": {"files": preview_paths, "display_range": [0.0, scale]} if previews else None,
-            "timing": timing,
-            "warnings": warn_list,
-            "record": str(record_path),
-            "versions": {"torch": torch.__version__, "numpy": np.__version__},
-        }
-        record = json_safe(record)
+        record = _record(out, suffix, record_path, opts, pred, grid, planes, preview_paths, scale, timing, warn_list)
         outs.temp(record_path).write_text(json.dumps(record, indent=2))
         outs.commit()
     except BaseException:
-        if fh is not None:
-            fh.close()
         outs.abort()
-        for dd in created:  # folders this call made, innermost first, if left empty
-            try:
-                dd.rmdir()
-            except OSError:
-                break
+        _remove_empty(created)
         raise
     return record
-
-
-# --------------------------------------------------------------------------------------------------
-# benchmark
-# --------------------------------------------------------------------------------------------------
-
-
-def _bench_xray(n: int, seed: int = 0) -> np.ndarray:
-    """A smooth synthetic opacity image (n, n): a few Gaussian blobs on air, values in [0, 0.95]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:n, 0:n] / n * 2 - 1
-    img = np.zeros((n, n))
-    for _ in range(12):
-        cy, cx = rng.uniform(-0.5, 0.5, 2)
-        s = rng.uniform(0.05, 0.3)
-        img += rng.uniform(0.2, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-    return 0.95 * (1 - np.exp(-img))
-
-
-def _median(v) -> float:
-    v = sorted(v)
-    n = len(v)
-    return float(v[n // 2]) if n % 2 else float(0.5 * (v[n // 2 - 1] + v[n // 2]))
-
-
-def bench_infer(
-    *,
-    net: str = "paper",
-    size: int = 256,
-    fuse_to: int = 512,
-    repeats: int = 3,
-    compare: bool = False,
-    threads="auto",
-    seed: int = 0,
-) -> dict:
-    """Time one x-ray through the network plus fusion to ``fuse_to``² on the CPU, as
-    :func:`infer_file` runs them (random weights; no reading or writing of files).
-
-    The network is the ``net`` preset with ``input_size = size`` (random weights, through
-    :func:`optimize_for_inference`); a synthetic ``fuse_to``² opacity image is area-averaged to
-    ``size`` for the network, and the prediction is fused with it at ``fuse_to``² (``fuse_slabs``,
-    the slabs that ``infer_file`` would write). One cold run (the first call: oneDNN primitive
-    creation, numba cache load) is timed apart, then ``repeats`` warm runs.
-
-    Returns ``seconds`` (median warm total), ``network_s`` / ``fusion_s`` (their medians),
-    ``first_call_s``, ``runs_s``, ``threads`` (torch threads used), ``loadavg_1min`` (before and
-    after) and the sizes; with ``compare=True`` also ``options``: for each of eval / + BN folding /
-    + channels_last / both, and 1 thread / torch's default, the warm median and minimum of the
-    forward pass over ``repeats`` runs, interleaved so that a change of machine load hits all alike.
-    """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-    for name, v in (("size", size), ("fuse_to", fuse_to)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < MIN_SIDE:
-            raise ValueError(f"{name} must be an integer >= {MIN_SIDE}, got {v!r}")
-    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    n_threads = _resolve_threads(threads)
-    base = NetworkConfig.preset(net)
-    cfg = dataclasses.replace(base, input_size=size, out_size=size // 2).validate()
-    torch.manual_seed(seed)
-    model = TomographyNet(cfg).eval()
-    fast = optimize_for_inference(model)
-    xray = _bench_xray(fuse_to, seed)
-
-    def once() -> tuple[float, float]:
-        t0 = time.perf_counter()
-        coarse = predict_volume(fast, xray, threads=n_threads)
-        t1 = time.perf_counter()
-        for _r0, _slab in fuse_slabs(coarse, xray, rows_per_slab=_rows_per_slab(coarse.shape[0], fuse_to)):
-            pass
-        return t1 - t0, time.perf_counter() - t1
-
-    first = once()
-    runs = [once() for _ in range(repeats)]
-    res: dict[str, Any] = {
-        "seconds": _median([a + b for a, b in runs]),
-        "network_s": _median([a for a, _ in runs]),
-        "fusion_s": _median([b for _, b in runs]),
-        "first_call_s": float(sum(first)),
-        "runs_s": [float(a + b) for a, b in runs],
-        "net": net,
-        "network": cfg.to_dict(),
-        "size": size,
-        "fuse_to": fuse_to,
-        "repeats": repeats,
-        "threads": n_threads,
-        "settings": "eval, BatchNorm folded, channels_last, torch.inference_mode, float32",
-    }
-    if compare:
-        x = resize_xrays(torch.from_numpy(xray.astype(np.float32))[None, None], cfg.input_size)
-        cl = torch.channels_last
-        variants = {
-            "eval": model,
-            "eval+fold_bn": fold_batchnorm(model),
-            "eval+channels_last": copy.deepcopy(model).to(memory_format=cl),  # type: ignore[call-overload]
-            "eval+fold_bn+channels_last": fast,
-        }
-        counts = sorted({1, max(1, torch.get_num_threads())})
-        times: dict[tuple[str, int], list[float]] = {}
-        with torch.inference_mode():
-            for n in counts:  # warm every variant once per thread count
-                with _Threads(n):
-                    for m in variants.values():
-                        m(x)
-            for _ in range(repeats):
-                for n in counts:
-                    with _Threads(n):
-                        for name, m in variants.items():
-                            t = time.perf_counter()
-                            m(x)
-                            times.setdefault((name, n), []).append(time.perf_counter() - t)
-        res["options"] = {
-            f"{name}, {n} thread{'s' if n > 1 else ''}": {"median_s": _median(v), "min_s": min(v)}
-            for (name, n), v in times.items()
-        }
-    res["loadavg_1min"] = [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
-    return res

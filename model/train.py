@@ -298,6 +298,42 @@ def evaluate_loss(
     return total / max(count, 1)
 
 
+@dataclass
+class _Run:
+    """One call of :func:`train` while it runs: set up by :func:`_setup`, then changed by its steps."""
+
+    net: NetworkConfig
+    cfg: TrainConfig
+    rank: int  # this process's rank; only rank 0 writes
+    world: int  # processes (DDP world size)
+    local_rank: int
+    device: torch.device
+    out: Path  # the run folder
+    train_set: StoreSamples
+    val_set: StoreSamples | None  # the held-out species (split "val"); None: none complete
+    fingerprint: dict  # data_fingerprint(train_set)
+    model: torch.nn.Module  # DistributedDataParallel-wrapped with world > 1
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    start: int  # the step resumed from (0: a fresh start)
+    end: int  # the last step of this call
+    best: dict  # val_loss and step of best.pt so far
+    val_loss: float = math.nan  # the latest validation loss
+    ref: dict | None = None  # the training x-rays' summary for tomo infer's OOD check (rank 0)
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+    @property
+    def per_rank(self) -> int:  # samples of each global batch on this rank
+        return self.cfg.batch_size // self.world
+
+
 def train(
     store,
     out_dir,
@@ -315,6 +351,39 @@ def train(
     it; a checkpoint made with other network or training settings, or other data, is refused with
     what differs.
     """
+    run = _setup(store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps)
+    loader, targets, val_targets = _batches(run)
+    logs = _Logs(run.out, run.rank == 0, run.start)
+    if progress is None:
+        progress = True  # a bar on a terminal, lines in a log (tomodata.progress)
+    bar = progress_bar(total=run.end, initial=run.start, enabled=progress and run.rank == 0, desc="train", unit="step")
+    run.model.train()
+    losses: list[float] = []
+    t_last, step = time.perf_counter(), run.start
+    if run.rank == 0:
+        run.ref = reference_from_store(run.train_set.store_path, size=net.input_size, species=run.train_set.species)
+    for step, batch in enumerate(loader, start=run.start + 1):
+        losses.append(_train_step(run, targets, batch))
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == run.end:
+            t_last = _log_train(run, logs, bar, step, losses, t_last)
+        if (
+            run.val_set is not None
+            and val_targets is not None
+            and (step % cfg.val_every == 0 or step == run.end)
+            and run.rank == 0
+        ):
+            _validate(run, run.val_set, val_targets, logs, step)
+        if run.rank == 0 and (step % cfg.ckpt_every == 0 or step == run.end):
+            _save_checkpoints(run, step)
+    bar.close()
+    logs.close()
+    return _finish(run, step)
+
+
+def _setup(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool, max_steps: int | None) -> _Run:
+    """Check the settings, join the process group (world > 1), open the data, build the model,
+    optimiser and schedule (seeded), and resume from ``out_dir/last.pt`` when asked and present."""
     cfg.validate()
     net.validate()
     rank, world, local_rank = _dist_info()
@@ -331,175 +400,191 @@ def train(
     fingerprint = data_fingerprint(train_set)
 
     torch.manual_seed(cfg.seed)
-    model: torch.nn.Module = TomographyNet(net).to(device)  # DistributedDataParallel-wrapped with world > 1
+    model: torch.nn.Module = TomographyNet(net).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    start = 0
-    last = out / "last.pt"
-    if resume and last.exists():
-        state = load_checkpoint(last, map_location=device)
-        diffs = config_differences(state["network"], net.to_dict(), "network.")
-        diffs += config_differences(
-            {k: v for k, v in state["train"].items() if k not in ("steps",)},
-            {k: v for k, v in cfg.to_dict().items() if k not in ("steps",)},
-            "train.",
-        )
-        diffs += config_differences(state["data"], fingerprint, "data.")
-        if diffs:
-            raise ValueError(f"{last} was made with other settings; refusing to resume:\n  " + "\n  ".join(diffs))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start = int(state["step"])
+    run = _Run(
+        net=net,
+        cfg=cfg,
+        rank=rank,
+        world=world,
+        local_rank=local_rank,
+        device=device,
+        out=out,
+        train_set=train_set,
+        val_set=val_set,
+        fingerprint=fingerprint,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        start=0,
+        end=0,
+        best=dict(val_loss=math.inf, step=0),
+    )
+    if resume and run.last.exists():
+        _resume(run)
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
+        run.model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None
         )
+    run.end = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    return run
 
-    end = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
-    targets = SpeciesVolumes(train_set, device, size=net.out_size, steps=net.out_depth)
-    val_targets = SpeciesVolumes(val_set, device, size=net.out_size, steps=net.out_depth) if val_set else None
-    per_rank = cfg.batch_size // world
-    sampler = [
-        batch_indices(s, cfg.batch_size, len(train_set), cfg.seed)[rank * per_rank : (rank + 1) * per_rank].tolist()
-        for s in range(start, end)
-    ]
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_sampler=sampler,
-        num_workers=cfg.num_workers,
-        multiprocessing_context=loader_workers_context(cfg.num_workers),
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
+
+def _resume(run: _Run) -> None:
+    """Continue from ``last.pt``: model, optimiser, schedule, RNG states, step and the best
+    validation so far; ValueError naming what differs when it was made with other settings or data."""
+    last = run.last
+    state = load_checkpoint(last, map_location=run.device)
+    diffs = config_differences(state["network"], run.net.to_dict(), "network.")
+    diffs += config_differences(
+        {k: v for k, v in state["train"].items() if k not in ("steps",)},
+        {k: v for k, v in run.cfg.to_dict().items() if k not in ("steps",)},
+        "train.",
     )
-    logs = _Logs(out, rank == 0, start)
-    if progress is None:
-        progress = True  # a bar on a terminal, lines in a log (tomodata.progress)
-    bar = progress_bar(total=end, initial=start, enabled=progress and rank == 0, desc="train", unit="step")
-    model.train()
-    losses, val_loss, t_last, step = [], math.nan, time.perf_counter(), start
-    best = dict(val_loss=math.inf, step=0)
-    if start:  # the best validation so far travels in last.pt
-        best.update(
+    diffs += config_differences(state["data"], run.fingerprint, "data.")
+    if diffs:
+        raise ValueError(f"{last} was made with other settings; refusing to resume:\n  " + "\n  ".join(diffs))
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    run.start = int(state["step"])
+    if run.start:  # the best validation so far travels in last.pt
+        run.best.update(
             {
                 k: state["metrics"][f"best_{k}"]
                 for k in ("val_loss", "step")
                 if state["metrics"].get(f"best_{k}") is not None
             }
         )
-    best_path = out / "best.pt"
-    ref = (
-        reference_from_store(train_set.store_path, size=net.input_size, species=train_set.species)
-        if rank == 0
-        else None
+
+
+def _batches(run: _Run):
+    """``(loader, targets, val_targets)``: this rank's share of the global batches of steps
+    ``start + 1 … end`` (order: :func:`model.data.batch_indices`) and the view-volume targets."""
+    net, cfg, device = run.net, run.cfg, run.device
+    targets = SpeciesVolumes(run.train_set, device, size=net.out_size, steps=net.out_depth)
+    val_targets = SpeciesVolumes(run.val_set, device, size=net.out_size, steps=net.out_depth) if run.val_set else None
+    per_rank, rank = run.per_rank, run.rank
+    sampler = [
+        batch_indices(s, cfg.batch_size, len(run.train_set), cfg.seed)[rank * per_rank : (rank + 1) * per_rank].tolist()
+        for s in range(run.start, run.end)
+    ]
+    loader = torch.utils.data.DataLoader(
+        run.train_set,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        multiprocessing_context=loader_workers_context(cfg.num_workers),
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
-    for step, batch in enumerate(loader, start=start + 1):
-        x = resize_xrays(batch["xray"].to(device, non_blocking=True), net.input_size)
-        with torch.no_grad():
-            y = targets.targets(batch)
-        with _amp_context(cfg, device):
-            pred = model(x)
-        loss = F.mse_loss(pred.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == end:
-            now = time.perf_counter()
-            n = len(losses)
-            logs.log(
-                "train",
-                dict(
-                    step=step,
-                    loss=float(np.mean(losses)),
-                    lr=scheduler.get_last_lr()[0],
-                    samples_per_s=n * cfg.batch_size / max(now - t_last, 1e-9),
-                ),
-            )
-            bar.set_postfix(loss=f"{np.mean(losses):.4g}")
-            losses, t_last = [], now
-        if val_set is not None and val_targets is not None and (step % cfg.val_every == 0 or step == end) and rank == 0:
-            val_loss = evaluate_loss(
-                model.module if world > 1 else model,
-                val_set,
-                val_targets,
-                net,
-                n=cfg.val_samples,
-                seed=cfg.seed,
-                batch=per_rank,
-                device=device,
-            )
-            logs.log("val", dict(step=step, val_loss=val_loss))
-            if val_loss < best["val_loss"]:  # model choice on the val split: keep the best checkpoint
-                best = dict(val_loss=val_loss, step=step)
-                save_checkpoint(
-                    best_path,
-                    model=model,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    step=step,
-                    net=net,
-                    cfg=cfg,
-                    data=fingerprint,
-                    metrics=_metrics(val_loss, best),
-                    xray_reference=ref,
-                )
-        if rank == 0 and (step % cfg.ckpt_every == 0 or step == end):
-            save_checkpoint(
-                last,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                step=step,
-                net=net,
-                cfg=cfg,
-                data=fingerprint,
-                metrics=_metrics(val_loss, best),
-                xray_reference=ref,
-            )
-            if cfg.keep_checkpoints:
-                save_checkpoint(
-                    out / f"step_{step:07d}.pt",
-                    model=model,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    step=step,
-                    net=net,
-                    cfg=cfg,
-                    data=fingerprint,
-                    metrics=_metrics(val_loss, best),
-                    xray_reference=ref,
-                )
-    bar.close()
-    logs.close()
-    if rank == 0 and val_set is None and last.exists():  # no val split: nothing to choose with
-        shutil.copyfile(last, best_path)
-        best = dict(val_loss=math.nan, step=step)
-    if world > 1:
+    return loader, targets, val_targets
+
+
+def _train_step(run: _Run, targets: SpeciesVolumes, batch: dict) -> float:
+    """One optimisation step on ``batch`` (L2 on the view volumes); its loss."""
+    x = resize_xrays(batch["xray"].to(run.device, non_blocking=True), run.net.input_size)
+    with torch.no_grad():
+        y = targets.targets(batch)
+    with _amp_context(run.cfg, run.device):
+        pred = run.model(x)
+    loss = F.mse_loss(pred.float(), y)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss.item()
+
+
+def _log_train(run: _Run, logs: _Logs, bar, step: int, losses: list[float], t_last: float) -> float:
+    """Log the mean loss of ``losses`` (then emptied), the learning rate and samples/s since
+    ``t_last``; returns the time now (perf_counter seconds)."""
+    now = time.perf_counter()
+    n = len(losses)
+    logs.log(
+        "train",
+        dict(
+            step=step,
+            loss=float(np.mean(losses)),
+            lr=run.scheduler.get_last_lr()[0],
+            samples_per_s=n * run.cfg.batch_size / max(now - t_last, 1e-9),
+        ),
+    )
+    bar.set_postfix(loss=f"{np.mean(losses):.4g}")
+    losses.clear()
+    return now
+
+
+def _validate(run: _Run, val_set: StoreSamples, val_targets: SpeciesVolumes, logs: _Logs, step: int) -> None:
+    """Validation loss on the val split, logged; a new best is also written as ``best.pt`` (model
+    choice on the val split only)."""
+    run.val_loss = evaluate_loss(
+        run.model.module if run.world > 1 else run.model,
+        val_set,
+        val_targets,
+        run.net,
+        n=run.cfg.val_samples,
+        seed=run.cfg.seed,
+        batch=run.per_rank,
+        device=run.device,
+    )
+    logs.log("val", dict(step=step, val_loss=run.val_loss))
+    if run.val_loss < run.best["val_loss"]:  # model choice on the val split: keep the best checkpoint
+        run.best = dict(val_loss=run.val_loss, step=step)
+        _save(run, run.best_path, step)
+
+
+def _save_checkpoints(run: _Run, step: int) -> None:
+    """``last.pt``, and ``step_XXXXXXX.pt`` with ``keep_checkpoints``."""
+    _save(run, run.last, step)
+    if run.cfg.keep_checkpoints:
+        _save(run, run.out / f"step_{step:07d}.pt", step)
+
+
+def _save(run: _Run, path: Path, step: int) -> None:
+    save_checkpoint(
+        path,
+        model=run.model,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        step=step,
+        net=run.net,
+        cfg=run.cfg,
+        data=run.fingerprint,
+        metrics=_metrics(run.val_loss, run.best),
+        xray_reference=run.ref,
+    )
+
+
+def _finish(run: _Run, step: int) -> dict:
+    """After the last step: ``best.pt`` = ``last.pt`` when there is no val split, wait for every
+    rank, and write ``summary.json`` (rank 0); returns the summary."""
+    if run.rank == 0 and run.val_set is None and run.last.exists():  # no val split: nothing to choose with
+        shutil.copyfile(run.last, run.best_path)
+        run.best = dict(val_loss=math.nan, step=step)
+    if run.world > 1:
         torch.distributed.barrier()
     summary = dict(
         step=step,
-        start=start,
-        val_loss=val_loss,
-        parameters=count_parameters(model),
-        device=str(device),
-        world_size=world,
-        checkpoint=str(last),
-        best_checkpoint=str(best_path),
-        best_step=best["step"],
-        best_val_loss=best["val_loss"],
+        start=run.start,
+        val_loss=run.val_loss,
+        parameters=count_parameters(run.model),
+        device=str(run.device),
+        world_size=run.world,
+        checkpoint=str(run.last),
+        best_checkpoint=str(run.best_path),
+        best_step=run.best["step"],
+        best_val_loss=run.best["val_loss"],
         model_choice=(
             "best.pt: the checkpoint with the lowest validation loss on the val split"
-            if val_set is not None
+            if run.val_set is not None
             else "no val split: best.pt is last.pt"
         ),
-        val_species=list(val_set.species) if val_set is not None else [],
+        val_species=list(run.val_set.species) if run.val_set is not None else [],
     )
-    if rank == 0:
-        write_json(out / "summary.json", summary)
+    if run.rank == 0:
+        write_json(run.out / "summary.json", summary)
     return summary
 
 

@@ -501,7 +501,26 @@ def prepare_xray(
     if not np.isfinite(x).all():
         raise ValueError("the image contains NaN or infinite values")
     x = np.clip(x, 0.0, 1.0)
-    rec: dict[str, Any] = {}
+    rec: dict[str, Any] = {"polarity": _decide_polarity(x, mask, polarity, header)}
+    if rec["polarity"]["inverted"]:
+        x = 1.0 - x
+    if g is not None:
+        x = x**g
+    rec["gamma"] = {"gamma": g, "rule": "value = value ** gamma after polarity (None: unchanged)"}
+    bg, field = _background(x, mask)
+    rec["background"] = {"value": bg, "rule": "median of the exposed field's border band after polarity and gamma"}
+    if mask is not None:
+        x = np.where(np.asarray(mask, bool), bg, x)
+    x, rec["square"] = _make_square(x, square, field, bg)
+    rec["square"]["size"] = int(x.shape[0])
+    return np.ascontiguousarray(x), rec
+
+
+def _decide_polarity(x: np.ndarray, mask, polarity: str, header: str | None) -> dict:
+    """The polarity record of the (H, W) image ``x`` in [0, 1] (``inverted``: bone was dark): the
+    mode's choice, or for "auto" the header's (unless the image clearly disagrees: ValueError) or
+    the detector's (:func:`model.polarity.detect_polarity`; ValueError when undecided, a warning
+    when uncertain)."""
     stats = detect_polarity(x, mask)
     if polarity != "auto":
         invert = polarity == "invert"
@@ -526,19 +545,20 @@ def prepare_xray(
                 f"polarity detection is uncertain (score {stats['margin']:+.2f}); "
                 f"{'inverting' if invert else 'keeping'}; pass polarity='keep' or 'invert' to decide",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,  # prepare_xray's caller
             )
-    rec["polarity"] = {
+    return {
         "mode": polarity,
         "inverted": bool(invert),
         "detected": stats,
         "decided_by": polarity if polarity != "auto" else ("header: " + header if header else "image"),
     }
-    if invert:
-        x = 1.0 - x
-    if g is not None:
-        x = x**g
-    rec["gamma"] = {"gamma": g, "rule": "value = value ** gamma after polarity (None: unchanged)"}
+
+
+def _background(x: np.ndarray, mask) -> tuple[float, tuple[int, int, int, int]]:
+    """``(background value, exposed field's bands (top, bottom, left, right) in pixels)``: the median
+    of the field's border band, alpha-masked pixels left out (the whole image's border band when the
+    field is too small; every unmasked pixel when the band is empty)."""
     field = _field_bands(x)
     band = np.zeros(x.shape, bool)
     t, b, l, r = field
@@ -549,34 +569,29 @@ def prepare_xray(
     sel = band if mask is None else band & ~np.asarray(mask, bool)
     if not sel.any():
         sel = np.ones(x.shape, bool) if mask is None else ~np.asarray(mask, bool)
-    bg = float(np.median(x[sel]))
-    rec["background"] = {"value": bg, "rule": "median of the exposed field's border band after polarity and gamma"}
-    if mask is not None:
-        x = np.where(np.asarray(mask, bool), bg, x)
+    return float(np.median(x[sel])), field
+
+
+def _make_square(x: np.ndarray, square: str, field, bg: float) -> tuple[np.ndarray, dict]:
+    """The (H, W) image made square by ``square`` ("field", "crop" or "pad" with ``bg``) and the
+    square's record (``box``: top, left, height, width in input pixels)."""
     H, W = x.shape
     S_short, S_long = min(H, W), max(H, W)
     if square == "field":
-        x, rec["square"] = _field_square(x, field, bg)
-    elif H == W:
-        rec["square"] = {"mode": square, "applied": "none (already square)", "box": [0, 0, H, W]}
-    elif square == "crop":
+        return _field_square(x, field, bg)
+    if H == W:
+        return x, {"mode": square, "applied": "none (already square)", "box": [0, 0, H, W]}
+    if square == "crop":
         top, left = (H - S_short) // 2, (W - S_short) // 2
         x = x[top : top + S_short, left : left + S_short]
-        rec["square"] = {
-            "mode": "crop",
-            "applied": "centre crop to the short side",
-            "box": [top, left, S_short, S_short],
-        }  # top, left, height, width in input pixels
-    else:
-        dh, dw = S_long - H, S_long - W
-        pads = [dh // 2, dh - dh // 2, dw // 2, dw - dw // 2]  # top, bottom, left, right
-        x = np.pad(x, ((pads[0], pads[1]), (pads[2], pads[3])), mode="constant", constant_values=bg)
-        rec["square"] = {
-            "mode": "pad",
-            "applied": "pad to the long side with the background value",
-            "pad_top_bottom_left_right": pads,
-            "value": bg,
-            "box": [-pads[0], -pads[2], S_long, S_long],
-        }
-    rec["square"]["size"] = int(x.shape[0])
-    return np.ascontiguousarray(x), rec
+        return x, {"mode": "crop", "applied": "centre crop to the short side", "box": [top, left, S_short, S_short]}
+    dh, dw = S_long - H, S_long - W
+    pads = [dh // 2, dh - dh // 2, dw // 2, dw - dw // 2]  # top, bottom, left, right
+    x = np.pad(x, ((pads[0], pads[1]), (pads[2], pads[3])), mode="constant", constant_values=bg)
+    return x, {
+        "mode": "pad",
+        "applied": "pad to the long side with the background value",
+        "pad_top_bottom_left_right": pads,
+        "value": bg,
+        "box": [-pads[0], -pads[2], S_long, S_long],
+    }
