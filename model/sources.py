@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from tomodata.views import sample_to_view
+from tomodata.views import mirror, sample_to_view
 
 from .data import VIEW_VOXEL_BYTES, torch_view_volumes
 
@@ -183,7 +183,7 @@ class ViewSource:
                     part = np.nonzero((mirrored[sel] == m) & (inv >= u0) & (inv < u1))[0]
                     if part.size:
                         v = made[torch.from_numpy(inv[part] - u0).to(self.device)]
-                        out[torch.from_numpy(sel[part]).to(self.device)] = torch.flip(v, dims=(2,)) if m else v
+                        out[torch.from_numpy(sel[part]).to(self.device)] = mirror(v) if m else v
         return out
 
 

@@ -15,6 +15,7 @@ from model import cli
 from model.cli import main
 from tomodata.ingest import save_cube
 from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
+from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,13 +35,8 @@ def _species(name):
 def _store(path, names, *, views=4, size=32):
     create_store(
         path,
+        StoreSettings(chi=10.0, steps=16, image_size=size, volume_size=16, n_views=views, view_seed=0),
         species=[_species(n) for n in names],
-        chi=10.0,
-        steps=16,
-        image_size=size,
-        volume_size=16,
-        n_views=views,
-        view_seed=0,
     )
 
 

@@ -11,6 +11,7 @@ import nrrd
 import numpy as np
 import pytest
 import torch
+from tiny_runs import TINY_NET, build_demo
 
 from model.cli import main
 from model.network import NetworkConfig, TomographyNet
@@ -87,30 +88,7 @@ def test_render_bad_input(tmp_path, capsys):
 
 def test_build_demo_then_validate(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert (
-        main(
-            [
-                "build-demo",
-                "-o",
-                str(out),
-                "--species",
-                "3",
-                "--held-out",
-                "1",
-                "--views",
-                "4",
-                "--size",
-                "32",
-                "--steps",
-                "32",
-                "--volume-size",
-                "32",
-                "--backend",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    build_demo(out, species=3, held_out=1, views=4)
     store = out / "dataset.zarr"
     assert main(["validate", str(store)]) == 0
 
@@ -159,47 +137,9 @@ def test_bench_cube_runs(capsys):
 def test_train_evaluate_figures_apps(tmp_path, capsys):
     """The model commands end to end on a tiny store and network."""
     out = tmp_path / "d"
-    assert (
-        main(
-            [
-                "build-demo",
-                "-o",
-                str(out),
-                "--species",
-                "4",
-                "--val",
-                "1",
-                "--test",
-                "1",
-                "--views",
-                "4",
-                "--size",
-                "32",
-                "--steps",
-                "32",
-                "--volume-size",
-                "32",
-                "--backend",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    build_demo(out, species=4, val=1, test=1, views=4)
     store = str(out / "dataset.zarr")
-    tiny = [
-        "--input-size",
-        "32",
-        "--out-depth",
-        "16",
-        "--out-size",
-        "16",
-        "--width",
-        "16",
-        "--stem-channels",
-        "8",
-        "--hourglass-levels",
-        "2",
-    ]
+    tiny = TINY_NET
     assert main(["model-info", "--preset", "paper"] + tiny) == 0
     assert "params" in capsys.readouterr().out
     run = tmp_path / "run"

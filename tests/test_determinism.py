@@ -20,30 +20,17 @@ import numba
 import numpy as np
 import pytest
 import zarr
+from tiny_runs import demo_args
 
 from model.cli import main
 from tomodata import store as tstore
 from tomodata.ingest import load_cube
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import render_xrays, view_volumes
+from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
-DEMO_ARGS = [
-    "--species",
-    "3",
-    "--held-out",
-    "1",
-    "--views",
-    "4",
-    "--size",
-    "32",
-    "--steps",
-    "32",
-    "--volume-size",
-    "32",
-    "--backend",
-    "cpu",
-]
+DEMO_ARGS = demo_args(species=3, held_out=1, views=4)
 # What may differ between two builds of the same config: the times, and build-demo's output folder,
 # which it records among its arguments. Nothing else (not even the order species were written in).
 ALLOWED_ROOT_DIFFS = {"timestamps.created", "timestamps.finalized", "provenance.config.args.output"}
@@ -270,13 +257,8 @@ def api_store(path: Path, species: list[dict]) -> Path:
     """A store like tomo store-create's, with 4 images per shard (3 shards per species)."""
     tstore.create_store(
         path,
+        StoreSettings(chi=10.0, steps=32, image_size=32, volume_size=32, n_views=6, view_seed=0),
         species=species,
-        chi=10.0,
-        steps=32,
-        image_size=32,
-        volume_size=32,
-        n_views=6,
-        view_seed=0,
         images_per_shard=4,
         provenance={"config": {"test": "recovery"}},
     )
@@ -372,7 +354,7 @@ def small_store(tmp_path_factory) -> Path:
         )
         for n in ("a", "b")
     ]
-    tstore.create_store(path, species=species, steps=8, image_size=8, volume_size=8, n_views=3)
+    tstore.create_store(path, StoreSettings(steps=8, image_size=8, volume_size=8, n_views=3), species=species)
     rng = np.random.default_rng(1)
     for n in ("a", "b"):
         tstore.write_species(

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_runs import TINY_NET, build_demo
 
 from model.cli import main
 from model.evaluate import qualitative_examples
@@ -40,32 +41,7 @@ CHROMIUM_FLAGS = [
 def run(tmp_path_factory):
     """results/RUN-like folder: dataset.zarr, model/best.pt, eval/ (4 held-out samples, 16³ grid)."""
     root = tmp_path_factory.mktemp("explorer")
-    assert (
-        main(
-            [
-                "build-demo",
-                "-o",
-                str(root),
-                "--species",
-                "4",
-                "--val",
-                "1",
-                "--test",
-                "1",
-                "--views",
-                "4",
-                "--size",
-                "32",
-                "--steps",
-                "32",
-                "--volume-size",
-                "32",
-                "--backend",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    build_demo(root, species=4, val=1, test=1, views=4)
     store = str(root / "dataset.zarr")
     assert (
         main(
@@ -74,18 +50,7 @@ def run(tmp_path_factory):
                 store,
                 "-o",
                 str(root / "model"),
-                "--input-size",
-                "32",
-                "--out-depth",
-                "16",
-                "--out-size",
-                "16",
-                "--width",
-                "16",
-                "--stem-channels",
-                "8",
-                "--hourglass-levels",
-                "2",
+                *TINY_NET,
                 "--steps",
                 "2",
                 "--batch-size",

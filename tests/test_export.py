@@ -18,31 +18,18 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from tiny_runs import demo_args
 
 from model.cli import main
 from tomodata import export
 from tomodata.ingest_settings import orient
 from tomodata.recipe import cube_settings, recipe_files
 from tomodata.store import create_store, open_store, validate_store, write_species
+from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 from tomodata.volume_files import write_canonical_volume
 
-DEMO_ARGS = [
-    "--species",
-    "3",
-    "--held-out",
-    "1",
-    "--views",
-    "4",
-    "--size",
-    "32",
-    "--steps",
-    "32",
-    "--volume-size",
-    "32",
-    "--backend",
-    "cpu",
-]
+DEMO_ARGS = demo_args(species=3, held_out=1, views=4)
 UTCT_LICENCE = "UTCT/DigiMorph: research use, no redistribution"
 pytestmark = pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")  # rdflib
 
@@ -81,13 +68,8 @@ def tiny_store(path: Path, licences: list[str], sources: list[str] | None = None
     ]
     create_store(
         path,
+        StoreSettings(chi=10.0, steps=8, image_size=size, volume_size=vol, n_views=n_views, view_seed=0),
         species=species,
-        chi=10.0,
-        steps=8,
-        image_size=size,
-        volume_size=vol,
-        n_views=n_views,
-        view_seed=0,
         provenance={"command": "test", "config": {"views": n_views}},
     )
     rng = np.random.default_rng(0)

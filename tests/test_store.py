@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing as mp
@@ -15,6 +16,7 @@ import zarr
 from ome_zarr_models.v05.image import Image
 
 from tomodata import store
+from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
 N_VIEWS, IMG, VOL, STEPS = 6, 32, 16, 16
@@ -48,8 +50,15 @@ def make_store(path, names=("alpha", "beta"), **kw):
         images_per_shard=PER_SHARD,
     )
     args.update(kw)
-    store.create_store(path, **args)
+    settings, rest = split_settings(args)
+    store.create_store(path, settings, **rest)
     return path
+
+
+def split_settings(kw):
+    """create_store's keywords of the old form -> (StoreSettings of the settings keys, the rest)."""
+    names = {f.name for f in dataclasses.fields(StoreSettings)}
+    return StoreSettings(**{k: v for k, v in kw.items() if k in names}), {k: v for k, v in kw.items() if k not in names}
 
 
 def species_data(name, n_views=N_VIEWS, img=IMG, vol=VOL):
@@ -358,7 +367,8 @@ def test_unknown_species_lists_known_names(tmp_path):
 )
 def test_create_store_rejects_bad_arguments(tmp_path, species, kw, match):
     with pytest.raises(ValueError, match=match):
-        store.create_store(tmp_path / "ds.zarr", species=species, **kw)
+        settings, rest = split_settings(kw)
+        store.create_store(tmp_path / "ds.zarr", settings, species=species, **rest)
     assert not (tmp_path / "ds.zarr").exists()
 
 

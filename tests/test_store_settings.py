@@ -26,7 +26,7 @@ def test_settings_round_trip_through_a_store_and_json(tmp_path):
             spacing_mm=[1.0, 1.0, 1.0],
         )
     ]
-    create_store(tmp_path / "s.zarr", species=species, **s.create_kwargs())
+    create_store(tmp_path / "s.zarr", s, species=species)
     assert open_store(tmp_path / "s.zarr").settings == s
     assert StoreSettings.from_json(json.loads(json.dumps(s.to_json()))) == s
     # the workflow's settings file (tomo store-settings) reads back as the same settings

@@ -8,6 +8,7 @@ import pytest
 
 from model.cli import main
 from tomodata.store import array_sha256, create_store, finalize_store, open_store, validate_store, write_species
+from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
 N, S, V = 3, 8, 8
@@ -41,11 +42,8 @@ def make(store, names, *, splits=None, n_views=N, **kw):
     hashes = {n: array_sha256(volume(int(n[-1]))) for n in names}
     return create_store(
         store,
+        StoreSettings(image_size=S, volume_size=V, steps=8, n_views=n_views),
         species=table,
-        image_size=S,
-        volume_size=V,
-        steps=8,
-        n_views=n_views,
         update=True,
         volume_sha256=hashes,
         **kw,
@@ -70,11 +68,8 @@ def test_update_keeps_unchanged_species_and_resets_the_others(tmp_path):
     table = [entry("sp1"), entry("sp2")]
     out = create_store(
         store,
+        StoreSettings(image_size=S, volume_size=V, steps=8, n_views=N),
         species=table,
-        image_size=S,
-        volume_size=V,
-        steps=8,
-        n_views=N,
         update=True,
         volume_sha256={"sp1": "f" * 64, "sp2": array_sha256(volume(2))},
     )
@@ -100,7 +95,7 @@ def test_existing_store_still_refused_without_update(tmp_path):
     store = tmp_path / "d.zarr"
     make(store, ["sp0"])
     with pytest.raises(FileExistsError):
-        create_store(store, species=[entry("sp0")], image_size=S, volume_size=V, steps=8, n_views=N)
+        create_store(store, StoreSettings(image_size=S, volume_size=V, steps=8, n_views=N), species=[entry("sp0")])
 
 
 def test_cli_workflow_pieces(tmp_path, capsys):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_runs import TINY_NET, build_demo
 
-from model.cli import main
 from model.data import (
     SpeciesVolumes,
     StoreSamples,
@@ -36,30 +36,7 @@ TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_ch
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     out = tmp_path_factory.mktemp("store")
-    assert (
-        main(
-            [
-                "build-demo",
-                "-o",
-                str(out),
-                "--species",
-                "4",
-                "--held-out",
-                "1",
-                "--views",
-                "6",
-                "--size",
-                "32",
-                "--steps",
-                "32",
-                "--volume-size",
-                "32",
-                "--backend",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    build_demo(out, species=4, held_out=1, views=6)
     return out / "dataset.zarr"
 
 
@@ -228,18 +205,7 @@ def test_cli_train_and_ddp_two_processes(store, tmp_path):
         str(store),
         "-o",
         str(tmp_path / "ddp"),
-        "--input-size",
-        "32",
-        "--out-depth",
-        "16",
-        "--out-size",
-        "16",
-        "--width",
-        "16",
-        "--stem-channels",
-        "8",
-        "--hourglass-levels",
-        "2",
+        *TINY_NET,
         "--steps",
         "3",
         "--batch-size",

@@ -162,6 +162,7 @@ def cmd_build_demo(a) -> int:
     from .demo import demo_name, demo_splits
     from .phantoms import skull_volume, species_params
     from .store import create_store, finalize_store, write_species
+    from .store_settings import StoreSettings
     from .views import hemisphere_views
 
     out = Path(a.output)
@@ -183,13 +184,10 @@ def cmd_build_demo(a) -> int:
     ]
     create_store(
         store,
+        StoreSettings(
+            chi=a.chi, steps=a.steps, image_size=a.size, volume_size=a.volume_size, n_views=a.views, view_seed=a.seed
+        ),
         species=table,
-        chi=a.chi,
-        steps=a.steps,
-        image_size=a.size,
-        volume_size=a.volume_size,
-        n_views=a.views,
-        view_seed=a.seed,
         provenance=dict(command="tomo build-demo", args=vars(a) | {"func": None}),
         overwrite=a.overwrite,
     )
@@ -455,6 +453,7 @@ def cmd_store_create(a) -> int:
     from .manifest import load_manifest
     from .specimens import local_source
     from .store import array_sha256, create_store
+    from .store_settings import StoreSettings
 
     by_id, resolved = {}, {}
     for manifest in a.manifest:
@@ -505,9 +504,7 @@ def cmd_store_create(a) -> int:
         config = yaml.safe_load(Path(a.config).read_text())
     if a.config_json:
         config = json.loads(a.config_json)
-    summary = create_store(
-        a.store,
-        species=species,
+    settings = StoreSettings(
         chi=a.chi,
         steps=a.steps,
         image_size=a.size,
@@ -515,6 +512,11 @@ def cmd_store_create(a) -> int:
         n_views=a.views,
         view_seed=a.seed,
         image_encoding=a.encoding,
+    )
+    summary = create_store(
+        a.store,
+        settings,
+        species=species,
         overwrite=a.overwrite,
         update=a.update,
         volume_sha256=volume_sha256,

@@ -13,6 +13,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from .views import SampleIndex
+
 __all__ = ["StoreSettings", "IMAGE_ENCODINGS", "number_problems"]
 
 #: how the x-rays are stored (tomodata.store.encode_images)
@@ -55,6 +59,10 @@ class StoreSettings:
     image_encoding: str = "uint16"
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # numpy scalars (e.g. from an array) taken as Python numbers
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                object.__setattr__(self, f.name, value.item())
         problems = self.problems()
         if problems:
             raise ValueError("store settings: " + "; ".join(problems))
@@ -72,6 +80,11 @@ class StoreSettings:
     def samples_per_species(self) -> int:
         """Samples per species: every view and its mirror."""
         return 2 * self.n_views
+
+    @property
+    def sample_index(self) -> SampleIndex:
+        """The samples ↔ (view, mirrored) map of every species (:class:`tomodata.views.SampleIndex`)."""
+        return SampleIndex(self.n_views)
 
     @classmethod
     def from_attrs(cls, attrs) -> StoreSettings:
@@ -108,7 +121,3 @@ class StoreSettings:
         if unknown:
             raise ValueError(f"store settings: unknown keys {unknown} (known: {sorted(names)})")
         return cls(**{k: v for k, v in obj.items() if k in names})
-
-    def create_kwargs(self) -> dict:
-        """Keyword arguments of :func:`tomodata.store.create_store` for these settings."""
-        return self.to_json()

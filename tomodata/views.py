@@ -15,16 +15,22 @@ Scheme ``"fibonacci-jitter-v1"`` (what :func:`hemisphere_views` makes):
   ``w = e_r = d`` with ``theta = arccos(z)``. This frame is right-handed (``u × v = d``) and defined
   everywhere on the hemisphere, the pole included (there it is a rotation by ``phi`` about z).
 
-Samples: a species with ``n`` views has ``2n`` samples, interleaved: sample ``2i`` is view ``i`` and
-sample ``2i + 1`` is view ``i`` mirrored (image rows reversed, v → −v; view-volume rows reversed).
+Samples (this module is their convention's one home): a species with ``n`` views has ``2n`` samples,
+interleaved: sample ``2i`` is view ``i`` and sample ``2i + 1`` is view ``i`` mirrored (:func:`mirror`:
+image rows reversed, v → −v; view-volume rows reversed). :class:`SampleIndex` maps between them;
+:func:`sample_to_view` and :func:`view_to_sample` are its one-call forms.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "VIEW_SCHEME",
+    "SampleIndex",
+    "mirror",
     "hemisphere_views",
     "rotation_from_direction",
     "sample_to_view",
@@ -94,27 +100,90 @@ def view_directions(rotations: np.ndarray) -> np.ndarray:
     return np.asarray(rotations)[..., :, 2]
 
 
+def mirror(x):
+    """The mirrored sample of an image or view volume: axis −2 reversed (rows, v → −v).
+
+    Images (..., S, S): ``img[..., ::-1, :]``; view volumes (..., steps, S', S'): ``vv[..., ::-1, :]``.
+    A numpy array gives a reversed view of itself (no copy); anything else with a ``flip`` method (a
+    torch tensor; tomodata does not import torch) gives ``x.flip(-2)`` (a copy, same device and dtype).
+    """
+    if not isinstance(x, np.ndarray) and hasattr(x, "flip"):
+        return x.flip(-2)
+    a = np.asarray(x)
+    if a.ndim < 2:
+        raise ValueError(f"mirror needs an array of at least 2 dimensions (..., rows, cols), got shape {a.shape}")
+    return a[..., ::-1, :]
+
+
+@dataclass(frozen=True)
+class SampleIndex:
+    """The ``2 n_views`` samples of a species with ``n_views`` views, interleaved: sample ``2i`` is
+    view ``i`` and sample ``2i + 1`` is view ``i`` mirrored (:func:`mirror`). Methods take ints or
+    integer arrays (vectorised)."""
+
+    n_views: int
+
+    @property
+    def n_samples(self) -> int:
+        """Samples of the species: every view and its mirror."""
+        return 2 * self.n_views
+
+    def to_view(self, sample):
+        """Sample index/indices in ``[0, 2 n_views)`` → ``(view, mirrored)``: ``(int, bool)`` for an
+        int, two arrays (int, bool) for an integer array; ``ValueError`` when out of range or not integers."""
+        s = np.asarray(sample)
+        if not np.issubdtype(s.dtype, np.integer):
+            raise ValueError(f"sample indices must be integers, got dtype {s.dtype}")
+        if np.any(s < 0) or np.any(s >= self.n_samples):
+            raise ValueError(f"sample index out of range [0, {self.n_samples}) for {self.n_views} views")
+        view, mirrored = s // 2, (s % 2).astype(bool)
+        if s.ndim == 0:
+            return int(view), bool(mirrored)
+        return view, mirrored
+
+    @staticmethod
+    def to_sample(view, mirrored) -> np.ndarray | int:
+        """``(view, mirrored)`` → sample index ``2 · view + mirrored`` (int or integer array)."""
+        out = 2 * np.asarray(view) + np.asarray(mirrored).astype(np.int64)
+        return int(out) if np.ndim(out) == 0 else out
+
+    def table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(view, mirrored)`` of every sample in order: (2 n_views,) int64 and bool arrays."""
+        return self.to_view(np.arange(self.n_samples))
+
+    @staticmethod
+    def view_slice(start: int, stop: int) -> slice:
+        """The views of samples ``start .. stop - 1``, a run of whole pairs (``start``, ``stop`` even)."""
+        if start % 2 or stop % 2:
+            raise ValueError(f"samples {start}:{stop} are not whole view pairs (start and stop must be even)")
+        return slice(start // 2, stop // 2)
+
+    @staticmethod
+    def interleave(plain: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+        """Samples of views (k, ...) and of their mirrors (k, ...) → (2k, ...) in sample order."""
+        out = np.empty((2 * plain.shape[0],) + plain.shape[1:], dtype=plain.dtype)
+        out[0::2] = plain
+        out[1::2] = mirrored
+        return out
+
+    @staticmethod
+    def split(samples):
+        """Inverse of :meth:`interleave`: samples (2k, ...) → (plain, mirrored), each (k, ...) (views, no copy)."""
+        return samples[0::2], samples[1::2]
+
+
 def sample_to_view(sample, n_views: int):
-    """Map sample index/indices in ``[0, 2 n_views)`` to ``(view, mirrored)``.
+    """Map sample index/indices in ``[0, 2 n_views)`` to ``(view, mirrored)`` (:meth:`SampleIndex.to_view`).
 
     Interleaved: sample ``2i`` is view ``i``, sample ``2i + 1`` is view ``i`` mirrored.
     Works on ints (returns ``(int, bool)``) and integer arrays (returns two arrays).
     """
-    s = np.asarray(sample)
-    if not np.issubdtype(s.dtype, np.integer):
-        raise ValueError(f"sample indices must be integers, got dtype {s.dtype}")
-    if np.any(s < 0) or np.any(s >= 2 * n_views):
-        raise ValueError(f"sample index out of range [0, {2 * n_views}) for {n_views} views")
-    view, mirrored = s // 2, (s % 2).astype(bool)
-    if s.ndim == 0:
-        return int(view), bool(mirrored)
-    return view, mirrored
+    return SampleIndex(n_views).to_view(sample)
 
 
 def view_to_sample(view, mirrored) -> np.ndarray | int:
-    """Inverse of :func:`sample_to_view`: ``2 * view + mirrored``."""
-    out = 2 * np.asarray(view) + np.asarray(mirrored).astype(np.int64)
-    return int(out) if np.ndim(out) == 0 else out
+    """Inverse of :func:`sample_to_view`: ``2 * view + mirrored`` (:meth:`SampleIndex.to_sample`)."""
+    return SampleIndex.to_sample(view, mirrored)
 
 
 def check_rotations(rotations, *, atol: float = 1e-5, hemisphere: bool = False) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""Writing one species into a store (:func:`write_species`); jobs for different species may run at
+the same time, each writes only inside ``species/<name>/``."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import zarr
+
+import tomodata.store as _package  # _encode_block is looked up here at call time: tests patch it there
+
+from .. import __version__
+from ..store_settings import StoreSettings
+from ..views import SampleIndex, check_rotations, hemisphere_views, mirror
+from .layout import (
+    ARRAY_NAMES,
+    HASH_DEFINITION,
+    ROTATION_SCHEME_ATOL,
+    _expected_arrays,
+    _expected_mirrored_views,
+    _hash_update,
+    _open_array,
+    _open_species_group,
+    _open_store_root,
+    array_sha256,
+    encode_images,
+    volume_pyramid,
+)
+
+
+def _store_attrs(path) -> dict:
+    return _open_store_root(path, write=True)[1]
+
+
+def _species_entry(attrs: dict, name: str) -> dict:
+    names = [e["name"] for e in attrs["species"]]
+    if name not in names:
+        raise ValueError(f"unknown species {name!r}; the store's species are {names}")
+    return attrs["species"][names.index(name)]
+
+
+def _check_float_array(a, name: str, shape: tuple, *, lo: float, hi: float, tol: float = 0.0) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        a = np.asarray(a)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{name} must be a floating-point array, got dtype {a.dtype}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} has NaN or inf values")
+    mn, mx = float(a.min()), float(a.max())
+    if mn < lo - tol or mx > hi + tol:
+        raise ValueError(f"{name} values must lie in [{lo}, {hi}], got [{mn:.6g}, {mx:.6g}]")
+    return a
+
+
+def _encode_block(images: np.ndarray, v0: int, v1: int, encoding: str) -> np.ndarray:
+    """Interleaved stored values of views v0..v1-1: (2 (v1 - v0), S, S), mirrors at odd rows."""
+    enc = encode_images(images[v0:v1], encoding)
+    return SampleIndex.interleave(enc, mirror(enc))
+
+
+def _checked_inputs(attrs: dict, st: StoreSettings, volume, rotations, images):
+    """``write_species``' inputs checked against the store: (float32 volume, float64 rotations, images)."""
+    n, s, v = st.n_views, st.image_size, st.volume_size
+    volume = _check_float_array(volume, "volume", (v, v, v), lo=0.0, hi=1.0)
+    volume = np.ascontiguousarray(volume, dtype=np.float32)
+    if not (np.all(volume >= 0) and np.all(volume <= 1)):  # after the float32 cast
+        raise ValueError("volume values must lie in [0, 1] in float32")
+    r = np.asarray(rotations)
+    if r.shape != (n, 3, 3):
+        raise ValueError(f"rotations must have shape ({n}, 3, 3), got {r.shape}")
+    r = check_rotations(r, hemisphere=True)
+    scheme = hemisphere_views(n, seed=st.view_seed)
+    dev = float(np.abs(r - scheme).max())
+    if dev > ROTATION_SCHEME_ATOL:
+        raise ValueError(
+            f"rotations do not follow the store's view scheme {attrs['view_scheme']['name']!r} "
+            f"(hemisphere_views({n}, seed={attrs['view_scheme']['seed']})): max deviation {dev:.3g}"
+        )
+    images = _check_float_array(images, "images", (n, s, s), lo=0.0, hi=1.0, tol=1e-6)
+    return volume, r, images
+
+
+def _species_arrays(path, name: str, attrs: dict) -> dict:
+    """A species' arrays opened for writing, each checked against the layout in ``attrs``."""
+    expected = _expected_arrays(attrs)
+    arrays = {}
+    for arr in ARRAY_NAMES:
+        a = _open_array(path, name, arr, "r+")
+        want_shape, want_dtype = expected[arr]
+        if a.shape != want_shape or str(a.dtype) != want_dtype:
+            raise ValueError(
+                f"store array species/{name}/{arr} has shape {a.shape} dtype {a.dtype}, "
+                f"expected {want_shape} {want_dtype}: the store is inconsistent"
+            )
+        arrays[arr] = a
+    return arrays
+
+
+def write_species(path, name: str, *, volume, rotations, images) -> dict:
+    """Write one species' data into an existing store; safe to run concurrently for other species.
+
+    Args:
+        path: the store (made by :func:`create_store`).
+        name: a species of the store's table.
+        volume: (V, V, V) floating densities in [0, 1], ``vol[z, y, x]``; stored as float32.
+        rotations: (n_views, 3, 3) rotations; must be the store's view scheme
+            (``hemisphere_views(n_views, seed=view_seed)`` within 1e-6); stored as float64.
+        images: (n_views, S, S) floating opacity in [0, 1] of the *unmirrored* views, in view order.
+            The writer stores 2 n_views interleaved samples (2i: view i, 2i+1: ``images[i][::-1]``).
+
+    Only ``species/<name>/`` is written: ``status = "writing"`` without marker first, then the
+    arrays (images in shard-aligned blocks), then ``status = "complete"`` and the marker
+    ``complete = {"sha256": {array: hex}, ...}`` last. Returns the marker. Raises ``ValueError``
+    for bad inputs or an unknown species.
+    """
+    attrs = _store_attrs(path)
+    entry = _species_entry(attrs, name)
+    st = StoreSettings.from_attrs(attrs)
+    volume, r, images = _checked_inputs(attrs, st, volume, rotations, images)
+    mirrored, views = _expected_mirrored_views(st.n_views)
+
+    group = _open_species_group(path, name, "r+")
+    base = {"species": name, "split": entry["split"]}
+    group.attrs.put({**base, "status": "writing"})  # drops any old completion marker first
+    arrays = _species_arrays(path, name, attrs)
+
+    sha = {}
+    arrays["volume"][...] = volume
+    sha["volume"] = array_sha256(volume)
+    for k, level in enumerate(volume_pyramid(volume)[1:], start=1):  # the OME-Zarr levels beside level 0
+        zarr.open_array(str(path), path=f"species/{name}/volume/{k}", mode="r+", zarr_format=3)[...] = level
+    arrays["rotations"][...] = r
+    sha["rotations"] = array_sha256(r)
+    arrays["mirrored"][...] = mirrored
+    sha["mirrored"] = array_sha256(mirrored)
+    arrays["views"][...] = views
+    sha["views"] = array_sha256(views)
+    sha["images"] = _write_images(arrays["images"], images, st)
+
+    marker = {
+        "sha256": sha,
+        "hashed": HASH_DEFINITION,
+        "n_views": st.n_views,
+        "samples": st.samples_per_species,
+        "image_encoding": st.image_encoding,
+        "code_version": __version__,
+    }
+    group.attrs.put({**base, "status": "complete", "complete": marker})
+    return marker
+
+
+def _write_images(array, images: np.ndarray, st: StoreSettings) -> str:
+    """Encode and store all samples' images in shard-aligned blocks; the sha256 of the stored values."""
+    n_samples = st.samples_per_species
+    shard_n = int(array.shards[0])
+    h = hashlib.sha256()
+    for start in range(0, n_samples, shard_n):
+        stop = min(start + shard_n, n_samples)
+        views = SampleIndex.view_slice(start, stop)
+        block = _package._encode_block(images, views.start, views.stop, st.image_encoding)
+        array[start:stop] = block
+        _hash_update(h, block)
+    return h.hexdigest()
