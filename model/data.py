@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from tomodata.store import DatasetStore, open_store
-from tomodata.views import sample_to_view
 
 from ._sample_cpu import sample_views
 
@@ -143,6 +142,7 @@ class StoreSamples(torch.utils.data.Dataset):
         self.split = split
         self.species = list(names)
         self.samples_per_species = ds.settings.samples_per_species
+        self.index = ds.settings.sample_index  # sample <-> (view, mirrored) within a species
         self.rotations = np.stack([ds.rotations(n) for n in self.species])  # (n_species, n_views, 3, 3)
         self._ds: DatasetStore | None = None
 
@@ -168,7 +168,7 @@ class StoreSamples(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         s, j = self.locate(i)
         img = self._store().images(self.species[s], j)
-        view, mirrored = sample_to_view(int(j), self.samples_per_species // 2)
+        view, mirrored = self.index.to_view(int(j))
         return dict(
             xray=torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None],
             species=s,

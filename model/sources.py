@@ -1,7 +1,7 @@
 """Where the evaluation's volumes and images come from: the samples of some species, as view volumes
 made on the fly from the store's canonical volumes (:class:`ViewSource`) or as the store's x-rays
 (:class:`ImageSource`), both indexed globally: ``g = species index · samples_per_species + sample``
-(as :class:`model.data.StoreSamples`; sample ↔ (view, mirrored) by :func:`tomodata.views.sample_to_view`).
+(as :class:`model.data.StoreSamples`; sample ↔ (view, mirrored) by :class:`tomodata.views.SampleIndex`).
 Also the mean training volume (:func:`mean_volume`) and the evenly spaced evaluation subset.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from tomodata.views import mirror, sample_to_view
+from tomodata.views import mirror
 
 from .data import VIEW_VOXEL_BYTES, torch_view_volumes
 
@@ -99,6 +99,7 @@ class ViewSource:
         self.view_batch = None if view_batch is None else int(view_batch)
         self.max_volumes = int(max_volumes)
         self.samples_per_species = ds.settings.samples_per_species
+        self.index = ds.settings.sample_index  # sample <-> (view, mirrored) within a species
         self._volumes: dict[int, torch.Tensor] = {}  # species index -> canonical volume (LRU, max_volumes)
         self.volume_reads = 0
         self.rotations = torch.from_numpy(np.stack([ds.rotations(n) for n in self.species])).to(self.device)
@@ -130,7 +131,7 @@ class ViewSource:
 
     def rotation(self, g: int) -> np.ndarray:
         s, j = self.locate([g])
-        view, _ = sample_to_view(int(j[0]), self.samples_per_species // 2)
+        view, _ = self.index.to_view(int(j[0]))
         return self.rotations[int(s[0]), view].cpu().numpy()
 
     def cache(self, *, size: int, depth: int, budget_bytes: int = 1 << 30) -> bool:
@@ -160,7 +161,7 @@ class ViewSource:
         if g.size == 0:
             return out
         s, j = self.locate(g)
-        view, mirrored = sample_to_view(j, self.samples_per_species // 2)
+        view, mirrored = self.index.to_view(j)
         if volume is not None:
             volume = torch.as_tensor(volume, dtype=torch.float32, device=self.device)
         for sp in np.unique(s):

@@ -8,10 +8,7 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ..store_settings import StoreSettings
-from ..views import sample_to_view
 from .common import _ARRAYS
 
 
@@ -79,11 +76,12 @@ def _samples_rows(attrs: dict) -> tuple[list[str], list[list]]:
     """samples.csv: header and one row per sample (sample 2i is view i, 2i+1 its mirror)."""
     header = ["sample_id", "species", "split", "sample", "view", "mirrored", "images_array"]
     rows = []
-    n_samples = StoreSettings.from_attrs(attrs).samples_per_species
+    index = StoreSettings.from_attrs(attrs).sample_index
+    n_samples = index.n_samples
     for e in attrs["species"]:
         n = e["name"]
         arr = f"dataset.zarr/species/{n}/images"
-        views, mirrored = sample_to_view(np.arange(n_samples), n_samples // 2)
+        views, mirrored = index.table()
         for i in range(n_samples):
             rows.append([f"{n}/{i}", n, e["split"], i, int(views[i]), bool(mirrored[i]), arr])
     return header, rows
