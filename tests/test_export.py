@@ -1,4 +1,4 @@
-"""Tests of publishable exports (tomodata/export.py): data and recipe-only folders, the dataset card,
+"""Tests of publishable exports (tomodata/export/): data and recipe-only folders, the dataset card,
 Croissant metadata (validated with mlcroissant), SHA256SUMS (checked with the real sha256sum), the
 licence rules and atomic writing."""
 

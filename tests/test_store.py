@@ -1,4 +1,4 @@
-"""Tests of the dataset store (tomodata/store.py): layout, round trip, validation, concurrency."""
+"""Tests of the dataset store (tomodata/store/): layout, round trip, validation, concurrency."""
 
 from __future__ import annotations
 
