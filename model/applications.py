@@ -57,6 +57,7 @@ from PIL import Image
 
 from tomodata.render import check_volume, render_xrays, view_volumes
 
+from .colour import DEFAULT_TRANSFER, check_background, check_transfer, composite
 from .surface import render_isosurface
 
 __all__ = [
@@ -86,27 +87,6 @@ DISPLAY_MIN = 128
 
 MODES = ("xray", "surface", "depth", "colour")
 _GREY_MODES = ("xray", "surface", "depth")
-
-#: Default transfer function, rows ``(density, r, g, b, sigma)``, piecewise linear in density.
-#: ``sigma`` is the extinction per unit depth (the cube's depth is 1, as ``chi`` for x-rays): a slab of
-#: thickness t (fraction of the depth) at that density lets ``exp(−sigma · t)`` through. Air (< 0.03)
-#: is invisible, soft tissue (0.03–0.2; the phantoms' haze is 0.03–0.07) a faint blue haze, bone (0.3–0.8) orange to
-#: ivory and nearly opaque after a few voxels, petrous bone and teeth (0.9–1) near white and opaque (the paper's
-#: Fig. 14 colours: skin blue, bone orange).
-DEFAULT_TRANSFER = np.array(
-    [
-        # density   r      g      b     sigma
-        [0.00, 0.00, 0.00, 0.00, 0.0],
-        [0.03, 0.20, 0.40, 0.90, 0.0],
-        [0.08, 0.25, 0.45, 0.90, 1.5],
-        [0.20, 0.35, 0.55, 0.95, 2.5],
-        [0.30, 0.85, 0.45, 0.15, 12.0],
-        [0.45, 0.95, 0.70, 0.40, 60.0],
-        [0.80, 1.00, 0.90, 0.75, 120.0],
-        [1.00, 1.00, 0.98, 0.92, 200.0],
-    ],
-    dtype=np.float64,
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +210,7 @@ def _render_grey(v: np.ndarray, mode: str, *, chi: float, iso: float, surface_kw
 
 def _render_one(v: np.ndarray, mode: str, *, chi: float, iso: float, surface_kwargs, transfer, background):
     if mode == "colour":
-        return _composite(v, _check_transfer(transfer), _check_background(background))
+        return composite(v, check_transfer(transfer), check_background(background))
     return _render_grey(v, mode, chi=chi, iso=iso, surface_kwargs=surface_kwargs)
 
 
@@ -463,48 +443,6 @@ def wiggle_gif(
 # colour re-rendering
 
 
-def _check_transfer(transfer) -> np.ndarray:
-    t = DEFAULT_TRANSFER if transfer is None else np.asarray(transfer, dtype=np.float64)
-    if t.ndim != 2 or t.shape[1] != 5 or t.shape[0] < 2:
-        raise ValueError(f"transfer must be a table of at least 2 rows (density, r, g, b, sigma), got shape {t.shape}")
-    if not np.isfinite(t).all():
-        raise ValueError("transfer contains NaN or inf")
-    if np.any(np.diff(t[:, 0]) <= 0):
-        raise ValueError("transfer densities (first column) must be strictly increasing")
-    if np.any(t[:, 1:4] < 0) or np.any(t[:, 1:4] > 1):
-        raise ValueError("transfer colours (columns 1-3) must be in [0, 1]")
-    if np.any(t[:, 4] < 0):
-        raise ValueError("transfer extinctions sigma (column 4) must be >= 0")
-    return t
-
-
-def _check_background(bg) -> np.ndarray:
-    b = np.asarray(bg, dtype=np.float64)
-    if b.shape != (3,) or not np.isfinite(b).all() or np.any(b < 0) or np.any(b > 1):
-        raise ValueError(f"background must be an RGB triple in [0, 1], got {bg!r}")
-    return b
-
-
-def _composite(v: np.ndarray, tf: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    """Front-to-back emission–absorption compositing of (D, H, W) along depth → (H, W, 3) float32."""
-    d = v.shape[0]
-    dens = tf[:, 0]
-    colour = np.zeros(v.shape[1:] + (3,), dtype=np.float64)
-    trans = np.ones(v.shape[1:], dtype=np.float64)
-    for k in range(d):
-        mu = v[k].astype(np.float64)
-        sigma = np.interp(mu, dens, tf[:, 4])
-        alpha = -np.expm1(-sigma / d)  # slab of thickness 1/d
-        if not alpha.any():
-            continue
-        wgt = trans * alpha
-        for ch in range(3):
-            colour[..., ch] += wgt * np.interp(mu, dens, tf[:, 1 + ch])
-        trans *= 1.0 - alpha
-    colour += trans[..., None] * bg
-    return np.clip(colour, 0.0, 1.0).astype(np.float32)
-
-
 def colour_render(
     vol,
     *,
@@ -527,10 +465,10 @@ def colour_render(
     (resolution-independent). An empty volume gives ``background``; a thick dense one the colour at
     its density. ``angle_deg`` turns the camera about v first (:func:`resample_view`).
     """
-    tf = _check_transfer(transfer)
-    bg = _check_background(background)
+    tf = check_transfer(transfer)
+    bg = check_background(background)
     v = resample_view(vol, angle_deg, size=size, steps=steps, backend=backend)
-    return _composite(v, tf, bg)
+    return composite(v, tf, bg)
 
 
 # ---------------------------------------------------------------------------------------------

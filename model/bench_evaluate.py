@@ -40,7 +40,7 @@ import torch
 
 from tomodata.store import open_store
 
-from .evaluate import evaluate_run
+from .evaluate import EvalConfig, evaluate_run
 
 __all__ = ["PAPER_EVAL_SCALE", "bench_evaluate", "format_bench_evaluate"]
 
@@ -88,7 +88,7 @@ def bench_evaluate(
         out_dir: where the evaluation's tables go (default: a temporary folder, removed).
         strict: refuse a checkpoint trained on other data (off: the costs do not depend on it).
         progress: named phases and progress lines on stderr.
-        options: further :func:`evaluate_run` keywords.
+        options: further :class:`model.evaluate.EvalConfig` fields.
 
     Returns:
         ``seconds`` (wall of the evaluation), ``cpu_seconds`` (the process's CPU time: on a shared
@@ -100,77 +100,18 @@ def bench_evaluate(
     """
 
     rss_before = _rss_gb()
-    tmp = None
-    if out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="bench_evaluate_")
-        out_dir = tmp.name
-    try:
-        t0, c0, load0 = time.perf_counter(), time.process_time(), _loadavg()
-        s = evaluate_run(
-            store,
-            checkpoint,
-            Path(out_dir),
-            max_samples=int(samples),
-            methods=tuple(methods),
-            device=device,
-            strict=strict,
-            progress=progress,
-            **options,
-        )
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    cfg = dict(max_samples=int(samples), methods=tuple(methods), device=device, strict=strict, progress=progress)
+    s, wall, cpu, load0 = _timed_run(store, checkpoint, out_dir, **cfg, **options)
     peak = _max_rss_gb()
-    ds = open_store(store)
-    spp = ds.settings.samples_per_species
+    spp = open_store(store).settings.samples_per_species
     Q, N = int(s["n_samples"]), len(s["train_species"]) * spp
     t = s["timings"]
-    q_phases = [
-        ("network", "network_s"),
-        ("fusion", "fusion_s"),
-        ("truth views", "truth_views_s"),
-        ("metrics", "render_and_ssim_s"),
-        ("nn search", "nn_search_s"),
-        ("nn views", "nn_views_s"),
-        ("oracle queries", "oracle_queries_s"),
-        ("oracle re-rank", "oracle_exact_s"),
-        ("oracle views", "oracle_views_s"),
-    ]
-    n_phases = [("nn features", "nn_features_s")]
-    phases = {}
-    for name, key in q_phases:
-        if key in t and t[key] > 0:
-            phases[name] = dict(seconds=t[key], per=t[key] / max(Q, 1), unit="held-out sample")
-    for name, key in n_phases:
-        if key in t:
-            phases[name] = dict(seconds=t[key], per=t[key] / max(N, 1), unit="training sample")
     oracle = s.get("oracle") or {}
-    passes = max(1, int(oracle.get("passes") or 1))
-    if "oracle_scan_s" in t:  # every training view volume made once per pass; products per (query, training) pair
-        tv = t["oracle_scan_views_s"]
-        phases["oracle training views"] = dict(seconds=tv, per=tv / (N * passes), unit="training sample and pass")
-        prod = t["oracle_scan_s"] - tv
-        phases["oracle products"] = dict(seconds=prod, per=prod / max(Q * N, 1), unit="(held-out, training) pair")
+    phases = _phases(t, Q, N, passes=max(1, int(oracle.get("passes") or 1)))
     ps = PAPER_EVAL_SCALE
     D, S, _ = s["target_shape"]
     paper_passes = math.ceil(ps["n_queries"] / max(1, int(s["settings"]["oracle_bytes"] // (D * S * S * 4))))
-    proj = {}
-    for name, ph in phases.items():
-        if ph["unit"] == "training sample":
-            proj[name] = ph["per"] * ps["n_train"]
-        elif ph["unit"] == "training sample and pass":
-            proj[name] = ph["per"] * ps["n_train"] * paper_passes
-        elif ph["unit"] == "(held-out, training) pair":
-            proj[name] = ph["per"] * ps["n_train"] * ps["n_queries"]
-        elif name == "nn search":
-            bound = t.get("nn_bound_s", 0.0)  # the lower-bound pass: per query and training sample
-            proj[name] = (
-                bound / max(Q * N, 1) * ps["n_queries"] * ps["n_train"]
-                + (ph["seconds"] - bound) / max(Q, 1) * ps["n_queries"]
-            )
-        else:
-            proj[name] = ph["per"] * ps["n_queries"]
+    proj = _paper_projection(phases, t, Q, N, paper_passes=paper_passes)
     return dict(
         store=str(store),
         checkpoint=str(checkpoint),
@@ -197,6 +138,73 @@ def bench_evaluate(
         paper_projection_s=proj,
         paper_projection_total_s=sum(proj.values()),
     )
+
+
+def _timed_run(store, checkpoint, out_dir, **options) -> tuple[dict, float, float, float]:
+    """The evaluation (into ``out_dir``, or a temporary folder, removed): (summary, wall seconds, CPU
+    seconds, 1-min load average at the start)."""
+    tmp = tempfile.TemporaryDirectory(prefix="bench_evaluate_") if out_dir is None else None
+    try:
+        cfg = EvalConfig(store, checkpoint, Path(tmp.name if tmp is not None else out_dir), **options)
+        t0, c0, load0 = time.perf_counter(), time.process_time(), _loadavg()
+        s = evaluate_run(cfg)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return s, wall, cpu, load0
+
+
+def _phases(t: dict[str, float], Q: int, N: int, *, passes: int) -> dict[str, dict]:
+    """The named phases' costs from the run's timings ``t``: seconds, seconds ``per`` unit, the unit
+    (``Q`` held-out samples, ``N`` training samples, the Oracle's ``passes``)."""
+    q_phases = [
+        ("network", "network_s"),
+        ("fusion", "fusion_s"),
+        ("truth views", "truth_views_s"),
+        ("metrics", "render_and_ssim_s"),
+        ("nn search", "nn_search_s"),
+        ("nn views", "nn_views_s"),
+        ("oracle queries", "oracle_queries_s"),
+        ("oracle re-rank", "oracle_exact_s"),
+        ("oracle views", "oracle_views_s"),
+    ]
+    n_phases = [("nn features", "nn_features_s")]
+    phases = {}
+    for name, key in q_phases:
+        if key in t and t[key] > 0:
+            phases[name] = dict(seconds=t[key], per=t[key] / max(Q, 1), unit="held-out sample")
+    for name, key in n_phases:
+        if key in t:
+            phases[name] = dict(seconds=t[key], per=t[key] / max(N, 1), unit="training sample")
+    if "oracle_scan_s" in t:  # every training view volume made once per pass; products per (query, training) pair
+        tv = t["oracle_scan_views_s"]
+        phases["oracle training views"] = dict(seconds=tv, per=tv / (N * passes), unit="training sample and pass")
+        prod = t["oracle_scan_s"] - tv
+        phases["oracle products"] = dict(seconds=prod, per=prod / max(Q * N, 1), unit="(held-out, training) pair")
+    return phases
+
+
+def _paper_projection(phases: dict[str, dict], t: dict[str, float], Q: int, N: int, *, paper_passes: int) -> dict:
+    """Seconds per phase at :data:`PAPER_EVAL_SCALE` from the measured unit costs (module docstring)."""
+    ps = PAPER_EVAL_SCALE
+    proj = {}
+    for name, ph in phases.items():
+        if ph["unit"] == "training sample":
+            proj[name] = ph["per"] * ps["n_train"]
+        elif ph["unit"] == "training sample and pass":
+            proj[name] = ph["per"] * ps["n_train"] * paper_passes
+        elif ph["unit"] == "(held-out, training) pair":
+            proj[name] = ph["per"] * ps["n_train"] * ps["n_queries"]
+        elif name == "nn search":
+            bound = t.get("nn_bound_s", 0.0)  # the lower-bound pass: per query and training sample
+            proj[name] = (
+                bound / max(Q * N, 1) * ps["n_queries"] * ps["n_train"]
+                + (ph["seconds"] - bound) / max(Q, 1) * ps["n_queries"]
+            )
+        else:
+            proj[name] = ph["per"] * ps["n_queries"]
+    return proj
 
 
 def format_bench_evaluate(r: dict) -> str:

@@ -4,6 +4,7 @@
     tomo model-info --preset paper              parameters and FLOPs of the network
     tomo train STORE -o RUN --preset demo       train (resumable; torchrun for several GPUs)
     tomo evaluate STORE --checkpoint C -o EVAL  ours vs NN, Oracle and mean on the test species
+    tomo examples STORE --checkpoint C --eval EVAL -o EX.npz   predictions on chosen held-out samples
     tomo figures --eval EVAL -o FIGS            the paper's figures (PNG)
     tomo apps STORE --checkpoint C --eval EVAL -o DIR   novel views, cut-away, stereo, colour
     tomo explorer ... -o PAGE.html              a web page to explore held-out samples in 3D
@@ -80,9 +81,9 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import evaluate_run
+    from .evaluate import EvalConfig, evaluate_run
 
-    summary = evaluate_run(
+    cfg = EvalConfig(
         a.store,
         a.checkpoint,
         a.output,
@@ -96,6 +97,7 @@ def cmd_evaluate(a) -> int:
         split=a.split,
         progress=True,
     )
+    summary = evaluate_run(cfg)
     print(
         f"{summary['n_samples']} held-out samples of {summary['n_species']} {summary['eval_split']!r} species "
         f"({summary['n_views_evaluated']} distinct views)"
@@ -117,11 +119,18 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_examples(a) -> int:
+    from .examples import write_examples
+
+    print(write_examples(a.store, a.checkpoint, a.eval, a.output, n=a.examples, device=a.device))
+    return 0
+
+
 def cmd_figures(a) -> int:
-    from .evaluate import qualitative_examples
+    from .examples import examples_for
     from .figures import write_all_figures
 
-    ex = qualitative_examples(a.store, a.checkpoint, a.eval, n=a.examples, device=a.device) if a.checkpoint else None
+    ex = examples_for(a.examples_file, a.store, a.checkpoint, a.eval, n=a.examples, device=a.device)
     paths = write_all_figures(
         a.eval, a.output, qualitative_rows=ex["rows"] if ex else None, fusion_example=ex["fusion"] if ex else None
     )
@@ -132,9 +141,11 @@ def cmd_figures(a) -> int:
 
 def cmd_apps(a) -> int:
     from .applications import write_applications
-    from .evaluate import qualitative_examples
+    from .examples import examples_for
 
-    ex = qualitative_examples(a.store, a.checkpoint, a.eval, n=a.examples, device=a.device)
+    ex = examples_for(a.examples_file, a.store, a.checkpoint, a.eval, n=a.examples, device=a.device)
+    if ex is None:
+        raise ValueError("tomo apps needs --examples-file, or STORE with --checkpoint and --eval")
     out = Path(a.output)
     for row, ours_full in zip(ex["rows"], ex["ours_full"]):  # ours fused at the x-ray's resolution
         name = row["title"].replace(" ", "_")
@@ -475,6 +486,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_evaluate)
 
     q = sub.add_parser(
+        "examples",
+        help="the qualitative examples: predictions on chosen held-out samples (npz)",
+        description=(
+            "Run the network on held-out samples of an evaluation (the first of each species, then further ones) "
+            "and save the inputs, ours, ground truth, NN, Oracle and mean volumes to one .npz, which "
+            "tomo figures and tomo apps read with --examples-file (model/examples.py)."
+        ),
+    )
+    q.add_argument("store", help="the dataset store (.zarr)")
+    q.add_argument("--checkpoint", required=True, help="the checkpoint")
+    q.add_argument("--eval", required=True, help="evaluation folder (its matches.csv picks the samples)")
+    q.add_argument("-o", "--output", required=True, help="the examples file (.npz)")
+    q.add_argument("--examples", type=positive_int, default=4, help="samples (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=cmd_examples)
+
+    q = sub.add_parser(
         "figures",
         help="draw the paper's figures from an evaluation",
         description=(
@@ -486,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="figure folder")
     q.add_argument("--store", help="the dataset store (for the qualitative figure)")
     q.add_argument("--checkpoint", help="the checkpoint (for the qualitative figure)")
+    q.add_argument("--examples-file", help="instead of --store/--checkpoint: the examples of tomo examples (.npz)")
     q.add_argument("--examples", type=positive_int, default=4, help="qualitative rows (default %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     q.set_defaults(func=cmd_figures)
@@ -498,9 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
             "wiggle stereo GIF and a colour transfer-function render of the predicted volume."
         ),
     )
-    q.add_argument("store", help="the dataset store (.zarr)")
-    q.add_argument("--checkpoint", required=True, help="the checkpoint")
-    q.add_argument("--eval", required=True, help="evaluation folder (its matches.csv picks the samples)")
+    q.add_argument("store", nargs="?", help="the dataset store (.zarr; not with --examples-file)")
+    q.add_argument("--checkpoint", help="the checkpoint (not with --examples-file)")
+    q.add_argument("--eval", help="evaluation folder (its matches.csv picks the samples)")
+    q.add_argument("--examples-file", help="instead of STORE/--checkpoint/--eval: the examples of tomo examples")
     q.add_argument("-o", "--output", required=True, help="output folder")
     q.add_argument("--examples", type=positive_int, default=2, help="samples (default %(default)s)")
     q.add_argument("--frames", type=positive_int, default=36, help="turntable frames (default %(default)s)")

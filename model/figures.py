@@ -1,8 +1,9 @@
-"""The paper's evaluation figures (§5, Figs. 5–9 and 17) from the CSVs of ``model.evaluate`` (and, for
-the qualitative Figs. 5/17 and 7, from example volumes).
+"""The paper's evaluation figures (§5, Figs. 6, 8 and 9) from the CSVs of ``model.evaluate``, and
+:func:`write_all_figures`, which also draws the qualitative Figs. 5/17 and 7 (:mod:`model.qualitative`,
+re-exported here) from example volumes. Figure file names: :mod:`model.names`.
 
-Every ``fig_*`` function writes one PNG and returns its path. Plots use matplotlib's object API
-(``matplotlib.figure.Figure`` with the Agg canvas): no display, no pyplot state, nothing global.
+Every ``fig_*`` function writes one PNG and returns its path; method order, labels, colours and the
+matplotlib conventions are :mod:`model.plotting`'s.
 
 Inputs (an *eval folder*, as written by ``model.evaluate``):
 
@@ -19,8 +20,7 @@ Inputs (an *eval folder*, as written by ``model.evaluate``):
   ``mean`` (with a ``metric`` column, only its ``dssim`` rows); ``method``, ``ci_low``/``ci_high``
   (or ``dssim_ci_low``/``dssim_ci_high``) optional.
 
-A missing file or column raises ``ValueError`` naming it. Methods keep the order ours, ours (no
-fusion), NN, Oracle, mean (then any others) and the same colours in every figure.
+A missing file or column raises ``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -32,11 +32,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from matplotlib.figure import Figure
 
-from . import applications as A
-from .evaluate import depth_resample, dssim
+from .evaluate import LEVELS, PAPER_RESULTS, SUMMARY_COLUMNS, TESTS_COLUMNS, VIEW_CLASSES
+from .names import FIG_FUSION, FIG_METHODS, FIG_QUALITATIVE, FIG_SLICE_COUNTS, FIG_SLICE_VIEWS, FIG_VIEW_CLASSES
+from .plotting import (
+    METHOD_COLOURS,
+    METHOD_LABELS,
+    METHOD_ORDER,
+    method_colour,
+    method_label,
+    new_figure,
+    ordered_methods,
+    save_png,
+)
+from .qualitative import fig_qualitative, fig_slice_views, fusion_panels, slice_view_renders
 
 __all__ = [
     "METHOD_ORDER",
@@ -54,58 +63,19 @@ __all__ = [
     "write_all_figures",
 ]
 
-METHOD_ORDER = ("ours", "ours_nofusion", "nn", "oracle", "mean")
-METHOD_LABELS = {
-    "ours": "Ours",
-    "ours_nofusion": "Ours (no fusion)",
-    "nn": "NN",
-    "oracle": "Oracle",
-    "mean": "Mean (train)",
-    "truth": "Ground truth",
-}
-METHOD_COLOURS = {
-    "ours": "#d95f02",
-    "ours_nofusion": "#f4a582",
-    "nn": "#1b9e77",
-    "oracle": "#7570b3",
-    "mean": "#a6761d",
-    "truth": "#444444",
-}
-_EXTRA_COLOURS = ("#e7298a", "#66a61e", "#e6ab02", "#666666")
-#: summary.csv / tests.csv levels: species (the held-out unit, the headline) and sample (the paper's protocol)
-LEVELS = ("species", "sample")
-SUMMARY_COLUMNS = ("method", "metric", "level", "mean", "ci_low", "ci_high", "n")
-TESTS_COLUMNS = ("metric", "method_a", "method_b", "level", "test", "statistic", "p", "n")
 #: Means reported in the paper (§5.3) for context: L2 and DSSIM, ours / NN / Oracle.
-PAPER_MEANS = {
-    "l2": {"ours": 0.051, "nn": 0.067, "oracle": 0.060},
-    "dssim": {"ours": 0.097, "nn": 0.109, "oracle": 0.110},
-}
-VIEW_CLASS_ORDER = ("top", "front", "side", "other")
+PAPER_MEANS = PAPER_RESULTS
+VIEW_CLASS_ORDER = VIEW_CLASSES
 METRIC_LABELS = {"l2": "L2 volume error", "dssim": "DSSIM of iso-surface renders", "mse": "MSE"}
 METRIC_UNITS = {
     "l2": "L2 = voxel RMSE (density, lower is better)",
     "dssim": "DSSIM (unitless, lower is better)",
     "mse": "MSE (density², lower is better)",
 }
-_DPI = 150
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _new_figure(w: float, h: float):
-    return Figure(figsize=(w, h), dpi=_DPI)
-
-
-def _save(fig, out_png) -> Path:
-    out = Path(out_png)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"out_png must end in .png, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=_DPI, facecolor="white")
-    return out
 
 
 def _read_csv(path: Path, required: Iterable[str], what: str):
@@ -131,22 +101,6 @@ def _eval_dir(eval_dir) -> Path:
     if not d.is_dir():
         raise ValueError(f"eval folder {d} does not exist")
     return d
-
-
-def _ordered_methods(methods: Iterable[str]) -> list[str]:
-    present = list(dict.fromkeys(str(m) for m in methods))
-    known = [m for m in METHOD_ORDER if m in present]
-    return known + sorted(m for m in present if m not in METHOD_ORDER)
-
-
-def _colour(method: str) -> str:
-    if method in METHOD_COLOURS:
-        return METHOD_COLOURS[method]
-    return _EXTRA_COLOURS[sum(map(ord, method)) % len(_EXTRA_COLOURS)]
-
-
-def _label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
 
 
 def _fmt_p(p: float) -> str:
@@ -224,6 +178,17 @@ def _bracket(ax, x0: float, x1: float, y: float, h: float, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Fig. 6: methods
 
+_LETTERS = "abcdefgh"
+_METHODS_CAPTION = (
+    "Left (the held-out unit is the species): bars = mean of the species means, black = its 95 % CI "
+    "(cluster bootstrap over species), points = each species' mean (joined across methods: they are "
+    "paired); brackets: paired t-test and Wilcoxon signed-rank test on the species means, ours against "
+    "each method. Right: the paper's per-sample protocol (a view and its mirror averaged, then views "
+    "treated as independent, which overstates the evidence): t-interval and paired t-tests over views. "
+    "Diamonds: the paper's means (§5.3), L2 ours .051, NN .067, Oracle .060; DSSIM ours .097, NN .109, "
+    "Oracle .110. Mean (train): the mean training volume seen from the input's view (no input used)."
+)
+
 
 def _level_means(summary, methods: Sequence[str], metric: str, level: str) -> tuple[list, list, list, list]:
     """(means, ci_low, ci_high, n) of ``methods`` at one level; ValueError naming a missing row."""
@@ -251,6 +216,99 @@ def _value_labels(ax, means, ns, span, unit: str) -> None:
         )
 
 
+def _method_axis(methods: Sequence[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """x positions, colours and tick labels of the methods' bars."""
+    ticks = [method_label(m).replace(" (", "\n(") for m in methods]
+    return np.arange(len(methods)), [method_colour(m) for m in methods], ticks
+
+
+def _species_brackets(ax, tests, methods: list[str], metric: str, y: float, span: float) -> float:
+    """Species-level t and Wilcoxon p-values of ours against each method, stacked from ``y`` up;
+    returns the height above the last bracket."""
+    if "ours" not in methods:
+        return y
+    for j, m in enumerate(methods):
+        if m == "ours":
+            continue
+        t = _test_row(tests, metric, "ours", m, "species", "t")
+        w = _test_row(tests, metric, "ours", m, "species", "wilcoxon")
+        if t is None and w is None:
+            continue
+        text = " · ".join(f"{lab}: {_fmt_p(float(r['p']))}" for lab, r in (("t", t), ("Wilcoxon", w)) if r is not None)
+        n = int((t if t is not None else w)["n"])
+        _bracket(ax, methods.index("ours"), j, y, 0.02 * span, f"{text} (n={n} species)")
+        y += 0.11 * span
+    return y
+
+
+def _species_panel(ax, per, summary, tests, methods: list[str], metric: str, letter: str) -> None:
+    """Fig. 6 left: mean of species means ± bootstrap CI, each species' mean, species-level tests."""
+    xs, cols, ticks = _method_axis(methods)
+    means, lo, hi, ns = _level_means(summary, methods, metric, "species")
+    sp = per.groupby(["method", "species"], sort=False)[metric].mean().unstack("species")
+    sp = sp.reindex(methods)
+    names = list(sp.columns)
+    offs = np.linspace(-0.18, 0.18, len(names)) if len(names) > 1 else np.zeros(1)
+    ax.bar(xs, means, color=cols, width=0.7, edgecolor="black", lw=0.6, alpha=0.55, zorder=2)
+    for k, name in enumerate(names):
+        y = sp[name].to_numpy(dtype=float)
+        ax.plot(xs + offs[k], y, "-", color="#888888", lw=0.5, alpha=0.5, zorder=3)
+        ax.scatter(xs + offs[k], y, s=14, c=cols, edgecolor="black", linewidth=0.4, zorder=4)
+    _errorbar(ax, xs, means, lo, hi, capsize=6, lw=1.6, zorder=5)
+    ax.scatter(xs, means, marker="_", s=300, color="black", lw=1.6, zorder=5)
+    top = float(np.nanmax([*hi, *means, *np.ravel(sp.to_numpy(dtype=float)), 0.0]))
+    span = top if top > 0 else 1.0
+    _value_labels(ax, means, ns, span, "species")
+    y = _species_brackets(ax, tests, methods, metric, top + 0.04 * span, span)
+    ax.set_ylim(0, y + 0.04 * span)
+    ax.set_xticks(xs, ticks, fontsize=8)
+    ax.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
+    ax.set_title(
+        f"({letter}) {METRIC_LABELS.get(metric, metric)} per species: mean of species means ± 95 % bootstrap CI",
+        fontsize=9.5,
+    )
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+
+
+def _sample_panel(ax, summary, tests, methods: list[str], metric: str, letter: str) -> None:
+    """Fig. 6 right: the paper's protocol per view, its t-tests, and the paper's means (diamonds)."""
+    xs, cols, ticks = _method_axis(methods)
+    means, lo, hi, ns = _level_means(summary, methods, metric, "sample")
+    ax.bar(xs, means, color=cols, width=0.65, edgecolor="black", lw=0.6, zorder=2)
+    _errorbar(ax, xs, means, lo, hi, capsize=4, lw=1, zorder=3)
+    paper = PAPER_MEANS.get(metric, {})
+    px = [j for j, m in enumerate(methods) if m in paper]
+    if px:
+        ax.scatter(
+            px,
+            [paper[methods[j]] for j in px],
+            marker="D",
+            facecolor="none",
+            edgecolor="black",
+            s=36,
+            zorder=4,
+            label="paper (Henzler et al. 2018)",
+        )
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
+    top = float(np.nanmax([*hi, *means, *(paper.get(m, 0.0) for m in methods), 0.0]))
+    span = top if top > 0 else 1.0
+    _value_labels(ax, means, ns, span, "views")
+    y = top + 0.04 * span
+    if "ours" in methods:
+        for j, m in enumerate(methods):
+            t = None if m == "ours" else _test_row(tests, metric, "ours", m, "sample", "t")
+            if t is None:
+                continue
+            text = f"t: {_fmt_p(float(t['p']))} (n={int(t['n'])} views)"
+            _bracket(ax, methods.index("ours"), j, y, 0.02 * span, text)
+            y += 0.09 * span
+    ax.set_ylim(0, y + (0.2 if px else 0.04) * span)  # room for the legend above the brackets
+    ax.set_xticks(xs, ticks, fontsize=8)
+    ax.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
+    ax.set_title(f"({letter}) paper protocol per view (mirror pairs averaged): mean ± 95 % CI", fontsize=9.5)
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+
+
 def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) -> Path:
     """Paper Fig. 6 at two levels, one row per metric.
 
@@ -268,196 +326,23 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
     per["species"] = per["species"].astype(str)
     summary = _read_summary(d)
     tests = _read_tests(d)
-    methods = _ordered_methods(per["method"])
+    methods = ordered_methods(per["method"])
     split = _eval_split(d)
-    fig = _new_figure(13.0, 4.6 * len(metrics) + 1.0)
+    fig = new_figure(13.0, 4.6 * len(metrics) + 1.0)
     axes = fig.subplots(len(metrics), 2, squeeze=False, gridspec_kw=dict(width_ratios=(1.25, 1)))
-    xs = np.arange(len(methods))
-    cols = [_colour(m) for m in methods]
-    ticks = [_label(m).replace(" (", "\n(") for m in methods]
-    letters = "abcdefgh"
     for i, metric in enumerate(metrics):
-        ax_s, ax_p = axes[i]
-        # (a) species level
-        means, lo, hi, ns = _level_means(summary, methods, metric, "species")
-        sp = per.groupby(["method", "species"], sort=False)[metric].mean().unstack("species")
-        sp = sp.reindex(methods)
-        names = list(sp.columns)
-        offs = np.linspace(-0.18, 0.18, len(names)) if len(names) > 1 else np.zeros(1)
-        ax_s.bar(xs, means, color=cols, width=0.7, edgecolor="black", lw=0.6, alpha=0.55, zorder=2)
-        for k, name in enumerate(names):
-            y = sp[name].to_numpy(dtype=float)
-            ax_s.plot(xs + offs[k], y, "-", color="#888888", lw=0.5, alpha=0.5, zorder=3)
-            ax_s.scatter(xs + offs[k], y, s=14, c=cols, edgecolor="black", linewidth=0.4, zorder=4)
-        _errorbar(ax_s, xs, means, lo, hi, capsize=6, lw=1.6, zorder=5)
-        ax_s.scatter(xs, means, marker="_", s=300, color="black", lw=1.6, zorder=5)
-        top = float(np.nanmax([*hi, *means, *np.ravel(sp.to_numpy(dtype=float)), 0.0]))
-        span = top if top > 0 else 1.0
-        _value_labels(ax_s, means, ns, span, "species")
-        y = top + 0.04 * span
-        if "ours" in methods:
-            for j, m in enumerate(methods):
-                if m == "ours":
-                    continue
-                t = _test_row(tests, metric, "ours", m, "species", "t")
-                w = _test_row(tests, metric, "ours", m, "species", "wilcoxon")
-                if t is None and w is None:
-                    continue
-                text = " · ".join(
-                    f"{lab}: {_fmt_p(float(r['p']))}" for lab, r in (("t", t), ("Wilcoxon", w)) if r is not None
-                )
-                n = int((t if t is not None else w)["n"])
-                _bracket(ax_s, methods.index("ours"), j, y, 0.02 * span, f"{text} (n={n} species)")
-                y += 0.11 * span
-        ax_s.set_ylim(0, y + 0.04 * span)
-        ax_s.set_xticks(xs, ticks, fontsize=8)
-        ax_s.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
-        ax_s.set_title(
-            f"({letters[2 * i]}) {METRIC_LABELS.get(metric, metric)} per species: mean of species means "
-            "± 95 % bootstrap CI",
-            fontsize=9.5,
-        )
-        ax_s.grid(axis="y", alpha=0.3, zorder=0)
-        # (b) sample level, the paper's protocol
-        means, lo, hi, ns = _level_means(summary, methods, metric, "sample")
-        ax_p.bar(xs, means, color=cols, width=0.65, edgecolor="black", lw=0.6, zorder=2)
-        _errorbar(ax_p, xs, means, lo, hi, capsize=4, lw=1, zorder=3)
-        paper = PAPER_MEANS.get(metric, {})
-        px = [j for j, m in enumerate(methods) if m in paper]
-        if px:
-            ax_p.scatter(
-                px,
-                [paper[methods[j]] for j in px],
-                marker="D",
-                facecolor="none",
-                edgecolor="black",
-                s=36,
-                zorder=4,
-                label="paper (Henzler et al. 2018)",
-            )
-            ax_p.legend(loc="upper right", fontsize=7, framealpha=0.9)
-        top = float(np.nanmax([*hi, *means, *(paper.get(m, 0.0) for m in methods), 0.0]))
-        span = top if top > 0 else 1.0
-        _value_labels(ax_p, means, ns, span, "views")
-        y = top + 0.04 * span
-        if "ours" in methods:
-            for j, m in enumerate(methods):
-                t = None if m == "ours" else _test_row(tests, metric, "ours", m, "sample", "t")
-                if t is None:
-                    continue
-                _bracket(
-                    ax_p,
-                    methods.index("ours"),
-                    j,
-                    y,
-                    0.02 * span,
-                    f"t: {_fmt_p(float(t['p']))} (n={int(t['n'])} views)",
-                )
-                y += 0.09 * span
-        ax_p.set_ylim(0, y + (0.2 if px else 0.04) * span)  # room for the legend above the brackets
-        ax_p.set_xticks(xs, ticks, fontsize=8)
-        ax_p.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
-        ax_p.set_title(
-            f"({letters[2 * i + 1]}) paper protocol per view (mirror pairs averaged): mean ± 95 % CI", fontsize=9.5
-        )
-        ax_p.grid(axis="y", alpha=0.3, zorder=0)
-    caption = (
-        "Left (the held-out unit is the species): bars = mean of the species means, black = its 95 % CI "
-        "(cluster bootstrap over species), points = each species' mean (joined across methods: they are "
-        "paired); brackets: paired t-test and Wilcoxon signed-rank test on the species means, ours against "
-        "each method. Right: the paper's per-sample protocol (a view and its mirror averaged, then views "
-        "treated as independent, which overstates the evidence): t-interval and paired t-tests over views. "
-        "Diamonds: the paper's means (§5.3), L2 ours .051, NN .067, Oracle .060; DSSIM ours .097, NN .109, "
-        "Oracle .110. Mean (train): the mean training volume seen from the input's view (no input used)."
-    )
-    caption = "\n".join(textwrap.wrap(caption, 190))
+        _species_panel(axes[i][0], per, summary, tests, methods, metric, _LETTERS[2 * i])
+        _sample_panel(axes[i][1], summary, tests, methods, metric, _LETTERS[2 * i + 1])
+    caption = "\n".join(textwrap.wrap(_METHODS_CAPTION, 190))
     where = f"the held-out {split!r} species" if split else "the held-out species"
     fig.suptitle(f"Methods compared on {where} (paper Fig. 6); lower is better", fontsize=12)
     fig.text(0.5, 0.008, caption, ha="center", va="bottom", fontsize=7)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 # ---------------------------------------------------------------------------------------------
-# Fig. 5 / 17: qualitative grid
-
-
-_VOLUME_KEYS = ("ours", "truth", "nn", "oracle", "mean")
-
-
-def fig_qualitative(rows, out_png, *, novel_deg: float = 60.0, mode: str | None = None, backend: str = "auto") -> Path:
-    """Paper Fig. 5/17: a grid with one row per sample.
-
-    ``rows``: a non-empty list of dicts with ``xray`` (H, W) opacity in [0, 1] and view volumes
-    (D, h, w) in that x-ray's camera frame under ``ours``, ``truth`` (ground truth), ``nn``,
-    ``oracle`` and ``mean`` (any may be absent; a column appears when some row has it), plus an optional
-    ``title`` (str, the row label). Columns: the input x-ray, then for each volume its render from
-    the original view (0°) and from a novel view turned ``novel_deg`` about the image-vertical axis
-    (:func:`model.applications.novel_views`, at :func:`model.applications.display_grid`: at least
-    128² pixels, coarse volumes sampled trilinearly). ``mode``: ``"surface"`` (iso 0.1, the paper's
-    renders; the default when ``model.surface`` exists) or ``"xray"`` (the default otherwise) or
-    ``"depth"``.
-    """
-    if not isinstance(rows, (list, tuple)) or not rows:
-        raise ValueError("rows must be a non-empty list of dicts {xray, ours, truth, nn, oracle, mean, title}")
-    if mode is None:
-        mode = "surface" if A.surface_available() else "xray"
-    if mode not in ("surface", "xray", "depth"):
-        raise ValueError(f"mode must be 'surface', 'xray' or 'depth', got {mode!r}")
-    for i, r in enumerate(rows):
-        if not isinstance(r, dict):
-            raise ValueError(f"row {i} must be a dict, got {type(r).__name__}")
-        if "xray" not in r:
-            raise ValueError(f"row {i} lacks 'xray'")
-        unknown = set(r) - {"xray", "title", *_VOLUME_KEYS}
-        if unknown:
-            raise ValueError(f"row {i} has unknown keys {sorted(unknown)}")
-    keys = [k for k in _VOLUME_KEYS if any(k in r for r in rows)]
-    if not keys:
-        raise ValueError("no row has a volume (ours, truth, nn, oracle or mean)")
-    ncol = 1 + 2 * len(keys)
-    cell = 1.55
-    fig = _new_figure(cell * ncol, cell * len(rows) + 0.9)
-    axes = fig.subplots(len(rows), ncol, squeeze=False)
-    for i, r in enumerate(rows):
-        x = np.asarray(r["xray"], dtype=np.float64)
-        if x.ndim != 2 or not np.isfinite(x).all():
-            raise ValueError(f"row {i}: xray must be a finite 2D image, got shape {x.shape}")
-        axes[i, 0].imshow(np.clip(x, 0, 1), cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_ylabel(str(r.get("title", f"sample {i}")), fontsize=8)
-        for j, k in enumerate(keys):
-            ax0, ax1 = axes[i, 1 + 2 * j], axes[i, 2 + 2 * j]
-            if k in r and r[k] is not None:
-                try:
-                    size, steps = A.display_grid(np.shape(r[k]))
-                    imgs = A.novel_views(r[k], [0.0, novel_deg], mode=mode, size=size, steps=steps, backend=backend)
-                except ValueError as e:
-                    raise ValueError(f"row {i}, {k}: {e}") from e
-                ax0.imshow(imgs[0], cmap="gray", vmin=0, vmax=1)
-                ax1.imshow(imgs[1], cmap="gray", vmin=0, vmax=1)
-            else:
-                for ax in (ax0, ax1):
-                    ax.imshow(np.full((2, 2), 0.92), cmap="gray", vmin=0, vmax=1)
-                    ax.text(0.5, 0.5, "not given", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0, 0].set_title("Input x-ray", fontsize=8)
-    for j, k in enumerate(keys):
-        for c, view in ((1 + 2 * j, "original view"), (2 + 2 * j, f"novel view ({novel_deg:g}°)")):
-            axes[0, c].set_title(f"{_label(k)}\n{view}", fontsize=8, color=_colour(k))
-            for ax in axes[:, c]:
-                for s in ax.spines.values():
-                    s.set_edgecolor(_colour(k))
-                    s.set_linewidth(1.5)
-    what = {"surface": "iso-surface renders (iso 0.1)", "xray": "x-ray re-renders", "depth": "first-hit depth"}[mode]
-    fig.suptitle(f"Qualitative results (paper Figs. 5, 17): {what}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96), pad=0.4, h_pad=0.3, w_pad=0.3)
-    return _save(fig, out_png)
-
-
-# ---------------------------------------------------------------------------------------------
-# Fig. 8a: slice counts (Fig. 7: fig_slice_views)
+# Fig. 8a: slice counts (Fig. 7: model.qualitative.fig_slice_views)
 
 
 def _slice_table(d: Path):
@@ -484,16 +369,16 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
     against the 128-slice original, per method, with 95 % CIs when ``slice_counts.csv`` has them."""
     d = _eval_dir(eval_dir)
     df, col, lo, hi = _slice_table(d)
-    fig = _new_figure(6.0, 4.2)
+    fig = new_figure(6.0, 4.2)
     ax = fig.subplots()
-    for m in _ordered_methods(df["method"]):
+    for m in ordered_methods(df["method"]):
         sub = df[df["method"] == m].sort_values("slices")
         s = sub["slices"].to_numpy(dtype=float)
         y = sub[col].to_numpy(dtype=float)
-        ax.plot(s, y, "o-", color=_colour(m), label=_label(m), lw=1.5, ms=5)
+        ax.plot(s, y, "o-", color=method_colour(m), label=method_label(m), lw=1.5, ms=5)
         if lo and hi:
             ax.fill_between(
-                s, sub[lo].to_numpy(dtype=float), sub[hi].to_numpy(dtype=float), color=_colour(m), alpha=0.2, lw=0
+                s, sub[lo].to_numpy(dtype=float), sub[hi].to_numpy(dtype=float), color=method_colour(m), alpha=0.2, lw=0
             )
         for sx, sy in zip(s, y) if df["method"].nunique() == 1 else ():
             ax.annotate(f"{sy:.3f}", (sx, sy), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
@@ -508,95 +393,48 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, out_png)
-
-
-def slice_view_renders(
-    vol, counts: Sequence[int], angles_deg: Sequence[float], *, mode: str = "surface", backend: str = "auto"
-) -> dict:
-    """The cells of Fig. 7 for one (D, H, W) view volume: ``{count: (images, dssims)}`` for every
-    ``count`` in ``counts`` (each < D) and for D itself. ``images`` (len(angles), S, S) are renders
-    (:func:`model.applications.novel_views`) of the volume box-averaged along depth to ``count``
-    slices and linearly up-sampled back (:func:`model.evaluate.depth_resample`, as the slice-count
-    analysis; it stays in [0, 1]), at :func:`model.applications.display_grid`; ``dssims``
-    (len(angles),) their DSSIM to the full-depth render of the same view (0 for D)."""
-    v = A.check_view_volume(vol)
-    depth = v.shape[0]
-    size, steps = A.display_grid(v.shape)
-    full = A.novel_views(v, angles_deg, mode=mode, size=size, steps=steps, backend=backend)
-    out = {depth: (full, np.zeros(len(full)))}
-    for c in counts:
-        if not 0 < int(c) < depth:
-            raise ValueError(f"slice count {c} is not between 1 and the depth {depth} - 1")
-        vr = depth_resample(torch.from_numpy(v)[None], int(c))[0].numpy()
-        imgs = A.novel_views(vr, angles_deg, mode=mode, size=size, steps=steps, backend=backend)
-        out[int(c)] = (imgs, np.array([dssim(imgs[a], full[a]) for a in range(len(full))]))
-    return out
-
-
-def fig_slice_views(
-    rows, out_png, *, slice_counts: Sequence[int] = (8, 16, 32, 64), novel_deg: float = 60.0, backend: str = "auto"
-) -> Path:
-    """Paper Fig. 7: what fewer depth slices look like.
-
-    For the first row of ``rows`` (the :func:`fig_qualitative` rows) that has ``truth`` and/or ``ours``
-    (D, h, w) view volumes: each volume box-averaged along depth to every count in ``slice_counts``
-    below D and linearly up-sampled back (:func:`model.evaluate.depth_resample`, the slice-count
-    analysis), then rendered as iso-surfaces (iso 0.1) from the x-ray's view and from a novel view
-    turned ``novel_deg`` about the image-vertical axis (where the depth steps show), next to the
-    full-depth volume (:func:`slice_view_renders`). Each cell is labelled with its DSSIM to the
-    full-depth render of that view; these renders go through
-    :func:`model.applications.novel_views`, so the values are close to, not the same as, Fig. 8a's.
-    """
-    if not isinstance(rows, (list, tuple)) or not rows:
-        raise ValueError("rows must be a non-empty list of dicts with 'truth' and/or 'ours' view volumes")
-    row = next(
-        (r for r in rows if isinstance(r, dict) and (r.get("truth") is not None or r.get("ours") is not None)), None
-    )
-    if row is None:
-        raise ValueError("no row has a 'truth' or 'ours' view volume")
-    mode = "surface" if A.surface_available() else "xray"
-    keys = [k for k in ("truth", "ours") if row.get(k) is not None]
-    vols = {k: A.check_view_volume(row[k], name=k) for k in keys}
-    depth = vols[keys[0]].shape[0]
-    counts = sorted({int(c) for c in slice_counts if 0 < int(c) < depth})
-    if not counts:
-        raise ValueError(f"no slice count below the volumes' depth {depth} in {list(slice_counts)}")
-    angles = (0.0, float(novel_deg))
-    cols = counts + [depth]
-    fig = _new_figure(1.6 * len(cols) + 1.0, 1.55 * 2 * len(keys) + 0.8)
-    axes = fig.subplots(2 * len(keys), len(cols), squeeze=False)
-    for i, k in enumerate(keys):
-        cells = slice_view_renders(vols[k], counts, angles, mode=mode, backend=backend)
-        for j, c in enumerate(cols):
-            imgs, d = cells[c]
-            labels = ["full depth"] * 2 if c == depth else [f"DSSIM {d[a]:.3f}" for a in range(2)]
-            for a in range(2):
-                ax = axes[2 * i + a, j]
-                ax.imshow(imgs[a], cmap="gray", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.set_xlabel(labels[a], fontsize=7)
-                for sp in ax.spines.values():
-                    sp.set_edgecolor(_colour(k))
-                    sp.set_linewidth(1.5)
-                if j == 0:
-                    view = "original view" if a == 0 else f"novel view ({novel_deg:g}°)"
-                    ax.set_ylabel(f"{_label(k)}\n{view}", fontsize=8, color=_colour(k))
-                if i == 0 and a == 0:
-                    ax.set_title(f"{c} slices" + (" (all)" if c == depth else ""), fontsize=8)
-    title = row.get("title")
-    what = "iso-surface renders (iso 0.1)" if mode == "surface" else "x-ray re-renders"
-    fig.suptitle(
-        "Depth down-sampled to fewer slices and up again (paper Fig. 7)\n" + what + (f", {title}" if title else ""),
-        fontsize=9,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 0.93), pad=0.4, h_pad=0.4, w_pad=0.3)
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 # ---------------------------------------------------------------------------------------------
 # Fig. 9: fusion
+
+_FUSION_PAIR = ("ours", "ours_nofusion")
+
+
+def _fusion_bars(ax, summary, tests, metric: str) -> None:
+    """One metric of Fig. 9: both means ± CI and the paired tests, at the species level when both
+    have n >= 2 species, else at the sample level."""
+    pair = _FUSION_PAIR
+    rows = [_summary_row(summary, m, metric, "species") for m in pair]
+    level = "species" if min(int(r["n"]) for r in rows) >= 2 else "sample"
+    rows = [_summary_row(summary, m, metric, level) for m in pair]
+    unit = "species" if level == "species" else "views"
+    means = [float(r["mean"]) for r in rows]
+    ax.bar([0, 1], means, color=[method_colour(m) for m in pair], edgecolor="black", lw=0.6, width=0.6, zorder=2)
+    _errorbar(ax, [0, 1], means, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], capsize=5, zorder=3)
+    for j, r in enumerate(rows):
+        text = f"{float(r['mean']):.4f}\nn={int(r['n'])} {unit}"
+        ax.text(j, float(r["mean"]) * 0.5, text, ha="center", va="center", fontsize=8)
+    top = float(np.nanmax([0.0, *(float(r["ci_high"]) for r in rows), *means]))
+    top = top if top > 0 else 1.0
+    t = _test_row(tests, metric, *pair, level, "t")
+    wx = _test_row(tests, metric, *pair, level, "wilcoxon") if level == "species" else None
+    if t is not None:
+        text = f"paired t = {float(t['statistic']):.2f}, {_fmt_p(float(t['p']))}"
+        if wx is not None:
+            text += f"; Wilcoxon {_fmt_p(float(wx['p']))}"
+        _bracket(ax, 0, 1, top * 1.05, top * 0.03, text)
+    ax.set_ylim(0, top * 1.25)
+    ax.set_xticks([0, 1], ["with fusion", "without fusion"])
+    ax.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
+    what = (
+        "mean of species means ± 95 % bootstrap CI"
+        if level == "species"
+        else "per view (mirrored pairs averaged): mean ± 95 % CI"
+    )
+    ax.set_title(f"{METRIC_LABELS.get(metric, metric)}:\n{what}", fontsize=9)
+    ax.grid(axis="y", alpha=0.3, zorder=0)
 
 
 def fig_fusion(
@@ -616,13 +454,12 @@ def fig_fusion(
     paper's protocol). Optional ``example`` dict with ``xray`` (H, W) and view volumes
     ``fused`` and ``nofusion``: a second row shows the input x-ray, the x-rays re-rendered from both
     volumes (with their max |difference| to the input) and their renders (iso-surface if
-    ``model.surface`` exists, else first-hit depth).
+    ``model.surface`` exists, else first-hit depth; :func:`model.qualitative.fusion_panels`).
     """
     d = _eval_dir(eval_dir)
     summary = _read_summary(d)
     tests = _read_tests(d)
-    pair = ("ours", "ours_nofusion")
-    for m in pair:
+    for m in _FUSION_PAIR:
         for metric in metrics:
             for level in LEVELS:
                 if _summary_row(summary, m, metric, level) is None:
@@ -630,7 +467,7 @@ def fig_fusion(
                         f"fusion: summary.csv has no row for method {m!r}, metric {metric!r}, level {level!r}"
                     )
     nrow = 2 if example is not None else 1
-    fig = _new_figure(10.0, 3.6 + 2.6 * (nrow - 1) + 0.4)
+    fig = new_figure(10.0, 3.6 + 2.6 * (nrow - 1) + 0.4)
     if example is None:
         axes_top = fig.subplots(1, len(metrics), squeeze=False)[0]
     else:
@@ -638,63 +475,10 @@ def fig_fusion(
         w = 5
         axes_top = [fig.add_subplot(gs[0, i * w : (i + 1) * w]) for i in range(len(metrics))]
     for ax, metric in zip(axes_top, metrics):
-        rows = [_summary_row(summary, m, metric, "species") for m in pair]
-        level = "species" if min(int(r["n"]) for r in rows) >= 2 else "sample"
-        rows = [_summary_row(summary, m, metric, level) for m in pair]
-        unit = "species" if level == "species" else "views"
-        means = [float(r["mean"]) for r in rows]
-        ax.bar([0, 1], means, color=[_colour(m) for m in pair], edgecolor="black", lw=0.6, width=0.6, zorder=2)
-        _errorbar(ax, [0, 1], means, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], capsize=5, zorder=3)
-        for j, r in enumerate(rows):
-            ax.text(
-                j,
-                float(r["mean"]) * 0.5,
-                f"{float(r['mean']):.4f}\nn={int(r['n'])} {unit}",
-                ha="center",
-                va="center",
-                fontsize=8,
-            )
-        top = float(np.nanmax([0.0, *(float(r["ci_high"]) for r in rows), *means]))
-        top = top if top > 0 else 1.0
-        t = _test_row(tests, metric, *pair, level, "t")
-        wx = _test_row(tests, metric, *pair, level, "wilcoxon") if level == "species" else None
-        if t is not None:
-            text = f"paired t = {float(t['statistic']):.2f}, {_fmt_p(float(t['p']))}"
-            if wx is not None:
-                text += f"; Wilcoxon {_fmt_p(float(wx['p']))}"
-            _bracket(ax, 0, 1, top * 1.05, top * 0.03, text)
-        ax.set_ylim(0, top * 1.25)
-        ax.set_xticks([0, 1], ["with fusion", "without fusion"])
-        ax.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
-        what = (
-            "mean of species means ± 95 % bootstrap CI"
-            if level == "species"
-            else "per view (mirrored pairs averaged): mean ± 95 % CI"
-        )
-        ax.set_title(f"{METRIC_LABELS.get(metric, metric)}:\n{what}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3, zorder=0)
+        _fusion_bars(ax, summary, tests, metric)
     if example is not None:
-        for k in ("xray", "fused", "nofusion"):
-            if k not in example:
-                raise ValueError(f"fusion example lacks {k!r} (needs xray, fused, nofusion)")
-        x = np.asarray(example["xray"], dtype=np.float64)
-        if x.ndim != 2:
-            raise ValueError(f"fusion example xray must be 2D, got shape {x.shape}")
-        shade = "surface" if A.surface_available() else "depth"
-        panels = [("input x-ray", np.clip(x, 0, 1))]
-        for k, lab in (("fused", "fusion"), ("nofusion", "no fusion")):
-            v = A.check_view_volume(example[k], name=k)
-            re = -np.expm1(-chi * v.astype(np.float64).mean(axis=0))
-            diff = f"max |Δ| = {np.abs(re - x).max():.2g}" if re.shape == x.shape else f"{re.shape[0]}² px"
-            panels.append((f"{lab}: re-rendered x-ray\n{diff}", re))
-            panels.append(
-                (
-                    f"{lab}: {'iso-surface' if shade == 'surface' else 'depth'}",
-                    A.novel_views(v, [0.0], mode=shade, backend=backend)[0],
-                )
-            )
-        ncell = 5 * len(metrics)
-        step = ncell // len(panels)
+        panels = fusion_panels(example, chi=chi, backend=backend)
+        step = 5 * len(metrics) // len(panels)
         for i, (title, img) in enumerate(panels):
             ax = fig.add_subplot(gs[1, i * step : (i + 1) * step])
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
@@ -703,7 +487,7 @@ def fig_fusion(
             ax.set_yticks([])
     fig.suptitle("Effect of fusion (paper Fig. 9): lower is better", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -726,8 +510,8 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
         )
     present = list(dict.fromkeys(df["view_class"]))
     classes = [c for c in VIEW_CLASS_ORDER if c in present] + sorted(c for c in present if c not in VIEW_CLASS_ORDER)
-    methods = _ordered_methods(df["method"])
-    fig = _new_figure(5.2 * len(metrics), 4.4)
+    methods = ordered_methods(df["method"])
+    fig = new_figure(5.2 * len(metrics), 4.4)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     width = 0.8 / len(methods)
     for ax, metric in zip(axes, metrics):
@@ -744,7 +528,16 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
                 lo.append(float(r["ci_low"]))
                 hi.append(float(r["ci_high"]))
             if xs:
-                ax.bar(xs, ys, width=width, color=_colour(m), edgecolor="black", lw=0.5, label=_label(m), zorder=2)
+                ax.bar(
+                    xs,
+                    ys,
+                    width=width,
+                    color=method_colour(m),
+                    edgecolor="black",
+                    lw=0.5,
+                    label=method_label(m),
+                    zorder=2,
+                )
                 _errorbar(ax, xs, ys, lo, hi, capsize=2, lw=0.8, zorder=3)
         ns = []
         for c in classes:
@@ -762,7 +555,7 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
     )
     fig.suptitle("Error by view direction (paper Fig. 8b): mean ± 95 % CI (none for n < 2)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.88))
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -783,15 +576,15 @@ def write_all_figures(
     d = _eval_dir(eval_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [fig_methods(d, out / "fig6_methods.png")]
+    paths = [fig_methods(d, out / f"{FIG_METHODS}.png")]
     summary = _read_csv(d / "summary.csv", ("method",), "summary")
     if fusion_example is not None or (summary["method"] == "ours_nofusion").any():
-        paths.append(fig_fusion(d, out / "fig9_fusion.png", example=fusion_example, backend=backend))
+        paths.append(fig_fusion(d, out / f"{FIG_FUSION}.png", example=fusion_example, backend=backend))
     if (d / "view_classes.csv").is_file():
-        paths.append(fig_view_classes(d, out / "fig8b_view_classes.png"))
+        paths.append(fig_view_classes(d, out / f"{FIG_VIEW_CLASSES}.png"))
     if (d / "slice_counts.csv").is_file():
-        paths.append(fig_slice_counts(d, out / "fig8a_slice_counts.png"))
+        paths.append(fig_slice_counts(d, out / f"{FIG_SLICE_COUNTS}.png"))
     if qualitative_rows:
-        paths.append(fig_qualitative(qualitative_rows, out / "fig17_qualitative.png", backend=backend))
-        paths.append(fig_slice_views(qualitative_rows, out / "fig7_slice_views.png", backend=backend))
+        paths.append(fig_qualitative(qualitative_rows, out / f"{FIG_QUALITATIVE}.png", backend=backend))
+        paths.append(fig_slice_views(qualitative_rows, out / f"{FIG_SLICE_VIEWS}.png", backend=backend))
     return paths

@@ -40,14 +40,14 @@ import numpy as np
 
 from tomodata.volume_files import stable_nrrd_header
 
+from .names import PREVIEWS  # the preview names (one home: the workflow reads them too)
+
 __all__ = ["PREVIEWS", "VOLUME_SUFFIXES", "volume_suffix", "write_volume"]
 
 #: output formats by suffix
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
 #: preview images are at most this many pixels on a side
 PREVIEW_MAX = 1024
-#: the preview PNGs written next to the output volume as STEM_<name>.png
-PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
 
 
 def volume_suffix(path) -> str:

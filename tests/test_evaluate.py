@@ -20,6 +20,7 @@ from model.evaluate import (
     METHODS,
     SUMMARY_COLUMNS,
     TESTS_COLUMNS,
+    EvalConfig,
     _fuse_batch,
     depth_resample,
     dssim,
@@ -49,6 +50,7 @@ from model.train import TrainConfig, load_checkpoint, train
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import render_xrays
 from tomodata.store import DatasetStore, create_store, finalize_store, open_store, write_species
+from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views, sample_to_view
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
@@ -75,7 +77,9 @@ def build_split_store(path, splits, *, views: int = 6, size: int = 32):
         for i, (n, sp) in enumerate(zip(names, splits))
     ]
     create_store(
-        path, species=table, chi=10.0, steps=size, image_size=size, volume_size=size, n_views=views, view_seed=0
+        path,
+        StoreSettings(chi=10.0, steps=size, image_size=size, volume_size=size, n_views=views, view_seed=0),
+        species=table,
     )
     rots = hemisphere_views(views, seed=0)
     for i, n in enumerate(names):
@@ -458,7 +462,7 @@ def _read(path):
 
 def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
     out = tmp_path / "eval"
-    s = evaluate_run(store, checkpoint, out, max_samples=8, batch=3, slice_counts=(4, 8, 16, 32))
+    s = evaluate_run(EvalConfig(store, checkpoint, out, max_samples=8, batch=3, slice_counts=(4, 8, 16, 32)))
     rows = _read(out / "metrics.csv")
     assert list(rows[0]) == ["method", "species", "sample", "view", "mirrored", "view_class", "l2", "mse", "dssim"]
     assert [r["method"] for r in rows[::8]] == list(METHODS) and len(rows) == len(METHODS) * 8
@@ -508,21 +512,23 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
 
 def test_evaluate_run_subset_of_methods(store, checkpoint, tmp_path):
     s = evaluate_run(
-        store, checkpoint, tmp_path / "e", max_samples=3, methods=("ours_nofusion", "nn"), slice_counts=(8,)
+        EvalConfig(store, checkpoint, tmp_path / "e", max_samples=3, methods=("ours_nofusion", "nn"), slice_counts=(8,))
     )
     rows = _read(tmp_path / "e" / "metrics.csv")
     assert {r["method"] for r in rows} == {"ours_nofusion", "nn"} and len(rows) == 6
     assert [r["method"] for r in _read(tmp_path / "e" / "slice_counts.csv")] == ["truth", "ours_nofusion"]
     assert s["oracle"] is None
     s = evaluate_run(
-        store,
-        checkpoint,
-        tmp_path / "t",
-        max_samples=2,
-        methods=("ours", "oracle"),
-        fusion_at="target",
-        slice_counts=(),
-        cache_bytes=0,
+        EvalConfig(
+            store,
+            checkpoint,
+            tmp_path / "t",
+            max_samples=2,
+            methods=("ours", "oracle"),
+            fusion_at="target",
+            slice_counts=(),
+            cache_bytes=0,
+        )
     )  # the Oracle without the view cache
     assert s["settings"]["fusion_at"] == "target" and s["oracle"]["exact"] and not s["settings"]["train_views_cached"]
     assert _read(tmp_path / "t" / "slice_counts.csv") == []
@@ -544,17 +550,19 @@ def test_coarseness_fits_the_memory_budget():
 
 
 def test_evaluate_run_nn_bound_and_brute_agree(store, checkpoint, tmp_path):
-    a = evaluate_run(store, checkpoint, tmp_path / "a", max_samples=6, methods=("nn",), slice_counts=())
+    a = evaluate_run(EvalConfig(store, checkpoint, tmp_path / "a", max_samples=6, methods=("nn",), slice_counts=()))
     b = evaluate_run(
-        store,
-        checkpoint,
-        tmp_path / "b",
-        max_samples=6,
-        methods=("nn",),
-        slice_counts=(),
-        nn_search="brute",
-        nn_query_block=4,
-        train_block=5,
+        EvalConfig(
+            store,
+            checkpoint,
+            tmp_path / "b",
+            max_samples=6,
+            methods=("nn",),
+            slice_counts=(),
+            nn_search="brute",
+            nn_query_block=4,
+            train_block=5,
+        )
     )
     assert a["settings"]["nn_search"] == "bound" and b["settings"]["nn_search"] == "brute"
     ma, mb = _read(tmp_path / "a" / "matches.csv"), _read(tmp_path / "b" / "matches.csv")
@@ -566,24 +574,28 @@ def test_evaluate_run_nn_bound_and_brute_agree(store, checkpoint, tmp_path):
     assert _read(tmp_path / "a" / "metrics.csv") == _read(tmp_path / "b" / "metrics.csv")
     with pytest.raises(ValueError, match="NN's lower-bound features"):
         evaluate_run(
-            store, checkpoint, tmp_path / "c", max_samples=2, methods=("nn",), slice_counts=(), nn_feature_bytes=8
+            EvalConfig(
+                store, checkpoint, tmp_path / "c", max_samples=2, methods=("nn",), slice_counts=(), nn_feature_bytes=8
+            )
         )
     with pytest.raises(ValueError, match="nn_search"):
-        evaluate_run(store, checkpoint, tmp_path / "d", max_samples=2, nn_search="fast")
+        evaluate_run(EvalConfig(store, checkpoint, tmp_path / "d", max_samples=2, nn_search="fast"))
 
 
 def test_evaluate_run_oracle_within_a_small_memory_budget(store, checkpoint, tmp_path):
     # a budget of two evaluated view volumes: two passes over the training samples, the same Oracle
-    a = evaluate_run(store, checkpoint, tmp_path / "a", max_samples=4, methods=("oracle",), slice_counts=())
+    a = evaluate_run(EvalConfig(store, checkpoint, tmp_path / "a", max_samples=4, methods=("oracle",), slice_counts=()))
     b = evaluate_run(
-        store,
-        checkpoint,
-        tmp_path / "b",
-        max_samples=4,
-        methods=("oracle",),
-        slice_counts=(),
-        oracle_bytes=2 * 16**3 * 4,
-        cache_bytes=0,
+        EvalConfig(
+            store,
+            checkpoint,
+            tmp_path / "b",
+            max_samples=4,
+            methods=("oracle",),
+            slice_counts=(),
+            oracle_bytes=2 * 16**3 * 4,
+            cache_bytes=0,
+        )
     )
     assert a["oracle"]["passes"] == 1 and b["oracle"]["passes"] == 2 and b["oracle"]["exact"]
     ma, mb = _read(tmp_path / "a" / "matches.csv"), _read(tmp_path / "b" / "matches.csv")
@@ -597,16 +609,16 @@ def test_evaluate_run_refuses_mismatches(store, checkpoint, tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save(state, bad)
     with pytest.raises(ValueError, match="image_size"):
-        evaluate_run(store, bad, tmp_path / "x", max_samples=2)
+        evaluate_run(EvalConfig(store, bad, tmp_path / "x", max_samples=2))
     state = load_checkpoint(checkpoint)
     state["data"]["species"] = state["data"]["species"][:2]
     torch.save(state, bad)
     with pytest.raises(ValueError, match="species"):
-        evaluate_run(store, bad, tmp_path / "x", max_samples=2)
+        evaluate_run(EvalConfig(store, bad, tmp_path / "x", max_samples=2))
     with pytest.raises(ValueError, match="unknown methods"):
-        evaluate_run(store, checkpoint, tmp_path / "x", methods=("ours", "wenger"))
+        evaluate_run(EvalConfig(store, checkpoint, tmp_path / "x", methods=("ours", "wenger")))
     with pytest.raises(ValueError, match="fusion_at"):
-        evaluate_run(store, checkpoint, tmp_path / "x", fusion_at="nowhere")
+        evaluate_run(EvalConfig(store, checkpoint, tmp_path / "x", fusion_at="nowhere"))
     assert not (tmp_path / "x" / "metrics.csv").exists()
 
 
@@ -642,7 +654,7 @@ def test_mean_baseline_equals_the_literal_average(store, checkpoint, tmp_path):
         got[0], src.views([12], size=16, depth=16, volume=torch.from_numpy(mean_volume(ds, train_names)))[0]
     )
     # in evaluate_run: its errors are those of the literal average against the truth
-    evaluate_run(store, checkpoint, tmp_path / "m", methods=("mean",), slice_counts=(), max_samples=6)
+    evaluate_run(EvalConfig(store, checkpoint, tmp_path / "m", methods=("mean",), slice_counts=(), max_samples=6))
     rows = _read(tmp_path / "m" / "metrics.csv")
     assert {r["method"] for r in rows} == {"mean"} and len(rows) == 6
     for r in rows:
@@ -674,7 +686,7 @@ def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
             return _real(self, species, *a, **k)
 
         monkeypatch.setattr(DatasetStore, name, spy)
-    s = evaluate_run(store, checkpoint, tmp_path / "t", max_samples=6, slice_counts=())
+    s = evaluate_run(EvalConfig(store, checkpoint, tmp_path / "t", max_samples=6, slice_counts=()))
     assert read and not set(read) & set(val_names)  # split=test never touches a val species
     assert set(test_names) <= set(read)
     assert s["eval_split"] == "test" and s["eval_species"] == test_names == s["val_species"]
@@ -685,7 +697,9 @@ def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
     monkeypatch.undo()
     # split=val: only the val species; a single species: species-level CIs and tests are NaN, n = 1
     s = evaluate_run(
-        store, checkpoint, tmp_path / "v", split="val", max_samples=4, methods=("ours", "mean"), slice_counts=()
+        EvalConfig(
+            store, checkpoint, tmp_path / "v", split="val", max_samples=4, methods=("ours", "mean"), slice_counts=()
+        )
     )
     assert s["eval_species"] == val_names and "evaluated in this run" in s["split_use"]["val"]
     assert {r["species"] for r in _read(tmp_path / "v" / "metrics.csv")} == set(val_names)
@@ -693,23 +707,23 @@ def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
     assert all(r["n"] == "1" and r["ci_low"] == "nan" and r["mean"] != "nan" for r in sp)
     assert all(r["p"] == "nan" for r in _read(tmp_path / "v" / "tests.csv") if r["level"] == "species")
     with pytest.raises(ValueError, match="split must be one of"):
-        evaluate_run(store, checkpoint, tmp_path / "x", split="train")
+        evaluate_run(EvalConfig(store, checkpoint, tmp_path / "x", split="train"))
     # a store without test species: a clear error, nothing written
     other = build_split_store(tmp_path / "nt.zarr", ("train", "val"), views=2, size=16)
     with pytest.raises(ValueError, match="no 'test' species"):
-        evaluate_run(other, checkpoint, tmp_path / "x")
+        evaluate_run(EvalConfig(other, checkpoint, tmp_path / "x"))
     # an evaluated species the checkpoint was trained on is refused
     state = load_checkpoint(checkpoint)
     state["data"]["species"] = state["data"]["species"] + [test_names[0]]
     torch.save(state, tmp_path / "leak.pt")
     with pytest.raises(ValueError, match="training species"):
-        evaluate_run(store, tmp_path / "leak.pt", tmp_path / "x", strict=False)
+        evaluate_run(EvalConfig(store, tmp_path / "leak.pt", tmp_path / "x", strict=False))
     assert not (tmp_path / "x").exists()
 
 
 def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint, tmp_path):
     out = tmp_path / "all"
-    s = evaluate_run(store, checkpoint, out, slice_counts=(), n_boot=2000)  # every test sample
+    s = evaluate_run(EvalConfig(store, checkpoint, out, slice_counts=(), n_boot=2000))  # every test sample
     rows = _read(out / "metrics.csv")
     assert len(rows) == len(METHODS) * 24  # 2 species x 6 views x 2
     assert s["n_samples"] == 24 and s["n_species"] == 2 and s["n_views_evaluated"] == 12

@@ -12,6 +12,8 @@ from PIL import Image
 
 from model import applications as A
 from model import figures as F
+from model import plotting
+from model import qualitative as Q
 from model.evaluate import SPECIES_COLUMNS, SUMMARY_COLUMNS, TESTS_COLUMNS, depth_resample, dssim, statistics_tables
 
 METHODS = ("ours", "ours_nofusion", "nn", "oracle", "mean")
@@ -96,7 +98,7 @@ def eval_dir(tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _low_dpi(monkeypatch):
     """Draw at 75 dpi (half the default) to keep the tests fast; sizes below are for 75 dpi."""
-    monkeypatch.setattr(F, "_DPI", 75)
+    monkeypatch.setattr(plotting, "DPI", 75)
 
 
 def _check_png(p: Path, min_w: int, min_h: int) -> tuple[int, int]:
@@ -204,14 +206,14 @@ def test_slice_view_renders():
 def test_fig_slice_views(tmp_path, monkeypatch):
     rows = _qual_rows()
     calls = []
-    real = F.slice_view_renders
+    real = Q.slice_view_renders
 
     def record(vol, counts, angles, **kw):
         calls.append((vol.shape, list(counts), list(angles)))
         return real(vol, counts, angles, **kw)
 
-    monkeypatch.setattr(F, "slice_view_renders", record)
-    p = F.fig_slice_views(rows, tmp_path / "s.png", slice_counts=(4, 8, 64), backend="cpu")
+    monkeypatch.setattr(Q, "slice_view_renders", record)
+    p = Q.fig_slice_views(rows, tmp_path / "s.png", slice_counts=(4, 8, 64), backend="cpu")
     w, h = _check_png(p, 250, 300)  # 4, 8 and the full 24 slices; truth and ours, two views each
     assert calls == [((24, 24, 24), [4, 8], [0.0, 60.0])] * 2  # truth and ours; 64 >= D is left out
     # only truth: half the rows

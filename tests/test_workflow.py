@@ -9,7 +9,6 @@ so the working folder, its .snakemake/ metadata and all outputs live in pytest's
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import os
@@ -27,6 +26,7 @@ import pytest
 import yaml
 
 from model.infer import PREVIEWS
+from model.names import PREVIEWS as NAMED_PREVIEWS
 from tomodata.manifest import load_manifest
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import render_xrays
@@ -152,8 +152,10 @@ def test_real_xrays_overlay():
 
 def test_real_xray_rule_lists_the_previews_infer_writes():
     text = (ROOT / "workflow/rules/common.smk").read_text()
-    listed = ast.literal_eval(re.search(r"^REAL_PREVIEWS = (\[[^\]]*\])", text, re.M).group(1))
-    assert tuple(listed) == PREVIEWS
+    # the rule's list is model.names.PREVIEWS, the names tomo infer writes (no hand-kept copy)
+    assert re.search(r"^from model\.names import .*\bPREVIEWS\b", text, re.M)
+    assert re.search(r"^REAL_PREVIEWS = PREVIEWS\b", text, re.M)
+    assert tuple(NAMED_PREVIEWS) == PREVIEWS
 
 
 def test_real_xrays_placeholder_stops_with_its_name(tmp_path):
@@ -214,7 +216,7 @@ def test_paper_dry_run_offline(tmp_path):
     expected = sorted(
         [(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
         + [("store_create", None), ("store_finalize", None), ("store_settings", None)]
-        + [(r, None) for r in ("apps", "evaluate", "explorer", "figures", "train")],
+        + [(r, None) for r in ("apps", "evaluate", "examples", "explorer", "figures", "train")],
         key=lambda j: (j[0], j[1] or ""),
     )
     assert jobs == expected

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import yaml
+from model.names import EXAMPLES_FILE, FIGURES, PREVIEWS  # torch-free: the file names the model's commands write
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
@@ -361,8 +362,11 @@ EVAL = MODEL["evaluate"]
 APPS = MODEL["apps"]
 GPU_TRAIN = 1 if str(TRAIN["device"]).startswith("cuda") else 0
 ENV_MODEL = "../../envs/model.yaml"
-FIGURES = ["fig6_methods", "fig7_slice_views", "fig8a_slice_counts", "fig8b_view_classes", "fig9_fusion",
-           "fig17_qualitative"]
+# the qualitative examples (made by the examples rule) hold enough rows for the figures and the
+# applications, which take the first ones (model/examples.py: the first n rows of a file made for
+# more are those a run for n makes)
+EXAMPLES = f"{RESULTS}/examples/{EXAMPLES_FILE}"
+N_EXAMPLES = max(EVAL["examples"], APPS["examples"])
 
 
 def train_options():
@@ -386,7 +390,7 @@ def train_options():
 with open(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml") as _fh:
     REAL_NAME_PATTERN = yaml.safe_load(_fh)["properties"]["model"]["properties"]["real_xrays"][
         "propertyNames"]["pattern"].lstrip("^").rstrip("$")
-REAL_PREVIEWS = ["xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side"]  # model.infer.PREVIEWS
+REAL_PREVIEWS = PREVIEWS  # the preview PNGs tomo infer writes (model.names)
 
 
 def _real_xrays():

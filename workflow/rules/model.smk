@@ -5,7 +5,9 @@
 #   results/RUN/model/best.pt          train      the checkpoint with the lowest loss on the val split:
 #                                                 model choice; evaluate, figures, apps and real_xray use it
 #   results/RUN/eval/summary.json      evaluate   (+ metrics.csv, summary.csv, tests.csv, ...)
-#   results/RUN/figures/*.png          figures    (in the report, category "Evaluation")
+#   results/RUN/examples/examples.npz  examples   the network's predictions on chosen held-out samples,
+#                                                 computed once for the figures and the applications
+#   results/RUN/figures/*.png          figures    (in the report, category "Evaluation"; names: model.names)
 #   results/RUN/apps/                  apps       (turntable/wiggle GIFs, cut-away, anaglyph, colour)
 #   results/RUN/real/NAME/             real_xray  (tomo infer --apps: volume, previews, applications
 #                                                  of each radiograph in config model.real_xrays)
@@ -84,10 +86,35 @@ rule evaluate:
         " --oracle-memory-gb {params.oracle_memory} > {log:q} 2>&1"
 
 
-rule figures:
+rule examples:
     input:
         summary=f"{RESULTS}/eval/summary.json",
         checkpoint=f"{RESULTS}/model/best.pt",
+    output:
+        examples=EXAMPLES,
+    params:
+        store=STORE,
+        eval=lambda wildcards, input: os.path.dirname(input.summary),
+        examples=N_EXAMPLES,
+    log:
+        f"{LOGS}/examples/examples.log",
+    benchmark:
+        f"{BENCHMARKS}/examples/examples.tsv"
+    threads: res("examples", "threads")
+    resources:
+        mem_mb=res("examples", "mem_mb"),
+        runtime=res("examples", "runtime"),
+    conda:
+        ENV_MODEL
+    shell:
+        "OMP_NUM_THREADS={threads} tomo examples {params.store:q} --checkpoint {input.checkpoint:q}"
+        " --eval {params.eval:q} -o {output.examples:q} --examples {params.examples} > {log:q} 2>&1"
+
+
+rule figures:
+    input:
+        summary=f"{RESULTS}/eval/summary.json",
+        examples=EXAMPLES,
     output:
         **{
             name: report(
@@ -99,9 +126,8 @@ rule figures:
             for name in FIGURES
         },
     params:
-        store=STORE,
         eval=lambda wildcards, input: os.path.dirname(input.summary),
-        out=lambda wildcards, output: os.path.dirname(output.fig6_methods),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
         examples=EVAL["examples"],
     log:
         f"{LOGS}/figures/figures.log",
@@ -114,14 +140,13 @@ rule figures:
     conda:
         ENV_MODEL
     shell:
-        "OMP_NUM_THREADS={threads} tomo figures --eval {params.eval:q} -o {params.out:q} --store {params.store:q}"
-        " --checkpoint {input.checkpoint:q} --examples {params.examples} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} tomo figures --eval {params.eval:q} -o {params.out:q}"
+        " --examples-file {input.examples:q} --examples {params.examples} > {log:q} 2>&1"
 
 
 rule apps:
     input:
-        summary=f"{RESULTS}/eval/summary.json",
-        checkpoint=f"{RESULTS}/model/best.pt",
+        examples=EXAMPLES,
     output:
         apps=report(
             directory(f"{RESULTS}/apps"),
@@ -130,8 +155,6 @@ rule apps:
             category="Applications",
         ),
     params:
-        store=STORE,
-        eval=lambda wildcards, input: os.path.dirname(input.summary),
         examples=APPS["examples"],
         frames=APPS["frames"],
     log:
@@ -145,9 +168,8 @@ rule apps:
     conda:
         ENV_MODEL
     shell:
-        "OMP_NUM_THREADS={threads} NUMBA_NUM_THREADS={threads} tomo apps {params.store:q}"
-        " --checkpoint {input.checkpoint:q} --eval {params.eval:q} -o {output.apps:q}"
-        " --examples {params.examples} --frames {params.frames} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} NUMBA_NUM_THREADS={threads} tomo apps --examples-file {input.examples:q}"
+        " -o {output.apps:q} --examples {params.examples} --frames {params.frames} > {log:q} 2>&1"
 
 
 rule real_xray:

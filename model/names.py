@@ -1,0 +1,46 @@
+"""Names of the files the model's commands write, kept in one place.
+
+The workflow (``workflow/rules/common.smk``) imports these at parse time to declare its rules'
+outputs, so this module imports nothing (``model/__init__.py`` is empty: no torch is loaded).
+
+* :data:`FIGURES`: ``tomo figures`` writes ``FIGS/<name>.png`` for each (:mod:`model.figures`).
+* :data:`PREVIEWS`: ``tomo infer`` writes ``STEM_<name>.png`` next to the volume for each
+  (:mod:`model.volume_io`).
+* :data:`EXAMPLES_FILE`: the qualitative examples' file of ``tomo examples`` in the workflow
+  (``results/RUN/examples/examples.npz``, :mod:`model.examples`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXAMPLES_FILE",
+    "FIGURES",
+    "FIG_FUSION",
+    "FIG_METHODS",
+    "FIG_QUALITATIVE",
+    "FIG_SLICE_COUNTS",
+    "FIG_SLICE_VIEWS",
+    "FIG_VIEW_CLASSES",
+    "PREVIEWS",
+]
+
+#: paper Fig. 6: methods compared (model.figures.fig_methods)
+FIG_METHODS = "fig6_methods"
+#: paper Fig. 7: renders of fewer depth slices (model.qualitative.fig_slice_views)
+FIG_SLICE_VIEWS = "fig7_slice_views"
+#: paper Fig. 8a: DSSIM against the slice count (model.figures.fig_slice_counts)
+FIG_SLICE_COUNTS = "fig8a_slice_counts"
+#: paper Fig. 8b: error by view class (model.figures.fig_view_classes)
+FIG_VIEW_CLASSES = "fig8b_view_classes"
+#: paper Fig. 9: fusion against no fusion (model.figures.fig_fusion)
+FIG_FUSION = "fig9_fusion"
+#: paper Figs. 5/17: the qualitative grid (model.qualitative.fig_qualitative)
+FIG_QUALITATIVE = "fig17_qualitative"
+#: every figure of a full ``tomo figures`` run (with qualitative examples), as FIGS/<name>.png
+FIGURES = (FIG_METHODS, FIG_SLICE_VIEWS, FIG_SLICE_COUNTS, FIG_VIEW_CLASSES, FIG_FUSION, FIG_QUALITATIVE)
+
+#: the preview PNGs ``tomo infer`` writes next to the output volume as STEM_<name>.png
+PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
+
+#: the file name of the qualitative examples in the workflow (results/RUN/examples/<this>)
+EXAMPLES_FILE = "examples.npz"
