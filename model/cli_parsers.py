@@ -1,0 +1,324 @@
+"""The argparse options of ``tomo``'s model commands (:mod:`model.cli` builds the parser and runs
+them): one function per command, each adding that command's subparser with its help text."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from tomodata.cli import positive_float, positive_int
+
+__all__ = [
+    "bench_options",
+    "network_options",
+    "add_model_info",
+    "add_train",
+    "add_evaluate",
+    "add_examples",
+    "add_figures",
+    "add_apps",
+    "add_explorer",
+    "add_infer",
+]
+
+
+def bench_options(q: argparse.ArgumentParser) -> None:
+    """The model benchmarks' options of ``tomo bench`` (infer, nn, evaluate)."""
+    q.add_argument("--store", help="dataset store of the nn and evaluate benchmarks")
+    q.add_argument("--checkpoint", help="checkpoint of the evaluate benchmark")
+    q.add_argument(
+        "--samples",
+        type=positive_int,
+        default=100,
+        help="held-out samples of the evaluate benchmark (default %(default)s)",
+    )
+    q.add_argument("--device", default="cpu", help="torch device of the evaluate benchmark (default %(default)s)")
+    q.add_argument("--queries", type=positive_int, default=256, help="held-out queries of the nn benchmark")
+    q.add_argument("--nn-coarse", type=positive_int, default=16, help="cells per axis of the nn benchmark's bound")
+    q.add_argument(
+        "--preset", choices=["paper", "medium", "demo"], default="paper", help="network of the infer benchmark"
+    )
+    q.add_argument("--fuse-to", type=positive_int, default=512, help="fusion resolution of the infer benchmark")
+
+
+def network_options(q: argparse.ArgumentParser) -> None:
+    """The network size: a preset and overrides of its dimensions (``tomo model-info``, ``tomo train``)."""
+    q.add_argument(
+        "--preset", choices=["paper", "medium", "demo"], default="paper", help="network size (default %(default)s)"
+    )
+    for name, what in (
+        ("input-size", "input x-ray side"),
+        ("out-depth", "output depth slices"),
+        ("out-size", "output side"),
+        ("width", "trunk channels"),
+        ("stem-channels", "stem channels"),
+        ("hourglass-levels", "hourglass levels"),
+    ):
+        q.add_argument(f"--{name}", type=positive_int, help=f"override the preset's {what}")
+
+
+def add_model_info(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
+    """``tomo model-info``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "model-info",
+        help="parameters and FLOPs of the network",
+        description=(
+            "Print the network's layer sizes, parameter count and FLOPs per sample for a preset (and overrides)."
+        ),
+    )
+    network_options(q)
+    q.set_defaults(func=func)
+
+
+def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
+    """``tomo train``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "train",
+        help="train the network on a dataset store",
+        description=(
+            "Train the 2D→3D network on the store's train split (L2 on view volumes made on the fly, Adam, "
+            "warm-up + cosine schedule), validating on the held-out species. Resumes exactly from OUT/last.pt. "
+            "For several GPUs: torchrun --nproc_per_node N -m model.cli train ..."
+        ),
+    )
+    q.add_argument("store", help="the dataset store (.zarr)")
+    q.add_argument("-o", "--output", required=True, help="run folder: checkpoints, CSV and TensorBoard logs")
+    network_options(q)
+    q.add_argument("--steps", type=positive_int, default=150_000, help="global steps (default %(default)s)")
+    q.add_argument("--batch-size", type=positive_int, default=16, help="global batch (default %(default)s)")
+    q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
+    q.add_argument("--warmup", type=int, default=500, help="linear warm-up steps (default %(default)s)")
+    q.add_argument("--val-every", type=positive_int, default=1000, help="validate every N steps")
+    q.add_argument("--val-samples", type=positive_int, default=512, help="held-out samples per validation")
+    q.add_argument("--ckpt-every", type=positive_int, default=1000, help="checkpoint every N steps")
+    q.add_argument("--keep-checkpoints", action="store_true", help="also keep step_XXXXXXX.pt files")
+    q.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
+    q.add_argument("--seed", type=int, default=0, help="seed of initialisation and sample order")
+    q.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (forkserver/spawn)")
+    q.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto", help="autocast (auto: bf16 on CUDA)")
+    q.add_argument("--max-steps", type=positive_int, help="stop after this step (the schedule still uses --steps)")
+    q.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
+    q.set_defaults(func=func)
+
+
+def add_evaluate(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
+    """``tomo evaluate``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on the held-out species",
+        description=(
+            "Evaluate ours (fused and raw) against the NN, Oracle and mean baselines on one split of the store's "
+            "held-out species (--split; the train split is the baselines' database): volume L2 (RMSE) and DSSIM of "
+            "iso-surface renders; species-level means with cluster-bootstrap CIs, paired t and Wilcoxon tests on "
+            "species means, and the paper's per-sample protocol (mirrored pairs averaged); view classes, slice counts. "
+            "Writes metrics.csv, summary.csv, tests.csv, species.csv, view_classes.csv, slice_counts.csv, "
+            "matches.csv, summary.json."
+        ),
+    )
+    q.add_argument("store", help="the dataset store (.zarr)")
+    q.add_argument("--checkpoint", required=True, help="the trained checkpoint (last.pt)")
+    q.add_argument("-o", "--output", required=True, help="evaluation folder")
+    q.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="the evaluated species: 'test' (the reported result) or 'val' (the model-choice set) "
+        "(default %(default)s)",
+    )
+    q.add_argument("--max-samples", type=positive_int, help="evaluate at most this many held-out samples")
+    q.add_argument("--batch", type=positive_int, default=16, help="samples per batch (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.add_argument(
+        "--oracle-memory-gb",
+        type=positive_float,
+        default=1.0,
+        help="memory in GiB for the held-out view volumes the exact Oracle compares per pass over "
+        "the training view volumes; fewer per pass means more passes, never another result "
+        "(default %(default)s)",
+    )
+    q.add_argument(
+        "--beta",
+        type=positive_float,
+        default=2.0,
+        help="fusion sharpness β of 'ours' (paper Eq. 2; default %(default)s)",
+    )
+    q.add_argument(
+        "--fusion-at",
+        choices=["xray", "target"],
+        default="xray",
+        help="fuse at the x-ray's resolution (the paper) or on the network's grid (default %(default)s)",
+    )
+    q.add_argument(
+        "--nn-search",
+        choices=["bound", "brute"],
+        default="bound",
+        help="NN baseline search, both exact: 'bound' (lower-bound pre-filter, exact re-rank) or "
+        "'brute' (every pair by matrix products) (default %(default)s)",
+    )
+    q.set_defaults(func=func)
+
+
+def add_examples(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
+    """``tomo examples``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "examples",
+        help="the qualitative examples: predictions on chosen held-out samples (npz)",
+        description=(
+            "Run the network on held-out samples of an evaluation (the first of each species, then further ones) "
+            "and save the inputs, ours, ground truth, NN, Oracle and mean volumes to one .npz, which "
+            "tomo figures and tomo apps read with --examples-file (model/examples.py)."
+        ),
+    )
+    q.add_argument("store", help="the dataset store (.zarr)")
+    q.add_argument("--checkpoint", required=True, help="the checkpoint")
+    q.add_argument("--eval", required=True, help="evaluation folder (its matches.csv picks the samples)")
+    q.add_argument("-o", "--output", required=True, help="the examples file (.npz)")
+    q.add_argument("--examples", type=positive_int, default=4, help="samples (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=func)
+
+
+def add_figures(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
+    """``tomo figures``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "figures",
+        help="draw the paper's figures from an evaluation",
+        description=(
+            "Figures 5/17 and 7 (qualitative and slice counts as renders, need --store and --checkpoint), "
+            "6 (methods), 8a (slice counts), 8b (view classes) and 9 (fusion) as PNGs."
+        ),
+    )
+    q.add_argument("--eval", required=True, help="evaluation folder (from tomo evaluate)")
+    q.add_argument("-o", "--output", required=True, help="figure folder")
+    q.add_argument("--store", help="the dataset store (for the qualitative figure)")
+    q.add_argument("--checkpoint", help="the checkpoint (for the qualitative figure)")
+    q.add_argument("--examples-file", help="instead of --store/--checkpoint: the examples of tomo examples (.npz)")
+    q.add_argument("--examples", type=positive_int, default=4, help="qualitative rows (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=func)
+
+
+def add_apps(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
+    """``tomo apps``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "apps",
+        help="applications: novel views, cut-away, stereo, colour",
+        description=(
+            "For held-out samples of an evaluation: turntable GIF, novel views, cut-away, red-cyan anaglyph, "
+            "wiggle stereo GIF and a colour transfer-function render of the predicted volume."
+        ),
+    )
+    q.add_argument("store", nargs="?", help="the dataset store (.zarr; not with --examples-file)")
+    q.add_argument("--checkpoint", help="the checkpoint (not with --examples-file)")
+    q.add_argument("--eval", help="evaluation folder (its matches.csv picks the samples)")
+    q.add_argument("--examples-file", help="instead of STORE/--checkpoint/--eval: the examples of tomo examples")
+    q.add_argument("-o", "--output", required=True, help="output folder")
+    q.add_argument("--examples", type=positive_int, default=2, help="samples (default %(default)s)")
+    q.add_argument("--frames", type=positive_int, default=36, help="turntable frames (default %(default)s)")
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=func)
+
+
+def add_explorer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
+    """``tomo explorer``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "explorer",
+        help="a web page to explore held-out samples in 3D",
+        description=(
+            "A static page (index.html, opens from the file system, no server or network) of held-out samples of an "
+            "evaluated run: the input x-ray and ours, ground truth, NN and Oracle rendered live (niivue): orbit, clip "
+            "plane, transfer functions, red-cyan anaglyph, the x-ray re-rendered from the view. docs/explorer.md."
+        ),
+    )
+    q.add_argument(
+        "run",
+        nargs="?",
+        help=(
+            "the run folder (results/RUN: dataset.zarr, model/best.pt, eval/; writes RUN/explorer/); "
+            "or give --store, --checkpoint, --eval and -o"
+        ),
+    )
+    q.add_argument("--store", help="the dataset store (default RUN/dataset.zarr)")
+    q.add_argument("--checkpoint", help="the checkpoint (default RUN/model/best.pt)")
+    q.add_argument("--eval", help="evaluation folder from tomo evaluate (default RUN/eval)")
+    q.add_argument("-o", "--output", help="output folder (default RUN/explorer)")
+    q.add_argument(
+        "--samples",
+        type=positive_int,
+        default=24,
+        help=("the first N evaluated samples, fewer if fewer were evaluated (default %(default)s)"),
+    )
+    q.add_argument("--index", type=int, nargs="+", help="instead: these samples (0-based, order of --samples)")
+    q.add_argument(
+        "--max-size",
+        type=positive_int,
+        default=64,
+        help=("downsample volumes larger than this per axis for the browser (8..128, default %(default)s)"),
+    )
+    q.add_argument(
+        "--sheet", metavar="PNG", help="also a contact sheet of the samples' input x-rays (the report's entry)"
+    )
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=func)
+
+
+def add_infer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
+    """``tomo infer``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "infer",
+        help="a 3D volume from each real x-ray",
+        description=(
+            "Reconstruct a view volume from a radiograph (PNG/TIFF/JPEG 8/16-bit, grey/RGB/RGBA, DICOM): polarity "
+            "fixed (bone dense), optional gamma undo, cropped or padded to square, the network, fusion at the "
+            "input's resolution; writes OUT (.nrrd, .nii or .nii.gz, with spacing), preview PNGs and a JSON record. "
+            "Several radiographs or globs: OUT is a folder (OUT/STEM/STEM.FORMAT each); every input is checked "
+            "before any work and the network is built once."
+        ),
+    )
+    q.add_argument(
+        "xray",
+        nargs="+",
+        help=("the radiograph(s): files and glob patterns (quoted globs are expanded too); several: -o is a folder"),
+    )
+    q.add_argument("--checkpoint", required=True, help="the trained checkpoint")
+    q.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help=("output volume: .nrrd, .nii or .nii.gz; with several radiographs a folder (OUT/STEM/STEM.FORMAT each)"),
+    )
+    q.add_argument(
+        "--format",
+        choices=["nrrd", "nii", "nii.gz"],
+        default="nrrd",
+        help=("volume format with several radiographs (default %(default)s)"),
+    )
+    q.add_argument(
+        "--keep-going",
+        action="store_true",
+        help=("with several radiographs: skip unusable files and go on after a failure; exit 1 with the list"),
+    )
+    q.add_argument("--gamma", type=float, help="undo a display curve: value = value ** GAMMA (2.2 undoes v**(1/2.2))")
+    q.add_argument("--no-fusion", action="store_true", help="the network's volume upsampled, without fusion")
+    q.add_argument("--beta", type=float, default=2.0, help="fusion sharpness β (default %(default)s)")
+    q.add_argument("--polarity", choices=["auto", "keep", "invert"], default="auto", help="bone bright (default auto)")
+    q.add_argument(
+        "--square",
+        choices=["field", "crop", "pad"],
+        default="field",
+        help=(
+            "make the image square: field = around the anatomy inside the exposed field "
+            "(shutters removed, aspect kept), crop = centre crop to the short side, "
+            "pad = pad to the long side (default %(default)s)"
+        ),
+    )
+    q.add_argument("--max-size", type=positive_int, help="cap the output's lateral resolution")
+    q.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
+    q.add_argument(
+        "--apps",
+        metavar="DIR",
+        help="also write the applications (novel views, turntable, cut-away, "
+        "stereo, colour) of the volume, at up to 128² laterally, into DIR, named like OUT",
+    )
+    q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=func)
