@@ -129,20 +129,15 @@ Outputs (``out_dir``)
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from tomodata.files import write_json
-from tomodata.store import open_store
 from tomodata.views import sample_to_view
 
-from .data import resize_xrays
 from .eval_config import EVAL_SPLITS, METHODS, EvalConfig
 from .eval_phases import EvalState, load_run, nn_phase, oracle_phase, score_phase
 from .eval_phases import _check_compat as _check_compat  # re-exported: the old home of these helpers
@@ -165,7 +160,6 @@ from .eval_tables import (
     statistics_text,
     write_csv,
 )
-from .fusion import fuse, upsample_lateral
 from .metrics import (
     METRICS,
     SSIM_DATA_RANGE,
@@ -178,9 +172,7 @@ from .metrics import (
     volume_errors,
 )
 from .oracle import ORACLE_CHUNK
-from .sources import ViewSource, mean_volume
 from .stats import mean_ci
-from .train import model_from_checkpoint
 
 __all__ = [
     "CI_LEVEL",
@@ -201,7 +193,6 @@ __all__ = [
     "dssim",
     "evaluate_run",
     "paired_tests",
-    "qualitative_examples",
     "split_use",
     "statistics_tables",
     "statistics_text",
@@ -437,73 +428,3 @@ def summary_json(st: EvalState, tb: Tables) -> dict:
         oracle=_oracle_summary(st),
         timings=st.timings,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# qualitative examples (figures, explorer)
-# --------------------------------------------------------------------------------------------------
-
-
-def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, beta: float = 2.0, device="cpu") -> dict:
-    """Volumes for the qualitative figures from an evaluated run (its ``matches.csv``).
-
-    Picks up to ``n`` evaluated held-out samples (the first of each species, then further ones; the
-    species are those of ``matches.csv``, whatever split was evaluated) and
-    returns ``{"rows": [...], "fusion": {...}, "ours_full": [...]}``: rows for
-    :func:`model.figures.fig_qualitative` (``xray`` (S, S), ``ours``, ``truth``, ``nn``, ``oracle``,
-    ``mean`` (D, s, s) on the network's output grid, as evaluated, ``title``), a fusion example for
-    :func:`model.figures.fig_fusion` (``xray``, ``fused`` at the x-ray's resolution, ``nofusion``) and,
-    per row, ours fused at the x-ray's resolution (D, S, S) (the applications' volume).
-    """
-
-    with open(Path(eval_dir) / "matches.csv", newline="") as fh:
-        matches = list(csv.DictReader(fh))
-    if not matches:
-        raise ValueError(f"{eval_dir}/matches.csv has no rows")
-    firsts, seen = [], set()
-    for r in matches:
-        if r["species"] not in seen:
-            seen.add(r["species"])
-            firsts.append(r)
-    chosen = (firsts + [r for r in matches if r not in firsts])[:n]
-    ds = open_store(store)
-    model, _ = model_from_checkpoint(checkpoint, map_location="cpu")
-    net = model.config
-    D, S = int(net.out_depth), int(net.out_size)
-    chi = ds.settings.chi
-    held = list(dict.fromkeys(r["species"] for r in matches))  # the evaluated species
-    train = ds.species_names("train")
-    unknown = [n for n in held if n not in ds.species_names()]
-    if unknown:
-        raise ValueError(f"{eval_dir}/matches.csv names species {unknown} that the store {store} lacks")
-    held_src, train_src = ViewSource(ds, held, device=device), ViewSource(ds, train, device=device)
-    mean_vol = torch.from_numpy(mean_volume(ds, train)).to(device)
-    spp = ds.settings.samples_per_species
-    rows, fulls, fusion_example = [], [], None
-    with torch.no_grad():
-        for r in chosen:
-            g = held.index(r["species"]) * spp + int(r["sample"])
-            x = ds.images(r["species"], int(r["sample"]))
-            raw = model(resize_xrays(torch.from_numpy(x)[None, None], net.input_size)).float()[0].numpy()
-            fused_full = fuse(raw, x, beta=beta, chi=chi)
-            ours = resize_xrays(torch.from_numpy(np.ascontiguousarray(fused_full))[None], S)[0].numpy()
-            row = dict(
-                xray=x,
-                ours=ours,
-                truth=held_src.views([g], size=S, depth=D)[0].cpu().numpy(),
-                title=f"{r['species']} sample {r['sample']}",
-            )
-            row["mean"] = held_src.views([g], size=S, depth=D, volume=mean_vol)[0].cpu().numpy()
-            if r.get("nn_species"):
-                gn = train.index(r["nn_species"]) * spp + int(r["nn_sample"])
-                row["nn"] = train_src.views([gn], size=S, depth=D)[0].cpu().numpy()
-            if r.get("oracle_species"):
-                go = train.index(r["oracle_species"]) * spp + int(r["oracle_sample"])
-                row["oracle"] = train_src.views([go], size=S, depth=D)[0].cpu().numpy()
-            rows.append(row)
-            fulls.append(fused_full)
-            if fusion_example is None:
-                fusion_example = dict(
-                    xray=x, fused=fused_full, nofusion=upsample_lateral(np.clip(raw, 0.0, 1.0), x.shape)
-                )
-    return dict(rows=rows, fusion=fusion_example, ours_full=fulls)

@@ -12,7 +12,7 @@
                         only when the sample is shown (file:// forbids fetch(); a <script> works)
     samples/sNNN_xray.png   the input x-ray (opacity 0..1 as 0..255)
 
-Volumes are the network's output grid (D, s, s) as :func:`model.evaluate.qualitative_examples`
+Volumes are the network's output grid (D, s, s) as :func:`model.examples.qualitative_examples`
 returns them (ours fused with the x-ray, ground truth, NN and Oracle view volumes), downsampled by
 area averaging where ``max(D, s) > max_size`` (default 64; said on the page and in the log). NIfTI
 axes: x = image columns (right), y = depth reversed (index 0 of the depth farthest from the viewer
@@ -44,7 +44,7 @@ from PIL import Image
 
 from tomodata.store import open_store
 
-from .evaluate import qualitative_examples
+from .examples import qualitative_examples
 
 __all__ = [
     "ASSETS",
@@ -135,7 +135,7 @@ def check_run(paths: RunPaths) -> list[dict]:
 
 
 def choose_samples(n_evaluated: int, n: int = DEFAULT_SAMPLES, indices=None) -> list[int]:
-    """Positions (in :func:`model.evaluate.qualitative_examples`' order: the first sample of each
+    """Positions (in :func:`model.examples.qualitative_examples`' order: the first sample of each
     species, then the others) of the samples to show: ``indices`` or the first ``n``, at most as many
     as were evaluated; ValueError for an index out of range."""
     if indices:

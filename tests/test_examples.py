@@ -16,7 +16,7 @@ from model.volume_io import PREVIEWS
 
 
 def _examples(n: int = 3, *, nn: bool = True) -> dict:
-    """A dict as model.evaluate.qualitative_examples returns it: n rows, (8, 8, 8) volumes, 16² x-rays."""
+    """A dict as model.examples.qualitative_examples returns it: n rows, (8, 8, 8) volumes, 16² x-rays."""
     rng = np.random.default_rng(0)
     rows, fulls = [], []
     for i in range(n):

@@ -24,7 +24,7 @@ from PIL import Image
 from tiny_runs import TINY_NET, build_demo
 
 from model.cli import main
-from model.evaluate import qualitative_examples
+from model.examples import qualitative_examples
 
 #: Chromium's WebGL without a GPU: ANGLE on SwiftShader (software)
 CHROMIUM_FLAGS = [
