@@ -632,6 +632,7 @@ def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
         "species": [entry("m1", str(tmp_path / "gone.nii.gz")), entry("m2", "https://example.org/m2.nii.gz")],
         "volume_size": 16,
         "n_views": 3,
+        "samples_per_species": 6,  # a store records it; the recipe reads the settings via StoreSettings
         "view_scheme": {"seed": 0},
         "image_size": 16,
         "steps": 16,
@@ -729,6 +730,7 @@ def test_recipe_replays_alignments():
         "species": [entry],
         "volume_size": 64,
         "n_views": 4,
+        "samples_per_species": 8,  # a store records it; the recipe reads the settings via StoreSettings
         "view_scheme": {"seed": 0},
         "image_size": 32,
         "steps": 32,

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlparse
 
 from .ingest_settings import parse_orientation
 from .manifest import COLUMNS, split_sources
+from .store_settings import StoreSettings
 
 __all__ = ["recipe_files", "cube_settings", "is_local"]
 
@@ -205,12 +206,9 @@ def _local_check(table: list[dict]) -> list[str]:
 def _store_lines(attrs: dict, table: list[dict], config_opt: str) -> list[str]:
     names = " ".join(shlex.quote(e["name"]) for e in table)
     cubes = " ".join(f'"$CUBES/{e["name"]}.npz"' for e in table)
-    enc = attrs["encoding"]["images"]["dtype"]
+    settings = " ".join(StoreSettings.from_attrs(attrs).cli_options())
     return [
-        f'tomo store-create "$OUT" --manifest "$HERE/specimens.tsv" --cubes {cubes} '
-        f"--views {attrs['n_views']} --seed {attrs['view_scheme']['seed']} --size {attrs['image_size']} "
-        f"--steps {attrs['steps']} --chi {_num(attrs['chi'])} --volume-size {int(attrs['volume_size'])} "
-        f"--encoding {enc}{config_opt}",
+        f'tomo store-create "$OUT" --manifest "$HERE/specimens.tsv" --cubes {cubes} {settings}{config_opt}',
         f"for name in {names}; do",
         '  tomo render-species "$OUT" --cube "$CUBES/$name.npz" --name "$name" --backend "$BACKEND"',
         "done",
@@ -234,7 +232,8 @@ def recipe_files(attrs: dict) -> tuple[dict[str, str], list[str]]:
     if ((attrs.get("provenance") or {}).get("config") or {}).get("command") == "tomo build-demo":
         return {}, []
     table = attrs["species"]
-    ings = {e["name"]: cube_settings(e, int(attrs["volume_size"])) for e in table}  # only the cube side is needed
+    side = StoreSettings.from_attrs(attrs).volume_size  # of the settings, only the cube side is needed
+    ings = {e["name"]: cube_settings(e, side) for e in table}
     rows = ["\t".join(COLUMNS)] + ["\t".join(_row(e, _scan_row(ings[e["name"]], e.get("alignment")))) for e in table]
     warnings = [
         f"species {e['name']}: local source {_source(e)}: the rebuild needs this file at this path (a "

@@ -41,6 +41,18 @@ def number_problems(values) -> list[str]:
     return out
 
 
+#: the command-line flag of each setting (tomo store-create, tomo store-settings, a recipe's rebuild.sh)
+FLAGS = {
+    "n_views": "--views",
+    "view_seed": "--seed",
+    "image_size": "--size",
+    "steps": "--steps",
+    "chi": "--chi",
+    "volume_size": "--volume-size",
+    "image_encoding": "--encoding",
+}
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     """Rendering constants (docs/geometry.md) and the view set of a store.
@@ -107,6 +119,14 @@ class StoreSettings:
                 f"is not 2 · n_views = {s.samples_per_species}"
             )
         return s
+
+    def cli_options(self) -> list[str]:
+        """The settings as ``tomo store-create`` / ``tomo store-settings`` options, in :data:`FLAGS`
+        order (``["--views", "1332", "--seed", "0", ...]``); χ as the shortest text that reads back as
+        the same float ("10", "7.5")."""
+        chi = repr(float(self.chi))
+        values = dataclasses.asdict(self) | {"chi": chi[:-2] if chi.endswith(".0") else chi}
+        return [str(x) for name, flag in FLAGS.items() for x in (flag, values[name])]
 
     def to_json(self) -> dict:
         """The settings as JSON (the ``tomo store-settings`` file; :meth:`from_json` reads it back)."""
