@@ -11,7 +11,7 @@
     tomo infer XRAY --checkpoint C -o OUT.nrrd  a volume from a real radiograph
     tomo bench infer|nn|evaluate                inference, the NN search, the evaluation's phases
 
-and the dataset's (tomodata/cli.py: phantom, render, build-demo, validate, demo-movies,
+and the dataset's (tomodata/cli/: phantom, render, build-demo, validate, demo-movies,
 manifest-folder, fetch, align, align-sheet, cube, store-create, store-settings, render-species,
 finalize, export, bench render|cube|rules). Every subcommand has ``--help``.
 

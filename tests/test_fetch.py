@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from model.cli import main
-from tomodata.cli import _fetched_path
+from tomodata.cli.scans import _fetched_path
 from tomodata.fetch import (
     ChecksumMismatch,
     FetchConnectionError,

@@ -1,0 +1,69 @@
+"""The dataset's commands of ``tomo`` (thin wrappers over the package's functions): :func:`register`
+adds them to the ``tomo`` parser that :mod:`model.cli` builds (the model depends on the dataset,
+never the reverse; the ``tomo`` entry point is :func:`model.cli.main`).
+
+    tomo phantom OUT.npy --species 3            a procedural skull volume (+ previews)
+    tomo render VOLUME.npy -o DIR --views 16    x-rays of a volume (+ PNG previews)
+    tomo build-demo -o DIR                      a small dataset store of procedural species
+    tomo validate STORE                         check a dataset store; exit 1 if it is not complete
+    tomo demo-movies -o DIR                     procedural species as slice movies + manifest.tsv
+    tomo manifest-folder DIR -o M.tsv ...       a manifest of every scan in a folder, seeded splits
+    tomo fetch MANIFEST -d DEST                 download/copy the sources a manifest names
+    tomo align SCAN -o OUT.nii.gz --reference R  rotate a scan into the canonical pose (+ record)
+    tomo align-sheet A.nii.gz ... -o SHEET.png   projections of aligned volumes, one PNG
+    tomo cube SCAN -o CUBE.npz --spacing z,y,x  read a scan, resample it to the 128³ cube
+    tomo store-create STORE --manifest M --cubes C...   an empty store for these specimens
+    tomo store-settings -o FILE.json --views N ...       the settings of a store, as JSON
+    tomo render-species STORE --cube C          render one species into its own shards
+    tomo finalize STORE                         validate all species, record completion
+    tomo export STORE OUT                       publishable folder: card, Croissant, SHA256SUMS, recipe
+    tomo bench render|cube|rules                the renderer, the resampling, a workflow run's rules
+
+Every subcommand has ``--help``. Progress bars appear only when stderr is a terminal.
+
+Modules: :mod:`.parsers` (the options, one ``_add_<command>`` each), the commands by concern
+(:mod:`.volumes`, :mod:`.scans`, :mod:`.stores`, :mod:`.benchmarks`). Each command imports only
+what it runs (zarr, OpenCV, SimpleITK, ... cost seconds of start-up together); the numerics live in
+the package's modules (e.g. :mod:`tomodata.previews`, :mod:`tomodata.render_jobs`,
+:mod:`tomodata.species_table`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from ..progress import heartbeat
+from .parsers import positive_float, positive_int, register
+
+__all__ = ["register", "run", "positive_int", "positive_float"]
+
+#: errno → what ``tomo`` says about an OSError (else its strerror)
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EACCES: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the command: a heartbeat line every 30 s while it runs; exit status 2 with
+    ``error: ...`` for bad input, 3 for a full or unwritable disk (no traceback)."""
+    args = parser.parse_args(argv)
+    try:
+        with heartbeat(f"tomo {args.command}"):  # a log line every 30 s while a long call runs
+            return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only or unreadable path: say which, no traceback
+        what = _OS_ERRORS.get(e.errno or 0, e.strerror or str(e))
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(
+            f"error: {what}{where}: {e}. Work that was complete before is untouched; free space "
+            "and run the command again.",
+            file=sys.stderr,
+        )
+        return 3

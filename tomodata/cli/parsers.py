@@ -1,0 +1,535 @@
+"""The options of the dataset's ``tomo`` commands: :func:`register` adds one subparser per command
+(``_add_<command>``, in the order ``tomo --help`` lists them), each calling its ``cmd_*`` function.
+Option types :func:`positive_int` and :func:`positive_float` (also used by :mod:`model.cli_parsers`)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from .benchmarks import cmd_bench
+from .scans import cmd_align, cmd_align_sheet, cmd_cube, cmd_fetch, cmd_manifest_folder
+from .stores import cmd_export, cmd_finalize, cmd_render_species, cmd_store_create, cmd_store_settings, cmd_validate
+from .volumes import cmd_build_demo, cmd_demo_movies, cmd_phantom, cmd_render
+
+__all__ = ["register", "positive_int", "positive_float"]
+
+
+def positive_int(text: str) -> int:
+    """An option type: an integer > 0 (else argparse's usage error, exit status 2)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """An option type: a finite number > 0 (else argparse's usage error, exit status 2)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
+def _scan_opts(q, output_help):
+    """The scan a command reads (`tomo cube`, `tomo align`; read back by scans.scan_from_args)."""
+    q.add_argument("input", nargs="?", help="the scan (file or folder); or give --fetched and --id")
+    q.add_argument("-o", "--output", required=True, help=output_help)
+    q.add_argument(
+        "--fetched",
+        metavar="RECORD",
+        help=(
+            "take the scan's path from this record of `tomo fetch` (its stdout: id, how, sha256, path), "
+            "the line of specimen --id"
+        ),
+    )
+    q.add_argument("--spacing", help="z,y,x voxel spacing in mm (one number = isotropic); default: from the file")
+    q.add_argument("--slice-axis", choices=["z", "y", "x"], default="z", help="axis the slices step along")
+    q.add_argument(
+        "--orientation",
+        help=(
+            "canonical z,y,x take these axes of the volume as read, '-' reverses one: e.g. z,-y,x "
+            "(docs/pose.md; default z,y,x or the manifest row's)"
+        ),
+    )
+    q.add_argument(
+        "--manifest",
+        help=(
+            "take spacing, slice axis and the ingest settings (window, background, orientation, crop) "
+            "not given as options from this manifest's row --id"
+        ),
+    )
+    q.add_argument("--id", help="specimen id (with --manifest / --fetched)")
+    q.add_argument(
+        "--allow-default-spacing", action="store_true", help="use 1.0 mm (with a warning) when no spacing is known"
+    )
+    q.add_argument(
+        "--record-params",
+        metavar="TEXT",
+        help=("the workflow's params of this job, kept in the output's record (the workflow compares them)"),
+    )
+
+
+def _render_opts(q, size=256):
+    """The renderer's options (image size in pixels, samples per ray, χ, backend)."""
+    q.add_argument("--size", type=positive_int, default=size, help="image side in pixels (default %(default)s)")
+    q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
+    q.add_argument("--chi", type=float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+    q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer backend")
+
+
+def _add_phantom(sub) -> None:
+    """The ``tomo phantom`` parser."""
+    q = sub.add_parser(
+        "phantom",
+        help="write a procedural skull volume (.npy/.npz)",
+        description="Write a procedural skull density volume (float32, z y x, [0, 1]).",
+    )
+    q.add_argument("out", help="output file, .npy or .npz")
+    q.add_argument("--species", type=int, default=0, help="species number (default %(default)s)")
+    q.add_argument("--specimen", type=int, default=None, help="specimen seed: small within-species variation")
+    q.add_argument("--size", type=positive_int, default=128, help="volume side in voxels (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the species table (default %(default)s)")
+    q.add_argument("--preview", metavar="DIR", help="also write 8 x-ray PNGs and a contact sheet here")
+    q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer for previews")
+    q.set_defaults(func=cmd_phantom)
+
+
+def _add_render(sub) -> None:
+    """The ``tomo render`` parser."""
+    q = sub.add_parser(
+        "render",
+        help="render x-rays of a volume",
+        description=(
+            "Render orthographic Beer–Lambert x-rays of a volume from hemisphere views; writes images.npy "
+            "(n, S, S) float32 opacity, rotations.npy (n, 3, 3), render.json and PNG previews."
+        ),
+    )
+    q.add_argument("volume", help="volume file (.npy, .npz)")
+    q.add_argument("-o", "--output", required=True, help="output folder")
+    q.add_argument("--views", type=positive_int, default=16, help="number of views (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
+    q.add_argument("--previews", type=int, default=16, help="PNG previews to write (default %(default)s, 0 = none)")
+    _render_opts(q)
+    q.set_defaults(func=cmd_render)
+
+
+def _add_build_demo(sub) -> None:
+    """The ``tomo build-demo`` parser."""
+    q = sub.add_parser(
+        "build-demo",
+        help="build a small dataset store of procedural species",
+        description=(
+            "Make procedural skull species, render their views and write them into a sharded Zarr v3 "
+            "dataset store, then validate and finalise it."
+        ),
+    )
+    q.add_argument("-o", "--output", default="results/core-demo", help="output folder (default %(default)s)")
+    q.add_argument("--species", type=positive_int, default=6, help="number of species (default %(default)s)")
+    q.add_argument(
+        "--val",
+        "--held-out",
+        dest="val",
+        type=int,
+        default=2,
+        help="species of split 'val' (model choice, tuning; default %(default)s)",
+    )
+    q.add_argument(
+        "--test",
+        type=int,
+        default=0,
+        help="species of split 'test' (the reported result only), the last ones (default %(default)s)",
+    )
+    q.add_argument("--views", type=positive_int, default=24, help="views per species (default %(default)s)")
+    q.add_argument("--volume-size", type=positive_int, default=128, help="volume side (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="seed of species and views (default %(default)s)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    _render_opts(q)
+    q.set_defaults(func=cmd_build_demo)
+
+
+def _add_demo_movies(sub) -> None:
+    """The ``tomo demo-movies`` parser."""
+    q = sub.add_parser(
+        "demo-movies",
+        help="write procedural species as slice movies + a manifest",
+        description=(
+            "Write procedural skull species as UTCT-like 8-bit slice movies and a manifest (manifest.tsv) "
+            "whose sources are the movies: the embedded demo data."
+        ),
+    )
+    q.add_argument("-o", "--output", default="resources/demo", help="output folder (default %(default)s)")
+    q.add_argument("--species", type=positive_int, default=24, help="number of species (default %(default)s)")
+    q.add_argument(
+        "--val",
+        "--held-out",
+        dest="val",
+        type=int,
+        default=4,
+        help="species of split 'val' (model choice, tuning; default %(default)s)",
+    )
+    q.add_argument(
+        "--test",
+        type=int,
+        default=0,
+        help="species of split 'test' (the reported result only), the last ones (default %(default)s)",
+    )
+    q.add_argument("--movie-size", type=positive_int, default=160, help="voxels per side (default %(default)s)")
+    q.add_argument(
+        "--codec", choices=["mp4v", "mjpg", "ffv1"], default="mp4v", help="movie codec (default %(default)s)"
+    )
+    q.add_argument("--seed", type=int, default=0, help="seed of the species table (default %(default)s)")
+    q.set_defaults(func=cmd_demo_movies)
+
+
+def _add_manifest_folder(sub) -> None:
+    """The ``tomo manifest-folder`` parser."""
+    q = sub.add_parser(
+        "manifest-folder",
+        help="a manifest of every scan in a folder, seeded splits",
+        description=(
+            "List every file of FOLDER matching --pattern as one specimen (its own species: the unit held "
+            "out) in a manifest, with train/val/test splits by a seeded rule: ids sorted, permuted by "
+            "numpy default_rng(SEED), the first --test ids test, the next --val val, the rest train "
+            "(tomodata.manifest_folder). Sources are relative to the manifest's folder."
+        ),
+    )
+    q.add_argument("folder", help="folder of scans")
+    q.add_argument("-o", "--output", required=True, help="manifest TSV to write")
+    q.add_argument("--pattern", default="*.nii.gz", help="glob of the scan files (default %(default)s)")
+    q.add_argument("--kind", default="nifti", help="source_kind of every file (default %(default)s)")
+    q.add_argument("--species", default="{id}", help="species column, {id} = the file's id (default %(default)s)")
+    q.add_argument("--licence", required=True, help="terms of use of the files")
+    q.add_argument("--val", type=int, required=True, help="specimens of split val (model choice, tuning)")
+    q.add_argument("--test", type=int, required=True, help="specimens of split test (the reported result only)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the split permutation (default %(default)s)")
+    q.add_argument("--notes", default="", help="notes column of every row")
+    q.add_argument("--no-checksums", action="store_true", help="leave the sha256 column empty")
+    q.set_defaults(func=cmd_manifest_folder)
+
+
+def _add_fetch(sub) -> None:
+    """The ``tomo fetch`` parser."""
+    q = sub.add_parser(
+        "fetch",
+        help="download the sources a manifest names",
+        description=(
+            "Fetch every specimen of a manifest into DEST/<id>/: HTTP(S) with resume, retries and a rate "
+            "limit, file:// and local paths, a local mirror; sha256 checked (and with --record, written "
+            "into the manifest on first fetch). Exit status 1 if any specimen failed."
+        ),
+    )
+    q.add_argument("manifest", help="manifest .tsv")
+    q.add_argument("-d", "--dest", required=True, help="download folder")
+    q.add_argument(
+        "--mirror", help="local mirror folder tried before the network (MIRROR/<id>/<file> or MIRROR/<file>)"
+    )
+    q.add_argument("--rate", type=float, default=1.0, help="max requests per second per host (default %(default)s)")
+    q.add_argument("--retries", type=int, default=3, help="retries per request (default %(default)s)")
+    q.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
+    q.add_argument("--only", action="append", metavar="ID", help="fetch only this specimen (repeatable)")
+    q.add_argument("--keep-going", action="store_true", help="fetch the others when one fails")
+    q.add_argument("--record", action="store_true", help="write first-fetch sha256 values into the manifest")
+    q.add_argument(
+        "--in-place",
+        action="store_true",
+        help=("local sources: check and hash them where they are, no copy (the record points at the source)"),
+    )
+    q.set_defaults(func=cmd_fetch)
+
+
+def _add_cube(sub) -> None:
+    """The ``tomo cube`` parser."""
+    q = sub.add_parser(
+        "cube",
+        help="read a scan and resample it to the canonical cube",
+        description=(
+            "Read a scan (slice movie, image folder, TIFF, DICOM, NRRD, NIfTI, npy), reorient it by its slice "
+            "axis and resample it with Gaussian filtering to an isotropic SIZE³ density cube inside the unit "
+            "ball; writes OUT.npz with 'volume' and 'meta' (shape, spacing, fit, value rule)."
+        ),
+    )
+    _scan_opts(q, "output .npz")
+    q.add_argument(
+        "--align-record",
+        metavar="JSON",
+        help=("the record of `tomo align` for this scan (an aligned volume): kept in the cube's record"),
+    )
+    q.add_argument("--size", type=positive_int, default=128, help="cube side (default %(default)s)")
+    q.add_argument(
+        "--window",
+        help=(
+            "lo,hi: density = clip((v - lo)/(hi - lo), 0, 1) (for HU or raw CT numbers), or a preset: "
+            "hu-bone (0,2000), hu-head (-1000,2000; background -500 HU unless --background is given)"
+        ),
+    )
+    q.add_argument("--background", type=float, help="densities <= this become 0 (codec noise, scanner background)")
+    q.add_argument(
+        "--crop",
+        choices=["none", "largest"],
+        help=("largest: keep the largest connected part of the specimen (drops scanner tables, holders); default none"),
+    )
+    q.add_argument("--content-key", help="the workflow's identity of the source's content (recorded in the cube)")
+    q.set_defaults(func=cmd_cube)
+
+
+def _add_align(sub) -> None:
+    """The ``tomo align`` parser."""
+    q = sub.add_parser(
+        "align",
+        help="rotate a scan into the canonical pose (moments + rigid registration)",
+        description=(
+            "Read a scan like `tomo cube` does and bring it to the canonical pose (snout +x, dorsal -y, z "
+            "left-right): moments of the bone, then (with --reference) the best of the 24 axis "
+            "permutations and a rigid SimpleITK registration to the reference (an aligned volume). Writes "
+            "OUT.nii.gz (isotropic, the input's dtype, nothing clipped) and its record OUT.json "
+            "(rotation, translation, residual NCC/RMS before and after). tomodata.align."
+        ),
+    )
+    _scan_opts(q, "output .nii.gz (record beside it as .json)")
+    q.add_argument(
+        "--reference", metavar="ALIGNED.nii.gz", help="an aligned volume to register to (none: moments alone)"
+    )
+    q.add_argument(
+        "--replay",
+        metavar="RECORD.json",
+        help=("apply the transform of an alignment record (or a store's alignment summary) instead of registering"),
+    )
+    q.add_argument("--threads", type=positive_int, default=1, help="SimpleITK threads (default %(default)s)")
+    q.set_defaults(func=cmd_align)
+
+
+def _add_align_sheet(sub) -> None:
+    """The ``tomo align-sheet`` parser."""
+    q = sub.add_parser(
+        "align-sheet",
+        help="a contact sheet of aligned volumes (three projections each)",
+        description="Projections of every aligned volume along z (side), y (top) and x (front) in one PNG.",
+    )
+    q.add_argument("aligned", nargs="+", help="aligned volumes (.nii.gz written by tomo align)")
+    q.add_argument("-o", "--output", required=True, help="output PNG")
+    q.set_defaults(func=cmd_align_sheet)
+
+
+def _add_store_create(sub) -> None:
+    """The ``tomo store-create`` parser."""
+    q = sub.add_parser(
+        "store-create",
+        help="create an empty dataset store for a set of cubes",
+        description=(
+            "Create the dataset store (all metadata, empty arrays) for the specimens whose cubes are given; "
+            "the species table comes from the manifest and the cubes' records. Run once, before the "
+            "per-species render jobs."
+        ),
+    )
+    q.add_argument("store", help="the .zarr store to create")
+    q.add_argument(
+        "--manifest", required=True, nargs="+", help="the manifests the cubes come from (ids unique across them)"
+    )
+    q.add_argument("--cubes", nargs="+", required=True, help="cube .npz files (from tomo cube)")
+    q.add_argument("--views", type=positive_int, default=1332, help="views per species (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
+    q.add_argument("--volume-size", type=positive_int, default=128, help="cube side (default %(default)s)")
+    q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
+    q.add_argument("--config", help="YAML config to record as provenance")
+    q.add_argument(
+        "--config-json", help="the merged workflow config as JSON text, recorded as provenance (over --config)"
+    )
+    q.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    q.add_argument(
+        "--update",
+        action="store_true",
+        help=(
+            "update an existing store in place: keep each complete species whose stored volume equals its "
+            "cube, reset the others, drop species no longer given; recreate a store with other settings"
+        ),
+    )
+    q.add_argument("--done", metavar="FILE", help="write this marker file (JSON: what was created, kept, reset)")
+    _render_opts(q)
+    q.set_defaults(func=cmd_store_create)
+
+
+def _add_store_settings(sub) -> None:
+    """The ``tomo store-settings`` parser."""
+    q = sub.add_parser(
+        "store-settings",
+        help="write the settings of a dataset store as JSON",
+        description=(
+            "Check the settings that decide every species' data (views, view seed, image and volume size, "
+            "steps, chi, image encoding) and write them as JSON, without a store: the workflow's record of "
+            "them (every species is rendered again when it changes)."
+        ),
+    )
+    q.add_argument("-o", "--output", required=True, help="the JSON file to write")
+    q.add_argument("--views", type=positive_int, default=1332, help="views per species (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
+    q.add_argument("--volume-size", type=positive_int, default=128, help="cube side (default %(default)s)")
+    q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
+    q.add_argument("--size", type=positive_int, default=256, help="image side in pixels (default %(default)s)")
+    q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
+    q.add_argument("--chi", type=float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+    q.set_defaults(func=cmd_store_settings)
+
+
+def _add_render_species(sub) -> None:
+    """The ``tomo render-species`` parser."""
+    q = sub.add_parser(
+        "render-species",
+        help="render one species' views into the store",
+        description=(
+            "Render every view of one species (from its cube) with the store's settings and write the species "
+            "into its own shards; safe to run for several species at once."
+        ),
+    )
+    q.add_argument("store", help="the .zarr store (from tomo store-create)")
+    q.add_argument("--cube", required=True, help="the species' cube .npz")
+    q.add_argument("--name", help="species name (default: the cube's id)")
+    q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer backend")
+    q.add_argument("--batch", type=positive_int, default=64, help="views per render call (default %(default)s)")
+    q.add_argument("--previews", metavar="DIR", help="also write 9 PNG previews here")
+    q.add_argument("--done", metavar="FILE", help="write this marker file (JSON) when the species is complete")
+    q.set_defaults(func=cmd_render_species)
+
+
+def _add_finalize(sub) -> None:
+    """The ``tomo finalize`` parser."""
+    q = sub.add_parser(
+        "finalize",
+        help="validate a store and record its completion",
+        description=(
+            "Validate every species of a store and, if all are complete, write the root 'completion' "
+            "attribute (once, after the per-species jobs). Exit 1 and the species to rebuild otherwise."
+        ),
+    )
+    q.add_argument("store", help="the .zarr store")
+    q.add_argument(
+        "--done", metavar="FILE", help="write this marker file (JSON: the completion record) when the store is complete"
+    )
+    q.set_defaults(func=cmd_finalize)
+
+
+def _add_export(sub) -> None:
+    """The ``tomo export`` parser."""
+    q = sub.add_parser(
+        "export",
+        help="write a publishable dataset folder",
+        description=(
+            "Export a validated store as a publishable folder: dataset card (README.md with licence front "
+            "matter), Croissant 1.1 croissant.json, SHA256SUMS, split lists, provenance, per-species checksums "
+            "and, unless the sources forbid redistribution (UTCT/DigiMorph: recipe-only is the default), the data."
+        ),
+    )
+    q.add_argument("store", help="the dataset store (.zarr) or a folder holding dataset.zarr")
+    q.add_argument("output", help="the export folder (must not exist or be empty)")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument(
+        "--recipe-only",
+        action="store_true",
+        help="no data: the recipe (recipe/specimens.tsv, recipe/rebuild.sh), checksums, config, code version",
+    )
+    g.add_argument("--with-data", action="store_true", help="include the store even if the default is recipe-only")
+    q.add_argument("--manifest", help="the manifest the store was built from (goes into the recipe)")
+    q.add_argument("--config", help="the workflow config (YAML/JSON) to record")
+    q.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUTPUT")
+    q.add_argument(
+        "--volumes",
+        choices=["nifti", "nrrd"],
+        help=(
+            "also write each species' canonical volume as volumes/NAME.nii.gz or .nrrd (RAS orientation, mm "
+            "spacing where ingest recorded it) for 3D Slicer and other viewers"
+        ),
+    )
+    q.set_defaults(func=cmd_export)
+
+
+def _add_validate(sub) -> None:
+    """The ``tomo validate`` parser."""
+    q = sub.add_parser(
+        "validate",
+        help="validate a dataset store",
+        description=(
+            "Check a dataset store: attributes, every species complete, shapes, checksums. "
+            "Exit status 1 and the species to rebuild when it is not valid."
+        ),
+    )
+    q.add_argument("store", help="path of the .zarr dataset group")
+    q.add_argument("--quick", action="store_true", help="skip reading the arrays (no checksums)")
+    q.add_argument(
+        "--forget-markers",
+        metavar="RESULTS",
+        help=(
+            "remove the workflow's markers (RESULTS/species/ID.done.json, RESULTS/dataset.final.json) of the "
+            "species to rebuild, so that the next snakemake run re-renders exactly them"
+        ),
+    )
+    q.set_defaults(func=cmd_validate)
+
+
+def _add_bench(sub, benches: dict) -> argparse.ArgumentParser:
+    """The ``tomo bench`` parser (``benches``: the extra benchmarks, see :func:`register`)."""
+    q = sub.add_parser(
+        "bench",
+        help="benchmarks (" + ", ".join(["render", "cube", "rules", *benches]) + ")",
+        description=(
+            "Time the renderer (ms per view of render_xrays and view_volumes per available backend), the "
+            "resampling of a uint8 stack to the cube, a workflow run's rules, or what the model adds."
+        ),
+    )
+    q.add_argument(
+        "what",
+        choices=["render", "cube", "rules", *benches],
+        help="what to benchmark: the renderer, to_cube resampling, a workflow run's per-rule time and "
+        "peak memory from its Snakemake benchmark files (rules: --workdir, --run)"
+        + "".join(f", {name}: {text}" for name, (text, _) in benches.items()),
+    )
+    q.add_argument("--workdir", default=".", help="the workflow's working folder of the rules report (default .)")
+    q.add_argument("--run", help="the run name of the rules report (config `run`)")
+    q.add_argument(
+        "--cube-shape",
+        type=positive_int,
+        nargs=3,
+        default=[1000, 500, 500],
+        metavar=("Z", "Y", "X"),
+        help="input stack of the cube benchmark (default %(default)s)",
+    )
+    q.add_argument("--volume", choices=["skull", "dense"], default="skull", help="benchmark volume")
+    q.add_argument("--views", type=positive_int, default=32, help="views per call (default %(default)s)")
+    q.add_argument("--volume-size", type=positive_int, default=128, help="volume side (default %(default)s)")
+    q.add_argument("--repeats", type=positive_int, default=3, help="timed repeats (default %(default)s)")
+    q.add_argument("--threads", type=int, default=0, help="numba threads (default: all cores)")
+    q.add_argument("--size", type=positive_int, default=256, help="image side (default %(default)s)")
+    q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
+    q.add_argument(
+        "--backend", action="append", choices=["cpu", "cuda"], help="backend(s) to time (default: all available)"
+    )
+    q.set_defaults(func=cmd_bench, bench_handlers=benches)
+    return q
+
+
+def register(sub, *, benches: dict | None = None) -> argparse.ArgumentParser:
+    """Add the dataset's commands to the ``tomo`` subparsers ``sub``. ``benches``: more ``tomo bench
+    WHAT`` benchmarks, name → (help, function(args) → exit status). Returns the ``bench`` parser, for
+    the options of those benchmarks."""
+    benches = dict(benches or {})
+    _add_phantom(sub)
+    _add_render(sub)
+    _add_build_demo(sub)
+    _add_demo_movies(sub)
+    _add_manifest_folder(sub)
+    _add_fetch(sub)
+    _add_cube(sub)
+    _add_align(sub)
+    _add_align_sheet(sub)
+    _add_store_create(sub)
+    _add_store_settings(sub)
+    _add_render_species(sub)
+    _add_finalize(sub)
+    _add_export(sub)
+    _add_validate(sub)
+    return _add_bench(sub, benches)

@@ -1,0 +1,250 @@
+"""Specimens and scans: ``tomo manifest-folder``, ``tomo fetch``, ``tomo cube``, ``tomo align``,
+``tomo align-sheet``, and the scan options they share (:func:`scan_from_args`; a ``tomo fetch``
+record read by :func:`_fetched_path`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def cmd_manifest_folder(a) -> int:
+    """``tomo manifest-folder``: a manifest of every scan in a folder, seeded splits."""
+    from ..manifest_folder import manifest_from_folder
+
+    out = manifest_from_folder(
+        a.folder,
+        a.output,
+        pattern=a.pattern,
+        source_kind=a.kind,
+        species=a.species,
+        licence=a.licence,
+        val=a.val,
+        test=a.test,
+        seed=a.seed,
+        checksums=not a.no_checksums,
+        notes=a.notes,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_fetch(a) -> int:
+    """``tomo fetch``: the sources a manifest names; one line ``id how sha256 path`` each (exit 1 on failure)."""
+    from ..fetch import FetchError, FetchManifestError, fetch_manifest
+
+    try:
+        results = fetch_manifest(
+            a.manifest,
+            a.dest,
+            mirror=a.mirror,
+            rate=a.rate,
+            retries=a.retries,
+            timeout=a.timeout,
+            only=a.only or None,
+            progress=True,
+            keep_going=a.keep_going,
+            record=a.record,
+            in_place=a.in_place,
+        )
+    except FetchManifestError as e:
+        for sid, err in e.failures.items():
+            print(f"error: {sid}: {err}", file=sys.stderr)
+        print(f"{len(e.results)} fetched, {len(e.failures)} failed", file=sys.stderr)
+        return 1
+    except FetchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    bad = [r for r in results if any(c in str(r.path) for c in "\t\r\n")]
+    if bad:  # the record is one tab-separated line per specimen (read by `tomo cube --fetched`)
+        print(
+            f"error: {bad[0].id}: the path {str(bad[0].path)!r} holds a tab or line break, which the fetch "
+            "record cannot hold; rename the source (or fetch without --in-place)",
+            file=sys.stderr,
+        )
+        return 1
+    for r in results:
+        how = (
+            "in-place"
+            if r.in_place
+            else "mirror"
+            if r.from_mirror
+            else "kept"
+            if r.reused
+            else "resumed"
+            if r.resumed
+            else "fetched"
+        )
+        print(f"{r.id}\t{how}\t{r.sha256}\t{r.path}")
+    return 0
+
+
+def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
+    """``n`` comma-separated numbers of option ``what`` (one number: all three when ``n`` is 3)."""
+    try:
+        vals = tuple(float(t) for t in text.replace(" ", "").split(","))
+    except ValueError:
+        raise SystemExit(f"error: {what} must be {n} comma-separated numbers, got {text!r}") from None
+    if len(vals) == 1 and n == 3:
+        vals = vals * 3
+    if len(vals) != n:
+        raise SystemExit(f"error: {what} must be {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
+def _fetched_path(record: str, specimen_id: str, field: int = 3) -> str:
+    """The path (``field`` 3; 2: the sha256) of ``specimen_id`` in a record written by ``tomo fetch``
+    (its stdout: one line ``id<TAB>how<TAB>sha256<TAB>path`` per specimen)."""
+    rec = Path(record)
+    if not rec.is_file():
+        raise SystemExit(f"error: fetch record {rec} does not exist")
+    for line in rec.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) == 4 and fields[0] == specimen_id:
+            return fields[field]
+    raise SystemExit(f"error: fetch record {rec} has no line for specimen {specimen_id!r}")
+
+
+def cmd_cube(a) -> int:
+    """``tomo cube``: read a scan and resample it to the canonical cube (.npz with its record)."""
+    from ..ingest import cube_specimen, save_cube
+
+    a.input, spacing, slice_axis, row = scan_from_args(a)
+    window = a.window if a.window is not None else row.get("window") or None
+    background = (
+        a.background if a.background is not None else (float(row["background"]) if row.get("background") else None)
+    )
+    crop = a.crop or row.get("crop") or "none"
+    try:
+        cube, meta = cube_specimen(
+            a.input,
+            spacing=spacing,
+            slice_axis=slice_axis,
+            size=a.size,
+            window=window,
+            background=background,
+            allow_default_spacing=a.allow_default_spacing,
+            orientation=a.orientation,
+            crop=crop,
+        )
+    except ValueError as e:
+        raise ValueError(f"specimen {a.id}: {e}" if a.id else str(e)) from None
+    if a.id:
+        meta["id"] = a.id
+    if a.content_key:
+        meta["content_key"] = a.content_key
+    if a.record_params:
+        meta["workflow_params"] = a.record_params
+    if a.fetched:  # the source as fetched, hashed whole (a detached header with its data files)
+        meta["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
+    if a.align_record:
+        meta["alignment"] = json.loads(Path(a.align_record).read_text())
+        if meta["alignment"].get("source_sha256"):  # the source's checksum, not the aligned file's
+            meta["source_sha256"] = meta["alignment"]["source_sha256"]
+    out = save_cube(a.output, cube, meta)
+    print(
+        f"wrote {out}: {cube.shape} from {tuple(meta['original_shape'])} at {tuple(meta['spacing_mm'])} mm, "
+        f"{meta['fit']['voxel_mm']:.4g} mm per voxel"
+    )
+    return 0
+
+
+def scan_from_args(a) -> tuple[str, Any, str, dict]:
+    """(path, spacing or None, slice_axis, manifest row or {}) of the scan named by SCAN / --fetched
+    and --manifest/--id; sets ``a.orientation`` from the row where the option is not given."""
+    if a.fetched:
+        if a.input:
+            raise SystemExit("error: give the scan or --fetched, not both")
+        if not a.id:
+            raise SystemExit("error: --fetched needs --id")
+        a.input = _fetched_path(a.fetched, a.id)
+    elif not a.input:
+        raise SystemExit("error: give the scan (file or folder), or --fetched RECORD --id ID")
+    spacing = _floats(a.spacing, 3, "--spacing") if a.spacing else None
+    slice_axis = a.slice_axis
+    row: dict = {}
+    if a.manifest:
+        from ..manifest import load_manifest, parse_spacing
+
+        if not a.id:
+            raise SystemExit("error: --manifest needs --id")
+        table = load_manifest(a.manifest)
+        rows = table[table["id"] == a.id]
+        if rows.empty:
+            raise SystemExit(f"error: specimen {a.id!r} is not in {a.manifest}; known: {', '.join(table['id'])}")
+        row = rows.iloc[0].to_dict()
+        spacing = spacing or parse_spacing(row["spacing_mm"])
+        slice_axis = row["slice_axis"] or slice_axis
+    if a.orientation is None:
+        a.orientation = row.get("orientation") or None
+    return a.input, spacing, slice_axis, row
+
+
+def cmd_align(a) -> int:
+    """``tomo align``: a scan rotated into the canonical pose (.nii.gz and its .json record)."""
+    from ..align import align_to_canonical, apply_alignment, load_aligned, save_aligned
+    from ..ingest import read_specimen
+
+    path, spacing, slice_axis, _ = scan_from_args(a)
+    vol, sp = read_specimen(
+        path,
+        spacing=spacing,
+        slice_axis=slice_axis,
+        allow_default_spacing=a.allow_default_spacing,
+        orientation=a.orientation,
+    )
+    scan = dict(
+        spacing=None if spacing is None else [float(v) for v in spacing],
+        slice_axis=slice_axis,
+        orientation=a.orientation or "z,y,x",
+        allow_default_spacing=bool(a.allow_default_spacing),
+    )
+    if a.replay:  # the recorded transform, no registration (an exported recipe)
+        record = json.loads(Path(a.replay).read_text())
+        aligned = apply_alignment(vol, sp, record)
+        record.update(id=a.id, source_path=str(path), replayed_from=str(a.replay), scan=scan)
+        if a.fetched:
+            record["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
+        out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)
+        print(f"wrote {out}: {tuple(aligned.shape)} from {tuple(vol.shape)}, the recorded transform")
+        return 0
+    reference = None
+    if a.reference:
+        ref_vol, ref_sp, _ = load_aligned(a.reference)
+        reference = (ref_vol, ref_sp)
+    aligned, record = align_to_canonical(vol, sp, reference=reference, threads=a.threads)
+    record.update(
+        id=a.id,
+        source_path=str(path),
+        reference=str(a.reference) if a.reference else None,
+        slice_axis=slice_axis,
+        orientation=a.orientation,
+        scan=scan,
+    )
+    if a.fetched:  # the source as fetched, for the cube's record (it reads the aligned file)
+        record["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
+    if a.record_params:
+        record["workflow_params"] = a.record_params
+    out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)
+    how = (
+        f"NCC with the reference {record['ncc_before']:.3f} -> {record['ncc_after']:.3f}"
+        if reference is not None
+        else "moments alone (the reference)"
+    )
+    print(f"wrote {out}: {tuple(aligned.shape)} from {tuple(vol.shape)}, {how}, {record['runtime_s']:.1f} s")
+    return 0
+
+
+def cmd_align_sheet(a) -> int:
+    """``tomo align-sheet``: three projections of each aligned volume, one PNG."""
+    from ..align import aligned_name, contact_sheet, load_aligned
+
+    volumes = {}
+    for path in a.aligned:
+        vol, sp, rec = load_aligned(path)
+        volumes[rec.get("id") or aligned_name(path)] = (vol, sp)
+    out = contact_sheet(volumes, a.output)
+    print(f"wrote {out}: {len(volumes)} specimens")
+    return 0

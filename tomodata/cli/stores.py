@@ -1,0 +1,194 @@
+"""Dataset stores: ``tomo store-create``, ``tomo store-settings``, ``tomo render-species``,
+``tomo finalize``, ``tomo export``, ``tomo validate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..files import write_json
+
+
+def cmd_store_create(a) -> int:
+    """``tomo store-create``: an empty store (or an update of one) for the specimens of these cubes."""
+    from ..species_table import cube_species
+    from ..store import create_store
+    from ..store_settings import StoreSettings
+
+    species, volume_sha256 = cube_species(a.manifest, a.cubes)
+    config = None
+    if a.config:
+        import yaml
+
+        config = yaml.safe_load(Path(a.config).read_text())
+    if a.config_json:
+        config = json.loads(a.config_json)
+    settings = StoreSettings(
+        chi=a.chi,
+        steps=a.steps,
+        image_size=a.size,
+        volume_size=a.volume_size,
+        n_views=a.views,
+        view_seed=a.seed,
+        image_encoding=a.encoding,
+    )
+    summary = create_store(
+        a.store,
+        settings,
+        species=species,
+        overwrite=a.overwrite,
+        update=a.update,
+        volume_sha256=volume_sha256,
+        provenance=dict(
+            manifest=a.manifest[0] if len(a.manifest) == 1 else list(a.manifest),
+            config=config,
+            command="tomo store-create",
+        ),
+    )
+    print(f"{summary['mode']} {a.store}: {len(species)} species, {a.views} views each")
+    for what in ("kept", "reset", "removed"):
+        if summary[what]:
+            print(f"{what}: " + " ".join(summary[what]))
+    if a.done:
+        write_json(a.done, dict(store=str(a.store), n_species=len(species), n_views=a.views, **summary))
+    return 0
+
+
+def cmd_store_settings(a) -> int:
+    """``tomo store-settings``: the settings that decide every species' data, as JSON."""
+    from ..store import SPEC_VERSION
+    from ..store_settings import StoreSettings
+
+    settings = StoreSettings(
+        chi=float(a.chi),
+        steps=a.steps,
+        image_size=a.size,
+        volume_size=a.volume_size,
+        n_views=a.views,
+        view_seed=a.seed,
+        image_encoding=a.encoding,
+    )  # ValueError if unusable
+    s = settings.to_json()
+    record = dict(
+        spec_version=SPEC_VERSION,
+        n_views=s["n_views"],
+        view_seed=s["view_seed"],
+        image_size=s["image_size"],
+        steps=s["steps"],
+        chi=s["chi"],
+        volume_size=s["volume_size"],
+        image_encoding=s["image_encoding"],
+    )  # the key order of the files written before
+    write_json(a.output, record)
+    print(f"wrote {a.output}: " + ", ".join(f"{k}={v}" for k, v in record.items()))
+    return 0
+
+
+def cmd_render_species(a) -> int:
+    """``tomo render-species``: every view of one species into its own shards of the store."""
+    from ..ingest import load_cube
+    from ..previews import write_previews
+    from ..render_jobs import render_batched
+    from ..store import open_store, write_species
+    from ..views import hemisphere_views
+
+    settings = open_store(a.store).settings
+    vol, meta = load_cube(a.cube)
+    name = a.name or meta.get("id") or Path(a.cube).stem
+    rots = hemisphere_views(settings.n_views, seed=settings.view_seed)
+    imgs = render_batched(
+        vol,
+        rots,
+        size=settings.image_size,
+        steps=settings.steps,
+        chi=settings.chi,
+        backend=a.backend,
+        batch=a.batch,
+        desc=name,
+    )
+    marker = write_species(a.store, name, volume=vol, rotations=rots, images=imgs)
+    if a.previews:
+        write_previews(imgs, Path(a.previews), prefix=name, limit=9)
+    if a.done:
+        done = Path(a.done)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        write_json(
+            done, dict(species=name, store=str(a.store), complete=marker)
+        )  # atomically: a marker is whole or absent
+    print(f"wrote species {name}: {2 * len(rots)} samples into {a.store}")
+    return 0
+
+
+def cmd_finalize(a) -> int:
+    """``tomo finalize``: validate every species, record the completion (exit status 1 if incomplete)."""
+    from ..store import StoreValidationError, finalize_store
+
+    try:
+        report = finalize_store(a.store, progress=True)
+    except StoreValidationError as e:
+        print(e.report.summary())
+        if e.report.species_to_rebuild:
+            print("rebuild: " + " ".join(e.report.species_to_rebuild))
+        return 1
+    print(report.summary())
+    if a.done:
+        from ..store import open_store
+
+        attrs = open_store(a.store).attrs
+        write_json(
+            a.done,
+            dict(
+                store=str(a.store),
+                ok=report.ok,
+                n_species=len(attrs["species"]),
+                splits=attrs.get("splits"),
+                warnings=report.warnings,
+                completion=attrs.get("completion"),
+            ),
+        )
+    return 0
+
+
+def cmd_export(a) -> int:
+    """``tomo export``: a publishable folder (card, Croissant, SHA256SUMS, recipe, data)."""
+    import warnings
+
+    from ..export import RedistributionWarning, UnknownLicenceWarning, export_dataset
+
+    recipe_only = True if a.recipe_only else (False if a.with_data else None)
+    with warnings.catch_warnings():  # these are in summary["warnings"]: printed once each below
+        warnings.simplefilter("ignore", UnknownLicenceWarning)
+        warnings.simplefilter("ignore", RedistributionWarning)
+        summary = export_dataset(
+            a.store,
+            a.output,
+            manifest=a.manifest,
+            config=a.config,
+            recipe_only=recipe_only,
+            overwrite=a.overwrite,
+            volumes=a.volumes,
+        )
+    for note in summary["warnings"]:
+        print(f"WARNING: {note}", file=sys.stderr)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_validate(a) -> int:
+    """``tomo validate``: check a store (exit status 1 and the species to rebuild if it is not valid)."""
+    from ..store import validate_store
+
+    report = validate_store(a.store, check_data=not a.quick, progress=True)
+    print(report.summary())
+    if report.species_to_rebuild:
+        print("rebuild: " + " ".join(report.species_to_rebuild))
+        if a.forget_markers:  # the workflow's markers of those species: the next run redoes them
+            folder = Path(a.forget_markers)
+            for path in [folder / "species" / f"{n}.done.json" for n in report.species_to_rebuild] + [
+                folder / "dataset.final.json"
+            ]:
+                if path.exists():
+                    path.unlink()
+                    print(f"removed {path}")
+    return 0 if report.ok else 1

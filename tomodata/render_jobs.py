@@ -1,0 +1,53 @@
+"""What ``tomo render``, ``tomo build-demo`` and ``tomo render-species`` render: a density volume read
+from a file (:func:`load_volume`) and its x-rays, rendered in batches of views with a progress bar
+(:func:`render_batched`).
+
+Volumes are float32 density ``vol[z, y, x]`` in [0, 1]; rotations (n, 3, 3); images (n, size, size)
+float32 opacity (:func:`tomodata.render.render_xrays`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .ingest import cube_specimen
+from .progress import progress
+from .render import render_xrays
+
+__all__ = ["VolumeFileError", "load_volume", "render_batched"]
+
+
+class VolumeFileError(ValueError):
+    """A volume file that is missing, or an .npz whose volume cannot be told apart."""
+
+
+def load_volume(path: Path) -> np.ndarray:
+    """A density volume: .npy/.npz as stored (key ``volume``, or the only array); any other scan
+    format through the ingest path (``read_volume`` + ``to_cube``, 128³). :class:`VolumeFileError`
+    where the file is missing or an .npz holds several arrays and none named ``volume``."""
+    if not path.exists():
+        raise VolumeFileError(f"volume file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            if "volume" in keys:
+                return z["volume"]
+            if len(keys) == 1:
+                return z[keys[0]]
+            raise VolumeFileError(f"{path} holds arrays {keys}; name the volume 'volume'")
+    # movies, image folders, TIFF, DICOM, NRRD, NIfTI → the canonical cube
+    return cube_specimen(path, allow_default_spacing=True)[0]
+
+
+def render_batched(vol, rots, *, size, steps, chi, backend, batch=64, desc="render") -> np.ndarray:
+    """The (len(rots), size, size) float32 x-rays of ``vol`` from rotations ``rots`` (n, 3, 3),
+    ``batch`` views per :func:`~tomodata.render.render_xrays` call, a progress bar named ``desc``."""
+    out = np.empty((len(rots), size, size), np.float32)
+    for s in progress(range(0, len(rots), batch), desc=desc, unit="batch"):
+        out[s : s + batch] = render_xrays(vol, rots[s : s + batch], size=size, steps=steps, chi=chi, backend=backend)
+    return out

@@ -1,0 +1,105 @@
+"""The species table a store is created with (:func:`tomodata.store.create_store`'s ``species``): one
+dict per species, in the order given.
+
+* :func:`demo_species`: the procedural species of ``tomo build-demo`` (the source of a procedural
+  species is its parameter vector; its checksum, sha256 of the sorted-key JSON, identifies it).
+* :func:`cube_species`: the specimens of ``tomo store-create``, from the manifests' rows and the cubes'
+  records (``tomo cube``), with each cube's volume checksum (:func:`tomodata.store.array_sha256` of
+  the float32 volume) for ``create_store(update=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .aligned_files import alignment_summary
+from .demo import demo_name, demo_splits
+from .ingest import load_cube
+from .manifest import load_manifest
+from .phantoms import species_params
+from .specimens import local_source
+from .store import array_sha256
+
+__all__ = ["demo_species", "cube_species"]
+
+
+def demo_species(n_species: int, *, val: int, test: int, seed: int, volume_size: int) -> tuple[list, list, list]:
+    """``(names, params, table)`` of ``n_species`` procedural species: their names, their
+    :func:`~tomodata.phantoms.species_params` and their species-table entries (1 mm spacing,
+    ``volume_size``³ voxels)."""
+    names = [demo_name(i) for i in range(n_species)]
+    splits = demo_splits(n_species, val=val, test=test)
+    params = [species_params(i, seed=seed) for i in range(n_species)]
+    table = [
+        dict(
+            name=n,
+            split=s,
+            source=f"tomodata.phantoms species {i} seed {seed}",
+            source_checksum=hashlib.sha256(json.dumps(p.as_dict(), sort_keys=True).encode()).hexdigest(),
+            original_shape=[volume_size] * 3,
+            spacing_mm=[1.0, 1.0, 1.0],
+        )
+        for i, (n, s, p) in enumerate(zip(names, splits, params))
+    ]
+    return names, params, table
+
+
+def _manifest_rows(manifests: list[str]) -> tuple[dict, dict]:
+    """``(row by id, resolved source by id)`` of every specimen of ``manifests`` (ids unique across
+    them, else ValueError); a local source resolves to its path, a URL to itself."""
+    by_id, resolved = {}, {}
+    for manifest in manifests:
+        table = load_manifest(manifest)
+        for _, row in table.iterrows():
+            if row["id"] in by_id:
+                raise ValueError(f"specimen {row['id']!r} is in more than one manifest ({', '.join(manifests)})")
+            by_id[row["id"]] = row
+            local = local_source(dict(row, _base=table.attrs["base_dir"]))
+            resolved[row["id"]] = str(local) if local is not None and "://" not in row["source"] else row["source"]
+    return by_id, resolved
+
+
+def _cube_entry(sid: str, row, meta: dict, resolved: str) -> dict:
+    """The species-table entry of specimen ``sid``: its manifest ``row`` and its cube's record ``meta``."""
+    return dict(
+        name=sid,
+        split=row["split"],
+        species=row["species"],
+        source=row["source"],
+        source_kind=row["source_kind"],
+        source_checksum=row["sha256"] or meta["source_sha256"],
+        licence=row["licence"],
+        original_shape=meta["original_shape"],
+        spacing_mm=meta["spacing_mm"],
+        slice_axis=meta["slice_axis"],
+        fit=meta["fit"],
+        window=meta.get("window"),
+        background=meta.get("background"),
+        orientation=meta.get("orientation", "z,y,x"),
+        crop=meta.get("crop", "none"),
+        content_key=meta.get("content_key"),
+        specimen_reach=meta.get("specimen_reach"),
+        source_resolved=resolved,
+        ingest=meta.get("ingest"),
+        alignment=alignment_summary(meta.get("alignment")),
+    )
+
+
+def cube_species(manifests: list[str], cubes: list[str]) -> tuple[list[dict], dict[str, str]]:
+    """``(table, volume_sha256 by name)`` of the specimens whose cube .npz files are ``cubes`` (a
+    cube's id, else its file stem, must be a row of ``manifests``: ValueError otherwise)."""
+    by_id, resolved = _manifest_rows(manifests)
+    species = []
+    volume_sha256 = {}
+    for cube_path in cubes:
+        vol, meta = load_cube(cube_path)
+        sid = meta.get("id") or Path(cube_path).stem
+        if sid not in by_id:
+            raise ValueError(f"cube {cube_path} is specimen {sid!r}, which is not in {', '.join(manifests)}")
+        species.append(_cube_entry(sid, by_id[sid], meta, resolved[sid]))
+        volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
+    return species, volume_sha256
