@@ -463,21 +463,8 @@ def align_to_canonical(
         if reference is None:
             rec.update(candidate=0, ncc_before=None, ncc_after=None, rms_before=None, rms_after=None)
         else:
-            rot, more = _with_reference(
-                vol,
-                spacing,
-                img,
-                c,
-                rot,
-                bg,
-                reference,
-                refine,
-                shrink=shrink,
-                iterations=iterations,
-                sampling=sampling,
-                learning_rate=learning_rate,
-                seed=seed,
-            )
+            reg = dict(shrink=shrink, iterations=iterations, sampling=sampling, learning_rate=learning_rate, seed=seed)
+            rot, more = _with_reference(vol, spacing, img, c, rot, bg, reference, refine, **reg)
             rec.update(more)
         h = float(spacing.min())
         t_sup = bg + _SUPPORT_FRACTION * (t_bone - bg) if support_threshold is None else float(support_threshold)
