@@ -64,7 +64,7 @@ def bench_infer(
     seed: int = 0,
 ) -> dict:
     """Time one x-ray through the network plus fusion to ``fuse_to``² on the CPU, as
-    :func:`infer_file` runs them (random weights; no reading or writing of files).
+    :func:`model.infer.infer_file` runs them (random weights; no reading or writing of files).
 
     The network is the ``net`` preset with ``input_size = size`` (random weights, through
     :func:`optimize_for_inference`); a synthetic ``fuse_to``² opacity image is area-averaged to

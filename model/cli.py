@@ -142,6 +142,8 @@ def cmd_apps(a) -> int:
     from .applications import write_applications
     from .examples import examples_for
 
+    if a.examples_file is not None and a.eval is not None:
+        raise ValueError("tomo apps: give --examples-file or --eval (with STORE and --checkpoint), not both")
     ex = examples_for(a.examples_file, a.store, a.checkpoint, a.eval, n=a.examples, device=a.device)
     if ex is None:
         raise ValueError("tomo apps needs --examples-file, or STORE with --checkpoint and --eval")

@@ -7,7 +7,8 @@ Entry point: :func:`evaluate_run` (``tomo evaluate``) runs one :class:`EvalConfi
 phases that share one :class:`model.eval_phases.EvalState`: load (store, checkpoint, checks,
 sources), the NN search, the Oracle scan, predictions and metrics (:mod:`model.eval_phases`), then
 the tables and summary.json (here). The per-sample metrics live in :mod:`model.metrics`, the
-statistics tables in :mod:`model.eval_tables`; every name is also importable from here.
+statistics tables in :mod:`model.eval_tables`, the qualitative examples in :mod:`model.examples`;
+every name is also importable from here.
 
 Definitions
 -----------
@@ -44,7 +45,7 @@ species' canonical volume, the view's rotation, rows reversed for mirrored sampl
 * ``mean`` (a baseline the paper lacks): the average of the training species' view volumes at the
   sample's view (its rotation and mirror flag); no input is used. View sampling (trilinear, zero
   outside the cube) is linear in the volume, so it is made as the view volume of the mean of the
-  training species' canonical volumes (:func:`mean_volume`; one extra volume, no per-species views).
+  training species' canonical volumes (:func:`model.sources.mean_volume`; one extra volume, no per-species views).
   It says how much of a method's score a species-agnostic skull already earns.
 * ``oracle`` (paper §5.1): the training view volume nearest in L2 to the ground-truth view volume,
   on the target grid, over every training sample (mirrored ones included). It ignores the x-ray.
@@ -96,7 +97,7 @@ only species were held out, and a species' views (and a view and its mirror) are
 View classes and slice counts keep per-sample t-intervals (mirrored samples counted separately).
 
 **View classes** (§5.5, Fig. 8b): by the view direction ``d = R[:, 2]`` (the ray direction) against
-the volume's axes. The procedural skulls (tomodata/phantoms.py) have the snout at +x, dorsal at −y,
+the volume's axes. The procedural skulls (tomodata/phantoms/) have the snout at +x, dorsal at −y,
 z left–right, so: ``top`` = within 30° of ±y (looking down on / up at the skull), ``front`` = within
 30° of ±x (along the snout), ``side`` = within 30° of ±z (lateral), ``other`` = the rest. The cones
 do not overlap. Mirroring does not change the direction. For scanned specimens the classes mean this
@@ -160,6 +161,7 @@ from .eval_tables import (
     statistics_text,
     write_csv,
 )
+from .examples import qualitative_examples as qualitative_examples  # re-exported: its old home
 from .metrics import (
     METRICS,
     SSIM_DATA_RANGE,
@@ -175,6 +177,7 @@ from .oracle import ORACLE_CHUNK
 from .stats import mean_ci
 
 __all__ = [
+    "qualitative_examples",
     "CI_LEVEL",
     "EVAL_SPLITS",
     "LEVELS",

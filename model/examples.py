@@ -117,8 +117,8 @@ def examples_for(examples_file, store, checkpoint, eval_dir, *, n: int, device="
     """The examples of ``tomo figures`` / ``tomo apps``: the first ``n`` of ``examples_file``, or
     computed from ``store``, ``checkpoint`` and ``eval_dir``; None when neither is given."""
     if examples_file is not None:
-        if checkpoint is not None:
-            raise ValueError("give --examples-file or --checkpoint (to compute the examples), not both")
+        if checkpoint is not None or store is not None:
+            raise ValueError("give --examples-file or the store and --checkpoint (to compute the examples), not both")
         return load_examples(examples_file, n)
     if checkpoint is None:
         return None

@@ -45,7 +45,7 @@ from .plotting import (
     ordered_methods,
     save_png,
 )
-from .qualitative import fig_qualitative, fig_slice_views, fusion_panels, slice_view_renders
+from .qualitative import fig_qualitative, fig_slice_views, fusion_panels
 
 __all__ = [
     "METHOD_ORDER",
@@ -57,7 +57,6 @@ __all__ = [
     "fig_qualitative",
     "fig_slice_counts",
     "fig_slice_views",
-    "slice_view_renders",
     "fig_fusion",
     "fig_view_classes",
     "write_all_figures",

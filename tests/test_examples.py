@@ -74,6 +74,8 @@ def test_examples_for_picks_the_source(tmp_path):
     assert len(E.examples_for(p, None, None, None, n=1)["rows"]) == 1
     with pytest.raises(ValueError, match="not both"):
         E.examples_for(p, None, "c.pt", None, n=1)
+    with pytest.raises(ValueError, match="not both"):  # the file replaces the store too
+        E.examples_for(p, "s.zarr", None, None, n=1)
     with pytest.raises(ValueError, match="--eval"):
         E.examples_for(None, "s.zarr", "c.pt", None, n=1)
 
@@ -85,6 +87,11 @@ def test_cli_apps_from_an_examples_file(tmp_path, capsys):
     assert sorted(f.name for f in out.glob("*.gif")) == ["sp0_sample_0_turntable.gif", "sp0_sample_0_wiggle.gif"]
     assert main(["apps", "-o", str(out)]) == 2
     assert "needs --examples-file" in capsys.readouterr().err
+    # what the file replaces is refused beside it, never silently ignored
+    assert main(["apps", "--examples-file", str(p), "--eval", str(tmp_path), "-o", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["apps", str(tmp_path / "s.zarr"), "--examples-file", str(p), "-o", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_names_are_torch_free_and_used():

@@ -183,7 +183,7 @@ def test_fig_qualitative_bad_rows(tmp_path):
 
 def test_slice_view_renders():
     v = _qual_rows()[0]["truth"]  # 24 slices
-    cells = F.slice_view_renders(v, [2, 12], [0.0, 60.0], backend="cpu")
+    cells = Q.slice_view_renders(v, [2, 12], [0.0, 60.0], backend="cpu")
     assert sorted(cells) == [2, 12, 24]
     grid = dict(size=128, steps=128)  # rendered for display at 128², whatever the volume's size
     full = A.novel_views(v, [0.0, 60.0], mode="surface", backend="cpu", **grid)
@@ -200,7 +200,7 @@ def test_slice_view_renders():
     # fewer slices: a larger difference from the full depth, seen from the side
     assert cells[2][1][1] > cells[12][1][1] > 0
     with pytest.raises(ValueError, match="slice count 24"):
-        F.slice_view_renders(v, [24], [0.0], backend="cpu")
+        Q.slice_view_renders(v, [24], [0.0], backend="cpu")
 
 
 def test_fig_slice_views(tmp_path, monkeypatch):

@@ -32,21 +32,15 @@ from urllib.parse import unquote, urlparse
 
 from .ingest_settings import parse_orientation
 from .manifest import COLUMNS, split_sources
-from .store_settings import StoreSettings
+from .store_settings import StoreSettings, float_text
 
 __all__ = ["recipe_files", "cube_settings", "is_local"]
 
 LOCAL_NOTE = "local: supply this file at this path (or edit this row); tomo fetch checks its sha256"
 
 
-def _num(v) -> str:
-    """The shortest text that reads back as the same float (repr), without a trailing ".0"."""
-    r = repr(float(v))
-    return r[:-2] if r.endswith(".0") else r
-
-
 def _nums(values) -> str:
-    return "" if values is None else ",".join(_num(v) for v in values)
+    return "" if values is None else ",".join(float_text(v) for v in values)
 
 
 def _given_spacing(entry: dict, orientation: str):
@@ -104,7 +98,7 @@ def _row(entry: dict, ing: dict) -> list[str]:
         entry.get("source_checksum") or "",
         LOCAL_NOTE if is_local(entry) else "",
         _nums(ing["window"]),
-        "" if bg is None else _num(bg),
+        "" if bg is None else float_text(bg),
         ing["orientation"],
         ing["crop"],
     ]
@@ -138,7 +132,7 @@ def _cube_opts(ing: dict) -> list[str]:
     if ing["window"] is not None:
         opts.append("--window=" + _nums(ing["window"]))
     if ing["background"] is not None:
-        opts.append(f"--background={_num(ing['background'])}")
+        opts.append(f"--background={float_text(ing['background'])}")
     if ing.get("content_key"):
         opts.append(f"--content-key {shlex.quote(str(ing['content_key']))}")
     return opts

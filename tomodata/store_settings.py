@@ -41,6 +41,12 @@ def number_problems(values) -> list[str]:
     return out
 
 
+def float_text(v) -> str:
+    """The shortest text that reads back as the same float (repr), without a trailing ".0"."""
+    r = repr(float(v))
+    return r[:-2] if r.endswith(".0") else r
+
+
 #: the command-line flag of each setting (tomo store-create, tomo store-settings, a recipe's rebuild.sh)
 FLAGS = {
     "n_views": "--views",
@@ -120,12 +126,18 @@ class StoreSettings:
             )
         return s
 
+    @classmethod
+    def from_cli(cls, args) -> StoreSettings:
+        """Settings from parsed ``tomo store-create`` / ``tomo store-settings`` options (an argparse
+        namespace whose attributes are the :data:`FLAGS` without dashes: ``views``, ``seed``, ...)."""
+        values = {name: getattr(args, flag[2:].replace("-", "_")) for name, flag in FLAGS.items()}
+        return cls(**values | {"chi": float(values["chi"])})
+
     def cli_options(self) -> list[str]:
         """The settings as ``tomo store-create`` / ``tomo store-settings`` options, in :data:`FLAGS`
         order (``["--views", "1332", "--seed", "0", ...]``); χ as the shortest text that reads back as
         the same float ("10", "7.5")."""
-        chi = repr(float(self.chi))
-        values = dataclasses.asdict(self) | {"chi": chi[:-2] if chi.endswith(".0") else chi}
+        values = dataclasses.asdict(self) | {"chi": float_text(self.chi)}
         return [str(x) for name, flag in FLAGS.items() for x in (flag, values[name])]
 
     def to_json(self) -> dict:

@@ -24,15 +24,7 @@ def cmd_store_create(a) -> int:
         config = yaml.safe_load(Path(a.config).read_text())
     if a.config_json:
         config = json.loads(a.config_json)
-    settings = StoreSettings(
-        chi=a.chi,
-        steps=a.steps,
-        image_size=a.size,
-        volume_size=a.volume_size,
-        n_views=a.views,
-        view_seed=a.seed,
-        image_encoding=a.encoding,
-    )
+    settings = StoreSettings.from_cli(a)
     summary = create_store(
         a.store,
         settings,
@@ -60,15 +52,7 @@ def cmd_store_settings(a) -> int:
     from ..store import SPEC_VERSION
     from ..store_settings import StoreSettings
 
-    settings = StoreSettings(
-        chi=float(a.chi),
-        steps=a.steps,
-        image_size=a.size,
-        volume_size=a.volume_size,
-        n_views=a.views,
-        view_seed=a.seed,
-        image_encoding=a.encoding,
-    )  # ValueError if unusable
+    settings = StoreSettings.from_cli(a)  # ValueError if unusable
     s = settings.to_json()
     record = dict(
         spec_version=SPEC_VERSION,

@@ -46,7 +46,7 @@ uint16/float16 image values, not opacities), see :func:`array_sha256`.
 
 from __future__ import annotations
 
-from ..store_settings import IMAGE_ENCODINGS
+from ..store_settings import IMAGE_ENCODINGS, StoreSettings
 from .create import create_store
 from .layout import (
     ARRAY_NAMES,
@@ -75,6 +75,7 @@ from .write import _encode_block as _encode_block  # write_species calls it thro
 from .write import write_species
 
 __all__ = [
+    "StoreSettings",
     "SPEC_VERSION",
     "READ_SPECS",
     "SPLITS",
