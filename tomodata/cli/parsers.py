@@ -76,6 +76,24 @@ def _scan_opts(q, output_help):
     )
 
 
+def _demo_split_opts(q, *, val: int) -> None:
+    """The demo's splits: how many species are ``val`` and ``test`` (:func:`tomodata.demo.demo_splits`)."""
+    q.add_argument(
+        "--val",
+        "--held-out",
+        dest="val",
+        type=int,
+        default=val,
+        help="species of split 'val' (model choice, tuning; default %(default)s)",
+    )
+    q.add_argument(
+        "--test",
+        type=int,
+        default=0,
+        help="species of split 'test' (the reported result only), the last ones (default %(default)s)",
+    )
+
+
 def _render_opts(q, size=256):
     """The renderer's options (image size in pixels, samples per ray, χ, backend)."""
     q.add_argument("--size", type=positive_int, default=size, help="image side in pixels (default %(default)s)")
@@ -132,20 +150,7 @@ def _add_build_demo(sub) -> None:
     )
     q.add_argument("-o", "--output", default="results/core-demo", help="output folder (default %(default)s)")
     q.add_argument("--species", type=positive_int, default=6, help="number of species (default %(default)s)")
-    q.add_argument(
-        "--val",
-        "--held-out",
-        dest="val",
-        type=int,
-        default=2,
-        help="species of split 'val' (model choice, tuning; default %(default)s)",
-    )
-    q.add_argument(
-        "--test",
-        type=int,
-        default=0,
-        help="species of split 'test' (the reported result only), the last ones (default %(default)s)",
-    )
+    _demo_split_opts(q, val=2)
     q.add_argument("--views", type=positive_int, default=24, help="views per species (default %(default)s)")
     q.add_argument("--volume-size", type=positive_int, default=128, help="volume side (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="seed of species and views (default %(default)s)")
@@ -166,20 +171,7 @@ def _add_demo_movies(sub) -> None:
     )
     q.add_argument("-o", "--output", default="resources/demo", help="output folder (default %(default)s)")
     q.add_argument("--species", type=positive_int, default=24, help="number of species (default %(default)s)")
-    q.add_argument(
-        "--val",
-        "--held-out",
-        dest="val",
-        type=int,
-        default=4,
-        help="species of split 'val' (model choice, tuning; default %(default)s)",
-    )
-    q.add_argument(
-        "--test",
-        type=int,
-        default=0,
-        help="species of split 'test' (the reported result only), the last ones (default %(default)s)",
-    )
+    _demo_split_opts(q, val=4)
     q.add_argument("--movie-size", type=positive_int, default=160, help="voxels per side (default %(default)s)")
     q.add_argument(
         "--codec", choices=["mp4v", "mjpg", "ffv1"], default="mp4v", help="movie codec (default %(default)s)"
