@@ -11,7 +11,7 @@ import nrrd
 import numpy as np
 import pytest
 import torch
-from tiny_runs import TINY_NET, build_demo
+from tiny_runs import TINY_NET, build_demo, train_args
 
 from model.cli import main
 from model.network import NetworkConfig, TomographyNet
@@ -143,27 +143,7 @@ def test_train_evaluate_figures_apps(tmp_path, capsys):
     assert main(["model-info", "--preset", "paper"] + tiny) == 0
     assert "params" in capsys.readouterr().out
     run = tmp_path / "run"
-    assert (
-        main(
-            ["train", store, "-o", str(run)]
-            + tiny
-            + [
-                "--steps",
-                "2",
-                "--batch-size",
-                "2",
-                "--warmup",
-                "0",
-                "--val-every",
-                "2",
-                "--val-samples",
-                "2",
-                "--ckpt-every",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert main(["train", store, "-o", str(run)] + tiny + train_args()) == 0
     ev = tmp_path / "eval"
     assert (
         main(

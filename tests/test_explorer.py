@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_runs import TINY_NET, build_demo
+from tiny_runs import TINY_NET, build_demo, train_args
 
 from model.cli import main
 from model.examples import qualitative_examples
@@ -51,18 +51,7 @@ def run(tmp_path_factory):
                 "-o",
                 str(root / "model"),
                 *TINY_NET,
-                "--steps",
-                "2",
-                "--batch-size",
-                "2",
-                "--warmup",
-                "0",
-                "--val-every",
-                "2",
-                "--val-samples",
-                "2",
-                "--ckpt-every",
-                "2",
+                *train_args(),
             ]
         )
         == 0

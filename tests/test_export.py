@@ -614,6 +614,22 @@ def test_card_states_non_commercial_and_no_derivatives(tmp_path):
     assert "**No derivatives** (CC-BY-ND-4.0): Felis_catus." in card
 
 
+def recipe_attrs(species: list[dict], settings: StoreSettings) -> dict:
+    """The store attributes a recipe reads, by hand: the species table, the settings, no provenance."""
+    return {
+        "species": species,
+        "volume_size": settings.volume_size,
+        "n_views": settings.n_views,
+        "samples_per_species": settings.samples_per_species,
+        "view_scheme": {"seed": settings.view_seed},
+        "image_size": settings.image_size,
+        "steps": settings.steps,
+        "chi": settings.chi,
+        "encoding": {"images": {"dtype": settings.image_encoding}},
+        "provenance": {},
+    }
+
+
 def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
     def entry(name, source):
         return {
@@ -628,18 +644,10 @@ def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
             "spacing_mm": [1, 1, 1],
         }
 
-    attrs = {
-        "species": [entry("m1", str(tmp_path / "gone.nii.gz")), entry("m2", "https://example.org/m2.nii.gz")],
-        "volume_size": 16,
-        "n_views": 3,
-        "samples_per_species": 6,  # a store records it; the recipe reads the settings via StoreSettings
-        "view_scheme": {"seed": 0},
-        "image_size": 16,
-        "steps": 16,
-        "chi": 10.0,
-        "encoding": {"images": {"dtype": "uint16"}},
-        "provenance": {},
-    }
+    attrs = recipe_attrs(
+        [entry("m1", str(tmp_path / "gone.nii.gz")), entry("m2", "https://example.org/m2.nii.gz")],
+        StoreSettings(volume_size=16, n_views=3, image_size=16, steps=16),
+    )
     files, warns = recipe_files(attrs)
     assert len(warns) == 1 and "m1: local source" in warns[0]
     rows = [r.split("\t") for r in files["recipe/specimens.tsv"].splitlines()]
@@ -726,18 +734,7 @@ def test_recipe_replays_alignments():
             "crop": "none",
         },
     }
-    attrs = {
-        "species": [entry],
-        "volume_size": 64,
-        "n_views": 4,
-        "samples_per_species": 8,  # a store records it; the recipe reads the settings via StoreSettings
-        "view_scheme": {"seed": 0},
-        "image_size": 32,
-        "steps": 32,
-        "chi": 10.0,
-        "encoding": {"images": {"dtype": "uint16"}},
-        "provenance": {},
-    }
+    attrs = recipe_attrs([entry], StoreSettings(volume_size=64, n_views=4, image_size=32, steps=32))
     files, warnings = recipe_files(attrs)
     assert json.loads(files["recipe/alignment/m1.json"])["centre_mm_zyx"] == [1, 2, 3]
     script = files["recipe/rebuild.sh"]

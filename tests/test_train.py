@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_runs import TINY_NET, build_demo
+from tiny_runs import TINY_NET, build_demo, train_args
 
 from model.data import (
     SpeciesVolumes,
@@ -206,18 +206,7 @@ def test_cli_train_and_ddp_two_processes(store, tmp_path):
         "-o",
         str(tmp_path / "ddp"),
         *TINY_NET,
-        "--steps",
-        "3",
-        "--batch-size",
-        "4",
-        "--warmup",
-        "0",
-        "--val-every",
-        "3",
-        "--val-samples",
-        "4",
-        "--ckpt-every",
-        "3",
+        *train_args(steps=3, batch_size=4, val_samples=4),
         "--log-every",
         "1",
     ]

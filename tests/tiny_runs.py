@@ -48,3 +48,22 @@ TINY_NET = [
     "--hourglass-levels",
     "2",
 ]
+
+
+def train_args(*, steps: int = 2, batch_size: int = 2, val_samples: int = 2) -> list[str]:
+    """``tomo train`` options of a short run: ``steps`` steps of ``batch_size``, no warm-up, one
+    validation of ``val_samples`` samples and one checkpoint at the last step."""
+    return [
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(batch_size),
+        "--warmup",
+        "0",
+        "--val-every",
+        str(steps),
+        "--val-samples",
+        str(val_samples),
+        "--ckpt-every",
+        str(steps),
+    ]
