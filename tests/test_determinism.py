@@ -236,8 +236,8 @@ def test_cuda_and_cpu_builds_agree(inputs, tmp_path):
 
 SLOW_WRITER = textwrap.dedent("""
     import pathlib, sys, time
-    from tomodata import store
-    real = store._encode_block
+    from tomodata.store import write
+    real = write._encode_block
     calls = [0]
 
     def slow(*args, **kw):  # the second image shard: the first one is on disk, the rest not yet
@@ -247,7 +247,7 @@ SLOW_WRITER = textwrap.dedent("""
             time.sleep(300)
         return real(*args, **kw)
 
-    store._encode_block = slow
+    write._encode_block = slow
     from model.cli import main
     sys.exit(main(sys.argv[2:]))
 """)

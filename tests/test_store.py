@@ -16,6 +16,7 @@ import zarr
 from ome_zarr_models.v05.image import Image
 
 from tomodata import store
+from tomodata.store import write as store_write
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
@@ -296,7 +297,7 @@ def test_interrupted_writer_leaves_no_marker(tmp_path, monkeypatch):
     write(path, "beta")
     assert store.validate_store(path).ok
     calls = {"n": 0}
-    real = store._encode_block
+    real = store_write._encode_block
 
     def dying(*args, **kw):
         calls["n"] += 1
@@ -304,14 +305,14 @@ def test_interrupted_writer_leaves_no_marker(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")
         return real(*args, **kw)
 
-    monkeypatch.setattr(store, "_encode_block", dying)
+    monkeypatch.setattr(store_write, "_encode_block", dying)
     with pytest.raises(KeyboardInterrupt):
         write(path, "beta", images=species_data("gamma")["images"])
     report = store.validate_store(path)
     assert_fails_for(report, "beta")
     assert report.species_to_rebuild == ["beta"]
     assert store.open_store(path).status("beta") == "writing"
-    monkeypatch.setattr(store, "_encode_block", real)
+    monkeypatch.setattr(store_write, "_encode_block", real)
     write(path, "beta")  # a rerun repairs it
     assert store.validate_store(path).ok
 

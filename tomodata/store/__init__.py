@@ -71,7 +71,6 @@ from .layout import (
 from .layout import _voxel_mm as _voxel_mm  # used by tomodata.export
 from .read import DatasetStore, Sample, open_store
 from .validate import StoreValidationError, ValidationReport, finalize_store, validate_store
-from .write import _encode_block as _encode_block  # write_species calls it through this package (tests patch it)
 from .write import write_species
 
 __all__ = [

@@ -8,8 +8,6 @@ import hashlib
 import numpy as np
 import zarr
 
-import tomodata.store as _package  # _encode_block is looked up here at call time: tests patch it there
-
 from .. import __version__
 from ..store_settings import StoreSettings
 from ..views import SampleIndex, check_rotations, hemisphere_views, mirror
@@ -160,7 +158,7 @@ def _write_images(array, images: np.ndarray, st: StoreSettings) -> str:
     for start in range(0, n_samples, shard_n):
         stop = min(start + shard_n, n_samples)
         views = SampleIndex.view_slice(start, stop)
-        block = _package._encode_block(images, views.start, views.stop, st.image_encoding)
+        block = _encode_block(images, views.start, views.stop, st.image_encoding)
         array[start:stop] = block
         _hash_update(h, block)
     return h.hexdigest()
