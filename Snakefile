@@ -5,10 +5,10 @@
 #   snakemake --report results/<run>/report.html            the HTML report of a finished run
 #
 # The rules live in workflow/rules/: common.smk (settings, ids, helper functions; no rules),
-# data.smk (demo movies -> fetch -> cube -> store -> render per species -> finalize) and
-# report.smk (the report's description). Later rule files (model.smk, evaluate.smk, ...) are
-# included the same way (before or after these) and add their final outputs to `rule all` with
-# `add_targets(...)` from common.smk.
+# data.smk (demo movies -> fetch -> cube -> store -> render per species -> finalize),
+# model.smk (train -> evaluate -> examples -> figures, apps; real_xray) and report.smk (the report's
+# description; the explorer). A new rule file is included the same way and adds its final outputs to
+# `rule all` with `add_targets(...)` from common.smk.
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version

@@ -7,7 +7,7 @@
     tomo examples STORE --checkpoint C --eval EVAL -o EX.npz   predictions on chosen held-out samples
     tomo figures --eval EVAL -o FIGS            the paper's figures (PNG)
     tomo apps STORE --checkpoint C --eval EVAL -o DIR   novel views, cut-away, stereo, colour
-    tomo explorer ... -o PAGE.html              a web page to explore held-out samples in 3D
+    tomo explorer RUN                           a web page of held-out samples in 3D (RUN/explorer/)
     tomo infer XRAY --checkpoint C -o OUT.nrrd  a volume from a real radiograph
     tomo bench infer|nn|evaluate                inference, the NN search, the evaluation's phases
 
@@ -246,7 +246,7 @@ def bench_nn_cmd(a) -> int:
 
     if not a.store:
         raise ValueError("tomo bench nn needs --store (a dataset store with train and held-out species)")
-    r = bench_nn(a.store, queries=a.queries, coarse=a.nn_coarse)
+    r = bench_nn(a.store, queries=a.queries, coarse=a.nn_coarse, device=a.device)
     est = r["paper_estimate_s"]
     print(
         f"NN over {r['n_train']} training x-rays ({r['image_size']}²), {r['n_queries']} queries, "

@@ -32,7 +32,9 @@ def bench_options(q: argparse.ArgumentParser) -> None:
         default=100,
         help="held-out samples of the evaluate benchmark (default %(default)s)",
     )
-    q.add_argument("--device", default="cpu", help="torch device of the evaluate benchmark (default %(default)s)")
+    q.add_argument(
+        "--device", default="cpu", help="torch device of the evaluate and nn benchmarks (default %(default)s)"
+    )
     q.add_argument("--queries", type=positive_int, default=256, help="held-out queries of the nn benchmark")
     q.add_argument("--nn-coarse", type=positive_int, default=16, help="cells per axis of the nn benchmark's bound")
     q.add_argument(

@@ -1,4 +1,4 @@
-# The data part: specimens -> density cubes -> x-rays in the sharded Zarr store (DESIGN §2).
+# The data part: specimens -> density cubes -> x-rays in the sharded Zarr store (docs/store.md).
 #
 #   demo_movies (demo only, 1 job)   procedural species as slice movies + resources/RUN/manifest.tsv
 #   fetch        (1 job / specimen)   tomo fetch --only ID: the source into resources/RUN/fetched/ID/

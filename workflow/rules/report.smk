@@ -5,7 +5,7 @@
 #   category "Dataset"   results/<run>/dataset.final.json (store_finalize: the completion record)
 #   category "Previews"  results/<run>/previews/<id>_sheet.png (render_species), one subcategory
 #                        per split, labels species and split
-# Later rule files (model.smk, evaluate.smk) flag their figures the same way, with captions in
+# model.smk flags its figures the same way, with captions in
 # workflow/report/ and categories of their own ("Training", "Evaluation").
 
 report: "../report/workflow.rst"
