@@ -11,6 +11,7 @@ import jsonschema
 import numpy as np
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from model.cli import main
 from tomodata.manifest import load_manifest
@@ -124,6 +125,22 @@ def test_mice_config_matches_the_schema():
         cfg = yaml.safe_load((ROOT / "workflow/configs" / name).read_text())
         jsonschema.validate(cfg, schema)
         assert cfg["data"]["align"]["enabled"] is True and cfg["model"]["evaluate"]["split"] == "test"
+
+
+def test_mice_long_overlay_changes_only_the_training_length():
+    """workflow/configs/mice-long.yaml, merged over mice.yaml as `--configfile a b` does, is a valid
+    config that differs from the mice run only in its name, its steps and the train rule's time."""
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    base = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
+    merged = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
+    update_config(merged, yaml.safe_load((ROOT / "workflow/configs/mice-long.yaml").read_text()))
+    jsonschema.validate(merged, schema)
+    assert merged["run"] == "mice-long" and merged["model"]["train"]["steps"] == 6000
+    for cfg in (base, merged):
+        cfg.pop("run")
+        cfg["model"]["train"].pop("steps")
+        cfg["resources"].pop("train")
+    assert merged == base
 
 
 def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
