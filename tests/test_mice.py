@@ -143,6 +143,35 @@ def test_mice_long_overlay_changes_only_the_training_length():
     assert merged == base
 
 
+def _rows(path: Path) -> list[str]:
+    return [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+
+
+def test_mice_smoke_manifest_is_rows_of_the_mice_manifest():
+    """manifests/mice-smoke.tsv: the header and the first 6 train, 1 val and 1 test rows of mice.tsv,
+    verbatim and in its order (so its heads, splits and checksums cannot drift from the mice run's)."""
+    full, smoke = _rows(ROOT / "manifests/mice.tsv"), _rows(ROOT / "manifests/mice-smoke.tsv")
+    assert smoke[0] == full[0]
+    col = full[0].split("\t").index("split")
+    want, left = [], {"train": 6, "val": 1, "test": 1}
+    for row in full[1:]:
+        if left.get(split := row.split("\t")[col], 0):
+            want.append(row)
+            left[split] -= 1
+    assert smoke[1:] == want
+
+
+def test_mice_paper_smoke_overlay_has_the_papers_sizes():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    merged = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
+    update_config(merged, yaml.safe_load((ROOT / "workflow/configs/mice-paper-smoke.yaml").read_text()))
+    jsonschema.validate(merged, schema)
+    d = merged["dataset"]
+    assert (d["n_views"], d["image_size"], d["steps"], d["volume_size"], d["chi"]) == (1332, 256, 128, 128, 10.0)
+    assert merged["model"]["preset"] == "paper" and merged["data"]["manifest"] == "manifests/mice-smoke.tsv"
+    assert merged["data"]["align"]["enabled"] is True
+
+
 def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
     """Where ../shared is absent the workflow stops before any job, one line naming the folder."""
     work = tmp_path / "clone"
