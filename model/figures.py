@@ -185,7 +185,7 @@ _METHODS_CAPTION = (
     "each method. Right: the paper's per-sample protocol (a view and its mirror averaged, then views "
     "treated as independent, which overstates the evidence): t-interval and paired t-tests over views. "
     "Diamonds: the paper's means (§5.3), L2 ours .051, NN .067, Oracle .060; DSSIM ours .097, NN .109, "
-    "Oracle .110. Mean (train): the mean training volume seen from the input's view (no input used)."
+    "Oracle .110. Mean (train): the mean training volume seen from the input's true view (no image used)."
 )
 
 
