@@ -127,14 +127,20 @@ def test_mice_config_matches_the_schema():
         assert cfg["data"]["align"]["enabled"] is True and cfg["model"]["evaluate"]["split"] == "test"
 
 
+def _overlaid(overlay: str) -> dict:
+    """mice.yaml with workflow/configs/OVERLAY merged over it as `--configfile a b` does, checked
+    against the schema."""
+    merged = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
+    update_config(merged, yaml.safe_load((ROOT / "workflow/configs" / overlay).read_text()))
+    jsonschema.validate(merged, yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text()))
+    return merged
+
+
 def test_mice_long_overlay_changes_only_the_training_length():
     """workflow/configs/mice-long.yaml, merged over mice.yaml as `--configfile a b` does, is a valid
     config that differs from the mice run only in its name, its steps and the train rule's time."""
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     base = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
-    merged = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
-    update_config(merged, yaml.safe_load((ROOT / "workflow/configs/mice-long.yaml").read_text()))
-    jsonschema.validate(merged, schema)
+    merged = _overlaid("mice-long.yaml")
     assert merged["run"] == "mice-long" and merged["model"]["train"]["steps"] == 6000
     for cfg in (base, merged):
         cfg.pop("run")
@@ -162,10 +168,7 @@ def test_mice_smoke_manifest_is_rows_of_the_mice_manifest():
 
 
 def test_mice_paper_smoke_overlay_has_the_papers_sizes():
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    merged = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
-    update_config(merged, yaml.safe_load((ROOT / "workflow/configs/mice-paper-smoke.yaml").read_text()))
-    jsonschema.validate(merged, schema)
+    merged = _overlaid("mice-paper-smoke.yaml")
     d = merged["dataset"]
     assert (d["n_views"], d["image_size"], d["steps"], d["volume_size"], d["chi"]) == (1332, 256, 128, 128, 10.0)
     assert merged["model"]["preset"] == "paper" and merged["data"]["manifest"] == "manifests/mice-smoke.tsv"
