@@ -184,7 +184,14 @@ def save_checkpoint(
         code_version=__version__,
         xray_reference=xray_reference,
     )
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict, path: Path) -> None:
+    """``torch.save`` through a file object: given a path it names the archive's folder after the
+    file (here a random temporary name), so the same state would not give the same bytes."""
+    with open(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(path, *, map_location="cpu") -> dict:
@@ -399,7 +406,10 @@ def _setup(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool
     val_set = StoreSamples(store, "val", species=val_names) if val_names else None
     fingerprint = data_fingerprint(train_set)
 
+    # every RNG a checkpoint records is seeded: two runs of the same settings write the same bytes
     torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
     model: torch.nn.Module = TomographyNet(net).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))

@@ -153,6 +153,10 @@ def test_training_lowers_loss_and_resumes_exactly(store, tmp_path):
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # a second run from scratch writes the same checkpoint bytes (every RNG it records is seeded)
+    train(store, tmp_path / "again", net=TINY, cfg=cfg, resume=False, progress=False)
+    for name in ("last.pt", "best.pt"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
     assert (tmp_path / "full" / "val_log.csv").read_text().count("\n") == 3  # header + steps 4, 8
     assert any((tmp_path / "full" / "tensorboard").iterdir())
     model, state = model_from_checkpoint(tmp_path / "full" / "last.pt")
