@@ -4,7 +4,8 @@
 #   snakemake --cores all --configfile workflow/configs/paper.yaml       the paper's UTCT dataset
 #   snakemake --report results/<run>/report.html            the HTML report of a finished run
 #
-# The rules live in workflow/rules/: common.smk (settings, ids, helper functions; no rules),
+# The rules live in workflow/rules/ (snakemake_fixes.smk first: work-arounds of Snakemake bugs that
+# would skip work in silence, no rules): common.smk (settings, ids, helper functions; no rules),
 # data.smk (demo movies -> fetch -> cube -> store -> render per species -> finalize),
 # model.smk (train -> evaluate -> examples -> figures, apps; real_xray) and report.smk (the report's
 # description; the explorer). A new rule file is included the same way and adds its final outputs to
@@ -28,6 +29,7 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 
+include: "workflow/rules/snakemake_fixes.smk"  # first: work-arounds of Snakemake bugs that would skip work
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
