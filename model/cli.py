@@ -74,9 +74,17 @@ def cmd_train(a) -> int:
         num_workers=a.workers,
         amp=a.amp,
     ).validate()
-    summary = train(a.store, a.output, net=net, cfg=cfg, resume=not a.no_resume, max_steps=a.max_steps)
+    summary = train(
+        a.store,
+        a.output,
+        net=net,
+        cfg=cfg,
+        resume=not a.no_resume,
+        max_steps=a.max_steps,
+        restart_if_changed=a.restart_if_changed,
+    )
     print(json.dumps(summary))
-    return 0
+    return 130 if summary.get("stopped") else 0  # stopped by a signal: not a finished run
 
 
 def cmd_evaluate(a) -> int:

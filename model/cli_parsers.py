@@ -100,6 +100,12 @@ def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
     q.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto", help="autocast (auto: bf16 on CUDA)")
     q.add_argument("--max-steps", type=positive_int, help="stop after this step (the schedule still uses --steps)")
     q.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
+    q.add_argument(
+        "--restart-if-changed",
+        action="store_true",
+        help="resume only from an OUT/last.pt of exactly these settings (--steps included) and data, else start "
+        "afresh instead of refusing (the workflow's mode: a re-run job continues an interrupted one)",
+    )
     q.set_defaults(func=func)
 
 

@@ -144,11 +144,14 @@ class EvalState:
 
 def _check_compat(state: dict, store) -> list[str]:
     """Differences between the data a checkpoint was trained on (its ``data`` fingerprint: spec,
-    chi, steps, image and volume sizes, views, view scheme and seed, training species) and the
-    store's ``train`` split (empty = compatible)."""
-
+    chi, steps, image and volume sizes, views, view scheme and seed, training species, the stored
+    content of the train and val species) and the store's (empty = compatible). A checkpoint from
+    before the content was recorded is compared without it."""
+    then = state.get("data", {})
     now = data_fingerprint(StoreSamples(store, "train"))
-    return config_differences(state.get("data", {}), now, "data.")
+    if "content" not in then:
+        now.pop("content")
+    return config_differences(then, now, "data.")
 
 
 def _open_checked(cfg: EvalConfig) -> tuple[DatasetStore, TomographyNet, dict, dict[str, list[str]], list[str]]:

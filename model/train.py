@@ -23,11 +23,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +126,13 @@ def _device(local_rank: int) -> torch.device:
 
 # ------------------------------------------------------------------------------------------ checkpoints
 def data_fingerprint(dataset: StoreSamples) -> dict:
-    """What a checkpoint's data must match on resume: store spec, sizes and the training species."""
+    """What a checkpoint's data must match on resume (and evaluation): store spec, sizes, the
+    training species and ``content``, the sha256 of the stored checksums of the train species of
+    ``dataset`` and of the store's complete val species (model choice)."""
     a = dataset.attrs
+    ds = open_store(dataset.store_path)
+    names = list(dataset.species) + open_val_species(dataset)
+    sums = {n: ds.species_attrs(n).get("complete", {}).get("sha256") for n in names}
     return dict(
         spec_version=a["spec_version"],
         chi=a["chi"],
@@ -134,6 +143,7 @@ def data_fingerprint(dataset: StoreSamples) -> dict:
         view_scheme=a["view_scheme"]["name"],
         view_seed=a["view_scheme"]["seed"],
         species=list(dataset.species),
+        content=hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest(),
     )
 
 
@@ -166,9 +176,12 @@ def save_checkpoint(
     data: dict,
     metrics: dict | None = None,
     xray_reference: dict | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary file, then rename). ``xray_reference``: the training
-    x-rays' summary for the out-of-distribution check of ``tomo infer`` (:mod:`model.ood`)."""
+    x-rays' summary for the out-of-distribution check of ``tomo infer`` (:mod:`model.ood`);
+    ``extra``: more entries (``last.pt``: ``best_checkpoint``, the bytes of ``best.pt``, and
+    ``val_history``, so that a resumed run restores both where they were deleted)."""
     module = model.module if hasattr(model, "module") else model
     state = dict(
         format=CHECKPOINT_FORMAT,
@@ -183,6 +196,7 @@ def save_checkpoint(
         metrics=metrics or {},
         code_version=__version__,
         xray_reference=xray_reference,
+        **(extra or {}),
     )
     return atomic_write(path, lambda tmp: _torch_save(state, tmp))
 
@@ -327,6 +341,9 @@ class _Run:
     best: dict  # val_loss and step of best.pt so far
     val_loss: float = math.nan  # the latest validation loss
     ref: dict | None = None  # the training x-rays' summary for tomo infer's OOD check (rank 0)
+    best_bytes: bytes | None = None  # best.pt as written (carried in last.pt)
+    val_history: list = dataclasses.field(default_factory=list)  # val_log.csv's rows (carried in last.pt)
+    stop: str = ""  # the signal that asked this run to stop after its current step
 
     @property
     def last(self) -> Path:
@@ -350,25 +367,40 @@ def train(
     resume: bool = True,
     max_steps: int | None = None,
     progress: bool | None = None,
+    restart_if_changed: bool = False,
 ) -> dict:
     """Train (or resume) a network on ``store``; returns a summary dict.
 
     ``max_steps`` stops early after that global step (used to test resuming); ``cfg.steps`` still
     sets the schedule. With ``resume`` and an existing ``out_dir/last.pt``, training continues from
-    it; a checkpoint made with other network or training settings, or other data, is refused with
-    what differs.
+    it; a checkpoint made with other network or training settings, or other data (the stored
+    content of the train and val species), is refused with what differs, or with
+    ``restart_if_changed`` (the workflow's mode; then ``steps`` must match too) training starts
+    afresh. SIGINT or SIGTERM stop it after the current step with ``last.pt`` written (summary
+    ``stopped``: the signal's name).
     """
-    run = _setup(store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps)
+    run = _setup(store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps, restart=restart_if_changed)
     loader, targets, val_targets = _batches(run)
     logs = _Logs(run.out, run.rank == 0, run.start)
     if progress is None:
         progress = True  # a bar on a terminal, lines in a log (tomodata.progress)
     bar = progress_bar(total=run.end, initial=run.start, enabled=progress and run.rank == 0, desc="train", unit="step")
     run.model.train()
-    losses: list[float] = []
-    t_last, step = time.perf_counter(), run.start
+    t_last = time.perf_counter()
     if run.rank == 0:
         run.ref = reference_from_store(run.train_set.store_path, size=net.input_size, species=run.train_set.species)
+    with _stop_on_signals(run):
+        step = _loop(run, loader, targets, val_targets, logs, bar, t_last)
+    bar.close()
+    logs.close()
+    return _finish(run, step)
+
+
+def _loop(run: _Run, loader, targets, val_targets, logs: _Logs, bar, t_last: float) -> int:
+    """The steps ``start + 1 … end``: train, log, validate, checkpoint; after a stop request
+    (:func:`_stop_on_signals`) ``last.pt`` at the step reached. Returns the last step done."""
+    cfg, step = run.cfg, run.start
+    losses: list[float] = []
     for step, batch in enumerate(loader, start=run.start + 1):
         losses.append(_train_step(run, targets, batch))
         bar.update(1)
@@ -381,16 +413,44 @@ def train(
             and run.rank == 0
         ):
             _validate(run, run.val_set, val_targets, logs, step)
-        if run.rank == 0 and (step % cfg.ckpt_every == 0 or step == run.end):
+        if run.rank == 0 and (step % cfg.ckpt_every == 0 or step == run.end or run.stop):
             _save_checkpoints(run, step)
-    bar.close()
-    logs.close()
-    return _finish(run, step)
+        if run.stop:
+            print(
+                f"[train] {run.stop}: stopped after step {step}; {run.last} written, run again to resume",
+                file=sys.stderr,
+            )
+            break
+    return step
 
 
-def _setup(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool, max_steps: int | None) -> _Run:
+@contextlib.contextmanager
+def _stop_on_signals(run: _Run):
+    """While training: SIGINT and SIGTERM (a cluster's time limit, Ctrl-C) ask ``run`` to stop
+    after its current step (a second signal stops at once); the old handlers are put back after."""
+    if run.world > 1 or threading.current_thread() is not threading.main_thread():  # DDP: the launcher's
+        yield
+        return
+
+    def ask(signum, frame):
+        if run.stop:
+            raise KeyboardInterrupt
+        run.stop = signal.Signals(signum).name
+
+    old = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _setup(
+    store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool, max_steps: int | None, restart: bool
+) -> _Run:
     """Check the settings, join the process group (world > 1), open the data, build the model,
-    optimiser and schedule (seeded), and resume from ``out_dir/last.pt`` when asked and present."""
+    optimiser and schedule (seeded), and resume from ``out_dir/last.pt`` when asked and present
+    (``restart``: only from one of exactly these settings and data, else start afresh)."""
     cfg.validate()
     net.validate()
     rank, world, local_rank = _dist_info()
@@ -432,7 +492,7 @@ def _setup(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool
         best=dict(val_loss=math.inf, step=0),
     )
     if resume and run.last.exists():
-        _resume(run)
+        _resume(run, restart=restart)
     if world > 1:
         run.model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None
@@ -441,18 +501,24 @@ def _setup(store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool
     return run
 
 
-def _resume(run: _Run) -> None:
-    """Continue from ``last.pt``: model, optimiser, schedule, RNG states, step and the best
-    validation so far; ValueError naming what differs when it was made with other settings or data."""
+def _resume(run: _Run, *, restart: bool = False) -> None:
+    """Continue from ``last.pt``: model, optimiser, schedule, RNG states, step, the best validation
+    so far and (where deleted) ``best.pt`` and ``val_log.csv``. Made with other settings or data:
+    ValueError naming what differs (``steps`` may differ: the run is extended), or with ``restart``
+    (``steps`` must match too) a note on stderr and a fresh start."""
     last = run.last
     state = load_checkpoint(last, map_location=run.device)
+    skip = () if restart else ("steps",)
     diffs = config_differences(state["network"], run.net.to_dict(), "network.")
     diffs += config_differences(
-        {k: v for k, v in state["train"].items() if k not in ("steps",)},
-        {k: v for k, v in run.cfg.to_dict().items() if k not in ("steps",)},
+        {k: v for k, v in state["train"].items() if k not in skip},
+        {k: v for k, v in run.cfg.to_dict().items() if k not in skip},
         "train.",
     )
     diffs += config_differences(state["data"], run.fingerprint, "data.")
+    if diffs and restart:
+        print(f"note: {last} was made with other settings; starting afresh:\n  " + "\n  ".join(diffs), file=sys.stderr)
+        return
     if diffs:
         raise ValueError(f"{last} was made with other settings; refusing to resume:\n  " + "\n  ".join(diffs))
     run.model.load_state_dict(state["model"])
@@ -460,6 +526,7 @@ def _resume(run: _Run) -> None:
     run.scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
     run.start = int(state["step"])
+    _restore_outputs(run, state)
     if run.start:  # the best validation so far travels in last.pt
         run.best.update(
             {
@@ -468,6 +535,24 @@ def _resume(run: _Run) -> None:
                 if state["metrics"].get(f"best_{k}") is not None
             }
         )
+
+
+def _restore_outputs(run: _Run, state: dict) -> None:
+    """``best.pt`` and ``val_log.csv`` as they were at ``last.pt``'s step, where they are missing
+    (a workflow deletes a job's declared outputs before it re-runs the job)."""
+    run.best_bytes = state.get("best_checkpoint")
+    run.val_history = [r for r in state.get("val_history", []) if r["step"] <= run.start]
+    if run.rank != 0:
+        return
+    best = run.best_bytes
+    if best is not None and not run.best_path.exists():
+        atomic_write(run.best_path, lambda tmp: Path(tmp).write_bytes(best))
+    val_log = run.out / "val_log.csv"
+    if run.val_history and not val_log.exists():
+        with open(val_log, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["step", "val_loss"])
+            w.writeheader()
+            w.writerows(run.val_history)
 
 
 def _batches(run: _Run):
@@ -540,19 +625,21 @@ def _validate(run: _Run, val_set: StoreSamples, val_targets: SpeciesVolumes, log
         device=run.device,
     )
     logs.log("val", dict(step=step, val_loss=run.val_loss))
+    run.val_history.append(dict(step=step, val_loss=run.val_loss))
     if run.val_loss < run.best["val_loss"]:  # model choice on the val split: keep the best checkpoint
         run.best = dict(val_loss=run.val_loss, step=step)
         _save(run, run.best_path, step)
+        run.best_bytes = run.best_path.read_bytes()
 
 
 def _save_checkpoints(run: _Run, step: int) -> None:
-    """``last.pt``, and ``step_XXXXXXX.pt`` with ``keep_checkpoints``."""
-    _save(run, run.last, step)
+    """``last.pt`` (carrying ``best.pt`` and the val log), and ``step_XXXXXXX.pt`` with ``keep_checkpoints``."""
+    _save(run, run.last, step, extra=dict(best_checkpoint=run.best_bytes, val_history=list(run.val_history)))
     if run.cfg.keep_checkpoints:
         _save(run, run.out / f"step_{step:07d}.pt", step)
 
 
-def _save(run: _Run, path: Path, step: int) -> None:
+def _save(run: _Run, path: Path, step: int, extra: dict | None = None) -> None:
     save_checkpoint(
         path,
         model=run.model,
@@ -564,13 +651,16 @@ def _save(run: _Run, path: Path, step: int) -> None:
         data=run.fingerprint,
         metrics=_metrics(run.val_loss, run.best),
         xray_reference=run.ref,
+        extra=extra,
     )
 
 
 def _finish(run: _Run, step: int) -> dict:
     """After the last step: ``best.pt`` = ``last.pt`` when there is no val split, wait for every
     rank, and write ``summary.json`` (rank 0); returns the summary."""
-    if run.rank == 0 and run.val_set is None and run.last.exists():  # no val split: nothing to choose with
+    if (
+        run.rank == 0 and run.val_set is None and run.last.exists() and not run.stop
+    ):  # no val split: nothing to choose with
         shutil.copyfile(run.last, run.best_path)
         run.best = dict(val_loss=math.nan, step=step)
     if run.world > 1:
@@ -592,6 +682,7 @@ def _finish(run: _Run, step: int) -> dict:
             else "no val split: best.pt is last.pt"
         ),
         val_species=list(run.val_set.species) if run.val_set is not None else [],
+        stopped=run.stop or None,
     )
     if run.rank == 0:
         write_json(run.out / "summary.json", summary)

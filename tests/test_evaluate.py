@@ -16,6 +16,7 @@ from model import surface
 from model.bench_evaluate import bench_evaluate
 from model.cli import main
 from model.data import torch_view_volumes
+from model.eval_phases import _check_compat
 from model.evaluate import (
     METHODS,
     SUMMARY_COLUMNS,
@@ -601,6 +602,17 @@ def test_evaluate_run_oracle_within_a_small_memory_budget(store, checkpoint, tmp
     ma, mb = _read(tmp_path / "a" / "matches.csv"), _read(tmp_path / "b" / "matches.csv")
     assert ma == mb
     assert _read(tmp_path / "a" / "metrics.csv") == _read(tmp_path / "b" / "metrics.csv")
+
+
+def test_checkpoint_data_content_is_checked(store, checkpoint):
+    """A checkpoint trained on other stored data (same species and sizes) is told apart by its content
+    digest; one from before the digest was recorded is compared without it."""
+    state = load_checkpoint(checkpoint)
+    assert len(state["data"]["content"]) == 64 and _check_compat(state, store) == []
+    state["data"]["content"] = "0" * 64
+    assert [d.split(":")[0] for d in _check_compat(state, store)] == ["data.content"]
+    del state["data"]["content"]
+    assert _check_compat(state, store) == []
 
 
 def test_evaluate_run_refuses_mismatches(store, checkpoint, tmp_path):

@@ -1,9 +1,13 @@
 """Training data (targets on the fly, deterministic order), training, exact resume, DDP, the CLI."""
 
 import csv
+import dataclasses
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -11,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_workflow import BIN
 from tiny_runs import TINY_NET, build_demo, train_args
 
 from model.data import (
@@ -180,6 +185,61 @@ def test_best_checkpoint_is_chosen_on_val(store, tmp_path):
     assert full["val_species"] == ["procedural_03"] and "val split" in full["model_choice"]
     model, _ = model_from_checkpoint(tmp_path / "r" / "best.pt")  # an ordinary checkpoint
     assert not model.training
+
+
+def test_workflow_resume_restores_deleted_outputs_and_restarts_on_change(store, tmp_path, capsys):
+    """The workflow's mode (restart_if_changed): a re-run job resumes from last.pt, restoring best.pt and
+    val_log.csv (Snakemake deletes a job's declared outputs before re-running it); with
+    other settings (another step count too) or other data it starts afresh instead of refusing."""
+    cfg = TrainConfig(
+        steps=8, batch_size=4, lr=3e-3, warmup_steps=1, val_every=2, val_samples=8, ckpt_every=5, log_every=1
+    )
+    full = tmp_path / "full"
+    train(store, full, net=TINY, cfg=cfg, resume=False, progress=False)
+    part = tmp_path / "part"
+    train(store, part, net=TINY, cfg=cfg, resume=False, max_steps=5, progress=False)
+    for name in ("best.pt", "val_log.csv"):
+        (part / name).unlink()
+    rest = train(store, part, net=TINY, cfg=cfg, progress=False, restart_if_changed=True)
+    assert rest["start"] == 5 and rest["step"] == 8 and rest["stopped"] is None
+    assert _losses(part) == _losses(full)
+    for name in ("best.pt", "last.pt"):  # the same weights (the RNG states differ: a new DataLoader draws a seed)
+        a, b = load_checkpoint(part / name), load_checkpoint(full / name)
+        assert a["step"] == b["step"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+    full_val = (full / "val_log.csv").read_text().splitlines()
+    assert set(full_val) <= set((part / "val_log.csv").read_text().splitlines())  # + step 5, where part stopped
+    # another step count: a fresh start, saying what differs (the CLI without the flag refuses)
+    again = train(store, part, net=TINY, cfg=dataclasses.replace(cfg, steps=6), progress=False, restart_if_changed=True)
+    assert again["start"] == 0 and again["step"] == 6
+    assert "starting afresh" in capsys.readouterr().err
+
+
+def test_training_stops_on_sigterm_with_a_checkpoint_and_resumes(store, tmp_path):
+    """SIGTERM (a cluster's time limit) stops tomo train after its current step with last.pt written
+    and exit status 130; the job run again continues from that step."""
+    out = tmp_path / "run"
+    args = [str(BIN / "tomo"), "train", str(store), "-o", str(out), *TINY_NET, "--steps", "100000"]
+    args += ["--batch-size", "2", "--warmup", "0", "--val-every", "100000", "--ckpt-every", "100000"]
+    args += ["--log-every", "1", "--restart-if-changed"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_tiny_env())
+    deadline = time.monotonic() + 240
+    while not (out / "train_log.csv").is_file() or (out / "train_log.csv").read_text().count("\n") < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "SIGTERM: stopped after step" in err and "Traceback" not in err
+    stopped = load_checkpoint(out / "last.pt")["step"]
+    assert stopped >= 3
+    r = subprocess.run([*args, "--max-steps", str(stopped + 2)], capture_output=True, text=True, env=_tiny_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["start"] == stopped and summary["step"] == stopped + 2 and summary["stopped"] is None
+
+
+def _tiny_env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def test_resume_refuses_other_settings(store, tmp_path):

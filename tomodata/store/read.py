@@ -87,10 +87,16 @@ class DatasetStore:
         self._check_name(name)
         return dict(self._table[name])
 
+    def species_attrs(self, name: str) -> dict:
+        """The species group's attributes, read fresh: ``status`` and, once complete, ``complete``
+        (with ``sha256``: array name → hex digest of its stored values)."""
+        self._check_name(name)
+        return _open_species_group(self.path, name).attrs.asdict()
+
     def status(self, name: str) -> str:
         """``"pending"``, ``"writing"`` or ``"complete"`` (read fresh from the species' zarr.json)."""
         self._check_name(name)
-        a = _open_species_group(self.path, name).attrs.asdict()
+        a = self.species_attrs(name)
         return "complete" if a.get("status") == "complete" and "complete" in a else a.get("status", "unknown")
 
     def is_complete(self, name: str) -> bool:

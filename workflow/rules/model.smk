@@ -1,7 +1,9 @@
 # The model part: train the network on the finished store, evaluate it against the NN and Oracle
 # baselines on the held-out species, draw the paper's figures and the applications.
 #
-#   results/RUN/model/last.pt          train      (tomo train; resumes from last.pt if it exists)
+#   results/RUN/model/last.pt          train      (not a declared output, so that Snakemake keeps it: a re-run
+#                                                 job resumes from it where it was made with the same settings
+#                                                 and data, else starts afresh; tomo train --restart-if-changed)
 #   results/RUN/model/best.pt          train      the checkpoint with the lowest loss on the val split:
 #                                                 model choice; evaluate, figures, apps and real_xray use it
 #   results/RUN/eval/summary.json      evaluate   (+ metrics.csv, summary.csv, tests.csv, ...)
@@ -19,7 +21,6 @@ rule train:
     input:
         final=f"{RESULTS}/dataset.final.json",
     output:
-        checkpoint=f"{RESULTS}/model/last.pt",
         best=f"{RESULTS}/model/best.pt",
         log_csv=report(
             f"{RESULTS}/model/val_log.csv",
@@ -28,7 +29,7 @@ rule train:
         ),
     params:
         store=STORE,
-        out=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        out=lambda wildcards, output: os.path.dirname(output.best),
         options=train_options(),
         workers=Untracked(TRAIN["workers"]),
     log:
@@ -44,7 +45,7 @@ rule train:
         ENV_MODEL
     shell:
         "OMP_NUM_THREADS={threads} tomo train {params.store:q} -o {params.out:q} {params.options}"
-        " --workers {params.workers} > {log:q} 2>&1"
+        " --workers {params.workers} --restart-if-changed > {log:q} 2>&1"
 
 
 rule evaluate:
