@@ -206,6 +206,7 @@ def cmd_infer(a) -> int:
     from .infer_batch import batch_jobs, expand_xrays, run_jobs
 
     if len(a.xray) == 1 and (Path(a.xray[0]).is_file() or not glob.has_magic(a.xray[0])):
+        cached_model(a.checkpoint, a.device)  # a missing or bad checkpoint first, before the film's checks
         _infer_one(a, Path(a.xray[0]), Path(a.output), Path(a.apps) if a.apps else None)
         return 0
     xrays, problems = expand_xrays(a.xray)

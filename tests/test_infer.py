@@ -212,6 +212,14 @@ def test_real_radiographs_end_to_end(shared_data, ckpt, tmp_path, name, suffix):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
+def test_cli_names_a_missing_checkpoint_before_the_films_polarity(shared_data, tmp_path, capsys):
+    """The checkpoint is checked first: a film whose polarity needs --polarity does not hide it."""
+    film = shared_data / "real" / "xray" / REAL[0]  # a chest film: auto polarity refuses (see above)
+    assert main(["infer", str(film), "--checkpoint", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "v.nrrd")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.pt does not exist" in err and "polarity" not in err
+
+
 def test_inverted_real_radiograph_is_detected_and_flipped(shared_data, ckpt, tmp_path):
     x = cv2.imread(str(shared_data / "real" / "xray" / REAL[1]), cv2.IMREAD_UNCHANGED)
     src = _png(tmp_path / "negative.png", 255 - x)
