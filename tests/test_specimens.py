@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from tomodata.demo import write_demo_movies
 from tomodata.ingest import cube_specimen, load_cube, save_cube
 from tomodata.ingest_settings import (
     WINDOW_PRESETS,
@@ -18,7 +19,15 @@ from tomodata.ingest_settings import (
     parse_orientation,
     parse_window,
 )
-from tomodata.specimens import ShaCache, collect_rows, content_key, local_source, row_settings, source_problems
+from tomodata.specimens import (
+    ShaCache,
+    collect_rows,
+    content_key,
+    demo_manifest_edits,
+    local_source,
+    row_settings,
+    source_problems,
+)
 
 HEADER = ["id", "species", "source", "source_kind", "spacing_mm", "split", "licence"]
 DEMO = {"species": 3, "val": 1, "test": 1, "movie_size": 32, "codec": "mp4v", "seed": 0}
@@ -49,6 +58,19 @@ def test_demo_plus_overlay_rows_and_duplicates(tmp_path):
         collect_rows(demo=DEMO, demo_dir=tmp_path / "res", overlays=[str(dup)])
     with pytest.raises(ValueError, match="does not exist"):
         collect_rows(demo=None, demo_dir=tmp_path, manifest=str(tmp_path / "nope.tsv"))
+
+
+def test_hand_edits_of_the_demo_manifest_are_found(tmp_path):
+    """The demo's manifest is output: an edit (which tomo store-create would read) is listed; a file made
+    with other data.demo settings is not (the workflow makes it again)."""
+    res = tmp_path / "res"
+    path = write_demo_movies(res, n_species=3, **{k: v for k, v in DEMO.items() if k != "species"})
+    rows = collect_rows(demo=DEMO, demo_dir=res)
+    assert demo_manifest_edits(rows, path, DEMO) == []
+    path.write_text(path.read_text().replace("\tval\t", "\ttrain\t"))
+    assert demo_manifest_edits(rows, path, DEMO) == ["row procedural_01, column split: 'train' (the demo: 'val')"]
+    assert demo_manifest_edits(rows, path, dict(DEMO, val=2)) == []  # other settings: made again
+    assert demo_manifest_edits(rows, tmp_path / "nope.tsv", DEMO) == []
 
 
 def test_source_problems_lists_every_bad_row(tmp_path):

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from .demo import demo_rows
+from .demo import DEMO_SETTINGS_PREFIX, demo_rows
 from .files import write_json
 from .manifest import COLUMNS, load_manifest, parse_spacing, split_sources
 
@@ -84,6 +84,39 @@ def collect_rows(*, demo: dict | None, demo_dir, manifest=None, overlays=()) -> 
         for row in table.to_dict(orient="records"):
             add(row, str(path), str(path), table.attrs["base_dir"])
     return rows
+
+
+def demo_manifest_edits(rows: dict[str, dict], path, demo: dict) -> list[str]:
+    """Hand edits of the demo's generated manifest at ``path`` (``tomo demo-movies``): how it differs
+    from the demo's rows in ``rows`` (:func:`collect_rows`), one line per row or cell; none where the
+    file is absent or was made with other settings than ``demo`` (``data.demo``: it is made again
+    then). ``sha256``, which ``tomo fetch`` fills in, is not compared. The workflow takes the demo
+    from its config, but ``tomo store-create`` reads the file, so an edit would reach the store
+    with the next store update."""
+    if not Path(path).is_file():
+        return []
+    keys = ("species", "val", "test", "movie_size", "codec", "seed")
+    made = next(
+        (
+            ln[len(DEMO_SETTINGS_PREFIX) :]
+            for ln in Path(path).read_text().splitlines()[:3]
+            if ln.startswith(DEMO_SETTINGS_PREFIX)
+        ),
+        None,
+    )
+    if made is None or json.loads(made) != {k: demo[k] for k in keys}:
+        return []
+    demo = {sid: r for sid, r in rows.items() if r["_origin"].startswith("the demo")}
+    on_disk = {str(r["id"]): r for r in load_manifest(path).to_dict(orient="records")}
+    out = [f"row {sid}: not in the demo" for sid in on_disk if sid not in demo]
+    out += [f"row {sid}: missing" for sid in demo if sid not in on_disk]
+    for sid in demo.keys() & on_disk.keys():
+        for col in COLUMNS:
+            a, b = demo[sid].get(col, ""), on_disk[sid].get(col)
+            b = "" if b is None or (isinstance(b, float) and np.isnan(b)) else str(b)
+            if col != "sha256" and a != b:
+                out.append(f"row {sid}, column {col}: {b!r} (the demo: {a!r})")
+    return sorted(out)
 
 
 def local_source(row: dict) -> Path | None:

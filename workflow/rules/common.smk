@@ -34,7 +34,8 @@ from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
 from tomodata.config_check import rule_names
 from tomodata.manifest import manifest_schema
-from tomodata.specimens import ShaCache, collect_rows, content_key, local_source, row_settings, source_problems
+from tomodata.specimens import (ShaCache, collect_rows, content_key, demo_manifest_edits, local_source, row_settings,
+                                source_problems)
 from tomodata.store_markers import stale_markers
 
 RUN = config["run"]
@@ -84,6 +85,12 @@ try:  # a broken manifest stops here, every error listed
                         manifest=None if DEMO else DATA["manifest"], overlays=DATA["add"])
 except ValueError as e:
     raise WorkflowError(f"data.manifest / data.add: {e}") from None
+if DEMO and (edits := demo_manifest_edits(ROWS, DEMO_MANIFEST, DATA["demo"])):
+    raise WorkflowError(
+        f"{DEMO_MANIFEST} was edited by hand ({len(edits)} differences from data.demo):\n  " + "\n  ".join(edits[:10])
+        + "\nIt is the demo's output, made from data.demo, not an input. To change specimens, copy it, name the copy"
+        " in data.manifest with data.source: manifest (docs/manifest.md), and put the demo's file back (delete it:"
+        " the next run makes it again).")
 IDS = list(ROWS)
 SPLITS = {sid: row["split"] for sid, row in ROWS.items()}
 MANIFESTS = sorted({row["_manifest"] for row in ROWS.values()})
