@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 
 from tomodata.progress import LineProgress, heartbeat, phase, progress
@@ -15,6 +16,7 @@ def test_lines_every_five_percent_with_count_rate_and_eta():
     lines = out.getvalue().splitlines()
     assert 18 <= len(lines) <= 21  # every 5 % of 40 = every 2, and the last line
     assert lines[0].startswith("[render] 2/40 batch (5 %),") and "ETA" in lines[0]
+    assert re.search(r", at \d\d:\d\d:\d\d$", lines[0]), lines[0]  # the time of day, for a log read later
     assert lines[-1].startswith("[render] 40/40 batch (100 %)") and "in all" in lines[-1]
 
 

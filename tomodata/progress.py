@@ -2,10 +2,11 @@
 
 :func:`progress` wraps an iterable (or is used with ``update``): on a terminal it is a ``tqdm`` bar;
 when stderr is not a terminal (a cluster job's log, a Snakemake ``log:`` file) it writes one line
-``[desc] k/n unit (p %), r unit/s, ETA m:ss`` at least every :data:`EVERY_S` seconds or every 5 %,
+``[desc] k/n unit (p %), r unit/s, ETA m:ss, at HH:MM:SS`` (the time of day) at least every
+:data:`EVERY_S` seconds or every 5 %,
 and a last line with the total time. :func:`phase` writes ``[desc] phase NAME`` lines (named steps
 of a long job, e.g. the NN and Oracle searches of ``tomo evaluate``). :func:`heartbeat` writes
-``[desc] working, m:ss`` every :data:`EVERY_S` seconds while a single long call runs (a cube's
+``[desc] working, m:ss, at HH:MM:SS`` every :data:`EVERY_S` seconds while a single long call runs (a cube's
 resampling, figures, an export), so that a log never stays silent for longer.
 """
 
@@ -80,7 +81,7 @@ class LineProgress:
             head, eta = f"{self.n} {self.unit}", ""
         tail = f", {_fmt(dt)} in all" if final else ""
         post = f" {self.postfix}" if self.postfix else ""
-        return f"[{self.desc}] {head}, {rate:.3g} {self.unit}/s{eta}{tail}{post}"
+        return f"[{self.desc}] {head}, {rate:.3g} {self.unit}/s{eta}{tail}, at {time.strftime('%H:%M:%S')}{post}"
 
     def update(self, k: int = 1) -> None:
         self.n += k
@@ -123,7 +124,11 @@ class heartbeat:  # noqa: N801 - used as a context manager, like a function
     def _run(self) -> None:
         t0 = time.monotonic()
         while not self._stop.wait(self.every_s):
-            print(f"[{self.desc}] working, {_fmt(time.monotonic() - t0)}", file=self.file, flush=True)
+            print(
+                f"[{self.desc}] working, {_fmt(time.monotonic() - t0)}, at {time.strftime('%H:%M:%S')}",
+                file=self.file,
+                flush=True,
+            )
 
     def __enter__(self):
         if self.enabled:
