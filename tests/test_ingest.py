@@ -111,7 +111,8 @@ def test_cli_cube_from_manifest(demo, tmp_path, capsys):
         main(["cube", str(mov), "-o", str(tmp_path / "d.npz"), "--manifest", str(manifest), "--id", "nope"])
     assert not (tmp_path / "d.npz").exists()
     assert main(["cube", str(mov), "-o", str(tmp_path / "e.npz")]) == 2  # a movie needs a spacing
-    assert "no voxel spacing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no voxel spacing" in err and "--spacing" in err and "--allow-default-spacing" in err  # the CLI's words
     assert not (tmp_path / "e.npz").exists()
 
 

@@ -87,8 +87,10 @@ def check_spacing(spacing: float | Sequence[float]) -> Spacing:
 
 def _no_spacing_error(p: Path, kind: str) -> ValueError:
     return ValueError(
-        f"{p}: the {kind} gives no voxel spacing; pass spacing=(z, y, x) in mm (or one number for "
-        "isotropic voxels), or allow_default_spacing=True to use 1.0 mm with a warning"
+        f"{p}: the {kind} gives no voxel spacing; give it in mm, z,y,x (or one number for isotropic "
+        "voxels): `tomo cube/align --spacing`, the manifest's spacing_mm column, or spacing= in Python; or "
+        "accept 1.0 mm with a warning: `--allow-default-spacing`, data.cube.allow_default_spacing, "
+        "allow_default_spacing=True"
     )
 
 
