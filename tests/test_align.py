@@ -1,9 +1,11 @@
 """tomodata.align: moments + heuristic pose, reference search + SimpleITK refinement, the output grid
-(dtype, nothing clipped), the NIfTI + JSON round trip, the contact sheet, bad input, real mice.
+(dtype, nothing clipped), the NIfTI + JSON round trip, the contact sheet, bad input, intensities
+(Hounsfield units need a window; bone is found on densities, the output keeps raw values), a worse
+registration rejected, real mice and real human CT.
 
 Procedural phantoms (canonical by construction: snout +x, dorsal −y) are the ground truth; they are
-rotated here by known random rotations. The real mice (../shared/data/real/mouse-ct-atlas) are used
-where present, else skipped.
+rotated here by known random rotations. The real scans (../shared/data/real: the mouse atlas,
+invesalius-cranium, ge-head-tilted, cthead-8bit) are used where present, else skipped.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
+from model.cli import main
 from tomodata import align as A
+from tomodata.ingest import read_specimen
 from tomodata.io import read_volume
 from tomodata.phantoms import skull_volume, species_params
 
 ROOT = Path(__file__).resolve().parents[1]
-MICE = ROOT.parent / "shared" / "data" / "real" / "mouse-ct-atlas"
+REAL = ROOT.parent / "shared" / "data" / "real"
+MICE = REAL / "mouse-ct-atlas"
+CRANIUM = REAL / "invesalius-cranium" / "cranium.nhdr"
+GE_TILTED = REAL / "ge-head-tilted"
+CTHEAD = REAL / "cthead-8bit"
 SP = (0.5, 0.5, 0.5)  # mm
 SIZE = 56
 
@@ -262,3 +270,161 @@ def test_recorded_alignment_replays_bit_for_bit(skulls):
     assert np.array_equal(A.apply_alignment(scan, SP, summary), out)
     with pytest.raises(ValueError, match="lacks"):
         A.apply_alignment(scan, SP, {"rotation_zyx": rec["rotation_zyx"]})
+
+
+# --------------------------------------------------------------------------------------------
+# intensities: Hounsfield units need a window; bone on densities, raw values out
+
+
+def _hu_phantom(density: np.ndarray) -> np.ndarray:
+    """A CT in Hounsfield units (int16) of a density phantom: air −1000, a soft-tissue head (40 HU)
+    around the skull, bone 40 + 2000 × density; seeded noise (σ 10 HU)."""
+    bone = density > 0.05
+    head = ndi.binary_fill_holes(ndi.binary_dilation(bone, iterations=4))
+    hu = np.where(head, 40.0, -1000.0) + np.where(bone, 2000.0 * density, 0.0)
+    hu += np.random.default_rng(0).normal(0.0, 10.0, hu.shape)
+    return np.rint(hu).astype(np.int16)
+
+
+def _hu_rotated(vol: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.rint(_rotate(vol.astype(np.float32) + 1000.0, q) - 1000.0).astype(np.int16)  # air stays −1000
+
+
+def test_hu_scan_without_a_window_is_refused(skulls):
+    hu = _hu_phantom(skulls[9])
+    assert A._otsu(hu) < 40  # the old rule: Otsu of raw HU lands between air and soft tissue
+    with pytest.raises(ValueError, match="Hounsfield units.*hu-bone.*hu-head"):
+        A.align_to_canonical(hu, SP)
+    with pytest.raises(ValueError, match="Hounsfield"):  # a background alone is no window
+        A.align_to_canonical(hu, SP, density_background=0.1)
+    with pytest.raises(ValueError, match="window"):
+        A.align_to_canonical(hu, SP, window="hu-nothing")
+
+
+@pytest.mark.parametrize("window", ["hu-head", "hu-bone", "-1000,2000"])
+def test_hu_phantom_aligns_on_densities_and_keeps_raw_values(skulls, window):
+    _, rec0 = A.align_to_canonical(skulls[9], SP)  # the density phantom as it is: the pose to find
+    q = Rotation.random(random_state=21).as_matrix()
+    scan = _hu_rotated(_hu_phantom(skulls[9]), q)
+    out, rec = A.align_to_canonical(scan, SP, window=window)
+    assert _angle(_rot(rec) @ q @ _rot(rec0).T) < 4.0
+    it = rec["intensity"]
+    assert it["values"] == "density" and it["preset"] == (window if window.startswith("hu") else None)
+    lo, hi = it["window"]
+    assert rec["bone_threshold"] > (40.0 + 30.0 - lo) / (hi - lo)  # above soft tissue (and its noise)
+    assert it["background"] == (pytest.approx(1 / 6) if window == "hu-head" else None)
+    # the aligned file holds raw HU (int16), air outside: the cube step's window still applies
+    assert out.dtype == np.int16 and rec["background"] == pytest.approx(-1000.0, abs=40.0)
+    assert out.min() >= scan.min() and out.max() <= scan.max() and out.max() > 1000
+
+
+def test_density_like_scan_without_settings_is_unchanged(skulls):
+    """uint8 without window or background: raw values, exactly as before (the mice's path)."""
+    vol8 = np.rint(skulls[2] * 255).astype(np.uint8)
+    out, rec = A.align_to_canonical(vol8, SP)
+    assert rec["intensity"] == {"values": "raw", "window": None, "background": None, "preset": None}
+    assert rec["bone_threshold"] == A._otsu(vol8)
+    assert np.array_equal(A.apply_alignment(vol8, SP, json.loads(json.dumps(rec))), out)
+
+
+def test_worse_registration_is_rejected(skulls, monkeypatch):
+    """A refinement that lowers the NCC is not applied: the candidate pose is kept, with a warning."""
+    q = Rotation.random(random_state=5).as_matrix()
+    scan = _rotate(skulls[2], q)
+    ref = A.prepare_reference(skulls[9], SP)
+    kept, rec0 = A.align_to_canonical(scan, SP, reference=ref, refine=False)
+    real = A._register
+
+    def bad(ref, moving, rot_zyx, c, **kw):  # the real registration, then turned 30° off
+        rot, t, metric, stop = real(ref, moving, rot_zyx, c, **kw)
+        return Rotation.from_euler("z", 30, degrees=True).as_matrix() @ rot, t, metric, stop
+
+    monkeypatch.setattr(A, "_register", bad)
+    with pytest.warns(UserWarning, match="lowered the NCC"):
+        out, rec = A.align_to_canonical(scan, SP, reference=ref)
+    assert rec["pose_source"] == "candidate" and rec0["pose_source"] == "candidate"
+    rej = rec["registration_rejected"]
+    assert rej["ncc"] < rec["ncc_before"] == rec["ncc_after"] and "lowered the NCC" in rej["reason"]
+    assert np.array_equal(out, kept) and np.allclose(_rot(rec), _rot(rec0))
+    monkeypatch.setattr(A, "_register", real)
+    _, rec2 = A.align_to_canonical(scan, SP, reference=ref)
+    assert rec2["pose_source"] == "registration" and "registration_rejected" not in rec2
+
+
+def test_cli_align_takes_the_window_and_the_reference(tmp_path, skulls, capsys):
+    """tomo align --window on HU; the reference is read back on its own recorded window."""
+    hu = _hu_phantom(skulls[9])
+    src = A.save_aligned(tmp_path / "hu.nii.gz", hu, SP, {})
+    assert main(["align", str(src), "-o", str(tmp_path / "x.nii.gz")]) == 2
+    assert "Hounsfield units" in capsys.readouterr().err and not (tmp_path / "x.nii.gz").exists()
+    ref = tmp_path / "al" / "ref.nii.gz"
+    assert main(["align", str(src), "-o", str(ref), "--window", "hu-head"]) == 0
+    ref_vol, _, ref_rec = A.load_aligned(ref)
+    assert ref_vol.dtype == np.int16 and ref_rec["intensity"]["preset"] == "hu-head"
+    assert A.intensity_settings(ref_rec) == {"window": [-1000.0, 2000.0], "background": pytest.approx(1 / 6)}
+    q = Rotation.random(random_state=8).as_matrix()
+    moved = A.save_aligned(tmp_path / "moved.nii.gz", _hu_rotated(hu, q), SP, {})
+    out = tmp_path / "al" / "moved.nii.gz"
+    args = ["align", str(moved), "-o", str(out), "--reference", str(ref), "--window", "hu-bone", "--background", "0"]
+    assert main(args) == 0
+    _, _, rec = A.load_aligned(out)
+    assert rec["intensity"]["window"] == [0.0, 2000.0] and rec["intensity"]["background"] == 0.0
+    assert rec["pose_source"] == "registration" and rec["ncc_after"] >= rec["ncc_before"]
+    assert _angle(_rot(rec) @ q @ _rot(ref_rec).T) < 4.0
+
+
+# --------------------------------------------------------------------------------------------
+# real human CT: Hounsfield units (invesalius-cranium, ge-head-tilted) and 8-bit (cthead-8bit)
+
+_NO_REAL = pytest.mark.skipif(
+    not (CRANIUM.is_file() and GE_TILTED.is_dir() and CTHEAD.is_dir()),
+    reason=f"real human CT folders under {REAL} are absent (they live beside the repo)",
+)
+
+
+@pytest.fixture(scope="module")
+def cranium():
+    vol, sp = read_specimen(CRANIUM)
+    return vol, sp
+
+
+@_NO_REAL
+def test_real_cranium_needs_a_window_and_comes_out_upright(cranium):
+    """The user trial's bug: on raw HU, Otsu (≈ −400 HU) took soft tissue for bone and the head came
+    out chin-up. Refused now; with hu-head / hu-bone bone is above soft tissue and the head upright:
+    canonical y (ventral) = −scan z (these slices run from the chin up; docs/pose.md: x,-z,y).
+    The snout's sign (x) is the mouse heuristic's and comes out −x here (docs/pose.md)."""
+    vol, sp = cranium
+    with pytest.raises(ValueError, match="Hounsfield units"):
+        A.align_to_canonical(vol, sp)
+    rots = {}
+    for window in ("hu-head", "hu-bone"):
+        out, rec = A.align_to_canonical(vol, sp, window=window)
+        lo, hi = rec["intensity"]["window"]
+        assert lo + rec["bone_threshold"] * (hi - lo) > 300.0, "bone above soft tissue (HU)"
+        r = rots[window] = _rot(rec)
+        assert r[1, 0] < -0.95 and abs(r[0, 2]) > 0.95, f"{window}: not upright: {np.round(r, 2)}"
+        assert out.dtype == np.int16 and out.min() >= -1024
+    assert _angle(rots["hu-head"] @ rots["hu-bone"].T) < 3.0
+
+
+@_NO_REAL
+def test_real_human_scans_register_to_the_cranium(cranium):
+    """ge-head-tilted (DICOM, HU) and cthead-8bit (8-bit; background 0.15 drops air and the noise so
+    that bone is above soft tissue) registered to the aligned cranium: upright, the match improved
+    (never accepted worse)."""
+    vol, sp = cranium
+    ref_out, ref_rec = A.align_to_canonical(vol, sp, window="hu-head")
+    ref = A.prepare_reference(ref_out, ref_rec["output_spacing_zyx"], **A.intensity_settings(ref_rec))
+    with pytest.warns(UserWarning):  # the reader's notes: gantry tilt, uneven gaps
+        ge, ge_sp = read_specimen(GE_TILTED)
+    with pytest.raises(ValueError, match="Hounsfield units"):
+        A.align_to_canonical(ge, ge_sp, reference=ref)
+    _, rec = A.align_to_canonical(ge, ge_sp, reference=ref, window="hu-head", threads=2)
+    assert rec["ncc_after"] >= rec["ncc_before"] and rec["ncc_after"] > 0.3
+    assert _rot(rec)[1, 0] < -0.8, "ge-head-tilted: ventral is not at low slice z"
+    ct, ct_sp = read_specimen(CTHEAD, spacing=(2.0, 1.0, 1.0))
+    out, rec = A.align_to_canonical(ct, ct_sp, reference=ref, density_background=0.15, threads=2)
+    assert out.dtype == np.uint8 and rec["bone_threshold"] > 0.4  # soft tissue ≈ 0.31–0.35 of 255
+    assert rec["pose_source"] == "registration" and rec["ncc_after"] > 0.4
+    assert _rot(rec)[1, 0] > 0.95, "cthead-8bit: slices from the top of the head: ventral = +z"

@@ -169,6 +169,7 @@ def test_real_xrays_placeholder_stops_with_its_name(tmp_path):
     )
     assert proc.returncode != 0
     assert "model.real_xrays.fox_lateral: /data/xrays/fox_lateral.png is not a file" in proc.stdout, proc.stdout[-3000:]
+    assert "model.real_xrays.cat_dorsal:" in proc.stdout  # every missing file, not only the first
     off = tmp_path / "off.yaml"  # without the model part they are not needed, nor looked at
     off.write_text("model:\n  enabled: false\n")
     smk(

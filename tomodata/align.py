@@ -12,11 +12,22 @@ Its rows are the canonical z, y, x axes written in scan coordinates. The output 
 is isotropic with voxel ``h`` = the input's finest spacing; output voxel ``j`` sits at
 ``q = (j − (n − 1)/2) · h`` (so ``c`` is the centre of the output grid; each size ``n`` is odd).
 
+**Values.** Steps 1–5 work on the specimen's *working values* (:func:`align_values`): its raw values
+where no intensity setting is given (uint8 micro-CT, 8-bit CT: exactly as before), else the densities
+``tomo cube`` makes with the same ``window`` (``"lo,hi"`` or a preset: ``hu-bone``, ``hu-head``) and
+``background`` (:mod:`tomodata.ingest_settings`). A scan whose minimum is ≤ :data:`HU_LIKE_MIN`
+(−500) without a window looks like Hounsfield units and is refused: Otsu's threshold of raw HU falls
+between air and soft tissue. The aligned volume always holds the input's **raw** values (resampled,
+dtype kept), so the cube step applies its own window to it unchanged; the record's ``intensity``
+says which values the pose was found on.
+
 **Steps.**
 
-1. *Bone*: ``volume > bone_threshold`` (default: Otsu's threshold of the whole volume, skimage; on the
-   mouse scans 37–43 of 255, above the air noise (≈ 8 ± 3) and the soft tissue (≈ 15–35)), keeping
-   connected components of at least ``min_component`` × the largest one (drops specks and loose bits).
+1. *Bone*: ``values > bone_threshold`` (default: Otsu's threshold (skimage) of the whole volume on raw
+   values: on the mouse scans 37–43 of 255, above the air noise (≈ 8 ± 3) and the soft tissue
+   (≈ 15–35); on densities, of the voxels above max(background, 0.01), so that air and its noise
+   form no class: 0.49 on hu-head, 0.25 on hu-bone, i.e. about 500 HU), keeping connected components of at least
+   ``min_component`` × the largest one (drops specks and loose bits).
 2. *Moments*: centre of mass ``c`` and covariance of the bone voxels (mm, unweighted); eigenvectors
    sorted by eigenvalue give the frame ``R0`` (longest axis → x). The 24 signed axis permutations
    ``G`` with det +1 (:func:`candidate_rotations`) give the candidates ``R = G R0``.
@@ -32,13 +43,19 @@ is isotropic with voxel ``h`` = the input's finest spacing; output voxel ``j`` s
 5. *Resampling*: linear interpolation (SimpleITK) into a grid holding the whole rotated *support*
    (voxels whose Gaussian-smoothed (σ = 1 voxel) value exceeds ``support_threshold``, default
    ``background + 0.35 · (bone_threshold − background)``, in components of ≥ 64 voxels), plus 2 voxels;
-   outside the input the value is ``background`` (default: median of the input's border voxels).
-   Integer data are rounded and clipped to their dtype: the dtype is kept (uint8 stays uint8).
+   outside the input the value is ``background`` (default: median of the input's border voxels, raw
+   units; the support threshold is in working units). The raw volume is resampled: integer data are
+   rounded and clipped to their dtype, the dtype is kept (uint8 stays uint8, int16 HU stay HU).
+6. *Check* (reference only): where the refined pose correlates worse with the reference than the
+   candidate of step 3 (``ncc_after < ncc_before``), the refinement is rejected with a warning: the
+   candidate's pose is kept, ``pose_source`` is "candidate" and ``registration_rejected`` holds the
+   reason and the refined pose's NCC/RMS (``ncc_after``/``rms_after`` are then the kept pose's).
 
 Only the rotation of the registration is applied: the output stays centred on the specimen's own
 bone centre of mass (the cube is re-centred and scaled to the unit ball anyway, so a translation
 would change nothing downstream); ``ncc_after``/``rms_after`` are those of the registered rigid
-transform, its translation included.
+transform, its translation included (RMS in working units). ``pose_source`` names where the applied
+rotation comes from: "moments" (no reference), "candidate" (step 3) or "registration" (step 4).
 
 Reliability of the heuristic: see the notes at :func:`_heuristic_frame`.
 """
@@ -49,6 +66,7 @@ import dataclasses
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +86,8 @@ from .aligned_files import (  # the files of aligned volumes; re-exported: align
     save_aligned,
 )
 from .aligned_files import check_volume as _check
+from .ingest_settings import WINDOW_PRESETS, check_density, parse_window, preset_background
+from .resample import value_map
 
 __all__ = [
     "align_to_canonical",
@@ -83,11 +103,20 @@ __all__ = [
     "apply_alignment",
     "contact_sheet",
     "SUMMARY_KEYS",
+    "HU_LIKE_MIN",
+    "align_values",
+    "intensity_settings",
 ]
 
 _P = np.eye(3)[::-1]  # (z, y, x) <-> (x, y, z)
 _SUPPORT_FRACTION = 0.35
 _DENSE_QUANTILES = (0.5, 0.8, 0.9)  # see _canonical_signs
+#: A scan whose minimum is at or below this, given no window, looks like CT in Hounsfield units (air
+#: −1000 HU): align refuses it (Otsu of raw HU separates air from soft tissue, not bone from it).
+HU_LIKE_MIN = -500.0
+#: On densities, voxels at or below this (or the background) take no part in the bone threshold:
+#: air and its noise (σ 10 HU is 0.003 of a 3000 HU window) would otherwise be a class of their own.
+DENSITY_FLOOR = 0.01
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,6 +155,81 @@ def bone_mask(vol: np.ndarray, threshold: float, min_component: float = 0.3) -> 
     if not mask.any():
         raise ValueError(f"no voxel above the bone threshold {threshold:g} (max {float(vol.max()):g})")
     return _components(mask, lambda s: s >= min_component * s.max())
+
+
+def _density(values: np.ndarray, scale: float, offset: float, floor: float) -> np.ndarray:
+    """float32 density clip(v · scale + offset, 0, 1) with every density ≤ ``floor`` set to 0 (the
+    value rule of :mod:`tomodata.resample`, as ``tomo cube`` applies it)."""
+    mu = np.clip(values.astype(np.float32) * np.float32(scale) + np.float32(offset), 0.0, 1.0)
+    if floor > 0.0:
+        mu[mu <= floor] = 0.0
+    return mu
+
+
+def intensity_settings(record: Mapping | None) -> dict:
+    """``{"window": …, "background": …}`` of an alignment record's ``intensity`` (empty for a record
+    made on raw values, or by an older tomo align): the keywords that turn its aligned volume into
+    the values it was aligned on (:func:`prepare_reference`, :func:`align_values`)."""
+    it = (record or {}).get("intensity") or {}
+    if it.get("values") != "density":
+        return {}
+    return {"window": it.get("window"), "background": it.get("background")}
+
+
+def align_values(vol: np.ndarray, window=None, background=None) -> tuple[np.ndarray | None, dict]:
+    """The values :func:`align_to_canonical` finds bone in and registers: ``(density or None, record)``.
+
+    * No ``window`` and no ``background``: ``None``, i.e. the raw values, exactly as before (uint8
+      micro-CT, 8-bit windowed CT, raw CT numbers); but a scan whose minimum is ≤ :data:`HU_LIKE_MIN`
+      looks like Hounsfield units and is refused (ValueError naming ``--window hu-bone`` /
+      ``hu-head``): Otsu's threshold of raw HU lies between air and soft tissue.
+    * Else the density of ``tomo cube`` (:mod:`tomodata.ingest_settings`, the same parsing, checks
+      and preset background): ``clip((v − lo)/(hi − lo), 0, 1)`` (without a window the dtype's rule,
+      uint8 /255 …), densities ≤ ``background`` set to 0; ``background`` defaults to the preset's
+      (hu-head: −500 HU).
+
+    The record (``record["intensity"]``): ``values`` ("raw" or "density"), ``window`` [lo, hi] or
+    None, ``background`` (density) or None, ``preset`` (the window's name, if one).
+    """
+    preset = window.strip().lower() if isinstance(window, str) and window.strip().lower() in WINDOW_PRESETS else None
+    if background is None:
+        background = preset_background(window)
+    win = parse_window(window)
+    lo_v = float(np.min(vol))
+    if win is None and lo_v <= HU_LIKE_MIN:
+        raise ValueError(
+            f"the scan's values span {lo_v:g} … {float(np.max(vol)):g}: it looks like CT in Hounsfield units, "
+            "and bone cannot be told from soft tissue on raw HU (Otsu's threshold lands between air and "
+            "soft tissue); give its window: --window hu-bone (0…2000 HU: bone only) or --window hu-head "
+            "(−1000…2000 HU, background −500 HU), or --window lo,hi (tomo align; in the workflow the "
+            "manifest column `window` or config data.cube.window, as for the cube)"
+        )
+    if win is None and background is None:
+        return None, {"values": "raw", "window": None, "background": None, "preset": None}
+    check_density(vol, win, background)
+    scale, offset = value_map(vol, win)
+    floor = 0.0 if background is None else float(background)
+    rec = {
+        "values": "density",
+        "window": None if win is None else [float(w) for w in win],
+        "background": None if background is None else float(background),
+        "preset": preset,
+    }
+    return _density(vol, scale, offset, floor), rec
+
+
+def _bone_otsu(work: np.ndarray, intensity: Mapping) -> float:
+    """The default bone threshold: Otsu's threshold of all voxels (raw values: unchanged), or, on
+    densities, of the voxels above max(background, :data:`DENSITY_FLOOR`), so that air and its noise
+    form no class: on hu-head the classes left are soft tissue ≈ 0.33 and bone ≥ 0.45 (threshold
+    ≈ 0.49, 470 HU on invesalius-cranium); on hu-bone soft tissue (≈ 0.02) and bone (≈ 0.25)."""
+    if intensity.get("values") != "density":
+        return _otsu(work)
+    floor = max(float(intensity.get("background") or 0.0), DENSITY_FLOOR)
+    above = work[work > floor]
+    if above.size < 2 or float(above.min()) == float(above.max()):
+        return _otsu(work)
+    return float(threshold_otsu(above))
 
 
 def principal_frame(mask: np.ndarray, spacing_zyx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -310,10 +414,16 @@ class Reference:
     threshold: float
 
 
-def prepare_reference(volume: np.ndarray, spacing_zyx, *, bone_threshold: float | None = None) -> Reference:
-    """:class:`Reference` from a canonical ``volume[z, y, x]`` (spacing mm); bone as in step 1."""
-    vol, sp = _check(volume, spacing_zyx)
-    t = _otsu(vol) if bone_threshold is None else float(bone_threshold)
+def prepare_reference(
+    volume: np.ndarray, spacing_zyx, *, bone_threshold: float | None = None, window=None, background=None
+) -> Reference:
+    """:class:`Reference` from a canonical ``volume[z, y, x]`` (spacing mm); bone as in step 1, on the
+    values of :func:`align_values` (``window``, ``background``: the reference's own settings, e.g.
+    ``**intensity_settings(its record)``; none: its raw values)."""
+    raw, sp = _check(volume, spacing_zyx)
+    mu, intensity = align_values(raw, window, background)
+    vol = raw if mu is None else mu
+    t = _bone_otsu(vol, intensity) if bone_threshold is None else float(bone_threshold)
     mask = bone_mask(vol, t)
     pts = np.argwhere(mask) * sp
     c = pts.mean(axis=0)
@@ -386,7 +496,7 @@ def _register(
 
 def _residual(ref: Reference, moving: sitk.Image, rot_zyx, t_zyx, default: float) -> dict:
     """Moved scan vs reference on the reference grid block-averaged ×2 (the transform maps reference q
-    to scan p = R^T q + t): NCC and RMS difference (input value units) inside the metric mask
+    to scan p = R^T q + t): NCC and RMS difference (working value units) inside the metric mask
     (``ncc``, ``rms``) and over the whole grid (``ncc_grid``)."""
     f = sitk.BinShrink(ref.fixed, [2, 2, 2])
     inside = sitk.GetArrayFromImage(sitk.BinShrink(sitk.Cast(ref.mask, sitk.sitkFloat32), [2, 2, 2])) > 0
@@ -427,6 +537,8 @@ def align_to_canonical(
     spacing_zyx,
     *,
     reference: tuple[np.ndarray, Any] | Reference | None = None,
+    window=None,
+    density_background: float | None = None,
     bone_threshold: float | None = None,
     support_threshold: float | None = None,
     background: float | None = None,
@@ -441,41 +553,59 @@ def align_to_canonical(
 ) -> tuple[np.ndarray, dict]:
     """Rotate ``volume[z, y, x]`` (spacing mm) into the canonical pose; see the module docstring.
 
-    ``reference``: ``(canonical_volume[z, y, x], spacing_zyx)`` or None. Returns ``(aligned, record)``:
-    ``aligned`` has the input's dtype, isotropic voxels of the finest input spacing, odd sizes, the
-    bone's centre of mass at its centre; ``record`` is JSON-ready (keys documented in the code below).
-    ``threads`` sets SimpleITK's global default thread count for the call (restored afterwards).
-    Raises ``ValueError`` for a non-3-D volume, bad spacing, or no bone above the threshold.
+    ``reference``: ``(canonical_volume[z, y, x], spacing_zyx)`` (its raw values) or a
+    :class:`Reference` (:func:`prepare_reference`, which takes the reference's own window) or None.
+    ``window`` / ``density_background``: the specimen's intensity settings as ``tomo cube`` takes
+    them (``window`` "lo,hi", a preset such as "hu-bone" / "hu-head", or a pair; ``density_background``
+    in density units, default the preset's): bone, support and registration then work on those
+    densities (:func:`align_values`); with neither, on the raw values, and a scan that looks like
+    Hounsfield units is refused. ``bone_threshold`` / ``support_threshold`` are in those working
+    units; ``background`` (the fill value outside the input) is in the input's own units: the
+    aligned volume always holds the input's raw values.
+
+    Returns ``(aligned, record)``: ``aligned`` has the input's dtype, isotropic voxels of the finest
+    input spacing, odd sizes, the bone's centre of mass at its centre; ``record`` is JSON-ready (keys
+    documented in the code below). ``threads`` sets SimpleITK's global default thread count for the
+    call (restored afterwards). Raises ``ValueError`` for a non-3-D volume, bad spacing, a scan in
+    Hounsfield units without a window, or no bone above the threshold.
     """
     t_start = time.perf_counter()
     vol, spacing = _check(volume, spacing_zyx)
+    mu, intensity = align_values(vol, window, density_background)
+    work = vol if mu is None else mu  # bone, support, registration: raw values or densities
     old_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     try:
-        bg = _background(vol) if background is None else float(background)
-        t_bone = _otsu(vol) if bone_threshold is None else float(bone_threshold)
-        mask = bone_mask(vol, t_bone, min_component)
+        bg = _background(vol) if background is None else float(background)  # fill value, input units
+        bg_work = bg if mu is None else _work_value(vol, bg, intensity)
+        t_bone = _bone_otsu(work, intensity) if bone_threshold is None else float(bone_threshold)
+        mask = bone_mask(work, t_bone, min_component)
         c, eig, r0 = principal_frame(mask, spacing)
-        img = _image(vol, spacing)
+        img = _image(work, spacing)
         rec: dict[str, Any] = {"reference_used": reference is not None}
-        rot, info = _heuristic_frame(vol, mask, spacing, c, r0)
+        rot, info = _heuristic_frame(work, mask, spacing, c, r0)
         rec["heuristic"] = info
         if reference is None:
-            rec.update(candidate=0, ncc_before=None, ncc_after=None, rms_before=None, rms_after=None)
+            rec.update(
+                candidate=0, ncc_before=None, ncc_after=None, rms_before=None, rms_after=None, pose_source="moments"
+            )
         else:
             reg = dict(shrink=shrink, iterations=iterations, sampling=sampling, learning_rate=learning_rate, seed=seed)
-            rot, more = _with_reference(vol, spacing, img, c, rot, bg, reference, refine, **reg)
+            rot, more = _with_reference(work, spacing, img, c, rot, bg_work, reference, refine, **reg)
             rec.update(more)
         h = float(spacing.min())
-        t_sup = bg + _SUPPORT_FRACTION * (t_bone - bg) if support_threshold is None else float(support_threshold)
-        size = _grid_size(_support_points(vol, spacing, t_sup), rot, c, spacing, h)
+        t_sup = (
+            bg_work + _SUPPORT_FRACTION * (t_bone - bg_work) if support_threshold is None else float(support_threshold)
+        )
+        size = _grid_size(_support_points(work, spacing, t_sup), rot, c, spacing, h)
         rot, c = np.round(rot, 8), np.round(c, 5)  # resample with the values the record keeps: replayable
-        out = _grid_resample(img, _transform(rot, c), size, h, bg)
+        out = _grid_resample(img if mu is None else _image(vol, spacing), _transform(rot, c), size, h, bg)
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(old_threads)
     out = _cast_like(out, vol.dtype)
     rec.update(
         _pose_record(rot, c, eig, rec["candidate"]),
+        intensity=intensity,
         bone_threshold=t_bone,
         support_threshold=float(t_sup),
         background=bg,
@@ -528,20 +658,50 @@ def _with_reference(vol, spacing, img, c, r0, bg, reference, refine, **reg) -> t
         "ncc_grid_before": before["ncc_grid"],
         "reference_centre_mm_zyx": list(ref.centre_mm_zyx),
     }
-    if refine:
-        rot, t, metric, stop = _register(ref, img, rot, c, **reg)
-        after = _residual(ref, img, rot, t, bg)
+    if not refine:
         more.update(
-            ncc_after=after["ncc"],
-            rms_after=after["rms"],
-            ncc_grid_after=after["ncc_grid"],
-            sitk_metric=metric,
-            sitk_stop=stop,
-            registration={k2: (list(v) if isinstance(v, tuple) else v) for k2, v in reg.items()},
+            ncc_after=before["ncc"], rms_after=before["rms"], ncc_grid_after=before["ncc_grid"], pose_source="candidate"
         )
-    else:
-        more.update(ncc_after=before["ncc"], rms_after=before["rms"], ncc_grid_after=before["ncc_grid"])
-    return rot, more
+        return rot, more
+    rot_reg, t, metric, stop = _register(ref, img, rot, c, **reg)
+    after = _residual(ref, img, rot_reg, t, bg)
+    more.update(
+        sitk_metric=metric,
+        sitk_stop=stop,
+        registration={k2: (list(v) if isinstance(v, tuple) else v) for k2, v in reg.items()},
+    )
+    if after["ncc"] < before["ncc"]:  # worse than where it started: keep the candidate's pose
+        msg = (
+            f"the rigid registration lowered the NCC with the reference ({before['ncc']:.4f} -> {after['ncc']:.4f}): "
+            f"kept the pose before it (moments frame, candidate {k}); check this specimen's pose and its "
+            "intensity settings (window, background) against the reference's"
+        )
+        warnings.warn(msg, stacklevel=3)
+        more.update(
+            ncc_after=before["ncc"],
+            rms_after=before["rms"],
+            ncc_grid_after=before["ncc_grid"],
+            pose_source="candidate",
+            registration_rejected={
+                "reason": msg,
+                "ncc": after["ncc"],
+                "rms": after["rms"],
+                "ncc_grid": after["ncc_grid"],
+                "rotation_zyx": np.round(rot_reg, 8).tolist(),
+            },
+        )
+        return rot, more
+    more.update(
+        ncc_after=after["ncc"], rms_after=after["rms"], ncc_grid_after=after["ncc_grid"], pose_source="registration"
+    )
+    return rot_reg, more
+
+
+def _work_value(vol: np.ndarray, value: float, intensity: Mapping) -> float:
+    """The density (:func:`align_values`' rule for ``vol``) of one raw ``value``: the fill value
+    outside the input, in the units bone and registration work in."""
+    scale, offset = value_map(vol, intensity["window"])
+    return float(_density(np.array([value]), scale, offset, float(intensity["background"] or 0.0))[0])
 
 
 def _cast_like(out: np.ndarray, dtype: np.dtype) -> np.ndarray:

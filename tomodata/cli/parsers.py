@@ -280,8 +280,9 @@ def _add_align(sub) -> None:
             "Read a scan like `tomo cube` does and bring it to the canonical pose (snout +x, dorsal -y, z "
             "left-right): moments of the bone, then (with --reference) the best of the 24 axis "
             "permutations and a rigid SimpleITK registration to the reference (an aligned volume). Writes "
-            "OUT.nii.gz (isotropic, the input's dtype, nothing clipped) and its record OUT.json "
-            "(rotation, translation, residual NCC/RMS before and after). tomodata.align."
+            "OUT.nii.gz (isotropic, the input's dtype and raw values, nothing clipped) and its record "
+            "OUT.json (rotation, translation, residual NCC/RMS before and after, the values used). CT in "
+            "Hounsfield units needs --window (docs/pose.md). tomodata.align."
         ),
     )
     _scan_opts(q, "output .nii.gz (record beside it as .json)")
@@ -292,6 +293,18 @@ def _add_align(sub) -> None:
         "--replay",
         metavar="RECORD.json",
         help=("apply the transform of an alignment record (or a store's alignment summary) instead of registering"),
+    )
+    q.add_argument(
+        "--window",
+        help=(
+            "as for tomo cube: find bone and register on the densities of this window (lo,hi or hu-bone, "
+            "hu-head); needed for CT in Hounsfield units; the aligned file keeps the raw values"
+        ),
+    )
+    q.add_argument(
+        "--background",
+        type=float,
+        help="as for tomo cube: densities <= this become 0 (default: the preset's; hu-head -500 HU)",
     )
     q.add_argument("--threads", type=positive_int, default=1, help="SimpleITK threads (default %(default)s)")
     q.set_defaults(func=cmd_align)

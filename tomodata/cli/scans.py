@@ -184,10 +184,21 @@ def scan_from_args(a) -> tuple[str, Any, str, dict]:
 
 def cmd_align(a) -> int:
     """``tomo align``: a scan rotated into the canonical pose (.nii.gz and its .json record)."""
-    from ..align import align_to_canonical, apply_alignment, load_aligned, save_aligned
+    from ..align import (
+        align_to_canonical,
+        apply_alignment,
+        intensity_settings,
+        load_aligned,
+        prepare_reference,
+        save_aligned,
+    )
     from ..ingest import read_specimen
 
-    path, spacing, slice_axis, _ = scan_from_args(a)
+    path, spacing, slice_axis, row = scan_from_args(a)
+    window = a.window if a.window is not None else row.get("window") or None  # as tomo cube takes them
+    background = (
+        a.background if a.background is not None else (float(row["background"]) if row.get("background") else None)
+    )
     vol, sp = read_specimen(
         path,
         spacing=spacing,
@@ -211,10 +222,18 @@ def cmd_align(a) -> int:
         print(f"wrote {out}: {tuple(aligned.shape)} from {tuple(vol.shape)}, the recorded transform")
         return 0
     reference = None
-    if a.reference:
-        ref_vol, ref_sp, _ = load_aligned(a.reference)
-        reference = (ref_vol, ref_sp)
-    aligned, record = align_to_canonical(vol, sp, reference=reference, threads=a.threads)
+    if a.reference:  # on the values it was aligned on (its record's window and background)
+        ref_vol, ref_sp, ref_rec = load_aligned(a.reference)
+        try:
+            reference = prepare_reference(ref_vol, ref_sp, **intensity_settings(ref_rec))
+        except ValueError as e:
+            raise ValueError(f"reference {a.reference}: {e}") from None
+    try:
+        aligned, record = align_to_canonical(
+            vol, sp, reference=reference, window=window, density_background=background, threads=a.threads
+        )
+    except ValueError as e:
+        raise ValueError(f"specimen {a.id}: {e}" if a.id else str(e)) from None
     record.update(
         id=a.id,
         source_path=str(path),
@@ -233,6 +252,13 @@ def cmd_align(a) -> int:
         if reference is not None
         else "moments alone (the reference)"
     )
+    if record.get("registration_rejected"):
+        how += f" (registration rejected: it gave {record['registration_rejected']['ncc']:.3f}; candidate pose kept)"
+    it = record["intensity"]
+    if it["values"] == "density":
+        how += f", bone > {record['bone_threshold']:.3g} in density" + (
+            f" (window {it['window'][0]:g},{it['window'][1]:g})" if it["window"] else ""
+        )
     print(f"wrote {out}: {tuple(aligned.shape)} from {tuple(vol.shape)}, {how}, {record['runtime_s']:.1f} s")
     return 0
 

@@ -294,9 +294,21 @@ def align_reference_arg(wildcards, input):
     return f"--reference {shlex.quote(str(input.reference))}" if input.reference else ""
 
 
+def align_value_options(sid):
+    """tomo align's value options: the specimen's window and background (as for its cube), so that bone
+    is found on densities (CT in Hounsfield units needs a window); empty where neither is set."""
+    st = SETTINGS[sid]
+    return _opts([("--window", st["window"]), ("--background", st["background"])])
+
+
 def align_row(wildcards):
-    """Tracked: what the aligned volume of this specimen depends on."""
-    return {"key": KEYS[wildcards.id], "scan": scan_options(wildcards.id), "reference": ALIGN_REFERENCE}
+    """Tracked: what the aligned volume of this specimen depends on (the value options only where set:
+    the records of specimens without them stay current)."""
+    row = {"key": KEYS[wildcards.id], "scan": scan_options(wildcards.id), "reference": ALIGN_REFERENCE}
+    values = align_value_options(wildcards.id)
+    if values:
+        row["values"] = values
+    return row
 
 
 def cube_input(wildcards):
@@ -401,14 +413,16 @@ REAL_PREVIEWS = PREVIEWS  # the preview PNGs tomo infer writes (model.names)
 
 
 def _real_xrays():
+    """model.real_xrays as {name: spec}; every entry whose file is missing listed at once (WorkflowError)."""
     out = {}
     if not MODEL.get("enabled", True):
         return out  # no model, no real x-rays (their files are not looked at)
     for name, spec in (MODEL.get("real_xrays") or {}).items():
-        spec = {"path": spec} if isinstance(spec, str) else dict(spec)
-        if not Path(spec["path"]).is_file():
-            raise WorkflowError(f"model.real_xrays.{name}: {spec['path']} is not a file (relative to {Path.cwd()})")
-        out[name] = spec
+        out[name] = {"path": spec} if isinstance(spec, str) else dict(spec)
+    bad = [f"model.real_xrays.{name}: {spec['path']} is not a file" for name, spec in out.items()
+           if not Path(spec["path"]).is_file()]
+    if bad:
+        raise WorkflowError("\n".join(bad) + f"\n(paths relative to {Path.cwd()})")
     return out
 
 

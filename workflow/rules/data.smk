@@ -89,6 +89,7 @@ if ALIGN:
         params:
             row=align_row,
             scan=lambda wildcards: scan_options(wildcards.id),
+            values=lambda wildcards: align_value_options(wildcards.id),
             record=lambda wildcards: shlex.quote(params_text(align_row(wildcards))),
             reference=align_reference_arg,
         log:
@@ -102,7 +103,7 @@ if ALIGN:
         conda:
             ENV_TOMODATA
         shell:
-            "tomo align --fetched {input.fetched:q} {params.scan} -o {output.aligned:q} --id {wildcards.id}"
+            "tomo align --fetched {input.fetched:q} {params.scan} {params.values} -o {output.aligned:q} --id {wildcards.id}"
             " {params.reference} --record-params {params.record} --threads {threads} > {log:q} 2>&1"
 
     rule align_sheet:
