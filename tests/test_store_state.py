@@ -2,7 +2,10 @@
 
 Deleting the store rebuilds it (bit-identical checksums); deleting one species' shards re-renders only
 that species; a marker whose checksums are not the store's is redone (tomodata.store_markers); a
-corrupt shard is named by `tomo validate`, whose --forget-markers makes the rerun repair it.
+corrupt shard is named by `tomo validate`, whose --forget-markers makes the rerun repair it. Unit tests
+on tiny stores: a store of other settings or another species table, a deleted species group or array,
+one missing or truncated shard of several, a re-render over a damaged shard, fetch records of a
+missing file (tomodata.fetch_markers).
 """
 
 from __future__ import annotations
@@ -11,13 +14,22 @@ import json
 import shutil
 import subprocess
 import sys
+from argparse import Namespace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import test_store_update as tu
 from test_workflow import planned_jobs, smk, write_config
 from test_workflow_extend import movies, write_manifest
 
-from tomodata.store_markers import stale_markers
+from tomodata.cli.stores import cmd_render_species
+from tomodata.fetch_markers import stale_fetch_records
+from tomodata.store import SPEC_VERSION, validate_store, write_species
+from tomodata.store import write as store_write
+from tomodata.store_markers import stale_markers, store_fingerprint
+from tomodata.store_settings import StoreSettings
+from tomodata.views import hemisphere_views
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -67,7 +79,7 @@ def test_one_species_shards_deleted_rerenders_only_it(built, tmp_path):
     before = _checksums(store)
     shutil.rmtree(store / "species" / ids[1] / "images" / "c")
     out = smk(work, "-n", "--configfile", str(work / "config.yaml")).stdout
-    assert f"species {ids[1]}: array images has no data files" in out
+    assert f"species {ids[1]}: array images lacks its data file c/0/0/0" in out
     assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [
         ("render_species", ids[1]),
         ("store_finalize", None),
@@ -86,6 +98,10 @@ def test_stale_markers_unit(tmp_path):
     assert {p for p, _ in got} == {str(done), str(final)} and "is gone" in got[0][1]
     store.mkdir()
     (store / "zarr.json").write_text(json.dumps({"attributes": {}}))
+    got = dict(stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}))
+    assert got[str(done)].endswith("has no species group") and str(final) in got
+    (store / "species").mkdir()
+    (store / "species" / "zarr.json").write_text(json.dumps({"node_type": "group"}))
     got = dict(stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}))
     assert got[str(done)] == "species a is not in the store" and str(final) in got
     assert stale_markers(store, created=tmp_path / "c.json", final=tmp_path / "f.json", done={}) == []
@@ -114,3 +130,141 @@ def test_corrupt_shard_named_by_validate_and_repaired_by_the_rerun(built, tmp_pa
     smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))
     assert _checksums(store) == before
     assert subprocess.run([tomo, "validate", str(store)], capture_output=True).returncode == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# unit tests on tiny stores (no workflow run): what the parse-time check sees, what a re-render repairs
+
+
+def _settings_file(path, n_views):
+    """A settings file as ``tomo store-settings`` writes it, for the tiny stores of test_store_update."""
+    record = StoreSettings(image_size=tu.S, volume_size=tu.V, steps=8, n_views=n_views).to_json()
+    path.write_text(json.dumps({"spec_version": SPEC_VERSION, **record}))
+    return path
+
+
+def _markers(tmp_path, store, names):
+    """The workflow's markers of a store just built: created (with its fingerprint), done, final."""
+    created, final = tmp_path / "created.json", tmp_path / "final.json"
+    created.write_text(json.dumps({"store": str(store), "n_views": tu.N, **store_fingerprint(store)}))
+    final.write_text("{}")
+    done = {}
+    for n in names:
+        complete = json.loads((store / "species" / n / "zarr.json").read_text())["attributes"]["complete"]
+        done[n] = tmp_path / f"{n}.done.json"
+        done[n].write_text(json.dumps({"species": n, "complete": complete}))
+    return dict(created=created, final=final, done=done)
+
+
+def _built(tmp_path, names=("sp0", "sp1"), **kw):
+    store = tmp_path / "d.zarr"
+    tu.make(store, list(names), **kw)
+    for n in names:
+        tu.fill(store, n, int(n[-1]))
+    return store, _markers(tmp_path, store, names)
+
+
+def test_store_with_other_settings_makes_every_marker_stale(tmp_path):
+    store, m = _built(tmp_path)
+    settings = _settings_file(tmp_path / "settings.json", tu.N)
+    assert stale_markers(store, settings=settings, **m) == []
+    shutil.rmtree(store)  # replaced by an older build with more views (and its species complete)
+    tu.make(store, ["sp0", "sp1"], n_views=tu.N + 1)
+    for with_file in (settings, None):  # against the settings file, else against what created recorded
+        got = dict(stale_markers(store, settings=with_file, **m))
+        assert set(got) == {str(m["created"]), str(m["final"]), *map(str, m["done"].values())}
+        assert f"n_views: store {tu.N + 1}, settings {tu.N}" in got[str(m["created"])]
+
+
+def test_store_with_another_species_table_makes_created_stale(tmp_path):
+    store, m = _built(tmp_path)
+    tu.make(store, ["sp0", "sp1"], splits={"sp1": "val"})  # same settings, other splits: species kept
+    got = dict(stale_markers(store, **m))
+    assert set(got) == {str(m["created"]), str(m["final"])} and "species table" in got[str(m["created"])]
+
+
+def test_render_species_refuses_a_store_of_other_settings(tmp_path):
+    store = tmp_path / "d.zarr"
+    tu.make(store, ["sp0"], n_views=tu.N + 1)
+    a = Namespace(
+        store=str(store),
+        cube=str(tmp_path / "no.npz"),
+        name="sp0",
+        backend="cpu",
+        batch=8,
+        previews=None,
+        done=None,
+        settings=str(_settings_file(tmp_path / "s.json", tu.N)),
+    )
+    with pytest.raises(ValueError, match=rf"other settings than .*n_views: store {tu.N + 1}, settings {tu.N}"):
+        cmd_render_species(a)
+
+
+@pytest.mark.parametrize(
+    "gone", ["species/sp1", "species/sp1/rotations/zarr.json", "species/sp1/volume", "species/sp1/volume/zarr.json"]
+)
+def test_deleted_group_or_array_is_noticed_and_rerendered(tmp_path, gone):
+    store, m = _built(tmp_path)
+    target = store / gone
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    got = dict(stale_markers(store, **m))
+    assert set(got) == {str(m["done"]["sp1"]), str(m["final"])}, got
+    tu.fill(store, "sp1", 1)  # the re-render recreates its group and arrays from the layout
+    assert validate_store(store).ok
+    assert stale_markers(store, **_markers(tmp_path, store, ["sp0", "sp1"])) == []
+
+
+def test_truncated_shard_is_never_read_by_the_rerender(tmp_path):
+    store, m = _built(tmp_path, images_per_shard=4)  # 2 N = 6 samples: 2 shards, the last partial
+    shard = store / "species/sp1/images/c/1/0/0"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    tu.fill(store, "sp1", 1)
+    assert validate_store(store).ok
+
+
+def test_a_failing_shard_write_names_the_file_and_the_species(tmp_path, monkeypatch):
+    store, _ = _built(tmp_path, images_per_shard=4)
+    monkeypatch.setattr(store_write, "_encode_block", lambda *a: np.zeros((1, 1, 1), np.uint16))
+    with pytest.raises(RuntimeError, match=r"species sp1: writing .*species/sp1/images/c/0/0/0 failed.*render"):
+        tu.fill(store, "sp1", 1)
+
+
+def test_one_missing_or_truncated_shard_of_several_is_noticed(tmp_path):
+    store, m = _built(tmp_path, images_per_shard=4)
+    shard = store / "species/sp0/images/c/1/0/0"
+    data = shard.read_bytes()
+    shard.unlink()
+    got = dict(stale_markers(store, **m))
+    assert "array images lacks its data file c/1/0/0 (2 expected)" in got[str(m["done"]["sp0"])]
+    shard.write_bytes(data[:10])  # shorter than its index: 4 inner chunks × 16 bytes + crc32c
+    got = dict(stale_markers(store, **m))
+    assert "truncated data file c/1/0/0 (10 bytes, at least 68 expected)" in got[str(m["done"]["sp0"])]
+
+
+def test_species_of_fill_values_has_every_file(tmp_path):
+    store = tmp_path / "d.zarr"
+    tu.make(store, ["sp0"], images_per_shard=4)
+    zeros = np.zeros((tu.V, tu.V, tu.V), np.float32)
+    write_species(
+        store,
+        "sp0",
+        volume=zeros,
+        rotations=hemisphere_views(tu.N, seed=0),
+        images=np.zeros((tu.N, tu.S, tu.S), np.float32),
+    )
+    assert stale_markers(store, **_markers(tmp_path, store, ["sp0"])) == []
+
+
+def test_fetch_record_of_a_missing_file_is_stale(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f/a.mp4").write_bytes(b"x")
+    recs = {}
+    for sid, path in (("a", "f/a.mp4"), ("b", "f/b.mp4"), ("c", str(tmp_path / "f/a.mp4"))):
+        recs[sid] = tmp_path / f"{sid}.tsv"
+        recs[sid].write_text(f"{sid}\tdownloaded\t{'0' * 64}\t{path}\n")
+    (tmp_path / "e.tsv").write_text("")
+    got = dict(stale_fetch_records([*recs.values(), tmp_path / "e.tsv", tmp_path / "none.tsv"], base=tmp_path))
+    assert got == {
+        str(recs["b"]): "the fetched file f/b.mp4 is gone",
+        str(tmp_path / "e.tsv"): "the fetch record has no 'id<TAB>how<TAB>sha256<TAB>path' line",
+    }

@@ -161,7 +161,9 @@ def test_cli_workflow_pieces(tmp_path, capsys):
         )
         == 0
     )
-    assert json.loads(created.read_text())["mode"] == "created"
+    record = json.loads(created.read_text())
+    assert record["mode"] == "created" and record["settings"]["n_views"] == 3  # to notice a replaced store
+    assert record["splits"] == open_store(store).attrs["splits"] and len(record["species_sha256"]) == 64
     for cube in cubes:
         assert main(["render-species", str(store), "--cube", cube, "--backend", "cpu"]) == 0
     final = tmp_path / "final.json"

@@ -305,10 +305,10 @@ def manifest_build(tmp_path_factory):
         capture_output=True,
         env=_env(),
     )
-    lines = (src / "manifest.tsv").read_text().splitlines()
-    header = lines[1].split("\t")
+    lines = [ln for ln in (src / "manifest.tsv").read_text().splitlines() if not ln.startswith("#")]
+    header = lines[0].split("\t")
     rows = []
-    for line in lines[2:]:
+    for line in lines[1:]:
         cells = dict(zip(header, line.split("\t")))
         cells["source"] = str(src / cells["source"])  # an absolute file path
         rows.append(cells)

@@ -24,7 +24,7 @@ MOVIE_CODECS = {"mp4v": ("mp4v", ".mp4"), "mjpg": ("MJPG", ".avi"), "ffv1": ("FF
 DEMO_LICENCE = "procedural (tomodata.phantoms): free, no restrictions"
 
 
-DEMO_SETTINGS_PREFIX = "# data.demo: "  # the manifest's second line: the settings it was made with (JSON)
+DEMO_SETTINGS_PREFIX = "data.demo: "  # ends the manifest's first line: the settings it was made with (JSON)
 
 
 def write_slice_movie(volume_u8: np.ndarray, path: str | Path, *, codec: str = "mp4v", fps: float = 25.0) -> Path:
@@ -166,7 +166,7 @@ def write_demo_movies(
     cells = [[r[c] for c in DEMO_COLUMNS] for r in rows]
     manifest = out / "manifest.tsv"
     made = dict(species=len(ids), val=val, test=test, movie_size=movie_size, codec=codec, seed=seed)
-    text = "# demo manifest: procedural skull species written as slice movies by `tomo demo-movies`\n"
-    text += f"{DEMO_SETTINGS_PREFIX}{json.dumps(made, sort_keys=True)}\n"
+    text = "# demo manifest: procedural skull species written as slice movies by `tomo demo-movies`"
+    text += f"; {DEMO_SETTINGS_PREFIX}{json.dumps(made, sort_keys=True)}\n"
     text += "\t".join(DEMO_COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in cells)
     return write_text(manifest, text)

@@ -96,14 +96,8 @@ def demo_manifest_edits(rows: dict[str, dict], path, demo: dict) -> list[str]:
     if not Path(path).is_file():
         return []
     keys = ("species", "val", "test", "movie_size", "codec", "seed")
-    made = next(
-        (
-            ln[len(DEMO_SETTINGS_PREFIX) :]
-            for ln in Path(path).read_text().splitlines()[:3]
-            if ln.startswith(DEMO_SETTINGS_PREFIX)
-        ),
-        None,
-    )
+    first = Path(path).read_text().split("\n", 1)[0]
+    made = first.split(DEMO_SETTINGS_PREFIX, 1)[1] if first.startswith("#") and DEMO_SETTINGS_PREFIX in first else None
     if made is None or json.loads(made) != {k: demo[k] for k in keys}:
         return []
     demo = {sid: r for sid, r in rows.items() if r["_origin"].startswith("the demo")}

@@ -2,29 +2,187 @@
 
 The workflow's marker files (``dataset.created.json``, ``species/<id>.done.json``,
 ``dataset.final.json``) say that a state of the store was reached; they live beside the store, so
-they can outlive it (a deleted store, a cluster's scratch purge, a species' shards removed). Before
-the DAG is built, :func:`stale_markers` lists every marker whose store state is gone, so that the
-workflow removes it and redoes exactly that part (docs/workflow.md, "The store's state is the
-truth"). The check reads only JSON metadata and lists folders: it costs milliseconds. Damaged shard
-*contents* are found by ``tomo validate`` (it reads the data), which names the species to rebuild.
+they can outlive it (a deleted store, a store replaced by another build, a cluster's scratch purge, a
+species' group, array or shard removed). Before the DAG is built, :func:`stale_markers` lists every
+marker whose store state is gone, so that the workflow removes it and redoes exactly that part
+(docs/workflow.md, "The store's state is the truth"). The check reads only JSON metadata and file
+sizes: it costs milliseconds. Damaged shard *contents* are found by ``tomo validate`` (it reads the
+data), which names the species to rebuild.
+
+:func:`store_fingerprint` is what ``tomo store-create --done`` records in ``dataset.created.json``
+(the store's settings and species table), so that a store replaced by another build is noticed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import math
 from pathlib import Path
 
-__all__ = ["stale_markers"]
+from .store_settings import StoreSettings
+
+__all__ = ["stale_markers", "store_fingerprint", "settings_differences", "expected_chunk_files"]
+
+#: bytes per inner chunk in a shard index (offset, length: two uint64) and of its crc32c
+_INDEX_ENTRY, _CRC32C = 16, 4
+
+
+def _json(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None if it is missing, unreadable or not an object."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def _attrs(path: Path) -> dict | None:
+    obj = _json(path)
+    return None if obj is None else obj.get("attributes", {})
+
+
+# ----------------------------------------------------------------------------------------------
+# the store's settings and species table
+
+
+def _store_settings(root: dict) -> dict | None:
+    """The settings in a store's root attributes as the settings file spells them (``tomo
+    store-settings``: spec_version, n_views, view_seed, ...), or None if they are unreadable."""
     try:
-        return json.loads(path.read_text()).get("attributes", {})
-    except (OSError, ValueError):
+        return {"spec_version": root.get("spec_version"), **StoreSettings.from_attrs(root).to_json()}
+    except ValueError:
         return None
 
 
-def _species_problem(store: Path, name: str, marker: Path) -> str | None:
+def settings_differences(store_attrs: dict, settings: dict) -> list[str]:
+    """What differs between a store's root attributes and a settings record (the JSON of ``tomo
+    store-settings``, i.e. ``dataset.settings.json``), one ``"key: store V, settings W"`` line each;
+    ``["the store's settings are unreadable"]`` if they are. Keys missing from ``settings`` (an
+    older record) are not compared."""
+    have = _store_settings(store_attrs)
+    if have is None:
+        return ["the store's settings are unreadable"]
+    return [
+        f"{k}: store {have.get(k)!r}, settings {v!r}"
+        for k, v in settings.items()
+        if k in have and have[k] != v  # 10 == 10.0: chi as int or float is the same setting
+    ]
+
+
+def store_fingerprint(store) -> dict:
+    """What ``dataset.created.json`` records of a store just created: ``settings`` (as in
+    :func:`settings_differences`), ``species_sha256`` (sha256 hex of the root attribute ``species``,
+    the species table, as canonical JSON) and ``splits`` (split → species names). Empty dict if the
+    store's root ``zarr.json`` is unreadable."""
+    root = _attrs(Path(store) / "zarr.json")
+    if root is None:
+        return {}
+    return {
+        "settings": _store_settings(root),
+        "species_sha256": _table_sha256(root),
+        "splits": root.get("splits"),
+    }
+
+
+def _table_sha256(root: dict) -> str:
+    text = json.dumps(root.get("species"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _settings_problem(root: dict, settings, created: Path) -> str | None:
+    """Why every marker is stale because the store's settings are not the run's: those of the
+    settings file ``settings`` (if it exists), else those ``created`` recorded (if it did)."""
+    record, what = (_json(Path(settings)), settings) if settings is not None else (None, None)
+    if record is None:
+        made = _json(created) or {}
+        record, what = made.get("settings"), created
+        if not isinstance(record, dict):  # a marker written before settings were recorded
+            record = {"n_views": made["n_views"]} if isinstance(made.get("n_views"), int) else {}
+    diff = settings_differences(root, record) if record else []
+    return f"the store has other settings than {what}: {'; '.join(diff)}" if diff else None
+
+
+def _table_problem(root: dict, created: Path) -> str | None:
+    """Why ``created`` is stale: the store's species table is not the one it recorded."""
+    recorded = (_json(created) or {}).get("species_sha256")
+    if recorded is None or recorded == _table_sha256(root):
+        return None  # a marker written before tables were recorded is not compared
+    return "the store's species table (species, splits) is not the one this marker recorded"
+
+
+# ----------------------------------------------------------------------------------------------
+# a species' arrays and their chunk files
+
+
+def expected_chunk_files(meta: dict) -> list[tuple[str, int]]:
+    """(key relative to the array's folder, smallest plausible size in bytes) of every chunk file
+    (shard file, for a sharded array) an array whose every chunk was written has, from its
+    ``zarr.json`` ``meta``: one per grid cell, ``prod(ceil(shape / chunk_shape))`` of them, keyed
+    ``c/i/j/k`` (zarr v3's default key encoding). A shard holds at least its index (16 bytes per
+    inner chunk, + 4 for its crc32c); any other chunk at least 1 byte. Empty for a key encoding
+    other than ``default`` (not checked)."""
+    enc = meta.get("chunk_key_encoding") or {"name": "default"}
+    if enc.get("name") != "default":
+        return []
+    sep = (enc.get("configuration") or {}).get("separator", "/")
+    shape = meta["shape"]
+    grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    counts = [math.ceil(s / c) for s, c in zip(shape, grid, strict=True)]
+    least = 1
+    for codec in meta.get("codecs") or []:
+        if codec.get("name") == "sharding_indexed":
+            conf = codec["configuration"]
+            inner = math.prod(math.ceil(g / c) for g, c in zip(grid, conf["chunk_shape"], strict=True))
+            crc = any(c.get("name") == "crc32c" for c in conf.get("index_codecs") or [])
+            least = inner * _INDEX_ENTRY + (_CRC32C if crc else 0)
+    return [(sep.join(["c", *map(str, idx)]), least) for idx in itertools.product(*map(range, counts))]
+
+
+def _expected_arrays(root: dict, group: Path) -> list[tuple[str, list | None]]:
+    """(path inside the species group, expected shape or None) of every array a species of this
+    store has: those of the root attribute ``layout.arrays`` (a logical array at its ``path``, e.g.
+    ``volume/0``) and the other levels the OME-Zarr volume group's ``multiscales`` lists."""
+    layout = (root.get("layout") or {}).get("arrays") or {}
+    out: list[tuple[str, list | None]] = []
+    for name, lay in layout.items():
+        sub = lay.get("path", name)
+        out.append((sub, lay.get("shape")))
+        parent, _, level = sub.rpartition("/")
+        if parent:
+            ome = (_attrs(group / parent / "zarr.json") or {}).get("ome") or {}
+            for ds in ((ome.get("multiscales") or [{}])[0]).get("datasets") or []:
+                if str(ds.get("path")) != level:
+                    out.append((f"{parent}/{ds.get('path')}", None))
+    return out
+
+
+def _array_problem(folder: Path, shape: list | None) -> str | None:
+    """What is wrong with one array of a complete species: no ``zarr.json``, another shape, or a chunk
+    file missing or shorter than it can be (:func:`expected_chunk_files`)."""
+    meta = _json(folder / "zarr.json")
+    if meta is None or meta.get("node_type") != "array":
+        return "is missing (no readable array zarr.json)"
+    if shape is not None and list(meta.get("shape") or []) != list(shape):
+        return f"has shape {meta.get('shape')}, the store's layout says {shape}"
+    try:
+        files = expected_chunk_files(meta)
+    except (KeyError, TypeError, ValueError):
+        return "has an unreadable zarr.json"
+    for key, least in files:
+        try:
+            size = (folder / key).stat().st_size
+        except OSError:
+            return f"lacks its data file {key} ({len(files)} expected)"
+        if size < least:
+            return f"has a truncated data file {key} ({size} bytes, at least {least} expected)"
+    return None
+
+
+def _species_problem(store: Path, name: str, marker: Path, root: dict) -> str | None:
+    """Why a species' done marker is stale: the species is missing, unfinished, of other checksums,
+    or one of its expected arrays or chunk files is missing (see :func:`_array_problem`)."""
     group = store / "species" / name
     attrs = _attrs(group / "zarr.json")
     if attrs is None:
@@ -37,26 +195,27 @@ def _species_problem(store: Path, name: str, marker: Path) -> str | None:
         recorded = None
     if recorded != attrs["complete"].get("sha256"):
         return f"species {name}: the marker's checksums are not the store's"
-    for meta in sorted(group.rglob("zarr.json")):  # every array, also those inside the OME-Zarr volume group
-        try:
-            if json.loads(meta.read_text()).get("node_type") != "array":
-                continue
-        except (OSError, ValueError):
-            return f"species {name}: {meta.parent.relative_to(group)} has an unreadable zarr.json"
-        chunks = meta.parent / "c"
-        if not chunks.is_dir() or not any(f.is_file() for f in chunks.rglob("*")):
-            return f"species {name}: array {meta.parent.relative_to(group)} has no data files"
+    for sub, shape in _expected_arrays(root, group):
+        parent = sub.rpartition("/")[0]
+        if parent and not (group / parent / "zarr.json").is_file():
+            return f"species {name}: group {parent} is missing (no zarr.json)"
+        problem = _array_problem(group / sub, shape)
+        if problem:
+            return f"species {name}: array {sub} {problem}"
     return None
 
 
-def stale_markers(store, *, created, final, done: dict) -> list[tuple[str, str]]:
+def stale_markers(store, *, created, final, done: dict, settings=None) -> list[tuple[str, str]]:
     """(marker path, why) for every existing marker whose store state is gone.
 
-    ``done``: species name → its done marker. A missing store (or a folder that is not one) makes
-    every marker stale; a species that is missing, unfinished, of other checksums or without data
-    files makes its own marker and ``final`` stale.
+    ``done``: species name → its done marker; ``settings``: the run's settings file
+    (``dataset.settings.json``), if given. Every marker is stale if the store is missing, is not a
+    store, lacks its ``species`` group, or has other settings than ``settings`` (without it: than
+    ``created`` recorded). ``created`` (and ``final``) is stale if the store's species table is not
+    the one ``created`` recorded. A species that is missing, unfinished, of other checksums, or
+    lacks an expected array or chunk file makes its own marker and ``final`` stale.
     """
-    store = Path(store)
+    store, created, final = Path(store), Path(created), Path(final)
     existing = [Path(p) for p in [created, final, *done.values()] if Path(p).exists()]
     if not existing:
         return []
@@ -64,12 +223,20 @@ def stale_markers(store, *, created, final, done: dict) -> list[tuple[str, str]]
     if root is None:
         why = f"the store {store} is gone" if not store.exists() else f"{store} is not a dataset store"
         return [(str(p), why) for p in existing]
+    why_all = _settings_problem(root, settings, created)
+    if why_all is None and not (store / "species" / "zarr.json").is_file():
+        why_all = f"the store {store} has no species group"
+    if why_all:
+        return [(str(p), why_all) for p in existing]
     out = []
+    table = _table_problem(root, created) if created.exists() else None
+    if table:
+        out.append((str(created), table))
     for name, marker in done.items():
         if Path(marker).exists():
-            problem = _species_problem(store, name, Path(marker))
+            problem = _species_problem(store, name, Path(marker), root)
             if problem:
                 out.append((str(marker), problem))
-    if out and Path(final).exists():
-        out.append((str(final), "a species it vouches for is not complete in the store"))
+    if out and final.exists():
+        out.append((str(final), "a marker it depends on is stale"))
     return out

@@ -399,6 +399,11 @@ def _add_render_species(sub) -> None:
     q.add_argument("--batch", type=positive_int, default=64, help="views per render call (default %(default)s)")
     q.add_argument("--previews", metavar="DIR", help="also write 9 PNG previews here")
     q.add_argument("--done", metavar="FILE", help="write this marker file (JSON) when the species is complete")
+    q.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="the settings file (tomo store-settings) the store must have: refuse to render into another",
+    )
     q.set_defaults(func=cmd_render_species)
 
 

@@ -42,8 +42,11 @@ def cmd_store_create(a) -> int:
     for what in ("kept", "reset", "removed"):
         if summary[what]:
             print(f"{what}: " + " ".join(summary[what]))
-    if a.done:
-        write_json(a.done, dict(store=str(a.store), n_species=len(species), n_views=a.views, **summary))
+    if a.done:  # with the store's settings and species table, to notice a store replaced later
+        from ..store_markers import store_fingerprint
+
+        record = dict(store=str(a.store), n_species=len(species), n_views=a.views, **summary)
+        write_json(a.done, record | store_fingerprint(a.store))
     return 0
 
 
@@ -70,14 +73,18 @@ def cmd_store_settings(a) -> int:
 
 
 def cmd_render_species(a) -> int:
-    """``tomo render-species``: every view of one species into its own shards of the store."""
+    """``tomo render-species``: every view of one species into its own shards of the store (refused if
+    ``--settings FILE`` is given and the store's settings are not that file's)."""
     from ..ingest import load_cube
     from ..previews import write_previews
     from ..render_jobs import render_batched
     from ..store import open_store, write_species
     from ..views import hemisphere_views
 
-    settings = open_store(a.store).settings
+    store = open_store(a.store)
+    if getattr(a, "settings", None):
+        _check_settings_file(store.attrs, a.store, a.settings)
+    settings = store.settings
     vol, meta = load_cube(a.cube)
     name = a.name or meta.get("id") or Path(a.cube).stem
     rots = hemisphere_views(settings.n_views, seed=settings.view_seed)
@@ -102,6 +109,26 @@ def cmd_render_species(a) -> int:
         )  # atomically: a marker is whole or absent
     print(f"wrote species {name}: {2 * len(rots)} samples into {a.store}")
     return 0
+
+
+def _check_settings_file(attrs: dict, store, path) -> None:
+    """``ValueError`` if the store's settings (root attributes ``attrs``) are not those of the settings
+    file ``path`` (``tomo store-settings``): rendering would follow the store's, not the run's."""
+    from ..store_markers import settings_differences
+
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"settings file {path} is unreadable: {e}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"settings file {path} is not a JSON object (tomo store-settings writes one)")
+    diff = settings_differences(attrs, record)
+    if diff:
+        raise ValueError(
+            f"the store {store} was made with other settings than {path} ({'; '.join(diff)}): refusing to "
+            "render into it. Create it again with these settings first (tomo store-create --update; the "
+            "workflow: rerun snakemake, which removes dataset.created.json and recreates the store)"
+        )
 
 
 def cmd_finalize(a) -> int:

@@ -29,10 +29,11 @@ rows reversed, ``vv[:, ::-1, :]``).
 Write protocol: :func:`create_store` writes every piece of metadata (root attributes, all subgroups,
 all arrays) once, before any species is written. :func:`write_species` (one job per species, jobs may
 run at the same time) writes only inside ``species/<name>/``: its arrays' chunks/shards and that
-subgroup's ``zarr.json``. It first sets ``status = "writing"`` and drops the completion marker, writes
-the data, and last writes ``status = "complete"`` with the marker ``complete`` that holds the sha256
-of every array. :func:`finalize_store` validates everything, then writes the root attribute
-``completion`` once, after all species jobs.
+subgroup's ``zarr.json``. It first deletes the species' folder and creates its group and arrays again
+from the layout (old shards are never read), sets ``status = "writing"``, writes the data (every chunk
+file, also one of fill values only), and last writes ``status = "complete"`` with the marker
+``complete`` that holds the sha256 of every array. :func:`finalize_store` validates everything, then
+writes the root attribute ``completion`` once, after all species jobs.
 
 Modules: :mod:`.layout` (names, geometry, checksums, image encoding, OME-Zarr pyramid, opening),
 :mod:`.schema` (species table, root attributes), :mod:`.create`, :mod:`.write`, :mod:`.read`,

@@ -3,18 +3,24 @@ the same time, each writes only inside ``species/<name>/``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import shutil
+from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
 
 from .. import __version__
 from ..store_settings import StoreSettings
 from ..views import SampleIndex, check_rotations, hemisphere_views, mirror
+from .create import _create_species_group
 from .layout import (
     ARRAY_NAMES,
     HASH_DEFINITION,
     ROTATION_SCHEME_ATOL,
+    ZSTD_LEVEL,
     _expected_arrays,
     _expected_mirrored_views,
     _hash_update,
@@ -109,10 +115,14 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
         images: (n_views, S, S) floating opacity in [0, 1] of the *unmirrored* views, in view order.
             The writer stores 2 n_views interleaved samples (2i: view i, 2i+1: ``images[i][::-1]``).
 
-    Only ``species/<name>/`` is written: ``status = "writing"`` without marker first, then the
-    arrays (images in shard-aligned blocks), then ``status = "complete"`` and the marker
-    ``complete = {"sha256": {array: hex}, ...}`` last. Returns the marker. Raises ``ValueError``
-    for bad inputs or an unknown species.
+    Only ``species/<name>/`` is written. Once the inputs are checked, that folder is deleted and
+    created again, empty, from the store's layout (:func:`_reset_species`): old data (a damaged
+    shard, a deleted array or group) is never read. Then ``status = "writing"`` without marker, the
+    arrays (images in shard-aligned blocks; every chunk file written, also one of fill values, so
+    that a complete species has every file its shapes imply), and ``status = "complete"`` with the
+    marker ``complete = {"sha256": {array: hex}, ...}`` last. Returns the marker. Raises
+    ``ValueError`` for bad inputs or an unknown species, ``RuntimeError`` naming the file and the
+    species if zarr fails to write it.
     """
     attrs = _store_attrs(path)
     entry = _species_entry(attrs, name)
@@ -120,23 +130,23 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
     volume, r, images = _checked_inputs(attrs, st, volume, rotations, images)
     mirrored, views = _expected_mirrored_views(st.n_views)
 
-    group = _open_species_group(path, name, "r+")
+    group = _reset_species(path, entry, attrs)
     base = {"species": name, "split": entry["split"]}
-    group.attrs.put({**base, "status": "writing"})  # drops any old completion marker first
-    arrays = _species_arrays(path, name, attrs)
-
-    sha = {}
-    arrays["volume"][...] = volume
-    sha["volume"] = array_sha256(volume)
-    for k, level in enumerate(volume_pyramid(volume)[1:], start=1):  # the OME-Zarr levels beside level 0
-        zarr.open_array(str(path), path=f"species/{name}/volume/{k}", mode="r+", zarr_format=3)[...] = level
-    arrays["rotations"][...] = r
-    sha["rotations"] = array_sha256(r)
-    arrays["mirrored"][...] = mirrored
-    sha["mirrored"] = array_sha256(mirrored)
-    arrays["views"][...] = views
-    sha["views"] = array_sha256(views)
-    sha["images"] = _write_images(arrays["images"], images, st)
+    group.attrs.put({**base, "status": "writing"})
+    with zarr.config.set({"array.write_empty_chunks": True}):  # bound when an array is opened
+        arrays = _species_arrays(path, name, attrs)
+        sha = {}
+        with _naming_failures(path, name, "volume/0"):
+            arrays["volume"][...] = volume
+        sha["volume"] = array_sha256(volume)
+        for k, level in enumerate(volume_pyramid(volume)[1:], start=1):  # the OME-Zarr levels beside level 0
+            with _naming_failures(path, name, f"volume/{k}"):
+                zarr.open_array(str(path), path=f"species/{name}/volume/{k}", mode="r+", zarr_format=3)[...] = level
+        for arr, values in (("rotations", r), ("mirrored", mirrored), ("views", views)):
+            with _naming_failures(path, name, arr):
+                arrays[arr][...] = values
+            sha[arr] = array_sha256(values)
+        sha["images"] = _write_images(arrays["images"], images, st, path=path, name=name)
 
     marker = {
         "sha256": sha,
@@ -150,8 +160,46 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
     return marker
 
 
-def _write_images(array, images: np.ndarray, st: StoreSettings) -> str:
-    """Encode and store all samples' images in shard-aligned blocks; the sha256 of the stored values."""
+def _reset_species(path, entry: dict, attrs: dict):
+    """Delete ``species/<name>/`` (whatever is left of it) and create it again, empty and
+    ``pending``, from the layout in the root attributes ``attrs``; its group, opened for writing.
+    ``ValueError`` if the store's ``species`` group itself is gone (the store must be recreated)."""
+    name = entry["name"]
+    folder = Path(path) / "species" / name
+    if not (Path(path) / "species" / "zarr.json").is_file():
+        raise ValueError(
+            f"{path} has no species group: recreate the store (tomo store-create --update; the "
+            "workflow: rerun snakemake, which removes dataset.created.json and creates it again)"
+        )
+    if folder.exists():
+        shutil.rmtree(folder)
+    sp = zarr.open_group(str(path), path="species", mode="r+", zarr_format=3)
+    _create_species_group(sp, entry, attrs, ZstdCodec(level=ZSTD_LEVEL, checksum=True))
+    return _open_species_group(path, name, "r+")
+
+
+@contextlib.contextmanager
+def _naming_failures(path, name: str, where: str):
+    """Turn zarr's failure to write ``species/<name>/<where>`` (e.g. "Stored and computed checksum do
+    not match" from a damaged shard) into a ``RuntimeError`` that names the file, the species and
+    what to do."""
+    try:
+        yield
+    except OSError:  # a full or read-only disk: tomo reports it as such (exit status 3)
+        raise
+    except Exception as e:  # noqa: BLE001 - any zarr/codec failure, reported with where it happened
+        raise RuntimeError(
+            f"species {name}: writing {Path(path) / 'species' / name / where} failed: {type(e).__name__}: {e}. "
+            f"Delete {Path(path) / 'species' / name} and render the species again (the workflow: "
+            "rerun snakemake)"
+        ) from e
+
+
+def _write_images(array, images: np.ndarray, st: StoreSettings, *, path, name: str) -> str:
+    """Encode and store all samples' images in shard-aligned blocks; the sha256 of the stored values.
+
+    ``images``: (n_views, S, S) opacity of the unmirrored views; ``path``, ``name``: the store and
+    the species, to name a shard that fails to write."""
     n_samples = st.samples_per_species
     shard_n = int(array.shards[0])
     h = hashlib.sha256()
@@ -159,6 +207,7 @@ def _write_images(array, images: np.ndarray, st: StoreSettings) -> str:
         stop = min(start + shard_n, n_samples)
         views = SampleIndex.view_slice(start, stop)
         block = _encode_block(images, views.start, views.stop, st.image_encoding)
-        array[start:stop] = block
+        with _naming_failures(path, name, f"images/c/{start // shard_n}/0/0"):
+            array[start:stop] = block
         _hash_update(h, block)
     return h.hexdigest()

@@ -37,6 +37,7 @@ from tomodata.manifest import manifest_schema
 from tomodata.specimens import (ShaCache, collect_rows, content_key, demo_manifest_edits, local_source, row_settings,
                                 source_problems)
 from tomodata.store_markers import stale_markers
+from tomodata.fetch_markers import stale_fetch_records
 
 RUN = config["run"]
 RESOURCES = f"resources/{RUN}"
@@ -458,12 +459,15 @@ if MODEL.get("enabled", True):
 
 
 def forget_stale_markers():
-    """Markers whose store state is gone (a deleted store, a species' shards removed) are removed
-    before the DAG is built, so that exactly that part is redone (tomodata.store_markers)."""
+    """Markers whose store state is gone (a deleted store, a species' shards removed, a store of other
+    settings) and fetch records whose file is gone are removed before the DAG is built, so that
+    exactly that part is redone (tomodata.store_markers, tomodata.fetch_markers)."""
     if not workflow.is_main_process:
         return
     stale = stale_markers(STORE, created=f"{RESULTS}/dataset.created.json", final=f"{RESULTS}/dataset.final.json",
-                          done={sid: f"{RESULTS}/species/{sid}.done.json" for sid in IDS})
+                          done={sid: f"{RESULTS}/species/{sid}.done.json" for sid in IDS},
+                          settings=f"{RESULTS}/dataset.settings.json")
+    stale += stale_fetch_records(f"{FETCHED}/{sid}.tsv" for sid in IDS)
     for path, why in stale:
         logger.warning(f"{path}: {why}; removing the marker so that it is redone")
         Path(path).unlink(missing_ok=True)

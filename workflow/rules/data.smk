@@ -233,7 +233,7 @@ rule render_species:
         ENV_RENDER
     shell:
         "NUMBA_NUM_THREADS={threads} tomo render-species {params.store:q} --cube {input.cube:q}"
-        " --name {wildcards.id} {params.options} --previews {params.previews:q} --done {output.done:q}"
+        " --name {wildcards.id} --settings {input.settings:q} {params.options} --previews {params.previews:q} --done {output.done:q}"
         " > {log:q} 2>&1"
 
 
