@@ -9,7 +9,7 @@
     tomo apps STORE --checkpoint C --eval EVAL -o DIR   novel views, cut-away, stereo, colour
     tomo explorer RUN                           a web page of held-out samples in 3D (RUN/explorer/)
     tomo infer XRAY --checkpoint C -o OUT.nrrd  a volume from a real radiograph
-    tomo bench infer|nn|evaluate                inference, the NN search, the evaluation's phases
+    tomo bench infer|nn|evaluate|train          inference, the NN search, the evaluation's phases, a training step
 
 and the dataset's (tomodata/cli/: phantom, render, build-demo, validate, demo-movies,
 manifest-folder, fetch, align, align-sheet, cube, store-create, store-settings, render-species,
@@ -241,6 +241,19 @@ def bench_infer_cmd(a) -> int:
     return 0
 
 
+def bench_train_cmd(a) -> int:
+    from .bench_train import bench_train
+
+    r = bench_train(a.preset, batch=a.batch_size, repeats=a.repeats, threads=a.threads, device=a.device)
+    print(
+        f"train {r['preset']} network, batch {r['batch']}, {r['threads']} threads: {r['seconds_per_step']:.3f} s "
+        f"per step ({r['samples_per_s']:.1f} samples/s; per step CPU {r['user_s_per_step']:.2f} s user, "
+        f"{r['system_s_per_step']:.2f} s system, {r['minor_faults_per_step']:.0f} minor page faults; "
+        f"median of {a.repeats})"
+    )
+    return 0
+
+
 def bench_evaluate_cmd(a) -> int:
     from .bench_evaluate import bench_evaluate, format_bench_evaluate
 
@@ -276,6 +289,7 @@ def bench_nn_cmd(a) -> int:
 BENCHES = {
     "infer": ("inference (network + fusion)", bench_infer_cmd),
     "nn": ("the NN baseline's search (needs --store)", bench_nn_cmd),
+    "train": ("one training step of a network preset (--preset, --batch-size, --threads)", bench_train_cmd),
     "evaluate": (
         "tomo evaluate's phases per sample and its peak memory (needs --store and --checkpoint)",
         bench_evaluate_cmd,

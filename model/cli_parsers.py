@@ -38,8 +38,12 @@ def bench_options(q: argparse.ArgumentParser) -> None:
     q.add_argument("--queries", type=positive_int, default=256, help="held-out queries of the nn benchmark")
     q.add_argument("--nn-coarse", type=positive_int, default=16, help="cells per axis of the nn benchmark's bound")
     q.add_argument(
-        "--preset", choices=["paper", "medium", "demo"], default="paper", help="network of the infer benchmark"
+        "--preset",
+        choices=["paper", "medium", "demo"],
+        default="paper",
+        help="network of the infer and train benchmarks",
     )
+    q.add_argument("--batch-size", type=positive_int, default=16, help="batch of the train benchmark (default 16)")
     q.add_argument("--fuse-to", type=positive_int, default=512, help="fusion resolution of the infer benchmark")
 
 

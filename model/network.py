@@ -293,6 +293,9 @@ class TomographyNet(nn.Module):
         self.head = _basic(cfg.width, cfg.width, 1)
         self.out = nn.Conv2d(cfg.width, cfg.out_depth, 1, bias=True)
         self._init_weights()
+        # channels-last (NHWC) weights and activations: on 2 CPU cores a training step takes 0.75-0.9x
+        # the time of NCHW (demo, medium), about half for the paper network (docs/benchmarks.md, tomo bench train)
+        self.to(memory_format=torch.channels_last)
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -327,9 +330,9 @@ class TomographyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) opacity -> (B, out_depth, S/2, S/2) predicted densities (no activation)."""
         self.check_input(x)
-        x = self.ramp(self.stem(x))
+        x = self.ramp(self.stem(x.contiguous(memory_format=torch.channels_last)))
         x = self.post(self.hourglass(self.pre(x)))
-        return self.out(self.head(x))
+        return self.out(self.head(x)).contiguous()  # NCHW out: (B, D, H, W) as callers index it
 
 
 # --------------------------------------------------------------------------------------------------

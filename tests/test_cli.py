@@ -295,6 +295,12 @@ def test_bench_infer_runs(capsys):
     assert "infer demo network 64² + fusion to 96²" in capsys.readouterr().out
 
 
+def test_bench_train_runs(capsys):
+    assert main(["bench", "train", "--preset", "demo", "--batch-size", "2", "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "train demo network, batch 2, 1 threads:" in out and "minor page faults" in out
+
+
 def test_render_reads_a_scan_through_the_ingest_path(tmp_path):
 
     c = (2 * np.arange(40) + 1) / 40 - 1

@@ -512,7 +512,7 @@ def _add_bench(sub, benches: dict) -> argparse.ArgumentParser:
     q.add_argument("--views", type=positive_int, default=32, help="views per call (default %(default)s)")
     q.add_argument("--volume-size", type=positive_int, default=128, help="volume side (default %(default)s)")
     q.add_argument("--repeats", type=positive_int, default=3, help="timed repeats (default %(default)s)")
-    q.add_argument("--threads", type=int, default=0, help="numba threads (default: all cores)")
+    q.add_argument("--threads", type=int, default=0, help="numba threads; torch's for bench train (default: all cores)")
     q.add_argument("--size", type=positive_int, default=256, help="image side (default %(default)s)")
     q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
     q.add_argument(
