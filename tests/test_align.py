@@ -22,7 +22,7 @@ from scipy.spatial.transform import Rotation
 
 from model.cli import main
 from tomodata import align as A
-from tomodata.ingest import read_specimen
+from tomodata.ingest import read_specimen, save_cube
 from tomodata.io import read_volume
 from tomodata.phantoms import skull_volume, species_params
 
@@ -428,3 +428,14 @@ def test_real_human_scans_register_to_the_cranium(cranium):
     assert out.dtype == np.uint8 and rec["bone_threshold"] > 0.4  # soft tissue ≈ 0.31–0.35 of 255
     assert rec["pose_source"] == "registration" and rec["ncc_after"] > 0.4
     assert _rot(rec)[1, 0] > 0.95, "cthead-8bit: slices from the top of the head: ventral = +z"
+
+
+def test_align_sheet_draws_cubes_for_the_pose_check(tmp_path):
+    """tomo align-sheet takes cube .npz files too (docs/pose.md, step 3): side | top | front per cube."""
+    cubes = [
+        save_cube(tmp_path / f"c{i}.npz", skull_volume(species_params(i), size=32), {"id": f"sp{i}"}) for i in (0, 1)
+    ]
+    out = tmp_path / "pose.png"
+    assert main(["align-sheet", *map(str, cubes), "-o", str(out)]) == 0
+    img = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
+    assert img is not None and img.shape[1] > img.shape[0] > 32 and img.max() > 0

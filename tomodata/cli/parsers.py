@@ -314,10 +314,11 @@ def _add_align_sheet(sub) -> None:
     """The ``tomo align-sheet`` parser."""
     q = sub.add_parser(
         "align-sheet",
-        help="a contact sheet of aligned volumes (three projections each)",
-        description="Projections of every aligned volume along z (side), y (top) and x (front) in one PNG.",
+        help="a contact sheet of aligned volumes or cubes (three projections each)",
+        description="Projections of every aligned volume (or cube .npz: the pose check of docs/pose.md) along z "
+        "(side: dorsal up, snout right), y (top) and x (front) in one PNG.",
     )
-    q.add_argument("aligned", nargs="+", help="aligned volumes (.nii.gz written by tomo align)")
+    q.add_argument("aligned", nargs="+", help="aligned volumes (.nii.gz written by tomo align) or cubes (.npz)")
     q.add_argument("-o", "--output", required=True, help="output PNG")
     q.set_defaults(func=cmd_align_sheet)
 

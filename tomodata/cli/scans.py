@@ -264,11 +264,17 @@ def cmd_align(a) -> int:
 
 
 def cmd_align_sheet(a) -> int:
-    """``tomo align-sheet``: three projections of each aligned volume, one PNG."""
+    """``tomo align-sheet``: three projections of each aligned volume (or cube .npz: the pose check
+    of docs/pose.md), one PNG."""
     from ..align import aligned_name, contact_sheet, load_aligned
+    from ..ingest import load_cube
 
     volumes = {}
     for path in a.aligned:
+        if str(path).endswith(".npz"):  # a cube: canonical axes, isotropic voxels
+            cube, meta = load_cube(path)
+            volumes[meta.get("id") or Path(path).stem] = (cube, (1.0, 1.0, 1.0))
+            continue
         vol, sp, rec = load_aligned(path)
         volumes[rec.get("id") or aligned_name(path)] = (vol, sp)
     out = contact_sheet(volumes, a.output)
