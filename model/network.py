@@ -295,7 +295,7 @@ class TomographyNet(nn.Module):
         self._init_weights()
         # channels-last (NHWC) weights and activations: on 2 CPU cores a training step takes 0.75-0.9x
         # the time of NCHW (demo, medium), about half for the paper network (docs/benchmarks.md, tomo bench train)
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # a valid call; the stubs lack it
 
     def _init_weights(self) -> None:
         for m in self.modules():
