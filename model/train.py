@@ -515,7 +515,10 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
         {k: v for k, v in run.cfg.to_dict().items() if k not in skip},
         "train.",
     )
-    diffs += config_differences(state["data"], run.fingerprint, "data.")
+    now = dict(run.fingerprint)
+    if "content" not in state["data"]:  # a checkpoint from before the content was recorded
+        now.pop("content")
+    diffs += config_differences(state["data"], now, "data.")
     if diffs and restart:
         print(f"note: {last} was made with other settings; starting afresh:\n  " + "\n  ".join(diffs), file=sys.stderr)
         return
@@ -547,12 +550,23 @@ def _restore_outputs(run: _Run, state: dict) -> None:
     best = run.best_bytes
     if best is not None and not run.best_path.exists():
         atomic_write(run.best_path, lambda tmp: Path(tmp).write_bytes(best))
+    elif not run.best_path.exists() and run.start >= run.cfg.steps:  # an older, finished last.pt: no bytes
+        print(f"note: {run.last} carries no best.pt; best.pt is last.pt", file=sys.stderr)
+        shutil.copyfile(run.last, run.best_path)
     val_log = run.out / "val_log.csv"
     if run.val_history and not val_log.exists():
         with open(val_log, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=["step", "val_loss"])
             w.writeheader()
             w.writerows(run.val_history)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops after its step
+    (:func:`_stop_on_signals`) and then shuts them down; a worker killed first would end training
+    with a traceback and no checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _batches(run: _Run):
@@ -571,6 +585,7 @@ def _batches(run: _Run):
         batch_sampler=sampler,
         num_workers=cfg.num_workers,
         multiprocessing_context=loader_workers_context(cfg.num_workers),
+        worker_init_fn=_ignore_stop_signals,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )

@@ -98,7 +98,11 @@ def demo_manifest_edits(rows: dict[str, dict], path, demo: dict) -> list[str]:
     keys = ("species", "val", "test", "movie_size", "codec", "seed")
     first = Path(path).read_text().split("\n", 1)[0]
     made = first.split(DEMO_SETTINGS_PREFIX, 1)[1] if first.startswith("#") and DEMO_SETTINGS_PREFIX in first else None
-    if made is None or json.loads(made) != {k: demo[k] for k in keys}:
+    try:
+        recorded = json.loads(made) if made is not None else None
+    except ValueError:
+        return [f"line 1: the recorded data.demo settings are not JSON: {made!r}"]
+    if recorded != {k: demo[k] for k in keys}:
         return []
     demo = {sid: r for sid, r in rows.items() if r["_origin"].startswith("the demo")}
     on_disk = {str(r["id"]): r for r in load_manifest(path).to_dict(orient="records")}

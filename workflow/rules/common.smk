@@ -372,7 +372,10 @@ def config_json():
 
 
 def render_options():
-    return Untracked(_opts([("--backend", RENDER["backend"]), ("--batch", RENDER["batch"])]))
+    """Untracked: the backend and batch, and the settings file the store must have (render-species
+    refuses a store of other settings)."""
+    return Untracked(_opts([("--backend", RENDER["backend"]), ("--batch", RENDER["batch"]),
+                            ("--settings", f"{RESULTS}/dataset.settings.json")]))
 
 
 # ------------------------------------------------------------------------------ model (model.smk)

@@ -88,8 +88,9 @@ if ALIGN:
             record=f"{ALIGNED}/{{id}}.json",
         params:
             row=align_row,
-            scan=lambda wildcards: scan_options(wildcards.id),
-            values=lambda wildcards: align_value_options(wildcards.id),
+            # the value options ride in `scan`: the shell text stays as it was (Snakemake re-runs a job
+            # whose shell text changed, every aligned specimen of an existing workspace)
+            scan=lambda wildcards: " ".join(filter(None, (scan_options(wildcards.id), align_value_options(wildcards.id)))),
             record=lambda wildcards: shlex.quote(params_text(align_row(wildcards))),
             reference=align_reference_arg,
         log:
@@ -103,7 +104,7 @@ if ALIGN:
         conda:
             ENV_TOMODATA
         shell:
-            "tomo align --fetched {input.fetched:q} {params.scan} {params.values} -o {output.aligned:q} --id {wildcards.id}"
+            "tomo align --fetched {input.fetched:q} {params.scan} -o {output.aligned:q} --id {wildcards.id}"
             " {params.reference} --record-params {params.record} --threads {threads} > {log:q} 2>&1"
 
     rule align_sheet:
@@ -233,7 +234,7 @@ rule render_species:
         ENV_RENDER
     shell:
         "NUMBA_NUM_THREADS={threads} tomo render-species {params.store:q} --cube {input.cube:q}"
-        " --name {wildcards.id} --settings {input.settings:q} {params.options} --previews {params.previews:q} --done {output.done:q}"
+        " --name {wildcards.id} {params.options} --previews {params.previews:q} --done {output.done:q}"
         " > {log:q} 2>&1"
 
 

@@ -31,7 +31,9 @@ rule train:
         store=STORE,
         out=lambda wildcards, output: os.path.dirname(output.best),
         options=train_options(),
-        workers=Untracked(TRAIN["workers"]),
+        # untracked; --restart-if-changed rides here so that the shell text stays as it was (Snakemake
+        # re-runs a job whose shell text changed: every existing workspace would retrain)
+        workers=Untracked(f"{TRAIN['workers']} --restart-if-changed"),
     log:
         f"{LOGS}/train/train.log",
     benchmark:
@@ -45,7 +47,7 @@ rule train:
         ENV_MODEL
     shell:
         "OMP_NUM_THREADS={threads} tomo train {params.store:q} -o {params.out:q} {params.options}"
-        " --workers {params.workers} --restart-if-changed > {log:q} 2>&1"
+        " --workers {params.workers} > {log:q} 2>&1"
 
 
 rule evaluate:
