@@ -243,14 +243,16 @@ def model_from_checkpoint(path, *, map_location="cpu") -> tuple[TomographyNet, d
 
 # ------------------------------------------------------------------------------------------ loop
 class _Logs:
-    def __init__(self, out: Path, enabled: bool, resume_step: int):
+    def __init__(self, out: Path, enabled: bool, resume_step: int, val_rows: list | None = None):
+        """CSV and TensorBoard logs; resumed at ``resume_step``, the val log from ``val_rows`` (carried
+        in ``last.pt``) where its file was deleted."""
         self.enabled = enabled
         self.tb = None
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
         self.train = self._csv(out / "train_log.csv", ["step", "loss", "lr", "samples_per_s"], resume_step)
-        self.val = self._csv(out / "val_log.csv", ["step", "val_loss"], resume_step)
+        self.val = self._csv(out / "val_log.csv", ["step", "val_loss"], resume_step, val_rows)
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - tensorboard is optional at run time
 
@@ -259,8 +261,8 @@ class _Logs:
             print(f"note: no TensorBoard logs ({e})", file=sys.stderr)
 
     @staticmethod
-    def _csv(path: Path, header: list[str], resume_step: int):
-        rows = []
+    def _csv(path: Path, header: list[str], resume_step: int, fallback: list | None = None):
+        rows = list(fallback or []) if resume_step else []
         if resume_step and path.exists():  # keep what was logged up to the resumed step
             with open(path, newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
@@ -381,7 +383,7 @@ def train(
     """
     run = _setup(store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps, restart=restart_if_changed)
     loader, targets, val_targets = _batches(run)
-    logs = _Logs(run.out, run.rank == 0, run.start)
+    logs = _Logs(run.out, run.rank == 0, run.start, run.val_history)
     if progress is None:
         progress = True  # a bar on a terminal, lines in a log (tomodata.progress)
     bar = progress_bar(total=run.end, initial=run.start, enabled=progress and run.rank == 0, desc="train", unit="step")
@@ -541,8 +543,8 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
 
 
 def _restore_outputs(run: _Run, state: dict) -> None:
-    """``best.pt`` and ``val_log.csv`` as they were at ``last.pt``'s step, where they are missing
-    (a workflow deletes a job's declared outputs before it re-runs the job)."""
+    """``best.pt`` as it was at ``last.pt``'s step where it is missing (a workflow deletes a job's
+    declared outputs before it re-runs the job), and the val history :class:`_Logs` restores."""
     run.best_bytes = state.get("best_checkpoint")
     run.val_history = [r for r in state.get("val_history", []) if r["step"] <= run.start]
     if run.rank != 0:
@@ -553,12 +555,6 @@ def _restore_outputs(run: _Run, state: dict) -> None:
     elif not run.best_path.exists() and run.start >= run.cfg.steps:  # an older, finished last.pt: no bytes
         print(f"note: {run.last} carries no best.pt; best.pt is last.pt", file=sys.stderr)
         shutil.copyfile(run.last, run.best_path)
-    val_log = run.out / "val_log.csv"
-    if run.val_history and not val_log.exists():
-        with open(val_log, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["step", "val_loss"])
-            w.writeheader()
-            w.writerows(run.val_history)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
