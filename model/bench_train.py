@@ -23,10 +23,24 @@ __all__ = ["bench_train"]
 
 
 def bench_train(
-    preset: str = "demo", *, batch: int = 16, repeats: int = 5, warmup: int = 2, threads: int = 0, device="cpu"
+    preset: str = "demo",
+    *,
+    batch: int = 16,
+    repeats: int = 5,
+    warmup: int = 2,
+    threads: int = 0,
+    device="cpu",
+    amp: str = "none",
+    cudnn_benchmark: bool = False,
 ) -> dict:
     """Time ``repeats`` training steps of the ``preset`` network on a ``batch`` of random inputs
-    (B, 1, S, S) and targets (B, D, S/2, S/2); ``threads`` > 0 sets torch's CPU threads."""
+    (B, 1, S, S) and targets (B, D, S/2, S/2); ``threads`` > 0 sets torch's CPU threads; ``amp``
+    ``"bf16"`` runs the forward pass under bf16 autocast, as training does on CUDA; ``cudnn_benchmark``
+    lets cuDNN time its convolution algorithms in the warm-up steps and keep the fastest."""
+    if amp not in ("none", "bf16"):
+        raise ValueError(f"amp must be 'none' or 'bf16', got {amp!r}")
+    device = torch.device(device)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     if threads > 0:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -37,11 +51,13 @@ def bench_train(
     y = torch.rand(batch, net.out_depth, net.out_size, net.out_size, device=device)
 
     def step() -> None:
-        loss = F.mse_loss(model(x).float(), y)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            pred = model(x)
+        loss = F.mse_loss(pred.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if device != "cpu":
+        if device.type == "cuda":
             torch.cuda.synchronize()
 
     for _ in range(warmup):
@@ -56,6 +72,9 @@ def bench_train(
     return dict(
         preset=preset,
         batch=batch,
+        amp=amp,
+        cudnn_benchmark=cudnn_benchmark,
+        device=str(device),
         threads=torch.get_num_threads(),
         seconds_per_step=seconds,
         samples_per_s=batch / seconds,

@@ -244,9 +244,19 @@ def bench_infer_cmd(a) -> int:
 def bench_train_cmd(a) -> int:
     from .bench_train import bench_train
 
-    r = bench_train(a.preset, batch=a.batch_size, repeats=a.repeats, threads=a.threads, device=a.device)
+    r = bench_train(
+        a.preset,
+        batch=a.batch_size,
+        repeats=a.repeats,
+        threads=a.threads,
+        device=a.device,
+        amp=a.amp,
+        cudnn_benchmark=a.cudnn_benchmark,
+    )
     print(
-        f"train {r['preset']} network, batch {r['batch']}, {r['threads']} threads: {r['seconds_per_step']:.3f} s "
+        f"train {r['preset']} network, batch {r['batch']}, {r['device']}, amp {r['amp']}"
+        f"{', cudnn benchmark' if r['cudnn_benchmark'] else ''}, {r['threads']} threads: "
+        f"{r['seconds_per_step']:.3f} s "
         f"per step ({r['samples_per_s']:.1f} samples/s; per step CPU {r['user_s_per_step']:.2f} s user, "
         f"{r['system_s_per_step']:.2f} s system, {r['minor_faults_per_step']:.0f} minor page faults; "
         f"median of {a.repeats})"

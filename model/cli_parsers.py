@@ -33,7 +33,7 @@ def bench_options(q: argparse.ArgumentParser) -> None:
         help="held-out samples of the evaluate benchmark (default %(default)s)",
     )
     q.add_argument(
-        "--device", default="cpu", help="torch device of the evaluate and nn benchmarks (default %(default)s)"
+        "--device", default="cpu", help="torch device of the evaluate, nn and train benchmarks (default %(default)s)"
     )
     q.add_argument("--queries", type=positive_int, default=256, help="held-out queries of the nn benchmark")
     q.add_argument("--nn-coarse", type=positive_int, default=16, help="cells per axis of the nn benchmark's bound")
@@ -44,6 +44,12 @@ def bench_options(q: argparse.ArgumentParser) -> None:
         help="network of the infer and train benchmarks",
     )
     q.add_argument("--batch-size", type=positive_int, default=16, help="batch of the train benchmark (default 16)")
+    q.add_argument(
+        "--amp", choices=["none", "bf16"], default="none", help="autocast of the train benchmark (default %(default)s)"
+    )
+    q.add_argument(
+        "--cudnn-benchmark", action="store_true", help="train benchmark: let cuDNN pick its fastest convolutions"
+    )
     q.add_argument("--fuse-to", type=positive_int, default=512, help="fusion resolution of the infer benchmark")
 
 

@@ -1,6 +1,6 @@
 """The conda environments in envs/ agree with pyproject.toml, and every rule's environment exists.
 
-Every runtime dependency of pyproject.toml (and of its `gpu` extra) must appear in some env file,
+Every runtime dependency of pyproject.toml (and of its `gpu-cuda12` extra) must appear in some env file,
 with the same version bounds, and every package of an env file must be a pyproject dependency or
 a piece of conda infrastructure. Names are compared normalised (PEP 503: lower case, runs of -_.
 as -) after the small PyPI -> conda-forge mapping below.
@@ -27,7 +27,7 @@ PYPI_TO_CONDA = {
 # conda packages that are not Python dependencies of the project
 INFRASTRUCTURE = {"python", "pip", "cuda-version"}
 # pyproject extras whose packages belong in the env files (test tools stay with pip)
-EXTRAS_IN_ENVS = ("gpu",)
+EXTRAS_IN_ENVS = ("gpu-cuda12",)  # envs/tomodata-gpu.yaml: cupy with cuda-version 12.*
 
 
 def normalise(name: str) -> str:

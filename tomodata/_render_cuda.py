@@ -12,8 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 _SOURCE = r"""
-extern "C" {
-
 __device__ __forceinline__ bool k_range(
     double gx, double gy, double gz, double wx, double wy, double wz,
     const double* lo, const double* hi, int steps, double ball_r2, const double* ctr,
@@ -54,21 +52,6 @@ __device__ __forceinline__ bool k_range(
     return k1 >= k0;
 }
 
-__device__ __forceinline__ float trilinear(const float* __restrict__ vf, float x, float y, float z,
-                                           unsigned long long sy, unsigned long long sz)
-{
-    int jx = (int)x, jy = (int)y, jz = (int)z;
-    float fx = x - (float)jx, fy = y - (float)jy, fz = z - (float)jz;
-    unsigned long long i = (unsigned long long)jz * sz + (unsigned long long)jy * sy + (unsigned long long)jx;
-    float a0 = __ldg(vf + i), a1 = __ldg(vf + i + 1), a2 = __ldg(vf + i + sy), a3 = __ldg(vf + i + sy + 1);
-    float b0 = __ldg(vf + i + sz), b1 = __ldg(vf + i + sz + 1);
-    float b2 = __ldg(vf + i + sz + sy), b3 = __ldg(vf + i + sz + sy + 1);
-    float c00 = a0 + fx * (a1 - a0), c10 = a2 + fx * (a3 - a2);
-    float c01 = b0 + fx * (b1 - b0), c11 = b2 + fx * (b3 - b2);
-    float c0 = c00 + fy * (c10 - c00), c1 = c01 + fy * (c11 - c01);
-    return c0 + fz * (c1 - c0);
-}
-
 // The ray of pixel (r, c) of view v, shared by both kernels: its clipped inclusive k-range
 // [k0, k1] (k1 < k0: no sample can be non-zero), its first unclipped sample (b) and step (fw) as
 // float32 padded voxel coordinates. clip: lo[3], hi[3], ball_r2, ctr[3], inv_scale[3].
@@ -90,144 +73,286 @@ __device__ __forceinline__ bool ray_start(const double* geom, int v, int r, int 
     return true;
 }
 
-__global__ void render_kernel(const float* __restrict__ vf, int pz, int py, int px,
-                              const double* __restrict__ geom, int n, const double* clip,
-                              int size, int steps, double chi, float* __restrict__ out)
-{
-    // clip: lo[3], hi[3], ball_r2, ctr[3], inv_scale[3]
-    long long pix = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int v = blockIdx.y;
-    if (pix >= (long long)size * size || v >= n) return;
-    int r = (int)(pix / size), c = (int)(pix % size);
-    unsigned long long sy = (unsigned long long)px, sz = (unsigned long long)py * px;
-    float acc = 0.0f;
-    int k0, k1;
-    float b[3], fw[3];
-    if (ray_start(geom, v, r, c, clip, steps, &k0, &k1, b, fw)) {
-        float j = 0.0f;
-        for (int k = k0; k <= k1; ++k) {
-            acc += trilinear(vf, b[0] + j * fw[0], b[1] + j * fw[1], b[2] + j * fw[2], sy, sz);
-            j += 1.0f;
-        }
+// The two fetches of one voxel value at integer padded coordinates (x, y, z): a linear array read
+// through the read-only cache, or a texture of point-filtered texels (the same value; the texture's
+// block-linear layout keeps a warp's 3D neighbourhood in fewer cache lines).
+struct LinearFetch {
+    const float* __restrict__ vf;
+    unsigned long long sy, sz;
+    __device__ __forceinline__ float operator()(int x, int y, int z) const {
+        return __ldg(vf + (unsigned long long)z * sz + (unsigned long long)y * sy + (unsigned long long)x);
     }
-    out[(long long)v * size * size + pix] = (float)(1.0 - exp(-(chi / steps) * (double)acc));
+};
+
+struct TextureFetch {
+    cudaTextureObject_t tex;
+    __device__ __forceinline__ float operator()(int x, int y, int z) const {
+        return tex3D<float>(tex, (float)x + 0.5f, (float)y + 0.5f, (float)z + 0.5f);
+    }
+};
+
+template <class F>
+__device__ __forceinline__ float trilinear_at(const F& f, float x, float y, float z)
+{
+    int jx = (int)x, jy = (int)y, jz = (int)z;
+    float fx = x - (float)jx, fy = y - (float)jy, fz = z - (float)jz;
+    float a0 = f(jx, jy, jz), a1 = f(jx + 1, jy, jz), a2 = f(jx, jy + 1, jz), a3 = f(jx + 1, jy + 1, jz);
+    float b0 = f(jx, jy, jz + 1), b1 = f(jx + 1, jy, jz + 1);
+    float b2 = f(jx, jy + 1, jz + 1), b3 = f(jx + 1, jy + 1, jz + 1);
+    float c00 = a0 + fx * (a1 - a0), c10 = a2 + fx * (a3 - a2);
+    float c01 = b0 + fx * (b1 - b0), c11 = b2 + fx * (b3 - b2);
+    float c0 = c00 + fy * (c10 - c00), c1 = c01 + fy * (c11 - c01);
+    return c0 + fz * (c1 - c0);
 }
 
-__global__ void view_volume_kernel(const float* __restrict__ vf, int pz, int py, int px,
-                                   const double* __restrict__ geom, int n, const double* clip,
-                                   int size, int steps, float* __restrict__ out)
+// The pixel of this thread: block (bx, by) of pixels, grid z = view. With blockDim (8, 32) a warp
+// covers 8 × 4 pixels, whose rays stay close together in the volume. Threads outside the image
+// still take part in the warp's depth range (warp_sync), then write nothing.
+__device__ __forceinline__ bool pixel_of(int size, int n, int* r, int* c, int* v)
 {
-    long long pix = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int v = blockIdx.y;
-    if (pix >= (long long)size * size || v >= n) return;
-    int r = (int)(pix / size), c = (int)(pix % size);
-    unsigned long long sy = (unsigned long long)px, sz = (unsigned long long)py * px;
+    *c = blockIdx.x * blockDim.x + threadIdx.x;
+    *r = blockIdx.y * blockDim.y + threadIdx.y;
+    *v = blockIdx.z;
+    return *c < size && *r < size && *v < n;
+}
+
+// [lo, hi] of the warp: the union of its lanes' ranges, so that all lanes step through depth k
+// together (a sample's value depends only on its own k0 and k; the union changes no value).
+__device__ __forceinline__ void warp_range(int k0, int k1, int* lo, int* hi)
+{
+    int a = (k1 >= k0) ? k0 : 0x7fffffff, b = (k1 >= k0) ? k1 : -1;
+    for (int o = 16; o > 0; o >>= 1) {
+        a = min(a, __shfl_xor_sync(0xffffffffu, a, o));
+        b = max(b, __shfl_xor_sync(0xffffffffu, b, o));
+    }
+    *lo = a; *hi = b;
+}
+
+template <class F>
+__device__ __forceinline__ void render_body(const F& f, const double* __restrict__ geom, int n,
+                                            const double* clip, int size, int steps, double chi,
+                                            float* __restrict__ out)
+{
+    int r, c, v;
+    bool inside = pixel_of(size, n, &r, &c, &v);
+    int k0 = 0, k1 = -1, lo, hi;
+    float b[3] = {0.0f, 0.0f, 0.0f}, fw[3] = {0.0f, 0.0f, 0.0f};
+    if (inside) ray_start(geom, v, r, c, clip, steps, &k0, &k1, b, fw);
+    warp_range(k0, k1, &lo, &hi);
+    float acc = 0.0f;
+    for (int k = lo; k <= hi; ++k) {
+        if (k >= k0 && k <= k1) {
+            float j = (float)(k - k0);
+            acc += trilinear_at(f, b[0] + j * fw[0], b[1] + j * fw[1], b[2] + j * fw[2]);
+        }
+    }
+    if (inside) out[((long long)v * size + r) * size + c] = (float)(1.0 - exp(-(chi / steps) * (double)acc));
+}
+
+template <class F>
+__device__ __forceinline__ void view_volume_body(const F& f, const double* __restrict__ geom, int n,
+                                                 const double* clip, int size, int steps,
+                                                 float* __restrict__ out)
+{
+    int r, c, v;
+    if (!pixel_of(size, n, &r, &c, &v)) return;  // no warp-wide step here: every k is visited
     long long plane = (long long)size * size;
-    float* o = out + (long long)v * steps * plane + pix;
-    int k0, k1;
+    float* o = out + (long long)v * steps * plane + (long long)r * size + c;
+    int k0 = 0, k1 = -1;
     float b[3] = {0.0f, 0.0f, 0.0f}, fw[3] = {0.0f, 0.0f, 0.0f};
     ray_start(geom, v, r, c, clip, steps, &k0, &k1, b, fw);  // k1 < k0 when the ray is clipped away
-    float j = 0.0f;
     for (int k = 0; k < steps; ++k) {
         float val = 0.0f;
         if (k >= k0 && k <= k1) {
-            val = trilinear(vf, b[0] + j * fw[0], b[1] + j * fw[1], b[2] + j * fw[2], sy, sz);
-            j += 1.0f;
+            float j = (float)(k - k0);
+            val = trilinear_at(f, b[0] + j * fw[0], b[1] + j * fw[1], b[2] + j * fw[2]);
         }
         o[(long long)k * plane] = val;
     }
 }
 
+// clip: lo[3], hi[3], ball_r2, ctr[3], inv_scale[3]; vf: the padded (pz, py, px) volume.
+extern "C" __global__ void render_linear(const float* __restrict__ vf, int pz, int py, int px,
+                              const double* __restrict__ geom, int n, const double* clip,
+                              int size, int steps, double chi, float* __restrict__ out)
+{
+    LinearFetch f = {vf, (unsigned long long)px, (unsigned long long)py * px};
+    render_body(f, geom, n, clip, size, steps, chi, out);
 }
+
+extern "C" __global__ void render_texture(cudaTextureObject_t tex, const double* __restrict__ geom, int n,
+                               const double* clip, int size, int steps, double chi,
+                               float* __restrict__ out)
+{
+    TextureFetch f = {tex};
+    render_body(f, geom, n, clip, size, steps, chi, out);
+}
+
+extern "C" __global__ void view_volume_linear(const float* __restrict__ vf, int pz, int py, int px,
+                                   const double* __restrict__ geom, int n, const double* clip,
+                                   int size, int steps, float* __restrict__ out)
+{
+    LinearFetch f = {vf, (unsigned long long)px, (unsigned long long)py * px};
+    view_volume_body(f, geom, n, clip, size, steps, out);
+}
+
+extern "C" __global__ void view_volume_texture(cudaTextureObject_t tex, const double* __restrict__ geom, int n,
+                                    const double* clip, int size, int steps, float* __restrict__ out)
+{
+    TextureFetch f = {tex};
+    view_volume_body(f, geom, n, clip, size, steps, out);
+}
+
 """
 
-_THREADS = 256
+#: launch layouts (block shape in pixels, columns × rows): "tiles" puts 8 × 4 pixels in a warp,
+#: "rows" 32 pixels of one row (the first kernel's layout, kept for the benchmark)
+LAYOUTS = {"tiles": (8, 32), "rows": (256, 1)}
+#: how voxels are read: "texture" (point-filtered texels, block-linear) or "linear" (a C array)
+FETCHES = ("texture", "linear")
 _module = None
 
 
-def _kernels():
+def _function(name: str):
     global _module
     import cupy as cp
 
     if _module is None:
         _module = cp.RawModule(code=_SOURCE, options=("--std=c++14",))
-    return _module.get_function("render_kernel"), _module.get_function("view_volume_kernel")
+    return _module.get_function(name)
 
 
-def _device_inputs(vp, geom, clip):
-    import cupy as cp
+class _Volume:
+    """The padded volume on the device, as the kernels' first arguments for ``fetch``."""
 
+    def __init__(self, vp: np.ndarray, fetch: str):
+        import cupy as cp
+
+        if fetch not in FETCHES:
+            raise ValueError(f"fetch must be one of {FETCHES}, got {fetch!r}")
+        self.fetch = fetch
+        vp = np.ascontiguousarray(vp, dtype=np.float32)
+        if fetch == "linear":
+            self._arr = cp.asarray(vp)
+            self.args: tuple = (self._arr, *(np.int32(d) for d in vp.shape))
+            return
+        from cupy.cuda import runtime, texture
+
+        ch = texture.ChannelFormatDescriptor(32, 0, 0, 0, runtime.cudaChannelFormatKindFloat)
+        self._arr = texture.CUDAarray(ch, vp.shape[2], vp.shape[1], vp.shape[0])  # width x, height y, depth z
+        self._arr.copy_from(vp)
+        res = texture.ResourceDescriptor(runtime.cudaResourceTypeArray, cuArr=self._arr)
+        desc = texture.TextureDescriptor(
+            (runtime.cudaAddressModeClamp,) * 3, runtime.cudaFilterModePoint, runtime.cudaReadModeElementType
+        )
+        self._tex = texture.TextureObject(res, desc)
+        self.args = (self._tex,)
+
+
+def _clip_array(clip) -> np.ndarray:
     lo, hi, ball_r2, ball_ctr, inv_scale = clip
-    clip_arr = np.concatenate([lo, hi, [ball_r2], ball_ctr, inv_scale]).astype(np.float64)
-    return (
-        cp.asarray(np.ascontiguousarray(vp, dtype=np.float32)),
-        cp.asarray(np.ascontiguousarray(geom, dtype=np.float64)),
-        cp.asarray(clip_arr),
-    )
+    return np.concatenate([lo, hi, [ball_r2], ball_ctr, inv_scale]).astype(np.float64)
 
 
-def render(vp, geom, clip, size, steps, chi, *, batch: int = 1024):
-    """(n, size, size) float32 opacity; ``vp`` is the padded (Z+2, Y+2, X+2) float32 volume."""
+def _batches(n: int, per_view: tuple, batch: int, launch) -> np.ndarray:
+    """Run ``launch(d_out, start, m)`` for views ``start … start + m − 1`` in batches of ``batch`` and
+    copy the results to a host array (n, *per_view) float32.
+
+    Two streams alternate, and each batch's kernel is queued before the previous batch is copied
+    back, so the device renders batch i + 1 while batch i travels to the host."""
     import cupy as cp
 
-    kern, _ = _kernels()
-    d_vol, d_geom, d_clip = _device_inputs(vp, geom, clip)
-    n = geom.shape[0]
-    out = np.empty((n, size, size), dtype=np.float32)
-    blocks_x = (size * size + _THREADS - 1) // _THREADS
-    for s in range(0, n, batch):
+    out = np.empty((n, *per_view), dtype=np.float32)
+    streams = (cp.cuda.Stream(), cp.cuda.Stream())
+    bufs: list = [None, None]
+    starts = list(range(0, n, batch))
+    pending = None  # (device view, start, m, stream) launched but not yet copied
+    for i, s in enumerate(starts):
         m = min(batch, n - s)
-        d_out = cp.empty((m, size, size), dtype=cp.float32)
-        kern(
-            (blocks_x, m),
-            (_THREADS,),
-            (
-                d_vol,
-                np.int32(vp.shape[0]),
-                np.int32(vp.shape[1]),
-                np.int32(vp.shape[2]),
-                d_geom[s : s + m],
-                np.int32(m),
-                d_clip,
-                np.int32(size),
-                np.int32(steps),
-                np.float64(chi),
-                d_out,
-            ),
-        )
-        out[s : s + m] = d_out.get()
+        st = streams[i % 2]
+        with st:
+            if bufs[i % 2] is None:
+                bufs[i % 2] = cp.empty((min(batch, n), *per_view), dtype=cp.float32)
+            d = bufs[i % 2][:m]
+            launch(d, s, m)
+        if pending is not None:
+            _copy_back(pending, out)
+        pending = (d, s, m, st)
+    if pending is not None:
+        _copy_back(pending, out)
     return out
 
 
-def view_volumes(vp, geom, clip, size, steps, *, max_bytes: int = 1 << 30):
-    """(n, steps, size, size) float32 view volumes; batches keep device output under ``max_bytes``."""
+def _copy_back(pending, out: np.ndarray) -> None:
+    d, s, m, st = pending
+    d.get(out=out[s : s + m], stream=st)  # blocks until the batch's kernel and copy are done
+
+
+def _grid(size: int, m: int, layout: str):
+    bx, by = LAYOUTS[layout]
+    return ((size + bx - 1) // bx, (size + by - 1) // by, m), (bx, by, 1)
+
+
+def render(vp, geom, clip, size, steps, chi, *, batch: int = 1024, layout: str = "tiles", fetch: str = "texture"):
+    """(n, size, size) float32 opacity; ``vp`` is the padded (Z+2, Y+2, X+2) float32 volume, ``geom``
+    (n, 4, 3) and ``clip`` from :func:`tomodata.render._prepare`."""
     import cupy as cp
 
-    _, kern = _kernels()
-    d_vol, d_geom, d_clip = _device_inputs(vp, geom, clip)
+    vol = _Volume(vp, fetch)
+    kern = _function(f"render_{fetch}")
+    d_geom = cp.asarray(np.ascontiguousarray(geom, dtype=np.float64))
+    d_clip = cp.asarray(_clip_array(clip))
+
+    def launch(d_out, s, m):
+        grid, block = _grid(size, m, layout)
+        args = (d_geom[s : s + m], np.int32(m), d_clip, np.int32(size), np.int32(steps), np.float64(chi), d_out)
+        kern(grid, block, (*vol.args, *args))
+
+    return _batches(geom.shape[0], (size, size), batch, launch)
+
+
+def view_volumes(
+    vp, geom, clip, size, steps, *, max_bytes: int = 1 << 29, layout: str = "tiles", fetch: str = "texture"
+):
+    """(n, steps, size, size) float32 view volumes; each of the two device buffers holds at most
+    ``max_bytes`` (one view at least)."""
+    import cupy as cp
+
+    vol = _Volume(vp, fetch)
+    kern = _function(f"view_volume_{fetch}")
+    d_geom = cp.asarray(np.ascontiguousarray(geom, dtype=np.float64))
+    d_clip = cp.asarray(_clip_array(clip))
+    batch = max(1, max_bytes // (steps * size * size * 4))
+
+    def launch(d_out, s, m):
+        grid, block = _grid(size, m, layout)
+        kern(grid, block, (*vol.args, d_geom[s : s + m], np.int32(m), d_clip, np.int32(size), np.int32(steps), d_out))
+
+    return _batches(geom.shape[0], (steps, size, size), batch, launch)
+
+
+def kernel_seconds(
+    vp, geom, clip, size, steps, chi, *, layout: str = "tiles", fetch: str = "texture", repeats: int = 3
+) -> float:
+    """Seconds of one launch rendering all views of ``geom`` into device memory (CUDA events, median
+    of ``repeats`` after a warm-up): the kernel alone, without transfers or the host's preparation."""
+    import cupy as cp
+
+    vol = _Volume(vp, fetch)
+    kern = _function(f"render_{fetch}")
     n = geom.shape[0]
-    out = np.empty((n, steps, size, size), dtype=np.float32)
-    per_view = steps * size * size * 4
-    batch = max(1, min(n, max_bytes // per_view))
-    blocks_x = (size * size + _THREADS - 1) // _THREADS
-    for s in range(0, n, batch):
-        m = min(batch, n - s)
-        d_out = cp.empty((m, steps, size, size), dtype=cp.float32)
-        kern(
-            (blocks_x, m),
-            (_THREADS,),
-            (
-                d_vol,
-                np.int32(vp.shape[0]),
-                np.int32(vp.shape[1]),
-                np.int32(vp.shape[2]),
-                d_geom[s : s + m],
-                np.int32(m),
-                d_clip,
-                np.int32(size),
-                np.int32(steps),
-                d_out,
-            ),
-        )
-        out[s : s + m] = d_out.get()
-    return out
+    d_geom = cp.asarray(np.ascontiguousarray(geom, dtype=np.float64))
+    d_clip = cp.asarray(_clip_array(clip))
+    d_out = cp.empty((n, size, size), dtype=cp.float32)
+    grid, block = _grid(size, n, layout)
+    args = (*vol.args, d_geom, np.int32(n), d_clip, np.int32(size), np.int32(steps), np.float64(chi), d_out)
+    times = []
+    for i in range(repeats + 1):
+        t0, t1 = cp.cuda.Event(), cp.cuda.Event()
+        t0.record()
+        kern(grid, block, args)
+        t1.record()
+        t1.synchronize()
+        if i:  # the first launch is the warm-up
+            times.append(cp.cuda.get_elapsed_time(t0, t1) / 1e3)
+    return float(np.median(times))

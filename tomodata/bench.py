@@ -17,8 +17,9 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from . import _render_cuda
 from .phantoms import skull_volume, species_params
-from .render import available_backends, render_xrays, view_volumes
+from .render import _pad, _prepare, available_backends, render_xrays, view_volumes
 from .views import hemisphere_views
 
 
@@ -94,6 +95,8 @@ def bench_render(
                 views_per_s=n_views / t,
             )
         )
+        if backend == "cuda":
+            rows += _cuda_kernel_rows(vol, rots, image_size, steps, repeats, volume)
         nv = max(1, min(n_views, 16))
         t = _time(partial(view_volumes, vol, rots[:nv], size=view_size, steps=steps, backend=backend), repeats)
         rows.append(
@@ -106,6 +109,28 @@ def bench_render(
                 views_per_s=nv / t,
             )
         )
+    return rows
+
+
+def _cuda_kernel_rows(vol, rots, size: int, steps: int, repeats: int, volume: str) -> list[dict]:
+    """The render kernel alone (CUDA events, output left on the device) per launch layout and fetch."""
+    vol, geom, clip, size, steps, _ = _prepare(vol, rots, size, steps)
+    rows = []
+    for layout in _render_cuda.LAYOUTS:
+        for fetch in _render_cuda.FETCHES:
+            t = _render_cuda.kernel_seconds(
+                _pad(vol), geom, clip, size, steps, 10.0, layout=layout, fetch=fetch, repeats=repeats
+            )
+            rows.append(
+                dict(
+                    backend="cuda",
+                    what=f"kernel {layout}/{fetch}",
+                    volume=f"{volume} {vol.shape[0]}³",
+                    views=len(rots),
+                    ms_per_view=1e3 * t / len(rots),
+                    views_per_s=len(rots) / t,
+                )
+            )
     return rows
 
 

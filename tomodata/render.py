@@ -56,8 +56,9 @@ def _resolve_backend(backend: str) -> str:
         return "cuda" if cuda_available() else "cpu"
     if backend == "cuda" and not cuda_available():
         raise RuntimeError(
-            "backend='cuda' needs CuPy and a CUDA device: install the [gpu] extra "
-            "(pip install -e '.[gpu]') on a machine with an NVIDIA GPU, or use backend='cpu'"
+            "backend='cuda' needs CuPy and a CUDA device: on a machine with an NVIDIA GPU install the extra "
+            "of your driver's CUDA major (nvidia-smi's 'CUDA Version'): pip install -e '.[gpu-cuda12]' "
+            "or '.[gpu-cuda13]'; or use backend='cpu'"
         )
     return backend
 

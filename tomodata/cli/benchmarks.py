@@ -27,6 +27,20 @@ def cmd_bench(a) -> int:
         for rule, req in suggest_resources(rows).items():
             print(f"  {rule + ':':16} {{mem_mb: {req['mem_mb']}, runtime: {req['runtime']}}}")
         return 0
+    if a.what == "dataset":
+        from ..bench_dataset import bench_dataset, format_dataset_rows
+
+        backend = (a.backend or ["cuda"])[-1]
+        rows = bench_dataset(
+            a.out,
+            species=a.species,
+            backend=backend,
+            workers=a.workers,
+            batch=a.render_batch,
+            max_seconds=a.max_seconds,
+        )
+        print(format_dataset_rows(rows, a.species))
+        return 0
     if a.what == "cube":
         from ..resample import bench_to_cube
 

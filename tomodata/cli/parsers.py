@@ -486,16 +486,20 @@ def _add_bench(sub, benches: dict) -> argparse.ArgumentParser:
     """The ``tomo bench`` parser (``benches``: the extra benchmarks, see :func:`register`)."""
     q = sub.add_parser(
         "bench",
-        help="benchmarks (" + ", ".join(["render", "cube", "rules", *benches]) + ")",
+        help="benchmarks (" + ", ".join(["render", "dataset", "cube", "rules", *benches]) + ")",
         description=(
-            "Time the renderer (ms per view of render_xrays and view_volumes per available backend), the "
-            "resampling of a uint8 stack to the cube, a workflow run's rules, or what the model adds."
+            "Time the renderer (ms per view of render_xrays and view_volumes per available backend; on "
+            "CUDA also the kernel alone per launch layout), the whole dataset's x-rays rendered alone and "
+            "rendered into a store, the resampling of a uint8 stack to the cube, a workflow run's rules, "
+            "or what the model adds."
         ),
     )
     q.add_argument(
         "what",
-        choices=["render", "cube", "rules", *benches],
-        help="what to benchmark: the renderer, to_cube resampling, a workflow run's per-rule time and "
+        choices=["render", "dataset", "cube", "rules", *benches],
+        help="what to benchmark: the renderer, dataset: all species' x-rays at the paper's settings "
+        "(--species, --workers, --render-batch, --max-seconds, --out), to_cube resampling, a workflow "
+        "run's per-rule time and "
         "peak memory from its Snakemake benchmark files (rules: --workdir, --run)"
         + "".join(f", {name}: {text}" for name, (text, _) in benches.items()),
     )
@@ -518,6 +522,30 @@ def _add_bench(sub, benches: dict) -> argparse.ArgumentParser:
     q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
     q.add_argument(
         "--backend", action="append", choices=["cpu", "cuda"], help="backend(s) to time (default: all available)"
+    )
+    q.add_argument(
+        "--species", type=positive_int, default=175, help="species of the dataset benchmark (default %(default)s)"
+    )
+    q.add_argument(
+        "--workers",
+        type=positive_int,
+        default=8,
+        help="render-species jobs at a time in the dataset benchmark (default %(default)s)",
+    )
+    q.add_argument(
+        "--render-batch",
+        type=positive_int,
+        default=64,
+        help="views per render call of those jobs (default %(default)s)",
+    )
+    q.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=600.0,
+        help="time limit of each dataset timing: species not begun by then are left out (default %(default)s)",
+    )
+    q.add_argument(
+        "--out", default="bench-dataset", help="scratch folder of the dataset benchmark (default %(default)s)"
     )
     q.set_defaults(func=cmd_bench, bench_handlers=benches)
     return q

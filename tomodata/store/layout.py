@@ -123,9 +123,10 @@ def encode_images(opacity, encoding: str = "uint16") -> np.ndarray:
     ``uint16``: ``round(clip(x, 0, 1) * 65535)`` (computed in float64, round half to even);
     ``float16``: ``clip(x, 0, 1)`` cast to float16.
     """
-    if encoding == "uint16":
-        x = np.clip(np.asarray(opacity, dtype=np.float64), 0.0, 1.0)
-        return np.round(x * _UINT16_MAX).astype(np.uint16)
+    if encoding == "uint16":  # clip(x·65535, 0, 65535) equals clip(x, 0, 1)·65535: scaling is monotone
+        buf = np.multiply(opacity, float(_UINT16_MAX), dtype=np.float64)  # exact for float32 opacity
+        np.clip(buf, 0.0, float(_UINT16_MAX), out=buf)
+        return np.rint(buf, out=buf).astype(np.uint16)  # rint: half to even, as np.round
     if encoding == "float16":
         return np.clip(np.asarray(opacity), 0.0, 1.0).astype(np.float16)
     raise ValueError(f"image encoding must be one of {IMAGE_ENCODINGS}, got {encoding!r}")

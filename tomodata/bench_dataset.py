@@ -1,0 +1,177 @@
+"""``tomo bench dataset``: the whole dataset's x-rays, rendered alone and rendered into a store.
+
+Two timings at the store's settings (the paper: 175 species × 1,332 views, 256² × 128 steps from
+128³ volumes, mirrored samples stored too):
+
+* **render**: every species' views rendered in this process (one ``render_xrays`` call per species:
+  ray setup, upload, kernel, copy back to host memory), nothing written;
+* **render + write**: what the workflow's ``render-species`` jobs do, ``workers`` of them at a time:
+  render in batches of ``batch`` views (:func:`tomodata.render_jobs.render_batched`, the job's
+  default 64), encode, mirror and write the species' Zarr shards (:func:`tomodata.store.write_species`)
+  into a store made with :func:`tomodata.store.create_store`.
+
+Volumes are procedural skulls (``distinct`` of them, reused round-robin; made before the clock
+starts). ``max_seconds`` bounds each timing: species not begun by then are left out and the row says
+how many were done, so a slow machine reports a measured rate, not a guess for the whole. Figures for
+the project's machines are in ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .phantoms import skull_volume, species_params
+from .render import render_xrays
+from .render_jobs import render_batched
+from .store import create_store, open_store, write_species
+from .store_settings import StoreSettings
+from .views import hemisphere_views
+
+__all__ = ["bench_dataset", "format_dataset_rows"]
+
+PAPER_SPECIES = 175
+
+
+def _species_table(n: int, size: int) -> list[dict]:
+    """``n`` synthetic species entries (train, with every 10th val and every 10th + 5 test)."""
+    split = {0: "val", 5: "test"}
+    return [
+        dict(
+            name=f"bench_{i:03d}",
+            split=split.get(i % 10, "train"),
+            source="procedural skull (tomo bench dataset)",
+            source_checksum="none",
+            original_shape=[size, size, size],
+            spacing_mm=[1.0, 1.0, 1.0],
+        )
+        for i in range(n)
+    ]
+
+
+def _render_and_write(store: str, name: str, volume_file: str, batch: int, backend: str, deadline: float) -> float:
+    """One species as the workflow's job does it (render in batches, write the shards); seconds it took,
+    or −1 where the deadline had passed before it began."""
+    if time.time() > deadline:
+        return -1.0
+    t0 = time.perf_counter()
+    st = open_store(store).settings
+    vol = np.load(volume_file)
+    rots = hemisphere_views(st.n_views, seed=st.view_seed)
+    imgs = render_batched(
+        vol, rots, size=st.image_size, steps=st.steps, chi=st.chi, backend=backend, batch=batch, desc=name
+    )
+    write_species(store, name, volume=vol, rotations=rots, images=imgs)
+    return time.perf_counter() - t0
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def bench_dataset(
+    folder,
+    *,
+    species: int = PAPER_SPECIES,
+    settings: StoreSettings | None = None,
+    backend: str = "cuda",
+    workers: int = 8,
+    batch: int = 64,
+    distinct: int = 4,
+    max_seconds: float = 600.0,
+    write: bool = True,
+    keep: bool = False,
+) -> list[dict]:
+    """Time rendering ``species`` species' views, then rendering and writing them into a store under
+    ``folder`` (deleted afterwards unless ``keep``). ``settings``: the store's (default: the paper's).
+
+    Returns rows ``{"what", "species", "views", "seconds", "views_per_s", "raw_gb", "disk_gb",
+    "est_all_s"}``: ``species`` done within ``max_seconds``; ``raw_gb`` the stored uint16 samples
+    (mirrors included) before compression, ``disk_gb`` the store's files; ``est_all_s`` the time for
+    all ``species`` at the measured rate.
+    """
+    st = settings or StoreSettings(chi=10.0, steps=128, image_size=256, volume_size=128, n_views=1332, view_seed=0)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vols = []
+    for k in range(min(distinct, species)):
+        v = skull_volume(species_params(k, seed=k), size=st.volume_size, seed=k)
+        f = folder / f"volume_{k}.npy"
+        np.save(f, v)
+        vols.append((v, f))
+    rots = hemisphere_views(st.n_views, seed=st.view_seed)
+    raw_per_species = 2 * st.n_views * st.image_size**2 * 2 / 1e9
+    rows = []
+
+    render_xrays(vols[0][0], rots[:8], size=st.image_size, steps=st.steps, chi=st.chi, backend=backend)  # warm-up
+    t0, done = time.perf_counter(), 0
+    for i in range(species):
+        if time.perf_counter() - t0 > max_seconds:
+            break
+        render_xrays(vols[i % len(vols)][0], rots, size=st.image_size, steps=st.steps, chi=st.chi, backend=backend)
+        done += 1
+    rows.append(_row("render (no store)", done, species, st, time.perf_counter() - t0, 0.0, 0.0))
+    if not write:
+        return rows
+
+    store = folder / "bench.zarr"
+    if store.exists():
+        shutil.rmtree(store)
+    table = _species_table(species, st.volume_size)
+    create_store(store, st, species=table, provenance={"config": {"bench": "dataset"}})
+    deadline = time.time() + max_seconds
+    t0 = time.perf_counter()
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_render_and_write, str(store), e["name"], str(vols[i % len(vols)][1]), batch, backend, deadline)
+            for i, e in enumerate(table)
+        ]
+        times = [f.result() for f in futures]
+    seconds = time.perf_counter() - t0
+    done = sum(1 for t in times if t >= 0)
+    rows.append(
+        _row(
+            f"render + write ({workers} jobs, {batch} views per call)",
+            done,
+            species,
+            st,
+            seconds,
+            done * raw_per_species,
+            _folder_bytes(store) / 1e9,
+        )
+    )
+    if not keep:
+        shutil.rmtree(store)
+    return rows
+
+
+def _row(what: str, done: int, species: int, st: StoreSettings, seconds: float, raw_gb: float, disk_gb: float) -> dict:
+    views = done * st.n_views
+    rate = views / seconds if seconds > 0 else 0.0
+    return dict(
+        what=what,
+        species=done,
+        views=views,
+        seconds=seconds,
+        views_per_s=rate,
+        raw_gb=raw_gb,
+        disk_gb=disk_gb,
+        est_all_s=species * st.n_views / rate if rate > 0 else float("inf"),
+    )
+
+
+def format_dataset_rows(rows: list[dict], species: int) -> str:
+    """A plain-text table of :func:`bench_dataset` rows (``species``: the number asked for)."""
+    head = f"{'what':44} {'species':>9} {'views':>8} {'s':>8} {'views/s':>9} {'raw GB':>7} {'disk GB':>7} {'all s':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['what']:44} {r['species']:>4}/{species:<4} {r['views']:>8} {r['seconds']:>8.1f} "
+            f"{r['views_per_s']:>9.0f} {r['raw_gb']:>7.1f} {r['disk_gb']:>7.1f} {r['est_all_s']:>7.0f}"
+        )
+    return "\n".join(lines)
