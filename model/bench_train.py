@@ -32,11 +32,13 @@ def bench_train(
     device="cpu",
     amp: str = "none",
     cudnn_benchmark: bool = False,
+    compile: bool = False,
 ) -> dict:
     """Time ``repeats`` training steps of the ``preset`` network on a ``batch`` of random inputs
     (B, 1, S, S) and targets (B, D, S/2, S/2); ``threads`` > 0 sets torch's CPU threads; ``amp``
     ``"bf16"`` runs the forward pass under bf16 autocast, as training does on CUDA; ``cudnn_benchmark``
-    lets cuDNN time its convolution algorithms in the warm-up steps and keep the fastest."""
+    lets cuDNN time its convolution algorithms in the warm-up steps and keep the fastest; ``compile``
+    runs the network through ``torch.compile`` (compiled in the warm-up steps)."""
     if amp not in ("none", "bf16"):
         raise ValueError(f"amp must be 'none' or 'bf16', got {amp!r}")
     device = torch.device(device)
@@ -47,12 +49,13 @@ def bench_train(
     net = getattr(NetworkConfig, preset)()
     model = TomographyNet(net).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    forward = torch.compile(model) if compile else model
     x = torch.rand(batch, net.in_channels, net.input_size, net.input_size, device=device)
     y = torch.rand(batch, net.out_depth, net.out_size, net.out_size, device=device)
 
     def step() -> None:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-            pred = model(x)
+            pred = forward(x)
         loss = F.mse_loss(pred.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -74,6 +77,7 @@ def bench_train(
         batch=batch,
         amp=amp,
         cudnn_benchmark=cudnn_benchmark,
+        compile=compile,
         device=str(device),
         threads=torch.get_num_threads(),
         seconds_per_step=seconds,

@@ -252,10 +252,12 @@ def bench_train_cmd(a) -> int:
         device=a.device,
         amp=a.amp,
         cudnn_benchmark=a.cudnn_benchmark,
+        compile=a.compile,
     )
     print(
         f"train {r['preset']} network, batch {r['batch']}, {r['device']}, amp {r['amp']}"
-        f"{', cudnn benchmark' if r['cudnn_benchmark'] else ''}, {r['threads']} threads: "
+        f"{', cudnn benchmark' if r['cudnn_benchmark'] else ''}{', compiled' if r['compile'] else ''}, "
+        f"{r['threads']} threads: "
         f"{r['seconds_per_step']:.3f} s "
         f"per step ({r['samples_per_s']:.1f} samples/s; per step CPU {r['user_s_per_step']:.2f} s user, "
         f"{r['system_s_per_step']:.2f} s system, {r['minor_faults_per_step']:.0f} minor page faults; "

@@ -50,6 +50,7 @@ def bench_options(q: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--cudnn-benchmark", action="store_true", help="train benchmark: let cuDNN pick its fastest convolutions"
     )
+    q.add_argument("--compile", action="store_true", help="train benchmark: torch.compile the network")
     q.add_argument("--fuse-to", type=positive_int, default=512, help="fusion resolution of the infer benchmark")
 
 

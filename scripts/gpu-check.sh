@@ -17,12 +17,13 @@
 #   5. tomo train from a store at the paper's image settings (the store-backed loader), bf16, batch 32
 #   6. the demo store built with the CUDA renderer, the demo network trained on CUDA (bf16), and
 #      tomo evaluate --device cuda on its test species
+#   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile
 # It needs the project's Python dependencies; where the machine lacks some, bring them as wheels in
 # .whl/ (../shared/gpu/README.md): they are installed to a temporary folder first.
 set -u
 OUT="${1:-${OUT:-gpu-check-out}}"
 MAX_SECONDS="${MAX_SECONDS:-30}"
-ONLY="${ONLY:-1 2 3 4 5 6}"
+ONLY="${ONLY:-1 2 3 4 5 6 7}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -103,6 +104,8 @@ stage "6 train demo (cuda)" 90 "$OUT/evaluate.log" "${TOMO[@]}" train "$WORK/dem
     --ckpt-every 200 --seed 0
 stage "6 evaluate --device cuda" 90 "$OUT/evaluate.log" "${TOMO[@]}" evaluate "$WORK/demo/dataset.zarr" \
     --checkpoint "$WORK/demo-run/best.pt" -o "$WORK/eval-cuda" --device cuda
+stage "7 bench train paper bf16 b32 compiled" 120 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
+    --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile
 tar -czf "$OUT/results.tar.gz" -C "$WORK" --ignore-failed-read demo-run/train_log.csv demo-run/val_log.csv \
     eval-cuda paper-run/train_log.csv 2>/dev/null
 echo "total $(( $(date +%s) - T0 )) s" | tee -a "$SUMMARY"

@@ -116,6 +116,18 @@ def _cuda_kernel_rows(vol, rots, size: int, steps: int, repeats: int, volume: st
     """The render kernel alone (CUDA events, output left on the device) per launch layout and fetch."""
     vol, geom, clip, size, steps, _ = _prepare(vol, rots, size, steps)
     rows = []
+    for pinned in (True, False):  # the kernel, the copy back and the host array, without ray setup
+        t = _time(partial(_render_cuda.render, _pad(vol), geom, clip, size, steps, 10.0, pinned=pinned), repeats)
+        rows.append(
+            dict(
+                backend="cuda",
+                what=f"render + copy, {'pinned' if pinned else 'pageable'}",
+                volume=f"{volume} {vol.shape[0]}³",
+                views=len(rots),
+                ms_per_view=1e3 * t / len(rots),
+                views_per_s=len(rots) / t,
+            )
+        )
     for layout in _render_cuda.LAYOUTS:
         for fetch in _render_cuda.FETCHES:
             t = _render_cuda.kernel_seconds(
