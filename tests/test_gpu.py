@@ -66,7 +66,7 @@ def test_dense_volumes_match_cpu(kind, layout, fetch):
     rots = _views(12, seed=7)
     cpu = render_xrays(vol, rots, size=160, steps=96, backend="cpu")
     np.testing.assert_allclose(_cuda_render(vol, rots, 160, 96, layout=layout, fetch=fetch), cpu, atol=1e-5)
-    assert cpu.min() > 0.5  # every ray crosses density
+    assert np.median(cpu) > 0.5  # most rays cross the dense cube (an oblique view's corners miss it)
 
 
 @pytest.mark.parametrize("layout,fetch", VARIANTS)
