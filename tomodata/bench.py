@@ -85,64 +85,42 @@ def bench_render(
     rows = []
     for backend in backends or available_backends():
         t = _time(partial(render_xrays, vol, rots, size=image_size, steps=steps, backend=backend), repeats)
-        rows.append(
-            dict(
-                backend=backend,
-                what=f"render_xrays {image_size}² × {steps}",
-                volume=f"{volume} {volume_size}³",
-                views=n_views,
-                ms_per_view=1e3 * t / n_views,
-                views_per_s=n_views / t,
-            )
-        )
+        rows.append(_row(backend, f"render_xrays {image_size}² × {steps}", f"{volume} {volume_size}³", n_views, t))
         if backend == "cuda":
-            rows += _cuda_kernel_rows(vol, rots, image_size, steps, repeats, volume)
+            rows += _cuda_kernel_rows(vol, rots, image_size, steps, repeats, f"{volume} {volume_size}³")
         nv = max(1, min(n_views, 16))
         t = _time(partial(view_volumes, vol, rots[:nv], size=view_size, steps=steps, backend=backend), repeats)
-        rows.append(
-            dict(
-                backend=backend,
-                what=f"view_volumes {steps} × {view_size}²",
-                volume=f"{volume} {volume_size}³",
-                views=nv,
-                ms_per_view=1e3 * t / nv,
-                views_per_s=nv / t,
-            )
-        )
+        rows.append(_row(backend, f"view_volumes {steps} × {view_size}²", f"{volume} {volume_size}³", nv, t))
     return rows
 
 
+def _row(backend: str, what: str, volume: str, views: int, seconds: float) -> dict:
+    return dict(
+        backend=backend,
+        what=what,
+        volume=volume,
+        views=views,
+        ms_per_view=1e3 * seconds / views,
+        views_per_s=views / seconds,
+    )
+
+
 def _cuda_kernel_rows(vol, rots, size: int, steps: int, repeats: int, volume: str) -> list[dict]:
-    """The render kernel alone (CUDA events, output left on the device) per launch layout and fetch."""
+    """CUDA rows without the ray set-up: the kernel and the copy back into page-locked or pageable
+    host memory, then the kernel alone (CUDA events, output left on the device) per launch layout
+    and voxel fetch."""
     vol, geom, clip, size, steps, _ = _prepare(vol, rots, size, steps)
+    vp, n = _pad(vol), len(rots)
     rows = []
-    for pinned in (True, False):  # the kernel, the copy back and the host array, without ray setup
-        t = _time(partial(_render_cuda.render, _pad(vol), geom, clip, size, steps, 10.0, pinned=pinned), repeats)
-        rows.append(
-            dict(
-                backend="cuda",
-                what=f"render + copy, {'pinned' if pinned else 'pageable'}",
-                volume=f"{volume} {vol.shape[0]}³",
-                views=len(rots),
-                ms_per_view=1e3 * t / len(rots),
-                views_per_s=len(rots) / t,
-            )
-        )
+    for pinned in (True, False):
+        t = _time(partial(_render_cuda.render, vp, geom, clip, size, steps, 10.0, pinned=pinned), repeats)
+        rows.append(_row("cuda", f"render + copy, {'pinned' if pinned else 'pageable'}", volume, n, t))
     for layout in _render_cuda.LAYOUTS:
         for fetch in _render_cuda.FETCHES:
             t = _render_cuda.kernel_seconds(
-                _pad(vol), geom, clip, size, steps, 10.0, layout=layout, fetch=fetch, repeats=repeats
+                vp, geom, clip, size, steps, 10.0, layout=layout, fetch=fetch, repeats=repeats
             )
-            rows.append(
-                dict(
-                    backend="cuda",
-                    what=f"kernel {layout}/{fetch}",
-                    volume=f"{volume} {vol.shape[0]}³",
-                    views=len(rots),
-                    ms_per_view=1e3 * t / len(rots),
-                    views_per_s=len(rots) / t,
-                )
-            )
+            rows.append(_row("cuda", f"kernel {layout}/{fetch}", volume, n, t))
     return rows
 
 
@@ -153,7 +131,7 @@ def format_rows(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"{r['backend']:8} {r['what']:28} {r['volume']:12} {r['views']:>6} "
-            f"{r['ms_per_view']:>9.2f} {r['views_per_s']:>9.1f}"
+            f"{r['ms_per_view']:>9.4f} {r['views_per_s']:>9.1f}"
         )
     return "\n".join(lines)
 
