@@ -3,15 +3,15 @@
 #
 #   scripts/gpu-check.sh [OUT]      (OUT: where logs go; default $OUT, else gpu-check-out)
 #   ONLY="1 4" scripts/gpu-check.sh   (run only the stages whose numbers are listed)
-#   MAX_SECONDS=N                      (the time limit of each timing of stage 4; default 30)
+#   MAX_SECONDS=N                      (whole seconds: the limit of each timing of stage 4; default 30)
 #
 # Stages (each with its own time limit; a failing stage is recorded and the next one runs):
 #   1. the `gpu`-marked tests (CUDA renderer = numba renderer to 1e-5: skull at the paper's settings,
 #      dense and non-cubic volumes, more views than one launch, view volumes over several buffers;
 #      CPU and CUDA store builds agree)
 #   2. tomo bench render --backend cuda (1,332 views, skull and dense; kernel alone per launch layout)
-#   3. tomo bench train: the paper network, fp32 and bf16 autocast, batch 16 and 32 (and bf16 with
-#      cuDNN's autotuning, batch 32 and 64)
+#   3. tomo bench train: the paper network, fp32 (batch 32) and bf16 autocast (batch 16 and 32; and
+#      with cuDNN's autotuning, batch 32 and 64)
 #   4. tomo bench dataset: the paper dataset's 233,100 x-rays rendered alone, and rendered + written
 #      into a sharded Zarr store by 16 render-species jobs (each timing bounded by MAX_SECONDS)
 #   5. tomo train from a store at the paper's image settings (the store-backed loader), bf16, batch 32
@@ -25,11 +25,13 @@ OUT="${1:-${OUT:-gpu-check-out}}"
 MAX_SECONDS="${MAX_SECONDS:-30}"
 ONLY="${ONLY:-1 2 3 4 5 6 7}"
 PY="${PYTHON:-python3}"
+case "$MAX_SECONDS" in ''|*[!0-9]*) echo "MAX_SECONDS must be whole seconds, got '$MAX_SECONDS'" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 WORK="$(mktemp -d /tmp/gpu-check.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT  # the scratch stores (the dataset benchmark's holds about 15 GB)
 SUMMARY="$OUT/summary.txt"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 if compgen -G ".whl/*.whl" >/dev/null; then

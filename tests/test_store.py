@@ -525,3 +525,19 @@ def test_older_spec_is_read_and_named(tmp_path):
     np.testing.assert_array_equal(store.open_store(path).volume("alpha"), species_data("alpha")["volume"])
     with pytest.raises(ValueError, match=r"spec 'tomo-dataset/1'.*writes tomo-dataset/2: rebuild it"):
         write(path, "alpha")
+
+
+def test_encode_images_is_the_documented_rounding():
+    """uint16 = round_half_even(clip(x, 0, 1) · 65535) in float64, for every input kind (the encoder
+    avoids float64 temporaries; its values must not move)."""
+
+    def reference(x):
+        return np.round(np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * 65535).astype(np.uint16)
+
+    ties = (np.arange(65535) + 0.5) / 65535
+    cases = [ties, np.nextafter(ties, 2), np.nextafter(ties, -1), ties.astype(np.float32)]
+    cases += [np.random.default_rng(3).random(100_000).astype(np.float32) * 1.4 - 0.2]
+    cases += [np.float16([0.3, 1.5, -2.0]), [0.1, 1.2, -3], 0.5, np.float32(0.25), np.array(0.75)]
+    for x in cases:
+        got = store.encode_images(x)
+        assert got.dtype == np.uint16 and np.array_equal(got, reference(x))

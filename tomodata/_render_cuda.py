@@ -8,10 +8,11 @@ one batch renders while the previous one is copied back.
 
 Launch layout and voxel fetch (measured on an H200, docs/benchmarks.md): blocks of 8 × 32 pixels put
 8 × 4 neighbouring rays in a warp, and the warp steps through depth together, so its samples share
-cache lines ("tiles", 1.3–1.5× the one-row warps of "rows"); voxels are read from a plain array through
-the read-only cache ("linear": 1.9–2.3× a point-filtered 3D texture, "texture"). The default
-is tiles + linear; the others stay for ``tomo bench render``. X-rays come back in page-locked host
-memory (3–6× faster than pageable memory; the copy back, not the kernel, bounds ``render_xrays``).
+cache lines ("tiles": 1.3–1.5× the one-row warps of "rows" with the linear fetch); voxels are read
+from a plain array through the read-only cache ("linear": 1.5–2.3× a point-filtered 3D texture,
+"texture"). The default is tiles + linear; the others stay for ``tomo bench render``. X-rays come
+back in page-locked host memory (3–6× faster than pageable memory; on skulls the copy back, not the
+kernel, bounds ``render_xrays``).
 """
 
 from __future__ import annotations
@@ -217,7 +218,13 @@ extern "C" __global__ void view_volume_texture(cudaTextureObject_t tex, const do
 LAYOUTS = {"tiles": (8, 32), "rows": (256, 1)}
 #: how voxels are read: "texture" (point-filtered texels, block-linear) or "linear" (a C array)
 FETCHES = ("texture", "linear")
+#: views in one launch at most (grid z; CUDA allows 65,535)
+MAX_VIEWS_PER_LAUNCH = 65_535
+#: results up to this size come back in page-locked memory (CuPy's pinned pool keeps such blocks,
+#: rounded up to a power of two, for later calls; larger results go to pageable memory)
+PINNED_MAX_BYTES = 1 << 30
 _module = None
+_streams: dict = {}  # device id -> two streams, made once: CuPy keeps each stream's pool arena
 
 
 def _function(name: str):
@@ -263,16 +270,29 @@ def _clip_array(clip) -> np.ndarray:
 
 def _batches(n: int, per_view: tuple, batch: int, launch, *, pinned: bool = False) -> np.ndarray:
     """Run ``launch(d_out, start, m)`` for views ``start … start + m − 1`` in batches of ``batch`` and
-    copy the results to a host array (n, *per_view) float32 (in page-locked memory if ``pinned``).
+    copy the results to a host array (n, *per_view) float32 (in page-locked memory if ``pinned`` and
+    it holds at most :data:`PINNED_MAX_BYTES`).
 
     Two streams alternate, and each batch's kernel is queued before the previous batch is copied
-    back, so the device renders batch i + 1 while batch i travels to the host."""
+    back, so the device renders batch i + 1 while batch i travels to the host. The streams first wait
+    for the work already queued on the current stream (the uploads of the volume and geometry)."""
     import cupy as cp
     import cupyx
 
     shape = (n, *per_view)
-    out = cupyx.empty_pinned(shape, dtype=np.float32) if pinned else np.empty(shape, dtype=np.float32)
-    streams = (cp.cuda.Stream(), cp.cuda.Stream())
+    nbytes = 4 * n * int(np.prod(per_view))
+    if pinned and nbytes <= PINNED_MAX_BYTES:
+        out = cupyx.empty_pinned(shape, dtype=np.float32)
+    else:
+        out = np.empty(shape, dtype=np.float32)
+    batch = max(1, min(batch, MAX_VIEWS_PER_LAUNCH))
+    dev = cp.cuda.Device().id
+    if dev not in _streams:
+        _streams[dev] = (cp.cuda.Stream(), cp.cuda.Stream())
+    streams = _streams[dev]
+    uploaded = cp.cuda.get_current_stream().record()
+    for st in streams:
+        st.wait_event(uploaded)
     bufs: list = [None, None]
     starts = list(range(0, n, batch))
     pending = None  # (device view, start, m, stream) launched but not yet copied
@@ -316,9 +336,9 @@ def render(
     pinned: bool = True,
 ):
     """(n, size, size) float32 opacity; ``vp`` is the padded (Z+2, Y+2, X+2) float32 volume, ``geom``
-    (n, 4, 3) and ``clip`` from :func:`tomodata.render._prepare`. ``pinned``: the result lives in
-    page-locked host memory from CuPy's pinned pool (the copy back runs several times faster; the
-    pool keeps freed blocks for the next call)."""
+    (n, 4, 3) and ``clip`` from :func:`tomodata.render._prepare`. ``pinned``: a result of at most
+    :data:`PINNED_MAX_BYTES` lives in page-locked host memory from CuPy's pinned pool (the copy back
+    runs 3–6× faster; the pool keeps the block for later calls)."""
     import cupy as cp
 
     vol = _Volume(vp, fetch)
@@ -335,7 +355,7 @@ def render(
 
 
 def view_volumes(
-    vp, geom, clip, size, steps, *, max_bytes: int = 1 << 29, layout: str = "tiles", fetch: str = "texture"
+    vp, geom, clip, size, steps, *, max_bytes: int = 1 << 29, layout: str = "tiles", fetch: str = "linear"
 ):
     """(n, steps, size, size) float32 view volumes; each of the two device buffers holds at most
     ``max_bytes`` (one view at least)."""
@@ -355,7 +375,7 @@ def view_volumes(
 
 
 def kernel_seconds(
-    vp, geom, clip, size, steps, chi, *, layout: str = "tiles", fetch: str = "texture", repeats: int = 3
+    vp, geom, clip, size, steps, chi, *, layout: str = "tiles", fetch: str = "linear", repeats: int = 3
 ) -> float:
     """Seconds of one launch rendering all views of ``geom`` into device memory (CUDA events, median
     of ``repeats`` after a warm-up): the kernel alone, without transfers or the host's preparation."""
@@ -364,6 +384,8 @@ def kernel_seconds(
     vol = _Volume(vp, fetch)
     kern = _function(f"render_{fetch}")
     n = geom.shape[0]
+    if n > MAX_VIEWS_PER_LAUNCH:
+        raise ValueError(f"kernel_seconds times one launch: at most {MAX_VIEWS_PER_LAUNCH} views, got {n}")
     d_geom = cp.asarray(np.ascontiguousarray(geom, dtype=np.float64))
     d_clip = cp.asarray(_clip_array(clip))
     d_out = cp.empty((n, size, size), dtype=cp.float32)

@@ -124,7 +124,8 @@ def encode_images(opacity, encoding: str = "uint16") -> np.ndarray:
     ``float16``: ``clip(x, 0, 1)`` cast to float16.
     """
     if encoding == "uint16":  # clip(x·65535, 0, 65535) equals clip(x, 0, 1)·65535: scaling is monotone
-        buf = np.multiply(opacity, float(_UINT16_MAX), dtype=np.float64)  # exact for float32 opacity
+        x = np.asarray(opacity)
+        buf = np.multiply(x, float(_UINT16_MAX), out=np.empty(x.shape, np.float64), dtype=np.float64)  # exact: float32
         np.clip(buf, 0.0, float(_UINT16_MAX), out=buf)
         return np.rint(buf, out=buf).astype(np.uint16)  # rint: half to even, as np.round
     if encoding == "float16":
