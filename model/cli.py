@@ -73,6 +73,7 @@ def cmd_train(a) -> int:
         seed=a.seed,
         num_workers=a.workers,
         amp=a.amp,
+        compile=a.compile,
     ).validate()
     summary = train(
         a.store,

@@ -109,6 +109,12 @@ def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
     q.add_argument("--seed", type=int, default=0, help="seed of initialisation and sample order")
     q.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (forkserver/spawn)")
     q.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto", help="autocast (auto: bf16 on CUDA)")
+    q.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network for training (GPU: 1.3x the samples/s of the paper network, "
+        "docs/benchmarks.md; compiles for about a minute first)",
+    )
     q.add_argument("--max-steps", type=positive_int, help="stop after this step (the schedule still uses --steps)")
     q.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
     q.add_argument(

@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     amp: str = "auto"  # "auto": bf16 autocast on CUDA, none on CPU; "bf16"; "none"
+    compile: bool = False  # torch.compile the training step's forward pass (never blocks a resume)
 
     def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size", "val_every", "ckpt_every", "log_every", "val_samples"):
@@ -346,6 +348,7 @@ class _Run:
     best_bytes: bytes | None = None  # best.pt as written (carried in last.pt)
     val_history: list = dataclasses.field(default_factory=list)  # val_log.csv's rows (carried in last.pt)
     stop: str = ""  # the signal that asked this run to stop after its current step
+    forward: Any = None  # what the training step calls: model, or torch.compile(model) (cfg.compile)
 
     @property
     def last(self) -> Path:
@@ -499,6 +502,7 @@ def _setup(
         run.model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None
         )
+    run.forward = torch.compile(run.model) if cfg.compile else run.model  # same parameters, same state_dict
     run.end = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
     return run
 
@@ -510,7 +514,7 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
     (``steps`` must match too) a note on stderr and a fresh start."""
     last = run.last
     state = load_checkpoint(last, map_location=run.device)
-    skip = () if restart else ("steps",)
+    skip = ("compile",) if restart else ("steps", "compile")  # compiling changes no result
     diffs = config_differences(state["network"], run.net.to_dict(), "network.")
     diffs += config_differences(
         {k: v for k, v in state["train"].items() if k not in skip},
@@ -594,7 +598,7 @@ def _train_step(run: _Run, targets: SpeciesVolumes, batch: dict) -> float:
     with torch.no_grad():
         y = targets.targets(batch)
     with _amp_context(run.cfg, run.device):
-        pred = run.model(x)
+        pred = run.forward(x)
     loss = F.mse_loss(pred.float(), y)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -252,6 +252,24 @@ def test_resume_refuses_other_settings(store, tmp_path):
         train(store, tmp_path, net=TINY, cfg=TrainConfig(**(cfg.to_dict() | {"lr": 0.5})), progress=False)
 
 
+def test_compiled_training_resumes_either_way_and_matches_eager(store, tmp_path):
+    """--compile (torch.compile of the training step's forward pass) writes the same kind of
+    checkpoint, never blocks a resume either way, and learns as the eager network does."""
+    cfg = TrainConfig(steps=4, batch_size=2, warmup_steps=0, val_every=4, val_samples=2, ckpt_every=2, log_every=1)
+    compiled = dataclasses.replace(cfg, compile=True)
+    part = train(store, tmp_path / "mixed", net=TINY, cfg=compiled, resume=False, max_steps=2, progress=False)
+    assert part["step"] == 2
+    rest = train(store, tmp_path / "mixed", net=TINY, cfg=cfg, progress=False)  # eager resumes a compiled run
+    assert rest["start"] == 2 and rest["step"] == 4
+    eager = train(store, tmp_path / "eager", net=TINY, cfg=cfg, resume=False, progress=False)
+    np.testing.assert_allclose(  # the same steps; compiled kernels round differently
+        [float(x) for x in _losses(tmp_path / "mixed")], [float(x) for x in _losses(tmp_path / "eager")], rtol=1e-3
+    )
+    assert eager["step"] == 4
+    model, state = model_from_checkpoint(tmp_path / "mixed" / "last.pt")  # plain keys: no _orig_mod. prefix
+    assert state["train"]["compile"] is False and isinstance(model, torch.nn.Module)
+
+
 def test_bad_training_settings(store, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0).validate()
