@@ -19,7 +19,8 @@
 #      tomo evaluate --device cuda on its test species
 #   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile
 # It needs the project's Python dependencies; where the machine lacks some, bring them as wheels in
-# .whl/ (../shared/gpu/README.md): they are installed to a temporary folder first.
+# .whl/ (../shared/gpu/README.md): they are installed to a temporary folder first. zarr 3.1 needs
+# google-crc32c too (that README's list lacks it); SimpleITK and Snakemake are not needed here.
 set -u
 OUT="${1:-${OUT:-gpu-check-out}}"
 MAX_SECONDS="${MAX_SECONDS:-30}"
