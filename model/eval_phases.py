@@ -26,6 +26,7 @@ from tomodata.progress import phase
 from tomodata.progress import progress as progress_bar
 from tomodata.store import DatasetStore, open_store
 
+from .checkpoint import config_differences, data_fingerprint, model_from_checkpoint
 from .data import StoreSamples, resize_xrays
 from .eval_config import EvalConfig
 from .fusion import fuse, opacity_max
@@ -35,7 +36,6 @@ from .oracle import OracleResult, oracle_search
 from .search import coarse_factors, coarse_for_memory, nearest_images, nearest_images_bounded, train_coarse_features
 from .sources import ImageSource, ViewSource, mean_volume, release_freed_memory, select_evenly, store_image_blocks
 from .surface import render_isosurface_torch
-from .train import config_differences, data_fingerprint, model_from_checkpoint
 
 __all__ = ["EvalState", "Matches", "Scores", "load_run", "nn_phase", "oracle_phase", "score_phase"]
 

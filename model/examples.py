@@ -32,10 +32,10 @@ import torch
 
 from tomodata.store import open_store
 
+from .checkpoint import model_from_checkpoint
 from .data import resize_xrays
 from .fusion import fuse, upsample_lateral
 from .sources import ViewSource, mean_volume
-from .train import model_from_checkpoint
 
 __all__ = ["examples_for", "load_examples", "qualitative_examples", "save_examples", "write_examples"]
 

@@ -42,9 +42,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .checkpoint import load_checkpoint
 from .data import resize_xrays
 from .network import NetworkConfig, TomographyNet
-from .train import load_checkpoint
 
 #: bytes per fused / upsampled slab of output rows
 SLAB_BYTES = 64 * 2**20

@@ -20,11 +20,23 @@ Outputs in ``out_dir``: ``last.pt``, ``best.pt`` (and ``step_XXXXXXX.pt`` every 
 
 from __future__ import annotations
 
+__all__ = [  # checkpoint I/O lives in model.checkpoint; its names stay importable from here
+    "CHECKPOINT_FORMAT",
+    "TrainConfig",
+    "config_differences",
+    "data_fingerprint",
+    "evaluate_loss",
+    "load_checkpoint",
+    "lr_factor",
+    "model_from_checkpoint",
+    "open_val_species",
+    "save_checkpoint",
+    "train",
+]
+
 import contextlib
 import csv
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import random
@@ -41,11 +53,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tomodata import __version__
 from tomodata.files import atomic_write, write_json
 from tomodata.progress import progress as progress_bar
-from tomodata.store import open_store
 
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    config_differences,
+    data_fingerprint,
+    load_checkpoint,
+    model_from_checkpoint,
+    open_val_species,
+    save_checkpoint,
+    set_rng_state,
+)
 from .data import (
     SpeciesVolumes,
     StoreSamples,
@@ -55,8 +75,6 @@ from .data import (
 )
 from .network import NetworkConfig, TomographyNet, count_parameters
 from .ood import reference_from_store
-
-CHECKPOINT_FORMAT = "tomo-checkpoint/1"
 
 
 @dataclass(frozen=True)
@@ -124,123 +142,6 @@ def _device(local_rank: int) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-def data_fingerprint(dataset: StoreSamples) -> dict:
-    """What a checkpoint's data must match on resume (and evaluation): store spec, sizes, the
-    training species and ``content``, the sha256 of the stored checksums of the train species of
-    ``dataset`` and of the store's complete val species (model choice)."""
-    a = dataset.attrs
-    ds = open_store(dataset.store_path)
-    names = list(dataset.species) + open_val_species(dataset)
-    sums = {n: ds.species_attrs(n).get("complete", {}).get("sha256") for n in names}
-    return dict(
-        spec_version=a["spec_version"],
-        chi=a["chi"],
-        steps=a["steps"],
-        image_size=a["image_size"],
-        volume_size=a["volume_size"],
-        n_views=a["n_views"],
-        view_scheme=a["view_scheme"]["name"],
-        view_seed=a["view_scheme"]["seed"],
-        species=list(dataset.species),
-        content=hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest(),
-    )
-
-
-def _rng_state() -> dict:
-    return dict(
-        torch=torch.get_rng_state(),
-        numpy=np.random.get_state(),
-        python=random.getstate(),
-        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    )
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(
-    path: Path,
-    *,
-    model,
-    optimizer,
-    scheduler,
-    step: int,
-    net: NetworkConfig,
-    cfg: TrainConfig,
-    data: dict,
-    metrics: dict | None = None,
-    xray_reference: dict | None = None,
-    extra: dict | None = None,
-) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename). ``xray_reference``: the training
-    x-rays' summary for the out-of-distribution check of ``tomo infer`` (:mod:`model.ood`);
-    ``extra``: more entries (``last.pt``: ``best_checkpoint``, the bytes of ``best.pt``, and
-    ``val_history``, so that a resumed run restores both where they were deleted)."""
-    module = model.module if hasattr(model, "module") else model
-    state = dict(
-        format=CHECKPOINT_FORMAT,
-        step=step,
-        model=module.state_dict(),
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict(),
-        rng=_rng_state(),
-        network=net.to_dict(),
-        train=cfg.to_dict(),
-        data=data,
-        metrics=metrics or {},
-        code_version=__version__,
-        xray_reference=xray_reference,
-        **(extra or {}),
-    )
-    return atomic_write(path, lambda tmp: _torch_save(state, tmp))
-
-
-def _torch_save(state: dict, path: Path) -> None:
-    """``torch.save`` through a file object: given a path it names the archive's folder after the
-    file (here a random temporary name), so the same state would not give the same bytes."""
-    with open(path, "wb") as fh:
-        torch.save(state, fh)
-
-
-def load_checkpoint(path, *, map_location="cpu") -> dict:
-    """Read a checkpoint; ValueError if it is not one of ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"{path} is not a readable checkpoint: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
-    return state
-
-
-def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Human-readable differences between two flat-ish dicts ("key: x != y")."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if a.get(k) != b.get(k):
-            out.append(f"{prefix}{k}: {a.get(k)!r} (checkpoint) != {b.get(k)!r} (now)")
-    return out
-
-
-def model_from_checkpoint(path, *, map_location="cpu") -> tuple[TomographyNet, dict]:
-    """The trained network (eval mode) and the checkpoint dict."""
-    state = load_checkpoint(path, map_location=map_location)
-    net = NetworkConfig.from_dict(state["network"])
-    model = TomographyNet(net)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, state
 
 
 # ------------------------------------------------------------------------------------------ loop
@@ -533,7 +434,7 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     run.start = int(state["step"])
     _restore_outputs(run, state)
     if run.start:  # the best validation so far travels in last.pt
@@ -706,9 +607,3 @@ def _finish(run: _Run, step: int) -> dict:
 
 def _metrics(val_loss: float, best: dict) -> dict:
     return dict(val_loss=val_loss, best_val_loss=best["val_loss"], best_step=best["step"])
-
-
-def open_val_species(train_set: StoreSamples) -> list[str]:
-    """The store's held-out species (split ``val``) that are complete."""
-    ds = open_store(train_set.store_path)
-    return [n for n in ds.species_names(split="val") if ds.is_complete(n)]
