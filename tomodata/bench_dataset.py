@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import tree_bytes
 from .phantoms import skull_volume, species_params
 from .render import render_xrays
 from .render_jobs import render_batched
@@ -78,10 +79,6 @@ def _render_and_write(
     return t0, time.time()
 
 
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def bench_dataset(
     folder,
     *,
@@ -106,7 +103,7 @@ def bench_dataset(
     all ``species`` at the measured rate (measured where all were done, else extrapolated: the table
     marks it "est.").
     """
-    st = settings or StoreSettings(chi=10.0, steps=128, image_size=256, volume_size=128, n_views=1332, view_seed=0)
+    st = settings or StoreSettings()  # its defaults are the paper's settings
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vols = []
@@ -156,7 +153,7 @@ def bench_dataset(
             st,
             seconds,
             done * raw_per_species,
-            _folder_bytes(store) / 1e9,
+            tree_bytes(store) / 1e9,
         )
     )
     if not keep:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "json_safe", "sha256_file", "write_json", "write_text"]
+__all__ = ["atomic_write", "json_safe", "sha256_file", "tree_bytes", "write_json", "write_text"]
 
 _CHUNK = 1 << 20
 
@@ -97,3 +97,8 @@ def sha256_file(path) -> str:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def tree_bytes(folder) -> int:
+    """Bytes of all files under ``folder`` (recursively)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..files import sha256_file
+from ..files import sha256_file, tree_bytes
 from ..io import nrrd_data_names
 
 
@@ -62,9 +62,5 @@ def _detached_sha256(header: Path, header_name: str, data: list[Path]) -> str:
 
 def _source_bytes(path: Path) -> int:
     if path.is_dir():
-        return _tree_bytes(path)
+        return tree_bytes(path)
     return sum(f.stat().st_size for f in [path] + nrrd_data_files(path))
-
-
-def _tree_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

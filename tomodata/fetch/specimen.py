@@ -9,9 +9,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import sha256_file
+from ..files import sha256_file, tree_bytes
 from ..manifest import split_sources
-from .checksums import _source_bytes, _tree_bytes, nrrd_data_files, source_sha256
+from .checksums import _source_bytes, nrrd_data_files, source_sha256
 from .common import _archive_stem, _is_remote, _local_path, _target_name
 from .errors import ChecksumMismatch, FetchError, FetchResult, SourcesExhausted
 from .local import _copy_detached, _copy_file, _copy_folder, _extract, _in_place_first, _result_path
@@ -41,7 +41,7 @@ class _Job:
         """The result for ``final`` (a file or folder in ``out_dir``); an archive is extracted beside it
         (a fresh one always, a reused one when its folder is missing)."""
         if final.is_dir():
-            return FetchResult(self.sid, final, digest, _tree_bytes(final), url, resumed, from_mirror, reused)
+            return FetchResult(self.sid, final, digest, tree_bytes(final), url, resumed, from_mirror, reused)
         stem = _archive_stem(final.name)
         if stem is not None:
             folder = self.out_dir / stem
