@@ -33,12 +33,18 @@ def bench_train(
     amp: str = "none",
     cudnn_benchmark: bool = False,
     compile: bool = False,
+    channels_last: bool = False,
+    profile=None,
 ) -> dict:
     """Time ``repeats`` training steps of the ``preset`` network on a ``batch`` of random inputs
     (B, 1, S, S) and targets (B, D, S/2, S/2); ``threads`` > 0 sets torch's CPU threads; ``amp``
     ``"bf16"`` runs the forward pass under bf16 autocast, as training does on CUDA; ``cudnn_benchmark``
     lets cuDNN time its convolution algorithms in the warm-up steps and keep the fastest; ``compile``
-    runs the network through ``torch.compile`` (compiled in the warm-up steps)."""
+    runs the network through ``torch.compile`` (compiled in the warm-up steps); ``channels_last``
+    keeps the network's weights and activations in NHWC order (``torch.channels_last``), the layout
+    cuDNN's tensor-core convolutions read without transposing. ``profile``: a file that receives
+    ``torch.profiler``'s table of the operators' own (self) device time, or CPU time without CUDA,
+    over 3 more steps after the timing, and a summary of it by kind of kernel."""
     if amp not in ("none", "bf16"):
         raise ValueError(f"amp must be 'none' or 'bf16', got {amp!r}")
     device = torch.device(device)
@@ -48,6 +54,8 @@ def bench_train(
     torch.manual_seed(0)
     net = getattr(NetworkConfig, preset)()
     model = TomographyNet(net).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     forward = torch.compile(model) if compile else model
     x = torch.rand(batch, net.in_channels, net.input_size, net.input_size, device=device)
@@ -71,6 +79,8 @@ def bench_train(
         step()
         times.append(time.perf_counter() - t0)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    if profile is not None:
+        _profile(step, device, profile)
     seconds = float(np.median(times))
     return dict(
         preset=preset,
@@ -78,6 +88,7 @@ def bench_train(
         amp=amp,
         cudnn_benchmark=cudnn_benchmark,
         compile=compile,
+        channels_last=channels_last,
         device=str(device),
         threads=torch.get_num_threads(),
         seconds_per_step=seconds,
@@ -86,3 +97,44 @@ def bench_train(
         system_s_per_step=(r1.ru_stime - r0.ru_stime) / repeats,
         minor_faults_per_step=(r1.ru_minflt - r0.ru_minflt) / repeats,
     )
+
+
+#: kinds of kernel in :func:`_profile`'s summary: the first pattern found in a name (lower case) wins
+KERNEL_KINDS = (
+    ("convolution (cuDNN / GEMM)", ("conv", "cudnn", "gemm", "sm90", "sm80", "cutlass", "xmma", "wgrad", "dgrad")),
+    ("batch norm", ("batch_norm", "batchnorm", "bn_")),
+    ("optimizer (Adam)", ("adam", "foreach", "multi_tensor")),
+    ("pooling / upsampling", ("pool", "upsample")),
+    ("copies / layout", ("copy", "transpose", "nchwtonhwc", "nhwctonchw", "permute", "cat")),
+    ("elementwise (ReLU, add, casts, loss)", ("elementwise", "relu", "threshold", "add", "mul", "mse", "fill", "triton")),
+)
+
+
+def _profile(step, device: torch.device, path) -> None:
+    """Profile three ``step`` calls; write the operator table and a summary by kernel kind to ``path``."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    table = f"torch.profiler over 3 steps on {device}; sorted by {key}\n{events.table(sort_by=key, row_limit=40)}\n"
+    with open(path, "w") as f:  # the table first: the summary below reads attributes only CUDA runs have
+        f.write(table)
+    kinds: dict[str, float] = {}
+    for e in prof.events() if cuda else []:
+        if e.device_type == DeviceType.CUDA:  # a kernel (or a copy) on the device
+            name = e.name.lower()
+            kind = next((k for k, pats in KERNEL_KINDS if any(p in name for p in pats)), "other")
+            kinds[kind] = kinds.get(kind, 0.0) + e.time_range.elapsed_us() / 3e3  # ms per step
+    if not kinds:
+        return
+    total = sum(kinds.values())
+    lines = [f"device kernels by kind, ms per step (total {total:.1f}):"]
+    lines += [f"  {k:40s} {v:8.2f}  {100 * v / total:5.1f} %" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])]
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n")

@@ -74,6 +74,7 @@ def cmd_train(a) -> int:
         num_workers=a.workers,
         amp=a.amp,
         compile=a.compile,
+        channels_last=a.channels_last,
     ).validate()
     summary = train(
         a.store,
@@ -254,10 +255,13 @@ def bench_train_cmd(a) -> int:
         amp=a.amp,
         cudnn_benchmark=a.cudnn_benchmark,
         compile=a.compile,
+        channels_last=a.channels_last,
+        profile=a.profile,
     )
     print(
         f"train {r['preset']} network, batch {r['batch']}, {r['device']}, amp {r['amp']}"
-        f"{', cudnn benchmark' if r['cudnn_benchmark'] else ''}{', compiled' if r['compile'] else ''}, "
+        f"{', cudnn benchmark' if r['cudnn_benchmark'] else ''}{', compiled' if r['compile'] else ''}"
+        f"{', channels_last' if r['channels_last'] else ''}, "
         f"{r['threads']} threads: "
         f"{r['seconds_per_step']:.3f} s "
         f"per step ({r['samples_per_s']:.1f} samples/s; per step CPU {r['user_s_per_step']:.2f} s user, "

@@ -51,6 +51,10 @@ def bench_options(q: argparse.ArgumentParser) -> None:
         "--cudnn-benchmark", action="store_true", help="train benchmark: let cuDNN pick its fastest convolutions"
     )
     q.add_argument("--compile", action="store_true", help="train benchmark: torch.compile the network")
+    q.add_argument(
+        "--channels-last", action="store_true", help="train benchmark: the network's tensors in NHWC (channels_last) order"
+    )
+    q.add_argument("--profile", metavar="FILE", help="train benchmark: write torch.profiler's operator table to FILE")
     q.add_argument("--fuse-to", type=positive_int, default=512, help="fusion resolution of the infer benchmark")
 
 
@@ -114,6 +118,12 @@ def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
         action="store_true",
         help="torch.compile the network for training (GPU: 1.3x the samples/s of the paper network, "
         "docs/benchmarks.md; compiles for about a minute first)",
+    )
+    q.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="keep the network's tensors in NHWC order (torch.channels_last), the order cuDNN's bf16 "
+        "convolutions read without transposing (docs/benchmarks.md)",
     )
     q.add_argument("--max-steps", type=positive_int, help="stop after this step (the schedule still uses --steps)")
     q.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")

@@ -96,6 +96,7 @@ class TrainConfig:
     num_workers: int = 0
     amp: str = "auto"  # "auto": bf16 autocast on CUDA, none on CPU; "bf16"; "none"
     compile: bool = False  # torch.compile the training step's forward pass (never blocks a resume)
+    channels_last: bool = False  # the network's tensors in NHWC order (torch.channels_last; never blocks a resume)
 
     def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size", "val_every", "ckpt_every", "log_every", "val_samples"):
@@ -377,6 +378,8 @@ def _setup(
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model: torch.nn.Module = TomographyNet(net).to(device)
+    if cfg.channels_last:  # same values in another memory order: checkpoints load either way
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     run = _Run(
@@ -415,7 +418,8 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
     (``steps`` must match too) a note on stderr and a fresh start."""
     last = run.last
     state = load_checkpoint(last, map_location=run.device)
-    skip = ("compile",) if restart else ("steps", "compile")  # compiling changes no result
+    skip = ("compile", "channels_last")  # how the step runs, not what it computes
+    skip = skip if restart else ("steps", *skip)
     diffs = config_differences(state["network"], run.net.to_dict(), "network.")
     diffs += config_differences(
         {k: v for k, v in state["train"].items() if k not in skip},

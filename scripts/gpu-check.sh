@@ -11,13 +11,17 @@
 #      CPU and CUDA store builds agree)
 #   2. tomo bench render --backend cuda (1,332 views, skull and dense; kernel alone per launch layout)
 #   3. tomo bench train: the paper network, fp32 (batch 32) and bf16 autocast (batch 16 and 32; and
-#      with cuDNN's autotuning, batch 32 and 64)
+#      with cuDNN's autotuning, batch 32 and 64; in NHWC order, --channels-last, batch 32 and 64)
 #   4. tomo bench dataset: the paper dataset's 233,100 x-rays rendered alone, and rendered + written
 #      into a sharded Zarr store by 16 render-species jobs (each timing bounded by MAX_SECONDS)
-#   5. tomo train from a store at the paper's image settings (the store-backed loader), bf16, batch 32
+#   5. tomo train from a store at the paper's image settings (the store-backed loader), bf16, batch 32:
+#      as it is, with --channels-last, and with --compile --channels-last
 #   6. the demo store built with the CUDA renderer, the demo network trained on CUDA (bf16), and
 #      tomo evaluate --device cuda on its test species
-#   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile
+#   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile (NCHW and NHWC)
+#   8. torch.profiler of the paper network's bf16 training step, batch 32 (NCHW and NHWC): profile.txt
+# OUT receives at most 8 files (env.txt, summary.txt, pytest.log, bench.log, train.log,
+# evaluate.log, profile.txt, results.tar.gz with the training and evaluation logs).
 # It needs the project's Python dependencies; where the machine lacks some, bring them as wheels in
 # .whl/ (../shared/gpu/README.md): they are installed to a temporary folder first. zarr 3.1 needs
 # google-crc32c too (that README's list lacks it); SimpleITK and Snakemake are not needed here.
@@ -89,16 +93,23 @@ for b in 32 64; do
     stage "3 bench train paper bf16 b$b cudnn" 45 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
         --device cuda --amp bf16 --batch-size "$b" --repeats 10 --cudnn-benchmark
 done
+for b in 32 64; do
+    stage "3 bench train paper bf16 b$b nhwc" 45 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
+        --device cuda --amp bf16 --batch-size "$b" --repeats 10 --channels-last
+done
 stage "4 bench dataset" $((3 * MAX_SECONDS + 45)) "$OUT/bench.log" "${TOMO[@]}" bench dataset --backend cuda \
     --species 175 --workers 16 --max-seconds "$MAX_SECONDS" --out "$WORK/dataset"
 rm -rf "$WORK/dataset"
 
 stage "5 paper-settings store" 60 "$OUT/train.log" "${TOMO[@]}" build-demo -o "$WORK/paper" --species 6 --val 1 \
     --views 128 --size 256 --steps 128 --volume-size 128 --backend cuda
-stage "5 train paper bf16 b32 (store)" 90 "$OUT/train.log" "${TOMO[@]}" train "$WORK/paper/dataset.zarr" \
-    -o "$WORK/paper-run" --preset paper --steps 60 --batch-size 32 --warmup 0 --amp bf16 --workers 8 \
-    --log-every 10 --val-every 1000 --val-samples 32 --ckpt-every 1000
-cp "$WORK/paper-run/train_log.csv" "$OUT/train_log_paper.csv" 2>/dev/null
+for run in "plain" "nhwc --channels-last" "compiled-nhwc --compile --channels-last"; do
+    set -- $run
+    name=$1; shift
+    stage "5 train paper bf16 b32 $name (store)" 150 "$OUT/train.log" "${TOMO[@]}" train "$WORK/paper/dataset.zarr" \
+        -o "$WORK/paper-$name" --preset paper --steps 60 --batch-size 32 --warmup 0 --amp bf16 --workers 8 \
+        --log-every 10 --val-every 1000 --val-samples 32 --ckpt-every 1000 --no-resume "$@"
+done
 
 stage "6 demo store (cuda renderer)" 60 "$OUT/evaluate.log" "${TOMO[@]}" build-demo -o "$WORK/demo" --species 28 \
     --val 4 --test 4 --views 96 --size 128 --steps 64 --volume-size 64 --backend cuda
@@ -109,7 +120,16 @@ stage "6 evaluate --device cuda" 90 "$OUT/evaluate.log" "${TOMO[@]}" evaluate "$
     --checkpoint "$WORK/demo-run/best.pt" -o "$WORK/eval-cuda" --device cuda
 stage "7 bench train paper bf16 b32 compiled" 120 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
     --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile
+stage "7 bench train paper bf16 b32 compiled nhwc" 120 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
+    --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile --channels-last
+for run in "nchw" "nhwc --channels-last"; do
+    set -- $run
+    name=$1; shift
+    stage "8 profile paper bf16 b32 $name" 60 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
+        --device cuda --amp bf16 --batch-size 32 --repeats 3 --profile "$WORK/profile-$name.txt" "$@"
+    [ -f "$WORK/profile-$name.txt" ] && { echo "##### $name"; cat "$WORK/profile-$name.txt"; } >>"$OUT/profile.txt"
+done
 tar -czf "$OUT/results.tar.gz" -C "$WORK" --ignore-failed-read demo-run/train_log.csv demo-run/val_log.csv \
-    eval-cuda paper-run/train_log.csv 2>/dev/null
+    eval-cuda paper-plain/train_log.csv paper-nhwc/train_log.csv paper-compiled-nhwc/train_log.csv 2>/dev/null
 echo "total $(( $(date +%s) - T0 )) s" | tee -a "$SUMMARY"
 rm -rf "$WORK"

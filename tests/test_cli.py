@@ -306,6 +306,15 @@ def test_bench_train_runs(capsys):
         main([*args, "--amp", "fp8"])
 
 
+def test_bench_train_channels_last_and_profile(capsys, tmp_path):
+    """--channels-last runs the step in NHWC order; --profile writes torch.profiler's operator table."""
+    args = ["bench", "train", "--preset", "demo", "--batch-size", "2", "--repeats", "1", "--threads", "1"]
+    assert main([*args, "--channels-last", "--profile", str(tmp_path / "p.txt")]) == 0
+    assert "amp none, channels_last, 1 threads:" in capsys.readouterr().out
+    table = (tmp_path / "p.txt").read_text()
+    assert "torch.profiler over 3 steps on cpu" in table and "aten::convolution_backward" in table
+
+
 def test_render_reads_a_scan_through_the_ingest_path(tmp_path):
 
     c = (2 * np.arange(40) + 1) / 40 - 1
