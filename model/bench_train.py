@@ -16,6 +16,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
+from torch import profiler
 
 from .network import NetworkConfig, TomographyNet
 
@@ -106,18 +108,18 @@ KERNEL_KINDS = (
     ("optimizer (Adam)", ("adam", "foreach", "multi_tensor")),
     ("pooling / upsampling", ("pool", "upsample")),
     ("copies / layout", ("copy", "transpose", "nchwtonhwc", "nhwctonchw", "permute", "cat")),
-    ("elementwise (ReLU, add, casts, loss)", ("elementwise", "relu", "threshold", "add", "mul", "mse", "fill", "triton")),
+    (
+        "elementwise (ReLU, add, casts, loss)",
+        ("elementwise", "relu", "threshold", "add", "mul", "mse", "fill", "triton"),
+    ),
 )
 
 
 def _profile(step, device: torch.device, path) -> None:
     """Profile three ``step`` calls; write the operator table and a summary by kernel kind to ``path``."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
     cuda = device.type == "cuda"
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=acts) as prof:
+    acts = [profiler.ProfilerActivity.CPU] + ([profiler.ProfilerActivity.CUDA] if cuda else [])
+    with profiler.profile(activities=acts) as prof:
         for _ in range(3):
             step()
     events = prof.key_averages()

@@ -52,7 +52,9 @@ def bench_options(q: argparse.ArgumentParser) -> None:
     )
     q.add_argument("--compile", action="store_true", help="train benchmark: torch.compile the network")
     q.add_argument(
-        "--channels-last", action="store_true", help="train benchmark: the network's tensors in NHWC (channels_last) order"
+        "--channels-last",
+        action="store_true",
+        help="train benchmark: the network's tensors in NHWC (channels_last) order",
     )
     q.add_argument("--profile", metavar="FILE", help="train benchmark: write torch.profiler's operator table to FILE")
     q.add_argument("--fuse-to", type=positive_int, default=512, help="fusion resolution of the infer benchmark")
