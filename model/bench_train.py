@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.autograd import DeviceType
 from torch import profiler
+from torch.autograd import DeviceType
 
 from .network import NetworkConfig, TomographyNet
 
