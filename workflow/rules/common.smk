@@ -472,7 +472,9 @@ def forget_stale_markers():
                           settings=f"{RESULTS}/dataset.settings.json")
     stale += stale_fetch_records(f"{FETCHED}/{sid}.tsv" for sid in IDS)
     for path, why in stale:
-        logger.warning(f"{path}: {why}; removing the marker so that it is redone")
+        # also under --dry-run: the marker vouches for state that is gone, and only its removal lets the
+        # dry run list the jobs that redo it (docs/workflow.md, "The store's state is the truth")
+        logger.warning(f"{path}: {why}; removing the marker so that it is redone (also under --dry-run)")
         Path(path).unlink(missing_ok=True)
 
 
