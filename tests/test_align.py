@@ -22,6 +22,8 @@ from scipy.spatial.transform import Rotation
 
 from model.cli import main
 from tomodata import align as A
+from tomodata import align_register as AR
+from tomodata import align_values as AV
 from tomodata.ingest import read_specimen, save_cube
 from tomodata.io import read_volume
 from tomodata.phantoms import skull_volume, species_params
@@ -93,7 +95,7 @@ def test_no_reference_recovers_random_rotations(skulls):
         assert _angle(_rot(rec) @ q) < 10.0  # canonical within the moments' pitch
         n = np.minimum(out.shape, out0.shape)
         crop = lambda a, n=n: a[tuple(slice((s - m) // 2, (s - m) // 2 + m) for s, m in zip(a.shape, n))]  # noqa: E731
-        assert A._ncc(crop(out), crop(out0)) > 0.9
+        assert AR._ncc(crop(out), crop(out0)) > 0.9
         assert rec["reference_used"] is False and rec["ncc_after"] is None
 
 
@@ -139,11 +141,11 @@ def test_reference_of_another_species(skulls):
 def test_reference_fixes_a_wrong_heuristic_flip(skulls):
     """A reference overrides the heuristic: start from a flipped frame, the 64 candidates find the pose."""
     vol = skulls[2]
-    mask = A.bone_mask(vol, A._otsu(vol))
+    mask = A.bone_mask(vol, AV._otsu(vol))
     c, _, r0 = A.principal_frame(mask, np.array(SP))
     ref = A.prepare_reference(skulls[9], SP)
     flipped = np.diag([-1.0, -1.0, 1.0]) @ r0  # roll by 180°
-    k, scores = A._best_candidate(A._shrunk(vol, np.array(SP), ref.h_coarse), c, flipped, ref, 0.0)
+    k, scores = AR._best_candidate(AR._shrunk(vol, np.array(SP), ref.h_coarse), c, flipped, ref, 0.0)
     assert _angle(A.candidate_rotations()[k] @ flipped) < 20.0
 
 
@@ -292,7 +294,7 @@ def _hu_rotated(vol: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def test_hu_scan_without_a_window_is_refused(skulls):
     hu = _hu_phantom(skulls[9])
-    assert A._otsu(hu) < 40  # the old rule: Otsu of raw HU lands between air and soft tissue
+    assert AV._otsu(hu) < 40  # the old rule: Otsu of raw HU lands between air and soft tissue
     with pytest.raises(ValueError, match="Hounsfield units.*hu-bone.*hu-head"):
         A.align_to_canonical(hu, SP)
     with pytest.raises(ValueError, match="Hounsfield"):  # a background alone is no window
@@ -323,7 +325,7 @@ def test_density_like_scan_without_settings_is_unchanged(skulls):
     vol8 = np.rint(skulls[2] * 255).astype(np.uint8)
     out, rec = A.align_to_canonical(vol8, SP)
     assert rec["intensity"] == {"values": "raw", "window": None, "background": None, "preset": None}
-    assert rec["bone_threshold"] == A._otsu(vol8)
+    assert rec["bone_threshold"] == AV._otsu(vol8)
     assert np.array_equal(A.apply_alignment(vol8, SP, json.loads(json.dumps(rec))), out)
 
 
@@ -333,20 +335,20 @@ def test_worse_registration_is_rejected(skulls, monkeypatch):
     scan = _rotate(skulls[2], q)
     ref = A.prepare_reference(skulls[9], SP)
     kept, rec0 = A.align_to_canonical(scan, SP, reference=ref, refine=False)
-    real = A._register
+    real = AR._register
 
     def bad(ref, moving, rot_zyx, c, **kw):  # the real registration, then turned 30° off
         rot, t, metric, stop = real(ref, moving, rot_zyx, c, **kw)
         return Rotation.from_euler("z", 30, degrees=True).as_matrix() @ rot, t, metric, stop
 
-    monkeypatch.setattr(A, "_register", bad)
+    monkeypatch.setattr(AR, "_register", bad)
     with pytest.warns(UserWarning, match="lowered the NCC"):
         out, rec = A.align_to_canonical(scan, SP, reference=ref)
     assert rec["pose_source"] == "candidate" and rec0["pose_source"] == "candidate"
     rej = rec["registration_rejected"]
     assert rej["ncc"] < rec["ncc_before"] == rec["ncc_after"] and "lowered the NCC" in rej["reason"]
     assert np.array_equal(out, kept) and np.allclose(_rot(rec), _rot(rec0))
-    monkeypatch.setattr(A, "_register", real)
+    monkeypatch.setattr(AR, "_register", real)
     _, rec2 = A.align_to_canonical(scan, SP, reference=ref)
     assert rec2["pose_source"] == "registration" and "registration_rejected" not in rec2
 

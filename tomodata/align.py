@@ -58,15 +58,17 @@ transform, its translation included (RMS in working units). ``pose_source`` name
 rotation comes from: "moments" (no reference), "candidate" (step 3) or "registration" (step 4).
 
 Reliability of the heuristic: see the notes at :func:`_heuristic_frame`.
+
+**Modules.** This one holds the reference-free frame (step 3's heuristic), the output grid (step 5)
+and the public calls; :mod:`tomodata.align_values` the working values, bone and moments (steps 1–2);
+:mod:`tomodata.align_register` the candidates, the reference and the refinement (steps 3–4, 6);
+:mod:`tomodata.aligned_files` the files of aligned volumes. The public names are importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import math
 import time
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,8 +77,30 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 from scipy.spatial.transform import Rotation
-from skimage.filters import threshold_otsu
 
+from .align_register import (  # reference and refinement; re-exported
+    _CANDIDATES,
+    _P,
+    Reference,
+    _grid_resample,
+    _image,
+    _ncc,
+    _transform,
+    _with_reference,
+    candidate_rotations,
+    prepare_reference,
+)
+from .align_values import (  # working values, bone, moments; re-exported
+    HU_LIKE_MIN,
+    _background,
+    _bone_otsu,
+    _components,
+    _work_value,
+    align_values,
+    bone_mask,
+    intensity_settings,
+    principal_frame,
+)
 from .aligned_files import (  # the files of aligned volumes; re-exported: align's public API
     SUMMARY_KEYS,
     aligned_name,
@@ -86,8 +110,6 @@ from .aligned_files import (  # the files of aligned volumes; re-exported: align
     save_aligned,
 )
 from .aligned_files import check_volume as _check
-from .ingest_settings import WINDOW_PRESETS, check_density, parse_window, preset_background
-from .resample import value_map
 
 __all__ = [
     "align_to_canonical",
@@ -108,229 +130,12 @@ __all__ = [
     "intensity_settings",
 ]
 
-_P = np.eye(3)[::-1]  # (z, y, x) <-> (x, y, z)
 _SUPPORT_FRACTION = 0.35
 _DENSE_QUANTILES = (0.5, 0.8, 0.9)  # see _canonical_signs
-#: A scan whose minimum is at or below this, given no window, looks like CT in Hounsfield units (air
-#: −1000 HU): align refuses it (Otsu of raw HU separates air from soft tissue, not bone from it).
-HU_LIKE_MIN = -500.0
-#: On densities, voxels at or below this (or the background) take no part in the bone threshold:
-#: air and its noise (σ 10 HU is 0.003 of a 3000 HU window) would otherwise be a class of their own.
-DENSITY_FLOOR = 0.01
 
 
 # --------------------------------------------------------------------------------------------
-# checks, bone, moments
-
-
-def _otsu(vol: np.ndarray) -> float:
-    """Otsu's threshold (skimage, 256 bins) of all voxels; ValueError for a constant volume."""
-    lo, hi = float(vol.min()), float(vol.max())
-    if lo == hi:
-        raise ValueError(f"the volume is constant ({lo:g}): no bone to find")
-    return float(threshold_otsu(vol))
-
-
-def _background(vol: np.ndarray) -> float:
-    """Median of the six faces of the array (the air around the specimen)."""
-    faces = [vol[0], vol[-1], vol[:, 0], vol[:, -1], vol[:, :, 0], vol[:, :, -1]]
-    return float(np.median(np.concatenate([f.ravel() for f in faces])))
-
-
-def _components(mask: np.ndarray, keep) -> np.ndarray:
-    """``mask`` restricted to its (6-connected) components whose voxel count passes ``keep(sizes)``."""
-    lab, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    ok = keep(sizes)
-    ok[0] = False
-    return ok[lab]
-
-
-def bone_mask(vol: np.ndarray, threshold: float, min_component: float = 0.3) -> np.ndarray:
-    """Voxels > ``threshold`` in components of >= ``min_component`` × the largest; ValueError if none."""
-    mask = vol > threshold
-    if not mask.any():
-        raise ValueError(f"no voxel above the bone threshold {threshold:g} (max {float(vol.max()):g})")
-    return _components(mask, lambda s: s >= min_component * s.max())
-
-
-def _density(values: np.ndarray, scale: float, offset: float, floor: float) -> np.ndarray:
-    """float32 density clip(v · scale + offset, 0, 1) with every density ≤ ``floor`` set to 0 (the
-    value rule of :mod:`tomodata.resample`, as ``tomo cube`` applies it)."""
-    mu = np.clip(values.astype(np.float32) * np.float32(scale) + np.float32(offset), 0.0, 1.0)
-    if floor > 0.0:
-        mu[mu <= floor] = 0.0
-    return mu
-
-
-def intensity_settings(record: Mapping | None) -> dict:
-    """``{"window": …, "background": …}`` of an alignment record's ``intensity`` (empty for a record
-    made on raw values, or by an older tomo align): the keywords that turn its aligned volume into
-    the values it was aligned on (:func:`prepare_reference`, :func:`align_values`)."""
-    it = (record or {}).get("intensity") or {}
-    if it.get("values") != "density":
-        return {}
-    return {"window": it.get("window"), "background": it.get("background")}
-
-
-def align_values(vol: np.ndarray, window=None, background=None) -> tuple[np.ndarray | None, dict]:
-    """The values :func:`align_to_canonical` finds bone in and registers: ``(density or None, record)``.
-
-    * No ``window`` and no ``background``: ``None``, i.e. the raw values, exactly as before (uint8
-      micro-CT, 8-bit windowed CT, raw CT numbers); but a scan whose minimum is ≤ :data:`HU_LIKE_MIN`
-      looks like Hounsfield units and is refused (ValueError naming ``--window hu-bone`` /
-      ``hu-head``): Otsu's threshold of raw HU lies between air and soft tissue.
-    * Else the density of ``tomo cube`` (:mod:`tomodata.ingest_settings`, the same parsing, checks
-      and preset background): ``clip((v − lo)/(hi − lo), 0, 1)`` (without a window the dtype's rule,
-      uint8 /255 …), densities ≤ ``background`` set to 0; ``background`` defaults to the preset's
-      (hu-head: −500 HU).
-
-    The record (``record["intensity"]``): ``values`` ("raw" or "density"), ``window`` [lo, hi] or
-    None, ``background`` (density) or None, ``preset`` (the window's name, if one).
-    """
-    preset = window.strip().lower() if isinstance(window, str) and window.strip().lower() in WINDOW_PRESETS else None
-    if background is None:
-        background = preset_background(window)
-    win = parse_window(window)
-    lo_v = float(np.min(vol))
-    if win is None and lo_v <= HU_LIKE_MIN:
-        raise ValueError(
-            f"the scan's values span {lo_v:g} … {float(np.max(vol)):g}: it looks like CT in Hounsfield units, "
-            "and bone cannot be told from soft tissue on raw HU (Otsu's threshold lands between air and "
-            "soft tissue); give its window: --window hu-bone (0…2000 HU: bone only) or --window hu-head "
-            "(−1000…2000 HU, background −500 HU), or --window lo,hi (tomo align; in the workflow the "
-            "manifest column `window` or config data.cube.window, as for the cube)"
-        )
-    if win is None and background is None:
-        return None, {"values": "raw", "window": None, "background": None, "preset": None}
-    check_density(vol, win, background)
-    scale, offset = value_map(vol, win)
-    floor = 0.0 if background is None else float(background)
-    rec = {
-        "values": "density",
-        "window": None if win is None else [float(w) for w in win],
-        "background": None if background is None else float(background),
-        "preset": preset,
-    }
-    return _density(vol, scale, offset, floor), rec
-
-
-def _bone_otsu(work: np.ndarray, intensity: Mapping) -> float:
-    """The default bone threshold: Otsu's threshold of all voxels (raw values: unchanged), or, on
-    densities, of the voxels above max(background, :data:`DENSITY_FLOOR`), so that air and its noise
-    form no class: on hu-head the classes left are soft tissue ≈ 0.33 and bone ≥ 0.45 (threshold
-    ≈ 0.49, 470 HU on invesalius-cranium); on hu-bone soft tissue (≈ 0.02) and bone (≈ 0.25)."""
-    if intensity.get("values") != "density":
-        return _otsu(work)
-    floor = max(float(intensity.get("background") or 0.0), DENSITY_FLOOR)
-    above = work[work > floor]
-    if above.size < 2 or float(above.min()) == float(above.max()):
-        return _otsu(work)
-    return float(threshold_otsu(above))
-
-
-def principal_frame(mask: np.ndarray, spacing_zyx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(centre c mm (z, y, x), eigenvalues mm² (x, y, z: descending), R0) of the voxels of ``mask``.
-
-    ``R0`` (3×3, det +1, (z, y, x) order) has rows = unit eigenvectors: row 2 (x) the longest axis,
-    row 1 (y) the middle one, row 0 (z) the shortest. Signs are arbitrary (made deterministic).
-    """
-    pts = np.argwhere(mask) * np.asarray(spacing_zyx, float)
-    if len(pts) < 4:
-        raise ValueError(f"only {len(pts)} bone voxels: too few for moments")
-    c = pts.mean(axis=0)
-    w, v = np.linalg.eigh(np.cov((pts - c).T))  # ascending: z, y, x
-    r0 = v.T.copy()
-    for k in range(3):  # deterministic signs: largest component positive
-        if r0[k, np.argmax(np.abs(r0[k]))] < 0:
-            r0[k] = -r0[k]
-    if np.linalg.det(r0) < 0:
-        r0[0] = -r0[0]
-    return c, w[::-1].copy(), r0
-
-
-def candidate_rotations(step_deg: float = 15.0) -> np.ndarray:
-    """Candidate corrections G (applied as G R), shape (N, 3, 3), (z, y, x) order, det +1.
-
-    First the 24 signed axis permutations (index 0 = identity), then the rotations about z (the
-    mirror-plane normal) in ``step_deg`` steps, with z kept or flipped, that are not among them
-    (72 − 8 = 64 in all for 15°): the pitch of the moments frame is its least certain angle.
-    """
-    out = []
-    for perm in itertools.permutations(range(3)):
-        for signs in itertools.product((1, -1), repeat=3):
-            g = np.zeros((3, 3))
-            g[np.arange(3), perm] = signs
-            if np.linalg.det(g) > 0:
-                out.append(g)
-    for flip in (np.eye(3), np.diag([-1.0, -1.0, 1.0])):
-        for deg in np.arange(0.0, 360.0, step_deg):
-            co, si = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-            g = np.array([[1.0, 0.0, 0.0], [0.0, co, si], [0.0, -si, co]]) @ flip
-            if min(np.abs(g - o).max() for o in out) > 1e-9:
-                out.append(g)
-    return np.array(out)
-
-
-_CANDIDATES = candidate_rotations()
-
-
-# --------------------------------------------------------------------------------------------
-# SimpleITK helpers (sitk uses (x, y, z) order: matrices are conjugated by _P)
-
-
-def _image(vol: np.ndarray, spacing_zyx, origin_zyx=(0.0, 0.0, 0.0)) -> sitk.Image:
-    img = sitk.GetImageFromArray(np.ascontiguousarray(vol, dtype=np.float32))
-    img.SetSpacing([float(s) for s in np.asarray(spacing_zyx)[::-1]])
-    img.SetOrigin([float(o) for o in np.asarray(origin_zyx)[::-1]])
-    return img
-
-
-def _transform(rot_zyx: np.ndarray, centre_zyx) -> sitk.AffineTransform:
-    """canonical q -> scan p = R^T q + c, as a SimpleITK transform (x, y, z)."""
-    t = sitk.AffineTransform(3)
-    t.SetMatrix((_P @ rot_zyx.T @ _P).ravel().tolist())
-    t.SetTranslation([float(v) for v in np.asarray(centre_zyx)[::-1]])
-    return t
-
-
-def _grid_resample(img: sitk.Image, transform, size_zyx, h: float, default: float) -> np.ndarray:
-    """Sample ``img`` (linear) at q = (j − (n−1)/2) h mapped by ``transform``; float32 [z, y, x]."""
-    size = [int(n) for n in size_zyx[::-1]]
-    origin = [-(n - 1) / 2.0 * h for n in size]
-    out = sitk.Resample(
-        img,
-        size,
-        transform,
-        sitk.sitkLinear,
-        origin,
-        [h] * 3,
-        np.eye(3).ravel().tolist(),
-        float(default),
-        sitk.sitkFloat32,
-    )
-    return sitk.GetArrayFromImage(out)
-
-
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64).ravel() - a.mean()
-    b = b.astype(np.float64).ravel() - b.mean()
-    d = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b / d) if d > 0 else 0.0
-
-
-def _shrunk(vol: np.ndarray, spacing: np.ndarray, coarse_mm: float) -> sitk.Image:
-    """Block-averaged (sitk.BinShrink, same factor per axis) image with voxels of about ``coarse_mm``."""
-    f = max(1, int(round(coarse_mm / float(spacing.min()))))
-    img = _image(vol, spacing)
-    return sitk.BinShrink(img, [f] * 3) if f > 1 else img
-
-
-# --------------------------------------------------------------------------------------------
-# candidate choice
+# the reference-free frame
 
 
 def _roll(deg: float) -> np.ndarray:
@@ -385,126 +190,6 @@ def _heuristic_frame(vol, mask, spacing, c, r0) -> tuple[np.ndarray, dict]:
     g[0, 0] = np.linalg.det(g)
     info = {"roll_deg": round(roll, 2), "mirror_ncc": round(mirror, 4), "s_x": round(sx, 4), "s_y": round(sy, 4)}
     return g @ r1, info
-
-
-def _best_candidate(mov_img, c, r0, ref: Reference, default: float) -> tuple[int, list[float]]:
-    """Index of the candidate G R0 whose coarse resampling best correlates (NCC) with the reference."""
-    size = ref.coarse.shape
-    scores = [
-        _ncc(ref.coarse, _grid_resample(mov_img, _transform(g @ r0, c), size, ref.h_coarse, default))
-        for g in _CANDIDATES
-    ]
-    return int(np.argmax(scores)), scores
-
-
-# --------------------------------------------------------------------------------------------
-# reference and refinement
-
-
-@dataclasses.dataclass(frozen=True)
-class Reference:
-    """A canonical volume prepared once for many :func:`align_to_canonical` calls."""
-
-    fixed: sitk.Image  # float32 volume; physical point = q, mm about the bone centre of mass
-    mask: sitk.Image  # uint8 bone mask dilated by 5 % of ``radius``: the registration metric's region
-    coarse: np.ndarray  # (41, 41, 41) float32, block-averaged, voxel h_coarse, centred on the bone
-    h_coarse: float  # mm; 20 h_coarse = radius
-    radius: float  # mm; 1.15 × the largest distance of a bone voxel from the centre of mass
-    centre_mm_zyx: tuple[float, float, float]
-    threshold: float
-
-
-def prepare_reference(
-    volume: np.ndarray, spacing_zyx, *, bone_threshold: float | None = None, window=None, background=None
-) -> Reference:
-    """:class:`Reference` from a canonical ``volume[z, y, x]`` (spacing mm); bone as in step 1, on the
-    values of :func:`align_values` (``window``, ``background``: the reference's own settings, e.g.
-    ``**intensity_settings(its record)``; none: its raw values)."""
-    raw, sp = _check(volume, spacing_zyx)
-    mu, intensity = align_values(raw, window, background)
-    vol = raw if mu is None else mu
-    t = _bone_otsu(vol, intensity) if bone_threshold is None else float(bone_threshold)
-    mask = bone_mask(vol, t)
-    pts = np.argwhere(mask) * sp
-    c = pts.mean(axis=0)
-    radius = 1.15 * float(np.linalg.norm(pts - c, axis=1).max())
-    h_c = radius / 20.0
-    coarse = _grid_resample(_shrunk(vol, sp, h_c), _transform(np.eye(3), c), (41, 41, 41), h_c, _background(vol))
-    grow = max(2, int(round(0.05 * radius / float(sp.min()))))
-    fixed = _image(vol, sp, -c)
-    m = sitk.GetImageFromArray(ndi.binary_dilation(mask, iterations=grow).astype(np.uint8))
-    m.CopyInformation(fixed)
-    return Reference(fixed, m, coarse, h_c, radius, (float(c[0]), float(c[1]), float(c[2])), t)
-
-
-def _register(
-    ref: Reference,
-    moving: sitk.Image,
-    rot_zyx,
-    c,
-    *,
-    shrink,
-    iterations: int,
-    sampling,
-    learning_rate: float,
-    seed: int,
-    scale: float | None = None,
-    pad: float = 0.0,
-    default: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, float, str]:
-    """Rigid registration reference (q) -> scan (p). Returns (R zyx, T(0) mm zyx, metric, stop reason)."""
-    tr = sitk.VersorRigid3DTransform() if scale is None else sitk.Similarity3DTransform()
-    tr.SetCenter((0.0, 0.0, 0.0))
-    u, _, vt = np.linalg.svd(_P @ np.asarray(rot_zyx).T @ _P)
-    tr.SetMatrix((u @ vt).ravel().tolist())
-    if scale is not None:
-        assert isinstance(tr, sitk.Similarity3DTransform)
-        tr.SetScale(float(scale))
-    tr.SetTranslation([float(v) for v in np.asarray(c)[::-1]])
-    if pad > 0:
-        n = [int(math.ceil(pad * k)) for k in moving.GetSize()]
-        moving = sitk.ConstantPad(moving, n, n, float(default))
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsCorrelation()
-    reg.SetMetricFixedMask(ref.mask)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentagePerLevel(list(sampling), int(seed) + 1)  # sitk: seed 0 = wall clock
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=learning_rate,
-        minStep=1e-3,
-        numberOfIterations=iterations,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-8,
-    )
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel(list(shrink))
-    reg.SetSmoothingSigmasPerLevel([0.5 * (f - 1) for f in shrink])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    reg.SetInitialTransform(tr, inPlace=True)
-    reg.Execute(ref.fixed, moving)
-    m = np.array(tr.GetMatrix()).reshape(3, 3)
-    if isinstance(tr, sitk.Similarity3DTransform):  # scale is not None
-        m = m / tr.GetScale()
-    return (
-        _P @ m.T @ _P,
-        np.array(tr.GetTranslation())[::-1],
-        float(reg.GetMetricValue()),
-        reg.GetOptimizerStopConditionDescription(),
-    )
-
-
-def _residual(ref: Reference, moving: sitk.Image, rot_zyx, t_zyx, default: float) -> dict:
-    """Moved scan vs reference on the reference grid block-averaged ×2 (the transform maps reference q
-    to scan p = R^T q + t): NCC and RMS difference (working value units) inside the metric mask
-    (``ncc``, ``rms``) and over the whole grid (``ncc_grid``)."""
-    f = sitk.BinShrink(ref.fixed, [2, 2, 2])
-    inside = sitk.GetArrayFromImage(sitk.BinShrink(sitk.Cast(ref.mask, sitk.sitkFloat32), [2, 2, 2])) > 0
-    tr = _transform(rot_zyx, t_zyx)
-    m = sitk.GetArrayFromImage(sitk.Resample(moving, f, tr, sitk.sitkLinear, default, sitk.sitkFloat32))
-    a = sitk.GetArrayFromImage(f)
-    rms = float(np.sqrt(np.mean((a[inside] - m[inside]) ** 2.0)))
-    return {"ncc": round(_ncc(a[inside], m[inside]), 5), "rms": round(rms, 4), "ncc_grid": round(_ncc(a, m), 5)}
 
 
 def _support_points(vol, spacing, threshold: float) -> np.ndarray:
@@ -638,70 +323,6 @@ def _pose_record(rot: np.ndarray, c: np.ndarray, eig: np.ndarray, candidate: int
         candidate_matrix=np.round(_CANDIDATES[candidate], 6).tolist(),
         eigenvalues_mm2_xyz=np.round(eig, 5).tolist(),
     )
-
-
-def _with_reference(vol, spacing, img, c, r0, bg, reference, refine, **reg) -> tuple[np.ndarray, dict]:
-    """Candidate search against the reference, then (``refine``) SimpleITK rigid refinement."""
-    ref = reference if isinstance(reference, Reference) else None
-    if ref is None:
-        if not (isinstance(reference, (tuple, list)) and len(reference) == 2):
-            raise ValueError("reference must be (canonical_volume[z, y, x], spacing_zyx) or a Reference")
-        ref = prepare_reference(*reference)
-    k, scores = _best_candidate(_shrunk(vol, spacing, ref.h_coarse), c, r0, ref, bg)
-    rot = _CANDIDATES[k] @ r0
-    before = _residual(ref, img, rot, c, bg)
-    more = {
-        "candidate": k,
-        "candidate_ncc": [round(s, 4) for s in scores],
-        "ncc_before": before["ncc"],
-        "rms_before": before["rms"],
-        "ncc_grid_before": before["ncc_grid"],
-        "reference_centre_mm_zyx": list(ref.centre_mm_zyx),
-    }
-    if not refine:
-        more.update(
-            ncc_after=before["ncc"], rms_after=before["rms"], ncc_grid_after=before["ncc_grid"], pose_source="candidate"
-        )
-        return rot, more
-    rot_reg, t, metric, stop = _register(ref, img, rot, c, **reg)
-    after = _residual(ref, img, rot_reg, t, bg)
-    more.update(
-        sitk_metric=metric,
-        sitk_stop=stop,
-        registration={k2: (list(v) if isinstance(v, tuple) else v) for k2, v in reg.items()},
-    )
-    if after["ncc"] < before["ncc"]:  # worse than where it started: keep the candidate's pose
-        msg = (
-            f"the rigid registration lowered the NCC with the reference ({before['ncc']:.4f} -> {after['ncc']:.4f}): "
-            f"kept the pose before it (moments frame, candidate {k}); check this specimen's pose and its "
-            "intensity settings (window, background) against the reference's"
-        )
-        warnings.warn(msg, stacklevel=3)
-        more.update(
-            ncc_after=before["ncc"],
-            rms_after=before["rms"],
-            ncc_grid_after=before["ncc_grid"],
-            pose_source="candidate",
-            registration_rejected={
-                "reason": msg,
-                "ncc": after["ncc"],
-                "rms": after["rms"],
-                "ncc_grid": after["ncc_grid"],
-                "rotation_zyx": np.round(rot_reg, 8).tolist(),
-            },
-        )
-        return rot, more
-    more.update(
-        ncc_after=after["ncc"], rms_after=after["rms"], ncc_grid_after=after["ncc_grid"], pose_source="registration"
-    )
-    return rot_reg, more
-
-
-def _work_value(vol: np.ndarray, value: float, intensity: Mapping) -> float:
-    """The density (:func:`align_values`' rule for ``vol``) of one raw ``value``: the fill value
-    outside the input, in the units bone and registration work in."""
-    scale, offset = value_map(vol, intensity["window"])
-    return float(_density(np.array([value]), scale, offset, float(intensity["background"] or 0.0))[0])
 
 
 def _cast_like(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
