@@ -102,16 +102,13 @@ def bench_train(
 
 
 #: kinds of kernel in :func:`_profile`'s summary: the first pattern found in a name (lower case) wins
-KERNEL_KINDS = (
-    ("convolution (cuDNN / GEMM)", ("conv", "cudnn", "gemm", "sm90", "sm80", "cutlass", "xmma", "wgrad", "dgrad")),
+KERNEL_KINDS = (  # layout and batch norm first: cuDNN names its transposes and BN kernels "cudnn::..." too
+    ("copies / layout", ("nchwtonhwc", "nhwctonchw", "transpose", "copy", "permute", "cat")),
     ("batch norm", ("batch_norm", "batchnorm", "bn_")),
     ("optimizer (Adam)", ("adam", "foreach", "multi_tensor")),
     ("pooling / upsampling", ("pool", "upsample")),
-    ("copies / layout", ("copy", "transpose", "nchwtonhwc", "nhwctonchw", "permute", "cat")),
-    (
-        "elementwise (ReLU, add, casts, loss)",
-        ("elementwise", "relu", "threshold", "add", "mul", "mse", "fill", "triton"),
-    ),
+    ("convolution (cuDNN / GEMM)", ("conv", "cudnn", "gemm", "sm90", "sm80", "cutlass", "xmma", "wgrad", "dgrad")),
+    ("elementwise (ReLU, add, casts, loss)", ("elementwise", "relu", "threshold", "add", "mul", "mse", "triton")),
 )
 
 
