@@ -21,7 +21,7 @@ from torch.autograd import DeviceType
 
 from .network import NetworkConfig, TomographyNet
 
-__all__ = ["bench_train"]
+__all__ = ["bench_train", "kernel_kind"]
 
 
 def bench_train(
@@ -112,6 +112,12 @@ KERNEL_KINDS = (  # layout and batch norm first: cuDNN names its transposes and 
 )
 
 
+def kernel_kind(name: str) -> str:
+    """The kind (:data:`KERNEL_KINDS`) of a device kernel's name; "other" where no pattern is found."""
+    low = name.lower()
+    return next((kind for kind, pats in KERNEL_KINDS if any(p in low for p in pats)), "other")
+
+
 def _profile(step, device: torch.device, path) -> None:
     """Profile three ``step`` calls; write the operator table and a summary by kernel kind to ``path``."""
     cuda = device.type == "cuda"
@@ -127,8 +133,7 @@ def _profile(step, device: torch.device, path) -> None:
     kinds: dict[str, float] = {}
     for e in prof.events() if cuda else []:
         if e.device_type == DeviceType.CUDA:  # a kernel (or a copy) on the device
-            name = e.name.lower()
-            kind = next((k for k, pats in KERNEL_KINDS if any(p in name for p in pats)), "other")
+            kind = kernel_kind(e.name)
             kinds[kind] = kinds.get(kind, 0.0) + e.time_range.elapsed_us() / 3e3  # ms per step
     if not kinds:
         return

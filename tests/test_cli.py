@@ -13,6 +13,7 @@ import pytest
 import torch
 from tiny_runs import TINY_NET, build_demo, train_args
 
+from model.bench_train import kernel_kind
 from model.cli import main
 from model.network import NetworkConfig, TomographyNet
 from model.train import TrainConfig, save_checkpoint
@@ -313,6 +314,28 @@ def test_bench_train_channels_last_and_profile(capsys, tmp_path):
     assert "amp none, channels_last, 1 threads:" in capsys.readouterr().out
     table = (tmp_path / "p.txt").read_text()
     assert "torch.profiler over 3 steps on cpu" in table and "aten::convolution_backward" in table
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        (
+            "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64",
+            "convolution (cuDNN / GEMM)",
+        ),
+        ("void cudnn::bn_fw_tr_1C11_kernel_NCHW<__nv_bfloat16, float, 512, true, 1>", "batch norm"),
+        ("void cudnn::ops::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat16, float, false, true>", "copies / layout"),
+        (
+            "void at::native::vectorized_elementwise_kernel<4, at::native::threshold_kernel_impl>",
+            "elementwise (ReLU, add, casts, loss)",
+        ),
+        ("void at::native::multi_tensor_apply_kernel<at::native::FusedAdamMathFunctor>", "optimizer (Adam)"),
+        ("triton_per_fused__native_batch_norm_legit_functional_relu_0", "batch norm"),
+        ("void at::native::reduce_kernel<512, 1>", "other"),
+    ],
+)
+def test_profile_kernel_kinds(name, kind):
+    assert kernel_kind(name) == kind
 
 
 def test_render_reads_a_scan_through_the_ingest_path(tmp_path):
