@@ -21,7 +21,11 @@ from torch.autograd import DeviceType
 
 from .network import NetworkConfig, TomographyNet
 
-__all__ = ["bench_train", "kernel_kind"]
+__all__ = ["COMPILE_MODES", "bench_train", "kernel_kind"]
+
+#: torch.compile's modes that ``tomo bench train --compile-mode`` takes ("max-autotune" is left out:
+#: its autotuning of every convolution takes many minutes)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 def bench_train(
@@ -35,6 +39,7 @@ def bench_train(
     amp: str = "none",
     cudnn_benchmark: bool = False,
     compile: bool = False,
+    compile_mode: str = "default",
     channels_last: bool = False,
     profile=None,
 ) -> dict:
@@ -42,13 +47,17 @@ def bench_train(
     (B, 1, S, S) and targets (B, D, S/2, S/2); ``threads`` > 0 sets torch's CPU threads; ``amp``
     ``"bf16"`` runs the forward pass under bf16 autocast, as training does on CUDA; ``cudnn_benchmark``
     lets cuDNN time its convolution algorithms in the warm-up steps and keep the fastest; ``compile``
-    runs the network through ``torch.compile`` (compiled in the warm-up steps); ``channels_last``
+    runs the network through ``torch.compile`` (compiled in the warm-up steps) with ``compile_mode``
+    (one of :data:`COMPILE_MODES`; "reduce-overhead" replays the step's kernels as CUDA graphs, with
+    ``torch.compiler.cudagraph_mark_step_begin()`` before each step); ``channels_last``
     keeps the network's weights and activations in NHWC order (``torch.channels_last``), the layout
     cuDNN's tensor-core convolutions read without transposing. ``profile``: a file that receives
     ``torch.profiler``'s table of the operators' own (self) device time, or CPU time without CUDA,
     over 3 more steps after the timing, and a summary of it by kind of kernel."""
     if amp not in ("none", "bf16"):
         raise ValueError(f"amp must be 'none' or 'bf16', got {amp!r}")
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
     device = torch.device(device)
     torch.backends.cudnn.benchmark = cudnn_benchmark
     if threads > 0:
@@ -59,11 +68,14 @@ def bench_train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    forward = torch.compile(model) if compile else model
+    forward = torch.compile(model, mode=compile_mode) if compile else model
+    graphs = compile and compile_mode == "reduce-overhead"
     x = torch.rand(batch, net.in_channels, net.input_size, net.input_size, device=device)
     y = torch.rand(batch, net.out_depth, net.out_size, net.out_size, device=device)
 
     def step() -> None:
+        if graphs:  # the previous step's graph outputs may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             pred = forward(x)
         loss = F.mse_loss(pred.float(), y)
@@ -90,6 +102,7 @@ def bench_train(
         amp=amp,
         cudnn_benchmark=cudnn_benchmark,
         compile=compile,
+        compile_mode=compile_mode if compile else None,
         channels_last=channels_last,
         device=str(device),
         threads=torch.get_num_threads(),

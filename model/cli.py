@@ -254,13 +254,15 @@ def bench_train_cmd(a) -> int:
         device=a.device,
         amp=a.amp,
         cudnn_benchmark=a.cudnn_benchmark,
-        compile=a.compile,
+        compile=a.compile or a.compile_mode is not None,
+        compile_mode=a.compile_mode or "default",
         channels_last=a.channels_last,
         profile=a.profile,
     )
+    compiled = f", compiled ({r['compile_mode']})" if r["compile"] else ""
     print(
         f"train {r['preset']} network, batch {r['batch']}, {r['device']}, amp {r['amp']}"
-        f"{', cudnn benchmark' if r['cudnn_benchmark'] else ''}{', compiled' if r['compile'] else ''}"
+        f"{', cudnn benchmark' if r['cudnn_benchmark'] else ''}{compiled}"
         f"{', channels_last' if r['channels_last'] else ''}, "
         f"{r['threads']} threads: "
         f"{r['seconds_per_step']:.3f} s "

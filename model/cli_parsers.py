@@ -52,6 +52,12 @@ def bench_options(q: argparse.ArgumentParser) -> None:
     )
     q.add_argument("--compile", action="store_true", help="train benchmark: torch.compile the network")
     q.add_argument(
+        "--compile-mode",
+        metavar="MODE",
+        help="train benchmark: torch.compile's mode, implies --compile (model.bench_train.COMPILE_MODES: "
+        "default, reduce-overhead for CUDA graphs, max-autotune-no-cudagraphs)",
+    )
+    q.add_argument(
         "--channels-last",
         action="store_true",
         help="train benchmark: the network's tensors in NHWC (channels_last) order",

@@ -418,8 +418,8 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
     (``steps`` must match too) a note on stderr and a fresh start."""
     last = run.last
     state = load_checkpoint(last, map_location=run.device)
-    skip = ("compile", "channels_last")  # how the step runs, not what it computes
-    skip = skip if restart else ("steps", *skip)
+    how = ("compile", "channels_last")  # how the step runs, not what it computes
+    skip = how if restart else ("steps", *how)
     diffs = config_differences(state["network"], run.net.to_dict(), "network.")
     diffs += config_differences(
         {k: v for k, v in state["train"].items() if k not in skip},

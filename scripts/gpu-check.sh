@@ -18,7 +18,8 @@
 #      as it is, with --channels-last, and with --compile --channels-last
 #   6. the demo store built with the CUDA renderer, the demo network trained on CUDA (bf16), and
 #      tomo evaluate --device cuda on its test species
-#   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile (NCHW and NHWC)
+#   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile (NCHW and NHWC; and
+#      NHWC with CUDA graphs, --compile-mode reduce-overhead)
 #   8. torch.profiler of the paper network's bf16 training step, batch 32 (NCHW and NHWC): profile.txt
 # OUT receives at most 8 files (env.txt, summary.txt, pytest.log, bench.log, train.log,
 # evaluate.log, profile.txt, results.tar.gz with the training and evaluation logs).
@@ -122,6 +123,8 @@ stage "7 bench train paper bf16 b32 compiled" 120 "$OUT/bench.log" "${TOMO[@]}" 
     --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile
 stage "7 bench train paper bf16 b32 compiled nhwc" 120 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
     --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile --channels-last
+stage "7 bench train paper bf16 b32 compiled nhwc graphs" 120 "$OUT/bench.log" "${TOMO[@]}" bench train \
+    --preset paper --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile-mode reduce-overhead --channels-last
 for run in "nchw" "nhwc --channels-last"; do
     set -- $run
     name=$1; shift

@@ -314,6 +314,8 @@ def test_bench_train_channels_last_and_profile(capsys, tmp_path):
     assert "amp none, channels_last, 1 threads:" in capsys.readouterr().out
     table = (tmp_path / "p.txt").read_text()
     assert "torch.profiler over 3 steps on cpu" in table and "aten::convolution_backward" in table
+    assert main([*args, "--compile-mode", "fast"]) == 2  # refused before any work
+    assert "compile_mode must be one of ('default', 'reduce-overhead'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
