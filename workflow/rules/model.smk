@@ -31,9 +31,13 @@ rule train:
         store=STORE,
         out=lambda wildcards, output: os.path.dirname(output.best),
         options=train_options(),
-        # untracked; --restart-if-changed (and --compile) ride here so that the shell text stays as it
-        # was (Snakemake re-runs a job whose shell text changed: every existing workspace would retrain)
-        workers=Untracked(f"{TRAIN['workers']} --restart-if-changed" + (" --compile" if TRAIN["compile"] else "")),
+        # untracked; --restart-if-changed (and --compile, --channels-last) ride here so that the shell text
+        # stays as it was (Snakemake re-runs a job whose shell text changed: every workspace would retrain)
+        workers=Untracked(
+            f"{TRAIN['workers']} --restart-if-changed"
+            + (" --compile" if TRAIN["compile"] else "")
+            + (" --channels-last" if TRAIN["channels_last"] else "")
+        ),
     log:
         f"{LOGS}/train/train.log",
     benchmark:
