@@ -21,6 +21,8 @@
 #   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile (NCHW and NHWC; and
 #      NHWC with CUDA graphs, --compile-mode reduce-overhead)
 #   8. torch.profiler of the paper network's bf16 training step, batch 32 (NCHW and NHWC): profile.txt
+#   9. tomo bench evaluate and tomo bench nn on CUDA at the paper's sizes, on stage 5's store and
+#      checkpoint (needs stage 5): the evaluation's phases per sample and its paper-scale projection
 # OUT receives at most 8 files (env.txt, summary.txt, pytest.log, bench.log, train.log,
 # evaluate.log, profile.txt, results.tar.gz with the training and evaluation logs).
 # It needs the project's Python dependencies; where the machine lacks some, bring them as wheels in
@@ -29,7 +31,7 @@
 set -u
 OUT="${1:-${OUT:-gpu-check-out}}"
 MAX_SECONDS="${MAX_SECONDS:-30}"
-ONLY="${ONLY:-1 2 3 4 5 6 7}"
+ONLY="${ONLY:-1 2 3 4 5 6 7 8 9}"
 PY="${PYTHON:-python3}"
 case "$MAX_SECONDS" in ''|*[!0-9]*) echo "MAX_SECONDS must be whole seconds, got '$MAX_SECONDS'" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
@@ -102,7 +104,7 @@ stage "4 bench dataset" $((3 * MAX_SECONDS + 45)) "$OUT/bench.log" "${TOMO[@]}" 
     --species 175 --workers 16 --max-seconds "$MAX_SECONDS" --out "$WORK/dataset"
 rm -rf "$WORK/dataset"
 
-stage "5 paper-settings store" 60 "$OUT/train.log" "${TOMO[@]}" build-demo -o "$WORK/paper" --species 6 --val 1 \
+stage "5 paper-settings store" 60 "$OUT/train.log" "${TOMO[@]}" build-demo -o "$WORK/paper" --species 6 --val 1 --test 1 \
     --views 128 --size 256 --steps 128 --volume-size 128 --backend cuda
 for run in "plain" "nhwc --channels-last" "compiled-nhwc --compile --channels-last"; do
     set -- $run
@@ -132,6 +134,10 @@ for run in "nchw" "nhwc --channels-last"; do
         --device cuda --amp bf16 --batch-size 32 --repeats 3 --profile "$WORK/profile-$name.txt" "$@"
     [ -f "$WORK/profile-$name.txt" ] && { echo "##### $name"; cat "$WORK/profile-$name.txt"; } >>"$OUT/profile.txt"
 done
+stage "9 bench evaluate paper sizes (cuda)" 150 "$OUT/evaluate.log" "${TOMO[@]}" bench evaluate \
+    --store "$WORK/paper/dataset.zarr" --checkpoint "$WORK/paper-plain/best.pt" --samples 16 --device cuda
+stage "9 bench nn paper sizes (cuda)" 90 "$OUT/evaluate.log" "${TOMO[@]}" bench nn \
+    --store "$WORK/paper/dataset.zarr" --queries 256 --device cuda
 tar -czf "$OUT/results.tar.gz" -C "$WORK" --ignore-failed-read demo-run/train_log.csv demo-run/val_log.csv \
     eval-cuda paper-plain/train_log.csv paper-nhwc/train_log.csv paper-compiled-nhwc/train_log.csv 2>/dev/null
 echo "total $(( $(date +%s) - T0 )) s" | tee -a "$SUMMARY"

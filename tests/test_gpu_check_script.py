@@ -43,7 +43,7 @@ def test_every_command_of_the_gpu_check_parses(tmp_path):
     shim.write_text(SHIM.format(python=sys.executable, root=str(ROOT)))
     shim.chmod(0o755)
     log, out = tmp_path / "calls.jsonl", tmp_path / "out"
-    env = dict(os.environ, PYTHON=str(shim), SHIM_LOG=str(log), ONLY="1 2 3 4 5 6 7 8", MAX_SECONDS="5")
+    env = dict(os.environ, PYTHON=str(shim), SHIM_LOG=str(log), ONLY="1 2 3 4 5 6 7 8 9", MAX_SECONDS="5")
     proc = subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -52,11 +52,12 @@ def test_every_command_of_the_gpu_check_parses(tmp_path):
     assert not bad, f"commands that tomo's parser refuses: {bad}"
     subcommands = [c["args"][2:4] for c in tomo]
     assert ["bench", "render"] in subcommands and ["bench", "dataset"] in subcommands
+    assert ["bench", "evaluate"] in subcommands and ["bench", "nn"] in subcommands
     assert {"build-demo", "train", "evaluate"} <= {s[0] for s in subcommands}
     assert any(c["args"][:2] == ["-m", "pytest"] for c in calls), "stage 1 runs the gpu tests"
     summary = (out / "summary.txt").read_text()
     stages = [ln for ln in summary.splitlines() if "rc=" in ln]
-    assert {ln.split()[0] for ln in stages} == {str(k) for k in range(1, 9)}, summary
+    assert {ln.split()[0] for ln in stages} == {str(k) for k in range(1, 10)}, summary
     assert all("rc=0" in ln for ln in stages), summary
     assert "##### nhwc" in (out / "profile.txt").read_text()
     files = [p for p in out.rglob("*") if p.is_file()]
