@@ -116,7 +116,7 @@ def bench_train(
 
 #: kinds of kernel in :func:`_profile`'s summary: the first pattern found in a name (lower case) wins
 KERNEL_KINDS = (  # layout and batch norm first: cuDNN names its transposes and BN kernels "cudnn::..." too
-    ("copies / layout", ("nchwtonhwc", "nhwctonchw", "transpose", "copy", "permute", "cat")),
+    ("copies / layout", ("nchwtonhwc", "nhwctonchw", "transpose", "copy", "permute")),  # cat: CatArrayBatchedCopy
     ("batch norm", ("batch_norm", "batchnorm", "bn_")),
     ("optimizer (Adam)", ("adam", "foreach", "multi_tensor")),
     ("pooling / upsampling", ("pool", "upsample")),

@@ -334,6 +334,7 @@ def test_bench_train_channels_last_and_profile(capsys, tmp_path):
         ("void at::native::multi_tensor_apply_kernel<at::native::FusedAdamMathFunctor>", "optimizer (Adam)"),
         ("triton_per_fused__native_batch_norm_legit_functional_relu_0", "batch norm"),
         ("void at::native::reduce_kernel<512, 1>", "other"),
+        ("void at::native::_scatter_gather_elementwise_kernel<128, 4>", "elementwise (ReLU, add, casts, loss)"),
     ],
 )
 def test_profile_kernel_kinds(name, kind):
