@@ -136,12 +136,14 @@ def _overlaid(overlay: str) -> dict:
     return merged
 
 
-def test_mice_long_overlay_changes_only_the_training_length():
-    """workflow/configs/mice-long.yaml, merged over mice.yaml as `--configfile a b` does, is a valid
-    config that differs from the mice run only in its name, its steps and the train rule's time."""
+@pytest.mark.parametrize(("overlay", "steps"), [("mice-long", 6000), ("mice-12k", 12000)])
+def test_mice_length_overlays_change_only_the_training_length(overlay: str, steps: int):
+    """workflow/configs/mice-long.yaml and mice-12k.yaml, merged over mice.yaml as `--configfile a b`
+    does, are valid configs that differ from the mice run only in their name, their steps and the
+    train rule's time."""
     base = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
-    merged = _overlaid("mice-long.yaml")
-    assert merged["run"] == "mice-long" and merged["model"]["train"]["steps"] == 6000
+    merged = _overlaid(f"{overlay}.yaml")
+    assert merged["run"] == overlay and merged["model"]["train"]["steps"] == steps
     for cfg in (base, merged):
         cfg.pop("run")
         cfg["model"]["train"].pop("steps")
