@@ -40,7 +40,7 @@ def bench_train(
     cudnn_benchmark: bool = False,
     compile: bool = False,
     compile_mode: str = "default",
-    channels_last: bool = False,
+    memory_format: str = "nhwc",
     profile=None,
 ) -> dict:
     """Time ``repeats`` training steps of the ``preset`` network on a ``batch`` of random inputs
@@ -49,9 +49,9 @@ def bench_train(
     lets cuDNN time its convolution algorithms in the warm-up steps and keep the fastest; ``compile``
     runs the network through ``torch.compile`` (compiled in the warm-up steps) with ``compile_mode``
     (one of :data:`COMPILE_MODES`; "reduce-overhead" replays the step's kernels as CUDA graphs, with
-    ``torch.compiler.cudagraph_mark_step_begin()`` before each step); ``channels_last``
-    keeps the network's weights and activations in NHWC order (``torch.channels_last``), the layout
-    cuDNN's tensor-core convolutions read without transposing. ``profile``: a file that receives
+    ``torch.compiler.cudagraph_mark_step_begin()`` before each step); ``memory_format`` "nhwc"
+    (every network's: ``torch.channels_last``, the layout cuDNN's tensor-core convolutions read
+    without transposing) or "nchw" orders the network's weights and activations. ``profile``: a file that receives
     ``torch.profiler``'s table of the operators' own (self) device time, or CPU time without CUDA,
     over 3 more steps after the timing, and a summary of it by kind of kernel."""
     if amp not in ("none", "bf16"):
@@ -64,9 +64,7 @@ def bench_train(
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = getattr(NetworkConfig, preset)()
-    model = TomographyNet(net).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = TomographyNet(net).set_memory_format(memory_format).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     forward = torch.compile(model, mode=compile_mode) if compile else model
     graphs = compile and compile_mode == "reduce-overhead"
@@ -103,7 +101,7 @@ def bench_train(
         cudnn_benchmark=cudnn_benchmark,
         compile=compile,
         compile_mode=compile_mode if compile else None,
-        channels_last=channels_last,
+        memory_format=memory_format,
         device=str(device),
         threads=torch.get_num_threads(),
         seconds_per_step=seconds,

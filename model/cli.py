@@ -74,7 +74,7 @@ def cmd_train(a) -> int:
         num_workers=a.workers,
         amp=a.amp,
         compile=a.compile,
-        channels_last=a.channels_last,
+        memory_format=a.memory_format,
     ).validate()
     summary = train(
         a.store,
@@ -256,14 +256,14 @@ def bench_train_cmd(a) -> int:
         cudnn_benchmark=a.cudnn_benchmark,
         compile=a.compile or a.compile_mode is not None,
         compile_mode=a.compile_mode or "default",
-        channels_last=a.channels_last,
+        memory_format=a.memory_format,
         profile=a.profile,
     )
     compiled = f", compiled ({r['compile_mode']})" if r["compile"] else ""
     print(
         f"train {r['preset']} network, batch {r['batch']}, {r['device']}, amp {r['amp']}"
         f"{', cudnn benchmark' if r['cudnn_benchmark'] else ''}{compiled}"
-        f"{', channels_last' if r['channels_last'] else ''}, "
+        f", {r['memory_format'].upper()}, "
         f"{r['threads']} threads: "
         f"{r['seconds_per_step']:.3f} s "
         f"per step ({r['samples_per_s']:.1f} samples/s; per step CPU {r['user_s_per_step']:.2f} s user, "

@@ -58,9 +58,11 @@ def bench_options(q: argparse.ArgumentParser) -> None:
         "default, reduce-overhead for CUDA graphs, max-autotune-no-cudagraphs)",
     )
     q.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="train benchmark: the network's tensors in NHWC (channels_last) order",
+        "--memory-format",
+        choices=("nhwc", "nchw"),
+        default="nhwc",
+        help="train benchmark: the order of the network's weights and activations (default %(default)s, "
+        "every network's; nchw for comparison)",
     )
     q.add_argument("--profile", metavar="FILE", help="train benchmark: write torch.profiler's operator table to FILE")
     q.add_argument("--fuse-to", type=positive_int, default=512, help="fusion resolution of the infer benchmark")
@@ -128,10 +130,12 @@ def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
         "docs/benchmarks.md; compiles for about a minute first)",
     )
     q.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="keep the network's tensors in NHWC order (torch.channels_last), the order cuDNN's bf16 "
-        "convolutions read without transposing (docs/benchmarks.md)",
+        "--memory-format",
+        choices=("nhwc", "nchw"),
+        default="nhwc",
+        help="the order of the network's weights and activations in memory: nhwc (the default, "
+        "torch.channels_last, faster on 2 CPU cores: docs/benchmarks.md) or nchw, for comparison; "
+        "the same values, and a checkpoint resumes in either",
     )
     q.add_argument("--max-steps", type=positive_int, help="stop after this step (the schedule still uses --steps)")
     q.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")

@@ -47,6 +47,8 @@ __all__ = [
 
 #: standard deviation of the output layer's initial weights (its bias starts at 0)
 OUTPUT_INIT_STD = 1e-3
+# the order of the network's weights and activations in memory; the same values either way
+MEMORY_FORMATS = {"nhwc": torch.channels_last, "nchw": torch.contiguous_format}
 
 # --------------------------------------------------------------------------------------------------
 # configuration
@@ -275,7 +277,8 @@ class Hourglass(nn.Module):
 
 
 class TomographyNet(nn.Module):
-    """X-ray opacity (B, 1, S, S) -> view volume (B, D, S/2, S/2), depth as channels (DESIGN §1, §4)."""
+    """X-ray opacity (B, 1, S, S) -> view volume (B, D, S/2, S/2), depth as channels (docs/geometry.md,
+    docs/model.md)."""
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__()
@@ -295,7 +298,17 @@ class TomographyNet(nn.Module):
         self._init_weights()
         # channels-last (NHWC) weights and activations: on 2 CPU cores a training step takes 0.75-0.9x
         # the time of NCHW (demo, medium), about half for the paper network (docs/benchmarks.md, tomo bench train)
-        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # a valid call; the stubs lack it
+        self.set_memory_format("nhwc")
+
+    def set_memory_format(self, name: str) -> TomographyNet:
+        """Keep the weights and activations in ``name`` order (a key of :data:`MEMORY_FORMATS`):
+        ``"nhwc"`` (``torch.channels_last``, every network's from construction) or ``"nchw"`` (for
+        comparisons). The values, the state dict and the output's (B, D, H, W) order do not change.
+        Returns self."""
+        if name not in MEMORY_FORMATS:
+            raise ValueError(f"memory format must be one of {sorted(MEMORY_FORMATS)}, got {name!r}")
+        self.memory_format = name
+        return self.to(memory_format=MEMORY_FORMATS[name])  # type: ignore[call-overload]  # the stubs lack it
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -332,7 +345,7 @@ class TomographyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) opacity -> (B, out_depth, S/2, S/2) predicted densities (no activation)."""
         self.check_input(x)
-        x = self.ramp(self.stem(x.contiguous(memory_format=torch.channels_last)))
+        x = self.ramp(self.stem(x.contiguous(memory_format=MEMORY_FORMATS[self.memory_format])))
         x = self.post(self.hourglass(self.pre(x)))
         return self.out(self.head(x)).contiguous()  # NCHW out: (B, D, H, W) as callers index it
 

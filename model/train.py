@@ -73,7 +73,7 @@ from .data import (
     loader_workers_context,
     resize_xrays,
 )
-from .network import NetworkConfig, TomographyNet, count_parameters
+from .network import MEMORY_FORMATS, NetworkConfig, TomographyNet, count_parameters
 from .ood import reference_from_store
 
 
@@ -96,7 +96,7 @@ class TrainConfig:
     num_workers: int = 0
     amp: str = "auto"  # "auto": bf16 autocast on CUDA, none on CPU; "bf16"; "none"
     compile: bool = False  # torch.compile the training step's forward pass (never blocks a resume)
-    channels_last: bool = False  # the network's tensors in NHWC order (torch.channels_last; never blocks a resume)
+    memory_format: str = "nhwc"  # the network's tensors in NHWC or NCHW order (never blocks a resume)
 
     def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size", "val_every", "ckpt_every", "log_every", "val_samples"):
@@ -108,6 +108,8 @@ class TrainConfig:
             raise ValueError("warmup_steps and num_workers must be >= 0")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {sorted(MEMORY_FORMATS)}, got {self.memory_format!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -115,6 +117,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        # checkpoints of session 13 record channels_last: it never changed the order (NHWC either way)
+        d = {k: v for k, v in d.items() if k != "channels_last"}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -377,9 +381,7 @@ def _setup(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model: torch.nn.Module = TomographyNet(net).to(device)
-    if cfg.channels_last:  # same values in another memory order: checkpoints load either way
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model: torch.nn.Module = TomographyNet(net).set_memory_format(cfg.memory_format).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     run = _Run(
@@ -418,7 +420,7 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
     (``steps`` must match too) a note on stderr and a fresh start."""
     last = run.last
     state = load_checkpoint(last, map_location=run.device)
-    how = ("compile", "channels_last")  # how the step runs, not what it computes
+    how = ("compile", "memory_format", "channels_last")  # how the step runs, not what it computes
     skip = how if restart else ("steps", *how)
     diffs = config_differences(state["network"], run.net.to_dict(), "network.")
     diffs += config_differences(

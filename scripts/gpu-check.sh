@@ -11,16 +11,17 @@
 #      CPU and CUDA store builds agree)
 #   2. tomo bench render --backend cuda (1,332 views, skull and dense; kernel alone per launch layout)
 #   3. tomo bench train: the paper network, fp32 (batch 32) and bf16 autocast (batch 16 and 32; and
-#      with cuDNN's autotuning, batch 32 and 64; in NHWC order, --channels-last, batch 32 and 64)
+#      with cuDNN's autotuning, batch 32 and 64; in NCHW order, --memory-format nchw, batch 32 and 64:
+#      every network is NHWC otherwise)
 #   4. tomo bench dataset: the paper dataset's 233,100 x-rays rendered alone, and rendered + written
 #      into a sharded Zarr store by 16 render-species jobs (each timing bounded by MAX_SECONDS)
 #   5. tomo train from a store at the paper's image settings (the store-backed loader), bf16, batch 32:
-#      as it is, with --channels-last, and with --compile --channels-last
+#      as it is (NHWC), with --memory-format nchw, and with --compile
 #   6. the demo store built with the CUDA renderer, the demo network trained on CUDA (bf16), and
 #      tomo evaluate --device cuda on its test species
-#   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile (NCHW and NHWC; and
-#      NHWC with CUDA graphs, --compile-mode reduce-overhead)
-#   8. torch.profiler of the paper network's bf16 training step, batch 32 (NCHW and NHWC): profile.txt
+#   7. tomo bench train: the paper network, bf16, batch 32, through torch.compile (and with CUDA
+#      graphs, --compile-mode reduce-overhead)
+#   8. torch.profiler of the paper network's bf16 training step, batch 32 (NHWC and NCHW): profile.txt
 #   9. tomo bench evaluate and tomo bench nn on CUDA at the paper's sizes, on stage 5's store and
 #      checkpoint (needs stage 5): the evaluation's phases per sample and its paper-scale projection
 # OUT receives at most 8 files (env.txt, summary.txt, pytest.log, bench.log, train.log,
@@ -97,8 +98,8 @@ for b in 32 64; do
         --device cuda --amp bf16 --batch-size "$b" --repeats 10 --cudnn-benchmark
 done
 for b in 32 64; do
-    stage "3 bench train paper bf16 b$b nhwc" 45 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
-        --device cuda --amp bf16 --batch-size "$b" --repeats 10 --channels-last
+    stage "3 bench train paper bf16 b$b nchw" 45 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
+        --device cuda --amp bf16 --batch-size "$b" --repeats 10 --memory-format nchw
 done
 stage "4 bench dataset" $((3 * MAX_SECONDS + 45)) "$OUT/bench.log" "${TOMO[@]}" bench dataset --backend cuda \
     --species 175 --workers 16 --max-seconds "$MAX_SECONDS" --out "$WORK/dataset"
@@ -106,7 +107,7 @@ rm -rf "$WORK/dataset"
 
 stage "5 paper-settings store" 60 "$OUT/train.log" "${TOMO[@]}" build-demo -o "$WORK/paper" --species 6 --val 1 --test 1 \
     --views 128 --size 256 --steps 128 --volume-size 128 --backend cuda
-for run in "plain" "nhwc --channels-last" "compiled-nhwc --compile --channels-last"; do
+for run in "plain" "nchw --memory-format nchw" "compiled --compile"; do
     set -- $run
     name=$1; shift
     stage "5 train paper bf16 b32 $name (store)" 150 "$OUT/train.log" "${TOMO[@]}" train "$WORK/paper/dataset.zarr" \
@@ -123,11 +124,9 @@ stage "6 evaluate --device cuda" 90 "$OUT/evaluate.log" "${TOMO[@]}" evaluate "$
     --checkpoint "$WORK/demo-run/best.pt" -o "$WORK/eval-cuda" --device cuda
 stage "7 bench train paper bf16 b32 compiled" 120 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
     --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile
-stage "7 bench train paper bf16 b32 compiled nhwc" 120 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
-    --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile --channels-last
-stage "7 bench train paper bf16 b32 compiled nhwc graphs" 120 "$OUT/bench.log" "${TOMO[@]}" bench train \
-    --preset paper --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile-mode reduce-overhead --channels-last
-for run in "nchw" "nhwc --channels-last"; do
+stage "7 bench train paper bf16 b32 compiled graphs" 120 "$OUT/bench.log" "${TOMO[@]}" bench train \
+    --preset paper --device cuda --amp bf16 --batch-size 32 --repeats 10 --compile-mode reduce-overhead
+for run in "nhwc" "nchw --memory-format nchw"; do
     set -- $run
     name=$1; shift
     stage "8 profile paper bf16 b32 $name" 60 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
@@ -139,6 +138,6 @@ stage "9 bench evaluate paper sizes (cuda)" 150 "$OUT/evaluate.log" "${TOMO[@]}"
 stage "9 bench nn paper sizes (cuda)" 90 "$OUT/evaluate.log" "${TOMO[@]}" bench nn \
     --store "$WORK/paper/dataset.zarr" --queries 256 --device cuda
 tar -czf "$OUT/results.tar.gz" -C "$WORK" --ignore-failed-read demo-run/train_log.csv demo-run/val_log.csv \
-    eval-cuda paper-plain/train_log.csv paper-nhwc/train_log.csv paper-compiled-nhwc/train_log.csv 2>/dev/null
+    eval-cuda paper-plain/train_log.csv paper-nchw/train_log.csv paper-compiled/train_log.csv 2>/dev/null
 echo "total $(( $(date +%s) - T0 )) s" | tee -a "$SUMMARY"
 rm -rf "$WORK"

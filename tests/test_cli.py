@@ -307,11 +307,11 @@ def test_bench_train_runs(capsys):
         main([*args, "--amp", "fp8"])
 
 
-def test_bench_train_channels_last_and_profile(capsys, tmp_path):
-    """--channels-last runs the step in NHWC order; --profile writes torch.profiler's operator table."""
+def test_bench_train_memory_format_and_profile(capsys, tmp_path):
+    """--memory-format nchw runs the step in NCHW order; --profile writes torch.profiler's operator table."""
     args = ["bench", "train", "--preset", "demo", "--batch-size", "2", "--repeats", "1", "--threads", "1"]
-    assert main([*args, "--channels-last", "--profile", str(tmp_path / "p.txt")]) == 0
-    assert "amp none, channels_last, 1 threads:" in capsys.readouterr().out
+    assert main([*args, "--memory-format", "nchw", "--profile", str(tmp_path / "p.txt")]) == 0
+    assert "amp none, NCHW, 1 threads:" in capsys.readouterr().out
     table = (tmp_path / "p.txt").read_text()
     assert "torch.profiler over 3 steps on cpu" in table and "aten::convolution_backward" in table
     assert main([*args, "--compile-mode", "fast"]) == 2  # refused before any work

@@ -129,6 +129,32 @@ def test_hourglass_adds_skip_branch():
         assert torch.allclose(full, hg.skip(x) + up, atol=1e-6)
 
 
+def test_memory_format_orders_weights_and_activations():
+    """Every network keeps its weights and activations in NHWC order; set_memory_format("nchw") keeps
+    them in NCHW order with the same output, and an unknown name is refused."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 16, 16)
+    seen: list[torch.Tensor] = []
+    model = TomographyNet(TINY).eval()
+    model.stem.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        nhwc = model(x)
+        nchw = model.set_memory_format("nchw")(x)
+    assert model.memory_format == "nchw" and nhwc.is_contiguous() and nchw.is_contiguous()
+    torch.testing.assert_close(nchw, nhwc, rtol=1e-5, atol=1e-6)
+    cl = torch.channels_last
+    assert seen[0].is_contiguous(memory_format=cl) and not seen[0].is_contiguous()
+    assert seen[1].is_contiguous() and not seen[1].is_contiguous(memory_format=cl)
+    weights = [  # those whose two orders differ: not 1 × 1 kernels or one input channel
+        m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) and m.in_channels > 1
+    ]
+    assert weights and all(w.is_contiguous() and not w.is_contiguous(memory_format=cl) for w in weights)
+    model.set_memory_format("nhwc")
+    assert all(w.is_contiguous(memory_format=cl) and not w.is_contiguous() for w in weights)
+    with pytest.raises(ValueError, match="memory format must be one of"):
+        model.set_memory_format("channels_last")
+
+
 def test_forward_backward_gradients_finite():
     torch.manual_seed(0)
     net = TomographyNet(TINY).train()

@@ -270,22 +270,30 @@ def test_compiled_training_resumes_either_way_and_matches_eager(store, tmp_path)
     assert state["train"]["compile"] is False and isinstance(model, torch.nn.Module)
 
 
-def test_channels_last_training_matches_and_resumes_either_way(store, tmp_path):
-    """--channels-last (NHWC weights and activations) learns as the default order does, never blocks
-    a resume either way, and its checkpoints load into a default network."""
+def test_memory_formats_train_alike_and_resume_either_way(store, tmp_path):
+    """memory_format "nchw" learns as the default NHWC order does, never blocks a resume either way,
+    and its checkpoints load into a default network; a session-13 checkpoint's channels_last key (it
+    never changed the order) neither blocks a resume nor the settings' reading."""
     cfg = TrainConfig(steps=4, batch_size=2, warmup_steps=0, val_every=4, val_samples=2, ckpt_every=2, log_every=1)
-    nhwc = dataclasses.replace(cfg, channels_last=True)
-    train(store, tmp_path / "mixed", net=TINY, cfg=nhwc, resume=False, max_steps=2, progress=False)
-    rest = train(store, tmp_path / "mixed", net=TINY, cfg=cfg, progress=False)  # NCHW resumes an NHWC run
+    nchw = dataclasses.replace(cfg, memory_format="nchw")
+    train(store, tmp_path / "mixed", net=TINY, cfg=nchw, resume=False, max_steps=2, progress=False)
+    state = torch.load(tmp_path / "mixed" / "last.pt", weights_only=False)
+    state["train"]["channels_last"] = False  # as session 13 wrote it
+    del state["train"]["memory_format"]
+    torch.save(state, tmp_path / "mixed" / "last.pt")
+    rest = train(store, tmp_path / "mixed", net=TINY, cfg=cfg, progress=False)  # NHWC resumes an NCHW run
     assert rest["start"] == 2 and rest["step"] == 4
     train(store, tmp_path / "plain", net=TINY, cfg=cfg, resume=False, progress=False)
     np.testing.assert_allclose(  # the same arithmetic in another memory order: only rounding differs
         [float(x) for x in _losses(tmp_path / "mixed")], [float(x) for x in _losses(tmp_path / "plain")], rtol=1e-4
     )
-    nhwc_run = train(store, tmp_path / "nhwc", net=TINY, cfg=nhwc, resume=False, max_steps=2, progress=False)
-    assert nhwc_run["step"] == 2
-    model, state = model_from_checkpoint(tmp_path / "nhwc" / "last.pt")
-    assert state["train"]["channels_last"] is True and isinstance(model, torch.nn.Module)
+    assert TrainConfig.from_dict(state["train"]).memory_format == "nhwc"
+    nchw_run = train(store, tmp_path / "nchw", net=TINY, cfg=nchw, resume=False, max_steps=2, progress=False)
+    assert nchw_run["step"] == 2
+    model, state = model_from_checkpoint(tmp_path / "nchw" / "last.pt")
+    assert state["train"]["memory_format"] == "nchw" and isinstance(model, torch.nn.Module)
+    with pytest.raises(ValueError, match="memory_format"):
+        TrainConfig(memory_format="nhcw").validate()
 
 
 def test_bad_training_settings(store, tmp_path):

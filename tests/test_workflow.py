@@ -226,21 +226,20 @@ def test_paper_dry_run_offline(tmp_path):
 
 
 def test_train_compile_reaches_tomo_train(tmp_path):
-    """model.train.compile / channels_last: true add --compile / --channels-last to the train job's
-    command (untracked options: the shell text Snakemake tracks, and so existing workspaces, stay as
-    they were)."""
+    """model.train.compile: true adds --compile to the train job's command (an untracked option: the
+    shell text Snakemake tracks, and so existing workspaces, stay as they were)."""
     shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
     overlay = tmp_path / "compile.yaml"
-    overlay.write_text("model:\n  train:\n    compile: true\n    channels_last: true\n")
+    overlay.write_text("model:\n  train:\n    compile: true\n")
     paper = str(ROOT / "workflow/configs/paper.yaml")
     train_lines = [
         ln
         for ln in smk(tmp_path, "-n", "-p", "--configfile", paper, str(overlay)).stdout.splitlines()
         if "tomo train" in ln
     ]
-    assert train_lines and all("--restart-if-changed --compile --channels-last" in ln for ln in train_lines)
+    assert train_lines and all("--restart-if-changed --compile" in ln for ln in train_lines)
     plain = [ln for ln in smk(tmp_path, "-n", "-p", "--configfile", paper).stdout.splitlines() if "tomo train" in ln]
-    assert plain and not any("--compile" in ln or "--channels-last" in ln for ln in plain)
+    assert plain and not any("--compile" in ln for ln in plain)
 
 
 def test_micro_ct_reads_local_folders_in_place(tmp_path):

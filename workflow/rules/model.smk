@@ -36,7 +36,6 @@ rule train:
         workers=Untracked(
             f"{TRAIN['workers']} --restart-if-changed"
             + (" --compile" if TRAIN["compile"] else "")
-            + (" --channels-last" if TRAIN["channels_last"] else "")
         ),
     log:
         f"{LOGS}/train/train.log",
