@@ -17,7 +17,7 @@ returns them (ours fused with the x-ray, ground truth, NN and Oracle view volume
 area averaging where ``max(D, s) > max_size`` (default 64; said on the page and in the log). NIfTI
 axes: x = image columns (right), y = depth reversed (index 0 of the depth farthest from the viewer
 of the frontal view), z = image rows reversed (up); spacing 1 per lateral output pixel and s / D in
-depth, so that the volume spans a cube like the view volume (DESIGN §1). With that, niivue's render
+depth, so that the volume spans a cube like the view volume (docs/geometry.md). With that, niivue's render
 at azimuth 0, elevation 0 looks along the x-ray's rays, columns right and rows down.
 
 The page renders the x-ray of every volume from the current view in JavaScript (not niivue):

@@ -9,7 +9,7 @@ Public API
 ``fuse_to_file(coarse, xray, out_path, *, beta=2.0, chi=10.0, rows_per_slab=64) -> Path``
     writes a ``.npy`` through ``np.lib.format.open_memmap`` slab by slab (memory O(D · rows · W))
 ``upsample_lateral(coarse, size_hw) -> (D, H, W) float32``   (step 1 alone)
-``render_view(volume, *, chi=10.0) -> (H, W) opacity``        (DESIGN §1: 1 − exp(−chi · mean_k µ_k))
+``render_view(volume, *, chi=10.0) -> (H, W) opacity``        (docs/geometry.md: 1 − exp(−chi · mean_k µ_k))
 
 Image formation (docs/geometry.md)
 ------------------------------
@@ -41,9 +41,9 @@ take most of the correction.
 
 Rules this implementation adds (the paper leaves them open)
 -----------------------------------------------------------
-* **Input densities**: the prediction is clamped to [0, 1] (DESIGN's density range) before anything
+* **Input densities**: the prediction is clamped to [0, 1] (the density range of docs/geometry.md) before anything
   else; a raw network output can be slightly negative or above 1.
-* **Upsampling** (step 1): bilinear per depth slice with the pixel-centre convention of DESIGN §1
+* **Upsampling** (step 1): bilinear per depth slice with the pixel-centre convention of docs/geometry.md
   (centres at (2i + 1)/N − 1), i.e. ``torch.nn.functional.interpolate(mode="bilinear",
   align_corners=False)``, including its edge rule: source coordinates outside the outermost centres
   are clamped to them (edge replication, no fade to 0 at the image border). Depth is unchanged.
@@ -115,7 +115,7 @@ def opacity_max(chi: float = 10.0) -> float:
 
 
 def render_view(volume, *, chi: float = 10.0) -> np.ndarray:
-    """X-ray (opacity, float64) of a view volume (D, H, W) along its depth axis (DESIGN §1)."""
+    """X-ray (opacity, float64) of a view volume (D, H, W) along its depth axis (docs/geometry.md)."""
     v = np.asarray(volume, dtype=np.float64)
     return -np.expm1(-float(chi) * v.mean(axis=0))
 

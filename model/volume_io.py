@@ -2,17 +2,16 @@
 outputs (every file under a temporary name until the whole result is there).
 
 **Output file and spacing** (written by pynrrd and nibabel). ``.nrrd`` (raw float32, little endian, attached
-header), ``.nii`` or ``.nii.gz`` (NIfTI-1, float32), chosen by the suffix of ``out_path``. The written array is the
-view volume ``vol[z, y, x]`` of shape (D, N, N): **z = depth** (the ray direction of the x-ray; its sign is
-ambiguous, DESIGN §1), **y = image rows** (down), **x = image columns** (right). The file axes are
-therefore (x, y, z) = (columns, rows, depth) with sizes (N, N, D). Lateral spacing: the x-ray's pixel
-spacing (DICOM, or ``pixel_spacing=`` given by the caller) times ``S / N``; else 1.0 per *input*
-pixel ("unit: pixel", recorded as unknown). Depth spacing: the lateral extent / D, because the view
-volume spans the same [−1, 1] in depth as laterally (DESIGN §1). The volume is centred at the origin
-(voxel centres at ``((2i + 1)/N − 1) · extent / 2``). NRRD: ``space directions`` diagonal,
-``space origin``, ``space units`` (mm, only when known), ``kinds: domain domain domain``, labels and
-``key:=value`` lines saying the axis order; NIfTI: diagonal qform/sform (code 1), ``pixdim``, units mm
-when known, ``descrip``.
+header), ``.nii`` or ``.nii.gz`` (NIfTI-1, float32), chosen by the suffix of ``out_path``. The written array is
+the view volume ``vol[z, y, x]`` of shape (D, N, N): **z = depth** (the ray direction of the x-ray; its sign is
+ambiguous: docs/geometry.md, "Samples and mirroring"), **y = image rows** (down), **x = image columns** (right).
+The file axes are therefore (x, y, z) = (columns, rows, depth) with sizes (N, N, D). Lateral spacing: the
+x-ray's pixel spacing (DICOM, or ``pixel_spacing=`` given by the caller) times ``S / N``; else 1.0 per *input*
+pixel ("unit: pixel", recorded as unknown). Depth spacing: the lateral extent / D, because the view volume spans
+the same [−1, 1] in depth as laterally (docs/geometry.md). The volume is centred at the origin (voxel centres at
+``((2i + 1)/N − 1) · extent / 2``). NRRD: ``space directions`` diagonal, ``space origin``, ``space units`` (mm,
+only when known), ``kinds: domain domain domain``, labels and ``key:=value`` lines saying the axis order; NIfTI:
+diagonal qform/sform (code 1), ``pixdim``, units mm when known, ``descrip``.
 
 
 **Files**. Next to ``OUT`` (stem = name without ``.nrrd``/``.nii``/``.nii.gz``): ``STEM.json`` (the

@@ -164,7 +164,7 @@ def test_mirrored_view_is_row_flip():
 
 
 def test_opposite_direction_gives_same_xray():
-    """DESIGN §1: the x-ray from −d equals the one from d (with the image frame kept)."""
+    """docs/geometry.md: the x-ray from −d equals the one from d (with the image frame kept)."""
     rng = np.random.default_rng(5)
     vol = _bounded(_random_blobs(rng, 3), 32)[1].astype(np.float32)
     rots = hemisphere_views(4, seed=5)

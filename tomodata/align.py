@@ -29,12 +29,13 @@ says which values the pose was found on.
    form no class: 0.49 on hu-head, 0.25 on hu-bone, i.e. about 500 HU), keeping connected components of at least
    ``min_component`` × the largest one (drops specks and loose bits).
 2. *Moments*: centre of mass ``c`` and covariance of the bone voxels (mm, unweighted); eigenvectors
-   sorted by eigenvalue give the frame ``R0`` (longest axis → x). The 24 signed axis permutations
-   ``G`` with det +1 (:func:`candidate_rotations`) give the candidates ``R = G R0``.
+   sorted by eigenvalue give the frame ``R0`` (longest axis → x). The 64 corrections ``G``
+   of :func:`candidate_rotations` (the 24 signed axis permutations with det +1, then rotations about
+   z in 15° steps) give the candidates ``R = G R0``.
 3. *Candidate*: first the reference-free heuristic of :func:`_heuristic_frame` (z = the normal of
    the bone's best mirror plane through the long axis; signs of x and y from where the densest
    voxels, the teeth, lie relative to ``c``: anterior (+x) and ventral (+y)). With a reference (a
-   canonical volume, e.g. one aligned without reference), all 24 signed axis permutations of the
+   canonical volume, e.g. one aligned without reference), all 64 candidates of the
    moments frame are then resampled coarsely and the one with the highest normalised
    cross-correlation (NCC) to the reference wins.
 4. *Refinement* (reference only): SimpleITK rigid registration (``VersorRigid3DTransform``, centred on

@@ -278,8 +278,9 @@ def _add_align(sub) -> None:
         help="rotate a scan into the canonical pose (moments + rigid registration)",
         description=(
             "Read a scan like `tomo cube` does and bring it to the canonical pose (snout +x, dorsal -y, z "
-            "left-right): moments of the bone, then (with --reference) the best of the 24 axis "
-            "permutations and a rigid SimpleITK registration to the reference (an aligned volume). Writes "
+            "left-right): moments of the bone, then (with --reference) the best of 64 candidate rotations "
+            "(the 24 axis permutations and rotations about z) and a rigid SimpleITK registration to the "
+            "reference (an aligned volume). Writes "
             "OUT.nii.gz (isotropic, the input's dtype and raw values, nothing clipped) and its record "
             "OUT.json (rotation, translation, residual NCC/RMS before and after, the values used). CT in "
             "Hounsfield units needs --window (docs/pose.md). tomodata.align."
