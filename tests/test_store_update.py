@@ -2,11 +2,14 @@
 --update --done, tomo store-settings, tomo cube --fetched, tomo finalize --done."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 
 from model.cli import main
+from tomodata.ingest import load_cube, save_cube
+from tomodata.species_table import _warn_split_species
 from tomodata.store import array_sha256, create_store, finalize_store, open_store, validate_store, write_species
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
@@ -164,6 +167,16 @@ def test_cli_workflow_pieces(tmp_path, capsys):
     record = json.loads(created.read_text())
     assert record["mode"] == "created" and record["settings"]["n_views"] == 3  # to notice a replaced store
     assert record["splits"] == open_store(store).attrs["splits"] and len(record["species_sha256"]) == 64
+    # a cube of one specimen is never rendered as another (its data would enter the other's split)
+    capsys.readouterr()
+    assert main(["render-species", str(store), "--cube", cubes[0], "--name", "procedural_01"]) == 2
+    assert "is specimen 'procedural_00', not 'procedural_01'" in capsys.readouterr().err
+    vol, meta = load_cube(cubes[0])
+    renamed = save_cube(tmp_path / "renamed.npz", vol, {**meta, "id": "procedural_01"})
+    assert main(["render-species", str(store), "--cube", str(renamed)]) == 2
+    err = capsys.readouterr().err
+    assert "is not the cube species 'procedural_01'" in err and "in the store's table" in err
+    assert open_store(store).status("procedural_01") == "pending"
     for cube in cubes:
         assert main(["render-species", str(store), "--cube", cube, "--backend", "cpu"]) == 0
     final = tmp_path / "final.json"
@@ -179,3 +192,18 @@ def test_cli_workflow_pieces(tmp_path, capsys):
     )
     assert json.loads(created.read_text())["kept"] == ["procedural_00", "procedural_01"]
     assert validate_store(store).ok
+
+
+def test_a_species_with_specimens_in_two_splits_is_warned():
+    """Specimens of one species (case and spaces aside) in two splits: a warning that names them (the
+    held-out unit is then the specimen); one split per species: no warning."""
+    table = [
+        dict(name="a", species="Mus musculus", split="train"),
+        dict(name="b", species=" mus musculus", split="test"),
+        dict(name="c", species="Rattus rattus", split="val"),
+    ]
+    with pytest.warns(UserWarning, match=r"species 'Mus musculus' has specimens in 2 splits \(test: b; train: a\)"):
+        _warn_split_species(table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_split_species([table[0], table[2]])

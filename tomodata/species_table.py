@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from .phantoms import species_params
 from .specimens import local_source
 from .store import array_sha256
 
-__all__ = ["demo_species", "cube_species"]
+__all__ = ["demo_species", "cube_species", "cube_differences"]
 
 
 def demo_species(n_species: int, *, val: int, test: int, seed: int, volume_size: int) -> tuple[list, list, list]:
@@ -63,16 +64,9 @@ def _manifest_rows(manifests: list[str]) -> tuple[dict, dict]:
     return by_id, resolved
 
 
-def _cube_entry(sid: str, row, meta: dict, resolved: str) -> dict:
-    """The species-table entry of specimen ``sid``: its manifest ``row`` and its cube's record ``meta``."""
+def _cube_fields(meta: dict) -> dict:
+    """The species-table fields that come from a cube's record ``meta`` (``tomo cube``)."""
     return dict(
-        name=sid,
-        split=row["split"],
-        species=row["species"],
-        source=row["source"],
-        source_kind=row["source_kind"],
-        source_checksum=row["sha256"] or meta["source_sha256"],
-        licence=row["licence"],
         original_shape=meta["original_shape"],
         spacing_mm=meta["spacing_mm"],
         slice_axis=meta["slice_axis"],
@@ -83,10 +77,42 @@ def _cube_entry(sid: str, row, meta: dict, resolved: str) -> dict:
         crop=meta.get("crop", "none"),
         content_key=meta.get("content_key"),
         specimen_reach=meta.get("specimen_reach"),
-        source_resolved=resolved,
         ingest=meta.get("ingest"),
         alignment=alignment_summary(meta.get("alignment")),
     )
+
+
+def _cube_entry(sid: str, row, meta: dict, resolved: str) -> dict:
+    """The species-table entry of specimen ``sid``: its manifest ``row`` and its cube's record ``meta``."""
+    fields = _cube_fields(meta)
+    return dict(
+        name=sid,
+        split=row["split"],
+        species=row["species"],
+        source=row["source"],
+        source_kind=row["source_kind"],
+        source_checksum=row["sha256"] or meta["source_sha256"],
+        licence=row["licence"],
+        **{k: fields[k] for k in list(fields)[:-2]},  # original_shape ... specimen_reach
+        source_resolved=resolved,  # the key order of the tables written before
+        ingest=fields["ingest"],
+        alignment=fields["alignment"],
+    )
+
+
+def cube_differences(entry: dict, meta: dict) -> list[str]:
+    """How the cube whose record is ``meta`` differs from the one a store's species-table ``entry`` was
+    made from (``tomo store-create``): one line per field; empty for the same cube. Not compared: fields
+    the entry lacks (a procedural species), and every field where ``meta`` lacks those every
+    ``tomo cube`` record has (a volume saved by hand)."""
+    if any(k not in meta for k in ("original_shape", "spacing_mm", "slice_axis", "fit")):
+        return []
+    ours = json.loads(json.dumps(_cube_fields(meta), default=str))
+    return [
+        f"{k}: {ours[k]!r} in the cube, {entry[k]!r} in the store's table"
+        for k in ours
+        if k in entry and ours[k] != entry[k]
+    ]
 
 
 def cube_species(manifests: list[str], cubes: list[str]) -> tuple[list[dict], dict[str, str]]:
@@ -102,4 +128,26 @@ def cube_species(manifests: list[str], cubes: list[str]) -> tuple[list[dict], di
             raise ValueError(f"cube {cube_path} is specimen {sid!r}, which is not in {', '.join(manifests)}")
         species.append(_cube_entry(sid, by_id[sid], meta, resolved[sid]))
         volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
+    _warn_split_species(species)
     return species, volume_sha256
+
+
+def _warn_split_species(table: list[dict]) -> None:
+    """Warn where one species (the manifests' ``species``, compared case-insensitively) has specimens
+    in more than one split: for it the held-out unit is the specimen, not the species. That is the
+    paper's mouse experiment (15 individuals of one species), but a leak where species are meant to be
+    held out, as for the UTCT mammals."""
+    splits: dict[str, dict[str, list[str]]] = {}
+    for e in table:
+        splits.setdefault(e["species"].strip().casefold(), {}).setdefault(e["split"], []).append(e["name"])
+    for by_split in splits.values():
+        if len(by_split) > 1:
+            where = "; ".join(f"{split}: {', '.join(names)}" for split, names in sorted(by_split.items()))
+            first = next(e for e in table if e["name"] == next(iter(by_split.values()))[0])
+            warnings.warn(
+                f"species {first['species']!r} has specimens in {len(by_split)} splits ({where}): its "
+                "specimens, not the species, are held out, and the evaluation's species level is the "
+                "specimen level for it. Give each species one split where species are meant to be held "
+                "out (docs/manifest.md)",
+                stacklevel=2,
+            )

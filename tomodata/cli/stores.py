@@ -87,6 +87,7 @@ def cmd_render_species(a) -> int:
     settings = store.settings
     vol, meta = load_cube(a.cube)
     name = a.name or meta.get("id") or Path(a.cube).stem
+    _check_cube_identity(store, name, a.cube, meta)
     rots = hemisphere_views(settings.n_views, seed=settings.view_seed)
     imgs = render_batched(
         vol,
@@ -109,6 +110,23 @@ def cmd_render_species(a) -> int:
         )  # atomically: a marker is whole or absent
     print(f"wrote species {name}: {2 * len(rots)} samples into {a.store}")
     return 0
+
+
+def _check_cube_identity(store, name: str, cube, meta: dict) -> None:
+    """``ValueError`` unless the cube file ``cube`` (record ``meta``) is specimen ``name`` as the store's
+    species table has it: the same id, and the same cube fields as when the store was created (a cube
+    of another specimen would put its data under this one's name and split)."""
+    from ..species_table import cube_differences
+
+    if meta.get("id") not in (None, name):
+        raise ValueError(f"cube {cube} is specimen {meta['id']!r}, not {name!r}: refusing to render it as {name!r}")
+    diffs = cube_differences(store.species_info(name), meta)
+    if diffs:
+        raise ValueError(
+            f"cube {cube} is not the cube species {name!r} of {store.path} was created from:\n  "
+            + "\n  ".join(diffs)
+            + "\nMake the store's table again from this cube first (tomo store-create --update)"
+        )
 
 
 def _check_settings_file(attrs: dict, store, path) -> None:
