@@ -136,9 +136,7 @@ class StoreSamples(torch.utils.data.Dataset):
         names = species if species is not None else ds.species_names(split=split)
         if not names:
             raise ValueError(f"the store {store} has no species in split {split!r}")
-        incomplete = [n for n in names if not ds.is_complete(n)]
-        if incomplete:
-            raise ValueError(f"species not complete in {store}: {incomplete} (run tomo validate)")
+        ds.require_complete(names)
         self.split = split
         self.species = list(names)
         self.samples_per_species = ds.settings.samples_per_species

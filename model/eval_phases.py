@@ -172,9 +172,7 @@ def _open_checked(cfg: EvalConfig) -> tuple[DatasetStore, TomographyNet, dict, d
         )
     if not train:
         raise ValueError(f"the store {store} has no 'train' species (the NN, Oracle and mean database)")
-    incomplete = [n for n in held + train if not ds.is_complete(n)]
-    if incomplete:
-        raise ValueError(f"species not complete in {store}: {incomplete} (run tomo validate)")
+    ds.require_complete(held + train)
     diffs = _check_compat(state, store)
     if diffs and cfg.strict:
         raise ValueError(

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,19 @@ def test_store_samples(store):
     np.testing.assert_allclose(tgt[0].numpy(), ref, atol=1e-5)
     with pytest.raises(ValueError, match="no species"):
         StoreSamples(store, "test")
+
+
+def test_a_species_lacking_a_data_file_is_refused(store, tmp_path):
+    """A complete species whose shard file is gone would read as zeros (zarr's fill value): training
+    and evaluation refuse it, naming the species and the file."""
+    damaged = tmp_path / "dataset.zarr"
+    shutil.copytree(store, damaged)
+    (damaged / "species" / "procedural_01" / "images" / "c" / "0" / "0" / "0").unlink()
+    with pytest.raises(ValueError, match=r"lack data files.*procedural_01: array images lacks its data file c/0/0/0"):
+        StoreSamples(damaged, "train")
+    StoreSamples(damaged, "train", species=["procedural_00"])  # the others are whole
+    with pytest.raises(ValueError, match="procedural_01: array images lacks"):
+        open_store(damaged).require_complete(["procedural_00", "procedural_01"])
 
 
 def test_loader_with_spawned_workers(store):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .store_settings import StoreSettings
 
-__all__ = ["stale_markers", "store_fingerprint", "settings_differences", "expected_chunk_files"]
+__all__ = ["stale_markers", "store_fingerprint", "settings_differences", "expected_chunk_files", "species_file_problem"]
 
 #: bytes per inner chunk in a shard index (offset, length: two uint64) and of its crc32c
 _INDEX_ENTRY, _CRC32C = 16, 4
@@ -195,13 +195,22 @@ def _species_problem(store: Path, name: str, marker: Path, root: dict) -> str | 
         recorded = None
     if recorded != attrs["complete"].get("sha256"):
         return f"species {name}: the marker's checksums are not the store's"
+    problem = species_file_problem(store, name, root)
+    return f"species {name}: {problem}" if problem else None
+
+
+def species_file_problem(store, name: str, root: dict) -> str | None:
+    """What is wrong with the files of species ``name`` of ``store`` (root attributes ``root``): a
+    group of its layout, an array or a chunk file missing, or a chunk file shorter than it can be
+    (:func:`_array_problem`); None where every file is there. Reads metadata and file sizes only."""
+    group = Path(store) / "species" / name
     for sub, shape in _expected_arrays(root, group):
         parent = sub.rpartition("/")[0]
         if parent and not (group / parent / "zarr.json").is_file():
-            return f"species {name}: group {parent} is missing (no zarr.json)"
+            return f"group {parent} is missing (no zarr.json)"
         problem = _array_problem(group / sub, shape)
         if problem:
-            return f"species {name}: array {sub} {problem}"
+            return f"array {sub} {problem}"
     return None
 
 

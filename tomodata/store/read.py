@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..render import view_volumes
+from ..store_markers import species_file_problem
 from ..store_settings import StoreSettings
 from ..views import mirror
 from .layout import SPLITS, _open_array, _open_species_group, _open_store_root, decode_images
@@ -101,6 +102,21 @@ class DatasetStore:
 
     def is_complete(self, name: str) -> bool:
         return self.status(name) == "complete"
+
+    def require_complete(self, names: list[str]) -> None:
+        """``ValueError`` naming the species of ``names`` that are not complete, or whose files are not
+        all there (:func:`tomodata.store_markers.species_file_problem`: zarr would read a missing chunk
+        file as fill values). File sizes only; damaged contents are ``tomo validate``'s to find."""
+        incomplete = [n for n in names if not self.is_complete(n)]
+        if incomplete:
+            raise ValueError(f"species not complete in {self.path}: {incomplete} (run tomo validate)")
+        damaged = {n: p for n in names if (p := species_file_problem(self.path, n, self.attrs))}
+        if damaged:
+            raise ValueError(
+                f"species of {self.path} lack data files, which would read as zeros: "
+                + "; ".join(f"{n}: {p}" for n, p in damaged.items())
+                + ". Render them again (tomo render-species, or rerun the workflow)"
+            )
 
     def n_samples(self, name: str) -> int:
         """Samples of a species: 2 n_views."""
