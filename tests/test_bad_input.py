@@ -177,3 +177,22 @@ def test_full_disk_during_export_leaves_nothing(small_disk, tmp_path, capsys):
     assert [p.name for p in small_disk.iterdir()] == ["filler"]  # no partial export folder
     filler.unlink()
     assert main(["export", str(store), str(small_disk / "export"), "--with-data"]) == 0  # room again
+
+
+def test_an_output_path_of_the_wrong_kind_is_bad_input(tmp_path, capsys):
+    """A folder where an output file goes, or a file where a folder goes: exit status 2 naming the path,
+    not the full-disk advice of status 3."""
+    vol = tmp_path / "v.npy"
+    zz, yy, xx = np.mgrid[:16, :16, :16] - 7.5
+    np.save(vol, (0.5 * (zz**2 + yy**2 + xx**2 < 36)).astype(np.float32))  # a ball
+    folder = tmp_path / "c.npz"
+    folder.mkdir()
+    assert main(["cube", str(vol), "-o", str(folder), "--spacing", "1", "--size", "16"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} is a folder; a file is needed there" in err and "free space" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "v.npy"]  # no temporary file left
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["demo-movies", "-o", str(afile / "sub"), "--species", "2", "--val", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "a part of this path is a file, not a folder" in err and "free space" not in err

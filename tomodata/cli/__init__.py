@@ -50,7 +50,8 @@ _OS_ERRORS = {
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command: a heartbeat line every 30 s while it runs; exit status 2 with
-    ``error: ...`` for bad input, 3 for a full or unwritable disk (no traceback)."""
+    ``error: ...`` for bad input (a folder where a file goes included), 3 for a full or unwritable disk
+    (no traceback)."""
     args = parser.parse_args(argv)
     try:
         with heartbeat(f"tomo {args.command}"):  # a log line every 30 s while a long call runs
@@ -58,12 +59,20 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except IsADirectoryError as e:  # a path of the wrong kind is bad input, not a disk problem
+        path = e.filename2 or e.filename or e  # a rename onto a folder: filename2 is the folder
+        print(f"error: {path} is a folder; a file is needed there: choose another path", file=sys.stderr)
+        return 2
+    except NotADirectoryError as e:
+        print(f"error: {e.filename or e}: a part of this path is a file, not a folder", file=sys.stderr)
+        return 2
     except OSError as e:  # a full disk, a read-only or unreadable path: say which, no traceback
         what = _OS_ERRORS.get(e.errno or 0, e.strerror or str(e))
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
         print(
-            f"error: {what}{where}: {e}. Work that was complete before is untouched; free space "
-            "and run the command again.",
+            f"error: {what}{where}: {e}. Work that was complete before is untouched; "
+            + ("free space and run the command again." if full else "run the command again once the path is fixed."),
             file=sys.stderr,
         )
         return 3
