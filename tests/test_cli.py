@@ -46,6 +46,10 @@ def test_phantom_then_render(tmp_path, capsys):
     vol = np.load(vol_path)
     assert vol.shape == (48, 48, 48) and vol.dtype == np.float32 and 0 <= vol.min() and vol.max() <= 1
     assert (tmp_path / "pv" / "skull_sheet.png").is_file()
+    for odd in ("x.txt", "x"):  # np.save would have written x.txt.npy / x.npy and said "wrote x.txt"
+        assert main(["phantom", str(tmp_path / odd), "--size", "16"]) == 2
+        assert "the output must be a .npy or .npz file" in capsys.readouterr().err
+    assert not list(tmp_path.glob("x*"))
     out = tmp_path / "render"
     assert (
         main(

@@ -27,16 +27,18 @@ def cmd_phantom(a) -> int:
     from ..phantoms import skull_volume, species_params, specimen_params
     from ..views import hemisphere_views
 
+    out = Path(a.out)
+    if out.suffix.lower() not in (".npy", ".npz"):  # np.save would write OUT.npy, not OUT
+        raise ValueError(f"{out}: the output must be a .npy or .npz file")
     params = species_params(a.species, seed=a.seed)
     if a.specimen is not None:
         params = specimen_params(params, a.specimen)
     vol = skull_volume(params, size=a.size, seed=a.seed)
-    out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
         np.savez_compressed(out, volume=vol)
     else:
-        np.save(out if out.suffix else out.with_suffix(".npy"), vol)
+        np.save(out, vol)
     print(f"wrote {out}: {vol.shape} float32, density {vol.min():.3f}…{vol.max():.3f}")
     if a.preview:
         from ..previews import write_previews

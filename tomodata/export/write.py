@@ -60,7 +60,8 @@ def _check_out(out: Path, src: Path, overwrite: bool) -> None:
         if any(out.iterdir()):
             if not overwrite:
                 raise FileExistsError(
-                    f"{out} exists and is not empty; pass overwrite=True to replace an earlier export"
+                    f"{out} exists and is not empty; pass overwrite=True (tomo export --overwrite) to replace "
+                    "an earlier export"
                 )
             if not _is_export(out):
                 raise FileExistsError(f"{out} is not empty and is not an earlier export: refusing to replace it")

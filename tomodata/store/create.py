@@ -96,7 +96,7 @@ def _check_target(p: Path, *, overwrite: bool, update: bool) -> None:
     """``FileExistsError`` if ``p`` exists and may not be replaced (not ``overwrite``/``update``, or not a store)."""
     if p.exists():
         if not (overwrite or update):
-            raise FileExistsError(f"{p} exists; pass overwrite=True to replace it")
+            raise FileExistsError(f"{p} exists; pass overwrite=True (tomo: --overwrite) to replace it")
         if not p.is_dir() or (any(p.iterdir()) and not (p / "zarr.json").exists()):
             raise FileExistsError(f"{p} exists and is not a zarr store: refusing to overwrite it")
 
