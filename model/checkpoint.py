@@ -132,6 +132,10 @@ def _torch_save(state: dict, path: Path) -> None:
 def load_checkpoint(path, *, map_location="cpu") -> dict:
     """Read a checkpoint; ValueError if it is not one of ours."""
     path = Path(path)
+    if path.is_dir():
+        inside = [c for c in (path / "best.pt", path / "last.pt") if c.is_file()]
+        hint = f" (it holds {inside[0].name}: pass {inside[0]})" if inside else ""
+        raise ValueError(f"checkpoint {path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     try:

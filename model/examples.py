@@ -121,6 +121,8 @@ def examples_for(examples_file, store, checkpoint, eval_dir, *, n: int, device="
             raise ValueError("give --examples-file or the store and --checkpoint (to compute the examples), not both")
         return load_examples(examples_file, n)
     if checkpoint is None:
+        if store is not None:  # else the figures that need examples would be left out in silence
+            raise ValueError("the store alone gives no examples: add --checkpoint (or give --examples-file)")
         return None
     if store is None or eval_dir is None:
         raise ValueError("computing the examples needs the store, --checkpoint and --eval")

@@ -78,6 +78,8 @@ def test_examples_for_picks_the_source(tmp_path):
         E.examples_for(p, "s.zarr", None, None, n=1)
     with pytest.raises(ValueError, match="--eval"):
         E.examples_for(None, "s.zarr", "c.pt", None, n=1)
+    with pytest.raises(ValueError, match="the store alone gives no examples: add --checkpoint"):
+        E.examples_for(None, "s.zarr", None, "eval", n=1)  # figures 5, 7 and 17 would be left out
 
 
 def test_cli_apps_from_an_examples_file(tmp_path, capsys):

@@ -315,6 +315,10 @@ def test_bad_training_settings(store, tmp_path):
         TrainConfig(batch_size=0).validate()
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(amp="fp8").validate()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is a folder, not a checkpoint file \(it holds best.pt: pass .*best.pt\)"):
+        load_checkpoint(tmp_path / "run")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
