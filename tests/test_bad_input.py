@@ -196,3 +196,9 @@ def test_an_output_path_of_the_wrong_kind_is_bad_input(tmp_path, capsys):
     assert main(["demo-movies", "-o", str(afile / "sub"), "--species", "2", "--val", "0"]) == 2
     err = capsys.readouterr().err
     assert "a part of this path is a file, not a folder" in err and "free space" not in err
+
+
+def test_demo_movies_of_an_odd_size_are_refused(tmp_path, capsys):
+    """The video writers keep even frame sizes: a 15-voxel movie came out 14 x 14 under a 15³ manifest."""
+    assert main(["demo-movies", "-o", str(tmp_path / "m"), "--species", "2", "--val", "0", "--movie-size", "15"]) == 2
+    assert "movie_size must be even" in capsys.readouterr().err

@@ -137,6 +137,10 @@ def test_a_species_lacking_a_data_file_is_refused(store, tmp_path):
     StoreSamples(damaged, "train", species=["procedural_00"])  # the others are whole
     with pytest.raises(ValueError, match="procedural_01: array images lacks"):
         open_store(damaged).require_complete(["procedural_00", "procedural_01"])
+    shard = damaged / "species" / "procedural_00" / "images" / "c" / "0" / "0" / "0"
+    shard.write_bytes(bytes(shard.stat().st_size))  # every file there, its contents zeros
+    with pytest.raises(RuntimeError, match=r"species procedural_00, samples 0: cannot be read .* tomo validate"):
+        StoreSamples(damaged, "train", species=["procedural_00"])[0]
 
 
 def test_loader_with_spawned_workers(store):

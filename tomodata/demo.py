@@ -153,6 +153,8 @@ def write_demo_movies(
     path. Existing movies with the same content are rewritten identically (deterministic), so
     re-running changes nothing downstream.
     """
+    if movie_size % 2:  # the video writers keep even frame sizes: an odd one lost a row and a column
+        raise ValueError(f"movie_size must be even (video frames have even sizes), got {movie_size}")
     ids = species_ids if species_ids is not None else list(range(n_species))
     out = Path(out_dir)
     movies = out / "movies"

@@ -142,15 +142,16 @@ class DatasetStore:
         return self._rotations[name]
 
     def images(self, name: str, indices) -> np.ndarray:
-        """Float32 opacity of samples: an int gives (S, S); a slice or int sequence gives (k, S, S)."""
+        """Float32 opacity of samples: an int gives (S, S); a slice or int sequence gives (k, S, S).
+        A shard that cannot be decoded raises RuntimeError naming the store, species and samples."""
         a = self._array(name, "images")
         if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
             i = int(indices)
             if not 0 <= i < a.shape[0]:
                 raise IndexError(f"sample {i} out of range [0, {a.shape[0]})")
-            return decode_images(a[i])
+            return self._decoded(name, i, lambda: a[i])
         if isinstance(indices, slice):
-            return decode_images(a[indices])
+            return self._decoded(name, indices, lambda: a[indices])
         idx = np.asarray(indices)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
             raise ValueError("indices must be an int, a slice or a 1-D sequence of ints")
@@ -158,7 +159,17 @@ class DatasetStore:
             raise IndexError(f"sample indices out of range [0, {a.shape[0]})")
         if idx.size == 0:
             return np.zeros((0,) + a.shape[1:], dtype=np.float32)
-        return decode_images(a.oindex[idx])
+        return self._decoded(name, idx.tolist(), lambda: a.oindex[idx])
+
+    def _decoded(self, name: str, which, read) -> np.ndarray:
+        try:
+            raw = read()
+        except Exception as e:  # noqa: BLE001 - zarr's codecs raise many kinds on a damaged shard
+            raise RuntimeError(
+                f"{self.path}: species {name}, samples {which}: cannot be read ({type(e).__name__}: {e}); "
+                f"a damaged shard? tomo validate {self.path} names the species to render again"
+            ) from e
+        return decode_images(raw)
 
     def sample(
         self, name: str, i: int, *, with_volume: bool = True, view_size: int | None = None, backend: str = "auto"
