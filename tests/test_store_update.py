@@ -156,6 +156,11 @@ def test_cli_workflow_pieces(tmp_path, capsys):
     assert json.loads(settings.read_text())["n_views"] == 3
 
     store = tmp_path / "d.zarr"
+    capsys.readouterr()
+    wrong = ["store-create", str(store), "--manifest", str(manifest), "--cubes", *cubes, "--volume-size", "32"]
+    assert main(wrong) == 2
+    assert "procedural_00.npz is 16x16x16, the store's volumes 32³" in capsys.readouterr().err
+    assert not store.exists()
     opts = ["--views", "3", "--size", "16", "--steps", "16", "--volume-size", "16", "--update"]
     created = tmp_path / "created.json"
     assert (

@@ -115,9 +115,12 @@ def cube_differences(entry: dict, meta: dict) -> list[str]:
     ]
 
 
-def cube_species(manifests: list[str], cubes: list[str]) -> tuple[list[dict], dict[str, str]]:
+def cube_species(
+    manifests: list[str], cubes: list[str], *, volume_size: int | None = None
+) -> tuple[list[dict], dict[str, str]]:
     """``(table, volume_sha256 by name)`` of the specimens whose cube .npz files are ``cubes`` (a
-    cube's id, else its file stem, must be a row of ``manifests``: ValueError otherwise)."""
+    cube's id, else its file stem, must be a row of ``manifests``, and with ``volume_size`` the cube
+    must be that size: ValueError otherwise)."""
     by_id, resolved = _manifest_rows(manifests)
     species = []
     volume_sha256 = {}
@@ -126,6 +129,11 @@ def cube_species(manifests: list[str], cubes: list[str]) -> tuple[list[dict], di
         sid = meta.get("id") or Path(cube_path).stem
         if sid not in by_id:
             raise ValueError(f"cube {cube_path} is specimen {sid!r}, which is not in {', '.join(manifests)}")
+        if volume_size is not None and vol.shape != (volume_size,) * 3:
+            raise ValueError(
+                f"cube {cube_path} is {vol.shape[0]}x{vol.shape[1]}x{vol.shape[2]}, the store's volumes "
+                f"{volume_size}³: make the cubes with tomo cube --size {volume_size}, or pick --volume-size"
+            )
         species.append(_cube_entry(sid, by_id[sid], meta, resolved[sid]))
         volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
     _warn_split_species(species)

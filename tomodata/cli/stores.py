@@ -16,7 +16,8 @@ def cmd_store_create(a) -> int:
     from ..store import create_store
     from ..store_settings import StoreSettings
 
-    species, volume_sha256 = cube_species(a.manifest, a.cubes)
+    settings = StoreSettings.from_cli(a)
+    species, volume_sha256 = cube_species(a.manifest, a.cubes, volume_size=settings.volume_size)
     config = None
     if a.config:
         import yaml
@@ -24,7 +25,6 @@ def cmd_store_create(a) -> int:
         config = yaml.safe_load(Path(a.config).read_text())
     if a.config_json:
         config = json.loads(a.config_json)
-    settings = StoreSettings.from_cli(a)
     summary = create_store(
         a.store,
         settings,
