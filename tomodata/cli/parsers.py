@@ -54,7 +54,8 @@ def _scan_opts(q, output_help):
     q.add_argument(
         "--orientation",
         help=(
-            "canonical z,y,x take these axes of the volume as read, '-' reverses one: e.g. z,-y,x "
+            "canonical z,y,x take these axes of the volume as read, '-' reverses one: e.g. z,-y,x; "
+            "a value that starts with '-' needs the = form, --orientation=-z,y,x "
             "(docs/pose.md; default z,y,x or the manifest row's)"
         ),
     )
