@@ -130,7 +130,11 @@ def _add_render(sub) -> None:
             "(n, S, S) float32 opacity, rotations.npy (n, 3, 3), render.json and PNG previews."
         ),
     )
-    q.add_argument("volume", help="volume file (.npy, .npz)")
+    q.add_argument(
+        "volume",
+        help="densities in [0, 1] (.npy, .npz), or any scan tomo cube reads, made a 128³ cube (1 mm voxels, "
+        "with a warning, where the scan gives no spacing: tomo cube --spacing sets it)",
+    )
     q.add_argument("-o", "--output", required=True, help="output folder")
     q.add_argument("--views", type=positive_int, default=16, help="number of views (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
