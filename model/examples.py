@@ -80,7 +80,15 @@ def load_examples(path, n: int | None = None) -> dict:
     ``ValueError`` when the file lacks an array or was made for fewer than ``n`` rows while more
     samples were evaluated (``tomo examples --examples`` must be at least ``n``)."""
     path = Path(path)
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - EOFError (empty), BadZipFile, ValueError (text, pickle)
+        raise ValueError(f"{path}: not an examples file of tomo examples ({type(e).__name__}: {e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an examples file of tomo examples (a plain array of shape {np.shape(z)})")
+    with z:
         data = {k: z[k] for k in z.files}
     try:
         meta = json.loads(str(data["meta"]))

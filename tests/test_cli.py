@@ -303,10 +303,10 @@ def test_bench_infer_runs(capsys):
 def test_bench_train_runs(capsys):
     assert main(["bench", "train", "--preset", "demo", "--batch-size", "2", "--repeats", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "train demo network, batch 2, cpu, amp none, 1 threads:" in out and "minor page faults" in out
+    assert "train demo network, batch 2, cpu, amp none, NHWC, 1 threads:" in out and "minor page faults" in out
     args = ["bench", "train", "--preset", "demo", "--batch-size", "2", "--repeats", "1", "--threads", "1"]
     assert main([*args, "--amp", "bf16", "--cudnn-benchmark"]) == 0  # bf16 autocast runs on the CPU too
-    assert "amp bf16, cudnn benchmark, 1 threads:" in capsys.readouterr().out
+    assert "amp bf16, cudnn benchmark, NHWC, 1 threads:" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*args, "--amp", "fp8"])
 

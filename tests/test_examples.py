@@ -78,6 +78,12 @@ def test_examples_for_picks_the_source(tmp_path):
         E.examples_for(p, "s.zarr", None, None, n=1)
     with pytest.raises(ValueError, match="--eval"):
         E.examples_for(None, "s.zarr", "c.pt", None, n=1)
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    with pytest.raises(ValueError, match=r"plain.npy: not an examples file of tomo examples \(a plain array"):
+        E.load_examples(tmp_path / "plain.npy")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.npz: not an examples file"):
+        E.load_examples(tmp_path / "empty.npz")
     with pytest.raises(ValueError, match="the store alone gives no examples: add --checkpoint"):
         E.examples_for(None, "s.zarr", None, "eval", n=1)  # figures 5, 7 and 17 would be left out
 

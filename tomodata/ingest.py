@@ -91,6 +91,14 @@ def _check_spacing_order(path, given_zyx, file_zyx) -> None:
 
 #: dense_reach below this (the support itself reaches about 0.93): warn that faint material sets the scale
 DENSE_WARN = 0.8
+#: ... if it is also below this fraction of the support's reach: 0.8 / 0.93 ≈ 0.86, the rule at the default
+#: size 128, where the support reaches about 0.93. In smaller cubes the margin (one output voxel diagonal)
+#: and the resampling stencil take a larger share of the ball, so the support reaches less (about 0.72 at
+#: size 32, 0.45 at 16) and so does the denser part of the same scan: their ratio carries over (cthead with
+#: its scanner table: 0.79–0.81 at sizes 16–128), DENSE_WARN alone does not (it fired on every small cube).
+#: A specimen without faint material has a ratio near 1 or above (the stencil spreads its dense edge out;
+#: ≥ 0.96 for solid, hollow and graded synthetic shapes at sizes 12–128).
+DENSE_RATIO = DENSE_WARN / 0.93
 
 
 def cube_specimen(
@@ -110,9 +118,9 @@ def cube_specimen(
     original shape and spacing (z, y, x, after reorientation), the fit, ``specimen_reach``: the
     normalised radius its voxel centres reach (1 = the unit ball's surface), and ``dense_reach``
     (:func:`~tomodata.resample.dense_reach`): the same for its denser part; where that is below
-    :data:`DENSE_WARN`, faint material sets the scale: a warning (kept in
-    ``read_notes``) says which setting to change. ``background`` defaults to the window preset's own
-    (:func:`~tomodata.ingest_settings.preset_background`).
+    :data:`DENSE_WARN` and below :data:`DENSE_RATIO` of ``specimen_reach``, faint material sets the
+    scale: a warning (kept in ``read_notes``) says which setting to change. ``background`` defaults to
+    the window preset's own (:func:`~tomodata.ingest_settings.preset_background`).
 
     ``window`` may be "lo,hi", a preset name or a pair (:mod:`tomodata.ingest_settings`); a window
     that makes the scan constant is a ValueError naming the setting."""
@@ -177,8 +185,10 @@ def cube_specimen(
 
 def _warn_if_faint(path, fit, reach: float, dense: float, caught: list) -> None:
     """Warn (and keep the warning in ``caught``, the record's ``read_notes``) when the specimen's dense
-    part reaches less than :data:`DENSE_WARN` of the ball: faint material then sets the scale."""
-    if dense < DENSE_WARN:
+    part reaches less than :data:`DENSE_WARN` of the ball and less than :data:`DENSE_RATIO` of the
+    support's ``reach``: faint material then sets the scale. (``dense < DENSE_WARN`` alone fired on
+    every small cube, whose support itself reaches less than 0.8: size 32 about 0.72.)"""
+    if dense < DENSE_WARN and dense < DENSE_RATIO * reach:
         msg = (
             f"{path}: faint material sets this cube's scale: the support (density > {fit.background or 0:g}) "
             f"reaches {reach:.2f} of the ball but the specimen's denser part (≥ {DENSE_FRACTION:g} of its "
@@ -204,8 +214,22 @@ def save_cube(path, cube: np.ndarray, meta: dict) -> Path:
 
 
 def load_cube(path) -> tuple[np.ndarray, dict]:
-    """Read a cube written by :func:`save_cube`: (volume, meta)."""
-    with np.load(path, allow_pickle=False) as z:
+    """Read a cube written by :func:`save_cube`: (volume, meta). ValueError naming the path where the
+    file is no such cube: a plain .npy array, an .npz without ``volume`` and ``meta``, an empty,
+    damaged or text file (a missing file stays FileNotFoundError)."""
+    not_cube = f"{path} is not a cube file (.npz written by tomo cube)"
+    try:
+        z = np.load(path, allow_pickle=False)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - EOFError (empty), BadZipFile, ValueError (pickle, text) …
+        raise ValueError(f"{not_cube}: cannot read it ({type(exc).__name__}: {exc})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{not_cube}: it holds a plain array of shape {tuple(np.shape(z))}")
+    with z:
         if "volume" not in z or "meta" not in z:
-            raise ValueError(f"{path} is not a cube file (needs arrays 'volume' and 'meta')")
-        return z["volume"], json.loads(str(z["meta"]))
+            raise ValueError(f"{not_cube}: it holds arrays {list(z.keys())}, not 'volume' and 'meta'")
+        try:
+            return z["volume"], json.loads(str(z["meta"]))
+        except Exception as exc:  # noqa: BLE001 - a damaged member, meta that is not JSON
+            raise ValueError(f"{not_cube}: cannot read it ({type(exc).__name__}: {exc})") from None

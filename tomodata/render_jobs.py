@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .ingest import cube_specimen
+from .io import read_array
 from .progress import progress
 from .render import render_xrays
 
@@ -30,8 +31,8 @@ def load_volume(path: Path) -> np.ndarray:
     if not path.exists():
         raise VolumeFileError(f"volume file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+    if suffix == ".npy":  # with read_volume's checks: 3-D, ≥ 2 voxels per axis, not empty, native order
+        return read_array(path)
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())

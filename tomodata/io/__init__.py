@@ -7,7 +7,7 @@ DICOM series, NRRD, NIfTI and NumPy files.
 Arrays keep the file's voxel order (no reorientation, no flips, no resampling): z is the slice /
 slowest storage axis, y the image rows, x the image columns. DICOM slices are the exception only in
 that they are sorted by position (see below). Values are returned as stored except where noted, so
-callers normalise (``tomodata.resample.to_cube``).
+callers normalise (``tomodata.resample.to_cube``); big-endian data come back in native byte order.
 
 Rules (each one is tested in ``tests/test_io.py``):
 
@@ -48,10 +48,13 @@ Rules (each one is tested in ``tests/test_io.py``):
   <step> [<subdim>]`` and ``data file: LIST`` (which pynrrd does not read). Values as stored (e.g.
   VTK's ``headsq`` 15-bit data still needs the caller's ``& 0x7fff``).
 * **NIfTI**: nibabel's (x, y, z) array is transposed to (z, y, x); scaled data become ``float32``;
-  zooms in mm (``unknown`` spatial units count as mm, micron and metre are converted).
+  zooms in mm (``unknown`` spatial units count as mm, micron and metre are converted). A zero,
+  negative or non-finite zoom (as written; nibabel's loader turns it into 1 or its absolute value)
+  counts as no spacing, like NRRD's.
 * **Bad input** raises ``ValueError`` naming the path: missing path, empty file or folder, unknown
   extension, HTML/text saved under a binary extension, undecodable movie, zero frames, truncated
-  movie, mixed slice sizes or dtypes, two DICOM series. ``read_volume`` never writes a file.
+  movie, mixed slice sizes or dtypes, two DICOM series, a volume with fewer than 2 voxels along an
+  axis (a single slice, of any format). ``read_volume`` never writes a file.
 
 Layout: this module holds the dispatcher (:func:`sniff_kind`, :func:`read_volume`); the readers live
 by format family in :mod:`.movie`, :mod:`.images` (folders + TIFF), :mod:`.dicom` and :mod:`.volumes`
@@ -92,6 +95,7 @@ from .volumes import _read_nifti, _read_npy, _read_nrrd, nrrd_data_names
 __all__ = [
     "SOURCE_KINDS",
     "read_volume",
+    "read_array",
     "sniff_kind",
     "natural_key",
     "check_spacing",
@@ -207,6 +211,20 @@ def read_volume(
         stacklevel=2,
     )
     return arr, (1.0, 1.0, 1.0)
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """The volume array of a NumPy file as stored (.npy; .npz: key ``volume`` or the only array besides
+    ``spacing``), without spacing (what ``tomo render`` renders), with :func:`read_volume`'s checks:
+    ``ValueError`` naming the path for a missing, empty (0 bytes) or text file, an array that is not
+    3-D or has fewer than 2 voxels along an axis (a single slice), or a non-numeric dtype; big-endian
+    data come back in native byte order, values unchanged."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file" if not p.exists() else f"{p}: a folder, not a .npy/.npz file")
+    if p.suffix.lower() not in NPY_SUFFIXES:
+        raise ValueError(f"{p}: not a NumPy file (.npy or .npz)")
+    return _check_volume(_read_npy(p)[0], p)
 
 
 _READERS: dict[str, Callable[[Path], tuple[np.ndarray, Spacing | None]]] = {

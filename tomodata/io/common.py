@@ -107,13 +107,23 @@ def _file_spacing(values, p: Path, what: str) -> Spacing | None:
 
 
 def _check_volume(arr: np.ndarray, p: Path) -> np.ndarray:
+    """The check every volume passes (each reader's array, before spacing is applied): 3-D, at least 2
+    voxels along every axis (a single slice is no volume: resampled, it became a flat slab), a numeric
+    dtype; returned C-contiguous in native byte order (the values unchanged: the numba kernels of
+    :mod:`tomodata.resample` take no big-endian arrays)."""
     arr = np.asarray(arr)
     if arr.ndim != 3:
         raise ValueError(f"{p}: expected a 3-D volume, got an array of shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{p}: the volume is empty (shape {arr.shape})")
+    if min(arr.shape) < 2:
+        raise ValueError(
+            f"{p}: a volume needs at least 2 voxels along every axis, got shape {arr.shape} (a single slice?)"
+        )
     if arr.dtype.kind not in "uif" and arr.dtype != np.bool_:
         raise ValueError(f"{p}: unsupported data type {arr.dtype}")
+    if not arr.dtype.isnative:  # e.g. '>i2' from an NRRD with `endian: big`, a .npy saved as '>f4'
+        arr = arr.astype(arr.dtype.newbyteorder("="), order="C")
     if isinstance(arr, np.memmap) or not arr.flags.c_contiguous:
         arr = np.array(arr, order="C")
     return arr

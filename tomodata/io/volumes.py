@@ -179,13 +179,19 @@ def _nrrd_squeeze(arr: np.ndarray, header: dict, p: Path) -> tuple[np.ndarray, S
 
 
 def _read_nifti(p: Path) -> tuple[np.ndarray, Spacing | None]:
-    """NIfTI-1/2 → (z, y, x) = transposed nibabel (x, y, z); zooms → mm."""
+    """NIfTI-1/2 → (z, y, x) = transposed nibabel (x, y, z); zooms → mm. A zero, negative or non-finite
+    zoom gives no spacing (a warning; then the caller's spacing= or its 1 mm default), not nibabel's 1."""
     _refuse_text(p, "NIfTI file")
     try:
         img = cast(nib.Nifti1Image, nib.load(str(p), mmap=False))  # NIfTI-2 images are Nifti1Image subclasses
         proxy = img.dataobj
         raw_dtype = img.get_data_dtype()
         arr = np.asarray(proxy)
+        # the zooms as written: nibabel's loader makes a zero pixdim 1 and a negative one positive (a
+        # line on stderr), which would pass for a spacing; read this way, _file_spacing refuses them
+        with img.file_map["image"].get_prepare_fileobj(mode="rb") as fh:  # a .nii holds its header
+            written = type(img.header).from_fileobj(fh, check=False)
+        zooms = [float(z) for z in written.get_zooms()[:3]]
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"{p}: cannot read this NIfTI ({type(exc).__name__}: {exc})") from None
     while arr.ndim > 3 and arr.shape[-1] == 1:
@@ -195,7 +201,6 @@ def _read_nifti(p: Path) -> tuple[np.ndarray, Spacing | None]:
     if arr.dtype == np.float64 and raw_dtype != np.float64:
         arr = arr.astype(np.float32)
     arr = np.ascontiguousarray(arr.transpose(2, 1, 0))
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
     unit = img.header.get_xyzt_units()[0]
     scale = {"mm": 1.0, "unknown": 1.0, "micron": 1e-3, "meter": 1000.0}.get(unit)
     if scale is None:
