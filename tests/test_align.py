@@ -441,3 +441,6 @@ def test_align_sheet_draws_cubes_for_the_pose_check(tmp_path):
     assert main(["align-sheet", *map(str, cubes), "-o", str(out)]) == 0
     img = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
     assert img is not None and img.shape[1] > img.shape[0] > 32 and img.max() > 0
+    again = save_cube(tmp_path / "other" / "c0.npz", skull_volume(species_params(2), size=32), {"id": "sp0"})
+    assert main(["align-sheet", *map(str, cubes), str(again), "-o", str(tmp_path / "two.png")]) == 2
+    assert not (tmp_path / "two.png").exists()  # one tile per specimen: a second sp0 is refused, not dropped

@@ -269,14 +269,17 @@ def cmd_align_sheet(a) -> int:
     from ..align import aligned_name, contact_sheet, load_aligned
     from ..ingest import load_cube
 
-    volumes = {}
+    volumes, paths = {}, {}
     for path in a.aligned:
         if str(path).endswith(".npz"):  # a cube: canonical axes, isotropic voxels
             cube, meta = load_cube(path)
-            volumes[meta.get("id") or Path(path).stem] = (cube, (1.0, 1.0, 1.0))
-            continue
-        vol, sp, rec = load_aligned(path)
-        volumes[rec.get("id") or aligned_name(path)] = (vol, sp)
+            name, entry = meta.get("id") or Path(path).stem, (cube, (1.0, 1.0, 1.0))
+        else:
+            vol, sp, rec = load_aligned(path)
+            name, entry = rec.get("id") or aligned_name(path), (vol, sp)
+        if name in volumes:  # a tile per name: the later one would replace the earlier in silence
+            raise ValueError(f"{path} and {paths[name]} are both specimen {name!r}: give each specimen once")
+        volumes[name], paths[name] = entry, path
     out = contact_sheet(volumes, a.output)
     print(f"wrote {out}: {len(volumes)} specimens")
     return 0
