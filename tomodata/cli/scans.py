@@ -269,7 +269,8 @@ def cmd_align_sheet(a) -> int:
     from ..align import aligned_name, contact_sheet, load_aligned
     from ..ingest import load_cube
 
-    volumes, paths = {}, {}
+    volumes: dict[str, tuple] = {}
+    paths: dict[str, str] = {}
     for path in a.aligned:
         if str(path).endswith(".npz"):  # a cube: canonical axes, isotropic voxels
             cube, meta = load_cube(path)
