@@ -444,3 +444,4 @@ def test_align_sheet_draws_cubes_for_the_pose_check(tmp_path):
     again = save_cube(tmp_path / "other" / "c0.npz", skull_volume(species_params(2), size=32), {"id": "sp0"})
     assert main(["align-sheet", *map(str, cubes), str(again), "-o", str(tmp_path / "two.png")]) == 2
     assert not (tmp_path / "two.png").exists()  # one tile per specimen: a second sp0 is refused, not dropped
+    assert main(["align-sheet", *map(str, cubes), "-o", str(tmp_path / "sheet.txt")]) == 2  # cv2.error before

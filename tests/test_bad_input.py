@@ -202,3 +202,10 @@ def test_demo_movies_of_an_odd_size_are_refused(tmp_path, capsys):
     """The video writers keep even frame sizes: a 15-voxel movie came out 14 x 14 under a 15³ manifest."""
     assert main(["demo-movies", "-o", str(tmp_path / "m"), "--species", "2", "--val", "0", "--movie-size", "15"]) == 2
     assert "movie_size must be even" in capsys.readouterr().err
+
+
+def test_settings_too_large_for_memory_are_named(tmp_path, capsys):
+    """A volume far beyond the machine's memory: one line naming the size numpy asked for, no traceback."""
+    assert main(["phantom", str(tmp_path / "x.npy"), "--size", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough memory for this command's settings") and "PiB" in err, err

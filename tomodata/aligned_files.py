@@ -141,6 +141,8 @@ def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_p
     all at one scale (mm per pixel) so that the largest specimen fills ``panel_px``. Grey, uint8;
     the image is ``cols·(3·panel_px + 16) + 4`` wide and ``rows·(panel_px + 22) + 4`` high.
     """
+    if Path(out_png).suffix.lower() != ".png":  # OpenCV picks its writer by the suffix
+        raise ValueError(f"{out_png}: the sheet is a PNG; give the output a .png name")
     items = [(str(k), *(v if isinstance(v, tuple) else (v, (1.0, 1.0, 1.0)))) for k, v in volumes.items()]
     if not items or cols < 1 or panel_px < 8:
         raise ValueError("contact_sheet needs at least one volume, cols >= 1 and panel_px >= 8")

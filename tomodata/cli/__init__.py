@@ -59,6 +59,9 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:  # numpy's allocation failure names the size it asked for
+        print(f"error: not enough memory for this command's settings ({e}); choose smaller sizes", file=sys.stderr)
+        return 2
     except IsADirectoryError as e:  # a path of the wrong kind is bad input, not a disk problem
         path = e.filename2 or e.filename or e  # a rename onto a folder: filename2 is the folder
         print(f"error: {path} is a folder; a file is needed there: choose another path", file=sys.stderr)
