@@ -261,3 +261,11 @@ def test_record_checksums_refuses_to_overwrite(tmp_path):
     with pytest.raises(ValueError, match="64 hex"):
         record_checksums(p, {"Tamandua_tetradactyla": "xyz"})
     assert p.read_text() == text
+
+
+def test_a_binary_file_given_as_a_manifest_is_named(tmp_path):
+    """A .npy (or any non-UTF-8 file) given as a manifest: the error names the file, not only the codec."""
+    bad = tmp_path / "volume.npy"
+    bad.write_bytes(b"\x93NUMPY\x01\x00v\x00" + bytes(range(128, 256)))
+    with pytest.raises(ManifestError, match=r"manifest .*volume\.npy is invalid:\n  not a UTF-8 text file"):
+        load_manifest(bad)

@@ -275,7 +275,10 @@ def validate_manifest(
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, data rows (split on tabs, padded to the header) and their 1-based file line numbers."""
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:  # a binary file given as a manifest: name it (the codec's text does not)
+        raise ManifestError(str(path), [f"not a UTF-8 text file (a manifest is tab-separated text): {e}"]) from None
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
