@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tomodata.files import load_npz
 from tomodata.store import open_store
 
 from .checkpoint import model_from_checkpoint
@@ -80,21 +81,13 @@ def load_examples(path, n: int | None = None) -> dict:
     ``ValueError`` when the file lacks an array or was made for fewer than ``n`` rows while more
     samples were evaluated (``tomo examples --examples`` must be at least ``n``)."""
     path = Path(path)
-    try:
-        z = np.load(path, allow_pickle=False)
-    except OSError:
-        raise
-    except Exception as e:  # noqa: BLE001 - EOFError (empty), BadZipFile, ValueError (text, pickle)
-        raise ValueError(f"{path}: not an examples file of tomo examples ({type(e).__name__}: {e})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: not an examples file of tomo examples (a plain array of shape {np.shape(z)})")
-    with z:
-        data = {k: z[k] for k in z.files}
+    what = "an examples file (.npz written by tomo examples)"
+    data = load_npz(path, what)
     try:
         meta = json.loads(str(data["meta"]))
         titles = [str(t) for t in data["title"]]
     except (KeyError, ValueError) as e:
-        raise ValueError(f"{path}: not an examples file of tomo examples ({e})") from e
+        raise ValueError(f"{path} is not {what}: {type(e).__name__}: {e}") from None
     if meta.get("format") != FORMAT or meta.get("rows") != len(titles):
         raise ValueError(f"{path}: unknown examples file format {meta}")
     if n is not None and n > len(titles) and len(titles) == meta["requested"]:

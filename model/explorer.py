@@ -249,7 +249,8 @@ def write_explorer(
     if not 8 <= max_size <= MAX_BROWSER_SIZE:
         raise ValueError(
             f"--max-size {max_size}: volumes must be 8..{MAX_BROWSER_SIZE} voxels per axis in the "
-            f"browser ({MAX_BROWSER_SIZE}³ × 4 volumes is 8 MiB a sample); use a smaller --max-size"
+            f"browser (fewer show nothing; {MAX_BROWSER_SIZE}³ × 4 volumes is 8 MiB a sample): choose one in "
+            "that range"
         )
     matches = check_run(paths)
     chosen = choose_samples(len(matches), n, indices)

@@ -79,10 +79,15 @@ def test_examples_for_picks_the_source(tmp_path):
     with pytest.raises(ValueError, match="--eval"):
         E.examples_for(None, "s.zarr", "c.pt", None, n=1)
     np.save(tmp_path / "plain.npy", np.zeros(3))
-    with pytest.raises(ValueError, match=r"plain.npy: not an examples file of tomo examples \(a plain array"):
+    with pytest.raises(
+        ValueError,
+        match=r"plain.npy is not an examples file \(\.npz written by tomo examples\): it holds a plain array",
+    ):
         E.load_examples(tmp_path / "plain.npy")
     (tmp_path / "empty.npz").write_bytes(b"")
-    with pytest.raises(ValueError, match="empty.npz: not an examples file"):
+    with pytest.raises(
+        ValueError, match=r"empty.npz is not an examples file \(\.npz written by tomo examples\): cannot read it"
+    ):
         E.load_examples(tmp_path / "empty.npz")
     with pytest.raises(ValueError, match="the store alone gives no examples: add --checkpoint"):
         E.examples_for(None, "s.zarr", None, "eval", n=1)  # figures 5, 7 and 17 would be left out

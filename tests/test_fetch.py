@@ -259,6 +259,19 @@ def test_timeout_after_retries(srv, tmp_path):
     assert 0.6 <= elapsed < 2.5
 
 
+def test_refused_connection_is_not_called_a_timeout(tmp_path):
+    """urllib3's NewConnectionError subclasses its ConnectTimeoutError: a refused connection said "timed
+    out" (a user audit). A port nothing listens on refuses at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    url = f"http://127.0.0.1:{port}/skull.mp4"
+    with pytest.raises(FetchConnectionError) as ei:
+        fetch_one(spec(url), tmp_path, **{**FAST, "retries": 0})
+    assert not isinstance(ei.value, FetchTimeout)
+    assert "connection failed" in str(ei.value) and "timed out" not in str(ei.value) and url in str(ei.value)
+
+
 def test_503_is_retried(srv, tmp_path):
     res = fetch_one(spec(f"{srv.url}/flaky/skull.mp4", sha=SHA), tmp_path, **FAST)
     assert res.path.read_bytes() == BODY

@@ -107,8 +107,9 @@ def test_cli_cube_from_manifest(demo, tmp_path, capsys):
     )
     vol, meta = load_cube(tmp_path / "c.npz")
     assert vol.shape == (32, 32, 32) and meta["id"] == "procedural_01"
-    with pytest.raises(SystemExit, match="not in"):
-        main(["cube", str(mov), "-o", str(tmp_path / "d.npz"), "--manifest", str(manifest), "--id", "nope"])
+    capsys.readouterr()
+    assert main(["cube", str(mov), "-o", str(tmp_path / "d.npz"), "--manifest", str(manifest), "--id", "nope"]) == 2
+    assert "specimen 'nope' is not in" in capsys.readouterr().err
     assert not (tmp_path / "d.npz").exists()
     assert main(["cube", str(mov), "-o", str(tmp_path / "e.npz")]) == 2  # a movie needs a spacing
     err = capsys.readouterr().err

@@ -131,8 +131,9 @@ def test_cli_workflow_pieces(tmp_path, capsys):
             == 0
         )
         cubes.append(str(cube))
-    with pytest.raises(SystemExit):
-        main(["cube", "--fetched", str(record), "--id", "nope", "-o", str(tmp_path / "x.npz")])
+    capsys.readouterr()
+    assert main(["cube", "--fetched", str(record), "--id", "nope", "-o", str(tmp_path / "x.npz")]) == 2
+    assert f"error: fetch record {record} has no line for specimen 'nope'" in capsys.readouterr().err
 
     settings = tmp_path / "settings.json"
     assert (

@@ -103,11 +103,13 @@ from .align_values import (  # working values, bone, moments; re-exported
     principal_frame,
 )
 from .aligned_files import (  # the files of aligned volumes; re-exported: align's public API
+    ALIGNMENT_KEYS,
     SUMMARY_KEYS,
     aligned_name,
     alignment_summary,
     contact_sheet,
     load_aligned,
+    read_alignment_record,
     save_aligned,
 )
 from .aligned_files import check_volume as _check
@@ -121,11 +123,13 @@ __all__ = [
     "Reference",
     "save_aligned",
     "load_aligned",
+    "read_alignment_record",
     "aligned_name",
     "alignment_summary",
     "apply_alignment",
     "contact_sheet",
     "SUMMARY_KEYS",
+    "ALIGNMENT_KEYS",
     "HU_LIKE_MIN",
     "align_values",
     "intensity_settings",
@@ -338,11 +342,7 @@ def apply_alignment(volume: np.ndarray, spacing_zyx, record: Mapping) -> np.ndar
     table's summary of it): the recorded rotation, centre, grid and background, no registration.
     Equal, bit for bit, to the aligned volume the record came from (same SimpleITK)."""
     vol, spacing = _check(volume, spacing_zyx)
-    missing = [
-        k
-        for k in ("rotation_zyx", "centre_mm_zyx", "output_shape", "output_spacing_zyx", "background")
-        if k not in record
-    ]
+    missing = [k for k in ALIGNMENT_KEYS if k not in record]
     if missing:
         raise ValueError(f"the alignment record lacks {missing} (made by an older tomo align: align again)")
     out = _grid_resample(

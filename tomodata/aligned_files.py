@@ -16,16 +16,18 @@ import cv2
 import nibabel as nib
 import numpy as np
 
-from .files import atomic_write, write_text
+from .files import atomic_write, read_json_object, write_text
 from .io import read_volume
 
 __all__ = [
+    "ALIGNMENT_KEYS",
     "SUMMARY_KEYS",
     "aligned_name",
     "alignment_summary",
     "check_volume",
     "contact_sheet",
     "load_aligned",
+    "read_alignment_record",
     "save_aligned",
 ]
 
@@ -61,6 +63,9 @@ def aligned_name(path) -> str:
     """The specimen name of an aligned file: ``A_J.nii.gz`` → ``A_J`` (ids may hold dots)."""
     return _stem(Path(path)).name
 
+
+#: The keys an alignment record needs to be replayed (:func:`tomodata.align.apply_alignment`).
+ALIGNMENT_KEYS = ("rotation_zyx", "centre_mm_zyx", "output_shape", "output_spacing_zyx", "background")
 
 #: The keys of an alignment record that the store's species table keeps.
 SUMMARY_KEYS = (
@@ -116,8 +121,14 @@ def load_aligned(path) -> tuple[np.ndarray, tuple[float, float, float], dict]:
     path = Path(path)
     vol, sp = read_volume(path)
     json_path = _stem(path).with_name(_stem(path).name + ".json")
-    record = json.loads(json_path.read_text()) if json_path.exists() else {}
+    record = read_json_object(json_path, "alignment record") if json_path.exists() else {}
     return vol, sp, record
+
+
+def read_alignment_record(path) -> dict:
+    """The alignment record in ``path`` (``tomo align``'s JSON), checked to hold :data:`ALIGNMENT_KEYS`;
+    ``ValueError`` naming the file otherwise (not JSON, not an object, another kind of JSON file)."""
+    return read_json_object(path, "alignment record", keys=ALIGNMENT_KEYS)
 
 
 def _projections(vol: np.ndarray, spacing, px_per_mm: float) -> list[np.ndarray]:

@@ -9,6 +9,10 @@ home of these for both packages.
 * :func:`json_safe` — a JSON-ready copy: NaN and ±inf → ``None`` (strict JSON has neither), numpy
   scalars and arrays → Python numbers and lists, paths → strings, tuples → lists, keys → strings.
 * :func:`sha256_file` — hex sha256 of a file's bytes, read in 1 MiB blocks.
+* :func:`read_text` / :func:`read_json_object` / :func:`read_yaml` — a text, JSON-object or YAML file
+  given as input, with a one-line ``ValueError`` that names the file and what it should be (a binary
+  file, bad JSON or YAML, a list where an object goes) instead of the codec's or parser's message,
+  which names no file. :func:`load_npz` does the same for an .npz of arrays.
 """
 
 from __future__ import annotations
@@ -22,8 +26,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-__all__ = ["atomic_write", "json_safe", "sha256_file", "tree_bytes", "write_json", "write_text"]
+__all__ = [
+    "atomic_write",
+    "json_safe",
+    "load_npz",
+    "read_json_object",
+    "read_text",
+    "read_yaml",
+    "sha256_file",
+    "tree_bytes",
+    "write_json",
+    "write_text",
+]
 
 _CHUNK = 1 << 20
 
@@ -88,6 +104,64 @@ def json_safe(obj):
 def write_json(path, obj, *, indent: int | None = 2) -> Path:
     """``json_safe(obj)`` as strict JSON (plus a final newline) into ``path`` atomically."""
     return write_text(path, json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n")
+
+
+def read_text(path, what: str) -> str:
+    """The UTF-8 text of ``path`` (a BOM dropped); ``ValueError`` naming ``what`` (e.g. "fetch record")
+    and the path if it is not UTF-8 text. A missing file raises ``FileNotFoundError`` as usual."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {path} is not a UTF-8 text file (byte {e.start}: {e.reason})") from None
+
+
+def read_json_object(path, what: str, *, keys: tuple[str, ...] = ()) -> dict:
+    """The JSON object in ``path``, checked to hold ``keys``; ``ValueError`` naming ``what`` and the
+    path if the file is not UTF-8 JSON, not an object, or lacks one of ``keys``."""
+    text = read_text(path, what)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {path} is not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} {path} holds a JSON {type(obj).__name__}, not an object")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise ValueError(f"{what} {path} lacks {', '.join(missing)}: is it a {what}?")
+    return obj
+
+
+def read_yaml(path, what: str):
+    """The YAML (or JSON) document in ``path``; ``ValueError`` naming ``what`` and the path, in one
+    line with the parser's problem and position, if it is not UTF-8 YAML."""
+    text = read_text(path, what)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ValueError(f"{what} {path} is not YAML ({problem}{where})") from None
+
+
+def load_npz(path, what: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz file ``path`` (no pickles); ``ValueError`` "PATH is not WHAT: ..." where
+    it cannot be read as one (empty, damaged, text, a plain .npy array). ``what`` says what it should
+    be, e.g. "a cube file (.npz written by tomo cube)". A missing file stays ``FileNotFoundError``."""
+    not_it = f"{path} is not {what}"
+    try:
+        z = np.load(path, allow_pickle=False)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - EOFError (empty), BadZipFile, ValueError (pickle, text) …
+        raise ValueError(f"{not_it}: cannot read it ({type(exc).__name__}: {exc})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{not_it}: it holds a plain array of shape {tuple(np.shape(z))}")
+    with z:
+        try:
+            return {k: z[k] for k in z.files}
+        except Exception as exc:  # noqa: BLE001 - a damaged member
+            raise ValueError(f"{not_it}: cannot read it ({type(exc).__name__}: {exc})") from None
 
 
 def sha256_file(path) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import __version__
 from .fetch import source_sha256 as fetch_source_sha256
-from .files import atomic_write
+from .files import atomic_write, load_npz
 from .ingest_settings import (
     CROPS,
     check_density,
@@ -139,9 +139,9 @@ def cube_specimen(
             allow_default_spacing=allow_default_spacing,
             orientation=orientation,
         )
+        check_density(vol, window, background)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    check_density(vol, window, background)
     crop_record = None
     if crop == "largest":
         vol, crop_record = crop_largest(vol, window, background)
@@ -217,19 +217,11 @@ def load_cube(path) -> tuple[np.ndarray, dict]:
     """Read a cube written by :func:`save_cube`: (volume, meta). ValueError naming the path where the
     file is no such cube: a plain .npy array, an .npz without ``volume`` and ``meta``, an empty,
     damaged or text file (a missing file stays FileNotFoundError)."""
-    not_cube = f"{path} is not a cube file (.npz written by tomo cube)"
+    what = "a cube file (.npz written by tomo cube)"
+    z = load_npz(path, what)
+    if "volume" not in z or "meta" not in z:
+        raise ValueError(f"{path} is not {what}: it holds arrays {list(z)}, not 'volume' and 'meta'")
     try:
-        z = np.load(path, allow_pickle=False)
-    except OSError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - EOFError (empty), BadZipFile, ValueError (pickle, text) …
-        raise ValueError(f"{not_cube}: cannot read it ({type(exc).__name__}: {exc})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(f"{not_cube}: it holds a plain array of shape {tuple(np.shape(z))}")
-    with z:
-        if "volume" not in z or "meta" not in z:
-            raise ValueError(f"{not_cube}: it holds arrays {list(z.keys())}, not 'volume' and 'meta'")
-        try:
-            return z["volume"], json.loads(str(z["meta"]))
-        except Exception as exc:  # noqa: BLE001 - a damaged member, meta that is not JSON
-            raise ValueError(f"{not_cube}: cannot read it ({type(exc).__name__}: {exc})") from None
+        return z["volume"], json.loads(str(z["meta"]))
+    except ValueError as exc:  # meta that is not JSON
+        raise ValueError(f"{path} is not {what}: cannot read it ({type(exc).__name__}: {exc})") from None

@@ -23,6 +23,7 @@ canonical pose these settings bring a scan to.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +38,7 @@ __all__ = [
     "CROPS",
     "CROP_THRESHOLD",
     "CROP_GROW",
+    "FAINT_MAX",
     "parse_window",
     "parse_orientation",
     "orient",
@@ -56,6 +58,8 @@ ORIENTATION_DEFAULT = "z,y,x"
 CROPS = ("none", "largest")
 CROP_THRESHOLD = 0.1  # density (of 1) above which a voxel is support, for crop = "largest"
 CROP_GROW = 2  # voxels the kept part is grown by before the rest is cleared
+#: without a window, uint8/uint16 data whose densest voxel maps below this warns (nearly blank x-rays)
+FAINT_MAX = 0.1
 _AXES = "zyx"
 WHERE = "(manifest column `window`, config data.cube.window, tomo cube --window)"
 
@@ -148,7 +152,9 @@ def check_density(vol: np.ndarray, window, background=None) -> None:
     """Refuse a value rule that makes the scan constant (or needs a window it lacks), naming the setting.
 
     Raises ValueError when every voxel maps to one density, when ≥ 99 % of the voxels saturate at 1
-    (a window below the data: a solid block), or when no voxel is above the background.
+    (a window below the data: a solid block), or when no voxel is above the background. Warns when,
+    without a window, uint8/uint16 data's densest voxel maps below :data:`FAINT_MAX` (a 0/1 label mask
+    is 1/255: x-rays nearly blank; 12-bit CT in uint16 reaches 0.0625).
     """
     lo_v, hi_v = float(np.min(vol)), float(np.max(vol))
     bg = 0.0 if background is None else float(background)
@@ -170,6 +176,14 @@ def check_density(vol: np.ndarray, window, background=None) -> None:
             f"{shown} with background {bg:g} leaves no voxel with density above the background "
             f"(values {lo_v:g} … {hi_v:g}) {WHERE}; the manifest column `background` / "
             "config data.cube.background sets the background"
+        )
+    if window is None and vol.dtype in (np.uint8, np.uint16) and mu_hi < FAINT_MAX:
+        warnings.warn(
+            f"the densest voxel has density {mu_hi:.3g} under the {vol.dtype} rule (/{np.iinfo(vol.dtype).max}; "
+            f"values {lo_v:g} … {hi_v:g}): its x-rays will be nearly blank. Labels (a 0/1 mask) or data "
+            f"of fewer bits (12-bit CT in uint16) need a window, e.g. {lo_v:g},{hi_v:g} {WHERE}",
+            UserWarning,
+            stacklevel=2,
         )
 
 

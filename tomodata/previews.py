@@ -8,12 +8,13 @@ Images are float opacity in [0, 1], shape (n, H, W); a PNG pixel is ``round(clip
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["to_png", "contact_grid", "write_previews"]
+__all__ = ["to_png", "contact_grid", "remove_previews", "write_previews"]
 
 
 def to_png(img: np.ndarray) -> np.ndarray:
@@ -48,3 +49,14 @@ def write_previews(images: np.ndarray, out_dir: Path, *, prefix: str = "xray", l
     cv2.imwrite(str(p), contact_grid(shown))
     paths.append(p)
     return paths
+
+
+def remove_previews(out_dir: Path, *, prefix: str = "xray") -> list[Path]:
+    """Delete the files :func:`write_previews` names (``<prefix>_NNN.png``, ``<prefix>_sheet.png``)
+    from ``out_dir`` (an earlier run's, so that a re-used folder holds only the new ones); the paths
+    removed. Other files are left alone."""
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d{{3,}}|sheet)\.png")
+    gone = [p for p in sorted(Path(out_dir).glob(f"{prefix}_*.png")) if pattern.fullmatch(p.name)]
+    for p in gone:
+        p.unlink()
+    return gone

@@ -14,13 +14,15 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
 from .aligned_files import alignment_summary
 from .demo import demo_name, demo_splits
+from .fetch.common import ARCHIVE_SUFFIXES
 from .ingest import load_cube
-from .manifest import load_manifest
+from .manifest import load_manifest, split_sources
 from .phantoms import species_params
 from .specimens import local_source
 from .store import array_sha256
@@ -134,10 +136,30 @@ def cube_species(
                 f"cube {cube_path} is {vol.shape[0]}x{vol.shape[1]}x{vol.shape[2]}, the store's volumes "
                 f"{volume_size}³: make the cubes with tomo cube --size {volume_size}, or pick --volume-size"
             )
+        _check_source(cube_path, sid, by_id[sid], meta)
         species.append(_cube_entry(sid, by_id[sid], meta, resolved[sid]))
         volume_sha256[sid] = array_sha256(np.ascontiguousarray(vol, dtype=np.float32))
     _warn_split_species(species)
     return species, volume_sha256
+
+
+def _check_source(cube_path, sid: str, row, meta: dict) -> None:
+    """``ValueError`` if the cube was made from another scan than its manifest row's: the source
+    checksum in its record (the scan read, or the alignment record's source) is not the row's sha256.
+    Not checked where the row has none, or the cube's record names no source (an aligned file whose
+    record lacks it: its own checksum is not the source's), or the row's source is an archive (its
+    sha256 is the archive's; a cube made straight from the extracted folder hashes the folder)."""
+    expected = str(row["sha256"] or "").lower()
+    if any(urlparse(src).path.lower().endswith(ARCHIVE_SUFFIXES) for src in split_sources(row["source"])):
+        return
+    alignment = meta.get("alignment")
+    made_from = meta.get("source_sha256") if not alignment or alignment.get("source_sha256") else None
+    if expected and made_from and str(made_from).lower() != expected:
+        raise ValueError(
+            f"cube {cube_path} (specimen {sid!r}) was made from a source with sha256 {made_from}, but the "
+            f"manifest's {sid!r} has sha256 {expected}: the cube is of another scan (tomo cube --id names the "
+            "specimen the scan belongs to) or the source changed since it was fetched"
+        )
 
 
 def _warn_split_species(table: list[dict]) -> None:

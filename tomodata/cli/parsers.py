@@ -12,7 +12,7 @@ from .scans import cmd_align, cmd_align_sheet, cmd_cube, cmd_fetch, cmd_manifest
 from .stores import cmd_export, cmd_finalize, cmd_render_species, cmd_store_create, cmd_store_settings, cmd_validate
 from .volumes import cmd_build_demo, cmd_demo_movies, cmd_phantom, cmd_render
 
-__all__ = ["register", "positive_int", "positive_float"]
+__all__ = ["register", "positive_int", "positive_float", "finite_float"]
 
 
 def positive_int(text: str) -> int:
@@ -34,6 +34,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """An option type: a finite number (not nan or inf; else argparse's usage error, exit status 2)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
     return v
 
 
@@ -99,7 +110,7 @@ def _render_opts(q, size=256):
     """The renderer's options (image size in pixels, samples per ray, χ, backend)."""
     q.add_argument("--size", type=positive_int, default=size, help="image side in pixels (default %(default)s)")
     q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
-    q.add_argument("--chi", type=float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+    q.add_argument("--chi", type=positive_float, default=10.0, help="extinction coefficient χ (default %(default)s)")
     q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer backend")
 
 
@@ -127,7 +138,8 @@ def _add_render(sub) -> None:
         help="render x-rays of a volume",
         description=(
             "Render orthographic Beer–Lambert x-rays of a volume from hemisphere views; writes images.npy "
-            "(n, S, S) float32 opacity, rotations.npy (n, 3, 3), render.json and PNG previews."
+            "(n, S, S) float32 opacity, rotations.npy (n, 3, 3), render.json and PNG previews into the "
+            "folder -o (an earlier render's files there are replaced, its xray_*.png previews removed)."
         ),
     )
     q.add_argument(
@@ -229,7 +241,7 @@ def _add_fetch(sub) -> None:
     )
     q.add_argument("--rate", type=float, default=1.0, help="max requests per second per host (default %(default)s)")
     q.add_argument("--retries", type=int, default=3, help="retries per request (default %(default)s)")
-    q.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
+    q.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (default %(default)s)")
     q.add_argument("--only", action="append", metavar="ID", help="fetch only this specimen (repeatable)")
     q.add_argument("--keep-going", action="store_true", help="fetch the others when one fails")
     q.add_argument("--record", action="store_true", help="write first-fetch sha256 values into the manifest")
@@ -266,7 +278,9 @@ def _add_cube(sub) -> None:
             "hu-bone (0,2000), hu-head (-1000,2000; background -500 HU unless --background is given)"
         ),
     )
-    q.add_argument("--background", type=float, help="densities <= this become 0 (codec noise, scanner background)")
+    q.add_argument(
+        "--background", type=finite_float, help="densities <= this become 0 (codec noise, scanner background)"
+    )
     q.add_argument(
         "--crop",
         choices=["none", "largest"],
@@ -309,7 +323,7 @@ def _add_align(sub) -> None:
     )
     q.add_argument(
         "--background",
-        type=float,
+        type=finite_float,
         help="as for tomo cube: densities <= this become 0 (default: the preset's; hu-head -500 HU)",
     )
     q.add_argument("--threads", type=positive_int, default=1, help="SimpleITK threads (default %(default)s)")
@@ -385,7 +399,7 @@ def _add_store_settings(sub) -> None:
     q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
     q.add_argument("--size", type=positive_int, default=256, help="image side in pixels (default %(default)s)")
     q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
-    q.add_argument("--chi", type=float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+    q.add_argument("--chi", type=positive_float, default=10.0, help="extinction coefficient χ (default %(default)s)")
     q.set_defaults(func=cmd_store_settings)
 
 

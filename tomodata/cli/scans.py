@@ -4,7 +4,6 @@ record read by :func:`_fetched_path`)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,25 +85,27 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(t) for t in text.replace(" ", "").split(","))
     except ValueError:
-        raise SystemExit(f"error: {what} must be {n} comma-separated numbers, got {text!r}") from None
+        raise ValueError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
     if len(vals) == 1 and n == 3:
         vals = vals * 3
     if len(vals) != n:
-        raise SystemExit(f"error: {what} must be {n} comma-separated numbers, got {text!r}")
+        raise ValueError(f"{what} must be {n} comma-separated numbers, got {text!r}")
     return vals
 
 
 def _fetched_path(record: str, specimen_id: str, field: int = 3) -> str:
     """The path (``field`` 3; 2: the sha256) of ``specimen_id`` in a record written by ``tomo fetch``
     (its stdout: one line ``id<TAB>how<TAB>sha256<TAB>path`` per specimen)."""
+    from ..files import read_text
+
     rec = Path(record)
     if not rec.is_file():
-        raise SystemExit(f"error: fetch record {rec} does not exist")
-    for line in rec.read_text(encoding="utf-8").splitlines():
+        raise ValueError(f"fetch record {rec} does not exist")
+    for line in read_text(rec, "fetch record").splitlines():
         fields = line.split("\t")
         if len(fields) == 4 and fields[0] == specimen_id:
             return fields[field]
-    raise SystemExit(f"error: fetch record {rec} has no line for specimen {specimen_id!r}")
+    raise ValueError(f"fetch record {rec} has no line for specimen {specimen_id!r}")
 
 
 def cmd_cube(a) -> int:
@@ -117,6 +118,11 @@ def cmd_cube(a) -> int:
         a.background if a.background is not None else (float(row["background"]) if row.get("background") else None)
     )
     crop = a.crop or row.get("crop") or "none"
+    alignment = None
+    if a.align_record:  # read before the work: a wrong file is found at once
+        from ..aligned_files import read_alignment_record
+
+        alignment = read_alignment_record(a.align_record)
     try:
         cube, meta = cube_specimen(
             a.input,
@@ -139,9 +145,9 @@ def cmd_cube(a) -> int:
         meta["workflow_params"] = a.record_params
     if a.fetched:  # the source as fetched, hashed whole (a detached header with its data files)
         meta["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
-    if a.align_record:
-        meta["alignment"] = json.loads(Path(a.align_record).read_text())
-        if meta["alignment"].get("source_sha256"):  # the source's checksum, not the aligned file's
+    if alignment is not None:
+        meta["alignment"] = alignment
+        if alignment.get("source_sha256"):  # the source's checksum, not the aligned file's
             meta["source_sha256"] = meta["alignment"]["source_sha256"]
     out = save_cube(a.output, cube, meta)
     print(
@@ -156,12 +162,12 @@ def scan_from_args(a) -> tuple[str, Any, str, dict]:
     and --manifest/--id; sets ``a.orientation`` from the row where the option is not given."""
     if a.fetched:
         if a.input:
-            raise SystemExit("error: give the scan or --fetched, not both")
+            raise ValueError("give the scan or --fetched, not both")
         if not a.id:
-            raise SystemExit("error: --fetched needs --id")
+            raise ValueError("--fetched needs --id")
         a.input = _fetched_path(a.fetched, a.id)
     elif not a.input:
-        raise SystemExit("error: give the scan (file or folder), or --fetched RECORD --id ID")
+        raise ValueError("give the scan (file or folder), or --fetched RECORD --id ID")
     spacing = _floats(a.spacing, 3, "--spacing") if a.spacing else None
     slice_axis = a.slice_axis
     row: dict = {}
@@ -169,11 +175,11 @@ def scan_from_args(a) -> tuple[str, Any, str, dict]:
         from ..manifest import load_manifest, parse_spacing
 
         if not a.id:
-            raise SystemExit("error: --manifest needs --id")
+            raise ValueError("--manifest needs --id")
         table = load_manifest(a.manifest)
         rows = table[table["id"] == a.id]
         if rows.empty:
-            raise SystemExit(f"error: specimen {a.id!r} is not in {a.manifest}; known: {', '.join(table['id'])}")
+            raise ValueError(f"specimen {a.id!r} is not in {a.manifest}; known: {', '.join(table['id'])}")
         row = rows.iloc[0].to_dict()
         spacing = spacing or parse_spacing(row["spacing_mm"])
         slice_axis = row["slice_axis"] or slice_axis
@@ -190,11 +196,13 @@ def cmd_align(a) -> int:
         intensity_settings,
         load_aligned,
         prepare_reference,
+        read_alignment_record,
         save_aligned,
     )
     from ..ingest import read_specimen
 
     path, spacing, slice_axis, row = scan_from_args(a)
+    replay = read_alignment_record(a.replay) if a.replay else None  # before the work: a wrong file is found at once
     window = a.window if a.window is not None else row.get("window") or None  # as tomo cube takes them
     background = (
         a.background if a.background is not None else (float(row["background"]) if row.get("background") else None)
@@ -212,8 +220,8 @@ def cmd_align(a) -> int:
         orientation=a.orientation or "z,y,x",
         allow_default_spacing=bool(a.allow_default_spacing),
     )
-    if a.replay:  # the recorded transform, no registration (an exported recipe)
-        record = json.loads(Path(a.replay).read_text())
+    if replay is not None:  # the recorded transform, no registration (an exported recipe)
+        record = replay
         aligned = apply_alignment(vol, sp, record)
         record.update(id=a.id, source_path=str(path), replayed_from=str(a.replay), scan=scan)
         if a.fetched:

@@ -18,13 +18,7 @@ def cmd_store_create(a) -> int:
 
     settings = StoreSettings.from_cli(a)
     species, volume_sha256 = cube_species(a.manifest, a.cubes, volume_size=settings.volume_size)
-    config = None
-    if a.config:
-        import yaml
-
-        config = yaml.safe_load(Path(a.config).read_text())
-    if a.config_json:
-        config = json.loads(a.config_json)
+    config = _run_config(a.config, a.config_json)
     summary = create_store(
         a.store,
         settings,
@@ -127,6 +121,27 @@ def _check_cube_identity(store, name: str, cube, meta: dict) -> None:
             + "\n  ".join(diffs)
             + "\nMake the store's table again from this cube first (tomo store-create --update)"
         )
+
+
+def _run_config(path, text) -> dict | None:
+    """The workflow config recorded in a new store's provenance: the YAML file ``path``, or the JSON
+    object ``text`` (``--config-json``; it wins); ``ValueError`` naming the file or option if either
+    is not a mapping."""
+    from ..files import read_yaml
+
+    config = None
+    if path:
+        config = read_yaml(path, "config file")
+        if not isinstance(config, dict):
+            raise ValueError(f"config file {path} holds no mapping of settings")
+    if text:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config-json is not JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise ValueError("--config-json is not a JSON object")
+    return config
 
 
 def _check_settings_file(attrs: dict, store, path) -> None:

@@ -11,17 +11,6 @@ from ..files import write_json
 from ..progress import progress
 
 
-def _volume(path: Path) -> np.ndarray:
-    """:func:`tomodata.render_jobs.load_volume`; exit status 1 and ``error: ...`` where the file is
-    missing or ambiguous."""
-    from ..render_jobs import VolumeFileError, load_volume
-
-    try:
-        return load_volume(path)
-    except VolumeFileError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
 def cmd_phantom(a) -> int:
     """``tomo phantom``: a procedural skull volume (.npy/.npz), optionally 8 x-ray previews."""
     from ..phantoms import skull_volume, species_params, specimen_params
@@ -52,17 +41,20 @@ def cmd_phantom(a) -> int:
 
 def cmd_render(a) -> int:
     """``tomo render``: images.npy, rotations.npy, render.json and PNG previews of a volume's views."""
-    from ..previews import write_previews
-    from ..render_jobs import render_batched
+    from ..files import atomic_write
+    from ..previews import remove_previews, write_previews
+    from ..render_jobs import load_volume, render_batched
     from ..views import hemisphere_views
 
-    vol = _volume(Path(a.volume))
+    out = Path(a.output)
+    if out.exists() and not out.is_dir():  # found before the work, not after it
+        raise ValueError(f"{out} is a file; tomo render writes a folder (-o DIR)")
+    vol = load_volume(Path(a.volume))  # a missing or ambiguous file: ValueError, exit status 2
     rots = hemisphere_views(a.views, seed=a.seed)
     imgs = render_batched(vol, rots, size=a.size, steps=a.steps, chi=a.chi, backend=a.backend)
-    out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "images.npy", imgs)
-    np.save(out / "rotations.npy", rots)
+    atomic_write(out / "images.npy", lambda tmp: np.save(tmp, imgs))
+    atomic_write(out / "rotations.npy", lambda tmp: np.save(tmp, rots))
     meta = dict(
         volume=str(a.volume),
         views=a.views,
@@ -74,6 +66,7 @@ def cmd_render(a) -> int:
         code_version=__version__,
     )
     write_json(out / "render.json", meta)
+    remove_previews(out)  # an earlier render's, which may have had more views or previews
     paths = write_previews(imgs, out, limit=a.previews) if a.previews else []
     print(f"wrote {out / 'images.npy'} ({imgs.shape}), rotations.npy, render.json and {len(paths)} PNGs")
     return 0

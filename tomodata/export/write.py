@@ -11,10 +11,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
 import zarr
 
-from ..files import sha256_file
+from ..files import read_yaml, sha256_file
 from ..manifest import load_manifest
 from ..recipe import recipe_files
 from ..store import _voxel_mm, open_store, validate_store
@@ -122,10 +121,7 @@ def _config_file(config, attrs: dict) -> tuple[str, bytes, Any]:
     cpath = Path(config)
     config_bytes = cpath.read_bytes()
     suffix = cpath.suffix.lower() if cpath.suffix.lower() in (".yaml", ".yml", ".json", ".toml") else ".txt"
-    try:
-        config_obj = yaml.safe_load(config_bytes.decode()) if suffix != ".toml" else None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"config {cpath} is not valid YAML/JSON: {exc}") from None
+    config_obj = read_yaml(cpath, "config") if suffix != ".toml" else None  # YAML reads JSON too
     return f"recipe/config{suffix}", config_bytes, config_obj
 
 

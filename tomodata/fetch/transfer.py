@@ -105,7 +105,9 @@ def _is_timeout(exc: BaseException) -> bool:
         if id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, kinds):
+        # urllib3's NewConnectionError (refused, unreachable, unknown host) subclasses its
+        # ConnectTimeoutError: no timeout, though the class says so
+        if isinstance(e, kinds) and not isinstance(e, urllib3.exceptions.NewConnectionError):
             return True
         todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
         todo += [c for c in (e.__cause__, e.__context__) if c is not None]
