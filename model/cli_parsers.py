@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tomodata.cli import positive_float, positive_int
+from tomodata.cli import non_negative_int, positive_float, positive_int
 
 __all__ = [
     "bench_options",
@@ -114,14 +114,14 @@ def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
     q.add_argument("--steps", type=positive_int, default=150_000, help="global steps (default %(default)s)")
     q.add_argument("--batch-size", type=positive_int, default=16, help="global batch (default %(default)s)")
     q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
-    q.add_argument("--warmup", type=int, default=500, help="linear warm-up steps (default %(default)s)")
+    q.add_argument("--warmup", type=non_negative_int, default=500, help="linear warm-up steps (default %(default)s)")
     q.add_argument("--val-every", type=positive_int, default=1000, help="validate every N steps")
     q.add_argument("--val-samples", type=positive_int, default=512, help="held-out samples per validation")
     q.add_argument("--ckpt-every", type=positive_int, default=1000, help="checkpoint every N steps")
     q.add_argument("--keep-checkpoints", action="store_true", help="also keep step_XXXXXXX.pt files")
     q.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
     q.add_argument("--seed", type=int, default=0, help="seed of initialisation and sample order")
-    q.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (forkserver/spawn)")
+    q.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes (forkserver/spawn)")
     q.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto", help="autocast (auto: bf16 on CUDA)")
     q.add_argument(
         "--compile",

@@ -237,3 +237,21 @@ def test_source_check_rules():
     _check_source("c.npz", "s", row, {"source_sha256": "b" * 64, "alignment": {"rotation_zyx": []}})
     _check_source("c.npz", "s", {"sha256": "", "source": "x.mp4"}, {"source_sha256": "b" * 64})
     _check_source("c.npz", "s", {**row, "source": "https://host/skulls.tar.gz?x=1"}, {"source_sha256": "b" * 64})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["render", "s.npy", "-o", "r", "--previews", "-1"],
+        ["fetch", "m.tsv", "-d", "f", "--retries", "-1"],
+        ["demo-movies", "-o", "d", "--test", "-1"],
+        ["manifest-folder", "d", "-o", "m.tsv", "--licence", "x", "--val", "-2", "--test", "1"],
+        ["train", "s.zarr", "-o", "r", "--warmup", "-5"],
+        ["bench", "render", "--threads", "-1"],
+    ],
+)
+def test_negative_counts_are_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    assert "expected an integer >= 0" in capsys.readouterr().err

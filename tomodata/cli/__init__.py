@@ -35,9 +35,9 @@ import errno
 import sys
 
 from ..progress import heartbeat
-from .parsers import positive_float, positive_int, register
+from .parsers import non_negative_int, positive_float, positive_int, register
 
-__all__ = ["register", "run", "positive_int", "positive_float"]
+__all__ = ["register", "run", "positive_int", "non_negative_int", "positive_float"]
 
 #: errno → what ``tomo`` says about an OSError (else its strerror)
 _OS_ERRORS = {

@@ -12,7 +12,7 @@ from .scans import cmd_align, cmd_align_sheet, cmd_cube, cmd_fetch, cmd_manifest
 from .stores import cmd_export, cmd_finalize, cmd_render_species, cmd_store_create, cmd_store_settings, cmd_validate
 from .volumes import cmd_build_demo, cmd_demo_movies, cmd_phantom, cmd_render
 
-__all__ = ["register", "positive_int", "positive_float", "finite_float"]
+__all__ = ["register", "positive_int", "non_negative_int", "positive_float", "finite_float"]
 
 
 def positive_int(text: str) -> int:
@@ -23,6 +23,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"expected an integer > 0, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """An option type: an integer >= 0 (a count where 0 means none; else a usage error, exit status 2)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
     return v
 
 
@@ -94,13 +105,13 @@ def _demo_split_opts(q, *, val: int) -> None:
         "--val",
         "--held-out",
         dest="val",
-        type=int,
+        type=non_negative_int,
         default=val,
         help="species of split 'val' (model choice, tuning; default %(default)s)",
     )
     q.add_argument(
         "--test",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="species of split 'test' (the reported result only), the last ones (default %(default)s)",
     )
@@ -150,7 +161,9 @@ def _add_render(sub) -> None:
     q.add_argument("-o", "--output", required=True, help="output folder")
     q.add_argument("--views", type=positive_int, default=16, help="number of views (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
-    q.add_argument("--previews", type=int, default=16, help="PNG previews to write (default %(default)s, 0 = none)")
+    q.add_argument(
+        "--previews", type=non_negative_int, default=16, help="PNG previews to write (default %(default)s, 0 = none)"
+    )
     _render_opts(q)
     q.set_defaults(func=cmd_render)
 
@@ -215,8 +228,10 @@ def _add_manifest_folder(sub) -> None:
     q.add_argument("--kind", default="nifti", help="source_kind of every file (default %(default)s)")
     q.add_argument("--species", default="{id}", help="species column, {id} = the file's id (default %(default)s)")
     q.add_argument("--licence", required=True, help="terms of use of the files")
-    q.add_argument("--val", type=int, required=True, help="specimens of split val (model choice, tuning)")
-    q.add_argument("--test", type=int, required=True, help="specimens of split test (the reported result only)")
+    q.add_argument("--val", type=non_negative_int, required=True, help="specimens of split val (model choice, tuning)")
+    q.add_argument(
+        "--test", type=non_negative_int, required=True, help="specimens of split test (the reported result only)"
+    )
     q.add_argument("--seed", type=int, default=0, help="seed of the split permutation (default %(default)s)")
     q.add_argument("--notes", default="", help="notes column of every row")
     q.add_argument("--no-checksums", action="store_true", help="leave the sha256 column empty")
@@ -240,7 +255,7 @@ def _add_fetch(sub) -> None:
         "--mirror", help="local mirror folder tried before the network (MIRROR/<id>/<file> or MIRROR/<file>)"
     )
     q.add_argument("--rate", type=float, default=1.0, help="max requests per second per host (default %(default)s)")
-    q.add_argument("--retries", type=int, default=3, help="retries per request (default %(default)s)")
+    q.add_argument("--retries", type=non_negative_int, default=3, help="retries per request (default %(default)s)")
     q.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (default %(default)s)")
     q.add_argument("--only", action="append", metavar="ID", help="fetch only this specimen (repeatable)")
     q.add_argument("--keep-going", action="store_true", help="fetch the others when one fails")
@@ -537,7 +552,12 @@ def _add_bench(sub, benches: dict) -> argparse.ArgumentParser:
     q.add_argument("--views", type=positive_int, default=32, help="views per call (default %(default)s)")
     q.add_argument("--volume-size", type=positive_int, default=128, help="volume side (default %(default)s)")
     q.add_argument("--repeats", type=positive_int, default=3, help="timed repeats (default %(default)s)")
-    q.add_argument("--threads", type=int, default=0, help="numba threads; torch's for bench train (default: all cores)")
+    q.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="numba threads; torch's for bench train (default: all cores)",
+    )
     q.add_argument("--size", type=positive_int, default=256, help="image side (default %(default)s)")
     q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
     q.add_argument(
