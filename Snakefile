@@ -12,21 +12,37 @@
 # `rule all` with `add_targets(...)` from common.smk.
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import min_version
-from tomodata.config_check import ConfigError, check_config, check_resources, rule_names
+from tomodata.config_check import (ConfigError, check_config, check_config_files, check_resources, rule_names,
+                                   value_errors, value_warnings)
 
 min_version("9.0")
+
+
+# the config files, named in every message (Snakemake's own messages name none, and YAML keeps the
+# last of a key given twice in silence); overlays after the file they change (docs/workflow.md, "Configs")
+try:
+    check_config_files(workflow.overwrite_configfiles)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 
 
 configfile: "config.yaml"
 
 
 # every problem listed with its key path and a "did you mean" (no schema dump); fills the defaults
-# in place as snakemake.utils.validate did
+# in place as snakemake.utils.validate did; `overlay` belongs to its file, not to the run
+config.pop("overlay", None)
 try:
-    check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+    check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml", workflow.config_settings.config)
+    if _errors := value_errors(config):
+        raise ConfigError(_errors)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+if workflow.is_main_process:
+    for _warning in value_warnings(config):
+        logger.warning(f"config: {_warning}")
 
 
 include: "workflow/rules/snakemake_fixes.smk"  # first: work-arounds of Snakemake bugs that would skip work

@@ -84,6 +84,7 @@ def cmd_train(a) -> int:
         resume=not a.no_resume,
         max_steps=a.max_steps,
         restart_if_changed=a.restart_if_changed,
+        device=a.device,
     )
     print(json.dumps(summary))
     return 130 if summary.get("stopped") else 0  # stopped by a signal: not a finished run

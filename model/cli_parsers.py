@@ -122,6 +122,12 @@ def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
     q.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
     q.add_argument("--seed", type=int, default=0, help="seed of initialisation and sample order")
     q.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes (forkserver/spawn)")
+    q.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (CUDA where present, default), cpu, cuda or cuda:N (cuda with torchrun: each "
+        "process its local rank's GPU)",
+    )
     q.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto", help="autocast (auto: bf16 on CUDA)")
     q.add_argument(
         "--compile",

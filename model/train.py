@@ -142,11 +142,26 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _device(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+def _device(local_rank: int, want: str = "auto") -> torch.device:
+    """The training device: ``"auto"`` (CUDA where present, else the CPU), ``"cpu"``, ``"cuda"`` (this
+    process's local rank) or ``"cuda:N"``; ValueError for another name or CUDA where there is none."""
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(want)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {want!r}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {want!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {want!r}: torch sees no CUDA device here (use cpu or auto)")
+    index = local_rank if dev.index is None else dev.index
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device {want!r}: there are {torch.cuda.device_count()} CUDA devices")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 # ------------------------------------------------------------------------------------------ loop
@@ -279,6 +294,7 @@ def train(
     max_steps: int | None = None,
     progress: bool | None = None,
     restart_if_changed: bool = False,
+    device: str = "auto",
 ) -> dict:
     """Train (or resume) a network on ``store``; returns a summary dict.
 
@@ -288,9 +304,12 @@ def train(
     content of the train and val species), is refused with what differs, or with
     ``restart_if_changed`` (the workflow's mode; then ``steps`` must match too) training starts
     afresh. SIGINT or SIGTERM stop it after the current step with ``last.pt`` written (summary
-    ``stopped``: the signal's name).
+    ``stopped``: the signal's name). ``device``: auto (CUDA where present), cpu, cuda or cuda:N (not a
+    setting a checkpoint is compared by: a run may resume on another device).
     """
-    run = _setup(store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps, restart=restart_if_changed)
+    run = _setup(
+        store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps, restart=restart_if_changed, device=device
+    )
     loader, targets, val_targets = _batches(run)
     logs = _Logs(run.out, run.rank == 0, run.start, run.val_history)
     if progress is None:
@@ -357,7 +376,15 @@ def _stop_on_signals(run: _Run):
 
 
 def _setup(
-    store, out_dir, *, net: NetworkConfig, cfg: TrainConfig, resume: bool, max_steps: int | None, restart: bool
+    store,
+    out_dir,
+    *,
+    net: NetworkConfig,
+    cfg: TrainConfig,
+    resume: bool,
+    max_steps: int | None,
+    restart: bool,
+    device: str = "auto",
 ) -> _Run:
     """Check the settings, join the process group (world > 1), open the data, build the model,
     optimiser and schedule (seeded), and resume from ``out_dir/last.pt`` when asked and present
@@ -365,11 +392,11 @@ def _setup(
     cfg.validate()
     net.validate()
     rank, world, local_rank = _dist_info()
+    dev = _device(local_rank, device)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
-    device = _device(local_rank)
     out = Path(out_dir)
 
     train_set = StoreSamples(store, "train")
@@ -381,7 +408,7 @@ def _setup(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model: torch.nn.Module = TomographyNet(net).set_memory_format(cfg.memory_format).to(device)
+    model: torch.nn.Module = TomographyNet(net).set_memory_format(cfg.memory_format).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     run = _Run(
@@ -390,7 +417,7 @@ def _setup(
         rank=rank,
         world=world,
         local_rank=local_rank,
-        device=device,
+        device=dev,
         out=out,
         train_set=train_set,
         val_set=val_set,
@@ -406,7 +433,7 @@ def _setup(
         _resume(run, restart=restart)
     if world > 1:
         run.model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
     run.forward = torch.compile(run.model) if cfg.compile else run.model  # same parameters, same state_dict
     run.end = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps

@@ -9,11 +9,23 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from snakemake.utils import validate
 from test_workflow import ROOT, smk
 
-from tomodata.config_check import ConfigError, check_config, check_resources, rule_names
+from tomodata.config_check import (
+    NESTED_TEXT_NOTE,
+    ConfigError,
+    check_config,
+    check_resources,
+    config_file_errors,
+    overlay_errors,
+    rule_names,
+    value_errors,
+    value_warnings,
+)
+from tomodata.render import cuda_available
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
@@ -143,6 +155,10 @@ def test_rule_files_ask_resources_of_their_own_rules():
             {"resources": {"render_specie": {"threads": 1}}},
             "resources.render_specie: not a rule of this workflow; did you mean 'render_species'?",
         ),
+        ({"data": {"cube": {"window": [5, 1]}}}, "data.cube.window: window must be two finite numbers lo < hi"),
+        ({"data": {"manifest": "m.tsv"}}, "data.manifest: 'm.tsv' is set, but data.source is 'demo', which ignores it"),
+        ({"model": {"train": {"device": "gpu"}}}, "model.train.device: 'gpu' does not match the pattern"),
+        ({"data": {"fetch": {"mirror": "nowhere"}}}, "data.fetch.mirror: nowhere is not a folder"),
     ],
 )
 def test_the_workflow_stops_with_the_message(tmp_path: Path, extra, expected):
@@ -159,3 +175,134 @@ def test_the_workflow_stops_with_the_message(tmp_path: Path, extra, expected):
     )
     assert out.returncode != 0 and expected in out.stdout, out.stdout[-2000:]
     assert len(out.stdout.splitlines()) < 20 and "properties" not in out.stdout  # no schema dump
+
+
+# ------------------------------------------------------------------ across keys, files, overlays
+def test_value_errors_the_schema_lets_through():
+    cfg = base()
+    check_config(cfg, SCHEMA)
+    assert value_errors(cfg) == [] and value_warnings(cfg) == []
+    cfg["data"]["manifest"] = "manifests/mice.tsv"  # ignored by the demo: an overlay given alone
+    cfg["data"]["cube"].update(window=[5, 1], orientation="z,z,x")
+    errors = value_errors(cfg)
+    assert len(errors) == 3
+    assert errors[0].startswith("data.manifest: 'manifests/mice.tsv' is set, but data.source is 'demo'")
+    assert errors[1] == "data.cube.window: window must be two finite numbers lo < hi, got [5, 1]"
+    assert errors[2].startswith("data.cube.orientation: orientation must name z, y and x once each")
+    cfg["data"]["align"]["reference"] = "sp00"
+    assert value_warnings(cfg) == [
+        "data.align.reference 'sp00' is set, but data.align.enabled is false: nothing is aligned (set "
+        "data.align.enabled: true to align every specimen to it)"
+    ]
+
+
+def test_schema_refuses_device_names_and_tiny_volumes():
+    cfg = base()
+    cfg["model"]["train"]["device"] = "gpu"
+    cfg["dataset"]["volume_size"] = 2
+    msg = problems(cfg)
+    assert "model.train.device: 'gpu' does not match the pattern" in msg
+    assert "dataset.volume_size: must be >= 4, given 2" in msg
+    for ok in ("cpu", "cuda", "cuda:1"):
+        cfg = base()
+        cfg["model"]["train"]["device"] = ok
+        check_config(cfg, SCHEMA)
+
+
+def test_nested_cli_values_read_as_text_say_why():
+    cfg = base()
+    cfg["dataset"]["volume_size"] = "64"  # as Snakemake's --config dataset={volume_size: 64} gives it
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg, SCHEMA, {"dataset": {"volume_size": "64"}})
+    assert "dataset.volume_size: expected integer, given string '64'" in str(e.value)
+    assert NESTED_TEXT_NOTE in str(e.value)
+    with pytest.raises(ConfigError) as e:  # the same value from a config file: no note
+        check_config(copy.deepcopy(cfg), SCHEMA, {"run": "x"})
+    assert NESTED_TEXT_NOTE not in str(e.value)
+
+
+def test_config_file_errors_name_the_file_and_line(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("run: a\ndataset:\n  n_views: 4\n  chi: 1\n  n_views: 8\nrun: b\nlist:\n  - {x: 1, x: 2}\n")
+    assert config_file_errors(f) == [
+        f"config file {f}: dataset.n_views is given twice (lines 3 and 5); YAML would keep the last one in silence",
+        f"config file {f}: run is given twice (lines 1 and 6); YAML would keep the last one in silence",
+        f"config file {f}: list.0.x is given twice (lines 8 and 8); YAML would keep the last one in silence",
+    ]
+    f.write_text("run: demo\n  bad: [\n")
+    assert config_file_errors(f) == [
+        f"config file {f} is not YAML (mapping values are not allowed here at line 2, column 6)"
+    ]
+    f.write_bytes("# réglage\nrun: démo\n".encode("latin-1"))
+    assert config_file_errors(f) == [f"config file {f} is not a UTF-8 text file (byte 3: invalid continuation byte)"]
+    f.write_text("")
+    assert config_file_errors(f) == [f"config file {f} is empty, not keys at the top level (e.g. 'run: demo')"]
+    f.write_text("- run: demo\n")
+    assert config_file_errors(f) == [f"config file {f} holds a list, not keys at the top level (e.g. 'run: demo')"]
+
+
+@pytest.mark.parametrize("name", ["config.yaml", *sorted(p.name for p in (ROOT / "workflow/configs").glob("*.yaml"))])
+def test_shipped_config_files_are_clean(name):
+    path = ROOT / name if name == "config.yaml" else ROOT / "workflow/configs" / name
+    assert config_file_errors(path) == []
+    over = (yaml.safe_load(path.read_text()).get("overlay") or {}).get("over")
+    if over:  # an overlay names a config file that exists, and is accepted after it
+        assert (path.parent / over).is_file()
+        assert overlay_errors([str(path.parent / over), str(path)]) == []
+
+
+def test_overlays_come_after_the_file_they_change(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text("run: base\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/over.yaml").write_text("overlay: {over: ../base.yaml}\nrun: longer\n")
+    (tmp_path / "other.yaml").write_text("run: other\n")
+    assert overlay_errors(["base.yaml", "sub/over.yaml"], cwd=tmp_path) == []
+    assert overlay_errors(["base.yaml", "other.yaml", "sub/over.yaml"], cwd=tmp_path) == []
+    assert overlay_errors(["sub/over.yaml"], cwd=tmp_path) == [
+        "sub/over.yaml is an overlay over base.yaml, which is not given: give base.yaml first "
+        "(snakemake --configfile base.yaml sub/over.yaml)"
+    ]
+    (err,) = overlay_errors(["sub/over.yaml", "base.yaml"], cwd=tmp_path)
+    assert err.startswith("sub/over.yaml is an overlay over base.yaml, which comes after it (the last file given wins")
+    (err,) = overlay_errors(["base.yaml", "sub/over.yaml", "base.yaml"], cwd=tmp_path)  # base again after it
+    assert "comes after it" in err
+    (tmp_path / "sub/over.yaml").write_text("overlay: {over: ../gone.yaml}\n")
+    (err,) = overlay_errors(["sub/over.yaml"], cwd=tmp_path)
+    assert err.startswith("sub/over.yaml is an overlay over gone.yaml, which does not exist")
+    (tmp_path / "sub/over.yaml").write_text("overlay: base.yaml\n")
+    assert overlay_errors(["sub/over.yaml"], cwd=tmp_path) == [
+        "sub/over.yaml: overlay must be {over: CONFIG FILE} (the config it changes), given 'base.yaml'"
+    ]
+
+
+def test_the_workflow_names_config_file_mistakes(tmp_path: Path):
+    """An overlay given alone, a key given twice: the workflow stops naming the file."""
+    over = ROOT / "workflow/configs/mice-long.yaml"
+    out = smk(tmp_path, "-n", "--cores", "1", "--configfile", str(over), check=False).stdout
+    assert f"{over} is an overlay over {ROOT / 'workflow/configs/mice.yaml'}, which is not given" in out, out[-2000:]
+    (tmp_path / "twice.yaml").write_text("run: a\nrun: b\n")
+    out = smk(tmp_path, "-n", "--cores", "1", "--configfile", str(tmp_path / "twice.yaml"), check=False).stdout
+    assert "twice.yaml: run is given twice (lines 1 and 2)" in out, out[-2000:]
+    (tmp_path / "config.yaml").write_text("run: demo\n  bad: [\n")  # the default file: Snakemake names none
+    out = smk(tmp_path, "-n", "--cores", "1", check=False).stdout
+    assert "config file config.yaml is not YAML (mapping values are not allowed here at line 2, column 6)" in out
+
+
+def test_a_gpu_config_without_a_gpu_stops_before_any_job(tmp_path: Path):
+    """render.backend: cuda or model.train.device: cuda where the jobs run here and there is no GPU:
+    a dry run warns, a run stops at parse time (no job starts)."""
+    if cuda_available():
+        pytest.skip("this machine has CUDA: the check passes")
+    (tmp_path / "gpu.yaml").write_text("render: {backend: cuda}\nmodel: {train: {device: cuda}}\n")
+    args = ["--cores", "1", "--configfile", str(ROOT / "config.yaml"), str(tmp_path / "gpu.yaml")]
+    dry = smk(tmp_path, "-n", *args)
+    assert "the config needs a GPU" in dry.stdout and "render.backend: cuda" in dry.stdout
+    out = smk(tmp_path, *args, "--until", "store_settings", check=False)
+    assert out.returncode != 0 and "the config needs a GPU" in out.stdout, out.stdout[-2000:]
+    if not torch_cuda():
+        assert "model.train.device: cuda (torch sees no CUDA device)" in out.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def torch_cuda() -> bool:
+    return torch.cuda.is_available()

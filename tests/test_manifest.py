@@ -129,11 +129,15 @@ def test_duplicate_column(tmp_path):
         load_manifest(p)
 
 
-def test_comma_separated_file_is_refused(tmp_path):
+@pytest.mark.parametrize("sep", [",", ";", "    ", " "])
+def test_a_file_not_tab_separated_is_refused_in_one_line(tmp_path, sep):
+    """Commas, semicolons or spaces (an editor's tabs turned into spaces): one line, not a list of
+    every column the header lacks."""
     p = tmp_path / "m.csv"
-    p.write_text(",".join(COLUMNS) + "\n" + ",".join(good_row()[c] for c in COLUMNS) + "\n")
-    with pytest.raises(ValueError, match="must be tab separated"):
+    p.write_text(sep.join(COLUMNS) + "\n" + sep.join(good_row()[c] or "x" for c in COLUMNS) + "\n")
+    with pytest.raises(ValueError, match="must be tab separated") as e:
         load_manifest(p)
+    assert len(str(e.value).splitlines()) == 2, str(e.value)
 
 
 def test_duplicate_id_names_both_rows(tmp_path):

@@ -132,6 +132,7 @@ def _overlaid(overlay: str) -> dict:
     against the schema."""
     merged = yaml.safe_load((ROOT / "workflow/configs/mice.yaml").read_text())
     update_config(merged, yaml.safe_load((ROOT / "workflow/configs" / overlay).read_text()))
+    assert merged.pop("overlay") == {"over": "mice.yaml"}  # the Snakefile drops it likewise
     jsonschema.validate(merged, yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text()))
     return merged
 

@@ -58,6 +58,10 @@ def test_demo_plus_overlay_rows_and_duplicates(tmp_path):
         collect_rows(demo=DEMO, demo_dir=tmp_path / "res", overlays=[str(dup)])
     with pytest.raises(ValueError, match="does not exist"):
         collect_rows(demo=None, demo_dir=tmp_path, manifest=str(tmp_path / "nope.tsv"))
+    with pytest.raises(ValueError, match=r"manifest '.*add.tsv ' does not exist"):  # a trailing space shows
+        collect_rows(demo=None, demo_dir=tmp_path, manifest=f"{m} ")
+    with pytest.raises(ValueError, match=r"manifest '.*' is a folder, not a manifest file"):
+        collect_rows(demo=None, demo_dir=tmp_path, manifest=str(tmp_path))
 
 
 def test_hand_edits_of_the_demo_manifest_are_found(tmp_path):

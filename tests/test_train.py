@@ -30,7 +30,7 @@ from model.data import (
 from model.infer import infer_file
 from model.network import NetworkConfig
 from model.ood import FEATURES, ood_check
-from model.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
+from model.train import TrainConfig, _device, load_checkpoint, model_from_checkpoint, train
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import view_volumes
 from tomodata.store import open_store
@@ -326,6 +326,25 @@ def test_bad_training_settings(store, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_training_device_names():
+    """tomo train --device: auto, cpu, cuda, cuda:N; CUDA where torch sees none and other names are
+    refused before any data is read (the workflow's model.train.device reaches it)."""
+    assert _device(0, "cpu") == torch.device("cpu")
+    assert _device(0, "auto") == torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu", 0 if torch.cuda.is_available() else None
+    )
+    for bad in ("gpu", "mps:x", ""):
+        with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
+            _device(0, bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device here"):
+            _device(0, "cuda")
+    r = subprocess.run(
+        [str(BIN / "tomo"), "train", "nowhere.zarr", "-o", "x", "--device", "cuda:99"], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "device 'cuda:99'" in r.stderr, r.stderr[-2000:]
 
 
 def test_cli_train_and_ddp_two_processes(store, tmp_path):

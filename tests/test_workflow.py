@@ -226,8 +226,9 @@ def test_paper_dry_run_offline(tmp_path):
 
 
 def test_train_compile_reaches_tomo_train(tmp_path):
-    """model.train.compile: true adds --compile to the train job's command (an untracked option: the
-    shell text Snakemake tracks, and so existing workspaces, stay as they were)."""
+    """model.train.compile: true adds --compile to the train job's command, model.train.device gives
+    its --device (untracked options: the shell text Snakemake tracks, and so existing workspaces, stay
+    as they were). The paper's config asks for CUDA: a dry run here without a GPU warns."""
     shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
     overlay = tmp_path / "compile.yaml"
     overlay.write_text("model:\n  train:\n    compile: true\n")
@@ -237,7 +238,7 @@ def test_train_compile_reaches_tomo_train(tmp_path):
         for ln in smk(tmp_path, "-n", "-p", "--configfile", paper, str(overlay)).stdout.splitlines()
         if "tomo train" in ln
     ]
-    assert train_lines and all("--restart-if-changed --compile" in ln for ln in train_lines)
+    assert train_lines and all("--restart-if-changed --device cuda --compile" in ln for ln in train_lines)
     plain = [ln for ln in smk(tmp_path, "-n", "-p", "--configfile", paper).stdout.splitlines() if "tomo train" in ln]
     assert plain and not any("--compile" in ln for ln in plain)
 

@@ -18,7 +18,22 @@ from jsonschema import Draft202012Validator, validators
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-__all__ = ["ConfigError", "config_errors", "check_config", "check_resources", "load_schema", "rule_names"]
+from .files import read_text, read_yaml_node
+from .ingest_settings import parse_orientation, parse_window
+
+__all__ = [
+    "ConfigError",
+    "config_errors",
+    "config_file_errors",
+    "check_config",
+    "check_config_files",
+    "check_resources",
+    "load_schema",
+    "overlay_errors",
+    "rule_names",
+    "value_errors",
+    "value_warnings",
+]
 
 _JSON_TYPES = {
     bool: "boolean",
@@ -188,12 +203,24 @@ def config_errors(config: dict, schema: dict, fill_defaults: bool = False) -> li
     return lines
 
 
-def check_config(config: dict, schema_path) -> dict:
+#: Snakemake reads a value nested in ``--config KEY={...}`` as text (YAML's BaseLoader)
+NESTED_TEXT_NOTE = (
+    "Snakemake reads values nested in --config KEY={...} as text: give nested settings in a --configfile, "
+    "or only top-level ones with --config"
+)
+
+
+def check_config(config: dict, schema_path, cli_config: dict | None = None) -> dict:
     """Validate ``config`` against the schema file and fill its defaults (in place, like Snakemake's
-    ``validate``); return it, or raise :class:`ConfigError` listing every problem."""
+    ``validate``); return it, or raise :class:`ConfigError` listing every problem. ``cli_config``:
+    Snakemake's ``--config`` values; where some are nested and a value is text where another type is
+    expected, the error says why (:data:`NESTED_TEXT_NOTE`)."""
     errors = config_errors(config, load_schema(schema_path), fill_defaults=True)
     if errors:
-        raise ConfigError(errors)
+        nested = any(isinstance(v, dict) for v in (cli_config or {}).values())
+        raise ConfigError(
+            errors, note=NESTED_TEXT_NOTE if nested and any(", given string " in e for e in errors) else ""
+        )
     return config
 
 
@@ -218,3 +245,126 @@ def rule_names(rules_dir) -> list[str]:
     for f in sorted(Path(rules_dir).glob("*.smk")):
         names.update(re.findall(r"^\s*rule (\w+):", f.read_text(), flags=re.M))
     return sorted(names)
+
+
+# ------------------------------------------------------------------------------------ across keys
+def value_errors(config: dict) -> list[str]:
+    """Problems the schema's types let through, one line each (``config`` validated, defaults filled):
+    a manifest the demo would ignore, a window or orientation the cube jobs would refuse."""
+    data = config.get("data") or {}
+    errors = []
+    if data.get("source") == "demo" and data.get("manifest"):
+        errors.append(
+            f"data.manifest: {data['manifest']!r} is set, but data.source is 'demo', which ignores it: set "
+            "data.source: manifest, or give an overlay after the config it changes (the last --configfile wins)"
+        )
+    cube = data.get("cube") or {}
+    for key, parse in (("window", parse_window), ("orientation", parse_orientation)):
+        try:
+            parse(cube.get(key))
+        except ValueError as e:
+            errors.append(f"data.cube.{key}: {e}")
+    return errors
+
+
+def value_warnings(config: dict) -> list[str]:
+    """Settings that do nothing in this config, one line each."""
+    align = (config.get("data") or {}).get("align") or {}
+    if align.get("reference") and not align.get("enabled"):
+        return [
+            f"data.align.reference {align['reference']!r} is set, but data.align.enabled is false: nothing is "
+            "aligned (set data.align.enabled: true to align every specimen to it)"
+        ]
+    return []
+
+
+# ------------------------------------------------------------------------------------ config files
+def config_file_errors(path) -> list[str]:
+    """Problems of one config file, naming it (Snakemake names no file, or reads on in silence): not
+    UTF-8, not YAML (line, column), not a mapping of keys, a key given twice in one mapping (YAML
+    keeps the last one)."""
+    try:
+        root = read_yaml_node(path, "config file")
+    except ValueError as e:
+        return [str(e)]
+    if not isinstance(root, yaml.MappingNode):
+        what = "is empty" if root is None else f"holds a {'list' if isinstance(root, yaml.SequenceNode) else 'value'}"
+        return [f"config file {path} {what}, not keys at the top level (e.g. 'run: demo')"]
+    out: list[str] = []
+    _duplicate_keys(root, [], path, out)
+    return out
+
+
+def _duplicate_keys(node, where: list, path, out: list[str]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            line = key.start_mark.line + 1
+            if name is not None and name != "<<":
+                if name in seen:
+                    out.append(
+                        f"config file {path}: {_path([*where, name])} is given twice (lines {seen[name]} and "
+                        f"{line}); YAML would keep the last one in silence"
+                    )
+                seen.setdefault(name, line)
+            _duplicate_keys(value, [*where, name], path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, [*where, i], path, out)
+
+
+def overlay_errors(configfiles, cwd=".") -> list[str]:
+    """An overlay (a config file with ``overlay: {over: BASE}``: a few settings changed over the config
+    file BASE, a path relative to the overlay's own folder) must come after BASE among
+    ``configfiles`` (Snakemake's --configfile, in order; paths relative to ``cwd``): given alone it
+    would change config.yaml's demo, given before BASE, BASE's values would override it. One line
+    per misplaced overlay."""
+    cwd = Path(cwd).resolve()
+    files = [(cwd / f).resolve() for f in configfiles]
+    errors = []
+    for i, (given, f) in enumerate(zip(configfiles, files)):
+        try:
+            data = yaml.safe_load(read_text(f, "config file"))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # config_file_errors names it
+        spec = data.get("overlay") if isinstance(data, dict) else None
+        if spec is None:
+            continue
+        if not (isinstance(spec, dict) and set(spec) == {"over"} and isinstance(spec["over"], str)):
+            errors.append(
+                f"{given}: overlay must be {{over: CONFIG FILE}} (the config it changes), given {_short(spec)}"
+            )
+            continue
+        base = (f.parent / spec["over"]).resolve()
+        at = [j for j, g in enumerate(files) if g == base]
+        if at and max(at) < i:
+            continue
+        shown = base.relative_to(cwd) if base.is_relative_to(cwd) else base
+        why = "comes after it (the last file given wins: its values replace the overlay's)"
+        if not at:
+            why = "is not given" if base.is_file() else "does not exist"
+        errors.append(
+            f"{given} is an overlay over {shown}, which {why}: give {shown} first "
+            f"(snakemake --configfile {shown} {given})"
+        )
+    return errors
+
+
+def check_config_files(configfiles, default: str = "config.yaml", cwd=".") -> None:
+    """The workflow's config files before it uses them: ``default`` (read by the Snakefile's
+    ``configfile:``, where present) and ``configfiles`` (``--configfile``, in order) each checked by
+    :func:`config_file_errors`, then the overlays' order (:func:`overlay_errors`); raises
+    :class:`ConfigError` with every problem. Paths under ``cwd`` are shown relative to it."""
+    cwd = Path(cwd).resolve()
+
+    def shown(f) -> str:
+        full = (cwd / f).resolve()
+        return str(full.relative_to(cwd)) if full.is_relative_to(cwd) else str(f)
+
+    given = [shown(f) for f in configfiles]
+    files = ([default] if (cwd / default).is_file() else []) + given
+    errors = [e.replace(str(cwd / f), f) for f in files for e in config_file_errors(cwd / f)]
+    errors = errors or overlay_errors(given, cwd)
+    if errors:
+        raise ConfigError(errors)

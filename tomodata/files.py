@@ -35,6 +35,7 @@ __all__ = [
     "read_json_object",
     "read_text",
     "read_yaml",
+    "read_yaml_node",
     "sha256_file",
     "tree_bytes",
     "write_json",
@@ -138,10 +139,24 @@ def read_yaml(path, what: str):
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
-        raise ValueError(f"{what} {path} is not YAML ({problem}{where})") from None
+        raise _yaml_error(e, what, path) from None
+
+
+def read_yaml_node(path, what: str) -> yaml.Node | None:
+    """The YAML document in ``path`` as a node tree (keys with their lines, duplicates kept; None for
+    an empty file); errors as :func:`read_yaml`."""
+    text = read_text(path, what)
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, what, path) from None
+
+
+def _yaml_error(e: yaml.YAMLError, what: str, path) -> ValueError:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or type(e).__name__
+    return ValueError(f"{what} {path} is not YAML ({problem}{where})")
 
 
 def load_npz(path, what: str) -> dict[str, np.ndarray]:

@@ -289,8 +289,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
         fields = [f.strip() for f in raw.split("\t")]
         if header is None:
             header = fields
-            if len(header) == 1 and ("," in raw or ";" in raw):
-                errors.append(f"line {lineno}: the header has no tabs; the manifest must be tab separated")
+            if len(header) == 1 and re.search(r"[,;\s]", raw.strip()):  # commas, semicolons or spaces
+                raise ManifestError(
+                    str(path), [f"line {lineno}: the header has no tabs; the manifest must be tab separated"]
+                )
             continue
         if len(fields) > len(header):
             extra = fields[len(header) :]

@@ -78,8 +78,9 @@ def collect_rows(*, demo: dict | None, demo_dir, manifest=None, overlays=()) -> 
         ):
             add(row, "the demo (data.demo)", demo_manifest, str(demo_dir))
     for path in ([manifest] if manifest else []) + list(overlays):
-        if not Path(path).is_file():
-            raise ValueError(f"manifest {path} does not exist (relative to {Path.cwd()})")
+        if not Path(path).is_file():  # quoted: a space at the end shows
+            what = "is a folder, not a manifest file" if Path(path).is_dir() else "does not exist"
+            raise ValueError(f"manifest {str(path)!r} {what} (relative to {Path.cwd()})")
         table = load_manifest(path)
         for row in table.to_dict(orient="records"):
             add(row, str(path), str(path), table.attrs["base_dir"])

@@ -81,6 +81,8 @@ if DEMO:
 elif not DATA["manifest"]:
     raise WorkflowError("data.source is 'manifest' but data.manifest (the manifest TSV) is not set")
 DEMO_MANIFEST = f"{RESOURCES}/manifest.tsv"
+if DATA["fetch"]["mirror"] and not Path(DATA["fetch"]["mirror"]).is_dir():  # else every fetch would go online in silence
+    raise WorkflowError(f"data.fetch.mirror: {DATA['fetch']['mirror']} is not a folder (relative to {Path.cwd()})")
 try:  # a broken manifest stops here, every error listed
     ROWS = collect_rows(demo=DATA["demo"] if DEMO else None, demo_dir=RESOURCES,
                         manifest=None if DEMO else DATA["manifest"], overlays=DATA["add"])
@@ -442,6 +444,61 @@ def real_xray_options(wildcards):
     spec = REAL_XRAYS[wildcards.name]
     return _opts([("--gamma", spec.get("gamma")), ("--polarity", spec.get("polarity", "auto")),
                   ("--square", spec.get("square", "field")), ("--max-size", spec.get("max_size"))])
+
+
+def _jobs_run_here():
+    """Whether the jobs run on this machine: no executor but local, no profile (the execution settings
+    are not known while the Snakefile is parsed: the command line tells) and no $SNAKEMAKE_PROFILE."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in ("--executor", "-e", "--profile", "--workflow-profile"):
+            value = value or (args[i + 1] if i + 1 < len(args) else "")
+            if value not in ("local", "dryrun", "touch", "none"):
+                return False
+    return not os.environ.get("SNAKEMAKE_PROFILE")
+
+
+def _dry_run():
+    return any(a in ("-n", "--dry-run", "--dryrun") or (a.startswith("-") and not a.startswith("--") and "n" in a)
+               for a in sys.argv[1:])
+
+
+def _torch_cuda():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def check_gpu():
+    """A config that needs a GPU (render.backend: cuda, model.train.device: cuda) run on a machine
+    without one stops at parse time, before its first GPU job would fail (a dry run warns); not
+    checked where the jobs run elsewhere (a cluster)."""
+    if not workflow.is_main_process or not _jobs_run_here():
+        return
+    need = []
+    if RENDER["backend"] == "cuda":
+        from tomodata.render import cuda_available
+
+        if not cuda_available():
+            need.append("render.backend: cuda (CuPy and a CUDA device: pip install -e '.[gpu-cuda12]' or "
+                        "'.[gpu-cuda13]', README)")
+    if GPU_TRAIN and MODEL.get("enabled", True) and not _torch_cuda():
+        need.append(f"model.train.device: {TRAIN['device']} (torch sees no CUDA device)")
+    if not need:
+        return
+    text = ("the config needs a GPU and its jobs run on this machine (no --executor or --profile given), which has "
+            "none:\n  " + "\n  ".join(need) + "\nset render.backend: auto and model.train.device: cpu, or run where "
+            "the jobs get a GPU (docs/workflow.md, \"Profiles\")")
+    if _dry_run():  # a plan is shown, nothing runs
+        logger.warning(text)
+        return
+    raise WorkflowError(text)
+
+
+check_gpu()
 
 
 def check_splits():

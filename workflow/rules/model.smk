@@ -31,10 +31,10 @@ rule train:
         store=STORE,
         out=lambda wildcards, output: os.path.dirname(output.best),
         options=train_options(),
-        # untracked; --restart-if-changed (and --compile) ride here so that the shell text
+        # untracked; --restart-if-changed, --device (and --compile) ride here so that the shell text
         # stays as it was (Snakemake re-runs a job whose shell text changed: every workspace would retrain)
         workers=Untracked(
-            f"{TRAIN['workers']} --restart-if-changed"
+            f"{TRAIN['workers']} --restart-if-changed --device {TRAIN['device']}"
             + (" --compile" if TRAIN["compile"] else "")
         ),
     log:
