@@ -73,12 +73,12 @@ import torch
 from tomodata.files import json_safe
 
 from .bench_infer import bench_infer
+from .devices import torch_device
 from .fusion import _check_positive, fuse_slabs, opacity_max
 from .network import NetworkConfig, TomographyNet
 from .ood import ood_check
 from .polarity import MIN_SIDE, detect_polarity
 from .predict import (
-    _device,
     _network_input,
     _resolve_threads,
     _rows_per_slab,
@@ -215,7 +215,7 @@ def _check_options(
     n_threads = _resolve_threads(threads)
     if chi is not None:
         chi = _check_positive(chi, "chi")
-    _device(device)
+    torch_device(device)
     return _Options(polarity, square, gamma, fusion, beta, chi, previews, device, max_size, spacing_arg, n_threads)
 
 

@@ -44,6 +44,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .checkpoint import load_checkpoint
 from .data import resize_xrays
+from .devices import torch_device
 from .network import NetworkConfig, TomographyNet
 
 #: bytes per fused / upsampled slab of output rows
@@ -124,18 +125,6 @@ class _Threads:
         return False
 
 
-def _device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
-    return dev
-
-
 def load_model(checkpoint, *, device="cpu", optimize: bool = True) -> tuple[TomographyNet, dict, dict]:
     """Load a training checkpoint for inference: ``(model, state, record)``.
 
@@ -143,7 +132,7 @@ def load_model(checkpoint, *, device="cpu", optimize: bool = True) -> tuple[Tomo
     (BN folded, channels_last). ValueError for a file that
     is not a checkpoint, a network config that is invalid or does not take a 1-channel x-ray, weights
     that do not fit the config, or non-finite weights."""
-    dev = _device(device)
+    dev = torch_device(device)
     p = Path(checkpoint)
     state = load_checkpoint(p)
     if not isinstance(state.get("network"), dict) or not isinstance(state.get("model"), dict):
@@ -201,7 +190,7 @@ def predict_volume(model: nn.Module, image, *, device="cpu", threads="auto") -> 
     x = np.asarray(image, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] != x.shape[1]:
         raise ValueError(f"expected a square (S, S) image, got shape {x.shape}")
-    dev = _device(device)
+    dev = torch_device(device)
     with _Threads(threads), torch.inference_mode():
         t = resize_xrays(torch.from_numpy(np.ascontiguousarray(x))[None, None], cfg.input_size)
         y = model(t.to(dev))

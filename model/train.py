@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from tomodata.files import atomic_write, write_json
 from tomodata.progress import progress as progress_bar
+from tomodata.store_settings import StoreSettings
 
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -73,6 +74,7 @@ from .data import (
     loader_workers_context,
     resize_xrays,
 )
+from .devices import torch_device
 from .network import MEMORY_FORMATS, NetworkConfig, TomographyNet, count_parameters
 from .ood import reference_from_store
 
@@ -143,25 +145,29 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def _device(local_rank: int, want: str = "auto") -> torch.device:
-    """The training device: ``"auto"`` (CUDA where present, else the CPU), ``"cpu"``, ``"cuda"`` (this
-    process's local rank) or ``"cuda:N"``; ValueError for another name or CUDA where there is none."""
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(want)
-    except RuntimeError:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {want!r}") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type != "cuda":
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {want!r}")
-    if not torch.cuda.is_available():
-        raise ValueError(f"device {want!r}: torch sees no CUDA device here (use cpu or auto)")
-    index = local_rank if dev.index is None else dev.index
-    if index >= torch.cuda.device_count():
-        raise ValueError(f"device {want!r}: there are {torch.cuda.device_count()} CUDA devices")
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
+    """The training device (:func:`model.devices.torch_device`), made the current CUDA device."""
+    dev = torch_device(want, local_rank=local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def size_notes(net: NetworkConfig, attrs: dict) -> list[str]:
+    """Where the network is larger than the store's data (``attrs``: its root attributes): its input
+    than the x-rays, its output than the volumes. Training works, but on interpolated data."""
+    settings = StoreSettings.from_attrs(attrs)
+    notes = []
+    if net.input_size > settings.image_size:
+        notes.append(
+            f"the network's input ({net.input_size}²) is larger than the store's x-rays ({settings.image_size}²): "
+            "they are upsampled, no detail is added"
+        )
+    if max(net.out_size, net.out_depth) > settings.volume_size:
+        notes.append(
+            f"the network's output ({net.out_depth} x {net.out_size}²) is larger than the store's volumes "
+            f"({settings.volume_size}³): its targets are interpolated from them, no detail is added"
+        )
+    return notes
 
 
 # ------------------------------------------------------------------------------------------ loop
@@ -400,6 +406,9 @@ def _setup(
     out = Path(out_dir)
 
     train_set = StoreSamples(store, "train")
+    if rank == 0:
+        for note in size_notes(net, train_set.attrs):
+            print(f"note: {note}", file=sys.stderr)
     val_names = open_val_species(train_set)
     val_set = StoreSamples(store, "val", species=val_names) if val_names else None
     fingerprint = data_fingerprint(train_set)

@@ -30,7 +30,7 @@ from model.data import (
 from model.infer import infer_file
 from model.network import NetworkConfig
 from model.ood import FEATURES, ood_check
-from model.train import TrainConfig, _device, load_checkpoint, model_from_checkpoint, train
+from model.train import TrainConfig, _device, load_checkpoint, model_from_checkpoint, size_notes, train
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import view_volumes
 from tomodata.store import open_store
@@ -326,6 +326,19 @@ def test_bad_training_settings(store, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_a_network_larger_than_the_data_is_noted(store):
+    """tomo train says where the network's input or output exceeds the store's x-rays or volumes
+    (the store: 32² x-rays, 32³ volumes)."""
+    attrs = StoreSamples(store, "train").attrs
+    assert size_notes(TINY, attrs) == []
+    big = dataclasses.replace(TINY, input_size=64, out_size=64, out_depth=16)
+    assert size_notes(big, attrs) == [
+        "the network's input (64²) is larger than the store's x-rays (32²): they are upsampled, no detail is added",
+        "the network's output (16 x 64²) is larger than the store's volumes (32³): its targets are interpolated "
+        "from them, no detail is added",
+    ]
 
 
 def test_training_device_names():
