@@ -35,7 +35,6 @@ __all__ = [  # checkpoint I/O lives in model.checkpoint; its names stay importab
 ]
 
 import contextlib
-import csv
 import dataclasses
 import math
 import os
@@ -77,6 +76,7 @@ from .data import (
 from .devices import torch_device
 from .network import MEMORY_FORMATS, NetworkConfig, TomographyNet, count_parameters
 from .ood import reference_from_store
+from .train_logs import TrainLogs
 
 
 @dataclass(frozen=True)
@@ -171,57 +171,6 @@ def size_notes(net: NetworkConfig, attrs: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ loop
-class _Logs:
-    def __init__(self, out: Path, enabled: bool, resume_step: int, val_rows: list | None = None):
-        """CSV and TensorBoard logs; resumed at ``resume_step``, the val log from ``val_rows`` (carried
-        in ``last.pt``) where its file was deleted."""
-        self.enabled = enabled
-        self.tb = None
-        if not enabled:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        self.train = self._csv(out / "train_log.csv", ["step", "loss", "lr", "samples_per_s"], resume_step)
-        self.val = self._csv(out / "val_log.csv", ["step", "val_loss"], resume_step, val_rows)
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - tensorboard is optional at run time
-
-            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step or None)
-        except Exception as e:  # noqa: BLE001 - tensorboard is optional at run time
-            print(f"note: no TensorBoard logs ({e})", file=sys.stderr)
-
-    @staticmethod
-    def _csv(path: Path, header: list[str], resume_step: int, fallback: list | None = None):
-        rows = list(fallback or []) if resume_step else []
-        if resume_step and path.exists():  # keep what was logged up to the resumed step
-            with open(path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
-        fh = open(path, "w", newline="")
-        w = csv.DictWriter(fh, fieldnames=header)
-        w.writeheader()
-        w.writerows(rows)
-        fh.flush()
-        return fh, w
-
-    def log(self, which: str, row: dict) -> None:
-        if not self.enabled:
-            return
-        fh, w = getattr(self, which)
-        w.writerow(row)
-        fh.flush()
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self.tb.add_scalar(f"{which}/{k}", v, row["step"])
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        for fh, _ in (self.train, self.val):
-            fh.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
 def _amp_context(cfg: TrainConfig, device: torch.device):
     use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     if use:
@@ -317,7 +266,7 @@ def train(
         store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps, restart=restart_if_changed, device=device
     )
     loader, targets, val_targets = _batches(run)
-    logs = _Logs(run.out, run.rank == 0, run.start, run.val_history)
+    logs = TrainLogs(run.out, run.rank == 0, run.start, run.val_history)
     if progress is None:
         progress = True  # a bar on a terminal, lines in a log (tomodata.progress)
     bar = progress_bar(total=run.end, initial=run.start, enabled=progress and run.rank == 0, desc="train", unit="step")
@@ -332,7 +281,7 @@ def train(
     return _finish(run, step)
 
 
-def _loop(run: _Run, loader, targets, val_targets, logs: _Logs, bar, t_last: float) -> int:
+def _loop(run: _Run, loader, targets, val_targets, logs: TrainLogs, bar, t_last: float) -> int:
     """The steps ``start + 1 … end``: train, log, validate, checkpoint; after a stop request
     (:func:`_stop_on_signals`) ``last.pt`` at the step reached. Returns the last step done."""
     cfg, step = run.cfg, run.start
@@ -491,7 +440,7 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
 
 def _restore_outputs(run: _Run, state: dict) -> None:
     """``best.pt`` as it was at ``last.pt``'s step where it is missing (a workflow deletes a job's
-    declared outputs before it re-runs the job), and the val history :class:`_Logs` restores."""
+    declared outputs before it re-runs the job), and the val history :class:`TrainLogs` restores."""
     run.best_bytes = state.get("best_checkpoint")
     run.val_history = [r for r in state.get("val_history", []) if r["step"] <= run.start]
     if run.rank != 0:
@@ -550,7 +499,7 @@ def _train_step(run: _Run, targets: SpeciesVolumes, batch: dict) -> float:
     return loss.item()
 
 
-def _log_train(run: _Run, logs: _Logs, bar, step: int, losses: list[float], t_last: float) -> float:
+def _log_train(run: _Run, logs: TrainLogs, bar, step: int, losses: list[float], t_last: float) -> float:
     """Log the mean loss of ``losses`` (then emptied), the learning rate and samples/s since
     ``t_last``; returns the time now (perf_counter seconds)."""
     now = time.perf_counter()
@@ -569,7 +518,7 @@ def _log_train(run: _Run, logs: _Logs, bar, step: int, losses: list[float], t_la
     return now
 
 
-def _validate(run: _Run, val_set: StoreSamples, val_targets: SpeciesVolumes, logs: _Logs, step: int) -> None:
+def _validate(run: _Run, val_set: StoreSamples, val_targets: SpeciesVolumes, logs: TrainLogs, step: int) -> None:
     """Validation loss on the val split, logged; a new best is also written as ``best.pt`` (model
     choice on the val split only)."""
     run.val_loss = evaluate_loss(
