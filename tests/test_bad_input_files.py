@@ -92,6 +92,19 @@ def test_align_record_must_be_an_alignment_record(tmp_path, capsys, content, say
     assert not aligned.exists()
 
 
+def test_a_replay_does_not_keep_the_replayed_scans_checksum(tmp_path):
+    """tomo align --replay on another scan: the new record does not carry the replayed record's source
+    sha256 (store-create would blame the cube for another scan); with --fetched it has its own."""
+    scan = _ball(tmp_path / "ball.npy")
+    assert main(["align", str(scan), "--spacing", "1", "-o", str(tmp_path / "a.nii.gz"), "--id", "a"]) == 0
+    rec = json.loads((tmp_path / "a.json").read_text())
+    rec["source_sha256"] = "f" * 64  # as tomo align --fetched records it
+    (tmp_path / "a.json").write_text(json.dumps(rec))
+    out = tmp_path / "b.nii.gz"
+    assert main(["align", str(scan), "--spacing", "1", "--replay", str(tmp_path / "a.json"), "-o", str(out)]) == 0
+    assert "source_sha256" not in json.loads((tmp_path / "b.json").read_text())
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [
@@ -113,6 +126,26 @@ def test_store_create_config_file(demo, tmp_path, capsys, content, says):
     assert not store.exists()
     assert main([*args, "--volume-size", "16", "--views", "2", "--size", "16", "--config-json", "[1]"]) == 2
     assert "error: --config-json is not a JSON object" in _err(capsys)
+
+
+def test_store_create_config_file_with_comments_only(demo, tmp_path, monkeypatch):
+    """An empty config (comments only) records no config, as before; a wrong one is refused before
+    the cubes are read."""
+    _d, manifest, _rec, cubes = demo
+    config = tmp_path / "config.yaml"
+    config.write_text("# nothing set\n")
+    store = tmp_path / "d.zarr"
+    args = ["store-create", str(store), "--manifest", str(manifest), "--cubes", *map(str, cubes.values())]
+    sizes = ["--volume-size", "16", "--views", "2", "--size", "16"]
+    assert main([*args, *sizes, "--config", str(config)]) == 0
+    assert store.exists()
+    config.write_text("- 1\n")
+
+    def no_cubes(*_a, **_k):
+        raise AssertionError("cubes read before the config file was checked")
+
+    monkeypatch.setattr("tomodata.species_table.cube_species", no_cubes)
+    assert main([*args, *sizes, "--config", str(config), "--overwrite"]) == 2
 
 
 def test_export_config_not_text(tmp_path):
@@ -205,6 +238,18 @@ def test_render_into_a_used_folder_keeps_only_its_previews(tmp_path):
     assert remove_previews(out) == []
 
 
+def test_a_failed_render_leaves_no_record_of_arrays_it_did_not_write(tmp_path, capsys):
+    """render.json is written last and an earlier one removed first: a render that fails between its
+    files leaves none describing the wrong arrays."""
+    common = ["render", str(_ball(tmp_path / "b.npy")), "-o", str(tmp_path / "r"), "--size", "16", "--steps", "8"]
+    assert main([*common, "--views", "2"]) == 0
+    (tmp_path / "r/rotations.npy").unlink()
+    (tmp_path / "r/rotations.npy").mkdir()  # the second file cannot be written
+    assert main([*common, "--views", "4"]) == 2
+    assert "rotations.npy is a folder" in capsys.readouterr().err
+    assert np.load(tmp_path / "r/images.npy").shape == (4, 16, 16) and not (tmp_path / "r/render.json").exists()
+
+
 # -- numbers that are no setting ----------------------------------------------------------------------
 
 
@@ -228,7 +273,7 @@ def test_non_finite_numbers_are_usage_errors(args, capsys):
 def test_source_check_rules():
     """The cube's source checksum against its manifest row: checked where both are known; not for an
     archive source (its sha256 is the archive's) or an aligned cube whose record names no source."""
-    row = {"sha256": "A" * 64, "source": "https://host/skull.mp4"}
+    row = {"sha256": "A" * 64, "source": "https://host/skull.mp4", "source_kind": "movie"}
     _check_source("c.npz", "s", row, {"source_sha256": "a" * 64})  # the same, in another case
     with pytest.raises(ValueError, match="the cube is of another scan"):
         _check_source("c.npz", "s", row, {"source_sha256": "b" * 64})
@@ -237,6 +282,9 @@ def test_source_check_rules():
     _check_source("c.npz", "s", row, {"source_sha256": "b" * 64, "alignment": {"rotation_zyx": []}})
     _check_source("c.npz", "s", {"sha256": "", "source": "x.mp4"}, {"source_sha256": "b" * 64})
     _check_source("c.npz", "s", {**row, "source": "https://host/skulls.tar.gz?x=1"}, {"source_sha256": "b" * 64})
+    # archives as tomo fetch names them: a local path with '#' or '?', a URL with a trailing slash
+    for src in ("../arch/p1#v2.zip", "arch/p?.tar", "https://host/skull.zip/"):
+        _check_source("c.npz", "s", {**row, "source": src}, {"source_sha256": "b" * 64})
 
 
 @pytest.mark.parametrize(
@@ -255,3 +303,10 @@ def test_negative_counts_are_usage_errors(args, capsys):
         main(args)
     assert e.value.code == 2
     assert "expected an integer >= 0" in capsys.readouterr().err
+
+
+def test_reading_warnings_are_shown_when_the_scan_is_refused(tmp_path):
+    """A scan refused by the density check still shows what reading it found (here: no spacing)."""
+    np.save(tmp_path / "const.npy", np.full((8, 8, 8), 0.5, np.float32))
+    with pytest.warns(UserWarning, match="gives no voxel spacing"), pytest.raises(ValueError, match="constant"):
+        cube_specimen(tmp_path / "const.npy", size=8, allow_default_spacing=True)

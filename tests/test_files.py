@@ -23,6 +23,17 @@ def test_atomic_write_keeps_suffixes_and_replaces_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npz", "sub"]
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_a_new_file_follows_the_umask(tmp_path, mask):
+    """As open() would make it (mkstemp's 0600 is not kept), under the process's umask."""
+    old = os.umask(mask)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     p = tmp_path / "m.json"
     p.write_text("old")

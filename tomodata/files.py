@@ -51,6 +51,20 @@ def _suffixes(path: Path) -> str:
     return double if double.lower() in (".nii.gz", ".tar.gz", ".npy.gz") else path.suffix
 
 
+def _umask() -> int:
+    """The process's umask: read from /proc where there is one (setting it to read it, as elsewhere,
+    would briefly change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` with a temporary path beside ``path`` (same suffixes), then move it onto
     ``path`` (the parent folder is created). Returns ``path``."""
@@ -60,10 +74,10 @@ def atomic_write(path, write: Callable[[Path], object]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
-        try:  # keep an existing file's permissions (mkstemp makes 0600)
+        try:  # keep an existing file's permissions (mkstemp makes 0600), else those open() would give
             os.chmod(tmp, os.stat(path).st_mode & 0o7777)
         except OSError:
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -128,7 +142,8 @@ def read_json_object(path, what: str, *, keys: tuple[str, ...] = ()) -> dict:
         raise ValueError(f"{what} {path} holds a JSON {type(obj).__name__}, not an object")
     missing = [k for k in keys if k not in obj]
     if missing:
-        raise ValueError(f"{what} {path} lacks {', '.join(missing)}: is it a {what}?")
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise ValueError(f"{what} {path} lacks {', '.join(missing)}: is it {article} {what}?")
     return obj
 
 

@@ -132,16 +132,22 @@ def cube_specimen(
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     with warnings.catch_warnings(record=True) as caught:  # kept in the record (e.g. a de-sheared DICOM)
         warnings.simplefilter("always")
-        vol, sp = read_specimen(
-            path,
-            spacing=spacing,
-            slice_axis=slice_axis,
-            allow_default_spacing=allow_default_spacing,
-            orientation=orientation,
-        )
-        check_density(vol, window, background)
-    for w in caught:
+        failure = None
+        try:
+            vol, sp = read_specimen(
+                path,
+                spacing=spacing,
+                slice_axis=slice_axis,
+                allow_default_spacing=allow_default_spacing,
+                orientation=orientation,
+            )
+            check_density(vol, window, background)
+        except Exception as e:  # noqa: BLE001 - raised again below, once the warnings are shown
+            failure = e
+    for w in caught:  # shown also where the scan is refused (e.g. "no voxel spacing" before "constant")
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if failure is not None:
+        raise failure
     crop_record = None
     if crop == "largest":
         vol, crop_record = crop_largest(vol, window, background)

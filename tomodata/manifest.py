@@ -95,7 +95,10 @@ class ManifestError(ValueError):
         self.errors = list(errors)
         shown = self.errors[:_MAX_ERRORS]
         more = f"\n  … and {len(self.errors) - len(shown)} more" if len(self.errors) > len(shown) else ""
-        super().__init__(f"manifest {origin} is invalid:\n  " + "\n  ".join(shown) + more)
+        if len(self.errors) == 1:  # one problem, one line
+            super().__init__(f"manifest {origin} is invalid: {self.errors[0]}")
+        else:
+            super().__init__(f"manifest {origin} is invalid:\n  " + "\n  ".join(shown) + more)
 
 
 @lru_cache(maxsize=1)

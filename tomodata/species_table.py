@@ -14,13 +14,12 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from .aligned_files import alignment_summary
 from .demo import demo_name, demo_splits
-from .fetch.common import ARCHIVE_SUFFIXES
+from .fetch.common import is_archive_source
 from .ingest import load_cube
 from .manifest import load_manifest, split_sources
 from .phantoms import species_params
@@ -150,7 +149,7 @@ def _check_source(cube_path, sid: str, row, meta: dict) -> None:
     record lacks it: its own checksum is not the source's), or the row's source is an archive (its
     sha256 is the archive's; a cube made straight from the extracted folder hashes the folder)."""
     expected = str(row["sha256"] or "").lower()
-    if any(urlparse(src).path.lower().endswith(ARCHIVE_SUFFIXES) for src in split_sources(row["source"])):
+    if any(is_archive_source(src, sid, row.get("source_kind") or "") for src in split_sources(row["source"])):
         return
     alignment = meta.get("alignment")
     made_from = meta.get("source_sha256") if not alignment or alignment.get("source_sha256") else None

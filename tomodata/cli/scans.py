@@ -100,7 +100,7 @@ def _fetched_path(record: str, specimen_id: str, field: int = 3) -> str:
 
     rec = Path(record)
     if not rec.is_file():
-        raise ValueError(f"fetch record {rec} does not exist")
+        raise ValueError(f"fetch record {rec} {'is a folder, not a file' if rec.is_dir() else 'does not exist'}")
     for line in read_text(rec, "fetch record").splitlines():
         fields = line.split("\t")
         if len(fields) == 4 and fields[0] == specimen_id:
@@ -224,6 +224,7 @@ def cmd_align(a) -> int:
         record = replay
         aligned = apply_alignment(vol, sp, record)
         record.update(id=a.id, source_path=str(path), replayed_from=str(a.replay), scan=scan)
+        record.pop("source_sha256", None)  # the recorded one is the replayed file's source, not this one's
         if a.fetched:
             record["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
         out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)

@@ -17,8 +17,8 @@ def cmd_store_create(a) -> int:
     from ..store_settings import StoreSettings
 
     settings = StoreSettings.from_cli(a)
+    config = _run_config(a.config, a.config_json)  # a wrong file is found before the cubes are read
     species, volume_sha256 = cube_species(a.manifest, a.cubes, volume_size=settings.volume_size)
-    config = _run_config(a.config, a.config_json)
     summary = create_store(
         a.store,
         settings,
@@ -125,14 +125,14 @@ def _check_cube_identity(store, name: str, cube, meta: dict) -> None:
 
 def _run_config(path, text) -> dict | None:
     """The workflow config recorded in a new store's provenance: the YAML file ``path``, or the JSON
-    object ``text`` (``--config-json``; it wins); ``ValueError`` naming the file or option if either
-    is not a mapping."""
+    object ``text`` (``--config-json``; it wins); None where neither is given or the file is empty;
+    ``ValueError`` naming the file or option if either is not a mapping."""
     from ..files import read_yaml
 
     config = None
     if path:
-        config = read_yaml(path, "config file")
-        if not isinstance(config, dict):
+        config = read_yaml(path, "config file")  # None for an empty file (or comments only): no config
+        if config is not None and not isinstance(config, dict):
             raise ValueError(f"config file {path} holds no mapping of settings")
     if text:
         try:

@@ -53,6 +53,9 @@ def cmd_render(a) -> int:
     rots = hemisphere_views(a.views, seed=a.seed)
     imgs = render_batched(vol, rots, size=a.size, steps=a.steps, chi=a.chi, backend=a.backend)
     out.mkdir(parents=True, exist_ok=True)
+    # render.json last, as the mark of a complete render: an earlier one goes first, so that a failure
+    # between the files (a full disk, Ctrl-C) leaves no record describing arrays it did not write
+    (out / "render.json").unlink(missing_ok=True)
     atomic_write(out / "images.npy", lambda tmp: np.save(tmp, imgs))
     atomic_write(out / "rotations.npy", lambda tmp: np.save(tmp, rots))
     meta = dict(

@@ -64,6 +64,11 @@ def _target_name(src: str, specimen_id: str, kind: str) -> str:
     return _safe_name(raw) or f"{specimen_id}{_DEFAULT_SUFFIX.get(kind, '.bin')}"
 
 
+def is_archive_source(src: str, specimen_id: str, kind: str) -> bool:
+    """Whether ``tomo fetch`` extracts ``src`` (an archive by its file name, as fetch names it)."""
+    return _archive_stem(_target_name(src, specimen_id, kind)) is not None
+
+
 def _archive_stem(name: str) -> str | None:
     low = name.lower()
     for suf in ARCHIVE_SUFFIXES:
