@@ -144,8 +144,14 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _device(local_rank: int, want: str = "auto") -> torch.device:
-    """The training device (:func:`model.devices.torch_device`), made the current CUDA device."""
+def _device(local_rank: int, want: str = "auto", world: int = 1) -> torch.device:
+    """The training device (:func:`model.devices.torch_device`), made the current CUDA device. Under
+    torchrun (``world`` > 1) each process takes its local rank's GPU: ``cuda:N`` is refused there."""
+    if world > 1 and want.strip().lower().startswith("cuda:"):
+        raise ValueError(
+            f"device {want!r} with {world} processes would put every one on the same GPU: give cuda (each "
+            "process takes its local rank's GPU; CUDA_VISIBLE_DEVICES chooses which)"
+        )
     dev = torch_device(want, local_rank=local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -347,7 +353,7 @@ def _setup(
     cfg.validate()
     net.validate()
     rank, world, local_rank = _dist_info()
-    dev = _device(local_rank, device)
+    dev = _device(local_rank, device, world)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     if cfg.batch_size % world:

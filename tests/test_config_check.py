@@ -158,7 +158,6 @@ def test_rule_files_ask_resources_of_their_own_rules():
         ({"data": {"cube": {"window": [5, 1]}}}, "data.cube.window: window must be two finite numbers lo < hi"),
         ({"data": {"manifest": "m.tsv"}}, "data.manifest: 'm.tsv' is set, but data.source is 'demo', which ignores it"),
         ({"model": {"train": {"device": "gpu"}}}, "model.train.device: 'gpu' does not match the pattern"),
-        ({"data": {"fetch": {"mirror": "nowhere"}}}, "data.fetch.mirror: nowhere is not a folder"),
     ],
 )
 def test_the_workflow_stops_with_the_message(tmp_path: Path, extra, expected):
@@ -216,9 +215,10 @@ def test_nested_cli_values_read_as_text_say_why():
         check_config(cfg, SCHEMA, {"dataset": {"volume_size": "64"}})
     assert "dataset.volume_size: expected integer, given string '64'" in str(e.value)
     assert NESTED_TEXT_NOTE in str(e.value)
-    with pytest.raises(ConfigError) as e:  # the same value from a config file: no note
-        check_config(copy.deepcopy(cfg), SCHEMA, {"run": "x"})
-    assert NESTED_TEXT_NOTE not in str(e.value)
+    for cli in ({"run": "x"}, {"render": {"batch": "4"}}):  # the text from a config file: no note
+        with pytest.raises(ConfigError) as e:
+            check_config(copy.deepcopy(cfg), SCHEMA, cli)
+        assert NESTED_TEXT_NOTE not in str(e.value)
 
 
 def test_config_file_errors_name_the_file_and_line(tmp_path: Path):
@@ -237,6 +237,12 @@ def test_config_file_errors_name_the_file_and_line(tmp_path: Path):
     assert config_file_errors(f) == [f"config file {f} is not a UTF-8 text file (byte 3: invalid continuation byte)"]
     f.write_text("")
     assert config_file_errors(f) == [f"config file {f} is empty, not keys at the top level (e.g. 'run: demo')"]
+    f.write_text('{\n\t"run": "a",\n\t"dataset": {"chi": 1, "chi": 2}\n}\n')  # JSON indented with tabs: no YAML
+    assert config_file_errors(f) == [
+        f"config file {f}: 'chi' is given twice in one object; JSON would keep the last one"
+    ]
+    f.write_text("[1, 2]")
+    assert config_file_errors(f) == [f"config file {f} holds a JSON list, not keys at the top level"]
     f.write_text("- run: demo\n")
     assert config_file_errors(f) == [f"config file {f} holds a list, not keys at the top level (e.g. 'run: demo')"]
 
@@ -267,8 +273,11 @@ def test_overlays_come_after_the_file_they_change(tmp_path: Path):
     (err,) = overlay_errors(["base.yaml", "sub/over.yaml", "base.yaml"], cwd=tmp_path)  # base again after it
     assert "comes after it" in err
     (tmp_path / "sub/over.yaml").write_text("overlay: {over: ../gone.yaml}\n")
-    (err,) = overlay_errors(["sub/over.yaml"], cwd=tmp_path)
-    assert err.startswith("sub/over.yaml is an overlay over gone.yaml, which does not exist")
+    assert overlay_errors(["sub/over.yaml"], cwd=tmp_path) == [
+        "sub/over.yaml: overlay.over '../gone.yaml' does not exist (relative to the overlay's folder sub): correct it"
+    ]
+    (tmp_path / "sub/over.yaml").write_text("overlay: {over: ../base.yaml}\n")  # the default file comes first
+    assert overlay_errors(["sub/over.yaml"], cwd=tmp_path, default="base.yaml") == []
     (tmp_path / "sub/over.yaml").write_text("overlay: base.yaml\n")
     assert overlay_errors(["sub/over.yaml"], cwd=tmp_path) == [
         "sub/over.yaml: overlay must be {over: CONFIG FILE} (the config it changes), given 'base.yaml'"
@@ -279,29 +288,43 @@ def test_the_workflow_names_config_file_mistakes(tmp_path: Path):
     """An overlay given alone, a key given twice: the workflow stops naming the file."""
     over = ROOT / "workflow/configs/mice-long.yaml"
     out = smk(tmp_path, "-n", "--cores", "1", "--configfile", str(over), check=False).stdout
-    assert f"{over} is an overlay over {ROOT / 'workflow/configs/mice.yaml'}, which is not given" in out, out[-2000:]
+    # paths as typed from where the command started ($PWD), not from --directory's folder
+    assert re.search(
+        r"\S*workflow/configs/mice-long.yaml is an overlay over \S*workflow/configs/mice.yaml, which is not given", out
+    ), out[-2000:]
     (tmp_path / "twice.yaml").write_text("run: a\nrun: b\n")
     out = smk(tmp_path, "-n", "--cores", "1", "--configfile", str(tmp_path / "twice.yaml"), check=False).stdout
     assert "twice.yaml: run is given twice (lines 1 and 2)" in out, out[-2000:]
     (tmp_path / "config.yaml").write_text("run: demo\n  bad: [\n")  # the default file: Snakemake names none
     out = smk(tmp_path, "-n", "--cores", "1", check=False).stdout
-    assert "config file config.yaml is not YAML (mapping values are not allowed here at line 2, column 6)" in out
+    assert "config.yaml is not YAML (mapping values are not allowed here at line 2, column 6)" in out
 
 
 def test_a_gpu_config_without_a_gpu_stops_before_any_job(tmp_path: Path):
-    """render.backend: cuda or model.train.device: cuda where the jobs run here and there is no GPU:
-    a dry run warns, a run stops at parse time (no job starts)."""
+    """render.backend: cuda or model.train.device: cuda where the jobs run here and there is no GPU: the
+    run stops before its first job (Snakemake's onstart); a dry run, or a run of targets that need no
+    GPU job, goes on."""
     if cuda_available():
         pytest.skip("this machine has CUDA: the check passes")
     (tmp_path / "gpu.yaml").write_text("render: {backend: cuda}\nmodel: {train: {device: cuda}}\n")
     args = ["--cores", "1", "--configfile", str(ROOT / "config.yaml"), str(tmp_path / "gpu.yaml")]
-    dry = smk(tmp_path, "-n", *args)
-    assert "the config needs a GPU" in dry.stdout and "render.backend: cuda" in dry.stdout
-    out = smk(tmp_path, *args, "--until", "store_settings", check=False)
-    assert out.returncode != 0 and "the config needs a GPU" in out.stdout, out.stdout[-2000:]
+    smk(tmp_path, "-n", *args)
+    out = smk(tmp_path, *args, check=False)
+    assert out.returncode != 0 and "jobs of this run need a GPU" in out.stdout, out.stdout[-2000:]
+    assert "render.backend: cuda" in out.stdout
     if not torch_cuda():
-        assert "model.train.device: cuda (torch sees no CUDA device)" in out.stdout
-    assert not (tmp_path / "results").exists()
+        assert "model.train.device: cuda (torch sees no CUDA device; rules " in out.stdout
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+    smk(tmp_path, *args, "--until", "store_settings")  # no GPU job among them
+    assert (tmp_path / "results/demo/dataset.settings.json").is_file()
+
+
+def test_a_mirror_that_is_no_folder_stops_the_fetches(tmp_path: Path):
+    (tmp_path / "mirror.yaml").write_text("data: {fetch: {mirror: nowhere}}\n")
+    args = ["--cores", "1", "--configfile", str(ROOT / "config.yaml"), str(tmp_path / "mirror.yaml")]
+    out = smk(tmp_path, *args, check=False)
+    assert out.returncode != 0 and "data.fetch.mirror: nowhere is not a folder" in out.stdout, out.stdout[-2000:]
+    assert not (tmp_path / "resources").exists()
 
 
 def torch_cuda() -> bool:

@@ -354,9 +354,12 @@ def test_training_device_names():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch sees no CUDA device here"):
             _device(0, "cuda")
+    with pytest.raises(ValueError, match="with 2 processes would put every one on the same GPU"):
+        _device(1, "cuda:0", world=2)
     r = subprocess.run(
         [str(BIN / "tomo"), "train", "nowhere.zarr", "-o", "x", "--device", "cuda:99"], capture_output=True, text=True
     )
+    # refused before any data is read: no CUDA here, or fewer than 100 devices
     assert r.returncode == 2 and "device 'cuda:99'" in r.stderr, r.stderr[-2000:]
 
 

@@ -228,7 +228,7 @@ def test_paper_dry_run_offline(tmp_path):
 def test_train_compile_reaches_tomo_train(tmp_path):
     """model.train.compile: true adds --compile to the train job's command, model.train.device gives
     its --device (untracked options: the shell text Snakemake tracks, and so existing workspaces, stay
-    as they were). The paper's config asks for CUDA: a dry run here without a GPU warns."""
+    as they were)."""
     shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
     overlay = tmp_path / "compile.yaml"
     overlay.write_text("model:\n  train:\n    compile: true\n")

@@ -8,6 +8,8 @@ The Snakefile calls :func:`check_config` in place of Snakemake's ``validate`` (i
 from __future__ import annotations
 
 import difflib
+import json
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -217,11 +219,19 @@ def check_config(config: dict, schema_path, cli_config: dict | None = None) -> d
     expected, the error says why (:data:`NESTED_TEXT_NOTE`)."""
     errors = config_errors(config, load_schema(schema_path), fill_defaults=True)
     if errors:
-        nested = any(isinstance(v, dict) for v in (cli_config or {}).values())
-        raise ConfigError(
-            errors, note=NESTED_TEXT_NOTE if nested and any(", given string " in e for e in errors) else ""
-        )
+        texts = [e.split(":", 1)[0] for e in errors if ", given string " in e]
+        raise ConfigError(errors, note=NESTED_TEXT_NOTE if any(_nested_in(k, cli_config or {}) for k in texts) else "")
     return config
+
+
+def _nested_in(dotted: str, cli_config: dict) -> bool:
+    """Whether the key path ``dotted`` ("a.b.c") is a value nested in ``--config a={...}``."""
+    node, parts = cli_config, dotted.split(".")
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return len(parts) > 1
 
 
 def check_resources(config: dict, rule_names) -> None:
@@ -281,8 +291,22 @@ def value_warnings(config: dict) -> list[str]:
 # ------------------------------------------------------------------------------------ config files
 def config_file_errors(path) -> list[str]:
     """Problems of one config file, naming it (Snakemake names no file, or reads on in silence): not
-    UTF-8, not YAML (line, column), not a mapping of keys, a key given twice in one mapping (YAML
-    keeps the last one)."""
+    UTF-8, neither JSON nor YAML (line, column), not a mapping of keys, a key given twice in one
+    mapping (both keep the last one). JSON is tried first, as Snakemake does (a tab-indented JSON
+    file is no YAML)."""
+    try:
+        text = read_text(path, "config file")
+    except ValueError as e:
+        return [str(e)]
+    twice: list[str] = []
+    try:
+        data = json.loads(text, object_pairs_hook=lambda pairs: _json_object(pairs, twice))
+    except json.JSONDecodeError:
+        pass
+    else:
+        if not isinstance(data, dict):
+            return [f"config file {path} holds a JSON {type(data).__name__}, not keys at the top level"]
+        return [f"config file {path}: {k} is given twice in one object; JSON would keep the last one" for k in twice]
     try:
         root = read_yaml_node(path, "config file")
     except ValueError as e:
@@ -293,6 +317,12 @@ def config_file_errors(path) -> list[str]:
     out: list[str] = []
     _duplicate_keys(root, [], path, out)
     return out
+
+
+def _json_object(pairs: list, twice: list[str]) -> dict:
+    keys = [k for k, _ in pairs]
+    twice.extend(repr(k) for i, k in enumerate(keys) if k in keys[:i])
+    return dict(pairs)
 
 
 def _duplicate_keys(node, where: list, path, out: list[str]) -> None:
@@ -314,14 +344,22 @@ def _duplicate_keys(node, where: list, path, out: list[str]) -> None:
             _duplicate_keys(item, [*where, i], path, out)
 
 
-def overlay_errors(configfiles, cwd=".") -> list[str]:
+def overlay_errors(configfiles, cwd=".", default: str | None = None, shown=None) -> list[str]:
     """An overlay (a config file with ``overlay: {over: BASE}``: a few settings changed over the config
     file BASE, a path relative to the overlay's own folder) must come after BASE among
-    ``configfiles`` (Snakemake's --configfile, in order; paths relative to ``cwd``): given alone it
-    would change config.yaml's demo, given before BASE, BASE's values would override it. One line
-    per misplaced overlay."""
+    ``configfiles`` (Snakemake's --configfile, in order; paths relative to ``cwd``) or be the
+    ``default`` file that Snakemake reads before all of them: given alone it would change
+    config.yaml's demo, given before BASE, BASE's values would override it. One line per misplaced
+    overlay; ``shown(path)`` writes a path for the message (default: relative to ``cwd`` where under it)."""
     cwd = Path(cwd).resolve()
+    if shown is None:
+
+        def shown(f) -> str:
+            full = (cwd / f).resolve()
+            return str(full.relative_to(cwd)) if full.is_relative_to(cwd) else str(full)
+
     files = [(cwd / f).resolve() for f in configfiles]
+    first = (cwd / default).resolve() if default and (cwd / default).is_file() else None
     errors = []
     for i, (given, f) in enumerate(zip(configfiles, files)):
         try:
@@ -333,20 +371,23 @@ def overlay_errors(configfiles, cwd=".") -> list[str]:
             continue
         if not (isinstance(spec, dict) and set(spec) == {"over"} and isinstance(spec["over"], str)):
             errors.append(
-                f"{given}: overlay must be {{over: CONFIG FILE}} (the config it changes), given {_short(spec)}"
+                f"{shown(given)}: overlay must be {{over: CONFIG FILE}} (the config it changes), given {_short(spec)}"
             )
             continue
-        base = (f.parent / spec["over"]).resolve()
-        at = [j for j, g in enumerate(files) if g == base]
-        if at and max(at) < i:
+        base = ((cwd / given).parent / spec["over"]).resolve()  # the folder the overlay was given in
+        if not base.is_file():
+            errors.append(
+                f"{shown(given)}: overlay.over {spec['over']!r} does not exist (relative to the overlay's folder "
+                f"{shown((cwd / given).parent)}): correct it"
+            )
             continue
-        shown = base.relative_to(cwd) if base.is_relative_to(cwd) else base
-        why = "comes after it (the last file given wins: its values replace the overlay's)"
-        if not at:
-            why = "is not given" if base.is_file() else "does not exist"
+        at = [j for j, g in enumerate(files) if g == base]
+        if (at and max(at) < i) or (base == first and not at):
+            continue
+        why = "comes after it (the last file given wins: its values replace the overlay's)" if at else "is not given"
         errors.append(
-            f"{given} is an overlay over {shown}, which {why}: give {shown} first "
-            f"(snakemake --configfile {shown} {given})"
+            f"{shown(given)} is an overlay over {shown(base)}, which {why}: give {shown(base)} first "
+            f"(snakemake --configfile {shown(base)} {shown(given)})"
         )
     return errors
 
@@ -355,16 +396,18 @@ def check_config_files(configfiles, default: str = "config.yaml", cwd=".") -> No
     """The workflow's config files before it uses them: ``default`` (read by the Snakefile's
     ``configfile:``, where present) and ``configfiles`` (``--configfile``, in order) each checked by
     :func:`config_file_errors`, then the overlays' order (:func:`overlay_errors`); raises
-    :class:`ConfigError` with every problem. Paths under ``cwd`` are shown relative to it."""
+    :class:`ConfigError` with every problem. Paths are shown as the user would type them: relative
+    to the folder the command was started in ($PWD: Snakemake's --directory changes the working
+    folder, not it) where under it, else absolute."""
     cwd = Path(cwd).resolve()
+    started = Path(os.environ.get("PWD") or cwd).resolve()
 
     def shown(f) -> str:
         full = (cwd / f).resolve()
-        return str(full.relative_to(cwd)) if full.is_relative_to(cwd) else str(f)
+        return str(full.relative_to(started)) if full.is_relative_to(started) else str(full)
 
-    given = [shown(f) for f in configfiles]
-    files = ([default] if (cwd / default).is_file() else []) + given
-    errors = [e.replace(str(cwd / f), f) for f in files for e in config_file_errors(cwd / f)]
-    errors = errors or overlay_errors(given, cwd)
+    files = ([default] if (cwd / default).is_file() else []) + [str(f) for f in configfiles]
+    errors = [e.replace(str(cwd / f), shown(f)) for f in files for e in config_file_errors(cwd / f)]
+    errors = errors or overlay_errors([str(f) for f in configfiles], cwd, default=default, shown=shown)
     if errors:
         raise ConfigError(errors)

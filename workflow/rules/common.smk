@@ -81,8 +81,6 @@ if DEMO:
 elif not DATA["manifest"]:
     raise WorkflowError("data.source is 'manifest' but data.manifest (the manifest TSV) is not set")
 DEMO_MANIFEST = f"{RESOURCES}/manifest.tsv"
-if DATA["fetch"]["mirror"] and not Path(DATA["fetch"]["mirror"]).is_dir():  # else every fetch would go online in silence
-    raise WorkflowError(f"data.fetch.mirror: {DATA['fetch']['mirror']} is not a folder (relative to {Path.cwd()})")
 try:  # a broken manifest stops here, every error listed
     ROWS = collect_rows(demo=DATA["demo"] if DEMO else None, demo_dir=RESOURCES,
                         manifest=None if DEMO else DATA["manifest"], overlays=DATA["add"])
@@ -446,24 +444,6 @@ def real_xray_options(wildcards):
                   ("--square", spec.get("square", "field")), ("--max-size", spec.get("max_size"))])
 
 
-def _jobs_run_here():
-    """Whether the jobs run on this machine: no executor but local, no profile (the execution settings
-    are not known while the Snakefile is parsed: the command line tells) and no $SNAKEMAKE_PROFILE."""
-    args = sys.argv[1:]
-    for i, arg in enumerate(args):
-        name, _, value = arg.partition("=")
-        if name in ("--executor", "-e", "--profile", "--workflow-profile"):
-            value = value or (args[i + 1] if i + 1 < len(args) else "")
-            if value not in ("local", "dryrun", "touch", "none"):
-                return False
-    return not os.environ.get("SNAKEMAKE_PROFILE")
-
-
-def _dry_run():
-    return any(a in ("-n", "--dry-run", "--dryrun") or (a.startswith("-") and not a.startswith("--") and "n" in a)
-               for a in sys.argv[1:])
-
-
 def _torch_cuda():
     try:
         import torch
@@ -472,33 +452,39 @@ def _torch_cuda():
     return torch.cuda.is_available()
 
 
-def check_gpu():
-    """A config that needs a GPU (render.backend: cuda, model.train.device: cuda) run on a machine
-    without one stops at parse time, before its first GPU job would fail (a dry run warns); not
-    checked where the jobs run elsewhere (a cluster)."""
-    if not workflow.is_main_process or not _jobs_run_here():
+def check_before_jobs():
+    """Before a run's first job (onstart: not for dry runs, --report, --unlock, --dag, ...), where the
+    jobs run on this machine (not on a cluster, where the jobs' machines differ; not --touch): stop
+    where fetch jobs would run with a data.fetch.mirror that is no folder (every fetch would go to the
+    network in silence), or jobs that need a GPU (render.backend: cuda, model.train.device: cuda;
+    resource gpu) on a machine without one, naming the settings. A run whose jobs need neither is
+    not stopped."""
+    if not workflow.is_main_process or not workflow.local_exec or workflow.touch:
         return
+    jobs = list(workflow.dag.needrun_jobs())
+    mirror = DATA["fetch"]["mirror"]
+    if mirror and not Path(mirror).is_dir() and any(job.rule.name == "fetch" for job in jobs):
+        raise WorkflowError(f"data.fetch.mirror: {mirror} is not a folder (relative to {Path.cwd()})")
+    rules = {job.rule.name for job in jobs if int(job.resources.get("gpu", 0) or 0) > 0}
     need = []
-    if RENDER["backend"] == "cuda":
+    if "render_species" in rules:
         from tomodata.render import cuda_available
 
         if not cuda_available():
             need.append("render.backend: cuda (CuPy and a CUDA device: pip install -e '.[gpu-cuda12]' or "
                         "'.[gpu-cuda13]', README)")
-    if GPU_TRAIN and MODEL.get("enabled", True) and not _torch_cuda():
-        need.append(f"model.train.device: {TRAIN['device']} (torch sees no CUDA device)")
-    if not need:
-        return
-    text = ("the config needs a GPU and its jobs run on this machine (no --executor or --profile given), which has "
-            "none:\n  " + "\n  ".join(need) + "\nset render.backend: auto and model.train.device: cpu, or run where "
-            "the jobs get a GPU (docs/workflow.md, \"Profiles\")")
-    if _dry_run():  # a plan is shown, nothing runs
-        logger.warning(text)
-        return
-    raise WorkflowError(text)
+    model_rules = sorted(rules - {"render_species"})
+    if model_rules and not _torch_cuda():
+        need.append(f"model.train.device: {TRAIN['device']} (torch sees no CUDA device; rules {', '.join(model_rules)})")
+    if need:
+        raise WorkflowError(
+            "jobs of this run need a GPU and run on this machine (local execution), which has none:\n  "
+            + "\n  ".join(need) + "\nset render.backend: auto and model.train.device: cpu, or run where the jobs "
+            "get a GPU (docs/workflow.md, \"Profiles\")")
 
 
-check_gpu()
+onstart:
+    check_before_jobs()
 
 
 def check_splits():
