@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 import zarr
@@ -246,3 +247,28 @@ def test_overlay_of_two_real_scans_renders_two_species_and_retrains_once(tmp_pat
         info = store.species_info(sid)
         assert info["crop"] == "largest" and info["specimen_reach"] > 0.5
     assert (tmp_path / "results/ext/previews/cthead_sheet.png").is_file()
+
+
+def test_demo_movies_made_afresh_with_an_overlay_present(tmp_path):
+    """The demo's movies made for the first time (or again) while data.add lists scans: the rule
+    promises the demo's movies only, not the overlay's (it failed with MissingOutputException)."""
+    np.save(tmp_path / "scan.npy", np.zeros((8, 8, 8), np.float32))
+    (tmp_path / "add.tsv").write_text(
+        "id\tspecies\tsource\tsource_kind\tspacing_mm\tsplit\tlicence\n"
+        "mine\tMus musculus\tscan.npy\tnpy\t1,1,1\ttrain\tCC0\n"
+    )
+    cfg = {
+        "run": "fresh",
+        "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}, "add": ["add.tsv"]},
+        "dataset": {"n_views": 4, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32},
+        "render": {"backend": "cpu", "batch": 64},
+        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
+        "model": {"enabled": False},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    smk(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "c.yaml"), "--until", "demo_movies")
+    assert sorted(p.name for p in (tmp_path / "resources/fresh/movies").iterdir())[:3] == [
+        "procedural_00.mp4",
+        "procedural_01.mp4",
+        "procedural_02.mp4",
+    ]

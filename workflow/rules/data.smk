@@ -29,7 +29,7 @@ if DEMO:
     rule demo_movies:
         output:
             manifest=f"{RESOURCES}/manifest.tsv",
-            movies=expand(f"{RESOURCES}/movies/{{id}}{DEMO_SUFFIX}", id=IDS),
+            movies=expand(f"{RESOURCES}/movies/{{id}}{DEMO_SUFFIX}", id=[sid for sid in IDS if is_demo(sid)]),
         params:
             demo=demo_params(),
             species=DATA["demo"]["species"],
