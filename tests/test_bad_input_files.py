@@ -310,3 +310,20 @@ def test_reading_warnings_are_shown_when_the_scan_is_refused(tmp_path):
     np.save(tmp_path / "const.npy", np.full((8, 8, 8), 0.5, np.float32))
     with pytest.warns(UserWarning, match="gives no voxel spacing"), pytest.raises(ValueError, match="constant"):
         cube_specimen(tmp_path / "const.npy", size=8, allow_default_spacing=True)
+
+
+def test_fetch_keep_going_prints_the_record_of_those_fetched(tmp_path, capsys):
+    """tomo fetch --keep-going with a failing row: the stdout record still lists the fetched ones."""
+    np.save(tmp_path / "a.npy", np.zeros((4, 4, 4), np.float32))
+    (tmp_path / "gone.npy").write_bytes(b"")  # present for the manifest's check, then removed
+    m = tmp_path / "m.tsv"
+    m.write_text(
+        "id\tspecies\tsource\tsource_kind\tspacing_mm\tsplit\tlicence\n"
+        "a\tA a\ta.npy\tnpy\t1,1,1\ttrain\tCC0\nb\tB b\tgone.npy\tnpy\t1,1,1\ttest\tCC0\n"
+    )
+    (tmp_path / "gone.npy").unlink()
+    capsys.readouterr()
+    assert main(["fetch", str(m), "-d", str(tmp_path / "f"), "--keep-going", "--retries", "0"]) == 1
+    out = capsys.readouterr()
+    assert out.out.startswith("a\tfetched\t") and len(out.out.splitlines()) == 1, out
+    assert "error: b: " in out.err and "1 fetched, 1 failed" in out.err

@@ -48,14 +48,21 @@ def cmd_fetch(a) -> int:
             record=a.record,
             in_place=a.in_place,
         )
-    except FetchManifestError as e:
+    except FetchManifestError as e:  # --keep-going: the record of those fetched, then the failures
+        status = _print_fetch_records(e.results)
         for sid, err in e.failures.items():
             print(f"error: {sid}: {err}", file=sys.stderr)
         print(f"{len(e.results)} fetched, {len(e.failures)} failed", file=sys.stderr)
-        return 1
+        return 1 if status == 0 else status
     except FetchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return _print_fetch_records(results)
+
+
+def _print_fetch_records(results) -> int:
+    """One line ``id how sha256 path`` per fetched specimen on stdout (the fetch record); 1 where a
+    path cannot be written in it, else 0."""
     bad = [r for r in results if any(c in str(r.path) for c in "\t\r\n")]
     if bad:  # the record is one tab-separated line per specimen (read by `tomo cube --fetched`)
         print(
