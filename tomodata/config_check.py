@@ -308,7 +308,7 @@ def config_file_errors(path) -> list[str]:
             return [f"config file {path} holds a JSON {type(data).__name__}, not keys at the top level"]
         return [f"config file {path}: {k} is given twice in one object; JSON would keep the last one" for k in twice]
     try:
-        root = read_yaml_node(path, "config file")
+        root = read_yaml_node(path, "config file", text)  # the text read once
     except ValueError as e:
         return [str(e)]
     if not isinstance(root, yaml.MappingNode):

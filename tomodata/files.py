@@ -157,10 +157,10 @@ def read_yaml(path, what: str):
         raise _yaml_error(e, what, path) from None
 
 
-def read_yaml_node(path, what: str) -> yaml.Node | None:
-    """The YAML document in ``path`` as a node tree (keys with their lines, duplicates kept; None for
-    an empty file); errors as :func:`read_yaml`."""
-    text = read_text(path, what)
+def read_yaml_node(path, what: str, text: str | None = None) -> yaml.Node | None:
+    """The YAML document in ``path`` (or its ``text``, already read) as a node tree (keys with their
+    lines, duplicates kept; None for an empty file); errors as :func:`read_yaml`."""
+    text = read_text(path, what) if text is None else text
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
