@@ -88,6 +88,24 @@ def test_one_species_shards_deleted_rerenders_only_it(built, tmp_path):
     assert _checksums(store) == before
 
 
+def test_lost_fetched_scan_loses_its_record_and_is_fetched_when_asked(built, tmp_path):
+    """The fetched scan is a cache: with the cube up to date nothing re-fetches it (Snakemake does not
+    re-make a missing input of an up-to-date job); the warning says how to fetch it now."""
+    base, ids = built
+    shutil.copytree(base, tmp_path / "c", symlinks=True)
+    work = tmp_path / "c" / "w"
+    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))  # the copy moved the sources: re-fetch
+    record = f"resources/st/fetched/{ids[0]}.tsv"
+    fetched = work / (work / record).read_text().split("\t")[3].strip()
+    fetched.unlink()
+    text = smk(work, "-n", "--configfile", str(work / "config.yaml")).stdout
+    assert "is gone; removing the record" in text and f"to fetch it now: snakemake {record}" in text, text[-2000:]
+    assert not (work / record).exists()
+    assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == []
+    smk(work, record, "--cores", "2", "--configfile", str(work / "config.yaml"))
+    assert fetched.exists() and planned_jobs(work, "--configfile", str(work / "config.yaml")) == []
+
+
 def test_stale_markers_unit(tmp_path):
     store = tmp_path / "d.zarr"
     done = tmp_path / "a.done.json"

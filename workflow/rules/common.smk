@@ -513,11 +513,16 @@ def forget_stale_markers():
     stale = stale_markers(STORE, created=f"{RESULTS}/dataset.created.json", final=f"{RESULTS}/dataset.final.json",
                           done={sid: f"{RESULTS}/species/{sid}.done.json" for sid in IDS},
                           settings=f"{RESULTS}/dataset.settings.json")
-    stale += stale_fetch_records(f"{FETCHED}/{sid}.tsv" for sid in IDS)
     for path, why in stale:
         # also under --dry-run: the marker vouches for state that is gone, and only its removal lets the
         # dry run list the jobs that redo it (docs/workflow.md, "The store's state is the truth")
         logger.warning(f"{path}: {why}; removing the marker so that it is redone (also under --dry-run)")
+        Path(path).unlink(missing_ok=True)
+    for path, why in stale_fetch_records(f"{FETCHED}/{sid}.tsv" for sid in IDS):
+        # a fetched scan is a cache: Snakemake fetches it again only for a job that reads it (a cube
+        # whose settings changed), not while the cube made from it is up to date
+        logger.warning(f"{path}: {why}; removing the record (also under --dry-run). The specimen is fetched "
+                       f"again when a job reads it; to fetch it now: snakemake {path}")
         Path(path).unlink(missing_ok=True)
 
 
