@@ -11,6 +11,7 @@ invesalius-cranium, ge-head-tilted, cthead-8bit) are used where present, else sk
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -258,6 +259,7 @@ def test_real_mice_align_to_a_reference_strain():
         assert out.dtype == np.uint8
         assert rec["ncc_after"] > rec["ncc_before"] and rec["ncc_after"] > NCC_FLOOR, strain
         assert rec["candidate"] == 0, f"{strain}: the no-reference heuristic chose another pose"
+        assert "weak_match" not in rec, strain
 
 
 def test_recorded_alignment_replays_bit_for_bit(skulls):
@@ -351,6 +353,21 @@ def test_worse_registration_is_rejected(skulls, monkeypatch):
     monkeypatch.setattr(AR, "_register", real)
     _, rec2 = A.align_to_canonical(scan, SP, reference=ref)
     assert rec2["pose_source"] == "registration" and "registration_rejected" not in rec2
+
+
+def test_weak_match_with_the_reference_warns(skulls, monkeypatch):
+    """A kept pose whose NCC with the reference is below WEAK_MATCH_NCC warns and says so in the record
+    (the measured cases are in its comment); a good match does not."""
+    ref = A.prepare_reference(skulls[9], SP)
+    scan = _rotate(skulls[2], Rotation.random(random_state=3).as_matrix())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a good match: no warning
+        _, rec = A.align_to_canonical(scan, SP, reference=ref, refine=False)
+    assert "weak_match" not in rec and rec["ncc_after"] >= AR.WEAK_MATCH_NCC
+    monkeypatch.setattr(AR, "WEAK_MATCH_NCC", rec["ncc_after"] + 0.01)
+    with pytest.warns(UserWarning, match="matches the reference weakly"):
+        _, weak = A.align_to_canonical(scan, SP, reference=ref, refine=False)
+    assert weak["weak_match"] is True and weak["ncc_after"] == rec["ncc_after"]
 
 
 def test_cli_align_takes_the_window_and_the_reference(tmp_path, skulls, capsys):

@@ -76,6 +76,7 @@ SUMMARY_KEYS = (
     "candidate",
     "ncc_before",
     "ncc_after",
+    "weak_match",
     "rms_before",
     "rms_after",
     "convention",
