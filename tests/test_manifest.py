@@ -197,6 +197,28 @@ def test_all_errors_are_reported_together(tmp_path):
     assert "row 1 (line 2), column 'split'" in msg and "row 2 (line 3), column 'sha256'" in msg
 
 
+def test_header_cells_and_rows_are_reported_in_one_error(tmp_path):
+    """A header typo, a row with too many cells and bad cells in other rows: one error lists them all,
+    the header first, then the rows in file order; a missing required column is named once."""
+    cols = [c for c in COLUMNS if c not in ("licence", "notes")] + ["nots", "split"]
+    p = tmp_path / "m.tsv"
+    rows = [good_row(source_kind="film"), second_row(), good_row(id="C", sha256="zz")]
+    lines = ["\t".join(cols)] + ["\t".join(r[c] if c in r else "val" for c in cols) for r in rows]
+    lines[2] += "\textra"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError) as ei:
+        load_manifest(p)
+    errs = ei.value.errors
+    assert errs[0].startswith("header:") and not errs[-1].startswith("header:")
+    assert sum("'licence'" in e for e in errs) == 1 and any("unknown column 'nots'" in e for e in errs)
+    assert any("column 'split' appears more than once" in e for e in errs)
+    assert [e.split(":")[0] for e in errs if e.startswith("row")] == [
+        "row 1 (line 2), column 'source_kind'",
+        "row 2 (line 3)",
+        "row 3 (line 4), column 'sha256'",
+    ]
+
+
 def test_too_many_cells(tmp_path):
     p = tmp_path / "m.tsv"
     r = good_row()

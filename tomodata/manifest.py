@@ -166,13 +166,14 @@ def _check_header(header: list[str]) -> list[str]:
     return errors
 
 
-def _schema_errors(validator, cells: dict, row: int, line: int | None) -> list[str]:
-    """jsonschema errors of one row, each naming its row and column."""
+def _schema_errors(validator, cells: dict, row: int, line: int | None, absent: frozenset = frozenset()) -> list[str]:
+    """jsonschema errors of one row, each naming its row and column (``absent``: required columns the
+    header lacks, reported once for the header, not for every row)."""
     props = manifest_schema()["properties"]
     out = []
     for err in sorted(validator.iter_errors(cells), key=lambda e: (list(e.path), e.message)):
         if err.validator == "required":
-            for col in [c for c in err.validator_value if c not in cells]:
+            for col in [c for c in err.validator_value if c not in cells and c not in absent]:
                 if col == "spacing_mm":
                     msg = (
                         f"is empty but required when source_kind is {cells.get('source_kind')!r} "
@@ -232,22 +233,23 @@ def validate_manifest(
     The copy has exactly :data:`COLUMNS` (missing optional columns become empty strings), all cells
     stripped strings, ``slice_axis`` defaulted to ``"z"``, ``sha256`` in lower case, and
     ``attrs["base_dir"]`` (folder that relative local paths in ``source`` are resolved against).
-    Raises :class:`ManifestError` (a ValueError) listing every problem with its row and column.
+    Raises :class:`ManifestError` (a ValueError) listing every problem with its row and column: those
+    of the header and of every row at once (rows are checked on the header's known, unique columns).
     """
     header = [str(c).strip() for c in table.columns]
     errors = _check_header(header)
-    if errors:
-        raise ManifestError(origin, errors)
+    usable = [i for i, c in enumerate(header) if c in COLUMNS and header.count(c) == 1]
+    absent = frozenset(c for c in REQUIRED_COLUMNS if header.count(c) != 1)  # reported for the header
     df = table.copy()
-    df.columns = header
+    df.columns = list(range(len(header)))  # positional: a header may name a column twice
     df = df.fillna("").astype(str).apply(lambda col: col.str.strip())
     validator = jsonschema.Draft202012Validator(manifest_schema())
     seen: dict[str, int] = {}
-    for k, rec in enumerate(df.to_dict(orient="records")):
+    for k, values in enumerate(df.itertuples(index=False, name=None)):
         row = k + 1
         line = lines[k] if lines is not None else None
-        cells = {c: v for c, v in rec.items() if v != ""}
-        found = _schema_errors(validator, cells, row, line)
+        cells = {header[i]: values[i] for i in usable if values[i] != ""}
+        found = _schema_errors(validator, cells, row, line, absent)
         flagged = {c for c in COLUMNS if f"column {c!r}" in " ".join(found)}
         errors += found
         errors += _semantic_errors({c: v for c, v in cells.items() if c not in flagged}, row, line)
@@ -265,6 +267,7 @@ def validate_manifest(
         errors.append("the manifest has a header but no rows")
     if errors:
         raise ManifestError(origin, errors)
+    df.columns = header
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = ""
@@ -276,8 +279,9 @@ def validate_manifest(
     return df
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows (split on tabs, padded to the header) and their 1-based file line numbers."""
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int], list[str]]:
+    """Header, data rows (split on tabs, padded or cut to the header), their 1-based file line numbers
+    and the rows' cell-count errors (the other checks still run on those rows)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:  # a binary file given as a manifest: name it (the codec's text does not)
@@ -308,10 +312,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
         rows.append(fields + [""] * (len(header) - len(fields)))
         lines.append(lineno)
     if header is None:
-        errors.append("the file has no header line")
-    if errors:
-        raise ManifestError(str(path), errors)
-    return header, rows, lines  # type: ignore[return-value]
+        raise ManifestError(str(path), ["the file has no header line"])
+    return header, rows, lines, errors
 
 
 def load_manifest(path) -> pd.DataFrame:
@@ -322,11 +324,28 @@ def load_manifest(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist")
-    header, rows, lines = _read_rows(path)
+    header, rows, lines, read_errors = _read_rows(path)
     table = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)
-    df = validate_manifest(table, origin=str(path), lines=lines, base_dir=path.resolve().parent)
+    try:
+        df = validate_manifest(table, origin=str(path), lines=lines, base_dir=path.resolve().parent)
+    except ManifestError as e:
+        raise ManifestError(str(path), _in_file_order(e.errors + read_errors)) from None
+    if read_errors:
+        raise ManifestError(str(path), read_errors)
     df.attrs["path"] = str(path)
     return df
+
+
+def _in_file_order(errors: list[str]) -> list[str]:
+    """The header's problems first, then the rows' by row number (stable), then the rest."""
+
+    def key(msg: str) -> tuple[int, int]:
+        if msg.startswith("header:"):
+            return (0, 0)
+        m = re.match(r"row (\d+)\b", msg)
+        return (1, int(m.group(1))) if m else (2, 0)
+
+    return sorted(errors, key=key)
 
 
 def record_checksums(path, checksums: Mapping[str, str]) -> int:
