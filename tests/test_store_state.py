@@ -88,6 +88,21 @@ def test_one_species_shards_deleted_rerenders_only_it(built, tmp_path):
     assert _checksums(store) == before
 
 
+def test_removed_done_marker_renders_that_species_again(built, tmp_path):
+    """Deleting a species' done marker by hand re-renders that species (the final marker is stale)."""
+    base, ids = built
+    shutil.copytree(base, tmp_path / "c", symlinks=True)
+    work = tmp_path / "c" / "w"
+    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))  # the copy moved the sources: re-fetch
+    (work / f"results/st/species/{ids[1]}.done.json").unlink()
+    text = smk(work, "-n", "--configfile", str(work / "config.yaml")).stdout
+    assert f"the done marker of species {ids[1]} is gone" in text, text[-2000:]
+    assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [
+        ("render_species", ids[1]),
+        ("store_finalize", None),
+    ]
+
+
 def test_lost_fetched_scan_loses_its_record_and_is_fetched_when_asked(built, tmp_path):
     """The fetched scan is a cache: with the cube up to date nothing re-fetches it (Snakemake does not
     re-make a missing input of an up-to-date job); the warning says how to fetch it now."""

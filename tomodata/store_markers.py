@@ -222,7 +222,8 @@ def stale_markers(store, *, created, final, done: dict, settings=None) -> list[t
     store, lacks its ``species`` group, or has other settings than ``settings`` (without it: than
     ``created`` recorded). ``created`` (and ``final``) is stale if the store's species table is not
     the one ``created`` recorded. A species that is missing, unfinished, of other checksums, or
-    lacks an expected array or chunk file makes its own marker and ``final`` stale.
+    lacks an expected array or chunk file makes its own marker and ``final`` stale; so does a done
+    marker that is gone while its species is in the store (removed by hand: render it again).
     """
     store, created, final = Path(store), Path(created), Path(final)
     existing = [Path(p) for p in [created, final, *done.values()] if Path(p).exists()]
@@ -248,4 +249,15 @@ def stale_markers(store, *, created, final, done: dict, settings=None) -> list[t
                 out.append((str(marker), problem))
     if out and final.exists():
         out.append((str(final), "a marker it depends on is stale"))
+    elif final.exists() and (gone := _markers_removed(store, done)):
+        # a done marker removed by hand (a species in the store): re-render it, as the user asked
+        out.append(
+            (str(final), f"the done marker of species {gone[0]} is gone ({done[gone[0]]}), so it is rendered again")
+        )
     return out
+
+
+def _markers_removed(store: Path, done: dict) -> list[str]:
+    """Species whose group is in the store but whose done marker is not there (a new species has no
+    group yet: the workflow renders it anyway)."""
+    return [n for n, m in done.items() if not Path(m).exists() and (store / "species" / n / "zarr.json").is_file()]
