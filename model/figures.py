@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -570,7 +571,8 @@ def write_all_figures(
     missing); ``fig9_fusion.png`` when ``summary.csv`` has ``ours_nofusion`` rows (or
     ``fusion_example`` is given); ``fig8b_view_classes.png`` when ``view_classes.csv`` exists;
     ``fig8a_slice_counts.png`` when ``slice_counts.csv`` exists; ``fig17_qualitative.png`` and
-    ``fig7_slice_views.png`` when ``qualitative_rows`` (see :func:`fig_qualitative`) are given.
+    ``fig7_slice_views.png`` when ``qualitative_rows`` (see :func:`fig_qualitative`) are given. Each
+    figure left out is named in a warning, with what it needs.
     """
     d = _eval_dir(eval_dir)
     out = Path(out_dir)
@@ -579,11 +581,23 @@ def write_all_figures(
     summary = _read_csv(d / "summary.csv", ("method",), "summary")
     if fusion_example is not None or (summary["method"] == "ours_nofusion").any():
         paths.append(fig_fusion(d, out / f"{FIG_FUSION}.png", example=fusion_example, backend=backend))
-    if (d / "view_classes.csv").is_file():
-        paths.append(fig_view_classes(d, out / f"{FIG_VIEW_CLASSES}.png"))
-    if (d / "slice_counts.csv").is_file():
-        paths.append(fig_slice_counts(d, out / f"{FIG_SLICE_COUNTS}.png"))
+    left_out = []
+    for name, table, draw in (
+        (FIG_VIEW_CLASSES, "view_classes.csv", fig_view_classes),
+        (FIG_SLICE_COUNTS, "slice_counts.csv", fig_slice_counts),
+    ):
+        if (d / table).is_file():
+            paths.append(draw(d, out / f"{name}.png"))
+        else:
+            left_out.append(f"{name}.png (the eval folder has no {table}: evaluate again)")
     if qualitative_rows:
         paths.append(fig_qualitative(qualitative_rows, out / f"{FIG_QUALITATIVE}.png", backend=backend))
         paths.append(fig_slice_views(qualitative_rows, out / f"{FIG_SLICE_VIEWS}.png", backend=backend))
+    else:
+        left_out.append(
+            f"{FIG_QUALITATIVE}.png and {FIG_SLICE_VIEWS}.png (they need examples: tomo figures --store and "
+            "--checkpoint, or --examples-file)"
+        )
+    if left_out:
+        warnings.warn("figures left out: " + "; ".join(left_out), stacklevel=2)
     return paths

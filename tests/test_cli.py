@@ -32,6 +32,27 @@ def test_entry_point_help():
         assert name in out
 
 
+def test_warnings_show_as_one_line_each():
+    """A command's own warnings read ``warning: ...`` (one line, no file:line and source line); other
+    kinds keep their category and origin."""
+    code = (
+        "import argparse, sys, warnings\n"
+        "from tomodata.cli import run\n"
+        "p = argparse.ArgumentParser(); sub = p.add_subparsers(dest='command')\n"
+        "def f(a):\n"
+        "    warnings.warn('the scan is odd', stacklevel=2)\n"
+        "    warnings.warn('old call', FutureWarning, stacklevel=2)\n"
+        "    return 0\n"
+        "sub.add_parser('x').set_defaults(func=f)\n"
+        "sys.exit(run(p, ['x']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "warning: the scan is odd"
+    assert lines[1].startswith("warning (FutureWarning, ") and lines[1].endswith(": old call") and len(lines) == 2
+
+
 @pytest.mark.parametrize("name", SUBCOMMANDS)
 def test_every_subcommand_has_help(name, capsys):
     with pytest.raises(SystemExit) as e:

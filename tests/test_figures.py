@@ -261,10 +261,15 @@ def test_write_all_figures_skips_what_is_absent(eval_dir, tmp_path, monkeypatch)
     for f in ("metrics.csv", "summary.csv"):
         df = pd.read_csv(eval_dir / f)
         df[df.method != "ours_nofusion"].to_csv(d2 / f, index=False)
-    assert [p.name for p in F.write_all_figures(d2, tmp_path / "figs2")] == ["fig6_methods.png"]
+    with pytest.warns(UserWarning, match="figures left out") as rec:
+        assert [p.name for p in F.write_all_figures(d2, tmp_path / "figs2")] == ["fig6_methods.png"]
+    text = str(rec[0].message)
+    assert "fig8b_view_classes.png (the eval folder has no view_classes.csv" in text
+    assert "fig8a_slice_counts.png" in text and "fig17_qualitative.png and fig7_slice_views.png" in text
     assert calls == ["fig_methods"]
     calls.clear()
-    F.write_all_figures(eval_dir, tmp_path / "figs3")
+    with pytest.warns(UserWarning, match="figures left out: fig17_qualitative.png and fig7_slice_views.png"):
+        F.write_all_figures(eval_dir, tmp_path / "figs3")
     assert calls == ["fig_methods", "fig_fusion", "fig_view_classes", "fig_slice_counts"]
 
 

@@ -31,8 +31,10 @@ the package's modules (e.g. :mod:`tomodata.previews`, :mod:`tomodata.render_jobs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import sys
+import warnings
 
 from ..progress import heartbeat
 from .parsers import non_negative_int, positive_float, positive_int, register
@@ -48,13 +50,33 @@ _OS_ERRORS = {
 }
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """``warning: MESSAGE`` for the project's own warnings (UserWarning); other kinds (a library's
+    deprecation) keep their category and origin."""
+    if category is UserWarning:
+        return f"warning: {message}\n"
+    return f"warning ({category.__name__}, {filename}:{lineno}): {message}\n"
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Warnings shown as one ``warning: ...`` line each while a command runs (not Python's
+    ``file:line: UserWarning: ...`` and the source line that raised it)."""
+    before = warnings.formatwarning
+    warnings.formatwarning = _warning_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = before
+
+
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command: a heartbeat line every 30 s while it runs; exit status 2 with
     ``error: ...`` for bad input (a folder where a file goes included), 3 for a full or unwritable disk
     (no traceback)."""
     args = parser.parse_args(argv)
     try:
-        with heartbeat(f"tomo {args.command}"):  # a log line every 30 s while a long call runs
+        with heartbeat(f"tomo {args.command}"), _warnings_as_lines():  # a log line every 30 s
             return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
