@@ -133,6 +133,8 @@ def examples_for(examples_file, store, checkpoint, eval_dir, *, n: int, device="
 def _chosen(eval_dir, n: int) -> tuple[list[dict], list[dict]]:
     """The rows of ``eval_dir/matches.csv`` and the first ``n`` examples among them: the first sample
     of each species, then further ones in the file's order."""
+    if not Path(eval_dir).is_dir():
+        raise ValueError(f"eval folder {eval_dir} does not exist (tomo evaluate writes it)")
     with open(Path(eval_dir) / "matches.csv", newline="") as fh:
         matches = list(csv.DictReader(fh))
     if not matches:

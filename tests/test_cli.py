@@ -53,6 +53,15 @@ def test_warnings_show_as_one_line_each():
     assert lines[1].startswith("warning (FutureWarning, ") and lines[1].endswith(": old call") and len(lines) == 2
 
 
+def test_a_missing_file_is_named_without_errno(tmp_path, capsys):
+    args = ["examples", str(tmp_path), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "x.npz")]
+    assert main([*args, "--eval", str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err == f"error: eval folder {tmp_path / 'e'} does not exist (tomo evaluate writes it)\n"
+    (tmp_path / "e").mkdir()
+    assert main([*args, "--eval", str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'e' / 'matches.csv'} does not exist\n"
+
+
 @pytest.mark.parametrize("name", SUBCOMMANDS)
 def test_every_subcommand_has_help(name, capsys):
     with pytest.raises(SystemExit) as e:

@@ -78,7 +78,10 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     try:
         with heartbeat(f"tomo {args.command}"), _warnings_as_lines():  # a log line every 30 s
             return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+    except FileNotFoundError as e:  # the OS's "[Errno 2] No such file or directory: 'P'" names P plainly
+        print(f"error: {e.filename} does not exist" if e.filename else f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileExistsError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except MemoryError as e:  # numpy's allocation failure names the size it asked for
