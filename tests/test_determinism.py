@@ -387,9 +387,15 @@ def _checksum(p):
     v[1, 2, 3] = 0.25 if float(v[1, 2, 3]) != 0.25 else 0.5  # in range: only the checksum sees it
 
 
+def _truncated(p):
+    shard = sorted(f for f in (p / "species" / "b" / "images" / "c").rglob("*") if f.is_file())[0]
+    shard.write_bytes(shard.read_bytes()[:10])  # shorter than its shard index: --quick sees the size
+
+
 @pytest.mark.parametrize(
     "corrupt, words, quick_catches",
     [
+        (_truncated, ["images"], True),
         (_wrong_shape, ["images", "shape (6, 8, 9)", "expected (6, 8, 8)"], True),
         (_wrong_dtype, ["volume", "float64", "expected (8, 8, 8) float32"], True),
         (_missing, ["species/b", "missing"], True),

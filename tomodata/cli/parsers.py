@@ -505,7 +505,9 @@ def _add_validate(sub) -> None:
         ),
     )
     q.add_argument("store", help="path of the .zarr dataset group")
-    q.add_argument("--quick", action="store_true", help="skip reading the arrays (no checksums)")
+    q.add_argument(
+        "--quick", action="store_true", help="read no array data (no checksums): metadata and chunk file sizes only"
+    )
     q.add_argument(
         "--forget-markers",
         metavar="RESULTS",

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import __version__
 from ..progress import progress as progress_bar
+from ..store_markers import species_file_problem
 from ..store_settings import IMAGE_ENCODINGS, StoreSettings, number_problems
 from ..views import VIEW_SCHEME, SampleIndex, check_rotations, hemisphere_views, mirror
 from .layout import (
@@ -166,6 +167,8 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
         return [f"subgroup species/{name} is missing or unreadable ({type(e).__name__}: {e})"], None
     marker = _check_marker(attrs, sattrs, errs)
     arrays = _checked_arrays(path, name, attrs, errs)
+    if not check_data and not errs and (problem := species_file_problem(path, name, attrs)):
+        errs.append(problem)  # quick: a chunk file missing or shorter than its shard index (sizes only)
     if marker is None or not check_data or len(arrays) != len(ARRAY_NAMES):
         return errs, None
     got = _check_data(path, attrs, entry, arrays, errs)
