@@ -769,8 +769,13 @@ def test_volumes_as_nifti_and_nrrd_in_ras_with_spacing(tmp_path):
                 np.testing.assert_array_equal(data, vol)
                 assert header["space"] == "right-anterior-superior"
                 np.testing.assert_allclose(header["space directions"], [[0, 1, 0], [0, 0, -1], [-1, 0, 0]])
-    with pytest.raises(ValueError, match="recipe-only export leaves out"):
+    with pytest.raises(ValueError, match="which --recipe-only leaves out: give one of them"):
         export.export_dataset(src, tmp_path / "r", recipe_only=True, volumes="nifti")
+
+
+def test_volumes_of_a_store_whose_terms_make_it_recipe_only(utct_store, tmp_path):
+    with pytest.raises(ValueError, match=r"recipe-only export leaves out \(their terms .*--with-data"):
+        export.export_dataset(utct_store, tmp_path / "r", volumes="nifti")
 
 
 def test_canonical_volume_file_carries_the_recorded_millimetres(tmp_path):

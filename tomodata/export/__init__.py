@@ -157,8 +157,9 @@ def export_dataset(
     table = attrs["species"]
     names = [e["name"] for e in table]
     classes = {e["name"]: classify_licence(e) for e in table}
+    asked = recipe_only
     recipe_only, notes = _licence_notes(classes, recipe_only)  # called here: its warnings name our caller
-    _check_volumes(volumes, recipe_only)
+    _check_volumes(volumes, recipe_only, asked=asked)
     manifest_bytes = _manifest_bytes(manifest, names)
     config_file = _config_file(config, attrs)
     when = _now()

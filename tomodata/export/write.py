@@ -86,10 +86,14 @@ def _read_store(src: Path) -> tuple[dict[str, Any], dict[str, dict]]:
     return attrs, markers
 
 
-def _check_volumes(volumes: str | None, recipe_only: bool) -> None:
-    """``volumes`` must name a format of :data:`tomodata.volume_files.VOLUME_FORMATS`, in a data export."""
+def _check_volumes(volumes: str | None, recipe_only: bool, *, asked: bool | None = None) -> None:
+    """``volumes`` must name a format of :data:`tomodata.volume_files.VOLUME_FORMATS`, in a data export
+    (``asked``: the caller's ``recipe_only``, True where recipe-only was asked for, None where the
+    species' terms chose it)."""
     if volumes is not None and volumes not in VOLUME_FORMATS:
         raise ValueError(f"volumes must be one of {sorted(VOLUME_FORMATS)}, got {volumes!r}")
+    if volumes is not None and recipe_only and asked:
+        raise ValueError("--volumes writes the species' volumes, which --recipe-only leaves out: give one of them")
     if volumes is not None and recipe_only:
         raise ValueError(
             "--volumes writes the species' volumes, which a recipe-only export leaves out "
