@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -82,6 +83,32 @@ def test_manifest_from_folder_small(tmp_path):
     assert not list(out.parent.glob("*.partial"))
 
 
+@pytest.mark.parametrize("extra", [{}, {"notes": "it's a note", "checksums": False, "pattern": "*_.nii.gz"}])
+def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, extra):
+    """The first comment line holds the whole command (every option): run in the manifest's folder
+    it writes the same file byte for byte."""
+    folder = tmp_path / "scan s"
+    folder.mkdir()
+    for k in range(5):
+        (folder / f"m{k}_.nii.gz").write_bytes(b"x" * (k + 1))
+    out = manifest_from_folder(
+        folder,
+        tmp_path / "m" / "a.tsv",
+        licence="CC BY 4.0",
+        val=1,
+        test=1,
+        seed=2,
+        species="Mus musculus {id}",
+        **extra,
+    )
+    first = out.read_bytes()
+    command = re.search(r"`(tomo manifest-folder .*)`", first.decode().splitlines()[0]).group(1)
+    out.unlink()
+    monkeypatch.chdir(out.parent)
+    assert main(shlex.split(command)[1:]) == 0
+    assert out.read_bytes() == first
+
+
 def test_manifest_from_folder_bad_input(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         manifest_from_folder(tmp_path / "absent", tmp_path / "m.tsv", licence="x", val=1, test=1)
@@ -108,7 +135,8 @@ def test_committed_mice_manifest_is_the_generated_one():
             seed=int(opts["seed"]),
             notes=opts["notes"],
         )
-        assert out.read_bytes() == (ROOT / "manifests/mice.tsv").read_bytes()
+        written = out.read_bytes().replace(f"-o {out.name} ".encode(), b"-o mice.tsv ", 1)  # the comment's command
+        assert written == (ROOT / "manifests/mice.tsv").read_bytes()
     finally:
         out.unlink(missing_ok=True)
     table = load_manifest(ROOT / "manifests/mice.tsv")
