@@ -167,9 +167,13 @@ def _open_checked(cfg: EvalConfig) -> tuple[DatasetStore, TomographyNet, dict, d
     train = splits["train"]
     if not held:
         have = ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
-        raise ValueError(
-            f"the store {store} has no {split!r} species to evaluate ({have} species); pick another split (--split)"
+        hint = (
+            "build the store with test species (e.g. tomo build-demo --test N; a manifest's split column); "
+            "--split val evaluates the model-choice species, which is no test result"
+            if split == "test"
+            else "pick another split (--split)"
         )
+        raise ValueError(f"the store {store} has no {split!r} species to evaluate ({have} species): {hint}")
     if not train:
         raise ValueError(f"the store {store} has no 'train' species (the NN, Oracle and mean database)")
     ds.require_complete(held + train)

@@ -722,7 +722,7 @@ def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
         evaluate_run(EvalConfig(store, checkpoint, tmp_path / "x", split="train"))
     # a store without test species: a clear error, nothing written
     other = build_split_store(tmp_path / "nt.zarr", ("train", "val"), views=2, size=16)
-    with pytest.raises(ValueError, match="no 'test' species"):
+    with pytest.raises(ValueError, match=r"no 'test' species.*build-demo --test N.*which is no test result"):
         evaluate_run(EvalConfig(other, checkpoint, tmp_path / "x"))
     # an evaluated species the checkpoint was trained on is refused
     state = load_checkpoint(checkpoint)
