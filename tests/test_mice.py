@@ -226,6 +226,7 @@ def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
     out = proc.stdout + proc.stderr
     assert "51 of 51 specimens cannot be read" in out and "mouse-ct-atlas does not exist" in out
     assert len([ln for ln in out.splitlines() if "does not exist" in ln]) == 1  # one line for the folder
+    assert "--keep-going" not in out  # nothing else to build
     assert not (work / "results").exists() and not (work / "resources").exists()
 
 

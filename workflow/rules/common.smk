@@ -118,7 +118,8 @@ def check_sources():
            for arg in sys.argv[1:]):
         logger.warning(f"{text}\n(--keep-going: their jobs fail, every other specimen runs)")
         return
-    raise WorkflowError(f"{text}\nor run with --keep-going to build every other specimen")
+    others = len(IDS) - bad
+    raise WorkflowError(text if not others else f"{text}\nor run with --keep-going to build the other {others}")
 
 
 def _source_bad(sid):
