@@ -344,6 +344,17 @@ def _duplicate_keys(node, where: list, path, out: list[str]) -> None:
             _duplicate_keys(item, [*where, i], path, out)
 
 
+def _path_writer(cwd: Path, base: Path):
+    """How a message writes a path given relative to ``cwd``: relative to ``base`` where under it,
+    else absolute."""
+
+    def shown(f) -> str:
+        full = (cwd / f).resolve()
+        return str(full.relative_to(base)) if full.is_relative_to(base) else str(full)
+
+    return shown
+
+
 def overlay_errors(configfiles, cwd=".", default: str | None = None, shown=None) -> list[str]:
     """An overlay (a config file with ``overlay: {over: BASE}``: a few settings changed over the config
     file BASE, a path relative to the overlay's own folder) must come after BASE among
@@ -352,11 +363,7 @@ def overlay_errors(configfiles, cwd=".", default: str | None = None, shown=None)
     config.yaml's demo, given before BASE, BASE's values would override it. One line per misplaced
     overlay; ``shown(path)`` writes a path for the message (default: relative to ``cwd`` where under it)."""
     cwd = Path(cwd).resolve()
-    if shown is None:
-
-        def shown(f) -> str:
-            full = (cwd / f).resolve()
-            return str(full.relative_to(cwd)) if full.is_relative_to(cwd) else str(full)
+    shown = shown or _path_writer(cwd, cwd)
 
     files = [(cwd / f).resolve() for f in configfiles]
     first = (cwd / default).resolve() if default and (cwd / default).is_file() else None
@@ -400,11 +407,7 @@ def check_config_files(configfiles, default: str = "config.yaml", cwd=".") -> No
     to the folder the command was started in ($PWD: Snakemake's --directory changes the working
     folder, not it) where under it, else absolute."""
     cwd = Path(cwd).resolve()
-    started = Path(os.environ.get("PWD") or cwd).resolve()
-
-    def shown(f) -> str:
-        full = (cwd / f).resolve()
-        return str(full.relative_to(started)) if full.is_relative_to(started) else str(full)
+    shown = _path_writer(cwd, Path(os.environ.get("PWD") or cwd).resolve())
 
     files = ([default] if (cwd / default).is_file() else []) + [str(f) for f in configfiles]
     errors = [e.replace(str(cwd / f), shown(f)) for f in files for e in config_file_errors(cwd / f)]
