@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -276,6 +277,20 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
     problems = export.verify_rebuild(other, out)
     assert problems and all("images" in p for p in problems), problems  # only the images depend on steps
     assert export.verify_rebuild(other, out, images="skip") == []
+
+
+def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path):
+    """The card's one `tomo build-demo` line makes the same store again, splits included."""
+    src = tmp_path / "src"
+    assert main(["build-demo", "-o", str(src), *demo_args(species=3, val=1, test=1, views=2, size=16)]) == 0
+    out = tmp_path / "recipe"
+    export.export_dataset(src, out, recipe_only=True)
+    line = next(ln for ln in (out / "README.md").read_text().splitlines() if ln.startswith("tomo build-demo"))
+    words = shlex.split(line)
+    assert "--val" in words and "--test" in words, line
+    words[words.index("-o") + 1] = str(tmp_path / "rebuilt")
+    assert main(words[1:]) == 0
+    assert export.verify_rebuild(tmp_path / "rebuilt", out) == []
 
 
 # ------------------------------------------------------------------------------------------ licences

@@ -258,10 +258,12 @@ def _rebuild(attrs: dict) -> list[str]:
     ]
     rebuilt = "rebuilt" if cmd == "tomo build-demo" else "rebuilt.zarr"
     if cmd == "tomo build-demo":
-        args = attrs["provenance"]["config"].get("args", {})
+        args = dict(attrs["provenance"]["config"].get("args", {}))
+        if "held_out" in args:  # stores of before --held-out became --val
+            args.setdefault("val", args.pop("held_out"))
         opts = " ".join(
             f"--{k.replace('_', '-')} {args[k]}"
-            for k in ("species", "held_out", "views", "size", "steps", "volume_size", "chi", "seed")
+            for k in ("species", "val", "test", "views", "size", "steps", "volume_size", "chi", "seed")
             if k in args
         )
         L += ["```bash", f"tomo build-demo -o rebuilt {opts} --backend cpu", "```", ""]
