@@ -126,6 +126,8 @@ def test_data_export_of_procedural_species(demo, demo_data_export):
     assert summary["licence"] == "cc0-1.0" and summary["warnings"] == []
     assert set(summary["licence_classes"].values()) == {"free"}
     assert summary["species"] == 3 and summary["samples"] == 24
+    on_disk = [p for p in out.rglob("*") if p.is_file()]
+    assert summary["bytes"] == sum(p.stat().st_size for p in on_disk) and summary["files"] == len(on_disk)
     for rel in (
         "README.md",
         "croissant.json",
@@ -190,6 +192,11 @@ def test_croissant_validates_and_iterates(demo_data_export):
             assert d["sha256"] == sums[d["contentUrl"]]
     assert kinds["zarr/procedural_01"]["@type"] == "cr:FileSet"
     assert kinds["zarr/procedural_01"]["includes"] == "dataset.zarr/species/procedural_01/**"
+    spec = json.loads((out / "dataset.zarr/zarr.json").read_text())["attributes"]["spec_version"]
+    assert f"spec_version {spec})" in kinds["dataset.zarr/zarr.json"]["description"]
+    assert "volume/0 (" in doc["description"] and "OME-Zarr" in doc["description"]
+    recipe = [d["description"] for k, d in kinds.items() if k.startswith("recipe/")]
+    assert len(set(recipe)) == len(recipe)  # each recipe file says what it is
     samples = croissant_records(out / "croissant.json", "samples")
     assert len(samples) == 24
     s5 = next(r for r in samples if r["samples/sample_id"] in (b"procedural_00/5", "procedural_00/5"))
@@ -770,6 +777,11 @@ def test_volumes_as_nifti_and_nrrd_in_ras_with_spacing(tmp_path):
         out = tmp_path / f"exp-{fmt}"
         assert main(["export", str(src), str(out), "--with-data", "--volumes", fmt]) == 0
         assert export.verify_export(out) == []  # the volume files are in SHA256SUMS
+        suffix = ".nii.gz" if fmt == "nifti" else ".nrrd"
+        assert f"| `volumes/<name>{suffix}` |" in (out / "README.md").read_text()  # the card's Contents
+        doc = json.loads((out / "croissant.json").read_text())
+        vols = [d for d in doc["distribution"] if d["@id"] == "volumes"]
+        assert len(vols) == 1 and vols[0]["includes"] == f"volumes/*{suffix}"
         for e in attrs["species"]:
             vol = ds.volume(e["name"])
             f = out / "volumes" / (e["name"] + (".nii.gz" if fmt == "nifti" else ".nrrd"))

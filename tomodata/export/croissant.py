@@ -82,8 +82,10 @@ def _array_layout_text(attrs: dict) -> str:
     for a in _ARRAYS:
         d = lay[a]
         shards = f", shards {d['shards']}" if d.get("shards") else ""
+        ome = " level 0 of the OME-Zarr 0.5 image volume, level 1 its 2x2x2 mean," if d.get("ome_zarr") else ""
         parts.append(
-            f"{a} {tuple(d['shape'])} {d['dtype']} (chunks {d['chunks']}{shards}; {attrs['encoding'][a]['quantity']})"
+            f"{d.get('path', a)} {tuple(d['shape'])} {d['dtype']} ({ome.lstrip()}chunks {d['chunks']}{shards}; "
+            f"{attrs['encoding'][a]['quantity']})"
         )
     return "; ".join(parts)
 
@@ -147,7 +149,16 @@ def _recipe_file_objects(files: dict[str, str]) -> list[dict]:
                 "the store's root attributes (rendering constants, view scheme, species table)"
             ),
             "recipe/manifest.tsv": "the specimen manifest (sources, spacing, split, licence, sha256)",
-        }.get(path, "the build configuration")
+            "recipe/specimens.tsv": "every species with every setting its cube was made with",
+            "recipe/rebuild.sh": "the commands that rebuild the store (fetch, cube, store, render, finalize)",
+            "recipe/workflow_config.json": "the merged workflow config the store recorded",
+        }.get(path)
+        if what is None:
+            what = (
+                "the transform of an aligned specimen (replayed by rebuild.sh)"
+                if path.startswith("recipe/alignment/")
+                else "the build configuration"
+            )
         out.append(_file_object(files, path, fmt, "Recipe file: " + what))
     return out
 
@@ -171,8 +182,35 @@ def _zarr_file_sets(species_names: list[str], layout: str) -> list[dict]:
     ]
 
 
-def _distribution(files: dict[str, str], *, recipe_only: bool, species_names: list[str], layout: str) -> list[dict]:
-    """The export's files: tables, provenance, recipe, split lists and (data exports) the Zarr store."""
+def _volume_file_set(files: dict[str, str]) -> list[dict]:
+    """A cr:FileSet of the canonical volume files ``volumes/<name>.nii.gz`` or ``.nrrd`` (tomo export
+    --volumes), where the export has them."""
+    vols = sorted(p for p in files if p.startswith("volumes/"))
+    if not vols:
+        return []
+    nifti = vols[0].endswith(".nii.gz")
+    return [
+        {
+            "@type": "cr:FileSet",
+            "@id": "volumes",
+            "name": "volumes",
+            "description": (
+                f"Each species' canonical density volume as {'NIfTI-1 (gzip)' if nifti else 'NRRD (gzip)'}, one "
+                "file per species (volumes/<name>): the store's volume/0, vol[z, y, x] with the cube's z to the "
+                "left, y inferior and x anterior in the RAS+ space, centred at 0; voxel size in mm where the "
+                "species records its scan spacing, else unitless (tomodata.volume_files). sha256: SHA256SUMS."
+            ),
+            "encodingFormat": "application/gzip" if nifti else "application/octet-stream",
+            "includes": "volumes/*.nii.gz" if nifti else "volumes/*.nrrd",
+        }
+    ]
+
+
+def _distribution(
+    files: dict[str, str], *, attrs: dict, recipe_only: bool, species_names: list[str], layout: str
+) -> list[dict]:
+    """The export's files: tables, provenance, recipe, split lists, (data exports) the Zarr store and
+    the volume files."""
     dist = [
         _file_object(
             files,
@@ -200,11 +238,11 @@ def _distribution(files: dict[str, str], *, recipe_only: bool, species_names: li
                 files,
                 "dataset.zarr/zarr.json",
                 "application/json",
-                "Root metadata of the Zarr v3 store: all dataset attributes (spec_version tomo-dataset/1).",
+                f"Root metadata of the Zarr v3 store: all dataset attributes (spec_version {attrs['spec_version']}).",
             )
         )
         dist += _zarr_file_sets(species_names, layout)
-    return dist
+    return dist + _volume_file_set(files)
 
 
 def _splits_record_set() -> dict:
@@ -364,6 +402,8 @@ def _croissant(
         "citeAs": CITATION_BIBTEX,
         "keywords": list(_KEYWORDS),
         "isAccessibleForFree": True,
-        "distribution": _distribution(files, recipe_only=recipe_only, species_names=species_names, layout=layout),
+        "distribution": _distribution(
+            files, attrs=attrs, recipe_only=recipe_only, species_names=species_names, layout=layout
+        ),
         "recordSet": [_splits_record_set(), _species_record_set(), _samples_record_set(attrs)],
     }

@@ -132,15 +132,13 @@ def _config_file(config, attrs: dict) -> tuple[str, bytes, Any]:
 class _Staging:
     """The hidden folder ``.OUT.partial-<random>`` beside ``out`` that an export is written into.
 
-    ``files``: {export path: sha256} of every file written, in the order written; ``n_bytes``: bytes of
-    the store copy and the volume files."""
+    ``files``: {export path: sha256} of every file written, in the order written."""
 
     def __init__(self, out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
         self.tmp.mkdir()
         self.files: dict[str, str] = {}
-        self.n_bytes = 0
 
     def put(self, rel: str, data: bytes | str) -> None:
         """Write a file (text is UTF-8 encoded) and record its sha256."""
@@ -159,7 +157,6 @@ class _Staging:
                 continue
             rel = "dataset.zarr/" + p.relative_to(src).as_posix()
             self.files[rel] = _copy_hashed(p, self.tmp / rel)
-            self.n_bytes += p.stat().st_size
 
     def write_volumes(self, src: Path, table: list[dict], volumes: str) -> None:
         """Each species' canonical volume as ``volumes/<name><ext>`` (RAS, mm spacing where recorded)."""
@@ -171,7 +168,6 @@ class _Staging:
                 self.tmp / rel, ds.volume(e["name"]), _voxel_mm(e), description=f"tomo canonical volume {e['name']}"
             )
             self.files[rel] = sha256_file(self.tmp / rel)
-            self.n_bytes += (self.tmp / rel).stat().st_size
 
     def commit(self, out: Path) -> None:
         """Write SHA256SUMS (after checking every path is safe) and rename the folder to ``out``; an earlier
@@ -331,10 +327,9 @@ def _summary(
     n_samples: int,
     notes: list[str],
 ) -> dict:
-    """export_dataset's return value; ``bytes`` adds the sizes of the files outside dataset.zarr/ (the volume
-    files, counted in ``stage.n_bytes`` already, a second time) to ``stage.n_bytes``."""
+    """export_dataset's return value; ``bytes``: the size of every file of the export, SHA256SUMS included."""
     files = stage.files
-    n_bytes = stage.n_bytes + sum((out / rel).stat().st_size for rel in files if not rel.startswith("dataset.zarr/"))
+    n_bytes = sum((out / rel).stat().st_size for rel in [*files, "SHA256SUMS"])
     return {
         "out": str(out),
         "mode": "recipe-only" if recipe_only else "data",
