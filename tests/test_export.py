@@ -675,17 +675,25 @@ def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
     rows = [r.split("\t") for r in files["recipe/specimens.tsv"].splitlines()]
     assert rows[1][9].startswith("local:") and rows[2][9] == ""
     (tmp_path / "recipe").mkdir()
-    (tmp_path / "recipe/rebuild.sh").write_text(files["recipe/rebuild.sh"])
-    proc = subprocess.run(
-        ["bash", "recipe/rebuild.sh", "x.zarr"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )  # no tomo on PATH: it must stop first
-    assert proc.returncode == 2 and "species m1: local source" in proc.stderr and "m2" not in proc.stderr
-    assert not (tmp_path / "rebuild-work").exists()
+    for name in ("rebuild.sh", "specimens.tsv"):
+        (tmp_path / "recipe" / name).write_text(files[f"recipe/{name}"])
+
+    def rebuild():
+        path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+        return subprocess.run(
+            ["bash", "recipe/rebuild.sh", "x.zarr"], cwd=tmp_path, capture_output=True, text=True, env={"PATH": path}
+        )
+
+    proc = rebuild()
+    assert proc.returncode == 2 and "m1 (" in proc.stderr and "gone.nii.gz does not exist" in proc.stderr
+    assert "m2" not in proc.stderr and not (tmp_path / "rebuild-work").exists()
+    # the row edited to where the file is now: the check reads specimens.tsv when it runs
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(tmp_path / "here.nii.gz"))
+    text = (tmp_path / "recipe/specimens.tsv").read_text().replace(str(tmp_path / "gone.nii.gz"), "../here.nii.gz")
+    (tmp_path / "recipe/specimens.tsv").write_text(text.replace("https://example.org/m2.nii.gz", "../here.nii.gz"))
+    proc = rebuild()
+    assert "cannot be read" not in proc.stderr and (tmp_path / "rebuild-work").is_dir()
+    assert proc.returncode != 0 and "sha256" in proc.stderr  # the recorded checksum is not this file's
 
 
 def test_cube_settings_of_stores_without_the_ingest_record():

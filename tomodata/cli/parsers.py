@@ -265,6 +265,11 @@ def _add_fetch(sub) -> None:
         action="store_true",
         help=("local sources: check and hash them where they are, no copy (the record points at the source)"),
     )
+    q.add_argument(
+        "--check",
+        action="store_true",
+        help="fetch nothing: list every row whose local source is missing, unreadable or of another kind (exit 2)",
+    )
     q.set_defaults(func=cmd_fetch)
 
 
