@@ -383,6 +383,18 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
     bad.write_text("\n".join(manifest.read_text().splitlines()[:2]) + "\n")
     with pytest.raises(ValueError, match="Felis_catus"):
         export.export_dataset(utct_store, tmp_path / "x", manifest=bad)
+    # one of other splits and source checksums is refused, every disagreement named
+    other = manifest.read_text().replace("\tval\t", "\ttrain\t")
+    other = other.replace(
+        "0.1,0.1,0.1\ttrain\t" + UTCT_LICENCE + "\n", "0.1,0.1,0.1\ttrain\t" + UTCT_LICENCE + "\t" + "c" * 64 + "\n", 1
+    )
+    bad.write_text(
+        other.replace("source_kind\tspacing_mm\tsplit\tlicence", "source_kind\tspacing_mm\tsplit\tlicence\tsha256")
+    )
+    with pytest.raises(ValueError, match=r"not the one this store was built from") as ei:
+        export.export_dataset(utct_store, tmp_path / "x", manifest=bad)
+    assert "Felis_catus: split 'train', the store's 'val'" in str(ei.value)
+    assert "Didelphis_virginiana: sha256 cccccccccccc…" in str(ei.value)
     assert not (tmp_path / "x").exists()
 
 

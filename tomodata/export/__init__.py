@@ -160,7 +160,7 @@ def export_dataset(
     asked = recipe_only
     recipe_only, notes = _licence_notes(classes, recipe_only)  # called here: its warnings name our caller
     _check_volumes(volumes, recipe_only, asked=asked)
-    manifest_bytes = _manifest_bytes(manifest, names)
+    manifest_bytes = _manifest_bytes(manifest, table)
     config_file = _config_file(config, attrs)
     when = _now()
     lic = _licence_summary(table, classes, recipe_only)

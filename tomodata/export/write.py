@@ -101,14 +101,26 @@ def _check_volumes(volumes: str | None, recipe_only: bool, *, asked: bool | None
         )
 
 
-def _manifest_bytes(manifest, names: list[str]) -> bytes | None:
-    """The manifest file's bytes (None without one), once it loads and lists every species of the store."""
+def _manifest_bytes(manifest, table: list[dict]) -> bytes | None:
+    """The manifest file's bytes (None without one), once it loads, lists every species of the store
+    and agrees with the store's table on each one's split and source sha256 (where the manifest has
+    one): ValueError listing every disagreement (another manifest would be packaged as the recipe)."""
     if manifest is None:
         return None
     df = load_manifest(manifest)
-    missing = sorted(set(names) - set(df["id"]))
+    rows = {r["id"]: r for r in df.to_dict(orient="records")}
+    missing = sorted({e["name"] for e in table} - set(rows))
     if missing:
         raise ValueError(f"manifest {manifest} lacks the store's species {missing}")
+    wrong = []
+    for e in table:
+        r = rows[e["name"]]
+        if r["split"] != e["split"]:
+            wrong.append(f"{e['name']}: split {r['split']!r}, the store's {e['split']!r}")
+        if r["sha256"] and e.get("source_checksum") and r["sha256"] != e["source_checksum"].lower():
+            wrong.append(f"{e['name']}: sha256 {r['sha256'][:12]}…, the store's source {e['source_checksum'][:12]}…")
+    if wrong:
+        raise ValueError(f"manifest {manifest} is not the one this store was built from:\n  " + "\n  ".join(wrong))
     return Path(manifest).read_bytes()
 
 
