@@ -300,6 +300,18 @@ def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path):
     assert export.verify_rebuild(tmp_path / "rebuilt", out) == []
 
 
+def test_an_export_folder_that_cannot_be_made_is_named(demo, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", str(demo), str(tmp_path / "afile" / "out")]) == 2
+    assert f"cannot create the export folder {tmp_path / 'afile' / 'out'}: {tmp_path / 'afile'} is a file" in (
+        capsys.readouterr().err
+    )
+    if Path("/proc/self").is_dir():  # a folder in which nothing can be made
+        assert main(["export", str(demo), "/proc/out-of-reach"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot create the export folder /proc/out-of-reach" in err and ".partial" not in err
+
+
 # ------------------------------------------------------------------------------------------ licences
 
 

@@ -64,6 +64,9 @@ def _check_out(out: Path, src: Path, overwrite: bool) -> None:
                 )
             if not _is_export(out):
                 raise FileExistsError(f"{out} is not empty and is not an earlier export: refusing to replace it")
+    blocking = next((p for p in [out.parent, *out.parent.parents] if p.exists() or p.is_symlink()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ValueError(f"cannot create the export folder {out}: {blocking} is a file, not a folder")
 
 
 def _read_store(src: Path) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -147,9 +150,12 @@ class _Staging:
     ``files``: {export path: sha256} of every file written, in the order written."""
 
     def __init__(self, out: Path) -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-        self.tmp.mkdir()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir()
+        except (FileNotFoundError, NotADirectoryError) as e:  # e.g. under /proc: not the hidden name
+            raise ValueError(f"cannot create the export folder {out} in {out.parent} ({e.strerror})") from None
         self.files: dict[str, str] = {}
 
     def put(self, rel: str, data: bytes | str) -> None:
