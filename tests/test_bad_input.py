@@ -51,7 +51,13 @@ def test_unknown_species_id(tmp_path, capsys):
 
 
 def test_unreadable_paths(tmp_path, capsys):
-    assert main(["validate", str(tmp_path / "missing.zarr")]) != 0
+    assert main(["validate", str(tmp_path / "missing.zarr")]) == 2  # bad input, not a failed check (1)
+    assert "missing.zarr: no such dataset store" in capsys.readouterr().err
+    holder = tmp_path / "run"
+    (holder / "dataset.zarr").mkdir(parents=True)
+    (holder / "dataset.zarr" / "zarr.json").write_text("{}")
+    assert main(["validate", str(holder)]) == 2
+    assert f"the store in it is {holder / 'dataset.zarr'}" in capsys.readouterr().err
     assert main(["cube", str(tmp_path / "nothing.mp4"), "-o", str(tmp_path / "c.npz"), "--spacing", "1"]) == 2
     assert "nothing.mp4" in capsys.readouterr().err
     assert not (tmp_path / "c.npz").exists()

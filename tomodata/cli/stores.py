@@ -222,7 +222,10 @@ def cmd_export(a) -> int:
 def cmd_validate(a) -> int:
     """``tomo validate``: check a store (exit status 1 and the species to rebuild if it is not valid)."""
     from ..store import validate_store
+    from ..store.layout import _open_store_root
 
+    if not (Path(a.store) / "zarr.json").is_file():  # no store at all: bad input (exit 2), not a failed check
+        _open_store_root(a.store)
     report = validate_store(a.store, check_data=not a.quick, progress=True)
     print(report.summary())
     if report.species_to_rebuild:

@@ -250,9 +250,11 @@ def _open_store_root(path, *, write: bool = False):
             f"{p}: no such dataset store (the workflow's store_create rule or `tomo build-demo` makes one)"
         )
     if not (p / "zarr.json").is_file():
+        inner = p / "dataset.zarr"
+        hint = f"; the store in it is {inner}" if (inner / "zarr.json").is_file() else ""
         raise ValueError(
             f"{p} exists but is not a dataset store (no zarr.json in it; a store is the folder that "
-            "holds zarr.json and species/, e.g. results/RUN/dataset.zarr)"
+            f"holds zarr.json and species/, e.g. results/RUN/dataset.zarr){hint}"
         )
     try:
         root = _open_root(p, "r")
