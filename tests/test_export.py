@@ -25,7 +25,7 @@ from model.cli import main
 from tomodata import export
 from tomodata.ingest_settings import orient
 from tomodata.recipe import cube_settings, recipe_files
-from tomodata.store import create_store, open_store, validate_store, write_species
+from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 from tomodata.volume_files import write_canonical_volume
@@ -49,8 +49,8 @@ def demo_data_export(demo, tmp_path_factory) -> tuple[Path, dict]:
     return out, summary
 
 
-def tiny_store(path: Path, licences: list[str], sources: list[str] | None = None) -> Path:
-    """A tiny complete store (random data) with two species under the given licence texts."""
+def tiny_store(path: Path, licences: list[str], sources: list[str] | None = None, finalize: bool = True) -> Path:
+    """A tiny complete store (random data) with two species under the given licence texts (finalised)."""
     n_views, size, vol = 3, 8, 8
     names = [("Didelphis_virginiana", "train"), ("Felis_catus", "val")]
     sources = sources or [f"https://digimorph.org/specimens/{n}/x.mp4" for n, _ in names]
@@ -83,6 +83,8 @@ def tiny_store(path: Path, licences: list[str], sources: list[str] | None = None
             images=rng.random((n_views, size, size)),
         )
     assert validate_store(path).ok
+    if finalize:
+        finalize_store(path)
     return path
 
 
@@ -298,6 +300,14 @@ def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path):
     words[words.index("-o") + 1] = str(tmp_path / "rebuilt")
     assert main(words[1:]) == 0
     assert export.verify_rebuild(tmp_path / "rebuilt", out) == []
+
+
+def test_a_store_not_finalised_exports_with_a_warning(tmp_path):
+    src = tiny_store(tmp_path / "s.zarr", ["CC0-1.0"] * 2, finalize=False)
+    with pytest.warns(UserWarning, match="is not finalised"):
+        summary = export.export_dataset(src, tmp_path / "out")
+    assert any("not finalised" in n for n in summary["warnings"])
+    assert json.loads((tmp_path / "out/provenance.json").read_text())["store"]["finalized"] is False
 
 
 def test_an_export_folder_that_cannot_be_made_is_named(demo, tmp_path, capsys):

@@ -214,8 +214,8 @@ def recipe_files(attrs: dict) -> tuple[dict[str, str], list[str]]:
     ings = {e["name"]: cube_settings(e, side) for e in table}
     rows = ["\t".join(COLUMNS)] + ["\t".join(_row(e, _scan_row(ings[e["name"]], e.get("alignment")))) for e in table]
     warnings = [
-        f"species {e['name']}: local source {_source(e)}: the rebuild needs this file at this path (a "
-        "relative one under recipe/), or an edited row in recipe/specimens.tsv; supply it yourself"
+        f"species {e['name']}: local source {_source(e)}: the rebuild needs this file at this path, or "
+        "its row in recipe/specimens.tsv edited to where it is; supply it yourself"
         for e in table
         if is_local(e)
     ]

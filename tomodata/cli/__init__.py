@@ -51,9 +51,9 @@ _OS_ERRORS = {
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:
-    """``warning: MESSAGE`` for the project's own warnings (UserWarning); other kinds (a library's
-    deprecation) keep their category and origin."""
-    if category is UserWarning:
+    """``warning: MESSAGE`` for the project's own warnings (UserWarning and its kinds); other kinds (a
+    library's deprecation) keep their category and origin."""
+    if issubclass(category, UserWarning):
         return f"warning: {message}\n"
     return f"warning ({category.__name__}, {filename}:{lineno}): {message}\n"
 

@@ -67,6 +67,7 @@ staging folder, recipe and provenance records), :mod:`.check` (:func:`verify_exp
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,11 @@ def export_dataset(
     classes = {e["name"]: classify_licence(e) for e in table}
     asked = recipe_only
     recipe_only, notes = _licence_notes(classes, recipe_only)  # called here: its warnings name our caller
+    if not isinstance(attrs.get("completion"), dict):
+        notes.append(
+            f"the store {src} is not finalised (tomo finalize): its species validate, but it records no completion"
+        )
+        warnings.warn(notes[-1], stacklevel=2)
     _check_volumes(volumes, recipe_only, asked=asked)
     manifest_bytes = _manifest_bytes(manifest, table)
     config_file = _config_file(config, attrs)

@@ -93,7 +93,8 @@ def _notices(*, lic: dict, classes: dict, prov: dict, recipe_only: bool) -> list
         L += [
             "> **NOT FOR REDISTRIBUTION.** This folder contains data from sources whose terms do not permit "
             "redistribution (" + ", ".join(lic["blocked"]) + "). It was exported with an explicit "
-            "`recipe_only=False` for people who already hold the rights. Do not publish or share it.",
+            "`recipe_only=False` (`tomo export --with-data`) for people who already hold the rights. "
+            "Do not publish or share it.",
             "",
         ]
     notes = (prov.get("export") or {}).get("warnings") or []

@@ -188,7 +188,8 @@ def _licence_notes(classes: dict[str, dict], recipe_only: bool | None) -> tuple[
     stack = 3  # the caller of export_dataset
     notes = [
         f"species {n}: licence {c['label']!r} is not a recognised licence (docs/export.md lists them): "
-        "treated as not cleared for redistribution, so the export is recipe-only unless recipe_only=False"
+        "treated as not cleared for redistribution, so the export is recipe-only unless recipe_only=False "
+        "(tomo export --with-data)"
         for n, c in classes.items()
         if c["class"] == UNKNOWN
     ]
