@@ -7,13 +7,16 @@ a ``.dcm``/``.dicom`` suffix; TIFF: the ``II*``/``MM*`` magic), everything else 
 JPEG is not applied). Values become float64 in [0, 1] *as displayed* (bright = bright):
 
 * unsigned 8-bit: ``v / 255``;
-* unsigned 16-bit: ``v / (2**b − 1)`` with ``b`` the smallest of 10, 12, 14, 16 bits that holds the
-  image's maximum (10/12/14-bit detector data is commonly stored in 16-bit containers);
+* unsigned 16-bit: ``v / (2**b − 1)`` with ``b`` the smallest of 8, 10, 12, 14, 16 bits that holds
+  the image's maximum (8-bit images saved as 16-bit and 10/12/14-bit detector data are commonly
+  stored in 16-bit containers);
 * other integers, and floats outside [0, 1]: min–max to [0, 1]; floats inside [0, 1]: unchanged;
 * DICOM: the Modality LUT (``RescaleSlope``/``RescaleIntercept``) is applied, then the value is
   scaled by the range that ``BitsStored`` (signed or not) spans through that rescale; windowing (VOI
-  LUT) is not applied. ``PhotometricInterpretation`` ``MONOCHROME1`` (low value = white) is inverted
-  (``1 − v``) so that the image is as displayed. Pixel spacing: ``PixelSpacing`` (row, column mm),
+  LUT) is not applied. Unsigned data without a rescale under ``BitsStored`` 16 whose maximum uses
+  less than 1/8 of that range (12-bit data) are scaled by the 16-bit rule above instead, with a
+  warning (as read, the film would be dark). ``PhotometricInterpretation`` ``MONOCHROME1`` (low value
+  = white) is inverted (``1 − v``) so that the image is as displayed. Pixel spacing: ``PixelSpacing`` (row, column mm),
   else ``ImagerPixelSpacing``; a multi-frame file gives its first frame (with a warning).
 * Colour (3 or 4 channels, also DICOM RGB): the image is grey when the 99th percentile of the
   per-pixel channel spread (max − min channel) is at most 2 % of full scale (tolerates JPEG chroma
@@ -167,6 +170,11 @@ def _split_channels(arr: np.ndarray, order: str, p: Path, info: dict) -> tuple[n
     return rgb @ w, mask
 
 
+def _bits_holding(hi: float) -> int:
+    """The smallest of 8, 10, 12, 14, 16 bits whose unsigned range holds ``hi``."""
+    return next(b for b in (8, 10, 12, 14, 16) if hi <= 2**b - 1)
+
+
 def _to_unit(g: np.ndarray, dtype: np.dtype, p: Path, info: dict, valid: np.ndarray | None) -> np.ndarray:
     """Scale to [0, 1] by the rules of the module docstring (non-DICOM)."""
     x = g.astype(np.float64)
@@ -178,7 +186,7 @@ def _to_unit(g: np.ndarray, dtype: np.dtype, p: Path, info: dict, valid: np.ndar
         return x / 255.0
     if dtype == np.uint16:
         hi = float(sel.max()) if sel.size else 0.0
-        bits = next(b for b in (10, 12, 14, 16) if hi <= 2**b - 1)
+        bits = _bits_holding(hi)
         info["bits_used"] = bits
         info["scale"] = f"uint16 holding {bits}-bit data: v / {2**bits - 1}"
         return x / (2**bits - 1)
@@ -217,6 +225,17 @@ def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarra
         g, mask = arr, None
         info["channels"] = 1
     s_lo, s_hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    top = float(g.max()) if g.size else 0.0
+    if bits >= 16 and not signed and slope == 1.0 and intercept == 0.0 and 0 < top < 2 ** (bits - 3):
+        used = _bits_holding(top)
+        warnings.warn(
+            f"{p}: BitsStored is {bits} but the values reach {top:g} (fit in {used} bits): scaled as {used}-bit "
+            f"data (by the {bits}-bit range the film would be dark)",
+            UserWarning,
+            stacklevel=3,
+        )
+        info["bits_stored_not_used"] = f"BitsStored {bits}, values fit in {used} bits: scaled as {used}-bit"
+        bits, s_hi = used, 2**used - 1
     lo, hi = sorted((s_lo * slope + intercept, s_hi * slope + intercept))
     v = g.astype(np.float64) * slope + intercept
     if not np.isfinite(v).all():
@@ -530,6 +549,14 @@ def _decide_polarity(x: np.ndarray, mask, polarity: str, header: str | None) -> 
             raise ValueError(
                 f"polarity: the file's header ({header}) and the image disagree (the image looks "
                 f"inverted, score {stats['margin']:+.2f}); pass --polarity keep or --polarity invert"
+            )
+        if stats["invert"] is not False:  # the image does not confirm the header: say that the header decided
+            looks = "looks inverted" if stats["invert"] else "does not show which way it is"
+            warnings.warn(
+                f"polarity: kept as the file's header says ({header}), but the image {looks} (score "
+                f"{stats['margin']:+.2f}); check the result, or pass --polarity keep or --polarity invert",
+                UserWarning,
+                stacklevel=3,
             )
     elif stats["invert"] is None:
         raise ValueError(

@@ -247,6 +247,24 @@ def test_16bit_png_is_scaled_by_its_bits(tmp_path):
     img, info = read_xray(_png(tmp_path / "b.png", twelve))
     assert info["bits_used"] == 12
     np.testing.assert_allclose(img, twelve / 4095.0, atol=1e-12)
+    eight = np.rint(x / 0.9 * 255).astype(np.uint16)  # an 8-bit image saved as 16-bit: not 4x darker
+    img, info = read_xray(_png(tmp_path / "c.png", eight))
+    assert info["bits_used"] == 8
+    np.testing.assert_allclose(img, eight / 255.0, atol=1e-12)
+
+
+def test_dicom_whose_bits_stored_overstate_the_data_is_scaled_by_its_values(tmp_path):
+    x = _phantom(40, 48)
+    twelve = np.rint(x / 0.9 * 4095).astype(np.uint16)
+    with pytest.warns(UserWarning, match="BitsStored is 16 but the values reach .* scaled as 12-bit"):
+        img, info = read_xray(_write_dicom(tmp_path / "a.dcm", twelve, bits=16))
+    np.testing.assert_allclose(img, twelve / 4095.0, atol=1e-12)
+    assert "scaled as 12-bit" in info["bits_stored_not_used"]
+    full = np.rint(x / 0.9 * 65535).astype(np.uint16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img, info = read_xray(_write_dicom(tmp_path / "b.dcm", full, bits=16))
+    np.testing.assert_allclose(img, full / 65535.0, atol=1e-12)
 
 
 def test_rgb_that_is_grey_reads_as_grey_and_colour_warns(tmp_path):

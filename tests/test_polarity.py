@@ -30,6 +30,8 @@ variant were seen, their films were not.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from synth_radiographs import REAL, issue_film, make_films
@@ -103,6 +105,14 @@ def test_header_polarity_is_trusted_unless_the_image_clearly_disagrees(films):
     assert rec["polarity"]["inverted"] is False and rec["polarity"]["decided_by"].startswith("header")
     with pytest.raises(ValueError, match="header .* and the image disagree"):
         prepare_xray(1 - img, header="PhotometricInterpretation MONOCHROME2")
+    # an image that does not confirm the header: kept as the header says, with a warning
+    flat = np.full((64, 64), 0.5) + np.random.default_rng(0).normal(0, 0.01, (64, 64))
+    with pytest.warns(UserWarning, match=r"kept as the file's header says .* does not show which way"):
+        _, rec = prepare_xray(flat, header="PhotometricInterpretation MONOCHROME2")
+    assert rec["polarity"]["inverted"] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an image that agrees: no warning
+        prepare_xray(img, header="PhotometricInterpretation MONOCHROME2")
 
 
 def test_the_issue_film_is_kept():
