@@ -8,13 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import jsonschema
+import nrrd
 import numpy as np
 import pytest
 import yaml
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from snakemake.utils import update_config
 
 from model.cli import main
+from tomodata.fetch.checksums import source_sha256
 from tomodata.manifest import load_manifest
 from tomodata.manifest_folder import manifest_from_folder, seeded_splits, specimen_id
 
@@ -107,6 +112,65 @@ def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, e
     monkeypatch.chdir(out.parent)
     assert main(shlex.split(command)[1:]) == 0
     assert out.read_bytes() == first
+
+
+def test_manifest_from_folder_checks_each_match_is_a_scan_of_its_kind(tmp_path):
+    """Folders are scans of the folder kinds; a detached NRRD header's data file is not a specimen and
+    the header's sha256 is the one tomo fetch records; matches of another kind, and single DICOM
+    slices, are refused with every problem named."""
+    root = tmp_path / "scans"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for k in range(3):
+            cv2.imwrite(str(root / name / f"s{k}.png"), np.full((8, 8), 40 * k, np.uint8))
+    with pytest.raises(ValueError, match="image_folder scans carry no voxel spacing"):
+        manifest_from_folder(
+            root, tmp_path / "m.tsv", pattern="*", source_kind="image_folder", licence="x", val=0, test=0
+        )
+    out = manifest_from_folder(
+        root, tmp_path / "m.tsv", pattern="*", source_kind="image_folder", licence="x", val=0, test=0, spacing="2,1,1"
+    )
+    table = load_manifest(out)
+    assert list(table["id"]) == ["a", "b"] and set(table["spacing_mm"]) == {"2,1,1"}
+    nd = tmp_path / "nrrd"
+    nd.mkdir()
+    nrrd.write(str(nd / "v.nhdr"), np.zeros((4, 4, 4), np.uint8), detached_header=True)
+    assert sorted(p.name for p in nd.iterdir()) == ["v.nhdr", "v.raw.gz"]
+    table = load_manifest(
+        manifest_from_folder(nd, tmp_path / "n.tsv", pattern="*", source_kind="nrrd", licence="x", val=0, test=0)
+    )
+    assert list(table["id"]) == ["v"] and table["sha256"][0] == source_sha256(nd / "v.nhdr")
+    with pytest.raises(ValueError, match=r"(?s)1 of 1 matches of '\*.nhdr' .* v.nhdr: holds nrrd data, not nifti"):
+        manifest_from_folder(nd, tmp_path / "x.tsv", pattern="*.nhdr", licence="x", val=0, test=0)
+    with pytest.raises(ValueError, match=r"only folders: a, b"):
+        manifest_from_folder(root, tmp_path / "x.tsv", pattern="*", licence="x", val=0, test=0)
+    assert not (tmp_path / "x.tsv").exists()
+
+
+def test_manifest_from_folder_refuses_single_dicom_slices(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for k in range(4):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "CT", 4, 4, 1
+        ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "MONOCHROME2", 16, 16, 15
+        ds.PixelRepresentation, ds.InstanceNumber = 0, k + 1
+        ds.PixelData = np.zeros((4, 4), "<u2").tobytes()
+        ds.save_as(str(folder / f"{k:02d}.dcm"), enforce_file_format=True)
+    with pytest.raises(ValueError, match=r"(?s)4 of 4 .*00.dcm, 01.dcm, 02.dcm and 1 more: a single-frame DICOM"):
+        manifest_from_folder(
+            folder, tmp_path / "x.tsv", pattern="*.dcm", source_kind="dicom", licence="x", val=0, test=0
+        )
+    out = manifest_from_folder(
+        tmp_path, tmp_path / "m.tsv", pattern="series", source_kind="dicom", licence="x", val=0, test=0
+    )
+    assert list(load_manifest(out)["id"]) == ["series"]
 
 
 def test_manifest_from_folder_bad_input(tmp_path):

@@ -25,19 +25,29 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write, sha256_file
+from .fetch.checksums import nrrd_data_files, source_sha256
+from .files import atomic_write
+from .io import sniff_kind
 from .manifest import (
     COLUMNS,
     INGEST_COLUMNS,
+    KINDS_NEEDING_SPACING,
     SOURCE_KINDS,
     load_manifest,
     manifest_schema,
+    parse_spacing,
 )
 
 __all__ = ["seeded_splits", "specimen_id", "manifest_from_folder"]
 
 #: File suffixes stripped from a file name to make its id (longest first).
-SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".tiff", ".tif", ".npy", ".npz", ".mp4", ".avi", ".mkv", ".mov")
+SUFFIXES = (
+    ".nii.gz", ".nii", ".nrrd", ".nhdr", ".tiff", ".tif", ".npy", ".npz", ".mp4", ".avi", ".mkv", ".mov", ".dcm",
+    ".zip",
+)  # fmt: skip
+
+#: kinds whose source is a folder (a DICOM series may also be one multi-frame file)
+_FOLDER_KINDS = ("dicom", "image_folder")
 
 
 # the columns a folder's manifest has (ingest settings stay empty: the config's defaults apply)
@@ -77,6 +87,60 @@ def specimen_id(path: Path) -> str:
     return name
 
 
+def _scans(folder: Path, pattern: str, kind: str) -> list[Path]:
+    """The entries of ``folder`` matching ``pattern`` that are scans of ``kind``: files (and for
+    ``dicom``/``image_folder`` folders), without the data files of detached NRRD headers among them.
+    ValueError where none matches, or listing every match that is not of ``kind`` (its kind as
+    :func:`tomodata.io.sniff_kind` reads it; a single-frame DICOM file is one slice, not a scan)."""
+    matched = sorted(folder.glob(pattern))
+    found = [p for p in matched if p.is_file() or (p.is_dir() and kind in _FOLDER_KINDS)]
+    if not found:
+        dirs = [p.name for p in matched if p.is_dir()]
+        hint = (
+            f" (only folders: {', '.join(dirs[:5])}; folders are scans of --kind dicom or image_folder)" if dirs else ""
+        )
+        raise ValueError(
+            f"no {'file or folder' if kind in _FOLDER_KINDS else 'file'} in {folder} matches {pattern!r}{hint}"
+        )
+    data = {f.resolve() for p in found for f in nrrd_data_files(p)}
+    scans = [p for p in found if p.resolve() not in data]
+    problems: dict[str, list[str]] = {}
+    for p in scans:
+        if why := _kind_problem(p, kind):
+            problems.setdefault(why, []).append(p.name)
+    if problems:
+        n = sum(len(v) for v in problems.values())
+        lines = [
+            ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "") + f": {why}"
+            for why, names in problems.items()
+        ]
+        raise ValueError(
+            f"{n} of {len(scans)} matches of {pattern!r} in {folder} are not {kind} scans "
+            "(narrow --pattern or give the right --kind):\n  " + "\n  ".join(lines)
+        )
+    return scans
+
+
+def _kind_problem(path: Path, kind: str) -> str | None:
+    """Why ``path`` is not one scan of ``kind`` (None where it is)."""
+    try:
+        got = sniff_kind(path)
+    except ValueError as e:
+        return str(e).removeprefix(f"{path}: ")
+    if got != kind:
+        return f"holds {got} data, not {kind}"
+    if kind == "dicom" and path.is_file() and _frames(path) <= 1:
+        return "a single-frame DICOM file is one slice; match the series' folders instead"
+    return None
+
+
+def _frames(path: Path) -> int:
+    """NumberOfFrames of a DICOM file (its header only)."""
+    import pydicom  # noqa: PLC0415 - only for DICOM folders
+
+    return int(pydicom.dcmread(str(path), stop_before_pixels=True, force=True).get("NumberOfFrames", 1) or 1)
+
+
 def manifest_from_folder(
     folder,
     out,
@@ -90,6 +154,7 @@ def manifest_from_folder(
     seed: int = 0,
     checksums: bool = True,
     notes: str = "",
+    spacing: str = "",
 ) -> Path:
     """Write a manifest of every file in ``folder`` matching ``pattern``; returns its path.
 
@@ -103,9 +168,11 @@ def manifest_from_folder(
         raise ValueError(f"scan folder {folder} does not exist (resolved: {folder.resolve()})")
     if source_kind not in SOURCE_KINDS:
         raise ValueError(f"source_kind must be one of {SOURCE_KINDS}, got {source_kind!r}")
-    files = sorted(p for p in folder.glob(pattern) if p.is_file())
-    if not files:
-        raise ValueError(f"no file in {folder} matches {pattern!r}")
+    if source_kind in KINDS_NEEDING_SPACING and not spacing:
+        raise ValueError(f"{source_kind} scans carry no voxel spacing: give it (--spacing z,y,x in mm)")
+    if spacing:
+        parse_spacing(spacing)  # ValueError for a bad one
+    files = _scans(folder, pattern, source_kind)
     ids = {specimen_id(p): p for p in files}
     if len(ids) != len(files):
         raise ValueError(f"two files of {folder} give the same id; rename them")
@@ -115,6 +182,7 @@ def manifest_from_folder(
     words += ["--pattern", pattern, "--kind", source_kind, "--species", species, "--licence", licence]
     words += ["--val", str(val), "--test", str(test), "--seed", str(seed)]
     words += (["--notes", notes] if notes else []) + ([] if checksums else ["--no-checksums"])
+    words += ["--spacing", spacing] if spacing else []
     command = shlex.join(words)
     lines = [
         f"# generated in this file's folder by `{command}` (tomodata.manifest_folder): do not edit by hand",
@@ -129,11 +197,11 @@ def manifest_from_folder(
             species=species.format(id=sid),
             source=os.path.relpath(os.path.abspath(path), base),
             source_kind=source_kind,
-            spacing_mm="",
+            spacing_mm=spacing,
             slice_axis="z",
             split=splits[sid],
             licence=licence,
-            sha256=sha256_file(path) if checksums else "",
+            sha256=source_sha256(path) if checksums else "",
             notes=notes,
         )
         lines.append("\t".join(str(row[c]) for c in _COLUMNS))

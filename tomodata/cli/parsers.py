@@ -224,8 +224,10 @@ def _add_manifest_folder(sub) -> None:
     )
     q.add_argument("folder", help="folder of scans")
     q.add_argument("-o", "--output", required=True, help="manifest TSV to write")
-    q.add_argument("--pattern", default="*.nii.gz", help="glob of the scan files (default %(default)s)")
-    q.add_argument("--kind", default="nifti", help="source_kind of every file (default %(default)s)")
+    q.add_argument(
+        "--pattern", default="*.nii.gz", help="glob of the scans: files, or folders of slices (default %(default)s)"
+    )
+    q.add_argument("--kind", default="nifti", help="source_kind of every scan (default %(default)s)")
     q.add_argument("--species", default="{id}", help="species column, {id} = the file's id (default %(default)s)")
     q.add_argument("--licence", required=True, help="terms of use of the files")
     q.add_argument("--val", type=non_negative_int, required=True, help="specimens of split val (model choice, tuning)")
@@ -234,6 +236,12 @@ def _add_manifest_folder(sub) -> None:
     )
     q.add_argument("--seed", type=int, default=0, help="seed of the split permutation (default %(default)s)")
     q.add_argument("--notes", default="", help="notes column of every row")
+    q.add_argument(
+        "--spacing",
+        default="",
+        metavar="Z,Y,X",
+        help="spacing_mm of every row (mm; needed by movie, image_folder, npy)",
+    )
     q.add_argument("--no-checksums", action="store_true", help="leave the sha256 column empty")
     q.set_defaults(func=cmd_manifest_folder)
 

@@ -25,6 +25,7 @@ def cmd_manifest_folder(a) -> int:
         seed=a.seed,
         checksums=not a.no_checksums,
         notes=a.notes,
+        spacing=a.spacing,
     )
     print(f"wrote {out}")
     return 0
