@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 import tifffile
 
-__all__ = ["read_tiff", "read_dicom", "dicom_pixels"]
+__all__ = ["read_tiff", "read_dicom", "dicom_frames", "dicom_pixels"]
 
 
 def _cv2_pages(p: Path, why: Exception) -> np.ndarray:
@@ -70,6 +70,11 @@ def read_dicom(path, *, force: bool = False, pixels: bool = True):
         return pydicom.dcmread(str(path), force=force, stop_before_pixels=not pixels)
     except Exception as exc:  # noqa: BLE001 - anything pydicom raises means unreadable
         raise ValueError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+def dicom_frames(path) -> int:
+    """NumberOfFrames of a DICOM file, from its header (1 where absent); ValueError where not DICOM."""
+    return int(read_dicom(path, force=True, pixels=False).get("NumberOfFrames", 1) or 1)
 
 
 def dicom_pixels(ds, path) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from .fetch.checksums import nrrd_data_files, source_sha256
 from .files import atomic_write
+from .image_files import dicom_frames
 from .io import sniff_kind
 from .manifest import (
     COLUMNS,
@@ -129,16 +130,9 @@ def _kind_problem(path: Path, kind: str) -> str | None:
         return str(e).removeprefix(f"{path}: ")
     if got != kind:
         return f"holds {got} data, not {kind}"
-    if kind == "dicom" and path.is_file() and _frames(path) <= 1:
+    if kind == "dicom" and path.is_file() and dicom_frames(path) <= 1:
         return "a single-frame DICOM file is one slice; match the series' folders instead"
     return None
-
-
-def _frames(path: Path) -> int:
-    """NumberOfFrames of a DICOM file (its header only)."""
-    import pydicom  # noqa: PLC0415 - only for DICOM folders
-
-    return int(pydicom.dcmread(str(path), stop_before_pixels=True, force=True).get("NumberOfFrames", 1) or 1)
 
 
 def manifest_from_folder(
