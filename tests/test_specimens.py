@@ -5,6 +5,7 @@ errors)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,3 +238,18 @@ def test_spacing_in_xyz_order_is_refused(tmp_path):
     assert meta["orientation"] == "z,-y,x" and meta["spacing_mm"] == [3.0, 2.0, 1.0]
     save_cube(tmp_path / "c.npz", cube, meta)
     assert load_cube(tmp_path / "c.npz")[1]["orientation"] == "z,-y,x"
+    # another spacing than the file's: allowed, with a warning (the proportions change)
+    with pytest.warns(UserWarning, match=r"spacing_mm 1,1,1 overrides the file's own 3,2,1 \(z,y,x\)"):
+        cube_specimen(tmp_path / "v.nrrd", spacing=(1.0, 1.0, 1.0), size=16)
+
+
+GE_TILTED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "ge-head-tilted"
+
+
+@pytest.mark.skipif(not GE_TILTED.is_dir(), reason=f"{GE_TILTED} is absent (the real tilted-gantry CT)")
+def test_spacing_of_a_regridded_dicom_series_is_refused():
+    """The reader resamples a tilted, unevenly spaced series onto its own grid: a given spacing would
+    not describe that grid (the head came out squashed 4x in z)."""
+    with pytest.warns(UserWarning, match="clinical geometry corrected"):
+        with pytest.raises(ValueError, match=r"resampled onto a regular grid of 4.00193,0.488281,0.488281 mm"):
+            cube_specimen(GE_TILTED, spacing=(1.0, 1.0, 1.0), size=16, window="hu-head")

@@ -56,37 +56,54 @@ def read_specimen(path, *, spacing=None, slice_axis: str = "z", allow_default_sp
         for i in range(3):
             per_axis[t[i]] = sp[i]
         sp_stack = (per_axis[0], per_axis[1], per_axis[2])
-        stack, file_sp = _read_with_file_spacing(path)
-        _check_spacing_order(path, sp_stack, file_sp)
+        stack, file_sp, regridded = _read_with_file_spacing(path)
+        _check_given_spacing(path, sp_stack, file_sp, regridded)
     vol = np.ascontiguousarray(np.transpose(stack, t)) if t != (0, 1, 2) else stack
     return orient(vol, tuple(float(sp_stack[t[i]]) for i in range(3)), orientation)
 
 
 def _read_with_file_spacing(path):
-    """(stack, the file's own (z, y, x) spacing or None where the format has none)."""
+    """(stack, the file's own (z, y, x) spacing or None where the format has none, whether the reader
+    resampled the scan onto its own grid: a DICOM series whose geometry it corrected)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         stack, sp = read_volume(path, allow_default_spacing=True)
     defaulted = any("gives no voxel spacing" in str(w.message) for w in caught)
+    regridded = any("clinical geometry corrected" in str(w.message) for w in caught)
     for w in caught:
         if "gives no voxel spacing" not in str(w.message):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return stack, (None if defaulted else tuple(float(v) for v in sp))
+    return stack, (None if defaulted else tuple(float(v) for v in sp)), regridded
 
 
-def _check_spacing_order(path, given_zyx, file_zyx) -> None:
-    """A spacing that equals the file's own read backwards was given in x, y, z order: refuse it."""
+def _check_given_spacing(path, given_zyx, file_zyx, regridded: bool = False) -> None:
+    """A given spacing against the file's own: refused where it is the file's read backwards (x, y, z
+    order) or where the reader resampled the scan (its grid is the file's spacing); a warning where
+    it differs otherwise (the specimen's proportions change by their ratio)."""
     if file_zyx is None:
         return
     close = lambda a, b: all(abs(x - y) <= 1e-3 * max(abs(x), abs(y)) for x, y in zip(a, b))  # noqa: E731
-    if not close(given_zyx, file_zyx) and close(given_zyx, tuple(reversed(file_zyx))):
-        g = ",".join(f"{v:g}" for v in given_zyx)
-        f = ",".join(f"{v:g}" for v in file_zyx)
+    g = ",".join(f"{v:g}" for v in given_zyx)
+    f = ",".join(f"{v:g}" for v in file_zyx)
+    if close(given_zyx, file_zyx):
+        return
+    if close(given_zyx, tuple(reversed(file_zyx))):
         raise ValueError(
             f"{path}: spacing_mm {g} is the file's own spacing in x,y,z order; spacing is z,y,x "
             f"(slices, rows, columns) and the file says z,y,x = {f}: write {f} or leave spacing_mm "
             "empty to use the file's"
         )
+    if regridded:
+        raise ValueError(
+            f"{path}: the series was resampled onto a regular grid of {f} mm (z,y,x) to correct its "
+            f"geometry; spacing_mm {g} would not match that grid: leave spacing_mm empty"
+        )
+    warnings.warn(
+        f"{path}: spacing_mm {g} overrides the file's own {f} (z,y,x): the specimen's proportions change "
+        "by their ratio; leave spacing_mm empty to use the file's",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 #: dense_reach below this (the support itself reaches about 0.93): warn that faint material sets the scale
