@@ -183,6 +183,7 @@ def _infer_one(a, xray: Path, output: Path, apps: Path | None) -> None:
         output,
         apps,
         gamma=a.gamma,
+        air=a.air,
         fusion=not a.no_fusion,
         beta=a.beta,
         polarity=a.polarity,

@@ -352,6 +352,12 @@ def add_infer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
         help=("with several radiographs: skip unusable files and go on after a failure; exit 1 with the list"),
     )
     q.add_argument("--gamma", type=float, help="undo a display curve: value = value ** GAMMA (2.2 undoes v**(1/2.2))")
+    q.add_argument(
+        "--air",
+        choices=["keep", "subtract"],
+        default="keep",
+        help="subtract the air's grey level (a display offset) so that air is black as in training (default keep)",
+    )
     q.add_argument("--no-fusion", action="store_true", help="the network's volume upsampled, without fusion")
     q.add_argument("--beta", type=float, default=2.0, help="fusion sharpness β (default %(default)s)")
     q.add_argument("--polarity", choices=["auto", "keep", "invert"], default="auto", help="bone bright (default auto)")

@@ -60,6 +60,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ from .volume_io import (
     write_volume,
 )
 from .xray import (
+    AIR_MODES,
     SQUARE_MODES,
     _check_choice,
     _check_gamma,
@@ -187,6 +189,7 @@ class _Options:
     polarity: str  # "auto", "keep" or "invert"
     square: str  # one of SQUARE_MODES
     gamma: float | None  # value ** gamma after polarity; None: unchanged
+    air: str  # "keep" or "subtract" the air's grey level
     fusion: Any  # truthy: fuse with the x-ray; else lateral upsampling
     beta: Any  # fusion sharpness, > 0 when fusion
     chi: float | None  # Beer–Lambert scale; None: the checkpoint's
@@ -198,13 +201,14 @@ class _Options:
 
 
 def _check_options(
-    polarity, square, gamma, fusion, beta, chi, previews, device, max_size, pixel_spacing, threads, /
+    polarity, square, gamma, air, fusion, beta, chi, previews, device, max_size, pixel_spacing, threads, /
 ) -> _Options:
     """Every argument of :func:`infer_file` checked before any work (ValueError naming the bad one),
     in :class:`_Options`' field order (``pixel_spacing`` becomes ``spacing``)."""
     polarity = _check_choice(polarity, "polarity", ("auto", "keep", "invert"))
     square = _check_choice(square, "square", SQUARE_MODES)
     gamma = _check_gamma(gamma)
+    air = _check_choice(air, "air", AIR_MODES)
     if fusion:
         beta = _check_positive(beta, "beta")
     if max_size is not None and (
@@ -216,7 +220,7 @@ def _check_options(
     if chi is not None:
         chi = _check_positive(chi, "chi")
     torch_device(device)
-    return _Options(polarity, square, gamma, fusion, beta, chi, previews, device, max_size, spacing_arg, n_threads)
+    return _Options(polarity, square, gamma, air, fusion, beta, chi, previews, device, max_size, spacing_arg, n_threads)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,7 +266,7 @@ def _read_prepared(xray_path, opts: _Options, timing: dict) -> tuple[np.ndarray,
     header = f"PhotometricInterpretation {info['photometric']}" if info.get("photometric") else None
     try:
         sq, prep = prepare_xray(
-            img, mask=mask, polarity=opts.polarity, gamma=opts.gamma, square=opts.square, header=header
+            img, mask=mask, polarity=opts.polarity, gamma=opts.gamma, square=opts.square, header=header, air=opts.air
         )
     except ValueError as e:  # name the file: several radiographs may be on their way
         raise ValueError(f"{xray_path}: {e}") from None
@@ -293,8 +297,13 @@ def _predict(
         )
         warnings.warn(
             f"{xray_path}: this x-ray is far from every training x-ray (distance {ood['distance']:.1f} > "
-            f"{ood['threshold']:.1f}: {far}); the reconstruction may be unreliable (check --polarity, "
-            "--gamma, --square)",
+            f"{ood['threshold']:.1f}: {far}); the reconstruction may be unreliable ("
+            + (
+                "the air is grey, unlike the training x-rays' black: try --air subtract; "
+                if "border" in ood["outside"] and opts.air == "keep"
+                else ""
+            )
+            + "check --polarity, --gamma, --square)",
             UserWarning,
             stacklevel=4,  # infer_file's caller (through _run_network, infer_file)
         )
@@ -516,6 +525,21 @@ def _record(
     return json_safe(record)
 
 
+def _check_writable(out: Path) -> None:
+    """Before any work: the output's folder can be made and written (ValueError naming the path)."""
+    d = out.parent
+    while not d.exists() and not d.is_symlink() and d != d.parent:
+        d = d.parent
+    if not d.is_dir():
+        raise ValueError(f"cannot write {out}: {d} is a file, not a folder")
+    try:  # a probe file in the nearest folder that exists (permissions, read-only or virtual file systems)
+        fd, probe = tempfile.mkstemp(prefix=".tomo-write-probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write {out}: nothing can be made in {d} ({e.strerror})") from None
+
+
 def _make_folder(folder: Path) -> list[Path]:
     """Make ``folder`` (and its parents); returns the folders made, innermost first."""
     created: list[Path] = []
@@ -547,6 +571,7 @@ def infer_file(
     out_path,
     *,
     gamma: float | None = None,
+    air: str = "keep",
     fusion: bool = True,
     beta: float = 2.0,
     chi: float | None = None,
@@ -565,6 +590,7 @@ def infer_file(
         checkpoint: a training checkpoint (``model.train``).
         out_path: ``.nrrd``, ``.nii`` or ``.nii.gz``; previews and ``STEM.json`` go next to it.
         gamma: undo a display gamma: ``value ** gamma`` after polarity (None: no change).
+        air: "keep", or "subtract" the air's grey level (a display offset; :func:`prepare_xray`).
         fusion: fuse with the x-ray at its resolution (paper §4.2); False: upsample laterally.
         beta: fusion sharpness (Eq. 2).
         chi: Beer–Lambert scale; None: the checkpoint's data ``chi``, else 10.
@@ -585,10 +611,11 @@ def infer_file(
     out = Path(out_path)
     suffix = volume_suffix(out)
     opts = _check_options(
-        polarity, square, gamma, fusion, beta, chi, previews, device, max_size, pixel_spacing, threads
+        polarity, square, gamma, air, fusion, beta, chi, previews, device, max_size, pixel_spacing, threads
     )
     if out.exists() and out.is_dir():
         raise ValueError(f"output {out} is a folder")
+    _check_writable(out)
     pred, warn_list = _run_network(xray_path, checkpoint, opts, timing)
     grid = _output_grid(pred, opts, warn_list)
 

@@ -40,6 +40,11 @@ The paper (§5.4) notes that display gamma can only be undone partially.
 shutters and padding, :func:`model.polarity.exposed_field`) after polarity and gamma (unmasked
 pixels). Alpha-masked pixels, shutters (``square="field"``) and padding take this value.
 
+**Air** (``air="subtract"``). A film whose air is grey (a display offset, a window that lifts the
+black) is unlike the training x-rays, whose air is 0: the background value is subtracted and the
+rest stretched back to 1, ``(v − bg) / (1 − bg)`` clipped at 0, after which the background value is
+0. ``"keep"`` (default) leaves the values as they are; both record the level.
+
 **Square**. The network and the view volume are square. ``square="field"`` (default): the anatomy
 is found inside the exposed field (:func:`anatomy_box`: the smoothed field split by Otsu's threshold
 into air and body, opened, its largest part and every part at least a fifth as large; the whole
@@ -508,9 +513,13 @@ def prepare_xray(
     gamma: float | None = None,
     square: str = "field",
     header: str | None = None,
+    air: str = "keep",
 ) -> tuple[np.ndarray, dict]:
-    """Polarity, gamma, alpha mask and square (module docstring) -> ``(S, S) float64`` and a record.
-    ``header``: the file's own polarity statement (DICOM PhotometricInterpretation), used by "auto"."""
+    """Polarity, gamma, air, alpha mask and square (module docstring) -> ``(S, S) float64`` and a
+    record. ``header``: the file's own polarity statement (DICOM PhotometricInterpretation), used by
+    "auto". ``air``: "keep", or "subtract" the background value (the air's grey level, a display
+    offset): ``(v - bg) / (1 - bg)`` clipped at 0, so that air is black as in the training x-rays."""
+    air = _check_choice(air, "air", AIR_MODES)
     polarity = _check_choice(polarity, "polarity", ("auto", "keep", "invert"))
     square = _check_choice(square, "square", SQUARE_MODES)
     g = _check_gamma(gamma)
@@ -528,11 +537,20 @@ def prepare_xray(
     rec["gamma"] = {"gamma": g, "rule": "value = value ** gamma after polarity (None: unchanged)"}
     bg, field = _background(x, mask)
     rec["background"] = {"value": bg, "rule": "median of the exposed field's border band after polarity and gamma"}
+    rec["air"] = {"mode": air, "level": bg}
+    if air == "subtract" and bg < 1.0:
+        x = np.clip((x - bg) / (1.0 - bg), 0.0, 1.0)
+        bg = rec["background"]["value"] = 0.0  # what shutters and padding take from here on
+        rec["air"]["rule"] = "(v - level) / (1 - level), clipped at 0: air black; shutters and padding take 0"
     if mask is not None:
         x = np.where(np.asarray(mask, bool), bg, x)
     x, rec["square"] = _make_square(x, square, field, bg)
     rec["square"]["size"] = int(x.shape[0])
     return np.ascontiguousarray(x), rec
+
+
+#: what ``air`` may be: keep the air's level, or subtract it (prepare_xray)
+AIR_MODES = ("keep", "subtract")
 
 
 def _decide_polarity(x: np.ndarray, mask, polarity: str, header: str | None) -> dict:

@@ -308,16 +308,19 @@ def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
                 "keep",
                 "--square",
                 "crop",
+                "--air",
+                "subtract",
             ]
         )
         == 0
-    )  # the film as it is
+    )  # the film as it is (its grey air taken off)
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "apps" / "v_turntable.gif").is_file()  # named like the output volume
     assert (tmp_path / "apps" / "v_anaglyph.png").is_file()
 
     img = nibabel.load(tmp_path / "v.nii.gz")
     assert img.shape == (512, 512, 16)
+    assert json.loads((tmp_path / "v.json").read_text())["air"]["mode"] == "subtract"
     assert (
         main(["infer", str(tmp_path / "c.pt"), "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "w.nrrd")])
         == 2

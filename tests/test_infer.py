@@ -253,6 +253,21 @@ def test_16bit_png_is_scaled_by_its_bits(tmp_path):
     np.testing.assert_allclose(img, eight / 255.0, atol=1e-12)
 
 
+def test_air_subtract_makes_grey_air_black():
+    """A display offset (air at 0.25): --air subtract takes the air's level off and stretches the rest
+    back, so the film is the offset-free one; keep leaves it (both record the level)."""
+    x = _phantom(64, 64)
+    grey = 0.25 + 0.75 * x
+    ref, rec0 = prepare_xray(x, polarity="keep", square="crop")
+    kept, rec1 = prepare_xray(grey, polarity="keep", square="crop")
+    sub, rec2 = prepare_xray(grey, polarity="keep", square="crop", air="subtract")
+    assert rec1["air"] == {"mode": "keep", "level": pytest.approx(0.25 + 0.75 * rec0["background"]["value"])}
+    assert rec2["air"]["mode"] == "subtract" and rec2["background"]["value"] == 0.0
+    assert np.abs(kept - ref).max() > 0.2 and np.abs(sub - ref).max() < 0.02
+    with pytest.raises(ValueError, match="air"):
+        prepare_xray(x, air="remove")
+
+
 def test_dicom_whose_bits_stored_overstate_the_data_is_scaled_by_its_values(tmp_path):
     x = _phantom(40, 48)
     twelve = np.rint(x / 0.9 * 4095).astype(np.uint16)
@@ -326,7 +341,7 @@ def test_dicom_monochrome1_is_inverted_and_spacing_is_read(tmp_path, ckpt):
     np.testing.assert_allclose(img3, stored / 4095.0, atol=1e-12)
 
 
-def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt):
+def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt, monkeypatch):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "text.png").write_text("this is not an image\n" * 20)
@@ -375,6 +390,15 @@ def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt):
     with pytest.raises(ValueError, match="suffix"):
         infer_file(good, ckpt, tmp_path / "out" / "v.npy")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    # an output that cannot be written: refused before the network runs (which would cost minutes)
+    calls = []
+    monkeypatch.setattr(infer, "_run_network", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError, match=r"cannot write .*good.png is a file, not a folder"):
+        infer_file(good, ckpt, good / "sub" / "v.nrrd")
+    if Path("/proc/self").is_dir():  # Linux: a folder in which nothing can be made
+        with pytest.raises(ValueError, match=r"cannot write /proc/v.nrrd: nothing can be made in /proc"):
+            infer_file(good, ckpt, "/proc/v.nrrd")
+    assert calls == []
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, ckpt, monkeypatch):

@@ -515,3 +515,17 @@ def test_full_pipeline_tiny(tmp_path):
     cfg["model"]["real_xrays"]["film"]["gamma"] = 2.0
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert planned_jobs(tmp_path, "--configfile", str(config)) == [("real_xray", "film")]
+    cfg["model"]["real_xrays"]["film"]["air"] = "subtract"  # tracked too
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(tmp_path, "--configfile", str(config)) == [("real_xray", "film")]
+    # a film whose polarity cannot be decided: the run's error names the config key, not only the option
+    flat = np.clip(128 + np.random.default_rng(0).normal(0, 5, (64, 64)), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "flat.png"), flat)
+    cfg["model"]["real_xrays"] = {"flat": str(tmp_path / "flat.png")}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = smk(tmp_path, "results/full/real/flat/flat.nrrd", "--configfile", str(config), "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert "real x-ray flat: " in proc.stdout and "polarity cannot be decided" in proc.stdout, proc.stdout[-3000:]
+    assert "in the config: model.real_xrays.flat.polarity: keep or model.real_xrays.flat.polarity: invert" in (
+        proc.stdout
+    )

@@ -22,6 +22,7 @@
 
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -441,8 +442,28 @@ def real_xray_path(wildcards):
 def real_xray_options(wildcards):
     """What determines a real x-ray's volume besides the file and the checkpoint (tracked)."""
     spec = REAL_XRAYS[wildcards.name]
+    air = spec.get("air", "keep")  # given only where not the default: the options of earlier runs stay the same
     return _opts([("--gamma", spec.get("gamma")), ("--polarity", spec.get("polarity", "auto")),
-                  ("--square", spec.get("square", "field")), ("--max-size", spec.get("max_size"))])
+                  ("--square", spec.get("square", "field")), ("--max-size", spec.get("max_size")),
+                  ("--air", None if air == "keep" else air)])
+
+
+def real_xray_failures():
+    """For each real x-ray whose volume is missing and whose log ends in an error: that error, with
+    the config key for each `tomo infer` option it suggests (the job's log speaks the CLI's language)."""
+    keys = {"--polarity": "polarity", "--gamma": "gamma", "--square": "square", "--air": "air", "--max-size": "max_size"}
+    out = []
+    for name in REAL_XRAYS:
+        log = Path(f"{LOGS}/real_xray/{name}.log")
+        if Path(f"{RESULTS}/real/{name}/{name}.nrrd").exists() or not log.is_file():
+            continue
+        errors = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
+        if errors:
+            hints = [f"model.real_xrays.{name}.{keys[opt]}: {value}"
+                     for opt, value in re.findall(r"(--[a-z-]+) ([a-z0-9.]+)", errors[-1]) if opt in keys]
+            out.append(f"real x-ray {name}: {errors[-1].removeprefix('error: ')}"
+                       + (f"\n  in the config: {' or '.join(hints)}" if hints else ""))
+    return out
 
 
 def _torch_cuda():
@@ -486,6 +507,11 @@ def check_before_jobs():
 
 onstart:
     check_before_jobs()
+
+
+onerror:
+    for _failure in real_xray_failures():
+        logger.error(_failure)
 
 
 def check_splits():
