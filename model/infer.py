@@ -25,8 +25,8 @@ Public API
 
 Rules (every decision is written to the JSON record)
 ----------------------------------------------------
-The radiograph's reading, polarity, gamma, background and square: :mod:`model.xray` and
-:mod:`model.polarity`; the output files: :mod:`model.volume_io`.
+The radiograph's reading: :mod:`model.xray_files`; polarity, gamma, air, background and square:
+:mod:`model.xray` and :mod:`model.polarity`; the output files: :mod:`model.volume_io`.
 
 **Output resolution**: the square side ``S`` of the prepared x-ray, or ``max_size`` when given and
 smaller (the x-ray is then area-averaged to ``max_size`` before fusion). With ``fusion=True`` the

@@ -1,0 +1,336 @@
+"""Radiographs in, as files: any image file read as displayed (bright = bright), values in [0, 1]
+(:func:`read_xray`), and the cheap check of a file before any work (:func:`xray_file_problem`).
+Preparation for the network (polarity, gamma, air, square) is :mod:`model.xray`.
+
+**Reading** (``read_xray``). The file type is sniffed from its content (DICOM: ``DICM`` at byte 128 or
+a ``.dcm``/``.dicom`` suffix; TIFF: the ``II*``/``MM*`` magic), everything else goes to OpenCV
+(``cv2.imdecode(..., IMREAD_UNCHANGED)``: PNG, JPEG, BMP, PNM, WebP …; the EXIF orientation of a
+JPEG is not applied). Values become float64 in [0, 1] *as displayed* (bright = bright):
+
+* unsigned 8-bit: ``v / 255``;
+* unsigned 16-bit: ``v / (2**b − 1)`` with ``b`` the smallest of 8, 10, 12, 14, 16 bits that holds
+  the image's maximum (8-bit images saved as 16-bit and 10/12/14-bit detector data are commonly
+  stored in 16-bit containers);
+* other integers, and floats outside [0, 1]: min–max to [0, 1]; floats inside [0, 1]: unchanged;
+* DICOM: the Modality LUT (``RescaleSlope``/``RescaleIntercept``) is applied, then the value is
+  scaled by the range that ``BitsStored`` (signed or not) spans through that rescale; windowing (VOI
+  LUT) is not applied. Unsigned data without a rescale under ``BitsStored`` 16 whose maximum uses
+  less than 1/8 of that range (12-bit data) are scaled by the 16-bit rule above instead, with a
+  warning (as read, the film would be dark). ``PhotometricInterpretation`` ``MONOCHROME1`` (low value
+  = white) is inverted (``1 − v``) so that the image is as displayed. Pixel spacing:
+  ``PixelSpacing`` (row, column mm), else ``ImagerPixelSpacing``; a multi-frame file gives its first
+  frame (with a warning).
+* Colour (3 or 4 channels, also DICOM RGB): the image is grey when the 99th percentile of the
+  per-pixel channel spread (max − min channel) is at most 2 % of full scale (tolerates JPEG chroma
+  noise); it then becomes the mean of the channels. Otherwise a ``UserWarning`` is issued and it is
+  converted by BT.601 luma ``Y = 0.299 R + 0.587 G + 0.114 B``.
+* Alpha (2nd channel of grey+alpha, 4th of RGBA): ignored unless it masks, i.e. unless some pixels
+  are fully transparent (alpha 0) while others are not; those pixels are returned in
+  ``info["alpha_mask"]`` and later take the background value (:mod:`model.xray`). Partial transparency is
+  ignored (the grey value is kept).
+* A TIFF or PNG resolution tag is not used as pixel spacing (it is usually a display DPI).
+* Refused with ``ValueError``: a missing, empty (0-byte) or undecodable file (text, HTML …), NaN or
+  infinite values, a constant image, fewer than 8 pixels on a side, a fully transparent image.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from tomodata.image_files import dicom_pixels, read_dicom, read_tiff
+
+from .polarity import MIN_SIDE
+
+__all__ = ["read_xray", "xray_file_problem"]
+
+#: colour images whose 99th-percentile channel spread is at most this fraction of full scale are grey
+GREY_SPREAD = 0.02
+
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _looks_like_text(head: bytes) -> str | None:
+    """'HTML' / 'text' when the first bytes look like markup or plain text, else None."""
+    h = head.lstrip().lower()
+    if h.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body", b"<svg")):
+        return "an HTML/XML document"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:512]):
+        return "a text file"
+    return None
+
+
+def _undecodable(p: Path, head: bytes, what: str, why: str = "") -> ValueError:
+    kind = _looks_like_text(head)
+    msg = f"{p}: cannot read this as an x-ray image"
+    if kind:
+        msg += f" (it looks like {kind}, not an image)"
+    elif why:
+        msg += f" ({what}: {why})"
+    else:
+        msg += f" (not a {what} OpenCV can decode, or truncated)"
+    return ValueError(msg)
+
+
+def _sniff(p: Path, head: bytes) -> str:
+    if head[128:132] == b"DICM" or p.suffix.lower() in _DICOM_SUFFIXES:
+        return "dicom"
+    if head[:4] in _TIFF_MAGIC:
+        return "tiff"
+    return "image"
+
+
+def _split_channels(arr: np.ndarray, order: str, p: Path, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W[, C]) -> grey (H, W) in the same numeric range (float64 for colour) and the alpha mask."""
+    if arr.ndim == 2:
+        info["channels"] = 1
+        return arr, None
+    if arr.ndim != 3:
+        raise ValueError(f"{p}: expected a 2-D image, got an array of shape {arr.shape}")
+    c = arr.shape[-1]
+    info["channels"] = int(c)
+    if c == 1:
+        return arr[..., 0], None
+    if c not in (2, 3, 4):
+        raise ValueError(f"{p}: an image with {c} channels is not an x-ray (expected 1-4)")
+    mask = None
+    if c in (2, 4):
+        alpha = arr[..., -1]
+        a_min, a_max = alpha.min(), alpha.max()
+        if a_min == a_max:
+            if a_max == 0:
+                raise ValueError(f"{p}: the image is fully transparent (alpha 0 everywhere)")
+            info["alpha"] = "constant: ignored"
+        elif a_min == 0:
+            mask = alpha == 0
+            info["alpha"] = (
+                f"masks {int(mask.sum())} fully transparent pixels (alpha 0): they take the background value"
+            )
+        else:
+            info["alpha"] = "varies but is nowhere 0 (no pixel fully transparent): ignored"
+        arr = arr[..., :-1]
+    if arr.shape[-1] == 1:
+        return arr[..., 0], mask
+    rgb = arr.astype(np.float64)
+    full = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else max(float(rgb.max() - rgb.min()), 1e-12)
+    spread = rgb.max(axis=-1) - rgb.min(axis=-1)
+    sel = spread if mask is None else spread[~mask]
+    p99 = float(np.percentile(sel, 99)) / full if sel.size else 0.0
+    info["colour_spread_p99"] = p99
+    if p99 <= GREY_SPREAD:
+        info["grey_rule"] = f"channels equal within {100 * GREY_SPREAD:g} % (p99 spread): mean of the channels"
+        return rgb.mean(axis=-1), mask
+    w = np.array([0.299, 0.587, 0.114]) if order == "rgb" else np.array([0.114, 0.587, 0.299])
+    info["grey_rule"] = "colour: BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B"
+    warnings.warn(
+        f"{p}: the channels differ (99th-percentile spread {100 * p99:.1f} % of full scale): "
+        "converted to grey by BT.601 luma",
+        UserWarning,
+        stacklevel=3,
+    )
+    return rgb @ w, mask
+
+
+def _bits_holding(hi: float) -> int:
+    """The smallest of 8, 10, 12, 14, 16 bits whose unsigned range holds ``hi``."""
+    return next(b for b in (8, 10, 12, 14, 16) if hi <= 2**b - 1)
+
+
+def _to_unit(g: np.ndarray, dtype: np.dtype, p: Path, info: dict, valid: np.ndarray | None) -> np.ndarray:
+    """Scale to [0, 1] by the rules of the module docstring (non-DICOM)."""
+    x = g.astype(np.float64)
+    sel = x if valid is None else x[valid]
+    if not np.isfinite(sel).all():
+        raise ValueError(f"{p}: the image contains NaN or infinite values")
+    if dtype == np.uint8:
+        info["scale"] = "uint8: v / 255"
+        return x / 255.0
+    if dtype == np.uint16:
+        hi = float(sel.max()) if sel.size else 0.0
+        bits = _bits_holding(hi)
+        info["bits_used"] = bits
+        info["scale"] = f"uint16 holding {bits}-bit data: v / {2**bits - 1}"
+        return x / (2**bits - 1)
+    lo, hi = float(sel.min()), float(sel.max())
+    if dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        info["scale"] = "float in [0, 1]: unchanged"
+        return x
+    info["scale"] = f"{dtype}: min-max [{lo:.6g}, {hi:.6g}] -> [0, 1]"
+    return (x - lo) / (hi - lo) if hi > lo else x - lo
+
+
+def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    try:  # the project's one DICOM path (tomodata.image_files)
+        ds = read_dicom(p, force=head[128:132] != b"DICM")
+        arr = dicom_pixels(ds, p)
+    except ValueError as exc:
+        raise _undecodable(p, head, "DICOM", str(exc).removeprefix(f"{p}: ")) from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    info["format"] = "DICOM"
+    info["photometric"] = photometric
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        warnings.warn(f"{p}: {frames} frames; the first is used", UserWarning, stacklevel=3)
+        info["frames"] = f"{frames} frames: the first is used"
+        arr = arr[0]
+    info["dtype"] = str(arr.dtype)
+    info["shape"] = list(arr.shape)
+    bits = int(ds.get("BitsStored", arr.dtype.itemsize * 8) or arr.dtype.itemsize * 8)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if spp > 1:  # colour DICOM: pixel_array is RGB
+        g, mask = _split_channels(arr, "rgb", p, info)
+    else:
+        g, mask = arr, None
+        info["channels"] = 1
+    s_lo, s_hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    top = float(g.max()) if g.size else 0.0
+    if bits >= 16 and not signed and slope == 1.0 and intercept == 0.0 and 0 < top < 2 ** (bits - 3):
+        used = _bits_holding(top)
+        warnings.warn(
+            f"{p}: BitsStored is {bits} but the values reach {top:g} (fit in {used} bits): scaled as {used}-bit "
+            f"data (by the {bits}-bit range the film would be dark)",
+            UserWarning,
+            stacklevel=3,
+        )
+        info["bits_stored_not_used"] = f"BitsStored {bits}, values fit in {used} bits: scaled as {used}-bit"
+        bits, s_hi = used, 2**used - 1
+    lo, hi = sorted((s_lo * slope + intercept, s_hi * slope + intercept))
+    v = g.astype(np.float64) * slope + intercept
+    if not np.isfinite(v).all():
+        raise ValueError(f"{p}: the image contains NaN or infinite values")
+    img = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+    info["scale"] = (
+        f"DICOM: v * {slope:g} + {intercept:g} (Modality LUT), scaled by the {bits}-bit "
+        f"{'signed' if signed else 'unsigned'} range [{lo:g}, {hi:g}] -> [0, 1]; no VOI LUT"
+    )
+    if photometric == "MONOCHROME1":
+        img = 1.0 - img
+        info["monochrome1"] = "inverted (1 - v): low stored values are white in MONOCHROME1"
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        sp = ds.get(key)
+        if sp is not None:
+            try:
+                vals = [float(s) for s in sp]
+            except (TypeError, ValueError):
+                continue
+            if len(vals) == 2 and all(math.isfinite(s) and s > 0 for s in vals):
+                info["pixel_spacing_mm"] = vals  # (row, column)
+                info["pixel_spacing_source"] = f"DICOM {key}"
+                break
+    return img, mask
+
+
+def _read_tiff(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.dtype, str]:
+    try:  # the project's one TIFF path (tomodata.image_files): tifffile, else OpenCV's libtiff
+        arr, axes, _, reader = read_tiff(p)
+    except ValueError as exc:
+        raise _undecodable(p, head, "TIFF", str(exc).removeprefix(f"{p}: ")) from None
+    info["format"] = "TIFF" if reader == "tifffile" else f"TIFF (read by {reader})"
+    if arr.ndim == 3 and not axes.endswith("S"):
+        warnings.warn(f"{p}: {arr.shape[0]} pages; the first is used", UserWarning, stacklevel=3)
+        info["pages"] = f"{arr.shape[0]} pages: the first is used"
+        arr = arr[0]
+    elif arr.ndim == 4 and axes.endswith("S"):
+        warnings.warn(f"{p}: {arr.shape[0]} pages; the first is used", UserWarning, stacklevel=3)
+        info["pages"] = f"{arr.shape[0]} pages: the first is used"
+        arr = arr[0]
+    return arr, arr.dtype, "rgb"
+
+
+def _read_cv2(p: Path, head: bytes, info: dict, why: str = "") -> np.ndarray:
+    data = np.fromfile(str(p), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise _undecodable(p, head, "TIFF" if why else "image format", why)
+    info["format"] = "OpenCV (" + (p.suffix.lower().lstrip(".") or "no suffix") + ")"
+    return img
+
+
+def xray_file_problem(path) -> str | None:
+    """Why ``path`` cannot be a radiograph, from cheap checks only (no decoding), or None: missing,
+    not a file, unreadable, empty, or text/HTML (plain PNM ``P1``–``P3`` excepted). ``tomo infer``
+    checks every input with it before any work; :func:`read_xray` still refuses what decodes badly."""
+    p = Path(path)
+    if not p.exists():
+        return "no such file"
+    if not p.is_file():
+        return "not a file (a folder?)"
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(512)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if not head:
+        return "empty (0 bytes)"
+    kind = _looks_like_text(head)
+    if kind and not (head[:1] == b"P" and head[1:2] in b"123" and head[2:3].isspace()):
+        return f"not an image (it looks like {kind})"
+    return None
+
+
+def read_xray(path) -> tuple[np.ndarray, dict]:
+    """Read a radiograph (PNG, JPEG, TIFF, DICOM, … any size) as ``(H, W)`` float64 in [0, 1].
+
+    Returns ``(image, info)``: the image as displayed (bright = bright; DICOM MONOCHROME1 already
+    inverted) and a dict of what was read and decided (format, dtype, channels, scale rule, grey
+    rule, alpha, pixel spacing …). ``info["alpha_mask"]`` is a bool (H, W) array of fully
+    transparent pixels or None; every other entry is JSON-serialisable. Rules: module docstring.
+    Raises ValueError for anything that is not a usable image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"x-ray {p} does not exist")
+    if not p.is_file():
+        raise ValueError(f"x-ray {p} is not a file")
+    size = p.stat().st_size
+    if size == 0:
+        raise ValueError(f"x-ray {p} is empty (0 bytes)")
+    with open(p, "rb") as fh:
+        head = fh.read(512)
+    info: dict[str, Any] = {"path": str(p), "bytes": int(size)}
+    kind = _sniff(p, head)
+    if kind == "dicom":
+        img, mask = _read_dicom(p, head, info)
+    else:
+        if kind == "tiff":
+            arr, dtype, order = _read_tiff(p, head, info)
+        else:
+            arr = _read_cv2(p, head, info)
+            dtype, order = arr.dtype, "bgr"
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+            dtype = np.dtype(np.uint8)
+        if arr.dtype.kind not in "uif":
+            raise ValueError(f"{p}: pixel type {arr.dtype} is not a grey-value image")
+        info["dtype"] = str(dtype)
+        info["shape"] = list(arr.shape)
+        grey, mask = _split_channels(arr, order, p, info)
+        valid = None if mask is None else ~mask
+        img = _to_unit(grey, np.dtype(dtype), p, info, valid)
+    if img.ndim != 2:
+        raise ValueError(f"{p}: expected a 2-D image, got shape {img.shape}")
+    if min(img.shape) < MIN_SIDE:
+        raise ValueError(f"{p}: image of {img.shape[0]}x{img.shape[1]} pixels is too small (< {MIN_SIDE})")
+    sel = img if mask is None else img[~mask]
+    if not np.isfinite(sel).all():
+        raise ValueError(f"{p}: the image contains NaN or infinite values")
+    if sel.size == 0 or float(sel.max() - sel.min()) <= 1e-12:
+        raise ValueError(
+            f"{p}: the image is constant ({float(sel.flat[0]) if sel.size else 'no pixels'}); "
+            "there is nothing to reconstruct"
+        )
+    if mask is not None:
+        img = np.where(mask, 0.0, img)
+    info.setdefault("pixel_spacing_mm", None)
+    info["height"], info["width"] = int(img.shape[0]), int(img.shape[1])
+    info["alpha_mask"] = mask
+    return np.clip(img, 0.0, 1.0), info
