@@ -205,6 +205,17 @@ def test_cube_empty_npy(tmp_path, capsys):
     assert rc == 2 and "the file is empty (0 bytes)" in err
 
 
+@pytest.mark.parametrize("offset, hu", [(-1024, True), (0, False)])
+def test_window_hint_offers_hu_presets_only_for_hounsfield_units(tmp_path, capsys, offset, hu):
+    """Raw CT numbers from 0 (vtk-headsq's 0 … 3926) are no Hounsfield units: no HU preset offered."""
+    vol = np.zeros((12, 16, 16), np.int16) + offset
+    vol[4:8, 4:12, 4:12] = offset + 3000
+    np.save(tmp_path / "v.npy", vol)
+    rc, err = _cube(capsys, [str(tmp_path / "v.npy"), "-o", str(tmp_path / "c.npz"), "--spacing", "1"])
+    assert rc == 2 and "pass window=(lo, hi)" in err
+    assert ("'hu-bone' or 'hu-head'" in err) is hu and ("not Hounsfield units" in err) is not hu
+
+
 # -- 5. a file that is not a cube where a cube is expected -------------------------------------------
 
 

@@ -161,10 +161,12 @@ def check_density(vol: np.ndarray, window, background=None) -> None:
     try:
         mu_lo, mu_hi, full, above = _density_stats(vol, window, bg)
     except ValueError as e:
-        raise ValueError(
-            f"{e} {WHERE}; for CT in Hounsfield units try the preset 'hu-bone' or 'hu-head' "
-            f"(values here span {lo_v:g} … {hi_v:g})"
-        ) from None
+        hint = (  # Hounsfield units (air at -1000): the presets; other raw numbers: the message's own example
+            f"; for CT in Hounsfield units try the preset 'hu-bone' or 'hu-head' (values here span {lo_v:g} … {hi_v:g})"
+            if lo_v <= -500.0
+            else ""
+        )
+        raise ValueError(f"{e} {WHERE}{hint}") from None
     shown = "no window" if window is None else f"window {window[0]:g},{window[1]:g}"
     if mu_hi - mu_lo == 0.0 or full >= 0.99:
         raise ValueError(
