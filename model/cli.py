@@ -217,7 +217,7 @@ def cmd_infer(a) -> int:
     jobs, clashes = batch_jobs(xrays, Path(a.output), a.format, Path(a.apps) if a.apps else None)
     errors = clashes + ([] if a.keep_going else problems)
     if errors:
-        hint = "\n(--keep-going skips the unusable files and runs the others)" if problems else ""
+        hint = "\n(--keep-going skips the unusable files and runs the others)" if problems and not a.keep_going else ""
         raise ValueError("nothing was run:\n  " + "\n  ".join(errors) + hint)
     for q in problems:
         print(f"skipped {q}", file=sys.stderr)

@@ -86,7 +86,8 @@ def run_jobs(jobs: list[Job], run_one: Callable[[Path, Path, Path | None], None]
             print(f"[{k}/{len(jobs)}] {x.name}: FAILED after {time.perf_counter() - t0:.1f} s: {e}", file=sys.stderr)
             if not keep_going:
                 raise
-            failed.append(f"{x}: {e}")
+            text = str(e)
+            failed.append(text if text.startswith(f"{x}: ") else f"{x}: {text}")  # errors that name the file already
             continue
         print(f"[{k}/{len(jobs)}] {x.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return failed

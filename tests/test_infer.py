@@ -663,9 +663,10 @@ def test_several_radiographs_bad_inputs_refused_before_any_work(tmp_path, ckpt, 
     other = _films(tmp_path / "other", ("FILM1",))
     _png(tmp_path / "other" / "film2.jpg", _u8(_phantom(48, 40)))
     for extra in ([], ["--keep-going"]):
-        assert main(["infer", str(src / "film*.png"), str(other / "*"), *common, *extra]) == 2
+        assert main(["infer", str(src / "film*.png"), str(other / "*"), str(src / "nope.png"), *common, *extra]) == 2
         err = capsys.readouterr().err
         assert "same name" in err and "FILM1.png" in err and "film2.jpg" in err and "film10" not in err
+        assert ("(--keep-going skips" in err) is (not extra)  # no hint to give what was given
         assert not (tmp_path / "out").exists()
     # -o must be a folder with several radiographs
     assert main(["infer", str(src / "film*.png"), "--checkpoint", str(ckpt), "-o", str(tmp_path / "v.nrrd")]) == 2
@@ -698,6 +699,7 @@ def test_several_radiographs_keep_going(tmp_path, ckpt, capsys, loads):
     assert "[3/3] film3.png:" in err and "2 of 4 radiographs failed" in err
     summary = err[err.index("2 of 4 radiographs failed") :]
     assert "gone.png" in summary and "film2.png" in summary and "film1" not in summary
+    assert summary.count("film2.png") == 1  # the path once, not "P: P: ..."
     assert _tree(tmp_path / "go") == [
         "film1",
         "film1/film1.json",
