@@ -155,6 +155,20 @@ def test_export_config_not_text(tmp_path):
         _config_file(str(config), {})
 
 
+def test_cube_from_a_manifest_row_alone(demo, tmp_path, capsys):
+    """--manifest M --id ID without a scan: the row's own local source (relative to the manifest)."""
+    d, manifest, _rec, cubes = demo
+    out = tmp_path / "c.npz"
+    assert main(["cube", "--manifest", str(manifest), "--id", "procedural_00", "-o", str(out), "--size", "16"]) == 0
+    assert np.array_equal(load_cube(out)[0], load_cube(cubes["procedural_00"])[0])
+    remote = tmp_path / "r.tsv"
+    text = manifest.read_text().replace("movies/procedural_00.mp4", "https://example.invalid/p.mp4")
+    remote.write_text(text)
+    capsys.readouterr()
+    assert main(["cube", "--manifest", str(remote), "--id", "procedural_00", "-o", str(out)]) == 2
+    assert "is remote: fetch it first" in capsys.readouterr().err
+
+
 # -- a cube made from another specimen's scan --------------------------------------------------------
 
 

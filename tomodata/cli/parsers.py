@@ -61,7 +61,11 @@ def finite_float(text: str) -> float:
 
 def _scan_opts(q, output_help):
     """The scan a command reads (`tomo cube`, `tomo align`; read back by scans.scan_from_args)."""
-    q.add_argument("input", nargs="?", help="the scan (file or folder); or give --fetched and --id")
+    q.add_argument(
+        "input",
+        nargs="?",
+        help="the scan (file or folder); or --fetched and --id, or --manifest and --id (the row's local source)",
+    )
     q.add_argument("-o", "--output", required=True, help=output_help)
     q.add_argument(
         "--fetched",
@@ -85,7 +89,8 @@ def _scan_opts(q, output_help):
         "--manifest",
         help=(
             "take spacing, slice axis and the ingest settings (window, background, orientation, crop) "
-            "not given as options from this manifest's row --id"
+            "not given as options from this manifest's row --id (and the scan itself, where none is given "
+            "and the row's source is local)"
         ),
     )
     q.add_argument("--id", help="specimen id (with --manifest / --fetched)")

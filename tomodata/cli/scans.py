@@ -195,8 +195,8 @@ def scan_from_args(a) -> tuple[str, Any, str, dict]:
         if not a.id:
             raise ValueError("--fetched needs --id")
         a.input = _fetched_path(a.fetched, a.id)
-    elif not a.input:
-        raise ValueError("give the scan (file or folder), or --fetched RECORD --id ID")
+    elif not a.input and not (a.manifest and a.id):
+        raise ValueError("give the scan (file or folder), --fetched RECORD --id ID, or --manifest M --id ID")
     spacing = _floats(a.spacing, 3, "--spacing") if a.spacing else None
     slice_axis = a.slice_axis
     row: dict = {}
@@ -210,6 +210,16 @@ def scan_from_args(a) -> tuple[str, Any, str, dict]:
         if rows.empty:
             raise ValueError(f"specimen {a.id!r} is not in {a.manifest}; known: {', '.join(table['id'])}")
         row = rows.iloc[0].to_dict()
+        if not a.input:  # the row's own source, where it is local
+            from ..specimens import local_source
+
+            src = local_source({**row, "_base": table.attrs["base_dir"]})
+            if src is None:
+                raise ValueError(
+                    f"specimen {a.id!r}: its source {row['source']} is remote: fetch it first "
+                    f"(tomo fetch {a.manifest} -d DIR > RECORD) and give --fetched RECORD"
+                )
+            a.input = str(src)
         spacing = spacing or parse_spacing(row["spacing_mm"])
         slice_axis = row["slice_axis"] or slice_axis
     if a.orientation is None:
