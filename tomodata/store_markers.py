@@ -250,10 +250,8 @@ def stale_markers(store, *, created, final, done: dict, settings=None) -> list[t
     if out and final.exists():
         out.append((str(final), "a marker it depends on is stale"))
     elif final.exists() and (gone := _markers_removed(store, done)):
-        # a done marker removed by hand (a species in the store): re-render it, as the user asked
-        out.append(
-            (str(final), f"the done marker of species {gone[0]} is gone ({done[gone[0]]}), so it is rendered again")
-        )
+        # a done marker removed by hand, or a species whose render never finished: render it (again)
+        out.append((str(final), f"species {gone[0]} is in the store without its done marker ({done[gone[0]]})"))
     return out
 
 
