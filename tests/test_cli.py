@@ -1,5 +1,6 @@
 """The ``tomo`` command line, run as a user would (a subprocess for the entry point, main() for speed)."""
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from model.bench_train import kernel_kind
 from model.cli import main
 from model.network import NetworkConfig, TomographyNet
 from model.train import TrainConfig, save_checkpoint
+from tomodata.cli import run
 from tomodata.render import render_xrays
 from tomodata.store import open_store
 from tomodata.views import hemisphere_views
@@ -51,6 +53,16 @@ def test_warnings_show_as_one_line_each():
     lines = proc.stderr.splitlines()
     assert lines[0] == "warning: the scan is odd"
     assert lines[1].startswith("warning (FutureWarning, ") and lines[1].endswith(": old call") and len(lines) == 2
+
+
+def test_a_failed_rename_names_both_paths(capsys):
+    def fail(a):
+        raise FileNotFoundError(2, "No such file or directory", "x.part", None, "gone/x")
+
+    p = argparse.ArgumentParser()
+    p.add_subparsers(dest="command").add_parser("x").set_defaults(func=fail)
+    assert run(p, ["x"]) == 2
+    assert capsys.readouterr().err == "error: No such file or directory: x.part -> gone/x\n"
 
 
 def test_a_missing_file_is_named_without_errno(tmp_path, capsys):

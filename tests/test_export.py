@@ -23,6 +23,8 @@ from tiny_runs import demo_args
 
 from model.cli import main
 from tomodata import export
+from tomodata.export.card import _contents
+from tomodata.export.croissant import _array_layout_text
 from tomodata.ingest_settings import orient
 from tomodata.recipe import cube_settings, recipe_files
 from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
@@ -845,6 +847,15 @@ def test_volumes_as_nifti_and_nrrd_in_ras_with_spacing(tmp_path):
 def test_volumes_of_a_store_whose_terms_make_it_recipe_only(utct_store, tmp_path):
     with pytest.raises(ValueError, match=r"recipe-only export leaves out \(their terms .*--with-data"):
         export.export_dataset(utct_store, tmp_path / "r", volumes="nifti")
+
+
+def test_card_and_croissant_texts_of_dotted_names_and_odd_sizes(utct_store):
+    rows = _contents(["volumes/B6129PF1.J.nii.gz"], recipe_only=False, has_manifest=False)
+    assert any(r.startswith("| `volumes/<name>.nii.gz` |") for r in rows)
+    attrs = open_store(utct_store).attrs
+    assert "level 1 its 2x2x2 mean; chunks" in _array_layout_text(attrs)  # 8³: two levels
+    odd = {**attrs, "volume_size": 7}
+    assert "level 0 of the OME-Zarr 0.5 image volume; chunks" in _array_layout_text(odd)
 
 
 def test_canonical_volume_file_carries_the_recorded_millimetres(tmp_path):

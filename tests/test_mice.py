@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,8 +89,11 @@ def test_manifest_from_folder_small(tmp_path):
     assert not list(out.parent.glob("*.partial"))
 
 
-@pytest.mark.parametrize("extra", [{}, {"notes": "it's a note", "checksums": False, "pattern": "*_.nii.gz"}])
-def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, extra):
+@pytest.mark.parametrize(
+    "extra, inside",
+    [({}, False), ({"notes": "it's a note", "checksums": False, "pattern": "*_.nii.gz"}, False), ({}, True)],
+)
+def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, extra, inside):
     """The first comment line holds the whole command (every option): run in the manifest's folder
     it writes the same file byte for byte."""
     folder = tmp_path / "scan s"
@@ -98,7 +102,7 @@ def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, e
         (folder / f"m{k}_.nii.gz").write_bytes(b"x" * (k + 1))
     out = manifest_from_folder(
         folder,
-        tmp_path / "m" / "a.tsv",
+        folder / "a.tsv" if inside else tmp_path / "m" / "a.tsv",  # inside: the command names the folder "."
         licence="CC BY 4.0",
         val=1,
         test=1,
@@ -142,6 +146,22 @@ def test_manifest_from_folder_checks_each_match_is_a_scan_of_its_kind(tmp_path):
     assert list(table["id"]) == ["v"] and table["sha256"][0] == source_sha256(nd / "v.nhdr")
     with pytest.raises(ValueError, match=r"(?s)1 of 1 matches of '\*.nhdr' .* v.nhdr: holds nrrd data, not nifti"):
         manifest_from_folder(nd, tmp_path / "x.tsv", pattern="*.nhdr", licence="x", val=0, test=0)
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    shutil.make_archive(str(zipped / "c"), "zip", root / "a")  # an archive of slices: tomo fetch unpacks it
+    table = load_manifest(
+        manifest_from_folder(
+            zipped,
+            tmp_path / "z.tsv",
+            pattern="*.zip",
+            source_kind="image_folder",
+            licence="x",
+            val=0,
+            test=0,
+            spacing="1,1,1",
+        )
+    )
+    assert list(table["id"]) == ["c"]
     with pytest.raises(ValueError, match=r"only folders: a, b"):
         manifest_from_folder(root, tmp_path / "x.tsv", pattern="*", licence="x", val=0, test=0)
     assert not (tmp_path / "x.tsv").exists()

@@ -130,6 +130,11 @@ def test_a_single_dicom_slice_is_no_scan(tmp_path):
     m = manifest(tmp_path / "m.tsv", [["one", "s", "01.dcm", "dicom", "", "train", "CC0"]])
     problems = source_problems(collect_rows(demo=None, demo_dir=tmp_path, manifest=str(m)))
     assert len(problems) == 1 and "is a single-frame DICOM file, one slice" in problems[0]
+    # a file of another kind under source_kind dicom is named by its kind, not taken for a slice
+    np.save(tmp_path / "v.npy", np.zeros((4, 4, 4), np.float32))
+    m = manifest(tmp_path / "m2.tsv", [["v", "s", "v.npy", "dicom", "", "train", "CC0"]])
+    problems = source_problems(collect_rows(demo=None, demo_dir=tmp_path, manifest=str(m)))
+    assert len(problems) == 1 and "holds npy data but source_kind says dicom" in problems[0]
 
 
 def test_content_key_ignores_spelling_and_keeps_a_recorded_key(tmp_path):

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .fetch.checksums import nrrd_data_files, source_sha256
+from .fetch.common import ARCHIVE_SUFFIXES
 from .files import atomic_write
 from .image_files import dicom_frames
 from .io import sniff_kind
@@ -44,7 +45,7 @@ __all__ = ["seeded_splits", "specimen_id", "manifest_from_folder"]
 #: File suffixes stripped from a file name to make its id (longest first).
 SUFFIXES = (
     ".nii.gz", ".nii", ".nrrd", ".nhdr", ".tiff", ".tif", ".npy", ".npz", ".mp4", ".avi", ".mkv", ".mov", ".dcm",
-    ".zip",
+    *ARCHIVE_SUFFIXES,
 )  # fmt: skip
 
 #: kinds whose source is a folder (a DICOM series may also be one multi-frame file)
@@ -123,7 +124,10 @@ def _scans(folder: Path, pattern: str, kind: str) -> list[Path]:
 
 
 def _kind_problem(path: Path, kind: str) -> str | None:
-    """Why ``path`` is not one scan of ``kind`` (None where it is)."""
+    """Why ``path`` is not one scan of ``kind`` (None where it is; an archive of a folder kind is
+    unpacked and checked by ``tomo fetch``)."""
+    if kind in _FOLDER_KINDS and path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        return None
     try:
         got = sniff_kind(path)
     except ValueError as e:
@@ -180,7 +184,8 @@ def manifest_from_folder(
     command = shlex.join(words)
     lines = [
         f"# generated in this file's folder by `{command}` (tomodata.manifest_folder): do not edit by hand",
-        f"# {len(ids)} specimens of {folder.name}/{pattern}; splits by seeded_splits(seed={seed}): "
+        f"# {len(ids)} specimens of {Path(os.path.abspath(folder)).name}/{pattern}; splits by "
+        f"seeded_splits(seed={seed}): "
         f"{test} test, {val} val, {len(ids) - val - test} train (docs/manifest.md)",
         "\t".join(_COLUMNS),
     ]

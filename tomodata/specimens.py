@@ -151,6 +151,12 @@ def _problem(row: dict) -> str | None:
         return f"{path} is a {'folder' if path.is_dir() else 'file'} but source_kind {kind} needs {want}"
     if zipfile.is_zipfile(path) if path.is_file() else False:
         return None  # an archive of slices: its content is checked when it is unpacked (tomo fetch)
+    try:
+        found = sniff_kind(path)
+    except (ValueError, OSError) as e:
+        return f"cannot be read as {kind}: {e}"
+    if found != kind:
+        return f"{path} holds {found} data but source_kind says {kind}"
     if kind == "dicom" and path.is_file():
         from .image_files import dicom_frames  # noqa: PLC0415 - kept lazy (start-up)
 
@@ -159,12 +165,6 @@ def _problem(row: dict) -> str | None:
                 return f"{path} is a single-frame DICOM file, one slice: give the folder that holds the series"
         except ValueError as e:
             return f"cannot be read as {kind}: {e}"
-    try:
-        found = sniff_kind(path)
-    except (ValueError, OSError) as e:
-        return f"cannot be read as {kind}: {e}"
-    if found != kind:
-        return f"{path} holds {found} data but source_kind says {kind}"
     return None
 
 

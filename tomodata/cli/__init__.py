@@ -79,7 +79,10 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         with heartbeat(f"tomo {args.command}"), _warnings_as_lines():  # a log line every 30 s
             return args.func(args)
     except FileNotFoundError as e:  # the OS's "[Errno 2] No such file or directory: 'P'" names P plainly
-        print(f"error: {e.filename} does not exist" if e.filename else f"error: {e}", file=sys.stderr)
+        if e.filename2:  # a rename or copy: which of the two is gone is not said
+            print(f"error: {e.strerror}: {e.filename} -> {e.filename2}", file=sys.stderr)
+        else:
+            print(f"error: {e.filename} does not exist" if e.filename else f"error: {e}", file=sys.stderr)
         return 2
     except (ValueError, FileExistsError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

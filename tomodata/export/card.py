@@ -204,9 +204,9 @@ def _contents(files: list[str], *, recipe_only: bool, has_manifest: bool) -> lis
         L.append("| `dataset.zarr/` | the Zarr v3 store (layout below) |")
     vols = sorted(f for f in files if f.startswith("volumes/"))
     if vols:
-        kind = "NIfTI-1" if vols[0].endswith(".nii.gz") else "NRRD"
+        kind, suffix = ("NIfTI-1", ".nii.gz") if vols[0].endswith(".nii.gz") else ("NRRD", ".nrrd")
         L.append(
-            f"| `volumes/<name>{vols[0][vols[0].index('.') :]}` | each species' canonical volume ({kind}: the store's "
+            f"| `volumes/<name>{suffix}` | each species' canonical volume ({kind}: the store's "
             "`volume/0` in RAS+ space, cube z left, y inferior, x anterior; mm where the species records its "
             "spacing) |"
         )

@@ -8,6 +8,7 @@ Croissant has no native Zarr support: the array layout is written into the descr
 from __future__ import annotations
 
 from .. import __version__
+from ..store.layout import ome_multiscales
 from .common import _ARRAYS, CITATION_BIBTEX, SPLIT_NAMES
 
 CROISSANT_VERSION = "http://mlcommons.org/croissant/1.1"
@@ -82,9 +83,12 @@ def _array_layout_text(attrs: dict) -> str:
     for a in _ARRAYS:
         d = lay[a]
         shards = f", shards {d['shards']}" if d.get("shards") else ""
-        ome = " level 0 of the OME-Zarr 0.5 image volume, level 1 its 2x2x2 mean," if d.get("ome_zarr") else ""
+        ome = ""
+        if d.get("ome_zarr"):
+            two = len(ome_multiscales("v", int(attrs["volume_size"]), None)["multiscales"][0]["datasets"]) == 2
+            ome = "level 0 of the OME-Zarr 0.5 image volume" + (", level 1 its 2x2x2 mean" if two else "") + "; "
         parts.append(
-            f"{d.get('path', a)} {tuple(d['shape'])} {d['dtype']} ({ome.lstrip()}chunks {d['chunks']}{shards}; "
+            f"{d.get('path', a)} {tuple(d['shape'])} {d['dtype']} ({ome}chunks {d['chunks']}{shards}; "
             f"{attrs['encoding'][a]['quantity']})"
         )
     return "; ".join(parts)

@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -448,14 +449,20 @@ def real_xray_options(wildcards):
                   ("--air", None if air == "keep" else air)])
 
 
+_PARSED_AT = time.time()  # logs older than this run are an earlier run's
+
+
 def real_xray_failures():
-    """For each real x-ray whose volume is missing and whose log ends in an error: that error, with
-    the config key for each `tomo infer` option it suggests (the job's log speaks the CLI's language)."""
+    """For each real x-ray whose volume is missing and whose log, written in this run, ends in an error:
+    that error, with the config key for each `tomo infer` option it suggests (the job's log speaks the
+    CLI's language)."""
     keys = {"--polarity": "polarity", "--gamma": "gamma", "--square": "square", "--air": "air", "--max-size": "max_size"}
     out = []
     for name in REAL_XRAYS:
         log = Path(f"{LOGS}/real_xray/{name}.log")
         if Path(f"{RESULTS}/real/{name}/{name}.nrrd").exists() or not log.is_file():
+            continue
+        if log.stat().st_mtime < _PARSED_AT:  # not run this time (an upstream job failed first)
             continue
         errors = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
         if errors:
@@ -548,8 +555,10 @@ def forget_stale_markers():
     for path, why in stale_fetch_records(f"{FETCHED}/{sid}.tsv" for sid in IDS):
         # a fetched scan is a cache: Snakemake fetches it again only for a job that reads it (a cube
         # whose settings changed), not while the cube made from it is up to date
+        given = " ".join(shlex.quote(str(f)) for f in workflow.overwrite_configfiles)
         logger.warning(f"{path}: {why}; removing the record (also under --dry-run). The specimen is fetched "
-                       f"again when a job reads it; to fetch it now: snakemake {path}")
+                       f"again when a job reads it; to fetch it now: snakemake {path}"
+                       + (f" --configfile {given}" if given else ""))
         Path(path).unlink(missing_ok=True)
 
 
