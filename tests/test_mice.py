@@ -15,9 +15,8 @@ import nrrd
 import numpy as np
 import pytest
 import yaml
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from snakemake.utils import update_config
+from test_io import _dicom_slice
 
 from model.cli import main
 from tomodata.fetch.checksums import source_sha256
@@ -171,18 +170,7 @@ def test_manifest_from_folder_refuses_single_dicom_slices(tmp_path):
     folder = tmp_path / "series"
     folder.mkdir()
     for k in range(4):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "CT", 4, 4, 1
-        ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "MONOCHROME2", 16, 16, 15
-        ds.PixelRepresentation, ds.InstanceNumber = 0, k + 1
-        ds.PixelData = np.zeros((4, 4), "<u2").tobytes()
-        ds.save_as(str(folder / f"{k:02d}.dcm"), enforce_file_format=True)
+        _dicom_slice(folder / f"{k:02d}.dcm", np.zeros((4, 4)), z=2.5 * k, series_uid="1.2.3.9", instance=k + 1)
     with pytest.raises(ValueError, match=r"(?s)4 of 4 .*00.dcm, 01.dcm, 02.dcm and 1 more: a single-frame DICOM"):
         manifest_from_folder(
             folder, tmp_path / "x.tsv", pattern="*.dcm", source_kind="dicom", licence="x", val=0, test=0

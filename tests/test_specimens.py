@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_io import _dicom_slice
 
 from tomodata.demo import write_demo_movies
 from tomodata.ingest import cube_specimen, load_cube, save_cube
@@ -114,19 +115,7 @@ def test_source_problems_lists_every_bad_row(tmp_path):
 
 def test_a_single_dicom_slice_is_no_scan(tmp_path):
     """A row naming one single-frame DICOM file stops the run before its cube job fails."""
-    from pydicom.dataset import Dataset, FileMetaDataset  # noqa: PLC0415 - this test only
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: PLC0415
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "CT", 4, 4, 1
-    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "MONOCHROME2", 16, 16, 15
-    ds.PixelRepresentation, ds.PixelData = 0, np.zeros((4, 4), "<u2").tobytes()
-    ds.save_as(str(tmp_path / "01.dcm"), enforce_file_format=True)
+    _dicom_slice(tmp_path / "01.dcm", np.zeros((4, 4)), z=0.0, series_uid="1.2.3.9", instance=1)
     m = manifest(tmp_path / "m.tsv", [["one", "s", "01.dcm", "dicom", "", "train", "CC0"]])
     problems = source_problems(collect_rows(demo=None, demo_dir=tmp_path, manifest=str(m)))
     assert len(problems) == 1 and "is a single-frame DICOM file, one slice" in problems[0]
