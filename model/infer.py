@@ -60,7 +60,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -94,8 +93,11 @@ from .volume_io import (
     PREVIEW_MAX,
     PREVIEWS,
     VOLUME_SUFFIXES,
+    _check_writable,
     _fit,
+    _make_folder,
     _Outputs,
+    _remove_empty,
     _stem,
     _u8,
     _write_png,
@@ -523,41 +525,6 @@ def _record(
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
     return json_safe(record)
-
-
-def _check_writable(out: Path) -> None:
-    """Before any work: the output's folder can be made and written (ValueError naming the path)."""
-    d = out.parent
-    while not d.exists() and not d.is_symlink() and d != d.parent:
-        d = d.parent
-    if not d.is_dir():
-        raise ValueError(f"cannot write {out}: {d} is a file, not a folder")
-    try:  # a probe file in the nearest folder that exists (permissions, read-only or virtual file systems)
-        fd, probe = tempfile.mkstemp(prefix=".tomo-write-probe-", dir=d)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ValueError(f"cannot write {out}: nothing can be made in {d} ({e.strerror})") from None
-
-
-def _make_folder(folder: Path) -> list[Path]:
-    """Make ``folder`` (and its parents); returns the folders made, innermost first."""
-    created: list[Path] = []
-    d = folder
-    while not d.exists():
-        created.append(d)
-        d = d.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    return created
-
-
-def _remove_empty(created: list[Path]) -> None:
-    """After a failure: remove the folders this call made, innermost first, if left empty."""
-    for dd in created:
-        try:
-            dd.rmdir()
-        except OSError:
-            break
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -176,3 +177,42 @@ def _write_png(path: Path, img_u8: np.ndarray) -> None:
     if not ok:  # pragma: no cover
         raise RuntimeError(f"PNG encoding failed for {path}")
     path.write_bytes(buf.tobytes())
+
+
+# --------------------------------------------------------------------------------------------------
+# the output's folder
+
+
+def _check_writable(out: Path) -> None:
+    """Before any work: the output's folder can be made and written (ValueError naming the path)."""
+    d = out.parent
+    while not d.exists() and not d.is_symlink() and d != d.parent:
+        d = d.parent
+    if not d.is_dir():
+        raise ValueError(f"cannot write {out}: {d} is a file, not a folder")
+    try:  # a probe file in the nearest folder that exists (permissions, read-only or virtual file systems)
+        fd, probe = tempfile.mkstemp(prefix=".tomo-write-probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write {out}: nothing can be made in {d} ({e.strerror})") from None
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Make ``folder`` (and its parents); returns the folders made, innermost first."""
+    created: list[Path] = []
+    d = folder
+    while not d.exists():
+        created.append(d)
+        d = d.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """After a failure: remove the folders this call made, innermost first, if left empty."""
+    for dd in created:
+        try:
+            dd.rmdir()
+        except OSError:
+            break
