@@ -113,7 +113,7 @@ def cmd_evaluate(a) -> int:
         f"({summary['n_views_evaluated']} distinct views)"
     )
     head = {
-        "species": "mean of species means, 95% cluster-bootstrap CI over species (n = species)",
+        "species": "mean of species means, 95% t-interval over the species means (n = species)",
         "sample": "paper protocol: mirrored pairs averaged, 95% t-interval (n = pairs)",
     }
     for level, what in head.items():

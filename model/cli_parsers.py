@@ -162,14 +162,15 @@ def add_evaluate(sub, func: Callable[[argparse.Namespace], int]) -> None:  # arg
         description=(
             "Evaluate ours (fused and raw) against the NN, Oracle and mean baselines on one split of the store's "
             "held-out species (--split; the train split is the baselines' database): volume L2 (RMSE) and DSSIM of "
-            "iso-surface renders; species-level means with cluster-bootstrap CIs, paired t and Wilcoxon tests on "
-            "species means, and the paper's per-sample protocol (mirrored pairs averaged); view classes, slice counts. "
+            "iso-surface renders; species-level means with t-intervals, paired t (Holm-adjusted too) and Wilcoxon "
+            "tests on species means, and the paper's per-sample protocol (mirrored pairs averaged); view classes, "
+            "slice counts. "
             "Writes metrics.csv, summary.csv, tests.csv, species.csv, view_classes.csv, slice_counts.csv, "
             "matches.csv, summary.json."
         ),
     )
     q.add_argument("store", help="the dataset store (.zarr)")
-    q.add_argument("--checkpoint", required=True, help="the trained checkpoint (last.pt)")
+    q.add_argument("--checkpoint", required=True, help="the trained checkpoint (the run's best.pt: chosen on val)")
     q.add_argument("-o", "--output", required=True, help="evaluation folder")
     q.add_argument(
         "--split",

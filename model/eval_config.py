@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-from . import stats as ST
 from .surface import DEFAULT_ISO
 
 __all__ = ["EVAL_SPLITS", "FUSION_AT", "METHODS", "NN_SEARCHES", "EvalConfig"]
@@ -66,7 +65,6 @@ class EvalConfig:
         split: the evaluated split, ``"test"`` (the reported result) or ``"val"`` (the model-choice
             set); exactly that split's species are evaluated (ValueError if it has none, or an
             incomplete one, or one the checkpoint was trained on).
-        n_boot, boot_seed: draws and seed of the cluster bootstrap over species (:mod:`model.stats`).
         progress: a bar on a terminal, else progress lines and named phases in the log (tomodata.progress).
     """
 
@@ -91,8 +89,6 @@ class EvalConfig:
     train_block: int = 256
     strict: bool = True
     split: str = "test"
-    n_boot: int = ST.BOOTSTRAP_DRAWS
-    boot_seed: int = 0
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -113,8 +109,6 @@ class EvalConfig:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.split not in EVAL_SPLITS:
             raise ValueError(f"split must be one of {list(EVAL_SPLITS)}, got {self.split!r}")
-        if int(self.n_boot) < 1:
-            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
         torch.device(self.device)  # a bad device name fails here, before any work
         object.__setattr__(self, "methods", methods)  # frozen: normalised once, here
         object.__setattr__(self, "slice_counts", counts)

@@ -14,7 +14,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -34,6 +33,7 @@ __all__ = [
     "TESTS_COLUMNS",
     "VIEW_CLASSES_COLUMNS",
     "MetricDefinitions",
+    "holm_column",
     "paired_tests",
     "split_use",
     "statistics_tables",
@@ -45,7 +45,7 @@ __all__ = [
 LEVELS = ("species", "sample")
 CI_LEVEL = 0.95
 SUMMARY_COLUMNS = ("method", "metric", "level", "mean", "ci_low", "ci_high", "n")
-TESTS_COLUMNS = ("metric", "method_a", "method_b", "level", "test", "statistic", "p", "n")
+TESTS_COLUMNS = ("metric", "method_a", "method_b", "level", "test", "statistic", "p", "p_holm", "n")
 SPECIES_COLUMNS = ("method", "species", "metric", "mean", "n_samples")
 METRICS_COLUMNS = ("method", "species", "sample", "view", "mirrored", "view_class", "l2", "mse", "dssim")
 VIEW_CLASSES_COLUMNS = ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n")
@@ -92,12 +92,14 @@ class MetricDefinitions:
     )
     slice_counts: str = "depth box-averaged to n slices, linearly up-sampled back; DSSIM vs the original's render"
     ci: str = (
-        "species level: mean of species means, 95% percentile interval of a cluster bootstrap over species; "
+        "species level: mean of species means +- t_{0.975,k-1} sd/sqrt(k) over the k species means; "
         "sample level (mirrored pairs averaged): mean +- t_{0.975,n-1} sd/sqrt(n)"
     )
     tests: str = (
         "species level: scipy.stats.ttest_rel and scipy.stats.wilcoxon (two-sided) on species means, "
-        "paired by species; sample level: ttest_rel on mirrored-pair means, paired by (species, view)"
+        "paired by species; sample level: ttest_rel on mirrored-pair means, paired by (species, view); "
+        "p_holm: Holm-Bonferroni over the first method's comparisons with each other method (per metric, "
+        "level and test); empty for pairs of two other methods"
     )
     view_classes_and_slices: str = "t-interval over samples (mirrored samples counted separately)"
 
@@ -134,8 +136,6 @@ def statistics_tables(
     *,
     methods: Sequence[str],
     metrics: Sequence[str] = METRICS,
-    n_boot: int = ST.BOOTSTRAP_DRAWS,
-    seed: int = 0,
     level: float = CI_LEVEL,
 ) -> dict[str, list[dict]]:
     """The rows of summary.csv, tests.csv and species.csv and the paired differences (:mod:`model.stats`).
@@ -145,20 +145,20 @@ def statistics_tables(
         species: (N,) the samples' species; ``sample``: (N,) their indices within the species
             (``2i`` view ``i``, ``2i + 1`` its mirror); ``n_views``: views per species.
         methods, metrics: what to tabulate; tests for every pair of methods (in ``methods`` order).
-        n_boot, seed, level: the cluster bootstrap over species.
+        level: the intervals' confidence level.
 
     Returns:
         ``summary`` (:data:`SUMMARY_COLUMNS`; per level, method, metric): ``species``: mean of species
-        means, bootstrap CI, n = species; ``sample``: mirrored pairs averaged, t-interval, n = pairs.
+        means, t-interval over them, n = species; ``sample``: mirrored pairs averaged, t-interval, n = pairs.
         ``tests`` (:data:`TESTS_COLUMNS`; per metric and pair): species ``t`` and ``wilcoxon``,
-        sample ``t``. ``species`` (:data:`SPECIES_COLUMNS`). ``differences``: per metric and pair,
-        the species-level mean of a − b with its bootstrap CI. With fewer than 2 species with values,
+        sample ``t``; ``p_holm`` adjusts the first method's comparisons (:func:`holm_column`).
+        ``species`` (:data:`SPECIES_COLUMNS`). ``differences``: per metric and pair,
+        the species-level mean of a − b with its t-interval. With fewer than 2 species with values,
         species-level CIs, tests and differences are NaN (n says how many there were).
     """
     sp = np.asarray([str(x) for x in species])
     sample = np.asarray(sample, dtype=np.int64)
-    boot: dict[str, Any] = dict(level=level, n_boot=n_boot, seed=seed)
-    summary = _summary_rows(per, sp, sample, n_views, methods=methods, metrics=metrics, boot=boot)
+    summary = _summary_rows(per, sp, sample, n_views, methods=methods, metrics=metrics, level=level)
     sp_rows = []
     for m in methods:
         for k in metrics:
@@ -167,8 +167,8 @@ def statistics_tables(
                 dict(method=m, species=nm, metric=k, mean=float(x), n_samples=int(c))
                 for nm, x, c in zip(names, sm, counts)
             ]
-    tests, diffs = _test_rows(per, sp, sample, n_views, methods=methods, metrics=metrics, boot=boot)
-    return dict(summary=summary, tests=tests, species=sp_rows, differences=diffs)
+    tests, diffs = _test_rows(per, sp, sample, n_views, methods=methods, metrics=metrics, level=level)
+    return dict(summary=summary, tests=holm_column(tests, methods[0]), species=sp_rows, differences=diffs)
 
 
 def _n_species(sp: np.ndarray, *arrays) -> int:
@@ -177,17 +177,17 @@ def _n_species(sp: np.ndarray, *arrays) -> int:
     return len(set(sp[ok].tolist()))
 
 
-def _summary_rows(per, sp: np.ndarray, sample: np.ndarray, n_views: int, *, methods, metrics, boot) -> list[dict]:
-    """summary.csv's rows (:func:`statistics_tables`); ``boot``: level, n_boot and seed."""
+def _summary_rows(per, sp: np.ndarray, sample: np.ndarray, n_views: int, *, methods, metrics, level) -> list[dict]:
+    """summary.csv's rows (:func:`statistics_tables`)."""
     summary = []
     for lv in LEVELS:
         for m in methods:
             for k in metrics:
                 v = np.asarray(per[m][k], dtype=np.float64)
                 if lv == "sample":
-                    mean, lo, hi, n = ST.sample_ci(v, sp, sample, n_views, boot["level"])
+                    mean, lo, hi, n = ST.sample_ci(v, sp, sample, n_views, level)
                 elif _n_species(sp, v) >= 2:
-                    mean, lo, hi, n = ST.cluster_bootstrap_ci(v, sp, **boot)
+                    mean, lo, hi, n = ST.species_ci(v, sp, level)
                 else:
                     _, sm, _ = ST.species_means(v, sp)
                     sm = sm[np.isfinite(sm)]
@@ -197,7 +197,7 @@ def _summary_rows(per, sp: np.ndarray, sample: np.ndarray, n_views: int, *, meth
 
 
 def _test_rows(
-    per, sp: np.ndarray, sample: np.ndarray, n_views: int, *, methods, metrics, boot
+    per, sp: np.ndarray, sample: np.ndarray, n_views: int, *, methods, metrics, level
 ) -> tuple[list[dict], list[dict]]:
     """tests.csv's rows and the species-level differences (:func:`statistics_tables`)."""
     tests, diffs = [], []
@@ -212,7 +212,7 @@ def _test_rows(
             if ns >= 2:
                 t = ST.species_ttest(va, vb, sp)
                 w = ST.species_wilcoxon(va, vb, sp)
-                d = ST.cluster_bootstrap_diff_ci(va, vb, sp, **boot)
+                d = ST.species_diff_ci(va, vb, sp, level)
             else:
                 t = w = (math.nan, math.nan, ns)
                 d = (math.nan, math.nan, math.nan, ns)
@@ -224,22 +224,38 @@ def _test_rows(
     return tests, diffs
 
 
-def statistics_text(*, n_boot: int, seed: int, n_species: int) -> str:
+def holm_column(tests: list[dict], first: str) -> list[dict]:
+    """``tests`` with ``p_holm``: Holm–Bonferroni (:func:`model.stats.holm`) over each family of the
+    comparisons of ``first`` (the reported method) with every other method, one family per metric,
+    level and test; NaN for pairs of two other methods (descriptive, uncorrected)."""
+    out = [dict(r, p_holm=math.nan) for r in tests]
+    families: dict[tuple, list[int]] = {}
+    for i, r in enumerate(out):
+        if first in (r["method_a"], r["method_b"]):
+            families.setdefault((r["metric"], r["level"], r["test"]), []).append(i)
+    for idx in families.values():
+        for i, q in zip(idx, ST.holm([out[i]["p"] for i in idx])):
+            out[i]["p_holm"] = float(q)
+    return [{k: r[k] for k in TESTS_COLUMNS} for r in out]
+
+
+def statistics_text(*, n_species: int, first_method: str) -> str:
     """The statistical procedure, in words, for summary.json."""
     wmin = f"{2.0 / 2**n_species:.3g}" if n_species >= 1 else "n/a"
     return (
         "The held-out species are the unit: only they were held out, and a species' views (and each view's "
         "mirror) are not independent of one another. "
         "Species level (the headline; summary.csv and tests.csv rows with level=species): per method and metric "
-        "each species' mean over its evaluated samples (species.csv); reported: the mean of the species means "
-        f"with a 95% percentile interval of a cluster bootstrap over species ({n_boot} draws of the species with "
-        f"replacement, all of a species' samples together, seed {seed}); n = species. Two methods are compared on "
-        "their species means, paired by species: paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank "
-        "test (scipy.stats.wilcoxon, two-sided, exact for n <= 50 without ties or zero differences); "
+        "each species' mean over its evaluated samples (species.csv); reported: the mean of the k species means "
+        "with the 95% t-interval over them, mean +- t_{0.975,k-1} sd/sqrt(k); n = species. Two methods are "
+        "compared on their species means, paired by species: paired t-test (scipy.stats.ttest_rel) and Wilcoxon "
+        "signed-rank test (scipy.stats.wilcoxon, two-sided, exact for n <= 50 without ties or zero differences); "
         f"with {n_species} species the smallest possible two-sided Wilcoxon p is 2/2^{n_species} = {wmin}. "
-        "'differences' in summary.json: mean over species of the species-mean difference a - b with the same "
-        "bootstrap interval. With few species the percentile interval is narrower than a t-interval would be; "
-        "read it with the tests. Fewer than 2 species: species-level intervals and tests are NaN. "
+        "'differences' in summary.json: mean over species of the species-mean difference a - b with its "
+        "t-interval (it excludes 0 exactly when the paired t-test's p < 0.05). "
+        f"Multiple comparisons: p_holm in tests.csv is Holm-Bonferroni over the comparisons of {first_method} "
+        "with each other method (one family per metric, level and test); pairs of two other methods are "
+        "uncorrected (p_holm empty). Fewer than 2 species: species-level intervals and tests are NaN. "
         "Sample level (the paper's per-sample protocol, for comparison; level=sample): each mirrored pair "
         "(sample 2i and its mirror 2i+1, tomodata.views.sample_to_view) averaged first, one unit per distinct "
         "(species, view); t-interval mean +- t_{0.975,n-1} sd/sqrt(n) and paired t-tests on the units; "

@@ -80,13 +80,14 @@ evaluate`` (:mod:`model.bench_evaluate`, docs/benchmarks.md).
 only species were held out, and a species' views (and a view and its mirror) are not independent.
 
 * ``level = species`` (the headline): per method and metric each species' mean over its evaluated
-  samples (``species.csv``); reported: the mean of the species means with a 95 % percentile interval
-  of a cluster bootstrap over species (``n_boot`` = 10,000 draws of the species with replacement,
-  all of a species' samples together, seeded by ``boot_seed``); n = species. Every pair of methods is
-  compared on species means, paired by species: paired t-test (``scipy.stats.ttest_rel``) and
-  Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, two-sided, exact for n <= 50 without ties or
-  zero differences; with n species its smallest p is 2/2ⁿ, .125 for 4). ``summary.json``'s
-  ``differences``: the mean over species of the species-mean difference with its bootstrap interval.
+  samples (``species.csv``); reported: the mean of the k species means with the 95 % t-interval
+  over them (``mean ± t_{.975, k−1} · sd / √k``; a bootstrap over so few species is far too narrow:
+  :mod:`model.stats`); n = species. Every pair of methods is compared on species means, paired by
+  species: paired t-test (``scipy.stats.ttest_rel``) and Wilcoxon signed-rank test
+  (``scipy.stats.wilcoxon``, two-sided, exact for n <= 50 without ties or zero differences; with n
+  species its smallest p is 2/2ⁿ, .125 for 4). ``summary.json``'s ``differences``: the mean over
+  species of the species-mean difference with its t-interval. ``p_holm``: Holm–Bonferroni over the
+  first method's comparisons with each other method (per metric, level and test).
   With fewer than 2 species these intervals and tests are NaN.
 * ``level = sample`` (the paper's per-sample protocol, kept for comparison): each mirrored pair
   (sample 2i and its mirror 2i + 1, :func:`tomodata.views.sample_to_view`) is averaged first, one
@@ -112,10 +113,11 @@ below the target depth (larger ones are listed as skipped in ``summary.json``).
 Outputs (``out_dir``)
 ---------------------
 ``metrics.csv``      method, species, sample, view, mirrored, view_class, l2, mse, dssim (one row per sample and method)
-``summary.csv``      method, metric, level, mean, ci_low, ci_high, n (level species: mean of species means, bootstrap
-                     CI, n species; level sample: mirrored pairs averaged, t-interval, n pairs)
-``tests.csv``        metric, method_a, method_b, level, test, statistic, p, n (per pair of methods and metric: species
-                     t and wilcoxon, sample t; statistic: t, or W = the smaller signed-rank sum)
+``summary.csv``      method, metric, level, mean, ci_low, ci_high, n (level species: mean of species means,
+                     t-interval over species, n species; level sample: mirrored pairs averaged, t-interval, n pairs)
+``tests.csv``        metric, method_a, method_b, level, test, statistic, p, p_holm, n (per pair of methods and metric:
+                     species t and wilcoxon, sample t; statistic: t, or W = the smaller signed-rank sum; p_holm:
+                     Holm-adjusted within the first method's comparisons, empty for other pairs)
 ``species.csv``      method, species, metric, mean, n_samples (the species means)
 ``view_classes.csv`` method, view_class, metric, mean, ci_low, ci_high, n
 ``slice_counts.csv`` method, slices, dssim_mean, ci_low, ci_high, n
@@ -271,8 +273,6 @@ def write_tables(st: EvalState) -> Tables:
         st.smp_idx,
         st.ds.settings.n_views,
         methods=cfg.methods,
-        n_boot=cfg.n_boot,
-        seed=cfg.boot_seed,
     )
     st.timings["statistics_s"] = time.perf_counter() - t0
     write_csv(out / "summary.csv", SUMMARY_COLUMNS, stats["summary"])
@@ -347,8 +347,6 @@ def _settings(st: EvalState) -> dict:
         ssim_data_range=SSIM_DATA_RANGE,
         view_class_angle_deg=VIEW_CLASS_ANGLE,
         split=cfg.split,
-        n_boot=int(cfg.n_boot),
-        boot_seed=int(cfg.boot_seed),
         ci_level=CI_LEVEL,
     )
 
@@ -414,7 +412,7 @@ def summary_json(st: EvalState, tb: Tables) -> dict:
         data_differences=st.diffs,
         definitions=MetricDefinitions().__dict__,
         paper=PAPER_RESULTS,
-        statistics=statistics_text(n_boot=int(cfg.n_boot), seed=int(cfg.boot_seed), n_species=n_species),
+        statistics=statistics_text(n_species=n_species, first_method=cfg.methods[0]),
         means=_means(tb.stats["summary"], cfg.methods),
         summary_rows=tb.stats["summary"],
         tests=tb.stats["tests"],

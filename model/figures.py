@@ -10,10 +10,10 @@ Inputs (an *eval folder*, as written by ``model.evaluate``):
 * ``metrics.csv``: one row per (method, sample): ``method, species, sample, view, mirrored,
   view_class, l2, mse, dssim``; methods ``ours``, ``ours_nofusion``, ``nn``, ``oracle``, ``mean``.
 * ``summary.csv``: ``method, metric, level, mean, ci_low, ci_high, n`` (95 % CI bounds, absolute
-  values); ``level`` ``species`` (mean of species means, cluster-bootstrap CI, n = species) or
+  values); ``level`` ``species`` (mean of species means, t-interval over them, n = species) or
   ``sample`` (the paper's protocol: mirrored pairs averaged, t-interval, n = pairs).
-* ``tests.csv``: ``metric, method_a, method_b, level, test, statistic, p, n``; ``test`` ``t`` or
-  ``wilcoxon`` (optional for the figures).
+* ``tests.csv``: ``metric, method_a, method_b, level, test, statistic, p, p_holm, n``; ``test`` ``t``
+  or ``wilcoxon`` (optional for the figures; ``p_holm`` too, absent from eval folders before it).
 * ``summary.json`` (optional): its ``eval_split`` names the evaluated split in Fig. 6's title.
 * ``view_classes.csv``: ``method, view_class, metric, mean, ci_low, ci_high, n``.
 * ``slice_counts.csv``: ``slices`` plus the DSSIM mean in a column ``dssim``, ``dssim_mean`` or
@@ -141,7 +141,9 @@ def _read_tests(d: Path):
     p = d / "tests.csv"
     if not p.is_file():
         return None
-    df = _read_csv(p, TESTS_COLUMNS, "paired tests")
+    df = _read_csv(p, [c for c in TESTS_COLUMNS if c != "p_holm"], "paired tests")
+    if "p_holm" not in df.columns:
+        df["p_holm"] = np.nan
     df["level"] = df["level"].astype(str)
     df["test"] = df["test"].astype(str)
     return df
@@ -170,6 +172,13 @@ def _eval_split(d: Path) -> str | None:
         return None
 
 
+def _p_text(row) -> str:
+    """A test row's p (and its Holm-adjusted p where tests.csv has one)."""
+    text = _fmt_p(float(row["p"]))
+    holm = float(row.get("p_holm", np.nan))
+    return f"{text} (Holm {_fmt_p(holm)})" if np.isfinite(holm) and holm != float(row["p"]) else text
+
+
 def _bracket(ax, x0: float, x1: float, y: float, h: float, text: str) -> None:
     ax.plot([x0, x0, x1, x1], [y, y + h, y + h, y], color="black", lw=0.8)
     ax.text(0.5 * (x0 + x1), y + h, text, ha="center", va="bottom", fontsize=7)
@@ -181,9 +190,10 @@ def _bracket(ax, x0: float, x1: float, y: float, h: float, text: str) -> None:
 _LETTERS = "abcdefgh"
 _METHODS_CAPTION = (
     "Left (the held-out unit is the species): bars = mean of the species means, black = its 95 % CI "
-    "(cluster bootstrap over species), points = each species' mean (joined across methods: they are "
-    "paired); brackets: paired t-test and Wilcoxon signed-rank test on the species means, ours against "
-    "each method. Right: the paper's per-sample protocol (a view and its mirror averaged, then views "
+    "(t-interval over the species means), points = each species' mean (joined across methods: they are "
+    "paired); brackets: paired t-test (with its Holm-adjusted p over ours' comparisons) and Wilcoxon "
+    "signed-rank test on the species means, ours against each method. "
+    "Right: the paper's per-sample protocol (a view and its mirror averaged, then views "
     "treated as independent, which overstates the evidence): t-interval and paired t-tests over views. "
     "Diamonds: the paper's means (§5.3), L2 ours .051, NN .067, Oracle .060; DSSIM ours .097, NN .109, "
     "Oracle .110. Mean (train): the mean training volume seen from the input's true view (no image used)."
@@ -234,7 +244,7 @@ def _species_brackets(ax, tests, methods: list[str], metric: str, y: float, span
         w = _test_row(tests, metric, "ours", m, "species", "wilcoxon")
         if t is None and w is None:
             continue
-        text = " · ".join(f"{lab}: {_fmt_p(float(r['p']))}" for lab, r in (("t", t), ("Wilcoxon", w)) if r is not None)
+        text = " · ".join(f"{lab}: {_p_text(r)}" for lab, r in (("t", t), ("Wilcoxon", w)) if r is not None)
         n = int((t if t is not None else w)["n"])
         _bracket(ax, methods.index("ours"), j, y, 0.02 * span, f"{text} (n={n} species)")
         y += 0.11 * span
@@ -242,7 +252,7 @@ def _species_brackets(ax, tests, methods: list[str], metric: str, y: float, span
 
 
 def _species_panel(ax, per, summary, tests, methods: list[str], metric: str, letter: str) -> None:
-    """Fig. 6 left: mean of species means ± bootstrap CI, each species' mean, species-level tests."""
+    """Fig. 6 left: mean of species means ± t-interval, each species' mean, species-level tests."""
     xs, cols, ticks = _method_axis(methods)
     means, lo, hi, ns = _level_means(summary, methods, metric, "species")
     sp = per.groupby(["method", "species"], sort=False)[metric].mean().unstack("species")
@@ -264,7 +274,7 @@ def _species_panel(ax, per, summary, tests, methods: list[str], metric: str, let
     ax.set_xticks(xs, ticks, fontsize=8)
     ax.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
     ax.set_title(
-        f"({letter}) {METRIC_LABELS.get(metric, metric)} per species: mean of species means ± 95 % bootstrap CI",
+        f"({letter}) {METRIC_LABELS.get(metric, metric)} per species: mean of species means ± 95 % CI",
         fontsize=9.5,
     )
     ax.grid(axis="y", alpha=0.3, zorder=0)
@@ -312,7 +322,7 @@ def _sample_panel(ax, summary, tests, methods: list[str], metric: str, letter: s
 def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) -> Path:
     """Paper Fig. 6 at two levels, one row per metric.
 
-    Left (the headline): per method the mean of the species means with its 95 % cluster-bootstrap CI
+    Left (the headline): per method the mean of the species means with its 95 % t-interval
     (``summary.csv``, ``level = species``), every species' mean as a point (from ``metrics.csv``;
     a species' points joined across methods, they are paired), and, from ``tests.csv`` (optional),
     the species-level paired t-test and Wilcoxon p-values of ours against each other method.
@@ -388,7 +398,8 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
     ax.minorticks_off()
     ax.set_xlabel("depth slices kept (down-sampled, then up-sampled to the original depth)")
     ax.set_ylabel("DSSIM to the full-depth volume (lower is better)")
-    ax.set_title("Effect of slice count (paper Figs. 7, 8a)" + (" — shaded: 95 % CI" if lo and hi else ""), fontsize=10)
+    ci = "\nshaded: 95 % CI over samples (a view and its mirror counted apart: overstates the evidence)"
+    ax.set_title("Effect of slice count (paper Figs. 7, 8a)" + (ci if lo and hi else ""), fontsize=10)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -429,7 +440,7 @@ def _fusion_bars(ax, summary, tests, metric: str) -> None:
     ax.set_xticks([0, 1], ["with fusion", "without fusion"])
     ax.set_ylabel(METRIC_UNITS.get(metric, metric), fontsize=8)
     what = (
-        "mean of species means ± 95 % bootstrap CI"
+        "mean of species means ± 95 % CI"
         if level == "species"
         else "per view (mirrored pairs averaged): mean ± 95 % CI"
     )
@@ -449,7 +460,7 @@ def fig_fusion(
     """Paper Fig. 9: fusion (``ours``) against no fusion (``ours_nofusion``).
 
     Top: for each metric the mean ± 95 % CI of both (``summary.csv``) with the paired-test p-values
-    (``tests.csv`` if present): at the species level (mean of species means, bootstrap CI, t and
+    (``tests.csv`` if present): at the species level (mean of species means, t-interval, t and
     Wilcoxon tests on species means) when both have n >= 2 species, else at the sample level (the
     paper's protocol). Optional ``example`` dict with ``xray`` (H, W) and view volumes
     ``fused`` and ``nofusion``: a second row shows the input x-ray, the x-rays re-rendered from both
@@ -496,7 +507,8 @@ def fig_fusion(
 
 def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l2")) -> Path:
     """Paper Fig. 8b: mean error ± 95 % CI per view class (top, front, side, other) and method
-    (``view_classes.csv``), one panel per metric present."""
+    (``view_classes.csv``: per-sample t-intervals, mirrors counted apart, as the title says), one
+    panel per metric present."""
     d = _eval_dir(eval_dir)
     df = _read_csv(
         d / "view_classes.csv", ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"), "view classes"
@@ -553,7 +565,11 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
     fig.legend(
         handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=len(methods), fontsize=8, frameon=False
     )
-    fig.suptitle("Error by view direction (paper Fig. 8b): mean ± 95 % CI (none for n < 2)", fontsize=11)
+    fig.suptitle(
+        "Error by view direction (paper Fig. 8b): mean ± 95 % CI over samples (none for n < 2)\n"
+        "n = samples, a view and its mirror counted apart, views of one species as independent",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.88))
     return save_png(fig, out_png)
 

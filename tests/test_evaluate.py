@@ -45,7 +45,7 @@ from model.search import (
     nearest_images_bounded,
 )
 from model.sources import ImageSource, ViewSource, mean_volume, store_image_blocks
-from model.stats import mean_ci
+from model.stats import holm, mean_ci
 from model.surface import ShadingParams, environment_map, isosurface_depth, render_isosurface
 from model.train import TrainConfig, load_checkpoint, train
 from tomodata.phantoms import skull_volume, species_params
@@ -485,7 +485,7 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
     assert (
         list(tests[0])
         == list(TESTS_COLUMNS)
-        == ["metric", "method_a", "method_b", "level", "test", "statistic", "p", "n"]
+        == ["metric", "method_a", "method_b", "level", "test", "statistic", "p", "p_holm", "n"]
     )
     assert len(tests) == 3 * 10 * 3  # metrics x pairs of 5 methods x (species t, species wilcoxon, sample t)
     assert {(r["method_a"], r["method_b"]) for r in tests} >= {
@@ -705,7 +705,7 @@ def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
     assert s["splits"] == {"train": ds.species_names("train"), "val": val_names, "test": test_names}
     assert "never evaluated" in s["split_use"]["val"] and "reported result" in s["split_use"]["test"]
     assert {r["species"] for r in _read(tmp_path / "t" / "metrics.csv")} == set(test_names)
-    assert "cluster bootstrap over species" in s["statistics"]
+    assert "t-interval over them" in s["statistics"] and "Holm-Bonferroni" in s["statistics"]
     monkeypatch.undo()
     # split=val: only the val species; a single species: species-level CIs and tests are NaN, n = 1
     s = evaluate_run(
@@ -735,7 +735,7 @@ def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
 
 def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint, tmp_path):
     out = tmp_path / "all"
-    s = evaluate_run(EvalConfig(store, checkpoint, out, slice_counts=(), n_boot=2000))  # every test sample
+    s = evaluate_run(EvalConfig(store, checkpoint, out, slice_counts=()))  # every test sample
     rows = _read(out / "metrics.csv")
     assert len(rows) == len(METHODS) * 24  # 2 species x 6 views x 2
     assert s["n_samples"] == 24 and s["n_species"] == 2 and s["n_views_evaluated"] == 12
@@ -765,9 +765,16 @@ def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint
     assert all(r["n"] == ("2" if r["level"] == "species" else "12") for r in tests)
     w = [float(r["p"]) for r in tests if r["test"] == "wilcoxon" and r["p"] != "nan"]
     assert w and all(p >= 0.5 for p in w)  # two species: nothing can be significant
+    for fam in {(r["metric"], r["level"], r["test"]) for r in tests}:  # Holm over the first method's comparisons
+        grp = [r for r in tests if (r["metric"], r["level"], r["test"]) == fam]
+        first = [r for r in grp if r["method_a"] == METHODS[0]]
+        assert len(first) == len(METHODS) - 1
+        expect = holm([float(r["p"]) for r in first])
+        np.testing.assert_allclose([float(r["p_holm"]) for r in first], expect, equal_nan=True)
+        assert all(r["p_holm"] == "nan" for r in grp if r["method_a"] != METHODS[0])  # other pairs: uncorrected
     js = json.loads((out / "summary.json").read_text())
     assert set(js["means"]) == {"species", "sample"} and set(js["means"]["species"]) == set(METHODS)
-    assert len(js["differences"]) == 3 * 10 and js["settings"]["n_boot"] == 2000
+    assert len(js["differences"]) == 3 * 10 and "n_boot" not in js["settings"]
     assert len(js["tests"]) == len(tests) and len(js["species_means"]) == len(spc)
 
 

@@ -68,7 +68,6 @@ def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0) 
         n_views,
         methods=METHODS,
         metrics=tuple(MEANS),
-        n_boot=2000,
     )
     pd.DataFrame(st["summary"], columns=SUMMARY_COLUMNS).to_csv(d / "summary.csv", index=False)
     pd.DataFrame(st["tests"], columns=TESTS_COLUMNS).to_csv(d / "tests.csv", index=False)
@@ -332,9 +331,28 @@ def test_fig_methods_shows_both_levels_and_species_level_p_values(eval_dir, tmp_
             t = rows[(rows.level == "species") & (rows.test == "t")].iloc[0]
             w = rows[(rows.level == "species") & (rows.test == "wilcoxon")].iloc[0]
             ts = rows[(rows.level == "sample") & (rows.test == "t")].iloc[0]
-            assert sp_text == f"t: {F._fmt_p(t.p)} · Wilcoxon: {F._fmt_p(w.p)} (n=5 species)"
+            assert sp_text == f"t: {_with_holm(t)} · Wilcoxon: {_with_holm(w)} (n=5 species)"
             assert s_text == f"t: {F._fmt_p(ts.p)} (n=30 views)"  # 5 species x 6 views: mirrors counted once
     assert w.p == 0.0625  # 5 species all better: the exact two-sided minimum 2/2^5
+
+
+def _with_holm(row) -> str:
+    """A species-level p as Fig. 6 prints it: with the Holm-adjusted p beside it where that differs."""
+    assert np.isfinite(row.p_holm) and row.p_holm >= row.p  # every comparison of ours is in a Holm family
+    return F._fmt_p(row.p) + (f" (Holm {F._fmt_p(row.p_holm)})" if row.p_holm != row.p else "")
+
+
+def test_figures_read_tests_csv_written_before_p_holm(eval_dir, tmp_path, monkeypatch):
+    """An eval folder from before the Holm column still draws, with the unadjusted p only."""
+    tests = pd.read_csv(eval_dir / "tests.csv")
+    tests.drop(columns="p_holm").to_csv(eval_dir / "tests.csv", index=False)
+    texts = []
+    real = F._bracket
+    monkeypatch.setattr(
+        F, "_bracket", lambda ax, x0, x1, y, h, text: texts.append(text) or real(ax, x0, x1, y, h, text)
+    )
+    _check_png(F.fig_methods(eval_dir, tmp_path / "m.png"), 800, 600)
+    assert texts and not any("Holm" in t for t in texts)
 
 
 def test_fig_methods_and_fusion_with_one_species(tmp_path, monkeypatch):
