@@ -103,12 +103,18 @@ def _eval_dir(eval_dir) -> Path:
     return d
 
 
-def _fmt_p(p: float) -> str:
+def _p_num(p: float) -> str:
+    """A p-value without its name: ".0178", "< .0001", "1" or "n/a"."""
     if not np.isfinite(p):
-        return "p = n/a"
+        return "n/a"
     if p < 1e-4:
-        return "p < .0001"
-    return f"p = {p:.3g}".replace("0.", ".", 1) if p < 1 else "p = 1"
+        return "< .0001"
+    return f"{p:.3g}".replace("0.", ".", 1) if p < 1 else "1"
+
+
+def _fmt_p(p: float) -> str:
+    num = _p_num(p)
+    return f"p {num}" if num.startswith("<") else f"p = {num}"
 
 
 def _yerr(mean, lo, hi) -> np.ndarray:
@@ -173,10 +179,9 @@ def _eval_split(d: Path) -> str | None:
 
 
 def _p_text(row) -> str:
-    """A test row's p (and its Holm-adjusted p where tests.csv has one)."""
-    text = _fmt_p(float(row["p"]))
-    holm = float(row.get("p_holm", np.nan))
-    return f"{text} (Holm {_fmt_p(holm)})" if np.isfinite(holm) and holm != float(row["p"]) else text
+    """A test row's p, compact, with its Holm-adjusted p where tests.csv has one that differs."""
+    p, holm = float(row["p"]), float(row.get("p_holm", np.nan))
+    return _p_num(p) + (f" (Holm {_p_num(holm)})" if np.isfinite(holm) and holm != p else "")
 
 
 def _bracket(ax, x0: float, x1: float, y: float, h: float, text: str) -> None:
@@ -244,9 +249,9 @@ def _species_brackets(ax, tests, methods: list[str], metric: str, y: float, span
         w = _test_row(tests, metric, "ours", m, "species", "wilcoxon")
         if t is None and w is None:
             continue
-        text = " · ".join(f"{lab}: {_p_text(r)}" for lab, r in (("t", t), ("Wilcoxon", w)) if r is not None)
+        text = ", ".join(f"{lab} {_p_text(r)}" for lab, r in (("t", t), ("Wilcoxon", w)) if r is not None)
         n = int((t if t is not None else w)["n"])
-        _bracket(ax, methods.index("ours"), j, y, 0.02 * span, f"{text} (n={n} species)")
+        _bracket(ax, methods.index("ours"), j, y, 0.02 * span, f"p: {text}; n={n} species")
         y += 0.11 * span
     return y
 
@@ -398,8 +403,8 @@ def fig_slice_counts(eval_dir, out_png) -> Path:
     ax.minorticks_off()
     ax.set_xlabel("depth slices kept (down-sampled, then up-sampled to the original depth)")
     ax.set_ylabel("DSSIM to the full-depth volume (lower is better)")
-    ci = "\nshaded: 95 % CI over samples (a view and its mirror counted apart: overstates the evidence)"
-    ax.set_title("Effect of slice count (paper Figs. 7, 8a)" + (ci if lo and hi else ""), fontsize=10)
+    ci = "\nshaded: 95 % CI over samples, a view and its mirror\ncounted apart (overstates the evidence)"
+    ax.set_title("Effect of slice count (paper Figs. 7, 8a)" + (ci if lo and hi else ""), fontsize=9)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

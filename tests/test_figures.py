@@ -331,7 +331,7 @@ def test_fig_methods_shows_both_levels_and_species_level_p_values(eval_dir, tmp_
             t = rows[(rows.level == "species") & (rows.test == "t")].iloc[0]
             w = rows[(rows.level == "species") & (rows.test == "wilcoxon")].iloc[0]
             ts = rows[(rows.level == "sample") & (rows.test == "t")].iloc[0]
-            assert sp_text == f"t: {_with_holm(t)} · Wilcoxon: {_with_holm(w)} (n=5 species)"
+            assert sp_text == f"p: t {_with_holm(t)}, Wilcoxon {_with_holm(w)}; n=5 species"
             assert s_text == f"t: {F._fmt_p(ts.p)} (n=30 views)"  # 5 species x 6 views: mirrors counted once
     assert w.p == 0.0625  # 5 species all better: the exact two-sided minimum 2/2^5
 
@@ -339,7 +339,7 @@ def test_fig_methods_shows_both_levels_and_species_level_p_values(eval_dir, tmp_
 def _with_holm(row) -> str:
     """A species-level p as Fig. 6 prints it: with the Holm-adjusted p beside it where that differs."""
     assert np.isfinite(row.p_holm) and row.p_holm >= row.p  # every comparison of ours is in a Holm family
-    return F._fmt_p(row.p) + (f" (Holm {F._fmt_p(row.p_holm)})" if row.p_holm != row.p else "")
+    return F._p_num(row.p) + (f" (Holm {F._p_num(row.p_holm)})" if row.p_holm != row.p else "")
 
 
 def test_figures_read_tests_csv_written_before_p_holm(eval_dir, tmp_path, monkeypatch):
@@ -364,7 +364,7 @@ def test_fig_methods_and_fusion_with_one_species(tmp_path, monkeypatch):
     texts = []
     monkeypatch.setattr(F, "_bracket", lambda ax, x0, x1, y, h, text: texts.append(text))
     _check_png(F.fig_methods(d, tmp_path / "m.png"), 800, 600)
-    assert any("p = n/a" in t for t in texts)
+    assert any("p: t n/a, Wilcoxon n/a" in t for t in texts)
     texts.clear()
     _check_png(F.fig_fusion(d, tmp_path / "f.png"), 500, 200)
     assert texts and all("Wilcoxon" not in t for t in texts)
