@@ -220,12 +220,19 @@ def add_examples(sub, func: Callable[[argparse.Namespace], int]) -> None:  # arg
         description=(
             "Run the network on held-out samples of an evaluation (the first of each species, then further ones) "
             "and save the inputs, ours, ground truth, NN, Oracle and mean volumes to one .npz, which "
-            "tomo figures and tomo apps read with --examples-file (model/examples.py)."
+            "tomo figures and tomo apps read with --examples-file (model/examples.py). Ours is fused as the "
+            "evaluation fused it (its --beta and --fusion-at, recorded in the file); the store and checkpoint "
+            "must be those the evaluation was made from."
         ),
     )
     q.add_argument("store", help="the dataset store (.zarr)")
     q.add_argument("--checkpoint", required=True, help="the checkpoint")
-    q.add_argument("--eval", required=True, help="evaluation folder (its matches.csv picks the samples)")
+    q.add_argument(
+        "--eval",
+        required=True,
+        help="evaluation folder of this store and checkpoint (its matches.csv picks the samples, its summary.json "
+        "gives the fusion)",
+    )
     q.add_argument("-o", "--output", required=True, help="the examples file (.npz)")
     q.add_argument("--examples", type=positive_int, default=4, help="samples (default %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
@@ -239,7 +246,8 @@ def add_figures(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argp
         help="draw the paper's figures from an evaluation",
         description=(
             "Figures 5/17 and 7 (qualitative and slice counts as renders, need --store and --checkpoint), "
-            "6 (methods), 8a (slice counts), 8b (view classes) and 9 (fusion) as PNGs."
+            "6 (methods), 8a (slice counts), 8b (view classes) and 9 (fusion) as PNGs. The examples (computed, or "
+            "--examples-file) must come from this evaluation's store and checkpoint, fused as it fused."
         ),
     )
     q.add_argument("--eval", required=True, help="evaluation folder (from tomo evaluate)")
@@ -264,7 +272,7 @@ def add_apps(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpars
     )
     q.add_argument("store", nargs="?", help="the dataset store (.zarr; not with --examples-file)")
     q.add_argument("--checkpoint", help="the checkpoint (not with --examples-file)")
-    q.add_argument("--eval", help="evaluation folder (its matches.csv picks the samples)")
+    q.add_argument("--eval", help="evaluation folder of STORE and --checkpoint (picks the samples, gives the fusion)")
     q.add_argument("--examples-file", help="instead of STORE/--checkpoint/--eval: the examples of tomo examples")
     q.add_argument("-o", "--output", required=True, help="output folder")
     q.add_argument("--examples", type=positive_int, default=2, help="samples (default %(default)s)")

@@ -13,8 +13,9 @@
     samples/sNNN_xray.png   the input x-ray (opacity 0..1 as 0..255)
 
 Volumes are the network's output grid (D, s, s) as :func:`model.examples.qualitative_examples`
-returns them (ours fused with the x-ray, ground truth, NN and Oracle view volumes), downsampled by
-area averaging where ``max(D, s) > max_size`` (default 64; said on the page and in the log). NIfTI
+returns them (ours fused with the x-ray as the evaluation fused it, ground truth, NN and Oracle view
+volumes; the store, checkpoint and eval folder must belong together: :func:`model.eval_source.check_source`),
+downsampled by area averaging where ``max(D, s) > max_size`` (default 64; said on the page and in the log). NIfTI
 axes: x = image columns (right), y = depth reversed (index 0 of the depth farthest from the viewer
 of the frontal view), z = image rows reversed (up); spacing 1 per lateral output pixel and s / D in
 depth, so that the volume spans a cube like the view volume (docs/geometry.md). With that, niivue's render
