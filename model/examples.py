@@ -27,7 +27,7 @@ File (``numpy.savez_compressed``, no pickles; every array as computed, dtypes ke
 * ``row<i>_ours_full`` (D, S, S): ours at the x-ray's resolution (the applications' volume): fused
   there (``fusion_at`` ``xray``), or fused on the target grid and up-sampled laterally (``target``);
 * ``fusion_xray``, ``fusion_fused``, ``fusion_nofusion``: Fig. 9's example (the first row;
-  ``fused`` is its ``ours_full``).
+  ``fused`` is its ``ours_full``; in memory its ``settings`` are meta's ``fusion``, Fig. 9's label).
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ def load_examples(path, n: int | None = None) -> dict:
     fusion = {k: data[f"fusion_{k}"] for k in FUSION_KEYS} if "fusion_xray" in data else None
     if meta["format"] == 1:
         meta["fusion"] = dict(DEFAULT_FUSION)
+    if fusion is not None and "fusion" in meta:
+        fusion["settings"] = dict(meta["fusion"])  # Fig. 9's label
     return dict(rows=rows, fusion=fusion if rows else None, ours_full=fulls, meta=meta)
 
 
@@ -254,8 +256,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, device="cpu
             rows.append(row)
             fulls.append(fused_full)
             if fusion_example is None:
-                fusion_example = dict(
-                    xray=x, fused=fused_full, nofusion=upsample_lateral(np.clip(raw, 0.0, 1.0), x.shape)
-                )
+                nofusion = upsample_lateral(np.clip(raw, 0.0, 1.0), x.shape)
+                fusion_example = dict(xray=x, fused=fused_full, nofusion=nofusion, settings=dict(fusion))
     meta = dict(fusion=fusion, source=source_record(store, checkpoint, eval_dir, ds=ds, state=state))
     return dict(rows=rows, fusion=fusion_example, ours_full=fulls, meta=meta)

@@ -182,7 +182,8 @@ def fusion_panels(example: dict, *, chi: float = 10.0, backend: str = "auto") ->
     input x-ray, then for ``fused`` and ``nofusion`` the x-ray re-rendered from the volume
     (``1 − exp(−chi · mean over depth)``, with its max |difference| to the input) and its render
     (iso-surface if ``model.surface`` exists, else first-hit depth). ``example``: ``xray`` (H, W),
-    view volumes ``fused`` and ``nofusion`` (D, h, w)."""
+    view volumes ``fused`` and ``nofusion`` (D, h, w), optional ``settings`` ``{"beta", "fusion_at"}``
+    (the evaluation's fusion, :mod:`model.examples`: named in the fused panels' titles)."""
     for k in ("xray", "fused", "nofusion"):
         if k not in example:
             raise ValueError(f"fusion example lacks {k!r} (needs xray, fused, nofusion)")
@@ -191,15 +192,23 @@ def fusion_panels(example: dict, *, chi: float = 10.0, backend: str = "auto") ->
         raise ValueError(f"fusion example xray must be 2D, got shape {x.shape}")
     shade = "surface" if A.surface_available() else "depth"
     panels = [("input x-ray", np.clip(x, 0, 1))]
-    for k, lab in (("fused", "fusion"), ("nofusion", "no fusion")):
+    for k, lab, how in (("fused", "fusion", _fusion_label(example.get("settings"))), ("nofusion", "no fusion", "")):
         v = A.check_view_volume(example[k], name=k)
         re = -np.expm1(-chi * v.astype(np.float64).mean(axis=0))
         diff = f"max |Δ| = {np.abs(re - x).max():.2g}" if re.shape == x.shape else f"{re.shape[0]}² px"
-        panels.append((f"{lab}: re-rendered x-ray\n{diff}", re))
+        panels.append((f"{lab}: re-rendered x-ray{how}\n{diff}", re))
         panels.append(
             (
-                f"{lab}: {'iso-surface' if shade == 'surface' else 'depth'}",
+                f"{lab}: {'iso-surface' if shade == 'surface' else 'depth'}{how}",
                 A.novel_views(v, [0.0], mode=shade, backend=backend)[0],
             )
         )
     return panels
+
+
+def _fusion_label(settings: dict | None) -> str:
+    """A line ``β = 3, target grid`` of a fusion example's ``settings`` (empty without)."""
+    if not settings:
+        return ""
+    where = "target grid" if settings.get("fusion_at") == "target" else "x-ray grid"
+    return f"\nβ = {float(settings['beta']):g}, {where}"

@@ -21,6 +21,7 @@ from model.checkpoint import model_from_checkpoint
 from model.cli import main
 from model.data import resize_xrays
 from model.eval_phases import _fuse_batch
+from model.qualitative import fusion_panels
 from tomodata.store import open_store
 
 
@@ -181,3 +182,15 @@ def test_figures_refuse_examples_of_another_evaluation(run, tmp_path, capsys):
     assert f"checkpoint {tmp_path / 'other.pt'}" in capsys.readouterr().err
     assert not Path(out).exists()
     assert len(E.examples_for(ex, None, None, ev, n=1)["rows"]) == 1  # its own evaluation: fine
+
+
+def test_fig9_panels_name_the_fusion(run, tmp_path):
+    store, ck, ev = _paths(run)
+    example = E.load_examples(E.write_examples(store, ck, ev, tmp_path / "ex.npz", n=1))["fusion"]
+    assert example["settings"] == {"beta": 3.0, "fusion_at": "target"}
+    titles = [t for t, _ in fusion_panels(example, chi=open_store(store).settings.chi)]
+    assert titles[1].startswith("fusion: re-rendered x-ray\nβ = 3, target grid\nmax |Δ| = ")
+    assert titles[2].endswith("\nβ = 3, target grid") and "β" not in titles[3] + titles[4]
+    assert titles[3].startswith("no fusion: re-rendered x-ray")
+    old = {k: v for k, v in example.items() if k != "settings"}  # a caller's own example: no label
+    assert [t for t, _ in fusion_panels(old)][1].startswith("fusion: re-rendered x-ray")
