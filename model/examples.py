@@ -132,7 +132,7 @@ def load_examples(path, n: int | None = None) -> dict:
         row = {k: data[f"row{i}_{k}"] for k in ROW_KEYS if f"row{i}_{k}" in data}
         rows.append(row | {"title": titles[i]})
         fulls.append(data[f"row{i}_ours_full"])
-    fusion = {k: data[f"fusion_{k}"] for k in FUSION_KEYS} if "fusion_xray" in data else None
+    fusion: dict[str, Any] | None = {k: data[f"fusion_{k}"] for k in FUSION_KEYS} if "fusion_xray" in data else None
     if meta["format"] == 1:
         meta["fusion"] = dict(DEFAULT_FUSION)
     if fusion is not None and "fusion" in meta:
