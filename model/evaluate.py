@@ -127,7 +127,10 @@ Outputs (``out_dir``)
 ``summary.json``     all of the above in one file (``means[level][method][metric]``, ``summary_rows``, ``tests``,
                      ``differences``, ``species_means``), with ``eval_split``, ``eval_species`` (``val_species``:
                      an alias), ``splits`` and ``split_use``, ``statistics`` (the procedure in words), the
-                     definitions, settings, the paper's numbers and timings
+                     definitions, settings, the paper's numbers and timings; ``store``, ``checkpoint``,
+                     ``checkpoint_step`` and the content ids ``store_content``
+                     (:func:`model.eval_source.store_content`) and ``checkpoint_sha256`` that tie the
+                     examples to this evaluation (:mod:`model.eval_source`)
 """
 
 from __future__ import annotations
@@ -138,13 +141,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tomodata.files import write_json
+from tomodata.files import sha256_file, write_json
 from tomodata.views import sample_to_view
 
 from .eval_config import EVAL_SPLITS, METHODS, EvalConfig
 from .eval_phases import EvalState, load_run, nn_phase, oracle_phase, score_phase
 from .eval_phases import _check_compat as _check_compat  # re-exported: the old home of these helpers
 from .eval_phases import _fuse_batch as _fuse_batch
+from .eval_source import store_content
 from .eval_tables import (
     CI_LEVEL,
     LEVELS,
@@ -393,6 +397,8 @@ def summary_json(st: EvalState, tb: Tables) -> dict:
         store=str(cfg.store),
         checkpoint=str(cfg.checkpoint),
         checkpoint_step=int(st.ckpt.get("step", -1)),
+        store_content=store_content(st.ds),
+        checkpoint_sha256=sha256_file(cfg.checkpoint),
         network=st.net.to_dict(),
         target_shape=[D, S, S],
         image_size=st.image_size,

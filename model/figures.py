@@ -172,10 +172,16 @@ def _test_row(tests, metric: str, a: str, b: str, level: str, test: str = "t"):
 
 def _eval_split(d: Path) -> str | None:
     """``eval_split`` from summary.json, if there is one."""
+    value = _summary_value(d, "eval_split", None)
+    return None if value is None else str(value)
+
+
+def _summary_value(d: Path, key: str, default):
+    """summary.json's ``key``, or ``default`` where there is no summary.json or no such key."""
     try:
-        return str(json.loads((d / "summary.json").read_text())["eval_split"])
+        return json.loads((d / "summary.json").read_text())[key]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return default
 
 
 def _p_text(row) -> str:
@@ -601,7 +607,8 @@ def write_all_figures(
     paths = [fig_methods(d, out / f"{FIG_METHODS}.png")]
     summary = _read_csv(d / "summary.csv", ("method",), "summary")
     if fusion_example is not None or (summary["method"] == "ours_nofusion").any():
-        paths.append(fig_fusion(d, out / f"{FIG_FUSION}.png", example=fusion_example, backend=backend))
+        chi = _summary_value(d, "chi", 10.0)
+        paths.append(fig_fusion(d, out / f"{FIG_FUSION}.png", example=fusion_example, chi=chi, backend=backend))
     left_out = []
     for name, table, draw in (
         (FIG_VIEW_CLASSES, "view_classes.csv", fig_view_classes),

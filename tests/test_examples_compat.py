@@ -21,6 +21,7 @@ from model.checkpoint import model_from_checkpoint
 from model.cli import main
 from model.data import resize_xrays
 from model.eval_phases import _fuse_batch
+from model.eval_source import store_content
 from model.qualitative import fusion_panels
 from tomodata.store import open_store
 
@@ -43,10 +44,13 @@ def _paths(run: Path) -> tuple[Path, Path, Path]:
     return run / "dataset.zarr", run / "model" / "best.pt", run / "eval"
 
 
-def _edited_eval(run: Path, dest: Path, **changes) -> Path:
-    """A copy of run/eval whose summary.json has ``changes`` (``settings`` merged key by key)."""
+def _edited_eval(run: Path, dest: Path, drop: tuple[str, ...] = (), **changes) -> Path:
+    """A copy of run/eval whose summary.json has ``changes`` (``settings`` merged key by key) and
+    lacks the keys ``drop`` (e.g. the content ids, as in eval folders from before they were recorded)."""
     shutil.copytree(run / "eval", dest)
     summary = json.loads((dest / "summary.json").read_text())
+    for key in drop:
+        del summary[key]
     settings = summary.get("settings", {}) | changes.pop("settings", {})
     summary |= changes | {"settings": {k: v for k, v in settings.items() if v is not None}}
     (dest / "summary.json").write_text(json.dumps(summary))
@@ -111,16 +115,31 @@ def test_same_files_by_other_paths_are_accepted(run, tmp_path, monkeypatch):
     assert len(E.qualitative_examples(tmp_path / "link.zarr", "model/best.pt", "eval", n=1)["rows"]) == 1
 
 
-@pytest.mark.parametrize("key", ["store", "checkpoint"])
-def test_refuses_an_eval_of_another_store_or_checkpoint(run, tmp_path, key):
+@pytest.mark.parametrize("key,id_key", [("store", "store_content"), ("checkpoint", "checkpoint_sha256")])
+def test_refuses_an_eval_of_another_store_or_checkpoint(run, tmp_path, key, id_key):
+    """An eval folder without content ids (from before they were recorded): compared by path."""
     store, ck, _ = _paths(run)
     elsewhere = str(tmp_path / f"elsewhere_{key}")
-    ev = _edited_eval(run, tmp_path / "eval", **{key: elsewhere})
+    ev = _edited_eval(run, tmp_path / "eval", drop=(id_key,), **{key: elsewhere})
     with pytest.raises(ValueError) as e:
         E.qualitative_examples(store, ck, ev, n=1)
     msg = str(e.value)
     assert f"eval folder {ev} was not made from the store {store} and checkpoint {ck}" in msg
     assert f"{key} {elsewhere}" in msg and f"tomo evaluate {store} --checkpoint {ck}" in msg
+
+
+@pytest.mark.parametrize("key,id_key", [("store", "store_content"), ("checkpoint", "checkpoint_sha256")])
+def test_content_ids_decide_where_recorded(run, tmp_path, key, id_key):
+    """summary.json records the store's content id and the checkpoint's sha256: a run folder moved
+    (or evaluated from another working directory) is accepted, other content refused whatever the path."""
+    store, ck, _ = _paths(run)
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["store_content"] == store_content(open_store(store)) and len(summary["checkpoint_sha256"]) == 64
+    moved = _edited_eval(run, tmp_path / "moved", **{key: str(tmp_path / "old_place")})
+    assert len(E.qualitative_examples(store, ck, moved, n=1)["rows"]) == 1
+    other = _edited_eval(run, tmp_path / "other", **{id_key: "0" * 64})
+    with pytest.raises(ValueError, match=f"{key} {id_key} {'0' * 64}, not "):
+        E.qualitative_examples(store, ck, other, n=1)
 
 
 def test_refuses_a_checkpoint_trained_again(run, tmp_path):
@@ -155,7 +174,7 @@ def test_refuses_species_the_checkpoint_trained_on(run, tmp_path):
 
 def test_the_commands_refuse(run, tmp_path, capsys):
     store, ck, _ = _paths(run)
-    ev = str(_edited_eval(run, tmp_path / "eval", store=str(tmp_path / "elsewhere")))
+    ev = str(_edited_eval(run, tmp_path / "eval", store_content="0" * 64))
     out = str(tmp_path / "out")
     for args in (
         ["examples", str(store), "--checkpoint", str(ck), "--eval", ev, "-o", str(tmp_path / "x.npz")],
@@ -177,9 +196,9 @@ def test_figures_refuse_examples_of_another_evaluation(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{ex} was made with fusion {{'beta': 3.0, 'fusion_at': 'target'}}" in err
     assert f"{beta2} evaluated {{'beta': 2.0, 'fusion_at': 'target'}}" in err and "tomo examples" in err
-    moved = _edited_eval(run, tmp_path / "moved", checkpoint=str(tmp_path / "other.pt"))
-    assert main(["figures", "--eval", str(moved), "--examples-file", ex, "-o", out, "--examples", "1"]) == 2
-    assert f"checkpoint {tmp_path / 'other.pt'}" in capsys.readouterr().err
+    other = _edited_eval(run, tmp_path / "other", checkpoint_sha256="0" * 64)
+    assert main(["figures", "--eval", str(other), "--examples-file", ex, "-o", out, "--examples", "1"]) == 2
+    assert f"checkpoint checkpoint_sha256 {'0' * 64}" in capsys.readouterr().err
     assert not Path(out).exists()
     assert len(E.examples_for(ex, None, None, ev, n=1)["rows"]) == 1  # its own evaluation: fine
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,17 @@ def test_write_all_figures(eval_dir, tmp_path):
     p2 = F.fig_methods(eval_dir, tmp_path / "m2.png")
     _check_png(p2, 600, 500)
     assert p2.read_bytes() != (tmp_path / "figs" / "fig6_methods.png").read_bytes()
+
+
+def test_write_all_figures_renders_fig9_with_the_evaluations_chi(eval_dir, tmp_path, monkeypatch):
+    """Fig. 9 re-renders x-rays: with the χ the store's x-rays had (summary.json), 10 where unrecorded."""
+    seen = []
+    monkeypatch.setattr(F, "fig_fusion", lambda d, out, **kw: seen.append(kw["chi"]) or out)
+    monkeypatch.setattr(F, "fig_methods", lambda d, out: out)
+    F.write_all_figures(eval_dir, tmp_path / "a", backend="cpu")
+    (eval_dir / "summary.json").write_text(json.dumps({"chi": 7.5}))
+    F.write_all_figures(eval_dir, tmp_path / "b", backend="cpu")
+    assert seen == [10.0, 7.5]
 
 
 def test_write_all_figures_skips_what_is_absent(eval_dir, tmp_path, monkeypatch):
