@@ -25,16 +25,38 @@ A missing file or column raises ``ValueError`` naming it.
 
 from __future__ import annotations
 
-import json
 import textwrap
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .evaluate import LEVELS, PAPER_RESULTS, SUMMARY_COLUMNS, TESTS_COLUMNS, VIEW_CLASSES
+from .evaluate import LEVELS, PAPER_RESULTS, VIEW_CLASSES
+from .figure_tables import (
+    eval_dir as _eval_dir,
+)
+from .figure_tables import (
+    eval_split as _eval_split,
+)
+from .figure_tables import (
+    read_csv as _read_csv,
+)
+from .figure_tables import (
+    read_summary as _read_summary,
+)
+from .figure_tables import (
+    read_tests as _read_tests,
+)
+from .figure_tables import (
+    summary_row as _summary_row,
+)
+from .figure_tables import (
+    summary_value as _summary_value,
+)
+from .figure_tables import (
+    test_row as _test_row,
+)
 from .names import FIG_FUSION, FIG_METHODS, FIG_QUALITATIVE, FIG_SLICE_COUNTS, FIG_SLICE_VIEWS, FIG_VIEW_CLASSES
 from .plotting import (
     METHOD_COLOURS,
@@ -78,31 +100,6 @@ METRIC_UNITS = {
 # helpers
 
 
-def _read_csv(path: Path, required: Iterable[str], what: str):
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{what}: missing file {path}")
-    try:
-        df = pd.read_csv(path)
-    except Exception as e:  # empty or malformed file
-        raise ValueError(f"{what}: cannot read {path}: {e}") from e
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what}: {path.name} lacks column(s) {missing} (has {list(df.columns)})")
-    if df.empty:
-        raise ValueError(f"{what}: {path.name} has no rows")
-    if "method" in df.columns:
-        df["method"] = df["method"].astype(str)
-    return df
-
-
-def _eval_dir(eval_dir) -> Path:
-    d = Path(eval_dir)
-    if not d.is_dir():
-        raise ValueError(f"eval folder {d} does not exist")
-    return d
-
-
 def _p_num(p: float) -> str:
     """A p-value without its name: ".0178", "< .0001", "1" or "n/a"."""
     if not np.isfinite(p):
@@ -129,59 +126,6 @@ def _errorbar(ax, xs, means, lo, hi, **kw) -> None:
     ok = np.isfinite(means) & np.isfinite(lo) & np.isfinite(hi)
     if ok.any():
         ax.errorbar(xs[ok], means[ok], yerr=_yerr(means[ok], lo[ok], hi[ok]), fmt="none", ecolor="black", **kw)
-
-
-def _read_summary(d: Path):
-    df = _read_csv(d / "summary.csv", SUMMARY_COLUMNS, "summary")
-    df["level"] = df["level"].astype(str)
-    return df
-
-
-def _summary_row(summary, method: str, metric: str, level: str):
-    sel = summary[(summary["method"] == method) & (summary["metric"] == metric) & (summary["level"] == level)]
-    return None if sel.empty else sel.iloc[0]
-
-
-def _read_tests(d: Path):
-    """tests.csv or None when absent (its columns are checked when present)."""
-    p = d / "tests.csv"
-    if not p.is_file():
-        return None
-    df = _read_csv(p, [c for c in TESTS_COLUMNS if c != "p_holm"], "paired tests")
-    if "p_holm" not in df.columns:
-        df["p_holm"] = np.nan
-    df["level"] = df["level"].astype(str)
-    df["test"] = df["test"].astype(str)
-    return df
-
-
-def _test_row(tests, metric: str, a: str, b: str, level: str, test: str = "t"):
-    if tests is None:
-        return None
-    t = tests[
-        (tests["metric"] == metric)
-        & (tests["level"] == level)
-        & (tests["test"] == test)
-        & (
-            ((tests["method_a"] == a) & (tests["method_b"] == b))
-            | ((tests["method_a"] == b) & (tests["method_b"] == a))
-        )
-    ]
-    return None if t.empty else t.iloc[0]
-
-
-def _eval_split(d: Path) -> str | None:
-    """``eval_split`` from summary.json, if there is one."""
-    value = _summary_value(d, "eval_split", None)
-    return None if value is None else str(value)
-
-
-def _summary_value(d: Path, key: str, default):
-    """summary.json's ``key``, or ``default`` where there is no summary.json or no such key."""
-    try:
-        return json.loads((d / "summary.json").read_text())[key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return default
 
 
 def _p_text(row) -> str:
