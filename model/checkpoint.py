@@ -36,6 +36,8 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "open_val_species",
+    "resume_differences",
+    "resume_refusal",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
@@ -154,6 +156,36 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
         if a.get(k) != b.get(k):
             out.append(f"{prefix}{k}: {a.get(k)!r} (checkpoint) != {b.get(k)!r} (now)")
     return out
+
+
+def resume_differences(state: dict, *, net: dict, train: dict, data: dict) -> list[str]:
+    """What differs (:func:`config_differences`) between a checkpoint ``state`` and the network and
+    training settings and data fingerprint (:func:`data_fingerprint`) of a run that would resume it.
+    How a step runs (``compile``, ``memory_format``), not what it computes, is not compared; ``steps``
+    is: the learning rate at a step is a function of it (:func:`model.train.lr_factor`)."""
+    how = ("compile", "memory_format", "channels_last")
+    diffs = config_differences(state["network"], net, "network.")
+    diffs += config_differences(
+        {k: v for k, v in state["train"].items() if k not in how},
+        {k: v for k, v in train.items() if k not in how},
+        "train.",
+    )
+    if "content" not in state["data"]:  # a checkpoint from before the content was recorded
+        data = {k: v for k, v in data.items() if k != "content"}
+    return diffs + config_differences(state["data"], data, "data.")
+
+
+def resume_refusal(path, diffs: list[str]) -> str:
+    """The one-line error for a ``last.pt`` (``path``) made with other settings or data than a run
+    that would resume it: what differs (``diffs``, :func:`config_differences`) and what to do. The
+    learning rate at a step is a function of ``steps`` (the cosine's end), so a run keeps its length."""
+    why = "; ".join(diffs)
+    if any(d.startswith("train.steps:") for d in diffs):
+        why += " (the learning-rate schedule ends at steps: a run keeps its length; --max-steps stops early)"
+    return (
+        f"{path} was made with other settings, refusing to resume: {why}. Give the checkpoint's settings to "
+        "continue it, or start afresh in a new output folder (-o) or here with --no-resume (overwrites it)"
+    )
 
 
 def model_from_checkpoint(path, *, map_location="cpu") -> tuple[TomographyNet, dict]:

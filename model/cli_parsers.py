@@ -111,7 +111,13 @@ def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
     q.add_argument("store", help="the dataset store (.zarr)")
     q.add_argument("-o", "--output", required=True, help="run folder: checkpoints, CSV and TensorBoard logs")
     network_options(q)
-    q.add_argument("--steps", type=positive_int, default=150_000, help="global steps (default %(default)s)")
+    q.add_argument(
+        "--steps",
+        type=positive_int,
+        default=150_000,
+        help="global steps, the learning-rate schedule's length: OUT/last.pt resumes only with its own (default "
+        "%(default)s)",
+    )
     q.add_argument("--batch-size", type=positive_int, default=16, help="global batch (default %(default)s)")
     q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
     q.add_argument("--warmup", type=non_negative_int, default=500, help="linear warm-up steps (default %(default)s)")

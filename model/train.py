@@ -4,7 +4,10 @@
 and validates on its held-out species (``val``) every ``val_every`` steps. Everything that decides
 the next step is in the checkpoint — model, optimiser, scheduler, step, RNG states — and the sample
 order is a pure function of (seed, step) (:func:`model.data.batch_indices`), so a run stopped after
-any checkpoint and resumed continues with exactly the losses of an uninterrupted run.
+any checkpoint and resumed continues with exactly the losses of an uninterrupted run. A run keeps
+its length: the schedule is a function of ``steps``, so a checkpoint of other ``steps`` (like other
+settings) is not resumed. Run again once finished, it trains nothing and leaves its outputs as
+they were.
 
 Several GPUs (or CPU processes): start with ``torchrun --nproc_per_node N -m model.train ...`` or
 ``torchrun ... $(which tomo) train ...``; each rank takes its share of every global batch and
@@ -63,6 +66,8 @@ from .checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
     open_val_species,
+    resume_differences,
+    resume_refusal,
     save_checkpoint,
     set_rng_state,
 )
@@ -76,7 +81,7 @@ from .data import (
 from .devices import torch_device
 from .network import MEMORY_FORMATS, NetworkConfig, TomographyNet, count_parameters
 from .ood import reference_from_store
-from .train_logs import TrainLogs
+from .train_logs import TrainLogs, kept_summary, rerun_note, restore_val_log
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,7 @@ class _Run:
     val_history: list = dataclasses.field(default_factory=list)  # val_log.csv's rows (carried in last.pt)
     stop: str = ""  # the signal that asked this run to stop after its current step
     forward: Any = None  # what the training step calls: model, or torch.compile(model) (cfg.compile)
+    restored: list = dataclasses.field(default_factory=list)  # the outputs restored from last.pt
 
     @property
     def last(self) -> Path:
@@ -261,16 +267,19 @@ def train(
 
     ``max_steps`` stops early after that global step (used to test resuming); ``cfg.steps`` still
     sets the schedule. With ``resume`` and an existing ``out_dir/last.pt``, training continues from
-    it; a checkpoint made with other network or training settings, or other data (the stored
-    content of the train and val species), is refused with what differs, or with
-    ``restart_if_changed`` (the workflow's mode; then ``steps`` must match too) training starts
-    afresh. SIGINT or SIGTERM stop it after the current step with ``last.pt`` written (summary
-    ``stopped``: the signal's name). ``device``: auto (CUDA where present), cpu, cuda or cuda:N (not a
-    setting a checkpoint is compared by: a run may resume on another device).
+    it; a checkpoint made with other network or training settings (``steps`` included: the schedule
+    is a function of it), or other data (the stored content of the train and val species), is
+    refused with what differs, or with ``restart_if_changed`` (the workflow's mode) training starts
+    afresh. A checkpoint already at the last step: nothing is trained, the outputs stay as they were
+    (:func:`_nothing_to_train`). SIGINT or SIGTERM stop it after the current step with ``last.pt``
+    written (summary ``stopped``: the signal's name). ``device``: auto (CUDA where present), cpu,
+    cuda or cuda:N (not a setting a checkpoint is compared by: a run may resume on another device).
     """
     run = _setup(
         store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps, restart=restart_if_changed, device=device
     )
+    if run.start >= run.end:
+        return _nothing_to_train(run)
     loader, targets, val_targets = _batches(run)
     logs = TrainLogs(run.out, run.rank == 0, run.start, run.val_history)
     if progress is None:
@@ -406,42 +415,27 @@ def _setup(
 
 def _resume(run: _Run, *, restart: bool = False) -> None:
     """Continue from ``last.pt``: model, optimiser, schedule, RNG states, step, the best validation
-    so far and (where deleted) ``best.pt`` and ``val_log.csv``. Made with other settings or data:
-    ValueError naming what differs (``steps`` may differ: the run is extended), or with ``restart``
-    (``steps`` must match too) a note on stderr and a fresh start."""
+    so far, the latest validation loss and (where deleted) ``best.pt`` and ``val_log.csv``. Made
+    with other settings (``steps`` included) or data: ValueError naming what differs, or with
+    ``restart`` a note on stderr and a fresh start."""
     last = run.last
     state = load_checkpoint(last, map_location=run.device)
-    how = ("compile", "memory_format", "channels_last")  # how the step runs, not what it computes
-    skip = how if restart else ("steps", *how)
-    diffs = config_differences(state["network"], run.net.to_dict(), "network.")
-    diffs += config_differences(
-        {k: v for k, v in state["train"].items() if k not in skip},
-        {k: v for k, v in run.cfg.to_dict().items() if k not in skip},
-        "train.",
-    )
-    now = dict(run.fingerprint)
-    if "content" not in state["data"]:  # a checkpoint from before the content was recorded
-        now.pop("content")
-    diffs += config_differences(state["data"], now, "data.")
+    diffs = resume_differences(state, net=run.net.to_dict(), train=run.cfg.to_dict(), data=run.fingerprint)
     if diffs and restart:
         print(f"note: {last} was made with other settings; starting afresh:\n  " + "\n  ".join(diffs), file=sys.stderr)
         return
     if diffs:
-        raise ValueError(f"{last} was made with other settings; refusing to resume:\n  " + "\n  ".join(diffs))
+        raise ValueError(resume_refusal(last, diffs))
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     run.start = int(state["step"])
+    m = state["metrics"]  # the latest and the best validation so far travel in last.pt
+    run.val_loss = math.nan if m.get("val_loss") is None else float(m["val_loss"])
     _restore_outputs(run, state)
-    if run.start:  # the best validation so far travels in last.pt
-        run.best.update(
-            {
-                k: state["metrics"][f"best_{k}"]
-                for k in ("val_loss", "step")
-                if state["metrics"].get(f"best_{k}") is not None
-            }
-        )
+    if run.start:
+        run.best.update({k: m[f"best_{k}"] for k in ("val_loss", "step") if m.get(f"best_{k}") is not None})
 
 
 def _restore_outputs(run: _Run, state: dict) -> None:
@@ -454,9 +448,25 @@ def _restore_outputs(run: _Run, state: dict) -> None:
     best = run.best_bytes
     if best is not None and not run.best_path.exists():
         atomic_write(run.best_path, lambda tmp: Path(tmp).write_bytes(best))
+        run.restored.append(run.best_path.name)
     elif not run.best_path.exists() and run.start >= run.cfg.steps:  # an older, finished last.pt: no bytes
         print(f"note: {run.last} carries no best.pt; best.pt is last.pt", file=sys.stderr)
         shutil.copyfile(run.last, run.best_path)
+
+
+def _nothing_to_train(run: _Run) -> dict:
+    """A re-run whose ``last.pt`` is already at the last step of this call (a finished run): no step,
+    no log rewritten, ``val_log.csv`` restored where deleted; ``summary.json`` kept where it records
+    ``last.pt``'s step and validation losses, else written again from them. Returns the summary."""
+    path = run.out / "summary.json"
+    best_step = run.best["step"] if run.val_set is not None else run.start  # _finish: no val, best is last
+    kept = kept_summary(path, dict(step=run.start, val_loss=run.val_loss, best_step=best_step, stopped=None))
+    if run.rank == 0 and restore_val_log(run.out, run.val_history):
+        run.restored.append("val_log.csv")
+    summary = kept if kept is not None else _finish(run, run.start)
+    if run.rank == 0:
+        print(rerun_note(run.last, run.start, run.end, kept=kept is not None, restored=run.restored), file=sys.stderr)
+    return summary
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -571,9 +581,7 @@ def _save(run: _Run, path: Path, step: int, extra: dict | None = None) -> None:
 def _finish(run: _Run, step: int) -> dict:
     """After the last step: ``best.pt`` = ``last.pt`` when there is no val split, wait for every
     rank, and write ``summary.json`` (rank 0); returns the summary."""
-    if (
-        run.rank == 0 and run.val_set is None and run.last.exists() and not run.stop
-    ):  # no val split: nothing to choose with
+    if run.rank == 0 and run.val_set is None and run.last.exists() and not run.stop:  # no val: nothing to choose
         shutil.copyfile(run.last, run.best_path)
         run.best = dict(val_loss=math.nan, step=step)
     if run.world > 1:

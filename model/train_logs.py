@@ -1,12 +1,18 @@
-"""The CSV and TensorBoard logs of a training run (:func:`model.train.train`), resumable."""
+"""The CSV and TensorBoard logs of a training run (:func:`model.train.train`), resumable, and what a
+re-run of a finished run keeps of them (:func:`restore_val_log`, :func:`kept_summary`, :func:`rerun_note`)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
-__all__ = ["TrainLogs"]
+from tomodata.files import json_safe
+
+__all__ = ["VAL_FIELDS", "TrainLogs", "kept_summary", "rerun_note", "restore_val_log"]
+
+VAL_FIELDS = ["step", "val_loss"]  # val_log.csv's columns: global step, mean voxel MSE
 
 
 class TrainLogs:
@@ -22,7 +28,7 @@ class TrainLogs:
             return
         out.mkdir(parents=True, exist_ok=True)
         self.train = self._csv(out / "train_log.csv", ["step", "loss", "lr", "samples_per_s"], resume_step)
-        self.val = self._csv(out / "val_log.csv", ["step", "val_loss"], resume_step, val_rows)
+        self.val = self._csv(out / "val_log.csv", VAL_FIELDS, resume_step, val_rows)
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - tensorboard is optional at run time
 
@@ -61,3 +67,38 @@ class TrainLogs:
             fh.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def restore_val_log(out: Path, rows: list) -> bool:
+    """Write ``out/val_log.csv`` from ``rows`` (step, val_loss: carried in ``last.pt``) where it is
+    missing (a workflow deletes a job's outputs before it re-runs it); whether it was written."""
+    path = out / "val_log.csv"
+    if path.exists():
+        return False
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=VAL_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    return True
+
+
+def kept_summary(path: Path, expect: dict) -> dict | None:
+    """The ``summary.json`` at ``path`` where it holds ``expect``'s values (e.g. step, val_loss,
+    best_step of ``last.pt``; NaN as null), else None: missing, unreadable or of another state."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or any(summary.get(k) != v for k, v in json_safe(expect).items()):
+        return None
+    return summary
+
+
+def rerun_note(last: Path, step: int, end: int, *, kept: bool, restored: list[str]) -> str:
+    """What a re-run of a finished run did: ``last`` (``last.pt``) is at global ``step``, at or past
+    ``end`` (this call's last step); ``summary.json`` ``kept`` or written again; ``restored``: the
+    outputs written back from ``last``."""
+    done = "left as it was" if kept else f"written from {last.name}"
+    back = f"; {', '.join(restored)} restored from {last.name}" if restored else ""
+    where = f"{last} is already at step {step} (this call ends at step {end})"
+    return f"[train] {where}: nothing to train; summary.json {done}{back}"

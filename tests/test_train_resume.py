@@ -1,0 +1,72 @@
+"""Resuming ``tomo train``: a checkpoint of another schedule is refused, a finished run re-run is left as it was."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+from tiny_runs import build_demo
+
+from model.network import NetworkConfig
+from model.train import TrainConfig, load_checkpoint, train
+
+TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
+CFG = TrainConfig(steps=6, batch_size=4, lr=3e-3, warmup_steps=2, val_every=2, val_samples=8, ckpt_every=2, log_every=1)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_demo(tmp_path_factory.mktemp("store"), species=4, held_out=1, views=6)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("steps", 12), ("steps", 5), ("lr", 1e-3), ("warmup_steps", 3), ("batch_size", 2)]
+)
+def test_resume_with_another_schedule_is_refused(store, tmp_path, setting, value):
+    """The learning rate at step s is a function of steps, lr, warm-up (and the batch decides the samples):
+    resuming last.pt with another value would jump the schedule, so it is refused in one line that
+    names the setting, both values and what to do; the checkpoint is left as it was."""
+    train(store, tmp_path, net=TINY, cfg=CFG, resume=False, max_steps=4, progress=False)
+    before = (tmp_path / "last.pt").read_bytes()
+    other = dataclasses.replace(CFG, **{setting: value})
+    with pytest.raises(ValueError) as e:
+        train(store, tmp_path, net=TINY, cfg=other, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"train.{setting}: {getattr(CFG, setting)!r} (checkpoint) != {value!r} (now)" in msg
+    assert "new output folder" in msg and "--no-resume" in msg
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_rerun_of_a_finished_training_leaves_its_results(store, tmp_path, capsys):
+    """Re-running a finished training (last.pt at its final step) trains nothing, says so and leaves
+    summary.json (val_loss included), the logs and the checkpoints as they were."""
+    first = train(store, tmp_path, net=TINY, cfg=CFG, resume=False, progress=False)
+    assert first["step"] == CFG.steps and math.isfinite(first["val_loss"])
+    names = ("summary.json", "last.pt", "best.pt", "train_log.csv", "val_log.csv")
+    before = {n: (tmp_path / n).read_bytes() for n in names}
+    capsys.readouterr()
+    again = train(store, tmp_path, net=TINY, cfg=CFG, progress=False)
+    assert {n: (tmp_path / n).read_bytes() for n in names} == before
+    assert again == json.loads(before["summary.json"])
+    assert again["val_loss"] == pytest.approx(first["val_loss"])
+    assert f"already at step {CFG.steps}" in capsys.readouterr().err
+
+
+def test_rerun_of_a_finished_training_restores_deleted_outputs(store, tmp_path, capsys):
+    """The workflow's re-run (restart_if_changed) of a finished job: Snakemake deleted best.pt and
+    val_log.csv; they come back from last.pt, and a missing summary.json is written again with the
+    last validation loss and the best one that last.pt records."""
+    first = train(store, tmp_path, net=TINY, cfg=CFG, resume=False, progress=False)
+    kept = {n: (tmp_path / n).read_bytes() for n in ("best.pt", "val_log.csv")}
+    for name in ("best.pt", "val_log.csv", "summary.json"):
+        (tmp_path / name).unlink()
+    again = train(store, tmp_path, net=TINY, cfg=CFG, progress=False, restart_if_changed=True)
+    assert {n: (tmp_path / n).read_bytes() for n in kept} == kept
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("step", "val_loss", "best_step", "best_val_loss", "stopped"):
+        assert summary[key] == pytest.approx(first[key]) == pytest.approx(again[key]), key
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == CFG.steps
+    assert "summary.json written" in capsys.readouterr().err
