@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import signal
+import subprocess
+import sys
 import time
 
 from tomodata.progress import LineProgress, heartbeat, phase, progress
@@ -47,3 +50,19 @@ def test_heartbeat_lines_while_a_call_runs():
         time.sleep(0.18)
     lines = out.getvalue().splitlines()
     assert 2 <= len(lines) <= 4 and all(ln.startswith("[tomo cube] working, 0:0") for ln in lines)
+
+
+def test_a_command_stopped_by_sigterm_says_so_in_its_log():
+    """SIGTERM still ends a tomo command by the signal (as before), after a line naming the command."""
+    code = (
+        "import argparse, os, signal, time\n"
+        "from tomodata.cli import run\n"
+        "p = argparse.ArgumentParser(prog='tomo')\n"
+        "sub = p.add_subparsers(dest='command', required=True)\n"
+        "stop = lambda a: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(30)\n"
+        "sub.add_parser('render-species').set_defaults(func=stop)\n"
+        "run(p, ['render-species'])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGTERM
+    assert "tomo render-species: stopped by SIGTERM before it finished" in r.stderr

@@ -10,6 +10,8 @@ missing file (tomodata.fetch_markers).
 
 from __future__ import annotations
 
+import argparse
+import errno
 import json
 import shutil
 import subprocess
@@ -20,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_store_update as tu
+import zarr
 from test_workflow import planned_jobs, smk, write_config
 from test_workflow_extend import movies, write_manifest
 
+from tomodata.cli import run as tomo_run
 from tomodata.cli.stores import cmd_render_species
 from tomodata.fetch_markers import stale_fetch_records
 from tomodata.store import SPEC_VERSION, validate_store, write_species
@@ -260,6 +264,26 @@ def test_a_failing_shard_write_names_the_file_and_the_species(tmp_path, monkeypa
     monkeypatch.setattr(store_write, "_encode_block", lambda *a: np.zeros((1, 1, 1), np.uint16))
     with pytest.raises(RuntimeError, match=r"species sp1: writing .*species/sp1/images/c/0/0/0 failed.*render"):
         tu.fill(store, "sp1", 1)
+
+
+def test_a_full_disk_names_the_file_and_the_species(tmp_path, monkeypatch, capsys):
+    """zarr's OSError names no file (a full disk, a file-size limit): the write names the array of the
+    species, and tomo reports it as a disk problem (exit status 3) with that path."""
+
+    store, _ = _built(tmp_path, images_per_shard=4)
+
+    def full(*a):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", full)  # the first write: the volume
+    with pytest.raises(OSError) as e:
+        tu.fill(store, "sp1", 1)
+    assert e.value.errno == errno.EFBIG and e.value.filename == str(store / "species" / "sp1" / "volume" / "0")
+    parser = argparse.ArgumentParser(prog="tomo")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fill").set_defaults(func=lambda a: tu.fill(store, "sp1", 1))
+    assert tomo_run(parser, ["fill"]) == 3
+    assert f"error: File too large ({store / 'species' / 'sp1' / 'volume' / '0'})" in capsys.readouterr().err
 
 
 def test_one_missing_or_truncated_shard_of_several_is_noticed(tmp_path):

@@ -33,7 +33,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
+import signal
 import sys
+import threading
 import warnings
 
 from ..progress import heartbeat
@@ -70,13 +73,34 @@ def _warnings_as_lines():
         warnings.formatwarning = before
 
 
+@contextlib.contextmanager
+def _termination_noted(command: str):
+    """While ``command`` runs, a SIGTERM (a cluster's time limit, a stopped workflow) ends it as before
+    (the signal's default action), after one line in its log saying so: a log that just stops says
+    nothing. Commands with their own handler (``tomo train`` stops after its step) replace it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum, frame) -> None:
+        print(f"tomo {command}: stopped by SIGTERM before it finished", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    old = signal.signal(signal.SIGTERM, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command: a heartbeat line every 30 s while it runs; exit status 2 with
     ``error: ...`` for bad input (a folder where a file goes included), 3 for a full or unwritable disk
     (no traceback)."""
     args = parser.parse_args(argv)
     try:
-        with heartbeat(f"tomo {args.command}"), _warnings_as_lines():  # a log line every 30 s
+        with heartbeat(f"tomo {args.command}"), _warnings_as_lines(), _termination_noted(args.command):
             return args.func(args)
     except FileNotFoundError as e:  # the OS's "[Errno 2] No such file or directory: 'P'" names P plainly
         if e.filename2:  # a rename or copy: which of the two is gone is not said

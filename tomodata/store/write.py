@@ -182,11 +182,14 @@ def _reset_species(path, entry: dict, attrs: dict):
 def _naming_failures(path, name: str, where: str):
     """Turn zarr's failure to write ``species/<name>/<where>`` (e.g. "Stored and computed checksum do
     not match" from a damaged shard) into a ``RuntimeError`` that names the file, the species and
-    what to do."""
+    what to do. An ``OSError`` (a full or read-only disk: tomo reports it as such, exit status 3) is
+    raised again with that file as its ``filename`` where zarr's had none."""
     try:
         yield
-    except OSError:  # a full or read-only disk: tomo reports it as such (exit status 3)
-        raise
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(Path(path) / "species" / name / where)) from e
     except Exception as e:  # noqa: BLE001 - any zarr/codec failure, reported with where it happened
         raise RuntimeError(
             f"species {name}: writing {Path(path) / 'species' / name / where} failed: {type(e).__name__}: {e}. "
