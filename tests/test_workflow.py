@@ -512,6 +512,12 @@ def test_full_pipeline_tiny(tmp_path):
     assert "film_coronal.png" in html and "Real x-rays" in html
     # a real x-ray's options are tracked: another gamma re-runs its job and nothing else
     assert planned_jobs(tmp_path, "--configfile", str(config)) == []
+    # every table of the evaluation is an output: one deleted re-runs the evaluation (and what reads it)
+    (res / "eval" / "metrics.csv").unlink()
+    assert ("evaluate", None) in planned_jobs(tmp_path, "--configfile", str(config))
+    (res / "eval" / "metrics.csv").write_text("")  # put back for the dry runs below: only its presence counts
+    smk(tmp_path, "--configfile", str(config), "--touch")
+    assert planned_jobs(tmp_path, "--configfile", str(config)) == []
     cfg["model"]["real_xrays"]["film"]["gamma"] = 2.0
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert planned_jobs(tmp_path, "--configfile", str(config)) == [("real_xray", "film")]
