@@ -143,10 +143,22 @@ def load_checkpoint(path, *, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"{path} is not a readable checkpoint: {e}") from None
+        raise ValueError(f"{path} is not a readable checkpoint: {e}{_unreadable_hint(path)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     return state
+
+
+def _unreadable_hint(path: Path) -> str:
+    """What to do about an unreadable ``best.pt`` or ``last.pt`` of a training run (else nothing)."""
+    if path.name == "best.pt":
+        return (
+            f" (in the workflow `snakemake --forcerun train` writes it again from {path.parent / 'last.pt'}; "
+            "by hand: delete it and run the same tomo train again)"
+        )
+    if path.name == "last.pt":
+        return " (delete it, or run tomo train with --no-resume, to train afresh in its folder)"
+    return ""
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -161,9 +173,11 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 def resume_differences(state: dict, *, net: dict, train: dict, data: dict) -> list[str]:
     """What differs (:func:`config_differences`) between a checkpoint ``state`` and the network and
     training settings and data fingerprint (:func:`data_fingerprint`) of a run that would resume it.
-    How a step runs (``compile``, ``memory_format``), not what it computes, is not compared; ``steps``
-    is: the learning rate at a step is a function of it (:func:`model.train.lr_factor`)."""
-    how = ("compile", "memory_format", "channels_last")
+    How a step runs (``compile``, ``memory_format``), not what it computes, is not compared, nor how
+    often a run checkpoints and logs (``ckpt_every``, ``keep_checkpoints``, ``log_every``: neither
+    weights nor RNG depend on them; ``val_every`` is compared: it decides ``best.pt``); ``steps`` is:
+    the learning rate at a step is a function of it (:func:`model.train.lr_factor`)."""
+    how = ("compile", "memory_format", "channels_last", "ckpt_every", "keep_checkpoints", "log_every")
     diffs = config_differences(state["network"], net, "network.")
     diffs += config_differences(
         {k: v for k, v in state["train"].items() if k not in how},

@@ -81,6 +81,7 @@ from .data import (
 from .devices import torch_device
 from .network import MEMORY_FORMATS, NetworkConfig, TomographyNet, count_parameters
 from .ood import reference_from_store
+from .run_lock import train_lock
 from .train_logs import TrainLogs, kept_summary, rerun_note, restore_val_log
 
 
@@ -274,7 +275,14 @@ def train(
     (:func:`_nothing_to_train`). SIGINT or SIGTERM stop it after the current step with ``last.pt``
     written (summary ``stopped``: the signal's name). ``device``: auto (CUDA where present), cpu,
     cuda or cuda:N (not a setting a checkpoint is compared by: a run may resume on another device).
+    A second trainer of the same ``out_dir`` is refused (:func:`model.run_lock.train_lock`).
     """
+    with train_lock(Path(out_dir), enabled=_dist_info()[0] == 0):  # one trainer per folder (rank 0 writes)
+        return _train(store, out_dir, net, cfg, resume, max_steps, progress, restart_if_changed, device)
+
+
+def _train(store, out_dir, net, cfg, resume, max_steps, progress, restart_if_changed, device) -> dict:
+    """:func:`train` while it holds the folder's lock."""
     run = _setup(
         store, out_dir, net=net, cfg=cfg, resume=resume, max_steps=max_steps, restart=restart_if_changed, device=device
     )

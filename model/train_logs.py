@@ -40,8 +40,7 @@ class TrainLogs:
     def _csv(path: Path, header: list[str], resume_step: int, fallback: list | None = None):
         rows = list(fallback or []) if resume_step else []
         if resume_step and path.exists():  # keep what was logged up to the resumed step
-            with open(path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+            rows = _rows_upto(path, resume_step)
         fh = open(path, "w", newline="")
         w = csv.DictWriter(fh, fieldnames=header)
         w.writeheader()
@@ -67,6 +66,33 @@ class TrainLogs:
             fh.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _rows_upto(path: Path, step: int) -> list[dict]:
+    """The rows of the log ``path`` up to ``step``; ValueError in one line naming the file, the first
+    unreadable line and what to do where one is not a row of it (NUL bytes of two trainers, a crash)."""
+    with open(path, newline="", errors="replace") as fh:
+        reader = csv.DictReader(fh)
+        rows = []
+        try:
+            for r in reader:
+                if int(r["step"]) <= step:
+                    rows.append(r)
+        except (ValueError, TypeError, KeyError, csv.Error) as e:
+            line = reader.line_num
+            raise ValueError(
+                f"{path} is corrupt at line {line} ({type(e).__name__}: {_shown(e)}), cannot resume its log: "
+                f"delete it and run again (resuming writes it anew from step {step + 1}"
+                f"{'; its earlier rows come back from last.pt' if path.name == 'val_log.csv' else ''}), "
+                "or train afresh with --no-resume"
+            ) from None
+    return rows
+
+
+def _shown(e: Exception) -> str:
+    """``e``'s message without NUL or control bytes, cut short."""
+    text = "".join(c if c.isprintable() else "?" for c in str(e))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def restore_val_log(out: Path, rows: list) -> bool:
