@@ -13,7 +13,11 @@ declarative and the logic is tested in Python (tests/test_specimens.py).
   ``demo:<seed>:<movie_size>:<codec>:<id>``. Where the specimen's cube already records a key and the
   sha256 of the source it was made from, and that sha256 is the current one, the recorded key is
   kept: so switching the demo to its exported manifest, renaming a manifest, spelling a path
-  another way or toggling ``in_place`` keeps every key, and no job re-runs.
+  another way or toggling ``in_place`` keeps every key, and no job re-runs. A demo movie on disk
+  counts only while the demo's manifest records the current movie settings (else the demo's job
+  makes it afresh in this run, and the settings are the key).
+* :func:`declared_mismatches` lists every local source that no longer matches its declared
+  ``sha256`` (which is its key, so nothing else would notice), hashing only what changed.
 """
 
 from __future__ import annotations
@@ -35,12 +39,16 @@ __all__ = [
     "local_source",
     "source_problems",
     "content_key",
+    "declared_mismatches",
     "ShaCache",
     "row_settings",
     "recorded_params",
 ]
 
 _FOLDER_KINDS = ("dicom", "image_folder")
+#: the data.demo settings a demo movie's content depends on (tomodata.demo.demo_rows; the species
+#: count and the split only add or relabel species)
+DEMO_MOVIE_KEYS = ("movie_size", "codec", "seed")
 
 
 def collect_rows(*, demo: dict | None, demo_dir, manifest=None, overlays=()) -> dict[str, dict]:
@@ -97,12 +105,10 @@ def demo_manifest_edits(rows: dict[str, dict], path, demo: dict) -> list[str]:
     if not Path(path).is_file():
         return []
     keys = ("species", "val", "test", "movie_size", "codec", "seed")
-    first = Path(path).read_text().split("\n", 1)[0]
-    made = first.split(DEMO_SETTINGS_PREFIX, 1)[1] if first.startswith("#") and DEMO_SETTINGS_PREFIX in first else None
     try:
-        recorded = json.loads(made) if made is not None else None
-    except ValueError:
-        return [f"line 1: the recorded data.demo settings are not JSON: {made!r}"]
+        recorded = _demo_made_with(path)
+    except ValueError as e:
+        return [str(e)]
     if recorded != {k: demo[k] for k in keys}:
         return []
     demo = {sid: r for sid, r in rows.items() if r["_origin"].startswith("the demo")}
@@ -116,6 +122,31 @@ def demo_manifest_edits(rows: dict[str, dict], path, demo: dict) -> list[str]:
             if col != "sha256" and a != b:
                 out.append(f"row {sid}, column {col}: {b!r} (the demo: {a!r})")
     return sorted(out)
+
+
+def _demo_made_with(path) -> dict | None:
+    """The data.demo settings the demo's manifest at ``path`` records it was made with (its first
+    line), or None (no file, no record). Raises ValueError where the record is not JSON."""
+    try:
+        first = Path(path).read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    made = first.split(DEMO_SETTINGS_PREFIX, 1)[1] if first.startswith("#") and DEMO_SETTINGS_PREFIX in first else None
+    try:
+        return json.loads(made) if made is not None else None
+    except ValueError:
+        raise ValueError(f"line 1: the recorded data.demo settings are not JSON: {made!r}") from None
+
+
+def _demo_movies_current(row: dict, demo: dict) -> bool:
+    """Whether the demo's movies on disk were made with the movie settings of ``demo`` (its
+    manifest, ``row['_manifest']``, records them): where not, the demo's job makes them afresh in
+    this run, and what is on disk now is not the specimen's content."""
+    try:
+        made = _demo_made_with(row["_manifest"])
+    except ValueError:
+        return False
+    return made is not None and all(made.get(k) == demo[k] for k in DEMO_MOVIE_KEYS)
 
 
 def local_source(row: dict) -> Path | None:
@@ -231,11 +262,58 @@ class ShaCache:
         self.dirty = True
         return digest
 
+    def known(self, path: Path) -> bool:
+        """Whether the cache holds an entry for ``path`` (of any stamp)."""
+        return str(path) in self.entries
+
+    def remember(self, path: Path, digest: str) -> None:
+        """Take ``digest`` as the sha256 of ``path`` as it is now (verified elsewhere: tomo fetch)."""
+        self.entries[str(path)] = {"stamp": self._stamp(path), "sha256": digest}
+        self.dirty = True
+
     def save(self) -> None:
         if not self.dirty:
             return
         write_json(self.path, self.entries, indent=0)
         self.dirty = False
+
+
+def declared_mismatches(rows: dict[str, dict], ids, *, cache: ShaCache, fetched_dir) -> list[str]:
+    """One line per row whose local source no longer matches the ``sha256`` its manifest declares
+    (rows without one, demo rows and rows with a remote alternative are not looked at).
+
+    Cheap at every parse: a source is hashed only where its stat stamp (size, mtime, inode of each
+    file) changed since the cache last saw it, or, where the cache does not know it, where it was
+    modified after its fetch record (``fetched_dir/<id>.tsv``) was written: ``tomo fetch`` verified
+    it then, so an older one is taken as the declared content (and remembered by its stamp). Not
+    fetched yet: ``tomo fetch`` verifies it."""
+    out = []
+    for sid in ids:
+        row = rows[sid]
+        declared = row["sha256"].strip().lower()
+        if not declared or row["_origin"].startswith("the demo") or _has_remote(row):
+            continue
+        path = local_source(row)
+        if path is None or not path.exists():
+            continue
+        try:
+            if not cache.known(path):
+                try:
+                    fetched = (Path(fetched_dir) / f"{sid}.tsv").stat().st_mtime_ns
+                except OSError:
+                    continue
+                if max((s[2] for s in ShaCache._stamp(path)), default=0) <= fetched:
+                    cache.remember(path, declared)
+                    continue
+            now = cache.sha256(path)
+        except (OSError, ValueError):  # unreadable: the source check and tomo fetch report it
+            continue
+        if now != declared:
+            out.append(
+                f"{sid} ({row['_origin']}): {path} does not match its declared sha256 {declared} (now {now}): "
+                "update the manifest's sha256 or restore the file"
+            )
+    return out
 
 
 def _source_sha256(path: Path) -> str:
@@ -274,7 +352,9 @@ def content_key(row: dict, *, demo: dict | None, cache: ShaCache, cube_path=None
         assert demo is not None, "a demo row needs the demo settings"
         natural = f"demo:{demo['seed']}:{demo['movie_size']}:{demo['codec']}:{row['id']}"
         path = local_source(row)
-        current = cache.sha256(path) if path is not None and path.exists() else None
+        current = None  # stale movies (made again in this run): the demo's settings are the key
+        if path is not None and path.exists() and _demo_movies_current(row, demo):
+            current = cache.sha256(path)
     else:
         path = local_source(row)
         if current is None and path is not None and path.exists():

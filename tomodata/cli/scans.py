@@ -137,6 +137,24 @@ def _fetched_path(record: str, specimen_id: str, field: int = 3) -> str:
     raise ValueError(f"fetch record {rec} has no line for specimen {specimen_id!r}")
 
 
+def _check_in_place(path: str, fetched_sha256: str) -> None:
+    """A source fetched in place is read where it is, outside the fetch's control: it must still be
+    what was fetched (and verified against a declared sha256), or the output would record a false
+    checksum. Raises ValueError naming the file and both hashes."""
+    from ..fetch import source_sha256
+
+    try:
+        now = source_sha256(path)
+    except FileNotFoundError as e:
+        raise ValueError(f"{path}, fetched in place, is gone ({e}): restore it or fetch again") from None
+    if now != fetched_sha256:
+        raise ValueError(
+            f"{path} does not match the sha256 it was fetched with, {fetched_sha256} (now {now}): it changed "
+            "after tomo fetch; fetch it again (with a declared sha256: update the manifest's sha256 or restore "
+            "the file)"
+        )
+
+
 def cmd_cube(a) -> int:
     """``tomo cube``: read a scan and resample it to the canonical cube (.npz with its record)."""
     from ..ingest import cube_specimen, save_cube
@@ -195,6 +213,8 @@ def scan_from_args(a) -> tuple[str, Any, str, dict]:
         if not a.id:
             raise ValueError("--fetched needs --id")
         a.input = _fetched_path(a.fetched, a.id)
+        if _fetched_path(a.fetched, a.id, field=1) == "in-place":
+            _check_in_place(a.input, _fetched_path(a.fetched, a.id, field=2))
     elif not a.input and not (a.manifest and a.id):
         raise ValueError("give the scan (file or folder), --fetched RECORD --id ID, or --manifest M --id ID")
     spacing = _floats(a.spacing, 3, "--spacing") if a.spacing else None

@@ -104,7 +104,7 @@ def fetch_one(
     job = _Job(sid, kind, expected, Path(dest_dir) / sid)
     job.out_dir.mkdir(parents=True, exist_ok=True)
     limiter = limiter if limiter is not None else RateLimiter(rate)
-    reused = _reuse_existing(job, alternatives)  # 1. a verified final file (or folder) from an earlier run
+    reused = _reuse_existing(job, alternatives, base)  # 1. a verified final file (or folder) from an earlier run
     if reused is not None:
         return reused
     errors: list[Exception] = []
@@ -118,9 +118,11 @@ def fetch_one(
     return _from_sources(job, alternatives, base, session, limiter, errors, tried, transfer)
 
 
-def _reuse_existing(job: _Job, alternatives: list[str]) -> FetchResult | None:
+def _reuse_existing(job: _Job, alternatives: list[str], base: Path) -> FetchResult | None:
     """The first alternative whose final file (or folder) is already there and verified; a mismatching
-    one is reported (and fetched again by the later steps)."""
+    one is reported (and fetched again by the later steps). Without a declared sha256, a copy of a
+    local source that exists is verified against that source: new content under the same name
+    (a demo movie made again with another seed) is copied again, never the old copy kept."""
     for url in alternatives:
         final = job.out_dir / _target_name(url, job.sid, job.kind)
         if final.exists():
@@ -128,6 +130,8 @@ def _reuse_existing(job: _Job, alternatives: list[str]) -> FetchResult | None:
                 digest = source_sha256(final)
             except (FileNotFoundError, ValueError):  # a header whose data files did not all arrive
                 digest = None
+            if digest is not None and job.expected is None and _changed_local(url, base, digest):
+                continue  # copied again by the later steps
             if digest is not None and (job.expected is None or digest == job.expected):
                 return job.finish(url, final, digest, reused=True)
             if digest is not None:
@@ -137,6 +141,17 @@ def _reuse_existing(job: _Job, alternatives: list[str]) -> FetchResult | None:
                     stacklevel=3,  # the caller of fetch_one
                 )
     return None
+
+
+def _changed_local(url: str, base: Path, digest: str) -> bool:
+    """Whether ``url`` is a local source that exists and whose content is no longer ``digest``."""
+    if _is_remote(url):
+        return False
+    try:
+        src = _local_path(url, base)
+        return src.exists() and source_sha256(src) != digest
+    except (OSError, ValueError):  # unreadable here: the copy step reports it
+        return True
 
 
 def _from_mirror(job: _Job, alternatives: list[str], mirror: Path, errors: list, tried: list) -> FetchResult | None:

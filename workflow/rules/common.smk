@@ -36,8 +36,8 @@ from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
 from tomodata.config_check import rule_names
 from tomodata.manifest import manifest_schema
-from tomodata.specimens import (ShaCache, collect_rows, content_key, demo_manifest_edits, local_source, row_settings,
-                                source_problems)
+from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
+                                local_source, row_settings, source_problems)
 from tomodata.store_markers import stale_markers
 from tomodata.fetch_markers import stale_fetch_records
 
@@ -109,6 +109,14 @@ def check_sources():
     once and stop, or with --keep-going warn and let only their own fetch jobs fail."""
     if not workflow.is_main_process:
         return  # a job's own process (cluster, subprocess): the main process has checked
+    # a local source changed against its manifest's sha256: its key (the declared sha256) would not
+    # change and nothing re-run; stat-based, hashes only what changed (tomodata.specimens)
+    cache = ShaCache(f"{RESOURCES}/.source-sha256.json")
+    changed = declared_mismatches(ROWS, IDS, cache=cache, fetched_dir=f"{RESOURCES}/fetched")
+    cache.save()
+    if changed:
+        raise WorkflowError(f"{len(changed)} of {len(IDS)} sources changed since they were fetched:\n  "
+                            + "\n  ".join(changed))
     problems = source_problems(ROWS)
     if not problems:
         return
