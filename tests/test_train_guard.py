@@ -149,9 +149,10 @@ def _smk(workdir: Path, *args: str) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_workflow_ckpt_every_re_runs_nothing(tmp_path):
-    """model.train.ckpt_every reaches tomo train but is not a tracked param: changing it after the
-    train job re-runs nothing; val_every (model choice) still re-runs the job."""
+def test_workflow_ckpt_every_resumes_instead_of_training_afresh(tmp_path):
+    """model.train.ckpt_every is a tracked option (the train job re-runs), but tomo train resumes across
+    it: a finished run trains nothing and keeps its best.pt (it used to train afresh); val_every (model
+    choice) still re-runs the job."""
     config = {
         "run": "tiny",
         "data": {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}},
@@ -165,10 +166,14 @@ def test_workflow_ckpt_every_re_runs_nothing(tmp_path):
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     out = _smk(tmp_path, "--configfile", str(tmp_path / "tiny.yaml"), "--until", "train", "-p")
-    assert "--val-every 2 --val-samples 4 --seed 0 --ckpt-every 2 --workers" in out
+    assert "--val-every 2 --val-samples 4 --ckpt-every 2 --seed 0 --workers" in out
+    best = (tmp_path / "results/tiny/model/best.pt").read_bytes()
     config["model"]["train"]["ckpt_every"] = 1
     (tmp_path / "ckpt.yaml").write_text(yaml.safe_dump(config))
-    assert "rule train:" not in _smk(tmp_path, "--configfile", str(tmp_path / "ckpt.yaml"), "--until", "train", "-n")
+    _smk(tmp_path, "--configfile", str(tmp_path / "ckpt.yaml"), "--until", "train")
+    log = "".join(p.read_text() for p in (tmp_path / "logs").rglob("train*.log"))
+    assert "nothing to train" in log and "starting afresh" not in log
+    assert (tmp_path / "results/tiny/model/best.pt").read_bytes() == best
     config["model"]["train"]["val_every"] = 1
     (tmp_path / "val.yaml").write_text(yaml.safe_dump(config))
     assert "rule train:" in _smk(tmp_path, "--configfile", str(tmp_path / "val.yaml"), "--until", "train", "-n")

@@ -404,28 +404,17 @@ N_EXAMPLES = max(EVAL["examples"], APPS["examples"])
 
 
 def train_options():
-    """The train job's options: [tracked, untracked]. Snakemake records a list param by the repr of
-    its items, and the untracked item's repr is a constant: how often a run checkpoints
-    (ckpt_every) changes no weight and tomo train resumes across it, so changing it re-runs nothing.
-    (The item is in this list, not in the rule's untracked workers param, so that the rule's shell
-    text stays as it was.) The shell gets the items joined by a space."""
-    class _NotRecorded(Untracked):
-        def __repr__(self):
-            return "Untracked(...)"
-
-    return [
-        _opts([
-            ("--preset", MODEL["preset"]),
-            ("--steps", TRAIN["steps"]),
-            ("--batch-size", TRAIN["batch_size"]),
-            ("--lr", TRAIN["lr"]),
-            ("--warmup", TRAIN["warmup"]),
-            ("--val-every", TRAIN["val_every"]),
-            ("--val-samples", TRAIN["val_samples"]),
-            ("--seed", TRAIN["seed"]),
-        ]),
-        _NotRecorded(_opts([("--ckpt-every", TRAIN["ckpt_every"])])),
-    ]
+    return _opts([
+        ("--preset", MODEL["preset"]),
+        ("--steps", TRAIN["steps"]),
+        ("--batch-size", TRAIN["batch_size"]),
+        ("--lr", TRAIN["lr"]),
+        ("--warmup", TRAIN["warmup"]),
+        ("--val-every", TRAIN["val_every"]),
+        ("--val-samples", TRAIN["val_samples"]),
+        ("--ckpt-every", TRAIN["ckpt_every"]),
+        ("--seed", TRAIN["seed"]),
+    ])
 
 
 # ------------------------------------------------------------------------------ real radiographs
