@@ -22,13 +22,15 @@ LOCK_NAME = ".train.lock"
 
 @contextlib.contextmanager
 def train_lock(out: Path, *, enabled: bool = True):
-    """Hold ``out/.train.lock`` (folder made where missing) while the block runs; ValueError in one
+    """Hold ``out/.train.lock`` (folder made where missing; removed again if the block wrote nothing
+    into it, e.g. a command refused for bad input) while the block runs; ValueError in one
     line naming ``out`` and the holder's pid where another process holds it. ``enabled``: False (a
     torchrun rank other than 0) takes no lock."""
     if not enabled:
         yield
         return
     out = Path(out)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     fh = open(out / LOCK_NAME, "a+")  # noqa: SIM115 - held until the block ends
     try:
@@ -49,3 +51,7 @@ def train_lock(out: Path, *, enabled: bool = True):
         yield
     finally:
         fh.close()  # closing the file releases the lock
+        if made and [p.name for p in out.iterdir()] == [LOCK_NAME]:  # refused before writing: leave nothing
+            (out / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()

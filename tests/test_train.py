@@ -341,7 +341,7 @@ def test_a_network_larger_than_the_data_is_noted(store):
     ]
 
 
-def test_training_device_names():
+def test_training_device_names(tmp_path):
     """tomo train --device: auto, cpu, cuda, cuda:N; CUDA where torch sees none and other names are
     refused before any data is read (the workflow's model.train.device reaches it)."""
     assert _device(0, "cpu") == torch.device("cpu")
@@ -357,10 +357,14 @@ def test_training_device_names():
     with pytest.raises(ValueError, match="with 2 processes would put every one on the same GPU"):
         _device(1, "cuda:0", world=2)
     r = subprocess.run(
-        [str(BIN / "tomo"), "train", "nowhere.zarr", "-o", "x", "--device", "cuda:99"], capture_output=True, text=True
+        [str(BIN / "tomo"), "train", "nowhere.zarr", "-o", "x", "--device", "cuda:99"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     # refused before any data is read: no CUDA here, or fewer than 100 devices
     assert r.returncode == 2 and "device 'cuda:99'" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "x").exists()  # a refused command leaves no output folder (nor its lock file)
 
 
 def test_cli_train_and_ddp_two_processes(store, tmp_path):
