@@ -174,10 +174,11 @@ def resume_differences(state: dict, *, net: dict, train: dict, data: dict) -> li
     """What differs (:func:`config_differences`) between a checkpoint ``state`` and the network and
     training settings and data fingerprint (:func:`data_fingerprint`) of a run that would resume it.
     How a step runs (``compile``, ``memory_format``), not what it computes, is not compared, nor how
-    often a run checkpoints and logs (``ckpt_every``, ``keep_checkpoints``, ``log_every``: neither
-    weights nor RNG depend on them; ``val_every`` is compared: it decides ``best.pt``); ``steps`` is:
-    the learning rate at a step is a function of it (:func:`model.train.lr_factor`)."""
-    how = ("compile", "memory_format", "channels_last", "ckpt_every", "keep_checkpoints", "log_every")
+    often a run checkpoints and logs, nor its loader workers (``ckpt_every``, ``keep_checkpoints``,
+    ``log_every``, ``num_workers``: neither weights nor RNG depend on them; ``val_every`` is compared:
+    it decides ``best.pt``); ``steps`` is: the learning rate at a step is a function of it
+    (:func:`model.train.lr_factor`)."""
+    how = ("compile", "memory_format", "channels_last", "ckpt_every", "keep_checkpoints", "log_every", "num_workers")
     diffs = config_differences(state["network"], net, "network.")
     diffs += config_differences(
         {k: v for k, v in state["train"].items() if k not in how},

@@ -105,6 +105,18 @@ def test_an_uninterrupted_run_equals_one_with_other_ckpt_and_log_every(store, tm
     assert (tmp_path / "a" / "val_log.csv").read_text() == (tmp_path / "b" / "val_log.csv").read_text()
 
 
+def test_loader_workers_change_nothing_and_do_not_restart_a_run(store, tmp_path):
+    """Samples are drawn in the main process (model.data.batch_indices) and read without randomness, so
+    loader workers change no loss: a run resumed with other workers continues (the workflow passes
+    --workers untracked; an interrupted job resumed with other workers used to start afresh)."""
+    train(store, tmp_path / "r", net=TINY, cfg=CFG, max_steps=4, progress=False)
+    w = dataclasses.replace(CFG, num_workers=1)
+    resumed = train(store, tmp_path / "r", net=TINY, cfg=w, progress=False, restart_if_changed=True)
+    assert resumed["start"] == 4 and resumed["step"] == 6
+    whole = train(store, tmp_path / "w", net=TINY, cfg=CFG, progress=False)
+    assert resumed["val_loss"] == whole["val_loss"] and resumed["best_val_loss"] == whole["best_val_loss"]
+
+
 @pytest.mark.parametrize(("name", "hint"), [("best.pt", "snakemake --forcerun train"), ("last.pt", "--no-resume")])
 def test_a_corrupt_checkpoint_says_what_to_do(tmp_path, name, hint):
     (tmp_path / name).write_bytes(b"\x00" * 64)
