@@ -58,6 +58,7 @@ try:
     check_resources(config, [r.name for r in workflow.rules] + rule_names(f"{workflow.basedir}/workflow/rules"))
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+forget_incomplete_folders()  # after every include: the folder outputs are targets by then
 
 
 rule all:

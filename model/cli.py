@@ -150,6 +150,8 @@ def cmd_figures(a) -> int:
 
 
 def cmd_apps(a) -> int:
+    from tomodata.folder_contents import record_contents
+
     from .applications import write_applications
     from .examples import examples_for
 
@@ -163,6 +165,8 @@ def cmd_apps(a) -> int:
         name = row["title"].replace(" ", "_")
         for p in write_applications(ours_full, out, xray=row["xray"], name=name, n_turntable=a.frames):
             print(p)
+    if out.is_dir():
+        record_contents(out)  # last: the workflow re-runs the job where a file of it is gone
     return 0
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tomodata.folder_contents import record_contents
 from tomodata.store import open_store
 
 from .examples import qualitative_examples
@@ -309,6 +310,7 @@ def write_explorer(
     )
     (out / "manifest.js").write_text(_js("window.EXPLORER", manifest))
     _copy_assets(out)
+    record_contents(out)  # last: the workflow re-runs the job where a file of it is gone
     if sheet:
         log(f"explorer: the input x-rays in {write_sheet(sheet, [rows[p]['xray'] for p in chosen])}")
     log(f"explorer: wrote {out / 'index.html'} ({len(samples)} samples, volumes {'×'.join(map(str, shown))})")

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tomodata.folder_contents import record_contents
 from tomodata.io import natural_key
 
 from .applications import read_view_volume_file, write_applications
@@ -111,4 +112,6 @@ def infer_with_apps(xray: Path, checkpoint, output: Path, apps: Path | None, **o
         if grey is None:
             raise ValueError(f"{xr_png}: cannot read this PNG")
         xr = grey.astype(np.float32) / 255.0
-    return record, list(write_applications(vol, apps, xray=xr, name=stem, n_turntable=24))
+    paths = list(write_applications(vol, apps, xray=xr, name=stem, n_turntable=24))
+    record_contents(apps)  # last: the workflow re-runs the job where a file of it is gone
+    return record, paths

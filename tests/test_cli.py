@@ -19,6 +19,7 @@ from model.cli import main
 from model.network import NetworkConfig, TomographyNet
 from model.train import TrainConfig, save_checkpoint
 from tomodata.cli import run
+from tomodata.folder_contents import contents_problem
 from tomodata.render import render_xrays
 from tomodata.store import open_store
 from tomodata.views import hemisphere_views
@@ -264,6 +265,7 @@ def test_train_evaluate_figures_apps(tmp_path, capsys):
         == 0
     )
     assert len(list((tmp_path / "apps").glob("*.gif"))) == 2
+    assert contents_problem(tmp_path / "apps") is None and (tmp_path / "apps" / ".contents.json").is_file()
     # the applications show ours fused at the x-ray's resolution: it re-renders to the input x-ray
 
     (inp,) = (tmp_path / "apps").glob("*_xray_input.png")
@@ -329,6 +331,7 @@ def test_infer_cli_on_a_real_radiograph(shared_data, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "apps" / "v_turntable.gif").is_file()  # named like the output volume
     assert (tmp_path / "apps" / "v_anaglyph.png").is_file()
+    assert "v_anaglyph.png" in json.loads((tmp_path / "apps" / ".contents.json").read_text())["files"]
 
     img = nibabel.load(tmp_path / "v.nii.gz")
     assert img.shape == (512, 512, 16)

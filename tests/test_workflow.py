@@ -535,3 +535,14 @@ def test_full_pipeline_tiny(tmp_path):
     assert "in the config: model.real_xrays.flat.polarity: keep or model.real_xrays.flat.polarity: invert" in (
         proc.stdout
     )
+    # a file deleted inside a folder output (apps/, explorer/): the folder is removed and its job planned
+    # (Snakemake alone counts a folder present while it exists: "Nothing to be done")
+    gif = next((res / "apps").glob("*_turntable.gif"))
+    gif.unlink()
+    (res / "explorer" / "manifest.js").unlink()
+    proc = smk(tmp_path, "-n", "--configfile", str(config))
+    assert gif.name in proc.stdout, proc.stdout[-3000:]
+    assert "removing the folder so that it is made again" in proc.stdout
+    assert not (res / "apps").exists() and not (res / "explorer").exists()
+    planned = planned_jobs(tmp_path, "--configfile", str(config))
+    assert ("apps", None) in planned and ("explorer", None) in planned

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mi
                                 local_source, row_settings, source_problems)
 from tomodata.store_markers import stale_markers
 from tomodata.fetch_markers import stale_fetch_records
+from tomodata.folder_contents import contents_problem
 
 RUN = config["run"]
 RESOURCES = f"resources/{RUN}"
@@ -571,3 +573,19 @@ def forget_stale_markers():
 
 
 forget_stale_markers()
+
+
+def forget_incomplete_folders():
+    """Folder outputs (`directory()`: apps, explorer, real/NAME/apps) that no longer hold what their
+    command recorded (tomodata.folder_contents) are removed before the DAG is built, so that their job
+    runs again; Snakemake itself counts a folder as present while it exists. Called by the Snakefile
+    after every rule file has added its targets."""
+    if not workflow.is_main_process:
+        return
+    for target in _TARGETS:
+        why = contents_problem(target) if os.path.isdir(target) else None
+        if why:
+            # also under --dry-run, as for the markers: the folder is a derived result that vouches for
+            # files that are gone, and only its removal lets the dry run list the job that redoes it
+            logger.warning(f"{target}: {why}; removing the folder so that it is made again (also under --dry-run)")
+            shutil.rmtree(target)
