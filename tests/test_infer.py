@@ -19,11 +19,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from torch import nn
 
 import model.infer as infer
+import model.infer_outputs as infer_outputs
 from model.cli import main
 from model.fusion import render_view, upsample_lateral
-from model.infer import (
-    PREVIEWS as INFER_PREVIEWS,
-)
 from model.infer import (
     bench_infer,
     detect_polarity,
@@ -36,6 +34,7 @@ from model.infer import (
 )
 from model.network import NetworkConfig, TomographyNet
 from model.train import TrainConfig, save_checkpoint
+from model.volume_io import PREVIEWS as INFER_PREVIEWS
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
 PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
@@ -409,7 +408,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, ckpt, monkeypatch):
     def boom(path, img):
         raise OSError("disk full")
 
-    monkeypatch.setattr(infer, "_write_png", boom)
+    monkeypatch.setattr(infer_outputs, "_write_png", boom)
     with pytest.raises(OSError, match="disk full"):
         infer_file(good, ckpt, tmp_path / "out" / "v.nii.gz")
     assert _files(tmp_path / "out") == ["keep.txt"]

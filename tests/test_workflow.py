@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import yaml
 
-from model.infer import PREVIEWS
 from model.names import PREVIEWS as NAMED_PREVIEWS
+from model.volume_io import PREVIEWS
 from tomodata.manifest import load_manifest
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import render_xrays
