@@ -59,6 +59,7 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 forget_incomplete_folders()  # after every include: the folder outputs are targets by then
+restore_lost_val_log()
 
 
 rule all:

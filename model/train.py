@@ -9,7 +9,7 @@ its length: the schedule is a function of ``steps``, so a checkpoint of other ``
 settings) is not resumed. Run again once finished, it trains nothing and leaves its outputs as
 they were.
 
-Several GPUs (or CPU processes): start with ``torchrun --nproc_per_node N -m model.train ...`` or
+Several GPUs (or CPU processes): start with ``torchrun --nproc_per_node N -m model.cli train ...`` or
 ``torchrun ... $(which tomo) train ...``; each rank takes its share of every global batch and
 DistributedDataParallel averages the gradients. Only rank 0 writes logs and checkpoints.
 

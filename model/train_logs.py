@@ -1,5 +1,6 @@
 """The CSV and TensorBoard logs of a training run (:func:`model.train.train`), resumable, and what a
-re-run of a finished run keeps of them (:func:`restore_val_log`, :func:`kept_summary`, :func:`rerun_note`)."""
+re-run of a finished run keeps of them (:func:`restore_val_log`, :func:`kept_summary`, :func:`rerun_note`);
+:func:`restore_lost_val_log`: the workflow's repair of a deleted ``val_log.csv`` of a finished run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from tomodata.files import json_safe
 
-__all__ = ["VAL_FIELDS", "TrainLogs", "kept_summary", "rerun_note", "restore_val_log"]
+__all__ = ["VAL_FIELDS", "TrainLogs", "kept_summary", "rerun_note", "restore_lost_val_log", "restore_val_log"]
 
 VAL_FIELDS = ["step", "val_loss"]  # val_log.csv's columns: global step, mean voxel MSE
 
@@ -106,6 +107,30 @@ def restore_val_log(out: Path, rows: list) -> bool:
         w.writeheader()
         w.writerows(rows)
     return True
+
+
+def restore_lost_val_log(out: Path) -> str | None:
+    """Where ``out/val_log.csv`` is gone but ``out/best.pt`` is there (a finished run, its log deleted),
+    write it again from the validation history ``out/last.pt`` carries; a message saying what was done
+    or why it could not be, None where nothing is missing. The workflow calls it before planning: its
+    ``train`` job is not re-run for a lost log (that would re-run every job after it)."""
+    out = Path(out)
+    path, last = out / "val_log.csv", out / "last.pt"
+    if path.exists() or not (out / "best.pt").is_file():
+        return None
+    redo = f"to write it again, train again in {out} (tomo train --no-resume, or snakemake --forcerun train)"
+    if not last.is_file():
+        return f"{path} is gone and {last} with it, which carries its rows: {redo}"
+    from .checkpoint import load_checkpoint  # noqa: PLC0415 - torch only where a log is lost
+
+    try:
+        rows = load_checkpoint(last).get("val_history")
+    except ValueError as e:
+        return f"{path} is gone and cannot be written again: {e}"
+    if rows is None:
+        return f"{path} is gone; {last} was written before checkpoints carried the validation history: {redo}"
+    restore_val_log(out, rows)
+    return f"{path} was gone: written again from {last} ({len(rows)} rows)"
 
 
 def kept_summary(path: Path, expect: dict) -> dict | None:

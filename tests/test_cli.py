@@ -22,9 +22,10 @@ from tomodata.cli import run
 from tomodata.folder_contents import contents_problem
 from tomodata.render import render_xrays
 from tomodata.store import open_store
+from tomodata.store.layout import _open_species_group
 from tomodata.views import hemisphere_views
 
-SUBCOMMANDS = ["phantom", "render", "build-demo", "validate", "bench"]
+SUBCOMMANDS = ["phantom", "render", "build-demo", "validate", "previews", "bench"]
 
 
 def test_entry_point_help():
@@ -149,6 +150,26 @@ def test_build_demo_then_validate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["validate", str(store)]) == 1
     assert "procedural_01" in capsys.readouterr().out
+
+
+def test_previews_from_the_store_are_those_of_the_render(tmp_path, capsys):
+    """``tomo previews`` (the workflow's preview_sheet job) writes from the stored x-rays the files the
+    render wrote (first views, unmirrored; the same 8-bit pixels); an unknown or incomplete species is
+    refused naming it, and nothing is written."""
+    out = tmp_path / "demo"
+    store = build_demo(out, species=2, held_out=1, views=12)
+    rendered = sorted((out / "previews").glob("procedural_01_*.png"))
+    assert len(rendered) == 10  # 9 views and the sheet
+    assert main(["previews", str(store), "--species", "procedural_01", "-o", str(tmp_path / "p")]) == 0
+    for path in rendered:
+        again = cv2.imread(str(tmp_path / "p" / path.name), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(again, cv2.imread(str(path), cv2.IMREAD_UNCHANGED)), path.name
+    capsys.readouterr()
+    assert main(["previews", str(store), "--species", "nope", "-o", str(tmp_path / "q")]) == 2
+    assert "unknown species 'nope'" in capsys.readouterr().err
+    _open_species_group(store, "procedural_00", "r+").attrs["status"] = "writing"
+    assert main(["previews", str(store), "--species", "procedural_00", "-o", str(tmp_path / "q")]) == 2
+    assert "not complete" in capsys.readouterr().err and not (tmp_path / "q").exists()
 
 
 def test_bench_render_runs(capsys):

@@ -7,10 +7,12 @@ import json
 import math
 
 import pytest
+import torch
 from tiny_runs import build_demo
 
 from model.network import NetworkConfig
 from model.train import TrainConfig, load_checkpoint, train
+from model.train_logs import restore_lost_val_log
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
 CFG = TrainConfig(steps=6, batch_size=4, lr=3e-3, warmup_steps=2, val_every=2, val_samples=8, ckpt_every=2, log_every=1)
@@ -70,3 +72,29 @@ def test_rerun_of_a_finished_training_restores_deleted_outputs(store, tmp_path, 
         assert summary[key] == pytest.approx(first[key]) == pytest.approx(again[key]), key
     assert load_checkpoint(tmp_path / "last.pt")["step"] == CFG.steps
     assert "summary.json written" in capsys.readouterr().err
+
+
+def test_lost_val_log_of_a_finished_run_is_written_again(store, tmp_path):
+    """The workflow's repair before planning (restore_lost_val_log): a deleted val_log.csv comes back
+    byte for byte from last.pt; nothing is done where it is there or no run finished; a last.pt
+    without the history (or none) is named with what to do, and nothing is written."""
+    train(store, tmp_path, net=TINY, cfg=CFG, resume=False, progress=False)
+    log = tmp_path / "val_log.csv"
+    before = log.read_bytes()
+    assert restore_lost_val_log(tmp_path) is None  # nothing lost
+    log.unlink()
+    msg = restore_lost_val_log(tmp_path)
+    assert msg is not None and "written again" in msg and f"({CFG.steps // CFG.val_every} rows)" in msg
+    assert log.read_bytes() == before
+
+    log.unlink()
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["val_history"]  # a last.pt of before the history was carried
+    torch.save(state, tmp_path / "last.pt")
+    msg = restore_lost_val_log(tmp_path)
+    assert msg is not None and "before checkpoints carried" in msg and "--forcerun train" in msg
+    (tmp_path / "last.pt").unlink()
+    assert "--no-resume" in restore_lost_val_log(tmp_path)
+    assert not log.exists()
+    (tmp_path / "best.pt").unlink()
+    assert restore_lost_val_log(tmp_path) is None  # no finished run: nothing to say

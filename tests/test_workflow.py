@@ -216,7 +216,7 @@ def test_paper_dry_run_offline(tmp_path):
     ids = ["Didelphis_virginiana", "Ornithorhynchus_anatinus", "Tamandua_tetradactyla"]
     expected = sorted(
         [(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
-        + [("store_create", None), ("store_finalize", None), ("store_settings", None)]
+        + [("previews", None), ("store_create", None), ("store_finalize", None), ("store_settings", None)]
         + [(r, None) for r in ("apps", "evaluate", "examples", "explorer", "figures", "train")],
         key=lambda j: (j[0], j[1] or ""),
     )
@@ -370,7 +370,13 @@ def test_editing_one_row_reruns_only_its_chain(manifest_build, tmp_path):
     edited[1]["spacing_mm"] = f"{1.5 * z:.6g},{y:.6g},{x:.6g}"
     write_manifest(work / "specimens.tsv", header, edited)
     jobs = planned_jobs(work, "--configfile", str(config))
-    assert jobs == [("cube", target), ("render_species", target), ("store_create", None), ("store_finalize", None)]
+    assert jobs == [
+        ("cube", target),
+        ("previews", None),
+        ("render_species", target),
+        ("store_create", None),
+        ("store_finalize", None),
+    ]
 
     smk(work, "--cores", "2", "--configfile", str(config))
     report = validate(work / "results/mf/dataset.zarr")
@@ -402,7 +408,7 @@ def test_killed_while_rendering_then_rerun_incomplete(manifest_build, tmp_path, 
     jobs = planned_jobs(work, "--configfile", str(config))
     assert jobs == sorted(
         [("render_species", r["id"]) for r in rows]
-        + [("store_create", None), ("store_finalize", None), ("store_settings", None)]
+        + [("previews", None), ("store_create", None), ("store_finalize", None), ("store_settings", None)]
     )
     shutil.rmtree(work / "logs")
     logs = work / "logs/mf/render_species"
@@ -512,10 +518,30 @@ def test_full_pipeline_tiny(tmp_path):
     assert "film_coronal.png" in html and "Real x-rays" in html
     # a real x-ray's options are tracked: another gamma re-runs its job and nothing else
     assert planned_jobs(tmp_path, "--configfile", str(config)) == []
-    # every table of the evaluation is an output: one deleted re-runs the evaluation (and what reads it)
-    (res / "eval" / "metrics.csv").unlink()
-    assert ("evaluate", None) in planned_jobs(tmp_path, "--configfile", str(config))
-    (res / "eval" / "metrics.csv").write_text("")  # put back for the dry runs below: only its presence counts
+    # report files: a lost preview sheet is made again from the store (no re-render, nothing after it);
+    # a lost val_log.csv is written again from last.pt before planning (no job: a re-run of train would
+    # delete best.pt and re-run everything after it)
+    sheet, val_log = res / "previews" / "procedural_00_sheet.png", res / "model" / "val_log.csv"
+    kept = {p: p.read_bytes() for p in (sheet, val_log)}
+    sheet.unlink()
+    val_log.unlink()
+    assert planned_jobs(tmp_path, "--configfile", str(config)) == [("previews", None)]
+    assert val_log.read_bytes() == kept[val_log]
+    smk(tmp_path, "--cores", "1", "--configfile", str(config))
+    again, rendered = (
+        cv2.imread(str(sheet), cv2.IMREAD_UNCHANGED),
+        cv2.imdecode(np.frombuffer(kept[sheet], np.uint8), -1),
+    )
+    assert np.array_equal(again, rendered)  # the stored x-rays' previews are the rendered ones
+    assert planned_jobs(tmp_path, "--configfile", str(config)) == []
+    # every table of the evaluation is an output: one deleted re-runs the evaluation (and what reads it);
+    # so are the report's tables and the explorer's sheet
+    for name in ("eval/metrics.csv", "eval/summary.csv", "explorer_samples.png"):
+        (res / name).unlink()
+    jobs = planned_jobs(tmp_path, "--configfile", str(config))
+    assert ("evaluate", None) in jobs and ("explorer", None) in jobs
+    for name in ("eval/metrics.csv", "eval/summary.csv", "explorer_samples.png"):
+        (res / name).write_text("")  # put back for the dry runs below: only their presence counts
     smk(tmp_path, "--configfile", str(config), "--touch")
     assert planned_jobs(tmp_path, "--configfile", str(config)) == []
     cfg["model"]["real_xrays"]["film"]["gamma"] = 2.0

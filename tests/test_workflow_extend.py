@@ -120,6 +120,7 @@ def test_spelling_renaming_and_in_place_rerun_nothing_after_fetch(built, tmp_pat
     (work / f"results/inc/species/{rows[0]['id']}.done.json").unlink()
     assert planned_jobs(work, "--configfile", str(config)) == [
         *[("fetch", r["id"]) for r in rows],
+        ("previews", None),
         ("render_species", rows[0]["id"]),
         ("store_finalize", None),
     ]
@@ -136,6 +137,7 @@ def test_spelling_renaming_and_in_place_rerun_nothing_after_fetch(built, tmp_pat
     assert jobs == [
         ("cube", target["id"]),
         ("fetch", target["id"]),
+        ("previews", None),
         ("render_species", target["id"]),
         ("store_create", None),
         ("store_finalize", None),

@@ -15,13 +15,15 @@ never the reverse; the ``tomo`` entry point is :func:`model.cli.main`).
     tomo store-create STORE --manifest M --cubes C...   an empty store for these specimens
     tomo store-settings -o FILE.json --views N ...       the settings of a store, as JSON
     tomo render-species STORE --cube C          render one species into its own shards
+    tomo previews STORE --species A -o DIR      a species' preview PNGs, from the store
     tomo finalize STORE                         validate all species, record completion
     tomo export STORE OUT                       publishable folder: card, Croissant, SHA256SUMS, recipe
     tomo bench render|cube|rules                the renderer, the resampling, a workflow run's rules
 
 Every subcommand has ``--help``. Progress bars appear only when stderr is a terminal.
 
-Modules: :mod:`.parsers` (the options, one ``_add_<command>`` each), the commands by concern
+Modules: :mod:`.parsers` and :mod:`.store_parsers` (the options, one ``_add_<command>`` each; option
+types in :mod:`.options`), the commands by concern
 (:mod:`.volumes`, :mod:`.scans`, :mod:`.stores`, :mod:`.benchmarks`). Each command imports only
 what it runs (zarr, OpenCV, SimpleITK, ... cost seconds of start-up together); the numerics live in
 the package's modules (e.g. :mod:`tomodata.previews`, :mod:`tomodata.render_jobs`,

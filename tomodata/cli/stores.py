@@ -106,6 +106,25 @@ def cmd_render_species(a) -> int:
     return 0
 
 
+def cmd_previews(a) -> int:
+    """``tomo previews``: the PNG previews of ``render-species --previews`` (the first ``--count`` views,
+    unmirrored) for each of ``--species``, from the images stored (each species complete)."""
+    import numpy as np
+
+    from ..previews import write_previews
+    from ..store import open_store
+
+    store = open_store(a.store)
+    store.require_complete(list(a.species))
+    st = store.settings
+    views = np.arange(min(a.count, st.n_views))
+    for name in a.species:
+        imgs = store.images(name, st.sample_index.to_sample(views, False))
+        paths = write_previews(imgs, Path(a.output), prefix=name, limit=len(views))
+        print(f"{name}: {len(paths)} previews in {a.output} ({paths[-1].name})")
+    return 0
+
+
 def _check_cube_identity(store, name: str, cube, meta: dict) -> None:
     """``ValueError`` unless the cube file ``cube`` (record ``meta``) is specimen ``name`` as the store's
     species table has it: the same id, and the same cube fields as when the store was created (a cube

@@ -6,7 +6,7 @@
 #                    (fetched/<id>/...) with their fetch records (fetched/<id>.tsv), cubes/<id>.npz
 #   results/RUN/     dataset.zarr (the store), its markers dataset.settings.json,
 #                    dataset.created.json, species/<id>.done.json, dataset.final.json;
-#                    previews/<id>_*.png; report.html (snakemake --report)
+#                    previews/<id>_*.png (render_species, previews); report.html (snakemake --report)
 #   logs/RUN/<rule>/, benchmarks/RUN/<rule>/    one file per job
 #
 # Rerun policy (docs/workflow.md, "Incremental runs"): a specimen's jobs re-run when its source's
@@ -49,6 +49,7 @@ RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCHMARKS = f"benchmarks/{RUN}"
 STORE = f"{RESULTS}/dataset.zarr"
+PREVIEWS_DIR = f"{RESULTS}/previews"  # render_species and previews write NAME_000.png ... NAME_sheet.png here
 
 DATA = config["data"]
 DATASET = config["dataset"]
@@ -202,10 +203,6 @@ def res(rule_name, key):
     spec = dict(config["resources"]["default"])
     spec.update(config["resources"].get(rule_name) or {})
     return spec[key]
-
-
-def split_of(wildcards):
-    return SPLITS[wildcards.id]
 
 
 def demo_params():
@@ -589,3 +586,14 @@ def forget_incomplete_folders():
             # files that are gone, and only its removal lets the dry run list the job that redoes it
             logger.warning(f"{target}: {why}; removing the folder so that it is made again (also under --dry-run)")
             shutil.rmtree(target)
+
+
+def restore_lost_val_log():
+    """A finished run's deleted val_log.csv (a report file: `snakemake --report` failed while the run
+    had nothing to do) is written again from last.pt before the DAG is built; Snakemake would re-run
+    `train` for it, deleting best.pt first, and every job after it. Also under --dry-run."""
+    if workflow.is_main_process and MODEL.get("enabled", True):
+        from model.train_logs import restore_lost_val_log as restore
+
+        if message := restore(Path(f"{RESULTS}/model")):
+            logger.warning(message)

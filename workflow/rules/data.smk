@@ -13,6 +13,9 @@
 #                                     arrays; keeps species whose volume is unchanged
 #   render_species (1 job / specimen) tomo render-species: that species' shards only, previews, and
 #                                     the marker results/RUN/species/ID.done.json
+#   previews     (1 job)              tomo previews: results/RUN/previews/ID_sheet.png of every species
+#                                     from the store (report, category "Previews"; a lost sheet is made
+#                                     again without a re-render: render_species declares no preview)
 #   store_finalize (1 job)            tomo finalize: validates every species, writes the completion
 #
 # The store (results/RUN/dataset.zarr) is written by several rules, so no rule declares it as its
@@ -209,17 +212,14 @@ rule render_species:
         settings=f"{RESULTS}/dataset.settings.json",
         created=ancient(f"{RESULTS}/dataset.created.json"),
     output:
+        # the previews it writes are not declared: the previews rule declares the sheets (a declared one,
+        # deleted, re-ran this job and every job after it: finalize, train, evaluate, ...)
         done=f"{RESULTS}/species/{{id}}.done.json",
-        sheet=report(
-            f"{RESULTS}/previews/{{id}}_sheet.png",
-            caption="../report/previews.rst",
-            category="Previews",
-            subcategory=split_of,
-            labels=lambda wildcards: {"species": wildcards.id, "split": SPLITS[wildcards.id]},
-        ),
     params:
         store=STORE,
-        previews=lambda wildcards, output: os.path.dirname(output.sheet),
+        # RESULTS/previews, derived from the output as it was from the sheet's path before: Snakemake leaves
+        # parameters derived from outputs out of its params trigger, so no existing render job re-runs
+        previews=lambda wildcards, output: os.path.join(os.path.dirname(os.path.dirname(output.done)), "previews"),
         options=render_options(),
     log:
         f"{LOGS}/render_species/{{id}}.log",
@@ -236,6 +236,38 @@ rule render_species:
         "NUMBA_NUM_THREADS={threads} tomo render-species {params.store:q} --cube {input.cube:q}"
         " --name {wildcards.id} {params.options} --previews {params.previews:q} --done {output.done:q}"
         " > {log:q} 2>&1"
+
+
+rule previews:
+    input:
+        done=expand(f"{RESULTS}/species/{{id}}.done.json", id=IDS),
+    output:
+        **{
+            sid: report(
+                f"{PREVIEWS_DIR}/{sid}_sheet.png",
+                caption="../report/previews.rst",
+                category="Previews",
+                subcategory=SPLITS[sid],
+                labels={"species": sid, "split": SPLITS[sid]},
+            )
+            for sid in IDS
+        },
+    params:
+        store=STORE,
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+        species=" ".join(IDS),  # manifest ids: [A-Za-z0-9_.-], no quoting needed (tomodata.manifest)
+    log:
+        f"{LOGS}/previews/previews.log",
+    benchmark:
+        f"{BENCHMARKS}/previews/previews.tsv"
+    threads: res("previews", "threads")
+    resources:
+        mem_mb=res("previews", "mem_mb"),
+        runtime=res("previews", "runtime"),
+    conda:
+        ENV_TOMODATA
+    shell:
+        "tomo previews {params.store:q} --species {params.species} -o {params.out:q} > {log:q} 2>&1"
 
 
 rule store_finalize:
@@ -264,4 +296,4 @@ rule store_finalize:
         "tomo finalize {params.store:q} --done {output.final:q} > {log:q} 2>&1"
 
 
-add_targets(f"{RESULTS}/dataset.final.json")
+add_targets(f"{RESULTS}/dataset.final.json", *[f"{PREVIEWS_DIR}/{sid}_sheet.png" for sid in IDS])

@@ -230,5 +230,10 @@ rule real_xray:
 
 
 if MODEL.get("enabled", True):
+    # every output a report shows or a user reads is a target: Snakemake makes a missing file again only
+    # where something requests it (else "Nothing to be done" while --report fails for want of it)
     add_targets(*[f"{RESULTS}/figures/{name}.png" for name in FIGURES], f"{RESULTS}/apps", *EVAL_TABLES)
-    add_targets(*[f"{RESULTS}/real/{name}/apps" for name in REAL_XRAYS])
+    add_targets(f"{RESULTS}/eval/summary.csv", f"{RESULTS}/eval/tests.csv")
+    for _name in REAL_XRAYS:
+        add_targets(*[f"{RESULTS}/real/{_name}/{_name}{end}" for end in [".nrrd", ".json"] + [f"_{v}.png" for v in REAL_PREVIEWS]])
+        add_targets(f"{RESULTS}/real/{_name}/apps")

@@ -3,7 +3,7 @@
 # The report's front page is workflow/report/workflow.rst (Jinja2: it reads snakemake.config).
 # Results enter the report where a rule flags an output with report(..., caption=..., category=...):
 #   category "Dataset"   results/<run>/dataset.final.json (store_finalize: the completion record)
-#   category "Previews"  results/<run>/previews/<id>_sheet.png (render_species), one subcategory
+#   category "Previews"  results/<run>/previews/<id>_sheet.png (previews), one subcategory
 #                        per split, labels species and split
 # model.smk flags its figures the same way, with captions in
 # workflow/report/ and categories of their own ("Training", "Evaluation").
@@ -52,4 +52,4 @@ rule explorer:
 
 
 if MODEL.get("enabled", True) and EXPLORER.get("enabled", True):
-    add_targets(f"{RESULTS}/explorer")
+    add_targets(f"{RESULTS}/explorer", f"{RESULTS}/explorer_samples.png")

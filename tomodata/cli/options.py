@@ -1,0 +1,61 @@
+"""Option types of the ``tomo`` commands (also used by :mod:`model.cli_parsers`) and the renderer's
+options shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["positive_int", "non_negative_int", "positive_float", "finite_float", "render_opts"]
+
+
+def positive_int(text: str) -> int:
+    """An option type: an integer > 0 (else argparse's usage error, exit status 2)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """An option type: an integer >= 0 (a count where 0 means none; else a usage error, exit status 2)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """An option type: a finite number > 0 (else argparse's usage error, exit status 2)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """An option type: a finite number (not nan or inf; else argparse's usage error, exit status 2)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return v
+
+
+def render_opts(q, size=256):
+    """The renderer's options (image size in pixels, samples per ray, χ, backend)."""
+    q.add_argument("--size", type=positive_int, default=size, help="image side in pixels (default %(default)s)")
+    q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
+    q.add_argument("--chi", type=positive_float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+    q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer backend")
