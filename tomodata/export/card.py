@@ -223,7 +223,8 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
         "```",
         "dataset.zarr/zarr.json                  root attributes: everything needed to use the data",
         "dataset.zarr/species/<name>/zarr.json   status + completion marker (sha256 of every array)",
-        "dataset.zarr/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm or the cube's units)",
+        "dataset.zarr/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm, or voxels where "
+        "no scale was recorded)",
         f"dataset.zarr/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
         "density, vol[z, y, x]; volume/1 its 2x2x2 mean",
         f"dataset.zarr/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",

@@ -15,9 +15,11 @@ Layout (``spec_version = "tomo-dataset/2"``; docs/store.md)::
 
 The volume group is an OME-Zarr (NGFF 0.5) image (:func:`ome_multiscales`): axes z, y, x in
 millimetre where ingest recorded the specimen's voxel size (the species entry's ``fit.voxel_mm``),
-else in the normalised cube's units (voxel 2/V), so napari, neuroglancer, niivue or any OME-Zarr
-reader opens it. Spec ``tomo-dataset/1`` (the volume a plain array ``volume``) is still read and
-validated (with a warning); stores are written as ``tomo-dataset/2``.
+else without a unit in voxels of level 0 (scale 1, level 1 2: OME-NGFF's rule where no physical
+size is known), centred at 0, so napari, neuroglancer, niivue or any OME-Zarr reader opens it; stores
+written before that rule gave the normalised cube's 2/V (still validated, with a warning). Spec
+``tomo-dataset/1`` (the volume a plain array ``volume``) is still read and validated (with a
+warning); stores are written as ``tomo-dataset/2``.
 
 ``images`` is sharded: chunks of one image ``(1, S, S)`` (one chunk per training read) inside shards of
 ``images_per_shard`` images (default 256, cut to ``2 n_views``); the other arrays are one chunk each.

@@ -184,11 +184,32 @@ def volume_pyramid(volume: np.ndarray) -> list[np.ndarray]:
 def ome_multiscales(name: str, volume_size: int, voxel_mm: float | None) -> dict:
     """The ``ome`` attribute (OME-Zarr 0.5 ``multiscales``) of a species' volume group: axes z, y, x
     of type space; unit millimetre with the specimen's voxel size where ingest recorded it, else no
-    unit and the normalised cube's voxel size 2/V (the cube spans [-1, 1]); translations put the cube's
-    centre at 0 (voxel centre i of a level with voxel size h at (i + 1/2)·h − V·h0/2)."""
-    h0 = float(voxel_mm) if voxel_mm else 2.0 / volume_size
+    unit and the voxel as the unit (scale 1 at level 0, 2 at level 1: OME-NGFF 0.5 requires the scale,
+    where no physical size is known, to be the factor between a level and level 0); translations put
+    the cube's centre at 0 (voxel centre i of a level with voxel size h at (i + 1/2)·h − V·h0/2). The
+    coordinates are those of ``tomo export --volumes`` (tomodata.volume_files), oriented."""
+    h0 = float(voxel_mm) if voxel_mm else 1.0
+    unit = (
+        "millimetre (the specimen's scale at ingest)"
+        if voxel_mm
+        else "voxel of level 0 (no physical scale recorded; the normalised cube [-1, 1]^3 is these "
+        "coordinates times 2/V)"
+    )
+    return _multiscales(name, volume_size, h0, "millimeter" if voxel_mm else None, unit)
+
+
+def _ome_multiscales_normalised(name: str, volume_size: int) -> dict:
+    """The ``ome`` attribute that stores written before :func:`ome_multiscales` followed the OME-NGFF
+    scale rule gave a species without a recorded voxel size: the normalised cube's voxel size 2/V
+    without a unit (read and validated, with a warning; never written)."""
+    unit = "normalised: the cube [-1, 1]^3 (no physical scale recorded)"
+    return _multiscales(name, volume_size, 2.0 / volume_size, None, unit)
+
+
+def _multiscales(name: str, volume_size: int, h0: float, axis_unit: str | None, unit_text: str) -> dict:
+    """``multiscales`` with level-0 voxel size ``h0`` (in ``axis_unit``, or none), centred at 0."""
     half = volume_size * h0 / 2.0
-    axes = [{"name": a, "type": "space", **({"unit": "millimeter"} if voxel_mm else {})} for a in "zyx"]
+    axes = [{"name": a, "type": "space", **({"unit": axis_unit} if axis_unit else {})} for a in "zyx"]
     levels = 2 if volume_size % 2 == 0 and volume_size >= 8 else 1
     datasets = []
     for k in range(levels):
@@ -212,9 +233,7 @@ def ome_multiscales(name: str, volume_size: int, voxel_mm: float | None) -> dict
                 "type": "mean",
                 "metadata": {
                     "description": "linear density mu in [0, 1], vol[z, y, x]; level 1 = 2x2x2 mean of level 0",
-                    "unit": "millimetre (the specimen's scale at ingest)"
-                    if voxel_mm
-                    else "normalised: the cube [-1, 1]^3 (no physical scale recorded)",
+                    "unit": unit_text,
                 },
             }
         ],

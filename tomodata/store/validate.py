@@ -26,6 +26,7 @@ from .layout import (
     _hash_update,
     _images_per_shard,
     _now,
+    _ome_multiscales_normalised,
     _open_array,
     _open_root,
     _open_species_group,
@@ -104,14 +105,23 @@ def _check_root_attrs(attrs: dict) -> list[str]:
     return errs
 
 
-def _check_ome_volume(path, name: str, entry: dict, vol: np.ndarray) -> list[str]:
-    """Errors of a species' OME-Zarr volume group: its multiscales metadata and its level 1."""
+def _check_ome_volume(path, name: str, entry: dict, vol: np.ndarray, warnings: list[str]) -> list[str]:
+    """Errors of a species' OME-Zarr volume group: its multiscales metadata and its level 1. The
+    normalised-cube scale that stores written before gave a species without a recorded voxel size
+    (:func:`~.layout._ome_multiscales_normalised`) is accepted with a note in ``warnings``."""
     try:
         g = _open_species_group(path, f"{name}/volume")
         ome = g.attrs.asdict().get("ome")
     except Exception as e:  # noqa: BLE001
         return [f"volume group is unreadable ({type(e).__name__}: {e})"]
-    if ome != ome_multiscales(name, vol.shape[0], _voxel_mm(entry)):
+    voxel_mm = _voxel_mm(entry)
+    if voxel_mm is None and ome == _ome_multiscales_normalised(name, vol.shape[0]):
+        warnings.append(
+            "volume group's OME-Zarr scale is the normalised cube's 2/V (written before the scale "
+            "followed OME-NGFF 0.5: without a physical size, 1 at level 0): readable; render the "
+            "species again to update it"
+        )
+    elif ome != ome_multiscales(name, vol.shape[0], voxel_mm):
         return ["volume group's OME-Zarr multiscales metadata is missing or differs from the layout"]
     levels = volume_pyramid(vol)
     for k in range(1, len(levels)):
@@ -157,8 +167,11 @@ def _checked_arrays(path, name: str, attrs: dict, errs: list[str]) -> dict:
     return arrays
 
 
-def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> tuple[list[str], dict | None]:
-    """One species' errors and, when it has none and ``check_data``, its verified sha256 per array."""
+def _validate_one_species(
+    path, attrs: dict, entry: dict, check_data: bool, warnings: list[str] | None = None
+) -> tuple[list[str], dict | None]:
+    """One species' errors and, when it has none and ``check_data``, its verified sha256 per array;
+    its non-fatal notes appended to ``warnings``."""
     name = entry["name"]
     errs: list[str] = []
     try:
@@ -171,15 +184,16 @@ def _validate_one_species(path, attrs: dict, entry: dict, check_data: bool) -> t
         errs.append(problem)  # quick: a chunk file missing or shorter than its shard index (sizes only)
     if marker is None or not check_data or len(arrays) != len(ARRAY_NAMES):
         return errs, None
-    got = _check_data(path, attrs, entry, arrays, errs)
+    got = _check_data(path, attrs, entry, arrays, errs, [] if warnings is None else warnings)
     for arr, hexd in got.items():
         if hexd != marker["sha256"].get(arr):
             errs.append(f"array {arr}: sha256 of stored data does not match the completion marker")
     return errs, (dict(marker["sha256"]) if not errs else None)
 
 
-def _check_data(path, attrs: dict, entry: dict, arrays: dict, errs: list[str]) -> dict[str, str]:
-    """Read and check every array's data (problems to ``errs``); the sha256 of each array read."""
+def _check_data(path, attrs: dict, entry: dict, arrays: dict, errs: list[str], warnings: list[str]) -> dict[str, str]:
+    """Read and check every array's data (problems to ``errs``, notes to ``warnings``); the sha256 of
+    each array read."""
     st = StoreSettings.from_attrs(attrs)
     expected_mirrored, expected_views = _expected_mirrored_views(st.n_views)
     got: dict[str, str] = {}
@@ -193,7 +207,7 @@ def _check_data(path, attrs: dict, entry: dict, arrays: dict, errs: list[str]) -
 
     vol = read("volume")
     if vol is not None and attrs["spec_version"] != "tomo-dataset/1":
-        errs.extend(_check_ome_volume(path, entry["name"], entry, vol))
+        errs.extend(_check_ome_volume(path, entry["name"], entry, vol, warnings))
     if vol is not None:
         got["volume"] = array_sha256(vol)
         if not np.all(np.isfinite(vol)):
@@ -291,7 +305,9 @@ def validate_store(
             report.errors.append(f"store: unknown species {unknown}; the store's species are {names}")
         table = [e for e in table if e["name"] in species]
     for entry in progress_bar(table, enabled=progress, desc="validate", unit="species"):
-        errs, sums = _validate_one_species(path, attrs, entry, check_data)
+        notes: list[str] = []
+        errs, sums = _validate_one_species(path, attrs, entry, check_data, notes)
+        report.warnings.extend(f"species {entry['name']!r}: {m}" for m in notes)
         if errs:
             report.errors.extend(f"species {entry['name']!r}: {m}" for m in errs)
             report.species_to_rebuild.append(entry["name"])
