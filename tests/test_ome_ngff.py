@@ -17,7 +17,8 @@ import SimpleITK as sitk
 import zarr
 
 from tomodata.export import export_dataset
-from tomodata.store import create_store, finalize_store, validate_store, write_species
+from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
+from tomodata.store.layout import array_sha256, ome_multiscales
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
@@ -200,6 +201,17 @@ def test_validate_accepts_the_normalised_ome_metadata_of_older_stores(tmp_path):
     report = validate_store(store)
     assert report.ok, report.summary()
     assert any("'beta'" in w and "2/V" in w for w in report.warnings), report.warnings
+    # the workflow's store update (tomo store-create --update) keeps the species and mends the metadata
+    root = zarr.open_group(str(store), mode="r", zarr_format=3).attrs.asdict()
+    vols = {e["name"]: array_sha256(open_store(store).volume(e["name"])) for e in root["species"]}
+    settings = StoreSettings.from_attrs(root)
+    done = create_store(
+        store, settings, species=root["species"], provenance={"command": "t"}, update=True, volume_sha256=vols
+    )
+    assert sorted(done["kept"]) == ["alpha", "beta"] and done["reset"] == []
+    assert _multiscale(store, "beta") == ome_multiscales("beta", 16, None)
+    report = validate_store(store)
+    assert report.ok and not report.warnings, report.warnings
     old["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] = [0.5] * 3
     g.attrs["ome"] = old
     report = validate_store(store)

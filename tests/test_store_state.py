@@ -29,7 +29,7 @@ from test_workflow_extend import movies, write_manifest
 from tomodata.cli import run as tomo_run
 from tomodata.cli.stores import cmd_render_species
 from tomodata.fetch_markers import stale_fetch_records
-from tomodata.store import SPEC_VERSION, validate_store, write_species
+from tomodata.store import SPEC_VERSION, open_store, validate_store, write_species
 from tomodata.store import write as store_write
 from tomodata.store_markers import stale_markers, store_fingerprint
 from tomodata.store_settings import StoreSettings
@@ -68,7 +68,9 @@ def test_deleted_store_is_rebuilt_bit_identical(built, tmp_path):
     before = _checksums(store)
     shutil.rmtree(store)
     jobs = planned_jobs(work, "--configfile", str(work / "config.yaml"))
-    assert jobs == sorted([("render_species", i) for i in ids] + [("store_create", None), ("store_finalize", None)])
+    assert jobs == sorted(
+        [("render_species", i) for i in ids] + [("previews", None), ("store_create", None), ("store_finalize", None)]
+    )
     smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))
     assert _checksums(store) == before
     assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == []
@@ -85,6 +87,7 @@ def test_one_species_shards_deleted_rerenders_only_it(built, tmp_path):
     out = smk(work, "-n", "--configfile", str(work / "config.yaml")).stdout
     assert f"species {ids[1]}: array images lacks its data file c/0/0/0" in out
     assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [
+        ("previews", None),
         ("render_species", ids[1]),
         ("store_finalize", None),
     ]
@@ -102,6 +105,7 @@ def test_removed_done_marker_renders_that_species_again(built, tmp_path):
     text = smk(work, "-n", "--configfile", str(work / "config.yaml")).stdout
     assert f"species {ids[1]} is in the store without its done marker" in text, text[-2000:]
     assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [
+        ("previews", None),
         ("render_species", ids[1]),
         ("store_finalize", None),
     ]
@@ -161,6 +165,7 @@ def test_corrupt_shard_named_by_validate_and_repaired_by_the_rerun(built, tmp_pa
     )
     assert proc.returncode == 1 and f"rebuild: {ids[2]}" in proc.stdout, proc.stdout[-2000:]
     assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == [
+        ("previews", None),
         ("render_species", ids[2]),
         ("store_finalize", None),
     ]
@@ -296,6 +301,18 @@ def test_one_missing_or_truncated_shard_of_several_is_noticed(tmp_path):
     shard.write_bytes(data[:10])  # shorter than its index: 4 inner chunks × 16 bytes + crc32c
     got = dict(stale_markers(store, **m))
     assert "truncated data file c/1/0/0 (10 bytes, at least 68 expected)" in got[str(m["done"]["sp0"])]
+    # cut short but longer than its index (an interrupted copy): the last bytes are no index
+    shard.write_bytes(data[:-3])
+    got = dict(stale_markers(store, **m))
+    assert "damaged data file c/1/0/0: its shard index fails its checksum" in got[str(m["done"]["sp0"])]
+    # data cut out, the index kept whole: it points past the data that is left
+    shard.write_bytes(data[:8] + data[-68:])
+    got = dict(stale_markers(store, **m))
+    assert "damaged data file c/1/0/0: its shard index points past its data" in got[str(m["done"]["sp0"])]
+    with pytest.raises(ValueError, match="lack data files .read as zeros. or have damaged ones"):
+        open_store(store).require_complete(["sp0"])  # what train and evaluate check first
+    shard.write_bytes(data)
+    assert stale_markers(store, **m) == []
 
 
 def test_species_of_fill_values_has_every_file(tmp_path):

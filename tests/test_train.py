@@ -34,6 +34,7 @@ from model.train import TrainConfig, _device, load_checkpoint, model_from_checkp
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import view_volumes
 from tomodata.store import open_store
+from tomodata.store_markers import _shard_index
 from tomodata.views import hemisphere_views
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
@@ -138,7 +139,14 @@ def test_a_species_lacking_a_data_file_is_refused(store, tmp_path):
     with pytest.raises(ValueError, match="procedural_01: array images lacks"):
         open_store(damaged).require_complete(["procedural_00", "procedural_01"])
     shard = damaged / "species" / "procedural_00" / "images" / "c" / "0" / "0" / "0"
-    shard.write_bytes(bytes(shard.stat().st_size))  # every file there, its contents zeros
+    data = shard.read_bytes()
+    shard.write_bytes(bytes(len(data)))  # every file there, its contents zeros (its index too): refused up front
+    with pytest.raises(
+        ValueError, match=r"procedural_00: array images has a damaged data file c/0/0/0: its shard index"
+    ):
+        StoreSamples(damaged, "train", species=["procedural_00"])
+    index = _shard_index(json.loads((shard.parents[3] / "zarr.json").read_text())).nbytes
+    shard.write_bytes(bytes(len(data) - index) + data[-index:])  # the chunks zeros under a sound index: read fails
     with pytest.raises(RuntimeError, match=r"species procedural_00, samples 0: cannot be read .* tomo validate"):
         StoreSamples(damaged, "train", species=["procedural_00"])[0]
 

@@ -184,7 +184,9 @@ def _add_validate(sub) -> None:
     )
     q.add_argument("store", help="path of the .zarr dataset group")
     q.add_argument(
-        "--quick", action="store_true", help="read no array data (no checksums): metadata and chunk file sizes only"
+        "--quick",
+        action="store_true",
+        help="read no array data (no checksums): metadata, chunk file sizes and shard indexes only",
     )
     q.add_argument(
         "--forget-markers",

@@ -169,7 +169,8 @@ def _update_in_place(p: Path, attrs: dict, table: list[dict], compressor, volume
 
 def _keep_species(group, entry: dict, want: str | None) -> bool:
     """Whether an existing species subgroup is kept by an update: complete, and its volume's sha256
-    is ``want``; a kept one gets the table's split."""
+    is ``want``; a kept one gets the table's split and its volume group the layout's OME metadata
+    (a store written before the OME scale rule had another scale for species without a voxel size)."""
     gattrs = group.attrs.asdict()
     marker = gattrs.get("complete")
     keep = (
@@ -181,4 +182,8 @@ def _keep_species(group, entry: dict, want: str | None) -> bool:
     )
     if keep and gattrs.get("split") != entry["split"]:
         group.attrs.put({**gattrs, "split": entry["split"]})
+    if keep and isinstance(vg := group.get("volume"), zarr.Group) and isinstance(level0 := vg.get("0"), zarr.Array):
+        ome = ome_multiscales(entry["name"], int(level0.shape[0]), _voxel_mm(entry))
+        if vg.attrs.asdict().get("ome") != ome:
+            vg.attrs.put({**vg.attrs.asdict(), "ome": ome})
     return keep

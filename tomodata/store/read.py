@@ -105,15 +105,16 @@ class DatasetStore:
 
     def require_complete(self, names: list[str]) -> None:
         """``ValueError`` naming the species of ``names`` that are not complete, or whose files are not
-        all there (:func:`tomodata.store_markers.species_file_problem`: zarr would read a missing chunk
-        file as fill values). File sizes only; damaged contents are ``tomo validate``'s to find."""
+        all there or have a damaged shard index (:func:`tomodata.store_markers.species_file_problem`:
+        zarr would read a missing chunk file as fill values, and fail on a damaged shard in the middle
+        of a run). File sizes and shard indexes only; damaged contents are ``tomo validate``'s to find."""
         incomplete = [n for n in names if not self.is_complete(n)]
         if incomplete:
             raise ValueError(f"species not complete in {self.path}: {incomplete} (run tomo validate)")
         damaged = {n: p for n in names if (p := species_file_problem(self.path, n, self.attrs))}
         if damaged:
             raise ValueError(
-                f"species of {self.path} lack data files, which would read as zeros: "
+                f"species of {self.path} lack data files (read as zeros) or have damaged ones: "
                 + "; ".join(f"{n}: {p}" for n, p in damaged.items())
                 + ". Render them again (tomo render-species, or rerun the workflow)"
             )

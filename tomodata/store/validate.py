@@ -118,8 +118,8 @@ def _check_ome_volume(path, name: str, entry: dict, vol: np.ndarray, warnings: l
     if voxel_mm is None and ome == _ome_multiscales_normalised(name, vol.shape[0]):
         warnings.append(
             "volume group's OME-Zarr scale is the normalised cube's 2/V (written before the scale "
-            "followed OME-NGFF 0.5: without a physical size, 1 at level 0): readable; render the "
-            "species again to update it"
+            "followed OME-NGFF 0.5: without a physical size, 1 at level 0): readable; tomo store-create "
+            "--update (the workflow's store_create job, when it next runs) or a new render updates it"
         )
     elif ome != ome_multiscales(name, vol.shape[0], voxel_mm):
         return ["volume group's OME-Zarr multiscales metadata is missing or differs from the layout"]
