@@ -6,6 +6,7 @@
 #
 # The rules live in workflow/rules/ (snakemake_fixes.smk first: work-arounds of Snakemake bugs that
 # would skip work in silence, no rules): common.smk (settings, ids, helper functions; no rules),
+# repairs.smk (what the workspace's files claim, checked and mended before the DAG is built; no rules),
 # data.smk (demo movies -> fetch -> cube -> store -> render per species -> finalize),
 # model.smk (train -> evaluate -> examples -> figures, apps; real_xray) and report.smk (the report's
 # description; the explorer). A new rule file is included the same way and adds its final outputs to
@@ -47,6 +48,7 @@ if workflow.is_main_process:
 
 include: "workflow/rules/snakemake_fixes.smk"  # first: work-arounds of Snakemake bugs that would skip work
 include: "workflow/rules/common.smk"
+include: "workflow/rules/repairs.smk"  # parse-time repairs of the workspace (stale markers, lost files)
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_store_update as tu
+import yaml
 import zarr
 from test_workflow import planned_jobs, smk, write_config
 from test_workflow_extend import movies, write_manifest
@@ -31,7 +32,7 @@ from tomodata.cli.stores import cmd_render_species
 from tomodata.fetch_markers import stale_fetch_records
 from tomodata.store import SPEC_VERSION, open_store, validate_store, write_species
 from tomodata.store import write as store_write
-from tomodata.store_markers import stale_markers, store_fingerprint
+from tomodata.store_markers import restore_settings_file, stale_markers, store_fingerprint
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
@@ -109,6 +110,33 @@ def test_removed_done_marker_renders_that_species_again(built, tmp_path):
         ("render_species", ids[1]),
         ("store_finalize", None),
     ]
+
+
+def test_lost_settings_file_is_written_back_unless_the_settings_changed(built, tmp_path):
+    """A deleted dataset.settings.json made its job write it anew and every species render again; now
+    the Snakefile writes it back (the same bytes, dated before the markers) where the store has the
+    run's settings: nothing to do. With other settings nothing is written back: every species renders."""
+    base, ids = built
+    shutil.copytree(base, tmp_path / "c", symlinks=True)
+    work = tmp_path / "c" / "w"
+    config = work / "config.yaml"
+    smk(work, "--cores", "2", "--configfile", str(config))  # the copy moved the sources: re-fetch
+    settings = work / "results/st/dataset.settings.json"
+    before = settings.read_bytes()
+    settings.unlink()
+    text = smk(work, "-n", "--configfile", str(config)).stdout
+    assert "dataset.settings.json was gone: written again from the store's settings" in text, text[-2000:]
+    assert settings.read_bytes() == before and planned_jobs(work, "--configfile", str(config)) == []
+    settings.unlink()
+    cfg = yaml.safe_load(config.read_text())
+    cfg["dataset"]["n_views"] += 1
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(work, "--configfile", str(config))
+    assert not settings.exists()
+    assert jobs == sorted(
+        [("render_species", i) for i in ids]
+        + [("previews", None), ("store_create", None), ("store_finalize", None), ("store_settings", None)]
+    )
 
 
 def test_lost_fetched_scan_loses_its_record_and_is_fetched_when_asked(built, tmp_path):
@@ -216,6 +244,23 @@ def test_store_with_other_settings_makes_every_marker_stale(tmp_path):
         got = dict(stale_markers(store, settings=with_file, **m))
         assert set(got) == {str(m["created"]), str(m["final"]), *map(str, m["done"].values())}
         assert f"n_views: store {tu.N + 1}, settings {tu.N}" in got[str(m["created"])]
+
+
+def test_restore_settings_file_unit(tmp_path):
+    """restore_settings_file writes the record back only where the file is gone, some marker exists
+    and the store holds exactly those settings; dated 1 s before the oldest marker."""
+    store, m = _built(tmp_path)
+    path = tmp_path / "settings.json"
+    record = json.loads(_settings_file(path, tu.N).read_text())
+    markers = [m["created"], *m["done"].values()]
+    assert restore_settings_file(path, store, record, markers) is None  # not gone
+    path.unlink()
+    assert restore_settings_file(path, store, record | {"n_views": tu.N + 1}, markers) is None
+    assert restore_settings_file(path, store, record, [tmp_path / "none.json"]) is None  # no marker
+    assert not path.exists()
+    assert "written again" in restore_settings_file(path, store, record, markers)
+    assert json.loads(path.read_text()) == record
+    assert path.stat().st_mtime == pytest.approx(min(p.stat().st_mtime for p in markers) - 1)
 
 
 def test_store_with_another_species_table_makes_created_stale(tmp_path):

@@ -21,15 +21,25 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import struct
 from pathlib import Path
 from typing import NamedTuple
 
 import google_crc32c
 
+from .files import write_json
 from .store_settings import StoreSettings
 
-__all__ = ["stale_markers", "store_fingerprint", "settings_differences", "expected_chunk_files", "species_file_problem"]
+__all__ = [
+    "stale_markers",
+    "store_fingerprint",
+    "settings_differences",
+    "settings_record",
+    "restore_settings_file",
+    "expected_chunk_files",
+    "species_file_problem",
+]
 
 #: bytes per inner chunk in a shard index (offset, length: two uint64) and of its crc32c
 _INDEX_ENTRY, _CRC32C = 16, 4
@@ -75,6 +85,30 @@ def settings_differences(store_attrs: dict, settings: dict) -> list[str]:
         for k, v in settings.items()
         if k in have and have[k] != v  # 10 == 10.0: chi as int or float is the same setting
     ]
+
+
+def settings_record(settings: StoreSettings, spec_version: str) -> dict:
+    """The JSON record of a store's settings that ``tomo store-settings`` writes (the workflow's
+    ``dataset.settings.json``), in the key order of the files written before."""
+    s = settings.to_json()
+    keys = ("n_views", "view_seed", "image_size", "steps", "chi", "volume_size", "image_encoding")
+    return {"spec_version": spec_version, **{k: s[k] for k in keys}}
+
+
+def restore_settings_file(path, store, record: dict, markers: list) -> str | None:
+    """Write the settings file ``path`` (``dataset.settings.json``) back where it is gone while the
+    ``store`` holds exactly the settings ``record`` (the run's, :func:`settings_record`) and some of
+    ``markers`` exist; dated 1 s before the oldest of them, so that the jobs that read it (store
+    creation, every species' render) do not re-run for it. A message saying so, or None (nothing
+    gone, or another store: then the workflow writes it anew and renders as it must)."""
+    path = Path(path)
+    dates = [p.stat().st_mtime for p in map(Path, markers) if p.exists()]
+    root = None if path.exists() or not dates else _attrs(Path(store) / "zarr.json")
+    if root is None or _store_settings(root) != record:
+        return None
+    write_json(path, record)  # as tomo store-settings writes it
+    os.utime(path, (min(dates) - 1, min(dates) - 1))
+    return f"{path} was gone: written again from the store's settings, which are the run's (no species re-rendered)"
 
 
 def store_fingerprint(store) -> dict:

@@ -47,20 +47,10 @@ def cmd_store_create(a) -> int:
 def cmd_store_settings(a) -> int:
     """``tomo store-settings``: the settings that decide every species' data, as JSON."""
     from ..store import SPEC_VERSION
+    from ..store_markers import settings_record
     from ..store_settings import StoreSettings
 
-    settings = StoreSettings.from_cli(a)  # ValueError if unusable
-    s = settings.to_json()
-    record = dict(
-        spec_version=SPEC_VERSION,
-        n_views=s["n_views"],
-        view_seed=s["view_seed"],
-        image_size=s["image_size"],
-        steps=s["steps"],
-        chi=s["chi"],
-        volume_size=s["volume_size"],
-        image_encoding=s["image_encoding"],
-    )  # the key order of the files written before
+    record = settings_record(StoreSettings.from_cli(a), SPEC_VERSION)  # ValueError if unusable
     write_json(a.output, record)
     print(f"wrote {a.output}: " + ", ".join(f"{k}={v}" for k, v in record.items()))
     return 0

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,9 +38,6 @@ from tomodata.config_check import rule_names
 from tomodata.manifest import manifest_schema
 from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
                                 local_source, row_settings, source_problems)
-from tomodata.store_markers import stale_markers
-from tomodata.fetch_markers import stale_fetch_records
-from tomodata.folder_contents import contents_problem
 
 RUN = config["run"]
 RESOURCES = f"resources/{RUN}"
@@ -543,57 +539,3 @@ def check_splits():
 
 if MODEL.get("enabled", True):
     check_splits()
-
-
-def forget_stale_markers():
-    """Markers whose store state is gone (a deleted store, a species' shards removed, a store of other
-    settings) and fetch records whose file is gone are removed before the DAG is built, so that
-    exactly that part is redone (tomodata.store_markers, tomodata.fetch_markers)."""
-    if not workflow.is_main_process:
-        return
-    stale = stale_markers(STORE, created=f"{RESULTS}/dataset.created.json", final=f"{RESULTS}/dataset.final.json",
-                          done={sid: f"{RESULTS}/species/{sid}.done.json" for sid in IDS},
-                          settings=f"{RESULTS}/dataset.settings.json")
-    for path, why in stale:
-        # also under --dry-run: the marker vouches for state that is gone, and only its removal lets the
-        # dry run list the jobs that redo it (docs/workflow.md, "The store's state is the truth")
-        logger.warning(f"{path}: {why}; removing the marker so that it is redone (also under --dry-run)")
-        Path(path).unlink(missing_ok=True)
-    for path, why in stale_fetch_records(f"{FETCHED}/{sid}.tsv" for sid in IDS):
-        # a fetched scan is a cache: Snakemake fetches it again only for a job that reads it (a cube
-        # whose settings changed), not while the cube made from it is up to date
-        given = " ".join(shlex.quote(str(f)) for f in workflow.overwrite_configfiles)
-        logger.warning(f"{path}: {why}; removing the record (also under --dry-run). The specimen is fetched "
-                       f"again when a job reads it; to fetch it now: snakemake {path}"
-                       + (f" --configfile {given}" if given else ""))
-        Path(path).unlink(missing_ok=True)
-
-
-forget_stale_markers()
-
-
-def forget_incomplete_folders():
-    """Folder outputs (`directory()`: apps, explorer, real/NAME/apps) that no longer hold what their
-    command recorded (tomodata.folder_contents) are removed before the DAG is built, so that their job
-    runs again; Snakemake itself counts a folder as present while it exists. Called by the Snakefile
-    after every rule file has added its targets."""
-    if not workflow.is_main_process:
-        return
-    for target in _TARGETS:
-        why = contents_problem(target) if os.path.isdir(target) else None
-        if why:
-            # also under --dry-run, as for the markers: the folder is a derived result that vouches for
-            # files that are gone, and only its removal lets the dry run list the job that redoes it
-            logger.warning(f"{target}: {why}; removing the folder so that it is made again (also under --dry-run)")
-            shutil.rmtree(target)
-
-
-def restore_lost_val_log():
-    """A finished run's deleted val_log.csv (a report file: `snakemake --report` failed while the run
-    had nothing to do) is written again from last.pt before the DAG is built; Snakemake would re-run
-    `train` for it, deleting best.pt first, and every job after it. Also under --dry-run."""
-    if workflow.is_main_process and MODEL.get("enabled", True):
-        from model.train_logs import restore_lost_val_log as restore
-
-        if message := restore(Path(f"{RESULTS}/model")):
-            logger.warning(message)
