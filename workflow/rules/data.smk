@@ -242,8 +242,9 @@ rule previews:
     input:
         done=expand(f"{RESULTS}/species/{{id}}.done.json", id=IDS),
     output:
-        **{
-            sid: report(
+        # a list, not named outputs: a species id may be a name Snakemake reserves (index, count, ...)
+        [
+            report(
                 f"{PREVIEWS_DIR}/{sid}_sheet.png",
                 caption="../report/previews.rst",
                 category="Previews",
@@ -251,7 +252,7 @@ rule previews:
                 labels={"species": sid, "split": SPLITS[sid]},
             )
             for sid in IDS
-        },
+        ],
     params:
         store=STORE,
         out=lambda wildcards, output: os.path.dirname(output[0]),
