@@ -26,7 +26,7 @@ import struct
 from pathlib import Path
 from typing import NamedTuple
 
-import google_crc32c
+import google_crc32c  # installed with zarr (its shard-index checksum codec uses it)
 
 from .files import write_json
 from .store_settings import StoreSettings
