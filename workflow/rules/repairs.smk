@@ -10,6 +10,11 @@
 #   forget_incomplete_folders()  folder outputs that lost a file: removed (Snakefile, after every rule file)
 #   restore_lost_val_log()       a finished run's deleted val_log.csv: written back from last.pt (Snakefile)
 
+import os
+import shlex
+import shutil
+from pathlib import Path
+
 from tomodata.fetch_markers import stale_fetch_records
 from tomodata.folder_contents import contents_problem
 from tomodata.store import SPEC_VERSION
