@@ -41,6 +41,9 @@ __all__ = [
 DEFAULT_FUSION = {"beta": 2.0, "fusion_at": "xray"}
 
 
+_REDO = "; run tomo evaluate again (the workflow removes such a file and does so itself)"
+
+
 def read_summary(eval_dir) -> dict:
     """``eval_dir/summary.json`` (ValueError when missing or not a JSON object)."""
     path = Path(eval_dir) / "summary.json"
@@ -49,9 +52,9 @@ def read_summary(eval_dir) -> dict:
     try:
         summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{path} is not tomo evaluate's summary: {type(e).__name__}: {e}") from None
+        raise ValueError(f"{path} is not tomo evaluate's summary: {type(e).__name__}: {e}{_REDO}") from None
     if not isinstance(summary, dict):
-        raise ValueError(f"{path} is not tomo evaluate's summary (a JSON object)")
+        raise ValueError(f"{path} is not tomo evaluate's summary (a JSON object){_REDO}")
     return summary
 
 

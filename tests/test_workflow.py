@@ -540,6 +540,12 @@ def test_full_pipeline_tiny(tmp_path):
         (res / name).unlink()
     jobs = planned_jobs(tmp_path, "--configfile", str(config))
     assert ("evaluate", None) in jobs and ("explorer", None) in jobs
+    # an emptied summary.json is removed, so the evaluation runs again (its readers failed, for ever)
+    summary = (res / "eval" / "summary.json").read_bytes()
+    (res / "eval" / "summary.json").write_text("")
+    out = smk(tmp_path, "-n", "--configfile", str(config)).stdout
+    assert "summary.json: not a JSON object" in out and not (res / "eval" / "summary.json").exists()
+    (res / "eval" / "summary.json").write_bytes(summary)
     for name in ("eval/metrics.csv", "eval/summary.csv", "explorer_samples.png"):
         (res / name).write_text("")  # put back for the dry runs below: only their presence counts
     smk(tmp_path, "--configfile", str(config), "--touch")

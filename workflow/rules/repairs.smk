@@ -5,11 +5,13 @@
 #
 #   forget_stale_markers()       markers whose store state is gone, fetch records whose file is gone:
 #                                removed (here, after common.smk)
+#   forget_unreadable_summary()  an eval/summary.json that is not JSON: removed (here)
 #   restore_lost_settings()      a deleted dataset.settings.json of a store with the run's settings:
 #                                written back, dated before the markers (here)
 #   forget_incomplete_folders()  folder outputs that lost a file: removed (Snakefile, after every rule file)
 #   restore_lost_val_log()       a finished run's deleted val_log.csv: written back from last.pt (Snakefile)
 
+import json
 import os
 import shlex
 import shutil
@@ -39,14 +41,40 @@ def forget_stale_markers():
     for path, why in stale_fetch_records(f"{FETCHED}/{sid}.tsv" for sid in IDS):
         # a fetched scan is a cache: Snakemake fetches it again only for a job that reads it (a cube
         # whose settings changed), not while the cube made from it is up to date
-        given = " ".join(shlex.quote(str(f)) for f in workflow.overwrite_configfiles)
         logger.warning(f"{path}: {why}; removing the record (also under --dry-run). The specimen is fetched "
-                       f"again when a job reads it; to fetch it now: snakemake {path}"
-                       + (f" --configfile {given}" if given else ""))
+                       f"again when a job reads it; to fetch it now: snakemake {path} --cores 1{_run_options()}")
         Path(path).unlink(missing_ok=True)
 
 
+def _run_options():
+    """This run's --configfile and --config options, as a command line would give them again."""
+    files = " ".join(shlex.quote(str(f)) for f in workflow.overwrite_configfiles)
+    given = workflow.config_settings.config or {}
+    pairs = " ".join(shlex.quote(f"{k}={v if isinstance(v, str) else json.dumps(v)}") for k, v in given.items())
+    return (f" --configfile {files}" if files else "") + (f" --config {pairs}" if pairs else "")
+
+
 forget_stale_markers()
+
+
+def forget_unreadable_summary():
+    """An evaluation summary (results/RUN/eval/summary.json) that is not a JSON object (emptied, cut
+    short) is removed, so that the evaluation runs again; else Snakemake counts it as present, every
+    job that reads it fails, and each failure deletes that job's outputs too."""
+    path = Path(f"{RESULTS}/eval/summary.json")
+    if not workflow.is_main_process or not path.is_file():
+        return
+    try:
+        ok = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        logger.warning(f"{path}: not a JSON object (emptied or cut short?); removing it so that the evaluation "
+                       "runs again (also under --dry-run)")
+        path.unlink()
+
+
+forget_unreadable_summary()
 
 def restore_lost_settings():
     """A deleted dataset.settings.json is written back where the store holds the run's settings: the
