@@ -9,26 +9,25 @@ import math
 __all__ = ["positive_int", "non_negative_int", "positive_float", "finite_float", "render_opts"]
 
 
-def positive_int(text: str) -> int:
-    """An option type: an integer > 0 (else argparse's usage error, exit status 2)."""
+def _int_at_least(text: str, least: int, shown: str) -> int:
+    """``text`` as an integer >= ``least``, else argparse's usage error (exit status 2) naming ``shown``."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {v}")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"expected an integer {shown}, got {v}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """An option type: an integer > 0 (else argparse's usage error, exit status 2)."""
+    return _int_at_least(text, 1, "> 0")
 
 
 def non_negative_int(text: str) -> int:
     """An option type: an integer >= 0 (a count where 0 means none; else a usage error, exit status 2)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+    return _int_at_least(text, 0, ">= 0")
 
 
 def positive_float(text: str) -> float:
