@@ -8,7 +8,8 @@
 # would skip work in silence, no rules): common.smk (settings, ids, helper functions; no rules),
 # repairs.smk (what the workspace's files claim, checked and mended before the DAG is built; no rules),
 # data.smk (demo movies -> fetch -> cube -> store -> render per species -> finalize),
-# model.smk (train -> evaluate -> examples -> figures, apps; real_xray) and report.smk (the report's
+# model.smk (train -> evaluate -> examples -> figures, apps; real_xray), cv.smk (cross-validation folds:
+# cv_view -> cv_train -> cv_evaluate -> cv_summary; model.cv.folds) and report.smk (the report's
 # description; the explorer). A new rule file is included the same way and adds its final outputs to
 # `rule all` with `add_targets(...)` from common.smk.
 
@@ -51,6 +52,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/repairs.smk"  # parse-time repairs of the workspace (stale markers, lost files)
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/cv.smk"  # cross-validation over species (model.cv.folds; off by default)
 include: "workflow/rules/report.smk"
 
 

@@ -4,6 +4,7 @@
     tomo model-info --preset paper              parameters and FLOPs of the network
     tomo train STORE -o RUN --preset demo       train (resumable; torchrun for several GPUs)
     tomo evaluate STORE --checkpoint C -o EVAL  ours vs NN, Oracle and mean on the test species
+    tomo cv-summary EVAL0 ... EVALk -o CV       the K cross-validation folds' evaluations pooled
     tomo examples STORE --checkpoint C --eval EVAL -o EX.npz   predictions on chosen held-out samples
     tomo figures --eval EVAL -o FIGS            the paper's figures (PNG)
     tomo apps STORE --checkpoint C --eval EVAL -o DIR   novel views, cut-away, stereo, colour
@@ -13,7 +14,7 @@
 
 and the dataset's (tomodata/cli/: phantom, render, build-demo, validate, demo-movies,
 manifest-folder, fetch, align, align-sheet, cube, store-create, store-settings, render-species,
-finalize, export, bench render|cube|rules). Every subcommand has ``--help``.
+finalize, export, cv-view, bench render|cube|rules). Every subcommand has ``--help``.
 
 The model's modules are imported inside the commands: the same ``tomo`` serves the workflow's data
 rules, whose environment (envs/tomodata.yaml) has no torch.
@@ -123,6 +124,26 @@ def cmd_evaluate(a) -> int:
                 f"  {m:14} "
                 + "  ".join(
                     f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}] n={v['n']}" for k, v in vals.items()
+                )
+            )
+    print(f"tables in {a.output}")
+    return 0
+
+
+def cmd_cv_summary(a) -> int:
+    from .cross_validation import pool_folds
+
+    res = pool_folds(a.evals, a.output)
+    print(f"{res['folds']} folds, {res['n_species']} species each tested once ({res['n_samples']} samples)")
+    for level in ("species", "fold"):
+        print(f"{level} level:")
+        for m, vals in res["means"][level].items():
+            print(
+                f"  {m:14} "
+                + "  ".join(
+                    f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}] n={v['n']}"
+                    for k, v in vals.items()
+                    if k != "mse"
                 )
             )
     print(f"tables in {a.output}")
@@ -337,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     P.add_model_info(sub, cmd_model_info)
     P.add_train(sub, cmd_train)
     P.add_evaluate(sub, cmd_evaluate)
+    P.add_cv_summary(sub, cmd_cv_summary)
     P.add_examples(sub, cmd_examples)
     P.add_figures(sub, cmd_figures)
     P.add_apps(sub, cmd_apps)

@@ -14,6 +14,7 @@ __all__ = [
     "add_model_info",
     "add_train",
     "add_evaluate",
+    "add_cv_summary",
     "add_examples",
     "add_figures",
     "add_apps",
@@ -263,6 +264,22 @@ def add_figures(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argp
     q.add_argument("--examples-file", help="instead of --store/--checkpoint: the examples of tomo examples (.npz)")
     q.add_argument("--examples", type=positive_int, default=4, help="qualitative rows (default %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=func)
+
+
+def add_cv_summary(sub, func: Callable[[argparse.Namespace], int]) -> None:
+    """``tomo cv-summary``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "cv-summary",
+        help="pool the evaluations of every cross-validation fold into one result",
+        description=(
+            "Check that the evaluations (tomo evaluate on each fold view of tomo cv-view) are the K folds of one "
+            "store, each species tested once, and pool them: summary.csv, tests.csv (species, fold and sample "
+            "levels), species.csv, folds.csv and summary.json in -o (model.cross_validation)."
+        ),
+    )
+    q.add_argument("evals", nargs="+", help="the folds' evaluation folders (each with summary.json, metrics.csv)")
+    q.add_argument("-o", "--output", required=True, help="the folder of the pooled tables")
     q.set_defaults(func=func)
 
 

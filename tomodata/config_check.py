@@ -260,7 +260,8 @@ def rule_names(rules_dir) -> list[str]:
 # ------------------------------------------------------------------------------------ across keys
 def value_errors(config: dict) -> list[str]:
     """Problems the schema's types let through, one line each (``config`` validated, defaults filled):
-    a manifest the demo would ignore, a window or orientation the cube jobs would refuse."""
+    a manifest the demo would ignore, a window or orientation the cube jobs would refuse, 1 or 2
+    cross-validation folds."""
     data = config.get("data") or {}
     errors = []
     if data.get("source") == "demo" and data.get("manifest"):
@@ -274,6 +275,12 @@ def value_errors(config: dict) -> list[str]:
             parse(cube.get(key))
         except ValueError as e:
             errors.append(f"data.cube.{key}: {e}")
+    folds = ((config.get("model") or {}).get("cv") or {}).get("folds", 0)
+    if folds in (1, 2):
+        errors.append(
+            f"model.cv.folds: {folds} folds cannot give each fold train, val and test species: 0 (no "
+            "cross-validation) or at least 3"
+        )
     return errors
 
 

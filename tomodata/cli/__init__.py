@@ -18,6 +18,7 @@ never the reverse; the ``tomo`` entry point is :func:`model.cli.main`).
     tomo previews STORE --species A -o DIR      a species' preview PNGs, from the store
     tomo finalize STORE                         validate all species, record completion
     tomo export STORE OUT                       publishable folder: card, Croissant, SHA256SUMS, recipe
+    tomo cv-view STORE --folds K --fold k -o V  a read-only view with fold k's splits (cross-validation)
     tomo bench render|cube|rules                the renderer, the resampling, a workflow run's rules
 
 Every subcommand has ``--help``. Progress bars appear only when stderr is a terminal.

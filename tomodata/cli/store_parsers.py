@@ -1,11 +1,12 @@
 """The options of the store commands of ``tomo`` (store-create, store-settings, render-species,
-previews, finalize, export, validate): one ``add_<command>`` each, calling its ``cmd_*`` function in
+previews, finalize, export, validate, cv-view): one ``add_<command>`` each, calling its ``cmd_*`` function in
 :mod:`.stores`; :func:`tomodata.cli.parsers.register` adds them in the order ``tomo --help`` lists them."""
 
 from __future__ import annotations
 
-from .options import positive_float, positive_int, render_opts
+from .options import non_negative_int, positive_float, positive_int, render_opts
 from .stores import (
+    cmd_cv_view,
     cmd_export,
     cmd_finalize,
     cmd_previews,
@@ -199,6 +200,27 @@ def _add_validate(sub) -> None:
     q.set_defaults(func=cmd_validate)
 
 
+def _add_cv_view(sub) -> None:
+    """The ``tomo cv-view`` parser."""
+    q = sub.add_parser(
+        "cv-view",
+        help="a read-only view of a store with the splits of one cross-validation fold",
+        description=(
+            "Write a fold view of a finalised store: a folder with the store's root metadata, every species "
+            "relabelled train/val/test for fold --fold of --folds (species grouped by their species label, "
+            "shuffled with --seed, dealt into --folds parts: the fold tests part k and chooses its checkpoint "
+            "on part k+1), and a link to the store's species data (nothing is copied). Train and evaluate on "
+            "the view as on a store; over the folds every species is tested once (tomodata.store.folds)."
+        ),
+    )
+    q.add_argument("store", help="the finalised .zarr store")
+    q.add_argument("-o", "--output", required=True, help="the view folder to write (replaced if it is a view)")
+    q.add_argument("--folds", type=positive_int, required=True, help="number of folds K (>= 3)")
+    q.add_argument("--fold", type=non_negative_int, required=True, help="this fold, 0 ... K-1")
+    q.add_argument("--seed", type=int, default=0, help="seed of the species' shuffle (default %(default)s)")
+    q.set_defaults(func=cmd_cv_view)
+
+
 def add_store_parsers(sub) -> None:
     """Add the store commands to the ``tomo`` subparsers ``sub``, in the order ``tomo --help`` lists them."""
     for add in (
@@ -209,5 +231,6 @@ def add_store_parsers(sub) -> None:
         _add_finalize,
         _add_export,
         _add_validate,
+        _add_cv_view,
     ):
         add(sub)

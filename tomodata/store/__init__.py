@@ -39,7 +39,8 @@ writes the root attribute ``completion`` once, after all species jobs.
 
 Modules: :mod:`.layout` (names, geometry, checksums, image encoding, OME-Zarr pyramid, opening),
 :mod:`.schema` (species table, root attributes), :mod:`.create`, :mod:`.write`, :mod:`.read`,
-:mod:`.validate`; every public name is importable from ``tomodata.store``. The sample ↔ (view,
+:mod:`.validate`, :mod:`.folds` (cross-validation: fold splits, read-only fold views); every
+public name is importable from ``tomodata.store``. The sample ↔ (view,
 mirrored) map and mirroring live in :mod:`tomodata.views` (``SampleIndex``, ``mirror``).
 
 Checksums: ``sha256(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes())`` of each

@@ -25,6 +25,8 @@ _ARRAY_PATHS = {"tomo-dataset/1": {}, "tomo-dataset/2": {"volume": "volume/0"}}
 #: OME-Zarr (NGFF) version of the volumes
 OME_VERSION = "0.5"
 SPLITS = ("train", "val", "test")
+#: the root attribute of a cross-validation fold view (:mod:`.folds`): its base store and fold
+CV_KEY = "cross_validation"
 #: What each split is for (recorded in the store's attributes as ``split_roles``).
 SPLIT_ROLES = {
     "train": "training, and the database of the NN, Oracle and mean baselines",
@@ -289,7 +291,27 @@ def _open_store_root(path, *, write: bool = False):
             "rebuild it (delete it and rerun snakemake, which renders it again) "
             "or read it with the version that wrote it"
         )
+    check_fold_view(p, attrs, write=write)
     return root, attrs
+
+
+def check_fold_view(view, attrs: dict, *, write: bool = False) -> None:
+    """ValueError where ``attrs`` (the root attributes of ``view``) are a fold view's and it is opened
+    for writing, its base is gone, or its base's completion record (species and checksums) changed since."""
+    cv = attrs.get(CV_KEY)
+    if not cv:
+        return
+    base = (Path(view) / cv["base"]).resolve()
+    if write:
+        raise ValueError(f"{view} is a read-only fold view of {base}: write to that store instead")
+    if not (Path(view) / "species").is_dir():
+        raise ValueError(f"{view}: fold view whose base store {base} is gone: make the view again (tomo cv-view)")
+    now = (json.loads((base / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}).get("completion")
+    if now != cv.get("base_completion"):
+        raise ValueError(
+            f"{view}: the base store {base} was finalised again after this fold view was made (its species "
+            "may have changed): make the view again (tomo cv-view; the workflow's cv_view rule does)"
+        )
 
 
 def _open_array(path, name: str, array: str, mode: _Mode = "r", spec: str = SPEC_VERSION):

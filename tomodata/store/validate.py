@@ -343,6 +343,7 @@ def finalize_store(path, *, require_ok: bool = True, progress: bool = False) -> 
     is written.
     """
     report = validate_store(path, progress=progress)
+    _open_store_root(path, write=True)  # a fold view or a store of another spec is not finalised here
     if not report.ok and require_ok:
         raise StoreValidationError(report)
     root = _open_root(path, "r+")

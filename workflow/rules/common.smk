@@ -412,6 +412,31 @@ def train_options():
     ])
 
 
+# ------------------------------------------------------------------------------ cross-validation (cv.smk)
+# model.cv.folds = K >= 3: K folds over species (tomodata.store.folds); 0: off
+CV = MODEL["cv"]
+CV_FOLDS = int(CV["folds"]) if MODEL.get("enabled", True) else 0
+CV_DIR = f"{RESULTS}/cv"
+if CV_FOLDS:
+    from tomodata.store.folds import fold_groups
+
+    _n_units = len(fold_groups([{"name": sid, "species": row["species"]} for sid, row in ROWS.items()]))
+    if CV_FOLDS > _n_units:
+        raise WorkflowError(f"model.cv.folds: {CV_FOLDS} folds, but the run has {_n_units} species to hold out")
+CV_TABLES = [f"{CV_DIR}/{t}.csv" for t in ("summary", "tests", "species", "folds")]
+
+
+def cv_res(rule_name, like, key):
+    """Resources of a cross-validation job: config resources.<rule_name>, else those of ``like``'s jobs
+    (``like`` None: the default)."""
+    return (config["resources"].get(rule_name) or {}).get(key, res(like, key) if like else config["resources"]["default"][key])
+
+
+def fold_store(wildcards, input):
+    """The fold view's folder (the input ``view`` is its zarr.json)."""
+    return os.path.dirname(input.view)
+
+
 # ------------------------------------------------------------------------------ real radiographs
 # config model.real_xrays: NAME -> a radiograph file, or {path, gamma, polarity, square, max_size};
 # one `tomo infer --apps` job each (rule real_xray), into results/RUN/real/NAME/.

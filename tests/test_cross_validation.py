@@ -1,0 +1,247 @@
+"""Cross-validation over species: the fold assignment, read-only fold views of a store
+(tomodata.store.folds, tomo cv-view) and the pooled result of the folds (model.cross_validation,
+tomo cv-summary), with the pooled statistics recomputed here from the per-sample metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from tiny_runs import TINY_NET, build_demo, train_args
+
+from model.cli import main
+from model.cross_validation import pool_folds
+from tomodata.store import finalize_store, open_store, validate_store
+from tomodata.store.folds import fold_groups, fold_splits, make_fold_view
+
+
+def _table(labels):
+    return [{"name": f"s{i:02d}", "species": lab} for i, lab in enumerate(labels)]
+
+
+# ------------------------------------------------------------------------------------ assignment
+@pytest.mark.parametrize("n, folds", [(28, 7), (51, 5), (9, 3), (10, 4)])
+def test_every_species_is_test_once_and_val_once(n, folds):
+    table = _table([f"species {i}" for i in range(n)])
+    splits = fold_splits(table, folds=folds, seed=3)
+    assert len(splits) == folds
+    for name in (e["name"] for e in table):
+        roles = [s[name] for s in splits]
+        assert roles.count("test") == 1 and roles.count("val") == 1 and roles.count("train") == folds - 2
+    sizes = [sum(v == "test" for v in s.values()) for s in splits]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == n
+    for k, s in enumerate(splits):  # fold k's val species are fold k+1's test species
+        nxt = splits[(k + 1) % folds]
+        assert {n for n, v in s.items() if v == "val"} == {n for n, v in nxt.items() if v == "test"}
+
+
+def test_specimens_of_one_species_stay_together():
+    labels = ["Mus musculus", "mus musculus ", "Rattus", "Felis", "Canis", "Canis", "Ursus"]
+    table = _table(labels)
+    assert fold_groups(table) == [["s00", "s01"], ["s02"], ["s03"], ["s04", "s05"], ["s06"]]
+    for s in fold_splits(table, folds=5, seed=1):
+        assert s["s00"] == s["s01"] and s["s04"] == s["s05"]
+
+
+def test_assignment_is_seeded():
+    table = _table([f"species {i}" for i in range(20)])
+    assert fold_splits(table, folds=4, seed=0) == fold_splits(table, folds=4, seed=0)
+    assert fold_splits(table, folds=4, seed=0) != fold_splits(table, folds=4, seed=1)
+
+
+@pytest.mark.parametrize("folds, match", [(2, ">= 3"), (0, ">= 3"), (True, ">= 3"), (6, "only 5 species")])
+def test_bad_fold_counts(folds, match):
+    with pytest.raises(ValueError, match=match):
+        fold_splits(_table([f"sp {i}" for i in range(5)]), folds=folds)
+
+
+# ------------------------------------------------------------------------------------ fold views
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return build_demo(tmp_path_factory.mktemp("cv") / "demo", species=6, val=1, test=1, views=4, size=32)
+
+
+def test_view_reads_the_base_data_with_the_folds_splits(base, tmp_path):
+    view = make_fold_view(base, tmp_path / "fold1", folds=3, fold=1, seed=5)
+    assert (view / "species").is_symlink() and not Path(str((view / "species").readlink())).is_absolute()
+    ds, b = open_store(view), open_store(base)
+    want = fold_splits(b.attrs["species"], folds=3, seed=5)[1]
+    for split in ("train", "val", "test"):
+        assert ds.species_names(split) == [n for n in b.species_names() if want[n] == split]
+        assert ds.attrs["splits"][split] == ds.species_names(split)
+    name = ds.species_names("test")[0]
+    assert np.array_equal(ds.images(name, np.arange(8)), b.images(name, np.arange(8)))
+    assert ds.attrs["cross_validation"]["base_splits"] == b.attrs["splits"]
+    assert validate_store(view).ok
+    # both folders moved together: the relative link still finds the data
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copytree(base.parent, moved / base.parent.name, symlinks=True)
+    make_fold_view(moved / base.parent.name / base.name, moved / "v", folds=3, fold=0)
+    shutil.move(str(moved), str(tmp_path / "moved2"))
+    assert open_store(tmp_path / "moved2" / "v").species_names("test")
+
+
+def test_view_is_read_only_and_refused_once_the_base_changes(base, tmp_path):
+    work = tmp_path / "b"
+    shutil.copytree(base.parent, work)
+    store = work / base.name
+    view = make_fold_view(store, tmp_path / "v", folds=3, fold=0)
+    with pytest.raises(ValueError, match="read-only fold view"):
+        finalize_store(view)
+    with pytest.raises(ValueError, match="fold view itself"):
+        make_fold_view(view, tmp_path / "w", folds=3, fold=0)
+    finalize_store(store)  # finalised again with the same data: the view still holds
+    assert open_store(view).species_names("test")
+    meta = json.loads((store / "zarr.json").read_text())  # a species rendered again: other checksums
+    done = meta["attributes"]["completion"]["species_sha256"]
+    done[next(iter(done))]["images"] = "0" * 64
+    (store / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="finalised again"):
+        open_store(view)
+    make_fold_view(store, view, folds=3, fold=0)  # made again: readable
+    assert open_store(view).species_names("test")
+    shutil.rmtree(store)
+    with pytest.raises(ValueError, match="is gone"):
+        open_store(view)
+
+
+def test_view_replaces_only_views(base, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a fold view"):
+        make_fold_view(base, tmp_path / "data", folds=3, fold=0)
+    with pytest.raises(ValueError, match="not replaced"):
+        make_fold_view(base, base, folds=3, fold=0)
+    assert (tmp_path / "data" / "keep.txt").read_text() == "x" and validate_store(base).ok
+    with pytest.raises(ValueError, match=r"fold must be in \[0, 3\)"):
+        make_fold_view(base, tmp_path / "v", folds=3, fold=3)
+
+
+def test_cli_cv_view(base, tmp_path, capsys):
+    assert main(["cv-view", str(base), "--folds", "3", "--fold", "2", "-o", str(tmp_path / "v")]) == 0
+    assert "fold 2 of 3: 2 train, 2 val, 2 test species" in capsys.readouterr().out
+    assert main(["cv-view", str(base), "--folds", "2", "--fold", "0", "-o", str(tmp_path / "w")]) == 2
+    assert ">= 3" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ pooling
+METHODS = ["ours", "nn", "mean"]
+
+
+def _fake_eval(view: Path, out: Path, rng, shift: float) -> None:
+    """An evaluation folder of the fold view ``view`` with made-up per-sample metrics (the pooling
+    reads summary.json and metrics.csv only)."""
+    ds = open_store(view)
+    test = ds.species_names("test")
+    rows = []
+    for m, bias in zip(METHODS, (0.0, 0.01, 0.02)):
+        r = np.random.default_rng(7)  # the same samples' noise for every method: paired
+        for name in test:
+            level = r.uniform(0.03, 0.06) + bias + shift
+            for s in range(4):
+                rows.append(
+                    dict(
+                        method=m, species=name, sample=s, view=s // 2, mirrored=bool(s % 2), view_class="side",
+                        l2=level + r.normal(0, 0.003), mse=(level + r.normal(0, 0.003)) ** 2,
+                        dssim=0.1 + bias + r.normal(0, 0.01),
+                    )
+                )  # fmt: skip
+    out.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    summary = dict(
+        store=str(view), eval_split="test", methods=METHODS, eval_species=test, splits=ds.attrs["splits"],
+        n_views_evaluated=2 * len(test), image_size=32, target_shape=[16, 16, 16], checkpoint="c.pt",
+        checkpoint_step=2,
+    )  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture()
+def folds(base, tmp_path):
+    rng = np.random.default_rng(0)
+    dirs = []
+    for k in range(3):
+        view = make_fold_view(base, tmp_path / f"fold{k}" / "dataset.zarr", folds=3, fold=k, seed=2)
+        _fake_eval(view, tmp_path / f"fold{k}" / "eval", rng, shift=0.002 * k)
+        dirs.append(tmp_path / f"fold{k}" / "eval")
+    return dirs
+
+
+def test_pooled_statistics_match_a_direct_computation(folds, tmp_path):
+    res = pool_folds(folds[::-1], tmp_path / "cv")  # any order
+    m = pd.concat([pd.read_csv(d / "metrics.csv").assign(fold=k) for k, d in enumerate(folds)])
+    sp = m.groupby(["method", "species"])["l2"].mean().unstack(0)
+    assert len(sp) == 6 and res["n_species"] == 6
+    got = res["means"]["species"]["ours"]["l2"]
+    half = stats.t.ppf(0.975, 5) * sp["ours"].std(ddof=1) / np.sqrt(6)
+    assert got["mean"] == pytest.approx(sp["ours"].mean()) and got["n"] == 6
+    assert got["ci_high"] - got["mean"] == pytest.approx(half)
+    tests = pd.read_csv(tmp_path / "cv" / "tests.csv")
+    row = tests.query(
+        "metric == 'l2' and method_a == 'ours' and method_b == 'nn' and level == 'species' and test == 't'"
+    )
+    assert row["p"].item() == pytest.approx(stats.ttest_rel(sp["ours"], sp["nn"]).pvalue)
+    fold_means = m.groupby(["method", "fold", "species"])["l2"].mean().groupby(["method", "fold"]).mean().unstack(0)
+    row = tests.query("metric == 'l2' and method_a == 'ours' and method_b == 'nn' and level == 'fold'")
+    assert row["p"].item() == pytest.approx(stats.ttest_rel(fold_means["ours"], fold_means["nn"]).pvalue)
+    assert row["n"].item() == 3 and np.isfinite(row["p_holm"].item())
+    summary = pd.read_csv(tmp_path / "cv" / "summary.csv")
+    assert list(summary["level"].unique()) == ["species", "fold", "sample"]
+    species = pd.read_csv(tmp_path / "cv" / "species.csv")
+    assert set(species["fold"]) == {0, 1, 2} and species.groupby("species")["fold"].nunique().max() == 1
+    folds_csv = pd.read_csv(tmp_path / "cv" / "folds.csv")
+    assert set(folds_csv["fold"]) == {0, 1, 2}
+    # the species of the store's own val split (settings were chosen on them) left out in a second result
+    assert res["base_val_species"] == ["procedural_04"]
+    assert res["without_base_val"]["means"]["species"]["ours"]["l2"]["n"] == 5
+    assert json.loads((tmp_path / "cv" / "summary.json").read_text())["folds"] == 3
+
+
+def test_pooling_refuses_what_is_not_every_fold_once(folds, base, tmp_path):
+    with pytest.raises(ValueError, match=r"folds 0..2 are needed once each, got folds \[0, 1\]"):
+        pool_folds(folds[:2], tmp_path / "a")
+    with pytest.raises(ValueError, match=r"got folds \[0, 0, 1, 2\]"):
+        pool_folds([folds[0], *folds], tmp_path / "b")
+    s = json.loads((folds[1] / "summary.json").read_text())
+    s["eval_split"] = "val"
+    (folds[1] / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(ValueError, match="a fold's result is its test split"):
+        pool_folds(folds, tmp_path / "c")
+    s["eval_split"], s["store"] = "test", str(base)
+    (folds[1] / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(ValueError, match="not a fold view"):
+        pool_folds(folds, tmp_path / "d")
+    make_fold_view(base, tmp_path / "other", folds=3, fold=1, seed=9)  # another seed's fold 1
+    s["store"] = str(tmp_path / "other")
+    (folds[1] / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(ValueError, match="differ in seed"):
+        pool_folds(folds, tmp_path / "e")
+
+
+def test_tomo_train_evaluate_and_cv_summary_on_views(base, tmp_path, capsys):
+    """The real path, tiny: each fold trained and evaluated on its view, then pooled by tomo cv-summary."""
+    evals = []
+    for k in range(3):
+        view = tmp_path / f"f{k}" / "dataset.zarr"
+        assert main(["cv-view", str(base), "--folds", "3", "--fold", str(k), "-o", str(view)]) == 0
+        run = tmp_path / f"f{k}" / "model"
+        assert main(["train", str(view), "-o", str(run), *TINY_NET, *train_args(), "--device", "cpu"]) == 0
+        ev = tmp_path / f"f{k}" / "eval"
+        assert (
+            main(["evaluate", str(view), "--checkpoint", str(run / "best.pt"), "-o", str(ev), "--max-samples", "4"])
+            == 0
+        )
+        ck = json.loads((ev / "summary.json").read_text())
+        assert ck["train_species"] == open_store(view).species_names("train")  # the fold's, not the base's
+        evals.append(ev)
+    capsys.readouterr()
+    assert main(["cv-summary", *map(str, evals), "-o", str(tmp_path / "cv")]) == 0
+    assert "3 folds, 6 species each tested once" in capsys.readouterr().out
+    pooled = pd.read_csv(tmp_path / "cv" / "species.csv")
+    assert sorted(pooled["species"].unique()) == open_store(base).species_names()
