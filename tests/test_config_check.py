@@ -134,7 +134,9 @@ def test_resources_keys_are_rule_names():
         "resources.render_specie: not a rule of this workflow; did you mean 'render_species'?",
         "resources.zzz: not a rule of this workflow",
     ]
-    assert "(rules: align, align_sheet, apps, cube, demo_movies," in str(e.value) and " all," not in str(e.value)
+    assert "(rules: align, align_sheet, apps, cube, cv_evaluate, cv_summary, cv_train, cv_view, demo_movies," in str(
+        e.value
+    ) and " all," not in str(e.value)
 
 
 def test_rule_files_ask_resources_of_their_own_rules():
