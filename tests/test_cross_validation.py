@@ -16,7 +16,7 @@ from tiny_runs import TINY_NET, build_demo, train_args
 
 from model.cli import main
 from model.cross_validation import pool_folds
-from tomodata.store import finalize_store, open_store, validate_store
+from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
 from tomodata.store.folds import fold_groups, fold_splits, make_fold_view
 
 
@@ -96,6 +96,12 @@ def test_view_is_read_only_and_refused_once_the_base_changes(base, tmp_path):
         finalize_store(view)
     with pytest.raises(ValueError, match="fold view itself"):
         make_fold_view(view, tmp_path / "w", folds=3, fold=0)
+    st = open_store(store).settings
+    for how in ({"update": True}, {"overwrite": True}):  # an update would write through the link
+        with pytest.raises(FileExistsError, match="fold view"):
+            create_store(view, st, species=open_store(store).attrs["species"], **how)
+    with pytest.raises(ValueError, match="read-only fold view"):
+        write_species(view, "procedural_00", volume=np.zeros((32,) * 3), rotations=np.zeros((4, 3, 3)), images=[])
     finalize_store(store)  # finalised again with the same data: the view still holds
     assert open_store(view).species_names("test")
     meta = json.loads((store / "zarr.json").read_text())  # a species rendered again: other checksums

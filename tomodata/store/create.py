@@ -99,6 +99,8 @@ def _check_target(p: Path, *, overwrite: bool, update: bool) -> None:
             raise FileExistsError(f"{p} exists; pass overwrite=True (tomo: --overwrite) to replace it")
         if not p.is_dir() or (any(p.iterdir()) and not (p / "zarr.json").exists()):
             raise FileExistsError(f"{p} exists and is not a zarr store: refusing to overwrite it")
+        if (p / "species").is_symlink():  # a fold view (.folds): an update would write into its base store
+            raise FileExistsError(f"{p} is a fold view of another store (tomo cv-view): not replaced or updated")
 
 
 def _create_species_group(sp, entry: dict, attrs: dict, compressor) -> None:
