@@ -15,12 +15,15 @@ in ``out``:
                  the first method's comparisons (:func:`model.eval_tables.holm_column`)
 ``species.csv``  method, species, metric, mean, n_samples, plus the species' ``fold``
 ``folds.csv``    fold, test species, val species, checkpoint step, and per method the fold's l2 / DSSIM
-``summary.json`` all of that, the procedure in words and the same species-level result without the
-                 species of the store's own val split (settings chosen before were judged on them)
+``summary.json`` all of that, the procedure in words and the species-level result without the
+                 store's own val species (settings chosen before were judged on them) and on the store's
+                 own train species only (never evaluated before)
 
-The species level treats the species as independent although the K models share most of their
-training data; no unbiased estimate of a K-fold variance exists (Bengio & Grandvalet 2004). The
-fold level, with K units, is the cautious reading.
+Neither level is exact: the species level treats the species as independent, but the species of one
+fold share one network; the fold level averages that out but ignores that the K networks share most
+of their training data (no unbiased estimate of K-fold variance exists, Bengio & Grandvalet 2004).
+The species level's unit is the held-out unit: a species label with several specimens is one unit
+(:func:`held_out_units`); the sample level counts each specimen's views.
 
 ``pool_folds(eval_dirs, out) -> dict``   (summary.json's content)
 """
@@ -37,9 +40,10 @@ from scipy import stats
 
 from tomodata.files import json_safe, read_json_object, write_json
 from tomodata.store import open_store
-from tomodata.store.folds import CV_KEY
+from tomodata.store.folds import CV_KEY, fold_groups
 
 from . import stats as ST
+from .eval_source import store_content
 from .eval_tables import (
     CI_LEVEL,
     SPECIES_COLUMNS,
@@ -52,42 +56,62 @@ from .eval_tables import (
 )
 from .metrics import METRICS
 
-__all__ = ["pool_folds", "FOLDS_COLUMNS"]
+__all__ = ["pool_folds", "held_out_units", "FOLDS_COLUMNS"]
 
 FOLDS_COLUMNS = ("fold", "method", "metric", "mean", "n_species", "test_species", "val_species", "checkpoint_step")
 
 
 def _read_fold(d: Path) -> dict:
-    """One fold's evaluation: its summary.json, the fold view's record and its metrics.csv."""
+    """One fold's evaluation: its summary.json, its fold view (checked to be as evaluated) and metrics.csv."""
     s = read_json_object(d / "summary.json", "an evaluation summary", keys=("store", "eval_split", "methods"))
     if s["eval_split"] != "test":
         raise ValueError(f"{d}: evaluated split {s['eval_split']!r}; a fold's result is its test split")
+    where = s.get("store_resolved") or s["store"]  # older summaries: the path as given, from this folder
     try:
-        cv = open_store(s["store"]).attrs.get(CV_KEY)
+        ds = open_store(where)
     except ValueError as e:
         raise ValueError(f"{d}: its store cannot be read as it was evaluated: {e}") from None
+    cv = ds.attrs.get(CV_KEY)
     if not cv:
-        raise ValueError(f"{d}: evaluated {s['store']}, a store, not a fold view (tomo cv-view)")
+        raise ValueError(f"{d}: evaluated {where}, a store, not a fold view (tomo cv-view)")
+    if ds.attrs["splits"] != s.get("splits") or store_content(ds) != s.get("store_content"):
+        raise ValueError(
+            f"{d}: the fold view {where} has other splits or data than when it was evaluated (made again with "
+            "another seed or fold count, or the store changed): evaluate the fold again"
+        )
     if not (d / "metrics.csv").is_file():
         raise ValueError(f"{d}: no metrics.csv beside summary.json: evaluate the fold again")
     m = pd.read_csv(d / "metrics.csv", dtype={"species": str})
-    base = (Path(s["store"]) / cv["base"]).resolve()
-    return dict(dir=d, summary=s, cv=cv, base=base, metrics=m)
+    missing = sorted(set(s.get("eval_species") or []) - set(m["species"]))
+    if missing:
+        raise ValueError(
+            f"{d}: test species {missing} have no evaluated samples (model.evaluate.max_samples below the fold's "
+            "test species?): every test species must be evaluated"
+        )
+    base = (Path(where) / cv["base"]).resolve()
+    return dict(dir=d, summary=s, cv=cv, base=base, table=ds.attrs["species"], n_views=ds.settings.n_views, metrics=m)
+
+
+#: evaluation settings every fold must share (besides methods, sizes and network)
+_SAME_SETTINGS = ("max_samples", "beta", "fusion_at", "iso", "ssim_data_range")
 
 
 def _check_folds(folds: list[dict]) -> list[dict]:
     """The folds in fold order, checked to be the K folds of one store; ValueError naming what differs."""
     first = folds[0]
-    same = ("folds", "seed", "base_completion")
     for f in folds[1:]:
         if f["base"] != first["base"]:
             raise ValueError(f"{f['dir']} is a fold of {f['base']}, {first['dir']} of {first['base']}")
-        for k in same:
+        for k in ("folds", "seed", "base_completion"):
             if f["cv"][k] != first["cv"][k]:
                 raise ValueError(f"{f['dir']} and {first['dir']} differ in {k} (folds of different views)")
-        for k in ("methods", "n_views_evaluated", "image_size", "target_shape"):
+        for k in ("methods", "image_size", "target_shape", "network"):
             if f["summary"].get(k) != first["summary"].get(k):
                 raise ValueError(f"{f['dir']} and {first['dir']} differ in {k}: evaluated differently")
+        for k in _SAME_SETTINGS:
+            a, b = ((x["summary"].get("settings") or {}).get(k) for x in (f, first))
+            if a != b:
+                raise ValueError(f"{f['dir']} and {first['dir']} differ in settings.{k} ({a} vs {b})")
     K = int(first["cv"]["folds"])
     got = sorted(int(f["cv"]["fold"]) for f in folds)
     if got != list(range(K)):
@@ -99,10 +123,20 @@ def _check_folds(folds: list[dict]) -> list[dict]:
             if name in seen:
                 raise ValueError(f"species {name} is a test species of folds {seen[name]} and {f['cv']['fold']}")
             seen[name] = int(f["cv"]["fold"])
-    every = [e["name"] for e in open_store(first["summary"]["store"]).attrs["species"]]
+    every = [e["name"] for e in first["table"]]
     if sorted(seen) != sorted(every):
         raise ValueError(f"the folds' test species miss {sorted(set(every) - set(seen))}: evaluate every species")
     return folds
+
+
+def held_out_units(table: list[dict]) -> dict[str, str]:
+    """Specimen name → the unit a fold holds out (:func:`tomodata.store.folds.fold_groups`): its own name
+    where its species label has one specimen, else that label (as first written)."""
+    out = {}
+    for names in fold_groups(table):
+        label = next(str(e.get("species") or "").strip() for e in table if e["name"] == names[0])
+        out.update({n: (n if len(names) == 1 else label or n) for n in names})
+    return out
 
 
 def _stack(folds: list[dict], methods: Sequence[str]):
@@ -123,25 +157,26 @@ def _stack(folds: list[dict], methods: Sequence[str]):
     return per, keys[:, 0].astype(str), keys[:, 1].astype(np.int64), keys[:, 2].astype(np.int64)
 
 
-def _fold_level(per, species, fold, methods, *, level: float = CI_LEVEL) -> tuple[list[dict], list[dict]]:
-    """summary and tests rows of the fold level: each fold's mean of its species means."""
-    means: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
+def _fold_means(values: np.ndarray, units: np.ndarray, fold: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """(K,) each fold's mean of its units' means of ``values`` (NaN samples left out)."""
+    return np.array([np.nanmean(ST.species_means(values[fold == f], units[fold == f])[1]) for f in ks])
+
+
+def _fold_level(per, units, fold, methods, *, level: float = CI_LEVEL) -> tuple[list[dict], list[dict]]:
+    """summary and tests rows of the fold level: each fold's mean of its units' means; a pair of methods
+    is compared on the samples where both have a value."""
     ks = np.unique(fold)
-    for m in methods:
-        for k in METRICS:
-            means[m][k] = np.array(
-                [np.nanmean(ST.species_means(per[m][k][fold == f], species[fold == f])[1]) for f in ks]
-            )
     summary = []
     for m in methods:
         for k in METRICS:
-            mean, lo, hi, n = ST.mean_ci(means[m][k], level)
+            mean, lo, hi, n = ST.mean_ci(_fold_means(per[m][k], units, fold, ks), level)
             summary.append(dict(method=m, metric=k, level="fold", mean=mean, ci_low=lo, ci_high=hi, n=n))
     tests = []
     for k in METRICS:
         for i, a in enumerate(methods):
             for b in methods[i + 1 :]:
-                x, y = means[a][k], means[b][k]
+                both = np.isfinite(per[a][k]) & np.isfinite(per[b][k])
+                x, y = (_fold_means(np.where(both, per[m][k], np.nan), units, fold, ks) for m in (a, b))
                 ok = np.isfinite(x) & np.isfinite(y)
                 t, p = (math.nan, math.nan)
                 if ok.sum() >= 2 and np.any(x[ok] != y[ok]):
@@ -153,14 +188,14 @@ def _fold_level(per, species, fold, methods, *, level: float = CI_LEVEL) -> tupl
     return summary, tests
 
 
-def _fold_rows(folds: list[dict], per, species, fold, methods) -> list[dict]:
+def _fold_rows(folds: list[dict], per, units, fold, methods) -> list[dict]:
     rows = []
     for f in folds:
         k = int(f["cv"]["fold"])
         s = f["summary"]
         for m in methods:
             for metric in ("l2", "dssim"):
-                sm = ST.species_means(per[m][metric][fold == k], species[fold == k])[1]
+                sm = ST.species_means(per[m][metric][fold == k], units[fold == k])[1]
                 rows.append(
                     dict(
                         fold=k,
@@ -185,6 +220,20 @@ def _means(rows: list[dict]) -> dict:
     return out
 
 
+def _subset(per, units, sample, n_views, methods, keep: np.ndarray, note: str) -> dict | None:
+    """The species level on the samples ``keep`` (None with fewer than 2 units)."""
+    if len(set(units[keep].tolist())) < 2:
+        return None
+    sub = {m: {k: v[keep] for k, v in d.items()} for m, d in per.items()}
+    t = statistics_tables(sub, units[keep].tolist(), sample[keep], n_views, methods=methods)
+    return dict(
+        what=note,
+        species=sorted(set(units[keep].tolist())),
+        means=_means([r for r in t["summary"] if r["level"] == "species"]),
+        tests=[r for r in t["tests"] if r["level"] == "species"],
+    )
+
+
 def pool_folds(eval_dirs: Sequence, out) -> dict:
     """Pool the K folds' evaluations in ``eval_dirs`` into ``out`` (module docstring); returns the
     summary written to ``out/summary.json``. ValueError where they are not the K folds of one store."""
@@ -192,33 +241,36 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
         raise ValueError("no fold evaluations given")
     folds = _check_folds([_read_fold(Path(d)) for d in eval_dirs])
     methods = list(folds[0]["summary"]["methods"])
-    n_views = open_store(folds[0]["summary"]["store"]).settings.n_views
-    per, species, sample, fold = _stack(folds, methods)
-    tab = statistics_tables(per, species, sample, n_views, methods=methods)
-    f_summary, f_tests = _fold_level(per, species, fold, methods)
-    by_level = {lv: [r for r in tab["summary"] if r["level"] == lv] for lv in ("species", "sample")}
-    summary = by_level["species"] + f_summary + by_level["sample"]
-    tests = holm_column(tab["tests"] + f_tests, methods[0])
-    fold_of = dict(zip(species.tolist(), fold.tolist()))
+    n_views, table = folds[0]["n_views"], folds[0]["table"]
+    per, names, sample, fold = _stack(folds, methods)
+    unit_of = held_out_units(table)
+    units = np.asarray([unit_of[n] for n in names.tolist()])
+    tab = statistics_tables(per, units.tolist(), sample, n_views, methods=methods)  # species level: the held-out units
+    smp = tab if np.array_equal(units, names) else statistics_tables(per, names, sample, n_views, methods=methods)
+    f_summary, f_tests = _fold_level(per, units, fold, methods)
+    summary = (
+        [r for r in tab["summary"] if r["level"] == "species"]
+        + f_summary
+        + [r for r in smp["summary"] if r["level"] == "sample"]
+    )
+    tests = holm_column(
+        [r for r in tab["tests"] if r["level"] == "species"]
+        + f_tests
+        + [r for r in smp["tests"] if r["level"] == "sample"],
+        methods[0],
+    )
+    fold_of = dict(zip(units.tolist(), fold.tolist()))
     sp_rows = [dict(r, fold=fold_of[r["species"]]) for r in tab["species"]]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
     write_csv(out / "tests.csv", TESTS_COLUMNS, tests)
     write_csv(out / "species.csv", (*SPECIES_COLUMNS, "fold"), sp_rows)
-    write_csv(out / "folds.csv", FOLDS_COLUMNS, _fold_rows(folds, per, species, fold, methods))
+    write_csv(out / "folds.csv", FOLDS_COLUMNS, _fold_rows(folds, per, units, fold, methods))
     cv = folds[0]["cv"]
-    tuned = sorted(set((cv.get("base_splits") or {}).get("val") or []))
-    keep = ~np.isin(species, tuned)
-    untuned = None
-    if len(set(species[keep].tolist())) >= 2:
-        sub = {m: {k: v[keep] for k, v in d.items()} for m, d in per.items()}
-        t2 = statistics_tables(sub, species[keep], sample[keep], n_views, methods=methods)
-        untuned = dict(
-            excluded=tuned,
-            means=_means([r for r in t2["summary"] if r["level"] == "species"]),
-            tests=[r for r in t2["tests"] if r["level"] == "species"],
-        )
+    base_splits = cv.get("base_splits") or {}
+    in_base = {sp: {unit_of[n] for n in base_splits.get(sp) or [] if n in unit_of} for sp in ("train", "val", "test")}
+    n_units = len(set(units.tolist()))
     result = dict(
         base_store=str(folds[0]["base"]),
         folds=int(cv["folds"]),
@@ -228,15 +280,25 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
         checkpoints=[f["summary"].get("checkpoint") for f in folds],
         checkpoint_steps=[f["summary"].get("checkpoint_step") for f in folds],
         test_species={int(f["cv"]["fold"]): f["summary"]["eval_species"] for f in folds},
-        n_species=len(set(species.tolist())),
-        n_samples=int(species.size),
+        held_out_units={n: u for n, u in unit_of.items() if n != u},
+        n_species=n_units,
+        n_samples=int(names.size),
         methods=methods,
         means=_means(summary),
         tests=tests,
-        base_val_species=tuned,
-        without_base_val=untuned,
-        statistics=_procedure(int(cv["folds"]), len(set(species.tolist())), methods[0]),
-    )
+        base_splits={sp: sorted(v) for sp, v in in_base.items()},
+        without_base_val=_subset(
+            per, units, sample, n_views, methods, ~np.isin(units, sorted(in_base["val"])),
+            "species level without the store's own val species (the settings were chosen on them)",
+        ),
+        base_train_only=_subset(
+            per, units, sample, n_views, methods,
+            np.isin(units, sorted(in_base["train"] - in_base["val"] - in_base["test"])),
+            "species level on the store's own train species only: neither used for a choice nor evaluated as the "
+            "run's own result before",
+        ),
+        statistics=_procedure(int(cv["folds"]), n_units, methods[0]),
+    )  # fmt: skip
     write_json(out / "summary.json", json_safe(result))
     return result
 
@@ -246,11 +308,15 @@ def _procedure(K: int, n_species: int, first: str) -> str:
         f"{K}-fold cross-validation over species (tomodata.store.folds): each species is a test species of "
         "exactly one fold, whose network never trained on it and chose its checkpoint on other species; the "
         "NN, Oracle and mean baselines of a fold search that fold's train species. The folds' per-sample "
-        f"metrics are pooled. {statistics_text(n_species=n_species, first_method=first)} "
+        "metrics are pooled; the species level's unit is the held-out unit (a species label with several "
+        "specimens is one unit), the sample level's the specimen's view. "
+        f"{statistics_text(n_species=n_species, first_method=first)} "
         f"Fold level (level=fold): each fold's mean of its test species' means, t-interval over the {K} folds "
-        "and paired t-tests on them: the K models share most of their training data, so the species are not "
-        "independent across folds and no unbiased variance estimate of K-fold cross-validation exists "
-        "(Bengio & Grandvalet 2004); the fold level, with few units, is the cautious reading. "
-        "without_base_val: the species level without the store's own val species, on which the settings "
-        "(network, steps, learning rate) were chosen before."
+        "and paired t-tests on them. Neither level is exact: the species level treats the species as "
+        "independent, but the species a fold tests share one network, and the fold level averages that out "
+        "but still ignores that the K networks share most of their training data, so its interval is also "
+        "too narrow (no unbiased estimate of K-fold variance exists, Bengio & Grandvalet 2004). "
+        "without_base_val: the species level without the store's own val species, on which settings were "
+        "chosen before; base_train_only: only the store's own train species (never used for a choice nor "
+        "evaluated as the run's own result)."
     )

@@ -127,7 +127,8 @@ Outputs (``out_dir``)
 ``summary.json``     all of the above in one file (``means[level][method][metric]``, ``summary_rows``, ``tests``,
                      ``differences``, ``species_means``), with ``eval_split``, ``eval_species`` (``val_species``:
                      an alias), ``splits`` and ``split_use``, ``statistics`` (the procedure in words), the
-                     definitions, settings, the paper's numbers and timings; ``store``, ``checkpoint``,
+                     definitions, settings, the paper's numbers and timings; ``store`` (as given; ``store_resolved``
+                     absolute), ``checkpoint``,
                      ``checkpoint_step`` and the content ids ``store_content``
                      (:func:`model.eval_source.store_content`) and ``checkpoint_sha256`` that tie the
                      examples to this evaluation (:mod:`model.eval_source`)
@@ -138,6 +139,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -395,6 +397,7 @@ def summary_json(st: EvalState, tb: Tables) -> dict:
     st.timings["total_s"] = time.perf_counter() - st.t_start
     return dict(
         store=str(cfg.store),
+        store_resolved=str(Path(cfg.store).resolve()),
         checkpoint=str(cfg.checkpoint),
         checkpoint_step=int(st.ckpt.get("step", -1)),
         store_content=store_content(st.ds),

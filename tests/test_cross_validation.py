@@ -15,7 +15,8 @@ from scipy import stats
 from tiny_runs import TINY_NET, build_demo, train_args
 
 from model.cli import main
-from model.cross_validation import pool_folds
+from model.cross_validation import held_out_units, pool_folds
+from model.eval_source import store_content
 from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
 from tomodata.store.folds import fold_groups, fold_splits, make_fold_view
 
@@ -54,10 +55,13 @@ def test_assignment_is_seeded():
     assert fold_splits(table, folds=4, seed=0) != fold_splits(table, folds=4, seed=1)
 
 
-@pytest.mark.parametrize("folds, match", [(2, ">= 3"), (0, ">= 3"), (True, ">= 3"), (6, "only 5 species")])
-def test_bad_fold_counts(folds, match):
+@pytest.mark.parametrize(
+    "folds, seed, match",
+    [(2, 0, ">= 3"), (0, 0, ">= 3"), (True, 0, ">= 3"), (6, 0, "only 5 species"), (3, -1, "non-negative")],
+)
+def test_bad_fold_counts_and_seeds(folds, seed, match):
     with pytest.raises(ValueError, match=match):
-        fold_splits(_table([f"sp {i}" for i in range(5)]), folds=folds)
+        fold_splits(_table([f"sp {i}" for i in range(5)]), folds=folds, seed=seed)
 
 
 # ------------------------------------------------------------------------------------ fold views
@@ -110,6 +114,7 @@ def test_view_is_read_only_and_refused_once_the_base_changes(base, tmp_path):
     (store / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="finalised again"):
         open_store(view)
+    assert "finalised again" in " ".join(validate_store(view).errors)  # tomo validate says so too
     make_fold_view(store, view, folds=3, fold=0)  # made again: readable
     assert open_store(view).species_names("test")
     shutil.rmtree(store)
@@ -122,8 +127,9 @@ def test_view_replaces_only_views(base, tmp_path):
     (tmp_path / "data" / "keep.txt").write_text("x")
     with pytest.raises(ValueError, match="not a fold view"):
         make_fold_view(base, tmp_path / "data", folds=3, fold=0)
-    with pytest.raises(ValueError, match="not replaced"):
-        make_fold_view(base, base, folds=3, fold=0)
+    for inside in (base, base / "cv0", base / "species" / "zz", base.parent):  # the store's folder, or around it
+        with pytest.raises(ValueError, match="beside its store"):
+            make_fold_view(base, inside, folds=3, fold=0)
     assert (tmp_path / "data" / "keep.txt").read_text() == "x" and validate_store(base).ok
     with pytest.raises(ValueError, match=r"fold must be in \[0, 3\)"):
         make_fold_view(base, tmp_path / "v", folds=3, fold=3)
@@ -163,7 +169,7 @@ def _fake_eval(view: Path, out: Path, rng, shift: float) -> None:
     summary = dict(
         store=str(view), eval_split="test", methods=METHODS, eval_species=test, splits=ds.attrs["splits"],
         n_views_evaluated=2 * len(test), image_size=32, target_shape=[16, 16, 16], checkpoint="c.pt",
-        checkpoint_step=2,
+        checkpoint_step=2, store_content=store_content(ds), store_resolved=str(view.resolve()),
     )  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary))
 
@@ -204,8 +210,10 @@ def test_pooled_statistics_match_a_direct_computation(folds, tmp_path):
     folds_csv = pd.read_csv(tmp_path / "cv" / "folds.csv")
     assert set(folds_csv["fold"]) == {0, 1, 2}
     # the species of the store's own val split (settings were chosen on them) left out in a second result
-    assert res["base_val_species"] == ["procedural_04"]
+    assert res["base_splits"] == {"train": [f"procedural_0{i}" for i in range(4)], "val": ["procedural_04"],
+                                  "test": ["procedural_05"]}  # fmt: skip
     assert res["without_base_val"]["means"]["species"]["ours"]["l2"]["n"] == 5
+    assert res["base_train_only"]["species"] == [f"procedural_0{i}" for i in range(4)]
     assert json.loads((tmp_path / "cv" / "summary.json").read_text())["folds"] == 3
 
 
@@ -220,14 +228,54 @@ def test_pooling_refuses_what_is_not_every_fold_once(folds, base, tmp_path):
     with pytest.raises(ValueError, match="a fold's result is its test split"):
         pool_folds(folds, tmp_path / "c")
     s["eval_split"], s["store"] = "test", str(base)
+    s.pop("store_resolved")  # an older summary: the store as given
     (folds[1] / "summary.json").write_text(json.dumps(s))
     with pytest.raises(ValueError, match="not a fold view"):
         pool_folds(folds, tmp_path / "d")
     make_fold_view(base, tmp_path / "other", folds=3, fold=1, seed=9)  # another seed's fold 1
     s["store"] = str(tmp_path / "other")
     (folds[1] / "summary.json").write_text(json.dumps(s))
+    s["splits"] = open_store(tmp_path / "other").attrs["splits"]  # as if evaluated there
+    (folds[1] / "summary.json").write_text(json.dumps(s))
     with pytest.raises(ValueError, match="differ in seed"):
-        pool_folds(folds, tmp_path / "e")
+        pool_folds(folds, tmp_path / "f")
+
+
+def test_pooling_refuses_views_made_again_and_species_without_samples(folds, base, tmp_path):
+    make_fold_view(base, folds[1].parent / "dataset.zarr", folds=3, fold=1, seed=11)  # another seed since
+    with pytest.raises(ValueError, match="other splits or data than when it was evaluated"):
+        pool_folds(folds, tmp_path / "a")
+    make_fold_view(base, folds[1].parent / "dataset.zarr", folds=3, fold=1, seed=2)
+    m = pd.read_csv(folds[2] / "metrics.csv")
+    gone = m["species"].iloc[0]
+    m[m["species"] != gone].to_csv(folds[2] / "metrics.csv", index=False)
+    with pytest.raises(ValueError, match=f"test species \\['{gone}'\\] have no evaluated samples"):
+        pool_folds(folds, tmp_path / "b")
+
+
+def test_units_are_species_labels_and_folds_may_differ_in_size(tmp_path):
+    """Two specimens of one species label are one held-out unit (n counts labels); 4 folds of 5 units
+    test 2, 1, 1 and 1 units: pooled all the same."""
+    store = build_demo(tmp_path / "d", species=6, val=1, test=1, views=4, size=32)
+    meta = json.loads((store / "zarr.json").read_text())
+    for e, label in zip(meta["attributes"]["species"], ["A", "a", "B", "C", "D", "E"]):
+        e["species"] = label
+    (store / "zarr.json").write_text(json.dumps(meta))
+    table = open_store(store).attrs["species"]
+    units = held_out_units(table)
+    assert units["procedural_00"] == units["procedural_01"] == "A" and units["procedural_02"] == "procedural_02"
+    dirs = []
+    for k in range(4):
+        view = make_fold_view(store, tmp_path / f"f{k}" / "dataset.zarr", folds=4, fold=k, seed=0)
+        _fake_eval(view, tmp_path / f"f{k}" / "eval", None, shift=0.001 * k)
+        dirs.append(tmp_path / f"f{k}" / "eval")
+    res = pool_folds(dirs, tmp_path / "cv")
+    assert res["n_species"] == 5 and res["means"]["species"]["ours"]["l2"]["n"] == 5
+    assert res["held_out_units"] == {"procedural_00": "A", "procedural_01": "A"}
+    tests = pd.read_csv(tmp_path / "cv" / "tests.csv").query("level == 'species' and test == 'wilcoxon'")
+    assert (tests["p"].dropna() >= 2 / 2**5 - 1e-12).all()  # 5 units: the smallest two-sided p
+    species = pd.read_csv(tmp_path / "cv" / "species.csv")
+    assert "A" in set(species["species"]) and "procedural_00" not in set(species["species"])
 
 
 def test_tomo_train_evaluate_and_cv_summary_on_views(base, tmp_path, capsys):

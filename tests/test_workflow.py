@@ -80,8 +80,19 @@ def planned_jobs(workdir: Path, *args: str) -> list[tuple[str, str | None]]:
     return sorted(jobs, key=lambda j: (j[0], j[1] or ""))
 
 
-def write_config(workdir: Path, run: str, data: dict, **dataset) -> Path:
-    cfg = {
+#: the model settings of the tiny runs that train: 2 steps, 4 evaluated samples, one example
+TINY_MODEL = {
+    "preset": "demo",
+    "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
+    "evaluate": {"max_samples": 4, "examples": 1},
+    "apps": {"examples": 1, "frames": 4},
+}
+
+
+def tiny_config(run: str, data: dict, model: dict | None = None, **dataset) -> dict:
+    """A run's config at tiny sizes (4 views of 32², 32 steps, 32³ cubes, 1 thread): ``data`` as given,
+    ``model`` (e.g. :data:`TINY_MODEL` and more) or the data part only (model disabled)."""
+    return {
         "run": run,
         "data": data,
         "dataset": {
@@ -96,10 +107,14 @@ def write_config(workdir: Path, run: str, data: dict, **dataset) -> Path:
         },
         "render": {"backend": "cpu", "batch": 64},
         "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
-        "model": {"enabled": False},  # the data part; test_full_pipeline_tiny runs the model rules
+        "model": model if model is not None else {"enabled": False},
     }
+
+
+def write_config(workdir: Path, run: str, data: dict, **dataset) -> Path:
+    """The data part's tiny config in ``workdir/config.yaml`` (test_full_pipeline_tiny runs the model rules)."""
     path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.write_text(yaml.safe_dump(tiny_config(run, data, **dataset), sort_keys=False))
     return path
 
 
@@ -463,28 +478,8 @@ def test_full_pipeline_tiny(tmp_path):
     chest = ROOT.parent / "shared" / "data" / "real" / "xray" / "00000001_000.png"
     if chest.is_file():  # a real radiograph too, where ../shared/data is beside the clone
         real["chest"] = {"path": str(chest), "max_size": 128, "polarity": "keep"}  # chest films: not guessed
-    cfg = {
-        "run": "full",
-        "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},
-        "dataset": {
-            "n_views": 4,
-            "view_seed": 0,
-            "image_size": 32,
-            "steps": 32,
-            "chi": 10.0,
-            "volume_size": 32,
-            "encoding": "uint16",
-        },
-        "render": {"backend": "cpu", "batch": 64},
-        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
-        "model": {
-            "preset": "demo",
-            "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
-            "evaluate": {"max_samples": 4, "examples": 1},
-            "apps": {"examples": 1, "frames": 4},
-            "real_xrays": real,
-        },
-    }
+    demo = {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}}
+    cfg = tiny_config("full", demo, {**TINY_MODEL, "real_xrays": real})
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)

@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from test_workflow import planned_jobs, smk
+from test_workflow import TINY_MODEL, planned_jobs, smk, tiny_config
 
 from tomodata.store import open_store
 
@@ -18,29 +18,8 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def _config(tmp_path, **cv):
-    cfg = {
-        "run": "cv",
-        "data": {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}},
-        "dataset": {
-            "n_views": 4,
-            "view_seed": 0,
-            "image_size": 32,
-            "steps": 32,
-            "chi": 10.0,
-            "volume_size": 32,
-            "encoding": "uint16",
-        },
-        "render": {"backend": "cpu", "batch": 64},
-        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
-        "model": {
-            "preset": "demo",
-            "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
-            "evaluate": {"max_samples": 4, "examples": 1},
-            "apps": {"examples": 1, "frames": 4},
-            "explorer": {"enabled": False},
-            "cv": cv,
-        },
-    }
+    demo = {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}}
+    cfg = tiny_config("cv", demo, {**TINY_MODEL, "explorer": {"enabled": False}, "cv": cv})
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from test_workflow import BIN, ROOT, _env, planned_jobs, smk, write_config, write_manifest
+from test_workflow import BIN, ROOT, TINY_MODEL, _env, planned_jobs, smk, tiny_config, write_config, write_manifest
 
 from tomodata.store import open_store
 
@@ -167,31 +167,12 @@ def test_demo_switched_to_its_own_manifest_recubes_nothing(tmp_path):
     reason="needs ../shared/data/real (cthead-8bit, invesalius-cranium) beside the clone",
 )
 def test_overlay_of_two_real_scans_renders_two_species_and_retrains_once(tmp_path):
-    cfg = {
-        "run": "ext",
-        "data": {
-            "source": "demo",
-            "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32},
-            "fetch": {"in_place": True},
-        },
-        "dataset": {
-            "n_views": 4,
-            "view_seed": 0,
-            "image_size": 32,
-            "steps": 32,
-            "chi": 10.0,
-            "volume_size": 32,
-            "encoding": "uint16",
-        },
-        "render": {"backend": "cpu", "batch": 64},
-        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
-        "model": {
-            "preset": "demo",
-            "train": {"steps": 2, "batch_size": 4, "warmup": 0, "val_every": 2, "val_samples": 4, "ckpt_every": 2},
-            "evaluate": {"max_samples": 4, "examples": 1},
-            "apps": {"examples": 1, "frames": 4},
-        },
+    demo = {
+        "source": "demo",
+        "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32},
+        "fetch": {"in_place": True},
     }
+    cfg = tiny_config("ext", demo, TINY_MODEL)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)

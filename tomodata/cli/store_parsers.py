@@ -217,7 +217,9 @@ def _add_cv_view(sub) -> None:
     q.add_argument("-o", "--output", required=True, help="the view folder to write (replaced if it is a view)")
     q.add_argument("--folds", type=positive_int, required=True, help="number of folds K (>= 3)")
     q.add_argument("--fold", type=non_negative_int, required=True, help="this fold, 0 ... K-1")
-    q.add_argument("--seed", type=int, default=0, help="seed of the species' shuffle (default %(default)s)")
+    q.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the species' shuffle (default %(default)s)"
+    )
     q.set_defaults(func=cmd_cv_view)
 
 

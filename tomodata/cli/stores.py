@@ -63,8 +63,10 @@ def cmd_render_species(a) -> int:
     from ..previews import write_previews
     from ..render_jobs import render_batched
     from ..store import open_store, write_species
+    from ..store.layout import _open_store_root
     from ..views import hemisphere_views
 
+    _open_store_root(a.store, write=True)  # a store of another spec or a fold view: refused before rendering
     store = open_store(a.store)
     if getattr(a, "settings", None):
         _check_settings_file(store.attrs, a.store, a.settings)

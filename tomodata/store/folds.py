@@ -59,6 +59,8 @@ def fold_splits(table: list[dict], *, folds: int, seed: int = 0) -> list[dict[st
     groups = fold_groups(table)
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 3:
         raise ValueError(f"folds must be an integer >= 3 (each fold needs train, val and test species), got {folds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if folds > len(groups):
         raise ValueError(f"{folds} folds but only {len(groups)} species to hold out: at most {len(groups)} folds")
     order = np.random.default_rng(int(seed)).permutation(len(groups))
@@ -91,6 +93,9 @@ def make_fold_view(base, view, *, folds: int, fold: int, seed: int = 0) -> Path:
         raise ValueError(f"{base} is not finalised (no completion record): run tomo finalize (the workflow does) first")
     if not 0 <= int(fold) < int(folds):
         raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+    b, v = base.resolve(), view.resolve()
+    if v == b or b in v.parents or v in b.parents:
+        raise ValueError(f"{view}: a fold view goes beside its store {base}, not inside it (nor the store inside it)")
     split = fold_splits(attrs["species"], folds=folds, seed=seed)[int(fold)]
     table = [dict(e, split=split[e["name"]]) for e in attrs["species"]]
     _clear_view(view)

@@ -306,7 +306,12 @@ def check_fold_view(view, attrs: dict, *, write: bool = False) -> None:
         raise ValueError(f"{view} is a read-only fold view of {base}: write to that store instead")
     if not (Path(view) / "species").is_dir():
         raise ValueError(f"{view}: fold view whose base store {base} is gone: make the view again (tomo cv-view)")
-    now = (json.loads((base / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}).get("completion")
+    try:
+        now = (json.loads((base / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}).get("completion")
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"{view}: fold view whose base store {base} cannot be read ({e}): make the view again"
+        ) from None
     if now != cv.get("base_completion"):
         raise ValueError(
             f"{view}: the base store {base} was finalised again after this fold view was made (its species "

@@ -33,6 +33,7 @@ from .layout import (
     _open_store_root,
     _voxel_mm,
     array_sha256,
+    check_fold_view,
     ome_multiscales,
     volume_pyramid,
 )
@@ -288,6 +289,11 @@ def validate_store(
     except Exception as e:  # noqa: BLE001
         report.errors.append(f"store: cannot open {path}: {type(e).__name__}: {e}")
         return report
+    try:
+        check_fold_view(path, attrs)
+    except (OSError, ValueError) as e:
+        report.errors.append(f"store: {e}")
+        return report
     root_errs = _check_root_attrs(attrs)
     if root_errs:
         report.errors.extend(root_errs)
@@ -342,8 +348,8 @@ def finalize_store(path, *, require_ok: bool = True, progress: bool = False) -> 
     With ``require_ok`` (default) a failing store raises :class:`StoreValidationError` and nothing
     is written.
     """
+    _open_store_root(path, write=True)  # a fold view or a store of another spec: refused before reading it all
     report = validate_store(path, progress=progress)
-    _open_store_root(path, write=True)  # a fold view or a store of another spec is not finalised here
     if not report.ok and require_ok:
         raise StoreValidationError(report)
     root = _open_root(path, "r+")
