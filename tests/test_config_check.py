@@ -253,10 +253,11 @@ def test_config_file_errors_name_the_file_and_line(tmp_path: Path):
 def test_shipped_config_files_are_clean(name):
     path = ROOT / name if name == "config.yaml" else ROOT / "workflow/configs" / name
     assert config_file_errors(path) == []
-    over = (yaml.safe_load(path.read_text()).get("overlay") or {}).get("over")
-    if over:  # an overlay names a config file that exists, and is accepted after it
-        assert (path.parent / over).is_file()
-        assert overlay_errors([str(path.parent / over), str(path)]) == []
+    chain = [path]  # an overlay names a config file that exists, and is accepted after it (and its bases)
+    while over := (yaml.safe_load(chain[0].read_text()).get("overlay") or {}).get("over"):
+        assert (chain[0].parent / over).is_file()
+        chain.insert(0, (chain[0].parent / over).resolve())
+    assert overlay_errors([str(p) for p in chain]) == []
 
 
 def test_overlays_come_after_the_file_they_change(tmp_path: Path):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def _config(tmp_path, **cv):
-    demo = {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}}
+    demo = {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}}
     cfg = tiny_config("cv", demo, {**TINY_MODEL, "explorer": {"enabled": False}, "cv": cv})
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -35,7 +35,7 @@ def test_cross_validation_rules(tmp_path):
     res = tmp_path / "results/cv"
     store = open_store(res / "dataset.zarr")
     summary = json.loads((res / "cv/summary.json").read_text())
-    assert summary["folds"] == 3 and summary["n_species"] == 4
+    assert summary["folds"] == 3 and summary["n_species"] == 3
     species = pd.read_csv(res / "cv/species.csv")
     assert sorted(species["species"].unique()) == store.species_names()
     assert species.groupby("species")["fold"].nunique().max() == 1
@@ -54,7 +54,7 @@ def test_cross_validation_rules(tmp_path):
     assert rules and not {r for r in rules if r.startswith("cv_")}
 
 
-@pytest.mark.parametrize("folds, message", [(2, "0 (no cross-validation) or at least 3"), (5, "has 4 species")])
+@pytest.mark.parametrize("folds, message", [(2, "0 (no cross-validation) or at least 3"), (4, "has 3 species")])
 def test_bad_fold_count_stops_before_any_job(tmp_path, folds, message):
     proc = smk(tmp_path, "-n", "--configfile", str(_config(tmp_path, folds=folds)), check=False)
     assert proc.returncode != 0 and message in proc.stdout
