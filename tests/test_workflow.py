@@ -479,7 +479,7 @@ def test_full_pipeline_tiny(tmp_path):
     if chest.is_file():  # a real radiograph too, where ../shared/data is beside the clone
         real["chest"] = {"path": str(chest), "max_size": 128, "polarity": "keep"}  # chest films: not guessed
     demo = {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}}
-    cfg = tiny_config("full", demo, {**TINY_MODEL, "real_xrays": real})
+    cfg = tiny_config("full", demo, {**TINY_MODEL, "real_xrays": real, "cv": {"folds": 3, "seed": 0}})
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)
@@ -498,6 +498,14 @@ def test_full_pipeline_tiny(tmp_path):
     ):
         assert (res / "figures" / f"{name}.png").stat().st_size > 5000
     assert list((res / "apps").glob("*_turntable.gif"))
+    # cross-validation (model.cv, workflow/rules/cv.smk): 3 folds, each species tested once, on views
+    pooled = json.loads((res / "cv/summary.json").read_text())
+    assert pooled["folds"] == 3 and pooled["n_species"] == 3
+    for k in range(3):
+        view = open_store(res / f"cv/fold{k}/dataset.zarr")
+        ev = json.loads((res / f"cv/fold{k}/eval/summary.json").read_text())
+        assert ev["eval_species"] == view.species_names("test") and ev["train_species"] == view.species_names("train")
+    assert "tables in" in (tmp_path / "logs/full/cv/summary.log").read_text()
     for name in real:
         out = res / "real" / name
         rec = json.loads((out / f"{name}.json").read_text())
@@ -545,6 +553,13 @@ def test_full_pipeline_tiny(tmp_path):
         (res / name).write_text("")  # put back for the dry runs below: only their presence counts
     smk(tmp_path, "--configfile", str(config), "--touch")
     assert planned_jobs(tmp_path, "--configfile", str(config)) == []
+    # another fold seed re-runs the folds and nothing else; cross-validation off plans nothing
+    for cv, want in (
+        ({"folds": 3, "seed": 1}, {"cv_view", "cv_train", "cv_evaluate", "cv_summary"}),
+        ({"folds": 0}, set()),
+    ):
+        config.write_text(yaml.safe_dump({**cfg, "model": {**cfg["model"], "cv": cv}}, sort_keys=False))
+        assert {rule for rule, _ in planned_jobs(tmp_path, "--configfile", str(config))} == want
     cfg["model"]["real_xrays"]["film"]["gamma"] = 2.0
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert planned_jobs(tmp_path, "--configfile", str(config)) == [("real_xray", "film")]
