@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import json_safe, write_text
-from .layout import CV_KEY, SPLITS, check_fold_view
+from .layout import CV_KEY, SPLITS, _root_json, check_fold_view
 
 __all__ = ["CV_KEY", "fold_splits", "make_fold_view", "check_fold_view", "fold_groups"]
 
@@ -70,13 +70,6 @@ def fold_splits(table: list[dict], *, folds: int, seed: int = 0) -> list[dict[st
         role = {k: "test", (k + 1) % folds: "val"}
         out.append({name: role.get(part[g], "train") for g, names in enumerate(groups) for name in names})
     return out
-
-
-def _root_json(store: Path) -> dict:
-    try:
-        return json.loads((store / "zarr.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{store}: not a readable dataset store ({type(e).__name__}: {e})") from None
 
 
 def make_fold_view(base, view, *, folds: int, fold: int, seed: int = 0) -> Path:

@@ -295,6 +295,14 @@ def _open_store_root(path, *, write: bool = False):
     return root, attrs
 
 
+def _root_json(store) -> dict:
+    """The root zarr.json of ``store`` as JSON (ValueError naming the store where it cannot be read)."""
+    try:
+        return json.loads((Path(store) / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{store}: not a readable dataset store ({type(e).__name__}: {e})") from None
+
+
 def check_fold_view(view, attrs: dict, *, write: bool = False) -> None:
     """ValueError where ``attrs`` (the root attributes of ``view``) are a fold view's and it is opened
     for writing, its base is gone, or its base's completion record (species and checksums) changed since."""
