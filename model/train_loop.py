@@ -141,7 +141,7 @@ def _stop_on_signals(run: _Run):
 
     def ask(signum, frame):
         if run.stop:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(f"a second stop signal ({signal.Signals(signum).name})")
         run.stop = signal.Signals(signum).name
 
     old = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}

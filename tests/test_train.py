@@ -8,7 +8,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import cv2
@@ -31,6 +33,7 @@ from model.infer import infer_file
 from model.network import NetworkConfig
 from model.ood import FEATURES, ood_check
 from model.train import TrainConfig, _device, load_checkpoint, model_from_checkpoint, size_notes, train
+from model.train_loop import _stop_on_signals
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import view_volumes
 from tomodata.store import open_store
@@ -262,6 +265,20 @@ def test_training_stops_on_sigterm_with_a_checkpoint_and_resumes(store, tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["start"] == stopped and summary["step"] == stopped + 2 and summary["stopped"] is None
+
+
+def test_a_second_stop_signal_stops_at_once_naming_it():
+    """The first SIGTERM/SIGINT asks training to stop after its step; a second raises at once, and the
+    tomo command's log line names it (tomodata.cli.run)."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set on the main thread only")
+    run, before = types.SimpleNamespace(world=1, stop=None), signal.getsignal(signal.SIGTERM)
+    with _stop_on_signals(run):
+        signal.raise_signal(signal.SIGTERM)
+        assert run.stop == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt, match=r"^a second stop signal \(SIGINT\)$"):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before and run.stop == "SIGTERM"  # the old handlers are back
 
 
 def _tiny_env() -> dict:

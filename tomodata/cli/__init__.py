@@ -97,6 +97,16 @@ def _termination_noted(command: str):
         signal.signal(signal.SIGTERM, old)
 
 
+def _stopped_by_sigint(command: str, signame: str) -> None:
+    """After a KeyboardInterrupt (``signame``: its message, else SIGINT): a line saying so, then end by
+    SIGINT as Python does uncaught (exit status 130 in a shell) but without the traceback. Off the main
+    thread (a caller's own use) it only writes the line."""
+    print(f"tomo {command}: stopped by {signame} before it finished", file=sys.stderr, flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command: a heartbeat line every 30 s while it runs; exit status 2 with
     ``error: ...`` for bad input (a folder where a file goes included), 3 for a full or unwritable disk
@@ -105,6 +115,9 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     try:
         with heartbeat(f"tomo {args.command}"), _warnings_as_lines(), _termination_noted(args.command):
             return args.func(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT from a stopped workflow: one line, not a traceback
+        _stopped_by_sigint(args.command, str(e) or "SIGINT")
+        raise
     except FileNotFoundError as e:  # the OS's "[Errno 2] No such file or directory: 'P'" names P plainly
         if e.filename2:  # a rename or copy: which of the two is gone is not said
             print(f"error: {e.strerror}: {e.filename} -> {e.filename2}", file=sys.stderr)
