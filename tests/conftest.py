@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tomodata.render import cuda_available
+# Each pytest-xdist worker its own numba cache, inherited by the snakemake and tomo processes it starts
+# (set before anything imports numba). numba's cache index can give one signature the code of another
+# when two processes compile the same function at once (numba.core.caching.IndexDataCacheFile.save):
+# a fresh clone's first run would otherwise compile on both workers into the package's __pycache__.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "tomo-tests-numba-cache")
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(_base, os.environ["PYTEST_XDIST_WORKER"])
+
+from tomodata.render import cuda_available  # noqa: E402 - after the numba cache folder is set
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -18,7 +28,29 @@ def _cuda() -> bool:
     return cuda_available()
 
 
+# The longest test files first. The suite runs on 2 workers (pytest-xdist; pyproject: `-n 2 --dist
+# loadfile --no-loadscope-reorder`): each file runs whole on one worker (module fixtures built once),
+# files handed out in collection order, so a long file collected last would run alone at the end.
+# Order: by the test times CI printed (sessions 21-22); the other files keep pytest's order after these.
+LONG_FILES = (
+    "test_workflow.py",
+    "test_workflow_extend.py",
+    "test_store_state.py",
+    "test_slurm.py",
+    "test_train.py",
+    "test_stale_sources.py",
+    "test_train_guard.py",
+    "test_align.py",
+)
+
+
+def _long_files_first(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
 def pytest_collection_modifyitems(config, items):
+    _long_files_first(items)
     if "paper" not in (config.getoption("-m") or ""):  # the 30-minute paper-size run: only when asked for
         paper = pytest.mark.skip(reason="the paper-size smoke run (about 30 min) runs with: python -m pytest -m paper")
         for item in items:

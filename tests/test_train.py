@@ -409,10 +409,9 @@ def test_cli_train_and_ddp_two_processes(store, tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free port (not a fixed one another process may hold)
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29517",
         "-m",
         "model.cli",
     ] + args

@@ -154,13 +154,13 @@ def _smk(workdir: Path, *args: str) -> str:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        timeout=280,
+        timeout=560,
     )
     assert proc.returncode == 0, proc.stdout[-4000:]
     return proc.stdout
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # a hang guard; the suite runs on 2 workers, so a test may get half the machine
 def test_workflow_ckpt_every_resumes_instead_of_training_afresh(tmp_path):
     """model.train.ckpt_every is a tracked option (the train job re-runs), but tomo train resumes across
     it: a finished run trains nothing and keeps its best.pt (it used to train afresh); val_every (model

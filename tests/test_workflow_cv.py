@@ -9,7 +9,7 @@ import pytest
 import yaml
 from test_workflow import TINY_MODEL, smk, tiny_config
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)  # a hang guard (2 workers share the machine)
 
 
 @pytest.mark.parametrize("folds, message", [(2, "0 (no cross-validation) or at least 3"), (4, "has 3 species")])

@@ -54,12 +54,13 @@ def code_version() -> dict:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
-        status = subprocess.run(
+        status = subprocess.run(  # GIT_OPTIONAL_LOCKS=0: read only, no index.lock to trip a commit running beside
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
         ).stdout
         info["git_commit"] = commit or None
         info["git_dirty"] = bool(status.strip())
