@@ -31,16 +31,19 @@ def _cuda() -> bool:
 # The longest test files first. The suite runs on 2 workers (pytest-xdist; pyproject: `-n 2 --dist
 # loadfile --no-loadscope-reorder`): each file runs whole on one worker (module fixtures built once),
 # files handed out in collection order, so a long file collected last would run alone at the end.
-# Order: by the test times CI printed (sessions 21-22); the other files keep pytest's order after these.
-LONG_FILES = (
-    "test_workflow.py",
-    "test_workflow_extend.py",
-    "test_store_state.py",
-    "test_slurm.py",
-    "test_train.py",
-    "test_stale_sources.py",
-    "test_train_guard.py",
-    "test_align.py",
+# The other files keep pytest's order after these.
+LONG_FILES = (  # seconds summed over each file's tests in CI with 2 workers (session 22, 03c0374)
+    "test_workflow.py",  # 576
+    "test_workflow_extend.py",  # 516
+    "test_store_state.py",  # 191
+    "test_slurm.py",  # 162
+    "test_train.py",  # 121
+    "test_align.py",  # 118
+    "test_stale_sources.py",  # 99
+    "test_train_guard.py",  # 87
+    "test_config_check.py",  # 54
+    "test_explorer.py",  # 48
+    "test_export.py",  # 42
 )
 
 

@@ -80,6 +80,7 @@ def test_a_command_stopped_by_sigint_says_so_without_a_traceback():
     KeyboardInterrupt would, after one line naming the command instead of Python's traceback."""
     code = (
         "import argparse, os, signal, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as from a shell: xdist's workers ignore it
         "from tomodata.cli import run\n"
         "p = argparse.ArgumentParser(prog='tomo')\n"
         "sub = p.add_subparsers(dest='command', required=True)\n"
