@@ -86,9 +86,7 @@ def _termination_noted(command: str):
         return
 
     def note(signum, frame) -> None:
-        print(f"tomo {command}: stopped by SIGTERM before it finished", file=sys.stderr, flush=True)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        _end_by(signal.SIGTERM, command, "SIGTERM")
 
     old = signal.signal(signal.SIGTERM, note)
     try:
@@ -97,14 +95,14 @@ def _termination_noted(command: str):
         signal.signal(signal.SIGTERM, old)
 
 
-def _stopped_by_sigint(command: str, signame: str) -> None:
-    """After a KeyboardInterrupt (``signame``: its message, else SIGINT): a line saying so, then end by
-    SIGINT as Python does uncaught (exit status 130 in a shell) but without the traceback. Off the main
-    thread (a caller's own use) it only writes the line."""
-    print(f"tomo {command}: stopped by {signame} before it finished", file=sys.stderr, flush=True)
+def _end_by(sig: signal.Signals, command: str, what: str) -> None:
+    """One line ``tomo COMMAND: stopped by WHAT before it finished``, then end by ``sig``'s default action
+    (as an uncaught KeyboardInterrupt does for SIGINT: exit status 130 in a shell), no traceback. Off
+    the main thread (a caller's own use) it only writes the line."""
+    print(f"tomo {command}: stopped by {what} before it finished", file=sys.stderr, flush=True)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
@@ -116,7 +114,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         with heartbeat(f"tomo {args.command}"), _warnings_as_lines(), _termination_noted(args.command):
             return args.func(args)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT from a stopped workflow: one line, not a traceback
-        _stopped_by_sigint(args.command, str(e) or "SIGINT")
+        _end_by(signal.SIGINT, args.command, str(e) or "SIGINT")
         raise
     except FileNotFoundError as e:  # the OS's "[Errno 2] No such file or directory: 'P'" names P plainly
         if e.filename2:  # a rename or copy: which of the two is gone is not said
