@@ -16,6 +16,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tomodata import numba_cache
+
+numba_cache.install()  # before the first compile: concurrent jobs must not mix up cached code
+
 __all__ = ["sample_views"]
 
 _ONE = np.float32(1.0)

@@ -91,7 +91,10 @@ from typing import Any
 import numba as nb
 import numpy as np
 
+from tomodata import numba_cache
 from tomodata.files import atomic_write
+
+numba_cache.install()  # before the first compile: concurrent jobs must not mix up cached code
 
 __all__ = [
     "OPACITY_TOL",

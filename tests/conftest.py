@@ -11,9 +11,9 @@ import psutil
 import pytest
 
 # Each pytest-xdist worker its own numba cache, inherited by the snakemake and tomo processes it starts
-# (set before anything imports numba). numba's cache index can give one signature the code of another
-# when two processes compile the same function at once (numba.core.caching.IndexDataCacheFile.save):
-# a fresh clone's first run would otherwise compile on both workers into the package's __pycache__.
+# (set before anything imports numba): the workers do not wait on each other's compiles or write into
+# the package's __pycache__. (Concurrent compiles into one folder are safe: tomodata.numba_cache locks
+# numba's cache writes; tests/test_numba_cache.py.)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     _base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "tomo-tests-numba-cache")
     os.environ["NUMBA_CACHE_DIR"] = os.path.join(_base, os.environ["PYTEST_XDIST_WORKER"])

@@ -19,6 +19,10 @@ from typing import Any
 import numba as nb
 import numpy as np
 
+from . import numba_cache
+
+numba_cache.install()  # before the first compile: concurrent jobs must not mix up cached code
+
 _JIT: dict[str, Any] = dict(nogil=True, cache=True, fastmath=True, boundscheck=False, error_model="numpy")
 
 

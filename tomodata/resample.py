@@ -56,6 +56,10 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.spatial import ConvexHull, QhullError
 
+from . import numba_cache
+
+numba_cache.install()  # before the first compile: concurrent jobs must not mix up cached code
+
 __all__ = [
     "CubeFit",
     "to_cube",
