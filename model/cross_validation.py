@@ -11,8 +11,9 @@ in ``out``:
                  mean over its samples, t-interval over the species: the headline), ``fold`` (each
                  fold's mean of its species means, t-interval over the K folds) and ``sample``
 ``tests.csv``    metric, method_a, method_b, level, test, statistic, p, p_holm, n: paired tests per
-                 level (species: t and Wilcoxon; fold: t over the K fold means; sample: t), Holm over
-                 the first method's comparisons (:func:`model.eval_tables.holm_column`)
+                 level (species: t and Wilcoxon; fold: t and the corrected resampled t over the K fold
+                 means; sample: t), Holm over the first method's comparisons
+                 (:func:`model.eval_tables.holm_column`)
 ``species.csv``  method, species, metric, mean, n_samples, plus the species' ``fold``
 ``folds.csv``    fold, test species, val species, checkpoint step, and per method the fold's l2 / DSSIM
 ``summary.json`` all of that, the procedure in words and the species-level result without the
@@ -20,8 +21,10 @@ in ``out``:
                  own train species only (never evaluated before)
 
 Neither level is exact: the species level treats the species as independent, but the species of one
-fold share one network; the fold level averages that out but ignores that the K networks share most
-of their training data (no unbiased estimate of K-fold variance exists, Bengio & Grandvalet 2004).
+fold share one network; the fold level's plain t averages that out but ignores that the K networks
+share most of their training data (no unbiased estimate of K-fold variance exists, Bengio & Grandvalet
+2004); its corrected resampled t (Nadeau & Bengio 2003, :func:`model.stats.corrected_resampled_t`)
+widens the variance for that overlap: the conservative one of the three.
 The species level's unit is the held-out unit: a species label with several specimens is one unit
 (:func:`held_out_units`); the sample level counts each specimen's views.
 
@@ -162,9 +165,20 @@ def _fold_means(values: np.ndarray, units: np.ndarray, fold: np.ndarray, ks: np.
     return np.array([np.nanmean(ST.species_means(values[fold == f], units[fold == f])[1]) for f in ks])
 
 
-def _fold_level(per, units, fold, methods, *, level: float = CI_LEVEL) -> tuple[list[dict], list[dict]]:
+def _split_sizes(folds: list[dict], unit_of: dict[str, str]) -> tuple[float, float]:
+    """(n_train, n_test): the held-out units a fold trains on and tests, means over the folds (0 for
+    n_train where a summary has no ``splits``)."""
+    train = [len({unit_of.get(n, n) for n in (f["summary"].get("splits") or {}).get("train") or []}) for f in folds]
+    test = [len({unit_of.get(n, n) for n in f["summary"]["eval_species"]}) for f in folds]
+    return float(np.mean(train)), float(np.mean(test))
+
+
+def _fold_level(
+    per, units, fold, methods, sizes: tuple[float, float], *, level: float = CI_LEVEL
+) -> tuple[list[dict], list[dict]]:
     """summary and tests rows of the fold level: each fold's mean of its units' means; a pair of methods
-    is compared on the samples where both have a value."""
+    is compared on the samples where both have a value, by the paired t and the corrected resampled t
+    (:func:`model.stats.corrected_resampled_t` with ``sizes`` = (n_train, n_test))."""
     ks = np.unique(fold)
     summary = []
     for m in methods:
@@ -185,6 +199,15 @@ def _fold_level(per, units, fold, methods, *, level: float = CI_LEVEL) -> tuple[
                 tests.append(
                     dict(metric=k, method_a=a, method_b=b, level="fold", test="t", statistic=t, p=p, n=int(ok.sum()))
                 )
+                ct, cp = (math.nan, math.nan)
+                if sizes[0] > 0:
+                    ct, cp, _ = ST.corrected_resampled_t(x[ok], y[ok], n_train=sizes[0], n_test=sizes[1])
+                tests.append(
+                    dict(
+                        metric=k, method_a=a, method_b=b, level="fold", test="corrected t", statistic=ct, p=cp,
+                        n=int(ok.sum()),
+                    )
+                )  # fmt: skip
     return summary, tests
 
 
@@ -247,7 +270,8 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
     units = np.asarray([unit_of[n] for n in names.tolist()])
     tab = statistics_tables(per, units.tolist(), sample, n_views, methods=methods)  # species level: the held-out units
     smp = tab if np.array_equal(units, names) else statistics_tables(per, names, sample, n_views, methods=methods)
-    f_summary, f_tests = _fold_level(per, units, fold, methods)
+    sizes = _split_sizes(folds, unit_of)
+    f_summary, f_tests = _fold_level(per, units, fold, methods, sizes)
     summary = (
         [r for r in tab["summary"] if r["level"] == "species"]
         + f_summary
@@ -283,6 +307,7 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
         held_out_units={n: u for n, u in unit_of.items() if n != u},
         n_species=n_units,
         n_samples=int(names.size),
+        fold_sizes=dict(n_train=sizes[0], n_test=sizes[1]),
         methods=methods,
         means=_means(summary),
         tests=tests,
@@ -312,10 +337,14 @@ def _procedure(K: int, n_species: int, first: str) -> str:
         "specimens is one unit), the sample level's the specimen's view. "
         f"{statistics_text(n_species=n_species, first_method=first)} "
         f"Fold level (level=fold): each fold's mean of its test species' means, t-interval over the {K} folds "
-        "and paired t-tests on them. Neither level is exact: the species level treats the species as "
-        "independent, but the species a fold tests share one network, and the fold level averages that out "
-        "but still ignores that the K networks share most of their training data, so its interval is also "
-        "too narrow (no unbiased estimate of K-fold variance exists, Bengio & Grandvalet 2004). "
+        "and paired t-tests on them (test=t), and the corrected resampled t-test of Nadeau & Bengio (2003) on "
+        f"the same {K} differences (test='corrected t': variance factor 1/{K} + n_test/n_train instead of 1/{K}, "
+        "with the mean numbers of held-out units a fold tests and trains on, fold_sizes; df = K - 1). Neither "
+        "level is exact: the species level treats the species as independent, but the species a fold tests "
+        "share one network, and the fold level's plain t averages that out but still ignores that the K "
+        "networks share most of their training data, so its interval is also too narrow (no unbiased "
+        "estimate of K-fold variance exists, Bengio & Grandvalet 2004); the corrected t allows for that "
+        "overlap and is the conservative test. "
         "without_base_val: the species level without the store's own val species, on which settings were "
         "chosen before; base_train_only: only the store's own train species (never used for a choice nor "
         "evaluated as the run's own result)."

@@ -204,9 +204,17 @@ def test_pooled_statistics_match_a_direct_computation(folds, tmp_path):
     )
     assert row["p"].item() == pytest.approx(stats.ttest_rel(sp["ours"], sp["nn"]).pvalue)
     fold_means = m.groupby(["method", "fold", "species"])["l2"].mean().groupby(["method", "fold"]).mean().unstack(0)
-    row = tests.query("metric == 'l2' and method_a == 'ours' and method_b == 'nn' and level == 'fold'")
+    fold_rows = tests.query("metric == 'l2' and method_a == 'ours' and method_b == 'nn' and level == 'fold'")
+    row = fold_rows.query("test == 't'")
     assert row["p"].item() == pytest.approx(stats.ttest_rel(fold_means["ours"], fold_means["nn"]).pvalue)
     assert row["n"].item() == 3 and np.isfinite(row["p_holm"].item())
+    # the corrected resampled t: each fold trains on 2 species and tests 2 (6 species, 3 folds)
+    assert res["fold_sizes"] == {"n_train": 2.0, "n_test": 2.0}
+    d = fold_means["ours"] - fold_means["nn"]
+    t = d.mean() / np.sqrt((1 / 3 + 2 / 2) * d.var(ddof=1))
+    row = fold_rows.query("test == 'corrected t'")
+    assert row["statistic"].item() == pytest.approx(t) and row["p"].item() == pytest.approx(2 * stats.t.sf(abs(t), 2))
+    assert row["p"].item() > fold_rows.query("test == 't'")["p"].item() and np.isfinite(row["p_holm"].item())
     summary = pd.read_csv(tmp_path / "cv" / "summary.csv")
     assert list(summary["level"].unique()) == ["species", "fold", "sample"]
     species = pd.read_csv(tmp_path / "cv" / "species.csv")

@@ -191,3 +191,25 @@ def test_mean_ci():
     m, lo, hi, n = S.mean_ci(x)
     assert (m, n) == (2.5, 4) and hi - m == pytest.approx(3.182446305 * np.std(x[:4], ddof=1) / 2)
     assert math.isnan(S.mean_ci([1.0])[1]) and S.mean_ci([])[3] == 0
+
+
+def test_corrected_resampled_t_by_hand():
+    a, b = np.array([5.0, 6.0, 7.0, 8.0, 9.0]), np.array([4.0, 4.0, 4.0, 4.0, 4.0])  # d = 1..5
+    t, p, J = S.corrected_resampled_t(a, b, n_train=30, n_test=10)
+    want = 3.0 / math.sqrt((1 / 5 + 10 / 30) * 2.5)  # mean 3, var 2.5
+    assert J == 5 and t == pytest.approx(want) and p == pytest.approx(2 * stats.t.sf(want, 4))
+    # no overlap term: the plain paired t; the term only widens the variance (larger p)
+    t0, p0, _ = S.corrected_resampled_t(a, b, n_train=1e300, n_test=1e-300)
+    plain = stats.ttest_rel(a, b)
+    assert t0 == pytest.approx(plain.statistic) and p0 == pytest.approx(plain.pvalue) and p > p0
+    assert S.corrected_resampled_t(b, a, n_train=30, n_test=10)[0] == pytest.approx(-want)
+
+
+def test_corrected_resampled_t_edges():
+    nan_t, nan_p, n = S.corrected_resampled_t([1.0, 2.0], [1.0, 2.0], n_train=3, n_test=1)
+    assert math.isnan(nan_t) and math.isnan(nan_p) and n == 2
+    assert math.isnan(S.corrected_resampled_t([1.0], [0.0], n_train=3, n_test=1)[1])  # one split
+    assert S.corrected_resampled_t([2.0, 3.0], [1.0, 2.0], n_train=3, n_test=1)[:2] == (math.inf, 0.0)
+    assert S.corrected_resampled_t([1.0, 2.0, np.nan], [0.0, 0.5, 1.0], n_train=3, n_test=1)[2] == 2  # NaN dropped
+    with pytest.raises(ValueError, match="positive"):
+        S.corrected_resampled_t([1.0, 2.0], [0.0, 0.0], n_train=0, n_test=1)
