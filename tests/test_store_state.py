@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from tomodata.cli.stores import cmd_render_species
 from tomodata.fetch_markers import stale_fetch_records
 from tomodata.store import SPEC_VERSION, open_store, validate_store, write_species
 from tomodata.store import write as store_write
-from tomodata.store_markers import restore_settings_file, stale_markers, store_fingerprint
+from tomodata.store_markers import stale_markers, store_fingerprint, sync_settings_file
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
@@ -137,6 +138,40 @@ def test_lost_settings_file_is_written_back_unless_the_settings_changed(built, t
         [("render_species", i) for i in ids]
         + [("previews", None), ("store_create", None), ("store_finalize", None), ("store_settings", None)]
     )
+
+
+def test_changed_setting_remakes_the_store_without_snakemakes_records(built, tmp_path):
+    """With .snakemake/ deleted a changed dataset setting re-ran nothing ("Nothing to be done": the params
+    trigger reads Snakemake's records). Now the settings file is written with the config's settings and
+    dated after the markers: the store and every species are made again. Dry runs remove nothing, and a
+    config changed back has nothing to do; the real run makes the store with the new setting."""
+    base, ids = built
+    shutil.copytree(base, tmp_path / "c", symlinks=True)
+    work = tmp_path / "c" / "w"
+    config = work / "config.yaml"
+    smk(work, "--cores", "2", "--configfile", str(config))  # the copy moved the sources: re-fetch
+    shutil.rmtree(work / ".snakemake")
+    cfg = yaml.safe_load(config.read_text())
+    chi = float(cfg["dataset"]["chi"])
+    cfg["dataset"]["chi"] = chi / 2
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rerun = sorted(
+        [("render_species", i) for i in ids] + [("previews", None), ("store_create", None), ("store_finalize", None)]
+    )
+    text = smk(work, "-n", "--configfile", str(config)).stdout
+    assert f"dataset.settings.json held other settings than the config (chi: file {chi}, config {chi / 2})" in text
+    for _ in range(2):  # a second dry run: the same jobs, no marker removed
+        assert planned_jobs(work, "--configfile", str(config)) == rerun
+    assert len(list((work / "results/st/species").glob("*.done.json"))) == len(ids)
+    cfg["dataset"]["chi"] = chi  # changed back: nothing to do
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert "but the store holds the config's" in smk(work, "-n", "--configfile", str(config)).stdout
+    assert planned_jobs(work, "--configfile", str(config)) == []
+    cfg["dataset"]["chi"] = chi / 2
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    smk(work, "--cores", "2", "--configfile", str(config))
+    assert json.loads((work / "results/st/dataset.zarr/zarr.json").read_text())["attributes"]["chi"] == chi / 2
+    assert planned_jobs(work, "--configfile", str(config)) == []
 
 
 def test_lost_fetched_scan_loses_its_record_and_is_fetched_when_asked(built, tmp_path):
@@ -246,21 +281,35 @@ def test_store_with_other_settings_makes_every_marker_stale(tmp_path):
         assert f"n_views: store {tu.N + 1}, settings {tu.N}" in got[str(m["created"])]
 
 
-def test_restore_settings_file_unit(tmp_path):
-    """restore_settings_file writes the record back only where the file is gone, some marker exists
-    and the store holds exactly those settings; dated 1 s before the oldest marker."""
+def test_sync_settings_file_unit(tmp_path):
+    """sync_settings_file makes the file hold the config's record; dated 1 s before the oldest marker
+    where the store holds that record (gone, or changed back), now where it does not (changed)."""
     store, m = _built(tmp_path)
     path = tmp_path / "settings.json"
     record = json.loads(_settings_file(path, tu.N).read_text())
+    other = record | {"n_views": tu.N + 1}
     markers = [m["created"], *m["done"].values()]
-    assert restore_settings_file(path, store, record, markers) is None  # not gone
+    oldest = min(p.stat().st_mtime for p in markers)
+    assert sync_settings_file(path, store, record, markers) is None  # the same settings: nothing
     path.unlink()
-    assert restore_settings_file(path, store, record | {"n_views": tu.N + 1}, markers) is None
-    assert restore_settings_file(path, store, record, [tmp_path / "none.json"]) is None  # no marker
+    assert sync_settings_file(path, store, other, markers) is None  # gone, store of others: its job writes it
+    assert sync_settings_file(path, store, record, [tmp_path / "none.json"]) is None  # no marker
     assert not path.exists()
-    assert "written again" in restore_settings_file(path, store, record, markers)
-    assert json.loads(path.read_text()) == record
-    assert path.stat().st_mtime == pytest.approx(min(p.stat().st_mtime for p in markers) - 1)
+    assert "written again" in sync_settings_file(path, store, record, markers)
+    assert json.loads(path.read_text()) == record and path.stat().st_mtime == pytest.approx(oldest - 1)
+    # the config changed (Snakemake's records may be lost): written, newer than every marker
+    message = sync_settings_file(path, store, other, markers)
+    assert f"n_views: file {tu.N}, config {tu.N + 1}" in message and "made again" in message
+    assert json.loads(path.read_text()) == other and path.stat().st_mtime > max(p.stat().st_mtime for p in markers)
+    assert sync_settings_file(path, store, other, markers) is None  # a second look: nothing more
+    # changed back: the store's own settings again, dated as before (nothing re-renders)
+    assert "the store holds the config's" in sync_settings_file(path, store, record, markers)
+    assert json.loads(path.read_text()) == record and path.stat().st_mtime == pytest.approx(oldest - 1)
+    # the config's settings dated before the markers of a store of others (replaced by hand): dated now
+    path.write_text(json.dumps(other))
+    os.utime(path, (oldest - 5, oldest - 5))
+    assert "dated now" in sync_settings_file(path, store, other, markers)
+    assert path.stat().st_mtime > max(p.stat().st_mtime for p in markers)
 
 
 def test_store_with_another_species_table_makes_created_stale(tmp_path):

@@ -36,7 +36,8 @@ __all__ = [
     "store_fingerprint",
     "settings_differences",
     "settings_record",
-    "restore_settings_file",
+    "settings_file_changes",
+    "sync_settings_file",
     "expected_chunk_files",
     "species_file_problem",
 ]
@@ -95,20 +96,70 @@ def settings_record(settings: StoreSettings, spec_version: str) -> dict:
     return {"spec_version": spec_version, **{k: s[k] for k in keys}}
 
 
-def restore_settings_file(path, store, record: dict, markers: list) -> str | None:
-    """Write the settings file ``path`` (``dataset.settings.json``) back where it is gone while the
-    ``store`` holds exactly the settings ``record`` (the run's, :func:`settings_record`) and some of
-    ``markers`` exist; dated 1 s before the oldest of them, so that the jobs that read it (store
-    creation, every species' render) do not re-run for it. A message saying so, or None (nothing
-    gone, or another store: then the workflow writes it anew and renders as it must)."""
+def sync_settings_file(path, store, record: dict, markers: list) -> str | None:
+    """Make the settings file ``path`` (``dataset.settings.json``) hold ``record``, the config's
+    settings (:func:`settings_record`), before the DAG is built; what its job (``tomo store-settings``)
+    would write, dated so that exactly the work the change needs is redone:
+
+    * it holds ``record`` already: nothing;
+    * the ``store`` holds exactly ``record`` and some of ``markers`` exist (the file was deleted, or a
+      changed setting was changed back): written, dated 1 s before the oldest marker, so that the jobs
+      that read it (store creation, every species' render) do not re-run for it;
+    * it holds other settings and the store is not ``record``'s: written now, newer than every
+      marker, so that the store and everything after it are made again by date, also where
+      Snakemake's params records (under ``.snakemake/``) are lost;
+    * it is gone and the store is not ``record``'s: nothing (its job writes it, and all after runs);
+    * it holds ``record``, the store is another's, and it is not newer than every marker: dated now.
+
+    So its date says whether the store holds the config's settings (older than the markers) or not
+    (newer), whatever happened before: a dry run after a config change writes it, and changing the
+    config back writes it back, dated as before.
+
+    Returns a message saying what was done, or None."""
     path = Path(path)
+    have = _json(path) if path.exists() else None
     dates = [p.stat().st_mtime for p in map(Path, markers) if p.exists()]
-    root = None if path.exists() or not dates else _attrs(Path(store) / "zarr.json")
-    if root is None or _store_settings(root) != record:
+    root = _attrs(Path(store) / "zarr.json") if dates else None
+    if have == record:
+        if root is None or _store_settings(root) == record or path.stat().st_mtime > max(dates):
+            return None
+        os.utime(path)  # the config's settings, older than markers of a store of others: made newer
+        return f"{path} holds the config's settings but the store others: dated now, so that the store is made again"
+    gone = not path.exists()
+    changes = [] if gone else settings_file_changes(path, record)
+    if root is not None and _store_settings(root) == record:
+        write_json(path, record)  # as tomo store-settings writes it
+        os.utime(path, (min(dates) - 1, min(dates) - 1))
+        if gone:
+            return (
+                f"{path} was gone: written again from the store's settings, which are the run's "
+                "(no species re-rendered)"
+            )
+        return (
+            f"{path} held other settings than the config ({'; '.join(changes)}), but the store holds the config's: "
+            "written with them, dated before the markers (no species re-rendered)"
+        )
+    if gone:
         return None
-    write_json(path, record)  # as tomo store-settings writes it
-    os.utime(path, (min(dates) - 1, min(dates) - 1))
-    return f"{path} was gone: written again from the store's settings, which are the run's (no species re-rendered)"
+    write_json(path, record)
+    return (
+        f"{path} held other settings than the config ({'; '.join(changes)}): written with the config's, so that "
+        "the store, every species and everything after them are made again"
+    )
+
+
+def settings_file_changes(path, record: dict) -> list[str]:
+    """What differs between the settings file ``path`` (``dataset.settings.json``, as ``tomo
+    store-settings`` wrote it) and the run's settings ``record`` (:func:`settings_record` of the
+    config's), one ``"key: file V, config W"`` line each; ``[]`` where the file is missing (its job
+    runs anyway) or holds the same settings; one line where it is not a JSON object."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    have = _json(path)
+    if have is None:
+        return [f"{path} is not a JSON object"]
+    return [f"{k}: file {have.get(k)!r}, config {v!r}" for k, v in record.items() if have.get(k) != v]
 
 
 def store_fingerprint(store) -> dict:

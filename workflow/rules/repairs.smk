@@ -6,8 +6,8 @@
 #   forget_stale_markers()       markers whose store state is gone, fetch records whose file is gone:
 #                                removed (here, after common.smk)
 #   forget_unreadable_summary()  an eval/summary.json that is not JSON: removed (here)
-#   restore_lost_settings()      a deleted dataset.settings.json of a store with the run's settings:
-#                                written back, dated before the markers (here)
+#   sync_settings()              dataset.settings.json made to hold the config's settings: dated before
+#                                the markers where the store holds them, else now (here)
 #   forget_incomplete_folders()  folder outputs that lost a file: removed (Snakefile, after every rule file)
 #   restore_lost_val_log()       a finished run's deleted val_log.csv: written back from last.pt (Snakefile)
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from tomodata.fetch_markers import stale_fetch_records
 from tomodata.folder_contents import contents_problem
 from tomodata.store import SPEC_VERSION
-from tomodata.store_markers import restore_settings_file, settings_record, stale_markers
+from tomodata.store_markers import settings_file_changes, settings_record, stale_markers, sync_settings_file
 from tomodata.store_settings import StoreSettings
 
 
@@ -30,9 +30,12 @@ def forget_stale_markers():
     exactly that part is redone (tomodata.store_markers, tomodata.fetch_markers)."""
     if not workflow.is_main_process:
         return
+    # the store's settings are compared with those dataset.created.json recorded, not with the settings
+    # file: the file holds the config's (sync_settings), and a store of other settings than the config's
+    # is still what its markers say; the file's date re-makes it (a dry run after a config change must
+    # not remove the markers that changing the config back would need)
     stale = stale_markers(STORE, created=f"{RESULTS}/dataset.created.json", final=f"{RESULTS}/dataset.final.json",
-                          done={sid: f"{RESULTS}/species/{sid}.done.json" for sid in IDS},
-                          settings=f"{RESULTS}/dataset.settings.json")
+                          done={sid: f"{RESULTS}/species/{sid}.done.json" for sid in IDS})
     for path, why in stale:
         # also under --dry-run: the marker vouches for state that is gone, and only its removal lets the
         # dry run list the jobs that redo it (docs/workflow.md, "The store's state is the truth")
@@ -76,24 +79,41 @@ def forget_unreadable_summary():
 
 forget_unreadable_summary()
 
-def restore_lost_settings():
-    """A deleted dataset.settings.json is written back where the store holds the run's settings: the
-    store_settings job would write it anew, and its new date would re-render every species (hours at
-    the paper's size) and re-run everything after them. Another store (settings changed): nothing is
-    written, the job runs and every species is rendered again, as it must."""
+def sync_settings():
+    """dataset.settings.json is made to hold the config's dataset settings before the DAG is built
+    (tomodata.store_markers.sync_settings_file), dated so that exactly the work a change needs is
+    redone: deleted, or changed back to what the store holds: written, dated before the markers
+    (nothing re-renders; before, its job wrote it anew and every species rendered again); other
+    settings than the store's: written now, so that the store and everything after it are made again
+    by date. Snakemake sees a changed setting through its params records under .snakemake/ alone, so
+    where those were lost a changed setting re-ran nothing ("Nothing to be done") and the results kept
+    settings the config no longer stated. Also under --dry-run: the file is a function of the config
+    and the store, so a config changed back leaves it as it was. Left alone while a Snakemake run holds
+    the workspace (.snakemake/locks): that run's jobs read it."""
     if not workflow.is_main_process:
         return
+    path = f"{RESULTS}/dataset.settings.json"
+    locks = Path(".snakemake/locks")
+    if locks.is_dir() and any(locks.iterdir()):
+        if settings_file_changes(path, _run_settings_record()):
+            logger.warning(f"{path} holds other dataset settings than the config, but a Snakemake run holds this "
+                           "workspace (.snakemake/locks): the file is left as it is; run again once it has ended")
+        return
+    markers = [f"{RESULTS}/dataset.created.json", *[f"{RESULTS}/species/{sid}.done.json" for sid in IDS]]
+    message = sync_settings_file(path, STORE, _run_settings_record(), markers)
+    if message:
+        logger.warning(f"{message} (also under --dry-run)")
+
+
+def _run_settings_record():
+    """The config's dataset settings as tomo store-settings writes them (dataset.settings.json)."""
     settings = StoreSettings(chi=float(DATASET["chi"]), steps=DATASET["steps"], image_size=DATASET["image_size"],
                              volume_size=DATASET["volume_size"], n_views=DATASET["n_views"],
                              view_seed=DATASET["view_seed"], image_encoding=DATASET["encoding"])
-    markers = [f"{RESULTS}/dataset.created.json", *[f"{RESULTS}/species/{sid}.done.json" for sid in IDS]]
-    message = restore_settings_file(f"{RESULTS}/dataset.settings.json", STORE, settings_record(settings, SPEC_VERSION),
-                                    markers)
-    if message:
-        logger.warning(message)
+    return settings_record(settings, SPEC_VERSION)
 
 
-restore_lost_settings()
+sync_settings()
 
 
 def forget_incomplete_folders():
