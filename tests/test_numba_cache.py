@@ -32,9 +32,9 @@ def f(x):
 # One process that compiles toy.f for one argument type while the other does. numba's save is slowed
 # inside its race window (1 s after reading the index; the int64 process also waits 2 s before writing
 # its data file), which without the lock leaves the index of one and the code of the other (checked by
-# hand on numba 0.68.1: f(5.5) then returns 16 from the cache). Both start compiling together (a
-# barrier on files) and record when they enter and leave save, outside the lock, so the test can see
-# that the two saves really overlapped.
+# hand on numba 0.68.1: f(5.5) then returns 16 from the cache, or the float64 entry is lost). Both
+# start compiling together and enter save together (barriers on files, outside the lock) and record
+# when they enter and leave it, so the test can see that the two saves really overlapped.
 CHILD = """
 import json, os, sys, time
 import numpy as np
@@ -56,6 +56,9 @@ if os.environ["LOCK"] == "1":
 locked_save, times = caching.IndexDataCacheFile.save, {}
 def timed_save(self, key, data):
     times["enter"] = time.time()
+    open(sys.argv[1] + ".saving", "w").close()  # both enter save before either goes on: they overlap
+    while not all(os.path.exists(k + ".saving") for k in ("int", "float")):
+        time.sleep(0.01)
     try:
         return locked_save(self, key, data)
     finally:
@@ -147,3 +150,39 @@ def test_the_lock_file_sits_beside_the_index(tmp_path):
         "k.f-1.py311.nbi",
         "k.f-1.py311.nbi.lock",
     ]
+
+
+def test_the_data_file_is_written_before_the_index_that_names_it(tmp_path, monkeypatch):
+    """numba writes the index first: a process loading in between read whatever data file an older
+    source or numba version left under that name."""
+    assert numba_cache.install()
+    cache = caching.IndexDataCacheFile(str(tmp_path), "k.f-1.py311", (0.0, 0))
+    (tmp_path / "k.f-1.py311.1.nbc").write_bytes(b"left by an older source")
+    seen = []
+    save_index = caching.IndexDataCacheFile._save_index
+
+    def watching(self, overloads):
+        seen.append((tmp_path / "k.f-1.py311.1.nbc").read_bytes() != b"left by an older source")
+        return save_index(self, overloads)
+
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_save_index", watching)
+    cache.save(("sig",), b"new code")
+    assert seen == [True]  # the new data was in place when the index naming it was written
+    assert cache.load(("sig",)) == b"new code"
+
+
+def test_a_lock_held_too_long_is_passed_after_one_warning(tmp_path, monkeypatch):
+    """A process stopped while saving (Ctrl-Z) must not stall every other first compile."""
+    assert numba_cache.install()
+    monkeypatch.setattr(numba_cache, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(numba_cache, "_warned", set())
+    cache = caching.IndexDataCacheFile(str(tmp_path), "k.f-1.py311", (0.0, 0))
+    cache.save(("a",), b"code a")  # makes the index and its lock file
+    holder = os.open(str(tmp_path / "k.f-1.py311.nbi.lock"), os.O_RDWR)
+    try:
+        numba_cache.fcntl.flock(holder, numba_cache.fcntl.LOCK_EX)  # another open file: flock conflicts
+        with pytest.warns(RuntimeWarning, match=r"held by another process for over 0.3 s"):
+            cache.save(("b",), b"code b")
+    finally:
+        os.close(holder)
+    assert cache.load(("a",)) == b"code a" and cache.load(("b",)) == b"code b"

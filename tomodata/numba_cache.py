@@ -12,10 +12,14 @@ float64 at once returned ``f(5.5) = 16`` from the cache ever after (tests/test_n
 numba's maintainers name a file lock as the fix of the related gufunc race (numba#10128).
 
 :func:`install` wraps ``save`` and ``flush`` in an exclusive ``fcntl.flock`` on ``NAME.nbi.lock``
-beside the index, so read-index / choose-name / write-index / write-data is one step per function.
-Loading needs no lock (numba writes both files by atomic rename and treats a missing data file as a
-miss). Where the file system refuses locks (Lustre without ``-o flock``) the save goes on unlocked
-after one warning: set ``NUMBA_CACHE_DIR`` to a node-local folder there.
+beside the index, so read-index / choose-name / write-data / write-index is one step per function,
+and ``save`` writes the data file before the index that names it (numba writes the index first: a
+process loading in between could read a data file that an older source or numba left under that
+name). Loading then needs no lock: both files are replaced by atomic rename, and a name in an index
+always has its data. Where the file system refuses locks (Lustre without ``-o flock``), or another
+process holds the lock over :data:`LOCK_WAIT_S` (stopped while saving), the save goes on unlocked
+after one warning; NFS mounted ``nolock`` or ``local_lock=flock`` gives node-local locks without an
+error. There, set ``NUMBA_CACHE_DIR`` to a node-local folder.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import contextlib
 import errno
 import fcntl
 import functools
+import itertools
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,41 +41,83 @@ __all__ = ["install", "installed"]
 
 _MARK = "_tomo_cache_lock"
 _warned: set[str] = set()
+#: seconds a save waits for another process's lock before it goes on unlocked (with a warning): a
+#: process stopped while saving (Ctrl-Z) must not stall every other first compile of that function
+LOCK_WAIT_S = 300.0
+_POLL_S = 0.05
+
+
+def _open_lock(path: str) -> int:
+    """A descriptor of the lock file (created if missing; read-only where another user made it)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY)  # flock works on any open descriptor
 
 
 @contextlib.contextmanager
 def _locked(index_path: str) -> Iterator[None]:
-    """Hold an exclusive flock on ``index_path + '.lock'`` (created if missing) for the block."""
+    """Hold an exclusive flock on ``index_path + '.lock'`` for the block; unlocked, after one warning
+    per folder, where the file cannot be opened or locked or another process holds it over
+    :data:`LOCK_WAIT_S`."""
     path = index_path + ".lock"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock(path)
     except OSError as e:  # numba's own save will meet the same folder and report it
-        _warn_once(path, e)
+        _warn_once(path, e.strerror or str(e))
         yield
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as e:
-            if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            _warn_once(path, e)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    _warn_once(path, f"held by another process for over {LOCK_WAIT_S:g} s")
+                    break
+                time.sleep(_POLL_S)
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                _warn_once(path, e.strerror or str(e))
+                break
         yield
     finally:
         os.close(fd)  # closing releases the lock
 
 
-def _warn_once(path: str, error: OSError) -> None:
+def _warn_once(path: str, why: str) -> None:
     folder = os.path.dirname(path)
     if folder in _warned:
         return
     _warned.add(folder)
     warnings.warn(
-        f"numba cache {folder}: no file lock ({error.strerror or error}); processes that compile the "
-        "same function at once can mix up its cached code: set NUMBA_CACHE_DIR to a local folder",
+        f"numba cache {folder}: no file lock ({why}); processes that compile the same function at once "
+        "can mix up its cached code: set NUMBA_CACHE_DIR to a local folder",
         RuntimeWarning,
         stacklevel=4,
     )
+
+
+def _save(self: caching.IndexDataCacheFile, key: Any, data: Any) -> None:
+    """numba's ``IndexDataCacheFile.save`` with the data file written before the index that names it
+    (numba writes the index first: a process loading in between read a data file left by an older
+    source or numba version under that name). Called under the lock."""
+    overloads = self._load_index()
+    data_name = overloads.get(key)
+    if data_name is None:
+        existing = set(overloads.values())
+        data_name = next(n for n in map(self._data_name, itertools.count(1)) if n not in existing)
+        self._save_data(data_name, data)
+        overloads[key] = data_name
+        self._save_index(overloads)
+    else:
+        self._save_data(data_name, data)
+
+
+_NEEDS = ("save", "flush", "_load_index", "_save_index", "_save_data", "_data_name")
 
 
 def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,7 +125,7 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
     def locked(self: caching.IndexDataCacheFile, *args: Any, **kwargs: Any) -> Any:
         index_path = getattr(self, "_index_path", None)
         if not isinstance(index_path, str):  # a numba whose cache file keeps its path elsewhere
-            _warn_once(os.path.join(str(getattr(self, "_cache_path", "?")), "?"), OSError("index path unknown"))
+            _warn_once(os.path.join(str(getattr(self, "_cache_path", "?")), "?"), "index path unknown")
             return method(self, *args, **kwargs)
         with _locked(index_path):
             return method(self, *args, **kwargs)
@@ -93,7 +141,7 @@ def installed() -> bool:
 
 
 def install() -> bool:
-    """Put the lock around ``IndexDataCacheFile.save`` and ``.flush`` (idempotent).
+    """Put the lock around ``IndexDataCacheFile.save`` (data before index) and ``.flush`` (idempotent).
 
     Returns False, with a warning, when this numba has no such class or methods (the lock is then
     missing: concurrent first compiles are unsafe as in plain numba).
@@ -101,16 +149,14 @@ def install() -> bool:
     if installed():
         return True
     cls = getattr(caching, "IndexDataCacheFile", None)
-    if cls is None or not all(callable(getattr(cls, m, None)) for m in ("save", "flush")):
+    if cls is None or not all(callable(getattr(cls, m, None)) for m in _NEEDS):
         warnings.warn(
-            "numba.core.caching.IndexDataCacheFile.save/flush not found: numba's cache writes are not "
-            "locked (tomodata.numba_cache); concurrent first compiles may mix up cached code",
+            "numba.core.caching.IndexDataCacheFile is not the one tomodata.numba_cache was written for: "
+            "numba's cache writes are not locked; concurrent first compiles may mix up cached code",
             RuntimeWarning,
             stacklevel=2,
         )
         return False
-    for name in ("save", "flush"):
-        method = getattr(cls, name)
-        if not getattr(method, _MARK, False):
-            setattr(cls, name, _wrap(method))
+    cls.save = _wrap(_save)
+    cls.flush = _wrap(cls.flush)
     return True
