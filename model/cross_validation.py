@@ -200,7 +200,7 @@ def _fold_level(
                     dict(metric=k, method_a=a, method_b=b, level="fold", test="t", statistic=t, p=p, n=int(ok.sum()))
                 )
                 ct, cp = (math.nan, math.nan)
-                if sizes[0] > 0:
+                if sizes[0] > 0 and sizes[1] > 0:
                     ct, cp, _ = ST.corrected_resampled_t(x[ok], y[ok], n_train=sizes[0], n_test=sizes[1])
                 tests.append(
                     dict(

@@ -231,10 +231,11 @@ def corrected_resampled_t(a, b, *, n_train: float, n_test: float) -> tuple[float
     (var with J − 1 degrees of freedom), two-sided p from Student's t with J − 1 df. The plain paired
     t (``ttest_rel``) has 1/J alone: it ignores that the J networks share most of their training data,
     which makes the split scores correlated and its p too small; the n_test/n_train term is the
-    correction's model of that correlation (for K-fold CV 1/(K − 1): the variance term grows from
-    1/K to 1/K + 1/(K − 1)). Not exact either, but conservative where the plain test is not (Nadeau &
-    Bengio 2003; Bouckaert & Frank 2004). NaN t and p for J < 2 or all differences equal to zero;
-    t = ±inf, p = 0 for equal non-zero differences (as ``ttest_rel``)."""
+    correction's model of that correlation (for plain K-fold CV n_test/n_train = 1/(K − 1); where a
+    fold also holds out a val part, n_train is smaller and the correction larger). Not exact either,
+    but conservative where the plain test is not (Nadeau & Bengio 2003; Bouckaert & Frank 2004).
+    NaN t and p for J < 2 or all differences equal to zero; t = ±inf, p = 0 for equal non-zero
+    differences (as ``ttest_rel``)."""
     d = np.asarray(a, dtype=np.float64).ravel() - np.asarray(b, dtype=np.float64).ravel()
     d = d[np.isfinite(d)]
     J = int(d.size)

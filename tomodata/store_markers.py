@@ -137,7 +137,7 @@ def sync_settings_file(path, store, record: dict, markers: list) -> str | None:
             )
         return (
             f"{path} held other settings than the config ({'; '.join(changes)}), but the store holds the config's: "
-            "written with them, dated before the markers (no species re-rendered)"
+            "written with them, dated before the markers (the store is not made again for it)"
         )
     if gone:
         return None

@@ -89,20 +89,34 @@ def sync_settings():
     where those were lost a changed setting re-ran nothing ("Nothing to be done") and the results kept
     settings the config no longer stated. Also under --dry-run: the file is a function of the config
     and the store, so a config changed back leaves it as it was. Left alone while a Snakemake run holds
-    the workspace (.snakemake/locks): that run's jobs read it."""
+    the file (it lists it in .snakemake/locks): that run's jobs read it."""
     if not workflow.is_main_process:
         return
     path = f"{RESULTS}/dataset.settings.json"
-    locks = Path(".snakemake/locks")
-    if locks.is_dir() and any(locks.iterdir()):
+    if _held_by_a_run(path):
         if settings_file_changes(path, _run_settings_record()):
-            logger.warning(f"{path} holds other dataset settings than the config, but a Snakemake run holds this "
-                           "workspace (.snakemake/locks): the file is left as it is; run again once it has ended")
+            logger.warning(f"{path} holds other dataset settings than the config, but a Snakemake run of this "
+                           "workspace holds it (.snakemake/locks): left as it is; run again once that run has "
+                           "ended (after a killed run: snakemake --unlock)")
         return
     markers = [f"{RESULTS}/dataset.created.json", *[f"{RESULTS}/species/{sid}.done.json" for sid in IDS]]
     message = sync_settings_file(path, STORE, _run_settings_record(), markers)
     if message:
         logger.warning(f"{message} (also under --dry-run)")
+
+
+def _held_by_a_run(path):
+    """Whether a running Snakemake of this workspace lists ``path`` among its files (its lock files,
+    .snakemake/locks/N.input.lock and N.output.lock, one path per line; runs of other targets may
+    share the workspace)."""
+    names = {path, os.path.abspath(path)}
+    for lock in Path(".snakemake/locks").glob("*.lock"):
+        try:
+            if names & set(lock.read_text(encoding="utf-8").splitlines()):
+                return True
+        except (OSError, UnicodeDecodeError):
+            continue
+    return False
 
 
 def _run_settings_record():
