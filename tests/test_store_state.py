@@ -169,6 +169,15 @@ def test_changed_setting_remakes_the_store_without_snakemakes_records(built, tmp
     assert planned_jobs(work, "--configfile", str(config)) == []
     cfg["dataset"]["chi"] = chi / 2
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # while a running Snakemake of this workspace lists the file in its locks, it is left as it is
+    settings = work / "results/st/dataset.settings.json"
+    before = settings.read_bytes()
+    locks = work / ".snakemake/locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "0.input.lock").write_text("resources/st/cubes/x.npz\nresults/st/dataset.settings.json\n")
+    assert "left as it is" in smk(work, "-n", "--configfile", str(config)).stdout
+    assert settings.read_bytes() == before
+    shutil.rmtree(locks)
     smk(work, "--cores", "2", "--configfile", str(config))
     assert json.loads((work / "results/st/dataset.zarr/zarr.json").read_text())["attributes"]["chi"] == chi / 2
     assert planned_jobs(work, "--configfile", str(config)) == []
