@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -146,6 +147,22 @@ def cmd_cv_summary(a) -> int:
                     if k != "mse"
                 )
             )
+    first = res["methods"][0]
+    print(f"{first} against each method, Holm-adjusted p: paired t on the species means / corrected t on the folds")
+    for metric in ("l2", "dssim"):
+        p = {
+            (r["method_b"], r["level"], r["test"]): r["p_holm"]
+            for r in res["tests"]
+            if r["metric"] == metric and r["method_a"] == first
+        }
+        means = {m: v[metric]["mean"] for m, v in res["means"]["species"].items()}
+        pairs = [
+            f"{m} {p[(m, 'species', 't')]:.2g} / {p.get((m, 'fold', 'corrected t'), math.nan):.2g}"
+            + (f" ({first} worse)" if means[first] > means[m] else "")
+            for m in res["methods"][1:]
+            if (m, "species", "t") in p
+        ]
+        print(f"  {metric:6} " + "  ".join(pairs))
     print(f"tables in {a.output}")
     return 0
 

@@ -229,6 +229,16 @@ def test_pooled_statistics_match_a_direct_computation(folds, tmp_path):
     assert json.loads((tmp_path / "cv" / "summary.json").read_text())["folds"] == 3
 
 
+def test_cli_prints_the_means_and_the_first_methods_tests(folds, tmp_path, capsys):
+    assert main(["cv-summary", *map(str, folds), "-o", str(tmp_path / "cv")]) == 0
+    out = capsys.readouterr().out
+    tests = pd.read_csv(tmp_path / "cv" / "tests.csv").query("metric == 'l2' and method_a == 'ours'")
+    species = tests.query("method_b == 'nn' and level == 'species' and test == 't'")["p_holm"].item()
+    fold = tests.query("method_b == 'nn' and level == 'fold' and test == 'corrected t'")["p_holm"].item()
+    assert "3 folds, 6 species each tested once" in out and "corrected t on the folds" in out
+    assert f"nn {species:.2g} / {fold:.2g}" in out.split("l2     ", 1)[1].splitlines()[0]
+
+
 def test_pooling_refuses_what_is_not_every_fold_once(folds, base, tmp_path):
     with pytest.raises(ValueError, match=r"folds 0..2 are needed once each, got folds \[0, 1\]"):
         pool_folds(folds[:2], tmp_path / "a")
