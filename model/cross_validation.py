@@ -166,9 +166,9 @@ def _fold_means(values: np.ndarray, units: np.ndarray, fold: np.ndarray, ks: np.
 
 
 def _split_sizes(folds: list[dict], unit_of: dict[str, str]) -> tuple[float, float]:
-    """(n_train, n_test): the held-out units a fold trains on and tests, means over the folds (0 for
-    n_train where a summary has no ``splits``)."""
-    train = [len({unit_of.get(n, n) for n in (f["summary"].get("splits") or {}).get("train") or []}) for f in folds]
+    """(n_train, n_test): the held-out units a fold trains on and tests, means over the folds (a fold's
+    summary has the splits of its view: :func:`_read_fold` checks them)."""
+    train = [len({unit_of.get(n, n) for n in f["summary"]["splits"]["train"]}) for f in folds]
     test = [len({unit_of.get(n, n) for n in f["summary"]["eval_species"]}) for f in folds]
     return float(np.mean(train)), float(np.mean(test))
 
@@ -199,9 +199,7 @@ def _fold_level(
                 tests.append(
                     dict(metric=k, method_a=a, method_b=b, level="fold", test="t", statistic=t, p=p, n=int(ok.sum()))
                 )
-                ct, cp = (math.nan, math.nan)
-                if sizes[0] > 0 and sizes[1] > 0:
-                    ct, cp, _ = ST.corrected_resampled_t(x[ok], y[ok], n_train=sizes[0], n_test=sizes[1])
+                ct, cp, _ = ST.corrected_resampled_t(x[ok], y[ok], n_train=sizes[0], n_test=sizes[1])
                 tests.append(
                     dict(
                         metric=k, method_a=a, method_b=b, level="fold", test="corrected t", statistic=ct, p=cp,

@@ -126,7 +126,7 @@ def sync_settings_file(path, store, record: dict, markers: list) -> str | None:
         os.utime(path)  # the config's settings, older than markers of a store of others: made newer
         return f"{path} holds the config's settings but the store others: dated now, so that the store is made again"
     gone = not path.exists()
-    changes = [] if gone else settings_file_changes(path, record)
+    changes = [] if gone else _changes(path, have, record)
     if root is not None and _store_settings(root) == record:
         write_json(path, record)  # as tomo store-settings writes it
         os.utime(path, (min(dates) - 1, min(dates) - 1))
@@ -154,9 +154,11 @@ def settings_file_changes(path, record: dict) -> list[str]:
     config's), one ``"key: file V, config W"`` line each; ``[]`` where the file is missing (its job
     runs anyway) or holds the same settings; one line where it is not a JSON object."""
     path = Path(path)
-    if not path.exists():
-        return []
-    have = _json(path)
+    return _changes(path, _json(path), record) if path.exists() else []
+
+
+def _changes(path: Path, have: dict | None, record: dict) -> list[str]:
+    """:func:`settings_file_changes` of the file ``path`` already read as ``have`` (None: not JSON)."""
     if have is None:
         return [f"{path} is not a JSON object"]
     return [f"{k}: file {have.get(k)!r}, config {v!r}" for k, v in record.items() if have.get(k) != v]
