@@ -128,8 +128,12 @@ def test_lost_settings_file_is_written_back_unless_the_settings_changed(built, t
     text = smk(work, "-n", "--configfile", str(config)).stdout
     assert "dataset.settings.json was gone: written again from the store's settings" in text, text[-2000:]
     assert settings.read_bytes() == before and planned_jobs(work, "--configfile", str(config)) == []
-    settings.unlink()
     cfg = yaml.safe_load(config.read_text())
+    assert isinstance(cfg["dataset"]["chi"], float) and cfg["dataset"]["chi"].is_integer()
+    cfg["dataset"]["chi"] = int(cfg["dataset"]["chi"])  # `chi: 10` for `chi: 10.0`: one setting, no re-render
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+    settings.unlink()
     cfg["dataset"]["n_views"] += 1
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(work, "--configfile", str(config))

@@ -352,10 +352,11 @@ def cube_options(wildcards):
 
 
 def dataset_options():
-    """Tracked: the store's settings (every species' data depends on them)."""
+    """Tracked: the store's settings (every species' data depends on them). chi as a float: `chi: 10`
+    and `chi: 10.0` are one setting (the record of every shipped config says 10.0), not a re-render."""
     d = DATASET
     return _opts([("--views", d["n_views"]), ("--seed", d["view_seed"]), ("--size", d["image_size"]),
-                  ("--steps", d["steps"]), ("--chi", d["chi"]), ("--volume-size", d["volume_size"]),
+                  ("--steps", d["steps"]), ("--chi", float(d["chi"])), ("--volume-size", d["volume_size"]),
                   ("--encoding", d["encoding"])])
 
 
