@@ -1,5 +1,5 @@
 """The "standard files" checked with independent readers: each species' OME-Zarr 0.5 volume group
-(ome-zarr-models; ome-zarr-py where installed) against the rules of the OME-NGFF 0.5 text, and the
+(ome-zarr-models and ome-zarr-py, both in the [test] extra) against the rules of the OME-NGFF 0.5 text, and the
 NIfTI / NRRD volumes of ``tomo export --volumes`` (nibabel, pynrrd, SimpleITK) against the OME
 coordinates of the same volume, for a species with a recorded voxel size (millimetre) and one without.
 """
@@ -12,9 +12,13 @@ from pathlib import Path
 import nibabel as nib
 import nrrd
 import numpy as np
+import ome_zarr_models as models  # the [test] extra, as ome-zarr-py: a missing one fails, not skips
+import ome_zarr_models.v05.image as image_mod
 import pytest
 import SimpleITK as sitk
 import zarr
+from ome_zarr import reader
+from ome_zarr.io import parse_url
 
 from tomodata.export import export_dataset
 from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
@@ -92,7 +96,6 @@ def _corners(n: int) -> np.ndarray:
 @pytest.mark.parametrize("size", [16, 7])
 def test_volume_groups_validate_with_ome_zarr_models(stores, size):
     """Each volume group is an OME-Zarr 0.5 Image by ome-zarr-models (metadata, arrays, dimension names)."""
-    image_mod = pytest.importorskip("ome_zarr_models.v05.image")
     store = stores[size]
     for name, mm in VOXEL_MM.items():
         group = zarr.open_group(str(store), path=f"species/{name}/volume", mode="r", zarr_format=3)
@@ -158,7 +161,6 @@ def test_root_and_species_groups_claim_no_ome_metadata(stores):
     """The root holds several images; OME-NGFF 0.5 has no collection for that (bioformats2raw.layout,
     plate), and the store invents none: neither the root nor a species group carries ``ome``, so no
     OME-Zarr reader takes them for an image, a plate or a collection."""
-    models = pytest.importorskip("ome_zarr_models")
     store = stores[16]
     for group in ("", "species", "species/alpha"):
         attrs = json.loads((store / group / "zarr.json").read_text())["attributes"]
@@ -168,11 +170,8 @@ def test_root_and_species_groups_claim_no_ome_metadata(stores):
 
 
 def test_ome_zarr_py_reads_the_levels(stores):
-    """ome-zarr-py (the reference reader, where installed) finds the multiscales image and reads each
+    """ome-zarr-py (the reference reader; the [test] extra) finds the multiscales image and reads each
     level as the store holds it."""
-    parse_url = pytest.importorskip("ome_zarr.io").parse_url
-    reader = pytest.importorskip("ome_zarr.reader")
-
     for store in stores.values():
         for name in VOXEL_MM:
             node = next(iter(reader.Reader(parse_url(str(store / "species" / name / "volume")))()))
