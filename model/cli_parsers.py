@@ -399,7 +399,8 @@ def add_infer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
         default="field",
         help=(
             "make the image square: field = around the anatomy inside the exposed field "
-            "(shutters removed, aspect kept), crop = centre crop to the short side, "
+            "(shutters removed, aspect kept; scaled as the checkpoint's training x-rays are), "
+            "crop = centre crop to the short side, "
             "pad = pad to the long side (default %(default)s)"
         ),
     )

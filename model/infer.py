@@ -73,7 +73,7 @@ from .devices import torch_device
 from .fusion import _check_positive
 from .infer_outputs import _output_grid, _record, _write_previews, _write_volume_file
 from .network import NetworkConfig, TomographyNet
-from .ood import ood_check
+from .ood import field_fill, ood_check
 from .polarity import MIN_SIDE, detect_polarity
 from .predict import (
     _network_input,
@@ -95,6 +95,7 @@ from .volume_io import (
 )
 from .xray import (
     AIR_MODES,
+    FIELD_FILL,
     SQUARE_MODES,
     _check_choice,
     _check_gamma,
@@ -239,41 +240,66 @@ def _run_network(xray_path, checkpoint, opts: _Options, timing: dict) -> tuple[_
     warnings are passed on to the caller too (only when both steps succeed)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sq, info, prep = _read_prepared(xray_path, opts, timing)
-        pred = _predict(xray_path, checkpoint, sq, info, prep, opts, timing)
+        t = time.perf_counter()
+        img, info = read_xray(xray_path)
+        film = (img, info.pop("alpha_mask"), info.get("photometric"))
+        timing["read_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sq, prep = _prepare(xray_path, film, opts, FIELD_FILL)
+        timing["prepare_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        model, state, ck = cached_model(checkpoint, opts.device)
+        timing["load_model_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sq, prep = _field_scale(xray_path, film, opts, sq, prep, model.config.input_size, state)
+        timing["prepare_s"] += time.perf_counter() - t
+        pred = _predict(xray_path, model, state, ck, sq, info, prep, opts, timing)
     warn_list = [str(w.message) for w in caught]
     for w in caught:  # pass them on to the caller too
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return pred, warn_list
 
 
-def _read_prepared(xray_path, opts: _Options, timing: dict) -> tuple[np.ndarray, dict, dict]:
-    """Step 1, read + prepare (nothing written yet): ``(square (S, S) float64, info, record)``."""
-    t = time.perf_counter()
-    img, info = read_xray(xray_path)
-    mask = info.pop("alpha_mask")
-    timing["read_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    header = f"PhotometricInterpretation {info['photometric']}" if info.get("photometric") else None
+def _prepare(xray_path, film: tuple, opts: _Options, fill: float) -> tuple[np.ndarray, dict]:
+    """Step 1, prepare (nothing written yet): ``(square (S, S) float64, prepare_xray's record)``;
+    ``film``: the image read (H, W), its alpha mask or None and its DICOM PhotometricInterpretation or None."""
+    img, mask, photometric = film
+    header = f"PhotometricInterpretation {photometric}" if photometric else None
     try:
-        sq, prep = prepare_xray(
-            img, mask=mask, polarity=opts.polarity, gamma=opts.gamma, square=opts.square, header=header, air=opts.air
+        return prepare_xray(
+            img,
+            mask=mask,
+            polarity=opts.polarity,
+            gamma=opts.gamma,
+            square=opts.square,
+            header=header,
+            air=opts.air,
+            fill=fill,
         )
     except ValueError as e:  # name the file: several radiographs may be on their way
         raise ValueError(f"{xray_path}: {e}") from None
-    timing["prepare_s"] = time.perf_counter() - t
-    return sq, info, prep
+
+
+def _field_scale(xray_path, film: tuple, opts: _Options, sq, prep: dict, size: int, state: dict):
+    """square="field" around a found anatomy, with a checkpoint that summarises its training x-rays:
+    prepared again at the fill nearest to them (:func:`model.ood.field_fill`; the record's
+    ``square.fill_choice``); otherwise as it is, at :data:`model.xray.FIELD_FILL`."""
+    reference = state.get("xray_reference")
+    if opts.square != "field" or not prep["square"]["anatomy_found"] or not reference:
+        return sq, prep
+    fill, choice = field_fill(_network_input(sq, size), FIELD_FILL, reference)
+    if fill != FIELD_FILL:
+        sq, prep = _prepare(xray_path, film, opts, fill)
+    prep["square"]["fill_choice"] = choice
+    return sq, prep
 
 
 def _predict(
-    xray_path, checkpoint, sq: np.ndarray, info: dict, prep: dict, opts: _Options, timing: dict
+    xray_path, model, state: dict, ck: dict, sq: np.ndarray, info: dict, prep: dict, opts: _Options, timing: dict
 ) -> _Prediction:
-    """Step 2, the model (:func:`cached_model`), its prediction and the out-of-distribution check (a
-    warning when the x-ray is far from every training x-ray)."""
-    t = time.perf_counter()
-    model, state, ck = cached_model(checkpoint, opts.device)
+    """Step 2, the model's prediction and the out-of-distribution check (a warning when the x-ray is
+    far from every training x-ray)."""
     chi_v, chi_src = _resolve_chi(opts.chi, state)
-    timing["load_model_s"] = time.perf_counter() - t
     t = time.perf_counter()
     coarse = predict_volume(model, sq, device=opts.device, threads=opts.threads)
     timing["network_s"] = time.perf_counter() - t

@@ -21,12 +21,14 @@ is found inside the exposed field (:func:`anatomy_box`: the smoothed field split
 into air and body, opened, its largest part and every part at least a fifth as large; the whole
 field where the air does not reach most of the field's border, i.e. the body fills the film: then
 the field's centre square, as ``crop`` does), and the square is centred on it with side ``long side
-of the anatomy / FIELD_FILL`` (0.75: the specimens of the
-training x-rays span 0.65–0.81 of the image, measured on the real CTs' cubes); shutters become the
-background value and the square is padded with it where it leaves the image. Nothing is stretched:
-portrait and landscape films both keep their aspect. ``square="crop"``: centre crop to the short
-side (offset ``(long − short) // 2``); ``square="pad"``: pad to the long side with the background
-value (``(long − short) // 2`` before, the rest after). The field, the anatomy's box, the square's
+of the anatomy / fill``: ``fill`` is :data:`FIELD_FILL` (0.75: the specimens of the training
+x-rays span 0.65–0.81 of the image, measured on the real CTs' cubes) unless given; ``tomo infer``
+gives the one at which the input is nearest to the checkpoint's training x-rays
+(:func:`model.ood.field_fill`). Shutters become the background value and the square is padded with
+it where it leaves the image. Nothing is stretched: portrait and landscape films both keep their
+aspect. ``square="crop"``: centre crop to the short side (offset ``(long − short) // 2``);
+``square="pad"``: pad to the long side with the background value (``(long − short) // 2`` before,
+the rest after). The field, the anatomy's box, the square's
 box (top, left, height, width in input pixels; negative or beyond the image where padded) and the
 pad widths are recorded.
 
@@ -154,13 +156,13 @@ def _field_bands(x: np.ndarray) -> tuple[int, int, int, int]:
     )
 
 
-def _field_square(x: np.ndarray, field_tblr, bg: float) -> tuple[np.ndarray, dict]:
-    """The square="field" rule (module docstring): (S, S) image and its record."""
+def _field_square(x: np.ndarray, field_tblr, bg: float, fill: float) -> tuple[np.ndarray, dict]:
+    """The square="field" rule at ``fill`` (module docstring): (S, S) image and its record."""
     H, W = x.shape
     t, b, l, r = field_tblr
     (at, al, ah, aw), found = anatomy_box(x, field_tblr, air=bg)
     if found:
-        S = max(MIN_SIDE, int(np.ceil(max(ah, aw) / FIELD_FILL)))
+        S = max(MIN_SIDE, int(np.ceil(max(ah, aw) / fill)))
         top, left = int(round(at + ah / 2 - S / 2)), int(round(al + aw / 2 - S / 2))
     else:  # the body fills the field: its centre square (nothing invented around a cut-off body)
         S = min(ah, aw)
@@ -173,14 +175,14 @@ def _field_square(x: np.ndarray, field_tblr, bg: float) -> tuple[np.ndarray, dic
     return out, {
         "mode": "field",
         "applied": (
-            "square around the anatomy, its long side at FIELD_FILL of the square"
+            f"square around the anatomy, its long side at {fill:g} of the square"
             if found
             else "centre square of the exposed field (the body fills it)"
         ),
         "field_bands_tblr": [int(v) for v in field_tblr],
         "anatomy_box": [at, al, ah, aw],
         "anatomy_found": bool(found),
-        "fill": FIELD_FILL,
+        "fill": fill,
         "box": [top, left, S, S],
         "padded": bool(top < 0 or left < 0 or top + S > H or left + S > W),
         "value": bg,
@@ -196,15 +198,19 @@ def prepare_xray(
     square: str = "field",
     header: str | None = None,
     air: str = "keep",
+    fill: float = FIELD_FILL,
 ) -> tuple[np.ndarray, dict]:
     """Polarity, gamma, air, alpha mask and square (module docstring) -> ``(S, S) float64`` and a
     record. ``header``: the file's own polarity statement (DICOM PhotometricInterpretation), used by
     "auto". ``air``: "keep", or "subtract" the background value (the air's grey level, a display
-    offset): ``(v - bg) / (1 - bg)`` clipped at 0, so that air is black as in the training x-rays."""
+    offset): ``(v - bg) / (1 - bg)`` clipped at 0, so that air is black as in the training x-rays.
+    ``fill``: square="field"'s share of the square taken by the anatomy's long side, in (0, 1]."""
     air = _check_choice(air, "air", AIR_MODES)
     polarity = _check_choice(polarity, "polarity", ("auto", "keep", "invert"))
     square = _check_choice(square, "square", SQUARE_MODES)
     g = _check_gamma(gamma)
+    if not (isinstance(fill, (int, float)) and 0 < fill <= 1):
+        raise ValueError(f"fill must be in (0, 1], got {fill!r}")
     x = np.asarray(image, dtype=np.float64)
     if x.ndim != 2 or min(x.shape) < MIN_SIDE:
         raise ValueError(f"expected an (H, W) image with sides >= {MIN_SIDE}, got shape {x.shape}")
@@ -226,7 +232,7 @@ def prepare_xray(
         rec["air"]["rule"] = "(v - level) / (1 - level), clipped at 0: air black; shutters and padding take 0"
     if mask is not None:
         x = np.where(np.asarray(mask, bool), bg, x)
-    x, rec["square"] = _make_square(x, square, field, bg)
+    x, rec["square"] = _make_square(x, square, field, bg, fill)
     rec["square"]["size"] = int(x.shape[0])
     return np.ascontiguousarray(x), rec
 
@@ -299,13 +305,13 @@ def _background(x: np.ndarray, mask) -> tuple[float, tuple[int, int, int, int]]:
     return float(np.median(x[sel])), field
 
 
-def _make_square(x: np.ndarray, square: str, field, bg: float) -> tuple[np.ndarray, dict]:
+def _make_square(x: np.ndarray, square: str, field, bg: float, fill: float) -> tuple[np.ndarray, dict]:
     """The (H, W) image made square by ``square`` ("field", "crop" or "pad" with ``bg``) and the
     square's record (``box``: top, left, height, width in input pixels)."""
     H, W = x.shape
     S_short, S_long = min(H, W), max(H, W)
     if square == "field":
-        return _field_square(x, field, bg)
+        return _field_square(x, field, bg, fill)
     if H == W:
         return x, {"mode": square, "applied": "none (already square)", "box": [0, 0, H, W]}
     if square == "crop":
