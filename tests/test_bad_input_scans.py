@@ -16,6 +16,7 @@ from test_io import _dicom_slice
 
 from model.cli import main
 from tomodata.ingest import DENSE_WARN, cube_specimen, load_cube, save_cube
+from tomodata.ingest_settings import check_density
 from tomodata.io import read_array, read_volume
 from tomodata.store import create_store
 from tomodata.store_settings import StoreSettings
@@ -212,8 +213,20 @@ def test_window_hint_offers_hu_presets_only_for_hounsfield_units(tmp_path, capsy
     vol[4:8, 4:12, 4:12] = offset + 3000
     np.save(tmp_path / "v.npy", vol)
     rc, err = _cube(capsys, [str(tmp_path / "v.npy"), "-o", str(tmp_path / "c.npz"), "--spacing", "1"])
-    assert rc == 2 and "pass window=(lo, hi)" in err
+    assert rc == 2 and "it needs a window lo,hi that maps its values to density" in err
+    assert f"[{offset}, {offset + 3000}]" in err and "values here span" not in err  # one range, stated once
     assert ("'hu-bone' or 'hu-head'" in err) is hu and ("not Hounsfield units" in err) is not hu
+
+
+def test_window_error_states_the_whole_scans_range():
+    """The density check runs a few slices at a time: its error stated the first slab's range and then
+    the whole scan's ("int16 data spans [-1024, 0] ... (values here span -1024 ... 3000)")."""
+    vol = np.full((3, 2048, 2048), -1024, np.int16)  # 8 MiB slices: one slice per slab
+    vol[0, :8, :8] = 0
+    vol[2, :8, :8] = 3000
+    with pytest.raises(ValueError, match=r"int16 data spans \[-1024, 3000\], not \[0, 1\]") as e:
+        check_density(vol, None)
+    assert str(e.value).count("3000") == 1
 
 
 # -- 5. a file that is not a cube where a cube is expected -------------------------------------------

@@ -67,6 +67,10 @@ def test_bad_rows_listed_at_once_and_keep_going_runs_the_rest(tmp_path):
         assert (work / "resources/bad/cubes" / f"{r['id']}.npz").is_file(), run.stdout[-3000:]
     log = (work / "logs/bad/fetch/gone.log").read_text()
     assert "nope.mp4" in log
+    # the run's output names each failed job with its error, not only its log (onerror: job_failures)
+    error = next(ln for ln in log.splitlines() if ln.startswith("error: ")).removeprefix("error: ")
+    assert f"fetch/gone failed (logs/bad/fetch/gone.log): {error}" in run.stdout, run.stdout[-3000:]
+    assert "fetch/wrongkind failed (logs/bad/fetch/wrongkind.log): " in run.stdout
     assert not (work / "resources/bad/cubes/gone.npz").exists()
 
     # fixed (the bad rows dropped), a run after the failure settles: one more run has nothing to do

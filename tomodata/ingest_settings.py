@@ -126,20 +126,20 @@ def orient(vol: np.ndarray, spacing_zyx, orientation) -> tuple[np.ndarray, tuple
     return np.ascontiguousarray(out), tuple(float(spacing_zyx[a]) for a in perm)  # type: ignore[return-value]
 
 
-def _density(vol: np.ndarray, window) -> np.ndarray:
-    scale, offset = value_map(vol, window)
+def _density(vol: np.ndarray, scale: float, offset: float) -> np.ndarray:
     return np.clip(vol.astype(np.float32) * np.float32(scale) + np.float32(offset), 0.0, 1.0)
 
 
 def _density_stats(vol: np.ndarray, window, background: float) -> tuple[float, float, float, bool]:
     """(min, max, fraction at 1, any above ``background``) of the density, a few slices at a time (a
     UTCT stack of 1000 × 500 × 500 would otherwise need 2 GB of float copies)."""
+    scale, offset = value_map(vol, window)  # the whole scan's rule (its range in any error), not a slab's
     lo: float | None = None
     hi: float | None = None
     full, above = 0, False
     step = max(1, (16 * 2**20) // max(1, vol[0].size * 4))
     for z in range(0, vol.shape[0], step):
-        mu = _density(vol[z : z + step], window)
+        mu = _density(vol[z : z + step], scale, offset)
         lo = float(mu.min()) if lo is None else min(lo, float(mu.min()))
         hi = float(mu.max()) if hi is None else max(hi, float(mu.max()))
         full += int(np.count_nonzero(mu >= 1.0))
@@ -162,9 +162,7 @@ def check_density(vol: np.ndarray, window, background=None) -> None:
         mu_lo, mu_hi, full, above = _density_stats(vol, window, bg)
     except ValueError as e:
         hint = (  # Hounsfield units (air at -1000): the presets; other raw numbers: the message's own example
-            f"; for CT in Hounsfield units try the preset 'hu-bone' or 'hu-head' (values here span {lo_v:g} … {hi_v:g})"
-            if lo_v <= -500.0
-            else ""
+            "; for CT in Hounsfield units try the preset 'hu-bone' or 'hu-head'" if lo_v <= -500.0 else ""
         )
         raise ValueError(f"{e} {WHERE}{hint}") from None
     shown = "no window" if window is None else f"window {window[0]:g},{window[1]:g}"
@@ -194,7 +192,8 @@ def crop_largest(vol: np.ndarray, window, background=None) -> tuple[np.ndarray, 
 
     Returns the cropped copy and a record: threshold, parts found, voxels kept and cleared.
     """
-    mu = _density(vol, window)
+    scale, offset = value_map(vol, window)
+    mu = _density(vol, scale, offset)
     thr = max(CROP_THRESHOLD, 0.0 if background is None else float(background))
     labels, n = ndimage.label(mu > thr)
     if n == 0:
@@ -202,7 +201,6 @@ def crop_largest(vol: np.ndarray, window, background=None) -> tuple[np.ndarray, 
     sizes = np.bincount(labels.ravel())[1:]
     keep = ndimage.binary_dilation(labels == int(np.argmax(sizes)) + 1, iterations=CROP_GROW)
     out = vol.copy()
-    scale, offset = value_map(vol, window)
     zero = (0.0 - offset) / scale  # the value that maps to density 0
     fill = np.asarray(zero if np.issubdtype(vol.dtype, np.floating) else math.floor(zero)).astype(vol.dtype)
     out[~keep] = fill

@@ -112,13 +112,13 @@ def value_map(array: np.ndarray, window: tuple[float, float] | None = None) -> t
         lo_v, hi_v = float(np.min(array)), float(np.max(array))
     if lo_v < 0.0 or hi_v > 1.0:
         example = (
-            "a HU window such as (-1000, 2000)"  # air at -1000: Hounsfield units
+            "a HU window such as -1000,2000"  # air at -1000: Hounsfield units
             if lo_v <= -500.0
-            else f"the data's range ({lo_v:g}, {hi_v:g}): not Hounsfield units, whose air is -1000"
+            else f"the data's range {lo_v:g},{hi_v:g}: not Hounsfield units, whose air is -1000"
         )
         raise ValueError(
-            f"{dt} data spans [{lo_v:g}, {hi_v:g}], not [0, 1]: pass window=(lo, hi) to map values to "
-            f"density (e.g. {example}); only uint8 (/255) and uint16 (/65535) have an implicit rule"
+            f"{dt} data spans [{lo_v:g}, {hi_v:g}], not [0, 1]: it needs a window lo,hi that maps its values "
+            f"to density (e.g. {example}); only uint8 (/255) and uint16 (/65535) have an implicit rule"
         )
     return 1.0, 0.0
 

@@ -545,8 +545,29 @@ onstart:
     check_before_jobs()
 
 
+def job_failures():
+    """For each other job's log written in this run that holds a `tomo` error (its `error: ` line,
+    the last): the rule, the log and that error, so that the reason of a failed cube, render, training
+    ... stands in the run's output, not only in the log (Snakemake itself names the log and the
+    command)."""
+    out = []
+    for log in sorted(Path(LOGS).rglob("*.log")):
+        if log.parent.name == "real_xray":
+            continue  # real_xray_failures: with the config keys
+        try:
+            if log.stat().st_mtime < _PARSED_AT:
+                continue
+            errors = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
+        except OSError:
+            continue
+        if errors:
+            job = log.relative_to(LOGS).with_suffix("").as_posix()  # RULE/ID, RULE/RULE, cv/train_fold0
+            out.append(f"{job} failed ({log}): {errors[-1].removeprefix('error: ')}")
+    return out
+
+
 onerror:
-    for _failure in real_xray_failures():
+    for _failure in job_failures() + real_xray_failures():
         logger.error(_failure)
 
 
