@@ -10,7 +10,8 @@ Public API
 ----------
 ``read_xray(path) -> (image (H, W) float64 in [0, 1], info)``
 ``detect_polarity(image, mask=None) -> dict``
-``prepare_xray(image, *, mask=None, polarity="auto", gamma=None, square="field") -> (square image, record)``
+``prepare_xray(image, *, mask=None, polarity="auto", gamma=None, square="field", fill=FIELD_FILL)
+    -> (square image, record)``   (:func:`infer_file` picks ``fill`` by :func:`model.ood.field_fill`)
 ``xray_file_problem(path) -> str | None``   (cheap pre-check of an input file: why it cannot be read)
 ``load_model(checkpoint, *, device="cpu", optimize=True) -> (model, state, record)``
 ``cached_model(checkpoint, device="cpu") -> (model, state, record)``   (load_model, kept for the next call)

@@ -214,7 +214,7 @@ def _record(
             "array_axes": "z, y, x = depth, image rows, image columns; file axes (x, y, z)",
             "shape_zyx": [D, N, N],
             "spacing_zyx": list(grid.spacing_zyx),
-            "spacing_unit": "mm" if grid.unit_mm else "input pixel (unknown physical size)",
+            "spacing_unit": "mm" if grid.unit_mm else "input pixel: physical size unknown",
             "spacing_source": grid.spacing_source,
             "depth_spacing_rule": "lateral extent / D (the view volume spans [-1, 1] in depth as laterally)",
             "origin_xyz": list(grid.origin_xyz),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -211,7 +212,7 @@ def test_overlay_of_two_real_scans_renders_two_species_and_retrains_once(tmp_pat
             "species": "Homo sapiens",
             "source": str(REAL / "invesalius-cranium/cranium.nhdr"),
             "source_kind": "nrrd",
-            "spacing_mm": "",
+            "spacing_mm": "1.5,0.96,0.96",  # the file says 1.5,0.957,0.957: a warning the run's output shows
             "split": "train",
             "licence": "GPL-2",
             "window": "hu-bone",
@@ -227,7 +228,19 @@ def test_overlay_of_two_real_scans_renders_two_species_and_retrains_once(tmp_pat
     assert renders == ["cranium", "cthead"], jobs
     assert sorted(sid for rule, sid in jobs if rule in ("fetch", "cube")) == ["cranium", "cranium", "cthead", "cthead"]
     assert [rule for rule, _ in jobs].count("train") == 1
-    smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900)
+    started = time.time()
+    out = smk(tmp_path, "--cores", "2", "--configfile", str(config), timeout=900).stdout
+    # the jobs' warnings stand in the run's output, each with its job (onsuccess: job_warnings)
+    warned = [
+        (f"{log.parent.name}/{log.stem}", ln.removeprefix("warning: "))
+        for log in sorted((tmp_path / "logs/ext").rglob("*.log"))
+        if log.stat().st_mtime >= started  # this run's logs
+        for ln in log.read_text().splitlines()
+        if ln.startswith("warning: ")
+    ]
+    assert any(job == "cube/cranium" and "overrides the file's own" in text for job, text in warned), warned
+    assert f"{len(warned)} warning(s) in this run's job logs (logs/ext/):" in out, out[-3000:]
+    assert all(f"{job}: {text[:200]}" in out for job, text in warned), (warned, out[-3000:])
     assert planned_jobs(tmp_path, "--configfile", str(config)) == []
     store = open_store(tmp_path / "results/ext/dataset.zarr")
     for sid in ("cthead", "cranium"):

@@ -198,7 +198,8 @@ def cmd_cube(a) -> int:
             meta["source_sha256"] = meta["alignment"]["source_sha256"]
     out = save_cube(a.output, cube, meta)
     print(
-        f"wrote {out}: {cube.shape} from {tuple(meta['original_shape'])} at {tuple(meta['spacing_mm'])} mm, "
+        f"wrote {out}: {cube.shape} from {tuple(meta['original_shape'])} at "
+        f"{', '.join(f'{v:.6g}' for v in meta['spacing_mm'])} mm (z, y, x after orientation), "
         f"{meta['fit']['voxel_mm']:.4g} mm per voxel"
     )
     return 0

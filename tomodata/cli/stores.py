@@ -33,9 +33,9 @@ def cmd_store_create(a) -> int:
         ),
     )
     print(f"{summary['mode']} {a.store}: {len(species)} species, {a.views} views each")
-    for what in ("kept", "reset", "removed"):
+    for what, label in (("kept", "kept"), ("reset", "to render (new or changed)"), ("removed", "removed")):
         if summary[what]:
-            print(f"{what}: " + " ".join(summary[what]))
+            print(f"{label}: " + " ".join(summary[what]))
     if a.done:  # with the store's settings and species table, to notice a store replaced later
         from ..store_markers import store_fingerprint
 

@@ -545,28 +545,60 @@ onstart:
     check_before_jobs()
 
 
+def _run_logs():
+    """Every job log written in this run (after the Snakefile was parsed) and its lines."""
+    for log in sorted(Path(LOGS).rglob("*.log")):
+        try:
+            if log.stat().st_mtime >= _PARSED_AT:
+                yield log, log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+
+
 def job_failures():
     """For each other job's log written in this run that holds a `tomo` error (its `error: ` line,
     the last): the rule, the log and that error, so that the reason of a failed cube, render, training
     ... stands in the run's output, not only in the log (Snakemake itself names the log and the
     command)."""
     out = []
-    for log in sorted(Path(LOGS).rglob("*.log")):
+    for log, lines in _run_logs():
         if log.parent.name == "real_xray":
             continue  # real_xray_failures: with the config keys
-        try:
-            if log.stat().st_mtime < _PARSED_AT:
-                continue
-            errors = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
-        except OSError:
-            continue
+        errors = [ln for ln in lines if ln.startswith("error: ")]
         if errors:
             job = log.relative_to(LOGS).with_suffix("").as_posix()  # RULE/ID, RULE/RULE, cv/train_fold0
             out.append(f"{job} failed ({log}): {errors[-1].removeprefix('error: ')}")
     return out
 
 
+#: job_warnings: at most this many listed, each cut to WARNING_CHARS characters
+WARNINGS_SHOWN, WARNING_CHARS = 20, 400
+
+
+def job_warnings():
+    """The `tomo` warnings (`warning: ` lines) of this run's job logs, one line each with its job, at
+    most WARNINGS_SHOWN: a spacing that overrides the file's, faint material setting a cube's scale, a
+    registration kept from before, a radiograph far from the training x-rays ... would otherwise stay
+    in the logs of a run that succeeded."""
+    found = [(log.relative_to(LOGS).with_suffix("").as_posix(), ln.removeprefix("warning: "))
+             for log, lines in _run_logs() for ln in lines if ln.startswith("warning: ")]
+    if not found:
+        return None
+    shown = [f"  {job}: {text if len(text) <= WARNING_CHARS else text[:WARNING_CHARS] + ' …'}"
+             for job, text in found[:WARNINGS_SHOWN]]
+    more = len(found) - len(shown)
+    return "\n".join([f"{len(found)} warning(s) in this run's job logs ({LOGS}/):"] + shown
+                     + ([f"  and {more} more: grep -r '^warning: ' {LOGS}"] if more else []))
+
+
+onsuccess:
+    if _warned := job_warnings():
+        logger.warning(_warned)
+
+
 onerror:
+    if _warned := job_warnings():
+        logger.warning(_warned)
     for _failure in job_failures() + real_xray_failures():
         logger.error(_failure)
 
