@@ -17,7 +17,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import min_version
 from tomodata.config_check import (ConfigError, check_config, check_config_files, check_resources, rule_names,
-                                   value_errors, value_warnings)
+                                   schema_keys, value_errors, value_warnings)
 
 min_version("9.0")
 
@@ -25,7 +25,8 @@ min_version("9.0")
 # the config files, named in every message (Snakemake's own messages name none, and YAML keeps the
 # last of a key given twice in silence); overlays after the file they change (docs/workflow.md, "Configs")
 try:
-    check_config_files(workflow.overwrite_configfiles)
+    check_config_files(workflow.overwrite_configfiles,
+                       known_keys=schema_keys(f"{workflow.basedir}/workflow/schemas/config.schema.yaml"))
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 

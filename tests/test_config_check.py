@@ -298,6 +298,20 @@ def test_the_workflow_names_config_file_mistakes(tmp_path: Path):
     (tmp_path / "twice.yaml").write_text("run: a\nrun: b\n")
     out = smk(tmp_path, "-n", "--cores", "1", "--configfile", str(tmp_path / "twice.yaml"), check=False).stdout
     assert "twice.yaml: run is given twice (lines 1 and 2)" in out, out[-2000:]
+    # a target after --configfile A B is read as one more config file: named as a likely target
+    (tmp_path / "final.json").write_text('{"store": "x.zarr", "completion": {}}')
+    out = smk(
+        tmp_path,
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(over.parent / "mice.yaml"),
+        str(tmp_path / "final.json"),
+        check=False,
+    ).stdout
+    assert "final.json is not a config file of this workflow (its keys: completion, store; a config has data, " in out
+    assert "if it is a target, give it before --configfile" in out and "unknown key" not in out, out[-2000:]
     (tmp_path / "config.yaml").write_text("run: demo\n  bad: [\n")  # the default file: Snakemake names none
     out = smk(tmp_path, "-n", "--cores", "1", check=False).stdout
     assert "config.yaml is not YAML (mapping values are not allowed here at line 2, column 6)" in out

@@ -33,6 +33,7 @@ __all__ = [
     "load_schema",
     "overlay_errors",
     "rule_names",
+    "schema_keys",
     "value_errors",
     "value_warnings",
 ]
@@ -166,6 +167,11 @@ def load_schema(schema_path) -> dict:
     schema = yaml.safe_load(path.read_text())
     schema["$id"] = path.as_uri()
     return schema
+
+
+def schema_keys(schema_path) -> list[str]:
+    """The config's top-level keys: the schema's ``properties``."""
+    return sorted(load_schema(schema_path).get("properties", {}))
 
 
 def _validator(schema: dict, fill_defaults: bool):
@@ -406,18 +412,42 @@ def overlay_errors(configfiles, cwd=".", default: str | None = None, shown=None)
     return errors
 
 
-def check_config_files(configfiles, default: str = "config.yaml", cwd=".") -> None:
+def _foreign_file_errors(configfiles, known_keys, cwd: Path, shown) -> list[str]:
+    """A --configfile none of whose top-level keys is a config key (``known_keys`` or ``overlay``):
+    most likely a target given after ``--configfile A B``, which Snakemake reads as one more config
+    file (its keys then failed as "unknown key" with no word of the cause)."""
+    out = []
+    known = set(known_keys) | {"overlay"}
+    for f in configfiles:
+        try:
+            data = yaml.safe_load(read_text(cwd / f, "config file"))  # JSON is YAML here: keys only
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # config_file_errors names it
+        if isinstance(data, dict) and data and not set(map(str, data)) & known:
+            keys = ", ".join(sorted(map(str, data))[:4])
+            out.append(
+                f"{shown(f)} is not a config file of this workflow (its keys: {keys}; a config has "
+                f"{', '.join(sorted(known_keys))}): if it is a target, give it before --configfile, "
+                "which reads every word after it as a config file"
+            )
+    return out
+
+
+def check_config_files(configfiles, default: str = "config.yaml", cwd=".", known_keys=None) -> None:
     """The workflow's config files before it uses them: ``default`` (read by the Snakefile's
     ``configfile:``, where present) and ``configfiles`` (``--configfile``, in order) each checked by
     :func:`config_file_errors`, then the overlays' order (:func:`overlay_errors`); raises
     :class:`ConfigError` with every problem. Paths are shown as the user would type them: relative
     to the folder the command was started in ($PWD: Snakemake's --directory changes the working
-    folder, not it) where under it, else absolute."""
+    folder, not it) where under it, else absolute. ``known_keys``: the config's top-level keys; a
+    --configfile with none of them is refused as a likely target (:func:`_foreign_file_errors`)."""
     cwd = Path(cwd).resolve()
     shown = _path_writer(cwd, Path(os.environ.get("PWD") or cwd).resolve())
 
     files = ([default] if (cwd / default).is_file() else []) + [str(f) for f in configfiles]
     errors = [e.replace(str(cwd / f), shown(f)) for f in files for e in config_file_errors(cwd / f)]
+    if known_keys is not None:
+        errors = errors or _foreign_file_errors([str(f) for f in configfiles], known_keys, cwd, shown)
     errors = errors or overlay_errors([str(f) for f in configfiles], cwd, default=default, shown=shown)
     if errors:
         raise ConfigError(errors)
