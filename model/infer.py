@@ -74,7 +74,7 @@ from .devices import torch_device
 from .fusion import _check_positive
 from .infer_outputs import _output_grid, _record, _write_previews, _write_volume_file
 from .network import NetworkConfig, TomographyNet
-from .ood import field_fill, ood_check
+from .ood import field_fill, ood_check, shape_distance
 from .polarity import MIN_SIDE, detect_polarity
 from .predict import (
     _network_input,
@@ -290,7 +290,15 @@ def _field_scale(xray_path, film: tuple, opts: _Options, sq, prep: dict, size: i
         return sq, prep
     fill, choice = field_fill(_network_input(sq, size), FIELD_FILL, reference)
     if fill != FIELD_FILL:
-        sq, prep = _prepare(xray_path, film, opts, fill)
+        with warnings.catch_warnings(record=True):  # the first call's warnings again (same film, options)
+            warnings.simplefilter("always")
+            sq2, prep2 = _prepare(xray_path, film, opts, fill)
+        measured = shape_distance(_network_input(sq2, size), reference)
+        choice["mean_distance_measured"] = measured
+        if measured < choice["mean_distance_at_from_fill"]:  # the model of the search held on the image
+            sq, prep = sq2, prep2
+        else:
+            choice.update(fill=FIELD_FILL, kept="the image prepared at the fill found was not nearer")
     prep["square"]["fill_choice"] = choice
     return sq, prep
 

@@ -34,7 +34,15 @@ import torch
 
 from .data import StoreSamples, resize_xrays
 
-__all__ = ["FEATURES", "xray_features", "reference_from_store", "reference_from_features", "ood_check", "field_fill"]
+__all__ = [
+    "FEATURES",
+    "xray_features",
+    "reference_from_store",
+    "reference_from_features",
+    "ood_check",
+    "field_fill",
+    "shape_distance",
+]
 
 #: names of the features, in order
 FEATURES = ("fill", "extent", "border", "p10", "p50", "p90")
@@ -140,27 +148,48 @@ def ood_check(img, reference: dict | None) -> dict:
     }
 
 
+#: field_fill keeps the given fill where the input's area fraction or extent is at least this: the
+#: specimen is not alone above FILL_LEVEL (grey air, a film the body fills), so scaling tells nothing
+FILL_SATURATED = 0.95
+_GEO = [FEATURES.index("fill"), FEATURES.index("extent")]
+
+
+def shape_distance(img, reference: dict) -> float:
+    """The mean distance of the network input ``img``'s (area fraction, extent) to its
+    ``FILL_NEIGHBOURS`` nearest training x-rays of ``reference`` (each feature scaled by its MAD):
+    what :func:`field_fill` minimises, measured on an image."""
+    ref = np.asarray(reference["values"], np.float64)[:, _GEO]
+    scale = np.asarray(reference["scale"], np.float64)[_GEO]
+    d = np.sqrt((((xray_features(img)[_GEO] - ref) / scale) ** 2).sum(1))
+    return float(np.sort(d)[: min(FILL_NEIGHBOURS, len(ref))].mean())
+
+
 def field_fill(img, fill: float, reference: dict) -> tuple[float, dict]:
     """The fill at which the network input ``img`` (n, n), an x-ray squared with ``square="field"``
     at ``fill``, is shaped and sized as the training x-rays are (module docstring): ``(fill, record)``,
-    the fill one of :data:`FILL_RANGE` in steps of :data:`FILL_STEP`."""
-    geo = [FEATURES.index("fill"), FEATURES.index("extent")]
-    f0 = xray_features(img)[geo]
-    ref = np.asarray(reference["values"], np.float64)[:, geo]
-    scale = np.asarray(reference["scale"], np.float64)[geo]
+    the fill one of :data:`FILL_RANGE` in steps of :data:`FILL_STEP`. ``fill`` itself where the search
+    cannot tell (``kept``): the area fraction or extent at least :data:`FILL_SATURATED` (grey air:
+    every pixel counts as specimen), no specimen at all, or no fill nearer than ``fill``."""
+    f0 = xray_features(img)[_GEO]
+    ref = np.asarray(reference["values"], np.float64)[:, _GEO]
+    scale = np.asarray(reference["scale"], np.float64)[_GEO]
+    k = min(FILL_NEIGHBOURS, len(ref))
+    at_fill = shape_distance(img, reference)
+    rec = {"from_fill": float(fill), "mean_distance_at_from_fill": at_fill}
+    rule = (
+        f"the fill in {FILL_RANGE[0]}–{FILL_RANGE[1]} (step {FILL_STEP}) minimising the mean distance of "
+        f"(area fraction x s², extent x s), s = fill / from_fill, to the {k} nearest training x-rays of the "
+        "checkpoint's reference (each feature scaled by its MAD)"
+    )
+    if f0.max() >= FILL_SATURATED or f0.min() <= 0.0:
+        why = "no specimen above the air" if f0.min() <= 0.0 else "the specimen's area or extent fills the image"
+        return float(fill), {**rec, "fill": float(fill), "kept": f"{why}: scaling tells nothing", "rule": rule}
     fills = np.round(np.arange(FILL_RANGE[0], FILL_RANGE[1] + FILL_STEP / 2, FILL_STEP), 6)
     s = fills / fill
     feats = np.stack([f0[0] * s**2, f0[1] * s], 1)  # (fills, 2): area fraction, extent
     dist = np.sqrt((((feats[:, None] - ref[None]) / scale) ** 2).sum(-1))  # (fills, reference)
-    k = min(FILL_NEIGHBOURS, len(ref))
     mean_k = np.sort(dist, 1)[:, :k].mean(1)
     best = int(np.argmin(mean_k))
-    return float(fills[best]), {
-        "fill": float(fills[best]),
-        "from_fill": float(fill),
-        "mean_distance": float(mean_k[best]),
-        "mean_distance_at_from_fill": float(np.sort(np.sqrt((((f0 - ref) / scale) ** 2).sum(1)))[:k].mean()),
-        "rule": f"the fill in {FILL_RANGE[0]}–{FILL_RANGE[1]} (step {FILL_STEP}) minimising the mean distance of "
-        f"(area fraction x s², extent x s), s = fill / from_fill, to the {k} nearest training x-rays of the "
-        "checkpoint's reference (each feature scaled by its MAD)",
-    }
+    if not mean_k[best] < at_fill - 1e-9:
+        return float(fill), {**rec, "fill": float(fill), "kept": "no fill is nearer", "rule": rule}
+    return float(fills[best]), {**rec, "fill": float(fills[best]), "mean_distance": float(mean_k[best]), "rule": rule}

@@ -793,14 +793,14 @@ def test_field_fill_finds_the_training_scale_of_held_out_species(view_reference)
         assert rec["square"]["anatomy_found"] and rec["square"]["fill"] == FIELD_FILL
         native = max(rec["square"]["anatomy_box"][2:]) / x.shape[0]  # its fill in the training x-ray
         fill, choice = field_fill(_network_input(sq, TINY.input_size), FIELD_FILL, view_reference)
-        assert choice["fill"] == fill and choice["mean_distance"] <= choice["mean_distance_at_from_fill"]
+        assert choice["fill"] == fill and choice.get("mean_distance", 0.0) < choice["mean_distance_at_from_fill"]
         chosen.append(np.log(fill / native))
         fixed.append(np.log(FIELD_FILL / native))
     assert np.abs(chosen).mean() < 0.9 * np.abs(fixed).mean(), (np.abs(chosen).mean(), np.abs(fixed).mean())
     assert abs(np.mean(chosen)) < 0.5 * abs(np.mean(fixed)), (np.mean(chosen), np.mean(fixed))
 
 
-def test_infer_squares_the_field_at_the_fill_of_the_training_xrays(tmp_path, view_reference):
+def test_infer_squares_the_field_at_the_fill_of_the_training_xrays(tmp_path, view_reference, monkeypatch):
     """tomo infer prepares a film again at the fill field_fill chooses when the checkpoint carries
     its training x-rays' reference (recorded as square.fill_choice); without one, at FIELD_FILL."""
     x = _rendered_views(5, 24, seed=2)[3]
@@ -827,5 +827,27 @@ def test_infer_squares_the_field_at_the_fill_of_the_training_xrays(tmp_path, vie
     )
     assert square["fill"] == square["fill_choice"]["fill"] == fill != FIELD_FILL
     assert square["size"] == math.ceil(max(square["anatomy_box"][2:]) / fill)
+    assert square["fill_choice"]["mean_distance_measured"] < square["fill_choice"]["mean_distance_at_from_fill"]
     rec = infer_file(png, without, tmp_path / "b" / "v.nrrd", polarity="keep", previews=False)
     assert rec["square"]["fill"] == FIELD_FILL and "fill_choice" not in rec["square"]
+    # the film is prepared twice: the first preparation's warnings are not given again
+    original = infer.prepare_xray
+
+    def warning_prepare(*args, **kwargs):
+        warnings.warn("a warning of the preparation", UserWarning, stacklevel=2)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(infer, "prepare_xray", warning_prepare)
+    rec = infer_file(png, with_ref, tmp_path / "c" / "v.nrrd", polarity="keep", previews=False)
+    assert rec["square"]["fill"] == fill and rec["warnings"].count("a warning of the preparation") == 1
+
+
+def test_field_fill_keeps_the_fill_where_scaling_tells_nothing(view_reference):
+    """Grey air (every pixel above the specimen level: area fraction and extent 1 at any scale) and a
+    blank input keep FIELD_FILL (the search shrank a grey-air film's anatomy to 0.355 of the square)."""
+    x = _rendered_views(5, 24, seed=2)[3]
+    sq, _ = prepare_xray(np.clip(0.1 + 0.9 * x, 0, 1), polarity="keep")
+    fill, choice = field_fill(_network_input(sq, TINY.input_size), FIELD_FILL, view_reference)
+    assert fill == FIELD_FILL and choice["kept"].startswith("the specimen's area or extent fills the image")
+    fill, choice = field_fill(np.zeros((32, 32)), FIELD_FILL, view_reference)
+    assert fill == FIELD_FILL and choice["kept"].startswith("no specimen")
