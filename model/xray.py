@@ -89,8 +89,9 @@ def anatomy_box(
     bright (after polarity), inside the exposed field ``field_tblr`` (band widths top, bottom, left, right).
     ``air``: the air's value (default: the median of the field's border band; the field's 5th percentile where that
     is lower). The smoothed field above ``air + ANATOMY_LEVEL · (90th percentile − air)``, opened (text, thin
-    lines), its largest connected part and every part at least a fifth as large. ``found`` is False where no air
-    reaches the field's border or nothing stands out (the box is then the field)."""
+    lines), its largest connected part and every part at least a fifth as large (where the 90th percentile is
+    air, a specimen on under a tenth of the film: that of the pixels above the air). ``found`` is False where
+    no air reaches the field's border or nothing stands out (the box is then the field)."""
     H, W = x.shape
     t, b, l, r = (int(v) for v in field_tblr)
     f = x[t : H - b, l : W - r]
@@ -110,6 +111,8 @@ def anatomy_box(
     # border, e.g. a chest film, would otherwise be taken for air)
     air = min(float(np.median(sm[_border_band(sm.shape)])) if air is None else air, float(np.percentile(sm, 5)))
     top = float(np.percentile(sm, 90))
+    if top - air < 0.02 and (sm > air + 0.02).any():  # air at the 90th percentile: a small specimen on a large film
+        top = float(np.percentile(sm[sm > air + 0.02], 90))  # its own 90th percentile
     if top - air < 0.02:
         return whole, False
     body: np.ndarray = (sm > air + ANATOMY_LEVEL * (top - air)).astype(np.uint8)

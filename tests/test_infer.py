@@ -851,3 +851,18 @@ def test_field_fill_keeps_the_fill_where_scaling_tells_nothing(view_reference):
     assert fill == FIELD_FILL and choice["kept"].startswith("the specimen's area or extent fills the image")
     fill, choice = field_fill(np.zeros((32, 32)), FIELD_FILL, view_reference)
     assert fill == FIELD_FILL and choice["kept"].startswith("no specimen")
+
+
+def test_a_small_specimen_on_a_large_film_is_found():
+    """The anatomy's threshold sat between the air and the field's 90th percentile, which is air where
+    the specimen covers under a tenth of the film: the box was the whole film (helper-52)."""
+    x = _rendered_views(5, 24, seed=2)[3]
+    film = np.zeros((260, 320))
+    film[100:196, 150:246] = x
+    sq, rec = prepare_xray(film, polarity="keep")
+    assert rec["square"]["anatomy_found"], rec["square"]
+    ys, xs = np.nonzero(film > 0.02)
+    long_side = max(np.ptp(ys), np.ptp(xs)) + 1
+    assert 0.85 * long_side <= max(rec["square"]["anatomy_box"][2:]) <= 1.05 * long_side  # not the film's
+    top, left, S, _ = rec["square"]["box"]
+    assert top <= ys.min() and ys.max() < top + S and left <= xs.min() and xs.max() < left + S  # all of it
