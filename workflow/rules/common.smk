@@ -26,6 +26,7 @@ import re
 import shlex
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -587,7 +588,9 @@ def job_warnings():
     shown = [f"  {job}: {text if len(text) <= WARNING_CHARS else text[:WARNING_CHARS] + ' …'}"
              for job, text in found[:WARNINGS_SHOWN]]
     more = len(found) - len(shown)
-    return "\n".join([f"{len(found)} warning(s) in this run's job logs ({LOGS}/):"] + shown
+    rules = Counter(job.split("/")[0] for job, _ in found)
+    by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(rules.items()))
+    return "\n".join([f"{len(found)} warning(s) in this run's job logs ({LOGS}/; {by_rule}):"] + shown
                      + ([f"  and {more} more: grep -r '^warning: ' {LOGS}"] if more else []))
 
 
