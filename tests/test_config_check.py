@@ -300,16 +300,8 @@ def test_the_workflow_names_config_file_mistakes(tmp_path: Path):
     assert "twice.yaml: run is given twice (lines 1 and 2)" in out, out[-2000:]
     # a target after --configfile A B is read as one more config file: named as a likely target
     (tmp_path / "final.json").write_text('{"store": "x.zarr", "completion": {}}')
-    out = smk(
-        tmp_path,
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(over.parent / "mice.yaml"),
-        str(tmp_path / "final.json"),
-        check=False,
-    ).stdout
+    files = [str(over.parent / "mice.yaml"), str(tmp_path / "final.json")]
+    out = smk(tmp_path, "-n", "--cores", "1", "--configfile", *files, check=False).stdout
     assert "final.json is not a config file of this workflow (its keys: completion, store; a config has data, " in out
     assert "if it is a target, give it before --configfile" in out and "unknown key" not in out, out[-2000:]
     (tmp_path / "config.yaml").write_text("run: demo\n  bad: [\n")  # the default file: Snakemake names none
