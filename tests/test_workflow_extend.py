@@ -243,6 +243,9 @@ def test_overlay_of_two_real_scans_renders_two_species_and_retrains_once(tmp_pat
     counts = ", ".join(f"{r} {sum(job.startswith(r + '/') for job, _ in warned)}" for r in rules)
     assert f"{len(warned)} warning(s) in this run's job logs (logs/ext/; {counts}):" in out, out[-3000:]
     assert all(f"{job}: {text[:200]}" in out for job, text in warned), (warned, out[-3000:])
+    # the previews are written once, by the previews job (render_species wrote them too, and Snakemake warned)
+    assert "were not present when the DAG was created" not in out, out[-3000:]
+    assert not (tmp_path / "-").exists()  # `--previews -` is none, not a folder
     assert planned_jobs(tmp_path, "--configfile", str(config)) == []
     store = open_store(tmp_path / "results/ext/dataset.zarr")
     for sid in ("cthead", "cranium"):

@@ -94,7 +94,7 @@ def _add_render_species(sub) -> None:
     q.add_argument("--name", help="species name (default: the cube's id)")
     q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer backend")
     q.add_argument("--batch", type=positive_int, default=64, help="views per render call (default %(default)s)")
-    q.add_argument("--previews", metavar="DIR", help="also write 9 PNG previews here")
+    q.add_argument("--previews", metavar="DIR", help="also write 9 PNG previews here (- for none)")
     q.add_argument("--done", metavar="FILE", help="write this marker file (JSON) when the species is complete")
     q.add_argument(
         "--settings",

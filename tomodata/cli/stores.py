@@ -86,7 +86,7 @@ def cmd_render_species(a) -> int:
         desc=name,
     )
     marker = write_species(a.store, name, volume=vol, rotations=rots, images=imgs)
-    if a.previews:
+    if a.previews and a.previews != "-":  # "-": none (the workflow's previews job writes them from the store)
         write_previews(imgs, Path(a.previews), prefix=name, limit=9)
     if a.done:
         done = Path(a.done)

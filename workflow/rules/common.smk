@@ -46,7 +46,7 @@ RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCHMARKS = f"benchmarks/{RUN}"
 STORE = f"{RESULTS}/dataset.zarr"
-PREVIEWS_DIR = f"{RESULTS}/previews"  # render_species and previews write NAME_000.png ... NAME_sheet.png here
+PREVIEWS_DIR = f"{RESULTS}/previews"  # the previews rule writes NAME_000.png ... NAME_sheet.png here
 
 DATA = config["data"]
 DATASET = config["dataset"]

@@ -11,8 +11,8 @@
 #   store_settings (1 job)            tomo store-settings: results/RUN/dataset.settings.json
 #   store_create (1 job)              tomo store-create --update: the store's metadata and empty
 #                                     arrays; keeps species whose volume is unchanged
-#   render_species (1 job / specimen) tomo render-species: that species' shards only, previews, and
-#                                     the marker results/RUN/species/ID.done.json
+#   render_species (1 job / specimen) tomo render-species: that species' shards only and the marker
+#                                     results/RUN/species/ID.done.json
 #   previews     (1 job)              tomo previews: results/RUN/previews/ID_sheet.png of every species
 #                                     from the store (report, category "Previews"; a lost sheet is made
 #                                     again without a re-render: render_species declares no preview)
@@ -212,14 +212,16 @@ rule render_species:
         settings=f"{RESULTS}/dataset.settings.json",
         created=ancient(f"{RESULTS}/dataset.created.json"),
     output:
-        # the previews it writes are not declared: the previews rule declares the sheets (a declared one,
-        # deleted, re-ran this job and every job after it: finalize, train, evaluate, ...)
+        # no previews: the previews rule declares and writes the sheets (a sheet declared here, deleted,
+        # re-ran this job and every job after it: finalize, train, evaluate, ...)
         done=f"{RESULTS}/species/{{id}}.done.json",
     params:
         store=STORE,
-        # RESULTS/previews, derived from the output as it was from the sheet's path before: Snakemake leaves
-        # parameters derived from outputs out of its params trigger, so no existing render job re-runs
-        previews=lambda wildcards, output: os.path.join(os.path.dirname(os.path.dirname(output.done)), "previews"),
+        # "-": no previews here (`--previews -`), the previews rule writes them from the store; they were
+        # written twice, and Snakemake warned on every run that the previews job's outputs already existed.
+        # Still a function of the output: Snakemake leaves parameters derived from outputs out of its params
+        # trigger, so no existing render job re-runs (the shell text is unchanged too)
+        previews=lambda wildcards, output: "-",
         options=render_options(),
     log:
         f"{LOGS}/render_species/{{id}}.log",
