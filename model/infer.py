@@ -243,17 +243,28 @@ def _run_network(xray_path, checkpoint, opts: _Options, timing: dict) -> tuple[_
         warnings.simplefilter("always")
         t = time.perf_counter()
         img, info = read_xray(xray_path)
-        film = (img, info.pop("alpha_mask"), info.get("photometric"))
+        mask = info.pop("alpha_mask")
         timing["read_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        sq, prep = _prepare(xray_path, film, opts, FIELD_FILL)
-        timing["prepare_s"] = time.perf_counter() - t
         t = time.perf_counter()
         model, state, ck = cached_model(checkpoint, opts.device)
         timing["load_model_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        sq, prep = _field_scale(xray_path, film, opts, sq, prep, model.config.input_size, state)
-        timing["prepare_s"] += time.perf_counter() - t
+        header = f"PhotometricInterpretation {info['photometric']}" if info.get("photometric") else None
+        reference = state.get("xray_reference")
+        try:
+            sq, prep = prepare_xray(
+                img,
+                mask=mask,
+                polarity=opts.polarity,
+                gamma=opts.gamma,
+                square=opts.square,
+                header=header,
+                air=opts.air,
+                fill=_fill_chooser(model.config.input_size, reference) if reference else FIELD_FILL,
+            )
+        except ValueError as e:  # name the file: several radiographs may be on their way
+            raise ValueError(f"{xray_path}: {e}") from None
+        timing["prepare_s"] = time.perf_counter() - t
         pred = _predict(xray_path, model, state, ck, sq, info, prep, opts, timing)
     warn_list = [str(w.message) for w in caught]
     for w in caught:  # pass them on to the caller too
@@ -261,46 +272,22 @@ def _run_network(xray_path, checkpoint, opts: _Options, timing: dict) -> tuple[_
     return pred, warn_list
 
 
-def _prepare(xray_path, film: tuple, opts: _Options, fill: float) -> tuple[np.ndarray, dict]:
-    """Step 1, prepare (nothing written yet): ``(square (S, S) float64, prepare_xray's record)``;
-    ``film``: the image read (H, W), its alpha mask or None and its DICOM PhotometricInterpretation or None."""
-    img, mask, photometric = film
-    header = f"PhotometricInterpretation {photometric}" if photometric else None
-    try:
-        return prepare_xray(
-            img,
-            mask=mask,
-            polarity=opts.polarity,
-            gamma=opts.gamma,
-            square=opts.square,
-            header=header,
-            air=opts.air,
-            fill=fill,
-        )
-    except ValueError as e:  # name the file: several radiographs may be on their way
-        raise ValueError(f"{xray_path}: {e}") from None
+def _fill_chooser(size: int, reference: dict):
+    """square="field"'s fill for :func:`prepare_xray`: the one nearest to the checkpoint's training
+    x-rays (:func:`model.ood.field_fill`), kept only where the square at it measures nearer
+    (:func:`model.ood.shape_distance`); :data:`model.xray.FIELD_FILL` otherwise (recorded)."""
 
+    def choose(square_at) -> tuple[float, dict]:
+        fill, choice = field_fill(_network_input(square_at(FIELD_FILL), size), FIELD_FILL, reference)
+        if fill != FIELD_FILL:
+            measured = shape_distance(_network_input(square_at(fill), size), reference)
+            choice["mean_distance_measured"] = measured
+            if not measured < choice["mean_distance_at_from_fill"]:  # the search's model failed on the image
+                fill = FIELD_FILL
+                choice.update(fill=FIELD_FILL, kept="the image squared at the fill found was not nearer")
+        return fill, choice
 
-def _field_scale(xray_path, film: tuple, opts: _Options, sq, prep: dict, size: int, state: dict):
-    """square="field" around a found anatomy, with a checkpoint that summarises its training x-rays:
-    prepared again at the fill nearest to them (:func:`model.ood.field_fill`; the record's
-    ``square.fill_choice``); otherwise as it is, at :data:`model.xray.FIELD_FILL`."""
-    reference = state.get("xray_reference")
-    if opts.square != "field" or not prep["square"]["anatomy_found"] or not reference:
-        return sq, prep
-    fill, choice = field_fill(_network_input(sq, size), FIELD_FILL, reference)
-    if fill != FIELD_FILL:
-        with warnings.catch_warnings(record=True):  # the first call's warnings again (same film, options)
-            warnings.simplefilter("always")
-            sq2, prep2 = _prepare(xray_path, film, opts, fill)
-        measured = shape_distance(_network_input(sq2, size), reference)
-        choice["mean_distance_measured"] = measured
-        if measured < choice["mean_distance_at_from_fill"]:  # the model of the search held on the image
-            sq, prep = sq2, prep2
-        else:
-            choice.update(fill=FIELD_FILL, kept="the image prepared at the fill found was not nearer")
-    prep["square"]["fill_choice"] = choice
-    return sq, prep
+    return choose
 
 
 def _predict(

@@ -40,6 +40,7 @@ x-ray is smaller), ``model.data.resize_xrays``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -201,17 +202,21 @@ def prepare_xray(
     square: str = "field",
     header: str | None = None,
     air: str = "keep",
-    fill: float = FIELD_FILL,
+    fill: float | Callable = FIELD_FILL,
 ) -> tuple[np.ndarray, dict]:
     """Polarity, gamma, air, alpha mask and square (module docstring) -> ``(S, S) float64`` and a
     record. ``header``: the file's own polarity statement (DICOM PhotometricInterpretation), used by
     "auto". ``air``: "keep", or "subtract" the background value (the air's grey level, a display
     offset): ``(v - bg) / (1 - bg)`` clipped at 0, so that air is black as in the training x-rays.
-    ``fill``: square="field"'s share of the square taken by the anatomy's long side, in (0, 1]."""
+    ``fill``: square="field"'s share of the square taken by the anatomy's long side, in (0, 1]; or a
+    chooser ``fill(square_at) -> (fill, record)``, called where the anatomy is found with ``square_at(f)``
+    (the (S, S) square at fill ``f``; the polarity, gamma, air and field decided once), its record kept
+    as the square's ``fill_choice`` (``tomo infer``: :func:`model.ood.field_fill`)."""
     air = _check_choice(air, "air", AIR_MODES)
     polarity = _check_choice(polarity, "polarity", ("auto", "keep", "invert"))
     square = _check_choice(square, "square", SQUARE_MODES)
     g = _check_gamma(gamma)
+    chooser, fill = (fill, FIELD_FILL) if callable(fill) else (None, fill)
     if not (isinstance(fill, (int, float)) and 0 < fill <= 1):
         raise ValueError(f"fill must be in (0, 1], got {fill!r}")
     x = np.asarray(image, dtype=np.float64)
@@ -235,7 +240,13 @@ def prepare_xray(
         rec["air"]["rule"] = "(v - level) / (1 - level), clipped at 0: air black; shutters and padding take 0"
     if mask is not None:
         x = np.where(np.asarray(mask, bool), bg, x)
-    x, rec["square"] = _make_square(x, square, field, bg, fill)
+    sq, rec["square"] = _make_square(x, square, field, bg, fill)
+    if chooser is not None and square == "field" and rec["square"]["anatomy_found"]:
+        chosen, choice = chooser(lambda f: _make_square(x, square, field, bg, f)[0])
+        if chosen != fill:
+            sq, rec["square"] = _make_square(x, square, field, bg, chosen)
+        rec["square"]["fill_choice"] = choice
+    x = sq
     rec["square"]["size"] = int(x.shape[0])
     return np.ascontiguousarray(x), rec
 
