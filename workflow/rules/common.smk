@@ -482,27 +482,6 @@ def real_xray_options(wildcards):
 _PARSED_AT = time.time()  # logs older than this run are an earlier run's
 
 
-def real_xray_failures():
-    """For each real x-ray whose volume is missing and whose log, written in this run, ends in an error:
-    that error, with the config key for each `tomo infer` option it suggests (the job's log speaks the
-    CLI's language)."""
-    keys = {"--polarity": "polarity", "--gamma": "gamma", "--square": "square", "--air": "air", "--max-size": "max_size"}
-    out = []
-    for name in REAL_XRAYS:
-        log = Path(f"{LOGS}/real_xray/{name}.log")
-        if Path(f"{RESULTS}/real/{name}/{name}.nrrd").exists() or not log.is_file():
-            continue
-        if log.stat().st_mtime < _PARSED_AT:  # not run this time (an upstream job failed first)
-            continue
-        errors = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
-        if errors:
-            hints = [f"model.real_xrays.{name}.{keys[opt]}: {value}"
-                     for opt, value in re.findall(r"(--[a-z-]+) ([a-z0-9.]+)", errors[-1]) if opt in keys]
-            out.append(f"real x-ray {name}: {errors[-1].removeprefix('error: ')}"
-                       + (f"\n  in the config: {' or '.join(hints)}" if hints else ""))
-    return out
-
-
 def _torch_cuda():
     try:
         import torch
@@ -556,19 +535,31 @@ def _run_logs():
             continue
 
 
+#: real_xray errors: the `tomo infer` options they suggest, as config keys of model.real_xrays.NAME
+_INFER_KEYS = {"--polarity": "polarity", "--gamma": "gamma", "--square": "square", "--air": "air",
+               "--max-size": "max_size"}
+
+
 def job_failures():
-    """For each other job's log written in this run that holds a `tomo` error (its `error: ` line,
-    the last): the rule, the log and that error, so that the reason of a failed cube, render, training
+    """For each job's log written in this run that holds a `tomo` error (its `error: ` line, the
+    last): the rule, the log and that error, so that the reason of a failed cube, render, training
     ... stands in the run's output, not only in the log (Snakemake itself names the log and the
-    command)."""
+    command); a real x-ray's with the config key for each `tomo infer` option it suggests (the job's
+    log speaks the CLI's language)."""
     out = []
     for log, lines in _run_logs():
-        if log.parent.name == "real_xray":
-            continue  # real_xray_failures: with the config keys
         errors = [ln for ln in lines if ln.startswith("error: ")]
-        if errors:
+        if not errors:
+            continue
+        error = errors[-1].removeprefix("error: ")
+        if log.parent.name == "real_xray":
+            name = log.stem
+            hints = [f"model.real_xrays.{name}.{_INFER_KEYS[opt]}: {value}"
+                     for opt, value in re.findall(r"(--[a-z-]+) ([a-z0-9.]+)", error) if opt in _INFER_KEYS]
+            out.append(f"real x-ray {name}: {error}" + (f"\n  in the config: {' or '.join(hints)}" if hints else ""))
+        else:
             job = log.relative_to(LOGS).with_suffix("").as_posix()  # RULE/ID, RULE/RULE, cv/train_fold0
-            out.append(f"{job} failed ({log}): {errors[-1].removeprefix('error: ')}")
+            out.append(f"{job} failed ({log}): {error}")
     return out
 
 
@@ -602,7 +593,7 @@ onsuccess:
 onerror:
     if _warned := job_warnings():
         logger.warning(_warned)
-    for _failure in job_failures() + real_xray_failures():
+    for _failure in job_failures():
         logger.error(_failure)
 
 
