@@ -84,9 +84,13 @@ def run_jobs(jobs: list[Job], run_one: Callable[[Path, Path, Path | None], None]
         try:
             run_one(x, output, apps)
         except Exception as e:  # noqa: BLE001 - any failure of one radiograph (Ctrl-C still stops)
-            print(f"[{k}/{len(jobs)}] {x.name}: FAILED after {time.perf_counter() - t0:.1f} s: {e}", file=sys.stderr)
-            if not keep_going:
+            took = f"[{k}/{len(jobs)}] {x.name}: FAILED after {time.perf_counter() - t0:.1f} s"
+            if not keep_going:  # the error is printed once, by the caller
+                rest = len(jobs) - k
+                left = f"; {rest} not run (--keep-going goes on past a failure)" if rest else ""
+                print(f"{took}{left}", file=sys.stderr)
                 raise
+            print(f"{took}: {e}", file=sys.stderr)
             text = str(e)
             failed.append(text if text.startswith(f"{x}: ") else f"{x}: {text}")  # errors that name the file already
             continue
