@@ -210,6 +210,85 @@ def test_croissant_validates_and_iterates(demo_data_export):
     assert {bool(r["species/redistribution"]) for r in species} == {True}
 
 
+def _outsider_render(vol: np.ndarray, R: np.ndarray, size: int, steps: int, chi: float) -> np.ndarray:
+    """An x-ray made from the card's Geometry section alone (float64 numpy, none of tomodata's code):
+    voxel centres at (2i + 1)/N − 1, trilinear with zero padding, p = R @ (u, v, w), midpoints w_k,
+    opacity 1 − exp(−chi · mean_k mu)."""
+    c = (2 * np.arange(size) + 1) / size - 1
+    w = (2 * np.arange(steps) + 1) / steps - 1
+    W, V, U = np.meshgrid(w, c, c, indexing="ij")
+    p = np.stack([U, V, W], -1) @ R.T  # (steps, S, S, (x, y, z))
+    pad = np.pad(vol.astype(np.float64), 1)  # zeros around: mu falls to 0 at the faces
+    idx = [((p[..., a] + 1) * n - 1) / 2 + 1 for a, n in zip((2, 1, 0), vol.shape)]  # (z, y, x), padded
+    lo = [np.floor(f).astype(int) for f in idx]
+    mu = np.zeros(p.shape[:-1])
+    for corner in np.ndindex(2, 2, 2):
+        weight = np.ones_like(mu)
+        at = []
+        for f, i0, d, n in zip(idx, lo, corner, pad.shape):
+            weight *= (f - i0) if d else (1 - (f - i0))
+            at.append(np.clip(i0 + d, 0, n - 1))
+        mu += weight * pad[tuple(at)]
+    mu[(np.abs(p) > 1).any(-1)] = 0.0
+    return 1 - np.exp(-chi * mu.mean(0))
+
+
+def test_an_outsider_re_renders_the_images_from_the_card(demo_data_export):
+    """The card's Geometry section is enough: a renderer written from it alone gives every stored image
+    (mirrored ones too) within 1 uint16 step, as the card says, and its view recipe gives the rotations."""
+    out, _ = demo_data_export
+    card = (out / "README.md").read_text()
+    g = zarr.open_group(str(out / "dataset.zarr"), mode="r", use_consolidated=False)
+    attrs = g.attrs.asdict()
+    assert "## Geometry" in card and "within 1 uint16 step" in card
+    for text in attrs["geometry"].values():
+        assert text in card
+    assert "numpy.random.default_rng(seed)" in card
+    size, steps, chi = attrs["image_size"], attrs["steps"], attrs["chi"]
+    worst = 0
+    for name in ("procedural_00", "procedural_01", "procedural_02"):
+        sp = g[f"species/{name}"]
+        vol, rots, images = sp["volume/0"][:], sp["rotations"][:], sp["images"][:]
+        for s, (v, m) in enumerate(zip(sp["views"][:], sp["mirrored"][:])):
+            img = _outsider_render(vol, rots[v], size, steps, chi)
+            img = img[::-1, :] if m else img
+            q = np.round(np.clip(img, 0, 1) * 65535).astype(np.int64)
+            worst = max(worst, int(np.abs(q - images[s]).max()))
+        # the views, re-derived from the card's recipe
+        n, seed = attrs["n_views"], attrs["view_scheme"]["seed"]
+        rng = np.random.default_rng(seed)
+        phi0, j = rng.uniform(0, 2 * np.pi), rng.uniform(-0.25, 0.25, size=n)
+        z = 1 - (np.arange(n) + 0.5 + j) / n
+        phi = phi0 + 2 * np.pi * np.arange(n) / ((1 + 5**0.5) / 2) ** 2
+        d = np.stack([np.sqrt(np.maximum(0, 1 - z * z)) * np.cos(phi), np.sqrt(1 - z * z) * np.sin(phi), z], -1)
+        th, ph = np.arccos(z), np.arctan2(d[:, 1], d[:, 0])
+        e_th = np.stack([np.cos(th) * np.cos(ph), np.cos(th) * np.sin(ph), -np.sin(th)], -1)
+        e_ph = np.stack([-np.sin(ph), np.cos(ph), np.zeros(n)], -1)
+        np.testing.assert_allclose(np.stack([e_th, e_ph, d], -1), rots, atol=1e-12)
+    assert worst <= 1
+
+
+def test_urls_go_into_croissant_card_and_provenance(demo, tmp_path, capsys):
+    out = tmp_path / "pub"
+    url, code = "https://data.example.org/sit", "https://git.example.org/tomo"
+    export.export_dataset(demo, out, url=url, code_url=code)
+    assert json.loads((out / "croissant.json").read_text())["url"] == url
+    card = (out / "README.md").read_text()
+    assert f"* this dataset: {url}" in card and f"published at {code}" in card and f"code ({code})" in card
+    prov = json.loads((out / "provenance.json").read_text())["export"]
+    assert prov["dataset_url"] == url and prov["code_url"] == code
+    assert sha256sum_check(out).returncode == 0
+    with pytest.raises(ValueError, match="code_url must be an absolute http"):
+        export.export_dataset(demo, tmp_path / "bad", code_url="git.example.org/tomo")
+    assert not (tmp_path / "bad").exists()
+    # without --url the CLI says croissant.json's url is a placeholder (stderr; stdout stays the JSON)
+    assert main(["export", str(demo), str(tmp_path / "cli")]) == 0
+    cap = capsys.readouterr()
+    assert "url is a placeholder" in cap.err and json.loads(cap.out)["mode"] == "data"
+    doc = json.loads((tmp_path / "cli/croissant.json").read_text())
+    assert doc["url"] == export.URL_PLACEHOLDER
+
+
 def test_sha256sums_verify_with_sha256sum(demo_data_export):
     out, _ = demo_data_export
     listed = [line.split("  ", 1)[1] for line in (out / "SHA256SUMS").read_text().splitlines()]

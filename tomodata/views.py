@@ -29,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "VIEW_SCHEME",
+    "VIEW_SCHEME_RECIPE",
     "SampleIndex",
     "mirror",
     "hemisphere_views",
@@ -40,6 +41,15 @@ __all__ = [
 ]
 
 VIEW_SCHEME = "fibonacci-jitter-v1"
+# the scheme's draws and formulas, enough to re-derive the rotations without this code (the dataset card
+# quotes it; the rotations are stored, so a user never needs to)
+VIEW_SCHEME_RECIPE = (
+    "rng = numpy.random.default_rng(seed); phi_0 = rng.uniform(0, 2 pi), then j = rng.uniform(-0.25, 0.25, "
+    "size=n); for i = 0..n-1: z_i = 1 - (i + 0.5 + j_i)/n, phi_i = phi_0 + 2 pi i / g^2 (g the golden ratio), "
+    "s_i = sqrt(max(0, 1 - z_i^2)), d_i = (s_i cos phi_i, s_i sin phi_i, z_i); R_i = [e_theta | e_phi | d_i] "
+    "with theta = arccos(z_i), phi = atan2(d_y, d_x), e_theta = (cos theta cos phi, cos theta sin phi, "
+    "-sin theta), e_phi = (-sin phi, cos phi, 0)"
+)
 _GOLDEN = (1.0 + 5.0**0.5) / 2.0
 
 

@@ -170,6 +170,12 @@ def _add_export(sub) -> None:
             "spacing where ingest recorded it) for 3D Slicer and other viewers"
         ),
     )
+    q.add_argument(
+        "--url",
+        help="where the export will be published (https://...): croissant.json's url, the card, provenance.json "
+        "(without it croissant.json has a placeholder; croissant.json is in SHA256SUMS, so set it here)",
+    )
+    q.add_argument("--code-url", help="where the tomodata code is published (its repository): the card, provenance")
     q.set_defaults(func=cmd_export)
 
 

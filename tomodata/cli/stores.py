@@ -223,9 +223,13 @@ def cmd_export(a) -> int:
             recipe_only=recipe_only,
             overwrite=a.overwrite,
             volumes=a.volumes,
+            url=a.url,
+            code_url=a.code_url,
         )
     for note in summary["warnings"]:
         print(f"WARNING: {note}", file=sys.stderr)
+    if a.url is None:
+        print("note: croissant.json's url is a placeholder: give --url (where it will be published)", file=sys.stderr)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -74,7 +74,7 @@ from typing import Any
 from ..store_settings import StoreSettings
 from .card import _card
 from .check import verify_export, verify_rebuild
-from .common import CITATION_BIBTEX, EXPORT_SPEC, _json_text, _now, _resolve_store
+from .common import CITATION_BIBTEX, EXPORT_SPEC, _check_url, _json_text, _now, _resolve_store
 from .common import SPLIT_NAMES as SPLIT_NAMES
 from .common import code_version as code_version
 from .croissant import CROISSANT_VERSION as CROISSANT_VERSION
@@ -127,6 +127,8 @@ def export_dataset(
     recipe_only: bool | None = None,
     overwrite: bool = False,
     volumes: str | None = None,
+    url: str | None = None,
+    code_url: str | None = None,
 ) -> dict:
     """Write a publishable folder for a dataset store (see the module docstring for the layout).
 
@@ -145,12 +147,17 @@ def export_dataset(
         volumes: ``"nifti"`` or ``"nrrd"``: also each species' canonical volume as ``volumes/<name>.nii.gz``
             or ``.nrrd`` (:mod:`tomodata.volume_files`: RAS orientation, mm spacing where recorded), for
             3D Slicer and other viewers; data exports only.
+        url: where the export will be published (``http(s)://...``): Croissant's ``url``, the card,
+            ``provenance.json``. Without it Croissant's ``url`` is :data:`URL_PLACEHOLDER` (set it here,
+            not by editing the file: croissant.json is in SHA256SUMS).
+        code_url: where the ``tomodata`` code is published (its repository): the card and ``provenance.json``.
 
     Returns:
         a summary dict: ``out``, ``mode`` ("data" / "recipe-only"), ``recipe_only``, ``licence`` (the
         card's), ``licence_classes`` ({species: class}), ``not_for_redistribution``, ``species``,
         ``samples``, ``files`` (count), ``bytes``, ``warnings``.
     """
+    urls = {"dataset_url": _check_url(url, "url"), "code_url": _check_url(code_url, "code_url")}
     src = _resolve_store(store)
     out = Path(out_dir)
     _check_out(out, src, overwrite)
@@ -177,9 +184,10 @@ def export_dataset(
     stage = _Staging(out)
     try:
         notes += _put_files(stage, src, attrs, markers, classes, recipe_only, volumes, manifest_bytes, config_file)
-        prov = _provenance(attrs, src, when.isoformat(), mode, lic, classes, notes, config_file, has_manifest)
+        prov = _provenance(attrs, src, when.isoformat(), mode, lic, classes, notes, config_file, has_manifest, urls)
         stage.put("provenance.json", _json_text(prov))
-        doc = _croissant(attrs, stage.files, species_names=names, date=when.date().isoformat(), **same)
+        date = when.date().isoformat()
+        doc = _croissant(attrs, stage.files, species_names=names, date=date, url=urls["dataset_url"], **same)
         stage.put("croissant.json", _json_text(doc))
         # _card is looked up in this module at call time (tests replace tomodata.export._card)
         card = _card(attrs, classes=classes, files=sorted(stage.files), prov=prov, has_manifest=has_manifest, **same)

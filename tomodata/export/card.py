@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from ..views import VIEW_SCHEME, VIEW_SCHEME_RECIPE
 from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
 from .licence import _CONDITIONS, FREE, RESTRICTED
 
@@ -124,8 +125,11 @@ def _overview(attrs: dict, *, prov: dict, recipe_only: bool, n_samples_total: in
         f"(Computer Graphics Forum 37(2), Eurographics 2018), built with the `tomodata` code "
         f"(version {prov['code_version']['tomodata']}"
         + (f", commit {prov['code_version']['git_commit'][:12]}" if prov["code_version"].get("git_commit") else "")
-        + ").",
+        + ")"
+        + (f", published at {prov['export']['code_url']}" if prov["export"].get("code_url") else "")
+        + ".",
         "",
+        *([f"* this dataset: {prov['export']['dataset_url']}"] if prov["export"].get("dataset_url") else []),
         f"* export mode: **{mode}**",
         f"* species: {len(table)} ({', '.join(f'{s}: {len(splits.get(s, []))}' for s in SPLIT_NAMES)}); "
         "splits hold out whole species",
@@ -207,8 +211,8 @@ def _contents(files: list[str], *, recipe_only: bool, has_manifest: bool) -> lis
         kind, suffix = ("NIfTI-1", ".nii.gz") if vols[0].endswith(".nii.gz") else ("NRRD", ".nrrd")
         L.append(
             f"| `volumes/<name>{suffix}` | each species' canonical volume ({kind}: the store's "
-            "`volume/0` in RAS+ space, cube z left, y inferior, x anterior; mm where the species records its "
-            "spacing) |"
+            "`volume/0` in RAS+ space, cube z left, y inferior, x anterior; mm where `species.csv` gives the "
+            "cube's `voxel_mm`, unitless otherwise) |"
         )
     return L
 
@@ -222,6 +226,7 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
         "",
         "```",
         "dataset.zarr/zarr.json                  root attributes: everything needed to use the data",
+        "dataset.zarr/species/zarr.json          the group of the species (lists them)",
         "dataset.zarr/species/<name>/zarr.json   status + completion marker (sha256 of every array)",
         "dataset.zarr/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm, or voxels where "
         "no scale was recorded)",
@@ -244,6 +249,37 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
     ]
 
 
+def _geometry(attrs: dict) -> list[str]:
+    """## Geometry: the store's root ``geometry`` and image encoding, quoted, and how the views were drawn:
+    enough to re-render any stored x-ray without this code."""
+    geo = attrs.get("geometry") or {}
+    scheme = attrs["view_scheme"]
+    L = [
+        "## Geometry",
+        "",
+        "How every image was made, as the store's root attributes (`geometry`, `encoding`) record it:",
+        "",
+    ]
+    L += [f"* **{key}**: {text}" for key, text in geo.items()]
+    L += [
+        f"* **image values**: {attrs['encoding']['images']['encode']}; {attrs['encoding']['images']['decode']}",
+        f"* **settings**: χ = {attrs['chi']}, steps = {attrs['steps']}, S = {attrs['image_size']} pixels, "
+        f"volume {attrs['volume_size']}³",
+    ]
+    if scheme.get("name") == VIEW_SCHEME:
+        L.append(
+            f"* **views** (`{VIEW_SCHEME}`, seed {scheme['seed']}, n = {attrs['n_views']}; stored in `rotations`, so "
+            f"this is only needed to make the same views elsewhere): {VIEW_SCHEME_RECIPE}"
+        )
+    return L + [
+        "",
+        "A renderer written from these rules alone (float64 numpy, trilinear sampling with zero padding as "
+        "stated) gives every stored image to within 1 uint16 step: the store's renderer sums in float32. "
+        "The dataset's code checks this with such a renderer (`tests/test_export.py`).",
+        "",
+    ]
+
+
 def _verify(*, recipe_only: bool) -> list[str]:
     """## Verify: the commands that check the folder (and, for data, the store)."""
     L = [
@@ -258,12 +294,13 @@ def _verify(*, recipe_only: bool) -> list[str]:
     return L + ["```", ""]
 
 
-def _rebuild(attrs: dict) -> list[str]:
+def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
     """## Rebuild: ``tomo build-demo`` with the recorded arguments, or ``recipe/rebuild.sh``; then the check."""
     L = ["## Rebuild", ""]
     cmd = (attrs.get("provenance", {}).get("config") or {}).get("command")
+    where = f" ({code_url})" if code_url else ""
     L += [
-        "Install the `tomodata` code at the version in `provenance.json` (`code_version`), then:",
+        f"Install the `tomodata` code{where} at the version in `provenance.json` (`code_version`), then:",
         "",
     ]
     rebuilt = "rebuilt" if cmd == "tomo build-demo" else "rebuilt.zarr"
@@ -339,7 +376,8 @@ def _card(
     L += _licence_section(table, lic=lic, classes=classes, recipe_only=recipe_only, all_free=all_free)
     L += _contents(files, recipe_only=recipe_only, has_manifest=has_manifest)
     L += _layout(attrs, recipe_only=recipe_only)
+    L += _geometry(attrs)
     L += _verify(recipe_only=recipe_only)
-    L += _rebuild(attrs)
+    L += _rebuild(attrs, prov["export"].get("code_url"))
     L += _citation_and_provenance(attrs, prov)
     return "\n".join(L)

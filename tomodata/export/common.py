@@ -1,5 +1,5 @@
 """What every part of an export shares: the spec id, split names, array names, safe paths, the citation,
-the export time, the code version and the JSON text convention."""
+the export time, the code version, URL checks and the JSON text convention."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import __version__
 
@@ -67,6 +68,16 @@ def code_version() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return info
+
+
+def _check_url(url: str | None, name: str) -> str | None:
+    """``url`` if it is an absolute http(s) URL (or None); ``ValueError`` naming ``name`` otherwise."""
+    if url is None:
+        return None
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in str(url)):
+        raise ValueError(f"{name} must be an absolute http(s) URL (https://host/path), got {url!r}")
+    return str(url)
 
 
 def _resolve_store(store) -> Path:

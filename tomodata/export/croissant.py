@@ -245,6 +245,15 @@ def _distribution(
                 f"Root metadata of the Zarr v3 store: all dataset attributes (spec_version {attrs['spec_version']}).",
             )
         )
+        if "dataset.zarr/species/zarr.json" in files:  # the group of the species: zarr lists them through it
+            dist.append(
+                _file_object(
+                    files,
+                    "dataset.zarr/species/zarr.json",
+                    "application/json",
+                    "Metadata of the Zarr v3 group species (one subgroup per species; needed to list them).",
+                )
+            )
         dist += _zarr_file_sets(species_names, layout)
     return dist + _volume_file_set(files)
 
@@ -301,7 +310,22 @@ def _species_record_set() -> dict:
                 sp, "redistribution", "sc:Boolean", "Whether the source's terms permit redistribution.", "species.csv"
             ),
             _field(sp, "original_shape_zyx", "sc:Text", "Shape of the source scan, z y x.", "species.csv"),
-            _field(sp, "spacing_mm_zyx", "sc:Text", "Voxel spacing of the source scan in mm, z y x.", "species.csv"),
+            _field(
+                sp,
+                "spacing_mm_zyx",
+                "sc:Text",
+                "Voxel spacing of the source volume, z y x, as the species table records it (mm for scans; "
+                "procedural species have no physical scale: 1).",
+                "species.csv",
+            ),
+            _field(
+                sp,
+                "voxel_mm",
+                "sc:Float",
+                "Voxel size of the species' cube (volume/0) in mm, where ingest recorded the scan's scale; empty "
+                "otherwise (then the volume is unitless).",
+                "species.csv",
+            ),
             _field(sp, "n_samples", "sc:Integer", "Samples of the species (2 per view).", "species.csv"),
             _field(sp, "group", "sc:Text", "Path of the species' Zarr group in the export.", "species.csv"),
         ]
@@ -385,9 +409,11 @@ def _croissant(
     species_names: list[str],
     date: str,
     n_samples_total: int,
+    url: str | None = None,
 ) -> dict:
     """The Croissant document (a JSON-LD dict); ``files`` maps each export path written so far to its sha256,
-    ``lic`` is :func:`tomodata.export.licence._licence_summary`'s, ``date`` the ISO export date."""
+    ``lic`` is :func:`tomodata.export.licence._licence_summary`'s, ``date`` the ISO export date, ``url`` where
+    the export is published (None: :data:`URL_PLACEHOLDER`)."""
     description = _description(
         attrs, recipe_only=recipe_only, species_names=species_names, n_samples_total=n_samples_total
     )
@@ -400,7 +426,7 @@ def _croissant(
         "alternateName": attrs.get("title", ""),
         "description": description,
         "license": lic["croissant"],
-        "url": URL_PLACEHOLDER,
+        "url": url or URL_PLACEHOLDER,
         "version": __version__,
         "datePublished": date,
         "citeAs": CITATION_BIBTEX,

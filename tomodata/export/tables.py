@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+from ..store import _voxel_mm
 from ..store_settings import StoreSettings
 from .common import _ARRAYS
 
@@ -32,7 +33,8 @@ def _species_markers(src: Path, names: list[str]) -> dict[str, dict]:
 
 
 def _species_rows(attrs: dict, markers: dict, classes: dict) -> tuple[list[str], list[list]]:
-    """species.csv: header and one row per species (split, source, licence, shape z y x, spacing mm, sha256s)."""
+    """species.csv: header and one row per species (split, source, licence, shape z y x, the source's spacing
+    as recorded, the cube's voxel size in mm where ingest recorded it (else empty), sha256s)."""
     header = [
         "name",
         "split",
@@ -44,6 +46,7 @@ def _species_rows(attrs: dict, markers: dict, classes: dict) -> tuple[list[str],
         "redistribution",
         "original_shape_zyx",
         "spacing_mm_zyx",
+        "voxel_mm",
         "n_samples",
         "group",
     ] + [f"{a}_sha256" for a in _ARRAYS]
@@ -64,6 +67,7 @@ def _species_rows(attrs: dict, markers: dict, classes: dict) -> tuple[list[str],
                 c["redistribution"],
                 " ".join(str(int(s)) for s in e["original_shape"]),
                 " ".join(repr(float(s)) for s in e["spacing_mm"]),
+                _voxel_mm(e),
                 StoreSettings.from_attrs(attrs).samples_per_species,
                 f"dataset.zarr/species/{n}",
             ]

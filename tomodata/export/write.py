@@ -303,13 +303,16 @@ def _provenance(
     notes: list[str],
     config: tuple[str, bytes, Any],
     has_manifest: bool,
+    urls: dict[str, str | None],
 ) -> dict:
-    """provenance.json: the export (spec, mode, time, licence, warnings), code version, config, store."""
+    """provenance.json: the export (spec, mode, time, URLs, licence, warnings), code version, config, store.
+    ``urls``: ``dataset_url`` (where the export is published) and ``code_url`` (the code's repository)."""
     config_name, _, config_obj = config
     return {
         "export": {
             "spec": EXPORT_SPEC,
             "mode": mode,
+            **urls,
             "tool": "tomodata.export.export_dataset",
             "exported_at": exported_at,
             "source_store": str(src),
