@@ -178,6 +178,9 @@ def test_card_front_matter_and_licence(demo_data_export):
     assert fm["license"] == "cc0-1.0"
     assert fm["task_categories"] == ["image-to-3d"] and fm["size_categories"] == ["n<1K"]
     assert "synthetic" in fm["tags"] and fm["pretty_name"]
+    # procedural species only: no CT, no mammals in the card's words (helper-54)
+    assert "procedural skull" in fm["pretty_name"] and not {"computed-tomography", "mammals"} & set(fm["tags"])
+    assert "# Single-image tomography: procedural skull x-rays" in card and "mammal" not in card
     assert "CC0-1.0" in card and "10.1111/cgf.13369" in card and "Henzler" in card
     assert "NOT FOR REDISTRIBUTION" not in card
 
@@ -189,6 +192,7 @@ def test_croissant_validates_and_iterates(demo_data_export):
     assert doc["conformsTo"] == "http://mlcommons.org/croissant/1.1"
     assert doc["@type"] == "sc:Dataset" and "Henzler" in doc["citeAs"]
     assert doc["license"] == ["https://creativecommons.org/publicdomain/zero/1.0/"]
+    assert "synthetic" in doc["keywords"] and "mammals" not in doc["keywords"]
     sums = dict(reversed(line.split("  ", 1)) for line in (out / "SHA256SUMS").read_text().splitlines())
     kinds = {d["@id"]: d for d in doc["distribution"]}
     for d in kinds.values():
@@ -464,7 +468,9 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
     assert fm["license"] == "other" and "recipe-only" in fm["license_name"]
     assert "Redistribution is not allowed" in card and UTCT_LICENCE in card and "no redistribution" in card
     assert "bash recipe/rebuild.sh" in card  # the recipe that rebuilds (recipe/specimens.tsv, every setting)
+    assert "mammal skull x-rays" in fm["pretty_name"] and "computed-tomography" in fm["tags"]
     doc = json.loads((out / "croissant.json").read_text())
+    assert "mammals" in doc["keywords"] and "synthetic" not in doc["keywords"]
     assert any("no redistribution" in lic for lic in doc["license"])
     records = croissant_records(out / "croissant.json", "species")
     assert records is None or len(records) == 2

@@ -187,7 +187,10 @@ def export_dataset(
         prov = _provenance(attrs, src, when.isoformat(), mode, lic, classes, notes, config_file, has_manifest, urls)
         stage.put("provenance.json", _json_text(prov))
         date = when.date().isoformat()
-        doc = _croissant(attrs, stage.files, species_names=names, date=date, url=urls["dataset_url"], **same)
+        all_free = all(c["class"] == FREE for c in classes.values())
+        doc = _croissant(
+            attrs, stage.files, species_names=names, date=date, url=urls["dataset_url"], all_free=all_free, **same
+        )
         stage.put("croissant.json", _json_text(doc))
         # _card is looked up in this module at call time (tests replace tomodata.export._card)
         card = _card(attrs, classes=classes, files=sorted(stage.files), prov=prov, has_manifest=has_manifest, **same)

@@ -49,6 +49,11 @@ def _conditions_text(table: list[dict], classes: dict) -> list[str]:
     return lines
 
 
+def _subject(all_free: bool) -> str:
+    """What the x-rays show: procedural skulls (every species generated, no scan) or mammal skulls."""
+    return "procedural skull" if all_free else "mammal skull"
+
+
 def _front_matter(*, lic: dict, recipe_only: bool, all_free: bool, n_samples_total: int) -> str:
     """The YAML front matter (licence, name, task, size, tags), without the ``---`` fences."""
     front: dict[str, Any] = {"license": lic["hf"]}
@@ -64,15 +69,15 @@ def _front_matter(*, lic: dict, recipe_only: bool, all_free: bool, n_samples_tot
             )
         )
     front |= {
-        "pretty_name": "Single-image tomography: mammal skull x-rays (rebuild of Henzler et al., EG 2018)",
+        "pretty_name": f"Single-image tomography: {_subject(all_free)} x-rays (rebuild of Henzler et al., EG 2018)",
         "task_categories": ["image-to-3d"],
         "size_categories": [_size_category(n_samples_total)],
         "tags": [
             "x-ray",
-            "computed-tomography",
+            *([] if all_free else ["computed-tomography"]),
             "tomography",
             "skull",
-            "mammals",
+            *([] if all_free else ["mammals"]),
             "3d-reconstruction",
             "single-image-tomography",
             "zarr",
@@ -370,7 +375,7 @@ def _card(
     table = attrs["species"]
     all_free = all(c["class"] == FREE for c in classes.values())
     fm = _front_matter(lic=lic, recipe_only=recipe_only, all_free=all_free, n_samples_total=n_samples_total)
-    L = ["---", fm.rstrip("\n"), "---", "", "# Single-image tomography: x-rays of mammal skulls", ""]
+    L = ["---", fm.rstrip("\n"), "---", "", f"# Single-image tomography: {_subject(all_free)} x-rays", ""]
     L += _notices(lic=lic, classes=classes, prov=prov, recipe_only=recipe_only)
     L += _overview(attrs, prov=prov, recipe_only=recipe_only, n_samples_total=n_samples_total)
     L += _licence_section(table, lic=lic, classes=classes, recipe_only=recipe_only, all_free=all_free)

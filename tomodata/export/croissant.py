@@ -202,7 +202,7 @@ def _volume_file_set(files: dict[str, str]) -> list[dict]:
                 f"Each species' canonical density volume as {'NIfTI-1 (gzip)' if nifti else 'NRRD (gzip)'}, one "
                 "file per species (volumes/<name>): the store's volume/0, vol[z, y, x] with the cube's z to the "
                 "left, y inferior and x anterior in the RAS+ space, centred at 0; voxel size in mm where the "
-                "species records its scan spacing, else unitless (tomodata.volume_files). sha256: SHA256SUMS."
+                "species records it (species.csv voxel_mm), else unitless (tomodata.volume_files). sha256: SHA256SUMS."
             ),
             "encodingFormat": "application/gzip" if nifti else "application/octet-stream",
             "includes": "volumes/*.nii.gz" if nifti else "volumes/*.nrrd",
@@ -300,7 +300,7 @@ def _species_record_set() -> dict:
             _field(sp, "name", "sc:Text", "Species name in the store (species/<name>).", "species.csv"),
             _field(sp, "split", "sc:Text", "train, val or test.", "species.csv", references="splits/name"),
             _field(sp, "taxon", "sc:Text", "Species name as text, where known.", "species.csv"),
-            _field(sp, "source", "sc:Text", "Where the CT scan (or generator) comes from.", "species.csv"),
+            _field(sp, "source", "sc:Text", "Where the volume comes from: a CT scan or the generator.", "species.csv"),
             _field(sp, "source_checksum", "sc:Text", "Checksum of the source.", "species.csv"),
             _field(sp, "licence", "sc:Text", "Terms of use of the source.", "species.csv"),
             _field(
@@ -410,10 +410,12 @@ def _croissant(
     date: str,
     n_samples_total: int,
     url: str | None = None,
+    all_free: bool = False,
 ) -> dict:
     """The Croissant document (a JSON-LD dict); ``files`` maps each export path written so far to its sha256,
     ``lic`` is :func:`tomodata.export.licence._licence_summary`'s, ``date`` the ISO export date, ``url`` where
-    the export is published (None: :data:`URL_PLACEHOLDER`)."""
+    the export is published (None: :data:`URL_PLACEHOLDER`), ``all_free`` whether every species is procedural
+    (no CT, no mammal: the keywords say so)."""
     description = _description(
         attrs, recipe_only=recipe_only, species_names=species_names, n_samples_total=n_samples_total
     )
@@ -430,7 +432,8 @@ def _croissant(
         "version": __version__,
         "datePublished": date,
         "citeAs": CITATION_BIBTEX,
-        "keywords": list(_KEYWORDS),
+        "keywords": [k for k in _KEYWORDS if not (all_free and k in ("computed tomography", "mammals"))]
+        + (["synthetic"] if all_free else []),
         "isAccessibleForFree": True,
         "distribution": _distribution(
             files, attrs=attrs, recipe_only=recipe_only, species_names=species_names, layout=layout
