@@ -149,7 +149,7 @@ def cmd_cv_summary(a) -> int:
             )
     first = res["methods"][0]
     print(f"{first} against each method, Holm-adjusted p: paired t on the species means / corrected t on the folds")
-    for metric in ("l2", "dssim"):
+    for metric in [k for k in ("l2", "dssim", "dssim_gauss") if k in res["means"]["species"][first]]:
         p = {
             (r["method_b"], r["level"], r["test"]): r["p_holm"]
             for r in res["tests"]
@@ -162,7 +162,7 @@ def cmd_cv_summary(a) -> int:
             for m in res["methods"][1:]
             if (m, "species", "t") in p
         ]
-        print(f"  {metric:6} " + "  ".join(pairs))
+        print(f"  {metric:11} " + "  ".join(pairs))
     print(f"tables in {a.output}")
     return 0
 

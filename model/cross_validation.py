@@ -154,8 +154,8 @@ def _stack(folds: list[dict], methods: Sequence[str]):
             keys = k
         elif k.shape != keys.shape or np.any(k != keys):
             raise ValueError(f"method {m} was evaluated on other samples than {methods[0]}")
-        for metric in METRICS:
-            per[m][metric] = rows[metric].to_numpy(np.float64)
+        for metric in [k for k in METRICS if all(k in f["metrics"].columns for f in folds)]:
+            per[m][metric] = rows[metric].to_numpy(np.float64)  # a metric added since a fold's evaluation: left out
     assert keys is not None
     return per, keys[:, 0].astype(str), keys[:, 1].astype(np.int64), keys[:, 2].astype(np.int64)
 
@@ -180,13 +180,14 @@ def _fold_level(
     is compared on the samples where both have a value, by the paired t and the corrected resampled t
     (:func:`model.stats.corrected_resampled_t` with ``sizes`` = (n_train, n_test))."""
     ks = np.unique(fold)
+    metrics = [k for k in METRICS if k in per[methods[0]]]
     summary = []
     for m in methods:
-        for k in METRICS:
+        for k in metrics:
             mean, lo, hi, n = ST.mean_ci(_fold_means(per[m][k], units, fold, ks), level)
             summary.append(dict(method=m, metric=k, level="fold", mean=mean, ci_low=lo, ci_high=hi, n=n))
     tests = []
-    for k in METRICS:
+    for k in metrics:
         for i, a in enumerate(methods):
             for b in methods[i + 1 :]:
                 both = np.isfinite(per[a][k]) & np.isfinite(per[b][k])
@@ -215,7 +216,7 @@ def _fold_rows(folds: list[dict], per, units, fold, methods) -> list[dict]:
         k = int(f["cv"]["fold"])
         s = f["summary"]
         for m in methods:
-            for metric in ("l2", "dssim"):
+            for metric in [k for k in ("l2", "dssim", "dssim_gauss") if k in per[m]]:
                 sm = ST.species_means(per[m][metric][fold == k], units[fold == k])[1]
                 rows.append(
                     dict(

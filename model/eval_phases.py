@@ -406,7 +406,7 @@ def _batch_volumes(
 
 
 def _score_batch(sc: Scores, methods, iso: float, a: int, truth: torch.Tensor, vols: dict[str, torch.Tensor]) -> None:
-    """L2, MSE and DSSIM of every method, and the slice-count DSSIMs, of one batch (rows a : a + B)."""
+    """L2, MSE and DSSIM (both windows) of every method, and the slice-count DSSIMs, of one batch (rows a : a + B)."""
     b = truth.shape[0]
     # each volume group is rendered on its own and dropped (the renderer's result for a volume
     # does not depend on what it is batched with): no concatenated stack of every method's and
@@ -417,6 +417,7 @@ def _score_batch(sc: Scores, methods, iso: float, a: int, truth: torch.Tensor, v
         l2, mse = volume_errors(vols[m], truth, rows=4)
         sc.per[m]["l2"][a : a + b], sc.per[m]["mse"][a : a + b] = l2, mse
         sc.per[m]["dssim"][a : a + b] = [dssim(imgs_m[m][i], imgs_truth[i]) for i in range(b)]
+        sc.per[m]["dssim_gauss"][a : a + b] = [dssim(imgs_m[m][i], imgs_truth[i], window="gaussian") for i in range(b)]
     for m in sc.slice_methods:
         base = truth if m == "truth" else vols[m]
         ref = imgs_truth if m == "truth" else imgs_m[m]

@@ -18,6 +18,7 @@ from tiny_runs import build_demo
 from model.cli import main
 from model.cross_validation import held_out_units, pool_folds
 from model.eval_source import store_content
+from model.stats import holm
 from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
 from tomodata.store.folds import fold_groups, fold_splits, make_fold_view
 
@@ -227,6 +228,29 @@ def test_pooled_statistics_match_a_direct_computation(folds, tmp_path):
     assert res["without_base_val"]["means"]["species"]["ours"]["l2"]["n"] == 5
     assert res["base_train_only"]["species"] == [f"procedural_0{i}" for i in range(4)]
     assert json.loads((tmp_path / "cv" / "summary.json").read_text())["folds"] == 3
+
+
+def test_dssim_gauss_is_pooled_where_every_fold_has_it_and_joins_the_claims_holm_family(folds, tmp_path):
+    """Fold evaluations made before dssim_gauss existed pool without it; with it in every fold it is
+    tabulated, and Holm runs over the first method's comparisons in l2, dssim and dssim_gauss together."""
+    rng = np.random.default_rng(5)
+    for d in folds[:2]:  # two of three folds have it: left out
+        m = pd.read_csv(d / "metrics.csv")
+        m.assign(dssim_gauss=m["dssim"] + rng.normal(0, 0.01, len(m))).to_csv(d / "metrics.csv", index=False)
+    res = pool_folds(folds, tmp_path / "some")
+    assert "dssim_gauss" not in res["means"]["species"]["ours"]
+    m = pd.read_csv(folds[2] / "metrics.csv")
+    m.assign(dssim_gauss=m["dssim"] + rng.normal(0, 0.01, len(m))).to_csv(folds[2] / "metrics.csv", index=False)
+    res = pool_folds(folds, tmp_path / "all")
+    assert "dssim_gauss" in res["means"]["species"]["ours"] and "dssim_gauss" in res["means"]["fold"]["ours"]
+    tests = pd.read_csv(tmp_path / "all" / "tests.csv")
+    for level, test in (("species", "t"), ("fold", "corrected t")):
+        fam = tests[(tests.method_a == "ours") & (tests.level == level) & (tests.test == test)]
+        fam = fam[fam.metric != "mse"]
+        assert sorted(fam["metric"].unique()) == ["dssim", "dssim_gauss", "l2"]
+        np.testing.assert_allclose(fam["p_holm"], holm(fam["p"].to_numpy()))
+    folds_csv = pd.read_csv(tmp_path / "all" / "folds.csv")
+    assert set(folds_csv["metric"]) == {"l2", "dssim", "dssim_gauss"}
 
 
 def test_cli_prints_the_means_and_the_first_methods_tests(folds, tmp_path, capsys):

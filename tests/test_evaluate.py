@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 
 import model.search as E
 import model.sources as SO
@@ -239,6 +240,27 @@ def test_dssim_and_volume_errors():
     assert l2s[0] == 0 and l2s[1] == pytest.approx(l2)
 
 
+def test_dssim_gaussian_window_is_wang_et_al():
+    """``window="gaussian"`` (metric dssim_gauss) is the SSIM of Wang et al. 2004: 11x11 Gaussian window
+    (sigma 1.5), population covariance, K1 .01, K2 .03, mean over the pixels the window fits around;
+    written here from the formula with scipy's Gaussian filter."""
+    rng = np.random.default_rng(0)
+    a = gaussian_filter(rng.random((40, 36)), 2.0)
+    b = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, 1)
+    f = lambda x: gaussian_filter(x, 1.5, truncate=3.5)  # noqa: E731 - radius 5: the 11x11 window
+    ma, mb = f(a), f(b)
+    va, vb, cab = f(a * a) - ma**2, f(b * b) - mb**2, f(a * b) - ma * mb
+    c1, c2 = 0.01**2, 0.03**2
+    s_map = ((2 * ma * mb + c1) * (2 * cab + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+    expect = (1 - s_map[5:-5, 5:-5].mean()) / 2
+    assert dssim(a, b, window="gaussian") == pytest.approx(expect, rel=1e-9)
+    assert dssim(a, b, window="gaussian") != pytest.approx(dssim(a, b), rel=1e-3)  # the windows differ
+    with pytest.raises(ValueError, match="11x11"):
+        dssim(np.zeros((9, 9)), np.zeros((9, 9)), window="gaussian")
+    with pytest.raises(ValueError, match="window must be one of"):
+        dssim(a, b, window="box")
+
+
 def test_statistics():
     x = np.array([1.0, 2.0, 3.0, 4.0])
     m, lo, hi, n = mean_ci(x)
@@ -465,15 +487,19 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
     out = tmp_path / "eval"
     s = evaluate_run(EvalConfig(store, checkpoint, out, max_samples=8, batch=3, slice_counts=(4, 8, 16, 32)))
     rows = _read(out / "metrics.csv")
-    assert list(rows[0]) == ["method", "species", "sample", "view", "mirrored", "view_class", "l2", "mse", "dssim"]
+    assert list(rows[0]) == [
+        *("method", "species", "sample", "view", "mirrored", "view_class"),
+        *("l2", "mse", "dssim", "dssim_gauss"),
+    ]
     assert [r["method"] for r in rows[::8]] == list(METHODS) and len(rows) == len(METHODS) * 8
     for r in rows:
         assert float(r["l2"]) == pytest.approx(math.sqrt(float(r["mse"])), rel=1e-6)
         assert 0 <= float(r["dssim"]) <= 1 and r["view_class"] in ("top", "front", "side", "other")
+        assert 0 <= float(r["dssim_gauss"]) <= 1
         assert int(r["view"]) == int(r["sample"]) // 2 and (r["mirrored"] == "True") == (int(r["sample"]) % 2 == 1)
     summ = _read(out / "summary.csv")
     assert list(summ[0]) == list(SUMMARY_COLUMNS) == ["method", "metric", "level", "mean", "ci_low", "ci_high", "n"]
-    assert len(summ) == 2 * len(METHODS) * 3  # two levels
+    assert len(summ) == 2 * len(METHODS) * 4  # two levels, four metrics
     ours_l2 = [float(r["l2"]) for r in rows if r["method"] == "ours"]
     # the 8 evenly spaced samples of 2 x 12 are 8 distinct views, 4 per species: at both levels the
     # mean is the plain mean of the samples; the sample level's n counts those 8 views
@@ -487,7 +513,7 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
         == list(TESTS_COLUMNS)
         == ["metric", "method_a", "method_b", "level", "test", "statistic", "p", "p_holm", "n"]
     )
-    assert len(tests) == 3 * 10 * 3  # metrics x pairs of 5 methods x (species t, species wilcoxon, sample t)
+    assert len(tests) == 4 * 10 * 3  # metrics x pairs of 5 methods x (species t, species wilcoxon, sample t)
     assert {(r["method_a"], r["method_b"]) for r in tests} >= {
         ("ours", "nn"),
         ("ours", "oracle"),
@@ -745,7 +771,7 @@ def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint
         assert r["n"] == ("2" if r["level"] == "species" else "12")
     spc = _read(out / "species.csv")
     assert list(spc[0]) == ["method", "species", "metric", "mean", "n_samples"]
-    assert len(spc) == len(METHODS) * 2 * 3 and {r["n_samples"] for r in spc} == {"12"}
+    assert len(spc) == len(METHODS) * 2 * 4 and {r["n_samples"] for r in spc} == {"12"}
     for m in METHODS:
         v = np.array([float(r["dssim"]) for r in rows if r["method"] == m])
         sp = np.array([r["species"] for r in rows if r["method"] == m])
@@ -765,16 +791,19 @@ def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint
     assert all(r["n"] == ("2" if r["level"] == "species" else "12") for r in tests)
     w = [float(r["p"]) for r in tests if r["test"] == "wilcoxon" and r["p"] != "nan"]
     assert w and all(p >= 0.5 for p in w)  # two species: nothing can be significant
-    for fam in {(r["metric"], r["level"], r["test"]) for r in tests}:  # Holm over the first method's comparisons
-        grp = [r for r in tests if (r["metric"], r["level"], r["test"]) == fam]
+    # Holm over the first method's comparisons: one family per level and test of l2 and both DSSIMs (the
+    # claims), mse its own
+    family = {"l2": "claims", "dssim": "claims", "dssim_gauss": "claims", "mse": "mse"}
+    for fam in {(family[r["metric"]], r["level"], r["test"]) for r in tests}:
+        grp = [r for r in tests if (family[r["metric"]], r["level"], r["test"]) == fam]
         first = [r for r in grp if r["method_a"] == METHODS[0]]
-        assert len(first) == len(METHODS) - 1
+        assert len(first) == (len(METHODS) - 1) * (3 if fam[0] == "claims" else 1)
         expect = holm([float(r["p"]) for r in first])
         np.testing.assert_allclose([float(r["p_holm"]) for r in first], expect, equal_nan=True)
         assert all(r["p_holm"] == "nan" for r in grp if r["method_a"] != METHODS[0])  # other pairs: uncorrected
     js = json.loads((out / "summary.json").read_text())
     assert set(js["means"]) == {"species", "sample"} and set(js["means"]["species"]) == set(METHODS)
-    assert len(js["differences"]) == 3 * 10 and "n_boot" not in js["settings"]
+    assert len(js["differences"]) == 4 * 10 and "n_boot" not in js["settings"]
     assert len(js["tests"]) == len(tests) and len(js["species_means"]) == len(spc)
 
 
