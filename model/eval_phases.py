@@ -185,8 +185,11 @@ def _open_checked(cfg: EvalConfig) -> tuple[DatasetStore, TomographyNet, dict, d
     leaked = sorted(set(held) & set(state.get("data", {}).get("species", [])))
     if leaked:
         raise ValueError(f"evaluated ({split!r}) species {leaked} of {store} were training species of {checkpoint}")
-    if int(model.config.out_size) < 7:
-        raise ValueError(f"the network's output size {int(model.config.out_size)} is below SSIM's 7x7 window")
+    if int(model.config.out_size) < 11:  # before any search: dssim_gauss's window must fit the renders
+        raise ValueError(
+            f"the network's output size {int(model.config.out_size)} is below 11, the side of SSIM's Gaussian "
+            "window (dssim_gauss; dssim's uniform window is 7)"
+        )
     return ds, model, state, splits, diffs
 
 

@@ -483,6 +483,17 @@ def _read(path):
         return list(csv.DictReader(fh))
 
 
+def test_an_output_too_small_for_ssims_gaussian_window_is_refused_before_any_search(store, tmp_path):
+    """dssim_gauss's 11x11 window must fit the renders of the output grid: an 8-pixel network is refused
+    up front (the searches would otherwise run first and the metric fail at the end)."""
+    small = NetworkConfig(input_size=16, out_depth=8, out_size=8, width=16, stem_channels=8, hourglass_levels=2)
+    cfg = TrainConfig(steps=1, batch_size=2, warmup_steps=0, val_every=1, val_samples=2, ckpt_every=1, log_every=1)
+    train(store, tmp_path / "run", net=small, cfg=cfg, resume=False, progress=False)
+    with pytest.raises(ValueError, match="output size 8 is below 11"):
+        evaluate_run(EvalConfig(store, tmp_path / "run" / "last.pt", tmp_path / "eval", max_samples=4))
+    assert not (tmp_path / "eval" / "metrics.csv").exists()
+
+
 def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
     out = tmp_path / "eval"
     s = evaluate_run(EvalConfig(store, checkpoint, out, max_samples=8, batch=3, slice_counts=(4, 8, 16, 32)))
