@@ -169,7 +169,9 @@ def add_evaluate(sub, func: Callable[[argparse.Namespace], int]) -> None:  # arg
         description=(
             "Evaluate ours (fused and raw) against the NN, Oracle and mean baselines on one split of the store's "
             "held-out species (--split; the train split is the baselines' database): volume L2 (RMSE) and DSSIM of "
-            "iso-surface renders; species-level means with t-intervals, paired t (Holm-adjusted too) and Wilcoxon "
+            "iso-surface renders (dssim: 7x7 uniform SSIM window; dssim_gauss: 11x11 Gaussian, Wang et al.); "
+            "species-level means with t-intervals, paired t (Holm-adjusted over ours' comparisons in l2 and both "
+            "DSSIMs) and Wilcoxon "
             "tests on species means, and the paper's per-sample protocol (mirrored pairs averaged); view classes, "
             "slice counts. "
             "Writes metrics.csv, summary.csv, tests.csv, species.csv, view_classes.csv, slice_counts.csv, "

@@ -125,7 +125,7 @@ Outputs (``out_dir``)
                      Holm-adjusted over the first method's comparisons in l2, dssim and dssim_gauss, empty for other
                      pairs)
 ``species.csv``      method, species, metric, mean, n_samples (the species means)
-``view_classes.csv`` method, view_class, metric, mean, ci_low, ci_high, n
+``view_classes.csv`` method, view_class, metric (l2, dssim: the uniform window only), mean, ci_low, ci_high, n
 ``slice_counts.csv`` method, slices, dssim_mean, ci_low, ci_high, n
 ``matches.csv``      species, sample, nn_species, nn_sample, nn_dist2, nn_evaluated, oracle_species, oracle_sample,
                      oracle_dist2, oracle_evaluated (dist2: squared L2, summed, of the x-rays for NN, of the

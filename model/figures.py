@@ -8,7 +8,8 @@ matplotlib conventions are :mod:`model.plotting`'s.
 Inputs (an *eval folder*, as written by ``model.evaluate``):
 
 * ``metrics.csv``: one row per (method, sample): ``method, species, sample, view, mirrored,
-  view_class, l2, mse, dssim``; methods ``ours``, ``ours_nofusion``, ``nn``, ``oracle``, ``mean``.
+  view_class, l2, mse, dssim`` (and ``dssim_gauss``, not drawn); methods ``ours``, ``ours_nofusion``,
+  ``nn``, ``oracle``, ``mean``.
 * ``summary.csv``: ``method, metric, level, mean, ci_low, ci_high, n`` (95 % CI bounds, absolute
   values); ``level`` ``species`` (mean of species means, t-interval over them, n = species) or
   ``sample`` (the paper's protocol: mirrored pairs averaged, t-interval, n = pairs).
@@ -88,10 +89,16 @@ __all__ = [
 #: Means reported in the paper (§5.3) for context: L2 and DSSIM, ours / NN / Oracle.
 PAPER_MEANS = PAPER_RESULTS
 VIEW_CLASS_ORDER = VIEW_CLASSES
-METRIC_LABELS = {"l2": "L2 volume error", "dssim": "DSSIM of iso-surface renders", "mse": "MSE"}
+METRIC_LABELS = {
+    "l2": "L2 volume error",
+    "dssim": "DSSIM of iso-surface renders (7x7 uniform SSIM window)",
+    "dssim_gauss": "DSSIM of iso-surface renders (11x11 Gaussian SSIM window)",
+    "mse": "MSE",
+}
 METRIC_UNITS = {
     "l2": "L2 = voxel RMSE (density, lower is better)",
     "dssim": "DSSIM (unitless, lower is better)",
+    "dssim_gauss": "DSSIM, Gaussian window (unitless, lower is better)",
     "mse": "MSE (density², lower is better)",
 }
 

@@ -23,7 +23,7 @@ from tiny_runs import demo_args
 
 from model.cli import main
 from tomodata import export
-from tomodata.export.card import _contents
+from tomodata.export.card import _contents, _geometry
 from tomodata.export.croissant import _array_layout_text
 from tomodata.ingest_settings import orient
 from tomodata.recipe import cube_settings, recipe_files
@@ -270,6 +270,15 @@ def test_an_outsider_re_renders_the_images_from_the_card(demo_data_export):
         e_ph = np.stack([-np.sin(ph), np.cos(ph), np.zeros(n)], -1)
         np.testing.assert_allclose(np.stack([e_th, e_ph, d], -1), rots, atol=1e-12)
     assert worst <= 1
+
+
+def test_card_geometry_states_the_agreement_of_the_stores_encoding(demo_data_export):
+    out, _ = demo_data_export
+    attrs = json.loads((out / "recipe/store_attrs.json").read_text())
+    assert "within 1 uint16 step" in "\n".join(_geometry(attrs))
+    attrs["encoding"]["images"]["dtype"] = "float16"  # a float16 store: no uint16 steps to speak of
+    text = "\n".join(_geometry(attrs))
+    assert "float16 rounding" in text and "uint16 step" not in text
 
 
 def test_urls_go_into_croissant_card_and_provenance(demo, tmp_path, capsys):

@@ -276,11 +276,17 @@ def _geometry(attrs: dict) -> list[str]:
             f"* **views** (`{VIEW_SCHEME}`, seed {scheme['seed']}, n = {attrs['n_views']}; stored in `rotations`, so "
             f"this is only needed to make the same views elsewhere): {VIEW_SCHEME_RECIPE}"
         )
+    agree = (
+        "to within 1 uint16 step"
+        if attrs["encoding"]["images"]["dtype"] == "uint16"
+        else "to within float16 rounding (about 5e-4 relative)"
+    )
     return L + [
         "",
-        "A renderer written from these rules alone (float64 numpy, trilinear sampling with zero padding as "
-        "stated) gives every stored image to within 1 uint16 step: the store's renderer sums in float32. "
-        "The dataset's code checks this with such a renderer (`tests/test_export.py`).",
+        "Zero padding means: between the outermost voxel centres and a face mu falls linearly towards 0, "
+        "reaching half the border voxel's value at the face; outside the cube mu = 0. A renderer written "
+        f"from these rules alone (float64 numpy, trilinear) gives every stored image {agree}: the store's "
+        "renderer sums in float32. The dataset's code checks this with such a renderer (`tests/test_export.py`).",
         "",
     ]
 
