@@ -137,7 +137,8 @@ Outputs (``out_dir``)
                      absolute), ``checkpoint``,
                      ``checkpoint_step`` and the content ids ``store_content``
                      (:func:`model.eval_source.store_content`) and ``checkpoint_sha256`` that tie the
-                     examples to this evaluation (:mod:`model.eval_source`)
+                     examples to this evaluation (:mod:`model.eval_source`); ``code_version`` (tomodata's version,
+                     git commit and whether the checkout was dirty)
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tomodata.export import code_version
 from tomodata.files import sha256_file, write_json
 from tomodata.views import sample_to_view
 
@@ -409,6 +411,7 @@ def summary_json(st: EvalState, tb: Tables) -> dict:
         checkpoint_step=int(st.ckpt.get("step", -1)),
         store_content=store_content(st.ds),
         checkpoint_sha256=sha256_file(cfg.checkpoint),
+        code_version=code_version(),  # the evaluation's code: version, git commit, dirty (its metrics changed)
         network=st.net.to_dict(),
         target_shape=[D, S, S],
         image_size=st.image_size,

@@ -813,6 +813,7 @@ def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint
         np.testing.assert_allclose([float(r["p_holm"]) for r in first], expect, equal_nan=True)
         assert all(r["p_holm"] == "nan" for r in grp if r["method_a"] != METHODS[0])  # other pairs: uncorrected
     js = json.loads((out / "summary.json").read_text())
+    assert set(js["code_version"]) == {"tomodata", "git_commit", "git_dirty"}  # which evaluation made these
     assert set(js["means"]) == {"species", "sample"} and set(js["means"]["species"]) == set(METHODS)
     assert len(js["differences"]) == 4 * 10 and "n_boot" not in js["settings"]
     assert len(js["tests"]) == len(tests) and len(js["species_means"]) == len(spc)
