@@ -167,6 +167,7 @@ def test_data_export_of_procedural_species(demo, demo_data_export):
         assert sums[n]["arrays_sha256"] == marker["sha256"]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["export"]["mode"] == "data" and prov["code_version"]["tomodata"]
+    assert prov["export"]["source_store"] == str(demo.resolve())  # absolute, whatever the working folder
     assert prov["config"]["command"] == "tomo build-demo" and prov["store"]["finalized"] is True
     assert export.verify_export(out) == []
 

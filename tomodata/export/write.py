@@ -315,7 +315,7 @@ def _provenance(
             **urls,
             "tool": "tomodata.export.export_dataset",
             "exported_at": exported_at,
-            "source_store": str(src),
+            "source_store": str(src.resolve()),  # absolute, on the building machine (a relative one said nothing)
             "licence": lic["hf"],
             "licence_name": lic["name"],
             "not_for_redistribution": lic["not_for_redistribution"],
