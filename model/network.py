@@ -1,4 +1,4 @@
-"""The 2D -> 3D network of Henzler et al. (2018), §4.1, as the authors released it (docs/model.md).
+"""The 2D -> 3D network of Henzler et al. (2018), after §4.1 of the paper (docs/model.md).
 
 An x-ray opacity image ``(B, 1, S, S)`` goes in; the view-aligned volume comes out with depth as
 channels, ``(B, D, S/2, S/2)`` (docs/geometry.md: ``view[k, r, c]``, k = depth slice). Layout::
@@ -19,7 +19,9 @@ A residual block is three basic blocks (conv, BN, ReLU) — 1x1 to ``out/2``, 3x
 §4.1: "3-residual block ... combines 3 basic blocks with a residual link"). Every count in a
 residual stage is multiplied by ``blocks_per_level``.
 
-``NetworkConfig.paper()`` has 8.23 M parameters against the authors' "about 8.3 M" (docs/model.md).
+``NetworkConfig.paper()`` has 8.23 M parameters. It is not the authors' released network, which has
+4.15 M: fixed bilinear upsampling, identity skips, 3 blocks per pooling, another channel ramp
+(docs/model.md, "Network").
 """
 
 from __future__ import annotations
