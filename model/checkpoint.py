@@ -10,6 +10,7 @@ A checkpoint (``format`` :data:`CHECKPOINT_FORMAT`) is a ``torch.save`` dict: ``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -179,7 +180,10 @@ def resume_differences(state: dict, *, net: dict, train: dict, data: dict) -> li
     it decides ``best.pt``); ``steps`` is: the learning rate at a step is a function of it
     (:func:`model.train.lr_factor`)."""
     how = ("compile", "memory_format", "channels_last", "ckpt_every", "keep_checkpoints", "log_every", "num_workers")
-    diffs = config_differences(state["network"], net, "network.")
+    saved = dict(state["network"])
+    for f in dataclasses.fields(NetworkConfig):  # keys added since the checkpoint was made: at their defaults
+        saved.setdefault(f.name, f.default)
+    diffs = config_differences(saved, net, "network.")
     diffs += config_differences(
         {k: v for k, v in state["train"].items() if k not in how},
         {k: v for k, v in train.items() if k not in how},

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from tomodata.cli import non_negative_int, positive_float, positive_int
 
+from .network import PRESETS
+
 __all__ = [
     "bench_options",
     "network_options",
@@ -40,7 +42,7 @@ def bench_options(q: argparse.ArgumentParser) -> None:
     q.add_argument("--nn-coarse", type=positive_int, default=16, help="cells per axis of the nn benchmark's bound")
     q.add_argument(
         "--preset",
-        choices=["paper", "medium", "demo"],
+        choices=list(PRESETS),
         default="paper",
         help="network of the infer and train benchmarks",
     )
@@ -71,9 +73,7 @@ def bench_options(q: argparse.ArgumentParser) -> None:
 
 def network_options(q: argparse.ArgumentParser) -> None:
     """The network size: a preset and overrides of its dimensions (``tomo model-info``, ``tomo train``)."""
-    q.add_argument(
-        "--preset", choices=["paper", "medium", "demo"], default="paper", help="network size (default %(default)s)"
-    )
+    q.add_argument("--preset", choices=list(PRESETS), default="paper", help="network size (default %(default)s)")
     for name, what in (
         ("input-size", "input x-ray side"),
         ("out-depth", "output depth slices"),

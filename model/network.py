@@ -20,7 +20,8 @@ A residual block is three basic blocks (conv, BN, ReLU) — 1x1 to ``out/2``, 3x
 residual stage is multiplied by ``blocks_per_level``.
 
 ``NetworkConfig.paper()`` has 8.23 M parameters. It is not the authors' released network, which has
-4.15 M: fixed bilinear upsampling, identity skips, 3 blocks per pooling, another channel ramp
+4.15 M: fixed bilinear upsampling, identity skips, 3 blocks per pooling, another channel ramp, ReLU
+after the residual addition, no output bias; :meth:`NetworkConfig.release` builds that one
 (docs/model.md, "Network").
 """
 
@@ -36,6 +37,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
+    "PRESETS",
     "NetworkConfig",
     "TomographyNet",
     "ResidualBlock",
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 
+#: the presets' names (:meth:`NetworkConfig.preset`)
+PRESETS = ("paper", "release", "medium", "demo")
 #: standard deviation of the output layer's initial weights (its bias starts at 0)
 OUTPUT_INIT_STD = 1e-3
 # the order of the network's weights and activations in memory; the same values either way
@@ -71,6 +75,17 @@ class NetworkConfig:
     pre_blocks: residual blocks at ``width`` between the channel ramp and the hourglass.
     post_blocks: residual blocks at ``width`` after the hourglass.
     in_channels: input image channels (1: opacity).
+    upsample: ``"learned"`` (a 4x4 stride-2 transposed convolution, then BN and ReLU) or ``"bilinear"``
+        (the release's: the same deconvolution per channel with fixed bilinear weights, no BN or ReLU).
+    skip_blocks: residual blocks on each hourglass skip (0: the identity, as the release).
+    down_blocks: residual blocks after each pooling (the release: 3).
+    ramp_blocks: 0: the channel ramp doubles per block from ``stem_channels`` to ``width``; n >= 2: n
+        blocks, the first doubling, the last reaching ``width`` (the release: 4, 64-128-128-128-256).
+    residual_relu: ``"branch"`` (ReLU on the third convolution, none after the addition: the paper's
+        text) or ``"after_add"`` (BN only on the third, ReLU after the addition: the release).
+    out_bias: whether the output convolution has a bias (the release: no).
+    The last six default to this project's reading of the paper (:meth:`paper`); :meth:`release` is the
+    authors' released ``deploy.prototxt`` (docs/model.md, "Network").
     """
 
     input_size: int = 256
@@ -83,6 +98,12 @@ class NetworkConfig:
     pre_blocks: int = 4
     post_blocks: int = 0
     in_channels: int = 1
+    upsample: str = "learned"
+    skip_blocks: int = 1
+    down_blocks: int = 1
+    ramp_blocks: int = 0
+    residual_relu: str = "branch"
+    out_bias: bool = True
 
     # -- presets -----------------------------------------------------------------------------------
 
@@ -90,6 +111,22 @@ class NetworkConfig:
     def paper(cls) -> NetworkConfig:
         """The authors' full size: 256² in, 128 x 128² out, width 256, min resolution 8."""
         return cls()
+
+    @classmethod
+    def release(cls) -> NetworkConfig:
+        """The authors' released network (``deploy.prototxt``, henzler/single-image-tomography): the
+        paper's sizes with fixed bilinear upsampling, identity skips, 3 residual blocks per pooling, a
+        64-128-128-128-256 ramp, ReLU after the residual addition, no output bias; 4,153,280
+        parameters (16,384 of them the frozen bilinear weights), 25.6 GFLOP per sample."""
+        return cls(
+            pre_blocks=0,
+            upsample="bilinear",
+            skip_blocks=0,
+            down_blocks=3,
+            ramp_blocks=4,
+            residual_relu="after_add",
+            out_bias=False,
+        )
 
     @classmethod
     def demo(cls) -> NetworkConfig:
@@ -124,8 +161,9 @@ class NetworkConfig:
 
     @classmethod
     def preset(cls, name: str) -> NetworkConfig:
-        """``"paper"``, ``"medium"`` or ``"demo"``."""
-        presets = {"paper": cls.paper, "medium": cls.medium, "demo": cls.demo}
+        """``"paper"``, ``"release"``, ``"medium"`` or ``"demo"``."""
+        presets = {"paper": cls.paper, "release": cls.release, "medium": cls.medium, "demo": cls.demo}
+        assert tuple(presets) == PRESETS
         if name not in presets:
             raise ValueError(f"unknown network preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()
@@ -148,7 +186,11 @@ class NetworkConfig:
         return (self.out_depth, self.out_size, self.out_size)
 
     def ramp_channels(self) -> list[int]:
-        """Channel counts after each ramp block: doubling from ``stem_channels`` up to ``width``."""
+        """Channel counts after each ramp block: doubling from ``stem_channels`` up to ``width``, or
+        (``ramp_blocks`` = n >= 2) the first doubling, the middle ones keeping, the last at ``width``."""
+        if self.ramp_blocks:
+            first = min(2 * self.stem_channels, self.width)
+            return [first] * (self.ramp_blocks - 1) + [self.width]
         chans, c = [], self.stem_channels
         while c != self.width:
             c = min(2 * c, self.width) if c < self.width else self.width
@@ -160,9 +202,16 @@ class NetworkConfig:
     def validate(self) -> NetworkConfig:
         """Raise ValueError for non-positive or inconsistent sizes; return self."""
         for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if not isinstance(v, int) or isinstance(v, bool):
+            v, kind = getattr(self, f.name), type(f.default)
+            if kind is int and (not isinstance(v, int) or isinstance(v, bool)):
                 raise ValueError(f"NetworkConfig.{f.name} must be an int, got {v!r}")
+            if kind is not int and not isinstance(v, kind):
+                raise ValueError(f"NetworkConfig.{f.name} must be a {kind.__name__}, got {v!r}")
+        for name, allowed in (("upsample", ("learned", "bilinear")), ("residual_relu", ("branch", "after_add"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"NetworkConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.ramp_blocks == 1 or self.ramp_blocks < 0:
+            raise ValueError(f"NetworkConfig.ramp_blocks must be 0 (doubling) or >= 2, got {self.ramp_blocks}")
         for name in (
             "input_size",
             "out_depth",
@@ -175,7 +224,7 @@ class NetworkConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"NetworkConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("pre_blocks", "post_blocks"):
+        for name in ("pre_blocks", "post_blocks", "skip_blocks", "down_blocks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"NetworkConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.width < 2:
@@ -197,7 +246,7 @@ class NetworkConfig:
             raise ValueError(f"minimal resolution {self.min_resolution} < 1")
         return self
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able) for checkpoints."""
         return dataclasses.asdict(self)
 
@@ -216,56 +265,86 @@ class NetworkConfig:
 # --------------------------------------------------------------------------------------------------
 
 
-def _basic(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
-    """Basic block: conv (no bias) + BN + ReLU. (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+def _basic(cin: int, cout: int, k: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
+    """Basic block: conv (no bias) + BN + ReLU (without ``relu``: no ReLU).
+    (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
 
 
 class ResidualBlock(nn.Module):
     """Bottleneck residual block: 1x1 -> 3x3 -> 1x1 basic blocks (mid = cout/2) + skip.
 
     (B, cin, H, W) -> (B, cout, H, W). The skip is the identity, or 1x1 conv + BN where cin != cout.
+    ``relu_after_add``: the third convolution ends at its BN and the sum goes through a ReLU (the
+    release); otherwise the third has its ReLU and the sum none (the paper's "3 basic blocks").
     """
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, relu_after_add: bool = False):
         super().__init__()
         mid = max(1, cout // 2)
-        self.body = nn.Sequential(_basic(cin, mid, 1), _basic(mid, mid, 3), _basic(mid, cout, 1))
+        self.body = nn.Sequential(
+            _basic(cin, mid, 1), _basic(mid, mid, 3), _basic(mid, cout, 1, relu=not relu_after_add)
+        )
         self.skip = (
             nn.Identity() if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
         )
+        self.relu_after_add = relu_after_add
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + self.skip(x)
+        y = self.body(x) + self.skip(x)
+        return torch.relu(y) if self.relu_after_add else y
 
 
-def _res_stack(c: int, n: int) -> nn.Sequential:
+def _res_stack(c: int, n: int, relu_after_add: bool = False) -> nn.Sequential:
     """n residual blocks at c channels (identity when n == 0)."""
-    return nn.Sequential(*[ResidualBlock(c, c) for _ in range(n)])
+    return nn.Sequential(*[ResidualBlock(c, c, relu_after_add) for _ in range(n)])
+
+
+class BilinearUp(nn.ConvTranspose2d):
+    """2x bilinear up-sampling as the release does it: a 4x4 stride-2 transposed convolution per
+    channel (groups = channels) with Caffe's fixed bilinear weights, no bias, not trained.
+    (B, C, H, W) -> (B, C, 2H, 2W)."""
+
+    def __init__(self, c: int):
+        super().__init__(c, c, 4, stride=2, padding=1, groups=c, bias=False)
+        self.weight.requires_grad_(False)
+        self.reset_bilinear()
+
+    def reset_bilinear(self) -> None:
+        """Caffe's bilinear filler for kernel 4: the outer product of (1, 3, 3, 1)/4 with itself."""
+        if self.weight.is_meta:
+            return
+        w = torch.tensor([0.25, 0.75, 0.75, 0.25])
+        with torch.no_grad():
+            self.weight.copy_(torch.outer(w, w).expand_as(self.weight))
 
 
 class Hourglass(nn.Module):
     """One hourglass level (recursive). (B, C, H, W) -> (B, C, H, W), H divisible by 2**levels.
 
-    skip = res(x); low = res(maxpool(x)) -> inner (or res at the bottom) -> res;
-    return skip + ReLU(BN(deconv4x4/2(low))).
+    skip = res^skip(x); low = res^down(maxpool(x)) -> inner (or res at the bottom) -> res;
+    return skip + up(low), up = ReLU(BN(deconv4x4/2)) (``"learned"``) or :class:`BilinearUp`
+    (``"bilinear"``). ``n`` multiplies every count (``blocks_per_level``).
     """
 
-    def __init__(self, levels: int, c: int, n: int):
+    def __init__(self, levels: int, c: int, n: int, cfg: NetworkConfig | None = None):
         super().__init__()
-        self.skip = _res_stack(c, n)
+        cfg = cfg or NetworkConfig()
+        after_add = cfg.residual_relu == "after_add"
+        self.skip = _res_stack(c, n * cfg.skip_blocks, after_add)
         self.pool = nn.MaxPool2d(2, 2)
-        self.down = _res_stack(c, n)
-        self.inner = Hourglass(levels - 1, c, n) if levels > 1 else _res_stack(c, n)
-        self.after = _res_stack(c, n)
-        self.up = nn.Sequential(
-            nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(c),
-            nn.ReLU(inplace=True),
+        self.down = _res_stack(c, n * cfg.down_blocks, after_add)
+        self.inner = Hourglass(levels - 1, c, n, cfg) if levels > 1 else _res_stack(c, n, after_add)
+        self.after = _res_stack(c, n, after_add)
+        self.up: nn.Module = (
+            BilinearUp(c)
+            if cfg.upsample == "bilinear"
+            else nn.Sequential(
+                nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+            )
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,16 +366,17 @@ class TomographyNet(nn.Module):
         cfg = (config or NetworkConfig.paper()).validate()
         self.config = cfg
         self.stem = _basic(cfg.in_channels, cfg.stem_channels, 7, stride=2)
+        after_add = cfg.residual_relu == "after_add"
         ramp, c = [], cfg.stem_channels
         for nxt in cfg.ramp_channels():
-            ramp.append(ResidualBlock(c, nxt))
+            ramp.append(ResidualBlock(c, nxt, after_add))
             c = nxt
         self.ramp = nn.Sequential(*ramp)
-        self.pre = _res_stack(cfg.width, cfg.pre_blocks)
-        self.hourglass = Hourglass(cfg.hourglass_levels, cfg.width, cfg.blocks_per_level)
-        self.post = _res_stack(cfg.width, cfg.post_blocks)
+        self.pre = _res_stack(cfg.width, cfg.pre_blocks, after_add)
+        self.hourglass = Hourglass(cfg.hourglass_levels, cfg.width, cfg.blocks_per_level, cfg)
+        self.post = _res_stack(cfg.width, cfg.post_blocks, after_add)
         self.head = _basic(cfg.width, cfg.width, 1)
-        self.out = nn.Conv2d(cfg.width, cfg.out_depth, 1, bias=True)
+        self.out = nn.Conv2d(cfg.width, cfg.out_depth, 1, bias=cfg.out_bias)
         self._init_weights()
         # channels-last (NHWC) weights and activations: on 2 CPU cores a training step takes 0.75-0.9x
         # the time of NCHW (demo, medium), about half for the paper network (docs/benchmarks.md, tomo bench train)
@@ -314,7 +394,9 @@ class TomographyNet(nn.Module):
 
     def _init_weights(self) -> None:
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(m, BilinearUp):
+                m.reset_bilinear()  # fixed, not learned
+            elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -429,8 +511,13 @@ def model_info_text(config: NetworkConfig, name: str | None = None) -> str:
         f"  stem     7x7/2 conv -> {c.stem_channels}, ramp -> {c.ramp_channels()}, "
         f"{c.pre_blocks} residual blocks at {c.width}",
         f"  hourglass {c.hourglass_levels} levels x {c.blocks_per_level} block(s), "
-        f"{c.out_size}^2 -> min resolution {d['min_resolution']}^2",
-        f"  head     {c.post_blocks} residual blocks, 1x1 -> {c.width}, 1x1 -> {c.out_depth}",
+        f"{c.out_size}^2 -> min resolution {d['min_resolution']}^2; up: "
+        + ("fixed bilinear" if c.upsample == "bilinear" else "learned deconv + BN + ReLU")
+        + f", skips: {c.skip_blocks or 'identity'}{' res' if c.skip_blocks else ''}, "
+        f"{c.down_blocks} res per pooling, ReLU "
+        + ("after the residual add" if c.residual_relu == "after_add" else "in the branch"),
+        f"  head     {c.post_blocks} residual blocks, 1x1 -> {c.width}, 1x1 -> {c.out_depth}"
+        + ("" if c.out_bias else " (no bias)"),
         f"  params   {d['params']:,} ({d['params'] / 1e6:.2f} M)",
         f"  FLOPs    {d['flops_per_sample']:,} per sample forward "
         f"({d['flops_per_sample'] / 1e9:.2f} GFLOP = 2 x {d['macs_per_sample'] / 1e9:.2f} GMAC)",

@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from model.checkpoint import resume_differences
 from model.network import (
+    BilinearUp,
     Hourglass,
     NetworkConfig,
     ResidualBlock,
@@ -47,6 +49,70 @@ def test_output_shape(config, batch):
     assert out.shape[1:] == config.output_shape
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
+
+
+def test_release_preset_is_the_authors_deploy_prototxt():
+    """NetworkConfig.release(): the released network's structure as counted from its deploy.prototxt
+    (henzler/single-image-tomography): 4,153,280 parameters, 16,384 of them the frozen bilinear
+    up-sampling weights (4 levels x 256 channels x 4 x 4), 25.6 GFLOP; no output bias."""
+    cfg = NetworkConfig.release()
+    assert cfg.input_shape == (1, 256, 256) and cfg.output_shape == (128, 128, 128)
+    assert cfg.ramp_channels() == [128, 128, 128, 256]
+    m = _meta(cfg)
+    assert count_parameters(m) == 4_153_280
+    assert count_parameters(m) - count_parameters(m, trainable_only=True) == 4 * 256 * 16
+    assert m.out.bias is None and round(flops_per_sample(cfg) / 1e9, 1) == 25.6
+    assert NetworkConfig.preset("release") == cfg and NetworkConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_release_options_bilinear_up_identity_skips_relu_after_add():
+    up = BilinearUp(3)
+    x = torch.rand(1, 3, 8, 8)
+    want = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert torch.allclose(up(x)[..., 1:-1, 1:-1], want[..., 1:-1, 1:-1], atol=1e-6)  # bilinear inside
+    assert not up.weight.requires_grad
+    small = NetworkConfig(
+        input_size=32, out_size=16, out_depth=8, width=16, stem_channels=8, hourglass_levels=2, pre_blocks=0,
+        upsample="bilinear", skip_blocks=0, down_blocks=3, ramp_blocks=4, residual_relu="after_add", out_bias=False,
+    )  # fmt: skip
+    net = TomographyNet(small)
+    assert all(
+        isinstance(h.skip, nn.Sequential) and len(h.skip) == 0 for h in net.modules() if isinstance(h, Hourglass)
+    )
+    assert all(len(h.down) == 3 for h in net.modules() if isinstance(h, Hourglass))
+    block = next(b for b in net.modules() if isinstance(b, ResidualBlock))
+    assert block.relu_after_add and not isinstance(block.body[2][-1], nn.ReLU)
+    assert (block(torch.randn(2, block.body[0][0].in_channels, 8, 8)) >= 0).all()  # ReLU after the addition
+    # a training step leaves the bilinear weights as they are
+    ups = [b for b in net.modules() if isinstance(b, BilinearUp)]
+    frozen = [b.weight.clone() for b in ups]
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net(torch.rand(2, 1, 32, 32)).square().mean().backward()
+    opt.step()
+    assert all(
+        torch.equal(a, b.weight) for a, b in zip(frozen, (b for b in net.modules() if isinstance(b, BilinearUp)))
+    )
+    for bad, match in (
+        (dict(upsample="nearest"), "upsample must be one of"),
+        (dict(residual_relu="none"), "residual_relu must be one of"),
+        (dict(ramp_blocks=1), "ramp_blocks must be 0"),
+        (dict(out_bias=1), "out_bias must be a bool"),
+        (dict(skip_blocks=-1), "skip_blocks must be >= 0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            NetworkConfig(**{**TINY.to_dict(), **bad}).validate()
+
+
+def test_checkpoints_made_before_the_release_options_load_and_resume_unchanged():
+    """A network dict without the release options (every checkpoint before session 25) is the same
+    network, and resuming it finds no difference."""
+    old = {k: v for k, v in NetworkConfig.paper().to_dict().items() if k in {
+        "input_size", "out_depth", "out_size", "width", "stem_channels", "hourglass_levels", "blocks_per_level",
+        "pre_blocks", "post_blocks", "in_channels"}}  # fmt: skip
+    assert NetworkConfig.from_dict(old) == NetworkConfig.paper()
+    state = {"network": old, "train": {}, "data": {"content": "x"}}
+    assert resume_differences(state, net=NetworkConfig.paper().to_dict(), train={}, data={"content": "x"}) == []
+    assert resume_differences(state, net=NetworkConfig.release().to_dict(), train={}, data={"content": "x"})
 
 
 def test_paper_preset_sizes_and_parameter_count():
