@@ -133,6 +133,7 @@ def cmd_evaluate(a) -> int:
 
 def cmd_cv_summary(a) -> int:
     from .cross_validation import pool_folds
+    from .metrics import HOLM_METRICS
 
     res = pool_folds(a.evals, a.output)
     print(f"{res['folds']} folds, {res['n_species']} species each tested once ({res['n_samples']} samples)")
@@ -149,7 +150,7 @@ def cmd_cv_summary(a) -> int:
             )
     first = res["methods"][0]
     print(f"{first} against each method, Holm-adjusted p: paired t on the species means / corrected t on the folds")
-    for metric in [k for k in ("l2", "dssim", "dssim_gauss") if k in res["means"]["species"][first]]:
+    for metric in [k for k in HOLM_METRICS if k in res["means"]["species"][first]]:
         p = {
             (r["method_b"], r["level"], r["test"]): r["p_holm"]
             for r in res["tests"]

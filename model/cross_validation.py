@@ -57,7 +57,7 @@ from .eval_tables import (
     statistics_text,
     write_csv,
 )
-from .metrics import METRICS
+from .metrics import HOLM_METRICS, METRICS
 
 __all__ = ["pool_folds", "held_out_units", "FOLDS_COLUMNS"]
 
@@ -216,7 +216,7 @@ def _fold_rows(folds: list[dict], per, units, fold, methods) -> list[dict]:
         k = int(f["cv"]["fold"])
         s = f["summary"]
         for m in methods:
-            for metric in [k for k in ("l2", "dssim", "dssim_gauss") if k in per[m]]:
+            for metric in [k for k in HOLM_METRICS if k in per[m]]:
                 sm = ST.species_means(per[m][metric][fold == k], units[fold == k])[1]
                 rows.append(
                     dict(
