@@ -29,7 +29,7 @@ from tomodata.store import DatasetStore, open_store
 from .checkpoint import config_differences, data_fingerprint, model_from_checkpoint
 from .data import StoreSamples, resize_xrays
 from .eval_config import EvalConfig
-from .fusion import fuse, opacity_max
+from .fusion import as_density, fuse, opacity_max
 from .metrics import METRICS, depth_resample, dssim, view_class, volume_errors
 from .network import NetworkConfig, TomographyNet
 from .oracle import OracleResult, oracle_search
@@ -389,7 +389,7 @@ def _batch_volumes(
         with _timed(acc, "network_s"):
             raw = st.model(resize_xrays(torch.from_numpy(xr)[:, None].to(st.dev), st.net.input_size)).float()
         if "ours_nofusion" in methods:
-            vols["ours_nofusion"] = raw.clamp_min(0.0)
+            vols["ours_nofusion"] = as_density(raw)
         if "ours" in methods:
             with _timed(acc, "fusion_s"):
                 vols["ours"] = _fuse_batch(raw, xr, size=S, fusion_at=cfg.fusion_at, beta=cfg.beta, chi=st.chi)

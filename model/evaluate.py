@@ -26,7 +26,8 @@ species' canonical volume, the view's rotation, rows reversed for mirrored sampl
 
 **Methods** (column ``method``):
 
-* ``ours_nofusion``: the raw network output, clamped to >= 0.
+* ``ours_nofusion``: the network output clamped to [0, 1] (:func:`model.fusion.as_density`, the
+  rule fusion, the figures and ``tomo infer --no-fusion`` apply too).
 * ``ours``: the network output fused with the input x-ray (:func:`model.fusion.fuse`, paper Eq. 2,
   β = 2, the store's χ). ``fusion_at="xray"`` (default): fused at the x-ray's own resolution (the
   store's image size, the paper's procedure), then area-averaged laterally down to ``out_size`` (the

@@ -256,7 +256,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, device="cpu
             rows.append(row)
             fulls.append(fused_full)
             if fusion_example is None:
-                nofusion = upsample_lateral(np.clip(raw, 0.0, 1.0), x.shape)
+                nofusion = upsample_lateral(raw, x.shape)  # as_density, then resized
                 fusion_example = dict(xray=x, fused=fused_full, nofusion=nofusion, settings=dict(fusion))
     meta = dict(fusion=fusion, source=source_record(store, checkpoint, eval_dir, ds=ds, state=state))
     return dict(rows=rows, fusion=fusion_example, ours_full=fulls, meta=meta)

@@ -9,6 +9,7 @@ Public API
 ``fuse_to_file(coarse, xray, out_path, *, beta=2.0, chi=10.0, rows_per_slab=64) -> Path``
     writes a ``.npy`` through ``np.lib.format.open_memmap`` slab by slab (memory O(D · rows · W))
 ``upsample_lateral(coarse, size_hw) -> (D, H, W) float32``   (step 1 alone)
+``as_density(pred) -> same type and shape``   (a raw prediction clamped to [0, 1]: every use's rule)
 ``render_view(volume, *, chi=10.0) -> (H, W) opacity``        (docs/geometry.md: 1 − exp(−chi · mean_k µ_k))
 
 Image formation (docs/geometry.md)
@@ -98,6 +99,7 @@ numba_cache.install()  # before the first compile: concurrent jobs must not mix 
 
 __all__ = [
     "OPACITY_TOL",
+    "as_density",
     "fuse",
     "fuse_slabs",
     "fuse_to_file",
@@ -159,9 +161,17 @@ def _real_array(a, name: str, ndim: int, shape_text: str, dtype_text: str) -> np
     return a
 
 
+def as_density(pred: Any) -> Any:
+    """A raw network prediction (numpy array or torch tensor, any shape) as densities: clamped to
+    [0, 1], the density range of docs/geometry.md. The one rule for every use of a prediction:
+    fusion's input, the evaluation's ``ours_nofusion``, the figures and ``tomo infer --no-fusion``.
+    Training's loss and the validation MSE (``best.pt``'s choice) use the raw output."""
+    return pred.clip(0.0, 1.0)
+
+
 def _check_coarse(coarse) -> np.ndarray:
     c = _real_array(coarse, "coarse", 3, "a 3D view volume (D, h, w)", "real-valued densities")
-    return np.clip(c, 0.0, 1.0)
+    return as_density(c)
 
 
 def _check_xray(xray) -> np.ndarray:

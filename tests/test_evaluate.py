@@ -722,6 +722,22 @@ def test_mean_baseline_equals_the_literal_average(store, checkpoint, tmp_path):
         assert float(r["l2"]) == pytest.approx(float(l2), rel=1e-5)
 
 
+def test_ours_nofusion_is_the_output_clamped_to_the_density_range(store, checkpoint, tmp_path):
+    # an output bias of +5 puts every raw voxel far above 1: as densities (as_density, the rule of
+    # fusion, the figures and tomo infer) the prediction is all ones, so its l2 is that of ones
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state["model"]["out.bias"] = torch.full_like(state["model"]["out.bias"], 5.0)
+    bright = tmp_path / "bright.pt"
+    torch.save(state, bright)
+    evaluate_run(EvalConfig(store, bright, tmp_path / "e", methods=("ours_nofusion",), slice_counts=(), max_samples=4))
+    ds = open_store(store)
+    src = ViewSource(ds, ds.species_names("test"))
+    for r in _read(tmp_path / "e" / "metrics.csv"):
+        truth = src.views([ds.species_names("test").index(r["species"]) * 12 + int(r["sample"])], size=16, depth=16)[0]
+        l2, _ = volume_errors(torch.ones_like(truth), truth)
+        assert float(r["l2"]) == pytest.approx(float(l2), rel=1e-5)
+
+
 def test_evaluated_split_only(store, checkpoint, tmp_path, monkeypatch):
 
     ds = open_store(store)
