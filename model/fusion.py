@@ -10,6 +10,7 @@ Public API
     writes a ``.npy`` through ``np.lib.format.open_memmap`` slab by slab (memory O(D · rows · W))
 ``upsample_lateral(coarse, size_hw) -> (D, H, W) float32``   (step 1 alone)
 ``as_density(pred) -> same type and shape``   (a raw prediction clamped to [0, 1]: every use's rule)
+``bilinear_taps(n_in, n_out) -> (i0, i1, f)``   (the lateral resize's taps, shared with model.predict)
 ``render_view(volume, *, chi=10.0) -> (H, W) opacity``        (docs/geometry.md: 1 − exp(−chi · mean_k µ_k))
 
 Image formation (docs/geometry.md)
@@ -100,6 +101,7 @@ numba_cache.install()  # before the first compile: concurrent jobs must not mix 
 __all__ = [
     "OPACITY_TOL",
     "as_density",
+    "bilinear_taps",
     "fuse",
     "fuse_slabs",
     "fuse_to_file",
@@ -188,7 +190,7 @@ def _check_xray(xray) -> np.ndarray:
 # geometry helpers
 
 
-def _axis_weights(n_in: int, n_out: int):
+def bilinear_taps(n_in: int, n_out: int):
     """Bilinear taps of an axis resized from n_in to n_out pixels, align_corners=False semantics
     (torch.nn.functional.interpolate): i0, i1 (int64) and the weight f of i1 (float64)."""
     scale = n_in / n_out
@@ -206,8 +208,8 @@ def upsample_lateral(coarse, size_hw) -> np.ndarray:
     ``size_hw = (H, W)`` per depth slice (bilinear, align_corners=False, edge clamp), float32."""
     c = _check_coarse(coarse)
     H, W = (_check_rows(s, "size") for s in size_hw)
-    yi0, yi1, yf = _axis_weights(c.shape[1], H)
-    xi0, xi1, xf = _axis_weights(c.shape[2], W)
+    yi0, yi1, yf = bilinear_taps(c.shape[1], H)
+    xi0, xi1, xf = bilinear_taps(c.shape[2], W)
     rows = c[:, yi0, :] * (1.0 - yf)[None, :, None] + c[:, yi1, :] * yf[None, :, None]
     out = rows[:, :, xi0] * (1.0 - xf) + rows[:, :, xi1] * xf
     return out.astype(np.float32)
@@ -417,8 +419,8 @@ class _Plan:
         self.nbt = np.ascontiguousarray(_box3(c).transpose(1, 2, 0))
         g = c.mean(axis=(1, 2))
         self.gw = np.ascontiguousarray(g**self.beta)
-        self.yi0, self.yi1, self.yf = _axis_weights(h, H)
-        self.xi0, self.xi1, self.xf = _axis_weights(w, W)
+        self.yi0, self.yi1, self.yf = bilinear_taps(h, H)
+        self.xi0, self.xi1, self.xf = bilinear_taps(w, W)
         self.xray = x
         self.op_max = opacity_max(self.chi)
 

@@ -45,6 +45,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .checkpoint import load_checkpoint
 from .data import resize_xrays
 from .devices import torch_device
+from .fusion import as_density, bilinear_taps
 from .network import NetworkConfig, TomographyNet
 
 #: bytes per fused / upsampled slab of output rows
@@ -202,20 +203,13 @@ def predict_volume(model: nn.Module, image, *, device="cpu", threads="auto") -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def _axis_taps(n_in: int, n_out: int):
-    """Bilinear taps, align_corners=False with edge clamp (the same rule as model.fusion)."""
-    src = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, src - i0
-
-
 def _upsample_slabs(coarse: np.ndarray, N: int, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-    """The no-fusion volume: ``coarse`` (D, h, w) clamped to [0, 1], bilinear to (D, N, N), as
+    """The no-fusion volume: ``coarse`` (D, h, w) as densities (clamped to [0, 1]), bilinear to (D, N, N)
+    (fusion's step 1, :func:`model.fusion.upsample_lateral`, streamed), as
     ``(first row, (D, rows, N) float32 slab)`` pairs of up to ``rows`` output rows."""
-    c = np.clip(np.asarray(coarse, np.float64), 0.0, 1.0)
-    yi0, yi1, yf = _axis_taps(c.shape[1], N)
-    xi0, xi1, xf = _axis_taps(c.shape[2], N)
+    c = as_density(np.asarray(coarse, np.float64))
+    yi0, yi1, yf = bilinear_taps(c.shape[1], N)
+    xi0, xi1, xf = bilinear_taps(c.shape[2], N)
     cx = c[:, :, xi0] * (1.0 - xf) + c[:, :, xi1] * xf  # (D, h, N): columns first (small)
     for r0 in range(0, N, rows):
         r1 = min(N, r0 + rows)
