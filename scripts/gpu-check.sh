@@ -10,9 +10,10 @@
 #      dense and non-cubic volumes, more views than one launch, view volumes over several buffers;
 #      CPU and CUDA store builds agree)
 #   2. tomo bench render --backend cuda (1,332 views, skull and dense; kernel alone per launch layout)
-#   3. tomo bench train: the paper network, fp32 (batch 32) and bf16 autocast (batch 16 and 32; and
-#      with cuDNN's autotuning, batch 32 and 64; in NCHW order, --memory-format nchw, batch 32 and 64:
-#      every network is NHWC otherwise)
+#   3. tomo bench train: the paper network, fp32 (batch 32) and bf16 autocast (batch 16 and 32); the
+#      released network (preset release, the paper-size configs'), bf16, batch 32 and 64; the paper
+#      network with cuDNN's autotuning (batch 32 and 64) and in NCHW order (--memory-format nchw, batch
+#      32 and 64; every network is NHWC otherwise)
 #   4. tomo bench dataset: the paper dataset's 233,100 x-rays rendered alone, and rendered + written
 #      into a sharded Zarr store by 16 render-species jobs (each timing bounded by MAX_SECONDS)
 #   5. tomo train from a store at the paper's image settings (the store-backed loader), bf16, batch 32:
@@ -92,6 +93,10 @@ for run in "none 32" "bf16 16" "bf16 32"; do
     set -- $run
     stage "3 bench train paper $1 b$2" 45 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \
         --device cuda --amp "$1" --batch-size "$2" --repeats 10
+done
+for b in 32 64; do   # the authors' released network (preset release: the paper-size configs' network)
+    stage "3 bench train release bf16 b$b" 45 "$OUT/bench.log" "${TOMO[@]}" bench train --preset release \
+        --device cuda --amp bf16 --batch-size "$b" --repeats 10
 done
 for b in 32 64; do
     stage "3 bench train paper bf16 b$b cudnn" 45 "$OUT/bench.log" "${TOMO[@]}" bench train --preset paper \

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 from test_io import _dicom_slice
+from test_workflow import _env
 
 from model.cli import main
 from tomodata.fetch.checksums import source_sha256
@@ -274,7 +275,7 @@ def test_mice_paper_smoke_overlay_has_the_papers_sizes():
     merged = _overlaid("mice-paper-smoke.yaml")
     d = merged["dataset"]
     assert (d["n_views"], d["image_size"], d["steps"], d["volume_size"], d["chi"]) == (1332, 256, 128, 128, 10.0)
-    assert merged["model"]["preset"] == "paper" and merged["data"]["manifest"] == "manifests/mice-smoke.tsv"
+    assert merged["model"]["preset"] == "release" and merged["data"]["manifest"] == "manifests/mice-smoke.tsv"
     assert merged["data"]["align"]["enabled"] is True
 
 
@@ -293,6 +294,7 @@ def test_mice_config_without_the_atlas_names_the_folder(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=_env(),
     )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
@@ -344,6 +346,7 @@ def test_empty_split_stops_the_workflow_naming_it(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=_env(),
     )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr

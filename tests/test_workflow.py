@@ -36,13 +36,16 @@ from tomodata.views import hemisphere_views
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 BIN = Path(sys.executable).parent
+NOSLURM = Path(__file__).resolve().parent / "noslurm"  # a failing `scontrol`: see the file
 
 pytestmark = pytest.mark.timeout(600)  # hang guards; on 2 workers a test may get half the machine
 
 
 def _env() -> dict:
+    """The environment of the tests' local Snakemake runs: `tomo` beside this python, no profile, and
+    tests/noslurm first (the SLURM plugin's probe, about 10 s per start where no controller runs)."""
     env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # `tomo` beside this python
+    env["PATH"] = f"{NOSLURM}{os.pathsep}{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("SNAKEMAKE_PROFILE", None)
     return env
 
@@ -214,7 +217,7 @@ def test_paper_and_micro_ct_configs():
         "volume_size": 128,
         "encoding": "uint16",
     }
-    assert paper["model"]["preset"] == "paper"
+    assert paper["model"]["preset"] == "release"
     assert (ROOT / paper["data"]["manifest"]).is_file()
     micro = yaml.safe_load((ROOT / "workflow/configs/micro-ct.yaml").read_text())
     table = load_manifest(ROOT / micro["data"]["manifest"])
@@ -573,6 +576,9 @@ def test_full_pipeline_tiny(tmp_path):
     cfg["model"]["real_xrays"]["film"]["gamma"] = 2.0
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert planned_jobs(tmp_path, "--configfile", str(config)) == [("real_xray", "film")]
+    cfg["model"]["real_xrays"]["film"]["gamma"] = 2.2  # as the film was made: only the next change counts
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(tmp_path, "--configfile", str(config)) == []
     cfg["model"]["real_xrays"]["film"]["air"] = "subtract"  # tracked too
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert planned_jobs(tmp_path, "--configfile", str(config)) == [("real_xray", "film")]
