@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from test_workflow import _env
 
 from model import cli
 from model.cli import main
@@ -88,6 +89,7 @@ def test_config_typo_names_the_key(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=_env(),
     )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr

@@ -4,13 +4,13 @@ with what to do, and settings that do not change the weights (ckpt_every, log_ev
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from test_workflow import _env
 from tiny_runs import build_demo
 
 from model.checkpoint import load_checkpoint, resume_differences
@@ -145,8 +145,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _smk(workdir: Path, *args: str) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("SNAKEMAKE_PROFILE", None)
+    env = _env()
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
     proc = subprocess.run(
         [*cmd, "--workflow-profile", "none", "--cores", "2", *args],
