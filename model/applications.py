@@ -58,6 +58,7 @@ from PIL import Image
 from tomodata.render import check_volume, render_xrays, view_volumes
 
 from .colour import DEFAULT_TRANSFER, check_background, check_transfer, composite
+from .fusion import render_view
 from .surface import render_isosurface
 
 __all__ = [
@@ -199,7 +200,7 @@ def _depth_shade(v: np.ndarray, iso: float) -> np.ndarray:
 def _render_grey(v: np.ndarray, mode: str, *, chi: float, iso: float, surface_kwargs: dict | None) -> np.ndarray:
     """Render a view volume along its depth (k = 0 front): (H, W) float32 in [0, 1]."""
     if mode == "xray":
-        return (-np.expm1(-chi * v.astype(np.float64).mean(axis=0))).astype(np.float32)
+        return render_view(v, chi=chi).astype(np.float32)
     if mode == "depth":
         return _depth_shade(v, iso)
     if mode == "surface":

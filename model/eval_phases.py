@@ -29,7 +29,7 @@ from tomodata.store import DatasetStore, open_store
 from .checkpoint import config_differences, data_fingerprint, model_from_checkpoint
 from .data import StoreSamples, resize_xrays
 from .eval_config import EvalConfig
-from .fusion import as_density, fuse, opacity_max
+from .fusion import as_density, fuse, xray_at
 from .metrics import METRICS, depth_resample, dssim, view_class, volume_errors
 from .network import NetworkConfig, TomographyNet
 from .oracle import OracleResult, oracle_search
@@ -367,9 +367,7 @@ def _fuse_batch(
     coarse = raw.detach().float().cpu().numpy()
     for c, x in zip(coarse, xrays):
         if fusion_at == "target":
-            tau = -np.log1p(-np.minimum(np.asarray(x, np.float64), opacity_max(chi)))
-            tau = resize_xrays(torch.from_numpy(tau)[None, None], size)[0, 0].numpy()
-            x = -np.expm1(-tau)
+            x = xray_at(x, (size, size), chi=chi)
         f = torch.from_numpy(np.ascontiguousarray(fuse(c, x, beta=beta, chi=chi)))
         out.append(resize_xrays(f[None], size)[0])
     return torch.stack(out).to(raw.device)

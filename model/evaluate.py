@@ -32,8 +32,8 @@ species' canonical volume, the view's rotation, rows reversed for mirrored sampl
   β = 2, the store's χ). ``fusion_at="xray"`` (default): fused at the x-ray's own resolution (the
   store's image size, the paper's procedure), then area-averaged laterally down to ``out_size`` (the
   depth is the network's). ``fusion_at="target"``: the x-ray's optical depth ``−ln(1 − opacity)`` is
-  area-averaged to ``out_size`` first (averaging density, not opacity, keeps Beer–Lambert exact for
-  the coarse pixel) and the fusion runs on the target grid.
+  area-averaged to ``out_size`` first (:func:`model.fusion.xray_at`; averaging density, not opacity,
+  keeps Beer–Lambert exact for the coarse pixel) and the fusion runs on the target grid.
 * ``nn`` (paper §5.1): the training sample whose x-ray is nearest in L2 to the input x-ray (at the
   store's image resolution, over every sample of every ``train`` species, mirrored ones included);
   the method returns that sample's view volume (its species' volume, its rotation, its mirror flag).

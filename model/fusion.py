@@ -12,6 +12,8 @@ Public API
 ``as_density(pred) -> same type and shape``   (a raw prediction clamped to [0, 1]: every use's rule)
 ``bilinear_taps(n_in, n_out) -> (i0, i1, f)``   (the lateral resize's taps, shared with model.predict)
 ``render_view(volume, *, chi=10.0) -> (H, W) opacity``        (docs/geometry.md: 1 − exp(−chi · mean_k µ_k))
+``rerender_error(volume, xray, *, chi=10.0) -> float``   (max |render_view − min(xray, opacity_max)|)
+``xray_at(xray, size_hw, *, chi=10.0) -> (h, w) opacity``   (a coarser x-ray: optical depth area-averaged)
 
 Image formation (docs/geometry.md)
 ------------------------------
@@ -90,6 +92,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numba as nb
 import numpy as np
 
@@ -107,7 +110,9 @@ __all__ = [
     "fuse_to_file",
     "opacity_max",
     "render_view",
+    "rerender_error",
     "upsample_lateral",
+    "xray_at",
 ]
 
 #: x-ray values within this distance outside [0, 1] are accepted (and clipped); further out: ValueError.
@@ -125,6 +130,31 @@ def render_view(volume, *, chi: float = 10.0) -> np.ndarray:
     """X-ray (opacity, float64) of a view volume (D, H, W) along its depth axis (docs/geometry.md)."""
     v = np.asarray(volume, dtype=np.float64)
     return -np.expm1(-float(chi) * v.mean(axis=0))
+
+
+def rerender_error(volume, xray, *, chi: float = 10.0) -> float:
+    """``max |render_view(volume) − min(xray, opacity_max(chi))|``: how far a view volume (D, H, W)
+    is from re-rendering the x-ray (H, W) it was fused with (rounding only, for :func:`fuse`'s
+    output; ``opacity_max`` is the most a volume with densities in [0, 1] can render)."""
+    x = np.minimum(np.asarray(xray, dtype=np.float64), opacity_max(chi))
+    return float(np.abs(render_view(volume, chi=chi) - x).max())
+
+
+def xray_at(xray, size_hw, *, chi: float = 10.0) -> np.ndarray:
+    """An x-ray (H, W) of opacities on a coarser grid ``size_hw = (h, w)``, h <= H and w <= W
+    (float64): the optical depth ``τ = −ln(1 − min(x, opacity_max(chi)))`` averaged over each coarse
+    pixel's area (``cv2.INTER_AREA``: exact fractional areas, also where the ratio is not whole),
+    then ``1 − exp(−τ̄)``. Averaging density, not opacity, keeps Beer–Lambert exact: a view volume
+    averaged the same way per depth slice renders to this image. The rule of ``tomo evaluate
+    --fusion-at target`` and of ``tomo infer --max-size``."""
+    x = _check_xray(xray)
+    h, w = (_check_rows(s, "size") for s in size_hw)
+    if h > x.shape[0] or w > x.shape[1]:
+        raise ValueError(f"xray_at makes an x-ray coarser: size {(h, w)} is larger than the x-ray's {x.shape}")
+    if (h, w) == x.shape:
+        return np.clip(x, 0.0, 1.0)
+    tau = -np.log1p(-np.clip(x, 0.0, opacity_max(chi)))
+    return -np.expm1(-cv2.resize(tau, (w, h), interpolation=cv2.INTER_AREA))
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ The radiograph's reading: :mod:`model.xray_files`; polarity, gamma, air, backgro
 :mod:`model.xray` and :mod:`model.polarity`; the output files: :mod:`model.volume_io`.
 
 **Output resolution**: the square side ``S`` of the prepared x-ray, or ``max_size`` when given and
-smaller (the x-ray is then area-averaged to ``max_size`` before fusion). With ``fusion=True`` the
+smaller (the x-ray's optical depth is then area-averaged to ``max_size`` before fusion,
+:func:`model.fusion.xray_at`, as ``tomo evaluate --fusion-at target`` does). With ``fusion=True`` the
 network's (D, n, n) view volume is fused with the x-ray at that resolution (``model.fusion``, paper
 Eq. 2); the result re-renders (``1 − exp(−chi · mean over depth)``) to the prepared x-ray. With
 ``fusion=False`` the prediction, clamped to [0, 1], is upsampled laterally (bilinear per depth slice,

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
 
 from tomodata.files import json_safe
 
-from .fusion import fuse_slabs, opacity_max
+from .fusion import fuse_slabs, rerender_error, xray_at
 from .predict import _rows_per_slab, _upsample_slabs
 from .volume_io import PREVIEW_MAX, PREVIEWS, _fit, _Outputs, _u8, _write_png, write_volume
 
@@ -45,7 +44,7 @@ def _output_grid(pred: _Prediction, opts: _Options, warn_list: list[str]) -> _Gr
     D = int(pred.coarse.shape[0])
     S = int(pred.sq.shape[0])
     N = S if opts.max_size is None else min(S, int(opts.max_size))
-    xr = pred.sq if N == S else cv2.resize(pred.sq, (N, N), interpolation=cv2.INTER_AREA)
+    xr = pred.sq if N == S else xray_at(pred.sq, (N, N), chi=pred.chi).astype(pred.sq.dtype)  # optical depth averaged
     xr = np.clip(xr, 0.0, 1.0)
     px = opts.spacing or pred.info.get("pixel_spacing_mm")
     sp_src = "argument pixel_spacing" if opts.spacing else pred.info.get("pixel_spacing_source")
@@ -110,9 +109,8 @@ def _write_slabs(fh, slabs, pred: _Prediction, grid: _Grid, fusion) -> _Planes:
             fh.write(memoryview(slab[k]).cast("B"))
         planes.add(r0, slab)
         if fusion:
-            rr = -np.expm1(-pred.chi * slab.mean(axis=0, dtype=np.float64))
-            target = np.minimum(grid.xr[r0:r1], opacity_max(pred.chi))
-            planes.rerender_err = max(planes.rerender_err, float(np.abs(rr - target).max()))
+            err = rerender_error(slab, grid.xr[r0:r1], chi=pred.chi)
+            planes.rerender_err = max(planes.rerender_err, err)
     return planes
 
 

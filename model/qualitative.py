@@ -15,6 +15,7 @@ import torch
 
 from . import applications as A
 from .evaluate import depth_resample, dssim
+from .fusion import render_view, rerender_error
 from .plotting import method_colour, method_label, new_figure, save_png
 
 __all__ = ["fig_qualitative", "fig_slice_views", "fusion_panels", "slice_view_renders"]
@@ -180,7 +181,8 @@ def fig_slice_views(
 def fusion_panels(example: dict, *, chi: float = 10.0, backend: str = "auto") -> list[tuple[str, np.ndarray]]:
     """The example row of Fig. 9 (:func:`model.figures.fig_fusion`): ``(title, image)`` pairs, the
     input x-ray, then for ``fused`` and ``nofusion`` the x-ray re-rendered from the volume
-    (``1 − exp(−chi · mean over depth)``, with its max |difference| to the input) and its render
+    (``1 − exp(−chi · mean over depth)``, with its max |difference| to the input clamped at
+    ``1 − exp(−chi)``, :func:`model.fusion.rerender_error`) and its render
     (iso-surface if ``model.surface`` exists, else first-hit depth). ``example``: ``xray`` (H, W),
     view volumes ``fused`` and ``nofusion`` (D, h, w), optional ``settings`` ``{"beta", "fusion_at"}``
     (the evaluation's fusion, :mod:`model.examples`: named in the fused panels' titles)."""
@@ -194,8 +196,8 @@ def fusion_panels(example: dict, *, chi: float = 10.0, backend: str = "auto") ->
     panels = [("input x-ray", np.clip(x, 0, 1))]
     for k, lab, how in (("fused", "fusion", _fusion_label(example.get("settings"))), ("nofusion", "no fusion", "")):
         v = A.check_view_volume(example[k], name=k)
-        re = -np.expm1(-chi * v.astype(np.float64).mean(axis=0))
-        diff = f"max |Δ| = {np.abs(re - x).max():.2g}" if re.shape == x.shape else f"{re.shape[0]}² px"
+        re = render_view(v, chi=chi)
+        diff = f"max |Δ| = {rerender_error(v, x, chi=chi):.2g}" if re.shape == x.shape else f"{re.shape[0]}² px"
         panels.append((f"{lab}: re-rendered x-ray{how}\n{diff}", re))
         panels.append(
             (

@@ -16,7 +16,9 @@ from model.fusion import (
     fuse_to_file,
     opacity_max,
     render_view,
+    rerender_error,
     upsample_lateral,
+    xray_at,
 )
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -374,3 +376,35 @@ def test_bad_rows_per_slab_raise(rows, tmp_path):
         with pytest.raises(ValueError, match="rows_per_slab"):
             fuse(coarse, xray, rows_per_slab=rows)
     assert not list(tmp_path.iterdir())
+
+
+def test_xray_at_averages_optical_depth_over_exact_areas():
+    rng = np.random.default_rng(3)
+    x = rng.random((3, 6)) * 0.99
+    x[0, 0] = 1.0  # beyond what a volume renders: clamped at 1 − e^−χ first
+    tau = -np.log1p(-np.minimum(x, opacity_max(4.0)))
+    rows = np.array([[2, 1, 0], [0, 1, 2]]) / 3.0  # 3 → 2 pixels: each coarse pixel covers 1.5 fine ones
+    cols = np.kron(np.eye(3), [[0.5, 0.5]])  # 6 → 3: whole pairs
+    want = -np.expm1(-(rows @ tau @ cols.T))
+    # cv2's area weights are single precision: 1e-8 here
+    np.testing.assert_allclose(xray_at(x, (2, 3), chi=4.0), want, rtol=0, atol=1e-7)
+    # a view volume averaged the same way renders to it: Beer–Lambert kept per coarse pixel
+    v = rng.random((5, 3, 6))
+    v_coarse = np.stack([rows @ s @ cols.T for s in v])
+    got = xray_at(render_view(v, chi=4.0), (2, 3), chi=4.0)
+    np.testing.assert_allclose(got, render_view(v_coarse, chi=4.0), rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(xray_at(x, (3, 6)), np.clip(x, 0, 1))  # its own size: unchanged
+    with pytest.raises(ValueError, match="coarser"):
+        xray_at(x, (4, 6))
+    with pytest.raises(ValueError, match="opacities"):
+        xray_at(x * 2, (2, 3))
+
+
+def test_rerender_error_is_zero_for_fusions_output_and_measures_against_the_clamped_xray():
+    rng = np.random.default_rng(4)
+    coarse = rng.random((8, 4, 4)) * 0.5
+    x = rng.random((12, 12)) * 0.95
+    x[0, 0] = 1.0
+    fused = fuse(coarse, x, chi=10.0)
+    assert rerender_error(fused, x, chi=10.0) < 1e-6
+    assert rerender_error(np.zeros((8, 12, 12)), x, chi=10.0) == pytest.approx(opacity_max(10.0))

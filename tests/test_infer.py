@@ -21,7 +21,7 @@ from torch import nn
 import model.infer as infer
 import model.infer_outputs as infer_outputs
 from model.cli import main
-from model.fusion import render_view, upsample_lateral
+from model.fusion import opacity_max, render_view, upsample_lateral
 from model.infer import (
     bench_infer,
     detect_polarity,
@@ -498,11 +498,18 @@ def test_no_fusion_upsamples_the_prediction_and_max_size_caps(tmp_path, ckpt):
     coarse = predict_volume(model, x / 255.0)
     np.testing.assert_allclose(vol, upsample_lateral(coarse, (96, 96)), atol=1e-6)
     out = tmp_path / "cap" / "v.nrrd"
+    x[40:56, 40:56] = np.where(np.add.outer(np.arange(16), np.arange(16)) % 2, 250, 0)  # pixel-fine detail
+    src = _png(tmp_path / "b.png", x)
     rec = infer_file(src, ckpt, out, max_size=48, previews=True, square="crop")
     vol, spacing = _read_volume(out)
     assert vol.shape == (16, 48, 48) and spacing == pytest.approx((6.0, 2.0, 2.0))
-    half = cv2.resize(x / 255.0, (48, 48), interpolation=cv2.INTER_AREA)
+    # fused at 48²: against the x-ray's optical depth area-averaged (Beer–Lambert per coarse pixel), not
+    # its opacity averaged (what tomo infer did before: .49 instead of .90 on the checkerboard)
+    tau = -np.log1p(-np.minimum(x / 255.0, opacity_max(10.0)))
+    half = -np.expm1(-tau.reshape(48, 2, 48, 2).mean((1, 3)))
     assert np.abs(render_view(vol) - half).max() < 1e-3
+    assert rec["fusion"]["rerender_max_abs_error"] < 1e-3
+    assert np.abs(render_view(vol) - cv2.resize(x / 255.0, (48, 48), interpolation=cv2.INTER_AREA)).max() > 1e-2
 
 
 # --------------------------------------------------------------------------------------------------
