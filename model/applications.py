@@ -59,7 +59,7 @@ from tomodata.render import check_volume, render_xrays, view_volumes
 
 from .colour import DEFAULT_TRANSFER, check_background, check_transfer, composite
 from .fusion import render_view
-from .surface import render_isosurface
+from .surface import DEFAULT_ISO, render_isosurface
 
 __all__ = [
     "DEFAULT_TRANSFER",
@@ -227,7 +227,7 @@ def novel_views(
     chi: float = 10.0,
     size: int | None = None,
     steps: int | None = None,
-    iso: float = 0.1,
+    iso: float = DEFAULT_ISO,
     surface_kwargs: dict | None = None,
     transfer=None,
     background=(0.0, 0.0, 0.0),
@@ -357,7 +357,7 @@ def cut_away(
     chi: float = 10.0,
     size: int | None = None,
     steps: int | None = None,
-    iso: float = 0.1,
+    iso: float = DEFAULT_ISO,
     surface_kwargs: dict | None = None,
     transfer=None,
     background=(0.0, 0.0, 0.0),

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from tomodata.files import atomic_write
+
 from . import stats as ST
 from .metrics import HOLM_METRICS, METRICS
 
@@ -296,9 +298,14 @@ def split_use(eval_split: str) -> dict[str, str]:
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[dict]) -> None:
-    """Write ``rows`` under ``header`` to ``path`` (floats as ``%.8g``)."""
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(header), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
+    """Write ``rows`` under ``header`` to ``path`` atomically (floats as ``%.8g``; a key not in
+    ``header`` is an error, a missing one an empty cell)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(header), lineterminator="\n")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+    atomic_write(path, write)

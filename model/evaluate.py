@@ -272,10 +272,7 @@ def write_tables(st: EvalState) -> Tables:
             view=int(view_of[i]),
             mirrored=bool(mirrored[i]),
             view_class=sc.classes[i],
-            l2=float(sc.per[m]["l2"][i]),
-            mse=float(sc.per[m]["mse"][i]),
-            dssim=float(sc.per[m]["dssim"][i]),
-            dssim_gauss=float(sc.per[m]["dssim_gauss"][i]),
+            **{k: float(sc.per[m][k][i]) for k in METRICS},
         )
         for m in cfg.methods
         for i in range(Q)

@@ -34,15 +34,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from tomodata.files import load_npz
+from tomodata.files import atomic_write, load_npz
 from tomodata.store import open_store
 
 from .checkpoint import model_from_checkpoint
@@ -85,16 +83,12 @@ def save_examples(ex: dict, path, *, requested: int) -> Path:
         arrays[f"row{i}_ours_full"] = np.asarray(full)
     if ex.get("fusion") is not None:
         arrays |= {f"fusion_{k}": np.asarray(ex["fusion"][k]) for k in FUSION_KEYS}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a path
             np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def _meta(ex: dict, requested: int) -> dict:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tomodata.store_settings import StoreSettings
+
 from .evaluate import LEVELS, PAPER_RESULTS, VIEW_CLASSES
 from .figure_tables import (
     eval_dir as _eval_dir,
@@ -558,7 +560,7 @@ def write_all_figures(
     paths = [fig_methods(d, out / f"{FIG_METHODS}.png")]
     summary = _read_csv(d / "summary.csv", ("method",), "summary")
     if fusion_example is not None or (summary["method"] == "ours_nofusion").any():
-        chi = _summary_value(d, "chi", 10.0)
+        chi = _summary_value(d, "chi", StoreSettings.chi)
         paths.append(fig_fusion(d, out / f"{FIG_FUSION}.png", example=fusion_example, chi=chi, backend=backend))
     left_out = []
     for name, table, draw in (

@@ -59,7 +59,6 @@ the preview planes gathered on the way) -> :func:`_write_previews` -> :func:`_re
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -69,6 +68,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tomodata.files import json_text
+from tomodata.store_settings import StoreSettings
 
 from .bench_infer import bench_infer
 from .devices import torch_device
@@ -141,7 +143,7 @@ def _resolve_chi(chi, state: dict) -> tuple[float, str]:
             return c, "checkpoint data"
     except (TypeError, ValueError):
         pass
-    return 10.0, "default (the checkpoint does not say)"
+    return StoreSettings.chi, "default (the checkpoint does not say)"
 
 
 def _check_spacing(pixel_spacing):
@@ -403,7 +405,7 @@ def infer_file(
         timing["previews_s"] = time.perf_counter() - t
         timing["total_s"] = time.perf_counter() - t_start
         record = _record(out, suffix, record_path, opts, pred, grid, planes, preview_paths, scale, timing, warn_list)
-        outs.temp(record_path).write_text(json.dumps(record, indent=2))
+        outs.temp(record_path).write_text(json_text(record), encoding="utf-8")
         outs.commit()
     except BaseException:
         outs.abort()

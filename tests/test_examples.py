@@ -3,6 +3,7 @@ model.names (the file names the workflow reads at parse time)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -52,7 +53,10 @@ def _same(a: dict, b: dict, n: int) -> None:
 def test_save_load_round_trip_and_prefix(tmp_path):
     ex = _examples(3)
     p = E.save_examples(ex, tmp_path / "ex" / "examples.npz", requested=3)
-    assert p.is_file() and not list(p.parent.glob("*.tmp"))
+    assert list(p.parent.iterdir()) == [p]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes files (mkstemp's 0600 before)
     _same(ex, E.load_examples(p), 3)
     _same(ex, E.load_examples(p, 2), 2)  # the first rows: what a run for 2 makes
     with pytest.raises(ValueError, match="make it with tomo examples --examples 4"):

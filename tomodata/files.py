@@ -31,6 +31,7 @@ import yaml
 __all__ = [
     "atomic_write",
     "json_safe",
+    "json_text",
     "load_npz",
     "read_json_object",
     "read_text",
@@ -116,9 +117,14 @@ def json_safe(obj):
     return obj
 
 
+def json_text(obj, *, indent: int | None = 2) -> str:
+    """``json_safe(obj)`` as strict JSON text with a final newline: every JSON file this project writes."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n"
+
+
 def write_json(path, obj, *, indent: int | None = 2) -> Path:
-    """``json_safe(obj)`` as strict JSON (plus a final newline) into ``path`` atomically."""
-    return write_text(path, json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n")
+    """:func:`json_text` of ``obj`` into ``path`` atomically."""
+    return write_text(path, json_text(obj, indent=indent))
 
 
 def read_text(path, what: str) -> str:

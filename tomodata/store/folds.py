@@ -27,13 +27,12 @@ is refused until it is made again.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..files import json_safe, write_text
+from ..files import write_json
 from .layout import CV_KEY, SPLITS, _root_json, check_fold_view
 
 __all__ = ["CV_KEY", "fold_splits", "make_fold_view", "check_fold_view", "fold_groups"]
@@ -107,7 +106,7 @@ def make_fold_view(base, view, *, folds: int, fold: int, seed: int = 0) -> Path:
     new = dict(attrs, species=table, splits={s: [e["name"] for e in table if e["split"] == s] for s in SPLITS})
     new[CV_KEY] = record
     os.symlink(link, view / "species", target_is_directory=True)
-    write_text(view / "zarr.json", json.dumps(json_safe(dict(meta, attributes=new)), indent=2) + "\n")
+    write_json(view / "zarr.json", dict(meta, attributes=new))
     return view
 
 
