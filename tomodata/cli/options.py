@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..store_settings import IMAGE_ENCODINGS, StoreSettings
+
 __all__ = ["positive_int", "non_negative_int", "positive_float", "finite_float", "render_opts"]
 
 
@@ -52,9 +54,27 @@ def finite_float(text: str) -> float:
     return v
 
 
-def render_opts(q, size=256):
-    """The renderer's options (image size in pixels, samples per ray, χ, backend)."""
+def image_opts(q, size: int = StoreSettings.image_size) -> None:
+    """A store's image settings (image side in pixels, samples per ray, χ); defaults: StoreSettings'."""
     q.add_argument("--size", type=positive_int, default=size, help="image side in pixels (default %(default)s)")
-    q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
-    q.add_argument("--chi", type=positive_float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+    q.add_argument(
+        "--steps", type=positive_int, default=StoreSettings.steps, help="samples per ray (default %(default)s)"
+    )
+    q.add_argument(
+        "--chi", type=positive_float, default=StoreSettings.chi, help="extinction coefficient χ (default %(default)s)"
+    )
+
+
+def view_set_opts(q) -> None:
+    """A store's view set, cube side and image encoding; defaults: StoreSettings'."""
+    d = StoreSettings
+    q.add_argument("--views", type=positive_int, default=d.n_views, help="views per species (default %(default)s)")
+    q.add_argument("--seed", type=int, default=d.view_seed, help="view seed (default %(default)s)")
+    q.add_argument("--volume-size", type=positive_int, default=d.volume_size, help="cube side (default %(default)s)")
+    q.add_argument("--encoding", choices=list(IMAGE_ENCODINGS), default=d.image_encoding, help="image encoding")
+
+
+def render_opts(q, size: int = StoreSettings.image_size) -> None:
+    """The renderer's options (:func:`image_opts` and the backend)."""
+    image_opts(q, size)
     q.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto", help="renderer backend")

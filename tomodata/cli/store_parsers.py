@@ -4,7 +4,7 @@ previews, finalize, export, validate, cv-view): one ``add_<command>`` each, call
 
 from __future__ import annotations
 
-from .options import non_negative_int, positive_float, positive_int, render_opts
+from .options import image_opts, non_negative_int, positive_int, render_opts, view_set_opts
 from .stores import (
     cmd_cv_view,
     cmd_export,
@@ -35,10 +35,7 @@ def _add_store_create(sub) -> None:
         "--manifest", required=True, nargs="+", help="the manifests the cubes come from (ids unique across them)"
     )
     q.add_argument("--cubes", nargs="+", required=True, help="cube .npz files (from tomo cube)")
-    q.add_argument("--views", type=positive_int, default=1332, help="views per species (default %(default)s)")
-    q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
-    q.add_argument("--volume-size", type=positive_int, default=128, help="cube side (default %(default)s)")
-    q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
+    view_set_opts(q)
     q.add_argument("--config", help="YAML config to record as provenance")
     q.add_argument(
         "--config-json", help="the merged workflow config as JSON text, recorded as provenance (over --config)"
@@ -69,13 +66,8 @@ def _add_store_settings(sub) -> None:
         ),
     )
     q.add_argument("-o", "--output", required=True, help="the JSON file to write")
-    q.add_argument("--views", type=positive_int, default=1332, help="views per species (default %(default)s)")
-    q.add_argument("--seed", type=int, default=0, help="view seed (default %(default)s)")
-    q.add_argument("--volume-size", type=positive_int, default=128, help="cube side (default %(default)s)")
-    q.add_argument("--encoding", choices=["uint16", "float16"], default="uint16", help="image encoding")
-    q.add_argument("--size", type=positive_int, default=256, help="image side in pixels (default %(default)s)")
-    q.add_argument("--steps", type=positive_int, default=128, help="samples per ray (default %(default)s)")
-    q.add_argument("--chi", type=positive_float, default=10.0, help="extinction coefficient χ (default %(default)s)")
+    view_set_opts(q)
+    image_opts(q)
     q.set_defaults(func=cmd_store_settings)
 
 
