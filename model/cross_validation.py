@@ -42,7 +42,7 @@ import pandas as pd
 from scipy import stats
 
 from tomodata.files import json_safe, read_json_object, write_json
-from tomodata.store import open_store
+from tomodata.store import SPLITS, open_store
 from tomodata.store.folds import CV_KEY, fold_groups
 
 from . import stats as ST
@@ -292,7 +292,7 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
     write_csv(out / "folds.csv", FOLDS_COLUMNS, _fold_rows(folds, per, units, fold, methods))
     cv = folds[0]["cv"]
     base_splits = cv.get("base_splits") or {}
-    in_base = {sp: {unit_of[n] for n in base_splits.get(sp) or [] if n in unit_of} for sp in ("train", "val", "test")}
+    in_base = {sp: {unit_of[n] for n in base_splits.get(sp) or [] if n in unit_of} for sp in SPLITS}
     n_units = len(set(units.tolist()))
     result = dict(
         base_store=str(folds[0]["base"]),

@@ -24,7 +24,7 @@ import torch
 
 from tomodata.progress import phase
 from tomodata.progress import progress as progress_bar
-from tomodata.store import DatasetStore, open_store
+from tomodata.store import SPLITS, DatasetStore, open_store
 
 from .checkpoint import config_differences, data_fingerprint, model_from_checkpoint
 from .data import StoreSamples, resize_xrays
@@ -162,7 +162,7 @@ def _open_checked(cfg: EvalConfig) -> tuple[DatasetStore, TomographyNet, dict, d
     store, checkpoint, split = cfg.store, cfg.checkpoint, cfg.split
     ds = open_store(store)
     model, state = model_from_checkpoint(checkpoint, map_location="cpu")
-    splits = {sp: ds.species_names(sp) for sp in ("train", "val", "test")}
+    splits = {sp: ds.species_names(sp) for sp in SPLITS}
     held = splits[split]  # the evaluated species: exactly the asked split
     train = splits["train"]
     if not held:

@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 from .files import write_text
+from .store.layout import SPLITS
 
 __all__ = [
     "COLUMNS",
@@ -77,7 +78,6 @@ COLUMNS = (
 INGEST_COLUMNS = ("window", "background", "orientation", "crop")
 REQUIRED_COLUMNS = ("id", "species", "source", "source_kind", "split", "licence")
 SOURCE_KINDS = ("movie", "image_folder", "tiff", "dicom", "nrrd", "nifti", "npy")
-SPLITS = ("train", "val", "test")
 SLICE_AXES = ("z", "y", "x")
 KINDS_NEEDING_SPACING = ("movie", "image_folder", "npy")
 

@@ -258,12 +258,12 @@ def cmd_validate(a) -> int:
 
 def cmd_cv_view(a) -> int:
     """``tomo cv-view``: the read-only view of one cross-validation fold of a store."""
-    from ..store import open_store
+    from ..store import SPLITS, open_store
     from ..store.folds import make_fold_view
 
     view = make_fold_view(a.store, a.output, folds=a.folds, fold=a.fold, seed=a.seed)
     ds = open_store(view)
-    n = {s: len(ds.species_names(s)) for s in ("train", "val", "test")}
+    n = {s: len(ds.species_names(s)) for s in SPLITS}
     print(f"fold {a.fold} of {a.folds}: {n['train']} train, {n['val']} val, {n['test']} test species in {view}")
     print("test: " + " ".join(ds.species_names("test")))
     return 0

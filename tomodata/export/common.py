@@ -13,9 +13,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import __version__
+from ..store.layout import SPLITS
 
 EXPORT_SPEC = "tomo-export/1"
-SPLIT_NAMES = ("train", "val", "test")
+SPLIT_NAMES = SPLITS  # the export's name for them
 _ARRAYS = ("volume", "rotations", "mirrored", "views", "images")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 
