@@ -44,8 +44,8 @@ pytestmark = pytest.mark.timeout(900)
 def built(tmp_path_factory):
     base = tmp_path_factory.mktemp("state")
     header, rows = movies(base / "src")
-    for r in rows:
-        r["source"] = f"../src/{r['source']}"
+    for r in rows:  # absolute: a test's copy of the workspace finds the same sources (nothing to fetch again)
+        r["source"] = str(base / "src" / r["source"])
     work = base / "w"
     work.mkdir()
     write_manifest(work / "m.tsv", header, rows)
@@ -63,9 +63,9 @@ def _checksums(store):
 
 def test_deleted_store_is_rebuilt_bit_identical(built, tmp_path):
     base, ids = built
-    shutil.copytree(base, tmp_path / "c", symlinks=True)
-    work = tmp_path / "c" / "w"
-    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))  # the copy moved the sources: re-fetch
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
+    assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == []  # a copy: nothing to do
     store = work / "results/st/dataset.zarr"
     before = _checksums(store)
     shutil.rmtree(store)
@@ -80,9 +80,8 @@ def test_deleted_store_is_rebuilt_bit_identical(built, tmp_path):
 
 def test_one_species_shards_deleted_rerenders_only_it(built, tmp_path):
     base, ids = built
-    shutil.copytree(base, tmp_path / "c", symlinks=True)
-    work = tmp_path / "c" / "w"
-    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))  # the copy moved the sources: re-fetch
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
     store = work / "results/st/dataset.zarr"
     before = _checksums(store)
     shutil.rmtree(store / "species" / ids[1] / "images" / "c")
@@ -100,9 +99,8 @@ def test_one_species_shards_deleted_rerenders_only_it(built, tmp_path):
 def test_removed_done_marker_renders_that_species_again(built, tmp_path):
     """Deleting a species' done marker by hand re-renders that species (the final marker is stale)."""
     base, ids = built
-    shutil.copytree(base, tmp_path / "c", symlinks=True)
-    work = tmp_path / "c" / "w"
-    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))  # the copy moved the sources: re-fetch
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
     (work / f"results/st/species/{ids[1]}.done.json").unlink()
     text = smk(work, "-n", "--configfile", str(work / "config.yaml")).stdout
     assert f"species {ids[1]} is in the store without its done marker" in text, text[-2000:]
@@ -118,10 +116,9 @@ def test_lost_settings_file_is_written_back_unless_the_settings_changed(built, t
     the Snakefile writes it back (the same bytes, dated before the markers) where the store has the
     run's settings: nothing to do. With other settings nothing is written back: every species renders."""
     base, ids = built
-    shutil.copytree(base, tmp_path / "c", symlinks=True)
-    work = tmp_path / "c" / "w"
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
     config = work / "config.yaml"
-    smk(work, "--cores", "2", "--configfile", str(config))  # the copy moved the sources: re-fetch
     settings = work / "results/st/dataset.settings.json"
     before = settings.read_bytes()
     settings.unlink()
@@ -150,10 +147,9 @@ def test_changed_setting_remakes_the_store_without_snakemakes_records(built, tmp
     dated after the markers: the store and every species are made again. Dry runs remove nothing, and a
     config changed back has nothing to do; the real run makes the store with the new setting."""
     base, ids = built
-    shutil.copytree(base, tmp_path / "c", symlinks=True)
-    work = tmp_path / "c" / "w"
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
     config = work / "config.yaml"
-    smk(work, "--cores", "2", "--configfile", str(config))  # the copy moved the sources: re-fetch
     shutil.rmtree(work / ".snakemake")
     cfg = yaml.safe_load(config.read_text())
     chi = float(cfg["dataset"]["chi"])
@@ -191,9 +187,8 @@ def test_lost_fetched_scan_loses_its_record_and_is_fetched_when_asked(built, tmp
     """The fetched scan is a cache: with the cube up to date nothing re-fetches it (Snakemake does not
     re-make a missing input of an up-to-date job); the warning says how to fetch it now."""
     base, ids = built
-    shutil.copytree(base, tmp_path / "c", symlinks=True)
-    work = tmp_path / "c" / "w"
-    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))  # the copy moved the sources: re-fetch
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
     record = f"resources/st/fetched/{ids[0]}.tsv"
     fetched = work / (work / record).read_text().split("\t")[3].strip()
     fetched.unlink()
@@ -226,9 +221,8 @@ def test_stale_markers_unit(tmp_path):
 
 def test_corrupt_shard_named_by_validate_and_repaired_by_the_rerun(built, tmp_path):
     base, ids = built
-    shutil.copytree(base, tmp_path / "c", symlinks=True)
-    work = tmp_path / "c" / "w"
-    smk(work, "--cores", "2", "--configfile", str(work / "config.yaml"))  # the copy moved the sources: re-fetch
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
     store = work / "results/st/dataset.zarr"
     before = _checksums(store)
     shard = sorted(p for p in (store / "species" / ids[2] / "images" / "c").rglob("*") if p.is_file())[0]
