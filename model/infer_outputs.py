@@ -190,7 +190,7 @@ def _record(
             "output_dhw": [D, N, N],
             "max_size": None if opts.max_size is None else int(opts.max_size),
             "resize_rule": "area averaging down to the network input (model.data.resize_xrays); "
-            "the fused x-ray area-averaged to max_size when given",
+            "below max_size, the x-ray's optical depth area-averaged to it before fusion (model.fusion.xray_at)",
         },
         "checkpoint": pred.ck,
         "ood": pred.ood,
