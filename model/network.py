@@ -161,12 +161,10 @@ class NetworkConfig:
 
     @classmethod
     def preset(cls, name: str) -> NetworkConfig:
-        """``"paper"``, ``"release"``, ``"medium"`` or ``"demo"``."""
-        presets = {"paper": cls.paper, "release": cls.release, "medium": cls.medium, "demo": cls.demo}
-        assert tuple(presets) == PRESETS
-        if name not in presets:
-            raise ValueError(f"unknown network preset {name!r}; choose one of {sorted(presets)}")
-        return presets[name]()
+        """One of :data:`PRESETS` (each the classmethod of that name)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown network preset {name!r}; choose one of {sorted(PRESETS)}")
+        return getattr(cls, name)()
 
     # -- derived -----------------------------------------------------------------------------------
 
