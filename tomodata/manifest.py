@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 
 from .files import write_text
-from .store.layout import SPLITS
+from .splits import SPLITS
 
 __all__ = [
     "COLUMNS",

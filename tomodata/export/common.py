@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import __version__
-from ..store.layout import SPLITS
+from ..splits import SPLITS
 
 EXPORT_SPEC = "tomo-export/1"
 SPLIT_NAMES = SPLITS  # the export's name for them

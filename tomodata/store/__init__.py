@@ -50,6 +50,7 @@ uint16/float16 image values, not opacities), see :func:`array_sha256`.
 
 from __future__ import annotations
 
+from ..splits import SPLIT_ROLES, SPLITS
 from ..store_settings import IMAGE_ENCODINGS, StoreSettings
 from .create import create_store
 from .layout import (
@@ -63,8 +64,6 @@ from .layout import (
     SAMPLE_ORDER,
     SPEC_VERSION,
     SPECIES_REQUIRED_KEYS,
-    SPLIT_ROLES,
-    SPLITS,
     ZSTD_LEVEL,
     array_sha256,
     decode_images,

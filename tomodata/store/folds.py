@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_json
-from .layout import CV_KEY, SPLITS, _root_json, check_fold_view
+from ..splits import SPLITS
+from .layout import CV_KEY, _root_json, check_fold_view
 
 __all__ = ["CV_KEY", "fold_splits", "make_fold_view", "check_fold_view", "fold_groups"]
 

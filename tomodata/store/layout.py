@@ -24,15 +24,8 @@ READ_SPECS = ("tomo-dataset/1", SPEC_VERSION)
 _ARRAY_PATHS = {"tomo-dataset/1": {}, "tomo-dataset/2": {"volume": "volume/0"}}
 #: OME-Zarr (NGFF) version of the volumes
 OME_VERSION = "0.5"
-SPLITS = ("train", "val", "test")
 #: the root attribute of a cross-validation fold view (:mod:`.folds`): its base store and fold
 CV_KEY = "cross_validation"
-#: What each split is for (recorded in the store's attributes as ``split_roles``).
-SPLIT_ROLES = {
-    "train": "training, and the database of the NN, Oracle and mean baselines",
-    "val": "model choice, early stopping and every tuning decision; never the reported result",
-    "test": "the reported result only; never looked at for any decision",
-}
 SPECIES_REQUIRED_KEYS = ("name", "split", "source", "source_checksum", "original_shape", "spacing_mm")
 ARRAY_NAMES = ("volume", "rotations", "mirrored", "views", "images")
 SAMPLE_ORDER = "interleaved-mirror"

@@ -8,10 +8,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..render import view_volumes
+from ..splits import SPLITS
 from ..store_markers import species_file_problem
 from ..store_settings import StoreSettings
 from ..views import mirror
-from .layout import SPLITS, _open_array, _open_species_group, _open_store_root, decode_images
+from .layout import _open_array, _open_species_group, _open_store_root, decode_images
 from .schema import _pos_int
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import zarr
 
 from .. import __version__
+from ..splits import SPLIT_ROLES, SPLITS
 from ..store_settings import StoreSettings
 from ..views import VIEW_SCHEME
 from .layout import (
@@ -24,8 +25,6 @@ from .layout import (
     SAMPLE_ORDER,
     SPEC_VERSION,
     SPECIES_REQUIRED_KEYS,
-    SPLIT_ROLES,
-    SPLITS,
     ZSTD_LEVEL,
     _now,
 )

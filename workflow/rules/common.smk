@@ -37,6 +37,7 @@ from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
 from tomodata.config_check import rule_names
 from tomodata.manifest import manifest_schema
+from tomodata.splits import SPLITS as SPLIT_NAMES
 from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
                                 local_source, row_settings, source_problems)
 
@@ -600,7 +601,7 @@ onerror:
 def check_splits():
     """The model part needs a train split, a val split (model choice) and the evaluated split: stop at
     parse time, naming the empty split, before anything is computed."""
-    counts = {sp: sum(1 for sid in IDS if SPLITS[sid] == sp) for sp in ("train", "val", "test")}
+    counts = {sp: sum(1 for sid in IDS if SPLITS[sid] == sp) for sp in SPLIT_NAMES}
     needed = {"train": "training", "val": "model choice (best.pt)",
               MODEL["evaluate"]["split"]: "the evaluation (model.evaluate.split)"}
     empty = [f"{sp!r} ({why})" for sp, why in needed.items() if counts[sp] == 0]
