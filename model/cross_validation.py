@@ -58,6 +58,7 @@ from .eval_tables import (
     write_csv,
 )
 from .metrics import HOLM_METRICS, METRICS
+from .names import CV_FOLDS_CSV, EVAL_METRICS, EVAL_SPECIES, EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TESTS
 
 __all__ = ["pool_folds", "held_out_units", "FOLDS_COLUMNS"]
 
@@ -66,7 +67,7 @@ FOLDS_COLUMNS = ("fold", "method", "metric", "mean", "n_species", "test_species"
 
 def _read_fold(d: Path) -> dict:
     """One fold's evaluation: its summary.json, its fold view (checked to be as evaluated) and metrics.csv."""
-    s = read_json_object(d / "summary.json", "an evaluation summary", keys=("store", "eval_split", "methods"))
+    s = read_json_object(d / EVAL_SUMMARY, "an evaluation summary", keys=("store", "eval_split", "methods"))
     if s["eval_split"] != "test":
         raise ValueError(f"{d}: evaluated split {s['eval_split']!r}; a fold's result is its test split")
     where = s.get("store_resolved") or s["store"]  # older summaries: the path as given, from this folder
@@ -82,9 +83,9 @@ def _read_fold(d: Path) -> dict:
             f"{d}: the fold view {where} has other splits or data than when it was evaluated (made again with "
             "another seed or fold count, or the store changed): evaluate the fold again"
         )
-    if not (d / "metrics.csv").is_file():
+    if not (d / EVAL_METRICS).is_file():
         raise ValueError(f"{d}: no metrics.csv beside summary.json: evaluate the fold again")
-    m = pd.read_csv(d / "metrics.csv", dtype={"species": str})
+    m = pd.read_csv(d / EVAL_METRICS, dtype={"species": str})
     missing = sorted(set(s.get("eval_species") or []) - set(m["species"]))
     if missing:
         raise ValueError(
@@ -286,10 +287,10 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
     sp_rows = [dict(r, fold=fold_of[r["species"]]) for r in tab["species"]]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
-    write_csv(out / "tests.csv", TESTS_COLUMNS, tests)
-    write_csv(out / "species.csv", (*SPECIES_COLUMNS, "fold"), sp_rows)
-    write_csv(out / "folds.csv", FOLDS_COLUMNS, _fold_rows(folds, per, units, fold, methods))
+    write_csv(out / EVAL_SUMMARY_CSV, SUMMARY_COLUMNS, summary)
+    write_csv(out / EVAL_TESTS, TESTS_COLUMNS, tests)
+    write_csv(out / EVAL_SPECIES, (*SPECIES_COLUMNS, "fold"), sp_rows)
+    write_csv(out / CV_FOLDS_CSV, FOLDS_COLUMNS, _fold_rows(folds, per, units, fold, methods))
     cv = folds[0]["cv"]
     base_splits = cv.get("base_splits") or {}
     in_base = {sp: {unit_of[n] for n in base_splits.get(sp) or [] if n in unit_of} for sp in SPLITS}
@@ -323,7 +324,7 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
         ),
         statistics=_procedure(int(cv["folds"]), n_units, methods[0]),
     )  # fmt: skip
-    write_json(out / "summary.json", json_safe(result))
+    write_json(out / EVAL_SUMMARY, json_safe(result))
     return result
 
 

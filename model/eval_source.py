@@ -26,6 +26,7 @@ from tomodata.files import sha256_file
 
 from .eval_config import FUSION_AT
 from .eval_phases import _check_compat
+from .names import EVAL_SUMMARY
 
 __all__ = [
     "DEFAULT_FUSION",
@@ -46,7 +47,7 @@ _REDO = "; run tomo evaluate again (the workflow removes such a file and does so
 
 def read_summary(eval_dir) -> dict:
     """``eval_dir/summary.json`` (ValueError when missing or not a JSON object)."""
-    path = Path(eval_dir) / "summary.json"
+    path = Path(eval_dir) / EVAL_SUMMARY
     if not path.is_file():
         raise ValueError(f"{path} does not exist: the evaluation is incomplete (tomo evaluate writes it)")
     try:

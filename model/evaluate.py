@@ -190,6 +190,16 @@ from .metrics import (
     volume_dssim,
     volume_errors,
 )
+from .names import (
+    EVAL_MATCHES,
+    EVAL_METRICS,
+    EVAL_SLICE_COUNTS,
+    EVAL_SPECIES,
+    EVAL_SUMMARY,
+    EVAL_SUMMARY_CSV,
+    EVAL_TESTS,
+    EVAL_VIEW_CLASSES,
+)
 from .oracle import ORACLE_CHUNK
 from .stats import mean_ci
 
@@ -236,7 +246,7 @@ def evaluate_run(cfg: EvalConfig) -> dict:
     score_phase(st)
     tables = write_tables(st)
     summary = summary_json(st, tables)
-    write_json(st.out / "summary.json", summary)
+    write_json(st.out / EVAL_SUMMARY, summary)
     return summary
 
 
@@ -277,7 +287,7 @@ def write_tables(st: EvalState) -> Tables:
         for m in cfg.methods
         for i in range(Q)
     ]
-    write_csv(out / "metrics.csv", METRICS_COLUMNS, metric_rows)
+    write_csv(out / EVAL_METRICS, METRICS_COLUMNS, metric_rows)
 
     t0 = time.perf_counter()
     stats = statistics_tables(
@@ -288,9 +298,9 @@ def write_tables(st: EvalState) -> Tables:
         methods=cfg.methods,
     )
     st.timings["statistics_s"] = time.perf_counter() - t0
-    write_csv(out / "summary.csv", SUMMARY_COLUMNS, stats["summary"])
-    write_csv(out / "tests.csv", TESTS_COLUMNS, stats["tests"])
-    write_csv(out / "species.csv", SPECIES_COLUMNS, stats["species"])
+    write_csv(out / EVAL_SUMMARY_CSV, SUMMARY_COLUMNS, stats["summary"])
+    write_csv(out / EVAL_TESTS, TESTS_COLUMNS, stats["tests"])
+    write_csv(out / EVAL_SPECIES, SPECIES_COLUMNS, stats["species"])
 
     cls = np.asarray(sc.classes)
     vc_rows = []
@@ -299,14 +309,14 @@ def write_tables(st: EvalState) -> Tables:
             for k in ("l2", "dssim"):
                 mean, lo, hi, n = mean_ci(sc.per[m][k][cls == vc])
                 vc_rows.append(dict(method=m, view_class=vc, metric=k, mean=mean, ci_low=lo, ci_high=hi, n=n))
-    write_csv(out / "view_classes.csv", VIEW_CLASSES_COLUMNS, vc_rows)
+    write_csv(out / EVAL_VIEW_CLASSES, VIEW_CLASSES_COLUMNS, vc_rows)
     sc_rows = []
     for m in sc.slice_methods:
         for c in sc.used_counts:
             mean, lo, hi, n = mean_ci(sc.slice_vals[m][c])
             sc_rows.append(dict(method=m, slices=c, dssim_mean=mean, ci_low=lo, ci_high=hi, n=n))
-    write_csv(out / "slice_counts.csv", SLICE_COUNTS_COLUMNS, sc_rows)
-    write_csv(out / "matches.csv", MATCHES_COLUMNS, _match_rows(st, species_of))
+    write_csv(out / EVAL_SLICE_COUNTS, SLICE_COUNTS_COLUMNS, sc_rows)
+    write_csv(out / EVAL_MATCHES, MATCHES_COLUMNS, _match_rows(st, species_of))
     return Tables(species_of, view_of, stats, vc_rows, sc_rows)
 
 

@@ -55,6 +55,7 @@ from .eval_source import (
     source_record,
 )
 from .fusion import fuse, upsample_lateral
+from .names import EVAL_MATCHES
 from .sources import ViewSource, mean_volume
 
 __all__ = ["examples_for", "load_examples", "qualitative_examples", "save_examples", "write_examples"]
@@ -167,7 +168,7 @@ def _chosen(eval_dir, n: int) -> tuple[list[dict], list[dict]]:
     of each species, then further ones in the file's order."""
     if not Path(eval_dir).is_dir():
         raise ValueError(f"eval folder {eval_dir} does not exist (tomo evaluate writes it)")
-    with open(Path(eval_dir) / "matches.csv", newline="") as fh:
+    with open(Path(eval_dir) / EVAL_MATCHES, newline="") as fh:
         matches = list(csv.DictReader(fh))
     if not matches:
         raise ValueError(f"{eval_dir}/matches.csv has no rows")

@@ -47,6 +47,7 @@ from tomodata.folder_contents import record_contents
 from tomodata.store import open_store
 
 from .examples import qualitative_examples
+from .names import EVAL_MATCHES, EVAL_METRICS
 
 __all__ = [
     "ASSETS",
@@ -122,7 +123,7 @@ def check_run(paths: RunPaths) -> list[dict]:
         raise FileNotFoundError(
             f"no checkpoint at {paths.checkpoint}: train first (snakemake {run}/model/best.pt, or tomo train)"
         )
-    matches = paths.eval_dir / "matches.csv"
+    matches = paths.eval_dir / EVAL_MATCHES
     if not matches.is_file():
         raise FileNotFoundError(
             f"no evaluation at {paths.eval_dir} ({matches.name} missing): evaluate first "
@@ -187,7 +188,7 @@ def nifti_base64(vol: np.ndarray, vmax: float, depth_spacing: float, descrip: st
 def sample_metrics(eval_dir: Path) -> dict:
     """{(species, sample): {method: {"mse": ..., "dssim": ...}}}: means over the views of
     ``metrics.csv`` (absent file: {})."""
-    path = Path(eval_dir) / "metrics.csv"
+    path = Path(eval_dir) / EVAL_METRICS
     if not path.is_file():
         return {}
     sums: dict = {}

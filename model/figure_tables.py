@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .eval_tables import SUMMARY_COLUMNS, TESTS_COLUMNS
+from .names import EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TESTS
 
 __all__ = [
     "eval_dir",
@@ -55,7 +56,7 @@ def eval_dir(path) -> Path:
 
 def read_summary(d: Path):
     """``d``/summary.csv (:data:`model.eval_tables.SUMMARY_COLUMNS`), ``level`` as text."""
-    df = read_csv(d / "summary.csv", SUMMARY_COLUMNS, "summary")
+    df = read_csv(d / EVAL_SUMMARY_CSV, SUMMARY_COLUMNS, "summary")
     df["level"] = df["level"].astype(str)
     return df
 
@@ -68,7 +69,7 @@ def summary_row(summary, method: str, metric: str, level: str):
 
 def read_tests(d: Path):
     """tests.csv or None when absent (its columns are checked when present)."""
-    p = d / "tests.csv"
+    p = d / EVAL_TESTS
     if not p.is_file():
         return None
     df = read_csv(p, [c for c in TESTS_COLUMNS if c != "p_holm"], "paired tests")
@@ -104,6 +105,6 @@ def eval_split(d: Path) -> str | None:
 def summary_value(d: Path, key: str, default):
     """summary.json's ``key``, or ``default`` where there is no summary.json or no such key."""
     try:
-        return json.loads((d / "summary.json").read_text())[key]
+        return json.loads((d / EVAL_SUMMARY).read_text())[key]
     except (OSError, ValueError, KeyError, TypeError):
         return default

@@ -60,7 +60,18 @@ from .figure_tables import (
 from .figure_tables import (
     test_row as _test_row,
 )
-from .names import FIG_FUSION, FIG_METHODS, FIG_QUALITATIVE, FIG_SLICE_COUNTS, FIG_SLICE_VIEWS, FIG_VIEW_CLASSES
+from .names import (
+    EVAL_METRICS,
+    EVAL_SLICE_COUNTS,
+    EVAL_SUMMARY_CSV,
+    EVAL_VIEW_CLASSES,
+    FIG_FUSION,
+    FIG_METHODS,
+    FIG_QUALITATIVE,
+    FIG_SLICE_COUNTS,
+    FIG_SLICE_VIEWS,
+    FIG_VIEW_CLASSES,
+)
 from .plotting import (
     METHOD_COLOURS,
     METHOD_LABELS,
@@ -296,7 +307,7 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
 
     d = _eval_dir(eval_dir)
     metrics = list(metrics)
-    per = _read_csv(d / "metrics.csv", ["method", "species", *metrics], "per-sample metrics")
+    per = _read_csv(d / EVAL_METRICS, ["method", "species", *metrics], "per-sample metrics")
     per["species"] = per["species"].astype(str)
     summary = _read_summary(d)
     tests = _read_tests(d)
@@ -320,7 +331,7 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
 
 
 def _slice_table(d: Path):
-    df = _read_csv(d / "slice_counts.csv", ("slices",), "slice counts")
+    df = _read_csv(d / EVAL_SLICE_COUNTS, ("slices",), "slice counts")
     if "metric" in df.columns:
         df = df[df["metric"].astype(str).str.lower() == "dssim"]
         if df.empty:
@@ -475,7 +486,7 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
     panel per metric present."""
     d = _eval_dir(eval_dir)
     df = _read_csv(
-        d / "view_classes.csv", ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"), "view classes"
+        d / EVAL_VIEW_CLASSES, ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"), "view classes"
     )
     df["view_class"] = df["view_class"].astype(str)
     metrics = [m for m in metrics if (df["metric"] == m).any()]
@@ -558,14 +569,14 @@ def write_all_figures(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [fig_methods(d, out / f"{FIG_METHODS}.png")]
-    summary = _read_csv(d / "summary.csv", ("method",), "summary")
+    summary = _read_csv(d / EVAL_SUMMARY_CSV, ("method",), "summary")
     if fusion_example is not None or (summary["method"] == "ours_nofusion").any():
         chi = _summary_value(d, "chi", StoreSettings.chi)
         paths.append(fig_fusion(d, out / f"{FIG_FUSION}.png", example=fusion_example, chi=chi, backend=backend))
     left_out = []
     for name, table, draw in (
-        (FIG_VIEW_CLASSES, "view_classes.csv", fig_view_classes),
-        (FIG_SLICE_COUNTS, "slice_counts.csv", fig_slice_counts),
+        (FIG_VIEW_CLASSES, EVAL_VIEW_CLASSES, fig_view_classes),
+        (FIG_SLICE_COUNTS, EVAL_SLICE_COUNTS, fig_slice_counts),
     ):
         if (d / table).is_file():
             paths.append(draw(d, out / f"{name}.png"))

@@ -8,11 +8,25 @@ outputs, so this module imports nothing (``model/__init__.py`` is empty: no torc
   (:mod:`model.volume_io`).
 * :data:`EXAMPLES_FILE`: the qualitative examples' file of ``tomo examples`` in the workflow
   (``results/RUN/examples/examples.npz``, :mod:`model.examples`).
+* ``EVAL_*``: the files ``tomo evaluate`` writes in its output folder (``results/RUN/eval/``,
+  :mod:`model.evaluate`), read by the figures, the examples, the explorer and ``tomo cv-summary``;
+  ``tomo cv-summary`` writes its pooled tables under the same names (:data:`EVAL_SUMMARY`,
+  :data:`EVAL_SUMMARY_CSV`, :data:`EVAL_TESTS`, :data:`EVAL_SPECIES`) plus :data:`CV_FOLDS_CSV`.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CV_FOLDS_CSV",
+    "EVAL_MATCHES",
+    "EVAL_METRICS",
+    "EVAL_SLICE_COUNTS",
+    "EVAL_SPECIES",
+    "EVAL_SUMMARY",
+    "EVAL_SUMMARY_CSV",
+    "EVAL_TABLES",
+    "EVAL_TESTS",
+    "EVAL_VIEW_CLASSES",
     "EXAMPLES_FILE",
     "FIGURES",
     "FIG_FUSION",
@@ -44,3 +58,32 @@ PREVIEWS = ("xray", "coronal", "axial", "sagittal", "mip_depth", "mip_side")
 
 #: the file name of the qualitative examples in the workflow (results/RUN/examples/<this>)
 EXAMPLES_FILE = "examples.npz"
+
+#: the evaluation's record: settings, store, methods, sample counts (a JSON object)
+EVAL_SUMMARY = "summary.json"
+#: one row per (method, sample): every metric (model.evaluate.METRICS)
+EVAL_METRICS = "metrics.csv"
+#: one row per method: species-level means and intervals
+EVAL_SUMMARY_CSV = "summary.csv"
+#: ours against each baseline: paired tests on the held-out units
+EVAL_TESTS = "tests.csv"
+#: one row per (method, species): the held-out unit's means
+EVAL_SPECIES = "species.csv"
+#: error by view class (paper Fig. 8b)
+EVAL_VIEW_CLASSES = "view_classes.csv"
+#: DSSIM against the slice count (paper Fig. 8a)
+EVAL_SLICE_COUNTS = "slice_counts.csv"
+#: each sample's NN and Oracle match
+EVAL_MATCHES = "matches.csv"
+#: every table of ``tomo evaluate``
+EVAL_TABLES = (
+    EVAL_METRICS,
+    EVAL_SUMMARY_CSV,
+    EVAL_TESTS,
+    EVAL_SPECIES,
+    EVAL_VIEW_CLASSES,
+    EVAL_SLICE_COUNTS,
+    EVAL_MATCHES,
+)
+#: ``tomo cv-summary``'s per-fold table (results/RUN/cv/)
+CV_FOLDS_CSV = "folds.csv"

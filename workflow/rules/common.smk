@@ -31,7 +31,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import yaml
-from model.names import EXAMPLES_FILE, FIGURES, PREVIEWS  # torch-free: the file names the model's commands write
+from model.names import (  # torch-free: the file names the model's commands write
+    CV_FOLDS_CSV, EVAL_METRICS, EVAL_SPECIES, EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TABLES, EVAL_TESTS,
+    EXAMPLES_FILE, FIGURES, PREVIEWS,
+)
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
@@ -398,6 +401,9 @@ ENV_MODEL = "../../envs/model.yaml"
 # applications, which take the first ones (model/examples.py: the first n rows of a file made for
 # more are those a run for n makes)
 EXAMPLES = f"{RESULTS}/examples/{EXAMPLES_FILE}"
+# the evaluation's folder and record (tomo evaluate; model.names: the file names)
+EVAL_DIR = f"{RESULTS}/eval"
+EVAL_JSON = f"{EVAL_DIR}/{EVAL_SUMMARY}"
 N_EXAMPLES = max(EVAL["examples"], APPS["examples"])
 
 
@@ -426,7 +432,7 @@ if CV_FOLDS:
     _n_units = len(fold_groups([{"name": sid, "species": row["species"]} for sid, row in ROWS.items()]))
     if CV_FOLDS > _n_units:
         raise WorkflowError(f"model.cv.folds: {CV_FOLDS} folds, but the run has {_n_units} species to hold out")
-CV_TABLES = [f"{CV_DIR}/{t}.csv" for t in ("summary", "tests", "species", "folds")]
+CV_TABLES = [f"{CV_DIR}/{t}" for t in (EVAL_SUMMARY_CSV, EVAL_TESTS, EVAL_SPECIES, CV_FOLDS_CSV)]
 
 
 def cv_res(rule_name, like, key):

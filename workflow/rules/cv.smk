@@ -74,8 +74,8 @@ rule cv_evaluate:
         checkpoint=f"{CV_DIR}/fold{{fold}}/model/best.pt",
         view=f"{CV_DIR}/fold{{fold}}/dataset.zarr/zarr.json",
     output:
-        summary=f"{CV_DIR}/fold{{fold}}/eval/summary.json",
-        metrics=f"{CV_DIR}/fold{{fold}}/eval/metrics.csv",
+        summary=f"{CV_DIR}/fold{{fold}}/eval/{EVAL_SUMMARY}",
+        metrics=f"{CV_DIR}/fold{{fold}}/eval/{EVAL_METRICS}",
     params:
         store=fold_store,
         out=lambda wildcards, output: os.path.dirname(output.summary),
@@ -103,13 +103,13 @@ rule cv_evaluate:
 
 rule cv_summary:
     input:
-        evals=expand(f"{CV_DIR}/fold{{fold}}/eval/summary.json", fold=range(CV_FOLDS)),
+        evals=expand(f"{CV_DIR}/fold{{fold}}/eval/{EVAL_SUMMARY}", fold=range(CV_FOLDS)),
     output:
-        summary=report(f"{CV_DIR}/summary.csv", caption="../report/cross_validation.rst", category="Evaluation"),
-        tests=f"{CV_DIR}/tests.csv",
-        species=f"{CV_DIR}/species.csv",
-        folds=f"{CV_DIR}/folds.csv",
-        json=f"{CV_DIR}/summary.json",
+        summary=report(f"{CV_DIR}/{EVAL_SUMMARY_CSV}", caption="../report/cross_validation.rst", category="Evaluation"),
+        tests=f"{CV_DIR}/{EVAL_TESTS}",
+        species=f"{CV_DIR}/{EVAL_SPECIES}",
+        folds=f"{CV_DIR}/{CV_FOLDS_CSV}",
+        json=f"{CV_DIR}/{EVAL_SUMMARY}",
     params:
         evals=lambda wildcards, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input.evals),
         out=lambda wildcards, output: os.path.dirname(output.summary),
@@ -128,4 +128,4 @@ rule cv_summary:
 
 
 if CV_FOLDS:
-    add_targets(*CV_TABLES, f"{CV_DIR}/summary.json")
+    add_targets(*CV_TABLES, f"{CV_DIR}/{EVAL_SUMMARY}")

@@ -53,7 +53,8 @@ rule train:
         " --workers {params.workers} > {log:q} 2>&1"
 
 
-EVAL_TABLES = [f"{RESULTS}/eval/{t}.csv" for t in ("metrics", "species", "view_classes", "slice_counts", "matches")]
+# the tables other than the two in the report (targets of `all`)
+EVAL_OTHER_TABLES = [f"{EVAL_DIR}/{t}" for t in EVAL_TABLES if t not in (EVAL_SUMMARY_CSV, EVAL_TESTS)]
 
 
 rule evaluate:
@@ -61,19 +62,19 @@ rule evaluate:
         checkpoint=f"{RESULTS}/model/best.pt",
         final=f"{RESULTS}/dataset.final.json",
     output:
-        summary=f"{RESULTS}/eval/summary.json",
+        summary=EVAL_JSON,
         table=report(
-            f"{RESULTS}/eval/summary.csv",
+            f"{EVAL_DIR}/{EVAL_SUMMARY_CSV}",
             caption="../report/evaluation.rst",
             category="Evaluation",
         ),
         tests=report(
-            f"{RESULTS}/eval/tests.csv",
+            f"{EVAL_DIR}/{EVAL_TESTS}",
             caption="../report/tests.rst",
             category="Evaluation",
         ),
         # the other tables (targets of `all`): a deleted one re-runs the evaluation (undeclared, figures failed later)
-        tables=EVAL_TABLES,
+        tables=EVAL_OTHER_TABLES,
     params:
         store=STORE,
         out=lambda wildcards, output: os.path.dirname(output.summary),
@@ -99,7 +100,7 @@ rule evaluate:
 
 rule examples:
     input:
-        summary=f"{RESULTS}/eval/summary.json",
+        summary=EVAL_JSON,
         checkpoint=f"{RESULTS}/model/best.pt",
     output:
         examples=EXAMPLES,
@@ -124,7 +125,7 @@ rule examples:
 
 rule figures:
     input:
-        summary=f"{RESULTS}/eval/summary.json",
+        summary=EVAL_JSON,
         examples=EXAMPLES,
     output:
         **{
@@ -232,8 +233,8 @@ rule real_xray:
 if MODEL.get("enabled", True):
     # every output a report shows or a user reads is a target: Snakemake makes a missing file again only
     # where something requests it (else "Nothing to be done" while --report fails for want of it)
-    add_targets(*[f"{RESULTS}/figures/{name}.png" for name in FIGURES], f"{RESULTS}/apps", *EVAL_TABLES)
-    add_targets(f"{RESULTS}/eval/summary.csv", f"{RESULTS}/eval/tests.csv")
+    add_targets(*[f"{RESULTS}/figures/{name}.png" for name in FIGURES], f"{RESULTS}/apps", *EVAL_OTHER_TABLES)
+    add_targets(f"{EVAL_DIR}/{EVAL_SUMMARY_CSV}", f"{EVAL_DIR}/{EVAL_TESTS}")
     for _name in REAL_XRAYS:
         add_targets(*[f"{RESULTS}/real/{_name}/{_name}{end}" for end in [".nrrd", ".json"] + [f"_{v}.png" for v in REAL_PREVIEWS]])
         add_targets(f"{RESULTS}/real/{_name}/apps")

@@ -64,7 +64,7 @@ def forget_unreadable_summary():
     """An evaluation summary (results/RUN/eval/summary.json) that is not a JSON object (emptied, cut
     short) is removed, so that the evaluation runs again; else Snakemake counts it as present, every
     job that reads it fails, and each failure deletes that job's outputs too."""
-    path = Path(f"{RESULTS}/eval/summary.json")
+    path = Path(EVAL_JSON)
     if not workflow.is_main_process or not path.is_file():
         return
     try:

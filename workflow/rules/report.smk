@@ -21,7 +21,7 @@ EXPLORER = config["model"].get("explorer") or {}
 
 rule explorer:
     input:
-        summary=f"{RESULTS}/eval/summary.json",
+        summary=EVAL_JSON,
         checkpoint=f"{RESULTS}/model/best.pt",
     output:
         explorer=directory(f"{RESULTS}/explorer"),
