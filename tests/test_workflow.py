@@ -249,13 +249,14 @@ def test_paper_dry_run_offline(tmp_path):
         assert not (tmp_path / folder).exists()
 
 
-def test_train_compile_reaches_tomo_train(tmp_path):
+def test_train_compile_and_amp_reach_tomo_train(tmp_path):
     """model.train.compile: true adds --compile to the train job's command, model.train.device gives
     its --device (untracked options: the shell text Snakemake tracks, and so existing workspaces, stay
-    as they were)."""
+    as they were); model.train.amp: bf16 adds --amp bf16 (tracked: it changes the training), and the
+    default (auto) adds nothing."""
     copy_manifests(tmp_path)
     overlay = tmp_path / "compile.yaml"
-    overlay.write_text("model:\n  train:\n    compile: true\n")
+    overlay.write_text("model:\n  train:\n    compile: true\n    amp: bf16\n")
     paper = str(ROOT / "workflow/configs/paper.yaml")
     train_lines = [
         ln
@@ -263,8 +264,9 @@ def test_train_compile_reaches_tomo_train(tmp_path):
         if "tomo train" in ln
     ]
     assert train_lines and all("--restart-if-changed --device cuda --compile" in ln for ln in train_lines)
+    assert all("--seed 0 --amp bf16 --workers" in ln for ln in train_lines)
     plain = [ln for ln in smk(tmp_path, "-n", "-p", "--configfile", paper).stdout.splitlines() if "tomo train" in ln]
-    assert plain and not any("--compile" in ln for ln in plain)
+    assert plain and not any("--compile" in ln or "--amp" in ln for ln in plain)
 
 
 def test_micro_ct_reads_local_folders_in_place(tmp_path):

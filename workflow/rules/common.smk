@@ -418,6 +418,8 @@ def train_options():
         ("--val-samples", TRAIN["val_samples"]),
         ("--ckpt-every", TRAIN["ckpt_every"]),
         ("--seed", TRAIN["seed"]),
+        # only where set: the default ("auto") leaves the tracked text, and so existing workspaces, as they were
+        ("--amp", None if TRAIN["amp"] == "auto" else TRAIN["amp"]),
     ])
 
 
