@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tomodata.store import DatasetStore, open_store
+from tomodata.views import mirror
 
 from ._sample_cpu import sample_views
 
@@ -38,7 +39,8 @@ def torch_view_volumes(
         rotations: (B, 3, 3) camera → volume rotations.
         size: output side S' (rows = v, columns = u).
         steps: depth slices (w midpoints, front to back).
-        mirrored: optional (B,) bool; mirrored samples get their rows reversed (v → −v).
+        mirrored: optional (B,) bool; mirrored samples get their rows reversed
+            (:func:`tomodata.views.mirror`, v → −v).
 
     Returns:
         (B, steps, S', S') float32: ``out[b, k, r, c] = µ_b(R_b @ (u_c, v_r, w_k))``, trilinear with zero
@@ -48,12 +50,17 @@ def torch_view_volumes(
         raise ValueError(f"volumes must be (B, 1, Z, Y, X), got {tuple(volumes.shape)}")
     if rotations.shape != (volumes.shape[0], 3, 3):
         raise ValueError(f"rotations must be (B, 3, 3) with B = {volumes.shape[0]}, got {tuple(rotations.shape)}")
-    dev = volumes.device
-    rot = rotations.to(device=dev, dtype=torch.float64)
+    out = _sample_views(volumes, rotations.to(device=volumes.device, dtype=torch.float64), size, steps)
     if mirrored is not None:
-        sign = 1.0 - 2.0 * mirrored.to(device=dev, dtype=torch.float64)
-        rot = rot.clone()
-        rot[:, :, 1] = rot[:, :, 1] * sign[:, None]
+        m = mirrored.to(device=out.device, dtype=torch.bool)
+        if bool(m.any()):
+            out[m] = mirror(out[m])
+    return out
+
+
+def _sample_views(volumes: torch.Tensor, rot: torch.Tensor, size: int, steps: int) -> torch.Tensor:
+    """(B, steps, S', S') float32 view volumes of (B, 1, Z, Y, X) ``volumes`` at (B, 3, 3) float64 ``rot``."""
+    dev = volumes.device
     pts = torch.einsum("bij,kmnj->bkmni", rot, _camera_grid(size, steps, str(dev)))  # (B, steps, S, S, 3) x, y, z
     if dev.type == "cpu":  # the same bits as grid_sample below, several threads per view (model/_sample_cpu.py)
         vols = volumes[:, 0].float()

@@ -73,7 +73,9 @@ def test_torch_view_volumes_equal_renderer():
 def test_torch_view_volumes_bits_kept():
     """The training target's bits: the CPU sampler (model/_sample_cpu.py, ATen's float32 arithmetic
     fused with the mask) and the cached camera grid give exactly the values of the plain formula
-    (grid per call, einsum in float64, grid_sample, mask from float64), signs of zeros included."""
+    (grid per call, einsum in float64, grid_sample, mask from float64), signs of zeros included. The
+    plain formula mirrors by negating the camera's v axis; torch_view_volumes reverses the rows
+    (tomodata.views.mirror): the two agree bit for bit."""
 
     def plain(volumes, rotations, size, steps, mirrored):
         rot = rotations.to(torch.float64).clone()
