@@ -126,7 +126,8 @@ Outputs (``out_dir``)
                      Holm-adjusted over the first method's comparisons in l2, dssim and dssim_gauss, empty for other
                      pairs)
 ``species.csv``      method, species, metric, mean, n_samples (the species means)
-``view_classes.csv`` method, view_class, metric (l2, dssim: the uniform window only), mean, ci_low, ci_high, n
+``view_classes.csv`` method, view_class, metric (l2, dssim, dssim_gauss; l2 and dssim before session 27), mean,
+                     ci_low, ci_high, n
 ``slice_counts.csv`` method, slices, dssim_mean, ci_low, ci_high, n
 ``matches.csv``      species, sample, nn_species, nn_sample, nn_dist2, nn_evaluated, oracle_species, oracle_sample,
                      oracle_dist2, oracle_evaluated (dist2: squared L2, summed, of the x-rays for NN, of the
@@ -306,7 +307,7 @@ def write_tables(st: EvalState) -> Tables:
     vc_rows = []
     for m in cfg.methods:
         for vc in VIEW_CLASSES:
-            for k in ("l2", "dssim"):
+            for k in ("l2", "dssim", "dssim_gauss"):
                 mean, lo, hi, n = mean_ci(sc.per[m][k][cls == vc])
                 vc_rows.append(dict(method=m, view_class=vc, metric=k, mean=mean, ci_low=lo, ci_high=hi, n=n))
     write_csv(out / EVAL_VIEW_CLASSES, VIEW_CLASSES_COLUMNS, vc_rows)

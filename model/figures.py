@@ -8,8 +8,8 @@ matplotlib conventions are :mod:`model.plotting`'s.
 Inputs (an *eval folder*, as written by ``model.evaluate``):
 
 * ``metrics.csv``: one row per (method, sample): ``method, species, sample, view, mirrored,
-  view_class, l2, mse, dssim`` (and ``dssim_gauss``, not drawn); methods ``ours``, ``ours_nofusion``,
-  ``nn``, ``oracle``, ``mean``.
+  view_class, l2, mse, dssim`` and ``dssim_gauss`` (drawn in Figs. 6 and 8b where present); methods
+  ``ours``, ``ours_nofusion``, ``nn``, ``oracle``, ``mean``.
 * ``summary.csv``: ``method, metric, level, mean, ci_low, ci_high, n`` (95 % CI bounds, absolute
   values); ``level`` ``species`` (mean of species means, t-interval over them, n = species) or
   ``sample`` (the paper's protocol: mirrored pairs averaged, t-interval, n = pairs).
@@ -99,8 +99,11 @@ __all__ = [
     "write_all_figures",
 ]
 
-#: Means reported in the paper (§5.3) for context: L2 and DSSIM, ours / NN / Oracle.
-PAPER_MEANS = PAPER_RESULTS
+#: Means reported in the paper (§5.3) for context: L2 and DSSIM, ours / NN / Oracle. The paper does
+#: not state its SSIM window, so its DSSIM is shown beside both of ours.
+PAPER_MEANS = {**PAPER_RESULTS, "dssim_gauss": PAPER_RESULTS["dssim"]}
+#: metrics drawn where an evaluation has them (folders written before session 25 have no dssim_gauss)
+OPTIONAL_METRICS = ("dssim_gauss",)
 VIEW_CLASS_ORDER = VIEW_CLASSES
 METRIC_LABELS = {
     "l2": "L2 volume error",
@@ -294,8 +297,9 @@ def _sample_panel(ax, summary, tests, methods: list[str], metric: str, letter: s
     ax.grid(axis="y", alpha=0.3, zorder=0)
 
 
-def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) -> Path:
-    """Paper Fig. 6 at two levels, one row per metric.
+def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim", "dssim_gauss")) -> Path:
+    """Paper Fig. 6 at two levels, one row per metric (those of :data:`OPTIONAL_METRICS` only where
+    ``metrics.csv`` has them).
 
     Left (the headline): per method the mean of the species means with its 95 % t-interval
     (``summary.csv``, ``level = species``), every species' mean as a point (from ``metrics.csv``;
@@ -306,8 +310,9 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim")) 
     """
 
     d = _eval_dir(eval_dir)
-    metrics = list(metrics)
-    per = _read_csv(d / EVAL_METRICS, ["method", "species", *metrics], "per-sample metrics")
+    required = [m for m in metrics if m not in OPTIONAL_METRICS]
+    per = _read_csv(d / EVAL_METRICS, ["method", "species", *required], "per-sample metrics")
+    metrics = [m for m in metrics if m in per.columns]
     per["species"] = per["species"].astype(str)
     summary = _read_summary(d)
     tests = _read_tests(d)
@@ -480,7 +485,7 @@ def fig_fusion(
 # Fig. 8b: view classes
 
 
-def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l2")) -> Path:
+def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "dssim_gauss", "l2")) -> Path:
     """Paper Fig. 8b: mean error ± 95 % CI per view class (top, front, side, other) and method
     (``view_classes.csv``: per-sample t-intervals, mirrors counted apart, as the title says), one
     panel per metric present."""
@@ -489,10 +494,11 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "l
         d / EVAL_VIEW_CLASSES, ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"), "view classes"
     )
     df["view_class"] = df["view_class"].astype(str)
-    metrics = [m for m in metrics if (df["metric"] == m).any()]
+    asked = list(metrics)
+    metrics = [m for m in asked if (df["metric"] == m).any()]
     if not metrics:
         raise ValueError(
-            f"view classes: view_classes.csv has none of the metrics dssim, l2 "
+            f"view classes: view_classes.csv has none of the metrics {', '.join(asked)} "
             f"(has {sorted(df['metric'].astype(str).unique())})"
         )
     present = list(dict.fromkeys(df["view_class"]))

@@ -32,10 +32,15 @@ def _ci(v: np.ndarray) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0) -> Path:
+GAUSS = {"ours": 0.15, "ours_nofusion": 0.16, "nn": 0.17, "oracle": 0.18, "mean": 0.3}
+
+
+def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0, gauss: bool = False) -> Path:
     """Synthetic metrics.csv (``n_species`` x ``n_views`` x 2 samples, a species effect, mirrors close
     to their view) and the summary/tests/species tables from it as model.evaluate writes them
-    (:func:`model.evaluate.statistics_tables`), plus view_classes/slice_counts CSVs, in ``d``."""
+    (:func:`model.evaluate.statistics_tables`), plus view_classes/slice_counts CSVs, in ``d``; with
+    ``gauss`` also dssim_gauss (as evaluations since session 25 have; before, none)."""
+    table = {**MEANS, **({"dssim_gauss": GAUSS} if gauss else {})}
     rng = np.random.default_rng(seed)
     d.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -53,14 +58,14 @@ def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0) 
                 mirrored=bool(smp % 2),
                 view_class=CLASSES[s % 4],
             )
-            for met, means in MEANS.items():
+            for met, means in table.items():
                 r[met] = max(
                     1e-4, means[m] * (1 + 0.12 * sp_effect[sp] + 0.08 * view_effect[s // 2] + 0.03 * rng.normal())
                 )
             rows.append(r)
     metrics = pd.DataFrame(rows)
     metrics.to_csv(d / "metrics.csv", index=False)
-    per = {m: {met: metrics.loc[metrics.method == m, met].to_numpy() for met in MEANS} for m in METHODS}
+    per = {m: {met: metrics.loc[metrics.method == m, met].to_numpy() for met in table} for m in METHODS}
     first = metrics[metrics.method == METHODS[0]]
     st = statistics_tables(
         per,
@@ -68,13 +73,13 @@ def make_eval_dir(d: Path, n_species: int = 5, n_views: int = 6, seed: int = 0) 
         first["sample"].to_numpy(),
         n_views,
         methods=METHODS,
-        metrics=tuple(MEANS),
+        metrics=tuple(table),
     )
     pd.DataFrame(st["summary"], columns=SUMMARY_COLUMNS).to_csv(d / "summary.csv", index=False)
     pd.DataFrame(st["tests"], columns=TESTS_COLUMNS).to_csv(d / "tests.csv", index=False)
     pd.DataFrame(st["species"], columns=SPECIES_COLUMNS).to_csv(d / "species.csv", index=False)
     vcs = []
-    for met in MEANS:
+    for met in table:
         for m in METHODS:
             for c in CLASSES:
                 vc = metrics.loc[(metrics.method == m) & (metrics.view_class == c), met].to_numpy()
@@ -150,6 +155,22 @@ def _qual_rows():
         dict(xray=xray, ours=ours, truth=truth, nn=nn, oracle=truth * 0.9, title="species A"),
         dict(xray=xray[:, ::-1], ours=ours[:, :, ::-1], truth=truth[:, :, ::-1], title="species B"),
     ]
+
+
+def test_gaussian_window_dssim_drawn_where_the_evaluation_has_it(tmp_path):
+    """Figs. 6 and 8b add a row / panel for dssim_gauss (the paper's means beside it too) where the
+    evaluation has it, and draw the two metrics as before for an evaluation folder without it."""
+    with_g = make_eval_dir(tmp_path / "g", gauss=True)
+    without = make_eval_dir(tmp_path / "u")
+    w6, h6 = _check_png(F.fig_methods(with_g, tmp_path / "m_g.png"), 600, 500)
+    w6u, h6u = _check_png(F.fig_methods(without, tmp_path / "m_u.png"), 600, 500)
+    assert w6 == w6u and h6 > h6u * 1.3  # three rows against two
+    w8, h8 = _check_png(F.fig_view_classes(with_g, tmp_path / "v_g.png"), 300, 250)
+    w8u, h8u = _check_png(F.fig_view_classes(without, tmp_path / "v_u.png"), 300, 250)
+    assert h8 == h8u and w8 > w8u * 1.3  # three panels against two
+    assert F.PAPER_MEANS["dssim_gauss"] == F.PAPER_MEANS["dssim"]
+    with pytest.raises(ValueError, match="lacks column"):  # a metric asked for that is not optional
+        F.fig_methods(without, tmp_path / "m.png", metrics=("l2", "mse", "nope"))
 
 
 def test_fig_view_classes_nan_ci(eval_dir, tmp_path):
