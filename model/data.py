@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -26,7 +27,15 @@ from tomodata.views import mirror
 
 from ._sample_cpu import sample_views
 
-__all__ = ["StoreSamples", "torch_view_volumes", "VIEW_VOXEL_BYTES", "batch_indices", "SpeciesVolumes", "resize_xrays"]
+__all__ = [
+    "GlobalIndex",
+    "StoreSamples",
+    "torch_view_volumes",
+    "VIEW_VOXEL_BYTES",
+    "batch_indices",
+    "SpeciesVolumes",
+    "resize_xrays",
+]
 
 
 def torch_view_volumes(
@@ -78,6 +87,35 @@ def _sample_views(volumes: torch.Tensor, rot: torch.Tensor, size: int, steps: in
     del pts
     out = F.grid_sample(volumes.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[:, 0].mul_(inside)
+
+
+@dataclass(frozen=True)
+class GlobalIndex:
+    """The samples of a list of species in one index: ``g = s · samples_per_species + j`` for sample
+    ``j`` (:class:`tomodata.views.SampleIndex`) of the ``s``-th species of the list."""
+
+    n_species: int
+    samples_per_species: int
+
+    def __len__(self) -> int:
+        return self.n_species * self.samples_per_species
+
+    def locate(self, g) -> tuple[np.ndarray, np.ndarray]:
+        """Global indices (an int or an integer array) → (species index, sample index), int64 arrays
+        of ``g``'s shape; IndexError outside [0, len)."""
+        g = np.asarray(g, dtype=np.int64)
+        if g.size and (g.min() < 0 or g.max() >= len(self)):
+            raise IndexError(f"sample index out of range [0, {len(self)})")
+        return g // self.samples_per_species, g % self.samples_per_species
+
+    def of(self, species: int, sample: int) -> int:
+        """The global index of sample ``sample`` of the ``species``-th species."""
+        if not (0 <= species < self.n_species and 0 <= sample < self.samples_per_species):
+            raise IndexError(
+                f"species {species} / sample {sample} out of range ({self.n_species} species, "
+                f"{self.samples_per_species} samples each)"
+            )
+        return int(species) * self.samples_per_species + int(sample)
 
 
 #: bytes per output voxel of one :func:`torch_view_volumes` call at its peak (float64 points, float32
@@ -148,11 +186,12 @@ class StoreSamples(torch.utils.data.Dataset):
         self.species = list(names)
         self.samples_per_species = ds.settings.samples_per_species
         self.index = ds.settings.sample_index  # sample <-> (view, mirrored) within a species
+        self.gindex = GlobalIndex(len(self.species), self.samples_per_species)  # item <-> (species, sample)
         self.rotations = np.stack([ds.rotations(n) for n in self.species])  # (n_species, n_views, 3, 3)
         self._ds: DatasetStore | None = None
 
     def __len__(self) -> int:
-        return len(self.species) * self.samples_per_species
+        return len(self.gindex)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -166,9 +205,8 @@ class StoreSamples(torch.utils.data.Dataset):
 
     def locate(self, i: int) -> tuple[int, int]:
         """Index → (species index, sample index within the species)."""
-        if not 0 <= i < len(self):
-            raise IndexError(f"sample {i} out of range [0, {len(self)})")
-        return divmod(int(i), self.samples_per_species)
+        s, j = self.gindex.locate(int(i))
+        return int(s), int(j)
 
     def __getitem__(self, i: int) -> dict:
         s, j = self.locate(i)

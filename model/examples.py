@@ -229,11 +229,10 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, device="cpu
     train = ds.species_names("train")
     held_src, train_src = ViewSource(ds, held, device=device), ViewSource(ds, train, device=device)
     mean_vol = torch.from_numpy(mean_volume(ds, train)).to(device)
-    spp = ds.settings.samples_per_species
     rows, fulls, fusion_example = [], [], None
     with torch.no_grad():
         for r in chosen:
-            g = held.index(r["species"]) * spp + int(r["sample"])
+            g = held_src.at(r["species"], int(r["sample"]))
             x = ds.images(r["species"], int(r["sample"]))
             raw = model(resize_xrays(torch.from_numpy(x)[None, None], net.input_size)).float()[0].numpy()
             ours, fused_full = _fused(raw, x, S, fusion, chi)
@@ -246,7 +245,7 @@ def qualitative_examples(store, checkpoint, eval_dir, *, n: int = 4, device="cpu
             row["mean"] = held_src.views([g], size=S, depth=D, volume=mean_vol)[0].cpu().numpy()
             for key in ("nn", "oracle"):
                 if r.get(f"{key}_species"):
-                    gk = train.index(r[f"{key}_species"]) * spp + int(r[f"{key}_sample"])
+                    gk = train_src.at(r[f"{key}_species"], int(r[f"{key}_sample"]))
                     row[key] = train_src.views([gk], size=S, depth=D)[0].cpu().numpy()
             rows.append(row)
             fulls.append(fused_full)

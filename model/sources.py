@@ -15,7 +15,7 @@ import torch
 
 from tomodata.views import mirror
 
-from .data import VIEW_VOXEL_BYTES, torch_view_volumes
+from .data import VIEW_VOXEL_BYTES, GlobalIndex, torch_view_volumes
 
 __all__ = [
     "ImageSource",
@@ -100,6 +100,7 @@ class ViewSource:
         self.max_volumes = int(max_volumes)
         self.samples_per_species = ds.settings.samples_per_species
         self.index = ds.settings.sample_index  # sample <-> (view, mirrored) within a species
+        self.gindex = GlobalIndex(len(self.species), self.samples_per_species)
         self._volumes: dict[int, torch.Tensor] = {}  # species index -> canonical volume (LRU, max_volumes)
         self.volume_reads = 0
         self.rotations = torch.from_numpy(np.stack([ds.rotations(n) for n in self.species])).to(self.device)
@@ -120,14 +121,15 @@ class ViewSource:
         return v
 
     def __len__(self) -> int:
-        return len(self.species) * self.samples_per_species
+        return len(self.gindex)
 
     def locate(self, g) -> tuple[np.ndarray, np.ndarray]:
-        """Global indices → (species index, sample index)."""
-        g = np.asarray(g, dtype=np.int64)
-        if g.size and (g.min() < 0 or g.max() >= len(self)):
-            raise IndexError(f"sample index out of range [0, {len(self)})")
-        return g // self.samples_per_species, g % self.samples_per_species
+        """Global indices → (species index, sample index) (:class:`model.data.GlobalIndex`)."""
+        return self.gindex.locate(g)
+
+    def at(self, species: str, sample: int) -> int:
+        """The global index of sample ``sample`` of the species named ``species``."""
+        return self.gindex.of(self.species.index(species), sample)
 
     def rotation(self, g: int) -> np.ndarray:
         s, j = self.locate([g])
@@ -218,12 +220,13 @@ class ImageSource:
         self.species = list(species)
         self.device = torch.device(device)
         self.samples_per_species = ds.settings.samples_per_species
+        self.gindex = GlobalIndex(len(self.species), self.samples_per_species)
         self.image_size = ds.settings.image_size
         self._all: torch.Tensor | None = None
         self.images_read = 0  # images read from the store by views() (a counter for tests and benchmarks)
 
     def __len__(self) -> int:
-        return len(self.species) * self.samples_per_species
+        return len(self.gindex)
 
     def cache(self, *, budget_bytes: int = 1 << 30, block: int = 256) -> bool:
         """Read and keep every image (float32) if they fit ``budget_bytes``; True if cached."""
@@ -245,12 +248,10 @@ class ImageSource:
         if size != S or depth != 1:
             raise ValueError(f"x-rays are (1, {S}, {S}); asked for ({depth}, {size}, {size})")
         g = np.asarray(g, dtype=np.int64).reshape(-1)
-        if g.size and (g.min() < 0 or g.max() >= len(self)):
-            raise IndexError(f"sample index out of range [0, {len(self)})")
+        s, j = self.gindex.locate(g)
         if self._all is not None:
             return self._all[torch.from_numpy(g).to(self.device)]
         out = torch.empty((g.size, 1, S, S), dtype=torch.float32, device=self.device)
-        s, j = g // self.samples_per_species, g % self.samples_per_species
         for sp in np.unique(s):
             m = np.nonzero(s == sp)[0]
             uniq, inv = np.unique(j[m], return_inverse=True)  # sorted, unique reads
