@@ -22,6 +22,7 @@ from test_workflow import BIN
 from tiny_runs import TINY_NET, build_demo, train_args
 
 from model.data import (
+    GlobalIndex,
     SpeciesVolumes,
     StoreSamples,
     batch_indices,
@@ -103,6 +104,20 @@ def test_torch_view_volumes_bits_kept():
     assert torch.equal(
         torch_view_volumes(vols, rots, size=50, steps=46), plain(vols, rots, 50, 46, torch.zeros(6).bool())
     )
+
+
+def test_global_index_joins_and_splits_species_and_samples():
+    gi = GlobalIndex(3, 8)
+    assert len(gi) == 24 and gi.of(2, 5) == 21
+    s, j = gi.locate(np.array([[0, 7], [8, 23]]))
+    assert s.tolist() == [[0, 0], [1, 2]] and j.tolist() == [[0, 7], [0, 7]]
+    assert all(gi.of(int(a), int(b)) == g for g, a, b in zip(range(24), *gi.locate(np.arange(24))))
+    for bad in (-1, 24):
+        with pytest.raises(IndexError):
+            gi.locate(bad)
+    for sp, smp in ((3, 0), (0, 8), (-1, 0)):
+        with pytest.raises(IndexError):
+            gi.of(sp, smp)
 
 
 def test_batch_order_is_deterministic_and_covers_epochs():
