@@ -41,6 +41,7 @@ from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
 from tomodata.config_check import rule_names
 from tomodata.manifest import manifest_schema
 from tomodata.splits import SPLITS as SPLIT_NAMES
+from tomodata.store_settings import StoreSettings
 from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
                                 local_source, row_settings, source_problems)
 
@@ -356,13 +357,22 @@ def cube_options(wildcards):
                   ("--record-params", params_text(cube_row(wildcards)))])
 
 
-def dataset_options():
-    """Tracked: the store's settings (every species' data depends on them). chi as a float: `chi: 10`
-    and `chi: 10.0` are one setting (the record of every shipped config says 10.0), not a re-render."""
+def run_settings():
+    """The config's dataset settings (dataset.*) as a StoreSettings (which checks them)."""
     d = DATASET
-    return _opts([("--views", d["n_views"]), ("--seed", d["view_seed"]), ("--size", d["image_size"]),
-                  ("--steps", d["steps"]), ("--chi", float(d["chi"])), ("--volume-size", d["volume_size"]),
-                  ("--encoding", d["encoding"])])
+    return StoreSettings(chi=float(d["chi"]), steps=d["steps"], image_size=d["image_size"],
+                         volume_size=d["volume_size"], n_views=d["n_views"], view_seed=d["view_seed"],
+                         image_encoding=d["encoding"])
+
+
+def dataset_options():
+    """Tracked: the store's settings (every species' data depends on them): StoreSettings.cli_options(),
+    but chi written as a float ("10.0"): `chi: 10` and `chi: 10.0` are one setting, and that text is
+    what every existing workspace's jobs were run with (another text would re-render them)."""
+    opts = run_settings().cli_options()
+    at = opts.index("--chi") + 1
+    opts[at] = str(float(opts[at]))
+    return " ".join(shlex.quote(o) for o in opts)
 
 
 def species_table():

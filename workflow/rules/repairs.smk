@@ -21,7 +21,6 @@ from tomodata.fetch_markers import stale_fetch_records
 from tomodata.folder_contents import contents_problem
 from tomodata.store import SPEC_VERSION
 from tomodata.store_markers import settings_file_changes, settings_record, stale_markers, sync_settings_file
-from tomodata.store_settings import StoreSettings
 
 
 def forget_stale_markers():
@@ -121,10 +120,7 @@ def _held_by_a_run(path):
 
 def _run_settings_record():
     """The config's dataset settings as tomo store-settings writes them (dataset.settings.json)."""
-    settings = StoreSettings(chi=float(DATASET["chi"]), steps=DATASET["steps"], image_size=DATASET["image_size"],
-                             volume_size=DATASET["volume_size"], n_views=DATASET["n_views"],
-                             view_seed=DATASET["view_seed"], image_encoding=DATASET["encoding"])
-    return settings_record(settings, SPEC_VERSION)
+    return settings_record(run_settings(), SPEC_VERSION)
 
 
 sync_settings()
