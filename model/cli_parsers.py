@@ -135,7 +135,13 @@ def add_train(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
         help="torch device: auto (CUDA where present, default), cpu, cuda or cuda:N (cuda with torchrun: each "
         "process its local rank's GPU)",
     )
-    q.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto", help="autocast (auto: bf16 on CUDA)")
+    q.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "none"],
+        default="auto",
+        help="autocast (auto: bf16 on CUDA, none on the CPU; bf16 also speeds up a CPU with AMX-BF16, "
+        "docs/benchmarks.md)",
+    )
     q.add_argument(
         "--compile",
         action="store_true",
