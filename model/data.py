@@ -48,8 +48,10 @@ def torch_view_volumes(
         rotations: (B, 3, 3) camera → volume rotations.
         size: output side S' (rows = v, columns = u).
         steps: depth slices (w midpoints, front to back).
-        mirrored: optional (B,) bool; mirrored samples get their rows reversed
-            (:func:`tomodata.views.mirror`, v → −v).
+        mirrored: optional (B,) bool; mirrored samples get their rows reversed after sampling
+            (:func:`tomodata.views.mirror`, v → −v), exactly as the store's mirrored x-rays are (at
+            sizes whose float64 pixel centres are not exactly symmetric, sampling at −v instead could
+            differ in the last bit).
 
     Returns:
         (B, steps, S', S') float32: ``out[b, k, r, c] = µ_b(R_b @ (u_c, v_r, w_k))``, trilinear with zero
@@ -61,8 +63,9 @@ def torch_view_volumes(
         raise ValueError(f"rotations must be (B, 3, 3) with B = {volumes.shape[0]}, got {tuple(rotations.shape)}")
     out = _sample_views(volumes, rotations.to(device=volumes.device, dtype=torch.float64), size, steps)
     if mirrored is not None:
-        m = mirrored.to(device=out.device, dtype=torch.bool)
-        if bool(m.any()):
+        m = mirrored.to(dtype=torch.bool)
+        if bool(m.any()):  # on the flags' own device: the loader's CPU tensor, so no wait for a GPU
+            m = m.to(out.device)
             out[m] = mirror(out[m])
     return out
 
@@ -105,7 +108,8 @@ class GlobalIndex:
         of ``g``'s shape; IndexError outside [0, len)."""
         g = np.asarray(g, dtype=np.int64)
         if g.size and (g.min() < 0 or g.max() >= len(self)):
-            raise IndexError(f"sample index out of range [0, {len(self)})")
+            bad = int(g.min()) if g.min() < 0 else int(g.max())
+            raise IndexError(f"sample index {bad} out of range [0, {len(self)})")
         return g // self.samples_per_species, g % self.samples_per_species
 
     def of(self, species: int, sample: int) -> int:

@@ -310,9 +310,12 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim", "
     """
 
     d = _eval_dir(eval_dir)
-    required = [m for m in metrics if m not in OPTIONAL_METRICS]
+    asked = list(metrics)
+    required = [m for m in asked if m not in OPTIONAL_METRICS]
     per = _read_csv(d / EVAL_METRICS, ["method", "species", *required], "per-sample metrics")
-    metrics = [m for m in metrics if m in per.columns]
+    metrics = [m for m in asked if m in per.columns]
+    if not metrics:
+        raise ValueError(f"methods: metrics.csv has none of the metrics {', '.join(asked)}")
     per["species"] = per["species"].astype(str)
     summary = _read_summary(d)
     tests = _read_tests(d)

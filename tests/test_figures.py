@@ -171,6 +171,8 @@ def test_gaussian_window_dssim_drawn_where_the_evaluation_has_it(tmp_path):
     assert F.PAPER_MEANS["dssim_gauss"] == F.PAPER_MEANS["dssim"]
     with pytest.raises(ValueError, match="lacks column"):  # a metric asked for that is not optional
         F.fig_methods(without, tmp_path / "m.png", metrics=("l2", "mse", "nope"))
+    with pytest.raises(ValueError, match="none of the metrics dssim_gauss"):
+        F.fig_methods(without, tmp_path / "m.png", metrics=("dssim_gauss",))
 
 
 def test_fig_view_classes_nan_ci(eval_dir, tmp_path):
