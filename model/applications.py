@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tomodata.render import check_volume, render_xrays, view_volumes
+from tomodata.views import cell_centres
 
 from .colour import DEFAULT_TRANSFER, check_background, check_transfer, composite
 from .fusion import render_view
@@ -339,9 +340,9 @@ def cut_volume(vol, *, axis="w", fraction: float = 0.5) -> np.ndarray:
         raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
     n = _plane_normal(axis)
     d, h, w = v.shape
-    cw = (2.0 * np.arange(d) + 1.0) / d - 1.0
-    cv = (2.0 * np.arange(h) + 1.0) / h - 1.0
-    cu = (2.0 * np.arange(w) + 1.0) / w - 1.0
+    cw = cell_centres(d)
+    cv = cell_centres(h)
+    cu = cell_centres(w)
     dist = n[2] * cw[:, None, None] + n[1] * cv[None, :, None] + n[0] * cu[None, None, :]
     keep = dist >= (-1.0 + 2.0 * float(fraction)) - 1e-9
     return np.where(keep, v, np.float32(0.0)).astype(np.float32)

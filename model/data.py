@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from tomodata.store import DatasetStore, open_store
-from tomodata.views import mirror
+from tomodata.views import cell_centres, mirror
 
 from ._sample_cpu import sample_views
 
@@ -131,8 +131,8 @@ VIEW_VOXEL_BYTES = 48
 def _camera_grid(size: int, steps: int, device: str) -> torch.Tensor:
     """(steps, S, S, 3) float64 camera coordinates (u, v, w) of the voxel midpoints in [−1, 1]
     (read-only: shared between calls)."""
-    uv = (2.0 * torch.arange(size, device=device, dtype=torch.float64) + 1.0) / size - 1.0
-    w = (2.0 * torch.arange(steps, device=device, dtype=torch.float64) + 1.0) / steps - 1.0
+    uv = torch.from_numpy(cell_centres(size)).to(device)
+    w = torch.from_numpy(cell_centres(steps)).to(device)
     ww, vv, uu = torch.meshgrid(w, uv, uv, indexing="ij")
     return torch.stack([uu, vv, ww], dim=-1)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _render_cpu, _render_cuda
-from .views import check_rotations
+from .views import cell_centres, check_rotations
 
 __all__ = ["render_xrays", "view_volumes", "available_backends", "cuda_available", "check_volume"]
 
@@ -132,9 +132,9 @@ def _support(vol: np.ndarray):
     # ball around the box centre, in normalised coordinates
     ctr_pad = 0.5 * (lo + hi)
     ctr_norm = (ctr_pad - 1.0 + 0.5) * inv_scale - 1.0  # padded g -> unpadded g -> normalised
-    dz = ((2.0 * np.arange(vol.shape[0]) + 1.0) / vol.shape[0] - 1.0 - ctr_norm[2]) ** 2
-    dy = ((2.0 * np.arange(vol.shape[1]) + 1.0) / vol.shape[1] - 1.0 - ctr_norm[1]) ** 2
-    dx = ((2.0 * np.arange(vol.shape[2]) + 1.0) / vol.shape[2] - 1.0 - ctr_norm[0]) ** 2
+    dz = (cell_centres(vol.shape[0]) - ctr_norm[2]) ** 2
+    dy = (cell_centres(vol.shape[1]) - ctr_norm[1]) ** 2
+    dx = (cell_centres(vol.shape[2]) - ctr_norm[0]) ** 2
     r2_max = 0.0
     for z in np.flatnonzero(nz.any(axis=(1, 2))):
         plane = nz[z]

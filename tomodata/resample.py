@@ -57,6 +57,7 @@ from scipy.optimize import minimize
 from scipy.spatial import ConvexHull, QhullError
 
 from . import numba_cache
+from .views import cell_centres
 
 numba_cache.install()  # before the first compile: concurrent jobs must not mix up cached code
 
@@ -406,7 +407,7 @@ def dense_reach(cube, fraction: float = DENSE_FRACTION) -> float:
     if nz.size == 0:
         return 0.0
     n = v.shape[0]
-    c = (2.0 * np.arange(n) + 1.0) / n - 1.0
+    c = cell_centres(n)
     idx = np.argwhere(v >= fraction * float(np.percentile(nz, 99.9)))
     return float(np.sqrt((c[idx] ** 2).sum(1).max()))
 
@@ -427,7 +428,7 @@ def _axis_weights(fit: CubeFit, axis: int) -> tuple[np.ndarray, np.ndarray]:
         g /= g.sum()
     else:
         g = np.ones(1)
-    u = (2.0 * np.arange(n_out) + 1.0) / n_out - 1.0
+    u = cell_centres(n_out)
     pos = (fit.centre_mm[axis] + fit.rho_mm * u) / s  # input index units
     i0 = np.floor(pos)
     t = (pos - i0)[:, None]
@@ -453,7 +454,7 @@ def _resample(x, fit: CubeFit, mapper, *, ball_mask: bool = True) -> np.ndarray:
     vol = rows.reshape(n, n, n)
     np.clip(vol, 0.0, 1.0, out=vol)
     if ball_mask:
-        c = (2.0 * np.arange(n) + 1.0) / n - 1.0
+        c = cell_centres(n)
         r2 = c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2
         vol[r2 > (1.0 - fit.margin) ** 2] = 0.0
     return vol

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "cell_centres",
     "VIEW_SCHEME",
     "VIEW_SCHEME_RECIPE",
     "SampleIndex",
@@ -51,6 +52,13 @@ VIEW_SCHEME_RECIPE = (
     "-sin theta), e_phi = (-sin phi, cos phi, 0)"
 )
 _GOLDEN = (1.0 + 5.0**0.5) / 2.0
+
+
+def cell_centres(n: int) -> np.ndarray:
+    """(n,) float64: the normalised coordinates ``(2i + 1)/n − 1`` of the centres of ``n`` equal cells
+    spanning [−1, 1] (docs/geometry.md): voxel centres along a cube axis, pixel centres along an
+    image axis, a ray's sample midpoints ``w_k``."""
+    return (2.0 * np.arange(n) + 1.0) / n - 1.0
 
 
 def rotation_from_direction(d: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import numbers
 
 import numpy as np
 
+from ..views import cell_centres
 from .cranium import _arches, _braincase, _crests, _ears, _foramen, _head, _nasal, _orbits, _snout
 from .fields import _FIELDS, _Model
 from .jaw import _canines, _cheek_teeth, _incisors, _Jaw, _mandible_half, _Rows, _symphysis
@@ -170,7 +171,7 @@ class _Fit:
         return np.array([q[0], -q[1], q[2]])
 
     def axes(self, size: int):
-        c = (2.0 * np.arange(size) + 1.0) / size - 1.0
+        c = cell_centres(size)
         xa = (c / self.scale + self.centre[0]).astype(_F)
         ua = (-c / self.scale + self.centre[1]).astype(_F)
         za = (c / self.scale + self.centre[2]).astype(_F)
@@ -242,7 +243,7 @@ def skull_volume(params: SpeciesParams, *, size: int = 128, seed: int = 0) -> np
     c = cov["teeth"]
     vol = vol * (1 - c) + c * _F(TEETH_DENSITY)
     # safety fade: nothing beyond radius _FADE_R1
-    c1 = (2.0 * np.arange(size) + 1.0) / size - 1.0
+    c1 = cell_centres(size)
     rr = np.sqrt(c1[None, None, :] ** 2 + c1[None, :, None] ** 2 + c1[:, None, None] ** 2)
     fade = np.clip((_FADE_R1 - rr) / (_FADE_R1 - _FADE_R0), 0.0, 1.0).astype(_F)
     vol = np.clip(vol * fade, 0.0, 1.0).astype(_F, copy=False)
