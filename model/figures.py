@@ -542,7 +542,7 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "d
         ax.set_xticks(range(len(classes)), [f"{c}\n(n={n})" for c, n in zip(classes, ns)])
         ax.set_xlabel("view class of the input x-ray")
         ax.set_ylabel(METRIC_UNITS.get(metric, metric))
-        ax.set_title(f"{METRIC_LABELS.get(metric, metric)} by view", fontsize=10)
+        ax.set_title(textwrap.fill(f"{METRIC_LABELS.get(metric, metric)} by view", 44), fontsize=10)
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3, zorder=0)
     handles, labels = axes[0].get_legend_handles_labels()
