@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tomodata.previews import to_png
 from tomodata.render import check_volume, render_xrays, view_volumes
 from tomodata.views import cell_centres
 
@@ -269,9 +270,8 @@ def novel_views(
 
 
 def to_uint8(img) -> np.ndarray:
-    """[0, 1] floats → uint8 (round half to even, clipped)."""
-    a = np.asarray(img, dtype=np.float64)
-    return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+    """[0, 1] floats → uint8 (clipped, round half to even, in float64): :func:`tomodata.previews.to_png`."""
+    return to_png(np.asarray(img, dtype=np.float64))
 
 
 def _save_gif(frames: np.ndarray, path, frame_ms: int) -> Path:

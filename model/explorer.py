@@ -44,6 +44,7 @@ import torch
 from PIL import Image
 
 from tomodata.folder_contents import record_contents
+from tomodata.previews import to_png
 from tomodata.store import open_store
 
 from .examples import qualitative_examples
@@ -170,7 +171,7 @@ def nifti_base64(vol: np.ndarray, vmax: float, depth_spacing: float, descrip: st
     """A NIfTI-1 file (uint8, densities = value · vmax / 255) of the view volume ``vol`` (D, s, s)
     in the page's axes (module docstring), as base64."""
     D, H, W = vol.shape
-    q = np.clip(np.rint(vol / vmax * 255.0), 0, 255).astype(np.uint8)
+    q = to_png(vol / vmax)
     arr = np.ascontiguousarray(q[::-1, ::-1, :].transpose(2, 0, 1))  # (x=col, y=depth rev, z=row rev)
     affine = np.diag([1.0, depth_spacing, 1.0, 1.0])
     affine[:3, 3] = -0.5 * (np.array([W, D * depth_spacing, H]) - np.array([1.0, depth_spacing, 1.0]))
@@ -202,7 +203,7 @@ def sample_metrics(eval_dir: Path) -> dict:
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
-    Image.fromarray(np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)).save(path)
+    Image.fromarray(to_png(img)).save(path)
 
 
 def write_sheet(path: Path, xrays: list, cols: int = 8, panel: int = 96) -> Path:

@@ -38,6 +38,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 
+from tomodata.previews import to_png
 from tomodata.volume_files import stable_nrrd_header
 
 from .names import PREVIEWS  # the preview names (one home: the workflow reads them too)
@@ -115,7 +116,7 @@ def write_volume(
 
 
 def _u8(a: np.ndarray, vmax: float) -> np.ndarray:
-    return np.clip(np.rint(np.asarray(a, np.float64) / vmax * 255.0), 0, 255).astype(np.uint8)
+    return to_png(np.asarray(a, np.float64) / vmax)
 
 
 def _fit(img: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:

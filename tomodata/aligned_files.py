@@ -18,6 +18,7 @@ import numpy as np
 
 from .files import atomic_write, read_json_object, write_text
 from .io import read_volume
+from .previews import to_png
 
 __all__ = [
     "ALIGNMENT_KEYS",
@@ -168,7 +169,7 @@ def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_p
         y0, x0 = 4 + (i // cols) * tile_h, 4 + (i % cols) * tile_w
         cv2.putText(sheet, name[:32], (x0 + 2, y0 + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1, cv2.LINE_AA)
         for j, img in enumerate(_projections(vol, sp, px_per_mm)):
-            img = (255 * img[:panel_px, :panel_px]).astype(np.uint8)
+            img = to_png(img[:panel_px, :panel_px])
             oy = y0 + label_h + (panel_px - img.shape[0]) // 2
             ox = x0 + j * (panel_px + 4) + (panel_px - img.shape[1]) // 2
             sheet[oy : oy + img.shape[0], ox : ox + img.shape[1]] = img

@@ -18,6 +18,7 @@ import numpy as np
 from .files import atomic_write, write_text
 from .manifest import COLUMNS
 from .phantoms import FIT_RADIUS, skull_volume, species_name, species_params
+from .previews import to_png
 
 # codec name -> (fourcc, container suffix); all written by opencv-python-headless's FFmpeg
 MOVIE_CODECS = {"mp4v": ("mp4v", ".mp4"), "mjpg": ("MJPG", ".avi"), "ffv1": ("FFV1", ".mkv")}
@@ -163,7 +164,7 @@ def write_demo_movies(
     for sid, row in zip(ids, rows):
         params = species_params(sid, seed=seed)
         vol = skull_volume(params, size=movie_size, seed=seed)
-        u8 = np.round(np.clip(vol, 0.0, 1.0) * 255.0).astype(np.uint8)
+        u8 = to_png(vol)
         write_slice_movie(u8, out / row["source"], codec=codec)
     cells = [[r[c] for c in DEMO_COLUMNS] for r in rows]
     manifest = out / "manifest.tsv"
