@@ -31,10 +31,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import yaml
-from model.names import (  # torch-free: the file names the model's commands write
-    CV_FOLDS_CSV, EVAL_METRICS, EVAL_SPECIES, EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TABLES, EVAL_TESTS,
-    EXAMPLES_FILE, FIGURES, PREVIEWS,
-)
+from model.names import EXAMPLES_FILE, FIGURES, PREVIEWS  # torch-free: the file names the model's commands write
+from model.names import CV_FOLDS_CSV, EVAL_METRICS, EVAL_SPECIES, EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TABLES, EVAL_TESTS
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
