@@ -196,13 +196,14 @@ def store_image_blocks(
     """A factory of iterators over all samples' x-rays of ``species``: ``(first global index, (b, S·S)
     float32)`` blocks of at most ``block`` images (shard-aligned reads), in global index order."""
     n = ds.settings.samples_per_species
+    gindex = GlobalIndex(len(species), n)
 
     def gen():
         for s, name in enumerate(species):
             for a in range(0, n, block):
                 b = min(block, n - a)
                 imgs = ds.images(name, slice(a, a + b))
-                yield s * n + a, imgs.reshape(b, -1)
+                yield gindex.of(s, a), imgs.reshape(b, -1)
 
     return gen
 
