@@ -25,6 +25,7 @@ from tomodata.files import atomic_write
 from tomodata.store import open_store
 
 from .data import StoreSamples
+from .names import TRAIN_BEST, TRAIN_LAST
 from .network import NetworkConfig, TomographyNet
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def load_checkpoint(path, *, map_location="cpu") -> dict:
     """Read a checkpoint; ValueError if it is not one of ours."""
     path = Path(path)
     if path.is_dir():
-        inside = [c for c in (path / "best.pt", path / "last.pt") if c.is_file()]
+        inside = [c for c in (path / TRAIN_BEST, path / TRAIN_LAST) if c.is_file()]
         hint = f" (it holds {inside[0].name}: pass {inside[0]})" if inside else ""
         raise ValueError(f"checkpoint {path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
@@ -152,12 +153,12 @@ def load_checkpoint(path, *, map_location="cpu") -> dict:
 
 def _unreadable_hint(path: Path) -> str:
     """What to do about an unreadable ``best.pt`` or ``last.pt`` of a training run (else nothing)."""
-    if path.name == "best.pt":
+    if path.name == TRAIN_BEST:
         return (
-            f" (in the workflow `snakemake --forcerun train` writes it again from {path.parent / 'last.pt'}; "
+            f" (in the workflow `snakemake --forcerun train` writes it again from {path.parent / TRAIN_LAST}; "
             "by hand: delete it and run the same tomo train again)"
         )
-    if path.name == "last.pt":
+    if path.name == TRAIN_LAST:
         return " (delete it, or run tomo train with --no-resume, to train afresh in its folder)"
     return ""
 

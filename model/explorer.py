@@ -48,7 +48,7 @@ from tomodata.previews import to_png
 from tomodata.store import open_store
 
 from .examples import qualitative_examples
-from .names import EVAL_MATCHES, EVAL_METRICS
+from .names import EVAL_MATCHES, EVAL_METRICS, TRAIN_BEST
 
 __all__ = [
     "ASSETS",
@@ -105,7 +105,7 @@ def run_paths(run_dir=None, *, store=None, checkpoint=None, eval_dir=None, out=N
 
     return RunPaths(
         store=Path(store) if store else under_run("dataset.zarr"),
-        checkpoint=Path(checkpoint) if checkpoint else under_run("model", "best.pt"),
+        checkpoint=Path(checkpoint) if checkpoint else under_run("model", TRAIN_BEST),
         eval_dir=Path(eval_dir) if eval_dir else under_run("eval"),
         out=Path(out) if out else under_run("explorer"),
     )

@@ -12,6 +12,9 @@ outputs, so this module imports nothing (``model/__init__.py`` is empty: no torc
   :mod:`model.evaluate`), read by the figures, the examples, the explorer and ``tomo cv-summary``;
   ``tomo cv-summary`` writes its pooled tables under the same names (:data:`EVAL_SUMMARY`,
   :data:`EVAL_SUMMARY_CSV`, :data:`EVAL_TESTS`, :data:`EVAL_SPECIES`) plus :data:`CV_FOLDS_CSV`.
+* ``TRAIN_*``: the files ``tomo train`` writes in its output folder (``results/RUN/model/``,
+  :mod:`model.train`), read by the workflow's rules and repairs, the checkpoint loader's hints and
+  the explorer.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ __all__ = [
     "FIG_SLICE_VIEWS",
     "FIG_VIEW_CLASSES",
     "PREVIEWS",
+    "TRAIN_BEST",
+    "TRAIN_LAST",
+    "TRAIN_LOG",
+    "TRAIN_SUMMARY",
+    "TRAIN_VAL_LOG",
 ]
 
 #: paper Fig. 6: methods compared (model.figures.fig_methods)
@@ -87,3 +95,14 @@ EVAL_TABLES = (
 )
 #: ``tomo cv-summary``'s per-fold table (results/RUN/cv/)
 CV_FOLDS_CSV = "folds.csv"
+
+#: the checkpoint of the lowest validation loss (what the evaluation, inference and explorer load)
+TRAIN_BEST = "best.pt"
+#: the latest checkpoint (resume state: weights, optimiser, schedule, RNG, the val log's rows, best.pt)
+TRAIN_LAST = "last.pt"
+#: one row per logged step: step, loss, lr, samples_per_s
+TRAIN_LOG = "train_log.csv"
+#: one row per validation: step, val_loss
+TRAIN_VAL_LOG = "val_log.csv"
+#: the training's record: settings, steps, best step and losses, timings (a JSON object)
+TRAIN_SUMMARY = "summary.json"

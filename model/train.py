@@ -71,6 +71,7 @@ from .checkpoint import (
 )
 from .data import StoreSamples
 from .devices import torch_device
+from .names import TRAIN_SUMMARY, TRAIN_VAL_LOG
 from .network import MEMORY_FORMATS, NetworkConfig, TomographyNet
 from .ood import reference_from_store
 from .run_lock import train_lock
@@ -340,11 +341,11 @@ def _nothing_to_train(run: _Run) -> dict:
     """A re-run whose ``last.pt`` is already at the last step of this call (a finished run): no step,
     no log rewritten, ``val_log.csv`` restored where deleted; ``summary.json`` kept where it records
     ``last.pt``'s step and validation losses, else written again from them. Returns the summary."""
-    path = run.out / "summary.json"
+    path = run.out / TRAIN_SUMMARY
     best_step = run.best["step"] if run.val_set is not None else run.start  # _finish: no val, best is last
     kept = kept_summary(path, dict(step=run.start, val_loss=run.val_loss, best_step=best_step, stopped=None))
     if run.rank == 0 and restore_val_log(run.out, run.val_history):
-        run.restored.append("val_log.csv")
+        run.restored.append(TRAIN_VAL_LOG)
     summary = kept if kept is not None else _finish(run, run.start)
     if run.rank == 0:
         print(rerun_note(run.last, run.start, run.end, kept=kept is not None, restored=run.restored), file=sys.stderr)

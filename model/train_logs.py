@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tomodata.files import json_safe
 
+from .names import TRAIN_BEST, TRAIN_LAST, TRAIN_LOG, TRAIN_VAL_LOG
+
 __all__ = ["VAL_FIELDS", "TrainLogs", "kept_summary", "rerun_note", "restore_lost_val_log", "restore_val_log"]
 
 VAL_FIELDS = ["step", "val_loss"]  # val_log.csv's columns: global step, mean voxel MSE
@@ -28,8 +30,8 @@ class TrainLogs:
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
-        self.train = self._csv(out / "train_log.csv", ["step", "loss", "lr", "samples_per_s"], resume_step)
-        self.val = self._csv(out / "val_log.csv", VAL_FIELDS, resume_step, val_rows)
+        self.train = self._csv(out / TRAIN_LOG, ["step", "loss", "lr", "samples_per_s"], resume_step)
+        self.val = self._csv(out / TRAIN_VAL_LOG, VAL_FIELDS, resume_step, val_rows)
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - tensorboard is optional at run time
 
@@ -84,7 +86,7 @@ def _rows_upto(path: Path, step: int) -> list[dict]:
             raise ValueError(
                 f"{path} is corrupt at line {line} ({type(e).__name__}: {_shown(e)}), cannot resume its log: "
                 f"delete it and run again (resuming writes it anew from step {step + 1}"
-                f"{'; its earlier rows come back from last.pt' if path.name == 'val_log.csv' else ''}), "
+                f"{f'; its earlier rows come back from {TRAIN_LAST}' if path.name == TRAIN_VAL_LOG else ''}), "
                 "or train afresh with --no-resume"
             ) from None
     return rows
@@ -99,7 +101,7 @@ def _shown(e: Exception) -> str:
 def restore_val_log(out: Path, rows: list) -> bool:
     """Write ``out/val_log.csv`` from ``rows`` (step, val_loss: carried in ``last.pt``) where it is
     missing (a workflow deletes a job's outputs before it re-runs it); whether it was written."""
-    path = out / "val_log.csv"
+    path = out / TRAIN_VAL_LOG
     if path.exists():
         return False
     with open(path, "w", newline="") as fh:
@@ -115,8 +117,8 @@ def restore_lost_val_log(out: Path) -> str | None:
     or why it could not be, None where nothing is missing. The workflow calls it before planning: its
     ``train`` job is not re-run for a lost log (that would re-run every job after it)."""
     out = Path(out)
-    path, last = out / "val_log.csv", out / "last.pt"
-    if path.exists() or not (out / "best.pt").is_file():
+    path, last = out / TRAIN_VAL_LOG, out / TRAIN_LAST
+    if path.exists() or not (out / TRAIN_BEST).is_file():
         return None
     redo = f"to write it again, train again in {out} (tomo train --no-resume, or snakemake --forcerun train)"
     if not last.is_file():

@@ -24,6 +24,7 @@ from tomodata.files import write_json
 
 from .checkpoint import save_checkpoint
 from .data import SpeciesVolumes, StoreSamples, batch_indices, loader_workers_context, resize_xrays
+from .names import TRAIN_BEST, TRAIN_LAST, TRAIN_SUMMARY
 from .network import NetworkConfig, count_parameters
 from .train_logs import TrainLogs
 
@@ -92,11 +93,11 @@ class _Run:
 
     @property
     def last(self) -> Path:
-        return self.out / "last.pt"
+        return self.out / TRAIN_LAST
 
     @property
     def best_path(self) -> Path:
-        return self.out / "best.pt"
+        return self.out / TRAIN_BEST
 
     @property
     def per_rank(self) -> int:  # samples of each global batch on this rank
@@ -289,7 +290,7 @@ def _finish(run: _Run, step: int) -> dict:
         stopped=run.stop or None,
     )
     if run.rank == 0:
-        write_json(run.out / "summary.json", summary)
+        write_json(run.out / TRAIN_SUMMARY, summary)
     return summary
 
 

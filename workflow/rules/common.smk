@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlparse
 import yaml
 from model.names import EXAMPLES_FILE, FIGURES, PREVIEWS  # torch-free: the file names the model's commands write
 from model.names import CV_FOLDS_CSV, EVAL_METRICS, EVAL_SPECIES, EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TABLES, EVAL_TESTS
+from model.names import TRAIN_BEST, TRAIN_VAL_LOG
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
@@ -409,6 +410,9 @@ ENV_MODEL = "../../envs/model.yaml"
 # applications, which take the first ones (model/examples.py: the first n rows of a file made for
 # more are those a run for n makes)
 EXAMPLES = f"{RESULTS}/examples/{EXAMPLES_FILE}"
+# the training's folder and checkpoint (tomo train; model.names: the file names)
+MODEL_DIR = f"{RESULTS}/model"
+BEST_PT = f"{MODEL_DIR}/{TRAIN_BEST}"
 # the evaluation's folder and record (tomo evaluate; model.names: the file names)
 EVAL_DIR = f"{RESULTS}/eval"
 EVAL_JSON = f"{EVAL_DIR}/{EVAL_SUMMARY}"

@@ -41,8 +41,8 @@ rule cv_train:
     input:
         view=f"{CV_DIR}/fold{{fold}}/dataset.zarr/zarr.json",
     output:
-        best=f"{CV_DIR}/fold{{fold}}/model/best.pt",
-        log_csv=f"{CV_DIR}/fold{{fold}}/model/val_log.csv",
+        best=f"{CV_DIR}/fold{{fold}}/model/{TRAIN_BEST}",
+        log_csv=f"{CV_DIR}/fold{{fold}}/model/{TRAIN_VAL_LOG}",
     params:
         store=fold_store,
         out=lambda wildcards, output: os.path.dirname(output.best),
@@ -71,7 +71,7 @@ rule cv_train:
 
 rule cv_evaluate:
     input:
-        checkpoint=f"{CV_DIR}/fold{{fold}}/model/best.pt",
+        checkpoint=f"{CV_DIR}/fold{{fold}}/model/{TRAIN_BEST}",
         view=f"{CV_DIR}/fold{{fold}}/dataset.zarr/zarr.json",
     output:
         summary=f"{CV_DIR}/fold{{fold}}/eval/{EVAL_SUMMARY}",

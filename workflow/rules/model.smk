@@ -21,9 +21,9 @@ rule train:
     input:
         final=f"{RESULTS}/dataset.final.json",
     output:
-        best=f"{RESULTS}/model/best.pt",
+        best=BEST_PT,
         log_csv=report(
-            f"{RESULTS}/model/val_log.csv",
+            f"{MODEL_DIR}/{TRAIN_VAL_LOG}",
             caption="../report/training.rst",
             category="Training",
         ),
@@ -59,7 +59,7 @@ EVAL_OTHER_TABLES = [f"{EVAL_DIR}/{t}" for t in EVAL_TABLES if t not in (EVAL_SU
 
 rule evaluate:
     input:
-        checkpoint=f"{RESULTS}/model/best.pt",
+        checkpoint=BEST_PT,
         final=f"{RESULTS}/dataset.final.json",
     output:
         summary=EVAL_JSON,
@@ -101,7 +101,7 @@ rule evaluate:
 rule examples:
     input:
         summary=EVAL_JSON,
-        checkpoint=f"{RESULTS}/model/best.pt",
+        checkpoint=BEST_PT,
     output:
         examples=EXAMPLES,
     params:
@@ -187,7 +187,7 @@ rule apps:
 rule real_xray:
     input:
         xray=real_xray_path,
-        checkpoint=f"{RESULTS}/model/best.pt",
+        checkpoint=BEST_PT,
     output:
         volume=f"{RESULTS}/real/{{name}}/{{name}}.nrrd",
         record=f"{RESULTS}/real/{{name}}/{{name}}.json",

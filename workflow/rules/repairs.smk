@@ -149,5 +149,5 @@ def restore_lost_val_log():
     if workflow.is_main_process and MODEL.get("enabled", True):
         from model.train_logs import restore_lost_val_log as restore
 
-        if message := restore(Path(f"{RESULTS}/model")):
+        if message := restore(Path(MODEL_DIR)):
             logger.warning(message)

@@ -22,7 +22,7 @@ EXPLORER = config["model"].get("explorer") or {}
 rule explorer:
     input:
         summary=EVAL_JSON,
-        checkpoint=f"{RESULTS}/model/best.pt",
+        checkpoint=BEST_PT,
     output:
         explorer=directory(f"{RESULTS}/explorer"),
         sheet=report(
