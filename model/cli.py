@@ -14,7 +14,7 @@
 
 and the dataset's (tomodata/cli/: phantom, render, build-demo, validate, demo-movies,
 manifest-folder, fetch, align, align-sheet, cube, store-create, store-settings, render-species,
-finalize, export, cv-view, bench render|cube|rules). Every subcommand has ``--help``.
+finalize, previews, export, cv-view, bench render|dataset|cube|rules). Every subcommand has ``--help``.
 
 The model's modules are imported inside the commands: the same ``tomo`` serves the workflow's data
 rules, whose environment (envs/tomodata.yaml) has no torch.
