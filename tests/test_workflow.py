@@ -174,12 +174,24 @@ def test_real_xrays_overlay():
         assert list(validator.iter_errors(cfg)), bad
 
 
-def test_real_xray_rule_lists_the_previews_infer_writes():
-    text = (ROOT / "workflow/rules/common.smk").read_text()
-    # the rule's list is model.names.PREVIEWS, the names tomo infer writes (no hand-kept copy)
-    assert re.search(r"^from model\.names import .*\bPREVIEWS\b", text, re.M)
-    assert re.search(r"^REAL_PREVIEWS = PREVIEWS\b", text, re.M)
+def test_real_xray_rule_lists_the_previews_infer_writes(tmp_path):
+    """The real_xray job's outputs are the previews tomo infer writes (model.names.PREVIEWS, which
+    model.volume_io writes), no more and no fewer: read from the planned job, not from the rule's text."""
     assert tuple(NAMED_PREVIEWS) == PREVIEWS
+    film = tmp_path / "film.png"
+    cv2.imwrite(str(film), np.zeros((8, 8), np.uint8))  # only planned: never read
+    cfg = tiny_config(
+        "plan",
+        {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},
+        {**TINY_MODEL, "real_xrays": {"film": str(film)}},
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = smk(tmp_path, "-n", "--forceall", "--configfile", str(config)).stdout
+    (block,) = [b for b in re.split(r"\n(?=\[[^\]]+\]\n)", out) if re.search(r"^(?:local)?rule real_xray:", b, re.M)]
+    outputs = re.search(r"^\s*output: (.*)$", block, re.M).group(1).split(", ")
+    pngs = {Path(o).name for o in outputs if o.endswith(".png")}
+    assert pngs == {f"film_{view}.png" for view in PREVIEWS}, outputs
 
 
 def test_real_xrays_placeholder_stops_with_its_name(tmp_path):
