@@ -45,10 +45,11 @@ from PIL import Image
 
 from tomodata.folder_contents import record_contents
 from tomodata.previews import to_png
+from tomodata.run_layout import EVAL_DIR, EXPLORER_DIR, MODEL_DIR, STORE_NAME
 from tomodata.store import open_store
 
 from .examples import qualitative_examples
-from .names import EVAL_MATCHES, EVAL_METRICS, TRAIN_BEST
+from .names import EVAL_MATCHES, EVAL_METRICS, EVAL_SUMMARY, TRAIN_BEST
 
 __all__ = [
     "ASSETS",
@@ -89,7 +90,8 @@ class RunPaths:
 
 def run_paths(run_dir=None, *, store=None, checkpoint=None, eval_dir=None, out=None) -> RunPaths:
     """The workflow's layout under ``run_dir`` (results/RUN: dataset.zarr, model/best.pt, eval/,
-    explorer/), each overridable; ValueError when a path is neither given nor derivable."""
+    explorer/; :mod:`tomodata.run_layout`), each overridable; ValueError when a path is neither given
+    nor derivable."""
     run = Path(run_dir) if run_dir else None
     missing = [
         name
@@ -104,10 +106,10 @@ def run_paths(run_dir=None, *, store=None, checkpoint=None, eval_dir=None, out=N
         return run.joinpath(*parts)
 
     return RunPaths(
-        store=Path(store) if store else under_run("dataset.zarr"),
-        checkpoint=Path(checkpoint) if checkpoint else under_run("model", TRAIN_BEST),
-        eval_dir=Path(eval_dir) if eval_dir else under_run("eval"),
-        out=Path(out) if out else under_run("explorer"),
+        store=Path(store) if store else under_run(STORE_NAME),
+        checkpoint=Path(checkpoint) if checkpoint else under_run(MODEL_DIR, TRAIN_BEST),
+        eval_dir=Path(eval_dir) if eval_dir else under_run(EVAL_DIR),
+        out=Path(out) if out else under_run(EXPLORER_DIR),
     )
 
 
@@ -122,13 +124,14 @@ def check_run(paths: RunPaths) -> list[dict]:
         )
     if not paths.checkpoint.is_file():
         raise FileNotFoundError(
-            f"no checkpoint at {paths.checkpoint}: train first (snakemake {run}/model/best.pt, or tomo train)"
+            f"no checkpoint at {paths.checkpoint}: train first "
+            f"(snakemake {run}/{MODEL_DIR}/{TRAIN_BEST}, or tomo train)"
         )
     matches = paths.eval_dir / EVAL_MATCHES
     if not matches.is_file():
         raise FileNotFoundError(
             f"no evaluation at {paths.eval_dir} ({matches.name} missing): evaluate first "
-            f"(snakemake {run}/eval/summary.json, or tomo evaluate {paths.store} "
+            f"(snakemake {run}/{EVAL_DIR}/{EVAL_SUMMARY}, or tomo evaluate {paths.store} "
             f"--checkpoint {paths.checkpoint} -o {paths.eval_dir})"
         )
     with open(matches, newline="") as fh:

@@ -25,11 +25,14 @@ import numpy as np
 import pytest
 import yaml
 
+from model.explorer import run_paths
+from model.names import EVAL_SUMMARY, TRAIN_BEST
 from model.names import PREVIEWS as NAMED_PREVIEWS
 from model.volume_io import PREVIEWS
 from tomodata.manifest import load_manifest
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import render_xrays
+from tomodata.run_layout import EVAL_DIR, MODEL_DIR, STORE_NAME
 from tomodata.store import open_store, validate_store
 from tomodata.views import hemisphere_views
 
@@ -618,3 +621,33 @@ def test_full_pipeline_tiny(tmp_path):
     assert not (res / "apps").exists() and not (res / "explorer").exists()
     planned = planned_jobs(tmp_path, "--configfile", str(config))
     assert ("apps", None) in planned and ("explorer", None) in planned
+
+
+def test_run_folder_layout_has_one_home(tmp_path):
+    """The workflow's run folder and a cross-validation fold's are laid out as tomodata.run_layout names
+    them, which is also what tomo explorer assumes for a run folder (model.explorer.run_paths): read
+    from the planned jobs' commands, not from the rules' text."""
+    cfg = tiny_config(
+        "plan",
+        {"source": "demo", "demo": {"species": 6, "val": 1, "test": 1, "movie_size": 32}},
+        {**TINY_MODEL, "cv": {"folds": 3}},
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = smk(tmp_path, "-n", "-p", "--forceall", "--configfile", str(config)).stdout
+    blocks = re.split(r"\n(?=\[[^\]]+\]\n)", out)
+
+    def block(rule: str, wildcards: str = "") -> str:
+        (b,) = [b for b in blocks if re.search(rf"^(?:local)?rule {rule}:", b, re.M) and wildcards in b]
+        return b
+
+    explorer = block("explorer")
+    paths = run_paths("results/plan", out=re.search(r" -o (\S+)", explorer).group(1))
+    assert f"--store {paths.store} " in explorer, explorer
+    assert f"--checkpoint {paths.checkpoint} " in explorer, explorer
+    assert f"--eval {paths.eval_dir} " in explorer, explorer
+    assert paths.out == Path("results/plan/explorer"), explorer
+    fold = Path("results/plan/cv/fold1")
+    train = block("cv_train", "fold=1")
+    assert f"{fold / MODEL_DIR / TRAIN_BEST}" in train and f"{fold / STORE_NAME}" in train, train
+    assert f"{fold / EVAL_DIR / EVAL_SUMMARY}" in block("cv_evaluate", "fold=1")

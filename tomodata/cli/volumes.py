@@ -80,13 +80,14 @@ def cmd_build_demo(a) -> int:
     from ..phantoms import skull_volume
     from ..previews import write_previews
     from ..render_jobs import render_batched
+    from ..run_layout import STORE_NAME
     from ..species_table import demo_species
     from ..store import create_store, finalize_store, write_species
     from ..store_settings import StoreSettings
     from ..views import hemisphere_views
 
     out = Path(a.output)
-    store = out / "dataset.zarr"
+    store = out / STORE_NAME
     names, params, table = demo_species(a.species, val=a.val, test=a.test, seed=a.seed, volume_size=a.volume_size)
     create_store(
         store,

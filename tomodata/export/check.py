@@ -11,6 +11,7 @@ from typing import Any
 import zarr
 
 from ..files import sha256_file
+from ..run_layout import STORE_NAME
 from ..store import validate_store
 from .common import _resolve_store
 
@@ -65,16 +66,16 @@ def _croissant_problems(root: Path, sums: dict[str, str]) -> list[str]:
 def _store_problems(root: Path) -> list[str]:
     """A data export's ``dataset.zarr``: validation errors, species to rebuild, arrays that disagree with
     ``recipe/checksums.json``."""
-    store = root / "dataset.zarr"
+    store = root / STORE_NAME
     report = validate_store(store)
-    problems = [f"dataset.zarr: {e}" for e in report.errors]
+    problems = [f"{STORE_NAME}: {e}" for e in report.errors]
     if report.species_to_rebuild:
-        problems.append(f"dataset.zarr: species to rebuild: {report.species_to_rebuild}")
+        problems.append(f"{STORE_NAME}: species to rebuild: {report.species_to_rebuild}")
     try:
         recorded = json.loads((root / "recipe" / "checksums.json").read_text())["species"]
         for n, sums_n in report.checksums.items():
             if recorded.get(n, {}).get("arrays_sha256") != sums_n:
-                problems.append(f"dataset.zarr: species {n!r} arrays disagree with recipe/checksums.json")
+                problems.append(f"{STORE_NAME}: species {n!r} arrays disagree with recipe/checksums.json")
     except (OSError, ValueError, KeyError) as e:
         problems.append(f"recipe/checksums.json is missing or unreadable ({type(e).__name__}: {e})")
     return problems

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import __version__
+from ..run_layout import STORE_NAME, store_in
 from ..splits import SPLITS
 
 EXPORT_SPEC = "tomo-export/1"
@@ -83,9 +84,7 @@ def _check_url(url: str | None, name: str) -> str | None:
 
 def _resolve_store(store) -> Path:
     """The store's folder: ``store`` itself, or ``store/dataset.zarr`` (a ``build-demo`` output folder)."""
-    p = Path(store)
-    if (p / "zarr.json").is_file():
-        return p
-    if (p / "dataset.zarr" / "zarr.json").is_file():
-        return p / "dataset.zarr"
-    raise FileNotFoundError(f"{store} is not a dataset store (no zarr.json in it or in {p / 'dataset.zarr'})")
+    found = store_in(store)
+    if found is None:
+        raise FileNotFoundError(f"{store} is not a dataset store (no zarr.json in it or in {Path(store) / STORE_NAME})")
+    return found

@@ -8,6 +8,7 @@ Croissant has no native Zarr support: the array layout is written into the descr
 from __future__ import annotations
 
 from .. import __version__
+from ..run_layout import STORE_NAME
 from ..store.layout import ome_multiscales
 from .common import _ARRAYS, CITATION_BIBTEX, SPLIT_NAMES
 
@@ -180,7 +181,7 @@ def _zarr_file_sets(species_names: list[str], layout: str) -> list[dict]:
                 "species.csv."
             ),
             "encodingFormat": ZARR_V3_FORMAT,
-            "includes": f"dataset.zarr/species/{n}/**",
+            "includes": f"{STORE_NAME}/species/{n}/**",
         }
         for n in species_names
     ]
@@ -240,16 +241,16 @@ def _distribution(
         dist.append(
             _file_object(
                 files,
-                "dataset.zarr/zarr.json",
+                f"{STORE_NAME}/zarr.json",
                 "application/json",
                 f"Root metadata of the Zarr v3 store: all dataset attributes (spec_version {attrs['spec_version']}).",
             )
         )
-        if "dataset.zarr/species/zarr.json" in files:  # the group of the species: zarr lists them through it
+        if f"{STORE_NAME}/species/zarr.json" in files:  # the group of the species: zarr lists them through it
             dist.append(
                 _file_object(
                     files,
-                    "dataset.zarr/species/zarr.json",
+                    f"{STORE_NAME}/species/zarr.json",
                     "application/json",
                     "Metadata of the Zarr v3 group species (one subgroup per species; needed to list them).",
                 )

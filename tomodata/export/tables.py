@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+from ..run_layout import STORE_NAME
 from ..store import _voxel_mm
 from ..store_settings import StoreSettings
 from .common import _ARRAYS
@@ -69,7 +70,7 @@ def _species_rows(attrs: dict, markers: dict, classes: dict) -> tuple[list[str],
                 " ".join(repr(float(s)) for s in e["spacing_mm"]),
                 _voxel_mm(e),
                 StoreSettings.from_attrs(attrs).samples_per_species,
-                f"dataset.zarr/species/{n}",
+                f"{STORE_NAME}/species/{n}",
             ]
             + [sha.get(a, "") for a in _ARRAYS]
         )
@@ -84,7 +85,7 @@ def _samples_rows(attrs: dict) -> tuple[list[str], list[list]]:
     n_samples = index.n_samples
     for e in attrs["species"]:
         n = e["name"]
-        arr = f"dataset.zarr/species/{n}/images"
+        arr = f"{STORE_NAME}/species/{n}/images"
         views, mirrored = index.table()
         for i in range(n_samples):
             rows.append([f"{n}/{i}", n, e["split"], i, int(views[i]), bool(mirrored[i]), arr])

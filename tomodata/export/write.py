@@ -16,6 +16,7 @@ import zarr
 from ..files import read_yaml, sha256_file
 from ..manifest import load_manifest
 from ..recipe import recipe_files
+from ..run_layout import STORE_NAME
 from ..store import _voxel_mm, open_store, validate_store
 from ..volume_files import VOLUME_FORMATS, write_canonical_volume
 from .common import _SAFE_PATH, EXPORT_SPEC, SPLIT_NAMES, _json_text, code_version
@@ -173,7 +174,7 @@ class _Staging:
                 raise ValueError(f"the store holds a symbolic link ({p}): refusing to export it")
             if not p.is_file():
                 continue
-            rel = "dataset.zarr/" + p.relative_to(src).as_posix()
+            rel = f"{STORE_NAME}/{p.relative_to(src).as_posix()}"
             self.files[rel] = _copy_hashed(p, self.tmp / rel)
 
     def write_volumes(self, src: Path, table: list[dict], volumes: str) -> None:

@@ -39,6 +39,7 @@ from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
 from tomodata.config_check import rule_names
 from tomodata.manifest import manifest_schema
+from tomodata.run_layout import EVAL_DIR as EVAL_DIR_NAME, EXPLORER_DIR, MODEL_DIR as MODEL_DIR_NAME, STORE_NAME
 from tomodata.splits import SPLITS as SPLIT_NAMES
 from tomodata.store_settings import StoreSettings
 from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
@@ -49,7 +50,7 @@ RESOURCES = f"resources/{RUN}"
 RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCHMARKS = f"benchmarks/{RUN}"
-STORE = f"{RESULTS}/dataset.zarr"
+STORE = f"{RESULTS}/{STORE_NAME}"  # tomodata.run_layout: the run folder's names
 PREVIEWS_DIR = f"{RESULTS}/previews"  # the previews rule writes NAME_000.png ... NAME_sheet.png here
 
 DATA = config["data"]
@@ -411,10 +412,10 @@ ENV_MODEL = "../../envs/model.yaml"
 # more are those a run for n makes)
 EXAMPLES = f"{RESULTS}/examples/{EXAMPLES_FILE}"
 # the training's folder and checkpoint (tomo train; model.names: the file names)
-MODEL_DIR = f"{RESULTS}/model"
+MODEL_DIR = f"{RESULTS}/{MODEL_DIR_NAME}"
 BEST_PT = f"{MODEL_DIR}/{TRAIN_BEST}"
 # the evaluation's folder and record (tomo evaluate; model.names: the file names)
-EVAL_DIR = f"{RESULTS}/eval"
+EVAL_DIR = f"{RESULTS}/{EVAL_DIR_NAME}"
 EVAL_JSON = f"{EVAL_DIR}/{EVAL_SUMMARY}"
 N_EXAMPLES = max(EVAL["examples"], APPS["examples"])
 

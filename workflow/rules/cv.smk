@@ -10,11 +10,13 @@
 # The run's own train/val/test split (rules train, evaluate) is untouched; the folds ignore it, and
 # summary.json says which species were the store's val species, on which settings were chosen.
 
+FOLD_DIR = f"{CV_DIR}/fold{{fold}}"  # a fold's folder, laid out as a run's (tomodata.run_layout)
+
 rule cv_view:
     input:
         final=f"{RESULTS}/dataset.final.json",
     output:
-        view=f"{CV_DIR}/fold{{fold}}/dataset.zarr/zarr.json",
+        view=f"{FOLD_DIR}/{STORE_NAME}/zarr.json",
     params:
         store=STORE,
         out=lambda wildcards, output: os.path.dirname(output.view),
@@ -39,10 +41,10 @@ rule cv_view:
 
 rule cv_train:
     input:
-        view=f"{CV_DIR}/fold{{fold}}/dataset.zarr/zarr.json",
+        view=f"{FOLD_DIR}/{STORE_NAME}/zarr.json",
     output:
-        best=f"{CV_DIR}/fold{{fold}}/model/{TRAIN_BEST}",
-        log_csv=f"{CV_DIR}/fold{{fold}}/model/{TRAIN_VAL_LOG}",
+        best=f"{FOLD_DIR}/{MODEL_DIR_NAME}/{TRAIN_BEST}",
+        log_csv=f"{FOLD_DIR}/{MODEL_DIR_NAME}/{TRAIN_VAL_LOG}",
     params:
         store=fold_store,
         out=lambda wildcards, output: os.path.dirname(output.best),
@@ -71,11 +73,11 @@ rule cv_train:
 
 rule cv_evaluate:
     input:
-        checkpoint=f"{CV_DIR}/fold{{fold}}/model/{TRAIN_BEST}",
-        view=f"{CV_DIR}/fold{{fold}}/dataset.zarr/zarr.json",
+        checkpoint=f"{FOLD_DIR}/{MODEL_DIR_NAME}/{TRAIN_BEST}",
+        view=f"{FOLD_DIR}/{STORE_NAME}/zarr.json",
     output:
-        summary=f"{CV_DIR}/fold{{fold}}/eval/{EVAL_SUMMARY}",
-        metrics=f"{CV_DIR}/fold{{fold}}/eval/{EVAL_METRICS}",
+        summary=f"{FOLD_DIR}/{EVAL_DIR_NAME}/{EVAL_SUMMARY}",
+        metrics=f"{FOLD_DIR}/{EVAL_DIR_NAME}/{EVAL_METRICS}",
     params:
         store=fold_store,
         out=lambda wildcards, output: os.path.dirname(output.summary),
@@ -103,7 +105,7 @@ rule cv_evaluate:
 
 rule cv_summary:
     input:
-        evals=expand(f"{CV_DIR}/fold{{fold}}/eval/{EVAL_SUMMARY}", fold=range(CV_FOLDS)),
+        evals=expand(f"{FOLD_DIR}/{EVAL_DIR_NAME}/{EVAL_SUMMARY}", fold=range(CV_FOLDS)),
     output:
         summary=report(f"{CV_DIR}/{EVAL_SUMMARY_CSV}", caption="../report/cross_validation.rst", category="Evaluation"),
         tests=f"{CV_DIR}/{EVAL_TESTS}",

@@ -24,7 +24,7 @@ rule explorer:
         summary=EVAL_JSON,
         checkpoint=BEST_PT,
     output:
-        explorer=directory(f"{RESULTS}/explorer"),
+        explorer=directory(f"{RESULTS}/{EXPLORER_DIR}"),
         sheet=report(
             f"{RESULTS}/explorer_samples.png",
             caption="../report/explorer.rst",
@@ -52,4 +52,4 @@ rule explorer:
 
 
 if MODEL.get("enabled", True) and EXPLORER.get("enabled", True):
-    add_targets(f"{RESULTS}/explorer", f"{RESULTS}/explorer_samples.png")
+    add_targets(f"{RESULTS}/{EXPLORER_DIR}", f"{RESULTS}/explorer_samples.png")
