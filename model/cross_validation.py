@@ -135,11 +135,23 @@ def _check_folds(folds: list[dict]) -> list[dict]:
 
 def held_out_units(table: list[dict]) -> dict[str, str]:
     """Specimen name → the unit a fold holds out (:func:`tomodata.store.folds.fold_groups`): its own name
-    where its species label has one specimen, else that label (as first written)."""
+    where its species label has one specimen, else that label (as first written), or ``species:LABEL``
+    where the label is also a specimen's name (two units never share an id). ValueError where even
+    that is taken."""
+    groups = fold_groups(table)
+    names = {n for g in groups for n in g}
     out = {}
-    for names in fold_groups(table):
-        label = next(str(e.get("species") or "").strip() for e in table if e["name"] == names[0])
-        out.update({n: (n if len(names) == 1 else label or n) for n in names})
+    for g in groups:
+        if len(g) == 1:
+            out[g[0]] = g[0]
+            continue
+        label = next(str(e.get("species") or "").strip() for e in table if e["name"] == g[0])
+        unit = label if label not in names else f"species:{label}"
+        if unit in names:
+            raise ValueError(
+                f"species label {label!r} of {g} cannot name its unit: {label!r} and {unit!r} are specimens"
+            )
+        out.update(dict.fromkeys(g, unit))
     return out
 
 

@@ -195,14 +195,18 @@ def species_ttest(a, b, species) -> tuple[float, float, int]:
 
 
 def species_wilcoxon(a, b, species) -> tuple[float, float, int]:
-    """(W, p, n species): ``scipy.stats.wilcoxon`` (two-sided, ``method="auto"``: exact for n <= 50
-    without ties or zeros) of the species means of a and b; W = the smaller rank sum. Zero
-    differences are dropped (scipy's ``"wilcox"``); NaN W and p when every difference is zero."""
+    """(W, p, n): ``scipy.stats.wilcoxon`` (two-sided, ``method="auto"``) of the species means of a
+    and b; W = the smaller rank sum. Zero differences are dropped (scipy's ``"wilcox"``), so n counts
+    the species with a non-zero difference, those the test ranks (the smallest possible p is
+    2/2^n). Exact for n <= 50 without ties; with ties scipy 1.17 permutes for n <= 13 and uses the
+    tie-corrected normal approximation (no continuity correction) above. NaN W and p when every
+    difference is zero."""
     ma, mb = _paired(a, b, species)
-    if np.all(ma == mb):
-        return math.nan, math.nan, int(ma.size)
+    n = int(np.count_nonzero(ma != mb))
+    if n == 0:
+        return math.nan, math.nan, n
     r = stats.wilcoxon(ma, mb, alternative="two-sided")
-    return float(r.statistic), float(r.pvalue), int(ma.size)
+    return float(r.statistic), float(r.pvalue), n
 
 
 def sample_ttest(a, b, species, sample, n_views: int) -> tuple[float, float, int]:
@@ -236,7 +240,10 @@ def corrected_resampled_t(a, b, *, n_train: float, n_test: float) -> tuple[float
     but conservative where the plain test is not (Nadeau & Bengio 2003; Bouckaert & Frank 2004).
     NaN t and p for J < 2 or all differences equal to zero; t = ±inf, p = 0 for equal non-zero
     differences (as ``ttest_rel``)."""
-    d = np.asarray(a, dtype=np.float64).ravel() - np.asarray(b, dtype=np.float64).ravel()
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must hold one score per split each, got {a.size} and {b.size}")
+    d = a - b
     d = d[np.isfinite(d)]
     J = int(d.size)
     if not (n_train > 0 and n_test > 0):
@@ -253,13 +260,15 @@ def corrected_resampled_t(a, b, *, n_train: float, n_test: float) -> tuple[float
 
 def holm(p) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values of one family of tests, in the input's order: the i-th
-    smallest of m p-values times (m − i + 1), made non-decreasing, capped at 1. NaN entries are no
-    tests: they stay NaN and are not counted in m. (scipy offers only FDR control, which is weaker.)"""
+    smallest of m p-values times (m − i + 1), made non-decreasing, capped at 1. A NaN entry (a
+    comparison that could not be tested: every difference zero, too few units) stays NaN but counts
+    in m, as the family's claim it is (conservative: the others are adjusted as if it had p = 1);
+    m = 0 where every entry is NaN. (scipy offers only FDR control, which is weaker.)"""
     p = np.asarray(p, dtype=np.float64).ravel()
     out = np.full(p.shape, math.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
+    m = p.size if ok.size else 0
     if m:
         order = ok[np.argsort(p[ok], kind="stable")]
-        out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+        out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(order.size)) * p[order]))
     return out

@@ -299,6 +299,16 @@ def test_pooling_refuses_views_made_again_and_species_without_samples(folds, bas
         pool_folds(folds, tmp_path / "b")
 
 
+def test_unit_ids_never_collide():
+    """A species label that is also another specimen's name gets its own id (helper-64: two units
+    were pooled as one species)."""
+    table = [dict(name="m1", species="BALB"), dict(name="m2", species="balb"), dict(name="BALB", species="other")]
+    assert held_out_units(table) == {"m1": "species:BALB", "m2": "species:BALB", "BALB": "BALB"}
+    table.append(dict(name="species:BALB", species=""))
+    with pytest.raises(ValueError, match="cannot name its unit"):
+        held_out_units(table)
+
+
 def test_units_are_species_labels_and_folds_may_differ_in_size(tmp_path):
     """Two specimens of one species label are one held-out unit (n counts labels); 4 folds of 5 units
     test 2, 1, 1 and 1 units: pooled all the same."""

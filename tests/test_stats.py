@@ -138,12 +138,39 @@ def test_species_t_interval_covers_at_its_level_where_a_bootstrap_would_not():
 
 
 def test_holm_by_hand():
-    q = S.holm([0.01, 0.04, 0.03, np.nan, 0.005])
+    q = S.holm([0.01, 0.04, 0.03, 0.005])
     # sorted: .005 x4 = .02, .01 x3 = .03, .03 x2 = .06, .04 x1 = .04 -> made non-decreasing: .06
-    np.testing.assert_allclose(q[[4, 0, 2, 1]], [0.02, 0.03, 0.06, 0.06])
-    assert math.isnan(q[3])
+    np.testing.assert_allclose(q[[3, 0, 2, 1]], [0.02, 0.03, 0.06, 0.06])
     assert S.holm([0.5, 0.9]).tolist() == [1.0, 1.0]  # capped at 1
     assert S.holm([]).size == 0 and S.holm([0.2]).tolist() == [0.2]
+    np.testing.assert_allclose(S.holm([0.02, 0.02, 0.02, 0.001]), [0.06, 0.06, 0.06, 0.004])  # ties
+
+
+def test_holm_counts_an_untestable_comparison_in_the_family():
+    """A NaN p (no test possible) stays NaN but is one of the family's m claims: the others are
+    adjusted as if it had p = 1 (helper-64: leaving it out of m was slightly anti-conservative)."""
+    q = S.holm([0.01, 0.04, 0.03, np.nan, 0.005])
+    # m = 5: .005 x5 = .025, .01 x4 = .04, .03 x3 = .09, .04 x2 = .08 -> non-decreasing: .09
+    np.testing.assert_allclose(q[[4, 0, 2, 1]], [0.025, 0.04, 0.09, 0.09])
+    assert math.isnan(q[3])
+    np.testing.assert_array_equal(np.isnan(S.holm([np.nan, np.nan])), [True, True])  # nothing tested
+    np.testing.assert_allclose(S.holm([0.01, 0.04, 0.03, 1.0, 0.005])[[4, 0, 2, 1]], q[[4, 0, 2, 1]])
+
+
+def test_holm_matches_the_step_down_definition():
+    """Against a direct reading of Holm (1979): reject H_(i) while p_(i) <= alpha / (m - i + 1); the
+    adjusted p of H_(i) is the smallest alpha at which it is rejected."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        m = int(rng.integers(1, 14))
+        p = np.round(rng.random(m) ** 3, 3)  # rounding makes ties
+        order = np.argsort(p, kind="stable")
+        want = np.empty(m)
+        running = 0.0
+        for i, j in enumerate(order):
+            running = max(running, min(1.0, (m - i) * p[j]))
+            want[j] = running
+        np.testing.assert_allclose(S.holm(p), want, rtol=0, atol=1e-15)
 
 
 def test_nan_handling():
@@ -213,3 +240,16 @@ def test_corrected_resampled_t_edges():
     assert S.corrected_resampled_t([1.0, 2.0, np.nan], [0.0, 0.5, 1.0], n_train=3, n_test=1)[2] == 2  # NaN dropped
     with pytest.raises(ValueError, match="positive"):
         S.corrected_resampled_t([1.0, 2.0], [0.0, 0.0], n_train=0, n_test=1)
+    with pytest.raises(ValueError, match="one score per split each, got 5 and 1"):  # no broadcasting
+        S.corrected_resampled_t([1.0, 2.0, 3.0, 4.0, 5.0], [0.0], n_train=3, n_test=1)
+
+
+def test_wilcoxon_n_counts_the_species_it_ranks():
+    """Zero differences are dropped by the test, so n (and the smallest possible p, 2/2^n) counts only
+    the species with a non-zero difference."""
+    species, _ = _layout(4, 2)
+    b = np.repeat([1.0, 2.0, 3.0, 4.0], 4)
+    a = b - np.repeat([1.0, 2.0, 3.0, 0.0], 4)  # the fourth species: no difference
+    w, p, n = S.species_wilcoxon(a, b, species)
+    assert n == 3 and p == pytest.approx(stats.wilcoxon([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]).pvalue) == 0.25
+    assert S.species_ttest(a, b, species)[2] == 4  # the t-test uses every species
