@@ -815,7 +815,12 @@ def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint
     tests = _read(out / "tests.csv")
     kinds = {(r["level"], r["test"]) for r in tests}
     assert kinds == {("species", "t"), ("species", "wilcoxon"), ("sample", "t")}
-    assert all(r["n"] == ("2" if r["level"] == "species" else "12") for r in tests)
+    assert all(r["n"] == ("2" if r["level"] == "species" else "12") for r in tests if r["test"] == "t")
+    mean_of = {(r["method"], r["metric"], r["species"]): float(r["mean"]) for r in spc}
+    names = sorted({r["species"] for r in spc})
+    for r in (r for r in tests if r["test"] == "wilcoxon"):  # n: the species it ranks (non-zero differences)
+        a, b = ([mean_of[(m, r["metric"], n)] for n in names] for m in (r["method_a"], r["method_b"]))
+        assert int(r["n"]) == sum(x != y for x, y in zip(a, b)), r
     w = [float(r["p"]) for r in tests if r["test"] == "wilcoxon" and r["p"] != "nan"]
     assert w and all(p >= 0.5 for p in w)  # two species: nothing can be significant
     # Holm over the first method's comparisons: one family per level and test of l2 and both DSSIMs (the
