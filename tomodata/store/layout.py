@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import zarr
 
-from ..run_layout import STORE_NAME
+from ..run_layout import STORE_NAME, store_in
 from ..store_settings import IMAGE_ENCODINGS, StoreSettings
 from ..views import SampleIndex
 
@@ -265,8 +265,8 @@ def _open_store_root(path, *, write: bool = False):
             f"{p}: no such dataset store (the workflow's store_create rule or `tomo build-demo` makes one)"
         )
     if not (p / "zarr.json").is_file():
-        inner = p / STORE_NAME
-        hint = f"; the store in it is {inner}" if (inner / "zarr.json").is_file() else ""
+        inner = store_in(p)  # p holds no zarr.json: the store inside it, if any
+        hint = f"; the store in it is {inner}" if inner else ""
         raise ValueError(
             f"{p} exists but is not a dataset store (no zarr.json in it; a store is the folder that "
             f"holds zarr.json and species/, e.g. results/RUN/{STORE_NAME}){hint}"
