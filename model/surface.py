@@ -67,6 +67,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tomodata.views import cell_centres
+
 __all__ = [
     "LIGHTINGS",
     "ShadingParams",
@@ -351,8 +353,8 @@ def render_isosurface_torch(
     hit, depth, n = isosurface_hits(v, iso)
     ndl = (-n[:, 0]).clamp_min(0.0)  # n · L with L = (-1, 0, 0) in (w, v, u)
     if ao:
-        uu = (2.0 * torch.arange(W, device=v.device, dtype=v.dtype) + 1.0) / W - 1.0
-        vv = (2.0 * torch.arange(H, device=v.device, dtype=v.dtype) + 1.0) / H - 1.0
+        uu = torch.from_numpy(cell_centres(W)).to(device=v.device, dtype=v.dtype)
+        vv = torch.from_numpy(cell_centres(H)).to(device=v.device, dtype=v.dtype)
         ww = (2.0 * depth + 1.0) / D - 1.0
         pts = torch.stack([uu.expand(B, H, W), vv[:, None].expand(B, H, W), ww], dim=-1)
         nrm = torch.stack([n[:, 2], n[:, 1], n[:, 0]], dim=-1)

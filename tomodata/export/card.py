@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from ..run_layout import STORE_NAME
 from ..views import VIEW_SCHEME, VIEW_SCHEME_RECIPE
 from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
 from .licence import _CONDITIONS, FREE, RESTRICTED
@@ -210,7 +211,7 @@ def _contents(files: list[str], *, recipe_only: bool, has_manifest: bool) -> lis
     if any(f.startswith("recipe/alignment/") for f in files):
         L.append("| `recipe/alignment/*.json` | each aligned specimen's transform (replayed by rebuild.sh) |")
     if not recipe_only:
-        L.append("| `dataset.zarr/` | the Zarr v3 store (layout below) |")
+        L.append(f"| `{STORE_NAME}/` | the Zarr v3 store (layout below) |")
     vols = sorted(f for f in files if f.startswith("volumes/"))
     if vols:
         kind, suffix = ("NIfTI-1", ".nii.gz") if vols[0].endswith(".nii.gz") else ("NRRD", ".nrrd")
@@ -230,23 +231,23 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
         "## Layout" + (" (of the store you rebuild)" if recipe_only else ""),
         "",
         "```",
-        "dataset.zarr/zarr.json                  root attributes: everything needed to use the data",
-        "dataset.zarr/species/zarr.json          the group of the species (lists them)",
-        "dataset.zarr/species/<name>/zarr.json   status + completion marker (sha256 of every array)",
-        "dataset.zarr/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm, or voxels where "
+        f"{STORE_NAME}/zarr.json                  root attributes: everything needed to use the data",
+        f"{STORE_NAME}/species/zarr.json          the group of the species (lists them)",
+        f"{STORE_NAME}/species/<name>/zarr.json   status + completion marker (sha256 of every array)",
+        f"{STORE_NAME}/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm, or voxels where "
         "no scale was recorded)",
-        f"dataset.zarr/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
+        f"{STORE_NAME}/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
         "density, vol[z, y, x]; volume/1 its 2x2x2 mean",
-        f"dataset.zarr/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",
-        f"dataset.zarr/species/<name>/mirrored   ({attrs['samples_per_species']},) bool     sample 2i+1 is mirrored",
-        f"dataset.zarr/species/<name>/views      ({attrs['samples_per_species']},) int32    view of each sample",
-        f"dataset.zarr/species/<name>/images     ({attrs['samples_per_species']}, {attrs['image_size']}, "
+        f"{STORE_NAME}/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",
+        f"{STORE_NAME}/species/<name>/mirrored   ({attrs['samples_per_species']},) bool     sample 2i+1 is mirrored",
+        f"{STORE_NAME}/species/<name>/views      ({attrs['samples_per_species']},) int32    view of each sample",
+        f"{STORE_NAME}/species/<name>/images     ({attrs['samples_per_species']}, {attrs['image_size']}, "
         f"{attrs['image_size']}) {attrs['encoding']['images']['dtype']}",
         "```",
         "",
         "```python",
         "import zarr",
-        'g = zarr.open_group("dataset.zarr", mode="r", use_consolidated=False)',
+        f'g = zarr.open_group("{STORE_NAME}", mode="r", use_consolidated=False)',
         f'img = g["species/{first}/images"][5] / 65535.0   # sample 5 = view 2, mirrored',
         f'R = g["species/{first}/rotations"][2]            # camera -> volume',
         "```",
@@ -301,7 +302,7 @@ def _verify(*, recipe_only: bool) -> list[str]:
         "python -c 'from tomodata.export import verify_export; print(verify_export(\".\"))'",
     ]
     if not recipe_only:
-        L.append("tomo validate dataset.zarr               # every array against its completion marker")
+        L.append(f"tomo validate {STORE_NAME}               # every array against its completion marker")
     return L + ["```", ""]
 
 

@@ -105,7 +105,7 @@ def _description(attrs: dict, *, recipe_only: bool, species_names: list[str], n_
         "and check it against recipe/checksums.json. The samples table lists the samples the rebuilt "
         "store holds, at the array paths given."
         if recipe_only
-        else "The data are in the Zarr v3 store dataset.zarr (sharded, zstd), described below as one FileSet "
+        else f"The data are in the Zarr v3 store {STORE_NAME} (sharded, zstd), described below as one FileSet "
         "per species."
     )
     return (
