@@ -610,13 +610,17 @@ def test_full_pipeline_tiny(tmp_path):
     assert "in the config: model.real_xrays.flat.polarity: keep or model.real_xrays.flat.polarity: invert" in (
         proc.stdout
     )
-    # a file deleted inside a folder output (apps/, explorer/): the folder is removed and its job planned
-    # (Snakemake alone counts a folder present while it exists: "Nothing to be done")
+    # a file deleted inside a folder output (apps/), or edited by hand without changing its size
+    # (explorer/): the folder is removed and its job planned (Snakemake alone counts a folder present
+    # while it exists: "Nothing to be done")
     gif = next((res / "apps").glob("*_turntable.gif"))
     gif.unlink()
-    (res / "explorer" / "manifest.js").unlink()
+    manifest = res / "explorer" / "manifest.js"
+    text = manifest.read_bytes()
+    manifest.write_bytes(text[:-2] + (b"#" if text[-2:-1] != b"#" else b"%") + text[-1:])
     proc = smk(tmp_path, "-n", "--configfile", str(config))
     assert gif.name in proc.stdout, proc.stdout[-3000:]
+    assert "1 of its files changed content (manifest.js)" in proc.stdout, proc.stdout[-3000:]
     assert "removing the folder so that it is made again" in proc.stdout
     assert not (res / "apps").exists() and not (res / "explorer").exists()
     planned = planned_jobs(tmp_path, "--configfile", str(config))
