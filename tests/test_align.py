@@ -390,6 +390,15 @@ def test_cli_align_takes_the_window_and_the_reference(tmp_path, skulls, capsys):
     assert rec["intensity"]["window"] == [0.0, 2000.0] and rec["intensity"]["background"] == 0.0
     assert rec["pose_source"] == "registration" and rec["ncc_after"] >= rec["ncc_before"]
     assert _angle(_rot(rec) @ q @ _rot(ref_rec).T) < 4.0
+    assert "NCC with the reference" in capsys.readouterr().out
+    # the recorded transform replayed (an exported recipe's rebuild.sh): the same volume, no registration
+    again = tmp_path / "again.nii.gz"
+    assert main(["align", str(moved), "-o", str(again), "--replay", str(out.with_suffix("").with_suffix(".json"))]) == 0
+    assert "the recorded transform" in capsys.readouterr().out
+    vol_out, _, _ = A.load_aligned(out)
+    vol_again, _, rec_again = A.load_aligned(again)
+    assert np.array_equal(vol_again, vol_out)
+    assert rec_again["replayed_from"].endswith("moved.json") and rec_again["source_path"] == str(moved)
 
 
 # --------------------------------------------------------------------------------------------

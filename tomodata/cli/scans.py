@@ -250,85 +250,31 @@ def scan_from_args(a) -> tuple[str, Any, str, dict]:
 
 def cmd_align(a) -> int:
     """``tomo align``: a scan rotated into the canonical pose (.nii.gz and its .json record)."""
-    from ..align import (
-        align_to_canonical,
-        apply_alignment,
-        intensity_settings,
-        load_aligned,
-        prepare_reference,
-        read_alignment_record,
-        save_aligned,
-    )
-    from ..ingest import read_specimen
+    from ..align_scan import align_scan, describe_alignment
 
     path, spacing, slice_axis, row = scan_from_args(a)
-    replay = read_alignment_record(a.replay) if a.replay else None  # before the work: a wrong file is found at once
     window = a.window if a.window is not None else row.get("window") or None  # as tomo cube takes them
     background = (
         a.background if a.background is not None else (float(row["background"]) if row.get("background") else None)
     )
-    vol, sp = read_specimen(
+    out, shape, source_shape, record = align_scan(
         path,
+        a.output,
+        specimen_id=a.id,
         spacing=spacing,
         slice_axis=slice_axis,
+        orientation=a.orientation,
         allow_default_spacing=a.allow_default_spacing,
-        orientation=a.orientation,
+        window=window,
+        background=background,
+        reference=a.reference,
+        replay=a.replay,
+        threads=a.threads,
+        source_sha256=_fetched_path(a.fetched, a.id, field=2) if a.fetched else None,
+        record_params=a.record_params,
     )
-    scan = dict(
-        spacing=None if spacing is None else [float(v) for v in spacing],
-        slice_axis=slice_axis,
-        orientation=a.orientation or "z,y,x",
-        allow_default_spacing=bool(a.allow_default_spacing),
-    )
-    if replay is not None:  # the recorded transform, no registration (an exported recipe)
-        record = replay
-        aligned = apply_alignment(vol, sp, record)
-        record.update(id=a.id, source_path=str(path), replayed_from=str(a.replay), scan=scan)
-        record.pop("source_sha256", None)  # the recorded one is the replayed file's source, not this one's
-        if a.fetched:
-            record["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
-        out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)
-        print(f"wrote {out}: {tuple(aligned.shape)} from {tuple(vol.shape)}, the recorded transform")
-        return 0
-    reference = None
-    if a.reference:  # on the values it was aligned on (its record's window and background)
-        ref_vol, ref_sp, ref_rec = load_aligned(a.reference)
-        try:
-            reference = prepare_reference(ref_vol, ref_sp, **intensity_settings(ref_rec))
-        except ValueError as e:
-            raise ValueError(f"reference {a.reference}: {e}") from None
-    try:
-        aligned, record = align_to_canonical(
-            vol, sp, reference=reference, window=window, density_background=background, threads=a.threads
-        )
-    except ValueError as e:
-        raise ValueError(f"specimen {a.id}: {e}" if a.id else str(e)) from None
-    record.update(
-        id=a.id,
-        source_path=str(path),
-        reference=str(a.reference) if a.reference else None,
-        slice_axis=slice_axis,
-        orientation=a.orientation,
-        scan=scan,
-    )
-    if a.fetched:  # the source as fetched, for the cube's record (it reads the aligned file)
-        record["source_sha256"] = _fetched_path(a.fetched, a.id, field=2)
-    if a.record_params:
-        record["workflow_params"] = a.record_params
-    out = save_aligned(a.output, aligned, record["output_spacing_zyx"], record)
-    how = (
-        f"NCC with the reference {record['ncc_before']:.3f} -> {record['ncc_after']:.3f}"
-        if reference is not None
-        else "moments alone (the reference)"
-    )
-    if record.get("registration_rejected"):
-        how += f" (registration rejected: it gave {record['registration_rejected']['ncc']:.3f}; candidate pose kept)"
-    it = record["intensity"]
-    if it["values"] == "density":
-        how += f", bone > {record['bone_threshold']:.3g} in density" + (
-            f" (window {it['window'][0]:g},{it['window'][1]:g})" if it["window"] else ""
-        )
-    print(f"wrote {out}: {tuple(aligned.shape)} from {tuple(vol.shape)}, {how}, {record['runtime_s']:.1f} s")
+    took = "" if a.replay else f", {record['runtime_s']:.1f} s"
+    print(f"wrote {out}: {shape} from {source_shape}, {describe_alignment(record)}{took}")
     return 0
 
 
