@@ -541,3 +541,22 @@ def test_encode_images_is_the_documented_rounding():
     for x in cases:
         got = store.encode_images(x)
         assert got.dtype == np.uint16 and np.array_equal(got, reference(x))
+
+
+def test_per_species_store_checks_each_species_rotations(tmp_path):
+    """A store with per-species views takes each species' own rotations, refuses another's (also the
+    shared set), and validate finds a species whose stored rotations are another species'."""
+    path = make_store(tmp_path / "ds.zarr", view_sets="per_species")
+    st = store.open_store(path).settings
+    with pytest.raises(ValueError, match=r"view scheme.*name='alpha'.*per_species"):
+        write(path, "alpha")  # the shared set
+    with pytest.raises(ValueError, match="view scheme"):
+        write(path, "alpha", rotations=st.species_rotations("beta"))
+    for name in ("alpha", "beta"):
+        write(path, name, rotations=st.species_rotations(name))
+    assert store.validate_store(path).ok
+    rot = zarr.open_array(path / "species" / "alpha" / "rotations", mode="r+")
+    rot[...] = st.species_rotations("beta")
+    report = store.validate_store(path)
+    assert_fails_for(report, "alpha")
+    assert any("deviate from the view scheme" in e for e in report.errors), report.errors

@@ -183,6 +183,40 @@ def test_changed_setting_remakes_the_store_without_snakemakes_records(built, tmp
     assert planned_jobs(work, "--configfile", str(config)) == []
 
 
+def test_per_species_views_are_a_dataset_setting(built, tmp_path):
+    """dataset.view_sets: shared written out is the default (nothing to do: the jobs' commands and the
+    settings file are as before the setting existed); per_species re-makes the store, each species
+    rendered from its own views (tomodata.views.species_views), and validates; shared again re-renders."""
+    base, ids = built
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
+    config = work / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    cfg["dataset"]["view_sets"] = "shared"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+    cfg["dataset"]["view_sets"] = "per_species"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rerun = sorted(
+        [("render_species", i) for i in ids]
+        + [("previews", None), ("store_create", None), ("store_finalize", None), ("store_settings", None)]
+    )
+    assert planned_jobs(work, "--configfile", str(config)) == rerun
+    smk(work, "--cores", "2", "--configfile", str(config))
+    store = work / "results/st/dataset.zarr"
+    ds = open_store(store)
+    assert ds.attrs["view_scheme"]["sets"] == "per_species" and validate_store(store).ok
+    rots = {i: ds.rotations(i) for i in ids}
+    for i in ids:
+        assert np.array_equal(rots[i], ds.settings.species_rotations(i))
+    assert np.abs(rots[ids[0]] - rots[ids[1]]).max() > 0.1
+    assert json.loads((work / "results/st/dataset.settings.json").read_text())["view_sets"] == "per_species"
+    assert planned_jobs(work, "--configfile", str(config)) == []
+    cfg["dataset"]["view_sets"] = "shared"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert planned_jobs(work, "--configfile", str(config)) == rerun
+
+
 def test_lost_fetched_scan_loses_its_record_and_is_fetched_when_asked(built, tmp_path):
     """The fetched scan is a cache: with the cube up to date nothing re-fetches it (Snakemake does not
     re-make a missing input of an up-to-date job); the warning says how to fetch it now."""

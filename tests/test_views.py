@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,22 @@ def test_check_rotations_rejects_bad_matrices():
 
 def test_scheme_name_is_documented():
     assert VIEW_SCHEME in views.__doc__
+
+
+def test_per_species_view_sets_follow_the_documented_seed():
+    """species_views: shared = hemisphere_views(n, seed); per_species = hemisphere_views with the seed
+    SPECIES_SEED_RECIPE states (sha256 of "seed:name", first 8 bytes little-endian), which depends on the
+    name and the store's seed only; every species' views stay on the hemisphere."""
+    assert np.array_equal(views.species_views(40, seed=3, name="a"), views.hemisphere_views(40, seed=3))
+    want = int.from_bytes(hashlib.sha256(b"3:a").digest()[:8], "little")
+    assert views.species_view_seed(3, "a") == want and "sha256" in views.SPECIES_SEED_RECIPE
+    a = views.species_views(40, seed=3, name="a", view_sets="per_species")
+    assert np.array_equal(a, views.hemisphere_views(40, seed=want))
+    assert np.array_equal(a, views.species_views(40, seed=3, name="a", view_sets="per_species"))
+    assert not np.allclose(a, views.species_views(40, seed=3, name="b", view_sets="per_species"))
+    assert not np.allclose(a, views.species_views(40, seed=4, name="a", view_sets="per_species"))
+    views.check_rotations(a, hemisphere=True)
+    with pytest.raises(ValueError, match="view_sets must be one of"):
+        views.species_views(4, seed=0, name="a", view_sets="each")
+    with pytest.raises(ValueError, match="species name"):
+        views.species_view_seed(0, "")

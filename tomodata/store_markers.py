@@ -90,10 +90,11 @@ def settings_differences(store_attrs: dict, settings: dict) -> list[str]:
 
 def settings_record(settings: StoreSettings, spec_version: str) -> dict:
     """The JSON record of a store's settings that ``tomo store-settings`` writes (the workflow's
-    ``dataset.settings.json``), in the key order of the files written before."""
+    ``dataset.settings.json``), in the key order of the files written before (``view_sets`` last, only
+    where it is not ``shared``: :meth:`StoreSettings.to_json`)."""
     s = settings.to_json()
-    keys = ("n_views", "view_seed", "image_size", "steps", "chi", "volume_size", "image_encoding")
-    return {"spec_version": spec_version, **{k: s[k] for k in keys}}
+    keys = ("n_views", "view_seed", "image_size", "steps", "chi", "volume_size", "image_encoding", "view_sets")
+    return {"spec_version": spec_version, **{k: s[k] for k in keys if k in s}}
 
 
 def sync_settings_file(path, store, record: dict, markers: list) -> str | None:

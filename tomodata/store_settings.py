@@ -3,8 +3,11 @@ from a store's attributes, writing and reading them as JSON (``tomo store-settin
 workflow's settings file) and checking them.
 
 A store's root attributes spell them ``chi``, ``steps``, ``image_size``, ``volume_size``,
-``n_views``, ``samples_per_species`` (= 2 · n_views), ``view_scheme.seed`` and
-``encoding.images.dtype`` (docs/store.md); :meth:`StoreSettings.from_attrs` reads exactly these.
+``n_views``, ``samples_per_species`` (= 2 · n_views), ``view_scheme.seed``, ``view_scheme.sets``
+(absent before session 30: ``"shared"``) and ``encoding.images.dtype`` (docs/store.md);
+:meth:`StoreSettings.from_attrs` reads exactly these. ``view_sets`` at its default (``"shared"``) is
+left out of the JSON record and the command-line options, so that a settings file or a job's command
+written before the setting existed is still the same setting.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .views import SampleIndex
+from .views import VIEW_SETS, SampleIndex, species_views
 
 __all__ = ["StoreSettings", "IMAGE_ENCODINGS", "number_problems"]
 
@@ -51,6 +54,7 @@ def float_text(v) -> str:
 FLAGS = {
     "n_views": "--views",
     "view_seed": "--seed",
+    "view_sets": "--view-sets",
     "image_size": "--size",
     "steps": "--steps",
     "chi": "--chi",
@@ -65,7 +69,9 @@ class StoreSettings:
 
     chi: opacity scale χ; steps: samples per ray; image_size: x-ray side S (pixels);
     volume_size: canonical cube side (voxels); n_views: views per species (each also mirrored);
-    view_seed: seed of ``tomodata.views.hemisphere_views``; image_encoding: ``uint16`` or ``float16``.
+    view_seed: seed of ``tomodata.views.hemisphere_views``; view_sets: ``"shared"`` (every species from
+    the same views) or ``"per_species"`` (``tomodata.views.species_views``); image_encoding: ``uint16``
+    or ``float16``.
     """
 
     chi: float = 10.0
@@ -75,6 +81,7 @@ class StoreSettings:
     n_views: int = 1332
     view_seed: int = 0
     image_encoding: str = "uint16"
+    view_sets: str = "shared"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # numpy scalars (e.g. from an array) taken as Python numbers
@@ -90,6 +97,8 @@ class StoreSettings:
         out = number_problems(dataclasses.asdict(self))
         if isinstance(self.view_seed, bool) or not isinstance(self.view_seed, int) or self.view_seed < 0:
             out.append(f"view_seed must be an integer >= 0, got {self.view_seed!r}")
+        if self.view_sets not in VIEW_SETS:
+            out.append(f"view_sets must be one of {list(VIEW_SETS)}, got {self.view_sets!r}")
         if self.image_encoding not in IMAGE_ENCODINGS:
             out.append(f"image_encoding must be one of {list(IMAGE_ENCODINGS)}, got {self.image_encoding!r}")
         return out
@@ -98,6 +107,11 @@ class StoreSettings:
     def samples_per_species(self) -> int:
         """Samples per species: every view and its mirror."""
         return 2 * self.n_views
+
+    def species_rotations(self, name: str) -> np.ndarray:
+        """(n_views, 3, 3) float64: the rotations species ``name`` is rendered from in a store of these
+        settings (:func:`tomodata.views.species_views`)."""
+        return species_views(self.n_views, seed=self.view_seed, name=name, view_sets=self.view_sets)
 
     @property
     def sample_index(self) -> SampleIndex:
@@ -116,6 +130,7 @@ class StoreSettings:
                 n_views=attrs["n_views"],
                 view_seed=attrs["view_scheme"]["seed"],
                 image_encoding=attrs["encoding"]["images"]["dtype"],
+                view_sets=attrs["view_scheme"].get("sets", "shared"),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"store settings: the store's attributes lack {e}") from None
@@ -136,13 +151,17 @@ class StoreSettings:
     def cli_options(self) -> list[str]:
         """The settings as ``tomo store-create`` / ``tomo store-settings`` options, in :data:`FLAGS`
         order (``["--views", "1332", "--seed", "0", ...]``); χ as the shortest text that reads back as
-        the same float ("10", "7.5")."""
-        values = dataclasses.asdict(self) | {"chi": float_text(self.chi)}
-        return [str(x) for name, flag in FLAGS.items() for x in (flag, values[name])]
+        the same float ("10", "7.5"); ``--view-sets`` only where it is not ``shared`` (module docstring)."""
+        values = self.to_json() | {"chi": float_text(self.chi)}
+        return [str(x) for name, flag in FLAGS.items() if name in values for x in (flag, values[name])]
 
     def to_json(self) -> dict:
-        """The settings as JSON (the ``tomo store-settings`` file; :meth:`from_json` reads it back)."""
-        return dataclasses.asdict(self)
+        """The settings as JSON (the ``tomo store-settings`` file; :meth:`from_json` reads it back);
+        ``view_sets`` only where it is not ``shared`` (module docstring)."""
+        out = dataclasses.asdict(self)
+        if out["view_sets"] == "shared":
+            del out["view_sets"]
+        return out
 
     @classmethod
     def from_json(cls, obj: dict) -> StoreSettings:

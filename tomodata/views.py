@@ -15,6 +15,11 @@ Scheme ``"fibonacci-jitter-v1"`` (what :func:`hemisphere_views` makes):
   ``w = e_r = d`` with ``theta = arccos(z)``. This frame is right-handed (``u × v = d``) and defined
   everywhere on the hemisphere, the pole included (there it is a rotation by ``phi`` about z).
 
+View sets (:func:`species_views`, the store's ``view_scheme.sets``): ``"shared"`` (the default, every
+species is rendered from ``hemisphere_views(n, seed=seed)``) or ``"per_species"``: species ``name``
+from ``hemisphere_views(n, seed=species_view_seed(seed, name))``, so that a held-out species is also
+seen from poses no training species was rendered from.
+
 Samples (this module is their convention's one home): a species with ``n`` views has ``2n`` samples,
 interleaved: sample ``2i`` is view ``i`` and sample ``2i + 1`` is view ``i`` mirrored (:func:`mirror`:
 image rows reversed, v → −v; view-volume rows reversed). :class:`SampleIndex` maps between them;
@@ -23,6 +28,7 @@ image rows reversed, v → −v; view-volume rows reversed). :class:`SampleIndex
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +40,10 @@ __all__ = [
     "SampleIndex",
     "mirror",
     "hemisphere_views",
+    "species_view_seed",
+    "species_views",
+    "VIEW_SETS",
+    "SPECIES_SEED_RECIPE",
     "rotation_from_direction",
     "sample_to_view",
     "view_to_sample",
@@ -111,6 +121,35 @@ def hemisphere_views(n: int, *, seed: int = 0) -> np.ndarray:
     s = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
     d = np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=-1)
     return rotation_from_direction(d)
+
+
+#: how a store's species share their views (``view_scheme.sets``): one set for all, or one per species
+VIEW_SETS = ("shared", "per_species")
+#: the per-species seed in words (the dataset card quotes it)
+SPECIES_SEED_RECIPE = (
+    'seed of species NAME = int.from_bytes(sha256(f"{seed}:{NAME}".encode("utf-8")).digest()[:8], "little")'
+)
+
+
+def species_view_seed(seed: int, name: str) -> int:
+    """The view seed of species ``name`` in a store with per-species view sets (:data:`SPECIES_SEED_RECIPE`):
+    an integer in [0, 2⁶⁴) that depends only on the store's ``seed`` and the species' name (not on the
+    order or number of species, so adding a species changes no other species' views)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a species name is needed for its view seed, got {name!r}")
+    digest = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def species_views(n: int, *, seed: int, name: str, view_sets: str = "shared") -> np.ndarray:
+    """(n, 3, 3) float64: the rotations of species ``name`` in a store of ``view_sets`` (:data:`VIEW_SETS`)
+    and view ``seed``: ``hemisphere_views(n, seed=seed)`` for ``"shared"``, with
+    :func:`species_view_seed` for ``"per_species"``."""
+    if view_sets == "shared":
+        return hemisphere_views(n, seed=seed)
+    if view_sets == "per_species":
+        return hemisphere_views(n, seed=species_view_seed(seed, name))
+    raise ValueError(f"view_sets must be one of {list(VIEW_SETS)}, got {view_sets!r}")
 
 
 def view_directions(rotations: np.ndarray) -> np.ndarray:

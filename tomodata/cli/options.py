@@ -7,6 +7,7 @@ import argparse
 import math
 
 from ..store_settings import IMAGE_ENCODINGS, StoreSettings
+from ..views import VIEW_SETS
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "finite_float", "render_opts"]
 
@@ -70,6 +71,13 @@ def view_set_opts(q) -> None:
     d = StoreSettings
     q.add_argument("--views", type=positive_int, default=d.n_views, help="views per species (default %(default)s)")
     q.add_argument("--seed", type=int, default=d.view_seed, help="view seed (default %(default)s)")
+    q.add_argument(
+        "--view-sets",
+        choices=list(VIEW_SETS),
+        default=d.view_sets,
+        help="every species from the same views, or each from its own (seeded by the seed and its name; "
+        "default %(default)s)",
+    )
     q.add_argument("--volume-size", type=positive_int, default=d.volume_size, help="cube side (default %(default)s)")
     q.add_argument("--encoding", choices=list(IMAGE_ENCODINGS), default=d.image_encoding, help="image encoding")
 

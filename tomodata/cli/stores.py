@@ -64,7 +64,6 @@ def cmd_render_species(a) -> int:
     from ..render_jobs import render_batched
     from ..store import open_store, write_species
     from ..store.layout import _open_store_root
-    from ..views import hemisphere_views
 
     _open_store_root(a.store, write=True)  # a store of another spec or a fold view: refused before rendering
     store = open_store(a.store)
@@ -74,7 +73,7 @@ def cmd_render_species(a) -> int:
     vol, meta = load_cube(a.cube)
     name = a.name or meta.get("id") or Path(a.cube).stem
     _check_cube_identity(store, name, a.cube, meta)
-    rots = hemisphere_views(settings.n_views, seed=settings.view_seed)
+    rots = settings.species_rotations(name)
     imgs = render_batched(
         vol,
         rots,

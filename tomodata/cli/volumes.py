@@ -84,22 +84,28 @@ def cmd_build_demo(a) -> int:
     from ..species_table import demo_species
     from ..store import create_store, finalize_store, write_species
     from ..store_settings import StoreSettings
-    from ..views import hemisphere_views
 
     out = Path(a.output)
     store = out / STORE_NAME
     names, params, table = demo_species(a.species, val=a.val, test=a.test, seed=a.seed, volume_size=a.volume_size)
+    settings = StoreSettings(
+        chi=a.chi,
+        steps=a.steps,
+        image_size=a.size,
+        volume_size=a.volume_size,
+        n_views=a.views,
+        view_seed=a.seed,
+        view_sets=a.view_sets,
+    )
     create_store(
         store,
-        StoreSettings(
-            chi=a.chi, steps=a.steps, image_size=a.size, volume_size=a.volume_size, n_views=a.views, view_seed=a.seed
-        ),
+        settings,
         species=table,
         provenance=dict(command="tomo build-demo", args=vars(a) | {"func": None}),
         overwrite=a.overwrite,
     )
-    rots = hemisphere_views(a.views, seed=a.seed)
     for i, name in enumerate(progress(names, desc="species", unit="species")):
+        rots = settings.species_rotations(name)
         vol = skull_volume(params[i], size=a.volume_size, seed=a.seed)
         imgs = render_batched(vol, rots, size=a.size, steps=a.steps, chi=a.chi, backend=a.backend, desc=name)
         write_species(store, name, volume=vol, rotations=rots, images=imgs)

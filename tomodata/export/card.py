@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..run_layout import STORE_NAME
-from ..views import VIEW_SCHEME, VIEW_SCHEME_RECIPE
+from ..views import SPECIES_SEED_RECIPE, VIEW_SCHEME, VIEW_SCHEME_RECIPE
 from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
 from .licence import _CONDITIONS, FREE, RESTRICTED
 
@@ -146,7 +146,8 @@ def _overview(attrs: dict, *, prov: dict, recipe_only: bool, n_samples_total: in
         f"{attrs['steps']} samples per ray",
         f"* volumes: {attrs['volume_size']}³ float32 linear density in [0, 1], one per species",
         f"* views: `{attrs['view_scheme']['name']}` seed {attrs['view_scheme']['seed']} "
-        f"(`{attrs['view_scheme'].get('function', 'tomodata.views.hemisphere_views')}`)",
+        f"(`{attrs['view_scheme'].get('function', 'tomodata.views.hemisphere_views')}`)"
+        + ("; each species from its own views" if _per_species(attrs) else "; every species from the same views"),
         "",
     ]
 
@@ -255,6 +256,11 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
     ]
 
 
+def _per_species(attrs: dict) -> bool:
+    """Whether the store's species each have their own views (``view_scheme.sets``, absent: shared)."""
+    return attrs["view_scheme"].get("sets", "shared") == "per_species"
+
+
 def _geometry(attrs: dict) -> list[str]:
     """## Geometry: the store's root ``geometry`` and image encoding, quoted, and how the views were drawn:
     enough to re-render any stored x-ray without this code."""
@@ -276,6 +282,7 @@ def _geometry(attrs: dict) -> list[str]:
         L.append(
             f"* **views** (`{VIEW_SCHEME}`, seed {scheme['seed']}, n = {attrs['n_views']}; stored in `rotations`, so "
             f"this is only needed to make the same views elsewhere): {VIEW_SCHEME_RECIPE}"
+            + (f"; each species with its own seed: {SPECIES_SEED_RECIPE}" if _per_species(attrs) else "")
         )
     agree = (
         "to within 1 uint16 step"

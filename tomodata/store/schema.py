@@ -232,7 +232,12 @@ def _root_attributes(st: StoreSettings, table: list[dict], config: dict, images_
         "view_scheme": {
             "name": VIEW_SCHEME,
             "seed": st.view_seed,
-            "function": "tomodata.views.hemisphere_views(n_views, seed=seed)",
+            "sets": st.view_sets,
+            "function": (
+                "tomodata.views.hemisphere_views(n_views, seed=seed)"
+                if st.view_sets == "shared"
+                else "tomodata.views.hemisphere_views(n_views, seed=tomodata.views.species_view_seed(seed, name))"
+            ),
             "rotations_atol": ROTATION_SCHEME_ATOL,
         },
         "sample_order": {

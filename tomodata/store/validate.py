@@ -13,7 +13,7 @@ from .. import __version__
 from ..progress import progress as progress_bar
 from ..store_markers import species_file_problem
 from ..store_settings import IMAGE_ENCODINGS, StoreSettings, number_problems
-from ..views import VIEW_SCHEME, SampleIndex, check_rotations, hemisphere_views, mirror
+from ..views import VIEW_SCHEME, VIEW_SETS, SampleIndex, check_rotations, mirror
 from .layout import (
     _SETTINGS_KEYS,
     ARRAY_NAMES,
@@ -87,8 +87,16 @@ def _check_root_attrs(attrs: dict) -> list[str]:
     if attrs["samples_per_species"] != 2 * attrs["n_views"]:
         errs.append("store: samples_per_species != 2 * n_views")
     vs = attrs["view_scheme"]
-    if not isinstance(vs, dict) or vs.get("name") != VIEW_SCHEME or not isinstance(vs.get("seed"), int):
-        errs.append(f"store: view_scheme must be {{'name': {VIEW_SCHEME!r}, 'seed': int}}, got {vs!r}")
+    if (
+        not isinstance(vs, dict)
+        or vs.get("name") != VIEW_SCHEME
+        or not isinstance(vs.get("seed"), int)
+        or vs.get("sets", "shared") not in VIEW_SETS
+    ):
+        errs.append(
+            f"store: view_scheme must be {{'name': {VIEW_SCHEME!r}, 'seed': int, 'sets': one of {list(VIEW_SETS)}}}, "
+            f"got {vs!r}"
+        )
     if not isinstance(attrs["sample_order"], dict) or attrs["sample_order"].get("name") != SAMPLE_ORDER:
         errs.append(f"store: sample_order name must be {SAMPLE_ORDER!r}")
     try:
@@ -220,7 +228,7 @@ def _check_data(path, attrs: dict, entry: dict, arrays: dict, errs: list[str], w
         got["rotations"] = array_sha256(rot)
         try:
             check_rotations(rot, hemisphere=True)
-            dev = float(np.abs(rot - hemisphere_views(st.n_views, seed=st.view_seed)).max())
+            dev = float(np.abs(rot - st.species_rotations(entry["name"])).max())
             if dev > ROTATION_SCHEME_ATOL:
                 errs.append(f"rotations deviate from the view scheme by {dev:.3g}")
         except ValueError as e:

@@ -14,7 +14,7 @@ from zarr.codecs import ZstdCodec
 
 from .. import __version__
 from ..store_settings import StoreSettings
-from ..views import SampleIndex, check_rotations, hemisphere_views, mirror
+from ..views import SampleIndex, check_rotations, mirror
 from .create import _create_species_group
 from .layout import (
     ARRAY_NAMES,
@@ -65,7 +65,7 @@ def _encode_block(images: np.ndarray, v0: int, v1: int, encoding: str) -> np.nda
     return SampleIndex.interleave(enc, mirror(enc))
 
 
-def _checked_inputs(attrs: dict, st: StoreSettings, volume, rotations, images):
+def _checked_inputs(attrs: dict, st: StoreSettings, name: str, volume, rotations, images):
     """``write_species``' inputs checked against the store: (float32 volume, float64 rotations, images)."""
     n, s, v = st.n_views, st.image_size, st.volume_size
     volume = _check_float_array(volume, "volume", (v, v, v), lo=0.0, hi=1.0)
@@ -76,12 +76,12 @@ def _checked_inputs(attrs: dict, st: StoreSettings, volume, rotations, images):
     if r.shape != (n, 3, 3):
         raise ValueError(f"rotations must have shape ({n}, 3, 3), got {r.shape}")
     r = check_rotations(r, hemisphere=True)
-    scheme = hemisphere_views(n, seed=st.view_seed)
-    dev = float(np.abs(r - scheme).max())
+    dev = float(np.abs(r - st.species_rotations(name)).max())
     if dev > ROTATION_SCHEME_ATOL:
         raise ValueError(
             f"rotations do not follow the store's view scheme {attrs['view_scheme']['name']!r} "
-            f"(hemisphere_views({n}, seed={attrs['view_scheme']['seed']})): max deviation {dev:.3g}"
+            f"(species_views({n}, seed={st.view_seed}, name={name!r}, view_sets={st.view_sets!r})): "
+            f"max deviation {dev:.3g}"
         )
     images = _check_float_array(images, "images", (n, s, s), lo=0.0, hi=1.0, tol=1e-6)
     return volume, r, images
@@ -111,7 +111,7 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
         name: a species of the store's table.
         volume: (V, V, V) floating densities in [0, 1], ``vol[z, y, x]``; stored as float32.
         rotations: (n_views, 3, 3) rotations; must be the store's view scheme
-            (``hemisphere_views(n_views, seed=view_seed)`` within 1e-6); stored as float64.
+            (``StoreSettings.species_rotations(name)`` within 1e-6); stored as float64.
         images: (n_views, S, S) floating opacity in [0, 1] of the *unmirrored* views, in view order.
             The writer stores 2 n_views interleaved samples (2i: view i, 2i+1: ``images[i][::-1]``).
 
@@ -127,7 +127,7 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
     attrs = _store_attrs(path)
     entry = _species_entry(attrs, name)
     st = StoreSettings.from_attrs(attrs)
-    volume, r, images = _checked_inputs(attrs, st, volume, rotations, images)
+    volume, r, images = _checked_inputs(attrs, st, name, volume, rotations, images)
     mirrored, views = _expected_mirrored_views(st.n_views)
 
     group = _reset_species(path, entry, attrs)

@@ -362,7 +362,7 @@ def run_settings():
     d = DATASET
     return StoreSettings(chi=float(d["chi"]), steps=d["steps"], image_size=d["image_size"],
                          volume_size=d["volume_size"], n_views=d["n_views"], view_seed=d["view_seed"],
-                         image_encoding=d["encoding"])
+                         image_encoding=d["encoding"], view_sets=d["view_sets"])
 
 
 def dataset_options():
