@@ -383,15 +383,20 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
     assert export.verify_rebuild(other, out, images="skip") == []
 
 
-def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path):
-    """The card's one `tomo build-demo` line makes the same store again, splits included."""
+@pytest.mark.parametrize("view_sets", ["shared", "per_species"])
+def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path, view_sets):
+    """The card's one `tomo build-demo` line makes the same store again, splits and view sets included."""
     src = tmp_path / "src"
-    assert main(["build-demo", "-o", str(src), *demo_args(species=3, val=1, test=1, views=2, size=16)]) == 0
+    args = demo_args(species=3, val=1, test=1, views=2, size=16)
+    assert main(["build-demo", "-o", str(src), *args, "--view-sets", view_sets]) == 0
     out = tmp_path / "recipe"
     export.export_dataset(src, out, recipe_only=True)
     line = next(ln for ln in (out / "README.md").read_text().splitlines() if ln.startswith("tomo build-demo"))
     words = shlex.split(line)
-    assert "--val" in words and "--test" in words, line
+    assert "--val" in words and "--test" in words and words[words.index("--view-sets") + 1] == view_sets, line
+    card = (out / "README.md").read_text()
+    assert ("each species from its own views" in card) == (view_sets == "per_species")
+    assert ("each species with its own seed: seed of species NAME = " in card) == (view_sets == "per_species")
     words[words.index("-o") + 1] = str(tmp_path / "rebuilt")
     assert main(words[1:]) == 0
     assert export.verify_rebuild(tmp_path / "rebuilt", out) == []

@@ -329,7 +329,7 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
             args.setdefault("val", args.pop("held_out"))
         opts = " ".join(
             f"--{k.replace('_', '-')} {args[k]}"
-            for k in ("species", "val", "test", "views", "size", "steps", "volume_size", "chi", "seed")
+            for k in ("species", "val", "test", "views", "size", "steps", "volume_size", "chi", "seed", "view_sets")
             if k in args
         )
         L += ["```bash", f"tomo build-demo -o rebuilt {opts} --backend cpu", "```", ""]
