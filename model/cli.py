@@ -168,6 +168,32 @@ def cmd_cv_summary(a) -> int:
     return 0
 
 
+def cmd_cv_compare(a) -> int:
+    from .cv_compare import compare_cv
+
+    res = compare_cv(a.a, a.b, a.output, labels=(a.labels[0], a.labels[1]))
+    la, lb = res["labels"]
+    print(f"species means, {lb} − {la} (95 % t-interval over the species, paired t):")
+    for r in res["methods"]:
+        if r["metric"] != "mse":
+            print(
+                f"  {r['metric']:11} {r['method']:14} {la} {r['mean_a']:.4f}  {lb} {r['mean_b']:.4f}  "
+                f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  higher on {r['higher']}/{r['n']}  "
+                f"p {r['p']:.2g}"
+            )
+    print(
+        f"{res['ours']} − other, {lb} − {la} (negative: the margin grew in favour of {res['ours']}), Holm over these:"
+    )
+    for r in res["margins"]:
+        print(
+            f"  {r['metric']:11} vs {r['other']:14} {la} {r['margin_a']:+.4f}  {lb} {r['margin_b']:+.4f}  "
+            f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  p {r['p']:.2g}  Holm {r['p_holm']:.2g}  "
+            f"{res['ours']} lower in {lb} on {r['ours_lower_b']}/{r['n']}"
+        )
+    print(f"tables in {a.output}")
+    return 0
+
+
 def cmd_examples(a) -> int:
     from .examples import write_examples
 
@@ -377,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     P.add_train(sub, cmd_train)
     P.add_evaluate(sub, cmd_evaluate)
     P.add_cv_summary(sub, cmd_cv_summary)
+    P.add_cv_compare(sub, cmd_cv_compare)
     P.add_examples(sub, cmd_examples)
     P.add_figures(sub, cmd_figures)
     P.add_apps(sub, cmd_apps)

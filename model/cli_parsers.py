@@ -17,6 +17,7 @@ __all__ = [
     "add_train",
     "add_evaluate",
     "add_cv_summary",
+    "add_cv_compare",
     "add_examples",
     "add_figures",
     "add_apps",
@@ -272,6 +273,24 @@ def add_figures(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argp
     q.add_argument("--examples-file", help="instead of --store/--checkpoint: the examples of tomo examples (.npz)")
     q.add_argument("--examples", type=positive_int, default=4, help="qualitative rows (default %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    q.set_defaults(func=func)
+
+
+def add_cv_compare(sub, func: Callable[[argparse.Namespace], int]) -> None:
+    """``tomo cv-compare``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "cv-compare",
+        help="compare two cross-validations over the same species, species by species",
+        description=(
+            "Pair two tomo cv-summary outputs by species (two recipes or two datasets of the same species): "
+            "each method's change with its t-interval and paired t, and the change of the first method's margin "
+            "over each other, Holm-adjusted; methods.csv and margins.csv in -o (model.cv_compare)."
+        ),
+    )
+    q.add_argument("a", help="the first tomo cv-summary folder (species.csv)")
+    q.add_argument("b", help="the second, compared with the first (differences are b − a)")
+    q.add_argument("-o", "--output", required=True, help="the folder of the tables")
+    q.add_argument("--labels", nargs=2, default=["A", "B"], metavar=("LA", "LB"), help="names of a and b in the output")
     q.set_defaults(func=func)
 
 
