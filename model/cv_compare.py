@@ -12,7 +12,8 @@ recipes, two datasets of the same species: view sets, training lengths):
   :data:`model.metrics.HOLM_METRICS` (the family of claims "the margin changed"), and the species on
   which ours is lower in B.
 
-The two runs must hold the same species and methods (a ValueError names what differs). The species of
+The two runs must hold the same methods (the first, ours, first in both), metrics and species (a
+ValueError names what differs); a species without a value in one run is left out of that row. The species of
 a fold share a network and the folds share training data, so the intervals are not exact, as for
 ``tomo cv-summary``'s species level.
 """
@@ -58,12 +59,18 @@ def _pivot(t: pd.DataFrame, label: str) -> dict[tuple[str, str], pd.Series]:
     }
 
 
-def _check_same(a: dict, b: dict, la: str, lb: str) -> None:
-    """The two runs hold the same species for every (method, metric) they share, and share one."""
-    shared = [k for k in a if k in b]
-    if not shared:
-        raise ValueError(f"{la} and {lb} share no method and metric")
-    for k in shared:
+def _check_same(ta: pd.DataFrame, tb: pd.DataFrame, a: dict, b: dict, la: str, lb: str) -> None:
+    """The two runs hold the same methods (in the same order: the first is ours), metrics and, for
+    each (method, metric), species; ValueError naming what differs."""
+    for col in ("method", "metric"):
+        va, vb = list(dict.fromkeys(ta[col])), list(dict.fromkeys(tb[col]))
+        if set(va) != set(vb) or (col == "method" and va[0] != vb[0]):
+            raise ValueError(
+                f"{la} and {lb} hold other {col}s ({la}: {va}, {lb}: {vb}): compare runs of one evaluation"
+            )
+    if set(a) != set(b):
+        raise ValueError(f"{la} and {lb} hold other method and metric pairs: {sorted(set(a) ^ set(b))[:3]}")
+    for k in a:
         sa, sb = set(a[k].index), set(b[k].index)
         if sa != sb:
             only = sorted(sa - sb)[:3], sorted(sb - sa)[:3]
@@ -73,13 +80,18 @@ def _check_same(a: dict, b: dict, la: str, lb: str) -> None:
             )
 
 
-def _diff_row(x: pd.Series, y: pd.Series) -> dict:
-    """Mean of y − x over species, its t-interval, species with y > x, paired t (x, y aligned)."""
+def _diff_row(x: pd.Series, y: pd.Series, what: str) -> dict:
+    """Means of x and y over the species where both have a value, the mean of y − x, its t-interval,
+    the species with y > x and the paired t (x, y aligned by species); ``what`` names them in errors."""
+    both = x.notna() & y.notna()
+    x, y = x[both], y[both]
+    if len(x) < 2:
+        raise ValueError(f"{what}: {len(x)} species with a value in both runs; at least 2 are needed")
     d = (y - x).to_numpy()
     mean, lo, hi, n = mean_ci(d)
-    names = list(x.index)
-    t, p, _ = species_ttest(y.to_numpy(), x.to_numpy(), names)
-    return dict(diff=mean, ci_low=lo, ci_high=hi, higher=int((d > 0).sum()), n=n, t=t, p=p)
+    t, p, _ = species_ttest(y.to_numpy(), x.to_numpy(), list(x.index))
+    out = dict(mean_a=float(x.mean()), mean_b=float(y.mean()), diff=mean, ci_low=lo, ci_high=hi)
+    return out | dict(higher=int((d > 0).sum()), n=n, t=t, p=p)
 
 
 def compare_cv(a, b, out_dir=None, *, labels: tuple[str, str] = ("A", "B")) -> dict[str, list[dict]]:
@@ -88,22 +100,23 @@ def compare_cv(a, b, out_dir=None, *, labels: tuple[str, str] = ("A", "B")) -> d
     la, lb = labels
     ta, tb = _species_table(a), _species_table(b)
     pa, pb = _pivot(ta, la), _pivot(tb, lb)
-    _check_same(pa, pb, la, lb)
-    methods = [m for m in dict.fromkeys(ta["method"]) if m in set(tb["method"])]
-    metrics = [k for k in dict.fromkeys(ta["metric"]) if any((m, k) in pa and (m, k) in pb for m in methods)]
-    rows = []
-    for metric in metrics:
-        for m in methods:
-            if (m, metric) in pa and (m, metric) in pb:
-                x, y = pa[m, metric], pb[m, metric]
-                rows.append(dict(metric=metric, method=m, mean_a=x.mean(), mean_b=y.mean()) | _diff_row(x, y))
+    _check_same(ta, tb, pa, pb, la, lb)
+    methods, metrics = list(dict.fromkeys(ta["method"])), list(dict.fromkeys(ta["metric"]))
+    rows = [
+        dict(metric=k, method=m) | _diff_row(pa[m, k], pb[m, k], f"{m} {k}")
+        for k in metrics
+        for m in methods
+        if (m, k) in pa
+    ]
     ours, margins = methods[0], []
-    for metric in [k for k in HOLM_METRICS if k in metrics]:
+    for k in [k for k in HOLM_METRICS if k in metrics]:
         for m in methods[1:]:
-            if (m, metric) in pa and (m, metric) in pb and (ours, metric) in pa and (ours, metric) in pb:
-                ma, mb = pa[ours, metric] - pa[m, metric], pb[ours, metric] - pb[m, metric]
-                row = dict(metric=metric, method=ours, other=m, margin_a=ma.mean(), margin_b=mb.mean())
-                margins.append(row | _diff_row(ma, mb) | dict(ours_lower_b=int((mb < 0).sum())))
+            if (m, k) in pa and (ours, k) in pa:
+                ma, mb = pa[ours, k] - pa[m, k], pb[ours, k] - pb[m, k]
+                row = _diff_row(ma, mb, f"{ours} − {m} {k}")
+                row["margin_a"], row["margin_b"] = row.pop("mean_a"), row.pop("mean_b")
+                ours_lower = int((mb[ma.notna() & mb.notna()] < 0).sum())
+                margins.append(dict(metric=k, method=ours, other=m) | row | dict(ours_lower_b=ours_lower))
     for row, p in zip(margins, holm([r["p"] for r in margins]), strict=True):
         row["p_holm"] = float(p)
     if out_dir is not None:

@@ -78,3 +78,31 @@ def test_cli_prints_both_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "species means, own − shared" in out and "vs nn" in out and "Holm" in out
     assert (tmp_path / "o" / "methods.csv").is_file() and (tmp_path / "o" / "margins.csv").is_file()
+
+
+def test_other_methods_or_another_first_method_are_refused(tmp_path):
+    _, _, a, _ = _runs(tmp_path)
+    fa = _write(tmp_path / "x", a)
+    fewer = _write(tmp_path / "y", {k: v for k, v in a.items() if k[0] != "mean"})
+    with pytest.raises(ValueError, match=r"hold other methods \(A: \['ours', 'nn', 'mean'\], B: \['ours', 'nn'\]\)"):
+        compare_cv(fa, fewer)
+    reordered = _write(tmp_path / "z", {k: a[k] for k in sorted(a, key=lambda k: k[0] != "nn")})
+    with pytest.raises(ValueError, match="hold other methods"):
+        compare_cv(fa, reordered)  # nn first: the margins would be nn's, not ours'
+
+
+def test_a_species_without_a_value_in_one_run_is_left_out_of_its_row(tmp_path):
+    fa, _, a, b = _runs(tmp_path)
+    b = dict(b)
+    b["nn", "l2"] = b["nn", "l2"].copy()
+    b["nn", "l2"][0] = np.nan
+    fb = _write(tmp_path / "b2", b)
+    res = compare_cv(fa, fb)
+    row = next(r for r in res["methods"] if r["method"] == "nn" and r["metric"] == "l2")
+    assert row["n"] == 7 and row["mean_a"] == pytest.approx(a["nn", "l2"][1:].mean())
+    assert row["mean_b"] - row["mean_a"] == pytest.approx(row["diff"])
+    m = next(r for r in res["margins"] if r["other"] == "nn" and r["metric"] == "l2")
+    assert m["n"] == 7 and m["margin_b"] - m["margin_a"] == pytest.approx(m["diff"])
+    b["nn", "l2"][1:-1] = np.nan
+    with pytest.raises(ValueError, match="nn l2: 1 species with a value in both runs"):
+        compare_cv(fa, _write(tmp_path / "b3", b))

@@ -9,7 +9,7 @@ import pytest
 
 from model.cli import main
 from tomodata.store import create_store, open_store
-from tomodata.store_markers import settings_record
+from tomodata.store_markers import settings_differences, settings_file_changes, settings_record
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views, species_views
 
@@ -123,3 +123,50 @@ def test_per_species_views_through_store_settings_and_a_store(tmp_path):
     assert np.array_equal(StoreSettings(n_views=5).species_rotations("a"), hemisphere_views(5, seed=0))
     old = {k: v for k, v in ds.attrs["view_scheme"].items() if k != "sets"}
     assert StoreSettings.from_attrs(ds.attrs | {"view_scheme": old}).view_sets == "shared"
+
+
+def _species(names=("a", "b")):
+    return [
+        dict(
+            name=n,
+            split="train",
+            source="x",
+            source_checksum="sha256:0",
+            original_shape=[4, 4, 4],
+            spacing_mm=[1.0] * 3,
+        )
+        for n in names
+    ]
+
+
+def test_a_shared_store_has_the_attributes_of_older_stores_and_updates_in_place(tmp_path):
+    """A shared store's view_scheme has no 'sets' (as every store before session 30), and an update of a
+    store whose attributes lack it, or say 'sets: shared', is an update, not a re-creation (which
+    would re-render every species)."""
+    s = StoreSettings(n_views=3, image_size=8, steps=8, volume_size=8)
+    path = tmp_path / "s.zarr"
+    create_store(path, s, species=_species())
+    assert "sets" not in open_store(path).attrs["view_scheme"]
+    assert create_store(path, s, species=_species(), update=True)["mode"] == "updated"
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["view_scheme"]["sets"] = "shared"  # as written by the first per-species commits
+    (path / "zarr.json").write_text(json.dumps(meta))
+    assert create_store(path, s, species=_species(), update=True)["mode"] == "updated"
+    per = StoreSettings(n_views=3, image_size=8, steps=8, volume_size=8, view_sets="per_species")
+    assert create_store(path, per, species=_species(), update=True)["mode"] == "recreated"
+
+
+def test_settings_comparisons_read_a_missing_view_sets_as_shared(tmp_path):
+    """A settings record leaves out view_sets: shared; compared with a per-species store or file, that is
+    a difference, named, not an unknown key."""
+    per = StoreSettings(n_views=3, image_size=8, steps=8, volume_size=8, view_sets="per_species")
+    create_store(tmp_path / "p.zarr", per, species=_species())
+    attrs = open_store(tmp_path / "p.zarr").attrs
+    shared = settings_record(StoreSettings(n_views=3, image_size=8, steps=8, volume_size=8), attrs["spec_version"])
+    assert settings_differences(attrs, shared) == ["view_sets: store 'per_species', settings 'shared'"]
+    assert settings_differences(attrs, settings_record(per, attrs["spec_version"])) == []
+    f = tmp_path / "set.json"
+    f.write_text(json.dumps(settings_record(per, attrs["spec_version"])))
+    assert settings_file_changes(f, shared) == ["view_sets: file 'per_species', config 'shared'"]
+    f.write_text(json.dumps(shared))
+    assert settings_file_changes(f, shared) == []

@@ -71,7 +71,7 @@ def _render_and_write(
         return None
     st = open_store(store).settings
     vol = np.load(volume_file)
-    rots = hemisphere_views(st.n_views, seed=st.view_seed)
+    rots = st.species_rotations(name)
     imgs = render_batched(
         vol, rots, size=st.image_size, steps=st.steps, chi=st.chi, backend=backend, batch=batch, desc=name
     )

@@ -81,11 +81,18 @@ def settings_differences(store_attrs: dict, settings: dict) -> list[str]:
     have = _store_settings(store_attrs)
     if have is None:
         return ["the store's settings are unreadable"]
+    have, settings = _view_sets_filled(have), _view_sets_filled(settings)
     return [
         f"{k}: store {have.get(k)!r}, settings {v!r}"
         for k, v in settings.items()
         if k in have and have[k] != v  # 10 == 10.0: chi as int or float is the same setting
     ]
+
+
+def _view_sets_filled(record: dict) -> dict:
+    """A settings record with ``view_sets`` given: records leave out the default, ``shared``
+    (:meth:`StoreSettings.to_json`), so an absent key is that setting, not an unknown one."""
+    return {**record, "view_sets": record.get("view_sets", "shared")}
 
 
 def settings_record(settings: StoreSettings, spec_version: str) -> dict:
@@ -162,6 +169,7 @@ def _changes(path: Path, have: dict | None, record: dict) -> list[str]:
     """:func:`settings_file_changes` of the file ``path`` already read as ``have`` (None: not JSON)."""
     if have is None:
         return [f"{path} is not a JSON object"]
+    have, record = _view_sets_filled(have), _view_sets_filled(record)
     return [f"{k}: file {have.get(k)!r}, config {v!r}" for k, v in record.items() if have.get(k) != v]
 
 

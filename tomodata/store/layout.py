@@ -90,8 +90,13 @@ _SETTINGS_KEYS = (
 
 
 def _settings(attrs: dict) -> str:
-    """The root attributes of :data:`_SETTINGS_KEYS` as one canonical JSON string (to compare stores)."""
-    return json.dumps({k: attrs.get(k) for k in _SETTINGS_KEYS}, sort_keys=True, default=str)
+    """The root attributes of :data:`_SETTINGS_KEYS` as one canonical JSON string (to compare stores);
+    ``view_scheme.sets: shared`` counts as absent (the default; stores before session 30 lack it)."""
+    values = {k: attrs.get(k) for k in _SETTINGS_KEYS}
+    vs = values["view_scheme"]
+    if isinstance(vs, dict) and vs.get("sets") == "shared":
+        values["view_scheme"] = {k: v for k, v in vs.items() if k != "sets"}
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 def _now() -> str:

@@ -218,6 +218,25 @@ def _layout(st: StoreSettings, images_per_shard: int) -> dict:
     }
 
 
+def _view_scheme(st: StoreSettings) -> dict:
+    """The root attribute ``view_scheme``; ``sets`` only for per-species views (absent: shared, as in every
+    store before session 30, so that a shared store's attributes are those an older store has)."""
+    if st.view_sets == "shared":
+        return {
+            "name": VIEW_SCHEME,
+            "seed": st.view_seed,
+            "function": "tomodata.views.hemisphere_views(n_views, seed=seed)",
+            "rotations_atol": ROTATION_SCHEME_ATOL,
+        }
+    return {
+        "name": VIEW_SCHEME,
+        "seed": st.view_seed,
+        "sets": st.view_sets,
+        "function": "tomodata.views.hemisphere_views(n_views, seed=tomodata.views.species_view_seed(seed, name))",
+        "rotations_atol": ROTATION_SCHEME_ATOL,
+    }
+
+
 def _root_attributes(st: StoreSettings, table: list[dict], config: dict, images_per_shard: int) -> dict:
     """Every root attribute of a new store (docs/store.md), in the order they are written."""
     return {
@@ -229,17 +248,7 @@ def _root_attributes(st: StoreSettings, table: list[dict], config: dict, images_
         "volume_size": st.volume_size,
         "n_views": st.n_views,
         "samples_per_species": st.samples_per_species,
-        "view_scheme": {
-            "name": VIEW_SCHEME,
-            "seed": st.view_seed,
-            "sets": st.view_sets,
-            "function": (
-                "tomodata.views.hemisphere_views(n_views, seed=seed)"
-                if st.view_sets == "shared"
-                else "tomodata.views.hemisphere_views(n_views, seed=tomodata.views.species_view_seed(seed, name))"
-            ),
-            "rotations_atol": ROTATION_SCHEME_ATOL,
-        },
+        "view_scheme": _view_scheme(st),
         "sample_order": {
             "name": SAMPLE_ORDER,
             "description": "sample 2i = view i; sample 2i + 1 = view i mirrored (rows reversed)",
