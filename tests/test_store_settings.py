@@ -102,18 +102,7 @@ def test_per_species_views_through_store_settings_and_a_store(tmp_path):
     assert main(["store-settings", "-o", str(tmp_path / "set.json"), "--views", "5", "--view-sets", "per_species"]) == 0
     s = StoreSettings.from_json(json.loads((tmp_path / "set.json").read_text()))
     assert s.view_sets == "per_species" and s.n_views == 5
-    species = [
-        dict(
-            name=n,
-            split="train",
-            source="x",
-            source_checksum="sha256:0",
-            original_shape=[4, 4, 4],
-            spacing_mm=[1.0] * 3,
-        )
-        for n in ("a", "b")
-    ]
-    create_store(tmp_path / "s.zarr", s, species=species)
+    create_store(tmp_path / "s.zarr", s, species=_species())
     ds = open_store(tmp_path / "s.zarr")
     assert ds.settings == s and ds.attrs["view_scheme"]["sets"] == "per_species"
     assert "species_view_seed" in ds.attrs["view_scheme"]["function"]
