@@ -380,6 +380,7 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
     )
     problems = export.verify_rebuild(other, out)
     assert problems and all("images" in p for p in problems), problems  # only the images depend on steps
+    assert all("images='skip'" in p for p in problems), problems  # the message says how to check the rest
     assert export.verify_rebuild(other, out, images="skip") == []
 
 

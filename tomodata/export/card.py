@@ -352,9 +352,11 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
         "Then compare with the recorded checksums: "
         f'`python -c \'from tomodata.export import verify_rebuild; print(verify_rebuild("{rebuilt}", "."))\'`. '
         "Volumes, rotations, mirror flags and view indices must match bit for bit. Images match bit for bit "
-        "when rendered with the same backend on the same kind of machine; the CUDA and CPU renderers agree "
-        "within 1 uint16 step (float32 rounding), so a build on the other backend can differ in "
-        "`images_sha256` only.",
+        "when rendered with the same backend; the CUDA and CPU renderers agree within 1 uint16 step (float32 "
+        "rounding), so a build on the other backend can differ in `images_sha256` only: "
+        '`verify_rebuild(..., images="skip")` checks the rest. The CPU kernels give the same bits on '
+        "x86-64 CPUs with AVX2 and FMA, AVX-512 or not; on a CPU without FMA the cubes and images differ "
+        "in float32 rounding.",
         "",
     ]
 

@@ -110,6 +110,13 @@ def verify_export(out_dir) -> list[str]:
     return problems
 
 
+#: why a rebuild's images alone can differ, in verify_rebuild's message
+_IMAGES_HINT = (
+    "expected where they were rendered with the other backend (CUDA or CPU), which rounds some pixels "
+    "the other way; verify_rebuild(store, export, images='skip') checks the rest"
+)
+
+
 def verify_rebuild(store, out_dir, *, images: str = "exact") -> list[str]:
     """Compare a rebuilt store with an export's ``recipe/checksums.json`` (empty list: it matches).
 
@@ -140,5 +147,6 @@ def verify_rebuild(store, out_dir, *, images: str = "exact") -> list[str]:
             if a == "images" and images == "skip":
                 continue
             if got.get(a) != want:
-                problems.append(f"species {n!r}: array {a} sha256 differs from the recipe")
+                why = f" ({_IMAGES_HINT})" if a == "images" else ""
+                problems.append(f"species {n!r}: array {a} sha256 differs from the recipe{why}")
     return problems

@@ -1,0 +1,78 @@
+"""The store's CPU kernels give the same bits on another x86-64 CPU family.
+
+The resampling and ray-marching kernels are compiled with ``fastmath`` (which lets LLVM reassociate
+and contract), so their bits could depend on the code LLVM makes for the host CPU. An export's
+recipe promises a rebuild bit for bit (docs/export.md): this test compiles the kernels for the host
+and for numba's ``haswell`` target (AVX2 + FMA, which every CPU able to run this test has) in two
+fresh processes with their own numba caches, and requires the cube, the x-rays and the view volumes
+to be equal bit for bit. On an AVX-512 host this compares AVX-512 with AVX2 code; on an AMD host,
+Zen with Haswell code.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from tomodata import views
+    from tomodata.render import render_xrays, view_volumes
+    from tomodata.resample import to_cube
+
+    rng = np.random.default_rng(3)
+    z, y, x = np.mgrid[:70, :60, :50]
+    r2 = ((z - 35) / 30.0) ** 2 + ((y - 30) / 24.0) ** 2 + ((x - 25) / 20.0) ** 2
+    scan = np.where(r2 < 1, 120 + 100 * np.cos(z / 5.0) * np.sin(x / 4.0), 0)
+    scan = np.clip(scan + rng.integers(0, 6, scan.shape), 0, 255).astype(np.uint8)
+    cube = to_cube(scan, (0.7, 0.9, 1.1), size=48, background=6 / 255)
+    rots = views.hemisphere_views(6, seed=0)
+    xr = render_xrays(cube, rots, size=40, steps=48, backend="cpu")
+    vv = view_volumes(cube, rots[:2], size=24, steps=24, backend="cpu")
+    np.savez(sys.argv[1], cube=cube, xrays=xr, view_volumes=vv)
+    """
+)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _run(tmp_path: Path, tag: str, cpu_name: str | None) -> dict[str, np.ndarray]:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / f"numba-{tag}"))
+    env.pop("NUMBA_CPU_NAME", None)
+    if cpu_name:
+        env["NUMBA_CPU_NAME"] = cpu_name
+    out = tmp_path / f"{tag}.npz"
+    subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, check=True, timeout=600)
+    with np.load(out) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="an x86-64 check")
+@pytest.mark.skipif(not {"avx2", "fma"} <= _cpu_flags(), reason="the haswell target needs AVX2 and FMA")
+def test_kernels_equal_bit_for_bit_on_the_haswell_target(tmp_path):
+    host = _run(tmp_path, "host", None)
+    haswell = _run(tmp_path, "haswell", "haswell")
+    assert host["cube"].max() > 0.1 and host["xrays"].max() > 0.1  # a real specimen, not zeros
+    for k in host:
+        assert host[k].dtype == haswell[k].dtype and host[k].shape == haswell[k].shape, k
+        n = int(np.count_nonzero(host[k] != haswell[k]))
+        assert n == 0, f"{k}: {n} values differ between the host's and the haswell target's kernels"
