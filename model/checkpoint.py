@@ -23,6 +23,7 @@ import torch
 from tomodata import __version__
 from tomodata.files import atomic_write
 from tomodata.store import open_store
+from tomodata.views import DEFAULT_VIEW_SETS, view_sets_of
 
 from .data import StoreSamples
 from .names import TRAIN_BEST, TRAIN_LAST
@@ -51,11 +52,13 @@ CHECKPOINT_FORMAT = "tomo-checkpoint/1"
 def data_fingerprint(dataset: StoreSamples) -> dict:
     """What a checkpoint's data must match on resume (and evaluation): store spec, sizes, the
     training species and ``content``, the sha256 of the stored checksums of the train species of
-    ``dataset`` and of the store's complete val species (model choice)."""
+    ``dataset`` and of the store's complete val species (model choice); ``view_sets`` only for
+    per-species views (a shared store's fingerprint is that of a store made before them)."""
     a = dataset.attrs
     ds = open_store(dataset.store_path)
     names = list(dataset.species) + open_val_species(dataset)
     sums = {n: ds.species_attrs(n).get("complete", {}).get("sha256") for n in names}
+    sets = view_sets_of(a["view_scheme"])  # named only where not the default, as in the store's attributes
     return dict(
         spec_version=a["spec_version"],
         chi=a["chi"],
@@ -65,6 +68,7 @@ def data_fingerprint(dataset: StoreSamples) -> dict:
         n_views=a["n_views"],
         view_scheme=a["view_scheme"]["name"],
         view_seed=a["view_scheme"]["seed"],
+        **({} if sets == DEFAULT_VIEW_SETS else {"view_sets": sets}),
         species=list(dataset.species),
         content=hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest(),
     )

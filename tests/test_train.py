@@ -19,8 +19,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_workflow import BIN
-from tiny_runs import TINY_NET, build_demo, train_args
+from tiny_runs import TINY_NET, build_demo, demo_args, train_args
 
+from model.checkpoint import config_differences, data_fingerprint
+from model.cli import main
 from model.data import (
     GlobalIndex,
     SpeciesVolumes,
@@ -145,6 +147,18 @@ def test_store_samples(store):
     np.testing.assert_allclose(tgt[0].numpy(), ref, atol=1e-5)
     with pytest.raises(ValueError, match="no species"):
         StoreSamples(store, "test")
+
+
+def test_data_fingerprint_names_per_species_views(store, tmp_path):
+    """A shared store's fingerprint has no view_sets (that of a store made before per-species views, so
+    old checkpoints resume); a per-species one names it, and a resume check says so."""
+    other = tmp_path / "psv"
+    args = [*demo_args(species=4, held_out=1, views=6), "--view-sets", "per_species"]
+    assert main(["build-demo", "-o", str(other), *args]) == 0
+    shared = data_fingerprint(StoreSamples(store, "train"))
+    own = data_fingerprint(StoreSamples(other / "dataset.zarr", "train"))
+    assert "view_sets" not in shared and own["view_sets"] == "per_species"
+    assert any("view_sets" in d for d in config_differences(shared, own))
 
 
 def test_a_species_lacking_a_data_file_is_refused(store, tmp_path):

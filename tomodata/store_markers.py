@@ -30,6 +30,7 @@ import google_crc32c  # installed with zarr (its shard-index checksum codec uses
 
 from .files import write_json
 from .store_settings import StoreSettings
+from .views import view_sets_of
 
 __all__ = [
     "stale_markers",
@@ -92,7 +93,7 @@ def settings_differences(store_attrs: dict, settings: dict) -> list[str]:
 def _view_sets_filled(record: dict) -> dict:
     """A settings record with ``view_sets`` given: records leave out the default, ``shared``
     (:meth:`StoreSettings.to_json`), so an absent key is that setting, not an unknown one."""
-    return {**record, "view_sets": record.get("view_sets", "shared")}
+    return {**record, "view_sets": view_sets_of(record, "view_sets")}
 
 
 def settings_record(settings: StoreSettings, spec_version: str) -> dict:

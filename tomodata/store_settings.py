@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .views import VIEW_SETS, SampleIndex, species_views
+from .views import DEFAULT_VIEW_SETS, VIEW_SETS, SampleIndex, species_views, view_sets_of
 
 __all__ = ["StoreSettings", "IMAGE_ENCODINGS", "number_problems"]
 
@@ -81,7 +81,7 @@ class StoreSettings:
     n_views: int = 1332
     view_seed: int = 0
     image_encoding: str = "uint16"
-    view_sets: str = "shared"
+    view_sets: str = DEFAULT_VIEW_SETS
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # numpy scalars (e.g. from an array) taken as Python numbers
@@ -130,7 +130,7 @@ class StoreSettings:
                 n_views=attrs["n_views"],
                 view_seed=attrs["view_scheme"]["seed"],
                 image_encoding=attrs["encoding"]["images"]["dtype"],
-                view_sets=attrs["view_scheme"].get("sets", "shared"),
+                view_sets=view_sets_of(attrs["view_scheme"]),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"store settings: the store's attributes lack {e}") from None
@@ -159,7 +159,7 @@ class StoreSettings:
         """The settings as JSON (the ``tomo store-settings`` file; :meth:`from_json` reads it back);
         ``view_sets`` only where it is not ``shared`` (module docstring)."""
         out = dataclasses.asdict(self)
-        if out["view_sets"] == "shared":
+        if out["view_sets"] == DEFAULT_VIEW_SETS:
             del out["view_sets"]
         return out
 

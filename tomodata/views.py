@@ -29,7 +29,9 @@ image rows reversed, v → −v; view-volume rows reversed). :class:`SampleIndex
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,8 @@ __all__ = [
     "species_view_seed",
     "species_views",
     "VIEW_SETS",
+    "DEFAULT_VIEW_SETS",
+    "view_sets_of",
     "SPECIES_SEED_RECIPE",
     "rotation_from_direction",
     "sample_to_view",
@@ -125,10 +129,19 @@ def hemisphere_views(n: int, *, seed: int = 0) -> np.ndarray:
 
 #: how a store's species share their views (``view_scheme.sets``): one set for all, or one per species
 VIEW_SETS = ("shared", "per_species")
+#: the default of :data:`VIEW_SETS`, which records and attributes leave out (every store before per-species
+#: views has no ``sets``): read them with :func:`view_sets_of`
+DEFAULT_VIEW_SETS = "shared"
 #: the per-species seed in words (the dataset card quotes it)
 SPECIES_SEED_RECIPE = (
     'seed of species NAME = int.from_bytes(sha256(f"{seed}:{NAME}".encode("utf-8")).digest()[:8], "little")'
 )
+
+
+def view_sets_of(record: Mapping[str, Any], key: str = "sets") -> str:
+    """The view sets ``record`` names: a store's ``view_scheme`` attribute (``key="sets"``) or a settings
+    record (``key="view_sets"``); absent is :data:`DEFAULT_VIEW_SETS`."""
+    return str(record.get(key, DEFAULT_VIEW_SETS))
 
 
 def species_view_seed(seed: int, name: str) -> int:
@@ -141,11 +154,11 @@ def species_view_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def species_views(n: int, *, seed: int, name: str, view_sets: str = "shared") -> np.ndarray:
+def species_views(n: int, *, seed: int, name: str, view_sets: str = DEFAULT_VIEW_SETS) -> np.ndarray:
     """(n, 3, 3) float64: the rotations of species ``name`` in a store of ``view_sets`` (:data:`VIEW_SETS`)
     and view ``seed``: ``hemisphere_views(n, seed=seed)`` for ``"shared"``, with
     :func:`species_view_seed` for ``"per_species"``."""
-    if view_sets == "shared":
+    if view_sets == DEFAULT_VIEW_SETS:
         return hemisphere_views(n, seed=seed)
     if view_sets == "per_species":
         return hemisphere_views(n, seed=species_view_seed(seed, name))

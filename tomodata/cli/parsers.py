@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..views import VIEW_SETS
+from ..views import DEFAULT_VIEW_SETS, VIEW_SETS
 from .benchmarks import cmd_bench
 from .options import finite_float, non_negative_int, positive_float, positive_int, render_opts
 from .scans import cmd_align, cmd_align_sheet, cmd_cube, cmd_fetch, cmd_manifest_folder
@@ -139,7 +139,10 @@ def _add_build_demo(sub) -> None:
     q.add_argument("--volume-size", type=positive_int, default=128, help="volume side (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="seed of species and views (default %(default)s)")
     q.add_argument(
-        "--view-sets", choices=list(VIEW_SETS), default="shared", help="one view set for all species, or one each"
+        "--view-sets",
+        choices=list(VIEW_SETS),
+        default=DEFAULT_VIEW_SETS,
+        help="one view set for all species, or one each",
     )
     q.add_argument("--overwrite", action="store_true", help="replace an existing store")
     render_opts(q)

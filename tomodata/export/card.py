@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..run_layout import STORE_NAME
-from ..views import SPECIES_SEED_RECIPE, VIEW_SCHEME, VIEW_SCHEME_RECIPE
+from ..views import SPECIES_SEED_RECIPE, VIEW_SCHEME, VIEW_SCHEME_RECIPE, view_sets_of
 from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
 from .licence import _CONDITIONS, FREE, RESTRICTED
 
@@ -258,7 +258,7 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
 
 def _per_species(attrs: dict) -> bool:
     """Whether the store's species each have their own views (``view_scheme.sets``, absent: shared)."""
-    return attrs["view_scheme"].get("sets", "shared") == "per_species"
+    return view_sets_of(attrs["view_scheme"]) == "per_species"
 
 
 def _geometry(attrs: dict) -> list[str]:

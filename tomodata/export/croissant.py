@@ -10,6 +10,7 @@ from __future__ import annotations
 from .. import __version__
 from ..run_layout import STORE_NAME
 from ..store.layout import ome_multiscales
+from ..views import view_sets_of
 from .common import _ARRAYS, CITATION_BIBTEX, SPLIT_NAMES
 
 CROISSANT_VERSION = "http://mlcommons.org/croissant/1.1"
@@ -113,7 +114,7 @@ def _description(attrs: dict, *, recipe_only: bool, species_names: list[str], n_
         f"{len(species_names)} skull volumes (chi = {attrs['chi']}, {attrs['steps']} samples per ray, "
         f"{attrs['image_size']}x{attrs['image_size']} pixels) from {attrs['n_views']} views per species on the "
         f"+z hemisphere ({attrs['view_scheme']['name']}, seed {attrs['view_scheme']['seed']}"
-        f"{'; each species its own views' if attrs['view_scheme'].get('sets') == 'per_species' else ''}), "
+        f"{'; each species its own views' if view_sets_of(attrs['view_scheme']) == 'per_species' else ''}), "
         "each also mirrored: "
         f"{attrs['samples_per_species']} samples per species, {n_samples_total} in all, with the "
         f"{attrs['volume_size']}^3 density volume of each species. Splits hold out whole species. "

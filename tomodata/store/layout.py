@@ -16,7 +16,7 @@ import zarr
 
 from ..run_layout import STORE_NAME, store_in
 from ..store_settings import IMAGE_ENCODINGS, StoreSettings
-from ..views import SampleIndex
+from ..views import DEFAULT_VIEW_SETS, SampleIndex
 
 SPEC_VERSION = "tomo-dataset/2"
 #: specs this code reads (tomo-dataset/1: the volume a plain array, before OME-Zarr); it writes SPEC_VERSION
@@ -94,7 +94,7 @@ def _settings(attrs: dict) -> str:
     ``view_scheme.sets: shared`` counts as absent (the default; stores before session 30 lack it)."""
     values = {k: attrs.get(k) for k in _SETTINGS_KEYS}
     vs = values["view_scheme"]
-    if isinstance(vs, dict) and vs.get("sets") == "shared":
+    if isinstance(vs, dict) and vs.get("sets") == DEFAULT_VIEW_SETS:
         values["view_scheme"] = {k: v for k, v in vs.items() if k != "sets"}
     return json.dumps(values, sort_keys=True, default=str)
 

@@ -16,7 +16,7 @@ import zarr
 from .. import __version__
 from ..splits import SPLIT_ROLES, SPLITS
 from ..store_settings import StoreSettings
-from ..views import VIEW_SCHEME
+from ..views import DEFAULT_VIEW_SETS, VIEW_SCHEME
 from .layout import (
     GEOMETRY,
     HASH_DEFINITION,
@@ -221,7 +221,7 @@ def _layout(st: StoreSettings, images_per_shard: int) -> dict:
 def _view_scheme(st: StoreSettings) -> dict:
     """The root attribute ``view_scheme``; ``sets`` only for per-species views (absent: shared, as in every
     store before session 30, so that a shared store's attributes are those an older store has)."""
-    if st.view_sets == "shared":
+    if st.view_sets == DEFAULT_VIEW_SETS:
         return {
             "name": VIEW_SCHEME,
             "seed": st.view_seed,

@@ -13,7 +13,7 @@ from .. import __version__
 from ..progress import progress as progress_bar
 from ..store_markers import species_file_problem
 from ..store_settings import IMAGE_ENCODINGS, StoreSettings, number_problems
-from ..views import VIEW_SCHEME, VIEW_SETS, SampleIndex, check_rotations, mirror
+from ..views import VIEW_SCHEME, VIEW_SETS, SampleIndex, check_rotations, mirror, view_sets_of
 from .layout import (
     _SETTINGS_KEYS,
     ARRAY_NAMES,
@@ -91,7 +91,7 @@ def _check_root_attrs(attrs: dict) -> list[str]:
         not isinstance(vs, dict)
         or vs.get("name") != VIEW_SCHEME
         or not isinstance(vs.get("seed"), int)
-        or vs.get("sets", "shared") not in VIEW_SETS
+        or view_sets_of(vs) not in VIEW_SETS
     ):
         errs.append(
             f"store: view_scheme must be {{'name': {VIEW_SCHEME!r}, 'seed': int, 'sets': one of {list(VIEW_SETS)}}}, "
