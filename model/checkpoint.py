@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKPOINT_FORMAT",
     "config_differences",
+    "data_differences",
     "data_fingerprint",
     "load_checkpoint",
     "model_from_checkpoint",
@@ -194,9 +195,21 @@ def resume_differences(state: dict, *, net: dict, train: dict, data: dict) -> li
         {k: v for k, v in train.items() if k not in how},
         "train.",
     )
-    if "content" not in state["data"]:  # a checkpoint from before the content was recorded
-        data = {k: v for k, v in data.items() if k != "content"}
-    return diffs + config_differences(state["data"], data, "data.")
+    return diffs + data_differences(state["data"], data)
+
+
+#: keys of :func:`data_fingerprint` added after checkpoints were first written (``content``; ``view_sets``
+#: in session 31): compared only where the checkpoint has them (``content`` alone tells stores apart)
+ADDED_FINGERPRINT_KEYS = ("content", "view_sets")
+
+
+def data_differences(saved: dict, now: dict) -> list[str]:
+    """:func:`config_differences` of a checkpoint's data fingerprint ``saved`` and a store's ``now``
+    (``data.`` keys), leaving out the :data:`ADDED_FINGERPRINT_KEYS` that ``saved`` lacks."""
+    now = {k: v for k, v in now.items() if k in saved or k not in ADDED_FINGERPRINT_KEYS}
+    if "view_sets" in saved:  # a per-species checkpoint: a shared store now has the default, unwritten
+        now.setdefault("view_sets", DEFAULT_VIEW_SETS)
+    return config_differences(saved, now, "data.")
 
 
 def resume_refusal(path, diffs: list[str]) -> str:

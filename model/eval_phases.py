@@ -26,7 +26,7 @@ from tomodata.progress import phase
 from tomodata.progress import progress as progress_bar
 from tomodata.store import SPLITS, DatasetStore, open_store
 
-from .checkpoint import config_differences, data_fingerprint, model_from_checkpoint
+from .checkpoint import data_differences, data_fingerprint, model_from_checkpoint
 from .data import StoreSamples, resize_xrays
 from .eval_config import EvalConfig
 from .fusion import as_density, fuse, xray_at
@@ -145,13 +145,9 @@ class EvalState:
 def _check_compat(state: dict, store) -> list[str]:
     """Differences between the data a checkpoint was trained on (its ``data`` fingerprint: spec,
     chi, steps, image and volume sizes, views, view scheme and seed, training species, the stored
-    content of the train and val species) and the store's (empty = compatible). A checkpoint from
-    before the content was recorded is compared without it."""
-    then = state.get("data", {})
-    now = data_fingerprint(StoreSamples(store, "train"))
-    if "content" not in then:
-        now.pop("content")
-    return config_differences(then, now, "data.")
+    content of the train and val species) and the store's (empty = compatible). Keys a checkpoint
+    predates are not compared (:func:`model.checkpoint.data_differences`)."""
+    return data_differences(state.get("data", {}), data_fingerprint(StoreSamples(store, "train")))
 
 
 def _open_checked(cfg: EvalConfig) -> tuple[DatasetStore, TomographyNet, dict, dict[str, list[str]], list[str]]:

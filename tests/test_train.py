@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from test_workflow import BIN
 from tiny_runs import TINY_NET, build_demo, demo_args, train_args
 
-from model.checkpoint import config_differences, data_fingerprint
+from model.checkpoint import data_differences, data_fingerprint
 from model.cli import main
 from model.data import (
     GlobalIndex,
@@ -151,14 +151,19 @@ def test_store_samples(store):
 
 def test_data_fingerprint_names_per_species_views(store, tmp_path):
     """A shared store's fingerprint has no view_sets (that of a store made before per-species views, so
-    old checkpoints resume); a per-species one names it, and a resume check says so."""
+    old checkpoints resume); a per-species one names it, a resume check says so, and a checkpoint that
+    predates the key is compared without it."""
     other = tmp_path / "psv"
     args = [*demo_args(species=4, held_out=1, views=6), "--view-sets", "per_species"]
     assert main(["build-demo", "-o", str(other), *args]) == 0
     shared = data_fingerprint(StoreSamples(store, "train"))
     own = data_fingerprint(StoreSamples(other / "dataset.zarr", "train"))
     assert "view_sets" not in shared and own["view_sets"] == "per_species"
-    assert any("view_sets" in d for d in config_differences(shared, own))
+    assert "data.view_sets: 'per_species' (checkpoint) != 'shared' (now)" in data_differences(own, shared)
+    assert any(d.startswith("data.content") for d in data_differences(shared, own))
+    older = {k: v for k, v in own.items() if k != "view_sets"}  # a per-species checkpoint before the key
+    assert data_differences(older, own) == []  # still resumes and evaluates; content tells stores apart
+    assert any(d.startswith("data.content") for d in data_differences(older, shared))
 
 
 def test_a_species_lacking_a_data_file_is_refused(store, tmp_path):

@@ -354,9 +354,11 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
         "Volumes, rotations, mirror flags and view indices must match bit for bit. Images match bit for bit "
         "when rendered with the same backend; the CUDA and CPU renderers agree within 1 uint16 step (float32 "
         "rounding), so a build on the other backend can differ in `images_sha256` only: "
-        '`verify_rebuild(..., images="skip")` checks the rest. The CPU kernels give the same bits on '
-        "x86-64 CPUs with AVX2 and FMA, AVX-512 or not; on a CPU without FMA the cubes and images differ "
-        "in float32 rounding.",
+        '`verify_rebuild(..., images="skip")` checks the rest. The CPU renderer (since 2026-12-07, when '
+        "its ray sum became fixed point) and resampling give the same bits on x86-64 CPUs with AVX2 and "
+        "FMA, AVX-512 or not; "
+        "on a CPU without FMA the cubes and images differ in float32 rounding; other architectures (ARM) "
+        "and other numba, numpy, scipy or SimpleITK versions were not checked.",
         "",
     ]
 
