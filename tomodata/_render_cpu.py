@@ -23,10 +23,9 @@ from . import numba_cache
 
 numba_cache.install()  # before the first compile: concurrent jobs must not mix up cached code
 
-#: fastmath without ``reassoc`` (and ``afn``): with it LLVM split a ray's float sum over the vector
-#: lanes, 8 with AVX2 and 16 with AVX-512, and the images' bits depended on the CPU
-_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract"}
-_JIT: dict[str, Any] = dict(nogil=True, cache=True, fastmath=_FASTMATH, boundscheck=False, error_model="numpy")
+_JIT: dict[str, Any] = dict(
+    nogil=True, cache=True, fastmath=set(numba_cache.FASTMATH), boundscheck=False, error_model="numpy"
+)
 #: a ray's samples are summed in fixed point, each rounded to a multiple of 1/_Q (2^-24, 6e-8): integer
 #: sums do not depend on their order, so the loop still runs on the vector lanes and every CPU gives
 #: the same bits (the rounding adds at most steps · 3e-8 to the sum; a float32 sum's own rounding is larger)

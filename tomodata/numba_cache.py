@@ -37,7 +37,13 @@ from typing import Any
 
 from numba.core import caching
 
-__all__ = ["install", "installed"]
+__all__ = ["FASTMATH", "install", "installed"]
+
+#: the ``fastmath`` flags of the dataset's kernels (renderer, resampling): every fast-math flag but
+#: ``reassoc`` and ``afn``. Without ``reassoc`` LLVM keeps a float sum in the order written instead of
+#: splitting it over the CPU's vector lanes (8 with AVX2, 16 with AVX-512), so the kernels give the same
+#: bits on every x86-64 CPU with FMA (tests/test_cpu_targets.py; docs/export.md, "On another machine")
+FASTMATH = frozenset({"nnan", "ninf", "nsz", "arcp", "contract"})
 
 _MARK = "_tomo_cache_lock"
 _warned: set[str] = set()
