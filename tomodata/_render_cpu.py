@@ -26,9 +26,11 @@ numba_cache.install()  # before the first compile: concurrent jobs must not mix 
 _JIT: dict[str, Any] = dict(
     nogil=True, cache=True, fastmath=set(numba_cache.FASTMATH), boundscheck=False, error_model="numpy"
 )
-#: a ray's samples are summed in fixed point, each rounded to a multiple of 1/_Q (2^-24, 6e-8): integer
-#: sums do not depend on their order, so the loop still runs on the vector lanes and every CPU gives
-#: the same bits (the rounding adds at most steps · 3e-8 to the sum; a float32 sum's own rounding is larger)
+#: a ray's samples are summed in fixed point, each rounded to a multiple of 1/_Q (2^-24, 6e-8; float32
+#: ``t·_Q + 0.5`` rounds ties to even above t = 0.5, so within one multiple, not half): integer sums do
+#: not depend on their order, so the loop still runs on the vector lanes and the CPUs checked give the
+#: same bits (at most steps · 6e-8 on the sum; a float32 sum's own rounding is larger). Densities must
+#: stay below 128 (int32); check_volume allows at most 1 + 1e-6
 _Q = np.float32(2.0**24)
 _INV_Q = 2.0**-24
 

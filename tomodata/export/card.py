@@ -355,8 +355,8 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
         "when rendered with the same backend; the CUDA and CPU renderers agree within 1 uint16 step (float32 "
         "rounding), so a build on the other backend can differ in `images_sha256` only: "
         '`verify_rebuild(..., images="skip")` checks the rest. The CPU renderer (since 2026-12-07, when '
-        "its ray sum became fixed point) and resampling give the same bits on x86-64 CPUs with AVX2 and "
-        "FMA, AVX-512 or not; "
+        "its ray sum became fixed point) and resampling gave the same bits on the x86-64 targets checked "
+        "(AVX2 and AVX-512 code: Haswell, Zen 2 and 3, Skylake-AVX512); "
         "on a CPU without FMA the cubes and images differ in float32 rounding; other architectures (ARM) "
         "and other numba, numpy, scipy or SimpleITK versions were not checked.",
         "",

@@ -113,7 +113,9 @@ def verify_export(out_dir) -> list[str]:
 #: why a rebuild's images alone can differ, in verify_rebuild's message
 _IMAGES_HINT = (
     "expected where they were rendered with the other backend (CUDA or CPU), which rounds some pixels "
-    "the other way; verify_rebuild(store, export, images='skip') checks the rest"
+    "the other way; verify_rebuild(store, export, images='skip') checks the rest. Built with other code "
+    "than the store's (its card's code version; the CPU renderer changed on 2026-12-07) any array can "
+    "differ in its last bits"
 )
 
 
