@@ -2,7 +2,7 @@
 
 numba compiles for the CPU it runs on, so the resampling and ray-marching kernels' bits could depend
 on it: until session 31 the ray's float sum was split over the vector lanes (``fastmath``'s
-``reassoc``: 8 with AVX2, 16 with AVX-512) and 15 % of a mouse's x-ray pixels differed between the
+``reassoc``: as many lanes as the code has) and 15 % of a mouse's x-ray pixels differed between the
 two. An export's recipe promises a rebuild bit for bit (docs/export.md), so this test compiles the
 kernels for the host and for numba's ``haswell`` target with the target's own features (AVX2 + FMA;
 ``NUMBA_CPU_FEATURES=""``, without which numba keeps the host's features and only the tuning

@@ -41,7 +41,7 @@ __all__ = ["FASTMATH", "install", "installed"]
 
 #: the ``fastmath`` flags of the dataset's kernels (renderer, resampling): every fast-math flag but
 #: ``reassoc`` and ``afn``. Without ``reassoc`` LLVM keeps a float sum in the order written instead of
-#: splitting it over the CPU's vector lanes (8 with AVX2, 16 with AVX-512), so the kernels give the same
+#: splitting it over the vector lanes, as many as the CPU's code has, so the kernels give the same
 #: bits on the x86-64 targets checked, AVX2 and AVX-512 (tests/test_cpu_targets.py; docs/export.md, "On
 #: another machine"). numba's on-disk cache does not see these flags (its index is keyed by the kernel
 #: file's time stamp and the function's bytecode): a change here must also touch the kernel modules
