@@ -14,7 +14,6 @@ cube, inside the axis-aligned box of the volume's support and inside the ball th
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numba as nb
 import numpy as np
@@ -23,9 +22,7 @@ from . import numba_cache
 
 numba_cache.install()  # before the first compile: concurrent jobs must not mix up cached code
 
-_JIT: dict[str, Any] = dict(
-    nogil=True, cache=True, fastmath=set(numba_cache.FASTMATH), boundscheck=False, error_model="numpy"
-)
+_JIT = numba_cache.KERNEL_OPTIONS
 #: a ray's samples are summed in fixed point, each rounded to a multiple of 1/_Q (2^-24, 6e-8; float32
 #: ``t·_Q + 0.5`` rounds ties to even above t = 0.5, so within one multiple, not half): integer sums do
 #: not depend on their order, so the loop still runs on the vector lanes and the CPUs checked give the

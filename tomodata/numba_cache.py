@@ -37,7 +37,7 @@ from typing import Any
 
 from numba.core import caching
 
-__all__ = ["FASTMATH", "install", "installed"]
+__all__ = ["FASTMATH", "KERNEL_OPTIONS", "install", "installed"]
 
 #: the ``fastmath`` flags of the dataset's kernels (renderer, resampling): every fast-math flag but
 #: ``reassoc`` and ``afn``. Without ``reassoc`` LLVM keeps a float sum in the order written instead of
@@ -47,6 +47,11 @@ __all__ = ["FASTMATH", "install", "installed"]
 #: file's time stamp and the function's bytecode): a change here must also touch the kernel modules
 #: (tomodata/_render_cpu.py, tomodata/resample.py), or cached code keeps the old flags
 FASTMATH = frozenset({"nnan", "ninf", "nsz", "arcp", "contract"})
+#: ``numba.njit`` options of the dataset's kernels (``@nb.njit(**KERNEL_OPTIONS)``): cached, no GIL, no
+#: bounds checks, numpy's error model, :data:`FASTMATH`
+KERNEL_OPTIONS: dict[str, Any] = dict(
+    nogil=True, cache=True, fastmath=set(FASTMATH), boundscheck=False, error_model="numpy"
+)
 
 _MARK = "_tomo_cache_lock"
 _warned: set[str] = set()

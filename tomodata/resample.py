@@ -76,9 +76,7 @@ __all__ = [
 
 SIGMA_FACTOR = 0.5  # sigma_a = SIGMA_FACTOR * sqrt(f_a^2 - 1) input voxels
 TRUNCATE = 3.0  # Gaussian taps out to TRUNCATE * sigma (scipy's rounding of the radius)
-_JIT: dict[str, Any] = dict(
-    nogil=True, cache=True, fastmath=set(numba_cache.FASTMATH), boundscheck=False, error_model="numpy"
-)
+_JIT = numba_cache.KERNEL_OPTIONS
 _BLOCK = 4096  # inner-loop block (elements) of the band kernel
 
 
