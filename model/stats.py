@@ -29,7 +29,10 @@ Two levels:
   t-interval ``mean ± t_{.975, n−1} sd / √n`` and ``ttest_rel`` paired by unit. n = units.
 
 Functions that need two species raise ``ValueError`` with fewer; mismatched lengths raise
-``ValueError`` too.
+``ValueError`` too. A t-test whose paired differences are all equal (zero spread, zero or not)
+returns NaN t and p: its statistic would be ±inf with p = 0, a certainty the test's variance
+estimate of zero cannot give (:func:`holm` counts such a NaN as p = 1); the Wilcoxon test beside it
+still ranks equal non-zero differences (p ≥ 2/2^n).
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ def species_ci(values, species, level: float = 0.95) -> tuple[float, float, floa
 def species_diff_ci(a, b, species, level: float = 0.95) -> tuple[float, float, float, int]:
     """(mean over species of the species-mean difference a − b, ci_low, ci_high, n species): the
     t-interval of the paired differences (samples where both have a value); it excludes 0 exactly
-    when :func:`species_ttest`'s p < 1 − level."""
+    when :func:`species_ttest`'s p < 1 − level (equal differences d: the point [d, d], test NaN)."""
     ma, mb = _paired(a, b, species)
     return mean_ci(ma - mb, _level(level))
 
@@ -184,11 +187,16 @@ def sample_ci(values, species, sample, n_views: int, level: float = 0.95) -> tup
 # tests
 
 
+def _no_spread(d: np.ndarray) -> bool:
+    """True when the paired differences ``d`` are all equal: a t-test is undefined (module notes)."""
+    return d.size < 2 or bool(np.all(d == d[0]))
+
+
 def species_ttest(a, b, species) -> tuple[float, float, int]:
     """(t, p, n species): ``scipy.stats.ttest_rel`` (two-sided) of the species means of a and b.
-    NaN t and p when every species mean is equal."""
+    NaN t and p when every species' difference is the same (zero or not; module notes)."""
     ma, mb = _paired(a, b, species)
-    if np.all(ma == mb):
+    if _no_spread(ma - mb):
         return math.nan, math.nan, int(ma.size)
     r = stats.ttest_rel(ma, mb)
     return float(r.statistic), float(r.pvalue), int(ma.size)
@@ -212,7 +220,7 @@ def species_wilcoxon(a, b, species) -> tuple[float, float, int]:
 def sample_ttest(a, b, species, sample, n_views: int) -> tuple[float, float, int]:
     """The paper's protocol: (t, p, n units): ``ttest_rel`` (two-sided) of a and b over mirrored-pair
     means (on the samples where both have a value), paired by (species, view). NaN t and p for
-    n < 2 or identical values."""
+    n < 2 or equal differences (zero or not; module notes)."""
     a, b, s, j = _arrays(a, b, species, sample, names=("a", "b", "species", "sample"))
     a, b = a.astype(np.float64), b.astype(np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
@@ -220,7 +228,7 @@ def sample_ttest(a, b, species, sample, n_views: int) -> tuple[float, float, int
     ub, pb = pair_means(np.where(ok, b, np.nan), s, j, n_views)
     assert ua == ub  # same samples kept for both
     n = int(pa.size)
-    if n < 2 or np.all(pa == pb):
+    if _no_spread(pa - pb):
         return math.nan, math.nan, n
     r = stats.ttest_rel(pa, pb)
     return float(r.statistic), float(r.pvalue), n
@@ -238,8 +246,7 @@ def corrected_resampled_t(a, b, *, n_train: float, n_test: float) -> tuple[float
     correction's model of that correlation (for plain K-fold CV n_test/n_train = 1/(K − 1); where a
     fold also holds out a val part, n_train is smaller and the correction larger). Not exact either,
     but conservative where the plain test is not (Nadeau & Bengio 2003; Bouckaert & Frank 2004).
-    NaN t and p for J < 2 or all differences equal to zero; t = ±inf, p = 0 for equal non-zero
-    differences (as ``ttest_rel``)."""
+    NaN t and p for J < 2 or all differences equal (zero or not; module notes)."""
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"a and b must hold one score per split each, got {a.size} and {b.size}")
@@ -248,12 +255,10 @@ def corrected_resampled_t(a, b, *, n_train: float, n_test: float) -> tuple[float
     J = int(d.size)
     if not (n_train > 0 and n_test > 0):
         raise ValueError(f"n_train and n_test must be positive, got {n_train}, {n_test}")
-    if J < 2 or np.all(d == 0.0):
+    if _no_spread(d):
         return math.nan, math.nan, J
     var = float(np.var(d, ddof=1))
     mean = float(np.mean(d))
-    if var == 0.0:
-        return math.copysign(math.inf, mean), 0.0, J
     t = mean / math.sqrt((1.0 / J + n_test / n_train) * var)
     return t, float(2.0 * stats.t.sf(abs(t), J - 1)), J
 

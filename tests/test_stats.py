@@ -93,6 +93,18 @@ def test_species_tests_use_species_means_not_samples():
     assert math.isnan(S.species_ttest(a, a, species)[0]) and math.isnan(S.species_wilcoxon(a, a, species)[1])
 
 
+def test_equal_nonzero_differences_have_no_t_test():
+    """Every species (or mirrored pair) better by the same amount: the t statistic would be inf with
+    p = 0; no spread means no t-test (NaN), while the Wilcoxon test still ranks the differences."""
+    species, sample = _layout(3, 2)
+    b = np.tile([0.25, 0.5, 0.75, 1.0], 3)
+    a = b - 0.125  # exact in binary: every species-mean difference is -0.125
+    assert all(map(math.isnan, S.species_ttest(a, b, species)[:2]))
+    assert all(map(math.isnan, S.sample_ttest(a, b, species, sample, 2)[:2]))
+    assert S.species_wilcoxon(a, b, species)[1] == 0.25  # 2 / 2^3
+    assert S.species_diff_ci(a, b, species)[:3] == (-0.125, -0.125, -0.125)
+
+
 def test_species_ci_is_the_t_interval_of_the_species_means():
     species, sample = _layout(4, 3)
     # identical species: the interval is degenerate at the mean
@@ -236,7 +248,8 @@ def test_corrected_resampled_t_edges():
     nan_t, nan_p, n = S.corrected_resampled_t([1.0, 2.0], [1.0, 2.0], n_train=3, n_test=1)
     assert math.isnan(nan_t) and math.isnan(nan_p) and n == 2
     assert math.isnan(S.corrected_resampled_t([1.0], [0.0], n_train=3, n_test=1)[1])  # one split
-    assert S.corrected_resampled_t([2.0, 3.0], [1.0, 2.0], n_train=3, n_test=1)[:2] == (math.inf, 0.0)
+    # equal non-zero differences: no spread, so no t-test (not t = inf, p = 0)
+    assert all(map(math.isnan, S.corrected_resampled_t([2.0, 3.0], [1.0, 2.0], n_train=3, n_test=1)[:2]))
     assert S.corrected_resampled_t([1.0, 2.0, np.nan], [0.0, 0.5, 1.0], n_train=3, n_test=1)[2] == 2  # NaN dropped
     with pytest.raises(ValueError, match="positive"):
         S.corrected_resampled_t([1.0, 2.0], [0.0, 0.0], n_train=0, n_test=1)
