@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from model.cli import main
-from tomodata.store import create_store, open_store
+from tomodata.store import create_store, open_store, validate_store
 from tomodata.store_markers import settings_differences, settings_file_changes, settings_record
 from tomodata.store_settings import StoreSettings
-from tomodata.views import hemisphere_views, species_views
+from tomodata.views import hemisphere_views, species_views, view_sets_of
 
 
 def test_settings_round_trip_through_a_store_and_json(tmp_path):
@@ -159,3 +159,19 @@ def test_settings_comparisons_read_a_missing_view_sets_as_shared(tmp_path):
     assert settings_file_changes(f, shared) == ["view_sets: file 'per_species', config 'shared'"]
     f.write_text(json.dumps(shared))
     assert settings_file_changes(f, shared) == []
+
+
+def test_malformed_view_sets_are_refused_by_their_value(tmp_path):
+    """view_scheme.sets: null (or an unknown name) is not read as a set called 'None': view_sets_of
+    names the value, and the store's validation refuses the scheme."""
+    assert view_sets_of({}) == "shared" and view_sets_of({"view_sets": "per_species"}, "view_sets") == "per_species"
+    for bad in (None, "None", 3):
+        with pytest.raises(ValueError, match=f"sets must be one of .*got {bad!r}"):
+            view_sets_of({"sets": bad})
+    path = tmp_path / "s.zarr"
+    create_store(path, StoreSettings(n_views=3, image_size=8, steps=8, volume_size=8), species=_species())
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["view_scheme"]["sets"] = None
+    (path / "zarr.json").write_text(json.dumps(meta))
+    report = validate_store(path)
+    assert not report.ok and any("view_scheme must be" in e and "'sets': None" in e for e in report.errors)

@@ -140,8 +140,12 @@ SPECIES_SEED_RECIPE = (
 
 def view_sets_of(record: Mapping[str, Any], key: str = "sets") -> str:
     """The view sets ``record`` names: a store's ``view_scheme`` attribute (``key="sets"``) or a settings
-    record (``key="view_sets"``); absent is :data:`DEFAULT_VIEW_SETS`."""
-    return str(record.get(key, DEFAULT_VIEW_SETS))
+    record (``key="view_sets"``); absent is :data:`DEFAULT_VIEW_SETS`. ValueError naming the value where
+    it is not one of :data:`VIEW_SETS` (``None`` included: a malformed ``sets: null`` is refused as such)."""
+    sets = record.get(key, DEFAULT_VIEW_SETS)
+    if not isinstance(sets, str) or sets not in VIEW_SETS:
+        raise ValueError(f"{key} must be one of {list(VIEW_SETS)}, got {sets!r}")
+    return sets
 
 
 def species_view_seed(seed: int, name: str) -> int:

@@ -73,6 +73,15 @@ class StoreValidationError(RuntimeError):
         )
 
 
+def _known_view_sets(scheme: dict) -> bool:
+    """Whether ``scheme`` names known view sets (:func:`tomodata.views.view_sets_of`)."""
+    try:
+        view_sets_of(scheme)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_root_attrs(attrs: dict) -> list[str]:
     errs = []
     need = [*_SETTINGS_KEYS, "species", "provenance"]
@@ -91,7 +100,7 @@ def _check_root_attrs(attrs: dict) -> list[str]:
         not isinstance(vs, dict)
         or vs.get("name") != VIEW_SCHEME
         or not isinstance(vs.get("seed"), int)
-        or view_sets_of(vs) not in VIEW_SETS
+        or not _known_view_sets(vs)
     ):
         errs.append(
             f"store: view_scheme must be {{'name': {VIEW_SCHEME!r}, 'seed': int, 'sets': one of {list(VIEW_SETS)}}}, "
