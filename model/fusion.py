@@ -118,6 +118,10 @@ __all__ = [
 #: x-ray values within this distance outside [0, 1] are accepted (and clipped); further out: ValueError.
 OPACITY_TOL = 1e-5
 
+#: numba options of the fusion kernels: no fast-math flags at all (unlike the dataset's kernels,
+#: :data:`tomodata.numba_cache.KERNEL_OPTIONS`, which allow FMA contraction), so LLVM keeps every float
+#: operation as written and the fused volume has the same bits on AVX2 and AVX-512 CPUs
+#: (tests/test_cpu_targets.py)
 _JIT: dict[str, Any] = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 

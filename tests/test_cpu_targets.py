@@ -11,7 +11,8 @@ the view volumes to be equal bit for bit; a third build, haswell with 128-bit ve
 (``+prefer-128-bit``: 4 float32 lanes), splits a sum otherwise than any AVX2 or AVX-512 host, so the
 test means something on an AVX2 host too. On the AVX-512 host of session 31 the kernel before the
 change fails both (1,251 and 1,359 of the 6 x-rays' values differ), and the resampling before it the
-128-bit build (the long-filter cube).
+128-bit build (the long-filter cube). The evaluation's fusion (:mod:`model.fusion`, compiled without
+fast-math flags) is checked beside them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SCRIPT = textwrap.dedent(
     from tomodata import views
     from tomodata.render import render_xrays, view_volumes
     from tomodata.resample import to_cube
+    from model.fusion import fuse
 
     def scan(shape, seed):
         rng = np.random.default_rng(seed)
@@ -48,7 +50,8 @@ SCRIPT = textwrap.dedent(
     rots = views.hemisphere_views(6, seed=0)
     xr = render_xrays(cube, rots, size=40, steps=48, backend="cpu")
     vv = view_volumes(cube, rots[:2], size=24, steps=24, backend="cpu")
-    np.savez(sys.argv[1], cube=cube, cube_long_filters=long_filters, xrays=xr, view_volumes=vv)
+    fused = fuse(vv[0], xr[0])  # the evaluation's fusion: a 24-pixel view volume with a 40-pixel x-ray
+    np.savez(sys.argv[1], cube=cube, cube_long_filters=long_filters, xrays=xr, view_volumes=vv, fused=fused)
     """
 )
 
