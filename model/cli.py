@@ -5,6 +5,7 @@
     tomo train STORE -o RUN --preset demo       train (resumable; torchrun for several GPUs)
     tomo evaluate STORE --checkpoint C -o EVAL  ours vs NN, Oracle and mean on the test species
     tomo cv-summary EVAL0 ... EVALk -o CV       the K cross-validation folds' evaluations pooled
+    tomo cv-report CV                           that result as a page of tables (CV/report.md)
     tomo examples STORE --checkpoint C --eval EVAL -o EX.npz   predictions on chosen held-out samples
     tomo figures --eval EVAL -o FIGS            the paper's figures (PNG)
     tomo apps STORE --checkpoint C --eval EVAL -o DIR   novel views, cut-away, stereo, colour
@@ -165,6 +166,13 @@ def cmd_cv_summary(a) -> int:
         ]
         print(f"  {metric:11} " + "  ".join(pairs))
     print(f"tables in {a.output}")
+    return 0
+
+
+def cmd_cv_report(a) -> int:
+    from .cv_report import write_cv_report
+
+    print(write_cv_report(a.cv, a.output))
     return 0
 
 
@@ -404,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     P.add_evaluate(sub, cmd_evaluate)
     P.add_cv_summary(sub, cmd_cv_summary)
     P.add_cv_compare(sub, cmd_cv_compare)
+    P.add_cv_report(sub, cmd_cv_report)
     P.add_examples(sub, cmd_examples)
     P.add_figures(sub, cmd_figures)
     P.add_apps(sub, cmd_apps)

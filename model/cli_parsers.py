@@ -18,6 +18,7 @@ __all__ = [
     "add_evaluate",
     "add_cv_summary",
     "add_cv_compare",
+    "add_cv_report",
     "add_examples",
     "add_figures",
     "add_apps",
@@ -294,6 +295,24 @@ def add_cv_compare(sub, func: Callable[[argparse.Namespace], int]) -> None:
     q.set_defaults(func=func)
 
 
+def add_cv_report(sub, func: Callable[[argparse.Namespace], int]) -> None:
+    """``tomo cv-report``: its options; ``func`` runs it."""
+    q = sub.add_parser(
+        "cv-report",
+        help="a cross-validation's result as a page of tables (markdown)",
+        description=(
+            "The tables of a tomo cv-summary folder as one markdown page: per species set (every species, the "
+            "store's own train species only, without its val species) each method's mean with its t-interval "
+            "over the species, ours against each method (species where ours is lower, paired t and Wilcoxon "
+            "with Holm), the fold level's t and corrected t, and the procedure (model.cv_report). Figures are "
+            "read from summary.json and species.csv, not recomputed; tomo cv-summary writes the same page."
+        ),
+    )
+    q.add_argument("cv", help="the tomo cv-summary folder (summary.json, species.csv)")
+    q.add_argument("-o", "--output", help="the page (default: CV/report.md)")
+    q.set_defaults(func=func)
+
+
 def add_cv_summary(sub, func: Callable[[argparse.Namespace], int]) -> None:
     """``tomo cv-summary``: its options; ``func`` runs it."""
     q = sub.add_parser(
@@ -302,7 +321,7 @@ def add_cv_summary(sub, func: Callable[[argparse.Namespace], int]) -> None:
         description=(
             "Check that the evaluations (tomo evaluate on each fold view of tomo cv-view) are the K folds of one "
             "store, each species tested once, and pool them: summary.csv, tests.csv (species, fold and sample "
-            "levels), species.csv, folds.csv and summary.json in -o (model.cross_validation)."
+            "levels), species.csv, folds.csv, summary.json and report.md in -o (model.cross_validation)."
         ),
     )
     q.add_argument("evals", nargs="+", help="the folds' evaluation folders (each with summary.json, metrics.csv)")

@@ -19,6 +19,7 @@ in ``out``:
 ``summary.json`` all of that, the procedure in words and the species-level result without the
                  store's own val species (settings chosen before were judged on them) and on the store's
                  own train species only (never evaluated before)
+``report.md``    the result as a page of tables (:mod:`model.cv_report`; also ``tomo cv-report``)
 
 Neither level is exact: the species level treats the species as independent, but the species of one
 fold share one network; the fold level's plain t averages that out but ignores that the K networks
@@ -46,6 +47,7 @@ from tomodata.store import SPLITS, open_store
 from tomodata.store.folds import CV_KEY, fold_groups
 
 from . import stats as ST
+from .cv_report import write_cv_report
 from .eval_source import store_content
 from .eval_tables import (
     CI_LEVEL,
@@ -337,6 +339,7 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
         statistics=_procedure(int(cv["folds"]), n_units, methods[0]),
     )  # fmt: skip
     write_json(out / EVAL_SUMMARY, json_safe(result))
+    write_cv_report(out)
     return result
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "CV_FOLDS_CSV",
+    "CV_REPORT",
     "EVAL_MATCHES",
     "EVAL_METRICS",
     "EVAL_SLICE_COUNTS",
@@ -95,6 +96,8 @@ EVAL_TABLES = (
 )
 #: ``tomo cv-summary``'s per-fold table (results/RUN/cv/)
 CV_FOLDS_CSV = "folds.csv"
+#: ``tomo cv-summary``'s page of the result (model.cv_report; also ``tomo cv-report``)
+CV_REPORT = "report.md"
 
 #: the checkpoint of the lowest validation loss (what the evaluation, inference and explorer load)
 TRAIN_BEST = "best.pt"

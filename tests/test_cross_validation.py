@@ -17,6 +17,7 @@ from tiny_runs import build_demo
 
 from model.cli import main
 from model.cross_validation import held_out_units, pool_folds
+from model.cv_report import cv_report
 from model.eval_source import store_content
 from model.stats import holm
 from tomodata.store import create_store, finalize_store, open_store, validate_store, write_species
@@ -332,3 +333,40 @@ def test_units_are_species_labels_and_folds_may_differ_in_size(tmp_path):
     assert (tests["p"].dropna() >= 2 / 2**5 - 1e-12).all()  # 5 units: the smallest two-sided p
     species = pd.read_csv(tmp_path / "cv" / "species.csv")
     assert "A" in set(species["species"]) and "procedural_00" not in set(species["species"])
+
+
+def test_report_page_quotes_the_tables(folds, tmp_path, capsys):
+    """cv-summary writes report.md (model.cv_report) from its own tables: the species counts, the means
+    with their intervals, ours lower on k of n species and the tests' p as in tests.csv; tomo cv-report
+    writes the same page again, and refuses a folder that is not a cv-summary output."""
+    res = pool_folds(folds, tmp_path / "cv")
+    page = (tmp_path / "cv" / "report.md").read_text()
+    assert page.startswith("# Cross-validation: 3 folds over 6 species")
+    for heading in (
+        "## Every species (6 species)",
+        "## The store's own train species only (4 species)",
+        "## Without the store's own val species (5 species)",
+        "## Fold level (3 folds)",
+        "## Procedure",
+    ):
+        assert heading in page  # fmt: skip
+    ours = res["means"]["species"]["ours"]["l2"]
+    assert f"{ours['mean']:.4g} [{ours['ci_low']:.4g}, {ours['ci_high']:.4g}]" in page
+    sp = (
+        pd.read_csv(tmp_path / "cv" / "species.csv")
+        .query("metric == 'l2'")
+        .pivot(index="species", columns="method", values="mean")
+    )
+    t = pd.read_csv(tmp_path / "cv" / "tests.csv").query(
+        "metric == 'l2' and method_a == 'ours' and method_b == 'nn' and level == 'species'"
+    )
+    tp, wp = (t.query(f"test == '{x}'").iloc[0] for x in ("t", "wilcoxon"))
+    lower = int((sp["ours"] < sp["nn"]).sum())
+    row = f"| l2 | nn | {lower}/6 | {tp['statistic']:.3g} | {tp['p']:.2g} | {tp['p_holm']:.2g} |"
+    assert row + f" {wp['statistic']:.4g} | {wp['p']:.2g} | {wp['p_holm']:.2g} |" in page
+    assert main(["cv-report", str(tmp_path / "cv"), "-o", str(tmp_path / "again.md")]) == 0
+    assert (tmp_path / "again.md").read_text() == page and str(tmp_path / "again.md") in capsys.readouterr().out
+    with pytest.raises(ValueError, match="cross-validation summary .* lacks"):
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "summary.json").write_text("{}")
+        cv_report(tmp_path / "bad")

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 from model.names import EXAMPLES_FILE, FIGURES, PREVIEWS  # torch-free: the file names the model's commands write
-from model.names import CV_FOLDS_CSV, EVAL_METRICS, EVAL_SPECIES, EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TABLES, EVAL_TESTS
+from model.names import CV_FOLDS_CSV, CV_REPORT, EVAL_METRICS, EVAL_SPECIES, EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TABLES, EVAL_TESTS
 from model.names import TRAIN_BEST, TRAIN_VAL_LOG
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
@@ -447,7 +447,7 @@ if CV_FOLDS:
     _n_units = len(fold_groups([{"name": sid, "species": row["species"]} for sid, row in ROWS.items()]))
     if CV_FOLDS > _n_units:
         raise WorkflowError(f"model.cv.folds: {CV_FOLDS} folds, but the run has {_n_units} species to hold out")
-CV_TABLES = [f"{CV_DIR}/{t}" for t in (EVAL_SUMMARY_CSV, EVAL_TESTS, EVAL_SPECIES, CV_FOLDS_CSV)]
+CV_TABLES = [f"{CV_DIR}/{t}" for t in (EVAL_SUMMARY_CSV, EVAL_TESTS, EVAL_SPECIES, CV_FOLDS_CSV, CV_REPORT)]
 
 
 def cv_res(rule_name, like, key):

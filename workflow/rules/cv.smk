@@ -112,6 +112,7 @@ rule cv_summary:
         species=f"{CV_DIR}/{EVAL_SPECIES}",
         folds=f"{CV_DIR}/{CV_FOLDS_CSV}",
         json=f"{CV_DIR}/{EVAL_SUMMARY}",
+        page=f"{CV_DIR}/{CV_REPORT}",
     params:
         evals=lambda wildcards, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input.evals),
         out=lambda wildcards, output: os.path.dirname(output.summary),
