@@ -179,8 +179,10 @@ def cmd_cv_report(a) -> int:
 def cmd_cv_compare(a) -> int:
     from .cv_compare import compare_cv
 
-    res = compare_cv(a.a, a.b, a.output, labels=(a.labels[0], a.labels[1]))
+    res = compare_cv(a.a, a.b, a.output, labels=(a.labels[0], a.labels[1]), species_set=a.species_set)
     la, lb = res["labels"]
+    n = res["methods"][0]["n"] if res["methods"] else 0
+    print(f"species set {res['species_set']} ({n} species)")
     print(f"species means, {lb} − {la} (95 % t-interval over the species, paired t):")
     for r in res["methods"]:
         if r["metric"] != "mse":

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from tomodata.cli import non_negative_int, positive_float, positive_int
 
+from .cv_compare import SPECIES_SETS
 from .network import PRESETS
 
 __all__ = [
@@ -292,6 +293,13 @@ def add_cv_compare(sub, func: Callable[[argparse.Namespace], int]) -> None:
     q.add_argument("b", help="the second, compared with the first (differences are b − a)")
     q.add_argument("-o", "--output", required=True, help="the folder of the tables")
     q.add_argument("--labels", nargs=2, default=["A", "B"], metavar=("LA", "LB"), help="names of a and b in the output")
+    q.add_argument(
+        "--species-set",
+        choices=SPECIES_SETS,
+        default="all",
+        help="compare on every species (default) or on one of summary.json's species sets, which both runs must "
+        "name alike: base_train_only (the store's own train species), without_base_val",
+    )
     q.set_defaults(func=func)
 
 

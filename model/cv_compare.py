@@ -13,7 +13,10 @@ recipes, two datasets of the same species: view sets, training lengths):
   which ours is lower in B.
 
 The two runs must hold the same methods (the first, ours, first in both), metrics and species (a
-ValueError names what differs); a species without a value in one run is left out of that row. The species of
+ValueError names what differs); a species without a value in one run is left out of that row.
+``species_set`` restricts both to one of the species sets of ``summary.json``
+(:data:`SPECIES_SETS`: ``base_train_only``, the store's own train species, never used for a choice;
+``without_base_val``), which both runs must name alike. The species of
 a fold share a network and the folds share training data, so the intervals are not exact, as for
 ``tomo cv-summary``'s species level.
 """
@@ -24,14 +27,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from tomodata.files import read_json_object
+
 from .eval_tables import write_csv
 from .metrics import HOLM_METRICS
 from .stats import holm, mean_ci, species_ttest
 
-__all__ = ["compare_cv", "SPECIES_TABLE"]
+__all__ = ["compare_cv", "SPECIES_SETS", "SPECIES_TABLE"]
 
 #: the table of a tomo cv-summary folder that is compared
 SPECIES_TABLE = "species.csv"
+#: the species sets a comparison can be restricted to: every species, or one of summary.json's subsets
+SPECIES_SETS = ("all", "base_train_only", "without_base_val")
 _DIFF = ("diff", "ci_low", "ci_high", "higher", "n", "t", "p")
 METHODS_COLUMNS = ("metric", "method", "mean_a", "mean_b", *_DIFF)
 MARGINS_COLUMNS = ("metric", "method", "other", "margin_a", "margin_b", *_DIFF, "ours_lower_b", "p_holm")
@@ -47,6 +54,29 @@ def _species_table(folder) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: lacks the columns {sorted(missing)}")
     return t
+
+
+def _species_set(folder, name: str) -> list[str]:
+    """The species of ``folder/summary.json``'s set ``name`` (:data:`SPECIES_SETS` but "all")."""
+    s = read_json_object(Path(folder) / "summary.json", "cross-validation summary", keys=(name,))
+    if not s[name]:
+        raise ValueError(f"{folder}: summary.json has no {name} species (too few to test)")
+    return sorted(s[name]["species"])
+
+
+def _restrict(ta: pd.DataFrame, tb: pd.DataFrame, a, b, name: str, labels) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both species tables restricted to the species set ``name`` (the same in both runs)."""
+    if name not in SPECIES_SETS:
+        raise ValueError(f"species_set must be one of {list(SPECIES_SETS)}, got {name!r}")
+    if name == "all":
+        return ta, tb
+    sa, sb = _species_set(a, name), _species_set(b, name)
+    if sa != sb:
+        raise ValueError(
+            f"{labels[0]} and {labels[1]} name other {name} species (only in {labels[0]}: "
+            f"{sorted(set(sa) - set(sb))[:3]}, only in {labels[1]}: {sorted(set(sb) - set(sa))[:3]})"
+        )
+    return ta[ta["species"].isin(sa)], tb[tb["species"].isin(sa)]
 
 
 def _pivot(t: pd.DataFrame, label: str) -> dict[tuple[str, str], pd.Series]:
@@ -94,11 +124,14 @@ def _diff_row(x: pd.Series, y: pd.Series, what: str) -> dict:
     return out | dict(higher=int((d > 0).sum()), n=n, t=t, p=p)
 
 
-def compare_cv(a, b, out_dir=None, *, labels: tuple[str, str] = ("A", "B")) -> dict[str, list[dict]]:
-    """Compare the cv-summary folders ``a`` and ``b`` (module docstring); write ``methods.csv`` and
-    ``margins.csv`` into ``out_dir`` where given. Returns ``{"methods": rows, "margins": rows}``."""
+def compare_cv(
+    a, b, out_dir=None, *, labels: tuple[str, str] = ("A", "B"), species_set: str = "all"
+) -> dict[str, list[dict]]:
+    """Compare the cv-summary folders ``a`` and ``b`` on the species of ``species_set`` (module
+    docstring); write ``methods.csv`` and ``margins.csv`` into ``out_dir`` where given. Returns
+    ``{"methods": rows, "margins": rows, "labels": [la, lb], "ours": name, "species_set": name}``."""
     la, lb = labels
-    ta, tb = _species_table(a), _species_table(b)
+    ta, tb = _restrict(_species_table(a), _species_table(b), a, b, species_set, labels)
     pa, pb = _pivot(ta, la), _pivot(tb, lb)
     _check_same(ta, tb, pa, pb, la, lb)
     methods, metrics = list(dict.fromkeys(ta["method"])), list(dict.fromkeys(ta["metric"]))
@@ -122,4 +155,4 @@ def compare_cv(a, b, out_dir=None, *, labels: tuple[str, str] = ("A", "B")) -> d
     if out_dir is not None:
         write_csv(Path(out_dir) / "methods.csv", METHODS_COLUMNS, rows)
         write_csv(Path(out_dir) / "margins.csv", MARGINS_COLUMNS, margins)
-    return {"methods": rows, "margins": margins, "labels": [la, lb], "ours": ours}
+    return {"methods": rows, "margins": margins, "labels": [la, lb], "ours": ours, "species_set": species_set}

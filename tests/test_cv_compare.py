@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -106,3 +107,26 @@ def test_a_species_without_a_value_in_one_run_is_left_out_of_its_row(tmp_path):
     b["nn", "l2"][1:-1] = np.nan
     with pytest.raises(ValueError, match="nn l2: 1 species with a value in both runs"):
         compare_cv(fa, _write(tmp_path / "b3", b))
+
+
+def test_a_species_set_of_the_summaries_restricts_both_runs(tmp_path, capsys):
+    """--species-set base_train_only: the rows use only the species summary.json names in that set (the
+    same in both runs); runs that name other species there, or lack the set, are refused."""
+    fa, fb, a, b = _runs(tmp_path)
+    keep = SPECIES[:5]
+    for f in (fa, fb):
+        (f / "summary.json").write_text(json.dumps({"base_train_only": {"species": keep[::-1]}}))
+    res = compare_cv(fa, fb, species_set="base_train_only")
+    row = next(r for r in res["methods"] if r["method"] == "nn" and r["metric"] == "l2")
+    d = (b["nn", "l2"] - a["nn", "l2"])[:5]
+    assert row["n"] == 5 and row["diff"] == pytest.approx(d.mean()) and res["species_set"] == "base_train_only"
+    assert row["p"] == pytest.approx(stats.ttest_rel(b["nn", "l2"][:5], a["nn", "l2"][:5]).pvalue)
+    assert main(["cv-compare", str(fa), str(fb), "-o", str(tmp_path / "o"), "--species-set", "base_train_only"]) == 0
+    assert "species set base_train_only (5 species)" in capsys.readouterr().out
+    (fb / "summary.json").write_text(json.dumps({"base_train_only": {"species": SPECIES[:4]}}))
+    with pytest.raises(ValueError, match="name other base_train_only species"):
+        compare_cv(fa, fb, species_set="base_train_only")
+    with pytest.raises(ValueError, match="lacks without_base_val"):
+        compare_cv(fa, fb, species_set="without_base_val")
+    with pytest.raises(ValueError, match="species_set must be one of"):
+        compare_cv(fa, fb, species_set="val")
