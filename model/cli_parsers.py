@@ -313,7 +313,8 @@ def add_cv_report(sub, func: Callable[[argparse.Namespace], int]) -> None:
             "store's own train species only, without its val species) each method's mean with its t-interval "
             "over the species, ours against each method (species where ours is lower, paired t and Wilcoxon "
             "with Holm), the fold level's t and corrected t, and the procedure (model.cv_report). Figures are "
-            "read from summary.json and species.csv, not recomputed; tomo cv-summary writes the same page."
+            "quoted from summary.json and species.csv (the counts are worked out from species.csv); tomo "
+            "cv-summary writes the same page."
         ),
     )
     q.add_argument("cv", help="the tomo cv-summary folder (summary.json, species.csv)")

@@ -34,13 +34,11 @@ The species level's unit is the held-out unit: a species label with several spec
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from tomodata.files import json_safe, read_json_object, write_json
 from tomodata.store import SPLITS, open_store
@@ -208,10 +206,7 @@ def _fold_level(
                 both = np.isfinite(per[a][k]) & np.isfinite(per[b][k])
                 x, y = (_fold_means(np.where(both, per[m][k], np.nan), units, fold, ks) for m in (a, b))
                 ok = np.isfinite(x) & np.isfinite(y)
-                t, p = (math.nan, math.nan)
-                if ok.sum() >= 2 and np.any(x[ok] != y[ok]):
-                    r = stats.ttest_rel(x[ok], y[ok])
-                    t, p = float(r.statistic), float(r.pvalue)
+                t, p = ST.paired_t(x[ok], y[ok])
                 tests.append(
                     dict(metric=k, method_a=a, method_b=b, level="fold", test="t", statistic=t, p=p, n=int(ok.sum()))
                 )

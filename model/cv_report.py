@@ -1,14 +1,17 @@
 """A cross-validation's result as a page: ``report.md`` beside ``tomo cv-summary``'s tables.
 
-Read from ``summary.json`` and ``species.csv`` (:func:`model.cross_validation.pool_folds`); nothing
-is recomputed, so every figure is the one in those tables. For each species set the summary has
+Read from ``summary.json`` and ``species.csv`` (:func:`model.cross_validation.pool_folds`): every
+mean, interval, statistic and p is quoted from those tables; only the counts "ours lower on k of n
+species" (from species.csv's species means) and the bold (the lowest mean of a column) are worked out
+here. For each species set the summary has
 (every species; without the store's own val species; the store's own train species only), the page
 gives, at the species level (the held-out unit):
 
 * each method's mean of the species means with its 95 % t-interval over the species;
 * the first method (ours) against each other: on how many species its mean is lower, the paired
   t-test's and the Wilcoxon test's p, each with its Holm-adjusted p (the families of
-  :mod:`model.eval_tables`: l2, DSSIM and Gaussian DSSIM together, ``mse`` its own);
+  :mod:`model.eval_tables`, within that species set: ours' comparisons in l2, DSSIM and Gaussian
+  DSSIM together, ``mse`` its own);
 
 then the fold level's paired t and corrected resampled t over the K folds, the checkpoints' steps
 and the procedure in words. Lower is better for every metric. A bold mean is the lowest of its
@@ -27,6 +30,7 @@ import pandas as pd
 
 from tomodata.files import read_json_object, write_text
 
+from .metrics import HOLM_METRICS
 from .names import CV_REPORT, EVAL_SPECIES, EVAL_SUMMARY
 
 __all__ = ["cv_report", "write_cv_report"]
@@ -43,12 +47,16 @@ _SETS = (
 _KEYS = ("methods", "folds", "n_species", "n_samples", "seed", "unit", "base_store", "fold_sizes", "means", "tests")
 
 
-def _num(x: float, digits: int = 4) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
 
 
-def _p(x: float) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x:.2g}"
+def _num(x: float | None, digits: int = 4) -> str:
+    return f"{x:.{digits}g}" if _finite(x) else "–"
+
+
+def _p(x: float | None) -> str:
+    return f"{x:.2g}" if _finite(x) else "–"
 
 
 def _metrics(means: Mapping, methods: Sequence[str]) -> list[str]:
@@ -57,13 +65,15 @@ def _metrics(means: Mapping, methods: Sequence[str]) -> list[str]:
 
 def _means_table(means: Mapping, methods: Sequence[str], metrics: Sequence[str]) -> list[str]:
     rows = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    best = {k: min(means[m][k]["mean"] for m in methods) for k in metrics}
+    best = {
+        k: min((means[m][k]["mean"] for m in methods if _finite(means[m][k]["mean"])), default=None) for k in metrics
+    }
     for m in methods:
         cells = []
         for k in metrics:
             v = means[m][k]
             cell = f"{_num(v['mean'])} [{_num(v['ci_low'])}, {_num(v['ci_high'])}]"
-            cells.append(f"**{cell}**" if v["mean"] == best[k] else cell)
+            cells.append(f"**{cell}**" if best[k] is not None and v["mean"] == best[k] else cell)
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     return rows
 
@@ -82,7 +92,7 @@ def _tests_table(tests: Sequence[Mapping], species: pd.DataFrame, methods: Seque
             t, w = by.get((k, m, "t")), by.get((k, m, "wilcoxon"))
             if t is None:
                 continue
-            pair = wide[[first, m]].dropna()
+            pair = wide.reindex(columns=[first, m]).dropna()
             lower = f"{int((pair[first] < pair[m]).sum())}/{len(pair)}"
             wcells = [_num(w["statistic"]), _p(w["p"]), _p(w["p_holm"])] if w else ["–"] * 3
             rows.append(
@@ -99,6 +109,8 @@ def _fold_table(tests: Sequence[Mapping], first: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["metric"], r["method_b"], r["test"]): r for r in tests if r["method_a"] == first and r["level"] == "fold"}
+    if not by:
+        return ["No fold-level tests in summary.json."]
     for metric, other in dict.fromkeys((k, m) for k, m, _ in by):
         cells = []
         for test in ("t", "corrected t"):
@@ -115,16 +127,17 @@ def cv_report(cv_dir) -> str:
     species = pd.read_csv(cv_dir / EVAL_SPECIES, keep_default_na=False, na_values=[""])
     methods = list(s["methods"])
     first = methods[0]
-    steps = s.get("checkpoint_steps") or []
+    steps = [_num(x, 6) for x in s.get("checkpoint_steps") or []]
     lines = [
         f"# Cross-validation: {s['folds']} folds over {s['n_species']} species",
         "",
         f"- Store: `{s['base_store']}`; fold seed {s['seed']}; {s['n_samples']} test samples.",
         f"- Held-out unit: {s['unit']}.",
-        f"- Checkpoints (each fold's best on its own val species), steps: {', '.join(map(str, steps)) or '–'}.",
+        f"- Checkpoints (each fold's best on its own val species), steps: {', '.join(steps) or '–'}.",
         f"- A fold trains on {s['fold_sizes']['n_train']:g} and tests {s['fold_sizes']['n_test']:g} units on average.",
         "- Lower is better for every metric; a bold mean is the lowest of its column, not a significance claim.",
-        f"- Made by `tomo cv-report` from `{EVAL_SUMMARY}` and `{EVAL_SPECIES}`; the procedure is at the end.",
+        f"- Made by `tomo cv-report` from `{EVAL_SUMMARY}` and `{EVAL_SPECIES}` (quoted; the counts of species "
+        "on which ours is lower and the bold are worked out from them); the procedure is at the end.",
     ]
     for key, heading in _SETS:
         part = s if not key else s.get(key)
@@ -140,7 +153,14 @@ def cv_report(cv_dir) -> str:
             lines += [f"{part['what']}.", ""]
         lines += ["Mean of the species means [95 % t-interval over the species]:", ""]
         lines += _means_table(means, methods, metrics)
-        lines += ["", f"{first} against each method, paired by species (two-sided; Holm as in tests.csv):", ""]
+        family = ", ".join(k for k in HOLM_METRICS if k in metrics)
+        rest = "".join(f", {k} its own family" for k in metrics if k not in HOLM_METRICS)
+        lines += [
+            "",
+            f"{first} against each method, paired by species (two-sided; Holm over the comparisons of {first} "
+            f"in {family} together{rest}, within this species set):",
+            "",
+        ]
         lines += _tests_table(tests, sub, methods, metrics)
     lines += ["", f"## Fold level ({s['folds']} folds)", ""]
     lines += _fold_table(s["tests"], first)

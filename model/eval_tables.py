@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from tomodata.files import atomic_write
 
@@ -126,13 +125,8 @@ def paired_tests(
             x = np.asarray(values[metric][a], dtype=np.float64)
             y = np.asarray(values[metric][b], dtype=np.float64)
             ok = np.isfinite(x) & np.isfinite(y)
-            n = int(ok.sum())
-            if n >= 2 and np.any(x[ok] != y[ok]):
-                res = stats.ttest_rel(x[ok], y[ok])
-                t, p = float(res.statistic), float(res.pvalue)
-            else:
-                t, p = math.nan, math.nan
-            rows.append(dict(metric=metric, method_a=a, method_b=b, t=t, p=p, n=n))
+            t, p = ST.paired_t(x[ok], y[ok])
+            rows.append(dict(metric=metric, method_a=a, method_b=b, t=t, p=p, n=int(ok.sum())))
     return rows
 
 
@@ -266,7 +260,8 @@ def statistics_text(*, n_species: int, first_method: str) -> str:
         "dropped, its n counts the species with a non-zero difference); "
         f"with {n_species} species the smallest possible two-sided Wilcoxon p is 2/2^{n_species} = {wmin}. "
         "'differences' in summary.json: mean over species of the species-mean difference a - b with its "
-        "t-interval (it excludes 0 exactly when the paired t-test's p < 0.05). "
+        "t-interval (it excludes 0 exactly when the paired t-test's p < 0.05; where every difference is the "
+        "same d, the interval is [d, d] and the t-test NaN: no spread, no test). "
         f"Multiple comparisons: p_holm in tests.csv is Holm-Bonferroni over the comparisons of {first_method} "
         "with each other method, one family per level and test holding them in l2, dssim and dssim_gauss "
         "together (the claims; mse, l2 squared, is its own family); pairs of two other methods are "

@@ -29,10 +29,11 @@ Two levels:
   t-interval ``mean ± t_{.975, n−1} sd / √n`` and ``ttest_rel`` paired by unit. n = units.
 
 Functions that need two species raise ``ValueError`` with fewer; mismatched lengths raise
-``ValueError`` too. A t-test whose paired differences are all equal (zero spread, zero or not)
-returns NaN t and p: its statistic would be ±inf with p = 0, a certainty the test's variance
-estimate of zero cannot give (:func:`holm` counts such a NaN as p = 1); the Wilcoxon test beside it
-still ranks equal non-zero differences (p ≥ 2/2^n).
+``ValueError`` too. A t-test whose paired differences are all equal (zero or not; equal to float
+rounding, a spread of at most 16 machine epsilons of the largest) returns NaN t and p: its
+statistic would be ±inf (or ~1e15) with p ≈ 0, a certainty the test's variance estimate of zero
+cannot give (:func:`holm` counts such a NaN as p = 1); the Wilcoxon test beside it still ranks equal
+non-zero differences (p ≥ 2/2^n).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "holm",
     "mean_ci",
     "pair_means",
+    "paired_t",
     "sample_ci",
     "sample_ttest",
     "species_ci",
@@ -187,19 +189,34 @@ def sample_ci(values, species, sample, n_views: int, level: float = 0.95) -> tup
 # tests
 
 
+#: paired differences whose spread (max − min) is at most this many machine epsilons of their largest
+#: magnitude count as all equal: no t-test (module notes)
+_SPREAD_EPS = 16.0 * float(np.finfo(np.float64).eps)
+
+
 def _no_spread(d: np.ndarray) -> bool:
-    """True when the paired differences ``d`` are all equal: a t-test is undefined (module notes)."""
-    return d.size < 2 or bool(np.all(d == d[0]))
+    """True when there are fewer than 2 paired differences ``d`` or they are all equal (to float
+    rounding): a t-test is undefined (module notes)."""
+    if d.size < 2:
+        return True
+    return float(np.ptp(d)) <= _SPREAD_EPS * float(np.max(np.abs(d)))
+
+
+def paired_t(a, b) -> tuple[float, float]:
+    """(t, p): ``scipy.stats.ttest_rel`` (two-sided) of the paired finite (n,) arrays ``a`` and ``b``;
+    NaN t and p for n < 2 or differences all equal (zero or not; module notes)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if _no_spread(a - b):
+        return math.nan, math.nan
+    r = stats.ttest_rel(a, b)
+    return float(r.statistic), float(r.pvalue)
 
 
 def species_ttest(a, b, species) -> tuple[float, float, int]:
-    """(t, p, n species): ``scipy.stats.ttest_rel`` (two-sided) of the species means of a and b.
-    NaN t and p when every species' difference is the same (zero or not; module notes)."""
+    """(t, p, n species): :func:`paired_t` of the species means of a and b (NaN t and p when every
+    species' difference is the same, zero or not)."""
     ma, mb = _paired(a, b, species)
-    if _no_spread(ma - mb):
-        return math.nan, math.nan, int(ma.size)
-    r = stats.ttest_rel(ma, mb)
-    return float(r.statistic), float(r.pvalue), int(ma.size)
+    return (*paired_t(ma, mb), int(ma.size))
 
 
 def species_wilcoxon(a, b, species) -> tuple[float, float, int]:
@@ -227,11 +244,7 @@ def sample_ttest(a, b, species, sample, n_views: int) -> tuple[float, float, int
     ua, pa = pair_means(np.where(ok, a, np.nan), s, j, n_views)
     ub, pb = pair_means(np.where(ok, b, np.nan), s, j, n_views)
     assert ua == ub  # same samples kept for both
-    n = int(pa.size)
-    if _no_spread(pa - pb):
-        return math.nan, math.nan, n
-    r = stats.ttest_rel(pa, pb)
-    return float(r.statistic), float(r.pvalue), n
+    return (*paired_t(pa, pb), int(pa.size))
 
 
 def corrected_resampled_t(a, b, *, n_train: float, n_test: float) -> tuple[float, float, int]:
@@ -266,7 +279,7 @@ def corrected_resampled_t(a, b, *, n_train: float, n_test: float) -> tuple[float
 def holm(p) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values of one family of tests, in the input's order: the i-th
     smallest of m p-values times (m − i + 1), made non-decreasing, capped at 1. A NaN entry (a
-    comparison that could not be tested: every difference zero, too few units) stays NaN but counts
+    comparison that could not be tested: every difference equal, too few units) stays NaN but counts
     in m, as the family's claim it is (conservative: the others are adjusted as if it had p = 1);
     m = 0 where every entry is NaN. (scipy offers only FDR control, which is weaker.)"""
     p = np.asarray(p, dtype=np.float64).ravel()

@@ -6,6 +6,7 @@ and evaluating on views, through the workflow: tests/test_workflow.py::test_full
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from scipy import stats
 from tiny_runs import build_demo
 
 from model.cli import main
-from model.cross_validation import held_out_units, pool_folds
+from model.cross_validation import _fold_level, held_out_units, pool_folds
 from model.cv_report import cv_report
 from model.eval_source import store_content
 from model.stats import holm
@@ -364,9 +365,45 @@ def test_report_page_quotes_the_tables(folds, tmp_path, capsys):
     lower = int((sp["ours"] < sp["nn"]).sum())
     row = f"| l2 | nn | {lower}/6 | {tp['statistic']:.3g} | {tp['p']:.2g} | {tp['p_holm']:.2g} |"
     assert row + f" {wp['statistic']:.4g} | {wp['p']:.2g} | {wp['p_holm']:.2g} |" in page
+    # the train-only section: its own means, its tests (Holm within it) and counts over its 4 species
+    train_only = page.split("## The store's own train species only", 1)[1].split("## Without", 1)[0]
+    sub = res["base_train_only"]
+    v = sub["means"]["species"]["nn"]["l2"]
+    assert f"| nn | {v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]" in train_only
+    t4 = next(r for r in sub["tests"] if (r["metric"], r["method_b"], r["test"]) == ("l2", "nn", "t"))
+    four = sp.loc[sub["species"]]
+    lower4 = f"{int((four['ours'] < four['nn']).sum())}/4"
+    assert f"| l2 | nn | {lower4} | {t4['statistic']:.3g} | {t4['p']:.2g} | {t4['p_holm']:.2g} |" in train_only
+    best = min(res["means"]["species"][m]["l2"]["mean"] for m in res["methods"])
+    assert page.count(f"**{best:.4g} [") == 1  # the lowest l2 of every species, bold once
+    fc = (
+        pd.read_csv(tmp_path / "cv" / "tests.csv")
+        .query(
+            "metric == 'l2' and method_a == 'ours' and method_b == 'nn' and level == 'fold' and test == 'corrected t'"
+        )
+        .iloc[0]
+    )
+    assert f"| {fc['statistic']:.3g} | {fc['p']:.2g} | {fc['p_holm']:.2g} |" in page.split("## Fold level", 1)[1]
     assert main(["cv-report", str(tmp_path / "cv"), "-o", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_text() == page and str(tmp_path / "again.md") in capsys.readouterr().out
+    # a method without values for a metric (null mean in summary.json): shown as "–", no crash
+    s = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    s["means"]["species"]["mean"]["l2"] |= {"mean": None, "ci_low": None, "ci_high": None}
+    (tmp_path / "cv" / "summary.json").write_text(json.dumps(s))
+    assert "| mean | – [–, –] |" in cv_report(tmp_path / "cv")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text("{}")
     with pytest.raises(ValueError, match="cross-validation summary .* lacks"):
-        (tmp_path / "bad").mkdir()
-        (tmp_path / "bad" / "summary.json").write_text("{}")
         cv_report(tmp_path / "bad")
+
+
+def test_fold_level_tests_are_nan_for_equal_differences():
+    """Every fold's difference the same (0.1, equal to float rounding): neither the plain nor the
+    corrected t claims anything (NaN, not t = ±inf with p = 0)."""
+    units = np.array(["a", "b", "c", "d", "e", "f"])
+    fold = np.array([0, 0, 1, 1, 2, 2])
+    x = np.array([0.3, 0.5, 0.2, 0.7, 0.4, 0.6])
+    per = {"ours": {"l2": x}, "nn": {"l2": x + 0.1}}
+    _, tests = _fold_level(per, units, fold, ["ours", "nn"], (4.0, 2.0))
+    assert {r["test"] for r in tests} == {"t", "corrected t"}
+    assert all(math.isnan(r["statistic"]) and math.isnan(r["p"]) and r["n"] == 3 for r in tests)

@@ -103,6 +103,13 @@ def test_equal_nonzero_differences_have_no_t_test():
     assert all(map(math.isnan, S.sample_ttest(a, b, species, sample, 2)[:2]))
     assert S.species_wilcoxon(a, b, species)[1] == 0.25  # 2 / 2^3
     assert S.species_diff_ci(a, b, species)[:3] == (-0.125, -0.125, -0.125)
+    # equal to float rounding only (0.1 is not exact in binary): still no spread, no t = -6e15
+    a = b - 0.1
+    assert all(map(math.isnan, S.species_ttest(a, b, species)[:2]))
+    assert all(map(math.isnan, S.corrected_resampled_t(a[:4], b[:4], n_train=3, n_test=1)[:2]))
+    assert all(map(math.isnan, S.paired_t(a, b)))  # the fold level's plain t and paired_tests use it
+    t, p = S.paired_t(a + np.linspace(0, 1e-9, a.size), b)  # a real spread, however small: tested
+    assert (t, p) == pytest.approx(tuple(stats.ttest_rel(a + np.linspace(0, 1e-9, a.size), b)))
 
 
 def test_species_ci_is_the_t_interval_of_the_species_means():

@@ -351,6 +351,10 @@ def test_sync_settings_file_unit(tmp_path):
     os.utime(path, (oldest - 5, oldest - 5))
     assert "dated now" in sync_settings_file(path, store, other, markers)
     assert path.stat().st_mtime > max(p.stat().st_mtime for p in markers)
+    # a malformed view set in the file (null): a difference, repaired from the config, not an error
+    path.write_text(json.dumps(record | {"view_sets": None}))
+    assert "view_sets: file None, config 'shared'" in sync_settings_file(path, store, record, markers)
+    assert json.loads(path.read_text()) == record
 
 
 def test_store_with_another_species_table_makes_created_stale(tmp_path):

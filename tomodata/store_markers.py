@@ -92,8 +92,13 @@ def settings_differences(store_attrs: dict, settings: dict) -> list[str]:
 
 def _view_sets_filled(record: dict) -> dict:
     """A settings record with ``view_sets`` given: records leave out the default, ``shared``
-    (:meth:`StoreSettings.to_json`), so an absent key is that setting, not an unknown one."""
-    return {**record, "view_sets": view_sets_of(record, "view_sets")}
+    (:meth:`StoreSettings.to_json`), so an absent key is that setting, not an unknown one. A value that
+    is not a view set (``null``, a typo) is kept as it is: a difference to report or repair, not an
+    error here."""
+    try:
+        return {**record, "view_sets": view_sets_of(record, "view_sets")}
+    except ValueError:
+        return dict(record)
 
 
 def settings_record(settings: StoreSettings, spec_version: str) -> dict:
