@@ -531,6 +531,7 @@ def test_full_pipeline_tiny(tmp_path):
     # cross-validation (model.cv, workflow/rules/cv.smk): 3 folds, each species tested once, on views
     pooled = json.loads((res / "cv/summary.json").read_text())
     assert pooled["folds"] == 3 and pooled["n_species"] == 3
+    assert (res / "cv/report.md").read_text().startswith("# Cross-validation: 3 folds over 3 species")
     for k in range(3):
         view = open_store(res / f"cv/fold{k}/dataset.zarr")
         ev = json.loads((res / f"cv/fold{k}/eval/summary.json").read_text())
