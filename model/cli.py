@@ -182,7 +182,9 @@ def cmd_cv_compare(a) -> int:
     res = compare_cv(a.a, a.b, a.output, labels=(a.labels[0], a.labels[1]), species_set=a.species_set)
     la, lb = res["labels"]
     n = res["methods"][0]["n"] if res["methods"] else 0
-    print(f"species set {res['species_set']} ({n} species)")
+    folds = res["fold_differences"]
+    same = "unknown" if folds is None else "the same" if folds == 0 else f"differ on {folds} species"
+    print(f"species set {res['species_set']} ({n} species); folds of the two runs: {same} (paired by species)")
     print(f"species means, {lb} − {la} (95 % t-interval over the species, paired t):")
     for r in res["methods"]:
         if r["metric"] != "mse":

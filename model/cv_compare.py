@@ -14,11 +14,13 @@ recipes, two datasets of the same species: view sets, training lengths):
 
 The two runs must hold the same methods (the first, ours, first in both), metrics and species (a
 ValueError names what differs); a species without a value in one run is left out of that row.
-``species_set`` restricts both to one of the species sets of ``summary.json``
-(:data:`SPECIES_SETS`: ``base_train_only``, the store's own train species, never used for a choice;
-``without_base_val``), which both runs must name alike. The species of
-a fold share a network and the folds share training data, so the intervals are not exact, as for
-``tomo cv-summary``'s species level.
+The pairing is by species alone: where the two runs assigned species to other folds (other fold
+seeds or counts), the comparison still pairs them, and the result says on how many species the folds
+differ (``fold_differences``; species.csv's ``fold`` column). ``species_set`` restricts both to one
+of the species sets of ``summary.json`` (:data:`SPECIES_SETS`: ``base_train_only``, the store's own
+train species, never used for a choice; ``without_base_val``), which both runs must name alike. The
+species of a fold share a network and the folds share training data, so the intervals are not
+exact, as for ``tomo cv-summary``'s species level.
 """
 
 from __future__ import annotations
@@ -155,4 +157,19 @@ def compare_cv(
     if out_dir is not None:
         write_csv(Path(out_dir) / "methods.csv", METHODS_COLUMNS, rows)
         write_csv(Path(out_dir) / "margins.csv", MARGINS_COLUMNS, margins)
-    return {"methods": rows, "margins": margins, "labels": [la, lb], "ours": ours, "species_set": species_set}
+    return {
+        "methods": rows,
+        "margins": margins,
+        "labels": [la, lb],
+        "ours": ours,
+        "species_set": species_set,
+        "fold_differences": _fold_differences(ta, tb),
+    }
+
+
+def _fold_differences(ta: pd.DataFrame, tb: pd.DataFrame) -> int | None:
+    """On how many species the two runs' folds differ (None where a table has no ``fold`` column)."""
+    if "fold" not in ta.columns or "fold" not in tb.columns:
+        return None
+    fa, fb = (t.groupby("species")["fold"].first() for t in (ta, tb))
+    return int((fa != fb.reindex(fa.index)).sum())

@@ -122,7 +122,8 @@ def test_a_species_set_of_the_summaries_restricts_both_runs(tmp_path, capsys):
     assert row["n"] == 5 and row["diff"] == pytest.approx(d.mean()) and res["species_set"] == "base_train_only"
     assert row["p"] == pytest.approx(stats.ttest_rel(b["nn", "l2"][:5], a["nn", "l2"][:5]).pvalue)
     assert main(["cv-compare", str(fa), str(fb), "-o", str(tmp_path / "o"), "--species-set", "base_train_only"]) == 0
-    assert "species set base_train_only (5 species)" in capsys.readouterr().out
+    assert "species set base_train_only (5 species); folds of the two runs: the same" in capsys.readouterr().out
+    assert res["fold_differences"] == 0
     (fb / "summary.json").write_text(json.dumps({"base_train_only": {"species": SPECIES[:4]}}))
     with pytest.raises(ValueError, match="name other base_train_only species"):
         compare_cv(fa, fb, species_set="base_train_only")
@@ -130,3 +131,11 @@ def test_a_species_set_of_the_summaries_restricts_both_runs(tmp_path, capsys):
         compare_cv(fa, fb, species_set="without_base_val")
     with pytest.raises(ValueError, match="species_set must be one of"):
         compare_cv(fa, fb, species_set="val")
+
+
+def test_other_fold_assignments_are_paired_by_species_and_counted(tmp_path):
+    fa, fb, _, _ = _runs(tmp_path)
+    rows = (fb / "species.csv").read_text().splitlines()
+    moved = [rows[0]] + [r[: r.rfind(",")] + (",1" if r.split(",")[1] in ("s00", "s03") else ",0") for r in rows[1:]]
+    (fb / "species.csv").write_text("\n".join(moved) + "\n")
+    assert compare_cv(fa, fb)["fold_differences"] == 2
