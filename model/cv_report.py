@@ -13,8 +13,9 @@ gives, at the species level (the held-out unit):
   :mod:`model.eval_tables`, within that species set: ours' comparisons in l2, DSSIM and Gaussian
   DSSIM together, ``mse`` its own);
 
-then the fold level's paired t and corrected resampled t over the K folds, the checkpoints' steps
-and the procedure in words. Lower is better for every metric. A bold mean is the lowest of its
+then each fold's means (``folds.csv``: its test species, the step of its checkpoint, each method's
+mean of its species means), the fold level's paired t and corrected resampled t over the K folds and
+the procedure in words. Lower is better for every metric. A bold mean is the lowest of its
 column, not a claim of significance.
 
 ``cv_report(cv_dir) -> str``, ``write_cv_report(cv_dir, out=None) -> Path``
@@ -31,7 +32,7 @@ import pandas as pd
 from tomodata.files import read_json_object, write_text
 
 from .metrics import HOLM_METRICS
-from .names import CV_REPORT, EVAL_SPECIES, EVAL_SUMMARY
+from .names import CV_FOLDS_CSV, CV_REPORT, EVAL_SPECIES, EVAL_SUMMARY
 
 __all__ = ["cv_report", "write_cv_report"]
 
@@ -103,6 +104,23 @@ def _tests_table(tests: Sequence[Mapping], species: pd.DataFrame, methods: Seque
     return rows
 
 
+def _folds_tables(folds: pd.DataFrame, methods: Sequence[str]) -> list[str]:
+    """Per metric of :data:`HOLM_METRICS` in ``folds.csv``: each fold's test species, checkpoint step
+    and every method's fold mean."""
+    out: list[str] = []
+    for k in [k for k in HOLM_METRICS if k in set(folds["metric"])]:
+        t = folds[folds["metric"] == k]
+        wide = t.pivot(index="fold", columns="method", values="mean").reindex(columns=list(methods))
+        info = t.groupby("fold")[["n_species", "checkpoint_step"]].first()
+        out += ["", f"{k}:", "", "| fold | test species | step | " + " | ".join(methods) + " |"]
+        out.append("|---|---|---|" + "---|" * len(methods))
+        for f, row in wide.iterrows():
+            n, step = info.loc[f, "n_species"], info.loc[f, "checkpoint_step"]
+            cells = " | ".join(_num(row[m]) for m in methods)
+            out.append(f"| {f} | {_num(n, 6)} | {_num(step, 9)} | {cells} |")
+    return out or ["", f"No {CV_FOLDS_CSV} rows."]
+
+
 def _fold_table(tests: Sequence[Mapping], first: str) -> list[str]:
     rows = [
         f"| metric | {first} vs | t | p | p Holm | corrected t | p | p Holm |",
@@ -162,7 +180,10 @@ def cv_report(cv_dir) -> str:
             "",
         ]
         lines += _tests_table(tests, sub, methods, metrics)
-    lines += ["", f"## Fold level ({s['folds']} folds)", ""]
+    lines += ["", f"## Fold level ({s['folds']} folds)", "", "Each fold's mean of its test species' means:"]
+    folds_csv = cv_dir / CV_FOLDS_CSV
+    lines += _folds_tables(pd.read_csv(folds_csv), methods) if folds_csv.is_file() else ["", f"No {CV_FOLDS_CSV}."]
+    lines += ["", f"{first} against each method over the folds (paired t; corrected resampled t):", ""]
     lines += _fold_table(s["tests"], first)
     lines += ["", "## Procedure", "", s.get("statistics", "–"), ""]
     return "\n".join(lines)

@@ -384,6 +384,10 @@ def test_report_page_quotes_the_tables(folds, tmp_path, capsys):
         .iloc[0]
     )
     assert f"| {fc['statistic']:.3g} | {fc['p']:.2g} | {fc['p_holm']:.2g} |" in page.split("## Fold level", 1)[1]
+    fm = pd.read_csv(tmp_path / "cv" / "folds.csv").query("fold == 0 and metric == 'l2'").set_index("method")["mean"]
+    folds_l2 = page.split("## Fold level", 1)[1].split("l2:", 1)[1]
+    n0 = len(res["test_species"][0])
+    assert f"| 0 | {n0} | 2 | " + " | ".join(f"{fm[m]:.4g}" for m in res["methods"]) + " |" in folds_l2
     assert main(["cv-report", str(tmp_path / "cv"), "-o", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_text() == page and str(tmp_path / "again.md") in capsys.readouterr().out
     # a method without values for a metric (null mean in summary.json): shown as "–", no crash
