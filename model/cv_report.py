@@ -111,13 +111,12 @@ def _folds_tables(folds: pd.DataFrame, methods: Sequence[str]) -> list[str]:
     for k in [k for k in HOLM_METRICS if k in set(folds["metric"])]:
         t = folds[folds["metric"] == k]
         wide = t.pivot(index="fold", columns="method", values="mean").reindex(columns=list(methods))
-        info = t.groupby("fold")[["n_species", "checkpoint_step"]].first()
+        info = t.groupby("fold")[["n_species", "checkpoint_step"]].first().to_dict("index")
         out += ["", f"{k}:", "", "| fold | test species | step | " + " | ".join(methods) + " |"]
         out.append("|---|---|---|" + "---|" * len(methods))
         for f, row in wide.iterrows():
-            n, step = info.loc[f, "n_species"], info.loc[f, "checkpoint_step"]
-            cells = " | ".join(_num(row[m]) for m in methods)
-            out.append(f"| {f} | {_num(n, 6)} | {_num(step, 9)} | {cells} |")
+            cells = " | ".join(_num(float(row[m])) for m in methods)
+            out.append(f"| {f} | {_num(info[f]['n_species'], 6)} | {_num(info[f]['checkpoint_step'], 9)} | {cells} |")
     return out or ["", f"No {CV_FOLDS_CSV} rows."]
 
 
