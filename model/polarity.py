@@ -12,20 +12,28 @@ regions are darker than textured ones (inside the field), (3) the brightest pixe
 than the darkest. Each is scaled by its no-information level, clipped to ±3 and summed; the sign
 decides. **No guess** (a ``ValueError`` that asks for ``--polarity keep`` or ``invert``) when
 |sum| ≤ 1, or when the border cue (the one that holds for any anatomy) says the opposite of the sum
-with ≥ 0.4 units on a film without an air region (``air_region``: less than 30 % of the smoothed
+with ≥ 0.4 units on a film without an air region (``air_region``: less than 40 % of the smoothed
 field within 15 % of one end of its range): chest films, whose dark lungs are textured and bright
-abdomen smooth and which show little air, end here (0.16, 0.18 on the two real ones); on a head film
-with air around it the border cue is the one that rulers, text and shutters at the border corrupt.
-Confidence: ``high`` when the three agree clearly, ``normal`` when the flat cue agrees, else
-``low`` (with a warning). Synthetic films from the real CTs (tests/test_polarity.py,
-tests/synth_radiographs.py; constants chosen on seeds 1 and 2, 99.2 % right there), held-out seeds
-never looked at while tuning, measured 2026-12-04 with ``.venv/bin/python -m pytest -q
-tests/test_polarity.py -p no:cacheprovider`` (the counts from the same loop as a script): seed 7:
-99.0 % right, 0.7 % refused, 1 wrong at low confidence; seed 11: 99.7 %, 0.3 %, none wrong; seed 13:
-98.7 %, 1.3 %, none wrong; seeds 17 and 19 (run once): 100 %; none wrong at high or normal
-confidence (without the generator's opacity-dependent noise: seeds 7 / 11 / 13 98.3 / 98.0 / 98.0 %
-right, 1 / 1 / 0 wrong at low confidence). The issue's film (a collimated 8-bit lateral skull, air .40,
-border .51, ruler, positioner; ``synth_radiographs.issue_film``) is kept at high confidence.
+abdomen smooth and which show little air, end here (0.16, 0.18 on the two real ones), and many skull
+films cropped inside the head; on a head film with air around it the border cue is the one that
+rulers, text and shutters at the border corrupt, so a decision against it is made, at low confidence.
+Confidence: ``high`` when the three agree clearly, ``normal`` when the flat cue agrees and the
+border cue does not disagree, else ``low`` (with a warning). Synthetic films from the real CTs
+(tests/test_polarity.py, tests/synth_radiographs.py; constants chosen on seeds 1 and 2), seeds 7,
+11 and 13 held out. Session 32 (helper-70 found skull films cropped inside the head wrong at normal
+confidence: 18 of 72, where 30–33 % of the field counted as an air region) raised the air-region
+limit from 30 % to 40 % and capped a decision against the border cue at low confidence, chosen on
+seeds 1 and 2 and that crop set, then run once on the held-out seeds (``/tmp/s32/pol/heldout.py``,
+the test's loop as a script, 2026-12-07): seed 7: 98.0 % right, 1.7 % refused, 1 wrong at low
+confidence; seed 11: 99.7 %, 0.3 %, none wrong; seed 13: 98.3 %, 1.7 %, none wrong; seeds 17 and
+19: 99.7 % and 100 %; none wrong at high or normal confidence; about 7 % of the right decisions are
+now at low confidence (with a warning). Before (2026-12-04): 99.0 / 99.7 / 98.7 % right, 0.7 / 0.3 /
+1.3 % refused on seeds 7 / 11 / 13, 100 % on 17 and 19. The crop set: 22 right, 42 refused, 8 wrong,
+all at low confidence (was 18 wrong at normal). **Out of its domain** (a cranial film without air
+around the head, a chest film cropped inside the body), the cues can agree on the wrong answer:
+crops of the two real chest films are wrong at high confidence; give ``--polarity`` for such films.
+The issue's film (a collimated 8-bit lateral skull, air .40, border .51, ruler, positioner;
+``synth_radiographs.issue_film``) is kept at high confidence.
 ``polarity="keep"`` / ``"invert"`` override it (the statistics are recorded anyway).
 
 """
@@ -51,7 +59,7 @@ POLARITY_BORDER_VOTE = 0.4
 #: colour images whose 99th-percentile channel spread is at most this fraction of full scale are grey
 #: polarity rule: a film with at least this fraction of its field within 15 % of one end of its range
 #: (smoothed) shows an air region; the border cue's disagreement then does not refuse a decision
-POLARITY_AIR_REGION = 0.3
+POLARITY_AIR_REGION = 0.4
 #: smallest accepted side of an x-ray (pixels)
 MIN_SIDE = 8
 
@@ -160,18 +168,16 @@ def detect_polarity(image, mask=None) -> dict:
     # unless the film shows a large region at one end of its range (air around a head: the other
     # cues read it; rulers, text and shutters at the border corrupt the border cue instead). A film
     # the body fills (a chest) has no such region: its dark lungs are textured, its abdomen smooth.
-    conflict = (
-        np.sign(units[0]) != d and abs(units[0]) >= POLARITY_BORDER_VOTE and cues["air_region"] < POLARITY_AIR_REGION
-    )
-    if abs(score) <= 1 or conflict:
+    disagree = np.sign(units[0]) != d and abs(units[0]) >= POLARITY_BORDER_VOTE
+    if abs(score) <= 1 or (disagree and cues["air_region"] < POLARITY_AIR_REGION):
         invert, conf = None, "none"
     else:
         invert = bool(d < 0)
         if (np.sign(units) == d).all() and (np.abs(units) > 1).all():
             conf = "high"
-        elif np.sign(units[1]) == d and abs(score) > 2:
+        elif np.sign(units[1]) == d and abs(score) > 2 and not disagree:
             conf = "normal"
-        else:
+        else:  # weak, or against the border cue on a film with an air region: decided, with a warning
             conf = "low"
     return {
         "invert": invert,
@@ -183,6 +189,7 @@ def detect_polarity(image, mask=None) -> dict:
             "dark, flat regions are darker than textured ones, the brightest pixels are more textured "
             "than the darkest; each cue in units of its no-information level, clipped to ±3, summed; "
             "|sum| <= 1, or the border cue (>= 0.4 units) against the sum on a film without an air region "
-            "(< 30 % of the field within 15 % of one end of its range): no decision"
+            "(< 40 % of the field within 15 % of one end of its range): no decision; against the border cue "
+            "with an air region: low confidence"
         ),
     }
