@@ -107,6 +107,7 @@ from .xray import (
     read_xray,
     xray_file_problem,
 )
+from .xray_files import polarity_header
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -252,7 +253,7 @@ def _run_network(xray_path, checkpoint, opts: _Options, timing: dict) -> tuple[_
         model, state, ck = cached_model(checkpoint, opts.device)
         timing["load_model_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        header = f"PhotometricInterpretation {info['photometric']}" if info.get("photometric") else None
+        header = polarity_header(info)
         reference = state.get("xray_reference")
         try:
             sq, prep = prepare_xray(

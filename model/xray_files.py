@@ -17,9 +17,15 @@ JPEG is not applied). Values become float64 in [0, 1] *as displayed* (bright = b
   LUT) is not applied. Unsigned data without a rescale under ``BitsStored`` 16 whose maximum uses
   less than 1/8 of that range (12-bit data) are scaled by the 16-bit rule above instead, with a
   warning (as read, the film would be dark). ``PhotometricInterpretation`` ``MONOCHROME1`` (low value
-  = white) is inverted (``1 − v``) so that the image is as displayed. Pixel spacing:
-  ``PixelSpacing`` (row, column mm), else ``ImagerPixelSpacing``; a multi-frame file gives its first
-  frame (with a warning).
+  = white) is inverted (``1 − v``) so that the image is as displayed, and so is ``MONOCHROME2`` with
+  ``PresentationLUTShape`` ``INVERSE`` (with MONOCHROME1, INVERSE is the same inversion, not applied
+  twice). Pixel spacing: ``PixelSpacing`` (row, column mm, in the patient), else
+  ``ImagerPixelSpacing`` (at the detector) divided by ``EstimatedRadiographicMagnificationFactor``
+  where given (without it the spacing is the detector's, the record says so: the anatomy, magnified by
+  the beam's divergence, comes out that much too large); a multi-frame file gives its first frame
+  (with a warning). The window (VOI LUT: ``WindowCenter``/``WindowWidth``) is *not* applied: a film
+  whose stored values fill only part of their range reads with grey air (``--air subtract``).
+* TIFF ``PhotometricInterpretation`` MinIsWhite (low value = white) is inverted (``1 − v``).
 * Colour (3 or 4 channels, also DICOM RGB): the image is grey when the 99th percentile of the
   per-pixel channel spread (max − min channel) is at most 2 % of full scale (tolerates JPEG chroma
   noise); it then becomes the mean of the channels. Otherwise a ``UserWarning`` is issued and it is
@@ -47,7 +53,7 @@ from tomodata.image_files import dicom_pixels, read_dicom, read_tiff
 
 from .polarity import MIN_SIDE
 
-__all__ = ["read_xray", "xray_file_problem"]
+__all__ = ["polarity_header", "read_xray", "xray_file_problem"]
 
 #: colour images whose 99th-percentile channel spread is at most this fraction of full scale are grey
 GREY_SPREAD = 0.02
@@ -215,6 +221,18 @@ def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarra
     if photometric == "MONOCHROME1":
         img = 1.0 - img
         info["monochrome1"] = "inverted (1 - v): low stored values are white in MONOCHROME1"
+    elif photometric == "MONOCHROME2" and str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE":
+        # (with MONOCHROME1, INVERSE names the same inversion, as the DX IOD requires: not applied twice)
+        img = 1.0 - img
+        info["presentation_lut"] = "inverted (1 - v): MONOCHROME2 with PresentationLUTShape INVERSE"
+    _dicom_spacing(ds, info)
+    return img, mask
+
+
+def _dicom_spacing(ds, info: dict) -> None:
+    """``info["pixel_spacing_mm"]`` (row, column) from ``PixelSpacing`` (in the patient), else
+    ``ImagerPixelSpacing`` (at the detector) divided by ``EstimatedRadiographicMagnificationFactor``
+    where given (else at the detector plane: objects appear larger by the magnification, said so)."""
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
         sp = ds.get(key)
         if sp is not None:
@@ -223,18 +241,42 @@ def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarra
             except (TypeError, ValueError):
                 continue
             if len(vals) == 2 and all(math.isfinite(s) and s > 0 for s in vals):
+                source = f"DICOM {key}"
+                if key == "ImagerPixelSpacing":
+                    mag = _positive(ds.get("EstimatedRadiographicMagnificationFactor"))
+                    if mag is not None:
+                        vals = [s / mag for s in vals]
+                        source += f" / EstimatedRadiographicMagnificationFactor {mag:g}"
+                    else:
+                        source += " (at the detector: the anatomy is magnified by the beam's divergence)"
                 info["pixel_spacing_mm"] = vals  # (row, column)
-                info["pixel_spacing_source"] = f"DICOM {key}"
-                break
-    return img, mask
+                info["pixel_spacing_source"] = source
+                return
+
+
+def _positive(v) -> float | None:
+    """``v`` as a finite positive float, else None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+def _tiff_photometric(tf) -> str | None:
+    """The first page's PhotometricInterpretation name (tifffile), e.g. "MINISBLACK", "MINISWHITE"."""
+    ph = tf.pages[0].photometric
+    return getattr(ph, "name", None) if ph is not None else None
 
 
 def _read_tiff(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.dtype, str]:
     try:  # the project's one TIFF path (tomodata.image_files): tifffile, else OpenCV's libtiff
-        arr, axes, _, reader = read_tiff(p)
+        arr, axes, photometric, reader = read_tiff(p, meta=_tiff_photometric)
     except ValueError as exc:
         raise _undecodable(p, head, "TIFF", str(exc).removeprefix(f"{p}: ")) from None
     info["format"] = "TIFF" if reader == "tifffile" else f"TIFF (read by {reader})"
+    if photometric:
+        info["tiff_photometric"] = photometric
     if arr.ndim == 3 and not axes.endswith("S"):
         warnings.warn(f"{p}: {arr.shape[0]} pages; the first is used", UserWarning, stacklevel=3)
         info["pages"] = f"{arr.shape[0]} pages: the first is used"
@@ -253,6 +295,18 @@ def _read_cv2(p: Path, head: bytes, info: dict, why: str = "") -> np.ndarray:
         raise _undecodable(p, head, "TIFF" if why else "image format", why)
     info["format"] = "OpenCV (" + (p.suffix.lower().lstrip(".") or "no suffix") + ")"
     return img
+
+
+def polarity_header(info: dict) -> str | None:
+    """What the file says about its polarity, for :func:`model.xray.prepare_xray`'s ``header``: a grey
+    DICOM's ``PhotometricInterpretation`` (MONOCHROME1 or 2: how it is displayed, already applied by
+    :func:`read_xray`), else None. RGB or YBR (a scanned film, a secondary capture) and other formats
+    state nothing about polarity: the image decides."""
+    photometric = info.get("photometric")
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    lut = " with PresentationLUTShape INVERSE" if "presentation_lut" in info else ""
+    return f"PhotometricInterpretation {photometric}{lut}"
 
 
 def xray_file_problem(path) -> str | None:
@@ -316,6 +370,9 @@ def read_xray(path) -> tuple[np.ndarray, dict]:
         grey, mask = _split_channels(arr, order, p, info)
         valid = None if mask is None else ~mask
         img = _to_unit(grey, np.dtype(dtype), p, info, valid)
+        if info.get("tiff_photometric") == "MINISWHITE":
+            img = 1.0 - img
+            info["miniswhite"] = "inverted (1 - v): TIFF PhotometricInterpretation MinIsWhite (low values are white)"
     if img.ndim != 2:
         raise ValueError(f"{p}: expected a 2-D image, got shape {img.shape}")
     if min(img.shape) < MIN_SIDE:

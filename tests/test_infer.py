@@ -38,6 +38,7 @@ from model.predict import _network_input
 from model.train import TrainConfig, save_checkpoint
 from model.volume_io import PREVIEWS as INFER_PREVIEWS
 from model.xray import FIELD_FILL
+from model.xray_files import polarity_header
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import render_xrays
 from tomodata.views import hemisphere_views
@@ -138,6 +139,7 @@ def _write_dicom(
     key="ImagerPixelSpacing",
     slope=None,
     intercept=None,
+    extra=None,
 ) -> Path:
     sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
     meta = FileMetaDataset()
@@ -161,6 +163,8 @@ def _write_dicom(
     if slope is not None:
         ds.RescaleSlope = f"{slope:g}"
         ds.RescaleIntercept = f"{intercept:g}"
+    for k, v in (extra or {}).items():
+        setattr(ds, k, v)
     ds.PixelData = stored.astype("<u2").tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
@@ -344,6 +348,37 @@ def test_dicom_monochrome1_is_inverted_and_spacing_is_read(tmp_path, ckpt):
     # rescale slope/intercept are applied before the bits range
     img3, _ = read_xray(_write_dicom(tmp_path / "r.dcm", stored, slope=2, intercept=-100))
     np.testing.assert_allclose(img3, stored / 4095.0, atol=1e-12)
+
+
+def test_dicom_presentation_lut_magnification_and_tiff_min_is_white(tmp_path):
+    """As displayed: MONOCHROME2 with PresentationLUTShape INVERSE is inverted (MONOCHROME1 with
+    INVERSE once, not twice: the DX IOD pairs them); ImagerPixelSpacing is divided by the estimated
+    magnification, or named as the detector's; a MinIsWhite TIFF is inverted; only a grey DICOM's
+    photometric interpretation is a polarity statement (an RGB one is not)."""
+    x = _phantom(64, 64)
+    stored = np.rint(x * 4095).astype(np.uint16)
+    inverse = {"PresentationLUTShape": "INVERSE"}
+    img, info = read_xray(_write_dicom(tmp_path / "inv.dcm", 4095 - stored, extra=inverse))
+    np.testing.assert_allclose(img, stored / 4095.0, atol=1e-12)
+    assert "presentation_lut" in info and polarity_header(info).endswith("PresentationLUTShape INVERSE")
+    img, info = read_xray(_write_dicom(tmp_path / "m1.dcm", 4095 - stored, photometric="MONOCHROME1", extra=inverse))
+    np.testing.assert_allclose(img, stored / 4095.0, atol=1e-12)
+    assert polarity_header(info) == "PhotometricInterpretation MONOCHROME1"
+    mag = {"EstimatedRadiographicMagnificationFactor": "1.25"}
+    _, info = read_xray(_write_dicom(tmp_path / "mag.dcm", stored, spacing=(0.15, 0.2), extra=mag))
+    assert info["pixel_spacing_mm"] == pytest.approx([0.12, 0.16]) and "1.25" in info["pixel_spacing_source"]
+    _, info = read_xray(_write_dicom(tmp_path / "det.dcm", stored, spacing=(0.15, 0.2)))
+    assert info["pixel_spacing_mm"] == [0.15, 0.2] and "at the detector" in info["pixel_spacing_source"]
+    _, info = read_xray(_write_dicom(tmp_path / "pix.dcm", stored, spacing=(0.15, 0.2), key="PixelSpacing", extra=mag))
+    assert info["pixel_spacing_mm"] == [0.15, 0.2]  # PixelSpacing is in the patient already
+    u8 = np.rint(x * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "w.tif", 255 - u8, photometric="miniswhite")
+    img, info = read_xray(tmp_path / "w.tif")
+    np.testing.assert_allclose(img, u8 / 255.0)
+    assert "miniswhite" in info and info["tiff_photometric"] == "MINISWHITE"
+    tifffile.imwrite(tmp_path / "b.tif", u8, photometric="minisblack")
+    np.testing.assert_allclose(read_xray(tmp_path / "b.tif")[0], u8 / 255.0)
+    assert polarity_header({"photometric": "RGB"}) is None and polarity_header({"format": "TIFF"}) is None
 
 
 def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt, monkeypatch):
