@@ -272,6 +272,7 @@ def _infer_one(a, xray: Path, output: Path, apps: Path | None) -> None:
         previews=not a.no_previews,
         device=a.device,
         max_size=a.max_size,
+        pixel_spacing=a.pixel_spacing,
     )
     for p in app_paths:
         print(f"application {p}")

@@ -4,6 +4,7 @@ them): one function per command, each adding that command's subparser with its h
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 from tomodata.cli import non_negative_int, positive_float, positive_int
@@ -402,6 +403,17 @@ def add_explorer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # arg
     q.set_defaults(func=func)
 
 
+def pixel_spacing(text: str) -> float | tuple[float, float]:
+    """``--pixel-spacing``: "0.1" or "0.1,0.12" (row, column mm), each positive and finite."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected MM or ROW,COL in mm (positive), got {text!r}")
+    return vals[0] if len(vals) == 1 else (vals[0], vals[1])
+
+
 def add_infer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table
     """``tomo infer``: its options; ``func`` runs it."""
     q = sub.add_parser(
@@ -409,7 +421,8 @@ def add_infer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
         help="a 3D volume from each real x-ray",
         description=(
             "Reconstruct a view volume from a radiograph (PNG/TIFF/JPEG 8/16-bit, grey/RGB/RGBA, DICOM): polarity "
-            "fixed (bone dense), optional gamma undo, cropped or padded to square, the network, fusion at the "
+            "fixed (bone dense), optional gamma undo, made square (around the anatomy in the exposed field by "
+            "default, or cropped or padded), the network, fusion at the "
             "input's resolution; writes OUT (.nrrd, .nii or .nii.gz, with spacing), preview PNGs and a JSON record. "
             "Several radiographs or globs: OUT is a folder (OUT/STEM/STEM.FORMAT each); every input is checked "
             "before any work and the network is built once."
@@ -460,6 +473,13 @@ def add_infer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
         ),
     )
     q.add_argument("--max-size", type=positive_int, help="cap the output's lateral resolution")
+    q.add_argument(
+        "--pixel-spacing",
+        type=pixel_spacing,
+        metavar="MM[,MM]",
+        help="the film's pixel spacing in mm (one value, or row,column), instead of the file's: a PNG or TIFF "
+        "has none (the volume is then in pixels), a DICOM's ImagerPixelSpacing is the detector's",
+    )
     q.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
     q.add_argument(
         "--apps",

@@ -64,7 +64,7 @@ def batch_jobs(xrays: list[Path], out: Path, fmt: str, apps: Path | None) -> tup
     """(radiograph, OUT/STEM/STEM.FMT, APPS/STEM) of each of several radiographs, and the name
     clashes: two with the same STEM (the name without its last suffix, case-insensitive)."""
     if out.suffix.lower() in (".nrrd", ".nii", ".gz") or (out.exists() and not out.is_dir()):
-        raise ValueError(f"with several radiographs -o is a folder (OUT/STEM/STEM.{fmt} each), got {out}")
+        raise ValueError(f"with a glob or several radiographs -o is a folder (OUT/STEM/STEM.{fmt} each), got {out}")
     stems: dict[str, list[Path]] = {}
     for x in xrays:
         stems.setdefault(x.stem.casefold(), []).append(x)

@@ -290,7 +290,7 @@ def _decide_polarity(x: np.ndarray, mask, polarity: str, header: str | None) -> 
         if stats["confidence"] == "low":
             warnings.warn(
                 f"polarity detection is uncertain (score {stats['margin']:+.2f}); "
-                f"{'inverting' if invert else 'keeping'}; pass polarity='keep' or 'invert' to decide",
+                f"{'inverting' if invert else 'keeping'}; pass --polarity keep or --polarity invert to decide",
                 UserWarning,
                 stacklevel=3,  # prepare_xray's caller
             )

@@ -909,3 +909,27 @@ def test_a_small_specimen_on_a_large_film_is_found():
     assert 0.85 * long_side <= max(rec["square"]["anatomy_box"][2:]) <= 1.05 * long_side  # not the film's
     top, left, S, _ = rec["square"]["box"]
     assert top <= ys.min() and ys.max() < top + S and left <= xs.min() and xs.max() < left + S  # all of it
+
+
+def test_cli_pixel_spacing_gives_a_png_its_millimetres(tmp_path, ckpt, capsys):
+    """--pixel-spacing: a PNG has no spacing; given 0.25 mm the volume is in mm (lateral 0.25 at the
+    film's resolution); a malformed value is refused by the parser."""
+    src = _films(tmp_path / "films", names=("film1",))
+    out = tmp_path / "v.nrrd"
+    args = [
+        "infer",
+        str(src / "film1.png"),
+        "--checkpoint",
+        str(ckpt),
+        "-o",
+        str(out),
+        "--no-previews",
+        "--square",
+        "pad",
+    ]
+    assert main([*args, "--pixel-spacing", "0.25"]) == 0
+    assert "(mm)" in capsys.readouterr().out  # the printed spacing unit
+    _, spacing = _read_volume(out)
+    assert spacing[1:] == pytest.approx((0.25, 0.25))
+    with pytest.raises(SystemExit):
+        main([*args, "--pixel-spacing", "0,1"])
