@@ -593,6 +593,22 @@ def test_refuses_a_store_that_does_not_validate(demo, tmp_path):
         export.export_dataset(tmp_path / "nothing", tmp_path / "out")
 
 
+@pytest.mark.parametrize("stray", ["species/Secret/", ".notes.txt"])
+def test_refuses_files_outside_the_species_table(demo, tmp_path, stray):
+    """A species group the table does not name (a copy of another's: the store still validates, with a
+    warning; its licence never checked) or any other file in the store is not published: the export
+    refuses and names it (helper-69: it was copied silently)."""
+    store = tmp_path / "s.zarr"
+    shutil.copytree(demo, store)
+    if stray.endswith("/"):
+        shutil.copytree(store / "species" / "procedural_00", store / stray)
+    else:
+        (store / stray).write_text("notes")
+    with pytest.raises(ValueError, match=f"outside its metadata and the species of its table .*{stray}"):
+        export.export_dataset(store, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_is_reproducible_with_source_date_epoch(demo, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     a, b = tmp_path / "a", tmp_path / "b"

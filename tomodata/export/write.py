@@ -167,15 +167,31 @@ class _Staging:
         p.write_bytes(b)
         self.files[rel] = hashlib.sha256(b).hexdigest()
 
-    def copy_store(self, src: Path) -> None:
-        """The store, byte for byte, as ``dataset.zarr/`` (a symbolic link in it is refused)."""
+    def copy_store(self, src: Path, names: list[str]) -> None:
+        """The store, byte for byte, as ``dataset.zarr/``: its root and species group metadata and the
+        groups of the species ``names`` (the species table, whose licences were checked). A symbolic
+        link, or any other file (a species group the table does not name, notes, hidden files), is
+        refused: it would be published unchecked."""
+        allowed = {"zarr.json", "species/zarr.json"}
+        under = tuple(f"species/{n}/" for n in names)
+        stray = []
         for p in sorted(src.rglob("*")):
             if p.is_symlink():
                 raise ValueError(f"the store holds a symbolic link ({p}): refusing to export it")
             if not p.is_file():
                 continue
-            rel = f"{STORE_NAME}/{p.relative_to(src).as_posix()}"
+            inner = p.relative_to(src).as_posix()
+            if inner not in allowed and not inner.startswith(under):
+                stray.append(inner)
+                continue
+            rel = f"{STORE_NAME}/{inner}"
             self.files[rel] = _copy_hashed(p, self.tmp / rel)
+        if stray:
+            raise ValueError(
+                f"the store {src} holds {len(stray)} file(s) outside its metadata and the species of its table "
+                f"(e.g. {', '.join(stray[:3])}): refusing to publish them unchecked; remove them, or export a "
+                "copy without them"
+            )
 
     def write_volumes(self, src: Path, table: list[dict], volumes: str) -> None:
         """Each species' canonical volume as ``volumes/<name><ext>`` (RAS, mm spacing where recorded)."""
@@ -287,7 +303,7 @@ def _put_files(
     """Everything but provenance, Croissant, card and SHA256SUMS, in this order: the store (data exports),
     the volume files, the tables, the recipe. Returns the recipe's warnings."""
     if not recipe_only:
-        stage.copy_store(src)
+        stage.copy_store(src, [e["name"] for e in attrs["species"]])
     if volumes is not None:
         stage.write_volumes(src, attrs["species"], volumes)
     _put_tables(stage, attrs, markers, classes)
