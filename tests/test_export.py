@@ -753,6 +753,9 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
         ("LGPL-2.1+", "LGPL-2.1-or-later"),
         ("AGPL-3.0", "AGPL-3.0-only"),
         ("MIT License", "MIT"),
+        ("MIT", "MIT"),
+        ("Licensed under the MIT license", "MIT"),
+        ("License: MIT", "MIT"),
     ],
 )
 def test_licence_strings_to_spdx(text, spdx):
@@ -761,9 +764,28 @@ def test_licence_strings_to_spdx(text, spdx):
     assert ("non-commercial use only" in got["conditions"]) == ("-NC" in spdx)
 
 
-@pytest.mark.parametrize("text", ["ask the lab", "CC BY", "GPL", "BSD", "see website"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ask the lab",
+        "CC BY",
+        "GPL",
+        "BSD",
+        "see website",
+        "Used with permission of the MIT Press",
+        "Not in the public domain; contact the curator",
+        "no licence",
+    ],
+)
 def test_unrecognised_licence_strings(text):
     assert export.classify_licence({"licence": text})["class"] == "unknown"
+
+
+@pytest.mark.parametrize("text", ["(c) MIT Museum, all rights reserved", "All Rights Reserved"])
+def test_all_rights_reserved_is_restricted(text):
+    """Rights reserved is no licence to redistribute, whatever else the text names (helper-69: MIT)."""
+    got = export.classify_licence({"licence": text})
+    assert got["class"] == "restricted" and got["redistribution"] is False
 
 
 def test_unknown_licence_is_a_warning_not_a_silent_switch(tmp_path, capsys):

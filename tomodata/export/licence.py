@@ -97,7 +97,12 @@ _OPEN_LICENCES = _cc_licences() + [
         "gpl-3.0",
         _GNU + "gpl-3.0.html",
     ),
-    (r"\bmit\b", "MIT", "mit", "https://opensource.org/license/mit"),
+    (
+        r"\bmit[- _]licen[sc]e\b|^\s*(the )?mit\s*$|licen[sc]ed? (under )?(the )?mit\b|licen[sc]e:\s*mit\b|\bexpat\b",
+        "MIT",
+        "mit",
+        "https://opensource.org/license/mit",
+    ),
     (
         r"bsd[- _]?3|3[- _]clause bsd|bsd 3-clause",
         "BSD-3-Clause",
@@ -125,7 +130,13 @@ _CONDITIONS = [
 _CC0 = ("CC0-1.0", "cc0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")
 _RESTRICTED_RE = re.compile(
     r"no[- ]redistribution|not? (be )?(for |to be )?redistribut|do not redistribute|"
-    r"redistribution (is )?(not|prohibited|forbidden)|without redistribution|\butct\b|digimorph"
+    r"redistribution (is )?(not|prohibited|forbidden)|without redistribution|\butct\b|digimorph|"
+    r"all rights reserved"
+)
+# texts that name a licence only to deny it, or grant permission to one person: no open licence
+_NOT_A_LICENCE_RE = re.compile(
+    r"\bnot (in |into |under )?(the |a )?public[- _]?domain|\bno licen[sc]e\b|\bunlicensed\b|"
+    r"\b(used )?with (the )?permission\b|permission (is )?required"
 )
 _PROCEDURAL_LICENCE = "procedural (tomodata.phantoms)"
 
@@ -145,8 +156,11 @@ def classify_licence(entry: dict) -> dict:
     "hf": Hugging Face licence id or None, "url": licence URL or None, "text": the licence text,
     "redistribution": bool, "conditions": [...]}`` (open licences' conditions: "non-commercial use
     only", "no derivatives: ..."). Restricted wins over everything (a licence that forbids
-    redistribution, UTCT/DigiMorph named in it, or a digimorph.org source); then procedural species
-    (free, CC0-1.0); then a recognised open licence; else unknown (treated as not cleared). The text
+    redistribution or reserves all rights, UTCT/DigiMorph named in it, or a digimorph.org source); then
+    procedural species (free, CC0-1.0); a text that denies a licence ("not in the public domain",
+    "no licence") or names one person's permission ("used with permission") is unknown; then a
+    recognised open licence (MIT only as a licence: "MIT License", "licensed under MIT", a bare
+    "MIT", not "MIT Press"); else unknown (treated as not cleared). The text
     is lower-cased and long forms shortened ("Creative Commons Attribution-NonCommercial" → "cc
     by-nc") before matching; docs/export.md lists what is recognised.
     """
@@ -164,6 +178,8 @@ def classify_licence(entry: dict) -> dict:
         spdx, hf, url = _CC0
         label = text or "CC0-1.0 (procedural species, tomodata.phantoms)"
         return out | {"class": FREE, "spdx": spdx, "hf": hf, "url": url, "redistribution": True, "label": label}
+    if _NOT_A_LICENCE_RE.search(low):
+        return out | {"class": UNKNOWN, "redistribution": False, "label": text}
     norm = low
     for long, short in _LICENCE_WORDS:
         norm = re.sub(long, short, norm)
