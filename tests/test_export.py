@@ -335,6 +335,24 @@ def test_tampering_is_detected(demo_data_export, tmp_path):
     assert any(p.startswith("samples.csv") for p in problems)
 
 
+def test_files_croissant_names_are_checked_even_when_dropped_from_sha256sums(demo_data_export, tmp_path):
+    """A file Croissant describes, deleted together with its SHA256SUMS line, is still reported
+    (helper-69: sha256sum -c and verify_export both passed), and so is a species' FileSet gone."""
+    out = tmp_path / "copy"
+    shutil.copytree(demo_data_export[0], out)
+    sums = (out / "SHA256SUMS").read_text().splitlines()
+    keep = [ln for ln in sums if not ln.endswith((" species.csv", " splits/test.txt"))]
+    keep = [ln for ln in keep if "dataset.zarr/species/procedural_02/" not in ln]
+    (out / "SHA256SUMS").write_text("\n".join(keep) + "\n")
+    (out / "species.csv").unlink()
+    (out / "splits" / "test.txt").unlink()
+    shutil.rmtree(out / "dataset.zarr" / "species" / "procedural_02")
+    problems = export.verify_export(out)
+    assert "croissant.json: the FileObject species.csv is missing" in problems, problems
+    assert "croissant.json: the FileObject splits/test.txt is missing" in problems
+    assert any("FileSet dataset.zarr/species/procedural_02/**" in p for p in problems)
+
+
 # ------------------------------------------------------------------------------------------ recipe-only
 
 

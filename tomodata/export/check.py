@@ -51,13 +51,25 @@ def _file_problems(root: Path, sums: dict[str, str]) -> list[str]:
 
 
 def _croissant_problems(root: Path, sums: dict[str, str]) -> list[str]:
-    """croissant.json unreadable, or a FileObject's sha256 that disagrees with SHA256SUMS."""
+    """croissant.json unreadable; a FileObject (a file of the export, by its relative ``contentUrl``) that
+    is missing, not listed in SHA256SUMS, or whose sha256 disagrees with it; a FileSet whose pattern
+    matches no file listed in SHA256SUMS."""
     problems = []
     try:
         cr = json.loads((root / "croissant.json").read_text())
         for d in cr.get("distribution", []):
-            if d.get("@type") == "cr:FileObject" and sums.get(d.get("contentUrl")) not in (None, d.get("sha256")):
-                problems.append(f"croissant.json: sha256 of {d.get('contentUrl')} disagrees with SHA256SUMS")
+            url = d.get("contentUrl")
+            if d.get("@type") == "cr:FileObject" and isinstance(url, str) and "://" not in url:
+                if not (root / url).is_file():
+                    problems.append(f"croissant.json: the FileObject {url} is missing")
+                elif url not in sums:
+                    problems.append(f"croissant.json: the FileObject {url} is not listed in SHA256SUMS")
+                elif sums[url] != d.get("sha256"):
+                    problems.append(f"croissant.json: sha256 of {url} disagrees with SHA256SUMS")
+            elif d.get("@type") == "cr:FileSet" and isinstance(d.get("includes"), str):
+                prefix = d["includes"].removesuffix("**")
+                if not any(rel.startswith(prefix) for rel in sums):
+                    problems.append(f"croissant.json: the FileSet {d['includes']} matches no file of SHA256SUMS")
     except (OSError, ValueError) as e:
         problems.append(f"croissant.json is missing or not JSON ({type(e).__name__}: {e})")
     return problems
