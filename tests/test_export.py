@@ -421,12 +421,14 @@ def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path, view_sets):
     assert export.verify_rebuild(tmp_path / "rebuilt", out) == []
 
 
-def test_a_store_not_finalised_exports_with_a_warning(tmp_path):
+def test_a_store_not_finalised_exports_with_a_warning(tmp_path, capsys):
     src = tiny_store(tmp_path / "s.zarr", ["CC0-1.0"] * 2, finalize=False)
-    with pytest.warns(UserWarning, match="is not finalised"):
+    with pytest.warns(export.NotFinalisedWarning, match="is not finalised"):
         summary = export.export_dataset(src, tmp_path / "out")
     assert any("not finalised" in n for n in summary["warnings"])
     assert json.loads((tmp_path / "out/provenance.json").read_text())["store"]["finalized"] is False
+    assert main(["export", str(src), str(tmp_path / "out2")]) == 0  # tomo export: said once, not twice
+    assert capsys.readouterr().err.lower().count("is not finalised") == 1
 
 
 def test_an_export_folder_that_cannot_be_made_is_named(demo, tmp_path, capsys):

@@ -86,6 +86,7 @@ from .licence import OPEN as OPEN
 from .licence import RESTRICTED as RESTRICTED
 from .licence import UNKNOWN as UNKNOWN
 from .licence import (
+    NotFinalisedWarning,
     RedistributionWarning,
     UnknownLicenceWarning,
     _licence_notes,
@@ -106,6 +107,7 @@ from .write import (
 
 __all__ = [
     "EXPORT_SPEC",
+    "NotFinalisedWarning",
     "RedistributionWarning",
     "classify_licence",
     "export_dataset",
@@ -171,7 +173,7 @@ def export_dataset(
         notes.append(
             f"the store {src} is not finalised (tomo finalize): its species validate, but it records no completion"
         )
-        warnings.warn(notes[-1], stacklevel=2)
+        warnings.warn(notes[-1], NotFinalisedWarning, stacklevel=2)
     _check_volumes(volumes, recipe_only, asked=asked)
     manifest_bytes = _manifest_bytes(manifest, table)
     config_file = _config_file(config, attrs)

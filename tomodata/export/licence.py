@@ -145,6 +145,10 @@ class RedistributionWarning(UserWarning):
     """A data export of species whose terms do not clear redistribution (explicit ``recipe_only=False``)."""
 
 
+class NotFinalisedWarning(UserWarning):
+    """An export of a store that records no completion (``tomo finalize`` not run)."""
+
+
 class UnknownLicenceWarning(UserWarning):
     """A species' licence text matches no recognised licence (it is treated as not cleared)."""
 
