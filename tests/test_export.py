@@ -416,6 +416,7 @@ def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path, view_sets):
     card = (out / "README.md").read_text()
     assert ("each species from its own views" in card) == (view_sets == "per_species")
     assert ("each species with its own seed: seed of species NAME = " in card) == (view_sets == "per_species")
+    assert words[words.index("-o") + 1] == "../rebuilt"  # beside the export: it stays as published
     words[words.index("-o") + 1] = str(tmp_path / "rebuilt")
     assert main(words[1:]) == 0
     assert export.verify_rebuild(tmp_path / "rebuilt", out) == []
@@ -875,19 +876,21 @@ def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
 
     def rebuild():
         path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+        env = {"PATH": path, "REBUILD_WORK": str(tmp_path / "work")}  # default ../rebuild-work: beside the export
         return subprocess.run(
-            ["bash", "recipe/rebuild.sh", "x.zarr"], cwd=tmp_path, capture_output=True, text=True, env={"PATH": path}
+            ["bash", "recipe/rebuild.sh", "x.zarr"], cwd=tmp_path, capture_output=True, text=True, env=env
         )
 
+    assert 'WORK="${REBUILD_WORK:-../rebuild-work}"' in (tmp_path / "recipe/rebuild.sh").read_text()
     proc = rebuild()
     assert proc.returncode == 2 and "m1 (" in proc.stderr and "gone.nii.gz does not exist" in proc.stderr
-    assert "m2" not in proc.stderr and not (tmp_path / "rebuild-work").exists()
+    assert "m2" not in proc.stderr and not (tmp_path / "work").exists()
     # the row edited to where the file is now: the check reads specimens.tsv when it runs
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(tmp_path / "here.nii.gz"))
     text = (tmp_path / "recipe/specimens.tsv").read_text().replace(str(tmp_path / "gone.nii.gz"), "../here.nii.gz")
     (tmp_path / "recipe/specimens.tsv").write_text(text.replace("https://example.org/m2.nii.gz", "../here.nii.gz"))
     proc = rebuild()
-    assert "cannot be read" not in proc.stderr and (tmp_path / "rebuild-work").is_dir()
+    assert "cannot be read" not in proc.stderr and (tmp_path / "work").is_dir()
     assert proc.returncode != 0 and "sha256" in proc.stderr  # the recorded checksum is not this file's
 
 

@@ -322,7 +322,8 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
         f"Install the `tomodata` code{where} at the version in `provenance.json` (`code_version`), then:",
         "",
     ]
-    rebuilt = "rebuilt" if cmd == "tomo build-demo" else "rebuilt.zarr"
+    # beside the export, not in it: the export stays as published (verify_export lists any file added)
+    rebuilt = "../rebuilt" if cmd == "tomo build-demo" else "../rebuilt.zarr"
     if cmd == "tomo build-demo":
         args = dict(attrs["provenance"]["config"].get("args", {}))
         if "held_out" in args:  # stores of before --held-out became --val
@@ -332,7 +333,7 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
             for k in ("species", "val", "test", "views", "size", "steps", "volume_size", "chi", "seed", "view_sets")
             if k in args
         )
-        L += ["```bash", f"tomo build-demo -o rebuilt {opts} --backend cpu", "```", ""]
+        L += ["```bash", f"tomo build-demo -o {rebuilt} {opts} --backend cpu", "```", ""]
     else:
         L += [
             "`recipe/specimens.tsv` lists every species with every setting its cube was made with (spacing, "
@@ -343,7 +344,7 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
             "missing one before it starts. `BACKEND=cuda` renders on the GPU (default: cpu).",
             "",
             "```bash",
-            "bash recipe/rebuild.sh rebuilt.zarr      "
+            f"bash recipe/rebuild.sh {rebuilt}      "
             "# tomo fetch, tomo cube per species, store-create, render, finalize",
             "```",
             "",

@@ -3,6 +3,7 @@ rebuilt from the recipe matches the recorded checksums)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -67,8 +68,7 @@ def _croissant_problems(root: Path, sums: dict[str, str]) -> list[str]:
                 elif sums[url] != d.get("sha256"):
                     problems.append(f"croissant.json: sha256 of {url} disagrees with SHA256SUMS")
             elif d.get("@type") == "cr:FileSet" and isinstance(d.get("includes"), str):
-                prefix = d["includes"].removesuffix("**")
-                if not any(rel.startswith(prefix) for rel in sums):
+                if not any(fnmatch.fnmatchcase(rel, d["includes"]) for rel in sums):  # "*" crosses "/" here
                     problems.append(f"croissant.json: the FileSet {d['includes']} matches no file of SHA256SUMS")
     except (OSError, ValueError) as e:
         problems.append(f"croissant.json is missing or not JSON ({type(e).__name__}: {e})")
