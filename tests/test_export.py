@@ -169,6 +169,17 @@ def test_data_export_of_procedural_species(demo, demo_data_export):
     assert prov["export"]["mode"] == "data" and prov["code_version"]["tomodata"]
     assert prov["export"]["source_store"] == str(demo.resolve())  # absolute, whatever the working folder
     assert prov["config"]["command"] == "tomo build-demo" and prov["store"]["finalized"] is True
+    # the code that built the store (creation, each species' render) is recorded there and quoted, not
+    # only the exporter's (helper-69: the card named the export's commit as the build's)
+    built = json.loads((demo / "zarr.json").read_text())["attributes"]["provenance"]["code"]
+    assert set(built) == {"tomodata", "git_commit", "git_dirty"} and prov["store"]["provenance"]["code"] == built
+    assert sum(len(v) for v in prov["store"]["species_code"].values()) == 3
+    card = (out / "README.md").read_text()
+    if built["git_commit"]:
+        assert f"the store created at commit {built['git_commit'][:12]}" in card
+        assert next(iter(prov["store"]["species_code"])).startswith(built["git_commit"][:12])
+    else:
+        assert "the store records no commit" in card
     assert export.verify_export(out) == []
 
 

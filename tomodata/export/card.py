@@ -121,6 +121,40 @@ def _notices(*, lic: dict, classes: dict, prov: dict, recipe_only: bool) -> list
     return L
 
 
+def _species_code(markers: dict[str, dict]) -> dict[str, list[str]]:
+    """{commit (12 hex, "+dirty" where the checkout had changes; "not recorded" for markers made before
+    2026-12-07): the species rendered by it}, from the species' completion markers."""
+    out: dict[str, list[str]] = {}
+    for name, m in sorted(markers.items()):
+        code = m.get("code") or {}
+        commit = code.get("git_commit")
+        key = f"{commit[:12]}{'+dirty' if code.get('git_dirty') else ''}" if commit else "not recorded"
+        out.setdefault(key, []).append(name)
+    return out
+
+
+def _built_with(prov: dict) -> str:
+    """The code that built the store (its creation and each species' render) and the exporter's, in words."""
+    store_code = ((prov.get("store") or {}).get("provenance") or {}).get("code") or {}
+    commit = store_code.get("git_commit")
+    dirty = " (with uncommitted changes)" if store_code.get("git_dirty") else ""
+    made = (
+        f"the store created at commit {commit[:12]}{dirty}"
+        if commit
+        else "the store records no commit of the code that built it (stores made before 2026-12-07, or code "
+        "installed without git)"
+    )
+    species = (prov.get("store") or {}).get("species_code") or {}
+    renders = [f"{k} ({len(v)})" for k, v in species.items() if k != "not recorded"]
+    if "not recorded" in species:
+        renders.append(f"no commit recorded ({len(species['not recorded'])})")
+    rendered = "; the species' renders: " + ", ".join(renders) if renders else ""
+    exp = prov.get("code_version") or {}
+    exp_dirty = "+dirty" if exp.get("git_dirty") else ""
+    exported = f"; exported at commit {exp['git_commit'][:12]}{exp_dirty}" if exp.get("git_commit") else ""
+    return f"{made}{rendered}{exported}"
+
+
 def _overview(attrs: dict, *, prov: dict, recipe_only: bool, n_samples_total: int) -> list[str]:
     """The paragraph on the dataset and its key figures (mode, species, samples, images, volumes, views)."""
     table = attrs["species"]
@@ -129,9 +163,7 @@ def _overview(attrs: dict, *, prov: dict, recipe_only: bool, n_samples_total: in
     return [
         f"A dataset in the style of Henzler et al., *Single-image Tomography: 3D Volumes from 2D Cranial X-Rays* "
         f"(Computer Graphics Forum 37(2), Eurographics 2018), built with the `tomodata` code "
-        f"(version {prov['code_version']['tomodata']}"
-        + (f", commit {prov['code_version']['git_commit'][:12]}" if prov["code_version"].get("git_commit") else "")
-        + ")"
+        f"(version {prov['code_version']['tomodata']}; {_built_with(prov)})"
         + (f", published at {prov['export']['code_url']}" if prov["export"].get("code_url") else "")
         + ".",
         "",
@@ -319,7 +351,9 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
     cmd = (attrs.get("provenance", {}).get("config") or {}).get("command")
     where = f" ({code_url})" if code_url else ""
     L += [
-        f"Install the `tomodata` code{where} at the version in `provenance.json` (`code_version`), then:",
+        f"Install the `tomodata` code{where} at the commit that built the store (`provenance.json`: "
+        "`store.provenance.code`, and `store.species_code` for each species' render; `code_version` is the "
+        "exporter's, the same code only where the commits agree), then:",
         "",
     ]
     # beside the export, not in it: the export stays as published (verify_export lists any file added)
@@ -356,8 +390,9 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
         "when rendered with the same backend; the CUDA and CPU renderers agree within 1 uint16 step (float32 "
         "rounding), so a build on the other backend can differ in `images_sha256` only: "
         '`verify_rebuild(..., images="skip")` checks the rest. The CPU renderer (since 2026-12-07, when '
-        "its ray sum became fixed point) and resampling gave the same bits on the x86-64 targets checked "
-        "(AVX2 and AVX-512 code: Haswell, Zen 2 and 3, Skylake-AVX512); "
+        "its ray sum became fixed point) and resampling gave the same bits when numba generated their code "
+        "for the x86-64 targets Haswell, Zen 2 and 3 and Skylake-AVX512 (AVX2 and AVX-512 code, run on one "
+        "AVX-512 machine; not on real machines of each kind); "
         "on a CPU without FMA the cubes and images differ in float32 rounding; other architectures (ARM) "
         "and other numba, numpy, scipy or SimpleITK versions were not checked.",
         "",

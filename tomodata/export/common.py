@@ -7,12 +7,10 @@ import datetime as _dt
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from .. import __version__
+from ..code_version import code_version as code_version
 from ..run_layout import STORE_NAME, store_in
 from ..splits import SPLITS
 
@@ -45,31 +43,6 @@ def _now() -> _dt.datetime:
 def _json_text(obj) -> str:
     """The export's JSON files: indent 2, keys in insertion order, UTF-8 text, no NaN, final newline."""
     return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def code_version() -> dict:
-    """tomodata's version and, when run from a git checkout, its commit and whether it is dirty."""
-    info: dict[str, Any] = {"tomodata": __version__, "git_commit": None, "git_dirty": None}
-    root = Path(__file__).resolve().parents[2]  # tomodata/export/common.py -> the checkout
-    if not (root / ".git").exists():
-        return info
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(  # GIT_OPTIONAL_LOCKS=0: read only, no index.lock to trip a commit running beside
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-        ).stdout
-        info["git_commit"] = commit or None
-        info["git_dirty"] = bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
 
 
 def _check_url(url: str | None, name: str) -> str | None:

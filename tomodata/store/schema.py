@@ -14,6 +14,7 @@ import numpy as np
 import zarr
 
 from .. import __version__
+from ..code_version import code_version
 from ..splits import SPLIT_ROLES, SPLITS
 from ..store_settings import StoreSettings
 from ..views import DEFAULT_VIEW_SETS, VIEW_SCHEME
@@ -268,6 +269,7 @@ def _root_attributes(st: StoreSettings, table: list[dict], config: dict, images_
         "split_roles": SPLIT_ROLES,
         "provenance": {
             "code_version": __version__,
+            "code": code_version(),  # the commit that created the store (each species' marker: its own)
             "generator": "tomodata.store.create_store",
             "config": config,
             "software": _software(),

@@ -13,6 +13,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from .. import __version__
+from ..code_version import code_version
 from ..store_settings import StoreSettings
 from ..views import SampleIndex, check_rotations, mirror
 from .create import _create_species_group
@@ -155,6 +156,7 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
         "samples": st.samples_per_species,
         "image_encoding": st.image_encoding,
         "code_version": __version__,
+        "code": code_version(),  # the commit that rendered this species
     }
     group.attrs.put({**base, "status": "complete", "complete": marker})
     return marker
