@@ -312,6 +312,16 @@ def test_urls_go_into_croissant_card_and_provenance(demo, tmp_path, capsys):
     assert "url is a placeholder" in cap.err and json.loads(cap.out)["mode"] == "data"
     doc = json.loads((tmp_path / "cli/croissant.json").read_text())
     assert doc["url"] == export.URL_PLACEHOLDER
+    # Croissant 1.1 requires a creator: without one the CLI says so; given, it is in croissant, card, provenance
+    assert "croissant.json has no creator" in cap.err and "creator" not in doc
+    args = ["export", str(demo), str(tmp_path / "by"), "--creator", "Ada Lovelace", "--organization", "Lab X"]
+    assert main(args) == 0
+    assert "no creator" not in capsys.readouterr().err
+    makers = [{"@type": "sc:Person", "name": "Ada Lovelace"}, {"@type": "sc:Organization", "name": "Lab X"}]
+    assert json.loads((tmp_path / "by/croissant.json").read_text())["creator"] == makers
+    assert "* made by: Ada Lovelace, Lab X" in (tmp_path / "by/README.md").read_text()
+    assert json.loads((tmp_path / "by/provenance.json").read_text())["export"]["creators"] == makers
+    assert export.verify_export(tmp_path / "by") == []
 
 
 def test_sha256sums_verify_with_sha256sum(demo_data_export):
@@ -519,7 +529,10 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
     assert "mammal skull x-rays" in fm["pretty_name"] and "computed-tomography" in fm["tags"]
     doc = json.loads((out / "croissant.json").read_text())
     assert "mammals" in doc["keywords"] and "synthetic" not in doc["keywords"]
-    assert any("no redistribution" in lic for lic in doc["license"])
+    # prose terms are CreativeWork items (Croissant 1.1: URL or CreativeWork), the recipe's licence a URL
+    prose = [lic["name"] for lic in doc["license"] if isinstance(lic, dict)]
+    assert all(lic.get("@type") == "sc:CreativeWork" for lic in doc["license"] if isinstance(lic, dict))
+    assert any("no redistribution" in t for t in prose) and doc["license"][0].startswith("https://")
     records = croissant_records(out / "croissant.json", "species")
     assert records is None or len(records) == 2
     assert export.verify_export(out) == [] and sha256sum_check(out).returncode == 0
@@ -532,7 +545,8 @@ def test_utct_store_defaults_to_recipe_only(utct_store, tmp_path):
     assert (out2 / "dataset.zarr/zarr.json").is_file()
     card = (out2 / "README.md").read_text()
     assert front_matter(card)["license"] == "other" and "NOT FOR REDISTRIBUTION" in card
-    assert json.loads((out2 / "croissant.json").read_text())["license"][0] == "NOT FOR REDISTRIBUTION"
+    first = json.loads((out2 / "croissant.json").read_text())["license"][0]
+    assert first == {"@type": "sc:CreativeWork", "name": "NOT FOR REDISTRIBUTION"}
     assert export.verify_export(out2) == []
 
     # a manifest that lacks a species of the store is refused

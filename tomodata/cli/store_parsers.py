@@ -168,6 +168,16 @@ def _add_export(sub) -> None:
         "(without it croissant.json has a placeholder; croissant.json is in SHA256SUMS, so set it here)",
     )
     q.add_argument("--code-url", help="where the tomodata code is published (its repository): the card, provenance")
+    q.add_argument(
+        "--creator",
+        action="append",
+        metavar="NAME",
+        help="a person who made the dataset (repeat for several): croissant.json's creator, which Croissant 1.1 "
+        "requires, the card, provenance.json",
+    )
+    q.add_argument(
+        "--organization", action="append", metavar="NAME", help="an organisation that made the dataset (as --creator)"
+    )
     q.set_defaults(func=cmd_export)
 
 

@@ -225,11 +225,19 @@ def cmd_export(a) -> int:
             volumes=a.volumes,
             url=a.url,
             code_url=a.code_url,
+            creators=a.creator,
+            organizations=a.organization,
         )
     for note in summary["warnings"]:
         print(f"WARNING: {note}", file=sys.stderr)
     if a.url is None:
         print("note: croissant.json's url is a placeholder: give --url (where it will be published)", file=sys.stderr)
+    if not (a.creator or a.organization):
+        print(
+            "note: croissant.json has no creator, which Croissant 1.1 requires: give --creator NAME or "
+            "--organization NAME",
+            file=sys.stderr,
+        )
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -105,6 +105,19 @@ from .write import (
     _summary,
 )
 
+
+def _creators(people: list[str] | None, organizations: list[str] | None) -> list[dict]:
+    """Croissant ``creator`` entries: ``sc:Person`` for each name in ``people``, ``sc:Organization`` for
+    each in ``organizations`` (names stripped; an empty one is a ValueError)."""
+    out = []
+    for kind, names in (("sc:Person", people or []), ("sc:Organization", organizations or [])):
+        for n in names:
+            if not str(n).strip():
+                raise ValueError("a creator's name is empty")
+            out.append({"@type": kind, "name": str(n).strip()})
+    return out
+
+
 __all__ = [
     "EXPORT_SPEC",
     "NotFinalisedWarning",
@@ -131,6 +144,8 @@ def export_dataset(
     volumes: str | None = None,
     url: str | None = None,
     code_url: str | None = None,
+    creators: list[str] | None = None,
+    organizations: list[str] | None = None,
 ) -> dict:
     """Write a publishable folder for a dataset store (see the module docstring for the layout).
 
@@ -153,6 +168,9 @@ def export_dataset(
             ``provenance.json``. Without it Croissant's ``url`` is :data:`URL_PLACEHOLDER` (set it here,
             not by editing the file: croissant.json is in SHA256SUMS).
         code_url: where the ``tomodata`` code is published (its repository): the card and ``provenance.json``.
+        creators, organizations: who made the dataset (people; organisations): Croissant's ``creator``
+            (``sc:Person`` / ``sc:Organization``), which Croissant 1.1 requires, the card and
+            ``provenance.json``. Without either, a note says that croissant.json lacks it.
 
     Returns:
         a summary dict: ``out``, ``mode`` ("data" / "recipe-only"), ``recipe_only``, ``licence`` (the
@@ -160,6 +178,7 @@ def export_dataset(
         ``samples``, ``files`` (count), ``bytes``, ``warnings``.
     """
     urls = {"dataset_url": _check_url(url, "url"), "code_url": _check_url(code_url, "code_url")}
+    makers = _creators(creators, organizations)
     src = _resolve_store(store)
     out = Path(out_dir)
     _check_out(out, src, overwrite)
@@ -188,11 +207,19 @@ def export_dataset(
         notes += _put_files(stage, src, attrs, markers, classes, recipe_only, volumes, manifest_bytes, config_file)
         prov = _provenance(attrs, src, when.isoformat(), mode, lic, classes, notes, config_file, has_manifest, urls)
         prov["store"]["species_code"] = _species_code(markers)
+        prov["export"]["creators"] = makers
         stage.put("provenance.json", _json_text(prov))
         date = when.date().isoformat()
         all_free = all(c["class"] == FREE for c in classes.values())
         doc = _croissant(
-            attrs, stage.files, species_names=names, date=date, url=urls["dataset_url"], all_free=all_free, **same
+            attrs,
+            stage.files,
+            species_names=names,
+            date=date,
+            url=urls["dataset_url"],
+            all_free=all_free,
+            creators=makers,
+            **same,
         )
         stage.put("croissant.json", _json_text(doc))
         # _card is looked up in this module at call time (tests replace tomodata.export._card)

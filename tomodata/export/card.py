@@ -168,6 +168,11 @@ def _overview(attrs: dict, *, prov: dict, recipe_only: bool, n_samples_total: in
         + ".",
         "",
         *([f"* this dataset: {prov['export']['dataset_url']}"] if prov["export"].get("dataset_url") else []),
+        *(
+            ["* made by: " + ", ".join(c["name"] for c in prov["export"]["creators"])]
+            if prov["export"].get("creators")
+            else []
+        ),
         f"* export mode: **{mode}**",
         f"* species: {len(table)} ({', '.join(f'{s}: {len(splits.get(s, []))}' for s in SPLIT_NAMES)}); "
         "splits hold out whole species",

@@ -404,6 +404,12 @@ _KEYWORDS = [
 ]
 
 
+def _licence_entry(text: str) -> str | dict:
+    """A Croissant ``license`` item: a licence URL as it is; prose (a restriction, source terms) as an
+    ``sc:CreativeWork`` with that name (Croissant 1.1 allows URL or CreativeWork there, not text)."""
+    return text if text.startswith(("https://", "http://")) else {"@type": "sc:CreativeWork", "name": text}
+
+
 def _croissant(
     attrs: dict,
     files: dict[str, str],
@@ -415,6 +421,7 @@ def _croissant(
     n_samples_total: int,
     url: str | None = None,
     all_free: bool = False,
+    creators: list[dict] | None = None,
 ) -> dict:
     """The Croissant document (a JSON-LD dict); ``files`` maps each export path written so far to its sha256,
     ``lic`` is :func:`tomodata.export.licence._licence_summary`'s, ``date`` the ISO export date, ``url`` where
@@ -431,8 +438,9 @@ def _croissant(
         "name": "single-image-tomography-skull-xrays",
         "alternateName": attrs.get("title", ""),
         "description": description,
-        "license": lic["croissant"],
+        "license": [_licence_entry(x) for x in lic["croissant"]],
         "url": url or URL_PLACEHOLDER,
+        **({"creator": creators} if creators else {}),
         "version": __version__,
         "datePublished": date,
         "citeAs": CITATION_BIBTEX,
