@@ -1055,3 +1055,25 @@ def test_canonical_volume_file_carries_the_recorded_millimetres(tmp_path):
     )
     with pytest.raises(ValueError, match="suffix"):
         write_canonical_volume(tmp_path / "v.tif", vol, 0.25)
+
+
+def test_the_cards_python_lines_run_on_a_small_store(tmp_path, monkeypatch):
+    """The card's example reads a view every store has (helper-69: images[5] of a 2-view store failed)
+    and names volume/1 only where the volume has that level."""
+    src = tmp_path / "b"
+    args = ["--species", "2", "--val", "0", "--views", "2", "--size", "8", "--steps", "8", "--volume-size", "8"]
+    assert main(["build-demo", "-o", str(src), *args]) == 0
+    out = tmp_path / "out"
+    export.export_dataset(src, out)
+    card = (out / "README.md").read_text()
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(out)
+    scope: dict = {}
+    exec(code, scope)  # the card's own lines, in the export folder
+    assert scope["img"].shape == (8, 8) and scope["R"].shape == (3, 3)
+    levels = len(
+        zarr.open_group(str(out / "dataset.zarr/species/procedural_00/volume"), mode="r").attrs["ome"]["multiscales"][
+            0
+        ]["datasets"]
+    )
+    assert ("volume/1 its 2x2x2 mean" in card) == (levels == 2)

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from ..run_layout import STORE_NAME
+from ..store.layout import ome_multiscales
 from ..views import SPECIES_SEED_RECIPE, VIEW_SCHEME, VIEW_SCHEME_RECIPE, view_sets_of
 from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
 from .licence import _CONDITIONS, FREE, RESTRICTED
@@ -264,6 +265,7 @@ def _contents(files: list[str], *, recipe_only: bool, has_manifest: bool) -> lis
 def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
     """## Layout: the store's arrays (shapes, dtypes) and a few lines of Python that read a sample."""
     first = attrs["species"][0]["name"]
+    view = min(2, int(attrs["n_views"]) - 1)  # an example view every store has
     return [
         "",
         "## Layout" + (" (of the store you rebuild)" if recipe_only else ""),
@@ -275,7 +277,7 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
         f"{STORE_NAME}/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm, or voxels where "
         "no scale was recorded)",
         f"{STORE_NAME}/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
-        "density, vol[z, y, x]; volume/1 its 2x2x2 mean",
+        "density, vol[z, y, x]" + ("; volume/1 its 2x2x2 mean" if _volume_levels(attrs) == 2 else ""),
         f"{STORE_NAME}/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",
         f"{STORE_NAME}/species/<name>/mirrored   ({attrs['samples_per_species']},) bool     sample 2i+1 is mirrored",
         f"{STORE_NAME}/species/<name>/views      ({attrs['samples_per_species']},) int32    view of each sample",
@@ -286,11 +288,17 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
         "```python",
         "import zarr",
         f'g = zarr.open_group("{STORE_NAME}", mode="r", use_consolidated=False)',
-        f'img = g["species/{first}/images"][5] / 65535.0   # sample 5 = view 2, mirrored',
-        f'R = g["species/{first}/rotations"][2]            # camera -> volume',
+        f'img = g["species/{first}/images"][{2 * view + 1}] / 65535.0   # sample {2 * view + 1} = view {view}, '
+        "mirrored",
+        f'R = g["species/{first}/rotations"][{view}]            # camera -> volume',
         "```",
         "",
     ]
+
+
+def _volume_levels(attrs: dict) -> int:
+    """How many OME-Zarr levels a species' volume has (:func:`tomodata.store.layout.ome_multiscales`)."""
+    return len(ome_multiscales("v", int(attrs["volume_size"]), None)["multiscales"][0]["datasets"])
 
 
 def _per_species(attrs: dict) -> bool:
