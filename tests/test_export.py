@@ -1077,3 +1077,15 @@ def test_the_cards_python_lines_run_on_a_small_store(tmp_path, monkeypatch):
         ]["datasets"]
     )
     assert ("volume/1 its 2x2x2 mean" in card) == (levels == 2)
+
+
+def test_a_config_given_to_the_export_that_is_not_the_recorded_one_is_said(tmp_path):
+    """--config is copied as given; where it is not what the store recorded, a note says so (helper-69:
+    views 999 was accepted silently as 'the build configuration')."""
+    src = tiny_store(tmp_path / "s.zarr", ["CC0-1.0"] * 2)
+    recorded = {"command": "test", "config": {"views": 3}}  # what tiny_store's store recorded
+    same = export.export_dataset(src, tmp_path / "a", config=recorded)
+    assert not any("not the one the store recorded" in n for n in same["warnings"])
+    other = export.export_dataset(src, tmp_path / "b", config={"command": "test", "config": {"views": 999}})
+    assert any("not the one the store recorded" in n for n in other["warnings"])
+    assert "not the one the store recorded" in (tmp_path / "b/README.md").read_text()

@@ -196,6 +196,14 @@ def export_dataset(
     _check_volumes(volumes, recipe_only, asked=asked)
     manifest_bytes = _manifest_bytes(manifest, table)
     config_file = _config_file(config, attrs)
+    recorded = (attrs.get("provenance") or {}).get("config")
+    if config is not None and config_file[2] != recorded:
+        given = "a dict" if isinstance(config, dict) else str(config)
+        notes.append(
+            f"{config_file[0]} is the configuration given to the export ({given}), not the one the store "
+            "recorded (provenance.json: store.provenance.config), which it differs from; the rebuild uses "
+            "the recorded one"
+        )
     when = _now()
     lic = _licence_summary(table, classes, recipe_only)
     n_total = StoreSettings.from_attrs(attrs).samples_per_species * len(names)
