@@ -174,6 +174,16 @@ def test_data_export_of_procedural_species(demo, demo_data_export):
     built = json.loads((demo / "zarr.json").read_text())["attributes"]["provenance"]["code"]
     assert set(built) == {"tomodata", "git_commit", "git_dirty"} and prov["store"]["provenance"]["code"] == built
     assert sum(len(v) for v in prov["store"]["species_code"].values()) == 3
+    # and the backend each species was rendered on (the rebuild's default follows it)
+    assert prov["store"]["species_renderer"] == {"cpu": ["procedural_00", "procedural_01", "procedural_02"]}
+    assert (
+        json.loads((demo / "species/procedural_00/zarr.json").read_text())["attributes"]["complete"]["renderer"]
+        == "cpu"
+    )
+    assert (
+        export.card._rebuild_backend({"store": {"species_renderer": {"cuda": ["a"], "not recorded": ["b"]}}}) == "cuda"
+    )
+    assert export.card._rebuild_backend({"store": {"species_renderer": {"cuda": ["a"], "cpu": ["b"]}}}) == "cpu"
     card = (out / "README.md").read_text()
     if built["git_commit"]:
         assert f"the store created at commit {built['git_commit'][:12]}" in card

@@ -29,7 +29,7 @@ import numpy as np
 from . import _render_cpu, _render_cuda
 from .views import cell_centres, check_rotations
 
-__all__ = ["render_xrays", "view_volumes", "available_backends", "cuda_available", "check_volume"]
+__all__ = ["render_xrays", "view_volumes", "available_backends", "cuda_available", "check_volume", "resolve_backend"]
 
 BACKENDS = ("auto", "cpu", "cuda")
 
@@ -49,7 +49,9 @@ def available_backends() -> list[str]:
     return ["cpu", "cuda"] if cuda_available() else ["cpu"]
 
 
-def _resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str) -> str:
+    """The backend ``backend`` runs on here: "auto" becomes "cuda" where CuPy sees a device, else "cpu";
+    ValueError for an unknown name, RuntimeError for "cuda" without a device."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -196,7 +198,7 @@ def render_xrays(
     """
     if isinstance(chi, bool) or not isinstance(chi, (int, float, np.number)) or not np.isfinite(chi) or chi < 0:
         raise ValueError(f"chi must be a finite number >= 0, got {chi!r}")
-    backend = _resolve_backend(backend)
+    backend = resolve_backend(backend)
     vol, geom, clip, size, steps, empty = _prepare(volume, rotations, size, steps)
     if empty:
         return np.zeros((geom.shape[0], size, size), dtype=np.float32)
@@ -219,7 +221,7 @@ def view_volumes(volume, rotations, *, size: int = 128, steps: int = 128, backen
         (n, steps, S', S') float32 with ``out[i, k, r, c] = µ(R_i @ (u_c, v_r, w_k))``. Memory is
         n · steps · S'² · 4 bytes (8 MiB per view at 128³): call it in batches of views.
     """
-    backend = _resolve_backend(backend)
+    backend = resolve_backend(backend)
     vol, geom, clip, size, steps, empty = _prepare(volume, rotations, size, steps)
     if empty:
         return np.zeros((geom.shape[0], steps, size, size), dtype=np.float32)

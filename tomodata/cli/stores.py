@@ -61,6 +61,7 @@ def cmd_render_species(a) -> int:
     ``--settings FILE`` is given and the store's settings are not that file's)."""
     from ..ingest import load_cube
     from ..previews import write_previews
+    from ..render import resolve_backend
     from ..render_jobs import render_batched
     from ..store import open_store, write_species
     from ..store.layout import _open_store_root
@@ -84,7 +85,7 @@ def cmd_render_species(a) -> int:
         batch=a.batch,
         desc=name,
     )
-    marker = write_species(a.store, name, volume=vol, rotations=rots, images=imgs)
+    marker = write_species(a.store, name, volume=vol, rotations=rots, images=imgs, renderer=resolve_backend(a.backend))
     if a.previews and a.previews != "-":  # "-": none (the workflow's previews job writes them from the store)
         write_previews(imgs, Path(a.previews), prefix=name, limit=9)
     if a.done:

@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store_settings import StoreSettings
-from .card import _card, _species_code
+from .card import _card, _species_code, _species_renderer
 from .check import verify_export, verify_rebuild
 from .common import CITATION_BIBTEX, EXPORT_SPEC, _check_url, _json_text, _now, _resolve_store
 from .common import SPLIT_NAMES as SPLIT_NAMES
@@ -215,6 +215,7 @@ def export_dataset(
         notes += _put_files(stage, src, attrs, markers, classes, recipe_only, volumes, manifest_bytes, config_file)
         prov = _provenance(attrs, src, when.isoformat(), mode, lic, classes, notes, config_file, has_manifest, urls)
         prov["store"]["species_code"] = _species_code(markers)
+        prov["store"]["species_renderer"] = _species_renderer(markers)
         prov["export"]["creators"] = makers
         stage.put("provenance.json", _json_text(prov))
         date = when.date().isoformat()

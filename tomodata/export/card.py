@@ -134,6 +134,21 @@ def _species_code(markers: dict[str, dict]) -> dict[str, list[str]]:
     return out
 
 
+def _species_renderer(markers: dict[str, dict]) -> dict[str, list[str]]:
+    """{backend that rendered (``complete.renderer``; "not recorded" for markers before 2026-12-07): the
+    species}, from the species' completion markers."""
+    out: dict[str, list[str]] = {}
+    for name, m in sorted(markers.items()):
+        out.setdefault(m.get("renderer") or "not recorded", []).append(name)
+    return out
+
+
+def _rebuild_backend(prov: dict) -> str:
+    """The backend a rebuild should render with: the one every species recorded, else cpu."""
+    used = set((prov.get("store") or {}).get("species_renderer") or {}) - {"not recorded"}
+    return used.pop() if len(used) == 1 else "cpu"
+
+
 def _built_with(prov: dict) -> str:
     """The code that built the store (its creation and each species' render) and the exporter's, in words."""
     store_code = ((prov.get("store") or {}).get("provenance") or {}).get("code") or {}
@@ -150,6 +165,9 @@ def _built_with(prov: dict) -> str:
     if "not recorded" in species:
         renders.append(f"no commit recorded ({len(species['not recorded'])})")
     rendered = "; the species' renders: " + ", ".join(renders) if renders else ""
+    backends = (prov.get("store") or {}).get("species_renderer") or {}
+    on = [f"{k} ({len(v)})" for k, v in backends.items() if k != "not recorded"]
+    rendered += ", on the " + ", ".join(on) + " backend" if on else ""
     exp = prov.get("code_version") or {}
     exp_dirty = "+dirty" if exp.get("git_dirty") else ""
     exported = f"; exported at commit {exp['git_commit'][:12]}{exp_dirty}" if exp.get("git_commit") else ""
@@ -358,7 +376,7 @@ def _verify(*, recipe_only: bool) -> list[str]:
     return L + ["```", ""]
 
 
-def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
+def _rebuild(attrs: dict, code_url: str | None = None, backend: str = "cpu") -> list[str]:
     """## Rebuild: ``tomo build-demo`` with the recorded arguments, or ``recipe/rebuild.sh``; then the check."""
     L = ["## Rebuild", ""]
     cmd = (attrs.get("provenance", {}).get("config") or {}).get("command")
@@ -380,7 +398,7 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
             for k in ("species", "val", "test", "views", "size", "steps", "volume_size", "chi", "seed", "view_sets")
             if k in args
         )
-        L += ["```bash", f"tomo build-demo -o {rebuilt} {opts} --backend cpu", "```", ""]
+        L += ["```bash", f"tomo build-demo -o {rebuilt} {opts} --backend {backend}", "```", ""]
     else:
         L += [
             "`recipe/specimens.tsv` lists every species with every setting its cube was made with (spacing, "
@@ -388,7 +406,12 @@ def _rebuild(attrs: dict, code_url: str | None = None) -> list[str]:
             "the sources (checking their sha256), makes each cube with those settings, cube size and content "
             "key, and the store with the recorded settings and workflow config. Local sources (rows whose "
             "`notes` say `local:`) must be supplied at the path given, or the row edited; the script names every "
-            "missing one before it starts. `BACKEND=cuda` renders on the GPU (default: cpu).",
+            "missing one before it starts. `BACKEND=cuda` renders on the GPU (default: cpu)"
+            + (
+                ": the species were rendered on cuda, so give `BACKEND=cuda` for their images' bits."
+                if backend == "cuda"
+                else "."
+            ),
             "",
             "```bash",
             f"bash recipe/rebuild.sh {rebuilt}      "
@@ -450,6 +473,6 @@ def _card(
     L += _layout(attrs, recipe_only=recipe_only)
     L += _geometry(attrs)
     L += _verify(recipe_only=recipe_only)
-    L += _rebuild(attrs, prov["export"].get("code_url"))
+    L += _rebuild(attrs, prov["export"].get("code_url"), _rebuild_backend(prov))
     L += _citation_and_provenance(attrs, prov)
     return "\n".join(L)

@@ -104,7 +104,7 @@ def _species_arrays(path, name: str, attrs: dict) -> dict:
     return arrays
 
 
-def write_species(path, name: str, *, volume, rotations, images) -> dict:
+def write_species(path, name: str, *, volume, rotations, images, renderer: str | None = None) -> dict:
     """Write one species' data into an existing store; safe to run concurrently for other species.
 
     Args:
@@ -115,6 +115,8 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
             (``StoreSettings.species_rotations(name)`` within 1e-6); stored as float64.
         images: (n_views, S, S) floating opacity in [0, 1] of the *unmirrored* views, in view order.
             The writer stores 2 n_views interleaved samples (2i: view i, 2i+1: ``images[i][::-1]``).
+        renderer: the backend that rendered ``images`` ("cpu", "cuda"), recorded in the marker
+            (``complete.renderer``; the backends agree within 1 uint16 step, not bit for bit).
 
     Only ``species/<name>/`` is written. Once the inputs are checked, that folder is deleted and
     created again, empty, from the store's layout (:func:`_reset_species`): old data (a damaged
@@ -157,6 +159,7 @@ def write_species(path, name: str, *, volume, rotations, images) -> dict:
         "image_encoding": st.image_encoding,
         "code_version": __version__,
         "code": code_version(),  # the commit that rendered this species
+        **({"renderer": renderer} if renderer else {}),
     }
     group.attrs.put({**base, "status": "complete", "complete": marker})
     return marker
