@@ -80,7 +80,8 @@ def _undecodable(p: Path, head: bytes, what: str, why: str = "") -> ValueError:
     elif why:
         msg += f" ({what}: {why})"
     else:
-        msg += f" (not a {what} OpenCV can decode, or truncated)"
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        msg += f" (not {article} {what} OpenCV can decode, or truncated)"
     return ValueError(msg)
 
 

@@ -153,7 +153,8 @@ def _write_dicom(
     ds.Modality = "DX"
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
+    if photometric:  # None: left out (a malformed file)
+        ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = 16
     ds.BitsStored = bits
     ds.HighBit = bits - 1
@@ -379,6 +380,10 @@ def test_dicom_presentation_lut_magnification_and_tiff_min_is_white(tmp_path):
     tifffile.imwrite(tmp_path / "b.tif", u8, photometric="minisblack")
     np.testing.assert_allclose(read_xray(tmp_path / "b.tif")[0], u8 / 255.0)
     assert polarity_header({"photometric": "RGB"}) is None and polarity_header({"format": "TIFF"}) is None
+    # a DICOM without PhotometricInterpretation: named as such, not blamed on a missing decoder
+    with pytest.raises(ValueError, match="lacks PhotometricInterpretation") as err:
+        read_xray(_write_dicom(tmp_path / "nophot.dcm", stored, photometric=None))
+    assert "decoder plugin" not in str(err.value)
 
 
 def test_bad_inputs_raise_value_error_and_leave_nothing(tmp_path, ckpt, monkeypatch):

@@ -77,16 +77,30 @@ def dicom_frames(path) -> int:
     return int(read_dicom(path, force=True, pixels=False).get("NumberOfFrames", 1) or 1)
 
 
+#: the Image Pixel module's attributes pydicom needs to read pixels
+_PIXEL_MODULE = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation", "SamplesPerPixel")
+
+
 def dicom_pixels(ds, path) -> np.ndarray:
     """The pixel array of a dataset read by :func:`read_dicom` (frames first for multi-frame data).
     ValueError naming the transfer syntax (and the decoder plugins) where it cannot be decoded."""
     if "PixelData" not in ds:
         raise ValueError(f"{path}: the DICOM file has no pixel data")
+    missing = [k for k in _PIXEL_MODULE if k not in ds]
+    if missing:  # pydicom would fail with a KeyError-like message that reads like a decoder problem
+        raise ValueError(
+            f"{path}: the DICOM file lacks {', '.join(missing)} (Image Pixel module): its pixels cannot be read"
+        )
     try:
         return ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing decoders, damaged pixel data …
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
+        compressed = bool(getattr(ts, "is_compressed", True))
         raise ValueError(
-            f"{path}: cannot decode the pixel data (transfer syntax {ts}): {exc}. Compressed DICOM may "
-            "need a decoder plugin (pylibjpeg, gdcm) or conversion to uncompressed"
+            f"{path}: cannot decode the pixel data (transfer syntax {ts}): {exc}"
+            + (
+                ". Compressed DICOM may need a decoder plugin (pylibjpeg, gdcm) or conversion to uncompressed"
+                if compressed
+                else " (an uncompressed transfer syntax: the pixel data or its description is damaged)"
+            )
         ) from None
