@@ -1099,3 +1099,12 @@ def test_a_config_given_to_the_export_that_is_not_the_recorded_one_is_said(tmp_p
     other = export.export_dataset(src, tmp_path / "b", config={"command": "test", "config": {"views": 999}})
     assert any("not the one the store recorded" in n for n in other["warnings"])
     assert "not the one the store recorded" in (tmp_path / "b/README.md").read_text()
+
+
+def test_a_public_domain_data_export_names_its_licence_in_the_card(tmp_path):
+    """Hugging Face has no id for a public-domain statement ('other'): the front matter names it
+    (helper-69: license other without a name)."""
+    src = tiny_store(tmp_path / "s.zarr", ["public domain"] * 2, sources=["/data/a.nii.gz", "/data/b.nii.gz"])
+    export.export_dataset(src, tmp_path / "out")
+    fm = front_matter((tmp_path / "out/README.md").read_text())
+    assert fm["license"] == "other" and fm["license_name"].startswith("LicenseRef-PublicDomain")

@@ -269,6 +269,8 @@ def _licence_summary(table: list[dict], classes: dict[str, dict], recipe_only: b
         elif len(spdx) == 1:
             c0 = next(iter(classes.values()))
             hf, name, cr = c0["hf"], None, [c0["url"]]
+            if hf == "other":  # no Hugging Face id (a public-domain statement): the card names it
+                name = f"{c0['spdx']} ({c0['url']})"
         else:
             hf = "other"
             name = "mixed open licences: " + ", ".join(spdx)
