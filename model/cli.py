@@ -308,7 +308,8 @@ def cmd_infer(a) -> int:
     failed = problems + run_jobs(jobs, lambda x, output, apps: _infer_one(a, x, output, apps), a.keep_going)
     if failed:
         print(
-            f"{len(failed)} of {len(jobs) + len(problems)} radiographs failed:\n  " + "\n  ".join(failed),
+            f"{len(failed)} of {len(jobs) + len(problems)} inputs failed (radiographs, or patterns that matched "
+            "none):\n  " + "\n  ".join(failed),
             file=sys.stderr,
         )
         return 1

@@ -749,8 +749,8 @@ def test_several_radiographs_keep_going(tmp_path, ckpt, capsys, loads):
     )
     err = capsys.readouterr().err
     assert "skipped" in err and "gone.png: no such file" in err
-    assert "[3/3] film3.png:" in err and "2 of 4 radiographs failed" in err
-    summary = err[err.index("2 of 4 radiographs failed") :]
+    assert "[3/3] film3.png:" in err and "2 of 4 inputs failed" in err
+    summary = err[err.index("2 of 4 inputs failed") :]
     assert "gone.png" in summary and "film2.png" in summary and "film1" not in summary
     assert summary.count("film2.png") == 1  # the path once, not "P: P: ..."
     assert _tree(tmp_path / "go") == [
