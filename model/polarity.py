@@ -58,7 +58,8 @@ POLARITY_SIDE = 160
 POLARITY_BORDER_VOTE = 0.4
 #: colour images whose 99th-percentile channel spread is at most this fraction of full scale are grey
 #: polarity rule: a film with at least this fraction of its field within 15 % of one end of its range
-#: (smoothed) shows an air region; the border cue's disagreement then does not refuse a decision
+#: (smoothed) shows an air region; the border cue's disagreement then does not refuse a decision, but
+#: caps its confidence at low (a warning)
 POLARITY_AIR_REGION = 0.4
 #: smallest accepted side of an x-ray (pixels)
 MIN_SIDE = 8

@@ -245,6 +245,8 @@ def _dicom_spacing(ds, info: dict) -> None:
                 source = f"DICOM {key}"
                 if key == "ImagerPixelSpacing":
                     mag = _positive(ds.get("EstimatedRadiographicMagnificationFactor"))
+                    if mag is not None and mag < 1.0:  # a projection magnifies: below 1 is not a factor
+                        mag = None
                     if mag is not None:
                         vals = [s / mag for s in vals]
                         source += f" / EstimatedRadiographicMagnificationFactor {mag:g}"
@@ -278,6 +280,8 @@ def _read_tiff(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.dtype, 
     info["format"] = "TIFF" if reader == "tifffile" else f"TIFF (read by {reader})"
     if photometric:
         info["tiff_photometric"] = photometric
+    if photometric == "MINISWHITE" and reader != "tifffile" and arr.dtype == np.uint8:
+        info["tiff_photometric"] = "MINISWHITE (inverted by OpenCV on reading)"  # 8-bit only: not again
     if arr.ndim == 3 and not axes.endswith("S"):
         warnings.warn(f"{p}: {arr.shape[0]} pages; the first is used", UserWarning, stacklevel=3)
         info["pages"] = f"{arr.shape[0]} pages: the first is used"

@@ -186,7 +186,7 @@ def test_data_export_of_procedural_species(demo, demo_data_export):
     assert export.card._rebuild_backend({"store": {"species_renderer": {"cuda": ["a"], "cpu": ["b"]}}}) == "cpu"
     card = (out / "README.md").read_text()
     if built["git_commit"]:
-        assert f"the store created at commit {built['git_commit'][:12]}" in card
+        assert f"the store created or last updated (store-create) at commit {built['git_commit'][:12]}" in card
         assert next(iter(prov["store"]["species_code"])).startswith(built["git_commit"][:12])
     else:
         assert "the store records no commit" in card
@@ -1095,10 +1095,13 @@ def test_a_config_given_to_the_export_that_is_not_the_recorded_one_is_said(tmp_p
     src = tiny_store(tmp_path / "s.zarr", ["CC0-1.0"] * 2)
     recorded = {"command": "test", "config": {"views": 3}}  # what tiny_store's store recorded
     same = export.export_dataset(src, tmp_path / "a", config=recorded)
-    assert not any("not the one the store recorded" in n for n in same["warnings"])
+    assert not any("differs from the one the store recorded" in n for n in same["warnings"])
+    (tmp_path / "views.yaml").write_text("views: 3\n")  # the recorded workflow config itself, as a file
+    inner = export.export_dataset(src, tmp_path / "c", config=tmp_path / "views.yaml")
+    assert not any("the one the store recorded" in n for n in inner["warnings"])
     other = export.export_dataset(src, tmp_path / "b", config={"command": "test", "config": {"views": 999}})
-    assert any("not the one the store recorded" in n for n in other["warnings"])
-    assert "not the one the store recorded" in (tmp_path / "b/README.md").read_text()
+    assert any("differs from the one the store recorded" in n for n in other["warnings"])
+    assert "differs from the one the store recorded" in (tmp_path / "b/README.md").read_text()
 
 
 def test_a_public_domain_data_export_names_its_licence_in_the_card(tmp_path):

@@ -377,6 +377,18 @@ def test_dicom_presentation_lut_magnification_and_tiff_min_is_white(tmp_path):
     img, info = read_xray(tmp_path / "w.tif")
     np.testing.assert_allclose(img, u8 / 255.0)
     assert "miniswhite" in info and info["tiff_photometric"] == "MINISWHITE"
+    # LZW without imagecodecs: tifffile reads the tag, OpenCV the pixels (and inverts 8-bit MinIsWhite
+    # itself): inverted once, not twice (helper-71)
+    assert cv2.imwrite(str(tmp_path / "lzw.tif"), 255 - u8)  # OpenCV writes LZW
+    with tifffile.TiffFile(tmp_path / "lzw.tif") as tf:
+        assert tf.pages[0].compression == 5  # LZW
+        offset = tf.pages[0].tags["PhotometricInterpretation"].valueoffset
+    raw = bytearray((tmp_path / "lzw.tif").read_bytes())
+    raw[offset : offset + 2] = (0).to_bytes(2, "little")  # MinIsWhite
+    (tmp_path / "lzw.tif").write_bytes(bytes(raw))
+    img, info = read_xray(tmp_path / "lzw.tif")
+    if "OpenCV" in info["format"]:
+        np.testing.assert_allclose(img, u8 / 255.0)
     tifffile.imwrite(tmp_path / "b.tif", u8, photometric="minisblack")
     np.testing.assert_allclose(read_xray(tmp_path / "b.tif")[0], u8 / 255.0)
     assert polarity_header({"photometric": "RGB"}) is None and polarity_header({"format": "TIFF"}) is None

@@ -175,4 +175,4 @@ def test_tight_crops_of_real_skulls_are_never_confidently_wrong():
                         else:
                             outcome["wrong"].append(r["confidence"])
     assert all(conf == "low" for conf in outcome["wrong"]), outcome
-    assert outcome["right"] + outcome["refused"] + len(outcome["wrong"]) == 72
+    assert outcome["right"] >= 20 and outcome["refused"] <= 45, outcome  # not by refusing everything

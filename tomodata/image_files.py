@@ -95,7 +95,10 @@ def dicom_pixels(ds, path) -> np.ndarray:
         return ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing decoders, damaged pixel data …
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        compressed = bool(getattr(ts, "is_compressed", True))
+        try:
+            compressed = bool(getattr(ts, "is_compressed", True))
+        except ValueError:  # a UID pydicom does not know as a transfer syntax (private): treat as compressed
+            compressed = True
         raise ValueError(
             f"{path}: cannot decode the pixel data (transfer syntax {ts}): {exc}"
             + (

@@ -197,12 +197,15 @@ def export_dataset(
     manifest_bytes = _manifest_bytes(manifest, table)
     config_file = _config_file(config, attrs)
     recorded = (attrs.get("provenance") or {}).get("config")
-    if config is not None and config_file[2] != recorded:
+    # the store records the workflow's merged config inside a wrapper ({manifest, config, command}):
+    # a given file may be either
+    inner = recorded.get("config") if isinstance(recorded, dict) else None
+    if config is not None and config_file[2] not in (recorded, inner):
         given = "a dict" if isinstance(config, dict) else str(config)
+        how = "could not be compared with" if config_file[2] is None else "differs from"
         notes.append(
-            f"{config_file[0]} is the configuration given to the export ({given}), not the one the store "
-            "recorded (provenance.json: store.provenance.config), which it differs from; the rebuild uses "
-            "the recorded one"
+            f"{config_file[0]} is the configuration given to the export ({given}); it {how} the one the store "
+            "recorded (provenance.json: store.provenance.config), which the rebuild uses"
         )
     when = _now()
     lic = _licence_summary(table, classes, recipe_only)

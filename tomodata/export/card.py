@@ -144,7 +144,8 @@ def _species_renderer(markers: dict[str, dict]) -> dict[str, list[str]]:
 
 
 def _rebuild_backend(prov: dict) -> str:
-    """The backend a rebuild should render with: the one every species recorded, else cpu."""
+    """The backend a rebuild should render with: the one every species that recorded one agrees on
+    (species from before 2026-12-07 record none), else cpu."""
     used = set((prov.get("store") or {}).get("species_renderer") or {}) - {"not recorded"}
     return used.pop() if len(used) == 1 else "cpu"
 
@@ -155,7 +156,7 @@ def _built_with(prov: dict) -> str:
     commit = store_code.get("git_commit")
     dirty = " (with uncommitted changes)" if store_code.get("git_dirty") else ""
     made = (
-        f"the store created at commit {commit[:12]}{dirty}"
+        f"the store created or last updated (store-create) at commit {commit[:12]}{dirty}"
         if commit
         else "the store records no commit of the code that built it (stores made before 2026-12-07, or code "
         "installed without git)"

@@ -98,7 +98,9 @@ _OPEN_LICENCES = _cc_licences() + [
         _GNU + "gpl-3.0.html",
     ),
     (
-        r"\bmit[- _]licen[sc]e\b|^\s*(the )?mit\s*$|licen[sc]ed? (under )?(the )?mit\b|licen[sc]e:\s*mit\b|\bexpat\b",
+        # MIT as a licence, with nothing after it but "licence" or the end of a clause (not "MIT Museum")
+        r"\bmit[- _]licen[sc]e\b|^\s*(the )?mit\s*$|licen[sc]ed? under (the )?mit( licen[sc]e)?\s*([.;,)]|$)|"
+        r"licen[sc]e:\s*mit\s*([.;,)]|$)|\bexpat licen[sc]e\b|^\s*expat\s*$",
         "MIT",
         "mit",
         "https://opensource.org/license/mit",
@@ -135,8 +137,9 @@ _RESTRICTED_RE = re.compile(
 )
 # texts that name a licence only to deny it, or grant permission to one person: no open licence
 _NOT_A_LICENCE_RE = re.compile(
-    r"\bnot (in |into |under )?(the |a )?public[- _]?domain|\bno licen[sc]e\b|\bunlicensed\b|"
-    r"\b(used )?with (the )?permission\b|permission (is )?required"
+    r"\b(not|never|no longer|isn't|is not)\b[^.;]{0,40}public[- _]?domain|"
+    r"\bno licen[sc]e\b(?! (required|needed|fee))|\bunlicensed\b|"
+    r"\bused with (the )?permission\b|(?<!no )permission (is )?required"
 )
 _PROCEDURAL_LICENCE = "procedural (tomodata.phantoms)"
 
@@ -269,7 +272,7 @@ def _licence_summary(table: list[dict], classes: dict[str, dict], recipe_only: b
         elif len(spdx) == 1:
             c0 = next(iter(classes.values()))
             hf, name, cr = c0["hf"], None, [c0["url"]]
-            if hf == "other":  # no Hugging Face id (a public-domain statement): the card names it
+            if hf == "other":  # no Hugging Face id (public domain, some CC versions): the card names it
                 name = f"{c0['spdx']} ({c0['url']})"
         else:
             hf = "other"

@@ -269,7 +269,7 @@ def _root_attributes(st: StoreSettings, table: list[dict], config: dict, images_
         "split_roles": SPLIT_ROLES,
         "provenance": {
             "code_version": __version__,
-            "code": code_version(),  # the commit that created the store (each species' marker: its own)
+            "code": code_version(),  # the commit that created or last updated the store (each species: its own)
             "generator": "tomodata.store.create_store",
             "config": config,
             "software": _software(),
