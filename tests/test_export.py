@@ -812,6 +812,9 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
         ("MIT", "MIT"),
         ("Licensed under the MIT license", "MIT"),
         ("License: MIT", "MIT"),
+        ("Licensed under the MIT license.", "MIT"),
+        ("CC BY 4.0 (no permission required)", "CC-BY-4.0"),
+        ("Public domain (no licence required)", "LicenseRef-PublicDomain"),
     ],
 )
 def test_licence_strings_to_spdx(text, spdx):
@@ -831,6 +834,12 @@ def test_licence_strings_to_spdx(text, spdx):
         "Used with permission of the MIT Press",
         "Not in the public domain; contact the curator",
         "no licence",
+        "Licensed under the MIT Museum terms of use",
+        "License: MIT Museum terms of use",
+        "Expat collection",
+        "never in the public domain",
+        "not yet in the public domain",
+        "Copyrighted, not released to the public domain",
     ],
 )
 def test_unrecognised_licence_strings(text):
