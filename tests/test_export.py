@@ -1046,6 +1046,14 @@ def test_volumes_as_nifti_and_nrrd_in_ras_with_spacing(tmp_path):
                 np.testing.assert_array_equal(data, vol)
                 assert header["space"] == "right-anterior-superior"
                 np.testing.assert_allclose(header["space directions"], [[0, 1, 0], [0, 0, -1], [-1, 0, 0]])
+    # one volume file removed with its SHA256SUMS line: the pattern still matches the other, the
+    # species' file is named missing (helper-71)
+    out = tmp_path / "exp-nrrd"
+    gone = f"volumes/{attrs['species'][1]['name']}.nrrd"
+    (out / gone).unlink()
+    lines = [ln for ln in (out / "SHA256SUMS").read_text().splitlines() if not ln.endswith(" " + gone)]
+    (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    assert export.verify_export(out) == [f"{gone}: a species' volume file is missing"]
     with pytest.raises(ValueError, match="which --recipe-only leaves out: give one of them"):
         export.export_dataset(src, tmp_path / "r", recipe_only=True, volumes="nifti")
 

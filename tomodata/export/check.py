@@ -75,6 +75,26 @@ def _croissant_problems(root: Path, sums: dict[str, str]) -> list[str]:
     return problems
 
 
+def _volume_problems(root: Path, sums: dict[str, str], names: list[str]) -> list[str]:
+    """An export with volume files (a Croissant FileSet ``volumes/*<ext>``): every species' file
+    ``volumes/<name><ext>`` listed in SHA256SUMS (one removed with its line would pass the pattern)."""
+    try:
+        cr = json.loads((root / "croissant.json").read_text())
+    except (OSError, ValueError):
+        return []  # said by _croissant_problems
+    exts = [
+        d["includes"].removeprefix("volumes/*")
+        for d in cr.get("distribution", [])
+        if d.get("@type") == "cr:FileSet" and str(d.get("includes", "")).startswith("volumes/*")
+    ]
+    return [
+        f"volumes/{n}{ext}: a species' volume file is missing"
+        for ext in exts
+        for n in names
+        if f"volumes/{n}{ext}" not in sums
+    ]
+
+
 def _store_problems(root: Path) -> list[str]:
     """A data export's ``dataset.zarr``: validation errors, species to rebuild, arrays that disagree with
     ``recipe/checksums.json``."""
@@ -115,6 +135,7 @@ def verify_export(out_dir) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         return problems + [f"provenance.json is missing or unreadable ({type(e).__name__}: {e})"]
     problems += _croissant_problems(root, sums)
+    problems += _volume_problems(root, sums, list(prov["export"].get("licence_classes") or {}))
     if mode == "data":
         problems += _store_problems(root)
     elif mode != "recipe-only":
