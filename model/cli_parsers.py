@@ -4,7 +4,6 @@ them): one function per command, each adding that command's subparser with its h
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 
 from tomodata.cli import non_negative_int, positive_float, positive_int
@@ -403,15 +402,16 @@ def add_explorer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # arg
     q.set_defaults(func=func)
 
 
-def pixel_spacing(text: str) -> float | tuple[float, float]:
-    """``--pixel-spacing``: "0.1" or "0.1,0.12" (row, column mm), each positive and finite."""
+def pixel_spacing(text: str) -> list[float]:
+    """``--pixel-spacing``: "0.1" or "0.1,0.12" (row, column mm), checked by the rule of
+    :func:`model.infer.infer_file` (positive, finite; one value for both)."""
+    from .infer import _check_spacing  # noqa: PLC0415 - start-up: tomo builds every parser, runs one command
+
+    parts = text.split(",")
     try:
-        vals = [float(v) for v in text.split(",")]
+        return _check_spacing(parts[0] if len(parts) == 1 else parts)
     except ValueError:
-        vals = []
-    if len(vals) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected MM or ROW,COL in mm (positive), got {text!r}")
-    return vals[0] if len(vals) == 1 else (vals[0], vals[1])
+        raise argparse.ArgumentTypeError(f"expected MM or ROW,COL in mm (positive), got {text!r}") from None
 
 
 def add_infer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argparse options: a flat table

@@ -3,6 +3,7 @@ topic: warnings, overview, licence and terms, contents, layout, verify, rebuild,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -122,25 +123,29 @@ def _notices(*, lic: dict, classes: dict, prov: dict, recipe_only: bool) -> list
     return L
 
 
-def _species_code(markers: dict[str, dict]) -> dict[str, list[str]]:
-    """{commit (12 hex, "+dirty" where the checkout had changes; "not recorded" for markers made before
-    2026-12-07): the species rendered by it}, from the species' completion markers."""
+def _by_marker(markers: dict[str, dict], key: Callable[[dict], str | None]) -> dict[str, list[str]]:
+    """{``key(marker)`` ("not recorded" where None: markers made before 2026-12-07): the species}."""
     out: dict[str, list[str]] = {}
     for name, m in sorted(markers.items()):
-        code = m.get("code") or {}
-        commit = code.get("git_commit")
-        key = f"{commit[:12]}{'+dirty' if code.get('git_dirty') else ''}" if commit else "not recorded"
-        out.setdefault(key, []).append(name)
+        out.setdefault(key(m) or "not recorded", []).append(name)
     return out
+
+
+def _commit_of(marker: dict) -> str | None:
+    """A marker's rendering commit: 12 hex, "+dirty" where the checkout had changes; None if absent."""
+    code = marker.get("code") or {}
+    commit = code.get("git_commit")
+    return f"{commit[:12]}{'+dirty' if code.get('git_dirty') else ''}" if commit else None
+
+
+def _species_code(markers: dict[str, dict]) -> dict[str, list[str]]:
+    """{commit that rendered them (:func:`_commit_of`): the species}, from their completion markers."""
+    return _by_marker(markers, _commit_of)
 
 
 def _species_renderer(markers: dict[str, dict]) -> dict[str, list[str]]:
-    """{backend that rendered (``complete.renderer``; "not recorded" for markers before 2026-12-07): the
-    species}, from the species' completion markers."""
-    out: dict[str, list[str]] = {}
-    for name, m in sorted(markers.items()):
-        out.setdefault(m.get("renderer") or "not recorded", []).append(name)
-    return out
+    """{backend that rendered them (``complete.renderer``): the species}, from their completion markers."""
+    return _by_marker(markers, lambda m: m.get("renderer"))
 
 
 def _rebuild_backend(prov: dict) -> str:
