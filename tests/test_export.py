@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -447,10 +448,15 @@ def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path, view_sets):
     card = (out / "README.md").read_text()
     assert ("each species from its own views" in card) == (view_sets == "per_species")
     assert ("each species with its own seed: seed of species NAME = " in card) == (view_sets == "per_species")
-    assert words[words.index("-o") + 1] == "../rebuilt"  # beside the export: it stays as published
-    words[words.index("-o") + 1] = str(tmp_path / "rebuilt")
-    assert main(words[1:]) == 0
-    assert export.verify_rebuild(tmp_path / "rebuilt", out) == []
+    # the card's lines run as written in the export folder: the rebuild goes beside it, named after it
+    # (the export stays as published; two exports in one folder do not share it), and the check finds it
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    assert subprocess.run(["bash", "-c", line], cwd=out, env=env, capture_output=True).returncode == 0
+    assert export.verify_rebuild(tmp_path / "recipe-rebuilt", out) == []
+    check = re.search(r"`(python -c .*?verify_rebuild.*?)` \(in the export folder\)", card)
+    assert check, card
+    proc = subprocess.run(["bash", "-c", check.group(1)], cwd=out, env=env, capture_output=True, text=True)
+    assert proc.stdout.strip() == "[]", proc.stderr
 
 
 def test_a_store_not_finalised_exports_with_a_warning(tmp_path, capsys):
@@ -815,6 +821,13 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
         ("Licensed under the MIT license.", "MIT"),
         ("CC BY 4.0 (no permission required)", "CC-BY-4.0"),
         ("Public domain (no licence required)", "LicenseRef-PublicDomain"),
+        # a full stop after the version ends the sentence (was unknown; helper-71)
+        ("CC BY 4.0.", "CC-BY-4.0"),
+        ("Licensed under CC BY-SA 2.5.", "CC-BY-SA-2.5"),
+        # the IGO ports of CC 3.0 are their own licences (were read as the unported ones; helper-69)
+        ("CC BY 3.0 IGO", "CC-BY-3.0-IGO"),
+        ("Creative Commons Attribution-NonCommercial-ShareAlike 3.0 IGO", "CC-BY-NC-SA-3.0-IGO"),
+        ("CC BY-NC 3.0 IGO", "LicenseRef-CC-BY-NC-3.0-IGO"),
     ],
 )
 def test_licence_strings_to_spdx(text, spdx):
@@ -840,6 +853,8 @@ def test_licence_strings_to_spdx(text, spdx):
         "never in the public domain",
         "not yet in the public domain",
         "Copyrighted, not released to the public domain",
+        "CC BY 4.01",
+        "CC BY 2.55",
     ],
 )
 def test_unrecognised_licence_strings(text):
@@ -925,7 +940,16 @@ def test_recipe_names_missing_local_sources_before_any_work(tmp_path):
             ["bash", "recipe/rebuild.sh", "x.zarr"], cwd=tmp_path, capture_output=True, text=True, env=env
         )
 
-    assert 'WORK="${REBUILD_WORK:-../rebuild-work}"' in (tmp_path / "recipe/rebuild.sh").read_text()
+    # by default the rebuild and its scratch folder go beside the export, named after it: two exports in
+    # one folder do not share them (they shared ../rebuilt.zarr; helper-71)
+    head = files["recipe/rebuild.sh"].split('RAW="$WORK/raw"')[0] + 'echo "$OUT|$WORK"\n'
+    for name in ("a", "b"):
+        (tmp_path / "two" / name / "recipe").mkdir(parents=True)
+        (tmp_path / "two" / name / "recipe/head.sh").write_text(head)
+        got = subprocess.run(["bash", "recipe/head.sh"], cwd=tmp_path / "two" / name, capture_output=True, text=True)
+        where = Path(got.stdout.strip().split("|")[0]).parent
+        assert got.stdout.strip() == f"{where}/{name}-rebuilt.zarr|{where}/{name}-rebuild-work", got
+        assert where.resolve() == (tmp_path / "two").resolve()
     proc = rebuild()
     assert proc.returncode == 2 and "m1 (" in proc.stderr and "gone.nii.gz does not exist" in proc.stderr
     assert "m2" not in proc.stderr and not (tmp_path / "work").exists()

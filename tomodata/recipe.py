@@ -160,16 +160,19 @@ def _species_lines(name: str, ing: dict, alignment: dict | None) -> list[str]:
 def _head() -> list[str]:
     return [
         "#!/usr/bin/env bash",
-        "# Rebuild the dataset store from the sources: bash recipe/rebuild.sh [OUT.zarr] (run in the export folder;",
-        "# the store and the scratch folder go beside it by default, so that the export stays as published).",
-        "# Every setting each cube was made with is below. BACKEND=cuda renders on the GPU (default cpu; the",
+        "# Rebuild the dataset store from the sources: bash recipe/rebuild.sh [OUT.zarr] (run in the export folder",
+        "# EXPORT; the store and the scratch folder go beside it by default, ../EXPORT-rebuilt.zarr and",
+        "# ../EXPORT-rebuild-work, so that the export stays as published and two exports in one folder do not share",
+        "# them). Every setting each cube was made with is below. BACKEND=cuda renders on the GPU (default cpu; the",
         "# two agree within 1 uint16 step). Compare the result with the recorded checksums:",
-        '#   python -c \'from tomodata.export import verify_rebuild; print(verify_rebuild("../rebuilt.zarr", "."))\'',
+        "#   python -c 'from tomodata.export import verify_rebuild; "
+        'print(verify_rebuild("../EXPORT-rebuilt.zarr", "."))\'',
         "set -euo pipefail",
         'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
-        'OUT="${1:-../rebuilt.zarr}"',
+        'EXPORT="$(dirname "$HERE")"',
+        'OUT="${1:-$(dirname "$EXPORT")/$(basename "$EXPORT")-rebuilt.zarr}"',
         'BACKEND="${BACKEND:-cpu}"',
-        'WORK="${REBUILD_WORK:-../rebuild-work}"',
+        'WORK="${REBUILD_WORK:-$(dirname "$EXPORT")/$(basename "$EXPORT")-rebuild-work}"',
         'RAW="$WORK/raw"; CUBES="$WORK/cubes"; ALIGNED="$WORK/aligned"',
     ]
 

@@ -383,7 +383,9 @@ def _verify(*, recipe_only: bool) -> list[str]:
 
 
 def _rebuild(attrs: dict, code_url: str | None = None, backend: str = "cpu") -> list[str]:
-    """## Rebuild: ``tomo build-demo`` with the recorded arguments, or ``recipe/rebuild.sh``; then the check."""
+    """## Rebuild: ``tomo build-demo`` with the recorded arguments, or ``recipe/rebuild.sh``; then the check.
+    The rebuild goes beside the export folder, named after it (``rebuild.sh``'s default), spelled with the
+    shell's ``$(basename "$PWD")`` so that the card's bytes do not depend on the folder's name."""
     L = ["## Rebuild", ""]
     cmd = (attrs.get("provenance", {}).get("config") or {}).get("command")
     where = f" ({code_url})" if code_url else ""
@@ -394,7 +396,8 @@ def _rebuild(attrs: dict, code_url: str | None = None, backend: str = "cpu") -> 
         "",
     ]
     # beside the export, not in it: the export stays as published (verify_export lists any file added)
-    rebuilt = "../rebuilt" if cmd == "tomo build-demo" else "../rebuilt.zarr"
+    # and named after it, as rebuild.sh's default: two exports in one folder do not share a rebuild
+    rebuilt = '../$(basename "$PWD")-rebuilt' + ("" if cmd == "tomo build-demo" else ".zarr")
     if cmd == "tomo build-demo":
         args = dict(attrs["provenance"]["config"].get("args", {}))
         if "held_out" in args:  # stores of before --held-out became --val
@@ -404,7 +407,7 @@ def _rebuild(attrs: dict, code_url: str | None = None, backend: str = "cpu") -> 
             for k in ("species", "val", "test", "views", "size", "steps", "volume_size", "chi", "seed", "view_sets")
             if k in args
         )
-        L += ["```bash", f"tomo build-demo -o {rebuilt} {opts} --backend {backend}", "```", ""]
+        L += ["```bash", f'tomo build-demo -o "{rebuilt}" {opts} --backend {backend}', "```", ""]
     else:
         L += [
             "`recipe/specimens.tsv` lists every species with every setting its cube was made with (spacing, "
@@ -420,14 +423,15 @@ def _rebuild(attrs: dict, code_url: str | None = None, backend: str = "cpu") -> 
             ),
             "",
             "```bash",
-            f"bash recipe/rebuild.sh {rebuilt}      "
-            "# tomo fetch, tomo cube per species, store-create, render, finalize",
+            f"bash recipe/rebuild.sh      # writes {rebuilt}: tomo fetch, tomo cube per species, store-create, "
+            "render, finalize",
             "```",
             "",
         ]
     return L + [
         "Then compare with the recorded checksums: "
-        f'`python -c \'from tomodata.export import verify_rebuild; print(verify_rebuild("{rebuilt}", "."))\'`. '
+        f"`python -c \"from tomodata.export import verify_rebuild; print(verify_rebuild('{rebuilt}', '.'))\"` "
+        "(in the export folder). "
         "Volumes, rotations, mirror flags and view indices must match bit for bit. Images match bit for bit "
         "when rendered with the same backend; the CUDA and CPU renderers agree within 1 uint16 step (float32 "
         "rounding), so a build on the other backend can differ in `images_sha256` only: "

@@ -42,16 +42,33 @@ _LICENCE_WORDS = [
 ]
 
 
+# the IGO (intergovernmental organisation) ports of CC 3.0 that the SPDX list names; the others get a LicenseRef
+_SPDX_CC_IGO = {"by", "by-sa", "by-nc-nd", "by-nc-sa"}
+
+
 def _cc_licences() -> list[tuple[str, str, str, str]]:
-    """CC BY(-NC)(-SA|-ND) 2.0/2.5/3.0/4.0: most specific variant first; "4" means 4.0."""
+    """CC BY(-NC)(-SA|-ND) 2.0/2.5/3.0/4.0 and the 3.0 IGO ports: most specific first; "4" means 4.0.
+
+    A version ends where no digit follows (a full stop that ends the sentence is fine: "CC BY 4.0.").
+    """
     out = []
     for variant in ("by-nc-sa", "by-nc-nd", "by-nc", "by-sa", "by-nd", "by"):
+        prefix = r"\bcc[- _]?" + r"[- _]?".join(variant.split("-")) + r"[- _,]*(v(ersion)?[- _]?)?"
+        url = f"https://creativecommons.org/licenses/{variant}/3.0/igo/"
+        spdx = f"CC-{variant.upper()}-3.0-IGO"
+        out.append(
+            (prefix + r"3(\.0)?[- _,]*igo\b", spdx if variant in _SPDX_CC_IGO else "LicenseRef-" + spdx, "other", url)
+        )
         for ver in ("4.0", "3.0", "2.5", "2.0"):
-            v = ver.replace(".", r"\.") if ver == "2.5" else ver[0] + r"(\.0)?(?![.\d])"
-            pattern = r"\bcc[- _]?" + r"[- _]?".join(variant.split("-")) + r"[- _,]*(v(ersion)?[- _]?)?" + v
+            v = ver.replace(".", r"\.") if ver == "2.5" else ver[0] + r"(\.0)?"
             hf = f"cc-{variant}-{ver}" if f"{variant}-{ver}" in _HF_CC else "other"
             out.append(
-                (pattern, f"CC-{variant.upper()}-{ver}", hf, f"https://creativecommons.org/licenses/{variant}/{ver}/")
+                (
+                    prefix + v + r"(?!\.?\d)",
+                    f"CC-{variant.upper()}-{ver}",
+                    hf,
+                    f"https://creativecommons.org/licenses/{variant}/{ver}/",
+                )
             )
     return out
 
