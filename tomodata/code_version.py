@@ -15,9 +15,15 @@ from . import __version__
 __all__ = ["code_version"]
 
 
+# where a file git does not know yet is code that ran (a new module); untracked files elsewhere are not
+_CODE_PATHS = ("tomodata", "model", "workflow", "Snakefile")
+
+
 def code_version() -> dict:
     """``{"tomodata": version, "git_commit": hex or None, "git_dirty": bool or None}``; the commit is
-    None outside a git checkout (an installed package) or where git is missing."""
+    None outside a git checkout (an installed package) or where git is missing. Dirty: a tracked file
+    differs from the commit, or a file git does not track (and does not ignore) lies in the code's
+    folders (``tomodata/``, ``model/``, ``workflow/``: a new module not yet committed)."""
     return dict(_cached())
 
 
@@ -28,19 +34,28 @@ def _cached() -> tuple[tuple[str, Any], ...]:
     if not (root / ".git").exists():
         return tuple(info.items())
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(  # GIT_OPTIONAL_LOCKS=0: read only, no index.lock to trip a commit running beside
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-        ).stdout
+        commit = _git(root, "rev-parse", "HEAD").strip()
         info["git_commit"] = commit or None
-        info["git_dirty"] = bool(status.strip())
+        info["git_dirty"] = _dirty(root)
     except (OSError, subprocess.SubprocessError):
         pass
     return tuple(info.items())
+
+
+def _dirty(root: Path) -> bool:
+    """Whether the checkout at ``root`` holds code that its HEAD commit does not (see :func:`code_version`)."""
+    changed = _git(root, "status", "--porcelain", "--untracked-files=no")
+    new_code = _git(root, "ls-files", "--others", "--exclude-standard", "--", *_CODE_PATHS)
+    return bool(changed.strip() or new_code.strip())
+
+
+def _git(root: Path, *args: str) -> str:
+    """A read-only git command's output (GIT_OPTIONAL_LOCKS=0: no index.lock to trip a commit beside it)."""
+    return subprocess.run(
+        ["git", "-C", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+    ).stdout
