@@ -58,7 +58,16 @@ from .eval_tables import (
     write_csv,
 )
 from .metrics import HOLM_METRICS, METRICS
-from .names import CV_FOLDS_CSV, EVAL_METRICS, EVAL_SPECIES, EVAL_SUMMARY, EVAL_SUMMARY_CSV, EVAL_TESTS
+from .names import (
+    CV_BASE_TRAIN_ONLY,
+    CV_FOLDS_CSV,
+    CV_WITHOUT_BASE_VAL,
+    EVAL_METRICS,
+    EVAL_SPECIES,
+    EVAL_SUMMARY,
+    EVAL_SUMMARY_CSV,
+    EVAL_TESTS,
+)
 
 __all__ = ["pool_folds", "held_out_units", "FOLDS_COLUMNS"]
 
@@ -321,16 +330,18 @@ def pool_folds(eval_dirs: Sequence, out) -> dict:
         means=_means(summary),
         tests=tests,
         base_splits={sp: sorted(v) for sp, v in in_base.items()},
-        without_base_val=_subset(
-            per, units, sample, n_views, methods, ~np.isin(units, sorted(in_base["val"])),
-            "species level without the store's own val species (the settings were chosen on them)",
-        ),
-        base_train_only=_subset(
-            per, units, sample, n_views, methods,
-            np.isin(units, sorted(in_base["train"] - in_base["val"] - in_base["test"])),
-            "species level on the store's own train species only: neither used for a choice nor evaluated as the "
-            "run's own result before",
-        ),
+        **{
+            CV_WITHOUT_BASE_VAL: _subset(
+                per, units, sample, n_views, methods, ~np.isin(units, sorted(in_base["val"])),
+                "species level without the store's own val species (the settings were chosen on them)",
+            ),
+            CV_BASE_TRAIN_ONLY: _subset(
+                per, units, sample, n_views, methods,
+                np.isin(units, sorted(in_base["train"] - in_base["val"] - in_base["test"])),
+                "species level on the store's own train species only: neither used for a choice nor evaluated as "
+                "the run's own result before",
+            ),
+        },
         statistics=_procedure(int(cv["folds"]), n_units, methods[0]),
     )  # fmt: skip
     write_json(out / EVAL_SUMMARY, json_safe(result))

@@ -32,15 +32,15 @@ import pandas as pd
 from tomodata.files import read_json_object, write_text
 
 from .metrics import HOLM_METRICS
-from .names import CV_FOLDS_CSV, CV_REPORT, EVAL_SPECIES, EVAL_SUMMARY
+from .names import CV_BASE_TRAIN_ONLY, CV_FOLDS_CSV, CV_REPORT, CV_WITHOUT_BASE_VAL, EVAL_SPECIES, EVAL_SUMMARY
 
 __all__ = ["cv_report", "write_cv_report"]
 
 #: the species sets of summary.json, in the page's order: (key, heading); "" is every species
 _SETS = (
     ("", "Every species"),
-    ("base_train_only", "The store's own train species only"),
-    ("without_base_val", "Without the store's own val species"),
+    (CV_BASE_TRAIN_ONLY, "The store's own train species only"),
+    (CV_WITHOUT_BASE_VAL, "Without the store's own val species"),
 )
 
 

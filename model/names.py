@@ -20,8 +20,11 @@ outputs, so this module imports nothing (``model/__init__.py`` is empty: no torc
 from __future__ import annotations
 
 __all__ = [
+    "CV_BASE_TRAIN_ONLY",
     "CV_FOLDS_CSV",
     "CV_REPORT",
+    "CV_SPECIES_SUBSETS",
+    "CV_WITHOUT_BASE_VAL",
     "EVAL_MATCHES",
     "EVAL_METRICS",
     "EVAL_SLICE_COUNTS",
@@ -98,6 +101,11 @@ EVAL_TABLES = (
 CV_FOLDS_CSV = "folds.csv"
 #: ``tomo cv-summary``'s page of the result (model.cv_report; also ``tomo cv-report``)
 CV_REPORT = "report.md"
+#: ``tomo cv-summary``'s summary.json keys of its species subsets (beside every species): the store's own
+#: train species only (never used for a choice), and every species but the store's own val species
+CV_BASE_TRAIN_ONLY = "base_train_only"
+CV_WITHOUT_BASE_VAL = "without_base_val"
+CV_SPECIES_SUBSETS = (CV_BASE_TRAIN_ONLY, CV_WITHOUT_BASE_VAL)
 
 #: the checkpoint of the lowest validation loss (what the evaluation, inference and explorer load)
 TRAIN_BEST = "best.pt"
