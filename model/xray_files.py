@@ -231,30 +231,43 @@ def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarra
 
 
 def _dicom_spacing(ds, info: dict) -> None:
-    """``info["pixel_spacing_mm"]`` (row, column) from ``PixelSpacing`` (in the patient), else
-    ``ImagerPixelSpacing`` (at the detector) divided by ``EstimatedRadiographicMagnificationFactor``
-    where given (else at the detector plane: objects appear larger by the magnification, said so)."""
-    for key in ("PixelSpacing", "ImagerPixelSpacing"):
-        sp = ds.get(key)
-        if sp is not None:
-            try:
-                vals = [float(s) for s in sp]
-            except (TypeError, ValueError):
-                continue
-            if len(vals) == 2 and all(math.isfinite(s) and s > 0 for s in vals):
-                source = f"DICOM {key}"
-                if key == "ImagerPixelSpacing":
-                    mag = _positive(ds.get("EstimatedRadiographicMagnificationFactor"))
-                    if mag is not None and mag < 1.0:  # a projection magnifies: below 1 is not a factor
-                        mag = None
-                    if mag is not None:
-                        vals = [s / mag for s in vals]
-                        source += f" / EstimatedRadiographicMagnificationFactor {mag:g}"
-                    else:
-                        source += " (at the detector: the anatomy is magnified by the beam's divergence)"
-                info["pixel_spacing_mm"] = vals  # (row, column)
-                info["pixel_spacing_source"] = source
-                return
+    """``info["pixel_spacing_mm"]`` (row, column) from ``PixelSpacing`` (in the patient; an enhanced
+    multi-frame object's in its shared, else first frame's, Pixel Measures), else ``ImagerPixelSpacing``
+    (at the detector) divided by ``EstimatedRadiographicMagnificationFactor`` where given (else at the
+    detector plane: objects appear larger by the magnification, said so)."""
+    for key, sp in _spacing_attributes(ds):
+        try:
+            vals = [_positive(s) for s in sp]
+        except TypeError:  # a single value
+            continue
+        if len(vals) != 2 or None in vals:
+            continue
+        source = f"DICOM {key}"
+        if key == "ImagerPixelSpacing":
+            mag = _positive(ds.get("EstimatedRadiographicMagnificationFactor"))
+            if mag is not None and mag >= 1.0:  # a projection magnifies: below 1 is not a factor
+                vals = [s / mag for s in vals]
+                source += f" / EstimatedRadiographicMagnificationFactor {mag:g}"
+            else:
+                source += " (at the detector: the anatomy is magnified by the beam's divergence)"
+        info["pixel_spacing_mm"] = vals  # (row, column)
+        info["pixel_spacing_source"] = source
+        return
+
+
+def _spacing_attributes(ds):
+    """(name, value) of the spacing attributes present, most specific first: ``PixelSpacing``, an
+    enhanced object's Pixel Measures (shared functional groups, else the first frame's), ``ImagerPixelSpacing``."""
+    if ds.get("PixelSpacing") is not None:
+        yield "PixelSpacing", ds.get("PixelSpacing")
+    for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        try:
+            sp = ds[group][0].PixelMeasuresSequence[0].PixelSpacing
+        except (KeyError, IndexError, AttributeError, TypeError):
+            continue
+        yield f"PixelSpacing ({group} > PixelMeasuresSequence)", sp
+    if ds.get("ImagerPixelSpacing") is not None:
+        yield "ImagerPixelSpacing", ds.get("ImagerPixelSpacing")
 
 
 def _positive(v) -> float | None:

@@ -15,6 +15,7 @@ import pytest
 import tifffile
 import torch
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from torch import nn
 
@@ -372,6 +373,20 @@ def test_dicom_presentation_lut_magnification_and_tiff_min_is_white(tmp_path):
     assert info["pixel_spacing_mm"] == [0.15, 0.2] and "at the detector" in info["pixel_spacing_source"]
     _, info = read_xray(_write_dicom(tmp_path / "pix.dcm", stored, spacing=(0.15, 0.2), key="PixelSpacing", extra=mag))
     assert info["pixel_spacing_mm"] == [0.15, 0.2]  # PixelSpacing is in the patient already
+    # an enhanced object's spacing lies in its functional groups (was not read: helper-70)
+    measures = Dataset()
+    measures.PixelSpacing = ["0.3", "0.25"]
+    group = Dataset()
+    group.PixelMeasuresSequence = Sequence([measures])
+    enhanced = {"SharedFunctionalGroupsSequence": Sequence([group]), "ImagerPixelSpacing": ["0.5", "0.5"]}
+    _, info = read_xray(_write_dicom(tmp_path / "enh.dcm", stored, extra=enhanced))
+    assert info["pixel_spacing_mm"] == [0.3, 0.25] and "SharedFunctionalGroups" in info["pixel_spacing_source"]
+    enhanced = {"PerFrameFunctionalGroupsSequence": Sequence([group])}
+    _, info = read_xray(_write_dicom(tmp_path / "frame.dcm", stored, extra=enhanced))
+    assert info["pixel_spacing_mm"] == [0.3, 0.25] and "PerFrame" in info["pixel_spacing_source"]
+    bad = {"PixelSpacing": ["0", "0.2"], "ImagerPixelSpacing": ["0.5", "0.4"]}  # a zero is no spacing
+    _, info = read_xray(_write_dicom(tmp_path / "zero.dcm", stored, extra=bad))
+    assert info["pixel_spacing_mm"] == [0.5, 0.4] and "ImagerPixelSpacing" in info["pixel_spacing_source"]
     u8 = np.rint(x * 255).astype(np.uint8)
     tifffile.imwrite(tmp_path / "w.tif", 255 - u8, photometric="miniswhite")
     img, info = read_xray(tmp_path / "w.tif")
