@@ -326,12 +326,19 @@ def test_urls_go_into_croissant_card_and_provenance(demo, tmp_path, capsys):
     # Croissant 1.1 requires a creator: without one the CLI says so; given, it is in croissant, card, provenance
     assert "croissant.json has no creator" in cap.err and "creator" not in doc
     args = ["export", str(demo), str(tmp_path / "by"), "--creator", "Ada Lovelace", "--organization", "Lab X"]
-    assert main(args) == 0
+    assert main([*args, "--dataset-version", "2.1"]) == 2  # not MAJOR.MINOR.PATCH: refused, nothing written
+    assert "MAJOR.MINOR.PATCH" in capsys.readouterr().err and not (tmp_path / "by").exists()
+    assert main([*args, "--dataset-version", "2.1.0"]) == 0
     assert "no creator" not in capsys.readouterr().err
     makers = [{"@type": "sc:Person", "name": "Ada Lovelace"}, {"@type": "sc:Organization", "name": "Lab X"}]
     assert json.loads((tmp_path / "by/croissant.json").read_text())["creator"] == makers
     assert "* made by: Ada Lovelace, Lab X" in (tmp_path / "by/README.md").read_text()
     assert json.loads((tmp_path / "by/provenance.json").read_text())["export"]["creators"] == makers
+    # the dataset's version, not the code's (croissant's version was tomodata's)
+    assert json.loads((tmp_path / "by/croissant.json").read_text())["version"] == "2.1.0"
+    assert json.loads((tmp_path / "cli/croissant.json").read_text())["version"] == "1.0.0"
+    assert "* dataset version: 2.1.0" in (tmp_path / "by/README.md").read_text()
+    assert json.loads((tmp_path / "by/provenance.json").read_text())["export"]["dataset_version"] == "2.1.0"
     assert export.verify_export(tmp_path / "by") == []
 
 

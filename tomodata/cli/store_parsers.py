@@ -178,6 +178,13 @@ def _add_export(sub) -> None:
     q.add_argument(
         "--organization", action="append", metavar="NAME", help="an organisation that made the dataset (as --creator)"
     )
+    q.add_argument(
+        "--dataset-version",
+        default="1.0.0",
+        metavar="X.Y.Z",
+        help="the dataset's version (croissant.json's version, the card, provenance.json; default 1.0.0): raise it "
+        "when a changed dataset is published again (the code's version is recorded apart)",
+    )
     q.set_defaults(func=cmd_export)
 
 

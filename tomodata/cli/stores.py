@@ -228,6 +228,7 @@ def cmd_export(a) -> int:
             code_url=a.code_url,
             creators=a.creator,
             organizations=a.organization,
+            dataset_version=a.dataset_version,
         )
     for note in summary["warnings"]:
         print(f"WARNING: {note}", file=sys.stderr)

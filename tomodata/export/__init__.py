@@ -67,6 +67,7 @@ staging folder, recipe and provenance records), :mod:`.check` (:func:`verify_exp
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,13 @@ from .write import (
     _Staging,
     _summary,
 )
+
+
+def _check_version(version: str) -> str:
+    """``version`` if it is ``MAJOR.MINOR.PATCH`` (Croissant's recommended form), else ValueError."""
+    if not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+\.\d+", version.strip()):
+        raise ValueError(f"dataset_version must be MAJOR.MINOR.PATCH, e.g. 1.0.0 (got {version!r})")
+    return version.strip()
 
 
 def _creators(people: list[str] | None, organizations: list[str] | None) -> list[dict]:
@@ -146,6 +154,7 @@ def export_dataset(
     code_url: str | None = None,
     creators: list[str] | None = None,
     organizations: list[str] | None = None,
+    dataset_version: str = "1.0.0",
 ) -> dict:
     """Write a publishable folder for a dataset store (see the module docstring for the layout).
 
@@ -171,6 +180,9 @@ def export_dataset(
         creators, organizations: who made the dataset (people; organisations): Croissant's ``creator``
             (``sc:Person`` / ``sc:Organization``), which Croissant 1.1 requires, the card and
             ``provenance.json``. Without either, a note says that croissant.json lacks it.
+        dataset_version: the dataset's version, ``MAJOR.MINOR.PATCH`` (Croissant's ``version``, the card,
+            ``provenance.json``): raise it when a changed dataset is published again. The code's version is
+            ``provenance.json``'s ``code_version``, apart.
 
     Returns:
         a summary dict: ``out``, ``mode`` ("data" / "recipe-only"), ``recipe_only``, ``licence`` (the
@@ -179,6 +191,7 @@ def export_dataset(
     """
     urls = {"dataset_url": _check_url(url, "url"), "code_url": _check_url(code_url, "code_url")}
     makers = _creators(creators, organizations)
+    dataset_version = _check_version(dataset_version)
     src = _resolve_store(store)
     out = Path(out_dir)
     _check_out(out, src, overwrite)
@@ -220,6 +233,7 @@ def export_dataset(
         prov["store"]["species_code"] = _species_code(markers)
         prov["store"]["species_renderer"] = _species_renderer(markers)
         prov["export"]["creators"] = makers
+        prov["export"]["dataset_version"] = dataset_version
         stage.put("provenance.json", _json_text(prov))
         date = when.date().isoformat()
         all_free = all(c["class"] == FREE for c in classes.values())
@@ -231,6 +245,7 @@ def export_dataset(
             url=urls["dataset_url"],
             all_free=all_free,
             creators=makers,
+            version=dataset_version,
             **same,
         )
         stage.put("croissant.json", _json_text(doc))

@@ -198,6 +198,7 @@ def _overview(attrs: dict, *, prov: dict, recipe_only: bool, n_samples_total: in
             if prov["export"].get("creators")
             else []
         ),
+        *([f"* dataset version: {prov['export']['dataset_version']}"] if prov["export"].get("dataset_version") else []),
         f"* export mode: **{mode}**",
         f"* species: {len(table)} ({', '.join(f'{s}: {len(splits.get(s, []))}' for s in SPLIT_NAMES)}); "
         "splits hold out whole species",

@@ -7,7 +7,6 @@ Croissant has no native Zarr support: the array layout is written into the descr
 
 from __future__ import annotations
 
-from .. import __version__
 from ..run_layout import STORE_NAME
 from ..store.layout import ome_multiscales
 from ..views import view_sets_of
@@ -422,11 +421,12 @@ def _croissant(
     url: str | None = None,
     all_free: bool = False,
     creators: list[dict] | None = None,
+    version: str = "1.0.0",
 ) -> dict:
     """The Croissant document (a JSON-LD dict); ``files`` maps each export path written so far to its sha256,
     ``lic`` is :func:`tomodata.export.licence._licence_summary`'s, ``date`` the ISO export date, ``url`` where
     the export is published (None: :data:`URL_PLACEHOLDER`), ``all_free`` whether every species is procedural
-    (no CT, no mammal: the keywords say so)."""
+    (no CT, no mammal: the keywords say so), ``version`` the dataset's (not the code's: provenance.json)."""
     description = _description(
         attrs, recipe_only=recipe_only, species_names=species_names, n_samples_total=n_samples_total
     )
@@ -441,7 +441,7 @@ def _croissant(
         "license": [_licence_entry(x) for x in lic["croissant"]],
         "url": url or URL_PLACEHOLDER,
         **({"creator": creators} if creators else {}),
-        "version": __version__,
+        "version": version,
         "datePublished": date,
         "citeAs": CITATION_BIBTEX,
         "keywords": [k for k in _KEYWORDS if not (all_free and k in ("computed tomography", "mammals"))]
