@@ -237,10 +237,11 @@ def _dicom_spacing(ds, info: dict) -> None:
     detector plane: objects appear larger by the magnification, said so)."""
     for key, sp in _spacing_attributes(ds):
         try:
-            vals = [_positive(s) for s in sp]
+            given = [_positive(s) for s in sp]
         except TypeError:  # a single value
             continue
-        if len(vals) != 2 or None in vals:
+        vals = [v for v in given if v is not None]
+        if len(given) != 2 or len(vals) != 2:
             continue
         source = f"DICOM {key}"
         if key == "ImagerPixelSpacing":
