@@ -4,8 +4,10 @@ Preparation for the network (polarity, gamma, air, square) is :mod:`model.xray`.
 
 **Reading** (``read_xray``). The file type is sniffed from its content (DICOM: ``DICM`` at byte 128 or
 a ``.dcm``/``.dicom`` suffix; TIFF: the ``II*``/``MM*`` magic), everything else goes to OpenCV
-(``cv2.imdecode(..., IMREAD_UNCHANGED)``: PNG, JPEG, BMP, PNM, WebP …; the EXIF orientation of a
-JPEG is not applied). Values become float64 in [0, 1] *as displayed* (bright = bright):
+(``cv2.imdecode(..., IMREAD_UNCHANGED)``: PNG, JPEG, BMP, PNM, WebP …). The image is turned as a
+viewer shows it: a TIFF's ``Orientation`` tag, or the EXIF orientation of a JPEG, PNG or WebP (read
+with Pillow), 2–8, is applied (rotation, mirror; recorded as ``info["orientation"]``). Values become
+float64 in [0, 1] *as displayed* (bright = bright):
 
 * unsigned 8-bit: ``v / 255``;
 * unsigned 16-bit: ``v / (2**b − 1)`` with ``b`` the smallest of 8, 10, 12, 14, 16 bits that holds
@@ -48,6 +50,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+import PIL.Image
+import tifffile
 
 from tomodata.image_files import dicom_pixels, read_dicom, read_tiff
 
@@ -307,6 +311,41 @@ def _read_tiff(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.dtype, 
     return arr, arr.dtype, "rgb"
 
 
+#: EXIF/TIFF Orientation 2–8 → (what a viewer does, the array operation on (H, W)); 1 is as stored
+_ORIENTATIONS = {
+    2: ("mirrored left-right", lambda a: a[:, ::-1]),
+    3: ("rotated 180°", lambda a: a[::-1, ::-1]),
+    4: ("mirrored top-bottom", lambda a: a[::-1]),
+    5: ("transposed (mirrored about the main diagonal)", lambda a: a.swapaxes(0, 1)),
+    6: ("rotated 90° clockwise", lambda a: np.rot90(a, -1)),
+    7: ("transversed (mirrored about the other diagonal)", lambda a: a[::-1, ::-1].swapaxes(0, 1)),
+    8: ("rotated 90° counter-clockwise", lambda a: np.rot90(a, 1)),
+}
+
+
+def _orientation_tag(p: Path, kind: str) -> int:
+    """The file's Orientation (1–8; 1 where absent or unreadable): a TIFF's tag 274 (tifffile), else the
+    EXIF orientation Pillow finds (JPEG, PNG eXIf, WebP)."""
+    try:
+        if kind == "tiff":
+            with tifffile.TiffFile(p) as tf:
+                tag = tf.pages[0].tags.get("Orientation")
+                return int(tag.value) if tag is not None else 1
+        with PIL.Image.open(p) as im:
+            return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - no readable tag: as stored
+        return 1
+
+
+def _orient(img: np.ndarray, mask, tag: int, info: dict):
+    """``img`` (H, W) and its alpha mask turned as the Orientation ``tag`` says a viewer shows them."""
+    if tag not in _ORIENTATIONS:
+        return img, mask
+    what, op = _ORIENTATIONS[tag]
+    info["orientation"] = f"Orientation {tag}: {what} to show as a viewer does"
+    return np.ascontiguousarray(op(img)), None if mask is None else np.ascontiguousarray(op(mask))
+
+
 def _read_cv2(p: Path, head: bytes, info: dict, why: str = "") -> np.ndarray:
     data = np.fromfile(str(p), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
@@ -392,6 +431,7 @@ def read_xray(path) -> tuple[np.ndarray, dict]:
         if info.get("tiff_photometric") == "MINISWHITE":
             img = 1.0 - img
             info["miniswhite"] = "inverted (1 - v): TIFF PhotometricInterpretation MinIsWhite (low values are white)"
+        img, mask = _orient(img, mask, _orientation_tag(p, kind), info)
     if img.ndim != 2:
         raise ValueError(f"{p}: expected a 2-D image, got shape {img.shape}")
     if min(img.shape) < MIN_SIDE:

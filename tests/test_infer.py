@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from PIL import Image, ImageOps
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -965,3 +966,29 @@ def test_cli_pixel_spacing_gives_a_png_its_millimetres(tmp_path, ckpt, capsys):
     assert spacing[1:] == pytest.approx((0.25, 0.25))
     with pytest.raises(SystemExit):
         main([*args, "--pixel-spacing", "0,1"])
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".jpg"])
+def test_orientation_tags_turn_the_image_as_a_viewer_does(tmp_path, suffix):
+    """A TIFF's Orientation tag and the EXIF orientation of a PNG/JPEG (2–8) are applied as a viewer
+    (Pillow's exif_transpose) applies them, and recorded; the image used to be read as stored."""
+    x = np.rint(_phantom(48, 80) * 255).astype(np.uint8)
+    for tag in range(1, 9):
+        path = tmp_path / f"o{tag}{suffix}"
+        if suffix == ".tif":
+            tifffile.imwrite(path, x, extratags=[(274, "H", 1, tag, True)])
+        else:
+            im = Image.fromarray(x)
+            exif = im.getexif()
+            exif[0x0112] = tag
+            im.save(path, exif=exif, **({"quality": 100} if suffix == ".jpg" else {}))
+        png = tmp_path / f"ref{tag}.png"
+        im = Image.fromarray(x)
+        exif = im.getexif()
+        exif[0x0112] = tag
+        im.save(png, exif=exif)
+        ref = np.asarray(ImageOps.exif_transpose(Image.open(png))) / 255.0
+        img, info = read_xray(path)
+        assert img.shape == ref.shape, tag
+        np.testing.assert_allclose(img, ref, atol=0.03 if suffix == ".jpg" else 0)
+        assert info.get("orientation", "Orientation 1").startswith(f"Orientation {tag}")
