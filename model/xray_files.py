@@ -329,7 +329,7 @@ def _orientation_tag(p: Path, kind: str) -> int:
     try:
         if kind == "tiff":
             with tifffile.TiffFile(p) as tf:
-                tag = tf.pages[0].tags.get("Orientation")
+                tag = getattr(tf.pages[0], "tags", {}).get("Orientation")
                 return int(tag.value) if tag is not None else 1
         with PIL.Image.open(p) as im:
             return int(im.getexif().get(0x0112, 1) or 1)
