@@ -409,6 +409,10 @@ def test_recipe_only_export_of_demo(demo, tmp_path):
     card = (out / "README.md").read_text()
     assert front_matter(card)["license"] == "cc0-1.0" and "recipe-only" in card
     assert "tomo build-demo" in card  # how to rebuild
+    # the tables name dataset.zarr/... paths the export does not hold: said so (they read "in the export")
+    fields = {f["name"]: f["description"] for rs in doc["recordSet"] for f in rs["field"]}
+    assert "recipe/rebuild.sh builds" in fields["group"] and "recipe/rebuild.sh builds" in fields["images_array"]
+    assert "paths are those of a data export" in card
 
 
 def test_recipe_verifies_a_rebuild(demo, tmp_path):

@@ -256,7 +256,14 @@ def _contents(files: list[str], *, recipe_only: bool, has_manifest: bool) -> lis
         "| `SHA256SUMS` | sha256 of every other file (`sha256sum -c SHA256SUMS`) |",
         "| `provenance.json` | code version, configuration, the store's provenance, export time |",
         "| `species.csv` | one row per species, with the sha256 of each of its arrays |",
-        "| `samples.csv` | one row per sample: species, split, sample, view, mirrored, image array |",
+        "| `samples.csv` | one row per sample: species, split, sample, view, mirrored, image array"
+        + (
+            f" (the tables' `{STORE_NAME}/…` paths are those of a data export: read them in the store that "
+            "`recipe/rebuild.sh` builds)"
+            if recipe_only
+            else ""
+        )
+        + " |",
         "| `splits/*.txt` | species per split |",
         "| `recipe/checksums.json` | per-species array sha256 (completion markers) and source checksums |",
         "| `recipe/store_attrs.json` | the store's root attributes (all rendering settings, species table) |",

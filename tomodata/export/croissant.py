@@ -290,7 +290,17 @@ def _splits_record_set() -> dict:
     }
 
 
-def _species_record_set() -> dict:
+def _where(recipe_only: bool) -> str:
+    """Where the tables' dataset.zarr/... paths point: the export's store, or the one the recipe rebuilds."""
+    if not recipe_only:
+        return "relative to the export"
+    return (
+        f"as in a data export: {STORE_NAME}/ stands for the store recipe/rebuild.sh builds (this recipe-only "
+        f"export holds no {STORE_NAME})"
+    )
+
+
+def _species_record_set(recipe_only: bool = False) -> dict:
     """Record set ``species``: one record per row of species.csv."""
     sp = "species"
     return {
@@ -330,7 +340,7 @@ def _species_record_set() -> dict:
                 "species.csv",
             ),
             _field(sp, "n_samples", "sc:Integer", "Samples of the species (2 per view).", "species.csv"),
-            _field(sp, "group", "sc:Text", "Path of the species' Zarr group in the export.", "species.csv"),
+            _field(sp, "group", "sc:Text", f"Path of the species' Zarr group, {_where(recipe_only)}.", "species.csv"),
         ]
         + [
             _field(
@@ -345,7 +355,7 @@ def _species_record_set() -> dict:
     }
 
 
-def _samples_record_set(attrs: dict) -> dict:
+def _samples_record_set(attrs: dict, recipe_only: bool = False) -> dict:
     """Record set ``samples``: one record per row of samples.csv (an x-ray and its view)."""
     enc = attrs["encoding"]["images"]
     sm = "samples"
@@ -385,7 +395,7 @@ def _samples_record_set(attrs: dict) -> dict:
                 sm,
                 "images_array",
                 "sc:Text",
-                "Path of the Zarr array that holds the image, relative to the export.",
+                f"Path of the Zarr array that holds the image, {_where(recipe_only)}.",
                 "samples.csv",
             ),
         ],
@@ -450,5 +460,5 @@ def _croissant(
         "distribution": _distribution(
             files, attrs=attrs, recipe_only=recipe_only, species_names=species_names, layout=layout
         ),
-        "recordSet": [_splits_record_set(), _species_record_set(), _samples_record_set(attrs)],
+        "recordSet": [_splits_record_set(), _species_record_set(recipe_only), _samples_record_set(attrs, recipe_only)],
     }
