@@ -2,8 +2,8 @@
 (:func:`read_xray`), and the cheap check of a file before any work (:func:`xray_file_problem`).
 Preparation for the network (polarity, gamma, air, square) is :mod:`model.xray`.
 
-**Reading** (``read_xray``). The file type is sniffed from its content (DICOM: ``DICM`` at byte 128 or
-a ``.dcm``/``.dicom`` suffix; TIFF: the ``II*``/``MM*`` magic), everything else goes to OpenCV
+**Reading** (``read_xray``). The file type is sniffed from its content (DICOM: ``DICM`` at byte 128,
+a data set without that preamble, or a ``.dcm``/``.dicom`` suffix; TIFF: the ``II*``/``MM*`` magic), everything else goes to OpenCV
 (``cv2.imdecode(..., IMREAD_UNCHANGED)``: PNG, JPEG, BMP, PNM, WebP …). The image is turned as a
 viewer shows it: a TIFF's ``Orientation`` tag, or the EXIF orientation of a JPEG, PNG or WebP (read
 with Pillow), 2–8, is applied (rotation, mirror; recorded as ``info["orientation"]``). Values become
@@ -90,11 +90,24 @@ def _undecodable(p: Path, head: bytes, what: str, why: str = "") -> ValueError:
 
 
 def _sniff(p: Path, head: bytes) -> str:
-    if head[128:132] == b"DICM" or p.suffix.lower() in _DICOM_SUFFIXES:
+    if head[128:132] == b"DICM" or p.suffix.lower() in _DICOM_SUFFIXES or _bare_dicom(p, head):
         return "dicom"
     if head[:4] in _TIFF_MAGIC:
         return "tiff"
     return "image"
+
+
+def _bare_dicom(p: Path, head: bytes) -> bool:
+    """A DICOM data set without the 128-byte preamble and "DICM" (older files, some exports): it starts
+    with a group 0002 or 0008 element (no image format starts with those bytes) and pydicom reads an
+    image's Rows and Columns from its header."""
+    if head[:2] not in (b"\x02\x00", b"\x08\x00") or head[3] != 0:
+        return False
+    try:
+        ds = read_dicom(p, force=True, pixels=False)
+    except ValueError:
+        return False
+    return "Rows" in ds and "Columns" in ds
 
 
 def _split_channels(arr: np.ndarray, order: str, p: Path, info: dict) -> tuple[np.ndarray, np.ndarray | None]:

@@ -992,3 +992,16 @@ def test_orientation_tags_turn_the_image_as_a_viewer_does(tmp_path, suffix):
         assert img.shape == ref.shape, tag
         np.testing.assert_allclose(img, ref, atol=0.03 if suffix == ".jpg" else 0)
         assert info.get("orientation", "Orientation 1").startswith(f"Orientation {tag}")
+
+
+def test_a_dicom_without_its_preamble_is_read_as_dicom(tmp_path):
+    """A DICOM file without the 128-byte preamble and "DICM", and without a .dcm suffix, is read by
+    pydicom (it went to OpenCV, which cannot decode it); other images are not taken for one."""
+    stored = np.rint(_phantom(64, 64) * 4095).astype(np.uint16)
+    full = _write_dicom(tmp_path / "full.dcm", stored, spacing=(0.2, 0.2)).read_bytes()
+    (tmp_path / "bare").write_bytes(full[132:])  # the file meta group (0002) first
+    img, info = read_xray(tmp_path / "bare")
+    np.testing.assert_allclose(img, stored / 4095.0, atol=1e-12)
+    assert info["pixel_spacing_mm"] == [0.2, 0.2] and "DICOM" in info["format"]
+    assert cv2.imwrite(str(tmp_path / "x.png"), (stored >> 4).astype(np.uint8))
+    assert "OpenCV" in read_xray(tmp_path / "x.png")[1]["format"]
