@@ -3,11 +3,11 @@
 Preparation for the network (polarity, gamma, air, square) is :mod:`model.xray`.
 
 **Reading** (``read_xray``). The file type is sniffed from its content (DICOM: ``DICM`` at byte 128,
-a data set without that preamble, or a ``.dcm``/``.dicom`` suffix; TIFF: the ``II*``/``MM*`` magic), everything else goes to OpenCV
-(``cv2.imdecode(..., IMREAD_UNCHANGED)``: PNG, JPEG, BMP, PNM, WebP …). The image is turned as a
-viewer shows it: a TIFF's ``Orientation`` tag, or the EXIF orientation of a JPEG, PNG or WebP (read
-with Pillow), 2–8, is applied (rotation, mirror; recorded as ``info["orientation"]``). Values become
-float64 in [0, 1] *as displayed* (bright = bright):
+a data set without that preamble, or a ``.dcm``/``.dicom`` suffix; TIFF: the ``II*``/``MM*`` magic),
+everything else goes to OpenCV (``cv2.imdecode(..., IMREAD_UNCHANGED)``: PNG, JPEG, BMP, PNM, WebP …).
+The image is turned as a viewer shows it: a TIFF's ``Orientation`` tag, or the EXIF orientation of
+a JPEG, PNG or WebP (read with Pillow), 2–8, is applied (rotation, mirror; recorded as
+``info["orientation"]``). Values become float64 in [0, 1] *as displayed* (bright = bright):
 
 * unsigned 8-bit: ``v / 255``;
 * unsigned 16-bit: ``v / (2**b − 1)`` with ``b`` the smallest of 8, 10, 12, 14, 16 bits that holds
