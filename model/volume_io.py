@@ -79,7 +79,8 @@ def write_volume(
 ) -> None:
     """Write the float32 (D, H, W) volume held raw (C order, little endian) in ``raw`` to ``path`` as
     NRRD (pynrrd: raw encoding, attached header) or NIfTI-1 (nibabel; ``.nii.gz`` gzip level 1),
-    streamed from a memory map. File axes (x, y, z) = (columns, rows, depth); ``spacing_zyx`` (mm or
+    streamed from a memory map. File axes (x, y, z) = (columns, rows, depth), in both formats in the
+    frame viewers give NIfTI's qform (RAS+; NRRD's ``space``), so the two files overlay; ``spacing_zyx`` (mm or
     pixels) on the diagonal, ``origin_xyz`` the first voxel's centre; ``extra``: NRRD ``key:=value``
     fields; ``descrip``: the NIfTI description (≤ 79 characters)."""
     D, H, W = (int(n) for n in shape_dhw)
@@ -88,7 +89,9 @@ def write_volume(
     if suffix == ".nrrd":
         header = {
             "content": "single-image tomography view volume",
-            "space dimension": 3,
+            # the frame NIfTI's qform implies (viewers read it as RAS+): without a space, ITK and 3D Slicer
+            # take NRRD as LPS, and the two files of one prediction showed turned 180° about z (helper-73)
+            "space": "right-anterior-superior",
             "space directions": np.diag([sx, sy, sz]),
             "space origin": np.asarray(origin_xyz, float),
             "kinds": ["domain", "domain", "domain"],

@@ -12,6 +12,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import tifffile
 import torch
 from PIL import Image, ImageOps
@@ -39,6 +40,7 @@ from model.ood import field_fill, reference_from_features, xray_features
 from model.predict import _network_input
 from model.train import TrainConfig, save_checkpoint
 from model.volume_io import PREVIEWS as INFER_PREVIEWS
+from model.volume_io import write_volume
 from model.xray import FIELD_FILL
 from model.xray_files import polarity_header
 from tomodata.phantoms import skull_volume, species_params
@@ -1005,3 +1007,20 @@ def test_a_dicom_without_its_preamble_is_read_as_dicom(tmp_path):
     assert info["pixel_spacing_mm"] == [0.2, 0.2] and "DICOM" in info["format"]
     assert cv2.imwrite(str(tmp_path / "x.png"), (stored >> 4).astype(np.uint8))
     assert "OpenCV" in read_xray(tmp_path / "x.png")[1]["format"]
+
+
+def test_nrrd_and_nifti_of_one_volume_overlay_in_itk(tmp_path):
+    """The NRRD and the NIfTI of one prediction put every voxel at the same place in ITK (3D Slicer's
+    reader): the NRRD names the RAS space NIfTI's qform implies (without it ITK read LPS: turned 180°)."""
+    vol = np.random.default_rng(0).random((4, 5, 6)).astype("<f4")
+    vol.tofile(tmp_path / "v.raw")
+    images = []
+    for suffix in (".nrrd", ".nii.gz"):
+        out = tmp_path / f"o{suffix}"
+        write_volume(out, suffix, tmp_path / "v.raw", vol.shape, (0.5, 0.4, 0.3), (-1.0, -2.0, -3.0), True, {}, "t")
+        images.append(sitk.ReadImage(str(out)))
+    a, b = images
+    assert a.GetDirection() == b.GetDirection() and a.GetOrigin() == pytest.approx(b.GetOrigin())
+    assert a.GetSpacing() == pytest.approx(b.GetSpacing())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    assert nrrd.read_header(str(tmp_path / "o.nrrd"))["space"] == "right-anterior-superior"
