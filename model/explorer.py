@@ -16,10 +16,13 @@ Volumes are the network's output grid (D, s, s) as :func:`model.examples.qualita
 returns them (ours fused with the x-ray as the evaluation fused it, ground truth, NN and Oracle view
 volumes; the store, checkpoint and eval folder must belong together: :func:`model.eval_source.check_source`),
 downsampled by area averaging where ``max(D, s) > max_size`` (default 64; said on the page and in the log). NIfTI
-axes: x = image columns (right), y = depth reversed (index 0 of the depth farthest from the viewer
-of the frontal view), z = image rows reversed (up); spacing 1 per lateral output pixel and s / D in
-depth, so that the volume spans a cube like the view volume (docs/geometry.md). With that, niivue's render
-at azimuth 0, elevation 0 looks along the x-ray's rays, columns right and rows down.
+axes: x = image columns (right), y = depth (index 0, the front w = −1 of docs/geometry.md, nearest the
+viewer of the frontal view: niivue's camera at azimuth 0, elevation 0 looks along +y), z = image rows reversed (up); spacing
+1 per lateral output pixel and s / D in depth, so that the volume spans a cube like the view volume
+(docs/geometry.md). With that, niivue's render at azimuth 0, elevation 0 looks along the x-ray's rays
+from the front, columns right and rows down, as the image is seen (until session 33 the depth was
+reversed: the render showed the volume from the back, mirrored, and the anaglyph's depth disagreed
+with the render's occlusion).
 
 The page renders the x-ray of every volume from the current view in JavaScript (not niivue):
 ``1 − exp(−χ · mean)`` of the trilinearly sampled densities along the view direction, over a path as
@@ -175,7 +178,7 @@ def nifti_base64(vol: np.ndarray, vmax: float, depth_spacing: float, descrip: st
     in the page's axes (module docstring), as base64."""
     D, H, W = vol.shape
     q = to_png(vol / vmax)
-    arr = np.ascontiguousarray(q[::-1, ::-1, :].transpose(2, 0, 1))  # (x=col, y=depth rev, z=row rev)
+    arr = np.ascontiguousarray(q[:, ::-1, :].transpose(2, 0, 1))  # (x=col, y=depth, z=row rev)
     affine = np.diag([1.0, depth_spacing, 1.0, 1.0])
     affine[:3, 3] = -0.5 * (np.array([W, D * depth_spacing, H]) - np.array([1.0, depth_spacing, 1.0]))
     img = nib.Nifti1Image(arr, affine)

@@ -25,6 +25,7 @@ from tiny_runs import TINY_NET, build_demo, train_args
 
 from model.cli import main
 from model.examples import qualitative_examples
+from model.explorer import LABELS, _copy_assets, _js, nifti_base64
 from tomodata.folder_contents import contents_problem
 
 #: Chromium's WebGL without a GPU: ANGLE on SwiftShader (software)
@@ -128,8 +129,8 @@ def test_volumes_keep_the_view_geometry(run, tmp_path):
     assert main(["explorer", str(run), "-o", str(out), "--index", "2"]) == 0
     ours = qualitative_examples(run / "dataset.zarr", run / "model" / "best.pt", run / "eval", n=3)["rows"][2]["ours"]
     img = _nifti(_sample_volumes(out, 0)["ours"])
-    arr = img.get_fdata()  # (x = columns, y = depth reversed, z = rows reversed)
-    back = arr[:, ::-1, ::-1].transpose(1, 2, 0)  # (depth, rows, columns)
+    arr = img.get_fdata()  # (x = columns, y = depth, z = rows reversed)
+    back = arr[:, :, ::-1].transpose(1, 2, 0)  # (depth, rows, columns)
     vmax = max(1.0, float(ours.max()))
     np.testing.assert_allclose(back, ours, atol=vmax / 255 / 2 + 1e-6)
     assert np.allclose(np.diag(img.affine)[:3], [1.0, 1.0, 1.0])
@@ -252,7 +253,7 @@ def test_page_in_chromium(page, browser):
         js = np.asarray(
             d.execute_script("const v = explorer.viewers.truth.vol; return Array.from(explorer.xray(v, 0, 0).opacity)")
         ).reshape(12, 12)
-        arr = _nifti(_sample_volumes(page, k)["truth"]).get_fdata()  # (columns, depth rev, rows rev)
+        arr = _nifti(_sample_volumes(page, k)["truth"]).get_fdata()  # (columns, depth, rows rev)
         expect = 1 - np.exp(-manifest["chi"] * arr.mean(axis=1).T[::-1])  # rows down, columns right
         np.testing.assert_allclose(js, expect, atol=1e-4)
 
@@ -312,3 +313,92 @@ def test_missing_sample_file_is_reported(page, browser, tmp_path):
     text = _wait(browser, "const e = document.getElementById('error'); return !e.hidden && e.textContent")
     assert "samples/s001.js could not be loaded" in text and "tomo explorer" in text
     browser.get_log("browser")  # the expected error, drained
+
+
+def _depth_page(out: Path) -> Path:
+    """A page of one sample whose volumes (24 deep) hold a dim slab and a bright square, one at the
+    front (depth 2-8, w < 0: nearest the viewer of the x-ray, docs/geometry.md) and one at the back
+    (depth 16-22): ours and NN have the slab in front, truth and the Oracle the square."""
+    n = 24
+
+    def vol(slab, square):
+        v = np.zeros((n, n, n), np.float32)
+        v[slab[0] : slab[1], 4:20, 4:20] = 0.3
+        v[square[0] : square[1], 9:15, 9:15] = 1.0
+        return v
+
+    front, back = (2, 8), (16, 22)
+    vols = {"ours": vol(front, back), "truth": vol(back, front), "nn": vol(front, back), "oracle": vol(back, front)}
+    (out / "samples").mkdir(parents=True)
+    data = {m: nifti_base64(v, 1.0, 1.0, m) for m, v in vols.items()}
+    head = "window.EXPLORER_DATA = window.EXPLORER_DATA || {};\n"
+    (out / "samples/s000.js").write_text(head + _js("window.EXPLORER_DATA[0]", {"volumes": data}))
+    Image.fromarray(np.full((n, n), 128, np.uint8)).save(out / "samples/s000_xray.png")
+    sample = dict(title="depth", species="depth", sample=0, vmax=1.0, methods=list(vols), metrics={})
+    sample |= dict(script="samples/s000.js", xray="samples/s000_xray.png")
+    manifest = dict(run="depth", chi=10.0, grid=[n] * 3, shown=[n] * 3, note="", labels=LABELS, n_evaluated=1)
+    (out / "manifest.js").write_text(_js("window.EXPLORER", manifest | {"samples": [sample]}))
+    _copy_assets(out)
+    return out
+
+
+def _centre(d, method: str) -> float:
+    """Mean grey level of the render's central 10 x 10 pixels."""
+    script = PIXELS.replace("p += 16", "p += 4").replace("return out;", "return [c.width, c.height, out];")
+    w, h, px = d.execute_script(script, method)
+    a = np.asarray(px, float).reshape(h, w) / 3
+    return float(a[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5].mean())
+
+
+def test_the_render_and_the_anaglyph_show_the_front_in_front(browser, tmp_path):
+    """At the front view the render looks along the x-ray's rays from the front (w = -1): what lies at
+    the front hides what lies behind it, and the anaglyph gives the front the crossed disparity of a near
+    object (left eye's image to the right). Until session 33 the render showed the back in front,
+    mirrored, and the anaglyph's depth disagreed with it (helper-73)."""
+    d = browser
+    d.get((_depth_page(tmp_path / "depth") / "index.html").as_uri())
+    _wait(d, "return document.body.dataset.loaded === '0' || !document.getElementById('error').hidden")
+    d.find_element("css selector", "input[name=preset][value=iso]").click()
+    d.execute_script("explorer.setView(0, 0)")
+    time.sleep(1)
+    slab_in_front, square_in_front = _centre(d, "ours"), _centre(d, "truth")
+    assert square_in_front > slab_in_front + 40, (slab_in_front, square_in_front)
+    d.find_element("id", "stereo").click()
+    rgba = d.execute_script(
+        "const c = explorer.viewers.truth.cell.querySelector('canvas.anaglyph');"
+        "return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];"
+    )
+    w, h, px = rgba
+    a = np.asarray(px, float).reshape(h, w, 4)
+    red_x = np.nonzero(a[..., 0] > 200)[1].mean()  # the bright square in the left eye's view
+    cyan_x = np.nonzero(a[..., 1] > 200)[1].mean()  # and in the right eye's
+    assert red_x > cyan_x + 1, (red_x, cyan_x)  # crossed: the square, in front, looks near
+    errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def test_quick_clicks_end_on_the_last_sample(page, browser):
+    """Two samples clicked at once: every viewer ends on the last one (loads ran interleaved and left the
+    viewers on different samples; helper-73)."""
+    d = browser
+    sums = {
+        (m, int(np.asarray(_nifti(b64).dataobj.get_unscaled()).astype(np.int64).sum())): k  # the stored bytes
+        for k in range(4)
+        for m, b64 in _sample_volumes(page, k).items()
+    }
+    for order in ([2, 3], [1, 2, 3, 1]):
+        d.get((page / "index.html").as_uri())
+        _wait(d, "return document.body.dataset.loaded === '0'")
+        clicks = "const b = document.querySelectorAll('#samples button'); for (const i of arguments[0]) b[i].click();"
+        d.execute_script(clicks, order)
+        _wait(d, f"return document.body.dataset.loaded === '{order[-1]}'")
+        time.sleep(0.5)  # a stale load would finish after the last one
+        got = d.execute_script(
+            "return {index: explorer.state.index, nv: explorer.METHODS.map(m => "
+            "explorer.viewers[m].nv.volumes.map(v => Array.from(v.img).reduce((a, b) => a + b, 0)))}"
+        )
+        assert got["index"] == order[-1]
+        shown = [sums.get((m, round(s[0]))) for m, s in zip(("ours", "truth", "nn", "oracle"), got["nv"])]
+        assert shown == [order[-1]] * 4, (order, shown)
+    errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

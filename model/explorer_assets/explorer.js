@@ -51,9 +51,11 @@
     return [0, 1, 2].map((i) => [0, 1, 2].map((j) => R[j][i])); // rotations: inverse = transpose
   }
 
+  const EDGE = 1e-9; // voxels: a point on the outer face (e.g. -1e-16 from rounding in R) is inside
   function sample(vol, x, y, z) { // trilinear, voxel coordinates; 0 outside
     const [nx, ny, nz] = vol.dim;
-    if (x < 0 || y < 0 || z < 0 || x > nx - 1 || y > ny - 1 || z > nz - 1) return 0;
+    if (x < -EDGE || y < -EDGE || z < -EDGE || x > nx - 1 + EDGE || y > ny - 1 + EDGE || z > nz - 1 + EDGE) return 0;
+    x = Math.min(Math.max(x, 0), nx - 1); y = Math.min(Math.max(y, 0), ny - 1); z = Math.min(Math.max(z, 0), nz - 1);
     const i = Math.min(Math.floor(x), nx - 2), j = Math.min(Math.floor(y), ny - 2), k = Math.min(Math.floor(z), nz - 2);
     const fx = x - i, fy = y - j, fz = z - k, d = vol.data, sy = nx, sz = nx * ny;
     const o = i + j * sy + k * sz;
@@ -116,7 +118,9 @@
       ctx.drawImage(gl, 0, 0);
       return ctx.getImageData(0, 0, w, h);
     };
-    const left = eye(-STEREO_DEG), right = eye(STEREO_DEG);
+    // niivue's azimuth turns the camera the other way round the volume than the eyes' order suggests:
+    // +STEREO_DEG is the left eye's view (near parts in crossed disparity, as occlusion shows them)
+    const left = eye(STEREO_DEG), right = eye(-STEREO_DEG);
     nv.scene.renderAzimuth = state.azimuth;
     const grey = (d, p) => 0.299 * d[p] + 0.587 * d[p + 1] + 0.114 * d[p + 2];
     for (let p = 0; p < right.data.length; p += 4) { // red: left eye; green and blue: right eye
@@ -186,7 +190,16 @@
 
   function fmt(x) { return Number.isFinite(x) ? x.toPrecision(3) : "–"; }
 
-  async function load(i) {
+  // loads run one after another, and a load asked for while another runs is skipped when a later one
+  // was asked for since: the page ends on the last click, every viewer on the same sample
+  let loading = Promise.resolve(), wanted = -1;
+  function load(i) {
+    wanted = i;
+    loading = loading.catch(() => {}).then(() => (wanted === i ? show(i) : undefined));
+    return loading;
+  }
+
+  async function show(i) {
     const S = M.samples[i];
     document.body.dataset.loading = String(i);
     if (!(window.EXPLORER_DATA && window.EXPLORER_DATA[i])) await loadScript(S.script);
