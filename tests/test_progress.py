@@ -78,3 +78,30 @@ def test_a_command_stopped_by_a_signal_says_so_in_its_log(sig):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == -getattr(signal, sig)
     assert r.stderr.strip() == f"tomo render-species: stopped by {sig} before it finished", r.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stopped_command_cleans_up_first(sig, tmp_path):
+    """SIGTERM, like SIGINT, lets the command's cleanup run (``finally``: a staging folder, a partial
+    export, a temporary copy) before it ends by the signal; SIGTERM used to end it inside the handler,
+    leaving them behind (helper-72: tomo fetch's .copy-*, tomo export's .partial-* folders)."""
+    staging = tmp_path / ".out.partial-x"
+    code = (
+        "import argparse, os, shutil, signal, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from tomodata.cli import run\n"
+        "def work(a):\n"
+        f"    os.mkdir({str(staging)!r})\n"
+        "    try:\n"
+        f"        os.kill(os.getpid(), signal.{sig}); time.sleep(30)\n"
+        "    finally:\n"
+        f"        shutil.rmtree({str(staging)!r})\n"
+        "p = argparse.ArgumentParser(prog='tomo')\n"
+        "sub = p.add_subparsers(dest='command', required=True)\n"
+        "sub.add_parser('export').set_defaults(func=work)\n"
+        "run(p, ['export'])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -getattr(signal, sig)
+    assert r.stderr.strip() == f"tomo export: stopped by {sig} before it finished", r.stderr
+    assert not staging.exists()

@@ -76,17 +76,26 @@ def _warnings_as_lines():
         warnings.formatwarning = before
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread, as SIGINT raises KeyboardInterrupt, so that cleanup
+    (``finally``, ``except BaseException``: staging folders, temporary copies, partial exports) runs
+    before the command ends by the signal."""
+
+
 @contextlib.contextmanager
 def _termination_noted(command: str):
-    """While ``command`` runs, a SIGTERM (a cluster's time limit, a stopped workflow) ends it as before
-    (the signal's default action), after one line in its log saying so: a log that just stops says
-    nothing. Commands with their own handler (``tomo train`` stops after its step) replace it."""
+    """While ``command`` runs, a SIGTERM (a cluster's time limit, a stopped workflow) raises
+    :class:`Terminated`: the command's cleanup runs, then :func:`run` writes one line saying so (a log
+    that just stops says nothing) and ends it by the signal's default action, as before. A second
+    SIGTERM during the cleanup ends it at once. Commands with their own handler (``tomo train`` stops
+    after its step) replace it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def note(signum, frame) -> None:
-        _end_by(signal.SIGTERM, command, "SIGTERM")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated("SIGTERM")
 
     old = signal.signal(signal.SIGTERM, note)
     try:
@@ -115,6 +124,9 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
             return args.func(args)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT from a stopped workflow: one line, not a traceback
         _end_by(signal.SIGINT, args.command, str(e) or "SIGINT")
+        raise
+    except Terminated:  # SIGTERM, after the command's cleanup ran
+        _end_by(signal.SIGTERM, args.command, "SIGTERM")
         raise
     except FileNotFoundError as e:  # the OS's "[Errno 2] No such file or directory: 'P'" names P plainly
         if e.filename2:  # a rename or copy: which of the two is gone is not said
