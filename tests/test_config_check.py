@@ -17,6 +17,7 @@ from test_workflow import ROOT, smk
 from tomodata.config_check import (
     NESTED_TEXT_NOTE,
     ConfigError,
+    add_list_errors,
     check_config,
     check_resources,
     config_file_errors,
@@ -285,6 +286,23 @@ def test_overlays_come_after_the_file_they_change(tmp_path: Path):
     assert overlay_errors(["sub/over.yaml"], cwd=tmp_path) == [
         "sub/over.yaml: overlay must be {over: CONFIG FILE} (the config it changes), given 'base.yaml'"
     ]
+
+
+def test_data_add_in_two_config_files_must_be_mappings(tmp_path: Path):
+    """Snakemake merges mappings across config files but replaces lists: data.add as a list in two files
+    kept only the last file's overlays, and the others' scans left the store in silence (helper-72)."""
+    (tmp_path / "a.yaml").write_text("data: {add: [a.tsv]}\n")
+    (tmp_path / "b.yaml").write_text("data: {add: [b.tsv]}\n")
+    (tmp_path / "ma.yaml").write_text("data: {add: {a: a.tsv}}\n")
+    (tmp_path / "mb.yaml").write_text("data: {add: {b: b.tsv}}\n")
+    (tmp_path / "none.yaml").write_text("data: {add: []}\n")
+    (err,) = add_list_errors(["a.yaml", "b.yaml"], cwd=tmp_path)
+    assert "data.add is given in 2 config files (a.yaml: ['a.tsv']; b.yaml: ['b.tsv'])" in err
+    assert "only b.yaml's overlays would be used" in err and "data: {add: {my_scans: my-scans.tsv}}" in err
+    assert len(add_list_errors(["ma.yaml", "b.yaml"], cwd=tmp_path)) == 1  # a list after a mapping replaces it
+    assert add_list_errors(["ma.yaml", "mb.yaml"], cwd=tmp_path) == []  # mappings merge
+    assert add_list_errors(["none.yaml", "a.yaml"], cwd=tmp_path) == []  # an empty list adds nothing
+    assert add_list_errors(["a.yaml"], cwd=tmp_path) == []
 
 
 def test_the_workflow_names_config_file_mistakes(tmp_path: Path):

@@ -280,3 +280,33 @@ def test_demo_movies_made_afresh_with_an_overlay_present(tmp_path):
         "procedural_01.mp4",
         "procedural_02.mp4",
     ]
+
+
+def test_two_overlay_files_each_add_their_scans(tmp_path):
+    """Two overlay config files, each naming its manifest in data.add: as mappings both sets of scans are
+    planned (Snakemake merges mappings); as lists the run stops, saying that the first file's scans would
+    leave the store (Snakemake replaces a list: they were dropped in silence; helper-72)."""
+    np.save(tmp_path / "scan.npy", np.zeros((8, 8, 8), np.float32))
+    for k in (1, 2):
+        (tmp_path / f"add{k}.tsv").write_text(
+            "id\tspecies\tsource\tsource_kind\tspacing_mm\tsplit\tlicence\n"
+            f"mine{k}\tMus musculus\tscan.npy\tnpy\t1,1,1\ttrain\tCC0\n"
+        )
+    cfg = {
+        "run": "two",
+        "data": {"source": "demo", "demo": {"species": 3, "val": 1, "test": 1, "movie_size": 32}},
+        "dataset": {"n_views": 4, "image_size": 32, "steps": 32, "chi": 10.0, "volume_size": 32},
+        "render": {"backend": "cpu", "batch": 64},
+        "resources": {"default": {"threads": 1, "mem_mb": 500, "runtime": 5}},
+        "model": {"enabled": False},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    for k in (1, 2):
+        (tmp_path / f"m{k}.yaml").write_text(yaml.safe_dump({"data": {"add": {f"set{k}": f"add{k}.tsv"}}}))
+        (tmp_path / f"l{k}.yaml").write_text(yaml.safe_dump({"data": {"add": [f"add{k}.tsv"]}}))
+    files = [str(tmp_path / n) for n in ("c.yaml", "m1.yaml", "m2.yaml")]
+    out = smk(tmp_path, "-n", "--cores", "1", "--configfile", *files).stdout
+    assert "mine1" in out and "mine2" in out, out[-2000:]
+    files = [str(tmp_path / n) for n in ("c.yaml", "l1.yaml", "l2.yaml")]
+    out = smk(tmp_path, "-n", "--cores", "1", "--configfile", *files, check=False)
+    assert out.returncode != 0 and "data.add is given in 2 config files" in out.stdout, out.stdout[-2000:]

@@ -412,6 +412,36 @@ def overlay_errors(configfiles, cwd=".", default: str | None = None, shown=None)
     return errors
 
 
+def add_list_errors(files, cwd=".", shown=None) -> list[str]:
+    """``data.add`` set in two or more of ``files`` (config files, in Snakemake's order) where one of
+    them is a list: Snakemake merges mappings across config files but replaces a list, so the earlier
+    files' overlay manifests would leave the store without a word. Mappings (NAME: TSV) merge: fine."""
+    cwd = Path(cwd).resolve()
+    shown = shown or _path_writer(cwd, cwd)
+    given = []
+    for f in files:
+        try:
+            data = yaml.safe_load(read_text(cwd / f, "config file"))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # config_file_errors names it
+        add = (
+            (data.get("data") or {}).get("add")
+            if isinstance(data, dict) and isinstance(data.get("data"), dict)
+            else None
+        )
+        if add:
+            given.append((f, add))
+    if len(given) < 2 or all(isinstance(add, dict) for _, add in given):
+        return []
+    where = "; ".join(f"{shown(f)}: {_short(add)}" for f, add in given)
+    return [
+        f"data.add is given in {len(given)} config files ({where}), at least one as a list: Snakemake replaces a "
+        f"list from an earlier file with a later one, so only {shown(given[-1][0])}'s overlays would be used and "
+        "the others' scans would leave the store. Name each overlay in a mapping, which Snakemake merges: "
+        'data: {add: {my_scans: my-scans.tsv}} (docs/manifest.md, "Adding scans")'
+    ]
+
+
 def _foreign_file_errors(configfiles, known_keys, cwd: Path, shown) -> list[str]:
     """A --configfile none of whose top-level keys is a config key (``known_keys`` or ``overlay``):
     most likely a target given after ``--configfile A B``, which Snakemake reads as one more config
@@ -449,5 +479,6 @@ def check_config_files(configfiles, default: str = "config.yaml", cwd=".", known
     if known_keys is not None:
         errors = errors or _foreign_file_errors([str(f) for f in configfiles], known_keys, cwd, shown)
     errors = errors or overlay_errors([str(f) for f in configfiles], cwd, default=default, shown=shown)
+    errors = errors or add_list_errors(files, cwd, shown=shown)
     if errors:
         raise ConfigError(errors)

@@ -51,6 +51,12 @@ _FOLDER_KINDS = ("dicom", "image_folder")
 DEMO_MOVIE_KEYS = ("movie_size", "codec", "seed")
 
 
+def overlay_paths(add) -> list[str]:
+    """The overlay manifests of config ``data.add``: a list of TSV paths, or a mapping NAME: TSV (which
+    Snakemake merges across config files; docs/manifest.md), in the order given."""
+    return list(add.values()) if isinstance(add, dict) else list(add or [])
+
+
 def collect_rows(*, demo: dict | None, demo_dir, manifest=None, overlays=()) -> dict[str, dict]:
     """id → row (the manifest's columns plus ``_manifest``, ``_base`` and ``_origin``), in order.
 

@@ -43,7 +43,7 @@ from tomodata.run_layout import EVAL_DIR as EVAL_DIR_NAME, EXPLORER_DIR, MODEL_D
 from tomodata.splits import SPLITS as SPLIT_NAMES
 from tomodata.store_settings import StoreSettings
 from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
-                                local_source, row_settings, source_problems)
+                                local_source, overlay_paths, row_settings, source_problems)
 
 RUN = config["run"]
 RESOURCES = f"resources/{RUN}"
@@ -90,7 +90,7 @@ elif not DATA["manifest"]:
 DEMO_MANIFEST = f"{RESOURCES}/manifest.tsv"
 try:  # a broken manifest stops here, every error listed
     ROWS = collect_rows(demo=DATA["demo"] if DEMO else None, demo_dir=RESOURCES,
-                        manifest=None if DEMO else DATA["manifest"], overlays=DATA["add"])
+                        manifest=None if DEMO else DATA["manifest"], overlays=overlay_paths(DATA["add"]))
 except ValueError as e:
     raise WorkflowError(f"data.manifest / data.add: {e}") from None
 if DEMO and (edits := demo_manifest_edits(ROWS, DEMO_MANIFEST, DATA["demo"])):
