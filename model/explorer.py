@@ -5,7 +5,7 @@
     index.html          the page: opens from the file system (file://), no server, no network
     explorer.js/.css    the page's code (model/explorer_assets/)
     niivue.umd.js       the volume renderer, @niivue/niivue's UMD bundle (vendored, BSD-2-Clause:
-                        LICENSE-niivue.txt, THIRD_PARTY.md)
+                        LICENSE-niivue.txt; what it bundles: THIRD_PARTY.md, LICENSE-*.txt)
     manifest.js         ``window.EXPLORER``: the samples' titles, metrics, χ, grid sizes, notes
     samples/sNNN.js     per sample ``window.EXPLORER_DATA[NNN] = {volumes: {ours, truth, nn, oracle}}``,
                         each a base64 NIfTI-1 file (uint8, ``scl_slope`` = densities per step), loaded
@@ -17,8 +17,8 @@ returns them (ours fused with the x-ray as the evaluation fused it, ground truth
 volumes; the store, checkpoint and eval folder must belong together: :func:`model.eval_source.check_source`),
 downsampled by area averaging where ``max(D, s) > max_size`` (default 64; said on the page and in the log). NIfTI
 axes: x = image columns (right), y = depth (index 0, the front w = −1 of docs/geometry.md, nearest the
-viewer of the frontal view: niivue's camera at azimuth 0, elevation 0 looks along +y), z = image rows reversed (up); spacing
-1 per lateral output pixel and s / D in depth, so that the volume spans a cube like the view volume
+viewer of the frontal view: niivue's camera at azimuth 0, elevation 0 looks along +y), z = image rows reversed (up);
+spacing 1 per lateral output pixel and s / D in depth, so that the volume spans a cube like the view volume
 (docs/geometry.md). With that, niivue's render at azimuth 0, elevation 0 looks along the x-ray's rays
 from the front, columns right and rows down, as the image is seen (until session 33 the depth was
 reversed: the render showed the volume from the back, mirrored, and the anaglyph's depth disagreed

@@ -123,6 +123,19 @@ def test_writes_the_page(page, capsys):
     assert "http://" not in html and "https://" not in html  # nothing from the network
 
 
+def test_writes_the_page_licence_notices(page):
+    """Every component bundled in niivue.umd.js (npm packages, the C libraries compiled into its three
+    WebAssembly codecs) has its licence file in the written folder, as THIRD_PARTY.md lists them."""
+    third_party = (page / "THIRD_PARTY.md").read_text()
+    named = set(re.findall(r"LICENSE-[\w.-]+?\.txt", third_party))
+    assert {"LICENSE-niivue.txt", "LICENSE-numcodecs.txt", "LICENSE-zarrita.txt"} <= named
+    for name in sorted(named):
+        assert (page / name).is_file() and (page / name).stat().st_size > 0, name
+    assert {p.name for p in page.glob("LICENSE-*.txt")} == named  # none shipped without its row
+    for component in ("numcodecs", "zarrita", "blosc", "lz4", "zstd"):
+        assert component in third_party.lower(), component
+
+
 def test_volumes_keep_the_view_geometry(run, tmp_path):
     """Not downsampled: the NIfTI holds ours as evaluated (quantised to 8 bits), in the page's axes."""
     out = tmp_path / "ex"
