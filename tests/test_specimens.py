@@ -207,6 +207,22 @@ def test_constant_window_and_hu_data_are_refused_naming_the_setting():
     check_density(hu, parse_window("hu-bone"))
 
 
+def test_a_window_below_the_data_that_lifts_air_above_the_background_is_refused():
+    """8-bit data under a Hounsfield preset (or a window far below it) maps air above the background:
+    the cube would be the scan's box and its x-rays filled rectangles; it passed in silence (helper-72)."""
+    vol = np.zeros((10, 10, 10), np.uint8)
+    vol[3:7, 3:7, 3:7] = 200
+    with pytest.raises(ValueError, match=r"puts every voxel above the background \(the lowest value, 0, air"):
+        check_density(vol, parse_window("hu-head"), -500.0 / 3000.0 + 1 / 6)  # hu-head's own background
+    with pytest.raises(ValueError, match=r"window -1000,3000 with background 0.1 puts every voxel above"):
+        check_density(vol, (-1000.0, 3000.0), 0.1)
+    check_density(vol, None, 0.02)  # air at 0: fine
+    grey_air = vol + 20  # air at 20/255 = 0.078 over a background of 0.02
+    with pytest.raises(ValueError, match="or a higher background"):
+        check_density(grey_air, None, 0.02)
+    check_density(grey_air, None, 0.1)
+
+
 def test_crop_largest_drops_a_table(tmp_path):
     vol = np.zeros((20, 20, 20), np.uint8)
     vol[4:14, 4:14, 4:14] = 200  # the head (larger than the table)

@@ -152,7 +152,9 @@ def check_density(vol: np.ndarray, window, background=None) -> None:
     """Refuse a value rule that makes the scan constant (or needs a window it lacks), naming the setting.
 
     Raises ValueError when every voxel maps to one density, when ≥ 99 % of the voxels saturate at 1
-    (a window below the data: a solid block), or when no voxel is above the background. Warns when,
+    (a window below the data: a solid block), when no voxel is above the background, or when every
+    voxel is (air too: a window below the data, e.g. a Hounsfield preset on 8-bit data; the cube would
+    be the scan's box, its x-rays filled rectangles). Warns when,
     without a window, uint8/uint16 data's densest voxel maps below :data:`FAINT_MAX` (a 0/1 label mask
     is 1/255: x-rays nearly blank; 12-bit CT in uint16 reaches 0.0625).
     """
@@ -170,6 +172,14 @@ def check_density(vol: np.ndarray, window, background=None) -> None:
         raise ValueError(
             f"{shown} maps the scan (values {lo_v:g} … {hi_v:g}) to a constant density "
             f"({100 * full:.1f} % of voxels at 1): choose a window inside the data's range {WHERE}"
+        )
+    if mu_lo > bg:
+        raise ValueError(
+            f"{shown} with background {bg:g} puts every voxel above the background (the lowest value, {lo_v:g}, "
+            f"air, maps to density {mu_lo:.3g}): the window lies below the data, and the cube would be the "
+            f"scan's box with filled-rectangle x-rays; choose a window whose low end is at or above air's value "
+            f"(the data span {lo_v:g} … {hi_v:g}; Hounsfield presets are for data in HU) or a higher background "
+            f"{WHERE}"
         )
     if not above:
         raise ValueError(
