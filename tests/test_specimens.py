@@ -213,7 +213,7 @@ def test_a_window_below_the_data_that_lifts_air_above_the_background_is_refused(
     vol = np.zeros((10, 10, 10), np.uint8)
     vol[3:7, 3:7, 3:7] = 200
     with pytest.raises(ValueError, match=r"puts every voxel above the background \(the lowest value, 0, air"):
-        check_density(vol, parse_window("hu-head"), -500.0 / 3000.0 + 1 / 6)  # hu-head's own background
+        check_density(vol, parse_window("hu-head"), 500.0 / 3000.0)  # hu-head's own background, -500 HU
     with pytest.raises(ValueError, match=r"window -1000,3000 with background 0.1 puts every voxel above"):
         check_density(vol, (-1000.0, 3000.0), 0.1)
     check_density(vol, None, 0.02)  # air at 0: fine
