@@ -189,12 +189,36 @@ def _to_unit(g: np.ndarray, dtype: np.dtype, p: Path, info: dict, valid: np.ndar
     return (x - lo) / (hi - lo) if hi > lo else x - lo
 
 
+#: DICOM modalities whose images are cross-sections or not x-ray projections at all
+_NOT_PROJECTIONS = {
+    "CT": "a CT slice (a cross-section)",
+    "MR": "an MR image",
+    "PT": "a PET image",
+    "NM": "a nuclear-medicine image",
+    "US": "an ultrasound image",
+    "SEG": "a segmentation",
+}
+
+
+def _check_modality(ds, p: Path) -> None:
+    """ValueError for a DICOM whose Modality says it is no radiograph (a CT slice, MR, PET, ultrasound …):
+    the network reconstructs from x-ray projections (CR, DX, RF, XA, MG, IO, PX, RG, and OT or none)."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality in _NOT_PROJECTIONS:
+        raise ValueError(
+            f"{p}: DICOM Modality {modality}: {_NOT_PROJECTIONS[modality]}, not a radiograph (an x-ray projection, "
+            "e.g. Modality CR or DX); tomo infer reconstructs a volume from one radiograph. A CT series is a "
+            "volume already: `tomo cube` reads it, and the store's renderer makes x-rays of it"
+        )
+
+
 def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
     try:  # the project's one DICOM path (tomodata.image_files)
         ds = read_dicom(p, force=head[128:132] != b"DICM")
         arr = dicom_pixels(ds, p)
     except ValueError as exc:
         raise _undecodable(p, head, "DICOM", str(exc).removeprefix(f"{p}: ")) from None
+    _check_modality(ds, p)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     info["format"] = "DICOM"
     info["photometric"] = photometric

@@ -1024,3 +1024,17 @@ def test_nrrd_and_nifti_of_one_volume_overlay_in_itk(tmp_path):
     assert a.GetSpacing() == pytest.approx(b.GetSpacing())
     np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
     assert nrrd.read_header(str(tmp_path / "o.nrrd"))["space"] == "right-anterior-superior"
+
+
+def test_a_ct_slice_is_not_taken_for_a_radiograph(tmp_path, shared_data):
+    """A DICOM whose Modality is CT (MR, PET …) is refused, saying what it is: tomo infer reconstructed a
+    volume from a CT cross-section with only the generic out-of-distribution warning (helper-72)."""
+    stored = np.rint(_phantom(64, 64) * 4095).astype(np.uint16)
+    with pytest.raises(ValueError, match=r"DICOM Modality CT: a CT slice \(a cross-section\), not a radiograph"):
+        read_xray(_write_dicom(tmp_path / "ct.dcm", stored, extra={"Modality": "CT"}))
+    with pytest.raises(ValueError, match="Modality MR: an MR image"):
+        read_xray(_write_dicom(tmp_path / "mr.dcm", stored, extra={"Modality": "MR"}))
+    for modality in ("CR", "DX", "OT", ""):
+        read_xray(_write_dicom(tmp_path / f"ok{modality}.dcm", stored, extra={"Modality": modality}))
+    with pytest.raises(ValueError, match="DICOM Modality CT"):
+        read_xray(shared_data / "real/ge-head-tilted/05.dcm")
