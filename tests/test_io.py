@@ -356,6 +356,34 @@ def test_image_folder_refusals(tmp_path):
         read_volume(empty, spacing=1)
 
 
+def test_image_folder_says_what_it_skipped(tmp_path):
+    """Stray files, sub-folders and hidden files of a slice folder are named in one warning, as a
+    DICOM folder's non-DICOM files are, and kept in the cube's read_notes; a clean folder says nothing."""
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"s{i}.png"), np.full((6, 8), 40 * i, np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_volume(folder, spacing=1)
+    (folder / "notes.txt").write_text("scan notes")
+    (folder / "Thumbs.db").write_bytes(b"\x00")
+    (folder / ".DS_Store").write_bytes(b"\x00")
+    (folder / "._s0.png").write_bytes(b"\x00")
+    (folder / "sub").mkdir()
+    cv2.imwrite(str(folder / "sub" / "s9.png"), np.zeros((6, 8), np.uint8))
+    with pytest.warns(UserWarning, match="skipped") as rec:
+        vol, _ = read_volume(folder, spacing=1)
+    assert vol.shape == (4, 6, 8)
+    (msg,) = [str(w.message) for w in rec if "skipped" in str(w.message)]
+    assert msg.startswith(f"{folder}: skipped 2 file(s) that are not slice images")
+    assert "notes.txt, Thumbs.db" in msg and "1 sub-folder(s), not read: sub/" in msg
+    assert "2 hidden file(s) or folder(s): ._s0.png, .DS_Store" in msg
+    with pytest.warns(UserWarning, match="skipped 2 file"):
+        _, meta = cube_specimen(folder, spacing=(2.0, 1.0, 1.0), size=16)
+    assert msg in meta["read_notes"]
+
+
 # --------------------------------------------------------------------------------------------------
 # TIFF
 
@@ -480,8 +508,9 @@ def test_dicom_series_sorted_by_position(tmp_path, iop):
     folder = tmp_path / "series"
     _dicom_series(folder, vol, "1.2.3.4.5.100", zs, names=names, iop=iop)
     (folder / "README.txt").write_text("export notes")
+    (folder / "old").mkdir()
     before = _listing(folder)
-    with pytest.warns(UserWarning, match=r"skipped 1 file.*README\.txt"):
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*README\.txt; 1 sub-folder\(s\), not read: old/"):
         out, sp = read_volume(folder)
     assert _listing(folder) == before
     assert sniff_kind(folder) == "dicom"
@@ -820,6 +849,67 @@ def test_dicom_uneven_gaps_resampled_and_gantry_tilt_desheared(tmp_path):
     rows = [float((v[k].sum(axis=1) * np.arange(40)).sum() / v[k].sum()) for k in range(6)]
     assert max(rows) - min(rows) < 1.0  # one row everywhere: de-sheared
     assert abs(rows[0] - 20.0) < 1.0
+
+
+def test_dicom_missing_slices_refused(tmp_path):
+    """A gap of more than 2.5 times the local slice step (the median gap before and after it) is
+    missing slices: a ValueError naming the two slices, the gap and the count, not an interpolation.
+    A change of slice thickness (2.5 mm, then 10 mm) and one dropped slice (twice the step) read."""
+    vol = np.zeros((12, 7, 9), np.uint16)
+    zs = list(2.5 * np.arange(12))
+    folder = tmp_path / "missing"
+    _dicom_series(folder, vol, "1.2.11", zs, names=[f"{k + 1:02d}.dcm" for k in range(12)])
+    for k in (5, 6, 7, 8):  # 06.dcm … 09.dcm: four slices, 12.5 mm
+        (folder / f"{k + 1:02d}.dcm").unlink()
+    with pytest.raises(ValueError, match="missing between 05.dcm and 10.dcm") as exc:
+        read_volume(folder)
+    msg = str(exc.value)
+    assert "(10.00 and 22.50 mm from the first slice" in msg and "a 12.50 mm gap, 5.0× the local slice step" in msg
+    assert "(2.50 mm before, 2.50 mm after)" in msg and "about 4 slice(s) missing" in msg
+    assert "InstanceNumber jumps from 5 to 10" in msg and "a folder of its own" in msg
+
+    thick = tmp_path / "thick"  # 2.5 mm then 10 mm slices: the 10 mm gaps are the local step after
+    zs = [0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0]
+    _dicom_series(thick, np.zeros((12, 7, 9), np.uint16), "1.2.3.12", zs, names=[f"t{k}.dcm" for k in range(12)])
+    with pytest.warns(UserWarning, match=r"slice gaps 2.500 … 10.000 mm resampled to 2.5000 mm \(27 slices\)"):
+        assert read_volume(thick)[0].shape == (27, 7, 9)
+    (thick / "t9.dcm").unlink()  # 35 → 55 mm: 2× the step
+    with pytest.warns(UserWarning, match="resampled"):
+        read_volume(thick)
+    (thick / "t10.dcm").unlink()  # 35 → 65 mm: 3× the step
+    with pytest.raises(ValueError, match=r"a 30.00 mm gap, 3.0× the local slice step \(10.00 mm before\), about 2 "):
+        read_volume(thick)
+
+
+def test_dicom_mixed_pixel_spacing_refused(tmp_path):
+    """One series, one PixelSpacing: a slice at another spacing is a ValueError listing the values and
+    the files; float noise (relative 1e-5) is the same spacing."""
+    vol = _vol(np.uint16)
+    folder = tmp_path / "ps"
+    _dicom_series(folder, vol[:4], "1.2.13", 2.5 * np.arange(4), names=[f"{k}.dcm" for k in range(4)])
+    _dicom_slice(folder / "4.dcm", vol[4], z=10.0, series_uid="1.2.13", instance=5, pixel_spacing=(0.750006, 0.5))
+    out, sp = read_volume(folder)
+    assert out.shape == SHAPE and sp[1:] == pytest.approx((0.75, 0.5))
+    _dicom_slice(folder / "2.dcm", vol[2], z=5.0, series_uid="1.2.13", instance=3, pixel_spacing=(0.6, 0.6))
+    with pytest.raises(ValueError, match="mixes 2 PixelSpacing values") as exc:
+        read_volume(folder)
+    assert "0.75 × 0.5 mm: 4 slice(s), 0.dcm, 1.dcm, 3.dcm …" in str(exc.value)
+    assert "0.6 × 0.6 mm: 1 slice(s), 2.dcm" in str(exc.value)
+
+
+def test_real_tilted_series_with_a_missing_block(shared_data, tmp_path):
+    """The reviewer's case: ge-head-tilted without 10.dcm … 22.dcm leaves a 77 mm gap (half the head)
+    between 09.dcm and 23.dcm: refused, where the whole series (gaps 1.1 … 7.0 mm) reads."""
+    folder = shared_data / "real" / "ge-head-tilted"
+    if not folder.is_dir():
+        pytest.skip("needs ../shared/data/real/ge-head-tilted")
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for f in folder.glob("*.dcm"):
+        if not 10 <= int(f.stem) <= 22:
+            (cut / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ValueError, match=r"between 09\.dcm and 23\.dcm .*a 77\.08 mm gap.*from 9 to 23"):
+        read_volume(cut)
 
 
 def test_real_tilted_clinical_series(shared_data):

@@ -35,15 +35,22 @@ Rules (each one is tested in ``tests/test_io.py``):
   announced is accepted. Known limit: OpenCV's FFmpeg backend rescales frames whose size changes
   mid-stream to the first frame's size, so such a change cannot always be detected; where a backend
   does return a different size, it is a ``ValueError``.
+* **Folders** (image slices, DICOM): only the folder's own files are read; files of other types,
+  sub-folders and hidden files (``.DS_Store``) are skipped with one ``UserWarning`` naming them.
 * **DICOM**: all files of the folder (not sub-folders) are read; non-DICOM files and DICOMDIR are
-  skipped with a warning; more than one SeriesInstanceUID is a ``ValueError`` listing them. Slices
-  are sorted by ImagePositionPatient projected on the slice normal (row × column direction cosines
-  of ImageOrientationPatient), ascending; no two slices may share a position. Clinical geometry is
-  corrected as dcm2niix does, with a ``UserWarning`` holding the original slice positions: slices
-  whose positions drift within the slice plane (a tilted gantry) are shifted back onto the first
-  slice's grid (linear), and gaps that differ by more than 1 % (or 0.01 mm) are resampled linearly
-  along the normal to uniform steps of the median gap. RescaleSlope/RescaleIntercept are applied per
-  slice → ``float32``. Spacing: z from the positions, (y, x) = PixelSpacing (row, column spacing).
+  skipped with a warning; more than one SeriesInstanceUID is a ``ValueError`` listing them. All
+  slices share one size, one orientation and one PixelSpacing (relative 1e-4), else a
+  ``ValueError`` listing the values and files. Slices are sorted by ImagePositionPatient projected
+  on the slice normal (row × column direction cosines of ImageOrientationPatient), ascending; no
+  two slices may share a position. Clinical geometry is corrected as dcm2niix does, with a
+  ``UserWarning`` holding the original slice positions: slices whose positions drift within the
+  slice plane (a tilted gantry) are shifted back onto the first slice's grid (linear), and gaps
+  that differ by more than 1 % (or 0.01 mm) are resampled linearly along the normal to uniform
+  steps of the median gap. A gap larger than 2.5 × the local step (the
+  larger of the median gaps just before and after it) is missing slices: a ``ValueError`` naming the
+  two slices, the gap in mm and about how many slices are missing (``dicom.MISSING_GAP_FACTOR``).
+  RescaleSlope/RescaleIntercept are applied per slice → ``float32``. Spacing: z from the positions,
+  (y, x) = PixelSpacing (row, column spacing).
 * **NRRD**: attached or detached headers, including multi-file ``data file: <fmt> <min> <max>
   <step> [<subdim>]`` and ``data file: LIST`` (which pynrrd does not read). Values as stored (e.g.
   VTK's ``headsq`` 15-bit data still needs the caller's ``& 0x7fff``).
@@ -53,8 +60,9 @@ Rules (each one is tested in ``tests/test_io.py``):
   counts as no spacing, like NRRD's.
 * **Bad input** raises ``ValueError`` naming the path: missing path, empty file or folder, unknown
   extension, HTML/text saved under a binary extension, undecodable movie, zero frames, truncated
-  movie, mixed slice sizes or dtypes, two DICOM series, a volume with fewer than 2 voxels along an
-  axis (a single slice, of any format). ``read_volume`` never writes a file.
+  movie, mixed slice sizes or dtypes, two DICOM series, mixed PixelSpacing, missing DICOM slices,
+  a volume with fewer than 2 voxels along an axis (a single slice, of any format). ``read_volume``
+  never writes a file.
 
 Layout: this module holds the dispatcher (:func:`sniff_kind`, :func:`read_volume`); the readers live
 by format family in :mod:`.movie`, :mod:`.images` (folders + TIFF), :mod:`.dicom` and :mod:`.volumes`

@@ -167,6 +167,31 @@ def _folder_files(p: Path) -> list[Path]:
     )
 
 
+def _warn_skipped(p: Path, skipped: Sequence[str], what: str, stacklevel: int) -> None:
+    """One ``UserWarning`` naming what a folder reader left out: ``skipped`` (files that are not
+    ``what``, e.g. "DICOM images"), the sub-folders of ``p`` (never read) and its hidden entries
+    (``.DS_Store``, ``._*``: counted, a few named); nothing when all three are empty. ``stacklevel``
+    points at the caller of ``read_volume``. The CLI prints it; ``tomo cube`` keeps it in the record's
+    ``read_notes``."""
+    entries = sorted(p.iterdir(), key=lambda q: natural_key(q.name)) if p.is_dir() else []
+    subs = [q.name for q in entries if q.is_dir() and not q.name.startswith(".")]
+    hidden = [q.name for q in entries if q.name.startswith(".")]
+    parts = []
+    if skipped:
+        parts.append(f"{len(skipped)} file(s) that are not {what}: {_few(skipped)}")
+    if subs:
+        parts.append(f"{len(subs)} sub-folder(s), not read: {_few([s + '/' for s in subs])}")
+    if hidden:
+        parts.append(f"{len(hidden)} hidden file(s) or folder(s): {_few(hidden, 3)}")
+    if parts:
+        warnings.warn(f"{p}: skipped " + "; ".join(parts), UserWarning, stacklevel=stacklevel + 1)
+
+
+def _few(names: Sequence[str], n: int = 5) -> str:
+    """The first ``n`` names, comma-separated, with " …" where there are more."""
+    return ", ".join(names[:n]) + (" …" if len(names) > n else "")
+
+
 def _has_dicom_preamble(f: Path) -> bool:
     try:
         with open(f, "rb") as fh:

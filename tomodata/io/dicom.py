@@ -1,8 +1,8 @@
 """DICOM series (a folder of single-frame files, or one multi-frame file) → (n, rows, cols) float32
 after RescaleSlope/RescaleIntercept, slices sorted by position along the slice normal; clinical
-geometry (gantry tilt, uneven gaps) corrected as dcm2niix does. Spacing (dz, dy, dx) in mm: z from
-the positions, (y, x) = PixelSpacing. Files are read through :mod:`tomodata.image_files`, the
-project's one DICOM path."""
+geometry (gantry tilt, uneven gaps) corrected as dcm2niix does; a gap of missing slices and mixed
+PixelSpacing refused. Spacing (dz, dy, dx) in mm: z from the positions, (y, x) = PixelSpacing.
+Files are read through :mod:`tomodata.image_files`, the project's one DICOM path."""
 
 from __future__ import annotations
 
@@ -16,7 +16,16 @@ import numpy as np
 from scipy import ndimage
 
 from ..image_files import dicom_pixels, read_dicom
-from .common import DICOM_SUFFIXES, Spacing, _file_spacing, _folder_files, _has_dicom_preamble, _refuse_text
+from .common import (
+    DICOM_SUFFIXES,
+    Spacing,
+    _few,
+    _file_spacing,
+    _folder_files,
+    _has_dicom_preamble,
+    _refuse_text,
+    _warn_skipped,
+)
 
 
 class _Slice:
@@ -58,7 +67,7 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, Spacing | None]:
     if p.is_file() and len(slices) == 1:
         raise ValueError(f"{p}: a single-frame DICOM file is one slice; pass the folder that holds the series")
     s0 = slices[0]  # taken before sorting: its size, orientation and PixelSpacing stand for the series
-    _check_slices(slices)
+    _check_slices(p, slices)
     ds0 = members[0][1]
     dz, geometry = None, None
     if all(s.pos is not None for s in slices) and s0.iop is not None:
@@ -102,20 +111,14 @@ def _dicom_headers(p: Path) -> tuple[list[tuple[Path, Any]], list[str]]:
 
 
 def _dicom_series(p: Path) -> list[tuple[Path, Any]]:
-    """The (file, header) pairs of the one series at ``p``: non-DICOM files skipped with a warning;
-    no DICOM image, or several SeriesInstanceUIDs (listed), is a ValueError."""
+    """The (file, header) pairs of the one series at ``p``: non-DICOM files (and sub-folders, hidden
+    files) skipped with a warning; no DICOM image, or several SeriesInstanceUIDs (listed), is a ValueError."""
     headers, skipped = _dicom_headers(p)
     if not headers:
         if p.is_file():
             _refuse_text(p, "DICOM file")
         raise ValueError(f"{p}: no DICOM images found{' (skipped: ' + ', '.join(skipped[:5]) + ')' if skipped else ''}")
-    if skipped:
-        warnings.warn(
-            f"{p}: skipped {len(skipped)} file(s) that are not DICOM images: {', '.join(skipped[:5])}"
-            f"{' …' if len(skipped) > 5 else ''}",
-            UserWarning,
-            stacklevel=4,  # the caller of read_volume
-        )
+    _warn_skipped(p, skipped, "DICOM images", stacklevel=4)  # the caller of read_volume
     series: dict[str, list] = {}
     for f, ds in headers:
         series.setdefault(_dicom_series_key(ds), []).append((f, ds))
@@ -171,8 +174,10 @@ def _file_slices(f: Path, ds) -> list[_Slice]:
     return out
 
 
-def _check_slices(slices: list[_Slice]) -> None:
-    """One slice size and one orientation (within 1e-3) in the series, else a ValueError."""
+def _check_slices(p: Path, slices: list[_Slice]) -> None:
+    """One slice size, one orientation (direction cosines within 1e-3) and one PixelSpacing (mm,
+    within a relative 1e-4) in the series, else a ValueError."""
+    _check_pixel_spacing(p, slices)
     s0 = slices[0]
     for s in slices[1:]:
         if (s.rows, s.cols) != (s0.rows, s0.cols):
@@ -185,6 +190,38 @@ def _check_slices(slices: list[_Slice]) -> None:
                 f"{s.source}: ImageOrientationPatient {s.iop} differs from {s0.source} ({s0.iop}); "
                 "the series mixes orientations (e.g. a localizer)"
             )
+
+
+#: Relative tolerance on PixelSpacing (mm) within a series: float noise in the decimal strings, not
+#: a second spacing (0.6 vs 0.6000001 agree; 0.488 vs 0.4883 do not).
+PIXEL_SPACING_RTOL = 1e-4
+
+
+def _check_pixel_spacing(p: Path, slices: list[_Slice]) -> None:
+    """A ValueError listing the PixelSpacing values (row, column mm) of the series and the files
+    holding each where they differ by more than ``PIXEL_SPACING_RTOL`` (or some slices have none):
+    the stack would be read at the first slice's spacing."""
+    groups: list[tuple[Any, list[_Slice]]] = []
+    for s in slices:
+        for ps, members in groups:
+            same = ps is None and s.pixel_spacing is None
+            if ps is not None and s.pixel_spacing is not None:
+                same = bool(np.allclose(s.pixel_spacing, ps, rtol=PIXEL_SPACING_RTOL, atol=0.0))
+            if same:
+                members.append(s)
+                break
+        else:
+            groups.append((s.pixel_spacing, [s]))
+    if len(groups) > 1:
+        lines = [
+            f"  {'none' if ps is None else ' × '.join(f'{v:g}' for v in ps) + ' mm'}: {len(members)} slice(s), "
+            + _few([Path(str(m.source)).name for m in members], 3)
+            for ps, members in groups
+        ]
+        raise ValueError(
+            f"{p}: the series mixes {len(groups)} PixelSpacing values "
+            "(row × column); one series must have one pixel size (a mixed or edited export?):\n" + "\n".join(lines)
+        )
 
 
 def _order_by_position(p: Path, slices: list[_Slice], iop) -> tuple[list[_Slice], float | None, dict | None]:
@@ -205,6 +242,7 @@ def _order_by_position(p: Path, slices: list[_Slice], iop) -> tuple[list[_Slice]
             f"{p}: {slices[i].source} and {slices[i + 1].source} lie at the same position "
             f"({proj[i]:.4f} mm along the slice normal); duplicate slices or several acquisitions in one series"
         )
+    _check_missing_slices(p, slices, proj)
     med = float(np.median(gaps))
     tol = max(0.01 * med, 0.01)
     uneven = bool(np.any(np.abs(gaps - med) > tol))
@@ -225,6 +263,50 @@ def _order_by_position(p: Path, slices: list[_Slice], iop) -> tuple[list[_Slice]
             tilted=tilted,
         )
     return slices, dz, geometry
+
+
+#: A gap between neighbouring slices larger than this many times the local slice step (the larger
+#: of the median gaps just before and just after it) is missing slices: a ValueError, not resampled.
+#: Between 2 and 3: a gap of twice the step (one dropped slice: one interpolated slice, like any
+#: uneven gap) is still resampled with the clinical-geometry warning; two or more consecutive missing
+#: slices (≥ 3 steps) are refused. A change of slice thickness (2.5 mm, then 10 mm) is no gap: the
+#: local step after it is the thick one. The real GE head series (gaps 1.1 … 7.0 mm, a 4 mm part
+#: then a 7 mm part) stays at 1.0 × its local step, and below 1.75 × even its overall median gap.
+MISSING_GAP_FACTOR = 2.5
+#: How many gaps on each side of a gap give its local step (their median).
+_LOCAL_GAPS = 3
+
+
+def _check_missing_slices(p: Path, slices: list[_Slice], proj: np.ndarray) -> None:
+    """ValueError at the first gap (mm along the normal, ``proj`` sorted) larger than
+    ``MISSING_GAP_FACTOR`` × its local step, naming the two slices, the gap and how many slices
+    seem missing; a series of 2 slices has no step to compare with."""
+    gaps = np.diff(proj)
+    for i, g in enumerate(gaps):
+        sides = {"before": gaps[max(0, i - _LOCAL_GAPS) : i], "after": gaps[i + 1 : i + 1 + _LOCAL_GAPS]}
+        steps = {side: float(np.median(x)) for side, x in sides.items() if len(x)}
+        if steps and g > MISSING_GAP_FACTOR * max(steps.values()):
+            raise ValueError(_missing_slices_message(p, slices[i], slices[i + 1], proj[i : i + 2] - proj[0], steps))
+
+
+def _missing_slices_message(p: Path, a: _Slice, b: _Slice, at: np.ndarray, steps: dict[str, float]) -> str:
+    """The error for a gap between slices ``a`` and ``b`` at ``at`` (mm from the first slice), whose
+    local steps (mm, median of the gaps "before" and "after" it) are ``steps``."""
+    g = float(at[1] - at[0])
+    big, small = max(steps.values()), min(steps.values())
+    lo, hi = (max(1, round(g / st) - 1) for st in (big, small))
+    local = ", ".join(f"{v:.2f} mm {side}" for side, v in steps.items())
+    numbers = ""
+    if a.instance and b.instance and abs(b.instance - a.instance) > 1:
+        numbers = f"; InstanceNumber jumps from {a.instance} to {b.instance}"
+    return (
+        f"{p}: slices seem to be missing between {Path(str(a.source)).name} and {Path(str(b.source)).name} "
+        f"({at[0]:.2f} and {at[1]:.2f} mm from the first slice along the slice normal): a {g:.2f} mm gap, "
+        f"{g / big:.1f}× the local slice step ({local}), about {lo if lo == hi else f'{lo} to {hi}'} "
+        f"slice(s) missing{numbers}. Gaps up to {MISSING_GAP_FACTOR:g}× the local step are resampled; "
+        "this one would be filled by interpolation. Add the missing files, or, where the gap is real (two "
+        "separate slabs), put each part in a folder of its own and read them separately"
+    )
 
 
 def _order_by_instance(p: Path, slices: list[_Slice], ds0) -> float | None:

@@ -23,6 +23,7 @@ from .common import (
     _to_grey,
     _to_mm,
     _warn_colour,
+    _warn_skipped,
 )
 
 _IMAGE_FAMILIES = {".png": "png", ".bmp": "bmp", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
@@ -53,10 +54,14 @@ def _read_slice(f: Path) -> tuple[np.ndarray, float]:
 
 
 def _read_image_folder(p: Path) -> tuple[np.ndarray, None]:
-    """Folder of slice images, natural file-name order → (n, h, w) in the slices' dtype."""
-    files = [f for f in _folder_files(p) if f.suffix.lower() in IMAGE_SUFFIXES]
+    """Folder of slice images, natural file-name order → (n, h, w) in the slices' dtype. Other files,
+    sub-folders and hidden files are skipped with a warning, as a DICOM folder's are."""
+    listed = _folder_files(p)
+    files = [f for f in listed if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise ValueError(f"{p}: the folder holds no slice images ({' '.join(IMAGE_SUFFIXES)})")
+    others = [f.name for f in listed if f.suffix.lower() not in IMAGE_SUFFIXES]
+    _warn_skipped(p, others, f"slice images ({' '.join(IMAGE_SUFFIXES)})", stacklevel=3)
     families: dict[str, int] = {}
     for f in files:
         fam = _IMAGE_FAMILIES[f.suffix.lower()]
