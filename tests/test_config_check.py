@@ -303,6 +303,11 @@ def test_data_add_in_two_config_files_must_be_mappings(tmp_path: Path):
     assert add_list_errors(["ma.yaml", "mb.yaml"], cwd=tmp_path) == []  # mappings merge
     assert add_list_errors(["none.yaml", "a.yaml"], cwd=tmp_path) == []  # an empty list adds nothing
     assert add_list_errors(["a.yaml"], cwd=tmp_path) == []
+    assert add_list_errors(["a.yaml", "a.yaml"], cwd=tmp_path) == []  # config.yaml read and also given
+    (tmp_path / "ab.yaml").write_text("data: {add: [a.tsv, b.tsv]}\n")
+    assert add_list_errors(["a.yaml", "ab.yaml"], cwd=tmp_path) == []  # the later list keeps a.tsv
+    (tmp_path / "s.yaml").write_text("data: {add: a.tsv}\n")
+    assert add_list_errors(["s.yaml", "b.yaml"], cwd=tmp_path) == []  # not a list: the schema names it
 
 
 def test_the_workflow_names_config_file_mistakes(tmp_path: Path):

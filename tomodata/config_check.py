@@ -413,9 +413,10 @@ def overlay_errors(configfiles, cwd=".", default: str | None = None, shown=None)
 
 
 def add_list_errors(files, cwd=".", shown=None) -> list[str]:
-    """``data.add`` set in two or more of ``files`` (config files, in Snakemake's order) where one of
-    them is a list: Snakemake merges mappings across config files but replaces a list, so the earlier
-    files' overlay manifests would leave the store without a word. Mappings (NAME: TSV) merge: fine."""
+    """``data.add`` set in two or more of ``files`` (config files, in Snakemake's order) so that an overlay
+    manifest of an earlier file is not in the merged value: Snakemake merges mappings (NAME: TSV) across
+    config files but replaces a list, so those scans would leave the store without a word. The same
+    file given twice, or a later list that repeats the earlier entries, loses nothing: fine."""
     cwd = Path(cwd).resolve()
     shown = shown or _path_writer(cwd, cwd)
     given = []
@@ -429,9 +430,14 @@ def add_list_errors(files, cwd=".", shown=None) -> list[str]:
             if isinstance(data, dict) and isinstance(data.get("data"), dict)
             else None
         )
-        if add:
+        if add and isinstance(add, (list, dict)):  # another type: the schema names it
             given.append((f, add))
-    if len(given) < 2 or all(isinstance(add, dict) for _, add in given):
+    merged: list | dict | None = None
+    for _, add in given:  # as Snakemake merges them: mappings key by key, anything else replaced
+        merged = {**merged, **add} if isinstance(merged, dict) and isinstance(add, dict) else add
+    kept = {str(m) for m in (merged.values() if isinstance(merged, dict) else merged or [])}
+    every = {str(m) for _, add in given for m in (add.values() if isinstance(add, dict) else add)}
+    if every <= kept:
         return []
     where = "; ".join(f"{shown(f)}: {_short(add)}" for f, add in given)
     return [
