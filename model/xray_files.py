@@ -51,7 +51,6 @@ from typing import Any
 import cv2
 import numpy as np
 import PIL.Image
-import tifffile
 
 from tomodata.image_files import dicom_pixels, read_dicom, read_tiff
 
@@ -321,18 +320,23 @@ def _positive(v) -> float | None:
     return f if math.isfinite(f) and f > 0 else None
 
 
-def _tiff_photometric(tf) -> str | None:
-    """The first page's PhotometricInterpretation name (tifffile), e.g. "MINISBLACK", "MINISWHITE"."""
-    ph = tf.pages[0].photometric
-    return getattr(ph, "name", None) if ph is not None else None
+def _tiff_tags(tf) -> tuple[str | None, int]:
+    """The first page's PhotometricInterpretation name (tifffile; e.g. "MINISBLACK", "MINISWHITE") and
+    Orientation (1–8; 1 where absent), read while :func:`tomodata.image_files.read_tiff` has it open."""
+    page = tf.pages[0]
+    ph = page.photometric
+    tag = getattr(page, "tags", {}).get("Orientation")
+    return (getattr(ph, "name", None) if ph is not None else None), int(tag.value) if tag is not None else 1
 
 
 def _read_tiff(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.dtype, str]:
     try:  # the project's one TIFF path (tomodata.image_files): tifffile, else OpenCV's libtiff
-        arr, axes, photometric, reader = read_tiff(p, meta=_tiff_photometric)
+        arr, axes, tags, reader = read_tiff(p, meta=_tiff_tags)
     except ValueError as exc:
         raise _undecodable(p, head, "TIFF", str(exc).removeprefix(f"{p}: ")) from None
     info["format"] = "TIFF" if reader == "tifffile" else f"TIFF (read by {reader})"
+    photometric, orientation = tags or (None, 1)  # None: tifffile could not parse it (OpenCV read it)
+    info["tiff_orientation"] = orientation  # applied by read_xray (_orient)
     if photometric:
         info["tiff_photometric"] = photometric
     if photometric == "MINISWHITE" and reader != "tifffile" and arr.dtype == np.uint8:
@@ -360,14 +364,12 @@ _ORIENTATIONS = {
 }
 
 
-def _orientation_tag(p: Path, kind: str) -> int:
-    """The file's Orientation (1–8; 1 where absent or unreadable): a TIFF's tag 274 (tifffile), else the
-    EXIF orientation Pillow finds (JPEG, PNG eXIf, WebP)."""
+def _orientation_tag(p: Path, info: dict) -> int:
+    """The file's Orientation (1–8; 1 where absent or unreadable): a TIFF's tag 274 (read with its
+    pixels, ``info["tiff_orientation"]``), else the EXIF orientation Pillow finds (JPEG, PNG eXIf, WebP)."""
+    if "tiff_orientation" in info:
+        return int(info.pop("tiff_orientation"))
     try:
-        if kind == "tiff":
-            with tifffile.TiffFile(p) as tf:
-                tag = getattr(tf.pages[0], "tags", {}).get("Orientation")
-                return int(tag.value) if tag is not None else 1
         with PIL.Image.open(p) as im:
             return int(im.getexif().get(0x0112, 1) or 1)
     except Exception:  # noqa: BLE001 - no readable tag: as stored
@@ -468,7 +470,7 @@ def read_xray(path) -> tuple[np.ndarray, dict]:
         if info.get("tiff_photometric") == "MINISWHITE":
             img = 1.0 - img
             info["miniswhite"] = "inverted (1 - v): TIFF PhotometricInterpretation MinIsWhite (low values are white)"
-        img, mask = _orient(img, mask, _orientation_tag(p, kind), info)
+        img, mask = _orient(img, mask, _orientation_tag(p, info), info)
     if img.ndim != 2:
         raise ValueError(f"{p}: expected a 2-D image, got shape {img.shape}")
     if min(img.shape) < MIN_SIDE:
