@@ -4,6 +4,7 @@ licence rules and atomic writing."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -52,8 +53,11 @@ def demo_data_export(demo, tmp_path_factory) -> tuple[Path, dict]:
     return out, summary
 
 
-def tiny_store(path: Path, licences: list[str], sources: list[str] | None = None, finalize: bool = True) -> Path:
-    """A tiny complete store (random data) with two species under the given licence texts (finalised)."""
+def tiny_store(
+    path: Path, licences: list[str], sources: list[str] | None = None, finalize: bool = True, credits=("", "")
+) -> Path:
+    """A tiny complete store (random data) with two species under the given licence texts (finalised),
+    with the given attributions (none where empty)."""
     n_views, size, vol = 3, 8, 8
     names = [("Didelphis_virginiana", "train"), ("Felis_catus", "val")]
     sources = sources or [f"https://digimorph.org/specimens/{n}/x.mp4" for n, _ in names]
@@ -67,8 +71,9 @@ def tiny_store(path: Path, licences: list[str], sources: list[str] | None = None
             original_shape=[40, 30, 30],
             spacing_mm=[0.1, 0.1, 0.1],
             licence=lic,
+            **({"attribution": credit} if credit else {}),
         )
-        for i, ((n, s), lic, src) in enumerate(zip(names, licences, sources), start=1)
+        for i, ((n, s), lic, src, credit) in enumerate(zip(names, licences, sources, credits), start=1)
     ]
     create_store(
         path,
@@ -699,9 +704,9 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
     assert main(["demo-movies", "-o", str(src), "--species", "2", "--held-out", "1", "--movie-size", "24"]) == 0
     manifest = src / "manifest.tsv"
     lines = manifest.read_text().splitlines()
-    lines[1] += "\twindow\tbackground\torientation\tcrop"
-    lines[2] += "\t10,250\t0.02\tz,-y,x\tlargest"
-    lines[3] += "\t\t\tx,y,z\tnone"
+    lines[1] += "\twindow\tbackground\torientation\tcrop\tattribution"
+    lines[2] += "\t10,250\t0.02\tz,-y,x\tlargest\tA. Lab 2026, scan 7 | https://example.org/7"
+    lines[3] += "\t\t\tx,y,z\tnone\t"
     manifest.write_text("\n".join(lines) + "\n")
     capsys.readouterr()
     assert main(["fetch", str(manifest), "-d", str(tmp_path / "f")]) == 0
@@ -791,6 +796,7 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
         {k: v for k, v in e.items() if k not in local} for e in b["species"]
     ]
     assert [e["source_resolved"] for e in a["species"]] == [e["source"] for e in b["species"]]
+    assert [e.get("attribution") for e in b["species"]] == ["A. Lab 2026, scan 7 | https://example.org/7", None]
     assert b["provenance"]["config"]["config"] == merged
     skip = ("species", "provenance", "timestamps", "completion")
     assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
@@ -900,6 +906,46 @@ def test_card_states_non_commercial_and_no_derivatives(tmp_path):
     card = (tmp_path / "out/README.md").read_text()
     assert "**Non-commercial use only** (CC-BY-NC-4.0): Didelphis_virginiana." in card
     assert "**No derivatives** (CC-BY-ND-4.0): Felis_catus." in card
+
+
+def test_attribution_goes_into_card_tables_and_croissant_and_its_absence_is_said(tmp_path, capsys):
+    """CC BY asks for credit: the species' attribution (the manifest's column) is the card's credit column,
+    species.csv's attribution and a Croissant field; a data export of a CC BY species without one warns
+    (AttributionWarning, the summary, the card's Warnings, stderr), a recipe-only export does not."""
+    credit = "A. Lab 2026, scan 7 | https://example.org/7"
+    path = tiny_store(
+        tmp_path / "s.zarr", ["CC BY 4.0", "ODC-By"], sources=["/d/a.nii", "/d/b.nii"], credits=(credit, "")
+    )
+    with pytest.warns(export.AttributionWarning, match="Felis_catus: licence ODC-By-1.0 asks to credit") as rec:
+        summary = export.export_dataset(path, tmp_path / "out")
+    assert [str(w.message) for w in rec if w.category is export.AttributionWarning][0].count("species ") == 1
+    assert summary["mode"] == "data" and any("ODC-By-1.0 asks to credit" in w for w in summary["warnings"])
+    card = (tmp_path / "out/README.md").read_text()
+    assert "| species | split | licence | credit | class | redistribution |" in card
+    assert "| Didelphis_virginiana | train | CC BY 4.0 | A. Lab 2026, scan 7 \\| https://example.org/7 | open |" in card
+    assert "| Felis_catus | val | ODC-By | (none given) | open |" in card
+    assert "> **Attribution** (CC-BY-4.0, ODC-By-1.0): Didelphis_virginiana, Felis_catus. Credit each" in card
+    assert "## Warnings" in card and "asks to credit the creator" in card
+    with open(tmp_path / "out/species.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["attribution"] for r in rows] == ["A. Lab 2026, scan 7 | https://example.org/7", ""]
+    records = croissant_records(tmp_path / "out/croissant.json", "species")
+    if records is not None:
+        got = [r["species/attribution"] for r in records]
+        assert [g.decode() if isinstance(g, bytes) else g for g in got][0].startswith("A. Lab 2026")
+    assert export.verify_export(tmp_path / "out") == []
+    # the command line prints it once; a recipe-only export holds no data and does not warn
+    capsys.readouterr()
+    assert main(["export", str(path), str(tmp_path / "out2")]) == 0
+    assert capsys.readouterr().err.count("asks to credit the creator") == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", export.AttributionWarning)
+        export.export_dataset(path, tmp_path / "out3", recipe_only=True)
+
+
+def test_a_card_without_attribution_licences_has_no_credit_column(demo_data_export):
+    card = (demo_data_export[0] / "README.md").read_text()
+    assert "| species | split | licence | class | redistribution |" in card and "**Attribution**" not in card
 
 
 def recipe_attrs(species: list[dict], settings: StoreSettings) -> dict:

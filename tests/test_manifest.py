@@ -44,6 +44,7 @@ def good_row(**over) -> dict:
         "background": "",
         "orientation": "",
         "crop": "",
+        "attribution": "",
     }
     row.update(over)
     return row

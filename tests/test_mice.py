@@ -91,7 +91,12 @@ def test_manifest_from_folder_small(tmp_path):
 
 @pytest.mark.parametrize(
     "extra, inside",
-    [({}, False), ({"notes": "it's a note", "checksums": False, "pattern": "*_.nii.gz"}, False), ({}, True)],
+    [
+        ({}, False),
+        ({"notes": "it's a note", "checksums": False, "pattern": "*_.nii.gz"}, False),
+        ({}, True),
+        ({"attribution": "A. Lab 2026, https://example.org/scans"}, False),
+    ],
 )
 def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, extra, inside):
     """The first comment line holds the whole command (every option): run in the manifest's folder
@@ -116,6 +121,9 @@ def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, e
     monkeypatch.chdir(out.parent)
     assert main(shlex.split(command)[1:]) == 0
     assert out.read_bytes() == first
+    credit = extra.get("attribution", "")
+    assert list(load_manifest(out)["attribution"]) == [credit] * 5
+    assert ("\tattribution" in first.decode()) == bool(credit)  # the column only where given
 
 
 def test_manifest_from_folder_checks_each_match_is_a_scan_of_its_kind(tmp_path):

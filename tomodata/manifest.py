@@ -74,6 +74,7 @@ COLUMNS = (
     "background",
     "orientation",
     "crop",
+    "attribution",
 )
 INGEST_COLUMNS = ("window", "background", "orientation", "crop")
 REQUIRED_COLUMNS = ("id", "species", "source", "source_kind", "split", "licence")

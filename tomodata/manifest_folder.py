@@ -52,8 +52,9 @@ SUFFIXES = (
 _FOLDER_KINDS = ("dicom", "image_folder")
 
 
-# the columns a folder's manifest has (ingest settings stay empty: the config's defaults apply)
-_COLUMNS = tuple(c for c in COLUMNS if c not in INGEST_COLUMNS)
+# the columns a folder's manifest has (ingest settings stay empty: the config's defaults apply;
+# attribution only where given)
+_COLUMNS = tuple(c for c in COLUMNS if c not in INGEST_COLUMNS and c != "attribution")
 
 
 def seeded_splits(ids, *, val: int, test: int, seed: int = 0) -> dict[str, str]:
@@ -153,11 +154,13 @@ def manifest_from_folder(
     checksums: bool = True,
     notes: str = "",
     spacing: str = "",
+    attribution: str = "",
 ) -> Path:
     """Write a manifest of every file in ``folder`` matching ``pattern``; returns its path.
 
     ``species`` is a template with ``{id}`` (e.g. ``"Mus musculus {id}"``); ``checksums`` records
-    each file's sha256 (checked when fetched). The written file is validated by
+    each file's sha256 (checked when fetched); ``attribution`` (the credit a CC BY licence asks for)
+    adds that column to every row. The written file is validated by
     :func:`tomodata.manifest.load_manifest` before it replaces ``out`` (atomic).
     """
 
@@ -181,13 +184,15 @@ def manifest_from_folder(
     words += ["--val", str(val), "--test", str(test), "--seed", str(seed)]
     words += (["--notes", notes] if notes else []) + ([] if checksums else ["--no-checksums"])
     words += ["--spacing", spacing] if spacing else []
+    words += ["--attribution", attribution] if attribution else []
+    columns = _COLUMNS + (("attribution",) if attribution else ())
     command = shlex.join(words)
     lines = [
         f"# generated in this file's folder by `{command}` (tomodata.manifest_folder): do not edit by hand",
         f"# {len(ids)} specimens of {Path(os.path.abspath(folder)).name}/{pattern}; splits by "
         f"seeded_splits(seed={seed}): "
         f"{test} test, {val} val, {len(ids) - val - test} train (docs/manifest.md)",
-        "\t".join(_COLUMNS),
+        "\t".join(columns),
     ]
     for sid in sorted(ids):
         path = ids[sid]
@@ -202,8 +207,9 @@ def manifest_from_folder(
             licence=licence,
             sha256=source_sha256(path) if checksums else "",
             notes=notes,
+            attribution=attribution,
         )
-        lines.append("\t".join(str(row[c]) for c in _COLUMNS))
+        lines.append("\t".join(str(row[c]) for c in columns))
 
     def write(tmp: Path) -> None:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

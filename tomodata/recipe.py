@@ -100,6 +100,7 @@ def _row(entry: dict, ing: dict) -> list[str]:
         "" if bg is None else float_text(bg),
         ing["orientation"],
         ing["crop"],
+        clean(entry.get("attribution")),
     ]
 
 

@@ -94,6 +94,7 @@ def _cube_entry(sid: str, row, meta: dict, resolved: str) -> dict:
         source_kind=row["source_kind"],
         source_checksum=row["sha256"] or meta["source_sha256"],
         licence=row["licence"],
+        **({"attribution": row["attribution"]} if row["attribution"] else {}),  # tables before it lack the key
         **{k: fields[k] for k in list(fields)[:-2]},  # original_shape ... specimen_reach
         source_resolved=resolved,  # the key order of the tables written before
         ingest=fields["ingest"],

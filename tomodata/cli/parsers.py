@@ -197,6 +197,11 @@ def _add_manifest_folder(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="seed of the split permutation (default %(default)s)")
     q.add_argument("--notes", default="", help="notes column of every row")
     q.add_argument(
+        "--attribution",
+        default="",
+        help="attribution column of every row: the credit the licence asks for (creator, title, link; CC BY)",
+    )
+    q.add_argument(
         "--spacing",
         default="",
         metavar="Z,Y,X",

@@ -26,6 +26,7 @@ def cmd_manifest_folder(a) -> int:
         checksums=not a.no_checksums,
         notes=a.notes,
         spacing=a.spacing,
+        attribution=a.attribution,
     )
     print(f"wrote {out}")
     return 0

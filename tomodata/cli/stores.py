@@ -209,13 +209,20 @@ def cmd_export(a) -> int:
     """``tomo export``: a publishable folder (card, Croissant, SHA256SUMS, recipe, data)."""
     import warnings
 
-    from ..export import NotFinalisedWarning, RedistributionWarning, UnknownLicenceWarning, export_dataset
+    from ..export import (
+        AttributionWarning,
+        NotFinalisedWarning,
+        RedistributionWarning,
+        UnknownLicenceWarning,
+        export_dataset,
+    )
 
     recipe_only = True if a.recipe_only else (False if a.with_data else None)
     with warnings.catch_warnings():  # these are in summary["warnings"]: printed once each below
         warnings.simplefilter("ignore", UnknownLicenceWarning)
         warnings.simplefilter("ignore", RedistributionWarning)
         warnings.simplefilter("ignore", NotFinalisedWarning)
+        warnings.simplefilter("ignore", AttributionWarning)
         summary = export_dataset(
             a.store,
             a.output,

@@ -37,8 +37,10 @@ Licence rules (see :func:`classify_licence`), per species of the store's table (
   a source that starts with "tomodata.phantoms"). Their data are released under **CC0-1.0**.
 * ``open``: a licence text naming a recognised open licence, matched to its SPDX id (CC0, CC BY
   (-SA/-NC/-ND/-NC-SA/-NC-ND) 2.0-4.0, PDDL, ODC-By, ODbL, public domain, GNU GPL/LGPL/AGPL, MIT, BSD,
-  Apache-2.0, Unlicense: docs/export.md); its terms travel with the data, and non-commercial and
-  no-derivatives conditions are stated in the card.
+  Apache-2.0, Unlicense: docs/export.md); its terms travel with the data, and attribution,
+  non-commercial and no-derivatives conditions are stated in the card (the species' ``attribution``,
+  the manifest's column, is its credit line; a data export of a CC BY or ODC-By species without one
+  warns: :class:`AttributionWarning`).
 * ``unknown``: anything else, including a missing licence: a warning (UnknownLicenceWarning, the
   card's *Warnings*, ``provenance.json``), never a silent switch to recipe-only.
 
@@ -87,6 +89,7 @@ from .licence import OPEN as OPEN
 from .licence import RESTRICTED as RESTRICTED
 from .licence import UNKNOWN as UNKNOWN
 from .licence import (
+    AttributionWarning,
     NotFinalisedWarning,
     RedistributionWarning,
     UnknownLicenceWarning,
@@ -127,6 +130,7 @@ def _creators(people: list[str] | None, organizations: list[str] | None) -> list
 
 
 __all__ = [
+    "AttributionWarning",
     "EXPORT_SPEC",
     "NotFinalisedWarning",
     "RedistributionWarning",

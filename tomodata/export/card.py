@@ -12,7 +12,7 @@ from ..run_layout import STORE_NAME
 from ..store.layout import ome_multiscales
 from ..views import SPECIES_SEED_RECIPE, VIEW_SCHEME, VIEW_SCHEME_RECIPE, view_sets_of
 from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
-from .licence import _CONDITIONS, FREE, RESTRICTED
+from .licence import _CONDITIONS, ATTRIBUTION, FREE, RESTRICTED
 
 
 def _size_category(n: int) -> str:
@@ -33,23 +33,27 @@ def _size_category(n: int) -> str:
 
 
 def _conditions_text(table: list[dict], classes: dict) -> list[str]:
-    """Card lines for the conditions of open licences (non-commercial, no derivatives), one per condition."""
+    """Card lines for the conditions of open licences (attribution, non-commercial, no derivatives),
+    one per condition."""
+    says = {
+        "BY": "Credit each as the table's credit column says, link its licence, and say that the data "
+        "were changed: the cubes are the scans resampled to a cube and windowed to densities, the x-rays "
+        "are rendered from them (section Geometry).",
+        "NC": "Data of these species, and anything made from them, may not be used commercially.",
+        "ND": "The licence forbids sharing adaptations; check its terms before publishing data of these species.",
+    }
     lines = []
-    for _, cond in _CONDITIONS:
+    for tag, cond in _CONDITIONS:
         names = [e["name"] for e in table if cond in (classes[e["name"]].get("conditions") or [])]
         if names:
             ids = ", ".join(sorted({classes[n]["spdx"] for n in names}))
-            lines += [
-                f"> **{cond.split(':')[0].capitalize()}** ({ids}): {', '.join(names)}. "
-                + (
-                    "Data of these species, and anything made from them, may not be used commercially."
-                    if cond.startswith("non-commercial")
-                    else "The licence forbids sharing adaptations; check its terms before publishing data of "
-                    "these species."
-                ),
-                "",
-            ]
+            lines += [f"> **{cond.split(':')[0].capitalize()}** ({ids}): {', '.join(names)}. {says[tag]}", ""]
     return lines
+
+
+def _cell(text: str) -> str:
+    """``text`` for a Markdown table cell (a ``|`` escaped)."""
+    return text.replace("|", "\\|")
 
 
 def _subject(all_free: bool) -> str:
@@ -236,11 +240,16 @@ def _licence_section(table: list[dict], *, lic: dict, classes: dict, recipe_only
         ]
     elif not lic["blocked"]:
         L += ["The data of each species are under the licence of its source, listed below.", ""]
-    L += ["| species | split | licence | class | redistribution |", "|---|---|---|---|---|"]
+    credits = any(c.get("attribution") or ATTRIBUTION in (c.get("conditions") or []) for c in classes.values())
+    L += [
+        "| species | split | licence | " + ("credit | " if credits else "") + "class | redistribution |",
+        "|---|---|---|" + ("---|" if credits else "") + "---|---|",
+    ]
     for e in table:
         c = classes[e["name"]]
         allowed = "allowed" if c["redistribution"] else "NOT allowed" if c["class"] == RESTRICTED else "not cleared"
-        L.append(f"| {e['name']} | {e['split']} | {c['label']} | {c['class']} | {allowed} |")
+        credit = (_cell(c.get("attribution") or "(none given)") + " | ") if credits else ""
+        L.append(f"| {e['name']} | {e['split']} | {c['label']} | {credit}{c['class']} | {allowed} |")
     return L + [""] + _conditions_text(table, classes)
 
 

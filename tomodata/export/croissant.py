@@ -317,6 +317,14 @@ def _species_record_set(recipe_only: bool = False) -> dict:
             _field(sp, "source_checksum", "sc:Text", "Checksum of the source.", "species.csv"),
             _field(sp, "licence", "sc:Text", "Terms of use of the source.", "species.csv"),
             _field(
+                sp,
+                "attribution",
+                "sc:Text",
+                "The credit the source's licence asks for (creator, title, link), as the manifest gives it; empty "
+                "where none was given.",
+                "species.csv",
+            ),
+            _field(
                 sp, "licence_class", "sc:Text", "free, open, restricted or unknown (tomodata.export).", "species.csv"
             ),
             _field(

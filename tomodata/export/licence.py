@@ -141,11 +141,13 @@ _OPEN_LICENCES = _cc_licences() + [
         "https://www.apache.org/licenses/LICENSE-2.0",
     ),
 ]
-# conditions of an open licence that the card states (by the SPDX id's parts)
+# conditions of an open licence that the card states (by the SPDX id's parts, upper-cased: ODC-By is BY)
 _CONDITIONS = [
+    ("BY", "attribution: credit the creator, link the licence and say that the data were changed"),
     ("NC", "non-commercial use only"),
     ("ND", "no derivatives: adaptations (the cubes and x-rays are derived from the scan) may not be shared"),
 ]
+ATTRIBUTION = _CONDITIONS[0][1]
 _CC0 = ("CC0-1.0", "cc0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")
 _RESTRICTED_RE = re.compile(
     r"no[- ]redistribution|not? (be )?(for |to be )?redistribut|do not redistribute|"
@@ -173,13 +175,19 @@ class UnknownLicenceWarning(UserWarning):
     """A species' licence text matches no recognised licence (it is treated as not cleared)."""
 
 
+class AttributionWarning(UserWarning):
+    """A data export of a species whose licence asks for credit (CC BY, ODC-By) without an
+    ``attribution`` (the manifest's column): the card can only quote the licence text."""
+
+
 def classify_licence(entry: dict) -> dict:
     """Classify a species' terms from its table entry (``licence`` or ``license``, and ``source``).
 
     Returns ``{"class": "free" | "open" | "restricted" | "unknown", "spdx": id or None,
     "hf": Hugging Face licence id or None, "url": licence URL or None, "text": the licence text,
-    "redistribution": bool, "conditions": [...]}`` (open licences' conditions: "non-commercial use
-    only", "no derivatives: ..."). Restricted wins over everything (a licence that forbids
+    "attribution": the entry's credit line ("" where none), "redistribution": bool, "conditions":
+    [...]}`` (open licences' conditions, :data:`_CONDITIONS`: "attribution: ..." for CC BY and ODC-By,
+    "non-commercial use only", "no derivatives: ..."). Restricted wins over everything (a licence that forbids
     redistribution or reserves all rights, UTCT/DigiMorph named in it, or a digimorph.org source); then
     procedural species (free, CC0-1.0); a text that denies a licence ("not in the public domain",
     "no licence") or names one person's permission ("used with permission") is unknown; then a
@@ -191,7 +199,8 @@ def classify_licence(entry: dict) -> dict:
     text = str(entry.get("licence") or entry.get("license") or "").strip()
     source = str(entry.get("source") or "").strip()
     low, src = text.lower(), source.lower()
-    out = {"text": text, "spdx": None, "hf": None, "url": None}
+    credit = " ".join(str(entry.get("attribution") or "").split())
+    out = {"text": text, "spdx": None, "hf": None, "url": None, "attribution": credit}
     if _RESTRICTED_RE.search(low) or "digimorph.org" in src:
         return out | {
             "class": RESTRICTED,
@@ -216,7 +225,7 @@ def classify_licence(entry: dict) -> dict:
                 "url": url,
                 "redistribution": True,
                 "label": text,
-                "conditions": [c for tag, c in _CONDITIONS if tag in spdx.split("-")],
+                "conditions": [c for tag, c in _CONDITIONS if tag in spdx.upper().split("-")],
             }
     return out | {"class": UNKNOWN, "redistribution": False, "label": text or "(no licence given)"}
 
@@ -224,7 +233,8 @@ def classify_licence(entry: dict) -> dict:
 def _licence_notes(classes: dict[str, dict], recipe_only: bool | None) -> tuple[bool, list[str]]:
     """The export's mode and its licence warnings (also issued as Python warnings, so on stderr): an
     unknown licence (UnknownLicenceWarning); data of species not cleared, or under a no-derivatives
-    licence (RedistributionWarning)."""
+    licence (RedistributionWarning); data of species whose licence asks for credit without an
+    attribution (AttributionWarning)."""
     stack = 3  # the caller of export_dataset
     notes = [
         f"species {n}: licence {c['label']!r} is not a recognised licence (docs/export.md lists them): "
@@ -253,7 +263,21 @@ def _licence_notes(classes: dict[str, dict], recipe_only: bool | None) -> tuple[
         ]
     for msg in loud:
         warnings.warn(msg, RedistributionWarning, stacklevel=stack)
-    return recipe_only, notes + loud
+    uncredited = [] if recipe_only else _uncredited(classes)
+    for msg in uncredited:
+        warnings.warn(msg, AttributionWarning, stacklevel=stack)
+    return recipe_only, notes + loud + uncredited
+
+
+def _uncredited(classes: dict[str, dict]) -> list[str]:
+    """One note per species whose licence asks for credit and whose table entry names none."""
+    return [
+        f"species {n}: licence {c['spdx']} asks to credit the creator, and the store's table gives no "
+        "attribution for it (the manifest's attribution column): the card can only quote the licence text; "
+        "add the credit to the manifest and rerun the workflow (tomo store-create) before publishing"
+        for n, c in classes.items()
+        if ATTRIBUTION in (c.get("conditions") or []) and not c.get("attribution")
+    ]
 
 
 def _licence_summary(table: list[dict], classes: dict[str, dict], recipe_only: bool) -> dict:

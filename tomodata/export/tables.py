@@ -34,7 +34,7 @@ def _species_markers(src: Path, names: list[str]) -> dict[str, dict]:
 
 
 def _species_rows(attrs: dict, markers: dict, classes: dict) -> tuple[list[str], list[list]]:
-    """species.csv: header and one row per species (split, source, licence, shape z y x, the source's spacing
+    """species.csv: header and one row per species (split, source, licence and credit, shape z y x, the source's spacing
     as recorded, the cube's voxel size in mm where ingest recorded it (else empty), sha256s)."""
     header = [
         "name",
@@ -43,6 +43,7 @@ def _species_rows(attrs: dict, markers: dict, classes: dict) -> tuple[list[str],
         "source",
         "source_checksum",
         "licence",
+        "attribution",
         "licence_class",
         "redistribution",
         "original_shape_zyx",
@@ -64,6 +65,7 @@ def _species_rows(attrs: dict, markers: dict, classes: dict) -> tuple[list[str],
                 e["source"],
                 e["source_checksum"],
                 c["label"],
+                c.get("attribution", ""),
                 c["class"],
                 c["redistribution"],
                 " ".join(str(int(s)) for s in e["original_shape"]),
