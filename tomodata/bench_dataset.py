@@ -6,8 +6,8 @@ Two timings at the store's settings (the paper: 175 species Ã— 1,332 views, 256Â
 * **render**: every species' views rendered in this process (one ``render_xrays`` call per species:
   ray setup, upload, kernel, copy back to host memory), nothing written;
 * **render + write**: what the workflow's ``render-species`` jobs do, ``workers`` of them at a time:
-  render in batches of ``batch`` views (:func:`tomodata.render_jobs.render_batched`, the job's
-  default 64), encode, mirror and write the species' Zarr shards (:func:`tomodata.store.write_species`)
+  render in batches of ``batch`` views and write the species' Zarr shards, encoded and mirrored
+  (:func:`tomodata.render_jobs.render_species`, the job's own function; default 64 views a batch)
   into a store made with :func:`tomodata.store.create_store`.
 
 Volumes are procedural skulls (``distinct`` of them, reused round-robin; made before the clock
@@ -29,8 +29,8 @@ import numpy as np
 from .files import tree_bytes
 from .phantoms import skull_volume, species_params
 from .render import render_xrays
-from .render_jobs import render_batched
-from .store import create_store, open_store, write_species
+from .render_jobs import render_species
+from .store import create_store
 from .store_settings import StoreSettings
 from .views import hemisphere_views
 
@@ -69,13 +69,7 @@ def _render_and_write(
     t0 = time.time()
     if t0 > deadline:
         return None
-    st = open_store(store).settings
-    vol = np.load(volume_file)
-    rots = st.species_rotations(name)
-    imgs = render_batched(
-        vol, rots, size=st.image_size, steps=st.steps, chi=st.chi, backend=backend, batch=batch, desc=name
-    )
-    write_species(store, name, volume=vol, rotations=rots, images=imgs)
+    render_species(store, name, np.load(volume_file), backend=backend, batch=batch)
     return t0, time.time()
 
 

@@ -1,6 +1,7 @@
 """What ``tomo render``, ``tomo build-demo`` and ``tomo render-species`` render: a density volume read
 from a file (:func:`load_volume`) and its x-rays, rendered in batches of views with a progress bar
-(:func:`render_batched`).
+(:func:`render_batched`); one species' x-rays rendered into a store (:func:`render_species`: the
+workflow's job, ``tomo build-demo`` and ``tomo bench dataset`` share it).
 
 Volumes are float32 density ``vol[z, y, x]`` in [0, 1]; rotations (n, 3, 3); images (n, size, size)
 float32 opacity (:func:`tomodata.render.render_xrays`).
@@ -15,9 +16,10 @@ import numpy as np
 from .ingest import cube_specimen
 from .io import read_array
 from .progress import progress
-from .render import render_xrays
+from .render import render_xrays, resolve_backend
+from .store import open_store, write_species
 
-__all__ = ["VolumeFileError", "load_volume", "render_batched"]
+__all__ = ["VolumeFileError", "load_volume", "render_batched", "render_species"]
 
 
 class VolumeFileError(ValueError):
@@ -52,3 +54,24 @@ def render_batched(vol, rots, *, size, steps, chi, backend, batch=64, desc="rend
     for s in progress(range(0, len(rots), batch), desc=desc, unit="batch"):
         out[s : s + batch] = render_xrays(vol, rots[s : s + batch], size=size, steps=steps, chi=chi, backend=backend)
     return out
+
+
+def render_species(store, name: str, vol: np.ndarray, *, backend: str, batch: int = 64) -> tuple[np.ndarray, dict]:
+    """Render species ``name``'s views (the store's ``species_rotations(name)``, its image size, steps and
+    χ) of its cube ``vol`` (float32 (s, s, s)) and write volume, rotations and x-rays into ``store``
+    (:func:`tomodata.store.write_species`, recording the backend that rendered them). Returns the
+    (n_views, size, size) float32 x-rays and the species' completion marker."""
+    settings = open_store(store).settings
+    rots = settings.species_rotations(name)
+    imgs = render_batched(
+        vol,
+        rots,
+        size=settings.image_size,
+        steps=settings.steps,
+        chi=settings.chi,
+        backend=backend,
+        batch=batch,
+        desc=name,
+    )
+    marker = write_species(store, name, volume=vol, rotations=rots, images=imgs, renderer=resolve_backend(backend))
+    return imgs, marker

@@ -61,31 +61,18 @@ def cmd_render_species(a) -> int:
     ``--settings FILE`` is given and the store's settings are not that file's)."""
     from ..ingest import load_cube
     from ..previews import write_previews
-    from ..render import resolve_backend
-    from ..render_jobs import render_batched
-    from ..store import open_store, write_species
+    from ..render_jobs import render_species
+    from ..store import open_store
     from ..store.layout import _open_store_root
 
     _open_store_root(a.store, write=True)  # a store of another spec or a fold view: refused before rendering
     store = open_store(a.store)
     if getattr(a, "settings", None):
         _check_settings_file(store.attrs, a.store, a.settings)
-    settings = store.settings
     vol, meta = load_cube(a.cube)
     name = a.name or meta.get("id") or Path(a.cube).stem
     _check_cube_identity(store, name, a.cube, meta)
-    rots = settings.species_rotations(name)
-    imgs = render_batched(
-        vol,
-        rots,
-        size=settings.image_size,
-        steps=settings.steps,
-        chi=settings.chi,
-        backend=a.backend,
-        batch=a.batch,
-        desc=name,
-    )
-    marker = write_species(a.store, name, volume=vol, rotations=rots, images=imgs, renderer=resolve_backend(a.backend))
+    imgs, marker = render_species(a.store, name, vol, backend=a.backend, batch=a.batch)
     if a.previews and a.previews != "-":  # "-": none (the workflow's previews job writes them from the store)
         write_previews(imgs, Path(a.previews), prefix=name, limit=9)
     if a.done:
@@ -94,7 +81,7 @@ def cmd_render_species(a) -> int:
         write_json(
             done, dict(species=name, store=str(a.store), complete=marker)
         )  # atomically: a marker is whole or absent
-    print(f"wrote species {name}: {2 * len(rots)} samples into {a.store}")
+    print(f"wrote species {name}: {store.settings.samples_per_species} samples into {a.store}")
     return 0
 
 

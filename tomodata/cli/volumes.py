@@ -79,11 +79,10 @@ def cmd_build_demo(a) -> int:
     """``tomo build-demo``: a finalised store of procedural species (exit status 1 if it is not valid)."""
     from ..phantoms import skull_volume
     from ..previews import write_previews
-    from ..render import resolve_backend
-    from ..render_jobs import render_batched
+    from ..render_jobs import render_species
     from ..run_layout import STORE_NAME
     from ..species_table import demo_species
-    from ..store import create_store, finalize_store, write_species
+    from ..store import create_store, finalize_store
     from ..store_settings import StoreSettings
 
     out = Path(a.output)
@@ -106,10 +105,8 @@ def cmd_build_demo(a) -> int:
         overwrite=a.overwrite,
     )
     for i, name in enumerate(progress(names, desc="species", unit="species")):
-        rots = settings.species_rotations(name)
         vol = skull_volume(params[i], size=a.volume_size, seed=a.seed)
-        imgs = render_batched(vol, rots, size=a.size, steps=a.steps, chi=a.chi, backend=a.backend, desc=name)
-        write_species(store, name, volume=vol, rotations=rots, images=imgs, renderer=resolve_backend(a.backend))
+        imgs, _ = render_species(store, name, vol, backend=a.backend)
         write_previews(imgs, out / "previews", prefix=name, limit=9)
     report = finalize_store(store)
     print(report.summary())
