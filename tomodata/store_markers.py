@@ -29,6 +29,7 @@ from typing import NamedTuple
 import google_crc32c  # installed with zarr (its shard-index checksum codec uses it)
 
 from .files import write_json
+from .run_layout import FINAL_MARKER, species_marker
 from .store_settings import StoreSettings
 from .views import view_sets_of
 
@@ -41,10 +42,59 @@ __all__ = [
     "sync_settings_file",
     "expected_chunk_files",
     "species_file_problem",
+    "write_created_marker",
+    "write_species_marker",
+    "write_final_marker",
+    "forget_markers",
 ]
 
 #: bytes per inner chunk in a shard index (offset, length: two uint64) and of its crc32c
 _INDEX_ENTRY, _CRC32C = 16, 4
+
+
+# ------------------------------------------------------------------ writing and forgetting the markers
+# (their names: tomodata.run_layout; each written atomically, so a marker is whole or absent)
+
+
+def write_created_marker(path, store, summary: dict, *, n_species: int, n_views: int) -> None:
+    """``dataset.created.json``: ``create_store``'s ``summary`` with the store's settings and species
+    table (:func:`store_fingerprint`), so that a store replaced later is noticed."""
+    record = dict(store=str(store), n_species=n_species, n_views=n_views, **summary)
+    write_json(path, record | store_fingerprint(store))
+
+
+def write_species_marker(path, store, name: str, complete: dict) -> None:
+    """``species/ID.done.json``: species ``name`` rendered into ``store``, with its completion marker
+    (:func:`tomodata.store.write_species`'s)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, dict(species=name, store=str(store), complete=complete))
+
+
+def write_final_marker(path, store, report, attrs: dict) -> None:
+    """``dataset.final.json``: the finalised store's validation ``report`` and its recorded completion
+    (``attrs``: the store's root attributes after :func:`tomodata.store.finalize_store`)."""
+    write_json(
+        path,
+        dict(
+            store=str(store),
+            ok=report.ok,
+            n_species=len(attrs["species"]),
+            splits=attrs.get("splits"),
+            warnings=report.warnings,
+            completion=attrs.get("completion"),
+        ),
+    )
+
+
+def forget_markers(folder, species: list[str]) -> list[Path]:
+    """Remove the markers of a run folder that say ``species`` are rendered, and its final marker, so
+    that the next workflow run redoes them; the paths removed."""
+    removed = []
+    for path in [Path(folder) / species_marker(n) for n in species] + [Path(folder) / FINAL_MARKER]:
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _json(path: Path) -> dict | None:

@@ -37,10 +37,9 @@ def cmd_store_create(a) -> int:
         if summary[what]:
             print(f"{label}: " + " ".join(summary[what]))
     if a.done:  # with the store's settings and species table, to notice a store replaced later
-        from ..store_markers import store_fingerprint
+        from ..store_markers import write_created_marker
 
-        record = dict(store=str(a.store), n_species=len(species), n_views=a.views, **summary)
-        write_json(a.done, record | store_fingerprint(a.store))
+        write_created_marker(a.done, a.store, summary, n_species=len(species), n_views=a.views)
     return 0
 
 
@@ -76,11 +75,9 @@ def cmd_render_species(a) -> int:
     if a.previews and a.previews != "-":  # "-": none (the workflow's previews job writes them from the store)
         write_previews(imgs, Path(a.previews), prefix=name, limit=9)
     if a.done:
-        done = Path(a.done)
-        done.parent.mkdir(parents=True, exist_ok=True)
-        write_json(
-            done, dict(species=name, store=str(a.store), complete=marker)
-        )  # atomically: a marker is whole or absent
+        from ..store_markers import write_species_marker
+
+        write_species_marker(a.done, a.store, name, marker)
     print(f"wrote species {name}: {store.settings.samples_per_species} samples into {a.store}")
     return 0
 
@@ -176,19 +173,9 @@ def cmd_finalize(a) -> int:
     print(report.summary())
     if a.done:
         from ..store import open_store
+        from ..store_markers import write_final_marker
 
-        attrs = open_store(a.store).attrs
-        write_json(
-            a.done,
-            dict(
-                store=str(a.store),
-                ok=report.ok,
-                n_species=len(attrs["species"]),
-                splits=attrs.get("splits"),
-                warnings=report.warnings,
-                completion=attrs.get("completion"),
-            ),
-        )
+        write_final_marker(a.done, a.store, report, open_store(a.store).attrs)
     return 0
 
 
@@ -250,13 +237,10 @@ def cmd_validate(a) -> int:
     if report.species_to_rebuild:
         print("rebuild: " + " ".join(report.species_to_rebuild))
         if a.forget_markers:  # the workflow's markers of those species: the next run redoes them
-            folder = Path(a.forget_markers)
-            for path in [folder / "species" / f"{n}.done.json" for n in report.species_to_rebuild] + [
-                folder / "dataset.final.json"
-            ]:
-                if path.exists():
-                    path.unlink()
-                    print(f"removed {path}")
+            from ..store_markers import forget_markers
+
+            for path in forget_markers(a.forget_markers, report.species_to_rebuild):
+                print(f"removed {path}")
     return 0 if report.ok else 1
 
 

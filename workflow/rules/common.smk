@@ -39,7 +39,8 @@ from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
 from tomodata.config_check import rule_names
 from tomodata.manifest import manifest_schema
-from tomodata.run_layout import EVAL_DIR as EVAL_DIR_NAME, EXPLORER_DIR, MODEL_DIR as MODEL_DIR_NAME, STORE_NAME
+from tomodata.run_layout import (CREATED_MARKER, EVAL_DIR as EVAL_DIR_NAME, EXPLORER_DIR, FINAL_MARKER,
+                                 MODEL_DIR as MODEL_DIR_NAME, STORE_NAME, species_marker)
 from tomodata.splits import SPLITS as SPLIT_NAMES
 from tomodata.store_settings import StoreSettings
 from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
@@ -51,6 +52,9 @@ RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCHMARKS = f"benchmarks/{RUN}"
 STORE = f"{RESULTS}/{STORE_NAME}"  # tomodata.run_layout: the run folder's names
+CREATED = f"{RESULTS}/{CREATED_MARKER}"  # the workflow's markers (tomodata.store_markers)
+FINAL = f"{RESULTS}/{FINAL_MARKER}"
+SPECIES_DONE = f"{RESULTS}/{species_marker('{id}')}"  # a wildcard pattern; .format(id=...) for one
 PREVIEWS_DIR = f"{RESULTS}/previews"  # the previews rule writes NAME_000.png ... NAME_sheet.png here
 
 DATA = config["data"]

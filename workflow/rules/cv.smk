@@ -14,7 +14,7 @@ FOLD_DIR = f"{CV_DIR}/fold{{fold}}"  # a fold's folder, laid out as a run's (tom
 
 rule cv_view:
     input:
-        final=f"{RESULTS}/dataset.final.json",
+        final=FINAL,
     output:
         view=f"{FOLD_DIR}/{STORE_NAME}/zarr.json",
     params:

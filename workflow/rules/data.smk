@@ -184,7 +184,7 @@ rule store_create:
         settings=f"{RESULTS}/dataset.settings.json",
         cubes=expand(f"{RESOURCES}/cubes/{{id}}.npz", id=IDS),
     output:
-        created=f"{RESULTS}/dataset.created.json",
+        created=CREATED,
     params:
         store=STORE,
         settings=dataset_options(),
@@ -210,11 +210,11 @@ rule render_species:
     input:
         cube=f"{RESOURCES}/cubes/{{id}}.npz",
         settings=f"{RESULTS}/dataset.settings.json",
-        created=ancient(f"{RESULTS}/dataset.created.json"),
+        created=ancient(CREATED),
     output:
         # no previews: the previews rule declares and writes the sheets (a sheet declared here, deleted,
         # re-ran this job and every job after it: finalize, train, evaluate, ...)
-        done=f"{RESULTS}/species/{{id}}.done.json",
+        done=SPECIES_DONE,
     params:
         store=STORE,
         # "-": no previews here (`--previews -`), the previews rule writes them from the store; they were
@@ -242,7 +242,7 @@ rule render_species:
 
 rule previews:
     input:
-        done=expand(f"{RESULTS}/species/{{id}}.done.json", id=IDS),
+        done=expand(SPECIES_DONE, id=IDS),
     output:
         # a list, not named outputs: a species id may be a name Snakemake reserves (index, count, ...)
         [
@@ -275,11 +275,11 @@ rule previews:
 
 rule store_finalize:
     input:
-        created=f"{RESULTS}/dataset.created.json",
-        done=expand(f"{RESULTS}/species/{{id}}.done.json", id=IDS),
+        created=CREATED,
+        done=expand(SPECIES_DONE, id=IDS),
     output:
         final=report(
-            f"{RESULTS}/dataset.final.json",
+            FINAL,
             caption="../report/dataset.rst",
             category="Dataset",
         ),
@@ -299,4 +299,4 @@ rule store_finalize:
         "tomo finalize {params.store:q} --done {output.final:q} > {log:q} 2>&1"
 
 
-add_targets(f"{RESULTS}/dataset.final.json", *[f"{PREVIEWS_DIR}/{sid}_sheet.png" for sid in IDS])
+add_targets(FINAL, *[f"{PREVIEWS_DIR}/{sid}_sheet.png" for sid in IDS])

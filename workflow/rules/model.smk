@@ -19,7 +19,7 @@
 
 rule train:
     input:
-        final=f"{RESULTS}/dataset.final.json",
+        final=FINAL,
     output:
         best=BEST_PT,
         log_csv=report(
@@ -60,7 +60,7 @@ EVAL_OTHER_TABLES = [f"{EVAL_DIR}/{t}" for t in EVAL_TABLES if t not in (EVAL_SU
 rule evaluate:
     input:
         checkpoint=BEST_PT,
-        final=f"{RESULTS}/dataset.final.json",
+        final=FINAL,
     output:
         summary=EVAL_JSON,
         table=report(

@@ -33,8 +33,8 @@ def forget_stale_markers():
     # file: the file holds the config's (sync_settings), and a store of other settings than the config's
     # is still what its markers say; the file's date re-makes it (a dry run after a config change must
     # not remove the markers that changing the config back would need)
-    stale = stale_markers(STORE, created=f"{RESULTS}/dataset.created.json", final=f"{RESULTS}/dataset.final.json",
-                          done={sid: f"{RESULTS}/species/{sid}.done.json" for sid in IDS})
+    stale = stale_markers(STORE, created=CREATED, final=FINAL,
+                          done={sid: SPECIES_DONE.format(id=sid) for sid in IDS})
     for path, why in stale:
         # also under --dry-run: the marker vouches for state that is gone, and only its removal lets the
         # dry run list the jobs that redo it (docs/workflow.md, "The store's state is the truth")
@@ -98,7 +98,7 @@ def sync_settings():
                            "workspace holds it (.snakemake/locks): left as it is; run again once that run has "
                            "ended (after a killed run: snakemake --unlock)")
         return
-    markers = [f"{RESULTS}/dataset.created.json", *[f"{RESULTS}/species/{sid}.done.json" for sid in IDS]]
+    markers = [CREATED, *[SPECIES_DONE.format(id=sid) for sid in IDS]]
     message = sync_settings_file(path, STORE, _run_settings_record(), markers)
     if message:
         logger.warning(f"{message} (also under --dry-run)")
