@@ -11,8 +11,6 @@ A checkpoint (``format`` :data:`CHECKPOINT_FORMAT`) is a ``torch.save`` dict: ``
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +56,6 @@ def data_fingerprint(dataset: StoreSamples) -> dict:
     a = dataset.attrs
     ds = open_store(dataset.store_path)
     names = list(dataset.species) + open_val_species(dataset)
-    sums = {n: ds.species_attrs(n).get("complete", {}).get("sha256") for n in names}
     sets = view_sets_of(a["view_scheme"])  # named only where not the default, as in the store's attributes
     return dict(
         spec_version=a["spec_version"],
@@ -71,7 +68,7 @@ def data_fingerprint(dataset: StoreSamples) -> dict:
         view_seed=a["view_scheme"]["seed"],
         **({} if sets == DEFAULT_VIEW_SETS else {"view_sets": sets}),
         species=list(dataset.species),
-        content=hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest(),
+        content=ds.content_id(names),
     )
 
 

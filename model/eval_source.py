@@ -15,7 +15,6 @@ at the x-ray's resolution for an eval folder from before they were recorded).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -72,8 +71,7 @@ def fusion_settings(summary: dict) -> dict:
 
 def store_content(ds) -> str:
     """A content id of a store: the sha256 of every species' stored checksum (``complete.sha256``)."""
-    sums = {n: ds.species_attrs(n).get("complete", {}).get("sha256") for n in ds.species_names()}
-    return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()
+    return ds.content_id()
 
 
 def source_record(store, checkpoint, eval_dir, *, ds, state: dict) -> dict:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
+from tomodata.views import view_directions
+
 from .search import _row_chunks
 from .surface import DEFAULT_ISO, render_isosurface
 
@@ -56,7 +58,7 @@ def view_class(rotation, *, angle: float = VIEW_CLASS_ANGLE) -> str:
     R = np.asarray(rotation, dtype=np.float64)
     if R.shape != (3, 3):
         raise ValueError(f"rotation must be (3, 3), got {R.shape}")
-    d = np.abs(R[:, 2]) / max(np.linalg.norm(R[:, 2]), 1e-12)
+    d = np.abs(view_directions(R)) / max(np.linalg.norm(view_directions(R)), 1e-12)
     c = math.cos(math.radians(angle))
     if d[1] >= c:
         return "top"

@@ -28,7 +28,6 @@ after the residual addition, no output bias; :meth:`NetworkConfig.release` build
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +44,6 @@ __all__ = [
     "flops_per_sample",
     "describe",
     "model_info_text",
-    "time_train_step",
 ]
 
 
@@ -474,28 +472,6 @@ def describe(config: NetworkConfig) -> dict[str, Any]:
         "min_resolution": config.min_resolution,
         "config": config.to_dict(),
     }
-
-
-def time_train_step(
-    config: NetworkConfig, batch: int = 8, repeats: int = 3, warmup: int = 1, device: str = "cpu"
-) -> float:
-    """Median seconds of one Adam step (forward, MSE loss, backward, update) on random data."""
-    model = TomographyNet(config).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand((batch, *config.input_shape), device=device)
-    y = torch.rand((batch, *config.output_shape), device=device)
-    times = []
-    for i in range(warmup + repeats):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        opt.step()
-        if device != "cpu":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def model_info_text(config: NetworkConfig, name: str | None = None) -> str:

@@ -8,14 +8,13 @@ a procedural skull (:mod:`tomodata.phantoms`) at ``movie_size``³, quantised to 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .files import atomic_write, write_text
+from .files import atomic_write, json_sha256, write_text
 from .manifest import COLUMNS
 from .phantoms import FIT_RADIUS, skull_volume, species_name, species_params
 from .previews import to_png
@@ -113,7 +112,7 @@ def demo_rows(
         params = species_params(sid, seed=seed)
         name = demo_name(sid)
         sp = phantom_spacing_mm(params, movie_size)
-        digest = hashlib.sha256(json.dumps(params.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        digest = json_sha256(params.as_dict())[:12]
         rows.append(
             dict(
                 zip(

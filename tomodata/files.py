@@ -122,6 +122,12 @@ def json_text(obj, *, indent: int | None = 2) -> str:
     return json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n"
 
 
+def json_sha256(obj) -> str:
+    """The sha256 (hex) of ``obj`` as canonical JSON (keys sorted, ``json.dumps``' default separators):
+    the content ids of species parameters, checkpoints' data and evaluations' stores."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
 def write_json(path, obj, *, indent: int | None = 2) -> Path:
     """:func:`json_text` of ``obj`` into ``path`` atomically."""
     return write_text(path, json_text(obj, indent=indent))

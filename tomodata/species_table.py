@@ -10,7 +10,6 @@ dict per species, in the order given.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from .aligned_files import alignment_summary
 from .demo import demo_name, demo_splits
 from .fetch.common import is_archive_source
+from .files import json_sha256
 from .ingest import load_cube
 from .manifest import load_manifest, split_sources
 from .phantoms import species_params
@@ -41,7 +41,7 @@ def demo_species(n_species: int, *, val: int, test: int, seed: int, volume_size:
             name=n,
             split=s,
             source=f"tomodata.phantoms species {i} seed {seed}",
-            source_checksum=hashlib.sha256(json.dumps(p.as_dict(), sort_keys=True).encode()).hexdigest(),
+            source_checksum=json_sha256(p.as_dict()),
             original_shape=[volume_size] * 3,
             spacing_mm=[1.0, 1.0, 1.0],
         )

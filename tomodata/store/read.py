@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..files import json_sha256
 from ..render import view_volumes
 from ..splits import SPLITS
 from ..store_markers import species_file_problem
@@ -94,6 +95,12 @@ class DatasetStore:
         (with ``sha256``: array name → hex digest of its stored values)."""
         self._check_name(name)
         return _open_species_group(self.path, name).attrs.asdict()
+
+    def content_id(self, names: list[str] | None = None) -> str:
+        """A content id of species ``names`` (default: every species): the sha256 of the canonical JSON
+        of their stored checksums (``complete.sha256``; None for a species not complete)."""
+        names = self.species_names() if names is None else names
+        return json_sha256({n: self.species_attrs(n).get("complete", {}).get("sha256") for n in names})
 
     def status(self, name: str) -> str:
         """``"pending"``, ``"writing"`` or ``"complete"`` (read fresh from the species' zarr.json)."""
