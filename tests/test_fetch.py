@@ -12,6 +12,7 @@ import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -35,6 +36,7 @@ from tomodata.fetch import (
     source_sha256,
     tree_sha256,
 )
+from tomodata.fetch_markers import fetch_record_line, fetched_entry
 from tomodata.files import sha256_file as file_sha256
 from tomodata.io import read_volume
 from tomodata.manifest import COLUMNS, load_manifest
@@ -717,3 +719,15 @@ def test_remote_nhdr_with_attached_data_is_one_file(srv, tmp_path):
     res = fetch_one(spec(f"{srv.url}/files/att.nhdr", kind="nrrd"), tmp_path, **FAST)
     again = fetch_one(spec(f"{srv.url}/files/att.nhdr", kind="nrrd"), tmp_path, **FAST)
     assert res.sha256 == again.sha256 == hashlib.sha256(srv.files["att.nhdr"]).hexdigest() and again.reused
+
+
+def test_fetch_record_line_round_trips_and_refuses_a_tab_in_the_path(tmp_path):
+    """The record's one format (tomodata.fetch_markers): written by fetch_record_line, read by fetched_entry."""
+    flags = dict(in_place=False, from_mirror=False, reused=True, resumed=False)
+    r = SimpleNamespace(id="a", sha256="f" * 64, path=tmp_path / "a b.nii.gz", **flags)
+    (tmp_path / "rec.tsv").write_text(fetch_record_line(r) + "\n")
+    assert fetched_entry(tmp_path / "rec.tsv", "a") == ("a", "kept", "f" * 64, str(tmp_path / "a b.nii.gz"))
+    with pytest.raises(ValueError, match="has no line for specimen 'b'"):
+        fetched_entry(tmp_path / "rec.tsv", "b")
+    with pytest.raises(ValueError, match="holds a tab or line break"):
+        fetch_record_line(SimpleNamespace(id="t", sha256="0" * 64, path=tmp_path / "x\ty", **flags))

@@ -1,7 +1,9 @@
-"""Fetch records checked against the files they stand for.
+"""Fetch records: written (:func:`fetch_record_line`), read (:func:`fetched_entry`) and checked
+against the files they stand for (:func:`stale_fetch_records`).
 
 ``tomo fetch`` writes one record per specimen (the workflow's ``resources/RUN/fetched/ID.tsv``): one
-line ``id<TAB>how<TAB>sha256<TAB>path`` (``path`` relative to the working directory, or absolute).
+line ``id<TAB>how<TAB>sha256<TAB>path`` (``path`` relative to the working directory, or absolute;
+``how``: in-place, mirror, kept, resumed or fetched).
 The record can outlive the fetched file (a cleaned ``resources/`` folder, a moved local source);
 :func:`stale_fetch_records` lists such records before the DAG is built, so that the workflow removes
 them and fetches again instead of failing in the job that reads the file (docs/workflow.md).
@@ -10,8 +12,59 @@ them and fetches again instead of failing in the job that reads the file (docs/w
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["stale_fetch_records"]
+from .files import read_text
+
+__all__ = ["FetchEntry", "fetch_record_line", "fetched_entry", "stale_fetch_records"]
+
+
+class FetchEntry(NamedTuple):
+    """One line of a fetch record."""
+
+    id: str
+    how: str
+    sha256: str
+    path: str
+
+
+def _entries(text: str) -> list[FetchEntry]:
+    """The record lines of ``text`` (lines of four tab-separated fields; others ignored)."""
+    return [FetchEntry(*f) for f in (line.split("\t") for line in text.splitlines()) if len(f) == 4]
+
+
+def fetch_record_line(result) -> str:
+    """The record line of a :class:`tomodata.fetch.FetchResult` (ValueError where its path holds a tab
+    or a line break, which the line cannot hold)."""
+    if any(c in str(result.path) for c in "\t\r\n"):
+        raise ValueError(
+            f"{result.id}: the path {str(result.path)!r} holds a tab or line break, which the fetch record cannot "
+            "hold; rename the source (or fetch without --in-place)"
+        )
+    how = (
+        "in-place"
+        if result.in_place
+        else "mirror"
+        if result.from_mirror
+        else "kept"
+        if result.reused
+        else "resumed"
+        if result.resumed
+        else "fetched"
+    )
+    return f"{result.id}\t{how}\t{result.sha256}\t{result.path}"
+
+
+def fetched_entry(record, specimen_id: str) -> FetchEntry:
+    """The line of ``specimen_id`` in the fetch record file ``record`` (ValueError where the file is
+    missing, a folder, unreadable or has no line for it)."""
+    rec = Path(record)
+    if not rec.is_file():
+        raise ValueError(f"fetch record {rec} {'is a folder, not a file' if rec.is_dir() else 'does not exist'}")
+    for entry in _entries(read_text(rec, "fetch record")):
+        if entry.id == specimen_id:
+            return entry
+    raise ValueError(f"fetch record {rec} has no line for specimen {specimen_id!r}")
 
 
 def _record_problem(record: Path, base: Path) -> str | None:
@@ -20,13 +73,12 @@ def _record_problem(record: Path, base: Path) -> str | None:
         lines = record.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         return f"the fetch record is unreadable ({e})"
-    rows = [line.split("\t") for line in lines if line.strip()]
-    rows = [r for r in rows if len(r) == 4]
+    rows = _entries("\n".join(lines))
     if not rows:
         return "the fetch record has no 'id<TAB>how<TAB>sha256<TAB>path' line"
-    for _sid, _how, _sha, path in rows:
-        if not (base / path).exists():  # an absolute path ignores base
-            return f"the fetched file {path} is gone"
+    for row in rows:
+        if not (base / row.path).exists():  # an absolute path ignores base
+            return f"the fetched file {row.path} is gone"
     return None
 
 

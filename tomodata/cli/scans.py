@@ -84,29 +84,17 @@ def _check_sources(manifest: str, only) -> int:
 
 
 def _print_fetch_records(results) -> int:
-    """One line ``id how sha256 path`` per fetched specimen on stdout (the fetch record); 1 where a
-    path cannot be written in it, else 0."""
-    bad = [r for r in results if any(c in str(r.path) for c in "\t\r\n")]
-    if bad:  # the record is one tab-separated line per specimen (read by `tomo cube --fetched`)
-        print(
-            f"error: {bad[0].id}: the path {str(bad[0].path)!r} holds a tab or line break, which the fetch "
-            "record cannot hold; rename the source (or fetch without --in-place)",
-            file=sys.stderr,
-        )
+    """One line ``id how sha256 path`` per fetched specimen on stdout (the fetch record,
+    :func:`tomodata.fetch_markers.fetch_record_line`); 1 where a path cannot be written in it, else 0."""
+    from ..fetch_markers import fetch_record_line
+
+    try:
+        lines = [fetch_record_line(r) for r in results]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    for r in results:
-        how = (
-            "in-place"
-            if r.in_place
-            else "mirror"
-            if r.from_mirror
-            else "kept"
-            if r.reused
-            else "resumed"
-            if r.resumed
-            else "fetched"
-        )
-        print(f"{r.id}\t{how}\t{r.sha256}\t{r.path}")
+    for line in lines:
+        print(line)
     return 0
 
 
@@ -124,18 +112,11 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
 
 
 def _fetched_path(record: str, specimen_id: str, field: int = 3) -> str:
-    """The path (``field`` 3; 2: the sha256) of ``specimen_id`` in a record written by ``tomo fetch``
-    (its stdout: one line ``id<TAB>how<TAB>sha256<TAB>path`` per specimen)."""
-    from ..files import read_text
+    """Field ``field`` (3: the path, 2: the sha256, 1: how) of ``specimen_id``'s line in a fetch record
+    (:func:`tomodata.fetch_markers.fetched_entry`)."""
+    from ..fetch_markers import fetched_entry
 
-    rec = Path(record)
-    if not rec.is_file():
-        raise ValueError(f"fetch record {rec} {'is a folder, not a file' if rec.is_dir() else 'does not exist'}")
-    for line in read_text(rec, "fetch record").splitlines():
-        fields = line.split("\t")
-        if len(fields) == 4 and fields[0] == specimen_id:
-            return fields[field]
-    raise ValueError(f"fetch record {rec} has no line for specimen {specimen_id!r}")
+    return fetched_entry(record, specimen_id)[field]
 
 
 def _check_in_place(path: str, fetched_sha256: str) -> None:
