@@ -3,8 +3,9 @@
 Preparation for the network (polarity, gamma, air, square) is :mod:`model.xray`.
 
 **Reading** (``read_xray``). The file type is sniffed from its content (DICOM: ``DICM`` at byte 128,
-a data set without that preamble, or a ``.dcm``/``.dicom`` suffix; TIFF: the ``II*``/``MM*`` magic),
-everything else goes to OpenCV (``cv2.imdecode(..., IMREAD_UNCHANGED)``: PNG, JPEG, BMP, PNM, WebP …).
+a data set without that preamble, or a ``.dcm``/``.dicom``/``.ima`` suffix,
+``tomodata.io.common.DICOM_SUFFIXES``; TIFF: the ``II*``/``MM*`` magic), everything else goes to
+OpenCV (``cv2.imdecode(..., IMREAD_UNCHANGED)``: PNG, JPEG, BMP, PNM, WebP …).
 The image is turned as a viewer shows it: a TIFF's ``Orientation`` tag, or the EXIF orientation of
 a JPEG, PNG or WebP (read with Pillow), 2–8, is applied (rotation, mirror; recorded as
 ``info["orientation"]``). Values become float64 in [0, 1] *as displayed* (bright = bright):
@@ -53,6 +54,7 @@ import numpy as np
 import PIL.Image
 
 from tomodata.image_files import dicom_pixels, read_dicom, read_tiff
+from tomodata.io.common import DICOM_SUFFIXES, TIFF_MAGIC, has_dicom_magic
 
 from .polarity import MIN_SIDE
 
@@ -60,9 +62,6 @@ __all__ = ["polarity_header", "read_xray", "xray_file_problem"]
 
 #: colour images whose 99th-percentile channel spread is at most this fraction of full scale are grey
 GREY_SPREAD = 0.02
-
-_DICOM_SUFFIXES = (".dcm", ".dicom")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def _looks_like_text(head: bytes) -> str | None:
@@ -89,9 +88,9 @@ def _undecodable(p: Path, head: bytes, what: str, why: str = "") -> ValueError:
 
 
 def _sniff(p: Path, head: bytes) -> str:
-    if head[128:132] == b"DICM" or p.suffix.lower() in _DICOM_SUFFIXES or _bare_dicom(p, head):
+    if has_dicom_magic(head) or p.suffix.lower() in DICOM_SUFFIXES or _bare_dicom(p, head):
         return "dicom"
-    if head[:4] in _TIFF_MAGIC:
+    if head[:4] in TIFF_MAGIC:
         return "tiff"
     return "image"
 
@@ -213,7 +212,7 @@ def _check_modality(ds, p: Path) -> None:
 
 def _read_dicom(p: Path, head: bytes, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
     try:  # the project's one DICOM path (tomodata.image_files)
-        ds = read_dicom(p, force=head[128:132] != b"DICM")
+        ds = read_dicom(p, force=not has_dicom_magic(head))
         arr = dicom_pixels(ds, p)
     except ValueError as exc:
         raise _undecodable(p, head, "DICOM", str(exc).removeprefix(f"{p}: ")) from None

@@ -85,6 +85,7 @@ from .common import (
     NIFTI_SUFFIXES,
     NPY_SUFFIXES,
     NRRD_SUFFIXES,
+    TIFF_MAGIC,
     TIFF_SUFFIXES,
     Spacing,
     _check_volume,
@@ -93,6 +94,7 @@ from .common import (
     _is_dicom_file,
     _no_spacing_error,
     check_spacing,
+    has_dicom_magic,
     natural_key,
 )
 from .dicom import _read_dicom
@@ -171,13 +173,13 @@ def sniff_kind(path: str | Path) -> str:
             "multi-page TIFF, DICOM folder, NRRD, NIfTI, .npy/.npz)"
         )
     head = _head(p, 512)
-    if len(head) >= 132 and head[128:132] == b"DICM":
+    if has_dicom_magic(head):
         return "dicom"
     if head.startswith(b"NRRD000"):
         return "nrrd"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if head[:4] in TIFF_MAGIC:
         return "tiff"
     if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
         return "nifti"

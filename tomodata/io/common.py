@@ -21,6 +21,14 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NPY_SUFFIXES = (".npy", ".npz")
+#: the first four bytes of a TIFF (little/big endian) and a BigTIFF
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def has_dicom_magic(head: bytes) -> bool:
+    """``head`` (a file's first ≥ 132 bytes) holds DICOM's 128-byte preamble and "DICM"."""
+    return head[128:132] == b"DICM"
+
 
 #: Mean per-pixel channel spread (max − min over R, G, B) above which colour content is reported,
 #: as a fraction of full scale (8 % ≈ 20 levels in 8 bits; lossy YUV 4:2:0 round trips of grey
@@ -195,8 +203,7 @@ def _few(names: Sequence[str], n: int = 5) -> str:
 def _has_dicom_preamble(f: Path) -> bool:
     try:
         with open(f, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
+            return has_dicom_magic(fh.read(132))
     except OSError:
         return False
 
