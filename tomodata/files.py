@@ -159,6 +159,25 @@ def read_json_object(path, what: str, *, keys: tuple[str, ...] = ()) -> dict:
     return obj
 
 
+def read_config_mapping(path, json_text) -> dict | None:
+    """A workflow config to record (``tomo store-create --config`` / ``--config-json``): the YAML file
+    ``path``, or the JSON object ``json_text`` (it wins); None where neither is given or the file is
+    empty; ``ValueError`` naming the file or option if either is not a mapping."""
+    config = None
+    if path:
+        config = read_yaml(path, "config file")  # None for an empty file (or comments only): no config
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"config file {path} holds no mapping of settings")
+    if json_text:
+        try:
+            config = json.loads(json_text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config-json is not JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise ValueError("--config-json is not a JSON object")
+    return config
+
+
 def read_yaml(path, what: str):
     """The YAML (or JSON) document in ``path``; ``ValueError`` naming ``what`` and the path, in one
     line with the parser's problem and position, if it is not UTF-8 YAML."""

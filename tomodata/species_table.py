@@ -26,7 +26,7 @@ from .phantoms import species_params
 from .specimens import local_source
 from .store import array_sha256
 
-__all__ = ["demo_species", "cube_species", "cube_differences"]
+__all__ = ["demo_species", "cube_species", "cube_differences", "check_cube_identity"]
 
 
 def demo_species(n_species: int, *, val: int, test: int, seed: int, volume_size: int) -> tuple[list, list, list]:
@@ -115,6 +115,22 @@ def cube_differences(entry: dict, meta: dict) -> list[str]:
         for k in ours
         if k in entry and ours[k] != entry[k]
     ]
+
+
+def check_cube_identity(store, name: str, cube, meta: dict) -> None:
+    """``ValueError`` unless the cube file ``cube`` (record ``meta``) is specimen ``name`` as the species
+    table of ``store`` (a :class:`tomodata.store.DatasetStore`) has it: the same id, and the same cube
+    fields as when the store was created (a cube of another specimen would put its data under this
+    one's name and split)."""
+    if meta.get("id") not in (None, name):
+        raise ValueError(f"cube {cube} is specimen {meta['id']!r}, not {name!r}: refusing to render it as {name!r}")
+    diffs = cube_differences(store.species_info(name), meta)
+    if diffs:
+        raise ValueError(
+            f"cube {cube} is not the cube species {name!r} of {store.path} was created from:\n  "
+            + "\n  ".join(diffs)
+            + "\nMake the store's table again from this cube first (tomo store-create --update)"
+        )
 
 
 def cube_species(

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import google_crc32c  # installed with zarr (its shard-index checksum codec uses it)
 
-from .files import write_json
+from .files import read_json_object, write_json
 from .run_layout import FINAL_MARKER, species_marker
 from .store_settings import StoreSettings
 from .views import view_sets_of
@@ -42,6 +42,7 @@ __all__ = [
     "sync_settings_file",
     "expected_chunk_files",
     "species_file_problem",
+    "check_settings_file",
     "write_created_marker",
     "write_species_marker",
     "write_final_marker",
@@ -149,6 +150,22 @@ def _view_sets_filled(record: dict) -> dict:
         return {**record, "view_sets": view_sets_of(record, "view_sets")}
     except ValueError:
         return dict(record)
+
+
+def check_settings_file(attrs: dict, store, path) -> None:
+    """``ValueError`` if the store's settings (root attributes ``attrs``) are not those of the settings
+    file ``path`` (``tomo store-settings``): rendering would follow the store's, not the run's."""
+    try:
+        record = read_json_object(path, "settings file")
+    except ValueError as e:
+        raise ValueError(f"{e} (tomo store-settings writes one)") from None
+    diff = settings_differences(attrs, record)
+    if diff:
+        raise ValueError(
+            f"the store {store} was made with other settings than {path} ({'; '.join(diff)}): refusing to "
+            "render into it. Create it again with these settings first (tomo store-create --update; the "
+            "workflow: rerun snakemake, which removes dataset.created.json and recreates the store)"
+        )
 
 
 def settings_record(settings: StoreSettings, spec_version: str) -> dict:

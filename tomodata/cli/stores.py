@@ -12,12 +12,13 @@ from ..files import write_json
 
 def cmd_store_create(a) -> int:
     """``tomo store-create``: an empty store (or an update of one) for the specimens of these cubes."""
+    from ..files import read_config_mapping
     from ..species_table import cube_species
     from ..store import create_store
     from ..store_settings import StoreSettings
 
     settings = StoreSettings.from_cli(a)
-    config = _run_config(a.config, a.config_json)  # a wrong file is found before the cubes are read
+    config = read_config_mapping(a.config, a.config_json)  # a wrong file is found before the cubes are read
     species, volume_sha256 = cube_species(a.manifest, a.cubes, volume_size=settings.volume_size)
     summary = create_store(
         a.store,
@@ -61,16 +62,17 @@ def cmd_render_species(a) -> int:
     from ..ingest import load_cube
     from ..previews import write_previews
     from ..render_jobs import render_species
-    from ..store import open_store
-    from ..store.layout import _open_store_root
+    from ..species_table import check_cube_identity
+    from ..store import check_store, open_store
+    from ..store_markers import check_settings_file
 
-    _open_store_root(a.store, write=True)  # a store of another spec or a fold view: refused before rendering
+    check_store(a.store, write=True)  # a store of another spec or a fold view: refused before rendering
     store = open_store(a.store)
     if getattr(a, "settings", None):
-        _check_settings_file(store.attrs, a.store, a.settings)
+        check_settings_file(store.attrs, a.store, a.settings)
     vol, meta = load_cube(a.cube)
     name = a.name or meta.get("id") or Path(a.cube).stem
-    _check_cube_identity(store, name, a.cube, meta)
+    check_cube_identity(store, name, a.cube, meta)
     imgs, marker = render_species(a.store, name, vol, backend=a.backend, batch=a.batch)
     if a.previews and a.previews != "-":  # "-": none (the workflow's previews job writes them from the store)
         write_previews(imgs, Path(a.previews), prefix=name, limit=9)
@@ -99,64 +101,6 @@ def cmd_previews(a) -> int:
         paths = write_previews(imgs, Path(a.output), prefix=name, limit=len(views))
         print(f"{name}: {len(paths)} previews in {a.output} ({paths[-1].name})")
     return 0
-
-
-def _check_cube_identity(store, name: str, cube, meta: dict) -> None:
-    """``ValueError`` unless the cube file ``cube`` (record ``meta``) is specimen ``name`` as the store's
-    species table has it: the same id, and the same cube fields as when the store was created (a cube
-    of another specimen would put its data under this one's name and split)."""
-    from ..species_table import cube_differences
-
-    if meta.get("id") not in (None, name):
-        raise ValueError(f"cube {cube} is specimen {meta['id']!r}, not {name!r}: refusing to render it as {name!r}")
-    diffs = cube_differences(store.species_info(name), meta)
-    if diffs:
-        raise ValueError(
-            f"cube {cube} is not the cube species {name!r} of {store.path} was created from:\n  "
-            + "\n  ".join(diffs)
-            + "\nMake the store's table again from this cube first (tomo store-create --update)"
-        )
-
-
-def _run_config(path, text) -> dict | None:
-    """The workflow config recorded in a new store's provenance: the YAML file ``path``, or the JSON
-    object ``text`` (``--config-json``; it wins); None where neither is given or the file is empty;
-    ``ValueError`` naming the file or option if either is not a mapping."""
-    from ..files import read_yaml
-
-    config = None
-    if path:
-        config = read_yaml(path, "config file")  # None for an empty file (or comments only): no config
-        if config is not None and not isinstance(config, dict):
-            raise ValueError(f"config file {path} holds no mapping of settings")
-    if text:
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--config-json is not JSON ({e})") from None
-        if not isinstance(config, dict):
-            raise ValueError("--config-json is not a JSON object")
-    return config
-
-
-def _check_settings_file(attrs: dict, store, path) -> None:
-    """``ValueError`` if the store's settings (root attributes ``attrs``) are not those of the settings
-    file ``path`` (``tomo store-settings``): rendering would follow the store's, not the run's."""
-    from ..store_markers import settings_differences
-
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"settings file {path} is unreadable: {e}") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"settings file {path} is not a JSON object (tomo store-settings writes one)")
-    diff = settings_differences(attrs, record)
-    if diff:
-        raise ValueError(
-            f"the store {store} was made with other settings than {path} ({'; '.join(diff)}): refusing to "
-            "render into it. Create it again with these settings first (tomo store-create --update; the "
-            "workflow: rerun snakemake, which removes dataset.created.json and recreates the store)"
-        )
 
 
 def cmd_finalize(a) -> int:
@@ -227,11 +171,10 @@ def cmd_export(a) -> int:
 
 def cmd_validate(a) -> int:
     """``tomo validate``: check a store (exit status 1 and the species to rebuild if it is not valid)."""
-    from ..store import validate_store
-    from ..store.layout import _open_store_root
+    from ..store import check_store, validate_store
 
     if not (Path(a.store) / "zarr.json").is_file():  # no store at all: bad input (exit 2), not a failed check
-        _open_store_root(a.store)
+        check_store(a.store)
     report = validate_store(a.store, check_data=not a.quick, progress=True)
     print(report.summary())
     if report.species_to_rebuild:

@@ -294,6 +294,13 @@ def _open_store_root(path, *, write: bool = False):
     return root, attrs
 
 
+def check_store(path, *, write: bool = False) -> dict:
+    """The root attributes of the dataset store at ``path``; ValueError naming the path and what to do
+    where it is missing, is not a store, or is of a spec this code does not read (``write``: not the
+    one it writes, e.g. a cross-validation fold's view)."""
+    return _open_store_root(path, write=write)[1]
+
+
 def _root_json(store) -> dict:
     """The root zarr.json of ``store`` as JSON (ValueError naming the store where it cannot be read)."""
     try:
