@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -94,7 +93,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import EvalConfig, evaluate_run
+    from .evaluate import EvalConfig, evaluate_run, summary_text
 
     cfg = EvalConfig(
         a.store,
@@ -111,60 +110,15 @@ def cmd_evaluate(a) -> int:
         progress=True,
     )
     summary = evaluate_run(cfg)
-    print(
-        f"{summary['n_samples']} held-out samples of {summary['n_species']} {summary['eval_split']!r} species "
-        f"({summary['n_views_evaluated']} distinct views)"
-    )
-    head = {
-        "species": "mean of species means, 95% t-interval over the species means (n = species)",
-        "sample": "paper protocol: mirrored pairs averaged, 95% t-interval (n = pairs)",
-    }
-    for level, what in head.items():
-        print(f"{what}:")
-        for m, vals in summary["means"][level].items():
-            print(
-                f"  {m:14} "
-                + "  ".join(
-                    f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}] n={v['n']}" for k, v in vals.items()
-                )
-            )
+    print(summary_text(summary))
     print(f"tables in {a.output}")
     return 0
 
 
 def cmd_cv_summary(a) -> int:
-    from .cross_validation import pool_folds
-    from .metrics import HOLM_METRICS
+    from .cross_validation import pool_folds, pooled_text
 
-    res = pool_folds(a.evals, a.output)
-    print(f"{res['folds']} folds, {res['n_species']} species each tested once ({res['n_samples']} samples)")
-    for level in ("species", "fold"):
-        print(f"{level} level:")
-        for m, vals in res["means"][level].items():
-            print(
-                f"  {m:14} "
-                + "  ".join(
-                    f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}] n={v['n']}"
-                    for k, v in vals.items()
-                    if k != "mse"
-                )
-            )
-    first = res["methods"][0]
-    print(f"{first} against each method, Holm-adjusted p: paired t on the species means / corrected t on the folds")
-    for metric in [k for k in HOLM_METRICS if k in res["means"]["species"][first]]:
-        p = {
-            (r["method_b"], r["level"], r["test"]): r["p_holm"]
-            for r in res["tests"]
-            if r["metric"] == metric and r["method_a"] == first
-        }
-        means = {m: v[metric]["mean"] for m, v in res["means"]["species"].items()}
-        pairs = [
-            f"{m} {p[(m, 'species', 't')]:.2g} / {p.get((m, 'fold', 'corrected t'), math.nan):.2g}"
-            + (f" ({first} worse)" if means[first] > means[m] else "")
-            for m in res["methods"][1:]
-            if (m, "species", "t") in p
-        ]
-        print(f"  {metric:11} " + "  ".join(pairs))
+    print(pooled_text(pool_folds(a.evals, a.output)))
     print(f"tables in {a.output}")
     return 0
 
@@ -177,31 +131,10 @@ def cmd_cv_report(a) -> int:
 
 
 def cmd_cv_compare(a) -> int:
-    from .cv_compare import compare_cv
+    from .cv_compare import compare_cv, comparison_text
 
     res = compare_cv(a.a, a.b, a.output, labels=(a.labels[0], a.labels[1]), species_set=a.species_set)
-    la, lb = res["labels"]
-    n = res["methods"][0]["n"] if res["methods"] else 0
-    folds = res["fold_differences"]
-    same = "unknown" if folds is None else "the same" if folds == 0 else f"differ on {folds} species"
-    print(f"species set {res['species_set']} ({n} species); folds of the two runs: {same} (paired by species)")
-    print(f"species means, {lb} − {la} (95 % t-interval over the species, paired t):")
-    for r in res["methods"]:
-        if r["metric"] != "mse":
-            print(
-                f"  {r['metric']:11} {r['method']:14} {la} {r['mean_a']:.4f}  {lb} {r['mean_b']:.4f}  "
-                f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  higher on {r['higher']}/{r['n']}  "
-                f"p {r['p']:.2g}"
-            )
-    print(
-        f"{res['ours']} − other, {lb} − {la} (negative: the margin grew in favour of {res['ours']}), Holm over these:"
-    )
-    for r in res["margins"]:
-        print(
-            f"  {r['metric']:11} vs {r['other']:14} {la} {r['margin_a']:+.4f}  {lb} {r['margin_b']:+.4f}  "
-            f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  p {r['p']:.2g}  Holm {r['p_holm']:.2g}  "
-            f"{res['ours']} lower in {lb} on {r['ours_lower_b']}/{r['n']}"
-        )
+    print(comparison_text(res))
     print(f"tables in {a.output}")
     return 0
 

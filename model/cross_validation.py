@@ -34,6 +34,7 @@ The species level's unit is the held-out unit: a species label with several spec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from .eval_tables import (
     SUMMARY_COLUMNS,
     TESTS_COLUMNS,
     holm_column,
+    means_text,
     statistics_tables,
     statistics_text,
     write_csv,
@@ -370,3 +372,30 @@ def _procedure(K: int, n_species: int, first: str) -> str:
         "chosen before; base_train_only: only the store's own train species (never used for a choice nor "
         "evaluated as the run's own result)."
     )
+
+
+def pooled_text(res: dict) -> str:
+    """What ``tomo cv-summary`` prints of :func:`pool_folds`' result: the means at the species and the
+    fold level, then the first method against each other, Holm-adjusted p of the species-level paired
+    t and the fold level's corrected t."""
+    lines = [f"{res['folds']} folds, {res['n_species']} species each tested once ({res['n_samples']} samples)"]
+    lines += means_text(res["means"], {"species": "species level", "fold": "fold level"}, skip=("mse",))
+    first = res["methods"][0]
+    lines.append(
+        f"{first} against each method, Holm-adjusted p: paired t on the species means / corrected t on the folds"
+    )
+    for metric in [k for k in HOLM_METRICS if k in res["means"]["species"][first]]:
+        p = {
+            (r["method_b"], r["level"], r["test"]): r["p_holm"]
+            for r in res["tests"]
+            if r["metric"] == metric and r["method_a"] == first
+        }
+        means = {m: v[metric]["mean"] for m, v in res["means"]["species"].items()}
+        pairs = [
+            f"{m} {p[(m, 'species', 't')]:.2g} / {p.get((m, 'fold', 'corrected t'), math.nan):.2g}"
+            + (f" ({first} worse)" if means[first] > means[m] else "")
+            for m in res["methods"][1:]
+            if (m, "species", "t") in p
+        ]
+        lines.append(f"  {metric:11} " + "  ".join(pairs))
+    return "\n".join(lines)

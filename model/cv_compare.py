@@ -174,3 +174,33 @@ def _fold_differences(ta: pd.DataFrame, tb: pd.DataFrame) -> int | None:
         return None
     fa, fb = (t.groupby("species")["fold"].first() for t in (ta, tb))
     return int((fa != fb.reindex(fa.index)).sum())
+
+
+def comparison_text(res: dict) -> str:
+    """What ``tomo cv-compare`` prints of :func:`compare_cv`'s result: each method's species means in
+    the two runs with the paired difference, then ours' margins against the others and their change."""
+    la, lb = res["labels"]
+    n = res["methods"][0]["n"] if res["methods"] else 0
+    folds = res["fold_differences"]
+    same = "unknown" if folds is None else "the same" if folds == 0 else f"differ on {folds} species"
+    lines = [
+        f"species set {res['species_set']} ({n} species); folds of the two runs: {same} (paired by species)",
+        f"species means, {lb} − {la} (95 % t-interval over the species, paired t):",
+    ]
+    for r in res["methods"]:
+        if r["metric"] != "mse":
+            lines.append(
+                f"  {r['metric']:11} {r['method']:14} {la} {r['mean_a']:.4f}  {lb} {r['mean_b']:.4f}  "
+                f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  higher on {r['higher']}/{r['n']}  "
+                f"p {r['p']:.2g}"
+            )
+    lines.append(
+        f"{res['ours']} − other, {lb} − {la} (negative: the margin grew in favour of {res['ours']}), Holm over these:"
+    )
+    for r in res["margins"]:
+        lines.append(
+            f"  {r['metric']:11} vs {r['other']:14} {la} {r['margin_a']:+.4f}  {lb} {r['margin_b']:+.4f}  "
+            f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  p {r['p']:.2g}  Holm {r['p_holm']:.2g}  "
+            f"{res['ours']} lower in {lb} on {r['ours_lower_b']}/{r['n']}"
+        )
+    return "\n".join(lines)

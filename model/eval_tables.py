@@ -306,3 +306,19 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[dict]) -> None:
                 w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
 
     atomic_write(path, write)
+
+
+def means_text(means: dict, heads: dict[str, str], *, skip: tuple[str, ...] = ()) -> list[str]:
+    """Text lines of a summary's ``means`` ({level: {method: {metric: {mean, ci_low, ci_high, n}}}}):
+    per level of ``heads`` (level → heading), one line per method, its metrics but ``skip``."""
+    lines = []
+    for level, what in heads.items():
+        lines.append(f"{what}:")
+        for m, vals in means[level].items():
+            cells = [
+                f"{k} {v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}] n={v['n']}"
+                for k, v in vals.items()
+                if k not in skip
+            ]
+            lines.append(f"  {m:14} " + "  ".join(cells))
+    return lines

@@ -173,6 +173,7 @@ from .eval_tables import (
     TESTS_COLUMNS,
     VIEW_CLASSES_COLUMNS,
     MetricDefinitions,
+    means_text,
     paired_tests,
     split_use,
     statistics_tables,
@@ -457,3 +458,17 @@ def summary_json(st: EvalState, tb: Tables) -> dict:
         oracle=_oracle_summary(st),
         timings=st.timings,
     )
+
+
+def summary_text(summary: dict) -> str:
+    """What ``tomo evaluate`` prints of :func:`evaluate_run`'s summary: the samples and species, then the
+    means with 95 % intervals at the species and the sample level."""
+    head = {
+        "species": "mean of species means, 95% t-interval over the species means (n = species)",
+        "sample": "paper protocol: mirrored pairs averaged, 95% t-interval (n = pairs)",
+    }
+    first = (
+        f"{summary['n_samples']} held-out samples of {summary['n_species']} {summary['eval_split']!r} species "
+        f"({summary['n_views_evaluated']} distinct views)"
+    )
+    return "\n".join([first] + means_text(summary["means"], head))
