@@ -307,7 +307,7 @@ def write_explorer(
         )
         log(f"explorer: {note}")
     manifest = dict(
-        run=str(paths.eval_dir.parent.name),
+        run=Path(paths.eval_dir).resolve().parent.name,  # the run folder (a bare "eval" given: its parent)
         chi=chi,
         grid=list(grid),
         shown=list(shown),

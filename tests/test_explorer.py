@@ -147,6 +147,20 @@ def test_volumes_keep_the_view_geometry(run, tmp_path):
     vmax = max(1.0, float(ours.max()))
     np.testing.assert_allclose(back, ours, atol=vmax / 255 / 2 + 1e-6)
     assert np.allclose(np.diag(img.affine)[:3], [1.0, 1.0, 1.0])
+    assert _manifest(out)["run"] == run.name  # the run form: the run folder's name
+
+
+def _manifest(page: Path) -> dict:
+    return json.loads((page / "manifest.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+
+
+def test_the_run_name_of_a_relative_eval_folder(run, tmp_path, monkeypatch):
+    """--eval given as a bare relative folder: the page names the folder that holds it (it was empty)."""
+    monkeypatch.chdir(run)
+    out = tmp_path / "ex"
+    args = ["--store", "dataset.zarr", "--checkpoint", "model/best.pt", "--eval", "eval", "-o", str(out)]
+    assert main(["explorer", *args, "--index", "0"]) == 0
+    assert _manifest(out)["run"] == run.name
 
 
 def test_bad_input(run, tmp_path, capsys):
