@@ -22,11 +22,9 @@
 
 import json
 import os
-import re
 import shlex
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -43,6 +41,7 @@ from tomodata.run_layout import (CREATED_MARKER, EVAL_DIR as EVAL_DIR_NAME, EXPL
                                  MODEL_DIR as MODEL_DIR_NAME, STORE_NAME, species_marker)
 from tomodata.splits import SPLITS as SPLIT_NAMES
 from tomodata.store_settings import StoreSettings
+from tomodata.workflow_logs import job_failures, job_warnings
 from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
                                 local_source, overlay_paths, row_settings, source_problems)
 
@@ -551,75 +550,15 @@ onstart:
     check_before_jobs()
 
 
-def _run_logs():
-    """Every job log written in this run (after the Snakefile was parsed) and its lines."""
-    for log in sorted(Path(LOGS).rglob("*.log")):
-        try:
-            if log.stat().st_mtime >= _PARSED_AT:
-                yield log, log.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-
-
-#: real_xray errors: the `tomo infer` options they suggest, as config keys of model.real_xrays.NAME
-_INFER_KEYS = {"--polarity": "polarity", "--gamma": "gamma", "--square": "square", "--air": "air",
-               "--max-size": "max_size"}
-
-
-def job_failures():
-    """For each job's log written in this run that holds a `tomo` error (its `error: ` line, the
-    last): the rule, the log and that error, so that the reason of a failed cube, render, training
-    ... stands in the run's output, not only in the log (Snakemake itself names the log and the
-    command); a real x-ray's with the config key for each `tomo infer` option it suggests (the job's
-    log speaks the CLI's language)."""
-    out = []
-    for log, lines in _run_logs():
-        errors = [ln for ln in lines if ln.startswith("error: ")]
-        if not errors:
-            continue
-        error = errors[-1].removeprefix("error: ")
-        if log.parent.name == "real_xray":
-            name = log.stem
-            hints = [f"model.real_xrays.{name}.{_INFER_KEYS[opt]}: {value}"
-                     for opt, value in re.findall(r"(--[a-z-]+) ([a-z0-9.]+)", error) if opt in _INFER_KEYS]
-            out.append(f"real x-ray {name}: {error}" + (f"\n  in the config: {' or '.join(hints)}" if hints else ""))
-        else:
-            job = log.relative_to(LOGS).with_suffix("").as_posix()  # RULE/ID, RULE/RULE, cv/train_fold0
-            out.append(f"{job} failed ({log}): {error}")
-    return out
-
-
-#: job_warnings: at most this many listed, each cut to WARNING_CHARS characters
-WARNINGS_SHOWN, WARNING_CHARS = 20, 400
-
-
-def job_warnings():
-    """The `tomo` warnings (`warning: ` lines) of this run's job logs, one line each with its job, at
-    most WARNINGS_SHOWN: a spacing that overrides the file's, faint material setting a cube's scale, a
-    registration kept from before, a radiograph far from the training x-rays ... would otherwise stay
-    in the logs of a run that succeeded."""
-    found = [(log.relative_to(LOGS).with_suffix("").as_posix(), ln.removeprefix("warning: "))
-             for log, lines in _run_logs() for ln in lines if ln.startswith("warning: ")]
-    if not found:
-        return None
-    shown = [f"  {job}: {text if len(text) <= WARNING_CHARS else text[:WARNING_CHARS] + ' …'}"
-             for job, text in found[:WARNINGS_SHOWN]]
-    more = len(found) - len(shown)
-    rules = Counter(job.split("/")[0] for job, _ in found)
-    by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(rules.items()))
-    return "\n".join([f"{len(found)} warning(s) in this run's job logs ({LOGS}/; {by_rule}):"] + shown
-                     + ([f"  and {more} more: grep -r '^warning: ' {LOGS}"] if more else []))
-
-
-onsuccess:
-    if _warned := job_warnings():
+onsuccess:  # the jobs' warnings and errors in the run's output, not only in their logs (tomodata.workflow_logs)
+    if _warned := job_warnings(LOGS, _PARSED_AT):
         logger.warning(_warned)
 
 
 onerror:
-    if _warned := job_warnings():
+    if _warned := job_warnings(LOGS, _PARSED_AT):
         logger.warning(_warned)
-    for _failure in job_failures():
+    for _failure in job_failures(LOGS, _PARSED_AT):
         logger.error(_failure)
 
 
