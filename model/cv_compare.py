@@ -33,13 +33,13 @@ from tomodata.files import read_json_object
 
 from .eval_tables import write_csv
 from .metrics import HOLM_METRICS
-from .names import CV_SPECIES_SUBSETS
+from .names import CV_SPECIES_SUBSETS, EVAL_SPECIES, EVAL_SUMMARY
 from .stats import holm, mean_ci, species_ttest
 
 __all__ = ["compare_cv", "SPECIES_SETS", "SPECIES_TABLE"]
 
-#: the table of a tomo cv-summary folder that is compared
-SPECIES_TABLE = "species.csv"
+#: the table of a tomo cv-summary folder that is compared (its folder is laid out as an evaluation's)
+SPECIES_TABLE = EVAL_SPECIES
 #: the species sets a comparison can be restricted to: every species, or one of summary.json's subsets
 SPECIES_SETS = ("all", *CV_SPECIES_SUBSETS)
 _DIFF = ("diff", "ci_low", "ci_high", "higher", "n", "t", "p")
@@ -61,9 +61,9 @@ def _species_table(folder) -> pd.DataFrame:
 
 def _species_set(folder, name: str) -> list[str]:
     """The species of ``folder/summary.json``'s set ``name`` (:data:`SPECIES_SETS` but "all")."""
-    s = read_json_object(Path(folder) / "summary.json", "cross-validation summary", keys=(name,))
+    s = read_json_object(Path(folder) / EVAL_SUMMARY, "cross-validation summary", keys=(name,))
     if not s[name]:
-        raise ValueError(f"{folder}: summary.json has no {name} species (too few to test)")
+        raise ValueError(f"{folder}: {EVAL_SUMMARY} has no {name} species (too few to test)")
     return sorted(s[name]["species"])
 
 

@@ -21,7 +21,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +86,25 @@ def atomic_write(path, write: Callable[[Path], object]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def replace_dir(tmp, final) -> Path:
+    """Rename the finished folder ``tmp`` to ``final``, replacing an existing ``final`` without a partial
+    state: the old one is renamed aside first, put back if the rename fails, and removed after it."""
+    tmp, final = Path(tmp), Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.rename(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def write_text(path, text: str) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 import zarr
 
-from ..files import read_yaml, sha256_file
+from ..files import read_yaml, replace_dir, sha256_file
 from ..manifest import load_manifest
 from ..recipe import recipe_files
 from ..run_layout import STORE_NAME
@@ -212,18 +212,7 @@ class _Staging:
                 raise ValueError(f"unsafe file name in the export: {rel!r}")
         sums = "".join(f"{self.files[rel]}  {rel}\n" for rel in sorted(self.files))
         (self.tmp / "SHA256SUMS").write_text(sums)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-            out.rename(old)
-        try:
-            self.tmp.rename(out)
-        except BaseException:
-            if old is not None:
-                old.rename(out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(self.tmp, out)
 
     def discard(self) -> None:
         """Remove the staging folder (after a failure)."""

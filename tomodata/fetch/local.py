@@ -9,10 +9,10 @@ import re
 import shutil
 import tarfile
 import tempfile
-import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from ..files import replace_dir
 from ..io import nrrd_data_names, sniff_kind
 from .checksums import _source_bytes, nrrd_data_files, source_sha256, tree_sha256
 from .common import (
@@ -40,17 +40,6 @@ def _copy_file(src: Path, part: Path, sid: str, url: str, kind: str) -> None:
             os.fsync(fout.fileno())
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` to ``final`` (replacing an old one without a partial state)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        os.rename(final, old)
-    os.rename(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _safe_extract(archive: Path, into: Path) -> None:
     name = archive.name.lower()
     if name.endswith(".zip"):
@@ -74,7 +63,7 @@ def _extract(archive: Path, final_dir: Path, sid: str, url: str) -> None:
             raise FetchError(sid, url, f"cannot extract archive {archive.name}: {e}") from e
         entries = list(tmp.iterdir())
         root = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
-        _replace_dir(root, final_dir)
+        replace_dir(root, final_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -192,7 +181,7 @@ def _copy_folder(sid: str, url: str, src: Path, final: Path, expected: str | Non
         digest = tree_sha256(copy)
         if expected is not None and digest != expected:
             raise ChecksumMismatch(sid, url, expected, digest)
-        _replace_dir(copy, final)
+        replace_dir(copy, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return digest
