@@ -145,6 +145,23 @@ __all__ = [
 # code_version, CROISSANT_VERSION, URL_PLACEHOLDER, ZARR_V3_FORMAT, FREE, OPEN, RESTRICTED, UNKNOWN
 
 
+def _config_notes(config, config_file: tuple, attrs: dict) -> list[str]:
+    """A note where the configuration given to the export (``config``; ``config_file``: its
+    :func:`_config_file`) is not the one the store recorded, which the rebuild uses."""
+    recorded = (attrs.get("provenance") or {}).get("config")
+    # the store records the workflow's merged config inside a wrapper ({manifest, config, command}):
+    # a given file may be either
+    inner = recorded.get("config") if isinstance(recorded, dict) else None
+    if config is None or config_file[2] in (recorded, inner):
+        return []
+    given = "a dict" if isinstance(config, dict) else str(config)
+    how = "could not be compared with" if config_file[2] is None else "differs from"
+    return [
+        f"{config_file[0]} is the configuration given to the export ({given}); it {how} the one the store "
+        "recorded (provenance.json: store.provenance.config), which the rebuild uses"
+    ]
+
+
 def export_dataset(
     store,
     out_dir,
@@ -213,17 +230,7 @@ def export_dataset(
     _check_volumes(volumes, recipe_only, asked=asked)
     manifest_bytes = _manifest_bytes(manifest, table)
     config_file = _config_file(config, attrs)
-    recorded = (attrs.get("provenance") or {}).get("config")
-    # the store records the workflow's merged config inside a wrapper ({manifest, config, command}):
-    # a given file may be either
-    inner = recorded.get("config") if isinstance(recorded, dict) else None
-    if config is not None and config_file[2] not in (recorded, inner):
-        given = "a dict" if isinstance(config, dict) else str(config)
-        how = "could not be compared with" if config_file[2] is None else "differs from"
-        notes.append(
-            f"{config_file[0]} is the configuration given to the export ({given}); it {how} the one the store "
-            "recorded (provenance.json: store.provenance.config), which the rebuild uses"
-        )
+    notes += _config_notes(config, config_file, attrs)
     when = _now()
     lic = _licence_summary(table, classes, recipe_only)
     n_total = StoreSettings.from_attrs(attrs).samples_per_species * len(names)
@@ -234,10 +241,8 @@ def export_dataset(
     try:
         notes += _put_files(stage, src, attrs, markers, classes, recipe_only, volumes, manifest_bytes, config_file)
         prov = _provenance(attrs, src, when.isoformat(), mode, lic, classes, notes, config_file, has_manifest, urls)
-        prov["store"]["species_code"] = _species_code(markers)
-        prov["store"]["species_renderer"] = _species_renderer(markers)
-        prov["export"]["creators"] = makers
-        prov["export"]["dataset_version"] = dataset_version
+        prov["store"] |= {"species_code": _species_code(markers), "species_renderer": _species_renderer(markers)}
+        prov["export"] |= {"creators": makers, "dataset_version": dataset_version}
         stage.put("provenance.json", _json_text(prov))
         date = when.date().isoformat()
         all_free = all(c["class"] == FREE for c in classes.values())
