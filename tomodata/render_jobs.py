@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_write, write_json
 from .ingest import cube_specimen
 from .io import read_array
 from .progress import progress
 from .render import render_xrays, resolve_backend
 from .store import open_store, write_species
 
-__all__ = ["VolumeFileError", "load_volume", "render_batched", "render_species"]
+__all__ = ["VolumeFileError", "load_volume", "save_volume", "render_batched", "render_species", "save_render"]
 
 
 class VolumeFileError(ValueError):
@@ -45,6 +46,36 @@ def load_volume(path: Path) -> np.ndarray:
             raise VolumeFileError(f"{path} holds arrays {keys}; name the volume 'volume'")
     # movies, image folders, TIFF, DICOM, NRRD, NIfTI → the canonical cube
     return cube_specimen(path, allow_default_spacing=True)[0]
+
+
+def save_volume(path, vol: np.ndarray) -> Path:
+    """Write ``vol`` to ``path`` (suffix ``.npy``: as it is; ``.npz``: compressed, key ``volume``, as
+    :func:`load_volume` reads it) atomically; ValueError for another suffix (``np.save`` would append
+    ``.npy``)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise ValueError(f"{path}: the output must be a .npy or .npz file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: the temporary name's suffix is not numpy's
+            np.savez_compressed(fh, volume=vol) if suffix == ".npz" else np.save(fh, vol)
+
+    return atomic_write(path, write)
+
+
+def save_render(out, imgs: np.ndarray, rots: np.ndarray, meta: dict) -> None:
+    """``tomo render``'s folder ``out``: ``images.npy`` (n, S, S) float32, ``rotations.npy`` (n, 3, 3)
+    and ``render.json`` (``meta``), each atomic; ``render.json`` last, as the mark of a complete render
+    (an earlier one is removed first, so that a failure between the files, a full disk or Ctrl-C,
+    leaves no record describing arrays it did not write)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "render.json").unlink(missing_ok=True)
+    atomic_write(out / "images.npy", lambda tmp: np.save(tmp, imgs))
+    atomic_write(out / "rotations.npy", lambda tmp: np.save(tmp, rots))
+    write_json(out / "render.json", meta)
 
 
 def render_batched(vol, rots, *, size, steps, chi, backend, batch=64, desc="render") -> np.ndarray:

@@ -4,30 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .. import __version__
-from ..files import write_json
 from ..progress import progress
 
 
 def cmd_phantom(a) -> int:
     """``tomo phantom``: a procedural skull volume (.npy/.npz), optionally 8 x-ray previews."""
     from ..phantoms import skull_volume, species_params, specimen_params
+    from ..render_jobs import save_volume
     from ..views import hemisphere_views
 
     out = Path(a.out)
-    if out.suffix.lower() not in (".npy", ".npz"):  # np.save would write OUT.npy, not OUT
+    if out.suffix.lower() not in (".npy", ".npz"):  # found before the work (save_volume says it too)
         raise ValueError(f"{out}: the output must be a .npy or .npz file")
     params = species_params(a.species, seed=a.seed)
     if a.specimen is not None:
         params = specimen_params(params, a.specimen)
     vol = skull_volume(params, size=a.size, seed=a.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npz":
-        np.savez_compressed(out, volume=vol)
-    else:
-        np.save(out, vol)
+    save_volume(out, vol)
     print(f"wrote {out}: {vol.shape} float32, density {vol.min():.3f}…{vol.max():.3f}")
     if a.preview:
         from ..previews import write_previews
@@ -41,9 +35,8 @@ def cmd_phantom(a) -> int:
 
 def cmd_render(a) -> int:
     """``tomo render``: images.npy, rotations.npy, render.json and PNG previews of a volume's views."""
-    from ..files import atomic_write
     from ..previews import remove_previews, write_previews
-    from ..render_jobs import load_volume, render_batched
+    from ..render_jobs import load_volume, render_batched, save_render
     from ..views import hemisphere_views
 
     out = Path(a.output)
@@ -52,12 +45,6 @@ def cmd_render(a) -> int:
     vol = load_volume(Path(a.volume))  # a missing or ambiguous file: ValueError, exit status 2
     rots = hemisphere_views(a.views, seed=a.seed)
     imgs = render_batched(vol, rots, size=a.size, steps=a.steps, chi=a.chi, backend=a.backend)
-    out.mkdir(parents=True, exist_ok=True)
-    # render.json last, as the mark of a complete render: an earlier one goes first, so that a failure
-    # between the files (a full disk, Ctrl-C) leaves no record describing arrays it did not write
-    (out / "render.json").unlink(missing_ok=True)
-    atomic_write(out / "images.npy", lambda tmp: np.save(tmp, imgs))
-    atomic_write(out / "rotations.npy", lambda tmp: np.save(tmp, rots))
     meta = dict(
         volume=str(a.volume),
         views=a.views,
@@ -68,7 +55,7 @@ def cmd_render(a) -> int:
         encoding="float32 opacity = 1 - exp(-chi/steps * sum of densities)",
         code_version=__version__,
     )
-    write_json(out / "render.json", meta)
+    save_render(out, imgs, rots, meta)
     remove_previews(out)  # an earlier render's, which may have had more views or previews
     paths = write_previews(imgs, out, limit=a.previews) if a.previews else []
     print(f"wrote {out / 'images.npy'} ({imgs.shape}), rotations.npy, render.json and {len(paths)} PNGs")
