@@ -1,12 +1,11 @@
 """Specimens and scans: ``tomo manifest-folder``, ``tomo fetch``, ``tomo cube``, ``tomo align``,
-``tomo align-sheet``, and the scan options they share (:func:`scan_from_args`; a ``tomo fetch``
-record read by :func:`_fetched_path`)."""
+``tomo align-sheet``, and the scan options they share (:func:`scan_from_args`, resolved by
+:mod:`tomodata.scan_source`; a ``tomo fetch`` record read by :func:`_fetched_path`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 
 def cmd_manifest_folder(a) -> int:
@@ -98,19 +97,6 @@ def _print_fetch_records(results) -> int:
     return 0
 
 
-def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
-    """``n`` comma-separated numbers of option ``what`` (one number: all three when ``n`` is 3)."""
-    try:
-        vals = tuple(float(t) for t in text.replace(" ", "").split(","))
-    except ValueError:
-        raise ValueError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
-    if len(vals) == 1 and n == 3:
-        vals = vals * 3
-    if len(vals) != n:
-        raise ValueError(f"{what} must be {n} comma-separated numbers, got {text!r}")
-    return vals
-
-
 def _fetched_path(record: str, specimen_id: str, field: int = 3) -> str:
     """Field ``field`` (3: the path, 2: the sha256, 1: how) of ``specimen_id``'s line in a fetch record
     (:func:`tomodata.fetch_markers.fetched_entry`)."""
@@ -119,34 +105,14 @@ def _fetched_path(record: str, specimen_id: str, field: int = 3) -> str:
     return fetched_entry(record, specimen_id)[field]
 
 
-def _check_in_place(path: str, fetched_sha256: str) -> None:
-    """A source fetched in place is read where it is, outside the fetch's control: it must still be
-    what was fetched (and verified against a declared sha256), or the output would record a false
-    checksum. Raises ValueError naming the file and both hashes."""
-    from ..fetch import source_sha256
-
-    try:
-        now = source_sha256(path)
-    except FileNotFoundError as e:
-        raise ValueError(f"{path}, fetched in place, is gone ({e}): restore it or fetch again") from None
-    if now != fetched_sha256:
-        raise ValueError(
-            f"{path} does not match the sha256 it was fetched with, {fetched_sha256} (now {now}): it changed "
-            "after tomo fetch; fetch it again (with a declared sha256: update the manifest's sha256 or restore "
-            "the file)"
-        )
-
-
 def cmd_cube(a) -> int:
     """``tomo cube``: read a scan and resample it to the canonical cube (.npz with its record)."""
     from ..ingest import cube_specimen, save_cube
+    from ..scan_source import ingest_options
 
-    a.input, spacing, slice_axis, row = scan_from_args(a)
-    window = a.window if a.window is not None else row.get("window") or None
-    background = (
-        a.background if a.background is not None else (float(row["background"]) if row.get("background") else None)
-    )
-    crop = a.crop or row.get("crop") or "none"
+    scan = scan_from_args(a)
+    window, background = ingest_options(scan.row, a.window, a.background)
+    crop = a.crop or scan.row.get("crop") or "none"
     alignment = None
     if a.align_record:  # read before the work: a wrong file is found at once
         from ..aligned_files import read_alignment_record
@@ -154,14 +120,14 @@ def cmd_cube(a) -> int:
         alignment = read_alignment_record(a.align_record)
     try:
         cube, meta = cube_specimen(
-            a.input,
-            spacing=spacing,
-            slice_axis=slice_axis,
+            scan.path,
+            spacing=scan.spacing,
+            slice_axis=scan.slice_axis,
             size=a.size,
             window=window,
             background=background,
             allow_default_spacing=a.allow_default_spacing,
-            orientation=a.orientation,
+            orientation=scan.orientation,
             crop=crop,
         )
     except ValueError as e:
@@ -187,65 +153,35 @@ def cmd_cube(a) -> int:
     return 0
 
 
-def scan_from_args(a) -> tuple[str, Any, str, dict]:
-    """(path, spacing or None, slice_axis, manifest row or {}) of the scan named by SCAN / --fetched
-    and --manifest/--id; sets ``a.orientation`` from the row where the option is not given."""
-    if a.fetched:
-        if a.input:
-            raise ValueError("give the scan or --fetched, not both")
-        if not a.id:
-            raise ValueError("--fetched needs --id")
-        a.input = _fetched_path(a.fetched, a.id)
-        if _fetched_path(a.fetched, a.id, field=1) == "in-place":
-            _check_in_place(a.input, _fetched_path(a.fetched, a.id, field=2))
-    elif not a.input and not (a.manifest and a.id):
-        raise ValueError("give the scan (file or folder), --fetched RECORD --id ID, or --manifest M --id ID")
-    spacing = _floats(a.spacing, 3, "--spacing") if a.spacing else None
-    slice_axis = a.slice_axis
-    row: dict = {}
-    if a.manifest:
-        from ..manifest import load_manifest, parse_spacing
+def scan_from_args(a):
+    """The scan named by SCAN / --fetched and --manifest/--id (:func:`tomodata.scan_source.resolve_scan`)."""
+    from ..scan_source import resolve_scan
 
-        if not a.id:
-            raise ValueError("--manifest needs --id")
-        table = load_manifest(a.manifest)
-        rows = table[table["id"] == a.id]
-        if rows.empty:
-            raise ValueError(f"specimen {a.id!r} is not in {a.manifest}; known: {', '.join(table['id'])}")
-        row = rows.iloc[0].to_dict()
-        if not a.input:  # the row's own source, where it is local
-            from ..specimens import local_source
-
-            src = local_source({**row, "_base": table.attrs["base_dir"]})
-            if src is None:
-                raise ValueError(
-                    f"specimen {a.id!r}: its source {row['source']} is remote: fetch it first "
-                    f"(tomo fetch {a.manifest} -d DIR > RECORD) and give --fetched RECORD"
-                )
-            a.input = str(src)
-        spacing = spacing or parse_spacing(row["spacing_mm"])
-        slice_axis = row["slice_axis"] or slice_axis
-    if a.orientation is None:
-        a.orientation = row.get("orientation") or None
-    return a.input, spacing, slice_axis, row
+    return resolve_scan(
+        a.input,
+        fetched=a.fetched,
+        manifest=a.manifest,
+        specimen_id=a.id,
+        spacing=a.spacing,
+        slice_axis=a.slice_axis,
+        orientation=a.orientation,
+    )
 
 
 def cmd_align(a) -> int:
     """``tomo align``: a scan rotated into the canonical pose (.nii.gz and its .json record)."""
     from ..align_scan import align_scan, describe_alignment
+    from ..scan_source import ingest_options
 
-    path, spacing, slice_axis, row = scan_from_args(a)
-    window = a.window if a.window is not None else row.get("window") or None  # as tomo cube takes them
-    background = (
-        a.background if a.background is not None else (float(row["background"]) if row.get("background") else None)
-    )
+    scan = scan_from_args(a)
+    window, background = ingest_options(scan.row, a.window, a.background)  # as tomo cube takes them
     out, shape, source_shape, record = align_scan(
-        path,
+        scan.path,
         a.output,
         specimen_id=a.id,
-        spacing=spacing,
-        slice_axis=slice_axis,
-        orientation=a.orientation,
+        spacing=scan.spacing,
+        slice_axis=scan.slice_axis,
+        orientation=scan.orientation,
         allow_default_spacing=a.allow_default_spacing,
         window=window,
         background=background,
