@@ -33,7 +33,7 @@ from tomodata.cli.stores import cmd_render_species
 from tomodata.fetch_markers import stale_fetch_records
 from tomodata.store import SPEC_VERSION, open_store, validate_store, write_species
 from tomodata.store import write as store_write
-from tomodata.store_markers import stale_markers, store_fingerprint, sync_settings_file
+from tomodata.store_markers import stale_markers, store_fingerprint, sync_settings_file, unreadable_store
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
@@ -244,13 +244,33 @@ def test_stale_markers_unit(tmp_path):
     assert {p for p, _ in got} == {str(done), str(final)} and "is gone" in got[0][1]
     store.mkdir()
     (store / "zarr.json").write_text(json.dumps({"attributes": {}}))
-    got = dict(stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}))
-    assert got[str(done)].endswith("has no species group") and str(final) in got
+    # there but unreadable (no species group): nothing is proven, every marker is kept (helper-77: a
+    # dry run or --unlock where the store could not be read removed them all, and the store re-rendered)
+    assert unreadable_store(store) == f"{store}/species/zarr.json is missing"
+    assert stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}) == []
     (store / "species").mkdir()
     (store / "species" / "zarr.json").write_text(json.dumps({"node_type": "group"}))
     got = dict(stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}))
     assert got[str(done)] == "species a is not in the store" and str(final) in got
     assert stale_markers(store, created=tmp_path / "c.json", final=tmp_path / "f.json", done={}) == []
+
+
+def test_a_store_that_cannot_be_read_here_keeps_its_markers(tmp_path):
+    """A dangling link (scratch not mounted on a login node) or a damaged root zarr.json: no marker is
+    removed; a store that is gone (no such path) makes them all stale."""
+    store, m = _built(tmp_path)
+    moved = tmp_path / "elsewhere.zarr"
+    store.rename(moved)
+    store.symlink_to(tmp_path / "not-mounted" / "dataset.zarr")
+    assert "is a symbolic link to" in unreadable_store(store) and stale_markers(store, **m) == []
+    store.unlink()
+    assert unreadable_store(store) is None and len(stale_markers(store, **m)) == 2 + len(m["done"])  # deleted
+    moved.rename(store)
+    text = (store / "zarr.json").read_text()
+    (store / "zarr.json").write_text(text[: len(text) // 2])
+    assert "zarr.json is missing, unreadable" in unreadable_store(store) and stale_markers(store, **m) == []
+    (store / "zarr.json").write_text(text)
+    assert unreadable_store(store) is None and stale_markers(store, **m) == []
 
 
 def test_corrupt_shard_named_by_validate_and_repaired_by_the_rerun(built, tmp_path):

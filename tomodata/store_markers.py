@@ -35,6 +35,7 @@ from .views import view_sets_of
 
 __all__ = [
     "stale_markers",
+    "unreadable_store",
     "store_fingerprint",
     "settings_differences",
     "settings_record",
@@ -441,28 +442,46 @@ def species_file_problem(store, name: str, root: dict) -> str | None:
     return None
 
 
+def unreadable_store(store) -> str | None:
+    """Why the store at ``store`` is there but cannot be read (None where it reads, or where there is
+    no such path at all: a deleted store): a symbolic link to nothing, a path that is not a folder, a
+    root ``zarr.json`` that is missing, damaged or not a group's, or a ``species`` group without its
+    ``zarr.json``."""
+    store = Path(store)
+    if not store.exists():
+        return f"{store} is a symbolic link to {os.readlink(store)}, which is not there" if store.is_symlink() else None
+    if not store.is_dir():
+        return f"{store} is not a folder"
+    if _json(store / "zarr.json") is None:
+        return f"{store}/zarr.json is missing, unreadable or not JSON"
+    if not (store / "species" / "zarr.json").is_file():
+        return f"{store}/species/zarr.json is missing"
+    return None
+
+
 def stale_markers(store, *, created, final, done: dict, settings=None) -> list[tuple[str, str]]:
     """(marker path, why) for every existing marker whose store state is gone.
 
     ``done``: species name → its done marker; ``settings``: the run's settings file
-    (``dataset.settings.json``), if given. Every marker is stale if the store is missing, is not a
-    store, lacks its ``species`` group, or has other settings than ``settings`` (without it: than
-    ``created`` recorded). ``created`` (and ``final``) is stale if the store's species table is not
-    the one ``created`` recorded. A species that is missing, unfinished, of other checksums, or
+    (``dataset.settings.json``), if given. Every marker is stale if the store is gone (no such path:
+    deleted), or has other settings than ``settings`` (without it: than ``created`` recorded). A store
+    that is there but cannot be read (:func:`unreadable_store`: a dangling symbolic link, a file
+    system not mounted here, a root or species group whose ``zarr.json`` is missing or damaged)
+    proves nothing: no marker is stale, so that a dry run, ``--unlock`` or a login node without the
+    cluster's scratch removes nothing (the workflow warns; a damaged store is removed by hand).
+    ``created`` (and ``final``) is stale if the store's species table is not the one ``created``
+    recorded. A species that is missing, unfinished, of other checksums, or
     lacks an expected array or chunk file makes its own marker and ``final`` stale; so does a done
     marker that is gone while its species is in the store (removed by hand: render it again).
     """
     store, created, final = Path(store), Path(created), Path(final)
     existing = [Path(p) for p in [created, final, *done.values()] if Path(p).exists()]
-    if not existing:
-        return []
+    if not existing or unreadable_store(store):
+        return []  # nothing to check, or nothing proven: a store not mounted here keeps its markers
     root = _attrs(store / "zarr.json")
     if root is None:
-        why = f"the store {store} is gone" if not store.exists() else f"{store} is not a dataset store"
-        return [(str(p), why) for p in existing]
+        return [(str(p), f"the store {store} is gone") for p in existing]
     why_all = _settings_problem(root, settings, created)
-    if why_all is None and not (store / "species" / "zarr.json").is_file():
-        why_all = f"the store {store} has no species group"
     if why_all:
         return [(str(p), why_all) for p in existing]
     out = []

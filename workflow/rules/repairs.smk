@@ -20,7 +20,8 @@ from pathlib import Path
 from tomodata.fetch_markers import stale_fetch_records
 from tomodata.folder_contents import contents_problem
 from tomodata.store import SPEC_VERSION
-from tomodata.store_markers import settings_file_changes, settings_record, stale_markers, sync_settings_file
+from tomodata.store_markers import (settings_file_changes, settings_record, stale_markers, sync_settings_file,
+                                    unreadable_store)
 
 
 def forget_stale_markers():
@@ -33,6 +34,12 @@ def forget_stale_markers():
     # file: the file holds the config's (sync_settings), and a store of other settings than the config's
     # is still what its markers say; the file's date re-makes it (a dry run after a config change must
     # not remove the markers that changing the config back would need)
+    if why := unreadable_store(STORE):
+        # nothing is proven about its state: its markers are kept (a store on a file system not mounted
+        # here, a dangling link on a login node, a dry run or --unlock must not cost a rebuild)
+        logger.warning(f"the store is not readable here: {why}. Its markers are kept and not checked; jobs "
+                       f"that read it fail where it cannot be read. If it is damaged, remove it (rm -r {STORE}) "
+                       "and run again to rebuild it (docs/workflow.md, \"The store's state is the truth\")")
     stale = stale_markers(STORE, created=CREATED, final=FINAL,
                           done={sid: SPECIES_DONE.format(id=sid) for sid in IDS})
     for path, why in stale:
