@@ -78,6 +78,26 @@ def test_deleted_store_is_rebuilt_bit_identical(built, tmp_path):
     assert planned_jobs(work, "--configfile", str(work / "config.yaml")) == []
 
 
+def test_a_store_not_mounted_here_keeps_its_markers_in_a_dry_run_and_unlock(built, tmp_path):
+    """The store behind a link that points nowhere (scratch not mounted on a login node): -n and
+    --unlock warn and keep every marker; with the store back nothing is to be done."""
+    base, ids = built
+    work = tmp_path / "w"
+    shutil.copytree(base / "w", work, symlinks=True)
+    store = work / "results/st/dataset.zarr"
+    moved = tmp_path / "scratch.zarr"
+    store.rename(moved)
+    store.symlink_to(tmp_path / "not-mounted" / "dataset.zarr")
+    cfg = ("--configfile", str(work / "config.yaml"))
+    out = smk(work, "-n", *cfg).stdout
+    assert "the store is not readable here" in out and "Its markers are kept" in out, out[-3000:]
+    smk(work, "--unlock", *cfg)
+    assert len(list((work / "results/st/species").glob("*.done.json"))) == len(ids)
+    store.unlink()
+    moved.rename(store)
+    assert planned_jobs(work, *cfg) == []
+
+
 def test_one_species_shards_deleted_rerenders_only_it(built, tmp_path):
     base, ids = built
     work = tmp_path / "w"
