@@ -47,6 +47,7 @@ __all__ = [
     "TRAIN_LAST",
     "TRAIN_LOG",
     "TRAIN_SUMMARY",
+    "SUPERSEDED_DIR",
     "TRAIN_VAL_LOG",
 ]
 
@@ -117,3 +118,6 @@ TRAIN_LOG = "train_log.csv"
 TRAIN_VAL_LOG = "val_log.csv"
 #: the training's record: settings, steps, best step and losses, timings (a JSON object)
 TRAIN_SUMMARY = "summary.json"
+#: where a fresh start of ``tomo train`` (other settings or data, the workflow's mode) keeps the earlier
+#: run's checkpoints and logs: ``model/superseded/step{N}-{UTC time}/``
+SUPERSEDED_DIR = "superseded"

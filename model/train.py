@@ -71,7 +71,7 @@ from .checkpoint import (
 )
 from .data import StoreSamples
 from .devices import torch_device
-from .names import TRAIN_SUMMARY, TRAIN_VAL_LOG
+from .names import SUPERSEDED_DIR, TRAIN_BEST, TRAIN_LAST, TRAIN_LOG, TRAIN_SUMMARY, TRAIN_VAL_LOG
 from .network import MEMORY_FORMATS, NetworkConfig, TomographyNet
 from .ood import reference_from_store
 from .run_lock import train_lock
@@ -195,7 +195,8 @@ def train(
     it; a checkpoint made with other network or training settings (``steps`` included: the schedule
     is a function of it), or other data (the stored content of the train and val species), is
     refused with what differs, or with ``restart_if_changed`` (the workflow's mode) training starts
-    afresh. A checkpoint already at the last step: nothing is trained, the outputs stay as they were
+    afresh, the earlier run's checkpoints and logs copied to ``out_dir/superseded/step{N}-{UTC}/``.
+    A checkpoint already at the last step: nothing is trained, the outputs stay as they were
     (:func:`_nothing_to_train`). SIGINT or SIGTERM stop it after the current step with ``last.pt``
     written (summary ``stopped``: the signal's name). ``device``: auto (CUDA where present), cpu,
     cuda or cuda:N (not a setting a checkpoint is compared by: a run may resume on another device).
@@ -305,7 +306,12 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
     state = load_checkpoint(last, map_location=run.device)
     diffs = resume_differences(state, net=run.net.to_dict(), train=run.cfg.to_dict(), data=run.fingerprint)
     if diffs and restart:
-        print(f"note: {last} was made with other settings; starting afresh:\n  " + "\n  ".join(diffs), file=sys.stderr)
+        kept = _keep_superseded(run, int(state["step"])) if run.rank == 0 else None
+        where = f" (the earlier run's files are kept in {kept})" if kept else ""
+        print(
+            f"note: {last} was made with other settings; starting afresh{where}:\n  " + "\n  ".join(diffs),
+            file=sys.stderr,
+        )
         return
     if diffs:
         raise ValueError(resume_refusal(last, diffs))
@@ -319,6 +325,20 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
     _restore_outputs(run, state)
     if run.start:
         run.best.update({k: m[f"best_{k}"] for k in ("val_loss", "step") if m.get(f"best_{k}") is not None})
+
+
+def _keep_superseded(run: _Run, step: int) -> Path:
+    """Copy the run's ``last.pt`` (it holds ``best.pt``'s bytes too), ``best.pt`` and logs into
+    ``OUT/superseded/step{step}-{UTC time}/`` before a fresh start overwrites them, so that a changed
+    setting does not discard days of training (copies, not moves: other ranks may still read last.pt).
+    Returns that folder."""
+    when = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder = run.out / SUPERSEDED_DIR / f"step{step}-{when}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (TRAIN_LAST, TRAIN_BEST, TRAIN_LOG, TRAIN_VAL_LOG, TRAIN_SUMMARY):
+        if (run.out / name).is_file():
+            shutil.copy2(run.out / name, folder / name)
+    return folder
 
 
 def _restore_outputs(run: _Run, state: dict) -> None:

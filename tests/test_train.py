@@ -273,10 +273,15 @@ def test_workflow_resume_restores_deleted_outputs_and_restarts_on_change(store, 
         assert a["step"] == b["step"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
     full_val = (full / "val_log.csv").read_text().splitlines()
     assert set(full_val) <= set((part / "val_log.csv").read_text().splitlines())  # + step 5, where part stopped
-    # another step count: a fresh start, saying what differs (the CLI without the flag refuses)
+    # another step count: a fresh start, saying what differs (the CLI without the flag refuses); the
+    # earlier run's files are kept (helper-77: they were overwritten, days of training at paper scale)
+    before = {n: (part / n).read_bytes() for n in ("last.pt", "best.pt", "train_log.csv", "val_log.csv")}
     again = train(store, part, net=TINY, cfg=dataclasses.replace(cfg, steps=6), progress=False, restart_if_changed=True)
     assert again["start"] == 0 and again["step"] == 6
-    assert "starting afresh" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "starting afresh (the earlier run's files are kept in " in err, err
+    (kept,) = (part / "superseded").iterdir()
+    assert kept.name.startswith("step8-") and {n: (kept / n).read_bytes() for n in before} == before
 
 
 def test_training_stops_on_sigterm_with_a_checkpoint_and_resumes(store, tmp_path):
