@@ -28,6 +28,7 @@ import zarr
 from test_workflow import planned_jobs, smk, write_config
 from test_workflow_extend import movies, write_manifest
 
+from model.cli import main
 from tomodata.cli import run as tomo_run
 from tomodata.cli.stores import cmd_render_species
 from tomodata.fetch_markers import stale_fetch_records
@@ -360,6 +361,26 @@ def test_store_with_other_settings_makes_every_marker_stale(tmp_path):
         got = dict(stale_markers(store, settings=with_file, **m))
         assert set(got) == {str(m["created"]), str(m["final"]), *map(str, m["done"].values())}
         assert f"n_views: store {tu.N + 1}, settings {tu.N}" in got[str(m["created"])]
+
+
+def test_a_failed_finalize_removes_the_markers_of_the_damaged_species(tmp_path, capsys):
+    """tomo finalize --done RESULTS/dataset.final.json (the workflow's call): a species that fails
+    validation loses its done marker (and the final one), with one error line saying so, so the next
+    run re-renders it (helper-77: the failure repeated on every run and its reason stood only in the log)."""
+    store, m = _built(tmp_path)
+    shard = sorted(p for p in (store / "species/sp1/images/c").rglob("*") if p.is_file())[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # the index stays sound: only reading the data finds it
+    shard.write_bytes(bytes(data))
+    results = tmp_path / "results"
+    (results / "species").mkdir(parents=True)
+    done = {n: results / "species" / f"{n}.done.json" for n in ("sp0", "sp1")}
+    for n, path in done.items():
+        shutil.copy(m["done"][n], path)
+    assert main(["finalize", str(store), "--done", str(results / "dataset.final.json")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: species sp1 of {store} failed validation: their markers are removed" in err, err
+    assert done["sp0"].exists() and not done["sp1"].exists() and not (results / "dataset.final.json").exists()
 
 
 def test_sync_settings_file_unit(tmp_path):

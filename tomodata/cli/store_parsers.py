@@ -128,6 +128,15 @@ def _add_finalize(sub) -> None:
     q.add_argument(
         "--done", metavar="FILE", help="write this marker file (JSON: the completion record) when the store is complete"
     )
+    q.add_argument(
+        "--forget-markers",
+        metavar="RESULTS",
+        help=(
+            "where species fail validation, remove their workflow markers (RESULTS/species/ID.done.json, "
+            "RESULTS/dataset.final.json), so that the next snakemake run re-renders exactly them (default with "
+            "--done, the workflow's mode: the folder of that file)"
+        ),
+    )
     q.set_defaults(func=cmd_finalize)
 
 

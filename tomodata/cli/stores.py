@@ -111,8 +111,10 @@ def cmd_finalize(a) -> int:
         report = finalize_store(a.store, progress=True)
     except StoreValidationError as e:
         print(e.report.summary())
-        if e.report.species_to_rebuild:
-            print("rebuild: " + " ".join(e.report.species_to_rebuild))
+        bad = e.report.species_to_rebuild
+        if bad:
+            print("rebuild: " + " ".join(bad))
+            _forget_or_say(a.store, bad, a.forget_markers or (Path(a.done).parent if a.done else None))
         return 1
     print(report.summary())
     if a.done:
@@ -121,6 +123,29 @@ def cmd_finalize(a) -> int:
 
         write_final_marker(a.done, a.store, report, open_store(a.store).attrs)
     return 0
+
+
+def _forget_or_say(store, species: list[str], results) -> None:
+    """After a failed finalize: remove the markers of ``species`` under the run folder ``results`` (so
+    the next workflow run re-renders them), or say how; one ``error:`` line either way (the workflow
+    quotes it in the run's output)."""
+    names = ", ".join(species)
+    if results:
+        from ..store_markers import forget_markers
+
+        for path in forget_markers(results, species):
+            print(f"removed {path}")
+        print(
+            f"error: species {names} of {store} failed validation: their markers are removed, run the "
+            "workflow again to render them anew",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"error: species {names} of {store} failed validation: render them anew (the workflow: tomo "
+            f"validate {store} --forget-markers results/RUN, then run it again)",
+            file=sys.stderr,
+        )
 
 
 def cmd_export(a) -> int:
