@@ -383,6 +383,18 @@ def test_a_failed_finalize_removes_the_markers_of_the_damaged_species(tmp_path, 
     assert done["sp0"].exists() and not done["sp1"].exists() and not (results / "dataset.final.json").exists()
 
 
+def test_a_damaged_volume_or_rotations_chunk_is_named_when_read(tmp_path):
+    """A chunk cut short (helper-77: a volume chunk passed the cheap checks and training failed with
+    zarr's bare 'Zstd decompression error'): the read names the store, the species and the array."""
+    store, _ = _built(tmp_path)
+    for array, what in (("volume", "its volume"), ("rotations", "its rotations")):
+        chunk = sorted(p for p in (store / "species/sp1" / array).rglob("*") if p.is_file() and "c" in p.parts)[0]
+        chunk.write_bytes(chunk.read_bytes()[: max(1, chunk.stat().st_size // 2)])
+        read = open_store(store).volume if array == "volume" else open_store(store).rotations
+        with pytest.raises(RuntimeError, match=rf"species sp1, {what}: cannot be read .* tomo validate"):
+            read("sp1")
+
+
 def test_sync_settings_file_unit(tmp_path):
     """sync_settings_file makes the file hold the config's record; dated 1 s before the oldest marker
     where the store holds that record (gone, or changed back), now where it does not (changed)."""

@@ -137,7 +137,7 @@ class DatasetStore:
         if name in self._volumes:
             self._volumes.move_to_end(name)
             return self._volumes[name]
-        vol = np.asarray(self._array(name, "volume")[...], dtype=np.float32)
+        vol = np.asarray(self._read(name, "volume", "its volume"), dtype=np.float32)
         if self._volume_cache_size > 0:
             self._volumes[name] = vol
             while len(self._volumes) > self._volume_cache_size:
@@ -147,7 +147,7 @@ class DatasetStore:
     def rotations(self, name: str) -> np.ndarray:
         """(n_views, 3, 3) float64 rotations, camera -> volume."""
         if name not in self._rotations:
-            self._rotations[name] = np.asarray(self._array(name, "rotations")[...], dtype=np.float64)
+            self._rotations[name] = np.asarray(self._read(name, "rotations", "its rotations"), dtype=np.float64)
         return self._rotations[name]
 
     def images(self, name: str, indices) -> np.ndarray:
@@ -171,14 +171,23 @@ class DatasetStore:
         return self._decoded(name, idx.tolist(), lambda: a.oindex[idx])
 
     def _decoded(self, name: str, which, read) -> np.ndarray:
+        return decode_images(self._guarded(name, f"samples {which}", read))
+
+    def _read(self, name: str, array: str, what: str) -> np.ndarray:
+        """The whole array ``array`` of species ``name``, read with :meth:`_guarded`."""
+        a = self._array(name, array)
+        return self._guarded(name, what, lambda: a[...])
+
+    def _guarded(self, name: str, what: str, read):
+        """``read()``; a chunk that cannot be decoded raises RuntimeError naming the store, the species
+        and ``what`` was read, and the command that names the species to render again."""
         try:
-            raw = read()
-        except Exception as e:  # noqa: BLE001 - zarr's codecs raise many kinds on a damaged shard
+            return read()
+        except Exception as e:  # noqa: BLE001 - zarr's codecs raise many kinds on a damaged chunk or shard
             raise RuntimeError(
-                f"{self.path}: species {name}, samples {which}: cannot be read ({type(e).__name__}: {e}); "
-                f"a damaged shard? tomo validate {self.path} names the species to render again"
+                f"{self.path}: species {name}, {what}: cannot be read ({type(e).__name__}: {e}); "
+                f"a damaged shard or chunk? tomo validate {self.path} names the species to render again"
             ) from e
-        return decode_images(raw)
 
     def sample(
         self, name: str, i: int, *, with_volume: bool = True, view_size: int | None = None, backend: str = "auto"
