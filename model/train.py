@@ -325,6 +325,8 @@ def _resume(run: _Run, *, restart: bool = False) -> None:
     _restore_outputs(run, state)
     if run.start:
         run.best.update({k: m[f"best_{k}"] for k in ("val_loss", "step") if m.get(f"best_{k}") is not None})
+        if run.rank == 0 and run.start < run.cfg.steps:  # a finished run says so itself (_nothing_to_train)
+            print(f"note: resuming {last} at step {run.start}", file=sys.stderr)
 
 
 def _keep_superseded(run: _Run, step: int) -> Path:

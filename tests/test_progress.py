@@ -25,6 +25,19 @@ def test_lines_every_five_percent_with_count_rate_and_eta():
     assert lines[-1].startswith("[render] 40/40 batch (100 %)") and "in all" in lines[-1]
 
 
+def test_the_rate_leaves_out_the_start_up(monkeypatch):
+    """Time before the first update (a resumed run's loading, a kernel's compilation) is not in the rate
+    (helper-77: a resumed training's first ETA was 4:42:04 for about 10 minutes of work)."""
+    clock = iter([0.0, 600.0, 600.0, 610.0, 610.0])  # made; first step after 10 min (and its line); 10 s later
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    bar = LineProgress(total=100, initial=13, desc="train", unit="step", every_s=0.0, file=out)
+    bar.update(1)  # at 600 s: the rate's origin
+    bar.update(1)  # at 610 s: one step in 10 s
+    line = out.getvalue().splitlines()[-1]
+    assert line.startswith("[train] 15/100 step (15 %), 0.1 step/s, ETA 14:10"), line
+
+
 def test_time_based_lines_and_phases(monkeypatch):
     out = io.StringIO()
     bar = LineProgress(total=10_000, desc="evaluate", unit="sample", every_s=0.0, every_frac=1.0, file=out)

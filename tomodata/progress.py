@@ -51,6 +51,7 @@ class LineProgress:
         self.every_s, self.every_frac = every_s, every_frac
         self.file = file or sys.stderr
         self.t0 = self.last_t = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (time, count) at the first update: the rate's origin
         self.last_frac = 0.0
         self.postfix = ""
         self.closed = False
@@ -70,9 +71,18 @@ class LineProgress:
     def set_postfix(self, **kw):
         self.postfix = " ".join(f"{k}={v}" for k, v in kw.items())
 
+    def _rate(self, now: float) -> float:
+        """Units per second since the first update (start-up before it, e.g. a resumed run's loading or a
+        kernel's compilation, would inflate the ETA), over the whole time until a second one."""
+        if self.first is not None and self.n > self.first[1] and now > self.first[0]:
+            return (self.n - self.first[1]) / (now - self.first[0])
+        dt = now - self.t0
+        return (self.n - self.start_n) / dt if dt > 0 else 0.0
+
     def _line(self, final: bool = False) -> str:
-        dt = time.monotonic() - self.t0
-        rate = (self.n - self.start_n) / dt if dt > 0 else 0.0
+        now = time.monotonic()
+        dt = now - self.t0
+        rate = self._rate(now)
         if self.total:
             head = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f} %)"
             left = (self.total - self.n) / rate if rate > 0 else float("inf")
@@ -86,6 +96,8 @@ class LineProgress:
     def update(self, k: int = 1) -> None:
         self.n += k
         now = time.monotonic()
+        if self.first is None:
+            self.first = (now, self.n)
         frac = self.n / self.total if self.total else 0.0
         if now - self.last_t >= self.every_s or (self.total and frac - self.last_frac >= self.every_frac - 1e-9):
             print(self._line(), file=self.file, flush=True)
