@@ -255,7 +255,8 @@ def _nn_brute(st: EvalState) -> None:
     assert nn is not None
     t0 = time.perf_counter()
     blocks = store_image_blocks(st.ds, st.train, block=cfg.train_block)
-    for a in range(0, st.Q, cfg.nn_query_block):
+    query_starts = range(0, st.Q, cfg.nn_query_block)
+    for a in progress_bar(query_starts, enabled=cfg.progress, desc="NN search", unit="query block"):
         ix = st.sel[a : a + cfg.nn_query_block]
         nn.index[a : a + ix.size], nn.dist2[a : a + ix.size] = nearest_images(
             st.held_xrays(ix), blocks, device=st.dev, query_block=cfg.nn_query_block
@@ -275,12 +276,17 @@ def _nn_bound(st: EvalState) -> None:
         (1, size, size), len(images), cfg.nn_coarse, cfg.nn_feature_bytes, what="the NN's lower-bound features"
     )
     nn_feats = train_coarse_features(
-        images, size=size, depth=1, factors=coarse_factors((1, size, size), st.nn_coarse_used)
+        images,
+        size=size,
+        depth=1,
+        factors=coarse_factors((1, size, size), st.nn_coarse_used),
+        progress="NN features" if cfg.progress else None,
     )
     timings["nn_features_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     timings["nn_bound_s"] = 0.0
-    for a in range(0, st.Q, cfg.nn_query_block):
+    query_starts = range(0, st.Q, cfg.nn_query_block)
+    for a in progress_bar(query_starts, enabled=cfg.progress, desc="NN search", unit="query block"):
         ix = st.sel[a : a + cfg.nn_query_block]
         r = nearest_images_bounded(
             st.held_xrays(ix), images, coarse=st.nn_coarse_used, k=cfg.nn_k, train_features=nn_feats
@@ -307,7 +313,9 @@ def oracle_phase(st: EvalState) -> None:
         if cfg.progress:
             phase("evaluate", "training view volumes: cache")
         t0 = time.perf_counter()
-        st.cached = train_src.cache(size=S, depth=D, budget_bytes=cfg.cache_bytes)
+        st.cached = train_src.cache(
+            size=S, depth=D, budget_bytes=cfg.cache_bytes, progress="training view volumes" if cfg.progress else None
+        )
         st.timings["train_views_cache_s"] = time.perf_counter() - t0
     if "oracle" not in cfg.methods:
         return

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from tomodata.progress import progress as progress_bar
 from tomodata.store import open_store
 
 from .sources import ImageSource, ViewSource, select_evenly
@@ -185,13 +186,15 @@ def train_coarse_features(
     factors: Sequence[int],
     block: int | None = None,
     budget_bytes: int = 128 << 20,
+    progress: str | None = None,
 ) -> torch.Tensor:
     """(N, F) float32 lower-bound features (:func:`coarse_features`) of every sample of ``source``,
     streamed from the store ``block`` samples at a time (default: as many as fit ``budget_bytes`` in
     float64, an even number so that a view and its mirror share a block), so the full-resolution
     view volumes (or x-rays) are never all in memory: the peak is the features plus one block and
     its temporaries (about 4 × the block in float64). Every sample's features are computed from
-    exactly its own view volume, so the result does not depend on ``block``."""
+    exactly its own view volume, so the result does not depend on ``block``. ``progress``: the name of
+    progress lines in a log (count, rate, ETA; :mod:`tomodata.progress`), none where None."""
     n = len(source)
     if block is None:
         block = max(2, int(budget_bytes // (depth * size * size * 8)) // 2 * 2)
@@ -201,7 +204,8 @@ def train_coarse_features(
     feats: torch.Tensor | None = (
         None  # filled in place: peak memory is the features plus one block, not twice the features
     )
-    for a in range(0, n, block):
+    starts = range(0, n, block)
+    for a in progress_bar(starts, enabled=progress is not None, desc=progress or "", unit="block"):
         g = np.arange(a, min(n, a + block))
         f = coarse_features(source.views(g, size=size, depth=depth), factors)
         if feats is None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from tomodata.progress import progress as progress_bar
 from tomodata.views import mirror
 
 from .data import VIEW_VOXEL_BYTES, GlobalIndex, torch_view_volumes
@@ -136,15 +137,17 @@ class ViewSource:
         view, _ = self.index.to_view(int(j[0]))
         return self.rotations[int(s[0]), view].cpu().numpy()
 
-    def cache(self, *, size: int, depth: int, budget_bytes: int = 1 << 30) -> bool:
-        """Make and keep every sample's view volume if they fit ``budget_bytes``; True if cached."""
+    def cache(self, *, size: int, depth: int, budget_bytes: int = 1 << 30, progress: str | None = None) -> bool:
+        """Make and keep every sample's view volume if they fit ``budget_bytes``; True if cached.
+        ``progress``: the name of progress lines in a log, none where None."""
         if self._cache is not None and self._cache[:2] == (size, depth):
             return True
         if len(self) * depth * size * size * 4 > budget_bytes:
             return False
         self._cache = None
         allv = torch.empty((len(self), depth, size, size), dtype=torch.float32, device=self.device)
-        for a in range(0, len(self), self.block):
+        starts = range(0, len(self), self.block)
+        for a in progress_bar(starts, enabled=progress is not None, desc=progress or "", unit="block"):
             g = np.arange(a, min(len(self), a + self.block))
             allv[a : a + g.size] = self.views(g, size=size, depth=depth)
         self._cache = (size, depth, allv)

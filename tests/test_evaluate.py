@@ -840,7 +840,7 @@ def test_tables_have_both_levels_and_count_mirrored_pairs_once(store, checkpoint
     assert len(js["tests"]) == len(tests) and len(js["species_means"]) == len(spc)
 
 
-def test_streaming_searches_are_exact_and_bounded(store, monkeypatch):
+def test_streaming_searches_are_exact_and_bounded(store, monkeypatch, capsys):
     """Lower-bound features of training view volumes and x-rays are streamed from the store block by
     block (a small block size, counted), give the very features of one pass over everything, and the
     bounded searches on them return exactly the brute-force nearest neighbours."""
@@ -872,6 +872,11 @@ def test_streaming_searches_are_exact_and_bounded(store, monkeypatch):
     assert len(src._volumes) == 1 and src.volume_reads == len(names)  # species by species, each read once
     whole = E.train_coarse_features(ViewSource(ds, names), size=D, depth=D, factors=factors, block=len(src))
     assert torch.equal(feats, whole)  # the block size changes nothing
+    capsys.readouterr()
+    logged = E.train_coarse_features(ViewSource(ds, names), size=D, depth=D, factors=factors, block=4, progress="f")
+    assert (
+        torch.equal(logged, whole) and f"[f] {len(src) // 4}/{len(src) // 4} block (100 %)" in capsys.readouterr().err
+    )
     all_train = ViewSource(ds, names).views(np.arange(len(src)), size=S, depth=D).double()
     queries = ViewSource(ds, ds.species_names("test")).views(np.arange(12), size=S, depth=D)
     brute = ((queries[:, None].double() - all_train[None]) ** 2).flatten(2).sum(2)
