@@ -326,6 +326,7 @@ def test_urls_go_into_croissant_card_and_provenance(demo, tmp_path, capsys):
     assert main(["export", str(demo), str(tmp_path / "cli")]) == 0
     cap = capsys.readouterr()
     assert "url is a placeholder" in cap.err and json.loads(cap.out)["mode"] == "data"
+    assert re.search(r"\[export: store\] \d+/\d+ file \(100 %\), .* in all", cap.err)  # progress on stderr
     doc = json.loads((tmp_path / "cli/croissant.json").read_text())
     assert doc["url"] == export.URL_PLACEHOLDER
     # Croissant 1.1 requires a creator: without one the CLI says so; given, it is in croissant, card, provenance

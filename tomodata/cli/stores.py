@@ -179,6 +179,7 @@ def cmd_export(a) -> int:
             creators=a.creator,
             organizations=a.organization,
             dataset_version=a.dataset_version,
+            progress=True,
         )
     for note in summary["warnings"]:
         print(f"WARNING: {note}", file=sys.stderr)

@@ -176,6 +176,7 @@ def export_dataset(
     creators: list[str] | None = None,
     organizations: list[str] | None = None,
     dataset_version: str = "1.0.0",
+    progress: bool = False,
 ) -> dict:
     """Write a publishable folder for a dataset store (see the module docstring for the layout).
 
@@ -204,6 +205,7 @@ def export_dataset(
         dataset_version: the dataset's version, ``MAJOR.MINOR.PATCH`` (Croissant's ``version``, the card,
             ``provenance.json``): raise it when a changed dataset is published again. The code's version is
             ``provenance.json``'s ``code_version``, apart.
+        progress: progress lines (count, rate, ETA) on stderr while the store and volumes are copied.
 
     Returns:
         a summary dict: ``out``, ``mode`` ("data" / "recipe-only"), ``recipe_only``, ``licence`` (the
@@ -237,7 +239,7 @@ def export_dataset(
     mode, has_manifest = ("recipe-only" if recipe_only else "data"), manifest_bytes is not None
     same: dict[str, Any] = {"recipe_only": recipe_only, "lic": lic, "n_samples_total": n_total}
 
-    stage = _Staging(out)
+    stage = _Staging(out, progress=progress)
     try:
         notes += _put_files(stage, src, attrs, markers, classes, recipe_only, volumes, manifest_bytes, config_file)
         prov = _provenance(attrs, src, when.isoformat(), mode, lic, classes, notes, config_file, has_manifest, urls)

@@ -15,6 +15,7 @@ import zarr
 
 from ..files import read_yaml, replace_dir, sha256_file
 from ..manifest import load_manifest
+from ..progress import progress as progress_bar
 from ..recipe import recipe_files
 from ..run_layout import STORE_NAME
 from ..store import _voxel_mm, open_store, validate_store
@@ -150,7 +151,8 @@ class _Staging:
 
     ``files``: {export path: sha256} of every file written, in the order written."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, *, progress: bool = False) -> None:
+        self.progress = progress  # progress lines (count, rate, ETA) while the store and volumes are copied
         self.tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +176,7 @@ class _Staging:
         refused: it would be published unchecked."""
         allowed = {"zarr.json", "species/zarr.json"}
         under = tuple(f"species/{n}/" for n in names)
-        stray = []
+        stray, take = [], []
         for p in sorted(src.rglob("*")):
             if p.is_symlink():
                 raise ValueError(f"the store holds a symbolic link ({p}): refusing to export it")
@@ -183,9 +185,12 @@ class _Staging:
             inner = p.relative_to(src).as_posix()
             if inner not in allowed and not inner.startswith(under):
                 stray.append(inner)
-                continue
-            rel = f"{STORE_NAME}/{inner}"
-            self.files[rel] = _copy_hashed(p, self.tmp / rel)
+            else:
+                take.append((p, inner))
+        if not stray:
+            for p, inner in progress_bar(take, enabled=self.progress, desc="export: store", unit="file"):
+                rel = f"{STORE_NAME}/{inner}"
+                self.files[rel] = _copy_hashed(p, self.tmp / rel)
         if stray:
             raise ValueError(
                 f"the store {src} holds {len(stray)} file(s) outside its metadata and the species of its table "
@@ -196,7 +201,7 @@ class _Staging:
     def write_volumes(self, src: Path, table: list[dict], volumes: str) -> None:
         """Each species' canonical volume as ``volumes/<name><ext>`` (RAS, mm spacing where recorded)."""
         ds = open_store(src, volume_cache=0)
-        for e in table:
+        for e in progress_bar(table, enabled=self.progress, desc="export: volumes", unit="species"):
             rel = f"volumes/{e['name']}{VOLUME_FORMATS[volumes]}"
             (self.tmp / "volumes").mkdir(exist_ok=True)
             write_canonical_volume(
