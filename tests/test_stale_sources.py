@@ -107,3 +107,22 @@ def test_cube_refuses_an_in_place_source_changed_since_its_fetch(declared):
     assert want in err, err
     assert not (work / "x.npz").exists()
     assert np.load(res / "cubes" / f"{rows[0]['id']}.npz")  # the old cube is untouched
+
+
+def test_a_source_archived_after_the_build_re_runs_nothing(tmp_path):
+    """A local source moved away once its fetched copy and cube exist (no declared sha256, fetched as a
+    copy): a warning, nothing planned, nothing re-made (helper-77: every invocation stopped, and with
+    --keep-going the content key changed and the whole chain was planned)."""
+    header, rows = movies(tmp_path / "src", n=2)
+    for r in rows:
+        r["source"] = f"../src/{r['source']}"
+    work = tmp_path / "w"
+    work.mkdir()
+    write_manifest(work / "m.tsv", header, rows)
+    config = write_config(work, "ar", {"source": "manifest", "manifest": "m.tsv"})
+    smk(work, "--cores", "2", "--configfile", str(config), "--until", "cube")
+    src = (work / rows[0]["source"]).resolve()
+    src.rename(tmp_path / "archived")
+    out = smk(work, "-n", "--configfile", str(config), "--until", "cube")
+    assert "local source(s) are gone but their cubes are there" in out.stdout, out.stdout[-3000:]
+    assert planned_jobs(work, "--configfile", str(config), "--until", "cube") == []

@@ -38,6 +38,7 @@ __all__ = [
     "collect_rows",
     "local_source",
     "source_problems",
+    "gone_but_built",
     "content_key",
     "declared_mismatches",
     "ShaCache",
@@ -209,6 +210,15 @@ def _has_remote(row: dict) -> bool:
     return any("://" in alt and not alt.startswith("file://") for alt in split_sources(row["source"]))
 
 
+def gone_but_built(row: dict, cube_path) -> bool:
+    """The row's local source is gone while the cube made from it is there (a source archived after
+    the build): nothing needs the source until the cube is made again."""
+    src = None if row["_origin"].startswith("the demo") or _has_remote(row) else local_source(row)
+    if src is None or src.exists() or not Path(cube_path).is_file():
+        return False
+    return bool(_recorded(cube_path))
+
+
 def source_problems(rows: dict[str, dict], ids=None) -> list[str]:
     """One line per row whose local source is missing, unreadable or of the wrong kind (one line for
     all the rows of a folder that does not exist; the count of rows is the caller's) (demo rows,
@@ -352,7 +362,8 @@ def _recorded(cube_path) -> dict:
 
 
 def content_key(row: dict, *, demo: dict | None, cache: ShaCache, cube_path=None) -> str:
-    """The identity of a specimen's source content (module docstring)."""
+    """The identity of a specimen's source content (module docstring). A local source that is gone
+    (archived after the build) keeps the key its cube recorded, so nothing re-runs for it."""
     current = row["sha256"] or None
     if row["_origin"].startswith("the demo"):
         assert demo is not None, "a demo row needs the demo settings"
@@ -366,6 +377,8 @@ def content_key(row: dict, *, demo: dict | None, cache: ShaCache, cube_path=None
         if current is None and path is not None and path.exists():
             current = cache.sha256(path)
         natural = f"sha256:{current}" if current else f"url:{row['source']}"
+        if current is None and path is not None and not path.exists():  # a source archived after the build:
+            current = _recorded(cube_path).get("source_sha256") if cube_path and Path(cube_path).is_file() else None
     rec = _recorded(cube_path) if cube_path and Path(cube_path).is_file() else {}
     if current and rec.get("source_sha256") == current and rec.get("content_key"):
         return rec["content_key"]

@@ -18,7 +18,8 @@
 # `params`, so a re-fetch of the same content stops there. Options that do not change an output
 # (download rate, retries, renderer backend, batch size, the config file's name) are `Untracked`.
 # Nothing is skipped silently: a row whose local source is missing, unreadable or of another kind
-# stops the run at parse time with every such row listed (with --keep-going only their own jobs fail).
+# stops the run at parse time with every such row listed (with --keep-going only their own jobs fail);
+# one gone after its cube was made (archived) is named in a warning and re-runs nothing.
 
 import json
 import os
@@ -43,7 +44,7 @@ from tomodata.splits import SPLITS as SPLIT_NAMES
 from tomodata.store_settings import StoreSettings
 from tomodata.workflow_logs import job_failures, job_warnings
 from tomodata.specimens import (ShaCache, collect_rows, content_key, declared_mismatches, demo_manifest_edits,
-                                local_source, overlay_paths, row_settings, source_problems)
+                                local_source, overlay_paths, row_settings, source_problems, gone_but_built)
 
 RUN = config["run"]
 RESOURCES = f"resources/{RUN}"
@@ -125,10 +126,16 @@ def check_sources():
     if changed:
         raise WorkflowError(f"{len(changed)} of {len(IDS)} sources changed since they were fetched:\n  "
                             + "\n  ".join(changed))
-    problems = source_problems(ROWS)
+    built = [sid for sid in IDS if gone_but_built(ROWS[sid], f"{RESOURCES}/cubes/{sid}.npz")]
+    if built:  # archived after the build: nothing needs them until their cube is made again
+        logger.warning(f"{len(built)} local source(s) are gone but their cubes are there ({', '.join(built[:5])}"
+                       f"{' …' if len(built) > 5 else ''}): kept, as is everything made from them; a job that needs "
+                       "the source again (a changed cube setting, a deleted cube or fetched copy) fails until it is "
+                       "back")
+    problems = source_problems(ROWS, [sid for sid in IDS if sid not in built])
     if not problems:
         return
-    bad = sum(1 for sid in IDS if _source_bad(sid))
+    bad = sum(1 for sid in IDS if sid not in built and _source_bad(sid))
     listed = "\n  ".join(problems)
     text = f"{bad} of {len(IDS)} specimens cannot be read:\n  {listed}"
     # the execution settings are not known while the Snakefile is parsed: the command line tells
