@@ -34,7 +34,13 @@ from tomodata.cli.stores import cmd_render_species
 from tomodata.fetch_markers import stale_fetch_records
 from tomodata.store import SPEC_VERSION, open_store, validate_store, write_species
 from tomodata.store import write as store_write
-from tomodata.store_markers import stale_markers, store_fingerprint, sync_settings_file, unreadable_store
+from tomodata.store_markers import (
+    stale_markers,
+    store_fingerprint,
+    sync_settings_file,
+    unreadable_store,
+    write_species_marker,
+)
 from tomodata.store_settings import StoreSettings
 from tomodata.views import hemisphere_views
 
@@ -393,6 +399,22 @@ def test_a_damaged_volume_or_rotations_chunk_is_named_when_read(tmp_path):
         read = open_store(store).volume if array == "volume" else open_store(store).rotations
         with pytest.raises(RuntimeError, match=rf"species sp1, {what}: cannot be read .* tomo validate"):
             read("sp1")
+
+
+def test_a_data_file_cut_short_or_replaced_is_noticed_by_its_recorded_size(tmp_path):
+    """Done markers record each data file's size (write_species_marker): a non-shard chunk cut short
+    (which passes the 1-byte minimum) or a file of another size makes the marker stale before any job
+    (helper-77: a truncated volume chunk passed every cheap check and training failed on it)."""
+    store, m = _built(tmp_path)
+    for n in ("sp0", "sp1"):
+        complete = json.loads((store / "species" / n / "zarr.json").read_text())["attributes"]["complete"]
+        write_species_marker(m["done"][n], store, n, complete)
+    assert stale_markers(store, **m) == []
+    chunk = store / "species/sp1/volume/0/c/0/0/0"
+    chunk.write_bytes(chunk.read_bytes()[:-1])
+    got = dict(stale_markers(store, **m))
+    assert set(got) == {str(m["done"]["sp1"]), str(m["final"])}
+    assert "volume/0/c/0/0/0 of " in got[str(m["done"]["sp1"])] and "when it was rendered" in got[str(m["done"]["sp1"])]
 
 
 def test_sync_settings_file_unit(tmp_path):

@@ -46,6 +46,7 @@ __all__ = [
     "check_settings_file",
     "write_created_marker",
     "write_species_marker",
+    "data_file_sizes",
     "write_final_marker",
     "forget_markers",
 ]
@@ -67,9 +68,35 @@ def write_created_marker(path, store, summary: dict, *, n_species: int, n_views:
 
 def write_species_marker(path, store, name: str, complete: dict) -> None:
     """``species/ID.done.json``: species ``name`` rendered into ``store``, with its completion marker
-    (:func:`tomodata.store.write_species`'s)."""
+    (:func:`tomodata.store.write_species`'s) and the size of each of its data files (``files``), so
+    that a file cut short or replaced later is noticed before the DAG is built (:func:`stale_markers`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, dict(species=name, store=str(store), complete=complete))
+    write_json(path, dict(species=name, store=str(store), complete=complete, files=data_file_sizes(store, name)))
+
+
+def data_file_sizes(store, name: str) -> dict[str, int]:
+    """{path inside the species group: size in bytes} of every data (chunk or shard) file of species
+    ``name``: every file of its group but the ``zarr.json`` metadata."""
+    group = Path(store) / "species" / name
+    return {
+        p.relative_to(group).as_posix(): p.stat().st_size
+        for p in sorted(group.rglob("*"))
+        if p.is_file() and p.name != "zarr.json"
+    }
+
+
+def _size_problem(group: Path, sizes) -> str | None:
+    """A data file whose size is not the one the done marker recorded (``sizes``; None: an older marker)."""
+    if not isinstance(sizes, dict):
+        return None
+    for rel, size in sizes.items():
+        try:
+            now = (group / rel).stat().st_size
+        except OSError:
+            return f"lacks its data file {rel}"
+        if now != size:
+            return f"has a data file {rel} of {now} bytes, {size} when it was rendered (cut short or replaced)"
+    return None
 
 
 def write_final_marker(path, store, report, attrs: dict) -> None:
@@ -410,7 +437,8 @@ def _array_problem(folder: Path, shape: list | None) -> str | None:
 
 def _species_problem(store: Path, name: str, marker: Path, root: dict) -> str | None:
     """Why a species' done marker is stale: the species is missing, unfinished, of other checksums,
-    or one of its expected arrays or chunk files is missing (see :func:`_array_problem`)."""
+    one of its expected arrays or chunk files is missing (see :func:`_array_problem`), or a data file
+    is not the size the marker recorded (markers since session 34)."""
     group = store / "species" / name
     attrs = _attrs(group / "zarr.json")
     if attrs is None:
@@ -418,12 +446,13 @@ def _species_problem(store: Path, name: str, marker: Path, root: dict) -> str | 
     if attrs.get("status") != "complete" or not isinstance(attrs.get("complete"), dict):
         return f"species {name} is {attrs.get('status', 'unfinished')} in the store"
     try:
-        recorded = (json.loads(marker.read_text()).get("complete") or {}).get("sha256")
+        content = json.loads(marker.read_text())
+        recorded, sizes = (content.get("complete") or {}).get("sha256"), content.get("files")
     except (OSError, ValueError, AttributeError):
-        recorded = None
+        recorded = sizes = None
     if recorded != attrs["complete"].get("sha256"):
         return f"species {name}: the marker's checksums are not the store's"
-    problem = species_file_problem(store, name, root)
+    problem = species_file_problem(store, name, root) or _size_problem(group, sizes)
     return f"species {name}: {problem}" if problem else None
 
 
