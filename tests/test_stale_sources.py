@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from test_workflow import BIN, _env, planned_jobs, smk, write_config, write_manifest
-from test_workflow_extend import movies
+from test_workflow_extend import manifest_workspace, movies
 
 from tomodata.specimens import _meta
 
@@ -113,13 +113,7 @@ def test_a_source_archived_after_the_build_re_runs_nothing(tmp_path):
     """A local source moved away once its fetched copy and cube exist (no declared sha256, fetched as a
     copy): a warning, nothing planned, nothing re-made (helper-77: every invocation stopped, and with
     --keep-going the content key changed and the whole chain was planned)."""
-    header, rows = movies(tmp_path / "src", n=2)
-    for r in rows:
-        r["source"] = f"../src/{r['source']}"
-    work = tmp_path / "w"
-    work.mkdir()
-    write_manifest(work / "m.tsv", header, rows)
-    config = write_config(work, "ar", {"source": "manifest", "manifest": "m.tsv"})
+    work, config, _, rows = manifest_workspace(tmp_path, "ar", "m.tsv", n=2)
     smk(work, "--cores", "2", "--configfile", str(config), "--until", "cube")
     src = (work / rows[0]["source"]).resolve()
     src.rename(tmp_path / "archived")

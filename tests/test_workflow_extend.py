@@ -80,17 +80,23 @@ def test_bad_rows_listed_at_once_and_keep_going_runs_the_rest(tmp_path):
     assert planned_jobs(work, "--configfile", str(config)) == []
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """3 species listed by relative path in a manifest, built once (data part)."""
-    base = tmp_path_factory.mktemp("incr")
-    header, rows = movies(base / "src")
+def manifest_workspace(base: Path, run: str, manifest: str, n: int = 3) -> tuple[Path, Path, list[str], list[dict]]:
+    """``(work, config, header, rows)``: ``n`` demo movies in ``base/src`` listed by relative path in
+    ``base/w/<manifest>``, and a config of run ``run`` that reads that manifest (nothing built)."""
+    header, rows = movies(base / "src", n=n)
     for r in rows:
         r["source"] = f"../src/{r['source']}"
     work = base / "w"
     work.mkdir()
-    write_manifest(work / "specimens.tsv", header, rows)
-    config = write_config(work, "inc", {"source": "manifest", "manifest": "specimens.tsv"})
+    write_manifest(work / manifest, header, rows)
+    return work, write_config(work, run, {"source": "manifest", "manifest": manifest}), header, rows
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """3 species listed by relative path in a manifest, built once (data part)."""
+    base = tmp_path_factory.mktemp("incr")
+    work, config, header, rows = manifest_workspace(base, "inc", "specimens.tsv")
     smk(work, "--cores", "2", "--configfile", str(config))
     assert planned_jobs(work, "--configfile", str(config)) == []
     return base, header, rows
