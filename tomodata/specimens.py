@@ -365,6 +365,7 @@ def content_key(row: dict, *, demo: dict | None, cache: ShaCache, cube_path=None
     """The identity of a specimen's source content (module docstring). A local source that is gone
     (archived after the build) keeps the key its cube recorded, so nothing re-runs for it."""
     current = row["sha256"] or None
+    rec = _recorded(cube_path) if cube_path and Path(cube_path).is_file() else {}
     if row["_origin"].startswith("the demo"):
         assert demo is not None, "a demo row needs the demo settings"
         natural = f"demo:{demo['seed']}:{demo['movie_size']}:{demo['codec']}:{row['id']}"
@@ -377,9 +378,8 @@ def content_key(row: dict, *, demo: dict | None, cache: ShaCache, cube_path=None
         if current is None and path is not None and path.exists():
             current = cache.sha256(path)
         natural = f"sha256:{current}" if current else f"url:{row['source']}"
-        if current is None and path is not None and not path.exists():  # a source archived after the build:
-            current = _recorded(cube_path).get("source_sha256") if cube_path and Path(cube_path).is_file() else None
-    rec = _recorded(cube_path) if cube_path and Path(cube_path).is_file() else {}
+        if current is None and path is not None and not path.exists():  # archived after the build: the cube's
+            current = rec.get("source_sha256")
     if current and rec.get("source_sha256") == current and rec.get("content_key"):
         return rec["content_key"]
     return natural
