@@ -32,18 +32,18 @@ def _unnormalize(c, n):
 
 
 @numba.njit(cache=True, parallel=True)
-def sample_views(volumes, same_volume, pts, out):  # pragma: no cover - compiled
-    """Fill ``out`` (B, D, H, W) float32 with the masked trilinear samples of ``volumes`` (B or 1,
-    Z, Y, X) float32 (``same_volume``: one volume for every item) at ``pts`` (B, 3, D, H, W) float64
-    (x, y, z in [−1, 1] across the volume's X, Y, Z)."""
+def sample_views(volumes, which, pts, out):  # pragma: no cover - compiled
+    """Fill ``out`` (B, D, H, W) float32 with the masked trilinear samples of ``volumes`` (N, Z, Y, X)
+    float32, item ``b`` from ``volumes[which[b]]`` (``which``: (B,) int64 in [0, N); no copy of the
+    volumes is made), at ``pts`` (B, 3, D, H, W) float64 (x, y, z in [−1, 1] across the volume's X,
+    Y, Z)."""
     B, D, H, W = out.shape
     nz, ny, nx = volumes.shape[1], volumes.shape[2], volumes.shape[3]
     zero = np.float32(0.0)
     for bd in numba.prange(B * D):
         b = bd // D
         d = bd % D
-        vb = 0 if same_volume else b
-        vol = volumes[vb]
+        vol = volumes[which[b]]
         for h in range(H):
             for w in range(W):
                 px = pts[b, 0, d, h, w]

@@ -39,12 +39,19 @@ __all__ = [
 
 
 def torch_view_volumes(
-    volumes: torch.Tensor, rotations: torch.Tensor, *, size: int, steps: int, mirrored: torch.Tensor | None = None
+    volumes: torch.Tensor,
+    rotations: torch.Tensor,
+    *,
+    size: int,
+    steps: int,
+    mirrored: torch.Tensor | None = None,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """View-aligned volumes of a batch, as :func:`tomodata.render.view_volumes` (docs/geometry.md).
 
     Args:
-        volumes: (B, 1, Z, Y, X) float densities (one volume per sample; expand a species' volume).
+        volumes: (B, 1, Z, Y, X) float densities, one volume per sample (expand a species' volume);
+            with ``index``, (N, 1, Z, Y, X): the volumes the samples pick from.
         rotations: (B, 3, 3) camera → volume rotations.
         size: output side S' (rows = v, columns = u).
         steps: depth slices (w midpoints, front to back).
@@ -52,6 +59,8 @@ def torch_view_volumes(
             (:func:`tomodata.views.mirror`, v → −v), exactly as the store's mirrored x-rays are (at
             sizes whose float64 pixel centres are not exactly symmetric, sampling at −v instead could
             differ in the last bit).
+        index: optional (B,) integer: sample ``b`` is of ``volumes[index[b]]`` (on the CPU read in
+            place: the batch's volumes are not copied; on a GPU gathered, which is cheap there).
 
     Returns:
         (B, steps, S', S') float32: ``out[b, k, r, c] = µ_b(R_b @ (u_c, v_r, w_k))``, trilinear with zero
@@ -59,9 +68,17 @@ def torch_view_volumes(
     """
     if volumes.ndim != 5 or volumes.shape[1] != 1:
         raise ValueError(f"volumes must be (B, 1, Z, Y, X), got {tuple(volumes.shape)}")
-    if rotations.shape != (volumes.shape[0], 3, 3):
-        raise ValueError(f"rotations must be (B, 3, 3) with B = {volumes.shape[0]}, got {tuple(rotations.shape)}")
-    out = _sample_views(volumes, rotations.to(device=volumes.device, dtype=torch.float64), size, steps)
+    n = volumes.shape[0] if index is None else index.shape[0]
+    if rotations.shape != (n, 3, 3):
+        raise ValueError(f"rotations must be (B, 3, 3) with B = {n}, got {tuple(rotations.shape)}")
+    if index is None:
+        which = torch.arange(n)
+    else:
+        which = index.to(device="cpu", dtype=torch.int64)
+        if index.ndim != 1 or (n and not 0 <= int(which.min()) <= int(which.max()) < volumes.shape[0]):
+            raise ValueError(f"index must be (B,) in [0, {volumes.shape[0]}), got {which.tolist()}")
+    rot = rotations.to(device=volumes.device, dtype=torch.float64)
+    out = _sample_views(volumes, which, rot, size, steps)
     if mirrored is not None:
         m = mirrored.to(dtype=torch.bool)
         if bool(m.any()):  # on the flags' own device: the loader's CPU tensor, so no wait for a GPU
@@ -70,21 +87,25 @@ def torch_view_volumes(
     return out
 
 
-def _sample_views(volumes: torch.Tensor, rot: torch.Tensor, size: int, steps: int) -> torch.Tensor:
-    """(B, steps, S', S') float32 view volumes of (B, 1, Z, Y, X) ``volumes`` at (B, 3, 3) float64 ``rot``."""
+def _sample_views(volumes: torch.Tensor, which: torch.Tensor, rot: torch.Tensor, size: int, steps: int) -> torch.Tensor:
+    """(B, steps, S', S') float32 view volumes of (N, 1, Z, Y, X) ``volumes``, sample ``b`` of volume
+    ``which[b]`` ((B,) int64 on the CPU), at (B, 3, 3) float64 ``rot``."""
     dev = volumes.device
     pts = torch.einsum("bij,kmnj->bkmni", rot, _camera_grid(size, steps, str(dev)))  # (B, steps, S, S, 3) x, y, z
     if dev.type == "cpu":  # the same bits as grid_sample below, several threads per view (model/_sample_cpu.py)
         vols = volumes[:, 0].float()
-        same = vols.shape[0] == 1 or vols.stride(0) == 0
-        out = torch.empty((vols.shape[0], steps, size, size), dtype=torch.float32)
+        if vols.stride(0) == 0:  # an expanded volume: read the one, not B copies
+            vols, which = vols[:1], torch.zeros_like(which)
+        out = torch.empty((rot.shape[0], steps, size, size), dtype=torch.float32)
         sample_views(
-            (vols[:1] if same else vols).contiguous().numpy(),
-            same,
+            vols.contiguous().numpy(),
+            which.contiguous().numpy(),
             pts.permute(0, 4, 1, 2, 3).contiguous().numpy(),
             out.numpy(),
         )
         return out
+    if not torch.equal(which, torch.arange(which.shape[0])) or volumes.shape[0] != which.shape[0]:
+        volumes = volumes[which.to(dev)]  # grid_sample takes one volume per item
     grid = pts.float()
     inside = pts.abs_().amax(dim=-1) <= 1.0  # in float64, as the renderer decides; pts is spent
     del pts
@@ -240,9 +261,14 @@ class SpeciesVolumes:
 
     def targets(self, batch: dict) -> torch.Tensor:
         """(B, steps, size, size) view volumes of a collated batch."""
-        idx = batch["species"].to(self.volumes.device)
-        vols = self.volumes[idx]
-        return torch_view_volumes(vols, batch["rotation"], size=self.size, steps=self.steps, mirrored=batch["mirrored"])
+        return torch_view_volumes(
+            self.volumes,
+            batch["rotation"],
+            size=self.size,
+            steps=self.steps,
+            mirrored=batch["mirrored"],
+            index=batch["species"],
+        )
 
 
 def loader_workers_context(num_workers: int):

@@ -106,6 +106,16 @@ def test_torch_view_volumes_bits_kept():
     assert torch.equal(
         torch_view_volumes(vols, rots, size=50, steps=46), plain(vols, rots, 50, 46, torch.zeros(6).bool())
     )
+    # picked by index from fewer volumes (the training's species volumes, read in place): the same bits
+    # as the gathered batch; an index out of range is an error, not a read past the array
+    pick = torch.tensor([2, 0, 2, 1, 0, 2])
+    want = torch_view_volumes(vols[:3][pick], rots, size=20, steps=9, mirrored=mir)
+    assert torch.equal(torch_view_volumes(vols[:3], rots, size=20, steps=9, mirrored=mir, index=pick), want)
+    for bad in (torch.tensor([0, 1, 2, 3, 0, 0]), torch.tensor([0, -1, 0, 0, 0, 0])):
+        with pytest.raises(ValueError, match="index must be"):
+            torch_view_volumes(vols[:3], rots, size=20, steps=9, index=bad)
+    with pytest.raises(ValueError, match="rotations must be"):
+        torch_view_volumes(vols[:3], rots, size=20, steps=9, index=pick[:4])
 
 
 def test_global_index_joins_and_splits_species_and_samples():
