@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from tomodata.cli import non_negative_int, positive_float, positive_int
 
-from .cv_compare import SPECIES_SETS
-from .network import PRESETS
+from .names import CV_SPECIES_SETS as SPECIES_SETS
+from .names import NETWORK_PRESETS as PRESETS
 
 __all__ = [
     "bench_options",

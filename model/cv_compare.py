@@ -33,7 +33,7 @@ from tomodata.files import read_json_object
 
 from .eval_tables import write_csv
 from .metrics import HOLM_METRICS
-from .names import CV_SPECIES_SUBSETS, EVAL_SPECIES, EVAL_SUMMARY
+from .names import CV_SPECIES_SETS, EVAL_SPECIES, EVAL_SUMMARY
 from .stats import holm, mean_ci, species_ttest
 
 __all__ = ["compare_cv", "SPECIES_SETS", "SPECIES_TABLE"]
@@ -41,7 +41,7 @@ __all__ = ["compare_cv", "SPECIES_SETS", "SPECIES_TABLE"]
 #: the table of a tomo cv-summary folder that is compared (its folder is laid out as an evaluation's)
 SPECIES_TABLE = EVAL_SPECIES
 #: the species sets a comparison can be restricted to: every species, or one of summary.json's subsets
-SPECIES_SETS = ("all", *CV_SPECIES_SUBSETS)
+SPECIES_SETS = CV_SPECIES_SETS
 _DIFF = ("diff", "ci_low", "ci_high", "higher", "n", "t", "p")
 METHODS_COLUMNS = ("metric", "method", "mean_a", "mean_b", *_DIFF)
 MARGINS_COLUMNS = ("metric", "method", "other", "margin_a", "margin_b", *_DIFF, "ours_lower_b", "p_holm")

@@ -23,6 +23,7 @@ __all__ = [
     "CV_BASE_TRAIN_ONLY",
     "CV_FOLDS_CSV",
     "CV_REPORT",
+    "CV_SPECIES_SETS",
     "CV_SPECIES_SUBSETS",
     "CV_WITHOUT_BASE_VAL",
     "EVAL_MATCHES",
@@ -38,6 +39,7 @@ __all__ = [
     "FIGURES",
     "FIG_FUSION",
     "FIG_METHODS",
+    "NETWORK_PRESETS",
     "FIG_QUALITATIVE",
     "FIG_SLICE_COUNTS",
     "FIG_SLICE_VIEWS",
@@ -107,6 +109,11 @@ CV_REPORT = "report.md"
 CV_BASE_TRAIN_ONLY = "base_train_only"
 CV_WITHOUT_BASE_VAL = "without_base_val"
 CV_SPECIES_SUBSETS = (CV_BASE_TRAIN_ONLY, CV_WITHOUT_BASE_VAL)
+#: the species sets ``tomo cv-compare`` can be restricted to: every species, or one of the subsets above
+CV_SPECIES_SETS = ("all", *CV_SPECIES_SUBSETS)
+#: the network presets' names (:meth:`model.network.NetworkConfig.preset`; here so that ``tomo``'s
+#: parsers need no torch)
+NETWORK_PRESETS = ("paper", "release", "medium", "demo")
 
 #: the checkpoint of the lowest validation loss (what the evaluation, inference and explorer load)
 TRAIN_BEST = "best.pt"

@@ -35,6 +35,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .names import NETWORK_PRESETS
+
 __all__ = [
     "PRESETS",
     "NetworkConfig",
@@ -47,8 +49,8 @@ __all__ = [
 ]
 
 
-#: the presets' names (:meth:`NetworkConfig.preset`)
-PRESETS = ("paper", "release", "medium", "demo")
+#: the presets' names (:meth:`NetworkConfig.preset`; defined in model.names)
+PRESETS = NETWORK_PRESETS
 #: standard deviation of the output layer's initial weights (its bias starts at 0)
 OUTPUT_INIT_STD = 1e-3
 # the order of the network's weights and activations in memory; the same values either way

@@ -44,17 +44,31 @@ NOSLURM = Path(__file__).resolve().parent / "noslurm"  # a failing `scontrol`: s
 pytestmark = pytest.mark.timeout(600)  # hang guards; on 2 workers a test may get half the machine
 
 
-def _env() -> dict:
+def _env(without_torch: Path | None = None) -> dict:
     """The environment of the tests' local Snakemake runs: `tomo` beside this python, no profile, and
-    tests/noslurm first (the SLURM plugin's probe, about 10 s per start where no controller runs)."""
+    tests/noslurm first (the SLURM plugin's probe, about 10 s per start where no controller runs).
+    ``without_torch``: a folder (:func:`torch_blocker`) put first on PYTHONPATH, where `import torch`
+    fails, as in the data rules' environment (envs/tomodata.yaml has no torch)."""
     env = dict(os.environ)
     env["PATH"] = f"{NOSLURM}{os.pathsep}{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("SNAKEMAKE_PROFILE", None)
+    if without_torch is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(without_torch), env.get("PYTHONPATH")]))
     return env
 
 
-def smk(workdir: Path, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run snakemake on the repository's Snakefile in ``workdir``; stdout and stderr together."""
+def torch_blocker(folder: Path) -> Path:
+    """``folder`` holding a package ``torch`` whose import raises ImportError (for :func:`_env`)."""
+    (folder / "torch").mkdir(parents=True, exist_ok=True)
+    (folder / "torch" / "__init__.py").write_text('raise ImportError("torch is not installed here (test)")\n')
+    return folder
+
+
+def smk(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 240, without_torch: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run snakemake on the repository's Snakefile in ``workdir``; stdout and stderr together
+    (``without_torch``: see :func:`_env`)."""
     cmd = [
         sys.executable,
         "-m",
@@ -67,7 +81,8 @@ def smk(workdir: Path, *args: str, check: bool = True, timeout: float = 240) -> 
         "none",
         *args,
     ]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), timeout=timeout)
+    env = _env(without_torch)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
     return proc
@@ -298,13 +313,15 @@ def test_micro_ct_reads_local_folders_in_place(tmp_path):
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
     """The demo path (tomo demo-movies -> fetch -> cube -> store -> render -> finalize) at tiny size:
-    4 species (2 train + 1 val + 1 test), 32³ movies and cubes, 4 views of 32² with 32 steps."""
+    4 species (2 train + 1 val + 1 test), 32³ movies and cubes, 4 views of 32² with 32 steps; run
+    where torch cannot be imported, as in the data rules' environment (envs/tomodata.yaml)."""
     work = tmp_path_factory.mktemp("demo")
     config = write_config(
         work, "tiny", {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}}
     )
+    blocker = torch_blocker(tmp_path_factory.mktemp("notorch"))
     t0 = time.monotonic()
-    proc = smk(work, "--cores", "2", "--configfile", str(config))
+    proc = smk(work, "--cores", "2", "--configfile", str(config), without_torch=blocker)
     return work, config, proc, time.monotonic() - t0
 
 
