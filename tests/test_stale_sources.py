@@ -109,14 +109,21 @@ def test_cube_refuses_an_in_place_source_changed_since_its_fetch(declared):
     assert np.load(res / "cubes" / f"{rows[0]['id']}.npz")  # the old cube is untouched
 
 
-def test_a_source_archived_after_the_build_re_runs_nothing(tmp_path):
-    """A local source moved away once its fetched copy and cube exist (no declared sha256, fetched as a
-    copy): a warning, nothing planned, nothing re-made (helper-77: every invocation stopped, and with
-    --keep-going the content key changed and the whole chain was planned)."""
+@pytest.mark.parametrize("in_place", [False, True], ids=["copy", "in_place"])
+def test_a_source_archived_after_the_build_re_runs_nothing(tmp_path, in_place):
+    """A local source moved away once its cube exists (no declared sha256; fetched as a copy, or read
+    in place, where the fetch record names the source itself): a warning, nothing planned, nothing
+    re-made (helper-77: every invocation stopped, and with --keep-going the content key changed and
+    the whole chain was planned)."""
     work, config, _, rows = manifest_workspace(tmp_path, "ar", "m.tsv", n=2)
+    if in_place:
+        cfg = yaml.safe_load(config.read_text())
+        cfg["data"]["fetch"] = {"in_place": True}
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     smk(work, "--cores", "2", "--configfile", str(config), "--until", "cube")
     src = (work / rows[0]["source"]).resolve()
     src.rename(tmp_path / "archived")
     out = smk(work, "-n", "--configfile", str(config), "--until", "cube")
     assert "local source(s) are gone but their cubes are there" in out.stdout, out.stdout[-3000:]
+    assert ("read in place, is gone" in out.stdout) == in_place, out.stdout[-3000:]  # its fetch record: removed
     assert planned_jobs(work, "--configfile", str(config), "--until", "cube") == []

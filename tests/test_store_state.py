@@ -571,8 +571,11 @@ def test_fetch_record_of_a_missing_file_is_stale(tmp_path):
         recs[sid] = tmp_path / f"{sid}.tsv"
         recs[sid].write_text(f"{sid}\tdownloaded\t{'0' * 64}\t{path}\n")
     (tmp_path / "e.tsv").write_text("")
+    recs["d"] = tmp_path / "d.tsv"  # read in place: the record names the source, which only its owner can put back
+    recs["d"].write_text(f"d\tin-place\t{'0' * 64}\tsrc/d.mp4\n")
     got = dict(stale_fetch_records([*recs.values(), tmp_path / "e.tsv", tmp_path / "none.tsv"], base=tmp_path))
     assert got == {
         str(recs["b"]): "the fetched file f/b.mp4 is gone",
+        str(recs["d"]): "the source src/d.mp4, read in place, is gone (fetching needs it back there)",
         str(tmp_path / "e.tsv"): "the fetch record has no 'id<TAB>how<TAB>sha256<TAB>path' line",
     }

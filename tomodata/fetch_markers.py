@@ -78,6 +78,8 @@ def _record_problem(record: Path, base: Path) -> str | None:
         return "the fetch record has no 'id<TAB>how<TAB>sha256<TAB>path' line"
     for row in rows:
         if not (base / row.path).exists():  # an absolute path ignores base
+            if row.how == "in-place":  # the record names the source itself: only putting it back helps
+                return f"the source {row.path}, read in place, is gone (fetching needs it back there)"
             return f"the fetched file {row.path} is gone"
     return None
 
