@@ -152,7 +152,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tomodata.export import code_version
+from tomodata.code_version import code_version
 from tomodata.files import sha256_file, write_json
 from tomodata.views import sample_to_view
 
