@@ -21,6 +21,7 @@ from tomodata.config_check import (
     check_config,
     check_resources,
     config_file_errors,
+    gpu_problems,
     overlay_errors,
     rule_names,
     value_errors,
@@ -349,6 +350,30 @@ def test_a_gpu_config_without_a_gpu_stops_before_any_job(tmp_path: Path):
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
     smk(tmp_path, *args, "--until", "store_settings")  # no GPU job among them
     assert (tmp_path / "results/demo/dataset.settings.json").is_file()
+
+
+def test_gpu_needs_of_jobs_in_their_own_environments_warn_instead_of_stopping():
+    """helper-79: under --sdm conda, Snakemake runs from envs/workflow.yaml (no torch, no CuPy), and
+    every local GPU run stopped with "which has none", also on a GPU machine whose jobs' environments
+    have both. Without --sdm the jobs run in Snakemake's environment: a package it lacks is named."""
+    both = {"render": True, "model_rules": {"train", "evaluate"}, "device": "cuda"}
+    missing, unchecked = gpu_problems(**both, cupy_cuda=False, torch_cuda=False)
+    assert missing[0].startswith("render.backend: cuda (CuPy and a CUDA device: pip install")
+    assert missing[1] == "model.train.device: cuda (torch sees no CUDA device; rules evaluate, train)"
+    assert unchecked == []
+    assert gpu_problems(**both, cupy_cuda=True, torch_cuda=True) == ([], [])
+    missing, unchecked = gpu_problems(**both, cupy_cuda=None, torch_cuda=None)
+    assert missing[0].startswith("render.backend: cuda (CuPy is not installed: pip install")
+    assert missing[1] == (
+        "model.train.device: cuda (torch is not installed in this environment, where the jobs run; "
+        "rules evaluate, train)"
+    )
+    missing, unchecked = gpu_problems(**both, cupy_cuda=None, torch_cuda=None, job_environments="conda")
+    assert missing == [] and unchecked == [
+        "render.backend: cuda: the jobs run in their own environments (conda)",
+        "model.train.device: cuda: the jobs run in their own environments (conda)",
+    ]
+    assert gpu_problems(False, set(), "cpu", cupy_cuda=None, torch_cuda=None) == ([], [])
 
 
 def test_a_mirror_that_is_no_folder_stops_the_fetches(tmp_path: Path):

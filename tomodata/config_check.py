@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "config_errors",
     "config_file_errors",
+    "gpu_problems",
     "check_config",
     "check_config_files",
     "check_resources",
@@ -488,3 +489,49 @@ def check_config_files(configfiles, default: str = "config.yaml", cwd=".", known
     errors = errors or add_list_errors(files, cwd, shown=shown)
     if errors:
         raise ConfigError(errors)
+
+
+def gpu_problems(
+    render: bool,
+    model_rules,
+    device: str,
+    *,
+    cupy_cuda: bool | None,
+    torch_cuda: bool | None,
+    job_environments: str = "",
+) -> tuple[list[str], list[str]]:
+    """``(missing, unchecked)``: the GPU needs of a run's jobs that run on this machine, one line each.
+
+    ``render``: render_species jobs with ``render.backend: cuda``; ``model_rules``: the model rules
+    that need a GPU (``model.train.device`` ``device``). ``cupy_cuda`` / ``torch_cuda``: whether CuPy /
+    torch in Snakemake's own Python sees a CUDA device, None where it cannot import them. ``missing``
+    (stop the run): a need unmet in Snakemake's environment, which is the jobs' environment unless
+    ``job_environments`` names others (e.g. "conda": Snakemake's ``--sdm conda``, each rule in its
+    own, while Snakemake itself runs in ``envs/workflow.yaml``, without torch or CuPy); then every
+    need is ``unchecked`` (warn): Snakemake's Python cannot judge the jobs'."""
+    model_rules = sorted(model_rules)
+    rules = ", ".join(model_rules)
+    needs = []
+    if render:
+        hint = "pip install -e '.[gpu-cuda12]' or '.[gpu-cuda13]', README"
+        needs.append(
+            ("render.backend: cuda", cupy_cuda, f"CuPy and a CUDA device: {hint}", f"CuPy is not installed: {hint}")
+        )
+    if model_rules:
+        needs.append(
+            (
+                f"model.train.device: {device}",
+                torch_cuda,
+                f"torch sees no CUDA device; rules {rules}",
+                f"torch is not installed in this environment, where the jobs run; rules {rules}",
+            )
+        )
+    missing, unchecked = [], []
+    for setting, seen, none_seen, not_installed in needs:
+        if job_environments:
+            unchecked.append(f"{setting}: the jobs run in their own environments ({job_environments})")
+        elif seen is None:
+            missing.append(f"{setting} ({not_installed})")
+        elif not seen:
+            missing.append(f"{setting} ({none_seen})")
+    return missing, unchecked

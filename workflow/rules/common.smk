@@ -21,6 +21,7 @@
 # stops the run at parse time with every such row listed (with --keep-going only their own jobs fail);
 # one gone after its cube was made (archived) is named in a warning and re-runs nothing.
 
+import importlib
 import json
 import os
 import shlex
@@ -36,7 +37,7 @@ from model.names import TRAIN_BEST, TRAIN_VAL_LOG
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from tomodata.demo import MOVIE_CODECS, demo_name, demo_splits
-from tomodata.config_check import rule_names
+from tomodata.config_check import gpu_problems, rule_names
 from tomodata.manifest import manifest_schema
 from tomodata.run_layout import (CREATED_MARKER, EVAL_DIR as EVAL_DIR_NAME, EXPLORER_DIR, FINAL_MARKER,
                                  MODEL_DIR as MODEL_DIR_NAME, STORE_NAME, species_marker)
@@ -514,12 +515,20 @@ def real_xray_options(wildcards):
 _PARSED_AT = time.time()  # logs older than this run are an earlier run's
 
 
-def _torch_cuda():
+def _cuda_seen(package):
+    """Whether ``package`` (torch or cupy) in Snakemake's own Python sees a CUDA device; None where it
+    cannot be imported here (Snakemake's environment need not be the jobs')."""
     try:
-        import torch
+        mod = importlib.import_module(package)
     except ImportError:
+        return None
+    except Exception:  # noqa: BLE001 - installed but broken (a CuPy without its CUDA libraries): no GPU here
         return False
-    return torch.cuda.is_available()
+    if package == "torch":
+        return mod.cuda.is_available()
+    from tomodata.render import cuda_available
+
+    return cuda_available()
 
 
 def check_before_jobs():
@@ -527,8 +536,9 @@ def check_before_jobs():
     jobs run on this machine (not on a cluster, where the jobs' machines differ; not --touch): stop
     where fetch jobs would run with a data.fetch.mirror that is no folder (every fetch would go to the
     network in silence), or jobs that need a GPU (render.backend: cuda, model.train.device: cuda;
-    resource gpu) on a machine without one, naming the settings. A run whose jobs need neither is
-    not stopped."""
+    resource gpu) on a machine without one (or without CuPy/torch), naming the settings; warn instead
+    where the jobs run in environments of their own (--sdm conda: Snakemake's Python cannot judge
+    them; tomodata.config_check.gpu_problems). A run whose jobs need neither is not stopped."""
     if not workflow.is_main_process or not workflow.local_exec or workflow.touch:
         return
     jobs = list(workflow.dag.needrun_jobs())
@@ -536,20 +546,20 @@ def check_before_jobs():
     if mirror and not Path(mirror).is_dir() and any(job.rule.name == "fetch" for job in jobs):
         raise WorkflowError(f"data.fetch.mirror: {mirror} is not a folder (relative to {Path.cwd()})")
     rules = {job.rule.name for job in jobs if int(job.resources.get("gpu", 0) or 0) > 0}
-    need = []
-    if "render_species" in rules:
-        from tomodata.render import cuda_available
-
-        if not cuda_available():
-            need.append("render.backend: cuda (CuPy and a CUDA device: pip install -e '.[gpu-cuda12]' or "
-                        "'.[gpu-cuda13]', README)")
-    model_rules = sorted(rules - {"render_species"})
-    if model_rules and not _torch_cuda():
-        need.append(f"model.train.device: {TRAIN['device']} (torch sees no CUDA device; rules {', '.join(model_rules)})")
-    if need:
+    render, model_rules = "render_species" in rules, rules - {"render_species"}
+    envs = ", ".join(sorted(m.name.lower() for m in workflow.deployment_settings.deployment_method))
+    missing, unchecked = gpu_problems(
+        render, model_rules, TRAIN["device"], job_environments=envs,
+        cupy_cuda=_cuda_seen("cupy") if render and not envs else None,
+        torch_cuda=_cuda_seen("torch") if model_rules and not envs else None,
+    )
+    if unchecked:
+        logger.warning("jobs of this run need a GPU, not checked before they start:\n  " + "\n  ".join(unchecked)
+                       + "\na job that gets no GPU fails")
+    if missing:
         raise WorkflowError(
-            "jobs of this run need a GPU and run on this machine (local execution), which has none:\n  "
-            + "\n  ".join(need) + "\nset render.backend: auto and model.train.device: cpu, or run where the jobs "
+            "jobs of this run need a GPU and run on this machine (local execution), where they cannot have one:\n  "
+            + "\n  ".join(missing) + "\nset render.backend: auto and model.train.device: cpu, or run where the jobs "
             "get a GPU (docs/workflow.md, \"Profiles\")")
 
 
