@@ -47,8 +47,10 @@ pytestmark = pytest.mark.timeout(600)  # hang guards; on 2 workers a test may ge
 def _env(without_torch: Path | None = None) -> dict:
     """The environment of the tests' local Snakemake runs: `tomo` beside this python, no profile, and
     tests/noslurm first (the SLURM plugin's probe, about 10 s per start where no controller runs).
-    ``without_torch``: a folder (:func:`torch_blocker`) put first on PYTHONPATH, where `import torch`
-    fails, as in the data rules' environment (envs/tomodata.yaml has no torch)."""
+    ``without_torch``: a folder (:func:`torch_blocker`) put first on PYTHONPATH, where importing the
+    packages that Snakemake's conda environment (envs/workflow.yaml) lacks fails: torch and the rest
+    of the model's (envs/model.yaml), none of which the data rules' envs/tomodata.yaml has either
+    but scikit-image (with Pillow)."""
     env = dict(os.environ)
     env["PATH"] = f"{NOSLURM}{os.pathsep}{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("SNAKEMAKE_PROFILE", None)
@@ -57,10 +59,15 @@ def _env(without_torch: Path | None = None) -> dict:
     return env
 
 
-def torch_blocker(folder: Path) -> Path:
-    """``folder`` holding a package ``torch`` whose import raises ImportError (for :func:`_env`)."""
-    (folder / "torch").mkdir(parents=True, exist_ok=True)
-    (folder / "torch" / "__init__.py").write_text('raise ImportError("torch is not installed here (test)")\n')
+#: the packages of envs/model.yaml that envs/workflow.yaml lacks (import names)
+MODEL_ONLY_PACKAGES = ("torch", "tensorboard", "matplotlib", "skimage", "PIL")
+
+
+def torch_blocker(folder: Path, packages=MODEL_ONLY_PACKAGES) -> Path:
+    """``folder`` holding packages ``packages`` whose import raises ImportError (for :func:`_env`)."""
+    for name in packages:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "__init__.py").write_text(f'raise ImportError("{name} is not installed here (test)")\n')
     return folder
 
 
@@ -94,9 +101,9 @@ def copy_manifests(workdir: Path) -> None:
     shutil.copytree(ROOT / "manifests", workdir / "manifests", ignore=shutil.ignore_patterns(".*"))
 
 
-def planned_jobs(workdir: Path, *args: str) -> list[tuple[str, str | None]]:
-    """(rule, id) of every job a dry run would run, without `all`, sorted."""
-    out = smk(workdir, "-n", *args).stdout
+def planned_jobs(workdir: Path, *args: str, without_torch: Path | None = None) -> list[tuple[str, str | None]]:
+    """(rule, id) of every job a dry run would run, without `all`, sorted (``without_torch``: :func:`_env`)."""
+    out = smk(workdir, "-n", *args, without_torch=without_torch).stdout
     jobs = []
     for block in re.split(r"\n(?=\[[^\]]+\]\n)", out):
         m = re.search(r"^(?:local)?rule (\w+):", block, re.M)
@@ -264,9 +271,11 @@ def test_lint_is_clean(tmp_path):
 
 def test_paper_dry_run_offline(tmp_path):
     """The paper's config with the template manifest (placeholder URLs): a dry run plans one chain
-    per specimen and touches nothing (no fetch, no output folders)."""
+    per specimen and touches nothing (no fetch, no output folders); planned by a Snakemake that
+    cannot import the model's packages, as in its conda environment (envs/workflow.yaml)."""
     copy_manifests(tmp_path)
-    jobs = planned_jobs(tmp_path, "--configfile", str(ROOT / "workflow/configs/paper.yaml"))
+    blocker = torch_blocker(tmp_path / "notorch")
+    jobs = planned_jobs(tmp_path, "--configfile", str(ROOT / "workflow/configs/paper.yaml"), without_torch=blocker)
     ids = ["Didelphis_virginiana", "Ornithorhynchus_anatinus", "Tamandua_tetradactyla"]
     expected = sorted(
         [(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
@@ -314,7 +323,8 @@ def test_micro_ct_reads_local_folders_in_place(tmp_path):
 def demo_build(tmp_path_factory):
     """The demo path (tomo demo-movies -> fetch -> cube -> store -> render -> finalize) at tiny size:
     4 species (2 train + 1 val + 1 test), 32³ movies and cubes, 4 views of 32² with 32 steps; run
-    where torch cannot be imported, as in the data rules' environment (envs/tomodata.yaml)."""
+    where torch, matplotlib, scikit-image, ... cannot be imported, as in Snakemake's and the data
+    rules' conda environments (envs/workflow.yaml, envs/tomodata.yaml; :func:`torch_blocker`)."""
     work = tmp_path_factory.mktemp("demo")
     config = write_config(
         work, "tiny", {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}}
