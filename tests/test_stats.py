@@ -93,6 +93,20 @@ def test_species_tests_use_species_means_not_samples():
     assert math.isnan(S.species_ttest(a, a, species)[0]) and math.isnan(S.species_wilcoxon(a, a, species)[1])
 
 
+def test_wilcoxon_is_exact_up_to_50_species_and_approximate_above():
+    """docs/model.md, "Statistics": scipy's method="auto", exact for at most 50 species without ties,
+    the normal approximation above (the 51 mice's Wilcoxon p-values; helper-81: the docs said exact)."""
+    rng = np.random.default_rng(3)
+    for k, method in ((50, "exact"), (51, "asymptotic")):
+        species, _ = _layout(k, 1)  # 2 samples per species
+        a = rng.normal(0.0, 1.0, 2 * k)
+        b = a + rng.normal(0.3, 1.0, 2 * k)  # distinct differences of the species means: no ties
+        ma, mb = a.reshape(k, 2).mean(axis=1), b.reshape(k, 2).mean(axis=1)
+        assert np.unique(np.abs(ma - mb)).size == k
+        want = stats.wilcoxon(ma, mb, alternative="two-sided", method=method).pvalue
+        assert S.species_wilcoxon(a, b, species)[1] == pytest.approx(want, rel=1e-12), (k, method)
+
+
 def test_equal_nonzero_differences_have_no_t_test():
     """Every species (or mirrored pair) better by the same amount: the t statistic would be inf with
     p = 0; no spread means no t-test (NaN), while the Wilcoxon test still ranks the differences."""
