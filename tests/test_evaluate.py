@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, uniform_filter
 
 import model.search as E
 import model.sources as SO
@@ -255,6 +255,15 @@ def test_dssim_gaussian_window_is_wang_et_al():
     expect = (1 - s_map[5:-5, 5:-5].mean()) / 2
     assert dssim(a, b, window="gaussian") == pytest.approx(expect, rel=1e-9)
     assert dssim(a, b, window="gaussian") != pytest.approx(dssim(a, b), rel=1e-3)  # the windows differ
+    # window="uniform" (metric dssim, the paper's comparison): 7x7 box, sample covariance (N/(N-1)),
+    # K1 .01, K2 .03, mean over the pixels the window fits around (helper-82: only "> 0.01" tied it,
+    # so K2 = 0.3 passed with a 20x smaller DSSIM)
+    u = lambda x: uniform_filter(x, 7)  # noqa: E731
+    ma, mb = u(a), u(b)
+    cov = 49 / 48
+    va, vb, cab = cov * (u(a * a) - ma**2), cov * (u(b * b) - mb**2), cov * (u(a * b) - ma * mb)
+    s_map = ((2 * ma * mb + c1) * (2 * cab + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+    assert dssim(a, b) == pytest.approx((1 - s_map[3:-3, 3:-3].mean()) / 2, rel=1e-9)
     with pytest.raises(ValueError, match="11x11"):
         dssim(np.zeros((9, 9)), np.zeros((9, 9)), window="gaussian")
     with pytest.raises(ValueError, match="window must be one of"):
