@@ -232,6 +232,28 @@ def test_pooled_statistics_match_a_direct_computation(folds, tmp_path):
     assert json.loads((tmp_path / "cv" / "summary.json").read_text())["folds"] == 3
 
 
+def test_corrected_t_takes_each_folds_train_and_test_counts(tmp_path_factory, tmp_path):
+    """8 species in 4 folds: each fold trains on 4 species, tests 2 and validates on 2, so the corrected
+    resampled t's factor 1/K + n_test/n_train is 1/4 + 2/4 (helper-82: with 6 species in 3 folds,
+    train, test and val are all 2, and swapped counts or val counted as train passed)."""
+    base = build_demo(tmp_path_factory.mktemp("cv8") / "demo", species=8, val=1, test=1, views=4, size=32)
+    rng = np.random.default_rng(1)
+    dirs = []
+    for k in range(4):
+        view = make_fold_view(base, tmp_path / f"fold{k}" / "dataset.zarr", folds=4, fold=k, seed=2)
+        _fake_eval(view, tmp_path / f"fold{k}" / "eval", rng, shift=0.002 * k)
+        dirs.append(tmp_path / f"fold{k}" / "eval")
+    res = pool_folds(dirs, tmp_path / "cv")
+    assert res["fold_sizes"] == {"n_train": 4.0, "n_test": 2.0}
+    m = pd.concat([pd.read_csv(d / "metrics.csv").assign(fold=k) for k, d in enumerate(dirs)])
+    fold_means = m.groupby(["method", "fold", "species"])["l2"].mean().groupby(["method", "fold"]).mean().unstack(0)
+    d = fold_means["ours"] - fold_means["nn"]
+    t = d.mean() / np.sqrt((1 / 4 + 2 / 4) * d.var(ddof=1))
+    tests = pd.read_csv(tmp_path / "cv" / "tests.csv")
+    row = tests.query("metric == 'l2' and method_a == 'ours' and method_b == 'nn' and test == 'corrected t'")
+    assert row["statistic"].item() == pytest.approx(t) and row["p"].item() == pytest.approx(2 * stats.t.sf(abs(t), 3))
+
+
 def test_dssim_gauss_is_pooled_where_every_fold_has_it_and_joins_the_claims_holm_family(folds, tmp_path):
     """Fold evaluations made before dssim_gauss existed pool without it; with it in every fold it is
     tabulated, and Holm runs over the first method's comparisons in l2, dssim and dssim_gauss together."""
