@@ -134,8 +134,17 @@ def test_a_species_set_of_the_summaries_restricts_both_runs(tmp_path, capsys):
 
 
 def test_other_fold_assignments_are_paired_by_species_and_counted(tmp_path):
-    fa, fb, _, _ = _runs(tmp_path)
+    """Species in other folds, and so in another order in species.csv (tomo cv-summary writes them in
+    fold order): paired by name, not by row (helper-82: position pairing passed, with p .92 for .0012)."""
+    fa, fb, a, b = _runs(tmp_path)
     rows = (fb / "species.csv").read_text().splitlines()
-    moved = [rows[0]] + [r[: r.rfind(",")] + (",1" if r.split(",")[1] in ("s00", "s03") else ",0") for r in rows[1:]]
-    (fb / "species.csv").write_text("\n".join(moved) + "\n")
-    assert compare_cv(fa, fb)["fold_differences"] == 2
+    moved = [r[: r.rfind(",")] + (",1" if r.split(",")[1] in ("s00", "s03") else ",0") for r in rows[1:]]
+    shuffled = [moved[i] for i in np.random.default_rng(4).permutation(len(moved))]
+    methods = list(dict.fromkeys(r.split(",")[0] for r in moved))  # the first is ours: kept first
+    shuffled.sort(key=lambda r: methods.index(r.split(",")[0]))  # species in another order within each
+    (fb / "species.csv").write_text("\n".join([rows[0], *shuffled]) + "\n")
+    res = compare_cv(fa, fb)
+    assert res["fold_differences"] == 2
+    row = next(r for r in res["methods"] if r["method"] == "nn" and r["metric"] == "l2")
+    assert row["p"] == pytest.approx(stats.ttest_rel(b["nn", "l2"], a["nn", "l2"]).pvalue)
+    assert row["higher"] == int((b["nn", "l2"] > a["nn", "l2"]).sum())
