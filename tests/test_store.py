@@ -279,6 +279,20 @@ def test_validate_tampered_value(tmp_path):
     assert_fails_for(report, "alpha")
     assert report.species_to_rebuild == ["alpha"]
     assert any("sha256" in e and "images" in e for e in report.errors)
+    # sample 7 is sample 6 mirrored: the pair check names it too (helper-82: untested)
+    assert any("image of sample 7 is not the row-reversed image of sample 6" in e for e in report.errors), report.errors
+
+
+def test_validate_volume_level_1_not_the_mean_of_level_0(tmp_path):
+    """The OME-Zarr level 1 is not in the completion marker's sha256: validation recomputes it from
+    level 0, the only guard on what OME viewers and exports read (helper-82: no test changed it)."""
+    path = make_store(tmp_path / "ds.zarr")
+    write(path, "alpha")
+    v1 = zarr.open_array(str(path), path="species/alpha/volume/1", mode="r+")
+    v1[0, 0, 0] = 0.987 if float(v1[0, 0, 0]) != 0.987 else 0.5
+    report = store.validate_store(path, species=["alpha"])
+    assert_fails_for(report, "alpha")
+    assert any("level 1" in e for e in report.errors), report.errors
 
 
 def test_validate_tampered_volume_checksum_only(tmp_path):
