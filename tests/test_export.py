@@ -507,6 +507,11 @@ def test_an_export_folder_that_cannot_be_made_is_named(demo, tmp_path, capsys):
         (dict(licence=UTCT_LICENCE, source="https://digimorph.org/specimens/x/y.mp4"), "restricted"),
         (dict(licence="research use only, no redistribution", source="/data/x.nrrd"), "restricted"),
         (dict(licence="", source="https://www.digimorph.org/specimens/x/y.mp4"), "restricted"),
+        # a restriction wins over an open licence named beside it, and a DigiMorph source over any text
+        # (helper-83: no case combined them, so either rule could be dropped with every test passing)
+        (dict(licence="CC BY 4.0, no redistribution", source="/d/x"), "restricted"),
+        (dict(licence="MIT License, all rights reserved", source="/d/x"), "restricted"),
+        (dict(licence="CC BY 4.0", source="https://digimorph.org/specimens/x/y.mp4"), "restricted"),
         (dict(licence="procedural (tomodata.phantoms): free, no restrictions", source="movies/p.mp4"), "free"),
         (dict(source="tomodata.phantoms species 0 seed 0"), "free"),
         (dict(licence="CC-BY-4.0 (MorphoSource media 1234)", source="https://example.org/a.nii.gz"), "open"),
