@@ -95,6 +95,21 @@ def test_ckpt_every_and_log_every_do_not_restart_a_run(store, tmp_path):
         state, net=TINY.to_dict(), train=dataclasses.replace(CFG, val_every=3).to_dict(), data=state["data"]
     )
     assert diffs == ["train.val_every: 2 (checkpoint) != 3 (now)"]
+    # every setting that changes what a step computes is compared, one at a time; only how a step
+    # runs is not (helper-83: dropping batch_size or seed from the comparison passed every test)
+    changed = {"amp": "bf16", "memory_format": "nchw"}
+    how = {"compile", "memory_format", "ckpt_every", "keep_checkpoints", "log_every", "num_workers"}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(CFG, f.name)
+        if f.name in changed:
+            other = changed[f.name]
+        else:
+            other = (not value) if isinstance(value, bool) else value * 2 + 1
+        diffs = resume_differences(
+            state, net=TINY.to_dict(), train=dataclasses.replace(CFG, **{f.name: other}).to_dict(), data=state["data"]
+        )
+        assert bool(diffs) is (f.name not in how), (f.name, diffs)
+        assert all(d.startswith(f"train.{f.name}:") for d in diffs), (f.name, diffs)
 
 
 def test_an_uninterrupted_run_equals_one_with_other_ckpt_and_log_every(store, tmp_path):
