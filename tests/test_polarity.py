@@ -38,6 +38,7 @@ from synth_radiographs import REAL, issue_film, make_films
 from synth_radiographs import volumes as synth_volumes
 from test_infer import _clinical_film
 
+import model.xray as xray_module
 from model.infer import detect_polarity, prepare_xray
 from model.polarity import BORDER_FRACTION
 from tomodata.render import render_xrays
@@ -99,6 +100,22 @@ def test_refusal_asks_for_the_option_and_low_confidence_warns():
         prepare_xray(flat)
     sq, rec = prepare_xray(flat, polarity="keep")
     assert rec["polarity"]["decided_by"] == "keep"
+    # a guess of low confidence is taken with a warning that says which way and how to decide (the
+    # detector's verdict stubbed: which films give "low" is the detector's business, tested above;
+    # helper-83: the warning could be removed with every test passing)
+    for invert, how in ((True, "inverting"), (False, "keeping")):
+        low = {**detect_polarity(flat), "invert": invert, "confidence": "low", "margin": 0.05 if not invert else -0.05}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(xray_module, "detect_polarity", lambda x, mask=None, low=low: low)
+            with pytest.warns(UserWarning, match=rf"polarity detection is uncertain .*; {how}; pass --polarity keep"):
+                _, rec = prepare_xray(flat)
+        assert rec["polarity"]["inverted"] is invert
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at normal confidence
+        with pytest.MonkeyPatch.context() as mp:
+            sure = {**low, "confidence": "normal"}
+            mp.setattr(xray_module, "detect_polarity", lambda x, mask=None: sure)
+            prepare_xray(flat)
 
 
 def test_header_polarity_is_trusted_unless_the_image_clearly_disagrees(films):
