@@ -966,6 +966,13 @@ def test_cli_pixel_spacing_gives_a_png_its_millimetres(tmp_path, ckpt, capsys):
     assert "(mm)" in capsys.readouterr().out  # the printed spacing unit
     _, spacing = _read_volume(out)
     assert spacing[1:] == pytest.approx((0.25, 0.25))
+    # rows and columns of other spacings land on the volume's y and x, also in the NIfTI beside it
+    # (helper-83: every test used square pixels, so swapping them passed)
+    assert main([*args, "--pixel-spacing", "0.5,0.25"]) == 0
+    assert _read_volume(out)[1][1:] == pytest.approx((0.5, 0.25))
+    nii = tmp_path / "v.nii.gz"
+    assert main([*args[:5], str(nii), *args[6:], "--pixel-spacing", "0.5,0.25"]) == 0
+    assert _read_volume(nii)[1][1:] == pytest.approx((0.5, 0.25))
     with pytest.raises(SystemExit):
         main([*args, "--pixel-spacing", "0,1"])
 
