@@ -5,6 +5,7 @@ licence rules and atomic writing."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -380,6 +381,45 @@ def test_tampering_is_detected(demo_data_export, tmp_path):
     assert any(p.startswith("samples.csv") for p in problems)
 
 
+def _resum(out: Path, rel: str) -> None:
+    """Rewrite ``rel``'s line of ``out/SHA256SUMS`` to its present sha256 (a consistent forgery)."""
+    digest = hashlib.sha256((out / rel).read_bytes()).hexdigest()
+    lines = [
+        f"{digest}  {rel}" if ln.endswith(f"  {rel}") else ln for ln in (out / "SHA256SUMS").read_text().splitlines()
+    ]
+    (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def test_forgeries_that_keep_sha256sums_consistent_are_detected(demo_data_export, tmp_path):
+    """Edits that SHA256SUMS alone cannot see (helper-83: each check could be removed with every test
+    passing): recorded array checksums that no longer match the store, a Croissant sha256 that
+    disagrees with SHA256SUMS, a file replaced by a symbolic link."""
+    out = tmp_path / "sums"
+    shutil.copytree(demo_data_export[0], out)
+    sums = json.loads((out / "recipe/checksums.json").read_text())
+    sums["species"]["procedural_00"]["arrays_sha256"]["volume"] = "0" * 64
+    (out / "recipe/checksums.json").write_text(json.dumps(sums))
+    _resum(out, "recipe/checksums.json")
+    problems = export.verify_export(out)
+    assert "dataset.zarr: species 'procedural_00' arrays disagree with recipe/checksums.json" in problems, problems
+    out = tmp_path / "croissant"
+    shutil.copytree(demo_data_export[0], out)
+    cr = json.loads((out / "croissant.json").read_text())
+    fo = next(d for d in cr["distribution"] if d.get("@type") == "cr:FileObject" and d.get("sha256"))
+    fo["sha256"] = "0" * 64
+    (out / "croissant.json").write_text(json.dumps(cr))
+    _resum(out, "croissant.json")
+    problems = export.verify_export(out)
+    assert any(p.startswith("croissant.json: sha256 of") and "disagrees with SHA256SUMS" in p for p in problems), (
+        problems
+    )
+    out = tmp_path / "link"
+    shutil.copytree(demo_data_export[0], out)
+    (out / "species.csv").rename(out / "species.real.csv")
+    (out / "species.csv").symlink_to("species.real.csv")
+    assert "species.csv: is a symbolic link" in export.verify_export(out)
+
+
 def test_files_croissant_names_are_checked_even_when_dropped_from_sha256sums(demo_data_export, tmp_path):
     """A file Croissant describes, deleted together with its SHA256SUMS line, is still reported
     (helper-69: sha256sum -c and verify_export both passed), and so is a species' FileSet gone."""
@@ -449,6 +489,12 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
     assert problems and all("images" in p for p in problems), problems  # only the images depend on steps
     assert all("images='skip'" in p for p in problems), problems  # the message says how to check the rest
     assert export.verify_rebuild(other, out, images="skip") == []
+    # a rebuild whose splits are not the recipe's (helper-83: the check could be removed, untested)
+    sums = json.loads((out / "recipe/checksums.json").read_text())
+    name, entry = next(iter(sums["species"].items()))
+    was, entry["split"] = entry["split"], "val" if entry["split"] != "val" else "train"
+    (out / "recipe/checksums.json").write_text(json.dumps(sums))
+    assert f"species {name!r}: split {was!r}, the recipe says {entry['split']!r}" in export.verify_rebuild(rebuilt, out)
 
 
 @pytest.mark.parametrize("view_sets", ["shared", "per_species"])
