@@ -181,15 +181,19 @@ def _fake_eval(view: Path, out: Path, rng, shift: float) -> None:
     (out / "summary.json").write_text(json.dumps(summary))
 
 
-@pytest.fixture()
-def folds(base, tmp_path):
-    rng = np.random.default_rng(0)
+def _fold_evals(base: Path, tmp_path: Path, n_folds: int, rng) -> list[Path]:
+    """The evaluation folders (made up: :func:`_fake_eval`) of ``n_folds`` fold views of ``base``."""
     dirs = []
-    for k in range(3):
-        view = make_fold_view(base, tmp_path / f"fold{k}" / "dataset.zarr", folds=3, fold=k, seed=2)
+    for k in range(n_folds):
+        view = make_fold_view(base, tmp_path / f"fold{k}" / "dataset.zarr", folds=n_folds, fold=k, seed=2)
         _fake_eval(view, tmp_path / f"fold{k}" / "eval", rng, shift=0.002 * k)
         dirs.append(tmp_path / f"fold{k}" / "eval")
     return dirs
+
+
+@pytest.fixture()
+def folds(base, tmp_path):
+    return _fold_evals(base, tmp_path, 3, np.random.default_rng(0))
 
 
 def test_pooled_statistics_match_a_direct_computation(folds, tmp_path):
@@ -237,12 +241,7 @@ def test_corrected_t_takes_each_folds_train_and_test_counts(tmp_path_factory, tm
     resampled t's factor 1/K + n_test/n_train is 1/4 + 2/4 (helper-82: with 6 species in 3 folds,
     train, test and val are all 2, and swapped counts or val counted as train passed)."""
     base = build_demo(tmp_path_factory.mktemp("cv8") / "demo", species=8, val=1, test=1, views=4, size=32)
-    rng = np.random.default_rng(1)
-    dirs = []
-    for k in range(4):
-        view = make_fold_view(base, tmp_path / f"fold{k}" / "dataset.zarr", folds=4, fold=k, seed=2)
-        _fake_eval(view, tmp_path / f"fold{k}" / "eval", rng, shift=0.002 * k)
-        dirs.append(tmp_path / f"fold{k}" / "eval")
+    dirs = _fold_evals(base, tmp_path, 4, np.random.default_rng(1))
     res = pool_folds(dirs, tmp_path / "cv")
     assert res["fold_sizes"] == {"n_train": 4.0, "n_test": 2.0}
     m = pd.concat([pd.read_csv(d / "metrics.csv").assign(fold=k) for k, d in enumerate(dirs)])
