@@ -71,9 +71,8 @@ def torch_view_volumes(
     n = volumes.shape[0] if index is None else index.shape[0]
     if rotations.shape != (n, 3, 3):
         raise ValueError(f"rotations must be (B, 3, 3) with B = {n}, got {tuple(rotations.shape)}")
-    if index is None:
-        which = torch.arange(n)
-    else:
+    which = None  # sample b of volume b
+    if index is not None:
         which = index.to(device="cpu", dtype=torch.int64)
         if index.ndim != 1 or (n and not 0 <= int(which.min()) <= int(which.max()) < volumes.shape[0]):
             raise ValueError(f"index must be (B,) in [0, {volumes.shape[0]}), got {which.tolist()}")
@@ -87,15 +86,19 @@ def torch_view_volumes(
     return out
 
 
-def _sample_views(volumes: torch.Tensor, which: torch.Tensor, rot: torch.Tensor, size: int, steps: int) -> torch.Tensor:
+def _sample_views(
+    volumes: torch.Tensor, which: torch.Tensor | None, rot: torch.Tensor, size: int, steps: int
+) -> torch.Tensor:
     """(B, steps, S', S') float32 view volumes of (N, 1, Z, Y, X) ``volumes``, sample ``b`` of volume
-    ``which[b]`` ((B,) int64 on the CPU), at (B, 3, 3) float64 ``rot``."""
+    ``which[b]`` ((B,) int64 on the CPU; None: of volume ``b``), at (B, 3, 3) float64 ``rot``."""
     dev = volumes.device
     pts = torch.einsum("bij,kmnj->bkmni", rot, _camera_grid(size, steps, str(dev)))  # (B, steps, S, S, 3) x, y, z
     if dev.type == "cpu":  # the same bits as grid_sample below, several threads per view (model/_sample_cpu.py)
         vols = volumes[:, 0].float()
         if vols.stride(0) == 0:  # an expanded volume: read the one, not B copies
-            vols, which = vols[:1], torch.zeros_like(which)
+            vols, which = vols[:1], torch.zeros(rot.shape[0], dtype=torch.int64)
+        elif which is None:
+            which = torch.arange(rot.shape[0])
         out = torch.empty((rot.shape[0], steps, size, size), dtype=torch.float32)
         sample_views(
             vols.contiguous().numpy(),
@@ -104,7 +107,7 @@ def _sample_views(volumes: torch.Tensor, which: torch.Tensor, rot: torch.Tensor,
             out.numpy(),
         )
         return out
-    if not torch.equal(which, torch.arange(which.shape[0])) or volumes.shape[0] != which.shape[0]:
+    if which is not None:
         volumes = volumes[which.to(dev)]  # grid_sample takes one volume per item
     grid = pts.float()
     inside = pts.abs_().amax(dim=-1) <= 1.0  # in float64, as the renderer decides; pts is spent

@@ -517,7 +517,7 @@ _PARSED_AT = time.time()  # logs older than this run are an earlier run's
 
 def _cuda_seen(package):
     """Whether ``package`` (torch or cupy) in Snakemake's own Python sees a CUDA device; None where it
-    cannot be imported here (Snakemake's environment need not be the jobs')."""
+    cannot be imported here (gpu_problems says which)."""
     try:
         mod = importlib.import_module(package)
     except ImportError:
