@@ -44,18 +44,18 @@ NOSLURM = Path(__file__).resolve().parent / "noslurm"  # a failing `scontrol`: s
 pytestmark = pytest.mark.timeout(600)  # hang guards; on 2 workers a test may get half the machine
 
 
-def _env(without_torch: Path | None = None) -> dict:
+def _env(blocked: Path | None = None) -> dict:
     """The environment of the tests' local Snakemake runs: `tomo` beside this python, no profile, and
     tests/noslurm first (the SLURM plugin's probe, about 10 s per start where no controller runs).
-    ``without_torch``: a folder (:func:`torch_blocker`) put first on PYTHONPATH, where importing the
+    ``blocked``: a folder (:func:`package_blocker`) put first on PYTHONPATH, where importing the
     packages that Snakemake's conda environment (envs/workflow.yaml) lacks fails: torch and the rest
     of the model's (envs/model.yaml), none of which the data rules' envs/tomodata.yaml has either
     but scikit-image (with Pillow)."""
     env = dict(os.environ)
     env["PATH"] = f"{NOSLURM}{os.pathsep}{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("SNAKEMAKE_PROFILE", None)
-    if without_torch is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(without_torch), env.get("PYTHONPATH")]))
+    if blocked is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(blocked), env.get("PYTHONPATH")]))
     return env
 
 
@@ -63,7 +63,7 @@ def _env(without_torch: Path | None = None) -> dict:
 MODEL_ONLY_PACKAGES = ("torch", "tensorboard", "matplotlib", "skimage", "PIL")
 
 
-def torch_blocker(folder: Path, packages=MODEL_ONLY_PACKAGES) -> Path:
+def package_blocker(folder: Path, packages=MODEL_ONLY_PACKAGES) -> Path:
     """``folder`` holding packages ``packages`` whose import raises ImportError (for :func:`_env`)."""
     for name in packages:
         (folder / name).mkdir(parents=True, exist_ok=True)
@@ -72,10 +72,10 @@ def torch_blocker(folder: Path, packages=MODEL_ONLY_PACKAGES) -> Path:
 
 
 def smk(
-    workdir: Path, *args: str, check: bool = True, timeout: float = 240, without_torch: Path | None = None
+    workdir: Path, *args: str, check: bool = True, timeout: float = 240, blocked: Path | None = None
 ) -> subprocess.CompletedProcess:
     """Run snakemake on the repository's Snakefile in ``workdir``; stdout and stderr together
-    (``without_torch``: see :func:`_env`)."""
+    (``blocked``: see :func:`_env`)."""
     cmd = [
         sys.executable,
         "-m",
@@ -88,7 +88,7 @@ def smk(
         "none",
         *args,
     ]
-    env = _env(without_torch)
+    env = _env(blocked)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
@@ -101,9 +101,9 @@ def copy_manifests(workdir: Path) -> None:
     shutil.copytree(ROOT / "manifests", workdir / "manifests", ignore=shutil.ignore_patterns(".*"))
 
 
-def planned_jobs(workdir: Path, *args: str, without_torch: Path | None = None) -> list[tuple[str, str | None]]:
-    """(rule, id) of every job a dry run would run, without `all`, sorted (``without_torch``: :func:`_env`)."""
-    out = smk(workdir, "-n", *args, without_torch=without_torch).stdout
+def planned_jobs(workdir: Path, *args: str, blocked: Path | None = None) -> list[tuple[str, str | None]]:
+    """(rule, id) of every job a dry run would run, without `all`, sorted (``blocked``: :func:`_env`)."""
+    out = smk(workdir, "-n", *args, blocked=blocked).stdout
     jobs = []
     for block in re.split(r"\n(?=\[[^\]]+\]\n)", out):
         m = re.search(r"^(?:local)?rule (\w+):", block, re.M)
@@ -274,8 +274,8 @@ def test_paper_dry_run_offline(tmp_path):
     per specimen and touches nothing (no fetch, no output folders); planned by a Snakemake that
     cannot import the model's packages, as in its conda environment (envs/workflow.yaml)."""
     copy_manifests(tmp_path)
-    blocker = torch_blocker(tmp_path / "notorch")
-    jobs = planned_jobs(tmp_path, "--configfile", str(ROOT / "workflow/configs/paper.yaml"), without_torch=blocker)
+    blocker = package_blocker(tmp_path / "blocked")
+    jobs = planned_jobs(tmp_path, "--configfile", str(ROOT / "workflow/configs/paper.yaml"), blocked=blocker)
     ids = ["Didelphis_virginiana", "Ornithorhynchus_anatinus", "Tamandua_tetradactyla"]
     expected = sorted(
         [(r, i) for r in ("cube", "fetch", "render_species") for i in ids]
@@ -324,14 +324,14 @@ def demo_build(tmp_path_factory):
     """The demo path (tomo demo-movies -> fetch -> cube -> store -> render -> finalize) at tiny size:
     4 species (2 train + 1 val + 1 test), 32³ movies and cubes, 4 views of 32² with 32 steps; run
     where torch, matplotlib, scikit-image, ... cannot be imported, as in Snakemake's and the data
-    rules' conda environments (envs/workflow.yaml, envs/tomodata.yaml; :func:`torch_blocker`)."""
+    rules' conda environments (envs/workflow.yaml, envs/tomodata.yaml; :func:`package_blocker`)."""
     work = tmp_path_factory.mktemp("demo")
     config = write_config(
         work, "tiny", {"source": "demo", "demo": {"species": 4, "val": 1, "test": 1, "movie_size": 32}}
     )
-    blocker = torch_blocker(tmp_path_factory.mktemp("notorch"))
+    blocker = package_blocker(tmp_path_factory.mktemp("blocked"))
     t0 = time.monotonic()
-    proc = smk(work, "--cores", "2", "--configfile", str(config), without_torch=blocker)
+    proc = smk(work, "--cores", "2", "--configfile", str(config), blocked=blocker)
     return work, config, proc, time.monotonic() - t0
 
 
