@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tomodata.previews import to_png
+from tomodata.previews import tile, to_png, write_png
 from tomodata.render import check_volume, render_xrays, view_volumes
 from tomodata.views import cell_centres
 
@@ -478,22 +478,13 @@ def colour_render(
 
 
 def _save_png(img, path) -> Path:
-    path = Path(path)
-    u8 = to_uint8(img) if np.asarray(img).dtype != np.uint8 else np.asarray(img)
-    Image.fromarray(u8, mode="RGB" if u8.ndim == 3 else "L").save(path)
-    return path
+    """``img`` (uint8 as it is, else [0, 1] floats through :func:`to_uint8`) as PNG at ``path``."""
+    return write_png(path, img if np.asarray(img).dtype == np.uint8 else to_uint8(img))
 
 
 def _montage(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
     """Tile (n, S, S[, 3]) images in a grid with ``pad`` black pixels between them."""
-    n, s = images.shape[0], images.shape[1]
-    rows = -(-n // cols)
-    shape = (rows * s + (rows - 1) * pad, cols * s + (cols - 1) * pad) + images.shape[3:]
-    out = np.zeros(shape, dtype=images.dtype)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        out[r * (s + pad) : r * (s + pad) + s, c * (s + pad) : c * (s + pad) + s] = im
-    return out
+    return tile(images, cols, pad=pad)
 
 
 def display_grid(vol_shape, size: int | None = None) -> tuple[int, int]:

@@ -44,10 +44,9 @@ import cv2
 import nibabel as nib
 import numpy as np
 import torch
-from PIL import Image
 
 from tomodata.folder_contents import record_contents
-from tomodata.previews import to_png
+from tomodata.previews import tile, to_png, write_png
 from tomodata.run_layout import EVAL_DIR, EXPLORER_DIR, MODEL_DIR, STORE_NAME
 from tomodata.store import open_store
 
@@ -208,25 +207,11 @@ def sample_metrics(eval_dir: Path) -> dict:
     return {k: {meth: {"mse": s[0] / s[2], "dssim": s[1] / s[2]} for meth, s in v.items()} for k, v in sums.items()}
 
 
-def _write_png(path: Path, img: np.ndarray) -> None:
-    Image.fromarray(to_png(img)).save(path)
-
-
 def write_sheet(path: Path, xrays: list, cols: int = 8, panel: int = 96) -> Path:
     """A contact sheet (PNG) of the samples' input x-rays (each (S, S), opacity 0..1), ``cols`` a row,
     ``panel`` pixels each, in the page's order: the explorer's entry in the Snakemake report."""
-    rows = -(-len(xrays) // cols)
-    sheet = np.zeros((rows * (panel + 4) + 4, min(cols, len(xrays)) * (panel + 4) + 4), np.float32)
-    for k, x in enumerate(xrays):
-        r, c = divmod(k, cols)
-        img = cv2.resize(np.asarray(x, np.float32), (panel, panel), interpolation=cv2.INTER_AREA)
-        sheet[4 + r * (panel + 4) : 4 + r * (panel + 4) + panel, 4 + c * (panel + 4) : 4 + c * (panel + 4) + panel] = (
-            img
-        )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_png(path, sheet)
-    return path
+    small = [cv2.resize(np.asarray(x, np.float32), (panel, panel), interpolation=cv2.INTER_AREA) for x in xrays]
+    return write_png(path, tile(small, cols, pad=4, border=4))
 
 
 def _js(name: str, value) -> str:
@@ -284,7 +269,7 @@ def write_explorer(
         name = f"s{k:03d}"
         script = _js(f"window.EXPLORER_DATA[{k}]", {"volumes": data})
         (out / "samples" / f"{name}.js").write_text("window.EXPLORER_DATA = window.EXPLORER_DATA || {};\n" + script)
-        _write_png(out / "samples" / f"{name}_xray.png", row["xray"])
+        write_png(out / "samples" / f"{name}_xray.png", row["xray"])
         species, sample = row["title"].rsplit(" sample ", 1)
         samples.append(
             dict(

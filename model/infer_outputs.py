@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from tomodata.files import json_safe
+from tomodata.previews import write_png
 
 from .fusion import fuse_slabs, rerender_error, xray_at
 from .predict import _rows_per_slab, _upsample_slabs
-from .volume_io import PREVIEW_MAX, PREVIEWS, _fit, _Outputs, _u8, _write_png, write_volume
+from .volume_io import PREVIEW_MAX, PREVIEWS, _fit, _Outputs, _u8, write_volume
 
 if TYPE_CHECKING:
     from .infer import _Options, _Prediction
@@ -159,7 +160,7 @@ def _write_previews(
     paths: dict[str, str] = {}
     for name in PREVIEWS:
         final = folder / f"{stem}_{name}.png"
-        _write_png(outs.temp(final), imgs[name])
+        write_png(outs.temp(final), imgs[name])
         paths[name] = str(final)
     return paths
 

@@ -176,13 +176,6 @@ class _Outputs:
                 pass
 
 
-def _write_png(path: Path, img_u8: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", img_u8)
-    if not ok:  # pragma: no cover
-        raise RuntimeError(f"PNG encoding failed for {path}")
-    path.write_bytes(buf.tobytes())
-
-
 # --------------------------------------------------------------------------------------------------
 # the output's folder
 

@@ -484,7 +484,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, ckpt, monkeypatch):
     def boom(path, img):
         raise OSError("disk full")
 
-    monkeypatch.setattr(infer_outputs, "_write_png", boom)
+    monkeypatch.setattr(infer_outputs, "write_png", boom)
     with pytest.raises(OSError, match="disk full"):
         infer_file(good, ckpt, tmp_path / "out" / "v.nii.gz")
     assert _files(tmp_path / "out") == ["keep.txt"]

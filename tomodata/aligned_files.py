@@ -18,7 +18,7 @@ import numpy as np
 
 from .files import atomic_write, read_json_object, write_text
 from .io import read_volume
-from .previews import to_png
+from .previews import to_png, write_png
 
 __all__ = [
     "ALIGNMENT_KEYS",
@@ -173,9 +173,4 @@ def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_p
             oy = y0 + label_h + (panel_px - img.shape[0]) // 2
             ox = x0 + j * (panel_px + 4) + (panel_px - img.shape[1]) // 2
             sheet[oy : oy + img.shape[0], ox : ox + img.shape[1]] = img
-    out = Path(out_png)
-    ok = []
-    atomic_write(out, lambda tmp: ok.append(cv2.imwrite(str(tmp), sheet)))
-    if not ok or not ok[0]:
-        raise ValueError(f"{out}: OpenCV could not write the PNG")
-    return out
+    return write_png(out_png, sheet)

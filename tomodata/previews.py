@@ -1,5 +1,7 @@
-"""PNG previews of x-rays (``tomo phantom --preview``, ``tomo render``, ``tomo build-demo``,
-``tomo render-species --previews``): one 8-bit grey PNG per image and a contact sheet.
+"""The project's PNG files: the pixel convention (:func:`to_png`), the one writer (:func:`write_png`:
+atomic, an error where it cannot write), grids of images (:func:`tile`), and the x-ray previews of
+``tomo phantom --preview``, ``tomo render``, ``tomo build-demo`` and ``tomo render-species --previews``
+(one 8-bit grey PNG per image and a contact sheet).
 
 Images are float opacity in [0, 1], shape (n, H, W); a PNG pixel is ``round(clip(v, 0, 1) · 255)``
 (linear, no gamma: bone is bright). The sheet lays the images out row by row on a grid of
@@ -14,7 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["to_png", "contact_grid", "remove_previews", "write_previews"]
+from .files import atomic_write
+
+__all__ = ["to_png", "contact_grid", "remove_previews", "tile", "write_png", "write_previews"]
 
 
 def to_png(img: np.ndarray) -> np.ndarray:
@@ -22,17 +26,41 @@ def to_png(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def write_png(path, img: np.ndarray) -> Path:
+    """Write ``img`` as a PNG file at ``path`` (atomically; the folder is made): uint8 (H, W) grey or
+    (H, W, 3) RGB as it is, any other dtype as opacity through :func:`to_png`. ValueError naming the
+    path where the image cannot be encoded (OpenCV's ``imwrite`` only returns False)."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        a = to_png(a)
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or 0 in a.shape:
+        raise ValueError(f"{path}: a PNG image is (H, W) grey or (H, W, 3) RGB, not {a.shape}")
+    ok, buf = cv2.imencode(".png", a[..., ::-1] if a.ndim == 3 else a)  # OpenCV's colour order is BGR
+    if not ok:  # pragma: no cover - imencode fails only on shapes refused above
+        raise ValueError(f"{path}: OpenCV could not encode the PNG")
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buf.tobytes()))
+
+
+def tile(images, cols: int, *, pad: int = 0, border: int = 0) -> np.ndarray:
+    """The grid of ``images`` (n, H, W[, C], or a list of such equal arrays) ``cols`` a row (fewer where
+    n < cols), filled row by row, ``pad`` pixels between them and ``border`` around; zeros elsewhere,
+    in their dtype."""
+    images = np.asarray(images)
+    n, h, w = images.shape[:3]
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    shape = (rows * h + (rows - 1) * pad + 2 * border, cols * w + (cols - 1) * pad + 2 * border)
+    out = np.zeros(shape + images.shape[3:], images.dtype)
+    for i, img in enumerate(images):
+        y, x = border + (i // cols) * (h + pad), border + (i % cols) * (w + pad)
+        out[y : y + h, x : x + w] = img
+    return out
+
+
 def contact_grid(images: np.ndarray) -> np.ndarray:
     """The (rows·H, cols·W) uint8 sheet of ``images`` (n, H, W) opacity: ``cols = ceil(sqrt(n))``,
     filled row by row."""
-    cols = int(np.ceil(np.sqrt(len(images))))
-    rows = int(np.ceil(len(images) / cols))
-    s = images.shape[1:]
-    sheet = np.zeros((rows * s[0], cols * s[1]), np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        sheet[r * s[0] : (r + 1) * s[0], c * s[1] : (c + 1) * s[1]] = to_png(img)
-    return sheet
+    return tile(to_png(images), int(np.ceil(np.sqrt(len(images)))))
 
 
 def write_previews(images: np.ndarray, out_dir: Path, *, prefix: str = "xray", limit: int = 16) -> list[Path]:
@@ -42,12 +70,8 @@ def write_previews(images: np.ndarray, out_dir: Path, *, prefix: str = "xray", l
     paths = []
     shown = images[:limit]
     for i, img in enumerate(shown):
-        p = out_dir / f"{prefix}_{i:03d}.png"
-        cv2.imwrite(str(p), to_png(img))
-        paths.append(p)
-    p = out_dir / f"{prefix}_sheet.png"
-    cv2.imwrite(str(p), contact_grid(shown))
-    paths.append(p)
+        paths.append(write_png(out_dir / f"{prefix}_{i:03d}.png", to_png(img)))
+    paths.append(write_png(out_dir / f"{prefix}_sheet.png", contact_grid(shown)))
     return paths
 
 
