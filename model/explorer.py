@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -49,6 +48,7 @@ from tomodata.folder_contents import record_contents
 from tomodata.previews import tile, to_png, write_png
 from tomodata.run_layout import EVAL_DIR, EXPLORER_DIR, MODEL_DIR, STORE_NAME
 from tomodata.store import open_store
+from tomodata.volume_files import nifti_image
 
 from .examples import qualitative_examples
 from .names import EVAL_MATCHES, EVAL_METRICS, EVAL_SUMMARY, TRAIN_BEST
@@ -180,14 +180,11 @@ def nifti_base64(vol: np.ndarray, vmax: float, depth_spacing: float, descrip: st
     arr = np.ascontiguousarray(q[:, ::-1, :].transpose(2, 0, 1))  # (x=col, y=depth, z=row rev)
     affine = np.diag([1.0, depth_spacing, 1.0, 1.0])
     affine[:3, 3] = -0.5 * (np.array([W, D * depth_spacing, H]) - np.array([1.0, depth_spacing, 1.0]))
-    img = nib.Nifti1Image(arr, affine)
+    img = nifti_image(arr, affine, unit_mm=False, descrip=descrip)  # units: pixels
     hdr = img.header
     hdr.set_data_dtype(np.uint8)
     hdr.set_slope_inter(vmax / 255.0, 0.0)
     hdr["cal_min"], hdr["cal_max"] = 0.0, vmax
-    hdr["descrip"] = descrip[:79].encode()
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
     return base64.b64encode(img.to_bytes()).decode("ascii")
 
 

@@ -39,7 +39,7 @@ import nrrd
 import numpy as np
 
 from tomodata.previews import to_png
-from tomodata.volume_files import stable_nrrd_header
+from tomodata.volume_files import nifti_image, stable_nrrd_header
 
 from .names import PREVIEWS  # the preview names (one home: the workflow reads them too)
 
@@ -105,11 +105,7 @@ def write_volume(
     else:
         aff = np.diag([sx, sy, sz, 1.0])
         aff[:3, 3] = origin_xyz
-        img = nib.Nifti1Image(vol.T, aff)  # (x, y, z), the same bytes read in Fortran order
-        img.set_qform(aff, code=1)
-        img.set_sform(aff, code=1)
-        img.header.set_xyzt_units("mm" if unit_mm else "unknown")
-        img.header["descrip"] = descrip[:79].encode("ascii", "replace")
+        img = nifti_image(vol.T, aff, unit_mm=unit_mm, descrip=descrip)  # (x, y, z): the same bytes, Fortran order
         with open(path, "wb") as fh:  # a file object: the temporary name's suffix is not NIfTI's
             stream = gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=1, mtime=0) if suffix == ".nii.gz" else fh
             img.to_file_map({"image": nib.FileHolder(fileobj=stream)})

@@ -19,6 +19,7 @@ import numpy as np
 from .files import atomic_write, read_json_object, write_text
 from .io import read_volume
 from .previews import to_png, write_png
+from .volume_files import nifti_image
 
 __all__ = [
     "ALIGNMENT_KEYS",
@@ -108,10 +109,8 @@ def save_aligned(path, aligned: np.ndarray, spacing_zyx, record: Mapping | None 
     data = np.asarray(vol).transpose(2, 1, 0)
     affine = np.diag([*sp[::-1], 1.0])
     affine[:3, 3] = -(np.array(data.shape) - 1) / 2.0 * sp[::-1]
-    img = nib.Nifti1Image(data, affine)
+    img = nifti_image(data, affine)  # zooms = spacing: the affine's diagonal
     img.header.set_data_dtype(vol.dtype)
-    img.header.set_zooms(tuple(float(s) for s in sp[::-1]))
-    img.header.set_xyzt_units("mm")
     atomic_write(path, lambda tmp: nib.save(img, tmp))
     text = json.dumps(dict(record or {}), indent=1, sort_keys=True)
     write_text(json_path, text + "\n")

@@ -21,7 +21,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 
-__all__ = ["VOLUME_FORMATS", "canonical_affine", "stable_nrrd_header", "write_canonical_volume"]
+__all__ = ["VOLUME_FORMATS", "canonical_affine", "nifti_image", "stable_nrrd_header", "write_canonical_volume"]
 
 #: format name → file suffix
 VOLUME_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
@@ -32,6 +32,20 @@ _DIRECTIONS = np.array(
         [0.0, -1.0, 0.0],
     ]
 )  # S: the j axis (cube y) points inferior
+
+
+def nifti_image(
+    data_xyz: np.ndarray, affine: np.ndarray, *, unit_mm: bool = True, descrip: str = ""
+) -> nib.Nifti1Image:
+    """The project's NIfTI-1 image of ``data_xyz`` (nibabel's (x, y, z) order): qform and sform both
+    ``affine`` ((4, 4) voxel → mm, code 1 "scanner": viewers differ in which one they read), units mm
+    (else "unknown": pixels) and ``descrip`` (ASCII, cut to NIfTI's 79 characters)."""
+    img = nib.Nifti1Image(data_xyz, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm" if unit_mm else "unknown")
+    img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
+    return img
 
 
 def stable_nrrd_header(path) -> None:
@@ -64,12 +78,8 @@ def write_canonical_volume(path, volume, voxel_mm: float | None, *, description:
     aff = canonical_affine(v.shape[0], voxel_mm)
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        img = nib.Nifti1Image(np.ascontiguousarray(v.transpose(2, 1, 0)), aff)  # (i, j, k) = (x, y, z)
-        img.set_qform(aff, code=1)
-        img.set_sform(aff, code=1)
-        img.header.set_xyzt_units("mm" if voxel_mm else "unknown")
-        img.header["descrip"] = description[:79].encode("ascii", "replace")
-        nib.save(img, str(p))
+        data = np.ascontiguousarray(v.transpose(2, 1, 0))  # (i, j, k) = (x, y, z)
+        nib.save(nifti_image(data, aff, unit_mm=bool(voxel_mm), descrip=description), str(p))
     elif name.endswith(".nrrd"):
         header = {
             "space": "right-anterior-superior",
