@@ -497,6 +497,16 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
     assert f"species {name!r}: split {was!r}, the recipe says {entry['split']!r}" in export.verify_rebuild(rebuilt, out)
 
 
+def test_verify_rebuild_names_a_missing_or_foreign_checksums_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        export.verify_rebuild(tmp_path / "x.zarr", tmp_path)
+    (tmp_path / "recipe").mkdir()
+    for text, said in (("[]", "not an object"), ('{"files": 1}', "lacks species"), ('{"species": 2}', "not a mapping")):
+        (tmp_path / "recipe" / "checksums.json").write_text(text)
+        with pytest.raises(ValueError, match=rf"export checksums .*checksums\.json.*{said}"):
+            export.verify_rebuild(tmp_path / "x.zarr", tmp_path)
+
+
 @pytest.mark.parametrize("view_sets", ["shared", "per_species"])
 def test_the_cards_build_demo_line_rebuilds_the_store(tmp_path, view_sets):
     """The card's one `tomo build-demo` line makes the same store again, splits and view sets included."""

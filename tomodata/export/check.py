@@ -11,7 +11,7 @@ from typing import Any
 
 import zarr
 
-from ..files import sha256_file
+from ..files import read_json_object, sha256_file
 from ..run_layout import STORE_NAME
 from ..store import validate_store
 from .common import _resolve_store
@@ -162,7 +162,9 @@ def verify_rebuild(store, out_dir, *, images: str = "exact") -> list[str]:
     if images not in ("exact", "skip"):
         raise ValueError(f"images must be 'exact' or 'skip', got {images!r}")
     root = Path(out_dir)
-    recorded = json.loads((root / "recipe" / "checksums.json").read_text())["species"]
+    recorded = read_json_object(root / "recipe" / "checksums.json", "export checksums", keys=("species",))["species"]
+    if not isinstance(recorded, dict):
+        raise ValueError(f"export checksums {root / 'recipe' / 'checksums.json'}: 'species' is not a mapping")
     src = _resolve_store(store)
     report = validate_store(src)
     problems = [f"rebuilt store: {e}" for e in report.errors]
