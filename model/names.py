@@ -45,6 +45,7 @@ __all__ = [
     "FIG_VIEW_CLASSES",
     "NETWORK_PRESETS",
     "PREVIEWS",
+    "TRAIN_ATTEMPTS",
     "TRAIN_BEST",
     "TRAIN_LAST",
     "TRAIN_LOG",
@@ -125,6 +126,9 @@ TRAIN_LOG = "train_log.csv"
 TRAIN_VAL_LOG = "val_log.csv"
 #: the training's record: settings, steps, best step and losses, timings (a JSON object)
 TRAIN_SUMMARY = "summary.json"
+#: one JSON line per start and end of a ``tomo train`` call that trains (model.train_attempts): the
+#: folder's history, which outlives the workflow's log of the job
+TRAIN_ATTEMPTS = "train_attempts.jsonl"
 #: where a fresh start of ``tomo train`` (other settings or data, the workflow's mode) keeps the earlier
 #: run's checkpoints and logs: ``model/superseded/step{N}-{UTC time}/``
 SUPERSEDED_DIR = "superseded"

@@ -75,6 +75,7 @@ from .names import SUPERSEDED_DIR, TRAIN_BEST, TRAIN_LAST, TRAIN_LOG, TRAIN_SUMM
 from .network import MEMORY_FORMATS, NetworkConfig, TomographyNet
 from .ood import reference_from_store
 from .run_lock import train_lock
+from .train_attempts import recorded_attempt
 from .train_logs import TrainLogs, kept_summary, rerun_note, restore_val_log
 from .train_loop import _batches, _finish, _loop, _Run, _stop_on_signals
 
@@ -213,6 +214,24 @@ def _train(store, out_dir, net, cfg, resume, max_steps, progress, restart_if_cha
     )
     if run.start >= run.end:
         return _nothing_to_train(run)
+    attempt = recorded_attempt(
+        run.out,
+        enabled=run.rank == 0,
+        from_step=run.start,
+        to_step=run.end,
+        device=str(run.device),
+        world=run.world,
+        reached=lambda: run.reached,
+    )
+    with attempt as set_status:
+        summary = _trained(run, progress)
+        if run.stop:
+            set_status(f"stopped: {run.stop}")
+    return summary
+
+
+def _trained(run: _Run, progress: bool | None) -> dict:
+    """The steps of :func:`_train` after the set-up: data, logs, the loop, the summary."""
     loader, targets, val_targets = _batches(run)
     logs = TrainLogs(run.out, run.rank == 0, run.start, run.val_history)
     if progress is None:
@@ -221,7 +240,7 @@ def _train(store, out_dir, net, cfg, resume, max_steps, progress, restart_if_cha
     run.model.train()
     t_last = time.perf_counter()
     if run.rank == 0:
-        run.ref = reference_from_store(run.train_set.store_path, size=net.input_size, species=run.train_set.species)
+        run.ref = reference_from_store(run.train_set.store_path, size=run.net.input_size, species=run.train_set.species)
     with _stop_on_signals(run):
         step = _loop(run, loader, targets, val_targets, logs, bar, t_last)
     bar.close()

@@ -90,6 +90,7 @@ class _Run:
     stop: str = ""  # the signal that asked this run to stop after its current step
     forward: Any = None  # what the training step calls: model, or torch.compile(model) (cfg.compile)
     restored: list = dataclasses.field(default_factory=list)  # the outputs restored from last.pt
+    reached: int = 0  # the last step done (set by _loop; the start before the first)
 
     @property
     def last(self) -> Path:
@@ -109,8 +110,10 @@ def _loop(run: _Run, loader, targets, val_targets, logs: TrainLogs, bar, t_last:
     (:func:`_stop_on_signals`) ``last.pt`` at the step reached. Returns the last step done."""
     cfg, step = run.cfg, run.start
     losses: list[float] = []
+    run.reached = run.start
     for step, batch in enumerate(loader, start=run.start + 1):
         losses.append(_train_step(run, targets, batch))
+        run.reached = step
         bar.update(1)
         if step % cfg.log_every == 0 or step == run.end:
             t_last = _log_train(run, logs, bar, step, losses, t_last)

@@ -36,6 +36,7 @@ from model.infer import infer_file
 from model.network import NetworkConfig
 from model.ood import FEATURES, ood_check
 from model.train import TrainConfig, _device, load_checkpoint, model_from_checkpoint, size_notes, train
+from model.train_attempts import read_attempts
 from model.train_loop import _stop_on_signals
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import view_volumes
@@ -316,6 +317,15 @@ def test_training_stops_on_sigterm_with_a_checkpoint_and_resumes(store, tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["start"] == stopped and summary["step"] == stopped + 2 and summary["stopped"] is None
+    # the folder's history outlives the job's log (Snakemake deletes it before the job runs again)
+    rows = [(r["event"], r.get("from_step"), r.get("status"), r.get("step")) for r in read_attempts(out)]
+    assert rows == [
+        ("start", 0, None, None),
+        ("end", None, "stopped: SIGTERM", stopped),
+        ("start", stopped, None, None),
+        ("end", None, "finished", stopped + 2),
+    ]
+    assert "previous attempt" not in r.stderr  # a stop on a signal is not a failure
 
 
 def test_a_second_stop_signal_stops_at_once_naming_it():

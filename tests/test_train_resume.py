@@ -10,8 +10,10 @@ import pytest
 import torch
 from tiny_runs import build_demo
 
+from model import train_loop
 from model.network import NetworkConfig
 from model.train import TrainConfig, load_checkpoint, train
+from model.train_attempts import read_attempts
 from model.train_logs import restore_lost_val_log
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
@@ -98,3 +100,46 @@ def test_lost_val_log_of_a_finished_run_is_written_again(store, tmp_path):
     assert not log.exists()
     (tmp_path / "best.pt").unlink()
     assert restore_lost_val_log(tmp_path) is None  # no finished run: nothing to say
+
+
+def test_attempts_are_recorded_and_a_failed_or_killed_one_is_named(store, tmp_path, monkeypatch, capsys):
+    """train_attempts.jsonl: a start and an end line per call that trains (none for a finished run's
+    re-run); a failure records its error and the step reached and is re-raised; the next call names
+    it, and names a start without an end (a killed process) the same way."""
+    real_step = train_loop._train_step
+
+    def failing(run, targets, batch):
+        if run.reached == 3:
+            raise RuntimeError("CUDA error: an illegal memory access\nwas encountered")
+        return real_step(run, targets, batch)
+
+    monkeypatch.setattr(train_loop, "_train_step", failing)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        train(store, tmp_path, net=TINY, cfg=CFG, resume=False, progress=False)
+    start, end = read_attempts(tmp_path)
+    assert start["event"] == "start" and (start["from_step"], start["to_step"], start["world"]) == (0, 6, 1)
+    assert start["device"] == "cpu" and start["pid"] > 0 and start["utc"].endswith("+00:00")
+    assert (end["status"], end["step"]) == ("failed", 3)
+    assert end["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    monkeypatch.setattr(train_loop, "_train_step", real_step)
+    capsys.readouterr()
+    done = train(store, tmp_path, net=TINY, cfg=CFG, progress=False)  # resumes from last.pt (step 2)
+    err = capsys.readouterr().err
+    assert "note: the previous attempt failed after step 3 at " in err and "illegal memory access" in err
+    start, end = read_attempts(tmp_path)[-2:]
+    assert done["start"] == 2 and (start["event"], start["from_step"]) == ("start", 2)
+    assert (end["event"], end["status"], end["step"]) == ("end", "finished", 6)
+    n = len(read_attempts(tmp_path))
+    train(store, tmp_path, net=TINY, cfg=CFG, progress=False)  # finished: nothing trained, nothing recorded
+    assert len(read_attempts(tmp_path)) == n and "previous attempt" not in capsys.readouterr().err
+    # a process killed while training leaves a start without an end (and perhaps half a line)
+    with open(tmp_path / "train_attempts.jsonl", "a") as fh:
+        fh.write('{"event": "start", "utc": "2026-01-01T00:00:00+00:00", "host": "node7", "pid": 4242, ')
+        fh.write('"from_step": 2}\n{"ev')
+    train(store, tmp_path, net=TINY, cfg=dataclasses.replace(CFG, steps=8), progress=False, restart_if_changed=True)
+    err = capsys.readouterr().err
+    assert "note: the previous attempt (started 2026-01-01T00:00:00+00:00 on node7, pid 4242, from step 2) " in err
+    assert "recorded no end: it was killed" in err
+    start, end = read_attempts(tmp_path)[-2:]  # the cut line skipped, the new start on a line of its own
+    assert (start["event"], start["from_step"], end["status"], end["step"]) == ("start", 0, "finished", 8)
+    assert len(read_attempts(tmp_path)) == n + 3
