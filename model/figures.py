@@ -35,31 +35,8 @@ import numpy as np
 
 from tomodata.store_settings import StoreSettings
 
+from . import figure_tables as tables
 from .evaluate import LEVELS, PAPER_RESULTS, VIEW_CLASSES
-from .figure_tables import (
-    eval_dir as _eval_dir,
-)
-from .figure_tables import (
-    eval_split as _eval_split,
-)
-from .figure_tables import (
-    read_csv as _read_csv,
-)
-from .figure_tables import (
-    read_summary as _read_summary,
-)
-from .figure_tables import (
-    read_tests as _read_tests,
-)
-from .figure_tables import (
-    summary_row as _summary_row,
-)
-from .figure_tables import (
-    summary_value as _summary_value,
-)
-from .figure_tables import (
-    test_row as _test_row,
-)
 from .names import (
     EVAL_METRICS,
     EVAL_SLICE_COUNTS,
@@ -182,7 +159,7 @@ def _level_means(summary, methods: Sequence[str], metric: str, level: str) -> tu
     """(means, ci_low, ci_high, n) of ``methods`` at one level; ValueError naming a missing row."""
     out: tuple[list, list, list, list] = ([], [], [], [])
     for m in methods:
-        row = _summary_row(summary, m, metric, level)
+        row = tables.summary_row(summary, m, metric, level)
         if row is None:
             raise ValueError(f"summary.csv has no row for method {m!r}, metric {metric!r}, level {level!r}")
         for lst, key in zip(out, ("mean", "ci_low", "ci_high", "n")):
@@ -218,8 +195,8 @@ def _species_brackets(ax, tests, methods: list[str], metric: str, y: float, span
     for j, m in enumerate(methods):
         if m == "ours":
             continue
-        t = _test_row(tests, metric, "ours", m, "species", "t")
-        w = _test_row(tests, metric, "ours", m, "species", "wilcoxon")
+        t = tables.test_row(tests, metric, "ours", m, "species", "t")
+        w = tables.test_row(tests, metric, "ours", m, "species", "wilcoxon")
         if t is None and w is None:
             continue
         text = ", ".join(f"{lab} {_p_text(r)}" for lab, r in (("t", t), ("Wilcoxon", w)) if r is not None)
@@ -284,7 +261,7 @@ def _sample_panel(ax, summary, tests, methods: list[str], metric: str, letter: s
     y = top + 0.04 * span
     if "ours" in methods:
         for j, m in enumerate(methods):
-            t = None if m == "ours" else _test_row(tests, metric, "ours", m, "sample", "t")
+            t = None if m == "ours" else tables.test_row(tests, metric, "ours", m, "sample", "t")
             if t is None:
                 continue
             text = f"t: {_fmt_p(float(t['p']))} (n={int(t['n'])} views)"
@@ -309,18 +286,18 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim", "
     n = pairs) with its paired t-test p-values, and the paper's means as hollow diamonds for context.
     """
 
-    d = _eval_dir(eval_dir)
+    d = tables.eval_dir(eval_dir)
     asked = list(metrics)
     required = [m for m in asked if m not in OPTIONAL_METRICS]
-    per = _read_csv(d / EVAL_METRICS, ["method", "species", *required], "per-sample metrics")
+    per = tables.read_csv(d / EVAL_METRICS, ["method", "species", *required], "per-sample metrics")
     metrics = [m for m in asked if m in per.columns]
     if not metrics:
         raise ValueError(f"methods: metrics.csv has none of the metrics {', '.join(asked)}")
     per["species"] = per["species"].astype(str)
-    summary = _read_summary(d)
-    tests = _read_tests(d)
+    summary = tables.read_summary(d)
+    tests = tables.read_tests(d)
     methods = ordered_methods(per["method"])
-    split = _eval_split(d)
+    split = tables.eval_split(d)
     fig = new_figure(13.0, 4.6 * len(metrics) + 1.0)
     axes = fig.subplots(len(metrics), 2, squeeze=False, gridspec_kw=dict(width_ratios=(1.25, 1)))
     for i, metric in enumerate(metrics):
@@ -339,7 +316,7 @@ def fig_methods(eval_dir, out_png, *, metrics: Sequence[str] = ("l2", "dssim", "
 
 
 def _slice_table(d: Path):
-    df = _read_csv(d / EVAL_SLICE_COUNTS, ("slices",), "slice counts")
+    df = tables.read_csv(d / EVAL_SLICE_COUNTS, ("slices",), "slice counts")
     if "metric" in df.columns:
         df = df[df["metric"].astype(str).str.lower() == "dssim"]
         if df.empty:
@@ -360,7 +337,7 @@ def _slice_table(d: Path):
 def fig_slice_counts(eval_dir, out_png) -> Path:
     """Paper Fig. 8a: DSSIM of a volume down-sampled in depth to 8 … 64 slices (and up again)
     against the 128-slice original, per method, with 95 % CIs when ``slice_counts.csv`` has them."""
-    d = _eval_dir(eval_dir)
+    d = tables.eval_dir(eval_dir)
     df, col, lo, hi = _slice_table(d)
     fig = new_figure(6.0, 4.2)
     ax = fig.subplots()
@@ -400,9 +377,9 @@ def _fusion_bars(ax, summary, tests, metric: str) -> None:
     """One metric of Fig. 9: both means ± CI and the paired tests, at the species level when both
     have n >= 2 species, else at the sample level."""
     pair = _FUSION_PAIR
-    rows = [_summary_row(summary, m, metric, "species") for m in pair]
+    rows = [tables.summary_row(summary, m, metric, "species") for m in pair]
     level = "species" if min(int(r["n"]) for r in rows) >= 2 else "sample"
-    rows = [_summary_row(summary, m, metric, level) for m in pair]
+    rows = [tables.summary_row(summary, m, metric, level) for m in pair]
     unit = "species" if level == "species" else "views"
     means = [float(r["mean"]) for r in rows]
     ax.bar([0, 1], means, color=[method_colour(m) for m in pair], edgecolor="black", lw=0.6, width=0.6, zorder=2)
@@ -412,8 +389,8 @@ def _fusion_bars(ax, summary, tests, metric: str) -> None:
         ax.text(j, float(r["mean"]) * 0.5, text, ha="center", va="center", fontsize=8)
     top = float(np.nanmax([0.0, *(float(r["ci_high"]) for r in rows), *means]))
     top = top if top > 0 else 1.0
-    t = _test_row(tests, metric, *pair, level, "t")
-    wx = _test_row(tests, metric, *pair, level, "wilcoxon") if level == "species" else None
+    t = tables.test_row(tests, metric, *pair, level, "t")
+    wx = tables.test_row(tests, metric, *pair, level, "wilcoxon") if level == "species" else None
     if t is not None:
         text = f"paired t = {float(t['statistic']):.2f}, {_fmt_p(float(t['p']))}"
         if wx is not None:
@@ -450,13 +427,13 @@ def fig_fusion(
     volumes (with their max |difference| to the input) and their renders (iso-surface if
     ``model.surface`` exists, else first-hit depth; :func:`model.qualitative.fusion_panels`).
     """
-    d = _eval_dir(eval_dir)
-    summary = _read_summary(d)
-    tests = _read_tests(d)
+    d = tables.eval_dir(eval_dir)
+    summary = tables.read_summary(d)
+    tests = tables.read_tests(d)
     for m in _FUSION_PAIR:
         for metric in metrics:
             for level in LEVELS:
-                if _summary_row(summary, m, metric, level) is None:
+                if tables.summary_row(summary, m, metric, level) is None:
                     raise ValueError(
                         f"fusion: summary.csv has no row for method {m!r}, metric {metric!r}, level {level!r}"
                     )
@@ -492,8 +469,8 @@ def fig_view_classes(eval_dir, out_png, *, metrics: Sequence[str] = ("dssim", "d
     """Paper Fig. 8b: mean error ± 95 % CI per view class (top, front, side, other) and method
     (``view_classes.csv``: per-sample t-intervals, mirrors counted apart, as the title says), one
     panel per metric present."""
-    d = _eval_dir(eval_dir)
-    df = _read_csv(
+    d = tables.eval_dir(eval_dir)
+    df = tables.read_csv(
         d / EVAL_VIEW_CLASSES, ("method", "view_class", "metric", "mean", "ci_low", "ci_high", "n"), "view classes"
     )
     df["view_class"] = df["view_class"].astype(str)
@@ -574,13 +551,13 @@ def write_all_figures(
     ``fig7_slice_views.png`` when ``qualitative_rows`` (see :func:`fig_qualitative`) are given. Each
     figure left out is named in a warning, with what it needs.
     """
-    d = _eval_dir(eval_dir)
+    d = tables.eval_dir(eval_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [fig_methods(d, out / f"{FIG_METHODS}.png")]
-    summary = _read_csv(d / EVAL_SUMMARY_CSV, ("method",), "summary")
+    summary = tables.read_csv(d / EVAL_SUMMARY_CSV, ("method",), "summary")
     if fusion_example is not None or (summary["method"] == "ours_nofusion").any():
-        chi = _summary_value(d, "chi", StoreSettings.chi)
+        chi = tables.summary_value(d, "chi", StoreSettings.chi)
         paths.append(fig_fusion(d, out / f"{FIG_FUSION}.png", example=fusion_example, chi=chi, backend=backend))
     left_out = []
     for name, table, draw in (
