@@ -251,6 +251,22 @@ def test_background_clamps_noise():
     assert _interior(to_cube(a2, (1, 1, 1), size=32, background=0.2)) == pytest.approx(100 / 255, abs=1e-6)
 
 
+def test_background_is_inclusive_and_values_stay_within_one():
+    """µ equal to the background is background (``µ ≤ t``; helper-84: ``<`` passed every test): a floor
+    exactly at the threshold must not make the whole stack the specimen; and a full-scale box never
+    exceeds 1 after the filters (their weights sum to 1 only up to rounding)."""
+    a = np.full((40, 40, 40), 0.25, np.float32)  # a floor at exactly the threshold
+    a[10:30, 12:28, 14:26] = 0.8
+    fit = fit_cube(a, (1, 1, 1), size=32, background=0.25)
+    assert fit.bbox_lo_mm == (10, 12, 14) and fit.bbox_hi_mm == (29, 27, 25)
+    hu = np.full((40, 40, 40), -500, np.int16)  # hu-head's background, -500 HU, on a window -1000..2000
+    hu[10:30, 12:28, 14:26] = 400
+    fit = fit_cube(hu, (1, 1, 1), size=32, window=(-1000, 2000), background=1 / 6)
+    assert fit.bbox_lo_mm == (10, 12, 14) and fit.bbox_hi_mm == (29, 27, 25)
+    full = to_cube(np.full((40, 40, 40), 255, np.uint8), (1.3, 0.7, 1.0), size=32)
+    assert full.max() == 1.0  # clipped: without it 1.0000001
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 
@@ -284,7 +300,9 @@ def test_bad_inputs():
         to_cube(ok.astype(np.complex64), (1, 1, 1))
     with pytest.raises(ValueError, match="margin"):
         to_cube(ok, (1, 1, 1), margin=0.7)
-    assert to_cube(ok, (1, 1, 1), size=4).shape == (4, 4, 4)  # tiny, but allowed
+    tiny, fit = to_cube(np.full((8, 8, 8), 255, np.uint8), (1, 1, 1), size=4, return_fit=True)
+    assert tiny.shape == (4, 4, 4) and tiny.max() > 0  # tiny, but allowed
+    assert np.all(tiny[_radius(4) > 1.0 - fit.margin] == 0.0)  # the ball mask holds at every size (helper-84)
 
 
 # ---------------------------------------------------------------------------- real data

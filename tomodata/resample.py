@@ -12,7 +12,10 @@ a ``(size, size, size)`` float32 volume of linear density in [0, 1], axes still 
   then taken as is; otherwise a ``ValueError`` asks for a ``window``.
 * ``background=t`` (optional, in density units): after the above, every µ ≤ t is set to 0
   (clamps codec noise or scanner background, so the specimen's extent is not the whole stack).
-  Without it only exact zeros are background.
+  Without it only exact zeros are background. µ and t are compared in float32, as µ is computed
+  (``float32(v)·float32(scale) + float32(offset)``): a raw value whose exact density equals t can
+  land one float32 step on either side (uint8 6 with t = 6/255 is kept; −500 HU with ``hu-head``'s
+  t = 1/6 is dropped).
 NaN or ±inf anywhere is a ``ValueError``.
 
 **Fit** (:class:`CubeFit`). Input voxel ``[i_z, i_y, i_x]`` has its centre at ``p = i · spacing`` mm. The specimen
