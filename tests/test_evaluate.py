@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, uniform_filter
 
+import model.oracle as OR
 import model.search as E
 import model.sources as SO
 from model import surface
@@ -357,6 +358,12 @@ def test_nn_blocked_search_is_exact(store):
     pick = [3, 17, 30]
     idx, d2 = nearest_images(train_imgs[pick], store_image_blocks(ds, train_names, block=4), query_block=2)
     assert idx.tolist() == pick and (d2 == 0).all()
+    # ties go to the lowest index, also across blocks (helper-84: "<=" gave the later block's copy)
+    imgs = np.random.default_rng(0).random((10, 16)).astype(np.float32)
+    imgs[7] = imgs[2]
+    imgs[4] = imgs[3]
+    idx, d2 = nearest_images(imgs[[2, 7, 3, 4]], lambda: iter([(0, imgs[:5]), (5, imgs[5:])]), query_block=4)
+    assert idx.tolist() == [2, 2, 3, 3] and (d2 == 0).all()
 
 
 def test_nn_bounded_search_is_exact(store):
@@ -482,6 +489,17 @@ def test_oracle_scan_equals_brute_force(store):
         oracle_search(lambda ix: queries[:1], 3, dup, size=S, depth=D)
 
 
+def test_oracle_refuses_a_violated_bound(store, monkeypatch):
+    """A scan bound that does not hold (here: an error allowance made negative) is a RuntimeError,
+    never a silent -1 index and inf distance (helper-84: the check could be removed unnoticed)."""
+    ds = open_store(store)
+    src = ViewSource(ds, ds.species_names("train"))
+    queries = ViewSource(ds, ds.species_names("test")).views(np.arange(2), size=8, depth=8)
+    monkeypatch.setattr(OR, "scan_error", lambda qn, tn, *, chunk, n: torch.full((len(qn), len(tn)), -1e3).double())
+    with pytest.raises(RuntimeError, match="scan bound was violated"):
+        oracle_search(lambda ix: queries[ix], len(queries), src, size=8, depth=8)
+
+
 # --------------------------------------------------------------------------------------------------
 # evaluate_run
 # --------------------------------------------------------------------------------------------------
@@ -555,6 +573,17 @@ def test_evaluate_run_writes_tables(store, checkpoint, tmp_path):
     nn_l2 = np.array([float(r["l2"]) for r in rows if r["method"] == "nn"])
     or_l2 = np.array([float(r["l2"]) for r in rows if r["method"] == "oracle"])
     assert (or_l2 <= nn_l2 + 1e-9).all()
+    # each baseline is scored on the very volume its match names (helper-84: the NN scored on its
+    # match's mirror partner passed every test, matches.csv unchanged)
+    ds, (d, h, w) = open_store(store), js["target_shape"]
+    assert h == w
+    by = {(r["method"], r["species"], r["sample"]): float(r["l2"]) for r in rows}
+    for m in matches:
+        truth = ViewSource(ds, [m["species"]]).views([int(m["sample"])], size=w, depth=d)
+        for method in ("nn", "oracle"):
+            vol = ViewSource(ds, [m[f"{method}_species"]]).views([int(m[f"{method}_sample"])], size=w, depth=d)
+            want = math.sqrt(float(((vol.double() - truth.double()) ** 2).mean()))
+            assert by[(method, m["species"], m["sample"])] == pytest.approx(want, rel=1e-6), (method, m)
 
 
 def test_evaluate_run_subset_of_methods(store, checkpoint, tmp_path):
