@@ -277,6 +277,13 @@ def test_stale_markers_unit(tmp_path):
     assert stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}) == []
     (store / "species").mkdir()
     (store / "species" / "zarr.json").write_text(json.dumps({"node_type": "group"}))
+    # a species the store neither holds nor lists (a run of another config removed it): its marker is
+    # stale, the final marker vouches for the store as it is (helper-85: a dry run of the other config
+    # removed it, and this config's evaluation ran again)
+    got = dict(stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}))
+    assert got == {str(done): "species a is not in the store"}
+    # listed in the store's table but gone from it: the store is not what final vouched for
+    (store / "zarr.json").write_text(json.dumps({"attributes": {"species": [{"name": "a", "split": "train"}]}}))
     got = dict(stale_markers(store, created=tmp_path / "created.json", final=final, done={"a": done}))
     assert got[str(done)] == "species a is not in the store" and str(final) in got
     assert stale_markers(store, created=tmp_path / "c.json", final=tmp_path / "f.json", done={}) == []

@@ -3,7 +3,8 @@
 * a manifest row whose local source is missing or of the wrong kind stops the run at parse time with
   every such row listed; with --keep-going the valid rows still run and the bad ones fail in their
   own job;
-* renaming the manifest or spelling its paths otherwise re-runs nothing; moving the data, toggling
+* renaming the manifest or spelling its paths otherwise re-runs nothing; moving the data (a copy of
+  the whole workspace; not an in-place source moved alone: docs/workflow.md), toggling
   data.fetch.in_place or switching the demo to its own manifest re-runs only the (cheap) fetch jobs,
   and work pending for other reasons in the same run is not skipped (snakemake#4166);
 * an overlay (data.add) of two real scans on the demo re-renders exactly those two species and
@@ -136,6 +137,18 @@ def test_spelling_renaming_and_in_place_rerun_nothing_after_fetch(built, tmp_pat
         ("store_finalize", None),
     ]
     smk(work, "--cores", "2", "--configfile", str(config))
+    assert planned_jobs(work, "--configfile", str(config)) == []
+
+    # an attribution (the credit CC BY asks for) added to a row reaches the store's species table: a
+    # store update, nothing rendered (helper-85: it changed nothing until another change re-made the table)
+    credited = [dict(r, attribution="") for r in spelled]
+    credited[1]["attribution"] = "Maga et al. 2017, mouse_CT_atlas"
+    write_manifest(work / "renamed.tsv", [*header, "attribution"], credited)
+    assert planned_jobs(work, "--configfile", str(config)) == [("store_create", None), ("store_finalize", None)]
+    smk(work, "--cores", "2", "--configfile", str(config))
+    table = {e["name"]: e for e in open_store(work / "results/inc/dataset.zarr").attrs["species"]}
+    assert table[rows[1]["id"]]["attribution"] == "Maga et al. 2017, mouse_CT_atlas"
+    assert "attribution" not in table[rows[0]["id"]]
     assert planned_jobs(work, "--configfile", str(config)) == []
 
     # new content under the same name: that specimen's chain

@@ -501,7 +501,10 @@ def stale_markers(store, *, created, final, done: dict, settings=None) -> list[t
     ``created`` (and ``final``) is stale if the store's species table is not the one ``created``
     recorded. A species that is missing, unfinished, of other checksums, or
     lacks an expected array or chunk file makes its own marker and ``final`` stale; so does a done
-    marker that is gone while its species is in the store (removed by hand: render it again).
+    marker that is gone while its species is in the store (removed by hand: render it again). The
+    done marker of a species the store neither holds nor lists (a run of another config removed it)
+    is stale alone: ``final`` vouches for the store as it is, and a dry run of that other config must
+    not make this one evaluate again (helper-85).
     """
     store, created, final = Path(store), Path(created), Path(final)
     existing = [Path(p) for p in [created, final, *done.values()] if Path(p).exists()]
@@ -517,12 +520,16 @@ def stale_markers(store, *, created, final, done: dict, settings=None) -> list[t
     table = _table_problem(root, created) if created.exists() else None
     if table:
         out.append((str(created), table))
+    listed = {e.get("name") for e in root.get("species") or [] if isinstance(e, dict)}
+    final_stale = bool(out)
     for name, marker in done.items():
         if Path(marker).exists():
             problem = _species_problem(store, name, Path(marker), root)
             if problem:
                 out.append((str(marker), problem))
-    if out and final.exists():
+                # a species the store neither holds nor lists is no part of what final vouches for
+                final_stale |= name in listed or (store / "species" / name).exists()
+    if final_stale and final.exists():
         out.append((str(final), "a marker it depends on is stale"))
     elif final.exists() and (gone := _markers_removed(store, done)):
         # a done marker removed by hand, or a species whose render never finished: render it (again)

@@ -388,9 +388,15 @@ def dataset_options():
 
 def species_table():
     """Tracked: what the store's species table takes from the rows (besides the cubes' records): the
-    content key instead of the source's spelling."""
+    content key instead of the source's spelling; the attribution only where a row gives one (so
+    that the params of every workspace without one stay as they were: no store update for them)."""
     keys = ("species", "split", "licence")
-    return {sid: {**{k: ROWS[sid][k] for k in keys}, "key": KEYS[sid]} for sid in IDS}
+
+    def entry(row, key):
+        credit = {"attribution": row["attribution"]} if row.get("attribution") else {}
+        return {**{k: row[k] for k in keys}, "key": key, **credit}
+
+    return {sid: entry(ROWS[sid], KEYS[sid]) for sid in IDS}
 
 
 def manifest_args():
