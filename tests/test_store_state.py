@@ -586,3 +586,11 @@ def test_fetch_record_of_a_missing_file_is_stale(tmp_path):
         str(recs["d"]): "the source src/d.mp4, read in place, is gone (fetching needs it back there)",
         str(tmp_path / "e.tsv"): "the fetch record has no 'id<TAB>how<TAB>sha256<TAB>path' line",
     }
+    # an in-place source moved, its row pointing at the new place: the record stays (the fetch job
+    # re-runs for the new location); pointing at the old place, or a new place that is not there: stale
+    sources = {str(recs["d"]): tmp_path / "f/a.mp4", str(recs["b"]): tmp_path / "f/a.mp4"}
+    got = dict(stale_fetch_records(recs.values(), base=tmp_path, sources=sources))
+    assert set(got) == {str(recs["b"])}  # a copy (not in place) that is gone stays stale
+    for now in (tmp_path / "src/d.mp4", tmp_path / "f/nope.mp4", None):
+        got = dict(stale_fetch_records([recs["d"]], base=tmp_path, sources={str(recs["d"]): now}))
+        assert set(got) == {str(recs["d"])}, now

@@ -3,9 +3,9 @@
 * a manifest row whose local source is missing or of the wrong kind stops the run at parse time with
   every such row listed; with --keep-going the valid rows still run and the bad ones fail in their
   own job;
-* renaming the manifest or spelling its paths otherwise re-runs nothing; moving the data (a copy of
-  the whole workspace; not an in-place source moved alone: docs/workflow.md), toggling
-  data.fetch.in_place or switching the demo to its own manifest re-runs only the (cheap) fetch jobs,
+* renaming the manifest or spelling its paths otherwise re-runs nothing; moving the data (the whole
+  workspace, or one in-place source with its row), toggling data.fetch.in_place or switching the
+  demo to its own manifest re-runs only the (cheap) fetch jobs,
   and work pending for other reasons in the same run is not skipped (snakemake#4166);
 * an overlay (data.add) of two real scans on the demo re-renders exactly those two species and
   retrains once, and then leaves nothing to do.
@@ -149,6 +149,19 @@ def test_spelling_renaming_and_in_place_rerun_nothing_after_fetch(built, tmp_pat
     table = {e["name"]: e for e in open_store(work / "results/inc/dataset.zarr").attrs["species"]}
     assert table[rows[1]["id"]]["attribution"] == "Maga et al. 2017, mouse_CT_atlas"
     assert "attribution" not in table[rows[0]["id"]]
+    assert planned_jobs(work, "--configfile", str(config)) == []
+
+    # an in-place source moved and its row pointed at the new place: only its fetch re-runs (helper-85:
+    # the parse-time repair removed the record of the gone place, and its whole chain ran again)
+    moved = work / "elsewhere" / Path(rows[1]["source"]).name
+    moved.parent.mkdir()
+    (work / rows[1]["source"]).resolve().rename(moved)
+    credited[1]["source"] = str(moved)
+    write_manifest(work / "renamed.tsv", [*header, "attribution"], credited)
+    assert planned_jobs(work, "--configfile", str(config)) == [("fetch", rows[1]["id"])]
+    smk(work, "--cores", "2", "--configfile", str(config))
+    record = (work / f"resources/inc/fetched/{rows[1]['id']}.tsv").read_text()
+    assert str(moved) in record and "in-place" in record
     assert planned_jobs(work, "--configfile", str(config)) == []
 
     # new content under the same name: that specimen's chain

@@ -4,7 +4,7 @@ against the files they stand for (:func:`stale_fetch_records`).
 ``tomo fetch`` writes one record per specimen (the workflow's ``resources/RUN/fetched/ID.tsv``): one
 line ``id<TAB>how<TAB>sha256<TAB>path`` (``path`` relative to the working directory, or absolute;
 ``how``: in-place, mirror, kept, resumed or fetched).
-The record can outlive the fetched file (a cleaned ``resources/`` folder, a moved local source);
+The record can outlive the fetched file (a cleaned ``resources/`` folder, a local source moved without its row);
 :func:`stale_fetch_records` lists such records before the DAG is built, so that the workflow removes
 them and fetches again instead of failing in the job that reads the file (docs/workflow.md).
 """
@@ -67,8 +67,10 @@ def fetched_entry(record, specimen_id: str) -> FetchEntry:
     raise ValueError(f"fetch record {rec} has no line for specimen {specimen_id!r}")
 
 
-def _record_problem(record: Path, base: Path) -> str | None:
-    """Why one existing record is stale: unreadable, without a 4-field line, or its path missing."""
+def _record_problem(record: Path, base: Path, now: Path | None = None) -> str | None:
+    """Why one existing record is stale: unreadable, without a 4-field line, or its path missing (but
+    for an in-place source that is now at ``now``, another place, where it exists: moved, and the row
+    points at the new place)."""
     try:
         lines = record.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -78,23 +80,37 @@ def _record_problem(record: Path, base: Path) -> str | None:
         return "the fetch record has no 'id<TAB>how<TAB>sha256<TAB>path' line"
     for row in rows:
         if not (base / row.path).exists():  # an absolute path ignores base
+            if row.how == "in-place" and _moved(base / row.path, now):
+                continue  # the fetch job re-runs (its location changed) and writes the record anew
             if row.how == "in-place":  # the record names the source itself: only putting it back helps
                 return f"the source {row.path}, read in place, is gone (fetching needs it back there)"
             return f"the fetched file {row.path} is gone"
     return None
 
 
-def stale_fetch_records(records, *, base=".") -> list[tuple[str, str]]:
+def _moved(was: Path, now: Path | None) -> bool:
+    """Whether an in-place source recorded at ``was`` (gone) is now at ``now``, another existing place."""
+    if now is None or not Path(now).exists():
+        return False
+    return Path(now).resolve() != was.resolve()
+
+
+def stale_fetch_records(records, *, base=".", sources=None) -> list[tuple[str, str]]:
     """(record path, why) for every existing fetch record whose fetched file (or folder) is gone.
 
     ``records``: the record paths (e.g. ``resources/RUN/fetched/ID.tsv`` of every specimen); missing
     ones are skipped. ``base``: the folder relative paths in a record are relative to (the
-    workflow's working directory). Costs one ``stat`` per record line: no file is read but the records.
+    workflow's working directory). ``sources``: record path → the specimen's local source as its row
+    gives it now (None: remote); an in-place source that is gone from the recorded place but there
+    (moved, the row updated) keeps its record: the fetch job re-runs for the new location and a
+    re-fetch of the same content stops there (else the whole chain ran again). Costs one ``stat`` per
+    record line: no file is read but the records.
     """
     out = []
+    sources = {str(k): v for k, v in (sources or {}).items()}
     for rec in map(Path, records):
         if rec.exists():
-            problem = _record_problem(rec, Path(base))
+            problem = _record_problem(rec, Path(base), sources.get(str(rec)))
             if problem:
                 out.append((str(rec), problem))
     return out

@@ -47,7 +47,8 @@ def forget_stale_markers():
         # dry run list the jobs that redo it (docs/workflow.md, "The store's state is the truth")
         logger.warning(f"{path}: {why}; removing the marker so that it is redone (also under --dry-run)")
         Path(path).unlink(missing_ok=True)
-    for path, why in stale_fetch_records(f"{FETCHED}/{sid}.tsv" for sid in IDS):
+    records = {f"{FETCHED}/{sid}.tsv": local_source(ROWS[sid]) for sid in IDS}
+    for path, why in stale_fetch_records(records, sources=records):
         # a fetched scan is a cache: Snakemake fetches it again only for a job that reads it (a cube
         # whose settings changed), not while the cube made from it is up to date
         logger.warning(f"{path}: {why}; removing the record (also under --dry-run). The specimen is fetched "
