@@ -96,6 +96,7 @@ def test_manifest_from_folder_small(tmp_path):
         ({"notes": "it's a note", "checksums": False, "pattern": "*_.nii.gz"}, False),
         ({}, True),
         ({"attribution": "A. Lab 2026, https://example.org/scans"}, False),
+        ({"ingest": {"crop": "largest", "orientation": "-z,y,x", "window": "hu-bone", "background": "0.02"}}, False),
     ],
 )
 def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, extra, inside):
@@ -124,6 +125,10 @@ def test_manifest_comment_is_the_command_that_writes_it(tmp_path, monkeypatch, e
     credit = extra.get("attribution", "")
     assert list(load_manifest(out)["attribution"]) == [credit] * 5
     assert ("\tattribution" in first.decode()) == bool(credit)  # the column only where given
+    table = load_manifest(out)
+    for column, value in extra.get("ingest", {}).items():  # settings the folder's scans share, in every row
+        assert list(table[column]) == [value] * 5, column
+    assert ("\twindow" in first.decode()) == ("ingest" in extra)  # the columns only where given
 
 
 def test_manifest_from_folder_checks_each_match_is_a_scan_of_its_kind(tmp_path):
@@ -197,6 +202,17 @@ def test_manifest_from_folder_bad_input(tmp_path):
     with pytest.raises(ValueError, match="no file"):
         manifest_from_folder(tmp_path / "empty", tmp_path / "m.tsv", licence="x", val=1, test=1)
     assert not (tmp_path / "m.tsv").exists()
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.nii.gz").write_bytes(b"x")
+    (tmp_path / "ok" / "b.nii.gz").write_bytes(b"y")
+    bad = {"window": "nope", "crop": "most", "orientation": "-z,y,q"}
+    with pytest.raises(ValueError) as e:  # each option named, not a temporary file's rows
+        manifest_from_folder(tmp_path / "ok", tmp_path / "m.tsv", licence="x", val=0, test=1, ingest=bad)
+    for said in ("--window: window must be", "--orientation: '-z,y,q' is not valid", "--crop: 'most' is not one of"):
+        assert said in str(e.value)
+    assert "row 1" not in str(e.value) and not (tmp_path / "m.tsv").exists()
+    with pytest.raises(ValueError, match="ingest settings are"):
+        manifest_from_folder(tmp_path / "ok", tmp_path / "m.tsv", licence="x", val=0, test=1, ingest={"shade": "1"})
 
 
 @needs_atlas

@@ -24,6 +24,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .fetch.checksums import nrrd_data_files, source_sha256
 from .fetch.common import ARCHIVE_SUFFIXES
@@ -35,9 +36,11 @@ from .manifest import (
     INGEST_COLUMNS,
     KINDS_NEEDING_SPACING,
     SOURCE_KINDS,
+    ManifestError,
     load_manifest,
     manifest_schema,
     parse_spacing,
+    validate_manifest,
 )
 
 __all__ = ["seeded_splits", "specimen_id", "manifest_from_folder"]
@@ -52,8 +55,8 @@ SUFFIXES = (
 _FOLDER_KINDS = ("dicom", "image_folder")
 
 
-# the columns a folder's manifest has (ingest settings stay empty: the config's defaults apply;
-# attribution only where given)
+# the columns a folder's manifest has (ingest settings and attribution only where given: else the
+# config's defaults apply)
 _COLUMNS = tuple(c for c in COLUMNS if c not in INGEST_COLUMNS and c != "attribution")
 
 
@@ -74,6 +77,17 @@ def seeded_splits(ids, *, val: int, test: int, seed: int = 0) -> dict[str, str]:
     for rank, k in enumerate(order):
         splits[ids[int(k)]] = "test" if rank < test else "val" if rank < test + val else "train"
     return {i: splits[i] for i in ids}
+
+
+def _check_ingest(ingest: dict[str, str]) -> None:
+    """ValueError naming each option (``--window: ...``) whose value a manifest cell would refuse."""
+    if not ingest:
+        return
+    probe = dict(id="probe", species="probe", source="probe.nii.gz", source_kind="nifti", split="train", licence="x")
+    try:
+        validate_manifest(pd.DataFrame([{**probe, **ingest}]), origin="options")
+    except ManifestError as e:
+        raise ValueError("; ".join(re.sub(r"^row 1, column '(\w+)': ", r"--\1: ", m) for m in e.errors)) from None
 
 
 def specimen_id(path: Path) -> str:
@@ -155,12 +169,16 @@ def manifest_from_folder(
     notes: str = "",
     spacing: str = "",
     attribution: str = "",
+    ingest: dict[str, str] | None = None,
 ) -> Path:
     """Write a manifest of every file in ``folder`` matching ``pattern``; returns its path.
 
     ``species`` is a template with ``{id}`` (e.g. ``"Mus musculus {id}"``); ``checksums`` records
     each file's sha256 (checked when fetched); ``attribution`` (the credit a CC BY licence asks for)
-    adds that column to every row. The written file is validated by
+    adds that column to every row, and so does each of ``ingest`` (``window``, ``background``,
+    ``orientation``, ``crop``: the manifest's text, e.g. ``{"window": "hu-bone", "crop": "largest"}``)
+    that is given: settings every scan of the folder shares, kept with its rows (an overlay of them
+    on another run re-cubes none of that run's species, as ``data.cube`` would). The written file is validated by
     :func:`tomodata.manifest.load_manifest` before it replaces ``out`` (atomic).
     """
 
@@ -173,6 +191,11 @@ def manifest_from_folder(
         raise ValueError(f"{source_kind} scans carry no voxel spacing: give it (--spacing z,y,x in mm)")
     if spacing:
         parse_spacing(spacing)  # ValueError for a bad one
+    ingest = {k: str(v) for k, v in (ingest or {}).items() if v not in (None, "")}
+    if set(ingest) - set(INGEST_COLUMNS):
+        raise ValueError(f"ingest settings are {INGEST_COLUMNS}, got {sorted(set(ingest) - set(INGEST_COLUMNS))}")
+    ingest = {k: ingest[k] for k in INGEST_COLUMNS if k in ingest}  # the manifest's column order
+    _check_ingest(ingest)
     files = _scans(folder, pattern, source_kind)
     ids = {specimen_id(p): p for p in files}
     if len(ids) != len(files):
@@ -185,7 +208,8 @@ def manifest_from_folder(
     words += (["--notes", notes] if notes else []) + ([] if checksums else ["--no-checksums"])
     words += ["--spacing", spacing] if spacing else []
     words += ["--attribution", attribution] if attribution else []
-    columns = _COLUMNS + (("attribution",) if attribution else ())
+    words += [f"--{k}={v}" for k, v in ingest.items()]  # the = form: an orientation may start with '-'
+    columns = _COLUMNS + tuple(ingest) + (("attribution",) if attribution else ())
     command = shlex.join(words)
     lines = [
         f"# generated in this file's folder by `{command}` (tomodata.manifest_folder): do not edit by hand",
@@ -208,6 +232,7 @@ def manifest_from_folder(
             sha256=source_sha256(path) if checksums else "",
             notes=notes,
             attribution=attribution,
+            **ingest,
         )
         lines.append("\t".join(str(row[c]) for c in columns))
 

@@ -208,6 +208,13 @@ def _add_manifest_folder(sub) -> None:
         help="spacing_mm of every row (mm; needed by movie, image_folder, npy)",
     )
     q.add_argument("--no-checksums", action="store_true", help="leave the sha256 column empty")
+    for name, what in (
+        ("window", "lo,hi or a preset (hu-bone, hu-head)"),
+        ("background", "density at or below which is air"),
+        ("orientation", "the volume's axes the canonical z,y,x take, e.g. x,-z,y (leading '-': --orientation=-z,y,x)"),
+        ("crop", "none or largest"),
+    ):
+        q.add_argument(f"--{name}", default="", help=f"{name} column of every row: {what} (docs/manifest.md)")
     q.set_defaults(func=cmd_manifest_folder)
 
 

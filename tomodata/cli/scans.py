@@ -26,6 +26,7 @@ def cmd_manifest_folder(a) -> int:
         notes=a.notes,
         spacing=a.spacing,
         attribution=a.attribution,
+        ingest={k: getattr(a, k) for k in ("window", "background", "orientation", "crop")},
     )
     print(f"wrote {out}")
     return 0
