@@ -13,61 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
+from test_io import _dicom_slice
 
 from tomodata.io import read_volume
 
-ORIGIN = np.array([-10.0, -20.0, 0.0])  # ImagePositionPatient of the first slice (mm)
-IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # axial: rows along +x (r), columns along +y (c), normal +z
 
-
-def _slice(
-    path: Path,
-    pixels: np.ndarray,
-    *,
-    instance: int,
-    series_uid: str,
-    z: float | None = 0.0,
-    shift: tuple[float, float] = (0.0, 0.0),
-    pixel_spacing=(0.75, 0.5),
-    slope: float = 1.0,
-    intercept: float = 0.0,
-    headers: dict | None = None,
-) -> None:
-    """One CT slice; ``z`` None writes no ImagePositionPatient/ImageOrientationPatient, else the slice
-    sits at ``z`` mm along the normal, shifted in-plane by ``shift`` = (mm along c, mm along r)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyInstanceUID = "1.2.3.4"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = instance
-    if z is not None:
-        r, c = np.array(IOP[:3]), np.array(IOP[3:])
-        ds.ImageOrientationPatient = list(IOP)
-        ds.ImagePositionPatient = [float(v) for v in ORIGIN + z * np.cross(r, c) + shift[0] * c + shift[1] * r]
-    ds.PixelSpacing = [float(v) for v in pixel_spacing]
-    for name, value in (headers or {}).items():
-        setattr(ds, name, value)
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = intercept
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.asarray(pixels).astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
+def _slice(path: Path, pixels: np.ndarray, *, slope: float = 1.0, intercept: float = 0.0, **kw) -> None:
+    """One CT slice (tests/test_io.py's writer) with no rescale and no SliceThickness unless given: ``z``
+    None writes no ImagePositionPatient/ImageOrientationPatient (axial: rows along +x (r), columns
+    along +y (c), normal +z), else the slice sits at ``z`` mm, shifted by ``shift`` = (mm along c,
+    mm along r)."""
+    _dicom_slice(path, pixels, slope=slope, intercept=intercept, **{"slice_thickness": None, **kw})
 
 
 def _series(folder: Path, stack: np.ndarray, zs, *, shifts=None, names=None, **kw) -> Path:

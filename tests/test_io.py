@@ -451,7 +451,7 @@ def _dicom_slice(
     path: Path,
     pixels: np.ndarray,
     *,
-    z: float,
+    z: float | None,
     series_uid: str,
     instance: int,
     slope=2.0,
@@ -459,7 +459,13 @@ def _dicom_slice(
     pixel_spacing=(0.75, 0.5),
     iop=(1, 0, 0, 0, 1, 0),
     shift=0.0,
+    slice_thickness: float | None = 2.5,
+    headers: dict | None = None,
 ) -> None:
+    """One CT slice (16-bit, MONOCHROME2) at ``z`` mm along the slice normal of ``iop`` (None: no
+    ImagePositionPatient/ImageOrientationPatient), shifted in-plane by ``shift`` mm along the columns'
+    direction c, or by (mm along c, mm along r); ``headers``: further attributes, set last but the
+    rescale and pixel ones. The tests' one writer of DICOM CT slices."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -474,11 +480,18 @@ def _dicom_slice(
     ds.SeriesNumber = 1
     ds.SeriesDescription = f"series {series_uid[-3:]}"
     ds.InstanceNumber = instance
-    ds.ImageOrientationPatient = [float(v) for v in iop]
-    r, c = np.array(iop[:3], float), np.array(iop[3:], float)
-    ds.ImagePositionPatient = [float(v) for v in (-10.0, -20.0, 0.0) + z * np.cross(r, c) + shift * c]
-    ds.PixelSpacing = list(pixel_spacing)
-    ds.SliceThickness = 2.5
+    if z is not None:
+        ds.ImageOrientationPatient = [float(v) for v in iop]
+        r, c = np.array(iop[:3], float), np.array(iop[3:], float)
+        along_c, along_r = (shift, 0.0) if np.isscalar(shift) else shift
+        ds.ImagePositionPatient = [
+            float(v) for v in (-10.0, -20.0, 0.0) + z * np.cross(r, c) + along_c * c + along_r * r
+        ]
+    ds.PixelSpacing = [float(v) for v in pixel_spacing]
+    if slice_thickness is not None:
+        ds.SliceThickness = slice_thickness
+    for name, value in (headers or {}).items():
+        setattr(ds, name, value)
     ds.RescaleSlope = slope
     ds.RescaleIntercept = intercept
     ds.Rows, ds.Columns = pixels.shape
@@ -488,7 +501,7 @@ def _dicom_slice(
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelData = pixels.astype("<u2").tobytes()
+    ds.PixelData = np.asarray(pixels).astype("<u2").tobytes()
     ds.save_as(path, enforce_file_format=True)
 
 
