@@ -215,6 +215,8 @@ def test_contact_sheet_size(tmp_path, skulls):
     img = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
     assert img.shape == (3 * (40 + 22) + 4, 2 * (3 * 40 + 16) + 4) and img.dtype == np.uint8
     assert img.max() == 255 and (img > 0).mean() > 0.05
+    one = cv2.imread(str(A.contact_sheet({"s": (skulls[9], SP)}, tmp_path / "one.png", panel_px=40)), 0)
+    assert one.shape == (40 + 22 + 4, 3 * 40 + 16 + 4)  # one specimen: one tile wide, not cols tiles
 
 
 # --------------------------------------------------------------------------------------------

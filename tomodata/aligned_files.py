@@ -147,11 +147,16 @@ def _projections(vol: np.ndarray, spacing, px_per_mm: float) -> list[np.ndarray]
     return out
 
 
+_VIEWS = ("side", "top", "front")  # the panels of a tile, in :func:`_projections`' order
+
+
 def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_px: int = 96) -> Path:
     """PNG grid of specimens (``name -> volume[z, y, x]`` or ``(volume, spacing_zyx)``), ``cols`` per
-    row; each tile is the name above the side | top | front max projections (:func:`_projections`),
-    all at one scale (mm per pixel) so that the largest specimen fills ``panel_px``. Grey, uint8;
-    the image is ``cols·(3·panel_px + 16) + 4`` wide and ``rows·(panel_px + 22) + 4`` high.
+    row (fewer where there are fewer specimens); each tile is the name above the side | top | front
+    max projections (:func:`_projections`), each labelled in its corner, all at one scale (mm per
+    pixel) so that the largest specimen fills ``panel_px`` (a small one beside a large one stays
+    small: sizes compare). Grey, uint8; the image is ``c·(3·panel_px + 16) + 4`` wide (c = min(cols,
+    n)) and ``rows·(panel_px + 22) + 4`` high.
     """
     if Path(out_png).suffix.lower() != ".png":  # OpenCV picks its writer by the suffix
         raise ValueError(f"{out_png}: the sheet is a PNG; give the output a .png name")
@@ -161,6 +166,7 @@ def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_p
     items = [(k, *check_volume(v, s)) for k, v, s in items]
     extent = max(float(np.max(np.array(v.shape) * s)) for _, v, s in items)
     px_per_mm = panel_px / extent
+    cols = min(cols, len(items))
     rows = -(-len(items) // cols)
     tile_w, tile_h, label_h = 3 * panel_px + 16, panel_px + 22, 18
     sheet = np.zeros((rows * tile_h + 4, cols * tile_w + 4), np.uint8)
@@ -172,4 +178,6 @@ def contact_sheet(volumes: Mapping[str, Any], out_png, *, cols: int = 4, panel_p
             oy = y0 + label_h + (panel_px - img.shape[0]) // 2
             ox = x0 + j * (panel_px + 4) + (panel_px - img.shape[1]) // 2
             sheet[oy : oy + img.shape[0], ox : ox + img.shape[1]] = img
+            corner = (x0 + j * (panel_px + 4) + 2, y0 + label_h + panel_px - 3)
+            cv2.putText(sheet, _VIEWS[j], corner, cv2.FONT_HERSHEY_SIMPLEX, 0.3, 160, 1, cv2.LINE_AA)
     return write_png(out_png, sheet)
