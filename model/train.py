@@ -214,6 +214,7 @@ def _train(store, out_dir, net, cfg, resume, max_steps, progress, restart_if_cha
     )
     if run.start >= run.end:
         return _nothing_to_train(run)
+    run.reached = run.start  # a failure before the first step reports the step it started from
     attempt = recorded_attempt(
         run.out,
         enabled=run.rank == 0,

@@ -90,7 +90,7 @@ class _Run:
     stop: str = ""  # the signal that asked this run to stop after its current step
     forward: Any = None  # what the training step calls: model, or torch.compile(model) (cfg.compile)
     restored: list = dataclasses.field(default_factory=list)  # the outputs restored from last.pt
-    reached: int = 0  # the last step done (set by _loop; the start before the first)
+    reached: int = 0  # the last step done (set by _loop; model.train._train sets the start before it)
 
     @property
     def last(self) -> Path:
@@ -110,7 +110,6 @@ def _loop(run: _Run, loader, targets, val_targets, logs: TrainLogs, bar, t_last:
     (:func:`_stop_on_signals`) ``last.pt`` at the step reached. Returns the last step done."""
     cfg, step = run.cfg, run.start
     losses: list[float] = []
-    run.reached = run.start
     for step, batch in enumerate(loader, start=run.start + 1):
         losses.append(_train_step(run, targets, batch))
         run.reached = step

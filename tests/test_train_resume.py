@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny_runs import build_demo
 
+from model import train as train_mod
 from model import train_loop
 from model.network import NetworkConfig
 from model.train import TrainConfig, load_checkpoint, train
@@ -122,10 +123,16 @@ def test_attempts_are_recorded_and_a_failed_or_killed_one_is_named(store, tmp_pa
     assert (end["status"], end["step"]) == ("failed", 3)
     assert end["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
     monkeypatch.setattr(train_loop, "_train_step", real_step)
+    # a failure before the first step (the data, say) records the step the attempt started from
+    monkeypatch.setattr(train_mod, "_batches", lambda run: (_ for _ in ()).throw(OSError("store unreadable")))
+    with pytest.raises(OSError, match="store unreadable"):
+        train(store, tmp_path, net=TINY, cfg=CFG, progress=False)
+    assert (read_attempts(tmp_path)[-1]["status"], read_attempts(tmp_path)[-1]["step"]) == ("failed", 2)
+    monkeypatch.undo()
     capsys.readouterr()
     done = train(store, tmp_path, net=TINY, cfg=CFG, progress=False)  # resumes from last.pt (step 2)
     err = capsys.readouterr().err
-    assert "note: the previous attempt failed after step 3 at " in err and "illegal memory access" in err
+    assert "note: the previous attempt failed after step 2 at " in err and "store unreadable" in err
     start, end = read_attempts(tmp_path)[-2:]
     assert done["start"] == 2 and (start["event"], start["from_step"]) == ("start", 2)
     assert (end["event"], end["status"], end["step"]) == ("end", "finished", 6)
