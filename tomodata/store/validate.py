@@ -312,6 +312,11 @@ def validate_store(
         report.errors.append(f"store: {e}")
         return report
     root_errs = _check_root_attrs(attrs)
+    if not root_errs:  # the species' checks build the settings: one the root checks missed is reported here
+        try:
+            StoreSettings.from_attrs(attrs)
+        except (ValueError, TypeError, KeyError) as e:
+            root_errs = [f"store settings: {e}"]
     if root_errs:
         report.errors.extend(root_errs)
         return report
