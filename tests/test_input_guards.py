@@ -18,27 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_manifest import good_row
 
 from tomodata.config_check import value_errors
 from tomodata.fetch import ChecksumMismatch, FetchError, fetch_one, source_sha256, tree_sha256
 from tomodata.manifest import ManifestError, load_manifest, record_checksums
 
 HEADER = ["id", "species", "source", "source_kind", "spacing_mm", "split", "licence", "sha256"]
-
-
-def _row(**over) -> dict:
-    row = {
-        "id": "Didelphis_virginiana",
-        "species": "Didelphis virginiana",
-        "source": "https://example.invalid/EXAMPLE/coronal.mp4",
-        "source_kind": "movie",
-        "spacing_mm": "0.1,0.1,0.2",
-        "split": "train",
-        "licence": "research use",
-        "sha256": "",
-    }
-    row.update(over)
-    return row
 
 
 def _manifest(path: Path, rows: list[dict], columns=None) -> Path:
@@ -66,11 +52,11 @@ def test_header_only_manifest_is_refused(tmp_path):
 def test_ids_that_are_no_safe_folder_name_are_refused(tmp_path, ident):
     """The id names the download folder ``<dest>/<id>``: without it an id ``..`` would fetch into the
     folder above the destination, and ``.x`` (hidden) or ``-x`` (read as an option) would be accepted."""
-    m = _manifest(tmp_path / "m.tsv", [_row(id=ident)])
+    m = _manifest(tmp_path / "m.tsv", [good_row(id=ident)])
     with pytest.raises(ManifestError) as e:
         load_manifest(m)
     assert f"row 1 (line 3), column 'id': {ident!r} is not valid" in str(e.value)
-    assert load_manifest(_manifest(tmp_path / "ok.tsv", [_row(id="a.b-c_1")]))["id"].tolist() == ["a.b-c_1"]
+    assert load_manifest(_manifest(tmp_path / "ok.tsv", [good_row(id="a.b-c_1")]))["id"].tolist() == ["a.b-c_1"]
 
 
 @pytest.mark.parametrize(
@@ -86,7 +72,7 @@ def test_bad_cells_are_refused_naming_row_and_column(tmp_path, column, value, sa
     """Without it a window with lo > hi, an orientation naming an axis twice, a URL with nothing after
     ``https://`` or an infinite spacing would pass the manifest check and fail (or give nonsense) hours
     later in a fetch or cube job, far from the row that caused it."""
-    rows = [_row(), _row(id="Tamandua_tetradactyla", **{column: value})]
+    rows = [good_row(), good_row(id="Tamandua_tetradactyla", **{column: value})]
     m = _manifest(tmp_path / "m.tsv", rows, columns=[*HEADER, "window", "orientation"])
     with pytest.raises(ManifestError) as e:
         load_manifest(m)
@@ -98,7 +84,7 @@ def test_bad_cells_are_refused_naming_row_and_column(tmp_path, column, value, sa
 def test_record_checksums_does_not_touch_an_invalid_manifest(tmp_path):
     """Without it recording checksums into a manifest with a duplicated id would write the digest into
     both rows (and rewrite the file) instead of refusing the broken manifest and leaving it as it was."""
-    m = _manifest(tmp_path / "m.tsv", [_row(), _row(id="didelphis_VIRGINIANA")])
+    m = _manifest(tmp_path / "m.tsv", [good_row(), good_row(id="didelphis_VIRGINIANA")])
     before = m.read_bytes()
     with pytest.raises(ManifestError, match="is not unique"):
         record_checksums(m, {"Didelphis_virginiana": "a" * 64})
