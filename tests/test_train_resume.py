@@ -14,7 +14,7 @@ from model import train as train_mod
 from model import train_loop
 from model.network import NetworkConfig
 from model.train import TrainConfig, load_checkpoint, train
-from model.train_attempts import read_attempts
+from model.train_attempts import last_attempt_note, read_attempts, recorded_attempt
 from model.train_logs import restore_lost_val_log
 
 TINY = NetworkConfig(input_size=32, out_depth=16, out_size=16, width=16, stem_channels=8, hourglass_levels=2)
@@ -150,3 +150,21 @@ def test_attempts_are_recorded_and_a_failed_or_killed_one_is_named(store, tmp_pa
     start, end = read_attempts(tmp_path)[-2:]  # the cut line skipped, the new start on a line of its own
     assert (start["event"], start["from_step"], end["status"], end["step"]) == ("start", 0, "finished", 8)
     assert len(read_attempts(tmp_path)) == n + 3
+
+
+def test_attempt_records_a_second_stop_signal_and_skips_foreign_lines(tmp_path):
+    """A KeyboardInterrupt (a second stop signal) ends the attempt as failed, not as a kill; a JSON line
+    that is no record (no event) is skipped, not a KeyError; ranks other than 0 write nothing
+    (helper-89: each of these could be undone with every test passing)."""
+    kw = dict(from_step=4, to_step=9, device="cpu", world=2, reached=lambda: 6)
+    with pytest.raises(KeyboardInterrupt), recorded_attempt(tmp_path, enabled=True, **kw):
+        raise KeyboardInterrupt("a second stop signal (SIGINT)")
+    with (tmp_path / "train_attempts.jsonl").open("a") as fh:
+        fh.write('{"note": 1}\n[1, 2]\n')
+    start, end = read_attempts(tmp_path)
+    assert (start["event"], end["status"], end["step"]) == ("start", "failed", 6)
+    assert "KeyboardInterrupt: a second stop signal" in end["error"]
+    assert "failed after step 6" in last_attempt_note(tmp_path)
+    with recorded_attempt(tmp_path, enabled=False, **kw):
+        pass
+    assert len(read_attempts(tmp_path)) == 2
