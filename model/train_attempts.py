@@ -33,9 +33,11 @@ def _now() -> str:
 
 def _append(out: Path, record: dict) -> None:
     """One line; on a line of its own where a kill cut the last one short."""
-    path = Path(out) / TRAIN_ATTEMPTS
-    with open(path, "ab") as fh:
-        cut = fh.tell() > 0 and path.read_bytes()[-1:] != b"\n"
+    with open(Path(out) / TRAIN_ATTEMPTS, "a+b") as fh:
+        cut = False
+        if fh.seek(0, os.SEEK_END):  # not empty: does its last line end? (writes go to the end anyway)
+            fh.seek(-1, os.SEEK_END)
+            cut = fh.read(1) != b"\n"
         fh.write((("\n" if cut else "") + json.dumps(record, sort_keys=True) + "\n").encode())
         fh.flush()
         os.fsync(fh.fileno())  # the line is on disk before a kill can lose it

@@ -80,9 +80,9 @@ def _record_problem(record: Path, base: Path, now: Path | None = None) -> str | 
         return "the fetch record has no 'id<TAB>how<TAB>sha256<TAB>path' line"
     for row in rows:
         if not (base / row.path).exists():  # an absolute path ignores base
-            if row.how == "in-place" and _moved(base / row.path, now):
-                continue  # the fetch job re-runs (its location changed) and writes the record anew
-            if row.how == "in-place":  # the record names the source itself: only putting it back helps
+            if row.how == "in-place":  # the record names the source itself
+                if _moved(base / row.path, now):
+                    continue  # the fetch job re-runs (its location changed) and writes the record anew
                 return f"the source {row.path}, read in place, is gone (fetching needs it back there)"
             return f"the fetched file {row.path} is gone"
     return None

@@ -79,15 +79,21 @@ def seeded_splits(ids, *, val: int, test: int, seed: int = 0) -> dict[str, str]:
     return {i: splits[i] for i in ids}
 
 
-def _check_ingest(ingest: dict[str, str]) -> None:
-    """ValueError naming each option (``--window: ...``) whose value a manifest cell would refuse."""
+def _checked_ingest(given) -> dict[str, str]:
+    """The ingest settings given (empty ones dropped) in the manifest's column order; ValueError for
+    another name, or naming each option (``--window: ...``) whose value a manifest cell would refuse."""
+    ingest = {k: str(v) for k, v in (given or {}).items() if v not in (None, "")}
+    if set(ingest) - set(INGEST_COLUMNS):
+        raise ValueError(f"ingest settings are {INGEST_COLUMNS}, got {sorted(set(ingest) - set(INGEST_COLUMNS))}")
+    ingest = {k: ingest[k] for k in INGEST_COLUMNS if k in ingest}
     if not ingest:
-        return
+        return ingest
     probe = dict(id="probe", species="probe", source="probe.nii.gz", source_kind="nifti", split="train", licence="x")
     try:
         validate_manifest(pd.DataFrame([{**probe, **ingest}]), origin="options")
     except ManifestError as e:
         raise ValueError("; ".join(re.sub(r"^row 1, column '(\w+)': ", r"--\1: ", m) for m in e.errors)) from None
+    return ingest
 
 
 def specimen_id(path: Path) -> str:
@@ -191,11 +197,7 @@ def manifest_from_folder(
         raise ValueError(f"{source_kind} scans carry no voxel spacing: give it (--spacing z,y,x in mm)")
     if spacing:
         parse_spacing(spacing)  # ValueError for a bad one
-    ingest = {k: str(v) for k, v in (ingest or {}).items() if v not in (None, "")}
-    if set(ingest) - set(INGEST_COLUMNS):
-        raise ValueError(f"ingest settings are {INGEST_COLUMNS}, got {sorted(set(ingest) - set(INGEST_COLUMNS))}")
-    ingest = {k: ingest[k] for k in INGEST_COLUMNS if k in ingest}  # the manifest's column order
-    _check_ingest(ingest)
+    ingest = _checked_ingest(ingest)
     files = _scans(folder, pattern, source_kind)
     ids = {specimen_id(p): p for p in files}
     if len(ids) != len(files):
