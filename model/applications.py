@@ -482,11 +482,6 @@ def _save_png(img, path) -> Path:
     return write_png(path, img if np.asarray(img).dtype == np.uint8 else to_uint8(img))
 
 
-def _montage(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
-    """Tile (n, S, S[, 3]) images in a grid with ``pad`` black pixels between them."""
-    return tile(images, cols, pad=pad)
-
-
 def display_grid(vol_shape, size: int | None = None) -> tuple[int, int]:
     """(size, steps) to render a (D, H, W) view volume at for display: ``size`` (default
     max(W, :data:`DISPLAY_MIN`)) pixels a side and max(D, H, W, size) ray steps, so that a coarse
@@ -544,9 +539,10 @@ def write_applications(
         )
     )
     angles = [45.0 * i for i in range(8)]
-    paths.append(_save_png(_montage(novel_views(v, angles, mode=mode, **kw), 4), out / f"{name}_novel_{mode}.png"))
+    paths.append(_save_png(tile(novel_views(v, angles, mode=mode, **kw), 4, pad=2), out / f"{name}_novel_{mode}.png"))
     if mode != "xray":
-        paths.append(_save_png(_montage(novel_views(v, angles, mode="xray", **kw), 4), out / f"{name}_novel_xray.png"))
+        xrays = tile(novel_views(v, angles, mode="xray", **kw), 4, pad=2)
+        paths.append(_save_png(xrays, out / f"{name}_novel_xray.png"))
     paths.append(turntable_gif(v, out / f"{name}_turntable.gif", n=n_turntable, mode=mode, **kw))
     cuts = np.stack(
         [
@@ -554,7 +550,7 @@ def write_applications(
             cut_away(v, axis="u", fraction=0.5, mode=mode, angle_deg=60.0, **kw),
         ]
     )
-    paths.append(_save_png(_montage(cuts, 2), out / f"{name}_cutaway.png"))
+    paths.append(_save_png(tile(cuts, 2, pad=2), out / f"{name}_cutaway.png"))
     paths.append(_save_png(anaglyph(v, baseline_deg=baseline_deg, mode=mode, **kw), out / f"{name}_anaglyph.png"))
     paths.append(wiggle_gif(v, out / f"{name}_wiggle.gif", baseline_deg=baseline_deg, mode=mode, **kw))
     colours = np.stack(
@@ -563,7 +559,7 @@ def write_applications(
             colour_render(v, angle_deg=60.0, size=size, steps=steps, backend=backend),
         ]
     )
-    paths.append(_save_png(_montage(colours, 2), out / f"{name}_colour.png"))
+    paths.append(_save_png(tile(colours, 2, pad=2), out / f"{name}_colour.png"))
     return paths
 
 
