@@ -305,6 +305,19 @@ def test_bad_inputs():
     assert np.all(tiny[_radius(4) > 1.0 - fit.margin] == 0.0)  # the ball mask holds at every size (helper-84)
 
 
+@pytest.mark.parametrize("size", [4, 5, 6])
+def test_tiny_sizes_keep_the_specimen_inside_the_kept_ball(size):
+    """Below about 8 voxels no fit holds the filter's whole support (``exact_support`` False); the
+    fallback still fits the specimen's voxel centres within radius ``1 − margin``, so the ball mask
+    cuts only filter tails, not the specimen (a fit to radius 1 masks its outer voxels)."""
+    a = np.zeros((20, 20, 20), np.float32)
+    a[2:18, 3:17, 4:16] = 1.0
+    for spacing in ((1.0, 1.0, 1.0), (3.0, 1.0, 1.0)):
+        fit = fit_cube(a, spacing, size=size)
+        assert not fit.exact_support
+        assert fit.specimen_radius_mm / fit.rho_mm <= 1.0 - fit.margin + 1e-9, (size, spacing)
+
+
 # ---------------------------------------------------------------------------- real data
 
 
