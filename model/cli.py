@@ -222,27 +222,26 @@ def cmd_infer(a) -> int:
     a folder, each radiograph goes to OUT/STEM/STEM.<--format> (applications to APPS/STEM/); every
     input is checked and the network loaded once before any work."""
     from .infer import cached_model
-    from .infer_batch import batch_jobs, expand_xrays, run_jobs
+    from .infer_batch import infer_many
 
+    apps = Path(a.apps) if a.apps else None
     if len(a.xray) == 1 and (Path(a.xray[0]).is_file() or not glob.has_magic(a.xray[0])):
         cached_model(a.checkpoint, a.device)  # a missing or bad checkpoint first, before the film's checks
-        _infer_one(a, Path(a.xray[0]), Path(a.output), Path(a.apps) if a.apps else None)
+        _infer_one(a, Path(a.xray[0]), Path(a.output), apps)
         return 0
-    xrays, problems = expand_xrays(a.xray)
-    jobs, clashes = batch_jobs(xrays, Path(a.output), a.format, Path(a.apps) if a.apps else None)
-    errors = clashes + ([] if a.keep_going else problems)
-    if errors:
-        hint = "\n(--keep-going skips the unusable files and runs the others)" if problems and not a.keep_going else ""
-        raise ValueError("nothing was run:\n  " + "\n  ".join(errors) + hint)
-    for q in problems:
-        print(f"skipped {q}", file=sys.stderr)
-    if jobs:
-        cached_model(a.checkpoint, a.device)  # the network, once; a bad checkpoint stops here
-    failed = problems + run_jobs(jobs, lambda x, output, apps: _infer_one(a, x, output, apps), a.keep_going)
+    n, failed = infer_many(
+        a.xray,
+        Path(a.output),
+        a.format,
+        apps,
+        load=lambda: cached_model(a.checkpoint, a.device),
+        run_one=lambda x, output, apps: _infer_one(a, x, output, apps),
+        keep_going=a.keep_going,
+    )
     if failed:
         print(
-            f"{len(failed)} of {len(jobs) + len(problems)} inputs failed (radiographs, or patterns that matched "
-            "none):\n  " + "\n  ".join(failed),
+            f"{len(failed)} of {n} inputs failed (radiographs, or patterns that matched none):\n  "
+            + "\n  ".join(failed),
             file=sys.stderr,
         )
         return 1

@@ -4,6 +4,7 @@ output folder per radiograph, and each volume's applications written beside it.
     expand_xrays(patterns) -> (files, problems)
     batch_jobs(xrays, out, fmt, apps) -> ([(xray, OUT/STEM/STEM.FMT, APPS/STEM | None)], clashes)
     run_jobs(jobs, run_one, keep_going) -> failures
+    infer_many(patterns, out, fmt, apps, load=, run_one=, keep_going=) -> (inputs, failures)
     infer_with_apps(xray, checkpoint, output, apps, **infer_file options) -> (record, application paths)
 """
 
@@ -25,7 +26,7 @@ from tomodata.io import natural_key
 from .applications import read_view_volume_file, write_applications
 from .infer import infer_file, volume_suffix, xray_file_problem
 
-__all__ = ["batch_jobs", "expand_xrays", "infer_with_apps", "run_jobs"]
+__all__ = ["batch_jobs", "expand_xrays", "infer_many", "infer_with_apps", "run_jobs"]
 
 Job = tuple[Path, Path, Path | None]
 
@@ -96,6 +97,33 @@ def run_jobs(jobs: list[Job], run_one: Callable[[Path, Path, Path | None], None]
             continue
         print(f"[{k}/{len(jobs)}] {x.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return failed
+
+
+def infer_many(
+    patterns: list[str],
+    out: Path,
+    fmt: str,
+    apps: Path | None,
+    *,
+    load: Callable[[], object],
+    run_one: Callable[[Path, Path, Path | None], None],
+    keep_going: bool,
+) -> tuple[int, list[str]]:
+    """Several radiographs (files or globs) into ``out/STEM/STEM.fmt``: every input and output name is
+    checked first (a ValueError, nothing run, where one is unusable; with ``keep_going`` unusable files
+    are skipped, named on stderr), then ``load()`` (the network, once), then :func:`run_jobs`.
+    Returns (inputs counted, failures: skipped files and failed runs)."""
+    xrays, problems = expand_xrays(patterns)
+    jobs, clashes = batch_jobs(xrays, out, fmt, apps)
+    errors = clashes + ([] if keep_going else problems)
+    if errors:
+        hint = "\n(--keep-going skips the unusable files and runs the others)" if problems and not keep_going else ""
+        raise ValueError("nothing was run:\n  " + "\n  ".join(errors) + hint)
+    for q in problems:
+        print(f"skipped {q}", file=sys.stderr)
+    if jobs:
+        load()  # a bad checkpoint stops here, before any radiograph
+    return len(jobs) + len(problems), problems + run_jobs(jobs, run_one, keep_going)
 
 
 def infer_with_apps(xray: Path, checkpoint, output: Path, apps: Path | None, **options) -> tuple[dict, list[Path]]:
