@@ -489,6 +489,17 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
     assert problems and all("images" in p for p in problems), problems  # only the images depend on steps
     assert all("images='skip'" in p for p in problems), problems  # the message says how to check the rest
     assert export.verify_rebuild(other, out, images="skip") == []
+    # where the volume differs too, the images follow from it: no backend hint (helper-96: it named
+    # the backend and images='skip' for a rebuild whose cubes differed)
+    sums = json.loads((out / "recipe/checksums.json").read_text())
+    name = next(iter(sums["species"]))
+    sums["species"][name]["arrays_sha256"]["volume"] = "0" * 64
+    (out / "recipe/checksums.json").write_text(json.dumps(sums))
+    problems = export.verify_rebuild(other, out)
+    mine = [p for p in problems if p.startswith(f"species {name!r}")]
+    assert any("array volume " in p for p in mine) and any("array images" in p for p in mine), mine
+    assert not any("images='skip'" in p for p in mine), mine
+    assert all("images='skip'" in p for p in problems if p not in mine), problems  # the others: images alone
     # a rebuild whose splits are not the recipe's (helper-83: the check could be removed, untested)
     sums = json.loads((out / "recipe/checksums.json").read_text())
     name, entry = next(iter(sums["species"].items()))

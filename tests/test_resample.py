@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -316,6 +319,29 @@ def test_tiny_sizes_keep_the_specimen_inside_the_kept_ball(size):
         fit = fit_cube(a, spacing, size=size)
         assert not fit.exact_support
         assert fit.specimen_radius_mm / fit.rho_mm <= 1.0 - fit.margin + 1e-9, (size, spacing)
+
+
+_BALL = """
+import numpy as np
+from tomodata.resample import min_ball
+rng = np.random.default_rng(0)
+p = rng.normal(size=(20000, 3)) * [3, 2, 1]
+c, r = min_ball(p[(p**2 / np.array([9.0, 4.0, 1.0])).sum(1) < 4])
+print(repr(c.tolist()), repr(r))
+"""
+
+
+def test_min_ball_bits_do_not_depend_on_blas_threads():
+    """The ball fit (and through it every cube value) is the same bit for bit with 1 and 2 BLAS
+    threads: Snakemake runs the cube job with one thread, recipe/rebuild.sh runs `tomo cube` with the
+    machine's default, and the rebuilt store must match the published checksums (found by a
+    walkthrough of docs/export.md: 3 of 28 demo species differed; SLSQP's BLAS sums split over threads)."""
+    out = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        run = subprocess.run([sys.executable, "-c", _BALL], env=env, capture_output=True, text=True, check=True)
+        out.append(run.stdout.strip())
+    assert out[0] == out[1], out
 
 
 # ---------------------------------------------------------------------------- real data

@@ -58,6 +58,7 @@ import numba as nb
 import numpy as np
 from scipy.optimize import minimize
 from scipy.spatial import ConvexHull, QhullError
+from threadpoolctl import threadpool_limits
 
 from . import numba_cache
 from .views import cell_centres
@@ -360,6 +361,25 @@ def _prepare(array, spacing_zyx, size, window, background, margin):
     return x, fit, mapper
 
 
+def _slsqp_ball(q: np.ndarray):
+    """SLSQP for the smallest ball of ``q`` (n, 3): minimise r² over (centre, r²) subject to
+    |q − c|² ≤ r², started at the origin with r² = 1."""
+    return minimize(
+        lambda v: v[3],
+        np.array([0.0, 0.0, 0.0, 1.0]),
+        jac=lambda v: np.array([0.0, 0.0, 0.0, 1.0]),
+        method="SLSQP",
+        options={"maxiter": 200, "ftol": 1e-14},
+        constraints=[
+            {
+                "type": "ineq",
+                "fun": lambda v: v[3] - ((q - v[:3]) ** 2).sum(1),
+                "jac": lambda v: np.hstack([2.0 * (q - v[:3]), np.ones((len(q), 1))]),
+            }
+        ],
+    )
+
+
 def min_ball(points) -> tuple[np.ndarray, float]:
     """Centre (3,) and radius of the smallest ball that holds ``points`` (n, 3): SLSQP on the vertices
     of their convex hull (minimise r² subject to |p − c|² ≤ r²), started at the bounding-box centre.
@@ -376,20 +396,11 @@ def min_ball(points) -> tuple[np.ndarray, float]:
         q = q[ConvexHull(q).vertices]
     except (QhullError, ValueError):  # flat or degenerate: every point is a candidate
         pass
-    res = minimize(
-        lambda v: v[3],
-        np.array([0.0, 0.0, 0.0, 1.0]),
-        jac=lambda v: np.array([0.0, 0.0, 0.0, 1.0]),
-        method="SLSQP",
-        options={"maxiter": 200, "ftol": 1e-14},
-        constraints=[
-            {
-                "type": "ineq",
-                "fun": lambda v: v[3] - ((q - v[:3]) ** 2).sum(1),
-                "jac": lambda v: np.hstack([2.0 * (q - v[:3]), np.ones((len(q), 1))]),
-            }
-        ],
-    )
+    # one BLAS thread: SLSQP's BLAS reductions split over threads change the centre's last bits and,
+    # through it, the cube's values: a cube must not depend on OPENBLAS_NUM_THREADS (Snakemake's
+    # 1-thread job and a plain `tomo cube` in recipe/rebuild.sh must agree bit for bit)
+    with threadpool_limits(limits=1, user_api="blas"):
+        res = _slsqp_ball(q)
     c = c0 + r0 * res.x[:3]
     r = float(np.sqrt(((p - c) ** 2).sum(1).max()))
     if not (math.isfinite(r) and r < r0 * (1.0 - 1e-9)):
