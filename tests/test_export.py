@@ -918,6 +918,13 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
         ("CC BY 3.0 IGO", "CC-BY-3.0-IGO"),
         ("Creative Commons Attribution-NonCommercial-ShareAlike 3.0 IGO", "CC-BY-NC-SA-3.0-IGO"),
         ("CC BY-NC 3.0 IGO", "LicenseRef-CC-BY-NC-3.0-IGO"),
+        # the long forms of ODbL, LGPL and AGPL (were unknown; helper-96)
+        ("Open Database License", "ODbL-1.0"),
+        ("GNU Lesser General Public License v2.1", "LGPL-2.1-only"),
+        ("GNU Lesser General Public License, version 2.1 or later", "LGPL-2.1-or-later"),
+        ("GNU Affero General Public License v3.0 or later", "AGPL-3.0-or-later"),
+        # a clause the licence has itself is no added term
+        ("Creative Commons Attribution-NonCommercial-ShareAlike 4.0 (non-commercial use only)", "CC-BY-NC-SA-4.0"),
     ],
 )
 def test_licence_strings_to_spdx(text, spdx):
@@ -945,6 +952,12 @@ def test_licence_strings_to_spdx(text, spdx):
         "Copyrighted, not released to the public domain",
         "CC BY 4.01",
         "CC BY 2.55",
+        # a licence named only to deny it, or with terms it does not have (were open; helper-96)
+        "This work is not licensed under CC BY 4.0",
+        "not released under CC0",
+        "CC BY-SA 4.0 (not for commercial use)",
+        "MIT License, non-commercial use only",
+        "CC BY 4.0; may not be modified",
     ],
 )
 def test_unrecognised_licence_strings(text):

@@ -39,6 +39,9 @@ _LICENCE_WORDS = [
     (r"non[- _]?commercial", "nc"),
     (r"share[- _]?alike", "sa"),
     (r"no[- _]?deriv(ative)?s?", "nd"),
+    (r"open[- _]database[- _]licen[sc]e", "odbl"),
+    (r"gnu[- _]lesser[- _]general[- _]public[- _]licen[sc]e,?[- _]*(v(ersion)?[- _]?)?", "lgpl-"),
+    (r"gnu[- _]affero[- _]general[- _]public[- _]licen[sc]e,?[- _]*(v(ersion)?[- _]?)?", "agpl-"),
 ]
 
 
@@ -158,7 +161,14 @@ _RESTRICTED_RE = re.compile(
 _NOT_A_LICENCE_RE = re.compile(
     r"\b(not|never|no longer|isn't|is not)\b[^.;]{0,40}public[- _]?domain|"
     r"\bno licen[sc]e\b(?! (required|needed|fee))|\bunlicensed\b|"
-    r"\bused with (the )?permission\b|(?<!no )permission (is )?required"
+    r"\bused with (the )?permission\b|(?<!no )permission (is )?required|"
+    r"\b(not|never|no longer|isn't|is not|are not|aren't)\b (be )?(licen[sc]ed|released|available|offered)\b"
+)
+# terms added to a named licence that the licence itself does not have: a non-commercial or
+# no-derivatives clause beside a licence without -NC / -ND is another licence (unknown)
+_ADDED_TERMS = (
+    ("NC", re.compile(r"not for commercial|non[- _]?commercial|no commercial|commercial use (is )?(not|prohibited)")),
+    ("ND", re.compile(r"no[- _]?deriv|no modification|not be (modified|altered|adapted)")),
 )
 _PROCEDURAL_LICENCE = "procedural (tomodata.phantoms)"
 
@@ -190,8 +200,9 @@ def classify_licence(entry: dict) -> dict:
     "non-commercial use only", "no derivatives: ..."). Restricted wins over everything (a licence that forbids
     redistribution or reserves all rights, UTCT/DigiMorph named in it, or a digimorph.org source); then
     procedural species (free, CC0-1.0); a text that denies a licence ("not in the public domain",
-    "no licence") or names one person's permission ("used with permission") is unknown; then a
-    recognised open licence (MIT only as a licence: "MIT License", "licensed under MIT", a bare
+    "no licence", "not licensed under …") or names one person's permission ("used with permission")
+    is unknown; then a recognised open licence, unknown where the text adds a non-commercial or
+    no-derivatives clause the licence does not have (MIT only as a licence: "MIT License", "licensed under MIT", a bare
     "MIT", not "MIT Press"); else unknown (treated as not cleared). The text
     is lower-cased and long forms shortened ("Creative Commons Attribution-NonCommercial" → "cc
     by-nc") before matching; docs/export.md lists what is recognised.
@@ -218,6 +229,9 @@ def classify_licence(entry: dict) -> dict:
         norm = re.sub(long, short, norm)
     for pattern, spdx, hf, url in _OPEN_LICENCES:
         if re.search(pattern, norm):
+            added = [tag for tag, rx in _ADDED_TERMS if rx.search(low) and tag not in spdx.upper().split("-")]
+            if added:  # e.g. "CC BY-SA 4.0 (not for commercial use)": not CC BY-SA 4.0's terms
+                return out | {"class": UNKNOWN, "redistribution": False, "label": text}
             return out | {
                 "class": OPEN,
                 "spdx": spdx,
