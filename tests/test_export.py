@@ -320,7 +320,7 @@ def test_urls_go_into_croissant_card_and_provenance(demo, tmp_path, capsys):
     prov = json.loads((out / "provenance.json").read_text())["export"]
     assert prov["dataset_url"] == url and prov["code_url"] == code
     assert sha256sum_check(out).returncode == 0
-    with pytest.raises(ValueError, match="code_url must be an absolute http"):
+    with pytest.raises(ValueError, match=r"code_url \(--code-url\) must be an absolute http"):
         export.export_dataset(demo, tmp_path / "bad", code_url="git.example.org/tomo")
     assert not (tmp_path / "bad").exists()
     # without --url the CLI says croissant.json's url is a placeholder (stderr; stdout stays the JSON)
@@ -457,7 +457,7 @@ def test_recipe_only_export_of_demo(demo, tmp_path):
     assert "tomo build-demo" in card  # how to rebuild
     # the tables name dataset.zarr/... paths the export does not hold: said so (they read "in the export")
     fields = {f["name"]: f["description"] for rs in doc["recordSet"] for f in rs["field"]}
-    assert "recipe/rebuild.sh builds" in fields["group"] and "recipe/rebuild.sh builds" in fields["images_array"]
+    assert "Rebuild section makes" in fields["group"] and "Rebuild section makes" in fields["images_array"]
     assert "paths are those of a data export" in card
 
 
@@ -992,6 +992,14 @@ def test_card_states_non_commercial_and_no_derivatives(tmp_path):
     card = (tmp_path / "out/README.md").read_text()
     assert "**Non-commercial use only** (CC-BY-NC-4.0): Didelphis_virginiana." in card
     assert "**No derivatives** (CC-BY-ND-4.0): Felis_catus." in card
+    # the licence table's redistribution cell agrees with the warning (helper-96: it said "allowed")
+    rows = {line.split("|")[1].strip(): line for line in card.splitlines() if line.startswith("| ")}
+    assert (
+        rows["Felis_catus"]
+        .rstrip(" |")
+        .endswith("not of these data (no derivatives: the cubes and x-rays are adaptations)")
+    )
+    assert rows["Didelphis_virginiana"].rstrip(" |").endswith("| allowed")
 
 
 def test_attribution_goes_into_card_tables_and_croissant_and_its_absence_is_said(tmp_path, capsys):

@@ -73,14 +73,18 @@ def test_a_bad_setting_in_the_root_is_reported_not_raised(store, change, named, 
     assert not report.ok and any(e.startswith(named) for e in report.errors), report.errors
 
 
-def test_the_quick_check_notices_a_deleted_volume_chunk(store):
-    """validate_store(check_data=False) (tomo validate --quick) reads no data but still finds a chunk
-    file that is gone, and names the species to rebuild. Without it a species whose volume chunk was
-    deleted passed, and training read zeros (zarr's fill value) for its volume."""
-    (store / "species/sp1/volume/0/c/0/0/0").unlink()
-    report = validate_store(store, check_data=False)
+@pytest.mark.parametrize("check_data", [False, True])
+@pytest.mark.parametrize("chunk", ["volume/0/c/0/0/0", "mirrored/c/0"])
+def test_a_deleted_chunk_file_is_named_as_missing(store, chunk, check_data):
+    """validate_store with or without data checks (tomo validate, --quick) names a chunk file that is
+    gone, and the species to rebuild. Without the quick check a species whose volume chunk was deleted
+    passed, and training read zeros (zarr's fill value) for its volume; the full check reported a
+    deleted `mirrored` chunk as a wrong sample order and a sha256 mismatch (helper-96), not the file."""
+    (store / "species/sp1" / chunk).unlink()
+    report = validate_store(store, check_data=check_data)
     assert not report.ok and report.species_to_rebuild == ["sp1"], report.errors
-    assert any(e.startswith("species 'sp1': array volume/0 lacks its data file c/0/0/0") for e in report.errors)
+    array, _, rel = chunk.partition("/c/")
+    assert report.errors == [f"species 'sp1': array {array} lacks its data file c/{rel} (1 expected)"]
 
 
 def test_an_unknown_species_name_is_an_error(store):

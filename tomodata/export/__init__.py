@@ -113,7 +113,7 @@ from .write import (
 def _check_version(version: str) -> str:
     """``version`` if it is ``MAJOR.MINOR.PATCH`` (Croissant's recommended form), else ValueError."""
     if not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+\.\d+", version.strip()):
-        raise ValueError(f"dataset_version must be MAJOR.MINOR.PATCH, e.g. 1.0.0 (got {version!r})")
+        raise ValueError(f"dataset_version (--dataset-version) must be MAJOR.MINOR.PATCH, e.g. 1.0.0 (got {version!r})")
     return version.strip()
 
 
@@ -212,7 +212,7 @@ def export_dataset(
         card's), ``licence_classes`` ({species: class}), ``not_for_redistribution``, ``species``,
         ``samples``, ``files`` (count), ``bytes``, ``warnings``.
     """
-    urls = {"dataset_url": _check_url(url, "url"), "code_url": _check_url(code_url, "code_url")}
+    urls = {"dataset_url": _check_url(url, "url (--url)"), "code_url": _check_url(code_url, "code_url (--code-url)")}
     makers = _creators(creators, organizations)
     dataset_version = _check_version(dataset_version)
     src = _resolve_store(store)

@@ -12,7 +12,7 @@ from ..run_layout import STORE_NAME
 from ..store.layout import ome_multiscales
 from ..views import SPECIES_SEED_RECIPE, VIEW_SCHEME, VIEW_SCHEME_RECIPE, view_sets_of
 from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
-from .licence import _CONDITIONS, ATTRIBUTION, FREE, RESTRICTED
+from .licence import _CONDITIONS, ATTRIBUTION, FREE, NO_DERIVATIVES, RESTRICTED
 
 
 def _size_category(n: int) -> str:
@@ -248,6 +248,8 @@ def _licence_section(table: list[dict], *, lic: dict, classes: dict, recipe_only
     for e in table:
         c = classes[e["name"]]
         allowed = "allowed" if c["redistribution"] else "NOT allowed" if c["class"] == RESTRICTED else "not cleared"
+        if c["redistribution"] and NO_DERIVATIVES in (c.get("conditions") or []):
+            allowed = "not of these data (no derivatives: the cubes and x-rays are adaptations)"
         credit = (_cell(c.get("attribution") or "(none given)") + " | ") if credits else ""
         L.append(f"| {e['name']} | {e['split']} | {c['label']} | {credit}{c['class']} | {allowed} |")
     return L + [""] + _conditions_text(table, classes)
@@ -268,7 +270,7 @@ def _contents(files: list[str], *, recipe_only: bool, has_manifest: bool) -> lis
         "| `samples.csv` | one row per sample: species, split, sample, view, mirrored, image array"
         + (
             f" (the tables' `{STORE_NAME}/…` paths are those of a data export: read them in the store that "
-            "`recipe/rebuild.sh` builds)"
+            "the section Rebuild makes)"
             if recipe_only
             else ""
         )

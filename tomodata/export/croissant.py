@@ -295,8 +295,8 @@ def _where(recipe_only: bool) -> str:
     if not recipe_only:
         return "relative to the export"
     return (
-        f"as in a data export: {STORE_NAME}/ stands for the store recipe/rebuild.sh builds (this recipe-only "
-        f"export holds no {STORE_NAME})"
+        f"as in a data export: {STORE_NAME}/ stands for the store that the card's Rebuild section makes "
+        f"(recipe/rebuild.sh, or a tomo build-demo line; this recipe-only export holds no {STORE_NAME})"
     )
 
 
@@ -374,7 +374,8 @@ def _samples_record_set(attrs: dict, recipe_only: bool = False) -> dict:
         "description": (
             "One record per sample (an x-ray and its view). The image is images_array[sample] of the Zarr store: "
             f"({attrs['image_size']}, {attrs['image_size']}) {enc['dtype']}, {enc['decode']}; the camera rotation "
-            "is rotations[view] of the same species group, the density volume its volume array."
+            "is rotations[view] of the same species group, the density volume the array volume/0 of that group "
+            "(an OME-Zarr multiscale: volume/1 is its 2×2×2 mean)."
         ),
         "key": {"@id": f"{sm}/sample_id"},
         "field": [

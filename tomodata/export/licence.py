@@ -151,6 +151,7 @@ _CONDITIONS = [
     ("ND", "no derivatives: adaptations (the cubes and x-rays are derived from the scan) may not be shared"),
 ]
 ATTRIBUTION = _CONDITIONS[0][1]
+NO_DERIVATIVES = _CONDITIONS[2][1]
 _CC0 = ("CC0-1.0", "cc0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")
 _RESTRICTED_RE = re.compile(
     r"no[- ]redistribution|not? (be )?(for |to be )?redistribut|do not redistribute|"

@@ -333,9 +333,15 @@ def check_fold_view(view, attrs: dict, *, write: bool = False) -> None:
         )
 
 
+def array_subpath(spec: str, array: str) -> str:
+    """Where the logical array ``array`` lives inside ``species/<name>/`` in a store of ``spec``
+    (``volume/0`` for the volume of tomo-dataset/2, ``volume`` of tomo-dataset/1, else its name)."""
+    return _ARRAY_PATHS.get(spec, _ARRAY_PATHS[SPEC_VERSION]).get(array, array)
+
+
 def _open_array(path, name: str, array: str, mode: _Mode = "r", spec: str = SPEC_VERSION):
     """Species ``name``'s logical array ``array`` (its path inside the species group per ``spec``)."""
-    sub = _ARRAY_PATHS[spec].get(array, array)
+    sub = array_subpath(spec, array)
     return zarr.open_array(str(path), path=f"species/{name}/{sub}", mode=mode, zarr_format=3)
 
 

@@ -198,9 +198,12 @@ def _validate_one_species(
         return [f"subgroup species/{name} is missing or unreadable ({type(e).__name__}: {e})"], None
     marker = _check_marker(attrs, sattrs, errs)
     arrays = _checked_arrays(path, name, attrs, errs)
-    if not check_data and not errs and (problem := species_file_problem(path, name, attrs)):
-        errs.append(problem)  # quick: a chunk file missing or shorter than its shard index (sizes only)
-    if marker is None or not check_data or len(arrays) != len(ARRAY_NAMES):
+    # a chunk file missing or shorter than its shard index (sizes only), in both modes: zarr reads a
+    # missing one as fill values, which the data checks would report as wrong values, not as the file
+    problem = species_file_problem(path, name, attrs) if len(arrays) == len(ARRAY_NAMES) else None
+    if problem:
+        errs.append(problem)
+    if marker is None or not check_data or problem or len(arrays) != len(ARRAY_NAMES):
         return errs, None
     got = _check_data(path, attrs, entry, arrays, errs, [] if warnings is None else warnings)
     for arr, hexd in got.items():
