@@ -509,7 +509,7 @@ def test_recipe_verifies_a_rebuild(demo, tmp_path):
 
 
 def test_verify_rebuild_names_a_missing_or_foreign_checksums_file(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"is not an export folder \(no recipe/checksums\.json\)"):
         export.verify_rebuild(tmp_path / "x.zarr", tmp_path)
     (tmp_path / "recipe").mkdir()
     for text, said in (("[]", "not an object"), ('{"files": 1}', "lacks species"), ('{"species": 2}', "not a mapping")):

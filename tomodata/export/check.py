@@ -162,6 +162,10 @@ def verify_rebuild(store, out_dir, *, images: str = "exact") -> list[str]:
     if images not in ("exact", "skip"):
         raise ValueError(f"images must be 'exact' or 'skip', got {images!r}")
     root = Path(out_dir)
+    if not (root / "recipe" / "checksums.json").is_file():
+        raise FileNotFoundError(
+            f"{root} is not an export folder (no recipe/checksums.json): give the folder tomo export wrote"
+        )
     recorded = read_json_object(root / "recipe" / "checksums.json", "export checksums", keys=("species",))["species"]
     if not isinstance(recorded, dict):
         raise ValueError(f"export checksums {root / 'recipe' / 'checksums.json'}: 'species' is not a mapping")
