@@ -245,6 +245,10 @@ def test_config_file_errors_name_the_file_and_line(tmp_path: Path):
     assert config_file_errors(f) == [
         f"config file {f}: 'chi' is given twice in one object; JSON would keep the last one"
     ]
+    f.write_text('{\n\t"run": "a",\n\t"dataset": {"chi": 1, "chi": 2, "chi": 3}\n}\n')  # once, however often
+    assert config_file_errors(f) == [
+        f"config file {f}: 'chi' is given twice in one object; JSON would keep the last one"
+    ]
     f.write_text("[1, 2]")
     assert config_file_errors(f) == [f"config file {f} holds a JSON list, not keys at the top level"]
     f.write_text("- run: demo\n")

@@ -335,7 +335,8 @@ def config_file_errors(path) -> list[str]:
 
 def _json_object(pairs: list, twice: list[str]) -> dict:
     keys = [k for k, _ in pairs]
-    twice.extend(repr(k) for i, k in enumerate(keys) if k in keys[:i])
+    for k in dict.fromkeys(k for i, k in enumerate(keys) if k in keys[:i]):  # each key once, however often
+        twice.append(repr(k))
     return dict(pairs)
 
 
