@@ -8,7 +8,7 @@
 # Stages (each with its own time limit; a failing stage is recorded and the next one runs):
 #   1. the `gpu`-marked tests (CUDA renderer = numba renderer to 1e-5: skull at the paper's settings,
 #      dense and non-cubic volumes, more views than one launch, view volumes over several buffers;
-#      CPU and CUDA store builds agree)
+#      CPU and CUDA store builds agree; the training targets' GPU branch = its CPU branch)
 #   2. tomo bench render --backend cuda (1,332 views, skull and dense; kernel alone per launch layout)
 #   3. tomo bench train: the paper network, fp32 (batch 32) and bf16 autocast (batch 16 and 32); the
 #      released network (preset release, the paper-size configs'), bf16, batch 32 and 64; the paper
@@ -86,7 +86,7 @@ EOF
 } >"$OUT/env.txt" 2>&1
 
 stage "1 gpu tests" 150 "$OUT/pytest.log" "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
-    tests/test_gpu.py tests/test_render.py tests/test_determinism.py
+    tests/test_gpu.py tests/test_render.py tests/test_determinism.py tests/test_data_lock_guards.py
 stage "2 bench render skull" 45 "$OUT/bench.log" "${TOMO[@]}" bench render --backend cuda --views 1332 --repeats 3
 stage "2 bench render dense" 45 "$OUT/bench.log" "${TOMO[@]}" bench render --backend cuda --views 1332 --repeats 3 --volume dense
 for run in "none 32" "bf16 16" "bf16 32"; do
