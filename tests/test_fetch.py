@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -128,15 +129,24 @@ class Server(ThreadingHTTPServer):
         pass
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = Server(("127.0.0.1", 0), Handler)
+@contextlib.contextmanager
+def serving(handler=Handler):
+    """A Server with ``handler`` on 127.0.0.1 (a free port), in a thread of this process."""
+    srv = Server(("127.0.0.1", 0), handler)
     srv.lock = threading.Lock()
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serving() as srv:
+        yield srv
 
 
 @pytest.fixture

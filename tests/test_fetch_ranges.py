@@ -4,10 +4,8 @@ Content-Range starts elsewhere than the ``.part`` ends must not be appended (a r
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from test_fetch import BODY, FAST, SHA, Handler, Server, spec
+from test_fetch import BODY, FAST, SHA, Handler, serving, spec
 
 from tomodata.fetch import FetchConnectionError, fetch_one
 
@@ -33,14 +31,9 @@ class RangeHandler(Handler):
 
 @pytest.fixture(scope="module")
 def range_server():
-    srv = Server(("127.0.0.1", 0), RangeHandler)
-    srv.lock = threading.Lock()
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(RangeHandler) as srv:
+        srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+        yield srv
 
 
 def test_206_from_another_offset_restarts_from_zero(range_server, tmp_path):
