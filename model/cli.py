@@ -335,7 +335,7 @@ BENCHES = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``tomo`` parser: the dataset's commands, then the model's."""
-    p = argparse.ArgumentParser(
+    p = data_cli.OneLineErrors(
         prog="tomo",
         description="Single-image tomography: dataset, network, evaluation.",
         epilog=__doc__.split("\n\n")[1],

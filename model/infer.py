@@ -77,7 +77,7 @@ from .devices import torch_device
 from .fusion import _check_positive
 from .infer_outputs import _output_grid, _record, _write_previews, _write_volume_file
 from .network import NetworkConfig, TomographyNet
-from .ood import field_fill, ood_check, shape_distance
+from .ood import GREY_AIR, field_fill, ood_check, shape_distance
 from .polarity import MIN_SIDE, detect_polarity
 from .predict import (
     _network_input,
@@ -294,6 +294,24 @@ def _fill_chooser(size: int, reference: dict):
     return choose
 
 
+def far_warning(xray_path, ood: dict, air: str) -> str:
+    """The warning of an x-ray far from every training x-ray (:func:`model.ood.ood_check`'s record
+    ``ood``): the features outside the training range (else the two that part it most from its
+    nearest training x-ray), and --air subtract only where the air reads as grey (border above
+    :data:`model.ood.GREY_AIR` with ``air`` "keep")."""
+    far = ", ".join(
+        f"{k} {v['input']:.2f} (training {v['training_1_99'][0]:.2f}–{v['training_1_99'][1]:.2f})"
+        for k, v in ood["outside"].items()
+    ) or "the features together, mostly " + " and ".join(ood["largest_gaps"])
+    grey = "border" in ood["outside"] and ood["features"]["border"] > GREY_AIR and air == "keep"
+    return (
+        f"{xray_path}: this x-ray is far from every training x-ray (distance {ood['distance']:.2f} > "
+        f"{ood['threshold']:.2f}: {far}); the reconstruction may be unreliable ("
+        + ("the air is grey, unlike the training x-rays' black: try --air subtract; " if grey else "")
+        + "check --polarity, --gamma, --square)"
+    )
+
+
 def _predict(
     xray_path, model, state: dict, ck: dict, sq: np.ndarray, info: dict, prep: dict, opts: _Options, timing: dict
 ) -> _Prediction:
@@ -305,25 +323,7 @@ def _predict(
     timing["network_s"] = time.perf_counter() - t
     ood = ood_check(_network_input(sq, model.config.input_size), state.get("xray_reference"))
     if ood["far"]:
-        far = (
-            ", ".join(
-                f"{k} {v['input']:.2f} (training {v['training_1_99'][0]:.2f}–{v['training_1_99'][1]:.2f})"
-                for k, v in ood["outside"].items()
-            )
-            or "the features together"
-        )
-        warnings.warn(
-            f"{xray_path}: this x-ray is far from every training x-ray (distance {ood['distance']:.1f} > "
-            f"{ood['threshold']:.1f}: {far}); the reconstruction may be unreliable ("
-            + (
-                "the air is grey, unlike the training x-rays' black: try --air subtract; "
-                if "border" in ood["outside"] and opts.air == "keep"
-                else ""
-            )
-            + "check --polarity, --gamma, --square)",
-            UserWarning,
-            stacklevel=4,  # infer_file's caller (through _run_network, infer_file)
-        )
+        warnings.warn(far_warning(xray_path, ood, opts.air), UserWarning, stacklevel=4)  # infer_file's caller
     ck["threads"] = opts.threads
     try:
         ck["loadavg_1min"] = os.getloadavg()[0]

@@ -52,6 +52,9 @@ FILL_LEVEL = 0.02
 MIN_SCALE = 0.01
 #: far: distance > FAR_FACTOR × the reference's 99th-percentile leave-one-out nearest distance
 FAR_FACTOR = 2.0
+#: mean opacity of the border band above which an input's air reads as grey (training: 0); below it a
+#: border "outside" the training range is noise in black air, and ``tomo infer`` suggests no --air subtract
+GREY_AIR = 0.05
 #: training x-rays summarised per reference
 REFERENCE_SAMPLES = 512
 #: field_fill: the fills searched (the anatomy's long side over the square's side), step FILL_STEP
@@ -117,7 +120,8 @@ def reference_from_features(f) -> dict:
 def ood_check(img, reference: dict | None) -> dict:
     """How far the network input ``img`` (n, n) is from the reference's training x-rays: ``far``
     (bool, None without a reference), ``distance``, ``threshold``, the input's features, the
-    reference's 1st–99th percentile range per feature and ``outside`` (features beyond it)."""
+    reference's 1st–99th percentile range per feature, ``outside`` (features beyond it) and
+    ``largest_gaps`` (the two features that part it most from its nearest training x-ray)."""
     f = xray_features(img)
     feats = dict(zip(FEATURES, (float(v) for v in f)))
     if not reference:
@@ -128,7 +132,9 @@ def ood_check(img, reference: dict | None) -> dict:
         }
     ref = np.asarray(reference["values"], np.float64)
     scale = np.asarray(reference["scale"], np.float64)
-    dist = float(np.sqrt((((ref - f) / scale) ** 2).sum(1)).min())
+    gaps = ((ref - f) / scale) ** 2
+    nearest = int(np.argmin(gaps.sum(1)))
+    dist = float(np.sqrt(gaps[nearest].sum()))
     thr = FAR_FACTOR * max(float(reference["loo_nearest_q99"]), 1.0)
     lo, hi = np.percentile(ref, 1, axis=0), np.percentile(ref, 99, axis=0)
     outside = {
@@ -142,6 +148,8 @@ def ood_check(img, reference: dict | None) -> dict:
         "threshold": thr,
         "features": feats,
         "outside": outside,
+        # the features that part the input most from its nearest training x-ray (scaled gap, largest first)
+        "largest_gaps": [FEATURES[i] for i in np.argsort(-gaps[nearest])[:2]],
         "reference": {k: reference.get(k) for k in ("store", "species", "samples", "size")},
         "rule": "features scaled by the reference's MAD; nearest training x-ray; far above "
         f"{FAR_FACTOR} x the reference's 99th-percentile leave-one-out distance (at least 1)",

@@ -142,7 +142,9 @@ def detect_polarity(image, mask=None) -> dict:
 
     Returns ``invert`` (bool, or None where the rule refuses to guess), ``confidence`` ("high",
     "normal", "low", "none"), ``margin`` (the combined score: > 0 bone bright as it is, antisymmetric
-    under ``1 − image``), the three cues and the exposed field, and ``rule``.
+    under ``1 − image``), ``units`` (the three cues in units, clipped: border, flat, texture),
+    ``refusal`` (None, "weak": |score| <= 1, or "little air": the border cue against the sum on a
+    film without an air region), the three cues and the exposed field, and ``rule``.
     """
     x = np.asarray(image, dtype=np.float64)
     if mask is not None:  # masked pixels take the image median: no cue
@@ -170,7 +172,12 @@ def detect_polarity(image, mask=None) -> dict:
     # cues read it; rulers, text and shutters at the border corrupt the border cue instead). A film
     # the body fills (a chest) has no such region: its dark lungs are textured, its abdomen smooth.
     disagree = np.sign(units[0]) != d and abs(units[0]) >= POLARITY_BORDER_VOTE
-    if abs(score) <= 1 or (disagree and cues["air_region"] < POLARITY_AIR_REGION):
+    refusal = None
+    if abs(score) <= 1:
+        refusal = "weak"
+    elif disagree and cues["air_region"] < POLARITY_AIR_REGION:
+        refusal = "little air"
+    if refusal:
         invert, conf = None, "none"
     else:
         invert = bool(d < 0)
@@ -184,6 +191,8 @@ def detect_polarity(image, mask=None) -> dict:
         "invert": invert,
         "confidence": conf,
         "margin": score,
+        "units": [float(u) for u in units],
+        "refusal": refusal,
         **cues,
         "rule": (
             "on the exposed field (collimator shutters and padding removed): air at the field's border is "

@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 
 from .fusion import _check_positive
-from .polarity import BORDER_FRACTION, MIN_SIDE, detect_polarity, exposed_field
+from .polarity import BORDER_FRACTION, MIN_SIDE, POLARITY_AIR_REGION, detect_polarity, exposed_field
 from .xray_files import read_xray, xray_file_problem
 
 __all__ = ["prepare_xray", "read_xray", "xray_file_problem"]
@@ -263,6 +263,13 @@ def _decide_polarity(x: np.ndarray, mask, polarity: str, header: str | None) -> 
     stats = detect_polarity(x, mask)
     if polarity != "auto":
         invert = polarity == "invert"
+        if stats["refusal"] == "little air":  # the override decides the polarity, not whether the film fits
+            warnings.warn(
+                f"--polarity {polarity} decides the polarity only: {_little_air(stats)}; the network was "
+                "trained on whole heads with air around them, so its answer for such a film may mean nothing",
+                UserWarning,
+                stacklevel=3,
+            )
     elif header is not None:  # the file says how it is displayed (DICOM): trust it unless the image clearly disagrees
         invert = False
         if stats["invert"] and stats["confidence"] == "high":
@@ -279,11 +286,12 @@ def _decide_polarity(x: np.ndarray, mask, polarity: str, header: str | None) -> 
                 stacklevel=3,
             )
     elif stats["invert"] is None:
+        u = stats["units"]
+        why = "the cues are weak" if stats["refusal"] == "weak" else _little_air(stats)
         raise ValueError(
-            f"polarity cannot be decided from this image (score {stats['margin']:+.2f}; cues "
-            f"{stats['air_at_field_border']:+.3f}, {stats['flat_regions_dark']:+.3f}, "
-            f"{stats['texture_bright']:+.3f}); pass --polarity keep (bone is bright as it is) or "
-            "--polarity invert"
+            f"polarity cannot be decided from this image: {why} (score {stats['margin']:+.2f} = border "
+            f"{u[0]:+.2f} + flat {u[1]:+.2f} + texture {u[2]:+.2f}, in units); for a skull film pass "
+            "--polarity keep (bone is bright as it is) or --polarity invert"
         )
     else:
         invert = stats["invert"]
@@ -300,6 +308,14 @@ def _decide_polarity(x: np.ndarray, mask, polarity: str, header: str | None) -> 
         "detected": stats,
         "decided_by": polarity if polarity != "auto" else ("header: " + header if header else "image"),
     }
+
+
+def _little_air(stats: dict) -> str:
+    """Why a film reads like one without air around the anatomy (a polarity refusal "little air")."""
+    return (
+        f"the film shows little air (air region {stats['air_region']:.2f} < {POLARITY_AIR_REGION:.2f}) and the "
+        "air at its border says the opposite of the other cues, as on a chest film or a crop inside the head"
+    )
 
 
 def _background(x: np.ndarray, mask) -> tuple[float, tuple[int, int, int, int]]:

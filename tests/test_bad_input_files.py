@@ -284,6 +284,24 @@ def test_non_finite_numbers_are_usage_errors(args, capsys):
     assert "expected a finite number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["infer", "x.png", "--checkpoint", "c", "-o", "o.nrrd", "--pixel-spacing", "abc"], "argument --pixel-spacing"),
+        (["export"], "the following arguments are required: store, output"),
+        (["export", "s", "o", "--volumes", "NIfTI"], "argument --volumes: invalid choice"),
+    ],
+)
+def test_option_errors_are_one_line_like_every_bad_input(args, said, capsys):
+    """An option argparse refuses is one line `error: tomo CMD: ...` and exit status 2, as the README
+    says of bad input (argparse printed its whole usage first; a walkthrough found the two styles)."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: tomo {args[0]}: {said}") and err.endswith(f"(usage: tomo {args[0]} --help)\n"), err
+
+
 def test_source_check_rules():
     """The cube's source checksum against its manifest row: checked where both are known; not for an
     archive source (its sha256 is the archive's) or an aligned cube whose record names no source."""

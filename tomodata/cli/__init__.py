@@ -41,6 +41,7 @@ import signal
 import sys
 import threading
 import warnings
+from typing import NoReturn
 
 from ..progress import heartbeat
 from .parsers import non_negative_int, positive_float, positive_int, register
@@ -74,6 +75,14 @@ def _warnings_as_lines():
         yield
     finally:
         warnings.formatwarning = before
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse whose bad options are one line ``error: tomo CMD: ...`` with exit status 2, as every other
+    bad input (argparse prints the whole usage first); ``--help`` still shows it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (usage: {self.prog} --help)\n")
 
 
 class Terminated(BaseException):
