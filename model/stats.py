@@ -145,7 +145,9 @@ def _paired(a, b, species) -> tuple[np.ndarray, np.ndarray]:
 
 def mean_ci(x, level: float = 0.95) -> tuple[float, float, float, int]:
     """(mean, ci_low, ci_high, n) of the finite values of ``x``: the t-interval
-    ``mean ± t_{(1+level)/2, n−1} sd / √n`` (sd with n − 1); NaN bounds for n < 2, all NaN for n = 0."""
+    ``mean ± t_{(1+level)/2, n−1} sd / √n`` (sd with n − 1); NaN bounds for n < 2, all NaN for n = 0.
+    ValueError for a ``level`` outside (0, 1)."""
+    level = _level(level)
     a = np.asarray(x, dtype=np.float64).ravel()
     a = a[np.isfinite(a)]
     n = int(a.size)
@@ -161,7 +163,7 @@ def mean_ci(x, level: float = 0.95) -> tuple[float, float, float, int]:
 def species_ci(values, species, level: float = 0.95) -> tuple[float, float, float, int]:
     """(mean of species means, ci_low, ci_high, n species): the t-interval over the species means
     (:func:`mean_ci`, n − 1 degrees of freedom). ValueError with fewer than 2 species with values."""
-    return mean_ci(_species_level(values, species), _level(level))
+    return mean_ci(_species_level(values, species), level)
 
 
 def species_diff_ci(a, b, species, level: float = 0.95) -> tuple[float, float, float, int]:
@@ -169,7 +171,7 @@ def species_diff_ci(a, b, species, level: float = 0.95) -> tuple[float, float, f
     t-interval of the paired differences (samples where both have a value); it excludes 0 exactly
     when :func:`species_ttest`'s p < 1 − level (equal differences d: the point [d, d], test NaN)."""
     ma, mb = _paired(a, b, species)
-    return mean_ci(ma - mb, _level(level))
+    return mean_ci(ma - mb, level)
 
 
 def _level(level: float) -> float:
