@@ -210,9 +210,12 @@ def _infer_one(a, xray: Path, output: Path, apps: Path | None) -> None:
     for p in app_paths:
         print(f"application {p}")
     o = record["output"]
+    read = record.get("input") or {}
+    inverted_on_read = "monochrome1" in read or "presentation_lut" in read  # DICOM: applied by the reader
+    on_read = " (the file's display inversion applied on reading)" if inverted_on_read else ""
     print(
         f"wrote {o['path']}: {tuple(o['shape_zyx'])} (z, y, x), spacing {tuple(o['spacing_zyx'])} "
-        f"({o['spacing_unit']}); polarity {'inverted' if record['polarity']['inverted'] else 'kept'}; "
+        f"({o['spacing_unit']}); polarity {'inverted' if record['polarity']['inverted'] else 'kept'}{on_read}; "
         f"record {record['record']}"
     )
 
@@ -226,21 +229,27 @@ def cmd_infer(a) -> int:
 
     apps = Path(a.apps) if a.apps else None
     if len(a.xray) == 1 and (Path(a.xray[0]).is_file() or not glob.has_magic(a.xray[0])):
+        if a.format and not str(a.output).lower().endswith("." + a.format):
+            raise ValueError(
+                f"--format {a.format} with one radiograph: the suffix of -o ({a.output}) decides its format"
+            )
         cached_model(a.checkpoint, a.device)  # a missing or bad checkpoint first, before the film's checks
         _infer_one(a, Path(a.xray[0]), Path(a.output), apps)
         return 0
-    n, failed = infer_many(
+    n, skipped, run_failed = infer_many(
         a.xray,
         Path(a.output),
-        a.format,
+        a.format or "nrrd",
         apps,
         load=lambda: cached_model(a.checkpoint, a.device),
         run_one=lambda x, output, apps: _infer_one(a, x, output, apps),
         keep_going=a.keep_going,
     )
+    failed = skipped + run_failed
     if failed:
         print(
-            f"{len(failed)} of {n} inputs failed (radiographs, or patterns that matched none):\n  "
+            f"{len(failed)} of {n + len(skipped)} inputs failed ({len(skipped)} skipped before the run: "
+            f"unusable files or patterns that matched none; {len(run_failed)} of the {n} run):\n  "
             + "\n  ".join(failed),
             file=sys.stderr,
         )

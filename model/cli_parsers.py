@@ -443,8 +443,8 @@ def add_infer(sub, func: Callable[[argparse.Namespace], int]) -> None:  # argpar
     q.add_argument(
         "--format",
         choices=["nrrd", "nii", "nii.gz"],
-        default="nrrd",
-        help=("volume format with several radiographs (default %(default)s)"),
+        default=None,
+        help="volume format with several radiographs (default nrrd; with one, -o's suffix decides)",
     )
     q.add_argument(
         "--keep-going",

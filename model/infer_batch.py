@@ -4,7 +4,7 @@ output folder per radiograph, and each volume's applications written beside it.
     expand_xrays(patterns) -> (files, problems)
     batch_jobs(xrays, out, fmt, apps) -> ([(xray, OUT/STEM/STEM.FMT, APPS/STEM | None)], clashes)
     run_jobs(jobs, run_one, keep_going) -> failures
-    infer_many(patterns, out, fmt, apps, load=, run_one=, keep_going=) -> (inputs, failures)
+    infer_many(patterns, out, fmt, apps, load=, run_one=, keep_going=) -> (n run, skipped, failed)
     infer_with_apps(xray, checkpoint, output, apps, **infer_file options) -> (record, application paths)
 """
 
@@ -108,11 +108,11 @@ def infer_many(
     load: Callable[[], object],
     run_one: Callable[[Path, Path, Path | None], None],
     keep_going: bool,
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], list[str]]:
     """Several radiographs (files or globs) into ``out/STEM/STEM.fmt``: every input and output name is
     checked first (a ValueError, nothing run, where one is unusable; with ``keep_going`` unusable files
     are skipped, named on stderr), then ``load()`` (the network, once), then :func:`run_jobs`.
-    Returns (inputs counted, failures: skipped files and failed runs)."""
+    Returns (radiographs run, problems of the files skipped before the run, failures of the runs)."""
     xrays, problems = expand_xrays(patterns)
     jobs, clashes = batch_jobs(xrays, out, fmt, apps)
     errors = clashes + ([] if keep_going else problems)
@@ -123,7 +123,7 @@ def infer_many(
         print(f"skipped {q}", file=sys.stderr)
     if jobs:
         load()  # a bad checkpoint stops here, before any radiograph
-    return len(jobs) + len(problems), problems + run_jobs(jobs, run_one, keep_going)
+    return len(jobs), problems, run_jobs(jobs, run_one, keep_going)
 
 
 def infer_with_apps(xray: Path, checkpoint, output: Path, apps: Path | None, **options) -> tuple[dict, list[Path]]:

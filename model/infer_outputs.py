@@ -39,6 +39,10 @@ class _Grid:
     spacing_source: str | None
 
 
+#: bytes in a GiB (the size above which the output's size is named, with --max-size)
+_GIB = float(2**30)
+
+
 def _output_grid(pred: _Prediction, opts: _Options, warn_list: list[str]) -> _Grid:
     """Step 3, the output's resolution, spacing and origin (:mod:`model.infer`'s docstring);
     anisotropic pixels warn (the message also appended to ``warn_list``)."""
@@ -53,9 +57,24 @@ def _output_grid(pred: _Prediction, opts: _Options, warn_list: list[str]) -> _Gr
     if px is None:
         px = [1.0, 1.0]
         sp_src = "unknown: 1.0 per input pixel"
+    notes = []
     if unit_mm and abs(px[0] - px[1]) > 1e-6 * max(px):
-        warn_list.append(f"anisotropic pixel spacing {px} (row, column): the network assumes square pixels")
-        warnings.warn(warn_list[-1], UserWarning, stacklevel=3)  # infer_file's caller
+        notes.append(
+            f"anisotropic pixel spacing {px} (row, column): the network assumes square pixels, so the anatomy "
+            "reaches it stretched; resample the film to square pixels first for a true shape"
+        )
+    net = int(pred.cfg.input_size)
+    if S < net:
+        notes.append(
+            f"the film's square is {S} px, smaller than the network's input {net} px: it is enlarged "
+            "(bilinear), and the volume has no more detail than the film"
+        )
+    gib = D * N * N * 4 / _GIB
+    if gib > 1.0:
+        notes.append(f"the volume is {D} x {N} x {N} float32, {gib:.1f} GiB; --max-size N writes it at N x N")
+    for note in notes:
+        warn_list.append(note)
+        warnings.warn(note, UserWarning, stacklevel=3)  # infer_file's caller
     sy, sx = px[0] * S / N, px[1] * S / N
     extent_y, extent_x = sy * N, sx * N
     sz = 0.5 * (extent_y + extent_x) / D
@@ -190,8 +209,11 @@ def _record(
             "network_output_dhw": [D, int(pred.coarse.shape[1]), int(pred.coarse.shape[2])],
             "output_dhw": [D, N, N],
             "max_size": None if opts.max_size is None else int(opts.max_size),
-            "resize_rule": "area averaging down to the network input (model.data.resize_xrays); "
-            "below max_size, the x-ray's optical depth area-averaged to it before fusion (model.fusion.xray_at)",
+            "resize_rule": (
+                "area averaging down" if grid.S >= int(pred.cfg.input_size) else "bilinear (pixel centres) up"
+            )
+            + " to the network input (model.data.resize_xrays); below max_size, the x-ray's optical depth "
+            "area-averaged to it before fusion (model.fusion.xray_at)",
         },
         "checkpoint": pred.ck,
         "ood": pred.ood,

@@ -12,9 +12,12 @@ import cv2
 import numpy as np
 import pytest
 from synth_radiographs import REAL
+from test_infer import TINY, _phantom, _png, _save, _u8, _write_dicom
 
+import model.infer_outputs as io_mod
 import model.polarity as polarity_module
-from model.infer import far_warning
+from model.cli import main
+from model.infer import far_warning, infer_file
 from model.ood import FEATURES, GREY_AIR, ood_check, reference_from_features
 from model.xray import prepare_xray
 
@@ -125,3 +128,62 @@ def test_largest_gaps_are_the_features_furthest_from_the_nearest_training_xray()
     nearest = gaps[np.argmin(gaps.sum(1))]
     assert rec["largest_gaps"] == [FEATURES[i] for i in np.argsort(-nearest)[:2]]
     assert rec["distance"] == pytest.approx(float(np.sqrt(nearest.sum())))
+
+
+# --------------------------------------------------------------------------------------------------
+# notes about the film's size and format (through tomo infer with a tiny checkpoint)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return _save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", TINY)
+
+
+def _film(path, h: int, w: int):
+    return _png(path, _u8(_phantom(h, w)))
+
+
+def test_a_film_smaller_than_the_network_input_is_said_to_be_enlarged(tiny_ckpt, tmp_path):
+    """A 20-pixel film for a 32-pixel network input: a warning, and the record's resize rule says
+    bilinear up (it said area averaging down)."""
+    src = _film(tmp_path / "small.png", 20, 20)
+    with pytest.warns(UserWarning, match=f"smaller than the network's input {TINY.input_size} px: it is enlarged"):
+        rec = infer_file(src, tiny_ckpt, tmp_path / "o.nrrd", polarity="keep", previews=False, square="pad")
+    assert rec["sizes"]["resize_rule"].startswith("bilinear (pixel centres) up"), rec["sizes"]
+    big = _film(tmp_path / "big.png", 48, 48)
+    rec = infer_file(big, tiny_ckpt, tmp_path / "b.nrrd", polarity="keep", previews=False, square="pad")
+    assert rec["sizes"]["resize_rule"].startswith("area averaging down")
+    assert not any("smaller than the network" in w for w in rec["warnings"])
+
+
+def test_a_volume_over_a_gibibyte_names_max_size(tiny_ckpt, tmp_path, monkeypatch):
+    """The written volume's size (D × N × N float32) over 1 GiB: a warning naming --max-size (a
+    4000-pixel film wrote 2.3 GB in silence). The threshold is reached here by a small film and a
+    patched GiB, not by writing a gigabyte."""
+    src = _film(tmp_path / "f.png", 40, 40)
+    monkeypatch.setattr(io_mod, "_GIB", 1024.0)  # bytes per "GiB" here: the 16 x 40 x 40 float32 volume is 100
+    with pytest.warns(UserWarning, match=r"float32, \d+\.\d GiB; --max-size N writes it at N x N"):
+        infer_file(src, tiny_ckpt, tmp_path / "o.nrrd", polarity="keep", previews=False, square="pad")
+
+
+def test_format_with_one_radiograph_must_agree_with_the_output_suffix(tiny_ckpt, tmp_path, capsys):
+    """--format is the batch's format; with one radiograph -o's suffix decides, and a --format that
+    says otherwise is an error (it was ignored in silence); one that agrees is fine."""
+    src = _film(tmp_path / "f.png", 40, 40)
+    common = ["infer", str(src), "--checkpoint", str(tiny_ckpt), "--polarity", "keep", "--no-previews"]
+    assert main([*common, "-o", str(tmp_path / "v.nrrd"), "--format", "nii.gz"]) == 2
+    assert "--format nii.gz with one radiograph: the suffix of -o" in capsys.readouterr().err
+    assert not (tmp_path / "v.nrrd").exists()
+    assert main([*common, "-o", str(tmp_path / "v.nii.gz"), "--format", "nii.gz"]) == 0
+    assert (tmp_path / "v.nii.gz").is_file()
+
+
+def test_the_summary_line_says_a_dicom_display_inversion_was_applied(tiny_ckpt, tmp_path, capsys):
+    """A MONOCHROME1 film is inverted on reading; the printed line says so beside "polarity kept"
+    (which alone read as if the film had been left as stored)."""
+    stored = np.rint((1 - _phantom(40, 40)) * 4095).astype(np.uint16)
+    path = _write_dicom(tmp_path / "m1.dcm", stored, photometric="MONOCHROME1", spacing=(0.5, 0.5))
+    args = ["infer", str(path), "--checkpoint", str(tiny_ckpt), "-o", str(tmp_path / "v.nrrd"), "--no-previews"]
+    assert main([*args, "--polarity", "keep"]) == 0
+    out = capsys.readouterr().out
+    assert "polarity kept (the file's display inversion applied on reading)" in out, out
