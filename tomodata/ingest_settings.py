@@ -210,9 +210,12 @@ def crop_largest(vol: np.ndarray, window, background=None) -> tuple[np.ndarray, 
         raise ValueError(f"crop 'largest': no voxel has density above {thr:g} {WHERE}")
     sizes = np.bincount(labels.ravel())[1:]
     keep = ndimage.binary_dilation(labels == int(np.argmax(sizes)) + 1, iterations=CROP_GROW)
-    out = vol.copy()
     zero = (0.0 - offset) / scale  # the value that maps to density 0
-    fill = np.asarray(zero if np.issubdtype(vol.dtype, np.floating) else math.floor(zero)).astype(vol.dtype)
+    fill = zero if np.issubdtype(vol.dtype, np.floating) else math.floor(zero)
+    if np.issubdtype(vol.dtype, np.integer) and not np.iinfo(vol.dtype).min <= fill <= np.iinfo(vol.dtype).max:
+        out, fill = vol.astype(np.float32), zero  # density 0 lies outside the type (a window below 0 on uint8)
+    else:
+        out = vol.copy()
     out[~keep] = fill
     cleared = int(((mu > thr) & ~keep).sum())
     return out, dict(
