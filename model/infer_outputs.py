@@ -210,7 +210,11 @@ def _record(
             "output_dhw": [D, N, N],
             "max_size": None if opts.max_size is None else int(opts.max_size),
             "resize_rule": (
-                "area averaging down" if grid.S >= int(pred.cfg.input_size) else "bilinear (pixel centres) up"
+                "none (the square is the network input's size)"
+                if grid.S == int(pred.cfg.input_size)
+                else "area averaging down"
+                if grid.S > int(pred.cfg.input_size)
+                else "bilinear (pixel centres) up"
             )
             + " to the network input (model.data.resize_xrays); below max_size, the x-ray's optical depth "
             "area-averaged to it before fusion (model.fusion.xray_at)",

@@ -290,6 +290,7 @@ def test_non_finite_numbers_are_usage_errors(args, capsys):
         (["infer", "x.png", "--checkpoint", "c", "-o", "o.nrrd", "--pixel-spacing", "abc"], "argument --pixel-spacing"),
         (["export"], "the following arguments are required: store, output"),
         (["export", "s", "o", "--volumes", "NIfTI"], "argument --volumes: invalid choice"),
+        (["validate", "s.zarr", "--nope"], "unrecognized arguments: --nope"),  # blamed on validate, not tomo
     ],
 )
 def test_option_errors_are_one_line_like_every_bad_input(args, said, capsys):

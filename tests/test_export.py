@@ -925,6 +925,12 @@ def test_recipe_rebuilds_the_store_bit_identically(tmp_path, capsys):
         ("GNU Affero General Public License v3.0 or later", "AGPL-3.0-or-later"),
         # a clause the licence has itself is no added term
         ("Creative Commons Attribution-NonCommercial-ShareAlike 4.0 (non-commercial use only)", "CC-BY-NC-SA-4.0"),
+        # a "not" that denies no licence (helper-100: these read as unknown for a while)
+        ("CC BY 4.0. These data are not offered with any warranty", "CC-BY-4.0"),
+        ("CC BY 4.0 (the scans are not licensed for clinical use)", "CC-BY-4.0"),
+        ("CC BY 4.0; images are not released with patient identifiers", "CC-BY-4.0"),
+        ("Public domain; not licensed", "LicenseRef-PublicDomain"),
+        ("CC BY 4.0; commercial use is not restricted", "CC-BY-4.0"),
     ],
 )
 def test_licence_strings_to_spdx(text, spdx):
@@ -958,6 +964,20 @@ def test_licence_strings_to_spdx(text, spdx):
         "CC BY-SA 4.0 (not for commercial use)",
         "MIT License, non-commercial use only",
         "CC BY 4.0; may not be modified",
+        # restrictions and denials in other words (helper-100)
+        "CC BY 4.0; commercial use forbidden",
+        "CC BY 4.0; commercial use requires permission",
+        "CC BY 4.0, not to be used commercially",
+        "CC BY 4.0 for academic use only",
+        "CC BY 4.0, for non-profit research only",
+        "CC BY 4.0; derivatives not permitted",
+        "CC BY 4.0; modifications are not allowed",
+        "CC BY 4.0; no adaptations",
+        "CC BY 4.0 unless otherwise noted; derived works must not be sold",
+        "Licensed under CC BY 4.0. Not available for commercial use without permission",
+        "This dataset is not under CC BY 4.0",
+        "The CC BY 4.0 licence does not apply to these scans",
+        "Not CC BY 4.0",
     ],
 )
 def test_unrecognised_licence_strings(text):

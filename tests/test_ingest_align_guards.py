@@ -157,6 +157,17 @@ def test_crop_fill_outside_the_integer_type_keeps_density_zero():
     assert out[5, 5, 5] == 200 and rec["parts"] == 2
 
 
+def test_the_cube_record_keeps_the_scans_type_after_such_a_crop(tmp_path):
+    """The crop above works in float32; the cube's record still names the scan's own type (uint8)."""
+    vol = np.zeros((16, 16, 16), np.uint8)
+    vol[2:9, 2:9, 2:9] = 200
+    vol[12:14, 2:14, 2:14] = 120
+    np.save(tmp_path / "s.npy", vol)
+    kw = dict(spacing=(1.0, 1.0, 1.0), size=16, window=(-10.0, 255.0), background=0.05, crop="largest")
+    _, meta = cube_specimen(tmp_path / "s.npy", **kw)
+    assert meta["original_dtype"] == "uint8", meta["original_dtype"]
+
+
 # --------------------------------------------------------------------------------------------
 # align: working values, bone, fill value, output values
 

@@ -87,6 +87,19 @@ def test_a_deleted_chunk_file_is_named_as_missing(store, chunk, check_data):
     assert report.errors == [f"species 'sp1': array {array} lacks its data file c/{rel} (1 expected)"]
 
 
+def test_a_species_without_its_marker_is_named_once(store):
+    """A species not (yet) complete: one error, its missing marker, not also each chunk file it has not
+    written (helper-100: the file check ran for it too, two errors per pending species)."""
+    (store / "species/sp1/volume/0/c/0/0/0").unlink()
+    meta = json.loads((store / "species/sp1/zarr.json").read_text())
+    meta["attributes"].pop("complete", None)
+    (store / "species/sp1/zarr.json").write_text(json.dumps(meta))
+    for check_data in (False, True):
+        report = validate_store(store, check_data=check_data)
+        mine = [e for e in report.errors if e.startswith("species 'sp1'")]
+        assert len(mine) == 1 and "lacks its data file" not in mine[0], mine
+
+
 def test_an_unknown_species_name_is_an_error(store):
     """validate_store(species=[...]) with a name the store does not hold (a typo, another store's
     species): an error listing the store's species, not an OK report about nothing checked."""

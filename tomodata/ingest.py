@@ -165,7 +165,7 @@ def cube_specimen(
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if failure is not None:
         raise failure
-    crop_record = None
+    crop_record, original_dtype = None, str(vol.dtype)  # the scan's type (a crop may make it float32)
     if crop == "largest":
         vol, crop_record = crop_largest(vol, window, background)
     cube, fit = to_cube(vol, sp, size=size, window=window, background=background, return_fit=True)
@@ -176,7 +176,7 @@ def cube_specimen(
         source_path=str(path),
         source_sha256=source_sha256,
         original_shape=[int(n) for n in vol.shape],
-        original_dtype=str(vol.dtype),
+        original_dtype=original_dtype,
         spacing_mm=list(sp),
         slice_axis=slice_axis or "z",
         orientation=",".join(f"{'-' if f else ''}{'zyx'[a]}" for a, f in zip(*parse_orientation(orientation))),

@@ -84,6 +84,15 @@ class OneLineErrors(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {message} (usage: {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but unknown options are blamed on the command they were given to."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            cmd = getattr(ns, "command", None)
+            prog = f"{self.prog} {cmd}" if cmd else self.prog
+            self.exit(2, f"error: {prog}: unrecognized arguments: {' '.join(extras)} (usage: {prog} --help)\n")
+        return ns
+
 
 class Terminated(BaseException):
     """SIGTERM arrived: raised in the main thread, as SIGINT raises KeyboardInterrupt, so that cleanup

@@ -367,6 +367,11 @@ def _samples_record_set(attrs: dict, recipe_only: bool = False) -> dict:
     """Record set ``samples``: one record per row of samples.csv (an x-ray and its view)."""
     enc = attrs["encoding"]["images"]
     sm = "samples"
+    vol = attrs["layout"]["arrays"]["volume"]
+    levels = len(ome_multiscales("v", int(attrs["volume_size"]), None)["multiscales"][0]["datasets"])
+    volume_text = f"the array {vol.get('path', 'volume')} of that group" + (
+        " (an OME-Zarr multiscale: volume/1 is its 2×2×2 mean)" if vol.get("ome_zarr") and levels == 2 else ""
+    )
     return {
         "@type": "cr:RecordSet",
         "@id": sm,
@@ -374,8 +379,7 @@ def _samples_record_set(attrs: dict, recipe_only: bool = False) -> dict:
         "description": (
             "One record per sample (an x-ray and its view). The image is images_array[sample] of the Zarr store: "
             f"({attrs['image_size']}, {attrs['image_size']}) {enc['dtype']}, {enc['decode']}; the camera rotation "
-            "is rotations[view] of the same species group, the density volume the array volume/0 of that group "
-            "(an OME-Zarr multiscale: volume/1 is its 2×2×2 mean)."
+            f"is rotations[view] of the same species group, the density volume {volume_text}."
         ),
         "key": {"@id": f"{sm}/sample_id"},
         "field": [

@@ -163,13 +163,30 @@ _NOT_A_LICENCE_RE = re.compile(
     r"\b(not|never|no longer|isn't|is not)\b[^.;]{0,40}public[- _]?domain|"
     r"\bno licen[sc]e\b(?! (required|needed|fee))|\bunlicensed\b|"
     r"\bused with (the )?permission\b|(?<!no )permission (is )?required|"
-    r"\b(not|never|no longer|isn't|is not|are not|aren't)\b (be )?(licen[sc]ed|released|available|offered)\b"
+    r"\b(not|never|no longer|isn't|aren't)\b (be )?(licen[sc]ed|released|available|offered) (under|as)\b|"
+    r"\bnot (under|cc\b|licen[sc]ed by)|^\s*not\b|licen[sc]e does not apply|does not apply to"
 )
 # terms added to a named licence that the licence itself does not have: a non-commercial or
 # no-derivatives clause beside a licence without -NC / -ND is another licence (unknown)
 _ADDED_TERMS = (
-    ("NC", re.compile(r"not for commercial|non[- _]?commercial|no commercial|commercial use (is )?(not|prohibited)")),
-    ("ND", re.compile(r"no[- _]?deriv|no modification|not be (modified|altered|adapted)")),
+    (
+        "NC",
+        re.compile(
+            r"not (available )?for commercial|non[- _]?commercial (use|purposes)? ?only|no commercial|"
+            r"commercial use (is )?(not (permitted|allowed)|prohibited|forbidden|requires|needs|only with)|"
+            r"not (to be )?used commercially|\b(academic|research|educational|non[- _]?profit|personal)"
+            r"( research)? (use|purposes) only|for (academic|research|educational|non[- _]?profit|personal)"
+            r"( research)? (use|purposes)? ?only|must not be sold|may not be sold"
+        ),
+    ),
+    (
+        "ND",
+        re.compile(
+            r"no[- _]?deriv|deriv\w* (are |is |may )?(not|never) (be )?(permitted|allowed|shared|distributed)|"
+            r"do not modify|no modifications?\b|modifications? (are |is )?not (permitted|allowed)|"
+            r"not be (modified|altered|adapted)|no adaptations?\b"
+        ),
+    ),
 )
 _PROCEDURAL_LICENCE = "procedural (tomodata.phantoms)"
 

@@ -200,7 +200,8 @@ def _validate_one_species(
     arrays = _checked_arrays(path, name, attrs, errs)
     # a chunk file missing or shorter than its shard index (sizes only), in both modes: zarr reads a
     # missing one as fill values, which the data checks would report as wrong values, not as the file
-    problem = species_file_problem(path, name, attrs) if len(arrays) == len(ARRAY_NAMES) else None
+    # (not for a species without its marker: pending or being written, its chunks are not there yet)
+    problem = species_file_problem(path, name, attrs) if marker and len(arrays) == len(ARRAY_NAMES) else None
     if problem:
         errs.append(problem)
     if marker is None or not check_data or problem or len(arrays) != len(ARRAY_NAMES):
