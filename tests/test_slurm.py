@@ -5,7 +5,9 @@
 The fixture installs the Debian packages (slurmctld slurmd slurm-client munge) where they are
 missing, which needs root and apt-get. Without them, or without the executor plugin, the test is
 skipped with the reason; with TOMO_REQUIRE_SLURM=1 in the environment (CI) it fails instead. It
-does not touch a SLURM controller that is already running, and it restores /etc/slurm/slurm.conf.
+does not touch a SLURM controller that is already running, and it restores /etc/slurm/slurm.conf;
+a cluster that a killed earlier run of this test left running (its slurm.conf still the test's) is
+stopped first, and that conf removed at the end.
 """
 
 from __future__ import annotations
@@ -95,12 +97,39 @@ def _install() -> None:
         _unavailable(f"apt-get install {' '.join(PACKAGES)} failed:\n{proc.stdout[-2000:]}")
 
 
+def _conf_is_ours() -> bool:
+    """Whether /etc/slurm/slurm.conf is the one this test writes (its first line says so)."""
+    try:
+        return CONF.read_text().startswith(_CONF_MARK)
+    except OSError:
+        return False
+
+
+def _controller_running() -> bool:
+    return bool(_alive(PIDS["slurmctld"])) or _run(["pgrep", "-x", "slurmctld"]).returncode == 0
+
+
+def _stop_leftover() -> None:
+    """Stop the cluster that a killed earlier run of this test left running (its slurm.conf is still
+    ours, so no one else's controller runs with it)."""
+    _stop(PIDS["slurmd"])
+    _stop(PIDS["slurmctld"])
+    for name in ("slurmd", "slurmctld"):  # pid files of a run killed before they were written
+        _run(["pkill", "-x", name])
+    deadline = time.monotonic() + 15
+    while _controller_running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+_CONF_MARK = "# written by tests/test_slurm.py"
+
+
 def _slurm_conf() -> str:
     cpus = os.cpu_count() or 1
     mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     return "\n".join(
         [
-            "# written by tests/test_slurm.py: a single-node test cluster on localhost",
+            f"{_CONF_MARK}: a single-node test cluster on localhost",
             "ClusterName=tomotest",
             "SlurmctldHost=localhost",
             "SlurmUser=slurm",
@@ -145,10 +174,13 @@ def slurm_cluster():
     if os.geteuid() != 0:
         _unavailable("starting munged, slurmctld and slurmd needs root")
     _install()
-    if _alive(PIDS["slurmctld"]) or _run(["pgrep", "-x", "slurmctld"]).returncode == 0:
+    leftover = _conf_is_ours()  # a killed run of this test left its conf (and maybe its cluster)
+    if leftover and _controller_running():
+        _stop_leftover()
+    if _controller_running():
         _unavailable("a slurmctld is already running on this machine: not touching it")
 
-    backup = CONF.read_bytes() if CONF.exists() else None
+    backup = CONF.read_bytes() if CONF.exists() and not leftover else None  # ours is no one's to restore
     started_munge = False
     try:
         CONF.parent.mkdir(parents=True, exist_ok=True)
