@@ -9,9 +9,8 @@ from typing import Any
 import yaml
 
 from ..run_layout import STORE_NAME
-from ..store.layout import ome_multiscales
 from ..views import SPECIES_SEED_RECIPE, VIEW_SCHEME, VIEW_SCHEME_RECIPE, view_sets_of
-from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES
+from .common import CITATION_BIBTEX, EXPORT_SPEC, SPLIT_NAMES, volume_levels
 from .licence import _CONDITIONS, ATTRIBUTION, FREE, NO_DERIVATIVES, RESTRICTED
 
 
@@ -320,7 +319,7 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
         f"{STORE_NAME}/species/<name>/volume/    OME-Zarr 0.5 image (multiscales: z, y, x; mm, or voxels where "
         "no scale was recorded)",
         f"{STORE_NAME}/species/<name>/volume/0   ({', '.join([str(attrs['volume_size'])] * 3)}) float32  "
-        "density, vol[z, y, x]" + ("; volume/1 its 2x2x2 mean" if _volume_levels(attrs) == 2 else ""),
+        "density, vol[z, y, x]" + ("; volume/1 its 2x2x2 mean" if volume_levels(attrs) == 2 else ""),
         f"{STORE_NAME}/species/<name>/rotations  ({attrs['n_views']}, 3, 3) float64    R, camera -> volume",
         f"{STORE_NAME}/species/<name>/mirrored   ({attrs['samples_per_species']},) bool     sample 2i+1 is mirrored",
         f"{STORE_NAME}/species/<name>/views      ({attrs['samples_per_species']},) int32    view of each sample",
@@ -337,11 +336,6 @@ def _layout(attrs: dict, *, recipe_only: bool) -> list[str]:
         "```",
         "",
     ]
-
-
-def _volume_levels(attrs: dict) -> int:
-    """How many OME-Zarr levels a species' volume has (:func:`tomodata.store.layout.ome_multiscales`)."""
-    return len(ome_multiscales("v", int(attrs["volume_size"]), None)["multiscales"][0]["datasets"])
 
 
 def _per_species(attrs: dict) -> bool:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from ..code_version import code_version as code_version
 from ..run_layout import STORE_NAME, store_in
 from ..splits import SPLITS
+from ..store.layout import ome_multiscales
 
 EXPORT_SPEC = "tomo-export/1"
 SPLIT_NAMES = SPLITS  # the export's name for them
@@ -61,3 +62,9 @@ def _resolve_store(store) -> Path:
     if found is None:
         raise FileNotFoundError(f"{store} is not a dataset store (no zarr.json in it or in {Path(store) / STORE_NAME})")
     return found
+
+
+def volume_levels(attrs: dict) -> int:
+    """How many OME-Zarr levels a species' volume has in a store of root attributes ``attrs``
+    (:func:`tomodata.store.layout.ome_multiscales`: 2 for an even size of at least 8, else 1)."""
+    return len(ome_multiscales("v", int(attrs["volume_size"]), None)["multiscales"][0]["datasets"])

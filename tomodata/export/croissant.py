@@ -8,9 +8,8 @@ Croissant has no native Zarr support: the array layout is written into the descr
 from __future__ import annotations
 
 from ..run_layout import STORE_NAME
-from ..store.layout import ome_multiscales
 from ..views import view_sets_of
-from .common import _ARRAYS, CITATION_BIBTEX, SPLIT_NAMES
+from .common import _ARRAYS, CITATION_BIBTEX, SPLIT_NAMES, volume_levels
 
 CROISSANT_VERSION = "http://mlcommons.org/croissant/1.1"
 URL_PLACEHOLDER = "https://example.org/REPLACE-WITH-THE-DATASET-URL"
@@ -86,7 +85,7 @@ def _array_layout_text(attrs: dict) -> str:
         shards = f", shards {d['shards']}" if d.get("shards") else ""
         ome = ""
         if d.get("ome_zarr"):
-            two = len(ome_multiscales("v", int(attrs["volume_size"]), None)["multiscales"][0]["datasets"]) == 2
+            two = volume_levels(attrs) == 2
             ome = "level 0 of the OME-Zarr 0.5 image volume" + (", level 1 its 2x2x2 mean" if two else "") + "; "
         parts.append(
             f"{d.get('path', a)} {tuple(d['shape'])} {d['dtype']} ({ome}chunks {d['chunks']}{shards}; "
@@ -368,9 +367,9 @@ def _samples_record_set(attrs: dict, recipe_only: bool = False) -> dict:
     enc = attrs["encoding"]["images"]
     sm = "samples"
     vol = attrs["layout"]["arrays"]["volume"]
-    levels = len(ome_multiscales("v", int(attrs["volume_size"]), None)["multiscales"][0]["datasets"])
+    level_1 = vol.get("ome_zarr") and volume_levels(attrs) == 2
     volume_text = f"the array {vol.get('path', 'volume')} of that group" + (
-        " (an OME-Zarr multiscale: volume/1 is its 2×2×2 mean)" if vol.get("ome_zarr") and levels == 2 else ""
+        " (an OME-Zarr multiscale: volume/1 is its 2×2×2 mean)" if level_1 else ""
     )
     return {
         "@type": "cr:RecordSet",
