@@ -43,6 +43,13 @@ class _Grid:
 _GIB = float(2**30)
 
 
+def _resize_rule(square: int, net: int) -> str:
+    """How ``model.data.resize_xrays`` takes a ``square``-pixel film to the network's ``net`` pixels."""
+    if square == net:
+        return "none (the square is the network input's size)"
+    return "area averaging down" if square > net else "bilinear (pixel centres) up"
+
+
 def _output_grid(pred: _Prediction, opts: _Options, warn_list: list[str]) -> _Grid:
     """Step 3, the output's resolution, spacing and origin (:mod:`model.infer`'s docstring);
     anisotropic pixels warn (the message also appended to ``warn_list``)."""
@@ -209,13 +216,7 @@ def _record(
             "network_output_dhw": [D, int(pred.coarse.shape[1]), int(pred.coarse.shape[2])],
             "output_dhw": [D, N, N],
             "max_size": None if opts.max_size is None else int(opts.max_size),
-            "resize_rule": (
-                "none (the square is the network input's size)"
-                if grid.S == int(pred.cfg.input_size)
-                else "area averaging down"
-                if grid.S > int(pred.cfg.input_size)
-                else "bilinear (pixel centres) up"
-            )
+            "resize_rule": _resize_rule(grid.S, int(pred.cfg.input_size))
             + " to the network input (model.data.resize_xrays); below max_size, the x-ray's optical depth "
             "area-averaged to it before fusion (model.fusion.xray_at)",
         },

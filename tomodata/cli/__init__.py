@@ -81,16 +81,16 @@ class OneLineErrors(argparse.ArgumentParser):
     """argparse whose bad options are one line ``error: tomo CMD: ...`` with exit status 2, as every other
     bad input (argparse prints the whole usage first); ``--help`` still shows it."""
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {self.prog}: {message} (usage: {self.prog} --help)\n")
+    def error(self, message: str, prog: str | None = None) -> NoReturn:
+        prog = prog or self.prog
+        self.exit(2, f"error: {prog}: {message} (usage: {prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):
         """As argparse's, but unknown options are blamed on the command they were given to."""
         ns, extras = self.parse_known_args(args, namespace)
         if extras:
             cmd = getattr(ns, "command", None)
-            prog = f"{self.prog} {cmd}" if cmd else self.prog
-            self.exit(2, f"error: {prog}: unrecognized arguments: {' '.join(extras)} (usage: {prog} --help)\n")
+            self.error(f"unrecognized arguments: {' '.join(extras)}", f"{self.prog} {cmd}" if cmd else None)
         return ns
 
 
