@@ -345,15 +345,15 @@ def expected_chunk_files(meta: dict) -> list[tuple[str, int]]:
 
 def _expected_arrays(root: dict, group: Path) -> list[tuple[str, list | None]]:
     """(path inside the species group, expected shape or None) of every array a species of this
-    store has: those of the root attribute ``layout.arrays`` (a logical array at its ``path``, e.g.
+    store has: those of the root attribute ``layout.arrays`` (a logical array at its spec's path, e.g.
     ``volume/0``) and the other levels the OME-Zarr volume group's ``multiscales`` lists."""
-    from .store.layout import SPEC_VERSION, array_subpath  # noqa: PLC0415 - cycle: tomodata.store imports this module
+    from .store.layout import array_subpath  # noqa: PLC0415 - cycle: tomodata.store imports this module
 
     layout = (root.get("layout") or {}).get("arrays") or {}
     out: list[tuple[str, list | None]] = []
     spec = str(root.get("spec_version"))
     for name, lay in layout.items():
-        sub = lay.get("path", name) if spec == SPEC_VERSION else array_subpath(spec, name)  # older specs: their rule
+        sub = array_subpath(spec, name)  # the spec's rule, as the reader's (layout's "path" says the same)
         out.append((sub, lay.get("shape")))
         parent, _, level = sub.rpartition("/")
         if parent:

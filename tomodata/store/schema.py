@@ -28,6 +28,7 @@ from .layout import (
     SPECIES_REQUIRED_KEYS,
     ZSTD_LEVEL,
     _now,
+    array_subpath,
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -149,7 +150,7 @@ def _arrays_layout(st: StoreSettings, images_per_shard: int) -> dict:
             "chunks": [vol] * 3,
             "shards": None,
             "dimension_names": ["z", "y", "x"],
-            "path": "volume/0",
+            "path": array_subpath(SPEC_VERSION, "volume"),
             "ome_zarr": f"species/<name>/volume is an OME-Zarr {OME_VERSION} image: level 0 = this array, "
             "level 1 (even V >= 8) its 2x2x2 mean; multiscales metadata in its 'ome' attribute",
         },
