@@ -31,3 +31,19 @@ def test_tomodata_never_imports_model():
 def test_tomo_entry_point_is_the_model_cli():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"tomo": "model.cli:main"}
+
+
+def test_architecture_names_every_module():
+    """docs/architecture.md's package tables name every module (`name`) and subpackage (`name/`): a
+    module added without a line there leaves readers no map to it."""
+    text = (ROOT / "docs/architecture.md").read_text()
+    tables = text.split("## Packages, by concern", 1)[1].split("## Conventions", 1)[0]
+    missing = []
+    for pkg in ("tomodata", "model"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            if path.stem == "__init__":
+                if path.parent.name != pkg and f"`{path.parent.name}/`" not in tables:
+                    missing.append(path.parent.relative_to(ROOT).as_posix() + "/")
+            elif f"`{path.stem}`" not in tables:
+                missing.append(path.relative_to(ROOT).as_posix())
+    assert not missing, f"modules docs/architecture.md's tables do not name: {missing}"
