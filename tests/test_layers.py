@@ -47,3 +47,28 @@ def test_architecture_names_every_module():
             elif f"`{path.stem}`" not in tables:
                 missing.append(path.relative_to(ROOT).as_posix())
     assert not missing, f"modules docs/architecture.md's tables do not name: {missing}"
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body without its docstring."""
+    body, first = node.body, node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        body = body[1:]
+    return 0 if not body else (node.end_lineno or node.lineno) - body[0].lineno + 1
+
+
+def test_modules_and_functions_stay_small():
+    """docs/architecture.md: every module at most 600 lines, every function body at most 80 lines
+    besides its docstring."""
+    long_modules, long_functions = [], []
+    for pkg in ("tomodata", "model"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            text = path.read_text()
+            name = path.relative_to(ROOT).as_posix()
+            if len(text.splitlines()) > 600:
+                long_modules.append(name)
+            for node in ast.walk(ast.parse(text, filename=name)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(node) > 80:
+                    long_functions.append(f"{name}:{node.name} ({_body_lines(node)} lines)")
+    assert not long_modules, f"modules over 600 lines: {long_modules}"
+    assert not long_functions, f"function bodies over 80 lines: {long_functions}"
