@@ -152,7 +152,8 @@ def statistics_tables(
 
     Returns:
         ``summary`` (:data:`SUMMARY_COLUMNS`; per level, method, metric): ``species``: mean of species
-        means, t-interval over them, n = species; ``sample``: mirrored pairs averaged, t-interval, n = pairs.
+        means, t-interval over them, n = species; ``sample``: mirrored pairs averaged, t-interval, n = views
+        (a view of which one sample was evaluated, as with ``max_samples``, counts once with that sample).
         ``tests`` (:data:`TESTS_COLUMNS`; per metric and pair): species ``t`` and ``wilcoxon``,
         sample ``t``; ``p_holm`` adjusts the first method's comparisons (:func:`holm_column`).
         ``species`` (:data:`SPECIES_COLUMNS`). ``differences``: per metric and pair,

@@ -120,7 +120,7 @@ Outputs (``out_dir``)
 ``metrics.csv``      method, species, sample, view, mirrored, view_class, l2, mse, dssim, dssim_gauss (one row per
                      sample and method)
 ``summary.csv``      method, metric, level, mean, ci_low, ci_high, n (level species: mean of species means,
-                     t-interval over species, n species; level sample: mirrored pairs averaged, t-interval, n pairs)
+                     t-interval over species, n species; level sample: mirrored pairs averaged, t-interval, n views)
 ``tests.csv``        metric, method_a, method_b, level, test, statistic, p, p_holm, n (per pair of methods and metric:
                      species t and wilcoxon, sample t; statistic: t, or W = the smaller signed-rank sum; p_holm:
                      Holm-adjusted over the first method's comparisons in l2, dssim and dssim_gauss, empty for other
@@ -465,7 +465,7 @@ def summary_text(summary: dict) -> str:
     means with 95 % intervals at the species and the sample level."""
     head = {
         "species": "mean of species means, 95% t-interval over the species means (n = species)",
-        "sample": "paper protocol: mirrored pairs averaged, 95% t-interval (n = pairs)",
+        "sample": "paper protocol: one unit per view, its sample and mirror averaged, 95% t-interval (n = views)",
     }
     first = (
         f"{summary['n_samples']} held-out samples of {summary['n_species']} {summary['eval_split']!r} species "

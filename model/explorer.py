@@ -189,8 +189,8 @@ def nifti_base64(vol: np.ndarray, vmax: float, depth_spacing: float, descrip: st
 
 
 def sample_metrics(eval_dir: Path) -> dict:
-    """{(species, sample): {method: {"mse": ..., "dssim": ...}}}: means over the views of
-    ``metrics.csv`` (absent file: {})."""
+    """{(species, sample): {method: {"mse": ..., "dssim": ...}}}: each sample's row of ``metrics.csv``
+    (one x-ray, so one view; a key given twice is averaged; absent file: {})."""
     path = Path(eval_dir) / EVAL_METRICS
     if not path.is_file():
         return {}

@@ -304,7 +304,12 @@ def test_page_in_chromium(page, browser):
     d.find_element("id", "clip").click()  # clip plane through the centre
     clipped = _pixels(d, "truth")
     assert np.abs(clipped - after).mean() > 1.0
+    depth = d.find_element("id", "clipDepth")  # its end: a corner of the volume (0.87 side lengths), shown
+    d.execute_script("const s = arguments[0]; s.value = s.max; s.dispatchEvent(new Event('input'))", depth)
+    assert d.execute_script("return document.querySelector('output[for=clipDepth]').value") == "0.87"
     d.find_element("id", "clip").click()
+    # each method's metrics are the sample's own row of metrics.csv (a sample is one view)
+    assert "(this sample" in d.execute_script("return explorer.viewers.ours.cell.querySelector('.metrics').textContent")
 
     d.find_element("css selector", "input[name=preset][value=colour]").click()
     rgb = d.execute_script(PIXELS.replace("d[p] + d[p + 1] + d[p + 2]", "[d[p], d[p + 1], d[p + 2]]"), "truth")

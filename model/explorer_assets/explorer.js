@@ -216,7 +216,7 @@
       v.cell.classList.toggle("missing", !b64);
       const met = S.metrics[m];
       v.cell.querySelector(".metrics").textContent = !b64 ? "not in this evaluation"
-        : met ? `MSE ${fmt(met.mse)}, DSSIM ${fmt(met.dssim)} (mean over views)` : "";
+        : met ? `MSE ${fmt(met.mse)}, DSSIM ${fmt(met.dssim)} (this sample, eval/metrics.csv)` : "";
       v.vol = b64 ? decodeNifti(b64) : null;
       if (b64) {
         const img = await niivue.NVImage.loadFromBase64({ base64: b64, name: `${m}.nii`, colormap: "gray" });
@@ -230,7 +230,10 @@
   }
 
   function syncOutputs() {
-    document.querySelectorAll("output").forEach((o) => { o.value = $(o.htmlFor.value).value; });
+    document.querySelectorAll("output").forEach((o) => {
+      const v = +$(o.htmlFor.value).value;
+      o.value = o.dataset.scale ? (v * +o.dataset.scale).toFixed(2) : String(v);
+    });
   }
 
   function controls() {
@@ -242,6 +245,7 @@
       state.clipDepth = +$("clipDepth").value / 100;
       state.clipAzimuth = +$("clipAzimuth").value;
       state.clipElevation = +$("clipElevation").value;
+      syncOutputs();
       redraw();
     };
     for (const id of ["clip", "clipDepth", "clipAzimuth", "clipElevation"]) $(id).addEventListener("input", clip);
