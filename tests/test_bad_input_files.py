@@ -291,6 +291,11 @@ def test_non_finite_numbers_are_usage_errors(args, capsys):
         (["export"], "the following arguments are required: store, output"),
         (["export", "s", "o", "--volumes", "NIfTI"], "argument --volumes: invalid choice"),
         (["validate", "s.zarr", "--nope"], "unrecognized arguments: --nope"),  # blamed on validate, not tomo
+        (  # a negative axis reads as an option to argparse: the line says how to give it
+            ["cube", "s.npy", "-o", "c.npz", "--orientation", "-x,z,y"],
+            "argument --orientation: expected one argument; a value that starts with '-' goes after '=': "
+            "--orientation=-VALUE",
+        ),
     ],
 )
 def test_option_errors_are_one_line_like_every_bad_input(args, said, capsys):

@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -83,6 +84,8 @@ class OneLineErrors(argparse.ArgumentParser):
 
     def error(self, message: str, prog: str | None = None) -> NoReturn:
         prog = prog or self.prog
+        if m := re.fullmatch(r"argument (?:\S+/)?(--[\w-]+): expected (?:one argument|\d+ arguments)", message):
+            message += f"; a value that starts with '-' goes after '=': {m[1]}=-VALUE"  # argparse reads it as an option
         self.exit(2, f"error: {prog}: {message} (usage: {prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):

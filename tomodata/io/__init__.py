@@ -216,7 +216,8 @@ def read_volume(
     if not allow_default_spacing:
         raise _no_spacing_error(p, kind)
     warnings.warn(
-        f"{p}: the {kind} gives no voxel spacing; using 1.0 mm on every axis (pass spacing=(z, y, x) in mm)",
+        f"{p}: the {kind} gives no voxel spacing; using 1.0 mm on every axis "
+        "(give it: --spacing Z,Y,X in mm, spacing=(z, y, x) in Python)",
         UserWarning,
         stacklevel=2,
     )
