@@ -149,8 +149,9 @@ def xray_at(xray, size_hw, *, chi: float = 10.0) -> np.ndarray:
     (float64): the optical depth ``τ = −ln(1 − min(x, opacity_max(chi)))`` averaged over each coarse
     pixel's area (``cv2.INTER_AREA``: exact fractional areas, also where the ratio is not whole),
     then ``1 − exp(−τ̄)``. Averaging density, not opacity, keeps Beer–Lambert exact: a view volume
-    averaged the same way per depth slice renders to this image. The rule of ``tomo evaluate
-    --fusion-at target`` and of ``tomo infer --max-size``."""
+    averaged the same way per depth slice renders to this image. At the x-ray's own size it is
+    returned as it is (clipped to [0, 1], not to ``opacity_max``: :func:`fuse` clamps its input). The
+    rule of ``tomo evaluate --fusion-at target`` and of ``tomo infer --max-size``."""
     x = _check_xray(xray)
     h, w = (_check_rows(s, "size") for s in size_hw)
     if h > x.shape[0] or w > x.shape[1]:
