@@ -31,7 +31,7 @@ from test_workflow_extend import movies, write_manifest
 from model.cli import main
 from tomodata.cli import run as tomo_run
 from tomodata.cli.stores import cmd_render_species
-from tomodata.fetch_markers import stale_fetch_records
+from tomodata.fetch_markers import in_place_record_line, stale_fetch_records
 from tomodata.run_layout import FINAL_MARKER, species_marker
 from tomodata.store import SPEC_VERSION, open_store, validate_store, write_species
 from tomodata.store import write as store_write
@@ -701,3 +701,23 @@ def test_fetch_record_of_a_missing_file_is_stale(tmp_path):
     for now in (tmp_path / "src/d.mp4", tmp_path / "f/nope.mp4", None):
         got = dict(stale_fetch_records([recs["d"]], base=tmp_path, sources={str(recs["d"]): now}))
         assert set(got) == {str(recs["d"])}, now
+
+
+def test_record_of_a_deleted_copy_becomes_the_in_place_one(tmp_path):
+    """A copy deleted while the source, read in place, holds what was copied: the line an in-place fetch
+    writes (same sha256, the source's absolute path); anything else: None (the record is removed)."""
+    src = tmp_path / "src/a.mp4"
+    src.parent.mkdir()
+    src.write_bytes(b"x")
+    rec = tmp_path / "a.tsv"
+    rec.write_text(f"a\tfetched\t{'1' * 64}\tf/a.mp4\n")
+    assert in_place_record_line(rec, "a", src, "1" * 64, base=tmp_path) == f"a\tin-place\t{'1' * 64}\t{src}"
+    assert in_place_record_line(rec, "a", src, "2" * 64, base=tmp_path) is None  # the source changed since
+    assert in_place_record_line(rec, "a", None, "1" * 64, base=tmp_path) is None  # a remote source
+    assert in_place_record_line(rec, "a", tmp_path / "gone.mp4", "1" * 64, base=tmp_path) is None
+    assert in_place_record_line(rec, "b", src, "1" * 64, base=tmp_path) is None  # no line for the specimen
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f/a.mp4").write_bytes(b"x")
+    assert in_place_record_line(rec, "a", src, "1" * 64, base=tmp_path) is None  # the copy is there: not stale
+    rec.write_text(f"a\tin-place\t{'1' * 64}\tsrc/old.mp4\n")
+    assert in_place_record_line(rec, "a", src, "1" * 64, base=tmp_path) is None  # in place already

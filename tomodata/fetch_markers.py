@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from .files import read_text
 
-__all__ = ["FetchEntry", "fetch_record_line", "fetched_entry", "stale_fetch_records"]
+__all__ = ["FetchEntry", "fetch_record_line", "fetched_entry", "in_place_record_line", "stale_fetch_records"]
 
 
 class FetchEntry(NamedTuple):
@@ -52,7 +52,30 @@ def fetch_record_line(result) -> str:
         if result.resumed
         else "fetched"
     )
-    return f"{result.id}\t{how}\t{result.sha256}\t{result.path}"
+    return _line(FetchEntry(result.id, how, result.sha256, str(result.path)))
+
+
+def _line(entry: FetchEntry) -> str:
+    return "\t".join(entry)
+
+
+def in_place_record_line(record, specimen_id: str, source, source_sha256: str | None, *, base=".") -> str | None:
+    """The record line an in-place fetch would write, for a record whose copied file is gone while the
+    specimen's local ``source`` (the path its row gives now, read in place) holds what was copied
+    (``source_sha256``, the source's sha256 now, equals the recorded one); None where it does not, the
+    record is in place already or unreadable. The workflow rewrites such a record instead of removing
+    it (docs/workflow.md): the cube made from the copy stays current, while a removed record made a
+    re-run fetch count as new input and re-made the specimen and everything after it. ``base``: as for
+    :func:`stale_fetch_records`."""
+    try:
+        entry = fetched_entry(record, specimen_id)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if entry.how == "in-place" or source is None or not source_sha256 or source_sha256 != entry.sha256:
+        return None
+    if (Path(base) / entry.path).exists() or not Path(source).exists():
+        return None
+    return _line(FetchEntry(specimen_id, "in-place", entry.sha256, str(Path(source).absolute())))
 
 
 def fetched_entry(record, specimen_id: str) -> FetchEntry:

@@ -17,7 +17,8 @@ import shlex
 import shutil
 from pathlib import Path
 
-from tomodata.fetch_markers import stale_fetch_records
+from tomodata.fetch_markers import in_place_record_line, stale_fetch_records
+from tomodata.files import write_text
 from tomodata.folder_contents import contents_problem
 from tomodata.store import SPEC_VERSION
 from tomodata.store_markers import (settings_file_changes, settings_record, stale_markers, sync_settings_file,
@@ -49,11 +50,30 @@ def forget_stale_markers():
         Path(path).unlink(missing_ok=True)
     records = {f"{FETCHED}/{sid}.tsv": local_source(ROWS[sid]) for sid in IDS}
     for path, why in stale_fetch_records(records, sources=records):
+        if line := _in_place_record(path):
+            # the copy is gone but the source, read in place now, holds what was copied: the record an
+            # in-place fetch would write (a removed record made the re-run fetch new input of the cube)
+            logger.warning(f"{path}: {why}; data.fetch.in_place reads the source where it is, which holds what "
+                           "was copied: the record now points there (also under --dry-run)")
+            write_text(path, line + "\n")
+            continue
         # a fetched scan is a cache: Snakemake fetches it again only for a job that reads it (a cube
         # whose settings changed), not while the cube made from it is up to date
         logger.warning(f"{path}: {why}; removing the record (also under --dry-run). The specimen is fetched "
                        f"again when a job reads it; to fetch it now: snakemake {path} --cores 1{_run_options()}")
         Path(path).unlink(missing_ok=True)
+
+
+def _in_place_record(path):
+    """The in-place record line for a stale record of a copy (tomodata.fetch_markers), where this run
+    reads local sources in place; None otherwise."""
+    sid = Path(path).name[: -len(".tsv")]
+    source = local_source(ROWS[sid])
+    if not DATA["fetch"]["in_place"] or source is None or not source.exists():
+        return None
+    line = in_place_record_line(path, sid, source, _SHA_CACHE.sha256(source))
+    _SHA_CACHE.save()
+    return line
 
 
 def _run_options():
