@@ -12,6 +12,8 @@ import pytest
 from test_io import _dicom_slice
 
 from tomodata.demo import write_demo_movies
+from tomodata.fetch import FetchError
+from tomodata.fetch.local import _check_kind
 from tomodata.ingest import cube_specimen, load_cube, save_cube
 from tomodata.ingest_settings import (
     WINDOW_PRESETS,
@@ -111,6 +113,17 @@ def test_source_problems_lists_every_bad_row(tmp_path):
         assert "locked" in text
     assert not any(p.startswith(("ok ", "remote ")) for p in problems)
     os.chmod(locked, 0o644)
+
+
+def test_an_empty_source_is_listed_before_any_job(tmp_path):
+    """A 0-byte file (a copy cut off) stops the run at parse time and fails tomo fetch --check; its
+    suffix alone passed both, and the cube job failed later (helper-103)."""
+    (tmp_path / "trunc.nii.gz").write_bytes(b"")
+    m = manifest(tmp_path / "m.tsv", [["t", "s", "trunc.nii.gz", "nifti", "", "train", "CC0"]])
+    problems = source_problems(collect_rows(demo=None, demo_dir=tmp_path, manifest=str(m)))
+    assert len(problems) == 1 and "the file is empty (0 bytes)" in problems[0], problems
+    with pytest.raises(FetchError, match="the file is empty"):
+        _check_kind("t", "trunc.nii.gz", tmp_path / "trunc.nii.gz", "nifti")
 
 
 def test_a_single_dicom_slice_is_no_scan(tmp_path):

@@ -130,8 +130,8 @@ def sniff_kind(path: str | Path) -> str:
     Decided by the suffix, then by the first bytes (DICOM preamble, NRRD / NumPy / TIFF / NIfTI
     magic, AVI / MP4 / Matroska signatures) for files without a known suffix. A folder is
     ``"dicom"`` if it holds DICOM files (by suffix or preamble), else ``"image_folder"`` if it holds
-    slice images. Raises ``ValueError`` for a missing path, an empty folder, a single 2-D image or an
-    unknown type.
+    slice images. Raises ``ValueError`` for a missing path, an empty folder or file, a single 2-D image or
+    an unknown type.
     """
     p = Path(path)
     if not p.exists():
@@ -153,6 +153,8 @@ def sniff_kind(path: str | Path) -> str:
             f"{p}: folder holds no slice images ({', '.join(IMAGE_SUFFIXES)}) and no DICOM files; "
             f"found e.g. {', '.join(f.name for f in files[:5])}"
         )
+    if p.stat().st_size == 0:  # whatever its suffix says (a copy cut off, a placeholder): before any job
+        raise ValueError(f"{p}: the file is empty (0 bytes), not a volume")
     name = p.name.lower()
     suffix = ".nii.gz" if name.endswith(".nii.gz") else p.suffix.lower()
     if suffix in MOVIE_SUFFIXES:
