@@ -29,6 +29,7 @@ from model.explorer import run_paths
 from model.names import EVAL_SUMMARY, TRAIN_BEST
 from model.names import PREVIEWS as NAMED_PREVIEWS
 from model.volume_io import PREVIEWS
+from tomodata.ingest import load_cube
 from tomodata.manifest import load_manifest
 from tomodata.phantoms import skull_volume, species_params
 from tomodata.render import render_xrays
@@ -316,6 +317,26 @@ def test_micro_ct_reads_local_folders_in_place(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + (proc.stderr or "")
     assert "15 of 15 specimens cannot be read" in out and "/data/mice/mouse_" in out
+
+
+def test_negative_window_and_orientation_reach_tomo_cube(tmp_path):
+    """A manifest row's window '-1000,400' (Hounsfield units) and orientation '-x,z,y' reach the cube
+    job in the '--key=value' form (helper-105: '--window -1000,400' made argparse fail the job)."""
+    z, y, x = np.mgrid[:12, :12, :12]
+    head = np.where((z - 6) ** 2 + (y - 6) ** 2 + (x - 6) ** 2 < 16, 300.0, -1000.0).astype(np.float32)
+    np.save(tmp_path / "head.npy", head)
+    header = ["id", "species", "source", "source_kind", "spacing_mm", "split", "licence", "window", "orientation"]
+    rows = [
+        dict(id=f"h{i}", species=f"s{i}", source=str(tmp_path / "head.npy"), source_kind="npy", spacing_mm="1,1,1")
+        | dict(split=split, licence="CC0", window="-1000,400", orientation="-x,z,y")
+        for i, split in enumerate(["train", "val"])
+    ]
+    write_manifest(tmp_path / "m.tsv", header, rows)
+    config = write_config(tmp_path, "neg", {"source": "manifest", "manifest": "m.tsv"})
+    out = smk(tmp_path, "--cores", "1", "--configfile", str(config), "-p", "resources/neg/cubes/h0.npz").stdout
+    assert "--window=-1000,400" in out and "--orientation=-x,z,y" in out
+    cube, meta = load_cube(tmp_path / "resources/neg/cubes/h0.npz")
+    assert cube.max() > 0.5 and meta["window"] == [-1000.0, 400.0], meta.get("window")
 
 
 # ---------------------------------------------------------------------------------------- the demo

@@ -196,12 +196,16 @@ class Untracked:
 
 
 def _opts(pairs):
-    """'--key value' for every pair whose value is not None; True gives a bare flag."""
+    """'--key value' for every pair whose value is not None; True gives a bare flag. A value that
+    starts with '-' (a window '-1000,400', an orientation '-x,z,y') takes the '--key=value' form,
+    which argparse needs (it reads '--key -1000,400' as two options); others keep the space form, so
+    that existing jobs' tracked params stay as they were."""
     out = []
     for key, value in pairs:
         if value is None or value is False:
             continue
-        out.append(key if value is True else f"{key} {shlex.quote(str(value))}")
+        text = str(value)
+        out.append(key if value is True else f"{key}{'=' if text.startswith('-') else ' '}{shlex.quote(text)}")
     return " ".join(out)
 
 
