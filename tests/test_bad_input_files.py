@@ -294,8 +294,9 @@ def test_non_finite_numbers_are_usage_errors(args, capsys):
         (  # a negative axis reads as an option to argparse: the line says how to give it
             ["cube", "s.npy", "-o", "c.npz", "--orientation", "-x,z,y"],
             "argument --orientation: expected one argument; a value that starts with '-' goes after '=': "
-            "--orientation=-VALUE",
+            "--orientation=-x,z,y (usage",
         ),
+        (["cube", "s.npy", "-o"], "argument -o/--output: expected one argument (usage"),  # forgotten: no hint
     ],
 )
 def test_option_errors_are_one_line_like_every_bad_input(args, said, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import os
 import shutil
@@ -706,18 +707,23 @@ def test_fetch_record_of_a_missing_file_is_stale(tmp_path):
 def test_record_of_a_deleted_copy_becomes_the_in_place_one(tmp_path):
     """A copy deleted while the source, read in place, holds what was copied: the line an in-place fetch
     writes (same sha256, the source's absolute path); anything else: None (the record is removed)."""
+    line = functools.partial(in_place_record_line, kind="movie", base=tmp_path)
     src = tmp_path / "src/a.mp4"
     src.parent.mkdir()
     src.write_bytes(b"x")
     rec = tmp_path / "a.tsv"
     rec.write_text(f"a\tfetched\t{'1' * 64}\tf/a.mp4\n")
-    assert in_place_record_line(rec, "a", src, "1" * 64, base=tmp_path) == f"a\tin-place\t{'1' * 64}\t{src}"
-    assert in_place_record_line(rec, "a", src, "2" * 64, base=tmp_path) is None  # the source changed since
-    assert in_place_record_line(rec, "a", None, "1" * 64, base=tmp_path) is None  # a remote source
-    assert in_place_record_line(rec, "a", tmp_path / "gone.mp4", "1" * 64, base=tmp_path) is None
-    assert in_place_record_line(rec, "b", src, "1" * 64, base=tmp_path) is None  # no line for the specimen
+    assert line(rec, "a", src, "1" * 64) == f"a\tin-place\t{'1' * 64}\t{src}"
+    assert line(rec, "a", src, "2" * 64) is None  # the source changed since
+    assert line(rec, "a", None, "1" * 64) is None  # a remote source
+    assert line(rec, "a", tmp_path / "gone.mp4", "1" * 64) is None
+    assert line(rec, "b", src, "1" * 64) is None  # no line for the specimen
     (tmp_path / "f").mkdir()
     (tmp_path / "f/a.mp4").write_bytes(b"x")
-    assert in_place_record_line(rec, "a", src, "1" * 64, base=tmp_path) is None  # the copy is there: not stale
+    assert line(rec, "a", src, "1" * 64) is None  # the copy is there: not stale
     rec.write_text(f"a\tin-place\t{'1' * 64}\tsrc/old.mp4\n")
-    assert in_place_record_line(rec, "a", src, "1" * 64, base=tmp_path) is None  # in place already
+    assert line(rec, "a", src, "1" * 64) is None  # in place already
+    # an archive is copied and extracted even in place: its record names the extracted file (helper-105)
+    (tmp_path / "src/a.zip").write_bytes(b"x")
+    rec.write_text(f"a\tfetched\t{'1' * 64}\tf/a/vol.nii.gz\n")
+    assert in_place_record_line(rec, "a", tmp_path / "src/a.zip", "1" * 64, kind="nifti", base=tmp_path) is None

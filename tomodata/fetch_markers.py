@@ -6,7 +6,9 @@ line ``id<TAB>how<TAB>sha256<TAB>path`` (``path`` relative to the working direct
 ``how``: in-place, mirror, kept, resumed or fetched).
 The record can outlive the fetched file (a cleaned ``resources/`` folder, a local source moved without its row);
 :func:`stale_fetch_records` lists such records before the DAG is built, so that the workflow removes
-them and fetches again instead of failing in the job that reads the file (docs/workflow.md).
+them and fetches again instead of failing in the job that reads the file, or, where the local source
+is read in place now and holds what was copied, rewrites them as in-place records
+(:func:`in_place_record_line`; docs/workflow.md).
 """
 
 from __future__ import annotations
@@ -59,19 +61,26 @@ def _line(entry: FetchEntry) -> str:
     return "\t".join(entry)
 
 
-def in_place_record_line(record, specimen_id: str, source, source_sha256: str | None, *, base=".") -> str | None:
+def in_place_record_line(
+    record, specimen_id: str, source, source_sha256: str | None, *, kind: str, base="."
+) -> str | None:
     """The record line an in-place fetch would write, for a record whose copied file is gone while the
     specimen's local ``source`` (the path its row gives now, read in place) holds what was copied
     (``source_sha256``, the source's sha256 now, equals the recorded one); None where it does not, the
     record is in place already or unreadable. The workflow rewrites such a record instead of removing
     it (docs/workflow.md): the cube made from the copy stays current, while a removed record made a
-    re-run fetch count as new input and re-made the specimen and everything after it. ``base``: as for
-    :func:`stale_fetch_records`."""
+    re-run fetch count as new input and re-made the specimen and everything after it. ``kind``: the
+    row's source_kind (an archive is never read in place: it is copied and extracted, and its record
+    names the extracted file, so None). ``base``: as for :func:`stale_fetch_records`."""
+    from .fetch.common import is_archive_source  # noqa: PLC0415 - lazy: the Snakefile imports this module
+
     try:
         entry = fetched_entry(record, specimen_id)
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     if entry.how == "in-place" or source is None or not source_sha256 or source_sha256 != entry.sha256:
+        return None
+    if is_archive_source(str(source), specimen_id, kind):
         return None
     if (Path(base) / entry.path).exists() or not Path(source).exists():
         return None

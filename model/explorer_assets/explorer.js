@@ -230,10 +230,7 @@
   }
 
   function syncOutputs() {
-    document.querySelectorAll("output").forEach((o) => {
-      const v = +$(o.htmlFor.value).value;
-      o.value = o.dataset.scale ? (v * +o.dataset.scale).toFixed(2) : String(v);
-    });
+    document.querySelectorAll("output").forEach((o) => { o.value = $(o.htmlFor.value).value; });
   }
 
   function controls() {
@@ -242,7 +239,7 @@
     $("front").addEventListener("click", () => setView(0, 0));
     const clip = () => {
       state.clip = $("clip").checked;
-      state.clipDepth = +$("clipDepth").value / 100;
+      state.clipDepth = +$("clipDepth").value;
       state.clipAzimuth = +$("clipAzimuth").value;
       state.clipElevation = +$("clipElevation").value;
       syncOutputs();

@@ -82,14 +82,20 @@ class OneLineErrors(argparse.ArgumentParser):
     """argparse whose bad options are one line ``error: tomo CMD: ...`` with exit status 2, as every other
     bad input (argparse prints the whole usage first); ``--help`` still shows it."""
 
+    _argv: list[str] = []  # the arguments being parsed (class-wide: subcommands' parsers report errors)
+
     def error(self, message: str, prog: str | None = None) -> NoReturn:
         prog = prog or self.prog
-        if m := re.fullmatch(r"argument (?:\S+/)?(--[\w-]+): expected (?:one argument|\d+ arguments)", message):
-            message += f"; a value that starts with '-' goes after '=': {m[1]}=-VALUE"  # argparse reads it as an option
+        if m := re.fullmatch(r"argument (\S+): expected one argument", message):
+            names, argv = m[1].split("/"), self._argv
+            after = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in names]
+            if any(v.startswith("-") and len(v) > 1 for v in after):  # argparse took the value for an option
+                message += f"; a value that starts with '-' goes after '=': {names[-1]}={after[-1]}"
         self.exit(2, f"error: {prog}: {message} (usage: {prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):
         """As argparse's, but unknown options are blamed on the command they were given to."""
+        OneLineErrors._argv = list(sys.argv[1:] if args is None else args)
         ns, extras = self.parse_known_args(args, namespace)
         if extras:
             cmd = getattr(ns, "command", None)

@@ -337,7 +337,7 @@ def _add_align_sheet(sub) -> None:
         help="a contact sheet of aligned volumes or cubes (three projections each)",
         description="Projections of every aligned volume (or cube .npz: the pose check of docs/pose.md) along z "
         "(side: dorsal up, snout right), y (top) and x (front) in one PNG. Aligned volumes are drawn at one scale "
-        "in mm (sizes compare); cubes at one voxel each (every cube fills the ball, whatever its mm per voxel).",
+        "in mm (sizes compare); cubes by voxel, not mm (every cube fills its ball, whatever its mm per voxel).",
     )
     q.add_argument("aligned", nargs="+", help="aligned volumes (.nii.gz written by tomo align) or cubes (.npz)")
     q.add_argument("-o", "--output", required=True, help="output PNG")

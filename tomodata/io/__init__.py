@@ -93,6 +93,7 @@ from .common import (
     _head,
     _is_dicom_file,
     _no_spacing_error,
+    _refuse_empty,
     check_spacing,
     has_dicom_magic,
     natural_key,
@@ -153,8 +154,7 @@ def sniff_kind(path: str | Path) -> str:
             f"{p}: folder holds no slice images ({', '.join(IMAGE_SUFFIXES)}) and no DICOM files; "
             f"found e.g. {', '.join(f.name for f in files[:5])}"
         )
-    if p.stat().st_size == 0:  # whatever its suffix says (a copy cut off, a placeholder): before any job
-        raise ValueError(f"{p}: the file is empty (0 bytes), not a volume")
+    _refuse_empty(p, "volume")  # whatever its suffix says: named before any job reads it
     name = p.name.lower()
     suffix = ".nii.gz" if name.endswith(".nii.gz") else p.suffix.lower()
     if suffix in MOVIE_SUFFIXES:

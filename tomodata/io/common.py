@@ -145,11 +145,16 @@ def _head(p: Path, n: int) -> bytes:
         raise ValueError(f"{p}: cannot read ({exc})") from None
 
 
+def _refuse_empty(p: Path, what: str) -> None:
+    """``ValueError`` if the file ``p`` is empty (0 bytes): a copy cut off, a placeholder."""
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p}: the file is empty (0 bytes), not a {what}")
+
+
 def _refuse_text(p: Path, what: str) -> None:
     """``ValueError`` if the binary file ``p`` is empty or is really HTML / text (a failed download)."""
+    _refuse_empty(p, what)
     head = _head(p, 2048)
-    if not head:
-        raise ValueError(f"{p}: the file is empty (0 bytes), not a {what}")
     body = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if body.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in body[:1024]:
         raise ValueError(

@@ -4,7 +4,8 @@
 # files"). Each repair says what it did in a warning, also under --dry-run.
 #
 #   forget_stale_markers()       markers whose store state is gone, fetch records whose file is gone:
-#                                removed (here, after common.smk)
+#                                removed (a deleted copy whose source is read in place now: the record
+#                                rewritten as the in-place one) (here, after common.smk)
 #   forget_unreadable_summary()  an eval/summary.json that is not JSON: removed (here)
 #   sync_settings()              dataset.settings.json made to hold the config's settings: dated before
 #                                the markers where the store holds them, else now (here)
@@ -28,7 +29,8 @@ from tomodata.store_markers import (settings_file_changes, settings_record, stal
 def forget_stale_markers():
     """Markers whose store state is gone (a deleted store, a species' shards removed, a store of other
     settings) and fetch records whose file is gone are removed before the DAG is built, so that
-    exactly that part is redone (tomodata.store_markers, tomodata.fetch_markers)."""
+    exactly that part is redone (tomodata.store_markers, tomodata.fetch_markers); the record of a deleted
+    copy whose source is read in place now becomes the in-place record instead."""
     if not workflow.is_main_process:
         return
     # the store's settings are compared with those dataset.created.json recorded, not with the settings
@@ -55,7 +57,7 @@ def forget_stale_markers():
             # in-place fetch would write (a removed record made the re-run fetch new input of the cube)
             logger.warning(f"{path}: {why}; data.fetch.in_place reads the source where it is, which holds what "
                            "was copied: the record now points there (also under --dry-run)")
-            write_text(path, line + "\n")
+            write_text(path, f"{line}\n")
             continue
         # a fetched scan is a cache: Snakemake fetches it again only for a job that reads it (a cube
         # whose settings changed), not while the cube made from it is up to date
@@ -71,9 +73,12 @@ def _in_place_record(path):
     source = local_source(ROWS[sid])
     if not DATA["fetch"]["in_place"] or source is None or not source.exists():
         return None
-    line = in_place_record_line(path, sid, source, _SHA_CACHE.sha256(source))
+    try:
+        digest = _SHA_CACHE.sha256(source)
+    except (OSError, ValueError):  # unreadable (a detached header without its data file): the record goes
+        return None
     _SHA_CACHE.save()
-    return line
+    return in_place_record_line(path, sid, source, digest, kind=ROWS[sid]["source_kind"])
 
 
 def _run_options():
