@@ -293,3 +293,13 @@ def test_removal_falls_back_to_proportional_scaling_when_the_weights_underflow()
     got = fuse(coarse, xray, beta=beta, chi=chi).astype(np.float64)
     np.testing.assert_allclose(got.sum(0), T, rtol=1e-6)
     np.testing.assert_allclose(got[:, 0, 0], coarse[:, 0, 0].astype(np.float64) / 2, rtol=1e-6)
+
+
+def test_nearest_images_breaks_ties_across_blocks_to_the_lowest_index():
+    """Equal training images in two blocks: the earlier block's (the lower global index) wins, as
+    within a block (helper-105: `<` → `<=` between blocks survived)."""
+    rng = np.random.default_rng(5)
+    img = rng.random((1, 3, 3))
+    blocks = [(0, np.concatenate([rng.random((2, 3, 3)) + 2, img])), (3, np.concatenate([img, img]))]
+    idx, d = nearest_images(img, lambda: iter(blocks))
+    assert idx.tolist() == [2] and d.tolist() == [0.0]
