@@ -50,9 +50,10 @@ def forget_stale_markers():
         # dry run list the jobs that redo it (docs/workflow.md, "The store's state is the truth")
         logger.warning(f"{path}: {why}; removing the marker so that it is redone (also under --dry-run)")
         Path(path).unlink(missing_ok=True)
-    records = {f"{FETCHED}/{sid}.tsv": local_source(ROWS[sid]) for sid in IDS}
+    ids = {f"{FETCHED}/{sid}.tsv": sid for sid in IDS}
+    records = {path: local_source(ROWS[sid]) for path, sid in ids.items()}
     for path, why in stale_fetch_records(records, sources=records):
-        if line := _in_place_record(path):
+        if line := _in_place_record(path, ids[path], records[path]):
             # the copy is gone but the source, read in place now, holds what was copied: the record an
             # in-place fetch would write (a removed record made the re-run fetch new input of the cube)
             logger.warning(f"{path}: {why}; data.fetch.in_place reads the source where it is, which holds what "
@@ -66,11 +67,9 @@ def forget_stale_markers():
         Path(path).unlink(missing_ok=True)
 
 
-def _in_place_record(path):
-    """The in-place record line for a stale record of a copy (tomodata.fetch_markers), where this run
-    reads local sources in place; None otherwise."""
-    sid = Path(path).name[: -len(".tsv")]
-    source = local_source(ROWS[sid])
+def _in_place_record(path, sid, source):
+    """The in-place record line for the stale record ``path`` of specimen ``sid``'s copy, where this run
+    reads its local ``source`` in place (tomodata.fetch_markers); None otherwise."""
     if not DATA["fetch"]["in_place"] or source is None or not source.exists():
         return None
     try:
